@@ -1,0 +1,2 @@
+//! The `keel` tool.
+fn main() {}

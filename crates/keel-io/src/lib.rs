@@ -1,0 +1,1 @@
+//! Keel's asynchronous I/O layer (being built: see issue 3).

@@ -1,0 +1,21 @@
+//! Keel: a crash-safe page, log and transaction layer for building databases.
+//!
+//! Keel stores tuples in slotted heap pages, reaches them through a buffer
+//! pool, and makes every change durable through a write-ahead log before the
+//! page that holds it may reach the disk. The layers, from the bottom up, and
+//! the numbered invariants each one enforces are described in
+//! `ARCHITECTURE.md`; the on-disk formats in `docs/storage.md`.
+//!
+//! This crate contains no `unsafe` code: everything that needs it (io_uring,
+//! aligned buffers) lives in `keel-io`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod checksum;
+pub mod error;
+pub mod page;
+pub mod types;
+
+pub use error::{Error, ErrorClass, PageError, ParseIdError, Result};
+pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
