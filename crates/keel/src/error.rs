@@ -62,13 +62,19 @@ pub enum PageError {
         /// What was wrong.
         reason: String,
     },
-    /// The page has room for the request only after compaction, or not at all.
-    #[error("does not fit: {needed} bytes needed, {available} available")]
+    /// The page has no contiguous room for the request. When
+    /// `after_compaction >= needed`, compacting the page makes room.
+    #[error(
+        "does not fit: {needed} bytes needed, {contiguous} contiguous free \
+         ({after_compaction} after compaction)"
+    )]
     DoesNotFit {
         /// Bytes the operation needs (tuple plus any new slot entry).
         needed: usize,
-        /// Bytes the page can offer (after compaction, if it were done).
-        available: usize,
+        /// Contiguous free bytes now.
+        contiguous: usize,
+        /// Contiguous free bytes the operation could use after compaction.
+        after_compaction: usize,
     },
     /// A tuple is larger than any page can hold; store it as an overflow chain.
     #[error("tuple of {len} bytes exceeds the in-page maximum of {max} bytes")]

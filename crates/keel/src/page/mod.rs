@@ -1,1 +1,80 @@
-//! page
+//! Pages: Keel's 8 KiB unit of storage, as byte layouts with no I/O at all.
+//!
+//! Every file Keel writes for relations is an array of [`PAGE_SIZE`]-byte
+//! pages; page `n` lives at byte `n * PAGE_SIZE`. Each page starts with the
+//! same 40-byte [common header](header) (magic, version, type, page id, LSN,
+//! CRC32C, free-space bounds, a next-page link). What follows depends on the
+//! page type:
+//!
+//! - **heap pages** are *slotted*: a slot directory grows up from the header,
+//!   tuple bytes grow down from the end of the page, and free space is the gap
+//!   between them ([`slotted`]);
+//! - **overflow pages** carry one chunk of a tuple too large for a heap page,
+//!   chained by the header's next-page link ([`overflow`]).
+//!
+//! This module works on plain `&[u8]` / `&mut [u8]` of exactly `PAGE_SIZE`
+//! bytes, so the buffer pool can hand it a frame, a test a `Vec`, and a fuzzer
+//! arbitrary bytes. It never reads or writes files.
+//!
+//! ## Trust
+//!
+//! Bytes that come from disk are untrusted (invariant 9). [`verify`] checks the
+//! checksum, the header and every slot, and is what the buffer pool calls on
+//! each read; after that the page is only changed through this module's
+//! operations, which keep it valid. Even so, every accessor bounds-checks what
+//! it reads and returns [`PageError::Corrupted`] rather than panicking, so a
+//! bug elsewhere degrades into an error that names the page and offset.
+//!
+//! ## What this module leaves out
+//!
+//! WAL logging (the heap layer logs each operation before calling these),
+//! latching (the buffer pool's frame latches), and deciding *where* a tuple
+//! goes (the free space map). Compaction returns its relocation list so the
+//! caller can log it.
+
+pub mod dump;
+pub mod header;
+pub mod overflow;
+pub mod slotted;
+pub mod stats;
+
+pub use dump::{DumpOptions, dump_page};
+pub use header::{
+    HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, PageHeader, PageType,
+    compute_checksum, init_page, page_lsn, seal, set_page_lsn, verify_checksum,
+};
+pub use overflow::{CHUNK_CAPACITY, OverflowHead, OverflowPage};
+pub use slotted::{
+    Fit, MAX_TUPLE_LEN, Relocation, SLOT_SIZE, SlotContent, SlotEntry, SlotKind, SlottedPage,
+    TupleFlags,
+};
+pub use stats::PageStats;
+
+use crate::error::PageError;
+use crate::types::PageId;
+
+/// Fully validates a page read from disk as page `expected`: length, checksum
+/// (which covers the page id, invariant 2), header, and the type-specific
+/// structure (every slot of a heap page, the chunk of an overflow page).
+///
+/// An all-zero page (a file extended but never written) fails the magic
+/// check like any other garbage: callers that extend files format new pages
+/// explicitly rather than relying on zeroes.
+pub fn verify(bytes: &[u8], expected: PageId) -> Result<PageType, PageError> {
+    verify_checksum(bytes, expected)?;
+    verify_structure(bytes, expected)
+}
+
+/// Validates header and structure without the checksum: used for pages in
+/// memory that have been changed since they were last sealed.
+pub fn verify_structure(bytes: &[u8], expected: PageId) -> Result<PageType, PageError> {
+    let header = PageHeader::read(bytes, expected)?;
+    match header.page_type {
+        PageType::Heap => SlottedPage::open(bytes, expected)?.validate()?,
+        PageType::Overflow => {
+            OverflowPage::open(bytes, expected)?;
+        }
+        PageType::Free | PageType::Fsm | PageType::Meta => {}
+    }
+    Ok(header.page_type)
+}
