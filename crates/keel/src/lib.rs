@@ -14,6 +14,8 @@
 
 pub mod checksum;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod page;
 pub mod types;
 

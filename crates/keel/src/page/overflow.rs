@@ -39,6 +39,20 @@ use crate::page::header::{
 };
 use crate::types::PageId;
 
+/// Byte offsets of the fields of an encoded [`OverflowHead`].
+pub mod head_offsets {
+    /// u64 length of the whole value.
+    pub const TOTAL_LEN: usize = 0;
+    /// u32 first overflow page.
+    pub const FIRST_PAGE: usize = 8;
+    /// u32 number of overflow pages.
+    pub const PAGE_COUNT: usize = 12;
+    /// u32 CRC32C of the whole value.
+    pub const VALUE_CRC: usize = 16;
+    /// u32 reserved, must be zero.
+    pub const RESERVED: usize = 20;
+}
+
 /// The head of an overflow chain, stored as the tuple's bytes in its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OverflowHead {
@@ -74,10 +88,10 @@ impl OverflowHead {
     /// Encodes the head.
     pub fn encode(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
-        put_u64(&mut b, 0, self.total_len);
-        put_u32(&mut b, 8, self.first_page.0);
-        put_u32(&mut b, 12, self.page_count);
-        put_u32(&mut b, 16, self.value_crc);
+        put_u64(&mut b, head_offsets::TOTAL_LEN, self.total_len);
+        put_u32(&mut b, head_offsets::FIRST_PAGE, self.first_page.0);
+        put_u32(&mut b, head_offsets::PAGE_COUNT, self.page_count);
+        put_u32(&mut b, head_offsets::VALUE_CRC, self.value_crc);
         b
     }
 
@@ -97,15 +111,15 @@ impl OverflowHead {
             ));
         }
         let head = OverflowHead {
-            total_len: get_u64(bytes, 0),
-            first_page: PageId(get_u32(bytes, 8)),
-            page_count: get_u32(bytes, 12),
-            value_crc: get_u32(bytes, 16),
+            total_len: get_u64(bytes, head_offsets::TOTAL_LEN),
+            first_page: PageId(get_u32(bytes, head_offsets::FIRST_PAGE)),
+            page_count: get_u32(bytes, head_offsets::PAGE_COUNT),
+            value_crc: get_u32(bytes, head_offsets::VALUE_CRC),
         };
         let expect = usize::try_from(head.total_len)
             .map(pages_needed)
             .unwrap_or(usize::MAX);
-        if get_u32(bytes, 20) != 0
+        if get_u32(bytes, head_offsets::RESERVED) != 0
             || head.first_page.0 == NO_PAGE
             || expect != head.page_count as usize
         {
@@ -284,9 +298,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> OverflowPage<B> {
 /// CRC32C of a value given as consecutive pieces (e.g. chunks as they are
 /// written), equal to [`crc32c`] of their concatenation.
 pub fn value_crc<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    pieces
-        .into_iter()
-        .fold(crc32c(&[]), |crc, piece| crc32c_append(crc, piece))
+    pieces.into_iter().fold(crc32c(&[]), crc32c_append)
 }
 
 #[cfg(test)]

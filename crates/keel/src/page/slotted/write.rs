@@ -1,0 +1,312 @@
+//! Changing a slotted page: insert, update, forward, delete, free, compact.
+//!
+//! Each operation checks its preconditions (slot state, room) before it
+//! writes a byte, so a failed call leaves the page unchanged. Each keeps the
+//! facts listed in the parent module's docs; the property test in `tests.rs`
+//! checks them after every step.
+
+use super::*;
+use crate::page::header::{init_page, put_u16, put_u32};
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
+    /// Formats `bytes` as an empty heap page with id `page_id`.
+    pub fn init(mut bytes: B, page_id: PageId) -> Result<Self, PageError> {
+        init_page(bytes.as_mut(), page_id, PageType::Heap)?;
+        Ok(SlottedPage { bytes, page_id })
+    }
+
+    fn set_field(&mut self, off: usize, v: usize) {
+        debug_assert!(v <= usize::from(u16::MAX), "page field overflow");
+        put_u16(self.bytes.as_mut(), off, v as u16);
+    }
+
+    /// Sets the page LSN (after the change was logged, invariant 4).
+    pub fn set_lsn(&mut self, lsn: Lsn) {
+        crate::page::header::put_u64(self.bytes.as_mut(), offsets::LSN, lsn.0);
+    }
+
+    fn write_slot(&mut self, slot: SlotId, e: &SlotEntry) {
+        let at = HEADER_SIZE + SLOT_SIZE * usize::from(slot.0);
+        self.bytes.as_mut()[at..at + SLOT_SIZE].copy_from_slice(&e.encode());
+    }
+
+    /// Claims `alloc` bytes at the top of the free space; the caller checked
+    /// they are there.
+    fn claim(&mut self, alloc: usize) -> usize {
+        let off = self.upper() - alloc;
+        self.set_field(offsets::UPPER, off);
+        off
+    }
+
+    fn release(&mut self, e: &SlotEntry) {
+        if e.alloc() == 0 {
+            return;
+        }
+        if usize::from(e.offset) == self.upper() {
+            // The lowest allocation: give it straight back to contiguous space.
+            self.set_field(offsets::UPPER, self.upper() + e.alloc());
+        } else {
+            self.set_field(offsets::FRAG_BYTES, self.frag() + e.alloc());
+        }
+    }
+
+    fn does_not_fit(&self, needed: usize, reclaimable: usize) -> PageError {
+        PageError::DoesNotFit {
+            needed,
+            contiguous: self.contiguous_free(),
+            after_compaction: self.total_free() + reclaimable,
+        }
+    }
+
+    fn store(&mut self, slot: SlotId, data: &[u8], flags: TupleFlags) {
+        let off = self.claim(alloc_len(data.len()));
+        self.bytes.as_mut()[off..off + data.len()].copy_from_slice(data);
+        let entry = SlotEntry {
+            kind: SlotKind::Tuple,
+            offset: off as u16,
+            len: data.len() as u16,
+            flags,
+        };
+        self.write_slot(slot, &entry);
+    }
+
+    fn check_tuple_len(len: usize) -> Result<(), PageError> {
+        if len > MAX_TUPLE_LEN {
+            return Err(PageError::TupleTooLarge {
+                len,
+                max: MAX_TUPLE_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Inserts a tuple into the lowest free slot, or a new slot at the end,
+    /// and returns its slot number. Fails with `DoesNotFit` when there is no
+    /// contiguous room (its `after_compaction` says whether compacting helps).
+    pub fn insert(&mut self, data: &[u8], flags: TupleFlags) -> Result<SlotId, PageError> {
+        Self::check_tuple_len(data.len())?;
+        let reuse = self.first_free_slot();
+        let need = alloc_len(data.len()) + if reuse.is_some() { 0 } else { SLOT_SIZE };
+        if need > self.contiguous_free() {
+            return Err(self.does_not_fit(need, 0));
+        }
+        let slot = match reuse {
+            Some(s) => s,
+            None => self.push_slot(),
+        };
+        self.store(slot, data, flags);
+        self.set_field(offsets::FREE_HINT, usize::from(slot.0) + 1);
+        Ok(slot)
+    }
+
+    /// Appends a free slot entry (room checked by the caller).
+    fn push_slot(&mut self) -> SlotId {
+        let slot = SlotId(self.slot_count());
+        self.set_field(offsets::SLOT_COUNT, usize::from(slot.0) + 1);
+        self.set_field(offsets::LOWER, self.lower() + SLOT_SIZE);
+        self.write_slot(slot, &SlotEntry::FREE);
+        slot
+    }
+
+    /// Inserts a tuple at a given slot, which must be free, dead, or past the
+    /// end of the directory (the directory grows with free slots). Redo of an
+    /// insert and undo of a delete use this to restore the exact address.
+    pub fn insert_at(
+        &mut self,
+        slot: SlotId,
+        data: &[u8],
+        flags: TupleFlags,
+    ) -> Result<(), PageError> {
+        Self::check_tuple_len(data.len())?;
+        let count = self.slot_count();
+        if slot.0 < count {
+            let e = self.slot(slot)?;
+            if !matches!(e.kind, SlotKind::Free | SlotKind::Dead) {
+                return Err(PageError::SlotNotLive {
+                    slot,
+                    state: "in use",
+                });
+            }
+            let need = alloc_len(data.len());
+            if need > self.contiguous_free() {
+                return Err(self.does_not_fit(need, 0));
+            }
+        } else {
+            let new_slots = usize::from(slot.0 - count) + 1;
+            let need = alloc_len(data.len()) + new_slots * SLOT_SIZE;
+            if need > self.contiguous_free() {
+                return Err(self.does_not_fit(need, 0));
+            }
+            for _ in 0..new_slots {
+                self.push_slot();
+            }
+            if new_slots > 1 {
+                // The slots between the old end and `slot` are free.
+                let hint = self.free_hint().min(count);
+                self.set_field(offsets::FREE_HINT, usize::from(hint));
+            }
+        }
+        self.store(slot, data, flags);
+        Ok(())
+    }
+
+    /// Replaces the contents of a tuple or forward slot with a tuple of new
+    /// bytes, in place when it fits (the slot number never changes).
+    pub fn update(
+        &mut self,
+        slot: SlotId,
+        data: &[u8],
+        flags: TupleFlags,
+    ) -> Result<(), PageError> {
+        Self::check_tuple_len(data.len())?;
+        let old = self.slot(slot)?;
+        if !matches!(old.kind, SlotKind::Tuple | SlotKind::Forward) {
+            return Err(PageError::SlotNotLive {
+                slot,
+                state: old.kind.name(),
+            });
+        }
+        let new_alloc = alloc_len(data.len());
+        if new_alloc <= old.alloc() {
+            let off = usize::from(old.offset);
+            self.bytes.as_mut()[off..off + data.len()].copy_from_slice(data);
+            self.set_field(offsets::FRAG_BYTES, self.frag() + old.alloc() - new_alloc);
+            let entry = SlotEntry {
+                kind: SlotKind::Tuple,
+                offset: old.offset,
+                len: data.len() as u16,
+                flags,
+            };
+            self.write_slot(slot, &entry);
+            return Ok(());
+        }
+        if new_alloc > self.contiguous_free() {
+            return Err(self.does_not_fit(new_alloc, old.alloc()));
+        }
+        self.release(&old);
+        self.store(slot, data, flags);
+        Ok(())
+    }
+
+    /// Replaces a tuple (or an older forward pointer) with a forward pointer
+    /// to `target`, always in place: every allocation is at least
+    /// [`FORWARD_LEN`] bytes.
+    pub fn set_forward(&mut self, slot: SlotId, target: TupleId) -> Result<(), PageError> {
+        let old = self.slot(slot)?;
+        if !matches!(old.kind, SlotKind::Tuple | SlotKind::Forward) {
+            return Err(PageError::SlotNotLive {
+                slot,
+                state: old.kind.name(),
+            });
+        }
+        let off = usize::from(old.offset);
+        let body = &mut self.bytes.as_mut()[off..off + FORWARD_LEN];
+        put_u32(body, 0, target.page.0);
+        put_u16(body, 4, target.slot.0);
+        self.set_field(offsets::FRAG_BYTES, self.frag() + old.alloc() - FORWARD_LEN);
+        let entry = SlotEntry {
+            kind: SlotKind::Forward,
+            offset: old.offset,
+            len: FORWARD_LEN as u16,
+            flags: TupleFlags::NONE,
+        };
+        self.write_slot(slot, &entry);
+        Ok(())
+    }
+
+    /// Deletes the tuple or forward pointer in `slot`: its bytes are
+    /// reclaimed, its number stays reserved (the slot becomes dead).
+    pub fn delete(&mut self, slot: SlotId) -> Result<(), PageError> {
+        let old = self.slot(slot)?;
+        if !matches!(old.kind, SlotKind::Tuple | SlotKind::Forward) {
+            return Err(PageError::SlotNotLive {
+                slot,
+                state: old.kind.name(),
+            });
+        }
+        self.release(&old);
+        let dead = SlotEntry {
+            kind: SlotKind::Dead,
+            ..SlotEntry::FREE
+        };
+        self.write_slot(slot, &dead);
+        Ok(())
+    }
+
+    /// Makes a dead slot free for reuse; trailing free slots are trimmed from
+    /// the directory.
+    pub fn free_slot(&mut self, slot: SlotId) -> Result<(), PageError> {
+        let old = self.slot(slot)?;
+        if old.kind != SlotKind::Dead {
+            return Err(PageError::SlotNotLive {
+                slot,
+                state: old.kind.name(),
+            });
+        }
+        self.write_slot(slot, &SlotEntry::FREE);
+        let hint = self.free_hint().min(slot.0);
+        let mut count = self.slot_count();
+        while count > 0 && matches!(self.slot(SlotId(count - 1)), Ok(e) if e.kind == SlotKind::Free)
+        {
+            count -= 1;
+        }
+        let trimmed = usize::from(self.slot_count() - count);
+        self.set_field(offsets::SLOT_COUNT, usize::from(count));
+        self.set_field(offsets::LOWER, self.lower() - trimmed * SLOT_SIZE);
+        self.set_field(offsets::FREE_HINT, usize::from(hint.min(count)));
+        Ok(())
+    }
+
+    /// Coalesces all free space into one contiguous gap and returns what
+    /// moved. Slot numbers never change (invariant 12).
+    ///
+    /// Allocations are moved in descending offset order, each to just below
+    /// the previous one. A moved allocation's new offset is never below its
+    /// old one (everything packed above it came from above it), so a copy
+    /// can only overlap its own old bytes (handled by `copy_within`), never a
+    /// tuple not yet moved. Compaction is deterministic: the same page always
+    /// yields the same result and relocation list.
+    pub fn compact(&mut self) -> Vec<Relocation> {
+        let mut allocs: Vec<(u16, SlotId, SlotEntry)> = (0..self.slot_count())
+            .map(SlotId)
+            .filter_map(|s| self.slot(s).ok().map(|e| (e.offset, s, e)))
+            .filter(|(_, _, e)| e.alloc() > 0)
+            .collect();
+        allocs.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+        let mut top = PAGE_SIZE;
+        let mut moved = Vec::new();
+        for (old_off, slot, e) in allocs {
+            let len = e.alloc();
+            let new_off = top - len;
+            debug_assert!(
+                new_off >= usize::from(old_off),
+                "compaction moved a tuple down (inv. 12)"
+            );
+            if new_off != usize::from(old_off) {
+                let src = usize::from(old_off);
+                self.bytes.as_mut().copy_within(src..src + len, new_off);
+                self.write_slot(
+                    slot,
+                    &SlotEntry {
+                        offset: new_off as u16,
+                        ..e
+                    },
+                );
+                moved.push(Relocation {
+                    slot,
+                    old_offset: old_off,
+                    new_offset: new_off as u16,
+                    len: len as u16,
+                });
+            }
+            top = new_off;
+        }
+        self.set_field(offsets::UPPER, top);
+        self.set_field(offsets::FRAG_BYTES, 0);
+        // Zero the reclaimed gap so stale tuple bytes never leak into dumps
+        // or page images.
+        let lower = self.lower();
+        self.bytes.as_mut()[lower..top].fill(0);
+        moved
+    }
+}
