@@ -1,0 +1,109 @@
+//! Glue every backend shares: admission through the [`Gate`], and the
+//! [`Ticket`] that follows a request from admission to completion, records
+//! its statistics, returns its permit and completes its future.
+//!
+//! Invariant: a ticket is finished exactly once. If it is dropped unfinished
+//! (a queue torn down, a thread gone), its `Drop` still returns the permit,
+//! counts an error and completes the future with `ShutDown` — so shutdown's
+//! drain can never wait for a permit that will not come back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::IoError;
+use crate::future::{Completer, IoFuture};
+use crate::gate::Gate;
+use crate::request::{FileClass, OpKind, Rejected, Reply, Request};
+use crate::stats::{IoStats, Stats};
+
+/// The parts of a backend every request touches.
+pub(crate) struct Core {
+    pub(crate) gate: Gate,
+    pub(crate) stats: Stats,
+}
+
+impl Core {
+    pub(crate) fn new(name: &'static str, queue_depth: usize) -> Arc<Core> {
+        Arc::new(Core {
+            gate: Gate::new(queue_depth),
+            stats: Stats::new(name),
+        })
+    }
+
+    /// Takes a permit (waiting, or not when `blocking` is false).
+    pub(crate) fn admit(&self, req: Request, blocking: bool) -> Result<Request, Rejected> {
+        let kind = req.kind();
+        let r = if blocking {
+            self.gate.acquire(kind)
+        } else {
+            self.gate.try_acquire(kind)
+        };
+        match r {
+            Ok(()) => Ok(req),
+            Err(error) => Err(Rejected {
+                error,
+                request: Box::new(req),
+            }),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> IoStats {
+        self.stats.snapshot()
+    }
+}
+
+/// Follows one admitted request to its completion.
+pub(crate) struct Ticket {
+    core: Arc<Core>,
+    completer: Option<Completer>,
+    kind: OpKind,
+    class: FileClass,
+    started: Instant,
+}
+
+impl Ticket {
+    /// A ticket for a request that already holds a permit.
+    pub(crate) fn new(
+        core: &Arc<Core>,
+        kind: OpKind,
+        class: FileClass,
+    ) -> (Ticket, IoFuture<Reply>) {
+        let (completer, fut) = Completer::pair(kind);
+        let ticket = Ticket {
+            core: Arc::clone(core),
+            completer: Some(completer),
+            kind,
+            class,
+            started: Instant::now(),
+        };
+        (ticket, fut)
+    }
+
+    /// Records, releases the permit, then completes the future.
+    pub(crate) fn finish(mut self, outcome: Result<Reply, IoError>) {
+        let bytes = outcome.as_ref().map_or(0, Reply::bytes);
+        self.core.stats.record(
+            self.kind,
+            self.class,
+            bytes,
+            outcome.is_ok(),
+            self.started.elapsed(),
+        );
+        self.core.gate.release();
+        if let Some(c) = self.completer.take() {
+            c.complete(outcome);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(c) = self.completer.take() {
+            self.core
+                .stats
+                .record(self.kind, self.class, 0, false, self.started.elapsed());
+            self.core.gate.release();
+            c.complete(Err(IoError::ShutDown { op: self.kind }));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Path operations: open, remove, rename, list, create directory, sync
+//! directory. All are blocking system calls; the backends decide on which
+//! thread they run.
+
+use std::fs::{self, File};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{FileRef, IoError};
+use crate::request::{DirEntry, OpKind, OpenOptions, Reply};
+
+/// Opens a file as the options say. A file system that refuses O_DIRECT
+/// (EINVAL at open, as tmpfs does) gives `DirectIoUnsupported`.
+pub(crate) fn open(path: &Path, o: &OpenOptions) -> Result<File, IoError> {
+    let mut oo = fs::OpenOptions::new();
+    oo.read(o.read)
+        .write(o.write)
+        .create(o.create)
+        .create_new(o.create_new)
+        .truncate(o.truncate)
+        .mode(0o644);
+    if o.direct {
+        oo.custom_flags(libc::O_DIRECT);
+    }
+    oo.open(path).map_err(|e| {
+        if o.direct && e.raw_os_error() == Some(libc::EINVAL) {
+            IoError::DirectIoUnsupported {
+                file: FileRef::path(path),
+                source: e,
+            }
+        } else {
+            IoError::from_os(OpKind::Open, FileRef::path(path), e)
+        }
+    })
+}
+
+pub(crate) fn remove(path: &Path) -> Result<Reply, IoError> {
+    fs::remove_file(path)
+        .map(|()| Reply::Done)
+        .map_err(|e| IoError::from_os(OpKind::Remove, FileRef::path(path), e))
+}
+
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<Reply, IoError> {
+    fs::rename(from, to)
+        .map(|()| Reply::Done)
+        .map_err(|e| IoError::from_os(OpKind::Rename, FileRef::path(from), e))
+}
+
+pub(crate) fn read_dir(path: &Path) -> Result<Reply, IoError> {
+    let err = |e| IoError::from_os(OpKind::ReadDir, FileRef::path(path), e);
+    let mut entries = Vec::new();
+    for item in fs::read_dir(path).map_err(err)? {
+        let item = item.map_err(err)?;
+        let is_dir = item.file_type().map_err(err)?.is_dir();
+        entries.push(DirEntry {
+            name: item.file_name(),
+            is_dir,
+        });
+    }
+    entries.sort();
+    Ok(Reply::Entries(entries))
+}
+
+pub(crate) fn create_dir(path: &Path) -> Result<Reply, IoError> {
+    fs::create_dir(path)
+        .map(|()| Reply::Done)
+        .map_err(|e| IoError::from_os(OpKind::CreateDir, FileRef::path(path), e))
+}
+
+/// fsync of the directory itself, which makes the entries created, removed
+/// or renamed in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<Reply, IoError> {
+    let err = |e| IoError::from_os(OpKind::SyncDir, FileRef::path(path), e);
+    File::open(path).map_err(err)?.sync_all().map_err(err)?;
+    Ok(Reply::Done)
+}

@@ -1,0 +1,167 @@
+//! Positioned write of one or several buffers at one offset. A short
+//! transfer is resubmitted for the remainder; a transfer of zero bytes while
+//! bytes remain is a `ShortWrite` error. If a resubmission fails after some
+//! bytes were written, the OS error is reported: the range is then partly
+//! written and the caller must treat its content as unknown.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use super::{Step, errno_step};
+use crate::buf::IoBuf;
+use crate::error::{FileRef, IoError};
+use crate::request::{OpKind, Reply};
+
+/// Most iovecs handed to one system call (Linux's IOV_MAX); the rest go in
+/// the resubmission.
+const MAX_IOVECS: usize = 1024;
+
+pub(crate) struct WriteOp {
+    file: FileRef,
+    kind: OpKind,
+    offset: u64,
+    bufs: Vec<IoBuf>,
+    total: usize,
+    done: usize,
+    /// Points into `bufs`; rebuilt before each system call.
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: the raw pointers in `iov` point into `bufs`, which this value owns
+// (heap memory that does not move when the value moves). They are only
+// dereferenced (by the kernel) while the owning thread, or the io_uring
+// in-flight table, holds the value; nothing else shares them.
+unsafe impl Send for WriteOp {}
+
+impl WriteOp {
+    pub(crate) fn new(file: FileRef, kind: OpKind, offset: u64, bufs: Vec<IoBuf>) -> WriteOp {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        WriteOp {
+            file,
+            kind,
+            offset,
+            bufs,
+            total,
+            done: 0,
+            iov: Vec::new(),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> OpKind {
+        self.kind
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Rebuilds `iov` for the bytes not yet written.
+    fn build_iov(&mut self) {
+        self.iov.clear();
+        let mut skip = self.done;
+        for b in &self.bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            let rest = &b[skip..];
+            skip = 0;
+            self.iov.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+            if self.iov.len() == MAX_IOVECS {
+                break;
+            }
+        }
+    }
+
+    fn position(&self) -> Result<libc::off_t, IoError> {
+        libc::off_t::try_from(self.offset + self.done as u64).map_err(|_| {
+            IoError::InvalidArgument {
+                op: self.kind,
+                file: self.file.clone(),
+                reason: "offset beyond the largest file offset",
+                source: None,
+            }
+        })
+    }
+
+    fn short(&self) -> IoError {
+        IoError::ShortWrite {
+            op: self.kind,
+            file: self.file.clone(),
+            offset: self.offset,
+            wanted: self.total,
+            written: self.done,
+        }
+    }
+
+    pub(crate) fn run_blocking(mut self, file: &File) -> Result<Reply, IoError> {
+        while self.done < self.total {
+            let pos = self.position()?;
+            self.build_iov();
+            let count = libc::c_int::try_from(self.iov.len()).unwrap_or(libc::c_int::MAX);
+            // SAFETY: every iovec points into a buffer owned by `self`, alive
+            // and not accessed elsewhere during the call; `count` is the
+            // array's length; the descriptor is owned by `file`.
+            let n = unsafe { libc::pwritev(file.as_raw_fd(), self.iov.as_ptr(), count, pos) };
+            match usize::try_from(n) {
+                Ok(0) => return Err(self.short()),
+                Ok(n) => self.done += n,
+                Err(_) => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(IoError::from_os(self.kind, self.file, e));
+                    }
+                }
+            }
+        }
+        self.into_reply()
+    }
+
+    pub(crate) fn into_reply(mut self) -> Result<Reply, IoError> {
+        if self.kind == OpKind::Write
+            && self.bufs.len() == 1
+            && let Some(buf) = self.bufs.pop()
+        {
+            return Ok(Reply::Written(buf));
+        }
+        Ok(Reply::WrittenV(self.bufs))
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn sqe(
+        &mut self,
+        fd: std::os::fd::RawFd,
+    ) -> Result<io_uring::squeue::Entry, IoError> {
+        use io_uring::{opcode, types};
+        let pos = self.position()? as u64;
+        self.build_iov();
+        Ok(match self.iov.as_slice() {
+            [one] => {
+                opcode::Write::new(types::Fd(fd), one.iov_base as *const u8, one.iov_len as u32)
+                    .offset(pos)
+                    .build()
+            }
+            many => opcode::Writev::new(types::Fd(fd), many.as_ptr(), many.len() as u32)
+                .offset(pos)
+                .build(),
+        })
+    }
+
+    pub(crate) fn on_cqe(&mut self, res: i32) -> Step {
+        match usize::try_from(res) {
+            Err(_) => errno_step(self.kind, &self.file, -res),
+            Ok(0) if self.done < self.total => Step::Failed(self.short()),
+            Ok(n) => {
+                self.done += n;
+                if self.done >= self.total {
+                    Step::Done
+                } else {
+                    Step::Again
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Fault injection rules for the simulator.
+//!
+//! A [`FaultRule`] says *when* (a [`Trigger`]: at one operation number, on
+//! every matching operation, or with a probability), *on what* (optionally
+//! one operation kind and/or one file class) and *which* [`Fault`]. Rules are
+//! checked in order before an operation runs; the first that matches and
+//! whose fault makes sense for the operation fires. Operation numbers count
+//! every request submitted to the backend, from 0 ([`super::SimIo::op_count`]
+//! is the number the next request will get).
+
+use crate::request::{FileClass, OpKind};
+
+/// A failure to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The operation fails with EIO and has no effect. Applies to reads,
+    /// writes, syncs, allocate, set_len and sync_dir.
+    Eio,
+    /// The operation fails with ENOSPC and has no effect. Applies to writes,
+    /// allocate, set_len, and open/create_dir that would create an entry.
+    NoSpace,
+    /// A write transfers at most `max_bytes` in its first system call; the
+    /// backend resubmits the rest as real backends do. With `max_bytes: 0`
+    /// no progress is made and the write fails with `ShortWrite`.
+    ShortWrite {
+        /// Bytes the first attempt accepts.
+        max_bytes: usize,
+    },
+    /// An fsync / fdatasync / sync_dir fails with EIO *after* the kernel
+    /// dropped the dirty state: each unsynced write of the file is resolved
+    /// as in a crash (kept, dropped or torn) and is no longer pending, so a
+    /// retried fsync would succeed without making it durable — the
+    /// "fsyncgate" behaviour invariant 7 guards against. Reads still see the
+    /// new data.
+    SyncFailure,
+    /// Power is cut before this operation: it and every later one fail with
+    /// `ShutDown`; [`super::SimIo::crash`] then yields the disk.
+    PowerCut,
+}
+
+impl Fault {
+    /// Whether the fault can happen to an operation of this kind.
+    pub fn applies_to(self, op: OpKind) -> bool {
+        use OpKind::*;
+        match self {
+            Fault::Eio => matches!(
+                op,
+                Read | Write | WriteV | Fsync | Fdatasync | Allocate | SetLen | SyncDir
+            ),
+            Fault::NoSpace => matches!(op, Write | WriteV | Allocate | SetLen | Open | CreateDir),
+            Fault::ShortWrite { .. } => matches!(op, Write | WriteV),
+            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | SyncDir),
+            Fault::PowerCut => true,
+        }
+    }
+}
+
+/// When a rule fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// On the operation with this number only.
+    AtOp(u64),
+    /// On every matching operation.
+    Always,
+    /// On each matching operation with this probability, in millionths,
+    /// drawn from the simulator's seeded generator.
+    PerMillion(u32),
+}
+
+/// One fault injection rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultRule {
+    /// When.
+    pub trigger: Trigger,
+    /// What.
+    pub fault: Fault,
+    /// Only on this kind of operation.
+    pub op: Option<OpKind>,
+    /// Only on files of this class.
+    pub class: Option<FileClass>,
+}
+
+impl FaultRule {
+    /// Fires on operation number `n`.
+    pub const fn at_op(n: u64, fault: Fault) -> FaultRule {
+        FaultRule {
+            trigger: Trigger::AtOp(n),
+            fault,
+            op: None,
+            class: None,
+        }
+    }
+
+    /// Fires on every matching operation.
+    pub const fn always(fault: Fault) -> FaultRule {
+        FaultRule {
+            trigger: Trigger::Always,
+            fault,
+            op: None,
+            class: None,
+        }
+    }
+
+    /// Fires with probability `p` (clamped to 0..=1) on matching operations.
+    pub fn with_probability(p: f64, fault: Fault) -> FaultRule {
+        let per_million = (p.clamp(0.0, 1.0) * 1_000_000.0) as u32;
+        FaultRule {
+            trigger: Trigger::PerMillion(per_million),
+            fault,
+            op: None,
+            class: None,
+        }
+    }
+
+    /// Restricts the rule to one kind of operation.
+    pub const fn on_op(mut self, op: OpKind) -> FaultRule {
+        self.op = Some(op);
+        self
+    }
+
+    /// Restricts the rule to one file class.
+    pub const fn on_class(mut self, class: FileClass) -> FaultRule {
+        self.class = Some(class);
+        self
+    }
+
+    pub(crate) fn matches(&self, op: OpKind, class: FileClass) -> bool {
+        self.op.is_none_or(|k| k == op)
+            && self.class.is_none_or(|c| c == class)
+            && self.fault.applies_to(op)
+    }
+}

@@ -1,0 +1,357 @@
+//! The simulated file system: a volatile and a durable image of every file
+//! and of the directory namespace, and the crash that turns the first into a
+//! possible second.
+//!
+//! Durability model (what survives [`Model::crash`]):
+//!
+//! 1. **File contents.** A write, set_len or allocate changes the volatile
+//!    image at once (reads see it) and is appended to the inode's pending
+//!    list. fsync/fdatasync of the file makes the whole volatile image
+//!    durable (fdatasync is modelled as fsync: Linux's fdatasync also
+//!    flushes the size needed to read the data).
+//! 2. **Torn writes.** At a crash each pending write, in order, is applied to
+//!    the durable image independently: kept whole, dropped whole, or torn —
+//!    in which case each 512-byte sector it touches (sectors aligned to file
+//!    offset 0) is independently old or new (SQLite's crash model). A sector
+//!    is never half old, half new. A kept sector beyond the end of the file
+//!    extends it (the gap reads as zeros). Pending set_len/allocate are kept
+//!    or dropped whole.
+//! 3. **Namespace.** Creating, removing or renaming a file, or creating a
+//!    directory, changes the volatile namespace at once and appends a change
+//!    to the pending list of the parent directory (for a rename: of the
+//!    destination's parent; both halves of a rename form one change).
+//!    sync_dir of that directory makes its pending changes durable. At a
+//!    crash each directory keeps a random *prefix* of its pending changes
+//!    (journalled file systems commit metadata in order). Entries whose
+//!    parent directory did not survive vanish with it, and a file whose
+//!    entry did not survive is lost, fsynced content or not: sync the
+//!    directory after creating a file.
+//!
+//! The root directory `/` always exists. Paths are compared as given, so use
+//! absolute, normalised paths. Renaming directories and removing
+//! directories are not modelled (they fail with `InvalidArgument`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::rng::Rng;
+
+/// Sector size of the torn-write model.
+pub const SECTOR_SIZE: usize = 512;
+
+/// A namespace entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    File(u64),
+    Dir,
+}
+
+/// One change to apply to the durable namespace as a unit.
+#[derive(Debug, Clone)]
+struct NsChange(Vec<(PathBuf, Option<Node>)>);
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+    Extend(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inode {
+    durable: Vec<u8>,
+    pub(crate) live: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+impl Inode {
+    pub(crate) fn write(&mut self, offset: usize, data: &[u8]) {
+        let end = offset + data.len();
+        if self.live.len() < end {
+            self.live.resize(end, 0);
+        }
+        self.live[offset..end].copy_from_slice(data);
+        self.pending.push(Pending::Write {
+            offset: offset as u64,
+            data: data.to_vec(),
+        });
+    }
+
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.live.resize(len, 0);
+        self.pending.push(Pending::SetLen(len as u64));
+    }
+
+    pub(crate) fn extend(&mut self, end: usize) {
+        if self.live.len() < end {
+            self.live.resize(end, 0);
+            self.pending.push(Pending::Extend(end as u64));
+        }
+    }
+
+    pub(crate) fn sync(&mut self) {
+        self.durable.clone_from(&self.live);
+        self.pending.clear();
+    }
+
+    /// The sync failed after the kernel dropped the dirty state: resolve the
+    /// pending changes as a crash would, and forget them.
+    pub(crate) fn lose_pending(&mut self, rng: &mut Rng) {
+        self.durable = self.resolve(rng);
+        self.pending.clear();
+    }
+
+    /// What the durable image is after a crash.
+    fn resolve(&self, rng: &mut Rng) -> Vec<u8> {
+        let mut img = self.durable.clone();
+        for p in &self.pending {
+            match p {
+                Pending::Write { offset, data } => {
+                    apply_write(&mut img, *offset as usize, data, rng)
+                }
+                Pending::SetLen(len) => {
+                    if rng.coin() {
+                        img.resize(*len as usize, 0);
+                    }
+                }
+                Pending::Extend(end) => {
+                    if rng.coin() && img.len() < *end as usize {
+                        img.resize(*end as usize, 0);
+                    }
+                }
+            }
+        }
+        img
+    }
+}
+
+/// Applies one unsynced write at a crash: kept, dropped or torn by sector.
+fn apply_write(img: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
+    let mode = rng.below(3);
+    if mode == 1 {
+        return; // dropped
+    }
+    let end = offset + data.len();
+    let mut pos = offset;
+    while pos < end {
+        let piece_end = ((pos / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
+        if mode == 0 || rng.coin() {
+            if img.len() < piece_end {
+                img.resize(piece_end, 0);
+            }
+            img[pos..piece_end].copy_from_slice(&data[pos - offset..piece_end - offset]);
+        }
+        pos = piece_end;
+    }
+}
+
+/// The durable state of a simulated disk: what survives a crash, and what a
+/// new simulator boots from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimDisk {
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl SimDisk {
+    /// An empty disk (only `/`).
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    /// The content of a file, if it exists.
+    pub fn file(&self, path: &Path) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    /// Every file and its content, by path.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &[u8])> {
+        self.files.iter().map(|(p, d)| (p.as_path(), d.as_slice()))
+    }
+
+    /// Every directory except `/`.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(PathBuf::as_path)
+    }
+
+    /// Whether a directory exists.
+    pub fn has_dir(&self, path: &Path) -> bool {
+        is_root(path) || self.dirs.contains(path)
+    }
+
+    /// Adds a file (its parent directories are added too).
+    pub fn with_file(mut self, path: &Path, content: &[u8]) -> SimDisk {
+        let mut dir = parent(path);
+        while !is_root(&dir) {
+            self.dirs.insert(dir.clone());
+            dir = parent(&dir);
+        }
+        self.files.insert(path.to_path_buf(), content.to_vec());
+        self
+    }
+}
+
+pub(crate) fn is_root(p: &Path) -> bool {
+    p.as_os_str().is_empty() || p == Path::new("/")
+}
+
+/// The directory holding `p` (the root for top-level names).
+pub(crate) fn parent(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("/"),
+    }
+}
+
+/// The namespace and the inodes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Model {
+    pub(crate) inodes: BTreeMap<u64, Inode>,
+    next_inode: u64,
+    live: BTreeMap<PathBuf, Node>,
+    durable: BTreeMap<PathBuf, Node>,
+    pending: BTreeMap<PathBuf, Vec<NsChange>>,
+}
+
+impl Model {
+    pub(crate) fn from_disk(disk: SimDisk) -> Model {
+        let mut m = Model::default();
+        for d in disk.dirs {
+            m.live.insert(d, Node::Dir);
+        }
+        for (path, content) in disk.files {
+            let ino = m.new_inode();
+            if let Some(inode) = m.inodes.get_mut(&ino) {
+                inode.durable.clone_from(&content);
+                inode.live = content;
+            }
+            m.live.insert(path, Node::File(ino));
+        }
+        m.durable = m.live.clone();
+        m
+    }
+
+    fn new_inode(&mut self) -> u64 {
+        self.next_inode += 1;
+        self.inodes.insert(self.next_inode, Inode::default());
+        self.next_inode
+    }
+
+    pub(crate) fn lookup(&self, p: &Path) -> Option<Node> {
+        if is_root(p) {
+            Some(Node::Dir)
+        } else {
+            self.live.get(p).copied()
+        }
+    }
+
+    pub(crate) fn is_dir(&self, p: &Path) -> bool {
+        self.lookup(p) == Some(Node::Dir)
+    }
+
+    fn record(&mut self, dir: PathBuf, change: Vec<(PathBuf, Option<Node>)>) {
+        self.pending.entry(dir).or_default().push(NsChange(change));
+    }
+
+    /// Creates an empty file entry; returns its inode.
+    pub(crate) fn create_file(&mut self, p: &Path) -> u64 {
+        let ino = self.new_inode();
+        self.live.insert(p.to_path_buf(), Node::File(ino));
+        self.record(parent(p), vec![(p.to_path_buf(), Some(Node::File(ino)))]);
+        ino
+    }
+
+    pub(crate) fn create_dir(&mut self, p: &Path) {
+        self.live.insert(p.to_path_buf(), Node::Dir);
+        self.record(parent(p), vec![(p.to_path_buf(), Some(Node::Dir))]);
+    }
+
+    pub(crate) fn remove(&mut self, p: &Path) {
+        self.live.remove(p);
+        self.record(parent(p), vec![(p.to_path_buf(), None)]);
+    }
+
+    pub(crate) fn rename(&mut self, from: &Path, to: &Path, node: Node) {
+        self.live.remove(from);
+        self.live.insert(to.to_path_buf(), node);
+        self.record(
+            parent(to),
+            vec![(from.to_path_buf(), None), (to.to_path_buf(), Some(node))],
+        );
+    }
+
+    pub(crate) fn list(&self, dir: &Path) -> Vec<(std::ffi::OsString, bool)> {
+        let root = is_root(dir);
+        self.live
+            .iter()
+            .filter(|(p, _)| {
+                if root {
+                    is_root(&parent(p))
+                } else {
+                    parent(p) == dir
+                }
+            })
+            .filter_map(|(p, n)| p.file_name().map(|f| (f.to_os_string(), *n == Node::Dir)))
+            .collect()
+    }
+
+    pub(crate) fn sync_dir(&mut self, dir: &Path) {
+        let key = if is_root(dir) {
+            PathBuf::from("/")
+        } else {
+            dir.to_path_buf()
+        };
+        if let Some(changes) = self.pending.remove(&key) {
+            for c in &changes {
+                apply_change(&mut self.durable, c);
+            }
+        }
+    }
+
+    /// The disk after a crash now (see the module docs for the model).
+    pub(crate) fn crash(&self, rng: &mut Rng) -> SimDisk {
+        let mut ns = self.durable.clone();
+        for changes in self.pending.values() {
+            let keep = rng.below(changes.len() as u64 + 1) as usize;
+            for c in &changes[..keep] {
+                apply_change(&mut ns, c);
+            }
+        }
+        let contents: BTreeMap<u64, Vec<u8>> = self
+            .inodes
+            .iter()
+            .map(|(ino, inode)| (*ino, inode.resolve(rng)))
+            .collect();
+        let mut disk = SimDisk::default();
+        // A parent sorts before its children (it is a prefix of them).
+        for (path, node) in ns {
+            let dir = parent(&path);
+            if !is_root(&dir) && !disk.dirs.contains(&dir) {
+                continue;
+            }
+            match node {
+                Node::Dir => {
+                    disk.dirs.insert(path);
+                }
+                Node::File(ino) => {
+                    let content = contents.get(&ino).cloned().unwrap_or_default();
+                    disk.files.insert(path, content);
+                }
+            }
+        }
+        disk
+    }
+}
+
+fn apply_change(ns: &mut BTreeMap<PathBuf, Node>, change: &NsChange) {
+    for (path, node) in &change.0 {
+        match node {
+            Some(n) => {
+                ns.insert(path.clone(), *n);
+            }
+            None => {
+                ns.remove(path);
+            }
+        }
+    }
+}
