@@ -1,2 +1,67 @@
-//! The `keel` tool.
-fn main() {}
+//! The `keel` tool: runs, inspects, benchmarks and crash-tests Keel.
+//!
+//! Conventions (as in `sqlite3`, `pg_waldump`, `pg_amcheck`): `--help` on every
+//! command; exit code 0 on success, 1 when the command ran and found a failure
+//! (corruption, a lost commit), 2 on bad usage (clap's own exit code); errors
+//! go to stderr as one line, `keel: error: …`.
+
+mod demo;
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keel: a crash-safe page, log and transaction layer for building databases.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Keel end to end on a fresh data directory and print what it did.
+    Demo {
+        /// Data directory to create (must not exist, or be empty).
+        #[arg(long, default_value = "keel-demo")]
+        dir: PathBuf,
+    },
+    /// Decode and print on-disk structures.
+    #[command(subcommand)]
+    Inspect(inspect::Target),
+}
+
+/// A failure the tool reports with exit code 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let mut msg = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        Failure(msg)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { dir } => demo::run(&dir),
+        Command::Inspect(target) => inspect::run(target),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
