@@ -1,5 +1,7 @@
 //! End-to-end tests of the built `keel` binary.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
 use std::process::{Command, Output};
 
 fn keel(args: &[&str]) -> Output {

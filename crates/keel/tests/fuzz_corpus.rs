@@ -4,6 +4,8 @@
 //! nightly. Write the seed corpus with
 //! `KEEL_WRITE_SEED_CORPUS=1 cargo test -p keel --test fuzz_corpus`.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
 use std::path::PathBuf;
 
 use keel::fuzz_targets::page_decode;
