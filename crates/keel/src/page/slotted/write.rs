@@ -50,11 +50,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
         }
     }
 
-    fn does_not_fit(&self, needed: usize, reclaimable: usize) -> PageError {
+    fn does_not_fit(&self, needed: usize) -> PageError {
         PageError::DoesNotFit {
             needed,
             contiguous: self.contiguous_free(),
-            after_compaction: self.total_free() + reclaimable,
+            after_compaction: self.total_free(),
         }
     }
 
@@ -88,7 +88,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
         let reuse = self.first_free_slot();
         let need = alloc_len(data.len()) + if reuse.is_some() { 0 } else { SLOT_SIZE };
         if need > self.contiguous_free() {
-            return Err(self.does_not_fit(need, 0));
+            return Err(self.does_not_fit(need));
         }
         let slot = match reuse {
             Some(s) => s,
@@ -129,13 +129,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
             }
             let need = alloc_len(data.len());
             if need > self.contiguous_free() {
-                return Err(self.does_not_fit(need, 0));
+                return Err(self.does_not_fit(need));
             }
         } else {
             let new_slots = usize::from(slot.0 - count) + 1;
             let need = alloc_len(data.len()) + new_slots * SLOT_SIZE;
             if need > self.contiguous_free() {
-                return Err(self.does_not_fit(need, 0));
+                return Err(self.does_not_fit(need));
             }
             for _ in 0..new_slots {
                 self.push_slot();
@@ -151,7 +151,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
     }
 
     /// Replaces the contents of a tuple or forward slot with a tuple of new
-    /// bytes, in place when it fits (the slot number never changes).
+    /// bytes (the slot number never changes). A shrinking update rewrites the
+    /// bytes where they are; a growing one takes new room from the contiguous
+    /// free space and releases the old bytes afterwards. When that room is
+    /// missing, `DoesNotFit::after_compaction` tells whether compacting first
+    /// (which keeps the old bytes) would make it; if not, the heap moves the
+    /// tuple to another page and leaves a forward pointer here.
     pub fn update(
         &mut self,
         slot: SlotId,
@@ -181,7 +186,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
             return Ok(());
         }
         if new_alloc > self.contiguous_free() {
-            return Err(self.does_not_fit(new_alloc, old.alloc()));
+            return Err(self.does_not_fit(new_alloc));
         }
         self.release(&old);
         self.store(slot, data, flags);
