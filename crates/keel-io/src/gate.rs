@@ -95,3 +95,32 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_gate_would_block_and_closed_gate_refuses() {
+        let g = Gate::new(2);
+        g.try_acquire(OpKind::Read).unwrap();
+        g.acquire(OpKind::Read).unwrap();
+        assert!(matches!(
+            g.try_acquire(OpKind::Write),
+            Err(IoError::WouldBlock { op: OpKind::Write })
+        ));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| g.acquire(OpKind::Fsync));
+            g.release(); // lets the waiter in
+            waiter.join().unwrap().unwrap();
+        });
+        g.close();
+        assert!(matches!(
+            g.acquire(OpKind::Read),
+            Err(IoError::ShutDown { .. })
+        ));
+        g.release();
+        g.release();
+        g.wait_idle();
+    }
+}

@@ -2,6 +2,10 @@
 //! pool, io_uring, simulator). A backend that cannot run here (io_uring
 //! without kernel support) prints SKIPPED and passes.
 
+// Helpers outside #[test] functions unwrap too (clippy.toml's test allowance
+// covers only the test functions themselves).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -25,14 +29,25 @@ fn read_all(f: &Fixture, h: FileHandle, len: usize) -> Vec<u8> {
 fn read_after_write(f: &Fixture) {
     let h = create(f, "a", FileClass::Data);
     let data = pattern(1, 10_000);
-    let back = f.io.write_at(h, 0, IoBuf::from(data.clone())).wait().unwrap();
+    let back =
+        f.io.write_at(h, 0, IoBuf::from(data.clone()))
+            .wait()
+            .unwrap();
     assert_eq!(&back[..], &data[..], "write hands the buffer back");
-    f.io.write_at(h, 20_000, IoBuf::from(&b"tail"[..])).wait().unwrap();
+    f.io.write_at(h, 20_000, IoBuf::from(&b"tail"[..]))
+        .wait()
+        .unwrap();
     assert_eq!(f.io.size(h).wait().unwrap(), 20_004);
-    let got = f.io.read_exact_at(h, 0, IoBuf::zeroed(10_000)).wait().unwrap();
+    let got =
+        f.io.read_exact_at(h, 0, IoBuf::zeroed(10_000))
+            .wait()
+            .unwrap();
     assert_eq!(got.into_vec(), data);
     // The hole reads as zeros.
-    let hole = f.io.read_exact_at(h, 10_000, IoBuf::zeroed(100)).wait().unwrap();
+    let hole =
+        f.io.read_exact_at(h, 10_000, IoBuf::zeroed(100))
+            .wait()
+            .unwrap();
     assert!(hole.iter().all(|&b| b == 0));
     // read_at past the end returns the count; read_exact_at errors.
     let (buf, n) = f.io.read_at(h, 20_000, IoBuf::zeroed(100)).wait().unwrap();
@@ -132,10 +147,9 @@ fn beyond_queue_depth(f: &Fixture) {
         assert_eq!(&all[i * 100..(i + 1) * 100], &pattern(i as u64, 100)[..]);
     }
     // try_submit accepts when there is room (nothing is in flight now).
-    let fut = f
-        .io
-        .try_write_at(h, 0, IoBuf::from(&b"x"[..]))
-        .expect("room");
+    let fut =
+        f.io.try_write_at(h, 0, IoBuf::from(&b"x"[..]))
+            .expect("room");
     fut.wait().unwrap();
 }
 
@@ -149,7 +163,10 @@ fn dropped_futures(f: &Fixture) {
     f.io.fsync(h).wait().unwrap();
     let all = read_all(f, h, 50_000);
     for i in 0..50usize {
-        assert_eq!(&all[i * 1000..(i + 1) * 1000], &pattern(i as u64 + 100, 1000)[..]);
+        assert_eq!(
+            &all[i * 1000..(i + 1) * 1000],
+            &pattern(i as u64 + 100, 1000)[..]
+        );
     }
 }
 
@@ -169,13 +186,15 @@ fn shutdown_in_flight(f: &Fixture) {
             Err(e) => panic!("unexpected error {e}"),
         }
     }
-    assert!(matches!(sync.wait(), Ok(()) | Err(IoError::ShutDown { .. })));
+    assert!(matches!(
+        sync.wait(),
+        Ok(()) | Err(IoError::ShutDown { .. })
+    ));
     // Later submissions are refused, and try_submit hands the request back.
     let e = f.io.write_at(h, 0, IoBuf::zeroed(1)).wait().unwrap_err();
     assert!(matches!(e, IoError::ShutDown { op: OpKind::Write }), "{e}");
-    let rejected = f
-        .io
-        .try_submit(Request::Write {
+    let rejected =
+        f.io.try_submit(Request::Write {
             file: h,
             offset: 0,
             buf: IoBuf::from(vec![7; 3]),
@@ -188,14 +207,25 @@ fn shutdown_in_flight(f: &Fixture) {
 
 fn error_mapping(f: &Fixture) {
     let missing = f.path("missing");
-    let e = f
-        .io
-        .open(&missing, OpenOptions::new(FileClass::Data))
-        .wait()
-        .unwrap_err();
-    assert!(matches!(e, IoError::NotFound { op: OpKind::Open, .. }), "{e}");
+    let e =
+        f.io.open(&missing, OpenOptions::new(FileClass::Data))
+            .wait()
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IoError::NotFound {
+                op: OpKind::Open,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.class(), ErrorClass::Usage);
-    assert!(e.to_string().contains("missing"), "message names the file: {e}");
+    assert!(
+        e.to_string().contains("missing"),
+        "message names the file: {e}"
+    );
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 
     let bogus = FileHandle::from_raw(987_654);
@@ -217,16 +247,30 @@ fn error_mapping(f: &Fixture) {
     let e = f.io.create_dir(&f.path("sub")).wait().unwrap_err();
     assert!(matches!(e, IoError::AlreadyExists { .. }), "{e}");
     let e = f.io.remove(&f.path("nothere")).wait().unwrap_err();
-    assert!(matches!(e, IoError::NotFound { op: OpKind::Remove, .. }), "{e}");
-    let e = f
-        .io
-        .open(&f.path("e"), OpenOptions::read_write_create(FileClass::Data).create_new(true))
+    assert!(
+        matches!(
+            e,
+            IoError::NotFound {
+                op: OpKind::Remove,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e =
+        f.io.open(
+            &f.path("e"),
+            OpenOptions::read_write_create(FileClass::Data).create_new(true),
+        )
         .wait()
         .unwrap_err();
     assert!(matches!(e, IoError::AlreadyExists { .. }), "{e}");
 
     // Writing through a read-only handle is refused by the OS (EBADF).
-    let ro = f.io.open(&f.path("e"), OpenOptions::new(FileClass::Data)).wait().unwrap();
+    let ro =
+        f.io.open(&f.path("e"), OpenOptions::new(FileClass::Data))
+            .wait()
+            .unwrap();
     let e = f.io.write_at(ro, 0, IoBuf::zeroed(1)).wait().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
 }
@@ -241,7 +285,8 @@ fn fsync_ordering(f: &Fixture) {
                 f.io.write_at(h, i * 64 * 1024, buf)
             })
             .collect();
-        let vec = f.io.writev_at(h, 64 * 64 * 1024, vec![IoBuf::zeroed(8192); 4]);
+        let vec =
+            f.io.writev_at(h, 64 * 64 * 1024, vec![IoBuf::zeroed(8192); 4]);
         let sync = if round % 2 == 0 {
             f.io.fsync(h)
         } else {
@@ -283,12 +328,16 @@ fn namespace(f: &Fixture) {
     f.io.create_dir(&f.path("ns")).wait().unwrap();
     let dir = f.path("ns");
     for name in ["b", "a", "c"] {
-        let h = f
-            .io
-            .open(&dir.join(name), OpenOptions::read_write_create(FileClass::Data))
+        let h =
+            f.io.open(
+                &dir.join(name),
+                OpenOptions::read_write_create(FileClass::Data),
+            )
             .wait()
             .unwrap();
-        f.io.write_at(h, 0, IoBuf::from(name.as_bytes())).wait().unwrap();
+        f.io.write_at(h, 0, IoBuf::from(name.as_bytes()))
+            .wait()
+            .unwrap();
         f.io.close(h).wait().unwrap();
     }
     f.io.create_dir(&dir.join("d")).wait().unwrap();
@@ -304,13 +353,18 @@ fn namespace(f: &Fixture) {
         names,
         vec![("c".into(), false), ("d".into(), true), ("z".into(), false)]
     );
-    let h = f.io.open(&dir.join("z"), OpenOptions::new(FileClass::Data)).wait().unwrap();
+    let h =
+        f.io.open(&dir.join("z"), OpenOptions::new(FileClass::Data))
+            .wait()
+            .unwrap();
     let buf = f.io.read_exact_at(h, 0, IoBuf::zeroed(1)).wait().unwrap();
     assert_eq!(&buf[..], b"a");
     // Truncate on open.
-    let t = f
-        .io
-        .open(&dir.join("z"), OpenOptions::read_write_create(FileClass::Data).truncate(true))
+    let t =
+        f.io.open(
+            &dir.join("z"),
+            OpenOptions::read_write_create(FileClass::Data).truncate(true),
+        )
         .wait()
         .unwrap();
     assert_eq!(f.io.size(t).wait().unwrap(), 0);
@@ -319,18 +373,28 @@ fn namespace(f: &Fixture) {
 fn statistics(f: &Fixture) {
     let h = create(f, "st", FileClass::Wal);
     for i in 0..10u64 {
-        f.io.write_at(h, i * 512, IoBuf::zeroed(512)).wait().unwrap();
+        f.io.write_at(h, i * 512, IoBuf::zeroed(512))
+            .wait()
+            .unwrap();
     }
     f.io.fdatasync(h).wait().unwrap();
-    let _ = f.io.read_at(FileHandle::from_raw(u64::MAX), 0, IoBuf::zeroed(1)).wait();
+    let _ =
+        f.io.read_at(FileHandle::from_raw(u64::MAX), 0, IoBuf::zeroed(1))
+            .wait();
     let s = f.io.stats();
     assert_eq!(s.backend, f.io.backend_name());
     let w = s.get(OpKind::Write, FileClass::Wal).expect("write stats");
     assert_eq!((w.count, w.bytes, w.errors), (10, 5120, 0));
     assert!(w.latency_ns_p50 > 0 && w.latency_ns_p50 <= w.latency_ns_p99);
     assert!(w.latency_ns_p99 <= w.latency_ns_p999 && w.latency_ns_p999 <= w.latency_ns_max);
-    assert_eq!(s.get(OpKind::Fdatasync, FileClass::Wal).map(|x| x.count), Some(1));
-    assert_eq!(s.get(OpKind::Open, FileClass::Wal).map(|x| x.count), Some(1));
+    assert_eq!(
+        s.get(OpKind::Fdatasync, FileClass::Wal).map(|x| x.count),
+        Some(1)
+    );
+    assert_eq!(
+        s.get(OpKind::Open, FileClass::Wal).map(|x| x.count),
+        Some(1)
+    );
 }
 
 macro_rules! suite {

@@ -6,9 +6,11 @@
 //!
 //! 1. **File contents.** A write, set_len or allocate changes the volatile
 //!    image at once (reads see it) and is appended to the inode's pending
-//!    list. fsync/fdatasync of the file makes the whole volatile image
-//!    durable (fdatasync is modelled as fsync: Linux's fdatasync also
-//!    flushes the size needed to read the data).
+//!    list. fsync/fdatasync of the file makes every pending change durable
+//!    (fdatasync is modelled as fsync: Linux's fdatasync also flushes the
+//!    size needed to read the data). A *failed* sync (fault `SyncFailure`)
+//!    resolves the pending changes as a crash would and forgets them, so a
+//!    retried sync succeeds without restoring what was lost.
 //! 2. **Torn writes.** At a crash each pending write, in order, is applied to
 //!    the durable image independently: kept whole, dropped whole, or torn —
 //!    in which case each 512-byte sector it touches (sectors aligned to file
@@ -89,9 +91,26 @@ impl Inode {
         }
     }
 
+    /// Makes every pending change durable. (Not a copy of `live`: after a
+    /// failed sync, `live` holds data that will never reach the disk.)
     pub(crate) fn sync(&mut self) {
-        self.durable.clone_from(&self.live);
-        self.pending.clear();
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::Write { offset, data } => {
+                    let (off, end) = (offset as usize, offset as usize + data.len());
+                    if self.durable.len() < end {
+                        self.durable.resize(end, 0);
+                    }
+                    self.durable[off..end].copy_from_slice(&data);
+                }
+                Pending::SetLen(len) => self.durable.resize(len as usize, 0),
+                Pending::Extend(end) => {
+                    if self.durable.len() < end as usize {
+                        self.durable.resize(end as usize, 0);
+                    }
+                }
+            }
+        }
     }
 
     /// The sync failed after the kernel dropped the dirty state: resolve the

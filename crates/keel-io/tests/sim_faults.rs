@@ -1,0 +1,221 @@
+//! Fault injection in the simulator.
+
+// Helpers outside #[test] functions unwrap too (clippy.toml's test allowance
+// covers only the test functions themselves).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::{AsyncIo, ErrorClass, FileClass, FileHandle, IoBuf, IoError, OpKind, OpenOptions};
+
+fn setup(config: SimConfig) -> (SimIo, FileHandle, FileHandle) {
+    let sim = SimIo::new(config);
+    sim.create_dir(Path::new("/db")).wait().unwrap();
+    sim.sync_dir(Path::new("/")).wait().unwrap();
+    let data = sim
+        .open(
+            Path::new("/db/data"),
+            OpenOptions::read_write_create(FileClass::Data),
+        )
+        .wait()
+        .unwrap();
+    let wal = sim
+        .open(
+            Path::new("/db/wal"),
+            OpenOptions::read_write_create(FileClass::Wal),
+        )
+        .wait()
+        .unwrap();
+    sim.sync_dir(Path::new("/db")).wait().unwrap();
+    (sim, data, wal)
+}
+
+#[test]
+fn eio_on_a_chosen_write() {
+    let (sim, data, _) = setup(SimConfig::seeded(1));
+    sim.write_at(data, 0, IoBuf::from(&b"before"[..]))
+        .wait()
+        .unwrap();
+    let n = sim.op_count();
+    sim.add_fault(FaultRule::at_op(n + 1, Fault::Eio));
+    sim.write_at(data, 0, IoBuf::from(&b"first!"[..]))
+        .wait()
+        .unwrap(); // op n
+    let e = sim
+        .write_at(data, 0, IoBuf::from(&b"second"[..]))
+        .wait()
+        .unwrap_err(); // op n+1
+    assert!(
+        matches!(
+            e,
+            IoError::Io {
+                op: OpKind::Write,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert!(e.to_string().contains("/db/data"), "{e}");
+    // The failed write had no effect; the next one works.
+    let got = sim.read_exact_at(data, 0, IoBuf::zeroed(6)).wait().unwrap();
+    assert_eq!(&got[..], b"first!");
+    sim.write_at(data, 0, IoBuf::from(&b"third!"[..]))
+        .wait()
+        .unwrap();
+    assert_eq!(sim.stats().errors(OpKind::Write), 1);
+}
+
+#[test]
+fn enospc_on_a_file_class() {
+    let (sim, data, wal) = setup(SimConfig::seeded(2));
+    sim.add_fault(FaultRule::always(Fault::NoSpace).on_class(FileClass::Wal));
+    let e = sim.write_at(wal, 0, IoBuf::zeroed(10)).wait().unwrap_err();
+    assert!(matches!(e, IoError::NoSpace { .. }), "{e}");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    assert!(e.is_fatal());
+    let e = sim
+        .writev_at(wal, 0, vec![IoBuf::zeroed(1)])
+        .wait()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        IoError::NoSpace {
+            op: OpKind::WriteV,
+            ..
+        }
+    ));
+    let e = sim.allocate(wal, 0, 4096).wait().unwrap_err();
+    assert!(matches!(
+        e,
+        IoError::NoSpace {
+            op: OpKind::Allocate,
+            ..
+        }
+    ));
+    sim.write_at(data, 0, IoBuf::zeroed(10)).wait().unwrap();
+    sim.clear_faults();
+    sim.write_at(wal, 0, IoBuf::zeroed(10)).wait().unwrap();
+}
+
+#[test]
+fn a_failed_fsync_loses_data_and_a_retry_lies() {
+    let mut lost = 0;
+    for seed in 0..100 {
+        let (sim, data, _) = setup(SimConfig::seeded(seed));
+        sim.write_at(data, 0, IoBuf::from(vec![9u8; 4096]))
+            .wait()
+            .unwrap();
+        sim.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fsync));
+        let e = sim.fsync(data).wait().unwrap_err();
+        assert!(e.is_sync_failure(), "{e}");
+        sim.clear_faults();
+        // Reads still see the data, and a retried fsync "succeeds"…
+        let got = sim
+            .read_exact_at(data, 0, IoBuf::zeroed(4096))
+            .wait()
+            .unwrap();
+        assert!(got.iter().all(|&b| b == 9));
+        sim.fsync(data).wait().unwrap();
+        // …yet what was dropped at the failure is gone for good.
+        let disk = sim.crash();
+        let img = disk.file(Path::new("/db/data")).unwrap();
+        if img.len() < 4096 || img.iter().any(|&b| b != 9) {
+            lost += 1;
+        }
+    }
+    assert!(lost > 0, "the fsyncgate model loses data for some seeds");
+}
+
+#[test]
+fn short_writes_are_resubmitted_or_reported() {
+    let (sim, data, _) = setup(SimConfig::seeded(3));
+    let n = sim.op_count();
+    sim.add_fault(FaultRule::at_op(n, Fault::ShortWrite { max_bytes: 100 }));
+    sim.write_at(data, 10, IoBuf::from(vec![5u8; 1000]))
+        .wait()
+        .unwrap();
+    let got = sim
+        .read_exact_at(data, 10, IoBuf::zeroed(1000))
+        .wait()
+        .unwrap();
+    assert!(got.iter().all(|&b| b == 5), "the remainder was resubmitted");
+
+    sim.add_fault(FaultRule::always(Fault::ShortWrite { max_bytes: 0 }).on_op(OpKind::WriteV));
+    let e = sim
+        .writev_at(data, 4096, vec![IoBuf::zeroed(300), IoBuf::zeroed(200)])
+        .wait()
+        .unwrap_err();
+    match e {
+        IoError::ShortWrite {
+            offset,
+            wanted,
+            written,
+            ..
+        } => assert_eq!((offset, wanted, written), (4096, 500, 0)),
+        other => panic!("expected ShortWrite, got {other}"),
+    }
+    assert_eq!(sim.size(data).wait().unwrap(), 1010);
+}
+
+#[test]
+fn probabilistic_faults_are_deterministic() {
+    let run = |seed| {
+        let (sim, data, _) = setup(SimConfig {
+            faults: vec![FaultRule::with_probability(0.3, Fault::Eio).on_op(OpKind::Write)],
+            ..SimConfig::seeded(seed)
+        });
+        (0..200u64)
+            .map(|i| sim.write_at(data, i, IoBuf::zeroed(1)).wait().is_ok())
+            .collect::<Vec<bool>>()
+    };
+    let a = run(11);
+    assert_eq!(a, run(11));
+    let failures = a.iter().filter(|ok| !**ok).count();
+    assert!((20..=100).contains(&failures), "about 30% fail: {failures}");
+    assert_ne!(a, run(12));
+}
+
+#[test]
+fn power_cut_at_an_operation_number() {
+    let (sim, data, wal) = setup(SimConfig::seeded(4));
+    sim.write_at(wal, 0, IoBuf::from(&b"durable"[..]))
+        .wait()
+        .unwrap();
+    sim.fdatasync(wal).wait().unwrap();
+    let cut = sim.op_count() + 2;
+    sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
+    sim.write_at(data, 0, IoBuf::zeroed(1)).wait().unwrap();
+    sim.write_at(data, 1, IoBuf::zeroed(1)).wait().unwrap();
+    let e = sim.write_at(data, 2, IoBuf::zeroed(1)).wait().unwrap_err();
+    assert!(matches!(e, IoError::ShutDown { .. }));
+    assert!(sim.is_halted());
+    assert!(sim.fsync(wal).wait().is_err());
+    let disk = sim.crash();
+    assert_eq!(disk.file(Path::new("/db/wal")), Some(&b"durable"[..]));
+}
+
+#[test]
+fn direct_io_rules_in_the_simulator() {
+    let (sim, _, _) = setup(SimConfig::seeded(5));
+    let opts = OpenOptions::read_write_create(FileClass::Data).direct(true);
+    let h = sim.open(Path::new("/db/direct"), opts).wait().unwrap();
+    sim.write_at(h, 4096, IoBuf::aligned(8192)).wait().unwrap();
+    let e = sim
+        .write_at(h, 100, IoBuf::aligned(4096))
+        .wait()
+        .unwrap_err();
+    assert!(matches!(e, IoError::Misaligned { offset: 100, .. }), "{e}");
+    assert!(e.is_usage());
+    let e = sim.read_at(h, 0, IoBuf::aligned(100)).wait().unwrap_err();
+    assert!(matches!(e, IoError::Misaligned { len: 100, .. }), "{e}");
+
+    let tmpfs = SimIo::new(SimConfig {
+        direct_io_supported: false,
+        ..SimConfig::default()
+    });
+    let e = tmpfs.open(Path::new("/f"), opts).wait().unwrap_err();
+    assert!(matches!(e, IoError::DirectIoUnsupported { .. }), "{e}");
+}
