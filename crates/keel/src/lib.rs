@@ -16,8 +16,10 @@ pub mod checksum;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod fsm;
 pub mod page;
 pub mod types;
+pub mod wal;
 
-pub use error::{Error, ErrorClass, PageError, ParseIdError, Result};
+pub use error::{Error, ErrorClass, PageError, ParseIdError, Result, WalError};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};

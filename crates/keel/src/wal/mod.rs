@@ -1,0 +1,4 @@
+//! The write-ahead log.
+
+pub mod payload;
+pub mod record;

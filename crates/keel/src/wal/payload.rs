@@ -1,0 +1,1 @@
+//! Typed payloads of WAL records.
