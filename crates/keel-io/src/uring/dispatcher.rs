@@ -19,8 +19,8 @@
 //!   completion is reaped; the kernel only ever holds pointers into the
 //!   heap memory of operations that are in `slots` (their buffers and iovec
 //!   arrays, which do not move when the slot is moved).
-//! - The eventfd read has at most one entry in flight, into `wake_buf`,
-//!   and is reaped before the thread exits.
+//! - The eventfd poll has at most one entry in flight, and is reaped before
+//!   the thread exits.
 //! - The loop exits only when stopping, with no operation in `slots` and the
 //!   channel closed and empty.
 //!
@@ -193,17 +193,29 @@ impl Dispatcher {
     }
 
     fn push_wake(&mut self) -> bool {
-        let ptr: *mut u64 = &mut *self.wake_buf;
-        let sqe = opcode::Read::new(
+        let sqe = opcode::PollAdd::new(
             types::Fd(self.shared.eventfd.as_raw_fd()),
-            ptr.cast::<u8>(),
-            8,
+            libc::POLLIN as u32,
         )
         .build()
         .user_data(WAKE_TOKEN);
-        // SAFETY: wake_buf is a heap allocation owned by self, kept alive and
-        // unmoved until this read's completion is reaped (`quiesce_wake`).
+        // SAFETY: a poll entry refers to no user memory; the eventfd it polls
+        // is owned by `shared`, which outlives the ring (the poll is reaped in
+        // `quiesce_wake` before the thread exits).
         unsafe { self.ring.submission().push(&sqe) }.is_ok()
+    }
+
+    /// Resets the eventfd after its poll fired.
+    fn drain_wake(&mut self) {
+        // SAFETY: reads 8 bytes into a live, writable u64 owned by self from
+        // a non-blocking eventfd we own; EAGAIN (already drained) is fine.
+        let _ = unsafe {
+            libc::read(
+                self.shared.eventfd.as_raw_fd(),
+                (&raw mut *self.wake_buf).cast::<libc::c_void>(),
+                8,
+            )
+        };
     }
 
     /// Submits the batch and, unless work is already waiting, sleeps until a
@@ -238,6 +250,7 @@ impl Dispatcher {
         for &(user_data, res) in &cqes {
             if user_data == WAKE_TOKEN {
                 self.wake_armed = false;
+                self.drain_wake();
                 continue;
             }
             let Ok(idx) = usize::try_from(user_data) else {
@@ -296,19 +309,14 @@ impl Dispatcher {
         // Submissions still queued were never given to the kernel: dropping
         // them completes their futures with ShutDown.
         while self.rx.try_recv().is_ok() {}
-        if self.wake_armed {
-            // The eventfd read may still be in the kernel: leak its buffer.
-            std::mem::forget(std::mem::take(&mut self.wake_buf));
-            self.wake_armed = false;
-        }
+        self.wake_armed = false;
     }
 
-    /// Completes the armed eventfd read before `wake_buf` is freed.
+    /// Completes the armed eventfd poll before the ring is dropped.
     fn quiesce_wake(&mut self) {
         while self.wake_armed {
             self.shared.kick();
             if self.ring.submit_and_wait(1).is_err() {
-                std::mem::forget(std::mem::take(&mut self.wake_buf));
                 return;
             }
             let woke = self.ring.completion().any(|c| c.user_data() == WAKE_TOKEN);
