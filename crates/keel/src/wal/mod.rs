@@ -1,4 +1,573 @@
-//! The write-ahead log.
+//! The write-ahead log: every change is described here before any page that
+//! holds it may reach the disk (invariant 4), and a commit is acknowledged
+//! only once its record is durable (invariant 6).
+//!
+//! The pieces, bottom up:
+//!
+//! - [`record`]: the record frame (header, CRC, LSN) and record types;
+//! - [`payload`]: the typed payload of each record type;
+//! - [`segment`]: segment files, their header, their lifecycle;
+//! - `writer`: the log buffer, LSN reservation and group commit;
+//! - [`reader`]: iteration from any LSN, and where the log ends;
+//! - [`archive`]: zstd copies of retired segments, verified and restorable.
+//!
+//! [`Wal`] ties them together. It opens an existing log by finding its end
+//! (cutting a torn tail, refusing a corrupt middle), zeroes the bytes a torn
+//! batch may have left after that end so no stale record can ever appear to
+//! continue the log, and keeps the next segment prepared ahead of the writer
+//! on a background thread, which also runs the interval flush policies.
+//!
+//! Left out here: what records mean (heap/, recovery/) and when segments are
+//! retired (checkpoints call [`Wal::retire_before`]).
 
+pub mod archive;
+mod config;
 pub mod payload;
+pub mod reader;
 pub mod record;
+pub mod segment;
+mod writer;
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
+use parking_lot::{Condvar, Mutex};
+
+pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
+pub use reader::{LogRecord, TailCut, WalReader};
+pub use record::{RecordHeader, RecordMeta, RecordType};
+pub use writer::{Appended, WriterStats};
+
+use crate::error::WalError;
+use crate::types::Lsn;
+use reader::WalReader as Reader;
+use record::MAX_RECORD_SIZE;
+use segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader};
+use writer::{LogWriter, SegmentSource};
+
+/// What opening the log found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Whether the log was created by this open.
+    pub created: bool,
+    /// The database id the segments carry.
+    pub database_id: u64,
+    /// Position after the last valid record: the next record goes here.
+    pub end: Lsn,
+    /// A torn tail that was cut off.
+    pub cut: Option<TailCut>,
+    /// Segment files present after opening.
+    pub segments: usize,
+}
+
+/// What [`Wal::retire_before`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetireReport {
+    /// Segments kept as spares for recycling.
+    pub recycled: Vec<u64>,
+    /// Segments archived (then deleted).
+    pub archived: Vec<u64>,
+    /// Segments deleted.
+    pub deleted: Vec<u64>,
+}
+
+/// The write-ahead log of one database.
+pub struct Wal {
+    io: Arc<dyn AsyncIo>,
+    dir: Arc<SegmentDir>,
+    config: WalConfig,
+    geometry: Geometry,
+    database_id: u64,
+    segments: Arc<SegmentManager>,
+    writer: Arc<LogWriter>,
+    background: Option<JoinHandle<()>>,
+}
+
+/// Prepares segments ahead of the writer and keeps spares for recycling.
+struct SegmentManager {
+    dir: Arc<SegmentDir>,
+    template: SegmentHeader,
+    state: Mutex<SegmentState>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+struct SegmentState {
+    prepared: BTreeSet<u64>,
+    spares: Vec<u64>,
+    wanted: Option<u64>,
+}
+
+impl SegmentManager {
+    fn prepare_locked(&self, st: &mut SegmentState, n: u64) -> Result<(), WalError> {
+        let header = SegmentHeader {
+            segment_no: n,
+            ..self.template
+        };
+        let spare = st.spares.pop();
+        self.dir.prepare(&header, spare)?;
+        st.prepared.insert(n);
+        Ok(())
+    }
+}
+
+impl SegmentSource for SegmentManager {
+    fn ensure_prepared(&self, n: u64) -> Result<bool, WalError> {
+        let mut st = self.state.lock();
+        if st.prepared.contains(&n) {
+            return Ok(false);
+        }
+        self.prepare_locked(&mut st, n)?;
+        Ok(true)
+    }
+
+    fn entered(&self, n: u64) {
+        let mut st = self.state.lock();
+        st.prepared.retain(|&p| p >= n);
+        st.wanted = Some(n + 1);
+        drop(st);
+        self.wake.notify_all();
+    }
+}
+
+fn random_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
+    move |source| WalError::Io { op, source }
+}
+
+/// How far past the end a torn batch may have left valid-looking bytes.
+fn stale_window(max_batch: u64) -> u64 {
+    max_batch + MAX_RECORD_SIZE as u64
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating it when the directory has no
+    /// segments. An existing log's segment size and database id win over the
+    /// configuration's.
+    pub fn open(
+        io: Arc<dyn AsyncIo>,
+        dir: &Path,
+        config: WalConfig,
+    ) -> Result<(Wal, OpenReport), WalError> {
+        config.validate()?;
+        let sdir = Arc::new(SegmentDir::open(io.clone(), dir, config.direct_io)?);
+        let present = sdir.list()?;
+        let newest_header = present.iter().rev().find_map(|&n| sdir.read_header(n).ok());
+        let (template, created) = match newest_header {
+            Some(h) => (h, false),
+            None => {
+                // No valid segment: a new log. Leftover invalid files would
+                // be overwritten; refuse rather than guess.
+                if let Some(&n) = present.first() {
+                    return Err(WalError::BadSegment {
+                        segment: n,
+                        path: sdir.segment_path(n),
+                        reason: "no segment of this log has a valid header".into(),
+                    });
+                }
+                let h = SegmentHeader {
+                    segment_no: 0,
+                    segment_size: config.segment_size_bytes,
+                    database_id: random_id(),
+                    max_batch_bytes: config.max_batch_bytes,
+                };
+                sdir.prepare(&h, None)?;
+                (h, true)
+            }
+        };
+        let geometry = Geometry {
+            segment_size: u64::from(template.segment_size),
+        };
+        let (end, cut) = if created {
+            (geometry.first_record(0), None)
+        } else {
+            Self::find_end(&io, &sdir, geometry, &template, config.recovery_mode)?
+        };
+        Self::clear_after_end(&io, &sdir, geometry, end, &template)?;
+        let tail = if config.direct_io {
+            Self::read_tail(&io, &sdir, geometry, end)?
+        } else {
+            Vec::new()
+        };
+        let present = sdir.list()?;
+        let current = geometry.segment_of(end);
+        let segments = Arc::new(SegmentManager {
+            dir: sdir.clone(),
+            template: SegmentHeader {
+                max_batch_bytes: config.max_batch_bytes,
+                ..template
+            },
+            state: Mutex::new(SegmentState {
+                prepared: present.iter().copied().filter(|&n| n >= current).collect(),
+                spares: Vec::new(),
+                wanted: Some(current + 1),
+            }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let writer = Arc::new(LogWriter::new(
+            io.clone(),
+            sdir.clone(),
+            segments.clone(),
+            geometry,
+            config.max_batch_bytes as usize,
+            config.buffer_capacity_bytes,
+            config.direct_io,
+            end,
+            tail,
+        ));
+        let report = OpenReport {
+            created,
+            database_id: template.database_id,
+            end,
+            cut,
+            segments: present.len(),
+        };
+        let mut wal = Wal {
+            io,
+            dir: sdir,
+            geometry,
+            database_id: template.database_id,
+            segments,
+            writer,
+            background: None,
+            config,
+        };
+        wal.background = Some(wal.spawn_background());
+        Ok((wal, report))
+    }
+
+    /// Reads the log from the start of the newest segment that holds a
+    /// valid record to its end.
+    fn find_end(
+        io: &Arc<dyn AsyncIo>,
+        dir: &Arc<SegmentDir>,
+        geometry: Geometry,
+        template: &SegmentHeader,
+        mode: RecoveryMode,
+    ) -> Result<(Lsn, Option<TailCut>), WalError> {
+        let present = dir.list()?;
+        let mut start = None;
+        for &n in present.iter().rev() {
+            let mut probe = Reader::new(
+                io.clone(),
+                dir.clone(),
+                geometry,
+                template.database_id,
+                RecoveryMode::SalvageToFirstError,
+                geometry.first_record(n),
+            )?;
+            if matches!(probe.next(), Some(Ok(_))) {
+                start = Some(n);
+                break;
+            }
+        }
+        let Some(first) = start.or(present.first().copied()) else {
+            return Ok((geometry.first_record(0), None));
+        };
+        let mut reader = Reader::new(
+            io.clone(),
+            dir.clone(),
+            geometry,
+            template.database_id,
+            mode,
+            geometry.first_record(first),
+        )?;
+        for record in reader.by_ref() {
+            record?;
+        }
+        let end = reader.end().unwrap_or(geometry.first_record(first));
+        Ok((end, reader.tail_cut().cloned()))
+    }
+
+    /// Zeroes whatever follows `end` in its segment, as far as a torn
+    /// batch can reach, so a later crash can never show a stale record as
+    /// the continuation of the log; synced before any new append.
+    fn clear_after_end(
+        io: &Arc<dyn AsyncIo>,
+        dir: &SegmentDir,
+        geometry: Geometry,
+        end: Lsn,
+        template: &SegmentHeader,
+    ) -> Result<(), WalError> {
+        let seg = geometry.segment_of(end);
+        if !dir.list()?.contains(&seg) {
+            return Ok(());
+        }
+        let from = geometry.offset_in_segment(end);
+        let until =
+            (from + stale_window(u64::from(template.max_batch_bytes))).min(geometry.segment_size);
+        if from >= until {
+            return Ok(());
+        }
+        let opts = OpenOptions::new(FileClass::Wal).write(true);
+        let fh = io
+            .open(&dir.segment_path(seg), opts)
+            .wait()
+            .map_err(io_err("open a segment"))?;
+        let len = (until - from) as usize;
+        let result = (|| {
+            let (buf, n) = io
+                .read_at(fh, from, IoBuf::zeroed(len))
+                .wait()
+                .map_err(io_err("read past the end of the log"))?;
+            if buf[..n].iter().all(|&b| b == 0) {
+                return Ok(());
+            }
+            io.write_at(fh, from, IoBuf::zeroed(n))
+                .wait()
+                .map_err(io_err("clear past the end of the log"))?;
+            io.fdatasync(fh).wait().map_err(io_err("fdatasync"))
+        })();
+        let _ = io.close(fh).wait();
+        result
+    }
+
+    fn read_tail(
+        io: &Arc<dyn AsyncIo>,
+        dir: &SegmentDir,
+        geometry: Geometry,
+        end: Lsn,
+    ) -> Result<Vec<u8>, WalError> {
+        let off = geometry.offset_in_segment(end);
+        let block = off - off % 4096;
+        if off == block {
+            return Ok(Vec::new());
+        }
+        let opts = OpenOptions::new(FileClass::Wal);
+        let seg = geometry.segment_of(end);
+        let fh = io
+            .open(&dir.segment_path(seg), opts)
+            .wait()
+            .map_err(io_err("open a segment"))?;
+        let read = io
+            .read_exact_at(fh, block, IoBuf::zeroed((off - block) as usize))
+            .wait();
+        let _ = io.close(fh).wait();
+        Ok(read.map_err(io_err("read the log tail"))?.into_vec())
+    }
+
+    fn spawn_background(&self) -> JoinHandle<()> {
+        let segments = self.segments.clone();
+        let writer = self.writer.clone();
+        let period = self
+            .config
+            .background_period_us()
+            .map(Duration::from_micros);
+        let size_trigger = self.config.flush_size_bytes;
+        std::thread::Builder::new()
+            .name("keel-wal".into())
+            .spawn(move || background_loop(&segments, &writer, period, size_trigger))
+            .unwrap_or_else(|e| panic!("cannot start the WAL thread: {e}"))
+    }
+
+    /// Appends a record; not durable until a flush covers it.
+    pub fn append(&self, meta: &RecordMeta, payload: &[u8]) -> Result<Appended, WalError> {
+        let appended = self.writer.append(meta, payload)?;
+        if let Some(limit) = self.config.flush_size_bytes
+            && appended.end.0 - self.writer.durable_end().0 >= limit
+        {
+            self.segments.wake.notify_all();
+        }
+        Ok(appended)
+    }
+
+    /// Makes every record up to and including the one at `lsn` durable
+    /// (group commit: concurrent callers share one sync).
+    pub fn flush(&self, lsn: Lsn) -> Result<(), WalError> {
+        self.writer.flush_through(lsn)
+    }
+
+    /// Waits as the commit policy requires for the commit record `rec`:
+    /// until it is durable (`Sync`), or not at all (`Async`, bounded by the
+    /// background flush).
+    pub fn commit_wait(&self, rec: Appended) -> Result<(), WalError> {
+        match self.config.commit {
+            CommitMode::Sync => self.flush(rec.lsn),
+            CommitMode::Async { .. } if self.writer.is_poisoned() => self.flush(rec.lsn),
+            CommitMode::Async { .. } => Ok(()),
+        }
+    }
+
+    /// Flushes everything appended so far.
+    pub fn flush_all(&self) -> Result<(), WalError> {
+        let end = self.writer.reserved_end();
+        if end > self.writer.durable_end() {
+            self.flush(Lsn(end.0 - 1))?;
+        }
+        Ok(())
+    }
+
+    /// Position up to which the log is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.writer.durable_end()
+    }
+
+    /// Position where the next record goes.
+    pub fn end_lsn(&self) -> Lsn {
+        self.geometry.record_position(self.writer.reserved_end())
+    }
+
+    /// The database id in the segment headers.
+    pub fn database_id(&self) -> u64 {
+        self.database_id
+    }
+
+    /// Segment size in bytes.
+    pub fn segment_size(&self) -> u64 {
+        self.geometry.segment_size
+    }
+
+    /// The WAL directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether a failed write or sync poisoned the log (invariant 7).
+    pub fn is_poisoned(&self) -> bool {
+        self.writer.is_poisoned()
+    }
+
+    /// Counters of the writer.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// A reader from `from` (durable records only are guaranteed to be
+    /// complete; call [`Wal::flush_all`] first to read everything).
+    pub fn reader(&self, from: Lsn, mode: RecoveryMode) -> Result<WalReader, WalError> {
+        Reader::new(
+            self.io.clone(),
+            self.dir.clone(),
+            self.geometry,
+            self.database_id,
+            mode,
+            from,
+        )
+    }
+
+    /// Retires every segment that lies wholly before `lsn` (the redo point
+    /// of the last checkpoint) as the retention policy says.
+    pub fn retire_before(&self, lsn: Lsn) -> Result<RetireReport, WalError> {
+        let limit = self.geometry.segment_of(lsn);
+        let current = self.geometry.segment_of(self.writer.durable_end());
+        let old: Vec<u64> = self
+            .dir
+            .list()?
+            .into_iter()
+            .filter(|&n| n < limit && n < current)
+            .collect();
+        let mut report = RetireReport::default();
+        let mut st = self.segments.state.lock();
+        for n in old {
+            if st.spares.contains(&n) {
+                continue;
+            }
+            match &self.config.retention {
+                RetentionPolicy::Recycle if st.spares.len() < self.config.recycle_keep => {
+                    st.spares.push(n);
+                    report.recycled.push(n);
+                }
+                RetentionPolicy::Archive(to) => {
+                    archive::archive_segment(&self.io, &self.dir, n, to)?;
+                    self.dir.remove(n)?;
+                    report.archived.push(n);
+                }
+                RetentionPolicy::Recycle | RetentionPolicy::Delete => {
+                    self.dir.remove(n)?;
+                    report.deleted.push(n);
+                }
+            }
+        }
+        drop(st);
+        if !report.deleted.is_empty() || !report.archived.is_empty() {
+            self.dir.sync()?;
+        }
+        Ok(report)
+    }
+
+    /// Flushes everything, stops the background thread and closes files.
+    pub fn close(mut self) -> Result<(), WalError> {
+        let result = if self.writer.is_poisoned() {
+            Ok(())
+        } else {
+            self.flush_all()
+        };
+        self.stop_background();
+        self.writer.close();
+        result
+    }
+
+    fn stop_background(&mut self) {
+        self.segments.stop.store(true, Ordering::Release);
+        self.segments.wake.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop_background();
+        self.writer.close();
+    }
+}
+
+/// Prepares the segment the writer will need next, and flushes on the
+/// interval and size policies.
+fn background_loop(
+    segments: &SegmentManager,
+    writer: &LogWriter,
+    period: Option<Duration>,
+    size_trigger: Option<u64>,
+) {
+    let idle = period.unwrap_or(Duration::from_millis(100));
+    loop {
+        let mut st = segments.state.lock();
+        if segments.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(n) = st.wanted.take()
+            && !st.prepared.contains(&n)
+        {
+            // On failure the writer prepares inline when it gets there and
+            // reports the error itself (the log is poisoned if it cannot).
+            let _ = segments.prepare_locked(&mut st, n);
+        }
+        segments.wake.wait_for(&mut st, idle);
+        drop(st);
+        if segments.stop.load(Ordering::Acquire) || writer.is_poisoned() {
+            continue;
+        }
+        let end = writer.reserved_end();
+        let unflushed = end.0.saturating_sub(writer.durable_end().0);
+        let by_size = size_trigger.is_some_and(|s| unflushed >= s);
+        if unflushed > 0 && (period.is_some() || by_size) {
+            let _ = writer.flush_through(Lsn(end.0 - 1));
+        }
+    }
+}
+
+/// The WAL directory inside a data directory.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+const _: () = assert!(SEGMENT_HEADER_SIZE.is_power_of_two());

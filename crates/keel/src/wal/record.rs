@@ -1,14 +1,14 @@
-//! The WAL record frame: a 44-byte header, then the payload.
+//! The WAL record frame: a 48-byte header, then the payload.
 //!
 //! ```text
 //!  0         4           8                  16                 24
 //!  +---------+-----------+------------------+------------------+
 //!  | crc32c  | total len |       LSN        |    prev LSN      |
 //!  +---------+-----------+------------------+------------------+
-//!  24                 32         36         40   41   42    44
-//!  +------------------+----------+----------+----+----+-----+---------
-//!  |     txn id       | relation |  page    |type|flag| rsv | payload…
-//!  +------------------+----------+----------+----+----+-----+---------
+//!  24                 32         36         40          44   45   46    48
+//!  +------------------+----------+----------+-----------+----+----+-----+-------
+//!  |     txn id       | relation |  page    |batch back |type|flag| rsv |payload…
+//!  +------------------+----------+----------+-----------+----+----+-----+-------
 //! ```
 //!
 //! - `crc32c` covers bytes 4..total_len: the rest of the header (length,
@@ -21,7 +21,17 @@
 //! - `prev LSN` links a transaction's records backwards (zero for its first).
 //! - `relation` and `page` name the page the record changes, or are
 //!   [`NO_RELATION`]/[`NO_PAGE`](crate::page::NO_PAGE) when none.
+//! - `batch back` is how many bytes before this record the flush batch that
+//!   wrote it began (zero for a batch's first record). The writer syncs each
+//!   batch before writing the next, so a reader that finds invalid bytes at
+//!   `p` followed by a valid record `q` can tell a torn tail (`q`'s batch
+//!   began at or before `p`: that batch was never synced, never
+//!   acknowledged) from corruption (`q`'s batch began after `p`: the bytes at
+//!   `p` were synced once and are now damaged), invariant 10.
 //! - `type` is a [`RecordType`]; `flag` and `rsv` are zero in version 1.
+//!
+//! An appender fills in everything but `batch back` and the CRC; the flush
+//! that writes the record [`seal`]s it with both.
 //!
 //! Decoding validates all of this and returns a [`WalError`] naming the LSN
 //! and what was wrong; it never panics and never allocates more than the
@@ -33,7 +43,7 @@ use crate::page::NO_PAGE;
 use crate::types::{Lsn, PageId, RelationId, TxnId};
 
 /// Size of the record header, in bytes.
-pub const RECORD_HEADER_SIZE: usize = 44;
+pub const RECORD_HEADER_SIZE: usize = 48;
 /// Largest record the log accepts (header included). A full page image with
 /// its header is far below it; checkpoint records with large tables are the
 /// biggest. It must fit in one segment's data area.
@@ -57,12 +67,14 @@ pub mod offsets {
     pub const RELATION: usize = 32;
     /// u32 page id, or `NO_PAGE`.
     pub const PAGE: usize = 36;
+    /// u32 bytes from the start of the record's flush batch to the record.
+    pub const BATCH_BACK: usize = 40;
     /// u8 record type.
-    pub const TYPE: usize = 40;
+    pub const TYPE: usize = 44;
     /// u8 flags, zero.
-    pub const FLAGS: usize = 41;
+    pub const FLAGS: usize = 45;
     /// u16 reserved, zero.
-    pub const RESERVED: usize = 42;
+    pub const RESERVED: usize = 46;
 }
 
 macro_rules! record_types {
@@ -156,6 +168,8 @@ pub struct RecordHeader {
     pub page: Option<PageId>,
     /// Record type.
     pub kind: RecordType,
+    /// Start of the flush batch that wrote the record.
+    pub batch_start: Lsn,
 }
 
 impl RecordHeader {
@@ -234,9 +248,9 @@ pub fn encoded_len(payload_len: usize) -> usize {
 }
 
 /// Encodes a record at `lsn` into `out` (exactly `encoded_len(payload.len())`
-/// bytes), computing its CRC. The caller checked the size against
-/// [`MAX_RECORD_SIZE`].
-pub fn encode_into(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u8]) {
+/// bytes), all but `batch back` and the CRC, which [`seal`] adds. The caller
+/// checked the size against [`MAX_RECORD_SIZE`].
+pub fn encode_unsealed(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u8]) {
     let total = RECORD_HEADER_SIZE + payload.len();
     debug_assert_eq!(out.len(), total, "record buffer of the wrong size");
     let h = &mut out[..RECORD_HEADER_SIZE];
@@ -254,14 +268,25 @@ pub fn encode_into(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u8]) 
     h[offsets::FLAGS] = 0;
     h[offsets::RESERVED..RECORD_HEADER_SIZE].fill(0);
     out[RECORD_HEADER_SIZE..].copy_from_slice(payload);
-    let crc = crc32c(&out[offsets::TOTAL_LEN..]);
-    put_u32(out, offsets::CRC, crc);
 }
 
-/// Encodes a record at `lsn` into a new vector.
+/// Completes an encoded record written in the flush batch that starts at
+/// `batch_start`: stores `batch back` and the CRC over everything after the
+/// CRC field (invariant 2).
+pub fn seal(record: &mut [u8], batch_start: Lsn) {
+    debug_assert!(record.len() >= RECORD_HEADER_SIZE, "sealing a short record");
+    let lsn = get_u64(record, offsets::LSN);
+    debug_assert!(lsn >= batch_start.0, "record before its batch (inv. 10)");
+    put_u32(record, offsets::BATCH_BACK, (lsn - batch_start.0) as u32);
+    let crc = crc32c(&record[offsets::TOTAL_LEN..]);
+    put_u32(record, offsets::CRC, crc);
+}
+
+/// Encodes and seals a record at `lsn` that begins its own batch.
 pub fn encode(meta: &RecordMeta, lsn: Lsn, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; encoded_len(payload.len())];
-    encode_into(&mut out, meta, lsn, payload);
+    encode_unsealed(&mut out, meta, lsn, payload);
+    seal(&mut out, lsn);
     out
 }
 
@@ -348,6 +373,10 @@ pub fn decode_frame(bytes: &[u8], at: Lsn) -> Result<RecordHeader, FrameProblem>
         NO_PAGE => None,
         p => Some(PageId(p)),
     };
+    let back = u64::from(get_u32(h, offsets::BATCH_BACK));
+    if back > lsn.0 {
+        return Err(FrameProblem::BadField("batch back"));
+    }
     Ok(RecordHeader {
         total_len,
         lsn,
@@ -356,6 +385,7 @@ pub fn decode_frame(bytes: &[u8], at: Lsn) -> Result<RecordHeader, FrameProblem>
         relation,
         page,
         kind,
+        batch_start: Lsn(lsn.0 - back),
     })
 }
 

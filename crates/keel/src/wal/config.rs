@@ -1,0 +1,171 @@
+//! WAL configuration: segment size, flush policy, recovery strictness.
+
+use std::path::PathBuf;
+
+use crate::error::WalError;
+use crate::wal::segment::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
+
+/// When `commit` returns relative to the commit record's flush (invariant 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// `commit` returns once its record is on stable storage (the default).
+    /// One flush serves every committer waiting at the time (group commit).
+    Sync,
+    /// `commit` returns at once; a background flush makes the record durable
+    /// within `max_delay_us`. A crash can lose commits acknowledged in the
+    /// last `max_delay_us`, never corrupt the database. Only for users who
+    /// ask for it.
+    Async {
+        /// Longest a commit may stay unflushed, in microseconds.
+        max_delay_us: u64,
+    },
+}
+
+/// How strictly the reader treats invalid bytes (invariant 10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// The default after a crash: invalid bytes at the end of the log are a
+    /// torn tail and are cut off, as long as no valid record follows further
+    /// than one unsynced write batch away. A valid record beyond that means
+    /// the log is corrupt in the middle: an error naming the LSN.
+    #[default]
+    TolerateTornTail,
+    /// The log must end cleanly (zeroes or a segment end): any invalid record
+    /// is an error. For checking a log after a clean shutdown.
+    AbsoluteConsistency,
+    /// Stop at the first invalid record whatever follows, and report the cut:
+    /// for salvaging what precedes a corruption, knowingly losing the rest.
+    SalvageToFirstError,
+}
+
+/// What happens to segments no longer needed for recovery.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RetentionPolicy {
+    /// Rename them to future segment numbers (no file creation, no
+    /// allocation), keeping at most `keep` spare; delete the rest.
+    #[default]
+    Recycle,
+    /// Delete them.
+    Delete,
+    /// Copy them, zstd-compressed, into this directory, then delete them.
+    Archive(PathBuf),
+}
+
+/// WAL configuration.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    /// Size of each segment file, in bytes (64 KiB – 1 GiB, a multiple of
+    /// 4096).
+    pub segment_size_bytes: u32,
+    /// When `commit` returns.
+    pub commit: CommitMode,
+    /// Also flush every this many microseconds when there is unflushed log.
+    pub flush_interval_us: Option<u64>,
+    /// Also flush when this many bytes are unflushed.
+    pub flush_size_bytes: Option<u64>,
+    /// Most bytes one flush writes before syncing (the unsynced batch bound
+    /// recorded in each segment header). Larger batches amortize a sync over
+    /// more commits; smaller ones bound how much a torn tail can hold.
+    pub max_batch_bytes: u32,
+    /// Most appended but unflushed bytes before appenders wait for a flush
+    /// (memory bound of the log buffer).
+    pub buffer_capacity_bytes: usize,
+    /// Open segments with O_DIRECT.
+    pub direct_io: bool,
+    /// What to do with segments wholly before the last checkpoint.
+    pub retention: RetentionPolicy,
+    /// Spare recycled segments kept ready.
+    pub recycle_keep: usize,
+    /// How opening the log treats invalid bytes where it ends.
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_size_bytes: 16 << 20,
+            commit: CommitMode::Sync,
+            flush_interval_us: None,
+            flush_size_bytes: None,
+            max_batch_bytes: 1 << 20,
+            buffer_capacity_bytes: 32 << 20,
+            direct_io: false,
+            retention: RetentionPolicy::Recycle,
+            recycle_keep: 2,
+            recovery_mode: RecoveryMode::TolerateTornTail,
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks the values, naming the first bad one.
+    pub fn validate(&self) -> Result<(), WalError> {
+        let bad = |m: String| Err(WalError::Config(m));
+        let s = self.segment_size_bytes;
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) || !s.is_multiple_of(4096) {
+            return bad(format!(
+                "segment_size_bytes {s} must be a multiple of 4096 in {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}"
+            ));
+        }
+        let data = s as usize - SEGMENT_HEADER_SIZE;
+        if self.max_batch_bytes < 4096 || self.max_batch_bytes as usize > data {
+            return bad(format!(
+                "max_batch_bytes {} must be at least 4096 and at most a segment's data ({data})",
+                self.max_batch_bytes
+            ));
+        }
+        if self.buffer_capacity_bytes < self.max_batch_bytes as usize {
+            return bad("buffer_capacity_bytes must be at least max_batch_bytes".into());
+        }
+        if let CommitMode::Async { max_delay_us: 0 } = self.commit {
+            return bad("async commit needs max_delay_us > 0".into());
+        }
+        if self.flush_interval_us == Some(0) || self.flush_size_bytes == Some(0) {
+            return bad("flush_interval_us and flush_size_bytes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The background flush period, if any policy needs one.
+    pub(crate) fn background_period_us(&self) -> Option<u64> {
+        let from_async = match self.commit {
+            CommitMode::Async { max_delay_us } => Some(max_delay_us),
+            CommitMode::Sync => None,
+        };
+        match (from_async, self.flush_interval_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        WalConfig::default().validate().unwrap();
+        let c = WalConfig {
+            segment_size_bytes: 1000,
+            ..WalConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("segment_size_bytes 1000")
+        );
+        let c = WalConfig {
+            commit: CommitMode::Async { max_delay_us: 0 },
+            ..WalConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = WalConfig {
+            commit: CommitMode::Async { max_delay_us: 500 },
+            flush_interval_us: Some(200),
+            ..WalConfig::default()
+        };
+        assert_eq!(c.background_period_us(), Some(200));
+    }
+}

@@ -1,0 +1,371 @@
+//! Reading the log forward from any LSN, validating every record.
+//!
+//! The reader loads one whole segment at a time (and submits the read of the
+//! next one before parsing the current, so I/O overlaps decoding), checks
+//! its header, and walks its records: each must have the right LSN for its
+//! position (invariant 3) and a good CRC (invariant 2). Padding records and
+//! tails too short for a header move it to the next segment.
+//!
+//! ## Where the log ends (invariant 10)
+//!
+//! At the first position that does not hold a valid record the reader looks
+//! for any valid record further on (in the rest of the segment and in every
+//! later segment; a cheap LSN-field test first, the CRC only on a match):
+//!
+//! - none: the log ends here. Zeroes are a clean end; anything else is a
+//!   torn tail and is reported in [`TailCut`].
+//! - one whose flush batch began at or before the invalid bytes (its header
+//!   says where its batch began): the writer syncs each batch before it
+//!   writes the next, so that batch was being written when the system
+//!   crashed and was never acknowledged. A torn tail: the log ends here too
+//!   (`TolerateTornTail`).
+//! - one whose batch began after them: the invalid bytes were synced before
+//!   that batch was written, so a once-durable record is damaged. That is
+//!   corruption, an error naming the LSN, unless the [`RecoveryMode`] says to
+//!   salvage.
+//!
+//! A missing segment between present ones is an error naming it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, IoFuture, OpenOptions};
+
+use crate::error::WalError;
+use crate::types::Lsn;
+use crate::wal::config::RecoveryMode;
+use crate::wal::record::{
+    FrameProblem, RECORD_HEADER_SIZE, RecordHeader, RecordType, decode_frame, offsets as rec,
+};
+use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader};
+
+/// A record read from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its validated header.
+    pub header: RecordHeader,
+    /// Its payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl LogRecord {
+    /// One past its last byte.
+    pub fn end(&self) -> Lsn {
+        Lsn(self.header.lsn.0 + u64::from(self.header.total_len))
+    }
+}
+
+/// Invalid bytes the reader cut off the end of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailCut {
+    /// Where the invalid bytes start (the end of the log).
+    pub at: Lsn,
+    /// What was wrong there.
+    pub reason: String,
+    /// A valid record found after them, within one unsynced batch (or
+    /// anywhere, when salvaging).
+    pub valid_after: Option<Lsn>,
+}
+
+struct Loaded {
+    segment: u64,
+    data: Vec<u8>,
+}
+
+type Prefetch = (u64, FileHandle, IoFuture<(IoBuf, usize)>);
+
+/// Iterates over the records of the log from a starting LSN.
+pub struct WalReader {
+    io: Arc<dyn AsyncIo>,
+    dir: Arc<SegmentDir>,
+    geometry: Geometry,
+    database_id: u64,
+    mode: RecoveryMode,
+    present: BTreeSet<u64>,
+    pos: Lsn,
+    current: Option<Loaded>,
+    prefetch: Option<Prefetch>,
+    end: Option<Lsn>,
+    cut: Option<TailCut>,
+    failed: bool,
+}
+
+impl WalReader {
+    pub(crate) fn new(
+        io: Arc<dyn AsyncIo>,
+        dir: Arc<SegmentDir>,
+        geometry: Geometry,
+        database_id: u64,
+        mode: RecoveryMode,
+        from: Lsn,
+    ) -> Result<WalReader, WalError> {
+        let present = dir.list()?.into_iter().collect();
+        Ok(WalReader {
+            io,
+            dir,
+            geometry,
+            database_id,
+            mode,
+            present,
+            pos: geometry.record_position(from),
+            current: None,
+            prefetch: None,
+            end: None,
+            cut: None,
+            failed: false,
+        })
+    }
+
+    /// Where the log ends: known once the iterator returned `None`.
+    pub fn end(&self) -> Option<Lsn> {
+        self.end
+    }
+
+    /// The torn tail that was cut off, if any (known at the end).
+    pub fn tail_cut(&self) -> Option<&TailCut> {
+        self.cut.as_ref()
+    }
+
+    /// The position of the next record to read.
+    pub fn position(&self) -> Lsn {
+        self.pos
+    }
+
+    fn submit_read(&self, n: u64) -> Result<Prefetch, WalError> {
+        let opts = OpenOptions::new(FileClass::Wal);
+        let fh = self
+            .io
+            .open(&self.dir.segment_path(n), opts)
+            .wait()
+            .map_err(|source| WalError::Io {
+                op: "open a segment for reading",
+                source,
+            })?;
+        let buf = IoBuf::zeroed(self.geometry.segment_size as usize);
+        Ok((n, fh, self.io.read_at(fh, 0, buf)))
+    }
+
+    /// Reads and validates segment `n` (using the prefetched read if it is
+    /// the one), and starts reading the next present segment.
+    fn load(&mut self, n: u64) -> Result<Loaded, WalError> {
+        let (seg, fh, fut) = match self.prefetch.take() {
+            Some(p) if p.0 == n => p,
+            other => {
+                if let Some((_, fh, f)) = other {
+                    let _ = f.wait();
+                    let _ = self.io.close(fh).wait();
+                }
+                self.submit_read(n)?
+            }
+        };
+        let read = fut.wait();
+        let _ = self.io.close(fh).wait();
+        let (buf, got) = read.map_err(|source| WalError::Io {
+            op: "read a segment",
+            source,
+        })?;
+        let path = self.dir.segment_path(seg);
+        let header = SegmentHeader::decode(&buf[..got.min(SEGMENT_HEADER_SIZE)], seg, &path)?;
+        if u64::from(header.segment_size) != self.geometry.segment_size
+            || header.database_id != self.database_id
+        {
+            return Err(WalError::BadSegment {
+                segment: seg,
+                path,
+                reason: format!(
+                    "belongs to database {:#x} with {}-byte segments, not {:#x} with {}",
+                    header.database_id,
+                    header.segment_size,
+                    self.database_id,
+                    self.geometry.segment_size
+                ),
+            });
+        }
+        let mut data = buf.into_vec();
+        data.truncate(got);
+        if let Some(&next) = self.present.range(seg + 1..).next() {
+            self.prefetch = self.submit_read(next).ok();
+        }
+        Ok(Loaded { segment: seg, data })
+    }
+
+    fn finish(&mut self, at: Lsn, cut: Option<TailCut>) -> Option<Result<LogRecord, WalError>> {
+        self.end = Some(at);
+        self.cut = cut;
+        None
+    }
+
+    fn step(&mut self) -> Result<Option<LogRecord>, Stop> {
+        loop {
+            let seg = self.geometry.segment_of(self.pos);
+            if self.current.as_ref().is_none_or(|c| c.segment != seg) {
+                self.current = None;
+                if !self.present.contains(&seg) {
+                    return Err(self.missing(seg));
+                }
+                match self.load(seg) {
+                    Ok(l) => self.current = Some(l),
+                    Err(e) => return Err(self.bad_segment(seg, e)),
+                }
+            }
+            let Some(cur) = self.current.as_ref() else {
+                return Err(Stop::End(None));
+            };
+            let off = self.geometry.offset_in_segment(self.pos) as usize;
+            if (self.geometry.segment_size as usize - off) < RECORD_HEADER_SIZE {
+                self.pos = self
+                    .geometry
+                    .record_position(self.geometry.segment_end(self.pos));
+                continue;
+            }
+            match decode_frame(cur.data.get(off..).unwrap_or(&[]), self.pos) {
+                Ok(h) if h.kind == RecordType::Padding => {
+                    self.pos = self
+                        .geometry
+                        .record_position(self.geometry.segment_end(self.pos));
+                }
+                Ok(h) => {
+                    let end = off + h.total_len as usize;
+                    let payload = cur.data[off + RECORD_HEADER_SIZE..end].to_vec();
+                    self.pos = Lsn(self.pos.0 + u64::from(h.total_len));
+                    return Ok(Some(LogRecord { header: h, payload }));
+                }
+                Err(problem) => return Err(self.bad_record(problem)),
+            }
+        }
+    }
+
+    /// Segment `seg` is not there: the end of the log, unless a later
+    /// segment holds records (then one is missing in the middle).
+    fn missing(&mut self, seg: u64) -> Stop {
+        match self.valid_record_in_later_segments(seg) {
+            Some(_) => Stop::Error(WalError::MissingSegment {
+                segment: seg,
+                lsn: self.pos,
+            }),
+            None => Stop::End(None),
+        }
+    }
+
+    fn bad_segment(&mut self, seg: u64, e: WalError) -> Stop {
+        match self.valid_record_in_later_segments(seg) {
+            Some(_) => Stop::Error(e),
+            None => Stop::End(Some(TailCut {
+                at: self.pos,
+                reason: e.to_string(),
+                valid_after: None,
+            })),
+        }
+    }
+
+    fn bad_record(&mut self, problem: FrameProblem) -> Stop {
+        let at = self.pos;
+        let next_valid = self.scan_current(at.0 + 1).or_else(|| {
+            let seg = self.geometry.segment_of(at);
+            self.valid_record_in_later_segments(seg)
+        });
+        let cut = |valid_after: Option<&RecordHeader>| TailCut {
+            at,
+            reason: problem.to_string(),
+            valid_after: valid_after.map(|h| h.lsn),
+        };
+        let corrupted = |next: &RecordHeader| {
+            Stop::Error(WalError::Corrupted {
+                lsn: at,
+                reason: problem.to_string(),
+                next_valid: next.lsn,
+            })
+        };
+        match (self.mode, next_valid.as_ref()) {
+            (_, None) if problem == FrameProblem::Zeroes => Stop::End(None),
+            (RecoveryMode::AbsoluteConsistency, None) => Stop::Error(WalError::BadRecord {
+                lsn: at,
+                reason: problem.to_string(),
+            }),
+            (RecoveryMode::AbsoluteConsistency, Some(next)) => corrupted(next),
+            (RecoveryMode::SalvageToFirstError, next) => Stop::End(Some(cut(next))),
+            (RecoveryMode::TolerateTornTail, None) => Stop::End(Some(cut(None))),
+            (RecoveryMode::TolerateTornTail, Some(next)) if next.batch_start <= at => {
+                Stop::End(Some(cut(Some(next))))
+            }
+            (RecoveryMode::TolerateTornTail, Some(next)) => corrupted(next),
+        }
+    }
+
+    /// First position at or after `from` in the loaded segment that holds a
+    /// record valid for that position.
+    fn scan_current(&self, from: u64) -> Option<RecordHeader> {
+        let cur = self.current.as_ref()?;
+        let base = self.geometry.segment_start(cur.segment).0;
+        scan_for_valid(&cur.data, base, from.saturating_sub(base) as usize)
+    }
+
+    /// A valid record in any present segment after `seg`.
+    fn valid_record_in_later_segments(&mut self, seg: u64) -> Option<RecordHeader> {
+        let later: Vec<u64> = self.present.range(seg + 1..).copied().collect();
+        for n in later {
+            let Ok(loaded) = self.load(n) else {
+                continue;
+            };
+            let base = self.geometry.segment_start(n).0;
+            if let Some(found) = scan_for_valid(&loaded.data, base, SEGMENT_HEADER_SIZE) {
+                return Some(found);
+            }
+        }
+        None
+    }
+}
+
+/// Scans `data` (a segment whose first byte is LSN `base`) from byte `from`
+/// for a position holding a valid record: the LSN field must equal the
+/// position before the CRC is even computed.
+fn scan_for_valid(data: &[u8], base: u64, from: usize) -> Option<RecordHeader> {
+    let last = data.len().checked_sub(RECORD_HEADER_SIZE)?;
+    (from.max(SEGMENT_HEADER_SIZE)..=last).find_map(|off| {
+        let lsn_bytes = &data[off + rec::LSN..off + rec::LSN + 8];
+        let pos = base + off as u64;
+        if lsn_bytes != pos.to_le_bytes() {
+            return None;
+        }
+        decode_frame(&data[off..], Lsn(pos)).ok()
+    })
+}
+
+impl Drop for WalReader {
+    fn drop(&mut self) {
+        // An outstanding read owns its buffer until it completes; close the
+        // handle once it has.
+        if let Some((_, fh, f)) = self.prefetch.take() {
+            let _ = f.wait();
+            let _ = self.io.close(fh).wait();
+        }
+    }
+}
+
+enum Stop {
+    End(Option<TailCut>),
+    Error(WalError),
+}
+
+impl Iterator for WalReader {
+    type Item = Result<LogRecord, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.end.is_some() || self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(record) => record.map(Ok),
+            Err(Stop::End(cut)) => {
+                let at = self.pos;
+                self.finish(at, cut)
+            }
+            Err(Stop::Error(e)) => {
+                // An error ends the iteration; `end` stays unknown.
+                self.failed = true;
+                self.current = None;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! WAL segments: fixed-size files that hold the logical log.
+//!
+//! The log is one stream of bytes; an [`Lsn`] is a position in it
+//! (invariant 3). Segment `n` holds positions `n * S .. (n + 1) * S`, where
+//! `S` is the segment size, in the file `wal/{n:016X}.wal` at the same
+//! offsets. The first [`SEGMENT_HEADER_SIZE`] bytes of each segment are its
+//! header, so the first record of segment `n` is at `n * S + 4096`; LSN 0 is
+//! never a record's position, which keeps `Lsn::ZERO` free to mean "none".
+//!
+//! ```text
+//!  0       4     6     8               16        20        24              32
+//!  +-------+-----+-----+---------------+---------+---------+---------------+
+//!  | magic | ver | rsv | segment no    | seg size| hdr size| start LSN     |
+//!  +-------+-----+-----+---------------+---------+---------+---------------+
+//!  32              40         44         48                        4096
+//!  +---------------+----------+----------+-------------------------+
+//!  | database id   | max batch|  crc32c  |  zero                   |
+//!  +---------------+----------+----------+-------------------------+
+//! ```
+//!
+//! Records never span segments: a record that does not fit in what is left
+//! of a segment is preceded by a padding record (or, when fewer than a
+//! header's bytes are left, by nothing) and starts in the next segment.
+//!
+//! `max batch` is the most bytes the writer ever has written but not yet
+//! synced. The reader uses it to tell a torn tail (invalid bytes followed by
+//! valid records only within one unsynced batch) from corruption (valid
+//! records further on), invariant 10. The database id ties a segment to its
+//! database, so a segment copied from elsewhere fails validation.
+//!
+//! Lifecycle of a segment file (the function behind each edge):
+//!
+//! ```text
+//!   (none) --prepare--> Prepared --first write--> Active --rollover--> Full
+//!                          ^                                           |
+//!                          +------ recycle (rename, new header) -------+
+//!                                                                      |
+//!                              Archived (zstd copy) <--archive---------+
+//!                              Deleted <--------------remove-----------+
+//! ```
+//!
+//! A prepared segment is allocated to its full size and its header synced,
+//! and the directory synced, before the writer may use it, so a commit never
+//! waits on file creation and a crash never leaves a used segment whose name
+//! or header was not durable.
+
+use std::path::{Path, PathBuf};
+
+use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, OpenOptions};
+
+use crate::checksum::crc32c;
+use crate::error::WalError;
+use crate::types::Lsn;
+
+/// Bytes reserved at the start of every segment for its header (one 4 KiB
+/// block, so record data stays block-aligned for O_DIRECT).
+pub const SEGMENT_HEADER_SIZE: usize = 4096;
+/// `"KWAL"` as a little-endian u32.
+pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"KWAL");
+/// Segment format version.
+pub const SEGMENT_FORMAT_VERSION: u16 = 1;
+/// Bytes of the header that carry fields; the rest of the 4 KiB is zero.
+pub const SEGMENT_HEADER_USED: usize = 48;
+/// File name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Byte offsets of the segment header fields (mirrored in docs/storage.md).
+pub mod offsets {
+    /// u32 `"KWAL"`.
+    pub const MAGIC: usize = 0;
+    /// u16 format version.
+    pub const VERSION: usize = 4;
+    /// u16 reserved, zero.
+    pub const RESERVED: usize = 6;
+    /// u64 segment number.
+    pub const SEGMENT_NO: usize = 8;
+    /// u32 segment size in bytes.
+    pub const SEGMENT_SIZE: usize = 16;
+    /// u32 header size in bytes (4096).
+    pub const HEADER_SIZE: usize = 20;
+    /// u64 LSN of the segment's first byte (`segment no * segment size`).
+    pub const START_LSN: usize = 24;
+    /// u64 the database's id.
+    pub const DATABASE_ID: usize = 32;
+    /// u32 most unsynced bytes the writer ever has in flight.
+    pub const MAX_BATCH: usize = 40;
+    /// u32 CRC32C of bytes 0..44.
+    pub const CRC: usize = 44;
+}
+
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Segment number.
+    pub segment_no: u64,
+    /// Segment size in bytes.
+    pub segment_size: u32,
+    /// The database the segment belongs to.
+    pub database_id: u64,
+    /// Most unsynced bytes in flight at once.
+    pub max_batch_bytes: u32,
+}
+
+impl SegmentHeader {
+    /// LSN of the segment's first byte.
+    pub fn start_lsn(&self) -> Lsn {
+        Lsn(self.segment_no * u64::from(self.segment_size))
+    }
+
+    /// Encodes the full 4 KiB header block.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; SEGMENT_HEADER_SIZE];
+        b[offsets::MAGIC..offsets::MAGIC + 4].copy_from_slice(&SEGMENT_MAGIC.to_le_bytes());
+        b[offsets::VERSION..offsets::VERSION + 2]
+            .copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+        b[offsets::SEGMENT_NO..offsets::SEGMENT_NO + 8]
+            .copy_from_slice(&self.segment_no.to_le_bytes());
+        b[offsets::SEGMENT_SIZE..offsets::SEGMENT_SIZE + 4]
+            .copy_from_slice(&self.segment_size.to_le_bytes());
+        b[offsets::HEADER_SIZE..offsets::HEADER_SIZE + 4]
+            .copy_from_slice(&(SEGMENT_HEADER_SIZE as u32).to_le_bytes());
+        b[offsets::START_LSN..offsets::START_LSN + 8]
+            .copy_from_slice(&self.start_lsn().0.to_le_bytes());
+        b[offsets::DATABASE_ID..offsets::DATABASE_ID + 8]
+            .copy_from_slice(&self.database_id.to_le_bytes());
+        b[offsets::MAX_BATCH..offsets::MAX_BATCH + 4]
+            .copy_from_slice(&self.max_batch_bytes.to_le_bytes());
+        let crc = crc32c(&b[..offsets::CRC]);
+        b[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header read from `path`, which should be
+    /// segment `expected`.
+    pub fn decode(bytes: &[u8], expected: u64, path: &Path) -> Result<SegmentHeader, WalError> {
+        let bad = |reason: String| WalError::BadSegment {
+            segment: expected,
+            path: path.to_path_buf(),
+            reason,
+        };
+        let h = bytes
+            .get(..SEGMENT_HEADER_USED)
+            .ok_or_else(|| bad(format!("header truncated to {} bytes", bytes.len())))?;
+        let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+        if u32_at(offsets::MAGIC) != SEGMENT_MAGIC {
+            return Err(bad(format!("bad magic {:#010x}", u32_at(offsets::MAGIC))));
+        }
+        let stored = u32_at(offsets::CRC);
+        let computed = crc32c(&h[..offsets::CRC]);
+        if stored != computed {
+            return Err(bad(format!(
+                "header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            )));
+        }
+        if u16_at(offsets::VERSION) != SEGMENT_FORMAT_VERSION {
+            return Err(bad(format!(
+                "unsupported version {}",
+                u16_at(offsets::VERSION)
+            )));
+        }
+        let header = SegmentHeader {
+            segment_no: u64_at(offsets::SEGMENT_NO),
+            segment_size: u32_at(offsets::SEGMENT_SIZE),
+            database_id: u64_at(offsets::DATABASE_ID),
+            max_batch_bytes: u32_at(offsets::MAX_BATCH),
+        };
+        if header.segment_no != expected {
+            return Err(bad(format!(
+                "header says segment {} (a misnamed or recycled file?)",
+                header.segment_no
+            )));
+        }
+        if u32_at(offsets::HEADER_SIZE) as usize != SEGMENT_HEADER_SIZE
+            || u16_at(offsets::RESERVED) != 0
+            || header.segment_size < MIN_SEGMENT_SIZE
+            || header.segment_size > MAX_SEGMENT_SIZE
+            || u64_at(offsets::START_LSN) != header.start_lsn().0
+            || header.max_batch_bytes == 0
+        {
+            return Err(bad("inconsistent header fields".into()));
+        }
+        Ok(header)
+    }
+}
+
+/// Smallest segment size accepted.
+pub const MIN_SEGMENT_SIZE: u32 = 64 * 1024;
+/// Largest segment size accepted.
+pub const MAX_SEGMENT_SIZE: u32 = 1 << 30;
+
+/// File name of segment `n`.
+pub fn segment_file_name(n: u64) -> String {
+    format!("{n:016X}{SEGMENT_SUFFIX}")
+}
+
+/// Parses a segment file name back to its number.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Where LSNs fall in segments of a given size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Segment size in bytes.
+    pub segment_size: u64,
+}
+
+impl Geometry {
+    /// Segment holding `lsn`.
+    pub fn segment_of(&self, lsn: Lsn) -> u64 {
+        lsn.0 / self.segment_size
+    }
+
+    /// Offset of `lsn` within its segment file.
+    pub fn offset_in_segment(&self, lsn: Lsn) -> u64 {
+        lsn.0 % self.segment_size
+    }
+
+    /// First byte of segment `n`.
+    pub fn segment_start(&self, n: u64) -> Lsn {
+        Lsn(n * self.segment_size)
+    }
+
+    /// Position of the first record of segment `n`.
+    pub fn first_record(&self, n: u64) -> Lsn {
+        Lsn(n * self.segment_size + SEGMENT_HEADER_SIZE as u64)
+    }
+
+    /// One past the last byte of the segment holding `lsn`.
+    pub fn segment_end(&self, lsn: Lsn) -> Lsn {
+        self.segment_start(self.segment_of(lsn) + 1)
+    }
+
+    /// Where the next record goes given the end of the previous one: the
+    /// start of a segment is moved past its header.
+    pub fn record_position(&self, end: Lsn) -> Lsn {
+        if self.offset_in_segment(end) == 0 {
+            Lsn(end.0 + SEGMENT_HEADER_SIZE as u64)
+        } else {
+            end
+        }
+    }
+}
+
+/// The WAL directory: names, listing, preparing, recycling and removing
+/// segment files through [`AsyncIo`].
+pub struct SegmentDir {
+    io: std::sync::Arc<dyn AsyncIo>,
+    dir: PathBuf,
+    direct: bool,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
+    move |source| WalError::Io { op, source }
+}
+
+impl SegmentDir {
+    /// The segments of `dir`, created if missing.
+    pub fn open(
+        io: std::sync::Arc<dyn AsyncIo>,
+        dir: &Path,
+        direct: bool,
+    ) -> Result<SegmentDir, WalError> {
+        if io.read_dir(dir).wait().is_err() {
+            io.create_dir(dir)
+                .wait()
+                .map_err(io_err("create the WAL directory"))?;
+            if let Some(parent) = dir.parent() {
+                io.sync_dir(parent)
+                    .wait()
+                    .map_err(io_err("sync the data directory"))?;
+            }
+        }
+        Ok(SegmentDir {
+            io,
+            dir: dir.to_path_buf(),
+            direct,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of segment `n`.
+    pub fn segment_path(&self, n: u64) -> PathBuf {
+        self.dir.join(segment_file_name(n))
+    }
+
+    /// Segment numbers present, ascending.
+    pub fn list(&self) -> Result<Vec<u64>, WalError> {
+        let entries = self
+            .io
+            .read_dir(&self.dir)
+            .wait()
+            .map_err(io_err("list the WAL directory"))?;
+        let mut v: Vec<u64> = entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| e.name.to_str().and_then(parse_segment_file_name))
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Opens segment `n` for reading and writing.
+    pub fn open_segment(&self, n: u64) -> Result<FileHandle, WalError> {
+        let opts = OpenOptions::new(FileClass::Wal)
+            .write(true)
+            .direct(self.direct);
+        self.io
+            .open(&self.segment_path(n), opts)
+            .wait()
+            .map_err(io_err("open a segment"))
+    }
+
+    /// Reads and validates segment `n`'s header.
+    pub fn read_header(&self, n: u64) -> Result<SegmentHeader, WalError> {
+        let path = self.segment_path(n);
+        let opts = OpenOptions::new(FileClass::Wal);
+        let fh = self
+            .io
+            .open(&path, opts)
+            .wait()
+            .map_err(io_err("open a segment"))?;
+        let read = self
+            .io
+            .read_at(fh, 0, IoBuf::zeroed(SEGMENT_HEADER_USED))
+            .wait();
+        let _ = self.io.close(fh).wait();
+        let (buf, n_read) = read.map_err(io_err("read a segment header"))?;
+        SegmentHeader::decode(&buf[..n_read], n, &path)
+    }
+
+    /// Makes segment `header.segment_no` ready for the writer: reuses
+    /// `recycle` (an old segment's number) by renaming it, or creates a new
+    /// file; allocates it to full size; writes and syncs the header; syncs the
+    /// directory.
+    pub fn prepare(&self, header: &SegmentHeader, recycle: Option<u64>) -> Result<(), WalError> {
+        let path = self.segment_path(header.segment_no);
+        if let Some(old) = recycle {
+            self.io
+                .rename(&self.segment_path(old), &path)
+                .wait()
+                .map_err(io_err("recycle a segment"))?;
+        }
+        let opts = OpenOptions::read_write_create(FileClass::Wal).direct(self.direct);
+        let fh = self
+            .io
+            .open(&path, opts)
+            .wait()
+            .map_err(io_err("create a segment"))?;
+        let result = self.write_header(fh, header);
+        let _ = self.io.close(fh).wait();
+        result?;
+        self.io
+            .sync_dir(&self.dir)
+            .wait()
+            .map_err(io_err("sync the WAL directory"))
+    }
+
+    fn write_header(&self, fh: FileHandle, header: &SegmentHeader) -> Result<(), WalError> {
+        let size = u64::from(header.segment_size);
+        let current = self.io.size(fh).wait().map_err(io_err("size a segment"))?;
+        if current < size {
+            self.io
+                .allocate(fh, 0, size)
+                .wait()
+                .map_err(io_err("preallocate a segment"))?;
+        }
+        let block = IoBuf::aligned_from(&header.encode());
+        self.io
+            .write_at(fh, 0, block)
+            .wait()
+            .map_err(io_err("write a segment header"))?;
+        self.io
+            .fsync(fh)
+            .wait()
+            .map_err(io_err("sync a segment header"))
+    }
+
+    /// Removes segment `n`'s file.
+    pub fn remove(&self, n: u64) -> Result<(), WalError> {
+        self.io
+            .remove(&self.segment_path(n))
+            .wait()
+            .map_err(io_err("remove a segment"))
+    }
+
+    /// Syncs the directory after removals or renames.
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.io
+            .sync_dir(&self.dir)
+            .wait()
+            .map_err(io_err("sync the WAL directory"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> SegmentHeader {
+        SegmentHeader {
+            segment_no: 5,
+            segment_size: 1 << 20,
+            database_id: 0xDEAD_BEEF,
+            max_batch_bytes: 1 << 18,
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_detects_damage() {
+        let h = header();
+        let b = h.encode();
+        assert_eq!(b.len(), SEGMENT_HEADER_SIZE);
+        let p = Path::new("x.wal");
+        assert_eq!(SegmentHeader::decode(&b, 5, p).unwrap(), h);
+        let e = SegmentHeader::decode(&b, 6, p).unwrap_err();
+        assert!(e.to_string().contains("header says segment 5"), "{e}");
+        for i in 0..SEGMENT_HEADER_USED {
+            let mut c = b.clone();
+            c[i] ^= 0x04;
+            assert!(SegmentHeader::decode(&c, 5, p).is_err(), "flip at {i}");
+        }
+        assert!(SegmentHeader::decode(&b[..10], 5, p).is_err());
+    }
+
+    #[test]
+    fn names_and_geometry() {
+        assert_eq!(segment_file_name(26), "000000000000001A.wal");
+        assert_eq!(parse_segment_file_name("000000000000001A.wal"), Some(26));
+        assert_eq!(parse_segment_file_name("1A.wal"), None);
+        assert_eq!(parse_segment_file_name("000000000000001A.tmp"), None);
+        let g = Geometry {
+            segment_size: 1 << 20,
+        };
+        assert_eq!(g.first_record(0), Lsn(4096));
+        assert_eq!(g.segment_of(Lsn((1 << 20) + 5)), 1);
+        assert_eq!(g.record_position(Lsn(1 << 20)), Lsn((1 << 20) + 4096));
+        assert_eq!(g.record_position(Lsn(5000)), Lsn(5000));
+        assert_eq!(g.segment_end(Lsn(5000)), Lsn(1 << 20));
+    }
+}

@@ -1,0 +1,488 @@
+//! Write-ahead log tests: round trips across segments on every backend,
+//! group commit under crashes, poisoning, torn tails at every byte, bit
+//! flips, stale records, recycling, archive and restore.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keel::WalError;
+use keel::types::{Lsn, TxnId};
+use keel::wal::record::RECORD_HEADER_SIZE;
+use keel::wal::segment::{SegmentDir, segment_file_name};
+use keel::wal::{
+    CommitMode, RecordMeta, RecordType, RecoveryMode, RetentionPolicy, Wal, WalConfig, archive,
+};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
+use keel_io::{AsyncIo, Backend, IoConfig, OpKind};
+use parking_lot::Mutex;
+
+const DIR: &str = "/db/wal";
+
+fn small_config() -> WalConfig {
+    WalConfig {
+        segment_size_bytes: 64 * 1024,
+        max_batch_bytes: 16 * 1024,
+        buffer_capacity_bytes: 256 * 1024,
+        ..WalConfig::default()
+    }
+}
+
+fn sim(seed: u64) -> Arc<SimIo> {
+    let io = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    io.create_dir(Path::new("/db")).wait().unwrap();
+    io.sync_dir(Path::new("/")).wait().unwrap();
+    io
+}
+
+fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
+    Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
+}
+
+/// A deterministic payload for record `i`.
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 7919 % 3000) as usize;
+    (0..len).map(|j| (i as usize + j * 31) as u8).collect()
+}
+
+fn meta(i: u64) -> RecordMeta {
+    RecordMeta::new(RecordType::HeapInsert).in_txn(TxnId(i), Lsn(i))
+}
+
+/// Reads every record from the start; returns (lsn, txn, payload).
+fn read_all(wal: &Wal) -> Vec<(Lsn, u64, Vec<u8>)> {
+    let reader = wal.reader(Lsn(0), RecoveryMode::TolerateTornTail).unwrap();
+    reader
+        .map(|r| {
+            let r = r.unwrap();
+            (r.header.lsn, r.header.txn.0, r.payload)
+        })
+        .collect()
+}
+
+fn open(io: Arc<dyn AsyncIo>, config: WalConfig) -> Wal {
+    Wal::open(io, Path::new(DIR), config).unwrap().0
+}
+
+fn round_trip(io: Arc<dyn AsyncIo>, dir: &Path, config: WalConfig) {
+    let (wal, report) = Wal::open(io.clone(), dir, config.clone()).unwrap();
+    assert!(report.created);
+    let mut written = Vec::new();
+    for i in 0..600u64 {
+        let a = wal.append(&meta(i), &payload(i)).unwrap();
+        written.push((a.lsn, i, payload(i)));
+        if i % 50 == 0 {
+            wal.flush(a.lsn).unwrap();
+        }
+    }
+    wal.flush_all().unwrap();
+    assert_eq!(read_all(&wal), written);
+    let end = wal.end_lsn();
+    assert!(wal.stats().flushes > 0);
+    wal.close().unwrap();
+
+    let (wal, report) = Wal::open(io, dir, config).unwrap();
+    assert!(!report.created);
+    assert_eq!(report.end, end);
+    assert_eq!(report.cut, None);
+    assert!(report.segments > 5, "{} segments", report.segments);
+    let a = wal.append(&meta(9999), b"after reopen").unwrap();
+    assert_eq!(a.lsn, end);
+    wal.flush(a.lsn).unwrap();
+    written.push((a.lsn, 9999, b"after reopen".to_vec()));
+    assert_eq!(read_all(&wal), written);
+    wal.close().unwrap();
+}
+
+#[test]
+fn round_trip_across_segments_on_sim() {
+    round_trip(sim(1), Path::new(DIR), small_config());
+}
+
+fn real_backend(backend: Backend) -> Option<Arc<dyn AsyncIo>> {
+    let config = IoConfig {
+        backend,
+        ..IoConfig::default()
+    };
+    match keel_io::open_backend(&config) {
+        Ok(io) => Some(io),
+        Err(e) => {
+            eprintln!("skipping {backend:?}: {e}");
+            None
+        }
+    }
+}
+
+fn real_dir() -> tempfile::TempDir {
+    // /work is a real disk file system (O_DIRECT works there); fall back to
+    // the default temp dir elsewhere.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+#[test]
+fn round_trip_on_real_backends_buffered_and_direct() {
+    for backend in [Backend::ThreadPool, Backend::IoUring] {
+        let Some(io) = real_backend(backend) else {
+            continue;
+        };
+        for direct_io in [false, true] {
+            let tmp = real_dir();
+            let config = WalConfig {
+                direct_io,
+                ..small_config()
+            };
+            round_trip(io.clone(), &tmp.path().join("wal"), config);
+        }
+    }
+}
+
+/// Many committers; the machine loses power at a random moment; every
+/// commit acknowledged before that moment is in the recovered log.
+#[test]
+fn acknowledged_commits_survive_a_crash() {
+    for seed in 0..8u64 {
+        let io = sim(seed);
+        let wal = Arc::new(open(io.clone(), small_config()));
+        let acked: Arc<Mutex<Vec<(Lsn, u64)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..6u64)
+            .map(|t| {
+                let (wal, acked, stop) = (wal.clone(), acked.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let id = t * 1_000_000 + i;
+                        let Ok(a) = wal.append(&meta(id), &payload(id)) else {
+                            break;
+                        };
+                        if wal.flush(a.lsn).is_err() {
+                            break;
+                        }
+                        acked.lock().push((a.lsn, id));
+                    }
+                })
+            })
+            .collect();
+        while acked.lock().len() < 200 + seed as usize * 40 {
+            std::thread::yield_now();
+        }
+        let before_crash = acked.lock().clone();
+        let disk = io.crash();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(wal);
+        let wal = open(reboot(disk, seed), small_config());
+        let recovered: std::collections::HashMap<Lsn, u64> =
+            read_all(&wal).into_iter().map(|(l, t, _)| (l, t)).collect();
+        for (lsn, id) in &before_crash {
+            assert_eq!(
+                recovered.get(lsn),
+                Some(id),
+                "seed {seed}: acknowledged {lsn} lost"
+            );
+        }
+    }
+}
+
+#[test]
+fn failed_sync_poisons_the_log_and_wakes_every_waiter() {
+    let io = sim(3);
+    let wal = Arc::new(open(io.clone(), small_config()));
+    for i in 0..20 {
+        let a = wal.append(&meta(i), &payload(i)).unwrap();
+        wal.flush(a.lsn).unwrap();
+    }
+    io.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fdatasync));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let mut errors = 0;
+                for i in 0..50 {
+                    match wal.append(&meta(t * 100 + i), b"x") {
+                        Ok(a) => {
+                            if wal.flush(a.lsn).is_err() {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    // Every thread finishes (nobody hangs) and every attempt failed.
+    let errors: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(errors.iter().all(|&e| e == 50), "{errors:?}");
+    assert!(wal.is_poisoned());
+    let e = wal.append(&meta(1), b"later").unwrap_err();
+    assert!(matches!(e, WalError::Poisoned { .. }), "{e}");
+    assert_eq!(e.class(), keel::ErrorClass::Fatal);
+    io.clear_faults();
+    // Nothing is retried: still poisoned after the fault clears.
+    assert!(wal.flush(Lsn(1)).is_err() || wal.durable_lsn() > Lsn(1));
+    assert!(wal.append(&meta(2), b"still").is_err());
+}
+
+/// Writes `n` records each flushed as its own batch; returns their LSNs and
+/// the crashed disk.
+fn log_of_batches(n: u64, one_batch_from: u64) -> (Vec<(Lsn, usize)>, SimDisk) {
+    let io = sim(11);
+    let wal = open(io.clone(), small_config());
+    let mut recs = Vec::new();
+    for i in 0..n {
+        let p = payload(i + 1);
+        let a = wal.append(&meta(i), &p).unwrap();
+        recs.push((a.lsn, RECORD_HEADER_SIZE + p.len()));
+        if i < one_batch_from {
+            wal.flush(a.lsn).unwrap();
+        }
+    }
+    wal.flush_all().unwrap();
+    (recs, io.crash())
+}
+
+fn segment0() -> PathBuf {
+    Path::new(DIR).join(segment_file_name(0))
+}
+
+fn reopen_with(disk: SimDisk, edit: impl FnOnce(&mut Vec<u8>)) -> Result<Wal, WalError> {
+    let mut bytes = disk.file(&segment0()).unwrap().to_vec();
+    edit(&mut bytes);
+    let disk = disk.with_file(&segment0(), &bytes);
+    Wal::open(reboot(disk, 5), Path::new(DIR), small_config()).map(|(w, _)| w)
+}
+
+#[test]
+fn torn_tail_is_cut_at_every_byte_of_the_last_batch() {
+    // Records 0..5 flushed one by one; 5..8 written in one final batch.
+    let (recs, disk) = log_of_batches(8, 5);
+    let batch_start = recs[5].0.0 as usize;
+    let batch_end = (recs[7].0.0 as usize) + recs[7].1;
+    for cut in batch_start..batch_end {
+        for garbage in [false, true] {
+            let wal = reopen_with(disk.clone(), |b| {
+                for (k, byte) in b[cut..batch_end].iter_mut().enumerate() {
+                    *byte = if garbage { (k * 131 + 7) as u8 } else { 0 };
+                }
+            })
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let got = read_all(&wal);
+            let whole = recs
+                .iter()
+                .filter(|(l, len)| l.0 as usize + len <= cut)
+                .count();
+            assert_eq!(got.len(), whole, "cut at {cut} (garbage {garbage})");
+            let next = recs.get(whole).map_or(Lsn(batch_end as u64), |r| r.0);
+            assert_eq!(wal.end_lsn(), next, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn damage_inside_a_synced_batch_is_corruption_naming_the_lsn() {
+    let (recs, disk) = log_of_batches(8, 8);
+    for victim in [1usize, 4, 6] {
+        let (lsn, len) = recs[victim];
+        for offset in [0, 5, RECORD_HEADER_SIZE, len - 1] {
+            let at = lsn.0 as usize + offset;
+            let err = reopen_with(disk.clone(), |b| b[at] ^= 0x20)
+                .err()
+                .unwrap_or_else(|| panic!("flip in record {victim} at +{offset} accepted"));
+            match &err {
+                WalError::Corrupted { lsn: bad, .. } => assert_eq!(*bad, lsn),
+                other => panic!("record {victim} +{offset}: {other}"),
+            }
+            assert!(err.to_string().contains(&lsn.to_string()), "{err}");
+        }
+    }
+    // The last record has nothing after it: indistinguishable from a torn
+    // write, so it is cut (and only the strict mode calls it an error).
+    let (last, _) = recs[7];
+    let flip_last = |b: &mut Vec<u8>| b[last.0 as usize + 50] ^= 1;
+    let mut bytes = disk.file(&segment0()).unwrap().to_vec();
+    flip_last(&mut bytes);
+    let strict = WalConfig {
+        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        ..small_config()
+    };
+    let damaged = disk.clone().with_file(&segment0(), &bytes);
+    let e = Wal::open(reboot(damaged, 5), Path::new(DIR), strict)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, WalError::BadRecord { lsn, .. } if lsn == last),
+        "{e}"
+    );
+    let wal = reopen_with(disk, flip_last).unwrap();
+    assert_eq!(wal.end_lsn(), last);
+}
+
+#[test]
+fn stale_records_after_a_cut_never_come_back() {
+    // 5..8 in one batch; tear record 5, so 6 and 7 are valid but cut.
+    let (recs, disk) = log_of_batches(8, 5);
+    let at = recs[5].0.0 as usize;
+    let wal = reopen_with(disk, |b| b[at + 10] ^= 0xFF).unwrap();
+    assert_eq!(wal.end_lsn(), recs[5].0);
+    // A new record exactly as long as the torn one ends where record 6
+    // starts; record 6's stale bytes must not read as the log's next record.
+    let a = wal.append(&meta(77), &payload(6)).unwrap();
+    wal.flush(a.lsn).unwrap();
+    let got = read_all(&wal);
+    assert_eq!(got.len(), 6);
+    assert_eq!(got[5].1, 77);
+}
+
+#[test]
+fn recycled_and_deleted_segments_keep_the_log_readable() {
+    for retention in [RetentionPolicy::Recycle, RetentionPolicy::Delete] {
+        let io = sim(21);
+        let config = WalConfig {
+            retention: retention.clone(),
+            ..small_config()
+        };
+        let wal = open(io.clone(), config.clone());
+        let mut keep_from = Lsn(0);
+        for i in 0..1500u64 {
+            let a = wal.append(&meta(i), &payload(i)).unwrap();
+            if i % 100 == 0 {
+                wal.flush(a.lsn).unwrap();
+            }
+            if i == 700 {
+                keep_from = a.lsn;
+                wal.flush_all().unwrap();
+                let r = wal.retire_before(keep_from).unwrap();
+                assert!(!(r.recycled.is_empty() && r.deleted.is_empty()), "{r:?}");
+            }
+        }
+        wal.flush_all().unwrap();
+        let expected: Vec<u64> = (700..1500).collect();
+        let got: Vec<u64> = wal
+            .reader(keep_from, RecoveryMode::TolerateTornTail)
+            .unwrap()
+            .map(|r| r.unwrap().header.txn.0)
+            .collect();
+        assert_eq!(got, expected, "{retention:?}");
+        let end = wal.end_lsn();
+        wal.close().unwrap();
+        let wal = open(io, config);
+        assert_eq!(wal.end_lsn(), end, "{retention:?}");
+    }
+}
+
+#[test]
+fn archived_segments_verify_and_restore() {
+    let io = sim(31);
+    let archive_dir = PathBuf::from("/db/archive");
+    let config = WalConfig {
+        retention: RetentionPolicy::Archive(archive_dir.clone()),
+        ..small_config()
+    };
+    let wal = open(io.clone(), config.clone());
+    for i in 0..400u64 {
+        wal.append(&meta(i), &payload(i)).unwrap();
+    }
+    wal.flush_all().unwrap();
+    let report = wal.retire_before(wal.end_lsn()).unwrap();
+    assert!(report.archived.len() >= 3, "{report:?}");
+    let io_dyn: Arc<dyn AsyncIo> = io.clone();
+    for &n in &report.archived {
+        archive::verify_archived(&io_dyn, &archive_dir, n).unwrap();
+    }
+    // The archived segments are gone from the log: reading from the start
+    // finds the first one missing.
+    let mut from_start = wal.reader(Lsn(0), RecoveryMode::TolerateTornTail).unwrap();
+    assert!(matches!(
+        from_start.next(),
+        Some(Err(WalError::MissingSegment { .. }))
+    ));
+    // Restore them and read everything again.
+    let dir = SegmentDir::open(io_dyn.clone(), Path::new(DIR), false).unwrap();
+    for &n in &report.archived {
+        archive::restore_segment(&io_dyn, &archive_dir, n, &dir).unwrap();
+    }
+    let txns: Vec<u64> = read_all(&wal).into_iter().map(|r| r.1).collect();
+    assert_eq!(txns, (0..400).collect::<Vec<_>>());
+    // A damaged archive is detected.
+    let path = archive::archive_path(&archive_dir, report.archived[0]);
+    let disk = io.crash();
+    let names: Vec<_> = disk.files().map(|(p, _)| p.to_path_buf()).collect();
+    let mut bytes = disk
+        .file(&path)
+        .unwrap_or_else(|| panic!("{} not in {names:?}", path.display()))
+        .to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let io2: Arc<dyn AsyncIo> = reboot(disk.with_file(&path, &bytes), 1);
+    assert!(archive::verify_archived(&io2, &archive_dir, report.archived[0]).is_err());
+}
+
+#[test]
+fn missing_middle_segment_is_named() {
+    let io = sim(41);
+    let wal = open(io.clone(), small_config());
+    for i in 0..400u64 {
+        wal.append(&meta(i), &payload(i)).unwrap();
+    }
+    wal.flush_all().unwrap();
+    io.remove(&Path::new(DIR).join(segment_file_name(2)))
+        .wait()
+        .unwrap();
+    let err = wal
+        .reader(Lsn(0), RecoveryMode::TolerateTornTail)
+        .unwrap()
+        .find_map(Result::err)
+        .unwrap();
+    assert!(
+        matches!(err, WalError::MissingSegment { segment: 2, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn async_commit_acknowledges_first_and_flushes_soon() {
+    let io = sim(51);
+    let config = WalConfig {
+        commit: CommitMode::Async {
+            max_delay_us: 2_000,
+        },
+        ..small_config()
+    };
+    let wal = open(io, config);
+    let a = wal.append(&meta(1), b"async").unwrap();
+    wal.commit_wait(a).unwrap();
+    // The background flush makes it durable; wait for it (bounded).
+    for _ in 0..2_000 {
+        if wal.durable_lsn() > a.lsn {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("async commit never flushed");
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    let e = Wal::open(
+        sim(1),
+        Path::new(DIR),
+        WalConfig {
+            segment_size_bytes: 12345,
+            ..WalConfig::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("segment_size_bytes"), "{e}");
+    let wal = open(sim(1), small_config());
+    let e = wal.append(&meta(1), &vec![0u8; 5 << 20]).unwrap_err();
+    assert!(matches!(e, WalError::RecordTooLarge { .. }), "{e}");
+}
