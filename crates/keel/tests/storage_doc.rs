@@ -122,3 +122,170 @@ fn overflow_layouts_match_constants() {
     assert_eq!(CHUNK_DATA_OFFSET + CHUNK_CAPACITY, PAGE_SIZE);
     assert!(DOC.contains(&format!("chunks of at most {CHUNK_CAPACITY} bytes")));
 }
+
+/// Rows `(offset, size, field)` of the first table under the exact heading
+/// line `heading`, as text (variable offsets and sizes are formulas).
+fn layout(heading: &str) -> Vec<(String, String, String)> {
+    let start = DOC
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("docs/storage.md has no heading {heading:?}"));
+    let body = &DOC[start + heading.len() + 2..];
+    let body = &body[..body.find("\n#").unwrap_or(body.len())];
+    body.lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // header and alignment rows
+        .map(|l| {
+            let c: Vec<String> = l
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            (c[0].clone(), c[1].clone(), c[2].clone())
+        })
+        .collect()
+}
+
+/// A payload of `kind` whose variable parts are all empty.
+fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::Payload {
+    use keel::page::{PageType, TupleFlags};
+    use keel::wal::payload::{Payload, SlotImage};
+    use keel::wal::record::RecordType as T;
+    use keel::{Lsn, RelationId, SlotId, TxnId};
+    let empty = SlotImage::Tuple {
+        flags: TupleFlags::NONE,
+        bytes: vec![],
+    };
+    match kind {
+        T::Padding => Payload::Padding { len: 0 },
+        T::PageImage => Payload::PageImage {
+            image: Box::new([0; PAGE_SIZE]),
+        },
+        T::PageDelta => Payload::PageDelta { ranges: vec![] },
+        T::PageInit => Payload::PageInit {
+            page_type: PageType::Heap,
+        },
+        T::HeapInsert => Payload::HeapInsert {
+            slot: SlotId(1),
+            flags: TupleFlags::NONE,
+            tuple: vec![],
+        },
+        T::HeapDelete => Payload::HeapDelete {
+            slot: SlotId(1),
+            old: empty,
+        },
+        T::HeapUpdate => Payload::HeapUpdate {
+            slot: SlotId(1),
+            old: empty,
+            new_flags: TupleFlags::NONE,
+            new: vec![],
+        },
+        T::HeapForward => Payload::HeapForward {
+            slot: SlotId(1),
+            target: keel::TupleId::default(),
+            old: empty,
+        },
+        T::HeapFreeSlot => Payload::HeapFreeSlot { slot: SlotId(1) },
+        T::PageCompaction => Payload::PageCompaction {
+            relocations: vec![],
+        },
+        T::OverflowWrite => Payload::OverflowWrite {
+            index: 0,
+            next: NO_PAGE,
+            chunk: vec![],
+        },
+        T::OverflowFree => Payload::OverflowFree,
+        T::Begin => Payload::Begin,
+        T::Commit => Payload::Commit { commit_time_us: 1 },
+        T::Abort => Payload::Abort,
+        T::Compensation => Payload::Compensation {
+            undo_next: Lsn(1),
+            action: Box::new(Payload::OverflowFree),
+        },
+        T::CheckpointBegin => Payload::CheckpointBegin,
+        T::CheckpointEnd => Payload::CheckpointEnd {
+            begin_lsn: Lsn(1),
+            next_txn: TxnId(1),
+            dirty_pages: vec![],
+            txns: vec![],
+        },
+        T::RelationCreate => Payload::RelationCreate {
+            relation: RelationId(1),
+            name: String::new(),
+        },
+        T::RelationDrop => Payload::RelationDrop {
+            relation: RelationId(1),
+        },
+    }
+}
+
+#[test]
+fn wal_record_header_matches_constants() {
+    use keel::wal::record::{RECORD_HEADER_SIZE, offsets::*};
+    check(
+        "WAL record header",
+        &[
+            ("crc", CRC, 4),
+            ("total_len", TOTAL_LEN, 4),
+            ("lsn", LSN, 8),
+            ("prev_lsn", PREV_LSN, 8),
+            ("txn_id", TXN_ID, 8),
+            ("relation", RELATION, 4),
+            ("page", PAGE, 4),
+            ("batch_back", BATCH_BACK, 4),
+            ("type", TYPE, 1),
+            ("flags", FLAGS, 1),
+            ("reserved", RESERVED, 2),
+        ],
+    );
+    assert_eq!(RESERVED + 2, RECORD_HEADER_SIZE);
+    assert!(DOC.contains(&format!(
+        "its {RECORD_HEADER_SIZE}-byte header plus its payload"
+    )));
+}
+
+/// The payload summary table lists every record type with its code, and
+/// the size of every fixed-size payload; each type's layout table starts at
+/// offset 0, is contiguous where its sizes are numbers, and adds up to
+/// `encoded_len()` when all of them are.
+#[test]
+fn wal_payload_layouts_match_encoded_len() {
+    use keel::wal::record::RecordType;
+    let summary = layout("### WAL payloads");
+    assert_eq!(summary.len(), RecordType::ALL.len());
+    for &kind in RecordType::ALL {
+        let row = summary
+            .iter()
+            .find(|r| r.2 == kind.name())
+            .unwrap_or_else(|| panic!("{} missing from the payload table", kind.name()));
+        assert_eq!(row.0, (kind as u8).to_string(), "code of {}", kind.name());
+        let sample = smallest_payload(kind);
+        assert_eq!(sample.kind(), kind);
+        if let Ok(size) = row.1.parse::<usize>() {
+            assert_eq!(size, sample.encoded_len(), "size of {}", kind.name());
+        }
+        let rows = layout(&format!("#### {} ({})", kind.name(), kind as u8));
+        let mut at = 0;
+        let mut fixed = true;
+        for (off, size, field) in &rows {
+            match (off.parse::<usize>(), size.parse::<usize>()) {
+                (Ok(o), Ok(s)) if fixed => {
+                    assert_eq!(o, at, "{}: {field} is not contiguous", kind.name());
+                    at += s;
+                }
+                _ => fixed = false,
+            }
+        }
+        if fixed {
+            assert_eq!(at, sample.encoded_len(), "layout of {}", kind.name());
+        }
+        if let Ok(size) = row.1.parse::<usize>() {
+            assert!(
+                fixed,
+                "{} has a fixed size but a variable layout",
+                kind.name()
+            );
+            assert_eq!(size, at, "size of {}", kind.name());
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Typed payloads of WAL records.

@@ -1,0 +1,365 @@
+//! Encoding payloads: field by field, little-endian (invariant 1).
+//!
+//! Encoding checks the same limits decoding does (tuple and chunk lengths,
+//! ranges inside the page, name length, CLR actions), so every payload that
+//! encodes also decodes, to an equal value (page images up to their hole).
+
+use crate::error::WalError;
+use crate::page::header::{HEADER_SIZE, get_u16, offsets};
+use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
+use crate::types::Lsn;
+use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
+
+use super::{
+    ActiveTxnEntry, DirtyPageEntry, MAX_NAME_LEN, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD,
+    SLOT_IMAGE_TUPLE, SlotImage, is_clr_action,
+};
+
+/// Encoded size of a [`SlotImage`] tuple entry, less the tuple bytes.
+pub(super) const SLOT_IMAGE_TUPLE_FIXED: usize = 4;
+/// Encoded size of a [`SlotImage::Forward`].
+pub(super) const SLOT_IMAGE_FORWARD_LEN: usize = 7;
+/// Encoded size of one page-delta range, less its bytes.
+pub(super) const DELTA_RANGE_FIXED: usize = 4;
+/// Encoded size of one relocation.
+pub(super) const RELOCATION_LEN: usize = 8;
+/// Encoded size of one dirty page entry.
+pub(super) const DIRTY_PAGE_LEN: usize = 16;
+/// Encoded size of one transaction entry.
+pub(super) const TXN_ENTRY_LEN: usize = 25;
+
+/// The hole of a page image as `(offset, len)`: the free gap `lower..upper`
+/// of a heap page whose bounds are sane, else `(0, 0)`. The header lies
+/// below `lower`, so the hole never hides the fields that locate it.
+pub(super) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
+    if image[offsets::PAGE_TYPE] != PageType::Heap as u8 {
+        return (0, 0);
+    }
+    let lower = usize::from(get_u16(image, offsets::LOWER));
+    let upper = usize::from(get_u16(image, offsets::UPPER));
+    if HEADER_SIZE <= lower && lower < upper && upper <= PAGE_SIZE {
+        (lower, upper - lower)
+    } else {
+        (0, 0)
+    }
+}
+
+fn slot_image_len(img: &SlotImage) -> usize {
+    match img {
+        SlotImage::Tuple { bytes, .. } => SLOT_IMAGE_TUPLE_FIXED + bytes.len(),
+        SlotImage::Forward(_) => SLOT_IMAGE_FORWARD_LEN,
+    }
+}
+
+impl Payload {
+    /// Length of [`Payload::encode`]'s output (saturating for payloads too
+    /// large to encode).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Payload::Padding { len } => *len,
+            Payload::PageImage { image } => 4 + PAGE_SIZE - image_hole(image).1,
+            Payload::PageDelta { ranges } => ranges.iter().fold(2usize, |n, (_, b)| {
+                n.saturating_add(DELTA_RANGE_FIXED + b.len())
+            }),
+            Payload::PageInit { .. } => 1,
+            Payload::HeapInsert { tuple, .. } => 5 + tuple.len(),
+            Payload::HeapDelete { old, .. } => 2 + slot_image_len(old),
+            Payload::HeapUpdate { old, new, .. } => 2 + slot_image_len(old) + 3 + new.len(),
+            Payload::HeapForward { old, .. } => 8 + slot_image_len(old),
+            Payload::HeapFreeSlot { .. } => 2,
+            Payload::PageCompaction { relocations } => relocations
+                .len()
+                .saturating_mul(RELOCATION_LEN)
+                .saturating_add(2),
+            Payload::OverflowWrite { chunk, .. } => 10 + chunk.len(),
+            Payload::OverflowFree | Payload::Begin | Payload::Abort | Payload::CheckpointBegin => 0,
+            Payload::Commit { .. } => 8,
+            Payload::Compensation { action, .. } => action.encoded_len().saturating_add(9),
+            Payload::CheckpointEnd {
+                dirty_pages, txns, ..
+            } => dirty_pages
+                .len()
+                .saturating_mul(DIRTY_PAGE_LEN)
+                .saturating_add(txns.len().saturating_mul(TXN_ENTRY_LEN))
+                .saturating_add(24),
+            Payload::RelationCreate { name, .. } => 5 + name.len(),
+            Payload::RelationDrop { .. } => 4,
+        }
+    }
+
+    /// Appends the encoding to `out`. Fails, leaving `out` as it was, with
+    /// [`WalError::RecordTooLarge`] when the record would exceed
+    /// [`MAX_RECORD_SIZE`], or with [`WalError::BadPayload`] (at
+    /// `Lsn::ZERO`: the record has no LSN yet; offset into the encoding)
+    /// when a field breaks a limit decoding would reject: a tuple longer
+    /// than [`MAX_TUPLE_LEN`], a chunk longer than [`CHUNK_CAPACITY`], a
+    /// page range or relocation past the page, a name longer than
+    /// [`MAX_NAME_LEN`], a CLR whose action does not change a page.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), WalError> {
+        let len = self.encoded_len();
+        if len > MAX_PAYLOAD_SIZE {
+            return Err(WalError::RecordTooLarge {
+                len: len.saturating_add(RECORD_HEADER_SIZE),
+                max: MAX_RECORD_SIZE,
+            });
+        }
+        let start = out.len();
+        out.reserve(len);
+        let mut w = Writer {
+            out,
+            start,
+            kind: self.kind().name(),
+        };
+        match w.payload(self) {
+            Ok(()) => {
+                debug_assert_eq!(
+                    out.len() - start,
+                    len,
+                    "encoded_len disagrees with encode (inv. 1)"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// The encoding as a new vector.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, WalError> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Appends fields to the output; errors name the offset in the encoding.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+    kind: &'static str,
+}
+
+impl Writer<'_> {
+    fn fail(&self, reason: String) -> WalError {
+        WalError::BadPayload {
+            lsn: Lsn::ZERO,
+            kind: self.kind,
+            offset: self.out.len() - self.start,
+            reason: format!("cannot encode: {reason}"),
+        }
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.out.push(v);
+    }
+
+    fn u16(&mut self, v: u16) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// A u16 length prefix and the bytes, at most `max` of them.
+    fn bytes16(&mut self, b: &[u8], max: usize, what: &str) -> Result<(), WalError> {
+        match u16::try_from(b.len()) {
+            Ok(n) if b.len() <= max => {
+                self.u16(n);
+                self.out.extend_from_slice(b);
+                Ok(())
+            }
+            _ => Err(self.fail(format!("{what} of {} bytes exceeds {max}", b.len()))),
+        }
+    }
+
+    fn count16(&mut self, n: usize, what: &str) -> Result<(), WalError> {
+        let n = u16::try_from(n).map_err(|_| self.fail(format!("{n} {what} exceed 65535")))?;
+        self.u16(n);
+        Ok(())
+    }
+
+    fn count32(&mut self, n: usize, what: &str) -> Result<(), WalError> {
+        let n = u32::try_from(n).map_err(|_| self.fail(format!("{n} {what} exceed 2^32-1")))?;
+        self.u32(n);
+        Ok(())
+    }
+
+    fn tuple(&mut self, flags: TupleFlags, bytes: &[u8]) -> Result<(), WalError> {
+        self.u8(flags.bits());
+        self.bytes16(bytes, MAX_TUPLE_LEN, "tuple")
+    }
+
+    fn slot_image(&mut self, img: &SlotImage) -> Result<(), WalError> {
+        match img {
+            SlotImage::Tuple { flags, bytes } => {
+                self.u8(SLOT_IMAGE_TUPLE);
+                self.tuple(*flags, bytes)
+            }
+            SlotImage::Forward(tid) => {
+                self.u8(SLOT_IMAGE_FORWARD);
+                self.u32(tid.page.0);
+                self.u16(tid.slot.0);
+                Ok(())
+            }
+        }
+    }
+
+    fn payload(&mut self, p: &Payload) -> Result<(), WalError> {
+        match p {
+            Payload::Padding { len } => self.out.resize(self.out.len() + len, 0),
+            Payload::PageImage { image } => self.page_image(image),
+            Payload::PageDelta { ranges } => self.page_delta(ranges)?,
+            Payload::PageInit { page_type } => self.u8(*page_type as u8),
+            Payload::HeapInsert { slot, flags, tuple } => {
+                self.u16(slot.0);
+                self.tuple(*flags, tuple)?;
+            }
+            Payload::HeapDelete { slot, old } => {
+                self.u16(slot.0);
+                self.slot_image(old)?;
+            }
+            Payload::HeapUpdate {
+                slot,
+                old,
+                new_flags,
+                new,
+            } => {
+                self.u16(slot.0);
+                self.slot_image(old)?;
+                self.tuple(*new_flags, new)?;
+            }
+            Payload::HeapForward { slot, target, old } => {
+                self.u16(slot.0);
+                self.u32(target.page.0);
+                self.u16(target.slot.0);
+                self.slot_image(old)?;
+            }
+            Payload::HeapFreeSlot { slot } => self.u16(slot.0),
+            Payload::PageCompaction { relocations } => self.compaction(relocations)?,
+            Payload::OverflowWrite { index, next, chunk } => {
+                self.u32(*index);
+                self.u32(*next);
+                self.bytes16(chunk, CHUNK_CAPACITY, "overflow chunk")?;
+            }
+            Payload::OverflowFree | Payload::Begin | Payload::Abort | Payload::CheckpointBegin => {}
+            Payload::Commit { commit_time_us } => self.u64(*commit_time_us),
+            Payload::Compensation { undo_next, action } => {
+                let kind = action.kind();
+                if !is_clr_action(kind) {
+                    return Err(self.fail(format!("a CLR cannot carry a {} action", kind.name())));
+                }
+                self.u64(undo_next.0);
+                self.u8(kind as u8);
+                self.payload(action)?;
+            }
+            Payload::CheckpointEnd {
+                begin_lsn,
+                next_txn,
+                dirty_pages,
+                txns,
+            } => {
+                self.u64(begin_lsn.0);
+                self.u64(next_txn.0);
+                self.checkpoint_tables(dirty_pages, txns)?;
+            }
+            Payload::RelationCreate { relation, name } => {
+                self.u32(relation.0);
+                let n = u8::try_from(name.len()).map_err(|_| {
+                    self.fail(format!(
+                        "relation name of {} bytes exceeds {MAX_NAME_LEN}",
+                        name.len()
+                    ))
+                })?;
+                self.u8(n);
+                self.out.extend_from_slice(name.as_bytes());
+            }
+            Payload::RelationDrop { relation } => self.u32(relation.0),
+        }
+        Ok(())
+    }
+
+    fn page_image(&mut self, image: &[u8; PAGE_SIZE]) {
+        let (hole_off, hole_len) = image_hole(image);
+        debug_assert!(
+            hole_off + hole_len <= PAGE_SIZE,
+            "hole past the page (inv. 1)"
+        );
+        // Both fit in u16: the hole lies inside an 8 KiB page.
+        self.u16(hole_off as u16);
+        self.u16(hole_len as u16);
+        self.out.extend_from_slice(&image[..hole_off]);
+        self.out.extend_from_slice(&image[hole_off + hole_len..]);
+    }
+
+    fn page_delta(&mut self, ranges: &[(u16, Vec<u8>)]) -> Result<(), WalError> {
+        self.count16(ranges.len(), "page ranges")?;
+        for (off, bytes) in ranges {
+            if usize::from(*off) + bytes.len() > PAGE_SIZE {
+                return Err(self.fail(format!(
+                    "range {off}+{} runs past the {PAGE_SIZE}-byte page",
+                    bytes.len()
+                )));
+            }
+            self.u16(*off);
+            self.bytes16(bytes, PAGE_SIZE, "page range")?;
+        }
+        Ok(())
+    }
+
+    fn compaction(&mut self, relocations: &[Relocation]) -> Result<(), WalError> {
+        self.count16(relocations.len(), "relocations")?;
+        for r in relocations {
+            if let Some(reason) = relocation_problem(r) {
+                return Err(self.fail(reason));
+            }
+            self.u16(r.slot.0);
+            self.u16(r.old_offset);
+            self.u16(r.new_offset);
+            self.u16(r.len);
+        }
+        Ok(())
+    }
+
+    fn checkpoint_tables(
+        &mut self,
+        dirty_pages: &[DirtyPageEntry],
+        txns: &[ActiveTxnEntry],
+    ) -> Result<(), WalError> {
+        self.count32(dirty_pages.len(), "dirty pages")?;
+        for d in dirty_pages {
+            self.u32(d.relation.0);
+            self.u32(d.page.0);
+            self.u64(d.rec_lsn.0);
+        }
+        self.count32(txns.len(), "transactions")?;
+        for t in txns {
+            self.u64(t.txn.0);
+            self.u8(t.state as u8);
+            self.u64(t.last_lsn.0);
+            self.u64(t.undo_next.0);
+        }
+        Ok(())
+    }
+}
+
+/// Why a relocation cannot be applied to a page, if it cannot: both its
+/// source and its destination must lie inside the page.
+pub(super) fn relocation_problem(r: &Relocation) -> Option<String> {
+    let len = usize::from(r.len);
+    for (what, off) in [("old", r.old_offset), ("new", r.new_offset)] {
+        if usize::from(off) + len > PAGE_SIZE {
+            return Some(format!(
+                "slot {} relocation: {what} bytes {off}+{len} run past the page",
+                r.slot
+            ));
+        }
+    }
+    None
+}

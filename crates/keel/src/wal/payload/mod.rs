@@ -1,0 +1,365 @@
+//! Typed payloads of WAL records: what each record says, and its bytes.
+//!
+//! A WAL record is a 44-byte frame ([`record`](super::record)) followed by a
+//! payload. The frame says *which* page of *which* relation the record is
+//! about, in *which* transaction, and what kind of record it is; the payload
+//! says what happened. [`Payload`] has one variant per [`RecordType`], and
+//! each variant carries exactly what recovery needs to repeat the change
+//! (redo) and, for changes a transaction may roll back, to reverse it (undo).
+//!
+//! # Physiological logging
+//!
+//! Keel logs the way ARIES and PostgreSQL do:
+//!
+//! - **Redo is physical to a page, logical within it.** A page-changing
+//!   record names one page in its header and describes an operation on it
+//!   ("insert these bytes at slot 3", "replace these byte ranges"), not a
+//!   byte diff of the whole page. Redo applies the operation only when the
+//!   page's LSN is below the record's LSN, then sets the page LSN to the
+//!   record's: applying a record twice is impossible, so redo can run again
+//!   after a crash during recovery. Slot numbers are stable (invariant 12),
+//!   so "slot 3" means the same tuple whenever redo runs.
+//! - **Torn pages are repaired by images** (invariant 5): the first change to
+//!   a page after a checkpoint logs a [`Payload::PageImage`], so redo never
+//!   starts from a half-written page.
+//! - **Undo is logical and logged** (invariant 8). Each heap record carries the
+//!   slot's *before-image* ([`SlotImage`]) next to the new contents. Rolling
+//!   back writes a [`Payload::Compensation`] record (a CLR) whose action is
+//!   the redo-only operation that reversed the change ("put the old tuple
+//!   back at slot 3") and whose `undo_next` is the LSN of the next record
+//!   still to undo. CLRs are redone but never undone, so a crash in the
+//!   middle of a rollback never undoes anything twice.
+//!
+//! docs/storage.md ("WAL payloads", "Redo and undo") lists every layout and
+//! the redo and undo action of every type.
+//!
+//! # Encoding
+//!
+//! Every field is little-endian and written one by one (invariant 1); byte
+//! strings carry a length prefix; lists carry a count. An encoding is
+//! canonical: a payload has exactly one encoding, and decoding any bytes that
+//! decode re-encodes to the same bytes (the fuzz target checks this).
+//!
+//! The decoder treats its input as hostile (invariant 9): a short read, an
+//! unknown enum byte, a count the remaining bytes cannot hold, or trailing
+//! bytes after the payload is a [`WalError::BadPayload`] naming the LSN, the
+//! record type and the byte offset. Counts are checked against the remaining
+//! bytes *before* anything is allocated, so no input makes the decoder
+//! allocate more than a small multiple of its own length. It never panics.
+//!
+//! # What this module leaves out
+//!
+//! Applying payloads. Redo and undo handlers live with the structures they
+//! change (heap/ for tuples and overflow chains, recovery/ for the analysis,
+//! redo and undo passes); this module only says what a record means and how
+//! it is spelled. It does not check a payload against the page it will be
+//! applied to (whether slot 3 exists is the redo handler's question), nor
+//! the record header's relation and page fields (the log's reader does).
+
+mod cursor;
+mod decode;
+mod encode;
+mod summary;
+
+#[cfg(test)]
+mod tests;
+
+use crate::page::{PAGE_SIZE, PageType, Relocation, TupleFlags};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};
+
+/// Largest payload a record can carry: the largest record less its header.
+/// Encoding refuses larger payloads and decoding rejects them.
+pub const MAX_PAYLOAD_SIZE: usize = MAX_RECORD_SIZE - RECORD_HEADER_SIZE;
+/// Longest relation name a [`Payload::RelationCreate`] carries, in bytes
+/// (its length prefix is one byte).
+pub const MAX_NAME_LEN: usize = 255;
+/// Tag byte of a [`SlotImage::Tuple`].
+pub const SLOT_IMAGE_TUPLE: u8 = 1;
+/// Tag byte of a [`SlotImage::Forward`].
+pub const SLOT_IMAGE_FORWARD: u8 = 2;
+
+/// A slot's contents before a change: what undo puts back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotImage {
+    /// A tuple and its flags.
+    Tuple {
+        /// Tuple flags.
+        flags: TupleFlags,
+        /// Tuple bytes (at most [`MAX_TUPLE_LEN`](crate::page::MAX_TUPLE_LEN)).
+        bytes: Vec<u8>,
+    },
+    /// A forward pointer to where the tuple had moved.
+    Forward(TupleId),
+}
+
+/// State of a transaction in a checkpoint's transaction table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TxnState {
+    /// Running; recovery rolls it back unless a commit record follows.
+    Active = 0,
+    /// Its commit record is being written.
+    Committing = 1,
+    /// Rolling back; undo continues from its `undo_next`.
+    Aborting = 2,
+}
+
+impl TxnState {
+    /// Decodes the state byte.
+    pub fn from_u8(v: u8) -> Option<TxnState> {
+        Some(match v {
+            0 => TxnState::Active,
+            1 => TxnState::Committing,
+            2 => TxnState::Aborting,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name, as printed by `keel inspect wal`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Active => "active",
+            TxnState::Committing => "committing",
+            TxnState::Aborting => "aborting",
+        }
+    }
+}
+
+/// One entry of a checkpoint's dirty page table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirtyPageEntry {
+    /// Relation of the page.
+    pub relation: RelationId,
+    /// The page.
+    pub page: PageId,
+    /// LSN of the first record that dirtied it since it was last written:
+    /// redo for this page starts there.
+    pub rec_lsn: Lsn,
+}
+
+/// One entry of a checkpoint's transaction table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ActiveTxnEntry {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Its state at the checkpoint.
+    pub state: TxnState,
+    /// Its last record.
+    pub last_lsn: Lsn,
+    /// The next of its records to undo (below `last_lsn` once it has
+    /// written CLRs).
+    pub undo_next: Lsn,
+}
+
+/// The typed payload of a WAL record; one variant per [`RecordType`].
+///
+/// Page-changing variants apply to the page named in the record header.
+/// Layouts are in docs/storage.md, "WAL payloads".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Zero bytes filling a segment's tail.
+    Padding {
+        /// Number of zero bytes.
+        len: usize,
+    },
+    /// A full page (invariant 5). On a heap page the free gap between the
+    /// header's `lower` and `upper` is not stored and decodes as zeroes.
+    PageImage {
+        /// The page, header included.
+        image: Box<[u8; PAGE_SIZE]>,
+    },
+    /// Byte ranges written into a page.
+    PageDelta {
+        /// `(offset, bytes)`; each range lies inside the page.
+        ranges: Vec<(u16, Vec<u8>)>,
+    },
+    /// The page formatted as an empty page of a type.
+    PageInit {
+        /// The page's new type.
+        page_type: PageType,
+    },
+    /// A tuple inserted at a slot. Undo deletes the slot.
+    HeapInsert {
+        /// The slot (stable address, invariant 12).
+        slot: SlotId,
+        /// Tuple flags.
+        flags: TupleFlags,
+        /// Tuple bytes.
+        tuple: Vec<u8>,
+    },
+    /// A tuple or forward pointer deleted (the slot becomes dead). Undo puts
+    /// `old` back at the same slot.
+    HeapDelete {
+        /// The slot.
+        slot: SlotId,
+        /// What it held.
+        old: SlotImage,
+    },
+    /// A slot's contents replaced by a tuple. Undo puts `old` back.
+    HeapUpdate {
+        /// The slot.
+        slot: SlotId,
+        /// What it held.
+        old: SlotImage,
+        /// Flags of the new tuple.
+        new_flags: TupleFlags,
+        /// Bytes of the new tuple.
+        new: Vec<u8>,
+    },
+    /// A slot's contents replaced by a forward pointer (the tuple moved to
+    /// `target`). Undo puts `old` back.
+    HeapForward {
+        /// The slot.
+        slot: SlotId,
+        /// Where the tuple now lives.
+        target: TupleId,
+        /// What the slot held.
+        old: SlotImage,
+    },
+    /// A dead slot made free for reuse (redo-only).
+    HeapFreeSlot {
+        /// The slot.
+        slot: SlotId,
+    },
+    /// The page compacted; the list says what moved (redo-only).
+    PageCompaction {
+        /// Each allocation that moved.
+        relocations: Vec<Relocation>,
+    },
+    /// One chunk of an overflow chain written to the header's page.
+    OverflowWrite {
+        /// Position of the chunk in its chain.
+        index: u32,
+        /// Next page of the chain, or [`NO_PAGE`](crate::page::NO_PAGE).
+        next: u32,
+        /// Chunk bytes (at most [`CHUNK_CAPACITY`](crate::page::CHUNK_CAPACITY)).
+        chunk: Vec<u8>,
+    },
+    /// The header's overflow page freed.
+    OverflowFree,
+    /// A transaction began.
+    Begin,
+    /// A transaction committed.
+    Commit {
+        /// Wall-clock commit time, microseconds since the Unix epoch.
+        commit_time_us: u64,
+    },
+    /// A transaction finished rolling back.
+    Abort,
+    /// A compensation log record (CLR): the redo-only action that undid an
+    /// earlier record, and the next record of the transaction still to undo
+    /// (invariant 8). Never undone itself.
+    Compensation {
+        /// The transaction's next record to undo (`Lsn::ZERO`: none left).
+        undo_next: Lsn,
+        /// The action, one of the page-changing variants other than a CLR.
+        action: Box<Payload>,
+    },
+    /// A checkpoint started.
+    CheckpointBegin,
+    /// A checkpoint ended with the tables recovery's analysis starts from.
+    CheckpointEnd {
+        /// LSN of the matching checkpoint-begin record.
+        begin_lsn: Lsn,
+        /// The next transaction id to hand out.
+        next_txn: TxnId,
+        /// Dirty page table.
+        dirty_pages: Vec<DirtyPageEntry>,
+        /// Transaction table.
+        txns: Vec<ActiveTxnEntry>,
+    },
+    /// A relation was created.
+    RelationCreate {
+        /// Its id.
+        relation: RelationId,
+        /// Its name (UTF-8, at most [`MAX_NAME_LEN`] bytes).
+        name: String,
+    },
+    /// A relation was dropped.
+    RelationDrop {
+        /// Its id.
+        relation: RelationId,
+    },
+}
+
+impl Payload {
+    /// The record type this payload is written as.
+    pub fn kind(&self) -> RecordType {
+        match self {
+            Payload::Padding { .. } => RecordType::Padding,
+            Payload::PageImage { .. } => RecordType::PageImage,
+            Payload::PageDelta { .. } => RecordType::PageDelta,
+            Payload::PageInit { .. } => RecordType::PageInit,
+            Payload::HeapInsert { .. } => RecordType::HeapInsert,
+            Payload::HeapDelete { .. } => RecordType::HeapDelete,
+            Payload::HeapUpdate { .. } => RecordType::HeapUpdate,
+            Payload::HeapForward { .. } => RecordType::HeapForward,
+            Payload::HeapFreeSlot { .. } => RecordType::HeapFreeSlot,
+            Payload::PageCompaction { .. } => RecordType::PageCompaction,
+            Payload::OverflowWrite { .. } => RecordType::OverflowWrite,
+            Payload::OverflowFree => RecordType::OverflowFree,
+            Payload::Begin => RecordType::Begin,
+            Payload::Commit { .. } => RecordType::Commit,
+            Payload::Abort => RecordType::Abort,
+            Payload::Compensation { .. } => RecordType::Compensation,
+            Payload::CheckpointBegin => RecordType::CheckpointBegin,
+            Payload::CheckpointEnd { .. } => RecordType::CheckpointEnd,
+            Payload::RelationCreate { .. } => RecordType::RelationCreate,
+            Payload::RelationDrop { .. } => RecordType::RelationDrop,
+        }
+    }
+
+    /// Whether the record changes the page named in its header, so redo
+    /// applies it (when the page LSN is below the record's) and the record
+    /// header must name a relation and a page. True for CLRs.
+    pub fn page_changing(&self) -> bool {
+        is_page_changing(self.kind())
+    }
+
+    /// Whether rolling back the record's transaction must reverse it with a
+    /// CLR: the heap records that change a slot's contents.
+    pub fn needs_undo(&self) -> bool {
+        matches!(
+            self,
+            Payload::HeapInsert { .. }
+                | Payload::HeapDelete { .. }
+                | Payload::HeapUpdate { .. }
+                | Payload::HeapForward { .. }
+        )
+    }
+
+    /// The `undo_next` of a CLR, `None` for every other record.
+    pub fn undo_next(&self) -> Option<Lsn> {
+        match self {
+            Payload::Compensation { undo_next, .. } => Some(*undo_next),
+            _ => None,
+        }
+    }
+}
+
+/// Whether records of `kind` change the page named in their header
+/// (see [`Payload::page_changing`]).
+pub fn is_page_changing(kind: RecordType) -> bool {
+    kind == RecordType::Compensation || is_clr_action(kind)
+}
+
+/// Whether a CLR may carry an action of `kind`: a page-changing type other
+/// than a CLR itself.
+pub fn is_clr_action(kind: RecordType) -> bool {
+    use RecordType::*;
+    matches!(
+        kind,
+        PageImage
+            | PageDelta
+            | PageInit
+            | HeapInsert
+            | HeapDelete
+            | HeapUpdate
+            | HeapForward
+            | HeapFreeSlot
+            | PageCompaction
+            | OverflowWrite
+            | OverflowFree
+    )
+}

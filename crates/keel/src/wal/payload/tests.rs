@@ -1,0 +1,770 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::WalError;
+use crate::page::header::{offsets, put_u16};
+use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, NO_PAGE, SlottedPage};
+use crate::wal::record::{self, RecordMeta};
+
+const LSN: Lsn = Lsn(0x1234);
+
+/// A heap page with a few tuples: a hole between lower and upper.
+fn heap_page() -> Box<[u8; PAGE_SIZE]> {
+    let mut page = SlottedPage::init(vec![0u8; PAGE_SIZE], PageId(9)).unwrap();
+    for i in 0..5u8 {
+        page.insert(&[i + 1; 100], TupleFlags::NONE).unwrap();
+    }
+    page.set_lsn(Lsn(77));
+    Box::new(page.into_inner().try_into().unwrap())
+}
+
+/// A page with no hole: not a heap page, every byte non-zero past the header.
+fn full_page() -> Box<[u8; PAGE_SIZE]> {
+    let mut b = vec![0u8; PAGE_SIZE];
+    crate::page::init_page(&mut b, PageId(4), PageType::Overflow).unwrap();
+    for (i, x) in b[HEADER..].iter_mut().enumerate() {
+        *x = (i % 251) as u8 | 1;
+    }
+    Box::new(b.try_into().unwrap())
+}
+
+const HEADER: usize = crate::page::HEADER_SIZE;
+
+fn tuple_image(len: usize) -> SlotImage {
+    SlotImage::Tuple {
+        flags: TupleFlags::MOVED_IN,
+        bytes: vec![0xAB; len],
+    }
+}
+
+fn forward() -> SlotImage {
+    SlotImage::Forward(TupleId::new(PageId(12), SlotId(3)))
+}
+
+/// Every page-changing payload other than a CLR, with edge sizes.
+fn page_actions() -> Vec<Payload> {
+    vec![
+        Payload::PageImage { image: heap_page() },
+        Payload::PageImage { image: full_page() },
+        Payload::PageDelta { ranges: vec![] },
+        Payload::PageDelta {
+            ranges: vec![(24, vec![1, 2]), (0, vec![]), (8000, vec![7; 192])],
+        },
+        Payload::PageInit {
+            page_type: PageType::Heap,
+        },
+        Payload::HeapInsert {
+            slot: SlotId(3),
+            flags: TupleFlags::NONE,
+            tuple: vec![],
+        },
+        Payload::HeapInsert {
+            slot: SlotId(u16::MAX),
+            flags: TupleFlags::OVERFLOW_HEAD.union(TupleFlags::MOVED_IN),
+            tuple: vec![9; MAX_TUPLE_LEN],
+        },
+        Payload::HeapDelete {
+            slot: SlotId(4),
+            old: tuple_image(120),
+        },
+        Payload::HeapDelete {
+            slot: SlotId(0),
+            old: forward(),
+        },
+        Payload::HeapUpdate {
+            slot: SlotId(5),
+            old: tuple_image(0),
+            new_flags: TupleFlags::NONE,
+            new: vec![1; 80],
+        },
+        Payload::HeapUpdate {
+            slot: SlotId(5),
+            old: forward(),
+            new_flags: TupleFlags::MOVED_IN,
+            new: vec![],
+        },
+        Payload::HeapForward {
+            slot: SlotId(6),
+            target: TupleId::new(PageId(NO_PAGE - 1), SlotId(2)),
+            old: tuple_image(MAX_TUPLE_LEN),
+        },
+        Payload::HeapFreeSlot { slot: SlotId(7) },
+        Payload::PageCompaction {
+            relocations: vec![],
+        },
+        Payload::PageCompaction {
+            relocations: vec![
+                Relocation {
+                    slot: SlotId(1),
+                    old_offset: 7000,
+                    new_offset: 8092,
+                    len: 100,
+                },
+                Relocation {
+                    slot: SlotId(0),
+                    old_offset: 6000,
+                    new_offset: 7992,
+                    len: 100,
+                },
+            ],
+        },
+        Payload::OverflowWrite {
+            index: 0,
+            next: NO_PAGE,
+            chunk: vec![],
+        },
+        Payload::OverflowWrite {
+            index: 7,
+            next: 12,
+            chunk: vec![3; CHUNK_CAPACITY],
+        },
+        Payload::OverflowFree,
+    ]
+}
+
+/// At least one payload of every type, with edge sizes.
+fn samples() -> Vec<Payload> {
+    let mut v = vec![Payload::Padding { len: 0 }, Payload::Padding { len: 77 }];
+    v.extend(page_actions());
+    v.extend([
+        Payload::Begin,
+        Payload::Commit {
+            commit_time_us: 1_700_000_000_123_456,
+        },
+        Payload::Abort,
+        Payload::CheckpointBegin,
+        Payload::CheckpointEnd {
+            begin_lsn: Lsn(4096),
+            next_txn: TxnId(42),
+            dirty_pages: vec![],
+            txns: vec![],
+        },
+        checkpoint_end(12, 3),
+        Payload::RelationCreate {
+            relation: RelationId(5),
+            name: String::new(),
+        },
+        Payload::RelationCreate {
+            relation: RelationId(5),
+            name: "é".repeat(MAX_NAME_LEN / 2) + "x",
+        },
+        Payload::RelationDrop {
+            relation: RelationId(5),
+        },
+    ]);
+    for action in page_actions() {
+        v.push(Payload::Compensation {
+            undo_next: Lsn(0x1234),
+            action: Box::new(action),
+        });
+    }
+    v
+}
+
+fn checkpoint_end(dirty: u32, txns: u64) -> Payload {
+    Payload::CheckpointEnd {
+        begin_lsn: Lsn(4096),
+        next_txn: TxnId(42),
+        dirty_pages: (0..dirty)
+            .map(|i| DirtyPageEntry {
+                relation: RelationId(i % 3),
+                page: PageId(i),
+                rec_lsn: Lsn(u64::from(i) * 100),
+            })
+            .collect(),
+        txns: (0..txns)
+            .map(|i| ActiveTxnEntry {
+                txn: TxnId(i + 1),
+                state: [TxnState::Active, TxnState::Committing, TxnState::Aborting][i as usize % 3],
+                last_lsn: Lsn(i * 1000),
+                undo_next: Lsn(i * 999),
+            })
+            .collect(),
+    }
+}
+
+fn enc(p: &Payload) -> Vec<u8> {
+    p.to_bytes().unwrap()
+}
+
+fn bad(kind: RecordType, bytes: &[u8]) -> (usize, String) {
+    match Payload::decode(kind, bytes, LSN) {
+        Err(WalError::BadPayload {
+            lsn,
+            kind: k,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((lsn, k), (LSN, kind.name()));
+            (offset, reason)
+        }
+        other => panic!("{kind:?} {bytes:?}: expected BadPayload, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_sample_round_trips() {
+    for p in samples() {
+        let bytes = enc(&p);
+        assert_eq!(bytes.len(), p.encoded_len(), "{p:?}");
+        let back = Payload::decode(p.kind(), &bytes, LSN).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(enc(&back), bytes);
+        let _ = p.summary();
+    }
+    let mut kinds: Vec<RecordType> = samples().iter().map(Payload::kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut all = RecordType::ALL.to_vec();
+    all.sort();
+    assert_eq!(kinds, all, "a record type has no sample");
+}
+
+#[test]
+fn encode_appends_and_whole_records_decode() {
+    let p = Payload::HeapInsert {
+        slot: SlotId(3),
+        flags: TupleFlags::NONE,
+        tuple: b"hello".to_vec(),
+    };
+    let mut out = vec![0xEE];
+    p.encode(&mut out).unwrap();
+    assert_eq!(out, [0xEE, 3, 0, 0, 5, 0, b'h', b'e', b'l', b'l', b'o']);
+    let meta = RecordMeta::new(p.kind()).on_page(RelationId(1), PageId(2));
+    let rec = record::encode(&meta, Lsn(8192), &out[1..]);
+    let (h, body) = record::decode(&rec, Lsn(8192)).unwrap();
+    assert_eq!(Payload::decode_record(&h, body).unwrap(), p);
+}
+
+#[test]
+fn page_images_elide_the_heap_hole_only() {
+    let heap = heap_page();
+    let lower = usize::from(crate::page::header::get_u16(&heap[..], offsets::LOWER));
+    let upper = usize::from(crate::page::header::get_u16(&heap[..], offsets::UPPER));
+    assert_eq!((lower, upper), (HEADER + 20, PAGE_SIZE - 500));
+    let p = Payload::PageImage { image: heap };
+    assert_eq!(p.encoded_len(), 4 + PAGE_SIZE - (upper - lower));
+    assert_eq!(p.summary(), "8192 B page, hole 60..7692 (7632 B elided)");
+    // Stale bytes in the hole are not logged; they come back as zeroes.
+    let mut dirty = heap_page();
+    dirty[lower..upper].fill(0x5A);
+    let back = Payload::decode(
+        RecordType::PageImage,
+        &enc(&Payload::PageImage { image: dirty }),
+        LSN,
+    )
+    .unwrap();
+    assert_eq!(back, p);
+    // No hole: other page types, an empty gap, insane bounds.
+    let full = Payload::PageImage { image: full_page() };
+    assert_eq!(full.encoded_len(), 4 + PAGE_SIZE);
+    for (lo, up) in [(100u16, 100u16), (200, 100), (10, 100), (100, 9000)] {
+        let mut img = heap_page();
+        put_u16(&mut img[..], offsets::LOWER, lo);
+        put_u16(&mut img[..], offsets::UPPER, up);
+        let p = Payload::PageImage { image: img };
+        assert_eq!(p.encoded_len(), 4 + PAGE_SIZE, "lower {lo} upper {up}");
+        assert_eq!(Payload::decode(p.kind(), &enc(&p), LSN).unwrap(), p);
+    }
+    // A hole that is not the page's own gap is not canonical.
+    let mut b = enc(&full);
+    b[2..4].copy_from_slice(&100u16.to_le_bytes());
+    b[0..2].copy_from_slice(&100u16.to_le_bytes());
+    b.truncate(b.len() - 100);
+    assert!(
+        bad(RecordType::PageImage, &b)
+            .1
+            .contains("not the page's free gap")
+    );
+    let mut b = enc(&p);
+    b[0..4].copy_from_slice(&[1, 0, 0, 0]);
+    assert!(bad(RecordType::PageImage, &b).1.contains("impossible hole"));
+    let mut b = enc(&p);
+    b[0..4].copy_from_slice(&[0xFF, 0x1F, 2, 0]);
+    assert!(bad(RecordType::PageImage, &b).1.contains("impossible hole"));
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    for p in samples() {
+        if matches!(p, Payload::Padding { .. }) {
+            continue; // any run of zeroes is padding
+        }
+        let bytes = enc(&p);
+        for cut in 0..bytes.len() {
+            let (offset, _) = bad(p.kind(), &bytes[..cut]);
+            assert!(offset <= cut, "{:?} cut {cut}: offset {offset}", p.kind());
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_are_errors() {
+    for p in samples() {
+        let mut bytes = enc(&p);
+        let len = bytes.len();
+        bytes.push(1);
+        let (offset, reason) = bad(p.kind(), &bytes);
+        assert_eq!(offset, len, "{p:?}: {reason}");
+    }
+    assert_eq!(bad(RecordType::Padding, &[0, 0, 3, 0]).0, 2);
+}
+
+#[test]
+fn bad_enum_bytes_are_errors_at_their_offset() {
+    let cases: Vec<(RecordType, Vec<u8>, usize, &str)> = vec![
+        (RecordType::PageInit, vec![9], 0, "unknown page type 9"),
+        (
+            RecordType::HeapInsert,
+            vec![1, 0, 0x04, 0, 0],
+            2,
+            "tuple flags 0x04",
+        ),
+        (
+            RecordType::HeapDelete,
+            vec![1, 0, 0, 1, 2, 3],
+            2,
+            "slot image kind 0",
+        ),
+        (
+            RecordType::HeapDelete,
+            vec![1, 0, 3, 1, 2, 3],
+            2,
+            "slot image kind 3",
+        ),
+        (
+            RecordType::HeapUpdate,
+            vec![1, 0, 2, 1, 0, 0, 0, 0, 0, 0xFF, 0, 0],
+            9,
+            "flags 0xff",
+        ),
+        (
+            RecordType::Compensation,
+            [vec![0; 8], vec![99]].concat(),
+            8,
+            "unknown action type 99",
+        ),
+        (
+            RecordType::Compensation,
+            [vec![0; 8], vec![20]].concat(),
+            8,
+            "cannot carry a begin",
+        ),
+        (
+            RecordType::Compensation,
+            [vec![0; 8], vec![0]].concat(),
+            8,
+            "cannot carry a padding",
+        ),
+        (
+            RecordType::Compensation,
+            [vec![0; 8], vec![23], vec![0; 8], vec![17]].concat(),
+            8,
+            "cannot carry a clr",
+        ),
+        (
+            RecordType::RelationCreate,
+            vec![1, 0, 0, 0, 3, b'a', 0xC3, 0x28],
+            6,
+            "not UTF-8",
+        ),
+        (RecordType::Padding, vec![0, 0, 0, 0x80], 3, "not zero"),
+    ];
+    for (kind, bytes, offset, needle) in cases {
+        let (o, reason) = bad(kind, &bytes);
+        assert!(reason.contains(needle), "{kind:?}: {reason} lacks {needle}");
+        assert_eq!(o, offset, "{kind:?}: {reason}");
+    }
+    let mut txn = enc(&checkpoint_end(0, 1));
+    txn[24 + 8] = 3;
+    let (o, reason) = bad(RecordType::CheckpointEnd, &txn);
+    assert_eq!((o, reason.as_str()), (32, "unknown transaction state 3"));
+    // Nested errors name the CLR and an offset in its payload.
+    let clr = [vec![0; 8], vec![10], vec![1, 0, 0x80, 0, 0]].concat();
+    assert_eq!(bad(RecordType::Compensation, &clr).0, 11);
+}
+
+#[test]
+fn huge_counts_fail_before_allocating() {
+    let mut b = Vec::new();
+    b.extend_from_slice(&4096u64.to_le_bytes());
+    b.extend_from_slice(&42u64.to_le_bytes());
+    b.extend_from_slice(&1_000_000_000u32.to_le_bytes());
+    assert_eq!(b.len(), 20);
+    let (offset, reason) = bad(RecordType::CheckpointEnd, &b);
+    assert_eq!(offset, 16);
+    assert!(
+        reason.contains("1000000000 dirty pages claimed"),
+        "{reason}"
+    );
+    let mut t = enc(&checkpoint_end(1, 0));
+    let at = t.len() - 4;
+    t[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(
+        bad(RecordType::CheckpointEnd, &t)
+            .1
+            .contains("transactions claimed")
+    );
+    assert!(
+        bad(RecordType::PageDelta, &[0xFF, 0xFF, 0, 0])
+            .1
+            .contains("65535 page ranges")
+    );
+    assert!(
+        bad(RecordType::PageCompaction, &[9, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .1
+            .contains("9 relocations")
+    );
+    let (_, r) = bad(RecordType::HeapInsert, &[0, 0, 0, 0xFF, 0xFF]);
+    assert!(r.contains("65535 bytes exceeds 8148"), "{r}");
+    let (_, r) = bad(
+        RecordType::OverflowWrite,
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0xD1, 0x1F],
+    );
+    assert!(r.contains("8145 bytes exceeds 8144"), "{r}");
+    let huge = vec![0u8; MAX_PAYLOAD_SIZE + 1];
+    assert_eq!(bad(RecordType::Padding, &huge).0, MAX_PAYLOAD_SIZE);
+}
+
+#[test]
+fn ranges_and_relocations_stay_inside_the_page() {
+    let delta = [
+        vec![1, 0],
+        8000u16.to_le_bytes().to_vec(),
+        vec![193, 0],
+        vec![0; 193],
+    ]
+    .concat();
+    assert!(bad(RecordType::PageDelta, &delta).1.contains("runs past"));
+    let reloc = [
+        vec![1, 0],
+        vec![0, 0],
+        100u16.to_le_bytes().to_vec(),
+        8100u16.to_le_bytes().to_vec(),
+        100u16.to_le_bytes().to_vec(),
+    ]
+    .concat();
+    let (o, r) = bad(RecordType::PageCompaction, &reloc);
+    assert!(r.contains("new bytes 8100+100"), "{r}");
+    assert_eq!(o, 2);
+}
+
+#[test]
+fn invalid_payloads_do_not_encode() {
+    let cases = vec![
+        Payload::RelationCreate {
+            relation: RelationId(1),
+            name: "n".repeat(MAX_NAME_LEN + 1),
+        },
+        Payload::HeapInsert {
+            slot: SlotId(0),
+            flags: TupleFlags::NONE,
+            tuple: vec![0; MAX_TUPLE_LEN + 1],
+        },
+        Payload::HeapDelete {
+            slot: SlotId(0),
+            old: tuple_image(MAX_TUPLE_LEN + 1),
+        },
+        Payload::OverflowWrite {
+            index: 0,
+            next: 0,
+            chunk: vec![0; CHUNK_CAPACITY + 1],
+        },
+        Payload::PageDelta {
+            ranges: vec![(8000, vec![0; 193])],
+        },
+        Payload::PageCompaction {
+            relocations: vec![Relocation {
+                slot: SlotId(0),
+                old_offset: 8100,
+                new_offset: 0,
+                len: 100,
+            }],
+        },
+        Payload::Compensation {
+            undo_next: LSN,
+            action: Box::new(Payload::Commit { commit_time_us: 1 }),
+        },
+        Payload::Compensation {
+            undo_next: LSN,
+            action: Box::new(Payload::Compensation {
+                undo_next: LSN,
+                action: Box::new(Payload::OverflowFree),
+            }),
+        },
+    ];
+    for p in cases {
+        let mut out = vec![7, 7];
+        let e = p.encode(&mut out).unwrap_err();
+        assert!(
+            matches!(e, WalError::BadPayload { lsn: Lsn::ZERO, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("cannot encode"), "{e}");
+        assert_eq!(out, [7, 7], "a failed encode left bytes behind");
+    }
+    let e = Payload::Padding {
+        len: MAX_PAYLOAD_SIZE + 1,
+    }
+    .to_bytes()
+    .unwrap_err();
+    assert!(matches!(e, WalError::RecordTooLarge { .. }), "{e}");
+    let name = Payload::RelationCreate {
+        relation: RelationId(1),
+        name: "n".repeat(MAX_NAME_LEN),
+    };
+    assert_eq!(enc(&name).len(), 5 + MAX_NAME_LEN);
+    assert_eq!(
+        Payload::Padding {
+            len: MAX_PAYLOAD_SIZE
+        }
+        .to_bytes()
+        .unwrap()
+        .len(),
+        MAX_PAYLOAD_SIZE
+    );
+}
+
+#[test]
+fn summaries_read_like_the_inspector_prints_them() {
+    let insert = Payload::HeapInsert {
+        slot: SlotId(3),
+        flags: TupleFlags::NONE,
+        tuple: vec![0; 120],
+    };
+    assert_eq!(insert.summary(), "slot 3, 120 B, flags -");
+    let clr = Payload::Compensation {
+        undo_next: LSN,
+        action: Box::new(Payload::HeapDelete {
+            slot: SlotId(4),
+            old: SlotImage::Tuple {
+                flags: TupleFlags::OVERFLOW_HEAD,
+                bytes: vec![0; 24],
+            },
+        }),
+    };
+    assert_eq!(
+        clr.summary(),
+        "undo-next 0/00001234, heap-delete slot 4, was tuple 24 B, flags overflow-head"
+    );
+    assert_eq!(
+        checkpoint_end(12, 3).summary(),
+        "12 dirty pages, 3 txns, begin 0/00001000, next txn 42"
+    );
+    let forward = Payload::HeapForward {
+        slot: SlotId(1),
+        target: TupleId::new(PageId(8), SlotId(2)),
+        old: tuple_image(10),
+    };
+    assert_eq!(
+        forward.summary(),
+        "slot 1 -> 8.2, was tuple 10 B, flags moved-in"
+    );
+    let overflow = Payload::OverflowWrite {
+        index: 2,
+        next: NO_PAGE,
+        chunk: vec![1; 10],
+    };
+    assert_eq!(overflow.summary(), "chunk 2, 10 B, next page none");
+    let created = Payload::RelationCreate {
+        relation: RelationId(5),
+        name: "orders\n".into(),
+    };
+    assert_eq!(created.summary(), "relation 5 \"orders\\n\"");
+    let clr_free = Payload::Compensation {
+        undo_next: Lsn::ZERO,
+        action: Box::new(Payload::OverflowFree),
+    };
+    assert_eq!(clr_free.summary(), "undo-next 0/00000000, overflow-free");
+    assert_eq!(Payload::Begin.summary(), "");
+    for p in samples() {
+        assert!(!p.summary().contains('\n'), "{p:?}");
+    }
+}
+
+#[test]
+fn classification_helpers() {
+    for p in samples() {
+        let k = p.kind();
+        assert_eq!(p.page_changing(), is_page_changing(k));
+        if let Payload::Compensation { action, .. } = &p {
+            assert!(p.page_changing() && !p.needs_undo());
+            assert!(action.page_changing() && is_clr_action(action.kind()));
+            assert_eq!(p.undo_next(), Some(LSN));
+        } else {
+            assert_eq!(p.undo_next(), None);
+        }
+    }
+    assert!(!Payload::Begin.page_changing());
+    assert!(!Payload::Padding { len: 3 }.page_changing());
+    assert!(Payload::HeapFreeSlot { slot: SlotId(1) }.page_changing());
+    assert!(!Payload::HeapFreeSlot { slot: SlotId(1) }.needs_undo());
+    for s in [TxnState::Active, TxnState::Committing, TxnState::Aborting] {
+        assert_eq!(TxnState::from_u8(s as u8), Some(s));
+    }
+    assert_eq!(TxnState::from_u8(3), None);
+}
+
+// --- property tests ---
+
+fn arb_flags() -> impl Strategy<Value = TupleFlags> {
+    (0u8..4).prop_map(|b| TupleFlags::from_bits(b).unwrap())
+}
+
+fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..max)
+}
+
+fn arb_slot_image() -> impl Strategy<Value = SlotImage> {
+    prop_oneof![
+        (arb_flags(), arb_bytes(200)).prop_map(|(flags, bytes)| SlotImage::Tuple { flags, bytes }),
+        (any::<u32>(), any::<u16>())
+            .prop_map(|(p, s)| SlotImage::Forward(TupleId::new(PageId(p), SlotId(s)))),
+    ]
+}
+
+/// A page image as decoding returns it: hole (if any) zeroed.
+fn arb_image() -> impl Strategy<Value = Box<[u8; PAGE_SIZE]>> {
+    (0u8..6, 0u16..8300, 0u16..8300, any::<u8>()).prop_map(|(t, lower, upper, seed)| {
+        let mut img = Box::new([0u8; PAGE_SIZE]);
+        for (i, b) in img.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
+        }
+        img[offsets::PAGE_TYPE] = t;
+        put_u16(&mut img[..], offsets::LOWER, lower);
+        put_u16(&mut img[..], offsets::UPPER, upper);
+        let (off, len) = super::encode::image_hole(&img);
+        img[off..off + len].fill(0);
+        img
+    })
+}
+
+fn arb_page_action() -> impl Strategy<Value = Payload> {
+    let slot = any::<u16>().prop_map(SlotId);
+    prop_oneof![
+        arb_image().prop_map(|image| Payload::PageImage { image }),
+        prop::collection::vec((any::<u16>(), arb_bytes(40)), 0..6).prop_map(|v| {
+            let ranges = v
+                .into_iter()
+                .map(|(o, b)| ((usize::from(o) % (PAGE_SIZE - b.len() + 1)) as u16, b))
+                .collect();
+            Payload::PageDelta { ranges }
+        }),
+        (0u8..5).prop_map(|t| Payload::PageInit {
+            page_type: PageType::from_u8(t).unwrap()
+        }),
+        (slot.clone(), arb_flags(), arb_bytes(300))
+            .prop_map(|(slot, flags, tuple)| Payload::HeapInsert { slot, flags, tuple }),
+        (slot.clone(), arb_slot_image()).prop_map(|(slot, old)| Payload::HeapDelete { slot, old }),
+        (slot.clone(), arb_slot_image(), arb_flags(), arb_bytes(300)).prop_map(
+            |(slot, old, new_flags, new)| Payload::HeapUpdate {
+                slot,
+                old,
+                new_flags,
+                new
+            }
+        ),
+        (slot.clone(), any::<(u32, u16)>(), arb_slot_image()).prop_map(|(slot, (p, s), old)| {
+            Payload::HeapForward {
+                slot,
+                target: TupleId::new(PageId(p), SlotId(s)),
+                old,
+            }
+        }),
+        slot.clone().prop_map(|slot| Payload::HeapFreeSlot { slot }),
+        prop::collection::vec(any::<(u16, u16, u16, u16)>(), 0..8).prop_map(|v| {
+            let relocations = v
+                .into_iter()
+                .map(|(s, o, n, l)| {
+                    let len = l % 512;
+                    let room = PAGE_SIZE as u16 - len + 1;
+                    Relocation {
+                        slot: SlotId(s),
+                        old_offset: o % room,
+                        new_offset: n % room,
+                        len,
+                    }
+                })
+                .collect();
+            Payload::PageCompaction { relocations }
+        }),
+        (any::<u32>(), any::<u32>(), arb_bytes(300))
+            .prop_map(|(index, next, chunk)| Payload::OverflowWrite { index, next, chunk }),
+        Just(Payload::OverflowFree),
+    ]
+}
+
+fn arb_other() -> impl Strategy<Value = Payload> {
+    let dirty = any::<(u32, u32, u64)>().prop_map(|(r, p, l)| DirtyPageEntry {
+        relation: RelationId(r),
+        page: PageId(p),
+        rec_lsn: Lsn(l),
+    });
+    let txn = (any::<u64>(), 0u8..3, any::<u64>(), any::<u64>()).prop_map(|(t, s, l, u)| {
+        ActiveTxnEntry {
+            txn: TxnId(t),
+            state: TxnState::from_u8(s).unwrap(),
+            last_lsn: Lsn(l),
+            undo_next: Lsn(u),
+        }
+    });
+    prop_oneof![
+        (0usize..100).prop_map(|len| Payload::Padding { len }),
+        Just(Payload::Begin),
+        any::<u64>().prop_map(|commit_time_us| Payload::Commit { commit_time_us }),
+        Just(Payload::Abort),
+        (any::<u64>(), arb_page_action()).prop_map(|(u, a)| Payload::Compensation {
+            undo_next: Lsn(u),
+            action: Box::new(a)
+        }),
+        Just(Payload::CheckpointBegin),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(dirty, 0..10),
+            prop::collection::vec(txn, 0..10)
+        )
+            .prop_map(|(b, n, dirty_pages, txns)| Payload::CheckpointEnd {
+                begin_lsn: Lsn(b),
+                next_txn: TxnId(n),
+                dirty_pages,
+                txns
+            }),
+        (any::<u32>(), "\\PC{0,60}").prop_map(|(r, name)| Payload::RelationCreate {
+            relation: RelationId(r),
+            name
+        }),
+        any::<u32>().prop_map(|r| Payload::RelationDrop {
+            relation: RelationId(r)
+        }),
+    ]
+}
+
+fn arb_payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![arb_page_action(), arb_other()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_payloads_round_trip(p in arb_payload()) {
+        let bytes = enc(&p);
+        prop_assert_eq!(bytes.len(), p.encoded_len());
+        let back = Payload::decode(p.kind(), &bytes, LSN).unwrap();
+        prop_assert_eq!(&back, &p);
+        prop_assert_eq!(enc(&back), bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_or_fail_cleanly(
+        kind in prop::sample::select(RecordType::ALL),
+        bytes in arb_bytes(64),
+    ) {
+        if let Ok(p) = Payload::decode(kind, &bytes, LSN) {
+            prop_assert_eq!(p.kind(), kind);
+            prop_assert_eq!(enc(&p), bytes);
+            let _ = p.summary();
+        }
+    }
+}
