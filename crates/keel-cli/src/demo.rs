@@ -101,6 +101,7 @@ pub fn run(dir: &Path) -> Result<(), Failure> {
         file.display()
     );
     println!("  {} live tuples verified against the model", model.len());
+    crate::demo_wal::run(dir)?;
     println!("  elapsed {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
 
     println!("\nPage 0, interpreted (first slots):");

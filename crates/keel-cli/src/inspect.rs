@@ -1,11 +1,16 @@
 //! `keel inspect`: decode on-disk structures with the same formatter the
 //! tests' golden files use.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use keel::PageId;
 use keel::page::{DumpOptions, PAGE_SIZE, dump_page};
+use keel::wal::payload::Payload;
+use keel::wal::{LogRecord, RecoveryMode, WalReader, wal_dir};
+use keel::{Lsn, PageId};
+use serde_json::json;
 
 use crate::Failure;
 
@@ -22,6 +27,22 @@ pub enum Target {
         /// Also print a hexdump of the page.
         #[arg(long)]
         hex: bool,
+    },
+    /// List the write-ahead log's records, one line each, then a summary.
+    Wal {
+        /// Data directory (its log is in DIR/wal).
+        #[arg(long)]
+        dir: PathBuf,
+        /// First LSN to show, as HI/LO hex (as printed) or a byte position.
+        #[arg(long)]
+        from: Option<Lsn>,
+        /// Machine-readable output: one JSON object per record, then one
+        /// with the summary.
+        #[arg(long)]
+        json: bool,
+        /// Stop at the first invalid record instead of reporting corruption.
+        #[arg(long)]
+        salvage: bool,
     },
 }
 
@@ -43,7 +64,147 @@ pub fn run(target: Target) -> Result<(), Failure> {
                 Err(e) => Err(Failure(format!("{}: {e}", file.display()))),
             }
         }
+        Target::Wal {
+            dir,
+            from,
+            json,
+            salvage,
+        } => inspect_wal(&dir, from.unwrap_or(Lsn::ZERO), json, salvage),
     }
+}
+
+/// Records and bytes of one record type.
+#[derive(Default)]
+struct TypeTotals {
+    records: u64,
+    bytes: u64,
+}
+
+fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(), Failure> {
+    let io = keel_io::open_backend(&keel_io::IoConfig::from_env()?)?;
+    let mode = if salvage {
+        RecoveryMode::SalvageToFirstError
+    } else {
+        RecoveryMode::TolerateTornTail
+    };
+    let mut reader = WalReader::open_read_only(io, &wal_dir(dir), from, mode)?;
+    let mut totals: BTreeMap<&'static str, TypeTotals> = BTreeMap::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failure = None;
+    for record in reader.by_ref() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                failure = Some(Failure(e.to_string()));
+                break;
+            }
+        };
+        let t = totals.entry(record.header.kind.name()).or_default();
+        t.records += 1;
+        t.bytes += u64::from(record.header.total_len);
+        let line = if json {
+            record_json(&record).to_string()
+        } else {
+            record_line(&record)
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            // A reader that stopped listening (`| head`) is not a failure.
+            return quiet_on_broken_pipe(e);
+        }
+    }
+    let end = reader.end();
+    let cut = reader.tail_cut().cloned();
+    let records: u64 = totals.values().map(|t| t.records).sum();
+    let bytes: u64 = totals.values().map(|t| t.bytes).sum();
+    let summary = if json {
+        let by_type: serde_json::Map<String, serde_json::Value> = totals
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.to_string(),
+                    json!({"records": t.records, "bytes": t.bytes}),
+                )
+            })
+            .collect();
+        json!({"summary": {
+            "records": records,
+            "bytes": bytes,
+            "by_type": by_type,
+            "end": end.map(|l| l.to_string()),
+            "torn_tail": cut.as_ref().map(|c| json!({"at": c.at.to_string(), "reason": c.reason})),
+        }})
+        .to_string()
+    } else {
+        let mut s = format!("summary: {records} records, {bytes} bytes\n");
+        s.push_str(&format!(
+            "  {:<18} {:>10} {:>14}\n",
+            "type", "records", "bytes"
+        ));
+        for (k, t) in &totals {
+            s.push_str(&format!("  {k:<18} {:>10} {:>14}\n", t.records, t.bytes));
+        }
+        match (end, &cut) {
+            (Some(end), None) => s.push_str(&format!("end of log at {end}")),
+            (Some(end), Some(c)) => s.push_str(&format!(
+                "end of log at {end}: torn tail cut ({})",
+                c.reason
+            )),
+            (None, _) => s.push_str("log not read to its end"),
+        }
+        s
+    };
+    if let Err(e) = writeln!(out, "{summary}").and_then(|_| out.flush()) {
+        return quiet_on_broken_pipe(e);
+    }
+    drop(out);
+    failure.map_or(Ok(()), Err)
+}
+
+fn quiet_on_broken_pipe(e: std::io::Error) -> Result<(), Failure> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure(format!("writing to stdout: {e}")))
+    }
+}
+
+fn describe(record: &LogRecord) -> String {
+    match Payload::decode_record(&record.header, &record.payload) {
+        Ok(p) => p.summary(),
+        Err(e) => format!("UNDECODABLE PAYLOAD: {e}"),
+    }
+}
+
+fn record_line(r: &LogRecord) -> String {
+    let h = &r.header;
+    let mut s = format!(
+        "lsn {} len {:>5} {:<16} txn {:<6} prev {}",
+        h.lsn,
+        h.total_len,
+        h.kind.name(),
+        h.txn.0,
+        h.prev_lsn
+    );
+    if let (Some(rel), Some(page)) = (h.relation, h.page) {
+        s.push_str(&format!(" rel {rel} page {page}"));
+    }
+    s.push_str(" | ");
+    s.push_str(&describe(r));
+    s
+}
+
+fn record_json(r: &LogRecord) -> serde_json::Value {
+    let h = &r.header;
+    json!({
+        "lsn": h.lsn.to_string(),
+        "len": h.total_len,
+        "type": h.kind.name(),
+        "txn": h.txn.0,
+        "prev_lsn": h.prev_lsn.to_string(),
+        "relation": h.relation.map(|r| r.0),
+        "page": h.page.map(|p| p.0),
+        "payload": describe(r),
+    })
 }
 
 /// Reads page `page` of `file`; a page past the end is an error naming both.

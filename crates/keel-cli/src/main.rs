@@ -6,6 +6,7 @@
 //! go to stderr as one line, `keel: error: …`.
 
 mod demo;
+mod demo_wal;
 mod inspect;
 
 use std::path::PathBuf;

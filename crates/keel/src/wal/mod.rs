@@ -388,6 +388,21 @@ impl Wal {
         Ok(appended)
     }
 
+    /// Appends a typed payload with `meta`'s transaction and page (its type
+    /// is taken from the payload).
+    pub fn append_payload(
+        &self,
+        meta: RecordMeta,
+        payload: &payload::Payload,
+    ) -> Result<Appended, WalError> {
+        let bytes = payload.to_bytes()?;
+        let meta = RecordMeta {
+            kind: payload.kind(),
+            ..meta
+        };
+        self.append(&meta, &bytes)
+    }
+
     /// Makes every record up to and including the one at `lsn` durable
     /// (group commit: concurrent callers share one sync).
     pub fn flush(&self, lsn: Lsn) -> Result<(), WalError> {

@@ -116,6 +116,36 @@ impl WalReader {
         })
     }
 
+    /// A reader over the log in `wal_dir` that changes nothing on disk (for
+    /// tools): the segment size and database id come from the first segment
+    /// with a valid header.
+    pub fn open_read_only(
+        io: Arc<dyn AsyncIo>,
+        wal_dir: &std::path::Path,
+        from: Lsn,
+        mode: RecoveryMode,
+    ) -> Result<WalReader, WalError> {
+        let dir = Arc::new(SegmentDir::existing(io.clone(), wal_dir)?);
+        let present = dir.list()?;
+        let header = present
+            .iter()
+            .find_map(|&n| dir.read_header(n).ok())
+            .ok_or_else(|| WalError::BadSegment {
+                segment: present.first().copied().unwrap_or(0),
+                path: wal_dir.to_path_buf(),
+                reason: "no segment with a valid header".into(),
+            })?;
+        let geometry = Geometry {
+            segment_size: u64::from(header.segment_size),
+        };
+        let from = if from == Lsn::ZERO {
+            present.first().map_or(from, |&n| geometry.first_record(n))
+        } else {
+            from
+        };
+        WalReader::new(io, dir, geometry, header.database_id, mode, from)
+    }
+
     /// Where the log ends: known once the iterator returned `None`.
     pub fn end(&self) -> Option<Lsn> {
         self.end

@@ -284,6 +284,19 @@ impl SegmentDir {
         })
     }
 
+    /// The segments of an existing `dir`, for reading only: nothing is
+    /// created.
+    pub fn existing(io: std::sync::Arc<dyn AsyncIo>, dir: &Path) -> Result<SegmentDir, WalError> {
+        io.read_dir(dir)
+            .wait()
+            .map_err(io_err("list the WAL directory"))?;
+        Ok(SegmentDir {
+            io,
+            dir: dir.to_path_buf(),
+            direct: false,
+        })
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
