@@ -289,3 +289,59 @@ fn wal_payload_layouts_match_encoded_len() {
         }
     }
 }
+
+#[test]
+fn fsm_page_matches_constants() {
+    use keel::fsm::category::{CATEGORY_BYTES, EMPTY_PAGE_FREE};
+    use keel::fsm::page::{ENTRIES_PER_PAGE, UNTRACKED, offsets::*};
+    check(
+        "FSM page",
+        &[
+            ("first_page", FIRST_PAGE, 4),
+            ("covered_pages", COVERED_PAGES, 4),
+            ("entry_count", ENTRY_COUNT, 2),
+            ("category_size", CATEGORY_SIZE, 2),
+            ("contiguous", CONTIGUOUS, ENTRIES_PER_PAGE),
+            ("total", TOTAL, ENTRIES_PER_PAGE),
+        ],
+    );
+    assert_eq!(FIRST_PAGE, HEADER_SIZE);
+    assert_eq!(TOTAL + ENTRIES_PER_PAGE, PAGE_SIZE);
+    assert!(DOC.contains(&format!("promises `c * {CATEGORY_BYTES}` bytes")));
+    assert!(DOC.contains(&format!("255\npromises {EMPTY_PAGE_FREE} bytes")));
+    assert!(DOC.contains(&format!(
+        "i * {ENTRIES_PER_PAGE} + {}",
+        ENTRIES_PER_PAGE - 1
+    )));
+    assert!(
+        DOC.contains(&format!("({:#04X}, {:#04X})", UNTRACKED.0, UNTRACKED.1).replace("0X", "0x"))
+    );
+}
+
+#[test]
+fn wal_segment_header_matches_constants() {
+    use keel::wal::segment::{
+        SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_USED, SEGMENT_MAGIC, offsets,
+    };
+    check(
+        "WAL segment header",
+        &[
+            ("magic", offsets::MAGIC, 4),
+            ("version", offsets::VERSION, 2),
+            ("reserved", offsets::RESERVED, 2),
+            ("segment_no", offsets::SEGMENT_NO, 8),
+            ("segment_size", offsets::SEGMENT_SIZE, 4),
+            ("header_size", offsets::HEADER_SIZE, 4),
+            ("start_lsn", offsets::START_LSN, 8),
+            ("database_id", offsets::DATABASE_ID, 8),
+            ("max_batch", offsets::MAX_BATCH, 4),
+            ("crc32c", offsets::CRC, 4),
+        ],
+    );
+    assert_eq!(offsets::CRC + 4, SEGMENT_HEADER_USED);
+    assert!(DOC.contains(&format!(
+        "| 20     | 4    | header_size  | {SEGMENT_HEADER_SIZE} |"
+    )));
+    assert!(DOC.contains(&format!("{:#X} as a u32", SEGMENT_MAGIC).replace("0X", "0x")));
+    assert!(DOC.contains(&format!("segment format version, {SEGMENT_FORMAT_VERSION}")));
+}
