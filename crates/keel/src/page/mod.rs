@@ -45,8 +45,8 @@ pub use header::{
 };
 pub use overflow::{CHUNK_CAPACITY, OverflowHead, OverflowPage};
 pub use slotted::{
-    Fit, MAX_TUPLE_LEN, Relocation, SLOT_SIZE, SlotContent, SlotEntry, SlotKind, SlottedPage,
-    TupleFlags,
+    FORWARD_PLACEHOLDER, Fit, MAX_TUPLE_LEN, Relocation, SLOT_SIZE, SlotContent, SlotEntry,
+    SlotKind, SlottedPage, TupleFlags,
 };
 pub use stats::PageStats;
 

@@ -65,6 +65,9 @@ pub const SLOT_LENGTH_WORD: usize = 2;
 /// Size of a forward pointer's body (page u32, slot u16), and so the
 /// smallest allocation any tuple gets.
 pub const FORWARD_LEN: usize = 6;
+/// The bytes a dead slot is claimed with before it is turned back into a
+/// forward pointer (rollback of a delete of a moved tuple).
+pub const FORWARD_PLACEHOLDER: [u8; FORWARD_LEN] = [0; FORWARD_LEN];
 /// The largest tuple a heap page holds (an empty page, one slot).
 pub const MAX_TUPLE_LEN: usize = PAGE_SIZE - HEADER_SIZE - SLOT_SIZE;
 
