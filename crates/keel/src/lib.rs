@@ -14,9 +14,10 @@
 
 pub mod checksum;
 pub mod error;
+pub mod fsm;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod fsm;
+pub mod heap;
 pub mod page;
 pub mod types;
 pub mod wal;
