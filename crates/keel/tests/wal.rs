@@ -121,6 +121,29 @@ fn real_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
+/// Records sized so that some end exactly at a segment boundary.
+#[test]
+fn records_ending_exactly_at_a_segment_end() {
+    let io = sim(2);
+    let wal = open(io.clone(), small_config());
+    let seg = 64 * 1024u64;
+    // The first segment holds seg - 4096 bytes of records: fill it exactly
+    // with records of 1024 bytes, then keep going.
+    let record = 1024 - RECORD_HEADER_SIZE;
+    let per_segment = (seg - 4096) / 1024;
+    let mut lsns = Vec::new();
+    for i in 0..per_segment * 3 {
+        lsns.push(wal.append(&meta(i), &vec![i as u8; record]).unwrap().lsn);
+    }
+    wal.flush_all().unwrap();
+    assert_eq!(lsns[per_segment as usize], Lsn(seg + 4096));
+    let got: Vec<Lsn> = read_all(&wal).into_iter().map(|r| r.0).collect();
+    assert_eq!(got, lsns);
+    let end = wal.end_lsn();
+    wal.close().unwrap();
+    assert_eq!(open(io, small_config()).end_lsn(), end);
+}
+
 #[test]
 fn round_trip_on_real_backends_buffered_and_direct() {
     for backend in [Backend::ThreadPool, Backend::IoUring] {

@@ -257,7 +257,10 @@ impl WalReader {
                 Ok(h) => {
                     let end = off + h.total_len as usize;
                     let payload = cur.data[off + RECORD_HEADER_SIZE..end].to_vec();
-                    self.pos = Lsn(self.pos.0 + u64::from(h.total_len));
+                    // A record that ends a segment is followed by the next
+                    // segment's first record, past its header.
+                    let next = Lsn(self.pos.0 + u64::from(h.total_len));
+                    self.pos = self.geometry.record_position(next);
                     return Ok(Some(LogRecord { header: h, payload }));
                 }
                 Err(problem) => return Err(self.bad_record(problem)),
