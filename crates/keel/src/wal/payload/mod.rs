@@ -318,7 +318,9 @@ impl Payload {
     }
 
     /// Whether rolling back the record's transaction must reverse it with a
-    /// CLR: the heap records that change a slot's contents.
+    /// CLR: the heap records that change a slot's contents, and overflow
+    /// writes (the page of an aborted chain is freed). A relation-create is
+    /// also reversed at rollback, but by removing its files, not by a CLR.
     pub fn needs_undo(&self) -> bool {
         matches!(
             self,
@@ -326,6 +328,7 @@ impl Payload {
                 | Payload::HeapDelete { .. }
                 | Payload::HeapUpdate { .. }
                 | Payload::HeapForward { .. }
+                | Payload::OverflowWrite { .. }
         )
     }
 

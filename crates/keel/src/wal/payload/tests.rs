@@ -599,6 +599,21 @@ fn classification_helpers() {
     assert!(!Payload::Padding { len: 3 }.page_changing());
     assert!(Payload::HeapFreeSlot { slot: SlotId(1) }.page_changing());
     assert!(!Payload::HeapFreeSlot { slot: SlotId(1) }.needs_undo());
+    let undone: Vec<RecordType> = samples()
+        .iter()
+        .filter(|p| p.needs_undo())
+        .map(Payload::kind)
+        .collect();
+    for k in [
+        RecordType::HeapInsert,
+        RecordType::HeapDelete,
+        RecordType::HeapUpdate,
+        RecordType::HeapForward,
+        RecordType::OverflowWrite,
+    ] {
+        assert!(undone.contains(&k), "{k:?}");
+    }
+    assert!(undone.iter().all(|k| is_clr_action(*k)));
     for s in [TxnState::Active, TxnState::Committing, TxnState::Aborting] {
         assert_eq!(TxnState::from_u8(s as u8), Some(s));
     }
