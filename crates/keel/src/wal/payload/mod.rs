@@ -42,7 +42,8 @@
 //!
 //! The decoder treats its input as hostile (invariant 9): a short read, an
 //! unknown enum byte, a count the remaining bytes cannot hold, or trailing
-//! bytes after the payload is a [`WalError::BadPayload`](crate::WalError::BadPayload) naming the LSN, the
+//! bytes after the payload is a
+//! [`WalError::BadPayload`](crate::WalError::BadPayload) naming the LSN, the
 //! record type and the byte offset. Counts are checked against the remaining
 //! bytes *before* anything is allocated, so no input makes the decoder
 //! allocate more than a small multiple of its own length. It never panics.
