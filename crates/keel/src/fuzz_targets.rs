@@ -131,3 +131,51 @@ fn check_payload(
     let _ = p.summary();
     let _ = (p.page_changing(), p.needs_undo(), p.undo_next());
 }
+
+/// FSM page decoder over arbitrary bytes. The first four bytes choose the
+/// FSM page id the bytes are read as, the rest is the page; a page-sized
+/// input is tried as given and re-sealed (so the body checks are reached,
+/// not only the checksum). Whatever decodes re-encodes to exactly the same
+/// bytes, and a page that is a whole map loads and answers lookups with
+/// pages whose record covers the request.
+pub fn fsm_page(data: &[u8]) {
+    use crate::fsm::{FitKind, FreeSpaceMap, FsmPage};
+    let (id, page) = match data.split_first_chunk::<4>() {
+        Some((id, rest)) => (PageId(u32::from_le_bytes(*id)), rest),
+        None => (PageId(0), data),
+    };
+    let mut sealed = page.to_vec();
+    let candidates: &[&[u8]] = if seal(&mut sealed).is_ok() {
+        &[page, &sealed]
+    } else {
+        &[page]
+    };
+    for &bytes in candidates {
+        let _ = FreeSpaceMap::from_pages([bytes]);
+        let Ok(p) = FsmPage::decode(bytes, id) else {
+            continue;
+        };
+        assert_eq!(p.encode(), bytes, "an FSM page re-encodes differently");
+        if id.0 != 0 || p.covered_pages() as usize != p.entries().len() {
+            continue;
+        }
+        let map = FreeSpaceMap::from_pages([bytes]).expect("a whole one-page map loads");
+        map.check_invariants()
+            .expect("a loaded map keeps its invariants");
+        assert_eq!(
+            map.to_pages(),
+            vec![bytes.to_vec()],
+            "map re-encodes differently"
+        );
+        for n in [0, 10, 104, 1000, 8152] {
+            let Some((found, kind)) = map.find(n) else {
+                continue;
+            };
+            let (contiguous, total) = map.recorded(found).expect("found page is tracked");
+            match kind {
+                FitKind::Now => assert!(contiguous >= n, "page {found} cannot fit {n} now"),
+                FitKind::AfterCompaction => assert!(total >= n, "page {found} cannot fit {n}"),
+            }
+        }
+    }
+}
