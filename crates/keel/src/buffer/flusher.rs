@@ -1,0 +1,84 @@
+//! The buffer pool's view of the write-ahead log (invariant 4).
+//!
+//! The pool must not write a page before the log is durable through that
+//! page's LSN. It asks through [`WalFlusher`], a one-method trait defined
+//! here and implemented by [`crate::wal::Wal`] (`wal_impl.rs`), so the pool
+//! can be tested with [`RecordingFlusher`], which remembers how far it was
+//! asked to flush and can be told to fail.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::types::Lsn;
+
+/// The error a [`WalFlusher`] returns; kept as the `source()` of
+/// [`crate::error::BufferError::WalFlush`].
+pub type WalFlushError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Makes the log durable through an LSN.
+pub trait WalFlusher: Send + Sync {
+    /// Returns once the record at `lsn` and every record before it are on
+    /// stable storage, or with the error that prevented it. The pool never
+    /// calls it with [`Lsn::ZERO`] (a page that was never logged).
+    fn flush_through(&self, lsn: Lsn) -> Result<(), WalFlushError>;
+}
+
+/// A flusher for pools whose pages are never logged (tools, tests): every
+/// flush succeeds at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoWal;
+
+impl WalFlusher for NoWal {
+    fn flush_through(&self, _lsn: Lsn) -> Result<(), WalFlushError> {
+        Ok(())
+    }
+}
+
+/// A test flusher: records the highest LSN it made "durable" and the number
+/// of calls, and fails on demand.
+#[derive(Debug, Default)]
+pub struct RecordingFlusher {
+    durable: AtomicU64,
+    calls: AtomicU64,
+    failing: AtomicBool,
+}
+
+/// The error [`RecordingFlusher`] returns while failing.
+#[derive(Debug, thiserror::Error)]
+#[error("injected WAL flush failure at {lsn}")]
+pub struct InjectedFlushFailure {
+    /// The LSN the pool asked for.
+    pub lsn: Lsn,
+}
+
+impl RecordingFlusher {
+    /// A flusher that has flushed nothing.
+    pub fn new() -> RecordingFlusher {
+        RecordingFlusher::default()
+    }
+
+    /// The highest LSN a successful `flush_through` covered.
+    pub fn durable(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::SeqCst))
+    }
+
+    /// How many times `flush_through` was called.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later call fail (`true`) or succeed (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl WalFlusher for RecordingFlusher {
+    fn flush_through(&self, lsn: Lsn) -> Result<(), WalFlushError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Box::new(InjectedFlushFailure { lsn }));
+        }
+        self.durable.fetch_max(lsn.0, Ordering::SeqCst);
+        Ok(())
+    }
+}

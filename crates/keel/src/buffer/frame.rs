@@ -1,0 +1,177 @@
+//! Frames and the bookkeeping the pool keeps about them under its one mutex.
+//!
+//! A [`Frame`] is only the page bytes behind their latch. Everything else —
+//! which page a frame holds, its pins, state, dirtiness — is a
+//! [`FrameMeta`] inside [`Meta`], changed only with the pool's mutex held
+//! (and that mutex is never held during I/O or while taking a latch that
+//! anyone may hold; see the module essay's protocol).
+
+use std::collections::HashMap;
+
+use keel_io::{FileHandle, IoBuf};
+use parking_lot::RwLock;
+
+use super::FileId;
+use super::replacer::Clock;
+use crate::error::BufferError;
+use crate::page::PAGE_SIZE;
+use crate::types::{Lsn, PageId};
+
+/// A page's address in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct PageKey {
+    pub(crate) file: FileId,
+    pub(crate) page: PageId,
+}
+
+/// The lifecycle of a frame (diagram in the module essay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameState {
+    /// Holds no page; not in the page table.
+    Free,
+    /// Mapped to a page whose bytes are being read (or zeroed by
+    /// `new_page`). Nobody but the loading thread touches its bytes; fetches
+    /// of the page wait on the pool's condition variable.
+    Loading,
+    /// Holds a verified page (or one being formatted by `new_page`'s caller).
+    Ready,
+}
+
+/// The bytes of one frame behind the page latch. Outside `Loading`, the
+/// buffer is an aligned `PAGE_SIZE` [`IoBuf`] (aligned so files opened with
+/// O_DIRECT work too).
+pub(crate) struct Frame {
+    pub(crate) data: RwLock<IoBuf>,
+}
+
+impl Frame {
+    pub(crate) fn new() -> Frame {
+        Frame {
+            data: RwLock::new(IoBuf::aligned(PAGE_SIZE)),
+        }
+    }
+}
+
+/// What the pool knows about one frame.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameMeta {
+    /// The page held (`None` when Free).
+    pub(crate) key: Option<PageKey>,
+    /// Guards (and a loading fetch) holding the frame.
+    pub(crate) pins: u32,
+    pub(crate) state: FrameState,
+    /// Changed since it was last written (or read).
+    pub(crate) dirty: bool,
+    /// LSN of the first change since the frame was last clean.
+    pub(crate) rec_lsn: Lsn,
+    /// Bumped by every `mark_dirty`; never reset, so a write-back can tell
+    /// whether the page changed after its copy was taken.
+    pub(crate) mod_count: u64,
+    /// One write-back owns the frame (at most one at a time).
+    pub(crate) writing: bool,
+}
+
+impl FrameMeta {
+    fn free() -> FrameMeta {
+        FrameMeta {
+            key: None,
+            pins: 0,
+            state: FrameState::Free,
+            dirty: false,
+            rec_lsn: Lsn::ZERO,
+            mod_count: 0,
+            writing: false,
+        }
+    }
+
+    /// Whether the replacer may take the frame now.
+    pub(crate) fn evictable(&self) -> bool {
+        self.pins == 0 && !self.writing && self.state != FrameState::Loading
+    }
+}
+
+/// A registered data file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileEntry {
+    pub(crate) handle: FileHandle,
+    /// Written since its last fdatasync.
+    pub(crate) unsynced: bool,
+}
+
+/// Everything under the pool's mutex.
+pub(crate) struct Meta {
+    pub(crate) table: HashMap<PageKey, usize>,
+    pub(crate) frames: Vec<FrameMeta>,
+    pub(crate) files: HashMap<FileId, FileEntry>,
+    /// Free frames, used before the clock is asked for a victim.
+    pub(crate) free: Vec<usize>,
+    pub(crate) clock: Clock,
+    /// Where the background writer's next scan starts.
+    pub(crate) writer_hand: usize,
+}
+
+impl Meta {
+    pub(crate) fn new(n: usize) -> Meta {
+        Meta {
+            table: HashMap::with_capacity(n),
+            frames: vec![FrameMeta::free(); n],
+            files: HashMap::new(),
+            free: (0..n).rev().collect(),
+            clock: Clock::new(n),
+            writer_hand: 0,
+        }
+    }
+
+    pub(crate) fn handle(&self, file: FileId) -> Result<FileHandle, BufferError> {
+        self.files
+            .get(&file)
+            .map(|f| f.handle)
+            .ok_or(BufferError::UnknownFile { file })
+    }
+
+    /// Free → Loading, or Ready (clean, unpinned) → Loading for another
+    /// page: maps `frame` to `key`, pinned once for the caller.
+    pub(crate) fn claim(&mut self, frame: usize, key: PageKey) -> Option<PageKey> {
+        let meta = &mut self.frames[frame];
+        debug_assert!(
+            meta.evictable() && !meta.dirty,
+            "claim of a busy or dirty frame (invariant 4)"
+        );
+        let old = meta.key.replace(key);
+        meta.pins = 1;
+        meta.state = FrameState::Loading;
+        meta.dirty = false;
+        meta.rec_lsn = Lsn::ZERO;
+        if let Some(old) = old {
+            self.table.remove(&old);
+        }
+        self.table.insert(key, frame);
+        self.clock.touch(frame);
+        old
+    }
+
+    /// Loading → Ready.
+    pub(crate) fn finish_load(&mut self, frame: usize) {
+        self.frames[frame].state = FrameState::Ready;
+    }
+
+    /// Loading → Free (the read or verification failed), or Ready → Free
+    /// (`unregister_file`): unmaps the frame.
+    pub(crate) fn release(&mut self, frame: usize) {
+        let meta = &mut self.frames[frame];
+        if let Some(key) = meta.key.take() {
+            self.table.remove(&key);
+        }
+        let mod_count = meta.mod_count;
+        *meta = FrameMeta {
+            mod_count,
+            ..FrameMeta::free()
+        };
+        self.free.push(frame);
+    }
+
+    /// Number of dirty frames.
+    pub(crate) fn dirty_count(&self) -> usize {
+        self.frames.iter().filter(|m| m.dirty).count()
+    }
+}

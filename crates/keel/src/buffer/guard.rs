@@ -1,0 +1,178 @@
+//! RAII pins and latch guards.
+//!
+//! A [`PinnedPage`] owns one pin. [`PageReadGuard`] and [`PageWriteGuard`]
+//! own a latch *and* a pin, declared in that order so that dropping a guard
+//! releases the latch first and the pin second: a frame is never unpinned
+//! (hence evictable) while its latch is still held.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use keel_io::IoBuf;
+use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+
+use super::FileId;
+use super::frame::PageKey;
+use super::pool::Shared;
+use crate::page;
+use crate::types::{Lsn, PageId};
+
+/// A pinned page: it stays in its frame until this is dropped, but its
+/// bytes are not latched. Latch with [`read`](Self::read) or
+/// [`write`](Self::write) — when latching several pages, pin them all first
+/// and latch in page-id order (invariant 11).
+pub struct PinnedPage<'a> {
+    shared: &'a Shared,
+    frame: usize,
+    key: PageKey,
+}
+
+impl<'a> PinnedPage<'a> {
+    pub(crate) fn new(shared: &'a Shared, frame: usize, key: PageKey) -> PinnedPage<'a> {
+        PinnedPage { shared, frame, key }
+    }
+
+    /// The page's file.
+    pub fn file(&self) -> FileId {
+        self.key.file
+    }
+
+    /// The page's id.
+    pub fn page_id(&self) -> PageId {
+        self.key.page
+    }
+
+    /// Takes the latch shared (waits for an exclusive holder).
+    pub fn read(self) -> PageReadGuard<'a> {
+        let shared = self.shared;
+        PageReadGuard {
+            latch: shared.frames[self.frame].data.read(),
+            pin: self,
+        }
+    }
+
+    /// Takes the latch exclusive (waits for every other holder).
+    pub fn write(self) -> PageWriteGuard<'a> {
+        let shared = self.shared;
+        PageWriteGuard::new(shared.frames[self.frame].data.write(), self)
+    }
+}
+
+impl Drop for PinnedPage<'_> {
+    fn drop(&mut self) {
+        self.shared.unpin(self.frame);
+    }
+}
+
+impl fmt::Debug for PinnedPage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PinnedPage(file {}, page {})",
+            self.key.file, self.key.page
+        )
+    }
+}
+
+/// A pinned page latched shared: its bytes, read-only.
+pub struct PageReadGuard<'a> {
+    // Field order is drop order: latch, then pin.
+    latch: RwLockReadGuard<'a, IoBuf>,
+    pin: PinnedPage<'a>,
+}
+
+impl PageReadGuard<'_> {
+    /// The page's file.
+    pub fn file(&self) -> FileId {
+        self.pin.file()
+    }
+
+    /// The page's id.
+    pub fn page_id(&self) -> PageId {
+        self.pin.page_id()
+    }
+}
+
+impl Deref for PageReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.latch
+    }
+}
+
+impl fmt::Debug for PageReadGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PageReadGuard(file {}, page {})",
+            self.file(),
+            self.page_id()
+        )
+    }
+}
+
+/// A pinned page latched exclusive: its bytes, writable. After changing
+/// them, call [`mark_dirty`](Self::mark_dirty) with the LSN of the record
+/// that logged the change (log first: invariant 4 is about the page LSN).
+pub struct PageWriteGuard<'a> {
+    // Field order is drop order: latch, then pin.
+    latch: RwLockWriteGuard<'a, IoBuf>,
+    pin: PinnedPage<'a>,
+}
+
+impl<'a> PageWriteGuard<'a> {
+    pub(crate) fn new(latch: RwLockWriteGuard<'a, IoBuf>, pin: PinnedPage<'a>) -> Self {
+        PageWriteGuard { latch, pin }
+    }
+
+    /// The page's file.
+    pub fn file(&self) -> FileId {
+        self.pin.file()
+    }
+
+    /// The page's id.
+    pub fn page_id(&self) -> PageId {
+        self.pin.page_id()
+    }
+
+    /// Records a change logged at `lsn`: stores `lsn` as the page LSN, marks
+    /// the frame dirty (its recLSN becomes `lsn` if it was clean) and bumps
+    /// its modification counter, so a write-back that copied the page
+    /// before this change will not mark it clean. Call it after each change
+    /// (or once after several, before dropping the guard).
+    pub fn mark_dirty(&mut self, lsn: Lsn) {
+        debug_assert!(
+            page::page_lsn(&self.latch).is_none_or(|old| old <= lsn),
+            "page LSN goes backwards on file {} page {}",
+            self.file(),
+            self.page_id()
+        );
+        let stored = page::set_page_lsn(&mut self.latch, lsn);
+        debug_assert!(stored.is_ok(), "a frame holds exactly one page");
+        self.pin.shared.mark_dirty(self.pin.frame, lsn);
+    }
+}
+
+impl Deref for PageWriteGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.latch
+    }
+}
+
+impl DerefMut for PageWriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.latch
+    }
+}
+
+impl fmt::Debug for PageWriteGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PageWriteGuard(file {}, page {})",
+            self.file(),
+            self.page_id()
+        )
+    }
+}

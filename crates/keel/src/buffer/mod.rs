@@ -1,0 +1,210 @@
+//! The buffer pool: a fixed set of in-memory frames that cache 8 KiB pages
+//! of Keel's data files, with pins, page latches, write-back and eviction.
+//!
+//! Every layer above (heap, FSM, recovery) reaches a page only through
+//! [`BufferPool`]. A page is named by `(FileId, PageId)`: the heap maps each
+//! relation and its FSM fork to a [`FileId`] and registers the opened file
+//! with [`BufferPool::register_file`]. Page `n` of a file lives at byte
+//! `n * PAGE_SIZE`, read and written through [`keel_io::AsyncIo`] only.
+//!
+//! ## Pins and latches
+//!
+//! A *pin* keeps a page in its frame (a pinned frame is never evicted); a
+//! *latch* (the frame's `parking_lot::RwLock`) protects the page's bytes.
+//! The API hands out RAII guards that own both:
+//!
+//! - [`BufferPool::fetch_read`] pins, then takes the latch shared: a
+//!   [`PageReadGuard`] derefs to `[u8]`. Use it to read tuples.
+//! - [`BufferPool::fetch_write`] pins, then takes the latch exclusive: a
+//!   [`PageWriteGuard`] also derefs mutably. Log the change first, apply
+//!   it, then call [`PageWriteGuard::mark_dirty`] with the record's LSN.
+//! - [`BufferPool::new_page`] is `fetch_write` for a page that is not on
+//!   disk yet: the frame is zeroed and nothing is read; the caller formats
+//!   it (and must mark it dirty, or the new page is lost on eviction).
+//! - [`BufferPool::pin`] pins without latching ([`PinnedPage`]), for the
+//!   multi-page protocol below.
+//!
+//! Dropping a guard releases the latch, then the pin.
+//!
+//! ## Latching protocol (invariant 11)
+//!
+//! 1. A latch is held for one page operation (read a tuple, insert, update,
+//!    compact) and dropped before anything that may wait for long.
+//! 2. Several pages are latched in page-id order (within one file, and in
+//!    `FileId` order across files). To reach them without holding a latch
+//!    across a read of another page, pin them all first ([`BufferPool::pin`]
+//!    may read from disk), then latch the pins in order.
+//! 3. No latch is held while waiting for a lock (lock manager), for a log
+//!    flush, or for a read of another page. Taking the same page's latch
+//!    twice in one thread deadlocks (`parking_lot` latches are not
+//!    reentrant).
+//! 4. The pool itself never holds a latch or its table mutex during I/O. A
+//!    write-back copies the page under a *shared* latch (so readers go on),
+//!    drops it, then flushes the WAL through the copy's page LSN and writes
+//!    the copy. Eviction takes the victim's latch only with `try_read`
+//!    (PostgreSQL does the same): a thread that holds a latch on page 1 and
+//!    misses on page 2 must not block on a victim latched by a thread that
+//!    waits for page 1.
+//! 5. Lock order: page latch, then the pool's table mutex. The mutex is
+//!    never held while taking a latch that anyone may hold.
+//!
+//! ## Frames
+//!
+//! All bookkeeping — the page table `(FileId, PageId) -> frame`, and per
+//! frame its key, pin count, state, dirty flag, recLSN, modification
+//! counter, write-in-progress flag and clock reference bit — lives under one
+//! mutex held only for short updates. A frame's lifecycle ([`FrameState`],
+//! the function behind each edge):
+//!
+//! ```text
+//!                 claim (pin miss / new_page)
+//!       Free ─────────────────────────────────▶ Loading ──┐
+//!        ▲  ▲                                      │      │ finish_load
+//!        │  │  abort_load (read, EOF or verify     │      │ (read + verify ok,
+//!        │  └──────── failed: unmapped) ───────────┘      │  or new_page zeroed)
+//!        │                                                ▼
+//!        │   unregister_file (discard)                 Ready ──┐ claim: evict for
+//!        └──────────────────────────────────────────────  │ ◀──┘ another page
+//!                                                          │      (via Loading)
+//!            Ready, clean ── PageWriteGuard::mark_dirty ──▶ Ready, dirty
+//!            Ready, dirty ── write_frames (copy unchanged) ──▶ Ready, clean
+//! ```
+//!
+//! A dirty Ready frame is also *writing* while one write-back owns it
+//! (`write_frames`: eviction, [`BufferPool::flush_page`],
+//! [`BufferPool::flush_all`], the background writer). At most one
+//! write-back per frame runs at a time, so an older copy can never land on
+//! disk after a newer one; others wait on the pool's condition variable.
+//! A writing frame stays mapped and can be pinned and changed meanwhile: a
+//! concurrent fetch of a page being evicted reads the in-memory copy, never
+//! the stale disk copy. The frame is marked clean after its write only if
+//! its modification counter did not move since the copy was taken.
+//!
+//! ## Miss path
+//!
+//! A clock replacer picks a victim among unpinned frames that are not
+//! loading or writing. If every frame is pinned the fetch fails at once with
+//! [`BufferError::AllFramesPinned`] (never hangs); if some are only busy
+//! with I/O it waits for them. A dirty victim is written first (invariant
+//! 4: the WAL is flushed through its page LSN, the copy's CRC is sealed at
+//! write time), and is reassigned only if nobody pinned or re-dirtied it
+//! meanwhile; otherwise another victim is tried. Then the frame is
+//! *Loading*: the page is read with `read_exact_at` (a page past the end of
+//! the file is [`BufferError::PageBeyondEof`]) and fully verified with
+//! [`crate::page::verify`] (checksum over the page and its id, then the
+//! structure). A page that fails is an error naming file and page and is
+//! never returned as data; the frame is unmapped and freed, and threads that
+//! waited for it retry and get the error themselves.
+//!
+//! ## Durability
+//!
+//! [`BufferPool::dirty_pages`] reports each dirty page with its recLSN (the
+//! LSN of the first change since it was last clean) for checkpoints.
+//! [`BufferPool::flush_all`] writes every page dirty when it is called, then
+//! `fdatasync`s every file written since its last sync (including writes by
+//! eviction and the background writer), so a checkpoint may say the data is
+//! durable. A failed `fdatasync` poisons the pool (invariant 7): every later
+//! write-back fails with [`BufferError::Poisoned`]; reads still work.
+//!
+//! ## Left out
+//!
+//! Read-ahead, ring buffers for scans, per-frame atomics instead of the
+//! single table mutex, and full-page images for torn-page repair (invariant
+//! 5 belongs to the heap and recovery, which log them).
+
+mod flusher;
+mod frame;
+mod guard;
+mod pool;
+mod replacer;
+mod stats;
+mod wal_impl;
+mod writeback;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use flusher::{InjectedFlushFailure, NoWal, RecordingFlusher, WalFlushError, WalFlusher};
+pub use frame::FrameState;
+pub use guard::{PageReadGuard, PageWriteGuard, PinnedPage};
+pub use pool::BufferPool;
+pub use stats::BufferStats;
+
+pub use crate::error::BufferError;
+
+/// Number of a data file known to the buffer pool. The heap gives each
+/// relation and each of its forks (the FSM) its own id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Buffer pool configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// Memory for page frames, in bytes; the pool has
+    /// `pool_bytes / PAGE_SIZE` frames (at least 2).
+    pub pool_bytes: usize,
+    /// Whether a background thread writes dirty pages ahead of eviction.
+    pub background_writer: bool,
+    /// How long the background writer sleeps between batches. Shorter means
+    /// fewer synchronous writes on the miss path and more writes of pages
+    /// that would have been changed again.
+    pub writer_interval_ms: u64,
+    /// Most pages the background writer writes per batch (submitted
+    /// together, so the backend can run them concurrently).
+    pub writer_batch_pages: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> BufferConfig {
+        BufferConfig {
+            pool_bytes: 64 * 1024 * 1024,
+            background_writer: true,
+            writer_interval_ms: 100,
+            writer_batch_pages: 64,
+        }
+    }
+}
+
+impl BufferConfig {
+    /// A configuration with `frames` frames and no background writer (tests).
+    pub fn with_frames(frames: usize) -> BufferConfig {
+        BufferConfig {
+            pool_bytes: frames * crate::page::PAGE_SIZE,
+            background_writer: false,
+            ..BufferConfig::default()
+        }
+    }
+
+    /// Number of frames this configuration gives.
+    pub fn frames(&self) -> usize {
+        self.pool_bytes / crate::page::PAGE_SIZE
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), BufferError> {
+        if self.frames() < 2 {
+            return Err(BufferError::Config(format!(
+                "pool_bytes {} gives {} frames; at least 2 are needed",
+                self.pool_bytes,
+                self.frames()
+            )));
+        }
+        if self.background_writer && (self.writer_batch_pages == 0 || self.writer_interval_ms == 0)
+        {
+            return Err(BufferError::Config(
+                "the background writer needs writer_batch_pages > 0 and writer_interval_ms > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! [`BufferPool`]: the public face, and the pin paths (hit, miss, load).
+//!
+//! Write-back (eviction writes, `flush_*`, the background writer's batches)
+//! is in `writeback.rs`; the guards in `guard.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::flusher::WalFlusher;
+use super::frame::{Frame, FrameState, Meta, PageKey};
+use super::guard::{PageReadGuard, PageWriteGuard, PinnedPage};
+use super::replacer::{Candidate, Pick};
+use super::stats::{BufferStats, Counters, bump};
+use super::writeback::LatchMode;
+use super::writer::BackgroundWriter;
+use super::{BufferConfig, FileId};
+use crate::error::BufferError;
+use crate::page::{self, PAGE_SIZE};
+use crate::types::{Lsn, PageId};
+
+/// State shared by the pool, its guards and its background writer.
+pub(crate) struct Shared {
+    pub(crate) io: Arc<dyn AsyncIo>,
+    pub(crate) wal: Arc<dyn WalFlusher>,
+    pub(crate) frames: Box<[Frame]>,
+    pub(crate) meta: Mutex<Meta>,
+    /// Notified when a frame leaves `Loading` or a write-back ends.
+    pub(crate) changed: Condvar,
+    pub(crate) stats: Counters,
+    /// Highest LSN a `flush_through` returned Ok for: later pages at or
+    /// below it are written without asking the WAL again.
+    pub(crate) wal_durable: AtomicU64,
+    /// Set by a failed fdatasync (invariant 7).
+    pub(crate) poisoned: AtomicBool,
+}
+
+/// Whether a pin wants a page from disk or a brand-new page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Existing,
+    New,
+}
+
+/// What `claim_frame` found.
+enum Claimed {
+    /// The page is in memory and now pinned.
+    Hit(usize),
+    /// The frame is mapped to the page, `Loading`, pinned for the caller.
+    Miss(usize, FileHandle),
+}
+
+/// A frame the replacer offered.
+enum Victim {
+    Clean(usize),
+    Dirty(usize),
+    /// Nothing evictable now, but frames are only busy with I/O.
+    Wait,
+}
+
+/// Byte offset of a page in its file.
+pub(crate) fn page_offset(page: PageId) -> u64 {
+    u64::from(page.0) * PAGE_SIZE as u64
+}
+
+impl Shared {
+    /// Pins `key`, reading it on a miss.
+    pub(crate) fn pin(&self, key: PageKey) -> Result<usize, BufferError> {
+        match self.claim_frame(key, Want::Existing)? {
+            Claimed::Hit(frame) => Ok(frame),
+            Claimed::Miss(frame, handle) => {
+                self.load(frame, key, handle)?;
+                Ok(frame)
+            }
+        }
+    }
+
+    /// Finds `key` in the table (pinning it) or claims a frame for it.
+    fn claim_frame(&self, key: PageKey, want: Want) -> Result<Claimed, BufferError> {
+        let mut meta = self.meta.lock();
+        loop {
+            if let Some(&frame) = meta.table.get(&key) {
+                if want == Want::New {
+                    return Err(BufferError::AlreadyCached {
+                        file: key.file,
+                        page: key.page,
+                    });
+                }
+                if meta.frames[frame].state == FrameState::Ready {
+                    meta.frames[frame].pins += 1;
+                    meta.clock.touch(frame);
+                    bump(&self.stats.hits, 1);
+                    return Ok(Claimed::Hit(frame));
+                }
+                // Loading: wait, then look again (a failed load unmaps it).
+                self.changed.wait(&mut meta);
+                continue;
+            }
+            let handle = meta.handle(key.file)?;
+            let frame = match self.find_victim(&mut meta)? {
+                Victim::Clean(frame) => frame,
+                Victim::Wait => {
+                    self.changed.wait(&mut meta);
+                    continue;
+                }
+                Victim::Dirty(frame) => match self.evict_dirty(&mut meta, frame, key)? {
+                    Some(frame) => frame,
+                    None => continue,
+                },
+            };
+            if meta.claim(frame, key).is_some() {
+                bump(&self.stats.evictions, 1);
+            }
+            bump(&self.stats.misses, 1);
+            return Ok(Claimed::Miss(frame, handle));
+        }
+    }
+
+    /// Asks the free list, then the clock, for a frame.
+    fn find_victim(&self, meta: &mut Meta) -> Result<Victim, BufferError> {
+        while let Some(frame) = meta.free.pop() {
+            // Entries go stale when the clock reuses a free frame first.
+            if meta.frames[frame].state == FrameState::Free && meta.frames[frame].evictable() {
+                return Ok(Victim::Clean(frame));
+            }
+        }
+        let Meta { frames, clock, .. } = meta;
+        let pick = clock.pick(|f| {
+            let m = &frames[f];
+            if m.pins > 0 {
+                Candidate::Pinned
+            } else if m.evictable() {
+                Candidate::Evictable
+            } else {
+                Candidate::Busy
+            }
+        });
+        match pick {
+            Pick::Victim(frame) if frames[frame].dirty => Ok(Victim::Dirty(frame)),
+            Pick::Victim(frame) => Ok(Victim::Clean(frame)),
+            Pick::Busy => Ok(Victim::Wait),
+            Pick::AllPinned => Err(BufferError::AllFramesPinned {
+                frames: frames.len(),
+            }),
+        }
+    }
+
+    /// Writes a dirty victim with the mutex released, then takes it for
+    /// `key` if it is still unpinned and clean and `key` is still missing.
+    /// `None`: start over (someone loaded `key`, or pinned or re-dirtied the
+    /// victim, or its latch was busy).
+    fn evict_dirty(
+        &self,
+        meta: &mut MutexGuard<'_, Meta>,
+        frame: usize,
+        key: PageKey,
+    ) -> Result<Option<usize>, BufferError> {
+        meta.frames[frame].writing = true;
+        let outcome =
+            MutexGuard::unlocked(meta, || self.write_frames(vec![frame], LatchMode::Try))?;
+        bump(&self.stats.dirty_evictions, outcome.written as u64);
+        let m = &meta.frames[frame];
+        let reusable = m.evictable() && !m.dirty && m.state == FrameState::Ready;
+        Ok((reusable && !meta.table.contains_key(&key)).then_some(frame))
+    }
+
+    /// Reads and verifies the page into a `Loading` frame; Ready on success,
+    /// unmapped and Free on failure. Neither latch nor mutex is held during
+    /// the read: nobody else touches a Loading frame's bytes.
+    fn load(&self, frame: usize, key: PageKey, handle: FileHandle) -> Result<(), BufferError> {
+        let buf = std::mem::replace(&mut *self.frames[frame].data.write(), IoBuf::zeroed(0));
+        let read = self
+            .io
+            .read_exact_at(handle, page_offset(key.page), buf)
+            .wait();
+        let (file, page) = (key.file, key.page);
+        let (buf, outcome) = match read {
+            Ok(buf) => {
+                bump(&self.stats.reads, 1);
+                let verified = page::verify(&buf, page)
+                    .map(|_| ())
+                    .map_err(|source| BufferError::PageCorrupt { file, page, source });
+                (buf, verified)
+            }
+            Err(IoError::ShortRead { .. }) => (
+                IoBuf::aligned(PAGE_SIZE),
+                Err(BufferError::PageBeyondEof { file, page }),
+            ),
+            Err(source) => (
+                IoBuf::aligned(PAGE_SIZE),
+                Err(BufferError::Io {
+                    op: "read",
+                    file,
+                    page,
+                    source,
+                }),
+            ),
+        };
+        *self.frames[frame].data.write() = buf;
+        let mut meta = self.meta.lock();
+        match outcome {
+            Ok(()) => meta.finish_load(frame),
+            Err(_) => meta.release(frame),
+        }
+        drop(meta);
+        self.changed.notify_all();
+        outcome
+    }
+
+    /// Drops one pin (guards call this after releasing the latch).
+    pub(crate) fn unpin(&self, frame: usize) {
+        let mut meta = self.meta.lock();
+        let m = &mut meta.frames[frame];
+        debug_assert!(m.pins > 0, "unpin of an unpinned frame");
+        m.pins = m.pins.saturating_sub(1);
+    }
+
+    /// Records a change (called with the frame's exclusive latch held).
+    pub(crate) fn mark_dirty(&self, frame: usize, lsn: Lsn) {
+        let mut meta = self.meta.lock();
+        let m = &mut meta.frames[frame];
+        if !m.dirty {
+            m.dirty = true;
+            m.rec_lsn = lsn;
+        }
+        m.mod_count += 1;
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+}
+
+/// Keel's buffer pool (see the module documentation for the protocol).
+pub struct BufferPool {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<BackgroundWriter>>,
+}
+
+impl BufferPool {
+    /// A pool of `config.frames()` frames doing I/O through `io`, and asking
+    /// `wal` to flush before writing a page (invariant 4). Starts the
+    /// background writer if configured.
+    pub fn new(
+        io: Arc<dyn AsyncIo>,
+        wal: Arc<dyn WalFlusher>,
+        config: BufferConfig,
+    ) -> Result<BufferPool, BufferError> {
+        config.validate()?;
+        let n = config.frames();
+        let shared = Arc::new(Shared {
+            io,
+            wal,
+            frames: (0..n).map(|_| Frame::new()).collect(),
+            meta: Mutex::new(Meta::new(n)),
+            changed: Condvar::new(),
+            stats: Counters::default(),
+            wal_durable: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+        });
+        let writer = if config.background_writer {
+            Some(BackgroundWriter::start(
+                Arc::clone(&shared),
+                config.writer_interval_ms,
+                config.writer_batch_pages,
+            )?)
+        } else {
+            None
+        };
+        Ok(BufferPool {
+            shared,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Number of frames.
+    pub fn frame_count(&self) -> usize {
+        self.shared.frames.len()
+    }
+
+    /// Makes `handle` (an opened data file) known as `file`.
+    pub fn register_file(&self, file: FileId, handle: FileHandle) -> Result<(), BufferError> {
+        let mut meta = self.shared.meta.lock();
+        if meta.files.contains_key(&file) {
+            return Err(BufferError::FileRegistered { file });
+        }
+        meta.files.insert(
+            file,
+            super::frame::FileEntry {
+                handle,
+                unsynced: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets `file` and **discards** its cached pages, dirty or not (to
+    /// keep changes, [`flush_file`](Self::flush_file) first). Fails with
+    /// `FileBusy` while any of its pages is pinned, loading or being
+    /// written. Returns the handle so the caller can close it.
+    pub fn unregister_file(&self, file: FileId) -> Result<FileHandle, BufferError> {
+        let mut meta = self.shared.meta.lock();
+        let handle = meta.handle(file)?;
+        let frames: Vec<usize> = (0..meta.frames.len())
+            .filter(|&f| meta.frames[f].key.is_some_and(|k| k.file == file))
+            .collect();
+        if frames.iter().any(|&f| !meta.frames[f].evictable()) {
+            return Err(BufferError::FileBusy { file });
+        }
+        for f in frames {
+            meta.release(f);
+        }
+        meta.files.remove(&file);
+        Ok(handle)
+    }
+
+    /// Pins a page without latching it, reading it if needed. Latch it
+    /// with [`PinnedPage::read`] / [`PinnedPage::write`].
+    pub fn pin(&self, file: FileId, page: PageId) -> Result<PinnedPage<'_>, BufferError> {
+        let key = PageKey { file, page };
+        let frame = self.shared.pin(key)?;
+        Ok(PinnedPage::new(&self.shared, frame, key))
+    }
+
+    /// Pins the page and takes its latch shared.
+    pub fn fetch_read(&self, file: FileId, page: PageId) -> Result<PageReadGuard<'_>, BufferError> {
+        Ok(self.pin(file, page)?.read())
+    }
+
+    /// Pins the page and takes its latch exclusive.
+    pub fn fetch_write(
+        &self,
+        file: FileId,
+        page: PageId,
+    ) -> Result<PageWriteGuard<'_>, BufferError> {
+        Ok(self.pin(file, page)?.write())
+    }
+
+    /// A frame for a page that does not exist on disk yet: zeroed, nothing
+    /// read, returned latched exclusive. The caller formats it and marks it
+    /// dirty before dropping the guard (an unmarked new page is dropped on
+    /// eviction). Fails with `AlreadyCached` if the page is in the pool.
+    pub fn new_page(&self, file: FileId, page: PageId) -> Result<PageWriteGuard<'_>, BufferError> {
+        let key = PageKey { file, page };
+        let shared = &*self.shared;
+        let frame = match shared.claim_frame(key, Want::New)? {
+            Claimed::Miss(frame, _) => frame,
+            // claim_frame(New) reports a cached page as AlreadyCached; never
+            // zero a live page if that ever changes.
+            Claimed::Hit(frame) => {
+                shared.unpin(frame);
+                return Err(BufferError::AlreadyCached { file, page });
+            }
+        };
+        let mut latch = shared.frames[frame].data.write();
+        latch.fill(0);
+        shared.meta.lock().finish_load(frame);
+        shared.changed.notify_all();
+        Ok(PageWriteGuard::new(
+            latch,
+            PinnedPage::new(shared, frame, key),
+        ))
+    }
+
+    /// Writes the page if it is dirty (waiting for a write-back already in
+    /// progress). Do not call it with latches held.
+    pub fn flush_page(&self, file: FileId, page: PageId) -> Result<(), BufferError> {
+        self.shared.flush_page(PageKey { file, page })
+    }
+
+    /// Writes every page of `file` dirty at the call, then fdatasyncs it.
+    pub fn flush_file(&self, file: FileId) -> Result<(), BufferError> {
+        self.shared.flush_where(|f| f == file)
+    }
+
+    /// Writes every page dirty at the call, then fdatasyncs every file
+    /// written since its last sync: afterwards every change made before the
+    /// call is durable in the data files (shutdown, checkpoints). Do not
+    /// call it with latches held.
+    pub fn flush_all(&self) -> Result<(), BufferError> {
+        self.shared.flush_where(|_| true)
+    }
+
+    /// The dirty page table: every dirty page with its recLSN (the LSN of
+    /// its first change since it was last clean), ordered by file and page.
+    pub fn dirty_pages(&self) -> Vec<(FileId, PageId, Lsn)> {
+        let meta = self.shared.meta.lock();
+        let mut out: Vec<_> = meta
+            .frames
+            .iter()
+            .filter(|m| m.dirty)
+            .filter_map(|m| m.key.map(|k| (k.file, k.page, m.rec_lsn)))
+            .collect();
+        drop(meta);
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether a failed fdatasync has poisoned the pool (invariant 7).
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.is_poisoned()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BufferStats {
+        let dirty = self.shared.meta.lock().dirty_count();
+        self.shared.stats.snapshot(self.frame_count(), dirty)
+    }
+
+    /// Stops the background writer, then [`flush_all`](Self::flush_all).
+    /// The pool stays usable (without the writer). Dropping the pool stops
+    /// the writer but does not flush.
+    pub fn shutdown(&self) -> Result<(), BufferError> {
+        let writer = self.writer.lock().take();
+        drop(writer);
+        self.flush_all()
+    }
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("frames", &self.frame_count())
+            .field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,431 @@
+//! Buffer pool unit tests on the simulator backend. Each test names the
+//! rule it checks; the multi-threaded, thread-pool and crash tests are in
+//! `tests/buffer.rs`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, OpKind, OpenOptions};
+use parking_lot::Mutex;
+
+use super::*;
+use crate::error::ErrorClass;
+use crate::page::{PAGE_SIZE, SlottedPage, TupleFlags};
+use crate::types::{Lsn, PageId, SlotId};
+
+const F: FileId = FileId(7);
+
+fn sim() -> Arc<SimIo> {
+    Arc::new(SimIo::new(SimConfig::seeded(1)))
+}
+
+fn open(io: &dyn AsyncIo, path: &str) -> FileHandle {
+    io.open(
+        Path::new(path),
+        OpenOptions::read_write_create(FileClass::Data),
+    )
+    .wait()
+    .unwrap()
+}
+
+fn pool_with(io: Arc<SimIo>, frames: usize, wal: Arc<dyn WalFlusher>) -> BufferPool {
+    let handle = open(&*io, "/data");
+    let pool = BufferPool::new(io, wal, BufferConfig::with_frames(frames)).unwrap();
+    pool.register_file(F, handle).unwrap();
+    pool
+}
+
+fn pool(io: Arc<SimIo>, frames: usize) -> BufferPool {
+    pool_with(io, frames, Arc::new(NoWal))
+}
+
+/// Formats a new heap page holding one tuple, `tag`, logged at `lsn`.
+fn create(pool: &BufferPool, page: u32, tag: u64, lsn: u64) {
+    let mut g = pool.new_page(F, PageId(page)).unwrap();
+    let mut sp = SlottedPage::init(&mut g[..], PageId(page)).unwrap();
+    sp.insert(&tag.to_le_bytes(), TupleFlags::NONE).unwrap();
+    g.mark_dirty(Lsn(lsn));
+}
+
+/// Replaces the page's tuple with `tag`, logged at `lsn`.
+fn update(pool: &BufferPool, page: u32, tag: u64, lsn: u64) {
+    let mut g = pool.fetch_write(F, PageId(page)).unwrap();
+    let mut sp = SlottedPage::open(&mut g[..], PageId(page)).unwrap();
+    sp.update(SlotId(0), &tag.to_le_bytes(), TupleFlags::NONE)
+        .unwrap();
+    g.mark_dirty(Lsn(lsn));
+}
+
+fn tag_in(bytes: &[u8], page: u32) -> u64 {
+    let sp = SlottedPage::open(bytes, PageId(page)).unwrap();
+    u64::from_le_bytes(sp.tuple(SlotId(0)).unwrap().try_into().unwrap())
+}
+
+fn read_tag(pool: &BufferPool, page: u32) -> u64 {
+    tag_in(&pool.fetch_read(F, PageId(page)).unwrap(), page)
+}
+
+/// The page as stored in the simulated file, bypassing the pool.
+fn on_disk(io: &SimIo, page: u32) -> Option<Vec<u8>> {
+    let h = open(io, "/data");
+    let off = u64::from(page) * PAGE_SIZE as u64;
+    io.read_exact_at(h, off, IoBuf::zeroed(PAGE_SIZE))
+        .wait()
+        .ok()
+        .map(IoBuf::into_vec)
+}
+
+#[test]
+fn read_after_write_through_eviction() {
+    let io = sim();
+    let pool = pool(io.clone(), 8);
+    for p in 0..100 {
+        create(&pool, p, u64::from(p) * 3, u64::from(p) + 1);
+    }
+    for p in (0..100).rev() {
+        assert_eq!(read_tag(&pool, p), u64::from(p) * 3);
+    }
+    for p in (0..100).step_by(7) {
+        update(&pool, p, 1000 + u64::from(p), 200 + u64::from(p));
+    }
+    for p in 0..100 {
+        let want = if p % 7 == 0 {
+            1000 + u64::from(p)
+        } else {
+            u64::from(p) * 3
+        };
+        assert_eq!(read_tag(&pool, p), want);
+    }
+    let s = pool.stats();
+    assert_eq!(s.frames, 8);
+    assert!(
+        s.evictions >= 92 && s.dirty_evictions > 0 && s.reads > 0,
+        "{s:?}"
+    );
+    pool.flush_all().unwrap();
+    assert!(pool.dirty_pages().is_empty());
+    drop(pool);
+
+    let fresh = self::pool(io, 8);
+    for p in 0..100 {
+        let want = if p % 7 == 0 {
+            1000 + u64::from(p)
+        } else {
+            u64::from(p) * 3
+        };
+        assert_eq!(read_tag(&fresh, p), want);
+    }
+}
+
+#[test]
+fn all_frames_pinned_is_an_error_not_a_hang() {
+    let pool = pool(sim(), 4);
+    let guards: Vec<_> = (0..4)
+        .map(|p| pool.new_page(F, PageId(p)).unwrap())
+        .collect();
+    let e = pool.fetch_read(F, PageId(9)).unwrap_err();
+    assert!(
+        matches!(e, BufferError::AllFramesPinned { frames: 4 }),
+        "{e}"
+    );
+    assert_eq!(e.class(), ErrorClass::Transient);
+    let e = pool.new_page(F, PageId(9)).unwrap_err();
+    assert!(matches!(e, BufferError::AllFramesPinned { .. }), "{e}");
+    drop(guards);
+    // Unmarked new pages were never dirty: their frames are simply reused.
+    create(&pool, 9, 9, 1);
+    assert_eq!(read_tag(&pool, 9), 9);
+    // Pins without latches count too.
+    let pins: Vec<_> = (10..14)
+        .map(|p| {
+            create(&pool, p, 0, 1);
+            pool.pin(F, PageId(p)).unwrap()
+        })
+        .collect();
+    assert!(matches!(
+        pool.fetch_read(F, PageId(9)),
+        Err(BufferError::AllFramesPinned { .. })
+    ));
+    drop(pins);
+    assert_eq!(read_tag(&pool, 9), 9);
+}
+
+#[test]
+fn dirty_pages_report_the_first_lsn_since_clean() {
+    let pool = pool(sim(), 8);
+    create(&pool, 1, 0, 10);
+    update(&pool, 1, 1, 20);
+    create(&pool, 2, 0, 15);
+    assert_eq!(
+        pool.dirty_pages(),
+        vec![(F, PageId(1), Lsn(10)), (F, PageId(2), Lsn(15))]
+    );
+    pool.flush_page(F, PageId(1)).unwrap();
+    assert_eq!(pool.dirty_pages(), vec![(F, PageId(2), Lsn(15))]);
+    update(&pool, 1, 2, 30);
+    update(&pool, 1, 3, 40);
+    assert_eq!(
+        pool.dirty_pages(),
+        vec![(F, PageId(1), Lsn(30)), (F, PageId(2), Lsn(15))]
+    );
+    // The header carries the last LSN.
+    let g = pool.fetch_read(F, PageId(1)).unwrap();
+    assert_eq!(crate::page::page_lsn(&g), Some(Lsn(40)));
+}
+
+#[test]
+fn a_page_is_written_only_after_the_wal_is_durable_through_its_lsn() {
+    let io = sim();
+    let wal = Arc::new(RecordingFlusher::new());
+    let pool = pool_with(io.clone(), 4, wal.clone());
+    create(&pool, 0, 5, 100);
+    pool.flush_page(F, PageId(0)).unwrap();
+    assert_eq!(wal.durable(), Lsn(100));
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 5);
+
+    // The flusher fails: the page is not written and the error says why.
+    wal.set_failing(true);
+    update(&pool, 0, 6, 200);
+    let e = pool.flush_page(F, PageId(0)).unwrap_err();
+    assert!(
+        matches!(e, BufferError::WalFlush { lsn: Lsn(200), .. }),
+        "{e}"
+    );
+    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 5);
+    assert_eq!(pool.dirty_pages(), vec![(F, PageId(0), Lsn(200))]);
+
+    // Eviction of that dirty page fails the miss the same way, and the
+    // page stays in memory, dirty.
+    for p in 1..4 {
+        create(&pool, p, 0, 0);
+    }
+    let mut failed = 0;
+    for p in 4..12 {
+        match pool.new_page(F, PageId(p)) {
+            Err(BufferError::WalFlush { .. }) => failed += 1,
+            Err(e) => panic!("{e}"),
+            Ok(_) => {}
+        }
+    }
+    assert!(failed > 0);
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 5);
+    assert_eq!(read_tag(&pool, 0), 6);
+
+    // Once the log recovers, the write goes through.
+    wal.set_failing(false);
+    pool.flush_all().unwrap();
+    assert_eq!(wal.durable(), Lsn(200));
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 6);
+}
+
+#[test]
+fn corrupt_page_on_disk_is_an_error_naming_file_and_page() {
+    let io = sim();
+    let pool = pool(io.clone(), 4);
+    for p in 0..4 {
+        create(&pool, p, u64::from(p), 1);
+    }
+    pool.flush_all().unwrap();
+    drop(pool);
+    // Flip one byte in the middle of page 2.
+    let h = open(&*io, "/data");
+    let off = 2 * PAGE_SIZE as u64 + 5000;
+    let mut b = io.read_exact_at(h, off, IoBuf::zeroed(1)).wait().unwrap();
+    b[0] ^= 0x40;
+    io.write_at(h, off, b).wait().unwrap();
+
+    let pool = self::pool(io.clone(), 4);
+    let e = pool.fetch_read(F, PageId(2)).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("file 7") && msg.contains("page 2"), "{msg}");
+    assert!(matches!(e, BufferError::PageCorrupt { .. }), "{e}");
+    assert_eq!(e.class(), ErrorClass::Corruption);
+    // Asking again reads (and rejects) it again; other pages are fine.
+    assert!(pool.fetch_write(F, PageId(2)).is_err());
+    assert_eq!(read_tag(&pool, 3), 3);
+    assert_eq!(pool.stats().dirty_frames, 0);
+
+    // A page past the end of the file.
+    let e = pool.fetch_read(F, PageId(40)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BufferError::PageBeyondEof {
+                page: PageId(40),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("page 40"));
+}
+
+#[test]
+fn failed_read_frees_the_frame_and_a_retry_succeeds() {
+    let io = sim();
+    let pool = pool(io.clone(), 2);
+    create(&pool, 0, 42, 1);
+    create(&pool, 1, 43, 1);
+    pool.flush_all().unwrap();
+    create(&pool, 2, 44, 1); // evicts page 0
+    create(&pool, 3, 45, 1); // evicts page 1
+    io.add_fault(FaultRule::always(Fault::Eio).on_op(OpKind::Read));
+    let e = pool.fetch_read(F, PageId(0)).unwrap_err();
+    assert!(matches!(e, BufferError::Io { op: "read", .. }), "{e}");
+    io.clear_faults();
+    assert_eq!(read_tag(&pool, 0), 42);
+    assert_eq!(read_tag(&pool, 1), 43);
+    assert_eq!(read_tag(&pool, 2), 44);
+}
+
+/// A flusher that stops inside `flush_through` until the test lets it go.
+struct GateFlusher {
+    entered: Mutex<Option<mpsc::Sender<Lsn>>>,
+    release: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl WalFlusher for GateFlusher {
+    fn flush_through(&self, lsn: Lsn) -> Result<(), WalFlushError> {
+        if let Some(tx) = self.entered.lock().take() {
+            tx.send(lsn).unwrap();
+            self.release.lock().take().unwrap().recv().unwrap();
+        }
+        Ok(())
+    }
+}
+
+fn gate() -> (Arc<GateFlusher>, mpsc::Receiver<Lsn>, mpsc::Sender<()>) {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let flusher = Arc::new(GateFlusher {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    (flusher, entered_rx, release_tx)
+}
+
+#[test]
+fn a_change_during_write_back_keeps_the_page_dirty() {
+    let io = sim();
+    let (wal, entered, release) = gate();
+    let pool = pool_with(io.clone(), 4, wal);
+    create(&pool, 0, 1, 10);
+    std::thread::scope(|s| {
+        // Owned here so a failing assertion drops it and frees the gate.
+        let release = release;
+        let flushing = s.spawn(|| pool.flush_page(F, PageId(0)));
+        // The write-back copied the page and waits for the WAL; no latch is
+        // held, so the page can be changed meanwhile.
+        assert_eq!(entered.recv().unwrap(), Lsn(10));
+        update(&pool, 0, 2, 20);
+        release.send(()).unwrap();
+        flushing.join().unwrap().unwrap();
+    });
+    // The copy (tag 1) reached the disk, but the page is still dirty with
+    // its first unwritten change... whose recLSN is the older one (safe).
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 1);
+    assert_eq!(pool.dirty_pages().len(), 1);
+    pool.flush_all().unwrap();
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 2);
+    assert!(pool.dirty_pages().is_empty());
+}
+
+#[test]
+fn a_page_being_evicted_is_served_from_memory() {
+    let io = sim();
+    let (wal, entered, release) = gate();
+    let pool = pool_with(io.clone(), 2, wal);
+    create(&pool, 0, 100, 10); // frame 0, dirty, never written
+    create(&pool, 1, 101, 0); // frame 1
+    pool.flush_page(F, PageId(1)).unwrap(); // LSN 0: no WAL flush needed
+    std::thread::scope(|s| {
+        // Owned here so a failing assertion drops it and frees the gate.
+        let release = release;
+        // The miss picks page 0's frame and blocks writing it back.
+        let missing = s.spawn(|| pool.new_page(F, PageId(5)).map(|g| g.page_id()));
+        assert_eq!(entered.recv().unwrap(), Lsn(10));
+        let disk = on_disk(&io, 0);
+        assert!(
+            disk.is_none_or(|b| b.iter().all(|&x| x == 0)),
+            "page 0 not written yet"
+        );
+        // A fetch of page 0 now must not read the (absent) disk copy.
+        let hits = pool.stats().hits;
+        assert_eq!(read_tag(&pool, 0), 100);
+        assert_eq!(pool.stats().hits, hits + 1);
+        release.send(()).unwrap();
+        assert_eq!(missing.join().unwrap().unwrap(), PageId(5));
+    });
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 100);
+    assert_eq!(pool.stats().dirty_evictions, 1);
+}
+
+#[test]
+fn failed_fdatasync_poisons_the_pool() {
+    let io = sim();
+    let pool = pool(io.clone(), 4);
+    create(&pool, 0, 1, 1);
+    io.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fdatasync));
+    let e = pool.flush_all().unwrap_err();
+    assert!(matches!(e, BufferError::Sync { file: F, .. }), "{e}");
+    assert!(pool.is_poisoned());
+    io.clear_faults();
+    // Never retried: every later write-back refuses.
+    create(&pool, 1, 1, 1);
+    assert!(matches!(pool.flush_all(), Err(BufferError::Poisoned)));
+    assert!(matches!(
+        pool.flush_page(F, PageId(1)),
+        Err(BufferError::Poisoned)
+    ));
+    // Reads still work.
+    assert_eq!(read_tag(&pool, 0), 1);
+}
+
+#[test]
+fn files_must_be_registered_and_idle_to_unregister() {
+    let io = sim();
+    let pool = pool(io.clone(), 4);
+    assert!(matches!(
+        pool.fetch_read(FileId(99), PageId(0)),
+        Err(BufferError::UnknownFile { file: FileId(99) })
+    ));
+    let h = open(&*io, "/other");
+    assert!(matches!(
+        pool.register_file(F, h),
+        Err(BufferError::FileRegistered { .. })
+    ));
+    create(&pool, 0, 1, 1);
+    assert!(matches!(
+        pool.new_page(F, PageId(0)),
+        Err(BufferError::AlreadyCached { .. })
+    ));
+    let g = pool.fetch_read(F, PageId(0)).unwrap();
+    assert!(matches!(
+        pool.unregister_file(F),
+        Err(BufferError::FileBusy { .. })
+    ));
+    drop(g);
+    pool.flush_file(F).unwrap();
+    let handle = pool.unregister_file(F).unwrap();
+    assert!(pool.dirty_pages().is_empty());
+    pool.register_file(F, handle).unwrap();
+    assert_eq!(read_tag(&pool, 0), 1);
+}
+
+#[test]
+fn config_is_validated() {
+    let io: Arc<dyn AsyncIo> = sim();
+    let e = BufferPool::new(io.clone(), Arc::new(NoWal), BufferConfig::with_frames(1)).unwrap_err();
+    assert!(matches!(e, BufferError::Config(_)), "{e}");
+    let cfg = BufferConfig {
+        writer_batch_pages: 0,
+        background_writer: true,
+        ..BufferConfig::with_frames(4)
+    };
+    assert!(BufferPool::new(io, Arc::new(NoWal), cfg).is_err());
+    assert_eq!(BufferConfig::default().frames(), 8192);
+}

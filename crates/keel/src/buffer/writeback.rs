@@ -1,0 +1,334 @@
+//! Writing dirty pages: the one write-back routine every path uses
+//! (eviction, `flush_page`, `flush_file`/`flush_all`, the background
+//! writer), and the data-file syncs.
+//!
+//! [`Shared::write_frames`] takes frames its caller marked `writing` and:
+//!
+//! 1. copies each page under a shared latch (`try_read` on the eviction
+//!    path, see the essay's protocol), noting its modification counter
+//!    while the latch excludes every writer;
+//! 2. seals each copy's CRC32C (computed at write time, invariant 2);
+//! 3. flushes the WAL through the highest page LSN of the batch, holding no
+//!    latch and no mutex (invariants 4 and 11). If that fails nothing is
+//!    written;
+//! 4. submits every write at once through `AsyncIo`, then waits for all;
+//! 5. under the mutex: clears `writing`, and marks a frame clean only if
+//!    its counter did not move since the copy.
+
+use keel_io::{FileHandle, IoBuf};
+
+use super::FileId;
+use super::frame::{FrameState, PageKey};
+use super::pool::{Shared, page_offset};
+use super::stats::bump;
+use crate::error::BufferError;
+use crate::page;
+use crate::types::Lsn;
+
+/// Pages `flush_all` writes per batch: enough for the backend to overlap
+/// many writes, few enough that the copies stay at 512 KiB of memory.
+const FLUSH_BATCH_PAGES: usize = 64;
+
+/// How `write_frames` takes a page's latch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LatchMode {
+    /// Wait for it: the caller holds no latch.
+    Block,
+    /// Give up on the page if it is latched exclusive: the caller (a miss)
+    /// may hold other latches.
+    Try,
+}
+
+/// What `write_frames` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WriteOutcome {
+    /// Pages written.
+    pub(crate) written: usize,
+}
+
+/// One page on its way to disk.
+struct Job {
+    frame: usize,
+    key: PageKey,
+    handle: FileHandle,
+    mod_count: u64,
+    lsn: Lsn,
+    buf: IoBuf,
+}
+
+/// What copying one frame gave.
+enum Copied {
+    Ready(Job),
+    /// Latch busy (`LatchMode::Try`).
+    Skipped(usize),
+}
+
+impl Shared {
+    /// Writes the given frames (each Ready, dirty, mapped, and marked
+    /// `writing` by the caller). Every frame's `writing` flag is cleared
+    /// before this returns, whatever happens. Returns the first error.
+    pub(crate) fn write_frames(
+        &self,
+        frames: Vec<usize>,
+        mode: LatchMode,
+    ) -> Result<WriteOutcome, BufferError> {
+        if self.is_poisoned() {
+            self.end_writes(&frames, &[]);
+            return Err(BufferError::Poisoned);
+        }
+        let mut jobs = Vec::with_capacity(frames.len());
+        let mut skipped = Vec::new();
+        let mut first_err = None;
+        for &frame in &frames {
+            match self.copy_frame(frame, mode) {
+                Ok(Copied::Ready(job)) => jobs.push(job),
+                Ok(Copied::Skipped(f)) => skipped.push(f),
+                Err(e) => {
+                    skipped.push(frame);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let max_lsn = jobs.iter().map(|j| j.lsn).max().unwrap_or(Lsn::ZERO);
+        if let Err(e) = self.ensure_wal_durable(max_lsn) {
+            self.end_writes(&frames, &[]);
+            return Err(e);
+        }
+        let pending: Vec<_> = jobs
+            .iter_mut()
+            .map(|job| {
+                debug_assert!(
+                    job.lsn.0 <= self.wal_durable.load(std::sync::atomic::Ordering::SeqCst),
+                    "invariant 4: page {} written before the WAL is durable through {}",
+                    job.key.page,
+                    job.lsn
+                );
+                let buf = std::mem::replace(&mut job.buf, IoBuf::zeroed(0));
+                self.io.write_at(job.handle, page_offset(job.key.page), buf)
+            })
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(|f| f.wait()).collect();
+        let mut done = Vec::with_capacity(jobs.len());
+        for (job, result) in jobs.iter().zip(results) {
+            match result {
+                Ok(_) => done.push((job.frame, job.key.file, job.mod_count)),
+                Err(source) => {
+                    first_err.get_or_insert(BufferError::Io {
+                        op: "write",
+                        file: job.key.file,
+                        page: job.key.page,
+                        source,
+                    });
+                }
+            }
+        }
+        bump(&self.stats.writes, done.len() as u64);
+        self.end_writes(&frames, &done);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(WriteOutcome {
+                written: done.len(),
+            }),
+        }
+    }
+
+    /// Step 1–2: copies a page under its shared latch and seals the copy.
+    fn copy_frame(&self, frame: usize, mode: LatchMode) -> Result<Copied, BufferError> {
+        let data = &self.frames[frame].data;
+        let latch = match mode {
+            LatchMode::Block => data.read(),
+            LatchMode::Try => match data.try_read() {
+                Some(latch) => latch,
+                None => return Ok(Copied::Skipped(frame)),
+            },
+        };
+        // The latch excludes every writer, so the counter read now matches
+        // the bytes copied below (lock order: latch, then mutex).
+        let (key, handle, mod_count) = {
+            let meta = self.meta.lock();
+            let m = &meta.frames[frame];
+            let key = m.key.filter(|_| m.writing && m.state == FrameState::Ready);
+            let Some(key) = key else {
+                debug_assert!(false, "write-back of a frame not claimed for writing");
+                return Ok(Copied::Skipped(frame));
+            };
+            (key, meta.handle(key.file)?, m.mod_count)
+        };
+        let mut buf = IoBuf::aligned_from(&latch);
+        drop(latch);
+        let lsn = page::page_lsn(&buf).unwrap_or(Lsn::ZERO);
+        page::seal(&mut buf).map_err(|source| BufferError::PageCorrupt {
+            file: key.file,
+            page: key.page,
+            source,
+        })?;
+        debug_assert!(
+            page::verify(&buf, key.page).is_ok(),
+            "file {} page {} does not verify at write time: {:?}",
+            key.file,
+            key.page,
+            page::verify(&buf, key.page).err()
+        );
+        Ok(Copied::Ready(Job {
+            frame,
+            key,
+            handle,
+            mod_count,
+            lsn,
+            buf,
+        }))
+    }
+
+    /// Step 3: makes the WAL durable through `lsn` (invariant 4).
+    pub(crate) fn ensure_wal_durable(&self, lsn: Lsn) -> Result<(), BufferError> {
+        use std::sync::atomic::Ordering;
+        if lsn == Lsn::ZERO || lsn.0 <= self.wal_durable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        bump(&self.stats.wal_flushes, 1);
+        self.wal
+            .flush_through(lsn)
+            .map_err(|source| BufferError::WalFlush { lsn, source })?;
+        self.wal_durable.fetch_max(lsn.0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Step 5: `frames` are no longer being written; `done` lists the
+    /// written ones as (frame, file, modification counter of the copy).
+    fn end_writes(&self, frames: &[usize], done: &[(usize, FileId, u64)]) {
+        let mut meta = self.meta.lock();
+        for &frame in frames {
+            meta.frames[frame].writing = false;
+        }
+        for &(frame, file, mod_count) in done {
+            let m = &mut meta.frames[frame];
+            if m.mod_count == mod_count {
+                m.dirty = false;
+                m.rec_lsn = Lsn::ZERO;
+            }
+            if let Some(entry) = meta.files.get_mut(&file) {
+                entry.unsynced = true;
+            }
+        }
+        drop(meta);
+        self.changed.notify_all();
+    }
+
+    /// `flush_page`: writes the page if dirty, after any write in progress.
+    pub(crate) fn flush_page(&self, key: PageKey) -> Result<(), BufferError> {
+        let mut meta = self.meta.lock();
+        loop {
+            let Some(&frame) = meta.table.get(&key) else {
+                return Ok(());
+            };
+            let m = &mut meta.frames[frame];
+            if m.state != FrameState::Ready || !m.dirty {
+                return Ok(());
+            }
+            if m.writing {
+                self.changed.wait(&mut meta);
+                continue;
+            }
+            m.writing = true;
+            drop(meta);
+            return self.write_frames(vec![frame], LatchMode::Block).map(|_| ());
+        }
+    }
+
+    /// `flush_file` / `flush_all`: writes every page of a matching file that
+    /// is dirty now (each at least once, from a copy taken after this call
+    /// began), then syncs the matching files.
+    pub(crate) fn flush_where(&self, matches: impl Fn(FileId) -> bool) -> Result<(), BufferError> {
+        if self.is_poisoned() {
+            return Err(BufferError::Poisoned);
+        }
+        let mut todo: Vec<(usize, PageKey)> = {
+            let meta = self.meta.lock();
+            meta.frames
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.dirty)
+                .filter_map(|(f, m)| m.key.map(|k| (f, k)))
+                .filter(|(_, k)| matches(k.file))
+                .collect()
+        };
+        while !todo.is_empty() {
+            let mut batch = Vec::new();
+            let mut later = Vec::new();
+            let mut meta = self.meta.lock();
+            for (frame, key) in todo {
+                let m = &mut meta.frames[frame];
+                if m.key != Some(key) || !m.dirty || m.state != FrameState::Ready {
+                    continue; // evicted (hence written) or already clean
+                }
+                if m.writing || batch.len() == FLUSH_BATCH_PAGES {
+                    later.push((frame, key));
+                } else {
+                    m.writing = true;
+                    batch.push(frame);
+                }
+            }
+            if batch.is_empty() && !later.is_empty() {
+                // Only pages another write-back owns: wait for one to end.
+                self.changed.wait(&mut meta);
+            }
+            drop(meta);
+            if !batch.is_empty() {
+                self.write_frames(batch, LatchMode::Block)?;
+            }
+            todo = later;
+        }
+        self.sync_files(matches)
+    }
+
+    /// fdatasync of every matching file written since its last sync. A
+    /// failure poisons the pool: it is never retried (invariant 7).
+    fn sync_files(&self, matches: impl Fn(FileId) -> bool) -> Result<(), BufferError> {
+        let targets: Vec<(FileId, FileHandle)> = {
+            let mut meta = self.meta.lock();
+            meta.files
+                .iter_mut()
+                .filter(|(file, entry)| entry.unsynced && matches(**file))
+                .map(|(&file, entry)| {
+                    entry.unsynced = false;
+                    (file, entry.handle)
+                })
+                .collect()
+        };
+        let pending: Vec<_> = targets
+            .iter()
+            .map(|&(file, handle)| (file, self.io.fdatasync(handle)))
+            .collect();
+        bump(&self.stats.syncs, pending.len() as u64);
+        let mut first_err = None;
+        for (file, fut) in pending {
+            if let Err(source) = fut.wait() {
+                self.poisoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                first_err.get_or_insert(BufferError::Sync { file, source });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The background writer's batch: up to `max` dirty frames that nobody
+    /// pins or writes, scanned round-robin, now marked `writing`.
+    pub(crate) fn claim_writer_batch(&self, max: usize) -> Vec<usize> {
+        let mut meta = self.meta.lock();
+        let n = meta.frames.len();
+        let start = meta.writer_hand;
+        let mut batch = Vec::new();
+        let mut scanned = 0;
+        while scanned < n && batch.len() < max {
+            let frame = (start + scanned) % n;
+            scanned += 1;
+            let m = &mut meta.frames[frame];
+            if m.dirty && m.state == FrameState::Ready && m.pins == 0 && !m.writing {
+                m.writing = true;
+                batch.push(frame);
+            }
+        }
+        meta.writer_hand = (start + scanned) % n;
+        batch
+    }
+}
