@@ -30,32 +30,35 @@
 //!   built at compile time) for CPUs without the instruction, and as an
 //!   independent second opinion that tests compare the hardware path against.
 //!
-//! The split is measured, not guessed. The project machine (AMD EPYC, 2
-//! cores, SSE4.2 + PCLMULQDQ + VPCLMULQDQ but **no AVX-512**, so `crc-fast`
-//! cannot use its AVX-512 folding kernels and runs its SSE "fusion" kernel
-//! above 256 B), best of 40 interleaved rounds of each crate's one-shot
-//! function, in GB/s (10^9 B/s):
+//! The split is measured, not guessed. The project machine is an AMD EPYC
+//! (Zen 3) VM with 2 cores, SSE4.2 + PCLMULQDQ + VPCLMULQDQ but **no
+//! AVX-512**, so `crc-fast` cannot use its AVX-512 folding kernels and runs its
+//! SSE "fusion" kernel above 256 B. `KEEL_CRC_SPLIT=1 cargo bench -p keel
+//! --bench crc` times each crate's one-shot function in 40 interleaved rounds
+//! and keeps the best; in GB/s (10^9 B/s), stable across three runs:
 //!
 //! | input  | `crc32c` | `crc-fast` |
 //! |--------|----------|------------|
-//! | 32 B   | 3.1      | 3.6        |
-//! | 64 B   | 6.3      | 8.6        |
-//! | 128 B  | 8.8      | 13.6       |
-//! | 256 B  | 9.4      | 13.2       |
-//! | 257 B  | 9.1      | 6.2        |
-//! | 512 B  | 9.0      | 8.2        |
-//! | 1 KiB  | 15.9     | 10.5       |
+//! | 16 B   | 1.8      | 2.5        |
+//! | 32 B   | 3.3      | 4.5        |
+//! | 64 B   | 6.7      | 10.4       |
+//! | 128 B  | 8.0      | 14.1       |
+//! | 256 B  | 9.7      | 13.6       |
+//! | 257 B  | 9.4      | 6.3        |
+//! | 512 B  | 9.1      | 8.2        |
+//! | 1 KiB  | 16.0     | 10.6       |
 //! | 8 KiB  | 19.2     | 15.6       |
 //!
-//! `crc-fast` wins by 1.2–1.5× up to 256 B and loses from 257 B on, so the
+//! `crc-fast` wins by 1.35–1.75× up to 256 B and loses from 257 B on, so the
 //! cut is exactly its own small-input limit. Appending is different: a
-//! `crc-fast` digest that starts from a given CRC costs a lookup of the
-//! algorithm's parameters per call, which made it *slower* than `crc32c` at
-//! 64 B (5.5 vs 6.3 GB/s) and only ~1.1× faster at 128–256 B, so
-//! [`crc32c_append`] always uses `crc32c`. `cargo bench -p keel --bench crc`
-//! reproduces the comparison (BENCHMARKS.md, section "CRC32C"). On a CPU with
-//! AVX-512 VPCLMULQDQ `crc-fast` may win on whole pages too: re-measure there
-//! before changing the split.
+//! `crc-fast` digest that starts from a given CRC looks up the algorithm's
+//! parameters on every call, which in a one-off interleaved comparison made
+//! it *slower* than `crc32c` at 64 B (5.5 vs 6.3 GB/s) and only ~1.1× faster
+//! at 128–256 B, so [`crc32c_append`] always uses `crc32c`. Criterion's
+//! figures (BENCHMARKS.md, section "CRC32C") point the same way but drift by
+//! up to ±30 % between runs on this shared VM. On a CPU with AVX-512
+//! VPCLMULQDQ `crc-fast` may win on whole pages too: re-measure there before
+//! changing the split.
 //!
 //! # Choosing, once
 //!
@@ -342,7 +345,7 @@ pub mod hardware {
     /// Longest input that [`crc32c()`] hands to `crc-fast` on x86_64; longer
     /// ones go to the `crc32c` crate. 256 is `crc-fast`'s own limit for its
     /// small-input kernel: one byte more and it switches to a kernel that
-    /// loses to `crc32c` (6.2 vs 9.1 GB/s at 257 B; table in the module doc).
+    /// loses to `crc32c` (6.3 vs 9.4 GB/s at 257 B; table in the module doc).
     pub const SMALL_INPUT_MAX_BYTES: usize = 256;
 
     /// What [`super::Crc32cImpl::describe`] prints for this path.
