@@ -35,16 +35,18 @@
 //!    across a read of another page, pin them all first ([`BufferPool::pin`]
 //!    may read from disk), then latch the pins in order.
 //! 3. No latch is held while waiting for a lock (lock manager), for a log
-//!    flush, or for a read of another page. Taking the same page's latch
-//!    twice in one thread deadlocks (`parking_lot` latches are not
+//!    flush, or for a read of another page. So `pin`, `fetch_*`,
+//!    `new_page` and `flush_*` are never called with a latch held: any of
+//!    them may read a page or wait for a write-back. Taking the same page's
+//!    latch twice in one thread deadlocks (`parking_lot` latches are not
 //!    reentrant).
 //! 4. The pool itself never holds a latch or its table mutex during I/O. A
 //!    write-back copies the page under a *shared* latch (so readers go on),
 //!    drops it, then flushes the WAL through the copy's page LSN and writes
-//!    the copy. Eviction takes the victim's latch only with `try_read`
-//!    (PostgreSQL does the same): a thread that holds a latch on page 1 and
-//!    misses on page 2 must not block on a victim latched by a thread that
-//!    waits for page 1.
+//!    the copy. Eviction and the background writer take a page's latch
+//!    only with `try_read` and skip the page if it is busy (PostgreSQL's
+//!    eviction does the same), so even a caller that breaks rule 3 cannot
+//!    make them wait on it; `flush_page`/`flush_*` wait for the latch.
 //! 5. Lock order: page latch, then the pool's table mutex. The mutex is
 //!    never held while taking a latch that anyone may hold.
 //!

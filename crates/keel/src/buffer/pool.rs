@@ -98,7 +98,7 @@ impl Shared {
                 self.changed.wait(&mut meta);
                 continue;
             }
-            let handle = meta.handle(key.file)?;
+            meta.handle(key.file)?;
             let frame = match self.find_victim(&mut meta)? {
                 Victim::Clean(frame) => frame,
                 Victim::Wait => {
@@ -110,6 +110,9 @@ impl Shared {
                     None => continue,
                 },
             };
+            // Looked up again: evict_dirty released the mutex, and the file
+            // may have been unregistered meanwhile.
+            let handle = meta.handle(key.file)?;
             if meta.claim(frame, key).is_some() {
                 bump(&self.stats.evictions, 1);
             }

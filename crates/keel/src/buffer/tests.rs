@@ -282,53 +282,87 @@ fn failed_read_frees_the_frame_and_a_retry_succeeds() {
     assert_eq!(read_tag(&pool, 2), 44);
 }
 
-/// A flusher that stops inside `flush_through` until the test lets it go.
+/// What the gated thread reports.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    /// The pool called `flush_through(lsn)` and is now stopped there.
+    Entered(Lsn),
+    /// The pool operation returned (without ever flushing, if it comes first).
+    Done,
+}
+
+/// A flusher that stops inside its first `flush_through` until the test
+/// lets it go.
 struct GateFlusher {
-    entered: Mutex<Option<mpsc::Sender<Lsn>>>,
+    events: Mutex<Option<mpsc::Sender<Event>>>,
     release: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 impl WalFlusher for GateFlusher {
     fn flush_through(&self, lsn: Lsn) -> Result<(), WalFlushError> {
-        if let Some(tx) = self.entered.lock().take() {
-            tx.send(lsn).unwrap();
-            self.release.lock().take().unwrap().recv().unwrap();
+        if let Some(tx) = self.events.lock().take() {
+            tx.send(Event::Entered(lsn)).unwrap();
+            // A dropped sender (the test failed) also lets it go.
+            let _ = self.release.lock().take().unwrap().recv();
         }
         Ok(())
     }
 }
 
-fn gate() -> (Arc<GateFlusher>, mpsc::Receiver<Lsn>, mpsc::Sender<()>) {
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    let flusher = Arc::new(GateFlusher {
-        entered: Mutex::new(Some(entered_tx)),
+/// Runs `op` on a thread; once the pool is stopped in the gated flusher,
+/// runs `meanwhile` on this thread, then lets the flush finish. Never hangs:
+/// if `op` returns without flushing, the test fails at once.
+fn while_flushing<T: Send>(
+    frames: usize,
+    setup: impl FnOnce(&BufferPool),
+    op: impl FnOnce(&BufferPool) -> T + Send,
+    meanwhile: impl FnOnce(&SimIo, &BufferPool, Lsn),
+) -> (Arc<SimIo>, BufferPool, T) {
+    let io = sim();
+    let (events_tx, events) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let wal = Arc::new(GateFlusher {
+        events: Mutex::new(Some(events_tx.clone())),
         release: Mutex::new(Some(release_rx)),
     });
-    (flusher, entered_rx, release_tx)
+    let pool = pool_with(io.clone(), frames, wal);
+    setup(&pool);
+    let out = std::thread::scope(|s| {
+        let release = release; // dropped by a failing assertion: frees the gate
+        let pool = &pool;
+        let worker = s.spawn(move || {
+            let out = op(pool);
+            let _ = events_tx.send(Event::Done);
+            out
+        });
+        let Event::Entered(lsn) = events.recv().unwrap() else {
+            panic!("the operation finished without flushing the WAL");
+        };
+        meanwhile(&io, pool, lsn);
+        release.send(()).unwrap();
+        worker.join().unwrap()
+    });
+    (io, pool, out)
 }
 
 #[test]
 fn a_change_during_write_back_keeps_the_page_dirty() {
-    let io = sim();
-    let (wal, entered, release) = gate();
-    let pool = pool_with(io.clone(), 4, wal);
-    create(&pool, 0, 1, 10);
-    std::thread::scope(|s| {
-        // Owned here so a failing assertion drops it and frees the gate.
-        let release = release;
-        let flushing = s.spawn(|| pool.flush_page(F, PageId(0)));
-        // The write-back copied the page and waits for the WAL; no latch is
-        // held, so the page can be changed meanwhile.
-        assert_eq!(entered.recv().unwrap(), Lsn(10));
-        update(&pool, 0, 2, 20);
-        release.send(()).unwrap();
-        flushing.join().unwrap().unwrap();
-    });
-    // The copy (tag 1) reached the disk, but the page is still dirty with
-    // its first unwritten change... whose recLSN is the older one (safe).
+    let (io, pool, flushed) = while_flushing(
+        4,
+        |pool| create(pool, 0, 1, 10),
+        |pool| pool.flush_page(F, PageId(0)),
+        |_, pool, lsn| {
+            // The write-back copied the page and waits for the WAL; no latch
+            // is held, so the page can be changed meanwhile.
+            assert_eq!(lsn, Lsn(10));
+            update(pool, 0, 2, 20);
+        },
+    );
+    flushed.unwrap();
+    // The copy (tag 1) reached the disk, but the later change keeps the
+    // page dirty (with the older recLSN: conservative, hence safe).
     assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 1);
-    assert_eq!(pool.dirty_pages().len(), 1);
+    assert_eq!(pool.dirty_pages(), vec![(F, PageId(0), Lsn(10))]);
     pool.flush_all().unwrap();
     assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 2);
     assert!(pool.dirty_pages().is_empty());
@@ -336,30 +370,29 @@ fn a_change_during_write_back_keeps_the_page_dirty() {
 
 #[test]
 fn a_page_being_evicted_is_served_from_memory() {
-    let io = sim();
-    let (wal, entered, release) = gate();
-    let pool = pool_with(io.clone(), 2, wal);
-    create(&pool, 0, 100, 10); // frame 0, dirty, never written
-    create(&pool, 1, 101, 0); // frame 1
-    pool.flush_page(F, PageId(1)).unwrap(); // LSN 0: no WAL flush needed
-    std::thread::scope(|s| {
-        // Owned here so a failing assertion drops it and frees the gate.
-        let release = release;
-        // The miss picks page 0's frame and blocks writing it back.
-        let missing = s.spawn(|| pool.new_page(F, PageId(5)).map(|g| g.page_id()));
-        assert_eq!(entered.recv().unwrap(), Lsn(10));
-        let disk = on_disk(&io, 0);
-        assert!(
-            disk.is_none_or(|b| b.iter().all(|&x| x == 0)),
-            "page 0 not written yet"
-        );
-        // A fetch of page 0 now must not read the (absent) disk copy.
-        let hits = pool.stats().hits;
-        assert_eq!(read_tag(&pool, 0), 100);
-        assert_eq!(pool.stats().hits, hits + 1);
-        release.send(()).unwrap();
-        assert_eq!(missing.join().unwrap().unwrap(), PageId(5));
-    });
+    let (io, pool, created) = while_flushing(
+        2,
+        |pool| {
+            create(pool, 0, 100, 10); // frame 0, dirty, never written
+            create(pool, 1, 101, 0); // frame 1
+            pool.flush_page(F, PageId(1)).unwrap(); // LSN 0: no WAL flush
+        },
+        // The miss picks page 0's frame and stops writing it back.
+        |pool| pool.new_page(F, PageId(5)).map(|g| g.page_id()),
+        |io, pool, lsn| {
+            assert_eq!(lsn, Lsn(10));
+            let disk = on_disk(io, 0);
+            assert!(
+                disk.is_none_or(|b| b.iter().all(|&x| x == 0)),
+                "page 0 not written yet"
+            );
+            // A fetch of page 0 now must not read the (absent) disk copy.
+            let hits = pool.stats().hits;
+            assert_eq!(read_tag(pool, 0), 100);
+            assert_eq!(pool.stats().hits, hits + 1);
+        },
+    );
+    assert_eq!(created.unwrap(), PageId(5));
     assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 100);
     assert_eq!(pool.stats().dirty_evictions, 1);
 }

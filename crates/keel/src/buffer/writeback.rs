@@ -34,8 +34,9 @@ const FLUSH_BATCH_PAGES: usize = 64;
 pub(crate) enum LatchMode {
     /// Wait for it: the caller holds no latch.
     Block,
-    /// Give up on the page if it is latched exclusive: the caller (a miss)
-    /// may hold other latches.
+    /// Give up on the page if it is latched exclusive: the caller (a miss,
+    /// or the background writer) must not wait for a latch holder that may
+    /// itself be waiting for a frame.
     Try,
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Each round it sleeps `writer_interval_ms` (or until stopped), claims up
 //! to `writer_batch_pages` frames round-robin (`claim_writer_batch`), and
-//! hands them to `write_frames`, which submits all the writes at once and
-//! then waits for them. A failed batch leaves its pages dirty and is only
+//! hands them to `write_frames` (skipping pages latched exclusive at that
+//! moment), which submits all the writes at once and then waits for them. A failed batch leaves its pages dirty and is only
 //! counted (`writer_errors`): the next `flush_all` or eviction reports the
 //! error to a caller. It does not sync files; `flush_all` does.
 //!
@@ -92,7 +92,9 @@ fn run(shared: &Shared, control: &Control, interval: Duration, batch_pages: usiz
         if batch.is_empty() {
             continue;
         }
-        match shared.write_frames(batch, LatchMode::Block) {
+        // Try: a page latched exclusive is busy now; skip it rather than
+        // wait (its holder may itself be waiting for a frame).
+        match shared.write_frames(batch, LatchMode::Try) {
             Ok(outcome) => bump(&shared.stats.writer_pages, outcome.written as u64),
             Err(_) => bump(&shared.stats.writer_errors, 1),
         }

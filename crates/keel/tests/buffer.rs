@@ -1,0 +1,430 @@
+//! Buffer pool tests through the public API: eviction round trips and
+//! concurrent heap-page workloads on the simulator and the thread-pool
+//! backend, WAL-before-data (invariant 4) watched at the I/O layer with a
+//! recording flusher and with the real log, durability across a simulated
+//! power cut after `flush_all`, and the background writer.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keel::buffer::{BufferConfig, BufferError, BufferPool, FileId, NoWal, RecordingFlusher};
+use keel::buffer::{PageWriteGuard, WalFlusher};
+use keel::page::{self, SlottedPage, TupleFlags};
+use keel::types::{Lsn, PageId, SlotId, TxnId};
+use keel::wal::{RecordMeta, RecordType, Wal, WalConfig};
+use keel_io::sim::{SimConfig, SimIo};
+use keel_io::{
+    AsyncIo, FileClass, FileHandle, IoConfig, IoFuture, IoStats, OpenOptions, Rejected, Reply,
+    Request, ThreadPoolIo,
+};
+use parking_lot::Mutex;
+
+const F: FileId = FileId(1);
+const THREADS: u32 = 4;
+const PAGES: u32 = 100;
+const ROUNDS: u32 = 6;
+
+/// One backend with a directory to put data files in.
+struct Backend {
+    io: Arc<dyn AsyncIo>,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn sim() -> Backend {
+        Backend {
+            io: Arc::new(SimIo::new(SimConfig::seeded(7))),
+            dir: PathBuf::from("/"),
+            _tmp: None,
+        }
+    }
+
+    fn thread_pool() -> Backend {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        Backend {
+            io: Arc::new(ThreadPoolIo::new(&IoConfig::default()).unwrap()),
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+        }
+    }
+
+    fn open(&self, name: &str) -> FileHandle {
+        open(&*self.io, &self.dir.join(name))
+    }
+}
+
+fn open(io: &dyn AsyncIo, path: &Path) -> FileHandle {
+    io.open(path, OpenOptions::read_write_create(FileClass::Data))
+        .wait()
+        .unwrap()
+}
+
+fn pool(
+    io: &Arc<dyn AsyncIo>,
+    handle: FileHandle,
+    cfg: BufferConfig,
+    wal: Arc<dyn WalFlusher>,
+) -> BufferPool {
+    let pool = BufferPool::new(io.clone(), wal, cfg).unwrap();
+    pool.register_file(F, handle).unwrap();
+    pool
+}
+
+/// The tuple thread `t` inserts into `page` in `round`.
+fn tuple(t: u32, page: u32, round: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [t, page, round, t ^ page ^ round] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+fn insert(g: &mut PageWriteGuard<'_>, page: u32, data: &[u8], lsn: Lsn) -> SlotId {
+    let mut sp = SlottedPage::open(&mut g[..], PageId(page)).unwrap();
+    let slot = sp.insert(data, TupleFlags::NONE).unwrap();
+    g.mark_dirty(lsn);
+    slot
+}
+
+fn check_page(pool: &BufferPool, page: u32, rounds: u32) {
+    let g = pool.fetch_read(F, PageId(page)).unwrap();
+    let sp = SlottedPage::open(&g[..], PageId(page)).unwrap();
+    assert_eq!(u32::from(sp.slot_count()), rounds, "page {page}");
+    for r in 0..rounds {
+        let t = page % THREADS;
+        assert_eq!(
+            sp.tuple(SlotId(r as u16)).unwrap(),
+            &tuple(t, page, r)[..],
+            "page {page} slot {r}"
+        );
+    }
+}
+
+#[test]
+fn eviction_round_trip_on_the_simulator() {
+    eviction_round_trip(Backend::sim());
+}
+
+#[test]
+fn eviction_round_trip_on_the_thread_pool() {
+    eviction_round_trip(Backend::thread_pool());
+}
+
+/// 8 frames, 100 pages: every page is evicted (dirty) and read back.
+fn eviction_round_trip(b: Backend) {
+    let h = b.open("rel");
+    let pool = pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    for p in 0..PAGES {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tuple(p % THREADS, p, 0), Lsn(u64::from(p) + 1));
+    }
+    for p in (0..PAGES).rev() {
+        check_page(&pool, p, 1);
+    }
+    let s = pool.stats();
+    assert!(s.dirty_evictions >= u64::from(PAGES) - 8, "{s:?}");
+    assert!(s.reads >= u64::from(PAGES) - 8, "{s:?}");
+    pool.flush_all().unwrap();
+    drop(pool);
+    let pool = self::pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    for p in 0..PAGES {
+        check_page(&pool, p, 1);
+    }
+}
+
+#[test]
+fn concurrent_writers_on_the_simulator() {
+    concurrent_workload(Backend::sim(), BufferConfig::with_frames(8));
+}
+
+#[test]
+fn concurrent_writers_on_the_simulator_with_one_spare_frame() {
+    // Four threads holding a pin each leave one frame to cycle through,
+    // while the background writer competes for it.
+    let cfg = BufferConfig {
+        background_writer: true,
+        writer_interval_ms: 1,
+        writer_batch_pages: 2,
+        ..BufferConfig::with_frames(5)
+    };
+    concurrent_workload(Backend::sim(), cfg);
+}
+
+#[test]
+fn concurrent_writers_on_the_thread_pool_with_background_writer() {
+    let cfg = BufferConfig {
+        background_writer: true,
+        writer_interval_ms: 1,
+        writer_batch_pages: 4,
+        ..BufferConfig::with_frames(8)
+    };
+    concurrent_workload(Backend::thread_pool(), cfg);
+}
+
+/// Four threads each own every fourth page, format them as heap pages and
+/// insert a tuple per round, reading each back (and an older one) at once;
+/// 8 frames for 100 pages, so pages are evicted and re-read constantly.
+fn concurrent_workload(b: Backend, cfg: BufferConfig) {
+    let h = b.open("rel");
+    let wal = Arc::new(RecordingFlusher::new());
+    let pool = pool(&b.io, h, cfg, wal.clone());
+    let next_lsn = AtomicU64::new(1);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (pool, next_lsn) = (&pool, &next_lsn);
+            s.spawn(move || {
+                let mine: Vec<u32> = (0..PAGES).filter(|p| p % THREADS == t).collect();
+                for round in 0..ROUNDS {
+                    for &p in &mine {
+                        let lsn = Lsn(next_lsn.fetch_add(1, Ordering::SeqCst));
+                        let mut g = if round == 0 {
+                            let mut g = pool.new_page(F, PageId(p)).unwrap();
+                            SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+                            g
+                        } else {
+                            pool.fetch_write(F, PageId(p)).unwrap()
+                        };
+                        let slot = insert(&mut g, p, &tuple(t, p, round), lsn);
+                        assert_eq!(u32::from(slot.0), round);
+                        drop(g);
+                        let g = pool.fetch_read(F, PageId(p)).unwrap();
+                        let sp = SlottedPage::open(&g[..], PageId(p)).unwrap();
+                        assert_eq!(sp.tuple(slot).unwrap(), &tuple(t, p, round)[..]);
+                        assert_eq!(sp.tuple(SlotId(0)).unwrap(), &tuple(t, p, 0)[..]);
+                    }
+                }
+            });
+        }
+    });
+    for p in 0..PAGES {
+        check_page(&pool, p, ROUNDS);
+    }
+    pool.shutdown().unwrap();
+    assert!(pool.dirty_pages().is_empty());
+    let s = pool.stats();
+    assert!(s.syncs >= 1 && s.evictions > 0, "{s:?}");
+    assert!(wal.durable() >= Lsn(1));
+    drop(pool);
+    let fresh = self::pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    for p in 0..PAGES {
+        check_page(&fresh, p, ROUNDS);
+    }
+}
+
+/// An `AsyncIo` that checks, for every write to a watched data file, that
+/// the WAL is already durable through the page LSN in the written bytes.
+struct WalWatch {
+    inner: Arc<dyn AsyncIo>,
+    covered: Box<dyn Fn(Lsn) -> bool + Send + Sync>,
+    data: Mutex<HashSet<FileHandle>>,
+    page_writes: AtomicU64,
+    violations: Mutex<Vec<String>>,
+}
+
+impl WalWatch {
+    fn new(inner: Arc<dyn AsyncIo>, covered: impl Fn(Lsn) -> bool + Send + Sync + 'static) -> Self {
+        WalWatch {
+            inner,
+            covered: Box::new(covered),
+            data: Mutex::new(HashSet::new()),
+            page_writes: AtomicU64::new(0),
+            violations: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn check(&self, req: &Request) {
+        if let Request::Write { file, offset, buf } = req
+            && self.data.lock().contains(file)
+        {
+            self.page_writes.fetch_add(1, Ordering::SeqCst);
+            let lsn = page::page_lsn(buf).unwrap();
+            if lsn != Lsn::ZERO && !(self.covered)(lsn) {
+                self.violations.lock().push(format!(
+                    "page at offset {offset} with LSN {lsn} written early"
+                ));
+            }
+        }
+    }
+}
+
+impl AsyncIo for WalWatch {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    fn submit(&self, req: Request) -> IoFuture<Reply> {
+        self.check(&req);
+        self.inner.submit(req)
+    }
+    fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
+        self.check(&req);
+        self.inner.try_submit(req)
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    fn stats(&self) -> IoStats {
+        self.inner.stats()
+    }
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+#[test]
+fn wal_before_data_with_a_recording_flusher() {
+    let flusher = Arc::new(RecordingFlusher::new());
+    let f2 = flusher.clone();
+    let sim: Arc<dyn AsyncIo> = Arc::new(SimIo::new(SimConfig::seeded(3)));
+    let watch = Arc::new(WalWatch::new(sim, move |lsn| lsn <= f2.durable()));
+    let io: Arc<dyn AsyncIo> = watch.clone();
+    let h = open(&*io, Path::new("/rel"));
+    watch.data.lock().insert(h);
+    let cfg = BufferConfig {
+        background_writer: true,
+        writer_interval_ms: 1,
+        writer_batch_pages: 3,
+        ..BufferConfig::with_frames(6)
+    };
+    let pool = pool(&io, h, cfg, flusher.clone());
+    let next_lsn = AtomicU64::new(1);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (pool, next_lsn) = (&pool, &next_lsn);
+            s.spawn(move || {
+                for round in 0..3 {
+                    for p in (0..40).filter(|p| p % THREADS == t) {
+                        let lsn = Lsn(next_lsn.fetch_add(1, Ordering::SeqCst));
+                        let mut g = if round == 0 {
+                            let mut g = pool.new_page(F, PageId(p)).unwrap();
+                            SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+                            g
+                        } else {
+                            pool.fetch_write(F, PageId(p)).unwrap()
+                        };
+                        insert(&mut g, p, &tuple(t, p, round), lsn);
+                    }
+                }
+            });
+        }
+    });
+    pool.flush_all().unwrap();
+    assert!(watch.page_writes.load(Ordering::SeqCst) >= 40);
+    assert_eq!(*watch.violations.lock(), Vec::<String>::new());
+    assert!(flusher.calls() > 0);
+}
+
+#[test]
+fn wal_before_data_with_the_real_log() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(5)));
+    sim.create_dir(Path::new("/db")).wait().unwrap();
+    let sim: Arc<dyn AsyncIo> = sim;
+    let wal_cfg = WalConfig {
+        segment_size_bytes: 64 * 1024,
+        max_batch_bytes: 16 * 1024,
+        buffer_capacity_bytes: 256 * 1024,
+        ..WalConfig::default()
+    };
+    let (wal, _) = Wal::open(sim.clone(), Path::new("/db/wal"), wal_cfg).unwrap();
+    let wal = Arc::new(wal);
+    let w2 = wal.clone();
+    // The record at `lsn` is durable once the durable end is past it.
+    let watch = Arc::new(WalWatch::new(sim, move |lsn| w2.durable_lsn() > lsn));
+    let io: Arc<dyn AsyncIo> = watch.clone();
+    let h = open(&*io, Path::new("/db/rel"));
+    watch.data.lock().insert(h);
+    let pool = pool(&io, h, BufferConfig::with_frames(4), wal.clone());
+    for round in 0..3u32 {
+        for p in 0..30 {
+            let rec = wal
+                .append(
+                    &RecordMeta::new(RecordType::HeapInsert).in_txn(TxnId(1), Lsn::ZERO),
+                    &tuple(0, p, round),
+                )
+                .unwrap();
+            let mut g = if round == 0 {
+                let mut g = pool.new_page(F, PageId(p)).unwrap();
+                SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+                g
+            } else {
+                pool.fetch_write(F, PageId(p)).unwrap()
+            };
+            insert(&mut g, p, &tuple(0, p, round), rec.lsn);
+        }
+    }
+    pool.flush_all().unwrap();
+    assert!(watch.page_writes.load(Ordering::SeqCst) >= 60);
+    assert_eq!(*watch.violations.lock(), Vec::<String>::new());
+    for p in 0..30 {
+        let g = pool.fetch_read(F, PageId(p)).unwrap();
+        let sp = SlottedPage::open(&g[..], PageId(p)).unwrap();
+        assert_eq!(sp.slot_count(), 3);
+    }
+}
+
+#[test]
+fn flush_all_survives_a_power_cut() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(11)));
+    let io: Arc<dyn AsyncIo> = sim.clone();
+    let h = open(&*io, Path::new("/rel"));
+    // Creating the file is a directory change: make it durable (the
+    // heap's job when it creates a relation; the pool syncs file data).
+    io.sync_dir(Path::new("/")).wait().unwrap();
+    let pool = pool(&io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    for p in 0..40 {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tuple(p % THREADS, p, 0), Lsn(1));
+    }
+    pool.flush_all().unwrap();
+    drop(pool);
+    for seed in 0..4 {
+        let disk = sim.crash();
+        let rebooted: Arc<dyn AsyncIo> = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)));
+        let h = open(&*rebooted, Path::new("/rel"));
+        let pool = self::pool(&rebooted, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+        for p in 0..40 {
+            check_page(&pool, p, 1);
+        }
+    }
+}
+
+#[test]
+fn background_writer_cleans_dirty_pages() {
+    let b = Backend::sim();
+    let h = b.open("rel");
+    let cfg = BufferConfig {
+        background_writer: true,
+        writer_interval_ms: 1,
+        writer_batch_pages: 4,
+        ..BufferConfig::with_frames(16)
+    };
+    let pool = pool(&b.io, h, cfg, Arc::new(NoWal));
+    for p in 0..12 {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tuple(0, p, 0), Lsn(5));
+    }
+    // Wait (without a deadline: no timed assertions) for the writer.
+    while !pool.dirty_pages().is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let s = pool.stats();
+    assert_eq!(s.writer_pages, 12, "{s:?}");
+    assert_eq!(s.dirty_evictions, 0);
+    // Its writes are not synced until flush_all.
+    pool.shutdown().unwrap();
+    assert_eq!(pool.stats().syncs, 1);
+}
+
+#[test]
+fn errors_convert_into_the_top_level_error() {
+    let e: keel::Error = BufferError::AllFramesPinned { frames: 3 }.into();
+    assert_eq!(e.class(), keel::ErrorClass::Transient);
+    assert_eq!(e.to_string(), "all 3 buffer frames are pinned");
+}
