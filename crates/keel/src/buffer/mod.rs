@@ -59,17 +59,19 @@
 //! the function behind each edge):
 //!
 //! ```text
-//!                 claim (pin miss / new_page)
-//!       Free ─────────────────────────────────▶ Loading ──┐
-//!        ▲  ▲                                      │      │ finish_load
-//!        │  │  abort_load (read, EOF or verify     │      │ (read + verify ok,
-//!        │  └──────── failed: unmapped) ───────────┘      │  or new_page zeroed)
-//!        │                                                ▼
-//!        │   unregister_file (discard)                 Ready ──┐ claim: evict for
-//!        └──────────────────────────────────────────────  │ ◀──┘ another page
-//!                                                          │      (via Loading)
-//!            Ready, clean ── PageWriteGuard::mark_dirty ──▶ Ready, dirty
-//!            Ready, dirty ── write_frames (copy unchanged) ──▶ Ready, clean
+//!                       Meta::claim (a miss or new_page takes a free frame)
+//!          Free ──────────────────────────────────────────▶ Loading ◀──┐
+//!          ▲  ▲          Meta::release                        │        │
+//!          │  └──── (Shared::load: read, EOF or verification ─┤        │ Meta::claim
+//!          │         failed; the frame is unmapped)           │        │ (eviction of
+//!          │                                                  │        │  an unpinned,
+//!          │                           Meta::finish_load      │        │  idle, clean
+//!          │              (Shared::load verified the page,    ▼        │  frame)
+//!          │               or new_page zeroed the frame)    Ready ─────┘
+//!          └────────── Meta::release (unregister_file) ───────┘
+//!
+//!   inside Ready:  clean ── PageWriteGuard::mark_dirty ──────────────────▶ dirty
+//!                  dirty ── Shared::write_frames (no change since copy) ──▶ clean
 //! ```
 //!
 //! A dirty Ready frame is also *writing* while one write-back owns it
