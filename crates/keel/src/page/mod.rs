@@ -43,7 +43,7 @@ pub use header::{
     HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, PageHeader, PageType,
     compute_checksum, init_page, page_lsn, seal, set_page_lsn, verify_checksum,
 };
-pub use overflow::{CHUNK_CAPACITY, OverflowHead, OverflowPage};
+pub use overflow::{CHUNK_CAPACITY, ChainReader, OverflowHead, OverflowPage};
 pub use slotted::{
     FORWARD_PLACEHOLDER, Fit, MAX_TUPLE_LEN, Relocation, SLOT_SIZE, SlotContent, SlotEntry,
     SlotKind, SlottedPage, TupleFlags,

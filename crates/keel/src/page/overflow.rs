@@ -142,45 +142,94 @@ impl OverflowHead {
     where
         I: IntoIterator<Item = (PageId, &'a [u8])>,
     {
-        // Capacity is bounded by what the chain can hold, checked in decode.
-        let mut value = Vec::with_capacity(usize::try_from(self.total_len).unwrap_or(0));
-        let mut expected_id = self.first_page;
-        let mut count = 0u32;
+        let mut reader = ChainReader::new(*self);
         for (id, bytes) in pages {
-            if id != expected_id || count == self.page_count {
-                return Err(corrupted(id, 0, "overflow chain page out of order"));
-            }
-            let page = OverflowPage::open(bytes, id)?;
-            if page.chunk_index() != count {
-                return Err(corrupted(
-                    id,
-                    CHUNK_INDEX_OFFSET,
-                    format!(
-                        "chunk index {} where {count} was expected",
-                        page.chunk_index()
-                    ),
-                ));
-            }
-            value.extend_from_slice(page.chunk());
-            count += 1;
-            expected_id = PageId(page.next_page());
+            reader.push(id, bytes)?;
         }
-        let whole = count == self.page_count && expected_id.0 == NO_PAGE;
-        if !whole || value.len() as u64 != self.total_len || crc32c(&value) != self.value_crc {
+        reader.finish()
+    }
+}
+
+/// Reads an overflow chain one page at a time, so a caller holds one page
+/// at a time (a 64 MiB value spans about 8,000 pages). [`ChainReader::next_page`]
+/// says which page to read next; [`ChainReader::finish`] checks the whole.
+#[derive(Debug)]
+pub struct ChainReader {
+    head: OverflowHead,
+    value: Vec<u8>,
+    next: u32,
+    count: u32,
+}
+
+impl ChainReader {
+    /// Starts reading the chain of `head`.
+    pub fn new(head: OverflowHead) -> ChainReader {
+        // Capacity is bounded by what the head's page count allows (checked
+        // in decode), never by an unchecked length.
+        let cap = usize::try_from(head.total_len).unwrap_or(0);
+        ChainReader {
+            head,
+            value: Vec::with_capacity(cap),
+            next: head.first_page.0,
+            count: 0,
+        }
+    }
+
+    /// The page to read next, or `None` when the chain has ended.
+    pub fn next_page(&self) -> Option<PageId> {
+        (self.next != NO_PAGE && self.count < self.head.page_count).then_some(PageId(self.next))
+    }
+
+    /// Adds the next page of the chain.
+    pub fn push(&mut self, id: PageId, bytes: &[u8]) -> Result<(), PageError> {
+        if self.next_page() != Some(id) {
+            return Err(corrupted(id, 0, "overflow chain page out of order"));
+        }
+        let page = OverflowPage::open(bytes, id)?;
+        if page.chunk_index() != self.count {
             return Err(corrupted(
-                self.first_page,
-                0,
+                id,
+                CHUNK_INDEX_OFFSET,
                 format!(
-                    "overflow chain from page {} does not match its head \
-                     ({count} of {} pages, {} of {} bytes)",
-                    self.first_page,
-                    self.page_count,
-                    value.len(),
-                    self.total_len
+                    "chunk index {} where {} was expected",
+                    page.chunk_index(),
+                    self.count
                 ),
             ));
         }
-        Ok(value)
+        if (self.value.len() + page.chunk().len()) as u64 > self.head.total_len {
+            return Err(corrupted(
+                id,
+                CHUNK_LEN_OFFSET,
+                "chain longer than its head says",
+            ));
+        }
+        self.value.extend_from_slice(page.chunk());
+        self.count += 1;
+        self.next = page.next_page();
+        Ok(())
+    }
+
+    /// Checks the chain ended where the head says and the value's CRC.
+    pub fn finish(self) -> Result<Vec<u8>, PageError> {
+        let h = self.head;
+        let whole = self.count == h.page_count && self.next == NO_PAGE;
+        if !whole || self.value.len() as u64 != h.total_len || crc32c(&self.value) != h.value_crc {
+            return Err(corrupted(
+                h.first_page,
+                0,
+                format!(
+                    "overflow chain from page {} does not match its head \
+                     ({} of {} pages, {} of {} bytes)",
+                    h.first_page,
+                    self.count,
+                    h.page_count,
+                    self.value.len(),
+                    h.total_len
+                ),
+            ));
+        }
+        Ok(self.value)
     }
 }
 

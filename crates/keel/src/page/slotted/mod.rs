@@ -454,6 +454,13 @@ impl<B: AsRef<[u8]>> SlottedPage<B> {
         (0..self.slot_count()).map(move |s| (SlotId(s), self.get(SlotId(s))))
     }
 
+    /// The slot the next [`insert`](SlottedPage::insert) will use: the lowest
+    /// free slot, or a new one at the end. The heap logs this slot number
+    /// before it inserts.
+    pub fn next_insert_slot(&self) -> SlotId {
+        self.first_free_slot().unwrap_or(SlotId(self.slot_count()))
+    }
+
     fn first_free_slot(&self) -> Option<SlotId> {
         (self.free_hint()..self.slot_count())
             .map(SlotId)
