@@ -234,19 +234,17 @@ pub fn wal_segment(data: &[u8]) {
     if let Ok((wal, report)) = Wal::open(io, dir, config) {
         assert!(report.end.0 >= SEGMENT_HEADER_SIZE as u64);
         // What it appends after the end it found reads back.
-        if let Ok(a) = wal.append(
-            &crate::wal::RecordMeta::new(crate::wal::RecordType::Abort),
-            &[],
-        ) {
-            if wal.flush(a.lsn).is_ok() {
-                let reader = wal.reader(report.end, RecoveryMode::TolerateTornTail);
-                let first = reader.ok().and_then(|mut r| r.next()).and_then(Result::ok);
-                assert_eq!(
-                    first.map(|r| r.header.lsn),
-                    Some(a.lsn),
-                    "appended record lost"
-                );
-            }
+        let meta = crate::wal::RecordMeta::new(crate::wal::RecordType::Abort);
+        if let Ok(a) = wal.append(&meta, &[])
+            && wal.flush(a.lsn).is_ok()
+        {
+            let reader = wal.reader(report.end, RecoveryMode::TolerateTornTail);
+            let first = reader.ok().and_then(|mut r| r.next()).and_then(Result::ok);
+            assert_eq!(
+                first.map(|r| r.header.lsn),
+                Some(a.lsn),
+                "appended record lost"
+            );
         }
     }
 }
