@@ -40,6 +40,7 @@ use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 use parking_lot::{Condvar, Mutex};
 
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
+pub use payload::{ActiveTxnEntry, DirtyPageEntry, Payload, SlotImage, TxnState};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
 pub use writer::{Appended, WriterStats};
