@@ -348,6 +348,33 @@ fn damage_inside_a_synced_batch_is_corruption_naming_the_lsn() {
     assert_eq!(wal.end_lsn(), last);
 }
 
+/// A batch of several records followed by later batches: damage to its
+/// first record is corruption even though the next valid record belongs to
+/// the same (synced) batch.
+#[test]
+fn damage_in_a_multi_record_batch_followed_by_later_batches_is_corruption() {
+    let io = sim(12);
+    let wal = open(io.clone(), small_config());
+    let mut lsns = Vec::new();
+    for i in 0..10u64 {
+        let a = wal.append(&meta(i), &payload(i + 1)).unwrap();
+        lsns.push(a.lsn);
+        // Records 3..6 go out in one batch; the others one by one.
+        if !(3..5).contains(&i) {
+            wal.flush(a.lsn).unwrap();
+        }
+    }
+    let disk = io.crash();
+    for victim in [3usize, 4] {
+        let at = lsns[victim].0 as usize + 20;
+        let err = reopen_with(disk.clone(), |b| b[at] ^= 0x01).err().unwrap();
+        assert!(
+            matches!(err, WalError::Corrupted { lsn, .. } if lsn == lsns[victim]),
+            "record {victim}: {err}"
+        );
+    }
+}
+
 #[test]
 fn stale_records_after_a_cut_never_come_back() {
     // 5..8 in one batch; tear record 5, so 6 and 7 are valid but cut.

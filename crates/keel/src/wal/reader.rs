@@ -14,15 +14,15 @@
 //!
 //! - none: the log ends here. Zeroes are a clean end; anything else is a
 //!   torn tail and is reported in [`TailCut`].
-//! - one whose flush batch began at or before the invalid bytes (its header
-//!   says where its batch began): the writer syncs each batch before it
-//!   writes the next, so that batch was being written when the system
-//!   crashed and was never acknowledged. A torn tail: the log ends here too
-//!   (`TolerateTornTail`).
-//! - one whose batch began after them: the invalid bytes were synced before
-//!   that batch was written, so a once-durable record is damaged. That is
-//!   corruption, an error naming the LSN, unless the [`RecoveryMode`] says to
-//!   salvage.
+//! - valid records, but all from the flush batch the invalid bytes belong to
+//!   (each header says where its batch began): the writer syncs each batch
+//!   before it writes the next, so that batch was being written when the
+//!   system crashed and was never acknowledged. A torn tail: the log ends
+//!   here too (`TolerateTornTail`).
+//! - any valid record from a batch that began after them: the invalid bytes
+//!   were synced before that batch was written, so a once-durable record is
+//!   damaged. That is corruption, an error naming the LSN, unless the
+//!   [`RecoveryMode`] says to salvage.
 //!
 //! A missing segment between present ones is an error naming it.
 
@@ -293,10 +293,15 @@ impl WalReader {
 
     fn bad_record(&mut self, problem: FrameProblem) -> Stop {
         let at = self.pos;
-        let next_valid = self.scan_current(at.0 + 1).or_else(|| {
+        // The first valid record after the bad bytes, and the first one
+        // written by a later flush batch than theirs (a record in a later
+        // segment always is).
+        let (first, mut later) = self.scan_current(at);
+        if later.is_none() {
             let seg = self.geometry.segment_of(at);
-            self.valid_record_in_later_segments(seg)
-        });
+            later = self.valid_record_in_later_segments(seg);
+        }
+        let first = first.or(later);
         let cut = |valid_after: Option<&RecordHeader>| TailCut {
             at,
             reason: problem.to_string(),
@@ -309,28 +314,37 @@ impl WalReader {
                 next_valid: next.lsn,
             })
         };
-        match (self.mode, next_valid.as_ref()) {
-            (_, None) if problem == FrameProblem::Zeroes => Stop::End(None),
-            (RecoveryMode::AbsoluteConsistency, None) => Stop::Error(WalError::BadRecord {
+        match (self.mode, later.as_ref(), first.as_ref()) {
+            (RecoveryMode::SalvageToFirstError, _, first) => Stop::End(Some(cut(first))),
+            (_, Some(later), _) => corrupted(later),
+            (_, None, None) if problem == FrameProblem::Zeroes => Stop::End(None),
+            (RecoveryMode::TolerateTornTail, None, first) => Stop::End(Some(cut(first))),
+            (RecoveryMode::AbsoluteConsistency, None, Some(first)) => corrupted(first),
+            (RecoveryMode::AbsoluteConsistency, None, None) => Stop::Error(WalError::BadRecord {
                 lsn: at,
                 reason: problem.to_string(),
             }),
-            (RecoveryMode::AbsoluteConsistency, Some(next)) => corrupted(next),
-            (RecoveryMode::SalvageToFirstError, next) => Stop::End(Some(cut(next))),
-            (RecoveryMode::TolerateTornTail, None) => Stop::End(Some(cut(None))),
-            (RecoveryMode::TolerateTornTail, Some(next)) if next.batch_start <= at => {
-                Stop::End(Some(cut(Some(next))))
-            }
-            (RecoveryMode::TolerateTornTail, Some(next)) => corrupted(next),
         }
     }
 
-    /// First position at or after `from` in the loaded segment that holds a
-    /// record valid for that position.
-    fn scan_current(&self, from: u64) -> Option<RecordHeader> {
-        let cur = self.current.as_ref()?;
+    /// Scans the loaded segment after the bad bytes at `at`, hopping from
+    /// valid record to valid record: returns the first valid record, and
+    /// the first one whose flush batch began after `at`.
+    fn scan_current(&self, at: Lsn) -> (Option<RecordHeader>, Option<RecordHeader>) {
+        let Some(cur) = self.current.as_ref() else {
+            return (None, None);
+        };
         let base = self.geometry.segment_start(cur.segment).0;
-        scan_for_valid(&cur.data, base, from.saturating_sub(base) as usize)
+        let mut from = (at.0 + 1).saturating_sub(base) as usize;
+        let mut first = None;
+        while let Some(h) = scan_for_valid(&cur.data, base, from) {
+            first.get_or_insert(h);
+            if h.batch_start > at {
+                return (first, Some(h));
+            }
+            from = (h.lsn.0 - base) as usize + h.total_len as usize;
+        }
+        (first, None)
     }
 
     /// A valid record in any present segment after `seg`.
