@@ -345,7 +345,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> OverflowPage<B> {
 }
 
 /// CRC32C of a value given as consecutive pieces (e.g. chunks as they are
-/// written), equal to [`crc32c`] of their concatenation.
+/// written), equal to [`crc32c()`] of their concatenation.
 pub fn value_crc<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     pieces.into_iter().fold(crc32c(&[]), crc32c_append)
 }
