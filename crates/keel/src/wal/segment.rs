@@ -39,7 +39,7 @@
 //!                              Deleted <--------------remove-----------+
 //! ```
 //!
-//! A prepared segment is allocated to its full size and its header synced,
+//! A prepared segment is written out to its full size (zeroes) and its header synced,
 //! and the directory synced, before the writer may use it, so a commit never
 //! waits on file creation and a crash never leaves a used segment whose name
 //! or header was not durable.
@@ -354,7 +354,7 @@ impl SegmentDir {
 
     /// Makes segment `header.segment_no` ready for the writer: reuses
     /// `recycle` (an old segment's number) by renaming it, or creates a new
-    /// file; allocates it to full size; writes and syncs the header; syncs the
+    /// file; writes it out to full size (zeroes); writes and syncs the header; syncs the
     /// directory.
     pub fn prepare(&self, header: &SegmentHeader, recycle: Option<u64>) -> Result<(), WalError> {
         let path = self.segment_path(header.segment_no);
@@ -383,10 +383,7 @@ impl SegmentDir {
         let size = u64::from(header.segment_size);
         let current = self.io.size(fh).wait().map_err(io_err("size a segment"))?;
         if current < size {
-            self.io
-                .allocate(fh, 0, size)
-                .wait()
-                .map_err(io_err("preallocate a segment"))?;
+            self.zero_fill(fh, current, size)?;
         }
         let block = IoBuf::aligned_from(&header.encode());
         self.io
@@ -397,6 +394,27 @@ impl SegmentDir {
             .fsync(fh)
             .wait()
             .map_err(io_err("sync a segment header"))
+    }
+
+    /// Writes zeroes over `from..to`. A new segment is written out in full
+    /// rather than `fallocate`d: allocated-but-unwritten extents make every
+    /// first write into them a metadata change, so each commit's fdatasync
+    /// would also commit a file-system journal transaction. Recycled
+    /// segments are already written and skip this.
+    fn zero_fill(&self, fh: FileHandle, from: u64, to: u64) -> Result<(), WalError> {
+        const CHUNK: u64 = 1 << 20;
+        let start = from - from % 4096;
+        let mut pending = Vec::new();
+        let mut at = start;
+        while at < to {
+            let len = CHUNK.min(to - at);
+            pending.push(self.io.write_at(fh, at, IoBuf::aligned(len as usize)));
+            at += len;
+        }
+        for write in pending {
+            write.wait().map_err(io_err("zero-fill a segment"))?;
+        }
+        Ok(())
     }
 
     /// Removes segment `n`'s file.
