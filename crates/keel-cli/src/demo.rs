@@ -19,6 +19,8 @@ use keel::page::{
 };
 use keel::{PageError, PageId, TupleId};
 
+use keel_io::sim::Rng;
+
 use crate::Failure;
 
 /// Tuples inserted by the demo workload.
@@ -32,17 +34,17 @@ pub fn run(dir: &Path) -> Result<(), Failure> {
     let started = Instant::now();
     let mut heap = PageHeap::default();
     let mut model: BTreeMap<TupleId, Vec<u8>> = BTreeMap::new();
-    let mut rng = SplitMix(0x6B65_656C);
+    let mut rng = Rng::new(0x6B65_656C);
 
     println!("Keel demo: page layer, data directory {}", dir.display());
     for i in 0..TUPLES {
         let len = 20 + rng.below(380) as usize;
-        let value = rng.bytes(len, i as u8);
+        let value = random_bytes(&mut rng, len, i as u8);
         let tid = heap.insert(&value)?;
         model.insert(tid, value);
     }
     for (i, len) in LARGE_VALUES.iter().enumerate() {
-        let value = rng.bytes(*len, 0xA0 + i as u8);
+        let value = random_bytes(&mut rng, *len, 0xA0 + i as u8);
         let tid = heap.insert(&value)?;
         model.insert(tid, value);
     }
@@ -64,7 +66,7 @@ pub fn run(dir: &Path) -> Result<(), Failure> {
             deleted += 1;
         } else if i % 3 == 1 && model[tid].len() < MAX_TUPLE_LEN / 2 {
             let len = model[tid].len() + 200 + rng.below(600) as usize;
-            let grown = rng.bytes(len, i as u8);
+            let grown = random_bytes(&mut rng, len, i as u8);
             heap.update(*tid, &grown)?;
             model.insert(*tid, grown);
             updated += 1;
@@ -307,27 +309,10 @@ impl PageHeap {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so every run of the demo
-/// does the same work.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, len: usize, tag: u8) -> Vec<u8> {
-        let seed = self.next();
-        (0..len)
-            .map(|i| tag ^ (seed.rotate_left(i as u32 % 64) as u8) ^ (i as u8))
-            .collect()
-    }
+/// Deterministic bytes for the demo's values (the same every run).
+fn random_bytes(rng: &mut Rng, len: usize, tag: u8) -> Vec<u8> {
+    let seed = rng.next_u64();
+    (0..len)
+        .map(|i| tag ^ (seed.rotate_left(i as u32 % 64) as u8) ^ (i as u8))
+        .collect()
 }

@@ -25,38 +25,23 @@ use keel::fsm::{FreeSpaceMap, request_bytes};
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
 const EMPTY_PAGE_FREE: usize = 8152;
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use keel_io::sim::Rng;
 
 /// Per page (contiguous, total) free bytes: 90% nearly full (under 150
 /// bytes), 8% with 150-1500 bytes partly in holes, 1.8% roomy, 0.2% empty.
 fn free_space(pages: u32) -> Vec<(u16, u16)> {
-    let mut rng = Rng(u64::from(pages));
+    let mut rng = Rng::new(u64::from(pages));
     (0..pages)
         .map(|_| {
-            let r = rng.below(1000);
+            let r = rng.below(1000) as usize;
             let total = match r {
-                0..900 => rng.below(150),
-                900..980 => 150 + rng.below(1350),
-                980..998 => 1500 + rng.below(EMPTY_PAGE_FREE - 1500),
+                0..900 => rng.below(150) as usize,
+                900..980 => 150 + rng.below(1350) as usize,
+                980..998 => 1500 + rng.below((EMPTY_PAGE_FREE - 1500) as u64) as usize,
                 _ => EMPTY_PAGE_FREE,
             };
             let contiguous = if r < 980 {
-                total * rng.below(101) / 100
+                total * rng.below(101) as usize / 100
             } else {
                 total
             };
@@ -67,9 +52,9 @@ fn free_space(pages: u32) -> Vec<(u16, u16)> {
 
 /// Requests for tuples of 50 to 400 bytes, with their slot.
 fn requests() -> Vec<usize> {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     (0..1024)
-        .map(|_| request_bytes(50 + rng.below(351)))
+        .map(|_| request_bytes(50 + rng.below(351) as usize))
         .collect()
 }
 

@@ -21,7 +21,7 @@
 
 mod fault;
 mod model;
-mod rng;
+pub mod rng;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,7 +34,7 @@ pub use fault::{Fault, FaultRule, Trigger};
 pub use model::{SECTOR_SIZE, SimDisk};
 
 use self::model::{Model, Node, parent};
-use self::rng::Rng;
+pub use self::rng::Rng;
 use crate::AsyncIo;
 use crate::error::{FileRef, IoError};
 use crate::future::IoFuture;

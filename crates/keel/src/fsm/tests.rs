@@ -12,22 +12,7 @@ use super::*;
 use crate::page::{Fit, PAGE_SIZE, TupleFlags, seal};
 use crate::types::SlotId;
 
-/// A small deterministic generator (SplitMix64) for the workload tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use keel_io::sim::Rng;
 
 fn empty_pages(n: u32) -> FreeSpaceMap {
     FreeSpaceMap::rebuild((0..n).map(|p| (PageId(p), EMPTY_PAGE_FREE, EMPTY_PAGE_FREE)))
@@ -244,10 +229,10 @@ impl Heap {
 /// Delete-heavy churn on real pages: freed space is found and reused, so
 /// the relation stays dense instead of growing.
 fn churn(cursor: bool) {
-    let mut rng = Rng(0x5EED ^ u64::from(cursor));
+    let mut rng = Rng::new(0x5EED ^ u64::from(cursor));
     let mut heap = Heap::new(cursor);
     let mut live: Vec<(PageId, SlotId)> = Vec::new();
-    let tuple = |rng: &mut Rng| vec![0xA5u8; 20 + rng.below(280)];
+    let tuple = |rng: &mut Rng| vec![0xA5u8; 20 + rng.below(280) as usize];
     for _ in 0..6000 {
         let t = tuple(&mut rng);
         live.push(heap.insert(&t));
@@ -257,7 +242,7 @@ fn churn(cursor: bool) {
     for round in 0..6 {
         let deletes = live.len() / 2;
         for _ in 0..deletes {
-            let victim = live.swap_remove(rng.below(live.len()));
+            let victim = live.swap_remove(rng.below(live.len() as u64) as usize);
             heap.delete(victim);
         }
         assert!(heap.stats().fill_factor() < 0.6);
@@ -310,9 +295,9 @@ fn stale_hints_are_corrected_by_the_protocol() {
 #[test]
 fn rebuild_from_stats_matches_pages() {
     let mut heap = Heap::new(false);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let ids: Vec<_> = (0..500)
-        .map(|_| heap.insert(&vec![1u8; 10 + rng.below(500)]))
+        .map(|_| heap.insert(&vec![1u8; 10 + rng.below(500) as usize]))
         .collect();
     for id in ids.iter().step_by(3) {
         heap.delete(*id);
@@ -413,12 +398,12 @@ fn unsynchronized_finds_never_repeat_within_a_bucket() {
 }
 
 fn sample_map() -> FreeSpaceMap {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let fsm = FreeSpaceMap::new();
     for p in 0..9000u32 {
         if p % 11 != 5 {
-            let total = rng.below(EMPTY_PAGE_FREE + 1);
-            fsm.update(PageId(p), rng.below(total + 1), total);
+            let total = rng.below((EMPTY_PAGE_FREE + 1) as u64) as usize;
+            fsm.update(PageId(p), rng.below((total + 1) as u64) as usize, total);
         }
     }
     fsm
