@@ -224,6 +224,11 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// Wraps an I/O error of the log doing `op`, for `map_err`.
+    pub fn io(op: &'static str) -> impl FnOnce(IoError) -> WalError {
+        move |source| WalError::Io { op, source }
+    }
+
     /// Classifies the error for the caller.
     pub fn class(&self) -> ErrorClass {
         match self {

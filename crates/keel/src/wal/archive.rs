@@ -21,10 +21,6 @@ use crate::wal::segment::{SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader, segmen
 /// even at low levels.
 const ZSTD_LEVEL: i32 = 3;
 
-fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
-    move |source| WalError::Io { op, source }
-}
-
 fn bad(segment: u64, path: &Path, reason: String) -> WalError {
     WalError::BadSegment {
         segment,
@@ -42,13 +38,13 @@ fn read_whole(io: &Arc<dyn AsyncIo>, path: &Path) -> Result<Vec<u8>, WalError> {
     let fh = io
         .open(path, OpenOptions::new(FileClass::Wal))
         .wait()
-        .map_err(io_err("open for archiving"))?;
+        .map_err(WalError::io("open for archiving"))?;
     let result = (|| {
-        let size = io.size(fh).wait().map_err(io_err("size"))?;
+        let size = io.size(fh).wait().map_err(WalError::io("size"))?;
         let buf = io
             .read_exact_at(fh, 0, IoBuf::zeroed(size as usize))
             .wait()
-            .map_err(io_err("read for archiving"))?;
+            .map_err(WalError::io("read for archiving"))?;
         Ok(buf.into_vec())
     })();
     let _ = io.close(fh).wait();
@@ -63,21 +59,25 @@ fn write_atomically(io: &Arc<dyn AsyncIo>, path: &Path, bytes: Vec<u8>) -> Resul
     let fh = io
         .open(&tmp, opts)
         .wait()
-        .map_err(io_err("create an archive file"))?;
+        .map_err(WalError::io("create an archive file"))?;
     let result = io
         .write_at(fh, 0, IoBuf::from(bytes))
         .wait()
-        .map_err(io_err("write an archive file"))
-        .and_then(|_| io.fsync(fh).wait().map_err(io_err("sync an archive file")));
+        .map_err(WalError::io("write an archive file"))
+        .and_then(|_| {
+            io.fsync(fh)
+                .wait()
+                .map_err(WalError::io("sync an archive file"))
+        });
     let _ = io.close(fh).wait();
     result?;
     io.rename(&tmp, path)
         .wait()
-        .map_err(io_err("rename an archive file"))?;
+        .map_err(WalError::io("rename an archive file"))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     io.sync_dir(dir)
         .wait()
-        .map_err(io_err("sync the archive directory"))
+        .map_err(WalError::io("sync the archive directory"))
 }
 
 fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(), WalError> {
@@ -86,11 +86,11 @@ fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(), WalError> {
     }
     io.create_dir(dir)
         .wait()
-        .map_err(io_err("create the archive directory"))?;
+        .map_err(WalError::io("create the archive directory"))?;
     let parent = dir.parent().unwrap_or(Path::new("."));
     io.sync_dir(parent)
         .wait()
-        .map_err(io_err("sync the archive's parent"))
+        .map_err(WalError::io("sync the archive's parent"))
 }
 
 /// Copies segment `n` of `dir`, compressed, into `archive_dir` and verifies

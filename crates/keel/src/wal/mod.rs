@@ -148,10 +148,6 @@ fn random_id() -> u64 {
     h.finish() | 1
 }
 
-fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
-    move |source| WalError::Io { op, source }
-}
-
 /// How far past the end a torn batch may have left valid-looking bytes.
 fn stale_window(max_batch: u64) -> u64 {
     max_batch + MAX_RECORD_SIZE as u64
@@ -321,20 +317,20 @@ impl Wal {
         let fh = io
             .open(&dir.segment_path(seg), opts)
             .wait()
-            .map_err(io_err("open a segment"))?;
+            .map_err(WalError::io("open a segment"))?;
         let len = (until - from) as usize;
         let result = (|| {
             let (buf, n) = io
                 .read_at(fh, from, IoBuf::zeroed(len))
                 .wait()
-                .map_err(io_err("read past the end of the log"))?;
+                .map_err(WalError::io("read past the end of the log"))?;
             if buf[..n].iter().all(|&b| b == 0) {
                 return Ok(());
             }
             io.write_at(fh, from, IoBuf::zeroed(n))
                 .wait()
-                .map_err(io_err("clear past the end of the log"))?;
-            io.fdatasync(fh).wait().map_err(io_err("fdatasync"))
+                .map_err(WalError::io("clear past the end of the log"))?;
+            io.fdatasync(fh).wait().map_err(WalError::io("fdatasync"))
         })();
         let _ = io.close(fh).wait();
         result
@@ -356,12 +352,12 @@ impl Wal {
         let fh = io
             .open(&dir.segment_path(seg), opts)
             .wait()
-            .map_err(io_err("open a segment"))?;
+            .map_err(WalError::io("open a segment"))?;
         let read = io
             .read_exact_at(fh, block, IoBuf::zeroed((off - block) as usize))
             .wait();
         let _ = io.close(fh).wait();
-        Ok(read.map_err(io_err("read the log tail"))?.into_vec())
+        Ok(read.map_err(WalError::io("read the log tail"))?.into_vec())
     }
 
     fn spawn_background(&self) -> JoinHandle<()> {

@@ -167,10 +167,7 @@ impl WalReader {
             .io
             .open(&self.dir.segment_path(n), opts)
             .wait()
-            .map_err(|source| WalError::Io {
-                op: "open a segment for reading",
-                source,
-            })?;
+            .map_err(WalError::io("open a segment for reading"))?;
         let buf = IoBuf::zeroed(self.geometry.segment_size as usize);
         Ok((n, fh, self.io.read_at(fh, 0, buf)))
     }
@@ -190,10 +187,7 @@ impl WalReader {
         };
         let read = fut.wait();
         let _ = self.io.close(fh).wait();
-        let (buf, got) = read.map_err(|source| WalError::Io {
-            op: "read a segment",
-            source,
-        })?;
+        let (buf, got) = read.map_err(WalError::io("read a segment"))?;
         let path = self.dir.segment_path(seg);
         let header = SegmentHeader::decode(&buf[..got.min(SEGMENT_HEADER_SIZE)], seg, &path)?;
         if u64::from(header.segment_size) != self.geometry.segment_size

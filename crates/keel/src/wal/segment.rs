@@ -256,10 +256,6 @@ pub struct SegmentDir {
     direct: bool,
 }
 
-fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
-    move |source| WalError::Io { op, source }
-}
-
 impl SegmentDir {
     /// The segments of `dir`, created if missing.
     pub fn open(
@@ -270,11 +266,11 @@ impl SegmentDir {
         if io.read_dir(dir).wait().is_err() {
             io.create_dir(dir)
                 .wait()
-                .map_err(io_err("create the WAL directory"))?;
+                .map_err(WalError::io("create the WAL directory"))?;
             if let Some(parent) = dir.parent() {
                 io.sync_dir(parent)
                     .wait()
-                    .map_err(io_err("sync the data directory"))?;
+                    .map_err(WalError::io("sync the data directory"))?;
             }
         }
         Ok(SegmentDir {
@@ -289,7 +285,7 @@ impl SegmentDir {
     pub fn existing(io: std::sync::Arc<dyn AsyncIo>, dir: &Path) -> Result<SegmentDir, WalError> {
         io.read_dir(dir)
             .wait()
-            .map_err(io_err("list the WAL directory"))?;
+            .map_err(WalError::io("list the WAL directory"))?;
         Ok(SegmentDir {
             io,
             dir: dir.to_path_buf(),
@@ -313,7 +309,7 @@ impl SegmentDir {
             .io
             .read_dir(&self.dir)
             .wait()
-            .map_err(io_err("list the WAL directory"))?;
+            .map_err(WalError::io("list the WAL directory"))?;
         let mut v: Vec<u64> = entries
             .iter()
             .filter(|e| !e.is_dir)
@@ -331,7 +327,7 @@ impl SegmentDir {
         self.io
             .open(&self.segment_path(n), opts)
             .wait()
-            .map_err(io_err("open a segment"))
+            .map_err(WalError::io("open a segment"))
     }
 
     /// Reads and validates segment `n`'s header.
@@ -342,13 +338,13 @@ impl SegmentDir {
             .io
             .open(&path, opts)
             .wait()
-            .map_err(io_err("open a segment"))?;
+            .map_err(WalError::io("open a segment"))?;
         let read = self
             .io
             .read_at(fh, 0, IoBuf::zeroed(SEGMENT_HEADER_USED))
             .wait();
         let _ = self.io.close(fh).wait();
-        let (buf, n_read) = read.map_err(io_err("read a segment header"))?;
+        let (buf, n_read) = read.map_err(WalError::io("read a segment header"))?;
         SegmentHeader::decode(&buf[..n_read], n, &path)
     }
 
@@ -362,26 +358,30 @@ impl SegmentDir {
             self.io
                 .rename(&self.segment_path(old), &path)
                 .wait()
-                .map_err(io_err("recycle a segment"))?;
+                .map_err(WalError::io("recycle a segment"))?;
         }
         let opts = OpenOptions::read_write_create(FileClass::Wal).direct(self.direct);
         let fh = self
             .io
             .open(&path, opts)
             .wait()
-            .map_err(io_err("create a segment"))?;
+            .map_err(WalError::io("create a segment"))?;
         let result = self.write_header(fh, header);
         let _ = self.io.close(fh).wait();
         result?;
         self.io
             .sync_dir(&self.dir)
             .wait()
-            .map_err(io_err("sync the WAL directory"))
+            .map_err(WalError::io("sync the WAL directory"))
     }
 
     fn write_header(&self, fh: FileHandle, header: &SegmentHeader) -> Result<(), WalError> {
         let size = u64::from(header.segment_size);
-        let current = self.io.size(fh).wait().map_err(io_err("size a segment"))?;
+        let current = self
+            .io
+            .size(fh)
+            .wait()
+            .map_err(WalError::io("size a segment"))?;
         if current < size {
             self.zero_fill(fh, current, size)?;
         }
@@ -389,11 +389,11 @@ impl SegmentDir {
         self.io
             .write_at(fh, 0, block)
             .wait()
-            .map_err(io_err("write a segment header"))?;
+            .map_err(WalError::io("write a segment header"))?;
         self.io
             .fsync(fh)
             .wait()
-            .map_err(io_err("sync a segment header"))
+            .map_err(WalError::io("sync a segment header"))
     }
 
     /// Writes zeroes over `from..to`. A new segment is written out in full
@@ -412,7 +412,7 @@ impl SegmentDir {
             at += len;
         }
         for write in pending {
-            write.wait().map_err(io_err("zero-fill a segment"))?;
+            write.wait().map_err(WalError::io("zero-fill a segment"))?;
         }
         Ok(())
     }
@@ -422,7 +422,7 @@ impl SegmentDir {
         self.io
             .remove(&self.segment_path(n))
             .wait()
-            .map_err(io_err("remove a segment"))
+            .map_err(WalError::io("remove a segment"))
     }
 
     /// Syncs the directory after removals or renames.
@@ -430,7 +430,7 @@ impl SegmentDir {
         self.io
             .sync_dir(&self.dir)
             .wait()
-            .map_err(io_err("sync the WAL directory"))
+            .map_err(WalError::io("sync the WAL directory"))
     }
 }
 

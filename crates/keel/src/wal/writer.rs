@@ -139,10 +139,6 @@ pub(crate) struct LogWriter {
     stats: Mutex<WriterStats>,
 }
 
-fn io_err(op: &'static str) -> impl FnOnce(keel_io::IoError) -> WalError {
-    move |source| WalError::Io { op, source }
-}
-
 impl LogWriter {
     /// A writer that continues the log at `end` (the position after the
     /// last valid record). `tail` is the content of the block holding `end`
@@ -326,22 +322,26 @@ impl LogWriter {
         let fh = self.segment_handle(&mut cur, seg)?;
         let (offset, buf) = self.stage(&cur, start, &records);
         let write_len = buf.len() as u64;
+        let end = Lsn(start.0 + batch as u64);
+        // With O_DIRECT the next flush rewrites the block holding `end`:
+        // keep its bytes (at most one block) from the staged buffer.
+        let next_tail = if self.direct {
+            let staged_end = cur.tail.len() + batch;
+            let keep = (end.0 % BLOCK) as usize;
+            buf[staged_end - keep..staged_end].to_vec()
+        } else {
+            Vec::new()
+        };
         self.io
             .write_at(fh, offset, buf)
             .wait()
-            .map_err(io_err("write"))?;
-        self.io.fdatasync(fh).wait().map_err(io_err("fdatasync"))?;
-        let end = Lsn(start.0 + batch as u64);
+            .map_err(WalError::io("write"))?;
+        self.io
+            .fdatasync(fh)
+            .wait()
+            .map_err(WalError::io("fdatasync"))?;
         cur.written_end = end;
-        if self.direct {
-            let keep = (end.0 % BLOCK) as usize;
-            let mut tail = std::mem::take(&mut cur.tail);
-            let joined: Vec<u8> = tail
-                .drain(..)
-                .chain(records.into_iter().flatten())
-                .collect();
-            cur.tail = joined[joined.len() - keep..].to_vec();
-        }
+        cur.tail = next_tail;
         let mut pending = self.pending.lock();
         pending.bytes -= batch;
         drop(pending);
