@@ -5,6 +5,7 @@
 //! (corruption, a lost commit), 2 on bad usage (clap's own exit code); errors
 //! go to stderr as one line, `keel: error: …`.
 
+mod bench;
 mod demo;
 mod demo_wal;
 mod inspect;
@@ -33,6 +34,8 @@ enum Command {
     /// Decode and print on-disk structures.
     #[command(subcommand)]
     Inspect(inspect::Target),
+    /// Measure Keel against SQLite, PostgreSQL and the disk's own ceiling.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure the tool reports with exit code 1.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { dir } => demo::run(&dir),
         Command::Inspect(target) => inspect::run(target),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

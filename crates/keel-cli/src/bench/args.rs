@@ -1,0 +1,246 @@
+//! `keel bench` arguments: parsed and checked by clap (bad values exit with
+//! code 2 and a one-line message), then resolved into [`Settings`] with the
+//! defaults and `--quick` applied.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use super::engine::EngineKind;
+
+/// What `keel bench` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Single-row durable commits at each committer count.
+    Commit,
+    /// Bulk insert of --rows rows in transactions of 10,000.
+    Insert,
+    /// Random point reads, working set inside the cache and at 4x it.
+    Read,
+    /// Time from a crash to ready after --wal-mib of log.
+    Recovery,
+    /// Keel's WAL micro benchmarks (criterion-free `cargo bench`).
+    Wal,
+    /// CRC32C micro benchmarks.
+    Crc,
+    /// Free space map micro benchmarks.
+    Fsm,
+    /// The AsyncIo backends (run in-process, shortened).
+    Io,
+    /// Every suite above, in that order.
+    All,
+}
+
+impl Suite {
+    /// The suites `self` stands for, in running order.
+    pub fn expand(self) -> Vec<Suite> {
+        use Suite::*;
+        match self {
+            All => vec![Commit, Insert, Read, Recovery, Wal, Crc, Fsm, Io],
+            s => vec![s],
+        }
+    }
+
+    /// The suite's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Commit => "commit",
+            Suite::Insert => "insert",
+            Suite::Read => "read",
+            Suite::Recovery => "recovery",
+            Suite::Wal => "wal",
+            Suite::Crc => "crc",
+            Suite::Fsm => "fsm",
+            Suite::Io => "io",
+            Suite::All => "all",
+        }
+    }
+}
+
+/// Committer counts, as given to --committers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committers(pub Vec<usize>);
+
+/// Engines, as given to --engines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Engines(pub Vec<EngineKind>);
+
+/// `keel bench SUITE [options]`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Suite to run.
+    #[arg(value_enum)]
+    pub suite: Suite,
+    /// Directory under which the engines' data directories are created (and
+    /// removed afterwards). Default: a temporary directory inside the current
+    /// directory, so on its file system.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Measurements per case; the median and the spread min..max are reported.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_repeat)]
+    pub repeat: u32,
+    /// Seconds per timed measurement [default: 2, 0.5 with --quick].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub secs: Option<f64>,
+    /// Concurrent committers for the commit suite, comma-separated
+    /// [default: 1,4,16,64].
+    #[arg(long, value_name = "LIST", value_parser = parse_committers)]
+    pub committers: Option<Committers>,
+    /// Rows for the insert suite [default: 1000000, 100000 with --quick].
+    #[arg(long, value_name = "N", value_parser = parse_rows)]
+    pub rows: Option<u64>,
+    /// Engines to run, comma-separated, from keel,sqlite,postgres,disk
+    /// [default: all four].
+    #[arg(long, value_name = "LIST", value_parser = parse_engines)]
+    pub engines: Option<Engines>,
+    /// Cache budget given to every engine, in MiB [default: 64, 8 with --quick].
+    #[arg(long, value_name = "MIB", value_parser = parse_cache_mib)]
+    pub cache_mib: Option<u64>,
+    /// Log generated before the crash in the recovery suite, in MiB
+    /// [default: 256, 32 with --quick].
+    #[arg(long, value_name = "MIB", value_parser = parse_wal_mib)]
+    pub wal_mib: Option<u64>,
+    /// Write every figure and every setting to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write SVG charts into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Short measurements and small sizes: `keel bench all --quick` finishes
+    /// within a few minutes.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The resolved settings of one run (every one is printed and written to the
+/// JSON file).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub suite: Suite,
+    pub repeat: u32,
+    pub secs: f64,
+    pub committers: Vec<usize>,
+    pub rows: u64,
+    pub engines: Vec<EngineKind>,
+    pub cache_bytes: u64,
+    pub wal_bytes: u64,
+    pub quick: bool,
+    pub json: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// Applies the defaults (and `--quick`'s).
+    pub fn settings(&self) -> Settings {
+        let q = self.quick;
+        Settings {
+            suite: self.suite,
+            repeat: self.repeat,
+            secs: self.secs.unwrap_or(if q { 0.5 } else { 2.0 }),
+            committers: self
+                .committers
+                .clone()
+                .map_or_else(|| vec![1, 4, 16, 64], |c| c.0),
+            rows: self.rows.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+            engines: self
+                .engines
+                .clone()
+                .map_or_else(|| EngineKind::ALL.to_vec(), |e| e.0),
+            cache_bytes: self.cache_mib.unwrap_or(if q { 8 } else { 64 }) << 20,
+            wal_bytes: self.wal_mib.unwrap_or(if q { 32 } else { 256 }) << 20,
+            quick: q,
+            json: self.json.clone(),
+            plot: self.plot.clone(),
+        }
+    }
+}
+
+fn parse_int(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let clean = s.replace('_', "");
+    let n: u64 = clean
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!("must be between {lo} and {hi}"));
+    }
+    Ok(n)
+}
+
+fn parse_repeat(s: &str) -> Result<u32, String> {
+    parse_int(s, 1, 1000).map(|n| n as u32)
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || !(0.01..=3600.0).contains(&v) {
+        return Err("must be between 0.01 and 3600 seconds".into());
+    }
+    Ok(v)
+}
+
+fn parse_rows(s: &str) -> Result<u64, String> {
+    parse_int(s, 1, 1_000_000_000)
+}
+
+fn parse_cache_mib(s: &str) -> Result<u64, String> {
+    parse_int(s, 1, 1 << 20)
+}
+
+fn parse_wal_mib(s: &str) -> Result<u64, String> {
+    parse_int(s, 1, 1 << 20)
+}
+
+fn parse_committers(s: &str) -> Result<Committers, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let n = parse_int(part.trim(), 1, 1024).map_err(|e| format!("committer count {e}"))?;
+        let n = n as usize;
+        if out.contains(&n) {
+            return Err(format!("committer count {n} is given twice"));
+        }
+        out.push(n);
+    }
+    Ok(Committers(out))
+}
+
+fn parse_engines(s: &str) -> Result<Engines, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let e = EngineKind::ALL
+            .into_iter()
+            .find(|e| e.name() == part)
+            .ok_or_else(|| {
+                format!("unknown engine '{part}' (choose from keel, sqlite, postgres, disk)")
+            })?;
+        if out.contains(&e) {
+            return Err(format!("engine '{part}' is given twice"));
+        }
+        out.push(e);
+    }
+    Ok(Engines(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn lists_parse_and_reject() {
+        assert_eq!(parse_committers("1, 4,64").unwrap().0, vec![1, 4, 64]);
+        assert!(parse_committers("1,0").is_err());
+        assert!(parse_committers("1,1").is_err());
+        assert!(parse_committers("").is_err());
+        assert_eq!(
+            parse_engines("disk,keel").unwrap().0,
+            vec![EngineKind::Disk, EngineKind::Keel]
+        );
+        assert!(parse_engines("mysql").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert!(parse_secs("0").is_err());
+        assert_eq!(parse_rows("1_000").unwrap(), 1000);
+    }
+}

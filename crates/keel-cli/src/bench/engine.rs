@@ -1,0 +1,168 @@
+//! The [`Engine`] trait every contestant implements, and how each is set up.
+//!
+//! An engine is set up once per suite on a fresh data directory with the
+//! run's cache budget; each committer or reader thread opens its own
+//! [`Session`] (one connection per thread). Every engine stores the same row:
+//! an 8-byte id and a [`PAYLOAD_BYTES`]-byte payload, and a commit returns
+//! only once it is durable.
+
+use std::path::Path;
+
+use super::args::Suite;
+use crate::Failure;
+
+/// Bytes of payload per row.
+pub const PAYLOAD_BYTES: usize = 100;
+/// Logical bytes per row: the 8-byte id and the payload.
+pub const ROW_BYTES: u64 = 8 + PAYLOAD_BYTES as u64;
+/// Rows per transaction in the insert suite (and when loading rows).
+pub const BATCH_ROWS: u64 = 10_000;
+/// Why Keel sits out the suites that need tables.
+pub const NEEDS_DATABASE: &str = "needs the Database API (issue 5)";
+
+/// The contestants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EngineKind {
+    /// Keel itself.
+    Keel,
+    /// SQLite (bundled, through rusqlite).
+    Sqlite,
+    /// A throwaway PostgreSQL cluster.
+    Postgres,
+    /// The disk's own ceiling: plain pwrite + fdatasync, sequential reads.
+    Disk,
+}
+
+impl EngineKind {
+    /// Every engine, in the order they run.
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Disk,
+        EngineKind::Keel,
+        EngineKind::Sqlite,
+        EngineKind::Postgres,
+    ];
+
+    /// The engine's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Keel => "keel",
+            EngineKind::Sqlite => "sqlite",
+            EngineKind::Postgres => "postgres",
+            EngineKind::Disk => "disk",
+        }
+    }
+
+    /// A peer: an engine Keel is compared against (not Keel, not the disk).
+    pub fn is_peer(self) -> bool {
+        matches!(self, EngineKind::Sqlite | EngineKind::Postgres)
+    }
+}
+
+/// What a crash followed by recovery measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovered {
+    /// Log written since the last checkpoint, replayed by recovery.
+    pub wal_bytes: u64,
+    /// From starting the engine after the crash until it accepted work.
+    pub secs: f64,
+}
+
+/// One set-up engine.
+pub trait Engine: Send + Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+    /// The engine's settings as set up (printed and written to the JSON).
+    fn settings(&self) -> Vec<(String, String)>;
+    /// Opens a connection for one thread.
+    fn session(&self) -> Result<Box<dyn Session>, Failure>;
+    /// Replaces the bench table with an empty one.
+    fn reset(&self) -> Result<(), Failure>;
+    /// Forces everything written so far out to the data files (a checkpoint).
+    fn checkpoint(&self) -> Result<(), Failure>;
+    /// Bytes this engine has written to storage so far (a running counter,
+    /// compared before and after), when it can be measured.
+    fn bytes_written(&self) -> Option<u64>;
+    /// Writes `wal_bytes` of log after a checkpoint, crashes, and times
+    /// recovery until the engine accepts work again.
+    fn crash_recover(&self, wal_bytes: u64) -> Result<Recovered, Failure> {
+        let _ = wal_bytes;
+        Err(Failure(format!("{}: no crash hook", self.kind().name())))
+    }
+}
+
+/// One connection, used by one thread.
+pub trait Session: Send {
+    /// Inserts one row and commits it durably.
+    fn commit_one(&mut self, id: u64, payload: &[u8]) -> Result<(), Failure>;
+    /// Inserts rows `first_id..first_id + rows` in one durable transaction.
+    fn insert_batch(&mut self, first_id: u64, rows: u64, payload: &[u8]) -> Result<(), Failure>;
+    /// Reads the row with this id; whether it was found.
+    fn point_read(&mut self, id: u64) -> Result<bool, Failure>;
+}
+
+/// The outcome of setting an engine up for a suite.
+pub enum Setup {
+    /// Ready to measure.
+    Ready(Box<dyn Engine>),
+    /// Not part of this suite or not available here: one line saying why.
+    Skip(String),
+}
+
+/// Whether `kind` takes part in `suite` at all (before setting anything up).
+pub fn takes_part(kind: EngineKind, suite: Suite) -> Result<(), String> {
+    use EngineKind::*;
+    match (kind, suite) {
+        (Keel, Suite::Insert | Suite::Read | Suite::Recovery) => Err(NEEDS_DATABASE.into()),
+        (Sqlite, Suite::Recovery) => Err("not part of the recovery suite".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Sets `kind` up on a fresh directory `dir` with `cache_bytes` of cache.
+pub fn setup(
+    kind: EngineKind,
+    suite: Suite,
+    dir: &Path,
+    cache_bytes: u64,
+    max_sessions: usize,
+) -> Result<Setup, Failure> {
+    if let Err(why) = takes_part(kind, suite) {
+        return Ok(Setup::Skip(why));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(match kind {
+        EngineKind::Disk => Setup::Ready(Box::new(super::disk::DiskEngine::open(dir)?)),
+        EngineKind::Keel => Setup::Ready(Box::new(super::keel_engine::KeelWalEngine::open(dir)?)),
+        EngineKind::Sqlite => Setup::Ready(Box::new(super::sqlite::SqliteEngine::open(
+            dir,
+            cache_bytes,
+        )?)),
+        EngineKind::Postgres => {
+            match super::postgres::PostgresEngine::open(dir, cache_bytes, max_sessions)? {
+                Some(e) => Setup::Ready(Box::new(e)),
+                None => Setup::Skip(
+                    "server binaries not installed (scripts/install-peers.sh installs them)".into(),
+                ),
+            }
+        }
+    })
+}
+
+/// Bytes written to storage by this process so far (`/proc/self/io`).
+pub fn process_write_bytes() -> Option<u64> {
+    proc_write_bytes("self")
+}
+
+/// `write_bytes` of `/proc/PID/io`.
+pub fn proc_write_bytes(pid: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The payload every engine stores.
+pub fn payload() -> Vec<u8> {
+    (0..PAYLOAD_BYTES).map(|i| (i * 7 % 251) as u8).collect()
+}

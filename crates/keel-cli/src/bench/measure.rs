@@ -1,0 +1,140 @@
+//! The timed loops: concurrent committers and random point reads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use keel_io::sim::Rng;
+
+use super::engine::{Engine, Session};
+use crate::Failure;
+
+/// What a timed run of commits measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    /// Operations per second over the run.
+    pub per_sec: f64,
+    /// Latency percentiles in microseconds: p50, p90, p99, p99.9.
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+fn histogram() -> Result<Histogram<u64>, Failure> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3)
+        .map_err(|e| Failure(format!("histogram: {e}")))
+}
+
+fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
+    let q = |p| h.value_at_quantile(p) as f64 / 1e3;
+    Rate {
+        per_sec: h.len() as f64 / secs.max(1e-9),
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+    }
+}
+
+/// `threads` committers, each on its own session, commit one row at a time
+/// for `secs`; ids come from `next_id`, so every row is new.
+pub fn commits(
+    engine: &dyn Engine,
+    threads: usize,
+    secs: f64,
+    next_id: &AtomicU64,
+    payload: &[u8],
+) -> Result<Rate, Failure> {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let fail = |e: Failure| {
+        stop.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = first_error.lock() {
+            g.get_or_insert(e);
+        }
+    };
+    let mut all = histogram()?;
+    let mut elapsed = 0.0;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let session = engine.session();
+                    barrier.wait();
+                    let mut h = histogram().ok()?;
+                    let mut session = session.map_err(fail).ok()?;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        if let Err(e) = session.commit_one(id, payload) {
+                            fail(e);
+                            break;
+                        }
+                        h.saturating_record(t.elapsed().as_nanos() as u64);
+                    }
+                    Some(h)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(secs);
+        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5).min(deadline - Instant::now()));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            if let Ok(Some(h)) = h.join() {
+                let _ = all.add(h);
+            }
+        }
+        elapsed = start.elapsed().as_secs_f64();
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(rate(&all, elapsed))
+}
+
+/// Random point reads of ids in `0..rows` on one session for `secs`.
+pub fn reads(session: &mut dyn Session, rows: u64, secs: f64, seed: u64) -> Result<Rate, Failure> {
+    let mut rng = Rng::new(seed);
+    let mut h = histogram()?;
+    let start = Instant::now();
+    let deadline = Duration::from_secs_f64(secs);
+    let mut missing = 0u64;
+    while start.elapsed() < deadline {
+        let id = rng.below(rows.max(1));
+        let t = Instant::now();
+        if !session.point_read(id)? {
+            missing += 1;
+        }
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+    }
+    if missing > 0 {
+        return Err(Failure(format!(
+            "{missing} point reads found no row (of ids 0..{rows} loaded)"
+        )));
+    }
+    Ok(rate(&h, start.elapsed().as_secs_f64()))
+}
+
+/// Loads rows `0..rows` in transactions of `batch` rows.
+pub fn load(
+    session: &mut dyn Session,
+    rows: u64,
+    batch: u64,
+    payload: &[u8],
+) -> Result<f64, Failure> {
+    let start = Instant::now();
+    let mut id = 0;
+    while id < rows {
+        let n = batch.min(rows - id);
+        session.insert_batch(id, n, payload)?;
+        id += n;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}

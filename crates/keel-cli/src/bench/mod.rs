@@ -1,0 +1,309 @@
+//! `keel bench SUITE`: Keel against SQLite, PostgreSQL and the disk's own
+//! ceiling, side by side in one run, with a table on stdout, a JSON file of
+//! every figure and setting, and SVG charts.
+//!
+//! Layout:
+//! - [`args`]: the command line and the resolved settings;
+//! - [`engine`]: the `Engine`/`Session` traits and setup; one module per
+//!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`]) and
+//!   [`keel_engine`] (Keel on its WAL until the Database API lands);
+//! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`],
+//!   [`micro`] (wal, crc, fsm, io);
+//! - [`measure`] (timed loops), [`report`] (figures, JSON), [`plot`] (SVG),
+//!   [`progress`] (table lines and the progress bar).
+//!
+//! Each measurement is repeated (`--repeat`) and reported as the median and
+//! the spread min..max. Ratios are taken pair by pair: the value of one
+//! engine in repeat *i* over the other's in the same repeat *i* (measured
+//! back to back), then the median of those ratios.
+
+mod args;
+mod commit;
+mod disk;
+mod engine;
+mod insert;
+mod keel_engine;
+mod measure;
+mod micro;
+mod pg_cluster;
+mod plot;
+mod postgres;
+mod progress;
+mod read;
+mod recovery;
+mod report;
+mod sqlite;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub use args::BenchArgs;
+use args::{Settings, Suite};
+use engine::{EngineKind, Setup};
+use progress::Progress;
+use report::Report;
+
+use crate::Failure;
+
+/// One run's shared state.
+pub struct Ctx {
+    /// The resolved settings.
+    pub settings: Settings,
+    /// Root of this run's data directories.
+    pub root: PathBuf,
+    /// Everything measured so far.
+    pub report: Report,
+    /// Table output and progress bar.
+    pub out: Progress,
+}
+
+impl Ctx {
+    /// Sets up every selected engine for `suite` in `root/<suite>-<engine>`,
+    /// recording and printing the skipped ones.
+    fn engines(
+        &mut self,
+        suite: Suite,
+        max_sessions: usize,
+    ) -> Result<Vec<Box<dyn engine::Engine>>, Failure> {
+        let mut ready = Vec::new();
+        for kind in self.settings.engines.clone() {
+            let dir = self.root.join(format!("{}-{}", suite.name(), kind.name()));
+            self.out
+                .step(&format!("{}: setting up {}", suite.name(), kind.name()));
+            match engine::setup(kind, suite, &dir, self.settings.cache_bytes, max_sessions)? {
+                Setup::Ready(e) => {
+                    let kv = e.settings();
+                    let line = kv
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>();
+                    self.out
+                        .line(&format!("  {} settings: {}", kind.name(), line.join(", ")));
+                    self.report
+                        .engine_settings
+                        .push((suite.name().into(), kind.name().into(), kv));
+                    ready.push(e);
+                }
+                Setup::Skip(why) => self.skip(suite, kind, &why),
+            }
+        }
+        Ok(ready)
+    }
+
+    fn skip(&mut self, suite: Suite, kind: EngineKind, why: &str) {
+        self.out.line(&format!("  {}: {why}", kind.name()));
+        self.report
+            .skipped
+            .push((suite.name().into(), kind.name().into(), why.into()));
+    }
+}
+
+/// Runs `keel bench`.
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let settings = args.settings();
+    let (root_guard, root) = data_root(args.dir.as_deref())?;
+    let env = environment(&root);
+    print_settings(&settings, &env);
+    let mut ctx = Ctx {
+        settings: settings.clone(),
+        root: root.clone(),
+        report: Report::default(),
+        out: Progress::new(),
+    };
+    let mut result = Ok(());
+    for suite in settings.suite.expand() {
+        ctx.out.line(&format!("\n## {}", suite.name()));
+        result = run_suite(&mut ctx, suite);
+        if result.is_err() {
+            break;
+        }
+    }
+    ctx.out.finish();
+    if let Some(path) = &settings.json {
+        report::write_json(path, &settings, &env, &ctx.report)?;
+        println!("\nJSON: {}", path.display());
+    }
+    if let Some(dir) = &settings.plot {
+        for f in plot::write_all(dir, &ctx.report)? {
+            println!("chart: {}", f.display());
+        }
+    }
+    drop(root_guard);
+    result
+}
+
+fn run_suite(ctx: &mut Ctx, suite: Suite) -> Result<(), Failure> {
+    match suite {
+        Suite::Commit => commit::run(ctx),
+        Suite::Insert => insert::run(ctx),
+        Suite::Read => read::run(ctx),
+        Suite::Recovery => recovery::run(ctx),
+        Suite::Wal | Suite::Crc | Suite::Fsm => {
+            micro::print_command(ctx, suite);
+            Ok(())
+        }
+        Suite::Io => micro::io(ctx),
+        Suite::All => Ok(()),
+    }
+}
+
+/// The run's root directory: a new temporary directory inside `dir`, or
+/// inside the current directory (so on its file system, whatever /tmp is).
+fn data_root(dir: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf), Failure> {
+    let parent = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Failure(format!("cannot create --dir {}: {e}", d.display())))?;
+            d.to_path_buf()
+        }
+        None => {
+            std::env::current_dir().map_err(|e| Failure(format!("no current directory: {e}")))?
+        }
+    };
+    let t = tempfile::Builder::new()
+        .prefix(".keel-bench-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            Failure(format!(
+                "cannot create a directory in {}: {e}",
+                parent.display()
+            ))
+        })?;
+    let path = t.path().to_path_buf();
+    Ok((t, path))
+}
+
+/// The environment the figures were measured in.
+fn environment(root: &Path) -> Vec<(String, String)> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let root_dev = dev(root);
+    let tmp_same = match (root_dev, dev(&std::env::temp_dir())) {
+        (Some(a), Some(b)) if a == b => "yes",
+        (Some(_), Some(_)) => "no (data stays off /tmp)",
+        _ => "unknown",
+    };
+    let uid = std::fs::metadata(root).map(|m| m.uid()).unwrap_or(u32::MAX);
+    let loadavg: Vec<String> = read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .map(String::from)
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    vec![
+        ("date".into(), utc_date(now)),
+        ("unix_time".into(), now.to_string()),
+        (
+            "build".into(),
+            if cfg!(debug_assertions) {
+                "debug (figures not representative)"
+            } else {
+                "release"
+            }
+            .into(),
+        ),
+        (
+            "cpus".into(),
+            std::thread::available_parallelism()
+                .map_or(0, |n| n.get())
+                .to_string(),
+        ),
+        ("load_average".into(), loadavg.join(" ")),
+        ("kernel".into(), read("/proc/sys/kernel/osrelease")),
+        ("data_dir".into(), root.display().to_string()),
+        (
+            "data_dir_device".into(),
+            root_dev.map_or("?".into(), |d| format!("{d:#x}")),
+        ),
+        ("same_fs_as_tmp".into(), tmp_same.into()),
+        ("uid".into(), uid.to_string()),
+    ]
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
+fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn print_settings(s: &Settings, env: &[(String, String)]) {
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let engines: Vec<&str> = s.engines.iter().map(|e| e.name()).collect();
+    println!(
+        "keel bench {}{}",
+        s.suite.name(),
+        if s.quick { " --quick" } else { "" }
+    );
+    let rows = [
+        (
+            "repeat",
+            format!("{} (median and spread min..max)", s.repeat),
+        ),
+        ("secs", format!("{} per timed measurement", s.secs)),
+        ("committers", list(&s.committers)),
+        (
+            "rows",
+            format!(
+                "{} (insert suite), {} per transaction",
+                s.rows,
+                engine::BATCH_ROWS
+            ),
+        ),
+        ("engines", engines.join(",")),
+        (
+            "row",
+            format!("8 B id + {} B payload", engine::PAYLOAD_BYTES),
+        ),
+        ("cache", format!("{} MiB per engine", s.cache_bytes >> 20)),
+        ("recovery log", format!("{} MiB", s.wal_bytes >> 20)),
+        (
+            "durability",
+            "every commit returns once durable (fsync/fdatasync)".into(),
+        ),
+    ];
+    for (k, v) in rows
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(env.iter().cloned())
+    {
+        println!("  {k:<16} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc_date(1_795_478_400), "2026-11-24 00:00:00 UTC");
+    }
+}

@@ -1,0 +1,271 @@
+//! SVG charts of a run, drawn with plotters (SVG backend only): commits/s
+//! against committers (log-log) per engine and the disk's ceiling, latency
+//! percentiles, and insert, read and recovery throughput bars. Each point or
+//! bar is the median; the whiskers span min..max over the repeats.
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use super::report::{Figure, Report, fmt_num};
+use crate::Failure;
+
+fn color(engine: &str) -> RGBColor {
+    match engine {
+        "keel" => RGBColor(200, 30, 30),
+        "sqlite" => RGBColor(30, 90, 200),
+        "postgres" => RGBColor(40, 150, 60),
+        "disk" => RGBColor(0, 0, 0),
+        _ => RGBColor(120, 120, 120),
+    }
+}
+
+fn perr<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Failure + '_ {
+    move |e| Failure(format!("cannot draw {}: {e}", path.display()))
+}
+
+/// Writes every chart the report has figures for into `dir`.
+pub fn write_all(dir: &Path, r: &Report) -> Result<Vec<PathBuf>, Failure> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot create --plot {}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    let commit = series(r, "commit", "commits_per_s");
+    if !commit.is_empty() {
+        let p = dir.join("commit-throughput.svg");
+        lines(&p, "Durable single-row commits", "commits/s", &commit)?;
+        written.push(p);
+        let p = dir.join("commit-latency.svg");
+        latency(&p, r)?;
+        written.push(p);
+    }
+    for (suite, metric, title, unit, file) in [
+        (
+            "insert",
+            "rows_per_s",
+            "Bulk insert (10,000-row transactions)",
+            "rows/s",
+            "insert.svg",
+        ),
+        (
+            "read",
+            "reads_per_s",
+            "Random point reads",
+            "reads/s",
+            "read.svg",
+        ),
+        (
+            "recovery",
+            "replay_mb_per_s",
+            "Recovery: log replayed per second",
+            "MB/s",
+            "recovery.svg",
+        ),
+    ] {
+        let mut figs: Vec<&Figure> = r
+            .figures
+            .iter()
+            .filter(|f| f.suite == suite && f.metric == metric)
+            .collect();
+        if suite == "recovery" {
+            figs.extend(
+                r.figures
+                    .iter()
+                    .filter(|f| f.suite == suite && f.metric == "seq_read_mb_per_s"),
+            );
+        }
+        if !figs.is_empty() {
+            let p = dir.join(file);
+            bars(&p, title, unit, &figs)?;
+            written.push(p);
+        }
+    }
+    Ok(written)
+}
+
+/// One line per engine: (engine, [(committers, median, min, max)]).
+type Series = Vec<(String, Vec<(f64, f64, f64, f64)>)>;
+
+fn committers_of(case: &str) -> Option<f64> {
+    case.rsplit_once("committers=")?.1.parse().ok()
+}
+
+fn series(r: &Report, suite: &str, metric: &str) -> Series {
+    let mut out: Series = Vec::new();
+    for f in r
+        .figures
+        .iter()
+        .filter(|f| f.suite == suite && f.metric == metric)
+    {
+        let Some(c) = committers_of(&f.case) else {
+            continue;
+        };
+        let (lo, hi) = f.spread();
+        let name = if f.engine == "disk" {
+            "disk ceiling (1 committer)".to_string()
+        } else {
+            f.engine.clone()
+        };
+        match out.iter_mut().find(|(e, _)| *e == name) {
+            Some((_, pts)) => pts.push((c, f.median(), lo, hi)),
+            None => out.push((name, vec![(c, f.median(), lo, hi)])),
+        }
+    }
+    out
+}
+
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| v.is_finite() && *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return 1.0..10.0;
+    }
+    lo / 1.5..hi * 1.5
+}
+
+/// A log-log chart of `s` against committers.
+fn lines(path: &Path, title: &str, y_desc: &str, s: &Series) -> Result<(), Failure> {
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(perr(path))?;
+    draw_lines(&root, path, title, y_desc, s)?;
+    root.present().map_err(perr(path))
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    s: &Series,
+) -> Result<(), Failure> {
+    let xs = log_range(s.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+    let ys = log_range(
+        s.iter()
+            .flat_map(|(_, p)| p.iter().flat_map(|q| [q.2, q.3])),
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(xs.log_scale(), ys.log_scale())
+        .map_err(perr(path))?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent committers")
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| fmt_num(*v))
+        .draw()
+        .map_err(perr(path))?;
+    for (name, pts) in s {
+        let c = color(name.split(' ').next().unwrap_or(name));
+        let style = c.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), style))
+            .map_err(perr(path))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))
+            .map_err(perr(path))?;
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c)),
+            )
+            .map_err(perr(path))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(perr(path))
+}
+
+/// p50 and p99 commit latency against committers, one panel each.
+fn latency(path: &Path, r: &Report) -> Result<(), Failure> {
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(perr(path))?;
+    let panels = root.split_evenly((1, 2));
+    for (area, (metric, title)) in panels.iter().zip([
+        ("p50_us", "Commit latency p50"),
+        ("p99_us", "Commit latency p99"),
+    ]) {
+        draw_lines(area, path, title, "µs", &series(r, "commit", metric))?;
+    }
+    root.present().map_err(perr(path))
+}
+
+/// One bar per figure (median, whiskers min..max), labelled engine + case.
+fn bars(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<(), Failure> {
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(perr(path))?;
+    let labels: Vec<String> = figs
+        .iter()
+        .map(|f| {
+            let case = f.case.split(" (").next().unwrap_or(&f.case);
+            format!("{} {case}", f.engine)
+        })
+        .collect();
+    let top = figs
+        .iter()
+        .map(|f| f.spread().1)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.15;
+    let n = figs.len() as u32;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0u32..n).into_segmented(), 0.0..top)
+        .map_err(perr(path))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(unit)
+        .x_labels(figs.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|v| fmt_num(*v))
+        .draw()
+        .map_err(perr(path))?;
+    for (i, f) in figs.iter().enumerate() {
+        let i = i as u32;
+        let c = color(&f.engine);
+        let (lo, hi) = f.spread();
+        let mut bar = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), f.median()),
+            ],
+            c.mix(0.75).filled(),
+        );
+        bar.set_margin(0, 0, 18, 18);
+        chart.draw_series([bar]).map_err(perr(path))?;
+        let mid = SegmentValue::CenterOf(i);
+        chart
+            .draw_series([PathElement::new(
+                vec![(mid.clone(), lo), (mid.clone(), hi)],
+                BLACK,
+            )])
+            .map_err(perr(path))?;
+        chart
+            .draw_series([Text::new(
+                fmt_num(f.median()),
+                (mid, hi),
+                ("sans-serif", 14),
+            )])
+            .map_err(perr(path))?;
+    }
+    root.present().map_err(perr(path))
+}
