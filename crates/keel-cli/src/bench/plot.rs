@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{Figure, Report, fmt_num};
 use crate::Failure;
@@ -83,6 +84,17 @@ pub fn write_all(dir: &Path, r: &Report) -> Result<Vec<PathBuf>, Failure> {
     Ok(written)
 }
 
+/// An axis label: whole numbers without decimals.
+fn axis_num(v: f64) -> String {
+    if v.abs() >= 1.0 && (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else if v == 0.0 {
+        "0".into()
+    } else {
+        fmt_num(v)
+    }
+}
+
 /// One line per engine: (engine, [(committers, median, min, max)]).
 type Series = Vec<(String, Vec<(f64, f64, f64, f64)>)>;
 
@@ -141,7 +153,15 @@ fn draw_lines<DB: DrawingBackend>(
     y_desc: &str,
     s: &Series,
 ) -> Result<(), Failure> {
-    let xs = log_range(s.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+    // x is log2(committers) on a linear axis, labelled at powers of two.
+    let (lo, hi) = s
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0.log2()))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let xs = lo - 0.3..hi + 0.3;
     let ys = log_range(
         s.iter()
             .flat_map(|(_, p)| p.iter().flat_map(|q| [q.2, q.3])),
@@ -151,31 +171,46 @@ fn draw_lines<DB: DrawingBackend>(
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(80)
-        .build_cartesian_2d(xs.log_scale(), ys.log_scale())
+        .build_cartesian_2d(xs, ys.log_scale())
         .map_err(perr(path))?;
     chart
         .configure_mesh()
-        .x_desc("concurrent committers")
+        .light_line_style(WHITE)
+        .x_desc("concurrent committers (log scale)")
         .y_desc(y_desc)
-        .x_label_formatter(&|v| fmt_num(*v))
-        .y_label_formatter(&|v| fmt_num(*v))
+        .x_labels(((hi - lo).ceil() as usize + 1) * 4)
+        .x_label_formatter(&|v| {
+            let r = v.round();
+            if (v - r).abs() < 1e-6 && r >= 0.0 {
+                format!("{}", 2f64.powf(r))
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| axis_num(*v))
         .draw()
         .map_err(perr(path))?;
     for (name, pts) in s {
         let c = color(name.split(' ').next().unwrap_or(name));
         let style = c.stroke_width(2);
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), style))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0.log2(), p.1)),
+                style,
+            ))
             .map_err(perr(path))?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         chart
-            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))
+            .draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.0.log2(), p.1), 4, c.filled())),
+            )
             .map_err(perr(path))?;
         chart
             .draw_series(
                 pts.iter()
-                    .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c)),
+                    .map(|p| PathElement::new(vec![(p.0.log2(), p.2), (p.0.log2(), p.3)], c)),
             )
             .map_err(perr(path))?;
     }
@@ -225,20 +260,23 @@ fn bars(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<(), Fa
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(80)
-        .build_cartesian_2d((0u32..n).into_segmented(), 0.0..top)
+        .build_cartesian_2d((0u32..n.saturating_sub(1)).into_segmented(), 0.0..top)
         .map_err(perr(path))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .y_desc(unit)
         .x_labels(figs.len())
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
         })
-        .y_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| axis_num(*v))
         .draw()
         .map_err(perr(path))?;
+    let label_style =
+        TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     for (i, f) in figs.iter().enumerate() {
         let i = i as u32;
         let c = color(&f.engine);
@@ -263,7 +301,7 @@ fn bars(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<(), Fa
             .draw_series([Text::new(
                 fmt_num(f.median()),
                 (mid, hi),
-                ("sans-serif", 14),
+                label_style.clone(),
             )])
             .map_err(perr(path))?;
     }

@@ -1,0 +1,235 @@
+//! `keel bench`: argument checking, and tiny runs whose JSON and SVG output
+//! are checked for completeness (never for timing).
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn keel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch() -> tempfile::TempDir {
+    // On the build's file system, like the bench's own default.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_clear_line() {
+    for (args, want) in [
+        (vec!["bench", "commit", "--repeat", "0"], "--repeat"),
+        (
+            vec!["bench", "commit", "--engines", "keel,mysql"],
+            "unknown engine 'mysql'",
+        ),
+        (
+            vec!["bench", "commit", "--engines", "disk,disk"],
+            "given twice",
+        ),
+        (
+            vec!["bench", "commit", "--committers", "1,x"],
+            "'x' is not a whole number",
+        ),
+        (
+            vec!["bench", "commit", "--committers", "0"],
+            "between 1 and 1024",
+        ),
+        (
+            vec!["bench", "commit", "--secs=nan"],
+            "between 0.01 and 3600",
+        ),
+        (vec!["bench", "commit", "--rows", "0"], "--rows"),
+        (vec!["bench", "everything"], "invalid value 'everything'"),
+    ] {
+        let out = keel(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("error: "), "{args:?}: {err}");
+        assert!(first.contains(want), "{args:?}: want {want:?} in {first:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn figure<'a>(doc: &'a Value, engine: &str, case: &str, metric: &str) -> Option<&'a Value> {
+    doc["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["engine"] == engine && f["case"] == case && f["metric"] == metric)
+}
+
+fn assert_svg(path: &Path) {
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(svg.starts_with("<svg"), "{}", path.display());
+    assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
+    assert!(svg.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+}
+
+#[test]
+fn tiny_commit_run_writes_figures_settings_and_charts() {
+    let dir = scratch();
+    let json = dir.path().join("out.json");
+    let plots = dir.path().join("plots");
+    let out = keel(&[
+        "bench",
+        "commit",
+        "--secs",
+        "0.2",
+        "--repeat",
+        "1",
+        "--committers",
+        "1,2",
+        "--engines",
+        "disk,sqlite",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("committers       1,2"), "{stdout}");
+    assert!(stdout.contains("| sqlite | 2 |"), "{stdout}");
+
+    let doc = read_json(&json);
+    let s = &doc["settings"];
+    assert_eq!(s["suite"], "commit");
+    assert_eq!(s["secs"], 0.2);
+    assert_eq!(s["repeat"], 1);
+    assert_eq!(s["committers"], serde_json::json!([1, 2]));
+    assert_eq!(s["engines"], serde_json::json!(["disk", "sqlite"]));
+    assert_eq!(s["payload_bytes"], 100);
+    for k in [
+        "date",
+        "build",
+        "cpus",
+        "load_average",
+        "data_dir",
+        "same_fs_as_tmp",
+    ] {
+        assert!(s["environment"][k].is_string(), "environment.{k} in {s}");
+    }
+    for c in ["1", "2"] {
+        let case = format!("committers={c}");
+        for m in [
+            "commits_per_s",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "x_ceiling",
+        ] {
+            let f = figure(&doc, "sqlite", &case, m).unwrap_or_else(|| panic!("sqlite {case} {m}"));
+            assert_eq!(f["values"].as_array().unwrap().len(), 1);
+            assert!(f["median"].as_f64().unwrap() > 0.0, "{f}");
+        }
+        let ceiling = format!("ceiling beside committers={c}");
+        assert!(figure(&doc, "disk", &ceiling, "commits_per_s").is_some());
+    }
+    let engines = doc["engines"].as_array().unwrap();
+    let sqlite = engines.iter().find(|e| e["engine"] == "sqlite").unwrap();
+    assert_eq!(sqlite["settings"]["synchronous"], "FULL");
+    assert_eq!(sqlite["settings"]["journal_mode"], "WAL");
+    for f in ["commit-throughput.svg", "commit-latency.svg"] {
+        assert_svg(&plots.join(f));
+    }
+}
+
+#[test]
+fn quick_all_has_every_field() {
+    let dir = scratch();
+    let json = dir.path().join("all.json");
+    let plots = dir.path().join("plots");
+    let out = keel(&[
+        "bench",
+        "all",
+        "--quick",
+        "--secs",
+        "0.05",
+        "--repeat",
+        "1",
+        "--committers",
+        "1,2",
+        "--rows",
+        "2000",
+        "--cache-mib",
+        "1",
+        "--wal-mib",
+        "1",
+        "--engines",
+        "disk,keel,sqlite",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(
+        stdout.contains("keel: needs the Database API (issue 5)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cargo bench -p keel --bench wal"),
+        "{stdout}"
+    );
+    let doc = read_json(&json);
+    for f in doc["figures"].as_array().unwrap() {
+        for k in [
+            "suite", "engine", "case", "metric", "unit", "values", "median", "min", "max",
+        ] {
+            assert!(!f[k].is_null(), "{k} missing in {f}");
+        }
+    }
+    let has = |suite: &str, engine: &str, metric: &str| {
+        doc["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["suite"] == suite && f["engine"] == engine && f["metric"] == metric)
+    };
+    assert!(has("commit", "keel", "x_ceiling"));
+    assert!(has("insert", "sqlite", "rows_per_s"));
+    assert!(has("insert", "sqlite", "write_bytes_per_logical_byte"));
+    assert!(has("read", "sqlite", "reads_per_s"));
+    assert!(has("read", "disk", "seq_read_mb_per_s"));
+    assert!(has("recovery", "disk", "seq_read_mb_per_s"));
+    assert!(has("io", "plain pwrite", "iops"));
+    let skipped = doc["skipped"].as_array().unwrap();
+    for suite in ["insert", "read", "recovery"] {
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s["suite"] == suite && s["engine"] == "keel"),
+            "keel not reported as skipped in {suite}"
+        );
+    }
+    assert_eq!(doc["notes"].as_array().unwrap().len(), 3);
+    for f in [
+        "commit-throughput.svg",
+        "commit-latency.svg",
+        "insert.svg",
+        "read.svg",
+    ] {
+        assert_svg(&plots.join(f));
+    }
+}
