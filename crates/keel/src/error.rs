@@ -18,7 +18,7 @@ use std::sync::Arc;
 use keel_io::IoError;
 
 use crate::buffer::{FileId, WalFlushError};
-use crate::types::{Lsn, PageId, SlotId};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
 /// How a caller should react to an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,6 +372,91 @@ impl BufferError {
     }
 }
 
+/// Errors of the database layer (`heap/`, `recovery/`, `db.rs`): relations,
+/// tuples, transactions, the control file and the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// No relation has this name or id.
+    #[error("no relation {0}")]
+    NoSuchRelation(String),
+    /// A relation of this name exists already.
+    #[error("relation {0:?} exists already")]
+    RelationExists(String),
+    /// A relation name is empty, too long, or has control characters.
+    #[error("invalid relation name {name:?}: {reason}")]
+    BadRelationName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The TupleId names no live tuple of the relation.
+    #[error("relation {relation}: no tuple at {tid}")]
+    NoSuchTuple {
+        /// The relation.
+        relation: RelationId,
+        /// The address given.
+        tid: TupleId,
+    },
+    /// The value is larger than a tuple may be.
+    #[error("value of {len} bytes is larger than the {max}-byte limit")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transaction has already committed or rolled back.
+    #[error("transaction {0} has already finished")]
+    TxnFinished(TxnId),
+    /// A file of the database failed validation (control file, catalog,
+    /// relation file, a tuple's overflow chain).
+    #[error("{what}: corrupt: {reason}")]
+    Corrupt {
+        /// The file or structure, with where in it.
+        what: String,
+        /// What validation found.
+        reason: String,
+    },
+    /// Recovery could not bring the database back to a consistent state.
+    #[error("recovery failed at {lsn}: {reason}")]
+    Recovery {
+        /// The record being processed.
+        lsn: Lsn,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory is in use by another open database.
+    #[error("data directory {0} is in use by another open database")]
+    Locked(String),
+    /// The database was poisoned by an earlier fatal error (invariant 7);
+    /// reopen it to run recovery.
+    #[error("the database is poisoned by an earlier fatal error; reopen it")]
+    Poisoned,
+}
+
+impl DbError {
+    /// Classifies the error for the caller.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DbError::NoSuchRelation(_)
+            | DbError::RelationExists(_)
+            | DbError::BadRelationName { .. }
+            | DbError::NoSuchTuple { .. }
+            | DbError::ValueTooLarge { .. }
+            | DbError::TxnFinished(_)
+            | DbError::Config(_)
+            | DbError::Locked(_) => ErrorClass::Usage,
+            DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
+            DbError::Poisoned => ErrorClass::Fatal,
+        }
+    }
+}
+
 /// The error type of Keel's public API.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -391,6 +476,12 @@ pub enum Error {
     /// A buffer pool error.
     #[error(transparent)]
     Buffer(#[from] BufferError),
+    /// A database-level error (relations, tuples, transactions, recovery).
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A checksum implementation could not be selected.
+    #[error(transparent)]
+    Checksum(#[from] crate::checksum::ChecksumError),
 }
 
 impl Error {
@@ -402,6 +493,8 @@ impl Error {
             Error::Wal(e) => e.class(),
             Error::Io(_) => ErrorClass::Fatal,
             Error::Buffer(e) => e.class(),
+            Error::Db(e) => e.class(),
+            Error::Checksum(_) => ErrorClass::Usage,
         }
     }
 }

@@ -14,14 +14,19 @@
 
 pub mod buffer;
 pub mod checksum;
+mod db;
 pub mod error;
 pub mod fsm;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod heap;
 pub mod page;
+pub mod recovery;
+mod txn;
 pub mod types;
 pub mod wal;
 
-pub use error::{Error, ErrorClass, PageError, ParseIdError, Result, WalError};
+pub use db::{Config, Database, RelationInfo, Scan, Transaction};
+pub use error::{DbError, Error, ErrorClass, PageError, ParseIdError, Result, WalError};
+pub use recovery::{CheckpointReport, RecoveryReport};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};

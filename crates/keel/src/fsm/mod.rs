@@ -130,7 +130,7 @@ use crate::page::{PageStats, SLOT_SIZE, SlottedPage};
 use crate::types::PageId;
 
 use buckets::Buckets;
-pub use category::{CATEGORY_BYTES, category, category_bytes, min_category};
+pub use category::{CATEGORY_BYTES, EMPTY_PAGE_FREE, category, category_bytes, min_category};
 pub use page::{Categories, ENTRIES_PER_PAGE, FsmPage};
 
 /// Bytes to ask the map for to insert a tuple of `tuple_len` bytes: its

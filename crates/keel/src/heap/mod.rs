@@ -1,7 +1,299 @@
 //! Relations and the heap: tuples in slotted pages, reached through the
-//! buffer pool, every change logged before it is applied.
+//! buffer pool, every change logged before it can reach the disk.
 //!
-//! - [`apply`]: applying page-changing records to pages, the single code
-//!   path for doing, redoing and compensating a change.
+//! A relation is one file of 8 KiB pages (`rel/<id>.heap` in the data
+//! directory) registered with the buffer pool under [`FileId`] = its
+//! relation id, plus an in-memory [`FreeSpaceMap`]. Relation 0 is the
+//! catalog ([`catalog`]), itself a heap of `(id, name)` tuples.
+//!
+//! ## How a change is made ([`Store::change`])
+//!
+//! Every page change, in a transaction or not, follows one path:
+//!
+//! 1. The caller holds the page's exclusive latch (a [`PageWriteGuard`]).
+//! 2. Under the *redo gate* (a shared lock on the redo point of the latest
+//!    checkpoint), if the page's LSN is below the redo point, a full
+//!    [`Payload::PageImage`] of the page as it is is logged first
+//!    (invariant 5: recovery restores a torn page from it). A checkpoint
+//!    moves the redo point under the exclusive side of the gate, so no
+//!    change can be logged after a checkpoint began while having checked
+//!    the previous redo point.
+//! 3. The change is applied to the page with [`apply::apply`] (the same
+//!    function redo and rollback use) and only if that succeeds is it
+//!    logged. Page operations check before they modify, so a refused
+//!    change leaves the page as it was and nothing in the log.
+//! 4. The page LSN is set to the record's LSN and the frame marked dirty:
+//!    the buffer pool writes it only after the log is durable up to that
+//!    LSN (invariant 4).
+//!
+//! ## Tuples
+//!
+//! A value of at most [`INLINE_MAX`] bytes is stored in its slot. A larger
+//! one is written to a chain of overflow pages ([`overflow`], one
+//! `OverflowWrite` record per page) and its slot holds the chain's
+//! 24-byte [`OverflowHead`](crate::page::OverflowHead) flagged
+//! `OVERFLOW_HEAD`.
+//!
+//! An update that no longer fits its page moves the tuple: the new bytes
+//! are inserted on another page flagged `MOVED_IN`, and the home slot
+//! becomes a forward pointer to them (invariant 12: the TupleId handed out
+//! by insert keeps working). A home slot points directly at its tuple;
+//! moving a moved tuple again repoints the home slot and deletes the old
+//! copy, so there are never chains of forwards. Scans skip `MOVED_IN`
+//! tuples and report them under their home TupleId.
+//!
+//! What a committed delete or update leaves behind (dead slots, overflow
+//! chains of old values) is released after the commit record is durable,
+//! by redo-only records ([`Deferred`]). A crash between the commit and that
+//! cleanup leaks the space; it is never reused while it could still be
+//! needed by a rollback.
+//!
+//! ## Room for rollback
+//!
+//! A delete, a shrinking update or a move frees bytes on a page that the
+//! transaction's rollback needs back. Until the transaction ends, those bytes
+//! are *reserved*: the page's free space as other inserts and updates see it
+//! is its real free space minus the reservations on it ([`Store::fit`]). So
+//! rollback (and recovery's undo, which runs before any new transaction)
+//! always finds the room it needs, at worst after compacting the page.
+//! Reservations live in memory only: after a crash no transaction is
+//! running, and recovery's undo of the losers is the only writer.
+//!
+//! ## Extending a relation
+//!
+//! New pages are created under the relation's extension lock, which also
+//! covers logging the record that formats the page. So pages are formatted
+//! in the log in page order, and a page can reach the disk only after the
+//! records formatting every page before it are durable: after a crash the
+//! file never has a hole that the log cannot fill.
+//!
+//! ## Latching (invariant 11)
+//!
+//! Every operation latches one page at a time and drops the latch before
+//! fetching another page (following a forward pointer, reading an overflow
+//! chain, moving a tuple). The redo gate is taken after a page latch and
+//! never held while waiting for anything but the log buffer.
 
 pub mod apply;
+pub(crate) mod catalog;
+mod insert;
+mod modify;
+mod overflow;
+pub(crate) mod read;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use keel_io::AsyncIo;
+use parking_lot::{Mutex, RwLock};
+
+use crate::buffer::{BufferPool, FileId, PageWriteGuard};
+use crate::error::{DbError, Error, Result};
+use crate::fsm::FreeSpaceMap;
+use crate::page::{PAGE_SIZE, PageType, page_lsn};
+use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
+use crate::wal::{Payload, RecordMeta, Wal};
+
+/// Largest value stored in its slot; larger values go to an overflow chain.
+/// A quarter page, so a page always holds several tuples (PostgreSQL's
+/// TOAST threshold has the same reason).
+pub const INLINE_MAX: usize = 2032;
+
+/// Largest value a tuple may hold.
+pub const MAX_VALUE_LEN: usize = 1 << 30;
+
+/// One relation: its file, page count and free space map.
+#[derive(Debug)]
+pub(crate) struct Relation {
+    /// Its id (and the buffer pool's [`FileId`] of its file).
+    pub id: RelationId,
+    /// Its name.
+    pub name: String,
+    /// Pages the relation has (formatted ones, on disk or only in the pool).
+    pub pages: AtomicU32,
+    /// Free space per heap page (a hint, re-checked on every use).
+    pub fsm: FreeSpaceMap,
+    /// Serializes creating pages (module docs, "Extending a relation").
+    pub extend: Mutex<()>,
+    /// Where its row lives in the catalog (`None` for the catalog itself).
+    pub catalog_tid: Option<TupleId>,
+}
+
+impl Relation {
+    pub(crate) fn new(
+        id: RelationId,
+        name: String,
+        pages: u32,
+        fsm: FreeSpaceMap,
+        catalog_tid: Option<TupleId>,
+    ) -> Relation {
+        Relation {
+            id,
+            name,
+            pages: AtomicU32::new(pages),
+            fsm,
+            extend: Mutex::new(()),
+            catalog_tid,
+        }
+    }
+
+    /// The buffer pool's name for its file.
+    pub(crate) fn file(&self) -> FileId {
+        FileId(self.id.0)
+    }
+
+    /// Number of pages.
+    pub(crate) fn page_count(&self) -> u32 {
+        self.pages.load(Ordering::Acquire)
+    }
+}
+
+/// A record a transaction may have to undo, kept in memory for rollback.
+#[derive(Clone, Debug)]
+pub(crate) struct UndoEntry {
+    pub relation: RelationId,
+    pub page: PageId,
+    pub lsn: Lsn,
+    pub prev_lsn: Lsn,
+    pub payload: Payload,
+}
+
+/// Space a committed transaction releases once its commit is durable.
+#[derive(Clone, Debug)]
+pub(crate) enum Deferred {
+    /// A slot left dead by a delete or a move: made free for reuse.
+    FreeSlot(RelationId, TupleId),
+    /// The pages of an overflow chain no longer referenced.
+    FreeChain(RelationId, crate::page::OverflowHead),
+}
+
+/// A transaction's view of the log: its id, last record, what it would
+/// have to undo and what it releases at commit.
+#[derive(Debug)]
+pub(crate) struct TxnLog {
+    pub txn: TxnId,
+    pub last_lsn: Lsn,
+    pub undo: Vec<UndoEntry>,
+    pub deferred: Vec<Deferred>,
+    /// Bytes this transaction freed on pages and holds for its rollback.
+    pub reserved: Vec<(RelationId, PageId, usize)>,
+}
+
+impl TxnLog {
+    pub(crate) fn new(txn: TxnId) -> TxnLog {
+        TxnLog {
+            txn,
+            last_lsn: Lsn::ZERO,
+            undo: Vec::new(),
+            deferred: Vec::new(),
+            reserved: Vec::new(),
+        }
+    }
+}
+
+/// Everything heap operations share: the I/O backend, the buffer pool, the
+/// log, and the redo gate.
+pub(crate) struct Store {
+    pub io: Arc<dyn AsyncIo>,
+    pub pool: BufferPool,
+    pub wal: Arc<Wal>,
+    /// Redo point of the latest begun checkpoint (module docs, step 2).
+    pub redo_point: RwLock<Lsn>,
+    /// Bytes per page freed by running transactions (module docs, "Room
+    /// for rollback").
+    pub reserved: Mutex<HashMap<(RelationId, PageId), usize>>,
+}
+
+impl Store {
+    /// Applies `payload` to the latched page and logs it (module docs), in
+    /// `log`'s transaction if given. Returns the record's LSN.
+    pub(crate) fn change(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        payload: &Payload,
+    ) -> Result<Lsn> {
+        let pid = g.page_id();
+        let gate = self.redo_point.read();
+        let formats_page = matches!(
+            payload,
+            Payload::PageInit { .. } | Payload::OverflowWrite { .. } | Payload::PageImage { .. }
+        );
+        let current = page_lsn(g).unwrap_or(Lsn::ZERO);
+        if !formats_page && current < *gate && is_formatted(g) {
+            let mut image = Box::new([0u8; PAGE_SIZE]);
+            image.copy_from_slice(&g[..]);
+            let image = Payload::PageImage { image };
+            let meta = RecordMeta::new(image.kind()).on_page(rel.id, pid);
+            let rec = self.wal.append_payload(meta, &image)?;
+            g.mark_dirty(rec.lsn);
+        }
+        let before = page_lsn(g).unwrap_or(Lsn::ZERO);
+        apply::apply(payload, g, pid, before)?;
+        let mut meta = RecordMeta::new(payload.kind()).on_page(rel.id, pid);
+        if let Some(log) = &log {
+            meta = meta.in_txn(log.txn, log.last_lsn);
+        }
+        let rec = self.wal.append_payload(meta, payload)?;
+        drop(gate);
+        g.mark_dirty(rec.lsn);
+        if let Some(log) = log {
+            if payload.needs_undo() {
+                log.undo.push(UndoEntry {
+                    relation: rel.id,
+                    page: pid,
+                    lsn: rec.lsn,
+                    prev_lsn: log.last_lsn,
+                    payload: payload.clone(),
+                });
+            }
+            log.last_lsn = rec.lsn;
+        }
+        Ok(rec.lsn)
+    }
+
+    /// Logs a record outside any page in `log`'s transaction (commit,
+    /// abort, relation create/drop). Returns what was appended.
+    pub(crate) fn log_txn(
+        &self,
+        log: &mut TxnLog,
+        payload: &Payload,
+    ) -> Result<crate::wal::Appended> {
+        let meta = RecordMeta::new(payload.kind()).in_txn(log.txn, log.last_lsn);
+        let rec = self.wal.append_payload(meta, payload)?;
+        log.last_lsn = rec.lsn;
+        Ok(rec)
+    }
+}
+
+/// Whether the page has been formatted (an all-zero frame is a page being
+/// created).
+fn is_formatted(page: &[u8]) -> bool {
+    page_type(page).is_some_and(|_| page[..4] == crate::page::PAGE_MAGIC.to_le_bytes())
+}
+
+/// The type byte of a formatted page.
+pub(crate) fn page_type(page: &[u8]) -> Option<PageType> {
+    page.get(crate::page::header::offsets::PAGE_TYPE)
+        .and_then(|&b| PageType::from_u8(b))
+}
+
+/// The error for a tuple address that names nothing.
+pub(crate) fn no_tuple(rel: &Relation, tid: TupleId) -> Error {
+    DbError::NoSuchTuple {
+        relation: rel.id,
+        tid,
+    }
+    .into()
+}
+
+/// The error for inconsistent heap contents found at run time.
+pub(crate) fn corrupt(rel: &Relation, what: impl std::fmt::Display, reason: String) -> Error {
+    DbError::Corrupt {
+        what: format!("relation {} ({}), {what}", rel.id, rel.name),
+        reason,
+    }
+    .into()
+}

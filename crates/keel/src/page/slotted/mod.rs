@@ -327,6 +327,13 @@ impl<B: AsRef<[u8]>> SlottedPage<B> {
         self.first_free_slot().is_none()
     }
 
+    /// Bytes a new tuple of `len` bytes takes on this page: its allocation,
+    /// plus a slot entry when no free slot can be reused.
+    pub fn fit_need(&self, len: usize) -> usize {
+        let slot = if self.needs_new_slot() { SLOT_SIZE } else { 0 };
+        alloc_len(len) + slot
+    }
+
     /// Whether a new tuple of `len` bytes fits (counting a new slot entry
     /// when no free slot can be reused). The free space map asks this
     /// before trusting its own hint.
@@ -334,8 +341,7 @@ impl<B: AsRef<[u8]>> SlottedPage<B> {
         if len > MAX_TUPLE_LEN {
             return Fit::No;
         }
-        let slot = if self.needs_new_slot() { SLOT_SIZE } else { 0 };
-        let need = alloc_len(len) + slot;
+        let need = self.fit_need(len);
         if need <= self.contiguous_free() {
             Fit::Now
         } else if need <= self.total_free() {

@@ -1,0 +1,802 @@
+//! The public facade: [`Database`], [`Transaction`], [`Config`].
+//!
+//! A data directory holds `control` (where recovery starts,
+//! [`crate::recovery::control`]), `wal/` (the log segments), `rel/` (one
+//! heap file and one free space map file per relation) and `LOCK` (held
+//! while the database is open, so two processes never open it at once).
+//!
+//! [`Database::open`] creates the directory or opens it, runs recovery
+//! (analysis, redo, undo; see [`crate::recovery`]) and takes a checkpoint.
+//! A [`Transaction`] changes tuples; [`Transaction::commit`] returns once
+//! the commit record is durable (under the default commit policy,
+//! invariant 6). Dropping a transaction without committing rolls it back.
+//! [`Database::close`] takes a final checkpoint and marks the shutdown
+//! clean; dropping a `Database` without closing it is like a crash that
+//! loses nothing committed.
+//!
+//! What this version leaves to the lock manager to come: transactions do
+//! not lock the tuples they touch, so two transactions writing the *same*
+//! tuple at once see each other's uncommitted changes, and rolling one back
+//! may undo the other's change to it. Writing different tuples from many
+//! threads at once is safe.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use keel_io::{AsyncIo, IoConfig};
+use parking_lot::{Mutex, RwLock};
+
+use crate::buffer::{BufferConfig, BufferPool, BufferStats};
+use crate::error::{DbError, Error, ErrorClass, Result};
+use crate::fsm::{Categories, EMPTY_PAGE_FREE, FreeSpaceMap};
+use crate::heap::catalog::{
+    CATALOG_ID, CATALOG_NAME, Catalog, check_name, create_file, decode_row, encode_row, list_files,
+    open_file, rel_dir, remove_files,
+};
+use crate::heap::read::HeapScan;
+use crate::heap::{Relation, Store, TxnLog, page_type};
+use crate::page::{PageType, SlottedPage};
+use crate::recovery::checkpoint::{CheckpointTarget, checkpoint, load_fsm};
+use crate::recovery::control::read_control;
+use crate::recovery::{CheckpointReport, RecoveryReport, recover};
+use crate::txn::{TxnSlot, TxnTable};
+use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
+use crate::wal::{Payload, Wal, WalConfig, WriterStats, wal_dir};
+
+/// How a database is opened.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Buffer pool size and background writer.
+    pub buffer: BufferConfig,
+    /// The write-ahead log: segment size, commit policy, retention, …
+    pub wal: WalConfig,
+    /// Which I/O backend to use.
+    pub io: IoConfig,
+    /// Take a checkpoint after this many bytes of log (0: never by volume).
+    pub checkpoint_wal_bytes: u64,
+    /// Take a checkpoint at least this often (`None`: never by time).
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            buffer: BufferConfig::default(),
+            wal: WalConfig::default(),
+            io: IoConfig::default(),
+            checkpoint_wal_bytes: 256 << 20,
+            checkpoint_interval: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        self.buffer.validate()?;
+        self.wal.validate()?;
+        if self.checkpoint_interval.is_some_and(|d| d.is_zero()) {
+            return Err(DbError::Config("checkpoint_interval must not be zero".into()).into());
+        }
+        Ok(())
+    }
+}
+
+/// A relation as listed by [`Database::relations`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelationInfo {
+    /// Its id.
+    pub id: RelationId,
+    /// Its name.
+    pub name: String,
+    /// Pages in its file.
+    pub pages: u32,
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    store: Store,
+    catalog: Catalog,
+    txns: TxnTable,
+    checkpoint_lock: Mutex<()>,
+    last_checkpoint: Mutex<(Lsn, Instant)>,
+    recovery: RecoveryReport,
+    poisoned: AtomicBool,
+    cleanup_failures: AtomicU64,
+    _dir_lock: Option<std::fs::File>,
+}
+
+/// An open Keel database. `Send + Sync`: share it (or an `Arc` of it)
+/// between threads, each running its own transactions.
+pub struct Database {
+    inner: Arc<Inner>,
+    checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the database in `dir`, creating it if the directory does not
+    /// exist or is empty, and runs recovery.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Database> {
+        let io = keel_io::open_backend(&config.io)?;
+        Database::open_with_io(dir, config, io)
+    }
+
+    /// [`open`](Self::open) on a given I/O backend (the simulator in tests).
+    pub fn open_with_io(
+        dir: impl AsRef<Path>,
+        config: Config,
+        io: Arc<dyn AsyncIo>,
+    ) -> Result<Database> {
+        config.validate()?;
+        let inner = Arc::new(open_inner(dir.as_ref(), &config, io)?);
+        let checkpointer = start_checkpointer(&inner, &config)?;
+        Ok(Database {
+            inner,
+            checkpointer,
+        })
+    }
+
+    /// Creates a relation and returns its id (durable on return).
+    pub fn create_relation(&self, name: &str) -> Result<RelationId> {
+        self.inner.check_usable()?;
+        self.inner.create_relation(name)
+    }
+
+    /// The id of the relation called `name`, if there is one.
+    pub fn relation(&self, name: &str) -> Result<Option<RelationId>> {
+        Ok(self.inner.catalog.by_name(name).map(|r| r.id))
+    }
+
+    /// Drops the relation called `name` and removes its files (durable on
+    /// return). Transactions must not use it any more.
+    pub fn drop_relation(&self, name: &str) -> Result<()> {
+        self.inner.check_usable()?;
+        self.inner.drop_relation(name)
+    }
+
+    /// Every relation, by id (the catalog itself is not listed).
+    pub fn relations(&self) -> Vec<RelationInfo> {
+        self.inner
+            .catalog
+            .all()
+            .into_iter()
+            .filter(|r| r.id != CATALOG_ID)
+            .map(|r| RelationInfo {
+                id: r.id,
+                name: r.name.clone(),
+                pages: r.page_count(),
+            })
+            .collect()
+    }
+
+    /// Starts a transaction.
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        self.inner.check_usable()?;
+        let (id, slot) = self.inner.txns.begin();
+        Ok(Transaction {
+            db: &self.inner,
+            log: TxnLog::new(id),
+            slot,
+            finished: false,
+        })
+    }
+
+    /// Takes a checkpoint now.
+    pub fn checkpoint(&self) -> Result<CheckpointReport> {
+        self.inner.check_usable()?;
+        self.inner.checkpoint(false)
+    }
+
+    /// What recovery did when the database was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's counters.
+    pub fn wal_stats(&self) -> WriterStats {
+        self.inner.store.wal.stats()
+    }
+
+    /// Number of transactions running now.
+    pub fn active_transactions(&self) -> usize {
+        self.inner.txns.active_count()
+    }
+
+    /// The end of the log.
+    pub fn wal_end(&self) -> Lsn {
+        self.inner.store.wal.end_lsn()
+    }
+
+    /// The buffer pool's counters.
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.inner.store.pool.stats()
+    }
+
+    /// Post-commit cleanups (freeing slots and overflow pages) that failed;
+    /// each leaks space, never data.
+    pub fn cleanup_failures(&self) -> u64 {
+        self.inner.cleanup_failures.load(Ordering::Relaxed)
+    }
+
+    /// A copy of page `page` of relation `name` as it is in the buffer pool
+    /// (for inspection tools).
+    pub fn read_page(&self, name: &str, page: PageId) -> Result<Vec<u8>> {
+        let rel = self.inner.named(name)?;
+        if page.0 >= rel.page_count() {
+            return Err(DbError::Corrupt {
+                what: format!("relation {name}"),
+                reason: format!("has {} pages; page {page} does not exist", rel.page_count()),
+            }
+            .into());
+        }
+        Ok(self.inner.store.pool.fetch_read(rel.file(), page)?.to_vec())
+    }
+
+    /// The free space map of relation `name`: each tracked page and its
+    /// recorded categories.
+    pub fn fsm_snapshot(&self, name: &str) -> Result<Vec<(PageId, Categories)>> {
+        Ok(self.inner.named(name)?.fsm.snapshot())
+    }
+
+    /// Takes a last checkpoint, marks the shutdown clean and closes.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_checkpointer();
+        self.inner.check_usable()?;
+        self.inner.checkpoint(true)?;
+        self.inner.store.pool.shutdown()?;
+        self.inner.store.wal.flush_all()?;
+        Ok(())
+    }
+
+    fn stop_checkpointer(&mut self) {
+        if let Some((stop, handle)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
+    }
+}
+
+/// The background checkpointer: by log volume and by time.
+fn start_checkpointer(
+    inner: &Arc<Inner>,
+    config: &Config,
+) -> Result<Option<(Sender<()>, JoinHandle<()>)>> {
+    if config.checkpoint_wal_bytes == 0 && config.checkpoint_interval.is_none() {
+        return Ok(None);
+    }
+    let (tx, rx): (Sender<()>, Receiver<()>) = bounded(1);
+    let inner = Arc::clone(inner);
+    let (bytes, interval) = (config.checkpoint_wal_bytes, config.checkpoint_interval);
+    let handle = std::thread::Builder::new()
+        .name("keel-checkpointer".into())
+        .spawn(move || {
+            let tick = Duration::from_millis(200);
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                let (lsn, at) = *inner.last_checkpoint.lock();
+                let by_volume =
+                    bytes > 0 && inner.store.wal.end_lsn().0.saturating_sub(lsn.0) >= bytes;
+                let by_time = interval.is_some_and(|d| at.elapsed() >= d);
+                if (by_volume || by_time) && inner.check_usable().is_ok() {
+                    let _ = inner.checkpoint(false);
+                }
+            }
+        })
+        .map_err(|e| DbError::Config(format!("cannot start the checkpointer thread: {e}")))?;
+    Ok(Some((tx, handle)))
+}
+
+/// Opens the files, recovers, loads the catalog and the FSMs, checkpoints.
+fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner> {
+    ensure_dir(&io, dir)?;
+    let dir_lock = lock_dir(dir)?;
+    let control = read_control(&io, dir)?;
+    let (wal, _) = Wal::open(io.clone(), &wal_dir(dir), config.wal.clone())?;
+    if let Some(c) = &control
+        && c.database_id != wal.database_id()
+    {
+        return Err(DbError::Corrupt {
+            what: format!("data directory {}", dir.display()),
+            reason: format!(
+                "the control file belongs to database {:#x}, the log to {:#x}",
+                c.database_id,
+                wal.database_id()
+            ),
+        }
+        .into());
+    }
+    let wal = Arc::new(wal);
+    let pool = BufferPool::new(io.clone(), wal.clone(), config.buffer.clone())?;
+    let store = Store {
+        io: io.clone(),
+        pool,
+        wal,
+        redo_point: RwLock::new(control.map_or(Lsn::ZERO, |c| c.redo_start)),
+        reserved: Mutex::new(HashMap::new()),
+    };
+    ensure_dir(&io, &rel_dir(dir))?;
+    let mut rels = HashMap::new();
+    for id in list_files(&store, dir)? {
+        let pages = open_file(&store, dir, id)?;
+        rels.insert(id, Arc::new(placeholder(id, pages)));
+    }
+    if let std::collections::hash_map::Entry::Vacant(slot) = rels.entry(CATALOG_ID) {
+        if control.is_some() {
+            return Err(DbError::Corrupt {
+                what: format!("data directory {}", dir.display()),
+                reason: "the catalog's file rel/0.heap is missing".into(),
+            }
+            .into());
+        }
+        let pages = create_file(&store, dir, CATALOG_ID)?;
+        slot.insert(Arc::new(placeholder(CATALOG_ID, pages)));
+    }
+    let recovered = recover(
+        &store,
+        dir,
+        &mut rels,
+        control.as_ref(),
+        config.wal.recovery_mode,
+    )?;
+    let catalog = Catalog::new(control.map_or(1, |c| c.next_relation));
+    load_catalog(&store, dir, &catalog, rels, &recovered.touched)?;
+    let next_txn = TxnId(
+        control
+            .map_or(1, |c| c.next_txn.0)
+            .max(recovered.max_txn.0 + 1),
+    );
+    let mut report = recovered.report;
+    let inner = Inner {
+        dir: dir.to_path_buf(),
+        store,
+        catalog,
+        txns: TxnTable::new(next_txn),
+        checkpoint_lock: Mutex::new(()),
+        last_checkpoint: Mutex::new((Lsn::ZERO, Instant::now())),
+        recovery: RecoveryReport::default(),
+        poisoned: AtomicBool::new(false),
+        cleanup_failures: AtomicU64::new(0),
+        _dir_lock: dir_lock,
+    };
+    inner.checkpoint(false)?;
+    report.duration = report.duration.max(Duration::from_nanos(1));
+    Ok(Inner {
+        recovery: report,
+        ..inner
+    })
+}
+
+fn placeholder(id: RelationId, pages: u32) -> Relation {
+    Relation::new(
+        id,
+        format!("relation {id}"),
+        pages,
+        FreeSpaceMap::new(),
+        None,
+    )
+}
+
+/// Creates `dir` through the I/O backend if it does not exist.
+fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
+    if io.read_dir(dir).wait().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(io, parent)?;
+    }
+    match io.create_dir(dir).wait() {
+        Ok(()) | Err(keel_io::IoError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    io.sync_dir(parent).wait()?;
+    Ok(())
+}
+
+/// Takes `dir/LOCK` exclusively when `dir` is on the real file system (a
+/// simulated backend's directories are not).
+fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),
+    }
+}
+
+/// Reads the catalog's rows after recovery, gives every relation its name
+/// and FSM, and removes files no row names (a creation that never
+/// committed).
+fn load_catalog(
+    store: &Store,
+    dir: &Path,
+    catalog: &Catalog,
+    mut rels: HashMap<RelationId, Arc<Relation>>,
+    touched: &std::collections::HashSet<(RelationId, PageId)>,
+) -> Result<()> {
+    let finish =
+        |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
+            let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid);
+            let fsm = load_fsm(store, dir, id);
+            let loaded = fsm.is_some();
+            let rel = Relation {
+                fsm: fsm.unwrap_or_default(),
+                ..rel
+            };
+            refresh_fsm(store, &rel, touched, loaded)?;
+            Ok(Arc::new(rel))
+        };
+    let cat = rels.remove(&CATALOG_ID).map_or(0, |r| r.page_count());
+    let cat = finish(CATALOG_ID, cat, CATALOG_NAME.into(), None)?;
+    catalog.insert(Arc::clone(&cat));
+    for row in HeapScan::new(store, cat) {
+        let (tid, bytes) = row?;
+        let (id, name) = decode_row(tid, &bytes)?;
+        let Some(rel) = rels.remove(&id) else {
+            return Err(DbError::Corrupt {
+                what: format!("relation {id} ({name})"),
+                reason: "the catalog lists it but its file is missing".into(),
+            }
+            .into());
+        };
+        catalog.insert(finish(id, rel.page_count(), name, Some(tid))?);
+    }
+    for (id, _) in rels {
+        remove_files(store, dir, id)?;
+    }
+    Ok(())
+}
+
+/// Brings a relation's FSM up to date: only the pages recovery touched and
+/// pages past what the saved map covers when it was loaded, every page
+/// otherwise.
+fn refresh_fsm(
+    store: &Store,
+    rel: &Relation,
+    touched: &std::collections::HashSet<(RelationId, PageId)>,
+    loaded: bool,
+) -> Result<()> {
+    let pages = rel.page_count();
+    let from = if loaded {
+        rel.fsm.covered_pages().min(pages)
+    } else {
+        0
+    };
+    rel.fsm.truncate(pages);
+    let mut todo: Vec<u32> = (from..pages).collect();
+    todo.extend(
+        touched
+            .iter()
+            .filter(|(r, p)| *r == rel.id && p.0 < from)
+            .map(|(_, p)| p.0),
+    );
+    for p in todo {
+        let pid = PageId(p);
+        let g = store.pool.fetch_read(rel.file(), pid)?;
+        match page_type(&g) {
+            Some(PageType::Heap) => rel.fsm.update_from_page(&SlottedPage::open(&g[..], pid)?),
+            Some(PageType::Free) => rel.fsm.update(pid, EMPTY_PAGE_FREE, EMPTY_PAGE_FREE),
+            _ => {
+                rel.fsm.remove(pid);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn check_usable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire)
+            || self.store.wal.is_poisoned()
+            || self.store.pool.is_poisoned()
+        {
+            return Err(DbError::Poisoned.into());
+        }
+        Ok(())
+    }
+
+    /// Remembers a fatal error: the database refuses work until reopened.
+    fn note(&self, e: &Error) {
+        if e.class() == ErrorClass::Fatal {
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+
+    fn lookup(&self) -> impl Fn(RelationId) -> Option<Arc<Relation>> + '_ {
+        |id| self.catalog.get(id)
+    }
+
+    fn named(&self, name: &str) -> Result<Arc<Relation>> {
+        self.catalog
+            .by_name(name)
+            .ok_or_else(|| DbError::NoSuchRelation(name.to_string()).into())
+    }
+
+    /// A relation a transaction may change (not the catalog).
+    fn user_relation(&self, id: RelationId) -> Result<Arc<Relation>> {
+        match self.catalog.get(id) {
+            Some(r) if id != CATALOG_ID => Ok(r),
+            _ => Err(DbError::NoSuchRelation(id.to_string()).into()),
+        }
+    }
+
+    fn checkpoint(&self, clean: bool) -> Result<CheckpointReport> {
+        let _one = self.checkpoint_lock.lock();
+        let report = checkpoint(&CheckpointTarget {
+            store: &self.store,
+            dir: &self.dir,
+            catalog: &self.catalog,
+            txns: &self.txns,
+            clean,
+        });
+        match &report {
+            Ok(r) => *self.last_checkpoint.lock() = (r.begin, Instant::now()),
+            Err(e) => self.note(e),
+        }
+        report
+    }
+
+    /// Runs `f` as a system transaction that commits durably whatever the
+    /// commit policy; rolls it back if `f` fails.
+    fn system_txn<T>(&self, f: impl FnOnce(&mut TxnLog) -> Result<T>) -> Result<T> {
+        let (id, slot) = self.txns.begin();
+        let mut log = TxnLog::new(id);
+        slot.before_write(self.store.wal.end_lsn());
+        let result = f(&mut log).and_then(|v| {
+            let rec = self.store.log_txn(&mut log, &commit_payload())?;
+            self.store.wal.flush(rec.lsn)?;
+            Ok(v)
+        });
+        match &result {
+            Ok(_) => {
+                if self.store.after_commit(&mut log, &self.lookup()).is_err() {
+                    self.cleanup_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                self.note(e);
+                if self.store.rollback(&mut log, &self.lookup()).is_err() {
+                    self.poisoned.store(true, Ordering::Release);
+                }
+            }
+        }
+        self.txns.end(id);
+        result
+    }
+
+    fn create_relation(&self, name: &str) -> Result<RelationId> {
+        let _ddl = self.catalog.ddl.lock();
+        check_name(name)?;
+        if self.catalog.by_name(name).is_some() {
+            return Err(DbError::RelationExists(name.to_string()).into());
+        }
+        let id = self.catalog.allocate_id()?;
+        let pages = create_file(&self.store, &self.dir, id)?;
+        let cat = self.user_or_catalog(CATALOG_ID)?;
+        let created = self.system_txn(|log| {
+            let create = Payload::RelationCreate {
+                relation: id,
+                name: name.to_string(),
+            };
+            self.store.log_txn(log, &create)?;
+            self.store.insert(log, &cat, &encode_row(id, name))
+        });
+        match created {
+            Ok(tid) => {
+                let rel =
+                    Relation::new(id, name.to_string(), pages, FreeSpaceMap::new(), Some(tid));
+                self.catalog.insert(Arc::new(rel));
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = remove_files(&self.store, &self.dir, id);
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_relation(&self, name: &str) -> Result<()> {
+        let _ddl = self.catalog.ddl.lock();
+        let rel = self.named(name)?;
+        let cat = self.user_or_catalog(CATALOG_ID)?;
+        let Some(tid) = rel.catalog_tid else {
+            return Err(DbError::NoSuchRelation(name.to_string()).into());
+        };
+        self.system_txn(|log| {
+            self.store
+                .log_txn(log, &Payload::RelationDrop { relation: rel.id })?;
+            self.store.delete(log, &cat, tid)
+        })?;
+        self.catalog.remove(rel.id);
+        remove_files(&self.store, &self.dir, rel.id)
+    }
+
+    fn user_or_catalog(&self, id: RelationId) -> Result<Arc<Relation>> {
+        self.catalog
+            .get(id)
+            .ok_or_else(|| DbError::NoSuchRelation(id.to_string()).into())
+    }
+}
+
+fn commit_payload() -> Payload {
+    let commit_time_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Payload::Commit { commit_time_us }
+}
+
+/// A transaction: changes to tuples that become durable together at
+/// [`commit`](Self::commit), or are rolled back by
+/// [`abort`](Self::abort) or by dropping it.
+pub struct Transaction<'db> {
+    db: &'db Inner,
+    log: TxnLog,
+    slot: Arc<TxnSlot>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("id", &self.log.txn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction<'_> {
+    /// This transaction's id.
+    pub fn id(&self) -> TxnId {
+        self.log.txn
+    }
+
+    fn write<T>(
+        &mut self,
+        rel: RelationId,
+        f: impl FnOnce(&Store, &mut TxnLog, &Relation) -> Result<T>,
+    ) -> Result<T> {
+        self.db.check_usable()?;
+        let rel = self.db.user_relation(rel)?;
+        self.slot.before_write(self.db.store.wal.end_lsn());
+        let result = f(&self.db.store, &mut self.log, &rel);
+        self.slot.wrote(self.log.last_lsn);
+        if let Err(e) = &result {
+            self.db.note(e);
+        }
+        result
+    }
+
+    /// Inserts a tuple and returns its address.
+    pub fn insert(&mut self, rel: RelationId, value: &[u8]) -> Result<TupleId> {
+        self.write(rel, |s, log, r| s.insert(log, r, value))
+    }
+
+    /// The tuple at `tid`, or `None` if there is none.
+    pub fn get(&self, rel: RelationId, tid: TupleId) -> Result<Option<Vec<u8>>> {
+        let rel = self.db.user_relation(rel)?;
+        self.db.store.get(&rel, tid)
+    }
+
+    /// Replaces the tuple at `tid` (its address stays valid, invariant 12).
+    pub fn update(&mut self, rel: RelationId, tid: TupleId, value: &[u8]) -> Result<()> {
+        self.write(rel, |s, log, r| s.update(log, r, tid, value))
+    }
+
+    /// Deletes the tuple at `tid`.
+    pub fn delete(&mut self, rel: RelationId, tid: TupleId) -> Result<()> {
+        self.write(rel, |s, log, r| s.delete(log, r, tid))
+    }
+
+    /// Every tuple of `rel` in TupleId order.
+    pub fn scan(&self, rel: RelationId) -> Result<Scan<'_>> {
+        let rel = self.db.user_relation(rel)?;
+        Ok(Scan {
+            inner: HeapScan::new(&self.db.store, rel),
+        })
+    }
+
+    /// Commits: returns once the commit record is durable (under the
+    /// default commit policy).
+    pub fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        let db = self.db;
+        let result = self.commit_inner();
+        db.txns.end(self.log.txn);
+        if let Err(e) = &result {
+            db.note(e);
+            db.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        let db = self.db;
+        if self.log.last_lsn == Lsn::ZERO {
+            return Ok(());
+        }
+        db.check_usable()?;
+        let rec = db.store.log_txn(&mut self.log, &commit_payload())?;
+        db.store.wal.commit_wait(rec)?;
+        if db.store.after_commit(&mut self.log, &db.lookup()).is_err() {
+            db.cleanup_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Rolls back every change of this transaction.
+    pub fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        self.rollback()
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        let db = self.db;
+        let result = if self.log.last_lsn == Lsn::ZERO {
+            Ok(())
+        } else {
+            db.store.rollback(&mut self.log, &db.lookup())
+        };
+        db.txns.end(self.log.txn);
+        if result.is_err() {
+            // Changes that could not be undone stay in memory: refuse
+            // further work until a reopen recovers.
+            db.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.rollback();
+        }
+    }
+}
+
+/// The tuples of a relation, from [`Transaction::scan`].
+pub struct Scan<'tx> {
+    inner: HeapScan<'tx>,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(TupleId, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}

@@ -1,0 +1,380 @@
+//! Updating and deleting tuples, rolling a transaction back, and releasing
+//! what a committed transaction freed.
+
+use std::sync::Arc;
+
+use super::read::{Found, slot_of};
+use super::{Deferred, Relation, Store, TxnLog, corrupt, no_tuple, page_type};
+use crate::buffer::PageWriteGuard;
+use crate::error::{Error, PageError, Result};
+use crate::fsm::EMPTY_PAGE_FREE;
+use crate::page::slotted::{FORWARD_LEN, alloc_len};
+use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlottedPage, TupleFlags};
+use crate::types::{PageId, RelationId, TupleId};
+use crate::wal::{Payload, SlotImage};
+
+impl Store {
+    /// Whether a tuple of `len` bytes fits on the latched heap page, counting
+    /// the bytes running transactions reserved there as taken.
+    pub(crate) fn fit(&self, rel: &Relation, page: &SlottedPage<&[u8]>, len: usize) -> Fit {
+        let reserved = self.reserved_on(rel, page.page_id());
+        let fit = page.fit(len);
+        if reserved == 0 || fit == Fit::No {
+            return fit;
+        }
+        let need = page.fit_need(len) + reserved;
+        if need > page.total_free() {
+            Fit::No
+        } else if need > page.contiguous_free() {
+            Fit::AfterCompaction
+        } else {
+            Fit::Now
+        }
+    }
+
+    fn reserved_on(&self, rel: &Relation, pid: PageId) -> usize {
+        let r = self.reserved.lock();
+        if r.is_empty() {
+            return 0;
+        }
+        r.get(&(rel.id, pid)).copied().unwrap_or(0)
+    }
+
+    /// Holds `bytes` freed on a page for `log`'s rollback.
+    fn reserve(&self, log: &mut TxnLog, rel: &Relation, pid: PageId, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        *self.reserved.lock().entry((rel.id, pid)).or_insert(0) += bytes;
+        log.reserved.push((rel.id, pid, bytes));
+    }
+
+    /// Gives back everything `log` reserved (its transaction ended).
+    pub(crate) fn release_reservations(&self, log: &mut TxnLog) {
+        if log.reserved.is_empty() {
+            return;
+        }
+        let mut r = self.reserved.lock();
+        for (rel, pid, bytes) in log.reserved.drain(..) {
+            if let Some(v) = r.get_mut(&(rel, pid)) {
+                *v = v.saturating_sub(bytes);
+                if *v == 0 {
+                    r.remove(&(rel, pid));
+                }
+            }
+        }
+    }
+
+    /// Replaces the value of the tuple at home address `tid`.
+    pub(crate) fn update(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        tid: TupleId,
+        value: &[u8],
+    ) -> Result<()> {
+        if self.home(rel, tid)? == Found::Nothing {
+            return Err(no_tuple(rel, tid));
+        }
+        let (bytes, flags) = self.stored_form(log, rel, value)?;
+        let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
+        match slot_of(&g, tid.page, tid.slot)? {
+            Found::Stored(old, old_flags) if !old_flags.contains(TupleFlags::MOVED_IN) => {
+                let old = self.released_image(log, rel, tid, old, old_flags)?;
+                if self.update_in_place(log, rel, &mut g, tid, &old, &bytes, flags)? {
+                    return Ok(());
+                }
+                drop(g);
+                let target =
+                    self.insert_tuple(log, rel, &bytes, flags.union(TupleFlags::MOVED_IN))?;
+                self.repoint(log, rel, tid, target, old)
+            }
+            Found::Forward(at) => {
+                drop(g);
+                self.update_moved(log, rel, tid, at, &bytes, flags)
+            }
+            Found::Stored(..) | Found::Nothing => {
+                self.abandon(log, rel, &bytes, flags)?;
+                Err(no_tuple(rel, tid))
+            }
+        }
+    }
+
+    /// Updates a tuple that lives at `at`, away from its home `tid`.
+    fn update_moved(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        tid: TupleId,
+        at: TupleId,
+        bytes: &[u8],
+        flags: TupleFlags,
+    ) -> Result<()> {
+        let moved = flags.union(TupleFlags::MOVED_IN);
+        let mut g = self.pool.fetch_write(rel.file(), at.page)?;
+        let Found::Stored(old, old_flags) = slot_of(&g, at.page, at.slot)? else {
+            return Err(corrupt(
+                rel,
+                tid,
+                format!("forward to {at}, which holds no tuple"),
+            ));
+        };
+        let old = self.released_image(log, rel, at, old, old_flags)?;
+        if self.update_in_place(log, rel, &mut g, at, &old, bytes, moved)? {
+            return Ok(());
+        }
+        drop(g);
+        let target = self.insert_tuple(log, rel, bytes, moved)?;
+        self.repoint(log, rel, tid, target, SlotImage::Forward(at))?;
+        let mut g = self.pool.fetch_write(rel.file(), at.page)?;
+        self.delete_slot(log, rel, &mut g, at, old)
+    }
+
+    /// The before-image of a tuple being replaced or deleted; its overflow
+    /// chain (if any) is released when the transaction commits.
+    fn released_image(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        at: TupleId,
+        bytes: Vec<u8>,
+        flags: TupleFlags,
+    ) -> Result<SlotImage> {
+        if flags.contains(TupleFlags::OVERFLOW_HEAD) {
+            let head = self.read_head(rel, at.page, &bytes)?;
+            log.deferred.push(Deferred::FreeChain(rel.id, head));
+        }
+        Ok(SlotImage::Tuple { flags, bytes })
+    }
+
+    /// Replaces the tuple at `at` in place (compacting first if that makes
+    /// room). Returns `false`, changing nothing, when it does not fit.
+    #[allow(clippy::too_many_arguments)]
+    fn update_in_place(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        at: TupleId,
+        old: &SlotImage,
+        bytes: &[u8],
+        flags: TupleFlags,
+    ) -> Result<bool> {
+        let SlotImage::Tuple {
+            bytes: old_bytes, ..
+        } = old
+        else {
+            return Ok(false);
+        };
+        let (old_alloc, new_alloc) = (alloc_len(old_bytes.len()), alloc_len(bytes.len()));
+        let page = SlottedPage::open(&g[..], at.page)?;
+        if new_alloc > old_alloc {
+            let room = page.total_free() + old_alloc;
+            if bytes.len() > MAX_TUPLE_LEN || new_alloc + self.reserved_on(rel, at.page) > room {
+                return Ok(false);
+            }
+            if new_alloc > page.contiguous_free() {
+                self.compact(rel, g)?;
+            }
+        }
+        let payload = Payload::HeapUpdate {
+            slot: at.slot,
+            old: old.clone(),
+            new_flags: flags,
+            new: bytes.to_vec(),
+        };
+        self.change(Some(log), rel, g, &payload)?;
+        self.reserve(log, rel, at.page, old_alloc.saturating_sub(new_alloc));
+        self.note_free(rel, g);
+        Ok(true)
+    }
+
+    /// Points home slot `tid` at `target`; it held `old`.
+    fn repoint(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        tid: TupleId,
+        target: TupleId,
+        old: SlotImage,
+    ) -> Result<()> {
+        let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
+        let freed = match &old {
+            SlotImage::Tuple { bytes, .. } => alloc_len(bytes.len()).saturating_sub(FORWARD_LEN),
+            SlotImage::Forward(_) => 0,
+        };
+        let payload = Payload::HeapForward {
+            slot: tid.slot,
+            target,
+            old,
+        };
+        self.change(Some(log), rel, &mut g, &payload)?;
+        self.reserve(log, rel, tid.page, freed);
+        self.note_free(rel, &g);
+        Ok(())
+    }
+
+    /// Deletes the tuple at home address `tid`.
+    pub(crate) fn delete(&self, log: &mut TxnLog, rel: &Relation, tid: TupleId) -> Result<()> {
+        if tid.page.0 >= rel.page_count() {
+            return Err(no_tuple(rel, tid));
+        }
+        let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
+        match slot_of(&g, tid.page, tid.slot)? {
+            Found::Stored(old, flags) if !flags.contains(TupleFlags::MOVED_IN) => {
+                let old = self.released_image(log, rel, tid, old, flags)?;
+                self.delete_slot(log, rel, &mut g, tid, old)
+            }
+            Found::Forward(at) => {
+                self.delete_slot(log, rel, &mut g, tid, SlotImage::Forward(at))?;
+                drop(g);
+                let mut g = self.pool.fetch_write(rel.file(), at.page)?;
+                let Found::Stored(old, flags) = slot_of(&g, at.page, at.slot)? else {
+                    return Err(corrupt(
+                        rel,
+                        tid,
+                        format!("forward to {at}, which holds no tuple"),
+                    ));
+                };
+                let old = self.released_image(log, rel, at, old, flags)?;
+                self.delete_slot(log, rel, &mut g, at, old)
+            }
+            Found::Stored(..) | Found::Nothing => Err(no_tuple(rel, tid)),
+        }
+    }
+
+    /// Deletes slot `at` (which holds `old`) on the latched page; the slot
+    /// is freed for reuse once the transaction commits.
+    fn delete_slot(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        at: TupleId,
+        old: SlotImage,
+    ) -> Result<()> {
+        let freed = match &old {
+            SlotImage::Tuple { bytes, .. } => alloc_len(bytes.len()),
+            SlotImage::Forward(_) => alloc_len(0),
+        };
+        let payload = Payload::HeapDelete { slot: at.slot, old };
+        self.change(Some(log), rel, g, &payload)?;
+        self.reserve(log, rel, at.page, freed);
+        log.deferred.push(Deferred::FreeSlot(rel.id, at));
+        self.note_free(rel, g);
+        Ok(())
+    }
+
+    /// An update found no tuple after writing the new value's overflow
+    /// chain: the chain is released with the transaction.
+    fn abandon(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        bytes: &[u8],
+        flags: TupleFlags,
+    ) -> Result<()> {
+        if flags.contains(TupleFlags::OVERFLOW_HEAD) {
+            let head = crate::page::OverflowHead::decode(bytes, PageId(0))?;
+            log.deferred.push(Deferred::FreeChain(rel.id, head));
+        }
+        Ok(())
+    }
+
+    /// Records the latched heap page's free space (less reservations) in
+    /// the FSM.
+    pub(crate) fn note_free(&self, rel: &Relation, g: &PageWriteGuard<'_>) {
+        let pid = g.page_id();
+        match page_type(g) {
+            Some(PageType::Heap) => {
+                if let Ok(p) = SlottedPage::open(&g[..], pid) {
+                    let r = self.reserved_on(rel, pid);
+                    rel.fsm.update(
+                        pid,
+                        p.contiguous_free().saturating_sub(r),
+                        p.total_free().saturating_sub(r),
+                    );
+                }
+            }
+            Some(PageType::Free) => rel.fsm.update(pid, EMPTY_PAGE_FREE, EMPTY_PAGE_FREE),
+            _ => {
+                rel.fsm.remove(pid);
+            }
+        }
+    }
+
+    /// Rolls back every change of `log`'s transaction, newest first, each
+    /// with a compensation record (invariant 8), then logs the abort.
+    /// `lookup` finds a relation by id.
+    pub(crate) fn rollback(
+        &self,
+        log: &mut TxnLog,
+        lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
+    ) -> Result<()> {
+        while let Some(entry) = log.undo.pop() {
+            let Some(action) = crate::heap::apply::undo_action(&entry.payload) else {
+                continue;
+            };
+            let Some(rel) = lookup(entry.relation) else {
+                continue;
+            };
+            let clr = Payload::Compensation {
+                undo_next: entry.prev_lsn,
+                action: Box::new(action),
+            };
+            let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
+            match self.change(Some(log), &rel, &mut g, &clr) {
+                Ok(_) => {}
+                Err(Error::Page(PageError::DoesNotFit { .. })) => {
+                    self.compact(&rel, &mut g)?;
+                    self.change(Some(log), &rel, &mut g, &clr)?;
+                }
+                Err(e) => return Err(e),
+            }
+            if let Payload::HeapInsert { slot, .. } = entry.payload {
+                self.change(None, &rel, &mut g, &Payload::HeapFreeSlot { slot })?;
+            }
+            self.note_free(&rel, &g);
+        }
+        log.deferred.clear();
+        self.log_txn(log, &Payload::Abort)?;
+        self.release_reservations(log);
+        Ok(())
+    }
+
+    /// Releases what a committed transaction freed (its commit is durable):
+    /// dead slots become reusable, old overflow chains free pages.
+    pub(crate) fn after_commit(
+        &self,
+        log: &mut TxnLog,
+        lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
+    ) -> Result<()> {
+        self.release_reservations(log);
+        for d in std::mem::take(&mut log.deferred) {
+            match d {
+                Deferred::FreeSlot(rel, tid) => {
+                    let Some(rel) = lookup(rel) else { continue };
+                    let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
+                    let dead = page_type(&g) == Some(PageType::Heap)
+                        && SlottedPage::open(&g[..], tid.page)?
+                            .get(tid.slot)
+                            .is_ok_and(|c| c == crate::page::SlotContent::Dead);
+                    if dead {
+                        self.change(
+                            None,
+                            &rel,
+                            &mut g,
+                            &Payload::HeapFreeSlot { slot: tid.slot },
+                        )?;
+                        self.note_free(&rel, &g);
+                    }
+                }
+                Deferred::FreeChain(rel, head) => {
+                    let Some(rel) = lookup(rel) else { continue };
+                    self.free_chain(&rel, head)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Values larger than [`INLINE_MAX`]: chains of overflow pages.
+//!
+//! A chain is written last chunk first, so each page's `next` link is known
+//! when it is written: one `OverflowWrite` record per page, in the
+//! transaction (rollback frees the pages again). The slot then gets the
+//! chain's [`OverflowHead`], which carries the value's length, first page,
+//! page count and CRC32C; reading checks all of them.
+
+use super::{INLINE_MAX, MAX_VALUE_LEN, Relation, Store, TxnLog, corrupt, page_type};
+use crate::error::{DbError, Result};
+use crate::page::{ChainReader, NO_PAGE, OverflowHead, PageType, TupleFlags, overflow::chunks};
+use crate::types::PageId;
+use crate::wal::Payload;
+
+impl Store {
+    /// What goes into the slot for `value`: the value itself, or the head
+    /// of an overflow chain written for it now.
+    pub(crate) fn stored_form(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        value: &[u8],
+    ) -> Result<(Vec<u8>, TupleFlags)> {
+        if value.len() > MAX_VALUE_LEN {
+            return Err(DbError::ValueTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            }
+            .into());
+        }
+        if value.len() <= INLINE_MAX {
+            return Ok((value.to_vec(), TupleFlags::NONE));
+        }
+        let head = self.write_chain(log, rel, value)?;
+        Ok((head.encode().to_vec(), TupleFlags::OVERFLOW_HEAD))
+    }
+
+    fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
+        let pieces: Vec<&[u8]> = chunks(value).collect();
+        let mut next = NO_PAGE;
+        for (index, chunk) in pieces.iter().enumerate().rev() {
+            let write = Payload::OverflowWrite {
+                index: index as u32,
+                next,
+                chunk: chunk.to_vec(),
+            };
+            next = self.place_whole_page(log, rel, &write)?.0;
+        }
+        Ok(OverflowHead::for_value(value, PageId(next))?)
+    }
+
+    /// Decodes a head read from a slot of page `at`, refusing one that
+    /// points outside the relation or promises an impossible length.
+    pub(crate) fn read_head(
+        &self,
+        rel: &Relation,
+        at: PageId,
+        bytes: &[u8],
+    ) -> Result<OverflowHead> {
+        let head = OverflowHead::decode(bytes, at)?;
+        if head.total_len > MAX_VALUE_LEN as u64 || head.first_page.0 >= rel.page_count() {
+            return Err(corrupt(
+                rel,
+                format!("page {at}"),
+                format!(
+                    "overflow head promises {} bytes from page {} of {}",
+                    head.total_len,
+                    head.first_page,
+                    rel.page_count()
+                ),
+            ));
+        }
+        Ok(head)
+    }
+
+    /// Reads the value of an overflow chain, one page latch at a time.
+    pub(crate) fn read_chain(&self, rel: &Relation, head: OverflowHead) -> Result<Vec<u8>> {
+        let mut reader = ChainReader::new(head);
+        while let Some(pid) = reader.next_page() {
+            if pid.0 >= rel.page_count() {
+                return Err(corrupt(
+                    rel,
+                    format!("overflow chain from page {}", head.first_page),
+                    format!("links to page {pid}, past the end of the relation"),
+                ));
+            }
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            reader.push(pid, &g)?;
+        }
+        Ok(reader.finish()?)
+    }
+
+    /// Frees every page of a chain no longer referenced (after the commit
+    /// that dropped its last reference is durable; redo-only records).
+    /// Pages that are no longer overflow pages of this chain are left
+    /// alone, so freeing twice is harmless.
+    pub(crate) fn free_chain(&self, rel: &Relation, head: OverflowHead) -> Result<()> {
+        let mut next = head.first_page.0;
+        let mut freed = 0;
+        while next != NO_PAGE && freed < head.page_count && next < rel.page_count() {
+            let pid = PageId(next);
+            let mut g = self.pool.fetch_write(rel.file(), pid)?;
+            if page_type(&g) != Some(PageType::Overflow) {
+                break;
+            }
+            next = crate::page::OverflowPage::open(&g[..], pid)?.next_page();
+            self.change(None, rel, &mut g, &Payload::OverflowFree)?;
+            rel.fsm.update(
+                pid,
+                crate::fsm::EMPTY_PAGE_FREE,
+                crate::fsm::EMPTY_PAGE_FREE,
+            );
+            freed += 1;
+        }
+        Ok(())
+    }
+}

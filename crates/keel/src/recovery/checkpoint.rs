@@ -1,0 +1,165 @@
+//! Fuzzy checkpoints (module docs of [`crate::recovery`]) and the free
+//! space map files they write.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keel_io::{FileClass, IoBuf, OpenOptions};
+
+use super::control::{Control, write_control};
+use crate::error::Result;
+use crate::fsm::FreeSpaceMap;
+use crate::heap::catalog::{Catalog, fsm_path, rel_dir};
+use crate::heap::{Relation, Store};
+use crate::page::PAGE_SIZE;
+use crate::txn::TxnTable;
+use crate::types::{Lsn, RelationId};
+use crate::wal::{ActiveTxnEntry, DirtyPageEntry, Payload, RecordMeta, TxnState};
+
+/// What a checkpoint did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// LSN of its begin record: the new redo start.
+    pub begin: Lsn,
+    /// LSN of its end record.
+    pub end: Lsn,
+    /// Pages dirtied again between the begin record and the end record.
+    pub dirty_pages: usize,
+    /// Transactions running at the end record.
+    pub active_txns: usize,
+    /// Log segments retired (recycled, deleted or archived).
+    pub segments_retired: usize,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// What a checkpoint works on.
+pub(crate) struct CheckpointTarget<'a> {
+    pub store: &'a Store,
+    pub dir: &'a Path,
+    pub catalog: &'a Catalog,
+    pub txns: &'a TxnTable,
+    /// Whether this is the last act of a clean close.
+    pub clean: bool,
+}
+
+/// Takes a checkpoint. Callers serialize checkpoints.
+pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
+    let started = Instant::now();
+    let store = t.store;
+    let begin = {
+        let mut gate = store.redo_point.write();
+        let meta = RecordMeta::new(Payload::CheckpointBegin.kind());
+        let rec = store.wal.append_payload(meta, &Payload::CheckpointBegin)?;
+        *gate = rec.lsn;
+        rec.lsn
+    };
+    store.pool.flush_all()?;
+    let dirty_pages: Vec<DirtyPageEntry> = store
+        .pool
+        .dirty_pages()
+        .into_iter()
+        .map(|(file, page, rec_lsn)| DirtyPageEntry {
+            relation: RelationId(file.0),
+            page,
+            rec_lsn,
+        })
+        .collect();
+    let dirty_count = dirty_pages.len();
+    let active = t.txns.snapshot();
+    let undo_start = active
+        .iter()
+        .map(|a| a.first)
+        .min()
+        .unwrap_or(begin)
+        .min(begin);
+    let end_payload = Payload::CheckpointEnd {
+        begin_lsn: begin,
+        next_txn: t.txns.next_id(),
+        dirty_pages,
+        txns: active
+            .iter()
+            .map(|a| ActiveTxnEntry {
+                txn: a.id,
+                state: TxnState::Active,
+                last_lsn: a.last,
+                undo_next: a.last,
+            })
+            .collect(),
+    };
+    let meta = RecordMeta::new(end_payload.kind());
+    let end = store.wal.append_payload(meta, &end_payload)?;
+    store.wal.flush(end.lsn)?;
+    for rel in t.catalog.all() {
+        save_fsm(store, t.dir, &rel)?;
+    }
+    let control = Control {
+        clean: t.clean,
+        next_relation: t.catalog.next_id(),
+        database_id: store.wal.database_id(),
+        redo_start: begin,
+        checkpoint_end: end.lsn,
+        undo_start,
+        next_txn: t.txns.next_id(),
+    };
+    write_control(&store.io, t.dir, &control)?;
+    let retired = store.wal.retire_before(undo_start)?;
+    Ok(CheckpointReport {
+        begin,
+        end: end.lsn,
+        dirty_pages: dirty_count,
+        active_txns: active.len(),
+        segments_retired: retired.recycled.len() + retired.archived.len() + retired.deleted.len(),
+        duration: started.elapsed(),
+    })
+}
+
+/// Writes relation `rel`'s FSM to its file (write new, fdatasync, rename).
+pub(crate) fn save_fsm(store: &Store, dir: &Path, rel: &Relation) -> Result<()> {
+    let pages = rel.fsm.to_pages();
+    let path = fsm_path(dir, rel.id);
+    let tmp = path.with_extension("fsm.tmp");
+    let io = &store.io;
+    let f = io
+        .open(
+            &tmp,
+            OpenOptions::new(FileClass::Data).write(true).create(true),
+        )
+        .wait()?;
+    let mut bytes = Vec::with_capacity(pages.len() * PAGE_SIZE);
+    for p in &pages {
+        bytes.extend_from_slice(p);
+    }
+    let len = bytes.len() as u64;
+    let written = io
+        .write_at(f, 0, IoBuf::from(bytes))
+        .wait()
+        .and_then(|_| io.set_len(f, len).wait())
+        .and_then(|_| io.fdatasync(f).wait());
+    io.close(f).wait()?;
+    written?;
+    io.rename(&tmp, &path).wait()?;
+    io.sync_dir(&rel_dir(dir)).wait()?;
+    Ok(())
+}
+
+/// Reads relation `id`'s FSM file; `None` when it is missing or does not
+/// validate (the caller rebuilds the map from the heap pages: the FSM is a
+/// hint, and a corrupt one is never fatal).
+pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<FreeSpaceMap> {
+    let io = &store.io;
+    let f = io
+        .open(&fsm_path(dir, id), OpenOptions::new(FileClass::Data))
+        .wait()
+        .ok()?;
+    let loaded = (|| {
+        let size = io.size(f).wait().ok()? as usize;
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        let buf = io.read_exact_at(f, 0, IoBuf::zeroed(size)).wait().ok()?;
+        FreeSpaceMap::from_pages(buf.chunks(PAGE_SIZE)).ok()
+    })();
+    let _ = io.close(f).wait();
+    loaded
+}

@@ -1,0 +1,85 @@
+//! Checkpoints and crash recovery (ARIES: analysis, redo, undo).
+//!
+//! ## Checkpoints ([`checkpoint`])
+//!
+//! A checkpoint appends a `CheckpointBegin` record and, under the redo
+//! gate, makes its LSN the new redo point (so every page changed after it
+//! logs a full image first, invariant 5). It then writes every dirty page
+//! (`BufferPool::flush_all`, which flushes the log first, invariant 4, and
+//! fdatasyncs the files), appends a `CheckpointEnd` record with the dirty
+//! page table and the active transaction table, makes the log durable, and
+//! only then points the control file at the begin record. A crash anywhere
+//! before the control file is replaced leaves the previous checkpoint in
+//! charge, whose redo point is older, so nothing is lost.
+//!
+//! Because the pages dirty at the begin record are all on disk when the
+//! checkpoint completes, redo starts at the begin record; undo may need
+//! older records of transactions that were running then, so the control
+//! file also keeps the first LSN of the oldest of them, and log segments
+//! are retired only before the older of the two.
+//!
+//! ## Recovery ([`recover`])
+//!
+//! One pass over the log from the control file's scan start does analysis
+//! and redo together:
+//!
+//! - **Analysis.** Each transaction's records that need undo are kept on a
+//!   stack; a CLR pops everything after its `undo_next` (those records are
+//!   already undone); commit and abort records end the transaction. What is
+//!   left at the end of the log are the *losers*.
+//! - **Redo** (records at or after the redo start). A page-changing record
+//!   is applied when the page's LSN is below the record's, through the same
+//!   [`apply`](crate::heap::apply::apply) the running engine uses. A record
+//!   that formats a whole page (image, init, overflow write, overflow free)
+//!   does not need the old page: a torn or missing page is recreated from
+//!   it. Any other record finding a page that fails verification is a
+//!   recovery error naming the LSN: the image that should precede it is
+//!   missing. `RelationCreate` creates the relation's file if it is
+//!   missing; `RelationDrop` removes it; records of relations whose file is
+//!   gone are skipped (a later drop removed it).
+//! - **Undo.** Each loser is rolled back newest first with CLRs and an
+//!   abort record, exactly as a running rollback does, so a crash during
+//!   recovery and a second recovery never undo anything twice (invariant 8).
+//!
+//! Recovery then checkpoints, so the next crash starts from here.
+
+pub mod checkpoint;
+pub mod control;
+mod redo;
+
+pub use checkpoint::CheckpointReport;
+pub use control::Control;
+pub(crate) use redo::recover;
+
+use std::time::Duration;
+
+use crate::types::Lsn;
+
+/// What recovery did when the database was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Whether the control file said the database was closed cleanly.
+    pub clean_shutdown: bool,
+    /// Where the log was read from.
+    pub scan_start: Lsn,
+    /// Where redo started (the last checkpoint's begin record).
+    pub redo_start: Lsn,
+    /// The end of the log found.
+    pub log_end: Lsn,
+    /// Records read.
+    pub records_scanned: u64,
+    /// Log bytes read.
+    pub bytes_scanned: u64,
+    /// Page-changing records applied to a page.
+    pub records_redone: u64,
+    /// Page-changing records skipped because the page already had them.
+    pub records_skipped: u64,
+    /// Distinct pages redo changed.
+    pub pages_redone: u64,
+    /// Transactions rolled back (losers).
+    pub txns_undone: u64,
+    /// Records those rollbacks undid.
+    pub records_undone: u64,
+    /// Time from the start of recovery to ready.
+    pub duration: Duration,
+}

@@ -1,0 +1,239 @@
+#![allow(clippy::unwrap_used)]
+//! The public API end to end: relations, tuples, transactions, reopen and
+//! recovery after a crash (the database dropped without `close`).
+
+use std::collections::BTreeMap;
+
+use keel::buffer::BufferConfig;
+use keel::{Config, Database, DbError, Error, TupleId};
+
+fn small_config() -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(64),
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c.wal.max_batch_bytes = 256 << 10;
+    c
+}
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+#[test]
+fn the_documented_api_shape_works_and_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), Config::default()).unwrap();
+    let rel = db.create_relation("accounts").unwrap();
+    assert_eq!(db.relation("accounts").unwrap(), Some(rel));
+    assert_eq!(db.relation("nope").unwrap(), None);
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(rel, b"bytes").unwrap();
+    assert_eq!(tx.get(rel, tid).unwrap().as_deref(), Some(&b"bytes"[..]));
+    tx.update(rel, tid, b"new bytes").unwrap();
+    let keep = tx.insert(rel, b"kept").unwrap();
+    tx.delete(rel, tid).unwrap();
+    let rows: Vec<(TupleId, Vec<u8>)> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(rows, vec![(keep, b"kept".to_vec())]);
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+
+    let db = Database::open(dir.path(), Config::default()).unwrap();
+    assert!(db.recovery_report().clean_shutdown);
+    let rel = db.relation("accounts").unwrap().unwrap();
+    let tx = db.begin().unwrap();
+    assert_eq!(tx.get(rel, keep).unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(tx.get(rel, tid).unwrap(), None);
+    drop(tx);
+    db.close().unwrap();
+}
+
+#[test]
+fn relation_names_are_checked_and_unique_and_drop_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let a = db.create_relation("a").unwrap();
+    let e = db.create_relation("a").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::RelationExists(_))), "{e}");
+    assert!(db.create_relation("").is_err());
+    assert!(db.create_relation("keel_catalog").is_err());
+    let b = db.create_relation("b").unwrap();
+    assert_ne!(a, b);
+    let mut tx = db.begin().unwrap();
+    tx.insert(b, b"x").unwrap();
+    tx.commit().unwrap();
+    db.drop_relation("b").unwrap();
+    assert_eq!(db.relation("b").unwrap(), None);
+    assert!(!dir.path().join(format!("rel/{}.heap", b.0)).exists());
+    let mut tx = db.begin().unwrap();
+    let e = tx.insert(b, b"x").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::NoSuchRelation(_))), "{e}");
+    drop(tx);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let names: Vec<String> = db.relations().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec!["a".to_string()]);
+    let c = db.create_relation("c").unwrap();
+    assert!(c.0 > b.0, "relation ids are not reused");
+    db.close().unwrap();
+}
+
+#[test]
+fn large_values_moves_and_many_rows_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut model = BTreeMap::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..2000 {
+        let len = match i % 100 {
+            0 => 3 << 20,
+            1 => 9000,
+            _ => 20 + i % 300,
+        };
+        let v = value(i, len);
+        let tid = tx.insert(rel, &v).unwrap();
+        model.insert(tid, v);
+    }
+    tx.commit().unwrap();
+    // Grow every third tuple so that many must move.
+    let mut tx = db.begin().unwrap();
+    let tids: Vec<TupleId> = model.keys().copied().collect();
+    for (k, tid) in tids.iter().enumerate() {
+        if k % 3 == 0 {
+            let v = value(k + 7, 500 + k % 1500);
+            tx.update(rel, *tid, &v).unwrap();
+            model.insert(*tid, v);
+        } else if k % 7 == 0 {
+            tx.delete(rel, *tid).unwrap();
+            model.remove(tid);
+        }
+    }
+    tx.commit().unwrap();
+    let check = |db: &Database| {
+        let tx = db.begin().unwrap();
+        let rows: BTreeMap<TupleId, Vec<u8>> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), model.len());
+        assert!(rows == model, "scan differs from the model");
+        for (tid, v) in model.iter().take(50) {
+            assert_eq!(tx.get(rel, *tid).unwrap().as_ref(), Some(v));
+        }
+    };
+    check(&db);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    check(&db);
+    drop(db); // a crash: no final checkpoint
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    assert!(!db.recovery_report().clean_shutdown);
+    check(&db);
+    db.close().unwrap();
+}
+
+#[test]
+fn abort_and_drop_roll_back_and_a_crash_undoes_unfinished_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tids: Vec<TupleId> = (0..300)
+        .map(|i| tx.insert(rel, &value(i, 200)).unwrap())
+        .collect();
+    tx.commit().unwrap();
+
+    let mut tx = db.begin().unwrap();
+    for (i, tid) in tids.iter().enumerate() {
+        match i % 3 {
+            0 => tx.delete(rel, *tid).unwrap(),
+            1 => tx.update(rel, *tid, &value(i, 3000)).unwrap(),
+            _ => tx.update(rel, *tid, &value(i, 10)).unwrap(),
+        }
+    }
+    for i in 0..200 {
+        tx.insert(rel, &value(i, 900)).unwrap();
+    }
+    tx.abort().unwrap();
+    let original = |db: &Database| {
+        let tx = db.begin().unwrap();
+        let rows: Vec<(TupleId, Vec<u8>)> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+        let expect: Vec<(TupleId, Vec<u8>)> = tids
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, value(i, 200)))
+            .collect();
+        assert_eq!(rows.len(), expect.len());
+        assert!(rows == expect, "rollback did not restore every tuple");
+    };
+    original(&db);
+    {
+        let mut tx = db.begin().unwrap();
+        tx.update(rel, tids[0], b"dropped").unwrap();
+    }
+    original(&db);
+
+    // A transaction still running at the crash: its records reach the log
+    // (a later commit flushes them) but it never commits.
+    let mut loser = db.begin().unwrap();
+    for (i, tid) in tids.iter().enumerate().take(100) {
+        loser.update(rel, *tid, &value(i + 1, 5000)).unwrap();
+    }
+    std::mem::forget(loser);
+    let mut tx = db.begin().unwrap();
+    let committed = tx.insert(rel, b"after").unwrap();
+    tx.commit().unwrap();
+    drop(db);
+
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let r = db.recovery_report().clone();
+    assert_eq!(r.txns_undone, 1, "{r:?}");
+    assert!(r.records_undone >= 100, "{r:?}");
+    let tx = db.begin().unwrap();
+    assert_eq!(
+        tx.get(rel, committed).unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+    for (i, tid) in tids.iter().enumerate() {
+        assert_eq!(
+            tx.get(rel, *tid).unwrap(),
+            Some(value(i, 200)),
+            "tuple {tid}"
+        );
+    }
+    drop(tx);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let e = Database::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Locked(_))), "{e}");
+    db.close().unwrap();
+    Database::open(dir.path(), small_config())
+        .unwrap()
+        .close()
+        .unwrap();
+}
+
+#[test]
+fn bad_tuple_ids_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(rel, b"x").unwrap();
+    let far: TupleId = "999.0".parse().unwrap();
+    let slot: TupleId = format!("{}.77", tid.page).parse().unwrap();
+    assert_eq!(tx.get(rel, far).unwrap(), None);
+    assert_eq!(tx.get(rel, slot).unwrap(), None);
+    for t in [far, slot] {
+        let e = tx.update(rel, t, b"y").unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::NoSuchTuple { .. })), "{e}");
+        assert!(tx.delete(rel, t).is_err());
+    }
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
