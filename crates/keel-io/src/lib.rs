@@ -102,6 +102,42 @@ pub trait AsyncIo: Send + Sync {
     /// backend's threads. Idempotent; `Drop` calls it too.
     fn shutdown(&self);
 
+    /// Runs a request to completion and returns its reply, on the calling
+    /// thread where the backend can: the thread pool and io_uring make a
+    /// write's or a sync's system call right here instead of handing it to
+    /// another thread and waiting for the answer; the simulator runs it as
+    /// it runs everything. Otherwise the same contract as
+    /// [`submit`](AsyncIo::submit) followed by [`IoFuture::wait`]: a permit
+    /// from the queue, the sync order of contract 4 (a sync that must wait
+    /// for earlier writes waits for them), statistics, the same errors. For
+    /// callers that would block on the result at once anyway, such as the
+    /// log's flush leader.
+    fn run_blocking(&self, req: Request) -> Result<Reply, IoError> {
+        self.submit(req).wait()
+    }
+
+    /// [`write_at`](AsyncIo::write_at) run by
+    /// [`run_blocking`](AsyncIo::run_blocking).
+    fn write_at_blocking(
+        &self,
+        file: FileHandle,
+        offset: u64,
+        buf: IoBuf,
+    ) -> Result<IoBuf, IoError> {
+        self.run_blocking(Request::Write { file, offset, buf })
+            .and_then(reply::written)
+    }
+
+    /// [`fdatasync`](AsyncIo::fdatasync) run by
+    /// [`run_blocking`](AsyncIo::run_blocking).
+    fn fdatasync_blocking(&self, file: FileHandle) -> Result<(), IoError> {
+        self.run_blocking(Request::Sync {
+            file,
+            data_only: true,
+        })
+        .and_then(reply::unit)
+    }
+
     /// Opens (or creates) a file.
     fn open(&self, path: &Path, options: OpenOptions) -> IoFuture<FileHandle> {
         self.submit(Request::Open {

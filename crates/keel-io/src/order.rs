@@ -46,6 +46,11 @@ impl<H> SyncOrder<H> {
         self.next_seq
     }
 
+    /// Whether no write is in flight: a sync admitted now may start at once.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     fn clear(&self, barrier: u64) -> bool {
         self.in_flight.first().is_none_or(|&min| min >= barrier)
     }

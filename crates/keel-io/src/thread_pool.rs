@@ -3,7 +3,9 @@
 //! Every request — data, sync and path operations alike — runs on a worker
 //! with the plain blocking system call (`pread`, `pwritev`, `fsync`,
 //! `fdatasync`, `fallocate`, …). `close` is the exception: it removes the
-//! handle from the table at submission (see `file.rs`).
+//! handle from the table at submission (see `file.rs`). So is
+//! [`AsyncIo::run_blocking`]: the caller's own thread runs the job exactly as
+//! a worker would, saving the two thread hand-offs of a submit-and-wait.
 //!
 //! Ordering: workers run requests concurrently, so a sync could otherwise
 //! overtake a write submitted before it. Each file's `SyncOrder` holds such a
@@ -116,6 +118,24 @@ impl ThreadPoolIo {
     }
 
     fn submit_inner(&self, req: Request, blocking: bool) -> Result<IoFuture<Reply>, Rejected> {
+        let (job, fut) = self.admit_job(req, blocking)?;
+        if let Some(job) = job {
+            // The channel holds queue_depth + workers messages and at most
+            // queue_depth jobs are admitted, so this send never blocks. If
+            // the workers are gone, the job drops and its ticket completes
+            // the future.
+            let _ = self.shared.tx.send(Msg::Run(job));
+        }
+        Ok(fut)
+    }
+
+    /// Admits and prepares a request; returns the job to run (none for a
+    /// close, which is done here) and its future.
+    fn admit_job(
+        &self,
+        req: Request,
+        blocking: bool,
+    ) -> Result<(Option<Job>, IoFuture<Reply>), Rejected> {
         let s = &self.shared;
         let req = s.core.admit(req, blocking)?;
         let kind = req.kind();
@@ -130,7 +150,7 @@ impl ThreadPoolIo {
             Prepared::Close(handle) => {
                 let (ticket, fut) = Ticket::new(&s.core, kind, FileClass::Other);
                 ticket.finish(s.files.remove(handle).map(|()| Reply::Done));
-                return Ok(fut);
+                return Ok((None, fut));
             }
             Prepared::Path(req) => {
                 let class = match &req {
@@ -152,11 +172,7 @@ impl ThreadPoolIo {
             }
         };
         let (ticket, fut) = Ticket::new(&s.core, kind, class);
-        // The channel holds queue_depth + workers messages and at most
-        // queue_depth jobs are admitted, so this send never blocks. If the
-        // workers are gone, the job drops and its ticket completes the future.
-        let _ = s.tx.send(Msg::Run(Job { work, ticket }));
-        Ok(fut)
+        Ok((Some(Job { work, ticket }), fut))
     }
 
     fn on_worker_thread(&self) -> bool {
@@ -235,6 +251,18 @@ impl AsyncIo for ThreadPoolIo {
 
     fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
         self.submit_inner(req, false)
+    }
+
+    /// Runs the job on the calling thread, exactly as a worker would: a
+    /// write releases (and runs) the syncs it held back; a sync that must
+    /// wait for earlier writes is held, and the worker that completes the
+    /// last of them runs it while this thread waits for its future.
+    fn run_blocking(&self, req: Request) -> Result<Reply, IoError> {
+        let (job, fut) = self.admit_job(req, true).map_err(|r| r.error)?;
+        if let Some(job) = job {
+            run(&self.shared, job);
+        }
+        fut.wait()
     }
 
     fn queue_depth(&self) -> usize {

@@ -219,3 +219,25 @@ fn direct_io_rules_in_the_simulator() {
     let e = tmpfs.open(Path::new("/f"), opts).wait().unwrap_err();
     assert!(matches!(e, IoError::DirectIoUnsupported { .. }), "{e}");
 }
+
+#[test]
+fn inline_calls_count_as_operations_and_take_faults() {
+    let (sim, _, wal) = setup(SimConfig::seeded(7));
+    let n = sim.op_count();
+    sim.add_fault(FaultRule::at_op(n + 1, Fault::Eio));
+    sim.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fdatasync));
+    sim.write_at_blocking(wal, 0, IoBuf::from(vec![1u8; 512]))
+        .unwrap(); // op n
+    let e = sim
+        .write_at_blocking(wal, 512, IoBuf::from(vec![2u8; 512]))
+        .unwrap_err(); // op n+1
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = sim.fdatasync_blocking(wal).unwrap_err(); // op n+2
+    assert!(e.is_sync_failure(), "{e}");
+    assert_eq!(sim.op_count(), n + 3);
+    sim.clear_faults();
+    sim.add_fault(FaultRule::at_op(n + 3, Fault::PowerCut));
+    let e = sim.fdatasync_blocking(wal).unwrap_err();
+    assert!(matches!(e, IoError::ShutDown { .. }), "{e}");
+    assert!(sim.is_halted());
+}

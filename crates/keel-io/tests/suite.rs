@@ -397,6 +397,100 @@ fn statistics(f: &Fixture) {
     );
 }
 
+/// `run_blocking` and its typed forms: the same results, errors and
+/// statistics as submit-and-wait, whichever thread runs them.
+fn blocking_calls(f: &Fixture) {
+    let h = create(f, "b", FileClass::Wal);
+    for i in 0..10u64 {
+        let data = pattern(i, 512);
+        let back =
+            f.io.write_at_blocking(h, i * 512, IoBuf::from(data.clone()));
+        assert_eq!(&back.unwrap()[..], &data[..], "the buffer comes back");
+    }
+    f.io.fdatasync_blocking(h).unwrap();
+    let want: Vec<u8> = (0..10u64).flat_map(|i| pattern(i, 512)).collect();
+    assert_eq!(read_all(f, h, 5120), want);
+    match f.io.run_blocking(Request::Size { file: h }) {
+        Ok(keel_io::Reply::Size(n)) => assert_eq!(n, 5120),
+        other => panic!("expected a size, got {other:?}"),
+    }
+    let s = f.io.stats();
+    let w = s.get(OpKind::Write, FileClass::Wal).expect("write stats");
+    assert_eq!((w.count, w.bytes, w.errors), (10, 5120, 0));
+    let d = s
+        .get(OpKind::Fdatasync, FileClass::Wal)
+        .expect("sync stats");
+    assert_eq!((d.count, d.errors), (1, 0));
+    assert!(d.latency_ns_max > 0, "inline syncs are timed too");
+    // Errors are the ones submit reports.
+    let ro = f.io.open(&f.path("b"), OpenOptions::new(FileClass::Data));
+    let ro = ro.wait().unwrap();
+    let e = f.io.write_at_blocking(ro, 0, IoBuf::zeroed(1)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    f.io.close(h).wait().unwrap();
+    let e = f.io.fdatasync_blocking(h).unwrap_err();
+    assert!(matches!(e, IoError::BadHandle { .. }), "{e}");
+    assert_eq!(f.io.stats().errors(OpKind::Write), 1);
+    f.io.shutdown();
+    let e = f.io.write_at_blocking(ro, 0, IoBuf::zeroed(1)).unwrap_err();
+    assert!(matches!(e, IoError::ShutDown { .. }), "{e}");
+}
+
+/// An inline sync waits for writes submitted (asynchronously) before it,
+/// and inline writes and syncs from many threads mix with queued ones.
+fn blocking_sync_ordering(f: &Fixture) {
+    let h = create(f, "bo", FileClass::Wal);
+    for round in 0..5u64 {
+        let writes: Vec<_> = (0..32u64)
+            .map(|i| {
+                f.io.write_at(h, i * 4096, IoBuf::from(pattern(round + i, 4096)))
+            })
+            .collect();
+        f.io.fdatasync_blocking(h).unwrap();
+        assert!(
+            writes.iter().all(|w| w.is_ready()),
+            "round {round}: an inline sync completed before a write submitted before it"
+        );
+        for w in writes {
+            w.wait().unwrap();
+        }
+    }
+    let region = 64 * 1024u64;
+    thread::scope(|scope| {
+        for t in 0..4u64 {
+            let io = &f.io;
+            scope.spawn(move || {
+                for i in 0..16u64 {
+                    let off = (t + 1) * region + i * 4096;
+                    io.write_at_blocking(h, off, IoBuf::from(pattern(t * 100 + i, 4096)))
+                        .unwrap();
+                    if i % 4 == 3 {
+                        io.fdatasync_blocking(h).unwrap();
+                    }
+                }
+            });
+        }
+        let queued: Vec<_> = (0..16u64)
+            .map(|i| {
+                f.io.write_at(h, i * 4096, IoBuf::from(pattern(1000 + i, 4096)))
+            })
+            .collect();
+        for w in queued {
+            w.wait().unwrap();
+        }
+    });
+    f.io.fdatasync_blocking(h).unwrap();
+    let all = read_all(f, h, (5 * region) as usize);
+    for i in 0..16u64 {
+        let at = (i * 4096) as usize;
+        assert_eq!(all[at..at + 4096], pattern(1000 + i, 4096)[..]);
+        for t in 0..4u64 {
+            let at = ((t + 1) * region + i * 4096) as usize;
+            assert_eq!(all[at..at + 4096], pattern(t * 100 + i, 4096)[..]);
+        }
+    }
+}
+
 macro_rules! suite {
     ($name:ident, $make:path) => {
         mod $name {
@@ -451,6 +545,14 @@ macro_rules! suite {
             #[test]
             fn statistics() {
                 run(super::statistics);
+            }
+            #[test]
+            fn blocking_calls() {
+                run(super::blocking_calls);
+            }
+            #[test]
+            fn blocking_sync_ordering() {
+                run(super::blocking_sync_ordering);
             }
         }
     };

@@ -3,9 +3,11 @@
 //! One loop iteration:
 //!
 //! ```text
-//!   intake()        take new submissions from the channel; writes get a
-//!                   sequence number, syncs a barrier (held if writes before
-//!                   them are in flight — order.rs)
+//!   intake()        take new submissions from the channel (writes carry
+//!                   the sequence number and syncs the barrier they took at
+//!                   submission; a sync is held while writes before it are
+//!                   in flight — order.rs), and the held syncs that inline
+//!                   writes released
 //!   flush()         push ready operations' entries into the SQ (and re-arm
 //!                   the eventfd read)
 //!   enter(want)     io_uring_enter: submit the batch; sleep for one
@@ -37,7 +39,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, TryRecvError};
 use io_uring::{IoUring, opcode, types};
 
-use super::{Shared, Submission};
+use super::{Intake, Shared, Submission};
 use crate::driver::Ticket;
 use crate::error::{FileRef, IoError};
 use crate::file::FileEntry;
@@ -46,9 +48,11 @@ use crate::op::{FileOp, Step};
 /// user_data of the eventfd read (slot indexes are far below it).
 const WAKE_TOKEN: u64 = u64::MAX;
 
-enum Order {
+/// A request's place in its file's sync order (taken at submission).
+pub(crate) enum Order {
     None,
     Write(u64),
+    Sync(u64),
 }
 
 struct InFlight {
@@ -60,7 +64,7 @@ struct InFlight {
 
 pub(super) struct Dispatcher {
     ring: IoUring,
-    rx: Receiver<Submission>,
+    rx: Receiver<Intake>,
     rx_open: bool,
     shared: Arc<Shared>,
     slots: Vec<Option<InFlight>>,
@@ -73,7 +77,7 @@ pub(super) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(super) fn new(ring: IoUring, rx: Receiver<Submission>, shared: Arc<Shared>) -> Dispatcher {
+    pub(super) fn new(ring: IoUring, rx: Receiver<Intake>, shared: Arc<Shared>) -> Dispatcher {
         Dispatcher {
             ring,
             rx,
@@ -109,7 +113,8 @@ impl Dispatcher {
     fn intake(&mut self) {
         while self.rx_open {
             match self.rx.try_recv() {
-                Ok(sub) => self.accept(sub),
+                Ok(Intake::Op(sub)) => self.accept(sub),
+                Ok(Intake::Release(slots)) => self.ready.extend(slots),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => self.rx_open = false,
             }
@@ -117,17 +122,19 @@ impl Dispatcher {
     }
 
     fn accept(&mut self, sub: Submission) {
-        let Submission { entry, op, ticket } = sub;
+        let Submission {
+            entry,
+            op,
+            ticket,
+            order,
+        } = sub;
         if op.is_noop() {
             ticket.finish(op.into_reply());
             return;
         }
-        let is_write = op.kind().is_write();
-        let sync_barrier = matches!(op, FileOp::Sync(_)).then(|| entry.order.lock().barrier());
-        let order = if is_write {
-            Order::Write(entry.order.lock().begin_write())
-        } else {
-            Order::None
+        let (order, sync_barrier) = match order {
+            Order::Sync(barrier) => (Order::None, Some(barrier)),
+            other => (other, None),
         };
         let idx = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);

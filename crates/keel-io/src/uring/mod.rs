@@ -13,7 +13,15 @@
 //!   rare, and running them there keeps the dispatcher from ever blocking).
 //!   They are not ordered against ring operations still in flight (contract
 //!   4 in the crate docs): wait for the writes before a `set_len` that must
-//!   follow them.
+//!   follow them;
+//! - a write or a sync given to [`AsyncIo::run_blocking`]: the plain system
+//!   call on the calling thread, which would only wait for the ring anyway
+//!   (one dispatcher round trip less: no channel, no eventfd, no wake-up).
+//!   Such a write takes its sequence number in the file's sync order like a
+//!   ring write (ring operations take theirs at submission, not at intake,
+//!   so the order is the submission order) and hands the ring syncs it
+//!   releases to the dispatcher; such a sync runs here only if no write of
+//!   the file is in flight, and otherwise goes to the ring to be held.
 //!
 //! Waking the dispatcher: it sleeps in `io_uring_enter` waiting for a
 //! completion. A poll of an eventfd is always armed in the ring, so a
@@ -52,11 +60,21 @@ use crate::stats::IoStats;
 /// backlog. 4096 entries cost ~256 KiB of kernel memory per ring.
 const MAX_RING_ENTRIES: u32 = 4096;
 
-/// An operation on its way to the dispatcher.
+/// An operation on its way to the dispatcher, with its place in the file's
+/// sync order taken at submission (so an inline sync sees it).
 pub(crate) struct Submission {
     entry: Arc<FileEntry<usize>>,
     op: FileOp,
     ticket: Ticket,
+    order: dispatcher::Order,
+}
+
+/// What submitters send the dispatcher.
+pub(crate) enum Intake {
+    /// An operation for the ring.
+    Op(Submission),
+    /// Slots of held syncs that an inline write released.
+    Release(Vec<usize>),
 }
 
 /// What the dispatcher and the submitters share.
@@ -95,7 +113,7 @@ impl Shared {
 /// The io_uring backend.
 pub struct UringIo {
     shared: Arc<Shared>,
-    tx: Mutex<Option<Sender<Submission>>>,
+    tx: Mutex<Option<Sender<Intake>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: Option<ThreadId>,
 }
@@ -143,7 +161,13 @@ impl UringIo {
         })
     }
 
-    fn submit_inner(&self, req: Request, blocking: bool) -> Result<IoFuture<Reply>, Rejected> {
+    /// Admits a request; `here` runs a write or sync on this thread.
+    fn submit_inner(
+        &self,
+        req: Request,
+        blocking: bool,
+        here: bool,
+    ) -> Result<IoFuture<Reply>, Rejected> {
         let s = &self.shared;
         let req = s.core.admit(req, blocking)?;
         let kind = req.kind();
@@ -175,15 +199,56 @@ impl UringIo {
                     ticket.finish(op.run_blocking(&entry));
                     return Ok(fut);
                 }
-                let sub = Submission { entry, op, ticket };
-                if let Some(tx) = self.tx.lock().as_ref() {
-                    // If the dispatcher is gone the submission drops here and
-                    // its ticket completes the future with ShutDown.
-                    let _ = tx.send(sub);
+                let sub = if here {
+                    self.run_here(entry, op, ticket)
+                } else {
+                    Some(submission(entry, op, ticket))
+                };
+                if let Some(sub) = sub {
+                    self.send(Intake::Op(sub));
                 }
-                s.wake();
                 Ok(fut)
             }
+        }
+    }
+
+    /// Hands a message to the dispatcher and wakes it. If the dispatcher is
+    /// gone, a submission drops here and its ticket completes the future
+    /// with ShutDown.
+    fn send(&self, msg: Intake) {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            let _ = tx.send(msg);
+        }
+        self.shared.wake();
+    }
+
+    /// `run_blocking` of a write or a sync: the system call on this thread,
+    /// in the file's sync order. A write registers like a ring write and
+    /// passes the ring syncs it released to the dispatcher; a sync runs here
+    /// only when no earlier write is in flight, else it goes to the ring
+    /// (returned) to be held there. Anything else goes to the ring.
+    fn run_here(
+        &self,
+        entry: Arc<FileEntry<usize>>,
+        op: FileOp,
+        ticket: Ticket,
+    ) -> Option<Submission> {
+        match op {
+            FileOp::Write(_) => {
+                let seq = entry.order.lock().begin_write();
+                let outcome = op.run_blocking(&entry);
+                let released = entry.order.lock().end_write(seq);
+                ticket.finish(outcome);
+                if !released.is_empty() {
+                    self.send(Intake::Release(released));
+                }
+                None
+            }
+            FileOp::Sync(_) if entry.order.lock().is_idle() => {
+                ticket.finish(op.run_blocking(&entry));
+                None
+            }
+            other => Some(submission(entry, other, ticket)),
         }
     }
 
@@ -203,6 +268,25 @@ impl UringIo {
 }
 
 /// Fails when the kernel lacks an opcode this backend submits.
+/// A ring submission, registered in its file's sync order.
+fn submission(entry: Arc<FileEntry<usize>>, op: FileOp, ticket: Ticket) -> Submission {
+    let order = if op.is_noop() {
+        dispatcher::Order::None
+    } else if op.kind().is_write() {
+        dispatcher::Order::Write(entry.order.lock().begin_write())
+    } else if matches!(op, FileOp::Sync(_)) {
+        dispatcher::Order::Sync(entry.order.lock().barrier())
+    } else {
+        dispatcher::Order::None
+    };
+    Submission {
+        entry,
+        op,
+        ticket,
+        order,
+    }
+}
+
 fn check_opcodes(ring: &IoUring) -> std::io::Result<()> {
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
@@ -228,12 +312,18 @@ impl AsyncIo for UringIo {
 
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let kind = req.kind();
-        self.submit_inner(req, true)
+        self.submit_inner(req, true, false)
             .unwrap_or_else(|r| IoFuture::ready(kind, Err(r.error)))
     }
 
     fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        self.submit_inner(req, false)
+        self.submit_inner(req, false, false)
+    }
+
+    fn run_blocking(&self, req: Request) -> Result<Reply, IoError> {
+        self.submit_inner(req, true, true)
+            .map_err(|r| r.error)?
+            .wait()
     }
 
     fn queue_depth(&self) -> usize {
