@@ -17,8 +17,6 @@ pub const PAYLOAD_BYTES: usize = 100;
 pub const ROW_BYTES: u64 = 8 + PAYLOAD_BYTES as u64;
 /// Rows per transaction in the insert suite (and when loading rows).
 pub const BATCH_ROWS: u64 = 10_000;
-/// Why Keel sits out the suites that need tables.
-pub const NEEDS_DATABASE: &str = "needs the Database API (issue 5)";
 
 /// The contestants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,7 +110,6 @@ pub enum Setup {
 pub fn takes_part(kind: EngineKind, suite: Suite) -> Result<(), String> {
     use EngineKind::*;
     match (kind, suite) {
-        (Keel, Suite::Insert | Suite::Read | Suite::Recovery) => Err(NEEDS_DATABASE.into()),
         (Sqlite, Suite::Recovery) => Err("not part of the recovery suite".into()),
         _ => Ok(()),
     }
@@ -133,7 +130,11 @@ pub fn setup(
         .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
     Ok(match kind {
         EngineKind::Disk => Setup::Ready(Box::new(super::disk::DiskEngine::open(dir)?)),
-        EngineKind::Keel => Setup::Ready(Box::new(super::keel_engine::KeelWalEngine::open(dir)?)),
+        EngineKind::Keel => Setup::Ready(Box::new(super::keel_engine::KeelEngine::open(
+            dir,
+            cache_bytes,
+            suite == Suite::Recovery,
+        )?)),
         EngineKind::Sqlite => Setup::Ready(Box::new(super::sqlite::SqliteEngine::open(
             dir,
             cache_bytes,

@@ -6,7 +6,7 @@
 //! - [`args`]: the command line and the resolved settings;
 //! - [`engine`]: the `Engine`/`Session` traits and setup; one module per
 //!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`]) and
-//!   [`keel_engine`] (Keel on its WAL until the Database API lands);
+//!   [`keel_engine`] (Keel through its public `Database` API);
 //! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`],
 //!   [`micro`] (wal, crc, fsm, io);
 //! - [`measure`] (timed loops), [`report`] (figures, JSON), [`plot`] (SVG),

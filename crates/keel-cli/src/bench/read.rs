@@ -51,7 +51,12 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
 
 fn disk_rate(ctx: &mut Ctx) -> Result<(), Failure> {
     let dir = ctx.root.join("read-disk");
-    let bytes = (ctx.settings.cache_bytes * 4).max(64 << 20);
+    let floor = if ctx.settings.quick {
+        16 << 20
+    } else {
+        64 << 20
+    };
+    let bytes = (ctx.settings.cache_bytes * 4).max(floor);
     let mut values = Vec::new();
     let mut direct = true;
     for _ in 0..ctx.settings.repeat {
