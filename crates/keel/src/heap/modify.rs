@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::read::{Found, slot_of};
 use super::{Deferred, Relation, Store, TxnLog, corrupt, no_tuple, page_type};
 use crate::buffer::PageWriteGuard;
-use crate::error::{Error, PageError, Result};
+use crate::error::{DbError, Error, PageError, Result};
 use crate::fsm::EMPTY_PAGE_FREE;
-use crate::page::slotted::{FORWARD_LEN, alloc_len};
+use crate::page::slotted::alloc_len;
 use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlottedPage, TupleFlags};
 use crate::types::{PageId, RelationId, TupleId};
 use crate::wal::{Payload, SlotImage};
@@ -169,11 +169,13 @@ impl Store {
         let (old_alloc, new_alloc) = (alloc_len(old_bytes.len()), alloc_len(bytes.len()));
         let page = SlottedPage::open(&g[..], at.page)?;
         if new_alloc > old_alloc {
+            // The tuple's own old bytes count: when only they make the
+            // room, the page update compacts around them itself.
             let room = page.total_free() + old_alloc;
             if bytes.len() > MAX_TUPLE_LEN || new_alloc + self.reserved_on(rel, at.page) > room {
                 return Ok(false);
             }
-            if new_alloc > page.contiguous_free() {
+            if new_alloc > page.contiguous_free() && new_alloc <= page.total_free() {
                 self.compact(rel, g)?;
             }
         }
@@ -184,7 +186,11 @@ impl Store {
             new: bytes.to_vec(),
         };
         self.change(Some(log), rel, g, &payload)?;
-        self.reserve(log, rel, at.page, old_alloc.saturating_sub(new_alloc));
+        if new_alloc < old_alloc {
+            // Undo grows the tuple back, and a growing update takes its new
+            // room before it releases the old: hold the whole old size.
+            self.reserve(log, rel, at.page, old_alloc);
+        }
         self.note_free(rel, g);
         Ok(true)
     }
@@ -200,7 +206,8 @@ impl Store {
     ) -> Result<()> {
         let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
         let freed = match &old {
-            SlotImage::Tuple { bytes, .. } => alloc_len(bytes.len()).saturating_sub(FORWARD_LEN),
+            // Undo puts the tuple back before releasing the forward's bytes.
+            SlotImage::Tuple { bytes, .. } => alloc_len(bytes.len()),
             SlotImage::Forward(_) => 0,
         };
         let payload = Payload::HeapForward {
@@ -323,14 +330,22 @@ impl Store {
                 action: Box::new(action),
             };
             let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
-            match self.change(Some(log), &rel, &mut g, &clr) {
-                Ok(_) => {}
+            let undone = match self.change(Some(log), &rel, &mut g, &clr) {
                 Err(Error::Page(PageError::DoesNotFit { .. })) => {
                     self.compact(&rel, &mut g)?;
-                    self.change(Some(log), &rel, &mut g, &clr)?;
+                    self.change(Some(log), &rel, &mut g, &clr)
                 }
-                Err(e) => return Err(e),
-            }
+                other => other,
+            };
+            undone.map_err(|e| DbError::Recovery {
+                lsn: entry.lsn,
+                reason: format!(
+                    "undoing this {} on page {} of relation {}: {e}",
+                    entry.payload.kind().name(),
+                    entry.page,
+                    rel.id
+                ),
+            })?;
             if let Payload::HeapInsert { slot, .. } = entry.payload {
                 self.change(None, &rel, &mut g, &Payload::HeapFreeSlot { slot })?;
             }

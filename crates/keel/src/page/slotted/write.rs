@@ -153,9 +153,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
     /// Replaces the contents of a tuple or forward slot with a tuple of new
     /// bytes (the slot number never changes). A shrinking update rewrites the
     /// bytes where they are; a growing one takes new room from the contiguous
-    /// free space and releases the old bytes afterwards. When that room is
-    /// missing, `DoesNotFit::after_compaction` tells whether compacting first
-    /// (which keeps the old bytes) would make it; if not, the heap moves the
+    /// free space and releases the old bytes afterwards; when only the old
+    /// bytes make the room, it releases them, compacts the page and stores
+    /// the new bytes. It fails with `DoesNotFit` (changing nothing) only when
+    /// the page cannot hold the new bytes even then; the heap then moves the
     /// tuple to another page and leaves a forward pointer here.
     pub fn update(
         &mut self,
@@ -185,10 +186,25 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
             self.write_slot(slot, &entry);
             return Ok(());
         }
-        if new_alloc > self.contiguous_free() {
+        if new_alloc <= self.contiguous_free() {
+            self.release(&old);
+            self.store(slot, data, flags);
+            return Ok(());
+        }
+        if new_alloc > self.total_free() + old.alloc() {
             return Err(self.does_not_fit(new_alloc));
         }
+        // Only the tuple's own old bytes make the room: give them up first,
+        // compact, then store. (Undoing a shrinking update relies on this:
+        // the page may have no other room left.) Deterministic, so redo of
+        // the same record repeats it exactly.
         self.release(&old);
+        let dead = SlotEntry {
+            kind: SlotKind::Dead,
+            ..SlotEntry::FREE
+        };
+        self.write_slot(slot, &dead);
+        self.compact();
         self.store(slot, data, flags);
         Ok(())
     }

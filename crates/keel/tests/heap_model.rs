@@ -1,0 +1,202 @@
+#![allow(clippy::unwrap_used)]
+//! A relation checked against a `BTreeMap` model (proptest): inserts,
+//! updates that grow, shrink and move tuples, deletes, gets and scans, in
+//! transactions that commit, abort or are cut off by a crash, with clean
+//! reopens and crash reopens in between. Tuples range from 0 bytes to
+//! several MiB (overflow chains).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use keel::buffer::BufferConfig;
+use keel::{Config, Database, RelationId, TupleId};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(usize),
+    Update(usize, usize),
+    Delete(usize),
+    Get(usize),
+    Scan,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Commit,
+    Abort,
+    /// The process dies: the transaction is forgotten, the database dropped.
+    Crash,
+}
+
+#[derive(Clone, Debug)]
+struct TxnPlan {
+    ops: Vec<Op>,
+    end: End,
+    reopen_after: bool,
+}
+
+fn len_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        10 => 0usize..80,
+        6 => 80usize..1500,
+        3 => 1500usize..9000,
+        1 => 9000usize..(3 << 20),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => len_strategy().prop_map(Op::Insert),
+        3 => (any::<usize>(), len_strategy()).prop_map(|(i, l)| Op::Update(i, l)),
+        2 => any::<usize>().prop_map(Op::Delete),
+        2 => any::<usize>().prop_map(Op::Get),
+        1 => Just(Op::Scan),
+    ]
+}
+
+fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
+    (
+        prop::collection::vec(op_strategy(), 1..12),
+        prop_oneof![6 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::Crash)],
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(ops, end, reopen_after)| TxnPlan {
+            ops,
+            end,
+            reopen_after,
+        })
+}
+
+fn config() -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(48),
+        checkpoint_interval: None,
+        checkpoint_wal_bytes: 0,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c.wal.max_batch_bytes = 256 << 10;
+    c
+}
+
+fn fill(seed: usize, len: usize) -> Vec<u8> {
+    let mut x = seed as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn pick(model: &BTreeMap<TupleId, Vec<u8>>, i: usize) -> Option<TupleId> {
+    (!model.is_empty()).then(|| *model.keys().nth(i % model.len()).unwrap())
+}
+
+/// Runs one transaction; returns the model as the transaction left it.
+fn run_txn(
+    db: &Database,
+    rel: RelationId,
+    committed: &BTreeMap<TupleId, Vec<u8>>,
+    plan: &TxnPlan,
+    seed: &mut usize,
+) -> BTreeMap<TupleId, Vec<u8>> {
+    let mut model = committed.clone();
+    let mut tx = db.begin().unwrap();
+    for op in &plan.ops {
+        *seed += 1;
+        match *op {
+            Op::Insert(len) => {
+                let v = fill(*seed, len);
+                let tid = tx.insert(rel, &v).unwrap();
+                assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+            }
+            Op::Update(i, len) => {
+                if let Some(tid) = pick(&model, i) {
+                    let v = fill(*seed, len);
+                    tx.update(rel, tid, &v).unwrap();
+                    model.insert(tid, v);
+                }
+            }
+            Op::Delete(i) => {
+                if let Some(tid) = pick(&model, i) {
+                    tx.delete(rel, tid).unwrap();
+                    model.remove(&tid);
+                    assert_eq!(tx.get(rel, tid).unwrap(), None);
+                }
+            }
+            Op::Get(i) => {
+                if let Some(tid) = pick(&model, i) {
+                    assert_eq!(tx.get(rel, tid).unwrap().as_ref(), model.get(&tid));
+                }
+            }
+            Op::Scan => check_scan(&tx, rel, &model),
+        }
+    }
+    match plan.end {
+        End::Commit => tx.commit().unwrap(),
+        End::Abort => tx.abort().unwrap(),
+        End::Crash => std::mem::forget(tx),
+    }
+    model
+}
+
+fn check_scan(tx: &keel::Transaction<'_>, rel: RelationId, model: &BTreeMap<TupleId, Vec<u8>>) {
+    let rows: Vec<(TupleId, Vec<u8>)> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    let keys: Vec<TupleId> = rows.iter().map(|(t, _)| *t).collect();
+    let want: Vec<TupleId> = model.keys().copied().collect();
+    assert_eq!(keys, want, "scan returns the model's TupleIds in order");
+    for (tid, v) in rows {
+        assert!(model.get(&tid) == Some(&v), "value of {tid} differs");
+    }
+}
+
+fn check_all(db: &Database, rel: RelationId, model: &BTreeMap<TupleId, Vec<u8>>) {
+    let tx = db.begin().unwrap();
+    check_scan(&tx, rel, model);
+}
+
+fn run(dir: &Path, plans: &[TxnPlan]) {
+    let mut db = Database::open(dir, config()).unwrap();
+    let rel = db.create_relation("model").unwrap();
+    let mut committed = BTreeMap::new();
+    let mut seed = 0;
+    for plan in plans {
+        let after = run_txn(&db, rel, &committed, plan, &mut seed);
+        match plan.end {
+            End::Commit => committed = after,
+            End::Abort => check_all(&db, rel, &committed),
+            End::Crash => {
+                // The crash: nothing more is written, the database is dropped.
+                drop(db);
+                db = Database::open(dir, config()).unwrap();
+                check_all(&db, rel, &committed);
+                continue;
+            }
+        }
+        if plan.reopen_after {
+            db.close().unwrap();
+            db = Database::open(dir, config()).unwrap();
+            assert!(db.recovery_report().clean_shutdown);
+            check_all(&db, rel, &committed);
+        }
+    }
+    check_all(&db, rel, &committed);
+    db.close().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("KEEL_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_relation_behaves_like_a_map(plans in prop::collection::vec(plan_strategy(), 1..10)) {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), &plans);
+    }
+}
