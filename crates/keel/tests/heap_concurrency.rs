@@ -1,0 +1,151 @@
+#![allow(clippy::unwrap_used)]
+//! Many threads on a buffer pool much smaller than the data (every thread
+//! forces evictions), and the free space map keeping pages full after a
+//! delete-heavy workload.
+
+use std::collections::BTreeMap;
+
+use keel::buffer::BufferConfig;
+use keel::page::SlottedPage;
+use keel::{Config, Database, PageId, TupleId};
+
+fn config(frames: usize) -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(frames),
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c.wal.max_batch_bytes = 256 << 10;
+    c
+}
+
+fn value(t: usize, i: usize) -> Vec<u8> {
+    let len = 50 + (t * 131 + i * 17) % 600;
+    (0..len).map(|j| (t * 7 + i * 3 + j) as u8).collect()
+}
+
+#[test]
+fn threads_insert_update_and_read_through_a_small_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(16)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let threads = 4;
+    let per_thread = 1500;
+    let written: Vec<BTreeMap<TupleId, Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let db = &db;
+                s.spawn(move || {
+                    let mut mine = BTreeMap::new();
+                    for batch in 0..per_thread / 50 {
+                        let mut tx = db.begin().unwrap();
+                        for k in 0..50 {
+                            let i = batch * 50 + k;
+                            let v = value(t, i);
+                            let tid = tx.insert(rel, &v).unwrap();
+                            mine.insert(tid, v);
+                        }
+                        // Grow some of this thread's earlier tuples (moves).
+                        let grow: Vec<TupleId> = mine.keys().copied().step_by(37).collect();
+                        for tid in grow.into_iter().take(3) {
+                            let v = value(t + 100, tid.slot.0 as usize);
+                            tx.update(rel, tid, &v).unwrap();
+                            mine.insert(tid, v);
+                        }
+                        for (tid, v) in mine.iter().step_by(29) {
+                            assert_eq!(tx.get(rel, *tid).unwrap().as_ref(), Some(v));
+                        }
+                        tx.commit().unwrap();
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all = BTreeMap::new();
+    for m in written {
+        for (tid, v) in m {
+            assert!(all.insert(tid, v).is_none(), "{tid} given to two threads");
+        }
+    }
+    let stats = db.buffer_stats();
+    assert!(stats.evictions > 0, "the pool never evicted: {stats:?}");
+    let check = |db: &Database| {
+        let tx = db.begin().unwrap();
+        let rows: BTreeMap<TupleId, Vec<u8>> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), all.len());
+        assert!(rows == all, "scan differs from what the threads wrote");
+    };
+    check(&db);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config(16)).unwrap();
+    check(&db);
+    db.close().unwrap();
+}
+
+/// Average fill factor of the relation's heap pages.
+fn average_fill(db: &Database, name: &str) -> (f64, u32) {
+    let pages = db
+        .relations()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+        .pages;
+    let mut fill = 0.0;
+    let mut heap_pages = 0;
+    for p in 0..pages {
+        let bytes = db.read_page(name, PageId(p)).unwrap();
+        if let Ok(page) = SlottedPage::open(&bytes[..], PageId(p)) {
+            fill += page.stats().fill_factor();
+            heap_pages += 1;
+        }
+    }
+    (fill / f64::from(heap_pages), pages)
+}
+
+#[test]
+fn freed_space_is_refilled_after_a_delete_heavy_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(256)).unwrap();
+    let rel = db.create_relation("churn").unwrap();
+    let row = |i: usize| vec![(i % 251) as u8; 100];
+    let mut tids = Vec::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..20_000 {
+        tids.push(tx.insert(rel, &row(i)).unwrap());
+    }
+    tx.commit().unwrap();
+    let (fill_before, pages_before) = average_fill(&db, "churn");
+    for round in 0..4 {
+        // Delete 80% of the rows, then insert as many again.
+        let mut tx = db.begin().unwrap();
+        let mut kept = Vec::new();
+        let mut deleted = 0;
+        for (k, tid) in tids.iter().enumerate() {
+            if (k + round) % 5 != 0 {
+                tx.delete(rel, *tid).unwrap();
+                deleted += 1;
+            } else {
+                kept.push(*tid);
+            }
+        }
+        tx.commit().unwrap();
+        let mut tx = db.begin().unwrap();
+        for i in 0..deleted {
+            kept.push(tx.insert(rel, &row(i)).unwrap());
+        }
+        tx.commit().unwrap();
+        tids = kept;
+    }
+    let (fill, pages) = average_fill(&db, "churn");
+    assert!(
+        pages <= pages_before + pages_before / 50,
+        "the relation grew from {pages_before} to {pages} pages: freed space was not reused"
+    );
+    assert!(
+        fill >= 0.90,
+        "average fill {fill:.3} (was {fill_before:.3}) after churn"
+    );
+    db.close().unwrap();
+}
