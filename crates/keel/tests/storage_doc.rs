@@ -345,3 +345,25 @@ fn wal_segment_header_matches_constants() {
     assert!(DOC.contains(&format!("{:#X} as a u32", SEGMENT_MAGIC).replace("0X", "0x")));
     assert!(DOC.contains(&format!("segment format version, {SEGMENT_FORMAT_VERSION}")));
 }
+
+#[test]
+fn control_file_matches_constants() {
+    use keel::recovery::control::{CONTROL_SIZE, offsets};
+    check(
+        "Control file",
+        &[
+            ("magic", offsets::MAGIC, 4),
+            ("version", offsets::VERSION, 2),
+            ("flags", offsets::FLAGS, 2),
+            ("crc32c", offsets::CRC, 4),
+            ("next_relation", offsets::NEXT_RELATION, 4),
+            ("database_id", offsets::DATABASE_ID, 8),
+            ("redo_start", offsets::REDO_START, 8),
+            ("checkpoint_end", offsets::CHECKPOINT_END, 8),
+            ("undo_start", offsets::UNDO_START, 8),
+            ("next_txn", offsets::NEXT_TXN, 8),
+            ("reserved", offsets::RESERVED, 8),
+        ],
+    );
+    assert_eq!(offsets::RESERVED + 8, CONTROL_SIZE);
+}
