@@ -8,7 +8,8 @@
 //!   `pwrite` + `fdatasync` loop on the same file system in the same run.
 //!
 //! `cargo bench -p keel --bench wal` (set `KEEL_BENCH_SECS` to change the
-//! 2-second measurement per commit case).
+//! 2-second measurement per commit case; `-- commits` or `-- append` runs
+//! one part only).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -75,6 +76,8 @@ struct Commits {
     per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Commit records per write+fdatasync (group commit batch size).
+    per_flush: f64,
 }
 
 fn commits(io: &Arc<dyn AsyncIo>, dir: &Path, committers: usize, secs: f64) -> Commits {
@@ -106,10 +109,12 @@ fn commits(io: &Arc<dyn AsyncIo>, dir: &Path, committers: usize, secs: f64) -> C
         all.add(h.join().expect("thread")).expect("merge");
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let stats = wal.stats();
     Commits {
         per_sec: all.len() as f64 / elapsed,
         p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
+        per_flush: stats.records as f64 / stats.flushes.max(1) as f64,
     }
 }
 
@@ -146,6 +151,7 @@ fn raw_fdatasync(dir: &Path, secs: f64) -> Commits {
         per_sec: h.len() as f64 / elapsed,
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+        per_flush: 1.0,
     }
 }
 
@@ -153,6 +159,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // `-- commits` or `-- append` runs only that part.
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a == "commits" || a == "append");
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let secs: f64 = std::env::var("KEEL_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -171,43 +182,58 @@ fn main() {
             println!("{name}: unavailable, skipped");
             continue;
         };
-        println!("\n## {name}: append 256 MiB of records");
-        println!("| record | threads | append MB/s | records/s | append+flush MB/s |");
-        println!("|---:|---:|---:|---:|---:|");
-        for size in [64usize, 256, 1024, 4096, 8192] {
-            for threads in [1usize, 2] {
-                let dir = tmp.path().join(format!("{name}-a{size}-{threads}"));
-                let (appended, flushed) = append(&io, &dir, size, threads);
-                let mb = 256.0 * 1.048_576;
-                let n = ((256usize << 20) / size / threads * threads) as f64;
-                println!(
-                    "| {size} B | {threads} | {:.0} | {:.0} | {:.0} |",
-                    mb / appended,
-                    n / appended,
-                    mb / flushed
-                );
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+        if run("append") {
+            append_table(&io, tmp.path(), name);
         }
-        println!("\n## {name}: durable commits (100-byte records)");
-        let raw = raw_fdatasync(tmp.path(), secs);
-        println!("| committers | commits/s | p50 µs | p99 µs | × raw fdatasync rate |");
-        println!("|---:|---:|---:|---:|---:|");
-        println!(
-            "| raw pwrite+fdatasync | {:.0} | {:.0} | {:.0} | 1.00 |",
-            raw.per_sec, raw.p50_us, raw.p99_us
-        );
-        for c in [1usize, 4, 16, 64] {
-            let dir = tmp.path().join(format!("{name}-c{c}"));
-            let r = commits(&io, &dir, c, secs);
+        if run("commits") {
+            commit_table(&io, tmp.path(), name, secs);
+        }
+    }
+}
+
+fn append_table(io: &Arc<dyn AsyncIo>, tmp: &Path, name: &str) {
+    println!("\n## {name}: append 256 MiB of records");
+    println!("| record | threads | append MB/s | records/s | append+flush MB/s |");
+    println!("|---:|---:|---:|---:|---:|");
+    for size in [64usize, 256, 1024, 4096, 8192] {
+        for threads in [1usize, 2] {
+            let dir = tmp.join(format!("{name}-a{size}-{threads}"));
+            let (appended, flushed) = append(io, &dir, size, threads);
+            let mb = 256.0 * 1.048_576;
+            let n = ((256usize << 20) / size / threads * threads) as f64;
             println!(
-                "| {c} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                r.per_sec,
-                r.p50_us,
-                r.p99_us,
-                r.per_sec / raw.per_sec
+                "| {size} B | {threads} | {:.0} | {:.0} | {:.0} |",
+                mb / appended,
+                n / appended,
+                mb / flushed
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+}
+
+fn commit_table(io: &Arc<dyn AsyncIo>, tmp: &Path, name: &str, secs: f64) {
+    println!("\n## {name}: durable commits (100-byte records)");
+    let raw = raw_fdatasync(tmp, secs);
+    println!(
+        "| committers | commits/s | p50 µs | p99 µs | × raw fdatasync rate | commits per sync |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| raw pwrite+fdatasync | {:.0} | {:.0} | {:.0} | 1.00 | 1.0 |",
+        raw.per_sec, raw.p50_us, raw.p99_us
+    );
+    for c in [1usize, 4, 16, 64] {
+        let dir = tmp.join(format!("{name}-c{c}"));
+        let r = commits(io, &dir, c, secs);
+        println!(
+            "| {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} |",
+            r.per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.per_sec / raw.per_sec,
+            r.per_flush
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

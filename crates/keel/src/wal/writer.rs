@@ -20,11 +20,26 @@
 //! `flush(lsn)` returns once every byte up to the end of the record at `lsn`
 //! is on stable storage. Committers elect a leader: the first one to find no
 //! flush running becomes the flusher, takes *everything* contiguous that is
-//! pending (up to one batch), writes it, fdatasyncs, advances the durable
-//! watermark and wakes every waiter. Committers that arrive while it runs
-//! wait on the watermark; one of them leads the next flush, which by then
-//! carries all of them. So one sync serves every committer waiting at the
-//! time, and a flush starts the moment the device is free (no timer).
+//! pending (up to one batch), writes it and fdatasyncs it on its own thread
+//! ([`AsyncIo::write_at_blocking`], no hand-off to an I/O thread), then
+//! publishes the durable end. Committers that arrive meanwhile park, each on
+//! its own slot. After a sync:
+//!
+//! - exactly the waiters it covered are woken, as a binary tree (the leader
+//!   wakes two, each wakes half of the rest, ...), so the leader is free
+//!   after two wake-up calls and the wake-ups run on every core;
+//! - if others are still waiting, the leader at once flushes again for them:
+//!   by then the next batch holds everything that arrived during the sync.
+//!   After its own record is durable it does this at most
+//!   [`CONTINUE_LIMIT`] times, then hands the flushing to the waiter with
+//!   the lowest LSN, which wakes as the leader;
+//! - when nobody waits, the flushing is released.
+//!
+//! So a flush starts the moment the device is free (no timer), one sync
+//! serves every committer waiting at the time, and there is one write and
+//! one sync in flight at most: the next batch is written only after the
+//! previous sync returned, which the reader's torn-tail rule relies on (at
+//! most one unsynced batch).
 //!
 //! ## Failure (invariant 7)
 //!
@@ -35,15 +50,17 @@
 //! ## State
 //!
 //! ```text
-//!   written_end <= durable_end? no: durable_end <= written_end <= reserved_end
+//!   durable <= written_end <= reserved_end
 //!   [ durable | written, not yet synced | pending or being encoded | free ]
 //! ```
-//! `durable_end` only moves after a successful sync; `written_end` is the
-//! writer's private cursor.
+//! `durable` (an atomic, so a committer checks it without a lock) only moves
+//! after a successful sync, under the `flush` lock; `written_end` is the
+//! leader's private cursor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::thread::Thread;
 
 use keel_io::{AsyncIo, FileHandle, IoBuf};
 use parking_lot::{Condvar, Mutex};
@@ -81,6 +98,14 @@ pub struct WriterStats {
     /// Segments the writer had to prepare itself because the background
     /// preparer was behind (a commit waited on file creation).
     pub inline_prepares: u64,
+    /// Record frames written by flushes (padding included):
+    /// `flushed_records / flushes` is the average group-commit batch.
+    pub flushed_records: u64,
+    /// Flushes a leader ran for other committers after its own record was
+    /// durable (pipelined: no hand-over before the next flush).
+    pub continued_flushes: u64,
+    /// Times a leader handed the flushing over to a waiting committer.
+    pub handoffs: u64,
 }
 
 struct Reserve {
@@ -94,10 +119,83 @@ struct Pending {
 }
 
 struct FlushState {
-    durable_end: Lsn,
     flushing: bool,
+    /// Committers parked until the durable end passes their LSN, in no
+    /// particular order.
+    waiters: Vec<Waiter>,
     poison: Option<Arc<WalError>>,
 }
+
+/// A committer parked in [`LogWriter::flush_through`].
+struct Waiter {
+    lsn: u64,
+    slot: Arc<WaitSlot>,
+}
+
+/// What a parked committer is woken for.
+const WAITING: u8 = 0;
+/// The durable end passed its LSN, or the log was poisoned.
+const WOKEN: u8 = 1;
+/// It is the flush leader now.
+const LEAD: u8 = 2;
+
+/// One parked committer: woken by a store and an unpark, each waiter on
+/// its own (no shared condition variable whose waiters would all queue on
+/// one mutex to wake up).
+struct WaitSlot {
+    state: AtomicU8,
+    thread: Thread,
+    /// Waiters this one wakes in turn once woken (see [`wake_all`]).
+    chain: Mutex<Vec<Arc<WaitSlot>>>,
+}
+
+impl WaitSlot {
+    fn new() -> Arc<WaitSlot> {
+        Arc::new(WaitSlot {
+            state: AtomicU8::new(WAITING),
+            thread: std::thread::current(),
+            chain: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Parks until woken; wakes the chain it was handed; returns why it was
+    /// woken (`WOKEN` or `LEAD`).
+    fn wait(&self) -> u8 {
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            if s != WAITING {
+                let chain = std::mem::take(&mut *self.chain.lock());
+                wake_all(chain);
+                return s;
+            }
+            std::thread::park();
+        }
+    }
+
+    fn wake(&self, why: u8) {
+        self.state.store(why, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Wakes every waiter of `list` (`WOKEN`) as a binary tree: two of them
+/// directly, each handed half of the rest to wake in turn. The leader so
+/// makes two wake-up calls per flush whatever the batch, and the wake-ups
+/// spread over the cores while it goes on to the next flush, instead of
+/// waking dozens of threads one after the other first.
+fn wake_all(mut list: Vec<Arc<WaitSlot>>) {
+    let rest = list.split_off(list.len() / 2);
+    for mut part in [list, rest] {
+        if let Some(head) = part.pop() {
+            *head.chain.lock() = part;
+            head.wake(WOKEN);
+        }
+    }
+}
+
+/// Most flushes a leader runs for others after its own record is durable
+/// before it hands the flushing to a waiter (bounds its commit latency).
+const CONTINUE_LIMIT: u32 = 4;
 
 /// State only the flush leader touches (one leader at a time).
 struct WriterCursor {
@@ -131,7 +229,9 @@ pub(crate) struct LogWriter {
     /// fill) and when they leave it (appenders wait for buffer room).
     pending_cv: Condvar,
     flush: Mutex<FlushState>,
-    flush_cv: Condvar,
+    /// Position up to which the log is durable; only moves forward, after a
+    /// successful sync, under the `flush` lock (read without it).
+    durable: AtomicU64,
     cursor: Mutex<WriterCursor>,
     poisoned: AtomicBool,
     records: AtomicU64,
@@ -170,11 +270,11 @@ impl LogWriter {
             }),
             pending_cv: Condvar::new(),
             flush: Mutex::new(FlushState {
-                durable_end: end,
                 flushing: false,
+                waiters: Vec::new(),
                 poison: None,
             }),
-            flush_cv: Condvar::new(),
+            durable: AtomicU64::new(end.0),
             cursor: Mutex::new(WriterCursor {
                 written_end: end,
                 tail,
@@ -265,41 +365,132 @@ impl LogWriter {
 
     /// Position up to which the log is durable.
     pub(crate) fn durable_end(&self) -> Lsn {
-        self.flush.lock().durable_end
+        Lsn(self.durable.load(Ordering::Acquire))
     }
 
     /// Makes every record up to and including the one at `lsn` durable.
     pub(crate) fn flush_through(&self, lsn: Lsn) -> Result<(), WalError> {
-        let mut st = self.flush.lock();
         loop {
+            if let Some(done) = self.settled(lsn) {
+                return done;
+            }
+            let mut st = self.flush.lock();
+            // Checked again under the lock: a leader publishes the durable
+            // end (or the poison) and collects the waiters it covers under it.
             if let Some(cause) = &st.poison {
                 return Err(WalError::Poisoned {
                     cause: cause.clone(),
                 });
             }
-            if st.durable_end > lsn {
+            if self.durable.load(Ordering::Acquire) > lsn.0 {
                 return Ok(());
             }
             if st.flushing {
-                self.flush_cv.wait(&mut st);
+                let slot = WaitSlot::new();
+                st.waiters.push(Waiter {
+                    lsn: lsn.0,
+                    slot: slot.clone(),
+                });
+                drop(st);
+                if slot.wait() == LEAD {
+                    self.lead(lsn);
+                }
                 continue;
             }
             st.flushing = true;
             drop(st);
-            let result = self.flush_batch(lsn);
-            st = self.flush.lock();
-            st.flushing = false;
-            match result {
-                Ok(end) => st.durable_end = st.durable_end.max(end),
+            self.lead(lsn);
+        }
+    }
+
+    /// `Some` once the record at `lsn` is durable or the log is poisoned.
+    fn settled(&self, lsn: Lsn) -> Option<Result<(), WalError>> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Some(Err(self.poison_error()));
+        }
+        (self.durable.load(Ordering::Acquire) > lsn.0).then_some(Ok(()))
+    }
+
+    /// Runs flushes as the leader (`flushing` is set for it) until the
+    /// record at `lsn` is durable, then for the committers that queued up
+    /// meanwhile (at most [`CONTINUE_LIMIT`] more), then hands the flushing
+    /// to a waiter or releases it. Each flush wakes exactly the waiters it
+    /// covers; a failure wakes them all to the poison (invariant 7).
+    fn lead(&self, lsn: Lsn) {
+        let mut target = lsn;
+        let mut extra = 0u32;
+        loop {
+            let result = self.flush_batch(target);
+            let mut st = self.flush.lock();
+            let mut woken = Vec::new();
+            let next = match result {
+                Ok(end) => {
+                    self.durable.fetch_max(end.0, Ordering::Release);
+                    let end = self.durable.load(Ordering::Acquire);
+                    take_covered(&mut st.waiters, end, &mut woken);
+                    self.next_target(&st, lsn, end)
+                }
                 Err(e) => {
                     st.poison = Some(Arc::new(e));
                     self.poisoned.store(true, Ordering::Release);
+                    woken.extend(st.waiters.drain(..).map(|w| w.slot));
+                    None
                 }
-            }
-            self.flush_cv.notify_all();
+            };
+            let own_done = self.durable.load(Ordering::Acquire) > lsn.0;
+            let action = match next {
+                Some(t) if !own_done || extra < CONTINUE_LIMIT => Some(t),
+                Some(_) => {
+                    self.hand_over(&mut st);
+                    None
+                }
+                None => {
+                    st.flushing = false;
+                    None
+                }
+            };
             drop(st);
+            wake_all(woken);
             self.pending_cv.notify_all();
-            st = self.flush.lock();
+            match action {
+                Some(t) => {
+                    if own_done {
+                        extra += 1;
+                        self.stats.lock().continued_flushes += 1;
+                    }
+                    target = t;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// What the leader flushes through next: its own record while it is
+    /// not durable, else the lowest waiting record; `None` when nothing
+    /// waits.
+    fn next_target(&self, st: &FlushState, own: Lsn, durable: u64) -> Option<Lsn> {
+        if durable <= own.0 {
+            return Some(own);
+        }
+        st.waiters.iter().map(|w| Lsn(w.lsn)).min()
+    }
+
+    /// Makes the waiter with the lowest LSN the leader (`flushing` stays
+    /// set), or releases the flushing when nobody waits.
+    fn hand_over(&self, st: &mut FlushState) {
+        let first = st
+            .waiters
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.lsn)
+            .map(|(i, _)| i);
+        match first {
+            Some(i) => {
+                let w = st.waiters.swap_remove(i);
+                w.slot.wake(LEAD);
+                self.stats.lock().handoffs += 1;
+            }
+            None => st.flushing = false,
         }
     }
 
@@ -332,13 +523,12 @@ impl LogWriter {
         } else {
             Vec::new()
         };
+        // On the leader's own thread: it would only wait for the answer.
         self.io
-            .write_at(fh, offset, buf)
-            .wait()
+            .write_at_blocking(fh, offset, buf)
             .map_err(WalError::io("write"))?;
         self.io
-            .fdatasync(fh)
-            .wait()
+            .fdatasync_blocking(fh)
             .map_err(WalError::io("fdatasync"))?;
         cur.written_end = end;
         cur.tail = next_tail;
@@ -348,6 +538,7 @@ impl LogWriter {
         let mut stats = self.stats.lock();
         stats.flushes += 1;
         stats.bytes_written += write_len;
+        stats.flushed_records += records.len() as u64;
         Ok(end)
     }
 
@@ -440,6 +631,19 @@ impl LogWriter {
     pub(crate) fn close(&self) {
         if let Some((_, fh)) = self.cursor.lock().open.take() {
             let _ = self.io.close(fh).wait();
+        }
+    }
+}
+
+/// Moves the waiters whose record ends at or before `end` (their LSN is
+/// below it) to `out`.
+fn take_covered(waiters: &mut Vec<Waiter>, end: u64, out: &mut Vec<Arc<WaitSlot>>) {
+    let mut i = 0;
+    while i < waiters.len() {
+        if waiters[i].lsn < end {
+            out.push(waiters.swap_remove(i).slot);
+        } else {
+            i += 1;
         }
     }
 }
