@@ -30,3 +30,8 @@ pub use db::{Config, Database, RelationInfo, Scan, Transaction};
 pub use error::{DbError, Error, ErrorClass, PageError, ParseIdError, Result, WalError};
 pub use recovery::{CheckpointReport, RecoveryReport};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+
+/// The README's embedding example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;
