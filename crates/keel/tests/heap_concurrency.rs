@@ -149,3 +149,55 @@ fn freed_space_is_refilled_after_a_delete_heavy_workload() {
     );
     db.close().unwrap();
 }
+
+#[test]
+fn checkpoints_while_threads_commit_then_a_crash_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(32)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written: Vec<BTreeMap<TupleId, Vec<u8>>> = std::thread::scope(|s| {
+        let checkpointer = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                db.checkpoint().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let workers: Vec<_> = (0..3)
+            .map(|t| {
+                let db = &db;
+                s.spawn(move || {
+                    let mut mine = BTreeMap::new();
+                    for i in 0..400 {
+                        let mut tx = db.begin().unwrap();
+                        let v = value(t, i);
+                        let tid = tx.insert(rel, &v).unwrap();
+                        mine.insert(tid, v);
+                        if let Some((&old, _)) = mine.iter().nth(i / 2) {
+                            let v = value(t + 10, i);
+                            tx.update(rel, old, &v).unwrap();
+                            mine.insert(old, v);
+                        }
+                        tx.commit().unwrap();
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let done: Vec<_> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        assert!(checkpointer.join().unwrap() > 0);
+        done
+    });
+    drop(db); // crash: no final checkpoint
+    let db = Database::open(dir.path(), config(32)).unwrap();
+    let all: BTreeMap<TupleId, Vec<u8>> = written.into_iter().flatten().collect();
+    let tx = db.begin().unwrap();
+    let rows: BTreeMap<TupleId, Vec<u8>> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), all.len());
+    assert!(rows == all, "a committed change is missing after the crash");
+    drop(tx);
+    db.close().unwrap();
+}
