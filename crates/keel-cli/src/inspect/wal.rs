@@ -1,77 +1,17 @@
-//! `keel inspect`: decode on-disk structures with the same formatter the
-//! tests' golden files use.
+//! `keel inspect wal`: one line (or JSON object) per log record, then a
+//! summary by record type.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::Subcommand;
-use keel::page::{DumpOptions, PAGE_SIZE, dump_page};
+use keel::Lsn;
 use keel::wal::payload::Payload;
 use keel::wal::{LogRecord, RecoveryMode, WalReader, wal_dir};
-use keel::{Lsn, PageId};
 use serde_json::json;
 
+use super::quiet_on_broken_pipe;
 use crate::Failure;
-
-#[derive(Debug, Subcommand)]
-pub enum Target {
-    /// Print one page of a page file: header, verdict, slots, tuples.
-    Page {
-        /// File of 8 KiB pages (page N at byte N * 8192).
-        #[arg(long)]
-        file: PathBuf,
-        /// Page number.
-        #[arg(long)]
-        page: u32,
-        /// Also print a hexdump of the page.
-        #[arg(long)]
-        hex: bool,
-    },
-    /// List the write-ahead log's records, one line each, then a summary.
-    Wal {
-        /// Data directory (its log is in DIR/wal).
-        #[arg(long)]
-        dir: PathBuf,
-        /// First LSN to show, as HI/LO hex (as printed) or a byte position.
-        #[arg(long)]
-        from: Option<Lsn>,
-        /// Machine-readable output: one JSON object per record, then one
-        /// with the summary.
-        #[arg(long)]
-        json: bool,
-        /// Stop at the first invalid record instead of reporting corruption.
-        #[arg(long)]
-        salvage: bool,
-    },
-}
-
-pub fn run(target: Target) -> Result<(), Failure> {
-    match target {
-        Target::Page { file, page, hex } => {
-            let bytes = read_page(&file, page)?;
-            let dump = dump_page(
-                &bytes,
-                PageId(page),
-                &DumpOptions {
-                    hex,
-                    preview_bytes: 0,
-                },
-            );
-            print!("{dump}");
-            match keel::page::verify(&bytes, PageId(page)) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(Failure(format!("{}: {e}", file.display()))),
-            }
-        }
-        Target::Wal {
-            dir,
-            from,
-            json,
-            salvage,
-        } => inspect_wal(&dir, from.unwrap_or(Lsn::ZERO), json, salvage),
-    }
-}
 
 /// Records and bytes of one record type.
 #[derive(Default)]
@@ -80,7 +20,7 @@ struct TypeTotals {
     bytes: u64,
 }
 
-fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(), Failure> {
+pub fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(), Failure> {
     let io = keel_io::open_backend(&keel_io::IoConfig::from_env()?)?;
     let mode = if salvage {
         RecoveryMode::SalvageToFirstError
@@ -160,14 +100,6 @@ fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(), F
     failure.map_or(Ok(()), Err)
 }
 
-fn quiet_on_broken_pipe(e: std::io::Error) -> Result<(), Failure> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(Failure(format!("writing to stdout: {e}")))
-    }
-}
-
 fn describe(record: &LogRecord) -> String {
     match Payload::decode_record(&record.header, &record.payload) {
         Ok(p) => p.summary(),
@@ -205,27 +137,4 @@ fn record_json(r: &LogRecord) -> serde_json::Value {
         "page": h.page.map(|p| p.0),
         "payload": describe(r),
     })
-}
-
-/// Reads page `page` of `file`; a page past the end is an error naming both.
-fn read_page(file: &PathBuf, page: u32) -> Result<Vec<u8>, Failure> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(file)
-        .map_err(|e| Failure(format!("cannot open {}: {e}", file.display())))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Failure(format!("{}: {e}", file.display())))?
-        .len();
-    let pages = len / PAGE_SIZE as u64;
-    if u64::from(page) >= pages {
-        return Err(Failure(format!(
-            "{} has {pages} whole pages; there is no page {page}",
-            file.display()
-        )));
-    }
-    let mut buf = vec![0u8; PAGE_SIZE];
-    f.seek(SeekFrom::Start(u64::from(page) * PAGE_SIZE as u64))
-        .and_then(|_| f.read_exact(&mut buf))
-        .map_err(|e| Failure(format!("reading page {page} of {}: {e}", file.display())))?;
-    Ok(buf)
 }
