@@ -14,11 +14,9 @@
 //! clean; dropping a `Database` without closing it is like a crash that
 //! loses nothing committed.
 //!
-//! What this version leaves to the lock manager to come: transactions do
-//! not lock the tuples they touch, so two transactions writing the *same*
-//! tuple at once see each other's uncommitted changes, and rolling one back
-//! may undo the other's change to it. Writing different tuples from many
-//! threads at once is safe.
+//! Transactions lock what they touch until they end (strict two-phase
+//! locking, [`crate::txn::lock`]): many threads run transactions at once,
+//! and a transaction never sees another's uncommitted changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +42,7 @@ use crate::page::{PageType, SlottedPage};
 use crate::recovery::checkpoint::{CheckpointTarget, checkpoint, load_fsm};
 use crate::recovery::control::read_control;
 use crate::recovery::{CheckpointReport, RecoveryReport, recover};
+use crate::txn::lock::{LockManager, LockMode, LockStats, LockTarget};
 use crate::txn::{TxnSlot, TxnTable};
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
 use crate::wal::{Payload, Wal, WalConfig, WriterStats, wal_dir};
@@ -61,6 +60,10 @@ pub struct Config {
     pub checkpoint_wal_bytes: u64,
     /// Take a checkpoint at least this often (`None`: never by time).
     pub checkpoint_interval: Option<Duration>,
+    /// How long a transaction waits for a lock before it is rolled back
+    /// with [`DbError::LockTimeout`] (`None`: until granted; deadlocks are
+    /// detected either way).
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             io: IoConfig::default(),
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval: Some(Duration::from_secs(300)),
+            lock_timeout: None,
         }
     }
 }
@@ -186,12 +190,7 @@ impl Database {
     pub fn begin(&self) -> Result<Transaction<'_>> {
         self.inner.check_usable()?;
         let (id, slot) = self.inner.txns.begin();
-        Ok(Transaction {
-            db: &self.inner,
-            log: TxnLog::new(id),
-            slot,
-            finished: false,
-        })
+        Ok(Transaction::new(&self.inner, id, slot))
     }
 
     /// Takes a checkpoint now.
@@ -213,6 +212,11 @@ impl Database {
     /// The log's counters.
     pub fn wal_stats(&self) -> WriterStats {
         self.inner.store.wal.stats()
+    }
+
+    /// The lock manager's counters (waits, deadlocks, timeouts).
+    pub fn lock_stats(&self) -> LockStats {
+        self.inner.store.locks.stats()
     }
 
     /// Number of transactions running now.
@@ -336,6 +340,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner
         wal,
         redo_point: RwLock::new(control.map_or(Lsn::ZERO, |c| c.redo_start)),
         reserved: Mutex::new(HashMap::new()),
+        locks: LockManager::new(config.lock_timeout),
     };
     ensure_dir(&io, &rel_dir(dir))?;
     let mut rels = HashMap::new();
@@ -463,7 +468,7 @@ fn load_catalog(
     let cat = rels.remove(&CATALOG_ID).map_or(0, |r| r.page_count());
     let cat = finish(CATALOG_ID, cat, CATALOG_NAME.into(), None)?;
     catalog.insert(Arc::clone(&cat));
-    for row in HeapScan::new(store, cat) {
+    for row in HeapScan::new(store, cat, None) {
         let (tid, bytes) = row?;
         let (id, name) = decode_row(tid, &bytes)?;
         let Some(rel) = rels.remove(&id) else {
@@ -594,6 +599,7 @@ impl Inner {
                 }
             }
         }
+        self.store.locks.release_all(id);
         self.txns.end(id);
         result
     }
@@ -662,79 +668,185 @@ fn commit_payload() -> Payload {
 /// A transaction: changes to tuples that become durable together at
 /// [`commit`](Self::commit), or are rolled back by
 /// [`abort`](Self::abort) or by dropping it.
+///
+/// Reads lock tuples shared and writes lock them exclusive until the
+/// transaction ends (strict two-phase locking; see docs/storage.md,
+/// "Isolation"). When a lock request would deadlock or times out, the
+/// transaction is rolled back at once and the call returns
+/// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
+/// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
+/// return [`DbError::WouldBlock`] and the transaction goes on.
 pub struct Transaction<'db> {
     db: &'db Inner,
-    log: TxnLog,
+    id: TxnId,
+    state: Mutex<TxnState>,
     slot: Arc<TxnSlot>,
+}
+
+struct TxnState {
+    log: TxnLog,
     finished: bool,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
-            .field("id", &self.log.txn)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }
 
-impl Transaction<'_> {
+impl<'db> Transaction<'db> {
+    fn new(db: &'db Inner, id: TxnId, slot: Arc<TxnSlot>) -> Transaction<'db> {
+        Transaction {
+            db,
+            id,
+            state: Mutex::new(TxnState {
+                log: TxnLog::new(id),
+                finished: false,
+            }),
+            slot,
+        }
+    }
+
     /// This transaction's id.
     pub fn id(&self) -> TxnId {
-        self.log.txn
+        self.id
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.state.lock().finished {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        Ok(())
+    }
+
+    /// Locks `target`; a deadlock or timeout rolls the transaction back.
+    fn lock(&self, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
+        match self.db.store.locks.lock(self.id, target, mode, wait) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Handles an error of an operation: a deadlock or lock timeout rolls
+    /// the transaction back; a fatal error poisons the database.
+    fn fail(&self, e: Error) -> Error {
+        self.db.note(&e);
+        if matches!(
+            e,
+            Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+        ) {
+            let mut st = self.state.lock();
+            if !st.finished {
+                st.finished = true;
+                // A failure here poisons the database (see rollback).
+                let _ = self.rollback(&mut st.log);
+            }
+        }
+        e
     }
 
     fn write<T>(
         &mut self,
         rel: RelationId,
+        tid: Option<(TupleId, bool)>,
         f: impl FnOnce(&Store, &mut TxnLog, &Relation) -> Result<T>,
     ) -> Result<T> {
+        self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
-        self.slot.before_write(self.db.store.wal.end_lsn());
-        let result = f(&self.db.store, &mut self.log, &rel);
-        self.slot.wrote(self.log.last_lsn);
-        if let Err(e) = &result {
-            self.db.note(e);
+        self.lock(
+            LockTarget::Relation(rel.id),
+            LockMode::IntentExclusive,
+            true,
+        )?;
+        if let Some((tid, wait)) = tid {
+            self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
         }
-        result
+        self.slot.before_write(self.db.store.wal.end_lsn());
+        let mut st = self.state.lock();
+        let result = f(&self.db.store, &mut st.log, &rel);
+        self.slot.wrote(st.log.last_lsn);
+        drop(st);
+        result.map_err(|e| self.fail(e))
     }
 
     /// Inserts a tuple and returns its address.
     pub fn insert(&mut self, rel: RelationId, value: &[u8]) -> Result<TupleId> {
-        self.write(rel, |s, log, r| s.insert(log, r, value))
+        self.write(rel, None, |s, log, r| s.insert(log, r, value))
     }
 
-    /// The tuple at `tid`, or `None` if there is none.
+    /// The tuple at `tid`, or `None` if there is none (locks it shared).
     pub fn get(&self, rel: RelationId, tid: TupleId) -> Result<Option<Vec<u8>>> {
+        self.read(rel, tid, true)
+    }
+
+    /// [`get`](Self::get) that never waits for a lock.
+    pub fn try_get(&self, rel: RelationId, tid: TupleId) -> Result<Option<Vec<u8>>> {
+        self.read(rel, tid, false)
+    }
+
+    fn read(&self, rel: RelationId, tid: TupleId, wait: bool) -> Result<Option<Vec<u8>>> {
+        self.live()?;
         let rel = self.db.user_relation(rel)?;
-        self.db.store.get(&rel, tid)
+        if tid.page.0 >= rel.page_count() {
+            return Ok(None);
+        }
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
+        self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
+        self.db.store.get(&rel, tid).map_err(|e| self.fail(e))
     }
 
     /// Replaces the tuple at `tid` (its address stays valid, invariant 12).
     pub fn update(&mut self, rel: RelationId, tid: TupleId, value: &[u8]) -> Result<()> {
-        self.write(rel, |s, log, r| s.update(log, r, tid, value))
+        self.write(rel, Some((tid, true)), |s, log, r| {
+            s.update(log, r, tid, value)
+        })
+    }
+
+    /// [`update`](Self::update) that never waits for a lock.
+    pub fn try_update(&mut self, rel: RelationId, tid: TupleId, value: &[u8]) -> Result<()> {
+        self.write(rel, Some((tid, false)), |s, log, r| {
+            s.update(log, r, tid, value)
+        })
     }
 
     /// Deletes the tuple at `tid`.
     pub fn delete(&mut self, rel: RelationId, tid: TupleId) -> Result<()> {
-        self.write(rel, |s, log, r| s.delete(log, r, tid))
+        self.write(rel, Some((tid, true)), |s, log, r| s.delete(log, r, tid))
     }
 
-    /// Every tuple of `rel` in TupleId order.
+    /// [`delete`](Self::delete) that never waits for a lock.
+    pub fn try_delete(&mut self, rel: RelationId, tid: TupleId) -> Result<()> {
+        self.write(rel, Some((tid, false)), |s, log, r| s.delete(log, r, tid))
+    }
+
+    /// Every tuple of `rel` in TupleId order, each locked shared as it is
+    /// returned.
     pub fn scan(&self, rel: RelationId) -> Result<Scan<'_>> {
+        self.live()?;
         let rel = self.db.user_relation(rel)?;
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
         Ok(Scan {
-            inner: HeapScan::new(&self.db.store, rel),
+            tx: self,
+            inner: HeapScan::new(&self.db.store, rel, Some(self.id)),
         })
     }
 
     /// Commits: returns once the commit record is durable (under the
     /// default commit policy).
-    pub fn commit(mut self) -> Result<()> {
-        self.finished = true;
+    pub fn commit(self) -> Result<()> {
         let db = self.db;
-        let result = self.commit_inner();
-        db.txns.end(self.log.txn);
+        let mut st = self.state.lock();
+        if st.finished {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        st.finished = true;
+        let result = self.commit_inner(&mut st.log);
+        drop(st);
+        db.store.locks.release_all(self.id);
+        db.txns.end(self.id);
         if let Err(e) = &result {
             db.note(e);
             db.poisoned.store(true, Ordering::Release);
@@ -742,34 +854,40 @@ impl Transaction<'_> {
         result
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    fn commit_inner(&self, log: &mut TxnLog) -> Result<()> {
         let db = self.db;
-        if self.log.last_lsn == Lsn::ZERO {
+        if log.last_lsn == Lsn::ZERO {
             return Ok(());
         }
         db.check_usable()?;
-        let rec = db.store.log_txn(&mut self.log, &commit_payload())?;
+        let rec = db.store.log_txn(log, &commit_payload())?;
         db.store.wal.commit_wait(rec)?;
-        if db.store.after_commit(&mut self.log, &db.lookup()).is_err() {
+        if db.store.after_commit(log, &db.lookup()).is_err() {
             db.cleanup_failures.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Rolls back every change of this transaction.
-    pub fn abort(mut self) -> Result<()> {
-        self.finished = true;
-        self.rollback()
+    pub fn abort(self) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.finished {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        st.finished = true;
+        self.rollback(&mut st.log)
     }
 
-    fn rollback(&mut self) -> Result<()> {
+    /// Rolls back, releases the locks and leaves the transaction table.
+    fn rollback(&self, log: &mut TxnLog) -> Result<()> {
         let db = self.db;
-        let result = if self.log.last_lsn == Lsn::ZERO {
+        let result = if log.last_lsn == Lsn::ZERO {
             Ok(())
         } else {
-            db.store.rollback(&mut self.log, &db.lookup())
+            db.store.rollback(log, &db.lookup())
         };
-        db.txns.end(self.log.txn);
+        db.store.locks.release_all(self.id);
+        db.txns.end(self.id);
         if result.is_err() {
             // Changes that could not be undone stay in memory: refuse
             // further work until a reopen recovers.
@@ -781,15 +899,18 @@ impl Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.finished = true;
-            let _ = self.rollback();
+        let st = self.state.get_mut();
+        if !st.finished {
+            st.finished = true;
+            let mut log = std::mem::replace(&mut st.log, TxnLog::new(self.id));
+            let _ = self.rollback(&mut log);
         }
     }
 }
 
 /// The tuples of a relation, from [`Transaction::scan`].
 pub struct Scan<'tx> {
+    tx: &'tx Transaction<'tx>,
     inner: HeapScan<'tx>,
 }
 
@@ -797,6 +918,6 @@ impl Iterator for Scan<'_> {
     type Item = Result<(TupleId, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next()
+        self.inner.next().map(|r| r.map_err(|e| self.tx.fail(e)))
     }
 }

@@ -433,6 +433,27 @@ pub enum DbError {
     /// The data directory is in use by another open database.
     #[error("data directory {0} is in use by another open database")]
     Locked(String),
+    /// A lock is held by another transaction and the request was not to
+    /// wait (a `try_` operation). Nothing changed; retry later.
+    #[error("transaction {txn}: lock not available now")]
+    WouldBlock {
+        /// The requesting transaction.
+        txn: TxnId,
+    },
+    /// Waiting for the lock would never end (a cycle in the waits-for
+    /// graph): this transaction was chosen as the victim and rolled back.
+    #[error("transaction {txn}: deadlock; it was rolled back")]
+    Deadlock {
+        /// The victim.
+        txn: TxnId,
+    },
+    /// The lock was not granted within the configured timeout; the
+    /// transaction was rolled back.
+    #[error("transaction {txn}: lock wait timed out; it was rolled back")]
+    LockTimeout {
+        /// The transaction that waited.
+        txn: TxnId,
+    },
     /// The database was poisoned by an earlier fatal error (invariant 7);
     /// reopen it to run recovery.
     #[error("the database is poisoned by an earlier fatal error; reopen it")]
@@ -451,6 +472,9 @@ impl DbError {
             | DbError::TxnFinished(_)
             | DbError::Config(_)
             | DbError::Locked(_) => ErrorClass::Usage,
+            DbError::WouldBlock { .. } | DbError::Deadlock { .. } | DbError::LockTimeout { .. } => {
+                ErrorClass::Transient
+            }
             DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
             DbError::Poisoned => ErrorClass::Fatal,
         }

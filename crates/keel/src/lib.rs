@@ -22,7 +22,7 @@ pub mod fuzz_targets;
 pub mod heap;
 pub mod page;
 pub mod recovery;
-mod txn;
+pub mod txn;
 pub mod types;
 pub mod wal;
 

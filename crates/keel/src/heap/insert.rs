@@ -8,6 +8,7 @@ use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, request_bytes};
 use crate::page::{Fit, PageType, SlottedPage, TupleFlags};
+use crate::txn::lock::{LockMode, LockTarget};
 use crate::types::{PageId, TupleId};
 use crate::wal::Payload;
 
@@ -45,10 +46,20 @@ impl Store {
                 return Ok(tid);
             }
         }
-        let mut g = self.extend(rel)?;
-        let pid = g.page_id();
-        self.insert_on(log, rel, &mut g, bytes, flags)?
-            .ok_or_else(|| corrupt(rel, pid, "a new page has no room for a tuple".into()))
+        // A new page always has room; it is refused only when a reader
+        // holds a lock on the address its first slot would get.
+        for _ in 0..FSM_ATTEMPTS {
+            let mut g = self.extend(rel)?;
+            if let Some(tid) = self.insert_on(log, rel, &mut g, bytes, flags)? {
+                return Ok(tid);
+            }
+            self.note_free(rel, &g);
+        }
+        Err(corrupt(
+            rel,
+            "its last page",
+            "new pages refuse every insert".into(),
+        ))
     }
 
     /// Inserts on the latched page if the tuple fits there (compacting
@@ -86,6 +97,19 @@ impl Store {
             }
         }
         let slot = SlottedPage::open(&g[..], pid)?.next_insert_slot();
+        // The new tuple is locked before anyone can see it; the request
+        // never waits (a latch is held, invariant 11). It can only fail if a
+        // reader locked this address while it held nothing: use another
+        // page then.
+        let target = LockTarget::Tuple(rel.id, TupleId::new(pid, slot));
+        if log.txn.0 != 0
+            && self
+                .locks
+                .lock(log.txn, target, LockMode::Exclusive, false)
+                .is_err()
+        {
+            return Ok(None);
+        }
         let insert = Payload::HeapInsert {
             slot,
             flags,

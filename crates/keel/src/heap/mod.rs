@@ -203,6 +203,8 @@ pub(crate) struct Store {
     /// Bytes per page freed by running transactions (module docs, "Room
     /// for rollback").
     pub reserved: Mutex<HashMap<(RelationId, PageId), usize>>,
+    /// Tuple and relation locks.
+    pub locks: crate::txn::lock::LockManager,
 }
 
 impl Store {

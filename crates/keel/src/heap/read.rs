@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::{Relation, Store, corrupt, page_type};
 use crate::error::Result;
 use crate::page::{PageType, SlotContent, SlottedPage, TupleFlags};
-use crate::types::{PageId, SlotId, TupleId};
+use crate::txn::lock::{LockMode, LockTarget};
+use crate::types::{PageId, SlotId, TupleId, TxnId};
 
 /// What a slot holds, copied out of the page so its latch can be dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,18 +142,25 @@ impl Store {
 }
 
 /// A full scan of a relation in TupleId order, one page latched at a time.
+///
+/// With a transaction, each reported tuple is locked shared first: under the
+/// page latch the scan *tries* the lock (never waiting, invariant 11); a
+/// tuple whose lock is busy is locked after the latch is dropped, waiting,
+/// and its slot read again, so the scan never returns uncommitted bytes.
 pub(crate) struct HeapScan<'a> {
     store: &'a Store,
     rel: Arc<Relation>,
+    txn: Option<TxnId>,
     next_page: u32,
-    batch: VecDeque<(TupleId, Found)>,
+    batch: VecDeque<(TupleId, Found, bool)>,
 }
 
 impl<'a> HeapScan<'a> {
-    pub(crate) fn new(store: &'a Store, rel: Arc<Relation>) -> HeapScan<'a> {
+    pub(crate) fn new(store: &'a Store, rel: Arc<Relation>, txn: Option<TxnId>) -> HeapScan<'a> {
         HeapScan {
             store,
             rel,
+            txn,
             next_page: 0,
             batch: VecDeque::new(),
         }
@@ -162,8 +170,37 @@ impl<'a> HeapScan<'a> {
         let pid = PageId(self.next_page);
         self.next_page += 1;
         let g = self.store.pool.fetch_read(self.rel.file(), pid)?;
-        self.batch.extend(page_rows(&g, pid)?);
+        for (tid, found) in page_rows(&g, pid)? {
+            let locked = match self.txn {
+                None => true,
+                Some(txn) => self
+                    .store
+                    .locks
+                    .lock(txn, self.target(tid), LockMode::Shared, false)
+                    .is_ok(),
+            };
+            self.batch.push_back((tid, found, locked));
+        }
         Ok(())
+    }
+
+    fn target(&self, tid: TupleId) -> LockTarget {
+        LockTarget::Tuple(self.rel.id, tid)
+    }
+
+    /// The row at `tid`, locking it (waiting) and reading it again if the
+    /// lock was busy under the latch.
+    fn row(&self, tid: TupleId, found: Found, locked: bool) -> Result<Option<Vec<u8>>> {
+        let found = match (locked, self.txn) {
+            (false, Some(txn)) => {
+                self.store
+                    .locks
+                    .lock(txn, self.target(tid), LockMode::Shared, true)?;
+                self.store.home(&self.rel, tid)?
+            }
+            _ => found,
+        };
+        self.store.resolve(&self.rel, tid, found)
     }
 }
 
@@ -172,8 +209,8 @@ impl Iterator for HeapScan<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((tid, found)) = self.batch.pop_front() {
-                match self.store.resolve(&self.rel, tid, found) {
+            if let Some((tid, found, locked)) = self.batch.pop_front() {
+                match self.row(tid, found, locked) {
                     Ok(Some(v)) => return Some(Ok((tid, v))),
                     Ok(None) => continue,
                     Err(e) => return Some(Err(e)),

@@ -1,0 +1,343 @@
+//! The lock manager: shared/exclusive tuple locks under intention locks on
+//! relations, held until commit or rollback (strict two-phase locking).
+//!
+//! A transaction locks its relation in an intention mode (IS to read, IX to
+//! write) and then each tuple it reads (S) or writes (X). Locks are
+//! released all at once when the transaction ends. A request that conflicts
+//! waits on a condition variable (the thread blocks); [`LockManager::lock`]
+//! with `wait == false` never blocks and fails with `WouldBlock` instead, so
+//! a cooperative scheduler can yield and retry.
+//!
+//! **Deadlocks.** Before a request waits, the manager records in a
+//! waits-for graph which transactions it waits for, and searches the graph
+//! from the requester: if the requester can reach itself, waiting would
+//! never end, and the *requester* is the victim: it gets `Deadlock` and its
+//! transaction is rolled back by the caller. A wait longer than the
+//! configured timeout fails with `LockTimeout`.
+//!
+//! **Latches.** A lock is never waited for while a page latch is held
+//! (invariant 11); the only lock taken under a latch is the one on a tuple
+//! being inserted, and that request never waits.
+//!
+//! One mutex guards the whole table; waiters are woken with `notify_all`
+//! when any transaction releases. Requests are granted whenever compatible,
+//! so a stream of readers can delay a writer (no FIFO queue yet).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{DbError, Result};
+use crate::types::{RelationId, TupleId, TxnId};
+
+/// A lock mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockMode {
+    /// Intention to read tuples of a relation.
+    IntentShared,
+    /// Intention to write tuples of a relation.
+    IntentExclusive,
+    /// Read.
+    Shared,
+    /// Write.
+    Exclusive,
+}
+
+impl LockMode {
+    /// Whether a lock in `self` can be granted while another transaction
+    /// holds `held`.
+    pub fn compatible_with(self, held: LockMode) -> bool {
+        use LockMode::*;
+        match (self, held) {
+            (Exclusive, _) | (_, Exclusive) => false,
+            (IntentShared, _) | (_, IntentShared) => true,
+            (IntentExclusive, IntentExclusive) | (Shared, Shared) => true,
+            (IntentExclusive, Shared) | (Shared, IntentExclusive) => false,
+        }
+    }
+
+    /// Whether holding `self` already gives everything `want` does.
+    fn covers(self, want: LockMode) -> bool {
+        use LockMode::*;
+        match (self, want) {
+            (a, b) if a == b => true,
+            (Exclusive, _) => true,
+            (Shared, IntentShared) | (IntentExclusive, IntentShared) => true,
+            _ => false,
+        }
+    }
+
+    /// The weakest mode covering both (a lock upgrade).
+    fn join(self, other: LockMode) -> LockMode {
+        use LockMode::*;
+        if self.covers(other) {
+            self
+        } else if other.covers(self) {
+            other
+        } else {
+            // S + IX (SIX) is not modelled: take X.
+            Exclusive
+        }
+    }
+}
+
+/// What is locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockTarget {
+    /// A whole relation (intention locks).
+    Relation(RelationId),
+    /// One tuple, by home address.
+    Tuple(RelationId, TupleId),
+}
+
+#[derive(Default)]
+struct State {
+    granted: HashMap<LockTarget, Vec<(TxnId, LockMode)>>,
+    held: HashMap<TxnId, Vec<LockTarget>>,
+    waits_for: HashMap<TxnId, HashSet<TxnId>>,
+}
+
+impl State {
+    /// The transactions whose locks on `target` block `txn` from `mode`.
+    fn blockers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> HashSet<TxnId> {
+        self.granted
+            .get(&target)
+            .into_iter()
+            .flatten()
+            .filter(|(t, m)| *t != txn && !mode.compatible_with(*m))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    fn grant(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
+        let list = self.granted.entry(target).or_default();
+        if let Some(entry) = list.iter_mut().find(|(t, _)| *t == txn) {
+            entry.1 = entry.1.join(mode);
+        } else {
+            list.push((txn, mode));
+            self.held.entry(txn).or_default().push(target);
+        }
+    }
+
+    /// Whether `from` reaches `to` in the waits-for graph.
+    fn reaches(&self, from: TxnId, to: TxnId) -> bool {
+        let mut seen = HashSet::new();
+        let mut stack = vec![from];
+        while let Some(t) = stack.pop() {
+            for &next in self.waits_for.get(&t).into_iter().flatten() {
+                if next == to {
+                    return true;
+                }
+                if seen.insert(next) {
+                    stack.push(next);
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Counters of the lock manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Requests that had to wait.
+    pub waits: u64,
+    /// Requests refused as deadlock victims.
+    pub deadlocks: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+}
+
+/// The lock table.
+pub struct LockManager {
+    state: Mutex<State>,
+    released: Condvar,
+    timeout: Option<Duration>,
+    stats: Mutex<LockStats>,
+}
+
+impl LockManager {
+    /// A lock manager whose waits fail after `timeout` (`None`: wait until
+    /// granted or a deadlock is found).
+    pub fn new(timeout: Option<Duration>) -> LockManager {
+        LockManager {
+            state: Mutex::new(State::default()),
+            released: Condvar::new(),
+            timeout,
+            stats: Mutex::new(LockStats::default()),
+        }
+    }
+
+    /// Locks `target` in `mode` for `txn`, waiting if `wait` (module docs).
+    pub fn lock(&self, txn: TxnId, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
+        let mut st = self.state.lock();
+        let held = st
+            .granted
+            .get(&target)
+            .and_then(|l| l.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m));
+        if held.is_some_and(|h| h.covers(mode)) {
+            return Ok(());
+        }
+        let want = held.map_or(mode, |h| h.join(mode));
+        let deadline = self.timeout.map(|d| Instant::now() + d);
+        let mut waited = false;
+        loop {
+            let blockers = st.blockers(txn, target, want);
+            if blockers.is_empty() {
+                st.waits_for.remove(&txn);
+                st.grant(txn, target, want);
+                return Ok(());
+            }
+            if !wait {
+                return Err(DbError::WouldBlock { txn }.into());
+            }
+            st.waits_for.insert(txn, blockers);
+            if st.reaches(txn, txn) {
+                st.waits_for.remove(&txn);
+                self.stats.lock().deadlocks += 1;
+                return Err(DbError::Deadlock { txn }.into());
+            }
+            if !waited {
+                waited = true;
+                self.stats.lock().waits += 1;
+            }
+            let timed_out = match deadline {
+                Some(d) => self.released.wait_until(&mut st, d).timed_out(),
+                None => {
+                    self.released.wait(&mut st);
+                    false
+                }
+            };
+            if timed_out && !st.blockers(txn, target, want).is_empty() {
+                st.waits_for.remove(&txn);
+                self.stats.lock().timeouts += 1;
+                return Err(DbError::LockTimeout { txn }.into());
+            }
+        }
+    }
+
+    /// Releases every lock of `txn` (its transaction ended).
+    pub fn release_all(&self, txn: TxnId) {
+        let mut st = self.state.lock();
+        st.waits_for.remove(&txn);
+        let Some(targets) = st.held.remove(&txn) else {
+            return;
+        };
+        for target in targets {
+            if let Some(list) = st.granted.get_mut(&target) {
+                list.retain(|(t, _)| *t != txn);
+                if list.is_empty() {
+                    st.granted.remove(&target);
+                }
+            }
+        }
+        drop(st);
+        self.released.notify_all();
+    }
+
+    /// Number of locks `txn` holds.
+    pub fn held_by(&self, txn: TxnId) -> usize {
+        self.state.lock().held.get(&txn).map_or(0, Vec::len)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> LockStats {
+        *self.stats.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::types::{PageId, SlotId};
+    use std::sync::Arc;
+
+    const R: RelationId = RelationId(1);
+
+    fn tuple(n: u16) -> LockTarget {
+        LockTarget::Tuple(R, TupleId::new(PageId(0), SlotId(n)))
+    }
+
+    #[test]
+    fn compatibility_matrix() {
+        use LockMode::*;
+        let modes = [IntentShared, IntentExclusive, Shared, Exclusive];
+        let expect = [
+            [true, true, true, false],
+            [true, true, false, false],
+            [true, false, true, false],
+            [false, false, false, false],
+        ];
+        for (i, a) in modes.iter().enumerate() {
+            for (j, b) in modes.iter().enumerate() {
+                assert_eq!(a.compatible_with(*b), expect[i][j], "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn shared_locks_share_and_exclusive_waits_until_release() {
+        let lm = Arc::new(LockManager::new(Some(Duration::from_secs(10))));
+        let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
+        lm.lock(a, tuple(0), LockMode::Shared, true).unwrap();
+        lm.lock(b, tuple(0), LockMode::Shared, true).unwrap();
+        let e = lm
+            .lock(c, tuple(0), LockMode::Exclusive, false)
+            .unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::WouldBlock { .. })), "{e}");
+        let lm2 = Arc::clone(&lm);
+        let waiter = std::thread::spawn(move || lm2.lock(c, tuple(0), LockMode::Exclusive, true));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "X was granted while S locks were held"
+        );
+        lm.release_all(a);
+        lm.release_all(b);
+        waiter.join().unwrap().unwrap();
+        assert_eq!(lm.held_by(c), 1);
+        assert_eq!(lm.stats().waits, 1);
+    }
+
+    #[test]
+    fn a_deadlock_makes_the_requester_the_victim() {
+        let lm = Arc::new(LockManager::new(None));
+        let (a, b) = (TxnId(1), TxnId(2));
+        lm.lock(a, tuple(1), LockMode::Exclusive, true).unwrap();
+        lm.lock(b, tuple(2), LockMode::Exclusive, true).unwrap();
+        let lm2 = Arc::clone(&lm);
+        let first = std::thread::spawn(move || lm2.lock(a, tuple(2), LockMode::Exclusive, true));
+        while !lm.state.lock().waits_for.contains_key(&a) {
+            std::thread::yield_now();
+        }
+        let e = lm.lock(b, tuple(1), LockMode::Exclusive, true).unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::Deadlock { txn }) if txn == b),
+            "{e}"
+        );
+        lm.release_all(b);
+        first.join().unwrap().unwrap();
+        assert_eq!(lm.stats().deadlocks, 1);
+    }
+
+    #[test]
+    fn upgrades_and_timeouts() {
+        let lm = LockManager::new(Some(Duration::from_millis(30)));
+        let (a, b) = (TxnId(1), TxnId(2));
+        lm.lock(a, tuple(3), LockMode::Shared, true).unwrap();
+        lm.lock(a, tuple(3), LockMode::Exclusive, true).unwrap();
+        assert_eq!(lm.held_by(a), 1, "an upgrade keeps one entry");
+        let e = lm.lock(b, tuple(3), LockMode::Shared, true).unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::LockTimeout { .. })), "{e}");
+        lm.lock(a, LockTarget::Relation(R), LockMode::IntentExclusive, true)
+            .unwrap();
+        lm.lock(b, LockTarget::Relation(R), LockMode::IntentShared, true)
+            .unwrap();
+        assert!(
+            lm.lock(b, LockTarget::Relation(R), LockMode::Shared, false)
+                .is_err()
+        );
+    }
+}
