@@ -241,17 +241,24 @@ impl Database {
     }
 
     /// A copy of page `page` of relation `name` as it is in the buffer pool
-    /// (for inspection tools).
+    /// (for inspection tools), with its checksum computed as if it were
+    /// written now (a changed page's stored checksum is only refreshed when
+    /// the page is written).
     pub fn read_page(&self, name: &str, page: PageId) -> Result<Vec<u8>> {
         let rel = self.inner.named(name)?;
         if page.0 >= rel.page_count() {
-            return Err(DbError::Corrupt {
-                what: format!("relation {name}"),
-                reason: format!("has {} pages; page {page} does not exist", rel.page_count()),
+            return Err(DbError::NoSuchPage {
+                relation: name.to_string(),
+                page,
+                pages: rel.page_count(),
             }
             .into());
         }
-        Ok(self.inner.store.pool.fetch_read(rel.file(), page)?.to_vec())
+        let mut copy = self.inner.store.pool.fetch_read(rel.file(), page)?.to_vec();
+        if crate::page::PageHeader::read(&copy, page).is_ok() {
+            crate::page::seal(&mut copy)?;
+        }
+        Ok(copy)
     }
 
     /// The free space map of relation `name`: each tracked page and its

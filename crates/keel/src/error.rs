@@ -399,6 +399,16 @@ pub enum DbError {
         /// The address given.
         tid: TupleId,
     },
+    /// A page number past the end of a relation.
+    #[error("relation {relation} has {pages} pages; there is no page {page}")]
+    NoSuchPage {
+        /// The relation's name.
+        relation: String,
+        /// The page asked for.
+        page: PageId,
+        /// Pages it has.
+        pages: u32,
+    },
     /// The value is larger than a tuple may be.
     #[error("value of {len} bytes is larger than the {max}-byte limit")]
     ValueTooLarge {
@@ -468,6 +478,7 @@ impl DbError {
             | DbError::RelationExists(_)
             | DbError::BadRelationName { .. }
             | DbError::NoSuchTuple { .. }
+            | DbError::NoSuchPage { .. }
             | DbError::ValueTooLarge { .. }
             | DbError::TxnFinished(_)
             | DbError::Config(_)

@@ -237,3 +237,19 @@ fn bad_tuple_ids_are_errors_not_panics() {
     tx.commit().unwrap();
     db.close().unwrap();
 }
+
+#[test]
+fn read_page_returns_verifiable_pages_and_refuses_pages_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, b"x").unwrap();
+    tx.commit().unwrap();
+    let page = db.read_page("t", keel::PageId(0)).unwrap();
+    keel::page::verify(&page, keel::PageId(0)).unwrap();
+    let e = db.read_page("t", keel::PageId(5)).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::NoSuchPage { .. })), "{e}");
+    assert_eq!(e.class(), keel::ErrorClass::Usage);
+    db.close().unwrap();
+}
