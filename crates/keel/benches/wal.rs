@@ -9,7 +9,7 @@
 //!
 //! `cargo bench -p keel --bench wal` (set `KEEL_BENCH_SECS` to change the
 //! 2-second measurement per commit case; `-- commits` or `-- append` runs
-//! one part only).
+//! one part only; `KEEL_BENCH_COMMITTERS=1,64` picks the commit cases).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -223,7 +223,12 @@ fn commit_table(io: &Arc<dyn AsyncIo>, tmp: &Path, name: &str, secs: f64) {
         "| raw pwrite+fdatasync | {:.0} | {:.0} | {:.0} | 1.00 | 1.0 |",
         raw.per_sec, raw.p50_us, raw.p99_us
     );
-    for c in [1usize, 4, 16, 64] {
+    // KEEL_BENCH_COMMITTERS=64 (or 1,64) runs only those cases.
+    let counts: Vec<usize> = std::env::var("KEEL_BENCH_COMMITTERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 4, 16, 64]);
+    for c in counts {
         let dir = tmp.join(format!("{name}-c{c}"));
         let r = commits(io, &dir, c, secs);
         println!(
