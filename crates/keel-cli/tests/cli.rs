@@ -236,13 +236,13 @@ fn inspect_page_of_a_relation_errors() {
             &[
                 "inspect", "page", "--dir", d, "--rel", "empty", "--page", "0",
             ],
-            "page 0 does not exist",
+            "there is no page 0",
         ),
         (
             &[
                 "inspect", "page", "--dir", d, "--rel", "accounts", "--page", "99999",
             ],
-            "page 99999 does not exist",
+            "there is no page 99999",
         ),
         (
             &["inspect", "fsm", "--dir", d, "--rel", "nope"],

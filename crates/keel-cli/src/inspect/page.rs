@@ -22,13 +22,9 @@ pub fn run(args: PageArgs) -> Result<(), Failure> {
     let (bytes, what) = match (&args.file, &args.dir, &args.rel) {
         (Some(file), _, _) => (read_file_page(file, args.page)?, file.display().to_string()),
         (None, Some(dir), Some(rel)) => {
-            let mut bytes =
-                with_relation(dir, rel, |db| db.read_page(rel, id).map_err(Failure::from))?;
-            // The pool verified the page's checksum when it read it from
-            // disk; a page changed in memory since (by recovery's redo, say)
-            // is sealed only when written, so its frame's checksum field is
-            // stale. Show the checksum it would be written with.
-            keel::page::seal(&mut bytes).map_err(|e| Failure(format!("relation {rel:?}: {e}")))?;
+            // read_page returns the page with the checksum it would be
+            // written with (a page changed in memory is sealed at write).
+            let bytes = with_relation(dir, rel, |db| db.read_page(rel, id).map_err(Failure::from))?;
             (bytes, format!("relation {rel:?}"))
         }
         // clap's argument group requires exactly one source.
