@@ -7,10 +7,8 @@
 
 mod bench;
 mod demo;
-mod demo_wal;
 mod inspect;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,12 +23,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run Keel end to end on a fresh data directory and print what it did.
-    Demo {
-        /// Data directory to create (must not exist, or be empty).
-        #[arg(long, default_value = "keel-demo")]
-        dir: PathBuf,
-    },
+    /// Run Keel end to end on a fresh data directory: a concurrent workload,
+    /// a checkpoint, a child process killed with SIGKILL, recovery, and a
+    /// check that every acknowledged commit survived and nothing else.
+    Demo(demo::DemoArgs),
+    /// The demo's crashing child process (internal).
+    #[command(hide = true)]
+    DemoChild(demo::ChildArgs),
     /// Decode and print on-disk structures.
     #[command(subcommand)]
     Inspect(inspect::Target),
@@ -58,7 +57,8 @@ impl<E: std::error::Error> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { dir } => demo::run(&dir),
+        Command::Demo(args) => return demo::run(args),
+        Command::DemoChild(args) => return demo::child_main(args),
         Command::Inspect(target) => inspect::run(target),
         Command::Bench(args) => bench::run(args),
     };

@@ -16,19 +16,75 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
-fn demo_runs_and_its_pages_inspect_cleanly() {
+fn demo_crashes_a_child_recovers_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let out = keel(&["demo", "--dir", data.to_str().unwrap()]);
-    assert!(out.status.success(), "demo failed: {}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("live tuples verified against the model"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("fragmentation 0.0%"), "{stdout}");
+    let d = data.to_str().unwrap();
+    let out = keel(&["demo", "--quick", "--dir", d, "--seed", "7"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" 0 lost, 0 phantom, 0 corrupt"), "{stdout}");
+    assert!(stdout.contains("killed by SIGKILL"), "{stdout}");
+    assert!(stdout.contains("verification passed"), "{stdout}");
+    for row in ["commits/s", "recovery", "WAL", "accounts", "blobs"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(row)),
+            "{row}: {stdout}"
+        );
+    }
+    // The recovered database opens and inspects cleanly.
+    let out = keel(&[
+        "inspect", "page", "--dir", d, "--rel", "accounts", "--page", "0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("verdict    ok (heap page)"));
 
-    let file = data.join("demo.pages");
+    // A second run wipes the first one's directory.
+    let out = keel(&["demo", "--quick", "--dir", d, "--threads", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // A directory the demo did not make is left alone: exit 2, one line.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("precious"), b"keep me").unwrap();
+    let out = keel(&["demo", "--quick", "--dir", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("keel: error: "), "{stderr}");
+    assert!(stderr.contains("not made by keel demo"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+    assert!(other.join("precious").exists());
+
+    // The child's subcommand is internal.
+    let help = text(&keel(&["--help"]).stdout);
+    assert!(
+        help.contains("demo") && !help.contains("demo-child"),
+        "{help}"
+    );
+}
+
+/// `DIR/pages`: two sealed heap pages of small tuples.
+fn page_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use keel::page::{PAGE_SIZE, SlottedPage, TupleFlags, seal};
+    let mut image = Vec::new();
+    for p in 0..2u32 {
+        let mut page = SlottedPage::init(vec![0u8; PAGE_SIZE], keel::PageId(p)).unwrap();
+        for i in 0..40u8 {
+            page.insert(&[i; 100], TupleFlags::NONE).unwrap();
+        }
+        let mut bytes = page.into_inner();
+        seal(&mut bytes).unwrap();
+        image.extend_from_slice(&bytes);
+    }
+    let file = dir.join("pages");
+    std::fs::write(&file, &image).unwrap();
+    file
+}
+
+#[test]
+fn inspect_page_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = page_file(dir.path());
     let out = keel(&[
         "inspect",
         "page",
@@ -72,12 +128,50 @@ fn demo_runs_and_its_pages_inspect_cleanly() {
     assert!(text(&out.stderr).contains("there is no page 99999"));
 }
 
+/// `DIR/wal`: 1,600 transactions (begin, heap-insert, commit) committed
+/// from four threads through group commit.
+fn wal_fixture(dir: &std::path::Path) {
+    use keel::types::{Lsn, PageId, RelationId, SlotId, TxnId};
+    use keel::wal::payload::Payload;
+    use keel::wal::{RecordMeta, RecordType, Wal, WalConfig, wal_dir};
+    std::fs::create_dir_all(dir).unwrap();
+    let io = keel_io::open_backend(&keel_io::IoConfig::default()).unwrap();
+    let (wal, _) = Wal::open(io, &wal_dir(dir), WalConfig::default()).unwrap();
+    let wal = std::sync::Arc::new(wal);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let wal = &wal;
+            s.spawn(move || {
+                for i in 0..400u64 {
+                    let txn = TxnId(t * 400 + i + 1);
+                    let meta = RecordMeta::new(RecordType::Begin).in_txn(txn, Lsn::ZERO);
+                    let begin = wal.append_payload(meta, &Payload::Begin).unwrap();
+                    let insert = Payload::HeapInsert {
+                        slot: SlotId(i as u16),
+                        flags: keel::page::TupleFlags::NONE,
+                        tuple: vec![t as u8; 100],
+                    };
+                    let meta = RecordMeta::new(RecordType::HeapInsert)
+                        .in_txn(txn, begin.lsn)
+                        .on_page(RelationId(1), PageId(t as u32));
+                    let ins = wal.append_payload(meta, &insert).unwrap();
+                    let meta = RecordMeta::new(RecordType::Commit).in_txn(txn, ins.lsn);
+                    let commit = Payload::Commit { commit_time_us: 1 };
+                    wal.commit_wait(wal.append_payload(meta, &commit).unwrap())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    std::sync::Arc::into_inner(wal).unwrap().close().unwrap();
+}
+
 #[test]
 fn inspect_wal_lists_records_and_reports_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
+    let data = dir.path().join("wal-fixture");
     let d = data.to_str().unwrap();
-    assert!(keel(&["demo", "--dir", d]).status.success());
+    wal_fixture(&data);
     let out = keel(&["inspect", "wal", "--dir", d]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);

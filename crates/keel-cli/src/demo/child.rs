@@ -1,0 +1,259 @@
+//! The crash phase. `keel demo-child` (hidden) reopens the demo's database
+//! and runs the workload until it is killed, reporting on stdout, one line
+//! each, flushed before going on:
+//!
+//! ```text
+//! R                                   ready (recovery done, workers start)
+//! P <tag> <effect>...                 about to call commit (in flight from now)
+//! C <tag>                             commit returned: acknowledged
+//! ```
+//!
+//! An effect is `+rel:page.slot:tag:op:len` (a version appears) or
+//! `-rel:page.slot:tag:op:len` (one disappears). The parent reads the lines
+//! through a pipe, so nothing needs syncing: a line written before the kill
+//! is in the pipe, and a last line cut short by the kill is ignored (its
+//! `commit` was never called). The parent kills the child with SIGKILL.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use keel::{Config, Database, TupleId};
+
+use super::workload::{
+    Effect, Key, Owned, Sink, Sizes, TxnRecord, Version, Worker, decode, tag_worker,
+};
+use crate::Failure;
+
+/// The child gives up on its own after this long (if its parent vanished
+/// without closing the pipe).
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
+
+/// Arguments of the hidden `keel demo-child`.
+#[derive(Debug, clap::Args)]
+pub struct ChildArgs {
+    /// The demo's data directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Worker threads (as many as the first phase had).
+    #[arg(long)]
+    pub threads: u16,
+    /// The workload's seed.
+    #[arg(long)]
+    pub seed: u64,
+    /// Small values, as `keel demo --quick`.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Entry point of `keel demo-child`.
+pub fn main(args: ChildArgs) -> ExitCode {
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Checkpoints often, so the kill lands after a fuzzy checkpoint taken
+/// while transactions were running.
+fn child_config() -> Config {
+    Config {
+        checkpoint_wal_bytes: 16 << 20,
+        checkpoint_interval: Some(Duration::from_millis(700)),
+        ..Config::default()
+    }
+}
+
+fn run(args: &ChildArgs) -> Result<(), Failure> {
+    let db = Database::open(&args.dir, child_config())?;
+    let rels = super::relation_ids(&db)?;
+    let owned = owned_by_worker(&db, rels, args.threads.max(1))?;
+    let out = Mutex::new(std::io::stdout());
+    emit(&out, "R")?;
+    let sizes = Sizes::new(args.quick);
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let (db, out) = (&db, &out);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = owned
+            .into_iter()
+            .enumerate()
+            .map(|(w, owned)| {
+                s.spawn(move || -> Result<(), Failure> {
+                    let mut worker = Worker::new(db, rels, (2, w as u16), args.seed, sizes, owned);
+                    let mut sink = PipeSink { out };
+                    while Instant::now() < deadline {
+                        worker.run_txn(&mut sink)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| Failure("a demo worker panicked".into()))??;
+        }
+        Ok(())
+    })
+}
+
+/// The tuples found at start, split among the workers that own them.
+fn owned_by_worker(
+    db: &Database,
+    rels: [keel::RelationId; 2],
+    threads: u16,
+) -> Result<Vec<Owned>, Failure> {
+    let mut owned: Vec<Owned> = (0..threads).map(|_| [Vec::new(), Vec::new()]).collect();
+    let tx = db.begin()?;
+    for (r, rel) in rels.iter().enumerate() {
+        for row in tx.scan(*rel)? {
+            let (tid, bytes) = row?;
+            let v = decode(&bytes).map_err(|e| Failure(format!("tuple {tid}: {e}")))?;
+            let w = usize::from(tag_worker(v.tag) % threads);
+            owned[w][r].push((tid, v));
+        }
+    }
+    Ok(owned)
+}
+
+fn emit(out: &Mutex<std::io::Stdout>, line: &str) -> Result<(), Failure> {
+    let mut out = out
+        .lock()
+        .map_err(|_| Failure("stdout lock poisoned".into()))?;
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure(format!("cannot report to the parent: {e}")))
+}
+
+struct PipeSink<'a> {
+    out: &'a Mutex<std::io::Stdout>,
+}
+
+impl Sink for PipeSink<'_> {
+    fn announce(&mut self, rec: &TxnRecord) -> Result<(), Failure> {
+        emit(self.out, &encode_prepared(rec))
+    }
+
+    fn acknowledge(&mut self, rec: TxnRecord) -> Result<(), Failure> {
+        emit(self.out, &format!("C {:x}", rec.tag))
+    }
+}
+
+/// A line from the child.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// `R`
+    Ready,
+    /// `P …`
+    Prepared(TxnRecord),
+    /// `C tag`
+    Committed(u64),
+}
+
+fn encode_prepared(rec: &TxnRecord) -> String {
+    let mut line = format!("P {:x}", rec.tag);
+    for e in &rec.effects {
+        let (sign, (rel, tid), v) = match e {
+            Effect::Add(k, v) => ('+', k, v),
+            Effect::Remove(k, v) => ('-', k, v),
+        };
+        line.push_str(&format!(
+            " {sign}{rel}:{tid}:{:x}:{}:{}",
+            v.tag, v.op, v.len
+        ));
+    }
+    line
+}
+
+fn parse_effect(s: &str) -> Option<Effect> {
+    let (add, rest) = match s.as_bytes().first()? {
+        b'+' => (true, &s[1..]),
+        b'-' => (false, &s[1..]),
+        _ => return None,
+    };
+    let mut f = rest.split(':');
+    let rel: u8 = f.next()?.parse().ok()?;
+    let tid: TupleId = f.next()?.parse().ok()?;
+    let v = Version {
+        tag: u64::from_str_radix(f.next()?, 16).ok()?,
+        op: f.next()?.parse().ok()?,
+        len: f.next()?.parse().ok()?,
+    };
+    let key: Key = (rel, tid);
+    Some(if add {
+        Effect::Add(key, v)
+    } else {
+        Effect::Remove(key, v)
+    })
+}
+
+/// Parses one complete line.
+pub fn parse_line(line: &str) -> Option<Line> {
+    let mut words = line.split_ascii_whitespace();
+    match words.next()? {
+        "R" => Some(Line::Ready),
+        "C" => Some(Line::Committed(
+            u64::from_str_radix(words.next()?, 16).ok()?,
+        )),
+        "P" => {
+            let tag = u64::from_str_radix(words.next()?, 16).ok()?;
+            let effects = words.map(parse_effect).collect::<Option<Vec<_>>>()?;
+            Some(Line::Prepared(TxnRecord { tag, effects }))
+        }
+        _ => None,
+    }
+}
+
+/// Reads the child's stdout until it closes, sending each complete line;
+/// a last line without its newline was cut by the kill and is dropped.
+pub fn read_lines(stdout: impl Read, tx: Sender<Result<Line, String>>) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if buf.last() != Some(&b'\n') => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&buf[..buf.len() - 1]).into_owned();
+        let parsed =
+            parse_line(&text).ok_or_else(|| format!("unreadable line from the child: {text:.120}"));
+        if tx.send(parsed).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel::{PageId, SlotId};
+
+    #[test]
+    fn prepared_lines_round_trip() {
+        let tid = TupleId::new(PageId(12), SlotId(3));
+        let v = Version {
+            tag: 0x0200_0300_0000_0007,
+            op: 2,
+            len: 345,
+        };
+        let rec = TxnRecord {
+            tag: v.tag,
+            effects: vec![Effect::Remove((1, tid), v), Effect::Add((0, tid), v)],
+        };
+        assert_eq!(
+            parse_line(&encode_prepared(&rec)),
+            Some(Line::Prepared(rec))
+        );
+        assert_eq!(parse_line("C ff"), Some(Line::Committed(255)));
+        assert_eq!(parse_line("R"), Some(Line::Ready));
+        assert_eq!(parse_line("P 1 *0:1.2:3:4:5"), None);
+        assert_eq!(parse_line("X"), None);
+    }
+}

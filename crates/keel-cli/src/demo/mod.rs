@@ -1,0 +1,305 @@
+//! `keel demo`: Keel end to end on a fresh data directory.
+//!
+//! 1. Creates the database and its relations (`accounts`, `blobs`).
+//! 2. Runs a concurrent workload in process (worker threads, each owning its
+//!    tuples): inserts, updates that grow and move tuples or shrink them,
+//!    deletes, values of a few MiB in overflow chains, and aborts; then a
+//!    checkpoint and a clean close.
+//! 3. Starts `keel demo-child` (this same executable, hidden subcommand) on
+//!    the directory: it recovers, goes on with the workload and reports
+//!    each commit through a pipe before and after it ([`child`]); the
+//!    parent kills it with SIGKILL after a random delay.
+//! 4. Reopens the database (recovery) and checks that every acknowledged
+//!    commit is there and nothing else ([`verify`]).
+//! 5. Prints a summary table; exits 0 when verification passed, 1 when it
+//!    found a lost or phantom commit.
+
+mod child;
+mod crash;
+mod report;
+mod verify;
+mod workload;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use keel::{Config, Database, RelationId};
+use keel_io::sim::Rng;
+
+pub use child::{ChildArgs, main as child_main};
+use workload::{Counts, RELATIONS, Sink, Sizes, TxnRecord, Worker};
+
+use crate::Failure;
+
+/// A file the demo leaves in its directory, so a later run may wipe it.
+const MARKER: &str = "keel-demo.marker";
+
+/// Arguments of `keel demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Data directory to create. An existing one is used only if it is
+    /// empty or holds an earlier demo (which is wiped).
+    #[arg(long, default_value = "keel-demo")]
+    pub dir: PathBuf,
+    /// A smaller run of a few seconds (as the tests use).
+    #[arg(long)]
+    pub quick: bool,
+    /// Worker threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Seed of the workload and of the kill time (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Entry point of `keel demo`: exit 0 when verification passed, 1 when it
+/// failed or something broke, 2 when the directory cannot be used.
+pub fn run(args: DemoArgs) -> ExitCode {
+    if let Err(Failure(msg)) = prepare_dir(&args.dir) {
+        eprintln!("keel: error: {msg}");
+        return ExitCode::from(2);
+    }
+    match demo(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("keel: error: verification failed: a commit was lost or a phantom found");
+            ExitCode::from(1)
+        }
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Makes sure `dir` is absent or empty, wiping it if an earlier demo made it.
+fn prepare_dir(dir: &Path) -> Result<(), Failure> {
+    let shown = dir.display();
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if dir.exists() => {
+            return Err(Failure(format!("{shown} exists and is not a directory")));
+        }
+        Err(e) => return Err(Failure(format!("cannot read {shown}: {e}"))),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !dir.join(MARKER).is_file() {
+        return Err(Failure(format!(
+            "{shown} is not empty and was not made by keel demo; remove it or pass another --dir"
+        )));
+    }
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot remove the earlier demo in {shown}: {e}")))
+}
+
+/// The ids of the demo's relations, in [`RELATIONS`] order.
+pub(crate) fn relation_ids(db: &Database) -> Result<[RelationId; 2], Failure> {
+    let id = |name: &str| {
+        db.relation(name)?
+            .ok_or_else(|| Failure(format!("relation {name} is missing")))
+    };
+    Ok([id(RELATIONS[0])?, id(RELATIONS[1])?])
+}
+
+/// What the in-process phase did.
+struct Phase1 {
+    acked: Vec<TxnRecord>,
+    counts: Counts,
+    elapsed: Duration,
+    syncs: u64,
+    checkpoint: keel::CheckpointReport,
+}
+
+fn demo(args: &DemoArgs) -> Result<bool, Failure> {
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let dir = &args.dir;
+    println!(
+        "keel demo: data directory {}, {} threads, seed {seed}",
+        dir.display(),
+        args.threads
+    );
+    let phase1 = in_process(args, seed)?;
+    let mut rng = Rng::new(seed ^ 0xC0FFEE);
+    let delay_ms = if args.quick {
+        300 + rng.below(500)
+    } else {
+        2000 + rng.below(3000)
+    };
+    println!("  child process: recovers, runs the workload, SIGKILL after {delay_ms} ms");
+    let crash = crash::crash_child(
+        dir,
+        args.threads,
+        seed ^ 0x5EED,
+        (args.quick, Duration::from_millis(delay_ms)),
+    )?;
+    println!(
+        "  child {} killed: {} commits acknowledged, {} in flight",
+        crash.pid,
+        crash.acked.len(),
+        crash.in_flight.len()
+    );
+    let db = Database::open(dir, Config::default())?;
+    let recovery = db.recovery_report();
+    println!(
+        "  reopened: recovery took {:.1} ms; verifying every tuple",
+        recovery.duration.as_secs_f64() * 1e3
+    );
+    let mut all = phase1.acked;
+    all.extend(crash.acked.iter().cloned());
+    let verdict = verify::verify(&db, relation_ids(&db)?, &all, &crash.in_flight)?;
+    for p in &verdict.problems {
+        println!("  problem: {p}");
+    }
+    let storage = report::storage(&db)?;
+    report::print(&report::Summary {
+        threads: args.threads,
+        counts: phase1.counts,
+        phase1: phase1.elapsed,
+        syncs: phase1.syncs,
+        checkpoint: &phase1.checkpoint,
+        crash: &crash,
+        recovery,
+        verdict: &verdict,
+        wal_bytes: db.wal_end().0,
+        wal_files: report::wal_files(dir),
+        storage: &storage,
+    });
+    db.close()?;
+    let passed = verdict.passed() && storage.iter().all(|r| r.invalid == 0);
+    if passed {
+        println!("verification passed: every acknowledged commit is there, and nothing else");
+        let d = dir.display();
+        println!("look inside: keel inspect page --dir {d} --rel accounts --page 0");
+        println!("             keel inspect fsm --dir {d} --rel accounts");
+    }
+    Ok(passed)
+}
+
+/// Creates the database and relations, runs the workload in process,
+/// checkpoints and closes.
+fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
+    let dir = &args.dir;
+    let db = Database::open(dir, Config::default())?;
+    let marker = dir.join(MARKER);
+    std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
+        .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
+    let rels = [
+        db.create_relation(RELATIONS[0])?,
+        db.create_relation(RELATIONS[1])?,
+    ];
+    println!("  created relations {} and {}", RELATIONS[0], RELATIONS[1]);
+    let sizes = Sizes::new(args.quick);
+    let (acked, counts, elapsed) = workload(&db, rels, args.threads, seed, sizes)?;
+    println!(
+        "  ran {} transactions ({} committed, {} rolled back) in {:.2} s",
+        counts.commits + counts.aborts,
+        counts.commits,
+        counts.aborts,
+        elapsed.as_secs_f64()
+    );
+    let syncs = db.wal_stats().flushes;
+    let checkpoint = db.checkpoint()?;
+    println!("  checkpoint at {}; closed", checkpoint.begin);
+    db.close()?;
+    Ok(Phase1 {
+        acked,
+        counts,
+        elapsed,
+        syncs,
+        checkpoint,
+    })
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x6B65_656C, |d| d.as_nanos() as u64)
+}
+
+/// Collects a worker's committed transactions.
+#[derive(Default)]
+struct VecSink(Vec<TxnRecord>);
+
+impl Sink for VecSink {
+    fn announce(&mut self, _: &TxnRecord) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, rec: TxnRecord) -> Result<(), Failure> {
+        self.0.push(rec);
+        Ok(())
+    }
+}
+
+/// The in-process workload, with a progress bar on a terminal.
+fn workload(
+    db: &Database,
+    rels: [RelationId; 2],
+    threads: u16,
+    seed: u64,
+    sizes: Sizes,
+) -> Result<(Vec<TxnRecord>, Counts, Duration), Failure> {
+    let bar = progress(u64::from(threads) * sizes.txns_per_thread);
+    let started = Instant::now();
+    let results: Vec<Result<(Vec<TxnRecord>, Counts), Failure>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let bar = bar.clone();
+                s.spawn(move || {
+                    let mut worker = Worker::new(db, rels, (1, w), seed, sizes, Default::default());
+                    let mut sink = VecSink::default();
+                    for _ in 0..sizes.txns_per_thread {
+                        worker.run_txn(&mut sink)?;
+                        bar.inc(1);
+                    }
+                    Ok((sink.0, worker.counts))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Failure("a demo worker panicked".into())))
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let (mut acked, mut counts) = (Vec::new(), Counts::default());
+    for r in results {
+        let (recs, c) = r?;
+        acked.extend(recs);
+        counts += c;
+    }
+    Ok((acked, counts, elapsed))
+}
+
+fn progress(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("  {bar:40} {pos}/{len} transactions, {per_sec}, eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A spinner with a message, on a terminal only.
+fn spinner() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
