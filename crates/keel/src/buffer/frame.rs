@@ -6,7 +6,7 @@
 //! (and that mutex is never held during I/O or while taking a latch that
 //! anyone may hold; see the module essay's protocol).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use keel_io::{FileHandle, IoBuf};
 use parking_lot::RwLock;
@@ -113,9 +113,9 @@ pub(crate) struct Meta {
 impl Meta {
     pub(crate) fn new(n: usize) -> Meta {
         Meta {
-            table: HashMap::with_capacity(n),
+            table: HashMap::with_capacity_and_hasher(n, Default::default()),
             frames: vec![FrameMeta::free(); n],
-            files: HashMap::new(),
+            files: HashMap::default(),
             free: (0..n).rev().collect(),
             clock: Clock::new(n),
             writer_hand: 0,

@@ -23,7 +23,9 @@
 //! when any transaction releases. Requests are granted whenever compatible,
 //! so a stream of readers can delay a writer (no FIFO queue yet).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -93,9 +95,43 @@ pub enum LockTarget {
 
 #[derive(Default)]
 struct State {
-    granted: HashMap<LockTarget, Vec<(TxnId, LockMode)>>,
+    /// Holders per target (almost always one, so no inner allocation then).
+    granted: HashMap<LockTarget, Holders>,
     held: HashMap<TxnId, Vec<LockTarget>>,
     waits_for: HashMap<TxnId, HashSet<TxnId>>,
+}
+
+/// The transactions holding a lock on one target: almost always one, kept
+/// inline so granting it allocates nothing (`Vec::new` does not allocate).
+struct Holders {
+    first: (TxnId, LockMode),
+    rest: Vec<(TxnId, LockMode)>,
+}
+
+impl Holders {
+    fn iter(&self) -> impl Iterator<Item = &(TxnId, LockMode)> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    fn find_mut(&mut self, txn: TxnId) -> Option<&mut (TxnId, LockMode)> {
+        if self.first.0 == txn {
+            return Some(&mut self.first);
+        }
+        self.rest.iter_mut().find(|(t, _)| *t == txn)
+    }
+
+    /// Removes `txn`; returns whether no holder is left.
+    fn remove(&mut self, txn: TxnId) -> bool {
+        if self.first.0 == txn {
+            match self.rest.pop() {
+                Some(last) => self.first = last,
+                None => return true,
+            }
+        } else {
+            self.rest.retain(|(t, _)| *t != txn);
+        }
+        false
+    }
 }
 
 impl State {
@@ -104,20 +140,32 @@ impl State {
         self.granted
             .get(&target)
             .into_iter()
-            .flatten()
+            .flat_map(Holders::iter)
             .filter(|(t, m)| *t != txn && !mode.compatible_with(*m))
             .map(|(t, _)| *t)
             .collect()
     }
 
     fn grant(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
-        let list = self.granted.entry(target).or_default();
-        if let Some(entry) = list.iter_mut().find(|(t, _)| *t == txn) {
-            entry.1 = entry.1.join(mode);
-        } else {
-            list.push((txn, mode));
-            self.held.entry(txn).or_default().push(target);
+        match self.granted.get_mut(&target) {
+            Some(h) => match h.find_mut(txn) {
+                Some(entry) => {
+                    entry.1 = entry.1.join(mode);
+                    return;
+                }
+                None => h.rest.push((txn, mode)),
+            },
+            None => {
+                self.granted.insert(
+                    target,
+                    Holders {
+                        first: (txn, mode),
+                        rest: Vec::new(),
+                    },
+                );
+            }
         }
+        self.held.entry(txn).or_default().push(target);
     }
 
     /// Whether `from` reaches `to` in the waits-for graph.
@@ -175,7 +223,7 @@ impl LockManager {
         let held = st
             .granted
             .get(&target)
-            .and_then(|l| l.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m));
+            .and_then(|h| h.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m));
         if held.is_some_and(|h| h.covers(mode)) {
             return Ok(());
         }
@@ -225,11 +273,8 @@ impl LockManager {
             return;
         };
         for target in targets {
-            if let Some(list) = st.granted.get_mut(&target) {
-                list.retain(|(t, _)| *t != txn);
-                if list.is_empty() {
-                    st.granted.remove(&target);
-                }
+            if st.granted.get_mut(&target).is_some_and(|h| h.remove(txn)) {
+                st.granted.remove(&target);
             }
         }
         drop(st);

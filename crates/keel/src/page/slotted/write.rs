@@ -147,6 +147,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
             }
         }
         self.store(slot, data, flags);
+        if self.free_hint() == slot.0 {
+            // Every slot below the hint is in use, and now this one too.
+            self.set_field(offsets::FREE_HINT, usize::from(slot.0) + 1);
+        }
         Ok(())
     }
 
