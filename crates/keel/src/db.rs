@@ -37,11 +37,10 @@ use crate::heap::catalog::{
     open_file, rel_dir, remove_files,
 };
 use crate::heap::read::HeapScan;
-use crate::heap::{Relation, Store, TxnLog, page_type};
-use crate::page::{PageType, SlottedPage};
+use crate::heap::{Relation, Store, TxnLog};
 use crate::recovery::checkpoint::{CheckpointTarget, checkpoint, load_fsm};
 use crate::recovery::control::read_control;
-use crate::recovery::{CheckpointReport, RecoveryReport, recover};
+use crate::recovery::{CheckpointReport, PageSpace, Recovered, RecoveryReport, recover};
 use crate::txn::lock::{LockManager, LockMode, LockStats, LockTarget};
 use crate::txn::{TxnSlot, TxnTable};
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
@@ -374,7 +373,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner
         config.wal.recovery_mode,
     )?;
     let catalog = Catalog::new(control.map_or(1, |c| c.next_relation));
-    load_catalog(&store, dir, &catalog, rels, &recovered.touched)?;
+    load_catalog(&store, dir, &catalog, rels, &recovered)?;
     let next_txn = TxnId(
         control
             .map_or(1, |c| c.next_txn.0)
@@ -458,7 +457,7 @@ fn load_catalog(
     dir: &Path,
     catalog: &Catalog,
     mut rels: HashMap<RelationId, Arc<Relation>>,
-    touched: &std::collections::HashSet<(RelationId, PageId)>,
+    recovered: &Recovered,
 ) -> Result<()> {
     let finish =
         |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
@@ -469,7 +468,7 @@ fn load_catalog(
                 fsm: fsm.unwrap_or_default(),
                 ..rel
             };
-            refresh_fsm(store, &rel, touched, loaded)?;
+            refresh_fsm(store, &rel, recovered, loaded)?;
             Ok(Arc::new(rel))
         };
     let cat = rels.remove(&CATALOG_ID).map_or(0, |r| r.page_count());
@@ -493,15 +492,10 @@ fn load_catalog(
     Ok(())
 }
 
-/// Brings a relation's FSM up to date: only the pages recovery touched and
-/// pages past what the saved map covers when it was loaded, every page
-/// otherwise.
-fn refresh_fsm(
-    store: &Store,
-    rel: &Relation,
-    touched: &std::collections::HashSet<(RelationId, PageId)>,
-    loaded: bool,
-) -> Result<()> {
+/// Brings a relation's FSM up to date: pages recovery saw are recorded from
+/// what redo found (no read); pages past what a loaded map covers, or every
+/// page when none was loaded, and pages undo changed are read.
+fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> Result<()> {
     let pages = rel.page_count();
     let from = if loaded {
         rel.fsm.covered_pages().min(pages)
@@ -511,18 +505,21 @@ fn refresh_fsm(
     rel.fsm.truncate(pages);
     let mut todo: Vec<u32> = (from..pages).collect();
     todo.extend(
-        touched
+        rec.touched
             .iter()
             .filter(|(r, p)| *r == rel.id && p.0 < from)
             .map(|(_, p)| p.0),
     );
     for p in todo {
         let pid = PageId(p);
-        let g = store.pool.fetch_read(rel.file(), pid)?;
-        match page_type(&g) {
-            Some(PageType::Heap) => rel.fsm.update_from_page(&SlottedPage::open(&g[..], pid)?),
-            Some(PageType::Free) => rel.fsm.update(pid, EMPTY_PAGE_FREE, EMPTY_PAGE_FREE),
-            _ => {
+        let space = match rec.space.get(&(rel.id, pid)) {
+            Some(s) => *s,
+            None => PageSpace::of(&store.pool.fetch_read(rel.file(), pid)?, pid),
+        };
+        match space {
+            PageSpace::Heap(contiguous, total) => rel.fsm.update(pid, contiguous, total),
+            PageSpace::Free => rel.fsm.update(pid, EMPTY_PAGE_FREE, EMPTY_PAGE_FREE),
+            PageSpace::Other => {
                 rel.fsm.remove(pid);
             }
         }

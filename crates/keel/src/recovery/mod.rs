@@ -49,7 +49,7 @@ mod redo;
 
 pub use checkpoint::CheckpointReport;
 pub use control::Control;
-pub(crate) use redo::recover;
+pub(crate) use redo::{PageSpace, Recovered, recover};
 
 use std::time::Duration;
 

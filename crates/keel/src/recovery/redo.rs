@@ -21,10 +21,38 @@ use crate::wal::{LogRecord, Payload, RecordHeader, RecoveryMode};
 /// What recovery hands back to the database.
 pub(crate) struct Recovered {
     pub report: RecoveryReport,
-    /// Pages redo or undo changed (their FSM entries need refreshing).
+    /// Pages redo or undo changed.
     pub touched: HashSet<(RelationId, PageId)>,
+    /// Free space of each page redo saw (changed or not), as it was when
+    /// redo ended; pages undo changed afterwards are left out (their FSM
+    /// entries are read again from the page).
+    pub space: HashMap<(RelationId, PageId), PageSpace>,
     /// Highest transaction id seen.
     pub max_txn: TxnId,
+}
+
+/// What a page offers the free space map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageSpace {
+    /// A heap page: contiguous and total free bytes.
+    Heap(usize, usize),
+    /// A free page.
+    Free,
+    /// Any other page (overflow): not in the map.
+    Other,
+}
+
+impl PageSpace {
+    pub(crate) fn of(page: &[u8], pid: PageId) -> PageSpace {
+        match crate::heap::page_type(page) {
+            Some(crate::page::PageType::Heap) => crate::page::SlottedPage::open(page, pid)
+                .map_or(PageSpace::Other, |p| {
+                    PageSpace::Heap(p.contiguous_free(), p.total_free())
+                }),
+            Some(crate::page::PageType::Free) => PageSpace::Free,
+            _ => PageSpace::Other,
+        }
+    }
 }
 
 /// A transaction seen by analysis and not (yet) ended.
@@ -36,6 +64,10 @@ struct Open {
 
 struct Pass<'a> {
     store: &'a Store,
+    /// The page of the previous record, still latched: consecutive records
+    /// of one page (the common case) fetch it once. Dropped before any other
+    /// page is fetched (invariant 11) and before undo.
+    cached: Option<(RelationId, PageWriteGuard<'a>)>,
     dir: &'a Path,
     rels: &'a mut HashMap<RelationId, Arc<Relation>>,
     redo_start: Lsn,
@@ -59,6 +91,7 @@ pub(crate) fn recover(
         control.map_or((Lsn::ZERO, Lsn::ZERO), |c| (c.scan_start(), c.redo_start));
     let mut pass = Pass {
         store,
+        cached: None,
         dir,
         rels,
         redo_start,
@@ -71,6 +104,7 @@ pub(crate) fn recover(
                 ..RecoveryReport::default()
             },
             touched: HashSet::new(),
+            space: HashMap::new(),
             max_txn: control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))),
         },
     };
@@ -78,6 +112,7 @@ pub(crate) fn recover(
         pass.record(record?)?;
     }
     pass.rec.report.log_end = store.wal.end_lsn();
+    pass.cached = None;
     pass.undo_losers()?;
     pass.rec.report.pages_redone = pass.rec.touched.len() as u64;
     pass.rec.report.duration = started.elapsed();
@@ -95,8 +130,12 @@ impl Pass<'_> {
             return Ok(());
         }
         match &payload {
-            Payload::RelationCreate { relation, .. } => self.create(*relation),
+            Payload::RelationCreate { relation, .. } => {
+                self.cached = None;
+                self.create(*relation)
+            }
             Payload::RelationDrop { relation } => {
+                self.cached = None;
                 self.rels.remove(relation);
                 remove_files(self.store, self.dir, *relation)
             }
@@ -159,15 +198,25 @@ impl Pass<'_> {
             // The relation's file is gone: a later drop removed it.
             return Ok(());
         };
-        let Some(mut g) = page_for(self.store, &rel, pid, payload, h.lsn)? else {
-            self.rec.report.records_skipped += 1;
-            return Ok(());
+        let mut g = match self.cached.take() {
+            Some((r, g)) if r == rid && g.page_id() == pid => g,
+            other => {
+                drop(other);
+                page_for(self.store, &rel, pid, payload, h.lsn)?
+            }
         };
-        apply(payload, &mut g, pid, h.lsn)
-            .map_err(|e| recovery(h.lsn, format!("redo on page {pid} of relation {rid}: {e}")))?;
-        g.mark_dirty(h.lsn);
-        self.rec.report.records_redone += 1;
-        self.rec.touched.insert((rid, pid));
+        if page_lsn(&g).is_some_and(|l| l >= h.lsn) {
+            self.rec.report.records_skipped += 1;
+        } else {
+            apply(payload, &mut g, pid, h.lsn).map_err(|e| {
+                recovery(h.lsn, format!("redo on page {pid} of relation {rid}: {e}"))
+            })?;
+            g.mark_dirty(h.lsn);
+            self.rec.report.records_redone += 1;
+            self.rec.touched.insert((rid, pid));
+        }
+        self.rec.space.insert((rid, pid), PageSpace::of(&g, pid));
+        self.cached = Some((rid, g));
         Ok(())
     }
 
@@ -183,6 +232,7 @@ impl Pass<'_> {
             self.rec.report.records_undone += log.undo.len() as u64;
             for e in &log.undo {
                 self.rec.touched.insert((e.relation, e.page));
+                self.rec.space.remove(&(e.relation, e.page));
             }
             self.store.rollback(&mut log, &lookup)?;
             self.rec.report.txns_undone += 1;
@@ -191,15 +241,15 @@ impl Pass<'_> {
     }
 }
 
-/// The page a record applies to, latched, or `None` when the page already
-/// has the record.
+/// The page a record applies to, latched (recreated empty when the record
+/// rebuilds the whole page and the old one is missing or torn).
 fn page_for<'s>(
     store: &'s Store,
     rel: &Relation,
     pid: PageId,
     payload: &Payload,
     lsn: Lsn,
-) -> Result<Option<PageWriteGuard<'s>>> {
+) -> Result<PageWriteGuard<'s>> {
     let formats = formats_page(payload);
     let g = if pid.0 < rel.page_count() {
         match store.pool.fetch_write(rel.file(), pid) {
@@ -231,10 +281,7 @@ fn page_for<'s>(
             ),
         ));
     };
-    if page_lsn(&g).is_some_and(|l| l >= lsn) {
-        return Ok(None);
-    }
-    Ok(Some(g))
+    Ok(g)
 }
 
 /// Whether a record rebuilds its whole page, so the old page is not needed.
