@@ -15,6 +15,7 @@
 pub mod buffer;
 pub mod checksum;
 mod db;
+pub mod docs;
 pub mod error;
 pub mod fsm;
 #[doc(hidden)]

@@ -60,6 +60,7 @@
 mod cursor;
 mod decode;
 mod encode;
+pub mod schema;
 mod summary;
 
 #[cfg(test)]

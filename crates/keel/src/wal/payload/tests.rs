@@ -783,3 +783,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_schema_table_walks_every_sample_exactly() {
+    use super::schema::walk;
+    let mut payloads = samples();
+    payloads.extend(page_actions().into_iter().map(|a| Payload::Compensation {
+        undo_next: Lsn(77),
+        action: Box::new(a),
+    }));
+    payloads.push(checkpoint_end(3, 2));
+    payloads.push(Payload::Padding { len: 17 });
+    for p in payloads {
+        let bytes = enc(&p);
+        assert_eq!(
+            walk(p.kind(), &bytes),
+            Ok(bytes.len()),
+            "{}: the schema and the codec disagree",
+            p.kind().name()
+        );
+    }
+    // A table that drifted would be caught: a short input is an error.
+    let bytes = enc(&samples()[0]);
+    if !bytes.is_empty() {
+        assert!(walk(samples()[0].kind(), &bytes[..bytes.len() - 1]).is_err());
+    }
+}
