@@ -47,6 +47,24 @@ use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
 use crate::wal::{Payload, Wal, WalConfig, WriterStats, wal_dir};
 
 /// How a database is opened.
+///
+/// ```
+/// use std::time::Duration;
+/// use keel::{Config, wal::CommitMode};
+///
+/// let mut config = Config {
+///     lock_timeout: Some(Duration::from_secs(5)),
+///     checkpoint_interval: Some(Duration::from_secs(60)),
+///     ..Config::default()
+/// };
+/// config.buffer.pool_bytes = 256 << 20;
+/// // Acknowledge commits before they are durable, losing at most ~2 ms of
+/// // them in a crash (never corrupting anything): only when asked for.
+/// config.wal.commit = CommitMode::Async { max_delay_us: 2000 };
+/// assert!(config.validate().is_ok());
+/// config.buffer.pool_bytes = 0;
+/// assert!(config.validate().is_err());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Buffer pool size and background writer.
@@ -116,6 +134,34 @@ pub(crate) struct Inner {
 
 /// An open Keel database. `Send + Sync`: share it (or an `Arc` of it)
 /// between threads, each running its own transactions.
+///
+/// ```
+/// # fn main() -> keel::Result<()> {
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-db-{}", std::process::id()));
+/// use keel::{Config, Database};
+///
+/// let db = Database::open(&tmp, Config::default())?;
+/// let rel = db.create_relation("events")?;
+/// std::thread::scope(|s| {
+///     for t in 0..2u8 {
+///         let db = &db;
+///         s.spawn(move || -> keel::Result<()> {
+///             let mut tx = db.begin()?;
+///             tx.insert(rel, &[t; 16])?;
+///             tx.commit() // durable on return
+///         });
+///     }
+/// });
+/// db.checkpoint()?;
+/// db.close()?;
+/// let db = Database::open(&tmp, Config::default())?; // recovery runs here
+/// assert!(db.recovery_report().clean_shutdown);
+/// assert_eq!(db.begin()?.scan(rel)?.count(), 2);
+/// # db.close()?;
+/// # std::fs::remove_dir_all(&tmp).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Database {
     inner: Arc<Inner>,
     checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
@@ -680,6 +726,33 @@ fn commit_payload() -> Payload {
 /// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
 /// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
 /// return [`DbError::WouldBlock`] and the transaction goes on.
+///
+/// ```
+/// # fn main() -> keel::Result<()> {
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-tx-{}", std::process::id()));
+/// use keel::{Config, Database, DbError, Error};
+///
+/// let db = Database::open(&tmp, Config::default())?;
+/// let rel = db.create_relation("accounts")?;
+/// let mut tx = db.begin()?;
+/// let alice = tx.insert(rel, b"alice: 100")?;
+/// tx.commit()?;
+///
+/// let mut writer = db.begin()?;
+/// writer.update(rel, alice, b"alice: 90")?; // holds alice's lock
+/// let reader = db.begin()?;
+/// match reader.try_get(rel, alice) {
+///     Err(Error::Db(DbError::WouldBlock { .. })) => {} // would wait: yield instead
+///     other => panic!("expected WouldBlock, got {other:?}"),
+/// }
+/// drop(reader);
+/// writer.abort()?; // rolled back with compensation records
+/// assert_eq!(db.begin()?.get(rel, alice)?.as_deref(), Some(&b"alice: 100"[..]));
+/// # db.close()?;
+/// # std::fs::remove_dir_all(&tmp).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Transaction<'db> {
     db: &'db Inner,
     id: TxnId,

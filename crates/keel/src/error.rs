@@ -7,7 +7,7 @@
 //! - callers never match on message text: [`ErrorClass`] tells them whether an
 //!   error is the caller's mistake, transient, corruption, or fatal.
 //!
-//! Layers add their enums here as they are built; the top-level [`Error`]
+//! Layers add their enums here as they are built; the top-level [`Error`](enum@Error)
 //! wraps them so the public API returns one type.
 
 use thiserror::Error;
@@ -493,6 +493,24 @@ impl DbError {
 }
 
 /// The error type of Keel's public API.
+///
+/// Every error names what failed and where; [`Error::class`] says what the
+/// caller can do about it.
+///
+/// ```
+/// use keel::{ErrorClass, TupleId};
+///
+/// let e = "12.x".parse::<TupleId>().unwrap_err();
+/// let e = keel::Error::from(e);
+/// assert_eq!(e.class(), ErrorClass::Usage); // fix the call; nothing changed
+/// assert!(e.to_string().contains("12.x"));
+/// match e.class() {
+///     ErrorClass::Usage => { /* a bad argument */ }
+///     ErrorClass::Transient => { /* retry: a lock, a full page, a deadlock victim */ }
+///     ErrorClass::Corruption => { /* bytes on disk failed validation */ }
+///     ErrorClass::Fatal => { /* poisoned: reopen to recover */ }
+/// }
+/// ```
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -4,9 +4,9 @@
 //! A relation is one file of 8 KiB pages (`rel/<id>.heap` in the data
 //! directory) registered with the buffer pool under [`FileId`] = its
 //! relation id, plus an in-memory [`FreeSpaceMap`]. Relation 0 is the
-//! catalog ([`catalog`]), itself a heap of `(id, name)` tuples.
+//! catalog (`heap::catalog`), itself a heap of `(id, name)` tuples.
 //!
-//! ## How a change is made ([`Store::change`])
+//! ## How a change is made (`Store::change`)
 //!
 //! Every page change, in a transaction or not, follows one path:
 //!
@@ -29,7 +29,7 @@
 //! ## Tuples
 //!
 //! A value of at most [`INLINE_MAX`] bytes is stored in its slot. A larger
-//! one is written to a chain of overflow pages ([`overflow`], one
+//! one is written to a chain of overflow pages (`heap::overflow`, one
 //! `OverflowWrite` record per page) and its slot holds the chain's
 //! 24-byte [`OverflowHead`](crate::page::OverflowHead) flagged
 //! `OVERFLOW_HEAD`.
@@ -44,7 +44,7 @@
 //!
 //! What a committed delete or update leaves behind (dead slots, overflow
 //! chains of old values) is released after the commit record is durable,
-//! by redo-only records ([`Deferred`]). A crash between the commit and that
+//! by redo-only records (`Deferred`). A crash between the commit and that
 //! cleanup leaks the space; it is never reused while it could still be
 //! needed by a rollback.
 //!
@@ -53,7 +53,7 @@
 //! A delete, a shrinking update or a move frees bytes on a page that the
 //! transaction's rollback needs back. Until the transaction ends, those bytes
 //! are *reserved*: the page's free space as other inserts and updates see it
-//! is its real free space minus the reservations on it ([`Store::fit`]). So
+//! is its real free space minus the reservations on it (`Store::fit`). So
 //! rollback (and recovery's undo, which runs before any new transaction)
 //! always finds the room it needs, at worst after compacting the page.
 //! Reservations live in memory only: after a crash no transaction is

@@ -18,7 +18,7 @@
 //! file also keeps the first LSN of the oldest of them, and log segments
 //! are retired only before the older of the two.
 //!
-//! ## Recovery ([`recover`])
+//! ## Recovery (`recover`)
 //!
 //! One pass over the log from the control file's scan start does analysis
 //! and redo together:

@@ -20,7 +20,7 @@
 //!   record from, so a stale record in a recycled segment never validates.
 //! - `prev LSN` links a transaction's records backwards (zero for its first).
 //! - `relation` and `page` name the page the record changes, or are
-//!   [`NO_RELATION`]/[`NO_PAGE`](crate::page::NO_PAGE) when none.
+//!   [`NO_RELATION`]/[`NO_PAGE`] when none.
 //! - `batch back` is how many bytes before this record the flush batch that
 //!   wrote it began (zero for a batch's first record). The writer syncs each
 //!   batch before writing the next, so a reader that finds invalid bytes at
