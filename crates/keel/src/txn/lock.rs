@@ -15,6 +15,13 @@
 //! transaction is rolled back by the caller. A wait longer than the
 //! configured timeout fails with `LockTimeout`.
 //!
+//! **Escalation.** A transaction that takes [`ESCALATE_AT`] tuple locks in
+//! one relation tries (without waiting) to lock the whole relation, shared
+//! or exclusive; from then on its tuple requests there are covered and
+//! add nothing to the table, so a long scan or a long run of reads does
+//! not grow it without bound. A relation-level S lock keeps writers of that
+//! relation waiting until the transaction ends.
+//!
 //! **Latches.** A lock is never waited for while a page latch is held
 //! (invariant 11); the only lock taken under a latch is the one on a tuple
 //! being inserted, and that request never waits.
@@ -99,6 +106,8 @@ struct State {
     granted: HashMap<LockTarget, Holders>,
     held: HashMap<TxnId, Vec<LockTarget>>,
     waits_for: HashMap<TxnId, HashSet<TxnId>>,
+    /// Tuple locks each transaction took per relation (for escalation).
+    row_locks: HashMap<TxnId, HashMap<RelationId, u32>>,
 }
 
 /// The transactions holding a lock on one target: almost always one, kept
@@ -134,7 +143,59 @@ impl Holders {
     }
 }
 
+/// Tuple locks a transaction takes in one relation before the manager tries
+/// to lock the whole relation instead (lock escalation).
+pub const ESCALATE_AT: u32 = 4096;
+
 impl State {
+    /// The mode `txn` holds on `target`, if any.
+    fn held_mode(&self, txn: TxnId, target: LockTarget) -> Option<LockMode> {
+        self.granted
+            .get(&target)
+            .and_then(|h| h.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m))
+    }
+
+    /// Whether `txn`'s lock on the tuple's relation already gives `mode` on
+    /// every tuple of it (after an escalation).
+    fn relation_covers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
+        let LockTarget::Tuple(rel, _) = target else {
+            return false;
+        };
+        match self.held_mode(txn, LockTarget::Relation(rel)) {
+            Some(LockMode::Exclusive) => true,
+            Some(LockMode::Shared) => mode == LockMode::Shared,
+            _ => false,
+        }
+    }
+
+    /// Counts a granted tuple lock; every [`ESCALATE_AT`] of them, tries
+    /// (never waiting) to lock the whole relation in a mode that covers
+    /// them, so a long transaction stops growing the table.
+    fn count_row_lock(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
+        let LockTarget::Tuple(rel, _) = target else {
+            return;
+        };
+        let n = self
+            .row_locks
+            .entry(txn)
+            .or_default()
+            .entry(rel)
+            .or_insert(0);
+        *n += 1;
+        if !n.is_multiple_of(ESCALATE_AT) {
+            return;
+        }
+        let whole = LockTarget::Relation(rel);
+        let want = match mode {
+            LockMode::Exclusive => LockMode::Exclusive,
+            _ => LockMode::Shared,
+        };
+        let want = self.held_mode(txn, whole).map_or(want, |h| h.join(want));
+        if self.blockers(txn, whole, want).is_empty() {
+            self.grant(txn, whole, want);
+        }
+    }
+
     /// The transactions whose locks on `target` block `txn` from `mode`.
     fn blockers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> HashSet<TxnId> {
         self.granted
@@ -220,11 +281,8 @@ impl LockManager {
     /// Locks `target` in `mode` for `txn`, waiting if `wait` (module docs).
     pub fn lock(&self, txn: TxnId, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
         let mut st = self.state.lock();
-        let held = st
-            .granted
-            .get(&target)
-            .and_then(|h| h.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m));
-        if held.is_some_and(|h| h.covers(mode)) {
+        let held = st.held_mode(txn, target);
+        if held.is_some_and(|h| h.covers(mode)) || st.relation_covers(txn, target, mode) {
             return Ok(());
         }
         let want = held.map_or(mode, |h| h.join(mode));
@@ -235,6 +293,7 @@ impl LockManager {
             if blockers.is_empty() {
                 st.waits_for.remove(&txn);
                 st.grant(txn, target, want);
+                st.count_row_lock(txn, target, want);
                 return Ok(());
             }
             if !wait {
@@ -269,6 +328,7 @@ impl LockManager {
     pub fn release_all(&self, txn: TxnId) {
         let mut st = self.state.lock();
         st.waits_for.remove(&txn);
+        st.row_locks.remove(&txn);
         let Some(targets) = st.held.remove(&txn) else {
             return;
         };
@@ -365,6 +425,28 @@ mod tests {
         lm.release_all(b);
         first.join().unwrap().unwrap();
         assert_eq!(lm.stats().deadlocks, 1);
+    }
+
+    #[test]
+    fn many_tuple_locks_escalate_to_the_relation() {
+        let lm = LockManager::new(None);
+        let (a, b) = (TxnId(1), TxnId(2));
+        let rel = LockTarget::Relation(R);
+        lm.lock(a, rel, LockMode::IntentShared, true).unwrap();
+        for n in 0..ESCALATE_AT as u16 + 100 {
+            lm.lock(a, tuple(n), LockMode::Shared, true).unwrap();
+        }
+        assert_eq!(
+            lm.held_by(a),
+            ESCALATE_AT as usize + 1,
+            "after escalation, tuple locks are covered by the relation lock"
+        );
+        // Other readers go on; a writer must wait for the escalated lock.
+        lm.lock(b, rel, LockMode::IntentShared, false).unwrap();
+        lm.lock(b, tuple(9), LockMode::Shared, false).unwrap();
+        assert!(lm.lock(b, rel, LockMode::IntentExclusive, false).is_err());
+        lm.release_all(a);
+        lm.lock(b, rel, LockMode::IntentExclusive, false).unwrap();
     }
 
     #[test]
