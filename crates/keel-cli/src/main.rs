@@ -6,8 +6,11 @@
 //! go to stderr as one line, `keel: error: …`.
 
 mod bench;
+mod checkpoint;
 mod demo;
 mod inspect;
+mod shell;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,14 @@ enum Command {
     Inspect(inspect::Target),
     /// Measure Keel against SQLite, PostgreSQL and the disk's own ceiling.
     Bench(bench::BenchArgs),
+    /// A line protocol on stdin/stdout: create, begin, insert, get, update,
+    /// delete, scan, commit, abort, checkpoint, quit (one answer per line).
+    Shell(shell::ShellArgs),
+    /// Relations (pages, tuples, fill factor, fragmentation), the log, the
+    /// last checkpoint, buffer pool and I/O figures.
+    Stats(stats::StatsArgs),
+    /// Open (recover), take a checkpoint, print it, and close.
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 /// A failure the tool reports with exit code 1.
@@ -61,6 +72,9 @@ fn main() -> ExitCode {
         Command::DemoChild(args) => return demo::child_main(args),
         Command::Inspect(target) => inspect::run(target),
         Command::Bench(args) => bench::run(args),
+        Command::Shell(args) => shell::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Checkpoint(args) => checkpoint::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

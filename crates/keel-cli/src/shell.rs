@@ -1,0 +1,340 @@
+//! `keel shell`: a line protocol on stdin/stdout, one response per command,
+//! flushed after each one.
+//!
+//! ```text
+//! create REL            -> ok
+//! begin                 -> ok
+//! insert REL HEX        -> tid P.S
+//! get REL P.S           -> val HEX | none
+//! update REL P.S HEX    -> ok
+//! delete REL P.S        -> ok
+//! scan REL              -> row P.S HEX (one per tuple, in TupleId order), then: end
+//! commit                -> committed          (written only once the commit is durable)
+//! abort                 -> aborted
+//! checkpoint            -> ok
+//! quit
+//! ```
+//!
+//! Outside `begin`…`commit` each data command runs in its own transaction
+//! (autocommit) and is answered only once that transaction is durable. Any
+//! error is answered `err KIND: message` (KIND: usage, transient,
+//! corruption, fatal) and the shell goes on. End of input or `quit` with a
+//! transaction open rolls it back.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use keel::{Config, Database, DbError, ErrorClass, RelationId, Transaction, TupleId};
+
+use crate::Failure;
+
+/// `keel shell` arguments.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Data directory (created if it does not exist; opening runs recovery).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+const PROMPT: &str = "keel> ";
+const COMMANDS: &str =
+    "create, begin, insert, get, update, delete, scan, commit, abort, checkpoint, quit";
+
+/// An error answered as `err KIND: message`.
+#[derive(Debug)]
+struct ShellError {
+    kind: &'static str,
+    msg: String,
+}
+
+impl ShellError {
+    fn usage(msg: impl Into<String>) -> Self {
+        ShellError {
+            kind: "usage",
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<keel::Error> for ShellError {
+    fn from(e: keel::Error) -> Self {
+        let kind = match e.class() {
+            ErrorClass::Usage => "usage",
+            ErrorClass::Transient => "transient",
+            ErrorClass::Corruption => "corruption",
+            ErrorClass::Fatal => "fatal",
+        };
+        ShellError {
+            kind,
+            msg: Failure::from(e).0,
+        }
+    }
+}
+
+/// A data command, parsed and with its relation resolved.
+enum Op {
+    Insert(RelationId, Vec<u8>),
+    Get(RelationId, TupleId),
+    Update(RelationId, TupleId, Vec<u8>),
+    Delete(RelationId, TupleId),
+    Scan(RelationId),
+}
+
+pub fn run(args: ShellArgs) -> Result<(), Failure> {
+    let config = Config {
+        io: keel_io::IoConfig::from_env()?,
+        ..Config::default()
+    };
+    let db = Database::open(&args.dir, config).map_err(|e| {
+        Failure(format!(
+            "opening {}: {}",
+            args.dir.display(),
+            Failure::from(e).0
+        ))
+    })?;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let result = session(
+        &db,
+        stdin.lock(),
+        &mut std::io::stdout().lock(),
+        interactive,
+    );
+    let closed = db.close();
+    result?;
+    closed.map_err(|e| {
+        Failure(format!(
+            "closing {}: {}",
+            args.dir.display(),
+            Failure::from(e).0
+        ))
+    })
+}
+
+/// Reads commands until `quit` or end of input. A reader that stopped
+/// listening (broken pipe) ends the session quietly.
+fn session(
+    db: &Database,
+    mut input: impl BufRead,
+    out: &mut impl Write,
+    interactive: bool,
+) -> Result<(), Failure> {
+    // Declared after `db`: the open transaction borrows it.
+    let mut tx: Option<Transaction<'_>> = None;
+    let mut raw = Vec::new();
+    loop {
+        if interactive && !emit(out, PROMPT)? {
+            break;
+        }
+        raw.clear();
+        if input
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Failure(format!("reading stdin: {e}")))?
+            == 0
+        {
+            break;
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(&first) = words.first() else {
+            continue;
+        };
+        if first == "quit" && words.len() == 1 {
+            break;
+        }
+        let reply = match execute(db, &mut tx, &words) {
+            Ok(text) => text,
+            Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+        };
+        if !emit(out, &format!("{reply}\n"))? {
+            break;
+        }
+    }
+    if interactive {
+        // Leave the terminal's cursor on a fresh line after ^D.
+        emit(out, "\n")?;
+    }
+    drop(tx); // rolls back a transaction left open
+    Ok(())
+}
+
+/// Writes and flushes; `false` when the reader has gone away.
+fn emit(out: &mut impl Write, text: &str) -> Result<bool, Failure> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure(format!("writing to stdout: {e}"))),
+    }
+}
+
+/// Runs one command and returns its answer (several lines for `scan`).
+fn execute<'db>(
+    db: &'db Database,
+    tx: &mut Option<Transaction<'db>>,
+    words: &[&str],
+) -> Result<String, ShellError> {
+    match words {
+        ["create", rel] => {
+            db.create_relation(rel)?;
+            Ok("ok".into())
+        }
+        ["begin"] => {
+            if tx.is_some() {
+                return Err(ShellError::usage(
+                    "a transaction is already open (commit or abort it first)",
+                ));
+            }
+            *tx = Some(db.begin()?);
+            Ok("ok".into())
+        }
+        ["commit"] => {
+            let t = tx.take().ok_or_else(no_transaction)?;
+            t.commit()?;
+            Ok("committed".into())
+        }
+        ["abort"] => {
+            let t = tx.take().ok_or_else(no_transaction)?;
+            t.abort()?;
+            Ok("aborted".into())
+        }
+        ["checkpoint"] => {
+            db.checkpoint()?;
+            Ok("ok".into())
+        }
+        _ => {
+            let op = parse_op(db, words)?;
+            match tx {
+                Some(t) => apply(t, &op),
+                None => autocommit(db, &op),
+            }
+        }
+    }
+}
+
+fn no_transaction() -> ShellError {
+    ShellError::usage("no transaction is open (use begin)")
+}
+
+/// Runs `op` in its own transaction; answers once the commit is durable.
+fn autocommit(db: &Database, op: &Op) -> Result<String, ShellError> {
+    let mut t = db.begin()?;
+    let reply = apply(&mut t, op)?; // dropping `t` on error rolls it back
+    t.commit()?;
+    Ok(reply)
+}
+
+fn apply(t: &mut Transaction<'_>, op: &Op) -> Result<String, ShellError> {
+    Ok(match op {
+        Op::Insert(rel, value) => format!("tid {}", t.insert(*rel, value)?),
+        Op::Get(rel, tid) => match t.get(*rel, *tid)? {
+            Some(v) => format!("val {}", hex(&v)),
+            None => "none".into(),
+        },
+        Op::Update(rel, tid, value) => {
+            t.update(*rel, *tid, value)?;
+            "ok".into()
+        }
+        Op::Delete(rel, tid) => {
+            t.delete(*rel, *tid)?;
+            "ok".into()
+        }
+        Op::Scan(rel) => {
+            let mut rows = Vec::new();
+            for row in t.scan(*rel)? {
+                let (tid, v) = row?;
+                rows.push((tid, v));
+            }
+            rows.sort_by_key(|(tid, _)| *tid);
+            let mut text = String::new();
+            for (tid, v) in rows {
+                text.push_str(&format!("row {tid} {}\n", hex(&v)));
+            }
+            text.push_str("end");
+            text
+        }
+    })
+}
+
+/// Parses a data command and resolves its relation.
+fn parse_op(db: &Database, words: &[&str]) -> Result<Op, ShellError> {
+    let rel = |name: &str| -> Result<RelationId, ShellError> {
+        db.relation(name)?
+            .ok_or_else(|| keel::Error::from(DbError::NoSuchRelation(name.to_owned())).into())
+    };
+    Ok(match words {
+        ["insert", r, h] => Op::Insert(rel(r)?, unhex(h)?),
+        ["get", r, t] => Op::Get(rel(r)?, tid(t)?),
+        ["update", r, t, h] => Op::Update(rel(r)?, tid(t)?, unhex(h)?),
+        ["delete", r, t] => Op::Delete(rel(r)?, tid(t)?),
+        ["scan", r] => Op::Scan(rel(r)?),
+        [cmd, ..] => return Err(ShellError::usage(usage_of(cmd))),
+        [] => return Err(ShellError::usage("empty command")),
+    })
+}
+
+/// The error for a command with the wrong arguments or an unknown name.
+fn usage_of(cmd: &str) -> String {
+    let form = match cmd {
+        "create" => "create REL",
+        "begin" => "begin",
+        "insert" => "insert REL HEX",
+        "get" => "get REL P.S",
+        "update" => "update REL P.S HEX",
+        "delete" => "delete REL P.S",
+        "scan" => "scan REL",
+        "commit" => "commit",
+        "abort" => "abort",
+        "checkpoint" => "checkpoint",
+        "quit" => "quit",
+        _ => return format!("unknown command {cmd:?} (commands: {COMMANDS})"),
+    };
+    format!("expected: {form}")
+}
+
+fn tid(s: &str) -> Result<TupleId, ShellError> {
+    s.parse::<TupleId>()
+        .map_err(|e| ShellError::usage(format!("{e} (expected PAGE.SLOT, e.g. 0.1)")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, ShellError> {
+    let bad = |why: &str| ShellError::usage(format!("invalid hex {s:?}: {why}"));
+    if !s.len().is_multiple_of(2) {
+        return Err(bad("odd number of digits"));
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| {
+                (c as char)
+                    .to_digit(16)
+                    .ok_or_else(|| bad("not a hex digit"))
+            };
+            Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        assert_eq!(unhex("00ff7A").ok(), Some(vec![0, 255, 0x7a]));
+        assert_eq!(hex(&[0, 255, 0x7a]), "00ff7a");
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+        assert!(unhex("é1").is_err());
+        assert_eq!(unhex("").ok(), Some(vec![]));
+    }
+}

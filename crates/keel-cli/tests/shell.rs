@@ -1,0 +1,188 @@
+//! End-to-end tests of `keel shell`, `keel stats` and `keel checkpoint`,
+//! driving the built binary through pipes.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn keel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs one shell session on `dir` with `script` as stdin (not a terminal:
+/// no prompt) and returns its stdout lines.
+fn shell(dir: &Path, script: &str) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["shell", "--dir", dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keel shell");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Pairs of (command, expected answer lines): every command, autocommit,
+/// explicit transactions, and the errors that leave the shell running. A
+/// `*` stands for a TupleId whose slot depends on the engine's slot reuse
+/// (slot 1 is freed by the delete).
+const SESSION: &[(&str, &[&str])] = &[
+    ("create t", &["ok"]),
+    ("insert t 68656c6c6f", &["tid 0.0"]), // autocommit
+    ("get t 0.0", &["val 68656c6c6f"]),
+    ("update t 0.0 776f726c64", &["ok"]),
+    ("insert t 0102", &["tid 0.1"]),
+    ("delete t 0.1", &["ok"]),
+    ("get t 0.1", &["none"]),
+    (
+        "insert t zz",
+        &["err usage: invalid hex \"zz\": not a hex digit"],
+    ),
+    (
+        "insert t abc",
+        &["err usage: invalid hex \"abc\": odd number of digits"],
+    ),
+    ("insert nope 00", &["err usage: no relation nope"]),
+    ("scan nope", &["err usage: no relation nope"]),
+    (
+        "update t 0.9 00",
+        &["err usage: relation 1: no tuple at 0.9"],
+    ),
+    (
+        "get t x.y",
+        &["err usage: invalid TupleId: \"x.y\" (expected PAGE.SLOT, e.g. 0.1)"],
+    ),
+    (
+        "frobnicate",
+        &[
+            "err usage: unknown command \"frobnicate\" (commands: create, begin, insert, get, update, delete, scan, commit, abort, checkpoint, quit)",
+        ],
+    ),
+    ("insert t", &["err usage: expected: insert REL HEX"]),
+    ("commit", &["err usage: no transaction is open (use begin)"]),
+    ("begin", &["ok"]),
+    (
+        "begin",
+        &["err usage: a transaction is already open (commit or abort it first)"],
+    ),
+    ("insert t aa", &["tid *"]),
+    ("scan t", &["row 0.0 776f726c64", "row * aa", "end"]),
+    ("abort", &["aborted"]),
+    ("abort", &["err usage: no transaction is open (use begin)"]),
+    ("begin", &["ok"]),
+    ("insert t bbbb", &["tid *"]),
+    ("update t 0.0 cc", &["ok"]),
+    ("commit", &["committed"]),
+    ("checkpoint", &["ok"]),
+    ("", &[]), // blank lines are skipped
+    ("scan t", &["row 0.0 cc", "row * bbbb", "end"]),
+    ("begin", &["ok"]),
+    ("insert t dd", &["tid *"]), // rolled back by quit
+    ("quit", &[]),
+    ("insert t ee", &[]), // after quit: never read
+];
+
+/// `want` with `*` standing for one TupleId (`P.S`).
+fn matches(want: &str, line: &str) -> bool {
+    match want.split_once('*') {
+        None => want == line,
+        Some((pre, post)) => line
+            .strip_prefix(pre)
+            .and_then(|r| r.strip_suffix(post))
+            .is_some_and(|tid| tid.parse::<keel::TupleId>().is_ok()),
+    }
+}
+
+#[test]
+fn shell_protocol_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let script: String = SESSION.iter().map(|(cmd, _)| format!("{cmd}\n")).collect();
+    let expected: Vec<String> = SESSION
+        .iter()
+        .flat_map(|(_, out)| out.iter().map(|l| (*l).to_owned()))
+        .collect();
+    let lines = shell(&dir, &script);
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(matches(want, line), "expected {want:?}, got {line:?}");
+    }
+    let bbbb = lines.iter().find(|l| l.ends_with(" bbbb")).unwrap();
+    let bbbb_tid = bbbb.split(' ').nth(1).unwrap();
+
+    // A second session (reopen): autocommitted and committed data survived,
+    // the aborted and the unfinished transaction left nothing. End of input
+    // without quit ends the session too.
+    let lines = shell(&dir, &format!("scan t\nget t {bbbb_tid}\n"));
+    assert_eq!(lines, ["row 0.0 cc", bbbb, "end", "val bbbb"]);
+}
+
+#[test]
+fn stats_json_and_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let d = dir.to_str().unwrap();
+    let lines = shell(&dir, "create a\ninsert a 0011\ninsert a 2233\ncreate b\n");
+    assert_eq!(lines, ["ok", "tid 0.0", "tid 0.1", "ok"]);
+
+    let out = keel(&["stats", "--dir", d, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rels = v["relations"].as_array().unwrap();
+    let a = rels.iter().find(|r| r["name"] == "a").unwrap();
+    assert_eq!(a["live_tuples"], 2);
+    assert_eq!(a["pages"], 1);
+    let fill = a["fill_factor"].as_f64().unwrap();
+    assert!(fill > 0.0 && fill < 1.0, "{fill}");
+    assert!(a["fragmentation"].as_f64().is_some());
+    assert!(rels.iter().any(|r| r["name"] == "b"));
+    assert!(v["wal"]["segments"].as_u64().unwrap() >= 1);
+    assert!(v["wal"]["bytes"].as_u64().unwrap() > 0);
+    assert!(v["wal"]["end"].is_string());
+    assert_eq!(v["last_checkpoint"]["clean_shutdown"], true);
+    assert!(v["last_checkpoint"]["redo_start"].is_string());
+    assert!(v["recovery"]["records_scanned"].is_u64());
+    assert!(v["buffer"]["frames"].as_u64().unwrap() > 0);
+    assert!(v["io"]["backend"].is_string());
+    assert!(!v["io"]["ops"].as_array().unwrap().is_empty());
+
+    let out = keel(&["stats", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("2 live tuples"), "{stdout}");
+    assert!(stdout.contains("last checkpoint"), "{stdout}");
+
+    let out = keel(&["checkpoint", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("recovery: "), "{stdout}");
+    assert!(stdout.contains("\ncheckpoint: begin "), "{stdout}");
+
+    // A directory that is not a database: exit 1, one line, nothing created.
+    let missing = tmp.path().join("missing");
+    for cmd in ["stats", "checkpoint"] {
+        let out = keel(&[cmd, "--dir", missing.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with("keel: error: "), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!missing.exists());
+    }
+}
