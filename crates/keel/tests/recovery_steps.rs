@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used)]
+//! Recovery is idempotent at every I/O step (invariant 8): one crashed disk
+//! image (simulated disk) with committed work, a checkpoint, and losers
+//! whose records reached the log; a clean recovery of it performs `n` I/O
+//! operations. For each `k` the power is cut at operation `k` of recovery
+//! (unsynced writes then kept, dropped or torn at random), recovery runs
+//! again from what is left, and the relation must hold exactly what one
+//! uninterrupted recovery gives — which is the acknowledged commits.
+//!
+//! On CI every step up to 300 and a stride after it are cut;
+//! `KEEL_RECOVERY_STEPS=all` cuts every step (of several images),
+//! `KEEL_RECOVERY_STEPS=<n>` every step up to `n` and a stride after.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keel::buffer::BufferConfig;
+use keel::{Config, Database, RelationId, TupleId};
+use keel_io::AsyncIo;
+use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimDisk, SimIo};
+
+type Model = BTreeMap<TupleId, Vec<u8>>;
+
+fn config() -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(24),
+        checkpoint_interval: None,
+        checkpoint_wal_bytes: 0,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 1 << 20;
+    c.wal.max_batch_bytes = 128 << 10;
+    c
+}
+
+fn open(sim: &Arc<SimIo>) -> keel::Result<Database> {
+    Database::open_with_io("/db", config(), Arc::clone(sim) as Arc<dyn AsyncIo>)
+}
+
+fn value(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(12) {
+        0 => 3000 + rng.below(12_000) as usize,
+        1..=3 => 600 + rng.below(1500) as usize,
+        _ => 1 + rng.below(200) as usize,
+    };
+    let b = rng.next_u64() as u8;
+    (0..len).map(|i| b.wrapping_add(i as u8)).collect()
+}
+
+/// `n` random changes to `model` inside `tx`.
+fn changes(
+    tx: &mut keel::Transaction<'_>,
+    rel: RelationId,
+    model: &mut Model,
+    n: u64,
+    rng: &mut Rng,
+) {
+    for _ in 0..n {
+        let pick = (!model.is_empty()).then(|| {
+            *model
+                .keys()
+                .nth(rng.below(model.len() as u64) as usize)
+                .unwrap()
+        });
+        match (rng.below(4), pick) {
+            (0, Some(tid)) => {
+                tx.delete(rel, tid).unwrap();
+                model.remove(&tid);
+            }
+            (1, Some(tid)) => {
+                let v = value(rng);
+                tx.update(rel, tid, &v).unwrap();
+                model.insert(tid, v);
+            }
+            _ => {
+                let v = value(rng);
+                let tid = tx.insert(rel, &v).unwrap();
+                model.insert(tid, v);
+            }
+        }
+    }
+}
+
+/// A crashed disk: committed transactions around a checkpoint, then a long
+/// loser (open at the crash, its records flushed by evictions and by later
+/// commits) and an aborted transaction. Returns the disk, the relation and
+/// the acknowledged state.
+fn crashed_image(seed: u64) -> (SimDisk, RelationId, Model) {
+    let mut rng = Rng::new(seed * 31 + 5);
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let db = open(&sim).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut acked = Model::new();
+    for i in 0..24 {
+        if i == 12 {
+            db.checkpoint().unwrap();
+        }
+        let mut after = acked.clone();
+        let mut tx = db.begin().unwrap();
+        changes(&mut tx, rel, &mut after, 1 + rng.below(6), &mut rng);
+        if i % 7 == 3 {
+            tx.abort().unwrap();
+        } else {
+            tx.commit().unwrap();
+            acked = after;
+        }
+    }
+    // The loser works on tuples of its own (inserted by itself), so the
+    // commits after it never wait for its locks.
+    let mut loser = db.begin().unwrap();
+    let mut own = Model::new();
+    changes(&mut loser, rel, &mut own, 40, &mut rng);
+    for _ in 0..4 {
+        let mut after = acked.clone();
+        let mut tx = db.begin().unwrap();
+        let mut fresh = Model::new();
+        changes(&mut tx, rel, &mut fresh, 3, &mut rng);
+        after.extend(fresh);
+        tx.commit().unwrap();
+        acked = after;
+    }
+    let disk = sim.crash();
+    drop(loser);
+    drop(db);
+    (disk, rel, acked)
+}
+
+fn scan(db: &Database, rel: RelationId) -> Model {
+    let tx = db.begin().unwrap();
+    tx.scan(rel).unwrap().map(|r| r.unwrap()).collect()
+}
+
+/// The operation numbers to cut at, out of `total`.
+fn steps(total: u64) -> Vec<u64> {
+    let setting = std::env::var("KEEL_RECOVERY_STEPS").unwrap_or_default();
+    let dense = match setting.as_str() {
+        "all" => total,
+        s => s.parse().unwrap_or(300),
+    };
+    let stride = (total.saturating_sub(dense) / 100).max(1);
+    (0..total.min(dense))
+        .chain((dense..total).step_by(stride as usize))
+        .collect()
+}
+
+fn cut_at_every_step(image_seed: u64) {
+    let (image, rel, acked) = crashed_image(image_seed);
+
+    // One uninterrupted recovery: its state and its I/O operation count.
+    let sim = Arc::new(SimIo::from_disk(image.clone(), SimConfig::seeded(1)));
+    let db = open(&sim).unwrap();
+    let total = sim.op_count();
+    let expected = scan(&db, rel);
+    let report = db.recovery_report().clone();
+    db.close().unwrap();
+    assert_eq!(expected, acked, "image {image_seed}: clean recovery");
+    assert!(report.records_redone > 0, "image {image_seed}: {report:?}");
+    assert!(report.txns_undone > 0, "image {image_seed}: {report:?}");
+    assert!(
+        total > 50,
+        "image {image_seed}: recovery did only {total} ops"
+    );
+
+    let steps = steps(total);
+    let mut opened_anyway = 0;
+    for &k in &steps {
+        let sim = Arc::new(SimIo::from_disk(
+            image.clone(),
+            SimConfig::seeded(image_seed * 100_003 + k),
+        ));
+        sim.add_fault(FaultRule::at_op(k, Fault::PowerCut));
+        if let Ok(db) = open(&sim) {
+            opened_anyway += 1;
+            drop(db);
+        }
+        assert!(sim.is_halted(), "image {image_seed}: no cut at op {k}");
+        let disk = sim.crash();
+        let sim = Arc::new(SimIo::from_disk(
+            disk,
+            SimConfig::seeded(image_seed * 100_003 + k + 7),
+        ));
+        let db = open(&sim).unwrap_or_else(|e| {
+            panic!("image {image_seed}, cut at recovery op {k} of {total}: reopen failed: {e}")
+        });
+        let found = scan(&db, rel);
+        if found != expected {
+            let lost: Vec<_> = expected
+                .keys()
+                .filter(|t| found.get(t) != expected.get(t))
+                .collect();
+            let extra: Vec<_> = found.keys().filter(|t| !expected.contains_key(t)).collect();
+            panic!(
+                "image {image_seed}, cut at recovery op {k} of {total}: lost or changed \
+                 {lost:?}, phantom {extra:?}; second recovery {:?}",
+                db.recovery_report()
+            );
+        }
+        db.close().unwrap();
+    }
+    assert_eq!(
+        opened_anyway, 0,
+        "image {image_seed}: open reported success although the power was cut"
+    );
+    eprintln!(
+        "image {image_seed}: recovery of {total} ops cut at {} steps",
+        steps.len()
+    );
+}
+
+#[test]
+fn recovery_cut_at_every_io_step_then_recovered_again_gives_the_same_state() {
+    let images: u64 = if std::env::var("KEEL_RECOVERY_STEPS").as_deref() == Ok("all") {
+        4
+    } else {
+        1
+    };
+    for seed in 0..images {
+        cut_at_every_step(seed);
+    }
+}
