@@ -236,10 +236,7 @@ fn a_missing_middle_segment_is_a_clear_error_naming_it() {
         "segment 2 is not in the middle: {segments:?}"
     );
     assert!(!segments.contains(&Path::new("/db/wal").join(segment_file_name(2))));
-    let e = open(disk)
-        .map(drop)
-        .err()
-        .expect("opened without segment 2");
+    let e = open(disk).map(drop).expect_err("opened without segment 2");
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
     let text = e.to_string();
     assert!(
