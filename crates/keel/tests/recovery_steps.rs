@@ -91,13 +91,13 @@ fn crashed_image(seed: u64) -> (SimDisk, RelationId, Model) {
     let db = open(&sim).unwrap();
     let rel = db.create_relation("t").unwrap();
     let mut acked = Model::new();
-    for i in 0..24 {
+    for i in 0..160 {
         if i == 12 {
             db.checkpoint().unwrap();
         }
         let mut after = acked.clone();
         let mut tx = db.begin().unwrap();
-        changes(&mut tx, rel, &mut after, 1 + rng.below(6), &mut rng);
+        changes(&mut tx, rel, &mut after, 1 + rng.below(8), &mut rng);
         if i % 7 == 3 {
             tx.abort().unwrap();
         } else {
@@ -109,7 +109,7 @@ fn crashed_image(seed: u64) -> (SimDisk, RelationId, Model) {
     // commits after it never wait for its locks.
     let mut loser = db.begin().unwrap();
     let mut own = Model::new();
-    changes(&mut loser, rel, &mut own, 40, &mut rng);
+    changes(&mut loser, rel, &mut own, 60, &mut rng);
     for _ in 0..4 {
         let mut after = acked.clone();
         let mut tx = db.begin().unwrap();
