@@ -18,8 +18,8 @@ use keel::types::{Lsn, PageId, SlotId, TxnId};
 use keel::wal::{RecordMeta, RecordType, Wal, WalConfig};
 use keel_io::sim::{SimConfig, SimIo};
 use keel_io::{
-    AsyncIo, FileClass, FileHandle, IoConfig, IoFuture, IoStats, OpenOptions, Rejected, Reply,
-    Request, ThreadPoolIo,
+    AsyncIo, FileClass, FileHandle, IoBuf, IoConfig, IoFuture, IoStats, OpenOptions, Rejected,
+    Reply, Request, ThreadPoolIo,
 };
 use parking_lot::Mutex;
 
@@ -427,4 +427,91 @@ fn errors_convert_into_the_top_level_error() {
     let e: keel::Error = BufferError::AllFramesPinned { frames: 3 }.into();
     assert_eq!(e.class(), keel::ErrorClass::Transient);
     assert_eq!(e.to_string(), "all 3 buffer frames are pinned");
+}
+
+/// Writes `n` pages (one tuple each) through a pool and flushes them.
+fn write_pages(b: &Backend, h: FileHandle, n: u32) {
+    let pool = pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    for p in 0..n {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tuple(p % THREADS, p, 0), Lsn(u64::from(p) + 1));
+    }
+    pool.flush_all().unwrap();
+}
+
+#[test]
+fn prefetch_loads_missing_pages_in_one_batch() {
+    for b in [Backend::sim(), Backend::thread_pool()] {
+        let h = b.open("rel");
+        write_pages(&b, h, 40);
+        let pool = pool(&b.io, h, BufferConfig::with_frames(32), Arc::new(NoWal));
+        let wanted: Vec<_> = (0..16).map(|p| (F, PageId(p))).collect();
+        assert_eq!(pool.prefetch(&wanted).unwrap(), 16);
+        let before = pool.stats();
+        assert_eq!(before.reads, 16, "{before:?}");
+        for p in 0..16 {
+            check_page(&pool, p, 1);
+        }
+        let after = pool.stats();
+        assert_eq!(after.reads, 16, "prefetched pages are hits: {after:?}");
+        assert_eq!(after.hits - before.hits, 16, "{after:?}");
+        // Already cached, and duplicates: nothing more to read.
+        let again: Vec<_> = wanted.iter().chain(&wanted).copied().collect();
+        assert_eq!(pool.prefetch(&again).unwrap(), 0);
+        assert_eq!(pool.stats().reads, 16);
+    }
+}
+
+#[test]
+fn prefetch_writes_dirty_victims_and_keeps_pinned_frames() {
+    let b = Backend::sim();
+    let h = b.open("rel");
+    write_pages(&b, h, 40);
+    let pool = pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    // Pages 0..8 fill the pool, all dirty (a second tuple each); page 0
+    // stays pinned.
+    for p in 0..8 {
+        let mut g = pool.fetch_write(F, PageId(p)).unwrap();
+        insert(
+            &mut g,
+            p,
+            &tuple(p % THREADS, p, 1),
+            Lsn(100 + u64::from(p)),
+        );
+    }
+    let pinned = pool.pin(F, PageId(0)).unwrap();
+    let wanted: Vec<_> = (20..40).map(|p| (F, PageId(p))).collect();
+    let loaded = pool.prefetch(&wanted).unwrap();
+    assert!((1..=7).contains(&loaded), "loaded {loaded}");
+    assert_eq!(pool.stats().dirty_evictions, 7, "{:?}", pool.stats());
+    let held = pinned.read();
+    assert_eq!(held[..], pool.fetch_read(F, PageId(0)).unwrap()[..]);
+    drop(held);
+    for p in 0..8 {
+        check_page(&pool, p, 2);
+    }
+}
+
+#[test]
+fn prefetch_skips_pages_that_fail_to_load() {
+    let b = Backend::sim();
+    let h = b.open("rel");
+    write_pages(&b, h, 4);
+    let garbage = IoBuf::aligned_from(&[0xA5; page::PAGE_SIZE]);
+    b.io.write_at(h, 2 * page::PAGE_SIZE as u64, garbage)
+        .wait()
+        .unwrap();
+    let pool = pool(&b.io, h, BufferConfig::with_frames(8), Arc::new(NoWal));
+    let wanted = [(F, PageId(1)), (F, PageId(2)), (F, PageId(9))];
+    assert_eq!(pool.prefetch(&wanted).unwrap(), 1);
+    check_page(&pool, 1, 1);
+    assert!(matches!(
+        pool.fetch_read(F, PageId(2)),
+        Err(BufferError::PageCorrupt { .. })
+    ));
+    assert!(matches!(
+        pool.fetch_read(F, PageId(9)),
+        Err(BufferError::PageBeyondEof { .. })
+    ));
 }

@@ -100,6 +100,24 @@
 //! never returned as data; the frame is unmapped and freed, and threads that
 //! waited for it retry and get the error themselves.
 //!
+//! ## Read-ahead
+//!
+//! [`BufferPool::prefetch`] takes a list of pages someone is about to need
+//! (recovery's redo passes the pages of the next window of log records)
+//! and loads the missing ones with their reads submitted together, so the
+//! backend runs them concurrently instead of one miss at a time. Under the
+//! mutex it claims a frame per missing page (Loading, pinned once, as a
+//! miss does); dirty victims are marked `writing` instead and written in
+//! one `write_frames` batch (WAL first, invariant 4), then claimed on the
+//! next round. Pinned frames are never victims. It stops early, without an
+//! error, when no frame is evictable. Each read page is verified like a
+//! miss: a good one becomes Ready and its pin is dropped (installed
+//! unpinned, so it may be evicted again before use); one that is short,
+//! fails to read or fails verification is unmapped and freed, never
+//! installed, and the fetch that needs it reads it again and gets the
+//! error itself. Prefetch takes no page latch except `try_read` on dirty
+//! victims, and callers hold none while calling it (rule 3).
+//!
 //! ## Durability
 //!
 //! [`BufferPool::dirty_pages`] reports each dirty page with its recLSN (the
@@ -112,7 +130,8 @@
 //!
 //! ## Left out
 //!
-//! Read-ahead, ring buffers for scans, per-frame atomics instead of the
+//! Read-ahead on the miss path itself (only explicit `prefetch`), ring
+//! buffers for scans, per-frame atomics instead of the
 //! single table mutex, and full-page images for torn-page repair (invariant
 //! 5 belongs to the heap and recovery, which log them).
 
@@ -120,6 +139,7 @@ mod flusher;
 mod frame;
 mod guard;
 mod pool;
+mod prefetch;
 mod replacer;
 mod stats;
 mod wal_impl;

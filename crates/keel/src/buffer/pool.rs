@@ -53,7 +53,7 @@ enum Claimed {
 }
 
 /// A frame the replacer offered.
-enum Victim {
+pub(crate) enum Victim {
     Clean(usize),
     Dirty(usize),
     /// Nothing evictable now, but frames are only busy with I/O.
@@ -122,7 +122,7 @@ impl Shared {
     }
 
     /// Asks the free list, then the clock, for a frame.
-    fn find_victim(&self, meta: &mut Meta) -> Result<Victim, BufferError> {
+    pub(crate) fn find_victim(&self, meta: &mut Meta) -> Result<Victim, BufferError> {
         while let Some(frame) = meta.free.pop() {
             // Entries go stale when the clock reuses a free frame first.
             if meta.frames[frame].state == FrameState::Free && meta.frames[frame].evictable() {
@@ -325,6 +325,23 @@ impl BufferPool {
         let key = PageKey { file, page };
         let frame = self.shared.pin(key)?;
         Ok(PinnedPage::new(&self.shared, frame, key))
+    }
+
+    /// Read-ahead: loads the pages of `pages` that are not in the pool,
+    /// their reads submitted together, and installs each one that verifies
+    /// unpinned (it may be evicted again before it is used). A page that
+    /// cannot be read or fails verification is not installed: the fetch
+    /// that needs it reads it again and reports the error. Takes no latch
+    /// (call it with none held); dirty victims are written together first.
+    /// Stops early, without an error, when every frame is pinned or busy.
+    /// Returns the number of pages installed; an error only from writing
+    /// a dirty victim.
+    pub fn prefetch(&self, pages: &[(FileId, PageId)]) -> Result<usize, BufferError> {
+        let keys: Vec<PageKey> = pages
+            .iter()
+            .map(|&(file, page)| PageKey { file, page })
+            .collect();
+        self.shared.prefetch(&keys)
     }
 
     /// Pins the page and takes its latch shared.

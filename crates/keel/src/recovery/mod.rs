@@ -37,6 +37,16 @@
 //!   missing. `RelationCreate` creates the relation's file if it is
 //!   missing; `RelationDrop` removes it; records of relations whose file is
 //!   gone are skipped (a later drop removed it).
+//! - **Read-ahead.** Records are decoded a window at a time (16 Ki records
+//!   or 4 MiB of payload); before the window is run, the pages its redo
+//!   records will read (inside their file, and not first rebuilt by an
+//!   image or init record of the window) are handed to
+//!   `BufferPool::prefetch` in one batch, at most a quarter of the pool.
+//!   Prefetch is only a hint: a page that does not load is fetched by its
+//!   record as before, and its error reported there. Within a window each
+//!   record is redone first and then analysed, so the undo stack takes the
+//!   decoded payload without copying it. Free space and "touched" are
+//!   recorded once per run of records on one page, when redo lets go of it.
 //! - **Undo.** Each loser is rolled back newest first with CLRs and an
 //!   abort record, exactly as a running rollback does, so a crash during
 //!   recovery and a second recovery never undo anything twice (invariant 8).

@@ -16,7 +16,13 @@ use crate::heap::catalog::{create_file, remove_files};
 use crate::heap::{Relation, Store, TxnLog, UndoEntry};
 use crate::page::page_lsn;
 use crate::types::{Lsn, PageId, RelationId, TxnId};
-use crate::wal::{LogRecord, Payload, RecordHeader, RecoveryMode};
+use crate::wal::{Payload, RecordHeader, RecoveryMode};
+
+/// Records read ahead of redo: at most this many, or [`WINDOW_BYTES`] of
+/// payload, are decoded before their pages are prefetched in one batch.
+const WINDOW_RECORDS: usize = 16_384;
+/// Payload bytes read ahead of redo (see [`WINDOW_RECORDS`]).
+const WINDOW_BYTES: usize = 4 << 20;
 
 /// What recovery hands back to the database.
 pub(crate) struct Recovered {
@@ -62,12 +68,21 @@ struct Open {
     undo: Vec<UndoEntry>,
 }
 
+/// The page redo holds latched between records.
+struct Cached<'a> {
+    rid: RelationId,
+    guard: PageWriteGuard<'a>,
+    /// Whether redo applied a record to it.
+    changed: bool,
+}
+
 struct Pass<'a> {
     store: &'a Store,
     /// The page of the previous record, still latched: consecutive records
-    /// of one page (the common case) fetch it once. Dropped before any other
+    /// of one page (the common case) fetch it once. Released (its free
+    /// space and, if redo changed it, its id recorded) before any other
     /// page is fetched (invariant 11) and before undo.
-    cached: Option<(RelationId, PageWriteGuard<'a>)>,
+    cached: Option<Cached<'a>>,
     dir: &'a Path,
     rels: &'a mut HashMap<RelationId, Arc<Relation>>,
     redo_start: Lsn,
@@ -108,11 +123,21 @@ pub(crate) fn recover(
             max_txn: control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))),
         },
     };
+    let mut window = Vec::new();
+    let mut window_bytes = 0usize;
     for record in store.wal.reader(scan_start, mode)? {
-        pass.record(record?)?;
+        let r = record?;
+        window_bytes += r.payload.len();
+        let payload = Payload::decode_record(&r.header, &r.payload)?;
+        window.push((r.header, payload));
+        if window.len() >= WINDOW_RECORDS || window_bytes >= WINDOW_BYTES {
+            pass.window(&mut window)?;
+            window_bytes = 0;
+        }
     }
+    pass.window(&mut window)?;
     pass.rec.report.log_end = store.wal.end_lsn();
-    pass.cached = None;
+    pass.release_cached();
     pass.undo_losers()?;
     pass.rec.report.pages_redone = pass.rec.touched.len() as u64;
     pass.rec.report.duration = started.elapsed();
@@ -120,32 +145,79 @@ pub(crate) fn recover(
 }
 
 impl Pass<'_> {
-    fn record(&mut self, r: LogRecord) -> Result<()> {
-        let h = r.header;
-        let payload = Payload::decode_record(&h, &r.payload)?;
+    /// Prefetches the pages the window's records will read, then runs
+    /// each record, emptying `window`.
+    fn window(&mut self, window: &mut Vec<(RecordHeader, Payload)>) -> Result<()> {
+        self.prefetch(window)?;
+        for (h, payload) in window.drain(..) {
+            self.record(h, payload)?;
+        }
+        Ok(())
+    }
+
+    /// Read-ahead for a window: every page a redo record will read (a page
+    /// inside its file whose first record in the window does not rebuild
+    /// it), loaded in one batch so redo does not wait for one read at a
+    /// time. Only a hint: a page that does not load is fetched (and its
+    /// error reported) by the record that needs it.
+    fn prefetch(&mut self, window: &[(RecordHeader, Payload)]) -> Result<()> {
+        let limit = (self.store.pool.frame_count() / 4).max(1);
+        let mut seen = HashSet::new();
+        let mut pages = Vec::new();
+        for (h, payload) in window {
+            let (Some(rid), Some(pid)) = (h.relation, h.page) else {
+                continue;
+            };
+            if h.lsn < self.redo_start || !payload.page_changing() || !seen.insert((rid, pid)) {
+                continue;
+            }
+            let Some(rel) = self.rels.get(&rid) else {
+                continue;
+            };
+            if pid.0 < rel.page_count() && !formats_page(payload) {
+                pages.push((rel.file(), pid));
+                if pages.len() == limit {
+                    break;
+                }
+            }
+        }
+        if pages.len() > 1 {
+            // Invariant 11: no latch is held while other pages are read.
+            self.release_cached();
+            self.store.pool.prefetch(&pages)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, h: RecordHeader, payload: Payload) -> Result<()> {
         self.rec.report.records_scanned += 1;
         self.rec.report.bytes_scanned += u64::from(h.total_len);
-        self.analyse(&h, &payload);
-        if h.lsn < self.redo_start {
-            return Ok(());
+        if h.lsn >= self.redo_start {
+            self.redo_record(&h, &payload)?;
         }
-        match &payload {
+        // After redo, so the undo stack can take the payload without a copy.
+        self.analyse(&h, payload);
+        Ok(())
+    }
+
+    fn redo_record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
+        match payload {
             Payload::RelationCreate { relation, .. } => {
-                self.cached = None;
+                self.release_cached();
                 self.create(*relation)
             }
             Payload::RelationDrop { relation } => {
-                self.cached = None;
+                self.release_cached();
                 self.rels.remove(relation);
                 remove_files(self.store, self.dir, *relation)
             }
-            p if p.page_changing() => self.redo(&h, p),
+            p if p.page_changing() => self.redo(h, p),
             _ => Ok(()),
         }
     }
 
     /// Analysis: the transaction table and each transaction's undo stack.
-    fn analyse(&mut self, h: &RecordHeader, payload: &Payload) {
+    fn analyse(&mut self, h: &RecordHeader, payload: Payload) {
         if h.txn.0 == 0 {
             return;
         }
@@ -168,7 +240,7 @@ impl Pass<'_> {
                 page,
                 lsn: h.lsn,
                 prev_lsn: h.prev_lsn,
-                payload: payload.clone(),
+                payload,
             });
         }
     }
@@ -198,26 +270,44 @@ impl Pass<'_> {
             // The relation's file is gone: a later drop removed it.
             return Ok(());
         };
-        let mut g = match self.cached.take() {
-            Some((r, g)) if r == rid && g.page_id() == pid => g,
+        let mut c = match self.cached.take() {
+            Some(c) if c.rid == rid && c.guard.page_id() == pid => c,
             other => {
-                drop(other);
-                page_for(self.store, &rel, pid, payload, h.lsn)?
+                self.cached = other;
+                self.release_cached();
+                Cached {
+                    rid,
+                    guard: page_for(self.store, &rel, pid, payload, h.lsn)?,
+                    changed: false,
+                }
             }
         };
-        if page_lsn(&g).is_some_and(|l| l >= h.lsn) {
+        if page_lsn(&c.guard).is_some_and(|l| l >= h.lsn) {
             self.rec.report.records_skipped += 1;
         } else {
-            apply(payload, &mut g, pid, h.lsn).map_err(|e| {
+            apply(payload, &mut c.guard, pid, h.lsn).map_err(|e| {
                 recovery(h.lsn, format!("redo on page {pid} of relation {rid}: {e}"))
             })?;
-            g.mark_dirty(h.lsn);
+            c.guard.mark_dirty(h.lsn);
+            c.changed = true;
             self.rec.report.records_redone += 1;
-            self.rec.touched.insert((rid, pid));
         }
-        self.rec.space.insert((rid, pid), PageSpace::of(&g, pid));
-        self.cached = Some((rid, g));
+        self.cached = Some(c);
         Ok(())
+    }
+
+    /// Unlatches the page redo holds, recording its free space (as redo
+    /// leaves it) and, if redo changed it, that it was touched.
+    fn release_cached(&mut self) {
+        if let Some(c) = self.cached.take() {
+            let pid = c.guard.page_id();
+            self.rec
+                .space
+                .insert((c.rid, pid), PageSpace::of(&c.guard, pid));
+            if c.changed {
+                self.rec.touched.insert((c.rid, pid));
+            }
+        }
     }
 
     /// Undo: rolls every loser back with CLRs and an abort record.

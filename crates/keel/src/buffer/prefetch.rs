@@ -1,0 +1,137 @@
+//! Read-ahead: [`BufferPool::prefetch`](super::BufferPool::prefetch) loads
+//! a batch of pages with their reads submitted together (essay, "Read-ahead").
+
+use keel_io::{FileHandle, IoBuf};
+
+use super::frame::PageKey;
+use super::pool::{Shared, Victim, page_offset};
+use super::stats::bump;
+use super::writeback::LatchMode;
+use crate::error::BufferError;
+use crate::page::{self, PAGE_SIZE};
+
+/// Rounds of "claim frames, write the dirty victims together" a prefetch
+/// makes before it loads what it has.
+const CLAIM_ROUNDS: usize = 4;
+
+/// A frame claimed (Loading, pinned once) for a page to read.
+struct Claim {
+    frame: usize,
+    key: PageKey,
+    handle: FileHandle,
+}
+
+impl Shared {
+    /// Loads the missing pages among `keys` (see `BufferPool::prefetch`).
+    pub(crate) fn prefetch(&self, keys: &[PageKey]) -> Result<usize, BufferError> {
+        let mut todo: Vec<PageKey> = keys.to_vec();
+        todo.sort_unstable();
+        todo.dedup();
+        let mut claims = Vec::with_capacity(todo.len());
+        let mut first_err = None;
+        for _ in 0..CLAIM_ROUNDS {
+            let dirty = self.claim_batch(&mut claims, &mut todo);
+            if dirty.is_empty() {
+                break;
+            }
+            // The victims are written together (eviction one at a time is
+            // the cost read-ahead is meant to avoid), then claimed next round.
+            match self.write_frames(dirty, LatchMode::Try) {
+                Ok(outcome) => bump(&self.stats.dirty_evictions, outcome.written as u64),
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        let loaded = self.load_batch(claims);
+        first_err.map_or(Ok(loaded), Err)
+    }
+
+    /// Claims a frame for each page of `todo` not in the pool, as far as
+    /// clean victims go; dirty victims are marked `writing` and returned,
+    /// and the pages still without a frame stay in `todo`.
+    fn claim_batch(&self, claims: &mut Vec<Claim>, todo: &mut Vec<PageKey>) -> Vec<usize> {
+        let mut meta = self.meta.lock();
+        let mut dirty = Vec::new();
+        let mut rest = Vec::new();
+        let mut stuck = false;
+        for key in todo.drain(..) {
+            if meta.table.contains_key(&key) {
+                continue;
+            }
+            let Ok(handle) = meta.handle(key.file) else {
+                continue; // unknown file: nothing to read ahead
+            };
+            if stuck {
+                rest.push(key);
+                continue;
+            }
+            match self.find_victim(&mut meta) {
+                Ok(Victim::Clean(frame)) => {
+                    if meta.claim(frame, key).is_some() {
+                        bump(&self.stats.evictions, 1);
+                    }
+                    claims.push(Claim { frame, key, handle });
+                }
+                Ok(Victim::Dirty(frame)) => {
+                    meta.frames[frame].writing = true;
+                    dirty.push(frame);
+                    rest.push(key);
+                }
+                // Nothing evictable now: read ahead what was claimed.
+                Ok(Victim::Wait) | Err(_) => {
+                    stuck = true;
+                    rest.push(key);
+                }
+            }
+        }
+        *todo = rest;
+        dirty
+    }
+
+    /// Submits every claimed read at once, then verifies each page: a good
+    /// one becomes Ready (unpinned), any other is unmapped. Returns the
+    /// number of pages installed.
+    fn load_batch(&self, claims: Vec<Claim>) -> usize {
+        let pending: Vec<_> = claims
+            .iter()
+            .map(|c| {
+                let buf =
+                    std::mem::replace(&mut *self.frames[c.frame].data.write(), IoBuf::zeroed(0));
+                self.io
+                    .read_exact_at(c.handle, page_offset(c.key.page), buf)
+            })
+            .collect();
+        let mut good = Vec::with_capacity(claims.len());
+        for (c, read) in claims.iter().zip(pending) {
+            let (buf, ok) = match read.wait() {
+                Ok(buf) => {
+                    bump(&self.stats.reads, 1);
+                    let ok = page::verify(&buf, c.key.page).is_ok();
+                    (buf, ok)
+                }
+                // EOF or an I/O error: a later fetch reports it.
+                Err(_) => (IoBuf::aligned(PAGE_SIZE), false),
+            };
+            *self.frames[c.frame].data.write() = buf;
+            good.push(ok);
+        }
+        let mut meta = self.meta.lock();
+        let mut loaded = 0;
+        for (c, ok) in claims.iter().zip(good) {
+            if ok {
+                let m = &mut meta.frames[c.frame];
+                m.pins = m.pins.saturating_sub(1);
+                meta.finish_load(c.frame);
+                loaded += 1;
+            } else {
+                meta.release(c.frame);
+            }
+        }
+        drop(meta);
+        self.changed.notify_all();
+        bump(&self.stats.misses, loaded as u64);
+        loaded
+    }
+}
