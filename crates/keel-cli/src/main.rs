@@ -7,6 +7,7 @@
 
 mod bench;
 mod checkpoint;
+mod crashtest;
 mod demo;
 mod inspect;
 mod shell;
@@ -38,6 +39,10 @@ enum Command {
     Inspect(inspect::Target),
     /// Measure Keel against SQLite, PostgreSQL and the disk's own ceiling.
     Bench(bench::BenchArgs),
+    /// Crash a child process with SIGKILL over and over on one data
+    /// directory, recover each time, and check that no acknowledged commit
+    /// was lost and no other change appeared.
+    Crashtest(crashtest::CrashtestArgs),
     /// A line protocol on stdin/stdout: create, begin, insert, get, update,
     /// delete, scan, commit, abort, checkpoint, quit (one answer per line).
     Shell(shell::ShellArgs),
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Shell(args) => shell::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Checkpoint(args) => checkpoint::run(args),
+        Command::Crashtest(args) => return crashtest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,20 @@ pub struct ChildArgs {
     /// Small values, as `keel demo --quick`.
     #[arg(long)]
     pub quick: bool,
+    /// The I/O backend: auto, thread-pool or io-uring.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// Each worker's first transaction sequence number (tags stay unique
+    /// across runs on one directory).
+    #[arg(long, default_value_t = 0)]
+    pub first_seq: u64,
+    /// Automatic checkpoint interval, in milliseconds.
+    #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_ms: u64,
+    /// A small engine ([`engine_config`]), quick to open, and smaller
+    /// large values ([`Sizes::small`]).
+    #[arg(long)]
+    pub small: bool,
 }
 
 /// Entry point of `keel demo-child`.
@@ -62,21 +76,48 @@ pub fn main(args: ChildArgs) -> ExitCode {
 
 /// Checkpoints often, so the kill lands after a fuzzy checkpoint taken
 /// while transactions were running.
-fn child_config() -> Config {
-    Config {
+fn child_config(args: &ChildArgs) -> Result<Config, Failure> {
+    let backend = args
+        .backend
+        .parse()
+        .map_err(|e| Failure(format!("--backend: {e}")))?;
+    Ok(Config {
         checkpoint_wal_bytes: 16 << 20,
-        checkpoint_interval: Some(Duration::from_millis(700)),
+        checkpoint_interval: Some(Duration::from_millis(args.checkpoint_ms)),
+        ..engine_config(backend, args.small)
+    })
+}
+
+/// The engine's settings for a backend; `small` shrinks the buffer pool,
+/// the log buffer and the segments (4 MiB), so short runs open and close
+/// quickly. Whoever opens a directory after the child uses the same.
+pub fn engine_config(backend: keel_io::Backend, small: bool) -> Config {
+    let mut config = Config {
+        io: keel_io::IoConfig {
+            backend,
+            ..keel_io::IoConfig::default()
+        },
         ..Config::default()
+    };
+    if small {
+        config.buffer.pool_bytes = 16 << 20;
+        config.wal.segment_size_bytes = 4 << 20;
+        config.wal.buffer_capacity_bytes = 8 << 20;
     }
+    config
 }
 
 fn run(args: &ChildArgs) -> Result<(), Failure> {
-    let db = Database::open(&args.dir, child_config())?;
+    let db = Database::open(&args.dir, child_config(args)?)?;
     let rels = super::relation_ids(&db)?;
     let owned = owned_by_worker(&db, rels, args.threads.max(1))?;
     let out = Mutex::new(std::io::stdout());
     emit(&out, "R")?;
-    let sizes = Sizes::new(args.quick);
+    let sizes = if args.small {
+        Sizes::small()
+    } else {
+        Sizes::new(args.quick)
+    };
     let deadline = Instant::now() + CHILD_LIMIT;
     let (db, out) = (&db, &out);
     std::thread::scope(|s| {
@@ -85,7 +126,8 @@ fn run(args: &ChildArgs) -> Result<(), Failure> {
             .enumerate()
             .map(|(w, owned)| {
                 s.spawn(move || -> Result<(), Failure> {
-                    let mut worker = Worker::new(db, rels, (2, w as u16), args.seed, sizes, owned);
+                    let mut worker = Worker::new(db, rels, (2, w as u16), args.seed, sizes, owned)
+                        .starting_at(args.first_seq);
                     let mut sink = PipeSink { out };
                     while Instant::now() < deadline {
                         worker.run_txn(&mut sink)?;

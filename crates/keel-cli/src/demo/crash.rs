@@ -18,8 +18,53 @@ use crate::Failure;
 
 /// The longest the child may take to open the database and start.
 const START_LIMIT: Duration = Duration::from_secs(60);
-/// Acknowledged commits to wait for before killing, whatever the delay.
-const MIN_ACKS: usize = 20;
+/// How to run and crash a child: what `keel demo-child` is told, and when
+/// to kill it.
+#[derive(Clone, Debug)]
+pub struct ChildSpec<'a> {
+    /// The data directory.
+    pub dir: &'a Path,
+    /// Worker threads.
+    pub threads: u16,
+    /// The workload's seed.
+    pub seed: u64,
+    /// Small values (`--quick`).
+    pub quick: bool,
+    /// Kill this long after the child reports it is ready.
+    pub delay: Duration,
+    /// Acknowledged commits to wait for before killing, whatever the delay.
+    pub min_acks: usize,
+    /// The I/O backend's name (`auto`, `thread-pool`, `io-uring`).
+    pub backend: &'a str,
+    /// The first transaction sequence number of each worker, so tags stay
+    /// unique across runs on one directory.
+    pub first_seq: u64,
+    /// The child's automatic checkpoint interval.
+    pub checkpoint_every: Duration,
+    /// Show a spinner on a terminal while following the child.
+    pub spinner: bool,
+    /// A small engine (`--small`).
+    pub small: bool,
+}
+
+impl<'a> ChildSpec<'a> {
+    /// The demo's settings: four checkpoints' worth of interval, 20 acks.
+    pub fn new(dir: &'a Path, threads: u16, seed: u64, delay: Duration) -> ChildSpec<'a> {
+        ChildSpec {
+            dir,
+            threads,
+            seed,
+            quick: false,
+            delay,
+            min_acks: 20,
+            backend: "auto",
+            first_seq: 0,
+            checkpoint_every: Duration::from_millis(700),
+            spinner: true,
+            small: false,
+        }
+    }
+}
 
 /// What the crashed child did.
 #[derive(Debug, Default)]
@@ -64,33 +109,37 @@ impl Log {
 }
 
 /// Starts `keel demo-child` with its stdout and stderr piped to us.
-fn spawn(dir: &Path, threads: u16, seed: u64, quick: bool) -> Result<Child, Failure> {
+fn spawn(spec: &ChildSpec<'_>) -> Result<Child, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure(format!("cannot find the keel executable: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.arg("demo-child")
         .arg("--dir")
-        .arg(dir)
-        .args(["--threads", &threads.to_string()])
-        .args(["--seed", &seed.to_string()])
+        .arg(spec.dir)
+        .args(["--threads", &spec.threads.to_string()])
+        .args(["--seed", &spec.seed.to_string()])
+        .args(["--backend", spec.backend])
+        .args(["--first-seq", &spec.first_seq.to_string()])
+        .args([
+            "--checkpoint-ms",
+            &spec.checkpoint_every.as_millis().max(1).to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if quick {
+    if spec.quick {
         cmd.arg("--quick");
+    }
+    if spec.small {
+        cmd.arg("--small");
     }
     cmd.spawn()
         .map_err(|e| Failure(format!("cannot start the demo's child process: {e}")))
 }
 
-/// Runs the child on `dir` and kills it `delay` after it is ready.
-pub fn crash_child(
-    dir: &Path,
-    threads: u16,
-    seed: u64,
-    (quick, delay): (bool, Duration),
-) -> Result<CrashRun, Failure> {
-    let mut child = spawn(dir, threads, seed, quick)?;
+/// Runs the child on `spec.dir` and kills it `spec.delay` after it is ready.
+pub fn crash_child(spec: &ChildSpec<'_>) -> Result<CrashRun, Failure> {
+    let mut child = spawn(spec)?;
     let (stdout, mut stderr) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (o, e),
         _ => return Err(Failure("the child's pipes are missing".into())),
@@ -103,8 +152,12 @@ pub fn crash_child(
         s
     });
     let mut log = Log::default();
-    let bar = super::spinner();
-    let followed = follow(&rx, &mut log, delay, &bar);
+    let bar = if spec.spinner {
+        super::spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    let followed = follow(&rx, &mut log, (spec.delay, spec.min_acks), &bar);
     bar.finish_and_clear();
     let killed_at = Instant::now();
     let status = kill(&mut child);
@@ -138,7 +191,7 @@ pub fn crash_child(
 fn follow(
     rx: &Receiver<Result<Line, String>>,
     log: &mut Log,
-    delay: Duration,
+    (delay, min_acks): (Duration, usize),
     bar: &ProgressBar,
 ) -> Result<(), Failure> {
     let started = Instant::now();
@@ -154,7 +207,7 @@ fn follow(
             }
         }
         match log.ready {
-            Some(at) if at.elapsed() >= delay && log.acked.len() >= MIN_ACKS => return Ok(()),
+            Some(at) if at.elapsed() >= delay && log.acked.len() >= min_acks => return Ok(()),
             Some(at) if at.elapsed() >= delay + START_LIMIT => {
                 return Err(Failure(format!(
                     "the child acknowledged only {} commits in {:?}",

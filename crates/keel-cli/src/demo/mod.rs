@@ -15,10 +15,10 @@
 //!    found a lost or phantom commit.
 
 mod child;
-mod crash;
+pub(crate) mod crash;
 mod report;
-mod verify;
-mod workload;
+pub(crate) mod verify;
+pub(crate) mod workload;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use keel::{Config, Database, RelationId};
 use keel_io::sim::Rng;
 
-pub use child::{ChildArgs, main as child_main};
+pub use child::{ChildArgs, engine_config, main as child_main};
 use workload::{Counts, RELATIONS, Sink, Sizes, TxnRecord, Worker};
 
 use crate::Failure;
@@ -132,12 +132,15 @@ fn demo(args: &DemoArgs) -> Result<bool, Failure> {
         2000 + rng.below(3000)
     };
     println!("  child process: recovers, runs the workload, SIGKILL after {delay_ms} ms");
-    let crash = crash::crash_child(
-        dir,
-        args.threads,
-        seed ^ 0x5EED,
-        (args.quick, Duration::from_millis(delay_ms)),
-    )?;
+    let crash = crash::crash_child(&crash::ChildSpec {
+        quick: args.quick,
+        ..crash::ChildSpec::new(
+            dir,
+            args.threads,
+            seed ^ 0x5EED,
+            Duration::from_millis(delay_ms),
+        )
+    })?;
     println!(
         "  child {} killed: {} commits acknowledged, {} in flight",
         crash.pid,
@@ -216,7 +219,7 @@ fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
     })
 }
 
-fn clock_seed() -> u64 {
+pub(crate) fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x6B65_656C, |d| d.as_nanos() as u64)

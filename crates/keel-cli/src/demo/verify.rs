@@ -32,6 +32,8 @@ pub struct Verdict {
     pub bytes: u64,
     /// In-flight transactions found durable.
     pub in_flight_applied: usize,
+    /// Their tags.
+    pub applied: Vec<u64>,
     /// Transactions with a lost effect.
     pub lost: BTreeSet<u64>,
     /// Transactions never acknowledged whose effects were found.
@@ -149,6 +151,7 @@ fn judge(
         model.apply(rec)?;
         committed.insert(rec.tag);
         verdict.in_flight_applied += 1;
+        verdict.applied.push(rec.tag);
     }
     compare(&model, found, &committed, verdict);
     Ok(())

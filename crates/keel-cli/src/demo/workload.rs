@@ -150,6 +150,19 @@ impl Sizes {
     }
 }
 
+impl Sizes {
+    /// Short crash cycles (`keel crashtest`): large values of 16–96 KiB,
+    /// still overflow chains of several pages, but cheap to write and check.
+    pub fn small() -> Sizes {
+        Sizes {
+            txns_per_thread: 120,
+            blob_min: 16 << 10,
+            blob_max: 96 << 10,
+            blob_every: 20,
+        }
+    }
+}
+
 /// What a worker did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counts {
@@ -238,6 +251,13 @@ impl<'db> Worker<'db> {
             owned,
             counts: Counts::default(),
         }
+    }
+
+    /// The same worker numbering its transactions from `seq + 1`, so a
+    /// later run on the same directory never reuses an earlier run's tags.
+    pub fn starting_at(mut self, seq: u64) -> Worker<'db> {
+        self.seq = seq;
+        self
     }
 
     /// Runs one transaction: a few operations, then commit (reported to

@@ -1,0 +1,417 @@
+//! `keel crashtest`: the SIGKILL crash loop as a command.
+//!
+//! One data directory serves every cycle, so each cycle also recovers what
+//! the earlier crashes left. A cycle:
+//!
+//! 1. starts `keel demo-child` on the directory (it recovers, then runs the
+//!    demo's concurrent workload, reporting every transaction through a pipe
+//!    before and after its commit);
+//! 2. kills it with SIGKILL a random 50–300 ms (seeded) after it is ready;
+//! 3. reopens the database (recovery) with the same I/O backend, and checks
+//!    that every commit acknowledged in any cycle so far is there, that no
+//!    unacknowledged or rolled-back change is, and that each in-flight commit
+//!    is there wholly or not at all (the demo's verifier).
+//!
+//! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
+//! stops there and keeps the directory) or an error, 2 on bad usage.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use keel::{Config, Database};
+use keel_io::sim::Rng;
+
+use crate::Failure;
+use crate::demo::crash::{ChildSpec, CrashRun, crash_child};
+use crate::demo::verify::{Verdict, verify};
+use crate::demo::workload::{RELATIONS, TxnRecord};
+use crate::demo::{clock_seed, engine_config, relation_ids};
+
+/// A file crashtest leaves in its directory, so a later run may wipe it.
+const MARKER: &str = "keel-crashtest.marker";
+/// Transaction sequence numbers per cycle: tags stay unique across cycles.
+const SEQ_PER_CYCLE: u64 = 1 << 24;
+/// The shortest kill delay.
+const MIN_DELAY_MS: u64 = 50;
+
+/// The I/O backend to crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// io_uring where available, else the thread pool.
+    Auto,
+    /// The portable thread-pool backend.
+    ThreadPool,
+    /// The Linux io_uring backend.
+    IoUring,
+}
+
+impl BackendArg {
+    fn backend(self) -> keel_io::Backend {
+        match self {
+            BackendArg::Auto => keel_io::Backend::Auto,
+            BackendArg::ThreadPool => keel_io::Backend::ThreadPool,
+            BackendArg::IoUring => keel_io::Backend::IoUring,
+        }
+    }
+}
+
+/// Arguments of `keel crashtest`.
+#[derive(Debug, clap::Args)]
+pub struct CrashtestArgs {
+    /// Crash cycles to run.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub cycles: u32,
+    /// Seed of the workloads and kill times (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The I/O backend, for the child and for recovery.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Data directory (absent, empty, or an earlier crashtest's, which is
+    /// wiped); default: a temporary one, removed unless a cycle fails.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print one JSON object at the end instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads in the child.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// The longest a child runs before the kill, in milliseconds (the kill
+    /// falls at random between 50 ms, or this if smaller, and this).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub max_kill_ms: u64,
+}
+
+/// Totals over the cycles run.
+#[derive(Debug, Default)]
+struct Totals {
+    cycles: u32,
+    acked: u64,
+    in_flight: u64,
+    in_flight_durable: u64,
+    lost: usize,
+    phantom: usize,
+    corrupt: usize,
+    recovery_max: Duration,
+    recovery_sum: Duration,
+    txns_undone: u64,
+    tuples: usize,
+}
+
+/// What the loop carries from cycle to cycle.
+struct Run<'a> {
+    args: &'a CrashtestArgs,
+    dir: &'a Path,
+    seed: u64,
+    rng: Rng,
+    /// Every commit acknowledged so far (and in-flight ones found durable),
+    /// in the order each worker made them.
+    history: Vec<TxnRecord>,
+    totals: Totals,
+    problems: Vec<String>,
+}
+
+/// Entry point of `keel crashtest`.
+pub fn run(args: CrashtestArgs) -> ExitCode {
+    let (dir, temp) = match prepare(&args) {
+        Ok(d) => d,
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let mut run = Run {
+        args: &args,
+        dir: &dir,
+        seed,
+        rng: Rng::new(seed),
+        history: Vec::new(),
+        totals: Totals::default(),
+        problems: Vec::new(),
+    };
+    let started = Instant::now();
+    let outcome = run.all_cycles();
+    let elapsed = started.elapsed();
+    let passed = matches!(outcome, Ok(true));
+    if let Err(Failure(msg)) = &outcome {
+        run.problems.push(msg.clone());
+    }
+    run.summary(elapsed, passed);
+    match (temp, passed) {
+        (Some(t), true) => drop(t),
+        (Some(t), false) => eprintln!("keel: data directory kept: {}", t.keep().display()),
+        (None, _) => {}
+    }
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!(
+                "keel: error: crashtest failed: a commit was lost or a phantom found (seed {seed}, backend {})",
+                args.backend.backend().name()
+            );
+            ExitCode::from(1)
+        }
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The data directory to use, and the temporary one to remove after.
+fn prepare(args: &CrashtestArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), Failure> {
+    let Some(dir) = &args.dir else {
+        let temp = tempfile::Builder::new()
+            .prefix("keel-crashtest-")
+            .tempdir()
+            .map_err(|e| Failure(format!("cannot make a temporary directory: {e}")))?;
+        return Ok((temp.path().join("data"), Some(temp)));
+    };
+    let shown = dir.display();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            if entries.into_iter().next().is_none() {
+                return Ok((dir.clone(), None));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((dir.clone(), None)),
+        Err(_) if dir.exists() => {
+            return Err(Failure(format!("{shown} exists and is not a directory")));
+        }
+        Err(e) => return Err(Failure(format!("cannot read {shown}: {e}"))),
+    }
+    if !dir.join(MARKER).is_file() {
+        return Err(Failure(format!(
+            "{shown} is not empty and was not made by keel crashtest; remove it or pass another --dir"
+        )));
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| {
+        Failure(format!(
+            "cannot remove the earlier crashtest in {shown}: {e}"
+        ))
+    })?;
+    Ok((dir.clone(), None))
+}
+
+fn config(backend: BackendArg) -> Config {
+    engine_config(backend.backend(), true)
+}
+
+impl Run<'_> {
+    /// Creates the database, then runs the cycles; `Ok(false)` at the first
+    /// cycle that finds a lost or phantom commit.
+    fn all_cycles(&mut self) -> Result<bool, Failure> {
+        let db = Database::open(self.dir, config(self.args.backend))?;
+        let marker = self.dir.join(MARKER);
+        std::fs::write(&marker, "made by keel crashtest; wiped by the next run\n")
+            .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
+        for name in RELATIONS {
+            db.create_relation(name)?;
+        }
+        db.close()?;
+        if !self.args.json {
+            println!(
+                "keel crashtest: {} cycles, backend {}, {} threads, seed {}, data directory {}",
+                self.args.cycles,
+                self.args.backend.backend().name(),
+                self.args.threads,
+                self.seed,
+                self.dir.display()
+            );
+        }
+        let bar = progress(u64::from(self.args.cycles), self.args.json);
+        for i in 0..self.args.cycles {
+            let ok = self.cycle(i, &bar)?;
+            bar.inc(1);
+            if !ok {
+                bar.finish_and_clear();
+                return Ok(false);
+            }
+        }
+        bar.finish_and_clear();
+        Ok(true)
+    }
+
+    /// One crash, recovery and verification.
+    fn cycle(&mut self, i: u32, bar: &ProgressBar) -> Result<bool, Failure> {
+        let child_seed = self.rng.next_u64();
+        let max = self.args.max_kill_ms;
+        let min = MIN_DELAY_MS.min(max);
+        let delay = Duration::from_millis(min + self.rng.below(max - min + 1));
+        let backend = self.args.backend.backend().name();
+        let spec = ChildSpec {
+            quick: true,
+            min_acks: 0,
+            backend,
+            first_seq: u64::from(i) * SEQ_PER_CYCLE,
+            checkpoint_every: Duration::from_millis(100),
+            spinner: false,
+            small: true,
+            ..ChildSpec::new(self.dir, self.args.threads, child_seed, delay)
+        };
+        let crash = crash_child(&spec).map_err(|Failure(m)| {
+            Failure(format!("cycle {} (child seed {child_seed}): {m}", i + 1))
+        })?;
+        let db = Database::open(self.dir, config(self.args.backend)).map_err(|e| {
+            let Failure(m) = Failure::from(e);
+            Failure(format!("cycle {}: reopening after the crash: {m}", i + 1))
+        })?;
+        let recovery = db.recovery_report().clone();
+        self.history.extend(crash.acked.iter().cloned());
+        let verdict = verify(&db, relation_ids(&db)?, &self.history, &crash.in_flight)?;
+        db.close()?;
+        self.history.extend(
+            crash
+                .in_flight
+                .iter()
+                .filter(|r| verdict.applied.contains(&r.tag))
+                .cloned(),
+        );
+        self.account(&crash, &verdict, &recovery);
+        if !self.args.json {
+            let line = cycle_line(
+                i + 1,
+                self.args.cycles,
+                (child_seed, delay),
+                &crash,
+                &verdict,
+                &recovery,
+            );
+            bar.suspend(|| println!("{line}"));
+        }
+        for p in &verdict.problems {
+            self.problems
+                .push(format!("cycle {} (child seed {child_seed}): {p}", i + 1));
+        }
+        Ok(verdict.passed())
+    }
+
+    fn account(&mut self, crash: &CrashRun, verdict: &Verdict, recovery: &keel::RecoveryReport) {
+        let t = &mut self.totals;
+        t.cycles += 1;
+        t.acked += crash.acked.len() as u64;
+        t.in_flight += crash.in_flight.len() as u64;
+        t.in_flight_durable += verdict.in_flight_applied as u64;
+        t.lost += verdict.lost.len();
+        t.phantom += verdict.phantom.len();
+        t.corrupt += verdict.corrupt;
+        t.recovery_max = t.recovery_max.max(recovery.duration);
+        t.recovery_sum += recovery.duration;
+        t.txns_undone += recovery.txns_undone;
+        t.tuples = verdict.tuples;
+    }
+
+    fn summary(&self, elapsed: Duration, passed: bool) {
+        let t = &self.totals;
+        let mean_ms = if t.cycles == 0 {
+            0.0
+        } else {
+            t.recovery_sum.as_secs_f64() * 1e3 / f64::from(t.cycles)
+        };
+        if self.args.json {
+            let out = serde_json::json!({
+                "passed": passed,
+                "cycles": t.cycles,
+                "cycles_requested": self.args.cycles,
+                "seed": self.seed,
+                "backend": self.args.backend.backend().name(),
+                "threads": self.args.threads,
+                "commits_verified": t.acked + t.in_flight_durable,
+                "acknowledged": t.acked,
+                "in_flight": t.in_flight,
+                "in_flight_durable": t.in_flight_durable,
+                "lost": t.lost,
+                "phantom": t.phantom,
+                "corrupt": t.corrupt,
+                "transactions_undone": t.txns_undone,
+                "tuples_at_end": t.tuples,
+                "recovery_ms_mean": mean_ms,
+                "recovery_ms_max": t.recovery_max.as_secs_f64() * 1e3,
+                "elapsed_s": elapsed.as_secs_f64(),
+                "problems": self.problems,
+            });
+            println!("{out}");
+            return;
+        }
+        for p in &self.problems {
+            println!("  problem: {p}");
+        }
+        println!("cycles            {} of {}", t.cycles, self.args.cycles);
+        println!(
+            "commits verified  {} ({} acknowledged, {} of {} in flight at a kill found durable)",
+            t.acked + t.in_flight_durable,
+            t.acked,
+            t.in_flight_durable,
+            t.in_flight
+        );
+        println!("lost              {} (must be 0)", t.lost);
+        println!("phantom           {} (must be 0)", t.phantom);
+        println!("corrupt           {} (must be 0)", t.corrupt);
+        println!(
+            "recovery          {mean_ms:.1} ms mean, {:.1} ms max; {} transactions rolled back",
+            t.recovery_max.as_secs_f64() * 1e3,
+            t.txns_undone
+        );
+        println!(
+            "elapsed           {:.1} s; {} tuples at the end",
+            elapsed.as_secs_f64(),
+            t.tuples
+        );
+        println!(
+            "{}",
+            if passed {
+                "crashtest passed"
+            } else {
+                "crashtest FAILED"
+            }
+        );
+    }
+}
+
+fn cycle_line(
+    n: u32,
+    of: u32,
+    (seed, delay): (u64, Duration),
+    crash: &CrashRun,
+    verdict: &Verdict,
+    recovery: &keel::RecoveryReport,
+) -> String {
+    format!(
+        "cycle {n}/{of}: seed {seed:#018x}, killed {} ms after ready: {} acked, {} in flight ({} durable); recovery {:.1} ms, {} records redone, {} txns undone; {} tuples: {}",
+        delay.as_millis(),
+        crash.acked.len(),
+        crash.in_flight.len(),
+        verdict.in_flight_applied,
+        recovery.duration.as_secs_f64() * 1e3,
+        recovery.records_redone,
+        recovery.txns_undone,
+        verdict.tuples,
+        if verdict.passed() {
+            "ok".to_string()
+        } else {
+            format!(
+                "{} lost, {} phantom, {} corrupt",
+                verdict.lost.len(),
+                verdict.phantom.len(),
+                verdict.corrupt
+            )
+        }
+    )
+}
+
+/// A bar of cycles on a terminal (stderr), nothing otherwise.
+fn progress(total: u64, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("  {bar:40} {pos}/{len} cycles, eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}

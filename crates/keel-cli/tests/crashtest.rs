@@ -1,0 +1,138 @@
+//! `keel crashtest`: the SIGKILL crash loop, 100 cycles on each real I/O
+//! backend (issue 6), and its usage errors.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::process::{Command, Output};
+
+fn keel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs 100 cycles on `backend` and checks the text and JSON verdicts.
+fn hundred_cycles(backend: &str, seed: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = keel(&[
+        "crashtest",
+        "--cycles",
+        "100",
+        "--seed",
+        seed,
+        "--backend",
+        backend,
+        // Short cycles (kill 50-100 ms after the child is ready): 100 of
+        // them stay affordable on a debug build.
+        "--max-kill-ms",
+        "100",
+        "--dir",
+        d,
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("backend {backend}")), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("cycle ")).count(),
+        100,
+        "{stdout}"
+    );
+    assert!(stdout.contains("cycle 100/100: "), "{stdout}");
+    assert!(stdout.contains("cycles            100 of 100"), "{stdout}");
+    assert!(
+        stdout.contains("lost              0 (must be 0)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("phantom           0 (must be 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("crashtest passed"), "{stdout}");
+    // Commits were made and verified (a loop that never committed would
+    // prove nothing).
+    let verified = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("commits verified  "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(verified >= 100, "{stdout}");
+}
+
+#[test]
+fn hundred_sigkill_cycles_on_the_thread_pool_lose_nothing() {
+    hundred_cycles("thread-pool", "11");
+}
+
+#[test]
+fn hundred_sigkill_cycles_on_io_uring_lose_nothing() {
+    hundred_cycles("io-uring", "12");
+}
+
+#[test]
+fn json_summary_and_a_reused_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    for _ in 0..2 {
+        // The second run wipes the first one's directory.
+        let out = keel(&[
+            "crashtest",
+            "--cycles",
+            "2",
+            "--seed",
+            "3",
+            "--dir",
+            d,
+            "--json",
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            text(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["passed"], true, "{v}");
+        assert_eq!(v["cycles"], 2, "{v}");
+        assert_eq!(v["lost"], 0, "{v}");
+        assert_eq!(v["phantom"], 0, "{v}");
+        assert_eq!(v["seed"], 3, "{v}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious"), b"keep me").unwrap();
+    let foreign = dir.path().to_str().unwrap();
+    for args in [
+        &["crashtest", "--cycles", "0"][..],
+        &["crashtest", "--cycles", "many"],
+        &["crashtest", "--backend", "floppy"],
+        &["crashtest", "--seed", "-1"],
+        &["crashtest", "--no-such-flag"],
+        &["crashtest", "--dir", foreign],
+    ] {
+        let out = keel(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // A directory crashtest did not make is left alone, with one line.
+    let out = keel(&["crashtest", "--dir", foreign]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("keel: error: "), "{stderr}");
+    assert!(stderr.contains("not made by keel crashtest"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(dir.path().join("precious").exists());
+}
