@@ -6,6 +6,7 @@
 //! go to stderr as one line, `keel: error: …`.
 
 mod bench;
+mod check;
 mod checkpoint;
 mod crashtest;
 mod demo;
@@ -43,6 +44,10 @@ enum Command {
     /// directory, recover each time, and check that no acknowledged commit
     /// was lost and no other change appeared.
     Crashtest(crashtest::CrashtestArgs),
+    /// Verify a closed database on disk: every page's checksum and
+    /// structure, the catalog, the free space maps, and every WAL record
+    /// from the last checkpoint.
+    Check(check::CheckArgs),
     /// A line protocol on stdin/stdout: create, begin, insert, get, update,
     /// delete, scan, commit, abort, checkpoint, quit (one answer per line).
     Shell(shell::ShellArgs),
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Checkpoint(args) => checkpoint::run(args),
         Command::Crashtest(args) => return crashtest::run(args),
+        Command::Check(args) => return check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

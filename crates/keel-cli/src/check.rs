@@ -1,0 +1,484 @@
+//! `keel check`: verifies what is on disk, as `pg_amcheck` does, without
+//! opening the database (opening would run recovery and rewrite pages).
+//!
+//! - the control file (magic, version, checksum);
+//! - every page of every relation file, read straight from the file page by
+//!   page: its checksum (which covers its page id) and its structure;
+//! - the catalog (relation 0): every row decodes, every row's relation has a
+//!   heap file, and no heap or FSM file is left that no row names;
+//! - each FSM file: its pages decode, and no recorded category promises more
+//!   free space than the heap page has (a warning: the map is a hint);
+//! - every WAL record from where recovery would start (the control file's
+//!   `min(redo_start, undo_start)`) to the end of the log; after a clean
+//!   shutdown any invalid record is an error (`AbsoluteConsistency`), after a
+//!   crash a torn tail is not.
+//!
+//! The database must be closed: a held `LOCK` is refused. After a crash
+//! (control file not marked clean), pages failing verification are warnings:
+//! recovery repairs torn pages from the log; open and close the database,
+//! then check again. Exit 0 when no error was found, 1 otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
+use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
+use keel::page::{PAGE_SIZE, PageType, SlotContent, SlottedPage, TupleFlags};
+use keel::recovery::control::{Control, read_control};
+use keel::wal::{RecoveryMode, WalReader, wal_dir};
+use keel::{Lsn, PageId};
+use serde_json::json;
+
+use crate::Failure;
+
+/// Arguments of `keel check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The data directory (of a closed database).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem and where it is.
+struct Problem {
+    severity: Severity,
+    place: String,
+    what: String,
+}
+
+/// What a heap file's page holds, for the FSM comparison.
+type PageFree = BTreeMap<u32, (usize, usize)>;
+
+/// Everything the check found.
+#[derive(Default)]
+struct Report {
+    problems: Vec<Problem>,
+    relations: usize,
+    pages: u64,
+    wal_records: u64,
+    wal_from: Option<Lsn>,
+    wal_end: Option<Lsn>,
+    /// The control file says the database crashed: torn pages are expected.
+    crashed: bool,
+}
+
+impl Report {
+    fn error(&mut self, place: impl Into<String>, what: impl Into<String>) {
+        self.add(Severity::Error, place.into(), what.into());
+    }
+
+    fn warning(&mut self, place: impl Into<String>, what: impl Into<String>) {
+        self.add(Severity::Warning, place.into(), what.into());
+    }
+
+    fn add(&mut self, severity: Severity, place: String, what: String) {
+        self.problems.push(Problem {
+            severity,
+            place,
+            what,
+        });
+    }
+
+    fn errors(&self) -> usize {
+        let e = |p: &&Problem| p.severity == Severity::Error;
+        self.problems.iter().filter(e).count()
+    }
+}
+
+/// Entry point of `keel check`.
+pub fn run(args: CheckArgs) -> ExitCode {
+    match check(&args.dir) {
+        Ok(report) => {
+            print(&args, &report);
+            if report.errors() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(dir: &Path) -> Result<Report, Failure> {
+    let shown = dir.display();
+    if !dir.join("control").is_file() {
+        return Err(Failure(format!(
+            "{shown} is not a Keel data directory (it has no control file)"
+        )));
+    }
+    refuse_if_open(dir)?;
+    let io = keel_io::open_backend(&keel_io::IoConfig::from_env()?)?;
+    let mut report = Report::default();
+    let control = match read_control(&io, dir) {
+        Ok(c) => c,
+        Err(e) => {
+            report.error("control", Failure::from(e).0);
+            None
+        }
+    };
+    report.crashed = control.as_ref().is_some_and(|c| !c.clean);
+    if report.crashed {
+        report.warning(
+            "control",
+            "not closed cleanly: recovery has work to do (open and close the database, then check again); torn pages are warnings",
+        );
+    }
+    let files = relation_files(dir, &mut report)?;
+    let mut free: BTreeMap<u32, PageFree> = BTreeMap::new();
+    let mut catalog = Vec::new();
+    for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
+        let path = dir.join("rel").join(format!("{id}.heap"));
+        let pages = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
+        free.insert(id, pages);
+    }
+    report.relations = files.values().filter(|f| f.heap).count();
+    check_catalog(&files, &catalog, control.as_ref(), &mut report);
+    for (&id, _) in files.iter().filter(|(_, f)| f.fsm) {
+        let path = dir.join("rel").join(format!("{id}.fsm"));
+        check_fsm(&path, free.get(&id), &mut report)?;
+    }
+    if let Some(c) = &control {
+        check_wal(dir, io, c, &mut report);
+    }
+    Ok(report)
+}
+
+/// Refuses a database that a process has open (it holds `LOCK`).
+fn refuse_if_open(dir: &Path) -> Result<(), Failure> {
+    let path = dir.join("LOCK");
+    let Ok(file) = File::open(&path) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Failure(format!(
+            "{} is open in another process (it holds {}); close it first",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Failure(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
+/// The files of one relation id under `rel/`.
+#[derive(Default)]
+struct RelFiles {
+    heap: bool,
+    fsm: bool,
+}
+
+fn relation_files(dir: &Path, report: &mut Report) -> Result<BTreeMap<u32, RelFiles>, Failure> {
+    let rel = dir.join("rel");
+    let entries = std::fs::read_dir(&rel)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", rel.display())))?;
+    let mut files: BTreeMap<u32, RelFiles> = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Failure(format!("cannot read {}: {e}", rel.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parsed = name.split_once('.').and_then(|(n, ext)| {
+            let id = n.parse::<u32>().ok().filter(|_| n == id_text(n))?;
+            Some((id, ext))
+        });
+        match parsed {
+            Some((id, "heap")) => files.entry(id).or_default().heap = true,
+            Some((id, "fsm")) => files.entry(id).or_default().fsm = true,
+            _ if name.ends_with(".tmp") => {
+                report.warning(format!("rel/{name}"), "temporary file left by a crash")
+            }
+            _ => report.warning(format!("rel/{name}"), "not a relation file"),
+        }
+    }
+    Ok(files)
+}
+
+/// `n` as the engine writes an id (no leading zeroes or sign).
+fn id_text(n: &str) -> String {
+    n.parse::<u32>()
+        .map_or_else(|_| String::new(), |v| v.to_string())
+}
+
+/// Reads page `p` of `file`, or `None` past the end.
+fn read_page(file: &File, p: u32, len: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let at = u64::from(p) * PAGE_SIZE as u64;
+    if at + PAGE_SIZE as u64 > len {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; PAGE_SIZE];
+    file.read_exact_at(&mut buf, at)?;
+    Ok(Some(buf))
+}
+
+/// Verifies every page of a heap file; returns each heap page's free
+/// space, and collects the catalog's rows when `catalog` is given.
+fn check_heap_file(
+    path: &Path,
+    id: u32,
+    report: &mut Report,
+    mut catalog: Option<&mut Vec<(String, Vec<u8>)>>,
+) -> Result<PageFree, Failure> {
+    let place = format!("rel/{id}.heap");
+    let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
+    let file = File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    if len % PAGE_SIZE as u64 != 0 {
+        report.error(
+            &place,
+            format!("{len} bytes: not a whole number of {PAGE_SIZE}-byte pages"),
+        );
+    }
+    let mut free = PageFree::new();
+    let mut p = 0u32;
+    while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
+        report.pages += 1;
+        let at = format!(
+            "{place} page {p} (offset {})",
+            u64::from(p) * PAGE_SIZE as u64
+        );
+        match keel::page::verify(&bytes, PageId(p)) {
+            Ok(PageType::Heap) => {
+                if let Ok(page) = SlottedPage::open(&bytes[..], PageId(p)) {
+                    free.insert(p, (page.contiguous_free(), page.total_free()));
+                    if let Some(rows) = catalog.as_deref_mut() {
+                        collect_rows(&page, &at, rows);
+                    }
+                }
+            }
+            // A free page is reused as an empty heap page.
+            Ok(PageType::Free) => {
+                free.insert(p, (EMPTY_PAGE_FREE, EMPTY_PAGE_FREE));
+            }
+            Ok(_) => {}
+            Err(e) if report.crashed => report.warning(at, format!("{e} (recovery may repair it)")),
+            Err(e) => report.error(at, e.to_string()),
+        }
+        p += 1;
+    }
+    Ok(free)
+}
+
+/// The catalog rows on one page, with where each is.
+fn collect_rows(page: &SlottedPage<&[u8]>, at: &str, rows: &mut Vec<(String, Vec<u8>)>) {
+    for (slot, content) in page.slots() {
+        if let Ok(SlotContent::Tuple { bytes, flags }) = content
+            && !flags.contains(TupleFlags::OVERFLOW_HEAD)
+        {
+            rows.push((format!("{at} slot {}", slot.0), bytes.to_vec()));
+        }
+    }
+}
+
+/// Decodes a catalog row: relation id, then its name.
+fn decode_row(bytes: &[u8]) -> Result<(u32, String), String> {
+    let (id, name) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| format!("{} bytes, shorter than a relation id", bytes.len()))?;
+    let name = std::str::from_utf8(name).map_err(|e| format!("name is not UTF-8: {e}"))?;
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(format!("bad relation name {name:?}"));
+    }
+    Ok((u32::from_le_bytes(*id), name.to_owned()))
+}
+
+fn check_catalog(
+    files: &BTreeMap<u32, RelFiles>,
+    rows: &[(String, Vec<u8>)],
+    control: Option<&Control>,
+    report: &mut Report,
+) {
+    if !files.get(&0).is_some_and(|f| f.heap) {
+        report.error("rel/0.heap", "the catalog's file is missing");
+    }
+    let mut named: BTreeSet<u32> = BTreeSet::from([0]);
+    let mut names: BTreeMap<String, u32> = BTreeMap::new();
+    for (at, bytes) in rows {
+        let (id, name) = match decode_row(bytes) {
+            Ok(row) => row,
+            Err(e) => {
+                report.error(format!("catalog row at {at}"), e);
+                continue;
+            }
+        };
+        let place = format!("catalog row {name:?} (relation {id}) at {at}");
+        if let Some(other) = names.insert(name.clone(), id) {
+            report.error(&place, format!("name already used by relation {other}"));
+        }
+        if !named.insert(id) {
+            report.error(&place, "relation id listed twice (or 0)");
+        }
+        if !files.get(&id).is_some_and(|f| f.heap) {
+            report.error(&place, format!("its file rel/{id}.heap is missing"));
+        }
+        if control.is_some_and(|c| id >= c.next_relation) {
+            report.error(&place, "id not below the control file's next_relation");
+        }
+    }
+    for (id, f) in files.iter().filter(|(id, _)| !named.contains(id)) {
+        for (has, ext) in [(f.heap, "heap"), (f.fsm, "fsm")] {
+            if has {
+                report.error(
+                    format!("rel/{id}.{ext}"),
+                    "orphan file: no catalog row names it",
+                );
+            }
+        }
+    }
+}
+
+/// Decodes an FSM file and compares each recorded category with the page.
+fn check_fsm(path: &Path, heap: Option<&PageFree>, report: &mut Report) -> Result<(), Failure> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let place = format!("rel/{name}");
+    let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
+    let file = File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    let mut p = 0u32;
+    while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
+        let at = format!("{place} page {p}");
+        match FsmPage::decode(&bytes, PageId(p)) {
+            Ok(page) => compare_fsm(&page, heap, &at, report),
+            // The engine rebuilds a bad map from the heap: not an error.
+            Err(e) => report.warning(&at, format!("{e} (the map will be rebuilt at open)")),
+        }
+        p += 1;
+    }
+    Ok(())
+}
+
+fn compare_fsm(page: &FsmPage, heap: Option<&PageFree>, at: &str, report: &mut Report) {
+    let first = page.first_page().0;
+    for (k, entry) in page.entries().iter().enumerate() {
+        let Some(Categories { contiguous, total }) = *entry else {
+            continue;
+        };
+        let heap_page = first + k as u32;
+        let Some(&(c_free, t_free)) = heap.and_then(|h| h.get(&heap_page)) else {
+            report.warning(
+                format!("{at} entry {k}"),
+                format!("tracks page {heap_page}, which is not a valid heap or free page"),
+            );
+            continue;
+        };
+        let (c_promise, t_promise) = (category_bytes(contiguous), category_bytes(total));
+        if c_promise > c_free || t_promise > t_free {
+            report.warning(
+                format!("{at} entry {k} (heap page {heap_page})"),
+                format!(
+                    "promises {c_promise} contiguous / {t_promise} total free bytes; the page has {c_free} / {t_free}"
+                ),
+            );
+        }
+    }
+    debug_assert!(page.entries().len() <= ENTRIES_PER_PAGE);
+}
+
+/// Reads every record from where recovery would start to the end.
+fn check_wal(
+    dir: &Path,
+    io: std::sync::Arc<dyn keel_io::AsyncIo>,
+    c: &Control,
+    report: &mut Report,
+) {
+    let from = c.scan_start();
+    report.wal_from = Some(from);
+    let mode = if c.clean {
+        RecoveryMode::AbsoluteConsistency
+    } else {
+        RecoveryMode::TolerateTornTail
+    };
+    let mut reader = match WalReader::open_read_only(io, &wal_dir(dir), from, mode) {
+        Ok(r) => r,
+        Err(e) => return report.error("wal", Failure::from(e).0),
+    };
+    let mut last = None;
+    for record in reader.by_ref() {
+        match record {
+            Ok(r) => {
+                report.wal_records += 1;
+                last = Some(r.header.lsn);
+            }
+            Err(e) => {
+                let after =
+                    last.map_or_else(String::new, |l| format!(" (last good record at LSN {l})"));
+                return report.error(
+                    format!("wal record at LSN {}", reader.position()),
+                    format!("{}{after}", Failure::from(e).0),
+                );
+            }
+        }
+    }
+    report.wal_end = reader.end();
+    if let Some(cut) = reader.tail_cut() {
+        report.warning(
+            format!("wal at LSN {}", cut.at),
+            format!("torn tail cut off: {}", cut.reason),
+        );
+    }
+}
+
+fn print(args: &CheckArgs, report: &Report) {
+    let severity = |s: Severity| {
+        if s == Severity::Error {
+            "error"
+        } else {
+            "warning"
+        }
+    };
+    if args.json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| json!({"severity": severity(p.severity), "where": p.place, "problem": p.what}))
+            .collect();
+        let out = json!({
+            "dir": args.dir.display().to_string(),
+            "ok": report.errors() == 0,
+            "errors": report.errors(),
+            "warnings": report.problems.len() - report.errors(),
+            "relations": report.relations,
+            "pages": report.pages,
+            "wal_records": report.wal_records,
+            "wal_from": report.wal_from.map(|l| l.to_string()),
+            "wal_end": report.wal_end.map(|l| l.to_string()),
+            "problems": problems,
+        });
+        println!("{out}");
+        return;
+    }
+    for p in &report.problems {
+        println!("{}: {}: {}", severity(p.severity), p.place, p.what);
+    }
+    let wal = match (report.wal_from, report.wal_end) {
+        (Some(f), Some(e)) => format!("{} WAL records from {f} to {e}", report.wal_records),
+        (Some(f), None) => format!("{} WAL records from {f}", report.wal_records),
+        _ => "WAL not checked".to_owned(),
+    };
+    println!(
+        "checked {}: {} relations, {} pages, {wal}: {} errors, {} warnings",
+        args.dir.display(),
+        report.relations,
+        report.pages,
+        report.errors(),
+        report.problems.len() - report.errors()
+    );
+}

@@ -1,0 +1,138 @@
+//! `keel check` on a clean data directory and on deliberately damaged ones:
+//! a flipped byte in a heap page, in a WAL record and in the control file.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use keel::{Config, Database, Lsn};
+
+fn keel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("run keel")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A closed database with relation `t` (relation 1) of a few pages.
+fn make_db(dir: &Path) {
+    let db = Database::open(dir, Config::default()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..300u32 {
+        tx.insert(rel, &[i as u8; 120]).unwrap();
+    }
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn check(dir: &Path) -> (Option<i32>, String) {
+    let out = keel(&["check", "--dir", dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    (out.status.code(), format!("{stdout}{}", text(&out.stderr)))
+}
+
+/// The control file's redo start (offset 24, little-endian).
+fn redo_start(dir: &Path) -> u64 {
+    let control = std::fs::read(dir.join("control")).unwrap();
+    u64::from_le_bytes(control[24..32].try_into().unwrap())
+}
+
+#[test]
+fn a_clean_database_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(": 0 errors,"), "{out}");
+    assert!(out.contains("2 relations"), "{out}");
+
+    let out = keel(&["check", "--dir", tmp.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["pages"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["wal_records"].as_u64().unwrap() >= 2, "{v}");
+}
+
+#[test]
+fn a_flipped_byte_in_a_heap_page_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    // Page 1 of relation 1, in the middle of its tuples.
+    flip(&tmp.path().join("rel/1.heap"), 8192 + 6000);
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: rel/1.heap page 1 ") && l.contains("checksum")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_wal_record_is_named_with_its_lsn() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let lsn = redo_start(tmp.path());
+    // Segment n holds LSNs n*16MiB.. at the same file offsets.
+    let size = 16u64 << 20;
+    let segment = tmp.path().join(format!("wal/{:016X}.wal", lsn / size));
+    flip(&segment, lsn % size + 20);
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    let shown = Lsn(lsn).to_string();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: wal") && l.contains(&shown)),
+        "LSN {shown}: {out}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_control_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    flip(&tmp.path().join("control"), 20);
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: control: ") && l.contains("control")),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_open_database_or_a_missing_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let db = Database::open(tmp.path(), Config::default()).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("keel: error: ") && out.contains("is open"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    db.close().unwrap();
+
+    let (code, out) = check(&tmp.path().join("nothing"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not a Keel data directory"), "{out}");
+    let out = keel(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+}
