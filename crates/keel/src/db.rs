@@ -540,7 +540,8 @@ fn load_catalog(
 
 /// Brings a relation's FSM up to date: pages recovery saw are recorded from
 /// what redo found (no read); pages past what a loaded map covers, or every
-/// page when none was loaded, and pages undo changed are read.
+/// page when none was loaded, and pages undo changed are read. Pages the
+/// log does not name since the checkpoint keep their saved entries.
 fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> Result<()> {
     let pages = rel.page_count();
     let from = if loaded {
@@ -549,13 +550,19 @@ fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> 
         0
     };
     rel.fsm.truncate(pages);
+    // Below `from`, the saved map is as of the last checkpoint: every page a
+    // record after it names (redone, or skipped because the page reached
+    // the disk before the crash) may have changed since.
     let mut todo: Vec<u32> = (from..pages).collect();
     todo.extend(
         rec.touched
             .iter()
+            .chain(rec.space.keys())
             .filter(|(r, p)| *r == rel.id && p.0 < from)
             .map(|(_, p)| p.0),
     );
+    todo.sort_unstable();
+    todo.dedup();
     for p in todo {
         let pid = PageId(p);
         let space = match rec.space.get(&(rel.id, pid)) {

@@ -582,15 +582,16 @@ fn recovery_corpus_replays_without_panics() {
 
 /// Found by `cargo fuzz run recovery` (mode 1: frames re-sealed): a
 /// CRC-valid heap record whose tuple is an overflow head with nonsense
-/// fields is redone into page 0 without a structural check, and the
-/// checkpoint at the end of recovery trips the buffer pool's
-/// `debug_assert!` that every page verifies at write time
-/// (buffer/writeback.rs): a panic in debug builds, an invalid page written
-/// in release builds (reported as corruption only when read).
+/// fields. Redo used to apply it without a structural check, and the
+/// checkpoint at the end of recovery tripped the write-back's
+/// verification. Now every page redo changes is verified, and recovery
+/// fails with a corruption error naming the record's LSN.
 #[test]
-#[ignore = "engine bug: redo applies a record that makes a page fail verification; write-back debug_assert panics (buffer/writeback.rs)"]
 fn recovery_regression_redo_of_an_invalid_overflow_head() {
     let path = corpus_dir("recovery")
         .join("../../regressions/recovery/crash-66643b7670525ce20b9cb161fe56d1dfa8f67952");
-    keel::fuzz_targets::recovery(&std::fs::read(path).unwrap());
+    let e = keel::fuzz_targets::recovery_run(&std::fs::read(path).unwrap()).unwrap_err();
+    assert_eq!(e.class(), keel::ErrorClass::Corruption, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("fails verification after redo"), "{text}");
 }

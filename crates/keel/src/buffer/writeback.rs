@@ -163,13 +163,13 @@ impl Shared {
             page: key.page,
             source,
         })?;
-        debug_assert!(
-            page::verify(&buf, key.page).is_ok(),
-            "file {} page {} does not verify at write time: {:?}",
-            key.file,
-            key.page,
-            page::verify(&buf, key.page).err()
-        );
+        // A page that does not verify is never written (invariant 9 on the
+        // way out): the write-back fails, naming the page.
+        page::verify_structure(&buf, key.page).map_err(|source| BufferError::PageCorrupt {
+            file: key.file,
+            page: key.page,
+            source,
+        })?;
         Ok(Copied::Ready(Job {
             frame,
             key,

@@ -74,6 +74,8 @@ struct Cached<'a> {
     guard: PageWriteGuard<'a>,
     /// Whether redo applied a record to it.
     changed: bool,
+    /// The last record redo applied to it.
+    last_lsn: Lsn,
 }
 
 struct Pass<'a> {
@@ -137,7 +139,7 @@ pub(crate) fn recover(
     }
     pass.window(&mut window)?;
     pass.rec.report.log_end = store.wal.end_lsn();
-    pass.release_cached();
+    pass.release_cached()?;
     pass.undo_losers()?;
     pass.rec.report.pages_redone = pass.rec.touched.len() as u64;
     pass.rec.report.duration = started.elapsed();
@@ -183,7 +185,7 @@ impl Pass<'_> {
         }
         if pages.len() > 1 {
             // Invariant 11: no latch is held while other pages are read.
-            self.release_cached();
+            self.release_cached()?;
             self.store.pool.prefetch(&pages)?;
         }
         Ok(())
@@ -203,11 +205,11 @@ impl Pass<'_> {
     fn redo_record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
         match payload {
             Payload::RelationCreate { relation, .. } => {
-                self.release_cached();
+                self.release_cached()?;
                 self.create(*relation)
             }
             Payload::RelationDrop { relation } => {
-                self.release_cached();
+                self.release_cached()?;
                 self.rels.remove(relation);
                 remove_files(self.store, self.dir, *relation)
             }
@@ -274,11 +276,12 @@ impl Pass<'_> {
             Some(c) if c.rid == rid && c.guard.page_id() == pid => c,
             other => {
                 self.cached = other;
-                self.release_cached();
+                self.release_cached()?;
                 Cached {
                     rid,
                     guard: page_for(self.store, &rel, pid, payload, h.lsn)?,
                     changed: false,
+                    last_lsn: h.lsn,
                 }
             }
         };
@@ -290,6 +293,7 @@ impl Pass<'_> {
             })?;
             c.guard.mark_dirty(h.lsn);
             c.changed = true;
+            c.last_lsn = h.lsn;
             self.rec.report.records_redone += 1;
         }
         self.cached = Some(c);
@@ -297,10 +301,24 @@ impl Pass<'_> {
     }
 
     /// Unlatches the page redo holds, recording its free space (as redo
-    /// leaves it) and, if redo changed it, that it was touched.
-    fn release_cached(&mut self) {
+    /// leaves it) and, if redo changed it, that it was touched. A page redo
+    /// changed must verify (a record with a valid CRC can still carry
+    /// nonsense, e.g. an impossible overflow head): otherwise recovery
+    /// fails naming the last record applied to it (invariants 9, 10).
+    fn release_cached(&mut self) -> Result<()> {
         if let Some(c) = self.cached.take() {
             let pid = c.guard.page_id();
+            if c.changed {
+                crate::page::verify_structure(&c.guard, pid).map_err(|e| {
+                    recovery(
+                        c.last_lsn,
+                        format!(
+                            "page {pid} of relation {} fails verification after redo: {e}",
+                            c.rid
+                        ),
+                    )
+                })?;
+            }
             self.rec
                 .space
                 .insert((c.rid, pid), PageSpace::of(&c.guard, pid));
@@ -308,6 +326,7 @@ impl Pass<'_> {
                 self.rec.touched.insert((c.rid, pid));
             }
         }
+        Ok(())
     }
 
     /// Undo: rolls every loser back with CLRs and an abort record.
