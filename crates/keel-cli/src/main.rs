@@ -10,6 +10,7 @@ mod check;
 mod checkpoint;
 mod crashtest;
 mod demo;
+mod docs;
 mod inspect;
 mod shell;
 mod stats;
@@ -56,6 +57,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Open (recover), take a checkpoint, print it, and close.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Print the format diagrams generated from the code (docs/wal-records.md,
+    /// docs/headers.md).
+    Docs(docs::DocsArgs),
 }
 
 /// A failure the tool reports with exit code 1.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(args) => checkpoint::run(args),
         Command::Crashtest(args) => return crashtest::run(args),
         Command::Check(args) => return check::run(args),
+        Command::Docs(args) => docs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

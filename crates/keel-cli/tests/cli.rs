@@ -460,3 +460,20 @@ fn inspect_fsm_lists_pages_and_a_summary() {
     let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(v["summary"]["pages"], 0);
 }
+
+#[test]
+fn docs_prints_the_generated_diagrams() {
+    let out = keel(&["docs", "wal-schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = text(&out.stdout);
+    assert_eq!(text, keel::docs::wal_records_markdown());
+    assert!(text.contains("classDiagram"));
+    let out = keel(&["docs", "headers"]);
+    assert_eq!(text_of(&out), keel::docs::headers_markdown());
+    let out = keel(&["docs", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(&out.stdout)
+}
