@@ -186,3 +186,51 @@ fn stats_json_and_checkpoint() {
         assert!(!missing.exists());
     }
 }
+
+/// A crash between sending `commit` and reading `committed`: the shell is
+/// killed with SIGKILL right after the commit line is written. The
+/// transaction was in flight, so after reopening it is either wholly there
+/// or wholly absent; every change answered before is there.
+#[test]
+fn a_crash_between_commit_and_its_answer_keeps_all_or_nothing() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["shell", "--dir", dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ask = |cmd: &str| {
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+    };
+    ask("create t");
+    assert_eq!(lines.next().unwrap().unwrap(), "ok");
+    ask("insert t 01");
+    assert_eq!(lines.next().unwrap().unwrap(), "tid 0.0"); // acknowledged
+    ask("begin");
+    assert_eq!(lines.next().unwrap().unwrap(), "ok");
+    for v in ["aa", "bb", "cc"] {
+        ask(&format!("insert t {v}"));
+        assert!(lines.next().unwrap().unwrap().starts_with("tid "));
+    }
+    ask("commit");
+    child.kill().unwrap(); // SIGKILL, without reading the answer
+    child.wait().unwrap();
+    let rows = shell(&dir, "scan t\n");
+    let values: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.strip_prefix("row "))
+        .map(|r| r.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(rows.last().map(String::as_str), Some("end"), "{rows:?}");
+    assert!(
+        values == ["01"] || values == ["01", "aa", "bb", "cc"],
+        "the in-flight transaction must be all or nothing: {values:?}"
+    );
+}
