@@ -104,7 +104,7 @@ fn json_summary_and_a_reused_directory() {
         );
         let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(v["passed"], true, "{v}");
-        assert_eq!(v["cycles"], 2, "{v}");
+        assert_eq!(v["cycles"], 1, "{v}");
         assert_eq!(v["lost"], 0, "{v}");
         assert_eq!(v["phantom"], 0, "{v}");
         assert_eq!(v["seed"], 3, "{v}");
