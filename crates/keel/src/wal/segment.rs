@@ -353,22 +353,32 @@ impl SegmentDir {
     /// file; writes it out to full size (zeroes); writes and syncs the header; syncs the
     /// directory.
     pub fn prepare(&self, header: &SegmentHeader, recycle: Option<u64>) -> Result<(), WalError> {
+        // The segment is made under a temporary name (which `list` does not
+        // see) and renamed into place only once its header is on disk, so a
+        // crash or kill mid-way never leaves a segment without a header.
         let path = self.segment_path(header.segment_no);
+        let tmp = self
+            .dir
+            .join(format!("{}.prep", segment_file_name(header.segment_no)));
         if let Some(old) = recycle {
             self.io
-                .rename(&self.segment_path(old), &path)
+                .rename(&self.segment_path(old), &tmp)
                 .wait()
                 .map_err(WalError::io("recycle a segment"))?;
         }
         let opts = OpenOptions::read_write_create(FileClass::Wal).direct(self.direct);
         let fh = self
             .io
-            .open(&path, opts)
+            .open(&tmp, opts)
             .wait()
             .map_err(WalError::io("create a segment"))?;
         let result = self.write_header(fh, header);
         let _ = self.io.close(fh).wait();
         result?;
+        self.io
+            .rename(&tmp, &path)
+            .wait()
+            .map_err(WalError::io("put a prepared segment in place"))?;
         self.io
             .sync_dir(&self.dir)
             .wait()
