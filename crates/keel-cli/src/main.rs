@@ -13,6 +13,7 @@ mod demo;
 mod docs;
 mod inspect;
 mod shell;
+mod space;
 mod stats;
 
 use std::process::ExitCode;

@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use keel::buffer::BufferStats;
-use keel::page::{PageStats, PageType, SlottedPage, verify_structure};
 use keel::recovery::Control;
 use keel::recovery::control::read_control;
-use keel::{Config, Database, Lsn, PageId, RecoveryReport};
+use keel::{Config, Database, Lsn, RecoveryReport};
 use keel_io::{AsyncIo, IoStats};
 use serde_json::{Value, json};
 
 use crate::Failure;
+use crate::space::{self, RelSpace};
 
 /// `keel stats` arguments.
 #[derive(Debug, Args)]
@@ -33,17 +33,6 @@ pub struct StatsArgs {
     json: bool,
 }
 
-/// Space use of one relation, from every page.
-#[derive(Debug, Default)]
-struct RelStats {
-    name: String,
-    pages: u32,
-    heap: PageStats,
-    overflow: u64,
-    free: u64,
-    invalid: u64,
-}
-
 /// An open database, its I/O backend, and the control file as it was
 /// before opening.
 pub type Opened = (Database, Arc<dyn AsyncIo>, Option<Control>);
@@ -51,7 +40,7 @@ pub type Opened = (Database, Arc<dyn AsyncIo>, Option<Control>);
 /// Everything `keel stats` reports.
 struct Report {
     dir: PathBuf,
-    relations: Vec<RelStats>,
+    relations: Vec<RelSpace>,
     wal_end: Lsn,
     wal_segments: usize,
     wal_bytes: u64,
@@ -116,10 +105,10 @@ fn collect(
     dir: &Path,
     checkpoint: Option<Control>,
 ) -> Result<Report, Failure> {
-    let (wal_segments, wal_bytes) = wal_files(dir);
+    let (wal_segments, wal_bytes) = space::wal_files(dir);
     Ok(Report {
         dir: dir.to_path_buf(),
-        relations: relations(db)?,
+        relations: space::relations(db)?,
         wal_end: db.wal_end(),
         wal_segments,
         wal_bytes,
@@ -130,55 +119,7 @@ fn collect(
     })
 }
 
-/// Reads every page of every relation through the buffer pool.
-fn relations(db: &Database) -> Result<Vec<RelStats>, Failure> {
-    let mut out = Vec::new();
-    for info in db.relations() {
-        let mut rel = RelStats {
-            name: info.name.clone(),
-            pages: info.pages,
-            ..RelStats::default()
-        };
-        for p in 0..info.pages {
-            let id = PageId(p);
-            let bytes = match db.read_page(&info.name, id) {
-                Ok(b) => b,
-                Err(e) if e.class() == keel::ErrorClass::Corruption => {
-                    rel.invalid += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match verify_structure(&bytes, id) {
-                Ok(PageType::Heap) => match SlottedPage::open(&bytes[..], id) {
-                    Ok(page) => rel.heap += page.stats(),
-                    Err(_) => rel.invalid += 1,
-                },
-                Ok(PageType::Overflow) => rel.overflow += 1,
-                Ok(PageType::Free) => rel.free += 1,
-                Ok(_) => {}
-                Err(_) => rel.invalid += 1,
-            }
-        }
-        out.push(rel);
-    }
-    Ok(out)
-}
-
-/// Segment files in the log directory and their total size on disk.
-fn wal_files(dir: &Path) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir(keel::wal::wal_dir(dir)) else {
-        return (0, 0);
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
-        .fold((0, 0), |(n, b), e| {
-            (n + 1, b + e.metadata().map_or(0, |m| m.len()))
-        })
-}
-
-fn rel_json(r: &RelStats) -> Value {
+fn rel_json(r: &RelSpace) -> Value {
     let h = &r.heap;
     json!({
         "name": r.name,

@@ -159,7 +159,7 @@ fn demo(args: &DemoArgs) -> Result<bool, Failure> {
     for p in &verdict.problems {
         println!("  problem: {p}");
     }
-    let storage = report::storage(&db)?;
+    let storage = crate::space::relations(&db)?;
     report::print(&report::Summary {
         threads: args.threads,
         counts: phase1.counts,
@@ -170,7 +170,7 @@ fn demo(args: &DemoArgs) -> Result<bool, Failure> {
         recovery,
         verdict: &verdict,
         wal_bytes: db.wal_end().0,
-        wal_files: report::wal_files(dir),
+        wal_files: crate::space::wal_files(dir),
         storage: &storage,
     });
     db.close()?;

@@ -1,70 +1,13 @@
 //! The demo's figures: space per relation, log files, and the summary table.
 
-use std::path::Path;
 use std::time::Duration;
 
-use keel::page::{PageStats, PageType, SlottedPage, verify_structure};
-use keel::{CheckpointReport, Database, PageId, RecoveryReport};
+use keel::{CheckpointReport, RecoveryReport};
 
 use super::crash::CrashRun;
 use super::verify::Verdict;
 use super::workload::Counts;
-use crate::Failure;
-
-/// Space use of one relation, from every page.
-#[derive(Debug, Default)]
-pub struct RelStorage {
-    /// Its name.
-    pub name: String,
-    /// Pages in its file.
-    pub pages: u32,
-    /// Slotted heap pages, aggregated.
-    pub heap: PageStats,
-    /// Overflow chain pages.
-    pub overflow: u64,
-    /// Free pages (released chains, awaiting reuse).
-    pub free: u64,
-    /// Pages that failed validation.
-    pub invalid: u64,
-}
-
-/// Reads every page of every relation through the buffer pool.
-pub fn storage(db: &Database) -> Result<Vec<RelStorage>, Failure> {
-    let mut out = Vec::new();
-    for info in db.relations() {
-        let mut rel = RelStorage {
-            name: info.name.clone(),
-            pages: info.pages,
-            ..RelStorage::default()
-        };
-        for p in 0..info.pages {
-            let id = PageId(p);
-            let bytes = db.read_page(&info.name, id)?;
-            match verify_structure(&bytes, id) {
-                Ok(PageType::Heap) => rel.heap += SlottedPage::open(&bytes[..], id)?.stats(),
-                Ok(PageType::Overflow) => rel.overflow += 1,
-                Ok(PageType::Free) => rel.free += 1,
-                Ok(_) => {}
-                Err(_) => rel.invalid += 1,
-            }
-        }
-        out.push(rel);
-    }
-    Ok(out)
-}
-
-/// Segment files in the log directory and their total size.
-pub fn wal_files(dir: &Path) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir(keel::wal::wal_dir(dir)) else {
-        return (0, 0);
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
-        .fold((0, 0), |(n, b), e| {
-            (n + 1, b + e.metadata().map_or(0, |m| m.len()))
-        })
-}
+use crate::space::RelSpace;
 
 /// Everything the summary table shows.
 pub struct Summary<'a> {
@@ -78,7 +21,7 @@ pub struct Summary<'a> {
     pub verdict: &'a Verdict,
     pub wal_bytes: u64,
     pub wal_files: (usize, u64),
-    pub storage: &'a [RelStorage],
+    pub storage: &'a [RelSpace],
 }
 
 fn mib(b: u64) -> String {
@@ -208,7 +151,7 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
     ]
 }
 
-fn storage_row(r: &RelStorage) -> String {
+fn storage_row(r: &RelSpace) -> String {
     let h = &r.heap;
     let mut row = format!(
         "{} pages ({} heap, {} overflow, {} free): fill {:.1}%, fragmentation {:.1}%, \

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Subcommand};
-use keel::{Config, Database, Lsn};
+use keel::{Database, Lsn};
 
 use crate::Failure;
 
@@ -100,18 +100,7 @@ pub fn run(target: Target) -> Result<(), Failure> {
 /// a control file (every open writes one before it returns): opening would
 /// create a database there.
 fn open_database(dir: &Path) -> Result<Database, Failure> {
-    if !dir.join("control").is_file() {
-        return Err(Failure(format!(
-            "{} is not a Keel data directory (it has no control file)",
-            dir.display()
-        )));
-    }
-    let config = Config {
-        io: keel_io::IoConfig::from_env()?,
-        ..Config::default()
-    };
-    Database::open(dir, config)
-        .map_err(|e| Failure(format!("opening {}: {}", dir.display(), Failure::from(e).0)))
+    crate::stats::open_existing(dir).map(|(db, _, _)| db)
 }
 
 /// Runs `f` on the database in `dir` and closes it (also when `f` fails),
