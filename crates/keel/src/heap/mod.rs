@@ -12,7 +12,8 @@
 //!
 //! 1. The caller holds the page's exclusive latch (a [`PageWriteGuard`]).
 //! 2. Under the *redo gate* (a shared lock on the redo point of the latest
-//!    checkpoint), if the page's LSN is below the redo point, a full
+//!    checkpoint), if the page's LSN is below the redo point and the record
+//!    does not rebuild the whole page ([`Payload::formats_page`]), a full
 //!    [`Payload::PageImage`] of the page as it is is logged first
 //!    (invariant 5: recovery restores a torn page from it). A checkpoint
 //!    moves the redo point under the exclusive side of the gate, so no
@@ -219,12 +220,8 @@ impl Store {
     ) -> Result<Lsn> {
         let pid = g.page_id();
         let gate = self.redo_point.read();
-        let formats_page = matches!(
-            payload,
-            Payload::PageInit { .. } | Payload::OverflowWrite { .. } | Payload::PageImage { .. }
-        );
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
-        if !formats_page && current < *gate && is_formatted(g) {
+        if !payload.formats_page() && current < *gate && is_formatted(g) {
             let mut image = Box::new([0u8; PAGE_SIZE]);
             image.copy_from_slice(&g[..]);
             let image = Payload::PageImage { image };

@@ -176,7 +176,7 @@ impl Pass<'_> {
             let Some(rel) = self.rels.get(&rid) else {
                 continue;
             };
-            if pid.0 < rel.page_count() && !formats_page(payload) {
+            if pid.0 < rel.page_count() && !payload.formats_page() {
                 pages.push((rel.file(), pid));
                 if pages.len() == limit {
                     break;
@@ -359,7 +359,7 @@ fn page_for<'s>(
     payload: &Payload,
     lsn: Lsn,
 ) -> Result<PageWriteGuard<'s>> {
-    let formats = formats_page(payload);
+    let formats = payload.formats_page();
     let g = if pid.0 < rel.page_count() {
         match store.pool.fetch_write(rel.file(), pid) {
             Ok(g) => g,
@@ -391,18 +391,6 @@ fn page_for<'s>(
         ));
     };
     Ok(g)
-}
-
-/// Whether a record rebuilds its whole page, so the old page is not needed.
-fn formats_page(payload: &Payload) -> bool {
-    match payload {
-        Payload::PageImage { .. }
-        | Payload::PageInit { .. }
-        | Payload::OverflowWrite { .. }
-        | Payload::OverflowFree => true,
-        Payload::Compensation { action, .. } => formats_page(action),
-        _ => false,
-    }
 }
 
 fn recovery(lsn: Lsn, reason: String) -> Error {

@@ -334,6 +334,22 @@ impl Payload {
         )
     }
 
+    /// Whether the record rebuilds its whole page (an image, an init, an
+    /// overflow chunk write or free, or a CLR whose action does), so
+    /// applying it needs nothing of the old page: redo recreates a torn or
+    /// missing page from it, and the first change after a checkpoint needs
+    /// no page image before it (invariant 5).
+    pub fn formats_page(&self) -> bool {
+        match self {
+            Payload::PageImage { .. }
+            | Payload::PageInit { .. }
+            | Payload::OverflowWrite { .. }
+            | Payload::OverflowFree => true,
+            Payload::Compensation { action, .. } => action.formats_page(),
+            _ => false,
+        }
+    }
+
     /// The `undo_next` of a CLR, `None` for every other record.
     pub fn undo_next(&self) -> Option<Lsn> {
         match self {
