@@ -21,7 +21,7 @@ pub type HeaderField = (&'static str, usize, usize);
 /// The WAL record header's fields.
 pub fn record_header() -> Vec<HeaderField> {
     vec![
-        ("crc32c", rec::CRC, 4),
+        ("crc", rec::CRC, 4),
         ("total_len", rec::TOTAL_LEN, 4),
         ("lsn", rec::LSN, 8),
         ("prev_lsn", rec::PREV_LSN, 8),

@@ -56,25 +56,8 @@ fn check(section: &str, expected: &[(&str, usize, usize)]) {
 #[test]
 fn page_header_matches_constants() {
     use offsets::*;
-    check(
-        "Page header",
-        &[
-            ("magic", MAGIC, 4),
-            ("version", VERSION, 2),
-            ("page_type", PAGE_TYPE, 1),
-            ("flags", FLAGS, 1),
-            ("page_id", PAGE_ID, 4),
-            ("checksum", CHECKSUM, 4),
-            ("lsn", LSN, 8),
-            ("lower", LOWER, 2),
-            ("upper", UPPER, 2),
-            ("slot_count", SLOT_COUNT, 2),
-            ("frag_bytes", FRAG_BYTES, 2),
-            ("next_page", NEXT_PAGE, 4),
-            ("free_hint", FREE_HINT, 2),
-            ("reserved", RESERVED, 2),
-        ],
-    );
+    // The same field list the generated diagrams (docs/headers.md) use.
+    check("Page header", &keel::docs::page_header());
     assert_eq!(RESERVED + 2, HEADER_SIZE);
     assert!(DOC.contains(&format!("{PAGE_SIZE}-byte pages")));
     assert!(DOC.contains(&format!("same {HEADER_SIZE}-byte header")));
@@ -222,22 +205,7 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
 #[test]
 fn wal_record_header_matches_constants() {
     use keel::wal::record::{RECORD_HEADER_SIZE, offsets::*};
-    check(
-        "WAL record header",
-        &[
-            ("crc", CRC, 4),
-            ("total_len", TOTAL_LEN, 4),
-            ("lsn", LSN, 8),
-            ("prev_lsn", PREV_LSN, 8),
-            ("txn_id", TXN_ID, 8),
-            ("relation", RELATION, 4),
-            ("page", PAGE, 4),
-            ("batch_back", BATCH_BACK, 4),
-            ("type", TYPE, 1),
-            ("flags", FLAGS, 1),
-            ("reserved", RESERVED, 2),
-        ],
-    );
+    check("WAL record header", &keel::docs::record_header());
     assert_eq!(RESERVED + 2, RECORD_HEADER_SIZE);
     assert!(DOC.contains(&format!(
         "its {RECORD_HEADER_SIZE}-byte header plus its payload"
@@ -323,21 +291,7 @@ fn wal_segment_header_matches_constants() {
     use keel::wal::segment::{
         SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_USED, SEGMENT_MAGIC, offsets,
     };
-    check(
-        "WAL segment header",
-        &[
-            ("magic", offsets::MAGIC, 4),
-            ("version", offsets::VERSION, 2),
-            ("reserved", offsets::RESERVED, 2),
-            ("segment_no", offsets::SEGMENT_NO, 8),
-            ("segment_size", offsets::SEGMENT_SIZE, 4),
-            ("header_size", offsets::HEADER_SIZE, 4),
-            ("start_lsn", offsets::START_LSN, 8),
-            ("database_id", offsets::DATABASE_ID, 8),
-            ("max_batch", offsets::MAX_BATCH, 4),
-            ("crc32c", offsets::CRC, 4),
-        ],
-    );
+    check("WAL segment header", &keel::docs::segment_header());
     assert_eq!(offsets::CRC + 4, SEGMENT_HEADER_USED);
     assert!(DOC.contains(&format!(
         "| 20     | 4    | header_size  | {SEGMENT_HEADER_SIZE} |"
