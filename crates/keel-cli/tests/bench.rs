@@ -4,20 +4,11 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .output()
-        .expect("run keel")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{keel, text};
 
 fn scratch() -> tempfile::TempDir {
     // On the build's file system, like the bench's own default.

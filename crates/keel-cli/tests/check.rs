@@ -4,20 +4,11 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use keel::{Config, Database, Lsn};
 
-fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .output()
-        .expect("run keel")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{keel, text};
 
 /// A closed database with relation `t` (relation 1) of a few pages.
 fn make_db(dir: &Path) {

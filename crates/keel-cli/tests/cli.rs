@@ -2,18 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
-use std::process::{Command, Output};
-
-fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .output()
-        .expect("run keel")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{keel, text};
 
 #[test]
 fn demo_crashes_a_child_recovers_and_verifies() {

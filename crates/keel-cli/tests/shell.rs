@@ -5,18 +5,10 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .output()
-        .expect("run keel")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{keel, text};
 
 /// Runs one shell session on `dir` with `script` as stdin (not a terminal:
 /// no prompt) and returns its stdout lines.
