@@ -17,29 +17,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use keel::buffer::BufferConfig;
 use keel::{Config, Database, RelationId, TupleId};
-use keel_io::AsyncIo;
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
 
 type Model = BTreeMap<TupleId, Vec<u8>>;
 
 const THREADS: u8 = 4;
 
+mod common;
+
 fn config() -> Config {
-    let mut c = Config {
-        buffer: BufferConfig::with_frames(24),
-        checkpoint_interval: None,
-        checkpoint_wal_bytes: 0,
-        ..Config::default()
-    };
-    c.wal.segment_size_bytes = 1 << 20;
-    c.wal.max_batch_bytes = 128 << 10;
-    c
+    common::small_config(24)
 }
 
 fn open(sim: &Arc<SimIo>) -> keel::Result<Database> {
-    Database::open_with_io("/db", config(), Arc::clone(sim) as Arc<dyn AsyncIo>)
+    common::open_sim(sim, config())
 }
 
 /// A value tagged with its thread (first byte) and a per-thread serial, so

@@ -6,21 +6,14 @@
 
 use std::sync::Arc;
 
-use keel::buffer::BufferConfig;
 use keel::{Config, Database, DbError, Error, ErrorClass, PageId};
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
 use keel_io::{AsyncIo, FileClass, OpKind};
 
+mod common;
+
 fn config() -> Config {
-    let mut c = Config {
-        buffer: BufferConfig::with_frames(32),
-        checkpoint_interval: None,
-        checkpoint_wal_bytes: 0,
-        ..Config::default()
-    };
-    c.wal.segment_size_bytes = 1 << 20;
-    c.wal.max_batch_bytes = 128 << 10;
-    c
+    common::small_config(32)
 }
 
 #[test]

@@ -14,27 +14,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use keel::buffer::BufferConfig;
 use keel::{Config, Database, RelationId, TupleId};
-use keel_io::AsyncIo;
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimDisk, SimIo};
 
 type Model = BTreeMap<TupleId, Vec<u8>>;
 
+mod common;
+
 fn config() -> Config {
-    let mut c = Config {
-        buffer: BufferConfig::with_frames(24),
-        checkpoint_interval: None,
-        checkpoint_wal_bytes: 0,
-        ..Config::default()
-    };
-    c.wal.segment_size_bytes = 1 << 20;
-    c.wal.max_batch_bytes = 128 << 10;
-    c
+    common::small_config(24)
 }
 
 fn open(sim: &Arc<SimIo>) -> keel::Result<Database> {
-    Database::open_with_io("/db", config(), Arc::clone(sim) as Arc<dyn AsyncIo>)
+    common::open_sim(sim, config())
 }
 
 fn value(rng: &mut Rng) -> Vec<u8> {
