@@ -180,6 +180,24 @@ pub fn fsm_page(data: &[u8]) {
     }
 }
 
+/// Size of the segments the WAL fuzz targets build.
+const SEGMENT: usize = 64 * 1024;
+
+/// Segment 0 of database 7 as the WAL fuzz targets build it: a valid header
+/// (the crate's own encoder), then `data`, cut to fit the segment.
+fn fuzz_segment(data: &[u8]) -> Vec<u8> {
+    use crate::wal::segment::{SEGMENT_HEADER_SIZE, SegmentHeader};
+    let header = SegmentHeader {
+        segment_no: 0,
+        segment_size: SEGMENT as u32,
+        database_id: 7,
+        max_batch_bytes: 16 * 1024,
+    };
+    let mut bytes = header.encode();
+    bytes.extend_from_slice(&data[..data.len().min(SEGMENT - SEGMENT_HEADER_SIZE)]);
+    bytes
+}
+
 /// A whole WAL segment of arbitrary bytes (after a valid segment header)
 /// through the reader in every recovery mode and through `Wal::open`, which
 /// finds the end of the log and clears what follows it. Records the reader
@@ -193,18 +211,10 @@ pub fn wal_segment(data: &[u8]) {
     use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
     use crate::types::Lsn;
-    use crate::wal::segment::{SEGMENT_HEADER_SIZE, SegmentHeader, segment_file_name};
+    use crate::wal::segment::{SEGMENT_HEADER_SIZE, segment_file_name};
     use crate::wal::{RecoveryMode, Wal, WalConfig, WalReader};
 
-    const SEGMENT: usize = 64 * 1024;
-    let header = SegmentHeader {
-        segment_no: 0,
-        segment_size: SEGMENT as u32,
-        database_id: 7,
-        max_batch_bytes: 16 * 1024,
-    };
-    let mut bytes = header.encode();
-    bytes.extend_from_slice(&data[..data.len().min(SEGMENT - SEGMENT_HEADER_SIZE)]);
+    let mut bytes = fuzz_segment(data);
     bytes.resize(SEGMENT, 0);
     let dir = Path::new("/w");
     let disk = SimDisk::new().with_file(&dir.join(segment_file_name(0)), &bytes);
@@ -273,20 +283,12 @@ pub fn recovery_run(data: &[u8]) -> crate::Result<(crate::RecoveryReport, usize)
     use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
     use crate::wal::record::{RECORD_HEADER_SIZE, offsets};
-    use crate::wal::segment::{SEGMENT_HEADER_SIZE, SegmentHeader, segment_file_name};
+    use crate::wal::segment::{SEGMENT_HEADER_SIZE, segment_file_name};
 
-    const SEGMENT: usize = 64 * 1024;
     let Some((&mode, data)) = data.split_first() else {
         return Ok((crate::RecoveryReport::default(), 0));
     };
-    let header = SegmentHeader {
-        segment_no: 0,
-        segment_size: SEGMENT as u32,
-        database_id: 7,
-        max_batch_bytes: 16 * 1024,
-    };
-    let mut bytes = header.encode();
-    bytes.extend_from_slice(&data[..data.len().min(SEGMENT - SEGMENT_HEADER_SIZE)]);
+    let mut bytes = fuzz_segment(data);
     if mode & 1 == 1 {
         let mut p = SEGMENT_HEADER_SIZE;
         while p + RECORD_HEADER_SIZE <= bytes.len() {
