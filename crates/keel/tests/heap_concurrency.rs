@@ -160,7 +160,8 @@ fn checkpoints_while_threads_commit_then_a_crash_loses_nothing() {
         let checkpointer = s.spawn(|| {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                db.checkpoint().unwrap();
+                let report = db.checkpoint().unwrap();
+                assert_dirty_pages_after_begin(dir.path(), &report);
                 n += 1;
             }
             n
@@ -200,6 +201,44 @@ fn checkpoints_while_threads_commit_then_a_crash_loses_nothing() {
     assert!(rows == all, "a committed change is missing after the crash");
     drop(tx);
     db.close().unwrap();
+}
+
+/// Reads the checkpoint's end record back and checks its dirty page table:
+/// a checkpoint writes every page dirty at its begin record, so a page
+/// dirty again at the end record was changed after the begin record, and
+/// its recLSN must say so (`flush_all` must not miss a change logged before
+/// the begin record, and a page changed during its write-back must not keep
+/// the recLSN of the change written).
+fn assert_dirty_pages_after_begin(dir: &std::path::Path, report: &keel::CheckpointReport) {
+    use keel::wal::{Payload, RecoveryMode, WalReader};
+    let io = keel_io::open_backend(&keel_io::IoConfig::default()).unwrap();
+    let mut reader = WalReader::open_read_only(
+        io,
+        &dir.join("wal"),
+        report.end,
+        RecoveryMode::TolerateTornTail,
+    )
+    .unwrap();
+    let r = reader.next().unwrap().unwrap();
+    let payload = Payload::decode_record(&r.header, &r.payload).unwrap();
+    let Payload::CheckpointEnd {
+        begin_lsn,
+        dirty_pages,
+        ..
+    } = payload
+    else {
+        panic!("record at {} is not a checkpoint end", report.end);
+    };
+    assert_eq!(begin_lsn, report.begin);
+    for d in &dirty_pages {
+        assert!(
+            d.rec_lsn >= begin_lsn,
+            "page {} of relation {} is dirty since {}, before the checkpoint began at {begin_lsn}",
+            d.page,
+            d.relation,
+            d.rec_lsn
+        );
+    }
 }
 
 #[test]

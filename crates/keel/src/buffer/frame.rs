@@ -69,6 +69,13 @@ pub(crate) struct FrameMeta {
     pub(crate) mod_count: u64,
     /// One write-back owns the frame (at most one at a time).
     pub(crate) writing: bool,
+    /// The owning write-back has taken its copy of the page.
+    pub(crate) copied: bool,
+    /// LSN of the first change after that copy (`Lsn::ZERO`: none yet):
+    /// the frame's `rec_lsn` if it is still dirty when the write ends, so
+    /// the dirty page table a checkpoint logs names the oldest change that
+    /// is really not on disk.
+    pub(crate) rec_lsn_after_copy: Lsn,
 }
 
 impl FrameMeta {
@@ -81,6 +88,8 @@ impl FrameMeta {
             rec_lsn: Lsn::ZERO,
             mod_count: 0,
             writing: false,
+            copied: false,
+            rec_lsn_after_copy: Lsn::ZERO,
         }
     }
 

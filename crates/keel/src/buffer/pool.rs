@@ -228,6 +228,9 @@ impl Shared {
             m.dirty = true;
             m.rec_lsn = lsn;
         }
+        if m.copied && m.rec_lsn_after_copy == Lsn::ZERO {
+            m.rec_lsn_after_copy = lsn;
+        }
         m.mod_count += 1;
     }
 

@@ -13,7 +13,8 @@
 //!    written;
 //! 4. submits every write at once through `AsyncIo`, then waits for all;
 //! 5. under the mutex: clears `writing`, and marks a frame clean only if
-//!    its counter did not move since the copy.
+//!    its counter did not move since the copy; a frame changed since keeps
+//!    as its `rec_lsn` the LSN of the first change after the copy.
 
 use keel_io::{FileHandle, IoBuf};
 
@@ -146,14 +147,16 @@ impl Shared {
         // The latch excludes every writer, so the counter read now matches
         // the bytes copied below (lock order: latch, then mutex).
         let (key, handle, mod_count) = {
-            let meta = self.meta.lock();
-            let m = &meta.frames[frame];
+            let mut meta = self.meta.lock();
+            let m = &mut meta.frames[frame];
             let key = m.key.filter(|_| m.writing && m.state == FrameState::Ready);
             let Some(key) = key else {
                 debug_assert!(false, "write-back of a frame not claimed for writing");
                 return Ok(Copied::Skipped(frame));
             };
-            (key, meta.handle(key.file)?, m.mod_count)
+            m.copied = true;
+            let mod_count = m.mod_count;
+            (key, meta.handle(key.file)?, mod_count)
         };
         let mut buf = IoBuf::aligned_from(&latch);
         drop(latch);
@@ -198,18 +201,25 @@ impl Shared {
     /// written ones as (frame, file, modification counter of the copy).
     fn end_writes(&self, frames: &[usize], done: &[(usize, FileId, u64)]) {
         let mut meta = self.meta.lock();
-        for &frame in frames {
-            meta.frames[frame].writing = false;
-        }
         for &(frame, file, mod_count) in done {
             let m = &mut meta.frames[frame];
             if m.mod_count == mod_count {
                 m.dirty = false;
                 m.rec_lsn = Lsn::ZERO;
+            } else {
+                // Changed since the copy: what is not on disk starts at
+                // the first change after it.
+                m.rec_lsn = m.rec_lsn_after_copy;
             }
             if let Some(entry) = meta.files.get_mut(&file) {
                 entry.unsynced = true;
             }
+        }
+        for &frame in frames {
+            let m = &mut meta.frames[frame];
+            m.writing = false;
+            m.copied = false;
+            m.rec_lsn_after_copy = Lsn::ZERO;
         }
         drop(meta);
         self.changed.notify_all();

@@ -23,9 +23,14 @@
 //!    function redo and rollback use) and only if that succeeds is it
 //!    logged. Page operations check before they modify, so a refused
 //!    change leaves the page as it was and nothing in the log.
-//! 4. The page LSN is set to the record's LSN and the frame marked dirty:
-//!    the buffer pool writes it only after the log is durable up to that
-//!    LSN (invariant 4).
+//! 4. The page LSN is set to the record's LSN and the frame marked dirty,
+//!    still under the redo gate: the buffer pool writes it only after the
+//!    log is durable up to that LSN (invariant 4), and a checkpoint, which
+//!    takes the gate's exclusive side to append its begin record, then
+//!    finds every change logged before that record on a dirty frame, so
+//!    its `flush_all` writes it. (Marking the frame after releasing the
+//!    gate lost changes: a checkpoint could slip in between, skip the
+//!    still-clean frame, and move redo past the record.)
 //!
 //! ## Tuples
 //!
@@ -236,8 +241,13 @@ impl Store {
             meta = meta.in_txn(log.txn, log.last_lsn);
         }
         let rec = self.wal.append_payload(meta, payload)?;
-        drop(gate);
+        // Marked dirty before the gate is released (step 4): a checkpoint
+        // whose begin record follows this record must find the frame dirty
+        // when its `flush_all` looks, or the change would be neither written
+        // by that checkpoint nor redone after a crash (redo starts at its
+        // begin record).
         g.mark_dirty(rec.lsn);
+        drop(gate);
         if let Some(log) = log {
             if payload.needs_undo() {
                 log.undo.push(UndoEntry {

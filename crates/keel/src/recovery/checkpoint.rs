@@ -66,13 +66,25 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         })
         .collect();
     let dirty_count = dirty_pages.len();
+    // Every change logged before the begin record was on a dirty frame when
+    // `flush_all` looked (the redo gate, `heap` module docs step 4), so it
+    // is on disk now, and each frame dirty again names as its recLSN its
+    // first change after the copy written: none is older than `begin`. Redo
+    // starts at the oldest recLSN all the same (ARIES), so that if that
+    // ever failed to hold, recovery would replay the change rather than
+    // lose it.
+    let redo_start = dirty_pages
+        .iter()
+        .map(|d| d.rec_lsn)
+        .min()
+        .map_or(begin, |oldest| oldest.min(begin));
     let active = t.txns.snapshot();
     let undo_start = active
         .iter()
         .map(|a| a.first)
         .min()
-        .unwrap_or(begin)
-        .min(begin);
+        .unwrap_or(redo_start)
+        .min(redo_start);
     let end_payload = Payload::CheckpointEnd {
         begin_lsn: begin,
         next_txn: t.txns.next_id(),
@@ -97,7 +109,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         clean: t.clean,
         next_relation: t.catalog.next_id(),
         database_id: store.wal.database_id(),
-        redo_start: begin,
+        redo_start,
         checkpoint_end: end.lsn,
         undo_start,
         next_txn: t.txns.next_id(),

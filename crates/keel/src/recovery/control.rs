@@ -11,7 +11,7 @@
 //! | 8 | 4 | CRC32C of bytes 0..64 with this field zero |
 //! | 12 | 4 | next relation id |
 //! | 16 | 8 | database id (matches the WAL segments') |
-//! | 24 | 8 | redo start: LSN of the last complete checkpoint's begin record |
+//! | 24 | 8 | redo start: LSN of the last complete checkpoint's begin record (or its oldest recLSN, if older) |
 //! | 32 | 8 | LSN of that checkpoint's end record |
 //! | 40 | 8 | undo start: first LSN of the oldest transaction active then |
 //! | 48 | 8 | next transaction id |
@@ -75,7 +75,9 @@ pub struct Control {
     pub next_relation: u32,
     /// The database id, as in the WAL segment headers.
     pub database_id: u64,
-    /// LSN of the last complete checkpoint's begin record: redo starts here.
+    /// Where redo starts: the last complete checkpoint's begin record, or
+    /// the oldest recLSN of its dirty page table if that is older (it never
+    /// is; see `recovery::checkpoint`).
     pub redo_start: Lsn,
     /// LSN of that checkpoint's end record.
     pub checkpoint_end: Lsn,
