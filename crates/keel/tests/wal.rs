@@ -468,6 +468,41 @@ fn stale_records_after_a_cut_never_come_back() {
 }
 
 #[test]
+fn a_next_segment_without_a_valid_header_is_prepared_again_before_use() {
+    // The log ends in segment 0; segment 1 exists but its header is zeroes
+    // (damage, or a crash mid-prepare). The writer must not append into it
+    // as it is: its records could never be read back.
+    let io = sim(31);
+    let wal = open(io.clone(), small_config());
+    for i in 0..5 {
+        wal.append(&meta(i), &payload(i)).unwrap();
+    }
+    wal.flush_all().unwrap();
+    wal.close().unwrap();
+    let disk = io.crash();
+    let seg1 = Path::new(DIR).join(segment_file_name(1));
+    let size = small_config().segment_size_bytes as usize;
+    let disk = disk.with_file(&seg1, &vec![0u8; size]);
+    let io = reboot(disk, 32);
+    let wal = open(io.clone(), small_config());
+    // Enough to fill segment 0 and go on into segments 1 and 2.
+    for i in 5..120 {
+        let a = wal.append(&meta(i), &payload(i)).unwrap();
+        wal.flush(a.lsn).unwrap();
+    }
+    let end = wal.end_lsn();
+    assert!(
+        end.0 > 2 * size as u64,
+        "the test must reach segment 2: {end}"
+    );
+    drop(wal);
+    let wal = open(reboot(io.crash(), 33), small_config());
+    assert_eq!(wal.end_lsn(), end);
+    let txns: Vec<u64> = read_all(&wal).into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(txns, (0..120).collect::<Vec<u64>>());
+}
+
+#[test]
 fn recycled_and_deleted_segments_keep_the_log_readable() {
     for retention in [RetentionPolicy::Recycle, RetentionPolicy::Delete] {
         let io = sim(21);

@@ -204,6 +204,22 @@ impl Wal {
         };
         let present = sdir.list()?;
         let current = geometry.segment_of(end);
+        // Segments at or after the end are the writer's to fill. Only one
+        // whose header is valid (this log's, this number) counts as
+        // prepared: records written into a file without one could never be
+        // read back, so every acknowledged commit in it would be lost. Any
+        // other (damaged, or left by a crash mid-prepare before segments
+        // were prepared under a temporary name) is prepared again first.
+        let prepared = present
+            .iter()
+            .copied()
+            .filter(|&n| n >= current)
+            .filter(|&n| {
+                sdir.read_header(n).is_ok_and(|h| {
+                    h.database_id == template.database_id && h.segment_size == template.segment_size
+                })
+            })
+            .collect();
         let segments = Arc::new(SegmentManager {
             dir: sdir.clone(),
             template: SegmentHeader {
@@ -211,7 +227,7 @@ impl Wal {
                 ..template
             },
             state: Mutex::new(SegmentState {
-                prepared: present.iter().copied().filter(|&n| n >= current).collect(),
+                prepared,
                 spares: Vec::new(),
                 wanted: Some(current + 1),
             }),
