@@ -57,13 +57,11 @@ fn hundred_cycles(backend: &str, seed: &str) {
 }
 
 #[test]
-#[ignore = "KNOWN ENGINE BUG: about 1 run in 100 SIGKILL cycles ends with an acknowledged change missing, a forward pointer to nothing or past the end, or a zeroed WAL segment header after the kill; run with --ignored (repro: keel crashtest --cycles 100 --max-kill-ms 100 --seed 21 --backend io-uring)"]
 fn hundred_sigkill_cycles_on_the_thread_pool_lose_nothing() {
     hundred_cycles("thread-pool", "11");
 }
 
 #[test]
-#[ignore = "KNOWN ENGINE BUG: about 1 run in 100 SIGKILL cycles ends with an acknowledged change missing, a forward pointer to nothing or past the end, or a zeroed WAL segment header after the kill; run with --ignored (repro: keel crashtest --cycles 100 --max-kill-ms 100 --seed 21 --backend io-uring)"]
 fn hundred_sigkill_cycles_on_io_uring_lose_nothing() {
     hundred_cycles("io-uring", "12");
 }
