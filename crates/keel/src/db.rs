@@ -81,6 +81,14 @@ pub struct Config {
     /// with [`DbError::LockTimeout`] (`None`: until granted; deadlocks are
     /// detected either way).
     pub lock_timeout: Option<Duration>,
+    /// Redo consistency checking (like PostgreSQL's
+    /// `wal_consistency_checking`): after every page change, a `page-check`
+    /// record with a full image of the page as the change left it is
+    /// logged, and recovery compares each page it redoes with that image,
+    /// failing with [`DbError::Recovery`] on the first difference. It costs
+    /// a page image in the log per change: for tests and debugging, off by
+    /// default.
+    pub consistency_check: bool,
 }
 
 impl Default for Config {
@@ -92,6 +100,7 @@ impl Default for Config {
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval: Some(Duration::from_secs(300)),
             lock_timeout: None,
+            consistency_check: false,
         }
     }
 }
@@ -393,6 +402,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner
         redo_point: RwLock::new(control.map_or(Lsn::ZERO, |c| c.redo_start)),
         reserved: Mutex::new(HashMap::new()),
         locks: LockManager::new(config.lock_timeout),
+        consistency_check: config.consistency_check,
     };
     ensure_dir(&io, &rel_dir(dir))?;
     let mut rels = HashMap::new();

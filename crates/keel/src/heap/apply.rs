@@ -118,6 +118,7 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
         Payload::OverflowFree => init_page(page, page_id, PageType::Free),
         Payload::Compensation { action, .. } => apply_action(action, page, page_id),
         Payload::Padding { .. }
+        | Payload::PageCheck { .. }
         | Payload::Begin
         | Payload::Commit { .. }
         | Payload::Abort

@@ -31,6 +31,11 @@
 //!    its `flush_all` writes it. (Marking the frame after releasing the
 //!    gate lost changes: a checkpoint could slip in between, skip the
 //!    still-clean frame, and move redo past the record.)
+//! 5. In consistency-check mode (`Config::consistency_check`), still under
+//!    the gate and the latch, a [`Payload::PageCheck`] of the page as the
+//!    change left it (page LSN = the change's LSN) is logged; recovery
+//!    compares the page it rebuilds with it. A `PageImage` is not checked:
+//!    it is already the exact page.
 //!
 //! ## Tuples
 //!
@@ -211,6 +216,9 @@ pub(crate) struct Store {
     pub reserved: Mutex<HashMap<(RelationId, PageId), usize>>,
     /// Tuple and relation locks.
     pub locks: crate::txn::lock::LockManager,
+    /// Whether every change is followed by a `PageCheck` record of the page
+    /// (`Config::consistency_check`; module docs, step 5).
+    pub consistency_check: bool,
 }
 
 impl Store {
@@ -247,6 +255,9 @@ impl Store {
         // by that checkpoint nor redone after a crash (redo starts at its
         // begin record).
         g.mark_dirty(rec.lsn);
+        if self.consistency_check && !matches!(payload, Payload::PageImage { .. }) {
+            self.log_check(rel, g, rec.lsn)?;
+        }
         drop(gate);
         if let Some(log) = log {
             if payload.needs_undo() {
@@ -261,6 +272,23 @@ impl Store {
             log.last_lsn = rec.lsn;
         }
         Ok(rec.lsn)
+    }
+
+    /// Logs a `PageCheck` of the latched page as the change at `of` left
+    /// it (module docs, step 5). `mark_dirty` already set the page LSN to
+    /// `of`, so the image carries it, as the page redo rebuilds will.
+    fn log_check(&self, rel: &Relation, g: &PageWriteGuard<'_>, of: Lsn) -> Result<()> {
+        debug_assert_eq!(
+            page_lsn(g),
+            Some(of),
+            "page LSN is the change's LSN before its check image (inv. 4)"
+        );
+        let mut image = Box::new([0u8; PAGE_SIZE]);
+        image.copy_from_slice(&g[..]);
+        let check = Payload::PageCheck { of, image };
+        let meta = RecordMeta::new(check.kind()).on_page(rel.id, g.page_id());
+        self.wal.append_payload(meta, &check)?;
+        Ok(())
     }
 
     /// Logs a record outside any page in `log`'s transaction (commit,

@@ -133,6 +133,9 @@ record_types! {
     OverflowWrite = 16, "overflow-write";
     /// An overflow page freed.
     OverflowFree = 17, "overflow-free";
+    /// A page as it is right after an earlier change to it, logged in
+    /// consistency-check mode; redo compares, never applies.
+    PageCheck = 18, "page-check";
     /// A transaction began.
     Begin = 20, "begin";
     /// A transaction committed.

@@ -51,7 +51,9 @@ impl Payload {
 fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     Ok(match kind {
         RecordType::Padding => padding(cur)?,
-        RecordType::PageImage => page_image(cur)?,
+        RecordType::PageImage => Payload::PageImage {
+            image: page_image(cur)?,
+        },
         RecordType::PageDelta => page_delta(cur)?,
         RecordType::PageInit => {
             let at = cur.pos();
@@ -94,6 +96,13 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
             Payload::OverflowWrite { index, next, chunk }
         }
         RecordType::OverflowFree => Payload::OverflowFree,
+        RecordType::PageCheck => {
+            let of = Lsn(cur.u64("checked LSN")?);
+            Payload::PageCheck {
+                of,
+                image: page_image(cur)?,
+            }
+        }
         RecordType::Begin => Payload::Begin,
         RecordType::Commit => Payload::Commit {
             commit_time_us: cur.u64("commit time")?,
@@ -118,7 +127,8 @@ fn padding(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     Ok(Payload::Padding { len: bytes.len() })
 }
 
-fn page_image(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
+/// A page image with its hole elided (page-image and page-check records).
+fn page_image(cur: &mut Cursor<'_>) -> Result<Box<[u8; PAGE_SIZE]>, WalError> {
     let at = cur.pos();
     let hole_off = usize::from(cur.u16("hole offset")?);
     let hole_len = usize::from(cur.u16("hole length")?);
@@ -145,7 +155,7 @@ fn page_image(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
             format!("hole {hole_off}+{hole_len} is not the page's free gap lower..upper"),
         ));
     }
-    Ok(Payload::PageImage { image })
+    Ok(image)
 }
 
 fn page_delta(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {

@@ -31,7 +31,7 @@ pub(super) const TXN_ENTRY_LEN: usize = 25;
 /// The hole of a page image as `(offset, len)`: the free gap `lower..upper`
 /// of a heap page whose bounds are sane, else `(0, 0)`. The header lies
 /// below `lower`, so the hole never hides the fields that locate it.
-pub(super) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
+pub(crate) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
     if image[offsets::PAGE_TYPE] != PageType::Heap as u8 {
         return (0, 0);
     }
@@ -58,6 +58,7 @@ impl Payload {
         match self {
             Payload::Padding { len } => *len,
             Payload::PageImage { image } => 4 + PAGE_SIZE - image_hole(image).1,
+            Payload::PageCheck { image, .. } => 12 + PAGE_SIZE - image_hole(image).1,
             Payload::PageDelta { ranges } => ranges.iter().fold(2usize, |n, (_, b)| {
                 n.saturating_add(DELTA_RANGE_FIXED + b.len())
             }),
@@ -215,6 +216,10 @@ impl Writer<'_> {
         match p {
             Payload::Padding { len } => self.out.resize(self.out.len() + len, 0),
             Payload::PageImage { image } => self.page_image(image),
+            Payload::PageCheck { of, image } => {
+                self.u64(of.0);
+                self.page_image(image);
+            }
             Payload::PageDelta { ranges } => self.page_delta(ranges)?,
             Payload::PageInit { page_type } => self.u8(*page_type as u8),
             Payload::HeapInsert { slot, flags, tuple } => {

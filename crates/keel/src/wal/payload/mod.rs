@@ -66,6 +66,8 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use encode::image_hole;
+
 use crate::page::{PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};
@@ -240,6 +242,18 @@ pub enum Payload {
     },
     /// The header's overflow page freed.
     OverflowFree,
+    /// The header's page exactly as it was right after the change logged
+    /// at `of` (its page LSN equal to `of`), logged in consistency-check
+    /// mode (`Config::consistency_check`). Redo never applies it: it
+    /// compares the page it rebuilt with it (ignoring the page checksum and,
+    /// on a heap page, the free gap, which is not stored). No undo, no
+    /// transaction.
+    PageCheck {
+        /// The LSN of the change the image follows.
+        of: Lsn,
+        /// The page, header included; stored like a [`Payload::PageImage`].
+        image: Box<[u8; PAGE_SIZE]>,
+    },
     /// A transaction began.
     Begin,
     /// A transaction committed.
@@ -301,6 +315,7 @@ impl Payload {
             Payload::PageCompaction { .. } => RecordType::PageCompaction,
             Payload::OverflowWrite { .. } => RecordType::OverflowWrite,
             Payload::OverflowFree => RecordType::OverflowFree,
+            Payload::PageCheck { .. } => RecordType::PageCheck,
             Payload::Begin => RecordType::Begin,
             Payload::Commit { .. } => RecordType::Commit,
             Payload::Abort => RecordType::Abort,

@@ -85,6 +85,13 @@ const PAGE_IMAGE: &[Field] = &[
     f("before", Bytes("hole_offset")),
     f("after", ImageTail),
 ];
+const PAGE_CHECK: &[Field] = &[
+    f("of", Uint(8)),
+    f("hole_offset", Uint(2)),
+    f("hole_len", Uint(2)),
+    f("before", Bytes("hole_offset")),
+    f("after", ImageTail),
+];
 const PAGE_DELTA: &[Field] = &[f("count", Uint(2)), f("ranges", List("count", RANGE))];
 const PAGE_INIT: &[Field] = &[f("page_type", Uint(1))];
 const HEAP_INSERT: &[Field] = &[
@@ -154,6 +161,7 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::HeapFreeSlot => HEAP_FREE_SLOT,
         T::PageCompaction => PAGE_COMPACTION,
         T::OverflowWrite => OVERFLOW_WRITE,
+        T::PageCheck => PAGE_CHECK,
         T::OverflowFree | T::Begin | T::Abort | T::CheckpointBegin => &[],
         T::Commit => COMMIT,
         T::Compensation => COMPENSATION,

@@ -38,6 +38,17 @@ fn image(img: &SlotImage) -> String {
     }
 }
 
+/// A page image's size and elided hole.
+fn page(image: &[u8; PAGE_SIZE]) -> String {
+    match image_hole(image) {
+        (_, 0) => format!("{PAGE_SIZE} B page, no hole"),
+        (off, len) => format!(
+            "{PAGE_SIZE} B page, hole {off}..{} ({len} B elided)",
+            off + len
+        ),
+    }
+}
+
 fn list<T>(items: &[T], item: impl Fn(&T) -> String) -> String {
     let mut s: Vec<String> = items.iter().take(LISTED_ITEMS).map(item).collect();
     if items.len() > LISTED_ITEMS {
@@ -58,13 +69,8 @@ impl Payload {
     pub fn summary(&self) -> String {
         match self {
             Payload::Padding { len } => format!("{len} B"),
-            Payload::PageImage { image } => match image_hole(image) {
-                (_, 0) => format!("{PAGE_SIZE} B page, no hole"),
-                (off, len) => format!(
-                    "{PAGE_SIZE} B page, hole {off}..{} ({len} B elided)",
-                    off + len
-                ),
-            },
+            Payload::PageImage { image } => page(image),
+            Payload::PageCheck { of, image } => format!("of {of}, {}", page(image)),
             Payload::PageDelta { ranges } => {
                 let total: usize = ranges.iter().map(|(_, b)| b.len()).sum();
                 let mut s = format!("{}, {total} B", plural(ranges.len(), "range", "ranges"));

@@ -127,6 +127,14 @@ fn samples() -> Vec<Payload> {
     let mut v = vec![Payload::Padding { len: 0 }, Payload::Padding { len: 77 }];
     v.extend(page_actions());
     v.extend([
+        Payload::PageCheck {
+            of: Lsn(4096),
+            image: heap_page(),
+        },
+        Payload::PageCheck {
+            of: Lsn(u64::MAX),
+            image: full_page(),
+        },
         Payload::Begin,
         Payload::Commit {
             commit_time_us: 1_700_000_000_123_456,
@@ -597,6 +605,11 @@ fn classification_helpers() {
     }
     assert!(!Payload::Begin.page_changing());
     assert!(!Payload::Padding { len: 3 }.page_changing());
+    let check = Payload::PageCheck {
+        of: LSN,
+        image: heap_page(),
+    };
+    assert!(!check.page_changing() && !check.needs_undo() && !check.formats_page());
     assert!(Payload::HeapFreeSlot { slot: SlotId(1) }.page_changing());
     assert!(!Payload::HeapFreeSlot { slot: SlotId(1) }.needs_undo());
     let undone: Vec<RecordType> = samples()
@@ -725,6 +738,10 @@ fn arb_other() -> impl Strategy<Value = Payload> {
     });
     prop_oneof![
         (0usize..100).prop_map(|len| Payload::Padding { len }),
+        (any::<u64>(), arb_image()).prop_map(|(of, image)| Payload::PageCheck {
+            of: Lsn(of),
+            image
+        }),
         Just(Payload::Begin),
         any::<u64>().prop_map(|commit_time_us| Payload::Commit { commit_time_us }),
         Just(Payload::Abort),
