@@ -244,6 +244,10 @@ mod wal {
                 action: Box::new(action),
             });
         }
+        v.push(Payload::PageCheck {
+            of: Lsn(4096),
+            image: heap_image(),
+        });
         v
     }
 

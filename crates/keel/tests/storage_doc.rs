@@ -144,6 +144,10 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
         T::PageImage => Payload::PageImage {
             image: Box::new([0; PAGE_SIZE]),
         },
+        T::PageCheck => Payload::PageCheck {
+            of: Lsn(1),
+            image: Box::new([0; PAGE_SIZE]),
+        },
         T::PageDelta => Payload::PageDelta { ranges: vec![] },
         T::PageInit => Payload::PageInit {
             page_type: PageType::Heap,

@@ -337,7 +337,9 @@ impl Pass<'_> {
             }
         };
         let compared = page_lsn(&c.guard) == Some(of);
-        let outcome = compared.then(|| first_difference(&c.guard, image)).flatten();
+        let outcome = compared
+            .then(|| first_difference(&c.guard, image))
+            .flatten();
         self.cached = Some(c);
         if let Some(at) = outcome {
             return Err(recovery(
