@@ -165,6 +165,7 @@ fn to_json(r: &Report) -> Value {
             "log_end": rec.log_end.to_string(),
             "records_scanned": rec.records_scanned,
             "records_redone": rec.records_redone,
+            "consistency_checks": rec.consistency_checks,
             "txns_undone": rec.txns_undone,
             "duration_ms": rec.duration.as_secs_f64() * 1e3,
         },

@@ -10,6 +10,7 @@ use keel::{Config, Database, DbError, Error, TupleId};
 fn small_config() -> Config {
     let mut c = Config {
         buffer: BufferConfig::with_frames(64),
+        consistency_check: true,
         ..Config::default()
     };
     c.wal.segment_size_bytes = 4 << 20;

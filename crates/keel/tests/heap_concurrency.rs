@@ -12,6 +12,7 @@ use keel::{Config, Database, PageId, TupleId};
 fn config(frames: usize) -> Config {
     let mut c = Config {
         buffer: BufferConfig::with_frames(frames),
+        consistency_check: true,
         ..Config::default()
     };
     c.wal.segment_size_bytes = 4 << 20;

@@ -121,7 +121,7 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
             "recovery".into(),
             format!(
                 "{:.1} ms; read {} records ({}) from {}; redid {} on {} pages, skipped {}; \
-                 undid {} txns ({} records)",
+                 undid {} txns ({} records); {} pages checked against logged images",
                 r.duration.as_secs_f64() * 1e3,
                 r.records_scanned,
                 mib(r.bytes_scanned),
@@ -130,7 +130,8 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
                 r.pages_redone,
                 r.records_skipped,
                 r.txns_undone,
-                r.records_undone
+                r.records_undone,
+                r.consistency_checks
             ),
         ),
         (

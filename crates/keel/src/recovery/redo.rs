@@ -14,9 +14,10 @@ use crate::fsm::FreeSpaceMap;
 use crate::heap::apply::apply;
 use crate::heap::catalog::{create_file, remove_files};
 use crate::heap::{Relation, Store, TxnLog, UndoEntry};
+use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
-use crate::page::{PAGE_SIZE, page_lsn};
-use crate::types::{Lsn, PageId, RelationId, TxnId};
+use crate::page::{PAGE_SIZE, PageType, SLOT_SIZE, SlotKind, SlottedPage, page_lsn};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TxnId};
 use crate::wal::{Payload, RecordHeader, RecoveryMode};
 
 /// Records read ahead of redo: at most this many, or [`WINDOW_BYTES`] of
@@ -338,7 +339,7 @@ impl Pass<'_> {
         };
         let compared = page_lsn(&c.guard) == Some(of);
         let outcome = compared
-            .then(|| first_difference(&c.guard, image))
+            .then(|| first_difference(&c.guard, pid, image))
             .flatten();
         self.cached = Some(c);
         if let Some(at) = outcome {
@@ -449,18 +450,49 @@ fn page_for<'s>(
     Ok(g)
 }
 
-/// The first byte offset at which `page` differs from a page-check
-/// `image`, ignoring the checksum field (frames in memory are not sealed)
-/// and, on a heap page, the image's free gap (not logged; it decodes as
-/// zeroes).
-fn first_difference(page: &[u8], image: &[u8; PAGE_SIZE]) -> Option<usize> {
-    let checksum = header::CHECKSUM..header::CHECKSUM + 4;
-    let (hole_off, hole_len) = crate::wal::payload::image_hole(image);
-    let hole = hole_off..hole_off + hole_len;
+/// The first byte offset at which `page` (page `pid`) differs from a
+/// page-check `image` in what the page means, if anywhere. Compared: the
+/// whole page but its checksum field (frames in memory are not sealed),
+/// except on a heap page, where only the header, the slot directory and
+/// the bytes of each tuple and forward pointer count. A heap page's free
+/// space (the gap, which an image does not log, freed and fragmented
+/// bytes, the padding of tuples shorter than their allocation) holds
+/// whatever earlier tuples left there and is never read.
+fn first_difference(page: &[u8], pid: PageId, image: &[u8; PAGE_SIZE]) -> Option<usize> {
     if page.len() != PAGE_SIZE {
         return Some(page.len().min(PAGE_SIZE));
     }
-    (0..PAGE_SIZE).find(|i| !checksum.contains(i) && !hole.contains(i) && page[*i] != image[*i])
+    let differs = |r: std::ops::Range<usize>| r.into_iter().find(|&i| page[i] != image[i]);
+    let checksum = header::CHECKSUM..header::CHECKSUM + 4;
+    let head = differs(0..checksum.start).or_else(|| differs(checksum.end..HEADER_SIZE));
+    if head.is_some() {
+        return head;
+    }
+    let heap = (image[header::PAGE_TYPE] == PageType::Heap as u8)
+        .then(|| SlottedPage::open(&image[..], pid).ok())
+        .flatten();
+    let Some(heap) = heap else {
+        return differs(HEADER_SIZE..PAGE_SIZE);
+    };
+    let lower = HEADER_SIZE + SLOT_SIZE * usize::from(heap.slot_count());
+    if let Some(at) = differs(HEADER_SIZE..lower.min(PAGE_SIZE)) {
+        return Some(at);
+    }
+    let mut first = None;
+    for slot in 0..heap.slot_count() {
+        let Ok(e) = heap.slot(SlotId(slot)) else {
+            // A directory the page reader rejects: compare all of it.
+            return differs(HEADER_SIZE..PAGE_SIZE);
+        };
+        if matches!(e.kind, SlotKind::Tuple | SlotKind::Forward) {
+            let off = usize::from(e.offset);
+            let end = (off + usize::from(e.len)).min(PAGE_SIZE);
+            if let Some(at) = differs(off.min(end)..end) {
+                first = Some(first.map_or(at, |f: usize| f.min(at)));
+            }
+        }
+    }
+    first
 }
 
 fn recovery(lsn: Lsn, reason: String) -> Error {

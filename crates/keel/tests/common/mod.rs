@@ -11,12 +11,15 @@ use keel_io::sim::SimIo;
 
 /// A small engine for crash tests: `frames` buffer frames (so evictions
 /// happen), 1 MiB log segments and 128 KiB flush batches (so segments roll
-/// over), and no automatic checkpoints (the tests take them).
+/// over), no automatic checkpoints (the tests take them), and redo
+/// consistency checking on: every recovery compares the pages it rebuilds
+/// with the images logged at run time.
 pub fn small_config(frames: usize) -> Config {
     let mut c = Config {
         buffer: BufferConfig::with_frames(frames),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        consistency_check: true,
         ..Config::default()
     };
     c.wal.segment_size_bytes = 1 << 20;

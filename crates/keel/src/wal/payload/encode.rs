@@ -31,7 +31,7 @@ pub(super) const TXN_ENTRY_LEN: usize = 25;
 /// The hole of a page image as `(offset, len)`: the free gap `lower..upper`
 /// of a heap page whose bounds are sane, else `(0, 0)`. The header lies
 /// below `lower`, so the hole never hides the fields that locate it.
-pub(crate) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
+pub(super) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
     if image[offsets::PAGE_TYPE] != PageType::Heap as u8 {
         return (0, 0);
     }

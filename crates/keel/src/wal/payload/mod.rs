@@ -66,8 +66,6 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use encode::image_hole;
-
 use crate::page::{PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};

@@ -738,10 +738,8 @@ fn arb_other() -> impl Strategy<Value = Payload> {
     });
     prop_oneof![
         (0usize..100).prop_map(|len| Payload::Padding { len }),
-        (any::<u64>(), arb_image()).prop_map(|(of, image)| Payload::PageCheck {
-            of: Lsn(of),
-            image
-        }),
+        (any::<u64>(), arb_image())
+            .prop_map(|(of, image)| Payload::PageCheck { of: Lsn(of), image }),
         Just(Payload::Begin),
         any::<u64>().prop_map(|commit_time_us| Payload::Commit { commit_time_us }),
         Just(Payload::Abort),
