@@ -41,7 +41,8 @@
 //!   is never applied: when its page's LSN equals the record's `of` (redo
 //!   left the page exactly as the change at `of` did), the page is compared
 //!   with the record's image, ignoring the checksum field and a heap page's
-//!   free gap; a difference is a recovery error naming the page, the LSN and
+//!   free space (only its header, slot directory and tuples count); a
+//!   difference is a recovery error naming the page, the LSN and
 //!   the first differing byte. Any other page LSN (the page on disk was
 //!   newer, so redo skipped the change) means nothing to compare.
 //! - **Read-ahead.** Records are decoded a window at a time (16 Ki records

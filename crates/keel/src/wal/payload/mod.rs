@@ -244,8 +244,8 @@ pub enum Payload {
     /// at `of` (its page LSN equal to `of`), logged in consistency-check
     /// mode (`Config::consistency_check`). Redo never applies it: it
     /// compares the page it rebuilt with it (ignoring the page checksum and,
-    /// on a heap page, the free gap, which is not stored). No undo, no
-    /// transaction.
+    /// on a heap page, its free space: the gap, which is not stored, freed
+    /// bytes and tuple padding). No undo, no transaction.
     PageCheck {
         /// The LSN of the change the image follows.
         of: Lsn,
