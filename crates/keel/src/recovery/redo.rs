@@ -1,7 +1,9 @@
 //! The recovery pass: analysis and redo in one scan of the log, then undo
 //! of the losers (module docs of [`crate::recovery`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,11 +32,11 @@ const WINDOW_BYTES: usize = 4 << 20;
 pub(crate) struct Recovered {
     pub report: RecoveryReport,
     /// Pages redo or undo changed.
-    pub touched: HashSet<(RelationId, PageId)>,
+    pub touched: FxHashSet<(RelationId, PageId)>,
     /// Free space of each page redo saw (changed or not), as it was when
     /// redo ended; pages undo changed afterwards are left out (their FSM
     /// entries are read again from the page).
-    pub space: HashMap<(RelationId, PageId), PageSpace>,
+    pub space: FxHashMap<(RelationId, PageId), PageSpace>,
     /// Highest transaction id seen.
     pub max_txn: TxnId,
 }
@@ -122,30 +124,98 @@ pub(crate) fn recover(
                 redo_start,
                 ..RecoveryReport::default()
             },
-            touched: HashSet::new(),
-            space: HashMap::new(),
+            touched: FxHashSet::default(),
+            space: FxHashMap::default(),
             max_txn: control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))),
         },
     };
-    let mut window = Vec::new();
-    let mut window_bytes = 0usize;
-    for record in store.wal.reader(scan_start, mode)? {
-        let r = record?;
-        window_bytes += r.payload.len();
-        let payload = Payload::decode_record(&r.header, &r.payload)?;
-        window.push((r.header, payload));
-        if window.len() >= WINDOW_RECORDS || window_bytes >= WINDOW_BYTES {
-            pass.window(&mut window)?;
-            window_bytes = 0;
+    let reader = store.wal.reader(scan_start, mode)?;
+    let mut outcome = Ok(());
+    let mut run = |window: Result<Window>| {
+        let done = window.and_then(|mut w| pass.window(&mut w));
+        let ok = done.is_ok();
+        if let Err(e) = done {
+            outcome = Err(e);
         }
+        ok
+    };
+    // Reading, validating and decoding the log runs on a thread of its
+    // own, a window ahead of redo, so the two overlap. Inline instead on
+    // one core, and on the simulated disk (whose crash tests replay a seed
+    // only if the order of I/O operations is deterministic).
+    let parallel = store.io.backend_name() != "sim"
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    if parallel {
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Window>>(READ_AHEAD_WINDOWS);
+        std::thread::scope(|s| {
+            let reading = std::thread::Builder::new()
+                .name("keel-redo-read".into())
+                .spawn_scoped(s, move || read_windows(reader, |w| tx.send(w).is_ok()));
+            if let Err(e) = reading {
+                return run(Err(recovery(
+                    scan_start,
+                    format!("cannot start the log reader thread: {e}"),
+                )));
+            }
+            // Leaving early drops `rx`: the reader's next send fails and it
+            // stops.
+            rx.into_iter().all(&mut run)
+        });
+    } else {
+        read_windows(reader, &mut run);
     }
-    pass.window(&mut window)?;
+    outcome?;
     pass.rec.report.log_end = store.wal.end_lsn();
     pass.release_cached()?;
     pass.undo_losers()?;
     pass.rec.report.pages_redone = pass.rec.touched.len() as u64;
     pass.rec.report.duration = started.elapsed();
     Ok(pass.rec)
+}
+
+/// Decoded records, in log order, that redo runs as one batch.
+type Window = Vec<(RecordHeader, Payload)>;
+
+/// Windows the reader may be ahead of redo.
+const READ_AHEAD_WINDOWS: usize = 2;
+
+/// Reads the log to its end, handing `send` a window at a time (at most
+/// [`WINDOW_RECORDS`] records or [`WINDOW_BYTES`] of payload), then any
+/// error, which ends the reading. Stops early when `send` returns false
+/// (redo gave up).
+fn read_windows(reader: crate::wal::WalReader, mut send: impl FnMut(Result<Window>) -> bool) {
+    let mut window = Vec::new();
+    let mut window_bytes = 0usize;
+    for record in reader {
+        let decoded = record.map_err(Error::from).and_then(|r| {
+            Ok((
+                r.header,
+                Payload::decode_record(&r.header, &r.payload)?,
+                r.payload.len(),
+            ))
+        });
+        let (header, payload, len) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                if !window.is_empty() && !send(Ok(std::mem::take(&mut window))) {
+                    return;
+                }
+                send(Err(e));
+                return;
+            }
+        };
+        window_bytes += len;
+        window.push((header, payload));
+        if window.len() >= WINDOW_RECORDS || window_bytes >= WINDOW_BYTES {
+            if !send(Ok(std::mem::take(&mut window))) {
+                return;
+            }
+            window_bytes = 0;
+        }
+    }
+    if !window.is_empty() {
+        send(Ok(window));
+    }
 }
 
 impl Pass<'_> {
@@ -166,7 +236,7 @@ impl Pass<'_> {
     /// error reported) by the record that needs it.
     fn prefetch(&mut self, window: &[(RecordHeader, Payload)]) -> Result<()> {
         let limit = (self.store.pool.frame_count() / 4).max(1);
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         let mut pages = Vec::new();
         for (h, payload) in window {
             let (Some(rid), Some(pid)) = (h.relation, h.page) else {

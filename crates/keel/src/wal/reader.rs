@@ -85,6 +85,9 @@ pub struct WalReader {
     pos: Lsn,
     current: Option<Loaded>,
     prefetch: Option<Prefetch>,
+    /// The buffer of the last segment left, reused for the next read (a
+    /// fresh segment-sized buffer costs a page fault per 4 KiB).
+    spare: Option<Vec<u8>>,
     end: Option<Lsn>,
     cut: Option<TailCut>,
     failed: bool,
@@ -110,6 +113,7 @@ impl WalReader {
             pos: geometry.record_position(from),
             current: None,
             prefetch: None,
+            spare: None,
             end: None,
             cut: None,
             failed: false,
@@ -161,14 +165,21 @@ impl WalReader {
         self.pos
     }
 
-    fn submit_read(&self, n: u64) -> Result<Prefetch, WalError> {
+    fn submit_read(&mut self, n: u64) -> Result<Prefetch, WalError> {
         let opts = OpenOptions::new(FileClass::Wal);
         let fh = self
             .io
             .open(&self.dir.segment_path(n), opts)
             .wait()
             .map_err(WalError::io("open a segment for reading"))?;
-        let buf = IoBuf::zeroed(self.geometry.segment_size as usize);
+        let size = self.geometry.segment_size as usize;
+        let buf = match self.spare.take() {
+            Some(mut v) => {
+                v.resize(size, 0);
+                IoBuf::from(v)
+            }
+            None => IoBuf::zeroed(size),
+        };
         Ok((n, fh, self.io.read_at(fh, 0, buf)))
     }
 
@@ -223,7 +234,9 @@ impl WalReader {
         loop {
             let seg = self.geometry.segment_of(self.pos);
             if self.current.as_ref().is_none_or(|c| c.segment != seg) {
-                self.current = None;
+                if let Some(done) = self.current.take() {
+                    self.spare = Some(done.data);
+                }
                 if !self.present.contains(&seg) {
                     return Err(self.missing(seg));
                 }
