@@ -148,6 +148,10 @@ fn random_id() -> u64 {
     h.finish() | 1
 }
 
+/// Bytes `find_end` reads to check a segment's first record (more only
+/// when that record is longer).
+const PROBE_BYTES: usize = 64 << 10;
+
 /// How far past the end a torn batch may have left valid-looking bytes.
 fn stale_window(max_batch: u64) -> u64 {
     max_batch + MAX_RECORD_SIZE as u64
@@ -276,21 +280,11 @@ impl Wal {
         mode: RecoveryMode,
     ) -> Result<(Lsn, Option<TailCut>), WalError> {
         let present = dir.list()?;
-        let mut start = None;
-        for &n in present.iter().rev() {
-            let mut probe = Reader::new(
-                io.clone(),
-                dir.clone(),
-                geometry,
-                template.database_id,
-                RecoveryMode::SalvageToFirstError,
-                geometry.first_record(n),
-            )?;
-            if matches!(probe.next(), Some(Ok(_))) {
-                start = Some(n);
-                break;
-            }
-        }
+        let start = present
+            .iter()
+            .rev()
+            .copied()
+            .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n));
         let Some(first) = start.or(present.first().copied()) else {
             return Ok((geometry.first_record(0), None));
         };
@@ -307,6 +301,50 @@ impl Wal {
         }
         let end = reader.end().unwrap_or(geometry.first_record(first));
         Ok((end, reader.tail_cut().cloned()))
+    }
+
+    /// Whether segment `n` has this log's header and a valid first record:
+    /// reads the header and the first record only, not the whole segment.
+    fn starts_with_a_record(
+        io: &Arc<dyn AsyncIo>,
+        dir: &SegmentDir,
+        geometry: Geometry,
+        template: &SegmentHeader,
+        n: u64,
+    ) -> bool {
+        let header_ok = dir.read_header(n).is_ok_and(|h| {
+            h.database_id == template.database_id && h.segment_size == template.segment_size
+        });
+        if !header_ok {
+            return false;
+        }
+        let Ok(fh) = io
+            .open(&dir.segment_path(n), OpenOptions::new(FileClass::Wal))
+            .wait()
+        else {
+            return false;
+        };
+        let at = geometry.first_record(n);
+        let off = geometry.offset_in_segment(at);
+        let room = (geometry.segment_size - off) as usize;
+        let mut want = PROBE_BYTES.min(room);
+        let valid = loop {
+            let Ok((buf, got)) = io.read_at(fh, off, IoBuf::zeroed(want)).wait() else {
+                break false;
+            };
+            match record::decode_frame(&buf[..got], at) {
+                Ok(_) => break true,
+                // A record longer than the first read: read all of it.
+                Err(record::FrameProblem::Truncated)
+                    if got == want && room.min(MAX_RECORD_SIZE) > want =>
+                {
+                    want = room.min(MAX_RECORD_SIZE);
+                }
+                Err(_) => break false,
+            }
+        };
+        let _ = io.close(fh).wait();
+        valid
     }
 
     /// Zeroes whatever follows `end` in its segment, as far as a torn
