@@ -84,6 +84,11 @@ pub struct CrashtestArgs {
     /// falls at random between 50 ms, or this if smaller, and this).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub max_kill_ms: u64,
+    /// Redo consistency checking: the child logs a page image after every
+    /// change and each recovery compares every page it redoes with it (a
+    /// mismatch fails the cycle). Slower; for testing the engine.
+    #[arg(long)]
+    pub consistency_check: bool,
 }
 
 /// Totals over the cycles run.
@@ -99,6 +104,7 @@ struct Totals {
     recovery_max: Duration,
     recovery_sum: Duration,
     txns_undone: u64,
+    pages_compared: u64,
     tuples: usize,
 }
 
@@ -198,15 +204,18 @@ fn prepare(args: &CrashtestArgs) -> Result<(PathBuf, Option<tempfile::TempDir>),
     Ok((dir.clone(), None))
 }
 
-fn config(backend: BackendArg) -> Config {
-    engine_config(backend.backend(), true)
+fn config(args: &CrashtestArgs) -> Config {
+    Config {
+        consistency_check: args.consistency_check,
+        ..engine_config(args.backend.backend(), true)
+    }
 }
 
 impl Run<'_> {
     /// Creates the database, then runs the cycles; `Ok(false)` at the first
     /// cycle that finds a lost or phantom commit.
     fn all_cycles(&mut self) -> Result<bool, Failure> {
-        let db = Database::open(self.dir, config(self.args.backend))?;
+        let db = Database::open(self.dir, config(self.args))?;
         let marker = self.dir.join(MARKER);
         std::fs::write(&marker, "made by keel crashtest; wiped by the next run\n")
             .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
@@ -252,12 +261,13 @@ impl Run<'_> {
             checkpoint_every: Duration::from_millis(100),
             spinner: false,
             small: true,
+            consistency_check: self.args.consistency_check,
             ..ChildSpec::new(self.dir, self.args.threads, child_seed, delay)
         };
         let crash = crash_child(&spec).map_err(|Failure(m)| {
             Failure(format!("cycle {} (child seed {child_seed}): {m}", i + 1))
         })?;
-        let db = Database::open(self.dir, config(self.args.backend)).map_err(|e| {
+        let db = Database::open(self.dir, config(self.args)).map_err(|e| {
             let Failure(m) = Failure::from(e);
             Failure(format!("cycle {}: reopening after the crash: {m}", i + 1))
         })?;
@@ -303,6 +313,7 @@ impl Run<'_> {
         t.recovery_max = t.recovery_max.max(recovery.duration);
         t.recovery_sum += recovery.duration;
         t.txns_undone += recovery.txns_undone;
+        t.pages_compared += recovery.consistency_checks;
         t.tuples = verdict.tuples;
     }
 
@@ -329,6 +340,8 @@ impl Run<'_> {
                 "phantom": t.phantom,
                 "corrupt": t.corrupt,
                 "transactions_undone": t.txns_undone,
+                "consistency_check": self.args.consistency_check,
+                "pages_compared": t.pages_compared,
                 "tuples_at_end": t.tuples,
                 "recovery_ms_mean": mean_ms,
                 "recovery_ms_max": t.recovery_max.as_secs_f64() * 1e3,
@@ -357,6 +370,12 @@ impl Run<'_> {
             t.recovery_max.as_secs_f64() * 1e3,
             t.txns_undone
         );
+        if self.args.consistency_check {
+            println!(
+                "consistency check {} redone pages compared with their run-time images",
+                t.pages_compared
+            );
+        }
         println!(
             "elapsed           {:.1} s; {} tuples at the end",
             elapsed.as_secs_f64(),

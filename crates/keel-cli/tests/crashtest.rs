@@ -6,12 +6,13 @@
 mod common;
 use common::{keel, text};
 
-/// Runs 100 cycles on `backend` and checks the text and JSON verdicts.
-fn hundred_cycles(backend: &str, seed: &str) {
+/// Runs 100 cycles on `backend` and checks the text verdict; with
+/// `check`, under redo consistency checking.
+fn hundred_cycles(backend: &str, seed: &str, check: bool) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
-    let out = keel(&[
+    let mut args = vec![
         "crashtest",
         "--cycles",
         "100",
@@ -25,7 +26,11 @@ fn hundred_cycles(backend: &str, seed: &str) {
         "100",
         "--dir",
         d,
-    ]);
+    ];
+    if check {
+        args.push("--consistency-check");
+    }
+    let out = keel(&args);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("backend {backend}")), "{stdout}");
@@ -54,16 +59,28 @@ fn hundred_cycles(backend: &str, seed: &str) {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap();
     assert!(verified >= 100, "{stdout}");
+    // With checking on, recoveries compared redone pages with the images
+    // logged at run time (a mismatch fails the cycle, hence the run).
+    let compared = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("consistency check "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    if check {
+        assert!(compared.is_some_and(|n| n > 0), "{stdout}");
+    } else {
+        assert_eq!(compared, None, "{stdout}");
+    }
 }
 
 #[test]
-fn hundred_sigkill_cycles_on_the_thread_pool_lose_nothing() {
-    hundred_cycles("thread-pool", "11");
+fn hundred_sigkill_cycles_on_the_thread_pool_lose_nothing_and_redo_matches_run_time_pages() {
+    hundred_cycles("thread-pool", "11", true);
 }
 
 #[test]
 fn hundred_sigkill_cycles_on_io_uring_lose_nothing() {
-    hundred_cycles("io-uring", "12");
+    hundred_cycles("io-uring", "12", false);
 }
 
 #[test]

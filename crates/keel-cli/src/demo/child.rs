@@ -61,6 +61,10 @@ pub struct ChildArgs {
     /// large values ([`Sizes::small`]).
     #[arg(long)]
     pub small: bool,
+    /// Log a page image after every change, for recovery to compare
+    /// (`Config::consistency_check`).
+    #[arg(long)]
+    pub consistency_check: bool,
 }
 
 /// Entry point of `keel demo-child`.
@@ -84,6 +88,7 @@ fn child_config(args: &ChildArgs) -> Result<Config, Failure> {
     Ok(Config {
         checkpoint_wal_bytes: 16 << 20,
         checkpoint_interval: Some(Duration::from_millis(args.checkpoint_ms)),
+        consistency_check: args.consistency_check,
         ..engine_config(backend, args.small)
     })
 }

@@ -45,6 +45,8 @@ pub struct ChildSpec<'a> {
     pub spinner: bool,
     /// A small engine (`--small`).
     pub small: bool,
+    /// Redo consistency checking (`--consistency-check`).
+    pub consistency_check: bool,
 }
 
 impl<'a> ChildSpec<'a> {
@@ -62,6 +64,7 @@ impl<'a> ChildSpec<'a> {
             checkpoint_every: Duration::from_millis(700),
             spinner: true,
             small: false,
+            consistency_check: false,
         }
     }
 }
@@ -132,6 +135,9 @@ fn spawn(spec: &ChildSpec<'_>) -> Result<Child, Failure> {
     }
     if spec.small {
         cmd.arg("--small");
+    }
+    if spec.consistency_check {
+        cmd.arg("--consistency-check");
     }
     cmd.spawn()
         .map_err(|e| Failure(format!("cannot start the demo's child process: {e}")))
