@@ -47,8 +47,9 @@
 //!   newer, so redo skipped the change) means nothing to compare.
 //! - **Read-ahead.** Records are decoded a window at a time (16 Ki records
 //!   or 4 MiB of payload); before the window is run, the pages its redo
-//!   records will read (inside their file, and not first rebuilt by an
-//!   image or init record of the window) are handed to
+//!   records will read (inside their file, including pages an image or
+//!   init record of the window rebuilds: the disk may already hold them,
+//!   and their later records are then skipped) are handed to
 //!   `BufferPool::prefetch` in one batch, at most a quarter of the pool.
 //!   Prefetch is only a hint: a page that does not load is fetched by its
 //!   record as before, and its error reported there. Within a window each

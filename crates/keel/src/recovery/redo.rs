@@ -229,10 +229,12 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Read-ahead for a window: every page a redo record will read (a page
-    /// inside its file whose first record in the window does not rebuild
-    /// it), loaded in one batch so redo does not wait for one read at a
-    /// time. Only a hint: a page that does not load is fetched (and its
+    /// Read-ahead for a window: every page inside its file that a redo
+    /// record will fetch, loaded in one batch so redo does not wait for one
+    /// read at a time. That includes a page whose first record rebuilds it
+    /// (init, image): the page on disk may already hold that record and the
+    /// ones after it, which redo then skips; leaving it out made each such
+    /// page a synchronous read. Only a hint: a page that does not load is fetched (and its
     /// error reported) by the record that needs it.
     fn prefetch(&mut self, window: &[(RecordHeader, Payload)]) -> Result<()> {
         let limit = (self.store.pool.frame_count() / 4).max(1);
@@ -248,7 +250,7 @@ impl Pass<'_> {
             let Some(rel) = self.rels.get(&rid) else {
                 continue;
             };
-            if pid.0 < rel.page_count() && !payload.formats_page() {
+            if pid.0 < rel.page_count() {
                 pages.push((rel.file(), pid));
                 if pages.len() == limit {
                     break;
