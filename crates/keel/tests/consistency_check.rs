@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use keel::wal::RecordType;
 use keel::wal::payload::Payload;
 use keel::wal::record::{RECORD_HEADER_SIZE, seal};
 use keel::wal::segment::segment_file_name;
-use keel::wal::{RecordType, RecoveryMode, WalReader};
 use keel::{Config, Database, DbError, Error, Lsn, RelationId, TupleId};
-use keel_io::AsyncIo;
 use keel_io::sim::{Rng, SimConfig, SimDisk, SimIo};
 
 mod common;
@@ -94,21 +93,14 @@ type Record = (Lsn, Lsn, Payload, Option<(RelationId, keel::PageId)>);
 
 /// Every record of the log.
 fn records(disk: &SimDisk) -> Vec<Record> {
-    let io = boot(disk.clone()) as Arc<dyn AsyncIo>;
-    WalReader::open_read_only(
-        io,
-        Path::new("/db/wal"),
-        Lsn::ZERO,
-        RecoveryMode::TolerateTornTail,
-    )
-    .unwrap()
-    .map(|r| {
-        let r = r.unwrap();
-        let payload = Payload::decode_record(&r.header, &r.payload).unwrap();
-        let page = r.header.relation.zip(r.header.page);
-        (r.header.lsn, r.header.batch_start, payload, page)
-    })
-    .collect()
+    common::log_records(disk)
+        .into_iter()
+        .map(|r| {
+            let payload = Payload::decode_record(&r.header, &r.payload).unwrap();
+            let page = r.header.relation.zip(r.header.page);
+            (r.header.lsn, r.header.batch_start, payload, page)
+        })
+        .collect()
 }
 
 fn segment_path(lsn: Lsn) -> PathBuf {

@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keel::buffer::BufferConfig;
+use keel::wal::RecordType;
 use keel::wal::record::{RECORD_HEADER_SIZE, offsets};
 use keel::wal::segment::segment_file_name;
-use keel::wal::{RecordType, RecoveryMode, WalReader};
 use keel::{Config, Database, ErrorClass, Lsn, RelationId, TupleId, TxnId};
 use keel_io::AsyncIo;
+mod common;
+
 use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
 const SEGMENT: u64 = 64 * 1024;
@@ -95,19 +97,10 @@ fn open(disk: SimDisk) -> keel::Result<Database> {
 
 /// Every record of the log: (LSN, end, type, transaction).
 fn records(disk: &SimDisk) -> Vec<(Lsn, Lsn, RecordType, TxnId)> {
-    let io = boot(disk.clone()) as Arc<dyn AsyncIo>;
-    WalReader::open_read_only(
-        io,
-        Path::new("/db/wal"),
-        Lsn::ZERO,
-        RecoveryMode::TolerateTornTail,
-    )
-    .unwrap()
-    .map(|r| {
-        let r = r.unwrap();
-        (r.header.lsn, r.end(), r.header.kind, r.header.txn)
-    })
-    .collect()
+    common::log_records(disk)
+        .into_iter()
+        .map(|r| (r.header.lsn, r.end(), r.header.kind, r.header.txn))
+        .collect()
 }
 
 fn segment_path(lsn: Lsn) -> PathBuf {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use keel::buffer::BufferConfig;
 use keel::{Config, Database};
 use keel_io::AsyncIo;
-use keel_io::sim::SimIo;
+use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
 /// A small engine for crash tests: `frames` buffer frames (so evictions
 /// happen), 1 MiB log segments and 128 KiB flush batches (so segments roll
@@ -30,4 +30,20 @@ pub fn small_config(frames: usize) -> Config {
 /// Opens (creating or recovering) the database at `/db` on the simulator.
 pub fn open_sim(sim: &Arc<SimIo>, config: Config) -> keel::Result<Database> {
     Database::open_with_io("/db", config, Arc::clone(sim) as Arc<dyn AsyncIo>)
+}
+
+/// Every record of the log in `/db/wal` on a simulated disk, read from the
+/// start (a torn tail ends it).
+pub fn log_records(disk: &SimDisk) -> Vec<keel::wal::LogRecord> {
+    use keel::wal::{RecoveryMode, WalReader};
+    let io = Arc::new(SimIo::from_disk(disk.clone(), SimConfig::seeded(7))) as Arc<dyn AsyncIo>;
+    WalReader::open_read_only(
+        io,
+        std::path::Path::new("/db/wal"),
+        keel::Lsn::ZERO,
+        RecoveryMode::TolerateTornTail,
+    )
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
 }
