@@ -37,9 +37,10 @@ pub enum FrameState {
     Ready,
 }
 
-/// The bytes of one frame behind the page latch. Outside `Loading`, the
-/// buffer is an aligned `PAGE_SIZE` [`IoBuf`] (aligned so files opened with
-/// O_DIRECT work too).
+/// The bytes of one frame behind the page latch: empty until the frame
+/// first holds a page (so opening a large pool does not touch, and fault
+/// in, all its memory at once), then an aligned `PAGE_SIZE` [`IoBuf`]
+/// outside `Loading` (aligned so files opened with O_DIRECT work too).
 pub(crate) struct Frame {
     pub(crate) data: RwLock<IoBuf>,
 }
@@ -47,7 +48,18 @@ pub(crate) struct Frame {
 impl Frame {
     pub(crate) fn new() -> Frame {
         Frame {
-            data: RwLock::new(IoBuf::aligned(PAGE_SIZE)),
+            data: RwLock::new(IoBuf::zeroed(0)),
+        }
+    }
+
+    /// The frame's buffer, taken out to read a page into (allocated on the
+    /// frame's first use).
+    pub(crate) fn take_buffer(&self) -> IoBuf {
+        let buf = std::mem::replace(&mut *self.data.write(), IoBuf::zeroed(0));
+        if buf.len() == PAGE_SIZE {
+            buf
+        } else {
+            IoBuf::aligned(PAGE_SIZE)
         }
     }
 }

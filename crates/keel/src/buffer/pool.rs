@@ -173,7 +173,7 @@ impl Shared {
     /// unmapped and Free on failure. Neither latch nor mutex is held during
     /// the read: nobody else touches a Loading frame's bytes.
     fn load(&self, frame: usize, key: PageKey, handle: FileHandle) -> Result<(), BufferError> {
-        let buf = std::mem::replace(&mut *self.frames[frame].data.write(), IoBuf::zeroed(0));
+        let buf = self.frames[frame].take_buffer();
         let read = self
             .io
             .read_exact_at(handle, page_offset(key.page), buf)
@@ -378,7 +378,11 @@ impl BufferPool {
             }
         };
         let mut latch = shared.frames[frame].data.write();
-        latch.fill(0);
+        if latch.len() == PAGE_SIZE {
+            latch.fill(0);
+        } else {
+            *latch = IoBuf::aligned(PAGE_SIZE);
+        }
         shared.meta.lock().finish_load(frame);
         shared.changed.notify_all();
         Ok(PageWriteGuard::new(

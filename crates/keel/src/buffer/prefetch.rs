@@ -97,8 +97,7 @@ impl Shared {
         let pending: Vec<_> = claims
             .iter()
             .map(|c| {
-                let buf =
-                    std::mem::replace(&mut *self.frames[c.frame].data.write(), IoBuf::zeroed(0));
+                let buf = self.frames[c.frame].take_buffer();
                 self.io
                     .read_exact_at(c.handle, page_offset(c.key.page), buf)
             })
