@@ -235,9 +235,7 @@ impl Store {
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
         if !payload.formats_page() && current < *gate && is_formatted(g) {
-            let mut image = Box::new([0u8; PAGE_SIZE]);
-            image.copy_from_slice(&g[..]);
-            let image = Payload::PageImage { image };
+            let image = Payload::PageImage { image: image_of(g) };
             let meta = RecordMeta::new(image.kind()).on_page(rel.id, pid);
             let rec = self.wal.append_payload(meta, &image)?;
             g.mark_dirty(rec.lsn);
@@ -283,9 +281,10 @@ impl Store {
             Some(of),
             "page LSN is the change's LSN before its check image (inv. 4)"
         );
-        let mut image = Box::new([0u8; PAGE_SIZE]);
-        image.copy_from_slice(&g[..]);
-        let check = Payload::PageCheck { of, image };
+        let check = Payload::PageCheck {
+            of,
+            image: image_of(g),
+        };
         let meta = RecordMeta::new(check.kind()).on_page(rel.id, g.page_id());
         self.wal.append_payload(meta, &check)?;
         Ok(())
@@ -303,6 +302,13 @@ impl Store {
         log.last_lsn = rec.lsn;
         Ok(rec)
     }
+}
+
+/// A copy of the latched page, for a page-image or page-check record.
+fn image_of(page: &[u8]) -> Box<[u8; PAGE_SIZE]> {
+    let mut image = Box::new([0u8; PAGE_SIZE]);
+    image.copy_from_slice(page);
+    image
 }
 
 /// Whether the page has been formatted (an all-zero frame is a page being

@@ -2,11 +2,11 @@
 //! of the losers (module docs of [`crate::recovery`]).
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::RecoveryReport;
 use super::control::Control;
@@ -218,7 +218,7 @@ fn read_windows(reader: crate::wal::WalReader, mut send: impl FnMut(Result<Windo
     }
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
     /// Prefetches the pages the window's records will read, then runs
     /// each record, emptying `window`.
     fn window(&mut self, window: &mut Vec<(RecordHeader, Payload)>) -> Result<()> {
@@ -234,8 +234,8 @@ impl Pass<'_> {
     /// read at a time. That includes a page whose first record rebuilds it
     /// (init, image): the page on disk may already hold that record and the
     /// ones after it, which redo then skips; leaving it out made each such
-    /// page a synchronous read. Only a hint: a page that does not load is fetched (and its
-    /// error reported) by the record that needs it.
+    /// page a synchronous read. Only a hint: a page that does not load is
+    /// fetched (and its error reported) by the record that needs it.
     fn prefetch(&mut self, window: &[(RecordHeader, Payload)]) -> Result<()> {
         let limit = (self.store.pool.frame_count() / 4).max(1);
         let mut seen = FxHashSet::default();
@@ -347,19 +347,10 @@ impl Pass<'_> {
             // The relation's file is gone: a later drop removed it.
             return Ok(());
         };
-        let mut c = match self.cached.take() {
-            Some(c) if c.rid == rid && c.guard.page_id() == pid => c,
-            other => {
-                self.cached = other;
-                self.release_cached()?;
-                Cached {
-                    rid,
-                    guard: page_for(self.store, &rel, pid, payload, h.lsn)?,
-                    changed: false,
-                    last_lsn: h.lsn,
-                }
-            }
-        };
+        let store = self.store;
+        let mut c = self.latch(rid, pid, h.lsn, || {
+            page_for(store, &rel, pid, payload, h.lsn)
+        })?;
         if page_lsn(&c.guard).is_some_and(|l| l >= h.lsn) {
             self.rec.report.records_skipped += 1;
         } else {
@@ -386,29 +377,18 @@ impl Pass<'_> {
         let Some(rel) = self.rels.get(&rid).cloned() else {
             return Ok(());
         };
-        let c = match self.cached.take() {
-            Some(c) if c.rid == rid && c.guard.page_id() == pid => c,
-            other => {
-                self.cached = other;
-                // Invariant 11: one latch at a time.
-                self.release_cached()?;
-                if pid.0 >= rel.page_count() {
-                    return Ok(());
-                }
-                let guard = self.store.pool.fetch_write(rel.file(), pid).map_err(|e| {
-                    recovery(
-                        h.lsn,
-                        format!("page {pid} of relation {rid}, checked after {of}: {e}"),
-                    )
-                })?;
-                Cached {
-                    rid,
-                    guard,
-                    changed: false,
-                    last_lsn: h.lsn,
-                }
-            }
-        };
+        if pid.0 >= rel.page_count() {
+            return Ok(());
+        }
+        let store = self.store;
+        let c = self.latch(rid, pid, h.lsn, || {
+            store.pool.fetch_write(rel.file(), pid).map_err(|e| {
+                recovery(
+                    h.lsn,
+                    format!("page {pid} of relation {rid}, checked after {of}: {e}"),
+                )
+            })
+        })?;
         let compared = page_lsn(&c.guard) == Some(of);
         let outcome = compared
             .then(|| first_difference(&c.guard, pid, image))
@@ -427,6 +407,29 @@ impl Pass<'_> {
             self.rec.report.consistency_checks += 1;
         }
         Ok(())
+    }
+
+    /// The page `(rid, pid)` latched: the cached page if it is that one,
+    /// else, once the cached page is released (invariant 11: one latch at a
+    /// time), the one `open` latches.
+    fn latch(
+        &mut self,
+        rid: RelationId,
+        pid: PageId,
+        lsn: Lsn,
+        open: impl FnOnce() -> Result<PageWriteGuard<'a>>,
+    ) -> Result<Cached<'a>> {
+        match self.cached.take() {
+            Some(c) if c.rid == rid && c.guard.page_id() == pid => return Ok(c),
+            other => self.cached = other,
+        }
+        self.release_cached()?;
+        Ok(Cached {
+            rid,
+            guard: open()?,
+            changed: false,
+            last_lsn: lsn,
+        })
     }
 
     /// Unlatches the page redo holds, recording its free space (as redo

@@ -218,11 +218,7 @@ impl Wal {
             .iter()
             .copied()
             .filter(|&n| n >= current)
-            .filter(|&n| {
-                sdir.read_header(n).is_ok_and(|h| {
-                    h.database_id == template.database_id && h.segment_size == template.segment_size
-                })
-            })
+            .filter(|&n| sdir.read_header(n).is_ok_and(|h| h.same_log(&template)))
             .collect();
         let segments = Arc::new(SegmentManager {
             dir: sdir.clone(),
@@ -304,7 +300,8 @@ impl Wal {
     }
 
     /// Whether segment `n` has this log's header and a valid first record:
-    /// reads the header and the first record only, not the whole segment.
+    /// reads the header and the first record only (one read, more only for
+    /// a first record longer than [`PROBE_BYTES`]), not the whole segment.
     fn starts_with_a_record(
         io: &Arc<dyn AsyncIo>,
         dir: &SegmentDir,
@@ -312,33 +309,29 @@ impl Wal {
         template: &SegmentHeader,
         n: u64,
     ) -> bool {
-        let header_ok = dir.read_header(n).is_ok_and(|h| {
-            h.database_id == template.database_id && h.segment_size == template.segment_size
-        });
-        if !header_ok {
-            return false;
-        }
-        let Ok(fh) = io
-            .open(&dir.segment_path(n), OpenOptions::new(FileClass::Wal))
-            .wait()
-        else {
+        let path = dir.segment_path(n);
+        let Ok(fh) = io.open(&path, OpenOptions::new(FileClass::Wal)).wait() else {
             return false;
         };
         let at = geometry.first_record(n);
-        let off = geometry.offset_in_segment(at);
-        let room = (geometry.segment_size - off) as usize;
-        let mut want = PROBE_BYTES.min(room);
+        let off = geometry.offset_in_segment(at) as usize;
+        let size = geometry.segment_size as usize;
+        let mut want = (off + PROBE_BYTES).min(size);
         let valid = loop {
-            let Ok((buf, got)) = io.read_at(fh, off, IoBuf::zeroed(want)).wait() else {
+            let Ok((buf, got)) = io.read_at(fh, 0, IoBuf::zeroed(want)).wait() else {
                 break false;
             };
-            match record::decode_frame(&buf[..got], at) {
+            let header = &buf[..got.min(SEGMENT_HEADER_SIZE)];
+            if !SegmentHeader::decode(header, n, &path).is_ok_and(|h| h.same_log(template)) {
+                break false;
+            }
+            match record::decode_frame(buf.get(off..got).unwrap_or(&[]), at) {
                 Ok(_) => break true,
                 // A record longer than the first read: read all of it.
                 Err(record::FrameProblem::Truncated)
-                    if got == want && room.min(MAX_RECORD_SIZE) > want =>
+                    if got == want && (off + MAX_RECORD_SIZE).min(size) > want =>
                 {
-                    want = room.min(MAX_RECORD_SIZE);
+                    want = (off + MAX_RECORD_SIZE).min(size);
                 }
                 Err(_) => break false,
             }

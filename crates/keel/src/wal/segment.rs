@@ -102,6 +102,12 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// Whether `self` belongs to the same log as `other`: the same database
+    /// and segment size (the segment number aside).
+    pub fn same_log(&self, other: &SegmentHeader) -> bool {
+        self.database_id == other.database_id && self.segment_size == other.segment_size
+    }
+
     /// LSN of the segment's first byte.
     pub fn start_lsn(&self) -> Lsn {
         Lsn(self.segment_no * u64::from(self.segment_size))
