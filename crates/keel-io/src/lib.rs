@@ -104,14 +104,14 @@ pub trait AsyncIo: Send + Sync {
 
     /// Runs a request to completion and returns its reply, on the calling
     /// thread where the backend can: the thread pool and io_uring make a
-    /// write's or a sync's system call right here instead of handing it to
+    /// read's, a write's or a sync's system call right here instead of handing it to
     /// another thread and waiting for the answer; the simulator runs it as
     /// it runs everything. Otherwise the same contract as
     /// [`submit`](AsyncIo::submit) followed by [`IoFuture::wait`]: a permit
     /// from the queue, the sync order of contract 4 (a sync that must wait
     /// for earlier writes waits for them), statistics, the same errors. For
     /// callers that would block on the result at once anyway, such as the
-    /// log's flush leader.
+    /// log's flush leader or a buffer pool miss.
     fn run_blocking(&self, req: Request) -> Result<Reply, IoError> {
         self.submit(req).wait()
     }
@@ -126,6 +126,25 @@ pub trait AsyncIo: Send + Sync {
     ) -> Result<IoBuf, IoError> {
         self.run_blocking(Request::Write { file, offset, buf })
             .and_then(reply::written)
+    }
+
+    /// [`read_exact_at`](AsyncIo::read_exact_at) run by
+    /// [`run_blocking`](AsyncIo::run_blocking): for a caller that needs the
+    /// page now (a buffer pool miss), where handing the read to another
+    /// thread would only add two context switches to a page-cache hit.
+    fn read_exact_at_blocking(
+        &self,
+        file: FileHandle,
+        offset: u64,
+        buf: IoBuf,
+    ) -> Result<IoBuf, IoError> {
+        self.run_blocking(Request::Read {
+            file,
+            offset,
+            buf,
+            exact: true,
+        })
+        .and_then(reply::read_exact)
     }
 
     /// [`fdatasync`](AsyncIo::fdatasync) run by

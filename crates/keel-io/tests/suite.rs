@@ -414,6 +414,30 @@ fn blocking_calls(f: &Fixture) {
         Ok(keel_io::Reply::Size(n)) => assert_eq!(n, 5120),
         other => panic!("expected a size, got {other:?}"),
     }
+    let reads_before =
+        f.io.stats()
+            .get(OpKind::Read, FileClass::Wal)
+            .map_or(0, |r| r.count);
+    let got = f.io.read_exact_at_blocking(h, 512, IoBuf::zeroed(1024));
+    assert_eq!(&got.unwrap()[..], &want[512..1536], "an inline read");
+    let short = f.io.read_exact_at_blocking(h, 5000, IoBuf::zeroed(512));
+    assert!(
+        matches!(
+            short,
+            Err(IoError::ShortRead {
+                offset: 5000,
+                wanted: 512,
+                got: 120,
+                ..
+            })
+        ),
+        "{short:?}"
+    );
+    let r =
+        f.io.stats()
+            .get(OpKind::Read, FileClass::Wal)
+            .map_or(0, |r| r.count);
+    assert_eq!(r - reads_before, 2, "inline reads are counted");
     let s = f.io.stats();
     let w = s.get(OpKind::Write, FileClass::Wal).expect("write stats");
     assert_eq!((w.count, w.bytes, w.errors), (10, 5120, 0));

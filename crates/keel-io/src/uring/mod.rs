@@ -222,8 +222,9 @@ impl UringIo {
         self.shared.wake();
     }
 
-    /// `run_blocking` of a write or a sync: the system call on this thread,
-    /// in the file's sync order. A write registers like a ring write and
+    /// `run_blocking` of a read, a write or a sync: the system call on this
+    /// thread, in the file's sync order. A read runs here (reads take no
+    /// part in the sync order); a write registers like a ring write and
     /// passes the ring syncs it released to the dispatcher; a sync runs here
     /// only when no earlier write is in flight, else it goes to the ring
     /// (returned) to be held there. Anything else goes to the ring.
@@ -234,6 +235,10 @@ impl UringIo {
         ticket: Ticket,
     ) -> Option<Submission> {
         match op {
+            FileOp::Read(_) => {
+                ticket.finish(op.run_blocking(&entry));
+                None
+            }
             FileOp::Write(_) => {
                 let seq = entry.order.lock().begin_write();
                 let outcome = op.run_blocking(&entry);

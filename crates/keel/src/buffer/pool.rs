@@ -174,10 +174,11 @@ impl Shared {
     /// the read: nobody else touches a Loading frame's bytes.
     fn load(&self, frame: usize, key: PageKey, handle: FileHandle) -> Result<(), BufferError> {
         let buf = self.frames[frame].take_buffer();
+        // On this thread: the caller waits for the page anyway (a hand-off
+        // to an I/O thread costs more than a page-cache hit).
         let read = self
             .io
-            .read_exact_at(handle, page_offset(key.page), buf)
-            .wait();
+            .read_exact_at_blocking(handle, page_offset(key.page), buf);
         let (file, page) = (key.file, key.page);
         let (buf, outcome) = match read {
             Ok(buf) => {
