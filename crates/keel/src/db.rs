@@ -89,6 +89,29 @@ pub struct Config {
     /// a page image in the log per change: for tests and debugging, off by
     /// default.
     pub consistency_check: bool,
+    /// When the checkpoint that ends crash recovery runs.
+    pub recovery_checkpoint: RecoveryCheckpoint,
+}
+
+/// When the checkpoint that ends crash recovery is taken.
+///
+/// Recovery leaves every page it redid dirty in the buffer pool. Until a
+/// checkpoint writes them, the control file keeps pointing at the last
+/// checkpoint from before the crash, and the log from there is kept: a
+/// crash meanwhile recovers from that point again, exactly as the first
+/// time (redo is idempotent, undo is compensated, invariant 8). So the
+/// database is usable the moment redo and undo are done; the checkpoint
+/// only shortens the next recovery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryCheckpoint {
+    /// On a thread of its own, started as [`Database::open`] returns; work
+    /// runs meanwhile. `close` (and dropping the database) waits for it.
+    #[default]
+    Background,
+    /// Before [`Database::open`] returns: the time to open includes writing
+    /// every page recovery redid (deterministic: the simulator's tests use
+    /// it).
+    BeforeOpenReturns,
 }
 
 impl Default for Config {
@@ -101,6 +124,7 @@ impl Default for Config {
             checkpoint_interval: Some(Duration::from_secs(300)),
             lock_timeout: None,
             consistency_check: false,
+            recovery_checkpoint: RecoveryCheckpoint::Background,
         }
     }
 }
@@ -174,6 +198,9 @@ pub(crate) struct Inner {
 pub struct Database {
     inner: Arc<Inner>,
     checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
+    /// The end-of-recovery checkpoint taken in the background
+    /// ([`RecoveryCheckpoint::Background`]).
+    recovery_checkpoint: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -199,11 +226,17 @@ impl Database {
         io: Arc<dyn AsyncIo>,
     ) -> Result<Database> {
         config.validate()?;
-        let inner = Arc::new(open_inner(dir.as_ref(), &config, io)?);
+        let (inner, deferred) = open_inner(dir.as_ref(), &config, io)?;
+        let inner = Arc::new(inner);
+        let recovery_checkpoint = match deferred {
+            true => Some(start_recovery_checkpoint(&inner)?),
+            false => None,
+        };
         let checkpointer = start_checkpointer(&inner, &config)?;
         Ok(Database {
             inner,
             checkpointer,
+            recovery_checkpoint,
         })
     }
 
@@ -336,6 +369,9 @@ impl Database {
             drop(stop);
             let _ = handle.join();
         }
+        if let Some(handle) = self.recovery_checkpoint.take() {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -374,8 +410,30 @@ fn start_checkpointer(
     Ok(Some((tx, handle)))
 }
 
+/// Takes the end-of-recovery checkpoint on a thread of its own
+/// ([`RecoveryCheckpoint::Background`]); its error, if any, is noted like
+/// any checkpoint's (a fatal one makes the database refuse work).
+fn start_recovery_checkpoint(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
+    let inner = Arc::clone(inner);
+    std::thread::Builder::new()
+        .name("keel-recovery-checkpoint".into())
+        .spawn(move || {
+            if inner.check_usable().is_ok() {
+                let _ = inner.checkpoint(false);
+            }
+        })
+        .map_err(|e| {
+            DbError::Config(format!("cannot start the recovery checkpoint thread: {e}")).into()
+        })
+}
+
 /// Opens the files, recovers, loads the catalog and the FSMs, checkpoints.
-fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner> {
+/// Returns `true` when the checkpoint after a crash recovery is left to
+/// [`start_recovery_checkpoint`] ([`RecoveryCheckpoint::Background`]).
+/// After a clean shutdown or on a new database it is taken here: it has
+/// nothing to write, and it must mark the control file unclean before any
+/// work starts.
+fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inner, bool)> {
     ensure_dir(&io, dir)?;
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
@@ -448,12 +506,17 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<Inner
         cleanup_failures: AtomicU64::new(0),
         _dir_lock: dir_lock,
     };
-    inner.checkpoint(false)?;
+    let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
+        && control.is_some_and(|c| !c.clean);
+    if !deferred {
+        inner.checkpoint(false)?;
+    }
     report.duration = report.duration.max(Duration::from_nanos(1));
-    Ok(Inner {
+    let inner = Inner {
         recovery: report,
         ..inner
-    })
+    };
+    Ok((inner, deferred))
 }
 
 fn placeholder(id: RelationId, pages: u32) -> Relation {

@@ -316,6 +316,7 @@ pub fn recovery_run(data: &[u8]) -> crate::Result<(crate::RecoveryReport, usize)
         buffer: crate::buffer::BufferConfig::with_frames(16),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: crate::RecoveryCheckpoint::BeforeOpenReturns,
         ..crate::Config::default()
     };
     config.wal.segment_size_bytes = SEGMENT as u32;

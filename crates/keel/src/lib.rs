@@ -27,7 +27,7 @@ pub mod txn;
 pub mod types;
 pub mod wal;
 
-pub use db::{Config, Database, RelationInfo, Scan, Transaction};
+pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo, Scan, Transaction};
 pub use error::{DbError, Error, ErrorClass, PageError, ParseIdError, Result, WalError};
 pub use recovery::{CheckpointReport, RecoveryReport};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};

@@ -254,3 +254,81 @@ fn read_page_returns_verifiable_pages_and_refuses_pages_past_the_end() {
     assert_eq!(e.class(), keel::ErrorClass::Usage);
     db.close().unwrap();
 }
+
+fn control(dir: &std::path::Path) -> keel::recovery::Control {
+    let io = keel_io::open_backend(&keel_io::IoConfig::default()).unwrap();
+    keel::recovery::control::read_control(&io, dir)
+        .unwrap()
+        .expect("a control file")
+}
+
+/// After a crash, `open` returns once redo and undo are done and the
+/// end-of-recovery checkpoint runs in the background (the default): work
+/// goes on meanwhile, dropping the database waits for the checkpoint, and
+/// the next recovery starts from it. With `BeforeOpenReturns` it is taken
+/// inside `open`.
+#[test]
+fn the_checkpoint_after_crash_recovery_runs_in_the_background_and_the_next_recovery_starts_there() {
+    for mode in [
+        keel::RecoveryCheckpoint::Background,
+        keel::RecoveryCheckpoint::BeforeOpenReturns,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            recovery_checkpoint: mode,
+            checkpoint_interval: None,
+            checkpoint_wal_bytes: 0,
+            ..small_config()
+        };
+        let db = Database::open(dir.path(), config.clone()).unwrap();
+        let rel = db.create_relation("r").unwrap();
+        db.checkpoint().unwrap();
+        let mut rows = BTreeMap::new();
+        for batch in 0..20 {
+            let mut tx = db.begin().unwrap();
+            for i in 0..100 {
+                let v = value(batch * 100 + i, 60);
+                rows.insert(tx.insert(rel, &v).unwrap(), v);
+            }
+            tx.commit().unwrap();
+        }
+        drop(db); // the crash
+        let before = control(dir.path());
+
+        let db = Database::open(dir.path(), config.clone()).unwrap();
+        let report = db.recovery_report().clone();
+        assert!(!report.clean_shutdown, "{mode:?}");
+        assert!(report.records_redone >= 2000, "{mode:?}: {report:?}");
+        // Work runs while (or after) the checkpoint is taken.
+        let mut tx = db.begin().unwrap();
+        for (tid, v) in &rows {
+            assert_eq!(tx.get(rel, *tid).unwrap().as_ref(), Some(v), "{mode:?}");
+        }
+        let extra = value(99_999, 30);
+        rows.insert(tx.insert(rel, &extra).unwrap(), extra);
+        tx.commit().unwrap();
+        drop(db); // a second crash; waits for the recovery checkpoint
+        let after = control(dir.path());
+        assert!(
+            after.redo_start >= report.log_end && !after.clean,
+            "{mode:?}: the recovery checkpoint moved redo from {:?} to {:?}, not past {:?}",
+            before.redo_start,
+            after.redo_start,
+            report.log_end
+        );
+
+        let db = Database::open(dir.path(), config).unwrap();
+        let again = db.recovery_report().clone();
+        assert_eq!(again.redo_start, after.redo_start, "{mode:?}");
+        assert!(
+            again.records_scanned < report.records_scanned / 10,
+            "{mode:?}: {again:?}"
+        );
+        let tx = db.begin().unwrap();
+        let got: BTreeMap<TupleId, Vec<u8>> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(got, rows, "{mode:?}");
+        drop(tx);
+        db.close().unwrap();
+        assert!(control(dir.path()).clean);
+    }
+}

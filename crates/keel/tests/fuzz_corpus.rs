@@ -491,6 +491,7 @@ fn recovery_log() -> Vec<u8> {
         buffer: BufferConfig::with_frames(16),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: keel::RecoveryCheckpoint::BeforeOpenReturns,
         ..Config::default()
     };
     config.wal.segment_size_bytes = 64 * 1024;

@@ -73,6 +73,7 @@ fn config() -> Config {
         buffer: BufferConfig::with_frames(48),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: keel::RecoveryCheckpoint::BeforeOpenReturns,
         consistency_check: true,
         ..Config::default()
     };

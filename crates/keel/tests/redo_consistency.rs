@@ -19,6 +19,7 @@ fn config() -> Config {
         buffer: BufferConfig::with_frames(32),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: keel::RecoveryCheckpoint::BeforeOpenReturns,
         consistency_check: true,
         ..Config::default()
     }

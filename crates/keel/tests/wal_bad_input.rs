@@ -32,6 +32,7 @@ fn config() -> Config {
         buffer: BufferConfig::with_frames(256),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: keel::RecoveryCheckpoint::BeforeOpenReturns,
         ..Config::default()
     };
     c.wal.segment_size_bytes = SEGMENT as u32;

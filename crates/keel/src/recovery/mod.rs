@@ -60,7 +60,14 @@
 //!   abort record, exactly as a running rollback does, so a crash during
 //!   recovery and a second recovery never undo anything twice (invariant 8).
 //!
-//! Recovery then checkpoints, so the next crash starts from here.
+//! Recovery then checkpoints, so the next crash starts from here. By
+//! default that checkpoint runs in the background once `Database::open` has
+//! returned ([`RecoveryCheckpoint`](crate::RecoveryCheckpoint)): until it
+//! completes, the control file still names the checkpoint from before the
+//! crash and the log from there is kept, so a crash meanwhile recovers from
+//! that point again (redo is idempotent, undo compensated). The redo gate
+//! stays at that older point too, so no page changed after recovery skips
+//! the full image invariant 5 asks for.
 
 pub mod checkpoint;
 pub mod control;

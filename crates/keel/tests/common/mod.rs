@@ -19,6 +19,7 @@ pub fn small_config(frames: usize) -> Config {
         buffer: BufferConfig::with_frames(frames),
         checkpoint_interval: None,
         checkpoint_wal_bytes: 0,
+        recovery_checkpoint: keel::RecoveryCheckpoint::BeforeOpenReturns,
         consistency_check: true,
         ..Config::default()
     };
