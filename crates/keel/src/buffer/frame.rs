@@ -127,8 +127,6 @@ pub(crate) struct Meta {
     /// Free frames, used before the clock is asked for a victim.
     pub(crate) free: Vec<usize>,
     pub(crate) clock: Clock,
-    /// Where the background writer's next scan starts.
-    pub(crate) writer_hand: usize,
 }
 
 impl Meta {
@@ -139,7 +137,6 @@ impl Meta {
             files: HashMap::default(),
             free: (0..n).rev().collect(),
             clock: Clock::new(n),
-            writer_hand: 0,
         }
     }
 

@@ -15,7 +15,7 @@ use super::guard::{PageReadGuard, PageWriteGuard, PinnedPage};
 use super::replacer::{Candidate, Pick};
 use super::stats::{BufferStats, Counters, bump};
 use super::writeback::LatchMode;
-use super::writer::BackgroundWriter;
+use super::writer::{BackgroundWriter, WriterSignal};
 use super::{BufferConfig, FileId};
 use crate::error::BufferError;
 use crate::page::{self, PAGE_SIZE};
@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) wal_durable: AtomicU64,
     /// Set by a failed fdatasync (invariant 7).
     pub(crate) poisoned: AtomicBool,
+    /// Wakes and stops the background writer.
+    pub(crate) writer_signal: WriterSignal,
 }
 
 /// Whether a pin wants a page from disk or a brand-new page.
@@ -164,6 +166,7 @@ impl Shared {
         let outcome =
             MutexGuard::unlocked(meta, || self.write_frames(vec![frame], LatchMode::Try))?;
         bump(&self.stats.dirty_evictions, outcome.written as u64);
+        self.writer_signal.kick();
         let m = &meta.frames[frame];
         let reusable = m.evictable() && !m.dirty && m.state == FrameState::Ready;
         Ok((reusable && !meta.table.contains_key(&key)).then_some(frame))
@@ -266,6 +269,7 @@ impl BufferPool {
             stats: Counters::default(),
             wal_durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
+            writer_signal: WriterSignal::default(),
         });
         let writer = if config.background_writer {
             Some(BackgroundWriter::start(

@@ -37,7 +37,10 @@ impl Shared {
             // The victims are written together (eviction one at a time is
             // the cost read-ahead is meant to avoid), then claimed next round.
             match self.write_frames(dirty, LatchMode::Try) {
-                Ok(outcome) => bump(&self.stats.dirty_evictions, outcome.written as u64),
+                Ok(outcome) => {
+                    bump(&self.stats.dirty_evictions, outcome.written as u64);
+                    self.writer_signal.kick();
+                }
                 Err(e) => {
                     first_err = Some(e);
                     break;

@@ -45,6 +45,12 @@ impl Clock {
         }
     }
 
+    /// The next frame the hand looks at: the frames after it are the
+    /// next victims (the background writer cleans them first).
+    pub(crate) fn hand(&self) -> usize {
+        self.hand
+    }
+
     /// Marks the frame recently used.
     pub(crate) fn touch(&mut self, frame: usize) {
         self.referenced[frame] = true;

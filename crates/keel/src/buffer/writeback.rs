@@ -323,11 +323,12 @@ impl Shared {
     }
 
     /// The background writer's batch: up to `max` dirty frames that nobody
-    /// pins or writes, scanned round-robin, now marked `writing`.
+    /// pins or writes, now marked `writing`, scanned from the clock's hand
+    /// on: the frames the next misses will evict first.
     pub(crate) fn claim_writer_batch(&self, max: usize) -> Vec<usize> {
         let mut meta = self.meta.lock();
         let n = meta.frames.len();
-        let start = meta.writer_hand;
+        let start = meta.clock.hand();
         let mut batch = Vec::new();
         let mut scanned = 0;
         while scanned < n && batch.len() < max {
@@ -339,7 +340,6 @@ impl Shared {
                 batch.push(frame);
             }
         }
-        meta.writer_hand = (start + scanned) % n;
         batch
     }
 }

@@ -1,19 +1,30 @@
-//! The background writer: a thread that periodically writes a batch of
-//! dirty, unpinned pages, so that a miss rarely finds only dirty victims
-//! and has to write one synchronously.
+//! The background writer: a thread that writes dirty, unpinned pages ahead
+//! of the clock's hand, so that a miss rarely finds only dirty victims and
+//! has to write one synchronously.
 //!
-//! Each round it sleeps `writer_interval_ms` (or until stopped), claims up
-//! to `writer_batch_pages` frames round-robin (`claim_writer_batch`), and
+//! Each round it sleeps up to `writer_interval_ms`, or less when a miss
+//! had to write a dirty victim itself (it *kicks* the writer), then claims
+//! the dirty frames the clock will reach next (`claim_writer_batch`) and
 //! hands them to `write_frames` (skipping pages latched exclusive at that
-//! moment), which submits all the writes at once and then waits for them. A failed batch leaves its pages dirty and is only
-//! counted (`writer_errors`): the next `flush_all` or eviction reports the
-//! error to a caller. It does not sync files; `flush_all` does.
+//! moment), which submits all the writes at once and then waits for them.
+//!
+//! The batch follows demand: at least `writer_batch_pages`, and twice the
+//! evictions since the previous round, up to a quarter of the pool. So a
+//! pool that fills faster than the fixed batch drains (a bulk load) is kept
+//! ahead of its misses, and an idle pool costs one small batch per
+//! interval. A round that found as many dirty pages as it wanted while
+//! demand lasted runs again at once.
+//!
+//! A failed batch leaves its pages dirty and is only counted
+//! (`writer_errors`): the next `flush_all` or eviction reports the error to
+//! a caller. It does not sync files; `flush_all` does.
 //!
 //! Lifecycle: `start` spawns the thread; `stop` (also on `Drop`) sets the
 //! stop flag, wakes the thread and joins it. A batch in progress finishes
 //! first.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,14 +35,50 @@ use super::stats::bump;
 use super::writeback::LatchMode;
 use crate::error::BufferError;
 
-struct Control {
-    stop: Mutex<bool>,
+#[derive(Default)]
+struct SignalState {
+    stop: bool,
+    kicked: bool,
+}
+
+/// How the pool wakes (kicks) and stops its background writer.
+#[derive(Default)]
+pub(crate) struct WriterSignal {
+    state: Mutex<SignalState>,
     wake: Condvar,
+}
+
+impl WriterSignal {
+    /// A miss wrote a dirty victim itself: the writer should run now.
+    /// Harmless when there is no writer.
+    pub(crate) fn kick(&self) {
+        let mut st = self.state.lock();
+        if !st.kicked {
+            st.kicked = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sleeps up to `interval` unless kicked or stopped; `false` once
+    /// stopped.
+    fn wait(&self, interval: Duration) -> bool {
+        let mut st = self.state.lock();
+        if !st.stop && !st.kicked {
+            self.wake.wait_for(&mut st, interval);
+        }
+        st.kicked = false;
+        !st.stop
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+    }
 }
 
 /// The running writer thread.
 pub(crate) struct BackgroundWriter {
-    control: Arc<Control>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -41,25 +88,20 @@ impl BackgroundWriter {
         interval_ms: u64,
         batch_pages: usize,
     ) -> Result<BackgroundWriter, BufferError> {
-        let control = Arc::new(Control {
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
-        let ctl = Arc::clone(&control);
         let interval = Duration::from_millis(interval_ms);
+        let sh = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("keel-bufwriter".into())
-            .spawn(move || run(&shared, &ctl, interval, batch_pages))
+            .spawn(move || run(&sh, interval, batch_pages))
             .map_err(|source| BufferError::WriterThread { source })?;
         Ok(BackgroundWriter {
-            control,
+            shared,
             thread: Some(thread),
         })
     }
 
     fn stop(&mut self) {
-        *self.control.stop.lock() = true;
-        self.control.wake.notify_all();
+        self.shared.writer_signal.stop();
         if let Some(thread) = self.thread.take() {
             // A panic in the writer has already been reported; the pool's
             // state is protected by its own locks, so there is nothing to do.
@@ -74,29 +116,38 @@ impl Drop for BackgroundWriter {
     }
 }
 
-fn run(shared: &Shared, control: &Control, interval: Duration, batch_pages: usize) {
+fn run(shared: &Shared, interval: Duration, batch_pages: usize) {
+    let most = (shared.frames.len() / 4).max(batch_pages);
+    let mut seen = shared.stats.evictions.load(Ordering::Relaxed);
+    let mut again = false;
     loop {
-        {
-            let mut stop = control.stop.lock();
-            if !*stop {
-                control.wake.wait_for(&mut stop, interval);
-            }
-            if *stop {
-                return;
-            }
+        if !again && !shared.writer_signal.wait(interval) {
+            return;
         }
+        if again && shared.writer_signal.state.lock().stop {
+            return;
+        }
+        again = false;
         if shared.is_poisoned() {
             continue;
         }
-        let batch = shared.claim_writer_batch(batch_pages);
+        let evictions = shared.stats.evictions.load(Ordering::Relaxed);
+        let demand = evictions.saturating_sub(seen) as usize;
+        seen = evictions;
+        let want = batch_pages.max(demand.saturating_mul(2)).min(most);
+        let batch = shared.claim_writer_batch(want);
         if batch.is_empty() {
             continue;
         }
+        again = demand > 0 && batch.len() == want;
         // Try: a page latched exclusive is busy now; skip it rather than
         // wait (its holder may itself be waiting for a frame).
         match shared.write_frames(batch, LatchMode::Try) {
             Ok(outcome) => bump(&shared.stats.writer_pages, outcome.written as u64),
-            Err(_) => bump(&shared.stats.writer_errors, 1),
+            Err(_) => {
+                bump(&shared.stats.writer_errors, 1);
+                again = false;
+            }
         }
     }
 }
