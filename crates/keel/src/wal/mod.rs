@@ -48,7 +48,7 @@ pub use writer::{Appended, WriterStats};
 use crate::error::WalError;
 use crate::types::Lsn;
 use reader::WalReader as Reader;
-use record::MAX_RECORD_SIZE;
+use record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 use segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader};
 use writer::{LogWriter, SegmentSource};
 
@@ -424,12 +424,17 @@ impl Wal {
     /// Appends a record; not durable until a flush covers it.
     pub fn append(&self, meta: &RecordMeta, payload: &[u8]) -> Result<Appended, WalError> {
         let appended = self.writer.append(meta, payload)?;
+        self.after_append(appended);
+        Ok(appended)
+    }
+
+    /// Wakes the log's thread when the size flush policy asks for a flush.
+    fn after_append(&self, appended: Appended) {
         if let Some(limit) = self.config.flush_size_bytes
             && appended.end.0 - self.writer.durable_end().0 >= limit
         {
             self.segments.wake.notify_all();
         }
-        Ok(appended)
     }
 
     /// Appends a typed payload with `meta`'s transaction and page (its type
@@ -439,12 +444,21 @@ impl Wal {
         meta: RecordMeta,
         payload: &payload::Payload,
     ) -> Result<Appended, WalError> {
-        let bytes = payload.to_bytes()?;
         let meta = RecordMeta {
             kind: payload.kind(),
             ..meta
         };
-        self.append(&meta, &bytes)
+        // The payload is encoded straight behind the header space: one
+        // buffer per record, no copy. (`encode` refuses a payload too large
+        // for a record; the capacity is capped so that it gets to say so.)
+        let cap =
+            (RECORD_HEADER_SIZE + payload.encoded_len().min(MAX_RECORD_SIZE)).min(MAX_RECORD_SIZE);
+        let mut record = Vec::with_capacity(cap);
+        record.resize(RECORD_HEADER_SIZE, 0);
+        payload.encode(&mut record)?;
+        let appended = self.writer.append_record(&meta, record)?;
+        self.after_append(appended);
+        Ok(appended)
     }
 
     /// Makes every record up to and including the one at `lsn` durable

@@ -254,8 +254,24 @@ pub fn encoded_len(payload_len: usize) -> usize {
 /// bytes), all but `batch back` and the CRC, which [`seal`] adds. The caller
 /// checked the size against [`MAX_RECORD_SIZE`].
 pub fn encode_unsealed(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u8]) {
-    let total = RECORD_HEADER_SIZE + payload.len();
-    debug_assert_eq!(out.len(), total, "record buffer of the wrong size");
+    debug_assert_eq!(
+        out.len(),
+        RECORD_HEADER_SIZE + payload.len(),
+        "record buffer of the wrong size"
+    );
+    out[RECORD_HEADER_SIZE..].copy_from_slice(payload);
+    encode_header(out, meta, lsn);
+}
+
+/// Writes the header (all but `batch back` and the CRC, which [`seal`]
+/// adds) of the record in `out`, whose payload already follows the header
+/// space: the whole of `out` is the record.
+pub fn encode_header(out: &mut [u8], meta: &RecordMeta, lsn: Lsn) {
+    let total = out.len();
+    debug_assert!(
+        total >= RECORD_HEADER_SIZE,
+        "record shorter than its header"
+    );
     let h = &mut out[..RECORD_HEADER_SIZE];
     put_u32(h, offsets::TOTAL_LEN, total as u32);
     put_u64(h, offsets::LSN, lsn.0);
@@ -270,7 +286,6 @@ pub fn encode_unsealed(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u
     h[offsets::TYPE] = meta.kind as u8;
     h[offsets::FLAGS] = 0;
     h[offsets::RESERVED..RECORD_HEADER_SIZE].fill(0);
-    out[RECORD_HEADER_SIZE..].copy_from_slice(payload);
 }
 
 /// Completes an encoded record written in the flush batch that starts at

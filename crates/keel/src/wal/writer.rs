@@ -2,7 +2,8 @@
 //!
 //! ## Appending
 //!
-//! An appender encodes its record into a buffer of its own, *then* reserves
+//! An appender encodes its record into a buffer of its own (the payload
+//! straight behind the header space, one allocation), *then* reserves
 //! its position under a mutex held for a few arithmetic operations (the
 //! position depends on whether the record still fits in the current segment,
 //! so a plain atomic add would not do), writes the LSN and CRC into its
@@ -11,9 +12,10 @@
 //! while bytes are copied (the reservation-by-atomic-add idea of MySQL 8's log
 //! buffer, with the copy replaced by a hand-over of an owned buffer).
 //!
-//! The pending map holds records by LSN. Records enter it out of order (two
-//! appenders race between reservation and hand-over); the flusher takes only
-//! the contiguous prefix that starts at the last written position.
+//! The pending queue holds records by LSN. Records enter it nearly in order
+//! (two appenders may race between reservation and hand-over, and the later
+//! one is then placed before the end); the flusher takes only the
+//! contiguous prefix that starts at the last written position.
 //!
 //! ## Group commit (invariant 6)
 //!
@@ -57,7 +59,7 @@
 //! after a successful sync, under the `flush` lock; `written_end` is the
 //! leader's private cursor.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::thread::Thread;
@@ -68,7 +70,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::WalError;
 use crate::types::Lsn;
 use crate::wal::record::{
-    MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_unsealed, seal,
+    MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_unsealed,
+    seal,
 };
 use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir};
 
@@ -113,9 +116,34 @@ struct Reserve {
     next: Lsn,
 }
 
+/// Appended records not yet taken by a flush.
 struct Pending {
-    records: BTreeMap<u64, Vec<u8>>,
+    /// `(LSN, record)`, ascending by LSN.
+    records: VecDeque<(u64, Vec<u8>)>,
     bytes: usize,
+}
+
+impl Pending {
+    /// Adds a record: at the back when it is the highest LSN (nearly
+    /// always), else where its LSN belongs.
+    fn insert(&mut self, lsn: u64, record: Vec<u8>) {
+        self.bytes += record.len();
+        match self.records.back() {
+            Some(&(last, _)) if last > lsn => {
+                let at = self.records.partition_point(|&(l, _)| l < lsn);
+                self.records.insert(at, (lsn, record));
+            }
+            _ => self.records.push_back((lsn, record)),
+        }
+    }
+
+    /// The length of the first record if it starts at `lsn`.
+    fn first_at(&self, lsn: u64) -> Option<usize> {
+        self.records
+            .front()
+            .filter(|(l, _)| *l == lsn)
+            .map(|(_, r)| r.len())
+    }
 }
 
 struct FlushState {
@@ -265,7 +293,7 @@ impl LogWriter {
             direct,
             reserve: Mutex::new(Reserve { next: end }),
             pending: Mutex::new(Pending {
-                records: BTreeMap::new(),
+                records: VecDeque::new(),
                 bytes: 0,
             }),
             pending_cv: Condvar::new(),
@@ -305,20 +333,38 @@ impl LogWriter {
                 max: MAX_RECORD_SIZE,
             });
         }
+        let mut record = Vec::with_capacity(len);
+        record.resize(RECORD_HEADER_SIZE, 0);
+        record.extend_from_slice(payload);
+        self.append_record(meta, record)
+    }
+
+    /// Appends a record whose payload `record` already holds behind
+    /// [`RECORD_HEADER_SIZE`] bytes of header space (filled in here).
+    pub(crate) fn append_record(
+        &self,
+        meta: &RecordMeta,
+        mut record: Vec<u8>,
+    ) -> Result<Appended, WalError> {
+        let len = record.len();
+        if len > MAX_RECORD_SIZE {
+            return Err(WalError::RecordTooLarge {
+                len,
+                max: MAX_RECORD_SIZE,
+            });
+        }
+        debug_assert!(len >= RECORD_HEADER_SIZE, "record without header space");
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poison_error());
         }
         self.wait_for_room(len)?;
-        let mut buf = vec![0u8; len];
         let (lsn, padding) = self.reserve(len as u64);
-        encode_unsealed(&mut buf, meta, lsn, payload);
+        encode_header(&mut record, meta, lsn);
         let mut pending = self.pending.lock();
         if let Some((at, pad_len)) = padding {
-            pending.bytes += pad_len;
-            pending.records.insert(at.0, padding_bytes(at, pad_len));
+            pending.insert(at.0, padding_bytes(at, pad_len));
         }
-        pending.bytes += len;
-        pending.records.insert(lsn.0, buf);
+        pending.insert(lsn.0, record);
         drop(pending);
         self.pending_cv.notify_all();
         self.records.fetch_add(1, Ordering::Relaxed);
@@ -552,9 +598,9 @@ impl LogWriter {
         let mut pending = self.pending.lock();
         loop {
             let at = if pos == seg_end { break } else { pos };
-            match pending.records.get(&at.0) {
-                Some(r) if out.is_empty() || size + r.len() <= self.max_batch => {
-                    let r = pending.records.remove(&at.0).unwrap_or_default();
+            match pending.first_at(at.0) {
+                Some(len) if out.is_empty() || size + len <= self.max_batch => {
+                    let (_, r) = pending.records.pop_front().unwrap_or_default();
                     pos = Lsn(at.0 + r.len() as u64);
                     size += r.len();
                     out.push(r);
