@@ -115,7 +115,7 @@ impl Store {
             flags,
             tuple: bytes.to_vec(),
         };
-        self.change(Some(log), rel, g, &insert)?;
+        self.change_owned(Some(log), rel, g, insert)?;
         self.note_free(rel, g);
         Ok(Some(TupleId::new(pid, slot)))
     }

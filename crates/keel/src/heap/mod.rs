@@ -92,6 +92,7 @@ mod modify;
 mod overflow;
 pub(crate) mod read;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -231,6 +232,28 @@ impl Store {
         g: &mut PageWriteGuard<'_>,
         payload: &Payload,
     ) -> Result<Lsn> {
+        self.change_cow(log, rel, g, Cow::Borrowed(payload))
+    }
+
+    /// [`change`](Self::change) of a payload the caller gives away: the
+    /// undo stack keeps it without a copy (an insert's tuple bytes).
+    pub(crate) fn change_owned(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        payload: Payload,
+    ) -> Result<Lsn> {
+        self.change_cow(log, rel, g, Cow::Owned(payload))
+    }
+
+    fn change_cow(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        payload: Cow<'_, Payload>,
+    ) -> Result<Lsn> {
         let pid = g.page_id();
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
@@ -241,19 +264,19 @@ impl Store {
             g.mark_dirty(rec.lsn);
         }
         let before = page_lsn(g).unwrap_or(Lsn::ZERO);
-        apply::apply(payload, g, pid, before)?;
+        apply::apply(&payload, g, pid, before)?;
         let mut meta = RecordMeta::new(payload.kind()).on_page(rel.id, pid);
         if let Some(log) = &log {
             meta = meta.in_txn(log.txn, log.last_lsn);
         }
-        let rec = self.wal.append_payload(meta, payload)?;
+        let rec = self.wal.append_payload(meta, &payload)?;
         // Marked dirty before the gate is released (step 4): a checkpoint
         // whose begin record follows this record must find the frame dirty
         // when its `flush_all` looks, or the change would be neither written
         // by that checkpoint nor redone after a crash (redo starts at its
         // begin record).
         g.mark_dirty(rec.lsn);
-        if self.consistency_check && !matches!(payload, Payload::PageImage { .. }) {
+        if self.consistency_check && !matches!(*payload, Payload::PageImage { .. }) {
             self.log_check(rel, g, rec.lsn)?;
         }
         drop(gate);
@@ -264,7 +287,7 @@ impl Store {
                     page: pid,
                     lsn: rec.lsn,
                     prev_lsn: log.last_lsn,
-                    payload: payload.clone(),
+                    payload: payload.into_owned(),
                 });
             }
             log.last_lsn = rec.lsn;
