@@ -6,6 +6,8 @@
 //! chain's [`OverflowHead`], which carries the value's length, first page,
 //! page count and CRC32C; reading checks all of them.
 
+use std::borrow::Cow;
+
 use super::{INLINE_MAX, MAX_VALUE_LEN, Relation, Store, TxnLog, corrupt, page_type};
 use crate::error::{DbError, Result};
 use crate::page::{ChainReader, NO_PAGE, OverflowHead, PageType, TupleFlags, overflow::chunks};
@@ -13,14 +15,14 @@ use crate::types::PageId;
 use crate::wal::Payload;
 
 impl Store {
-    /// What goes into the slot for `value`: the value itself, or the head
-    /// of an overflow chain written for it now.
-    pub(crate) fn stored_form(
+    /// What goes into the slot for `value`: the value itself (borrowed),
+    /// or the head of an overflow chain written for it now.
+    pub(crate) fn stored_form<'v>(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
-        value: &[u8],
-    ) -> Result<(Vec<u8>, TupleFlags)> {
+        value: &'v [u8],
+    ) -> Result<(Cow<'v, [u8]>, TupleFlags)> {
         if value.len() > MAX_VALUE_LEN {
             return Err(DbError::ValueTooLarge {
                 len: value.len(),
@@ -29,10 +31,10 @@ impl Store {
             .into());
         }
         if value.len() <= INLINE_MAX {
-            return Ok((value.to_vec(), TupleFlags::NONE));
+            return Ok((Cow::Borrowed(value), TupleFlags::NONE));
         }
         let head = self.write_chain(log, rel, value)?;
-        Ok((head.encode().to_vec(), TupleFlags::OVERFLOW_HEAD))
+        Ok((Cow::Owned(head.encode().to_vec()), TupleFlags::OVERFLOW_HEAD))
     }
 
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
