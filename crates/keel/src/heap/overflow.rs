@@ -34,7 +34,10 @@ impl Store {
             return Ok((Cow::Borrowed(value), TupleFlags::NONE));
         }
         let head = self.write_chain(log, rel, value)?;
-        Ok((Cow::Owned(head.encode().to_vec()), TupleFlags::OVERFLOW_HEAD))
+        Ok((
+            Cow::Owned(head.encode().to_vec()),
+            TupleFlags::OVERFLOW_HEAD,
+        ))
     }
 
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
