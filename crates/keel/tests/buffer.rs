@@ -394,25 +394,36 @@ fn flush_all_survives_a_power_cut() {
     }
 }
 
+/// A 16-frame pool on `b`'s file "rel" with a background writer that
+/// sleeps `interval_ms` between batches of 4 pages.
+fn pool_with_writer(b: &Backend, interval_ms: u64) -> BufferPool {
+    let h = b.open("rel");
+    let cfg = BufferConfig {
+        background_writer: true,
+        writer_interval_ms: interval_ms,
+        writer_batch_pages: 4,
+        ..BufferConfig::with_frames(16)
+    };
+    pool(&b.io, h, cfg, Arc::new(NoWal))
+}
+
+/// Creates pages `0..n`, each a heap page with one tuple, dirty at LSN 5.
+fn dirty_new_pages(pool: &BufferPool, n: u32) {
+    for p in 0..n {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tuple(0, p, 0), Lsn(5));
+    }
+}
+
 /// A miss that has to write a dirty victim itself wakes (kicks) the
 /// background writer at once, long before its interval (an hour here), and
 /// the writer then cleans ahead of the clock.
 #[test]
 fn a_dirty_eviction_kicks_the_background_writer() {
     let b = Backend::sim();
-    let h = b.open("rel");
-    let cfg = BufferConfig {
-        background_writer: true,
-        writer_interval_ms: 3_600_000,
-        writer_batch_pages: 4,
-        ..BufferConfig::with_frames(16)
-    };
-    let pool = pool(&b.io, h, cfg, Arc::new(NoWal));
-    for p in 0..64 {
-        let mut g = pool.new_page(F, PageId(p)).unwrap();
-        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
-        insert(&mut g, p, &tuple(0, p, 0), Lsn(5));
-    }
+    let pool = pool_with_writer(&b, 3_600_000);
+    dirty_new_pages(&pool, 64);
     assert!(pool.stats().dirty_evictions > 0, "{:?}", pool.stats());
     // A liveness bound, not a timing: the interval alone would take an hour.
     let mut waited = 0;
@@ -431,19 +442,8 @@ fn a_dirty_eviction_kicks_the_background_writer() {
 #[test]
 fn background_writer_cleans_dirty_pages() {
     let b = Backend::sim();
-    let h = b.open("rel");
-    let cfg = BufferConfig {
-        background_writer: true,
-        writer_interval_ms: 1,
-        writer_batch_pages: 4,
-        ..BufferConfig::with_frames(16)
-    };
-    let pool = pool(&b.io, h, cfg, Arc::new(NoWal));
-    for p in 0..12 {
-        let mut g = pool.new_page(F, PageId(p)).unwrap();
-        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
-        insert(&mut g, p, &tuple(0, p, 0), Lsn(5));
-    }
+    let pool = pool_with_writer(&b, 1);
+    dirty_new_pages(&pool, 12);
     // Wait (without a deadline: no timed assertions) for the writer.
     while !pool.dirty_pages().is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(1));
