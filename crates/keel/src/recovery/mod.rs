@@ -23,10 +23,12 @@
 //! One pass over the log from the control file's scan start does analysis
 //! and redo together:
 //!
-//! - **Analysis.** Each transaction's records that need undo are kept on a
-//!   stack; a CLR pops everything after its `undo_next` (those records are
-//!   already undone); commit and abort records end the transaction. What is
-//!   left at the end of the log are the *losers*.
+//! - **Analysis.** The position of each transaction's records that need
+//!   undo is kept on a stack; a CLR pops everything after its `undo_next`
+//!   (those records are already undone); commit and abort records end the
+//!   transaction. What is left at the end of the log are the *losers*; their
+//!   records are read back from the log (one forward scan from the oldest)
+//!   when undo starts, so a payload lives only as long as redo needs it.
 //! - **Redo** (records at or after the redo start). A page-changing record
 //!   is applied when the page's LSN is below the record's, through the same
 //!   [`apply`](crate::heap::apply::apply) the running engine uses. A record
@@ -52,10 +54,10 @@
 //!   and their later records are then skipped) are handed to
 //!   `BufferPool::prefetch` in one batch, at most a quarter of the pool.
 //!   Prefetch is only a hint: a page that does not load is fetched by its
-//!   record as before, and its error reported there. Within a window each
-//!   record is redone first and then analysed, so the undo stack takes the
-//!   decoded payload without copying it. Free space and "touched" are
-//!   recorded once per run of records on one page, when redo lets go of it.
+//!   record as before, and its error reported there. Payloads are decoded
+//!   straight from the reader's segment buffer. Free space and "touched"
+//!   are recorded once per run of records on one page, when redo lets go
+//!   of it.
 //! - **Undo.** Each loser is rolled back newest first with CLRs and an
 //!   abort record, exactly as a running rollback does, so a crash during
 //!   recovery and a second recovery never undo anything twice (invariant 8).

@@ -69,7 +69,18 @@ impl PageSpace {
 #[derive(Default)]
 struct Open {
     last_lsn: Lsn,
-    undo: Vec<UndoEntry>,
+    /// Its records that rollback would undo, oldest first: where they are,
+    /// not their payloads (read back from the log only for a loser).
+    undo: Vec<UndoRef>,
+}
+
+/// A record on an undo stack, by position.
+#[derive(Clone, Copy)]
+struct UndoRef {
+    relation: RelationId,
+    page: PageId,
+    lsn: Lsn,
+    prev_lsn: Lsn,
 }
 
 /// The page redo holds latched between records.
@@ -92,6 +103,8 @@ struct Pass<'a> {
     dir: &'a Path,
     rels: &'a mut HashMap<RelationId, Arc<Relation>>,
     redo_start: Lsn,
+    /// How the log is read (undo reads losers' records back).
+    mode: RecoveryMode,
     txns: BTreeMap<TxnId, Open>,
     rec: Recovered,
 }
@@ -116,6 +129,7 @@ pub(crate) fn recover(
         dir,
         rels,
         redo_start,
+        mode,
         txns: BTreeMap::new(),
         rec: Recovered {
             report: RecoveryReport {
@@ -183,17 +197,14 @@ const READ_AHEAD_WINDOWS: usize = 2;
 /// [`WINDOW_RECORDS`] records or [`WINDOW_BYTES`] of payload), then any
 /// error, which ends the reading. Stops early when `send` returns false
 /// (redo gave up).
-fn read_windows(reader: crate::wal::WalReader, mut send: impl FnMut(Result<Window>) -> bool) {
+fn read_windows(mut reader: crate::wal::WalReader, mut send: impl FnMut(Result<Window>) -> bool) {
     let mut window = Vec::new();
     let mut window_bytes = 0usize;
-    for record in reader {
-        let decoded = record.map_err(Error::from).and_then(|r| {
-            Ok((
-                r.header,
-                Payload::decode_record(&r.header, &r.payload)?,
-                r.payload.len(),
-            ))
-        });
+    // Each payload is decoded straight from the reader's segment buffer.
+    while let Some(record) = reader.next_with(|h, payload| {
+        Ok::<_, Error>((h, Payload::decode_record(&h, payload)?, payload.len()))
+    }) {
+        let decoded = record.map_err(Error::from).and_then(|d| d);
         let (header, payload, len) = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -271,8 +282,7 @@ impl<'a> Pass<'a> {
         if h.lsn >= self.redo_start {
             self.redo_record(&h, &payload)?;
         }
-        // After redo, so the undo stack can take the payload without a copy.
-        self.analyse(&h, payload);
+        self.analyse(&h, &payload);
         Ok(())
     }
 
@@ -294,7 +304,7 @@ impl<'a> Pass<'a> {
     }
 
     /// Analysis: the transaction table and each transaction's undo stack.
-    fn analyse(&mut self, h: &RecordHeader, payload: Payload) {
+    fn analyse(&mut self, h: &RecordHeader, payload: &Payload) {
         if h.txn.0 == 0 {
             return;
         }
@@ -312,12 +322,11 @@ impl<'a> Pass<'a> {
         } else if payload.needs_undo()
             && let (Some(relation), Some(page)) = (h.relation, h.page)
         {
-            t.undo.push(UndoEntry {
+            t.undo.push(UndoRef {
                 relation,
                 page,
                 lsn: h.lsn,
                 prev_lsn: h.prev_lsn,
-                payload,
             });
         }
     }
@@ -464,12 +473,28 @@ impl<'a> Pass<'a> {
     /// Undo: rolls every loser back with CLRs and an abort record.
     fn undo_losers(&mut self) -> Result<()> {
         let losers = std::mem::take(&mut self.txns);
+        let mut payloads = self.read_back(&losers)?;
         let rels: &HashMap<RelationId, Arc<Relation>> = self.rels;
         let lookup = |id: RelationId| rels.get(&id).cloned();
         for (txn, open) in losers.into_iter().rev() {
             let mut log = TxnLog::new(txn);
             log.last_lsn = open.last_lsn;
-            log.undo = open.undo;
+            log.undo = open
+                .undo
+                .iter()
+                .map(|r| {
+                    let payload = payloads.remove(&r.lsn).ok_or_else(|| {
+                        recovery(r.lsn, "the record to undo is gone from the log".into())
+                    })?;
+                    Ok(UndoEntry {
+                        relation: r.relation,
+                        page: r.page,
+                        lsn: r.lsn,
+                        prev_lsn: r.prev_lsn,
+                        payload,
+                    })
+                })
+                .collect::<Result<_>>()?;
             self.rec.report.records_undone += log.undo.len() as u64;
             for e in &log.undo {
                 self.rec.touched.insert((e.relation, e.page));
@@ -479,6 +504,41 @@ impl<'a> Pass<'a> {
             self.rec.report.txns_undone += 1;
         }
         Ok(())
+    }
+}
+
+impl Pass<'_> {
+    /// The payloads of every record the losers' undo stacks name, read back
+    /// from the log in one forward scan from the oldest of them (analysis
+    /// kept only their positions: most transactions commit, and their
+    /// payloads are dropped as soon as redo is done with them).
+    fn read_back(&self, losers: &BTreeMap<TxnId, Open>) -> Result<FxHashMap<Lsn, Payload>> {
+        let wanted: FxHashSet<Lsn> = losers
+            .values()
+            .flat_map(|o| o.undo.iter().map(|r| r.lsn))
+            .collect();
+        let mut found = FxHashMap::default();
+        let Some(&from) = wanted.iter().min() else {
+            return Ok(found);
+        };
+        let mut reader = self.store.wal.reader(from, self.mode)?;
+        while found.len() < wanted.len() {
+            let record = reader.next_with(|h, payload| {
+                wanted
+                    .contains(&h.lsn)
+                    .then(|| Payload::decode_record(&h, payload).map(|p| (h.lsn, p)))
+            });
+            match record {
+                None => break,
+                Some(r) => {
+                    if let Some(decoded) = r? {
+                        let (lsn, payload) = decoded?;
+                        found.insert(lsn, payload);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

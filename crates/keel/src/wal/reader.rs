@@ -224,13 +224,14 @@ impl WalReader {
         Ok(Loaded { segment: seg, data })
     }
 
-    fn finish(&mut self, at: Lsn, cut: Option<TailCut>) -> Option<Result<LogRecord, WalError>> {
+    fn finish(&mut self, at: Lsn, cut: Option<TailCut>) {
         self.end = Some(at);
         self.cut = cut;
-        None
     }
 
-    fn step(&mut self) -> Result<Option<LogRecord>, Stop> {
+    /// Moves to the next record; returns its header and where its payload
+    /// starts in the current segment's buffer.
+    fn step(&mut self) -> Result<(RecordHeader, usize), Stop> {
         loop {
             let seg = self.geometry.segment_of(self.pos);
             if self.current.as_ref().is_none_or(|c| c.segment != seg) {
@@ -262,13 +263,11 @@ impl WalReader {
                         .record_position(self.geometry.segment_end(self.pos));
                 }
                 Ok(h) => {
-                    let end = off + h.total_len as usize;
-                    let payload = cur.data[off + RECORD_HEADER_SIZE..end].to_vec();
                     // A record that ends a segment is followed by the next
                     // segment's first record, past its header.
                     let next = Lsn(self.pos.0 + u64::from(h.total_len));
                     self.pos = self.geometry.record_position(next);
-                    return Ok(Some(LogRecord { header: h, payload }));
+                    return Ok((h, off + RECORD_HEADER_SIZE));
                 }
                 Err(problem) => return Err(self.bad_record(problem)),
             }
@@ -425,18 +424,27 @@ enum Stop {
     Error(WalError),
 }
 
-impl Iterator for WalReader {
-    type Item = Result<LogRecord, WalError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl WalReader {
+    /// The next record as [`Iterator::next`] reads it, but with its payload
+    /// lent to `f` from the reader's segment buffer instead of copied into
+    /// a `LogRecord` of its own (recovery decodes it straight from there).
+    pub fn next_with<R>(
+        &mut self,
+        f: impl FnOnce(RecordHeader, &[u8]) -> R,
+    ) -> Option<Result<R, WalError>> {
         if self.end.is_some() || self.failed {
             return None;
         }
         match self.step() {
-            Ok(record) => record.map(Ok),
+            Ok((h, start)) => {
+                let cur = self.current.as_ref()?;
+                let end = start + h.total_len as usize - RECORD_HEADER_SIZE;
+                Some(Ok(f(h, &cur.data[start..end])))
+            }
             Err(Stop::End(cut)) => {
                 let at = self.pos;
-                self.finish(at, cut)
+                self.finish(at, cut);
+                None
             }
             Err(Stop::Error(e)) => {
                 // An error ends the iteration; `end` stays unknown.
@@ -445,6 +453,17 @@ impl Iterator for WalReader {
                 Some(Err(e))
             }
         }
+    }
+}
+
+impl Iterator for WalReader {
+    type Item = Result<LogRecord, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with(|header, payload| LogRecord {
+            header,
+            payload: payload.to_vec(),
+        })
     }
 }
 
