@@ -201,10 +201,11 @@ fn read_windows(mut reader: crate::wal::WalReader, mut send: impl FnMut(Result<W
     let mut window = Vec::new();
     let mut window_bytes = 0usize;
     // Each payload is decoded straight from the reader's segment buffer.
-    while let Some(record) = reader.next_with(|h, payload| {
-        Ok::<_, Error>((h, Payload::decode_record(&h, payload)?, payload.len()))
-    }) {
-        let decoded = record.map_err(Error::from).and_then(|d| d);
+    while let Some(record) = reader
+        .next_with(|h, payload| Payload::decode_record(&h, payload).map(|p| (h, p, payload.len())))
+    {
+        // A record the log cannot read, or whose payload does not decode.
+        let decoded = record.and_then(|d| d).map_err(Error::from);
         let (header, payload, len) = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -505,9 +506,7 @@ impl<'a> Pass<'a> {
         }
         Ok(())
     }
-}
 
-impl Pass<'_> {
     /// The payloads of every record the losers' undo stacks name, read back
     /// from the log in one forward scan from the oldest of them (analysis
     /// kept only their positions: most transactions commit, and their
