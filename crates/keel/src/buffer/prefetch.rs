@@ -93,11 +93,18 @@ impl Shared {
         dirty
     }
 
-    /// Submits every claimed read at once, then verifies each page: a good
-    /// one becomes Ready (unpinned), any other is unmapped. Returns the
-    /// number of pages installed.
+    /// Reads every claimed page, then verifies each: a good one becomes
+    /// Ready (unpinned), any other is unmapped. Returns the number of pages
+    /// installed.
+    ///
+    /// The first half of the batch is submitted at once; the caller reads
+    /// the second half itself (`read_exact_at_blocking`) meanwhile. On
+    /// io_uring, buffered reads that the kernel's cache serves complete
+    /// inline on the dispatcher thread, one after another; the caller's own
+    /// reads copy beside them on another core (BENCHMARKS.md, Recovery).
     fn load_batch(&self, claims: Vec<Claim>) -> usize {
-        let pending: Vec<_> = claims
+        let half = claims.len() / 2;
+        let queued: Vec<_> = claims[..half]
             .iter()
             .map(|c| {
                 let buf = self.frames[c.frame].take_buffer();
@@ -105,9 +112,18 @@ impl Shared {
                     .read_exact_at(c.handle, page_offset(c.key.page), buf)
             })
             .collect();
+        let here: Vec<_> = claims[half..]
+            .iter()
+            .map(|c| {
+                let buf = self.frames[c.frame].take_buffer();
+                self.io
+                    .read_exact_at_blocking(c.handle, page_offset(c.key.page), buf)
+            })
+            .collect();
+        let reads = queued.into_iter().map(|f| f.wait()).chain(here);
         let mut good = Vec::with_capacity(claims.len());
-        for (c, read) in claims.iter().zip(pending) {
-            let (buf, ok) = match read.wait() {
+        for (c, read) in claims.iter().zip(reads) {
+            let (buf, ok) = match read {
                 Ok(buf) => {
                     bump(&self.stats.reads, 1);
                     let ok = page::verify(&buf, c.key.page).is_ok();
