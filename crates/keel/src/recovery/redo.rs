@@ -353,13 +353,26 @@ impl<'a> Pass<'a> {
         let (Some(rid), Some(pid)) = (h.relation, h.page) else {
             return Err(recovery(h.lsn, "page record without a page".into()));
         };
-        let Some(rel) = self.rels.get(&rid).cloned() else {
-            // The relation's file is gone: a later drop removed it.
-            return Ok(());
+        // The page latched for the previous record (the common case) needs
+        // no relation lookup: its relation was there when it was latched,
+        // and a drop releases it first.
+        let cached = self
+            .cached
+            .as_ref()
+            .is_some_and(|c| c.rid == rid && c.guard.page_id() == pid);
+        let rel = if cached {
+            None
+        } else {
+            let Some(rel) = self.rels.get(&rid).cloned() else {
+                // The relation's file is gone: a later drop removed it.
+                return Ok(());
+            };
+            Some(rel)
         };
         let store = self.store;
-        let mut c = self.latch(rid, pid, h.lsn, || {
-            page_for(store, &rel, pid, payload, h.lsn)
+        let mut c = self.latch(rid, pid, h.lsn, || match &rel {
+            Some(rel) => page_for(store, rel, pid, payload, h.lsn),
+            None => Err(recovery(h.lsn, format!("relation {rid} not found"))),
         })?;
         if page_lsn(&c.guard).is_some_and(|l| l >= h.lsn) {
             self.rec.report.records_skipped += 1;
