@@ -144,9 +144,18 @@ pub(crate) fn recover(
         },
     };
     let reader = store.wal.reader(scan_start, mode)?;
+    // Windows redo is done with go back to the reader, which drops their
+    // payloads and refills them: the thread that allocated a payload frees
+    // it (freeing across threads costs the allocator far more).
+    let (back_tx, back_rx) = crossbeam_channel::bounded::<Window>(READ_AHEAD_WINDOWS + 1);
+    let recycled = move || back_rx.try_recv().ok();
     let mut outcome = Ok(());
     let mut run = |window: Result<Window>| {
-        let done = window.and_then(|mut w| pass.window(&mut w));
+        let done = window.and_then(|w| {
+            let done = pass.window(&w);
+            let _ = back_tx.try_send(w);
+            done
+        });
         let ok = done.is_ok();
         if let Err(e) = done {
             outcome = Err(e);
@@ -164,7 +173,9 @@ pub(crate) fn recover(
         std::thread::scope(|s| {
             let reading = std::thread::Builder::new()
                 .name("keel-redo-read".into())
-                .spawn_scoped(s, move || read_windows(reader, |w| tx.send(w).is_ok()));
+                .spawn_scoped(s, move || {
+                    read_windows(reader, recycled, |w| tx.send(w).is_ok())
+                });
             if let Err(e) = reading {
                 return run(Err(recovery(
                     scan_start,
@@ -176,7 +187,7 @@ pub(crate) fn recover(
             rx.into_iter().all(&mut run)
         });
     } else {
-        read_windows(reader, &mut run);
+        read_windows(reader, recycled, &mut run);
     }
     outcome?;
     pass.rec.report.log_end = store.wal.end_lsn();
@@ -196,9 +207,22 @@ const READ_AHEAD_WINDOWS: usize = 2;
 /// Reads the log to its end, handing `send` a window at a time (at most
 /// [`WINDOW_RECORDS`] records or [`WINDOW_BYTES`] of payload), then any
 /// error, which ends the reading. Stops early when `send` returns false
-/// (redo gave up).
-fn read_windows(mut reader: crate::wal::WalReader, mut send: impl FnMut(Result<Window>) -> bool) {
-    let mut window = Vec::new();
+/// (redo gave up). Each new window reuses one that `recycled` hands back
+/// (emptied here), if any.
+fn read_windows(
+    mut reader: crate::wal::WalReader,
+    mut recycled: impl FnMut() -> Option<Window>,
+    mut send: impl FnMut(Result<Window>) -> bool,
+) {
+    let mut fresh = || {
+        recycled()
+            .map(|mut w| {
+                w.clear();
+                w
+            })
+            .unwrap_or_default()
+    };
+    let mut window = fresh();
     let mut window_bytes = 0usize;
     // Each payload is decoded straight from the reader's segment buffer.
     while let Some(record) = reader
@@ -219,7 +243,7 @@ fn read_windows(mut reader: crate::wal::WalReader, mut send: impl FnMut(Result<W
         window_bytes += len;
         window.push((header, payload));
         if window.len() >= WINDOW_RECORDS || window_bytes >= WINDOW_BYTES {
-            if !send(Ok(std::mem::take(&mut window))) {
+            if !send(Ok(std::mem::replace(&mut window, fresh()))) {
                 return;
             }
             window_bytes = 0;
@@ -232,11 +256,11 @@ fn read_windows(mut reader: crate::wal::WalReader, mut send: impl FnMut(Result<W
 
 impl<'a> Pass<'a> {
     /// Prefetches the pages the window's records will read, then runs
-    /// each record, emptying `window`.
-    fn window(&mut self, window: &mut Vec<(RecordHeader, Payload)>) -> Result<()> {
+    /// each record.
+    fn window(&mut self, window: &[(RecordHeader, Payload)]) -> Result<()> {
         self.prefetch(window)?;
-        for (h, payload) in window.drain(..) {
-            self.record(h, payload)?;
+        for (h, payload) in window {
+            self.record(*h, payload)?;
         }
         Ok(())
     }
@@ -277,13 +301,13 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    fn record(&mut self, h: RecordHeader, payload: Payload) -> Result<()> {
+    fn record(&mut self, h: RecordHeader, payload: &Payload) -> Result<()> {
         self.rec.report.records_scanned += 1;
         self.rec.report.bytes_scanned += u64::from(h.total_len);
         if h.lsn >= self.redo_start {
-            self.redo_record(&h, &payload)?;
+            self.redo_record(&h, payload)?;
         }
-        self.analyse(&h, &payload);
+        self.analyse(&h, payload);
         Ok(())
     }
 
