@@ -55,9 +55,10 @@
 //!   `BufferPool::prefetch` in one batch, at most a quarter of the pool.
 //!   Prefetch is only a hint: a page that does not load is fetched by its
 //!   record as before, and its error reported there. Payloads are decoded
-//!   straight from the reader's segment buffer. Free space and "touched"
-//!   are recorded once per run of records on one page, when redo lets go
-//!   of it.
+//!   straight from the reader's segment buffer, and freed on the reader's
+//!   thread too: redo hands each window back to be refilled. Free space
+//!   and "touched" are recorded once per run of records on one page, when
+//!   redo lets go of it.
 //! - **Undo.** Each loser is rolled back newest first with CLRs and an
 //!   abort record, exactly as a running rollback does, so a crash during
 //!   recovery and a second recovery never undo anything twice (invariant 8).
