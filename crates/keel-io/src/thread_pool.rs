@@ -213,11 +213,14 @@ fn run(shared: &Shared, job: Job) {
         }
         Work::File { entry, op, order } => {
             let outcome = op.run_blocking(&entry);
+            // The write's future completes before the write leaves the sync
+            // order: a sync it lets start (here, or inline on another
+            // thread) finds it complete.
+            ticket.finish(outcome);
             let released = match order {
                 Order::Write(seq) => entry.order.lock().end_write(seq),
                 _ => Vec::new(),
             };
-            ticket.finish(outcome);
             for job in released {
                 run(shared, job);
             }

@@ -290,11 +290,14 @@ impl Dispatcher {
             ticket,
             order,
         } = inf;
+        // The future completes before the write leaves the sync order, so a
+        // sync it lets start (held here, or inline on another thread) never
+        // finishes before the write's future does.
+        ticket.finish(result.and_then(|()| op.into_reply()));
         if let Order::Write(seq) = order {
             let released = entry.order.lock().end_write(seq);
             self.ready.extend(released);
         }
-        ticket.finish(result.and_then(|()| op.into_reply()));
     }
 
     /// The ring is broken: fail everything, leaking what the kernel may

@@ -242,8 +242,10 @@ impl UringIo {
             FileOp::Write(_) => {
                 let seq = entry.order.lock().begin_write();
                 let outcome = op.run_blocking(&entry);
-                let released = entry.order.lock().end_write(seq);
+                // Completed before it leaves the sync order (see the
+                // dispatcher's `finish`).
                 ticket.finish(outcome);
+                let released = entry.order.lock().end_write(seq);
                 if !released.is_empty() {
                     self.send(Intake::Release(released));
                 }
