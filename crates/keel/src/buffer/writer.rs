@@ -59,11 +59,11 @@ impl WriterSignal {
         }
     }
 
-    /// Sleeps up to `interval` unless kicked or stopped; `false` once
-    /// stopped.
-    fn wait(&self, interval: Duration) -> bool {
+    /// Sleeps up to `interval` (not at all unless `sleep`) unless kicked
+    /// or stopped; `false` once stopped.
+    fn wait(&self, interval: Duration, sleep: bool) -> bool {
         let mut st = self.state.lock();
-        if !st.stop && !st.kicked {
+        if sleep && !st.stop && !st.kicked {
             self.wake.wait_for(&mut st, interval);
         }
         st.kicked = false;
@@ -121,10 +121,7 @@ fn run(shared: &Shared, interval: Duration, batch_pages: usize) {
     let mut seen = shared.stats.evictions.load(Ordering::Relaxed);
     let mut again = false;
     loop {
-        if !again && !shared.writer_signal.wait(interval) {
-            return;
-        }
-        if again && shared.writer_signal.state.lock().stop {
+        if !shared.writer_signal.wait(interval, !again) {
             return;
         }
         again = false;

@@ -380,11 +380,7 @@ impl<'a> Pass<'a> {
         // The page latched for the previous record (the common case) needs
         // no relation lookup: its relation was there when it was latched,
         // and a drop releases it first.
-        let cached = self
-            .cached
-            .as_ref()
-            .is_some_and(|c| c.rid == rid && c.guard.page_id() == pid);
-        let rel = if cached {
+        let rel = if self.holds(rid, pid) {
             None
         } else {
             let Some(rel) = self.rels.get(&rid).cloned() else {
@@ -456,6 +452,13 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
+    /// Whether the page latched for the previous record is `(rid, pid)`.
+    fn holds(&self, rid: RelationId, pid: PageId) -> bool {
+        self.cached
+            .as_ref()
+            .is_some_and(|c| c.rid == rid && c.guard.page_id() == pid)
+    }
+
     /// The page `(rid, pid)` latched: the cached page if it is that one,
     /// else, once the cached page is released (invariant 11: one latch at a
     /// time), the one `open` latches.
@@ -466,9 +469,10 @@ impl<'a> Pass<'a> {
         lsn: Lsn,
         open: impl FnOnce() -> Result<PageWriteGuard<'a>>,
     ) -> Result<Cached<'a>> {
-        match self.cached.take() {
-            Some(c) if c.rid == rid && c.guard.page_id() == pid => return Ok(c),
-            other => self.cached = other,
+        if self.holds(rid, pid)
+            && let Some(c) = self.cached.take()
+        {
+            return Ok(c);
         }
         self.release_cached()?;
         Ok(Cached {

@@ -451,9 +451,8 @@ impl Wal {
         // The payload is encoded straight behind the header space: one
         // buffer per record, no copy. (`encode` refuses a payload too large
         // for a record; the capacity is capped so that it gets to say so.)
-        let cap =
-            (RECORD_HEADER_SIZE + payload.encoded_len().min(MAX_RECORD_SIZE)).min(MAX_RECORD_SIZE);
-        let mut record = Vec::with_capacity(cap);
+        let cap = RECORD_HEADER_SIZE.saturating_add(payload.encoded_len());
+        let mut record = Vec::with_capacity(cap.min(MAX_RECORD_SIZE));
         record.resize(RECORD_HEADER_SIZE, 0);
         payload.encode(&mut record)?;
         let appended = self.writer.append_record(&meta, record)?;
