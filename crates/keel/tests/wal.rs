@@ -190,8 +190,10 @@ fn commit_concurrently(wal: &Arc<Wal>, threads: u64, per_thread: u64) -> Vec<(Ls
 
 /// Group commit with leaders that keep flushing for others and hand over,
 /// on every backend, buffered and O_DIRECT (whose partial last block every
-/// flush rewrites): every acknowledged record is read back after reopening,
-/// at its LSN, and nothing else is there.
+/// flush rewrites), with committers that yield before they sleep and ones
+/// that sleep at once, and with one-block batches (a flush then covers only
+/// part of the committers parked for it): every acknowledged record is read
+/// back after reopening, at its LSN, and nothing else is there.
 #[test]
 fn concurrent_committers_on_every_backend() {
     let mut backends: Vec<(Arc<dyn AsyncIo>, Option<tempfile::TempDir>)> = vec![(sim(5), None)];
@@ -200,20 +202,30 @@ fn concurrent_committers_on_every_backend() {
             backends.push((io, Some(real_dir())));
         }
     }
+    // (O_DIRECT, yields before sleeping, batch bytes, committers)
+    let variants = [
+        (false, 16, 16 * 1024, 12),
+        (true, 16, 16 * 1024, 12),
+        (false, 0, 4096, 40),
+        (true, 0, 4096, 40),
+    ];
     for (io, tmp) in backends {
-        for direct_io in [false, true] {
+        for (direct_io, spin, batch, threads) in variants {
+            let name = format!("wal-{direct_io}-{spin}");
             let dir = match &tmp {
-                Some(t) => t.path().join(format!("wal-{direct_io}")),
-                None => PathBuf::from(format!("/db/wal-{direct_io}")),
+                Some(t) => t.path().join(name),
+                None => PathBuf::from(format!("/db/{name}")),
             };
             let config = WalConfig {
                 direct_io,
+                commit_spin_yields: spin,
+                max_batch_bytes: batch,
                 ..small_config()
             };
             let wal = Arc::new(Wal::open(io.clone(), &dir, config.clone()).unwrap().0);
-            let acked = commit_concurrently(&wal, 12, 60);
+            let acked = commit_concurrently(&wal, threads, 60);
             let stats = wal.stats();
-            assert_eq!(stats.records, 12 * 60);
+            assert_eq!(stats.records, threads * 60);
             // Padding frames at segment ends are flushed too.
             assert!(stats.flushed_records >= stats.records, "{stats:?}");
             assert!(stats.flushes <= stats.flushed_records, "{stats:?}");

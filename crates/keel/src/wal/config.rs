@@ -72,6 +72,14 @@ pub struct WalConfig {
     pub buffer_capacity_bytes: usize,
     /// Open segments with O_DIRECT.
     pub direct_io: bool,
+    /// Times a committer waiting for another's flush yields its core,
+    /// checking whether its record is durable, before it sleeps. Alone on
+    /// its core a yield returns at once, so this is a few microseconds of
+    /// spinning; with more committers than cores each yield runs the
+    /// others, and a committer whose record became durable meanwhile goes
+    /// on without a sleep and a wake-up (see BENCHMARKS.md). 0 sleeps at
+    /// once.
+    pub commit_spin_yields: u32,
     /// What to do with segments wholly before the last checkpoint.
     pub retention: RetentionPolicy,
     /// Spare recycled segments kept ready.
@@ -90,6 +98,7 @@ impl Default for WalConfig {
             max_batch_bytes: 1 << 20,
             buffer_capacity_bytes: 32 << 20,
             direct_io: false,
+            commit_spin_yields: 16,
             retention: RetentionPolicy::Recycle,
             recycle_keep: 2,
             recovery_mode: RecoveryMode::TolerateTornTail,

@@ -239,9 +239,7 @@ impl Wal {
             sdir.clone(),
             segments.clone(),
             geometry,
-            config.max_batch_bytes as usize,
-            config.buffer_capacity_bytes,
-            config.direct_io,
+            &config,
             end,
             tail,
         ));

@@ -24,18 +24,28 @@
 //! flush running becomes the flusher, takes *everything* contiguous that is
 //! pending (up to one batch), writes it and fdatasyncs it on its own thread
 //! ([`AsyncIo::write_at_blocking`], no hand-off to an I/O thread), then
-//! publishes the durable end. Committers that arrive meanwhile park, each on
-//! its own slot. After a sync:
+//! publishes the durable end.
 //!
-//! - exactly the waiters it covered are woken, as a binary tree (the leader
-//!   wakes two, each wakes half of the rest, ...), so the leader is free
-//!   after two wake-up calls and the wake-ups run on every core;
-//! - if others are still waiting, the leader at once flushes again for them:
-//!   by then the next batch holds everything that arrived during the sync.
-//!   After its own record is durable it does this at most
-//!   [`CONTINUE_LIMIT`] times, then hands the flushing to the waiter with
-//!   the lowest LSN, which wakes as the leader;
-//! - when nobody waits, the flushing is released.
+//! Committers that arrive meanwhile park in the *open generation*. A flush
+//! closes the open generation before it takes its batch, so every committer
+//! parked in it has its record pending by then, and flushes through the
+//! highest LSN parked there. After the sync it rings the generation's bell:
+//! one futex word per generation parity, bumped under the `flush` lock and
+//! woken with one `FUTEX_WAKE` for all its sleepers. Before sleeping, a
+//! committer yields its core a few times
+//! ([`WalConfig::commit_spin_yields`]): with more committers than cores,
+//! the flush often completes while the others run, and the committer goes
+//! on without a sleep and a wake-up, which on two cores cost more CPU than
+//! the rest of a commit (BENCHMARKS.md).
+//!
+//! - If committers parked in the generation opened meanwhile, the leader at
+//!   once flushes again for them: by then the next batch holds everything
+//!   that arrived during the sync. After its own record is durable it does
+//!   this at most [`CONTINUE_LIMIT`] times, then *hands the lead over*: the
+//!   first committer to see that takes it, even one whose own record is
+//!   durable by now (one sleeper is woken for it; the bell is bumped so the
+//!   ones not yet asleep look too).
+//! - When nobody waits, the lead is freed.
 //!
 //! So a flush starts the moment the device is free (no timer), one sync
 //! serves every committer waiting at the time, and there is one write and
@@ -61,14 +71,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::thread::Thread;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use keel_io::{AsyncIo, FileHandle, IoBuf};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::config::WalConfig;
 use crate::wal::record::{
     MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_unsealed,
     seal,
@@ -107,7 +117,7 @@ pub struct WriterStats {
     /// Flushes a leader ran for other committers after its own record was
     /// durable (pipelined: no hand-over before the next flush).
     pub continued_flushes: u64,
-    /// Times a leader handed the flushing over to a waiting committer.
+    /// Times a leader handed the lead over to the parked committers.
     pub handoffs: u64,
 }
 
@@ -146,83 +156,43 @@ impl Pending {
     }
 }
 
+/// Who flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lead {
+    /// Nobody: the next committer that needs a flush leads.
+    Free,
+    /// A leader is flushing; committers park.
+    Running,
+    /// The leader left with committers parked: the first committer to see
+    /// this leads, even one whose own record is durable by now.
+    HandedOver,
+}
+
 struct FlushState {
-    flushing: bool,
-    /// Committers parked until the durable end passes their LSN, in no
-    /// particular order.
-    waiters: Vec<Waiter>,
+    lead: Lead,
+    /// The generation a committer that parks now joins: the next flush to
+    /// start covers it.
+    open: u64,
+    /// Highest LSN parked in the open generation; `None` when nobody is.
+    open_max: Option<u64>,
     poison: Option<Arc<WalError>>,
 }
 
-/// A committer parked in [`LogWriter::flush_through`].
-struct Waiter {
-    lsn: u64,
-    slot: Arc<WaitSlot>,
-}
+/// A futex word per generation parity: the committers of generation `g`
+/// sleep on `bells[g % 2]` until it changes. A flush of generation `g`
+/// starts only after the one of `g - 1` rang, and `g + 1` opens only when
+/// the flush of `g` starts, so two words are enough: a bell is never rung
+/// for a generation before its sleepers read it.
+struct Bells([AtomicU32; 2]);
 
-/// What a parked committer is woken for.
-const WAITING: u8 = 0;
-/// The durable end passed its LSN, or the log was poisoned.
-const WOKEN: u8 = 1;
-/// It is the flush leader now.
-const LEAD: u8 = 2;
-
-/// One parked committer: woken by a store and an unpark, each waiter on
-/// its own (no shared condition variable whose waiters would all queue on
-/// one mutex to wake up).
-struct WaitSlot {
-    state: AtomicU8,
-    thread: Thread,
-    /// Waiters this one wakes in turn once woken (see [`wake_all`]).
-    chain: Mutex<Vec<Arc<WaitSlot>>>,
-}
-
-impl WaitSlot {
-    fn new() -> Arc<WaitSlot> {
-        Arc::new(WaitSlot {
-            state: AtomicU8::new(WAITING),
-            thread: std::thread::current(),
-            chain: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Parks until woken; wakes the chain it was handed; returns why it was
-    /// woken (`WOKEN` or `LEAD`).
-    fn wait(&self) -> u8 {
-        loop {
-            let s = self.state.load(Ordering::Acquire);
-            if s != WAITING {
-                let chain = std::mem::take(&mut *self.chain.lock());
-                wake_all(chain);
-                return s;
-            }
-            std::thread::park();
-        }
-    }
-
-    fn wake(&self, why: u8) {
-        self.state.store(why, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
-/// Wakes every waiter of `list` (`WOKEN`) as a binary tree: two of them
-/// directly, each handed half of the rest to wake in turn. The leader so
-/// makes two wake-up calls per flush whatever the batch, and the wake-ups
-/// spread over the cores while it goes on to the next flush, instead of
-/// waking dozens of threads one after the other first.
-fn wake_all(mut list: Vec<Arc<WaitSlot>>) {
-    let rest = list.split_off(list.len() / 2);
-    for mut part in [list, rest] {
-        if let Some(head) = part.pop() {
-            *head.chain.lock() = part;
-            head.wake(WOKEN);
-        }
+impl Bells {
+    fn of(&self, generation: u64) -> &AtomicU32 {
+        &self.0[(generation % 2) as usize]
     }
 }
 
 /// Most flushes a leader runs for others after its own record is durable
-/// before it hands the flushing to a waiter (bounds its commit latency).
+/// before it hands the lead over (bounds its commit latency).
 const CONTINUE_LIMIT: u32 = 4;
 
 /// State only the flush leader touches (one leader at a time).
@@ -251,6 +221,8 @@ pub(crate) struct LogWriter {
     max_batch: usize,
     capacity: usize,
     direct: bool,
+    /// [`WalConfig::commit_spin_yields`].
+    spin_yields: u32,
     reserve: Mutex<Reserve>,
     pending: Mutex<Pending>,
     /// Signalled when records enter the map (a leader waits for a gap to
@@ -260,6 +232,10 @@ pub(crate) struct LogWriter {
     /// Position up to which the log is durable; only moves forward, after a
     /// successful sync, under the `flush` lock (read without it).
     durable: AtomicU64,
+    /// `lead == HandedOver`, readable without the lock by a committer whose
+    /// record is durable (it must take the lead before it returns).
+    handed_over: AtomicBool,
+    bells: Bells,
     cursor: Mutex<WriterCursor>,
     poisoned: AtomicBool,
     records: AtomicU64,
@@ -271,15 +247,12 @@ impl LogWriter {
     /// A writer that continues the log at `end` (the position after the
     /// last valid record). `tail` is the content of the block holding `end`
     /// up to `end` (needed with O_DIRECT).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         io: Arc<dyn AsyncIo>,
         dir: Arc<SegmentDir>,
         segments: Arc<dyn SegmentSource>,
         geometry: Geometry,
-        max_batch: usize,
-        capacity: usize,
-        direct: bool,
+        config: &WalConfig,
         end: Lsn,
         tail: Vec<u8>,
     ) -> LogWriter {
@@ -288,9 +261,10 @@ impl LogWriter {
             dir,
             segments,
             geometry,
-            max_batch,
-            capacity,
-            direct,
+            max_batch: config.max_batch_bytes as usize,
+            capacity: config.buffer_capacity_bytes,
+            direct: config.direct_io,
+            spin_yields: config.commit_spin_yields,
             reserve: Mutex::new(Reserve { next: end }),
             pending: Mutex::new(Pending {
                 records: VecDeque::new(),
@@ -298,11 +272,14 @@ impl LogWriter {
             }),
             pending_cv: Condvar::new(),
             flush: Mutex::new(FlushState {
-                flushing: false,
-                waiters: Vec::new(),
+                lead: Lead::Free,
+                open: 0,
+                open_max: None,
                 poison: None,
             }),
             durable: AtomicU64::new(end.0),
+            handed_over: AtomicBool::new(false),
+            bells: Bells([AtomicU32::new(0), AtomicU32::new(0)]),
             cursor: Mutex::new(WriterCursor {
                 written_end: end,
                 tail,
@@ -417,12 +394,21 @@ impl LogWriter {
     /// Makes every record up to and including the one at `lsn` durable.
     pub(crate) fn flush_through(&self, lsn: Lsn) -> Result<(), WalError> {
         loop {
-            if let Some(done) = self.settled(lsn) {
+            if let Some(done) = self.settled(lsn)
+                && (done.is_err() || !self.handed_over.load(Ordering::Acquire))
+            {
                 return done;
             }
             let mut st = self.flush.lock();
+            if st.lead == Lead::HandedOver {
+                st.lead = Lead::Running;
+                self.handed_over.store(false, Ordering::Release);
+                drop(st);
+                self.lead(lsn);
+                continue;
+            }
             // Checked again under the lock: a leader publishes the durable
-            // end (or the poison) and collects the waiters it covers under it.
+            // end (or the poison) and rings the bells under it.
             if let Some(cause) = &st.poison {
                 return Err(WalError::Poisoned {
                     cause: cause.clone(),
@@ -431,19 +417,31 @@ impl LogWriter {
             if self.durable.load(Ordering::Acquire) > lsn.0 {
                 return Ok(());
             }
-            if st.flushing {
-                let slot = WaitSlot::new();
-                st.waiters.push(Waiter {
-                    lsn: lsn.0,
-                    slot: slot.clone(),
-                });
+            if st.lead == Lead::Running {
+                // Park in the open generation: the flush that closes it
+                // covers `lsn` and then rings its bell.
+                let bell = self.bells.of(st.open);
+                let rung = bell.load(Ordering::Acquire);
+                st.open_max = Some(st.open_max.map_or(lsn.0, |m| m.max(lsn.0)));
                 drop(st);
-                if slot.wait() == LEAD {
-                    self.lead(lsn);
+                // Yield first: with more committers than cores the flush
+                // often completes while the others run, sparing this
+                // committer a sleep and the leader a wake-up.
+                for _ in 0..self.spin_yields {
+                    if bell.load(Ordering::Acquire) != rung {
+                        break;
+                    }
+                    std::thread::yield_now();
                 }
+                // Returns at once if the bell rang since `rung` was read
+                // (the futex checks the word atomically with going to
+                // sleep), so a ring is never slept through.
+                atomic_wait::wait(bell, rung);
+                // Durable, poisoned, handed the lead, or woken spuriously:
+                // the checks above tell which.
                 continue;
             }
-            st.flushing = true;
+            st.lead = Lead::Running;
             drop(st);
             self.lead(lsn);
         }
@@ -457,86 +455,80 @@ impl LogWriter {
         (self.durable.load(Ordering::Acquire) > lsn.0).then_some(Ok(()))
     }
 
-    /// Runs flushes as the leader (`flushing` is set for it) until the
-    /// record at `lsn` is durable, then for the committers that queued up
-    /// meanwhile (at most [`CONTINUE_LIMIT`] more), then hands the flushing
-    /// to a waiter or releases it. Each flush wakes exactly the waiters it
-    /// covers; a failure wakes them all to the poison (invariant 7).
+    /// Runs flushes as the leader (`lead` is `Running` for it) until the
+    /// record at `lsn` is durable, then for the committers that parked
+    /// meanwhile (at most [`CONTINUE_LIMIT`] more), then hands the lead
+    /// over or frees it. Each flush closes the open generation, flushes
+    /// through the highest LSN parked in it and rings its bell; a failure
+    /// rings every bell to the poison (invariant 7).
     fn lead(&self, lsn: Lsn) {
-        let mut target = lsn;
         let mut extra = 0u32;
         loop {
+            let (generation, parked) = {
+                let mut st = self.flush.lock();
+                let generation = st.open;
+                st.open += 1;
+                (generation, st.open_max.take())
+            };
+            let target = Lsn(parked.map_or(lsn.0, |p| p.max(lsn.0)));
             let result = self.flush_batch(target);
             let mut st = self.flush.lock();
-            let mut woken = Vec::new();
-            let next = match result {
+            match result {
                 Ok(end) => {
                     self.durable.fetch_max(end.0, Ordering::Release);
-                    let end = self.durable.load(Ordering::Acquire);
-                    take_covered(&mut st.waiters, end, &mut woken);
-                    self.next_target(&st, lsn, end)
                 }
                 Err(e) => {
                     st.poison = Some(Arc::new(e));
                     self.poisoned.store(true, Ordering::Release);
-                    woken.extend(st.waiters.drain(..).map(|w| w.slot));
-                    None
                 }
-            };
-            let own_done = self.durable.load(Ordering::Acquire) > lsn.0;
-            let action = match next {
-                Some(t) if !own_done || extra < CONTINUE_LIMIT => Some(t),
-                Some(_) => {
-                    self.hand_over(&mut st);
-                    None
-                }
-                None => {
-                    st.flushing = false;
-                    None
-                }
-            };
-            drop(st);
-            wake_all(woken);
-            self.pending_cv.notify_all();
-            match action {
-                Some(t) => {
-                    if own_done {
-                        extra += 1;
-                        self.stats.lock().continued_flushes += 1;
-                    }
-                    target = t;
-                }
-                None => return,
             }
-        }
-    }
-
-    /// What the leader flushes through next: its own record while it is
-    /// not durable, else the lowest waiting record; `None` when nothing
-    /// waits.
-    fn next_target(&self, st: &FlushState, own: Lsn, durable: u64) -> Option<Lsn> {
-        if durable <= own.0 {
-            return Some(own);
-        }
-        st.waiters.iter().map(|w| Lsn(w.lsn)).min()
-    }
-
-    /// Makes the waiter with the lowest LSN the leader (`flushing` stays
-    /// set), or releases the flushing when nobody waits.
-    fn hand_over(&self, st: &mut FlushState) {
-        let first = st
-            .waiters
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, w)| w.lsn)
-            .map(|(i, _)| i);
-        match first {
-            Some(i) => {
-                let w = st.waiters.swap_remove(i);
-                w.slot.wake(LEAD);
+            let poisoned = st.poison.is_some();
+            let durable = self.durable.load(Ordering::Acquire);
+            let own_done = durable > lsn.0;
+            // Left to do: the leader's own record or a parked one the batch
+            // did not reach (it stops at a segment's end and at one batch),
+            // or committers parked in the generation opened meanwhile.
+            let more = !poisoned && (durable <= target.0 || st.open_max.is_some());
+            let go_on = more && (!own_done || extra < CONTINUE_LIMIT);
+            let open = st.open;
+            // Rung under the lock, so a committer that parks after this
+            // reads the new value and cannot sleep through the ring.
+            self.bells.of(generation).fetch_add(1, Ordering::Release);
+            if !go_on {
+                if more {
+                    st.lead = Lead::HandedOver;
+                    self.handed_over.store(true, Ordering::Release);
+                } else {
+                    st.lead = Lead::Free;
+                }
+                if more || poisoned {
+                    // Everyone parked in the open generation and not yet
+                    // asleep sees this and checks for itself.
+                    self.bells.of(open).fetch_add(1, Ordering::Release);
+                }
+            }
+            drop(st);
+            if parked.is_some() {
+                atomic_wait::wake_all(self.bells.of(generation));
+            }
+            if poisoned {
+                atomic_wait::wake_all(self.bells.of(open));
+            } else if more && !go_on {
+                // One sleeper of the open generation wakes and takes the
+                // lead (a committer arriving first may take it instead).
+                // Committers of the closed generation the batch did not
+                // reach were woken by its bell and take it the same way.
+                atomic_wait::wake_one(self.bells.of(open));
                 self.stats.lock().handoffs += 1;
             }
-            None => st.flushing = false,
+            self.pending_cv.notify_all();
+            if !go_on {
+                return;
+            }
+            if own_done {
+                extra += 1;
+                self.stats.lock().continued_flushes += 1;
+            }
         }
     }
 
@@ -677,19 +669,6 @@ impl LogWriter {
     pub(crate) fn close(&self) {
         if let Some((_, fh)) = self.cursor.lock().open.take() {
             let _ = self.io.close(fh).wait();
-        }
-    }
-}
-
-/// Moves the waiters whose record ends at or before `end` (their LSN is
-/// below it) to `out`.
-fn take_covered(waiters: &mut Vec<Waiter>, end: u64, out: &mut Vec<Arc<WaitSlot>>) {
-    let mut i = 0;
-    while i < waiters.len() {
-        if waiters[i].lsn < end {
-            out.push(waiters.swap_remove(i).slot);
-        } else {
-            i += 1;
         }
     }
 }
