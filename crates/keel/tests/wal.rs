@@ -16,7 +16,7 @@ use keel::wal::{
     CommitMode, RecordMeta, RecordType, RecoveryMode, RetentionPolicy, Wal, WalConfig, archive,
 };
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
-use keel_io::{AsyncIo, Backend, IoConfig, OpKind};
+use keel_io::{AsyncIo, Backend, FileClass, IoConfig, OpKind};
 use parking_lot::Mutex;
 
 const DIR: &str = "/db/wal";
@@ -477,6 +477,33 @@ fn stale_records_after_a_cut_never_come_back() {
     let got = read_all(&wal);
     assert_eq!(got.len(), 6);
     assert_eq!(got[5].1, 77);
+}
+
+/// A failed zero-fill of a new segment is an error naming the step (not a
+/// panic, not a segment used half-written), and the segment is prepared
+/// again by the next open. Segments are larger than one zero-fill write, so
+/// the failure lands with other writes in flight.
+#[test]
+fn a_failed_zero_fill_is_named_and_prepared_again() {
+    let io = sim(41);
+    let config = WalConfig {
+        segment_size_bytes: 4 << 20,
+        ..small_config()
+    };
+    io.add_fault(
+        FaultRule::always(Fault::Eio)
+            .on_op(OpKind::Write)
+            .on_class(FileClass::Wal),
+    );
+    let Err(err) = Wal::open(io.clone(), Path::new(DIR), config.clone()) else {
+        panic!("opened a log whose first segment could not be written");
+    };
+    assert!(err.to_string().contains("zero-fill a segment"), "{err}");
+    io.clear_faults();
+    let wal = open(io.clone(), config);
+    let a = wal.append(&meta(1), &payload(1)).unwrap();
+    wal.flush(a.lsn).unwrap();
+    assert_eq!(read_all(&wal), vec![(a.lsn, 1, payload(1))]);
 }
 
 #[test]

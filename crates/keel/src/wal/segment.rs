@@ -44,6 +44,7 @@
 //! waits on file creation and a crash never leaves a used segment whose name
 //! or header was not durable.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, OpenOptions};
@@ -63,6 +64,11 @@ pub const SEGMENT_FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_USED: usize = 48;
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Bytes of zeroes one write of [`SegmentDir::zero_fill`] carries.
+const ZERO_CHUNK: u64 = 1 << 20;
+/// Zero-fill writes in flight at once.
+const ZERO_IN_FLIGHT: usize = 2;
 
 /// Byte offsets of the segment header fields (mirrored in docs/storage.md).
 pub mod offsets {
@@ -417,20 +423,43 @@ impl SegmentDir {
     /// first write into them a metadata change, so each commit's fdatasync
     /// would also commit a file-system journal transaction. Recycled
     /// segments are already written and skip this.
+    ///
+    /// At most [`ZERO_IN_FLIGHT`] writes of [`ZERO_CHUNK`] bytes are in
+    /// flight, and each returned buffer (writes leave it zeroed) carries
+    /// the next one: a 16 MiB segment costs two zeroed megabytes of memory,
+    /// not sixteen.
     fn zero_fill(&self, fh: FileHandle, from: u64, to: u64) -> Result<(), WalError> {
-        const CHUNK: u64 = 1 << 20;
-        let start = from - from % 4096;
-        let mut pending = Vec::new();
-        let mut at = start;
-        while at < to {
-            let len = CHUNK.min(to - at);
-            pending.push(self.io.write_at(fh, at, IoBuf::aligned(len as usize)));
-            at += len;
+        let mut spare: Vec<IoBuf> = Vec::new();
+        let mut in_flight = VecDeque::new();
+        let mut at = from - from % 4096;
+        let result = loop {
+            if at < to && in_flight.len() < ZERO_IN_FLIGHT {
+                let len = ZERO_CHUNK.min(to - at) as usize;
+                let buf = match spare.pop() {
+                    Some(b) if b.len() == len => b,
+                    _ => IoBuf::aligned(len),
+                };
+                in_flight.push_back(self.io.write_at(fh, at, buf));
+                at += len as u64;
+                continue;
+            }
+            let Some(write) = in_flight.pop_front() else {
+                break Ok(());
+            };
+            match write.wait() {
+                Ok(buf) => {
+                    debug_assert!(buf.iter().all(|&b| b == 0), "a write changed its buffer");
+                    spare.push(buf);
+                }
+                Err(e) => break Err(WalError::io("zero-fill a segment")(e)),
+            }
+        };
+        // After a failure, the writes still in flight finish before their
+        // file may be closed.
+        for write in in_flight {
+            let _ = write.wait();
         }
-        for write in pending {
-            write.wait().map_err(WalError::io("zero-fill a segment"))?;
-        }
-        Ok(())
+        result
     }
 
     /// Removes segment `n`'s file.
