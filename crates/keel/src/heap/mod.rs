@@ -104,8 +104,8 @@ use crate::buffer::{BufferPool, FileId, PageWriteGuard};
 use crate::error::{DbError, Error, Result};
 use crate::fsm::FreeSpaceMap;
 use crate::page::{PAGE_SIZE, PageType, page_lsn};
-use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
-use crate::wal::{Payload, RecordMeta, Wal};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+use crate::wal::{Payload, RecordMeta, RecordType, Wal};
 
 /// Largest value stored in its slot; larger values go to an overflow chain.
 /// A quarter page, so a page always holds several tuples (PostgreSQL's
@@ -168,7 +168,39 @@ pub(crate) struct UndoEntry {
     pub page: PageId,
     pub lsn: Lsn,
     pub prev_lsn: Lsn,
-    pub payload: Payload,
+    pub undo: Undo,
+}
+
+/// What rolling one record back needs.
+#[derive(Clone, Debug)]
+pub(crate) enum Undo {
+    /// Remove the tuple the transaction inserted in `slot`. Its bytes stay
+    /// on the page until then (the transaction holds the tuple's lock, and
+    /// its later changes to it are undone first), so the compensation
+    /// record's before-image is read from there and the undo stack keeps
+    /// no copy of every inserted tuple.
+    Insert { slot: SlotId },
+    /// Reverse this record with [`apply::undo_action`] (boxed: an entry per
+    /// insert stays small).
+    Record(Box<Payload>),
+}
+
+impl Undo {
+    /// What undoing `payload` needs, keeping as little of it as that.
+    pub(crate) fn of(payload: Cow<'_, Payload>) -> Undo {
+        match *payload {
+            Payload::HeapInsert { slot, .. } => Undo::Insert { slot },
+            _ => Undo::Record(Box::new(payload.into_owned())),
+        }
+    }
+
+    /// The record type's name, for errors.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Undo::Insert { .. } => RecordType::HeapInsert.name(),
+            Undo::Record(p) => p.kind().name(),
+        }
+    }
 }
 
 /// Space a committed transaction releases once its commit is durable.
@@ -287,7 +319,7 @@ impl Store {
                     page: pid,
                     lsn: rec.lsn,
                     prev_lsn: log.last_lsn,
-                    payload: payload.into_owned(),
+                    undo: Undo::of(payload),
                 });
             }
             log.last_lsn = rec.lsn;
@@ -363,3 +395,7 @@ pub(crate) fn corrupt(rel: &Relation, what: impl std::fmt::Display, reason: Stri
     }
     .into()
 }
+
+/// An undo entry per insert: 1 M inserted rows in one transaction keep
+/// 40 MB of undo stack, not a copy of every tuple.
+const _: () = assert!(std::mem::size_of::<UndoEntry>() <= 40);

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use super::read::{Found, slot_of};
-use super::{Deferred, Relation, Store, TxnLog, corrupt, no_tuple, page_type};
+use super::{Deferred, Relation, Store, TxnLog, Undo, corrupt, no_tuple, page_type};
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Error, PageError, Result};
 use crate::fsm::EMPTY_PAGE_FREE;
 use crate::page::slotted::alloc_len;
-use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlottedPage, TupleFlags};
-use crate::types::{PageId, RelationId, TupleId};
+use crate::page::slotted::content_name;
+use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlotContent, SlottedPage, TupleFlags};
+use crate::types::{PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
 
 impl Store {
@@ -319,17 +320,30 @@ impl Store {
         lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
     ) -> Result<()> {
         while let Some(entry) = log.undo.pop() {
-            let Some(action) = crate::heap::apply::undo_action(&entry.payload) else {
-                continue;
-            };
             let Some(rel) = lookup(entry.relation) else {
                 continue;
+            };
+            let failed = |e: Error| DbError::Recovery {
+                lsn: entry.lsn,
+                reason: format!(
+                    "undoing this {} on page {} of relation {}: {e}",
+                    entry.undo.name(),
+                    entry.page,
+                    rel.id
+                ),
+            };
+            let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
+            let action = match &entry.undo {
+                Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
+                Undo::Record(p) => match crate::heap::apply::undo_action(p) {
+                    Some(action) => action,
+                    None => continue,
+                },
             };
             let clr = Payload::Compensation {
                 undo_next: entry.prev_lsn,
                 action: Box::new(action),
             };
-            let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
             let undone = match self.change(Some(log), &rel, &mut g, &clr) {
                 Err(Error::Page(PageError::DoesNotFit { .. })) => {
                     self.compact(&rel, &mut g)?;
@@ -337,16 +351,8 @@ impl Store {
                 }
                 other => other,
             };
-            undone.map_err(|e| DbError::Recovery {
-                lsn: entry.lsn,
-                reason: format!(
-                    "undoing this {} on page {} of relation {}: {e}",
-                    entry.payload.kind().name(),
-                    entry.page,
-                    rel.id
-                ),
-            })?;
-            if let Payload::HeapInsert { slot, .. } = entry.payload {
+            undone.map_err(failed)?;
+            if let Undo::Insert { slot } = entry.undo {
                 self.change(None, &rel, &mut g, &Payload::HeapFreeSlot { slot })?;
             }
             self.note_free(&rel, &g);
@@ -391,5 +397,26 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// The action that removes the tuple a transaction inserted in `slot`: a
+/// delete whose before-image is the tuple as the page holds it now (undo
+/// runs newest first, so the transaction's later changes to it are already
+/// reversed and it is the inserted tuple again).
+fn inserted_away(g: &PageWriteGuard<'_>, pid: PageId, slot: SlotId) -> Result<Payload> {
+    match SlottedPage::open(&g[..], pid)?.get(slot)? {
+        SlotContent::Tuple { flags, bytes } => Ok(Payload::HeapDelete {
+            slot,
+            old: SlotImage::Tuple {
+                flags,
+                bytes: bytes.to_vec(),
+            },
+        }),
+        other => Err(PageError::SlotNotLive {
+            slot,
+            state: content_name(&other),
+        }
+        .into()),
     }
 }

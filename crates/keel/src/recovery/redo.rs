@@ -1,6 +1,7 @@
 //! The recovery pass: analysis and redo in one scan of the log, then undo
 //! of the losers (module docs of [`crate::recovery`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::error::{DbError, Error, Result};
 use crate::fsm::FreeSpaceMap;
 use crate::heap::apply::apply;
 use crate::heap::catalog::{create_file, remove_files};
-use crate::heap::{Relation, Store, TxnLog, UndoEntry};
+use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry};
 use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
 use crate::page::{PAGE_SIZE, PageType, SLOT_SIZE, SlotKind, SlottedPage, page_lsn};
@@ -533,7 +534,7 @@ impl<'a> Pass<'a> {
                         page: r.page,
                         lsn: r.lsn,
                         prev_lsn: r.prev_lsn,
-                        payload,
+                        undo: Undo::of(Cow::Owned(payload)),
                     })
                 })
                 .collect::<Result<_>>()?;
