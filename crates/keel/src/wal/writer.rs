@@ -201,6 +201,10 @@ struct WriterCursor {
     /// Bytes of the partial block at `written_end` (O_DIRECT rewrites it).
     tail: Vec<u8>,
     open: Option<(u64, FileHandle)>,
+    /// The previous flush's write buffer, returned by its write: the next
+    /// flush stages into it (no fresh megabyte, and no page faults on it,
+    /// per flush).
+    spare: Option<IoBuf>,
 }
 
 /// Hooks the writer needs from the segment manager.
@@ -284,6 +288,7 @@ impl LogWriter {
                 written_end: end,
                 tail,
                 open: None,
+                spare: None,
             }),
             poisoned: AtomicBool::new(false),
             records: AtomicU64::new(0),
@@ -549,7 +554,7 @@ impl LogWriter {
         let batch: usize = records.iter().map(Vec::len).sum();
         let seg = self.geometry.segment_of(start);
         let fh = self.segment_handle(&mut cur, seg)?;
-        let (offset, buf) = self.stage(&cur, start, &records);
+        let (offset, buf) = self.stage(&mut cur, start, &records);
         let write_len = buf.len() as u64;
         let end = Lsn(start.0 + batch as u64);
         // With O_DIRECT the next flush rewrites the block holding `end`:
@@ -562,9 +567,11 @@ impl LogWriter {
             Vec::new()
         };
         // On the leader's own thread: it would only wait for the answer.
-        self.io
+        let buf = self
+            .io
             .write_at_blocking(fh, offset, buf)
             .map_err(WalError::io("write"))?;
+        cur.spare = Some(buf);
         self.io
             .fdatasync_blocking(fh)
             .map_err(WalError::io("fdatasync"))?;
@@ -628,11 +635,14 @@ impl LogWriter {
     /// Builds the write: the records at their file offset; with O_DIRECT,
     /// from the start of the block (the partial block is rewritten with the
     /// same bytes it had) and zero-padded to a block.
-    fn stage(&self, cur: &WriterCursor, start: Lsn, records: &[Vec<u8>]) -> (u64, IoBuf) {
+    fn stage(&self, cur: &mut WriterCursor, start: Lsn, records: &[Vec<u8>]) -> (u64, IoBuf) {
         let file_off = self.geometry.offset_in_segment(start);
         let batch: usize = records.iter().map(Vec::len).sum();
+        let spare = cur.spare.take();
         if !self.direct {
-            let mut buf = Vec::with_capacity(batch);
+            let mut buf = spare.map(IoBuf::into_vec).unwrap_or_default();
+            buf.clear();
+            buf.reserve(batch);
             for r in records {
                 buf.extend_from_slice(r);
             }
@@ -642,7 +652,13 @@ impl LogWriter {
         let tail_len = (file_off - block_off) as usize;
         debug_assert_eq!(cur.tail.len(), tail_len, "O_DIRECT tail out of step");
         let len = (tail_len + batch).next_multiple_of(BLOCK as usize);
-        let mut buf = IoBuf::aligned(len);
+        // Emptied, then grown: growth zeroes, so the padding after the
+        // records is zeroes whatever the buffer held before.
+        let mut buf = spare
+            .filter(IoBuf::is_aligned)
+            .unwrap_or_else(|| IoBuf::aligned(0));
+        buf.truncate(0);
+        buf.resize(len);
         buf[..tail_len].copy_from_slice(&cur.tail);
         let mut at = tail_len;
         for r in records {
