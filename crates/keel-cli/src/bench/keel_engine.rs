@@ -111,6 +111,10 @@ impl Engine for KeelEngine {
                 format!("{} MiB", c.wal.segment_size_bytes >> 20),
             ),
             ("wal direct_io".into(), c.wal.direct_io.to_string()),
+            (
+                "commit yields before sleeping".into(),
+                c.wal.commit_spin_yields.to_string(),
+            ),
             ("checkpoints".into(), ckpt),
             (
                 "relation".into(),

@@ -179,10 +179,11 @@ struct FlushState {
 }
 
 /// A futex word per generation parity: the committers of generation `g`
-/// sleep on `bells[g % 2]` until it changes. A flush of generation `g`
-/// starts only after the one of `g - 1` rang, and `g + 1` opens only when
-/// the flush of `g` starts, so two words are enough: a bell is never rung
-/// for a generation before its sleepers read it.
+/// read `bells[g % 2]` when they park and sleep until it changes. Two words
+/// are enough: `g + 2` (the same word) opens only when the flush of `g + 1`
+/// starts, after `g`'s bell was bumped (under the `flush` lock), so a
+/// committer of `g + 2` reads the word after that bump and waits for the
+/// next one; a wake-up for `g` arriving late only makes it look again.
 struct Bells([AtomicU32; 2]);
 
 impl Bells {
