@@ -77,8 +77,10 @@ pub struct WalConfig {
     /// its core a yield returns at once, so this is a few microseconds of
     /// spinning; with more committers than cores each yield runs the
     /// others, and a committer whose record became durable meanwhile goes
-    /// on without a sleep and a wake-up (see BENCHMARKS.md). 0 sleeps at
-    /// once.
+    /// on without a sleep and a wake-up (see BENCHMARKS.md). Also the most
+    /// times a flush leader yields before its next flush, for the
+    /// committers its last flush woke to come back and share it. 0 sleeps
+    /// at once and never waits.
     pub commit_spin_yields: u32,
     /// What to do with segments wholly before the last checkpoint.
     pub retention: RetentionPolicy,

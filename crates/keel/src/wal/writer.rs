@@ -38,9 +38,11 @@
 //! on without a sleep and a wake-up, which on two cores cost more CPU than
 //! the rest of a commit (BENCHMARKS.md).
 //!
-//! - If committers parked in the generation opened meanwhile, the leader at
-//!   once flushes again for them: by then the next batch holds everything
-//!   that arrived during the sync. After its own record is durable it does
+//! - If committers parked in the generation opened meanwhile, the leader
+//!   flushes again for them: by then the next batch holds everything that
+//!   arrived during the sync. First it yields a few times (the same
+//!   setting) until as many committers have parked as its last flush woke,
+//!   so that they share this sync instead of waiting for the next one. After its own record is durable it does
 //!   this at most [`CONTINUE_LIMIT`] times, then *hands the lead over*: the
 //!   first committer to see that takes it, even one whose own record is
 //!   durable by now (one sleeper is woken for it; the bell is bumped so the
@@ -175,6 +177,8 @@ struct FlushState {
     open: u64,
     /// Highest LSN parked in the open generation; `None` when nobody is.
     open_max: Option<u64>,
+    /// Committers parked in the open generation.
+    open_count: usize,
     poison: Option<Arc<WalError>>,
 }
 
@@ -280,6 +284,7 @@ impl LogWriter {
                 lead: Lead::Free,
                 open: 0,
                 open_max: None,
+                open_count: 0,
                 poison: None,
             }),
             durable: AtomicU64::new(end.0),
@@ -429,6 +434,7 @@ impl LogWriter {
                 let bell = self.bells.of(st.open);
                 let rung = bell.load(Ordering::Acquire);
                 st.open_max = Some(st.open_max.map_or(lsn.0, |m| m.max(lsn.0)));
+                st.open_count += 1;
                 drop(st);
                 // Yield first: with more committers than cores the flush
                 // often completes while the others run, sparing this
@@ -469,9 +475,14 @@ impl LogWriter {
     /// rings every bell to the poison (invariant 7).
     fn lead(&self, lsn: Lsn) {
         let mut extra = 0u32;
+        // Committers parked in the generation this leader closed last: the
+        // flush wakes them all.
+        let mut woke = 0usize;
         loop {
+            self.await_returning(woke);
             let (generation, parked) = {
                 let mut st = self.flush.lock();
+                woke = std::mem::take(&mut st.open_count);
                 let generation = st.open;
                 st.open += 1;
                 (generation, st.open_max.take())
@@ -535,6 +546,24 @@ impl LogWriter {
                 extra += 1;
                 self.stats.lock().continued_flushes += 1;
             }
+        }
+    }
+
+    /// Before a flush that follows one which woke `woke` committers:
+    /// yields (at most [`WalConfig::commit_spin_yields`] times) until as
+    /// many have parked again, so that they share this sync rather than
+    /// wait through it for the next one: the "small wait when it helps" of
+    /// group commit, a few microseconds, and none after a flush that woke
+    /// nobody (a lone committer never waits).
+    fn await_returning(&self, woke: usize) {
+        if woke == 0 {
+            return;
+        }
+        for _ in 0..self.spin_yields {
+            if self.flush.lock().open_count >= woke {
+                return;
+            }
+            std::thread::yield_now();
         }
     }
 
