@@ -429,13 +429,13 @@ impl SegmentDir {
     /// the next one: a 16 MiB segment costs two zeroed megabytes of memory,
     /// not sixteen.
     fn zero_fill(&self, fh: FileHandle, from: u64, to: u64) -> Result<(), WalError> {
-        let mut spare: Vec<IoBuf> = Vec::new();
+        let mut spare: Option<IoBuf> = None;
         let mut in_flight = VecDeque::new();
         let mut at = from - from % 4096;
         let result = loop {
             if at < to && in_flight.len() < ZERO_IN_FLIGHT {
                 let len = ZERO_CHUNK.min(to - at) as usize;
-                let buf = match spare.pop() {
+                let buf = match spare.take() {
                     Some(b) if b.len() == len => b,
                     _ => IoBuf::aligned(len),
                 };
@@ -449,7 +449,7 @@ impl SegmentDir {
             match write.wait() {
                 Ok(buf) => {
                     debug_assert!(buf.iter().all(|&b| b == 0), "a write changed its buffer");
-                    spare.push(buf);
+                    spare = Some(buf);
                 }
                 Err(e) => break Err(WalError::io("zero-fill a segment")(e)),
             }

@@ -175,10 +175,10 @@ struct FlushState {
     /// The generation a committer that parks now joins: the next flush to
     /// start covers it.
     open: u64,
-    /// Highest LSN parked in the open generation; `None` when nobody is.
-    open_max: Option<u64>,
     /// Committers parked in the open generation.
     open_count: usize,
+    /// Highest LSN parked in the open generation (0 while nobody is).
+    open_max: u64,
     poison: Option<Arc<WalError>>,
 }
 
@@ -283,8 +283,8 @@ impl LogWriter {
             flush: Mutex::new(FlushState {
                 lead: Lead::Free,
                 open: 0,
-                open_max: None,
                 open_count: 0,
+                open_max: 0,
                 poison: None,
             }),
             durable: AtomicU64::new(end.0),
@@ -433,8 +433,8 @@ impl LogWriter {
                 // covers `lsn` and then rings its bell.
                 let bell = self.bells.of(st.open);
                 let rung = bell.load(Ordering::Acquire);
-                st.open_max = Some(st.open_max.map_or(lsn.0, |m| m.max(lsn.0)));
                 st.open_count += 1;
+                st.open_max = st.open_max.max(lsn.0);
                 drop(st);
                 // Yield first: with more committers than cores the flush
                 // often completes while the others run, sparing this
@@ -475,19 +475,22 @@ impl LogWriter {
     /// rings every bell to the poison (invariant 7).
     fn lead(&self, lsn: Lsn) {
         let mut extra = 0u32;
-        // Committers parked in the generation this leader closed last: the
-        // flush wakes them all.
+        // Committers parked in the generation this leader closed last: its
+        // flush woke them all.
         let mut woke = 0usize;
         loop {
             self.await_returning(woke);
-            let (generation, parked) = {
+            let (generation, parked, parked_max) = {
                 let mut st = self.flush.lock();
-                woke = std::mem::take(&mut st.open_count);
                 let generation = st.open;
                 st.open += 1;
-                (generation, st.open_max.take())
+                (
+                    generation,
+                    std::mem::take(&mut st.open_count),
+                    std::mem::take(&mut st.open_max),
+                )
             };
-            let target = Lsn(parked.map_or(lsn.0, |p| p.max(lsn.0)));
+            let target = Lsn(parked_max.max(lsn.0));
             let result = self.flush_batch(target);
             let mut st = self.flush.lock();
             match result {
@@ -505,7 +508,7 @@ impl LogWriter {
             // Left to do: the leader's own record or a parked one the batch
             // did not reach (it stops at a segment's end and at one batch),
             // or committers parked in the generation opened meanwhile.
-            let more = !poisoned && (durable <= target.0 || st.open_max.is_some());
+            let more = !poisoned && (durable <= target.0 || st.open_count > 0);
             let go_on = more && (!own_done || extra < CONTINUE_LIMIT);
             let open = st.open;
             // Rung under the lock, so a committer that parks after this
@@ -525,7 +528,7 @@ impl LogWriter {
                 }
             }
             drop(st);
-            if parked.is_some() {
+            if parked > 0 {
                 atomic_wait::wake_all(self.bells.of(generation));
             }
             if poisoned {
@@ -542,6 +545,7 @@ impl LogWriter {
             if !go_on {
                 return;
             }
+            woke = parked;
             if own_done {
                 extra += 1;
                 self.stats.lock().continued_flushes += 1;
