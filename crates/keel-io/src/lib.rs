@@ -284,6 +284,16 @@ pub trait AsyncIo: Send + Sync {
         .map_reply(reply::unit)
     }
 
+    /// syncfs(2): makes every unsynced change on the file system holding
+    /// `path` durable — every file's data and every directory's entries,
+    /// written by this process or any other (Linux only).
+    fn sync_fs(&self, path: &Path) -> IoFuture<()> {
+        self.submit(Request::SyncFs {
+            path: path.to_path_buf(),
+        })
+        .map_reply(reply::unit)
+    }
+
     /// [`read_at`](AsyncIo::read_at) without waiting for queue room.
     fn try_read_at(
         &self,

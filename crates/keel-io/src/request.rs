@@ -122,11 +122,13 @@ pub enum OpKind {
     CreateDir,
     /// fsync of a directory.
     SyncDir,
+    /// syncfs: every file and directory of one file system.
+    SyncFs,
 }
 
 impl OpKind {
     /// Every kind, in index order.
-    pub const ALL: [OpKind; 15] = [
+    pub const ALL: [OpKind; 16] = [
         OpKind::Read,
         OpKind::Write,
         OpKind::WriteV,
@@ -142,6 +144,7 @@ impl OpKind {
         OpKind::ReadDir,
         OpKind::CreateDir,
         OpKind::SyncDir,
+        OpKind::SyncFs,
     ];
 
     /// The kind's position in [`OpKind::ALL`].
@@ -167,6 +170,7 @@ impl OpKind {
             OpKind::ReadDir => "read_dir",
             OpKind::CreateDir => "create_dir",
             OpKind::SyncDir => "sync_dir",
+            OpKind::SyncFs => "syncfs",
         }
     }
 
@@ -371,6 +375,13 @@ pub enum Request {
         /// The directory.
         path: PathBuf,
     },
+    /// syncfs(2) on the file system holding `path`: every file's and every
+    /// directory's unsynced changes on it become durable, whoever wrote
+    /// them (Linux only; elsewhere it fails with `Unsupported`).
+    SyncFs {
+        /// Any file or directory on the file system.
+        path: PathBuf,
+    },
 }
 
 impl Request {
@@ -396,6 +407,7 @@ impl Request {
             Request::ReadDir { .. } => OpKind::ReadDir,
             Request::CreateDir { .. } => OpKind::CreateDir,
             Request::SyncDir { .. } => OpKind::SyncDir,
+            Request::SyncFs { .. } => OpKind::SyncFs,
         }
     }
 

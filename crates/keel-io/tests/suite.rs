@@ -344,6 +344,9 @@ fn namespace(f: &Fixture) {
     f.io.rename(&dir.join("a"), &dir.join("z")).wait().unwrap();
     f.io.remove(&dir.join("b")).wait().unwrap();
     f.io.sync_dir(&dir).wait().unwrap();
+    f.io.sync_fs(&dir).wait().unwrap();
+    let missing = f.io.sync_fs(&dir.join("missing")).wait().unwrap_err();
+    assert!(matches!(missing, IoError::NotFound { .. }), "{missing}");
     let entries = f.io.read_dir(&dir).wait().unwrap();
     let names: Vec<_> = entries
         .iter()

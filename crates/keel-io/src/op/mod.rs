@@ -27,7 +27,7 @@ mod write;
 
 use std::sync::Arc;
 
-pub(crate) use meta::{create_dir, open, read_dir, remove, rename, sync_dir};
+pub(crate) use meta::{create_dir, open, read_dir, remove, rename, sync_dir, sync_fs};
 pub(crate) use read::ReadOp;
 pub(crate) use sync::{AllocOp, SyncOp};
 pub(crate) use write::WriteOp;
@@ -152,7 +152,7 @@ pub(crate) enum Prepared<H> {
         entry: Arc<FileEntry<H>>,
         op: FileOp,
     },
-    /// A path operation (open, remove, rename, read_dir, create_dir, sync_dir).
+    /// A path operation (open, remove, rename, read_dir, create_dir, sync_dir, syncfs).
     Path(Request),
     /// A close (done at submission by every backend).
     Close(crate::request::FileHandle),
@@ -253,6 +253,7 @@ pub(crate) fn run_path_blocking(req: &Request) -> Result<Reply, IoError> {
         Request::ReadDir { path } => read_dir(path),
         Request::CreateDir { path } => create_dir(path),
         Request::SyncDir { path } => sync_dir(path),
+        Request::SyncFs { path } => sync_fs(path),
         other => Err(IoError::InvalidArgument {
             op: other.kind(),
             file: FileRef::default(),

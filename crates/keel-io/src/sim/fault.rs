@@ -26,16 +26,22 @@ pub enum Fault {
         /// Bytes the first attempt accepts.
         max_bytes: usize,
     },
-    /// An fsync / fdatasync / sync_dir fails with EIO *after* the kernel
-    /// dropped the dirty state: each unsynced write of the file is resolved
-    /// as in a crash (kept, dropped or torn) and is no longer pending, so a
-    /// retried fsync would succeed without making it durable — the
-    /// "fsyncgate" behaviour invariant 7 guards against. Reads still see the
-    /// new data.
+    /// An fsync / fdatasync / sync_dir / syncfs fails with EIO *after* the
+    /// kernel dropped the dirty state: each unsynced write of the file (of
+    /// every file, for syncfs) is resolved as in a crash (kept, dropped or
+    /// torn) and is no longer pending, so a retried fsync would succeed
+    /// without making it durable — the "fsyncgate" behaviour invariant 7
+    /// guards against. Reads still see the new data. A failed sync_dir
+    /// makes nothing durable.
     SyncFailure,
     /// Power is cut before this operation: it and every later one fail with
     /// `ShutDown`; [`super::SimIo::crash`] then yields the disk.
     PowerCut,
+    /// The process is killed before this operation: it and every later one
+    /// fail with `ShutDown`, as for a power cut, but what the process wrote
+    /// stays in the kernel: [`super::SimIo::kill`] then yields the kernel
+    /// (unsynced writes still pending) to boot the next process from.
+    Kill,
 }
 
 impl Fault {
@@ -45,12 +51,12 @@ impl Fault {
         match self {
             Fault::Eio => matches!(
                 op,
-                Read | Write | WriteV | Fsync | Fdatasync | Allocate | SetLen | SyncDir
+                Read | Write | WriteV | Fsync | Fdatasync | Allocate | SetLen | SyncDir | SyncFs
             ),
             Fault::NoSpace => matches!(op, Write | WriteV | Allocate | SetLen | Open | CreateDir),
             Fault::ShortWrite { .. } => matches!(op, Write | WriteV),
-            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | SyncDir),
-            Fault::PowerCut => true,
+            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | SyncDir | SyncFs),
+            Fault::PowerCut | Fault::Kill => true,
         }
     }
 }

@@ -11,8 +11,23 @@
 //! to get the [`SimDisk`] a power cut could leave, boot a new simulator from
 //! it ([`SimIo::from_disk`]) and run recovery; fault injection
 //! ([`FaultRule`]) makes chosen operations fail with EIO, ENOSPC, a short
-//! write, a failing fsync or a power cut, at an operation number, on a file
-//! class, or with a probability.
+//! write, a failing fsync, a power cut or a process kill, at an operation
+//! number, on a file class, or with a probability.
+//!
+//! Two kinds of crash, and their composition:
+//!
+//! - **Power cut** ([`SimIo::crash`]): unsynced writes are dropped or torn;
+//!   the next simulator boots from the [`SimDisk`], where everything is
+//!   durable.
+//! - **Process kill** ([`SimIo::kill`]): the kernel's page cache survives.
+//!   The [`SimKernel`] holds every file's live content *and* its unsynced
+//!   changes, still pending; [`SimIo::after_kill`] boots the next process
+//!   on it. It reads what the dead process wrote, but none of that is
+//!   durable until someone syncs it.
+//! - **Kill, restart, power cut**: a `crash` of the simulator booted by
+//!   `after_kill` resolves the dead process's pending changes together with
+//!   its own, so a restart that builds on the dead process's unsynced
+//!   writes without syncing them first loses them (see `model.rs`).
 //!
 //! Left out: concurrency effects (requests are serialised by one mutex, so
 //! there are no reorderings between threads beyond their submission order),
@@ -97,6 +112,21 @@ struct State {
     direct_io_supported: bool,
 }
 
+/// What a killed process leaves in the kernel ([`SimIo::kill`]): the whole
+/// file system model, live and durable images and every pending change.
+/// Opaque: the only thing to do with it is [`SimIo::after_kill`].
+pub struct SimKernel {
+    model: Model,
+}
+
+impl std::fmt::Debug for SimKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimKernel")
+            .field("inodes", &self.model.inodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The simulator backend.
 pub struct SimIo {
     state: Mutex<State>,
@@ -113,12 +143,16 @@ impl SimIo {
     /// A simulator booted from a disk ("reboot" after [`SimIo::crash`]).
     /// Everything on it is durable.
     pub fn from_disk(disk: SimDisk, config: SimConfig) -> SimIo {
+        SimIo::boot(Model::from_disk(disk), config)
+    }
+
+    fn boot(model: Model, config: SimConfig) -> SimIo {
         SimIo {
             state: Mutex::new(State {
                 rng: Rng::new(config.seed),
                 ops: 0,
                 faults: config.faults,
-                model: Model::from_disk(disk),
+                model,
                 handles: BTreeMap::new(),
                 next_handle: 1,
                 halted: false,
@@ -155,7 +189,30 @@ impl SimIo {
         model.crash(rng)
     }
 
-    /// Whether a power cut (fault or `crash`) happened.
+    /// Kills the process using this simulator: every later request fails
+    /// with `ShutDown`, its handles are gone, and the kernel it leaves —
+    /// every file's live content with its unsynced changes still pending —
+    /// is handed over to boot the next process with
+    /// [`SimIo::after_kill`]. The kernel is moved out: call it once; this
+    /// simulator is empty afterwards (a later `crash` yields an empty disk).
+    pub fn kill(&self) -> SimKernel {
+        let mut s = self.state.lock();
+        s.halted = true;
+        s.handles.clear();
+        SimKernel {
+            model: std::mem::take(&mut s.model),
+        }
+    }
+
+    /// A simulator for the process started after a kill: it sees every
+    /// file as the dead process left it in the page cache, and what was not
+    /// synced before the kill is still not durable (a later
+    /// [`crash`](SimIo::crash) may drop or tear it).
+    pub fn after_kill(kernel: SimKernel, config: SimConfig) -> SimIo {
+        SimIo::boot(kernel.model, config)
+    }
+
+    /// Whether a power cut or a kill (fault, `crash` or `kill`) happened.
     pub fn is_halted(&self) -> bool {
         self.state.lock().halted
     }
@@ -174,7 +231,7 @@ impl SimIo {
         }
         let class = s.class_of(&req);
         let fault = s.pick_fault(n, kind, class);
-        if fault == Some(Fault::PowerCut) {
+        if matches!(fault, Some(Fault::PowerCut | Fault::Kill)) {
             s.halted = true;
             return Err(Rejected {
                 error: IoError::ShutDown { op: kind },
@@ -398,6 +455,24 @@ impl State {
                     }
                 }
             }
+            Request::SyncFs { path } => {
+                let fref = FileRef::path(&path);
+                if self.model.lookup(&path).is_none() {
+                    return Err(IoError::errno(kind, fref, libc::ENOENT));
+                }
+                match fault {
+                    Some(Fault::Eio) => Err(IoError::errno(kind, fref, libc::EIO)),
+                    Some(Fault::SyncFailure) => {
+                        let State { model, rng, .. } = self;
+                        model.lose_all_pending(rng);
+                        Err(IoError::errno(kind, fref, libc::EIO))
+                    }
+                    _ => {
+                        self.model.sync_all();
+                        Ok(Reply::Done)
+                    }
+                }
+            }
             other => Err(IoError::InvalidArgument {
                 op: other.kind(),
                 file: FileRef::default(),
@@ -490,7 +565,7 @@ fn data_fault(fault: Option<Fault>, kind: OpKind, fref: &FileRef) -> Option<IoEr
     match fault? {
         Fault::Eio => Some(IoError::errno(kind, fref.clone(), libc::EIO)),
         Fault::NoSpace => Some(IoError::errno(kind, fref.clone(), libc::ENOSPC)),
-        Fault::ShortWrite { .. } | Fault::SyncFailure | Fault::PowerCut => None,
+        Fault::ShortWrite { .. } | Fault::SyncFailure | Fault::PowerCut | Fault::Kill => None,
     }
 }
 

@@ -28,10 +28,24 @@
 //!    parent directory did not survive vanish with it, and a file whose
 //!    entry did not survive is lost, fsynced content or not: sync the
 //!    directory after creating a file.
+//! 4. **syncfs** makes every pending change durable at once: every inode's
+//!    and every directory's, whoever made it ([`Model::sync_all`]).
+//! 5. **Process kill.** A killed process loses nothing the kernel already
+//!    holds: the model itself — live images, durable images and every
+//!    pending list, of files and of directories — is the kernel's page
+//!    cache, and it survives the process whole (`SimIo::kill` hands it over
+//!    as a `SimKernel`; only the process's open handles go, and closing a
+//!    file syncs nothing). The next process reads the live images, while
+//!    the dead process's unsynced changes are still pending: they become
+//!    durable only through a sync (of that file, of that directory, or
+//!    syncfs), and a later crash resolves them like any other pending
+//!    change. This is the shape "kill, restart, power cut" (invariant 14).
 //!
-//! The root directory `/` always exists. Paths are compared as given, so use
-//! absolute, normalised paths. Renaming directories and removing
-//! directories are not modelled (they fail with `InvalidArgument`).
+//! The root directory `/` always exists and is also the working directory:
+//! `.` names it, and a relative top-level name lives in it. Paths are
+//! otherwise compared as given, so use absolute, normalised paths. Renaming
+//! directories and removing directories are not modelled (they fail with
+//! `InvalidArgument`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -210,8 +224,9 @@ impl SimDisk {
     }
 }
 
+/// Whether `p` names the root, which is also the working directory (`.`).
 pub(crate) fn is_root(p: &Path) -> bool {
-    p.as_os_str().is_empty() || p == Path::new("/")
+    p.as_os_str().is_empty() || p == Path::new("/") || p == Path::new(".")
 }
 
 /// The directory holding `p` (the root for top-level names).
@@ -323,6 +338,30 @@ impl Model {
         if let Some(changes) = self.pending.remove(&key) {
             for c in &changes {
                 apply_change(&mut self.durable, c);
+            }
+        }
+    }
+
+    /// syncfs: every pending change of every inode and every directory
+    /// becomes durable.
+    pub(crate) fn sync_all(&mut self) {
+        for inode in self.inodes.values_mut() {
+            inode.sync();
+        }
+        for changes in std::mem::take(&mut self.pending).into_values() {
+            for c in &changes {
+                apply_change(&mut self.durable, c);
+            }
+        }
+    }
+
+    /// A failed syncfs after the kernel dropped the dirty state: every
+    /// inode's pending changes are resolved as a crash would, and
+    /// forgotten; directories keep theirs (nothing became durable).
+    pub(crate) fn lose_all_pending(&mut self, rng: &mut Rng) {
+        for inode in self.inodes.values_mut() {
+            if !inode.pending.is_empty() {
+                inode.lose_pending(rng);
             }
         }
     }
