@@ -30,6 +30,7 @@ use keel_io::{AsyncIo, IoConfig};
 use parking_lot::{Mutex, RwLock};
 
 use crate::buffer::{BufferConfig, BufferPool, BufferStats};
+use crate::datadir;
 use crate::error::{DbError, Error, ErrorClass, Result};
 use crate::fsm::{Categories, EMPTY_PAGE_FREE, FreeSpaceMap};
 use crate::heap::catalog::{
@@ -91,6 +92,10 @@ pub struct Config {
     pub consistency_check: bool,
     /// When the checkpoint that ends crash recovery runs.
     pub recovery_checkpoint: RecoveryCheckpoint,
+    /// How an open after an unclean shutdown makes the data directory
+    /// durable before recovery reads it (invariant 14; PostgreSQL's
+    /// `recovery_init_sync_method`).
+    pub recovery_init_sync: datadir::RecoveryInitSync,
 }
 
 /// When the checkpoint that ends crash recovery is taken.
@@ -125,6 +130,7 @@ impl Default for Config {
             lock_timeout: None,
             consistency_check: false,
             recovery_checkpoint: RecoveryCheckpoint::Background,
+            recovery_init_sync: datadir::RecoveryInitSync::Fsync,
         }
     }
 }
@@ -437,6 +443,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
     ensure_dir(&io, dir)?;
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
+    let synced = datadir::sync_if_unclean(&io, dir, control.as_ref(), config.recovery_init_sync)?;
     let (wal, _) = Wal::open(io.clone(), &wal_dir(dir), config.wal.clone())?;
     if let Some(c) = &control
         && c.database_id != wal.database_id()
@@ -494,6 +501,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
             .max(recovered.max_txn.0 + 1),
     );
     let mut report = recovered.report;
+    report.data_dir_sync = synced;
     let inner = Inner {
         dir: dir.to_path_buf(),
         store,
@@ -541,11 +549,7 @@ fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
         Ok(()) | Err(keel_io::IoError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("/"));
-    io.sync_dir(parent).wait()?;
+    io.sync_dir(&datadir::parent_dir(dir)).wait()?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 
 pub mod buffer;
 pub mod checksum;
+pub mod datadir;
 mod db;
 pub mod docs;
 pub mod error;

@@ -114,4 +114,7 @@ pub struct RecoveryReport {
     pub consistency_checks: u64,
     /// Time from the start of recovery to ready.
     pub duration: Duration,
+    /// The sync of the data directory that precedes recovery after an
+    /// unclean shutdown (invariant 14); `None` after a clean one.
+    pub data_dir_sync: Option<crate::datadir::SyncReport>,
 }
