@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used)]
+//! The data directory's open sequence: where a new directory's entry is
+//! made durable, and the sync of an unclean directory before recovery
+//! (invariant 14), on the simulator and on the real file system.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keel::datadir::RecoveryInitSync;
+use keel::{Config, Database};
+use keel_io::sim::{SimConfig, SimIo};
+use keel_io::{AsyncIo, IoFuture, IoStats, Rejected, Reply, Request};
+use parking_lot::Mutex;
+
+/// The simulator, recording the path of every directory sync.
+struct Recording {
+    sim: SimIo,
+    synced_dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl Recording {
+    fn note(&self, req: &Request) {
+        if let Request::SyncDir { path } = req {
+            self.synced_dirs.lock().push(path.clone());
+        }
+    }
+}
+
+impl AsyncIo for Recording {
+    fn backend_name(&self) -> &'static str {
+        "recording sim"
+    }
+    fn submit(&self, req: Request) -> IoFuture<Reply> {
+        self.note(&req);
+        self.sim.submit(req)
+    }
+    fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
+        self.note(&req);
+        self.sim.try_submit(req)
+    }
+    fn queue_depth(&self) -> usize {
+        self.sim.queue_depth()
+    }
+    fn stats(&self) -> IoStats {
+        self.sim.stats()
+    }
+    fn shutdown(&self) {
+        self.sim.shutdown();
+    }
+}
+
+#[test]
+fn a_relative_data_directory_entry_is_synced_in_the_working_directory() {
+    let io = Arc::new(Recording {
+        sim: SimIo::new(SimConfig::seeded(1)),
+        synced_dirs: Mutex::new(Vec::new()),
+    });
+    let name = "keel-relative-datadir-test";
+    let db = Database::open_with_io(name, common::small_config(16), io.clone()).unwrap();
+    db.close().unwrap();
+    let synced = io.synced_dirs.lock().clone();
+    // Creating `name` adds an entry to the working directory: that is the
+    // directory to sync, not the root.
+    assert_eq!(
+        synced.first().map(PathBuf::as_path),
+        Some(Path::new(".")),
+        "{synced:?}"
+    );
+    assert!(
+        synced
+            .iter()
+            .all(|p| p == Path::new(".") || p.starts_with(name)),
+        "a directory outside the data directory was synced: {synced:?}"
+    );
+}
+
+/// Runs a few commits and kills the process (no close: its last writes
+/// stay in the simulated page cache, the control file says unclean).
+fn killed(seed: u64) -> keel_io::sim::SimKernel {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let db = common::open_sim(&sim, common::small_config(16)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    for i in 0..20u8 {
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, &[i; 700]).unwrap();
+        tx.commit().unwrap();
+    }
+    let kernel = sim.kill();
+    drop(db);
+    kernel
+}
+
+#[test]
+fn an_open_after_a_kill_syncs_the_data_directory_and_a_clean_one_does_not() {
+    for method in [RecoveryInitSync::Fsync, RecoveryInitSync::SyncFs] {
+        let sim = Arc::new(SimIo::after_kill(killed(3), SimConfig::seeded(4)));
+        let config = Config {
+            recovery_init_sync: method,
+            ..common::small_config(16)
+        };
+        let db = common::open_sim(&sim, config.clone()).unwrap();
+        let sync = db.recovery_report().data_dir_sync.clone().unwrap();
+        assert_eq!(sync.method, method);
+        // `/db`, `/db/wal`, `/db/rel`.
+        assert_eq!(sync.dirs, 3, "{sync:?}");
+        if method == RecoveryInitSync::Fsync {
+            // control, at least one segment, the catalog's and t's files.
+            assert!(sync.files >= 4, "{sync:?}");
+        }
+        db.close().unwrap();
+        let db = common::open_sim(&sim, config).unwrap();
+        assert_eq!(db.recovery_report().data_dir_sync, None);
+        db.close().unwrap();
+    }
+}
+
+#[test]
+fn both_methods_work_on_the_real_file_system() {
+    let tmp = tempfile::tempdir().unwrap();
+    for method in [RecoveryInitSync::Fsync, RecoveryInitSync::SyncFs] {
+        let dir = tmp.path().join(format!("{method:?}"));
+        let config = Config {
+            recovery_init_sync: method,
+            ..Config::default()
+        };
+        let db = Database::open(&dir, config.clone()).unwrap();
+        let rel = db.create_relation("t").unwrap();
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, b"kept").unwrap();
+        tx.commit().unwrap();
+        // Dropped without close: the control file stays unclean.
+        drop(db);
+        let db = Database::open(&dir, config).unwrap();
+        let sync = db.recovery_report().data_dir_sync.clone();
+        let sync = sync.unwrap_or_else(|| panic!("{method:?}: no sync after an unclean close"));
+        assert_eq!(sync.dirs, 3, "{sync:?}");
+        assert_eq!(db.begin().unwrap().scan(rel).unwrap().count(), 1);
+        db.close().unwrap();
+    }
+}
