@@ -8,11 +8,17 @@
 //! tuples are exactly its acknowledged commits, or those plus its one
 //! transaction whose commit was in flight — all of it or none of it.
 //!
+//! A second test crashes in two stages — a process kill, a restart, then a
+//! power cut after more work or during the restart's recovery — with the
+//! same checks after each recovery.
+//!
 //! `KEEL_CRASH_CONCURRENT_CYCLES` sets the number of cycles (default 120);
 //! a failing cycle prints its seed (`KEEL_CRASH_CONCURRENT_SEED=<n>` runs
 //! that one alone). The simulator serialises requests, but the interleaving
 //! of the threads is the scheduler's, so a seed replays the same workload
-//! and cut point, not necessarily the same interleaving.
+//! and cut point, not necessarily the same interleaving. The two-stage test
+//! has its own `KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES` (default 100) and
+//! `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,10 +121,17 @@ impl Worker {
         })
     }
 
-    /// Commits until the power cut (or `max` transactions); returns the
-    /// acknowledged model and the one whose commit was in flight.
-    fn run(&mut self, db: &Database, rel: RelationId, max: u32) -> (Model, Option<Model>) {
-        let mut acked = Model::new();
+    /// Commits from `start` (its tuples' content) until the crash (or
+    /// `max` transactions); returns the acknowledged model and the one
+    /// whose commit was in flight.
+    fn run(
+        &mut self,
+        db: &Database,
+        rel: RelationId,
+        start: Model,
+        max: u32,
+    ) -> (Model, Option<Model>) {
+        let mut acked = start;
         for i in 0..max {
             if self.thread == 1 && i % 12 == 11 && db.checkpoint().is_err() {
                 break;
@@ -133,9 +146,88 @@ impl Worker {
     }
 }
 
-fn scan(db: &Database, rel: RelationId) -> Model {
-    let tx = db.begin().unwrap();
-    tx.scan(rel).unwrap().map(|r| r.unwrap()).collect()
+/// Every tuple of `rels`, by the thread that wrote it (first byte).
+fn scan_by_thread(
+    seed: u64,
+    stage: &str,
+    db: &Database,
+    rels: &[RelationId],
+) -> BTreeMap<u8, Model> {
+    let scan = || -> keel::Result<BTreeMap<u8, Model>> {
+        let tx = db.begin()?;
+        let mut by_thread: BTreeMap<u8, Model> = BTreeMap::new();
+        for &rel in rels {
+            for row in tx.scan(rel)? {
+                let (tid, v) = row?;
+                by_thread.entry(v[0]).or_default().insert(tid, v);
+            }
+        }
+        Ok(by_thread)
+    };
+    scan().unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"))
+}
+
+/// Fails the test unless each thread's tuples are exactly its acknowledged
+/// commits, or those plus its one commit in flight; returns them.
+fn expect(
+    seed: u64,
+    stage: &str,
+    db: &Database,
+    rels: &[RelationId],
+    outcomes: &[(Model, Option<Model>)],
+) -> Vec<Model> {
+    let mut by_thread = scan_by_thread(seed, stage, db, rels);
+    let mut found = Vec::new();
+    for (i, (acked, in_flight)) in outcomes.iter().enumerate() {
+        let thread = i as u8 + 1;
+        let mine = by_thread.remove(&thread).unwrap_or_default();
+        if mine != *acked && in_flight.as_ref() != Some(&mine) {
+            let lost: Vec<_> = acked
+                .keys()
+                .filter(|t| mine.get(t) != acked.get(t))
+                .collect();
+            let extra: Vec<_> = mine.keys().filter(|t| !acked.contains_key(t)).collect();
+            panic!(
+                "seed {seed} ({stage}): thread {thread}: lost or changed {lost:?}, phantom \
+                 {extra:?} (in-flight commit: {}); recovery {:?}",
+                in_flight.is_some(),
+                db.recovery_report()
+            );
+        }
+        found.push(mine);
+    }
+    assert!(
+        by_thread.is_empty(),
+        "seed {seed} ({stage}): tuples of no thread: {:?}",
+        by_thread.keys().collect::<Vec<_>>()
+    );
+    found
+}
+
+/// Runs the workers from `starts` (one model per thread; thread `t` works
+/// on `rels[(t - 1) % rels.len()]`) until the crash.
+fn run_workers(
+    db: &Database,
+    rels: &[RelationId],
+    starts: Vec<Model>,
+    rng_base: u64,
+    serial: u32,
+) -> Vec<(Model, Option<Model>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=THREADS)
+            .zip(starts)
+            .map(|(thread, start)| {
+                let mut w = Worker {
+                    thread,
+                    serial,
+                    rng: Rng::new(rng_base + u64::from(thread)),
+                };
+                let rel = rels[usize::from(thread - 1) % rels.len()];
+                s.spawn(move || w.run(db, rel, start, 150))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 /// One cycle; returns whether anything was committed and whether recovery
@@ -144,23 +236,11 @@ fn cycle(seed: u64) -> (bool, bool) {
     let mut rng = Rng::new(seed * 6151 + 3);
     let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
     let db = open(&sim).unwrap();
-    let rel = db.create_relation("t").unwrap();
+    let rels = [db.create_relation("t").unwrap()];
     let cut = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-    let outcomes: Vec<(Model, Option<Model>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=THREADS)
-            .map(|thread| {
-                let mut w = Worker {
-                    thread,
-                    serial: 0,
-                    rng: Rng::new(seed * 1_000_003 + u64::from(thread)),
-                };
-                let db = &db;
-                s.spawn(move || w.run(db, rel, 150))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let starts = vec![Model::new(); usize::from(THREADS)];
+    let outcomes = run_workers(&db, &rels, starts, seed * 1_000_003, 0);
     let disk = sim.crash();
     drop(db);
 
@@ -174,33 +254,7 @@ fn cycle(seed: u64) -> (bool, bool) {
         sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
     }
     let db = open(&sim).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
-    let found = scan(&db, rel);
-    let mut by_thread: BTreeMap<u8, Model> = BTreeMap::new();
-    for (tid, v) in found {
-        by_thread.entry(v[0]).or_default().insert(tid, v);
-    }
-    for (i, (acked, in_flight)) in outcomes.iter().enumerate() {
-        let thread = i as u8 + 1;
-        let mine = by_thread.remove(&thread).unwrap_or_default();
-        if mine != *acked && in_flight.as_ref() != Some(&mine) {
-            let lost: Vec<_> = acked
-                .keys()
-                .filter(|t| mine.get(t) != acked.get(t))
-                .collect();
-            let extra: Vec<_> = mine.keys().filter(|t| !acked.contains_key(t)).collect();
-            panic!(
-                "seed {seed}: thread {thread}: lost or changed {lost:?}, phantom {extra:?} \
-                 (in-flight commit: {}); recovery {:?}",
-                in_flight.is_some(),
-                db.recovery_report()
-            );
-        }
-    }
-    assert!(
-        by_thread.is_empty(),
-        "seed {seed}: tuples of no thread: {:?}",
-        by_thread.keys().collect::<Vec<_>>()
-    );
+    expect(seed, "power cut", &db, &rels, &outcomes);
     let undid = db.recovery_report().txns_undone > 0;
     db.close().unwrap();
     (outcomes.iter().any(|(a, _)| !a.is_empty()), undid)
@@ -234,4 +288,96 @@ fn concurrent_power_cuts_lose_no_acknowledged_commit_and_keep_nothing_else() {
         "recovery undid losers in only {undid} of {n} cycles"
     );
     eprintln!("{n} cycles: {committed} with commits, {undid} undid losers");
+}
+
+/// How a two-stage cycle ended.
+enum TwoStage {
+    CutDuringRecovery,
+    CutAfterMoreWork,
+}
+
+/// Kill, restart, power cut, under the concurrent workload (each thread on
+/// a relation of its own, so a restart's redo often leaves some files
+/// unwritten): the process is killed at a random I/O operation (its
+/// unsynced writes stay in the page cache), the next one recovers and
+/// either runs the workers again until a power cut or loses power during
+/// that recovery. Every check of the single-crash test holds after the
+/// kill's recovery and after the final one (invariant 14).
+fn two_stage(seed: u64) -> TwoStage {
+    let mut rng = Rng::new(seed * 7907 + 11);
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let db = open(&sim).unwrap();
+    let rels: Vec<RelationId> = (1..=THREADS)
+        .map(|t| db.create_relation(&format!("t{t}")).unwrap())
+        .collect();
+    let kill = sim.op_count() + 50 + rng.below(3000);
+    sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
+    let starts = vec![Model::new(); usize::from(THREADS)];
+    let outcomes = run_workers(&db, &rels, starts, seed * 1_000_003, 0);
+    let kernel = sim.kill();
+    drop(db);
+
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed + 1000)));
+    if rng.below(3) == 0 {
+        sim.add_fault(FaultRule::at_op(1 + rng.below(600), Fault::PowerCut));
+        if let Ok(db) = open(&sim) {
+            drop(db);
+        }
+        let sim = Arc::new(SimIo::from_disk(
+            sim.crash(),
+            SimConfig::seeded(seed + 2000),
+        ));
+        let db = open(&sim)
+            .unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): recovery failed: {e}"));
+        expect(seed, "cut during recovery", &db, &rels, &outcomes);
+        db.close().unwrap();
+        return TwoStage::CutDuringRecovery;
+    }
+    let db =
+        open(&sim).unwrap_or_else(|e| panic!("seed {seed} (after the kill): recovery failed: {e}"));
+    let recovered = expect(seed, "after the kill", &db, &rels, &outcomes);
+    let cut = sim.op_count() + 1 + rng.below(3000);
+    sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
+    let outcomes = run_workers(&db, &rels, recovered, seed * 1_000_003 + 100, 1 << 20);
+    let disk = sim.crash();
+    drop(db);
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
+    let db = open(&sim).unwrap_or_else(|e| {
+        panic!("seed {seed} (power cut after the restart): recovery failed: {e}")
+    });
+    expect(seed, "power cut after the restart", &db, &rels, &outcomes);
+    db.close().unwrap();
+    TwoStage::CutAfterMoreWork
+}
+
+/// `KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES` sets the number of cycles
+/// (default 100); `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED=<n>` runs one.
+#[test]
+fn concurrent_kill_restart_then_power_cut_loses_no_acknowledged_commit() {
+    let seeds: Vec<u64> = match std::env::var("KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED") {
+        Ok(s) => vec![s.parse().unwrap()],
+        Err(_) => {
+            let n = std::env::var("KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            (0..n).collect()
+        }
+    };
+    let (mut during_recovery, mut after_more_work) = (0u64, 0u64);
+    for &seed in &seeds {
+        match two_stage(seed) {
+            TwoStage::CutDuringRecovery => during_recovery += 1,
+            TwoStage::CutAfterMoreWork => after_more_work += 1,
+        }
+    }
+    let n = seeds.len() as u64;
+    assert!(
+        n < 20 || (during_recovery * 5 >= n && after_more_work * 2 >= n),
+        "{during_recovery} cut during recovery, {after_more_work} after more work, of {n}"
+    );
+    eprintln!(
+        "{n} concurrent two-stage cycles: {during_recovery} cut during recovery, \
+         {after_more_work} after more work"
+    );
 }
