@@ -70,6 +70,12 @@ pub fn run(args: StatsArgs) -> Result<(), Failure> {
 /// Refuses a directory without a control file: opening would create a
 /// database there.
 pub fn open_existing(dir: &Path) -> Result<Opened, Failure> {
+    open_existing_with(dir, Config::default())
+}
+
+/// [`open_existing`] with `config` (its I/O backend still from the
+/// environment).
+pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure> {
     if !keel::recovery::control::control_path(dir).is_file() {
         return Err(Failure(format!(
             "{} is not a Keel data directory (it has no control file)",
@@ -78,7 +84,7 @@ pub fn open_existing(dir: &Path) -> Result<Opened, Failure> {
     }
     let config = Config {
         io: keel_io::IoConfig::from_env()?,
-        ..Config::default()
+        ..config
     };
     let io = keel_io::open_backend(&config.io)?;
     let control = read_control(&io, dir).map_err(|e| {
