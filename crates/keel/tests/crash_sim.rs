@@ -349,7 +349,7 @@ enum TwoStage {
 }
 
 fn two_stage(seed: u64) -> TwoStage {
-    let check = seed % 4 == 0;
+    let check = seed.is_multiple_of(4);
     let mut rng = Rng::new(seed * 104_729 + 5);
     let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
     let db = open(&sim, check).unwrap();

@@ -153,9 +153,12 @@ pub fn sync_data_directory(
     }
 }
 
-/// Every regular file (with the class its requests are counted under) and
-/// every directory under `dir`, `dir` included, children before parents.
-fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<(PathBuf, FileClass)>, Vec<PathBuf>)> {
+/// A regular file to sync, with the class its requests are counted under.
+type FileToSync = (PathBuf, FileClass);
+
+/// Every regular file and every directory under `dir`, `dir` included,
+/// children before parents.
+fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<FileToSync>, Vec<PathBuf>)> {
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -184,7 +187,7 @@ fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<(PathBuf, FileClass)>,
 /// every fsync, then every close, before waiting on the next step. The
 /// first error is returned once every opened handle is closed; nothing is
 /// retried (invariant 7).
-fn fsync_files(io: &Arc<dyn AsyncIo>, batch: &[(PathBuf, FileClass)]) -> Result<()> {
+fn fsync_files(io: &Arc<dyn AsyncIo>, batch: &[FileToSync]) -> Result<()> {
     let opens: Vec<IoFuture<FileHandle>> = batch
         .iter()
         .map(|(path, class)| io.open(path, OpenOptions::new(*class)))
