@@ -70,7 +70,8 @@ for method in fsync syncfs; do
     rm -rf "$dir" "$dir.out"
     commits=$(( (SIZE_MB * 16 + 63) / 64 ))
     fill_script | run_and_kill "$dir" "$commits"
-    echo "== $method, dirty: $(du -sm "$dir/rel" | cut -f1) MB in rel/, $(ls "$dir/rel" | wc -l) files"
+    echo "== $method, dirty: $(du -sm "$dir/rel" | cut -f1) MB in rel/, $(ls "$dir/rel" | wc -l) files," \
+        "$(grep '^Dirty:' /proc/meminfo | tr -s ' ') in the page cache (all file systems)"
     "$KEEL" checkpoint --dir "$dir" --recovery-init-sync "$method" | { grep 'data directory sync' || echo 'no sync: the open was clean'; }
     printf 'begin\ninsert r0 00\ncommit\n' | run_and_kill "$dir" 1
     sync

@@ -16,8 +16,9 @@
 //! `KEEL_CRASH_SEED=<n>` runs cycle `n` alone, replaying a failure (the
 //! buffer pool's background writer can change the interleaving, so a
 //! replay is not always exact). `KEEL_CRASH_TWO_STAGE_CYCLES` (default
-//! 200) and `KEEL_CRASH_TWO_STAGE_SEED` do the same for the two-stage
-//! test; the soak runs 10,000 or more. The defaults keep the file near a
+//! 200), `KEEL_CRASH_TWO_STAGE_FIRST` (the first seed) and
+//! `KEEL_CRASH_TWO_STAGE_SEED` do the same for the two-stage test; the soak
+//! runs 10,000 or more. The defaults keep the file near a
 //! minute on a busy two-core machine.
 
 use std::collections::BTreeMap;
@@ -267,13 +268,15 @@ fn power_cuts(seeds: &[u64]) {
 }
 
 /// The seeds of the two-stage test: `KEEL_CRASH_TWO_STAGE_CYCLES` (default
-/// 200), or `KEEL_CRASH_TWO_STAGE_SEED=<n>` alone.
+/// 200) of them from `KEEL_CRASH_TWO_STAGE_FIRST` (default 0, to split a
+/// soak over processes), or `KEEL_CRASH_TWO_STAGE_SEED=<n>` alone.
 fn two_stage_seeds() -> Vec<u64> {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     if let Some(seed) = env("KEEL_CRASH_TWO_STAGE_SEED") {
         return vec![seed];
     }
-    (0..env("KEEL_CRASH_TWO_STAGE_CYCLES").unwrap_or(200)).collect()
+    let first = env("KEEL_CRASH_TWO_STAGE_FIRST").unwrap_or(0);
+    (first..first + env("KEEL_CRASH_TWO_STAGE_CYCLES").unwrap_or(200)).collect()
 }
 
 /// Fails the test unless `found` is exactly the acknowledged model, or that
@@ -313,13 +316,17 @@ fn expect(
 fn kill_restart_then_power_cut_loses_no_acknowledged_commit() {
     let seeds = two_stage_seeds();
     let (mut during_recovery, mut after_more_work, mut committed_twice) = (0u64, 0u64, 0u64);
-    for &seed in &seeds {
+    for (i, &seed) in seeds.iter().enumerate() {
         match two_stage(seed) {
             TwoStage::CutDuringRecovery => during_recovery += 1,
             TwoStage::CutAfterMoreWork { committed_after } => {
                 after_more_work += 1;
                 committed_twice += u64::from(committed_after);
             }
+        }
+        if (i + 1) % 500 == 0 {
+            // Progress of a long soak (shown with --nocapture).
+            eprintln!("two-stage: {} seeds passed, up to seed {seed}", i + 1);
         }
     }
     let n = seeds.len() as u64;
