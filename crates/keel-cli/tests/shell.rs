@@ -214,6 +214,21 @@ fn a_crash_between_commit_and_its_answer_keeps_all_or_nothing() {
     ask("commit");
     child.kill().unwrap(); // SIGKILL, without reading the answer
     child.wait().unwrap();
+    // The open after the kill syncs the data directory before recovery.
+    let out = keel(&[
+        "checkpoint",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--recovery-init-sync",
+        "syncfs",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .starts_with("data directory sync (unclean shutdown): SyncFs, 0 files, 3 directories"),
+        "{stdout}"
+    );
     let rows = shell(&dir, "scan t\n");
     let values: Vec<&str> = rows
         .iter()
