@@ -499,9 +499,9 @@ impl FreeSpaceMap {
         self.save_image().pages
     }
 
-    /// Whether the map differs from the last file [`mark_saved`]
-    /// (Self::mark_saved) was told is durable (always, for a map not
-    /// loaded from its file and never saved).
+    /// Whether the map differs from the last file
+    /// [`mark_saved`](Self::mark_saved) was told is durable (always, for a
+    /// map not loaded from its file and never saved).
     pub fn needs_save(&self) -> bool {
         let version = self.inner.read().version;
         self.saved.load(Ordering::Acquire) != version.wrapping_add(1)
