@@ -348,7 +348,7 @@ impl Store {
             let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
             let action = match &entry.undo {
                 Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
-                Undo::Chain { .. } => continue,
+                Undo::Chain { .. } => continue, // rolled back above
                 Undo::Record(p) => match crate::heap::apply::undo_action(p) {
                     Some(action) => action,
                     None => continue,
@@ -391,9 +391,11 @@ impl Store {
         let (mut pid, mut lsn) = (chain.head, chain.lsn);
         let (mut index, mut next) = (chain.index, chain.next);
         for left in (1..=chain.pages).rev() {
+            // `push_undo` merged only chunks whose index + 1 fits.
+            let older_index = index.saturating_add(1);
             let older = match left {
                 1 => None,
-                _ => Some(self.chunk_at(rel, PageId(next), index.saturating_add(1))?),
+                _ => Some(self.chunk_at(rel, PageId(next), older_index)?),
             };
             let undo_next = older.map_or(chain.prev_lsn, |o| o.lsn);
             let mut g = self.pool.fetch_write(rel.file(), pid)?;
@@ -417,7 +419,7 @@ impl Store {
             self.note_free(rel, &g);
             drop(g);
             if let Some(o) = older {
-                (pid, lsn, index, next) = (PageId(next), o.lsn, index + 1, o.next);
+                (pid, lsn, index, next) = (PageId(next), o.lsn, older_index, o.next);
             }
         }
         Ok(())
