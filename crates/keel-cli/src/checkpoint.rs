@@ -63,12 +63,13 @@ pub fn run(args: CheckpointArgs) -> Result<(), Failure> {
     );
     println!(
         "checkpoint: begin {}, end {}, {} dirty pages, {} active transactions, \
-         {} segments retired, {:.1} ms",
+         {} segments retired, {} FSM files written, {:.1} ms",
         c.begin,
         c.end,
         c.dirty_pages,
         c.active_txns,
         c.segments_retired,
+        c.fsm_files_written,
         c.duration.as_secs_f64() * 1e3
     );
     Ok(())

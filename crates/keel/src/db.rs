@@ -875,6 +875,14 @@ impl<'db> Transaction<'db> {
         self.id
     }
 
+    /// Bytes of memory the transaction holds for its rollback and commit
+    /// until it ends (undo stack, deferred releases, reservations); for
+    /// tests and diagnostics.
+    #[doc(hidden)]
+    pub fn undo_bytes(&self) -> usize {
+        self.state.lock().log.held_bytes()
+    }
+
     fn live(&self) -> Result<()> {
         if self.state.lock().finished {
             return Err(DbError::TxnFinished(self.id).into());

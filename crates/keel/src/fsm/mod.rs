@@ -103,6 +103,24 @@
 //! some space unused until the page is next recorded. Neither can put a
 //! tuple where there is no room or lose one.
 //!
+//! ## Saving only what changed
+//!
+//! Every call that changes what the file would hold (a page's categories,
+//! a page tracked or forgotten, a truncate) advances the map's *version*
+//! under its lock. A checkpoint writes a map's file only when
+//! [`FreeSpaceMap::needs_save`]: its version differs from the one last
+//! marked saved. It takes a [`SaveImage`] (the entries and the version
+//! under one read lock), writes and syncs the file, and only once the file
+//! and its directory entry are durable calls [`FreeSpaceMap::mark_saved`]
+//! with the image's version; a change made meanwhile leaves the map
+//! unsaved for the next checkpoint. So a file a checkpoint skips holds
+//! exactly the map it would have written, and recovery repairs it from the
+//! pages the log names after that checkpoint, as above. A map loaded from
+//! its file starts saved; a new or rebuilt one starts unsaved, so every
+//! relation gets a file at its first checkpoint. Relations never shrink,
+//! so an older file never covers pages the heap file lacks (and open's
+//! repair forgets entries past the relation's pages all the same).
+//!
 //! ## What this module leaves out
 //!
 //! I/O (the caller writes and reads the pages through the buffer pool or
@@ -119,7 +137,7 @@ pub mod page;
 mod tests;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
@@ -138,6 +156,16 @@ pub use page::{Categories, ENTRIES_PER_PAGE, FsmPage};
 /// legacy bug the module docs describe.
 pub const fn request_bytes(tuple_len: usize) -> usize {
     alloc_len(tuple_len) + SLOT_SIZE
+}
+
+/// A map's file as [`FreeSpaceMap::save_image`] took it.
+#[derive(Clone, Debug)]
+pub struct SaveImage {
+    /// The map's version when the image was taken; pass it to
+    /// [`FreeSpaceMap::mark_saved`] once the file is durable.
+    pub version: u64,
+    /// The file's pages: page `i` is FSM page id `i`, sealed.
+    pub pages: Vec<Vec<u8>>,
 }
 
 /// What the map's record says about a page it returns. Only a hint: the heap
@@ -196,6 +224,9 @@ struct Inner {
     tracked: usize,
     contiguous: Buckets,
     total: Buckets,
+    /// Advanced by every call that changes what the map's file would hold
+    /// (module docs, "Saving only what changed").
+    version: u64,
 }
 
 impl Inner {
@@ -205,6 +236,7 @@ impl Inner {
             tracked: 0,
             contiguous: Buckets::new(),
             total: Buckets::new(),
+            version: 0,
         }
     }
 
@@ -222,6 +254,7 @@ impl Inner {
             Some(_) => self.unlink(page),
             None => self.tracked += 1,
         }
+        self.version += 1;
         let pos_contiguous = self.contiguous.insert(cats.contiguous, page);
         let pos_total = self.total.insert(cats.total, page);
         self.entries[i] = Entry {
@@ -250,6 +283,7 @@ impl Inner {
         self.unlink(page.0);
         self.entries[page.0 as usize] = UNTRACKED;
         self.tracked -= 1;
+        self.version += 1;
         true
     }
 
@@ -276,6 +310,9 @@ pub struct FreeSpaceMap {
     /// Advanced by every lookup; picks the page within a bucket so that
     /// concurrent callers are spread over pages.
     spin: AtomicUsize,
+    /// One more than the version whose file is durable, 0 when none is
+    /// (module docs, "Saving only what changed").
+    saved: AtomicU64,
 }
 
 impl Default for FreeSpaceMap {
@@ -300,6 +337,7 @@ impl FreeSpaceMap {
         FreeSpaceMap {
             inner: RwLock::new(Inner::new()),
             spin: AtomicUsize::new(0),
+            saved: AtomicU64::new(0),
         }
     }
 
@@ -335,10 +373,14 @@ impl FreeSpaceMap {
     /// `pages` pages).
     pub fn truncate(&self, pages: u32) {
         let mut g = self.inner.write();
+        if g.entries.len() <= pages as usize {
+            return;
+        }
         for p in pages..g.entries.len() as u32 {
             g.remove(PageId(p));
         }
         g.entries.truncate(pages as usize);
+        g.version += 1;
     }
 
     /// A page whose recorded space covers `min_bytes` (pass
@@ -454,10 +496,42 @@ impl FreeSpaceMap {
     /// The whole FSM file: page `i` of the result is FSM page id `i`,
     /// sealed and ready to write.
     pub fn to_pages(&self) -> Vec<Vec<u8>> {
-        (0..self.page_count() as u32)
-            .filter_map(|i| self.fsm_page(PageId(i)))
+        self.save_image().pages
+    }
+
+    /// Whether the map differs from the last file
+    /// [`mark_saved`](Self::mark_saved) was told is durable (always, for a
+    /// map not loaded from its file and never saved).
+    pub fn needs_save(&self) -> bool {
+        let version = self.inner.read().version;
+        self.saved.load(Ordering::Acquire) != version.wrapping_add(1)
+    }
+
+    /// The whole FSM file as of one instant, with the map's version then:
+    /// the entries are copied under one read lock and encoded after it is
+    /// released.
+    pub fn save_image(&self) -> SaveImage {
+        let (version, entries) = {
+            let g = self.inner.read();
+            let entries: Vec<Option<Categories>> = g.entries.iter().map(|e| e.cats).collect();
+            (g.version, entries)
+        };
+        let covered = entries.len() as u32;
+        let pages = entries
+            .chunks(ENTRIES_PER_PAGE)
+            .enumerate()
+            .filter_map(|(i, part)| FsmPage::new(PageId(i as u32), covered, part.to_vec()))
             .map(|p| p.encode())
-            .collect()
+            .collect();
+        SaveImage { version, pages }
+    }
+
+    /// Records that the file of `image_version` ([`SaveImage::version`]) is
+    /// durable: the map needs no save until it changes again. Changes made
+    /// after that image was taken keep it unsaved.
+    pub fn mark_saved(&self, image_version: u64) {
+        self.saved
+            .fetch_max(image_version.wrapping_add(1), Ordering::AcqRel);
     }
 
     /// Loads a map from its file's pages, in page order (page `i` is read as
@@ -509,9 +583,12 @@ impl FreeSpaceMap {
                 inner.set(i as u32, *cats);
             }
         }
+        // Loaded from its file: the map is what the file holds.
+        inner.version = 0;
         Ok(FreeSpaceMap {
             inner: RwLock::new(inner),
             spin: AtomicUsize::new(0),
+            saved: AtomicU64::new(1),
         })
     }
 

@@ -613,3 +613,54 @@ proptest! {
         }
     }
 }
+
+/// A map needs saving after any change to what its file holds, and only
+/// then; a change made while an image is being written keeps it unsaved.
+#[test]
+fn needs_save_follows_changes_and_durable_saves() {
+    let map = FreeSpaceMap::new();
+    assert!(map.needs_save(), "a new map has no file yet");
+    let image = map.save_image();
+    map.mark_saved(image.version);
+    assert!(!map.needs_save());
+
+    map.update(PageId(3), 800, 900);
+    assert!(map.needs_save());
+    let image = map.save_image();
+    // Changes while the image is written: it is marked saved, but the
+    // map is not.
+    map.update(PageId(4), 100, 100);
+    map.mark_saved(image.version);
+    assert!(map.needs_save());
+    let image = map.save_image();
+    map.mark_saved(image.version);
+    assert!(!map.needs_save());
+
+    // Same categories, a truncate past the end, removing an untracked
+    // page: nothing changes.
+    map.update(PageId(3), 800 + 5, 900 + 7);
+    map.truncate(100);
+    map.remove(PageId(50));
+    assert!(!map.needs_save());
+    // An older image marked late does not undo a newer mark.
+    map.mark_saved(0);
+    assert!(!map.needs_save());
+    for change in [
+        &|m: &FreeSpaceMap| m.update(PageId(3), 0, 0),
+        &|m: &FreeSpaceMap| {
+            m.remove(PageId(4));
+        },
+        &|m: &FreeSpaceMap| m.truncate(2),
+    ] as [&dyn Fn(&FreeSpaceMap); 3]
+    {
+        change(&map);
+        assert!(map.needs_save());
+        map.mark_saved(map.save_image().version);
+    }
+
+    // A map loaded from its file is saved; the file round-trips.
+    let loaded = FreeSpaceMap::from_pages(map.to_pages()).unwrap();
+    assert!(!loaded.needs_save());
+    assert_eq!(loaded.snapshot(), map.snapshot());
+    assert_eq!(loaded.save_image().pages, map.to_pages());
+}

@@ -8,10 +8,11 @@ use super::{Deferred, Relation, Store, TxnLog, Undo, corrupt, no_tuple, page_typ
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Error, PageError, Result};
 use crate::fsm::EMPTY_PAGE_FREE;
+use crate::page::page_lsn;
 use crate::page::slotted::alloc_len;
 use crate::page::slotted::content_name;
 use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlotContent, SlottedPage, TupleFlags};
-use crate::types::{PageId, RelationId, SlotId, TupleId};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
 
 impl Store {
@@ -332,9 +333,22 @@ impl Store {
                     rel.id
                 ),
             };
+            if let Undo::Chain { pages, index, next } = entry.undo {
+                let chain = ChainUndo {
+                    head: entry.page,
+                    lsn: entry.lsn,
+                    prev_lsn: entry.prev_lsn,
+                    pages,
+                    index,
+                    next,
+                };
+                self.undo_chain(log, &rel, chain).map_err(failed)?;
+                continue;
+            }
             let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
             let action = match &entry.undo {
                 Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
+                Undo::Chain { .. } => continue, // rolled back above
                 Undo::Record(p) => match crate::heap::apply::undo_action(p) {
                     Some(action) => action,
                     None => continue,
@@ -361,6 +375,67 @@ impl Store {
         self.log_txn(log, &Payload::Abort)?;
         self.release_reservations(log);
         Ok(())
+    }
+
+    /// Frees the pages of the overflow chunks `chain` stands for
+    /// ([`Undo::Chain`]), newest first, each with its own CLR: its undo-next
+    /// is the record that wrote the next older chunk (the LSN of the page
+    /// this one links to: nothing changes an overflow page between its
+    /// write and its free), and for the oldest the record before the chain.
+    /// These are exactly the CLRs that undoing each `OverflowWrite` alone
+    /// logs, so recovery, which reads the records back one by one, agrees
+    /// (invariant 8). Each page is checked to be the chunk the chain
+    /// expects before it is freed; one page is latched at a time
+    /// (invariant 11).
+    fn undo_chain(&self, log: &mut TxnLog, rel: &Relation, chain: ChainUndo) -> Result<()> {
+        let (mut pid, mut lsn) = (chain.head, chain.lsn);
+        let (mut index, mut next) = (chain.index, chain.next);
+        for left in (1..=chain.pages).rev() {
+            // `push_undo` merged only chunks whose index + 1 fits.
+            let older_index = index.saturating_add(1);
+            let older = match left {
+                1 => None,
+                _ => Some(self.chunk_at(rel, PageId(next), older_index)?),
+            };
+            let undo_next = older.map_or(chain.prev_lsn, |o| o.lsn);
+            let mut g = self.pool.fetch_write(rel.file(), pid)?;
+            let here = chunk_of(&g, pid, index)?;
+            if here.lsn != lsn || here.next != next {
+                return Err(corrupt(
+                    rel,
+                    format!("overflow page {pid}"),
+                    format!(
+                        "holds chunk {index} at LSN {} linked to page {}; its rollback \
+                         expects LSN {lsn} linked to page {next}",
+                        here.lsn, here.next
+                    ),
+                ));
+            }
+            let clr = Payload::Compensation {
+                undo_next,
+                action: Box::new(Payload::OverflowFree),
+            };
+            self.change(Some(log), rel, &mut g, &clr)?;
+            self.note_free(rel, &g);
+            drop(g);
+            if let Some(o) = older {
+                (pid, lsn, index, next) = (PageId(next), o.lsn, older_index, o.next);
+            }
+        }
+        Ok(())
+    }
+
+    /// The overflow chunk `index` a rollback expects on page `pid`.
+    fn chunk_at(&self, rel: &Relation, pid: PageId, index: u32) -> Result<Chunk> {
+        if pid.0 >= rel.page_count() {
+            return Err(corrupt(
+                rel,
+                format!("overflow chunk {index}"),
+                format!("its rollback expects it on page {pid}, past the end of the relation"),
+            ));
+        }
+        let g = self.pool.fetch_read(rel.file(), pid)?;
+        chunk_of(&g, pid, index)
     }
 
     /// Releases what a committed transaction freed (its commit is durable):
@@ -419,4 +494,42 @@ fn inserted_away(g: &PageWriteGuard<'_>, pid: PageId, slot: SlotId) -> Result<Pa
         }
         .into()),
     }
+}
+
+/// An [`Undo::Chain`] entry being rolled back.
+struct ChainUndo {
+    head: PageId,
+    lsn: Lsn,
+    prev_lsn: Lsn,
+    pages: u32,
+    index: u32,
+    next: u32,
+}
+
+/// An overflow page as rollback checks it: the LSN of the record that
+/// wrote it and its link.
+#[derive(Clone, Copy)]
+struct Chunk {
+    lsn: Lsn,
+    next: u32,
+}
+
+/// Reads the overflow page `pid`, which must hold chunk `index`.
+fn chunk_of(page: &[u8], pid: PageId, index: u32) -> Result<Chunk> {
+    let o = crate::page::OverflowPage::open(page, pid)?;
+    if o.chunk_index() != index {
+        return Err(PageError::Corrupted {
+            page_id: pid,
+            offset: crate::page::overflow::CHUNK_INDEX_OFFSET,
+            reason: format!(
+                "holds overflow chunk {} where a rollback expects chunk {index}",
+                o.chunk_index()
+            ),
+        }
+        .into());
+    }
+    Ok(Chunk {
+        lsn: page_lsn(page).unwrap_or(Lsn::ZERO),
+        next: o.next_page(),
+    })
 }

@@ -2,7 +2,9 @@
 //!
 //! A chain is written last chunk first, so each page's `next` link is known
 //! when it is written: one `OverflowWrite` record per page, in the
-//! transaction (rollback frees the pages again). The slot then gets the
+//! transaction (rollback frees the pages again; the transaction's undo
+//! stack keeps one entry for the whole chain and no chunk, `Undo::Chain`).
+//! The slot then gets the
 //! chain's [`OverflowHead`], which carries the value's length, first page,
 //! page count and CRC32C; reading checks all of them.
 
@@ -41,9 +43,8 @@ impl Store {
     }
 
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
-        let pieces: Vec<&[u8]> = chunks(value).collect();
         let mut next = NO_PAGE;
-        for (index, chunk) in pieces.iter().enumerate().rev() {
+        for (index, chunk) in chunks(value).enumerate().rev() {
             let write = Payload::OverflowWrite {
                 index: index as u32,
                 next,

@@ -29,6 +29,9 @@ pub struct CheckpointReport {
     pub active_txns: usize,
     /// Log segments retired (recycled, deleted or archived).
     pub segments_retired: usize,
+    /// Free space map files written (those of relations whose map changed
+    /// since it was last saved).
+    pub fsm_files_written: usize,
     /// How long it took.
     pub duration: Duration,
 }
@@ -102,9 +105,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     let meta = RecordMeta::new(end_payload.kind());
     let end = store.wal.append_payload(meta, &end_payload)?;
     store.wal.flush(end.lsn)?;
-    for rel in t.catalog.all() {
-        save_fsm(store, t.dir, &rel)?;
-    }
+    let fsm_files_written = save_changed_fsms(store, t.dir, t.catalog)?;
     let control = Control {
         clean: t.clean,
         next_relation: t.catalog.next_id(),
@@ -122,13 +123,40 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         dirty_pages: dirty_count,
         active_txns: active.len(),
         segments_retired: retired.recycled.len() + retired.archived.len() + retired.deleted.len(),
+        fsm_files_written,
         duration: started.elapsed(),
     })
 }
 
-/// Writes relation `rel`'s FSM to its file (write new, fdatasync, rename).
-pub(crate) fn save_fsm(store: &Store, dir: &Path, rel: &Relation) -> Result<()> {
-    let pages = rel.fsm.to_pages();
+/// Writes the FSM file of every relation whose map changed since its file
+/// was last saved (`fsm` module docs, "Saving only what changed"), syncs
+/// the directory once, and only then marks the maps saved. Returns how
+/// many files it wrote. An idle checkpoint writes none, however many
+/// relations there are.
+fn save_changed_fsms(store: &Store, dir: &Path, catalog: &Catalog) -> Result<usize> {
+    let mut written = Vec::new();
+    for rel in catalog.all() {
+        if !rel.fsm.needs_save() {
+            continue;
+        }
+        let image = rel.fsm.save_image();
+        write_fsm(store, dir, &rel, &image.pages)?;
+        written.push((rel, image.version));
+    }
+    if written.is_empty() {
+        return Ok(0);
+    }
+    // The renames are durable with their directory entries.
+    store.io.sync_dir(&rel_dir(dir)).wait()?;
+    for (rel, version) in &written {
+        rel.fsm.mark_saved(*version);
+    }
+    Ok(written.len())
+}
+
+/// Writes relation `rel`'s FSM file from `pages` (write new, fdatasync,
+/// rename); the caller syncs the directory.
+fn write_fsm(store: &Store, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Result<()> {
     let path = fsm_path(dir, rel.id);
     let tmp = path.with_extension("fsm.tmp");
     let io = &store.io;
@@ -139,7 +167,7 @@ pub(crate) fn save_fsm(store: &Store, dir: &Path, rel: &Relation) -> Result<()> 
         )
         .wait()?;
     let mut bytes = Vec::with_capacity(pages.len() * PAGE_SIZE);
-    for p in &pages {
+    for p in pages {
         bytes.extend_from_slice(p);
     }
     let len = bytes.len() as u64;
@@ -151,7 +179,6 @@ pub(crate) fn save_fsm(store: &Store, dir: &Path, rel: &Relation) -> Result<()> 
     io.close(f).wait()?;
     written?;
     io.rename(&tmp, &path).wait()?;
-    io.sync_dir(&rel_dir(dir)).wait()?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use crate::error::{DbError, Error, Result};
 use crate::fsm::FreeSpaceMap;
 use crate::heap::apply::apply;
 use crate::heap::catalog::{create_file, remove_files};
-use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry};
+use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry, push_undo};
 use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
 use crate::page::{PAGE_SIZE, PageType, SLOT_SIZE, SlotKind, SlottedPage, page_lsn};
@@ -522,38 +522,37 @@ impl<'a> Pass<'a> {
         for (txn, open) in losers.into_iter().rev() {
             let mut log = TxnLog::new(txn);
             log.last_lsn = open.last_lsn;
-            log.undo = open
-                .undo
-                .iter()
-                .map(|r| {
-                    let payload = payloads.remove(&r.lsn).ok_or_else(|| {
-                        recovery(r.lsn, "the record to undo is gone from the log".into())
-                    })?;
-                    Ok(UndoEntry {
-                        relation: r.relation,
-                        page: r.page,
-                        lsn: r.lsn,
-                        prev_lsn: r.prev_lsn,
-                        undo: Undo::of(Cow::Owned(payload)),
-                    })
-                })
-                .collect::<Result<_>>()?;
-            self.rec.report.records_undone += log.undo.len() as u64;
-            for e in &log.undo {
-                self.rec.touched.insert((e.relation, e.page));
-                self.rec.space.remove(&(e.relation, e.page));
+            // The same stack the running transaction would hold: one entry
+            // per overflow chain (`push_undo`), so rollback logs the same CLRs.
+            for r in &open.undo {
+                let undo = payloads.remove(&r.lsn).ok_or_else(|| {
+                    recovery(r.lsn, "the record to undo is gone from the log".into())
+                })?;
+                let entry = UndoEntry {
+                    relation: r.relation,
+                    page: r.page,
+                    lsn: r.lsn,
+                    prev_lsn: r.prev_lsn,
+                    undo,
+                };
+                push_undo(&mut log.undo, entry);
+                self.rec.touched.insert((r.relation, r.page));
+                self.rec.space.remove(&(r.relation, r.page));
             }
+            self.rec.report.records_undone += open.undo.len() as u64;
             self.store.rollback(&mut log, &lookup)?;
             self.rec.report.txns_undone += 1;
         }
         Ok(())
     }
 
-    /// The payloads of every record the losers' undo stacks name, read back
-    /// from the log in one forward scan from the oldest of them (analysis
-    /// kept only their positions: most transactions commit, and their
-    /// payloads are dropped as soon as redo is done with them).
-    fn read_back(&self, losers: &BTreeMap<TxnId, Open>) -> Result<FxHashMap<Lsn, Payload>> {
+    /// What undoing each record the losers' undo stacks name needs, read
+    /// back from the log in one forward scan from the oldest of them
+    /// (analysis kept only their positions: most transactions commit, and
+    /// their payloads are dropped as soon as redo is done with them). Each
+    /// payload is reduced to its [`Undo`] as it is read, so an overflow
+    /// chunk is never held.
+    fn read_back(&self, losers: &BTreeMap<TxnId, Open>) -> Result<FxHashMap<Lsn, Undo>> {
         let wanted: FxHashSet<Lsn> = losers
             .values()
             .flat_map(|o| o.undo.iter().map(|r| r.lsn))
@@ -574,7 +573,7 @@ impl<'a> Pass<'a> {
                 Some(r) => {
                     if let Some(decoded) = r? {
                         let (lsn, payload) = decoded?;
-                        found.insert(lsn, payload);
+                        found.insert(lsn, Undo::of(Cow::Owned(payload)));
                     }
                 }
             }
