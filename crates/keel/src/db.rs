@@ -913,10 +913,13 @@ impl<'db> Transaction<'db> {
         self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
+        // A `try_` form never waits, for the relation's lock either (an
+        // escalated lock of another transaction may block it).
+        let wait = tid.is_none_or(|(_, wait)| wait);
         self.lock(
             LockTarget::Relation(rel.id),
             LockMode::IntentExclusive,
-            true,
+            wait,
         )?;
         if let Some((tid, wait)) = tid {
             self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
@@ -950,7 +953,7 @@ impl<'db> Transaction<'db> {
         if tid.page.0 >= rel.page_count() {
             return Ok(None);
         }
-        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, wait)?;
         self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
         self.db.store.get(&rel, tid).map_err(|e| self.fail(e))
     }

@@ -1,0 +1,69 @@
+#![allow(clippy::unwrap_used)]
+//! Misuse through the public API: the `try_` forms never wait (also for
+//! the relation-level lock an escalation leaves behind), a thread that
+//! waits for a transaction it runs itself gets `Deadlock` instead of
+//! hanging, and the data directory is private to its owner.
+//!
+//! Every test that could hang on a regression runs with a lock timeout or
+//! a hang guard, so a regression fails instead of stopping the suite.
+
+use std::time::Duration;
+
+use keel::buffer::BufferConfig;
+use keel::txn::lock::ESCALATE_AT;
+use keel::{Config, Database, DbError, Error, RelationId, TupleId};
+
+/// A lock wait this long means the request waited: it is a guard against a
+/// hang, never a measurement.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+fn config(lock_timeout: Option<Duration>) -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(256),
+        lock_timeout,
+        checkpoint_interval: None,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c.wal.max_batch_bytes = 256 << 10;
+    c
+}
+
+fn setup(db: &Database) -> (RelationId, TupleId) {
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let a = tx.insert(rel, b"a0").unwrap();
+    tx.commit().unwrap();
+    (rel, a)
+}
+
+fn is_would_block(r: &Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(r, Err(Error::Db(DbError::WouldBlock { .. })))
+}
+
+#[test]
+fn try_forms_never_wait_for_an_escalated_relation_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lock timeout only guards against a hang: a `try_` call that
+    // waits times out and fails the assertions below.
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut bulk = db.begin().unwrap();
+    for i in 0..ESCALATE_AT {
+        bulk.insert(rel, &i.to_le_bytes()).unwrap();
+    }
+    // `bulk` now holds the whole relation exclusive.
+    let mut other = db.begin().unwrap();
+    let got = other.try_get(rel, a);
+    assert!(is_would_block(&got), "try_get: {got:?}");
+    let upd = other.try_update(rel, a, b"x");
+    assert!(is_would_block(&upd), "try_update: {upd:?}");
+    let del = other.try_delete(rel, a);
+    assert!(is_would_block(&del), "try_delete: {del:?}");
+    // Still alive after WouldBlock.
+    bulk.commit().unwrap();
+    assert_eq!(other.try_get(rel, a).unwrap().as_deref(), Some(&b"a0"[..]));
+    other.try_update(rel, a, b"a1").unwrap();
+    other.commit().unwrap();
+    db.close().unwrap();
+}
