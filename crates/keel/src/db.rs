@@ -78,8 +78,10 @@ pub struct Config {
     /// Take a checkpoint at least this often (`None`: never by time).
     pub checkpoint_interval: Option<Duration>,
     /// How long a transaction waits for a lock before it is rolled back
-    /// with [`DbError::LockTimeout`] (`None`: until granted; deadlocks are
-    /// detected either way).
+    /// with [`DbError::LockTimeout`] (`None`: until granted; a duration
+    /// too long to represent as a deadline counts as `None`). Deadlocks
+    /// are detected either way, a thread waiting for a transaction it runs
+    /// itself included ([`Transaction`], "Threads").
     pub lock_timeout: Option<Duration>,
     /// Redo consistency checking (like PostgreSQL's
     /// `wal_consistency_checking`): after every page change, a `page-check`
@@ -277,6 +279,7 @@ impl Database {
     pub fn begin(&self) -> Result<Transaction<'_>> {
         self.inner.check_usable()?;
         let (id, slot) = self.inner.txns.begin();
+        self.inner.store.locks.begin(id);
         Ok(Transaction::new(&self.inner, id, slot))
     }
 
@@ -709,6 +712,7 @@ impl Inner {
     /// commit policy; rolls it back if `f` fails.
     fn system_txn<T>(&self, f: impl FnOnce(&mut TxnLog) -> Result<T>) -> Result<T> {
         let (id, slot) = self.txns.begin();
+        self.store.locks.begin(id);
         let mut log = TxnLog::new(id);
         slot.before_write(self.store.wal.end_lsn());
         let result = f(&mut log).and_then(|v| {
@@ -807,6 +811,24 @@ fn commit_payload() -> Payload {
 /// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
 /// return [`DbError::WouldBlock`] and the transaction goes on.
 ///
+/// **Threads.** A transaction is `Send` but not `Sync`: one thread at a
+/// time runs it (move it to another thread, never share it). A lock wait
+/// blocks the calling thread, so a thread must not wait for a transaction
+/// it runs itself: when the transaction a request would wait for made its
+/// latest lock request on the waiting thread, the request fails at once
+/// with [`DbError::Deadlock`] (and its transaction is rolled back) instead
+/// of hanging ([`crate::txn::lock`], "Threads"). Hand a transaction to
+/// another thread by moving it there and using it there.
+///
+/// ```compile_fail,E0277
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-sync-{}", std::process::id()));
+/// let db = keel::Database::open(&tmp, keel::Config::default()).unwrap();
+/// let tx = db.begin().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| tx.id()); // a transaction cannot be shared between threads
+/// });
+/// ```
+///
 /// ```
 /// # fn main() -> keel::Result<()> {
 /// # let tmp = std::env::temp_dir().join(format!("keel-doc-tx-{}", std::process::id()));
@@ -838,6 +860,8 @@ pub struct Transaction<'db> {
     id: TxnId,
     state: Mutex<TxnState>,
     slot: Arc<TxnSlot>,
+    /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
+    _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 struct TxnState {
@@ -863,6 +887,7 @@ impl<'db> Transaction<'db> {
                 finished: false,
             }),
             slot,
+            _one_thread: std::marker::PhantomData,
         }
     }
 

@@ -67,3 +67,77 @@ fn try_forms_never_wait_for_an_escalated_relation_lock() {
     other.commit().unwrap();
     db.close().unwrap();
 }
+
+#[test]
+fn a_thread_waiting_for_its_own_transaction_gets_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    // No timeout would leave this wait unbounded; the guard turns a
+    // regression into LockTimeout, which fails the assertion.
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut first = db.begin().unwrap();
+    first.update(rel, a, b"a1").unwrap();
+    let second = db.begin().unwrap();
+    // `first` runs on this thread, which would wait for it: it never ends.
+    let e = second.get(rel, a).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    let e = second.get(rel, a).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::TxnFinished(_))), "{e}");
+    drop(second);
+    // The same through a chain: `third` waits (on another thread) for
+    // `first`; then this thread asks for what `third` holds.
+    let mut third = db.begin().unwrap();
+    let fresh = third.insert(rel, b"b0").unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(move || {
+            // Waits for `first`'s lock on `a`, holding its own on `fresh`.
+            let r = third.get(rel, a).map(|v| v.map(|v| v.to_vec()));
+            (r, third)
+        });
+        while db.lock_stats().waits < 1 {
+            std::thread::yield_now();
+        }
+        let mut fourth = db.begin().unwrap();
+        let e = fourth.update(rel, fresh, b"b1").unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+        first.commit().unwrap();
+        let (r, third) = waiter.join().unwrap();
+        assert_eq!(r.unwrap().as_deref(), Some(&b"a1"[..]));
+        third.commit().unwrap();
+    });
+    assert_eq!(db.lock_stats().deadlocks, 2);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_transaction_handed_to_another_thread_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut first = db.begin().unwrap();
+    first.update(rel, a, b"a1").unwrap();
+    std::thread::scope(|s| {
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        // The new thread makes a call on `first`, so it now runs there.
+        let (ran, wait_ran) = std::sync::mpsc::channel::<()>();
+        let owner = s.spawn(move || {
+            first.get(rel, a).unwrap();
+            ran.send(()).unwrap();
+            wait_go.recv().unwrap();
+            first.commit().unwrap();
+        });
+        wait_ran.recv().unwrap();
+        let second = db.begin().unwrap();
+        let got = std::thread::scope(|inner| {
+            let reader = inner.spawn(move || second.get(rel, a).unwrap());
+            while db.lock_stats().waits < 1 {
+                std::thread::yield_now();
+            }
+            go.send(()).unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(got.as_deref(), Some(&b"a1"[..]));
+        owner.join().unwrap();
+    });
+    db.close().unwrap();
+}
