@@ -136,6 +136,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.buffer.validate()?;
         self.wal.validate()?;
+        self.io
+            .validate()
+            .map_err(|e| DbError::Config(format!("io: {e}")))?;
         if self.checkpoint_interval.is_some_and(|d| d.is_zero()) {
             return Err(DbError::Config("checkpoint_interval must not be zero".into()).into());
         }
