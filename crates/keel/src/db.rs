@@ -561,13 +561,17 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     if !dir.is_dir() {
         return Ok(None);
     }
+    crate::dir_mode::check(dir)?;
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
+    let file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        keel_io::FILE_MODE,
+    )
+    .open(&path)
+    .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),

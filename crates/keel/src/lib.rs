@@ -15,6 +15,7 @@
 pub mod buffer;
 pub mod checksum;
 mod db;
+mod dir_mode;
 pub mod docs;
 pub mod error;
 pub mod fsm;

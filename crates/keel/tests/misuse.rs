@@ -141,3 +141,71 @@ fn a_transaction_handed_to_another_thread_is_waited_for() {
     });
     db.close().unwrap();
 }
+
+/// Every directory and file under `dir`, with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, meta.permissions().mode() & 0o777, meta.is_dir()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_data_directory_and_its_files_are_private_to_their_owner() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    let db = Database::open(&dir, config(None)).unwrap();
+    let (rel, _) = setup(&db);
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, &[7u8; 20_000]).unwrap(); // an overflow chain
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let top = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(top, 0o700, "the data directory is {top:03o}");
+    let all = modes(&dir);
+    assert!(
+        all.len() >= 6,
+        "expected LOCK, control, wal/, rel/ and files: {all:?}"
+    );
+    for (path, mode, is_dir) in all {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:03o}", path.display());
+    }
+}
+
+#[test]
+fn a_data_directory_other_users_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    Database::open(&dir, config(None)).unwrap().close().unwrap();
+    for (mode, who) in [
+        (0o777, "every user"),
+        (0o770, "its group"),
+        (0o702, "every user"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = Database::open(&dir, config(None)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&dir.display().to_string()) && msg.contains(who),
+            "{mode:03o}: {msg}"
+        );
+        assert_eq!(e.class(), keel::ErrorClass::Usage, "{msg}");
+    }
+    // Readable by others (as an older Keel made it) is opened as it is.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Database::open(&dir, config(None)).unwrap().close().unwrap();
+}
