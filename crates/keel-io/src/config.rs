@@ -54,6 +54,14 @@ impl FromStr for Backend {
     }
 }
 
+/// The largest `queue_depth`: io_uring's own limit on a ring's entries
+/// (IORING_MAX_ENTRIES), far beyond what any device keeps busy.
+pub const MAX_QUEUE_DEPTH: usize = 32768;
+
+/// The largest `worker_threads` of the thread-pool backend: more threads
+/// than this only add scheduling and stack memory (each has its own).
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// Backend configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IoConfig {
@@ -100,20 +108,21 @@ impl IoConfig {
         }
     }
 
-    /// Checks the numbers.
-    pub(crate) fn validate(&self) -> Result<(), IoError> {
-        if self.queue_depth == 0 {
+    /// Checks the numbers: every value it accepts can be honoured by
+    /// every backend (an error names the field and the allowed range).
+    pub fn validate(&self) -> Result<(), IoError> {
+        if !(1..=MAX_QUEUE_DEPTH).contains(&self.queue_depth) {
             return Err(IoError::Config {
                 setting: "queue_depth",
-                value: "0".into(),
-                reason: "must be at least 1",
+                value: self.queue_depth.to_string(),
+                reason: "must be in 1..=32768",
             });
         }
-        if self.worker_threads == 0 {
+        if !(1..=MAX_WORKER_THREADS).contains(&self.worker_threads) {
             return Err(IoError::Config {
                 setting: "worker_threads",
-                value: "0".into(),
-                reason: "must be at least 1",
+                value: self.worker_threads.to_string(),
+                reason: "must be in 1..=1024",
             });
         }
         Ok(())

@@ -67,10 +67,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use buf::{AlignedBuf, DIRECT_IO_ALIGN, IoBuf};
-pub use config::{BACKEND_ENV, Backend, IoConfig};
+pub use config::{BACKEND_ENV, Backend, IoConfig, MAX_QUEUE_DEPTH, MAX_WORKER_THREADS};
 pub use error::{ErrorClass, FileRef, IoError};
 pub use future::IoFuture;
-pub use request::{DirEntry, FileClass, FileHandle, OpKind, OpenOptions, Rejected, Reply, Request};
+pub use request::{
+    DIR_MODE, DirEntry, FILE_MODE, FileClass, FileHandle, OpKind, OpenOptions, Rejected, Reply,
+    Request,
+};
 pub use stats::{IoStats, OpStats};
 pub use thread_pool::ThreadPoolIo;
 #[cfg(target_os = "linux")]
@@ -268,10 +271,16 @@ pub trait AsyncIo: Send + Sync {
         .map_reply(reply::entries)
     }
 
-    /// Creates a directory.
+    /// Creates a directory, accessible to its owner only ([`DIR_MODE`]).
     fn create_dir(&self, path: &Path) -> IoFuture<()> {
+        self.create_dir_with_mode(path, DIR_MODE)
+    }
+
+    /// Creates a directory with permission bits `mode` (less the umask).
+    fn create_dir_with_mode(&self, path: &Path, mode: u32) -> IoFuture<()> {
         self.submit(Request::CreateDir {
             path: path.to_path_buf(),
+            mode,
         })
         .map_reply(reply::unit)
     }

@@ -207,7 +207,17 @@ pub struct OpenOptions {
     /// Bypass the page cache (O_DIRECT): every offset, length and buffer
     /// address must then be aligned to [`crate::DIRECT_IO_ALIGN`].
     pub direct: bool,
+    /// Permission bits of a file this open creates (less the process's
+    /// umask); [`FILE_MODE`] unless set. The simulator ignores it.
+    pub mode: u32,
 }
+
+/// Permission bits of the files Keel creates: readable and writable by
+/// their owner only (a database's files are its owner's data).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Permission bits of the directories Keel creates: its owner only.
+pub const DIR_MODE: u32 = 0o700;
 
 impl OpenOptions {
     /// Read-only, no creation, buffered.
@@ -220,6 +230,7 @@ impl OpenOptions {
             create_new: false,
             truncate: false,
             direct: false,
+            mode: FILE_MODE,
         }
     }
 
@@ -261,6 +272,12 @@ impl OpenOptions {
     /// Sets `direct` (O_DIRECT).
     pub const fn direct(mut self, on: bool) -> Self {
         self.direct = on;
+        self
+    }
+
+    /// Sets `mode`, the permission bits of a created file.
+    pub const fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
         self
     }
 }
@@ -369,6 +386,9 @@ pub enum Request {
     CreateDir {
         /// The directory.
         path: PathBuf,
+        /// Its permission bits (less the process's umask; the simulator
+        /// ignores them).
+        mode: u32,
     },
     /// fsync a directory, making creates, removes and renames in it durable.
     SyncDir {

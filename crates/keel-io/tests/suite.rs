@@ -518,6 +518,37 @@ fn blocking_sync_ordering(f: &Fixture) {
     }
 }
 
+/// Created files and directories are their owner's only (0600, 0700), or
+/// have the mode asked for; the simulator keeps no permissions.
+fn creation_modes(f: &Fixture) {
+    use std::os::unix::fs::PermissionsExt;
+    let h = create(f, "private", FileClass::Data);
+    f.io.close(h).wait().unwrap();
+    let opts = OpenOptions::read_write_create(FileClass::Data).mode(0o640);
+    let h = f.io.open(&f.path("shared"), opts).wait().unwrap();
+    f.io.close(h).wait().unwrap();
+    f.io.create_dir(&f.path("d")).wait().unwrap();
+    f.io.create_dir_with_mode(&f.path("g"), 0o750)
+        .wait()
+        .unwrap();
+    if f.sim.is_some() {
+        return;
+    }
+    // Under a umask that masks none of these bits (022 or 027 or 077 would
+    // only clear group/other bits of the 0640/0750 cases).
+    let mode = |name: &str| {
+        std::fs::metadata(f.path(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("private"), 0o600);
+    assert_eq!(mode("d"), 0o700);
+    assert_eq!(mode("shared") & !0o040, 0o600);
+    assert_eq!(mode("g") & !0o050, 0o700);
+}
+
 macro_rules! suite {
     ($name:ident, $make:path) => {
         mod $name {
@@ -580,6 +611,10 @@ macro_rules! suite {
             #[test]
             fn blocking_sync_ordering() {
                 run(super::blocking_sync_ordering);
+            }
+            #[test]
+            fn creation_modes() {
+                run(super::creation_modes);
             }
         }
     };

@@ -79,8 +79,10 @@ pub struct Config {
     /// Take a checkpoint at least this often (`None`: never by time).
     pub checkpoint_interval: Option<Duration>,
     /// How long a transaction waits for a lock before it is rolled back
-    /// with [`DbError::LockTimeout`] (`None`: until granted; deadlocks are
-    /// detected either way).
+    /// with [`DbError::LockTimeout`] (`None`: until granted; a duration
+    /// too long to represent as a deadline counts as `None`). Deadlocks
+    /// are detected either way, a thread waiting for a transaction it runs
+    /// itself included ([`Transaction`], "Threads").
     pub lock_timeout: Option<Duration>,
     /// Redo consistency checking (like PostgreSQL's
     /// `wal_consistency_checking`): after every page change, a `page-check`
@@ -140,6 +142,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.buffer.validate()?;
         self.wal.validate()?;
+        self.io
+            .validate()
+            .map_err(|e| DbError::Config(format!("io: {e}")))?;
         if self.checkpoint_interval.is_some_and(|d| d.is_zero()) {
             return Err(DbError::Config("checkpoint_interval must not be zero".into()).into());
         }
@@ -283,6 +288,7 @@ impl Database {
     pub fn begin(&self) -> Result<Transaction<'_>> {
         self.inner.check_usable()?;
         let (id, slot) = self.inner.txns.begin();
+        self.inner.store.locks.begin(id);
         Ok(Transaction::new(&self.inner, id, slot))
     }
 
@@ -559,13 +565,17 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     if !dir.is_dir() {
         return Ok(None);
     }
+    crate::dir_mode::check(dir)?;
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
+    let file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        keel_io::FILE_MODE,
+    )
+    .open(&path)
+    .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),
@@ -713,6 +723,7 @@ impl Inner {
     /// commit policy; rolls it back if `f` fails.
     fn system_txn<T>(&self, f: impl FnOnce(&mut TxnLog) -> Result<T>) -> Result<T> {
         let (id, slot) = self.txns.begin();
+        self.store.locks.begin(id);
         let mut log = TxnLog::new(id);
         slot.before_write(self.store.wal.end_lsn());
         let result = f(&mut log).and_then(|v| {
@@ -811,6 +822,24 @@ fn commit_payload() -> Payload {
 /// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
 /// return [`DbError::WouldBlock`] and the transaction goes on.
 ///
+/// **Threads.** A transaction is `Send` but not `Sync`: one thread at a
+/// time runs it (move it to another thread, never share it). A lock wait
+/// blocks the calling thread, so a thread must not wait for a transaction
+/// it runs itself: when the transaction a request would wait for made its
+/// latest lock request on the waiting thread, the request fails at once
+/// with [`DbError::Deadlock`] (and its transaction is rolled back) instead
+/// of hanging ([`crate::txn::lock`], "Threads"). Hand a transaction to
+/// another thread by moving it there and using it there.
+///
+/// ```compile_fail,E0277
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-sync-{}", std::process::id()));
+/// let db = keel::Database::open(&tmp, keel::Config::default()).unwrap();
+/// let tx = db.begin().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| tx.id()); // a transaction cannot be shared between threads
+/// });
+/// ```
+///
 /// ```
 /// # fn main() -> keel::Result<()> {
 /// # let tmp = std::env::temp_dir().join(format!("keel-doc-tx-{}", std::process::id()));
@@ -842,6 +871,8 @@ pub struct Transaction<'db> {
     id: TxnId,
     state: Mutex<TxnState>,
     slot: Arc<TxnSlot>,
+    /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
+    _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 struct TxnState {
@@ -867,6 +898,7 @@ impl<'db> Transaction<'db> {
                 finished: false,
             }),
             slot,
+            _one_thread: std::marker::PhantomData,
         }
     }
 
@@ -925,10 +957,13 @@ impl<'db> Transaction<'db> {
         self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
+        // A `try_` form never waits, for the relation's lock either (an
+        // escalated lock of another transaction may block it).
+        let wait = tid.is_none_or(|(_, wait)| wait);
         self.lock(
             LockTarget::Relation(rel.id),
             LockMode::IntentExclusive,
-            true,
+            wait,
         )?;
         if let Some((tid, wait)) = tid {
             self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
@@ -962,7 +997,7 @@ impl<'db> Transaction<'db> {
         if tid.page.0 >= rel.page_count() {
             return Ok(None);
         }
-        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, wait)?;
         self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
         self.db.store.get(&rel, tid).map_err(|e| self.fail(e))
     }

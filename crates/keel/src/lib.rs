@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod checksum;
 pub mod datadir;
 mod db;
+mod dir_mode;
 pub mod docs;
 pub mod error;
 pub mod fsm;

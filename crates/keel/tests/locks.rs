@@ -115,9 +115,14 @@ fn try_forms_never_wait_and_timeouts_roll_back() {
     assert!(matches!(e, Error::Db(DbError::WouldBlock { .. })), "{e}");
     // Still alive after WouldBlock: its own change stands.
     assert_eq!(other.get(rel, b).unwrap().as_deref(), Some(&b"b1"[..]));
-    let e = other.update(rel, a, b"x").unwrap_err();
+    // On another thread: this one runs `holder`, so waiting here for it
+    // would be a deadlock.
+    let e = std::thread::scope(|s| {
+        s.spawn(move || other.update(rel, a, b"x").unwrap_err())
+            .join()
+            .unwrap()
+    });
     assert!(matches!(e, Error::Db(DbError::LockTimeout { .. })), "{e}");
-    drop(other);
     holder.commit().unwrap();
     let r = db.begin().unwrap();
     assert_eq!(r.get(rel, a).unwrap(), None);

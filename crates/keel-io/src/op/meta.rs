@@ -18,7 +18,7 @@ pub(crate) fn open(path: &Path, o: &OpenOptions) -> Result<File, IoError> {
         .create(o.create)
         .create_new(o.create_new)
         .truncate(o.truncate)
-        .mode(0o644);
+        .mode(o.mode);
     if o.direct {
         oo.custom_flags(libc::O_DIRECT);
     }
@@ -61,8 +61,11 @@ pub(crate) fn read_dir(path: &Path) -> Result<Reply, IoError> {
     Ok(Reply::Entries(entries))
 }
 
-pub(crate) fn create_dir(path: &Path) -> Result<Reply, IoError> {
-    fs::create_dir(path)
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<Reply, IoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
         .map(|()| Reply::Done)
         .map_err(|e| IoError::from_os(OpKind::CreateDir, FileRef::path(path), e))
 }

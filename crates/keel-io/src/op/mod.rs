@@ -251,7 +251,7 @@ pub(crate) fn run_path_blocking(req: &Request) -> Result<Reply, IoError> {
         Request::Remove { path } => remove(path),
         Request::Rename { from, to } => rename(from, to),
         Request::ReadDir { path } => read_dir(path),
-        Request::CreateDir { path } => create_dir(path),
+        Request::CreateDir { path, mode } => create_dir(path, *mode),
         Request::SyncDir { path } => sync_dir(path),
         Request::SyncFs { path } => sync_fs(path),
         other => Err(IoError::InvalidArgument {

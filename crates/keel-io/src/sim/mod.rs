@@ -426,7 +426,7 @@ impl State {
                 entries.sort();
                 Ok(Reply::Entries(entries))
             }
-            Request::CreateDir { path } => {
+            Request::CreateDir { path, .. } => {
                 let fref = FileRef::path(&path);
                 if self.model.lookup(&path).is_some() {
                     return Err(IoError::errno(kind, fref, libc::EEXIST));

@@ -187,6 +187,25 @@ pub struct BufferConfig {
     pub writer_batch_pages: usize,
 }
 
+/// The largest `pool_bytes` on any machine (16 TiB).
+pub const MAX_POOL_BYTES: usize = 1 << 44;
+
+/// The longest `writer_interval_ms` (an hour).
+pub const MAX_WRITER_INTERVAL_MS: u64 = 3_600_000;
+
+/// The largest `pool_bytes` on this machine: its physical memory (read
+/// from /proc/meminfo where there is one), and at most [`MAX_POOL_BYTES`].
+pub fn max_pool_bytes() -> usize {
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            usize::try_from(kib.checked_mul(1024)?).ok()
+        });
+    physical.map_or(MAX_POOL_BYTES, |p| p.min(MAX_POOL_BYTES))
+}
+
 impl Default for BufferConfig {
     fn default() -> BufferConfig {
         BufferConfig {
@@ -213,8 +232,23 @@ impl BufferConfig {
         self.pool_bytes / crate::page::PAGE_SIZE
     }
 
-    /// Checks the values.
+    /// Checks the values: every value it accepts can be honoured (the
+    /// pool's bookkeeping is allocated at open, its frames on first use).
     pub fn validate(&self) -> Result<(), BufferError> {
+        let max = max_pool_bytes();
+        if self.pool_bytes > max {
+            return Err(BufferError::Config(format!(
+                "pool_bytes {} is more than the largest pool, {max} (the machine's \
+                 physical memory, and at most {MAX_POOL_BYTES})",
+                self.pool_bytes
+            )));
+        }
+        if self.writer_interval_ms > MAX_WRITER_INTERVAL_MS {
+            return Err(BufferError::Config(format!(
+                "writer_interval_ms {} must be in 1..={MAX_WRITER_INTERVAL_MS}",
+                self.writer_interval_ms
+            )));
+        }
         if self.frames() < 2 {
             return Err(BufferError::Config(format!(
                 "pool_bytes {} gives {} frames; at least 2 are needed",

@@ -8,12 +8,34 @@
 //! with `wait == false` never blocks and fails with `WouldBlock` instead, so
 //! a cooperative scheduler can yield and retry.
 //!
+//! **Lifecycle.** A transaction is registered with [`LockManager::begin`]
+//! and ends with [`LockManager::release_all`]. A request of a transaction
+//! that is not registered (it ended, or never began) fails with
+//! `TxnFinished`, and so does a request that was waiting when its
+//! transaction ended: a lock is never granted to a finished transaction,
+//! whatever thread asks for it, so no lock outlives its transaction.
+//!
 //! **Deadlocks.** Before a request waits, the manager records in a
 //! waits-for graph which transactions it waits for, and searches the graph
 //! from the requester: if the requester can reach itself, waiting would
 //! never end, and the *requester* is the victim: it gets `Deadlock` and its
 //! transaction is rolled back by the caller. A wait longer than the
 //! configured timeout fails with `LockTimeout`.
+//!
+//! **Threads.** A waiting request blocks its thread, so it also stops every
+//! other transaction that thread runs. The manager records, for each live
+//! transaction, the thread of its latest request (or of `begin`): its
+//! *home*. While a thread waits on behalf of transaction W, every other
+//! transaction homed on that thread waits for what W waits for (an edge in
+//! the graph). A request whose search reaches a transaction homed on the
+//! requesting thread itself is a deadlock: one thread that runs two
+//! transactions, the second waiting for the first, gets `Deadlock` instead
+//! of hanging. The home is a belief, not a proof: a transaction moved to
+//! another thread is re-homed by its next request there, and a thread that
+//! waits for a transaction it handed away before that transaction's next
+//! request (any lock-taking call: a read, a write, a scan) gets `Deadlock`
+//! — a spurious but safe outcome (the victim is rolled back and may
+//! retry), where waiting could hang forever.
 //!
 //! **Escalation.** A transaction that takes [`ESCALATE_AT`] tuple locks in
 //! one relation tries (without waiting) to lock the whole relation, shared
@@ -102,6 +124,11 @@ pub enum LockTarget {
 
 #[derive(Default)]
 struct State {
+    /// Live transactions and their home thread (module docs, Threads).
+    live: HashMap<TxnId, ThreadKey>,
+    /// Threads waiting in [`LockManager::lock`] now, and for which
+    /// transaction.
+    blocked: HashMap<ThreadKey, TxnId>,
     /// Holders per target (almost always one, so no inner allocation then).
     granted: HashMap<LockTarget, Holders>,
     held: HashMap<TxnId, Vec<LockTarget>>,
@@ -229,21 +256,58 @@ impl State {
         self.held.entry(txn).or_default().push(target);
     }
 
-    /// Whether `from` reaches `to` in the waits-for graph.
-    fn reaches(&self, from: TxnId, to: TxnId) -> bool {
+    /// Whether `from`, which waits on thread `me`, can never be granted:
+    /// the waits-for graph, with the edges the blocked threads add (module
+    /// docs, Threads), leads from it to a transaction homed on `me` (which
+    /// includes `from` itself: a cycle).
+    fn deadlocked(&self, from: TxnId, me: ThreadKey) -> bool {
         let mut seen = HashSet::new();
-        let mut stack = vec![from];
+        let mut stack: Vec<TxnId> = self
+            .waits_for
+            .get(&from)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
         while let Some(t) = stack.pop() {
-            for &next in self.waits_for.get(&t).into_iter().flatten() {
-                if next == to {
-                    return true;
-                }
-                if seen.insert(next) {
-                    stack.push(next);
-                }
+            if !seen.insert(t) {
+                continue;
+            }
+            let home = self.live.get(&t).copied();
+            if home == Some(me) {
+                return true;
+            }
+            stack.extend(self.waits_for.get(&t).into_iter().flatten().copied());
+            // Its thread waits for another of its transactions.
+            if let Some(w) = home.and_then(|h| self.blocked.get(&h))
+                && *w != t
+            {
+                stack.push(*w);
             }
         }
         false
+    }
+
+    /// Forgets the wait of `txn` on thread `me`.
+    fn stop_waiting(&mut self, txn: TxnId, me: ThreadKey) {
+        self.waits_for.remove(&txn);
+        self.blocked.remove(&me);
+    }
+}
+
+/// A thread, as the lock manager tells them apart (never reused, unlike
+/// the OS's thread ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ThreadKey(u64);
+
+impl ThreadKey {
+    fn current() -> ThreadKey {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        thread_local! {
+            static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        ThreadKey(KEY.with(|k| *k))
     }
 }
 
@@ -278,20 +342,38 @@ impl LockManager {
         }
     }
 
+    /// Registers a new transaction, homed on the calling thread (module
+    /// docs, Lifecycle).
+    pub fn begin(&self, txn: TxnId) {
+        self.state.lock().live.insert(txn, ThreadKey::current());
+    }
+
     /// Locks `target` in `mode` for `txn`, waiting if `wait` (module docs).
+    /// A transaction that is not live gets `TxnFinished`.
     pub fn lock(&self, txn: TxnId, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
+        let me = ThreadKey::current();
         let mut st = self.state.lock();
+        match st.live.get_mut(&txn) {
+            Some(home) => *home = me,
+            None => return Err(DbError::TxnFinished(txn).into()),
+        }
         let held = st.held_mode(txn, target);
         if held.is_some_and(|h| h.covers(mode)) || st.relation_covers(txn, target, mode) {
             return Ok(());
         }
         let want = held.map_or(mode, |h| h.join(mode));
-        let deadline = self.timeout.map(|d| Instant::now() + d);
+        // A timeout too long to represent is no deadline.
+        let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         let mut waited = false;
         loop {
+            if !st.live.contains_key(&txn) {
+                // It ended (on another thread) while this request waited.
+                st.stop_waiting(txn, me);
+                return Err(DbError::TxnFinished(txn).into());
+            }
             let blockers = st.blockers(txn, target, want);
             if blockers.is_empty() {
-                st.waits_for.remove(&txn);
+                st.stop_waiting(txn, me);
                 st.grant(txn, target, want);
                 st.count_row_lock(txn, target, want);
                 return Ok(());
@@ -300,11 +382,12 @@ impl LockManager {
                 return Err(DbError::WouldBlock { txn }.into());
             }
             st.waits_for.insert(txn, blockers);
-            if st.reaches(txn, txn) {
-                st.waits_for.remove(&txn);
+            if st.deadlocked(txn, me) {
+                st.stop_waiting(txn, me);
                 self.stats.lock().deadlocks += 1;
                 return Err(DbError::Deadlock { txn }.into());
             }
+            st.blocked.insert(me, txn);
             if !waited {
                 waited = true;
                 self.stats.lock().waits += 1;
@@ -316,20 +399,29 @@ impl LockManager {
                     false
                 }
             };
-            if timed_out && !st.blockers(txn, target, want).is_empty() {
-                st.waits_for.remove(&txn);
+            if timed_out && st.live.contains_key(&txn) && !st.blockers(txn, target, want).is_empty()
+            {
+                st.stop_waiting(txn, me);
                 self.stats.lock().timeouts += 1;
                 return Err(DbError::LockTimeout { txn }.into());
             }
         }
     }
 
-    /// Releases every lock of `txn` (its transaction ended).
+    /// Ends `txn`: releases every lock it holds and forgets it, so a
+    /// request of it still waiting, or made later, fails with
+    /// `TxnFinished` (module docs, Lifecycle).
     pub fn release_all(&self, txn: TxnId) {
         let mut st = self.state.lock();
+        let ended = st.live.remove(&txn).is_some();
         st.waits_for.remove(&txn);
         st.row_locks.remove(&txn);
         let Some(targets) = st.held.remove(&txn) else {
+            drop(st);
+            if ended {
+                // A request of `txn` may be waiting: wake it to fail.
+                self.released.notify_all();
+            }
             return;
         };
         for target in targets {
@@ -365,6 +457,13 @@ mod tests {
         LockTarget::Tuple(R, TupleId::new(PageId(0), SlotId(n)))
     }
 
+    /// A lock manager with transactions 1..=n begun.
+    fn manager(timeout: Option<Duration>, n: u64) -> Arc<LockManager> {
+        let lm = Arc::new(LockManager::new(timeout));
+        (1..=n).for_each(|t| lm.begin(TxnId(t)));
+        lm
+    }
+
     #[test]
     fn compatibility_matrix() {
         use LockMode::*;
@@ -384,7 +483,7 @@ mod tests {
 
     #[test]
     fn shared_locks_share_and_exclusive_waits_until_release() {
-        let lm = Arc::new(LockManager::new(Some(Duration::from_secs(10))));
+        let lm = manager(Some(Duration::from_secs(10)), 3);
         let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
         lm.lock(a, tuple(0), LockMode::Shared, true).unwrap();
         lm.lock(b, tuple(0), LockMode::Shared, true).unwrap();
@@ -408,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_deadlock_makes_the_requester_the_victim() {
-        let lm = Arc::new(LockManager::new(None));
+        let lm = manager(None, 2);
         let (a, b) = (TxnId(1), TxnId(2));
         lm.lock(a, tuple(1), LockMode::Exclusive, true).unwrap();
         lm.lock(b, tuple(2), LockMode::Exclusive, true).unwrap();
@@ -429,7 +528,7 @@ mod tests {
 
     #[test]
     fn many_tuple_locks_escalate_to_the_relation() {
-        let lm = LockManager::new(None);
+        let lm = manager(None, 2);
         let (a, b) = (TxnId(1), TxnId(2));
         let rel = LockTarget::Relation(R);
         lm.lock(a, rel, LockMode::IntentShared, true).unwrap();
@@ -450,13 +549,94 @@ mod tests {
     }
 
     #[test]
+    fn a_request_pending_when_its_transaction_ends_is_never_granted() {
+        let lm = manager(None, 2);
+        let (a, b) = (TxnId(1), TxnId(2));
+        lm.lock(b, tuple(4), LockMode::Exclusive, true).unwrap();
+        let lm2 = Arc::clone(&lm);
+        let pending = std::thread::spawn(move || lm2.lock(a, tuple(4), LockMode::Exclusive, true));
+        while !lm.state.lock().waits_for.contains_key(&a) {
+            std::thread::yield_now();
+        }
+        // `a` ends (rolled back on another thread) while its request waits.
+        lm.release_all(a);
+        lm.release_all(b);
+        let e = pending.join().unwrap().unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::TxnFinished(t)) if t == a),
+            "{e}"
+        );
+        assert_eq!(
+            lm.held_by(a),
+            0,
+            "a lock was granted to a finished transaction"
+        );
+        let e = lm.lock(a, tuple(5), LockMode::Shared, true).unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::TxnFinished(t)) if t == a),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_thread_waiting_for_a_transaction_it_runs_is_deadlocked() {
+        let lm = manager(None, 3);
+        let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
+        lm.lock(a, tuple(6), LockMode::Exclusive, true).unwrap();
+        let e = lm.lock(b, tuple(6), LockMode::Shared, true).unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::Deadlock { txn }) if txn == b),
+            "{e}"
+        );
+        // `c`, on another thread, waits for `a` holding tuple 7; this
+        // thread (running `a`) then asks for tuple 7 for `b`.
+        lm.lock(c, tuple(7), LockMode::Exclusive, true).unwrap();
+        let lm2 = Arc::clone(&lm);
+        let waiter = std::thread::spawn(move || lm2.lock(c, tuple(6), LockMode::Shared, true));
+        while !lm.state.lock().waits_for.contains_key(&c) {
+            std::thread::yield_now();
+        }
+        let e = lm.lock(b, tuple(7), LockMode::Shared, true).unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::Deadlock { txn }) if txn == b),
+            "{e}"
+        );
+        lm.release_all(a);
+        waiter.join().unwrap().unwrap();
+        assert_eq!(lm.stats().deadlocks, 2);
+        assert!(
+            lm.state.lock().blocked.is_empty(),
+            "no thread is left waiting"
+        );
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_represent_is_no_deadline() {
+        let lm = manager(Some(Duration::MAX), 2);
+        let (a, b) = (TxnId(1), TxnId(2));
+        lm.lock(a, tuple(8), LockMode::Exclusive, true).unwrap();
+        let lm2 = Arc::clone(&lm);
+        let waiter = std::thread::spawn(move || lm2.lock(b, tuple(8), LockMode::Shared, true));
+        while !lm.state.lock().waits_for.contains_key(&b) {
+            std::thread::yield_now();
+        }
+        lm.release_all(a);
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
     fn upgrades_and_timeouts() {
-        let lm = LockManager::new(Some(Duration::from_millis(30)));
+        let lm = manager(Some(Duration::from_millis(30)), 2);
         let (a, b) = (TxnId(1), TxnId(2));
         lm.lock(a, tuple(3), LockMode::Shared, true).unwrap();
         lm.lock(a, tuple(3), LockMode::Exclusive, true).unwrap();
         assert_eq!(lm.held_by(a), 1, "an upgrade keeps one entry");
-        let e = lm.lock(b, tuple(3), LockMode::Shared, true).unwrap_err();
+        // On another thread: on this one, waiting for `a` is a deadlock.
+        let lm2 = Arc::clone(&lm);
+        let e = std::thread::spawn(move || lm2.lock(b, tuple(3), LockMode::Shared, true))
+            .join()
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(e, Error::Db(DbError::LockTimeout { .. })), "{e}");
         lm.lock(a, LockTarget::Relation(R), LockMode::IntentExclusive, true)
             .unwrap();

@@ -1,0 +1,211 @@
+#![allow(clippy::unwrap_used)]
+//! Misuse through the public API: the `try_` forms never wait (also for
+//! the relation-level lock an escalation leaves behind), a thread that
+//! waits for a transaction it runs itself gets `Deadlock` instead of
+//! hanging, and the data directory is private to its owner.
+//!
+//! Every test that could hang on a regression runs with a lock timeout or
+//! a hang guard, so a regression fails instead of stopping the suite.
+
+use std::time::Duration;
+
+use keel::buffer::BufferConfig;
+use keel::txn::lock::ESCALATE_AT;
+use keel::{Config, Database, DbError, Error, RelationId, TupleId};
+
+/// A lock wait this long means the request waited: it is a guard against a
+/// hang, never a measurement.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+fn config(lock_timeout: Option<Duration>) -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(256),
+        lock_timeout,
+        checkpoint_interval: None,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c.wal.max_batch_bytes = 256 << 10;
+    c
+}
+
+fn setup(db: &Database) -> (RelationId, TupleId) {
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let a = tx.insert(rel, b"a0").unwrap();
+    tx.commit().unwrap();
+    (rel, a)
+}
+
+fn is_would_block(r: &Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(r, Err(Error::Db(DbError::WouldBlock { .. })))
+}
+
+#[test]
+fn try_forms_never_wait_for_an_escalated_relation_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lock timeout only guards against a hang: a `try_` call that
+    // waits times out and fails the assertions below.
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut bulk = db.begin().unwrap();
+    for i in 0..ESCALATE_AT {
+        bulk.insert(rel, &i.to_le_bytes()).unwrap();
+    }
+    // `bulk` now holds the whole relation exclusive.
+    let mut other = db.begin().unwrap();
+    let got = other.try_get(rel, a);
+    assert!(is_would_block(&got), "try_get: {got:?}");
+    let upd = other.try_update(rel, a, b"x");
+    assert!(is_would_block(&upd), "try_update: {upd:?}");
+    let del = other.try_delete(rel, a);
+    assert!(is_would_block(&del), "try_delete: {del:?}");
+    // Still alive after WouldBlock.
+    bulk.commit().unwrap();
+    assert_eq!(other.try_get(rel, a).unwrap().as_deref(), Some(&b"a0"[..]));
+    other.try_update(rel, a, b"a1").unwrap();
+    other.commit().unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn a_thread_waiting_for_its_own_transaction_gets_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    // No timeout would leave this wait unbounded; the guard turns a
+    // regression into LockTimeout, which fails the assertion.
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut first = db.begin().unwrap();
+    first.update(rel, a, b"a1").unwrap();
+    let second = db.begin().unwrap();
+    // `first` runs on this thread, which would wait for it: it never ends.
+    let e = second.get(rel, a).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    let e = second.get(rel, a).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::TxnFinished(_))), "{e}");
+    drop(second);
+    // The same through a chain: `third` waits (on another thread) for
+    // `first`; then this thread asks for what `third` holds.
+    let mut third = db.begin().unwrap();
+    let fresh = third.insert(rel, b"b0").unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(move || {
+            // Waits for `first`'s lock on `a`, holding its own on `fresh`.
+            let r = third.get(rel, a).map(|v| v.map(|v| v.to_vec()));
+            (r, third)
+        });
+        while db.lock_stats().waits < 1 {
+            std::thread::yield_now();
+        }
+        let mut fourth = db.begin().unwrap();
+        let e = fourth.update(rel, fresh, b"b1").unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+        first.commit().unwrap();
+        let (r, third) = waiter.join().unwrap();
+        assert_eq!(r.unwrap().as_deref(), Some(&b"a1"[..]));
+        third.commit().unwrap();
+    });
+    assert_eq!(db.lock_stats().deadlocks, 2);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_transaction_handed_to_another_thread_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let mut first = db.begin().unwrap();
+    first.update(rel, a, b"a1").unwrap();
+    std::thread::scope(|s| {
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        // The new thread makes a call on `first`, so it now runs there.
+        let (ran, wait_ran) = std::sync::mpsc::channel::<()>();
+        let owner = s.spawn(move || {
+            first.get(rel, a).unwrap();
+            ran.send(()).unwrap();
+            wait_go.recv().unwrap();
+            first.commit().unwrap();
+        });
+        wait_ran.recv().unwrap();
+        let second = db.begin().unwrap();
+        let got = std::thread::scope(|inner| {
+            let reader = inner.spawn(move || second.get(rel, a).unwrap());
+            while db.lock_stats().waits < 1 {
+                std::thread::yield_now();
+            }
+            go.send(()).unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(got.as_deref(), Some(&b"a1"[..]));
+        owner.join().unwrap();
+    });
+    db.close().unwrap();
+}
+
+/// Every directory and file under `dir`, with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, meta.permissions().mode() & 0o777, meta.is_dir()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_data_directory_and_its_files_are_private_to_their_owner() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    let db = Database::open(&dir, config(None)).unwrap();
+    let (rel, _) = setup(&db);
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, &[7u8; 20_000]).unwrap(); // an overflow chain
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let top = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(top, 0o700, "the data directory is {top:03o}");
+    let all = modes(&dir);
+    assert!(
+        all.len() >= 6,
+        "expected LOCK, control, wal/, rel/ and files: {all:?}"
+    );
+    for (path, mode, is_dir) in all {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:03o}", path.display());
+    }
+}
+
+#[test]
+fn a_data_directory_other_users_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    Database::open(&dir, config(None)).unwrap().close().unwrap();
+    for (mode, who) in [
+        (0o777, "every user"),
+        (0o770, "its group"),
+        (0o702, "every user"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = Database::open(&dir, config(None)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&dir.display().to_string()) && msg.contains(who),
+            "{mode:03o}: {msg}"
+        );
+        assert_eq!(e.class(), keel::ErrorClass::Usage, "{msg}");
+    }
+    // Readable by others (as an older Keel made it) is opened as it is.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Database::open(&dir, config(None)).unwrap().close().unwrap();
+}
