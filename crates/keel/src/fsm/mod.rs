@@ -451,6 +451,23 @@ impl FreeSpaceMap {
         FsmPage::new(index, g.entries.len() as u32, entries)
     }
 
+    /// [`to_pages`](Self::to_pages) of the map cut to its first `pages`
+    /// heap pages: what a checkpoint saves, so that a saved map never
+    /// covers a heap page that was not durable in the heap file when it
+    /// was saved.
+    pub fn to_pages_below(&self, pages: u32) -> Vec<Vec<u8>> {
+        if pages as usize >= self.inner.read().entries.len() {
+            return self.to_pages();
+        }
+        let cut = FreeSpaceMap::new();
+        for (page, cats) in self.snapshot() {
+            if page.0 < pages {
+                cut.inner.write().set(page.0, cats);
+            }
+        }
+        cut.to_pages()
+    }
+
     /// The whole FSM file: page `i` of the result is FSM page id `i`,
     /// sealed and ready to write.
     pub fn to_pages(&self) -> Vec<Vec<u8>> {

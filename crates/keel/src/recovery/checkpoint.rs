@@ -1,6 +1,7 @@
 //! Fuzzy checkpoints (module docs of [`crate::recovery`]) and the free
 //! space map files they write.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,16 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         *gate = rec.lsn;
         rec.lsn
     };
+    // Each relation's length before `flush_all`: every page below it is in
+    // its heap file once `flush_all` returns, so the maps saved below cover
+    // no more (a saved map covering pages the heap file lacks means the
+    // file lost them: `recovery::ddl::check_file_lengths`).
+    let durable_pages: HashMap<RelationId, u32> = t
+        .catalog
+        .all()
+        .iter()
+        .map(|r| (r.id, r.page_count()))
+        .collect();
     store.pool.flush_all()?;
     let dirty_pages: Vec<DirtyPageEntry> = store
         .pool
@@ -103,7 +114,10 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     let end = store.wal.append_payload(meta, &end_payload)?;
     store.wal.flush(end.lsn)?;
     for rel in t.catalog.all() {
-        save_fsm(store, t.dir, &rel)?;
+        // A relation created since the lengths were taken has no page
+        // known durable yet.
+        let pages = durable_pages.get(&rel.id).copied().unwrap_or(0);
+        save_fsm(store, t.dir, &rel, pages)?;
     }
     let control = Control {
         clean: t.clean,
@@ -126,9 +140,15 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     })
 }
 
-/// Writes relation `rel`'s FSM to its file (write new, fdatasync, rename).
-pub(crate) fn save_fsm(store: &Store, dir: &Path, rel: &Relation) -> Result<()> {
-    let pages = rel.fsm.to_pages();
+/// Writes relation `rel`'s FSM, cut to its first `durable_pages` heap
+/// pages, to its file (write new, fdatasync, rename).
+pub(crate) fn save_fsm(
+    store: &Store,
+    dir: &Path,
+    rel: &Relation,
+    durable_pages: u32,
+) -> Result<()> {
+    let pages = rel.fsm.to_pages_below(durable_pages);
     let path = fsm_path(dir, rel.id);
     let tmp = path.with_extension("fsm.tmp");
     let io = &store.io;
@@ -174,4 +194,29 @@ pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<Free
     })();
     let _ = io.close(f).wait();
     loaded
+}
+
+/// How many heap pages relation `id`'s saved FSM file says it covers
+/// (read from its first page), or `None` when there is no file or its
+/// first page does not validate (the map is a hint: no evidence then).
+pub(crate) fn saved_fsm_coverage(store: &Store, dir: &Path, id: RelationId) -> Option<u32> {
+    let io = &store.io;
+    let f = io
+        .open(&fsm_path(dir, id), OpenOptions::new(FileClass::Data))
+        .wait()
+        .ok()?;
+    let covered = (|| {
+        let size = io.size(f).wait().ok()?;
+        if size < PAGE_SIZE as u64 {
+            return None;
+        }
+        let buf = io
+            .read_exact_at(f, 0, IoBuf::zeroed(PAGE_SIZE))
+            .wait()
+            .ok()?;
+        let page = crate::fsm::page::FsmPage::decode(&buf, crate::types::PageId(0)).ok()?;
+        Some(page.covered_pages())
+    })();
+    let _ = io.close(f).wait();
+    covered
 }
