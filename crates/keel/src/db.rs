@@ -604,7 +604,10 @@ fn load_catalog(
         let Some(rel) = rels.remove(&id) else {
             return Err(DbError::Corrupt {
                 what: format!("relation {id} ({name})"),
-                reason: "the catalog lists it but its file is missing".into(),
+                reason: format!(
+                    "the catalog lists it but its file {} is missing",
+                    crate::heap::catalog::heap_path(dir, id).display()
+                ),
             }
             .into());
         };
