@@ -28,8 +28,11 @@ fn build(dir: &Path) {
         let rel = db.create_relation(name).unwrap();
         let mut tx = db.begin().unwrap();
         for i in 0..ROWS {
-            tx.insert(rel, format!("{name} row {i} {}", "x".repeat(100)).as_bytes())
-                .unwrap();
+            tx.insert(
+                rel,
+                format!("{name} row {i} {}", "x".repeat(100)).as_bytes(),
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
     }
@@ -47,7 +50,10 @@ fn listing(dir: &Path) -> BTreeMap<PathBuf, u64> {
             if e.file_type().unwrap().is_dir() {
                 todo.push(p);
             } else if p.file_name().unwrap() != "LOCK" {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), e.metadata().unwrap().len());
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    e.metadata().unwrap().len(),
+                );
             }
         }
     }
@@ -125,8 +131,15 @@ fn damaged_files_are_refused_by_name_or_lose_nothing() {
                     let named = msg.contains(&shown)
                         || msg.contains(file.file_name().unwrap().to_str().unwrap())
                         || (kind == "control" && msg.contains("control"));
-                    assert!(named, "{kind} {how:?}: the error does not name {shown}: {msg}");
-                    assert_eq!(listing(&dir), before, "{kind} {how:?}: a failed open changed files");
+                    assert!(
+                        named,
+                        "{kind} {how:?}: the error does not name {shown}: {msg}"
+                    );
+                    assert_eq!(
+                        listing(&dir),
+                        before,
+                        "{kind} {how:?}: a failed open changed files"
+                    );
                     outcomes.push(format!("{kind} {how:?}: refused: {msg}"));
                 }
                 Ok(db) => {
