@@ -5,7 +5,10 @@
 //! - every page of every relation file, read straight from the file page by
 //!   page: its checksum (which covers its page id) and its structure;
 //! - the catalog (relation 0): every row decodes, every row's relation has a
-//!   heap file, and no heap or FSM file is left that no row names;
+//!   heap file, and no heap or FSM file is left that no row names (an
+//!   orphan: opening keeps it and lists it in the recovery report);
+//! - each heap file is at least as long as its saved FSM says (a shorter
+//!   one was truncated: opening refuses it);
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
@@ -14,9 +17,13 @@
 //!   crash a torn tail is not.
 //!
 //! The database must be closed: a held `LOCK` is refused. After a crash
-//! (control file not marked clean), pages failing verification are warnings:
-//! recovery repairs torn pages from the log; open and close the database,
-//! then check again. Exit 0 when no error was found, 1 otherwise.
+//! (control file not marked clean) check says that recovery is pending and
+//! what it would read, and reports as errors only what recovery cannot
+//! repair: pages failing verification are warnings (recovery repairs torn
+//! pages from the log), and so are files the log accounts for — a relation
+//! whose create did not commit or whose drop did (recovery removes its
+//! files), a row whose drop committed, ids created since the last
+//! checkpoint. Exit 0 when no error was found, 1 otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

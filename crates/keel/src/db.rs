@@ -252,7 +252,12 @@ impl Database {
     }
 
     /// Drops the relation called `name` and removes its files (durable on
-    /// return). Transactions must not use it any more.
+    /// return). Waits for the transactions using it to end (an exclusive
+    /// relation lock: [`Config::lock_timeout`] and deadlock detection
+    /// apply, and a drop that gives up changes nothing); afterwards every
+    /// use of it is [`DbError::NoSuchRelation`]. Do not call it from a
+    /// thread whose own open transaction uses the relation: without a lock
+    /// timeout that waits forever.
     pub fn drop_relation(&self, name: &str) -> Result<()> {
         self.inner.check_usable()?;
         self.inner.drop_relation(name)

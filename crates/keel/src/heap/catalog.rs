@@ -3,8 +3,10 @@
 //! A row is the relation id (u32, little-endian) followed by its name in
 //! UTF-8 (1 to 255 bytes). Creating a relation logs a `RelationCreate`
 //! record and inserts the row in one committed transaction; dropping logs
-//! `RelationDrop` and deletes the row. The rows are read back at open,
-//! after recovery, so the catalog is whatever the log says it is.
+//! `RelationDrop` and deletes the row (the protocols, and what recovery
+//! does about files, are in [`crate::recovery::ddl`]). The rows are read
+//! back at open, after recovery, so the catalog is whatever the log says
+//! it is.
 //!
 //! Files: relation `n` lives in `rel/<n>.heap` under the data directory and
 //! its free space map in `rel/<n>.fsm`.
