@@ -26,11 +26,13 @@
 //!
 //! ## Rules recovery follows (invariant 13)
 //!
-//! - Redo never creates or removes a relation file. A record of a relation
-//!   without a file is skipped only when the log holds a committed drop of
-//!   that relation (its files were removed before the crash) or an
-//!   uncommitted create of it (its file was removed by an earlier
-//!   recovery); otherwise recovery fails, naming the relation and the LSN.
+//! - Redo never removes a relation file. Redo of `relation-create` makes an
+//!   empty file when there is none (every page of the relation is formatted
+//!   by a later record, so redo rebuilds it). A record of a relation
+//!   without a file (its create lies before the redo start) is skipped only
+//!   when the log holds a committed drop of that relation (its files were
+//!   removed before the crash) or an uncommitted create of it; otherwise
+//!   recovery fails, naming the relation and the LSN.
 //! - After undo, drops known committed are completed.
 //! - A file no catalog row names is removed only when its create is known
 //!   uncommitted; any other is kept and listed in

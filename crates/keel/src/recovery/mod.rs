@@ -36,8 +36,9 @@
 //!   does not need the old page: a torn or missing page is recreated from
 //!   it. Any other record finding a page that fails verification is a
 //!   recovery error naming the LSN: the image that should precede it is
-//!   missing. Redo never creates or removes a relation file (invariant
-//!   13): records of a relation whose file is gone are skipped, and once
+//!   missing. Redo never removes a relation file (invariant 13); a
+//!   `RelationCreate` makes a missing one (empty: later records format
+//!   every page). Records of a relation whose file is gone are skipped, and once
 //!   the log is read that must be explained by a committed drop of it (or
 //!   an uncommitted create); otherwise recovery fails naming the relation
 //!   and the LSN. After undo, drops known committed are completed

@@ -15,7 +15,7 @@ use super::ddl::DdlLog;
 use crate::buffer::{BufferError, PageWriteGuard};
 use crate::error::{DbError, Error, Result};
 use crate::heap::apply::apply;
-use crate::heap::catalog::highest_file_id;
+use crate::heap::catalog::{create_file, highest_file_id};
 use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry};
 use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
@@ -107,6 +107,7 @@ struct Pass<'a> {
     /// space and, if redo changed it, its id recorded) before any other
     /// page is fetched (invariant 11) and before undo.
     cached: Option<Cached<'a>>,
+    dir: &'a Path,
     rels: &'a mut HashMap<RelationId, Arc<Relation>>,
     redo_start: Lsn,
     /// How the log is read (undo reads losers' records back).
@@ -132,6 +133,7 @@ pub(crate) fn recover(
     let mut pass = Pass {
         store,
         cached: None,
+        dir,
         rels,
         redo_start,
         mode,
@@ -329,16 +331,15 @@ impl<'a> Pass<'a> {
 
     fn redo_record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
         match payload {
-            // Invariant 13: redo never creates or removes a relation file.
-            // The file of a create exists before its record is logged; one
-            // missing must be accounted for by the end of the log (a drop
-            // known committed, or a create known uncommitted).
+            // Invariant 13: redo never removes a relation file. A create
+            // makes an empty file when it is missing (a later committed drop
+            // removed it, or the directory lost it): every page of the
+            // relation is formatted by a record after this one, so redo
+            // rebuilds it; what the create's outcome asks for is settled
+            // after undo (`recovery::ddl`).
             Payload::RelationCreate { relation, .. } => {
                 self.release_cached()?;
-                if !self.rels.contains_key(relation) {
-                    self.rec.ddl.missing(*relation, h.lsn);
-                }
-                Ok(())
+                self.create(*relation)
             }
             Payload::RelationDrop { .. } => self.release_cached(),
             Payload::PageCheck { of, image } => self.check(h, *of, image),
@@ -374,6 +375,22 @@ impl<'a> Pass<'a> {
                 prev_lsn: h.prev_lsn,
             });
         }
+    }
+
+    fn create(&mut self, id: RelationId) -> Result<()> {
+        if self.rels.contains_key(&id) {
+            return Ok(());
+        }
+        let pages = create_file(self.store, self.dir, id)?;
+        let rel = Relation::new(
+            id,
+            format!("relation {id}"),
+            pages,
+            crate::fsm::FreeSpaceMap::new(),
+            None,
+        );
+        self.rels.insert(id, Arc::new(rel));
+        Ok(())
     }
 
     /// Redo of one page-changing record.
