@@ -5,7 +5,10 @@
 //! - every page of every relation file, read straight from the file page by
 //!   page: its checksum (which covers its page id) and its structure;
 //! - the catalog (relation 0): every row decodes, every row's relation has a
-//!   heap file, and no heap or FSM file is left that no row names;
+//!   heap file, and no heap or FSM file is left that no row names (an
+//!   orphan: opening keeps it and lists it in the recovery report);
+//! - each heap file is at least as long as its saved FSM says (a shorter
+//!   one was truncated: opening refuses it);
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
@@ -14,9 +17,13 @@
 //!   crash a torn tail is not.
 //!
 //! The database must be closed: a held `LOCK` is refused. After a crash
-//! (control file not marked clean), pages failing verification are warnings:
-//! recovery repairs torn pages from the log; open and close the database,
-//! then check again. Exit 0 when no error was found, 1 otherwise.
+//! (control file not marked clean) check says that recovery is pending and
+//! what it would read, and reports as errors only what recovery cannot
+//! repair: pages failing verification are warnings (recovery repairs torn
+//! pages from the log), and so are files the log accounts for — a relation
+//! whose create did not commit or whose drop did (recovery removes its
+//! files), a row whose drop committed, ids created since the last
+//! checkpoint. Exit 0 when no error was found, 1 otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -73,6 +80,82 @@ struct Report {
     wal_end: Option<Lsn>,
     /// The control file says the database crashed: torn pages are expected.
     crashed: bool,
+    /// What the log from the scan start says about creates and drops.
+    ddl: DdlSeen,
+}
+
+/// Creates and drops in the log recovery would read, by outcome.
+#[derive(Default)]
+struct DdlSeen {
+    /// Relation id → LSN of a drop whose transaction committed.
+    committed_drops: BTreeMap<u32, Lsn>,
+    /// Relation id → LSN of a create whose transaction did not commit
+    /// (aborted, or running at the end of the log: recovery rolls it back).
+    uncommitted_creates: BTreeMap<u32, Lsn>,
+    /// Relation id → LSN of a committed create.
+    committed_creates: BTreeMap<u32, Lsn>,
+    /// Per running transaction: (is a drop, relation, LSN).
+    open: BTreeMap<u64, Vec<(bool, u32, Lsn)>>,
+}
+
+impl DdlSeen {
+    fn record(&mut self, r: &keel::wal::LogRecord) {
+        use keel::wal::{Payload, RecordType};
+        let txn = r.header.txn.0;
+        match r.header.kind {
+            RecordType::RelationCreate | RecordType::RelationDrop => {
+                let rel = match Payload::decode_record(&r.header, &r.payload) {
+                    Ok(Payload::RelationCreate { relation, .. }) => relation.0,
+                    Ok(Payload::RelationDrop { relation }) => relation.0,
+                    _ => return,
+                };
+                let drop = r.header.kind == RecordType::RelationDrop;
+                self.open
+                    .entry(txn)
+                    .or_default()
+                    .push((drop, rel, r.header.lsn));
+            }
+            RecordType::Commit => {
+                for (drop, rel, lsn) in self.open.remove(&txn).unwrap_or_default() {
+                    if drop {
+                        self.committed_drops.insert(rel, lsn);
+                    } else {
+                        self.committed_creates.insert(rel, lsn);
+                    }
+                }
+            }
+            RecordType::Abort => self.abort(txn),
+            _ => {}
+        }
+    }
+
+    fn abort(&mut self, txn: u64) {
+        for (drop, rel, lsn) in self.open.remove(&txn).unwrap_or_default() {
+            if !drop {
+                self.uncommitted_creates.insert(rel, lsn);
+            }
+        }
+    }
+
+    /// At the end of the log: what is still running is rolled back.
+    fn finish(&mut self) {
+        let running: Vec<u64> = self.open.keys().copied().collect();
+        for txn in running {
+            self.abort(txn);
+        }
+    }
+
+    /// What recovery will do about relation `id`'s files, if the log says.
+    fn settles(&self, id: u32) -> Option<String> {
+        if let Some(lsn) = self.committed_drops.get(&id) {
+            return Some(format!(
+                "recovery will remove it: its drop at LSN {lsn} committed"
+            ));
+        }
+        self.uncommitted_creates
+            .get(&id)
+            .map(|lsn| format!("recovery will remove it: its create at LSN {lsn} did not commit"))
+    }
 }
 
 impl Report {
@@ -134,14 +217,33 @@ fn check(dir: &Path) -> Result<Report, Failure> {
         }
     };
     report.crashed = control.as_ref().is_some_and(|c| !c.clean);
-    if report.crashed {
+    // The log first: what it says about creates and drops decides which
+    // leftover files recovery settles.
+    if let Some(c) = &control {
+        check_wal(dir, io, c, &mut report);
+    }
+    if report.crashed
+        && let Some(c) = &control
+    {
+        let end = report
+            .wal_end
+            .map_or_else(|| "its end".to_owned(), |e| e.to_string());
         report.warning(
             "control",
-            "not closed cleanly: recovery has work to do (open and close the database, then check again); torn pages are warnings",
+            format!(
+                "not closed cleanly: recovery is pending; opening the database will read the log \
+                 from LSN {} (redo from LSN {}) to {end} ({} records), roll back the transactions \
+                 still running there and complete {} committed drop(s); torn pages and files the \
+                 log accounts for are warnings",
+                c.scan_start(),
+                c.redo_start,
+                report.wal_records,
+                report.ddl.committed_drops.len(),
+            ),
         );
     }
     let files = relation_files(dir, &mut report)?;
-    let mut free: BTreeMap<u32, PageFree> = BTreeMap::new();
+    let mut free: BTreeMap<u32, (PageFree, u32)> = BTreeMap::new();
     let mut catalog = Vec::new();
     for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
         let path = dir.join("rel").join(format!("{id}.heap"));
@@ -153,9 +255,6 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     for (&id, _) in files.iter().filter(|(_, f)| f.fsm) {
         let path = dir.join("rel").join(format!("{id}.fsm"));
         check_fsm(&path, free.get(&id), &mut report)?;
-    }
-    if let Some(c) = &control {
-        check_wal(dir, io, c, &mut report);
     }
     Ok(report)
 }
@@ -234,7 +333,7 @@ fn check_heap_file(
     id: u32,
     report: &mut Report,
     mut catalog: Option<&mut Vec<(String, Vec<u8>)>>,
-) -> Result<PageFree, Failure> {
+) -> Result<(PageFree, u32), Failure> {
     let place = format!("rel/{id}.heap");
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
     let file = File::open(path).map_err(cannot)?;
@@ -272,7 +371,7 @@ fn check_heap_file(
         }
         p += 1;
     }
-    Ok(free)
+    Ok((free, p))
 }
 
 /// The catalog rows on one page, with where each is.
@@ -325,18 +424,46 @@ fn check_catalog(
             report.error(&place, "relation id listed twice (or 0)");
         }
         if !files.get(&id).is_some_and(|f| f.heap) {
-            report.error(&place, format!("its file rel/{id}.heap is missing"));
+            let what = format!("its file rel/{id}.heap is missing");
+            match report.ddl.committed_drops.get(&id) {
+                // The row's delete is in the log, not yet on the page.
+                Some(lsn) if report.crashed => report.warning(
+                    &place,
+                    format!("{what}; its drop at LSN {lsn} committed: recovery deletes the row"),
+                ),
+                _ => report.error(&place, what),
+            }
         }
         if control.is_some_and(|c| id >= c.next_relation) {
-            report.error(&place, "id not below the control file's next_relation");
+            let what = "id not below the control file's next_relation";
+            if report.crashed {
+                report.warning(
+                    &place,
+                    format!("{what} (created since the last checkpoint: recovery moves the counter past it)"),
+                );
+            } else {
+                report.error(&place, what);
+            }
         }
     }
     for (id, f) in files.iter().filter(|(id, _)| !named.contains(id)) {
         for (has, ext) in [(f.heap, "heap"), (f.fsm, "fsm")] {
-            if has {
+            if !has {
+                continue;
+            }
+            let place = format!("rel/{id}.{ext}");
+            if let Some(how) = report.ddl.settles(*id).filter(|_| report.crashed) {
+                report.warning(place, format!("no catalog row names it; {how}"));
+            } else if report.crashed && report.ddl.committed_creates.contains_key(id) {
+                report.warning(
+                    place,
+                    "no catalog row names it on disk yet; its create committed: recovery inserts the row",
+                );
+            } else {
                 report.error(
-                    format!("rel/{id}.{ext}"),
-                    "orphan file: no catalog row names it",
+                    place,
+                    "orphan file: no catalog row names it and the log does not account for it \
+                     (opening keeps it and lists it in the recovery report)",
                 );
             }
         }
@@ -344,7 +471,11 @@ fn check_catalog(
 }
 
 /// Decodes an FSM file and compares each recorded category with the page.
-fn check_fsm(path: &Path, heap: Option<&PageFree>, report: &mut Report) -> Result<(), Failure> {
+fn check_fsm(
+    path: &Path,
+    heap: Option<&(PageFree, u32)>,
+    report: &mut Report,
+) -> Result<(), Failure> {
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -356,7 +487,26 @@ fn check_fsm(path: &Path, heap: Option<&PageFree>, report: &mut Report) -> Resul
     while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
         let at = format!("{place} page {p}");
         match FsmPage::decode(&bytes, PageId(p)) {
-            Ok(page) => compare_fsm(&page, heap, &at, report),
+            Ok(page) => {
+                let pages = heap.map(|h| h.1);
+                if p == 0
+                    && let Some(pages) = pages
+                    && page.covered_pages() > pages
+                {
+                    // A checkpoint saves a map only over pages already in
+                    // the heap file, and heap files never shrink.
+                    report.error(
+                        place.replace(".fsm", ".heap"),
+                        format!(
+                            "truncated: {pages} pages, but its saved free space map covers {}: \
+                             pages {pages}..{} are missing",
+                            page.covered_pages(),
+                            page.covered_pages()
+                        ),
+                    );
+                }
+                compare_fsm(&page, heap.map(|h| &h.0), &at, report)
+            }
             // The engine rebuilds a bad map from the heap: not an error.
             Err(e) => report.warning(&at, format!("{e} (the map will be rebuilt at open)")),
         }
@@ -416,6 +566,7 @@ fn check_wal(
             Ok(r) => {
                 report.wal_records += 1;
                 last = Some(r.header.lsn);
+                report.ddl.record(&r);
             }
             Err(e) => {
                 let after =
@@ -428,6 +579,7 @@ fn check_wal(
         }
     }
     report.wal_end = reader.end();
+    report.ddl.finish();
     if let Some(cut) = reader.tail_cut() {
         report.warning(
             format!("wal at LSN {}", cut.at),
@@ -460,6 +612,7 @@ fn print(args: &CheckArgs, report: &Report) {
             "wal_records": report.wal_records,
             "wal_from": report.wal_from.map(|l| l.to_string()),
             "wal_end": report.wal_end.map(|l| l.to_string()),
+            "recovery_pending": report.crashed,
             "problems": problems,
         });
         println!("{out}");

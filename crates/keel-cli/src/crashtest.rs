@@ -12,6 +12,12 @@
 //!    unacknowledged or rolled-back change is, and that each in-flight commit
 //!    is there wholly or not at all (the demo's verifier).
 //!
+//! Unless `--no-ddl`, the child also creates, fills and drops side
+//! relations on a thread of its own, and each cycle checks them after
+//! recovery (`check_side_relations`): an acknowledged create is there with
+//! all its rows, an acknowledged drop is gone, one in progress is either,
+//! and recovery left no relation file it could not place.
+//!
 //! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
 //! stops there and keeps the directory) or an error, 2 on bad usage.
 
@@ -89,6 +95,10 @@ pub struct CrashtestArgs {
     /// mismatch fails the cycle). Slower; for testing the engine.
     #[arg(long)]
     pub consistency_check: bool,
+    /// Leave out the side relations the child otherwise creates and drops
+    /// under the kill.
+    #[arg(long)]
+    pub no_ddl: bool,
 }
 
 /// Totals over the cycles run.
@@ -106,6 +116,11 @@ struct Totals {
     txns_undone: u64,
     pages_compared: u64,
     tuples: usize,
+    /// Side relations whose create the child began / whose drop returned.
+    side_created: u64,
+    side_dropped: u64,
+    /// Side relations caught mid-create or mid-drop by a kill.
+    side_in_progress: u64,
 }
 
 /// What the loop carries from cycle to cycle.
@@ -246,7 +261,8 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// One crash, recovery and verification.
+    /// One crash, recovery and verification (side relations: see
+    /// [`check_side_relations`]).
     fn cycle(&mut self, i: u32, bar: &ProgressBar) -> Result<bool, Failure> {
         let child_seed = self.rng.next_u64();
         let max = self.args.max_kill_ms;
@@ -262,6 +278,7 @@ impl Run<'_> {
             spinner: false,
             small: true,
             consistency_check: self.args.consistency_check,
+            ddl: !self.args.no_ddl,
             ..ChildSpec::new(self.dir, self.args.threads, child_seed, delay)
         };
         let crash = crash_child(&spec).map_err(|Failure(m)| {
@@ -273,7 +290,10 @@ impl Run<'_> {
         })?;
         let recovery = db.recovery_report().clone();
         self.history.extend(crash.acked.iter().cloned());
-        let verdict = verify(&db, relation_ids(&db)?, &self.history, &crash.in_flight)?;
+        let mut verdict = verify(&db, relation_ids(&db)?, &self.history, &crash.in_flight)?;
+        let side = check_side_relations(&db, &crash)?;
+        let side_ok = side.is_empty();
+        verdict.problems.extend(side);
         db.close()?;
         self.history.extend(
             crash
@@ -298,7 +318,7 @@ impl Run<'_> {
             self.problems
                 .push(format!("cycle {} (child seed {child_seed}): {p}", i + 1));
         }
-        Ok(verdict.passed())
+        Ok(verdict.passed() && side_ok)
     }
 
     fn account(&mut self, crash: &CrashRun, verdict: &Verdict, recovery: &keel::RecoveryReport) {
@@ -315,6 +335,12 @@ impl Run<'_> {
         t.txns_undone += recovery.txns_undone;
         t.pages_compared += recovery.consistency_checks;
         t.tuples = verdict.tuples;
+        use crate::demo::child::DdlStep;
+        for step in crash.ddl.values() {
+            t.side_created += 1;
+            t.side_dropped += u64::from(*step == DdlStep::Dropped);
+            t.side_in_progress += u64::from(matches!(step, DdlStep::Create | DdlStep::Drop));
+        }
     }
 
     fn summary(&self, elapsed: Duration, passed: bool) {
@@ -343,6 +369,9 @@ impl Run<'_> {
                 "consistency_check": self.args.consistency_check,
                 "pages_compared": t.pages_compared,
                 "tuples_at_end": t.tuples,
+                "side_relations_created": t.side_created,
+                "side_relations_dropped": t.side_dropped,
+                "side_relations_cut_by_a_kill": t.side_in_progress,
                 "recovery_ms_mean": mean_ms,
                 "recovery_ms_max": t.recovery_max.as_secs_f64() * 1e3,
                 "elapsed_s": elapsed.as_secs_f64(),
@@ -365,6 +394,12 @@ impl Run<'_> {
         println!("lost              {} (must be 0)", t.lost);
         println!("phantom           {} (must be 0)", t.phantom);
         println!("corrupt           {} (must be 0)", t.corrupt);
+        if !self.args.no_ddl {
+            println!(
+                "side relations    {} created, {} dropped by the child, {} caught mid-create or mid-drop by a kill",
+                t.side_created, t.side_dropped, t.side_in_progress
+            );
+        }
         println!(
             "recovery          {mean_ms:.1} ms mean, {:.1} ms max; {} transactions rolled back",
             t.recovery_max.as_secs_f64() * 1e3,
@@ -390,6 +425,62 @@ impl Run<'_> {
             }
         );
     }
+}
+
+/// After recovery, each side relation the child reported must be as its
+/// last step allows: created (its rows committed) — there with exactly
+/// its rows; dropped — gone; a create or drop in progress — either. No
+/// relation file may be left that recovery could not place. Then every
+/// side relation left is dropped, so the next cycle starts without them.
+fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, Failure> {
+    use crate::demo::child::{DdlStep, SIDE_ROWS, side_row};
+    let mut problems = Vec::new();
+    for f in &db.recovery_report().orphan_files {
+        problems.push(format!("orphan relation file left: {}", f.display()));
+    }
+    for (name, step) in &crash.ddl {
+        let rel = db.relation(name)?;
+        let rows = match rel {
+            Some(rel) => {
+                let tx = db.begin()?;
+                let mut rows = Vec::new();
+                for row in tx.scan(rel)? {
+                    rows.push(row?.1);
+                }
+                rows.sort();
+                Some(rows)
+            }
+            None => None,
+        };
+        let mut all: Vec<Vec<u8>> = (0..SIDE_ROWS).map(|i| side_row(name, i)).collect();
+        all.sort();
+        let whole = rows.as_ref() == Some(&all);
+        let ok = match step {
+            DdlStep::Create => rows.is_none() || whole || rows.as_ref().is_some_and(Vec::is_empty),
+            DdlStep::Created => whole,
+            DdlStep::Drop => rows.is_none() || whole,
+            DdlStep::Dropped => rows.is_none(),
+        };
+        if !ok {
+            problems.push(format!(
+                "side relation {name} (last step {step:?}): {}",
+                match &rows {
+                    None => "gone".to_owned(),
+                    Some(r) => format!("{} rows, not its {SIDE_ROWS}", r.len()),
+                }
+            ));
+        }
+    }
+    let leftovers: Vec<String> = db
+        .relations()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| n.starts_with("side_"))
+        .collect();
+    for name in leftovers {
+        db.drop_relation(&name)?;
+    }
+    Ok(problems)
 }
 
 fn cycle_line(

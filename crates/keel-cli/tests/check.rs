@@ -127,3 +127,64 @@ fn an_open_database_or_a_missing_one_is_refused() {
     let out = keel(&["check"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A crash state that recovers perfectly (relations created and dropped
+/// since the last checkpoint, the process gone without closing) is not
+/// corruption: check says recovery is pending and exits 0.
+#[test]
+fn a_crash_state_that_recovery_repairs_is_recovery_pending_not_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let db = Database::open(tmp.path(), Config::default()).unwrap();
+    let kept = db.create_relation("kept").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(kept, b"row").unwrap();
+    tx.commit().unwrap();
+    db.create_relation("dropped").unwrap();
+    db.drop_relation("dropped").unwrap();
+    drop(db); // like a crash: nothing marks the shutdown clean
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("recovery is pending"), "{out}");
+    assert!(
+        out.contains(&format!("from LSN {}", Lsn(redo_start(tmp.path())))),
+        "{out}"
+    );
+    let db = Database::open(tmp.path(), Config::default()).unwrap();
+    assert!(db.relation("kept").unwrap().is_some());
+    assert!(db.relation("dropped").unwrap().is_none());
+    db.close().unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// A heap file shorter than its saved free space map says is an error
+/// naming the file and the missing pages.
+#[test]
+fn a_truncated_heap_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let heap = tmp.path().join("rel/1.heap");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&heap)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("rel/1.heap"), "{out}");
+    assert!(out.contains("truncated"), "{out}");
+}
+
+/// A relation file that nothing accounts for is named.
+#[test]
+fn an_orphan_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    std::fs::write(tmp.path().join("rel/42.heap"), vec![0u8; 8192]).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("rel/42.heap"), "{out}");
+    assert!(out.contains("orphan"), "{out}");
+}

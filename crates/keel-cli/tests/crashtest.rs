@@ -41,6 +41,18 @@ fn hundred_cycles(backend: &str, seed: &str, check: bool) {
     );
     assert!(stdout.contains("cycle 100/100: "), "{stdout}");
     assert!(stdout.contains("cycles            100 of 100"), "{stdout}");
+    // The child created and dropped side relations under the kills, and
+    // each cycle checked them after recovery.
+    let side = stdout
+        .lines()
+        .find(|l| l.starts_with("side relations"))
+        .unwrap_or_else(|| panic!("no side relations line: {stdout}"));
+    let created: u64 = side
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{side}"));
+    assert!(created > 0, "{side}");
     assert!(
         stdout.contains("lost              0 (must be 0)"),
         "{stdout}"

@@ -263,7 +263,12 @@ impl Database {
     }
 
     /// Drops the relation called `name` and removes its files (durable on
-    /// return). Transactions must not use it any more.
+    /// return). Waits for the transactions using it to end (an exclusive
+    /// relation lock: [`Config::lock_timeout`] and deadlock detection
+    /// apply, and a drop that gives up changes nothing); afterwards every
+    /// use of it is [`DbError::NoSuchRelation`]. Do not call it from a
+    /// thread whose own open transaction uses the relation: without a lock
+    /// timeout that waits forever.
     pub fn drop_relation(&self, name: &str) -> Result<()> {
         self.inner.check_usable()?;
         self.inner.drop_relation(name)
@@ -446,6 +451,7 @@ fn start_recovery_checkpoint(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
 /// nothing to write, and it must mark the control file unclean before any
 /// work starts.
 fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inner, bool)> {
+    crate::recovery::layout::check_adoptable(&io, dir)?;
     ensure_dir(&io, dir)?;
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
@@ -492,6 +498,7 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
         let pages = create_file(&store, dir, CATALOG_ID)?;
         slot.insert(Arc::new(placeholder(CATALOG_ID, pages)));
     }
+    crate::recovery::ddl::check_file_lengths(&store, dir, &rels)?;
     let recovered = recover(
         &store,
         dir,
@@ -499,8 +506,8 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
         control.as_ref(),
         config.wal.recovery_mode,
     )?;
-    let catalog = Catalog::new(control.map_or(1, |c| c.next_relation));
-    load_catalog(&store, dir, &catalog, rels, &recovered)?;
+    let catalog = Catalog::new(recovered.next_relation);
+    let (orphans, removed) = load_catalog(&store, dir, &catalog, rels, &recovered)?;
     let next_txn = TxnId(
         control
             .map_or(1, |c| c.next_txn.0)
@@ -508,6 +515,8 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
     );
     let mut report = recovered.report;
     report.data_dir_sync = synced;
+    report.orphan_files = orphans;
+    report.creates_removed = removed;
     let inner = Inner {
         dir: dir.to_path_buf(),
         store,
@@ -583,15 +592,16 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
 }
 
 /// Reads the catalog's rows after recovery, gives every relation its name
-/// and FSM, and removes files no row names (a creation that never
-/// committed).
+/// and FSM, and settles files no row names
+/// ([`settle_unnamed`](crate::recovery::ddl::settle_unnamed)): returns the
+/// orphans kept and the uncommitted creates removed.
 fn load_catalog(
     store: &Store,
     dir: &Path,
     catalog: &Catalog,
     mut rels: HashMap<RelationId, Arc<Relation>>,
     recovered: &Recovered,
-) -> Result<()> {
+) -> Result<(Vec<PathBuf>, Vec<RelationId>)> {
     let finish =
         |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
             let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid);
@@ -613,16 +623,17 @@ fn load_catalog(
         let Some(rel) = rels.remove(&id) else {
             return Err(DbError::Corrupt {
                 what: format!("relation {id} ({name})"),
-                reason: "the catalog lists it but its file is missing".into(),
+                reason: format!(
+                    "the catalog lists it but its file {} is missing",
+                    crate::heap::catalog::heap_path(dir, id).display()
+                ),
             }
             .into());
         };
         catalog.insert(finish(id, rel.page_count(), name, Some(tid))?);
     }
-    for (id, _) in rels {
-        remove_files(store, dir, id)?;
-    }
-    Ok(())
+    let uncommitted = &recovered.ddl.uncommitted_creates;
+    crate::recovery::ddl::settle_unnamed(store, dir, rels.into_keys(), uncommitted)
 }
 
 /// Brings a relation's FSM up to date: pages recovery saw are recorded from
@@ -720,17 +731,35 @@ impl Inner {
     }
 
     /// Runs `f` as a system transaction that commits durably whatever the
-    /// commit policy; rolls it back if `f` fails.
-    fn system_txn<T>(&self, f: impl FnOnce(&mut TxnLog) -> Result<T>) -> Result<T> {
+    /// commit policy; rolls it back if `f` fails. `on_commit` runs once the
+    /// commit is durable, before the transaction's locks are released.
+    fn system_txn<T>(
+        &self,
+        f: impl FnOnce(TxnId, &mut TxnLog) -> Result<T>,
+        on_commit: impl FnOnce(&mut T) -> Result<()>,
+    ) -> Result<T> {
         let (id, slot) = self.txns.begin();
         self.store.locks.begin(id);
         let mut log = TxnLog::new(id);
         slot.before_write(self.store.wal.end_lsn());
-        let result = f(&mut log).and_then(|v| {
+        let result = f(id, &mut log).and_then(|mut v| {
             let rec = self.store.log_txn(&mut log, &commit_payload())?;
             self.store.wal.flush(rec.lsn)?;
-            Ok(v)
+            let done = on_commit(&mut v);
+            Ok((v, done))
         });
+        // An error of `on_commit` comes after the commit: nothing to roll
+        // back.
+        let result = match result {
+            Ok((v, Ok(()))) => Ok(v),
+            Ok((_, Err(e))) => {
+                self.note(&e);
+                self.store.locks.release_all(id);
+                self.txns.end(id);
+                return Err(e);
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(_) => {
                 if self.store.after_commit(&mut log, &self.lookup()).is_err() {
@@ -756,44 +785,81 @@ impl Inner {
             return Err(DbError::RelationExists(name.to_string()).into());
         }
         let id = self.catalog.allocate_id()?;
-        let pages = create_file(&self.store, &self.dir, id)?;
         let cat = self.user_or_catalog(CATALOG_ID)?;
-        let created = self.system_txn(|log| {
-            let create = Payload::RelationCreate {
-                relation: id,
-                name: name.to_string(),
-            };
-            self.store.log_txn(log, &create)?;
-            self.store.insert(log, &cat, &encode_row(id, name))
-        });
+        // The create protocol (`recovery::ddl`): `relation-create` is
+        // durable before the file exists, so recovery can place every file
+        // a create leaves (removed unless the create committed).
+        let created = self.system_txn(
+            |_, log| {
+                let create = Payload::RelationCreate {
+                    relation: id,
+                    name: name.to_string(),
+                };
+                let rec = self.store.log_txn(log, &create)?;
+                self.store.wal.flush(rec.lsn)?;
+                let pages = create_file(&self.store, &self.dir, id)?;
+                let tid = self.store.insert(log, &cat, &encode_row(id, name))?;
+                Ok((tid, pages))
+            },
+            |_| Ok(()),
+        );
         match created {
-            Ok(tid) => {
+            Ok((tid, pages)) => {
                 let rel =
                     Relation::new(id, name.to_string(), pages, FreeSpaceMap::new(), Some(tid));
                 self.catalog.insert(Arc::new(rel));
                 Ok(id)
             }
             Err(e) => {
-                let _ = remove_files(&self.store, &self.dir, id);
+                // Rolled back on a usable database: the create is known
+                // aborted, its file goes. On a poisoned one, whether its
+                // commit became durable is unknown: the file stays for
+                // recovery to settle (`recovery::ddl`).
+                if self.check_usable().is_ok()
+                    && let Err(r) = remove_files(&self.store, &self.dir, id)
+                {
+                    self.note(&r);
+                }
                 Err(e)
             }
         }
     }
 
+    /// The drop protocol (`recovery::ddl`): an exclusive relation lock
+    /// (waiting for running users), then `relation-drop` and the catalog
+    /// row's delete committed durably, then the files removed; checkpoints
+    /// are held off from the commit to the removal.
     fn drop_relation(&self, name: &str) -> Result<()> {
-        let _ddl = self.catalog.ddl.lock();
         let rel = self.named(name)?;
         let cat = self.user_or_catalog(CATALOG_ID)?;
-        let Some(tid) = rel.catalog_tid else {
-            return Err(DbError::NoSuchRelation(name.to_string()).into());
-        };
-        self.system_txn(|log| {
-            self.store
-                .log_txn(log, &Payload::RelationDrop { relation: rel.id })?;
-            self.store.delete(log, &cat, tid)
-        })?;
-        self.catalog.remove(rel.id);
-        remove_files(&self.store, &self.dir, rel.id)
+        self.system_txn(
+            |txn, log| {
+                self.store.locks.lock(
+                    txn,
+                    LockTarget::Relation(rel.id),
+                    LockMode::Exclusive,
+                    true,
+                )?;
+                let ddl = self.catalog.ddl.lock();
+                // Dropped by someone else while this waited for the lock.
+                let current = self.catalog.get(rel.id).filter(|r| Arc::ptr_eq(r, &rel));
+                let Some(tid) = current.and_then(|r| r.catalog_tid) else {
+                    return Err(DbError::NoSuchRelation(name.to_string()).into());
+                };
+                let held = self.checkpoint_lock.lock();
+                self.store
+                    .log_txn(log, &Payload::RelationDrop { relation: rel.id })?;
+                self.store.delete(log, &cat, tid)?;
+                Ok((ddl, held))
+            },
+            |_| {
+                // Committed: no transaction finds it any more, and one that
+                // waited for its lock sees it gone (`Transaction::relation`).
+                self.catalog.remove(rel.id);
+                remove_files(&self.store, &self.dir, rel.id)
+            },
+        )
+        .map(|_| ())
     }
 
     fn user_or_catalog(&self, id: RelationId) -> Result<Arc<Relation>> {
@@ -922,6 +988,17 @@ impl<'db> Transaction<'db> {
         Ok(())
     }
 
+    /// Whether `rel`, looked up before its relation lock was granted, is
+    /// still in the catalog: a drop holds the relation exclusively until it
+    /// has removed it, so once a lock on it is held, a relation found here
+    /// stays until this transaction ends.
+    fn still_there(&self, rel: &Arc<Relation>) -> Result<()> {
+        match self.db.catalog.get(rel.id) {
+            Some(r) if Arc::ptr_eq(&r, rel) => Ok(()),
+            _ => Err(DbError::NoSuchRelation(rel.id.to_string()).into()),
+        }
+    }
+
     /// Locks `target`; a deadlock or timeout rolls the transaction back.
     fn lock(&self, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
         match self.db.store.locks.lock(self.id, target, mode, wait) {
@@ -965,6 +1042,7 @@ impl<'db> Transaction<'db> {
             LockMode::IntentExclusive,
             wait,
         )?;
+        self.still_there(&rel)?;
         if let Some((tid, wait)) = tid {
             self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
         }
@@ -998,6 +1076,7 @@ impl<'db> Transaction<'db> {
             return Ok(None);
         }
         self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, wait)?;
+        self.still_there(&rel)?;
         self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
         self.db.store.get(&rel, tid).map_err(|e| self.fail(e))
     }
@@ -1032,6 +1111,7 @@ impl<'db> Transaction<'db> {
         self.live()?;
         let rel = self.db.user_relation(rel)?;
         self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
+        self.still_there(&rel)?;
         Ok(Scan {
             tx: self,
             inner: HeapScan::new(&self.db.store, rel, Some(self.id)),

@@ -6,6 +6,9 @@
 //! R                                   ready (recovery done, workers start)
 //! P <tag> <effect>...                 about to call commit (in flight from now)
 //! C <tag>                             commit returned: acknowledged
+//! D <step> <name>                     with --ddl: a side relation's create or
+//!                                     drop (step: `create`, `created` once
+//!                                     its rows committed, `drop`, `dropped`)
 //! ```
 //!
 //! An effect is `+rel:page.slot:tag:op:len` (a version appears) or
@@ -65,6 +68,81 @@ pub struct ChildArgs {
     /// (`Config::consistency_check`).
     #[arg(long)]
     pub consistency_check: bool,
+    /// Also create and drop side relations (`side_<seq>`, [`SIDE_ROWS`]
+    /// rows each) on a thread of their own, reporting each step.
+    #[arg(long)]
+    pub ddl: bool,
+}
+
+/// Rows a side relation gets in the transaction after its create.
+pub const SIDE_ROWS: u32 = 5;
+
+/// The value of row `i` of side relation `name`.
+pub fn side_row(name: &str, i: u32) -> Vec<u8> {
+    format!("{name} row {i}").into_bytes()
+}
+
+/// A step of a side relation's life, as the child reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DdlStep {
+    /// `create_relation` is about to be called.
+    Create,
+    /// It returned and its rows committed.
+    Created,
+    /// `drop_relation` is about to be called.
+    Drop,
+    /// It returned.
+    Dropped,
+}
+
+impl DdlStep {
+    fn word(self) -> &'static str {
+        match self {
+            DdlStep::Create => "create",
+            DdlStep::Created => "created",
+            DdlStep::Drop => "drop",
+            DdlStep::Dropped => "dropped",
+        }
+    }
+
+    fn parse(w: &str) -> Option<DdlStep> {
+        [
+            DdlStep::Create,
+            DdlStep::Created,
+            DdlStep::Drop,
+            DdlStep::Dropped,
+        ]
+        .into_iter()
+        .find(|s| s.word() == w)
+    }
+}
+
+/// The DDL thread: creates a side relation, fills it, drops it, again,
+/// reporting each step before and after.
+fn side_relations(
+    db: &Database,
+    out: &Mutex<std::io::Stdout>,
+    first_seq: u64,
+    deadline: Instant,
+) -> Result<(), Failure> {
+    let mut seq = first_seq;
+    while Instant::now() < deadline {
+        let name = format!("side_{seq:x}");
+        seq += 1;
+        let say = |step: DdlStep| emit(out, &format!("D {} {name}", step.word()));
+        say(DdlStep::Create)?;
+        let rel = db.create_relation(&name)?;
+        let mut tx = db.begin()?;
+        for i in 0..SIDE_ROWS {
+            tx.insert(rel, &side_row(&name, i))?;
+        }
+        tx.commit()?;
+        say(DdlStep::Created)?;
+        say(DdlStep::Drop)?;
+        db.drop_relation(&name)?;
+        say(DdlStep::Dropped)?;
+    }
+    Ok(())
 }
 
 /// Entry point of `keel demo-child`.
@@ -126,6 +204,9 @@ fn run(args: &ChildArgs) -> Result<(), Failure> {
     let deadline = Instant::now() + CHILD_LIMIT;
     let (db, out) = (&db, &out);
     std::thread::scope(|s| {
+        let side = args
+            .ddl
+            .then(|| s.spawn(move || side_relations(db, out, args.first_seq, deadline)));
         let handles: Vec<_> = owned
             .into_iter()
             .enumerate()
@@ -141,7 +222,7 @@ fn run(args: &ChildArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        for h in handles {
+        for h in handles.into_iter().chain(side) {
             h.join()
                 .map_err(|_| Failure("a demo worker panicked".into()))??;
         }
@@ -200,6 +281,8 @@ pub enum Line {
     Prepared(TxnRecord),
     /// `C tag`
     Committed(u64),
+    /// `D step name`
+    Ddl(DdlStep, String),
 }
 
 fn encode_prepared(rec: &TxnRecord) -> String {
@@ -247,6 +330,10 @@ pub fn parse_line(line: &str) -> Option<Line> {
         "C" => Some(Line::Committed(
             u64::from_str_radix(words.next()?, 16).ok()?,
         )),
+        "D" => {
+            let step = DdlStep::parse(words.next()?)?;
+            Some(Line::Ddl(step, words.next()?.to_string()))
+        }
         "P" => {
             let tag = u64::from_str_radix(words.next()?, 16).ok()?;
             let effects = words.map(parse_effect).collect::<Option<Vec<_>>>()?;
@@ -300,6 +387,11 @@ mod tests {
         );
         assert_eq!(parse_line("C ff"), Some(Line::Committed(255)));
         assert_eq!(parse_line("R"), Some(Line::Ready));
+        assert_eq!(
+            parse_line("D dropped side_1f"),
+            Some(Line::Ddl(DdlStep::Dropped, "side_1f".into()))
+        );
+        assert_eq!(parse_line("D vanish side_1f"), None);
         assert_eq!(parse_line("P 1 *0:1.2:3:4:5"), None);
         assert_eq!(parse_line("X"), None);
     }

@@ -47,6 +47,8 @@ pub struct ChildSpec<'a> {
     pub small: bool,
     /// Redo consistency checking (`--consistency-check`).
     pub consistency_check: bool,
+    /// Side relations created and dropped under the kill (`--ddl`).
+    pub ddl: bool,
 }
 
 impl<'a> ChildSpec<'a> {
@@ -65,6 +67,7 @@ impl<'a> ChildSpec<'a> {
             spinner: true,
             small: false,
             consistency_check: false,
+            ddl: false,
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct CrashRun {
     pub in_flight: Vec<TxnRecord>,
     /// From its ready report to the kill.
     pub ran: Duration,
+    /// The last step reported of each side relation (`--ddl`).
+    pub ddl: std::collections::BTreeMap<String, super::child::DdlStep>,
 }
 
 /// The child's reports so far.
@@ -89,6 +94,7 @@ struct Log {
     pending: HashMap<u64, TxnRecord>,
     acked: Vec<TxnRecord>,
     ready: Option<Instant>,
+    ddl: std::collections::BTreeMap<String, super::child::DdlStep>,
 }
 
 impl Log {
@@ -105,6 +111,9 @@ impl Log {
                     ))
                 })?;
                 self.acked.push(rec);
+            }
+            Line::Ddl(step, name) => {
+                self.ddl.insert(name, step);
             }
         }
         Ok(())
@@ -138,6 +147,9 @@ fn spawn(spec: &ChildSpec<'_>) -> Result<Child, Failure> {
     }
     if spec.consistency_check {
         cmd.arg("--consistency-check");
+    }
+    if spec.ddl {
+        cmd.arg("--ddl");
     }
     cmd.spawn()
         .map_err(|e| Failure(format!("cannot start the demo's child process: {e}")))
@@ -190,6 +202,7 @@ pub fn crash_child(spec: &ChildSpec<'_>) -> Result<CrashRun, Failure> {
             .map_or(Duration::ZERO, |r| killed_at.saturating_duration_since(r)),
         in_flight: log.pending.into_values().collect(),
         acked: log.acked,
+        ddl: log.ddl,
     })
 }
 

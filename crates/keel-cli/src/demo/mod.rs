@@ -14,7 +14,7 @@
 //! 5. Prints a summary table; exits 0 when verification passed, 1 when it
 //!    found a lost or phantom commit.
 
-mod child;
+pub(crate) mod child;
 pub(crate) mod crash;
 mod report;
 pub(crate) mod verify;

@@ -166,6 +166,9 @@ pub struct SaveImage {
     pub version: u64,
     /// The file's pages: page `i` is FSM page id `i`, sealed.
     pub pages: Vec<Vec<u8>>,
+    /// Whether the image holds every entry of the map (an image cut by
+    /// [`FreeSpaceMap::save_image_below`] may not).
+    pub complete: bool,
 }
 
 /// What the map's record says about a page it returns. Only a hint: the heap
@@ -511,11 +514,22 @@ impl FreeSpaceMap {
     /// the entries are copied under one read lock and encoded after it is
     /// released.
     pub fn save_image(&self) -> SaveImage {
-        let (version, entries) = {
+        self.save_image_below(u32::MAX)
+    }
+
+    /// [`save_image`](Self::save_image) of the map cut to its first
+    /// `pages` heap pages: what a checkpoint saves, so that a saved map
+    /// never covers a heap page that was not durable in the heap file when
+    /// it was saved. A cut image is not [`SaveImage::complete`]: the map
+    /// still needs a save once the rest of its pages are durable.
+    pub fn save_image_below(&self, pages: u32) -> SaveImage {
+        let (version, mut entries) = {
             let g = self.inner.read();
             let entries: Vec<Option<Categories>> = g.entries.iter().map(|e| e.cats).collect();
             (g.version, entries)
         };
+        let complete = entries.len() <= pages as usize;
+        entries.truncate(pages as usize);
         let covered = entries.len() as u32;
         let pages = entries
             .chunks(ENTRIES_PER_PAGE)
@@ -523,7 +537,11 @@ impl FreeSpaceMap {
             .filter_map(|(i, part)| FsmPage::new(PageId(i as u32), covered, part.to_vec()))
             .map(|p| p.encode())
             .collect();
-        SaveImage { version, pages }
+        SaveImage {
+            version,
+            pages,
+            complete,
+        }
     }
 
     /// Records that the file of `image_version` ([`SaveImage::version`]) is

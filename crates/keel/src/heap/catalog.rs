@@ -3,8 +3,10 @@
 //! A row is the relation id (u32, little-endian) followed by its name in
 //! UTF-8 (1 to 255 bytes). Creating a relation logs a `RelationCreate`
 //! record and inserts the row in one committed transaction; dropping logs
-//! `RelationDrop` and deletes the row. The rows are read back at open,
-//! after recovery, so the catalog is whatever the log says it is.
+//! `RelationDrop` and deletes the row (the protocols, and what recovery
+//! does about files, are in [`crate::recovery::ddl`]). The rows are read
+//! back at open, after recovery, so the catalog is whatever the log says
+//! it is.
 //!
 //! Files: relation `n` lives in `rel/<n>.heap` under the data directory and
 //! its free space map in `rel/<n>.fsm`.
@@ -19,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use keel_io::{FileClass, OpenOptions};
 
 use super::{Relation, Store};
-use crate::buffer::FileId;
+use crate::buffer::{BufferError, FileId};
 use crate::error::{DbError, Result};
 use crate::page::PAGE_SIZE;
 use crate::types::{RelationId, TupleId};
@@ -197,10 +199,29 @@ pub(crate) fn create_file(store: &Store, dir: &Path, id: RelationId) -> Result<u
     open_file(store, dir, id)
 }
 
-/// Unregisters relation `id`'s file and removes it and its FSM file.
+/// How long [`remove_files`] waits for the buffer pool to let go of a
+/// file's pages (a background write or read-ahead pins them for the length
+/// of one I/O; a transaction cannot, as the dropper holds the relation
+/// exclusively).
+const UNREGISTER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Unregisters relation `id`'s file and removes it and its FSM file. A file
+/// whose pages stay pinned is an error naming it, never removed from under
+/// its users.
 pub(crate) fn remove_files(store: &Store, dir: &Path, id: RelationId) -> Result<()> {
-    if let Ok(f) = store.pool.unregister_file(FileId(id.0)) {
-        store.io.close(f).wait()?;
+    let started = std::time::Instant::now();
+    loop {
+        match store.pool.unregister_file(FileId(id.0)) {
+            Ok(f) => {
+                store.io.close(f).wait()?;
+                break;
+            }
+            Err(BufferError::UnknownFile { .. }) => break,
+            Err(BufferError::FileBusy { .. }) if started.elapsed() < UNREGISTER_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     for path in [heap_path(dir, id), fsm_path(dir, id)] {
         match store.io.remove(&path).wait() {
@@ -224,6 +245,36 @@ pub(crate) fn list_files(store: &Store, dir: &Path) -> Result<Vec<RelationId>> {
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// The names of the entries of `rel/`.
+pub(crate) fn rel_dir_names(store: &Store, dir: &Path) -> Result<Vec<String>> {
+    Ok(store
+        .io
+        .read_dir(&rel_dir(dir))
+        .wait()?
+        .iter()
+        .filter_map(|e| e.name.to_str().map(str::to_string))
+        .collect())
+}
+
+/// The relation id a file name in `rel/` belongs to (`<n>.heap`,
+/// `<n>.fsm`, `<n>.fsm.tmp`), if it is one.
+pub(crate) fn any_file_id(name: &str) -> Option<RelationId> {
+    let n = name.split('.').next()?;
+    let ext = &name[n.len()..];
+    if !matches!(ext, ".heap" | ".fsm" | ".fsm.tmp") {
+        return None;
+    }
+    heap_file_id(&format!("{n}.heap"))
+}
+
+/// The highest relation id any file in `rel/` belongs to.
+pub(crate) fn highest_file_id(store: &Store, dir: &Path) -> Result<Option<RelationId>> {
+    Ok(rel_dir_names(store, dir)?
+        .iter()
+        .filter_map(|n| any_file_id(n))
+        .max())
 }
 
 #[cfg(test)]
@@ -262,5 +313,10 @@ mod tests {
         assert_eq!(heap_file_id("12.fsm"), None);
         assert_eq!(heap_file_id("x.heap"), None);
         assert_eq!(heap_file_id(".heap"), None);
+        assert_eq!(any_file_id("12.fsm"), Some(RelationId(12)));
+        assert_eq!(any_file_id("12.fsm.tmp"), Some(RelationId(12)));
+        assert_eq!(any_file_id("12.heap"), Some(RelationId(12)));
+        assert_eq!(any_file_id("12.txt"), None);
+        assert_eq!(any_file_id("LOCK"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Fuzzy checkpoints (module docs of [`crate::recovery`]) and the free
 //! space map files they write.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,16 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         *gate = rec.lsn;
         rec.lsn
     };
+    // Each relation's length before `flush_all`: every page below it is in
+    // its heap file once `flush_all` returns, so the maps saved below cover
+    // no more (a saved map covering pages the heap file lacks means the
+    // file lost them: `recovery::ddl::check_file_lengths`).
+    let durable_pages: HashMap<RelationId, u32> = t
+        .catalog
+        .all()
+        .iter()
+        .map(|r| (r.id, r.page_count()))
+        .collect();
     store.pool.flush_all()?;
     let dirty_pages: Vec<DirtyPageEntry> = store
         .pool
@@ -105,7 +116,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     let meta = RecordMeta::new(end_payload.kind());
     let end = store.wal.append_payload(meta, &end_payload)?;
     store.wal.flush(end.lsn)?;
-    let fsm_files_written = save_changed_fsms(store, t.dir, t.catalog)?;
+    let fsm_files_written = save_changed_fsms(store, t.dir, t.catalog, &durable_pages)?;
     let control = Control {
         clean: t.clean,
         next_relation: t.catalog.next_id(),
@@ -129,27 +140,41 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
 }
 
 /// Writes the FSM file of every relation whose map changed since its file
-/// was last saved (`fsm` module docs, "Saving only what changed"), syncs
-/// the directory once, and only then marks the maps saved. Returns how
-/// many files it wrote. An idle checkpoint writes none, however many
-/// relations there are.
-fn save_changed_fsms(store: &Store, dir: &Path, catalog: &Catalog) -> Result<usize> {
+/// was last saved (`fsm` module docs, "Saving only what changed"), each cut
+/// to the heap pages `durable_pages` says were durable before the
+/// checkpoint's flush (a saved map never covers a page its heap file may
+/// lack), syncs the directory once, and only then marks the maps saved.
+/// Returns how many files it wrote. An idle checkpoint writes none,
+/// however many relations there are.
+fn save_changed_fsms(
+    store: &Store,
+    dir: &Path,
+    catalog: &Catalog,
+    durable_pages: &HashMap<RelationId, u32>,
+) -> Result<usize> {
     let mut written = Vec::new();
     for rel in catalog.all() {
         if !rel.fsm.needs_save() {
             continue;
         }
-        let image = rel.fsm.save_image();
+        // A relation created since the lengths were taken has no page
+        // known durable yet.
+        let pages = durable_pages.get(&rel.id).copied().unwrap_or(0);
+        let image = rel.fsm.save_image_below(pages);
         write_fsm(store, dir, &rel, &image.pages)?;
-        written.push((rel, image.version));
+        written.push((rel, image));
     }
     if written.is_empty() {
         return Ok(0);
     }
     // The renames are durable with their directory entries.
     store.io.sync_dir(&rel_dir(dir)).wait()?;
-    for (rel, version) in &written {
-        rel.fsm.mark_saved(*version);
+    for (rel, image) in &written {
+        // A cut image leaves the map to be saved again by a later
+        // checkpoint, once its newer pages are durable.
+        if image.complete {
+            rel.fsm.mark_saved(image.version);
+        }
     }
     Ok(written.len())
 }
@@ -201,4 +226,29 @@ pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<Free
     })();
     let _ = io.close(f).wait();
     loaded
+}
+
+/// How many heap pages relation `id`'s saved FSM file says it covers
+/// (read from its first page), or `None` when there is no file or its
+/// first page does not validate (the map is a hint: no evidence then).
+pub(crate) fn saved_fsm_coverage(store: &Store, dir: &Path, id: RelationId) -> Option<u32> {
+    let io = &store.io;
+    let f = io
+        .open(&fsm_path(dir, id), OpenOptions::new(FileClass::Data))
+        .wait()
+        .ok()?;
+    let covered = (|| {
+        let size = io.size(f).wait().ok()?;
+        if size < PAGE_SIZE as u64 {
+            return None;
+        }
+        let buf = io
+            .read_exact_at(f, 0, IoBuf::zeroed(PAGE_SIZE))
+            .wait()
+            .ok()?;
+        let page = crate::fsm::page::FsmPage::decode(&buf, crate::types::PageId(0)).ok()?;
+        Some(page.covered_pages())
+    })();
+    let _ = io.close(f).wait();
+    covered
 }

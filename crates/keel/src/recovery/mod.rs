@@ -36,9 +36,13 @@
 //!   does not need the old page: a torn or missing page is recreated from
 //!   it. Any other record finding a page that fails verification is a
 //!   recovery error naming the LSN: the image that should precede it is
-//!   missing. `RelationCreate` creates the relation's file if it is
-//!   missing; `RelationDrop` removes it; records of relations whose file is
-//!   gone are skipped (a later drop removed it).
+//!   missing. Redo never removes a relation file (invariant 13); a
+//!   `RelationCreate` makes a missing one (empty: later records format
+//!   every page). Records of a relation whose file is gone are skipped, and once
+//!   the log is read that must be explained by a committed drop of it (or
+//!   an uncommitted create); otherwise recovery fails naming the relation
+//!   and the LSN. After undo, drops known committed are completed
+//!   ([`ddl`], which states the create and drop protocols).
 //! - **Consistency checks.** A `PageCheck` record (consistency-check mode)
 //!   is never applied: when its page's LSN equals the record's `of` (redo
 //!   left the page exactly as the change at `of` did), the page is compared
@@ -74,15 +78,18 @@
 
 pub mod checkpoint;
 pub mod control;
+pub(crate) mod ddl;
+pub(crate) mod layout;
 mod redo;
 
 pub use checkpoint::CheckpointReport;
 pub use control::Control;
 pub(crate) use redo::{PageSpace, Recovered, recover};
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::types::Lsn;
+use crate::types::{Lsn, RelationId};
 
 /// What recovery did when the database was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,4 +124,16 @@ pub struct RecoveryReport {
     /// The sync of the data directory that precedes recovery after an
     /// unclean shutdown (invariant 14); `None` after a clean one.
     pub data_dir_sync: Option<crate::datadir::SyncReport>,
+    /// Relation files (`rel/<n>.heap`, `rel/<n>.fsm`) that no catalog row
+    /// names and that recovery could not place: neither their create is
+    /// known uncommitted nor their drop known committed. They are kept,
+    /// never removed on a guess (invariant 13); `keel check` names them.
+    pub orphan_files: Vec<PathBuf>,
+    /// Relations whose drop the log shows committed and whose files
+    /// recovery removed (the crash came between the commit and the
+    /// removal, or after it).
+    pub drops_completed: Vec<RelationId>,
+    /// Relations whose create the log shows uncommitted and whose files
+    /// recovery removed.
+    pub creates_removed: Vec<RelationId>,
 }

@@ -11,11 +11,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::RecoveryReport;
 use super::control::Control;
+use super::ddl::DdlLog;
 use crate::buffer::{BufferError, PageWriteGuard};
 use crate::error::{DbError, Error, Result};
-use crate::fsm::FreeSpaceMap;
 use crate::heap::apply::apply;
-use crate::heap::catalog::{create_file, remove_files};
+use crate::heap::catalog::{create_file, highest_file_id};
 use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry, push_undo};
 use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
@@ -40,6 +40,12 @@ pub(crate) struct Recovered {
     pub space: FxHashMap<(RelationId, PageId), PageSpace>,
     /// Highest transaction id seen.
     pub max_txn: TxnId,
+    /// Creates and drops the log holds ([`super::ddl`]).
+    pub ddl: DdlLog,
+    /// The id the next relation gets: past the control file's counter,
+    /// every id a `relation-create` record names and every relation file
+    /// found on disk (ids are never reused, invariant 13).
+    pub next_relation: u32,
 }
 
 /// What a page offers the free space map.
@@ -142,8 +148,11 @@ pub(crate) fn recover(
             touched: FxHashSet::default(),
             space: FxHashMap::default(),
             max_txn: control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))),
+            ddl: DdlLog::default(),
+            next_relation: 1,
         },
     };
+    let highest_file = highest_file_id(store, dir)?;
     let reader = store.wal.reader(scan_start, mode)?;
     // Windows redo is done with go back to the reader, which drops their
     // payloads and refills them: the thread that allocated a payload frees
@@ -194,6 +203,14 @@ pub(crate) fn recover(
     pass.rec.report.log_end = store.wal.end_lsn();
     pass.release_cached()?;
     pass.undo_losers()?;
+    let dropped = pass.rec.ddl.finish(store, dir, pass.rels)?;
+    pass.rec.report.drops_completed = dropped;
+    let after = |id: Option<RelationId>| id.map_or(1, |r| r.0.saturating_add(1));
+    pass.rec.next_relation = control
+        .map_or(1, |c| c.next_relation)
+        .max(after(pass.rec.ddl.max_created))
+        .max(after(highest_file))
+        .max(1);
     pass.rec.report.pages_redone = pass.rec.touched.len() as u64;
     pass.rec.report.duration = started.elapsed();
     Ok(pass.rec)
@@ -314,15 +331,17 @@ impl<'a> Pass<'a> {
 
     fn redo_record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
         match payload {
+            // Invariant 13: redo never removes a relation file. A create
+            // makes an empty file when it is missing (a later committed drop
+            // removed it, or the directory lost it): every page of the
+            // relation is formatted by a record after this one, so redo
+            // rebuilds it; what the create's outcome asks for is settled
+            // after undo (`recovery::ddl`).
             Payload::RelationCreate { relation, .. } => {
                 self.release_cached()?;
                 self.create(*relation)
             }
-            Payload::RelationDrop { relation } => {
-                self.release_cached()?;
-                self.rels.remove(relation);
-                remove_files(self.store, self.dir, *relation)
-            }
+            Payload::RelationDrop { .. } => self.release_cached(),
             Payload::PageCheck { of, image } => self.check(h, *of, image),
             p if p.page_changing() => self.redo(h, p),
             _ => Ok(()),
@@ -335,6 +354,7 @@ impl<'a> Pass<'a> {
             return;
         }
         self.rec.max_txn = self.rec.max_txn.max(h.txn);
+        self.rec.ddl.analyse(h.txn, payload);
         if matches!(payload, Payload::Commit { .. } | Payload::Abort) {
             self.txns.remove(&h.txn);
             return;
@@ -366,7 +386,7 @@ impl<'a> Pass<'a> {
             id,
             format!("relation {id}"),
             pages,
-            FreeSpaceMap::new(),
+            crate::fsm::FreeSpaceMap::new(),
             None,
         );
         self.rels.insert(id, Arc::new(rel));
@@ -385,7 +405,9 @@ impl<'a> Pass<'a> {
             None
         } else {
             let Some(rel) = self.rels.get(&rid).cloned() else {
-                // The relation's file is gone: a later drop removed it.
+                // The relation's file is gone: skipped, and accounted for
+                // once the whole log is read (`DdlLog::finish`).
+                self.rec.ddl.missing(rid, h.lsn);
                 return Ok(());
             };
             Some(rel)
