@@ -471,9 +471,9 @@ fn recovery_refuses_a_log_that_does_not_reach_its_checkpoint() {
     let mut bytes = disk.file(&path).unwrap().to_vec();
     bytes[(checkpoint_end.0 % seg_size) as usize..].fill(0);
     let io = reboot(disk.with_file(&path, &bytes), 9);
-    let e = common::open_sim(&io, config)
-        .err()
-        .expect("opened a database whose log lost its checkpoint");
+    let Err(e) = common::open_sim(&io, config) else {
+        panic!("opened a database whose log lost its checkpoint");
+    };
     let text = e.to_string();
     assert!(text.contains("the log ends at"), "{text}");
     assert!(text.contains(&checkpoint_end.to_string()), "{text}");
@@ -532,9 +532,9 @@ fn recovery_refuses_a_page_newer_than_the_log() {
             io.remove(&Path::new(DIR).join(&name)).wait().unwrap();
         }
     }
-    let e = common::open_sim(&io, config)
-        .err()
-        .expect("opened a database whose pages are newer than its log");
+    let Err(e) = common::open_sim(&io, config) else {
+        panic!("opened a database whose pages are newer than its log");
+    };
     let text = e.to_string();
     assert!(text.contains("past the end of"), "{text}");
 }

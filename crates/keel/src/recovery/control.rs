@@ -286,4 +286,24 @@ mod tests {
         }
         assert!(Control::decode(&b[..63], p).is_err());
     }
+
+    /// Invariant 9: LSNs no log can reach (CRC-valid all the same) are an
+    /// error, so no position arithmetic on them can overflow.
+    #[test]
+    fn lsns_beyond_any_log_are_refused() {
+        let p = Path::new("/db/control");
+        for c in [
+            Control {
+                checkpoint_end: Lsn(u64::MAX),
+                ..sample()
+            },
+            Control {
+                undo_start: Lsn(MAX_LSN + 1),
+                ..sample()
+            },
+        ] {
+            let e = Control::decode(&c.encode(), p).unwrap_err().to_string();
+            assert!(e.contains("beyond the largest"), "{e}");
+        }
+    }
 }
