@@ -456,7 +456,8 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
     let synced = datadir::sync_if_unclean(&io, dir, control.as_ref(), config.recovery_init_sync)?;
-    let (wal, _) = Wal::open(io.clone(), &wal_dir(dir), config.wal.clone())?;
+    let scan_start = control.map(|c| c.scan_start());
+    let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), config.wal.clone(), scan_start)?;
     if let Some(c) = &control
         && c.database_id != wal.database_id()
     {

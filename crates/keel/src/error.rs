@@ -190,13 +190,28 @@ pub enum WalError {
         /// The LSN being read.
         lsn: Lsn,
     },
-    /// A record is larger than the log accepts.
-    #[error("WAL record of {len} bytes exceeds the maximum of {max}")]
+    /// A record is larger than the log accepts: records never span
+    /// segments, so none may exceed the data area of the smallest segment
+    /// (invariant 15).
+    #[error(
+        "WAL record of {len} bytes exceeds the maximum of {max} \
+         (the data area of a {}-byte segment; records never span segments)",
+        crate::wal::segment::MIN_SEGMENT_SIZE
+    )]
     RecordTooLarge {
         /// Its size.
         len: usize,
         /// The maximum.
         max: usize,
+    },
+    /// A flush was asked for a position the log has not reached: no record
+    /// starts there.
+    #[error("WAL flush through {lsn} asked for, but the log ends at {end}")]
+    FlushBeyondEnd {
+        /// The position asked for.
+        lsn: Lsn,
+        /// Where the next record goes.
+        end: Lsn,
     },
     /// An I/O operation on the log failed.
     #[error("WAL {op} failed")]
@@ -237,9 +252,10 @@ impl WalError {
             | WalError::Corrupted { .. }
             | WalError::BadSegment { .. }
             | WalError::MissingSegment { .. } => ErrorClass::Corruption,
-            WalError::RecordTooLarge { .. } | WalError::Config(_) | WalError::Closed => {
-                ErrorClass::Usage
-            }
+            WalError::RecordTooLarge { .. }
+            | WalError::FlushBeyondEnd { .. }
+            | WalError::Config(_)
+            | WalError::Closed => ErrorClass::Usage,
             WalError::Io { .. } | WalError::Poisoned { .. } => ErrorClass::Fatal,
         }
     }

@@ -117,7 +117,7 @@ mod wal {
         CHUNK_CAPACITY, MAX_TUPLE_LEN, NO_PAGE, PAGE_SIZE, PageType, Relocation, SlottedPage,
         TupleFlags,
     };
-    use keel::wal::payload::{ActiveTxnEntry, DirtyPageEntry, Payload, SlotImage, TxnState};
+    use keel::wal::payload::{Payload, SlotImage};
     use keel::wal::record::{self, RECORD_HEADER_SIZE, RecordMeta, RecordType};
     use keel::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
@@ -218,17 +218,10 @@ mod wal {
             Payload::CheckpointEnd {
                 begin_lsn: Lsn(4096),
                 next_txn: TxnId(9),
-                dirty_pages: vec![DirtyPageEntry {
-                    relation: RelationId(1),
-                    page: PageId(2),
-                    rec_lsn: Lsn(5000),
-                }],
-                txns: vec![ActiveTxnEntry {
-                    txn: TxnId(8),
-                    state: TxnState::Aborting,
-                    last_lsn: Lsn(6000),
-                    undo_next: Lsn(5500),
-                }],
+                redo_start: Lsn(4096),
+                undo_start: Lsn(3000),
+                dirty_pages: 1,
+                active_txns: 1,
             },
             Payload::RelationCreate {
                 relation: RelationId(3),

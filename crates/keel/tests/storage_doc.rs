@@ -193,8 +193,10 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
         T::CheckpointEnd => Payload::CheckpointEnd {
             begin_lsn: Lsn(1),
             next_txn: TxnId(1),
-            dirty_pages: vec![],
-            txns: vec![],
+            redo_start: Lsn(1),
+            undo_start: Lsn(1),
+            dirty_pages: 0,
+            active_txns: 0,
         },
         T::RelationCreate => Payload::RelationCreate {
             relation: RelationId(1),

@@ -45,8 +45,15 @@ pub enum Target {
         #[arg(long)]
         dir: PathBuf,
         /// First LSN to show, as HI/LO hex (as printed) or a byte position.
-        #[arg(long)]
+        /// By default the log is shown from where recovery would read it:
+        /// the last checkpoint's redo point (or the first record of a
+        /// transaction running then, if older), as the control file says.
+        #[arg(long, conflicts_with = "all")]
         from: Option<Lsn>,
+        /// Show every record still on disk: from the oldest segment after
+        /// which the segments are contiguous to the newest.
+        #[arg(long)]
+        all: bool,
         /// Machine-readable output: one JSON object per record, then one
         /// with the summary.
         #[arg(long)]
@@ -90,9 +97,17 @@ pub fn run(target: Target) -> Result<(), Failure> {
         Target::Wal {
             dir,
             from,
+            all,
             json,
             salvage,
-        } => wal::inspect_wal(&dir, from.unwrap_or(Lsn::ZERO), json, salvage),
+        } => {
+            let start = match (from, all) {
+                (Some(lsn), _) => wal::Start::At(lsn),
+                (None, true) => wal::Start::Oldest,
+                (None, false) => wal::Start::Checkpoint,
+            };
+            wal::inspect_wal(&dir, start, json, salvage)
+        }
     }
 }
 

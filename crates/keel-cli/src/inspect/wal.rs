@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use keel::Lsn;
+use keel::recovery::control::read_control;
 use keel::wal::payload::Payload;
+use keel::wal::segment::{SegmentDir, segment_file_name};
 use keel::wal::{LogRecord, RecoveryMode, WalReader, wal_dir};
 use serde_json::json;
 
@@ -20,13 +22,94 @@ struct TypeTotals {
     bytes: u64,
 }
 
-pub fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(), Failure> {
+/// Where `keel inspect wal` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Where recovery would read from (the control file's scan start), or
+    /// the oldest contiguous segment when there is no control file.
+    Checkpoint,
+    /// The oldest segment after which the segments are contiguous.
+    Oldest,
+    /// This LSN.
+    At(Lsn),
+}
+
+/// The first segment of the last gap-free run of `present` (ascending):
+/// segments below a gap are not part of the log that continues to its end.
+fn contiguous_from(present: &[u64]) -> Option<u64> {
+    let mut first = *present.last()?;
+    for &n in present.iter().rev().skip(1) {
+        if n + 1 != first {
+            break;
+        }
+        first = n;
+    }
+    Some(first)
+}
+
+/// Decides where to start, and says on stderr what is skipped.
+fn start_lsn(
+    io: &std::sync::Arc<dyn keel_io::AsyncIo>,
+    dir: &Path,
+    start: Start,
+) -> Result<Lsn, Failure> {
+    let wal = wal_dir(dir);
+    let present = SegmentDir::existing(io.clone(), &wal)?.list()?;
+    let Some(oldest) = contiguous_from(&present) else {
+        return Ok(Lsn::ZERO);
+    };
+    let (lsn, why) = match start {
+        Start::At(lsn) => return Ok(lsn),
+        Start::Checkpoint => match read_control(io, dir)? {
+            Some(c) => (
+                c.scan_start(),
+                "where recovery reads from: the last checkpoint's redo point, or the first \
+                 record of a transaction running then",
+            ),
+            None => (Lsn::ZERO, "no control file: the oldest contiguous segment"),
+        },
+        Start::Oldest => (Lsn::ZERO, "the oldest contiguous segment"),
+    };
+    let below: Vec<u64> = present.iter().copied().filter(|&n| n < oldest).collect();
+    if !below.is_empty() {
+        let names: Vec<String> = below.iter().map(|&n| segment_file_name(n)).collect();
+        eprintln!(
+            "note: skipped {} segment file(s) below a gap in the log (not part of it): {}",
+            below.len(),
+            names.join(", ")
+        );
+    }
+    if lsn == Lsn::ZERO {
+        eprintln!(
+            "note: starting at segment {} ({why})",
+            segment_file_name(oldest)
+        );
+        return first_lsn(io, &wal, oldest);
+    }
+    eprintln!("note: starting at {lsn} ({why}); --all shows every record on disk");
+    Ok(lsn)
+}
+
+/// The first record position of segment `n` of the log in `wal`.
+fn first_lsn(
+    io: &std::sync::Arc<dyn keel_io::AsyncIo>,
+    wal: &Path,
+    n: u64,
+) -> Result<Lsn, Failure> {
+    let header = SegmentDir::existing(io.clone(), wal)?.read_header(n)?;
+    Ok(Lsn(
+        header.start_lsn().0 + keel::wal::segment::SEGMENT_HEADER_SIZE as u64
+    ))
+}
+
+pub fn inspect_wal(dir: &Path, start: Start, json: bool, salvage: bool) -> Result<(), Failure> {
     let io = keel_io::open_backend(&keel_io::IoConfig::from_env()?)?;
     let mode = if salvage {
         RecoveryMode::SalvageToFirstError
     } else {
         RecoveryMode::TolerateTornTail
     };
+    let from = start_lsn(&io, dir, start)?;
     let mut reader = WalReader::open_read_only(io, &wal_dir(dir), from, mode)?;
     let mut totals: BTreeMap<&'static str, TypeTotals> = BTreeMap::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -70,6 +153,7 @@ pub fn inspect_wal(dir: &Path, from: Lsn, json: bool, salvage: bool) -> Result<(
             "records": records,
             "bytes": bytes,
             "by_type": by_type,
+            "start": from.to_string(),
             "end": end.map(|l| l.to_string()),
             "torn_tail": cut.as_ref().map(|c| json!({"at": c.at.to_string(), "reason": c.reason})),
         }})

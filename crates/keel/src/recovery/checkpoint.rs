@@ -15,7 +15,7 @@ use crate::heap::{Relation, Store};
 use crate::page::PAGE_SIZE;
 use crate::txn::TxnTable;
 use crate::types::{Lsn, RelationId};
-use crate::wal::{ActiveTxnEntry, DirtyPageEntry, Payload, RecordMeta, TxnState};
+use crate::wal::{Payload, RecordMeta};
 
 /// What a checkpoint did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,16 +69,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         .map(|r| (r.id, r.page_count()))
         .collect();
     store.pool.flush_all()?;
-    let dirty_pages: Vec<DirtyPageEntry> = store
-        .pool
-        .dirty_pages()
-        .into_iter()
-        .map(|(file, page, rec_lsn)| DirtyPageEntry {
-            relation: RelationId(file.0),
-            page,
-            rec_lsn,
-        })
-        .collect();
+    let dirty_pages = store.pool.dirty_pages();
     let dirty_count = dirty_pages.len();
     // Every change logged before the begin record was on a dirty frame when
     // `flush_all` looked (the redo gate, `heap` module docs step 4), so it
@@ -89,7 +80,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     // lose it.
     let redo_start = dirty_pages
         .iter()
-        .map(|d| d.rec_lsn)
+        .map(|&(_, _, rec_lsn)| rec_lsn)
         .min()
         .map_or(begin, |oldest| oldest.min(begin));
     let active = t.txns.snapshot();
@@ -99,19 +90,15 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         .min()
         .unwrap_or(redo_start)
         .min(redo_start);
+    // Fixed-size (invariant 15): recovery reads neither table, only the
+    // control file's starts, which the record repeats for the log's readers.
     let end_payload = Payload::CheckpointEnd {
         begin_lsn: begin,
         next_txn: t.txns.next_id(),
-        dirty_pages,
-        txns: active
-            .iter()
-            .map(|a| ActiveTxnEntry {
-                txn: a.id,
-                state: TxnState::Active,
-                last_lsn: a.last,
-                undo_next: a.last,
-            })
-            .collect(),
+        redo_start,
+        undo_start,
+        dirty_pages: dirty_count as u64,
+        active_txns: active.len() as u64,
     };
     let meta = RecordMeta::new(end_payload.kind());
     let end = store.wal.append_payload(meta, &end_payload)?;

@@ -30,6 +30,8 @@ use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 use crate::checksum::crc32c;
 use crate::error::{DbError, Error, Result};
 use crate::types::{Lsn, TxnId};
+use crate::wal::Wal;
+use crate::wal::segment::{MAX_LSN, segment_file_name};
 
 /// Size of the control file.
 pub const CONTROL_SIZE: usize = 64;
@@ -169,7 +171,36 @@ impl Control {
         if c.checkpoint_end < c.redo_start {
             return Err(bad("checkpoint end before its begin".into()));
         }
+        if c.checkpoint_end.0 > MAX_LSN || c.undo_start.0 > MAX_LSN {
+            return Err(bad(format!(
+                "an LSN beyond the largest a log can reach ({MAX_LSN:#X})"
+            )));
+        }
         Ok(c)
+    }
+
+    /// Checks that the log reaches this checkpoint: its end record at
+    /// `checkpoint_end` must lie wholly before the log's end, `log_end`.
+    /// A log that ends earlier lost its tail (a missing or truncated
+    /// segment); recovering from it would silently drop every change after
+    /// its end and hand out LSNs again. The error names what is missing.
+    pub fn check_log_reaches(&self, log_end: Lsn, wal: &Wal) -> Result<()> {
+        if log_end > self.checkpoint_end {
+            return Ok(());
+        }
+        let segment = self.checkpoint_end.0 / wal.segment_size();
+        let path = wal.dir().join(segment_file_name(segment));
+        Err(DbError::Recovery {
+            lsn: log_end,
+            reason: format!(
+                "the log ends at {log_end} but the checkpoint at {} ends at {} (control file): \
+                 segment file {} is missing or lost its tail",
+                self.redo_start,
+                self.checkpoint_end,
+                path.display()
+            ),
+        }
+        .into())
     }
 }
 
@@ -254,5 +285,25 @@ mod tests {
             assert!(e.contains("/db/control"), "{e}");
         }
         assert!(Control::decode(&b[..63], p).is_err());
+    }
+
+    /// Invariant 9: LSNs no log can reach (CRC-valid all the same) are an
+    /// error, so no position arithmetic on them can overflow.
+    #[test]
+    fn lsns_beyond_any_log_are_refused() {
+        let p = Path::new("/db/control");
+        for c in [
+            Control {
+                checkpoint_end: Lsn(u64::MAX),
+                ..sample()
+            },
+            Control {
+                undo_start: Lsn(MAX_LSN + 1),
+                ..sample()
+            },
+        ] {
+            let e = Control::decode(&c.encode(), p).unwrap_err().to_string();
+            assert!(e.contains("beyond the largest"), "{e}");
+        }
     }
 }

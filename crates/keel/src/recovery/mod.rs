@@ -6,8 +6,9 @@
 //! gate, makes its LSN the new redo point (so every page changed after it
 //! logs a full image first, invariant 5). It then writes every dirty page
 //! (`BufferPool::flush_all`, which flushes the log first, invariant 4, and
-//! fdatasyncs the files), appends a `CheckpointEnd` record with the dirty
-//! page table and the active transaction table, makes the log durable, and
+//! fdatasyncs the files), appends a `CheckpointEnd` record (fixed-size: the
+//! redo and undo starts and the sizes of the tables, invariant 15; recovery
+//! rebuilds the transaction table from the log), makes the log durable, and
 //! only then points the control file at the begin record. A crash anywhere
 //! before the control file is replaced leaves the previous checkpoint in
 //! charge, whose redo point is older, so nothing is lost.

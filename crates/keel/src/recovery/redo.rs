@@ -153,7 +153,10 @@ pub(crate) fn recover(
         },
     };
     let highest_file = highest_file_id(store, dir)?;
-    let reader = store.wal.reader(scan_start, mode)?;
+    if let Some(c) = control {
+        c.check_log_reaches(store.wal.open_end(), &store.wal)?;
+    }
+    let reader = store.wal.recovery_reader(scan_start, mode)?;
     // Windows redo is done with go back to the reader, which drops their
     // payloads and refills them: the thread that allocated a payload frees
     // it (freeing across threads costs the allocator far more).
@@ -417,7 +420,21 @@ impl<'a> Pass<'a> {
             Some(rel) => page_for(store, rel, pid, payload, h.lsn),
             None => Err(recovery(h.lsn, format!("relation {rid} not found"))),
         })?;
-        if page_lsn(&c.guard).is_some_and(|l| l >= h.lsn) {
+        if let Some(l) = page_lsn(&c.guard).filter(|&l| l >= h.lsn) {
+            // A page can only hold changes the log has: one past its end
+            // means the log lost its tail, and LSNs would be handed out
+            // again.
+            let end = self.store.wal.open_end();
+            if l >= end {
+                self.cached = Some(c);
+                return Err(recovery(
+                    h.lsn,
+                    format!(
+                        "page {pid} of relation {rid} has LSN {l}, at or past the end of \
+                         the log at {end}: the log lost records the page holds"
+                    ),
+                ));
+            }
             self.rec.report.records_skipped += 1;
         } else {
             apply(payload, &mut c.guard, pid, h.lsn).map_err(|e| {

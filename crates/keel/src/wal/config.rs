@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::WalError;
+use crate::wal::record::MAX_RECORD_SIZE;
 use crate::wal::segment::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
 
 /// When `commit` returns relative to the commit record's flush (invariant 6).
@@ -119,6 +120,13 @@ impl WalConfig {
             ));
         }
         let data = s as usize - SEGMENT_HEADER_SIZE;
+        // Invariant 15: every record fits in one segment's data area.
+        if MAX_RECORD_SIZE > data {
+            return bad(format!(
+                "segment_size_bytes {s} leaves {data} bytes for records, less than the \
+                 largest record ({MAX_RECORD_SIZE} bytes)"
+            ));
+        }
         if self.max_batch_bytes < 4096 || self.max_batch_bytes as usize > data {
             return bad(format!(
                 "max_batch_bytes {} must be at least 4096 and at most a segment's data ({data})",

@@ -40,7 +40,7 @@ use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 use parking_lot::{Condvar, Mutex};
 
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
-pub use payload::{ActiveTxnEntry, DirtyPageEntry, Payload, SlotImage, TxnState};
+pub use payload::{Payload, SlotImage};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
 pub use writer::{Appended, WriterStats};
@@ -84,6 +84,9 @@ pub struct Wal {
     dir: Arc<SegmentDir>,
     config: WalConfig,
     geometry: Geometry,
+    /// Where the log ended when it was opened: the one answer recovery
+    /// reads up to (see [`Wal::recovery_reader`]).
+    open_end: Lsn,
     database_id: u64,
     segments: Arc<SegmentManager>,
     writer: Arc<LogWriter>,
@@ -103,10 +106,15 @@ struct SegmentState {
     prepared: BTreeSet<u64>,
     spares: Vec<u64>,
     wanted: Option<u64>,
+    /// A preparation failed: no segment is prepared again (invariant 7).
+    failed: bool,
 }
 
 impl SegmentManager {
     fn prepare_locked(&self, st: &mut SegmentState, n: u64) -> Result<(), WalError> {
+        if st.failed {
+            return Err(WalError::Closed);
+        }
         let header = SegmentHeader {
             segment_no: n,
             ..self.template
@@ -124,8 +132,11 @@ impl SegmentSource for SegmentManager {
         if st.prepared.contains(&n) {
             return Ok(false);
         }
-        self.prepare_locked(&mut st, n)?;
-        Ok(true)
+        // A failure poisons the log (the writer's flush fails with it);
+        // no later call prepares again (invariant 7).
+        let prepared = self.prepare_locked(&mut st, n);
+        st.failed |= prepared.is_err();
+        prepared.map(|()| true)
     }
 
     fn entered(&self, n: u64) {
@@ -166,6 +177,21 @@ impl Wal {
         dir: &Path,
         config: WalConfig,
     ) -> Result<(Wal, OpenReport), WalError> {
+        Self::open_from(io, dir, config, None)
+    }
+
+    /// [`Wal::open`] for a log that recovery will read from `scan_start`
+    /// (the control file's scan start; `None`: the whole log). In
+    /// [`RecoveryMode::SalvageToFirstError`] the end of the log is the
+    /// first invalid record from there, as recovery will read it, and
+    /// whatever followed it is set aside (renamed, never deleted) so that
+    /// no record from before the salvage can reappear after the new ones.
+    pub fn open_from(
+        io: Arc<dyn AsyncIo>,
+        dir: &Path,
+        config: WalConfig,
+        scan_start: Option<Lsn>,
+    ) -> Result<(Wal, OpenReport), WalError> {
         config.validate()?;
         let sdir = Arc::new(SegmentDir::open(io.clone(), dir, config.direct_io)?);
         let present = sdir.list()?;
@@ -198,8 +224,18 @@ impl Wal {
         let (end, cut) = if created {
             (geometry.first_record(0), None)
         } else {
-            Self::find_end(&io, &sdir, geometry, &template, config.recovery_mode)?
+            Self::find_end(
+                &io,
+                &sdir,
+                geometry,
+                &template,
+                config.recovery_mode,
+                scan_start,
+            )?
         };
+        if config.recovery_mode == RecoveryMode::SalvageToFirstError && cut.is_some() {
+            Self::set_aside_after(&io, &sdir, geometry, end)?;
+        }
         Self::clear_after_end(&io, &sdir, geometry, end, &template)?;
         let tail = if config.direct_io {
             Self::read_tail(&io, &sdir, geometry, end)?
@@ -220,6 +256,16 @@ impl Wal {
             .filter(|&n| n >= current)
             .filter(|&n| sdir.read_header(n).is_ok_and(|h| h.same_log(&template)))
             .collect();
+        // Spares left by an earlier process are recycled too; any beyond
+        // what the policy keeps are retired files and removed.
+        let mut spares = sdir.list_spares()?;
+        let keep = match config.retention {
+            RetentionPolicy::Recycle => config.recycle_keep,
+            _ => 0,
+        };
+        for n in spares.split_off(keep.min(spares.len())) {
+            sdir.remove_spare(n)?;
+        }
         let segments = Arc::new(SegmentManager {
             dir: sdir.clone(),
             template: SegmentHeader {
@@ -228,8 +274,9 @@ impl Wal {
             },
             state: Mutex::new(SegmentState {
                 prepared,
-                spares: Vec::new(),
+                spares,
                 wanted: Some(current + 1),
+                failed: false,
             }),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -254,6 +301,7 @@ impl Wal {
             io,
             dir: sdir,
             geometry,
+            open_end: end,
             database_id: template.database_id,
             segments,
             writer,
@@ -264,22 +312,37 @@ impl Wal {
         Ok((wal, report))
     }
 
-    /// Reads the log from the start of the newest segment that holds a
-    /// valid record to its end.
+    /// Where the log ends: the one function that decides it (recovery
+    /// reads up to its answer, [`Wal::recovery_reader`]).
+    ///
+    /// Normally the log is read from the start of the newest segment that
+    /// holds a valid record: an invalid record before that is followed by
+    /// valid ones from later batches, so recovery's reader, which starts
+    /// earlier, meets it as corruption, an error, whatever the end. When
+    /// salvaging, the end is the first invalid record from where recovery
+    /// starts (`scan_start`, or the oldest segment), so it is read from
+    /// there.
     fn find_end(
         io: &Arc<dyn AsyncIo>,
         dir: &Arc<SegmentDir>,
         geometry: Geometry,
         template: &SegmentHeader,
         mode: RecoveryMode,
+        scan_start: Option<Lsn>,
     ) -> Result<(Lsn, Option<TailCut>), WalError> {
         let present = dir.list()?;
-        let start = present
-            .iter()
-            .rev()
-            .copied()
-            .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n));
-        let Some(first) = start.or(present.first().copied()) else {
+        let from = if mode == RecoveryMode::SalvageToFirstError {
+            scan_start.or(present.first().map(|&n| geometry.first_record(n)))
+        } else {
+            present
+                .iter()
+                .rev()
+                .copied()
+                .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n))
+                .or(present.first().copied())
+                .map(|n| geometry.first_record(n))
+        };
+        let Some(from) = from else {
             return Ok((geometry.first_record(0), None));
         };
         let mut reader = Reader::new(
@@ -288,13 +351,76 @@ impl Wal {
             geometry,
             template.database_id,
             mode,
-            geometry.first_record(first),
+            from,
         )?;
         for record in reader.by_ref() {
             record?;
         }
-        let end = reader.end().unwrap_or(geometry.first_record(first));
+        let end = reader.end().unwrap_or(geometry.record_position(from));
         Ok((end, reader.tail_cut().cloned()))
+    }
+
+    /// Salvage: moves whatever follows `end` out of the log. Later segments
+    /// are renamed to `<name>.salvaged-<end>`; the segment holding `end` is
+    /// copied to that name, then zeroed from `end` on and synced. Nothing
+    /// is deleted, and no record from before the salvage can later appear
+    /// to continue the log or sit past its new end.
+    fn set_aside_after(
+        io: &Arc<dyn AsyncIo>,
+        dir: &SegmentDir,
+        geometry: Geometry,
+        end: Lsn,
+    ) -> Result<(), WalError> {
+        let seg = geometry.segment_of(end);
+        let aside = |n: u64| {
+            dir.path().join(format!(
+                "{}.salvaged-{:016X}",
+                segment::segment_file_name(n),
+                end.0
+            ))
+        };
+        let present = dir.list()?;
+        for &n in present.iter().filter(|&&n| n > seg) {
+            io.rename(&dir.segment_path(n), &aside(n))
+                .wait()
+                .map_err(WalError::io("set a salvaged segment aside"))?;
+        }
+        if present.contains(&seg) {
+            let opts = OpenOptions::new(FileClass::Wal).write(true);
+            let fh = io
+                .open(&dir.segment_path(seg), opts)
+                .wait()
+                .map_err(WalError::io("open a segment"))?;
+            let result = (|| {
+                let size = geometry.segment_size as usize;
+                let (whole, got) = io
+                    .read_at(fh, 0, IoBuf::zeroed(size))
+                    .wait()
+                    .map_err(WalError::io("read a salvaged segment"))?;
+                let from = geometry.offset_in_segment(end) as usize;
+                if whole[from.min(got)..got].iter().all(|&b| b == 0) {
+                    return Ok(());
+                }
+                let copy_opts = OpenOptions::read_write_create(FileClass::Wal);
+                let copy = io
+                    .open(&aside(seg), copy_opts)
+                    .wait()
+                    .map_err(WalError::io("create a salvaged copy"))?;
+                let copied = io
+                    .write_at(copy, 0, IoBuf::from(whole[..got].to_vec()))
+                    .wait()
+                    .and_then(|_| io.fdatasync(copy).wait());
+                let _ = io.close(copy).wait();
+                copied.map_err(WalError::io("write a salvaged copy"))?;
+                io.write_at(fh, from as u64, IoBuf::zeroed(got - from))
+                    .wait()
+                    .map_err(WalError::io("clear a salvaged segment"))?;
+                io.fdatasync(fh).wait().map_err(WalError::io("fdatasync"))
+            })();
+            let _ = io.close(fh).wait();
+            result?;
+        }
+        dir.sync()
     }
 
     /// Whether segment `n` has this log's header and a valid first record:
@@ -532,6 +658,20 @@ impl Wal {
         )
     }
 
+    /// The reader recovery uses: from `from` exactly to where the log ended
+    /// when it was opened. Anything that stops it earlier (an invalid
+    /// record, a missing segment) is an error, whatever the recovery mode:
+    /// the end was decided once, at open, and appends continue from there.
+    pub fn recovery_reader(&self, from: Lsn, mode: RecoveryMode) -> Result<WalReader, WalError> {
+        Ok(self.reader(from, mode)?.until(self.open_end))
+    }
+
+    /// Where the log ended when it was opened (before anything was
+    /// appended by this process).
+    pub fn open_end(&self) -> Lsn {
+        self.open_end
+    }
+
     /// Retires every segment that lies wholly before `lsn` (the redo point
     /// of the last checkpoint) as the retention policy says.
     pub fn retire_before(&self, lsn: Lsn) -> Result<RetireReport, WalError> {
@@ -551,6 +691,10 @@ impl Wal {
             }
             match &self.config.retention {
                 RetentionPolicy::Recycle if st.spares.len() < self.config.recycle_keep => {
+                    // Renamed out of the log's names at once: a retired
+                    // segment left under its own name would look like part
+                    // of the log, below a gap, to every reader.
+                    self.dir.make_spare(n)?;
                     st.spares.push(n);
                     report.recycled.push(n);
                 }
@@ -566,7 +710,8 @@ impl Wal {
             }
         }
         drop(st);
-        if !report.deleted.is_empty() || !report.archived.is_empty() {
+        if !report.deleted.is_empty() || !report.archived.is_empty() || !report.recycled.is_empty()
+        {
             self.dir.sync()?;
         }
         Ok(report)
@@ -616,10 +761,16 @@ fn background_loop(
         }
         if let Some(n) = st.wanted.take()
             && !st.prepared.contains(&n)
+            && !writer.is_poisoned()
+            && let Err(e) = segments.prepare_locked(&mut st, n)
         {
-            // On failure the writer prepares inline when it gets there and
-            // reports the error itself (the log is poisoned if it cannot).
-            let _ = segments.prepare_locked(&mut st, n);
+            // A failed preparation may have been a failed fsync: preparing
+            // the same file again would fsync it again, which proves
+            // nothing (invariant 7). The log is poisoned; reopening runs
+            // recovery, and the half-prepared file, under its temporary
+            // name, is never part of the log.
+            st.failed = true;
+            writer.poison(e);
         }
         segments.wake.wait_for(&mut st, idle);
         drop(st);

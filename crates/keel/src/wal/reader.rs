@@ -91,6 +91,8 @@ pub struct WalReader {
     end: Option<Lsn>,
     cut: Option<TailCut>,
     failed: bool,
+    /// Where the log is known to end ([`WalReader::until`]).
+    until: Option<Lsn>,
 }
 
 impl WalReader {
@@ -117,7 +119,15 @@ impl WalReader {
             end: None,
             cut: None,
             failed: false,
+            until: None,
         })
+    }
+
+    /// Reads up to `end`, where the log is known to end, and no further;
+    /// stopping before it is an error naming both positions.
+    pub fn until(mut self, end: Lsn) -> WalReader {
+        self.until = Some(self.geometry.record_position(end));
+        self
     }
 
     /// A reader over the log in `wal_dir` that changes nothing on disk (for
@@ -233,6 +243,9 @@ impl WalReader {
     /// starts in the current segment's buffer.
     fn step(&mut self) -> Result<(RecordHeader, usize), Stop> {
         loop {
+            if self.until.is_some_and(|u| self.pos >= u) {
+                return Err(Stop::End(None));
+            }
             let seg = self.geometry.segment_of(self.pos);
             if self.current.as_ref().is_none_or(|c| c.segment != seg) {
                 if let Some(done) = self.current.take() {
@@ -443,6 +456,20 @@ impl WalReader {
             }
             Err(Stop::End(cut)) => {
                 let at = self.pos;
+                if let Some(until) = self.until
+                    && at < until
+                {
+                    self.failed = true;
+                    self.current = None;
+                    let why = cut.map_or("no record follows".into(), |c| c.reason);
+                    return Some(Err(WalError::BadRecord {
+                        lsn: at,
+                        reason: format!(
+                            "the log was found to end at {until} when it was opened, \
+                             but reading stops here: {why}"
+                        ),
+                    }));
+                }
                 self.finish(at, cut);
                 None
             }

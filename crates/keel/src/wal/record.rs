@@ -41,13 +41,18 @@ use crate::checksum::crc32c;
 use crate::error::WalError;
 use crate::page::NO_PAGE;
 use crate::types::{Lsn, PageId, RelationId, TxnId};
+use crate::wal::segment::{MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
 
 /// Size of the record header, in bytes.
 pub const RECORD_HEADER_SIZE: usize = 48;
-/// Largest record the log accepts (header included). A full page image with
-/// its header is far below it; checkpoint records with large tables are the
-/// biggest. It must fit in one segment's data area.
-pub const MAX_RECORD_SIZE: usize = 4 << 20;
+/// Largest record the log accepts (header included): the data area of the
+/// smallest segment, so that every record fits in one segment whatever the
+/// segment size (records never span segments, invariant 15). The records
+/// Keel writes stay far below it: the largest are an update's before and
+/// after images of one tuple (each at most a page) and a page image; the
+/// checkpoint-end record has a fixed size. The decoder rejects a longer
+/// length field before reading further.
+pub const MAX_RECORD_SIZE: usize = MIN_SEGMENT_SIZE as usize - SEGMENT_HEADER_SIZE;
 /// Relation id meaning "no relation".
 pub const NO_RELATION: u32 = u32::MAX;
 

@@ -64,6 +64,9 @@ pub const SEGMENT_FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_USED: usize = 48;
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".wal";
+/// File name suffix of a retired segment kept for recycling: out of the
+/// log's names, so no reader takes it for part of the log.
+pub const SPARE_SUFFIX: &str = ".wal.spare";
 
 /// Bytes of zeroes one write of [`SegmentDir::zero_fill`] carries.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -201,6 +204,15 @@ impl SegmentHeader {
 pub const MIN_SEGMENT_SIZE: u32 = 64 * 1024;
 /// Largest segment size accepted.
 pub const MAX_SEGMENT_SIZE: u32 = 1 << 30;
+/// Largest segment number a log can reach: the end of the segment after it
+/// still fits in a u64 LSN at the largest segment size, so no position
+/// arithmetic on a listed segment can overflow. A file named with a larger
+/// number is not part of any log (invariant 9: names are untrusted input).
+pub const MAX_SEGMENT_NO: u64 = u64::MAX / MAX_SEGMENT_SIZE as u64 - 2;
+/// Largest LSN a log can reach (the start of the segment after
+/// [`MAX_SEGMENT_NO`] at the largest size, so positions, segment ends and
+/// record positions computed from any LSN up to it stay inside a u64).
+pub const MAX_LSN: u64 = (MAX_SEGMENT_NO + 1) * MAX_SEGMENT_SIZE as u64;
 
 /// File name of segment `n`.
 pub fn segment_file_name(n: u64) -> String {
@@ -315,8 +327,42 @@ impl SegmentDir {
         self.dir.join(segment_file_name(n))
     }
 
-    /// Segment numbers present, ascending.
+    /// Segment numbers present, ascending. A segment-like name beyond
+    /// [`MAX_SEGMENT_NO`] is an error naming the file (invariant 9).
     pub fn list(&self) -> Result<Vec<u64>, WalError> {
+        let entries = self
+            .io
+            .read_dir(&self.dir)
+            .wait()
+            .map_err(WalError::io("list the WAL directory"))?;
+        let mut v: Vec<u64> = Vec::new();
+        for e in entries.iter().filter(|e| !e.is_dir) {
+            let Some(n) = e.name.to_str().and_then(parse_segment_file_name) else {
+                continue;
+            };
+            if n > MAX_SEGMENT_NO {
+                return Err(WalError::BadSegment {
+                    segment: n,
+                    path: self.dir.join(&e.name),
+                    reason: format!(
+                        "not a segment of any log: its number is beyond the largest a log \
+                         can reach ({MAX_SEGMENT_NO:#X}); move the file out of the WAL directory"
+                    ),
+                });
+            }
+            v.push(n);
+        }
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Path of the spare made of retired segment `n`.
+    pub fn spare_path(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n:016X}{SPARE_SUFFIX}"))
+    }
+
+    /// Spares present (by the number of the segment each was), ascending.
+    pub fn list_spares(&self) -> Result<Vec<u64>, WalError> {
         let entries = self
             .io
             .read_dir(&self.dir)
@@ -325,10 +371,30 @@ impl SegmentDir {
         let mut v: Vec<u64> = entries
             .iter()
             .filter(|e| !e.is_dir)
-            .filter_map(|e| e.name.to_str().and_then(parse_segment_file_name))
+            .filter_map(|e| {
+                let hex = e.name.to_str()?.strip_suffix(SPARE_SUFFIX)?;
+                (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+            })
             .collect();
         v.sort_unstable();
         Ok(v)
+    }
+
+    /// Takes retired segment `n` out of the log, keeping its file as a
+    /// spare for [`SegmentDir::prepare`] to recycle.
+    pub fn make_spare(&self, n: u64) -> Result<(), WalError> {
+        self.io
+            .rename(&self.segment_path(n), &self.spare_path(n))
+            .wait()
+            .map_err(WalError::io("keep a retired segment as a spare"))
+    }
+
+    /// Removes the spare made of segment `n`.
+    pub fn remove_spare(&self, n: u64) -> Result<(), WalError> {
+        self.io
+            .remove(&self.spare_path(n))
+            .wait()
+            .map_err(WalError::io("remove a spare segment"))
     }
 
     /// Opens segment `n` for reading and writing.
@@ -361,7 +427,7 @@ impl SegmentDir {
     }
 
     /// Makes segment `header.segment_no` ready for the writer: reuses
-    /// `recycle` (an old segment's number) by renaming it, or creates a new
+    /// `recycle` (the spare of an old segment's number) by renaming it, or creates a new
     /// file; writes it out to full size (zeroes); writes and syncs the header; syncs the
     /// directory.
     pub fn prepare(&self, header: &SegmentHeader, recycle: Option<u64>) -> Result<(), WalError> {
@@ -374,7 +440,7 @@ impl SegmentDir {
             .join(format!("{}.prep", segment_file_name(header.segment_no)));
         if let Some(old) = recycle {
             self.io
-                .rename(&self.segment_path(old), &tmp)
+                .rename(&self.spare_path(old), &tmp)
                 .wait()
                 .map_err(WalError::io("recycle a segment"))?;
         }

@@ -366,6 +366,10 @@ impl LogWriter {
     /// Reserves `len` bytes; returns the record's LSN and, when it had to
     /// skip to the next segment, the padding that fills the old one's tail.
     fn reserve(&self, len: u64) -> (Lsn, Option<(Lsn, usize)>) {
+        debug_assert!(
+            len <= self.geometry.segment_size - SEGMENT_HEADER_SIZE as u64,
+            "a record larger than a segment's data area (inv. 15)"
+        );
         let mut r = self.reserve.lock();
         let at = self.geometry.record_position(r.next);
         let seg_end = self.geometry.segment_end(at);
@@ -404,6 +408,14 @@ impl LogWriter {
 
     /// Makes every record up to and including the one at `lsn` durable.
     pub(crate) fn flush_through(&self, lsn: Lsn) -> Result<(), WalError> {
+        if self.settled(lsn).is_none() {
+            // No record starts at or past the reserved end: a leader asked
+            // to flush through it would wait for bytes nobody will append.
+            let end = self.reserved_end();
+            if lsn >= end {
+                return Err(WalError::FlushBeyondEnd { lsn, end });
+            }
+        }
         loop {
             if let Some(done) = self.settled(lsn)
                 && (done.is_err() || !self.handed_over.load(Ordering::Acquire))
@@ -708,6 +720,25 @@ impl LogWriter {
         s.records = self.records.load(Ordering::Relaxed);
         s.bytes = self.bytes.load(Ordering::Relaxed);
         s
+    }
+
+    /// Poisons the log with `error`, a failure outside a flush (a segment
+    /// preparation): every waiter is woken with it and nothing is retried
+    /// (invariant 7). A poison already there is kept as the cause.
+    pub(crate) fn poison(&self, error: WalError) {
+        let mut st = self.flush.lock();
+        if st.poison.is_none() {
+            st.poison = Some(Arc::new(error));
+        }
+        self.poisoned.store(true, Ordering::Release);
+        for bell in &self.bells.0 {
+            bell.fetch_add(1, Ordering::Release);
+        }
+        drop(st);
+        for bell in &self.bells.0 {
+            atomic_wait::wake_all(bell);
+        }
+        self.pending_cv.notify_all();
     }
 
     /// Whether an earlier failure poisoned the log.

@@ -119,18 +119,6 @@ impl<'a> Cursor<'a> {
         self.check_count(at, usize::from(n), min_entry_bytes, what)
     }
 
-    /// Reads a u32 count of entries of at least `min_entry_bytes` each.
-    pub(super) fn count32(
-        &mut self,
-        min_entry_bytes: usize,
-        what: &str,
-    ) -> Result<usize, WalError> {
-        let at = self.pos;
-        let n = self.u32(what)?;
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        self.check_count(at, n, min_entry_bytes, what)
-    }
-
     /// Ends decoding: any byte left over is an error.
     pub(super) fn finish(self) -> Result<(), WalError> {
         match self.remaining() {

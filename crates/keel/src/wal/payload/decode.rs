@@ -13,12 +13,11 @@ use crate::wal::record::{RecordHeader, RecordType};
 
 use super::cursor::Cursor;
 use super::encode::{
-    DELTA_RANGE_FIXED, DIRTY_PAGE_LEN, RELOCATION_LEN, SLOT_IMAGE_FORWARD_LEN,
-    SLOT_IMAGE_TUPLE_FIXED, TXN_ENTRY_LEN, image_hole, relocation_problem,
+    DELTA_RANGE_FIXED, RELOCATION_LEN, SLOT_IMAGE_FORWARD_LEN, SLOT_IMAGE_TUPLE_FIXED, image_hole,
+    relocation_problem,
 };
 use super::{
-    ActiveTxnEntry, DirtyPageEntry, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD,
-    SLOT_IMAGE_TUPLE, SlotImage, TxnState, is_clr_action,
+    MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage, is_clr_action,
 };
 
 impl Payload {
@@ -214,35 +213,13 @@ fn compensation(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
 fn checkpoint_end(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     let begin_lsn = Lsn(cur.u64("checkpoint-begin LSN")?);
     let next_txn = TxnId(cur.u64("next transaction id")?);
-    let n = cur.count32(DIRTY_PAGE_LEN, "dirty pages")?;
-    let mut dirty_pages = Vec::with_capacity(n);
-    for _ in 0..n {
-        dirty_pages.push(DirtyPageEntry {
-            relation: RelationId(cur.u32("dirty page relation")?),
-            page: PageId(cur.u32("dirty page")?),
-            rec_lsn: Lsn(cur.u64("dirty page rec-LSN")?),
-        });
-    }
-    let n = cur.count32(TXN_ENTRY_LEN, "transactions")?;
-    let mut txns = Vec::with_capacity(n);
-    for _ in 0..n {
-        let txn = TxnId(cur.u64("transaction id")?);
-        let at = cur.pos();
-        let b = cur.u8("transaction state")?;
-        let state = TxnState::from_u8(b)
-            .ok_or_else(|| cur.error_at(at, format!("unknown transaction state {b}")))?;
-        txns.push(ActiveTxnEntry {
-            txn,
-            state,
-            last_lsn: Lsn(cur.u64("last LSN")?),
-            undo_next: Lsn(cur.u64("undo-next LSN")?),
-        });
-    }
     Ok(Payload::CheckpointEnd {
         begin_lsn,
         next_txn,
-        dirty_pages,
-        txns,
+        redo_start: Lsn(cur.u64("redo start")?),
+        undo_start: Lsn(cur.u64("undo start")?),
+        dirty_pages: cur.u64("dirty page count")?,
+        active_txns: cur.u64("transaction count")?,
     })
 }
 

@@ -11,8 +11,8 @@ use crate::types::Lsn;
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 
 use super::{
-    ActiveTxnEntry, DirtyPageEntry, MAX_NAME_LEN, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD,
-    SLOT_IMAGE_TUPLE, SlotImage, is_clr_action,
+    MAX_NAME_LEN, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage,
+    is_clr_action,
 };
 
 /// Encoded size of a [`SlotImage`] tuple entry, less the tuple bytes.
@@ -23,10 +23,8 @@ pub(super) const SLOT_IMAGE_FORWARD_LEN: usize = 7;
 pub(super) const DELTA_RANGE_FIXED: usize = 4;
 /// Encoded size of one relocation.
 pub(super) const RELOCATION_LEN: usize = 8;
-/// Encoded size of one dirty page entry.
-pub(super) const DIRTY_PAGE_LEN: usize = 16;
-/// Encoded size of one transaction entry.
-pub(super) const TXN_ENTRY_LEN: usize = 25;
+/// Encoded size of a checkpoint-end payload (six u64 fields).
+pub(super) const CHECKPOINT_END_LEN: usize = 48;
 
 /// The hole of a page image as `(offset, len)`: the free gap `lower..upper`
 /// of a heap page whose bounds are sane, else `(0, 0)`. The header lies
@@ -76,13 +74,7 @@ impl Payload {
             Payload::OverflowFree | Payload::Begin | Payload::Abort | Payload::CheckpointBegin => 0,
             Payload::Commit { .. } => 8,
             Payload::Compensation { action, .. } => action.encoded_len().saturating_add(9),
-            Payload::CheckpointEnd {
-                dirty_pages, txns, ..
-            } => dirty_pages
-                .len()
-                .saturating_mul(DIRTY_PAGE_LEN)
-                .saturating_add(txns.len().saturating_mul(TXN_ENTRY_LEN))
-                .saturating_add(24),
+            Payload::CheckpointEnd { .. } => CHECKPOINT_END_LEN,
             Payload::RelationCreate { name, .. } => 5 + name.len(),
             Payload::RelationDrop { .. } => 4,
         }
@@ -186,12 +178,6 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn count32(&mut self, n: usize, what: &str) -> Result<(), WalError> {
-        let n = u32::try_from(n).map_err(|_| self.fail(format!("{n} {what} exceed 2^32-1")))?;
-        self.u32(n);
-        Ok(())
-    }
-
     fn tuple(&mut self, flags: TupleFlags, bytes: &[u8]) -> Result<(), WalError> {
         self.u8(flags.bits());
         self.bytes16(bytes, MAX_TUPLE_LEN, "tuple")
@@ -267,12 +253,17 @@ impl Writer<'_> {
             Payload::CheckpointEnd {
                 begin_lsn,
                 next_txn,
+                redo_start,
+                undo_start,
                 dirty_pages,
-                txns,
+                active_txns,
             } => {
                 self.u64(begin_lsn.0);
                 self.u64(next_txn.0);
-                self.checkpoint_tables(dirty_pages, txns)?;
+                self.u64(redo_start.0);
+                self.u64(undo_start.0);
+                self.u64(*dirty_pages);
+                self.u64(*active_txns);
             }
             Payload::RelationCreate { relation, name } => {
                 self.u32(relation.0);
@@ -328,27 +319,6 @@ impl Writer<'_> {
             self.u16(r.old_offset);
             self.u16(r.new_offset);
             self.u16(r.len);
-        }
-        Ok(())
-    }
-
-    fn checkpoint_tables(
-        &mut self,
-        dirty_pages: &[DirtyPageEntry],
-        txns: &[ActiveTxnEntry],
-    ) -> Result<(), WalError> {
-        self.count32(dirty_pages.len(), "dirty pages")?;
-        for d in dirty_pages {
-            self.u32(d.relation.0);
-            self.u32(d.page.0);
-            self.u64(d.rec_lsn.0);
-        }
-        self.count32(txns.len(), "transactions")?;
-        for t in txns {
-            self.u64(t.txn.0);
-            self.u8(t.state as u8);
-            self.u64(t.last_lsn.0);
-            self.u64(t.undo_next.0);
         }
         Ok(())
     }

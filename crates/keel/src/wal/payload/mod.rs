@@ -67,7 +67,7 @@ mod summary;
 mod tests;
 
 use crate::page::{PAGE_SIZE, PageType, Relocation, TupleFlags};
-use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+use crate::types::{Lsn, RelationId, SlotId, TupleId, TxnId};
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};
 
 /// Largest payload a record can carry: the largest record less its header.
@@ -93,65 +93,6 @@ pub enum SlotImage {
     },
     /// A forward pointer to where the tuple had moved.
     Forward(TupleId),
-}
-
-/// State of a transaction in a checkpoint's transaction table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TxnState {
-    /// Running; recovery rolls it back unless a commit record follows.
-    Active = 0,
-    /// Its commit record is being written.
-    Committing = 1,
-    /// Rolling back; undo continues from its `undo_next`.
-    Aborting = 2,
-}
-
-impl TxnState {
-    /// Decodes the state byte.
-    pub fn from_u8(v: u8) -> Option<TxnState> {
-        Some(match v {
-            0 => TxnState::Active,
-            1 => TxnState::Committing,
-            2 => TxnState::Aborting,
-            _ => return None,
-        })
-    }
-
-    /// Lower-case name, as printed by `keel inspect wal`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TxnState::Active => "active",
-            TxnState::Committing => "committing",
-            TxnState::Aborting => "aborting",
-        }
-    }
-}
-
-/// One entry of a checkpoint's dirty page table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DirtyPageEntry {
-    /// Relation of the page.
-    pub relation: RelationId,
-    /// The page.
-    pub page: PageId,
-    /// LSN of the first record that dirtied it since it was last written:
-    /// redo for this page starts there.
-    pub rec_lsn: Lsn,
-}
-
-/// One entry of a checkpoint's transaction table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ActiveTxnEntry {
-    /// The transaction.
-    pub txn: TxnId,
-    /// Its state at the checkpoint.
-    pub state: TxnState,
-    /// Its last record.
-    pub last_lsn: Lsn,
-    /// The next of its records to undo (below `last_lsn` once it has
-    /// written CLRs).
-    pub undo_next: Lsn,
 }
 
 /// The typed payload of a WAL record; one variant per [`RecordType`].
@@ -272,16 +213,25 @@ pub enum Payload {
     },
     /// A checkpoint started.
     CheckpointBegin,
-    /// A checkpoint ended with the tables recovery's analysis starts from.
+    /// A checkpoint ended. Fixed-size whatever the number of dirty pages or
+    /// running transactions (invariant 15): recovery starts from the
+    /// control file's redo and undo starts and rebuilds the transaction
+    /// table by reading the log from there, so the record carries those
+    /// positions and the sizes of the tables, not the tables.
     CheckpointEnd {
         /// LSN of the matching checkpoint-begin record.
         begin_lsn: Lsn,
         /// The next transaction id to hand out.
         next_txn: TxnId,
-        /// Dirty page table.
-        dirty_pages: Vec<DirtyPageEntry>,
-        /// Transaction table.
-        txns: Vec<ActiveTxnEntry>,
+        /// Where redo starts after this checkpoint.
+        redo_start: Lsn,
+        /// First LSN of the oldest transaction running at the checkpoint
+        /// (`redo_start` when none was): where recovery reads from.
+        undo_start: Lsn,
+        /// Pages dirty again when the end record was written.
+        dirty_pages: u64,
+        /// Transactions running when the end record was written.
+        active_txns: u64,
     },
     /// A relation was created.
     RelationCreate {

@@ -55,17 +55,6 @@ const RELOCATION: &[Field] = &[
     f("new_offset", Uint(2)),
     f("len", Uint(2)),
 ];
-const DIRTY_PAGE: &[Field] = &[
-    f("relation", Uint(4)),
-    f("page", Uint(4)),
-    f("rec_lsn", Uint(8)),
-];
-const TXN: &[Field] = &[
-    f("txn", Uint(8)),
-    f("state", Uint(1)),
-    f("last_lsn", Uint(8)),
-    f("undo_next", Uint(8)),
-];
 
 /// The fields of a slot image's two forms (after its kind byte).
 pub const SLOT_IMAGE_TUPLE: &[Field] = &[
@@ -134,10 +123,10 @@ const COMPENSATION: &[Field] = &[
 const CHECKPOINT_END: &[Field] = &[
     f("begin_lsn", Uint(8)),
     f("next_txn", Uint(8)),
-    f("dirty_count", Uint(4)),
-    f("dirty_pages", List("dirty_count", DIRTY_PAGE)),
-    f("txn_count", Uint(4)),
-    f("txns", List("txn_count", TXN)),
+    f("redo_start", Uint(8)),
+    f("undo_start", Uint(8)),
+    f("dirty_pages", Uint(8)),
+    f("active_txns", Uint(8)),
 ];
 const RELATION_CREATE: &[Field] = &[
     f("relation", Uint(4)),

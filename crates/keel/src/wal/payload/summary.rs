@@ -140,12 +140,14 @@ impl Payload {
             Payload::CheckpointEnd {
                 begin_lsn,
                 next_txn,
+                redo_start,
+                undo_start,
                 dirty_pages,
-                txns,
+                active_txns,
             } => format!(
-                "{}, {}, begin {begin_lsn}, next txn {next_txn}",
-                plural(dirty_pages.len(), "dirty page", "dirty pages"),
-                plural(txns.len(), "txn", "txns")
+                "{}, {}, begin {begin_lsn}, redo {redo_start}, undo {undo_start}, next txn {next_txn}",
+                plural(*dirty_pages as usize, "dirty page", "dirty pages"),
+                plural(*active_txns as usize, "txn", "txns")
             ),
             Payload::RelationCreate { relation, name } => format!("relation {relation} {name:?}"),
             Payload::RelationDrop { relation } => format!("relation {relation}"),
