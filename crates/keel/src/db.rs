@@ -20,8 +20,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::buffer::{BufferConfig, BufferPool, BufferStats};
 use crate::datadir;
-use crate::error::{DbError, Error, ErrorClass, Result};
+use crate::error::{BufferError, DbError, Error, ErrorClass, PoisonCause, Result};
 use crate::fsm::{Categories, EMPTY_PAGE_FREE, FreeSpaceMap};
 use crate::heap::catalog::{
     CATALOG_ID, CATALOG_NAME, Catalog, check_name, create_file, decode_row, encode_row, list_files,
@@ -171,7 +171,10 @@ pub(crate) struct Inner {
     checkpoint_lock: Mutex<()>,
     last_checkpoint: Mutex<(Lsn, Instant)>,
     recovery: RecoveryReport,
-    poisoned: AtomicBool,
+    /// The first fatal error; set once, by [`Inner::poison`] only.
+    poison: OnceLock<PoisonCause>,
+    /// The last failure of a background checkpoint, until one succeeds.
+    background_error: Mutex<Option<Arc<Error>>>,
     cleanup_failures: AtomicU64,
     _dir_lock: Option<std::fs::File>,
 }
@@ -338,6 +341,26 @@ impl Database {
         self.inner.store.pool.stats()
     }
 
+    /// Whether a fatal error poisoned the database (invariant 16): every
+    /// call fails with [`DbError::Poisoned`] until it is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned().is_some()
+    }
+
+    /// The first fatal error, which poisoned the database, if one did.
+    pub fn poison_cause(&self) -> Option<PoisonCause> {
+        self.inner.poisoned().map(|(cause, _)| cause)
+    }
+
+    /// The last error of a checkpoint taken in the background (by the
+    /// checkpointer or at the end of recovery), until a later checkpoint
+    /// succeeds. A fatal one also poisons the database and is then
+    /// [`DbError::Poisoned`] naming it. After a failure the checkpointer
+    /// waits before trying again, doubling the wait (1 s up to 5 min).
+    pub fn background_error(&self) -> Option<Arc<Error>> {
+        self.inner.background_error.lock().clone()
+    }
+
     /// Post-commit cleanups (freeing slots and overflow pages) that failed;
     /// each leaks space, never data.
     pub fn cleanup_failures(&self) -> u64 {
@@ -349,6 +372,8 @@ impl Database {
     /// written now (a changed page's stored checksum is only refreshed when
     /// the page is written).
     pub fn read_page(&self, name: &str, page: PageId) -> Result<Vec<u8>> {
+        // Invariant 16: a page may hold changes that are not durable.
+        self.inner.check_usable()?;
         let rel = self.inner.named(name)?;
         if page.0 >= rel.page_count() {
             return Err(DbError::NoSuchPage {
@@ -398,6 +423,9 @@ impl Drop for Database {
     }
 }
 
+/// The longest wait of the checkpointer between failed attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
 /// The background checkpointer: by log volume and by time.
 fn start_checkpointer(
     inner: &Arc<Inner>,
@@ -413,13 +441,24 @@ fn start_checkpointer(
         .name("keel-checkpointer".into())
         .spawn(move || {
             let tick = Duration::from_millis(200);
+            // After a failure: no attempt before `retry_at`, the wait
+            // doubling from 1 s to 5 min (a failing checkpoint is not
+            // retried in a tight loop; its error stays visible).
+            let mut backoff = Duration::ZERO;
+            let mut retry_at = Instant::now();
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
                 let (lsn, at) = *inner.last_checkpoint.lock();
                 let by_volume =
                     bytes > 0 && inner.store.wal.end_lsn().0.saturating_sub(lsn.0) >= bytes;
                 let by_time = interval.is_some_and(|d| at.elapsed() >= d);
-                if (by_volume || by_time) && inner.check_usable().is_ok() {
-                    let _ = inner.checkpoint(false);
+                let due = (by_volume || by_time) && Instant::now() >= retry_at;
+                if due && inner.check_usable().is_ok() {
+                    if inner.background_checkpoint() {
+                        backoff = Duration::ZERO;
+                    } else {
+                        backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                        retry_at = Instant::now() + backoff;
+                    }
                 }
             }
         })
@@ -428,15 +467,15 @@ fn start_checkpointer(
 }
 
 /// Takes the end-of-recovery checkpoint on a thread of its own
-/// ([`RecoveryCheckpoint::Background`]); its error, if any, is noted like
-/// any checkpoint's (a fatal one makes the database refuse work).
+/// ([`RecoveryCheckpoint::Background`]); its error, if any, is kept as
+/// [`Database::background_error`] (a fatal one also poisons the database).
 fn start_recovery_checkpoint(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
     let inner = Arc::clone(inner);
     std::thread::Builder::new()
         .name("keel-recovery-checkpoint".into())
         .spawn(move || {
             if inner.check_usable().is_ok() {
-                let _ = inner.checkpoint(false);
+                inner.background_checkpoint();
             }
         })
         .map_err(|e| {
@@ -526,7 +565,8 @@ fn open_inner(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Inne
         checkpoint_lock: Mutex::new(()),
         last_checkpoint: Mutex::new((Lsn::ZERO, Instant::now())),
         recovery: RecoveryReport::default(),
-        poisoned: AtomicBool::new(false),
+        poison: OnceLock::new(),
+        background_error: Mutex::new(None),
         cleanup_failures: AtomicU64::new(0),
         _dir_lock: dir_lock,
     };
@@ -680,20 +720,82 @@ fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> 
 }
 
 impl Inner {
+    /// Fails with [`DbError::Poisoned`] once the database is poisoned.
     fn check_usable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire)
-            || self.store.wal.is_poisoned()
-            || self.store.pool.is_poisoned()
-        {
-            return Err(DbError::Poisoned.into());
+        match self.poisoned() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Remembers a fatal error: the database refuses work until reopened.
-    fn note(&self, e: &Error) {
+    /// The first fatal error and the refusal naming it, once poisoned. A
+    /// log or buffer pool that poisoned itself (a background flush, an
+    /// eviction's sync) poisons the database here, with its own cause.
+    fn poisoned(&self) -> Option<(PoisonCause, Error)> {
+        if self.poison.get().is_none() {
+            if let Some(e) = self.store.wal.poison_error() {
+                self.poison(e.into());
+            } else if let Some(cause) = self.store.pool.poison_cause() {
+                self.poison(BufferError::Poisoned { cause }.into());
+            }
+        }
+        let cause = self.poison.get()?.clone();
+        let refusal = DbError::Poisoned {
+            cause: cause.clone(),
+        };
+        Some((cause, refusal.into()))
+    }
+
+    /// Poisons the database (invariants 7 and 16); the one place that
+    /// decides it. The first cause is kept: later ones are consequences.
+    /// Returns the refusal every call gets from now on, naming it.
+    ///
+    /// Rule: poison is set *before* the failing transaction's locks are
+    /// released, and every read checks it after taking its locks. So a
+    /// poisoned transaction's changes, left in memory (no undo runs on a
+    /// poisoned database; recovery rolls them back), can never be read.
+    fn poison(&self, cause: Error) -> Error {
+        let cause = self.poison.get_or_init(|| PoisonCause::new(cause)).clone();
+        DbError::Poisoned { cause }.into()
+    }
+
+    /// Passes `e` on; a fatal one poisons the database first and becomes
+    /// the refusal naming the first fatal error.
+    fn note(&self, e: Error) -> Error {
         if e.class() == ErrorClass::Fatal {
-            self.poisoned.store(true, Ordering::Release);
+            self.poison(e)
+        } else {
+            e
+        }
+    }
+
+    /// Undoes a transaction's changes. On a poisoned database nothing is
+    /// undone in memory (undo writes the log; recovery will do it): the
+    /// poison refusal is returned. A failed undo poisons.
+    fn undo(&self, log: &mut TxnLog) -> Result<()> {
+        self.check_usable()?;
+        if log.last_lsn == Lsn::ZERO {
+            return Ok(());
+        }
+        self.store
+            .rollback(log, &self.lookup())
+            .map_err(|e| self.poison(e))
+    }
+
+    /// A checkpoint on a background thread: its error is kept for
+    /// [`Database::background_error`]; returns whether it succeeded.
+    fn background_checkpoint(&self) -> bool {
+        let result = self.checkpoint(false);
+        let mut last = self.background_error.lock();
+        match result {
+            Ok(_) => {
+                *last = None;
+                true
+            }
+            Err(e) => {
+                *last = Some(Arc::new(e));
+                false
+            }
         }
     }
 
@@ -724,11 +826,13 @@ impl Inner {
             txns: &self.txns,
             clean,
         });
-        match &report {
-            Ok(r) => *self.last_checkpoint.lock() = (r.begin, Instant::now()),
-            Err(e) => self.note(e),
+        match report {
+            Ok(r) => {
+                *self.last_checkpoint.lock() = (r.begin, Instant::now());
+                Ok(r)
+            }
+            Err(e) => Err(self.note(e)),
         }
-        report
     }
 
     /// Runs `f` as a system transaction that commits durably whatever the
@@ -749,31 +853,25 @@ impl Inner {
             let done = on_commit(&mut v);
             Ok((v, done))
         });
-        // An error of `on_commit` comes after the commit: nothing to roll
-        // back.
         let result = match result {
-            Ok((v, Ok(()))) => Ok(v),
-            Ok((_, Err(e))) => {
-                self.note(&e);
-                self.store.locks.release_all(id);
-                self.txns.end(id);
-                return Err(e);
-            }
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(_) => {
+            Ok((v, Ok(()))) => {
                 if self.store.after_commit(&mut log, &self.lookup()).is_err() {
                     self.cleanup_failures.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(v)
             }
+            // An error of `on_commit` comes after the commit: nothing to
+            // roll back.
+            Ok((_, Err(e))) => Err(self.note(e)),
             Err(e) => {
-                self.note(e);
-                if self.store.rollback(&mut log, &self.lookup()).is_err() {
-                    self.poisoned.store(true, Ordering::Release);
+                let e = self.note(e);
+                match self.undo(&mut log) {
+                    Ok(()) => Err(e),
+                    Err(poisoned) => Err(poisoned),
                 }
             }
-        }
+        };
+        // Poison, if any, is set: the locks may go (invariant 16).
         self.store.locks.release_all(id);
         self.txns.end(id);
         result
@@ -819,7 +917,7 @@ impl Inner {
                 if self.check_usable().is_ok()
                     && let Err(r) = remove_files(&self.store, &self.dir, id)
                 {
-                    self.note(&r);
+                    let _ = self.note(r);
                 }
                 Err(e)
             }
@@ -1011,7 +1109,7 @@ impl<'db> Transaction<'db> {
     /// Handles an error of an operation: a deadlock or lock timeout rolls
     /// the transaction back; a fatal error poisons the database.
     fn fail(&self, e: Error) -> Error {
-        self.db.note(&e);
+        let e = self.db.note(e);
         if matches!(
             e,
             Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
@@ -1047,6 +1145,8 @@ impl<'db> Transaction<'db> {
         if let Some((tid, wait)) = tid {
             self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
         }
+        // Poisoned while waiting for a lock: change nothing (invariant 16).
+        self.db.check_usable()?;
         self.slot.before_write(self.db.store.wal.end_lsn());
         let mut st = self.state.lock();
         let result = f(&self.db.store, &mut st.log, &rel);
@@ -1072,6 +1172,7 @@ impl<'db> Transaction<'db> {
 
     fn read(&self, rel: RelationId, tid: TupleId, wait: bool) -> Result<Option<Vec<u8>>> {
         self.live()?;
+        self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
         if tid.page.0 >= rel.page_count() {
             return Ok(None);
@@ -1079,7 +1180,12 @@ impl<'db> Transaction<'db> {
         self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, wait)?;
         self.still_there(&rel)?;
         self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
-        self.db.store.get(&rel, tid).map_err(|e| self.fail(e))
+        let value = self.db.store.get(&rel, tid).map_err(|e| self.fail(e))?;
+        // Invariant 16: checked after the lock was granted, so a poisoned
+        // transaction's changes (its locks released after the poison was
+        // set) are never returned.
+        self.db.check_usable()?;
+        Ok(value)
     }
 
     /// Replaces the tuple at `tid` (its address stays valid, invariant 12).
@@ -1110,6 +1216,7 @@ impl<'db> Transaction<'db> {
     /// returned.
     pub fn scan(&self, rel: RelationId) -> Result<Scan<'_>> {
         self.live()?;
+        self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
         self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
         self.still_there(&rel)?;
@@ -1128,23 +1235,23 @@ impl<'db> Transaction<'db> {
             return Err(DbError::TxnFinished(self.id).into());
         }
         st.finished = true;
-        let result = self.commit_inner(&mut st.log);
+        // A commit that fails leaves the transaction neither committed nor
+        // rolled back (its record may be durable or not): the database is
+        // poisoned, and its changes are left to recovery. The poison is
+        // set before the locks go (invariant 16).
+        let result = self.commit_inner(&mut st.log).map_err(|e| db.poison(e));
         drop(st);
         db.store.locks.release_all(self.id);
         db.txns.end(self.id);
-        if let Err(e) = &result {
-            db.note(e);
-            db.poisoned.store(true, Ordering::Release);
-        }
         result
     }
 
     fn commit_inner(&self, log: &mut TxnLog) -> Result<()> {
         let db = self.db;
+        db.check_usable()?;
         if log.last_lsn == Lsn::ZERO {
             return Ok(());
         }
-        db.check_usable()?;
         let rec = db.store.log_txn(log, &commit_payload())?;
         db.store.wal.commit_wait(rec)?;
         if db.store.after_commit(log, &db.lookup()).is_err() {
@@ -1164,20 +1271,13 @@ impl<'db> Transaction<'db> {
     }
 
     /// Rolls back, releases the locks and leaves the transaction table.
+    /// A failed undo poisons the database before the locks go: changes
+    /// that could not be undone stay in memory, unreadable (invariant 16).
     fn rollback(&self, log: &mut TxnLog) -> Result<()> {
         let db = self.db;
-        let result = if log.last_lsn == Lsn::ZERO {
-            Ok(())
-        } else {
-            db.store.rollback(log, &db.lookup())
-        };
+        let result = db.undo(log);
         db.store.locks.release_all(self.id);
         db.txns.end(self.id);
-        if result.is_err() {
-            // Changes that could not be undone stay in memory: refuse
-            // further work until a reopen recovers.
-            db.poisoned.store(true, Ordering::Release);
-        }
         result
     }
 }
@@ -1203,6 +1303,8 @@ impl Iterator for Scan<'_> {
     type Item = Result<(TupleId, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| r.map_err(|e| self.tx.fail(e)))
+        let item = self.inner.next()?.map_err(|e| self.tx.fail(e));
+        // Invariant 16: checked after the tuple's lock was granted.
+        Some(item.and_then(|row| self.tx.db.check_usable().map(|()| row)))
     }
 }

@@ -324,9 +324,13 @@ pub enum BufferError {
         #[source]
         source: WalFlushError,
     },
-    /// An earlier fdatasync failed; no page is written any more (inv. 7).
-    #[error("the buffer pool is poisoned by an earlier fdatasync failure")]
-    Poisoned,
+    /// An fdatasync failed; no page is written any more (inv. 7).
+    #[error("the buffer pool is poisoned by a failed fdatasync ({cause})")]
+    Poisoned {
+        /// The first failure, which poisoned the pool.
+        #[source]
+        cause: Arc<BufferError>,
+    },
     /// The file id was never registered (or was unregistered).
     #[error("file {file} is not registered with the buffer pool")]
     UnknownFile {
@@ -377,7 +381,7 @@ impl BufferError {
             BufferError::Io { .. }
             | BufferError::Sync { .. }
             | BufferError::WalFlush { .. }
-            | BufferError::Poisoned
+            | BufferError::Poisoned { .. }
             | BufferError::WriterThread { .. } => ErrorClass::Fatal,
             BufferError::PageBeyondEof { .. }
             | BufferError::UnknownFile { .. }
@@ -480,10 +484,64 @@ pub enum DbError {
         /// The transaction that waited.
         txn: TxnId,
     },
-    /// The database was poisoned by an earlier fatal error (invariant 7);
-    /// reopen it to run recovery.
-    #[error("the database is poisoned by an earlier fatal error; reopen it")]
-    Poisoned,
+    /// A fatal error poisoned the database (invariants 7 and 16): every
+    /// call fails with this error, naming the first fatal error as its
+    /// `source()`, until the database is reopened (which runs recovery).
+    #[error("the database is poisoned (reopen it to recover) by: {}", .cause.chain())]
+    Poisoned {
+        /// The first fatal error.
+        #[source]
+        cause: PoisonCause,
+    },
+}
+
+/// The first fatal error of a database, shared by every refusal that
+/// follows it ([`DbError::Poisoned`]). Transparent in a `source()` chain:
+/// it displays as the error, and its `source()` is the error's own.
+#[derive(Clone, Debug)]
+pub struct PoisonCause(Arc<Error>);
+
+impl PoisonCause {
+    pub(crate) fn new(error: Error) -> PoisonCause {
+        PoisonCause(Arc::new(error))
+    }
+
+    /// The error itself.
+    pub fn error(&self) -> &Error {
+        &self.0
+    }
+
+    /// The error and each of its sources, joined by ": ".
+    pub fn chain(&self) -> String {
+        let mut text = self.0.to_string();
+        let mut next = std::error::Error::source(&*self.0);
+        while let Some(e) = next {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            next = e.source();
+        }
+        text
+    }
+}
+
+impl PartialEq for PoisonCause {
+    fn eq(&self, other: &PoisonCause) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PoisonCause {}
+
+impl std::fmt::Display for PoisonCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for PoisonCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl DbError {
@@ -503,7 +561,7 @@ impl DbError {
                 ErrorClass::Transient
             }
             DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
-            DbError::Poisoned => ErrorClass::Fatal,
+            DbError::Poisoned { .. } => ErrorClass::Fatal,
         }
     }
 }

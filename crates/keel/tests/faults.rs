@@ -41,11 +41,14 @@ fn a_failed_log_sync_poisons_and_reopening_recovers_the_acknowledged_commits() {
         let e = tx.commit().unwrap_err();
         assert_eq!(e.class(), ErrorClass::Fatal, "{fault:?}: {e}");
         let e = db.begin().unwrap_err();
-        assert!(matches!(e, Error::Db(DbError::Poisoned)), "{fault:?}: {e}");
+        assert!(
+            matches!(e, Error::Db(DbError::Poisoned { .. })),
+            "{fault:?}: {e}"
+        );
         sim.clear_faults();
         let e = db.begin().unwrap_err();
         assert!(
-            matches!(e, Error::Db(DbError::Poisoned)),
+            matches!(e, Error::Db(DbError::Poisoned { .. })),
             "poisoning is for good: {e}"
         );
         let disk = sim.crash();

@@ -115,8 +115,26 @@ impl FrameMeta {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FileEntry {
     pub(crate) handle: FileHandle,
-    /// Written since its last fdatasync.
-    pub(crate) unsynced: bool,
+    /// Page writes completed on the file so far (a generation counter).
+    pub(crate) written: u64,
+    /// The highest `written` value an fdatasync that succeeded covers: it
+    /// started after that many writes had completed.
+    pub(crate) synced: u64,
+    /// The `written` value covered by the fdatasync in flight, if any. At
+    /// most one runs per file, so syncs end in the order they started and
+    /// a success covers every write completed before it began.
+    pub(crate) syncing: Option<u64>,
+}
+
+impl FileEntry {
+    pub(crate) fn new(handle: FileHandle) -> FileEntry {
+        FileEntry {
+            handle,
+            written: 0,
+            synced: 0,
+            syncing: None,
+        }
+    }
 }
 
 /// Everything under the pool's mutex.

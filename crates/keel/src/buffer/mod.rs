@@ -125,8 +125,15 @@
 //! [`BufferPool::flush_all`] writes every page dirty when it is called, then
 //! `fdatasync`s every file written since its last sync (including writes by
 //! eviction and the background writer), so a checkpoint may say the data is
-//! durable. A failed `fdatasync` poisons the pool (invariant 7): every later
-//! write-back fails with [`BufferError::Poisoned`]; reads still work.
+//! durable. Each file counts its completed page writes; a sync covers the
+//! writes completed before it started. One sync per file runs at a time: a
+//! flush that needs a file already being synced waits for that sync (and
+//! starts its own after it if the sync began before the writes it must
+//! cover), so `flush_all` never returns while a sync it relies on is still
+//! in flight, and sees that sync's error. A failed `fdatasync` poisons the
+//! pool (invariant 7): the first failure is kept, every later write-back
+//! and flush fails with [`BufferError::Poisoned`] naming it as its source;
+//! reads still work (the database layer refuses them, invariant 16).
 //!
 //! ## Left out
 //!

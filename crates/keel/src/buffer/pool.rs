@@ -3,8 +3,8 @@
 //! Write-back (eviction writes, `flush_*`, the background writer's batches)
 //! is in `writeback.rs`; the guards in `guard.rs`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -33,8 +33,8 @@ pub(crate) struct Shared {
     /// Highest LSN a `flush_through` returned Ok for: later pages at or
     /// below it are written without asking the WAL again.
     pub(crate) wal_durable: AtomicU64,
-    /// Set by a failed fdatasync (invariant 7).
-    pub(crate) poisoned: AtomicBool,
+    /// The failed fdatasync that poisoned the pool (invariant 7); set once.
+    pub(crate) poison: OnceLock<Arc<BufferError>>,
     /// Wakes and stops the background writer.
     pub(crate) writer_signal: WriterSignal,
 }
@@ -239,7 +239,27 @@ impl Shared {
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
+        self.poison.get().is_some()
+    }
+
+    /// Poisons the pool with `cause` unless an earlier failure did; returns
+    /// the error every caller gets from now on, naming the first cause.
+    pub(crate) fn poison(&self, cause: BufferError) -> BufferError {
+        let _ = self.poison.set(Arc::new(cause));
+        self.poison_error()
+    }
+
+    /// The refusal of a poisoned pool, naming what poisoned it.
+    pub(crate) fn poison_error(&self) -> BufferError {
+        match self.poison.get() {
+            Some(cause) => BufferError::Poisoned {
+                cause: Arc::clone(cause),
+            },
+            None => {
+                debug_assert!(false, "invariant 7: poison_error of a pool not poisoned");
+                BufferError::Config("the buffer pool is not poisoned".into())
+            }
+        }
     }
 }
 
@@ -268,7 +288,7 @@ impl BufferPool {
             changed: Condvar::new(),
             stats: Counters::default(),
             wal_durable: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
+            poison: OnceLock::new(),
             writer_signal: WriterSignal::default(),
         });
         let writer = if config.background_writer {
@@ -297,13 +317,8 @@ impl BufferPool {
         if meta.files.contains_key(&file) {
             return Err(BufferError::FileRegistered { file });
         }
-        meta.files.insert(
-            file,
-            super::frame::FileEntry {
-                handle,
-                unsynced: false,
-            },
-        );
+        meta.files
+            .insert(file, super::frame::FileEntry::new(handle));
         Ok(())
     }
 
@@ -433,6 +448,11 @@ impl BufferPool {
     /// Whether a failed fdatasync has poisoned the pool (invariant 7).
     pub fn is_poisoned(&self) -> bool {
         self.shared.is_poisoned()
+    }
+
+    /// The failure that poisoned the pool, if one did.
+    pub fn poison_cause(&self) -> Option<Arc<BufferError>> {
+        self.shared.poison.get().cloned()
     }
 
     /// A snapshot of the counters.

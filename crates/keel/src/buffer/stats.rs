@@ -30,6 +30,9 @@ pub struct BufferStats {
     pub wal_flushes: u64,
     /// fdatasync calls on data files.
     pub syncs: u64,
+    /// Times a flush waited for an fdatasync another caller had in flight
+    /// (one sync per file at a time).
+    pub sync_waits: u64,
 }
 
 #[derive(Default)]
@@ -44,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) writer_errors: AtomicU64,
     pub(crate) wal_flushes: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) sync_waits: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -67,6 +71,7 @@ impl Counters {
             writer_errors: get(&self.writer_errors),
             wal_flushes: get(&self.wal_flushes),
             syncs: get(&self.syncs),
+            sync_waits: get(&self.sync_waits),
         }
     }
 }

@@ -405,16 +405,18 @@ fn failed_fdatasync_poisons_the_pool() {
     create(&pool, 0, 1, 1);
     io.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fdatasync));
     let e = pool.flush_all().unwrap_err();
-    assert!(matches!(e, BufferError::Sync { file: F, .. }), "{e}");
+    // The first failure is the cause every later refusal names.
+    let is_cause = |e: &BufferError| {
+        matches!(e, BufferError::Poisoned { cause }
+            if matches!(**cause, BufferError::Sync { file: F, .. }))
+    };
+    assert!(is_cause(&e), "{e}");
     assert!(pool.is_poisoned());
     io.clear_faults();
     // Never retried: every later write-back refuses.
     create(&pool, 1, 1, 1);
-    assert!(matches!(pool.flush_all(), Err(BufferError::Poisoned)));
-    assert!(matches!(
-        pool.flush_page(F, PageId(1)),
-        Err(BufferError::Poisoned)
-    ));
+    assert!(is_cause(&pool.flush_all().unwrap_err()));
+    assert!(is_cause(&pool.flush_page(F, PageId(1)).unwrap_err()));
     // Reads still work.
     assert_eq!(read_tag(&pool, 0), 1);
 }
@@ -462,4 +464,94 @@ fn config_is_validated() {
     };
     assert!(BufferPool::new(io, Arc::new(NoWal), cfg).is_err());
     assert_eq!(BufferConfig::default().frames(), 8192);
+}
+
+/// An I/O backend whose first fdatasync stops until the test lets it go.
+struct GateSync {
+    inner: Arc<SimIo>,
+    entered: Mutex<Option<mpsc::Sender<()>>>,
+    release: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl AsyncIo for GateSync {
+    fn backend_name(&self) -> &'static str {
+        "gate-sync"
+    }
+    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
+        if req.kind() == OpKind::Fdatasync
+            && let Some(tx) = self.entered.lock().take()
+        {
+            tx.send(()).unwrap();
+            // A dropped sender (the test failed) also lets it go.
+            let _ = self.release.lock().take().unwrap().recv();
+        }
+        self.inner.submit(req)
+    }
+    fn try_submit(
+        &self,
+        req: keel_io::Request,
+    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
+        self.inner.try_submit(req)
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    fn stats(&self) -> keel_io::IoStats {
+        self.inner.stats()
+    }
+    fn shutdown(&self) {
+        self.inner.shutdown()
+    }
+}
+
+#[test]
+fn flush_all_returns_only_after_a_concurrent_sync_ends_and_sees_its_error() {
+    let sim = sim();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let io = Arc::new(GateSync {
+        inner: sim.clone(),
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let handle = open(&*io, "/data");
+    let pool = BufferPool::new(io, Arc::new(NoWal), BufferConfig::with_frames(4)).unwrap();
+    pool.register_file(F, handle).unwrap();
+    create(&pool, 0, 1, 1);
+    sim.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Fdatasync));
+    std::thread::scope(|s| {
+        // Dropped if an assertion fails, so the gated sync never hangs.
+        let release = release;
+        let first = s.spawn(|| pool.flush_all());
+        entered.recv().unwrap();
+        // The first flush is inside its fdatasync. A second flush_all must
+        // not return before that sync ends: the page it wrote is not
+        // durable until then.
+        let (done_tx, done) = mpsc::channel();
+        let pool = &pool;
+        s.spawn(move || done_tx.send(pool.flush_all()).unwrap());
+        let second = loop {
+            if let Ok(r) = done.try_recv() {
+                break Some(r);
+            }
+            if pool.stats().sync_waits > 0 {
+                break None; // waiting for the first flush's sync
+            }
+            std::thread::yield_now();
+        };
+        assert!(
+            second.is_none(),
+            "flush_all returned {second:?} while a sync of a write it must cover was in flight"
+        );
+        release.send(()).unwrap();
+        for e in [
+            first.join().unwrap().unwrap_err(),
+            done.recv().unwrap().unwrap_err(),
+        ] {
+            let BufferError::Poisoned { cause } = &e else {
+                panic!("expected Poisoned, got {e}");
+            };
+            assert!(matches!(**cause, BufferError::Sync { file: F, .. }), "{e}");
+        }
+    });
 }

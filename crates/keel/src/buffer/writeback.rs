@@ -76,7 +76,7 @@ impl Shared {
     ) -> Result<WriteOutcome, BufferError> {
         if self.is_poisoned() {
             self.end_writes(&frames, &[]);
-            return Err(BufferError::Poisoned);
+            return Err(self.poison_error());
         }
         let mut jobs = Vec::with_capacity(frames.len());
         let mut skipped = Vec::new();
@@ -212,7 +212,7 @@ impl Shared {
                 m.rec_lsn = m.rec_lsn_after_copy;
             }
             if let Some(entry) = meta.files.get_mut(&file) {
-                entry.unsynced = true;
+                entry.written += 1;
             }
         }
         for &frame in frames {
@@ -251,7 +251,7 @@ impl Shared {
     /// began), then syncs the matching files.
     pub(crate) fn flush_where(&self, matches: impl Fn(FileId) -> bool) -> Result<(), BufferError> {
         if self.is_poisoned() {
-            return Err(BufferError::Poisoned);
+            return Err(self.poison_error());
         }
         let mut todo: Vec<(usize, PageKey)> = {
             let meta = self.meta.lock();
@@ -292,34 +292,88 @@ impl Shared {
         self.sync_files(matches)
     }
 
-    /// fdatasync of every matching file written since its last sync. A
-    /// failure poisons the pool: it is never retried (invariant 7).
+    /// fdatasync of every matching file written since its last sync.
+    /// Returns only once every write completed before the call is covered
+    /// by a sync that succeeded, and fails if any sync it relies on failed.
+    ///
+    /// Per file, one sync runs at a time (`FileEntry::syncing`). A caller
+    /// that needs a file whose in-flight sync started after the writes it
+    /// must cover waits for that sync; one whose in-flight sync is older
+    /// waits for it to end, then starts its own. A failure poisons the pool
+    /// before the in-flight mark is cleared, so every waiter sees it; the
+    /// sync is never retried (invariant 7).
     fn sync_files(&self, matches: impl Fn(FileId) -> bool) -> Result<(), BufferError> {
-        let targets: Vec<(FileId, FileHandle)> = {
-            let mut meta = self.meta.lock();
-            meta.files
-                .iter_mut()
-                .filter(|(file, entry)| entry.unsynced && matches(**file))
-                .map(|(&file, entry)| {
-                    entry.unsynced = false;
-                    (file, entry.handle)
-                })
-                .collect()
-        };
-        let pending: Vec<_> = targets
+        let mut meta = self.meta.lock();
+        let mut need: Vec<(FileId, FileHandle, u64)> = meta
+            .files
             .iter()
-            .map(|&(file, handle)| (file, self.io.fdatasync(handle)))
+            .filter(|(file, entry)| entry.written > entry.synced && matches(**file))
+            .map(|(&file, entry)| (file, entry.handle, entry.written))
             .collect();
-        bump(&self.stats.syncs, pending.len() as u64);
-        let mut first_err = None;
-        for (file, fut) in pending {
-            if let Err(source) = fut.wait() {
-                self.poisoned
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                first_err.get_or_insert(BufferError::Sync { file, source });
+        loop {
+            if self.is_poisoned() {
+                return Err(self.poison_error());
             }
+            // Done with a file once a good sync covers the writes, or once
+            // it is unregistered (its pages were discarded with it).
+            need.retain(|(file, handle, upto)| {
+                meta.files
+                    .get(file)
+                    .is_some_and(|e| e.handle == *handle && e.synced < *upto)
+            });
+            if need.is_empty() {
+                return Ok(());
+            }
+            let mut start = Vec::new();
+            for (file, _, _) in &need {
+                if let Some(entry) = meta.files.get_mut(file)
+                    && entry.syncing.is_none()
+                {
+                    entry.syncing = Some(entry.written);
+                    start.push((*file, entry.handle, entry.written));
+                }
+            }
+            if start.is_empty() {
+                bump(&self.stats.sync_waits, 1);
+                self.changed.wait(&mut meta);
+                continue;
+            }
+            drop(meta);
+            let pending: Vec<_> = start
+                .iter()
+                .map(|&(file, handle, upto)| (file, handle, upto, self.io.fdatasync(handle)))
+                .collect();
+            bump(&self.stats.syncs, pending.len() as u64);
+            let results: Vec<_> = pending
+                .into_iter()
+                .map(|(file, handle, upto, fut)| (file, handle, upto, fut.wait()))
+                .collect();
+            meta = self.meta.lock();
+            let mut first_err = None;
+            for (file, handle, upto, result) in results {
+                match result {
+                    Ok(()) => {}
+                    Err(source) => {
+                        first_err.get_or_insert(BufferError::Sync { file, source });
+                    }
+                }
+                if let Some(entry) = meta.files.get_mut(&file)
+                    && entry.handle == handle
+                {
+                    entry.syncing = None;
+                    if first_err.is_none() {
+                        entry.synced = entry.synced.max(upto);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                let e = self.poison(e);
+                drop(meta);
+                self.changed.notify_all();
+                return Err(e);
+            }
+            self.changed.notify_all();
         }
-        first_err.map_or(Ok(()), Err)
     }
 
     /// The background writer's batch: up to `max` dirty frames that nobody

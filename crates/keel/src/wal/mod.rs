@@ -640,6 +640,14 @@ impl Wal {
         self.writer.is_poisoned()
     }
 
+    /// The refusal of a poisoned log, naming the failure that poisoned it;
+    /// `None` while the log is healthy.
+    pub fn poison_error(&self) -> Option<WalError> {
+        self.writer
+            .is_poisoned()
+            .then(|| self.writer.poison_error())
+    }
+
     /// Counters of the writer.
     pub fn stats(&self) -> WriterStats {
         self.writer.stats()

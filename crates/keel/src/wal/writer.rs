@@ -303,7 +303,7 @@ impl LogWriter {
         }
     }
 
-    fn poison_error(&self) -> WalError {
+    pub(crate) fn poison_error(&self) -> WalError {
         let cause = self.flush.lock().poison.clone();
         match cause {
             Some(cause) => WalError::Poisoned { cause },

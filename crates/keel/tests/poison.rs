@@ -1,0 +1,277 @@
+#![allow(clippy::unwrap_used)]
+//! The poisoned state as a fault shape (invariant 16): after an injected
+//! write or sync error on the log or on a data file, with several threads
+//! running transactions, every call on every thread either fails or
+//! returns only durable state, and reopening finds exactly the
+//! acknowledged commits (plus, at most, commits whose outcome was an
+//! error: their record may have reached the disk before the failure).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use keel::{DbError, Error, ErrorClass, RelationId, TupleId};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::{FileClass, OpKind};
+
+mod common;
+
+const THREADS: usize = 4;
+
+/// What one thread saw.
+#[derive(Default)]
+struct Seen {
+    acked: Vec<(TupleId, Vec<u8>)>,
+    /// Values of commits that returned an error.
+    failed: Vec<Vec<u8>>,
+    /// The tuple of a commit that returned an error.
+    failed_tid: Option<TupleId>,
+    poisoned: bool,
+}
+
+fn value(thread: usize, i: usize) -> Vec<u8> {
+    format!("t{thread}-{i:05}").into_bytes()
+}
+
+fn fatal(e: &Error, what: &str) {
+    assert_eq!(e.class(), ErrorClass::Fatal, "{what}: {e}");
+}
+
+/// One worker: commits inserts (reading back its earlier rows) until a
+/// call fails; then every call through a transaction begun before the
+/// fault, and through the database, must fail.
+fn worker(
+    db: &keel::Database,
+    rel: RelationId,
+    t: usize,
+    stop: &AtomicBool,
+    commits: &AtomicUsize,
+) -> Seen {
+    let mut seen = Seen::default();
+    let reader = db.begin().unwrap();
+    let mut pending = db.begin().unwrap();
+    let held = pending.insert(rel, &value(t, 99_999)).unwrap();
+    // The fault comes only once every worker holds its transactions.
+    commits.fetch_add(1 << 32, Ordering::AcqRel);
+    for i in 0.. {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let mut tx = match db.begin() {
+            Ok(tx) => tx,
+            Err(e) => {
+                fatal(&e, "begin");
+                seen.poisoned = true;
+                break;
+            }
+        };
+        if let Some((tid, v)) = seen.acked.last() {
+            match tx.get(rel, *tid) {
+                Ok(got) => assert_eq!(got.as_ref(), Some(v)),
+                Err(e) => {
+                    fatal(&e, "get");
+                    seen.poisoned = true;
+                    break;
+                }
+            }
+        }
+        let v = value(t, i);
+        let tid = match tx.insert(rel, &v) {
+            Ok(tid) => tid,
+            Err(e) => {
+                fatal(&e, "insert");
+                seen.poisoned = true;
+                break;
+            }
+        };
+        match tx.commit() {
+            Ok(()) => {
+                seen.acked.push((tid, v));
+                commits.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => {
+                fatal(&e, "commit");
+                seen.failed.push(v);
+                seen.failed_tid = Some(tid);
+                seen.poisoned = true;
+                break;
+            }
+        }
+    }
+    if !seen.poisoned {
+        return seen;
+    }
+    // Poisoned: nothing is acknowledged and nothing is read any more.
+    let own = seen.acked.first().map_or(held, |(tid, _)| *tid);
+    for (what, r) in [
+        ("get", reader.get(rel, own).map(|_| ())),
+        ("try_get", reader.try_get(rel, own).map(|_| ())),
+        (
+            "get of a failed commit's tuple",
+            reader.get(rel, seen.failed_tid.unwrap_or(own)).map(|_| ()),
+        ),
+        (
+            "try_get of a tuple locked by a live transaction",
+            reader.try_get(rel, held).map(|_| ()),
+        ),
+        ("begin", db.begin().map(|_| ())),
+        ("checkpoint", db.checkpoint().map(|_| ())),
+        (
+            "create_relation",
+            db.create_relation(&format!("late{t}")).map(|_| ()),
+        ),
+        (
+            "insert",
+            pending.insert(rel, b"after the poison").map(|_| ()),
+        ),
+    ] {
+        let e = r.expect_err(what);
+        fatal(&e, what);
+    }
+    match reader.scan(rel) {
+        Err(e) => fatal(&e, "scan"),
+        Ok(scan) => {
+            for row in scan {
+                let e = row.expect_err("a scan step after the poison");
+                fatal(&e, "scan step");
+            }
+        }
+    }
+    let e = pending.commit().expect_err("commit after the poison");
+    fatal(&e, "commit of a transaction begun before");
+    seen.failed.push(value(t, 99_999));
+    seen
+}
+
+/// Runs the workload, injects `rule` once some commits are acknowledged
+/// (and takes a checkpoint, for faults on data files), checks every
+/// thread, crashes, reopens and checks the rows.
+fn poisoned_under_load(rule: FaultRule, checkpoint: bool, seed: u64) {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let db = common::open_sim(&sim, common::small_config(64)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let stop = AtomicBool::new(false);
+    let commits = AtomicUsize::new(0);
+    let seen: Vec<Seen> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (db, stop, commits) = (&db, &stop, &commits);
+                s.spawn(move || worker(db, rel, t, stop, commits))
+            })
+            .collect();
+        while commits.load(Ordering::Acquire) < (THREADS << 32) + 40 {
+            std::thread::yield_now();
+        }
+        sim.add_fault(rule);
+        if checkpoint {
+            let e = db
+                .checkpoint()
+                .expect_err("checkpoint with a failing data sync");
+            fatal(&e, "checkpoint");
+        }
+        // Workers stop at their first error; the flag ends the test if the
+        // fault never fires (the assertion below then fails).
+        let deadline_commits = commits.load(Ordering::Acquire) + 2_000;
+        while commits.load(Ordering::Acquire) < deadline_commits
+            && !workers.iter().all(|w| w.is_finished())
+        {
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Release);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (t, s) in seen.iter().enumerate() {
+        assert!(s.poisoned, "thread {t} never saw the fault");
+    }
+    let disk = sim.crash();
+    drop(db);
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1)));
+    let db = common::open_sim(&sim, common::small_config(64)).unwrap();
+    let tx = db.begin().unwrap();
+    let rows: HashMap<TupleId, Vec<u8>> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    for s in &seen {
+        for (tid, v) in &s.acked {
+            assert_eq!(rows.get(tid), Some(v), "acknowledged commit lost");
+        }
+    }
+    for (tid, v) in &rows {
+        let acked = seen
+            .iter()
+            .any(|s| s.acked.iter().any(|(t, a)| t == tid && a == v));
+        let in_doubt = seen.iter().any(|s| s.failed.contains(v));
+        assert!(
+            acked || in_doubt,
+            "row {tid} = {:?} was never committed",
+            String::from_utf8_lossy(v)
+        );
+    }
+    drop(tx);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_failed_log_sync_poisons_every_thread() {
+    for seed in 1..4 {
+        let rule = FaultRule::always(Fault::SyncFailure)
+            .on_op(OpKind::Fdatasync)
+            .on_class(FileClass::Wal);
+        poisoned_under_load(rule, false, seed);
+    }
+}
+
+#[test]
+fn a_failed_log_write_poisons_every_thread() {
+    for (seed, fault) in [(11, Fault::Eio), (12, Fault::NoSpace)] {
+        let rule = FaultRule::always(fault)
+            .on_op(OpKind::Write)
+            .on_class(FileClass::Wal);
+        poisoned_under_load(rule, false, seed);
+    }
+}
+
+#[test]
+fn a_failed_data_sync_poisons_every_thread() {
+    for seed in 21..23 {
+        let rule = FaultRule::always(Fault::Eio)
+            .on_op(OpKind::Fdatasync)
+            .on_class(FileClass::Data);
+        poisoned_under_load(rule, true, seed);
+    }
+}
+
+#[test]
+fn the_first_fatal_error_is_the_cause_of_every_refusal() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(5)));
+    let db = common::open_sim(&sim, common::small_config(32)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    assert!(!db.is_poisoned());
+    sim.add_fault(
+        FaultRule::always(Fault::SyncFailure)
+            .on_op(OpKind::Fdatasync)
+            .on_class(FileClass::Wal),
+    );
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, b"x").unwrap();
+    let first = tx.commit().unwrap_err();
+    assert!(db.is_poisoned());
+    sim.clear_faults();
+    let later = db.begin().unwrap_err();
+    for e in [&first, &later] {
+        let Error::Db(DbError::Poisoned { cause }) = e else {
+            panic!("expected Poisoned, got {e}");
+        };
+        // The cause is the log's sync failure, in the message and as the
+        // source.
+        assert!(matches!(cause.error(), Error::Wal(_)), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("fdatasync"), "{text}");
+        let source = std::error::Error::source(e).unwrap().to_string();
+        assert_eq!(source, cause.error().to_string());
+    }
+    assert_eq!(db.poison_cause().unwrap().chain(), {
+        let Error::Db(DbError::Poisoned { cause }) = &later else {
+            unreachable!()
+        };
+        cause.chain()
+    });
+}
