@@ -149,6 +149,15 @@ fn a_control_directory_is_reported_as_a_directory() {
     assert!(text.contains("directory"), "{text}");
     assert!(!text.contains("4096 bytes"), "{text}");
     assert!(text.contains("control"), "{text}");
+    // Tools read the control file without opening the database.
+    let io = keel_io::open_backend(&keel_io::IoConfig::default()).unwrap();
+    let err = keel::recovery::control::read_control(&io, &dir).unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("is a directory"), "{text}");
+    assert!(
+        text.contains(&dir.join("control").display().to_string()),
+        "{text}"
+    );
 }
 
 #[test]
