@@ -601,11 +601,18 @@ fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(io, parent)?;
     }
+    let data_dir = |action, source| Error::DataDir {
+        action,
+        path: dir.to_path_buf(),
+        source,
+    };
     match io.create_dir(dir).wait() {
         Ok(()) | Err(keel_io::IoError::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(data_dir("create the directory", e)),
     }
-    io.sync_dir(&datadir::parent_dir(dir)).wait()?;
+    io.sync_dir(&datadir::parent_dir(dir))
+        .wait()
+        .map_err(|e| data_dir("sync the directory holding", e))?;
     Ok(())
 }
 
@@ -625,7 +632,11 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
         keel_io::FILE_MODE,
     )
     .open(&path)
-    .map_err(|e| DbError::Config(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| Error::DataDir {
+        action: "create the lock file",
+        path: path.clone(),
+        source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),

@@ -609,6 +609,20 @@ pub enum Error {
     /// A checksum implementation could not be selected.
     #[error(transparent)]
     Checksum(#[from] crate::checksum::ChecksumError),
+    /// `Database::open` cannot use a path of the data directory (a parent
+    /// that is a file, a directory that is not writable, a read-only file
+    /// system). Nothing was opened; the operating system's error is the
+    /// `source()`.
+    #[error("cannot {action} {}", path.display())]
+    DataDir {
+        /// What open was doing, e.g. "create the data directory".
+        action: &'static str,
+        /// The path it was about.
+        path: PathBuf,
+        /// The I/O error, which keeps the operating system's error.
+        #[source]
+        source: IoError,
+    },
 }
 
 impl Error {
@@ -618,10 +632,15 @@ impl Error {
             Error::Page(e) => e.class(),
             Error::ParseId(_) => ErrorClass::Usage,
             Error::Wal(e) => e.class(),
+            // An error about no operation (a setting, an unavailable
+            // backend) is the caller's to fix, as keel-io classes it; one
+            // on an operation leaves the file's state in doubt.
+            Error::Io(e) if e.op().is_none() && e.is_usage() => ErrorClass::Usage,
             Error::Io(_) => ErrorClass::Fatal,
             Error::Buffer(e) => e.class(),
             Error::Db(e) => e.class(),
             Error::Checksum(_) => ErrorClass::Usage,
+            Error::DataDir { .. } => ErrorClass::Usage,
         }
     }
 }

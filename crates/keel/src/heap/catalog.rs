@@ -235,16 +235,39 @@ pub(crate) fn remove_files(store: &Store, dir: &Path, id: RelationId) -> Result<
 }
 
 /// The heap files present in the data directory, by relation id.
+///
+/// Every name is untrusted (invariant 9): a name that parses as a
+/// relation's file but is not the one Keel writes (`00001.heap` beside
+/// `1.heap`) is refused, naming both paths, rather than read as a second
+/// file of the same relation.
 pub(crate) fn list_files(store: &Store, dir: &Path) -> Result<Vec<RelationId>> {
-    let mut ids: Vec<RelationId> = store
-        .io
-        .read_dir(&rel_dir(dir))
-        .wait()?
-        .iter()
-        .filter_map(|e| e.name.to_str().and_then(heap_file_id))
-        .collect();
+    let names = rel_dir_names(store, dir)?;
+    for name in &names {
+        if let Some(id) = any_file_id(name) {
+            check_canonical(dir, name, id)?;
+        }
+    }
+    let mut ids: Vec<RelationId> = names.iter().filter_map(|n| heap_file_id(n)).collect();
     ids.sort();
     Ok(ids)
+}
+
+/// Refuses a file name in `rel/` that belongs to relation `id` but is not
+/// spelled as Keel spells it (no leading zeros).
+fn check_canonical(dir: &Path, name: &str, id: RelationId) -> Result<()> {
+    let number = name.split('.').next().unwrap_or_default();
+    if number == id.0.to_string() {
+        return Ok(());
+    }
+    let canonical = format!("{}{}", id.0, &name[number.len()..]);
+    Err(DbError::Corrupt {
+        what: format!("relation file {}", rel_dir(dir).join(name).display()),
+        reason: format!(
+            "not a name Keel writes: it would be relation {id}'s file, whose name is {}",
+            rel_dir(dir).join(canonical).display()
+        ),
+    }
+    .into())
 }
 
 /// The names of the entries of `rel/`.

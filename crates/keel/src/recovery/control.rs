@@ -213,9 +213,16 @@ pub fn control_path(dir: &Path) -> PathBuf {
 /// database).
 pub fn read_control(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<Option<Control>> {
     let path = control_path(dir);
-    let exists = io.read_dir(dir).wait()?.iter().any(|e| e.name == "control");
-    if !exists {
+    let entries = io.read_dir(dir).wait()?;
+    let Some(entry) = entries.iter().find(|e| e.name == "control") else {
         return Ok(None);
+    };
+    if entry.is_dir {
+        return Err(DbError::Corrupt {
+            what: format!("control file {}", path.display()),
+            reason: "it is a directory, not a file".into(),
+        }
+        .into());
     }
     let f = io
         .open(&path, OpenOptions::new(FileClass::Control))
