@@ -657,7 +657,7 @@ fn load_catalog(
     let finish =
         |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
             let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid);
-            let fsm = load_fsm(store, dir, id);
+            let fsm = load_fsm(store, dir, id, pages);
             let loaded = fsm.is_some();
             let rel = Relation {
                 fsm: fsm.unwrap_or_default(),

@@ -138,8 +138,8 @@ use crate::wal::{Payload, RecordMeta, RecordType, Wal};
 /// TOAST threshold has the same reason).
 pub const INLINE_MAX: usize = 2032;
 
-/// Largest value a tuple may hold.
-pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// Largest value a tuple may hold (what an overflow chain may hold).
+pub const MAX_VALUE_LEN: usize = crate::page::overflow::MAX_CHAIN_LEN as usize;
 
 /// One relation: its file, page count and free space map.
 #[derive(Debug)]

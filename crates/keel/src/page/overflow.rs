@@ -39,6 +39,16 @@ use crate::page::header::{
 };
 use crate::types::PageId;
 
+/// Largest value an overflow chain holds (1 GiB, the heap's largest
+/// value). A head claiming more is corrupt: nothing Keel writes is larger,
+/// and a reader never reserves memory on a length it has not checked
+/// against this bound (invariant 9).
+pub const MAX_CHAIN_LEN: u64 = 1 << 30;
+
+/// Memory a [`ChainReader`] reserves before its first page: the value grows
+/// from there as pages arrive, so a corrupt head costs at most this much.
+const INITIAL_RESERVE: u64 = 1 << 20;
+
 /// Byte offsets of the fields of an encoded [`OverflowHead`].
 pub mod head_offsets {
     /// u64 length of the whole value.
@@ -120,6 +130,7 @@ impl OverflowHead {
             .map(pages_needed)
             .unwrap_or(usize::MAX);
         if get_u32(bytes, head_offsets::RESERVED) != 0
+            || head.total_len > MAX_CHAIN_LEN
             || head.first_page.0 == NO_PAGE
             || expect != head.page_count as usize
         {
@@ -164,9 +175,10 @@ pub struct ChainReader {
 impl ChainReader {
     /// Starts reading the chain of `head`.
     pub fn new(head: OverflowHead) -> ChainReader {
-        // Capacity is bounded by what the head's page count allows (checked
-        // in decode), never by an unchecked length.
-        let cap = usize::try_from(head.total_len).unwrap_or(0);
+        // The head is untrusted until its pages are read: reserve at most
+        // INITIAL_RESERVE up front (invariant 9); a real value grows past it
+        // as its chunks arrive.
+        let cap = usize::try_from(head.total_len.min(INITIAL_RESERVE)).unwrap_or(0);
         ChainReader {
             head,
             value: Vec::with_capacity(cap),
@@ -419,5 +431,31 @@ mod tests {
         bad.page_count += 1;
         assert!(OverflowHead::decode(&bad.encode(), PageId(1)).is_err());
         assert!(OverflowHead::decode(&[0u8; 5], PageId(1)).is_err());
+    }
+
+    /// Invariant 9: a head read from disk cannot make a reader reserve more
+    /// than the bound, whatever length it claims.
+    #[test]
+    fn a_head_claiming_a_huge_value_is_refused_and_never_reserved() {
+        let consistent = |total_len: u64| OverflowHead {
+            total_len,
+            first_page: PageId(10),
+            page_count: pages_needed(total_len as usize) as u32,
+            value_crc: 0,
+        };
+        // The largest chain's head decodes; one byte more is corrupt, and so
+        // is the ≈35 TB a u32 page count could describe.
+        let max = consistent(MAX_CHAIN_LEN);
+        assert_eq!(OverflowHead::decode(&max.encode(), PageId(1)).unwrap(), max);
+        for len in [
+            MAX_CHAIN_LEN + 1,
+            CHUNK_CAPACITY as u64 * u64::from(u32::MAX),
+        ] {
+            let e = OverflowHead::decode(&consistent(len).encode(), PageId(1)).unwrap_err();
+            assert!(e.to_string().contains("inconsistent overflow head"), "{e}");
+        }
+        // A head that decodes reserves at most INITIAL_RESERVE before any page.
+        let reader = ChainReader::new(max);
+        assert!(reader.value.capacity() as u64 <= INITIAL_RESERVE);
     }
 }

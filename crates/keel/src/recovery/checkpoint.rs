@@ -194,10 +194,17 @@ fn write_fsm(store: &Store, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Re
     Ok(())
 }
 
-/// Reads relation `id`'s FSM file; `None` when it is missing or does not
-/// validate (the caller rebuilds the map from the heap pages: the FSM is a
-/// hint, and a corrupt one is never fatal).
-pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<FreeSpaceMap> {
+/// Reads relation `id`'s FSM file; `None` when it is missing, does not
+/// validate, or is longer than a map of the relation's `heap_pages` needs
+/// (the caller rebuilds the map from the heap pages: the FSM is a hint,
+/// and a corrupt one is never fatal). The file is read whole only once its
+/// size is known to be what `heap_pages` justifies (invariant 9).
+pub(crate) fn load_fsm(
+    store: &Store,
+    dir: &Path,
+    id: RelationId,
+    heap_pages: u32,
+) -> Option<FreeSpaceMap> {
     let io = &store.io;
     let f = io
         .open(&fsm_path(dir, id), OpenOptions::new(FileClass::Data))
@@ -205,7 +212,7 @@ pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<Free
         .ok()?;
     let loaded = (|| {
         let size = io.size(f).wait().ok()? as usize;
-        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > fsm_file_max(heap_pages) {
             return None;
         }
         let buf = io.read_exact_at(f, 0, IoBuf::zeroed(size)).wait().ok()?;
@@ -213,6 +220,16 @@ pub(crate) fn load_fsm(store: &Store, dir: &Path, id: RelationId) -> Option<Free
     })();
     let _ = io.close(f).wait();
     loaded
+}
+
+/// The largest FSM file a relation of `heap_pages` pages can have: one FSM
+/// page per [`ENTRIES_PER_PAGE`](crate::fsm::ENTRIES_PER_PAGE) heap pages
+/// (at least one page).
+fn fsm_file_max(heap_pages: u32) -> usize {
+    (heap_pages as usize)
+        .div_ceil(crate::fsm::ENTRIES_PER_PAGE)
+        .max(1)
+        .saturating_mul(PAGE_SIZE)
 }
 
 /// How many heap pages relation `id`'s saved FSM file says it covers
