@@ -298,7 +298,8 @@ fn inspect_page_of_a_relation() {
         assert_eq!(v["type"], "heap");
         assert_eq!(v["header"]["checksum_ok"], true);
         let slots = v["slots"].as_array().unwrap();
-        assert_eq!(slots[0]["state"], deleted);
+        let first = slots[0]["state"].as_str().unwrap();
+        assert!(first == "free" || (crash && first == "dead"), "{v}");
         assert_eq!(slots[1]["state"], "tuple");
         assert_eq!(slots[1]["preview_hex"], "01000000626262626262626262626262");
         assert!(
