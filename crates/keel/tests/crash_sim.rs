@@ -10,6 +10,12 @@
 //! in the page cache), a restart that recovers, then a power cut — after
 //! more work, or during that recovery itself (invariant 14).
 //!
+//! Every workload also creates and drops side relations (one committed row
+//! each), so DDL runs under each shape: after each recovery a side relation
+//! whose `create_relation` or `drop_relation` returned is there or gone as
+//! that call said, one whose call the crash cut is either, and no file is
+//! left that recovery could not place (invariant 13).
+//!
 //! `KEEL_CRASH_CYCLES` sets the number of power-cut cycles (default 600,
 //! split over two tests that run in parallel; each cycle is a fresh
 //! simulated disk, seeded by its number, printed when it fails).
@@ -141,6 +147,71 @@ fn scan_at(seed: u64, stage: &str, db: &Database, rels: &[RelationId]) -> Model 
     scan(db, rels).unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"))
 }
 
+/// Side relations created and dropped by the workload (DDL under every
+/// crash shape): what each one's existence must be after recovery.
+#[derive(Default)]
+struct Side {
+    next: u32,
+    /// `Some(exists)` once `create_relation` or `drop_relation` returned;
+    /// `None` while the call the crash cut may or may not have committed.
+    known: BTreeMap<String, Option<bool>>,
+}
+
+impl Side {
+    /// Creates the next side relation, or drops an existing one (with a
+    /// committed row, so the drop removes a file with data). Returns false
+    /// when the call failed: the crash.
+    fn step(&mut self, db: &Database, rng: &mut Rng) -> bool {
+        let existing: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, s)| **s == Some(true))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if existing.len() >= 3 || (!existing.is_empty() && rng.coin()) {
+            let name = existing[rng.below(existing.len() as u64) as usize].clone();
+            let dropped = db.drop_relation(&name).is_ok();
+            self.known.insert(name, dropped.then_some(false));
+            return dropped;
+        }
+        let name = format!("side{}", self.next);
+        self.next += 1;
+        let created = db.create_relation(&name);
+        // Durable once `create_relation` returned, whatever its row's fate.
+        self.known.insert(name, created.as_ref().ok().map(|_| true));
+        created
+            .and_then(|rel| {
+                let mut tx = db.begin()?;
+                tx.insert(rel, &[7u8; 3000])?;
+                tx.commit()
+            })
+            .is_ok()
+    }
+
+    /// Checks every side relation after recovery, then takes what
+    /// recovery settled as known. No file is left that recovery could not
+    /// place (invariant 13). Returns how many DDL calls the crash cut.
+    fn settle(&mut self, seed: u64, stage: &str, db: &Database) -> u64 {
+        let cut = self.known.values().filter(|s| s.is_none()).count() as u64;
+        for (name, state) in self.known.iter_mut() {
+            let present = db.relation(name).unwrap().is_some();
+            if let Some(want) = *state {
+                assert_eq!(
+                    present, want,
+                    "seed {seed} ({stage}): side relation {name} exists: {present}"
+                );
+            }
+            *state = Some(present);
+        }
+        assert!(
+            db.recovery_report().orphan_files.is_empty(),
+            "seed {seed} ({stage}): orphan files {:?}",
+            db.recovery_report().orphan_files
+        );
+        cut
+    }
+}
+
 /// Runs the workload from `start` (the relation's content) until the
 /// crash; returns the acknowledged model and the model of a transaction
 /// whose commit was in flight at the crash.
@@ -148,11 +219,15 @@ fn run_until_cut(
     db: &Database,
     rels: &[RelationId],
     start: Model,
+    side: &mut Side,
     rng: &mut Rng,
 ) -> (Model, Option<Model>) {
     let mut acked = start;
     for i in 0u64.. {
         if i % 25 == 24 && db.checkpoint().is_err() {
+            break;
+        }
+        if i % 10 == 5 && !side.step(db, rng) {
             break;
         }
         match txn(db, rels, &acked, rng) {
@@ -196,6 +271,7 @@ fn power_cuts(seeds: &[u64]) {
     }
     let (mut with_commits, mut redone, mut undone) = (0, 0, 0);
     let mut compared = 0;
+    let (mut ddl_ran, mut ddl_cut) = (0, 0);
     for &seed in seeds {
         // One cycle in four runs with redo consistency checking.
         let check = seed % 4 == 0;
@@ -205,7 +281,8 @@ fn power_cuts(seeds: &[u64]) {
         let rels = [db.create_relation("t").unwrap()];
         let cut = sim.op_count() + 50 + rng.below(4000);
         sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-        let (acked, in_flight) = run_until_cut(&db, &rels, Model::new(), &mut rng);
+        let mut side = Side::default();
+        let (acked, in_flight) = run_until_cut(&db, &rels, Model::new(), &mut side, &mut rng);
         let disk = sim.crash();
         drop(db);
 
@@ -223,6 +300,8 @@ fn power_cuts(seeds: &[u64]) {
             sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
         }
         let db = open(&sim, check).unwrap();
+        ddl_cut += side.settle(seed, "power cut", &db);
+        ddl_ran += u64::from(side.next > 0);
         let found = scan_at(seed, "power cut", &db, &rels);
         compared += db.recovery_report().consistency_checks;
         with_commits += u64::from(!acked.is_empty());
@@ -260,10 +339,14 @@ fn power_cuts(seeds: &[u64]) {
         // Recovery compared pages with their run-time images (all equal, or
         // it would have failed), not only skipped the check records.
         assert!(compared > 0, "no page compared in {cycles} cycles");
+        assert!(
+            ddl_ran * 2 >= cycles,
+            "relations were created in only {ddl_ran} of {cycles} cycles"
+        );
     }
     eprintln!(
         "{cycles} cycles: {with_commits} with commits, {redone} redid, {undone} undid, \
-         {compared} pages compared"
+         {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL)"
     );
 }
 
@@ -368,7 +451,8 @@ fn two_stage(seed: u64) -> TwoStage {
     let rels = rels.as_slice();
     let kill = sim.op_count() + 50 + rng.below(4000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
-    let (acked, in_flight) = run_until_cut(&db, rels, Model::new(), &mut rng);
+    let mut side = Side::default();
+    let (acked, in_flight) = run_until_cut(&db, rels, Model::new(), &mut side, &mut rng);
     let kernel = sim.kill();
     drop(db);
 
@@ -385,6 +469,7 @@ fn two_stage(seed: u64) -> TwoStage {
         ));
         let db =
             open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): {e}"));
+        side.settle(seed, "cut during recovery", &db);
         expect(
             seed,
             "cut during recovery",
@@ -397,17 +482,19 @@ fn two_stage(seed: u64) -> TwoStage {
         return TwoStage::CutDuringRecovery;
     }
     let db = open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (after the kill): {e}"));
+    side.settle(seed, "after the kill", &db);
     let recovered = scan_at(seed, "after the kill", &db, rels);
     expect(seed, "after the kill", &db, &recovered, &acked, &in_flight);
     let cut = sim.op_count() + 1 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-    let (acked2, in_flight2) = run_until_cut(&db, rels, recovered.clone(), &mut rng);
+    let (acked2, in_flight2) = run_until_cut(&db, rels, recovered.clone(), &mut side, &mut rng);
     let committed_after = acked2 != recovered;
     let disk = sim.crash();
     drop(db);
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
     let db = open(&sim, check)
         .unwrap_or_else(|e| panic!("seed {seed} (power cut after the restart): {e}"));
+    side.settle(seed, "power cut after the restart", &db);
     expect(
         seed,
         "power cut after the restart",
