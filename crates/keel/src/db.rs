@@ -637,11 +637,22 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
         path: path.clone(),
         source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
     })?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),
+    // The lock belongs to LOCK's open file description, which a child that
+    // another thread of this process forks shares until its exec closes it:
+    // a lock just released can look held for that instant. A holder that
+    // stays (another open database) is still reported after the wait.
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return Err(DbError::Locked(dir.display().to_string()).into()),
+        }
     }
 }
+
+/// How long [`lock_dir`] waits for a LOCK held only for an instant.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
 
 /// Reads the catalog's rows after recovery, gives every relation its name
 /// and FSM, and settles files no row names
