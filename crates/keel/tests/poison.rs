@@ -239,6 +239,18 @@ fn a_failed_data_sync_poisons_every_thread() {
     }
 }
 
+/// A page write that fails (EIO, or a full disk) in the buffer pool's
+/// writeback, reached through a checkpoint.
+#[test]
+fn a_failed_data_write_poisons_every_thread() {
+    for (seed, fault) in [(31, Fault::Eio), (32, Fault::NoSpace)] {
+        let rule = FaultRule::always(fault)
+            .on_op(OpKind::Write)
+            .on_class(FileClass::Data);
+        poisoned_under_load(rule, true, seed);
+    }
+}
+
 #[test]
 fn the_first_fatal_error_is_the_cause_of_every_refusal() {
     let sim = Arc::new(SimIo::new(SimConfig::seeded(5)));
