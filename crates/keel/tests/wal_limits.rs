@@ -315,15 +315,19 @@ struct PrepFault {
 }
 
 impl PrepFault {
-    fn check(&self, req: &Request) {
+    /// Returns whether `req` is the fsync made to fail; only its own
+    /// submission clears the fault again (another thread's submission in
+    /// between must not).
+    fn check(&self, req: &Request) -> bool {
         let Request::Sync {
             data_only: false, ..
         } = req
         else {
-            return;
+            return false;
         };
         if self.fired.load(Ordering::SeqCst) {
             self.fsyncs_after.fetch_add(1, Ordering::SeqCst);
+            false
         } else if self.armed.swap(false, Ordering::SeqCst) {
             // Segment preparation is the only full fsync of WAL files, and
             // it runs one at a time: the next fsync is this one.
@@ -333,11 +337,14 @@ impl PrepFault {
                     .on_op(OpKind::Fsync)
                     .on_class(FileClass::Wal),
             );
+            true
+        } else {
+            false
         }
     }
 
-    fn after(&self) {
-        if self.fired.load(Ordering::SeqCst) {
+    fn after(&self, failed_here: bool) {
+        if failed_here {
             self.sim.clear_faults();
         }
     }
@@ -348,15 +355,15 @@ impl AsyncIo for PrepFault {
         self.sim.backend_name()
     }
     fn submit(&self, req: Request) -> IoFuture<Reply> {
-        self.check(&req);
+        let failed_here = self.check(&req);
         let f = self.sim.submit(req);
-        self.after();
+        self.after(failed_here);
         f
     }
     fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        self.check(&req);
+        let failed_here = self.check(&req);
         let f = self.sim.try_submit(req);
-        self.after();
+        self.after(failed_here);
         f
     }
     fn queue_depth(&self) -> usize {
@@ -385,26 +392,13 @@ fn a_failed_segment_preparation_poisons_the_log() {
         fsyncs_after: AtomicU64::new(0),
     });
     let (wal, _) = Wal::open(io.clone(), Path::new(DIR), smallest()).unwrap();
-    // Into segment 1: the writer asks the background for segment 2.
-    let seg_size = u64::from(MIN_SEGMENT_SIZE);
-    let mut i = 0u64;
-    loop {
-        let a = wal.append(&meta(i), &payload(i, 3000)).unwrap();
-        wal.flush(a.lsn).unwrap();
-        i += 1;
-        if a.lsn.0 / seg_size == 1 {
-            break;
-        }
-    }
-    // The next full fsync is the background preparation of segment 2
-    // (nothing is appended meanwhile): it fails.
+    // Segments 0 and 1 exist, so the next full fsync of a WAL file is the
+    // preparation of segment 2, asked for when the writer enters segment 1
+    // (appends and flushes only fdatasync): it fails.
     io.armed.store(true, Ordering::SeqCst);
-    while !io.fired.load(Ordering::SeqCst) {
-        std::thread::yield_now();
-    }
     // Fill segments until the log needs the one whose preparation failed.
     let mut failure = None;
-    for i in i..i + 100 {
+    for i in 0..200 {
         let r = wal
             .append(&meta(i), &payload(i, 3000))
             .and_then(|a| wal.flush(a.lsn));

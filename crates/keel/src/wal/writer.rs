@@ -510,7 +510,10 @@ impl LogWriter {
                     self.durable.fetch_max(end.0, Ordering::Release);
                 }
                 Err(e) => {
-                    st.poison = Some(Arc::new(e));
+                    // The first failure is the cause: a flush that fails
+                    // because a segment preparation already poisoned the
+                    // log must not replace that cause with its own.
+                    st.poison.get_or_insert_with(|| Arc::new(e));
                     self.poisoned.store(true, Ordering::Release);
                 }
             }
