@@ -38,6 +38,8 @@ type Model = BTreeMap<(RelationId, TupleId), Vec<u8>>;
 
 mod common;
 
+use common::side::Side;
+
 /// The engine under test; redo consistency checking only when `check`
 /// (it logs a page image per change, which doubles the test's time when on
 /// for every cycle).
@@ -145,71 +147,6 @@ fn scan(db: &Database, rels: &[RelationId]) -> keel::Result<Model> {
 /// `scan`, failing the test with the seed and the stage on an error.
 fn scan_at(seed: u64, stage: &str, db: &Database, rels: &[RelationId]) -> Model {
     scan(db, rels).unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"))
-}
-
-/// Side relations created and dropped by the workload (DDL under every
-/// crash shape): what each one's existence must be after recovery.
-#[derive(Default)]
-struct Side {
-    next: u32,
-    /// `Some(exists)` once `create_relation` or `drop_relation` returned;
-    /// `None` while the call the crash cut may or may not have committed.
-    known: BTreeMap<String, Option<bool>>,
-}
-
-impl Side {
-    /// Creates the next side relation, or drops an existing one (with a
-    /// committed row, so the drop removes a file with data). Returns false
-    /// when the call failed: the crash.
-    fn step(&mut self, db: &Database, rng: &mut Rng) -> bool {
-        let existing: Vec<String> = self
-            .known
-            .iter()
-            .filter(|(_, s)| **s == Some(true))
-            .map(|(n, _)| n.clone())
-            .collect();
-        if existing.len() >= 3 || (!existing.is_empty() && rng.coin()) {
-            let name = existing[rng.below(existing.len() as u64) as usize].clone();
-            let dropped = db.drop_relation(&name).is_ok();
-            self.known.insert(name, dropped.then_some(false));
-            return dropped;
-        }
-        let name = format!("side{}", self.next);
-        self.next += 1;
-        let created = db.create_relation(&name);
-        // Durable once `create_relation` returned, whatever its row's fate.
-        self.known.insert(name, created.as_ref().ok().map(|_| true));
-        created
-            .and_then(|rel| {
-                let mut tx = db.begin()?;
-                tx.insert(rel, &[7u8; 3000])?;
-                tx.commit()
-            })
-            .is_ok()
-    }
-
-    /// Checks every side relation after recovery, then takes what
-    /// recovery settled as known. No file is left that recovery could not
-    /// place (invariant 13). Returns how many DDL calls the crash cut.
-    fn settle(&mut self, seed: u64, stage: &str, db: &Database) -> u64 {
-        let cut = self.known.values().filter(|s| s.is_none()).count() as u64;
-        for (name, state) in self.known.iter_mut() {
-            let present = db.relation(name).unwrap().is_some();
-            if let Some(want) = *state {
-                assert_eq!(
-                    present, want,
-                    "seed {seed} ({stage}): side relation {name} exists: {present}"
-                );
-            }
-            *state = Some(present);
-        }
-        assert!(
-            db.recovery_report().orphan_files.is_empty(),
-            "seed {seed} ({stage}): orphan files {:?}",
-            db.recovery_report().orphan_files
-        );
-        cut
-    }
 }
 
 /// Runs the workload from `start` (the relation's content) until the

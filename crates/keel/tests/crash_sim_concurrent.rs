@@ -7,6 +7,10 @@
 //! (sometimes a second time, during recovery). After recovery each thread's
 //! tuples are exactly its acknowledged commits, or those plus its one
 //! transaction whose commit was in flight — all of it or none of it.
+//! Meanwhile a DDL thread creates and drops side relations (with a row
+//! each), so drops and creates race commits, checkpoints and evictions
+//! under the cut; after recovery each side relation whose call returned
+//! exists exactly as that call said, and no file is left unplaced.
 //!
 //! A second test crashes in two stages — a process kill, a restart, then a
 //! power cut after more work or during the restart's recovery — with the
@@ -22,6 +26,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use keel::{Config, Database, RelationId, TupleId};
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
@@ -31,6 +37,8 @@ type Model = BTreeMap<TupleId, Vec<u8>>;
 const THREADS: u8 = 4;
 
 mod common;
+
+use common::side::Side;
 
 fn config() -> Config {
     common::small_config(24)
@@ -205,15 +213,19 @@ fn expect(
 }
 
 /// Runs the workers from `starts` (one model per thread; thread `t` works
-/// on `rels[(t - 1) % rels.len()]`) until the crash.
+/// on `rels[(t - 1) % rels.len()]`) until the crash, and the DDL thread
+/// on `side` until the crash or until the workers are done.
 fn run_workers(
     db: &Database,
     rels: &[RelationId],
     starts: Vec<Model>,
+    side: &mut Side,
     rng_base: u64,
     serial: u32,
 ) -> Vec<(Model, Option<Model>)> {
+    let finished = AtomicUsize::new(0);
     std::thread::scope(|s| {
+        let finished = &finished;
         let handles: Vec<_> = (1..=THREADS)
             .zip(starts)
             .map(|(thread, start)| {
@@ -223,16 +235,33 @@ fn run_workers(
                     rng: Rng::new(rng_base + u64::from(thread)),
                 };
                 let rel = rels[usize::from(thread - 1) % rels.len()];
-                s.spawn(move || w.run(db, rel, start, 150))
+                s.spawn(move || {
+                    let out = w.run(db, rel, start, 150);
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    out
+                })
             })
             .collect();
+        let mut rng = Rng::new(rng_base + 99);
+        while finished.load(Ordering::SeqCst) < usize::from(THREADS) && side.step(db, &mut rng) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
 
-/// One cycle; returns whether anything was committed and whether recovery
-/// undid losers.
-fn cycle(seed: u64) -> (bool, bool) {
+/// What one cycle saw.
+struct Cycle {
+    committed: bool,
+    undid: bool,
+    /// Side relations created during the cycle.
+    ddl: u32,
+    /// Whether the cut fell inside a create or a drop.
+    ddl_cut: bool,
+}
+
+/// One cycle.
+fn cycle(seed: u64) -> Cycle {
     let mut rng = Rng::new(seed * 6151 + 3);
     let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
     let db = open(&sim).unwrap();
@@ -240,7 +269,8 @@ fn cycle(seed: u64) -> (bool, bool) {
     let cut = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
     let starts = vec![Model::new(); usize::from(THREADS)];
-    let outcomes = run_workers(&db, &rels, starts, seed * 1_000_003, 0);
+    let mut side = Side::default();
+    let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);
     let disk = sim.crash();
     drop(db);
 
@@ -255,9 +285,15 @@ fn cycle(seed: u64) -> (bool, bool) {
     }
     let db = open(&sim).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
     expect(seed, "power cut", &db, &rels, &outcomes);
+    let ddl_cut = side.settle(seed, "power cut", &db) > 0;
     let undid = db.recovery_report().txns_undone > 0;
     db.close().unwrap();
-    (outcomes.iter().any(|(a, _)| !a.is_empty()), undid)
+    Cycle {
+        committed: outcomes.iter().any(|(a, _)| !a.is_empty()),
+        undid,
+        ddl: side.next,
+        ddl_cut,
+    }
 }
 
 #[test]
@@ -272,11 +308,13 @@ fn concurrent_power_cuts_lose_no_acknowledged_commit_and_keep_nothing_else() {
             (0..n).collect()
         }
     };
-    let (mut committed, mut undid) = (0, 0);
+    let (mut committed, mut undid, mut ddl, mut ddl_cut) = (0, 0, 0, 0);
     for &seed in &seeds {
-        let (c, u) = cycle(seed);
-        committed += u64::from(c);
-        undid += u64::from(u);
+        let c = cycle(seed);
+        committed += u64::from(c.committed);
+        undid += u64::from(c.undid);
+        ddl += u64::from(c.ddl > 0);
+        ddl_cut += u64::from(c.ddl_cut);
     }
     let n = seeds.len() as u64;
     assert!(
@@ -287,7 +325,14 @@ fn concurrent_power_cuts_lose_no_acknowledged_commit_and_keep_nothing_else() {
         n < 20 || undid * 10 >= n,
         "recovery undid losers in only {undid} of {n} cycles"
     );
-    eprintln!("{n} cycles: {committed} with commits, {undid} undid losers");
+    assert!(
+        n < 20 || ddl * 2 >= n,
+        "side relations were created in only {ddl} of {n} cycles"
+    );
+    eprintln!(
+        "{n} cycles: {committed} with commits, {undid} undid losers, {ddl} ran DDL, \
+         {ddl_cut} with a create or drop the crash left unanswered"
+    );
 }
 
 /// How a two-stage cycle ended.
@@ -313,7 +358,8 @@ fn two_stage(seed: u64) -> TwoStage {
     let kill = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
     let starts = vec![Model::new(); usize::from(THREADS)];
-    let outcomes = run_workers(&db, &rels, starts, seed * 1_000_003, 0);
+    let mut side = Side::default();
+    let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);
     let kernel = sim.kill();
     drop(db);
 
@@ -330,15 +376,24 @@ fn two_stage(seed: u64) -> TwoStage {
         let db = open(&sim)
             .unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): recovery failed: {e}"));
         expect(seed, "cut during recovery", &db, &rels, &outcomes);
+        side.settle(seed, "cut during recovery", &db);
         db.close().unwrap();
         return TwoStage::CutDuringRecovery;
     }
     let db =
         open(&sim).unwrap_or_else(|e| panic!("seed {seed} (after the kill): recovery failed: {e}"));
     let recovered = expect(seed, "after the kill", &db, &rels, &outcomes);
+    side.settle(seed, "after the kill", &db);
     let cut = sim.op_count() + 1 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-    let outcomes = run_workers(&db, &rels, recovered, seed * 1_000_003 + 100, 1 << 20);
+    let outcomes = run_workers(
+        &db,
+        &rels,
+        recovered,
+        &mut side,
+        seed * 1_000_003 + 100,
+        1 << 20,
+    );
     let disk = sim.crash();
     drop(db);
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
@@ -346,6 +401,7 @@ fn two_stage(seed: u64) -> TwoStage {
         panic!("seed {seed} (power cut after the restart): recovery failed: {e}")
     });
     expect(seed, "power cut after the restart", &db, &rels, &outcomes);
+    side.settle(seed, "power cut after the restart", &db);
     db.close().unwrap();
     TwoStage::CutAfterMoreWork
 }

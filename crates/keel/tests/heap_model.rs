@@ -1,9 +1,12 @@
 #![allow(clippy::unwrap_used)]
-//! A relation checked against a `BTreeMap` model (proptest): inserts,
+//! Relations checked against a `BTreeMap` model (proptest): inserts,
 //! updates that grow, shrink and move tuples, deletes, gets and scans, in
 //! transactions that commit, abort or are cut off by a crash, with clean
 //! reopens and crash reopens in between. Tuples range from 0 bytes to
-//! several MiB (overflow chains).
+//! several MiB (overflow chains). Between transactions relations are
+//! created and dropped (a dropped relation's id is refused, its name free),
+//! sometimes with the process dying right after the DDL returned; after
+//! every reopen the catalog lists exactly the model's relations.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,9 +34,21 @@ enum End {
 
 #[derive(Clone, Debug)]
 struct TxnPlan {
+    /// Which relation (an index into the live ones).
+    rel: usize,
     ops: Vec<Op>,
     end: End,
     reopen_after: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Txn(TxnPlan),
+    /// Create a relation; `true`: the process dies right after it returned.
+    Create(bool),
+    /// Drop a live relation (by index); `true`: the process dies right
+    /// after it returned.
+    Drop(usize, bool),
 }
 
 fn len_strategy() -> impl Strategy<Value = usize> {
@@ -57,15 +72,25 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
     (
+        any::<usize>(),
         prop::collection::vec(op_strategy(), 1..12),
         prop_oneof![6 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::Crash)],
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(ops, end, reopen_after)| TxnPlan {
+        .prop_map(|(rel, ops, end, reopen_after)| TxnPlan {
+            rel,
             ops,
             end,
             reopen_after,
         })
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => plan_strategy().prop_map(Step::Txn),
+        1 => prop::bool::weighted(0.3).prop_map(Step::Create),
+        1 => (any::<usize>(), prop::bool::weighted(0.3)).prop_map(|(i, c)| Step::Drop(i, c)),
+    ]
 }
 
 fn config() -> Config {
@@ -156,37 +181,91 @@ fn check_scan(tx: &keel::Transaction<'_>, rel: RelationId, model: &BTreeMap<Tupl
     }
 }
 
-fn check_all(db: &Database, rel: RelationId, model: &BTreeMap<TupleId, Vec<u8>>) {
+/// The model: each live relation's name, id and committed tuples.
+type Relations = BTreeMap<String, (RelationId, BTreeMap<TupleId, Vec<u8>>)>;
+
+/// The catalog lists exactly the model's relations, under the same ids,
+/// and each holds exactly its committed tuples.
+fn check_all(db: &Database, rels: &Relations) {
+    let listed: BTreeMap<String, RelationId> =
+        db.relations().into_iter().map(|r| (r.name, r.id)).collect();
+    let want: BTreeMap<String, RelationId> =
+        rels.iter().map(|(n, (id, _))| (n.clone(), *id)).collect();
+    assert_eq!(listed, want, "the catalog lists the model's relations");
     let tx = db.begin().unwrap();
-    check_scan(&tx, rel, model);
+    for (rel, model) in rels.values() {
+        check_scan(&tx, *rel, model);
+    }
 }
 
-fn run(dir: &Path, plans: &[TxnPlan]) {
+/// The process dies: nothing more is written; the reopen recovers.
+fn crash_reopen(db: Database, dir: &Path, rels: &Relations) -> Database {
+    drop(db);
+    let db = Database::open(dir, config()).unwrap();
+    check_all(&db, rels);
+    db
+}
+
+fn run(dir: &Path, steps: &[Step]) {
     let mut db = Database::open(dir, config()).unwrap();
-    let rel = db.create_relation("model").unwrap();
-    let mut committed = BTreeMap::new();
-    let mut seed = 0;
-    for plan in plans {
-        let after = run_txn(&db, rel, &committed, plan, &mut seed);
-        match plan.end {
-            End::Commit => committed = after,
-            End::Abort => check_all(&db, rel, &committed),
-            End::Crash => {
-                // The crash: nothing more is written, the database is dropped.
-                drop(db);
-                db = Database::open(dir, config()).unwrap();
-                check_all(&db, rel, &committed);
-                continue;
+    let mut rels = Relations::new();
+    let first = db.create_relation("r0").unwrap();
+    rels.insert("r0".into(), (first, BTreeMap::new()));
+    let (mut seed, mut next_name) = (0, 1);
+    let mut dropped: Vec<RelationId> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Create(crash) => {
+                let name = format!("r{next_name}");
+                next_name += 1;
+                let id = db.create_relation(&name).unwrap();
+                assert!(!dropped.contains(&id), "{id:?} reused after its drop");
+                rels.insert(name, (id, BTreeMap::new()));
+                if *crash {
+                    db = crash_reopen(db, dir, &rels);
+                }
+            }
+            Step::Drop(i, crash) => {
+                let Some(name) = rels.keys().nth(i % rels.len().max(1)).cloned() else {
+                    continue;
+                };
+                let (id, _) = rels.remove(&name).unwrap();
+                db.drop_relation(&name).unwrap();
+                dropped.push(id);
+                assert_eq!(db.relation(&name).unwrap(), None);
+                let tx = db.begin().unwrap();
+                assert!(tx.scan(id).is_err(), "a dropped relation's id is refused");
+                drop(tx);
+                if *crash {
+                    db = crash_reopen(db, dir, &rels);
+                }
+            }
+            Step::Txn(plan) => {
+                let Some(name) = rels.keys().nth(plan.rel % rels.len().max(1)).cloned() else {
+                    continue;
+                };
+                let (rel, committed) = &rels[&name];
+                let (rel, after) = (*rel, run_txn(&db, *rel, committed, plan, &mut seed));
+                match plan.end {
+                    End::Commit => {
+                        rels.insert(name, (rel, after));
+                    }
+                    End::Abort => check_all(&db, &rels),
+                    End::Crash => {
+                        db = crash_reopen(db, dir, &rels);
+                        continue;
+                    }
+                }
+                if plan.reopen_after {
+                    db.close().unwrap();
+                    db = Database::open(dir, config()).unwrap();
+                    assert!(db.recovery_report().clean_shutdown);
+                    check_all(&db, &rels);
+                }
             }
         }
-        if plan.reopen_after {
-            db.close().unwrap();
-            db = Database::open(dir, config()).unwrap();
-            assert!(db.recovery_report().clean_shutdown);
-            check_all(&db, rel, &committed);
-        }
     }
-    check_all(&db, rel, &committed);
+    check_all(&db, &rels);
     db.close().unwrap();
 }
 
@@ -197,8 +276,8 @@ proptest! {
     })]
 
     #[test]
-    fn a_relation_behaves_like_a_map(plans in prop::collection::vec(plan_strategy(), 1..10)) {
+    fn relations_behave_like_maps(steps in prop::collection::vec(step_strategy(), 1..12)) {
         let dir = tempfile::tempdir().unwrap();
-        run(dir.path(), &plans);
+        run(dir.path(), &steps);
     }
 }

@@ -9,6 +9,8 @@ use keel::{Config, Database};
 use keel_io::AsyncIo;
 use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
+pub mod side;
+
 /// A small engine for crash tests: `frames` buffer frames (so evictions
 /// happen), 1 MiB log segments and 128 KiB flush batches (so segments roll
 /// over), no automatic checkpoints (the tests take them), and redo
