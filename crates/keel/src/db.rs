@@ -15,7 +15,7 @@
 //! loses nothing committed.
 //!
 //! Transactions lock what they touch until they end (strict two-phase
-//! locking, [`crate::txn::lock`]): many threads run transactions at once,
+//! locking, [`crate::lock`]): many threads run transactions at once,
 //! and a transaction never sees another's uncommitted changes.
 
 use std::collections::HashMap;
@@ -39,10 +39,10 @@ use crate::heap::catalog::{
 };
 use crate::heap::read::HeapScan;
 use crate::heap::{Relation, Store, TxnLog};
+use crate::lock::{LockManager, LockMode, LockStats, LockTarget};
 use crate::recovery::checkpoint::{CheckpointTarget, checkpoint, load_fsm};
 use crate::recovery::control::read_control;
 use crate::recovery::{CheckpointReport, PageSpace, Recovered, RecoveryReport, recover};
-use crate::txn::lock::{LockManager, LockMode, LockStats, LockTarget};
 use crate::txn::{TxnSlot, TxnTable};
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
 use crate::wal::{Payload, Wal, WalConfig, WriterStats, wal_dir};
@@ -1015,7 +1015,7 @@ fn commit_payload() -> Payload {
 /// it runs itself: when the transaction a request would wait for made its
 /// latest lock request on the waiting thread, the request fails at once
 /// with [`DbError::Deadlock`] (and its transaction is rolled back) instead
-/// of hanging ([`crate::txn::lock`], "Threads"). Hand a transaction to
+/// of hanging ([`crate::lock`], "Threads"). Hand a transaction to
 /// another thread by moving it there and using it there.
 ///
 /// ```compile_fail,E0277

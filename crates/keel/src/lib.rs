@@ -23,6 +23,7 @@ pub mod fsm;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod heap;
+pub mod lock;
 pub mod page;
 pub mod recovery;
 pub mod txn;

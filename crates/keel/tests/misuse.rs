@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use keel::buffer::BufferConfig;
-use keel::txn::lock::ESCALATE_AT;
+use keel::lock::ESCALATE_AT;
 use keel::{Config, Database, DbError, Error, RelationId, TupleId};
 
 /// A lock wait this long means the request waited: it is a guard against a

@@ -7,8 +7,8 @@ use super::{Relation, Store, TxnLog, corrupt, page_type};
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, request_bytes};
+use crate::lock::{LockMode, LockTarget};
 use crate::page::{Fit, PageType, SlottedPage, TupleFlags};
-use crate::txn::lock::{LockMode, LockTarget};
 use crate::types::{PageId, TupleId};
 use crate::wal::Payload;
 

@@ -350,7 +350,7 @@ pub(crate) struct Store {
     /// for rollback").
     pub reserved: Mutex<HashMap<(RelationId, PageId), usize>>,
     /// Tuple and relation locks.
-    pub locks: crate::txn::lock::LockManager,
+    pub locks: crate::lock::LockManager,
     /// Whether every change is followed by a `PageCheck` record of the page
     /// (`Config::consistency_check`; module docs, step 5).
     pub consistency_check: bool,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::{Relation, Store, corrupt, page_type};
 use crate::error::Result;
+use crate::lock::{LockMode, LockTarget};
 use crate::page::{PageType, SlotContent, SlottedPage, TupleFlags};
-use crate::txn::lock::{LockMode, LockTarget};
 use crate::types::{PageId, SlotId, TupleId, TxnId};
 
 /// What a slot holds, copied out of the page so its latch can be dropped.

@@ -6,8 +6,6 @@
 //! (the log's end at the time), so a checkpoint that runs concurrently can
 //! never miss a record it would have to keep for undo.
 
-pub mod lock;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
