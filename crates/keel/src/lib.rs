@@ -16,8 +16,10 @@ pub mod buffer;
 pub mod checksum;
 pub mod datadir;
 mod db;
+mod ddl;
 mod dir_mode;
 pub mod docs;
+mod engine;
 pub mod error;
 pub mod fsm;
 #[doc(hidden)]
@@ -30,11 +32,12 @@ pub mod txn;
 pub mod types;
 pub mod wal;
 
-pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo, Scan, Transaction};
+pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo};
 pub use error::{
     DbError, Error, ErrorClass, PageError, ParseIdError, PoisonCause, Result, WalError,
 };
 pub use recovery::{CheckpointReport, RecoveryReport};
+pub use txn::{Scan, Transaction};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
 /// The README's embedding example, compiled and run as a doctest.

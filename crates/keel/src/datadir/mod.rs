@@ -24,16 +24,22 @@
 //!    and its checkpoint moves the redo point past both), so what it reads
 //!    must first be made what the disk holds.
 //! 5. Open the log (which may cut a torn tail and prepare segments: it
-//!    writes only after step 4), then the relation files, recovery, the
-//!    catalog and the free space maps ([`crate::Database::open`]).
+//!    writes only after step 4) and check it belongs with `control`; then
+//!    the relation files (their lengths checked against what the log and
+//!    the saved maps know), recovery, the catalog (naming each file, and
+//!    settling files no row names, [`crate::recovery::ddl`]), the free
+//!    space maps, and a checkpoint — in the background after a crash
+//!    recovery ([`open`]).
 //!
 //! Left out: the naming of files inside `wal/` and `rel/` stays with the
 //! log and the catalog, which create, list and remove them.
 
+mod open;
 mod sync;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use open::open;
 pub(crate) use sync::sync_if_unclean;
 pub use sync::{RecoveryInitSync, SyncReport, sync_data_directory};
 

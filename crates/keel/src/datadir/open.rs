@@ -1,0 +1,310 @@
+//! The open sequence (module docs of [`crate::datadir`], steps 1–5): from a
+//! path to an [`Engine`] whose recovery is done.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use keel_io::AsyncIo;
+use parking_lot::{Mutex, RwLock};
+
+use crate::buffer::BufferPool;
+use crate::engine::Engine;
+use crate::error::{DbError, Error, Result};
+use crate::fsm::{EMPTY_PAGE_FREE, FreeSpaceMap};
+use crate::heap::catalog::{
+    CATALOG_ID, CATALOG_NAME, Catalog, create_file, decode_row, list_files, open_file, rel_dir,
+};
+use crate::heap::read::HeapScan;
+use crate::heap::{Relation, Store};
+use crate::lock::LockManager;
+use crate::recovery::checkpoint::load_fsm;
+use crate::recovery::control::{Control, read_control};
+use crate::recovery::{PageSpace, Recovered, RecoveryReport, recover};
+use crate::txn::TxnTable;
+use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
+use crate::wal::{Wal, wal_dir};
+use crate::{Config, RecoveryCheckpoint};
+
+/// Opens `dir`: the files, recovery, the catalog and the FSMs, then a
+/// checkpoint. Returns `true` when the checkpoint after a crash recovery is
+/// left to a background thread ([`RecoveryCheckpoint::Background`]). After
+/// a clean shutdown or on a new database it is taken here: it has nothing
+/// to write, and it must mark the control file unclean before any work
+/// starts.
+pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Engine, bool)> {
+    crate::recovery::layout::check_adoptable(&io, dir)?;
+    ensure_dir(&io, dir)?;
+    let dir_lock = lock_dir(dir)?;
+    let control = read_control(&io, dir)?;
+    let synced = super::sync_if_unclean(&io, dir, control.as_ref(), config.recovery_init_sync)?;
+    let store = open_store(dir, config, io, control.as_ref())?;
+    let mut rels = open_relation_files(&store, dir, control.is_some())?;
+    let recovered = recover(
+        &store,
+        dir,
+        &mut rels,
+        control.as_ref(),
+        config.wal.recovery_mode,
+    )?;
+    let catalog = Catalog::new(recovered.next_relation);
+    let (orphans, removed) = load_catalog(&store, dir, &catalog, rels, &recovered)?;
+    let next_txn = TxnId(
+        control
+            .map_or(1, |c| c.next_txn.0)
+            .max(recovered.max_txn.0 + 1),
+    );
+    let mut report = recovered.report;
+    report.data_dir_sync = synced;
+    report.orphan_files = orphans;
+    report.creates_removed = removed;
+    let engine = Engine {
+        dir: dir.to_path_buf(),
+        store,
+        catalog,
+        txns: TxnTable::new(next_txn),
+        checkpoint_lock: Mutex::new(()),
+        last_checkpoint: Mutex::new((Lsn::ZERO, Instant::now())),
+        recovery: RecoveryReport::default(),
+        poison: OnceLock::new(),
+        background_error: Mutex::new(None),
+        cleanup_failures: AtomicU64::new(0),
+        _dir_lock: dir_lock,
+    };
+    let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
+        && control.is_some_and(|c| !c.clean);
+    if !deferred {
+        engine.checkpoint(false)?;
+    }
+    report.duration = report.duration.max(Duration::from_nanos(1));
+    let engine = Engine {
+        recovery: report,
+        ..engine
+    };
+    Ok((engine, deferred))
+}
+
+/// Opens the log (checking it belongs with `control`) and builds the
+/// storage context on it.
+fn open_store(
+    dir: &Path,
+    config: &Config,
+    io: Arc<dyn AsyncIo>,
+    control: Option<&Control>,
+) -> Result<Store> {
+    let scan_start = control.map(|c| c.scan_start());
+    let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), config.wal.clone(), scan_start)?;
+    if let Some(c) = control
+        && c.database_id != wal.database_id()
+    {
+        return Err(DbError::Corrupt {
+            what: format!("data directory {}", dir.display()),
+            reason: format!(
+                "the control file belongs to database {:#x}, the log to {:#x}",
+                c.database_id,
+                wal.database_id()
+            ),
+        }
+        .into());
+    }
+    let wal = Arc::new(wal);
+    let pool = BufferPool::new(io.clone(), wal.clone(), config.buffer.clone())?;
+    Ok(Store {
+        io,
+        pool,
+        wal,
+        redo_point: RwLock::new(control.map_or(Lsn::ZERO, |c| c.redo_start)),
+        reserved: Mutex::new(HashMap::new()),
+        locks: LockManager::new(config.lock_timeout),
+        consistency_check: config.consistency_check,
+    })
+}
+
+/// Opens every relation file in `rel/` (creating the catalog's on a new
+/// database) and checks their lengths; names come later, from the catalog.
+fn open_relation_files(
+    store: &Store,
+    dir: &Path,
+    has_control: bool,
+) -> Result<HashMap<RelationId, Arc<Relation>>> {
+    ensure_dir(&store.io, &rel_dir(dir))?;
+    let mut rels = HashMap::new();
+    for id in list_files(store, dir)? {
+        let pages = open_file(store, dir, id)?;
+        rels.insert(id, Arc::new(placeholder(id, pages)));
+    }
+    if let std::collections::hash_map::Entry::Vacant(slot) = rels.entry(CATALOG_ID) {
+        if has_control {
+            return Err(DbError::Corrupt {
+                what: format!("data directory {}", dir.display()),
+                reason: "the catalog's file rel/0.heap is missing".into(),
+            }
+            .into());
+        }
+        let pages = create_file(store, dir, CATALOG_ID)?;
+        slot.insert(Arc::new(placeholder(CATALOG_ID, pages)));
+    }
+    crate::recovery::ddl::check_file_lengths(store, dir, &rels)?;
+    Ok(rels)
+}
+
+fn placeholder(id: RelationId, pages: u32) -> Relation {
+    Relation::new(
+        id,
+        format!("relation {id}"),
+        pages,
+        FreeSpaceMap::new(),
+        None,
+    )
+}
+
+/// Creates `dir` through the I/O backend if it does not exist.
+fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
+    if io.read_dir(dir).wait().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(io, parent)?;
+    }
+    let data_dir = |action, source| Error::DataDir {
+        action,
+        path: dir.to_path_buf(),
+        source,
+    };
+    match io.create_dir(dir).wait() {
+        Ok(()) | Err(keel_io::IoError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(data_dir("create the directory", e)),
+    }
+    io.sync_dir(&super::parent_dir(dir))
+        .wait()
+        .map_err(|e| data_dir("sync the directory holding", e))?;
+    Ok(())
+}
+
+/// Takes `dir/LOCK` exclusively when `dir` is on the real file system (a
+/// simulated backend's directories are not).
+fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    crate::dir_mode::check(dir)?;
+    let path = dir.join("LOCK");
+    let file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        keel_io::FILE_MODE,
+    )
+    .open(&path)
+    .map_err(|e| Error::DataDir {
+        action: "create the lock file",
+        path: path.clone(),
+        source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
+    })?;
+    // The lock belongs to LOCK's open file description, which a child that
+    // another thread of this process forks shares until its exec closes it:
+    // a lock just released can look held for that instant. A holder that
+    // stays (another open database) is still reported after the wait.
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return Err(DbError::Locked(dir.display().to_string()).into()),
+        }
+    }
+}
+
+/// How long [`lock_dir`] waits for a LOCK held only for an instant.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
+
+/// Reads the catalog's rows after recovery, gives every relation its name
+/// and FSM, and settles files no row names
+/// ([`settle_unnamed`](crate::recovery::ddl::settle_unnamed)): returns the
+/// orphans kept and the uncommitted creates removed.
+fn load_catalog(
+    store: &Store,
+    dir: &Path,
+    catalog: &Catalog,
+    mut rels: HashMap<RelationId, Arc<Relation>>,
+    recovered: &Recovered,
+) -> Result<(Vec<PathBuf>, Vec<RelationId>)> {
+    let finish =
+        |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
+            let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid);
+            let fsm = load_fsm(store, dir, id, pages);
+            let loaded = fsm.is_some();
+            let rel = Relation {
+                fsm: fsm.unwrap_or_default(),
+                ..rel
+            };
+            refresh_fsm(store, &rel, recovered, loaded)?;
+            Ok(Arc::new(rel))
+        };
+    let cat = rels.remove(&CATALOG_ID).map_or(0, |r| r.page_count());
+    let cat = finish(CATALOG_ID, cat, CATALOG_NAME.into(), None)?;
+    catalog.insert(Arc::clone(&cat));
+    for row in HeapScan::new(store, cat, None) {
+        let (tid, bytes) = row?;
+        let (id, name) = decode_row(tid, &bytes)?;
+        let Some(rel) = rels.remove(&id) else {
+            return Err(DbError::Corrupt {
+                what: format!("relation {id} ({name})"),
+                reason: format!(
+                    "the catalog lists it but its file {} is missing",
+                    crate::heap::catalog::heap_path(dir, id).display()
+                ),
+            }
+            .into());
+        };
+        catalog.insert(finish(id, rel.page_count(), name, Some(tid))?);
+    }
+    let uncommitted = &recovered.ddl.uncommitted_creates;
+    crate::recovery::ddl::settle_unnamed(store, dir, rels.into_keys(), uncommitted)
+}
+
+/// Brings a relation's FSM up to date: pages recovery saw are recorded from
+/// what redo found (no read); pages past what a loaded map covers, or every
+/// page when none was loaded, and pages undo changed are read. Pages the
+/// log does not name since the checkpoint keep their saved entries.
+fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> Result<()> {
+    let pages = rel.page_count();
+    let from = if loaded {
+        rel.fsm.covered_pages().min(pages)
+    } else {
+        0
+    };
+    rel.fsm.truncate(pages);
+    // Below `from`, the saved map is as of the last checkpoint: every page a
+    // record after it names (redone, or skipped because the page reached
+    // the disk before the crash) may have changed since.
+    let mut todo: Vec<u32> = (from..pages).collect();
+    todo.extend(
+        rec.touched
+            .iter()
+            .chain(rec.space.keys())
+            .filter(|(r, p)| *r == rel.id && p.0 < from)
+            .map(|(_, p)| p.0),
+    );
+    todo.sort_unstable();
+    todo.dedup();
+    for p in todo {
+        let pid = PageId(p);
+        let space = match rec.space.get(&(rel.id, pid)) {
+            Some(s) => *s,
+            None => PageSpace::of(&store.pool.fetch_read(rel.file(), pid)?, pid),
+        };
+        match space {
+            PageSpace::Heap(contiguous, total) => rel.fsm.update(pid, contiguous, total),
+            PageSpace::Free => rel.fsm.update(pid, EMPTY_PAGE_FREE, EMPTY_PAGE_FREE),
+            PageSpace::Other => {
+                rel.fsm.remove(pid);
+            }
+        }
+    }
+    Ok(())
+}

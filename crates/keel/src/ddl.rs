@@ -1,0 +1,104 @@
+//! Creating and dropping relations on a running database: the live half of
+//! the create and drop protocol whose recovery half is
+//! [`crate::recovery::ddl`] (invariant 13: a DDL change reaches the files
+//! only once its commit is durable).
+//!
+//! Each runs as a system transaction ([`system_txn`]) that commits durably
+//! whatever the commit policy. Creates and drops are serialized by the
+//! catalog's DDL lock; a drop also takes an exclusive relation lock, so it
+//! waits for the transactions using the relation.
+
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::error::{DbError, Result};
+use crate::fsm::FreeSpaceMap;
+use crate::heap::Relation;
+use crate::heap::catalog::{CATALOG_ID, check_name, create_file, encode_row, remove_files};
+use crate::lock::{LockMode, LockTarget};
+use crate::txn::transaction::system_txn;
+use crate::types::RelationId;
+use crate::wal::Payload;
+
+/// Creates relation `name`. `relation-create` is durable before the file
+/// exists, so recovery can place every file a create leaves (removed unless
+/// the create committed).
+pub(crate) fn create_relation(engine: &Engine, name: &str) -> Result<RelationId> {
+    let _ddl = engine.catalog.ddl.lock();
+    check_name(name)?;
+    if engine.catalog.by_name(name).is_some() {
+        return Err(DbError::RelationExists(name.to_string()).into());
+    }
+    let id = engine.catalog.allocate_id()?;
+    let cat = engine.user_or_catalog(CATALOG_ID)?;
+    let store = &engine.store;
+    let created = system_txn(
+        engine,
+        |_, log| {
+            let create = Payload::RelationCreate {
+                relation: id,
+                name: name.to_string(),
+            };
+            let rec = store.log_txn(log, &create)?;
+            store.wal.flush(rec.lsn)?;
+            let pages = create_file(store, &engine.dir, id)?;
+            let tid = store.insert(log, &cat, &encode_row(id, name))?;
+            Ok((tid, pages))
+        },
+        |_| Ok(()),
+    );
+    match created {
+        Ok((tid, pages)) => {
+            let rel = Relation::new(id, name.to_string(), pages, FreeSpaceMap::new(), Some(tid));
+            engine.catalog.insert(Arc::new(rel));
+            Ok(id)
+        }
+        Err(e) => {
+            // Rolled back on a usable database: the create is known
+            // aborted, its file goes. On a poisoned one, whether its
+            // commit became durable is unknown: the file stays for
+            // recovery to settle (`recovery::ddl`).
+            if engine.check_usable().is_ok()
+                && let Err(r) = remove_files(store, &engine.dir, id)
+            {
+                let _ = engine.note(r);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Drops relation `name`: an exclusive relation lock (waiting for running
+/// users), then `relation-drop` and the catalog row's delete committed
+/// durably, then the files removed; checkpoints are held off from the
+/// commit to the removal.
+pub(crate) fn drop_relation(engine: &Engine, name: &str) -> Result<()> {
+    let rel = engine.named(name)?;
+    let cat = engine.user_or_catalog(CATALOG_ID)?;
+    let store = &engine.store;
+    system_txn(
+        engine,
+        |txn, log| {
+            store
+                .locks
+                .lock(txn, LockTarget::Relation(rel.id), LockMode::Exclusive, true)?;
+            let ddl = engine.catalog.ddl.lock();
+            // Dropped by someone else while this waited for the lock.
+            let current = engine.catalog.get(rel.id).filter(|r| Arc::ptr_eq(r, &rel));
+            let Some(tid) = current.and_then(|r| r.catalog_tid) else {
+                return Err(DbError::NoSuchRelation(name.to_string()).into());
+            };
+            let held = engine.checkpoint_lock.lock();
+            store.log_txn(log, &Payload::RelationDrop { relation: rel.id })?;
+            store.delete(log, &cat, tid)?;
+            Ok((ddl, held))
+        },
+        |_| {
+            // Committed: no transaction finds it any more, and one that
+            // waited for its lock sees it gone (`Transaction::still_there`).
+            engine.catalog.remove(rel.id);
+            remove_files(store, &engine.dir, rel.id)
+        },
+    )
+    .map(|_| ())
+}

@@ -1,0 +1,488 @@
+//! A transaction's life, from [`begin`] to the one end path, [`end`].
+//!
+//! ```text
+//!                 commit() ─ end(Commit) ──► Committing ──► Committed
+//!                                                │  commit record not
+//!   begin() ──► Active                           │  logged or not durable
+//!                 │                              ▼
+//!                 │                            Failed ◄── undo failed ──┐
+//!                 │                                                     │
+//!                 └─ abort(), drop, a deadlock ─ end(Rollback) ──► Aborting
+//!                    or lock timeout (fail())                           │
+//!                                                                       ▼
+//!                                                                   Aborted
+//! ```
+//!
+//! - **Active**: reads and writes take locks ([`crate::lock`]) and the
+//!   changes go through the heap, which pushes what undoing each needs on
+//!   the transaction's [`TxnLog`].
+//! - **Committing** ([`end`] with [`End::Commit`]): the commit record is
+//!   appended and waited for under the commit policy ([`CommitWait`]).
+//!   Durable: **Committed**, and the space the transaction freed is
+//!   released (`Deferred`). Any failure here: **Failed** — the record may
+//!   be durable or not, so the database is poisoned (invariant 16) and
+//!   recovery decides.
+//! - **Aborting** ([`end`] with [`End::Rollback`]): the undo stack is
+//!   rolled back with compensation records (invariant 8). A failed undo
+//!   poisons: **Failed**, its changes left to recovery, unreadable.
+//!
+//! Every edge out of `Active` goes through [`end`], which releases the
+//! locks and leaves the transaction table last — after the poison, if any,
+//! is set (invariant 16: a poisoned transaction's changes are never read).
+//! A system transaction ([`system_txn`]: relation create and drop) runs the
+//! same path, committing durably whatever the commit policy.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::engine::Engine;
+use crate::error::{DbError, Error, Result};
+use crate::heap::read::HeapScan;
+use crate::heap::{Relation, Store, TxnLog};
+use crate::lock::{LockMode, LockTarget};
+use crate::txn::TxnSlot;
+use crate::types::{Lsn, RelationId, TupleId, TxnId};
+use crate::wal::Payload;
+
+/// Where a transaction is in its life (module docs, the diagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TxnState {
+    Active,
+    Committing,
+    Committed,
+    Aborting,
+    Aborted,
+    /// A commit or rollback failed: the database is poisoned.
+    Failed,
+}
+
+/// How a transaction ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum End {
+    Commit(CommitWait),
+    Rollback,
+}
+
+/// What a commit waits for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CommitWait {
+    /// The configured commit policy (`WalConfig::commit`).
+    Policy,
+    /// The commit record on stable storage, whatever the policy.
+    Durable,
+}
+
+/// A transaction's own part: its log and its state.
+#[derive(Debug)]
+pub(crate) struct TxnCore {
+    pub id: TxnId,
+    pub log: TxnLog,
+    pub state: TxnState,
+}
+
+impl TxnCore {
+    fn new(id: TxnId) -> TxnCore {
+        TxnCore {
+            id,
+            log: TxnLog::new(id),
+            state: TxnState::Active,
+        }
+    }
+}
+
+/// Registers a new transaction in the table and the lock manager.
+fn begin(engine: &Engine) -> (TxnCore, Arc<TxnSlot>) {
+    let (id, slot) = engine.txns.begin();
+    engine.store.locks.begin(id);
+    (TxnCore::new(id), slot)
+}
+
+/// The one end path (module docs). `on_commit` runs once the commit is
+/// durable, before the locks are released; an error of it comes after the
+/// commit (nothing to roll back) and is returned as is.
+pub(crate) fn end(
+    engine: &Engine,
+    core: &mut TxnCore,
+    how: End,
+    on_commit: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if core.state != TxnState::Active {
+        return Err(DbError::TxnFinished(core.id).into());
+    }
+    let result = match how {
+        End::Commit(wait) => {
+            core.state = TxnState::Committing;
+            match log_commit(engine, &mut core.log, wait) {
+                Ok(()) => {
+                    core.state = TxnState::Committed;
+                    on_commit()
+                        .map(|()| release_freed(engine, &mut core.log))
+                        .map_err(|e| engine.note(e))
+                }
+                // Neither committed nor rolled back: poisoned, before the
+                // locks go (invariant 16).
+                Err(e) => {
+                    core.state = TxnState::Failed;
+                    Err(engine.poison(e))
+                }
+            }
+        }
+        End::Rollback => {
+            core.state = TxnState::Aborting;
+            let undone = engine.undo(&mut core.log);
+            core.state = match undone {
+                Ok(()) => TxnState::Aborted,
+                Err(_) => TxnState::Failed,
+            };
+            undone
+        }
+    };
+    engine.store.locks.release_all(core.id);
+    engine.txns.end(core.id);
+    result
+}
+
+/// Appends the commit record (none for a transaction that wrote nothing)
+/// and waits for it as `wait` says.
+fn log_commit(engine: &Engine, log: &mut TxnLog, wait: CommitWait) -> Result<()> {
+    engine.check_usable()?;
+    if log.last_lsn == Lsn::ZERO {
+        return Ok(());
+    }
+    let rec = engine.store.log_txn(log, &commit_payload())?;
+    match wait {
+        CommitWait::Policy => engine.store.wal.commit_wait(rec)?,
+        CommitWait::Durable => engine.store.wal.flush(rec.lsn)?,
+    }
+    Ok(())
+}
+
+/// Releases what a committed transaction freed (`Deferred`); a failure
+/// leaks space, never data, and is counted.
+fn release_freed(engine: &Engine, log: &mut TxnLog) {
+    if engine.store.after_commit(log, &engine.lookup()).is_err() {
+        engine
+            .cleanup_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn commit_payload() -> Payload {
+    let commit_time_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Payload::Commit { commit_time_us }
+}
+
+/// Runs `f` as a system transaction that commits durably whatever the
+/// commit policy; rolls it back if `f` fails. `on_commit` runs once the
+/// commit is durable, before the transaction's locks are released.
+pub(crate) fn system_txn<T>(
+    engine: &Engine,
+    f: impl FnOnce(TxnId, &mut TxnLog) -> Result<T>,
+    on_commit: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<T> {
+    let (mut core, slot) = begin(engine);
+    slot.before_write(engine.store.wal.end_lsn());
+    match f(core.id, &mut core.log) {
+        Ok(mut v) => {
+            let how = End::Commit(CommitWait::Durable);
+            end(engine, &mut core, how, || on_commit(&mut v))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let e = engine.note(e);
+            end(engine, &mut core, End::Rollback, || Ok(()))?;
+            Err(e)
+        }
+    }
+}
+
+/// A transaction: changes to tuples that become durable together at
+/// [`commit`](Self::commit), or are rolled back by
+/// [`abort`](Self::abort) or by dropping it.
+///
+/// Reads lock tuples shared and writes lock them exclusive until the
+/// transaction ends (strict two-phase locking; see docs/storage.md,
+/// "Isolation"). When a lock request would deadlock or times out, the
+/// transaction is rolled back at once and the call returns
+/// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
+/// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
+/// return [`DbError::WouldBlock`] and the transaction goes on.
+///
+/// **Threads.** A transaction is `Send` but not `Sync`: one thread at a
+/// time runs it (move it to another thread, never share it). A lock wait
+/// blocks the calling thread, so a thread must not wait for a transaction
+/// it runs itself: when the transaction a request would wait for made its
+/// latest lock request on the waiting thread, the request fails at once
+/// with [`DbError::Deadlock`] (and its transaction is rolled back) instead
+/// of hanging ([`crate::lock`], "Threads"). Hand a transaction to
+/// another thread by moving it there and using it there.
+///
+/// ```compile_fail,E0277
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-sync-{}", std::process::id()));
+/// let db = keel::Database::open(&tmp, keel::Config::default()).unwrap();
+/// let tx = db.begin().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| tx.id()); // a transaction cannot be shared between threads
+/// });
+/// ```
+///
+/// ```
+/// # fn main() -> keel::Result<()> {
+/// # let tmp = std::env::temp_dir().join(format!("keel-doc-tx-{}", std::process::id()));
+/// use keel::{Config, Database, DbError, Error};
+///
+/// let db = Database::open(&tmp, Config::default())?;
+/// let rel = db.create_relation("accounts")?;
+/// let mut tx = db.begin()?;
+/// let alice = tx.insert(rel, b"alice: 100")?;
+/// tx.commit()?;
+///
+/// let mut writer = db.begin()?;
+/// writer.update(rel, alice, b"alice: 90")?; // holds alice's lock
+/// let reader = db.begin()?;
+/// match reader.try_get(rel, alice) {
+///     Err(Error::Db(DbError::WouldBlock { .. })) => {} // would wait: yield instead
+///     other => panic!("expected WouldBlock, got {other:?}"),
+/// }
+/// drop(reader);
+/// writer.abort()?; // rolled back with compensation records
+/// assert_eq!(db.begin()?.get(rel, alice)?.as_deref(), Some(&b"alice: 100"[..]));
+/// # db.close()?;
+/// # std::fs::remove_dir_all(&tmp).ok();
+/// # Ok(())
+/// # }
+/// ```
+pub struct Transaction<'db> {
+    db: &'db Engine,
+    id: TxnId,
+    core: Mutex<TxnCore>,
+    slot: Arc<TxnSlot>,
+    /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
+    _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'db> Transaction<'db> {
+    /// Starts a transaction (`Database::begin`).
+    pub(crate) fn begin(db: &'db Engine) -> Result<Transaction<'db>> {
+        db.check_usable()?;
+        let (core, slot) = begin(db);
+        Ok(Transaction {
+            db,
+            id: core.id,
+            core: Mutex::new(core),
+            slot,
+            _one_thread: std::marker::PhantomData,
+        })
+    }
+
+    /// This transaction's id.
+    pub fn id(&self) -> TxnId {
+        self.id
+    }
+
+    /// Bytes of memory the transaction holds for its rollback and commit
+    /// until it ends (undo stack, deferred releases, reservations); for
+    /// tests and diagnostics.
+    #[doc(hidden)]
+    pub fn undo_bytes(&self) -> usize {
+        self.core.lock().log.held_bytes()
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.core.lock().state != TxnState::Active {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        Ok(())
+    }
+
+    /// Whether `rel`, looked up before its relation lock was granted, is
+    /// still in the catalog: a drop holds the relation exclusively until it
+    /// has removed it, so once a lock on it is held, a relation found here
+    /// stays until this transaction ends.
+    fn still_there(&self, rel: &Arc<Relation>) -> Result<()> {
+        match self.db.catalog.get(rel.id) {
+            Some(r) if Arc::ptr_eq(&r, rel) => Ok(()),
+            _ => Err(DbError::NoSuchRelation(rel.id.to_string()).into()),
+        }
+    }
+
+    /// Locks `target`; a deadlock or timeout rolls the transaction back.
+    fn lock(&self, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
+        match self.db.store.locks.lock(self.id, target, mode, wait) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Handles an error of an operation: a deadlock or lock timeout rolls
+    /// the transaction back; a fatal error poisons the database.
+    fn fail(&self, e: Error) -> Error {
+        let e = self.db.note(e);
+        if matches!(
+            e,
+            Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+        ) {
+            let mut core = self.core.lock();
+            if core.state == TxnState::Active {
+                // A failure here poisons the database (`Engine::undo`).
+                let _ = end(self.db, &mut core, End::Rollback, || Ok(()));
+            }
+        }
+        e
+    }
+
+    fn write<T>(
+        &mut self,
+        rel: RelationId,
+        tid: Option<(TupleId, bool)>,
+        f: impl FnOnce(&Store, &mut TxnLog, &Relation) -> Result<T>,
+    ) -> Result<T> {
+        self.live()?;
+        self.db.check_usable()?;
+        let rel = self.db.user_relation(rel)?;
+        // A `try_` form never waits, for the relation's lock either (an
+        // escalated lock of another transaction may block it).
+        let wait = tid.is_none_or(|(_, wait)| wait);
+        self.lock(
+            LockTarget::Relation(rel.id),
+            LockMode::IntentExclusive,
+            wait,
+        )?;
+        self.still_there(&rel)?;
+        if let Some((tid, wait)) = tid {
+            self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Exclusive, wait)?;
+        }
+        // Poisoned while waiting for a lock: change nothing (invariant 16).
+        self.db.check_usable()?;
+        self.slot.before_write(self.db.store.wal.end_lsn());
+        let mut core = self.core.lock();
+        let result = f(&self.db.store, &mut core.log, &rel);
+        self.slot.wrote(core.log.last_lsn);
+        drop(core);
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Inserts a tuple and returns its address.
+    pub fn insert(&mut self, rel: RelationId, value: &[u8]) -> Result<TupleId> {
+        self.write(rel, None, |s, log, r| s.insert(log, r, value))
+    }
+
+    /// The tuple at `tid`, or `None` if there is none (locks it shared).
+    pub fn get(&self, rel: RelationId, tid: TupleId) -> Result<Option<Vec<u8>>> {
+        self.read(rel, tid, true)
+    }
+
+    /// [`get`](Self::get) that never waits for a lock.
+    pub fn try_get(&self, rel: RelationId, tid: TupleId) -> Result<Option<Vec<u8>>> {
+        self.read(rel, tid, false)
+    }
+
+    fn read(&self, rel: RelationId, tid: TupleId, wait: bool) -> Result<Option<Vec<u8>>> {
+        self.live()?;
+        self.db.check_usable()?;
+        let rel = self.db.user_relation(rel)?;
+        if tid.page.0 >= rel.page_count() {
+            return Ok(None);
+        }
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, wait)?;
+        self.still_there(&rel)?;
+        self.lock(LockTarget::Tuple(rel.id, tid), LockMode::Shared, wait)?;
+        let value = self.db.store.get(&rel, tid).map_err(|e| self.fail(e))?;
+        // Invariant 16: checked after the lock was granted, so a poisoned
+        // transaction's changes (its locks released after the poison was
+        // set) are never returned.
+        self.db.check_usable()?;
+        Ok(value)
+    }
+
+    /// Replaces the tuple at `tid` (its address stays valid, invariant 12).
+    pub fn update(&mut self, rel: RelationId, tid: TupleId, value: &[u8]) -> Result<()> {
+        self.write(rel, Some((tid, true)), |s, log, r| {
+            s.update(log, r, tid, value)
+        })
+    }
+
+    /// [`update`](Self::update) that never waits for a lock.
+    pub fn try_update(&mut self, rel: RelationId, tid: TupleId, value: &[u8]) -> Result<()> {
+        self.write(rel, Some((tid, false)), |s, log, r| {
+            s.update(log, r, tid, value)
+        })
+    }
+
+    /// Deletes the tuple at `tid`.
+    pub fn delete(&mut self, rel: RelationId, tid: TupleId) -> Result<()> {
+        self.write(rel, Some((tid, true)), |s, log, r| s.delete(log, r, tid))
+    }
+
+    /// [`delete`](Self::delete) that never waits for a lock.
+    pub fn try_delete(&mut self, rel: RelationId, tid: TupleId) -> Result<()> {
+        self.write(rel, Some((tid, false)), |s, log, r| s.delete(log, r, tid))
+    }
+
+    /// Every tuple of `rel` in TupleId order, each locked shared as it is
+    /// returned.
+    pub fn scan(&self, rel: RelationId) -> Result<Scan<'_>> {
+        self.live()?;
+        self.db.check_usable()?;
+        let rel = self.db.user_relation(rel)?;
+        self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
+        self.still_there(&rel)?;
+        Ok(Scan {
+            tx: self,
+            inner: HeapScan::new(&self.db.store, rel, Some(self.id)),
+        })
+    }
+
+    /// Commits: returns once the commit record is durable (under the
+    /// default commit policy). A commit that fails leaves the transaction
+    /// neither committed nor rolled back (its record may be durable or
+    /// not): the database is poisoned and recovery decides.
+    pub fn commit(self) -> Result<()> {
+        let mut core = self.core.lock();
+        end(self.db, &mut core, End::Commit(CommitWait::Policy), || {
+            Ok(())
+        })
+    }
+
+    /// Rolls back every change of this transaction.
+    pub fn abort(self) -> Result<()> {
+        let mut core = self.core.lock();
+        end(self.db, &mut core, End::Rollback, || Ok(()))
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        let core = self.core.get_mut();
+        if core.state == TxnState::Active {
+            let _ = end(self.db, core, End::Rollback, || Ok(()));
+        }
+    }
+}
+
+/// The tuples of a relation, from [`Transaction::scan`].
+pub struct Scan<'tx> {
+    tx: &'tx Transaction<'tx>,
+    inner: HeapScan<'tx>,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(TupleId, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.inner.next()?.map_err(|e| self.tx.fail(e));
+        // Invariant 16: checked after the tuple's lock was granted.
+        Some(item.and_then(|row| self.tx.db.check_usable().map(|()| row)))
+    }
+}
