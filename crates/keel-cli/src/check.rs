@@ -31,12 +31,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use keel::datadir::layout::{
+    CONTROL_FILE, REL_DIR, RelFile, check_canonical, control_path, lock_path, rel_dir, rel_file,
+    wal_dir,
+};
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
 use keel::page::{PAGE_SIZE, PageType, SlotContent, SlottedPage, TupleFlags};
 use keel::recovery::control::{Control, read_control};
-use keel::wal::{RecoveryMode, WalReader, wal_dir};
-use keel::{Lsn, PageId};
+use keel::wal::{RecoveryMode, WalReader};
+use keel::{Lsn, PageId, RelationId, SlotId, TupleId};
 use serde_json::json;
 
 use crate::Failure;
@@ -201,7 +205,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 
 fn check(dir: &Path) -> Result<Report, Failure> {
     let shown = dir.display();
-    if !dir.join("control").is_file() {
+    if !control_path(dir).is_file() {
         return Err(Failure(format!(
             "{shown} is not a Keel data directory (it has no control file)"
         )));
@@ -212,7 +216,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     let control = match read_control(&io, dir) {
         Ok(c) => c,
         Err(e) => {
-            report.error("control", Failure::from(e).0);
+            report.error(CONTROL_FILE, Failure::from(e).0);
             None
         }
     };
@@ -229,7 +233,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
             .wal_end
             .map_or_else(|| "its end".to_owned(), |e| e.to_string());
         report.warning(
-            "control",
+            CONTROL_FILE,
             format!(
                 "not closed cleanly: recovery is pending; opening the database will read the log \
                  from LSN {} (redo from LSN {}) to {end} ({} records), roll back the transactions \
@@ -246,22 +250,21 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     let mut free: BTreeMap<u32, (PageFree, u32)> = BTreeMap::new();
     let mut catalog = Vec::new();
     for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
-        let path = dir.join("rel").join(format!("{id}.heap"));
+        let path = RelFile::Heap.path(dir, RelationId(id));
         let pages = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
         free.insert(id, pages);
     }
     report.relations = files.values().filter(|f| f.heap).count();
     check_catalog(&files, &catalog, control.as_ref(), &mut report);
     for (&id, _) in files.iter().filter(|(_, f)| f.fsm) {
-        let path = dir.join("rel").join(format!("{id}.fsm"));
-        check_fsm(&path, free.get(&id), &mut report)?;
+        check_fsm(dir, id, free.get(&id), &mut report)?;
     }
     Ok(report)
 }
 
 /// Refuses a database that a process has open (it holds `LOCK`).
 fn refuse_if_open(dir: &Path) -> Result<(), Failure> {
-    let path = dir.join("LOCK");
+    let path = lock_path(dir);
     let Ok(file) = File::open(&path) else {
         return Ok(());
     };
@@ -285,34 +288,35 @@ struct RelFiles {
     fsm: bool,
 }
 
+/// The relation files in `rel/`, named as the engine names them
+/// ([`keel::datadir::layout`]); a name spelled otherwise is an error (the
+/// engine refuses to open the directory), anything else a warning.
 fn relation_files(dir: &Path, report: &mut Report) -> Result<BTreeMap<u32, RelFiles>, Failure> {
-    let rel = dir.join("rel");
+    let rel = rel_dir(dir);
     let entries = std::fs::read_dir(&rel)
         .map_err(|e| Failure(format!("cannot read {}: {e}", rel.display())))?;
     let mut files: BTreeMap<u32, RelFiles> = BTreeMap::new();
     for entry in entries {
         let entry = entry.map_err(|e| Failure(format!("cannot read {}: {e}", rel.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let parsed = name.split_once('.').and_then(|(n, ext)| {
-            let id = n.parse::<u32>().ok().filter(|_| n == id_text(n))?;
-            Some((id, ext))
-        });
-        match parsed {
-            Some((id, "heap")) => files.entry(id).or_default().heap = true,
-            Some((id, "fsm")) => files.entry(id).or_default().fsm = true,
-            _ if name.ends_with(".tmp") => {
-                report.warning(format!("rel/{name}"), "temporary file left by a crash")
-            }
-            _ => report.warning(format!("rel/{name}"), "not a relation file"),
+        let place = format!("{REL_DIR}/{name}");
+        if let Err(e) = check_canonical(dir, &name) {
+            report.error(place, e.to_string());
+            continue;
+        }
+        match rel_file(&name) {
+            Some((id, RelFile::Heap)) => files.entry(id.0).or_default().heap = true,
+            Some((id, RelFile::Fsm)) => files.entry(id.0).or_default().fsm = true,
+            Some((_, RelFile::FsmTmp)) => report.warning(place, "temporary file left by a crash"),
+            None => report.warning(place, "not a relation file"),
         }
     }
     Ok(files)
 }
 
-/// `n` as the engine writes an id (no leading zeroes or sign).
-fn id_text(n: &str) -> String {
-    n.parse::<u32>()
-        .map_or_else(|_| String::new(), |v| v.to_string())
+/// Where relation `id`'s file of `kind` is, as reports name it.
+fn rel_place(id: u32, kind: RelFile) -> String {
+    format!("{REL_DIR}/{}", kind.name(RelationId(id)))
 }
 
 /// Reads page `p` of `file`, or `None` past the end.
@@ -332,9 +336,9 @@ fn check_heap_file(
     path: &Path,
     id: u32,
     report: &mut Report,
-    mut catalog: Option<&mut Vec<(String, Vec<u8>)>>,
+    mut catalog: Option<&mut Vec<CatalogRow>>,
 ) -> Result<(PageFree, u32), Failure> {
-    let place = format!("rel/{id}.heap");
+    let place = rel_place(id, RelFile::Heap);
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
     let file = File::open(path).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
@@ -357,7 +361,7 @@ fn check_heap_file(
                 if let Ok(page) = SlottedPage::open(&bytes[..], PageId(p)) {
                     free.insert(p, (page.contiguous_free(), page.total_free()));
                     if let Some(rows) = catalog.as_deref_mut() {
-                        collect_rows(&page, &at, rows);
+                        collect_rows(&page, PageId(p), &at, rows);
                     }
                 }
             }
@@ -374,45 +378,39 @@ fn check_heap_file(
     Ok((free, p))
 }
 
-/// The catalog rows on one page, with where each is.
-fn collect_rows(page: &SlottedPage<&[u8]>, at: &str, rows: &mut Vec<(String, Vec<u8>)>) {
+/// A catalog row as found on disk: where it is (for the report), its
+/// TupleId and its bytes.
+type CatalogRow = (String, TupleId, Vec<u8>);
+
+/// The catalog rows on page `pid`, with where each is.
+fn collect_rows(page: &SlottedPage<&[u8]>, pid: PageId, at: &str, rows: &mut Vec<CatalogRow>) {
     for (slot, content) in page.slots() {
         if let Ok(SlotContent::Tuple { bytes, flags }) = content
             && !flags.contains(TupleFlags::OVERFLOW_HEAD)
         {
-            rows.push((format!("{at} slot {}", slot.0), bytes.to_vec()));
+            let tid = TupleId::new(pid, SlotId(slot.0));
+            rows.push((format!("{at} slot {}", slot.0), tid, bytes.to_vec()));
         }
     }
 }
 
-/// Decodes a catalog row: relation id, then its name.
-fn decode_row(bytes: &[u8]) -> Result<(u32, String), String> {
-    let (id, name) = bytes
-        .split_first_chunk::<4>()
-        .ok_or_else(|| format!("{} bytes, shorter than a relation id", bytes.len()))?;
-    let name = std::str::from_utf8(name).map_err(|e| format!("name is not UTF-8: {e}"))?;
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(format!("bad relation name {name:?}"));
-    }
-    Ok((u32::from_le_bytes(*id), name.to_owned()))
-}
-
 fn check_catalog(
     files: &BTreeMap<u32, RelFiles>,
-    rows: &[(String, Vec<u8>)],
+    rows: &[CatalogRow],
     control: Option<&Control>,
     report: &mut Report,
 ) {
     if !files.get(&0).is_some_and(|f| f.heap) {
-        report.error("rel/0.heap", "the catalog's file is missing");
+        report.error(rel_place(0, RelFile::Heap), "the catalog's file is missing");
     }
     let mut named: BTreeSet<u32> = BTreeSet::from([0]);
     let mut names: BTreeMap<String, u32> = BTreeMap::new();
-    for (at, bytes) in rows {
-        let (id, name) = match decode_row(bytes) {
-            Ok(row) => row,
+    for (at, tid, bytes) in rows {
+        // The engine's own decoder: what it refuses at open is an error here.
+        let (id, name) = match keel::heap::catalog::decode_row(*tid, bytes) {
+            Ok((id, name)) => (id.0, name),
             Err(e) => {
-                report.error(format!("catalog row at {at}"), e);
+                report.error(format!("catalog row at {at}"), e.to_string());
                 continue;
             }
         };
@@ -424,7 +422,7 @@ fn check_catalog(
             report.error(&place, "relation id listed twice (or 0)");
         }
         if !files.get(&id).is_some_and(|f| f.heap) {
-            let what = format!("its file rel/{id}.heap is missing");
+            let what = format!("its file {} is missing", rel_place(id, RelFile::Heap));
             match report.ddl.committed_drops.get(&id) {
                 // The row's delete is in the log, not yet on the page.
                 Some(lsn) if report.crashed => report.warning(
@@ -447,11 +445,11 @@ fn check_catalog(
         }
     }
     for (id, f) in files.iter().filter(|(id, _)| !named.contains(id)) {
-        for (has, ext) in [(f.heap, "heap"), (f.fsm, "fsm")] {
+        for (has, kind) in [(f.heap, RelFile::Heap), (f.fsm, RelFile::Fsm)] {
             if !has {
                 continue;
             }
-            let place = format!("rel/{id}.{ext}");
+            let place = rel_place(*id, kind);
             if let Some(how) = report.ddl.settles(*id).filter(|_| report.crashed) {
                 report.warning(place, format!("no catalog row names it; {how}"));
             } else if report.crashed && report.ddl.committed_creates.contains_key(id) {
@@ -472,16 +470,15 @@ fn check_catalog(
 
 /// Decodes an FSM file and compares each recorded category with the page.
 fn check_fsm(
-    path: &Path,
+    dir: &Path,
+    id: u32,
     heap: Option<&(PageFree, u32)>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let place = format!("rel/{name}");
+    let path = RelFile::Fsm.path(dir, RelationId(id));
+    let place = rel_place(id, RelFile::Fsm);
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
-    let file = File::open(path).map_err(cannot)?;
+    let file = File::open(&path).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
     let mut p = 0u32;
     while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
@@ -496,7 +493,7 @@ fn check_fsm(
                     // A checkpoint saves a map only over pages already in
                     // the heap file, and heap files never shrink.
                     report.error(
-                        place.replace(".fsm", ".heap"),
+                        rel_place(id, RelFile::Heap),
                         format!(
                             "truncated: {pages} pages, but its saved free space map covers {}: \
                              pages {pages}..{} are missing",

@@ -63,7 +63,7 @@ pub fn relations(db: &Database) -> Result<Vec<RelSpace>, Failure> {
 
 /// Segment files in the log directory and their total size on disk.
 pub fn wal_files(dir: &Path) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir(keel::wal::wal_dir(dir)) else {
+    let Ok(entries) = std::fs::read_dir(keel::datadir::layout::wal_dir(dir)) else {
         return (0, 0);
     };
     entries

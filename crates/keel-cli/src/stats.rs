@@ -76,7 +76,7 @@ pub fn open_existing(dir: &Path) -> Result<Opened, Failure> {
 /// [`open_existing`] with `config` (its I/O backend still from the
 /// environment).
 pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure> {
-    if !keel::recovery::control::control_path(dir).is_file() {
+    if !keel::datadir::layout::control_path(dir).is_file() {
         return Err(Failure(format!(
             "{} is not a Keel data directory (it has no control file)",
             dir.display()

@@ -188,3 +188,45 @@ fn an_orphan_file_is_named() {
     assert!(out.contains("rel/42.heap"), "{out}");
     assert!(out.contains("orphan"), "{out}");
 }
+
+/// `keel check` names files as the engine does: a relation file spelled
+/// otherwise than Keel writes it (which open refuses) is an error naming
+/// both spellings, and the open agrees.
+#[test]
+fn a_relation_file_name_keel_does_not_write_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let rel = tmp.path().join("rel");
+    std::fs::copy(rel.join("1.heap"), rel.join("01.heap")).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("rel/01.heap") && out.contains("not a name Keel writes"),
+        "{out}"
+    );
+    let e = Database::open(tmp.path(), Config::default()).unwrap_err();
+    assert!(e.to_string().contains("not a name Keel writes"), "{e}");
+}
+
+/// A catalog row the engine's decoder refuses (here: a name with a control
+/// character, which no create accepts) is an error of `keel check`, as it
+/// is of the open.
+#[test]
+fn a_catalog_row_the_engine_refuses_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    // Relation 1's row is "t" (id 1 then the name) on the catalog's page 0:
+    // turn the name into a control character and reseal the page.
+    let path = tmp.path().join("rel").join("0.heap");
+    let mut page = std::fs::read(&path).unwrap();
+    let row = [1u8, 0, 0, 0, b't'];
+    let at = page.windows(5).position(|w| w == row).unwrap();
+    page[at + 4] = b'\n';
+    keel::page::seal(&mut page[..keel::page::PAGE_SIZE]).unwrap();
+    std::fs::write(&path, &page).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not a valid name"), "{out}");
+    let e = Database::open(tmp.path(), Config::default()).unwrap_err();
+    assert!(e.to_string().contains("is not a valid name"), "{e}");
+}

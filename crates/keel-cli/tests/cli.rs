@@ -121,9 +121,10 @@ fn inspect_page_of_a_file() {
 /// `DIR/wal`: 1,600 transactions (begin, heap-insert, commit) committed
 /// from four threads through group commit.
 fn wal_fixture(dir: &std::path::Path) {
+    use keel::datadir::layout::wal_dir;
     use keel::types::{Lsn, PageId, RelationId, SlotId, TxnId};
     use keel::wal::payload::Payload;
-    use keel::wal::{RecordMeta, RecordType, Wal, WalConfig, wal_dir};
+    use keel::wal::{RecordMeta, RecordType, Wal, WalConfig};
     std::fs::create_dir_all(dir).unwrap();
     let io = keel_io::open_backend(&keel_io::IoConfig::default()).unwrap();
     let (wal, _) = Wal::open(io, &wal_dir(dir), WalConfig::default()).unwrap();

@@ -10,11 +10,12 @@
 
 use std::sync::Arc;
 
+use crate::datadir::files::{create_file, remove_files};
 use crate::engine::Engine;
 use crate::error::{DbError, Result};
 use crate::fsm::FreeSpaceMap;
 use crate::heap::Relation;
-use crate::heap::catalog::{CATALOG_ID, check_name, create_file, encode_row, remove_files};
+use crate::heap::catalog::{CATALOG_ID, check_name, encode_row};
 use crate::lock::{LockMode, LockTarget};
 use crate::txn::transaction::system_txn;
 use crate::types::RelationId;

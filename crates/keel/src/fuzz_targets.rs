@@ -309,8 +309,10 @@ pub fn recovery_run(data: &[u8]) -> crate::Result<(crate::RecoveryReport, usize)
     }
     bytes.resize(SEGMENT, 0);
     let dir = Path::new("/db");
-    let disk =
-        SimDisk::new().with_file(&crate::wal::wal_dir(dir).join(segment_file_name(0)), &bytes);
+    let disk = SimDisk::new().with_file(
+        &crate::datadir::layout::wal_dir(dir).join(segment_file_name(0)),
+        &bytes,
+    );
     let io: Arc<dyn AsyncIo> = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(1)));
     let mut config = crate::Config {
         buffer: crate::buffer::BufferConfig::with_frames(16),

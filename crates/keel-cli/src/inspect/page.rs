@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use keel::PageId;
-use keel::page::header::offsets;
 use keel::page::{
-    DumpOptions, OverflowHead, OverflowPage, PAGE_SIZE, PageHeader, PageType, SlotContent,
-    SlottedPage, TupleFlags, compute_checksum, dump_page,
+    DumpOptions, OverflowHead, OverflowPage, PAGE_SIZE, PageHeader, PageType, RawHeader,
+    SlotContent, SlottedPage, TupleFlags, compute_checksum, dump_page,
 };
 use serde_json::{Value, json};
 
@@ -99,36 +98,29 @@ fn page_json(b: &[u8], id: PageId) -> Value {
     v
 }
 
-/// Raw header fields (whatever they hold), and whether the header decodes.
+/// Raw header fields (whatever they hold, decoded by the engine's
+/// [`RawHeader`]), and whether the header is valid.
 fn header_json(b: &[u8], id: PageId) -> Value {
-    if b.len() != PAGE_SIZE {
+    let Some(h) = RawHeader::of(b) else {
         return Value::Null;
-    }
-    let u16_at = |off: usize| u16::from_le_bytes([b[off], b[off + 1]]);
-    let u32_at = |off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
-    let lsn = b[offsets::LSN..offsets::LSN + 8]
-        .iter()
-        .rev()
-        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
-    let type_byte = b[offsets::PAGE_TYPE];
-    let stored = u32_at(offsets::CHECKSUM);
+    };
     json!({
-        "magic": format!("{:#010x}", u32_at(offsets::MAGIC)),
-        "version": u16_at(offsets::VERSION),
-        "type": PageType::from_u8(type_byte).map_or("unknown", PageType::name),
-        "type_byte": type_byte,
-        "flags": b[offsets::FLAGS],
-        "page_id": u32_at(offsets::PAGE_ID),
-        "checksum": format!("{stored:#010x}"),
-        "checksum_ok": compute_checksum(b) == stored,
-        "lsn": keel::Lsn(lsn).to_string(),
-        "lower": u16_at(offsets::LOWER),
-        "upper": u16_at(offsets::UPPER),
-        "slots": u16_at(offsets::SLOT_COUNT),
-        "frag": u16_at(offsets::FRAG_BYTES),
-        "next_page": next_page(u32_at(offsets::NEXT_PAGE)),
-        "free_hint": u16_at(offsets::FREE_HINT),
-        "reserved": u16_at(offsets::RESERVED),
+        "magic": format!("{:#010x}", h.magic),
+        "version": h.version,
+        "type": PageType::from_u8(h.type_byte).map_or("unknown", PageType::name),
+        "type_byte": h.type_byte,
+        "flags": h.flags,
+        "page_id": h.page_id.0,
+        "checksum": format!("{:#010x}", h.checksum),
+        "checksum_ok": compute_checksum(b) == h.checksum,
+        "lsn": h.lsn.to_string(),
+        "lower": h.lower,
+        "upper": h.upper,
+        "slots": h.slot_count,
+        "frag": h.frag_bytes,
+        "next_page": next_page(h.next_page),
+        "free_hint": h.free_hint,
+        "reserved": h.reserved,
         "decodes": PageHeader::read(b, id).is_ok(),
     })
 }

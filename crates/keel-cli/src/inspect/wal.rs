@@ -6,10 +6,11 @@ use std::io::Write;
 use std::path::Path;
 
 use keel::Lsn;
+use keel::datadir::layout::wal_dir;
 use keel::recovery::control::read_control;
 use keel::wal::payload::Payload;
 use keel::wal::segment::{SegmentDir, segment_file_name};
-use keel::wal::{LogRecord, RecoveryMode, WalReader, wal_dir};
+use keel::wal::{LogRecord, RecoveryMode, WalReader};
 use serde_json::json;
 
 use super::quiet_on_broken_pipe;

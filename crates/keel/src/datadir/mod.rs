@@ -31,9 +31,13 @@
 //!    space maps, and a checkpoint — in the background after a crash
 //!    recovery ([`open`]).
 //!
-//! Left out: the naming of files inside `wal/` and `rel/` stays with the
-//! log and the catalog, which create, list and remove them.
+//! [`layout`] spells every name in the directory (a leaf, used by every
+//! layer that names a file); [`files`] creates, lists and removes relation
+//! files. The log names its segments inside `wal/` itself
+//! ([`crate::wal::segment`]).
 
+pub(crate) mod files;
+pub mod layout;
 mod open;
 mod sync;
 

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use keel_io::AsyncIo;
 use parking_lot::{Mutex, RwLock};
 
+use super::files::{create_file, list_files, open_file};
+use super::layout::{heap_path, lock_path, rel_dir, wal_dir};
 use crate::buffer::BufferPool;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, FreeSpaceMap};
-use crate::heap::catalog::{
-    CATALOG_ID, CATALOG_NAME, Catalog, create_file, decode_row, list_files, open_file, rel_dir,
-};
+use crate::heap::catalog::{CATALOG_ID, CATALOG_NAME, Catalog, decode_row};
 use crate::heap::read::HeapScan;
 use crate::heap::{Relation, Store};
 use crate::lock::LockManager;
@@ -26,7 +26,7 @@ use crate::recovery::control::{Control, read_control};
 use crate::recovery::{PageSpace, Recovered, RecoveryReport, recover};
 use crate::txn::TxnTable;
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
-use crate::wal::{Wal, wal_dir};
+use crate::wal::Wal;
 use crate::{Config, RecoveryCheckpoint};
 
 /// Opens `dir`: the files, recovery, the catalog and the FSMs, then a
@@ -36,7 +36,7 @@ use crate::{Config, RecoveryCheckpoint};
 /// to write, and it must mark the control file unclean before any work
 /// starts.
 pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Engine, bool)> {
-    crate::recovery::layout::check_adoptable(&io, dir)?;
+    super::layout::check_adoptable(&io, dir)?;
     ensure_dir(&io, dir)?;
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
@@ -191,7 +191,7 @@ fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
         return Ok(None);
     }
     crate::dir_mode::check(dir)?;
-    let path = dir.join("LOCK");
+    let path = lock_path(dir);
     let file = std::os::unix::fs::OpenOptionsExt::mode(
         std::fs::OpenOptions::new()
             .create(true)
@@ -256,7 +256,7 @@ fn load_catalog(
                 what: format!("relation {id} ({name})"),
                 reason: format!(
                     "the catalog lists it but its file {} is missing",
-                    crate::heap::catalog::heap_path(dir, id).display()
+                    heap_path(dir, id).display()
                 ),
             }
             .into());

@@ -112,7 +112,11 @@ pub(crate) fn sync_if_unclean(
         Some(c) => !c.clean,
         // No control file: a new database, unless files were left by a
         // process that crashed before writing the first one.
-        None => io.read_dir(dir).wait()?.iter().any(|e| e.name != "LOCK"),
+        None => io
+            .read_dir(dir)
+            .wait()?
+            .iter()
+            .any(|e| e.name != super::layout::LOCK_FILE),
     };
     if !unclean {
         return Ok(None);
@@ -164,7 +168,7 @@ fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<FileToSync>, Vec<PathB
     while let Some(d) = todo.pop() {
         let class = match d.file_name().and_then(|n| n.to_str()) {
             Some("wal") => FileClass::Wal,
-            Some("rel") => FileClass::Data,
+            Some(super::layout::REL_DIR) => FileClass::Data,
             _ => FileClass::Control,
         };
         for entry in io.read_dir(&d).wait()? {

@@ -112,7 +112,7 @@
 //! never held while waiting for anything but the log buffer.
 
 pub mod apply;
-pub(crate) mod catalog;
+pub mod catalog;
 mod insert;
 mod modify;
 mod overflow;

@@ -188,61 +188,54 @@ pub(crate) fn check_len(bytes: &[u8], page_id: PageId) -> Result<(), PageError> 
     }
 }
 
-impl PageHeader {
-    /// Decodes and checks the header of a page expected to be `expected`:
-    /// length, magic, version, type, flags, page id, and the free-space bounds
-    /// (`HEADER_SIZE + 4 * slots <= lower <= upper <= PAGE_SIZE`). Does not
-    /// check the checksum (see [`verify_checksum`]).
-    pub fn read(bytes: &[u8], expected: PageId) -> Result<PageHeader, PageError> {
+/// The header's fields as stored, checked for nothing: the one decoder of
+/// the header's bytes, which [`PageHeader::read`] validates and inspection
+/// tools show as they are (a damaged header included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawHeader {
+    /// Should be [`PAGE_MAGIC`].
+    pub magic: u32,
+    /// Should be [`PAGE_FORMAT_VERSION`].
+    pub version: u16,
+    /// The type byte ([`PageType::from_u8`]).
+    pub type_byte: u8,
+    /// The flags byte.
+    pub flags: u8,
+    /// The id the page claims.
+    pub page_id: PageId,
+    /// Stored checksum.
+    pub checksum: u32,
+    /// Page LSN.
+    pub lsn: Lsn,
+    /// End of the slot directory.
+    pub lower: u16,
+    /// Start of the tuple area.
+    pub upper: u16,
+    /// Slot directory entries.
+    pub slot_count: u16,
+    /// Fragmented free bytes.
+    pub frag_bytes: u16,
+    /// Next page in a chain.
+    pub next_page: u32,
+    /// Free-slot hint.
+    pub free_hint: u16,
+    /// Should be zero.
+    pub reserved: u16,
+}
+
+impl RawHeader {
+    /// The fields of a page's header; `None` unless `bytes` is a whole page.
+    pub fn of(bytes: &[u8]) -> Option<RawHeader> {
         use offsets::*;
-        check_len(bytes, expected)?;
-        let magic = get_u32(bytes, MAGIC);
-        if magic != PAGE_MAGIC {
-            return Err(corrupted(
-                expected,
-                MAGIC,
-                format!("bad magic {magic:#010x} (expected {PAGE_MAGIC:#010x})"),
-            ));
+        if bytes.len() != PAGE_SIZE {
+            return None;
         }
-        let version = get_u16(bytes, VERSION);
-        if version != PAGE_FORMAT_VERSION {
-            return Err(corrupted(
-                expected,
-                VERSION,
-                format!("unsupported page format version {version}"),
-            ));
-        }
-        let type_byte = bytes[PAGE_TYPE];
-        let page_type = PageType::from_u8(type_byte).ok_or_else(|| {
-            corrupted(
-                expected,
-                PAGE_TYPE,
-                format!("unknown page type {type_byte}"),
-            )
-        })?;
-        let flags = bytes[FLAGS];
-        if flags != 0 {
-            return Err(corrupted(
-                expected,
-                FLAGS,
-                format!("unknown flags {flags:#04x}"),
-            ));
-        }
-        let page_id = PageId(get_u32(bytes, PAGE_ID));
-        if page_id != expected {
-            return Err(corrupted(
-                expected,
-                PAGE_ID,
-                format!("page claims to be page {page_id} (misdirected write?)"),
-            ));
-        }
-        if get_u16(bytes, RESERVED) != 0 {
-            return Err(corrupted(expected, RESERVED, "reserved field is not zero"));
-        }
-        let header = PageHeader {
-            page_type,
-            flags,
-            page_id,
+        Some(RawHeader {
+            magic: get_u32(bytes, MAGIC),
+            version: get_u16(bytes, VERSION),
+            type_byte: bytes[PAGE_TYPE],
+            flags: bytes[FLAGS],
+            page_id: PageId(get_u32(bytes, PAGE_ID)),
             checksum: get_u32(bytes, CHECKSUM),
             lsn: Lsn(get_u64(bytes, LSN)),
             lower: get_u16(bytes, LOWER),
@@ -251,6 +244,76 @@ impl PageHeader {
             frag_bytes: get_u16(bytes, FRAG_BYTES),
             next_page: get_u32(bytes, NEXT_PAGE),
             free_hint: get_u16(bytes, FREE_HINT),
+            reserved: get_u16(bytes, RESERVED),
+        })
+    }
+}
+
+impl PageHeader {
+    /// Decodes and checks the header of a page expected to be `expected`:
+    /// length, magic, version, type, flags, page id, and the free-space bounds
+    /// (`HEADER_SIZE + 4 * slots <= lower <= upper <= PAGE_SIZE`). Does not
+    /// check the checksum (see [`verify_checksum`]).
+    pub fn read(bytes: &[u8], expected: PageId) -> Result<PageHeader, PageError> {
+        use offsets::*;
+        check_len(bytes, expected)?;
+        let raw = RawHeader::of(bytes).ok_or_else(|| corrupted(expected, 0, "not a page"))?;
+        if raw.magic != PAGE_MAGIC {
+            return Err(corrupted(
+                expected,
+                MAGIC,
+                format!(
+                    "bad magic {:#010x} (expected {PAGE_MAGIC:#010x})",
+                    raw.magic
+                ),
+            ));
+        }
+        if raw.version != PAGE_FORMAT_VERSION {
+            return Err(corrupted(
+                expected,
+                VERSION,
+                format!("unsupported page format version {}", raw.version),
+            ));
+        }
+        let page_type = PageType::from_u8(raw.type_byte).ok_or_else(|| {
+            corrupted(
+                expected,
+                PAGE_TYPE,
+                format!("unknown page type {}", raw.type_byte),
+            )
+        })?;
+        if raw.flags != 0 {
+            return Err(corrupted(
+                expected,
+                FLAGS,
+                format!("unknown flags {:#04x}", raw.flags),
+            ));
+        }
+        if raw.page_id != expected {
+            return Err(corrupted(
+                expected,
+                PAGE_ID,
+                format!(
+                    "page claims to be page {} (misdirected write?)",
+                    raw.page_id
+                ),
+            ));
+        }
+        if raw.reserved != 0 {
+            return Err(corrupted(expected, RESERVED, "reserved field is not zero"));
+        }
+        let header = PageHeader {
+            page_type,
+            flags: raw.flags,
+            page_id: raw.page_id,
+            checksum: raw.checksum,
+            lsn: raw.lsn,
+            lower: raw.lower,
+            upper: raw.upper,
+            slot_count: raw.slot_count,
+            frag_bytes: raw.frag_bytes,
+            next_page: raw.next_page,
+            free_hint: raw.free_hint,
         };
         header.check_bounds(expected)?;
         Ok(header)

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use keel_io::{FileClass, IoBuf, OpenOptions};
 
 use super::control::{Control, write_control};
+use crate::datadir::layout::{RelFile, fsm_path, rel_dir};
 use crate::error::Result;
 use crate::fsm::FreeSpaceMap;
-use crate::heap::catalog::{Catalog, fsm_path, rel_dir};
+use crate::heap::catalog::Catalog;
 use crate::heap::{Relation, Store};
 use crate::page::PAGE_SIZE;
 use crate::txn::TxnTable;
@@ -170,7 +171,7 @@ fn save_changed_fsms(
 /// rename); the caller syncs the directory.
 fn write_fsm(store: &Store, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Result<()> {
     let path = fsm_path(dir, rel.id);
-    let tmp = path.with_extension("fsm.tmp");
+    let tmp = RelFile::FsmTmp.path(dir, rel.id);
     let io = &store.io;
     let f = io
         .open(

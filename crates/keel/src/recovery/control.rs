@@ -22,12 +22,13 @@
 //! control file fails its CRC and is an error naming it; it is never
 //! guessed at.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 
 use crate::checksum::crc32c;
+use crate::datadir::layout::{CONTROL_FILE, control_path, control_tmp_path};
 use crate::error::{DbError, Error, Result};
 use crate::types::{Lsn, TxnId};
 use crate::wal::Wal;
@@ -204,17 +205,12 @@ impl Control {
     }
 }
 
-/// Path of the control file in a data directory.
-pub fn control_path(dir: &Path) -> PathBuf {
-    dir.join("control")
-}
-
 /// Reads the control file; `None` when the directory has none (a new
 /// database).
 pub fn read_control(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<Option<Control>> {
     let path = control_path(dir);
     let entries = io.read_dir(dir).wait()?;
-    let Some(entry) = entries.iter().find(|e| e.name == "control") else {
+    let Some(entry) = entries.iter().find(|e| e.name == CONTROL_FILE) else {
         return Ok(None);
     };
     if entry.is_dir {
@@ -243,7 +239,7 @@ pub fn read_control(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<Option<Control>
 
 /// Replaces the control file atomically (module docs).
 pub fn write_control(io: &Arc<dyn AsyncIo>, dir: &Path, control: &Control) -> Result<()> {
-    let tmp = dir.join("control.tmp");
+    let tmp = control_tmp_path(dir);
     let opts = OpenOptions::new(FileClass::Control)
         .write(true)
         .create(true);

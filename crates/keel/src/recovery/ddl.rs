@@ -47,8 +47,9 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buffer::FileId;
+use crate::datadir::files::{rel_dir_names, remove_files};
+use crate::datadir::layout::{RelFile, fsm_path, heap_path};
 use crate::error::{DbError, Result};
-use crate::heap::catalog::{fsm_path, heap_path, rel_dir_names, remove_files};
 use crate::heap::{Relation, Store};
 use crate::types::{Lsn, RelationId, TxnId};
 use crate::wal::Payload;
@@ -170,7 +171,7 @@ pub(crate) fn settle_unnamed(
             store.io.close(f).wait()?;
         }
         orphans.push(heap_path(dir, id));
-        if names.iter().any(|n| *n == format!("{}.fsm", id.0)) {
+        if names.iter().any(|n| *n == RelFile::Fsm.name(id)) {
             orphans.push(fsm_path(dir, id));
         }
     }

@@ -80,7 +80,6 @@
 pub mod checkpoint;
 pub mod control;
 pub(crate) mod ddl;
-pub(crate) mod layout;
 mod redo;
 
 pub use checkpoint::CheckpointReport;

@@ -30,7 +30,7 @@ mod writer;
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -792,11 +792,6 @@ fn background_loop(
             let _ = writer.flush_through(Lsn(end.0 - 1));
         }
     }
-}
-
-/// The WAL directory inside a data directory.
-pub fn wal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("wal")
 }
 
 const _: () = assert!(SEGMENT_HEADER_SIZE.is_power_of_two());
