@@ -1,7 +1,7 @@
 //! `keel bench`: argument checking, and tiny runs whose JSON and SVG output
 //! are checked for completeness (never for timing).
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `keel check` on a clean data directory and on deliberately damaged ones:
 //! a flipped byte in a heap page, in a WAL record and in the control file.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::path::Path;
 

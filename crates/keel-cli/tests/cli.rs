@@ -1,6 +1,6 @@
 //! End-to-end tests of the built `keel` binary.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 mod common;
 use common::{keel, text};

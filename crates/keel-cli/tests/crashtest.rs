@@ -1,7 +1,7 @@
 //! `keel crashtest`: the SIGKILL crash loop, 100 cycles on each real I/O
 //! backend (issue 6), and its usage errors.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 mod common;
 use common::{keel, text};

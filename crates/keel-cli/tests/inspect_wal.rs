@@ -2,7 +2,7 @@
 //! recovery reads begins, says what it skipped, and `--all` / `--from`
 //! start elsewhere.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 mod common;
 use common::{keel, text};

@@ -1,7 +1,7 @@
 //! End-to-end tests of `keel shell`, `keel stats` and `keel checkpoint`,
 //! driving the built binary through pipes.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::io::Write;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 // Helpers outside #[test] functions unwrap too (clippy.toml's test allowance
 // covers only the test functions themselves).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use keel_io::{BACKEND_ENV, Backend, IoConfig, IoError, open_backend};
 

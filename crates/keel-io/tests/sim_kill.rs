@@ -3,7 +3,7 @@
 //! visible to the next process, and stay not durable until someone syncs
 //! them; a later power cut resolves them like the next process's own.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

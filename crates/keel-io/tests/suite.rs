@@ -4,7 +4,7 @@
 
 // Helpers outside #[test] functions unwrap too (clippy.toml's test allowance
 // covers only the test functions themselves).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

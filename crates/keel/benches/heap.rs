@@ -14,6 +14,8 @@
 //! or `-- reads` runs one part). The data lives under cargo's
 //! `CARGO_TARGET_TMPDIR` and is removed afterwards.
 
+#![allow(clippy::expect_used)] // a benchmark's setup failing is a bug to see at once
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p keel --bench page`
 
+#![allow(clippy::expect_used)] // a benchmark's setup failing is a bug to see at once
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -12,6 +12,8 @@
 //! 2-second measurement per commit case; `-- commits` or `-- append` runs
 //! one part only; `KEEL_BENCH_COMMITTERS=1,64` picks the commit cases).
 
+#![allow(clippy::expect_used)] // a benchmark's setup failing is a bug to see at once
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;

@@ -3,6 +3,12 @@
 //! code (`tests/fuzz_corpus.rs`). Each target asserts the decoder's contract:
 //! any bytes give a value or an error, never a panic (invariant 9), and
 //! whatever decodes as valid behaves like a valid page.
+//!
+//! Built only with the `fuzz-targets` feature (the fuzz crate and this
+//! crate's own tests turn it on). It is the one module allowed to `expect`:
+//! an oracle's broken expectation is the finding, reported as a panic.
+
+#![allow(clippy::expect_used)]
 
 use crate::page::{
     DumpOptions, Fit, OverflowPage, PAGE_SIZE, SlotContent, SlottedPage, TupleFlags, dump_page,

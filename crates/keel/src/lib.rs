@@ -22,6 +22,7 @@ pub mod docs;
 mod engine;
 pub mod error;
 pub mod fsm;
+#[cfg(feature = "fuzz-targets")]
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod heap;

@@ -4,7 +4,7 @@
 //! recording flusher and with the real log, durability across a simulated
 //! power cut after `flush_all`, and the background writer.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Configurations, extreme values included: whatever `Config::validate`
 //! accepts, `Database::open` honours (open, a transaction, commit, close,
 //! reopen, nothing panics); whatever it refuses, its message names the

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Redo consistency-check mode (`Config::consistency_check`): every page
 //! change is followed by a page-check record holding the page as the change
 //! left it, and recovery compares the pages it rebuilds with those images.

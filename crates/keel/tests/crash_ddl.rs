@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! DDL under power cuts, on the simulated disk: a cut at every I/O
 //! operation of `drop_relation` and of `create_relation`, over several
 //! seeds, with committed rows in the relations and an uncommitted

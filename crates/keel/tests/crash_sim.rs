@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Crash tests on the simulated disk: a power cut at a random I/O operation
 //! during a transactional workload (with checkpoints), then recovery, and
 //! sometimes a second power cut during recovery itself. After the final

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Power cuts on the simulated disk during a concurrent workload: several
 //! threads each commit transactions on tuples of their own (inserts, updates
 //! that move tuples or make them overflow values, deletes, aborts, long

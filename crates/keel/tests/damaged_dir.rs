@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Damaged data directories on the real file system: each file kind of a
 //! closed database (catalog heap, user heap, FSM, control, a WAL segment)
 //! truncated, removed or renamed. `Database::open` must then either refuse

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The data directory's open sequence: where a new directory's entry is
 //! made durable, and the sync of an unclean directory before recovery
 //! (invariant 14), on the simulator and on the real file system.

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The public API end to end: relations, tuples, transactions, reopen and
 //! recovery after a crash (the database dropped without `close`).
 

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Misuse: dropping a relation that running transactions use. The drop
 //! waits for them (an exclusive relation lock, under the lock timeout and
 //! deadlock detection); afterwards every use of the relation is

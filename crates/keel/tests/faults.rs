@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bad input and failing devices at the database level: a failed log sync
 //! poisons the database (nothing more is acknowledged, reopening recovers),
 //! a flipped bit in a data page or in the control file is a clear error

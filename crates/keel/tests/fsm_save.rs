@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A checkpoint writes the free space map file of a relation only when
 //! its map changed since it was last saved, and the files it leaves alone
 //! still describe their relations exactly: after a clean close, every

@@ -4,7 +4,7 @@
 //! nightly. Write the seed corpus with
 //! `KEEL_WRITE_SEED_CORPUS=1 cargo test -p keel --test fuzz_corpus`.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::path::PathBuf;
 

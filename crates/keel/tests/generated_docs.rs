@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! docs/wal-records.md and docs/headers.md are generated from the code
 //! (`keel::docs`); this test fails when they are stale. Regenerate with
 //! `KEEL_UPDATE_DOCS=1 cargo test -p keel --test generated_docs`.

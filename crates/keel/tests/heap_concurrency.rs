@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Many threads on a buffer pool much smaller than the data (every thread
 //! forces evictions), and the free space map keeping pages full after a
 //! delete-heavy workload.

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Relations checked against a `BTreeMap` model (proptest): inserts,
 //! updates that grow, shrink and move tuples, deletes, gets and scans, in
 //! transactions that commit, abort or are cut off by a crash, with clean

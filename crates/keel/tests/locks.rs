@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Locking seen through the public API: readers wait for writers, scans
 //! never return uncommitted tuples, deadlocks roll the victim back, the
 //! `try_` forms never wait, and lock waits can time out.

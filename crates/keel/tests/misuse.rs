@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Misuse through the public API: the `try_` forms never wait (also for
 //! the relation-level lock an escalation leaves behind), a thread that
 //! waits for a transaction it runs itself gets `Deadlock` instead of

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Errors of `Database::open` on data directories it cannot use: each names
 //! the path, keeps the operating system's error as its `source()`, and is
 //! classed so the user can act (nothing was opened, so none is Fatal).

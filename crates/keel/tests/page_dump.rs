@@ -2,7 +2,7 @@
 //! prints. A format change shows up here as a diff in review. Regenerate with
 //! `KEEL_UPDATE_GOLDEN=1 cargo test -p keel --test page_dump`.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::path::PathBuf;
 

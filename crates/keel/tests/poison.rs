@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The poisoned state as a fault shape (invariant 16): after an injected
 //! write or sync error on the log or on a data file, with several threads
 //! running transactions, every call on every thread either fails or

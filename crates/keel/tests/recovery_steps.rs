@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Recovery is idempotent at every I/O step (invariant 8): one crashed disk
 //! image (simulated disk) with committed work, a checkpoint, and losers
 //! whose records reached the log; a clean recovery of it performs `n` I/O

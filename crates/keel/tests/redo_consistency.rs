@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Redo consistency: replaying the whole log into an empty directory must
 //! rebuild every relation file byte for byte as the running engine wrote it
 //! (the idea of PostgreSQL's wal_consistency_checking, checked over whole

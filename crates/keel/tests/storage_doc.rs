@@ -2,7 +2,7 @@
 //! each once as constants. This test parses the documented tables and checks
 //! them against the constants, so neither can drift (invariant 1).
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use keel::page::header::{
     HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, offsets,

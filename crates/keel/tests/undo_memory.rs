@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The memory a transaction holds for its rollback does not grow with the
 //! size of the values it writes: an insert or update of a 64 MiB value
 //! (an overflow chain of thousands of pages) and a delete of one keep a

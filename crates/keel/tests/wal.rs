@@ -2,7 +2,7 @@
 //! group commit under crashes, poisoning, torn tails at every byte, bit
 //! flips, stale records, recycling, archive and restore.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bad WAL input at the database level. The data directory of a real-file
 //! database is copied (while it is open, as a crash would leave it) onto the
 //! simulated disk, its log is damaged, and `Database::open` must:

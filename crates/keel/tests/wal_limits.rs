@@ -2,7 +2,7 @@
 //! flushes past the end, stray file names, salvage, a lost log tail, and a
 //! failed segment preparation.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `keel` binary.
 
+#![allow(clippy::expect_used)] // fixtures panic on setup failure by design
+
 use std::process::{Command, Output};
 
 /// Runs the built `keel` with `args` and collects its output.

@@ -2,6 +2,7 @@
 //! for every backend, and deterministic byte patterns.
 
 #![allow(dead_code)]
+#![allow(clippy::expect_used)] // fixtures panic on setup failure by design
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
