@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::IoError;
+use crate::file::FileTable;
 use crate::future::{Completer, IoFuture};
 use crate::gate::Gate;
 use crate::request::{FileClass, OpKind, Rejected, Reply, Request};
@@ -49,6 +50,28 @@ impl Core {
 
     pub(crate) fn snapshot(&self) -> IoStats {
         self.stats.snapshot()
+    }
+
+    /// The shutdown every backend runs: refuse new requests, wait for
+    /// those in flight, `stop` the backend's threads, then forget the open
+    /// files. Called on one of the backend's own threads (its last user
+    /// dropped it there), it neither waits for the requests in flight (that
+    /// thread may be the one completing them) nor clears the files (other
+    /// threads may still be using them); `stop` must not join that thread.
+    pub(crate) fn shut_down<H>(
+        &self,
+        files: &FileTable<H>,
+        on_own_thread: bool,
+        stop: impl FnOnce(),
+    ) {
+        self.gate.close();
+        if !on_own_thread {
+            self.gate.wait_idle();
+        }
+        stop();
+        if !on_own_thread {
+            files.clear();
+        }
     }
 }
 

@@ -278,24 +278,18 @@ impl AsyncIo for ThreadPoolIo {
 
     fn shutdown(&self) {
         let s = &self.shared;
-        s.core.gate.close();
-        let on_worker = self.on_worker_thread();
-        if !on_worker {
-            s.core.gate.wait_idle();
-        }
-        let workers = std::mem::take(&mut *self.workers.lock());
-        for _ in &workers {
-            let _ = s.tx.send(Msg::Stop);
-        }
-        let me = thread::current().id();
-        for w in workers {
-            if w.thread().id() != me {
-                let _ = w.join();
+        s.core.shut_down(&s.files, self.on_worker_thread(), || {
+            let workers = std::mem::take(&mut *self.workers.lock());
+            for _ in &workers {
+                let _ = s.tx.send(Msg::Stop);
             }
-        }
-        if !on_worker {
-            s.files.clear();
-        }
+            let me = thread::current().id();
+            for w in workers {
+                if w.thread().id() != me {
+                    let _ = w.join();
+                }
+            }
+        });
     }
 }
 

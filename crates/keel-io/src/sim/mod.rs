@@ -48,9 +48,8 @@ use parking_lot::Mutex;
 pub use fault::{Fault, FaultRule, Trigger};
 pub use model::{SECTOR_SIZE, SimDisk};
 
-use self::model::{Model, Node, parent};
+use self::model::{Inode, Model, Node, parent};
 pub use self::rng::Rng;
-use crate::AsyncIo;
 use crate::error::{FileRef, IoError};
 use crate::future::IoFuture;
 use crate::op::check_direct;
@@ -58,6 +57,7 @@ use crate::request::{
     DirEntry, FileClass, FileHandle, OpKind, OpenOptions, Rejected, Reply, Request,
 };
 use crate::stats::{IoStats, Stats};
+use crate::{AsyncIo, IoBuf};
 
 /// Simulator configuration.
 #[derive(Debug, Clone)]
@@ -318,25 +318,10 @@ impl State {
         let offset_of = |o: u64| usize::try_from(o).map_err(|_| too_big(kind, &fref));
         match req {
             Request::Read {
-                offset,
-                mut buf,
-                exact,
-                ..
+                offset, buf, exact, ..
             } => {
                 let off = offset_of(offset)?;
-                let avail = ino.live.len().saturating_sub(off).min(buf.len());
-                if avail > 0 {
-                    buf[..avail].copy_from_slice(&ino.live[off..off + avail]);
-                }
-                if exact && avail < buf.len() {
-                    return Err(IoError::ShortRead {
-                        file: fref,
-                        offset,
-                        wanted: buf.len(),
-                        got: avail,
-                    });
-                }
-                Ok(Reply::Read { buf, n: avail })
+                read_bytes(ino, fref, (offset, off), buf, exact)
             }
             Request::Write { offset, buf, .. } => {
                 write_bytes(ino, kind, &fref, offset_of(offset)?, &[&buf], fault)?;
@@ -396,89 +381,100 @@ impl State {
                 Some(Node::Dir) => Err(unsupported(kind, &path, "removing a directory")),
                 None => Err(IoError::errno(kind, FileRef::path(&path), libc::ENOENT)),
             },
-            Request::Rename { from, to } => {
-                let node = match self.model.lookup(&from) {
-                    Some(n @ Node::File(_)) => n,
-                    Some(Node::Dir) => {
-                        return Err(unsupported(kind, &from, "renaming a directory"));
-                    }
-                    None => return Err(IoError::errno(kind, FileRef::path(&from), libc::ENOENT)),
-                };
-                if !self.model.is_dir(&parent(&to)) {
-                    return Err(IoError::errno(kind, FileRef::path(&to), libc::ENOENT));
-                }
-                if self.model.lookup(&to) == Some(Node::Dir) {
-                    return Err(IoError::errno(kind, FileRef::path(&to), libc::EISDIR));
-                }
-                self.model.rename(&from, &to, node);
-                Ok(Reply::Done)
-            }
-            Request::ReadDir { path } => {
-                if !self.model.is_dir(&path) {
-                    return Err(IoError::errno(kind, FileRef::path(&path), libc::ENOENT));
-                }
-                let mut entries: Vec<DirEntry> = self
-                    .model
-                    .list(&path)
-                    .into_iter()
-                    .map(|(name, is_dir)| DirEntry { name, is_dir })
-                    .collect();
-                entries.sort();
-                Ok(Reply::Entries(entries))
-            }
-            Request::CreateDir { path, .. } => {
-                let fref = FileRef::path(&path);
-                if self.model.lookup(&path).is_some() {
-                    return Err(IoError::errno(kind, fref, libc::EEXIST));
-                }
-                if !self.model.is_dir(&parent(&path)) {
-                    return Err(IoError::errno(kind, fref, libc::ENOENT));
-                }
-                if nospace {
-                    return Err(IoError::errno(kind, fref, libc::ENOSPC));
-                }
-                self.model.create_dir(&path);
-                Ok(Reply::Done)
-            }
-            Request::SyncDir { path } => {
-                let fref = FileRef::path(&path);
-                if !self.model.is_dir(&path) {
-                    return Err(IoError::errno(kind, fref, libc::ENOENT));
-                }
-                match fault {
-                    Some(Fault::Eio | Fault::SyncFailure) => {
-                        Err(IoError::errno(kind, fref, libc::EIO))
-                    }
-                    _ => {
-                        self.model.sync_dir(&path);
-                        Ok(Reply::Done)
-                    }
-                }
-            }
-            Request::SyncFs { path } => {
-                let fref = FileRef::path(&path);
-                if self.model.lookup(&path).is_none() {
-                    return Err(IoError::errno(kind, fref, libc::ENOENT));
-                }
-                match fault {
-                    Some(Fault::Eio) => Err(IoError::errno(kind, fref, libc::EIO)),
-                    Some(Fault::SyncFailure) => {
-                        let State { model, rng, .. } = self;
-                        model.lose_all_pending(rng);
-                        Err(IoError::errno(kind, fref, libc::EIO))
-                    }
-                    _ => {
-                        self.model.sync_all();
-                        Ok(Reply::Done)
-                    }
-                }
-            }
+            Request::Rename { from, to } => self.rename(&from, &to),
+            Request::ReadDir { path } => self.read_dir(&path),
+            Request::CreateDir { path, .. } => self.create_dir(&path, nospace),
+            Request::SyncDir { path } => self.sync_dir(&path, fault),
+            Request::SyncFs { path } => self.sync_fs(&path, fault),
             other => Err(IoError::InvalidArgument {
                 op: other.kind(),
                 file: FileRef::default(),
                 reason: "not a path request",
                 source: None,
             }),
+        }
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<Reply, IoError> {
+        let kind = OpKind::Rename;
+        let node = match self.model.lookup(from) {
+            Some(n @ Node::File(_)) => n,
+            Some(Node::Dir) => return Err(unsupported(kind, from, "renaming a directory")),
+            None => return Err(IoError::errno(kind, FileRef::path(from), libc::ENOENT)),
+        };
+        if !self.model.is_dir(&parent(to)) {
+            return Err(IoError::errno(kind, FileRef::path(to), libc::ENOENT));
+        }
+        if self.model.lookup(to) == Some(Node::Dir) {
+            return Err(IoError::errno(kind, FileRef::path(to), libc::EISDIR));
+        }
+        self.model.rename(from, to, node);
+        Ok(Reply::Done)
+    }
+
+    fn read_dir(&self, path: &Path) -> Result<Reply, IoError> {
+        if !self.model.is_dir(path) {
+            return Err(IoError::errno(
+                OpKind::ReadDir,
+                FileRef::path(path),
+                libc::ENOENT,
+            ));
+        }
+        let mut entries: Vec<DirEntry> = self
+            .model
+            .list(path)
+            .into_iter()
+            .map(|(name, is_dir)| DirEntry { name, is_dir })
+            .collect();
+        entries.sort();
+        Ok(Reply::Entries(entries))
+    }
+
+    fn create_dir(&mut self, path: &Path, nospace: bool) -> Result<Reply, IoError> {
+        let (kind, fref) = (OpKind::CreateDir, FileRef::path(path));
+        if self.model.lookup(path).is_some() {
+            return Err(IoError::errno(kind, fref, libc::EEXIST));
+        }
+        if !self.model.is_dir(&parent(path)) {
+            return Err(IoError::errno(kind, fref, libc::ENOENT));
+        }
+        if nospace {
+            return Err(IoError::errno(kind, fref, libc::ENOSPC));
+        }
+        self.model.create_dir(path);
+        Ok(Reply::Done)
+    }
+
+    fn sync_dir(&mut self, path: &Path, fault: Option<Fault>) -> Result<Reply, IoError> {
+        let (kind, fref) = (OpKind::SyncDir, FileRef::path(path));
+        if !self.model.is_dir(path) {
+            return Err(IoError::errno(kind, fref, libc::ENOENT));
+        }
+        match fault {
+            Some(Fault::Eio | Fault::SyncFailure) => Err(IoError::errno(kind, fref, libc::EIO)),
+            _ => {
+                self.model.sync_dir(path);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn sync_fs(&mut self, path: &Path, fault: Option<Fault>) -> Result<Reply, IoError> {
+        let (kind, fref) = (OpKind::SyncFs, FileRef::path(path));
+        if self.model.lookup(path).is_none() {
+            return Err(IoError::errno(kind, fref, libc::ENOENT));
+        }
+        match fault {
+            Some(Fault::Eio) => Err(IoError::errno(kind, fref, libc::EIO)),
+            Some(Fault::SyncFailure) => {
+                let State { model, rng, .. } = self;
+                model.lose_all_pending(rng);
+                Err(IoError::errno(kind, fref, libc::EIO))
+            }
+            _ => {
+                self.model.sync_all();
+                Ok(Reply::Done)
+            }
         }
     }
 
@@ -567,6 +563,30 @@ fn data_fault(fault: Option<Fault>, kind: OpKind, fref: &FileRef) -> Option<IoEr
         Fault::NoSpace => Some(IoError::errno(kind, fref.clone(), libc::ENOSPC)),
         Fault::ShortWrite { .. } | Fault::SyncFailure | Fault::PowerCut | Fault::Kill => None,
     }
+}
+
+/// Reads from `ino` at `off` (`offset` as asked) into `buf`; short past
+/// the end, an error then when `exact`.
+fn read_bytes(
+    ino: &Inode,
+    fref: FileRef,
+    (offset, off): (u64, usize),
+    mut buf: IoBuf,
+    exact: bool,
+) -> Result<Reply, IoError> {
+    let avail = ino.live.len().saturating_sub(off).min(buf.len());
+    if avail > 0 {
+        buf[..avail].copy_from_slice(&ino.live[off..off + avail]);
+    }
+    if exact && avail < buf.len() {
+        return Err(IoError::ShortRead {
+            file: fref,
+            offset,
+            wanted: buf.len(),
+            got: avail,
+        });
+    }
+    Ok(Reply::Read { buf, n: avail })
 }
 
 /// Writes the concatenation of `parts` at `offset`, as one system call or,

@@ -343,24 +343,19 @@ impl AsyncIo for UringIo {
 
     fn shutdown(&self) {
         let s = &self.shared;
-        s.core.gate.close();
         let on_dispatcher = self.thread_id == Some(thread::current().id());
-        if !on_dispatcher {
-            s.core.gate.wait_idle();
-        }
-        s.stopping.store(true, Ordering::SeqCst);
-        // Dropping the sender also ends the dispatcher's intake.
-        self.tx.lock().take();
-        s.kick();
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle
-            && !on_dispatcher
-        {
-            let _ = h.join();
-        }
-        if !on_dispatcher {
-            s.files.clear();
-        }
+        s.core.shut_down(&s.files, on_dispatcher, || {
+            s.stopping.store(true, Ordering::SeqCst);
+            // Dropping the sender also ends the dispatcher's intake.
+            self.tx.lock().take();
+            s.kick();
+            let handle = self.thread.lock().take();
+            if let Some(h) = handle
+                && !on_dispatcher
+            {
+                let _ = h.join();
+            }
+        });
     }
 }
 
