@@ -444,6 +444,12 @@ fn check_catalog(
             }
         }
     }
+    check_unnamed(files, &named, report);
+}
+
+/// Files no catalog row names: settled by recovery when the log accounts
+/// for them, orphans otherwise.
+fn check_unnamed(files: &BTreeMap<u32, RelFiles>, named: &BTreeSet<u32>, report: &mut Report) {
     for (id, f) in files.iter().filter(|(id, _)| !named.contains(id)) {
         for (has, kind) in [(f.heap, RelFile::Heap), (f.fsm, RelFile::Fsm)] {
             if !has {

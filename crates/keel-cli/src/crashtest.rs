@@ -351,7 +351,15 @@ impl Run<'_> {
             t.recovery_sum.as_secs_f64() * 1e3 / f64::from(t.cycles)
         };
         if self.args.json {
-            let out = serde_json::json!({
+            self.summary_json(elapsed, passed, mean_ms);
+        } else {
+            self.summary_text(elapsed, passed, mean_ms);
+        }
+    }
+
+    fn summary_json(&self, elapsed: Duration, passed: bool, mean_ms: f64) {
+        let t = &self.totals;
+        let out = serde_json::json!({
                 "passed": passed,
                 "cycles": t.cycles,
                 "cycles_requested": self.args.cycles,
@@ -376,10 +384,12 @@ impl Run<'_> {
                 "recovery_ms_max": t.recovery_max.as_secs_f64() * 1e3,
                 "elapsed_s": elapsed.as_secs_f64(),
                 "problems": self.problems,
-            });
-            println!("{out}");
-            return;
-        }
+        });
+        println!("{out}");
+    }
+
+    fn summary_text(&self, elapsed: Duration, passed: bool, mean_ms: f64) {
+        let t = &self.totals;
         for p in &self.problems {
             println!("  problem: {p}");
         }

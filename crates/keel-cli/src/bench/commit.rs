@@ -94,14 +94,7 @@ fn record(ctx: &mut Ctx, engines: &[Box<dyn Engine>], c: usize, rates: &[Vec<Rat
             figs.push(fig("x_ceiling", "x", pairwise(&per_sec(i), ceil)));
         }
         if *kind == EngineKind::Keel && !peers.is_empty() {
-            let best: Vec<f64> = (0..rates[i].len())
-                .map(|rep| {
-                    peers
-                        .iter()
-                        .map(|&p| rates[p][rep].per_sec)
-                        .fold(0.0, f64::max)
-                })
-                .collect();
+            let best = best_peer(rates, &peers, rates[i].len());
             figs.push(fig("x_best_peer", "x", pairwise(&per_sec(i), &best)));
         }
         let text = |m: &str| {
@@ -129,6 +122,18 @@ fn record(ctx: &mut Ctx, engines: &[Box<dyn Engine>], c: usize, rates: &[Vec<Rat
         ));
         ctx.report.figures.extend(figs);
     }
+}
+
+/// The fastest peer's commits per second in each of `repeats` repeats.
+fn best_peer(rates: &[Vec<Rate>], peers: &[usize], repeats: usize) -> Vec<f64> {
+    (0..repeats)
+        .map(|rep| {
+            peers
+                .iter()
+                .map(|&p| rates[p][rep].per_sec)
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// `a[i] / b[i]` for each repeat.

@@ -146,6 +146,18 @@ fn lines(path: &Path, title: &str, y_desc: &str, s: &Series) -> Result<(), Failu
     root.present().map_err(perr(path))
 }
 
+/// The x range of a chart of `s`: x is log2(committers) on a linear axis,
+/// labelled at powers of two.
+fn log2_x_range(s: &Series) -> (f64, f64) {
+    let (lo, hi) = s
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0.log2()))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) }
+}
+
 fn draw_lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     path: &Path,
@@ -153,14 +165,7 @@ fn draw_lines<DB: DrawingBackend>(
     y_desc: &str,
     s: &Series,
 ) -> Result<(), Failure> {
-    // x is log2(committers) on a linear axis, labelled at powers of two.
-    let (lo, hi) = s
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0.log2()))
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-            (a.min(x), b.max(x))
-        });
-    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let (lo, hi) = log2_x_range(s);
     let xs = lo - 0.3..hi + 0.3;
     let ys = log_range(
         s.iter()

@@ -10,7 +10,7 @@ use keel::datadir::layout::wal_dir;
 use keel::recovery::control::read_control;
 use keel::wal::payload::Payload;
 use keel::wal::segment::{SegmentDir, segment_file_name};
-use keel::wal::{LogRecord, RecoveryMode, WalReader};
+use keel::wal::{LogRecord, RecoveryMode, TailCut, WalReader};
 use serde_json::json;
 
 use super::quiet_on_broken_pipe;
@@ -138,51 +138,71 @@ pub fn inspect_wal(dir: &Path, start: Start, json: bool, salvage: bool) -> Resul
     }
     let end = reader.end();
     let cut = reader.tail_cut().cloned();
-    let records: u64 = totals.values().map(|t| t.records).sum();
-    let bytes: u64 = totals.values().map(|t| t.bytes).sum();
     let summary = if json {
-        let by_type: serde_json::Map<String, serde_json::Value> = totals
-            .iter()
-            .map(|(k, t)| {
-                (
-                    k.to_string(),
-                    json!({"records": t.records, "bytes": t.bytes}),
-                )
-            })
-            .collect();
-        json!({"summary": {
-            "records": records,
-            "bytes": bytes,
-            "by_type": by_type,
-            "start": from.to_string(),
-            "end": end.map(|l| l.to_string()),
-            "torn_tail": cut.as_ref().map(|c| json!({"at": c.at.to_string(), "reason": c.reason})),
-        }})
-        .to_string()
+        summary_json(&totals, from, end, cut.as_ref())
     } else {
-        let mut s = format!("summary: {records} records, {bytes} bytes\n");
-        s.push_str(&format!(
-            "  {:<18} {:>10} {:>14}\n",
-            "type", "records", "bytes"
-        ));
-        for (k, t) in &totals {
-            s.push_str(&format!("  {k:<18} {:>10} {:>14}\n", t.records, t.bytes));
-        }
-        match (end, &cut) {
-            (Some(end), None) => s.push_str(&format!("end of log at {end}")),
-            (Some(end), Some(c)) => s.push_str(&format!(
-                "end of log at {end}: torn tail cut ({})",
-                c.reason
-            )),
-            (None, _) => s.push_str("log not read to its end"),
-        }
-        s
+        summary_text(&totals, end, cut.as_ref())
     };
     if let Err(e) = writeln!(out, "{summary}").and_then(|_| out.flush()) {
         return quiet_on_broken_pipe(e);
     }
     drop(out);
     failure.map_or(Ok(()), Err)
+}
+
+/// The summary line of `--json`: totals by record type, the range read
+/// and the torn tail, if one was cut.
+fn summary_json(
+    totals: &BTreeMap<&'static str, TypeTotals>,
+    from: Lsn,
+    end: Option<Lsn>,
+    cut: Option<&TailCut>,
+) -> String {
+    let by_type: serde_json::Map<String, serde_json::Value> = totals
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.to_string(),
+                json!({"records": t.records, "bytes": t.bytes}),
+            )
+        })
+        .collect();
+    json!({"summary": {
+        "records": totals.values().map(|t| t.records).sum::<u64>(),
+        "bytes": totals.values().map(|t| t.bytes).sum::<u64>(),
+        "by_type": by_type,
+        "start": from.to_string(),
+        "end": end.map(|l| l.to_string()),
+        "torn_tail": cut.map(|c| json!({"at": c.at.to_string(), "reason": c.reason})),
+    }})
+    .to_string()
+}
+
+/// The text summary: totals, a table by record type, where the log ends.
+fn summary_text(
+    totals: &BTreeMap<&'static str, TypeTotals>,
+    end: Option<Lsn>,
+    cut: Option<&TailCut>,
+) -> String {
+    let records: u64 = totals.values().map(|t| t.records).sum();
+    let bytes: u64 = totals.values().map(|t| t.bytes).sum();
+    let mut s = format!("summary: {records} records, {bytes} bytes\n");
+    s.push_str(&format!(
+        "  {:<18} {:>10} {:>14}\n",
+        "type", "records", "bytes"
+    ));
+    for (k, t) in totals {
+        s.push_str(&format!("  {k:<18} {:>10} {:>14}\n", t.records, t.bytes));
+    }
+    match (end, cut) {
+        (Some(end), None) => s.push_str(&format!("end of log at {end}")),
+        (Some(end), Some(c)) => s.push_str(&format!(
+            "end of log at {end}: torn tail cut ({})",
+            c.reason
+        )),
+        (None, _) => s.push_str("log not read to its end"),
+    }
+    s
 }
 
 fn describe(record: &LogRecord) -> String {
