@@ -17,9 +17,10 @@
 //!    as its `rec_lsn` the LSN of the first change after the copy.
 
 use keel_io::{FileHandle, IoBuf};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::FileId;
-use super::frame::{FrameState, PageKey};
+use super::frame::{FileEntry, FrameState, PageKey};
 use super::pool::{Shared, page_offset};
 use super::stats::bump;
 use crate::error::BufferError;
@@ -324,30 +325,14 @@ impl Shared {
             if need.is_empty() {
                 return Ok(());
             }
-            let mut start = Vec::new();
-            for (file, _, _) in &need {
-                if let Some(entry) = meta.files.get_mut(file)
-                    && entry.syncing.is_none()
-                {
-                    entry.syncing = Some(entry.written);
-                    start.push((*file, entry.handle, entry.written));
-                }
-            }
+            let start = claim_syncs(&mut meta.files, &need);
             if start.is_empty() {
                 bump(&self.stats.sync_waits, 1);
                 self.changed.wait(&mut meta);
                 continue;
             }
             drop(meta);
-            let pending: Vec<_> = start
-                .iter()
-                .map(|&(file, handle, upto)| (file, handle, upto, self.io.fdatasync(handle)))
-                .collect();
-            bump(&self.stats.syncs, pending.len() as u64);
-            let results: Vec<_> = pending
-                .into_iter()
-                .map(|(file, handle, upto, fut)| (file, handle, upto, fut.wait()))
-                .collect();
+            let results = self.fdatasync_all(start);
             meta = self.meta.lock();
             let mut first_err = None;
             for (file, handle, upto, result) in results {
@@ -376,6 +361,19 @@ impl Shared {
         }
     }
 
+    /// Issues an fdatasync of each file at once, then waits for them all.
+    fn fdatasync_all(&self, files: Vec<(FileId, FileHandle, u64)>) -> Vec<SyncResult> {
+        let pending: Vec<_> = files
+            .into_iter()
+            .map(|(file, handle, upto)| (file, handle, upto, self.io.fdatasync(handle)))
+            .collect();
+        bump(&self.stats.syncs, pending.len() as u64);
+        pending
+            .into_iter()
+            .map(|(file, handle, upto, fut)| (file, handle, upto, fut.wait()))
+            .collect()
+    }
+
     /// The background writer's batch: up to `max` dirty frames that nobody
     /// pins or writes, now marked `writing`, scanned from the clock's hand
     /// on: the frames the next misses will evict first.
@@ -396,4 +394,25 @@ impl Shared {
         }
         batch
     }
+}
+
+/// A sync's file, handle, the write count it covers, and its result.
+type SyncResult = (FileId, FileHandle, u64, Result<(), keel_io::IoError>);
+
+/// Marks a sync in flight for each file of `need` that has none (one sync
+/// per file at a time) and returns those, with the writes each covers.
+fn claim_syncs(
+    files: &mut HashMap<FileId, FileEntry>,
+    need: &[(FileId, FileHandle, u64)],
+) -> Vec<(FileId, FileHandle, u64)> {
+    let mut start = Vec::new();
+    for (file, _, _) in need {
+        if let Some(entry) = files.get_mut(file)
+            && entry.syncing.is_none()
+        {
+            entry.syncing = Some(entry.written);
+            start.push((*file, entry.handle, entry.written));
+        }
+    }
+    start
 }

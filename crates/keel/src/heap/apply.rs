@@ -15,8 +15,8 @@
 
 use crate::error::PageError;
 use crate::page::{
-    FORWARD_PLACEHOLDER, OverflowPage, PAGE_SIZE, PageType, SlotContent, SlottedPage, TupleFlags,
-    init_page, set_page_lsn,
+    FORWARD_PLACEHOLDER, OverflowPage, PAGE_SIZE, PageType, Relocation, SlotContent, SlottedPage,
+    TupleFlags, init_page, set_page_lsn,
 };
 use crate::types::{Lsn, PageId};
 use crate::wal::payload::{Payload, SlotImage};
@@ -37,33 +37,60 @@ fn heap(page: &mut [u8], page_id: PageId) -> Result<SlottedPage<&mut [u8]>, Page
     SlottedPage::open(page, page_id)
 }
 
+/// A whole page's image over the page.
+fn put_image(page: &mut [u8], page_id: PageId, image: &[u8]) -> Result<(), PageError> {
+    if page.len() != PAGE_SIZE {
+        return Err(PageError::Corrupted {
+            page_id,
+            offset: 0,
+            reason: format!("page buffer of {} bytes", page.len()),
+        });
+    }
+    page.copy_from_slice(image);
+    Ok(())
+}
+
+/// Byte ranges of a `page-delta` over the page, each checked to fit.
+fn put_ranges(
+    page: &mut [u8],
+    page_id: PageId,
+    ranges: &[(u16, Vec<u8>)],
+) -> Result<(), PageError> {
+    for (offset, bytes) in ranges {
+        let at = usize::from(*offset);
+        let dest = page
+            .get_mut(at..at + bytes.len())
+            .ok_or_else(|| PageError::Corrupted {
+                page_id,
+                offset: at,
+                reason: format!("delta of {} bytes runs off the page", bytes.len()),
+            })?;
+        dest.copy_from_slice(bytes);
+    }
+    Ok(())
+}
+
+/// Compacts the page; the tuples it moves must be those the log recorded.
+fn compact(page: &mut [u8], page_id: PageId, logged: &[Relocation]) -> Result<(), PageError> {
+    let moved = heap(page, page_id)?.compact();
+    if moved != logged {
+        return Err(PageError::Corrupted {
+            page_id,
+            offset: 0,
+            reason: format!(
+                "compaction moved {} tuples where the log says {}: redo diverged",
+                moved.len(),
+                logged.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(), PageError> {
     match payload {
-        Payload::PageImage { image } => {
-            if page.len() != PAGE_SIZE {
-                return Err(PageError::Corrupted {
-                    page_id,
-                    offset: 0,
-                    reason: format!("page buffer of {} bytes", page.len()),
-                });
-            }
-            page.copy_from_slice(&image[..]);
-            Ok(())
-        }
-        Payload::PageDelta { ranges } => {
-            for (offset, bytes) in ranges {
-                let at = usize::from(*offset);
-                let dest =
-                    page.get_mut(at..at + bytes.len())
-                        .ok_or_else(|| PageError::Corrupted {
-                            page_id,
-                            offset: at,
-                            reason: format!("delta of {} bytes runs off the page", bytes.len()),
-                        })?;
-                dest.copy_from_slice(bytes);
-            }
-            Ok(())
-        }
+        Payload::PageImage { image } => put_image(page, page_id, &image[..]),
+        Payload::PageDelta { ranges } => put_ranges(page, page_id, ranges),
         Payload::PageInit { page_type } => match page_type {
             PageType::Heap => SlottedPage::init(page, page_id).map(|_| ()),
             other => init_page(page, page_id, *other),
@@ -97,21 +124,7 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
             p.set_forward(*slot, *target)
         }
         Payload::HeapFreeSlot { slot } => heap(page, page_id)?.free_slot(*slot),
-        Payload::PageCompaction { relocations } => {
-            let moved = heap(page, page_id)?.compact();
-            if &moved != relocations {
-                return Err(PageError::Corrupted {
-                    page_id,
-                    offset: 0,
-                    reason: format!(
-                        "compaction moved {} tuples where the log says {}: redo diverged",
-                        moved.len(),
-                        relocations.len()
-                    ),
-                });
-            }
-            Ok(())
-        }
+        Payload::PageCompaction { relocations } => compact(page, page_id, relocations),
         Payload::OverflowWrite { index, next, chunk } => {
             OverflowPage::init(page, page_id, *index, chunk, *next).map(|_| ())
         }

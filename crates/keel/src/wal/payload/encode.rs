@@ -7,7 +7,7 @@
 use crate::error::WalError;
 use crate::page::header::{HEADER_SIZE, get_u16, offsets};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
-use crate::types::Lsn;
+use crate::types::{Lsn, RelationId};
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 
 use super::{
@@ -241,15 +241,7 @@ impl Writer<'_> {
             }
             Payload::OverflowFree | Payload::Begin | Payload::Abort | Payload::CheckpointBegin => {}
             Payload::Commit { commit_time_us } => self.u64(*commit_time_us),
-            Payload::Compensation { undo_next, action } => {
-                let kind = action.kind();
-                if !is_clr_action(kind) {
-                    return Err(self.fail(format!("a CLR cannot carry a {} action", kind.name())));
-                }
-                self.u64(undo_next.0);
-                self.u8(kind as u8);
-                self.payload(action)?;
-            }
+            Payload::Compensation { undo_next, action } => self.compensation(*undo_next, action)?,
             Payload::CheckpointEnd {
                 begin_lsn,
                 next_txn,
@@ -265,19 +257,34 @@ impl Writer<'_> {
                 self.u64(*dirty_pages);
                 self.u64(*active_txns);
             }
-            Payload::RelationCreate { relation, name } => {
-                self.u32(relation.0);
-                let n = u8::try_from(name.len()).map_err(|_| {
-                    self.fail(format!(
-                        "relation name of {} bytes exceeds {MAX_NAME_LEN}",
-                        name.len()
-                    ))
-                })?;
-                self.u8(n);
-                self.out.extend_from_slice(name.as_bytes());
-            }
+            Payload::RelationCreate { relation, name } => self.relation_create(*relation, name)?,
             Payload::RelationDrop { relation } => self.u32(relation.0),
         }
+        Ok(())
+    }
+
+    /// A CLR: its undo-next, then the action's type byte and payload.
+    fn compensation(&mut self, undo_next: Lsn, action: &Payload) -> Result<(), WalError> {
+        let kind = action.kind();
+        if !is_clr_action(kind) {
+            return Err(self.fail(format!("a CLR cannot carry a {} action", kind.name())));
+        }
+        self.u64(undo_next.0);
+        self.u8(kind as u8);
+        self.payload(action)
+    }
+
+    /// The relation id, then its name with a one-byte length.
+    fn relation_create(&mut self, relation: RelationId, name: &str) -> Result<(), WalError> {
+        self.u32(relation.0);
+        let n = u8::try_from(name.len()).map_err(|_| {
+            self.fail(format!(
+                "relation name of {} bytes exceeds {MAX_NAME_LEN}",
+                name.len()
+            ))
+        })?;
+        self.u8(n);
+        self.out.extend_from_slice(name.as_bytes());
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::page::{NO_PAGE, PAGE_SIZE, TupleFlags};
+use crate::page::{NO_PAGE, PAGE_SIZE, Relocation, TupleFlags};
 
 use super::encode::image_hole;
 use super::{Payload, SlotImage};
@@ -61,6 +61,30 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `2 ranges, 14 B: 24+8, 100+6`.
+fn delta(ranges: &[(u16, Vec<u8>)]) -> String {
+    let total: usize = ranges.iter().map(|(_, b)| b.len()).sum();
+    let mut s = format!("{}, {total} B", plural(ranges.len(), "range", "ranges"));
+    if !ranges.is_empty() {
+        let _ = write!(s, ": {}", list(ranges, |(o, b)| format!("{o}+{}", b.len())));
+    }
+    s
+}
+
+/// `2 relocations, 240 B: 3:8000->8100, …`.
+fn compaction(relocations: &[Relocation]) -> String {
+    let moved: usize = relocations.iter().map(|r| usize::from(r.len)).sum();
+    let mut s = format!(
+        "{}, {moved} B",
+        plural(relocations.len(), "relocation", "relocations")
+    );
+    if !relocations.is_empty() {
+        let each = |r: &Relocation| format!("{}:{}->{}", r.slot, r.old_offset, r.new_offset);
+        let _ = write!(s, ": {}", list(relocations, each));
+    }
+    s
+}
+
 impl Payload {
     /// A one-line description of the payload, without the record type:
     /// `slot 3, 120 B, flags -`, `undo-next 0/00001234, heap-delete slot 4,
@@ -71,14 +95,7 @@ impl Payload {
             Payload::Padding { len } => format!("{len} B"),
             Payload::PageImage { image } => page(image),
             Payload::PageCheck { of, image } => format!("of {of}, {}", page(image)),
-            Payload::PageDelta { ranges } => {
-                let total: usize = ranges.iter().map(|(_, b)| b.len()).sum();
-                let mut s = format!("{}, {total} B", plural(ranges.len(), "range", "ranges"));
-                if !ranges.is_empty() {
-                    let _ = write!(s, ": {}", list(ranges, |(o, b)| format!("{o}+{}", b.len())));
-                }
-                s
-            }
+            Payload::PageDelta { ranges } => delta(ranges),
             Payload::PageInit { page_type } => format!("{} page", page_type.name()),
             Payload::HeapInsert {
                 slot,
@@ -100,24 +117,7 @@ impl Payload {
                 format!("slot {slot} -> {target}, was {}", image(old))
             }
             Payload::HeapFreeSlot { slot } => format!("slot {slot}"),
-            Payload::PageCompaction { relocations } => {
-                let moved: usize = relocations.iter().map(|r| usize::from(r.len)).sum();
-                let mut s = format!(
-                    "{}, {moved} B",
-                    plural(relocations.len(), "relocation", "relocations")
-                );
-                if !relocations.is_empty() {
-                    let _ = write!(
-                        s,
-                        ": {}",
-                        list(relocations, |r| format!(
-                            "{}:{}->{}",
-                            r.slot, r.old_offset, r.new_offset
-                        ))
-                    );
-                }
-                s
-            }
+            Payload::PageCompaction { relocations } => compaction(relocations),
             Payload::OverflowWrite { index, next, chunk } => {
                 let next = match *next {
                     NO_PAGE => "none".to_owned(),
