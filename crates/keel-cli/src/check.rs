@@ -542,7 +542,10 @@ fn compare_fsm(page: &FsmPage, heap: Option<&PageFree>, at: &str, report: &mut R
             );
         }
     }
-    debug_assert!(page.entries().len() <= ENTRIES_PER_PAGE);
+    debug_assert!(
+        page.entries().len() <= ENTRIES_PER_PAGE,
+        "the FSM page decoder bounds its entries (inv. 9)"
+    );
 }
 
 /// Reads every record from where recovery would start to the end.

@@ -143,7 +143,7 @@ impl<'a> PageWriteGuard<'a> {
     pub fn mark_dirty(&mut self, lsn: Lsn) {
         debug_assert!(
             page::page_lsn(&self.latch).is_none_or(|old| old <= lsn),
-            "page LSN goes backwards on file {} page {}",
+            "page LSN goes backwards on file {} page {} (inv. 8: redo compares page LSNs)",
             self.file(),
             self.page_id()
         );

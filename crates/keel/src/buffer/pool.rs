@@ -220,7 +220,10 @@ impl Shared {
     pub(crate) fn unpin(&self, frame: usize) {
         let mut meta = self.meta.lock();
         let m = &mut meta.frames[frame];
-        debug_assert!(m.pins > 0, "unpin of an unpinned frame");
+        debug_assert!(
+            m.pins > 0,
+            "unpin of an unpinned frame (inv. 11: a frame in use is never evicted)"
+        );
         m.pins = m.pins.saturating_sub(1);
     }
 

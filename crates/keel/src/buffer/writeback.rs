@@ -152,7 +152,10 @@ impl Shared {
             let m = &mut meta.frames[frame];
             let key = m.key.filter(|_| m.writing && m.state == FrameState::Ready);
             let Some(key) = key else {
-                debug_assert!(false, "write-back of a frame not claimed for writing");
+                debug_assert!(
+                    false,
+                    "write-back of a frame not claimed for writing (inv. 4: only a claimed copy is checked against the durable log)"
+                );
                 return Ok(Copied::Skipped(frame));
             };
             m.copied = true;

@@ -41,7 +41,11 @@ impl Buckets {
     pub(super) fn remove(&mut self, cat: u8, pos: u32) -> Option<u32> {
         let list = &mut self.lists[usize::from(cat)];
         let pos = pos as usize;
-        debug_assert!(pos < list.len(), "FSM bucket position out of range");
+        // A position comes from the map itself; out of range would be a bug,
+        // and the map is a hint: the entry is dropped, never trusted.
+        if pos >= list.len() {
+            return None;
+        }
         list.swap_remove(pos);
         if list.is_empty() {
             self.nonempty[usize::from(cat) / 64] &= !(1 << (cat % 64));

@@ -347,10 +347,8 @@ impl FreeSpaceMap {
     /// Records heap page `page`'s free space: `contiguous_free` bytes usable
     /// now, `total_free` after compaction (taken as at least
     /// `contiguous_free`). Both are rounded down to their category. Starts
-    /// tracking the page if it was not. `page` must not be [`NO_PAGE`]
-    /// (ignored in release builds).
+    /// tracking the page if it was not. [`NO_PAGE`] is not a page: ignored.
     pub fn update(&self, page: PageId, contiguous_free: usize, total_free: usize) {
-        debug_assert!(page.0 != NO_PAGE, "FSM: page id {page} is NO_PAGE");
         if page.0 == NO_PAGE {
             return;
         }

@@ -262,7 +262,7 @@ pub fn encode_unsealed(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u
     debug_assert_eq!(
         out.len(),
         RECORD_HEADER_SIZE + payload.len(),
-        "record buffer of the wrong size"
+        "record buffer of the wrong size (inv. 1)"
     );
     out[RECORD_HEADER_SIZE..].copy_from_slice(payload);
     encode_header(out, meta, lsn);
@@ -275,7 +275,7 @@ pub fn encode_header(out: &mut [u8], meta: &RecordMeta, lsn: Lsn) {
     let total = out.len();
     debug_assert!(
         total >= RECORD_HEADER_SIZE,
-        "record shorter than its header"
+        "record shorter than its header (inv. 1)"
     );
     let h = &mut out[..RECORD_HEADER_SIZE];
     put_u32(h, offsets::TOTAL_LEN, total as u32);
@@ -297,7 +297,10 @@ pub fn encode_header(out: &mut [u8], meta: &RecordMeta, lsn: Lsn) {
 /// `batch_start`: stores `batch back` and the CRC over everything after the
 /// CRC field (invariant 2).
 pub fn seal(record: &mut [u8], batch_start: Lsn) {
-    debug_assert!(record.len() >= RECORD_HEADER_SIZE, "sealing a short record");
+    debug_assert!(
+        record.len() >= RECORD_HEADER_SIZE,
+        "sealing a short record (inv. 2)"
+    );
     let lsn = get_u64(record, offsets::LSN);
     debug_assert!(lsn >= batch_start.0, "record before its batch (inv. 10)");
     put_u32(record, offsets::BATCH_BACK, (lsn - batch_start.0) as u32);

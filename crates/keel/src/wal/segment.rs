@@ -514,7 +514,10 @@ impl SegmentDir {
             };
             match write.wait() {
                 Ok(buf) => {
-                    debug_assert!(buf.iter().all(|&b| b == 0), "a write changed its buffer");
+                    debug_assert!(
+                        buf.iter().all(|&b| b == 0),
+                        "a write changed its zero buffer (inv. 3: a prepared segment holds no record)"
+                    );
                     spare = Some(buf);
                 }
                 Err(e) => break Err(WalError::io("zero-fill a segment")(e)),

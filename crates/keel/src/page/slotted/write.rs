@@ -16,7 +16,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
     }
 
     fn set_field(&mut self, off: usize, v: usize) {
-        debug_assert!(v <= usize::from(u16::MAX), "page field overflow");
+        debug_assert!(
+            v <= usize::from(u16::MAX),
+            "page field overflow (inv. 1: every field fits its width)"
+        );
         put_u16(self.bytes.as_mut(), off, v as u16);
     }
 
