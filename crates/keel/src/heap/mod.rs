@@ -28,9 +28,9 @@
 //!    log is durable up to that LSN (invariant 4), and a checkpoint, which
 //!    takes the gate's exclusive side to append its begin record, then
 //!    finds every change logged before that record on a dirty frame, so
-//!    its `flush_all` writes it. (Marking the frame after releasing the
-//!    gate lost changes: a checkpoint could slip in between, skip the
-//!    still-clean frame, and move redo past the record.)
+//!    its `flush_all` writes it. A frame marked after the gate is released
+//!    could be skipped, still clean, by a checkpoint that slipped in
+//!    between, which would then move redo past the record.
 //! 5. In consistency-check mode (`Config::consistency_check`), still under
 //!    the gate and the latch, a [`Payload::PageCheck`] of the page as the
 //!    change left it (page LSN = the change's LSN) is logged; recovery
