@@ -248,9 +248,9 @@ impl Database {
     /// return). Waits for the transactions using it to end (an exclusive
     /// relation lock: [`Config::lock_timeout`] and deadlock detection
     /// apply, and a drop that gives up changes nothing); afterwards every
-    /// use of it is [`DbError::NoSuchRelation`]. Do not call it from a
-    /// thread whose own open transaction uses the relation: without a lock
-    /// timeout that waits forever.
+    /// use of it is [`DbError::NoSuchRelation`]. Called from a thread whose
+    /// own open transaction uses the relation, it would wait for itself: it
+    /// fails at once with [`DbError::Deadlock`] and changes nothing.
     pub fn drop_relation(&self, name: &str) -> Result<()> {
         self.inner.check_usable()?;
         crate::ddl::drop_relation(&self.inner, name)

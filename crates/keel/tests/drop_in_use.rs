@@ -107,3 +107,32 @@ fn a_drop_gives_up_after_the_lock_timeout_and_leaves_the_relation_whole() {
     assert_eq!(db.relation("t").unwrap(), None);
     db.close().unwrap();
 }
+
+/// A thread that drops a relation its own open transaction uses would wait
+/// for itself: without a lock timeout, the drop fails at once with
+/// `Deadlock` (the waits-for check sees the holder's latest request came
+/// from this thread) and changes nothing; the user's transaction goes on.
+#[test]
+fn a_drop_from_the_thread_whose_transaction_uses_the_relation_is_a_deadlock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(&tmp, None);
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(rel, b"row").unwrap();
+    tx.commit().unwrap();
+    let mut user = db.begin().unwrap();
+    user.update(rel, tid, b"changed").unwrap();
+    match db.drop_relation("t") {
+        Err(Error::Db(DbError::Deadlock { .. })) => {}
+        other => panic!("expected Deadlock, got {other:?}"),
+    }
+    assert_eq!(db.relation("t").unwrap(), Some(rel));
+    assert_eq!(
+        user.get(rel, tid).unwrap().as_deref(),
+        Some(&b"changed"[..])
+    );
+    user.commit().unwrap();
+    db.drop_relation("t").unwrap();
+    assert_eq!(db.relation("t").unwrap(), None);
+    db.close().unwrap();
+}
