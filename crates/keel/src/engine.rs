@@ -1,7 +1,7 @@
 //! The open engine: what the facade, transactions and background threads
 //! share once [`crate::datadir::open`] has run the open sequence.
 //!
-//! [`Engine`] holds the storage context ([`Store`]: I/O backend, buffer
+//! [`Engine`] holds the storage context ([`Storage`]: I/O backend, buffer
 //! pool, log, locks, redo gate), the catalog, the transaction table and the
 //! poison. It decides three things, each in one place:
 //!
@@ -27,17 +27,19 @@ use parking_lot::Mutex;
 
 use crate::Config;
 use crate::error::{BufferError, DbError, Error, ErrorClass, PoisonCause, Result};
+use crate::heap::Relation;
 use crate::heap::catalog::Catalog;
-use crate::heap::{Relation, Store, TxnLog};
 use crate::recovery::checkpoint::{CheckpointTarget, checkpoint};
 use crate::recovery::{CheckpointReport, RecoveryReport};
+use crate::storage::Storage;
 use crate::txn::TxnTable;
+use crate::txn::undo::TxnLog;
 use crate::types::{Lsn, RelationId};
 
 /// An open database's shared state (module docs).
 pub(crate) struct Engine {
     pub dir: PathBuf,
-    pub store: Store,
+    pub store: Storage,
     pub catalog: Catalog,
     pub txns: TxnTable,
     /// Held by a checkpoint, and by a drop from its commit to the removal

@@ -29,6 +29,7 @@ pub mod heap;
 pub mod lock;
 pub mod page;
 pub mod recovery;
+mod storage;
 pub mod txn;
 pub mod types;
 pub mod wal;

@@ -11,13 +11,13 @@ use keel_io::{FileClass, OpenOptions};
 use super::layout::{RelFile, check_canonical, fsm_path, heap_path, rel_dir, rel_file};
 use crate::buffer::{BufferError, FileId};
 use crate::error::Result;
-use crate::heap::Store;
 use crate::page::PAGE_SIZE;
+use crate::storage::Storage;
 use crate::types::RelationId;
 
 /// Opens relation `id`'s existing heap file, registers it with the buffer
 /// pool and returns its length in whole pages.
-pub(crate) fn open_file(store: &Store, dir: &Path, id: RelationId) -> Result<u32> {
+pub(crate) fn open_file(store: &Storage, dir: &Path, id: RelationId) -> Result<u32> {
     let path = heap_path(dir, id);
     let opts = OpenOptions::new(FileClass::Data).write(true);
     let f = store.io.open(&path, opts).wait()?;
@@ -28,7 +28,7 @@ pub(crate) fn open_file(store: &Store, dir: &Path, id: RelationId) -> Result<u32
 
 /// Creates relation `id`'s heap file (empty), makes its name durable and
 /// registers it with the buffer pool. An existing file is opened instead.
-pub(crate) fn create_file(store: &Store, dir: &Path, id: RelationId) -> Result<u32> {
+pub(crate) fn create_file(store: &Storage, dir: &Path, id: RelationId) -> Result<u32> {
     let path = heap_path(dir, id);
     let opts = OpenOptions::new(FileClass::Data).write(true).create(true);
     let f = store.io.open(&path, opts).wait()?;
@@ -46,7 +46,7 @@ const UNREGISTER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Unregisters relation `id`'s file and removes it and its FSM file. A file
 /// whose pages stay pinned is an error naming it, never removed from under
 /// its users.
-pub(crate) fn remove_files(store: &Store, dir: &Path, id: RelationId) -> Result<()> {
+pub(crate) fn remove_files(store: &Storage, dir: &Path, id: RelationId) -> Result<()> {
     let started = std::time::Instant::now();
     loop {
         match store.pool.unregister_file(FileId(id.0)) {
@@ -78,7 +78,7 @@ pub(crate) fn remove_files(store: &Store, dir: &Path, id: RelationId) -> Result<
 /// relation's file but is not the one Keel writes (`00001.heap` beside
 /// `1.heap`) is refused, naming both paths, rather than read as a second
 /// file of the same relation ([`check_canonical`]).
-pub(crate) fn list_files(store: &Store, dir: &Path) -> Result<Vec<RelationId>> {
+pub(crate) fn list_files(store: &Storage, dir: &Path) -> Result<Vec<RelationId>> {
     let names = rel_dir_names(store, dir)?;
     let mut ids = Vec::new();
     for name in &names {
@@ -92,7 +92,7 @@ pub(crate) fn list_files(store: &Store, dir: &Path) -> Result<Vec<RelationId>> {
 }
 
 /// The names of the entries of `rel/`.
-pub(crate) fn rel_dir_names(store: &Store, dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn rel_dir_names(store: &Storage, dir: &Path) -> Result<Vec<String>> {
     Ok(store
         .io
         .read_dir(&rel_dir(dir))
@@ -103,7 +103,7 @@ pub(crate) fn rel_dir_names(store: &Store, dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The highest relation id any file in `rel/` belongs to.
-pub(crate) fn highest_file_id(store: &Store, dir: &Path) -> Result<Option<RelationId>> {
+pub(crate) fn highest_file_id(store: &Storage, dir: &Path) -> Result<Option<RelationId>> {
     Ok(rel_dir_names(store, dir)?
         .iter()
         .filter_map(|n| rel_file(n).map(|(id, _)| id))

@@ -17,13 +17,14 @@ use crate::buffer::BufferPool;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, FreeSpaceMap};
+use crate::heap::Relation;
 use crate::heap::catalog::{CATALOG_ID, CATALOG_NAME, Catalog, decode_row};
 use crate::heap::read::HeapScan;
-use crate::heap::{Relation, Store};
 use crate::lock::LockManager;
 use crate::recovery::checkpoint::load_fsm;
 use crate::recovery::control::{Control, read_control};
 use crate::recovery::{PageSpace, Recovered, RecoveryReport, recover};
+use crate::storage::Storage;
 use crate::txn::TxnTable;
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
 use crate::wal::Wal;
@@ -94,7 +95,7 @@ fn open_store(
     config: &Config,
     io: Arc<dyn AsyncIo>,
     control: Option<&Control>,
-) -> Result<Store> {
+) -> Result<Storage> {
     let scan_start = control.map(|c| c.scan_start());
     let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), config.wal.clone(), scan_start)?;
     if let Some(c) = control
@@ -112,7 +113,7 @@ fn open_store(
     }
     let wal = Arc::new(wal);
     let pool = BufferPool::new(io.clone(), wal.clone(), config.buffer.clone())?;
-    Ok(Store {
+    Ok(Storage {
         io,
         pool,
         wal,
@@ -126,7 +127,7 @@ fn open_store(
 /// Opens every relation file in `rel/` (creating the catalog's on a new
 /// database) and checks their lengths; names come later, from the catalog.
 fn open_relation_files(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     has_control: bool,
 ) -> Result<HashMap<RelationId, Arc<Relation>>> {
@@ -227,7 +228,7 @@ const LOCK_WAIT: Duration = Duration::from_millis(250);
 /// ([`settle_unnamed`](crate::recovery::ddl::settle_unnamed)): returns the
 /// orphans kept and the uncommitted creates removed.
 fn load_catalog(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     catalog: &Catalog,
     mut rels: HashMap<RelationId, Arc<Relation>>,
@@ -271,7 +272,7 @@ fn load_catalog(
 /// what redo found (no read); pages past what a loaded map covers, or every
 /// page when none was loaded, and pages undo changed are read. Pages the
 /// log does not name since the checkpoint keep their saved entries.
-fn refresh_fsm(store: &Store, rel: &Relation, rec: &Recovered, loaded: bool) -> Result<()> {
+fn refresh_fsm(store: &Storage, rel: &Relation, rec: &Recovered, loaded: bool) -> Result<()> {
     let pages = rel.page_count();
     let from = if loaded {
         rel.fsm.covered_pages().min(pages)

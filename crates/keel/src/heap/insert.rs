@@ -3,12 +3,15 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Relation, Store, TxnLog, corrupt, page_type};
+use super::{Relation, corrupt};
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, request_bytes};
 use crate::lock::{LockMode, LockTarget};
+use crate::page::page_type;
 use crate::page::{Fit, PageType, SlottedPage, TupleFlags};
+use crate::storage::Storage;
+use crate::txn::undo::TxnLog;
 use crate::types::{PageId, TupleId};
 use crate::wal::Payload;
 
@@ -16,7 +19,7 @@ use crate::wal::Payload;
 /// Each wrong suggestion corrects the FSM, so misses do not repeat.
 const FSM_ATTEMPTS: usize = 8;
 
-impl Store {
+impl Storage {
     /// Inserts `value` into `rel` in `log`'s transaction (an overflow chain
     /// first when it is larger than [`INLINE_MAX`](super::INLINE_MAX)).
     pub(crate) fn insert(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<TupleId> {
@@ -80,7 +83,7 @@ impl Store {
                 let init = Payload::PageInit {
                     page_type: PageType::Heap,
                 };
-                self.change(None, rel, g, &init)?;
+                self.change(None, rel.id, g, &init)?;
             }
             _ => {
                 rel.fsm.remove(pid);
@@ -115,7 +118,7 @@ impl Store {
             flags,
             tuple: bytes.to_vec(),
         };
-        self.change_owned(Some(log), rel, g, insert)?;
+        self.change_owned(Some(log), rel.id, g, insert)?;
         self.note_free(rel, g);
         Ok(Some(TupleId::new(pid, slot)))
     }
@@ -126,7 +129,7 @@ impl Store {
         let pid = g.page_id();
         let mut copy = g.to_vec();
         let relocations = SlottedPage::open(&mut copy[..], pid)?.compact();
-        self.change(None, rel, g, &Payload::PageCompaction { relocations })?;
+        self.change(None, rel.id, g, &Payload::PageCompaction { relocations })?;
         Ok(())
     }
 
@@ -159,7 +162,7 @@ impl Store {
         }
         let pid = PageId(n);
         let mut g = self.pool.new_page(rel.file(), pid)?;
-        self.change(log, rel, &mut g, payload)?;
+        self.change(log, rel.id, &mut g, payload)?;
         rel.pages.store(n + 1, Ordering::Release);
         Ok(g)
     }
@@ -189,7 +192,7 @@ impl Store {
             };
             if unused {
                 rel.fsm.remove(pid);
-                self.change(Some(log), rel, &mut g, payload)?;
+                self.change(Some(log), rel.id, &mut g, payload)?;
                 return Ok(pid);
             }
             self.note_free(rel, &g);

@@ -4,18 +4,21 @@
 use std::sync::Arc;
 
 use super::read::{Found, slot_of};
-use super::{Deferred, Relation, Store, TxnLog, Undo, corrupt, no_tuple, page_type};
+use super::{Relation, corrupt, no_tuple};
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Error, PageError, Result};
 use crate::fsm::EMPTY_PAGE_FREE;
 use crate::page::page_lsn;
+use crate::page::page_type;
 use crate::page::slotted::alloc_len;
 use crate::page::slotted::content_name;
 use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlotContent, SlottedPage, TupleFlags};
+use crate::storage::Storage;
+use crate::txn::undo::{Deferred, TxnLog, Undo};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
 
-impl Store {
+impl Storage {
     /// Whether a tuple of `len` bytes fits on the latched heap page, counting
     /// the bytes running transactions reserved there as taken.
     pub(crate) fn fit(&self, rel: &Relation, page: &SlottedPage<&[u8]>, len: usize) -> Fit {
@@ -187,7 +190,7 @@ impl Store {
             new_flags: flags,
             new: bytes.to_vec(),
         };
-        self.change(Some(log), rel, g, &payload)?;
+        self.change(Some(log), rel.id, g, &payload)?;
         if new_alloc < old_alloc {
             // Undo grows the tuple back, and a growing update takes its new
             // room before it releases the old: hold the whole old size.
@@ -217,7 +220,7 @@ impl Store {
             target,
             old,
         };
-        self.change(Some(log), rel, &mut g, &payload)?;
+        self.change(Some(log), rel.id, &mut g, &payload)?;
         self.reserve(log, rel, tid.page, freed);
         self.note_free(rel, &g);
         Ok(())
@@ -267,7 +270,7 @@ impl Store {
             SlotImage::Forward(_) => alloc_len(0),
         };
         let payload = Payload::HeapDelete { slot: at.slot, old };
-        self.change(Some(log), rel, g, &payload)?;
+        self.change(Some(log), rel.id, g, &payload)?;
         self.reserve(log, rel, at.page, freed);
         log.deferred.push(Deferred::FreeSlot(rel.id, at));
         self.note_free(rel, g);
@@ -349,7 +352,7 @@ impl Store {
             let action = match &entry.undo {
                 Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
                 Undo::Chain { .. } => continue, // rolled back above
-                Undo::Record(p) => match crate::heap::apply::undo_action(p) {
+                Undo::Record(p) => match crate::storage::apply::undo_action(p) {
                     Some(action) => action,
                     None => continue,
                 },
@@ -358,16 +361,16 @@ impl Store {
                 undo_next: entry.prev_lsn,
                 action: Box::new(action),
             };
-            let undone = match self.change(Some(log), &rel, &mut g, &clr) {
+            let undone = match self.change(Some(log), rel.id, &mut g, &clr) {
                 Err(Error::Page(PageError::DoesNotFit { .. })) => {
                     self.compact(&rel, &mut g)?;
-                    self.change(Some(log), &rel, &mut g, &clr)
+                    self.change(Some(log), rel.id, &mut g, &clr)
                 }
                 other => other,
             };
             undone.map_err(failed)?;
             if let Undo::Insert { slot } = entry.undo {
-                self.change(None, &rel, &mut g, &Payload::HeapFreeSlot { slot })?;
+                self.change(None, rel.id, &mut g, &Payload::HeapFreeSlot { slot })?;
             }
             self.note_free(&rel, &g);
         }
@@ -415,7 +418,7 @@ impl Store {
                 undo_next,
                 action: Box::new(Payload::OverflowFree),
             };
-            self.change(Some(log), rel, &mut g, &clr)?;
+            self.change(Some(log), rel.id, &mut g, &clr)?;
             self.note_free(rel, &g);
             drop(g);
             if let Some(o) = older {
@@ -458,7 +461,7 @@ impl Store {
                     if dead {
                         self.change(
                             None,
-                            &rel,
+                            rel.id,
                             &mut g,
                             &Payload::HeapFreeSlot { slot: tid.slot },
                         )?;

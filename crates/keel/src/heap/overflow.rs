@@ -10,13 +10,16 @@
 
 use std::borrow::Cow;
 
-use super::{INLINE_MAX, MAX_VALUE_LEN, Relation, Store, TxnLog, corrupt, page_type};
+use super::{INLINE_MAX, MAX_VALUE_LEN, Relation, corrupt};
 use crate::error::{DbError, Result};
+use crate::page::page_type;
 use crate::page::{ChainReader, NO_PAGE, OverflowHead, PageType, TupleFlags, overflow::chunks};
+use crate::storage::Storage;
+use crate::txn::undo::TxnLog;
 use crate::types::PageId;
 use crate::wal::Payload;
 
-impl Store {
+impl Storage {
     /// What goes into the slot for `value`: the value itself (borrowed),
     /// or the head of an overflow chain written for it now.
     pub(crate) fn stored_form<'v>(
@@ -110,7 +113,7 @@ impl Store {
                 break;
             }
             next = crate::page::OverflowPage::open(&g[..], pid)?.next_page();
-            self.change(None, rel, &mut g, &Payload::OverflowFree)?;
+            self.change(None, rel.id, &mut g, &Payload::OverflowFree)?;
             rel.fsm.update(
                 pid,
                 crate::fsm::EMPTY_PAGE_FREE,

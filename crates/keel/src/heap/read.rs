@@ -4,10 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{Relation, Store, corrupt, page_type};
+use super::{Relation, corrupt};
 use crate::error::Result;
 use crate::lock::{LockMode, LockTarget};
+use crate::page::page_type;
 use crate::page::{PageType, SlotContent, SlottedPage, TupleFlags};
+use crate::storage::Storage;
 use crate::types::{PageId, SlotId, TupleId, TxnId};
 
 /// What a slot holds, copied out of the page so its latch can be dropped.
@@ -59,7 +61,7 @@ fn page_rows(page: &[u8], pid: PageId) -> Result<Vec<(TupleId, Found)>> {
     Ok(rows)
 }
 
-impl Store {
+impl Storage {
     /// The value at home address `tid`, or `None` when no tuple lives there.
     pub(crate) fn get(&self, rel: &Relation, tid: TupleId) -> Result<Option<Vec<u8>>> {
         let found = self.home(rel, tid)?;
@@ -148,7 +150,7 @@ impl Store {
 /// tuple whose lock is busy is locked after the latch is dropped, waiting,
 /// and its slot read again, so the scan never returns uncommitted bytes.
 pub(crate) struct HeapScan<'a> {
-    store: &'a Store,
+    store: &'a Storage,
     rel: Arc<Relation>,
     txn: Option<TxnId>,
     next_page: u32,
@@ -156,7 +158,7 @@ pub(crate) struct HeapScan<'a> {
 }
 
 impl<'a> HeapScan<'a> {
-    pub(crate) fn new(store: &'a Store, rel: Arc<Relation>, txn: Option<TxnId>) -> HeapScan<'a> {
+    pub(crate) fn new(store: &'a Storage, rel: Arc<Relation>, txn: Option<TxnId>) -> HeapScan<'a> {
         HeapScan {
             store,
             rel,

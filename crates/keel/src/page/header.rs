@@ -360,6 +360,14 @@ impl PageHeader {
     }
 }
 
+/// The type a page's type byte names, if it names one (the rest of the
+/// header unchecked: see [`PageHeader::read`]).
+pub fn page_type(bytes: &[u8]) -> Option<PageType> {
+    bytes
+        .get(offsets::PAGE_TYPE)
+        .and_then(|&b| PageType::from_u8(b))
+}
+
 /// Initializes `bytes` as an empty page of the given type: zeroes it, writes
 /// the header with `lower = HEADER_SIZE`, `upper = PAGE_SIZE`, LSN zero and
 /// no next page. The checksum is left zero until [`seal`].

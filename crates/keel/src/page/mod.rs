@@ -41,7 +41,8 @@ pub mod stats;
 pub use dump::{DumpOptions, dump_page};
 pub use header::{
     HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, PageHeader, PageType,
-    RawHeader, compute_checksum, init_page, page_lsn, seal, set_page_lsn, verify_checksum,
+    RawHeader, compute_checksum, init_page, page_lsn, page_type, seal, set_page_lsn,
+    verify_checksum,
 };
 pub use overflow::{CHUNK_CAPACITY, ChainReader, OverflowHead, OverflowPage};
 pub use slotted::{

@@ -11,9 +11,10 @@ use super::control::{Control, write_control};
 use crate::datadir::layout::{RelFile, fsm_path, rel_dir};
 use crate::error::Result;
 use crate::fsm::FreeSpaceMap;
+use crate::heap::Relation;
 use crate::heap::catalog::Catalog;
-use crate::heap::{Relation, Store};
 use crate::page::PAGE_SIZE;
+use crate::storage::Storage;
 use crate::txn::TxnTable;
 use crate::types::{Lsn, RelationId};
 use crate::wal::{Payload, RecordMeta};
@@ -40,7 +41,7 @@ pub struct CheckpointReport {
 
 /// What a checkpoint works on.
 pub(crate) struct CheckpointTarget<'a> {
-    pub store: &'a Store,
+    pub store: &'a Storage,
     pub dir: &'a Path,
     pub catalog: &'a Catalog,
     pub txns: &'a TxnTable,
@@ -135,7 +136,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
 /// Returns how many files it wrote. An idle checkpoint writes none,
 /// however many relations there are.
 fn save_changed_fsms(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     catalog: &Catalog,
     durable_pages: &HashMap<RelationId, u32>,
@@ -169,7 +170,7 @@ fn save_changed_fsms(
 
 /// Writes relation `rel`'s FSM file from `pages` (write new, fdatasync,
 /// rename); the caller syncs the directory.
-fn write_fsm(store: &Store, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Result<()> {
+fn write_fsm(store: &Storage, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Result<()> {
     let path = fsm_path(dir, rel.id);
     let tmp = RelFile::FsmTmp.path(dir, rel.id);
     let io = &store.io;
@@ -201,7 +202,7 @@ fn write_fsm(store: &Store, dir: &Path, rel: &Relation, pages: &[Vec<u8>]) -> Re
 /// and a corrupt one is never fatal). The file is read whole only once its
 /// size is known to be what `heap_pages` justifies (invariant 9).
 pub(crate) fn load_fsm(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     id: RelationId,
     heap_pages: u32,
@@ -236,7 +237,7 @@ fn fsm_file_max(heap_pages: u32) -> usize {
 /// How many heap pages relation `id`'s saved FSM file says it covers
 /// (read from its first page), or `None` when there is no file or its
 /// first page does not validate (the map is a hint: no evidence then).
-pub(crate) fn saved_fsm_coverage(store: &Store, dir: &Path, id: RelationId) -> Option<u32> {
+pub(crate) fn saved_fsm_coverage(store: &Storage, dir: &Path, id: RelationId) -> Option<u32> {
     let io = &store.io;
     let f = io
         .open(&fsm_path(dir, id), OpenOptions::new(FileClass::Data))

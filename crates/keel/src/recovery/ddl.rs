@@ -50,7 +50,8 @@ use crate::buffer::FileId;
 use crate::datadir::files::{rel_dir_names, remove_files};
 use crate::datadir::layout::{RelFile, fsm_path, heap_path};
 use crate::error::{DbError, Result};
-use crate::heap::{Relation, Store};
+use crate::heap::Relation;
+use crate::storage::Storage;
 use crate::types::{Lsn, RelationId, TxnId};
 use crate::wal::Payload;
 
@@ -114,7 +115,7 @@ impl DdlLog {
     /// committed. Returns the relations whose files it removed.
     pub(crate) fn finish(
         &mut self,
-        store: &Store,
+        store: &Storage,
         dir: &Path,
         rels: &mut HashMap<RelationId, Arc<Relation>>,
     ) -> Result<Vec<RelationId>> {
@@ -151,7 +152,7 @@ impl DdlLog {
 /// (invariant 13: nothing is removed on a guess). Returns the orphans and
 /// the relations whose files were removed.
 pub(crate) fn settle_unnamed(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     unnamed: impl IntoIterator<Item = RelationId>,
     uncommitted_creates: &FxHashSet<RelationId>,
@@ -184,7 +185,7 @@ pub(crate) fn settle_unnamed(
 /// heap file, and heap files never shrink). Checked before recovery
 /// changes anything, so nothing is rebuilt or removed on that evidence.
 pub(crate) fn check_file_lengths(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     rels: &HashMap<RelationId, Arc<Relation>>,
 ) -> Result<()> {

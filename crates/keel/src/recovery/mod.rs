@@ -32,7 +32,7 @@
 //!   when undo starts, so a payload lives only as long as redo needs it.
 //! - **Redo** (records at or after the redo start). A page-changing record
 //!   is applied when the page's LSN is below the record's, through the same
-//!   [`apply`](crate::heap::apply::apply) the running engine uses. A record
+//!   [`apply`](crate::storage::apply::apply) the running engine uses. A record
 //!   that formats a whole page (image, init, overflow write, overflow free)
 //!   does not need the old page: a torn or missing page is recreated from
 //!   it. Any other record finding a page that fails verification is a

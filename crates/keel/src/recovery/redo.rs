@@ -15,11 +15,13 @@ use super::ddl::DdlLog;
 use crate::buffer::{BufferError, PageWriteGuard};
 use crate::datadir::files::{create_file, highest_file_id};
 use crate::error::{DbError, Error, Result};
-use crate::heap::apply::apply;
-use crate::heap::{Relation, Store, TxnLog, Undo, UndoEntry, push_undo};
+use crate::heap::Relation;
 use crate::page::header::HEADER_SIZE;
 use crate::page::header::offsets as header;
 use crate::page::{PAGE_SIZE, PageType, SLOT_SIZE, SlotKind, SlottedPage, page_lsn};
+use crate::storage::Storage;
+use crate::storage::apply::apply;
+use crate::txn::undo::{TxnLog, Undo, UndoEntry, push_undo};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TxnId};
 use crate::wal::{Payload, RecordHeader, RecoveryMode};
 
@@ -61,7 +63,7 @@ pub(crate) enum PageSpace {
 
 impl PageSpace {
     pub(crate) fn of(page: &[u8], pid: PageId) -> PageSpace {
-        match crate::heap::page_type(page) {
+        match crate::page::page_type(page) {
             Some(crate::page::PageType::Heap) => crate::page::SlottedPage::open(page, pid)
                 .map_or(PageSpace::Other, |p| {
                     PageSpace::Heap(p.contiguous_free(), p.total_free())
@@ -101,7 +103,7 @@ struct Cached<'a> {
 }
 
 struct Pass<'a> {
-    store: &'a Store,
+    store: &'a Storage,
     /// The page of the previous record, still latched: consecutive records
     /// of one page (the common case) fetch it once. Released (its free
     /// space and, if redo changed it, its id recorded) before any other
@@ -121,7 +123,7 @@ struct Pass<'a> {
 /// `rels` holds the relation files found on disk; redo adds and removes
 /// entries as relations are created and dropped.
 pub(crate) fn recover(
-    store: &Store,
+    store: &Storage,
     dir: &Path,
     rels: &mut HashMap<RelationId, Arc<Relation>>,
     control: Option<&Control>,
@@ -624,7 +626,7 @@ impl<'a> Pass<'a> {
 /// The page a record applies to, latched (recreated empty when the record
 /// rebuilds the whole page and the old one is missing or torn).
 fn page_for<'s>(
-    store: &'s Store,
+    store: &'s Storage,
     rel: &Relation,
     pid: PageId,
     payload: &Payload,

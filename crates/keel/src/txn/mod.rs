@@ -10,6 +10,7 @@
 
 pub(crate) mod table;
 pub(crate) mod transaction;
+pub(crate) mod undo;
 
 pub(crate) use table::{TxnSlot, TxnTable};
 pub use transaction::{Scan, Transaction};

@@ -38,10 +38,12 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
+use crate::heap::Relation;
 use crate::heap::read::HeapScan;
-use crate::heap::{Relation, Store, TxnLog};
 use crate::lock::{LockMode, LockTarget};
+use crate::storage::Storage;
 use crate::txn::TxnSlot;
+use crate::txn::undo::TxnLog;
 use crate::types::{Lsn, RelationId, TupleId, TxnId};
 use crate::wal::Payload;
 
@@ -346,7 +348,7 @@ impl<'db> Transaction<'db> {
         &mut self,
         rel: RelationId,
         tid: Option<(TupleId, bool)>,
-        f: impl FnOnce(&Store, &mut TxnLog, &Relation) -> Result<T>,
+        f: impl FnOnce(&Storage, &mut TxnLog, &Relation) -> Result<T>,
     ) -> Result<T> {
         self.live()?;
         self.db.check_usable()?;

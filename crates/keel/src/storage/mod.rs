@@ -1,0 +1,190 @@
+//! The storage context every layer above the buffer pool works through
+//! ([`Storage`]): the I/O backend, the buffer pool, the log, the lock
+//! manager, the redo gate and the reservations rollback needs — and the
+//! one path every page change takes, in a transaction or not.
+//!
+//! ## How a change is made (`Storage::change`)
+//!
+//! Every page change, in a transaction or not, follows one path:
+//!
+//! 1. The caller holds the page's exclusive latch (a [`PageWriteGuard`]).
+//! 2. Under the *redo gate* (a shared lock on the redo point of the latest
+//!    checkpoint), if the page's LSN is below the redo point and the record
+//!    does not rebuild the whole page ([`Payload::formats_page`]), a full
+//!    [`Payload::PageImage`] of the page as it is is logged first
+//!    (invariant 5: recovery restores a torn page from it). A checkpoint
+//!    moves the redo point under the exclusive side of the gate, so no
+//!    change can be logged after a checkpoint began while having checked
+//!    the previous redo point.
+//! 3. The change is applied to the page with [`apply::apply`] (the same
+//!    function redo and rollback use) and only if that succeeds is it
+//!    logged. Page operations check before they modify, so a refused
+//!    change leaves the page as it was and nothing in the log.
+//! 4. The page LSN is set to the record's LSN and the frame marked dirty,
+//!    still under the redo gate: the buffer pool writes it only after the
+//!    log is durable up to that LSN (invariant 4), and a checkpoint, which
+//!    takes the gate's exclusive side to append its begin record, then
+//!    finds every change logged before that record on a dirty frame, so
+//!    its `flush_all` writes it. A frame marked after the gate is released
+//!    could be skipped, still clean, by a checkpoint that slipped in
+//!    between, which would then move redo past the record.
+//! 5. In consistency-check mode (`Config::consistency_check`), still under
+//!    the gate and the latch, a [`Payload::PageCheck`] of the page as the
+//!    change left it (page LSN = the change's LSN) is logged; recovery
+//!    compares the page it rebuilds with it. A `PageImage` is not checked:
+//!    it is already the exact page.
+
+pub mod apply;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_io::AsyncIo;
+use parking_lot::{Mutex, RwLock};
+
+use crate::buffer::{BufferPool, PageWriteGuard};
+use crate::error::Result;
+use crate::lock::LockManager;
+use crate::page::{PAGE_SIZE, page_lsn, page_type};
+use crate::txn::undo::{TxnLog, Undo, UndoEntry, push_undo};
+use crate::types::{Lsn, PageId, RelationId};
+use crate::wal::{Payload, RecordMeta, Wal};
+
+/// The storage context (module docs).
+pub(crate) struct Storage {
+    pub io: Arc<dyn AsyncIo>,
+    pub pool: BufferPool,
+    pub wal: Arc<Wal>,
+    /// Redo point of the latest begun checkpoint (module docs, step 2).
+    pub redo_point: RwLock<Lsn>,
+    /// Bytes per page freed by running transactions (module docs, "Room
+    /// for rollback").
+    pub reserved: Mutex<HashMap<(RelationId, PageId), usize>>,
+    /// Tuple and relation locks.
+    pub locks: LockManager,
+    /// Whether every change is followed by a `PageCheck` record of the page
+    /// (`Config::consistency_check`; module docs, step 5).
+    pub consistency_check: bool,
+}
+
+impl Storage {
+    /// Applies `payload` to the latched page and logs it (module docs), in
+    /// `log`'s transaction if given. Returns the record's LSN.
+    pub(crate) fn change(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: RelationId,
+        g: &mut PageWriteGuard<'_>,
+        payload: &Payload,
+    ) -> Result<Lsn> {
+        self.change_cow(log, rel, g, Cow::Borrowed(payload))
+    }
+
+    /// [`change`](Self::change) of a payload the caller gives away: the
+    /// undo stack keeps it without a copy (an insert's tuple bytes).
+    pub(crate) fn change_owned(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: RelationId,
+        g: &mut PageWriteGuard<'_>,
+        payload: Payload,
+    ) -> Result<Lsn> {
+        self.change_cow(log, rel, g, Cow::Owned(payload))
+    }
+
+    fn change_cow(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: RelationId,
+        g: &mut PageWriteGuard<'_>,
+        payload: Cow<'_, Payload>,
+    ) -> Result<Lsn> {
+        let pid = g.page_id();
+        let gate = self.redo_point.read();
+        let current = page_lsn(g).unwrap_or(Lsn::ZERO);
+        if !payload.formats_page() && current < *gate && is_formatted(g) {
+            let image = Payload::PageImage { image: image_of(g) };
+            let meta = RecordMeta::new(image.kind()).on_page(rel, pid);
+            let rec = self.wal.append_payload(meta, &image)?;
+            g.mark_dirty(rec.lsn);
+        }
+        let before = page_lsn(g).unwrap_or(Lsn::ZERO);
+        apply::apply(&payload, g, pid, before)?;
+        let mut meta = RecordMeta::new(payload.kind()).on_page(rel, pid);
+        if let Some(log) = &log {
+            meta = meta.in_txn(log.txn, log.last_lsn);
+        }
+        let rec = self.wal.append_payload(meta, &payload)?;
+        // Marked dirty before the gate is released (step 4): a checkpoint
+        // whose begin record follows this record must find the frame dirty
+        // when its `flush_all` looks, or the change would be neither written
+        // by that checkpoint nor redone after a crash (redo starts at its
+        // begin record).
+        g.mark_dirty(rec.lsn);
+        if self.consistency_check && !matches!(*payload, Payload::PageImage { .. }) {
+            self.log_check(rel, g, rec.lsn)?;
+        }
+        drop(gate);
+        if let Some(log) = log {
+            if payload.needs_undo() {
+                push_undo(
+                    &mut log.undo,
+                    UndoEntry {
+                        relation: rel,
+                        page: pid,
+                        lsn: rec.lsn,
+                        prev_lsn: log.last_lsn,
+                        undo: Undo::of(payload),
+                    },
+                );
+            }
+            log.last_lsn = rec.lsn;
+        }
+        Ok(rec.lsn)
+    }
+
+    /// Logs a `PageCheck` of the latched page as the change at `of` left
+    /// it (module docs, step 5). `mark_dirty` already set the page LSN to
+    /// `of`, so the image carries it, as the page redo rebuilds will.
+    fn log_check(&self, rel: RelationId, g: &PageWriteGuard<'_>, of: Lsn) -> Result<()> {
+        debug_assert_eq!(
+            page_lsn(g),
+            Some(of),
+            "page LSN is the change's LSN before its check image (inv. 4)"
+        );
+        let check = Payload::PageCheck {
+            of,
+            image: image_of(g),
+        };
+        let meta = RecordMeta::new(check.kind()).on_page(rel, g.page_id());
+        self.wal.append_payload(meta, &check)?;
+        Ok(())
+    }
+
+    /// Logs a record outside any page in `log`'s transaction (commit,
+    /// abort, relation create/drop). Returns what was appended.
+    pub(crate) fn log_txn(
+        &self,
+        log: &mut TxnLog,
+        payload: &Payload,
+    ) -> Result<crate::wal::Appended> {
+        let meta = RecordMeta::new(payload.kind()).in_txn(log.txn, log.last_lsn);
+        let rec = self.wal.append_payload(meta, payload)?;
+        log.last_lsn = rec.lsn;
+        Ok(rec)
+    }
+}
+
+/// A copy of the latched page, for a page-image or page-check record.
+fn image_of(page: &[u8]) -> Box<[u8; PAGE_SIZE]> {
+    let mut image = Box::new([0u8; PAGE_SIZE]);
+    image.copy_from_slice(page);
+    image
+}
+
+/// Whether the page has been formatted (an all-zero frame is a page being
+/// created).
+fn is_formatted(page: &[u8]) -> bool {
+    page_type(page).is_some_and(|_| page[..4] == crate::page::PAGE_MAGIC.to_le_bytes())
+}

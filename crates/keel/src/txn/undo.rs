@@ -1,0 +1,231 @@
+//! A transaction's undo log: what rolling each of its records back needs
+//! ([`UndoEntry`]), what its commit releases ([`Deferred`]) and the bytes
+//! it holds for its rollback ([`TxnLog`]).
+//!
+//! The storage context's change path ([`crate::storage`]) appends each
+//! record a transaction logs here as it logs it, and the heap adds the
+//! releases and reservations its operations leave; the transaction
+//! ([`super::transaction`]) rolls the log back or releases it when it ends.
+//! This module is the one part of `txn/` the layers below it use: it
+//! depends only on pages, records and types, never on the lifecycle.
+//!
+//! ## Memory
+//!
+//! An entry is at most 40 bytes (a compile-time check below). An insert
+//! keeps only its slot; the pages of an overflow chain it writes are one
+//! entry however many there are ([`Undo::Chain`]); an update, delete or
+//! forward keeps its record with the slot's before-image, at most
+//! `INLINE_MAX` bytes. So a transaction holds a few dozen bytes per change
+//! plus at most two inline tuples, never a copy of a large value (heap
+//! essay, "Memory a transaction holds").
+
+use std::borrow::Cow;
+
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+use crate::wal::{Payload, RecordType};
+
+/// A record a transaction may have to undo, kept in memory for rollback.
+#[derive(Clone, Debug)]
+pub(crate) struct UndoEntry {
+    pub relation: RelationId,
+    pub page: PageId,
+    pub lsn: Lsn,
+    pub prev_lsn: Lsn,
+    pub undo: Undo,
+}
+
+/// What rolling one record back needs.
+#[derive(Clone, Debug)]
+pub(crate) enum Undo {
+    /// Remove the tuple the transaction inserted in `slot`. Its bytes stay
+    /// on the page until then (the transaction holds the tuple's lock, and
+    /// its later changes to it are undone first), so the compensation
+    /// record's before-image is read from there and the undo stack keeps
+    /// no copy of every inserted tuple.
+    Insert { slot: SlotId },
+    /// Free the pages of `pages` overflow chunks the transaction wrote as
+    /// consecutive records of its own: the newest on the entry's page
+    /// (chunk `index`, linked to page `next`), each older one on the page
+    /// the newer one links to, with the next higher chunk index. Undoing an
+    /// `OverflowWrite` needs only where its page is (the action is
+    /// `OverflowFree`), and a chain is written last chunk first, each page
+    /// linking to the one written before it, so one entry stands for a
+    /// whole chain however long the value (`push_undo` merges them) and
+    /// no chunk is copied.
+    Chain { pages: u32, index: u32, next: u32 },
+    /// Reverse this record with [`crate::storage::apply::undo_action`] (boxed: an entry per
+    /// insert stays small). Only records whose before-image is at most a
+    /// tuple's bytes (a heap update, delete or forward) are kept this way;
+    /// a large value's before-image is its 24-byte overflow head, its chain
+    /// staying untouched until the commit frees it (`Deferred`).
+    Record(Box<Payload>),
+}
+
+impl Undo {
+    /// What undoing `payload` needs, keeping as little of it as that.
+    pub(crate) fn of(payload: Cow<'_, Payload>) -> Undo {
+        match *payload {
+            Payload::HeapInsert { slot, .. } => Undo::Insert { slot },
+            Payload::OverflowWrite { index, next, .. } => Undo::Chain {
+                pages: 1,
+                index,
+                next,
+            },
+            _ => Undo::Record(Box::new(payload.into_owned())),
+        }
+    }
+
+    /// The record type's name, for errors.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Undo::Insert { .. } => RecordType::HeapInsert.name(),
+            Undo::Chain { .. } => RecordType::OverflowWrite.name(),
+            Undo::Record(p) => p.kind().name(),
+        }
+    }
+}
+
+/// Pushes `entry` on a transaction's undo stack, merging the write of an
+/// overflow chunk into the chain entry on top when it continues that chain:
+/// the transaction's previous record wrote the page this chunk links to,
+/// with the next chunk index (`Undo::Chain`). The running transaction and
+/// recovery's undo of a loser build their stacks with this one function,
+/// so both roll back through the same entries and log the same CLRs.
+pub(crate) fn push_undo(stack: &mut Vec<UndoEntry>, entry: UndoEntry) {
+    if let Undo::Chain {
+        pages: 1,
+        index,
+        next,
+    } = entry.undo
+        && let Some(top) = stack.last_mut()
+        && top.relation == entry.relation
+        && top.lsn == entry.prev_lsn
+        && top.page.0 == next
+        && let Undo::Chain {
+            pages,
+            index: top_index,
+            ..
+        } = top.undo
+        && index.checked_add(1) == Some(top_index)
+        && pages < u32::MAX
+    {
+        top.page = entry.page;
+        top.lsn = entry.lsn;
+        top.undo = Undo::Chain {
+            pages: pages + 1,
+            index,
+            next,
+        };
+        return;
+    }
+    stack.push(entry);
+}
+
+/// Space a committed transaction releases once its commit is durable.
+#[derive(Clone, Debug)]
+pub(crate) enum Deferred {
+    /// A slot left dead by a delete or a move: made free for reuse.
+    FreeSlot(RelationId, TupleId),
+    /// The pages of an overflow chain no longer referenced.
+    FreeChain(RelationId, crate::page::OverflowHead),
+}
+
+/// A transaction's view of the log: its id, last record, what it would
+/// have to undo and what it releases at commit.
+#[derive(Debug)]
+pub(crate) struct TxnLog {
+    pub txn: TxnId,
+    pub last_lsn: Lsn,
+    pub undo: Vec<UndoEntry>,
+    pub deferred: Vec<Deferred>,
+    /// Bytes this transaction freed on pages and holds for its rollback.
+    pub reserved: Vec<(RelationId, PageId, usize)>,
+}
+
+impl TxnLog {
+    pub(crate) fn new(txn: TxnId) -> TxnLog {
+        TxnLog {
+            txn,
+            last_lsn: Lsn::ZERO,
+            undo: Vec::new(),
+            deferred: Vec::new(),
+            reserved: Vec::new(),
+        }
+    }
+
+    /// Bytes of memory this log holds until its transaction ends: the
+    /// undo stack (entries and the before-images they box), the deferred
+    /// releases and the reservations. A boxed payload is counted as its
+    /// size plus its encoded length, which is within a few bytes of the
+    /// heap bytes its vectors hold.
+    pub(crate) fn held_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let boxed: usize = self
+            .undo
+            .iter()
+            .map(|e| match &e.undo {
+                Undo::Record(p) => size_of::<Payload>() + p.encoded_len(),
+                _ => 0,
+            })
+            .sum();
+        self.undo.capacity() * size_of::<UndoEntry>()
+            + boxed
+            + self.deferred.capacity() * size_of::<Deferred>()
+            + self.reserved.capacity() * size_of::<(RelationId, PageId, usize)>()
+    }
+}
+
+/// An undo entry per insert: 1 M inserted rows in one transaction keep
+/// 40 MB of undo stack, not a copy of every tuple.
+const _: () = assert!(std::mem::size_of::<UndoEntry>() <= 40);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(page: u32, lsn: u64, prev: u64, index: u32, next: u32) -> UndoEntry {
+        UndoEntry {
+            relation: RelationId(1),
+            page: PageId(page),
+            lsn: Lsn(lsn),
+            prev_lsn: Lsn(prev),
+            undo: Undo::Chain {
+                pages: 1,
+                index,
+                next,
+            },
+        }
+    }
+
+    /// A chain written as consecutive records becomes one entry; a write
+    /// that does not continue it (another chain, a gap in the transaction's
+    /// records, a link elsewhere) starts a new one.
+    #[test]
+    fn consecutive_chunk_writes_of_one_chain_merge() {
+        let no = crate::page::NO_PAGE;
+        let mut stack = Vec::new();
+        push_undo(&mut stack, write(7, 100, 50, 2, no));
+        push_undo(&mut stack, write(9, 200, 100, 1, 7));
+        push_undo(&mut stack, write(4, 300, 200, 0, 9));
+        assert_eq!(stack.len(), 1);
+        let top = &stack[0];
+        assert_eq!(
+            (top.page, top.lsn, top.prev_lsn),
+            (PageId(4), Lsn(300), Lsn(50))
+        );
+        assert!(matches!(
+            top.undo,
+            Undo::Chain {
+                pages: 3,
+                index: 0,
+                next: 9
+            }
+        ));
+        // The next value's chain starts fresh.
+        push_undo(&mut stack, write(11, 400, 300, 1, no));
+        // A write linked elsewhere, or not right after the top record.
+        push_undo(&mut stack, write(12, 500, 400, 0, 3));
+        push_undo(&mut stack, write(13, 700, 600, 0, 12));
+        assert_eq!(stack.len(), 4);
+    }
+}
