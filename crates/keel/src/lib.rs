@@ -31,7 +31,7 @@ pub mod wal;
 
 pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo, Scan, Transaction};
 pub use error::{
-    DbError, Error, ErrorClass, PageError, ParseIdError, PoisonCause, Result, WalError,
+    DbError, Error, ErrorCause, ErrorClass, PageError, ParseIdError, PoisonCause, Result, WalError,
 };
 pub use recovery::{CheckpointReport, RecoveryReport};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
