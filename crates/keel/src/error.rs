@@ -449,7 +449,13 @@ pub enum DbError {
         /// What validation found.
         reason: String,
     },
-    /// Recovery could not bring the database back to a consistent state.
+    /// Recovery found the log and the pages or files disagreeing (a page
+    /// newer than the log, a consistency check that failed, a record of a
+    /// relation whose file is gone without a committed drop): corruption,
+    /// at the record `lsn`, with a reason that names the page and relation
+    /// where there are some. A failure of an operation below recovery (a
+    /// read, a write, a record that does not apply) is
+    /// [`DbError::RecoveryStep`] instead, which keeps it as its `source()`.
     #[error("recovery failed at {lsn}: {reason}")]
     Recovery {
         /// The record being processed.
@@ -547,7 +553,7 @@ fn on_page(relation: Option<RelationId>, page: Option<PageId>) -> String {
     }
 }
 
-/// An [`Error`] kept as the `source()` of another: shared (a clone is a
+/// An [`Error`](enum@Error) kept as the `source()` of another: shared (a clone is a
 /// reference), equal only to itself. Transparent in a `source()` chain: it
 /// displays as the error, and its `source()` is the error's own; the error
 /// itself is [`ErrorCause::error`].

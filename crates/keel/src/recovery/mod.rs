@@ -1,5 +1,20 @@
 //! Checkpoints and crash recovery (ARIES: analysis, redo, undo).
 //!
+//! Files and what each owns:
+//!
+//! - [`checkpoint`]: fuzzy checkpoints and the free space map files they
+//!   write; [`control`]: the control file, where recovery starts;
+//! - this file: `recover`, which runs the passes below in order, and the
+//!   [`RecoveryReport`];
+//! - `analysis.rs`: the analysis pass (transaction table, undo stacks);
+//! - `redo.rs`: the redo pass, with its consistency checks;
+//! - `readahead.rs`: reading the log a window ahead of redo, on a thread of
+//!   its own or inline, and prefetching the window's pages;
+//! - `undo.rs`: the undo pass (losers read back from the log, rolled back
+//!   with CLRs);
+//! - `ddl.rs`: what recovery does about relation files (the create and drop
+//!   protocols); `layout.rs`: which directories `Database::open` adopts.
+//!
 //! ## Checkpoints ([`checkpoint`])
 //!
 //! A checkpoint appends a `CheckpointBegin` record and, under the redo
@@ -19,20 +34,20 @@
 //! file also keeps the first LSN of the oldest of them, and log segments
 //! are retired only before the older of the two.
 //!
-//! ## Recovery ([`recover`], this file)
+//! ## Recovery (`recover`, this file)
 //!
 //! One pass over the log from the control file's scan start does analysis
 //! and redo together, record by record; undo follows once the log is read.
 //! Each pass has a file of its own:
 //!
-//! - **Analysis** ([`analysis`]). The position of each transaction's
+//! - **Analysis** (`analysis.rs`). The position of each transaction's
 //!   records that need undo is kept on a stack; a CLR pops everything after
 //!   its `undo_next` (those records are already undone); commit and abort
 //!   records end the transaction. What is left at the end of the log are
 //!   the *losers*; their records are read back from the log (one forward
 //!   scan from the oldest) when undo starts, so a payload lives only as
 //!   long as redo needs it.
-//! - **Redo** ([`redo`]; records at or after the redo start). A
+//! - **Redo** (`redo.rs`; records at or after the redo start). A
 //!   page-changing record is applied when the page's LSN is below the
 //!   record's, through the same [`apply`](crate::heap::apply::apply) the
 //!   running engine uses. A record that formats a whole page (image, init,
@@ -45,9 +60,9 @@
 //!   are skipped, and once the log is read that must be explained by a
 //!   committed drop of it (or an uncommitted create); otherwise recovery
 //!   fails naming the relation and the LSN. After undo, drops known
-//!   committed are completed ([`ddl`], which states the create and drop
+//!   committed are completed (`ddl.rs`, which states the create and drop
 //!   protocols).
-//! - **Consistency checks** (in [`redo`]). A `PageCheck` record
+//! - **Consistency checks** (in `redo.rs`). A `PageCheck` record
 //!   (consistency-check mode) is never applied: when its page's LSN equals
 //!   the record's `of` (redo left the page exactly as the change at `of`
 //!   did), the page is compared with the record's image by
@@ -56,7 +71,7 @@
 //!   and tuples count); a difference is a recovery error naming the page,
 //!   the LSN and the first differing byte. Any other page LSN (the page on
 //!   disk was newer, so redo skipped the change) means nothing to compare.
-//! - **Read-ahead** ([`readahead`]). Records are decoded a window at a
+//! - **Read-ahead** (`readahead.rs`). Records are decoded a window at a
 //!   time (16 Ki records or 4 MiB of payload), on a reader thread of its
 //!   own a window ahead of redo when the I/O backend is not deterministic
 //!   ([`AsyncIo::deterministic`](keel_io::AsyncIo::deterministic)) and
@@ -71,7 +86,7 @@
 //!   buffer, and freed on the reader's thread too: redo hands each window
 //!   back to be refilled. Free space and "touched" are recorded once per
 //!   run of records on one page, when redo lets go of it.
-//! - **Undo** ([`undo`]). Each loser is rolled back newest first with CLRs
+//! - **Undo** (`undo.rs`). Each loser is rolled back newest first with CLRs
 //!   and an abort record, exactly as a running rollback does, so a crash
 //!   during recovery and a second recovery never undo anything twice
 //!   (invariant 8).
