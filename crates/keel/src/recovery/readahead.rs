@@ -176,3 +176,21 @@ pub(super) fn pages(
     }
     pages
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use keel_io::sim::{SimConfig, SimIo};
+    use keel_io::{IoConfig, ThreadPoolIo};
+
+    #[test]
+    fn the_log_is_read_inline_on_a_deterministic_backend_only() {
+        let sim = SimIo::new(SimConfig::seeded(1));
+        assert!(!threaded(&sim), "the simulator replays a seed only inline");
+        let pool = ThreadPoolIo::new(&IoConfig::default()).unwrap();
+        let cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        assert_eq!(threaded(&pool), cores);
+        pool.shutdown();
+    }
+}
