@@ -88,6 +88,16 @@ pub trait AsyncIo: Send + Sync {
     /// The backend's name ("thread-pool", "io-uring", "sim").
     fn backend_name(&self) -> &'static str;
 
+    /// Whether the backend's results are a function of the sequence of
+    /// requests alone: the simulator's are (the same seed and the same
+    /// requests in the same order give the same results, byte for byte),
+    /// a real device's are not. A caller that may spread its I/O over
+    /// threads or keep it on one (recovery's log read-ahead) keeps it on
+    /// one when this is `true`, so that a seed replays the same run. Every
+    /// backend, and every wrapper of one, states it: a wrapper of the
+    /// simulator forwards it.
+    fn deterministic(&self) -> bool;
+
     /// Submits a request, waiting while the queue is full.
     fn submit(&self, req: Request) -> IoFuture<Reply>;
 

@@ -246,6 +246,10 @@ impl AsyncIo for ThreadPoolIo {
         "thread-pool"
     }
 
+    fn deterministic(&self) -> bool {
+        false
+    }
+
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let kind = req.kind();
         self.submit_inner(req, true)

@@ -449,13 +449,62 @@ pub enum DbError {
         /// What validation found.
         reason: String,
     },
-    /// Recovery could not bring the database back to a consistent state.
+    /// Recovery found the log and the pages or files disagreeing (a page
+    /// newer than the log, a consistency check that failed, a record of a
+    /// relation whose file is gone without a committed drop): corruption,
+    /// at the record `lsn`, with a reason that names the page and relation
+    /// where there are some. A failure of an operation below recovery (a
+    /// read, a write, a record that does not apply) is
+    /// [`DbError::RecoveryStep`] instead, which keeps it as its `source()`.
     #[error("recovery failed at {lsn}: {reason}")]
     Recovery {
         /// The record being processed.
         lsn: Lsn,
         /// What went wrong.
         reason: String,
+    },
+    /// An operation recovery needed failed: reading, creating or writing a
+    /// page, applying a record to it, reading the log back, undoing a
+    /// loser. Names the record (`lsn`) and, where there is one, its page;
+    /// `source()` is the failure itself, which decides the class
+    /// ([`DbError::class`]): an I/O error stays fatal, never corruption.
+    #[error("recovery failed at {lsn}{}: {doing}", on_page(*relation, *page))]
+    RecoveryStep {
+        /// The record being processed.
+        lsn: Lsn,
+        /// The relation the record names, if any.
+        relation: Option<RelationId>,
+        /// The page the record names, if any.
+        page: Option<PageId>,
+        /// What recovery was doing, e.g. "reading the page".
+        doing: String,
+        /// The failure.
+        #[source]
+        source: ErrorCause,
+    },
+    /// Rolling back a transaction (an abort, a failed commit, a dropped
+    /// transaction, or recovery undoing a loser) failed undoing one of its
+    /// changes. A running database is poisoned by it (invariant 16): the
+    /// changes not undone stay for recovery. `source()` is the failure,
+    /// which decides the class ([`DbError::class`]).
+    #[error(
+        "transaction {txn}: rollback failed undoing the {undo} at {lsn} \
+         on page {page} of relation {relation}"
+    )]
+    Rollback {
+        /// The transaction.
+        txn: TxnId,
+        /// The record being undone.
+        lsn: Lsn,
+        /// Its relation.
+        relation: RelationId,
+        /// Its page.
+        page: PageId,
+        /// What the record did, e.g. "insert".
+        undo: &'static str,
+        /// The failure.
+        #[source]
+        source: ErrorCause,
     },
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
@@ -495,15 +544,29 @@ pub enum DbError {
     },
 }
 
-/// The first fatal error of a database, shared by every refusal that
-/// follows it ([`DbError::Poisoned`]). Transparent in a `source()` chain:
-/// it displays as the error, and its `source()` is the error's own.
-#[derive(Clone, Debug)]
-pub struct PoisonCause(Arc<Error>);
+/// " on page P of relation R" where a record names a page.
+fn on_page(relation: Option<RelationId>, page: Option<PageId>) -> String {
+    match (relation, page) {
+        (Some(r), Some(p)) => format!(" on page {p} of relation {r}"),
+        (Some(r), None) => format!(" in relation {r}"),
+        (None, _) => String::new(),
+    }
+}
 
-impl PoisonCause {
-    pub(crate) fn new(error: Error) -> PoisonCause {
-        PoisonCause(Arc::new(error))
+/// An [`Error`](enum@Error) kept as the `source()` of another: shared (a clone is a
+/// reference), equal only to itself. Transparent in a `source()` chain: it
+/// displays as the error, and its `source()` is the error's own; the error
+/// itself is [`ErrorCause::error`].
+#[derive(Clone, Debug)]
+pub struct ErrorCause(Arc<Error>);
+
+/// The first fatal error of a database, shared by every refusal that
+/// follows it ([`DbError::Poisoned`]).
+pub type PoisonCause = ErrorCause;
+
+impl ErrorCause {
+    pub(crate) fn new(error: Error) -> ErrorCause {
+        ErrorCause(Arc::new(error))
     }
 
     /// The error itself.
@@ -524,21 +587,21 @@ impl PoisonCause {
     }
 }
 
-impl PartialEq for PoisonCause {
-    fn eq(&self, other: &PoisonCause) -> bool {
+impl PartialEq for ErrorCause {
+    fn eq(&self, other: &ErrorCause) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for PoisonCause {}
+impl Eq for ErrorCause {}
 
-impl std::fmt::Display for PoisonCause {
+impl std::fmt::Display for ErrorCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl std::error::Error for PoisonCause {
+impl std::error::Error for ErrorCause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
@@ -561,8 +624,28 @@ impl DbError {
                 ErrorClass::Transient
             }
             DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
+            DbError::RecoveryStep { source, .. } | DbError::Rollback { source, .. } => {
+                class_below(source.error())
+            }
             DbError::Poisoned { .. } => ErrorClass::Fatal,
         }
+    }
+}
+
+/// The class of an error that recovery or a rollback met below it. An
+/// I/O failure keeps its class (fatal, or transient); anything else means
+/// a page or the log is not what the records say, which is corruption:
+/// neither recovery nor a rollback makes a request that a caller could
+/// have got wrong, and a page error below them (a record that does not
+/// apply, a page that fails verification) is the page disagreeing with
+/// the log.
+fn class_below(source: &Error) -> ErrorClass {
+    match source {
+        Error::Page(_) => ErrorClass::Corruption,
+        e => match e.class() {
+            ErrorClass::Usage => ErrorClass::Corruption,
+            class => class,
+        },
     }
 }
 

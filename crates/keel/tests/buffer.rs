@@ -257,6 +257,9 @@ impl AsyncIo for WalWatch {
     fn backend_name(&self) -> &'static str {
         self.inner.backend_name()
     }
+    fn deterministic(&self) -> bool {
+        self.inner.deterministic()
+    }
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         self.check(&req);
         self.inner.submit(req)

@@ -32,6 +32,9 @@ impl AsyncIo for Recording {
     fn backend_name(&self) -> &'static str {
         "recording sim"
     }
+    fn deterministic(&self) -> bool {
+        self.sim.deterministic()
+    }
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         self.note(&req);
         self.sim.submit(req)

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use keel::buffer::BufferError;
 use keel::{Config, Database, DbError, Error, ErrorClass, PageId};
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
 use keel_io::{AsyncIo, FileClass, OpKind};
@@ -115,4 +116,124 @@ fn a_corrupt_control_file_is_refused_with_its_name() {
     let e = Database::open(dir.path(), config()).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
     assert!(e.to_string().contains("control"), "{e}");
+}
+
+/// Each source of `e`, outermost first (not `e` itself).
+fn sources(e: &Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |s| s.source()).collect()
+}
+
+#[test]
+fn an_io_error_reading_a_page_during_redo_stays_an_io_error_naming_the_record() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(11)));
+    let db = common::open_sim(&sim, config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let commit = |from: u8| {
+        let mut tx = db.begin().unwrap();
+        for i in from..from + 10 {
+            tx.insert(rel, &[i; 60]).unwrap();
+        }
+        tx.commit().unwrap();
+    };
+    commit(0);
+    // The checkpoint writes the page; the commit after it logs changes
+    // that redo applies to the page it reads back from the file.
+    db.checkpoint().unwrap();
+    commit(10);
+    let disk = sim.crash();
+    drop(db);
+    let sim = Arc::new(SimIo::from_disk(disk.clone(), SimConfig::seeded(12)));
+    sim.add_fault(
+        FaultRule::always(Fault::Eio)
+            .on_op(OpKind::Read)
+            .on_class(FileClass::Data),
+    );
+    let e = common::open_sim(&sim, config()).map(drop).unwrap_err();
+    let text = e.to_string();
+    // An I/O error stays one: fatal, not corruption, and not blamed on
+    // the log.
+    assert_eq!(e.class(), ErrorClass::Fatal, "{text}");
+    assert!(!text.contains("no page image"), "{text}");
+    // The device's error is in the source chain, with the OS error kept.
+    let chain = sources(&e);
+    let eio = chain
+        .iter()
+        .find_map(|s| s.downcast_ref::<keel_io::IoError>())
+        .unwrap_or_else(|| panic!("no I/O error among the sources of: {text}"));
+    assert!(matches!(eio, keel_io::IoError::Io { .. }), "{eio}");
+    assert_eq!(eio.op(), Some(OpKind::Read), "{eio}");
+    assert!(eio.raw_os_error().is_some(), "{eio}");
+    // The message names the record redo was running and its page.
+    let named = common::log_records(&disk).iter().any(|r| {
+        let h = &r.header;
+        match (h.relation, h.page) {
+            (Some(r), Some(p)) => {
+                text.contains(&format!("at {} ", h.lsn))
+                    && text.contains(&format!("page {p} of relation {r}"))
+            }
+            _ => false,
+        }
+    });
+    assert!(named, "names no record's LSN and page: {text}");
+    // The error says where, and keeps the buffer pool's read error whole.
+    let Error::Db(DbError::RecoveryStep {
+        relation: Some(_),
+        page: Some(page),
+        source,
+        ..
+    }) = &e
+    else {
+        panic!("expected a recovery step error, got {text}");
+    };
+    assert!(
+        matches!(
+            source.error(),
+            Error::Buffer(BufferError::Io { page: p, op: "read", .. }) if p == page
+        ),
+        "{text}: {}",
+        source.error()
+    );
+}
+
+#[test]
+fn an_io_error_in_a_running_rollback_is_a_rollback_error_that_poisons() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(13)));
+    let db = common::open_sim(&sim, common::small_config(8)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    // Far more pages than frames: the oldest changes are evicted, and
+    // undoing them reads their pages back.
+    for i in 0..80u8 {
+        tx.insert(rel, &[i; 1800]).unwrap();
+    }
+    sim.add_fault(
+        FaultRule::always(Fault::Eio)
+            .on_op(OpKind::Read)
+            .on_class(FileClass::Data),
+    );
+    let e = tx.abort().unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Fatal, "{e}");
+    let Error::Db(DbError::Poisoned { cause }) = &e else {
+        panic!("expected the poison refusal, got {e}");
+    };
+    let Error::Db(DbError::Rollback {
+        relation, source, ..
+    }) = cause.error()
+    else {
+        panic!("expected a rollback error as the cause, got {cause}");
+    };
+    assert_eq!(*relation, rel, "{cause}");
+    assert_eq!(cause.error().class(), ErrorClass::Fatal, "{cause}");
+    assert!(
+        matches!(source.error(), Error::Buffer(BufferError::Io { .. })),
+        "{cause}"
+    );
+    assert!(
+        sources(cause.error())
+            .iter()
+            .any(|s| s.downcast_ref::<keel_io::IoError>().is_some())
+    );
+    assert!(db.begin().is_err(), "a failed rollback poisons");
+    sim.clear_faults();
+    drop(db);
 }

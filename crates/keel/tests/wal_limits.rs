@@ -354,6 +354,9 @@ impl AsyncIo for PrepFault {
     fn backend_name(&self) -> &'static str {
         self.sim.backend_name()
     }
+    fn deterministic(&self) -> bool {
+        self.sim.deterministic()
+    }
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let failed_here = self.check(&req);
         let f = self.sim.submit(req);

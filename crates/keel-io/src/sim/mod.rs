@@ -646,6 +646,10 @@ impl AsyncIo for SimIo {
         "sim"
     }
 
+    fn deterministic(&self) -> bool {
+        true
+    }
+
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let kind = req.kind();
         self.execute(req)

@@ -317,6 +317,10 @@ impl AsyncIo for UringIo {
         "io-uring"
     }
 
+    fn deterministic(&self) -> bool {
+        false
+    }
+
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let kind = req.kind();
         self.submit_inner(req, true, false)

@@ -477,6 +477,9 @@ impl AsyncIo for GateSync {
     fn backend_name(&self) -> &'static str {
         "gate-sync"
     }
+    fn deterministic(&self) -> bool {
+        self.inner.deterministic()
+    }
     fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
         if req.kind() == OpKind::Fdatasync
             && let Some(tx) = self.entered.lock().take()

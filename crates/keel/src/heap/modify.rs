@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::read::{Found, slot_of};
 use super::{Relation, corrupt, no_tuple};
 use crate::buffer::PageWriteGuard;
-use crate::error::{DbError, Error, PageError, Result};
+use crate::error::{DbError, Error, ErrorCause, PageError, Result};
 use crate::fsm::EMPTY_PAGE_FREE;
 use crate::page::page_lsn;
 use crate::page::page_type;
@@ -323,18 +323,18 @@ impl Storage {
         log: &mut TxnLog,
         lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
     ) -> Result<()> {
+        let txn = log.txn;
         while let Some(entry) = log.undo.pop() {
             let Some(rel) = lookup(entry.relation) else {
                 continue;
             };
-            let failed = |e: Error| DbError::Recovery {
+            let failed = |e: Error| DbError::Rollback {
+                txn,
                 lsn: entry.lsn,
-                reason: format!(
-                    "undoing this {} on page {} of relation {}: {e}",
-                    entry.undo.name(),
-                    entry.page,
-                    rel.id
-                ),
+                relation: rel.id,
+                page: entry.page,
+                undo: entry.undo.name(),
+                source: ErrorCause::new(e),
             };
             if let Undo::Chain { pages, index, next } = entry.undo {
                 let chain = ChainUndo {
@@ -348,7 +348,10 @@ impl Storage {
                 self.undo_chain(log, &rel, chain).map_err(failed)?;
                 continue;
             }
-            let mut g = self.pool.fetch_write(rel.file(), entry.page)?;
+            let mut g = self
+                .pool
+                .fetch_write(rel.file(), entry.page)
+                .map_err(|e| failed(e.into()))?;
             let action = match &entry.undo {
                 Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
                 Undo::Chain { .. } => continue, // rolled back above
@@ -363,14 +366,15 @@ impl Storage {
             };
             let undone = match self.change(Some(log), rel.id, &mut g, &clr) {
                 Err(Error::Page(PageError::DoesNotFit { .. })) => {
-                    self.compact(&rel, &mut g)?;
+                    self.compact(&rel, &mut g).map_err(failed)?;
                     self.change(Some(log), rel.id, &mut g, &clr)
                 }
                 other => other,
             };
             undone.map_err(failed)?;
             if let Undo::Insert { slot } = entry.undo {
-                self.change(None, rel.id, &mut g, &Payload::HeapFreeSlot { slot })?;
+                self.change(None, rel.id, &mut g, &Payload::HeapFreeSlot { slot })
+                    .map_err(failed)?;
             }
             self.note_free(&rel, &g);
         }

@@ -32,12 +32,14 @@
 //! goes (the free space map). Compaction returns its relocation list so the
 //! caller can log it.
 
+pub mod compare;
 pub mod dump;
 pub mod header;
 pub mod overflow;
 pub mod slotted;
 pub mod stats;
 
+pub use compare::first_difference;
 pub use dump::{DumpOptions, dump_page};
 pub use header::{
     HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, PageHeader, PageType,

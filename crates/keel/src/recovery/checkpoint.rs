@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use keel_io::{FileClass, IoBuf, OpenOptions};
 
 use super::control::{Control, write_control};
+use crate::buffer::FileId;
 use crate::datadir::layout::{RelFile, fsm_path, rel_dir};
 use crate::error::Result;
 use crate::fsm::FreeSpaceMap;
@@ -16,7 +17,7 @@ use crate::heap::catalog::Catalog;
 use crate::page::PAGE_SIZE;
 use crate::storage::Storage;
 use crate::txn::TxnTable;
-use crate::types::{Lsn, RelationId};
+use crate::types::{Lsn, PageId, RelationId};
 use crate::wal::{Payload, RecordMeta};
 
 /// What a checkpoint did.
@@ -53,13 +54,7 @@ pub(crate) struct CheckpointTarget<'a> {
 pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     let started = Instant::now();
     let store = t.store;
-    let begin = {
-        let mut gate = store.redo_point.write();
-        let meta = RecordMeta::new(Payload::CheckpointBegin.kind());
-        let rec = store.wal.append_payload(meta, &Payload::CheckpointBegin)?;
-        *gate = rec.lsn;
-        rec.lsn
-    };
+    let begin = log_begin(store)?;
     // Each relation's length before `flush_all`: every page below it is in
     // its heap file once `flush_all` returns, so the maps saved below cover
     // no more (a saved map covering pages the heap file lacks means the
@@ -73,18 +68,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     store.pool.flush_all()?;
     let dirty_pages = store.pool.dirty_pages();
     let dirty_count = dirty_pages.len();
-    // Every change logged before the begin record was on a dirty frame when
-    // `flush_all` looked (the redo gate, `heap` module docs step 4), so it
-    // is on disk now, and each frame dirty again names as its recLSN its
-    // first change after the copy written: none is older than `begin`. Redo
-    // starts at the oldest recLSN all the same (ARIES), so that if that
-    // ever failed to hold, recovery would replay the change rather than
-    // lose it.
-    let redo_start = dirty_pages
-        .iter()
-        .map(|&(_, _, rec_lsn)| rec_lsn)
-        .min()
-        .map_or(begin, |oldest| oldest.min(begin));
+    let redo_start = redo_start(begin, &dirty_pages);
     let active = t.txns.snapshot();
     let undo_start = active
         .iter()
@@ -126,6 +110,33 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         fsm_files_written,
         duration: started.elapsed(),
     })
+}
+
+/// Appends the checkpoint's begin record and, under the redo gate, makes
+/// its LSN the new redo point: every page changed after it logs a full
+/// image first (invariant 5). Returns its LSN.
+fn log_begin(store: &Storage) -> Result<Lsn> {
+    let mut gate = store.redo_point.write();
+    let meta = RecordMeta::new(Payload::CheckpointBegin.kind());
+    let rec = store.wal.append_payload(meta, &Payload::CheckpointBegin)?;
+    *gate = rec.lsn;
+    Ok(rec.lsn)
+}
+
+/// Where redo of a crash after this checkpoint starts, given its begin
+/// record and the pages dirty after its `flush_all`. Every change logged
+/// before the begin record was on a dirty frame when `flush_all` looked
+/// (the redo gate, `heap` module docs step 4), so it is on disk now, and
+/// each frame dirty again names as its recLSN its first change after the
+/// copy written: none is older than `begin`. Redo starts at the oldest
+/// recLSN all the same (ARIES), so that if that ever failed to hold,
+/// recovery would replay the change rather than lose it.
+fn redo_start(begin: Lsn, dirty_pages: &[(FileId, PageId, Lsn)]) -> Lsn {
+    dirty_pages
+        .iter()
+        .map(|&(_, _, rec_lsn)| rec_lsn)
+        .min()
+        .map_or(begin, |oldest| oldest.min(begin))
 }
 
 /// Writes the FSM file of every relation whose map changed since its file

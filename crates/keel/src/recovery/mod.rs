@@ -1,5 +1,20 @@
 //! Checkpoints and crash recovery (ARIES: analysis, redo, undo).
 //!
+//! Files and what each owns:
+//!
+//! - [`checkpoint`]: fuzzy checkpoints and the free space map files they
+//!   write; [`control`]: the control file, where recovery starts;
+//! - this file: `recover`, which runs the passes below in order, and the
+//!   [`RecoveryReport`];
+//! - `analysis.rs`: the analysis pass (transaction table, undo stacks);
+//! - `redo.rs`: the redo pass, with its consistency checks;
+//! - `readahead.rs`: reading the log a window ahead of redo, on a thread of
+//!   its own or inline, and prefetching the window's pages;
+//! - `undo.rs`: the undo pass (losers read back from the log, rolled back
+//!   with CLRs);
+//! - `ddl.rs`: what recovery does about relation files (the create and drop
+//!   protocols); `layout.rs`: which directories `Database::open` adopts.
+//!
 //! ## Checkpoints ([`checkpoint`])
 //!
 //! A checkpoint appends a `CheckpointBegin` record and, under the redo
@@ -19,54 +34,68 @@
 //! file also keeps the first LSN of the oldest of them, and log segments
 //! are retired only before the older of the two.
 //!
-//! ## Recovery (`recover`)
+//! ## Recovery (`recover`, this file)
 //!
 //! One pass over the log from the control file's scan start does analysis
-//! and redo together:
+//! and redo together, record by record; undo follows once the log is read.
+//! Each pass has a file of its own:
 //!
-//! - **Analysis.** The position of each transaction's records that need
-//!   undo is kept on a stack; a CLR pops everything after its `undo_next`
-//!   (those records are already undone); commit and abort records end the
-//!   transaction. What is left at the end of the log are the *losers*; their
-//!   records are read back from the log (one forward scan from the oldest)
-//!   when undo starts, so a payload lives only as long as redo needs it.
-//! - **Redo** (records at or after the redo start). A page-changing record
-//!   is applied when the page's LSN is below the record's, through the same
-//!   [`apply`](crate::storage::apply::apply) the running engine uses. A record
-//!   that formats a whole page (image, init, overflow write, overflow free)
-//!   does not need the old page: a torn or missing page is recreated from
-//!   it. Any other record finding a page that fails verification is a
-//!   recovery error naming the LSN: the image that should precede it is
-//!   missing. Redo never removes a relation file (invariant 13); a
-//!   `RelationCreate` makes a missing one (empty: later records format
-//!   every page). Records of a relation whose file is gone are skipped, and once
-//!   the log is read that must be explained by a committed drop of it (or
-//!   an uncommitted create); otherwise recovery fails naming the relation
-//!   and the LSN. After undo, drops known committed are completed
-//!   ([`ddl`], which states the create and drop protocols).
-//! - **Consistency checks.** A `PageCheck` record (consistency-check mode)
-//!   is never applied: when its page's LSN equals the record's `of` (redo
-//!   left the page exactly as the change at `of` did), the page is compared
-//!   with the record's image, ignoring the checksum field and a heap page's
-//!   free space (only its header, slot directory and tuples count); a
-//!   difference is a recovery error naming the page, the LSN and
-//!   the first differing byte. Any other page LSN (the page on disk was
-//!   newer, so redo skipped the change) means nothing to compare.
-//! - **Read-ahead.** Records are decoded a window at a time (16 Ki records
-//!   or 4 MiB of payload); before the window is run, the pages its redo
-//!   records will read (inside their file, including pages an image or
-//!   init record of the window rebuilds: the disk may already hold them,
-//!   and their later records are then skipped) are handed to
-//!   `BufferPool::prefetch` in one batch, at most a quarter of the pool.
-//!   Prefetch is only a hint: a page that does not load is fetched by its
-//!   record as before, and its error reported there. Payloads are decoded
-//!   straight from the reader's segment buffer, and freed on the reader's
-//!   thread too: redo hands each window back to be refilled. Free space
-//!   and "touched" are recorded once per run of records on one page, when
-//!   redo lets go of it.
-//! - **Undo.** Each loser is rolled back newest first with CLRs and an
-//!   abort record, exactly as a running rollback does, so a crash during
-//!   recovery and a second recovery never undo anything twice (invariant 8).
+//! - **Analysis** (`analysis.rs`). The position of each transaction's
+//!   records that need undo is kept on a stack; a CLR pops everything after
+//!   its `undo_next` (those records are already undone); commit and abort
+//!   records end the transaction. What is left at the end of the log are
+//!   the *losers*; their records are read back from the log (one forward
+//!   scan from the oldest) when undo starts, so a payload lives only as
+//!   long as redo needs it.
+//! - **Redo** (`redo.rs`; records at or after the redo start). A
+//!   page-changing record is applied when the page's LSN is below the
+//!   record's, through the same [`apply`](crate::storage::apply::apply) the
+//!   running engine uses. A record that formats a whole page (image, init,
+//!   overflow write, overflow free) does not need the old page: a torn or
+//!   missing page is recreated from it. Any other record finding a page
+//!   that fails verification is a recovery error naming the LSN: the image
+//!   that should precede it is missing. Redo never removes a relation file
+//!   (invariant 13); a `RelationCreate` makes a missing one (empty: later
+//!   records format every page). Records of a relation whose file is gone
+//!   are skipped, and once the log is read that must be explained by a
+//!   committed drop of it (or an uncommitted create); otherwise recovery
+//!   fails naming the relation and the LSN. After undo, drops known
+//!   committed are completed (`ddl.rs`, which states the create and drop
+//!   protocols).
+//! - **Consistency checks** (in `redo.rs`). A `PageCheck` record
+//!   (consistency-check mode) is never applied: when its page's LSN equals
+//!   the record's `of` (redo left the page exactly as the change at `of`
+//!   did), the page is compared with the record's image by
+//!   [`page::compare`](crate::page::compare), which ignores the checksum
+//!   field and a heap page's free space (only its header, slot directory
+//!   and tuples count); a difference is a recovery error naming the page,
+//!   the LSN and the first differing byte. Any other page LSN (the page on
+//!   disk was newer, so redo skipped the change) means nothing to compare.
+//! - **Read-ahead** (`readahead.rs`). Records are decoded a window at a
+//!   time (16 Ki records or 4 MiB of payload), on a reader thread of its
+//!   own a window ahead of redo when the I/O backend is not deterministic
+//!   ([`AsyncIo::deterministic`](keel_io::AsyncIo::deterministic)) and
+//!   the machine has more than one core, else inline. Before the window is
+//!   run, the pages its redo records will read (inside their file,
+//!   including pages an image or init record of the window rebuilds: the
+//!   disk may already hold them, and their later records are then
+//!   skipped) are handed to `BufferPool::prefetch` in one batch, at most a
+//!   quarter of the pool. Prefetch is only a hint: a page that does not
+//!   load is fetched by its record as before, and its error reported
+//!   there. Payloads are decoded straight from the reader's segment
+//!   buffer, and freed on the reader's thread too: redo hands each window
+//!   back to be refilled. Free space and "touched" are recorded once per
+//!   run of records on one page, when redo lets go of it.
+//! - **Undo** (`undo.rs`). Each loser is rolled back newest first with CLRs
+//!   and an abort record, exactly as a running rollback does, so a crash
+//!   during recovery and a second recovery never undo anything twice
+//!   (invariant 8).
+//!
+//! A failure names where: the record's LSN and, where it has one, its page
+//! and relation. A failure of an operation below recovery (a read, a
+//! write, a page that does not verify) is kept as the error's `source()`
+//! and decides its class ([`DbError::RecoveryStep`]): an I/O error during
+//! redo stays an I/O error.
 //!
 //! Recovery then checkpoints, so the next crash starts from here. By
 //! default that checkpoint runs in the background once `Database::open` has
@@ -77,19 +106,144 @@
 //! stays at that older point too, so no page changed after recovery skips
 //! the full image invariant 5 asks for.
 
+mod analysis;
 pub mod checkpoint;
 pub mod control;
 pub(crate) mod ddl;
+mod readahead;
 mod redo;
+mod undo;
 
 pub use checkpoint::CheckpointReport;
 pub use control::Control;
-pub(crate) use redo::{PageSpace, Recovered, recover};
+pub(crate) use redo::PageSpace;
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::types::{Lsn, RelationId};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use analysis::Analysis;
+use ddl::DdlLog;
+use redo::Redo;
+
+use crate::datadir::files::highest_file_id;
+use crate::error::{DbError, Error, ErrorCause, Result};
+use crate::heap::Relation;
+use crate::storage::Storage;
+use crate::types::{Lsn, PageId, RelationId, TxnId};
+use crate::wal::RecoveryMode;
+
+/// What recovery hands back to the database.
+pub(crate) struct Recovered {
+    pub report: RecoveryReport,
+    /// Pages redo or undo changed.
+    pub touched: FxHashSet<(RelationId, PageId)>,
+    /// Free space of each page redo saw (changed or not), as it was when
+    /// redo ended; pages undo changed afterwards are left out (their FSM
+    /// entries are read again from the page).
+    pub space: FxHashMap<(RelationId, PageId), PageSpace>,
+    /// Highest transaction id seen.
+    pub max_txn: TxnId,
+    /// Creates and drops the log holds ([`ddl`]).
+    pub ddl: DdlLog,
+    /// The id the next relation gets: past the control file's counter,
+    /// every id a `relation-create` record names and every relation file
+    /// found on disk (ids are never reused, invariant 13).
+    pub next_relation: u32,
+}
+
+/// Runs analysis, redo and undo over the log of the open `store`, starting
+/// from `control`'s checkpoint (the whole log when there is none).
+/// `rels` holds the relation files found on disk; redo adds and removes
+/// entries as relations are created and dropped.
+pub(crate) fn recover(
+    store: &Storage,
+    dir: &Path,
+    rels: &mut HashMap<RelationId, Arc<Relation>>,
+    control: Option<&Control>,
+    mode: RecoveryMode,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let (scan_start, redo_start) =
+        control.map_or((Lsn::ZERO, Lsn::ZERO), |c| (c.scan_start(), c.redo_start));
+    let report = RecoveryReport {
+        clean_shutdown: control.is_some_and(|c| c.clean),
+        scan_start,
+        redo_start,
+        ..RecoveryReport::default()
+    };
+    let highest_file = highest_file_id(store, dir)?;
+    if let Some(c) = control {
+        c.check_log_reaches(store.wal.open_end(), &store.wal)?;
+    }
+    let mut analysis =
+        Analysis::new(control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))));
+    let mut redo = Redo::new(store, dir, rels, redo_start, report);
+    let reader = store.wal.recovery_reader(scan_start, mode)?;
+    let threaded = readahead::threaded(&*store.io);
+    readahead::run(reader, threaded, scan_start, |window| {
+        redo.prefetch(window)?;
+        for (h, payload) in window {
+            redo.record(h, payload)?;
+            analysis.record(h, payload);
+        }
+        Ok(())
+    })?;
+    let redone = redo.finish()?;
+    let mut ddl = analysis.ddl;
+    for (&rel, &lsn) in &redone.missing {
+        ddl.missing(rel, lsn);
+    }
+    let mut rec = Recovered {
+        report: redone.report,
+        touched: redone.touched,
+        space: redone.space,
+        max_txn: analysis.max_txn,
+        ddl,
+        next_relation: 1,
+    };
+    rec.report.log_end = store.wal.end_lsn();
+    undo::undo_losers(store, mode, rels, analysis.open, &mut rec)?;
+    rec.report.drops_completed = rec.ddl.finish(store, dir, rels)?;
+    let after = |id: Option<RelationId>| id.map_or(1, |r| r.0.saturating_add(1));
+    rec.next_relation = control
+        .map_or(1, |c| c.next_relation)
+        .max(after(rec.ddl.max_created))
+        .max(after(highest_file))
+        .max(1);
+    rec.report.pages_redone = rec.touched.len() as u64;
+    rec.report.duration = started.elapsed();
+    Ok(rec)
+}
+
+/// A recovery error at the record `lsn` that recovery itself found (the
+/// log and the pages disagree): corruption, with `reason`.
+fn recovery(lsn: Lsn, reason: String) -> Error {
+    DbError::Recovery { lsn, reason }.into()
+}
+
+/// For `map_err`: a failure of an operation recovery needed while doing
+/// `doing` for the record at `lsn` (on page `at.1` of relation `at.0`),
+/// kept as the `source()` of a [`DbError::RecoveryStep`].
+fn failed<E: Into<Error>>(
+    lsn: Lsn,
+    at: Option<(RelationId, PageId)>,
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> Error {
+    move |e| {
+        DbError::RecoveryStep {
+            lsn,
+            relation: at.map(|a| a.0),
+            page: at.map(|a| a.1),
+            doing: doing.into(),
+            source: ErrorCause::new(e.into()),
+        }
+        .into()
+    }
+}
 
 /// What recovery did when the database was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
