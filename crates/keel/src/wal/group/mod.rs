@@ -5,6 +5,9 @@
 //! the transitions named below. It does no I/O itself: the leader writes
 //! through a closure (`write_batch`, in Keel `BatchWriter::write_batch`),
 //! so the protocol is tested alone under a model checker (`model.rs`).
+//! The state and its transitions are here; `committer.rs` is what a
+//! committer does, `leader.rs` what the leader does, `primitives.rs` the
+//! synchronisation both run on.
 //!
 //! ## Waiting for durability
 //!
@@ -60,27 +63,41 @@
 //!
 //! ## States
 //!
-//! [`Lead`], the function behind each edge (all in this file, each run
-//! under the lock):
+//! [`Lead`], the function behind each edge: the transitions (`claim`,
+//! `take_over`, `hand_over`, `release`, `fail`) are in this file, called
+//! under the lock by `arrive` (a committer, `committer.rs`),
+//! `finish_batch` (the leader, `leader.rs`) and [`GroupCommit::poison`]:
 //!
 //! ```text
-//!                      arrive: claim
-//!        ┌──────┐ ─────────────────────────▶ ┌─────────┐ ──┐ finish_batch: Continue
-//!        │ Free │                            │ Running │   │ (own record not durable,
-//!        └──────┘ ◀───────────────────────── └─────────┘ ◀─┘  or committers parked)
-//!           │       finish_batch: release     │      ▲
-//!           │                                 │      │ arrive: take_over
-//!           │             finish_batch:       │      │
-//!           │             hand_over           ▼      │
-//!           │                               ┌────────────┐
-//!           │                               │ HandedOver │
-//!           │                               └────────────┘
-//!           │ poison          poison, finish_batch: fail │ poison
-//!           ▼                        (from Running)      ▼
-//!        ┌────────────────────────────────────────────────────┐
-//!        │ Poisoned(first cause): no edge leaves it            │
-//!        └────────────────────────────────────────────────────┘
+//!                     arrive: claim
+//!     ┌──────┐ ────────────────────────▶ ┌─────────┐ ──┐ finish_batch: continue
+//!     │ Free │                           │ Running │   │ (own record not durable,
+//!     └──────┘ ◀──────────────────────── └─────────┘ ◀─┘  or committers parked)
+//!        │       finish_batch: release     │    │   ▲
+//!        │                                 │    │   │
+//!        │           finish_batch: hand_over    ▼   │ arrive: take_over
+//!        │                                 │  ┌────────────┐
+//!        │                                 │  │ HandedOver │
+//!        │                                 │  └────────────┘
+//!        │ poison           finish_batch:  │        │ poison
+//!        │                  fail, poison   │        │
+//!        ▼                                 ▼        ▼
+//!     ┌─────────────────────────────────────────────────┐
+//!     │ Poisoned(first cause): no edge leaves it         │
+//!     └─────────────────────────────────────────────────┘
 //! ```
+//!
+//! | edge                  | caller (under the lock) | transition  |
+//! |-----------------------|-------------------------|-------------|
+//! | Free → Running        | `arrive`                | `claim`     |
+//! | HandedOver → Running  | `arrive`                | `take_over` |
+//! | Running → Running     | `finish_batch`          | (none)      |
+//! | Running → HandedOver  | `finish_batch`          | `hand_over` |
+//! | Running → Free        | `finish_batch`          | `release`   |
+//! | Running → Poisoned    | `finish_batch`          | `fail`      |
+//! | any → Poisoned        | [`GroupCommit::poison`] | `fail`      |
+//!
+//! `fail` on a poisoned log keeps the cause it has.
 //!
 //! Beside the lead: the open [`Generation`] (`arrive` parks a committer in
 //! it while a leader runs, `close_generation` closes it for a batch), and
@@ -103,6 +120,8 @@
 //! three committers, a handed-over lead, a sync failing mid-batch, a
 //! poison from outside.
 
+mod committer;
+mod leader;
 mod primitives;
 
 #[cfg(test)]
@@ -187,29 +206,6 @@ pub(crate) struct GroupCommit<P: Primitives = Os> {
     continue_limit: u32,
 }
 
-/// What a committer does after looking at the state under the lock.
-enum Arrival {
-    /// Return this.
-    Settled(Result<(), WalError>),
-    /// Lead (the lead is `Running` for this committer now).
-    Lead,
-    /// Sleep on generation `generation`'s bell while it reads `rung`.
-    Park { generation: u64, rung: u32 },
-}
-
-/// What the leader does after a batch.
-#[derive(Clone, Copy, Debug)]
-enum Next {
-    /// Write another batch (`own_done`: its own record is durable already).
-    Continue { own_done: bool },
-    /// Leave; wake one sleeper of generation `open` to take the lead.
-    HandOver { open: u64 },
-    /// Leave; nobody waits.
-    Release,
-    /// Leave; wake every sleeper of generation `open` with the poison.
-    Poisoned { open: u64 },
-}
-
 /// Counters of the protocol, for [`crate::wal::WriterStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct GroupStats {
@@ -266,181 +262,6 @@ impl<P: Primitives> GroupCommit<P> {
             continued: st.continued,
             handoffs: st.handoffs,
         })
-    }
-
-    /// Returns once the record at `lsn` is durable, leading batches
-    /// written by `write_batch` when it is this committer's turn;
-    /// `write_batch(through)` writes and syncs what is pending (at least
-    /// through the record at `through` unless a segment's end or the batch
-    /// size stops it first) and returns the new durable end.
-    pub(crate) fn wait_durable(
-        &self,
-        lsn: Lsn,
-        write_batch: impl Fn(Lsn) -> Result<Lsn, WalError>,
-    ) -> Result<(), WalError> {
-        loop {
-            let flags = self.flags.load();
-            if flags & POISONED != 0 {
-                return Err(self.poison_error());
-            }
-            // A committer whose record is durable still takes a handed-over
-            // lead: the one sleeper woken for it may be this committer.
-            if flags & HANDED_OVER == 0 && self.durable.load() > lsn.0 {
-                return Ok(());
-            }
-            match self.state.with(|st| self.arrive(st, lsn)) {
-                Arrival::Settled(result) => return result,
-                Arrival::Lead => self.lead(lsn, &write_batch),
-                // Durable, poisoned, handed the lead, or woken spuriously:
-                // the next round tells which.
-                Arrival::Park { generation, rung } => self.park(generation, rung),
-            }
-        }
-    }
-
-    /// A committer looks at the state: takes a handed-over or free lead
-    /// (`take_over`, `claim`), returns what is settled (checked again under
-    /// the lock: a leader publishes the durable end or the poison and
-    /// rings the bells under it), or parks in the open generation.
-    fn arrive(&self, st: &mut GroupState, lsn: Lsn) -> Arrival {
-        match &st.lead {
-            Lead::HandedOver => {
-                self.take_over(st);
-                Arrival::Lead
-            }
-            Lead::Poisoned(cause) => Arrival::Settled(Err(WalError::Poisoned {
-                cause: cause.clone(),
-            })),
-            _ if self.durable.load() > lsn.0 => Arrival::Settled(Ok(())),
-            Lead::Running => {
-                // The batch that closes this generation covers `lsn`, then
-                // rings its bell.
-                let generation = st.open.number;
-                let rung = self.bell(generation).load();
-                st.open.parked += 1;
-                st.open.max_lsn = st.open.max_lsn.max(lsn.0);
-                Arrival::Park { generation, rung }
-            }
-            Lead::Free => {
-                self.claim(st);
-                Arrival::Lead
-            }
-        }
-    }
-
-    /// Sleeps until generation `generation`'s bell moves from `rung`.
-    /// Yields first: with more committers than cores the batch often
-    /// completes while the others run, sparing this committer a sleep and
-    /// the leader a wake-up.
-    fn park(&self, generation: u64, rung: u32) {
-        let bell = self.bell(generation);
-        for _ in 0..self.spin_yields {
-            if bell.load() != rung {
-                return;
-            }
-            P::yield_now();
-        }
-        bell.wait(rung);
-    }
-
-    /// Writes batches as the leader (the lead is `Running` for it) until
-    /// the record at `own` is durable, then for the committers that parked
-    /// meanwhile (at most `continue_limit` more), then hands the lead over
-    /// or frees it. Each batch closes the open generation, is written
-    /// through the highest LSN parked in it and rings its bell; a failure
-    /// rings every bell to the poison (invariant 7).
-    fn lead(&self, own: Lsn, write_batch: &impl Fn(Lsn) -> Result<Lsn, WalError>) {
-        let mut extra = 0u32;
-        // Committers parked in the generation this leader closed last: its
-        // batch woke them all.
-        let mut woke = 0usize;
-        loop {
-            self.await_returning(woke);
-            let closed = self.state.with(close_generation);
-            let target = Lsn(closed.max_lsn.max(own.0));
-            let result = write_batch(target);
-            let next = self.state.with(|st| {
-                let next = self.finish_batch(st, own, target, extra, result);
-                // Rung under the lock, so a committer that parks after this
-                // reads the new value and cannot sleep through the ring.
-                self.bell(closed.number).ring();
-                if let Next::HandOver { open } | Next::Poisoned { open } = next {
-                    // Everyone parked in the open generation and not yet
-                    // asleep sees this and checks for itself.
-                    self.bell(open).ring();
-                }
-                next
-            });
-            if closed.parked > 0 {
-                self.bell(closed.number).wake_all();
-            }
-            match next {
-                Next::Continue { own_done } => extra += u32::from(own_done),
-                Next::Poisoned { open } => return self.bell(open).wake_all(),
-                // One sleeper of the open generation wakes and takes the
-                // lead (a committer arriving first may take it instead).
-                // Committers of the closed generation the batch did not
-                // reach were woken by its bell and take it the same way.
-                Next::HandOver { open } => return self.bell(open).wake_one(),
-                Next::Release => return,
-            }
-            woke = closed.parked;
-        }
-    }
-
-    /// Before a batch that follows one which woke `woke` committers:
-    /// yields (at most `spin_yields` times) until as many have parked
-    /// again, so that they share this sync rather than wait through it for
-    /// the next one: the "small wait when it helps" of group commit, a few
-    /// microseconds, and none after a batch that woke nobody (a lone
-    /// committer never waits).
-    fn await_returning(&self, woke: usize) {
-        if woke == 0 {
-            return;
-        }
-        for _ in 0..self.spin_yields {
-            if self.state.with(|st| st.open.parked) >= woke {
-                return;
-            }
-            P::yield_now();
-        }
-    }
-
-    /// After a batch: publishes its end, or poisons the log with its
-    /// failure (`fail`), then decides the leader's next step: another
-    /// batch (`Running` stays), `hand_over` or `release`.
-    fn finish_batch(
-        &self,
-        st: &mut GroupState,
-        own: Lsn,
-        target: Lsn,
-        extra: u32,
-        result: Result<Lsn, WalError>,
-    ) -> Next {
-        match result {
-            Ok(end) => self.durable.fetch_max(end.0),
-            Err(e) => self.fail(st, e),
-        }
-        let open = st.open.number;
-        if matches!(st.lead, Lead::Poisoned(_)) {
-            return Next::Poisoned { open };
-        }
-        let durable = self.durable.load();
-        let own_done = durable > own.0;
-        // Left to do: the leader's own record or a parked one the batch
-        // did not reach (it stops at a segment's end and at one batch), or
-        // committers parked in the generation opened meanwhile.
-        let more = durable <= target.0 || st.open.parked > 0;
-        if more && (!own_done || extra < self.continue_limit) {
-            st.continued += u64::from(own_done);
-            Next::Continue { own_done }
-        } else if more {
-            self.hand_over(st);
-            Next::HandOver { open }
-        } else {
-            self.release(st);
-            Next::Release
-        }
     }
 
     /// Poisons the log with `error`, a failure outside a batch (a segment
@@ -515,16 +336,4 @@ impl<P: Primitives> GroupCommit<P> {
         }
         st.lead = lead;
     }
-}
-
-/// Closes the open generation for a batch: every committer parked in it
-/// has its record pending by now. The next one opens.
-fn close_generation(st: &mut GroupState) -> Generation {
-    let closed = st.open;
-    st.open = Generation {
-        number: closed.number + 1,
-        parked: 0,
-        max_lsn: 0,
-    };
-    closed
 }

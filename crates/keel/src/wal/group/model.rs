@@ -46,8 +46,8 @@ use crate::error::WalError;
 use crate::types::Lsn;
 
 /// Schedules per scheduler and check when `KEEL_SHUTTLE_ITERATIONS` is
-/// unset: a few seconds for all checks in a release build.
-const DEFAULT_ITERATIONS: usize = 300;
+/// unset: about a second for all checks in a release build.
+const DEFAULT_ITERATIONS: usize = 2000;
 
 /// Preemptions a PCT schedule makes (its bug depth).
 const PCT_DEPTH: usize = 3;
