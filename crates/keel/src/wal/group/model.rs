@@ -12,7 +12,9 @@
 //! - every waiter wakes: a committer left asleep is a deadlock, which
 //!   shuttle reports as a failure;
 //! - the poison reaches everyone, with the first failure as its cause,
-//!   and no batch is written after a failed one (invariants 7 and 16).
+//!   and no batch is written after a failed one (invariants 7 and 16);
+//! - one batch is written at a time (so at most one is unsynced, which
+//!   the reader's torn-tail rule relies on).
 //!
 //! `shuttle` rather than `loom`: loom enumerates every interleaving, which
 //! for three threads, a lock, two bells and this protocol's yield loops
@@ -182,6 +184,9 @@ struct FakeState {
     /// The batch whose sync fails.
     fail_at: Option<usize>,
     failed: bool,
+    /// A batch is being written (at most one at a time: the reader's
+    /// torn-tail rule relies on one unsynced batch at most).
+    in_flight: bool,
     /// Batch `.0` waits until `.1` committers sleep on a bell.
     gate: Option<(usize, usize)>,
 }
@@ -205,6 +210,8 @@ impl FakeLog {
         let (end, fails, gate) = {
             let mut st = self.state();
             assert!(!st.failed, "a batch after a failed one (invariant 7)");
+            assert!(!st.in_flight, "two batches in flight at once");
+            st.in_flight = true;
             assert!(
                 through.0 < st.reserved,
                 "a batch through {through:?}, never appended"
@@ -221,6 +228,7 @@ impl FakeLog {
         // The write and the sync take a while: others run meanwhile.
         shuttle::thread::yield_now();
         let mut st = self.state();
+        st.in_flight = false;
         if fails {
             st.failed = true;
             return Err(injected("fdatasync", OpKind::Fdatasync));
@@ -283,6 +291,7 @@ impl Scenario {
                 batch_records: self.batch_records,
                 fail_at: self.fail_at,
                 failed: false,
+                in_flight: false,
                 gate: self.gate,
             }),
         });
