@@ -1,10 +1,10 @@
 //! The buffer pool's view of the write-ahead log (invariant 4).
 //!
-//! The pool must not write a page before the log is durable through that
-//! page's LSN. It asks through [`WalFlusher`], a one-method trait defined
-//! here and implemented by [`crate::wal::Wal`] (`wal_impl.rs`), so the pool
-//! can be tested with [`RecordingFlusher`], which remembers how far it was
-//! asked to flush and can be told to fail.
+//! A page is written only after the log is durable up to that page's LSN.
+//! The pool asks the log through [`WalFlusher`], a one-method trait defined
+//! here and implemented by [`crate::wal::Wal`] (in `wal/flusher.rs`), so
+//! the pool can be tested with [`RecordingFlusher`], which remembers how
+//! far it was asked to flush and can be told to fail.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -14,7 +14,8 @@ use crate::types::Lsn;
 /// [`crate::error::BufferError::WalFlush`].
 pub type WalFlushError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Makes the log durable through an LSN.
+/// Makes the log durable up to a page's LSN before the page is written
+/// (invariant 4).
 pub trait WalFlusher: Send + Sync {
     /// Returns once the record at `lsn` and every record before it are on
     /// stable storage, or with the error that prevented it. The pool never

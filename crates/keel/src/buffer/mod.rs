@@ -149,7 +149,6 @@ mod pool;
 mod prefetch;
 mod replacer;
 mod stats;
-mod wal_impl;
 mod writeback;
 mod writer;
 

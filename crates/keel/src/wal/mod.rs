@@ -7,7 +7,12 @@
 //! - [`record`]: the record frame (header, CRC, LSN) and record types;
 //! - [`payload`]: the typed payload of each record type;
 //! - [`segment`]: segment files, their header, their lifecycle;
-//! - `writer`: the log buffer, LSN reservation and group commit;
+//! - `append`: the log buffer: LSN reservation and the pending queue;
+//! - `group`: group commit, a state machine of its own (who leads, the
+//!   poison, the generations of parked committers, the durable end);
+//! - `batch`: batch I/O, how the leader writes and syncs one batch;
+//! - `writer`: joins the three behind one verb per reason to make records
+//!   durable (`wait_durable`, `write_batch`, `push_all`);
 //! - [`reader`]: iteration from any LSN, and where the log ends;
 //! - [`archive`]: zstd copies of retired segments, verified and restorable.
 //!
@@ -20,8 +25,12 @@
 //! Left out here: what records mean (heap/, recovery/) and when segments are
 //! retired (checkpoints call [`Wal::retire_before`]).
 
+mod append;
 pub mod archive;
+mod batch;
 mod config;
+mod flusher;
+mod group;
 pub mod payload;
 pub mod reader;
 pub mod record;
@@ -39,18 +48,20 @@ use std::time::Duration;
 use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 use parking_lot::{Condvar, Mutex};
 
+pub use append::Appended;
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
 pub use payload::{Payload, SlotImage};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
-pub use writer::{Appended, WriterStats};
+pub use writer::WriterStats;
 
 use crate::error::WalError;
 use crate::types::Lsn;
+use batch::SegmentSource;
 use reader::WalReader as Reader;
 use record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 use segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader};
-use writer::{LogWriter, SegmentSource};
+use writer::LogWriter;
 
 /// What opening the log found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +143,7 @@ impl SegmentSource for SegmentManager {
         if st.prepared.contains(&n) {
             return Ok(false);
         }
-        // A failure poisons the log (the writer's flush fails with it);
+        // A failure poisons the log (the next batch fails with it);
         // no later call prepares again (invariant 7).
         let prepared = self.prepare_locked(&mut st, n);
         st.failed |= prepared.is_err();
@@ -587,7 +598,7 @@ impl Wal {
     /// Makes every record up to and including the one at `lsn` durable
     /// (group commit: concurrent callers share one sync).
     pub fn flush(&self, lsn: Lsn) -> Result<(), WalError> {
-        self.writer.flush_through(lsn)
+        self.writer.wait_durable(lsn)
     }
 
     /// Waits as the commit policy requires for the commit record `rec`:
@@ -603,11 +614,7 @@ impl Wal {
 
     /// Flushes everything appended so far.
     pub fn flush_all(&self) -> Result<(), WalError> {
-        let end = self.writer.reserved_end();
-        if end > self.writer.durable_end() {
-            self.flush(Lsn(end.0 - 1))?;
-        }
-        Ok(())
+        self.writer.push_all()
     }
 
     /// Position up to which the log is durable.
@@ -789,7 +796,8 @@ fn background_loop(
         let unflushed = end.0.saturating_sub(writer.durable_end().0);
         let by_size = size_trigger.is_some_and(|s| unflushed >= s);
         if unflushed > 0 && (period.is_some() || by_size) {
-            let _ = writer.flush_through(Lsn(end.0 - 1));
+            // A failure poisoned the log; the committers report it.
+            let _ = writer.push_all();
         }
     }
 }

@@ -1,0 +1,241 @@
+//! The log buffer: where appended records wait for a batch.
+//!
+//! ## Appending
+//!
+//! An appender encodes its record into a buffer of its own (the payload
+//! straight behind the header space, one allocation), *then* reserves
+//! its position under a mutex held for a few arithmetic operations (the
+//! position depends on whether the record still fits in the current segment,
+//! so a plain atomic add would not do), writes the LSN and CRC into its
+//! buffer, and hands the buffer to the pending queue. Encoding and CRC, the
+//! expensive part, run in parallel on every appending thread; no lock is held
+//! while bytes are copied (the reservation-by-atomic-add idea of MySQL 8's log
+//! buffer, with the copy replaced by a hand-over of an owned buffer).
+//!
+//! A record that does not fit in the rest of its segment goes to the next
+//! one; the tail it leaves is filled with a padding record (or zeroes, when
+//! too short for a header), so every byte of a segment's data area is
+//! accounted for.
+//!
+//! ## The pending queue
+//!
+//! The pending queue holds records by LSN. Records enter it nearly in order
+//! (two appenders may race between reservation and hand-over, and the later
+//! one is then placed before the end); a batch takes only the contiguous
+//! prefix that starts at the last written position, waiting for an appender
+//! that reserved a position before its target but has not handed its
+//! record over yet. Appenders wait for room while the queue holds more than
+//! [`crate::wal::WalConfig::buffer_capacity_bytes`] (the writer pushes it
+//! out, `writer.rs`).
+//!
+//! Left out here: when records become durable (`group/`) and how a batch
+//! reaches the disk (`batch.rs`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::WalError;
+use crate::types::Lsn;
+use crate::wal::record::{
+    MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_unsealed,
+};
+use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE};
+
+/// A record placed in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Its LSN (start position).
+    pub lsn: Lsn,
+    /// One past its last byte.
+    pub end: Lsn,
+}
+
+/// Appended records not yet taken by a batch.
+struct Pending {
+    /// `(LSN, record)`, ascending by LSN.
+    records: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Adds a record: at the back when it is the highest LSN (nearly
+    /// always), else where its LSN belongs.
+    fn insert(&mut self, lsn: u64, record: Vec<u8>) {
+        self.bytes += record.len();
+        match self.records.back() {
+            Some(&(last, _)) if last > lsn => {
+                let at = self.records.partition_point(|&(l, _)| l < lsn);
+                self.records.insert(at, (lsn, record));
+            }
+            _ => self.records.push_back((lsn, record)),
+        }
+    }
+
+    /// The length of the first record if it starts at `lsn`.
+    fn first_at(&self, lsn: u64) -> Option<usize> {
+        self.records
+            .front()
+            .filter(|(l, _)| *l == lsn)
+            .map(|(_, r)| r.len())
+    }
+}
+
+/// Reservation and the pending queue.
+pub(crate) struct LogBuffer {
+    geometry: Geometry,
+    /// [`crate::wal::WalConfig::max_batch_bytes`].
+    max_batch: usize,
+    /// [`crate::wal::WalConfig::buffer_capacity_bytes`].
+    capacity: usize,
+    /// Where the next record goes.
+    reserved: Mutex<Lsn>,
+    pending: Mutex<Pending>,
+    /// Signalled when records enter the queue (a batch waits for a gap
+    /// to fill).
+    arrived: Condvar,
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl LogBuffer {
+    /// An empty buffer whose next record goes at `end`.
+    pub(crate) fn new(geometry: Geometry, max_batch: usize, capacity: usize, end: Lsn) -> Self {
+        LogBuffer {
+            geometry,
+            max_batch,
+            capacity,
+            reserved: Mutex::new(end),
+            pending: Mutex::new(Pending {
+                records: VecDeque::new(),
+                bytes: 0,
+            }),
+            arrived: Condvar::new(),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Refuses a record of `len` bytes (header included) larger than the
+    /// log accepts (invariant 15).
+    pub(crate) fn check_len(len: usize) -> Result<(), WalError> {
+        if len > MAX_RECORD_SIZE {
+            return Err(WalError::RecordTooLarge {
+                len,
+                max: MAX_RECORD_SIZE,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a record of `len` bytes may enter the queue now: it fits
+    /// under the capacity, or the queue is empty.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        let pending = self.pending.lock();
+        pending.bytes + len <= self.capacity || pending.bytes == 0
+    }
+
+    /// Places `record` (its payload behind [`RECORD_HEADER_SIZE`] bytes of
+    /// header space, filled in here) at the next position and queues it.
+    pub(crate) fn place(&self, meta: &RecordMeta, mut record: Vec<u8>) -> Appended {
+        let len = record.len();
+        debug_assert!(len >= RECORD_HEADER_SIZE, "record without header space");
+        let (lsn, padding) = self.reserve(len as u64);
+        encode_header(&mut record, meta, lsn);
+        let mut pending = self.pending.lock();
+        if let Some((at, pad_len)) = padding {
+            pending.insert(at.0, padding_bytes(at, pad_len));
+        }
+        pending.insert(lsn.0, record);
+        drop(pending);
+        self.arrived.notify_all();
+        self.records.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Appended {
+            lsn,
+            end: Lsn(lsn.0 + len as u64),
+        }
+    }
+
+    /// Reserves `len` bytes; returns the record's LSN and, when it had to
+    /// skip to the next segment, the padding that fills the old one's tail.
+    fn reserve(&self, len: u64) -> (Lsn, Option<(Lsn, usize)>) {
+        debug_assert!(
+            len <= self.geometry.segment_size - SEGMENT_HEADER_SIZE as u64,
+            "a record larger than a segment's data area (inv. 15)"
+        );
+        let mut next = self.reserved.lock();
+        let at = self.geometry.record_position(*next);
+        let seg_end = self.geometry.segment_end(at);
+        if at.0 + len <= seg_end.0 {
+            *next = Lsn(at.0 + len);
+            return (at, None);
+        }
+        let pad = (seg_end.0 - at.0) as usize;
+        let lsn = self.geometry.record_position(seg_end);
+        *next = Lsn(lsn.0 + len);
+        (lsn, Some((at, pad)))
+    }
+
+    /// Position after the last reserved record.
+    pub(crate) fn reserved_end(&self) -> Lsn {
+        *self.reserved.lock()
+    }
+
+    /// Removes and returns the contiguous records from `start`, up to one
+    /// batch and the end of `start`'s segment; waits for gaps before
+    /// `through`.
+    pub(crate) fn take_contiguous(&self, start: Lsn, through: Lsn) -> Vec<Vec<u8>> {
+        let seg_end = self.geometry.segment_end(start);
+        let mut out = Vec::new();
+        let mut pos = start;
+        let mut size = 0usize;
+        let mut pending = self.pending.lock();
+        while pos != seg_end {
+            match pending.first_at(pos.0) {
+                Some(len) if out.is_empty() || size + len <= self.max_batch => {
+                    let (_, r) = pending.records.pop_front().unwrap_or_default();
+                    pos = Lsn(pos.0 + r.len() as u64);
+                    size += r.len();
+                    out.push(r);
+                }
+                Some(_) => break,
+                None if pos <= through && pos < self.reserved_end() => {
+                    // Someone reserved this position and is still encoding.
+                    self.arrived.wait(&mut pending);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// A batch of `bytes` taken from the queue is durable: its room is
+    /// free again.
+    pub(crate) fn release(&self, bytes: usize) {
+        self.pending.lock().bytes -= bytes;
+    }
+
+    /// Records appended (padding excluded) and bytes appended.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.records.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The bytes that fill a segment's tail of `len` bytes at `at`: a padding
+/// record when a header fits, zeroes otherwise (the reader skips a tail too
+/// short for a header).
+fn padding_bytes(at: Lsn, len: usize) -> Vec<u8> {
+    if len < RECORD_HEADER_SIZE {
+        return vec![0u8; len];
+    }
+    let mut buf = vec![0u8; len];
+    let meta = RecordMeta::new(RecordType::Padding);
+    let zeros = vec![0u8; len - RECORD_HEADER_SIZE];
+    encode_unsealed(&mut buf, &meta, at, &zeros);
+    buf
+}
