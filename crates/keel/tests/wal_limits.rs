@@ -385,7 +385,7 @@ impl AsyncIo for PrepFault {
 #[test]
 fn a_failed_segment_preparation_poisons_the_log() {
     let sim = sim(8);
-    // Segments 0 and 1 prepared by a first open.
+    // A log made by a first open.
     let (wal, _) = Wal::open(sim.clone(), Path::new(DIR), smallest()).unwrap();
     wal.close().unwrap();
     let io = Arc::new(PrepFault {
@@ -395,8 +395,7 @@ fn a_failed_segment_preparation_poisons_the_log() {
         fsyncs_after: AtomicU64::new(0),
     });
     let (wal, _) = Wal::open(io.clone(), Path::new(DIR), smallest()).unwrap();
-    // Segments 0 and 1 exist, so the next full fsync of a WAL file is the
-    // preparation of segment 2, asked for when the writer enters segment 1
+    // The next full fsync of a WAL file is the next segment's preparation
     // (appends and flushes only fdatasync): it fails.
     io.armed.store(true, Ordering::SeqCst);
     // Fill segments until the log needs the one whose preparation failed.
@@ -422,6 +421,31 @@ fn a_failed_segment_preparation_poisons_the_log() {
         "a segment was fsynced again after a failed fsync"
     );
     drop(wal);
+    // The half-prepared segment, left under its temporary name, is never
+    // part of the log: the next open removes it and the log goes on.
+    let names = |sim: &SimIo| -> Vec<String> {
+        let entries = sim.read_dir(Path::new(DIR)).wait().unwrap();
+        entries
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        names(&sim).iter().any(|n| n.ends_with(".wal.prep")),
+        "{:?}",
+        names(&sim)
+    );
+    let (wal, _) = Wal::open(sim.clone(), Path::new(DIR), smallest()).unwrap();
+    assert!(
+        !names(&sim).iter().any(|n| n.ends_with(".prep")),
+        "{:?}",
+        names(&sim)
+    );
+    for i in 1000..1100 {
+        let a = wal.append(&meta(i), &payload(i, 3000)).unwrap();
+        wal.flush(a.lsn).unwrap();
+    }
+    wal.close().unwrap();
 }
 
 fn small_db_config() -> keel::Config {

@@ -122,6 +122,26 @@ struct SegmentState {
 }
 
 impl SegmentManager {
+    /// Prepares segments like `template` (with the configured batch size)
+    /// in `dir`, starting from `state`.
+    fn new(
+        dir: Arc<SegmentDir>,
+        template: SegmentHeader,
+        config: &WalConfig,
+        state: SegmentState,
+    ) -> SegmentManager {
+        SegmentManager {
+            dir,
+            template: SegmentHeader {
+                max_batch_bytes: config.max_batch_bytes,
+                ..template
+            },
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
     fn prepare_locked(&self, st: &mut SegmentState, n: u64) -> Result<(), WalError> {
         if st.failed {
             return Err(WalError::Closed);
@@ -205,49 +225,15 @@ impl Wal {
     ) -> Result<(Wal, OpenReport), WalError> {
         config.validate()?;
         let sdir = Arc::new(SegmentDir::open(io.clone(), dir, config.direct_io)?);
-        let present = sdir.list()?;
-        let newest_header = present.iter().rev().find_map(|&n| sdir.read_header(n).ok());
-        let (template, created) = match newest_header {
-            Some(h) => (h, false),
-            None => {
-                // No valid segment: a new log. Leftover invalid files would
-                // be overwritten; refuse rather than guess.
-                if let Some(&n) = present.first() {
-                    return Err(WalError::BadSegment {
-                        segment: n,
-                        path: sdir.segment_path(n),
-                        reason: "no segment of this log has a valid header".into(),
-                    });
-                }
-                let h = SegmentHeader {
-                    segment_no: 0,
-                    segment_size: config.segment_size_bytes,
-                    database_id: random_id(),
-                    max_batch_bytes: config.max_batch_bytes,
-                };
-                sdir.prepare(&h, None)?;
-                (h, true)
-            }
-        };
+        sdir.remove_unfinished_preparations()?;
+        let (template, created) = Self::template_or_create(&sdir, &config)?;
         let geometry = Geometry {
             segment_size: u64::from(template.segment_size),
         };
-        let (end, cut) = if created {
-            (geometry.first_record(0), None)
-        } else {
-            Self::find_end(
-                &io,
-                &sdir,
-                geometry,
-                &template,
-                config.recovery_mode,
-                scan_start,
-            )?
+        let (end, cut) = match created {
+            true => (geometry.first_record(0), None),
+            false => Self::settle_end(&io, &sdir, geometry, &template, &config, scan_start)?,
         };
-        if config.recovery_mode == RecoveryMode::SalvageToFirstError && cut.is_some() {
-            Self::set_aside_after(&io, &sdir, geometry, end)?;
-        }
-        Self::clear_after_end(&io, &sdir, geometry, end, &template)?;
         let tail = if config.direct_io {
             Self::read_tail(&io, &sdir, geometry, end)?
         } else {
@@ -255,43 +241,15 @@ impl Wal {
         };
         let present = sdir.list()?;
         let current = geometry.segment_of(end);
-        // Segments at or after the end are the writer's to fill. Only one
-        // whose header is valid (this log's, this number) counts as
-        // prepared: records written into a file without one could never be
-        // read back, so every acknowledged commit in it would be lost. Any
-        // other (damaged, or left by a crash mid-prepare before segments
-        // were prepared under a temporary name) is prepared again first.
-        let prepared = present
-            .iter()
-            .copied()
-            .filter(|&n| n >= current)
-            .filter(|&n| sdir.read_header(n).is_ok_and(|h| h.same_log(&template)))
-            .collect();
-        // Spares left by an earlier process are recycled too; any beyond
-        // what the policy keeps are retired files and removed.
-        let mut spares = sdir.list_spares()?;
-        let keep = match config.retention {
-            RetentionPolicy::Recycle => config.recycle_keep,
-            _ => 0,
+        let prepared = Self::prepared_at_or_after(&sdir, &present, current, &template);
+        let spares = Self::spares_to_keep(&sdir, &config)?;
+        let state = SegmentState {
+            prepared,
+            spares,
+            wanted: Some(current + 1),
+            failed: false,
         };
-        for n in spares.split_off(keep.min(spares.len())) {
-            sdir.remove_spare(n)?;
-        }
-        let segments = Arc::new(SegmentManager {
-            dir: sdir.clone(),
-            template: SegmentHeader {
-                max_batch_bytes: config.max_batch_bytes,
-                ..template
-            },
-            state: Mutex::new(SegmentState {
-                prepared,
-                spares,
-                wanted: Some(current + 1),
-                failed: false,
-            }),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
+        let segments = Arc::new(SegmentManager::new(sdir.clone(), template, &config, state));
         let writer = Arc::new(LogWriter::new(
             io.clone(),
             sdir.clone(),
@@ -321,6 +279,87 @@ impl Wal {
         };
         wal.background = Some(wal.spawn_background());
         Ok((wal, report))
+    }
+
+    /// Finds where an existing log ends ([`Wal::find_end`]), sets aside
+    /// what follows a salvaged cut, and clears the segments after the end.
+    fn settle_end(
+        io: &Arc<dyn AsyncIo>,
+        sdir: &Arc<SegmentDir>,
+        geometry: Geometry,
+        template: &SegmentHeader,
+        config: &WalConfig,
+        scan_start: Option<Lsn>,
+    ) -> Result<(Lsn, Option<TailCut>), WalError> {
+        let mode = config.recovery_mode;
+        let (end, cut) = Self::find_end(io, sdir, geometry, template, mode, scan_start)?;
+        if mode == RecoveryMode::SalvageToFirstError && cut.is_some() {
+            Self::set_aside_after(io, sdir, geometry, end)?;
+        }
+        Self::clear_after_end(io, sdir, geometry, end, template)?;
+        Ok((end, cut))
+    }
+
+    /// The header of the newest valid segment, as the template of the
+    /// segments to come; on a directory with no segment, a new log's
+    /// (segment 0 prepared, `true`). Files that are all invalid are refused
+    /// rather than overwritten on a guess.
+    fn template_or_create(
+        sdir: &SegmentDir,
+        config: &WalConfig,
+    ) -> Result<(SegmentHeader, bool), WalError> {
+        let present = sdir.list()?;
+        if let Some(h) = present.iter().rev().find_map(|&n| sdir.read_header(n).ok()) {
+            return Ok((h, false));
+        }
+        if let Some(&n) = present.first() {
+            return Err(WalError::BadSegment {
+                segment: n,
+                path: sdir.segment_path(n),
+                reason: "no segment of this log has a valid header".into(),
+            });
+        }
+        let h = SegmentHeader {
+            segment_no: 0,
+            segment_size: config.segment_size_bytes,
+            database_id: random_id(),
+            max_batch_bytes: config.max_batch_bytes,
+        };
+        sdir.prepare(&h, None)?;
+        Ok((h, true))
+    }
+
+    /// Segments at or after `current` (the end's) are the writer's to fill.
+    /// Only one whose header is valid (this log's, this number) counts as
+    /// prepared: records written into a file without one could never be
+    /// read back, so every acknowledged commit in it would be lost. Any
+    /// other (damaged) is prepared again first.
+    fn prepared_at_or_after(
+        sdir: &SegmentDir,
+        present: &[u64],
+        current: u64,
+        template: &SegmentHeader,
+    ) -> BTreeSet<u64> {
+        present
+            .iter()
+            .copied()
+            .filter(|&n| n >= current)
+            .filter(|&n| sdir.read_header(n).is_ok_and(|h| h.same_log(template)))
+            .collect()
+    }
+
+    /// Spares left by an earlier process, recycled too; any beyond what the
+    /// retention policy keeps are retired files and removed.
+    fn spares_to_keep(sdir: &SegmentDir, config: &WalConfig) -> Result<Vec<u64>, WalError> {
+        let mut spares = sdir.list_spares()?;
+        let keep = match config.retention {
+            RetentionPolicy::Recycle => config.recycle_keep,
+            _ => 0,
+        };
+        for n in spares.split_off(keep.min(spares.len())) {
+            sdir.remove_spare(n)?;
+        }
+        Ok(spares)
     }
 
     /// Where the log ends: the one function that decides it (recovery

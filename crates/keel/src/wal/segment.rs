@@ -67,6 +67,9 @@ pub const SEGMENT_SUFFIX: &str = ".wal";
 /// File name suffix of a retired segment kept for recycling: out of the
 /// log's names, so no reader takes it for part of the log.
 pub const SPARE_SUFFIX: &str = ".wal.spare";
+/// Suffix of a segment being prepared (`<n>.wal.prep`), renamed to its
+/// segment name once its header is on disk: never part of the log.
+pub const PREP_SUFFIX: &str = ".prep";
 
 /// Bytes of zeroes one write of [`SegmentDir::zero_fill`] carries.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -356,6 +359,46 @@ impl SegmentDir {
         Ok(v)
     }
 
+    /// Path of segment `n` while it is being prepared.
+    pub fn prep_path(&self, n: u64) -> PathBuf {
+        self.dir
+            .join(format!("{}{PREP_SUFFIX}", segment_file_name(n)))
+    }
+
+    /// Removes segments whose preparation a crash or a failure cut short
+    /// (`<n>.wal.prep`): the writer only ever writes into a segment renamed
+    /// into place after its header was synced, so no record is in one.
+    /// Makes the removal durable. Returns how many were removed.
+    pub fn remove_unfinished_preparations(&self) -> Result<usize, WalError> {
+        let entries = self
+            .io
+            .read_dir(&self.dir)
+            .wait()
+            .map_err(WalError::io("list the WAL directory"))?;
+        let unfinished: Vec<u64> = entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| {
+                let name = e.name.to_str()?.strip_suffix(PREP_SUFFIX)?;
+                let n = parse_segment_file_name(name)?;
+                (segment_file_name(n) == name).then_some(n)
+            })
+            .collect();
+        for &n in &unfinished {
+            self.io
+                .remove(&self.prep_path(n))
+                .wait()
+                .map_err(WalError::io("remove an unfinished segment preparation"))?;
+        }
+        if !unfinished.is_empty() {
+            self.io
+                .sync_dir(&self.dir)
+                .wait()
+                .map_err(WalError::io("sync the WAL directory"))?;
+        }
+        Ok(unfinished.len())
+    }
+
     /// Path of the spare made of retired segment `n`.
     pub fn spare_path(&self, n: u64) -> PathBuf {
         self.dir.join(format!("{n:016X}{SPARE_SUFFIX}"))
@@ -435,9 +478,7 @@ impl SegmentDir {
         // see) and renamed into place only once its header is on disk, so a
         // crash or kill mid-way never leaves a segment without a header.
         let path = self.segment_path(header.segment_no);
-        let tmp = self
-            .dir
-            .join(format!("{}.prep", segment_file_name(header.segment_no)));
+        let tmp = self.prep_path(header.segment_no);
         if let Some(old) = recycle {
             self.io
                 .rename(&self.spare_path(old), &tmp)
