@@ -138,6 +138,20 @@ fn steps(total: u64) -> Vec<u64> {
 fn cut_at_every_step(image_seed: u64) {
     let (image, rel, acked) = crashed_image(image_seed);
 
+    // Uninterrupted recoveries: the op count varies by how much of the
+    // background segment preparation runs before the open returns, so it
+    // is taken from a few runs (the spread bounds the cuts that land past
+    // recovery's own work, below).
+    let totals: Vec<u64> = (0..4)
+        .map(|_| {
+            let sim = Arc::new(SimIo::from_disk(image.clone(), SimConfig::seeded(1)));
+            let db = open(&sim).unwrap();
+            let n = sim.op_count();
+            db.close().unwrap();
+            n
+        })
+        .collect();
+    let spread = totals.iter().max().unwrap() - totals.iter().min().unwrap();
     // One uninterrupted recovery: its state and its I/O operation count.
     let sim = Arc::new(SimIo::from_disk(image.clone(), SimConfig::seeded(1)));
     let db = open(&sim).unwrap();
@@ -199,11 +213,12 @@ fn cut_at_every_step(image_seed: u64) {
     // An open may succeed although the power was cut only when the cut hit
     // the background segment preparation after recovery's last operation
     // (its failure is the writer's to report, later); that, and cuts not
-    // reached, happen at a few steps near the end at most.
+    // reached, happen at a few steps near the end at most: as many as the
+    // op count varies between runs, and a few more.
     assert!(
-        opened_anyway + not_reached <= 8,
+        opened_anyway + not_reached <= 8 + spread,
         "image {image_seed}: {opened_anyway} opens succeeded although the power was cut, \
-         {not_reached} cuts not reached, of {} steps",
+         {not_reached} cuts not reached, of {} steps (op counts {totals:?})",
         steps.len()
     );
     eprintln!(

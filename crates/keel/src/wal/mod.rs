@@ -436,12 +436,7 @@ impl Wal {
                 .map_err(WalError::io("set a salvaged segment aside"))?;
         }
         if present.contains(&seg) {
-            let opts = OpenOptions::new(FileClass::Wal).write(true);
-            let fh = io
-                .open(&dir.segment_path(seg), opts)
-                .wait()
-                .map_err(WalError::io("open a segment"))?;
-            let result = (|| {
+            dir.with_segment(seg, true, |fh| {
                 let size = geometry.segment_size as usize;
                 let (whole, got) = io
                     .read_at(fh, 0, IoBuf::zeroed(size))
@@ -466,9 +461,7 @@ impl Wal {
                     .wait()
                     .map_err(WalError::io("clear a salvaged segment"))?;
                 io.fdatasync(fh).wait().map_err(WalError::io("fdatasync"))
-            })();
-            let _ = io.close(fh).wait();
-            result?;
+            })?;
         }
         dir.sync()
     }
@@ -534,13 +527,8 @@ impl Wal {
         if from >= until {
             return Ok(());
         }
-        let opts = OpenOptions::new(FileClass::Wal).write(true);
-        let fh = io
-            .open(&dir.segment_path(seg), opts)
-            .wait()
-            .map_err(WalError::io("open a segment"))?;
         let len = (until - from) as usize;
-        let result = (|| {
+        dir.with_segment(seg, true, |fh| {
             let (buf, n) = io
                 .read_at(fh, from, IoBuf::zeroed(len))
                 .wait()
@@ -552,9 +540,7 @@ impl Wal {
                 .wait()
                 .map_err(WalError::io("clear past the end of the log"))?;
             io.fdatasync(fh).wait().map_err(WalError::io("fdatasync"))
-        })();
-        let _ = io.close(fh).wait();
-        result
+        })
     }
 
     fn read_tail(
@@ -568,17 +554,13 @@ impl Wal {
         if off == block {
             return Ok(Vec::new());
         }
-        let opts = OpenOptions::new(FileClass::Wal);
         let seg = geometry.segment_of(end);
-        let fh = io
-            .open(&dir.segment_path(seg), opts)
-            .wait()
-            .map_err(WalError::io("open a segment"))?;
-        let read = io
-            .read_exact_at(fh, block, IoBuf::zeroed((off - block) as usize))
-            .wait();
-        let _ = io.close(fh).wait();
-        Ok(read.map_err(WalError::io("read the log tail"))?.into_vec())
+        let tail = dir.with_segment(seg, false, |fh| {
+            io.read_exact_at(fh, block, IoBuf::zeroed((off - block) as usize))
+                .wait()
+                .map_err(WalError::io("read the log tail"))
+        })?;
+        Ok(tail.into_vec())
     }
 
     fn spawn_background(&self) -> JoinHandle<()> {

@@ -451,22 +451,34 @@ impl SegmentDir {
             .map_err(WalError::io("open a segment"))
     }
 
-    /// Reads and validates segment `n`'s header.
-    pub fn read_header(&self, n: u64) -> Result<SegmentHeader, WalError> {
-        let path = self.segment_path(n);
-        let opts = OpenOptions::new(FileClass::Wal);
+    /// Runs `f` on segment `n`, opened for reading (and writing when
+    /// `write`), and closes it whatever `f` returns.
+    pub fn with_segment<T>(
+        &self,
+        n: u64,
+        write: bool,
+        f: impl FnOnce(FileHandle) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let opts = OpenOptions::new(FileClass::Wal).write(write);
         let fh = self
             .io
-            .open(&path, opts)
+            .open(&self.segment_path(n), opts)
             .wait()
             .map_err(WalError::io("open a segment"))?;
-        let read = self
-            .io
-            .read_at(fh, 0, IoBuf::zeroed(SEGMENT_HEADER_USED))
-            .wait();
+        let result = f(fh);
         let _ = self.io.close(fh).wait();
-        let (buf, n_read) = read.map_err(WalError::io("read a segment header"))?;
-        SegmentHeader::decode(&buf[..n_read], n, &path)
+        result
+    }
+
+    /// Reads and validates segment `n`'s header.
+    pub fn read_header(&self, n: u64) -> Result<SegmentHeader, WalError> {
+        let (buf, n_read) = self.with_segment(n, false, |fh| {
+            self.io
+                .read_at(fh, 0, IoBuf::zeroed(SEGMENT_HEADER_USED))
+                .wait()
+                .map_err(WalError::io("read a segment header"))
+        })?;
+        SegmentHeader::decode(&buf[..n_read], n, &self.segment_path(n))
     }
 
     /// Makes segment `header.segment_no` ready for the writer: reuses
