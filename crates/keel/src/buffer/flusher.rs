@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::types::Lsn;
 
 /// The error a [`WalFlusher`] returns; kept as the `source()` of
-/// [`crate::error::BufferError::WalFlush`].
+/// [`super::BufferError::WalFlush`].
 pub type WalFlushError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Makes the log durable up to a page's LSN before the page is written

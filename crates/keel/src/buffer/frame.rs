@@ -11,9 +11,9 @@ use rustc_hash::FxHashMap as HashMap;
 use keel_io::{FileHandle, IoBuf};
 use parking_lot::RwLock;
 
+use super::BufferError;
 use super::FileId;
 use super::replacer::Clock;
-use crate::error::BufferError;
 use crate::page::PAGE_SIZE;
 use crate::types::{Lsn, PageId};
 

@@ -142,6 +142,7 @@
 //! single table mutex, and full-page images for torn-page repair (invariant
 //! 5 belongs to the heap and recovery, which log them).
 
+mod error;
 mod flusher;
 mod frame;
 mod guard;
@@ -163,7 +164,7 @@ pub use guard::{PageReadGuard, PageWriteGuard, PinnedPage};
 pub use pool::BufferPool;
 pub use stats::BufferStats;
 
-pub use crate::error::BufferError;
+pub use error::BufferError;
 
 /// Number of a data file known to the buffer pool. The heap gives each
 /// relation and each of its forks (the FSM) its own id.

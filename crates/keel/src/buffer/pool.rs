@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::BufferError;
 use super::flusher::WalFlusher;
 use super::frame::{Frame, FrameState, Meta, PageKey};
 use super::guard::{PageReadGuard, PageWriteGuard, PinnedPage};
@@ -17,7 +18,6 @@ use super::stats::{BufferStats, Counters, bump};
 use super::writeback::LatchMode;
 use super::writer::{BackgroundWriter, WriterSignal};
 use super::{BufferConfig, FileId};
-use crate::error::BufferError;
 use crate::page::{self, PAGE_SIZE};
 use crate::types::{Lsn, PageId};
 

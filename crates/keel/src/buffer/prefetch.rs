@@ -3,11 +3,11 @@
 
 use keel_io::{FileHandle, IoBuf};
 
+use super::BufferError;
 use super::frame::PageKey;
 use super::pool::{Shared, Victim, page_offset};
 use super::stats::bump;
 use super::writeback::LatchMode;
-use crate::error::BufferError;
 use crate::page::{self, PAGE_SIZE};
 
 /// Rounds of "claim frames, write the dirty victims together" a prefetch

@@ -19,11 +19,11 @@
 use keel_io::{FileHandle, IoBuf};
 use rustc_hash::FxHashMap as HashMap;
 
+use super::BufferError;
 use super::FileId;
 use super::frame::{FileEntry, FrameState, PageKey};
 use super::pool::{Shared, page_offset};
 use super::stats::bump;
-use crate::error::BufferError;
 use crate::page;
 use crate::types::Lsn;
 

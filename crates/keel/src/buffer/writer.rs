@@ -30,10 +30,10 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::BufferError;
 use super::pool::Shared;
 use super::stats::bump;
 use super::writeback::LatchMode;
-use crate::error::BufferError;
 
 #[derive(Default)]
 struct SignalState {

@@ -141,7 +141,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-use crate::error::PageError;
+use crate::page::PageError;
 use crate::page::header::{NO_PAGE, corrupted};
 use crate::page::slotted::alloc_len;
 use crate::page::{PageStats, SLOT_SIZE, SlottedPage};

@@ -35,7 +35,7 @@
 //! [`PageError`] naming the FSM page and the byte offset; it never panics
 //! and allocates nothing beyond the one page's entries (invariant 9).
 
-use crate::error::PageError;
+use crate::page::PageError;
 use crate::page::header::{
     HEADER_SIZE, NO_PAGE, PAGE_SIZE, PageHeader, PageType, corrupted, get_u16, get_u32, init_page,
     offsets as header, put_u16, put_u32, seal, verify_checksum,

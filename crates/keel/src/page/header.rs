@@ -23,7 +23,7 @@
 //! overflow chains ([`NO_PAGE`] when there is none).
 
 use crate::checksum::{crc32c, crc32c_append};
-use crate::error::PageError;
+use crate::page::PageError;
 use crate::types::{Lsn, PageId};
 
 /// Size of every page, in bytes.

@@ -34,6 +34,7 @@
 
 pub mod compare;
 pub mod dump;
+mod error;
 pub mod header;
 pub mod overflow;
 pub mod slotted;
@@ -41,6 +42,7 @@ pub mod stats;
 
 pub use compare::first_difference;
 pub use dump::{DumpOptions, dump_page};
+pub use error::PageError;
 pub use header::{
     HEADER_SIZE, NO_PAGE, PAGE_FORMAT_VERSION, PAGE_MAGIC, PAGE_SIZE, PageHeader, PageType,
     RawHeader, compute_checksum, init_page, page_lsn, page_type, seal, set_page_lsn,
@@ -53,7 +55,6 @@ pub use slotted::{
 };
 pub use stats::PageStats;
 
-use crate::error::PageError;
 use crate::types::PageId;
 
 /// Fully validates a page read from disk as page `expected`: length, checksum

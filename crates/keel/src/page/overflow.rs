@@ -32,7 +32,7 @@
 //! frees the pages.
 
 use crate::checksum::{crc32c, crc32c_append};
-use crate::error::PageError;
+use crate::page::PageError;
 use crate::page::header::{
     HEADER_SIZE, NO_PAGE, PAGE_SIZE, PageHeader, PageType, corrupted, get_u16, get_u32, get_u64,
     init_page, offsets, put_u16, put_u32, put_u64,

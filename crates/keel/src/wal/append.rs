@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 use crate::wal::record::{
     MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_unsealed,
 };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 
-use crate::error::WalError;
+use crate::wal::WalError;
 use crate::wal::segment::{SEGMENT_HEADER_SIZE, SegmentDir, SegmentHeader, segment_file_name};
 
 /// zstd level: fast to write on the checkpoint path; WAL compresses well

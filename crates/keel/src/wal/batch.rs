@@ -23,8 +23,8 @@ use std::sync::Arc;
 use keel_io::{AsyncIo, FileHandle, IoBuf};
 use parking_lot::Mutex;
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 use crate::wal::append::LogBuffer;
 use crate::wal::record::{RECORD_HEADER_SIZE, seal};
 use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir};

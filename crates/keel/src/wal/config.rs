@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::WalError;
+use crate::wal::WalError;
 use crate::wal::record::MAX_RECORD_SIZE;
 use crate::wal::segment::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
 

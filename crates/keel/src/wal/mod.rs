@@ -29,6 +29,7 @@ mod append;
 pub mod archive;
 mod batch;
 mod config;
+mod error;
 mod flusher;
 mod group;
 pub mod payload;
@@ -50,12 +51,12 @@ use parking_lot::{Condvar, Mutex};
 
 pub use append::Appended;
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
+pub use error::WalError;
 pub use payload::{Payload, SlotImage};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
 pub use writer::WriterStats;
 
-use crate::error::WalError;
 use crate::types::Lsn;
 use batch::SegmentSource;
 use reader::WalReader as Reader;

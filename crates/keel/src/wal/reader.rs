@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, IoFuture, OpenOptions};
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 use crate::wal::config::RecoveryMode;
 use crate::wal::record::{
     FrameProblem, RECORD_HEADER_SIZE, RecordHeader, RecordType, decode_frame, offsets as rec,

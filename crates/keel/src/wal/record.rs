@@ -38,9 +38,9 @@
 //! bytes it was given (invariant 9).
 
 use crate::checksum::crc32c;
-use crate::error::WalError;
 use crate::page::NO_PAGE;
 use crate::types::{Lsn, PageId, RelationId, TxnId};
+use crate::wal::WalError;
 use crate::wal::segment::{MIN_SEGMENT_SIZE, SEGMENT_HEADER_SIZE};
 
 /// Size of the record header, in bytes.

@@ -50,8 +50,8 @@ use std::path::{Path, PathBuf};
 use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, OpenOptions};
 
 use crate::checksum::crc32c;
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 /// Bytes reserved at the start of every segment for its header (one 4 KiB
 /// block, so record data stays block-aligned for O_DIRECT).

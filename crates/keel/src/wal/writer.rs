@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use keel_io::AsyncIo;
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 use crate::wal::append::{Appended, LogBuffer};
 use crate::wal::batch::{BatchWriter, SegmentSource};
 use crate::wal::config::WalConfig;

@@ -48,7 +48,7 @@
 //! 5. no slot below `free_hint` is free, and the last slot is not free
 //!    (trailing free slots are trimmed, giving their 4 bytes back).
 
-use crate::error::PageError;
+use crate::page::PageError;
 use crate::page::header::{
     HEADER_SIZE, PAGE_SIZE, PageHeader, PageType, corrupted, get_u16, get_u32, offsets, put_u16,
 };

@@ -4,8 +4,8 @@
 
 use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{GroupCommit, GroupState, HANDED_OVER, Lead, POISONED};
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 /// What a committer does after looking at the state under the lock.
 enum Arrival {

@@ -4,8 +4,8 @@
 
 use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{Generation, GroupCommit, GroupState, Lead};
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 /// What the leader does after a batch.
 #[derive(Clone, Copy, Debug)]

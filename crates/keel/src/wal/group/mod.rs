@@ -129,8 +129,8 @@ mod model;
 
 use std::sync::Arc;
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 use primitives::{Bell, Lock, Word};
 pub(crate) use primitives::{Os, Primitives};

@@ -44,8 +44,8 @@ use shuttle::{Config, Runner};
 
 use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{CONTINUE_LIMIT, GroupCommit, Os};
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 /// Schedules per scheduler and check when `KEEL_SHUTTLE_ITERATIONS` is
 /// unset: about a second for all checks in a release build.

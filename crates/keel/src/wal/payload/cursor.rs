@@ -2,8 +2,8 @@
 //! read is a [`WalError::BadPayload`] naming the record and the byte offset
 //! (invariant 9).
 
-use crate::error::WalError;
 use crate::types::Lsn;
+use crate::wal::WalError;
 
 /// Reads little-endian fields from a payload, front to back.
 pub(super) struct Cursor<'a> {

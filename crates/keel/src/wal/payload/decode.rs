@@ -5,10 +5,10 @@
 //! bytes can hold, non-zero padding, a page image whose hole is not the one
 //! its own header implies, invalid UTF-8, and trailing bytes.
 
-use crate::error::WalError;
 use crate::page::header::HEADER_SIZE;
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
+use crate::wal::WalError;
 use crate::wal::record::{RecordHeader, RecordType};
 
 use super::cursor::Cursor;

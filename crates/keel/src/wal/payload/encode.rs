@@ -4,10 +4,10 @@
 //! ranges inside the page, name length, CLR actions), so every payload that
 //! encodes also decodes, to an equal value (page images up to their hole).
 
-use crate::error::WalError;
 use crate::page::header::{HEADER_SIZE, get_u16, offsets};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, RelationId};
+use crate::wal::WalError;
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 
 use super::{

@@ -1,10 +1,10 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::error::WalError;
 use crate::page::header::{offsets, put_u16};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, NO_PAGE, SlottedPage};
 use crate::types::PageId;
+use crate::wal::WalError;
 use crate::wal::record::{self, RecordMeta};
 
 const LSN: Lsn = Lsn(0x1234);
