@@ -33,7 +33,7 @@ use keel_io::{AsyncIo, IoConfig};
 use crate::buffer::{BufferConfig, BufferStats};
 use crate::datadir;
 use crate::engine::{Engine, start_checkpointer, start_recovery_checkpoint};
-use crate::error::{DbError, Error, PoisonCause, Result};
+use crate::error::{DbError, Error, ErrorCause, Result};
 use crate::fsm::Categories;
 use crate::heap::catalog::CATALOG_ID;
 use crate::lock::LockStats;
@@ -324,7 +324,7 @@ impl Database {
     }
 
     /// The first fatal error, which poisoned the database, if one did.
-    pub fn poison_cause(&self) -> Option<PoisonCause> {
+    pub fn poison_cause(&self) -> Option<ErrorCause> {
         self.inner.poisoned().map(|(cause, _)| cause)
     }
 

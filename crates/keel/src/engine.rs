@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
 
 use crate::Config;
-use crate::error::{BufferError, DbError, Error, ErrorClass, PoisonCause, Result};
+use crate::error::{BufferError, DbError, Error, ErrorCause, ErrorClass, Result};
 use crate::heap::Relation;
 use crate::heap::catalog::Catalog;
 use crate::recovery::checkpoint::{CheckpointTarget, checkpoint};
@@ -48,7 +48,7 @@ pub(crate) struct Engine {
     pub last_checkpoint: Mutex<(Lsn, Instant)>,
     pub recovery: RecoveryReport,
     /// The first fatal error; set once, by [`Engine::poison`] only.
-    pub poison: OnceLock<PoisonCause>,
+    pub poison: OnceLock<ErrorCause>,
     /// The last failure of a background checkpoint, until one succeeds.
     pub background_error: Mutex<Option<Arc<Error>>>,
     /// Post-commit cleanups that failed (each leaks space, never data).
@@ -69,7 +69,7 @@ impl Engine {
     /// The first fatal error and the refusal naming it, once poisoned. A
     /// log or buffer pool that poisoned itself (a background flush, an
     /// eviction's sync) poisons the database here, with its own cause.
-    pub(crate) fn poisoned(&self) -> Option<(PoisonCause, Error)> {
+    pub(crate) fn poisoned(&self) -> Option<(ErrorCause, Error)> {
         if self.poison.get().is_none() {
             if let Some(e) = self.store.wal.poison_error() {
                 self.poison(e.into());
@@ -93,7 +93,7 @@ impl Engine {
     /// poisoned transaction's changes, left in memory (no undo runs on a
     /// poisoned database; recovery rolls them back), can never be read.
     pub(crate) fn poison(&self, cause: Error) -> Error {
-        let cause = self.poison.get_or_init(|| PoisonCause::new(cause)).clone();
+        let cause = self.poison.get_or_init(|| ErrorCause::new(cause)).clone();
         DbError::Poisoned { cause }.into()
     }
 

@@ -198,7 +198,7 @@ pub enum DbError {
     Poisoned {
         /// The first fatal error.
         #[source]
-        cause: PoisonCause,
+        cause: ErrorCause,
     },
 }
 
@@ -217,10 +217,6 @@ fn on_page(relation: Option<RelationId>, page: Option<PageId>) -> String {
 /// itself is [`ErrorCause::error`].
 #[derive(Clone, Debug)]
 pub struct ErrorCause(Arc<Error>);
-
-/// The first fatal error of a database, shared by every refusal that
-/// follows it ([`DbError::Poisoned`]).
-pub type PoisonCause = ErrorCause;
 
 impl ErrorCause {
     pub(crate) fn new(error: Error) -> ErrorCause {

@@ -36,7 +36,7 @@ pub mod wal;
 
 pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo};
 pub use error::{
-    DbError, Error, ErrorCause, ErrorClass, PageError, ParseIdError, PoisonCause, Result, WalError,
+    DbError, Error, ErrorCause, ErrorClass, PageError, ParseIdError, Result, WalError,
 };
 pub use recovery::{CheckpointReport, RecoveryReport};
 pub use txn::{Scan, Transaction};
