@@ -18,10 +18,13 @@ use keel::types::{Lsn, PageId, SlotId, TxnId};
 use keel::wal::{RecordMeta, RecordType, Wal, WalConfig};
 use keel_io::sim::{SimConfig, SimIo};
 use keel_io::{
-    AsyncIo, FileClass, FileHandle, IoBuf, IoConfig, IoFuture, IoStats, OpenOptions, Rejected,
-    Reply, Request, ThreadPoolIo,
+    AsyncIo, FileClass, FileHandle, IoBuf, IoConfig, OpenOptions, Request, ThreadPoolIo,
 };
 use parking_lot::Mutex;
+
+mod common;
+
+use common::{Watch, Watched};
 
 const F: FileId = FileId(1);
 const THREADS: u32 = 4;
@@ -217,10 +220,9 @@ fn concurrent_workload(b: Backend, cfg: BufferConfig) {
     }
 }
 
-/// An `AsyncIo` that checks, for every write to a watched data file, that
-/// the WAL is already durable through the page LSN in the written bytes.
+/// Checks, for every write to a watched data file, that the WAL is
+/// already durable through the page LSN in the written bytes.
 struct WalWatch {
-    inner: Arc<dyn AsyncIo>,
     covered: Box<dyn Fn(Lsn) -> bool + Send + Sync>,
     data: Mutex<HashSet<FileHandle>>,
     page_writes: AtomicU64,
@@ -228,17 +230,26 @@ struct WalWatch {
 }
 
 impl WalWatch {
-    fn new(inner: Arc<dyn AsyncIo>, covered: impl Fn(Lsn) -> bool + Send + Sync + 'static) -> Self {
-        WalWatch {
+    /// `inner` watched by a `WalWatch` whose log is durable through an LSN
+    /// when `covered` says so.
+    fn around(
+        inner: Arc<dyn AsyncIo>,
+        covered: impl Fn(Lsn) -> bool + Send + Sync + 'static,
+    ) -> Arc<Watched<WalWatch>> {
+        Arc::new(Watched {
             inner,
-            covered: Box::new(covered),
-            data: Mutex::new(HashSet::new()),
-            page_writes: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
-        }
+            watch: WalWatch {
+                covered: Box::new(covered),
+                data: Mutex::new(HashSet::new()),
+                page_writes: AtomicU64::new(0),
+                violations: Mutex::new(Vec::new()),
+            },
+        })
     }
+}
 
-    fn check(&self, req: &Request) {
+impl Watch for WalWatch {
+    fn before(&self, req: &Request) -> bool {
         if let Request::Write { file, offset, buf } = req
             && self.data.lock().contains(file)
         {
@@ -250,32 +261,7 @@ impl WalWatch {
                 ));
             }
         }
-    }
-}
-
-impl AsyncIo for WalWatch {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    fn deterministic(&self) -> bool {
-        self.inner.deterministic()
-    }
-    fn submit(&self, req: Request) -> IoFuture<Reply> {
-        self.check(&req);
-        self.inner.submit(req)
-    }
-    fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        self.check(&req);
-        self.inner.try_submit(req)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn stats(&self) -> IoStats {
-        self.inner.stats()
-    }
-    fn shutdown(&self) {
-        self.inner.shutdown();
+        false
     }
 }
 
@@ -284,8 +270,9 @@ fn wal_before_data_with_a_recording_flusher() {
     let flusher = Arc::new(RecordingFlusher::new());
     let f2 = flusher.clone();
     let sim: Arc<dyn AsyncIo> = Arc::new(SimIo::new(SimConfig::seeded(3)));
-    let watch = Arc::new(WalWatch::new(sim, move |lsn| lsn <= f2.durable()));
-    let io: Arc<dyn AsyncIo> = watch.clone();
+    let watched = WalWatch::around(sim, move |lsn| lsn <= f2.durable());
+    let watch = &watched.watch;
+    let io: Arc<dyn AsyncIo> = watched.clone();
     let h = open(&*io, Path::new("/rel"));
     watch.data.lock().insert(h);
     let cfg = BufferConfig {
@@ -337,8 +324,9 @@ fn wal_before_data_with_the_real_log() {
     let wal = Arc::new(wal);
     let w2 = wal.clone();
     // The record at `lsn` is durable once the durable end is past it.
-    let watch = Arc::new(WalWatch::new(sim, move |lsn| w2.durable_lsn() > lsn));
-    let io: Arc<dyn AsyncIo> = watch.clone();
+    let watched = WalWatch::around(sim, move |lsn| w2.durable_lsn() > lsn);
+    let watch = &watched.watch;
+    let io: Arc<dyn AsyncIo> = watched.clone();
     let h = open(&*io, Path::new("/db/rel"));
     watch.data.lock().insert(h);
     let pool = pool(&io, h, BufferConfig::with_frames(4), wal.clone());

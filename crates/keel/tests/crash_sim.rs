@@ -301,6 +301,24 @@ fn two_stage_seeds() -> Vec<u64> {
 
 /// Fails the test unless `found` is exactly the acknowledged model, or that
 /// plus the one transaction whose commit was in flight.
+/// After a recovery at `stage`: the side relations settle, and the
+/// tuples are the acknowledged model, or it plus the in-flight commit;
+/// returns what was found.
+fn recovered(
+    seed: u64,
+    stage: &str,
+    db: &Database,
+    rels: &[RelationId],
+    side: &mut Side,
+    acked: &Model,
+    in_flight: &Option<Model>,
+) -> Model {
+    side.settle(seed, stage, db);
+    let found = scan_at(seed, stage, db, rels);
+    expect(seed, stage, db, &found, acked, in_flight);
+    found
+}
+
 fn expect(
     seed: u64,
     stage: &str,
@@ -406,40 +424,32 @@ fn two_stage(seed: u64) -> TwoStage {
         ));
         let db =
             open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): {e}"));
-        side.settle(seed, "cut during recovery", &db);
-        expect(
-            seed,
-            "cut during recovery",
-            &db,
-            &scan_at(seed, "cut during recovery", &db, rels),
-            &acked,
-            &in_flight,
-        );
+        let stage = "cut during recovery";
+        recovered(seed, stage, &db, rels, &mut side, &acked, &in_flight);
         db.close().unwrap();
         return TwoStage::CutDuringRecovery;
     }
     let db = open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (after the kill): {e}"));
-    side.settle(seed, "after the kill", &db);
-    let recovered = scan_at(seed, "after the kill", &db, rels);
-    expect(seed, "after the kill", &db, &recovered, &acked, &in_flight);
+    let after_kill = recovered(
+        seed,
+        "after the kill",
+        &db,
+        rels,
+        &mut side,
+        &acked,
+        &in_flight,
+    );
     let cut = sim.op_count() + 1 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-    let (acked2, in_flight2) = run_until_cut(&db, rels, recovered.clone(), &mut side, &mut rng);
-    let committed_after = acked2 != recovered;
+    let (acked2, in_flight2) = run_until_cut(&db, rels, after_kill.clone(), &mut side, &mut rng);
+    let committed_after = acked2 != after_kill;
     let disk = sim.crash();
     drop(db);
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
     let db = open(&sim, check)
         .unwrap_or_else(|e| panic!("seed {seed} (power cut after the restart): {e}"));
-    side.settle(seed, "power cut after the restart", &db);
-    expect(
-        seed,
-        "power cut after the restart",
-        &db,
-        &scan_at(seed, "power cut after the restart", &db, rels),
-        &acked2,
-        &in_flight2,
-    );
+    let stage = "power cut after the restart";
+    recovered(seed, stage, &db, rels, &mut side, &acked2, &in_flight2);
     db.close().unwrap();
     TwoStage::CutAfterMoreWork { committed_after }
 }

@@ -5,65 +5,40 @@
 
 mod common;
 
+use common::{Watch, Watched};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keel::datadir::RecoveryInitSync;
 use keel::{Config, Database};
+use keel_io::Request;
 use keel_io::sim::{SimConfig, SimIo};
-use keel_io::{AsyncIo, IoFuture, IoStats, Rejected, Reply, Request};
 use parking_lot::Mutex;
 
-/// The simulator, recording the path of every directory sync.
-struct Recording {
-    sim: SimIo,
-    synced_dirs: Mutex<Vec<PathBuf>>,
-}
+/// Records the path of every directory sync.
+#[derive(Default)]
+struct SyncedDirs(Mutex<Vec<PathBuf>>);
 
-impl Recording {
-    fn note(&self, req: &Request) {
+impl Watch for SyncedDirs {
+    fn before(&self, req: &Request) -> bool {
         if let Request::SyncDir { path } = req {
-            self.synced_dirs.lock().push(path.clone());
+            self.0.lock().push(path.clone());
         }
-    }
-}
-
-impl AsyncIo for Recording {
-    fn backend_name(&self) -> &'static str {
-        "recording sim"
-    }
-    fn deterministic(&self) -> bool {
-        self.sim.deterministic()
-    }
-    fn submit(&self, req: Request) -> IoFuture<Reply> {
-        self.note(&req);
-        self.sim.submit(req)
-    }
-    fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        self.note(&req);
-        self.sim.try_submit(req)
-    }
-    fn queue_depth(&self) -> usize {
-        self.sim.queue_depth()
-    }
-    fn stats(&self) -> IoStats {
-        self.sim.stats()
-    }
-    fn shutdown(&self) {
-        self.sim.shutdown();
+        false
     }
 }
 
 #[test]
 fn a_relative_data_directory_entry_is_synced_in_the_working_directory() {
-    let io = Arc::new(Recording {
-        sim: SimIo::new(SimConfig::seeded(1)),
-        synced_dirs: Mutex::new(Vec::new()),
+    let io = Arc::new(Watched {
+        inner: Arc::new(SimIo::new(SimConfig::seeded(1))),
+        watch: SyncedDirs::default(),
     });
     let name = "keel-relative-datadir-test";
     let db = Database::open_with_io(name, common::small_config(16), io.clone()).unwrap();
     db.close().unwrap();
-    let synced = io.synced_dirs.lock().clone();
+    let synced = io.watch.0.lock().clone();
     // Creating `name` adds an entry to the working directory: that is the
     // directory to sync, not the root.
     assert_eq!(

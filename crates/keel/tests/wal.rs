@@ -15,31 +15,15 @@ use keel::wal::segment::{SegmentDir, segment_file_name};
 use keel::wal::{
     CommitMode, RecordMeta, RecordType, RecoveryMode, RetentionPolicy, Wal, WalConfig, archive,
 };
-use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
+use keel_io::sim::{Fault, FaultRule, SimDisk};
 use keel_io::{AsyncIo, Backend, FileClass, IoConfig, OpKind};
 use parking_lot::Mutex;
 
+mod common;
+
+use common::{reboot, small_wal_config as small_config, wal_sim as sim};
+
 const DIR: &str = "/db/wal";
-
-fn small_config() -> WalConfig {
-    WalConfig {
-        segment_size_bytes: 64 * 1024,
-        max_batch_bytes: 16 * 1024,
-        buffer_capacity_bytes: 256 * 1024,
-        ..WalConfig::default()
-    }
-}
-
-fn sim(seed: u64) -> Arc<SimIo> {
-    let io = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-    io.create_dir(Path::new("/db")).wait().unwrap();
-    io.sync_dir(Path::new("/")).wait().unwrap();
-    io
-}
-
-fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
-    Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
-}
 
 /// A deterministic payload for record `i`.
 fn payload(i: u64) -> Vec<u8> {

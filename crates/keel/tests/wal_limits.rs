@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{Watch, Watched, reboot, small_wal_config as smallest, wal_sim as sim};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,30 +17,10 @@ use keel::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 use keel::wal::segment::{MIN_SEGMENT_SIZE, segment_file_name};
 use keel::wal::{RecordMeta, RecordType, RecoveryMode, Wal, WalConfig};
 use keel::{ErrorClass, WalError};
-use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
-use keel_io::{AsyncIo, FileClass, IoFuture, IoStats, OpKind, Rejected, Reply, Request};
+use keel_io::sim::{Fault, FaultRule, SimDisk, SimIo};
+use keel_io::{AsyncIo, FileClass, OpKind, Request};
 
 const DIR: &str = "/db/wal";
-
-fn smallest() -> WalConfig {
-    WalConfig {
-        segment_size_bytes: MIN_SEGMENT_SIZE,
-        max_batch_bytes: 16 * 1024,
-        buffer_capacity_bytes: 256 * 1024,
-        ..WalConfig::default()
-    }
-}
-
-fn sim(seed: u64) -> Arc<SimIo> {
-    let io = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-    io.create_dir(Path::new("/db")).wait().unwrap();
-    io.sync_dir(Path::new("/")).wait().unwrap();
-    io
-}
-
-fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
-    Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
-}
 
 fn meta(i: u64) -> RecordMeta {
     RecordMeta::new(RecordType::HeapInsert).in_txn(TxnId(i + 1), Lsn(i))
@@ -305,8 +287,8 @@ fn salvage_ends_the_log_where_recovery_stops() {
     }
 }
 
-/// A wrapper that makes the first full fsync of a WAL file after `arm`
-/// fail as "fsyncgate" does, and counts the WAL fsyncs after it.
+/// Makes the first full fsync of a WAL file after `arm` fail as
+/// "fsyncgate" does, and counts the WAL fsyncs after it.
 struct PrepFault {
     sim: Arc<SimIo>,
     armed: AtomicBool,
@@ -314,11 +296,10 @@ struct PrepFault {
     fsyncs_after: AtomicU64,
 }
 
-impl PrepFault {
-    /// Returns whether `req` is the fsync made to fail; only its own
-    /// submission clears the fault again (another thread's submission in
-    /// between must not).
-    fn check(&self, req: &Request) -> bool {
+impl Watch for PrepFault {
+    /// Flags the fsync made to fail; only its own submission clears the
+    /// fault again (another thread's submission in between must not).
+    fn before(&self, req: &Request) -> bool {
         let Request::Sync {
             data_only: false, ..
         } = req
@@ -343,40 +324,8 @@ impl PrepFault {
         }
     }
 
-    fn after(&self, failed_here: bool) {
-        if failed_here {
-            self.sim.clear_faults();
-        }
-    }
-}
-
-impl AsyncIo for PrepFault {
-    fn backend_name(&self) -> &'static str {
-        self.sim.backend_name()
-    }
-    fn deterministic(&self) -> bool {
-        self.sim.deterministic()
-    }
-    fn submit(&self, req: Request) -> IoFuture<Reply> {
-        let failed_here = self.check(&req);
-        let f = self.sim.submit(req);
-        self.after(failed_here);
-        f
-    }
-    fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        let failed_here = self.check(&req);
-        let f = self.sim.try_submit(req);
-        self.after(failed_here);
-        f
-    }
-    fn queue_depth(&self) -> usize {
-        self.sim.queue_depth()
-    }
-    fn stats(&self) -> IoStats {
-        self.sim.stats()
-    }
-    fn shutdown(&self) {
-        self.sim.shutdown();
+    fn after(&self) {
+        self.sim.clear_faults();
     }
 }
 
@@ -388,13 +337,17 @@ fn a_failed_segment_preparation_poisons_the_log() {
     // A log made by a first open.
     let (wal, _) = Wal::open(sim.clone(), Path::new(DIR), smallest()).unwrap();
     wal.close().unwrap();
-    let io = Arc::new(PrepFault {
-        sim: sim.clone(),
-        armed: AtomicBool::new(false),
-        fired: AtomicBool::new(false),
-        fsyncs_after: AtomicU64::new(0),
+    let watched = Arc::new(Watched {
+        inner: sim.clone(),
+        watch: PrepFault {
+            sim: sim.clone(),
+            armed: AtomicBool::new(false),
+            fired: AtomicBool::new(false),
+            fsyncs_after: AtomicU64::new(0),
+        },
     });
-    let (wal, _) = Wal::open(io.clone(), Path::new(DIR), smallest()).unwrap();
+    let io = &watched.watch;
+    let (wal, _) = Wal::open(watched.clone(), Path::new(DIR), smallest()).unwrap();
     // The next full fsync of a WAL file is the next segment's preparation
     // (appends and flushes only fdatasync): it fails.
     io.armed.store(true, Ordering::SeqCst);

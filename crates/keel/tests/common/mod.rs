@@ -50,3 +50,82 @@ pub fn log_records(disk: &SimDisk) -> Vec<keel::wal::LogRecord> {
     .map(|r| r.unwrap())
     .collect()
 }
+
+/// The smallest log for WAL tests: 64 KiB segments (the minimum), 16 KiB
+/// batches, a 256 KiB buffer, so segments roll over within a few records.
+pub fn small_wal_config() -> keel::wal::WalConfig {
+    keel::wal::WalConfig {
+        segment_size_bytes: keel::wal::segment::MIN_SEGMENT_SIZE,
+        max_batch_bytes: 16 * 1024,
+        buffer_capacity_bytes: 256 * 1024,
+        ..keel::wal::WalConfig::default()
+    }
+}
+
+/// A simulated disk holding a durable `/db`, for a log in `/db/wal`.
+pub fn wal_sim(seed: u64) -> Arc<SimIo> {
+    let io = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    io.create_dir(std::path::Path::new("/db")).wait().unwrap();
+    io.sync_dir(std::path::Path::new("/")).wait().unwrap();
+    io
+}
+
+/// The machine back up after a crash: a fresh simulator on `disk`.
+pub fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
+    Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
+}
+
+/// What a [`Watched`] backend shows each request to.
+pub trait Watch: Send + Sync + 'static {
+    /// Sees `req` before it is submitted; returns whether [`Watch::after`]
+    /// must run once that submission returned.
+    fn before(&self, req: &keel_io::Request) -> bool;
+    /// Runs after the submission of a request `before` flagged (the
+    /// simulator runs a request at submission).
+    fn after(&self) {}
+}
+
+/// An I/O backend that shows every request to `watch`, then hands it to
+/// `inner`: the one wrapper tests put around the simulator to observe or
+/// steer requests.
+pub struct Watched<W> {
+    pub inner: Arc<dyn AsyncIo>,
+    pub watch: W,
+}
+
+impl<W: Watch> AsyncIo for Watched<W> {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    fn deterministic(&self) -> bool {
+        self.inner.deterministic()
+    }
+    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
+        let flagged = self.watch.before(&req);
+        let f = self.inner.submit(req);
+        if flagged {
+            self.watch.after();
+        }
+        f
+    }
+    fn try_submit(
+        &self,
+        req: keel_io::Request,
+    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
+        let flagged = self.watch.before(&req);
+        let f = self.inner.try_submit(req);
+        if flagged {
+            self.watch.after();
+        }
+        f
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    fn stats(&self) -> keel_io::IoStats {
+        self.inner.stats()
+    }
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
