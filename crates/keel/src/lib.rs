@@ -30,6 +30,7 @@ pub mod lock;
 pub mod page;
 pub mod recovery;
 mod storage;
+mod sync;
 pub mod txn;
 pub mod types;
 pub mod wal;

@@ -2,8 +2,8 @@
 //! leading when it is this committer's turn (the protocol is in the
 //! parent module's essay).
 
-use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{GroupCommit, GroupState, HANDED_OVER, Lead, POISONED};
+use crate::sync::{Bell, Lock, Primitives, Word};
 use crate::types::Lsn;
 use crate::wal::WalError;
 

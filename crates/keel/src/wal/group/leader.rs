@@ -2,8 +2,8 @@
 //! committers until nobody waits or the lead is handed over (the protocol
 //! is in the parent module's essay).
 
-use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{Generation, GroupCommit, GroupState, Lead};
+use crate::sync::{Bell, Lock, Primitives, Word};
 use crate::types::Lsn;
 use crate::wal::WalError;
 

@@ -6,8 +6,8 @@
 //! through a closure (`write_batch`, in Keel `BatchWriter::write_batch`),
 //! so the protocol is tested alone under a model checker (`model.rs`).
 //! The state and its transitions are here; `committer.rs` is what a
-//! committer does, `leader.rs` what the leader does, `primitives.rs` the
-//! synchronisation both run on.
+//! committer does, `leader.rs` what the leader does; the
+//! synchronisation both run on is `crate::sync`.
 //!
 //! ## Waiting for durability
 //!
@@ -116,13 +116,13 @@
 //!
 //! The protocol is generic over [`Primitives`] (lock, atomic word, futex
 //! bell, yield): Keel runs it on [`Os`], and `model.rs` checks it under
-//! the `shuttle` model checker (why shuttle and not loom is said there):
+//! the `shuttle` model checker (`sync/model.rs` says why shuttle and not
+//! loom):
 //! three committers, a handed-over lead, a sync failing mid-batch, a
 //! poison from outside.
 
 mod committer;
 mod leader;
-mod primitives;
 
 #[cfg(test)]
 mod model;
@@ -132,8 +132,8 @@ use std::sync::Arc;
 use crate::types::Lsn;
 use crate::wal::WalError;
 
-use primitives::{Bell, Lock, Word};
-pub(crate) use primitives::{Os, Primitives};
+use crate::sync::{Bell, Lock, Word};
+pub(crate) use crate::sync::{Os, Primitives};
 
 /// Most batches a leader writes for others after its own record is
 /// durable before it hands the lead over (bounds its commit latency).

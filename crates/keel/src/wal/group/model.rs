@@ -1,8 +1,8 @@
 //! The group-commit protocol under the `shuttle` model checker.
 //!
-//! [`Model`] implements [`Primitives`] with shuttle's lock and atomics and
-//! a modelled futex ([`ModelBell`]), so shuttle's scheduler decides every
-//! interleaving of [`GroupCommit`]'s threads. The log is a [`FakeLog`]:
+//! [`GroupCommit`] runs on [`Model`] (`sync/model.rs`: shuttle's lock and
+//! atomics and a modelled futex), so shuttle's scheduler decides every
+//! interleaving of its threads. The log is a [`FakeLog`]:
 //! records of fixed size appended in order, and batches of a few records
 //! that become durable when `write_batch` returns, or fail on a chosen
 //! batch as a failed fdatasync would. Each check runs small
@@ -16,20 +16,8 @@
 //! - one batch is written at a time (so at most one is unsynced, which
 //!   the reader's torn-tail rule relies on).
 //!
-//! `shuttle` rather than `loom`: loom enumerates every interleaving, which
-//! for three threads, a lock, two bells and this protocol's yield loops
-//! does not finish without bounds that hide the interesting schedules;
-//! shuttle samples schedules (uniformly random, and PCT, which finds a
-//! bug that needs `d` preemptions with a known probability) for a chosen
-//! number of iterations, so the check fits in the default test run. What
-//! shuttle does not model is weak memory: it runs every atomic as
-//! `SeqCst` (the protocol's orderings are acquire/release pairs on words
-//! written under the lock).
-//!
-//! Each check runs [`DEFAULT_ITERATIONS`] random and as many PCT
-//! schedules from a fixed seed; `KEEL_SHUTTLE_ITERATIONS` sets another
-//! count and `KEEL_SHUTTLE_SEED` another seed (a failure prints the
-//! schedule to replay).
+//! Why shuttle, and how many schedules each check runs, is said in
+//! `sync/model.rs`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
@@ -37,134 +25,12 @@ use std::sync::{Arc, PoisonError};
 
 use keel_io::{FileRef, IoError, OpKind};
 use shuttle::rand::{Rng, thread_rng};
-use shuttle::scheduler::{PctScheduler, RandomScheduler};
-use shuttle::sync::atomic::{AtomicU64, Ordering};
-use shuttle::sync::{Condvar, Mutex};
-use shuttle::{Config, Runner};
+use shuttle::sync::Mutex;
 
-use super::primitives::{Bell, Lock, Primitives, Word};
 use super::{CONTINUE_LIMIT, GroupCommit, Os};
+use crate::sync::model::{Model, check};
 use crate::types::Lsn;
 use crate::wal::WalError;
-
-/// Schedules per scheduler and check when `KEEL_SHUTTLE_ITERATIONS` is
-/// unset: about a second for all checks in a release build.
-const DEFAULT_ITERATIONS: usize = 2000;
-
-/// Preemptions a PCT schedule makes (its bug depth).
-const PCT_DEPTH: usize = 3;
-
-/// Shuttle's primitives.
-struct Model;
-
-impl Primitives for Model {
-    type Lock<T: Send> = Mutex<T>;
-    type Word = AtomicU64;
-    type Bell = ModelBell;
-
-    fn yield_now() {
-        shuttle::thread::yield_now();
-    }
-}
-
-impl<T: Send> Lock<T> for Mutex<T> {
-    fn new(value: T) -> Self {
-        Mutex::new(value)
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        f(&mut self.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Word for AtomicU64 {
-    fn new(value: u64) -> Self {
-        AtomicU64::new(value)
-    }
-
-    fn load(&self) -> u64 {
-        AtomicU64::load(self, Ordering::SeqCst)
-    }
-
-    fn store(&self, value: u64) {
-        AtomicU64::store(self, value, Ordering::SeqCst);
-    }
-
-    fn fetch_max(&self, value: u64) {
-        AtomicU64::fetch_max(self, value, Ordering::SeqCst);
-    }
-}
-
-/// A futex word: `wait` sleeps only if the word still holds the value,
-/// checked atomically with going to sleep, and a sleeper wakes only when
-/// `wake_one` picks it (shuttle's random choice among the sleepers) or
-/// `wake_all` runs: a ring alone wakes nobody, as with the real futex.
-struct ModelBell {
-    inner: Mutex<BellInner>,
-    woken: Condvar,
-}
-
-struct BellInner {
-    word: u32,
-    /// Tickets of the sleepers not yet woken.
-    sleepers: Vec<u64>,
-    next_ticket: u64,
-}
-
-impl ModelBell {
-    fn inner(&self) -> shuttle::sync::MutexGuard<'_, BellInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Bell for ModelBell {
-    fn new() -> Self {
-        ModelBell {
-            inner: Mutex::new(BellInner {
-                word: 0,
-                sleepers: Vec::new(),
-                next_ticket: 0,
-            }),
-            woken: Condvar::new(),
-        }
-    }
-
-    fn load(&self) -> u32 {
-        self.inner().word
-    }
-
-    fn ring(&self) {
-        let mut b = self.inner();
-        b.word = b.word.wrapping_add(1);
-    }
-
-    fn wait(&self, rung: u32) {
-        let mut b = self.inner();
-        if b.word != rung {
-            return;
-        }
-        let ticket = b.next_ticket;
-        b.next_ticket += 1;
-        b.sleepers.push(ticket);
-        while b.sleepers.contains(&ticket) {
-            b = self.woken.wait(b).unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    fn wake_one(&self) {
-        let mut b = self.inner();
-        if !b.sleepers.is_empty() {
-            let at = thread_rng().gen_range(0..b.sleepers.len());
-            b.sleepers.swap_remove(at);
-        }
-        self.woken.notify_all();
-    }
-
-    fn wake_all(&self) {
-        self.inner().sleepers.clear();
-        self.woken.notify_all();
-    }
-}
 
 /// Bytes of each fake record.
 const RECORD: u64 = 10;
@@ -240,7 +106,7 @@ impl FakeLog {
 
 /// Committers asleep on a bell.
 fn asleep(group: &GroupCommit<Model>) -> usize {
-    group.bells.iter().map(|b| b.inner().sleepers.len()).sum()
+    group.bells.iter().map(|b| b.sleepers()).sum()
 }
 
 fn injected(what: &'static str, op: OpKind) -> WalError {
@@ -388,34 +254,6 @@ impl Outcome {
         assert_eq!(self.group.durable_end().0, st.durable);
         assert_eq!(st.durable, st.reserved, "every record was waited for");
     }
-}
-
-fn iterations() -> usize {
-    std::env::var("KEEL_SHUTTLE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ITERATIONS)
-}
-
-fn seed() -> u64 {
-    std::env::var("KEEL_SHUTTLE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x4b45_454c)
-}
-
-/// Runs `body` under random schedules, then under PCT schedules.
-fn check(body: impl Fn() + Send + Sync + 'static) {
-    let body = Arc::new(body);
-    let config = || {
-        let mut config = Config::new();
-        config.silence_warnings = true;
-        config
-    };
-    let (n, seed) = (iterations(), seed());
-    let random = body.clone();
-    Runner::new(RandomScheduler::new_from_seed(seed, n), config()).run(move || random());
-    Runner::new(PctScheduler::new_from_seed(seed, PCT_DEPTH, n), config()).run(move || body());
 }
 
 const THREE: Scenario = Scenario {

@@ -51,15 +51,27 @@
 //! One mutex guards the whole table; waiters are woken with `notify_all`
 //! when any transaction releases. Requests are granted whenever compatible,
 //! so a stream of readers can delay a writer (no FIFO queue yet).
+//!
+//! **Model checking.** The table runs on [`Primitives`] (a monitor for the
+//! table and its waits, the calling thread's identity): Keel runs it on
+//! [`Os`], and `model.rs` checks the wait and deadlock path under the
+//! `shuttle` model checker: two- and three-way deadlocks, lock upgrades,
+//! a transaction ended on another thread while its request waits, one
+//! thread running two transactions, and timeouts. It asserts that no two
+//! incompatible locks are ever held at once, that every cycle is broken
+//! by exactly one victim, that every waiter wakes, and that no lock is
+//! granted to a finished transaction.
+
+#[cfg(test)]
+mod model;
 
 use std::collections::HashSet;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::error::{DbError, Result};
+use crate::sync::{Monitor, Os, Primitives};
 use crate::types::{RelationId, TupleId, TxnId};
 
 /// A lock mode.
@@ -135,6 +147,7 @@ struct State {
     waits_for: HashMap<TxnId, HashSet<TxnId>>,
     /// Tuple locks each transaction took per relation (for escalation).
     row_locks: HashMap<TxnId, HashMap<RelationId, u32>>,
+    stats: LockStats,
 }
 
 /// The transactions holding a lock on one target: almost always one, kept
@@ -300,17 +313,6 @@ impl State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ThreadKey(u64);
 
-impl ThreadKey {
-    fn current() -> ThreadKey {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        thread_local! {
-            static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        ThreadKey(KEY.with(|k| *k))
-    }
-}
-
 /// Counters of the lock manager.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LockStats {
@@ -322,125 +324,172 @@ pub struct LockStats {
     pub timeouts: u64,
 }
 
-/// The lock table.
-pub struct LockManager {
-    state: Mutex<State>,
-    released: Condvar,
-    timeout: Option<Duration>,
-    stats: Mutex<LockStats>,
+/// One request's progress through [`LockManager::lock`]'s wait loop.
+struct Request {
+    txn: TxnId,
+    target: LockTarget,
+    /// The mode asked for.
+    mode: LockMode,
+    /// The mode to grant (`mode` joined with what `txn` holds there), once
+    /// the request was admitted.
+    want: Option<LockMode>,
+    wait: bool,
+    me: ThreadKey,
+    waited: bool,
 }
 
-impl LockManager {
+impl State {
+    /// One step of `req` under the table's lock: `Some` when it settled
+    /// (granted, refused, or failed), `None` when it must sleep until a
+    /// release or its deadline (`timed_out`: the sleep before this step
+    /// ended at the deadline).
+    fn step(&mut self, req: &mut Request, timed_out: bool) -> Option<Result<()>> {
+        let (txn, me) = (req.txn, req.me);
+        let want = match req.want {
+            Some(want) => want,
+            None => match self.admit(req) {
+                Ok(want) => want,
+                Err(settled) => return Some(settled),
+            },
+        };
+        if !self.live.contains_key(&txn) {
+            // It ended (on another thread) while this request waited.
+            self.stop_waiting(txn, me);
+            return Some(Err(DbError::TxnFinished(txn).into()));
+        }
+        let blockers = self.blockers(txn, req.target, want);
+        if blockers.is_empty() {
+            self.stop_waiting(txn, me);
+            self.grant(txn, req.target, want);
+            self.count_row_lock(txn, req.target, want);
+            return Some(Ok(()));
+        }
+        if timed_out {
+            self.stop_waiting(txn, me);
+            self.stats.timeouts += 1;
+            return Some(Err(DbError::LockTimeout { txn }.into()));
+        }
+        if !req.wait {
+            return Some(Err(DbError::WouldBlock { txn }.into()));
+        }
+        self.waits_for.insert(txn, blockers);
+        if self.deadlocked(txn, me) {
+            self.stop_waiting(txn, me);
+            self.stats.deadlocks += 1;
+            return Some(Err(DbError::Deadlock { txn }.into()));
+        }
+        self.blocked.insert(me, txn);
+        if !req.waited {
+            req.waited = true;
+            self.stats.waits += 1;
+        }
+        None
+    }
+
+    /// The request's first step: re-homes its transaction on the calling
+    /// thread (module docs, Threads) and decides the mode to grant. `Err`
+    /// settles it at once: the transaction is not live, or what it holds
+    /// already covers the request.
+    fn admit(&mut self, req: &mut Request) -> std::result::Result<LockMode, Result<()>> {
+        let (txn, target, mode) = (req.txn, req.target, req.mode);
+        match self.live.get_mut(&txn) {
+            Some(home) => *home = req.me,
+            None => return Err(Err(DbError::TxnFinished(txn).into())),
+        }
+        let held = self.held_mode(txn, target);
+        if held.is_some_and(|h| h.covers(mode)) || self.relation_covers(txn, target, mode) {
+            return Err(Ok(()));
+        }
+        let want = held.map_or(mode, |h| h.join(mode));
+        req.want = Some(want);
+        Ok(want)
+    }
+
+    /// Ends `txn`: forgets it and releases its locks; returns whether a
+    /// waiter may have something new to see (a release, or a request of
+    /// `txn` itself that must now fail).
+    fn end(&mut self, txn: TxnId) -> bool {
+        let ended = self.live.remove(&txn).is_some();
+        self.waits_for.remove(&txn);
+        self.row_locks.remove(&txn);
+        let Some(targets) = self.held.remove(&txn) else {
+            return ended;
+        };
+        for target in targets {
+            if self.granted.get_mut(&target).is_some_and(|h| h.remove(txn)) {
+                self.granted.remove(&target);
+            }
+        }
+        true
+    }
+}
+
+/// The lock table, on the operating system's primitives ([`Os`]) in Keel
+/// and on the model checker's in `model.rs`.
+pub(crate) struct LockManager<P: Primitives = Os> {
+    state: P::Monitor<State>,
+    timeout: Option<Duration>,
+}
+
+impl<P: Primitives> LockManager<P> {
     /// A lock manager whose waits fail after `timeout` (`None`: wait until
     /// granted or a deadlock is found).
-    pub fn new(timeout: Option<Duration>) -> LockManager {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
         LockManager {
-            state: Mutex::new(State::default()),
-            released: Condvar::new(),
+            state: P::Monitor::new(State::default()),
             timeout,
-            stats: Mutex::new(LockStats::default()),
         }
     }
 
     /// Registers a new transaction, homed on the calling thread (module
     /// docs, Lifecycle).
-    pub fn begin(&self, txn: TxnId) {
-        self.state.lock().live.insert(txn, ThreadKey::current());
+    pub(crate) fn begin(&self, txn: TxnId) {
+        let me = ThreadKey(P::thread_key());
+        self.state.with(|st| st.live.insert(txn, me));
     }
 
     /// Locks `target` in `mode` for `txn`, waiting if `wait` (module docs).
     /// A transaction that is not live gets `TxnFinished`.
-    pub fn lock(&self, txn: TxnId, target: LockTarget, mode: LockMode, wait: bool) -> Result<()> {
-        let me = ThreadKey::current();
-        let mut st = self.state.lock();
-        match st.live.get_mut(&txn) {
-            Some(home) => *home = me,
-            None => return Err(DbError::TxnFinished(txn).into()),
-        }
-        let held = st.held_mode(txn, target);
-        if held.is_some_and(|h| h.covers(mode)) || st.relation_covers(txn, target, mode) {
-            return Ok(());
-        }
-        let want = held.map_or(mode, |h| h.join(mode));
+    pub(crate) fn lock(
+        &self,
+        txn: TxnId,
+        target: LockTarget,
+        mode: LockMode,
+        wait: bool,
+    ) -> Result<()> {
+        let mut req = Request {
+            txn,
+            target,
+            mode,
+            want: None,
+            wait,
+            me: ThreadKey(P::thread_key()),
+            waited: false,
+        };
         // A timeout too long to represent is no deadline.
         let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
-        let mut waited = false;
-        loop {
-            if !st.live.contains_key(&txn) {
-                // It ended (on another thread) while this request waited.
-                st.stop_waiting(txn, me);
-                return Err(DbError::TxnFinished(txn).into());
-            }
-            let blockers = st.blockers(txn, target, want);
-            if blockers.is_empty() {
-                st.stop_waiting(txn, me);
-                st.grant(txn, target, want);
-                st.count_row_lock(txn, target, want);
-                return Ok(());
-            }
-            if !wait {
-                return Err(DbError::WouldBlock { txn }.into());
-            }
-            st.waits_for.insert(txn, blockers);
-            if st.deadlocked(txn, me) {
-                st.stop_waiting(txn, me);
-                self.stats.lock().deadlocks += 1;
-                return Err(DbError::Deadlock { txn }.into());
-            }
-            st.blocked.insert(me, txn);
-            if !waited {
-                waited = true;
-                self.stats.lock().waits += 1;
-            }
-            let timed_out = match deadline {
-                Some(d) => self.released.wait_until(&mut st, d).timed_out(),
-                None => {
-                    self.released.wait(&mut st);
-                    false
-                }
-            };
-            if timed_out && st.live.contains_key(&txn) && !st.blockers(txn, target, want).is_empty()
-            {
-                st.stop_waiting(txn, me);
-                self.stats.lock().timeouts += 1;
-                return Err(DbError::LockTimeout { txn }.into());
-            }
-        }
+        self.state
+            .wait_until(deadline, |st, timed_out| st.step(&mut req, timed_out))
     }
 
     /// Ends `txn`: releases every lock it holds and forgets it, so a
     /// request of it still waiting, or made later, fails with
     /// `TxnFinished` (module docs, Lifecycle).
-    pub fn release_all(&self, txn: TxnId) {
-        let mut st = self.state.lock();
-        let ended = st.live.remove(&txn).is_some();
-        st.waits_for.remove(&txn);
-        st.row_locks.remove(&txn);
-        let Some(targets) = st.held.remove(&txn) else {
-            drop(st);
-            if ended {
-                // A request of `txn` may be waiting: wake it to fail.
-                self.released.notify_all();
-            }
-            return;
-        };
-        for target in targets {
-            if st.granted.get_mut(&target).is_some_and(|h| h.remove(txn)) {
-                st.granted.remove(&target);
-            }
+    pub(crate) fn release_all(&self, txn: TxnId) {
+        if self.state.with(|st| st.end(txn)) {
+            self.state.notify_all();
         }
-        drop(st);
-        self.released.notify_all();
     }
 
     /// Number of locks `txn` holds.
-    pub fn held_by(&self, txn: TxnId) -> usize {
-        self.state.lock().held.get(&txn).map_or(0, Vec::len)
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, txn: TxnId) -> usize {
+        self.state.with(|st| st.held.get(&txn).map_or(0, Vec::len))
     }
 
     /// The counters.
-    pub fn stats(&self) -> LockStats {
-        *self.stats.lock()
+    pub(crate) fn stats(&self) -> LockStats {
+        self.state.with(|st| st.stats)
     }
 }
 
@@ -448,6 +497,7 @@ impl LockManager {
 mod tests {
     use super::*;
     use crate::error::Error;
+    use crate::sync::Monitor;
     use crate::types::{PageId, SlotId};
     use std::sync::Arc;
 
@@ -513,7 +563,7 @@ mod tests {
         lm.lock(b, tuple(2), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let first = std::thread::spawn(move || lm2.lock(a, tuple(2), LockMode::Exclusive, true));
-        while !lm.state.lock().waits_for.contains_key(&a) {
+        while !lm.state.with(|st| st.waits_for.contains_key(&a)) {
             std::thread::yield_now();
         }
         let e = lm.lock(b, tuple(1), LockMode::Exclusive, true).unwrap_err();
@@ -555,7 +605,7 @@ mod tests {
         lm.lock(b, tuple(4), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let pending = std::thread::spawn(move || lm2.lock(a, tuple(4), LockMode::Exclusive, true));
-        while !lm.state.lock().waits_for.contains_key(&a) {
+        while !lm.state.with(|st| st.waits_for.contains_key(&a)) {
             std::thread::yield_now();
         }
         // `a` ends (rolled back on another thread) while its request waits.
@@ -593,7 +643,7 @@ mod tests {
         lm.lock(c, tuple(7), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let waiter = std::thread::spawn(move || lm2.lock(c, tuple(6), LockMode::Shared, true));
-        while !lm.state.lock().waits_for.contains_key(&c) {
+        while !lm.state.with(|st| st.waits_for.contains_key(&c)) {
             std::thread::yield_now();
         }
         let e = lm.lock(b, tuple(7), LockMode::Shared, true).unwrap_err();
@@ -605,7 +655,7 @@ mod tests {
         waiter.join().unwrap().unwrap();
         assert_eq!(lm.stats().deadlocks, 2);
         assert!(
-            lm.state.lock().blocked.is_empty(),
+            lm.state.with(|st| st.blocked.is_empty()),
             "no thread is left waiting"
         );
     }
@@ -617,7 +667,7 @@ mod tests {
         lm.lock(a, tuple(8), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let waiter = std::thread::spawn(move || lm2.lock(b, tuple(8), LockMode::Shared, true));
-        while !lm.state.lock().waits_for.contains_key(&b) {
+        while !lm.state.with(|st| st.waits_for.contains_key(&b)) {
             std::thread::yield_now();
         }
         lm.release_all(a);
