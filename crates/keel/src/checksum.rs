@@ -104,7 +104,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use thiserror::Error;
 
-use crate::error::ErrorClass;
+use crate::error::class::ErrorClass;
 
 /// The environment variable read once, at the first checksum, to choose the
 /// initial [`Crc32cMode`]: `auto`, `hardware` or `software` (ASCII case and

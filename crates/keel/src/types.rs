@@ -19,7 +19,17 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::ParseIdError;
+use thiserror::Error;
+
+/// A text form of an identifier (`TupleId`, `Lsn`, …) did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("invalid {kind}: {input:?}")]
+pub struct ParseIdError {
+    /// Which identifier type was being parsed.
+    pub kind: &'static str,
+    /// The text that was rejected.
+    pub input: String,
+}
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident($inner:ty)) => {

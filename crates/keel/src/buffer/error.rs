@@ -6,7 +6,7 @@ use keel_io::IoError;
 use thiserror::Error;
 
 use super::{FileId, WalFlushError};
-use crate::error::ErrorClass;
+use crate::error::class::ErrorClass;
 use crate::page::PageError;
 use crate::types::{Lsn, PageId};
 

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::error::ErrorClass;
+use crate::error::class::ErrorClass;
 use crate::types::{PageId, SlotId};
 
 /// Errors of the page layer (`page/`): slotted heap pages, overflow pages.

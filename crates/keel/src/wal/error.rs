@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keel_io::IoError;
 use thiserror::Error;
 
-use crate::error::ErrorClass;
+use crate::error::class::ErrorClass;
 use crate::types::Lsn;
 
 /// Errors of the write-ahead log (`wal/`).

@@ -12,7 +12,11 @@
 //! errors of the layers above the log and the buffer pool (heap, recovery,
 //! transactions, the data directory), lives here with the top-level
 //! [`Error`](enum@Error), which wraps them all so the public API returns one
-//! type, and the classifier [`ErrorClass`].
+//! type, and the classifier.
+//!
+//! Imports point down only: this module names the layers' enums, and the
+//! layers name only [`ErrorClass`], which lives in the leaf file
+//! `error/class.rs` (it imports nothing), so no cycle runs through here.
 
 use thiserror::Error;
 
@@ -21,34 +25,14 @@ use std::sync::Arc;
 
 use keel_io::IoError;
 
+pub(crate) mod class;
+
 pub use crate::buffer::BufferError;
 pub use crate::page::PageError;
+pub use crate::types::ParseIdError;
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
 pub use crate::wal::WalError;
-
-/// How a caller should react to an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The request was invalid (bad argument, tuple too large, no such slot).
-    /// Nothing was changed; fix the call.
-    Usage,
-    /// The request could not be done now but may succeed later (page full).
-    Transient,
-    /// Bytes read from disk failed validation (invariants 2, 9, 10).
-    Corruption,
-    /// The engine cannot continue safely (I/O failure, poisoned WAL, inv. 7).
-    Fatal,
-}
-
-/// A text form of an identifier (`TupleId`, `Lsn`, …) did not parse.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("invalid {kind}: {input:?}")]
-pub struct ParseIdError {
-    /// Which identifier type was being parsed.
-    pub kind: &'static str,
-    /// The text that was rejected.
-    pub input: String,
-}
+pub use class::ErrorClass;
 
 /// Errors of the database layer (`heap/`, `recovery/`, `db.rs`): relations,
 /// tuples, transactions, the control file and the catalog.
