@@ -97,7 +97,10 @@ fn tiny_commit_run_writes_figures_settings_and_charts() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
     assert!(stdout.contains("committers       1,2"), "{stdout}");
-    assert!(stdout.contains("| sqlite | 2 |"), "{stdout}");
+    assert!(
+        stdout.contains("| sqlite (one connection, mutex) | 2 |"),
+        "{stdout}"
+    );
 
     let doc = read_json(&json);
     let s = &doc["settings"];
@@ -125,15 +128,54 @@ fn tiny_commit_run_writes_figures_settings_and_charts() {
             "p90_us",
             "p99_us",
             "p999_us",
-            "x_ceiling",
+            "x_fdatasync_loop",
         ] {
             let f = figure(&doc, "sqlite", &case, m).unwrap_or_else(|| panic!("sqlite {case} {m}"));
             assert_eq!(f["values"].as_array().unwrap().len(), 1);
             assert!(f["median"].as_f64().unwrap() > 0.0, "{f}");
         }
-        let ceiling = format!("ceiling beside committers={c}");
-        assert!(figure(&doc, "disk", &ceiling, "commits_per_s").is_some());
+        let beside = format!("beside committers={c}");
+        assert!(figure(&doc, "disk", &beside, "commits_per_s").is_some());
+        assert!(figure(&doc, "disk-o_dsync", &beside, "x_fdatasync_loop").is_some());
+        // O_DIRECT is measured where the file system takes it, else skipped.
+        let direct = figure(&doc, "disk-o_direct-o_dsync", &beside, "commits_per_s").is_some();
+        let skipped = doc["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["engine"] == "disk-o_direct-o_dsync");
+        assert!(
+            direct != skipped,
+            "O_DIRECT measured {direct}, skipped {skipped}"
+        );
     }
+    // The group-commit reference runs above one committer, and engines
+    // there are divided by it.
+    assert!(
+        figure(
+            &doc,
+            "group-commit-reference",
+            "committers=1",
+            "commits_per_s"
+        )
+        .is_none()
+    );
+    let reference = figure(
+        &doc,
+        "group-commit-reference",
+        "committers=2",
+        "commits_per_s",
+    );
+    assert!(reference.unwrap()["median"].as_f64().unwrap() > 0.0);
+    assert!(figure(&doc, "sqlite", "committers=2", "x_group_commit_reference").is_some());
+    assert!(figure(&doc, "sqlite", "committers=1", "x_group_commit_reference").is_none());
+    assert!(
+        stdout.contains("| group-commit reference (2 committers) | 2 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("× fdatasync loop"), "{stdout}");
+    let notes = doc["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("settle")));
     let engines = doc["engines"].as_array().unwrap();
     let sqlite = engines.iter().find(|e| e["engine"] == "sqlite").unwrap();
     assert_eq!(sqlite["settings"]["synchronous"], "FULL");
@@ -194,7 +236,8 @@ fn quick_all_has_every_field() {
             .iter()
             .any(|f| f["suite"] == suite && f["engine"] == engine && f["metric"] == metric)
     };
-    assert!(has("commit", "keel", "x_ceiling"));
+    assert!(has("commit", "keel", "x_fdatasync_loop"));
+    assert!(has("commit", "keel", "x_group_commit_reference"));
     assert!(has("insert", "sqlite", "rows_per_s"));
     assert!(has("insert", "sqlite", "write_bytes_per_logical_byte"));
     assert!(has("read", "sqlite", "reads_per_s"));
@@ -209,7 +252,13 @@ fn quick_all_has_every_field() {
     }
     assert!(has("recovery", "keel", "recovery_s"));
     assert!(has("recovery", "keel", "x_disk_seq_read"));
-    assert_eq!(doc["notes"].as_array().unwrap().len(), 3);
+    let commands = doc["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.as_str().unwrap().contains("cargo bench -p keel --bench"))
+        .count();
+    assert_eq!(commands, 3);
     for f in [
         "commit-throughput.svg",
         "commit-latency.svg",
@@ -218,4 +267,74 @@ fn quick_all_has_every_field() {
     ] {
         assert_svg(&plots.join(f));
     }
+}
+
+#[test]
+fn postgres_commit_rows_have_every_sweep_point_and_the_round_trip() {
+    let dir = scratch();
+    let json = dir.path().join("pg.json");
+    let out = keel(&[
+        "bench",
+        "commit",
+        "--secs",
+        "0.1",
+        "--repeat",
+        "1",
+        "--committers",
+        "1,2",
+        "--engines",
+        "postgres",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let doc = read_json(&json);
+    if doc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["engine"] == "postgres")
+    {
+        return; // no server binaries here: the skip line is the whole output
+    }
+    // One committer: commit_delay cannot apply, only the delay-0 point runs.
+    for (c, points) in [
+        (1, vec!["0, commit_siblings=5"]),
+        (
+            2,
+            vec![
+                "0, commit_siblings=5",
+                "10, commit_siblings=1",
+                "50, commit_siblings=1",
+                "200, commit_siblings=1",
+            ],
+        ),
+    ] {
+        for p in &points {
+            let case = format!("committers={c}; commit_delay={p}");
+            assert!(
+                figure(&doc, "postgres", &case, "commits_per_s").is_some(),
+                "{case}"
+            );
+        }
+        let shown = format!("committers={c}");
+        assert!(figure(&doc, "postgres", &shown, "commits_per_s").is_some());
+        let rt = format!("committers={c}; SELECT 1 round trip, 1 connection");
+        let us = figure(&doc, "postgres", &rt, "us_per_round_trip").unwrap();
+        assert!(us["median"].as_f64().unwrap() > 0.0, "{us}");
+        assert!(
+            stdout.contains(&format!(
+                "| postgres (best of {}: commit_delay=",
+                points.len()
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("postgres: SELECT 1 round trip (1 connection)"),
+        "{stdout}"
+    );
 }

@@ -11,7 +11,8 @@ use super::engine::EngineKind;
 /// What `keel bench` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
-    /// Single-row durable commits at each committer count.
+    /// Single-row durable commits at each committer count, beside the
+    /// disk's loops and the group-commit reference loop.
     Commit,
     /// Bulk insert of --rows rows in transactions of 10,000.
     Insert,
@@ -90,7 +91,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = parse_rows)]
     pub rows: Option<u64>,
     /// Engines to run, comma-separated, from keel,sqlite,postgres,disk
-    /// [default: all four].
+    /// [default: all four]. `disk` is the disk's own ceilings (in the commit
+    /// suite: its single-committer loops and the group-commit reference).
     #[arg(long, value_name = "LIST", value_parser = parse_engines)]
     pub engines: Option<Engines>,
     /// Cache budget given to every engine, in MiB [default: 64, 8 with --quick].

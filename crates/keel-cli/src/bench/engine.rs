@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use super::args::Suite;
+use super::measure::OpenBox;
 use crate::Failure;
 
 /// Bytes of payload per row.
@@ -27,7 +28,9 @@ pub enum EngineKind {
     Sqlite,
     /// A throwaway PostgreSQL cluster.
     Postgres,
-    /// The disk's own ceiling: plain pwrite + fdatasync, sequential reads.
+    /// The disk's own ceilings: commit loops with no engine work (pwrite +
+    /// fdatasync, O_DSYNC, O_DIRECT|O_DSYNC, and the group-commit reference
+    /// loop in the commit suite), appends, sequential reads.
     Disk,
 }
 
@@ -65,6 +68,9 @@ pub struct Recovered {
     pub secs: f64,
 }
 
+/// One point of a settings sweep: (setting, value) pairs.
+pub type SweepPoint = Vec<(String, String)>;
+
 /// One set-up engine.
 pub trait Engine: Send + Sync {
     /// Which engine this is.
@@ -85,6 +91,27 @@ pub trait Engine: Send + Sync {
     fn crash_recover(&self, wal_bytes: u64) -> Result<Recovered, Failure> {
         let _ = wal_bytes;
         Err(Failure(format!("{}: no crash hook", self.kind().name())))
+    }
+    /// The settings the commit suite sweeps at `committers` (each point is
+    /// measured, the best reported); empty: measured as set up.
+    fn commit_sweep(&self, committers: usize) -> Vec<SweepPoint> {
+        let _ = committers;
+        Vec::new()
+    }
+    /// Applies a point of [`commit_sweep`](Engine::commit_sweep) to every
+    /// session opened from now on.
+    fn apply_sweep_point(&self, point: &SweepPoint) -> Result<(), Failure> {
+        let _ = point;
+        Err(Failure(format!(
+            "{}: no settings sweep",
+            self.kind().name()
+        )))
+    }
+    /// For a client/server engine: opens connections whose operation is
+    /// one empty statement (`SELECT 1`), the round trip every statement
+    /// pays. `None` for an engine in this process.
+    fn round_trip(&self) -> Option<OpenBox<'_>> {
+        None
     }
 }
 

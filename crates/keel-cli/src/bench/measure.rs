@@ -1,4 +1,12 @@
 //! The timed loops: concurrent committers and random point reads.
+//!
+//! A commit loop drives [`TimedOp`]s, one per thread: an engine's
+//! [`Session`] (its `commit_one`), or a loop with no engine behind it (the
+//! disk's commit loops, the group-commit reference, a statement round trip).
+//! The clock starts once every thread has opened its connection and stops
+//! when the deadline passes; operations finishing after the deadline are
+//! counted, and the elapsed time is taken after every thread has stopped, so
+//! the rate is operations over the time they took.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -27,6 +35,29 @@ fn histogram() -> Result<Histogram<u64>, Failure> {
         .map_err(|e| Failure(format!("histogram: {e}")))
 }
 
+/// One operation a timed loop repeats; each thread owns one.
+pub trait TimedOp: Send {
+    /// Runs the operation once for row `id`; returns once it is durable (a
+    /// commit) or answered (a round trip).
+    fn run(&mut self, id: u64, payload: &[u8]) -> Result<(), Failure>;
+}
+
+impl TimedOp for Box<dyn Session> {
+    fn run(&mut self, id: u64, payload: &[u8]) -> Result<(), Failure> {
+        self.commit_one(id, payload)
+    }
+}
+
+/// Opens one thread's [`TimedOp`].
+pub type OpenOp<'a> = &'a (dyn Fn() -> Result<Box<dyn TimedOp>, Failure> + Sync);
+/// An owned [`OpenOp`].
+pub type OpenBox<'a> = Box<dyn Fn() -> Result<Box<dyn TimedOp>, Failure> + Sync + 'a>;
+
+/// Opens `engine`'s sessions as [`TimedOp`]s (their `commit_one`).
+pub fn sessions(engine: &dyn Engine) -> impl Fn() -> Result<Box<dyn TimedOp>, Failure> + Sync {
+    move || Ok(Box::new(engine.session()?) as Box<dyn TimedOp>)
+}
+
 fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
     let q = |p| h.value_at_quantile(p) as f64 / 1e3;
     Rate {
@@ -38,10 +69,10 @@ fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
     }
 }
 
-/// `threads` committers, each on its own session, commit one row at a time
-/// for `secs`; ids come from `next_id`, so every row is new.
+/// `threads` committers, each on its own [`TimedOp`] from `open`, commit one
+/// row at a time for `secs`; ids come from `next_id`, so every row is new.
 pub fn commits(
-    engine: &dyn Engine,
+    open: OpenOp<'_>,
     threads: usize,
     secs: f64,
     next_id: &AtomicU64,
@@ -62,14 +93,14 @@ pub fn commits(
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let session = engine.session();
+                    let op = open();
                     barrier.wait();
                     let mut h = histogram().ok()?;
-                    let mut session = session.map_err(fail).ok()?;
+                    let mut op = op.map_err(fail).ok()?;
                     while !stop.load(Ordering::Relaxed) {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         let t = Instant::now();
-                        if let Err(e) = session.commit_one(id, payload) {
+                        if let Err(e) = op.run(id, payload) {
                             fail(e);
                             break;
                         }

@@ -6,11 +6,13 @@
 //! - [`args`]: the command line and the resolved settings;
 //! - [`engine`]: the `Engine`/`Session` traits and setup; one module per
 //!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`]) and
-//!   [`keel_engine`] (Keel through its public `Database` API);
+//!   [`keel_engine`] (Keel through its public `Database` API); [`reference`]
+//!   (the group-commit reference loop, with the disk's loops);
 //! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`],
 //!   [`micro`] (wal, crc, fsm, io);
-//! - [`measure`] (timed loops), [`report`] (figures, JSON), [`plot`] (SVG),
-//!   [`progress`] (table lines and the progress bar).
+//! - [`measure`] (timed loops), [`settle`] (waiting for a quiet disk between
+//!   windows), [`report`] (figures, JSON), [`plot`] (SVG), [`progress`]
+//!   (table lines and the progress bar).
 //!
 //! Each measurement is repeated (`--repeat`) and reported as the median and
 //! the spread min..max. Ratios are taken pair by pair: the value of one
@@ -31,7 +33,9 @@ mod postgres;
 mod progress;
 mod read;
 mod recovery;
+mod reference;
 mod report;
+mod settle;
 mod sqlite;
 
 use std::os::unix::fs::MetadataExt;
@@ -72,16 +76,7 @@ impl Ctx {
                 .step(&format!("{}: setting up {}", suite.name(), kind.name()));
             match engine::setup(kind, suite, &dir, self.settings.cache_bytes, max_sessions)? {
                 Setup::Ready(e) => {
-                    let kv = e.settings();
-                    let line = kv
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>();
-                    self.out
-                        .line(&format!("  {} settings: {}", kind.name(), line.join(", ")));
-                    self.report
-                        .engine_settings
-                        .push((suite.name().into(), kind.name().into(), kv));
+                    self.settings_line(suite, kind.name(), e.settings());
                     ready.push(e);
                 }
                 Setup::Skip(why) => self.skip(suite, kind, &why),
@@ -90,11 +85,30 @@ impl Ctx {
         Ok(ready)
     }
 
+    /// Prints and records the settings of `name` (an engine, or a loop
+    /// measured beside the engines).
+    fn settings_line(&mut self, suite: Suite, name: &str, kv: report::KeyValues) {
+        let line = kv
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>();
+        self.out
+            .line(&format!("  {name} settings: {}", line.join(", ")));
+        self.report
+            .engine_settings
+            .push((suite.name().into(), name.into(), kv));
+    }
+
     fn skip(&mut self, suite: Suite, kind: EngineKind, why: &str) {
-        self.out.line(&format!("  {}: {why}", kind.name()));
+        self.skip_named(suite, kind.name(), why);
+    }
+
+    /// Prints and records that `name` is left out of `suite`, and why.
+    fn skip_named(&mut self, suite: Suite, name: &str, why: &str) {
+        self.out.line(&format!("  {name}: {why}"));
         self.report
             .skipped
-            .push((suite.name().into(), kind.name().into(), why.into()));
+            .push((suite.name().into(), name.into(), why.into()));
     }
 }
 

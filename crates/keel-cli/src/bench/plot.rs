@@ -1,5 +1,7 @@
 //! SVG charts of a run, drawn with plotters (SVG backend only): commits/s
-//! against committers (log-log) per engine and the disk's ceiling, latency
+//! against committers (log-log) per engine, the disk's single-committer
+//! loops and the group-commit reference loop (PostgreSQL at its best sweep
+//! point; the other points and the round trip stay in the JSON), latency
 //! percentiles, and insert, read and recovery throughput bars. Each point or
 //! bar is the median; the whiskers span min..max over the repeats.
 
@@ -12,13 +14,24 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::report::{Figure, Report, fmt_num};
 use crate::Failure;
 
+/// The colour of an engine's line or bar, by its JSON engine name.
 fn color(engine: &str) -> RGBColor {
     match engine {
         "keel" => RGBColor(200, 30, 30),
         "sqlite" => RGBColor(30, 90, 200),
         "postgres" => RGBColor(40, 150, 60),
         "disk" => RGBColor(0, 0, 0),
+        "group-commit-reference" => RGBColor(120, 40, 160),
         _ => RGBColor(120, 120, 120),
+    }
+}
+
+/// The legend name of an engine's line in the commit charts.
+fn series_name(engine: &str) -> String {
+    match engine {
+        "disk" => "disk: fdatasync loop (1 committer)".into(),
+        e if e.starts_with("disk-") => format!("{e} (1 committer)"),
+        e => e.into(),
     }
 }
 
@@ -98,6 +111,8 @@ fn axis_num(v: f64) -> String {
 /// One line per engine: (engine, [(committers, median, min, max)]).
 type Series = Vec<(String, Vec<(f64, f64, f64, f64)>)>;
 
+/// The committer count of a case ending in `committers=N`; `None` for a
+/// case with more after it (a sweep point, a round trip).
 fn committers_of(case: &str) -> Option<f64> {
     case.rsplit_once("committers=")?.1.parse().ok()
 }
@@ -113,14 +128,9 @@ fn series(r: &Report, suite: &str, metric: &str) -> Series {
             continue;
         };
         let (lo, hi) = f.spread();
-        let name = if f.engine == "disk" {
-            "disk ceiling (1 committer)".to_string()
-        } else {
-            f.engine.clone()
-        };
-        match out.iter_mut().find(|(e, _)| *e == name) {
+        match out.iter_mut().find(|(e, _)| *e == f.engine) {
             Some((_, pts)) => pts.push((c, f.median(), lo, hi)),
-            None => out.push((name, vec![(c, f.median(), lo, hi)])),
+            None => out.push((f.engine.clone(), vec![(c, f.median(), lo, hi)])),
         }
     }
     out
@@ -195,16 +205,16 @@ fn draw_lines<DB: DrawingBackend>(
         .y_label_formatter(&|v| axis_num(*v))
         .draw()
         .map_err(perr(path))?;
-    for (name, pts) in s {
-        let c = color(name.split(' ').next().unwrap_or(name));
-        let style = c.stroke_width(2);
+    for (engine, pts) in s {
+        let c = color(engine);
+        let style = c.stroke_width(2 - u32::from(engine.starts_with("disk-")));
         chart
             .draw_series(LineSeries::new(
                 pts.iter().map(|p| (p.0.log2(), p.1)),
                 style,
             ))
             .map_err(perr(path))?
-            .label(name.clone())
+            .label(series_name(engine))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         chart
             .draw_series(
@@ -311,4 +321,27 @@ fn bars(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<(), Fa
             .map_err(perr(path))?;
     }
     root.present().map_err(perr(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_lines_take_only_plain_committer_cases() {
+        assert_eq!(committers_of("committers=64"), Some(64.0));
+        assert_eq!(committers_of("beside committers=4"), Some(4.0));
+        assert_eq!(
+            committers_of("committers=4; commit_delay=10, commit_siblings=1"),
+            None
+        );
+        assert_eq!(
+            committers_of("committers=4; SELECT 1 round trip, 1 connection"),
+            None
+        );
+        assert_eq!(committers_of("rows=1000"), None);
+        assert_eq!(series_name("disk"), "disk: fdatasync loop (1 committer)");
+        assert_eq!(series_name("disk-o_dsync"), "disk-o_dsync (1 committer)");
+        assert_eq!(series_name("keel"), "keel");
+    }
 }

@@ -7,6 +7,16 @@
 //! `unnest` of two arrays (the client/server round trip per row would
 //! otherwise dominate), still one transaction per batch.
 //!
+//! In the commit suite each commit is one `INSERT` in autocommit, so it
+//! pays a client/server round trip over the Unix socket on top of the WAL
+//! flush; [`Engine::round_trip`] measures that floor (`SELECT 1` on one
+//! connection). PostgreSQL's own group commit is tuned by `commit_delay` (µs
+//! a committing backend sleeps before flushing, so others' commit records
+//! join the flush) and `commit_siblings` (the delay applies only while at
+//! least that many other transactions are active); the suite sweeps
+//! [`COMMIT_DELAYS_US`] × [`COMMIT_SIBLINGS`] with `SET` on each new session
+//! and reports the best point (see [`sweep_points`]).
+//!
 //! [`pg_cluster`]: super::pg_cluster
 
 use std::path::Path;
@@ -15,9 +25,42 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use postgres::{Client, Statement};
 
-use super::engine::{Engine, EngineKind, Recovered, Session, proc_write_bytes};
+use super::engine::{Engine, EngineKind, Recovered, Session, SweepPoint, proc_write_bytes};
+use super::measure::{OpenBox, TimedOp};
 use super::pg_cluster::{Cluster, find_bindir};
 use crate::Failure;
+
+/// `commit_delay` values the commit suite sweeps, in µs.
+pub const COMMIT_DELAYS_US: [u32; 4] = [0, 10, 50, 200];
+/// `commit_siblings` values the commit suite sweeps.
+pub const COMMIT_SIBLINGS: [u32; 2] = [1, 5];
+/// The settings a sweep point may carry (each applied with `SET`).
+const SWEPT: [&str; 2] = ["commit_delay", "commit_siblings"];
+
+/// The sweep points at `committers`: `commit_delay=0` once (siblings have
+/// no effect without a delay), then every delay above 0 with every
+/// `commit_siblings` that `committers` can reach. PostgreSQL delays only
+/// when at least `commit_siblings` *other* transactions are active, which N
+/// committers reach only when `commit_siblings <= N - 1`; any other point
+/// runs exactly as `commit_delay=0` does. At one committer only the first
+/// point is left.
+pub fn sweep_points(committers: usize) -> Vec<SweepPoint> {
+    let point = |delay: u32, siblings: u32| {
+        vec![
+            ("commit_delay".to_string(), delay.to_string()),
+            ("commit_siblings".to_string(), siblings.to_string()),
+        ]
+    };
+    let mut out = vec![point(0, 5)];
+    for delay in COMMIT_DELAYS_US.into_iter().filter(|d| *d > 0) {
+        for siblings in COMMIT_SIBLINGS {
+            if (siblings as usize) < committers {
+                out.push(point(delay, siblings));
+            }
+        }
+    }
+    out
+}
 
 fn err(e: postgres::Error) -> Failure {
     let mut msg = format!("postgres: {e}");
@@ -31,6 +74,8 @@ fn err(e: postgres::Error) -> Failure {
 pub struct PostgresEngine {
     cluster: Mutex<Cluster>,
     settings: Vec<(String, String)>,
+    /// Settings every new session applies with `SET` (a sweep point).
+    session_settings: Mutex<SweepPoint>,
 }
 
 impl PostgresEngine {
@@ -79,6 +124,8 @@ impl PostgresEngine {
             "full_page_writes",
             "shared_buffers",
             "max_connections",
+            "commit_delay",
+            "commit_siblings",
         ] {
             settings.push((k.to_string(), show(&mut c, k)?));
         }
@@ -86,16 +133,29 @@ impl PostgresEngine {
             "table".into(),
             "bench(id bigint PRIMARY KEY, payload bytea NOT NULL)".into(),
         ));
+        settings.push((
+            "commit".into(),
+            "one INSERT in autocommit: one round trip over the Unix socket \
+             (measured: SELECT 1) plus the WAL flush; commit_delay x commit_siblings \
+             swept per committer count, best reported"
+                .into(),
+        ));
         let e = PostgresEngine {
             cluster: Mutex::new(cluster),
             settings,
+            session_settings: Mutex::new(Vec::new()),
         };
         e.reset()?;
         Ok(Some(e))
     }
 
+    /// A new connection with the current sweep point applied.
     fn client(&self) -> Result<Client, Failure> {
-        self.cluster.lock().connect().map_err(err)
+        let mut c = self.cluster.lock().connect().map_err(err)?;
+        for (k, v) in self.session_settings.lock().iter() {
+            c.batch_execute(&format!("SET {k} = '{v}'")).map_err(err)?;
+        }
+        Ok(c)
     }
 }
 
@@ -106,6 +166,28 @@ impl Engine for PostgresEngine {
 
     fn settings(&self) -> Vec<(String, String)> {
         self.settings.clone()
+    }
+
+    fn commit_sweep(&self, committers: usize) -> Vec<SweepPoint> {
+        sweep_points(committers)
+    }
+
+    fn apply_sweep_point(&self, point: &SweepPoint) -> Result<(), Failure> {
+        for (k, v) in point {
+            if !SWEPT.contains(&k.as_str()) || v.parse::<u32>().is_err() {
+                return Err(Failure(format!("postgres: cannot sweep {k}={v}")));
+            }
+        }
+        *self.session_settings.lock() = point.clone();
+        Ok(())
+    }
+
+    fn round_trip(&self) -> Option<OpenBox<'_>> {
+        Some(Box::new(move || {
+            let mut client = self.client()?;
+            let select = client.prepare("SELECT 1").map_err(err)?;
+            Ok(Box::new(RoundTrip { client, select }) as Box<dyn TimedOp>)
+        }))
     }
 
     fn session(&self) -> Result<Box<dyn Session>, Failure> {
@@ -197,6 +279,26 @@ impl Engine for PostgresEngine {
     }
 }
 
+/// One connection running `SELECT 1`: a round trip with no work.
+struct RoundTrip {
+    client: Client,
+    select: Statement,
+}
+
+impl TimedOp for RoundTrip {
+    fn run(&mut self, _id: u64, _payload: &[u8]) -> Result<(), Failure> {
+        let one: i32 = self
+            .client
+            .query_one(&self.select, &[])
+            .map_err(err)?
+            .get(0);
+        if one != 1 {
+            return Err(Failure(format!("postgres: SELECT 1 returned {one}")));
+        }
+        Ok(())
+    }
+}
+
 struct PgSession {
     client: Client,
     insert: Statement,
@@ -227,5 +329,37 @@ impl Session for PgSession {
             .query(&self.read, &[&(id as i64)])
             .map_err(err)?;
         Ok(!rows.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delays(points: &[SweepPoint]) -> Vec<(String, String)> {
+        points
+            .iter()
+            .map(|p| (p[0].1.clone(), p[1].1.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn sweep_points_are_those_that_can_apply() {
+        let s = |d: &str, n: &str| (d.to_string(), n.to_string());
+        assert_eq!(delays(&sweep_points(1)), vec![s("0", "5")]);
+        assert_eq!(
+            delays(&sweep_points(4)),
+            vec![s("0", "5"), s("10", "1"), s("50", "1"), s("200", "1")]
+        );
+        let all = sweep_points(64);
+        assert_eq!(all.len(), 1 + 3 * 2);
+        assert!(
+            all.iter()
+                .all(|p| p[0].0 == "commit_delay" && p[1].0 == "commit_siblings")
+        );
+        assert!(delays(&all).contains(&s("200", "5")));
+        // 6 committers: 5 others can be active, so siblings 5 applies.
+        assert_eq!(sweep_points(6).len(), 7);
+        assert_eq!(sweep_points(5).len(), 4);
     }
 }

@@ -74,6 +74,19 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The index of the series with the highest median (NaN values ignored;
+/// the first on a tie); `None` when no series has a value.
+pub fn best_of(series: &[Vec<f64>]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in series.iter().enumerate() {
+        let m = median(v);
+        if !m.is_nan() && best.is_none_or(|(_, b)| m > b) {
+            best = Some((i, m));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// A number with sensible precision for a table.
 pub fn fmt_num(x: f64) -> String {
     let a = x.abs();
@@ -198,5 +211,21 @@ mod tests {
         };
         assert_eq!(f.spread(), (1000.0, 1200.0));
         assert_eq!(f.text(), "1100 (1000..1200)");
+        assert_eq!(median(&[f64::NAN, 5.0, 1.0]), 3.0);
+    }
+
+    #[test]
+    fn best_of_a_sweep_is_the_highest_median() {
+        // Medians 20, 30, 25: the second, though the third has the top value.
+        let points = vec![
+            vec![10.0, 20.0, 30.0],
+            vec![30.0, 29.0, 31.0],
+            vec![25.0, 24.0, 40.0],
+        ];
+        assert_eq!(best_of(&points), Some(1));
+        // A tie goes to the first; NaN-only and empty series never win.
+        assert_eq!(best_of(&[vec![f64::NAN], vec![2.0], vec![2.0]]), Some(1));
+        assert_eq!(best_of(&[vec![], vec![f64::NAN]]), None);
+        assert_eq!(best_of(&[]), None);
     }
 }

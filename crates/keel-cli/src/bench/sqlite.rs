@@ -1,11 +1,19 @@
 //! SQLite as a peer: the bundled library through rusqlite, in WAL mode with
 //! `synchronous=FULL` (a commit returns once its WAL frames are fsynced),
-//! one connection per thread with a busy timeout, prepared statements, and a
-//! page cache of the run's byte budget per connection.
+//! prepared statements, and a page cache of the run's byte budget.
+//!
+//! Every session shares **one connection behind a mutex**, which is how
+//! SQLite is used from threads (its serialized mode does the same inside the
+//! library): with N committers, one commit runs at a time and the others
+//! wait on the mutex, rather than N connections each taking the database's
+//! write lock in turn and sleeping in the busy handler between tries.
+//! SQLite has no group commit: each commit is its own WAL append and fsync.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::engine::{Engine, EngineKind, Session, process_write_bytes};
@@ -17,41 +25,40 @@ fn err(e: rusqlite::Error) -> Failure {
     Failure(format!("sqlite: {e}"))
 }
 
-/// SQLite on one database file.
+/// SQLite on one database file, through one shared connection.
 pub struct SqliteEngine {
-    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
     cache_kib: u64,
 }
 
 impl SqliteEngine {
     /// Creates the database in `dir` with the bench table.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SqliteEngine, Failure> {
-        let e = SqliteEngine {
-            path: dir.join("bench.sqlite"),
-            cache_kib: (cache_bytes / 1024).max(1),
-        };
-        let c = e.connect()?;
+        let cache_kib = (cache_bytes / 1024).max(1);
+        let c = connect(&dir.join("bench.sqlite"), cache_kib)?;
         let mode: String = c
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Failure(format!("sqlite: journal_mode is {mode}, not wal")));
         }
-        drop(c);
+        let e = SqliteEngine {
+            conn: Arc::new(Mutex::new(c)),
+            cache_kib,
+        };
         e.reset()?;
         Ok(e)
     }
+}
 
-    fn connect(&self) -> Result<Connection, Failure> {
-        let c = Connection::open(&self.path).map_err(err)?;
-        c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        c.execute_batch(&format!(
-            "PRAGMA synchronous=FULL; PRAGMA cache_size=-{};",
-            self.cache_kib
-        ))
-        .map_err(err)?;
-        Ok(c)
-    }
+fn connect(path: &Path, cache_kib: u64) -> Result<Connection, Failure> {
+    let c = Connection::open(path).map_err(err)?;
+    c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    c.execute_batch(&format!(
+        "PRAGMA synchronous=FULL; PRAGMA cache_size=-{cache_kib};"
+    ))
+    .map_err(err)?;
+    Ok(c)
 }
 
 impl Engine for SqliteEngine {
@@ -68,13 +75,14 @@ impl Engine for SqliteEngine {
             ("journal_mode".into(), "WAL".into()),
             ("synchronous".into(), "FULL".into()),
             (
+                "connection".into(),
+                "one, shared by every thread behind a mutex".into(),
+            ),
+            (
                 "busy_timeout".into(),
                 format!("{} ms", BUSY_TIMEOUT.as_millis()),
             ),
-            (
-                "cache_size".into(),
-                format!("-{} (KiB, per connection)", self.cache_kib),
-            ),
+            ("cache_size".into(), format!("-{} (KiB)", self.cache_kib)),
             (
                 "table".into(),
                 "bench(id INTEGER PRIMARY KEY, payload BLOB)".into(),
@@ -84,23 +92,25 @@ impl Engine for SqliteEngine {
 
     fn session(&self) -> Result<Box<dyn Session>, Failure> {
         Ok(Box::new(SqliteSession {
-            conn: self.connect()?,
+            conn: self.conn.clone(),
         }))
     }
 
     fn reset(&self) -> Result<(), Failure> {
-        let c = self.connect()?;
-        c.execute_batch(
-            "DROP TABLE IF EXISTS bench;
+        self.conn
+            .lock()
+            .execute_batch(
+                "DROP TABLE IF EXISTS bench;
              CREATE TABLE bench (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
              PRAGMA wal_checkpoint(TRUNCATE);",
-        )
-        .map_err(err)
+            )
+            .map_err(err)
     }
 
     fn checkpoint(&self) -> Result<(), Failure> {
-        let c = self.connect()?;
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        self.conn
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(err)
     }
 
@@ -110,7 +120,7 @@ impl Engine for SqliteEngine {
 }
 
 struct SqliteSession {
-    conn: Connection,
+    conn: Arc<Mutex<Connection>>,
 }
 
 const INSERT: &str = "INSERT INTO bench (id, payload) VALUES (?1, ?2)";
@@ -118,32 +128,34 @@ const INSERT: &str = "INSERT INTO bench (id, payload) VALUES (?1, ?2)";
 impl Session for SqliteSession {
     fn commit_one(&mut self, id: u64, payload: &[u8]) -> Result<(), Failure> {
         // Autocommit: the statement is its own durable transaction.
-        let mut st = self.conn.prepare_cached(INSERT).map_err(err)?;
+        let conn = self.conn.lock();
+        let mut st = conn.prepare_cached(INSERT).map_err(err)?;
         st.execute(params![id as i64, payload]).map_err(err)?;
         Ok(())
     }
 
     fn insert_batch(&mut self, first_id: u64, rows: u64, payload: &[u8]) -> Result<(), Failure> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        let conn = self.conn.lock();
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         let result = (|| {
-            let mut st = self.conn.prepare_cached(INSERT)?;
+            let mut st = conn.prepare_cached(INSERT)?;
             for id in first_id..first_id + rows {
                 st.execute(params![id as i64, payload])?;
             }
             Ok::<(), rusqlite::Error>(())
         })();
         match result {
-            Ok(()) => self.conn.execute_batch("COMMIT").map_err(err),
+            Ok(()) => conn.execute_batch("COMMIT").map_err(err),
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = conn.execute_batch("ROLLBACK");
                 Err(err(e))
             }
         }
     }
 
     fn point_read(&mut self, id: u64) -> Result<bool, Failure> {
-        let mut st = self
-            .conn
+        let conn = self.conn.lock();
+        let mut st = conn
             .prepare_cached("SELECT payload FROM bench WHERE id = ?1")
             .map_err(err)?;
         let row: Option<Vec<u8>> = st
