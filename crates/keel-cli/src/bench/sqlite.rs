@@ -2,13 +2,24 @@
 //! `synchronous=FULL` (a commit returns once its WAL frames are fsynced),
 //! one connection per thread with a busy timeout, prepared statements, and a
 //! page cache of the run's byte budget per connection.
+//!
+//! - Point reads are by rowid: the id is the `INTEGER PRIMARY KEY`, so the
+//!   row's address is its key (a descent of the table's own B-tree).
+//! - The crash (recovery suite): a `keel bench-child` process writes the
+//!   WAL with automatic checkpoints off (`wal_autocheckpoint=0`) and is
+//!   SIGKILLed; recovery is timed from spawning another one until its first
+//!   commit is acknowledged ([`super::child`]). Its first transaction
+//!   rebuilds the WAL index by reading every frame of the WAL; SQLite takes
+//!   no checkpoint at the end of recovery (the WAL is copied into the
+//!   database at the next automatic checkpoint, or when the last
+//!   connection closes, after the time is taken).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::engine::{Engine, EngineKind, Session, process_write_bytes};
+use super::engine::{Engine, EngineKind, Recovered, Session, process_write_bytes};
 use crate::Failure;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,10 +37,7 @@ pub struct SqliteEngine {
 impl SqliteEngine {
     /// Creates the database in `dir` with the bench table.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SqliteEngine, Failure> {
-        let e = SqliteEngine {
-            path: dir.join("bench.sqlite"),
-            cache_kib: (cache_bytes / 1024).max(1),
-        };
+        let e = SqliteEngine::attach(dir, cache_bytes);
         let c = e.connect()?;
         let mode: String = c
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -40,6 +48,26 @@ impl SqliteEngine {
         drop(c);
         e.reset()?;
         Ok(e)
+    }
+
+    /// The database in `dir` as it is (nothing created or reset).
+    pub fn attach(dir: &Path, cache_bytes: u64) -> SqliteEngine {
+        SqliteEngine {
+            path: dir.join("bench.sqlite"),
+            cache_kib: (cache_bytes / 1024).max(1),
+        }
+    }
+
+    /// The database file; its log is this path with `-wal` appended.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A session whose connection also runs `pragmas` after the usual ones.
+    pub fn session_with(&self, pragmas: &str) -> Result<Box<dyn Session>, Failure> {
+        let conn = self.connect()?;
+        conn.execute_batch(pragmas).map_err(err)?;
+        Ok(Box::new(SqliteSession { conn }))
     }
 
     fn connect(&self) -> Result<Connection, Failure> {
@@ -79,6 +107,7 @@ impl Engine for SqliteEngine {
                 "table".into(),
                 "bench(id INTEGER PRIMARY KEY, payload BLOB)".into(),
             ),
+            ("point reads".into(), "by rowid (= id)".into()),
         ]
     }
 
@@ -106,6 +135,11 @@ impl Engine for SqliteEngine {
 
     fn bytes_written(&self) -> Option<u64> {
         process_write_bytes()
+    }
+
+    fn crash_recover(&self, wal_bytes: u64) -> Result<Recovered, Failure> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        super::child::crash_cycle(EngineKind::Sqlite, dir, self.cache_kib * 1024, wal_bytes)
     }
 }
 
