@@ -42,6 +42,9 @@ enum Command {
     Inspect(inspect::Target),
     /// Measure Keel against SQLite, PostgreSQL and the disk's own ceiling.
     Bench(bench::BenchArgs),
+    /// The recovery bench's crashing and recovering processes (internal).
+    #[command(hide = true)]
+    BenchChild(bench::ChildArgs),
     /// Crash a child process with SIGKILL over and over on one data
     /// directory, recover each time, and check that no acknowledged commit
     /// was lost and no other change appeared.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::DemoChild(args) => return demo::child_main(args),
         Command::Inspect(target) => inspect::run(target),
         Command::Bench(args) => bench::run(args),
+        Command::BenchChild(args) => return bench::child_main(args),
         Command::Shell(args) => shell::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Checkpoint(args) => checkpoint::run(args),

@@ -259,6 +259,38 @@ fn quick_all_has_every_field() {
         .filter(|n| n.as_str().unwrap().contains("cargo bench -p keel --bench"))
         .count();
     assert_eq!(commands, 3);
+    assert!(has("recovery", "sqlite", "recovery_s"));
+    assert!(has("read", "keel", "device_kib_per_read"));
+    let cold = |engine: &str| {
+        doc["figures"].as_array().unwrap().iter().any(|f| {
+            f["suite"] == "read"
+                && f["engine"] == engine
+                && f["metric"] == "reads_per_s"
+                && f["case"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("cold, first 500 reads")
+        })
+    };
+    assert!(cold("keel") && cold("sqlite"));
+    let notes: Vec<&str> = doc["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for want in [
+        "cargo bench -p keel --bench wal",
+        "insert: bytes written measured at ",
+        "read: every engine reads by address",
+        "read: cold windows: posix_fadvise",
+        "recovery: crash = SIGKILL",
+    ] {
+        assert!(
+            notes.iter().any(|n| n.contains(want)),
+            "{want} in {notes:?}"
+        );
+    }
     for f in [
         "commit-throughput.svg",
         "commit-latency.svg",

@@ -64,6 +64,33 @@ pub fn prepare_file(path: &Path, size_bytes: u64) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Drops `file`'s pages from the kernel's page cache
+/// (`posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file), so the next
+/// reads of it reach the device. Only clean pages are dropped: sync the file
+/// first. Linux only; elsewhere an `Unsupported` error.
+pub fn drop_page_cache(file: &File) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the call's duration (borrowed
+        // from `file`); the advice only affects the kernel's cache.
+        let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        // posix_fadvise returns the error number instead of setting errno.
+        match r {
+            0 => Ok(()),
+            e => Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "posix_fadvise is only used on Linux",
+        ))
+    }
+}
+
 /// Process CPU time so far (user + system, all threads).
 pub fn cpu_time() -> Duration {
     // SAFETY: rusage is plain old data; all-zero is a valid value.

@@ -14,11 +14,14 @@ pub enum Suite {
     /// Single-row durable commits at each committer count, beside the
     /// disk's loops and the group-commit reference loop.
     Commit,
-    /// Bulk insert of --rows rows in transactions of 10,000.
+    /// Bulk insert of --rows rows in transactions of 10,000, until durable
+    /// and checkpointed.
     Insert,
-    /// Random point reads, working set inside the cache and at 4x it.
+    /// Random point reads by address: working set inside the cache, at 4x
+    /// it, and cold (the kernel's cache and the engine's emptied first).
     Read,
-    /// Time from a crash to ready after --wal-mib of log.
+    /// Time from a SIGKILL after --wal-mib of log to the first commit of a
+    /// new process.
     Recovery,
     /// Keel's WAL micro benchmarks (criterion-free `cargo bench`).
     Wal,

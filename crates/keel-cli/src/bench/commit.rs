@@ -577,6 +577,7 @@ mod tests {
 
     fn rate(per_sec: f64) -> Rate {
         Rate {
+            ops: 1,
             per_sec,
             p50_us: 1.0,
             p90_us: 2.0,

@@ -6,77 +6,99 @@
 //! - `commit_one` is `begin`, `insert`, `commit` (durable on return under the
 //!   default `CommitMode::Sync`, one flush serving every waiting committer).
 //! - `insert_batch` is one transaction of the batch's inserts.
-//! - Point reads are by TupleId: Keel is an engine core without indexes, so
-//!   the bench keeps the TupleId each insert returned, indexed by row id, as
-//!   a caller would; the peers look the id up in their primary key index.
+//! - Point reads are by physical address, for every engine: Keel by the
+//!   TupleId each insert returned, kept by the bench client in an id →
+//!   TupleId map outside the buffer pool (as the id → ctid map is kept for
+//!   PostgreSQL; SQLite's rowid is the id itself).
 //! - The buffer pool gets the run's cache budget (`pool_bytes`).
-//! - A crash is dropping the `Database` without `close`: no final
-//!   checkpoint, no clean-shutdown mark, dirty pages lost; what reached the
-//!   files (the log up to the last commit, pages written back before) stays,
-//!   as after `pg_ctl stop -m immediate`. Recovery is timed as the
-//!   `Database::open` that follows.
+//! - [`Engine::pause`] is `close` (a final checkpoint, a clean shutdown);
+//!   [`Engine::resume`] opens the directory again with an empty pool.
+//! - The crash (recovery suite) is a real one: a `keel bench-child` process
+//!   writes the log and is SIGKILLed, and another one opens the directory
+//!   (recovery) and commits a row; the time is from spawning that process
+//!   until its commit is acknowledged ([`super::child`]). The recovery
+//!   suite opens with [`RecoveryCheckpoint::BeforeOpenReturns`]: the
+//!   checkpoint that ends recovery is taken before `open` returns, so
+//!   inside the time, as PostgreSQL's end-of-recovery checkpoint is (Keel's
+//!   default takes it in the background while work runs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use keel::types::{RelationId, TupleId};
-use keel::{Config, Database};
+use keel::{Config, Database, RecoveryCheckpoint};
 use parking_lot::{Mutex, RwLock};
 
-use super::engine::{BATCH_ROWS, Engine, EngineKind, Recovered, Session, process_write_bytes};
+use super::engine::{Engine, EngineKind, Recovered, Session, process_write_bytes};
 use crate::Failure;
 
-const RELATION: &str = "bench";
+/// The bench relation's name.
+pub const RELATION: &str = "bench";
 
 /// An open Keel database with the bench relation.
 pub struct KeelEngine {
-    dir: PathBuf,
+    /// The engine's directory (the database is its `db`).
+    root: PathBuf,
     config: Config,
     db: RwLock<Option<Arc<Database>>>,
     rel: RwLock<RelationId>,
     /// TupleId of row `id`, as insert returned it.
     tids: Arc<Mutex<Vec<Option<TupleId>>>>,
-    backend: String,
 }
 
 fn k(e: keel::Error) -> Failure {
     Failure(format!("keel: {}", Failure::from(e).0))
 }
 
+/// The configuration the bench runs Keel with: `cache_bytes` of buffer
+/// pool, the I/O backend from the environment; with `for_recovery`,
+/// checkpoints run only when asked for (so the log written before a crash
+/// is all replayed) and the checkpoint ending recovery is taken before
+/// `open` returns.
+pub fn config(cache_bytes: u64, for_recovery: bool) -> Result<Config, Failure> {
+    let mut config = Config::default();
+    config.buffer.pool_bytes = cache_bytes as usize;
+    config.io = config.io.with_env()?;
+    if for_recovery {
+        config.checkpoint_wal_bytes = 0;
+        config.checkpoint_interval = None;
+        config.recovery_checkpoint = RecoveryCheckpoint::BeforeOpenReturns;
+    }
+    Ok(config)
+}
+
 impl KeelEngine {
-    /// Creates a database in `dir` with `cache_bytes` of buffer pool. With
-    /// `for_recovery`, checkpoints run only when asked for, so the log
-    /// written before a crash is all replayed.
-    pub fn open(dir: &Path, cache_bytes: u64, for_recovery: bool) -> Result<KeelEngine, Failure> {
-        let mut config = Config::default();
-        config.buffer.pool_bytes = cache_bytes as usize;
-        config.io = config.io.with_env()?;
-        if for_recovery {
-            config.checkpoint_wal_bytes = 0;
-            config.checkpoint_interval = None;
-        }
-        let db = Database::open(dir.join("db"), config.clone()).map_err(k)?;
-        let backend = keel_io::open_backend(&config.io)
-            .map(|io| io.backend_name().to_string())
-            .unwrap_or_else(|_| "?".into());
-        let rel = db.create_relation(RELATION).map_err(k)?;
+    /// Opens (creating if needed) the database in `root/db` with the bench
+    /// relation (see [`config`]).
+    pub fn open(root: &Path, cache_bytes: u64, for_recovery: bool) -> Result<KeelEngine, Failure> {
+        let config = config(cache_bytes, for_recovery)?;
+        let (db, rel) = open_db(&root.join("db"), &config)?;
         Ok(KeelEngine {
-            dir: dir.join("db"),
+            root: root.to_path_buf(),
             config,
             db: RwLock::new(Some(Arc::new(db))),
             rel: RwLock::new(rel),
             tids: Arc::new(Mutex::new(Vec::new())),
-            backend,
         })
     }
 
-    fn db(&self) -> Result<Arc<Database>, Failure> {
+    /// The open database.
+    pub fn db(&self) -> Result<Arc<Database>, Failure> {
         self.db
             .read()
             .clone()
             .ok_or_else(|| Failure("keel: the database is closed".into()))
     }
+}
+
+/// Opens the database in `dir` and finds (or creates) the bench relation.
+fn open_db(dir: &Path, config: &Config) -> Result<(Database, RelationId), Failure> {
+    let db = Database::open(dir, config.clone()).map_err(k)?;
+    let rel = match db.relation(RELATION).map_err(k)? {
+        Some(r) => r,
+        None => db.create_relation(RELATION).map_err(k)?,
+    };
+    Ok((db, rel))
 }
 
 impl Engine for KeelEngine {
@@ -94,13 +116,16 @@ impl Engine for KeelEngine {
                 c.checkpoint_interval
             ),
         };
+        let backend = keel_io::open_backend(&c.io)
+            .map(|io| io.backend_name().to_string())
+            .unwrap_or_else(|_| "?".into());
         vec![
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             (
                 "api".into(),
                 "Database: begin / insert / commit, get by TupleId".into(),
             ),
-            ("io backend".into(), self.backend.clone()),
+            ("io backend".into(), backend),
             (
                 "buffer pool".into(),
                 format!("{} MiB", c.buffer.pool_bytes >> 20),
@@ -117,8 +142,17 @@ impl Engine for KeelEngine {
             ),
             ("checkpoints".into(), ckpt),
             (
+                "end-of-recovery checkpoint".into(),
+                format!("{:?}", c.recovery_checkpoint),
+            ),
+            (
                 "relation".into(),
                 format!("{RELATION}: tuple = 8-byte id + payload"),
+            ),
+            (
+                "point reads".into(),
+                "by TupleId; the id -> TupleId map is kept by the bench client, outside the pool"
+                    .into(),
             ),
         ]
     }
@@ -149,43 +183,35 @@ impl Engine for KeelEngine {
         process_write_bytes()
     }
 
+    fn pause(&self) -> Result<(), Failure> {
+        let Some(db) = self.db.write().take() else {
+            return Ok(());
+        };
+        let db = Arc::into_inner(db)
+            .ok_or_else(|| Failure("keel: database still in use when shutting down".into()))?;
+        db.close().map_err(k)
+    }
+
+    fn resume(&self) -> Result<(), Failure> {
+        let mut slot = self.db.write();
+        if slot.is_none() {
+            let (db, rel) = open_db(&self.root.join("db"), &self.config)?;
+            *self.rel.write() = rel;
+            *slot = Some(Arc::new(db));
+        }
+        Ok(())
+    }
+
     fn crash_recover(&self, wal_bytes: u64) -> Result<Recovered, Failure> {
-        let db = self.db()?;
-        db.checkpoint().map_err(k)?;
-        let start = db.wal_end().0;
-        let mut s = self.session()?;
-        let payload = super::engine::payload();
-        let mut id = 0;
-        while db.wal_end().0 - start < wal_bytes {
-            s.insert_batch(id, BATCH_ROWS, &payload)?;
-            id += BATCH_ROWS;
-        }
-        let written = db.wal_end().0 - start;
-        drop((s, db));
-        // The crash: the last handle dropped without close().
-        let crashed = self.db.write().take();
-        if crashed.is_some_and(|d| Arc::into_inner(d).is_none()) {
-            return Err(Failure("keel: database still in use at the crash".into()));
-        }
-        let t = Instant::now();
-        let db = Database::open(&self.dir, self.config.clone()).map_err(k)?;
-        let secs = t.elapsed().as_secs_f64();
-        let report = db.recovery_report().clone();
-        if report.clean_shutdown {
-            return Err(Failure(
-                "keel: reopened as a clean shutdown, not a crash".into(),
-            ));
-        }
-        *self.db.write() = Some(Arc::new(db));
-        self.reset()?;
-        Ok(Recovered {
-            wal_bytes: report
-                .log_end
-                .0
-                .saturating_sub(report.redo_start.0)
-                .max(written),
-            secs,
-        })
+        // The directory belongs to the child processes from here on.
+        self.pause()?;
+        self.tids.lock().clear();
+        super::child::crash_cycle(
+            EngineKind::Keel,
+            &self.root,
+            self.config.buffer.pool_bytes as u64,
+            wal_bytes,
+        )
     }
 }
 

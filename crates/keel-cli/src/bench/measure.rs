@@ -1,4 +1,5 @@
-//! The timed loops: concurrent committers and random point reads.
+//! The timed loops: concurrent committers, random point reads (for a time,
+//! or the first N after a cold start) and loading rows.
 //!
 //! A commit loop drives [`TimedOp`]s, one per thread: an engine's
 //! [`Session`] (its `commit_one`), or a loop with no engine behind it (the
@@ -21,6 +22,8 @@ use crate::Failure;
 /// What a timed run of commits measured.
 #[derive(Clone, Copy, Debug)]
 pub struct Rate {
+    /// Operations timed.
+    pub ops: u64,
     /// Operations per second over the run.
     pub per_sec: f64,
     /// Latency percentiles in microseconds: p50, p90, p99, p99.9.
@@ -61,6 +64,7 @@ pub fn sessions(engine: &dyn Engine) -> impl Fn() -> Result<Box<dyn TimedOp>, Fa
 fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
     let q = |p| h.value_at_quantile(p) as f64 / 1e3;
     Rate {
+        ops: h.len(),
         per_sec: h.len() as f64 / secs.max(1e-9),
         p50_us: q(0.5),
         p90_us: q(0.9),
@@ -132,12 +136,33 @@ pub fn commits(
 
 /// Random point reads of ids in `0..rows` on one session for `secs`.
 pub fn reads(session: &mut dyn Session, rows: u64, secs: f64, seed: u64) -> Result<Rate, Failure> {
+    let limit = Duration::from_secs_f64(secs);
+    read_loop(session, rows, seed, |_, elapsed| elapsed >= limit)
+}
+
+/// The first `n` random point reads of ids in `0..rows` on one session
+/// (the cold reads: every one timed, from the first to the last).
+pub fn first_reads(
+    session: &mut dyn Session,
+    rows: u64,
+    n: u64,
+    seed: u64,
+) -> Result<Rate, Failure> {
+    read_loop(session, rows, seed, |done, _| done >= n)
+}
+
+/// Reads until `enough(reads done, time elapsed)`; every id must be found.
+fn read_loop(
+    session: &mut dyn Session,
+    rows: u64,
+    seed: u64,
+    mut enough: impl FnMut(u64, Duration) -> bool,
+) -> Result<Rate, Failure> {
     let mut rng = Rng::new(seed);
     let mut h = histogram()?;
     let start = Instant::now();
-    let deadline = Duration::from_secs_f64(secs);
     let mut missing = 0u64;
-    while start.elapsed() < deadline {
+    while !enough(h.len(), start.elapsed()) {
         let id = rng.below(rows.max(1));
         let t = Instant::now();
         if !session.point_read(id)? {

@@ -5,13 +5,17 @@
 //! Layout:
 //! - [`args`]: the command line and the resolved settings;
 //! - [`engine`]: the `Engine`/`Session` traits and setup; one module per
-//!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`]) and
-//!   [`keel_engine`] (Keel through its public `Database` API); [`reference`]
-//!   (the group-commit reference loop, with the disk's loops);
-//! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`],
-//!   [`micro`] (wal, crc, fsm, io);
+//!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`] and
+//!   [`pg_wire`], its binary COPY and tid formats) and [`keel_engine`]
+//!   (Keel through its public `Database` API); [`reference`] (the
+//!   group-commit reference loop, with the disk's loops);
+//! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`]
+//!   (+ [`child`], the crashing and recovering processes), [`micro`] (wal,
+//!   crc, fsm, io);
 //! - [`measure`] (timed loops), [`settle`] (waiting for a quiet disk between
-//!   windows), [`report`] (figures, JSON), [`plot`] (SVG), [`progress`]
+//!   windows), [`blockdev`] (bytes moved at the block device), [`pagecache`]
+//!   (emptying the kernel's cache of an engine's files), [`report`]
+//!   (figures, JSON), [`plot`] (SVG), [`progress`]
 //!   (table lines and the progress bar).
 //!
 //! Each measurement is repeated (`--repeat`) and reported as the median and
@@ -20,6 +24,8 @@
 //! back to back), then the median of those ratios.
 
 mod args;
+mod blockdev;
+mod child;
 mod commit;
 mod disk;
 mod engine;
@@ -27,7 +33,9 @@ mod insert;
 mod keel_engine;
 mod measure;
 mod micro;
+mod pagecache;
 mod pg_cluster;
+mod pg_wire;
 mod plot;
 mod postgres;
 mod progress;
@@ -43,6 +51,7 @@ use std::path::{Path, PathBuf};
 
 pub use args::BenchArgs;
 use args::{Settings, Suite};
+pub use child::{ChildArgs, child_main};
 use engine::{EngineKind, Setup};
 use progress::Progress;
 use report::Report;
@@ -71,7 +80,7 @@ impl Ctx {
     ) -> Result<Vec<Box<dyn engine::Engine>>, Failure> {
         let mut ready = Vec::new();
         for kind in self.settings.engines.clone() {
-            let dir = self.root.join(format!("{}-{}", suite.name(), kind.name()));
+            let dir = self.engine_dir(suite, kind);
             self.out
                 .step(&format!("{}: setting up {}", suite.name(), kind.name()));
             match engine::setup(kind, suite, &dir, self.settings.cache_bytes, max_sessions)? {
@@ -97,6 +106,11 @@ impl Ctx {
         self.report
             .engine_settings
             .push((suite.name().into(), name.into(), kv));
+    }
+
+    /// The data directory of `kind` in `suite`: `root/<suite>-<engine>`.
+    fn engine_dir(&self, suite: Suite, kind: EngineKind) -> PathBuf {
+        self.root.join(format!("{}-{}", suite.name(), kind.name()))
     }
 
     fn skip(&mut self, suite: Suite, kind: EngineKind, why: &str) {

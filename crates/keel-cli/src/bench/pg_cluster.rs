@@ -2,6 +2,12 @@
 //! bench's data directory, a server listening on a Unix socket only, stopped
 //! and removed by `Drop` whatever happened.
 //!
+//! The server process is the bench's own child (`postgres -D`, not
+//! `pg_ctl start`), so the bench reaps it: after [`Cluster::kill`] no
+//! zombie keeps the pid that `postmaster.pid` names alive, and the next
+//! start runs crash recovery. `pg_ctl` still stops it (`-m fast` or
+//! `-m immediate`).
+//!
 //! `initdb` and the server refuse to run as root. When the bench runs as
 //! root, they run as the `postgres` system user (created by the Debian
 //! package; `nobody` otherwise) through `runuser`, and the cluster directory
@@ -9,7 +15,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Failure;
@@ -66,7 +72,11 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     socket_tmp: Option<tempfile::TempDir>,
     run_as: Option<String>,
-    running: bool,
+    /// The server process while it runs: started by the bench itself (not
+    /// through `pg_ctl start`), so that the bench reaps it when it ends and
+    /// a killed server never lingers as a zombie whose pid `postmaster.pid`
+    /// still names.
+    server: Option<Child>,
 }
 
 impl Cluster {
@@ -113,7 +123,7 @@ impl Cluster {
             socket_dir,
             socket_tmp,
             run_as,
-            running: false,
+            server: None,
         };
         cluster.initdb(conf)?;
         Ok(cluster)
@@ -183,27 +193,97 @@ impl Cluster {
         std::fs::write(&path, text).map_err(|e| pg_io("write", &path, e))
     }
 
-    /// Starts the server and waits until it accepts connections; returns how
-    /// long that took (from launching the server).
-    pub fn start(&mut self) -> Result<Duration, Failure> {
-        let mut c = self.command("pg_ctl");
-        c.arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.data.join("server.log"))
-            .args(["-W", "start"]);
+    /// Starts the server (`postgres -D`, its output appended to
+    /// `server.log`) and waits until it accepts connections, trying every
+    /// millisecond; returns when the server was launched and the first
+    /// connection.
+    pub fn start(&mut self) -> Result<(Instant, postgres::Client), Failure> {
+        let log_path = self.data.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| pg_io("open", &log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| pg_io("open", &log_path, e))?;
+        let mut c = self.command("postgres");
+        c.arg("-D").arg(&self.data).stdout(log).stderr(log2);
         let t = Instant::now();
-        self.run("pg_ctl start", c)?;
-        self.running = true;
+        let server = c
+            .spawn()
+            .map_err(|e| Failure(format!("postgres: cannot start the server: {e}")))?;
+        self.server = Some(server);
         loop {
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.server = None;
+                return Err(Failure(format!(
+                    "postgres: the server exited at start ({status}): {}",
+                    last_line(&log_path)
+                )));
+            }
             match self.connect() {
-                Ok(_) => return Ok(t.elapsed()),
+                Ok(client) => return Ok((t, client)),
                 Err(e) if t.elapsed() > Duration::from_secs(600) => {
                     return Err(Failure(format!("postgres: not ready after 600 s: {e}")));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
+    }
+
+    /// Reaps the server process once it has ended.
+    fn reap(&mut self) -> Result<(), Failure> {
+        if let Some(mut server) = self.server.take() {
+            server
+                .wait()
+                .map_err(|e| Failure(format!("postgres: cannot reap the server: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The crash: SIGKILL to the server, then to every process it had
+    /// started, then waits until all of them are gone. Nothing is written
+    /// on the way out (no shutdown checkpoint, no removal of
+    /// `postmaster.pid`); the next start finds the lock file's process dead
+    /// and runs crash recovery. The server goes first so that it cannot
+    /// start new processes; one of its processes that has exited meanwhile
+    /// is no error.
+    pub fn kill(&mut self) -> Result<(), Failure> {
+        let pids = self.pids();
+        let Some((server, children)) = pids.split_first() else {
+            return Err(Failure("postgres: no server process to kill".into()));
+        };
+        let kill = |pids: &[String]| {
+            Command::new("kill")
+                .arg("-KILL")
+                .args(pids)
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| Failure(format!("postgres: cannot run kill: {e}")))
+        };
+        let status = kill(std::slice::from_ref(server))?;
+        if !status.success() {
+            return Err(Failure(format!(
+                "postgres: kill -KILL {server} (the server): {status}"
+            )));
+        }
+        self.reap()?;
+        if !children.is_empty() {
+            kill(children)?;
+        }
+        let t = Instant::now();
+        while pids.iter().any(|p| alive(p)) {
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err(Failure(format!(
+                    "postgres: server processes {pids:?} still there 60 s after SIGKILL"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// Stops the server: `fast` (clean) or `immediate` (a crash).
@@ -213,8 +293,7 @@ impl Cluster {
             .arg(&self.data)
             .args(["-m", mode, "-w", "-t", "120", "stop"]);
         self.run("pg_ctl stop", c)?;
-        self.running = false;
-        Ok(())
+        self.reap()
     }
 
     /// A new connection to the `postgres` database.
@@ -254,13 +333,34 @@ impl Cluster {
     }
 }
 
+/// The last non-empty line of the file at `path` (a server log).
+fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Whether process `pid` still runs (a zombie, already dead, does not).
+fn alive(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
 fn pg_io(what: &str, path: &Path, e: std::io::Error) -> Failure {
     Failure(format!("postgres: cannot {what} {}: {e}", path.display()))
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.running && self.stop("immediate").is_err() {
+        if self.server.is_some() && self.stop("immediate").is_err() {
             eprintln!(
                 "keel: warning: could not stop the PostgreSQL server in {}",
                 self.data.display()

@@ -8,15 +8,27 @@
 //! wait on the mutex, rather than N connections each taking the database's
 //! write lock in turn and sleeping in the busy handler between tries.
 //! SQLite has no group commit: each commit is its own WAL append and fsync.
+//! The connection is opened on first use and closed by `pause`.
+//!
+//! - Point reads are by rowid: the id is the `INTEGER PRIMARY KEY`, so the
+//!   row's address is its key (a descent of the table's own B-tree).
+//! - The crash (recovery suite): a `keel bench-child` process writes the
+//!   WAL with automatic checkpoints off (`wal_autocheckpoint=0`) and is
+//!   SIGKILLed; recovery is timed from spawning another one until its first
+//!   commit is acknowledged ([`super::child`]). Its first transaction
+//!   rebuilds the WAL index by reading every frame of the WAL; SQLite takes
+//!   no checkpoint at the end of recovery (the WAL is copied into the
+//!   database at the next automatic checkpoint, or when the last
+//!   connection closes, after the time is taken).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::engine::{Engine, EngineKind, Session, process_write_bytes};
+use super::engine::{Engine, EngineKind, Recovered, Session, process_write_bytes};
 use crate::Failure;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,40 +37,77 @@ fn err(e: rusqlite::Error) -> Failure {
     Failure(format!("sqlite: {e}"))
 }
 
+/// A connection shared by every session.
+type Shared = Arc<Mutex<Connection>>;
+
 /// SQLite on one database file, through one shared connection.
 pub struct SqliteEngine {
-    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
     cache_kib: u64,
+    /// The shared connection, once opened (closed again by `pause`).
+    conn: Mutex<Option<Shared>>,
 }
 
 impl SqliteEngine {
     /// Creates the database in `dir` with the bench table.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SqliteEngine, Failure> {
-        let cache_kib = (cache_bytes / 1024).max(1);
-        let c = connect(&dir.join("bench.sqlite"), cache_kib)?;
+        let e = SqliteEngine::attach(dir, cache_bytes);
+        let c = e.connect()?;
         let mode: String = c
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Failure(format!("sqlite: journal_mode is {mode}, not wal")));
         }
-        let e = SqliteEngine {
-            conn: Arc::new(Mutex::new(c)),
-            cache_kib,
-        };
+        drop(c);
         e.reset()?;
         Ok(e)
     }
-}
 
-fn connect(path: &Path, cache_kib: u64) -> Result<Connection, Failure> {
-    let c = Connection::open(path).map_err(err)?;
-    c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-    c.execute_batch(&format!(
-        "PRAGMA synchronous=FULL; PRAGMA cache_size=-{cache_kib};"
-    ))
-    .map_err(err)?;
-    Ok(c)
+    /// The database in `dir` as it is (nothing created or reset).
+    pub fn attach(dir: &Path, cache_bytes: u64) -> SqliteEngine {
+        SqliteEngine {
+            path: dir.join("bench.sqlite"),
+            cache_kib: (cache_bytes / 1024).max(1),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The database file; its log is this path with `-wal` appended.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A session whose connection also runs `pragmas` after the usual ones.
+    pub fn session_with(&self, pragmas: &str) -> Result<Box<dyn Session>, Failure> {
+        let conn = self.connect()?;
+        conn.execute_batch(pragmas).map_err(err)?;
+        Ok(Box::new(SqliteSession {
+            conn: Arc::new(Mutex::new(conn)),
+        }))
+    }
+
+    /// The shared connection, opened if it is not.
+    fn shared(&self) -> Result<Shared, Failure> {
+        let mut slot = self.conn.lock();
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Mutex::new(self.connect()?));
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    fn connect(&self) -> Result<Connection, Failure> {
+        let c = Connection::open(&self.path).map_err(err)?;
+        c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        c.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; PRAGMA cache_size=-{};",
+            self.cache_kib
+        ))
+        .map_err(err)?;
+        Ok(c)
+    }
 }
 
 impl Engine for SqliteEngine {
@@ -87,40 +136,52 @@ impl Engine for SqliteEngine {
                 "table".into(),
                 "bench(id INTEGER PRIMARY KEY, payload BLOB)".into(),
             ),
+            ("point reads".into(), "by rowid (= id)".into()),
         ]
     }
 
     fn session(&self) -> Result<Box<dyn Session>, Failure> {
         Ok(Box::new(SqliteSession {
-            conn: self.conn.clone(),
+            conn: self.shared()?,
         }))
     }
 
+    fn pause(&self) -> Result<(), Failure> {
+        // The last session is gone: closing the connection closes the files.
+        self.conn.lock().take();
+        Ok(())
+    }
+
     fn reset(&self) -> Result<(), Failure> {
-        self.conn
-            .lock()
-            .execute_batch(
-                "DROP TABLE IF EXISTS bench;
+        let c = self.shared()?;
+        let c = c.lock();
+        c.execute_batch(
+            "DROP TABLE IF EXISTS bench;
              CREATE TABLE bench (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
              PRAGMA wal_checkpoint(TRUNCATE);",
-            )
-            .map_err(err)
+        )
+        .map_err(err)
     }
 
     fn checkpoint(&self) -> Result<(), Failure> {
-        self.conn
-            .lock()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        let c = self.shared()?;
+        let c = c.lock();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(err)
     }
 
     fn bytes_written(&self) -> Option<u64> {
         process_write_bytes()
     }
+
+    fn crash_recover(&self, wal_bytes: u64) -> Result<Recovered, Failure> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        super::child::crash_cycle(EngineKind::Sqlite, dir, self.cache_kib * 1024, wal_bytes)
+    }
 }
 
 struct SqliteSession {
-    conn: Arc<Mutex<Connection>>,
+    conn: Shared,
 }
 
 const INSERT: &str = "INSERT INTO bench (id, payload) VALUES (?1, ?2)";
