@@ -182,6 +182,19 @@ impl State {
             .and_then(|h| h.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m))
     }
 
+    /// Whether `txn` already has what `mode` on `target` gives: a lock on it
+    /// that covers the mode, or a relation lock that covers every tuple.
+    fn covered(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
+        self.held_mode(txn, target).is_some_and(|h| h.covers(mode))
+            || self.relation_covers(txn, target, mode)
+    }
+
+    /// The mode to grant `txn` on `target` when it asks for `mode`: `mode`
+    /// joined with what it holds there (an upgrade).
+    fn wanted(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> LockMode {
+        self.held_mode(txn, target).map_or(mode, |h| h.join(mode))
+    }
+
     /// Whether `txn`'s lock on the tuple's relation already gives `mode` on
     /// every tuple of it (after an escalation).
     fn relation_covers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
@@ -357,11 +370,10 @@ impl LockManager {
             Some(home) => *home = me,
             None => return Err(DbError::TxnFinished(txn).into()),
         }
-        let held = st.held_mode(txn, target);
-        if held.is_some_and(|h| h.covers(mode)) || st.relation_covers(txn, target, mode) {
+        if st.covered(txn, target, mode) {
             return Ok(());
         }
-        let want = held.map_or(mode, |h| h.join(mode));
+        let want = st.wanted(txn, target, mode);
         // A timeout too long to represent is no deadline.
         let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         let mut waited = false;
@@ -406,6 +418,41 @@ impl LockManager {
                 return Err(DbError::LockTimeout { txn }.into());
             }
         }
+    }
+
+    /// Locks the tuples `tids` of `rel` exclusively for `txn`, in order and
+    /// never waiting: the new tuples of a bulk insert, locked under their
+    /// page's latch (module docs, Latches). Each is granted as
+    /// [`lock`](Self::lock) with `wait == false` grants it (escalation
+    /// included), all under one acquisition of the table's mutex. Returns
+    /// how many were granted: the first refused (a reader locked that
+    /// address while it held nothing) ends the run. A transaction that is
+    /// not live gets `TxnFinished`.
+    pub fn lock_new_tuples(&self, txn: TxnId, rel: RelationId, tids: &[TupleId]) -> Result<usize> {
+        let me = ThreadKey::current();
+        let mut st = self.state.lock();
+        match st.live.get_mut(&txn) {
+            Some(home) => *home = me,
+            None => return Err(DbError::TxnFinished(txn).into()),
+        }
+        let mode = LockMode::Exclusive;
+        for (i, &tid) in tids.iter().enumerate() {
+            let target = LockTarget::Tuple(rel, tid);
+            if st.relation_covers(txn, target, mode) {
+                // An escalation covers every tuple of the relation.
+                return Ok(tids.len());
+            }
+            if st.covered(txn, target, mode) {
+                continue;
+            }
+            let want = st.wanted(txn, target, mode);
+            if !st.blockers(txn, target, want).is_empty() {
+                return Ok(i);
+            }
+            st.grant(txn, target, want);
+            st.count_row_lock(txn, target, want);
+        }
+        Ok(tids.len())
     }
 
     /// Ends `txn`: releases every lock it holds and forgets it, so a
@@ -546,6 +593,34 @@ mod tests {
         assert!(lm.lock(b, rel, LockMode::IntentExclusive, false).is_err());
         lm.release_all(a);
         lm.lock(b, rel, LockMode::IntentExclusive, false).unwrap();
+    }
+
+    #[test]
+    fn new_tuples_are_locked_in_one_pass_until_one_is_refused() {
+        let lm = manager(None, 3);
+        let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
+        let tid = |n: u16| TupleId::new(PageId(0), SlotId(n));
+        lm.lock(a, LockTarget::Relation(R), LockMode::IntentExclusive, true)
+            .unwrap();
+        // A reader locked an address no tuple has yet.
+        lm.lock(b, tuple(3), LockMode::Shared, true).unwrap();
+        let tids: Vec<TupleId> = (0..6).map(tid).collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &tids).unwrap(), 3);
+        assert!(lm.lock(c, tuple(2), LockMode::Shared, false).is_err());
+        lm.lock(c, tuple(4), LockMode::Shared, false).unwrap();
+        // Locks it holds already are granted again at once.
+        assert_eq!(lm.lock_new_tuples(a, R, &tids[..3]).unwrap(), 3);
+        assert_eq!(lm.held_by(a), 4);
+        // Escalation as for single requests: the relation lock covers the
+        // rest of the run, which adds nothing to the table.
+        lm.release_all(b);
+        lm.release_all(c);
+        let many: Vec<TupleId> = (10..10 + ESCALATE_AT as u16 + 100).map(tid).collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &many).unwrap(), many.len());
+        assert_eq!(lm.held_by(a), ESCALATE_AT as usize + 1);
+        lm.release_all(a);
+        let e = lm.lock_new_tuples(a, R, &tids).unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::TxnFinished(_))), "{e}");
     }
 
     #[test]

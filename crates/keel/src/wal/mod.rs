@@ -52,7 +52,7 @@ use parking_lot::{Condvar, Mutex};
 pub use append::Appended;
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
 pub use error::WalError;
-pub use payload::{Payload, SlotImage};
+pub use payload::{Payload, SlotImage, TupleBatch};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
 pub use writer::WriterStats;
