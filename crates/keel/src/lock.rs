@@ -41,8 +41,10 @@
 //! one relation tries (without waiting) to lock the whole relation, shared
 //! or exclusive; from then on its tuple requests there are covered and
 //! add nothing to the table, so a long scan or a long run of reads does
-//! not grow it without bound. A relation-level S lock keeps writers of that
-//! relation waiting until the transaction ends.
+//! not grow it without bound. A bulk insert that will reach that count
+//! tries it before its first tuple lock
+//! ([`LockManager::expect_tuple_locks`]). A relation-level S lock keeps
+//! writers of that relation waiting until the transaction ends.
 //!
 //! **Latches.** A lock is never waited for while a page latch is held
 //! (invariant 11); the only lock taken under a latch is the one on a tuple
@@ -222,18 +224,33 @@ impl State {
             .entry(rel)
             .or_insert(0);
         *n += 1;
-        if !n.is_multiple_of(ESCALATE_AT) {
-            return;
+        if (*n).is_multiple_of(ESCALATE_AT) {
+            self.escalate(txn, rel, mode);
         }
+    }
+
+    /// Tries (never waiting) to lock relation `rel` for `txn` in a mode
+    /// that covers tuple locks in `mode`: shared for reads, exclusive for
+    /// writes (module docs, Escalation).
+    fn escalate(&mut self, txn: TxnId, rel: RelationId, mode: LockMode) {
         let whole = LockTarget::Relation(rel);
         let want = match mode {
             LockMode::Exclusive => LockMode::Exclusive,
             _ => LockMode::Shared,
         };
         let want = self.held_mode(txn, whole).map_or(want, |h| h.join(want));
-        if self.blockers(txn, whole, want).is_empty() {
+        if !self.blocked(txn, whole, want) {
             self.grant(txn, whole, want);
         }
+    }
+
+    /// Whether another transaction's lock on `target` blocks `txn` from
+    /// `mode` ([`blockers`](Self::blockers) without collecting them).
+    fn blocked(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
+        self.granted.get(&target).is_some_and(|h| {
+            h.iter()
+                .any(|(t, m)| *t != txn && !mode.compatible_with(*m))
+        })
     }
 
     /// The transactions whose locks on `target` block `txn` from `mode`.
@@ -420,6 +437,33 @@ impl LockManager {
         }
     }
 
+    /// Says that `txn` is about to take `n` more tuple locks in `rel` in
+    /// `mode` (a bulk insert's): when they would reach [`ESCALATE_AT`] tuple
+    /// locks in the relation, the escalation the one reaching it would try
+    /// is tried now, never waiting, so a bulk operation does not fill the
+    /// table first. A transaction that is not live gets `TxnFinished`.
+    pub fn expect_tuple_locks(
+        &self,
+        txn: TxnId,
+        rel: RelationId,
+        n: usize,
+        mode: LockMode,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        if !st.live.contains_key(&txn) {
+            return Err(DbError::TxnFinished(txn).into());
+        }
+        let taken = st
+            .row_locks
+            .get(&txn)
+            .and_then(|r| r.get(&rel))
+            .map_or(0, |&n| n as usize);
+        if taken.saturating_add(n) >= ESCALATE_AT as usize {
+            st.escalate(txn, rel, mode);
+        }
+        Ok(())
+    }
+
     /// Locks the tuples `tids` of `rel` exclusively for `txn`, in order and
     /// never waiting: the new tuples of a bulk insert, locked under their
     /// page's latch (module docs, Latches). Each is granted as
@@ -446,7 +490,7 @@ impl LockManager {
                 continue;
             }
             let want = st.wanted(txn, target, mode);
-            if !st.blockers(txn, target, want).is_empty() {
+            if st.blocked(txn, target, want) {
                 return Ok(i);
             }
             st.grant(txn, target, want);
@@ -621,6 +665,38 @@ mod tests {
         lm.release_all(a);
         let e = lm.lock_new_tuples(a, R, &tids).unwrap_err();
         assert!(matches!(e, Error::Db(DbError::TxnFinished(_))), "{e}");
+    }
+
+    #[test]
+    fn a_bulk_insert_reaching_the_threshold_escalates_before_its_first_lock() {
+        let lm = manager(None, 2);
+        let (a, b) = (TxnId(1), TxnId(2));
+        let x = LockMode::Exclusive;
+        let rel = LockTarget::Relation(R);
+        lm.lock(a, rel, LockMode::IntentExclusive, true).unwrap();
+        lm.lock(a, tuple(0), x, true).unwrap();
+        // Short of the threshold: nothing changes.
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 2, x)
+            .unwrap();
+        assert_eq!(lm.held_by(a), 2);
+        lm.lock(b, rel, LockMode::IntentShared, false).unwrap();
+        // Reaching it while another transaction holds an intention lock:
+        // the escalation is refused without waiting.
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 1, x)
+            .unwrap();
+        assert!(lm.lock(b, tuple(7), LockMode::Shared, false).is_ok());
+        lm.release_all(b);
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 1, x)
+            .unwrap();
+        let tids: Vec<TupleId> = (1..100)
+            .map(|n| TupleId::new(PageId(0), SlotId(n)))
+            .collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &tids).unwrap(), tids.len());
+        assert_eq!(lm.held_by(a), 2, "the relation lock covers the run");
+        lm.begin(b);
+        assert!(lm.lock(b, rel, LockMode::IntentShared, false).is_err());
+        lm.release_all(a);
+        assert!(lm.expect_tuple_locks(a, R, 1, x).is_err());
     }
 
     #[test]

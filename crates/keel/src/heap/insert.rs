@@ -60,6 +60,11 @@ impl Storage {
             }
             .into());
         }
+        if log.txn.0 != 0 {
+            let x = LockMode::Exclusive;
+            self.locks
+                .expect_tuple_locks(log.txn, rel.id, values.len(), x)?;
+        }
         let mut tids = Vec::with_capacity(values.len());
         let mut rest = values;
         while let Some((first, after)) = rest.split_first() {

@@ -45,7 +45,9 @@
 //! slot (`SlottedPage::plan_run`, less the page's reservations), locks
 //! each new tuple exclusively without waiting, under the latch, with one
 //! pass over the lock table (`LockManager::lock_new_tuples`: a slot a
-//! reader has locked ends the run there), and logs the run as one
+//! reader has locked ends the run there; a call that will reach the
+//! escalation threshold tries it first, `LockManager::expect_tuple_locks`),
+//! and logs the run as one
 //! `HeapMultiInsert` record. So a page of small tuples costs one latch,
 //! one record header, one FSM update and one undo entry (the run's first
 //! slot and count); each value still gets its own TupleId and lock, as if

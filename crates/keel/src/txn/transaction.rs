@@ -382,8 +382,10 @@ impl<'db> Transaction<'db> {
 
     /// Inserts every value of `values`, in order, and returns their
     /// addresses in the same order: what a loop of [`insert`](Self::insert)
-    /// does, with the same locks (each new tuple locked exclusively), but a
-    /// page at a time. The values that go to one page are one
+    /// does, with the same locks (each new tuple locked exclusively; a call
+    /// that will take 4096 tuple locks in the relation tries the escalation
+    /// to a relation lock before the first, not at the 4096th), but a page
+    /// at a time. The values that go to one page are one
     /// heap-multi-insert record (one record header per page instead of one
     /// per tuple) under one page latch, one free-space update and one undo
     /// entry; a value too large to stay inline is inserted on its own
