@@ -205,6 +205,37 @@ fn inspect_wal_lists_records_and_reports_corruption() {
     assert!(text(&out.stdout).contains("torn tail cut"));
 }
 
+/// A bulk insert's records, and the CLR that rolls one back, are decoded
+/// and described by `keel inspect wal`.
+#[test]
+fn inspect_wal_describes_bulk_inserts_and_their_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db");
+    let db = keel::Database::open(&data, keel::Config::default()).unwrap();
+    let rel = db.create_relation("bulk").unwrap();
+    let rows: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_le_bytes().repeat(25)).collect();
+    let mut tx = db.begin().unwrap();
+    tx.insert_many(rel, &rows).unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert_many(rel, &rows[..10]).unwrap();
+    tx.abort().unwrap();
+    db.close().unwrap();
+    let out = keel(&["inspect", "wal", "--all", "--dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("heap-multi-insert") && stdout.contains("slots 0..="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tuples, 1000 B, flags -"),
+        "no ten-row run in {stdout}"
+    );
+    assert!(stdout.contains("clr"), "{stdout}");
+    assert!(stdout.contains("heap-multi-remove slots"), "{stdout}");
+}
+
 #[test]
 fn bad_usage_exits_2() {
     for args in [

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Crash tests on the simulated disk: a power cut at a random I/O operation
-//! during a transactional workload (with checkpoints), then recovery, and
-//! sometimes a second power cut during recovery itself. After the final
+//! during a transactional workload (inserts, bulk inserts, updates,
+//! deletes, aborts, with checkpoints), then recovery, and sometimes a
+//! second power cut during recovery itself. After the final
 //! recovery the relation holds exactly the acknowledged commits (plus, at
 //! most, the one transaction whose commit was in flight), whatever
 //! unsynced writes the cut dropped or tore.
@@ -105,7 +106,7 @@ fn changes(
                 .nth(rng.below(mine) as usize)
                 .unwrap()
         });
-        match (rng.below(4), pick) {
+        match (rng.below(5), pick) {
             (0, Some((r, tid))) => {
                 tx.delete(r, tid)?;
                 after.remove(&(r, tid));
@@ -114,6 +115,12 @@ fn changes(
                 let v = value(rng);
                 tx.update(r, tid, &v)?;
                 after.insert((r, tid), v);
+            }
+            (4, _) => {
+                // A bulk insert: one record per page it fills.
+                let values: Vec<Vec<u8>> = (0..1 + rng.below(40)).map(|_| value(rng)).collect();
+                let tids = tx.insert_many(rel, &values)?;
+                after.extend(tids.into_iter().map(|t| (rel, t)).zip(values));
             }
             _ => {
                 let v = value(rng);

@@ -1,10 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Power cuts on the simulated disk during a concurrent workload: several
-//! threads each commit transactions on tuples of their own (inserts, updates
-//! that move tuples or make them overflow values, deletes, aborts, long
-//! transactions whose records evictions flush), one of them takes a
-//! checkpoint now and then, and the power is cut at a random I/O operation
-//! (sometimes a second time, during recovery). After recovery each thread's
+//! threads each commit transactions on tuples of their own (inserts, bulk
+//! inserts, updates that move tuples or make them overflow values, deletes,
+//! aborts, long transactions whose records evictions flush), one of them
+//! takes a checkpoint now and then, and the power is cut at a random I/O
+//! operation (sometimes a second time, during recovery). After recovery each thread's
 //! tuples are exactly its acknowledged commits, or those plus its one
 //! transaction whose commit was in flight — all of it or none of it.
 //! Meanwhile a DDL thread creates and drops side relations (with a row
@@ -102,7 +102,7 @@ impl Worker {
                     .nth(self.rng.below(after.len() as u64) as usize)
                     .unwrap()
             });
-            match (self.rng.below(4), pick) {
+            match (self.rng.below(5), pick) {
                 (0, Some(tid)) => {
                     tx.delete(rel, tid)?;
                     after.remove(&tid);
@@ -111,6 +111,15 @@ impl Worker {
                     let v = value(self.thread, &mut self.serial, &mut self.rng);
                     tx.update(rel, tid, &v)?;
                     after.insert(tid, v);
+                }
+                (4, _) => {
+                    // A bulk insert, racing the other threads' for pages.
+                    let n = 1 + self.rng.below(30);
+                    let values: Vec<Vec<u8>> = (0..n)
+                        .map(|_| value(self.thread, &mut self.serial, &mut self.rng))
+                        .collect();
+                    let tids = tx.insert_many(rel, &values)?;
+                    after.extend(tids.into_iter().zip(values));
                 }
                 _ => {
                     let v = value(self.thread, &mut self.serial, &mut self.rng);

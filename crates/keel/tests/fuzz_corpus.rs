@@ -117,7 +117,7 @@ mod wal {
         CHUNK_CAPACITY, MAX_TUPLE_LEN, NO_PAGE, PAGE_SIZE, PageType, Relocation, SlottedPage,
         TupleFlags,
     };
-    use keel::wal::payload::{Payload, SlotImage};
+    use keel::wal::payload::{Payload, SlotImage, TupleBatch};
     use keel::wal::record::{self, RECORD_HEADER_SIZE, RecordMeta, RecordType};
     use keel::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
@@ -172,6 +172,21 @@ mod wal {
                 old: fwd,
             },
             Payload::HeapFreeSlot { slot: SlotId(7) },
+            Payload::HeapMultiInsert {
+                first: SlotId(2),
+                flags: TupleFlags::NONE,
+                tuples: {
+                    let mut t = TupleBatch::with_capacity(3, 0);
+                    for v in [&b"first"[..], b"", &[4; 108]] {
+                        t.push(v);
+                    }
+                    t
+                },
+            },
+            Payload::HeapMultiRemove {
+                first: SlotId(2),
+                count: 3,
+            },
             Payload::PageCompaction {
                 relocations: vec![Relocation {
                     slot: SlotId(1),

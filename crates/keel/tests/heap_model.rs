@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Relations checked against a `BTreeMap` model (proptest): inserts,
+//! Relations checked against a `BTreeMap` model (proptest): inserts, bulk
+//! inserts (`insert_many`, a page at a time, overflow values among them),
 //! updates that grow, shrink and move tuples, deletes, gets and scans, in
 //! transactions that commit, abort or are cut off by a crash, with clean
 //! reopens and crash reopens in between. Tuples range from 0 bytes to
@@ -18,6 +19,8 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 enum Op {
     Insert(usize),
+    /// `insert_many` of values of these lengths.
+    InsertMany(Vec<usize>),
     Update(usize, usize),
     Delete(usize),
     Get(usize),
@@ -60,9 +63,20 @@ fn len_strategy() -> impl Strategy<Value = usize> {
     ]
 }
 
+/// Lengths of a bulk insert's values: mostly small, some past a page.
+fn many_strategy() -> impl Strategy<Value = Vec<usize>> {
+    let len = prop_oneof![
+        12 => 0usize..200,
+        3 => 200usize..1500,
+        1 => 1500usize..9000,
+    ];
+    prop::collection::vec(len, 0..120)
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => len_strategy().prop_map(Op::Insert),
+        2 => many_strategy().prop_map(Op::InsertMany),
         3 => (any::<usize>(), len_strategy()).prop_map(|(i, l)| Op::Update(i, l)),
         2 => any::<usize>().prop_map(Op::Delete),
         2 => any::<usize>().prop_map(Op::Get),
@@ -140,6 +154,18 @@ fn run_txn(
                 let v = fill(*seed, len);
                 let tid = tx.insert(rel, &v).unwrap();
                 assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+            }
+            Op::InsertMany(ref lens) => {
+                let values: Vec<Vec<u8>> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &len)| fill(*seed * 1000 + k, len))
+                    .collect();
+                let tids = tx.insert_many(rel, &values).unwrap();
+                assert_eq!(tids.len(), values.len());
+                for (tid, v) in tids.into_iter().zip(values) {
+                    assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+                }
             }
             Op::Update(i, len) => {
                 if let Some(tid) = pick(&model, i) {

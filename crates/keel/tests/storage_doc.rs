@@ -157,6 +157,15 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
             flags: TupleFlags::NONE,
             tuple: vec![],
         },
+        T::HeapMultiInsert => Payload::HeapMultiInsert {
+            first: SlotId(1),
+            flags: TupleFlags::NONE,
+            tuples: keel::wal::TupleBatch::default(),
+        },
+        T::HeapMultiRemove => Payload::HeapMultiRemove {
+            first: SlotId(1),
+            count: 2,
+        },
         T::HeapDelete => Payload::HeapDelete {
             slot: SlotId(1),
             old: empty,

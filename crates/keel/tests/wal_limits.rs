@@ -462,7 +462,7 @@ fn recovery_refuses_a_log_that_does_not_reach_its_checkpoint() {
 fn recovery_refuses_a_page_newer_than_the_log() {
     let mut config = small_db_config();
     config.consistency_check = false;
-    config.wal.recycle_keep = 1000;
+    config.wal.min_wal_size_bytes = u64::MAX;
     let io = sim(10);
     let db = common::open_sim(&io, config.clone()).unwrap();
     let rel = db.create_relation("r").unwrap();

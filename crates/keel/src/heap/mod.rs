@@ -35,6 +35,26 @@
 //! cleanup leaks the space; it is never reused while it could still be
 //! needed by a rollback.
 //!
+//! ## Bulk insert
+//!
+//! `Storage::insert_many` (`Transaction::insert_many`) inserts many values
+//! a page at a time. For the next values it takes a page as a single insert
+//! does (the FSM's suggestion for the first of them, else a new page),
+//! makes room for the first (compacting if that is what it takes), plans
+//! how many of them fit in consecutive slots from the page's next insert
+//! slot (`SlottedPage::plan_run`, less the page's reservations), locks
+//! each new tuple exclusively without waiting, under the latch, with one
+//! pass over the lock table (`LockManager::lock_new_tuples`: a slot a
+//! reader has locked ends the run there; a call that will reach the
+//! escalation threshold tries it first, `LockManager::expect_tuple_locks`),
+//! and logs the run as one
+//! `HeapMultiInsert` record. So a page of small tuples costs one latch,
+//! one record header, one FSM update and one undo entry (the run's first
+//! slot and count); each value still gets its own TupleId and lock, as if
+//! inserted alone. A value larger than [`INLINE_MAX`] is inserted alone.
+//! Rollback removes a run with one CLR (`HeapMultiRemove`), which frees
+//! the slots at once, as rolling back a single insert does.
+//!
 //! ## Room for rollback
 //!
 //! A delete, a shrinking update or a move frees bytes on a page that the
@@ -53,7 +73,8 @@
 //! never with the size of the values:
 //!
 //! - one `UndoEntry` (40 bytes) per change to undo. An insert keeps only
-//!   its slot (its rollback reads the tuple from the page); the pages of an
+//!   its slot (its rollback reads the tuple from the page), a bulk insert's
+//!   page only its run's first slot and count; the pages of an
 //!   overflow chain it writes are one entry however many there are
 //!   (`Undo::Chain`: only where the chain is); an update, delete or
 //!   forward keeps its record with the slot's before-image, which is at

@@ -37,7 +37,7 @@ impl Storage {
         }
     }
 
-    fn reserved_on(&self, rel: &Relation, pid: PageId) -> usize {
+    pub(crate) fn reserved_on(&self, rel: &Relation, pid: PageId) -> usize {
         let r = self.reserved.lock();
         if r.is_empty() {
             return 0;
@@ -354,6 +354,10 @@ impl Storage {
                 .map_err(|e| failed(e.into()))?;
             let action = match &entry.undo {
                 Undo::Insert { slot } => inserted_away(&g, entry.page, *slot).map_err(failed)?,
+                Undo::InsertRun { first, count } => Payload::HeapMultiRemove {
+                    first: *first,
+                    count: *count,
+                },
                 Undo::Chain { .. } => continue, // rolled back above
                 Undo::Record(p) => match crate::storage::apply::undo_action(p) {
                     Some(action) => action,

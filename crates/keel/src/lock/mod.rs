@@ -41,8 +41,10 @@
 //! one relation tries (without waiting) to lock the whole relation, shared
 //! or exclusive; from then on its tuple requests there are covered and
 //! add nothing to the table, so a long scan or a long run of reads does
-//! not grow it without bound. A relation-level S lock keeps writers of that
-//! relation waiting until the transaction ends.
+//! not grow it without bound. A bulk insert that will reach that count
+//! tries it before its first tuple lock
+//! ([`LockManager::expect_tuple_locks`]). A relation-level S lock keeps
+//! writers of that relation waiting until the transaction ends.
 //!
 //! **Latches.** A lock is never waited for while a page latch is held
 //! (invariant 11); the only lock taken under a latch is the one on a tuple
@@ -195,6 +197,19 @@ impl State {
             .and_then(|h| h.iter().find(|(t, _)| *t == txn).map(|(_, m)| *m))
     }
 
+    /// Whether `txn` already has what `mode` on `target` gives: a lock on it
+    /// that covers the mode, or a relation lock that covers every tuple.
+    fn covered(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
+        self.held_mode(txn, target).is_some_and(|h| h.covers(mode))
+            || self.relation_covers(txn, target, mode)
+    }
+
+    /// The mode to grant `txn` on `target` when it asks for `mode`: `mode`
+    /// joined with what it holds there (an upgrade).
+    fn wanted(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> LockMode {
+        self.held_mode(txn, target).map_or(mode, |h| h.join(mode))
+    }
+
     /// Whether `txn`'s lock on the tuple's relation already gives `mode` on
     /// every tuple of it (after an escalation).
     fn relation_covers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
@@ -222,18 +237,33 @@ impl State {
             .entry(rel)
             .or_insert(0);
         *n += 1;
-        if !n.is_multiple_of(ESCALATE_AT) {
-            return;
+        if (*n).is_multiple_of(ESCALATE_AT) {
+            self.escalate(txn, rel, mode);
         }
+    }
+
+    /// Tries (never waiting) to lock relation `rel` for `txn` in a mode
+    /// that covers tuple locks in `mode`: shared for reads, exclusive for
+    /// writes (module docs, Escalation).
+    fn escalate(&mut self, txn: TxnId, rel: RelationId, mode: LockMode) {
         let whole = LockTarget::Relation(rel);
         let want = match mode {
             LockMode::Exclusive => LockMode::Exclusive,
             _ => LockMode::Shared,
         };
         let want = self.held_mode(txn, whole).map_or(want, |h| h.join(want));
-        if self.blockers(txn, whole, want).is_empty() {
+        if !self.conflicts(txn, whole, want) {
             self.grant(txn, whole, want);
         }
+    }
+
+    /// Whether another transaction's lock on `target` blocks `txn` from
+    /// `mode` ([`blockers`](Self::blockers) without collecting them).
+    fn conflicts(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
+        self.granted.get(&target).is_some_and(|h| {
+            h.iter()
+                .any(|(t, m)| *t != txn && !mode.compatible_with(*m))
+        })
     }
 
     /// The transactions whose locks on `target` block `txn` from `mode`.
@@ -396,13 +426,44 @@ impl State {
             Some(home) => *home = req.me,
             None => return Err(Err(DbError::TxnFinished(txn).into())),
         }
-        let held = self.held_mode(txn, target);
-        if held.is_some_and(|h| h.covers(mode)) || self.relation_covers(txn, target, mode) {
+        if self.covered(txn, target, mode) {
             return Err(Ok(()));
         }
-        let want = held.map_or(mode, |h| h.join(mode));
+        let want = self.wanted(txn, target, mode);
         req.want = Some(want);
         Ok(want)
+    }
+
+    /// [`LockManager::lock_new_tuples`] under the table's lock.
+    fn lock_new_tuples(
+        &mut self,
+        txn: TxnId,
+        me: ThreadKey,
+        rel: RelationId,
+        tids: &[TupleId],
+    ) -> Result<usize> {
+        match self.live.get_mut(&txn) {
+            Some(home) => *home = me,
+            None => return Err(DbError::TxnFinished(txn).into()),
+        }
+        let mode = LockMode::Exclusive;
+        for (i, &tid) in tids.iter().enumerate() {
+            let target = LockTarget::Tuple(rel, tid);
+            if self.relation_covers(txn, target, mode) {
+                // An escalation covers every tuple of the relation.
+                return Ok(tids.len());
+            }
+            if self.covered(txn, target, mode) {
+                continue;
+            }
+            let want = self.wanted(txn, target, mode);
+            if self.conflicts(txn, target, want) {
+                return Ok(i);
+            }
+            self.grant(txn, target, want);
+            self.count_row_lock(txn, target, want);
+        }
+        Ok(tids.len())
     }
 
     /// Ends `txn`: forgets it and releases its locks; returns whether a
@@ -470,6 +531,52 @@ impl<P: Primitives> LockManager<P> {
         let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         self.state
             .wait_until(deadline, |st, timed_out| st.step(&mut req, timed_out))
+    }
+
+    /// Says that `txn` is about to take `n` more tuple locks in `rel` in
+    /// `mode` (a bulk insert's): when they would reach [`ESCALATE_AT`] tuple
+    /// locks in the relation, the escalation the one reaching it would try
+    /// is tried now, never waiting, so a bulk operation does not fill the
+    /// table first. A transaction that is not live gets `TxnFinished`.
+    pub(crate) fn expect_tuple_locks(
+        &self,
+        txn: TxnId,
+        rel: RelationId,
+        n: usize,
+        mode: LockMode,
+    ) -> Result<()> {
+        self.state.with(|st| {
+            if !st.live.contains_key(&txn) {
+                return Err(DbError::TxnFinished(txn).into());
+            }
+            let taken = st
+                .row_locks
+                .get(&txn)
+                .and_then(|r| r.get(&rel))
+                .map_or(0, |&n| n as usize);
+            if taken.saturating_add(n) >= ESCALATE_AT as usize {
+                st.escalate(txn, rel, mode);
+            }
+            Ok(())
+        })
+    }
+
+    /// Locks the tuples `tids` of `rel` exclusively for `txn`, in order and
+    /// never waiting: the new tuples of a bulk insert, locked under their
+    /// page's latch (module docs, Latches). Each is granted as
+    /// [`lock`](Self::lock) with `wait == false` grants it (escalation
+    /// included), all under one acquisition of the table's mutex. Returns
+    /// how many were granted: the first refused (a reader locked that
+    /// address while it held nothing) ends the run. A transaction that is
+    /// not live gets `TxnFinished`.
+    pub(crate) fn lock_new_tuples(
+        &self,
+        txn: TxnId,
+        rel: RelationId,
+        tids: &[TupleId],
+    ) -> Result<usize> {
+        let me = ThreadKey(P::thread_key());
+        self.state.with(|st| st.lock_new_tuples(txn, me, rel, tids))
     }
 
     /// Ends `txn`: releases every lock it holds and forgets it, so a
@@ -596,6 +703,66 @@ mod tests {
         assert!(lm.lock(b, rel, LockMode::IntentExclusive, false).is_err());
         lm.release_all(a);
         lm.lock(b, rel, LockMode::IntentExclusive, false).unwrap();
+    }
+
+    #[test]
+    fn new_tuples_are_locked_in_one_pass_until_one_is_refused() {
+        let lm = manager(None, 3);
+        let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
+        let tid = |n: u16| TupleId::new(PageId(0), SlotId(n));
+        lm.lock(a, LockTarget::Relation(R), LockMode::IntentExclusive, true)
+            .unwrap();
+        // A reader locked an address no tuple has yet.
+        lm.lock(b, tuple(3), LockMode::Shared, true).unwrap();
+        let tids: Vec<TupleId> = (0..6).map(tid).collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &tids).unwrap(), 3);
+        assert!(lm.lock(c, tuple(2), LockMode::Shared, false).is_err());
+        lm.lock(c, tuple(4), LockMode::Shared, false).unwrap();
+        // Locks it holds already are granted again at once.
+        assert_eq!(lm.lock_new_tuples(a, R, &tids[..3]).unwrap(), 3);
+        assert_eq!(lm.held_by(a), 4);
+        // Escalation as for single requests: the relation lock covers the
+        // rest of the run, which adds nothing to the table.
+        lm.release_all(b);
+        lm.release_all(c);
+        let many: Vec<TupleId> = (10..10 + ESCALATE_AT as u16 + 100).map(tid).collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &many).unwrap(), many.len());
+        assert_eq!(lm.held_by(a), ESCALATE_AT as usize + 1);
+        lm.release_all(a);
+        let e = lm.lock_new_tuples(a, R, &tids).unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::TxnFinished(_))), "{e}");
+    }
+
+    #[test]
+    fn a_bulk_insert_reaching_the_threshold_escalates_before_its_first_lock() {
+        let lm = manager(None, 2);
+        let (a, b) = (TxnId(1), TxnId(2));
+        let x = LockMode::Exclusive;
+        let rel = LockTarget::Relation(R);
+        lm.lock(a, rel, LockMode::IntentExclusive, true).unwrap();
+        lm.lock(a, tuple(0), x, true).unwrap();
+        // Short of the threshold: nothing changes.
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 2, x)
+            .unwrap();
+        assert_eq!(lm.held_by(a), 2);
+        lm.lock(b, rel, LockMode::IntentShared, false).unwrap();
+        // Reaching it while another transaction holds an intention lock:
+        // the escalation is refused without waiting.
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 1, x)
+            .unwrap();
+        assert!(lm.lock(b, tuple(7), LockMode::Shared, false).is_ok());
+        lm.release_all(b);
+        lm.expect_tuple_locks(a, R, ESCALATE_AT as usize - 1, x)
+            .unwrap();
+        let tids: Vec<TupleId> = (1..100)
+            .map(|n| TupleId::new(PageId(0), SlotId(n)))
+            .collect();
+        assert_eq!(lm.lock_new_tuples(a, R, &tids).unwrap(), tids.len());
+        assert_eq!(lm.held_by(a), 2, "the relation lock covers the run");
+        lm.begin(b);
+        assert!(lm.lock(b, rel, LockMode::IntentShared, false).is_err());
+        lm.release_all(a);
+        assert!(lm.expect_tuple_locks(a, R, 1, x).is_err());
     }
 
     #[test]

@@ -98,6 +98,14 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
         Payload::HeapInsert { slot, flags, tuple } => {
             heap(page, page_id)?.insert_at(*slot, tuple, *flags)
         }
+        Payload::HeapMultiInsert {
+            first,
+            flags,
+            tuples,
+        } => heap(page, page_id)?.insert_run_at(*first, *flags, tuples.iter()),
+        Payload::HeapMultiRemove { first, count } => {
+            heap(page, page_id)?.remove_run(*first, *count)
+        }
         Payload::HeapDelete { slot, .. } => heap(page, page_id)?.delete(*slot),
         Payload::HeapUpdate {
             slot,
@@ -156,6 +164,10 @@ pub fn undo_action(payload: &Payload) -> Option<Payload> {
                 flags: *flags,
                 bytes: tuple.clone(),
             },
+        },
+        Payload::HeapMultiInsert { first, tuples, .. } => Payload::HeapMultiRemove {
+            first: *first,
+            count: tuples.run_len(),
         },
         Payload::HeapDelete { slot, old } => restore(*slot, old, None),
         Payload::HeapUpdate {
@@ -341,6 +353,84 @@ mod tests {
         assert!(SlottedPage::open(&again[..], PageId(4)).unwrap().fit(10) == Fit::Now);
         let e = apply(&wrong, &mut again, PageId(4), Lsn(4)).unwrap_err();
         assert!(e.to_string().contains("redo diverged"), "{e}");
+    }
+
+    /// A multi-insert's undo action removes the whole run and frees its
+    /// slots; a run that would not fit, or lands on a slot in use, is
+    /// refused with the page unchanged.
+    #[test]
+    fn a_multi_insert_is_undone_whole_and_refused_whole() {
+        let mut b = page();
+        let one = Payload::HeapInsert {
+            slot: SlotId(0),
+            flags: TupleFlags::NONE,
+            tuple: b"kept".to_vec(),
+        };
+        apply(&one, &mut b, PageId(4), Lsn(200)).unwrap();
+        let start = b.clone();
+        let mut tuples = crate::wal::TupleBatch::default();
+        for i in 0..50u8 {
+            tuples.push(&[i; 100]);
+        }
+        let run = Payload::HeapMultiInsert {
+            first: SlotId(1),
+            flags: TupleFlags::NONE,
+            tuples,
+        };
+        apply(&run, &mut b, PageId(4), Lsn(300)).unwrap();
+        verify_structure(&b, PageId(4)).unwrap();
+        assert_eq!(
+            content(&b, 50),
+            format!(
+                "{:?}",
+                SlotContent::Tuple {
+                    bytes: &[49; 100],
+                    flags: TupleFlags::NONE
+                }
+            )
+        );
+        let undo = undo_action(&run).unwrap();
+        assert_eq!(
+            undo,
+            Payload::HeapMultiRemove {
+                first: SlotId(1),
+                count: 50
+            }
+        );
+        let clr = Payload::Compensation {
+            undo_next: Lsn::ZERO,
+            action: Box::new(undo),
+        };
+        apply(&clr, &mut b, PageId(4), Lsn(400)).unwrap();
+        verify_structure(&b, PageId(4)).unwrap();
+        let (now, then) = (
+            SlottedPage::open(&b[..], PageId(4)).unwrap(),
+            SlottedPage::open(&start[..], PageId(4)).unwrap(),
+        );
+        assert_eq!(now.slot_count(), 1);
+        assert_eq!(now.contiguous_free(), then.contiguous_free());
+        assert_eq!(content(&b, 0), content(&start, 0));
+        // Refused whole: a run over the slot in use, a run too large.
+        let before = b.clone();
+        let mut over = crate::wal::TupleBatch::default();
+        over.push(b"x");
+        let taken = Payload::HeapMultiInsert {
+            first: SlotId(0),
+            flags: TupleFlags::NONE,
+            tuples: over,
+        };
+        assert!(apply(&taken, &mut b, PageId(4), Lsn(500)).is_err());
+        let mut big = crate::wal::TupleBatch::default();
+        for _ in 0..3 {
+            big.push(&[1; 3000]);
+        }
+        let too_big = Payload::HeapMultiInsert {
+            first: SlotId(1),
+            flags: TupleFlags::NONE,
+            tuples: big,
+        };
+        assert!(apply(&too_big, &mut b, PageId(4), Lsn(500)).is_err());
+        assert_eq!(b, before);
     }
 
     #[test]

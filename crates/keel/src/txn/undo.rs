@@ -12,7 +12,7 @@
 //! ## Memory
 //!
 //! An entry is at most 40 bytes (a compile-time check below). An insert
-//! keeps only its slot; the pages of an overflow chain it writes are one
+//! keeps only its slot, a multi-insert only its first slot and count; the pages of an overflow chain it writes are one
 //! entry however many there are ([`Undo::Chain`]); an update, delete or
 //! forward keeps its record with the slot's before-image, at most
 //! `INLINE_MAX` bytes. So a transaction holds a few dozen bytes per change
@@ -43,6 +43,10 @@ pub(crate) enum Undo {
     /// record's before-image is read from there and the undo stack keeps
     /// no copy of every inserted tuple.
     Insert { slot: SlotId },
+    /// Remove the tuples a multi-insert put in the `count` slots from
+    /// `first` (a heap-multi-remove): as for `Insert`, their bytes stay on
+    /// the page until then, so the undo stack keeps no tuple.
+    InsertRun { first: SlotId, count: u16 },
     /// Free the pages of `pages` overflow chunks the transaction wrote as
     /// consecutive records of its own: the newest on the entry's page
     /// (chunk `index`, linked to page `next`), each older one on the page
@@ -66,6 +70,12 @@ impl Undo {
     pub(crate) fn of(payload: Cow<'_, Payload>) -> Undo {
         match *payload {
             Payload::HeapInsert { slot, .. } => Undo::Insert { slot },
+            Payload::HeapMultiInsert {
+                first, ref tuples, ..
+            } => Undo::InsertRun {
+                first,
+                count: tuples.run_len(),
+            },
             Payload::OverflowWrite { index, next, .. } => Undo::Chain {
                 pages: 1,
                 index,
@@ -79,6 +89,7 @@ impl Undo {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Undo::Insert { .. } => RecordType::HeapInsert.name(),
+            Undo::InsertRun { .. } => RecordType::HeapMultiInsert.name(),
             Undo::Chain { .. } => RecordType::OverflowWrite.name(),
             Undo::Record(p) => p.kind().name(),
         }

@@ -42,8 +42,10 @@ pub enum RecoveryMode {
 /// What happens to segments no longer needed for recovery.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum RetentionPolicy {
-    /// Rename them to future segment numbers (no file creation, no
-    /// allocation), keeping at most `keep` spare; delete the rest.
+    /// Keep them as spares and rename them to future segment numbers when
+    /// the log needs new ones (no file creation, no zero-fill), as many as
+    /// [`WalConfig::min_wal_size_bytes`] and the last checkpoint cycle ask
+    /// for; delete the rest.
     #[default]
     Recycle,
     /// Delete them.
@@ -85,8 +87,14 @@ pub struct WalConfig {
     pub commit_spin_yields: u32,
     /// What to do with segments wholly before the last checkpoint.
     pub retention: RetentionPolicy,
-    /// Spare recycled segments kept ready.
-    pub recycle_keep: usize,
+    /// Under [`RetentionPolicy::Recycle`], retired segments are kept as
+    /// spares up to this many bytes of log, or up to as many segments as a
+    /// checkpoint cycle enters (estimated from the recent cycles) when that
+    /// is more: PostgreSQL's `min_wal_size` and its estimate of the log the
+    /// next cycle needs. So a steady load creates no segment (and writes no
+    /// zero-fill) once its first cycle is done, and the spares take no
+    /// more room than the longest recent cycle's log did.
+    pub min_wal_size_bytes: u64,
     /// How opening the log treats invalid bytes where it ends.
     pub recovery_mode: RecoveryMode,
 }
@@ -103,7 +111,7 @@ impl Default for WalConfig {
             direct_io: false,
             commit_spin_yields: 16,
             retention: RetentionPolicy::Recycle,
-            recycle_keep: 2,
+            min_wal_size_bytes: 80 << 20,
             recovery_mode: RecoveryMode::TolerateTornTail,
         }
     }

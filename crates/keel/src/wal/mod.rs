@@ -52,7 +52,7 @@ use parking_lot::{Condvar, Mutex};
 pub use append::Appended;
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
 pub use error::WalError;
-pub use payload::{Payload, SlotImage};
+pub use payload::{Payload, SlotImage, TupleBatch};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
 pub use writer::WriterStats;
@@ -117,6 +117,12 @@ struct SegmentManager {
 struct SegmentState {
     prepared: BTreeSet<u64>,
     spares: Vec<u64>,
+    /// The writer's segment at the last retirement (or at open): where the
+    /// current checkpoint cycle's log began.
+    cycle_start: u64,
+    /// Segments a checkpoint cycle enters, as estimated at the last
+    /// retirement ([`Wal::spare_target`]).
+    cycle_estimate: f64,
     wanted: Option<u64>,
     /// A preparation failed: no segment is prepared again (invariant 7).
     failed: bool,
@@ -247,6 +253,8 @@ impl Wal {
         let state = SegmentState {
             prepared,
             spares,
+            cycle_start: current,
+            cycle_estimate: 0.0,
             wanted: Some(current + 1),
             failed: false,
         };
@@ -349,18 +357,42 @@ impl Wal {
             .collect()
     }
 
-    /// Spares left by an earlier process, recycled too; any beyond what the
-    /// retention policy keeps are retired files and removed.
+    /// Spares left by an earlier process, recycled too (its retirements
+    /// sized the pool; the next one here trims it to this process's
+    /// target). Under another retention policy they are retired files and
+    /// removed.
     fn spares_to_keep(sdir: &SegmentDir, config: &WalConfig) -> Result<Vec<u64>, WalError> {
-        let mut spares = sdir.list_spares()?;
-        let keep = match config.retention {
-            RetentionPolicy::Recycle => config.recycle_keep,
-            _ => 0,
-        };
-        for n in spares.split_off(keep.min(spares.len())) {
+        let spares = sdir.list_spares()?;
+        if config.retention == RetentionPolicy::Recycle {
+            return Ok(spares);
+        }
+        for &n in &spares {
             sdir.remove_spare(n)?;
         }
-        Ok(spares)
+        Ok(Vec::new())
+    }
+
+    /// How many spares the retirement that ends a checkpoint cycle keeps
+    /// ([`WalConfig::min_wal_size_bytes`]), updating the estimate of the
+    /// segments a cycle enters with this one's, `entered`. As PostgreSQL's
+    /// estimate of the distance between checkpoints, it follows a longer
+    /// cycle at once and a shorter one by a tenth of the difference, so a
+    /// checkpoint asked for early does not shrink the pool; one spare more
+    /// than the estimate serves a cycle as long as the last that crosses
+    /// one more segment boundary.
+    fn spare_target(&self, st: &mut SegmentState, entered: u64) -> usize {
+        let entered = entered as f64;
+        st.cycle_estimate = if entered >= st.cycle_estimate {
+            entered
+        } else {
+            0.9 * st.cycle_estimate + 0.1 * entered
+        };
+        let min = self
+            .config
+            .min_wal_size_bytes
+            .div_ceil(self.geometry.segment_size);
+        let estimate = st.cycle_estimate.ceil() as u64 + 1;
+        usize::try_from(min.max(estimate)).unwrap_or(usize::MAX)
     }
 
     /// Where the log ends: the one function that decides it (recovery
@@ -710,7 +742,11 @@ impl Wal {
     }
 
     /// Retires every segment that lies wholly before `lsn` (the redo point
-    /// of the last checkpoint) as the retention policy says.
+    /// of the last checkpoint) as the retention policy says. Under
+    /// [`RetentionPolicy::Recycle`] the spares kept are sized for the next
+    /// checkpoint cycle ([`WalConfig::min_wal_size_bytes`]): retired
+    /// segments beyond that, and spares beyond it after a cycle that
+    /// needed fewer, are deleted.
     pub fn retire_before(&self, lsn: Lsn) -> Result<RetireReport, WalError> {
         let limit = self.geometry.segment_of(lsn);
         let current = self.geometry.segment_of(self.writer.durable_end());
@@ -722,12 +758,15 @@ impl Wal {
             .collect();
         let mut report = RetireReport::default();
         let mut st = self.segments.state.lock();
+        let entered = current.saturating_sub(st.cycle_start);
+        let keep = self.spare_target(&mut st, entered);
+        st.cycle_start = current;
         for n in old {
             if st.spares.contains(&n) {
                 continue;
             }
             match &self.config.retention {
-                RetentionPolicy::Recycle if st.spares.len() < self.config.recycle_keep => {
+                RetentionPolicy::Recycle if st.spares.len() < keep => {
                     // Renamed out of the log's names at once: a retired
                     // segment left under its own name would look like part
                     // of the log, below a gap, to every reader.
@@ -745,6 +784,11 @@ impl Wal {
                     report.deleted.push(n);
                 }
             }
+        }
+        while st.spares.len() > keep {
+            let n = st.spares.remove(0);
+            self.dir.remove_spare(n)?;
+            report.deleted.push(n);
         }
         drop(st);
         if !report.deleted.is_empty() || !report.archived.is_empty() || !report.recycled.is_empty()

@@ -122,6 +122,9 @@ record_types! {
     PageDelta = 2, "page-delta";
     /// A page formatted as an empty page of some type.
     PageInit = 3, "page-init";
+    /// Tuples removed and their slots freed at once: the undo of a
+    /// multi-insert, as a CLR's action.
+    HeapMultiRemove = 9, "heap-multi-remove";
     /// A tuple inserted at a slot.
     HeapInsert = 10, "heap-insert";
     /// A tuple deleted from a slot (the slot becomes dead).
@@ -141,6 +144,8 @@ record_types! {
     /// A page as it is right after an earlier change to it, logged in
     /// consistency-check mode; redo compares, never applies.
     PageCheck = 18, "page-check";
+    /// Several tuples inserted on one page, each at its slot.
+    HeapMultiInsert = 19, "heap-multi-insert";
     /// A transaction began.
     Begin = 20, "begin";
     /// A transaction committed.

@@ -467,6 +467,46 @@ impl<B: AsRef<[u8]>> SlottedPage<B> {
         self.first_free_slot().unwrap_or(SlotId(self.slot_count()))
     }
 
+    /// Where a run of new tuples of lengths `lens` goes when inserted one
+    /// after another into consecutive slots from [`next_insert_slot`]:
+    /// that slot and how many of the tuples fit, from the first, in the
+    /// contiguous free space less `reserved` bytes (held for running
+    /// transactions' rollbacks), without compaction. The run stops where
+    /// the next slot would not follow the previous one: at a slot in use
+    /// after reused free ones. [`insert_run_at`] inserts such a run.
+    ///
+    /// [`next_insert_slot`]: SlottedPage::next_insert_slot
+    /// [`insert_run_at`]: SlottedPage::insert_run_at
+    pub fn plan_run(
+        &self,
+        lens: impl IntoIterator<Item = usize>,
+        reserved: usize,
+    ) -> (SlotId, u16) {
+        let first = self.next_insert_slot();
+        let mut room = self.contiguous_free().saturating_sub(reserved);
+        let count = self.slot_count();
+        let mut n: u16 = 0;
+        for len in lens {
+            let Some(slot) = first.0.checked_add(n) else {
+                break;
+            };
+            let need = match slot < count {
+                // A slot in the directory must be free to be reused.
+                true if matches!(self.slot(SlotId(slot)), Ok(e) if e.kind == SlotKind::Free) => {
+                    alloc_len(len)
+                }
+                true => break,
+                false => alloc_len(len) + SLOT_SIZE,
+            };
+            if len > MAX_TUPLE_LEN || need > room {
+                break;
+            }
+            room -= need;
+            n += 1;
+        }
+        (first, n)
+    }
+
     fn first_free_slot(&self) -> Option<SlotId> {
         (self.free_hint()..self.slot_count())
             .map(SlotId)

@@ -76,6 +76,70 @@ fn insert_at_restores_exact_addresses() {
 }
 
 #[test]
+fn runs_fill_free_slots_then_the_end_and_are_removed_whole() {
+    let mut p = new_page(5);
+    for i in 0..7u8 {
+        p.insert(&[i; 10], TupleFlags::NONE).unwrap();
+    }
+    for s in [1u16, 2, 4] {
+        p.delete(SlotId(s)).unwrap();
+        p.free_slot(SlotId(s)).unwrap();
+    }
+    p.delete(SlotId(5)).unwrap();
+    // Free slots 1 and 2 are consecutive; slot 3 is in use: the run stops.
+    let values = [&b"a"[..], b"bb", b"ccc"];
+    let lens = values.iter().map(|v| v.len());
+    assert_eq!(p.plan_run(lens, 0), (SlotId(1), 2));
+    let run = values[..2].iter().copied();
+    p.insert_run_at(SlotId(1), TupleFlags::NONE, run).unwrap();
+    assert_eq!(p.tuple(SlotId(2)).unwrap(), b"bb");
+    // Slot 5 is dead (kept for a rollback): a run from free slot 4 stops.
+    assert_eq!(p.plan_run([5, 5, 5], 0), (SlotId(4), 1));
+    p.free_slot(SlotId(5)).unwrap();
+    assert_eq!(p.plan_run([5, 5, 5], 0), (SlotId(4), 2));
+    // Reservations shrink the room: nothing fits.
+    assert_eq!(p.plan_run([5], p.contiguous_free()), (SlotId(4), 0));
+    let run = [&b"x"[..], b"y"];
+    p.insert_run_at(SlotId(4), TupleFlags::MOVED_IN, run)
+        .unwrap();
+    // Then new slots at the end.
+    assert_eq!(p.plan_run([1, 2], 0), (SlotId(7), 2));
+    let run = [&b"w"[..], b"z"];
+    p.insert_run_at(SlotId(7), TupleFlags::MOVED_IN, run)
+        .unwrap();
+    assert_eq!(p.slot_count(), 9);
+    let last = SlotContent::Tuple {
+        bytes: b"z",
+        flags: TupleFlags::MOVED_IN,
+    };
+    assert_eq!(p.get(SlotId(8)).unwrap(), last);
+    p.validate().unwrap();
+    // A slot in use, or no room, refuses the run, and nothing changes.
+    let before = p.bytes().to_vec();
+    let run = [&b"q"[..], b"r"];
+    assert!(matches!(
+        p.insert_run_at(SlotId(8), TupleFlags::NONE, run),
+        Err(PageError::SlotNotLive { .. })
+    ));
+    let run = [&[0u8; 8000][..]];
+    assert!(p.insert_run_at(SlotId(20), TupleFlags::NONE, run).is_err());
+    assert_eq!(p.bytes(), &before[..]);
+    // Removing the run at the end trims the directory; one in the middle
+    // leaves its slots free.
+    p.remove_run(SlotId(7), 2).unwrap();
+    assert_eq!(p.slot_count(), 7);
+    p.remove_run(SlotId(4), 2).unwrap();
+    assert_eq!(p.get(SlotId(5)).unwrap(), SlotContent::Free);
+    assert!(matches!(
+        p.remove_run(SlotId(0), 5),
+        Err(PageError::SlotNotLive { .. })
+    ));
+    assert!(p.remove_run(SlotId(u16::MAX), 2).is_err());
+    assert_eq!(p.slot_count(), 7);
+    p.validate().unwrap();
+}
+
+#[test]
 fn forward_pointers_replace_tuples_in_place() {
     let mut p = new_page(3);
     let s = p.insert(b"", TupleFlags::NONE).unwrap();
@@ -255,6 +319,11 @@ mod model {
         Delete(u16),
         Free(u16),
         Compact,
+        /// A run planned by `plan_run` and inserted by `insert_run_at`.
+        InsertRun(Vec<Vec<u8>>),
+        /// `insert_run_at` from an arbitrary slot.
+        InsertRunAt(u16, Vec<Vec<u8>>),
+        RemoveRun(u16, u16),
     }
 
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -274,7 +343,57 @@ mod model {
             3 => (0u16..40).prop_map(Op::Delete),
             2 => (0u16..40).prop_map(Op::Free),
             1 => Just(Op::Compact),
+            2 => proptest::collection::vec(bytes(), 0..30).prop_map(Op::InsertRun),
+            1 => (0u16..40, proptest::collection::vec(bytes(), 0..6))
+                .prop_map(|(s, v)| Op::InsertRunAt(s, v)),
+            1 => (0u16..40, 0u16..8).prop_map(|(s, n)| Op::RemoveRun(s, n)),
         ]
+    }
+
+    /// Bytes `values` need inserted into consecutive slots from `first` of
+    /// a page with `count` slots.
+    fn run_need(first: u16, count: usize, values: &[Vec<u8>]) -> usize {
+        let end = match values.len() {
+            0 => count,
+            n => count.max(usize::from(first) + n),
+        };
+        values.iter().map(|v| alloc_len(v.len())).sum::<usize>() + (end - count) * SLOT_SIZE
+    }
+
+    fn insert_run(p: &mut SlottedPage<Vec<u8>>, model: &mut Vec<M>, values: Vec<Vec<u8>>) {
+        let (first, n) = p.plan_run(values.iter().map(Vec::len), 0);
+        let expect = model
+            .iter()
+            .position(|m| *m == M::Free)
+            .unwrap_or(model.len());
+        assert_eq!(
+            usize::from(first.0),
+            expect,
+            "a run starts at the next insert slot"
+        );
+        let n = usize::from(n);
+        let run = &values[..n];
+        p.insert_run_at(first, TupleFlags::NONE, run.iter().map(Vec::as_slice))
+            .unwrap();
+        if let Some(next) = values.get(n) {
+            // The run is the longest that fits: the next slot is in use or
+            // the next value has no room.
+            let slot = usize::from(first.0) + n;
+            let taken = model.get(slot).is_some_and(|m| *m != M::Free);
+            let need = alloc_len(next.len())
+                + if slot < usize::from(p.slot_count()) {
+                    0
+                } else {
+                    SLOT_SIZE
+                };
+            assert!(
+                taken || need > p.contiguous_free(),
+                "the run stopped early at {n}"
+            );
+        }
+        for (i, v) in run.iter().enumerate() {
+            set(model, first.0 + i as u16, M::Tuple(v.clone()));
+        }
     }
 
     #[derive(Clone, Debug, PartialEq)]
@@ -366,6 +485,45 @@ mod model {
                 let free = p.total_free();
                 p.compact();
                 assert_eq!(p.contiguous_free(), free);
+            }
+            Op::InsertRun(values) => insert_run(p, model, values),
+            Op::InsertRunAt(first, values) => {
+                let slots_ok = (0..values.len())
+                    .all(|i| matches!(get(model, first + i as u16), M::Free | M::Dead));
+                let fits = run_need(first, model.len(), &values) <= p.contiguous_free();
+                let before = p.bytes().to_vec();
+                let run = values.iter().map(Vec::as_slice);
+                match p.insert_run_at(SlotId(first), TupleFlags::NONE, run) {
+                    Ok(()) => {
+                        assert!(slots_ok && fits);
+                        for (i, v) in values.into_iter().enumerate() {
+                            set(model, first + i as u16, M::Tuple(v));
+                        }
+                    }
+                    Err(e) => {
+                        assert!(!(slots_ok && fits), "{e}");
+                        assert!(p.bytes() == &before[..], "a refused run changed the page");
+                    }
+                }
+            }
+            Op::RemoveRun(first, count) => {
+                let ok = (first..first + count).all(|s| matches!(get(model, s), M::Tuple(_)));
+                let before = p.bytes().to_vec();
+                match p.remove_run(SlotId(first), count) {
+                    Ok(()) => {
+                        assert!(ok);
+                        for s in (first..first + count).rev() {
+                            set(model, s, M::Free);
+                        }
+                    }
+                    Err(e) => {
+                        assert!(!ok, "{e}");
+                        assert!(
+                            p.bytes() == &before[..],
+                            "a refused removal changed the page"
+                        );
+                    }
+                }
             }
         }
     }

@@ -157,6 +157,96 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> SlottedPage<B> {
         Ok(())
     }
 
+    /// Inserts `tuples` with `flags` into consecutive slots from `first`,
+    /// each as [`insert_at`] does: the redo of a heap-multi-insert record.
+    /// Each slot must be free, dead or past the directory's end, the last
+    /// must exist (at most `u16::MAX`), and all the tuples must fit in the
+    /// contiguous free space together: this is checked for the whole run
+    /// before the first byte is written, so a refused run leaves the page
+    /// unchanged.
+    ///
+    /// [`insert_at`]: SlottedPage::insert_at
+    pub fn insert_run_at<'t, I>(
+        &mut self,
+        first: SlotId,
+        flags: TupleFlags,
+        tuples: I,
+    ) -> Result<(), PageError>
+    where
+        I: IntoIterator<Item = &'t [u8]>,
+        I::IntoIter: Clone,
+    {
+        let tuples = tuples.into_iter();
+        let count = usize::from(self.slot_count());
+        let (mut need, mut end) = (0usize, count);
+        for (i, data) in tuples.clone().enumerate() {
+            Self::check_tuple_len(data.len())?;
+            let at = usize::from(first.0) + i;
+            let slot = u16::try_from(at).map(SlotId).map_err(|_| {
+                corrupted(
+                    self.page_id,
+                    HEADER_SIZE,
+                    format!("a run of tuples from slot {first} passes slot {}", u16::MAX),
+                )
+            })?;
+            if at < count {
+                let e = self.slot(slot)?;
+                if !matches!(e.kind, SlotKind::Free | SlotKind::Dead) {
+                    return Err(PageError::SlotNotLive {
+                        slot,
+                        state: "in use",
+                    });
+                }
+            } else {
+                end = at + 1;
+            }
+            need += alloc_len(data.len());
+        }
+        need += (end - count) * SLOT_SIZE;
+        if need > self.contiguous_free() {
+            return Err(self.does_not_fit(need));
+        }
+        for (slot, data) in (first.0..).zip(tuples) {
+            self.insert_at(SlotId(slot), data, flags)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the tuples in the `count` slots from `first` and frees the
+    /// slots (delete, then [`free_slot`]), the highest first: the undo of a
+    /// run [`insert_run_at`] inserted. Each slot must hold a tuple; this is
+    /// checked for all of them before anything changes.
+    ///
+    /// [`free_slot`]: SlottedPage::free_slot
+    /// [`insert_run_at`]: SlottedPage::insert_run_at
+    pub fn remove_run(&mut self, first: SlotId, count: u16) -> Result<(), PageError> {
+        let slots = (0..count).rev().map(|i| first.0.checked_add(i).map(SlotId));
+        for slot in slots.clone() {
+            let slot = slot.ok_or_else(|| {
+                corrupted(
+                    self.page_id,
+                    HEADER_SIZE,
+                    format!(
+                        "a run of {count} slots from slot {first} passes slot {}",
+                        u16::MAX
+                    ),
+                )
+            })?;
+            let e = self.slot(slot)?;
+            if e.kind != SlotKind::Tuple {
+                return Err(PageError::SlotNotLive {
+                    slot,
+                    state: e.kind.name(),
+                });
+            }
+        }
+        for slot in slots.flatten() {
+            self.delete(slot)?;
+            self.free_slot(slot)?;
+        }
+        Ok(())
+    }
+
     /// Replaces the contents of a tuple or forward slot with a tuple of new
     /// bytes (the slot number never changes). A shrinking update rewrites the
     /// bytes where they are; a growing one takes new room from the contiguous

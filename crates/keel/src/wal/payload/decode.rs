@@ -13,11 +13,12 @@ use crate::wal::record::{RecordHeader, RecordType};
 
 use super::cursor::Cursor;
 use super::encode::{
-    DELTA_RANGE_FIXED, RELOCATION_LEN, SLOT_IMAGE_FORWARD_LEN, SLOT_IMAGE_TUPLE_FIXED, image_hole,
-    relocation_problem,
+    DELTA_RANGE_FIXED, MULTI_TUPLE_FIXED, RELOCATION_LEN, SLOT_IMAGE_FORWARD_LEN,
+    SLOT_IMAGE_TUPLE_FIXED, image_hole, relocation_problem, run_problem,
 };
 use super::{
-    MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage, is_clr_action,
+    MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage, TupleBatch,
+    is_clr_action,
 };
 
 impl Payload {
@@ -65,6 +66,16 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
             let slot = slot(cur)?;
             let (flags, tuple) = tuple(cur)?;
             Payload::HeapInsert { slot, flags, tuple }
+        }
+        RecordType::HeapMultiInsert => multi_insert(cur)?,
+        RecordType::HeapMultiRemove => {
+            let first = slot(cur)?;
+            let at = cur.pos();
+            let count = cur.u16("slot count")?;
+            if let Some(reason) = run_problem(first, usize::from(count)) {
+                return Err(cur.error_at(at, reason));
+            }
+            Payload::HeapMultiRemove { first, count }
         }
         RecordType::HeapDelete => Payload::HeapDelete {
             slot: slot(cur)?,
@@ -197,6 +208,26 @@ fn compaction(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     Ok(Payload::PageCompaction { relocations })
 }
 
+fn multi_insert(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
+    let first = slot(cur)?;
+    let flags = flags(cur)?;
+    let at = cur.pos();
+    let n = cur.count16(MULTI_TUPLE_FIXED, "multi-insert tuples")?;
+    if let Some(reason) = run_problem(first, n) {
+        return Err(cur.error_at(at, reason));
+    }
+    // `count16` checked that the entries' fixed parts fit in what is left.
+    let mut tuples = TupleBatch::with_capacity(n, cur.remaining() - n * MULTI_TUPLE_FIXED);
+    for _ in 0..n {
+        tuples.push(bytes16(cur, MAX_TUPLE_LEN, "tuple")?);
+    }
+    Ok(Payload::HeapMultiInsert {
+        first,
+        flags,
+        tuples,
+    })
+}
+
 fn compensation(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     let undo_next = Lsn(cur.u64("undo-next LSN")?);
     let at = cur.pos();
@@ -256,14 +287,18 @@ fn bytes16<'a>(cur: &mut Cursor<'a>, max: usize, what: &str) -> Result<&'a [u8],
     cur.take(n, what)
 }
 
-/// Tuple flags and length-prefixed tuple bytes.
-fn tuple(cur: &mut Cursor<'_>) -> Result<(TupleFlags, Vec<u8>), WalError> {
+/// A tuple flags byte.
+fn flags(cur: &mut Cursor<'_>) -> Result<TupleFlags, WalError> {
     let at = cur.pos();
     let b = cur.u8("tuple flags")?;
-    let flags = TupleFlags::from_bits(b)
-        .ok_or_else(|| cur.error_at(at, format!("unknown tuple flags {b:#04x}")))?;
-    let bytes = bytes16(cur, MAX_TUPLE_LEN, "tuple")?;
-    Ok((flags, bytes.to_vec()))
+    TupleFlags::from_bits(b)
+        .ok_or_else(|| cur.error_at(at, format!("unknown tuple flags {b:#04x}")))
+}
+
+/// Tuple flags and length-prefixed tuple bytes.
+fn tuple(cur: &mut Cursor<'_>) -> Result<(TupleFlags, Vec<u8>), WalError> {
+    let flags = flags(cur)?;
+    Ok((flags, bytes16(cur, MAX_TUPLE_LEN, "tuple")?.to_vec()))
 }
 
 fn slot_image(cur: &mut Cursor<'_>) -> Result<SlotImage, WalError> {

@@ -6,19 +6,23 @@
 
 use crate::page::header::{HEADER_SIZE, get_u16, offsets};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
-use crate::types::{Lsn, RelationId};
+use crate::types::{Lsn, RelationId, SlotId};
 use crate::wal::WalError;
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 
 use super::{
     MAX_NAME_LEN, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage,
-    is_clr_action,
+    TupleBatch, is_clr_action,
 };
 
 /// Encoded size of a [`SlotImage`] tuple entry, less the tuple bytes.
 pub(super) const SLOT_IMAGE_TUPLE_FIXED: usize = 4;
 /// Encoded size of a [`SlotImage::Forward`].
 pub(super) const SLOT_IMAGE_FORWARD_LEN: usize = 7;
+/// Encoded size of a heap-multi-insert, less its tuple entries.
+pub(super) const MULTI_INSERT_FIXED: usize = 5;
+/// Encoded size of one heap-multi-insert tuple entry, less its bytes.
+pub(super) const MULTI_TUPLE_FIXED: usize = 2;
 /// Encoded size of one page-delta range, less its bytes.
 pub(super) const DELTA_RANGE_FIXED: usize = 4;
 /// Encoded size of one relocation.
@@ -62,6 +66,12 @@ impl Payload {
             }),
             Payload::PageInit { .. } => 1,
             Payload::HeapInsert { tuple, .. } => 5 + tuple.len(),
+            Payload::HeapMultiInsert { tuples, .. } => tuples
+                .len()
+                .saturating_mul(MULTI_TUPLE_FIXED)
+                .saturating_add(tuples.tuple_bytes())
+                .saturating_add(MULTI_INSERT_FIXED),
+            Payload::HeapMultiRemove { .. } => 4,
             Payload::HeapDelete { old, .. } => 2 + slot_image_len(old),
             Payload::HeapUpdate { old, new, .. } => 2 + slot_image_len(old) + 3 + new.len(),
             Payload::HeapForward { old, .. } => 8 + slot_image_len(old),
@@ -212,6 +222,18 @@ impl Writer<'_> {
                 self.u16(slot.0);
                 self.tuple(*flags, tuple)?;
             }
+            Payload::HeapMultiInsert {
+                first,
+                flags,
+                tuples,
+            } => self.multi_insert(*first, *flags, tuples)?,
+            Payload::HeapMultiRemove { first, count } => {
+                if let Some(reason) = run_problem(*first, usize::from(*count)) {
+                    return Err(self.fail(reason));
+                }
+                self.u16(first.0);
+                self.u16(*count);
+            }
             Payload::HeapDelete { slot, old } => {
                 self.u16(slot.0);
                 self.slot_image(old)?;
@@ -259,6 +281,26 @@ impl Writer<'_> {
             }
             Payload::RelationCreate { relation, name } => self.relation_create(*relation, name)?,
             Payload::RelationDrop { relation } => self.u32(relation.0),
+        }
+        Ok(())
+    }
+
+    /// A multi-insert: its first slot, the flags, the tuple count, then
+    /// each tuple's length-prefixed bytes.
+    fn multi_insert(
+        &mut self,
+        first: SlotId,
+        flags: TupleFlags,
+        tuples: &TupleBatch,
+    ) -> Result<(), WalError> {
+        if let Some(reason) = run_problem(first, tuples.len()) {
+            return Err(self.fail(reason));
+        }
+        self.u16(first.0);
+        self.u8(flags.bits());
+        self.count16(tuples.len(), "multi-insert tuples")?;
+        for bytes in tuples.iter() {
+            self.bytes16(bytes, MAX_TUPLE_LEN, "tuple")?;
         }
         Ok(())
     }
@@ -329,6 +371,18 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// Why a run of `count` slots from `first` cannot exist, if it cannot: its
+/// last slot would pass `u16::MAX`.
+pub(super) fn run_problem(first: SlotId, count: usize) -> Option<String> {
+    let last = usize::from(first.0) + count.saturating_sub(1);
+    (last > usize::from(u16::MAX)).then(|| {
+        format!(
+            "a run of {count} slots from slot {first} passes slot {}",
+            u16::MAX
+        )
+    })
 }
 
 /// Why a relocation cannot be applied to a page, if it cannot: both its

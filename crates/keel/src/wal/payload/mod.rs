@@ -95,6 +95,64 @@ pub enum SlotImage {
     Forward(TupleId),
 }
 
+/// The tuples of one heap-multi-insert record, in slot order: their bytes
+/// one after another in one buffer, and where each ends, so a record of a
+/// page's worth of small tuples costs two allocations, not one per tuple.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TupleBatch {
+    /// Where each tuple's bytes end in `bytes`.
+    ends: Vec<usize>,
+    /// The tuples' bytes, one after another.
+    bytes: Vec<u8>,
+}
+
+impl TupleBatch {
+    /// An empty batch with room for `tuples` tuples of `bytes` bytes in all.
+    pub fn with_capacity(tuples: usize, bytes: usize) -> TupleBatch {
+        TupleBatch {
+            ends: Vec::with_capacity(tuples),
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends a tuple.
+    pub fn push(&mut self, tuple: &[u8]) {
+        self.bytes.extend_from_slice(tuple);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Number of tuples.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Number of tuples as a run's `count` field: a logged batch has at
+    /// most `u16::MAX` (encoding refuses more, decoding reads a u16 count),
+    /// so the number saturates only for a batch that was never logged.
+    pub fn run_len(&self) -> u16 {
+        u16::try_from(self.ends.len()).unwrap_or(u16::MAX)
+    }
+
+    /// Whether the batch has no tuple.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of all the tuples together.
+    pub fn tuple_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Each tuple's bytes, in order.
+    pub fn iter(&self) -> impl Clone + Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.ends
+            .iter()
+            .zip(starts)
+            .map(|(&end, start)| &self.bytes[start..end])
+    }
+}
+
 /// The typed payload of a WAL record; one variant per [`RecordType`].
 ///
 /// Page-changing variants apply to the page named in the record header.
@@ -130,6 +188,28 @@ pub enum Payload {
         flags: TupleFlags,
         /// Tuple bytes.
         tuple: Vec<u8>,
+    },
+    /// Tuples inserted on one page into consecutive slots from `first`, all
+    /// with the same flags: a bulk insert logs one record per page instead
+    /// of one per tuple. The last slot is at most `u16::MAX`. Undo removes
+    /// them all with one [`HeapMultiRemove`](Payload::HeapMultiRemove).
+    HeapMultiInsert {
+        /// The first tuple's slot; tuple `i` is in slot `first + i`.
+        first: SlotId,
+        /// Every tuple's flags.
+        flags: TupleFlags,
+        /// The tuples, in slot order.
+        tuples: TupleBatch,
+    },
+    /// The tuples in the `count` slots from `first` removed and the slots
+    /// freed at once, the highest first: the action of the CLR that undoes
+    /// a [`HeapMultiInsert`](Payload::HeapMultiInsert). It carries no
+    /// before-images: a CLR is never undone.
+    HeapMultiRemove {
+        /// The lowest slot.
+        first: SlotId,
+        /// How many slots (the last is at most `u16::MAX`).
+        count: u16,
     },
     /// A tuple or forward pointer deleted (the slot becomes dead). Undo puts
     /// `old` back at the same slot.
@@ -256,6 +336,8 @@ impl Payload {
             Payload::PageDelta { .. } => RecordType::PageDelta,
             Payload::PageInit { .. } => RecordType::PageInit,
             Payload::HeapInsert { .. } => RecordType::HeapInsert,
+            Payload::HeapMultiInsert { .. } => RecordType::HeapMultiInsert,
+            Payload::HeapMultiRemove { .. } => RecordType::HeapMultiRemove,
             Payload::HeapDelete { .. } => RecordType::HeapDelete,
             Payload::HeapUpdate { .. } => RecordType::HeapUpdate,
             Payload::HeapForward { .. } => RecordType::HeapForward,
@@ -283,13 +365,15 @@ impl Payload {
     }
 
     /// Whether rolling back the record's transaction must reverse it with a
-    /// CLR: the heap records that change a slot's contents, and overflow
-    /// writes (the page of an aborted chain is freed). A relation-create is
-    /// also reversed at rollback, but by removing its files, not by a CLR.
+    /// CLR: the heap records that change a slot's contents (a multi-insert
+    /// included), and overflow writes (the page of an aborted chain is
+    /// freed). A relation-create is also reversed at rollback, but by
+    /// removing its files, not by a CLR.
     pub fn needs_undo(&self) -> bool {
         matches!(
             self,
             Payload::HeapInsert { .. }
+                | Payload::HeapMultiInsert { .. }
                 | Payload::HeapDelete { .. }
                 | Payload::HeapUpdate { .. }
                 | Payload::HeapForward { .. }
@@ -338,6 +422,8 @@ pub fn is_clr_action(kind: RecordType) -> bool {
             | PageDelta
             | PageInit
             | HeapInsert
+            | HeapMultiInsert
+            | HeapMultiRemove
             | HeapDelete
             | HeapUpdate
             | HeapForward

@@ -89,6 +89,14 @@ const HEAP_INSERT: &[Field] = &[
     f("tuple_len", Uint(2)),
     f("tuple", Bytes("tuple_len")),
 ];
+const MULTI_TUPLE: &[Field] = &[f("tuple_len", Uint(2)), f("tuple", Bytes("tuple_len"))];
+const HEAP_MULTI_INSERT: &[Field] = &[
+    f("first_slot", Uint(2)),
+    f("flags", Uint(1)),
+    f("count", Uint(2)),
+    f("tuples", List("count", MULTI_TUPLE)),
+];
+const HEAP_MULTI_REMOVE: &[Field] = &[f("first_slot", Uint(2)), f("count", Uint(2))];
 const HEAP_DELETE: &[Field] = &[f("slot", Uint(2)), f("old", FieldType::SlotImage)];
 const HEAP_UPDATE: &[Field] = &[
     f("slot", Uint(2)),
@@ -144,6 +152,8 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::PageDelta => PAGE_DELTA,
         T::PageInit => PAGE_INIT,
         T::HeapInsert => HEAP_INSERT,
+        T::HeapMultiInsert => HEAP_MULTI_INSERT,
+        T::HeapMultiRemove => HEAP_MULTI_REMOVE,
         T::HeapDelete => HEAP_DELETE,
         T::HeapUpdate => HEAP_UPDATE,
         T::HeapForward => HEAP_FORWARD,

@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::page::{NO_PAGE, PAGE_SIZE, Relocation, TupleFlags};
+use crate::types::SlotId;
 
 use super::encode::image_hole;
-use super::{Payload, SlotImage};
+use super::{Payload, SlotImage, TupleBatch};
 
 /// Ranges or relocations listed before the summary says "…".
 const LISTED_ITEMS: usize = 4;
@@ -85,6 +86,26 @@ fn compaction(relocations: &[Relocation]) -> String {
     s
 }
 
+/// `slots 3..=14, 12 tuples, 1296 B, flags -`.
+fn multi_insert(first: SlotId, f: TupleFlags, tuples: &TupleBatch) -> String {
+    format!(
+        "{}, {}, {} B, flags {}",
+        run(first, tuples.len()),
+        plural(tuples.len(), "tuple", "tuples"),
+        tuples.tuple_bytes(),
+        flags(f)
+    )
+}
+
+/// `slots 3..=14`, `slot 3`, `no slot`.
+fn run(first: SlotId, count: usize) -> String {
+    match count {
+        0 => "no slot".into(),
+        1 => format!("slot {first}"),
+        n => format!("slots {first}..={}", usize::from(first.0) + n - 1),
+    }
+}
+
 impl Payload {
     /// A one-line description of the payload, without the record type:
     /// `slot 3, 120 B, flags -`, `undo-next 0/00001234, heap-delete slot 4,
@@ -102,6 +123,12 @@ impl Payload {
                 flags: f,
                 tuple: t,
             } => format!("slot {slot}, {}", tuple(*f, t)),
+            Payload::HeapMultiInsert {
+                first,
+                flags: f,
+                tuples,
+            } => multi_insert(*first, *f, tuples),
+            Payload::HeapMultiRemove { first, count } => run(*first, usize::from(*count)),
             Payload::HeapDelete { slot, old } => format!("slot {slot}, was {}", image(old)),
             Payload::HeapUpdate {
                 slot,

@@ -42,6 +42,19 @@ fn forward() -> SlotImage {
     SlotImage::Forward(TupleId::new(PageId(12), SlotId(3)))
 }
 
+/// A heap-multi-insert of `tuples` into slots from `first`.
+fn multi(first: u16, flags: TupleFlags, tuples: &[&[u8]]) -> Payload {
+    let mut batch = TupleBatch::with_capacity(tuples.len(), 0);
+    for t in tuples {
+        batch.push(t);
+    }
+    Payload::HeapMultiInsert {
+        first: SlotId(first),
+        flags,
+        tuples: batch,
+    }
+}
+
 /// Every page-changing payload other than a CLR, with edge sizes.
 fn page_actions() -> Vec<Payload> {
     vec![
@@ -63,6 +76,21 @@ fn page_actions() -> Vec<Payload> {
             slot: SlotId(u16::MAX),
             flags: TupleFlags::OVERFLOW_HEAD.union(TupleFlags::MOVED_IN),
             tuple: vec![9; MAX_TUPLE_LEN],
+        },
+        multi(0, TupleFlags::NONE, &[]),
+        multi(3, TupleFlags::MOVED_IN, &[b"one", b"", &[7; 300]]),
+        multi(u16::MAX, TupleFlags::NONE, &[&[9; MAX_TUPLE_LEN]]),
+        Payload::HeapMultiRemove {
+            first: SlotId(0),
+            count: 0,
+        },
+        Payload::HeapMultiRemove {
+            first: SlotId(3),
+            count: 70,
+        },
+        Payload::HeapMultiRemove {
+            first: SlotId(u16::MAX),
+            count: 1,
         },
         Payload::HeapDelete {
             slot: SlotId(4),
@@ -315,6 +343,24 @@ fn bad_enum_bytes_are_errors_at_their_offset() {
             "tuple flags 0x04",
         ),
         (
+            RecordType::HeapMultiInsert,
+            vec![1, 0, 0x04, 0, 0],
+            2,
+            "tuple flags 0x04",
+        ),
+        (
+            RecordType::HeapMultiInsert,
+            vec![0xFF, 0xFF, 0, 2, 0, 0, 0, 0, 0],
+            3,
+            "passes slot 65535",
+        ),
+        (
+            RecordType::HeapMultiRemove,
+            vec![0xFE, 0xFF, 3, 0],
+            2,
+            "a run of 3 slots from slot 65534 passes slot 65535",
+        ),
+        (
             RecordType::HeapDelete,
             vec![1, 0, 0, 1, 2, 3],
             2,
@@ -392,6 +438,12 @@ fn huge_counts_fail_before_allocating() {
     );
     let (_, r) = bad(RecordType::HeapInsert, &[0, 0, 0, 0xFF, 0xFF]);
     assert!(r.contains("65535 bytes exceeds 8148"), "{r}");
+    let (o, r) = bad(RecordType::HeapMultiInsert, &[0, 0, 0, 0xFF, 0xFF, 0, 0]);
+    assert!(r.contains("65535 multi-insert tuples claimed"), "{r}");
+    assert_eq!(o, 3);
+    let (o, r) = bad(RecordType::HeapMultiInsert, &[0, 0, 0, 1, 0, 0xFF, 0xFF]);
+    assert!(r.contains("65535 bytes exceeds 8148"), "{r}");
+    assert_eq!(o, 5);
     let (_, r) = bad(
         RecordType::OverflowWrite,
         &[0, 0, 0, 0, 0, 0, 0, 0, 0xD1, 0x1F],
@@ -439,6 +491,12 @@ fn invalid_payloads_do_not_encode() {
         Payload::HeapDelete {
             slot: SlotId(0),
             old: tuple_image(MAX_TUPLE_LEN + 1),
+        },
+        multi(1, TupleFlags::NONE, &[&[0; MAX_TUPLE_LEN + 1]]),
+        multi(u16::MAX, TupleFlags::NONE, &[b"a", b"b"]),
+        Payload::HeapMultiRemove {
+            first: SlotId(u16::MAX - 1),
+            count: 3,
         },
         Payload::OverflowWrite {
             index: 0,
@@ -535,6 +593,25 @@ fn summaries_read_like_the_inspector_prints_them() {
         forward.summary(),
         "slot 1 -> 8.2, was tuple 10 B, flags moved-in"
     );
+    assert_eq!(
+        multi(3, TupleFlags::NONE, &[&[1; 100], &[2; 8]]).summary(),
+        "slots 3..=4, 2 tuples, 108 B, flags -"
+    );
+    assert_eq!(
+        multi(7, TupleFlags::MOVED_IN, &[b""]).summary(),
+        "slot 7, 1 tuple, 0 B, flags moved-in"
+    );
+    let undone = Payload::Compensation {
+        undo_next: LSN,
+        action: Box::new(Payload::HeapMultiRemove {
+            first: SlotId(3),
+            count: 12,
+        }),
+    };
+    assert_eq!(
+        undone.summary(),
+        "undo-next 0/00001234, heap-multi-remove slots 3..=14"
+    );
     let overflow = Payload::OverflowWrite {
         index: 2,
         next: NO_PAGE,
@@ -584,8 +661,16 @@ fn classification_helpers() {
         .filter(|p| p.needs_undo())
         .map(Payload::kind)
         .collect();
+    assert!(
+        !Payload::HeapMultiRemove {
+            first: SlotId(1),
+            count: 2
+        }
+        .needs_undo()
+    );
     for k in [
         RecordType::HeapInsert,
+        RecordType::HeapMultiInsert,
         RecordType::HeapDelete,
         RecordType::HeapUpdate,
         RecordType::HeapForward,
@@ -646,6 +731,21 @@ fn arb_page_action() -> impl Strategy<Value = Payload> {
         }),
         (slot.clone(), arb_flags(), arb_bytes(300))
             .prop_map(|(slot, flags, tuple)| Payload::HeapInsert { slot, flags, tuple }),
+        (
+            any::<u16>(),
+            arb_flags(),
+            prop::collection::vec(arb_bytes(120), 0..6)
+        )
+            .prop_map(|(first, flags, tuples)| {
+                // The run's last slot stays within u16.
+                let first = first.min(u16::MAX - tuples.len() as u16);
+                let tuples: Vec<&[u8]> = tuples.iter().map(Vec::as_slice).collect();
+                multi(first, flags, &tuples)
+            }),
+        (any::<u16>(), any::<u16>()).prop_map(|(first, count)| Payload::HeapMultiRemove {
+            first: SlotId(first.min(u16::MAX - count.saturating_sub(1))),
+            count,
+        }),
         (slot.clone(), arb_slot_image()).prop_map(|(slot, old)| Payload::HeapDelete { slot, old }),
         (slot.clone(), arb_slot_image(), arb_flags(), arb_bytes(300)).prop_map(
             |(slot, old, new_flags, new)| Payload::HeapUpdate {
@@ -817,6 +917,14 @@ fn every_record_keel_writes_fits_in_the_smallest_segment() {
             slot: SlotId(1),
             flags: TupleFlags::NONE,
             tuple: vec![1; MAX_TUPLE_LEN],
+        },
+        // What the heap puts on one page in one record: the most of its
+        // smallest tuples (6 bytes and a slot each), or its largest.
+        multi(0, TupleFlags::NONE, &vec![&[5u8; 6][..]; PAGE_SIZE / 10]),
+        multi(0, TupleFlags::NONE, &[&[5; MAX_TUPLE_LEN]]),
+        Payload::HeapMultiRemove {
+            first: SlotId(0),
+            count: u16::MAX,
         },
         Payload::HeapDelete {
             slot: SlotId(1),
