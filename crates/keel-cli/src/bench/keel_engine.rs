@@ -5,7 +5,8 @@
 //!   primary key).
 //! - `commit_one` is `begin`, `insert`, `commit` (durable on return under the
 //!   default `CommitMode::Sync`, one flush serving every waiting committer).
-//! - `insert_batch` is one transaction of the batch's inserts.
+//! - `insert_batch` is one transaction with one `insert_many` of the
+//!   batch's rows (Keel's bulk path: one log record per heap page).
 //! - Point reads are by physical address, for every engine: Keel by the
 //!   TupleId each insert returned, kept by the bench client in an id →
 //!   TupleId map outside the buffer pool (as the id → ctid map is kept for
@@ -123,7 +124,7 @@ impl Engine for KeelEngine {
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             (
                 "api".into(),
-                "Database: begin / insert / commit, get by TupleId".into(),
+                "Database: begin / insert / commit; bulk load: begin / insert_many / commit; get by TupleId".into(),
             ),
             ("io backend".into(), backend),
             (
