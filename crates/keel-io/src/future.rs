@@ -382,6 +382,85 @@ mod tests {
         assert!(matches!(fut.wait(), Err(IoError::ShutDown { .. })));
     }
 
+    /// Counts the calls a future makes into its driver; `help` sleeps the
+    /// first time and helps after that.
+    #[derive(Default)]
+    struct Counting {
+        helped: Mutex<usize>,
+        adopted: Mutex<isize>,
+    }
+
+    impl Driver for Counting {
+        fn help(&self, _slot: &Arc<Slot>) -> Help {
+            let mut h = self.helped.lock();
+            *h += 1;
+            if *h == 1 { Help::Sleep } else { Help::Again }
+        }
+        fn poke(&self) {}
+        fn adopt(&self) {
+            *self.adopted.lock() += 1;
+        }
+        fn disown(&self) {
+            *self.adopted.lock() -= 1;
+        }
+    }
+
+    fn driven(driver: &Arc<Counting>) -> (Completer, IoFuture<Reply>) {
+        let weak: Weak<Counting> = Arc::downgrade(driver);
+        Completer::pair_driven(OpKind::Read, Some(weak))
+    }
+
+    #[test]
+    fn a_polled_or_dropped_pending_future_is_adopted_once_and_disowned_at_completion() {
+        let d = Arc::new(Counting::default());
+        let (c, mut fut) = driven(&d);
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert_eq!(*d.adopted.lock(), 1, "adopted once");
+        drop(fut);
+        assert_eq!(
+            *d.adopted.lock(),
+            1,
+            "a dropped adopted future stays adopted"
+        );
+        c.complete(Ok(Reply::Done));
+        assert_eq!(*d.adopted.lock(), 0, "disowned when it completes");
+
+        let (c, fut) = driven(&d);
+        drop(fut);
+        assert_eq!(*d.adopted.lock(), 1, "dropped pending: adopted");
+        c.complete(Ok(Reply::Done));
+        assert_eq!(*d.adopted.lock(), 0);
+
+        let (c, fut) = driven(&d);
+        c.complete(Ok(Reply::Size(1)));
+        drop(fut);
+        assert_eq!(*d.adopted.lock(), 0, "a completed future is never adopted");
+    }
+
+    #[test]
+    fn a_sleeping_waiter_helps_again_when_nudged() {
+        let d = Arc::new(Counting::default());
+        let (c, fut) = driven(&d);
+        let slot = Arc::clone(&fut.handle.0);
+        let t = std::thread::spawn(move || fut.wait());
+        // The waiter asked for help once and sleeps; a nudge sends it back
+        // to the driver, which then "helps" until the request completes.
+        while *d.helped.lock() == 0 {
+            std::thread::yield_now();
+        }
+        assert!(slot.nudge(), "the request is pending");
+        while *d.helped.lock() < 2 {
+            std::thread::yield_now();
+        }
+        c.complete(Ok(Reply::Done));
+        assert!(matches!(t.join().unwrap(), Ok(Reply::Done)));
+        assert!(!slot.nudge(), "nothing to nudge once complete");
+        assert_eq!(*d.adopted.lock(), 0, "a waited future is not adopted");
+    }
+
     #[test]
     fn wait_across_threads() {
         let (c, fut) = Completer::pair(OpKind::Size);

@@ -126,31 +126,38 @@ fn many_threads(f: &Fixture) {
     }
 }
 
-/// Writers on other threads submit and exit without waiting; a sync
-/// submitted after them, waited for on yet another thread, completes only
-/// after every one of those writes did.
+/// Writers on other threads submit writes and a sync and exit without
+/// waiting (on io_uring their thread's kernel workers run them, and must not
+/// be torn down with the thread first); a sync submitted after them, waited
+/// for on yet another thread, completes only after every one of those
+/// writes did, and everything succeeds.
 fn sync_behind_other_threads(f: &Fixture) {
     let h = create(&*f.io, f, "held");
-    for round in 0..8u64 {
-        let writes: Vec<IoFuture<IoBuf>> = thread::scope(|s| {
+    for round in 0..16u64 {
+        let (writes, syncs): (Vec<IoFuture<IoBuf>>, Vec<IoFuture<()>>) = thread::scope(|s| {
             let handles: Vec<_> = (0..4u64)
                 .map(|t| {
                     let io = &*f.io;
                     s.spawn(move || {
-                        (0..8u64)
+                        let writes: Vec<_> = (0..8u64)
                             .map(|i| {
                                 let block = t * 8 + i;
                                 let buf = IoBuf::from(pattern(round * 100 + block, BLOCK));
                                 io.write_at(h, block * BLOCK as u64, buf)
                             })
-                            .collect::<Vec<_>>()
+                            .collect();
+                        (writes, io.fdatasync(h))
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|j| j.join().unwrap())
-                .collect()
+            let mut writes = Vec::new();
+            let mut syncs = Vec::new();
+            for j in handles {
+                let (w, s) = j.join().unwrap();
+                writes.extend(w);
+                syncs.push(s);
+            }
+            (writes, syncs)
         });
         let sync = f.io.fsync(h);
         let synced = thread::spawn(move || sync.wait()).join().unwrap();
@@ -163,6 +170,46 @@ fn sync_behind_other_threads(f: &Fixture) {
             let buf = w.wait().unwrap();
             assert_eq!(&buf[..], &pattern(round * 100 + block as u64, BLOCK)[..]);
         }
+        for s in syncs {
+            s.wait().unwrap();
+        }
+    }
+}
+
+/// While this thread has a long write to a file in flight, four threads
+/// each submit a write to it and a sync, hand the futures over and exit at
+/// once: every request still succeeds (leaving a future never cancels its
+/// request, whichever thread submitted it), and the data is there. On
+/// io_uring the kernel queues these writes on each submitting thread's own
+/// workers and runs one file's writes one at a time across all of them, so
+/// the exiting threads' writes are still queued behind the long one when
+/// they exit.
+fn submitters_exit_at_once(f: &Fixture) {
+    const LONG: usize = 32 << 20;
+    const SHORT: usize = 64 * 1024;
+    let h = create(&*f.io, f, "exit");
+    let long_data = IoBuf::from(pattern(7, LONG));
+    let at = |t: u64| LONG as u64 + t * SHORT as u64;
+    let mut long_data = Some(long_data);
+    for round in 0..4u64 {
+        let Some(buf) = long_data.take() else { break };
+        let long = f.io.write_at(h, 0, buf);
+        let spawned: Vec<_> = (0..4u64)
+            .map(|t| {
+                let io = Arc::clone(&f.io);
+                thread::spawn(move || {
+                    let w = io.write_at(h, at(t), IoBuf::from(pattern(round * 10 + t, SHORT)));
+                    (w, io.fdatasync(h))
+                })
+            })
+            .collect();
+        for (t, j) in spawned.into_iter().enumerate() {
+            let (w, sync) = j.join().unwrap();
+            sync.wait().unwrap();
+            let buf = w.wait().unwrap();
+            assert_eq!(&buf[..], &pattern(round * 10 + t as u64, SHORT)[..]);
+        }
+        long_data = Some(long.wait().unwrap());
     }
 }
 
@@ -296,6 +343,10 @@ macro_rules! suite {
             #[test]
             fn sync_behind_other_threads() {
                 run(super::sync_behind_other_threads);
+            }
+            #[test]
+            fn submitters_exit_at_once() {
+                run(super::submitters_exit_at_once);
             }
             #[test]
             fn shutdown_races_submitters() {
