@@ -2,11 +2,14 @@
 //!
 //! One ring, shared by every thread (`ring.rs`). The thread that submits a
 //! read, write, writev, fsync, fdatasync or allocate pushes the entry and
-//! enters the kernel itself, then reaps: what the kernel completes inline
-//! (a page-cache read, most buffered writes) is finished before `submit`
-//! returns, on the submitting thread. What completes later is reaped by
-//! the thread that waits for it, or by the dispatcher thread when nobody
-//! does (`reaper.rs`).
+//! enters the kernel itself, then reaps: what the kernel completes inline (a
+//! read the page cache serves; a buffered write, on file systems that take
+//! one without blocking, which ext4 does not) is finished before `submit`
+//! returns, on the submitting thread. What the kernel hands to its workers
+//! instead is reaped by the thread that waits for it, or by the dispatcher
+//! thread when nobody does (`reaper.rs`); and the thread that submitted it
+//! does not exit before it completes, since the kernel would cancel it
+//! (`thread_exit.rs`).
 //!
 //! Which thread runs what:
 //! - read, write, writev, fsync, fdatasync, allocate: the ring, entered from
