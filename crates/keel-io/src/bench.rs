@@ -3,13 +3,14 @@
 //!
 //! Each function drives one backend with one pattern for a fixed wall-clock
 //! duration and reports operations per second, latency percentiles and CPU
-//! time per operation. Latency is measured by the submitter: from submitting
-//! a request to its future returning. At queue depth > 1 the submitter waits
-//! for the oldest request first (a FIFO window), so a request that finished
-//! early is counted when its turn comes — the same bias for every backend.
-//! CPU time is `getrusage(RUSAGE_SELF)` user + system over the run, divided
-//! by the operations: it covers every thread of the process (workers, the
-//! dispatcher, and the kernel's io_uring workers charged to it).
+//! time per operation. Latency is measured by the submitter: from just
+//! before it submits a request to its future returning. At queue depth > 1
+//! the submitter waits for the oldest request first (a FIFO window), so a
+//! request that finished early is counted when its turn comes — the same
+//! bias for every backend. CPU time is `getrusage(RUSAGE_SELF)` user + system
+//! over the run, divided by the operations: it covers every thread of the
+//! process (workers, the dispatcher, and the kernel's io_uring workers
+//! charged to it).
 //!
 //! Left out: warm-up control (the page cache is whatever the previous case
 //! left) and multi-process load.
@@ -203,11 +204,14 @@ pub fn random_io(
         while submitting && window.len() < queue_depth.max(1) {
             let Some(buf) = spare.pop() else { break };
             let off = offsets.next();
+            // The clock starts before submit: a backend may do the whole
+            // operation inside it (io_uring on a page-cache hit).
+            let t0 = Instant::now();
             let fut = match pattern {
                 Pattern::RandomRead => InFlight::Read(io.read_at(file, off, buf)),
                 Pattern::RandomWrite => InFlight::Write(io.write_at(file, off, buf)),
             };
-            window.push_back((fut, Instant::now()));
+            window.push_back((fut, t0));
         }
         let Some((fut, t0)) = window.pop_front() else {
             break;

@@ -7,12 +7,12 @@
 //! counts an error and completes the future with `ShutDown` — so shutdown's
 //! drain can never wait for a permit that will not come back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crate::error::IoError;
 use crate::file::FileTable;
-use crate::future::{Completer, IoFuture};
+use crate::future::{Completer, Driver, IoFuture};
 use crate::gate::Gate;
 use crate::request::{FileClass, OpKind, Rejected, Reply, Request};
 use crate::stats::{IoStats, Stats};
@@ -91,7 +91,18 @@ impl Ticket {
         kind: OpKind,
         class: FileClass,
     ) -> (Ticket, IoFuture<Reply>) {
-        let (completer, fut) = Completer::pair(kind);
+        Ticket::driven(core, kind, class, None)
+    }
+
+    /// A ticket whose future asks `driver` for help while it waits (see
+    /// `future.rs`).
+    pub(crate) fn driven(
+        core: &Arc<Core>,
+        kind: OpKind,
+        class: FileClass,
+        driver: Option<Weak<dyn Driver>>,
+    ) -> (Ticket, IoFuture<Reply>) {
+        let (completer, fut) = Completer::pair_driven(kind, driver);
         let ticket = Ticket {
             core: Arc::clone(core),
             completer: Some(completer),

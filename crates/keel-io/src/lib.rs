@@ -8,7 +8,10 @@
 //!
 //! Three backends implement it:
 //! - [`ThreadPoolIo`]: portable, N workers doing blocking system calls;
-//! - `UringIo` (Linux): one dispatcher thread driving an io_uring;
+//! - `UringIo` (Linux): one io_uring shared by every thread: the submitting
+//!   thread enters the kernel itself and reaps what completed inline, a
+//!   waiting thread reaps what completes later, a dispatcher thread reaps
+//!   for futures nobody waits on;
 //! - [`sim::SimIo`]: deterministic and in memory, with a volatile and a
 //!   durable image, crashes that tear unsynced writes, and fault injection.
 //!

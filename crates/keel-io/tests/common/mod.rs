@@ -51,6 +51,13 @@ impl Fixture {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// The backend alone (the simulator's second handle dropped), and what
+    /// keeps the directory alive: for a test that needs to hold the only
+    /// reference to the backend.
+    pub fn into_backend(self) -> (Arc<dyn AsyncIo>, PathBuf, Option<tempfile::TempDir>) {
+        (self.io, self.dir, self._tmp)
+    }
 }
 
 fn tempdir() -> tempfile::TempDir {
