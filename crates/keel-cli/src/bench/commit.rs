@@ -105,8 +105,8 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     ctx.out
         .plan((windows * ctx.settings.repeat as usize) as u64);
     ctx.out.line(
-        "\n| engine | committers | commits/s | p50 µs | p99 µs | × fdatasync loop | × group ref | × best peer |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|",
+        "\n| engine | committers | commits/s | p50 µs | p99 µs | CPU µs/commit | × fdatasync loop | × group ref | × best peer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     let mut unsettled = 0;
     let mut notes = Vec::new();
@@ -526,6 +526,11 @@ fn emit(ctx: &mut Ctx, c: usize, row: &Row) {
     ] {
         figs.push(fig(metric, "us", row.rates.iter().map(get).collect()));
     }
+    // A server's CPU is not in this process: measured only in-process.
+    if row.engine != "postgres" && !row.round_trip {
+        let cpu = row.rates.iter().map(|r| r.cpu_us_per_op).collect();
+        figs.push(fig("cpu_us_per_commit", "us", cpu));
+    }
     for (metric, values) in &row.ratios {
         figs.push(fig(metric, "x", values.clone()));
     }
@@ -550,10 +555,11 @@ fn emit(ctx: &mut Ctx, c: usize, row: &Row) {
     };
     if row.printed {
         ctx.out.line(&format!(
-            "| {label} | {c} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {c} | {} | {} | {} | {} | {} | {} | {} |",
             text("commits_per_s"),
             p("p50_us"),
             p("p99_us"),
+            p("cpu_us_per_commit"),
             text("x_fdatasync_loop"),
             text("x_group_commit_reference"),
             text("x_best_peer"),
@@ -583,6 +589,7 @@ mod tests {
             p90_us: 2.0,
             p99_us: 3.0,
             p999_us: 4.0,
+            cpu_us_per_op: 5.0,
         }
     }
 

@@ -31,6 +31,11 @@ pub struct Rate {
     pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    /// CPU time (user + system) of this whole process per operation, in
+    /// microseconds, over the timed window: every thread of an in-process
+    /// engine (committers, log writer, checkpointer, I/O threads) and the
+    /// kernel work charged to them. NaN where not measured.
+    pub cpu_us_per_op: f64,
 }
 
 fn histogram() -> Result<Histogram<u64>, Failure> {
@@ -70,6 +75,7 @@ fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
         p90_us: q(0.9),
         p99_us: q(0.99),
         p999_us: q(0.999),
+        cpu_us_per_op: f64::NAN,
     }
 }
 
@@ -93,6 +99,7 @@ pub fn commits(
     };
     let mut all = histogram()?;
     let mut elapsed = 0.0;
+    let (mut cpu_start, mut cpu) = (Duration::ZERO, Duration::ZERO);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -116,6 +123,7 @@ pub fn commits(
             .collect();
         barrier.wait();
         let start = Instant::now();
+        cpu_start = keel_io::bench::cpu_time();
         let deadline = start + Duration::from_secs_f64(secs);
         while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5).min(deadline - Instant::now()));
@@ -127,11 +135,14 @@ pub fn commits(
             }
         }
         elapsed = start.elapsed().as_secs_f64();
+        cpu = keel_io::bench::cpu_time().saturating_sub(cpu_start);
     });
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(rate(&all, elapsed))
+    let mut r = rate(&all, elapsed);
+    r.cpu_us_per_op = cpu.as_secs_f64() * 1e6 / (r.ops.max(1) as f64);
+    Ok(r)
 }
 
 /// Random point reads of ids in `0..rows` on one session for `secs`.
