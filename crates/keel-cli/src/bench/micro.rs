@@ -57,9 +57,11 @@ fn backend(kind: Backend, queue_depth: usize) -> Option<Box<dyn AsyncIo>> {
 
 type Case = (String, String, Vec<BenchResult>);
 
-/// Runs the `io` suite: random 8 KiB reads at QD 1 and 8, random writes at
-/// QD 1 (buffered), and append + fdatasync, on both backends and a plain
-/// pwrite loop, each --secs long, --repeat times.
+/// Runs the `io` suite: random 8 KiB reads and writes at QD 1, 8 and 32
+/// (buffered), and append + fdatasync, on both backends and a plain
+/// pwrite loop, each --secs long, --repeat times. Each case gets a backend
+/// of its own with a queue of max(QD, 8) (the pool: as many workers, at
+/// most 16).
 pub fn io(ctx: &mut Ctx) -> Result<(), Failure> {
     let dir = ctx.root.join("io");
     std::fs::create_dir_all(&dir).map_err(|e| Failure(format!("io: {e}")))?;
@@ -67,13 +69,17 @@ pub fn io(ctx: &mut Ctx) -> Result<(), Failure> {
     let mib: u64 = if ctx.settings.quick { 16 } else { 64 };
     bench::prepare_file(&data, mib << 20).map_err(|e| Failure(format!("io: prepare: {e}")))?;
     let secs = Duration::from_secs_f64(ctx.settings.secs);
-    let cases: [(&str, Pattern, usize); 3] = [
+    let cases: [(&str, Pattern, usize); 6] = [
         ("rand-read 8 KiB QD1", Pattern::RandomRead, 1),
         ("rand-read 8 KiB QD8", Pattern::RandomRead, 8),
+        ("rand-read 8 KiB QD32", Pattern::RandomRead, 32),
         ("rand-write 8 KiB QD1", Pattern::RandomWrite, 1),
+        ("rand-write 8 KiB QD8", Pattern::RandomWrite, 8),
+        ("rand-write 8 KiB QD32", Pattern::RandomWrite, 32),
     ];
     let mut out: Vec<Case> = Vec::new();
-    ctx.out.plan(u64::from(ctx.settings.repeat) * 9);
+    ctx.out
+        .plan(u64::from(ctx.settings.repeat) * (2 * cases.len() as u64 + 3));
     for _ in 0..ctx.settings.repeat {
         let mut i = 0;
         let mut push = |name: &str, label: &str, r: BenchResult| {
@@ -86,6 +92,9 @@ pub fn io(ctx: &mut Ctx) -> Result<(), Failure> {
         for kind in [Backend::ThreadPool, Backend::IoUring] {
             let Some(io) = backend(kind, 8) else { continue };
             for (label, pattern, qd) in cases {
+                let Some(io) = backend(kind, qd.max(8)) else {
+                    continue;
+                };
                 ctx.out.step(&format!("io: {label} {}", io.backend_name()));
                 let r = bench::random_io(&*io, &data, pattern, BLOCK, qd, false, secs)?;
                 push(io.backend_name(), label, r);
