@@ -549,6 +549,49 @@ fn creation_modes(f: &Fixture) {
     assert_eq!(mode("g") & !0o050, 0o700);
 }
 
+/// A full disk on the real backends (`/dev/full` answers every write with
+/// ENOSPC): a write fails as the fatal `NoSpace` whether it goes through
+/// the ring or the pool, submitted or blocking, plain or vectored, and a
+/// failed write still leaves its file's sync order, so a sync submitted
+/// behind it completes after it rather than being held forever. The
+/// simulator's own full-disk faults are in `sim_faults.rs`.
+fn full_disk(f: &Fixture) {
+    let full = std::path::Path::new("/dev/full");
+    if f.sim.is_some() || !full.exists() {
+        return;
+    }
+    let h =
+        f.io.open(full, OpenOptions::new(FileClass::Wal).write(true))
+            .wait()
+            .unwrap();
+    let no_space = |e: &IoError, op: OpKind| {
+        assert!(
+            matches!(e, IoError::NoSpace { op: o, .. } if *o == op),
+            "{e}"
+        );
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        assert!(e.is_fatal(), "{e}");
+    };
+    let writes: Vec<_> = (0..4u64)
+        .map(|i| f.io.write_at(h, i * 8, IoBuf::zeroed(8)))
+        .collect();
+    let sync = f.io.fdatasync(h);
+    for w in writes {
+        no_space(&w.wait().unwrap_err(), OpKind::Write);
+    }
+    // Whatever a character device answers to fdatasync, it answers.
+    let _ = sync.wait();
+    let e =
+        f.io.writev_at(h, 0, vec![IoBuf::zeroed(4), IoBuf::zeroed(4)])
+            .wait()
+            .unwrap_err();
+    no_space(&e, OpKind::WriteV);
+    let e = f.io.write_at_blocking(h, 0, IoBuf::zeroed(8)).unwrap_err();
+    no_space(&e, OpKind::Write);
+    let _ = f.io.fdatasync_blocking(h);
+    f.io.close(h).wait().unwrap();
+}
+
 macro_rules! suite {
     ($name:ident, $make:path) => {
         mod $name {
@@ -615,6 +658,10 @@ macro_rules! suite {
             #[test]
             fn creation_modes() {
                 run(super::creation_modes);
+            }
+            #[test]
+            fn full_disk() {
+                run(super::full_disk);
             }
         }
     };
