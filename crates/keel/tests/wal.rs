@@ -695,6 +695,28 @@ fn spares(io: &Arc<keel_io::sim::SimIo>) -> usize {
         .count()
 }
 
+/// Waits until the segment after the one the log ends in is prepared (the
+/// background thread prepares it once the writer enters its predecessor),
+/// so that a retirement next does not race that preparation for a spare.
+fn wait_next_prepared(io: &Arc<keel_io::sim::SimIo>, wal: &Wal) {
+    let next = wal.end_lsn().0 / wal.segment_size() + 1;
+    let name = format!("{next:016X}.wal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !io
+        .read_dir(Path::new(DIR))
+        .wait()
+        .unwrap()
+        .iter()
+        .any(|e| e.name.to_str() == Some(name.as_str()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment {next} was never prepared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// WAL-class bytes written other than log records: zero-fill of new
 /// segments and segment headers.
 fn other_wal_writes(io: &Arc<keel_io::sim::SimIo>, wal: &Wal) -> u64 {
@@ -726,6 +748,7 @@ fn a_steady_load_recycles_every_segment_it_needs() {
         let before = other_wal_writes(&io, wal);
         append_until(wal, &mut next, wal.end_lsn().0 + segments * size);
         wal.flush_all().unwrap();
+        wait_next_prepared(&io, wal);
         wal.retire_before(wal.end_lsn()).unwrap();
         other_wal_writes(&io, wal) - before
     };
