@@ -214,6 +214,14 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
         T::RelationDrop => Payload::RelationDrop {
             relation: RelationId(1),
         },
+        T::TreeInsert => Payload::TreeInsert {
+            key: vec![],
+            rest: vec![],
+        },
+        T::TreeDelete => Payload::TreeDelete {
+            key: vec![],
+            rest: vec![],
+        },
     }
 }
 

@@ -83,6 +83,12 @@ pub enum PageType {
     Fsm = 3,
     /// A file's metadata page.
     Meta = 4,
+    /// A tree's meta page (its root and level).
+    TreeMeta = 5,
+    /// An internal node of a tree.
+    TreeInternal = 6,
+    /// A leaf of a tree.
+    TreeLeaf = 7,
 }
 
 impl PageType {
@@ -94,6 +100,9 @@ impl PageType {
             2 => PageType::Overflow,
             3 => PageType::Fsm,
             4 => PageType::Meta,
+            5 => PageType::TreeMeta,
+            6 => PageType::TreeInternal,
+            7 => PageType::TreeLeaf,
             _ => return None,
         })
     }
@@ -106,6 +115,9 @@ impl PageType {
             PageType::Overflow => "overflow",
             PageType::Fsm => "fsm",
             PageType::Meta => "meta",
+            PageType::TreeMeta => "tree-meta",
+            PageType::TreeInternal => "tree-internal",
+            PageType::TreeLeaf => "tree-leaf",
         }
     }
 }

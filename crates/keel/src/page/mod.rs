@@ -10,7 +10,9 @@
 //!   tuple bytes grow down from the end of the page, and free space is the gap
 //!   between them ([`slotted`]);
 //! - **overflow pages** carry one chunk of a tuple too large for a heap page,
-//!   chained by the header's next-page link ([`overflow`]).
+//!   chained by the header's next-page link ([`overflow`]);
+//! - **tree pages** are the meta page and the nodes of a B-link tree: sorted
+//!   items, a high key and a right link ([`tree`]).
 //!
 //! This module works on plain `&[u8]` / `&mut [u8]` of exactly `PAGE_SIZE`
 //! bytes, so the buffer pool can hand it a frame, a test a `Vec`, and a fuzzer
@@ -39,6 +41,7 @@ pub mod header;
 pub mod overflow;
 pub mod slotted;
 pub mod stats;
+pub mod tree;
 
 pub use compare::first_difference;
 pub use dump::{DumpOptions, dump_page};
@@ -54,6 +57,7 @@ pub use slotted::{
     SlotKind, SlottedPage, TupleFlags,
 };
 pub use stats::PageStats;
+pub use tree::TreePage;
 
 use crate::types::PageId;
 
@@ -77,6 +81,12 @@ pub fn verify_structure(bytes: &[u8], expected: PageId) -> Result<PageType, Page
         PageType::Heap => SlottedPage::open(bytes, expected)?.validate()?,
         PageType::Overflow => {
             OverflowPage::open(bytes, expected)?;
+        }
+        PageType::TreeLeaf | PageType::TreeInternal => {
+            TreePage::open(bytes, expected)?.validate()?
+        }
+        PageType::TreeMeta => {
+            tree::read_meta(bytes, expected)?;
         }
         PageType::Free | PageType::Fsm | PageType::Meta => {}
     }

@@ -16,7 +16,7 @@
 use crate::error::PageError;
 use crate::page::{
     FORWARD_PLACEHOLDER, OverflowPage, PAGE_SIZE, PageType, Relocation, SlotContent, SlottedPage,
-    TupleFlags, init_page, set_page_lsn,
+    TreePage, TupleFlags, init_page, set_page_lsn,
 };
 use crate::types::{Lsn, PageId};
 use crate::wal::payload::{Payload, SlotImage};
@@ -137,6 +137,20 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
             OverflowPage::init(page, page_id, *index, chunk, *next).map(|_| ())
         }
         Payload::OverflowFree => init_page(page, page_id, PageType::Free),
+        Payload::TreeInsert { key, rest } => {
+            let mut p = TreePage::open(page, page_id)?;
+            match p.search(key)? {
+                Err(i) => p.insert(i, key, rest),
+                Ok(_) => Err(diverged(page_id, "inserts a key the node already has")),
+            }
+        }
+        Payload::TreeDelete { key, .. } => {
+            let mut p = TreePage::open(page, page_id)?;
+            match p.search(key)? {
+                Ok(i) => p.remove(i),
+                Err(_) => Err(diverged(page_id, "removes a key the node does not have")),
+            }
+        }
         Payload::Compensation { action, .. } => apply_action(action, page, page_id),
         Payload::Padding { .. }
         | Payload::PageCheck { .. }
@@ -151,6 +165,14 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
             offset: 0,
             reason: format!("a {} record does not change pages", payload.kind().name()),
         }),
+    }
+}
+
+fn diverged(page_id: PageId, what: &str) -> PageError {
+    PageError::Corrupted {
+        page_id,
+        offset: 0,
+        reason: format!("a tree record {what}: redo diverged"),
     }
 }
 

@@ -158,6 +158,10 @@ record_types! {
     CheckpointBegin = 30, "checkpoint-begin";
     /// A checkpoint ended, with the dirty page and transaction tables.
     CheckpointEnd = 31, "checkpoint-end";
+    /// An item inserted into a tree node at its sorted place.
+    TreeInsert = 50, "tree-insert";
+    /// An item removed from a tree node.
+    TreeDelete = 51, "tree-delete";
     /// A relation was created.
     RelationCreate = 40, "relation-create";
     /// A relation was dropped.

@@ -6,6 +6,7 @@
 //! its own header implies, invalid UTF-8, and trailing bytes.
 
 use crate::page::header::HEADER_SIZE;
+use crate::page::tree::{MAX_ITEM_LEN, MAX_KEY_LEN};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 use crate::wal::WalError;
@@ -121,6 +122,14 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
         RecordType::Compensation => compensation(cur)?,
         RecordType::CheckpointBegin => Payload::CheckpointBegin,
         RecordType::CheckpointEnd => checkpoint_end(cur)?,
+        RecordType::TreeInsert => Payload::TreeInsert {
+            key: bytes16(cur, MAX_KEY_LEN, "tree key")?.to_vec(),
+            rest: bytes16(cur, MAX_ITEM_LEN, "tree item")?.to_vec(),
+        },
+        RecordType::TreeDelete => Payload::TreeDelete {
+            key: bytes16(cur, MAX_KEY_LEN, "tree key")?.to_vec(),
+            rest: bytes16(cur, MAX_ITEM_LEN, "tree item")?.to_vec(),
+        },
         RecordType::RelationCreate => relation_create(cur)?,
         RecordType::RelationDrop => Payload::RelationDrop {
             relation: RelationId(cur.u32("relation")?),

@@ -5,6 +5,7 @@
 //! encodes also decodes, to an equal value (page images up to their hole).
 
 use crate::page::header::{HEADER_SIZE, get_u16, offsets};
+use crate::page::tree::{MAX_ITEM_LEN, MAX_KEY_LEN};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, RelationId, SlotId};
 use crate::wal::WalError;
@@ -34,7 +35,11 @@ pub(super) const CHECKPOINT_END_LEN: usize = 48;
 /// of a heap page whose bounds are sane, else `(0, 0)`. The header lies
 /// below `lower`, so the hole never hides the fields that locate it.
 pub(super) fn image_hole(image: &[u8; PAGE_SIZE]) -> (usize, usize) {
-    if image[offsets::PAGE_TYPE] != PageType::Heap as u8 {
+    let with_gap = [PageType::Heap, PageType::TreeLeaf, PageType::TreeInternal];
+    if !with_gap
+        .iter()
+        .any(|&t| image[offsets::PAGE_TYPE] == t as u8)
+    {
         return (0, 0);
     }
     let lower = usize::from(get_u16(image, offsets::LOWER));
@@ -85,6 +90,9 @@ impl Payload {
             Payload::Commit { .. } => 8,
             Payload::Compensation { action, .. } => action.encoded_len().saturating_add(9),
             Payload::CheckpointEnd { .. } => CHECKPOINT_END_LEN,
+            Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
+                4 + key.len() + rest.len()
+            }
             Payload::RelationCreate { name, .. } => 5 + name.len(),
             Payload::RelationDrop { .. } => 4,
         }
@@ -278,6 +286,10 @@ impl Writer<'_> {
                 self.u64(undo_start.0);
                 self.u64(*dirty_pages);
                 self.u64(*active_txns);
+            }
+            Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
+                self.bytes16(key, MAX_KEY_LEN, "tree key")?;
+                self.bytes16(rest, MAX_ITEM_LEN, "tree item")?;
             }
             Payload::RelationCreate { relation, name } => self.relation_create(*relation, name)?,
             Payload::RelationDrop { relation } => self.u32(relation.0),

@@ -313,6 +313,28 @@ pub enum Payload {
         /// Transactions running when the end record was written.
         active_txns: u64,
     },
+    /// An item inserted into the header's tree node (leaf or internal) at
+    /// its sorted place: a key and the item's rest (a leaf's value part, an
+    /// internal page's child). Logged in a transaction on a leaf, it is
+    /// undone *logically*: the key is removed from whatever leaf holds it
+    /// by then, found by descending the tree again (another transaction's
+    /// split may have moved it). Logged outside a transaction (a downlink
+    /// added by a split) it is redo-only.
+    TreeInsert {
+        /// The key (at most [`MAX_KEY_LEN`](crate::page::tree::MAX_KEY_LEN) bytes).
+        key: Vec<u8>,
+        /// The item's rest.
+        rest: Vec<u8>,
+    },
+    /// The item with `key` removed from the header's tree node; `rest` is
+    /// what it held, so undo (logical, as for [`TreeInsert`](Payload::TreeInsert))
+    /// puts it back.
+    TreeDelete {
+        /// The key.
+        key: Vec<u8>,
+        /// The removed item's rest.
+        rest: Vec<u8>,
+    },
     /// A relation was created.
     RelationCreate {
         /// Its id.
@@ -352,6 +374,8 @@ impl Payload {
             Payload::Compensation { .. } => RecordType::Compensation,
             Payload::CheckpointBegin => RecordType::CheckpointBegin,
             Payload::CheckpointEnd { .. } => RecordType::CheckpointEnd,
+            Payload::TreeInsert { .. } => RecordType::TreeInsert,
+            Payload::TreeDelete { .. } => RecordType::TreeDelete,
             Payload::RelationCreate { .. } => RecordType::RelationCreate,
             Payload::RelationDrop { .. } => RecordType::RelationDrop,
         }
@@ -378,6 +402,8 @@ impl Payload {
                 | Payload::HeapUpdate { .. }
                 | Payload::HeapForward { .. }
                 | Payload::OverflowWrite { .. }
+                | Payload::TreeInsert { .. }
+                | Payload::TreeDelete { .. }
         )
     }
 
@@ -431,5 +457,7 @@ pub fn is_clr_action(kind: RecordType) -> bool {
             | PageCompaction
             | OverflowWrite
             | OverflowFree
+            | TreeInsert
+            | TreeDelete
     )
 }

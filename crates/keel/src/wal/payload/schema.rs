@@ -141,6 +141,12 @@ const RELATION_CREATE: &[Field] = &[
     f("name_len", Uint(1)),
     f("name", Bytes("name_len")),
 ];
+const TREE_ITEM: &[Field] = &[
+    f("key_len", Uint(2)),
+    f("key", Bytes("key_len")),
+    f("rest_len", Uint(2)),
+    f("rest", Bytes("rest_len")),
+];
 const RELATION_DROP: &[Field] = &[f("relation", Uint(4))];
 
 /// The fields of `kind`'s payload, in order.
@@ -165,6 +171,7 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::Commit => COMMIT,
         T::Compensation => COMPENSATION,
         T::CheckpointEnd => CHECKPOINT_END,
+        T::TreeInsert | T::TreeDelete => TREE_ITEM,
         T::RelationCreate => RELATION_CREATE,
         T::RelationDrop => RELATION_DROP,
     }

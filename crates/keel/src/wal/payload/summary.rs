@@ -97,6 +97,18 @@ fn multi_insert(first: SlotId, f: TupleFlags, tuples: &TupleBatch) -> String {
     )
 }
 
+/// A key in hex, its first 16 bytes and its length when longer.
+fn short_hex(key: &[u8]) -> String {
+    let mut s: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    if key.len() > 16 {
+        let _ = write!(s, "… ({} B)", key.len());
+    }
+    if s.is_empty() {
+        s.push_str("(empty)");
+    }
+    s
+}
+
 /// `slots 3..=14`, `slot 3`, `no slot`.
 fn run(first: SlotId, count: usize) -> String {
     match count {
@@ -176,6 +188,9 @@ impl Payload {
                 plural(*dirty_pages as usize, "dirty page", "dirty pages"),
                 plural(*active_txns as usize, "txn", "txns")
             ),
+            Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
+                format!("key {}, {} B", short_hex(key), rest.len())
+            }
             Payload::RelationCreate { relation, name } => format!("relation {relation} {name:?}"),
             Payload::RelationDrop { relation } => format!("relation {relation}"),
         }

@@ -67,6 +67,18 @@ fn page_actions() -> Vec<Payload> {
         Payload::PageInit {
             page_type: PageType::Heap,
         },
+        Payload::TreeInsert {
+            key: b"key".to_vec(),
+            rest: vec![0, 1, 2],
+        },
+        Payload::TreeInsert {
+            key: vec![0xab; crate::page::tree::MAX_KEY_LEN],
+            rest: vec![],
+        },
+        Payload::TreeDelete {
+            key: vec![],
+            rest: vec![9; crate::page::tree::MAX_ITEM_LEN],
+        },
         Payload::HeapInsert {
             slot: SlotId(3),
             flags: TupleFlags::NONE,
@@ -718,6 +730,13 @@ fn arb_image() -> impl Strategy<Value = Box<[u8; PAGE_SIZE]>> {
 fn arb_page_action() -> impl Strategy<Value = Payload> {
     let slot = any::<u16>().prop_map(SlotId);
     prop_oneof![
+        (arb_bytes(40), arb_bytes(60), any::<bool>()).prop_map(|(key, rest, insert)| {
+            if insert {
+                Payload::TreeInsert { key, rest }
+            } else {
+                Payload::TreeDelete { key, rest }
+            }
+        }),
         arb_image().prop_map(|image| Payload::PageImage { image }),
         prop::collection::vec((any::<u16>(), arb_bytes(40)), 0..6).prop_map(|v| {
             let ranges = v

@@ -1,0 +1,630 @@
+//! B-link tree pages: the nodes of an ordered map (`btree/`), as layouts
+//! over `&[u8]` with no I/O.
+//!
+//! A tree lives in one relation file. Page 0 is its *meta page*
+//! ([`PageType::TreeMeta`]), which names the root and its level; every other
+//! page in use is a *node*: a leaf ([`PageType::TreeLeaf`], level 0) or an
+//! internal page ([`PageType::TreeInternal`], level ≥ 1).
+//!
+//! ```text
+//!  0          40     42     44         46        48
+//!  +----------+------+------+----------+---------+------------------+
+//!  | common   |level |flags |high key  |high key | slot array ...   |
+//!  | header   |      |      |offset    |length   | (offset,len) u16 |
+//!  +----------+------+------+----------+---------+------------------+
+//!  ... free ...  | items, growing down from the end of the page | high key |
+//! ```
+//!
+//! - The common header's `next page` is the node's **right link**: the next
+//!   node of the same level ([`NO_PAGE`] for the rightmost). `lower`,
+//!   `upper`, `slots` and `frag` bound the slot array and the item area as
+//!   on a heap page, so the free gap `lower..upper` is left out of page
+//!   images the same way.
+//! - The **high key** bounds the node from above: every key on the node is
+//!   strictly below it, and the keys of its right sibling are at or above
+//!   it. The rightmost node of a level has none (length and offset zero);
+//!   every other node has one.
+//! - The slot array is **sorted** by key (memcmp order, strictly
+//!   ascending). Slot `i` is a `u16` offset and a `u16` length of item `i`.
+//! - An **item** is `u16 key length, key bytes, rest`. On a leaf the rest is
+//!   a value: a kind byte ([`VALUE_INLINE`]: the value's bytes follow;
+//!   [`VALUE_OVERFLOW`]: a 24-byte overflow head follows). On an internal
+//!   page the rest is the child's `u32` page id, and the child holds the
+//!   keys from the item's key (inclusive) up to the next item's key; the
+//!   first item's key is empty and means "minus infinity" (nbtree's
+//!   convention), so every key below the high key has a child.
+//! - `flags` bit [`FLAG_INCOMPLETE_SPLIT`]: the node was split and its new
+//!   right sibling has no downlink in the parent yet. A crash between the
+//!   split and the downlink leaves it set; the next insert that meets it
+//!   finishes the split (nbtree's `INCOMPLETE_SPLIT`).
+//!
+//! Items are packed toward the end of the page with the high key last.
+//! Removing an item leaves its bytes as fragmentation (`frag`); an insert
+//! that finds no contiguous room compacts the page first, deterministically
+//! (items rewritten in slot order from the end of the page), so redo of the
+//! same insert on the same page yields the same bytes.
+//!
+//! The meta page holds, after the common header, the root's `u32` page id
+//! and its `u16` level.
+
+use super::PageError;
+use super::header::{
+    NO_PAGE, PAGE_SIZE, PageHeader, PageType, get_u16, get_u32, init_page, put_u16, put_u32,
+};
+use crate::types::PageId;
+
+/// Bytes of a node's header: the common header and the tree fields.
+pub const TREE_HEADER_SIZE: usize = 48;
+/// Size of a slot array entry.
+pub const TREE_SLOT_SIZE: usize = 4;
+/// Longest key a tree accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest item (key length prefix, key, value kind and inline value).
+/// A quarter of a node's room, so a node always holds at least three items
+/// and its high key, and either half of a split has room for any item.
+pub const MAX_ITEM_LEN: usize = 2000;
+/// Leaf value kind: the value's bytes follow.
+pub const VALUE_INLINE: u8 = 0;
+/// Leaf value kind: a 24-byte overflow head follows.
+pub const VALUE_OVERFLOW: u8 = 1;
+/// Node flag: split, but the parent has no downlink for the right half yet.
+pub const FLAG_INCOMPLETE_SPLIT: u16 = 1;
+/// Every flag a node may carry.
+const KNOWN_FLAGS: u16 = FLAG_INCOMPLETE_SPLIT;
+/// Deepest tree accepted (a level above this is corruption): with at
+/// least three items per node, 2^32 pages never need more.
+pub const MAX_LEVEL: u16 = 32;
+
+/// Byte offsets of the tree fields (invariant 1; mirrored in docs/storage.md).
+pub mod offsets {
+    /// u16 node level (0 for a leaf).
+    pub const LEVEL: usize = 40;
+    /// u16 node flags.
+    pub const FLAGS: usize = 42;
+    /// u16 offset of the high key's bytes (0: none).
+    pub const HIGH_OFFSET: usize = 44;
+    /// u16 length of the high key.
+    pub const HIGH_LEN: usize = 46;
+    /// Meta page: u32 root page id.
+    pub const META_ROOT: usize = 40;
+    /// Meta page: u16 root level.
+    pub const META_LEVEL: usize = 44;
+}
+
+fn corrupt(page_id: PageId, offset: usize, reason: impl Into<String>) -> PageError {
+    PageError::Corrupted {
+        page_id,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Formats `buf` as page `id`, a meta page naming `root` at `level`.
+pub fn init_meta(buf: &mut [u8], id: PageId, root: PageId, level: u16) -> Result<(), PageError> {
+    init_page(buf, id, PageType::TreeMeta)?;
+    put_u32(buf, offsets::META_ROOT, root.0);
+    put_u16(buf, offsets::META_LEVEL, level);
+    Ok(())
+}
+
+/// The root and its level, read from a meta page.
+pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
+    let h = PageHeader::read(buf, id)?;
+    if h.page_type != PageType::TreeMeta {
+        return Err(PageError::WrongPageType {
+            page_id: id,
+            expected: PageType::TreeMeta.name(),
+            found: h.page_type.name(),
+        });
+    }
+    let root = get_u32(buf, offsets::META_ROOT);
+    let level = get_u16(buf, offsets::META_LEVEL);
+    if root == 0 || root == NO_PAGE || level > MAX_LEVEL {
+        return Err(corrupt(
+            id,
+            offsets::META_ROOT,
+            format!("meta page names root {root} at level {level}"),
+        ));
+    }
+    Ok((PageId(root), level))
+}
+
+/// The bytes of a leaf item's value part for an inline value.
+pub fn inline_value(value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + value.len());
+    v.push(VALUE_INLINE);
+    v.extend_from_slice(value);
+    v
+}
+
+/// The bytes of an internal item's rest: the child's page id.
+pub fn child_rest(child: PageId) -> [u8; 4] {
+    child.0.to_le_bytes()
+}
+
+/// Length of an item of `key` and `rest`.
+pub fn item_len(key: &[u8], rest: &[u8]) -> usize {
+    2 + key.len() + rest.len()
+}
+
+/// A node (leaf or internal page) over its bytes.
+pub struct TreePage<B> {
+    buf: B,
+    id: PageId,
+}
+
+impl<B: AsRef<[u8]>> TreePage<B> {
+    /// Opens page `id` as a node, checking its header and bounds (not every
+    /// item: [`validate`](Self::validate) does that).
+    pub fn open(buf: B, id: PageId) -> Result<TreePage<B>, PageError> {
+        let b = buf.as_ref();
+        let h = PageHeader::read(b, id)?;
+        if !matches!(h.page_type, PageType::TreeLeaf | PageType::TreeInternal) {
+            return Err(PageError::WrongPageType {
+                page_id: id,
+                expected: "tree node",
+                found: h.page_type.name(),
+            });
+        }
+        let count = usize::from(h.slot_count);
+        let lower = usize::from(h.lower);
+        let upper = usize::from(h.upper);
+        if lower != TREE_HEADER_SIZE + TREE_SLOT_SIZE * count || lower > upper || upper > PAGE_SIZE
+        {
+            return Err(corrupt(
+                id,
+                super::header::offsets::LOWER,
+                format!("node bounds lower {lower}, upper {upper} for {count} items"),
+            ));
+        }
+        let level = get_u16(b, offsets::LEVEL);
+        let leaf = h.page_type == PageType::TreeLeaf;
+        if leaf != (level == 0) || level > MAX_LEVEL {
+            return Err(corrupt(
+                id,
+                offsets::LEVEL,
+                format!("a {} at level {level}", h.page_type.name()),
+            ));
+        }
+        let flags = get_u16(b, offsets::FLAGS);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(corrupt(
+                id,
+                offsets::FLAGS,
+                format!("unknown flags {flags:#x}"),
+            ));
+        }
+        let p = TreePage { buf, id };
+        let (hoff, hlen) = p.high_bounds();
+        let has_high = hoff != 0;
+        if has_high != (h.next_page != NO_PAGE)
+            || (has_high && (hoff < upper || hoff + hlen > PAGE_SIZE || hlen > MAX_KEY_LEN))
+            || (!has_high && hlen != 0)
+        {
+            return Err(corrupt(
+                id,
+                offsets::HIGH_OFFSET,
+                format!(
+                    "high key at {hoff} of {hlen} bytes with right link {}",
+                    h.next_page
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+
+    /// The page id.
+    pub fn page_id(&self) -> PageId {
+        self.id
+    }
+
+    /// Level (0 for a leaf).
+    pub fn level(&self) -> u16 {
+        get_u16(self.b(), offsets::LEVEL)
+    }
+
+    /// Whether it is a leaf.
+    pub fn is_leaf(&self) -> bool {
+        self.level() == 0
+    }
+
+    /// Flags.
+    pub fn flags(&self) -> u16 {
+        get_u16(self.b(), offsets::FLAGS)
+    }
+
+    /// Whether a split of this node awaits its downlink.
+    pub fn incomplete_split(&self) -> bool {
+        self.flags() & FLAG_INCOMPLETE_SPLIT != 0
+    }
+
+    /// The right sibling, if any.
+    pub fn right_link(&self) -> Option<PageId> {
+        let n = get_u32(self.b(), super::header::offsets::NEXT_PAGE);
+        (n != NO_PAGE).then_some(PageId(n))
+    }
+
+    fn high_bounds(&self) -> (usize, usize) {
+        (
+            usize::from(get_u16(self.b(), offsets::HIGH_OFFSET)),
+            usize::from(get_u16(self.b(), offsets::HIGH_LEN)),
+        )
+    }
+
+    /// The high key (`None` on the rightmost node of a level).
+    pub fn high_key(&self) -> Option<&[u8]> {
+        let (off, len) = self.high_bounds();
+        (off != 0).then(|| &self.b()[off..off + len])
+    }
+
+    /// Whether `key` belongs on this node or to its left (below the high
+    /// key); `false` means move right.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.high_key().is_none_or(|h| key < h)
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        usize::from(get_u16(self.b(), super::header::offsets::SLOT_COUNT))
+    }
+
+    /// Whether the node has no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&self, i: usize) -> (usize, usize) {
+        let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i;
+        (
+            usize::from(get_u16(self.b(), at)),
+            usize::from(get_u16(self.b(), at + 2)),
+        )
+    }
+
+    /// Item `i`'s bytes, bounds-checked.
+    fn item_bytes(&self, i: usize) -> Result<&[u8], PageError> {
+        if i >= self.len() {
+            return Err(corrupt(self.id, TREE_HEADER_SIZE, format!("no item {i}")));
+        }
+        let (off, len) = self.slot(i);
+        let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER));
+        if off < upper || off + len > PAGE_SIZE || len < 2 {
+            return Err(corrupt(
+                self.id,
+                TREE_HEADER_SIZE + TREE_SLOT_SIZE * i,
+                format!("item {i} at {off} of {len} bytes"),
+            ));
+        }
+        Ok(&self.b()[off..off + len])
+    }
+
+    /// Item `i` as its key and rest.
+    pub fn item(&self, i: usize) -> Result<(&[u8], &[u8]), PageError> {
+        let bytes = self.item_bytes(i)?;
+        let klen = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        if 2 + klen > bytes.len() || klen > MAX_KEY_LEN {
+            let (off, _) = self.slot(i);
+            return Err(corrupt(
+                self.id,
+                off,
+                format!("item {i}: key of {klen} bytes in {} bytes", bytes.len()),
+            ));
+        }
+        Ok((&bytes[2..2 + klen], &bytes[2 + klen..]))
+    }
+
+    /// Item `i`'s key.
+    pub fn key(&self, i: usize) -> Result<&[u8], PageError> {
+        Ok(self.item(i)?.0)
+    }
+
+    /// Item `i`'s child (internal pages).
+    pub fn child(&self, i: usize) -> Result<PageId, PageError> {
+        let (_, rest) = self.item(i)?;
+        let bytes: [u8; 4] = rest.try_into().map_err(|_| {
+            corrupt(
+                self.id,
+                self.slot(i).0,
+                format!("internal item {i} with a {}-byte child", rest.len()),
+            )
+        })?;
+        Ok(PageId(u32::from_le_bytes(bytes)))
+    }
+
+    /// Binary search: `Ok(i)` when item `i` has `key`, `Err(i)` where it
+    /// would be inserted.
+    pub fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, PageError> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid)?.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(lo))
+    }
+
+    /// On an internal page: the item whose child holds `key` (the last item
+    /// whose key is at most `key`; item 0 is minus infinity).
+    pub fn child_for(&self, key: &[u8]) -> Result<(usize, PageId), PageError> {
+        if self.is_empty() {
+            return Err(corrupt(
+                self.id,
+                TREE_HEADER_SIZE,
+                "internal page with no item",
+            ));
+        }
+        let i = match self.search(key)? {
+            Ok(i) => i,
+            Err(0) => 0,
+            Err(i) => i - 1,
+        };
+        Ok((i, self.child(i)?))
+    }
+
+    /// The index of the item pointing at `child`, if any (internal pages).
+    pub fn find_child(&self, child: PageId) -> Result<Option<usize>, PageError> {
+        for i in 0..self.len() {
+            if self.child(i)? == child {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Contiguous free bytes (between the slot array and the items).
+    pub fn contiguous_free(&self) -> usize {
+        let lower = usize::from(get_u16(self.b(), super::header::offsets::LOWER));
+        let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER));
+        upper - lower
+    }
+
+    /// Free bytes after a compaction.
+    pub fn total_free(&self) -> usize {
+        self.contiguous_free() + usize::from(get_u16(self.b(), super::header::offsets::FRAG_BYTES))
+    }
+
+    /// Whether an item of `len` bytes fits (after compaction if need be).
+    pub fn fits(&self, len: usize) -> bool {
+        self.total_free() >= len + TREE_SLOT_SIZE
+    }
+
+    /// Checks every item: bounds, no overlap, keys strictly ascending and
+    /// below the high key, the accounting of free bytes, internal items'
+    /// children, leaf values' kinds, and the first internal item's empty
+    /// key (when `leftmost_minus_infinity`; every internal page has it).
+    pub fn validate(&self) -> Result<(), PageError> {
+        let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER));
+        let frag = usize::from(get_u16(self.b(), super::header::offsets::FRAG_BYTES));
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(self.len() + 1);
+        let (hoff, hlen) = self.high_bounds();
+        if hoff != 0 {
+            spans.push((hoff, hlen));
+        }
+        let mut prev: Option<&[u8]> = None;
+        for i in 0..self.len() {
+            let (key, rest) = self.item(i)?;
+            let (off, len) = self.slot(i);
+            spans.push((off, len));
+            let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(corrupt(
+                    self.id,
+                    at,
+                    format!("item {i}'s key is out of order"),
+                ));
+            }
+            if !self.covers(key) {
+                return Err(corrupt(
+                    self.id,
+                    at,
+                    format!("item {i}'s key is not below the high key"),
+                ));
+            }
+            if self.is_leaf() {
+                let ok = match rest.first() {
+                    Some(&VALUE_INLINE) => true,
+                    Some(&VALUE_OVERFLOW) => rest.len() == 1 + super::OverflowHead::SIZE,
+                    _ => false,
+                };
+                if !ok || len > MAX_ITEM_LEN.max(2 + MAX_KEY_LEN + 1 + super::OverflowHead::SIZE) {
+                    return Err(corrupt(self.id, off, format!("item {i}: bad value part")));
+                }
+            } else {
+                let child = self.child(i)?;
+                if child.0 == 0 || child.0 == NO_PAGE || child == self.id {
+                    return Err(corrupt(self.id, off, format!("item {i}: child {child}")));
+                }
+                if i == 0 && !key.is_empty() {
+                    return Err(corrupt(
+                        self.id,
+                        off,
+                        "first internal item's key is not minus infinity",
+                    ));
+                }
+            }
+            prev = Some(key);
+        }
+        spans.sort_unstable();
+        let mut end = upper;
+        let mut used = 0;
+        for &(off, len) in &spans {
+            if off < end {
+                return Err(corrupt(self.id, off, "items overlap"));
+            }
+            end = off + len;
+            used += len;
+        }
+        if end > PAGE_SIZE || upper + used + frag != PAGE_SIZE {
+            return Err(corrupt(
+                self.id,
+                super::header::offsets::FRAG_BYTES,
+                format!("{used} item bytes and {frag} fragmented do not fill {upper}..{PAGE_SIZE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every item as owned `(key, rest)` pairs, in order.
+    pub fn items(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PageError> {
+        (0..self.len())
+            .map(|i| self.item(i).map(|(k, r)| (k.to_vec(), r.to_vec())))
+            .collect()
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
+    /// Formats `buf` as node `id` at `level` holding `items` (sorted, each
+    /// at most [`MAX_ITEM_LEN`] or an overflow item), bounded by `high_key`
+    /// and linked to `right` (both or neither), with `flags`. Fails, leaving
+    /// nothing half done that matters (the caller formats a scratch page),
+    /// when they do not fit.
+    pub fn build(
+        buf: B,
+        id: PageId,
+        level: u16,
+        flags: u16,
+        items: &[(&[u8], &[u8])],
+        high: Option<(&[u8], PageId)>,
+    ) -> Result<TreePage<B>, PageError> {
+        let mut buf = buf;
+        let kind = if level == 0 {
+            PageType::TreeLeaf
+        } else {
+            PageType::TreeInternal
+        };
+        init_page(buf.as_mut(), id, kind)?;
+        let b = buf.as_mut();
+        put_u16(b, offsets::LEVEL, level);
+        put_u16(b, offsets::FLAGS, flags);
+        let mut upper = PAGE_SIZE;
+        if let Some((key, right)) = high {
+            upper -= key.len();
+            b[upper..PAGE_SIZE].copy_from_slice(key);
+            // A high key of length zero still needs a non-zero offset.
+            put_u16(b, offsets::HIGH_OFFSET, upper as u16);
+            put_u16(b, offsets::HIGH_LEN, key.len() as u16);
+            put_u32(b, super::header::offsets::NEXT_PAGE, right.0);
+        }
+        put_u16(b, super::header::offsets::UPPER, upper as u16);
+        put_u16(b, super::header::offsets::LOWER, TREE_HEADER_SIZE as u16);
+        put_u16(b, super::header::offsets::SLOT_COUNT, 0);
+        put_u16(b, super::header::offsets::FRAG_BYTES, 0);
+        let mut p = TreePage { buf, id };
+        for (i, (key, rest)) in items.iter().enumerate() {
+            p.insert(i, key, rest)?;
+        }
+        Ok(p)
+    }
+
+    fn bm(&mut self) -> &mut [u8] {
+        self.buf.as_mut()
+    }
+
+    /// Sets the flags.
+    pub fn set_flags(&mut self, flags: u16) {
+        put_u16(self.bm(), offsets::FLAGS, flags);
+    }
+
+    /// Inserts an item at index `i` (the caller found `i` with
+    /// [`search`](Self::search)), compacting first if only that makes room.
+    pub fn insert(&mut self, i: usize, key: &[u8], rest: &[u8]) -> Result<(), PageError> {
+        let len = item_len(key, rest);
+        if key.len() > MAX_KEY_LEN || i > self.len() {
+            return Err(corrupt(
+                self.id,
+                TREE_HEADER_SIZE,
+                format!(
+                    "insert of a {}-byte key at item {i} of {}",
+                    key.len(),
+                    self.len()
+                ),
+            ));
+        }
+        let needed = len + TREE_SLOT_SIZE;
+        if self.contiguous_free() < needed {
+            if self.total_free() < needed {
+                return Err(PageError::DoesNotFit {
+                    needed,
+                    contiguous: self.contiguous_free(),
+                    after_compaction: self.total_free(),
+                });
+            }
+            self.compact()?;
+        }
+        let n = self.len();
+        let lower = TREE_HEADER_SIZE + TREE_SLOT_SIZE * n;
+        let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER)) - len;
+        let b = self.bm();
+        let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i;
+        b.copy_within(at..lower, at + TREE_SLOT_SIZE);
+        put_u16(b, at, upper as u16);
+        put_u16(b, at + 2, len as u16);
+        b[upper..upper + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        b[upper + 2..upper + 2 + key.len()].copy_from_slice(key);
+        b[upper + 2 + key.len()..upper + len].copy_from_slice(rest);
+        put_u16(b, super::header::offsets::UPPER, upper as u16);
+        put_u16(
+            b,
+            super::header::offsets::LOWER,
+            (lower + TREE_SLOT_SIZE) as u16,
+        );
+        put_u16(b, super::header::offsets::SLOT_COUNT, (n + 1) as u16);
+        Ok(())
+    }
+
+    /// Removes item `i`; its bytes become fragmentation.
+    pub fn remove(&mut self, i: usize) -> Result<(), PageError> {
+        self.item_bytes(i)?;
+        let (_, len) = self.slot(i);
+        let n = self.len();
+        let frag = usize::from(get_u16(self.b(), super::header::offsets::FRAG_BYTES)) + len;
+        let lower = TREE_HEADER_SIZE + TREE_SLOT_SIZE * n;
+        let b = self.bm();
+        let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i;
+        b.copy_within(at + TREE_SLOT_SIZE..lower, at);
+        b[lower - TREE_SLOT_SIZE..lower].fill(0);
+        put_u16(
+            b,
+            super::header::offsets::LOWER,
+            (lower - TREE_SLOT_SIZE) as u16,
+        );
+        put_u16(b, super::header::offsets::SLOT_COUNT, (n - 1) as u16);
+        put_u16(b, super::header::offsets::FRAG_BYTES, frag as u16);
+        Ok(())
+    }
+
+    /// Rewrites the items packed at the end of the page (high key last) in
+    /// slot order, zeroing the free gap: deterministic, so redo of an
+    /// insert that compacts yields the same bytes.
+    fn compact(&mut self) -> Result<(), PageError> {
+        let items = self.items()?;
+        let high = self.high_key().map(<[u8]>::to_vec);
+        let right = self.right_link();
+        let (level, flags) = (self.level(), self.flags());
+        let id = self.id;
+        let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+        let mut scratch = vec![0u8; PAGE_SIZE];
+        let lsn = super::header::get_u64(self.b(), super::header::offsets::LSN);
+        TreePage::build(
+            &mut scratch[..],
+            id,
+            level,
+            flags,
+            &refs,
+            high.as_deref().zip(right),
+        )?;
+        super::header::put_u64(&mut scratch, super::header::offsets::LSN, lsn);
+        self.bm().copy_from_slice(&scratch);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::page::verify_structure;
+
+const ID: PageId = PageId(3);
+
+fn empty_leaf() -> Vec<u8> {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    TreePage::build(&mut buf[..], ID, 0, 0, &[], None).unwrap();
+    buf
+}
+
+/// Inserts `key` with an inline value where `search` says.
+fn put(buf: &mut [u8], key: &[u8], value: &[u8]) -> Result<bool, PageError> {
+    let mut p = TreePage::open(buf, ID)?;
+    match p.search(key)? {
+        Ok(_) => Ok(false),
+        Err(i) => p.insert(i, key, &inline_value(value)).map(|()| true),
+    }
+}
+
+#[test]
+fn items_stay_sorted_and_a_full_page_refuses_with_does_not_fit() {
+    let mut buf = empty_leaf();
+    let mut n = 0u32;
+    loop {
+        let key = (n.wrapping_mul(2_654_435_761)).to_be_bytes();
+        match put(&mut buf, &key, &[7; 100]) {
+            Ok(true) => n += 1,
+            Ok(false) => unreachable!("keys are distinct"),
+            Err(PageError::DoesNotFit { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 111-byte items with their 4-byte slots.
+    assert_eq!(n as usize, (PAGE_SIZE - TREE_HEADER_SIZE) / 111);
+    let p = TreePage::open(&buf[..], ID).unwrap();
+    p.validate().unwrap();
+    let keys: Vec<_> = (0..p.len()).map(|i| p.key(i).unwrap().to_vec()).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(verify_structure(&buf, ID).unwrap(), PageType::TreeLeaf);
+}
+
+#[test]
+fn removing_then_inserting_compacts_and_compaction_is_deterministic() {
+    let mut a = empty_leaf();
+    for k in 0..60u8 {
+        put(&mut a, &[k], &[k; 120]).unwrap();
+    }
+    for k in (0..60u8).step_by(2) {
+        let mut p = TreePage::open(&mut a[..], ID).unwrap();
+        let i = p.search(&[k]).unwrap().unwrap();
+        p.remove(i).unwrap();
+    }
+    let mut b = a.clone();
+    // Needs compaction: the free bytes are fragments.
+    let big = vec![9u8; 1900];
+    let p = TreePage::open(&a[..], ID).unwrap();
+    assert!(p.contiguous_free() < 1900 && p.fits(2 + 2 + 1 + 1900));
+    put(&mut a, &[200, 1], &big).unwrap();
+    put(&mut b, &[200, 1], &big).unwrap();
+    assert_eq!(
+        a, b,
+        "the same insert on the same page gives the same bytes"
+    );
+    let p = TreePage::open(&a[..], ID).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.len(), 31);
+}
+
+#[test]
+fn internal_pages_route_keys_to_children_and_the_high_key_bounds_the_node() {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let c = |n: u32| child_rest(PageId(n));
+    let (c1, c2, c3) = (c(10), c(11), c(12));
+    let items: Vec<(&[u8], &[u8])> = vec![(b"", &c1), (b"f", &c2), (b"m", &c3)];
+    let p = TreePage::build(&mut buf[..], ID, 1, 0, &items, Some((b"t", PageId(20)))).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.child_for(b"a").unwrap().1, PageId(10));
+    assert_eq!(p.child_for(b"f").unwrap().1, PageId(11));
+    assert_eq!(p.child_for(b"l").unwrap().1, PageId(11));
+    assert_eq!(p.child_for(b"s").unwrap().1, PageId(12));
+    assert!(p.covers(b"s") && !p.covers(b"t"));
+    assert_eq!(p.right_link(), Some(PageId(20)));
+    assert_eq!(p.find_child(PageId(12)).unwrap(), Some(2));
+    assert_eq!(verify_structure(&buf, ID).unwrap(), PageType::TreeInternal);
+}
+
+#[test]
+fn corrupt_nodes_are_errors_naming_the_page() {
+    let mut buf = empty_leaf();
+    for k in 0..5u8 {
+        put(&mut buf, &[k], b"v").unwrap();
+    }
+    let bad = |mutate: &dyn Fn(&mut [u8])| {
+        let mut b = buf.clone();
+        mutate(&mut b);
+        let err = TreePage::open(&b[..], ID).and_then(|p| p.validate());
+        match err {
+            Err(PageError::Corrupted { page_id, .. }) => assert_eq!(page_id, ID),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    };
+    // Keys out of order: swap two slots.
+    bad(&|b| {
+        let s = TREE_HEADER_SIZE;
+        let (x, y) = (b[s..s + 4].to_vec(), b[s + 4..s + 8].to_vec());
+        b[s..s + 4].copy_from_slice(&y);
+        b[s + 4..s + 8].copy_from_slice(&x);
+    });
+    // A slot past the page.
+    bad(&|b| put_u16(b, TREE_HEADER_SIZE, 8190));
+    // A leaf at level 2.
+    bad(&|b| put_u16(b, offsets::LEVEL, 2));
+    // A high key without a right link.
+    bad(&|b| {
+        put_u16(b, offsets::HIGH_OFFSET, 8000);
+        put_u16(b, offsets::HIGH_LEN, 1);
+    });
+    // Unknown flags.
+    bad(&|b| put_u16(b, offsets::FLAGS, 0x80));
+    // Fragment accounting off.
+    bad(&|b| put_u16(b, super::super::header::offsets::FRAG_BYTES, 3));
+}
+
+#[test]
+fn meta_pages_name_a_root() {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    init_meta(&mut buf, PageId(0), PageId(1), 0).unwrap();
+    assert_eq!(read_meta(&buf, PageId(0)).unwrap(), (PageId(1), 0));
+    put_u32(&mut buf, offsets::META_ROOT, 0);
+    assert!(matches!(
+        read_meta(&buf, PageId(0)),
+        Err(PageError::Corrupted { .. })
+    ));
+}
+
+proptest! {
+    /// Random inserts and removes on one leaf agree with a map, and the
+    /// page validates after each.
+    #[test]
+    fn a_leaf_behaves_like_a_sorted_map(
+        ops in proptest::collection::vec(
+            (any::<bool>(), proptest::collection::vec(0u8..4, 0..6), 0usize..300),
+            1..300,
+        )
+    ) {
+        let mut buf = empty_leaf();
+        let mut model = BTreeMap::new();
+        for (insert, key, vlen) in ops {
+            if insert {
+                match put(&mut buf, &key, &vec![1u8; vlen]) {
+                    Ok(true) => { model.insert(key, vlen); }
+                    Ok(false) => prop_assert!(model.contains_key(&key)),
+                    Err(PageError::DoesNotFit { .. }) => {}
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+            } else {
+                let mut p = TreePage::open(&mut buf[..], ID).unwrap();
+                if let Ok(i) = p.search(&key).unwrap() {
+                    p.remove(i).unwrap();
+                    prop_assert!(model.remove(&key).is_some());
+                } else {
+                    prop_assert!(!model.contains_key(&key));
+                }
+            }
+            let p = TreePage::open(&buf[..], ID).unwrap();
+            p.validate().unwrap();
+            let got: Vec<(Vec<u8>, usize)> = p
+                .items()
+                .unwrap()
+                .into_iter()
+                .map(|(k, r)| (k, r.len() - 1))
+                .collect();
+            let want: Vec<(Vec<u8>, usize)> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// No bytes make `open` or `validate` panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), PAGE_SIZE)) {
+        let mut b = bytes;
+        b[..40].copy_from_slice(&empty_leaf()[..40]);
+        if let Ok(p) = TreePage::open(&b[..], ID) {
+            let _ = p.validate();
+            for i in 0..p.len() {
+                let _ = p.item(i);
+            }
+        }
+    }
+}
