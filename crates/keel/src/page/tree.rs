@@ -147,6 +147,9 @@ pub fn item_len(key: &[u8], rest: &[u8]) -> usize {
     2 + key.len() + rest.len()
 }
 
+/// An item copied out of a node: its key and its rest.
+pub type OwnedItem = (Vec<u8>, Vec<u8>);
+
 /// A node (leaf or internal page) over its bytes.
 pub struct TreePage<B> {
     buf: B,
@@ -472,7 +475,7 @@ impl<B: AsRef<[u8]>> TreePage<B> {
     }
 
     /// Every item as owned `(key, rest)` pairs, in order.
-    pub fn items(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PageError> {
+    pub fn items(&self) -> Result<Vec<OwnedItem>, PageError> {
         (0..self.len())
             .map(|i| self.item(i).map(|(k, r)| (k.to_vec(), r.to_vec())))
             .collect()
