@@ -408,7 +408,7 @@ fn check_catalog(
     for (at, tid, bytes) in rows {
         // The engine's own decoder: what it refuses at open is an error here.
         let (id, name) = match keel::heap::catalog::decode_row(*tid, bytes) {
-            Ok((id, name)) => (id.0, name),
+            Ok((id, name, _)) => (id.0, name),
             Err(e) => {
                 report.error(format!("catalog row at {at}"), e.to_string());
                 continue;

@@ -35,6 +35,7 @@ use crate::datadir;
 use crate::engine::{Engine, start_checkpointer, start_recovery_checkpoint};
 use crate::error::{DbError, Error, ErrorCause, Result};
 use crate::fsm::Categories;
+use crate::heap::RelationKind;
 use crate::heap::catalog::CATALOG_ID;
 use crate::lock::LockStats;
 use crate::recovery::{CheckpointReport, RecoveryReport};
@@ -154,6 +155,8 @@ pub struct RelationInfo {
     pub id: RelationId,
     /// Its name.
     pub name: String,
+    /// Heap or tree.
+    pub kind: RelationKind,
     /// Pages in its file.
     pub pages: u32,
 }
@@ -236,7 +239,35 @@ impl Database {
     /// Creates a relation and returns its id (durable on return).
     pub fn create_relation(&self, name: &str) -> Result<RelationId> {
         self.inner.check_usable()?;
-        crate::ddl::create_relation(&self.inner, name)
+        crate::ddl::create_relation(&self.inner, name, RelationKind::Heap)
+    }
+
+    /// Creates an ordered map (a B-link tree, [`crate::btree`]) and returns
+    /// its id (durable on return). Trees and relations share one namespace
+    /// and the same DDL rules: [`drop_tree`](Self::drop_tree) is
+    /// [`drop_relation`](Self::drop_relation).
+    pub fn create_tree(&self, name: &str) -> Result<RelationId> {
+        self.inner.check_usable()?;
+        crate::ddl::create_relation(&self.inner, name, RelationKind::Tree)
+    }
+
+    /// The id of the tree called `name`, if there is one (a heap relation
+    /// of that name is [`DbError::WrongRelationKind`]).
+    pub fn tree(&self, name: &str) -> Result<Option<RelationId>> {
+        match self.inner.catalog.by_name(name) {
+            Some(r) => {
+                crate::btree::check_tree(&r)?;
+                Ok(Some(r.id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drops the tree called `name` (as [`drop_relation`](Self::drop_relation)).
+    pub fn drop_tree(&self, name: &str) -> Result<()> {
+        self.inner.check_usable()?;
+        self.inner.named(name)?.expect(RelationKind::Tree)?;
+        crate::ddl::drop_relation(&self.inner, name)
     }
 
     /// The id of the relation called `name`, if there is one.
@@ -266,6 +297,7 @@ impl Database {
             .map(|r| RelationInfo {
                 id: r.id,
                 name: r.name.clone(),
+                kind: r.kind,
                 pages: r.page_count(),
             })
             .collect()

@@ -14,17 +14,23 @@ use crate::datadir::files::{create_file, remove_files};
 use crate::engine::Engine;
 use crate::error::{DbError, Result};
 use crate::fsm::FreeSpaceMap;
-use crate::heap::Relation;
 use crate::heap::catalog::{CATALOG_ID, check_name, encode_row};
+use crate::heap::{Relation, RelationKind};
 use crate::lock::{LockMode, LockTarget};
 use crate::txn::transaction::system_txn;
 use crate::types::RelationId;
 use crate::wal::Payload;
 
-/// Creates relation `name`. `relation-create` is durable before the file
-/// exists, so recovery can place every file a create leaves (removed unless
-/// the create committed).
-pub(crate) fn create_relation(engine: &Engine, name: &str) -> Result<RelationId> {
+/// Creates relation `name` of `kind`. `relation-create` is durable before
+/// the file exists, so recovery can place every file a create leaves
+/// (removed unless the create committed). A tree's meta page and empty root
+/// leaf are formatted in the same transaction (redo-only records: an
+/// aborted create's file is removed whole).
+pub(crate) fn create_relation(
+    engine: &Engine,
+    name: &str,
+    kind: RelationKind,
+) -> Result<RelationId> {
     let _ddl = engine.catalog.ddl.lock();
     check_name(name)?;
     if engine.catalog.by_name(name).is_some() {
@@ -43,14 +49,30 @@ pub(crate) fn create_relation(engine: &Engine, name: &str) -> Result<RelationId>
             let rec = store.log_txn(log, &create)?;
             store.wal.flush(rec.lsn)?;
             let pages = create_file(store, &engine.dir, id)?;
-            let tid = store.insert(log, &cat, &encode_row(id, name))?;
+            let pages = match kind {
+                RelationKind::Heap => pages,
+                RelationKind::Tree => {
+                    let fresh =
+                        Relation::new(id, name.into(), pages, FreeSpaceMap::new(), None, kind);
+                    store.format_tree(&fresh)?;
+                    fresh.page_count()
+                }
+            };
+            let tid = store.insert(log, &cat, &encode_row(id, name, kind))?;
             Ok((tid, pages))
         },
         |_| Ok(()),
     );
     match created {
         Ok((tid, pages)) => {
-            let rel = Relation::new(id, name.to_string(), pages, FreeSpaceMap::new(), Some(tid));
+            let rel = Relation::new(
+                id,
+                name.to_string(),
+                pages,
+                FreeSpaceMap::new(),
+                Some(tid),
+                kind,
+            );
             engine.catalog.insert(Arc::new(rel));
             Ok(id)
         }

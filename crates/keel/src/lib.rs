@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod btree;
 pub mod buffer;
 pub mod checksum;
 pub mod datadir;
@@ -39,8 +40,9 @@ pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo};
 pub use error::{
     DbError, Error, ErrorCause, ErrorClass, PageError, ParseIdError, Result, WalError,
 };
+pub use heap::RelationKind;
 pub use recovery::{CheckpointReport, RecoveryReport};
-pub use txn::{Scan, Transaction};
+pub use txn::{Range, Scan, Transaction};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
 /// The README's embedding example, compiled and run as a doctest.

@@ -17,9 +17,9 @@ use crate::buffer::BufferPool;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
 use crate::fsm::{EMPTY_PAGE_FREE, FreeSpaceMap};
-use crate::heap::Relation;
 use crate::heap::catalog::{CATALOG_ID, CATALOG_NAME, Catalog, decode_row};
 use crate::heap::read::HeapScan;
+use crate::heap::{Relation, RelationKind};
 use crate::lock::LockManager;
 use crate::recovery::checkpoint::load_fsm;
 use crate::recovery::control::{Control, read_control};
@@ -159,6 +159,7 @@ fn placeholder(id: RelationId, pages: u32) -> Relation {
         pages,
         FreeSpaceMap::new(),
         None,
+        RelationKind::Heap,
     )
 }
 
@@ -234,24 +235,34 @@ fn load_catalog(
     mut rels: HashMap<RelationId, Arc<Relation>>,
     recovered: &Recovered,
 ) -> Result<(Vec<PathBuf>, Vec<RelationId>)> {
-    let finish =
-        |id: RelationId, pages: u32, name: String, tid: Option<TupleId>| -> Result<Arc<Relation>> {
-            let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid);
-            let fsm = load_fsm(store, dir, id, pages);
-            let loaded = fsm.is_some();
-            let rel = Relation {
-                fsm: fsm.unwrap_or_default(),
-                ..rel
-            };
-            refresh_fsm(store, &rel, recovered, loaded)?;
-            Ok(Arc::new(rel))
+    let finish = |id: RelationId,
+                  pages: u32,
+                  name: String,
+                  tid: Option<TupleId>,
+                  kind|
+     -> Result<Arc<Relation>> {
+        let rel = Relation::new(id, name, pages, FreeSpaceMap::new(), tid, kind);
+        let fsm = load_fsm(store, dir, id, pages);
+        let loaded = fsm.is_some();
+        let rel = Relation {
+            fsm: fsm.unwrap_or_default(),
+            ..rel
         };
+        refresh_fsm(store, &rel, recovered, loaded)?;
+        Ok(Arc::new(rel))
+    };
     let cat = rels.remove(&CATALOG_ID).map_or(0, |r| r.page_count());
-    let cat = finish(CATALOG_ID, cat, CATALOG_NAME.into(), None)?;
+    let cat = finish(
+        CATALOG_ID,
+        cat,
+        CATALOG_NAME.into(),
+        None,
+        RelationKind::Heap,
+    )?;
     catalog.insert(Arc::clone(&cat));
     for row in HeapScan::new(store, cat, None) {
         let (tid, bytes) = row?;
-        let (id, name) = decode_row(tid, &bytes)?;
+        let (id, name, kind) = decode_row(tid, &bytes)?;
         let Some(rel) = rels.remove(&id) else {
             return Err(DbError::Corrupt {
                 what: format!("relation {id} ({name})"),
@@ -262,7 +273,7 @@ fn load_catalog(
             }
             .into());
         };
-        catalog.insert(finish(id, rel.page_count(), name, Some(tid))?);
+        catalog.insert(finish(id, rel.page_count(), name, Some(tid), kind)?);
     }
     let uncommitted = &recovered.ddl.uncommitted_creates;
     crate::recovery::ddl::settle_unnamed(store, dir, rels.into_keys(), uncommitted)

@@ -61,6 +61,24 @@ pub enum DbError {
         /// The address given.
         tid: TupleId,
     },
+    /// A heap operation on a tree, or a tree operation on a heap.
+    #[error("relation {relation} is a {found}, not a {expected}")]
+    WrongRelationKind {
+        /// The relation's name.
+        relation: String,
+        /// The kind the operation works on.
+        expected: &'static str,
+        /// The relation's kind.
+        found: &'static str,
+    },
+    /// A tree key longer than the maximum.
+    #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The maximum ([`crate::btree::MAX_KEY_LEN`]).
+        max: usize,
+    },
     /// A page number past the end of a relation.
     #[error("relation {relation} has {pages} pages; there is no page {page}")]
     NoSuchPage {
@@ -254,6 +272,8 @@ impl DbError {
             | DbError::BadRelationName { .. }
             | DbError::NoSuchTuple { .. }
             | DbError::NoSuchPage { .. }
+            | DbError::WrongRelationKind { .. }
+            | DbError::KeyTooLarge { .. }
             | DbError::ValueTooLarge { .. }
             | DbError::TxnFinished(_)
             | DbError::Config(_)

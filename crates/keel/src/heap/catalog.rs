@@ -1,7 +1,9 @@
 //! The catalog: relation 0, a heap of one row per relation.
 //!
-//! A row is the relation id (u32, little-endian) followed by its name in
-//! UTF-8 (1 to 255 bytes). Creating a relation logs a `RelationCreate`
+//! A row is the relation id (u32, little-endian), then for a tree the tag
+//! byte [`TREE_TAG`] (a control character, which no name contains, so a
+//! heap's row, which has none, reads the same as before trees existed),
+//! then its name in UTF-8 (1 to 255 bytes). Creating a relation logs a `RelationCreate`
 //! record and inserts the row in one committed transaction; dropping logs
 //! `RelationDrop` and deletes the row (the protocols, and what recovery
 //! does about files, are in [`crate::recovery::ddl`]). The rows are read
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::Relation;
+use super::{Relation, RelationKind};
 use crate::error::{DbError, Result};
 use crate::types::{RelationId, TupleId};
 use crate::wal::payload::MAX_NAME_LEN;
@@ -27,6 +29,9 @@ use crate::wal::payload::MAX_NAME_LEN;
 pub const CATALOG_ID: RelationId = RelationId(0);
 /// The catalog's name (reserved).
 pub const CATALOG_NAME: &str = "keel_catalog";
+
+/// The byte after the id in a tree's catalog row (module docs).
+pub const TREE_TAG: u8 = 0x01;
 
 /// Checks a relation name given by a caller.
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -50,14 +55,17 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 }
 
 /// A catalog row's bytes.
-pub fn encode_row(id: RelationId, name: &str) -> Vec<u8> {
+pub fn encode_row(id: RelationId, name: &str, kind: RelationKind) -> Vec<u8> {
     let mut b = id.0.to_le_bytes().to_vec();
+    if kind == RelationKind::Tree {
+        b.push(TREE_TAG);
+    }
     b.extend_from_slice(name.as_bytes());
     b
 }
 
 /// Decodes a catalog row read at `tid`.
-pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String)> {
+pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String, RelationKind)> {
     let corrupt = |reason: &str| DbError::Corrupt {
         what: format!("catalog row {tid}"),
         reason: reason.to_string(),
@@ -68,7 +76,11 @@ pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String)> {
     let mut id = [0u8; 4];
     id.copy_from_slice(&bytes[..4]);
     let id = RelationId(u32::from_le_bytes(id));
-    let name = std::str::from_utf8(&bytes[4..]).map_err(|_| corrupt("name is not UTF-8"))?;
+    let (kind, name) = match bytes[4] {
+        TREE_TAG => (RelationKind::Tree, &bytes[5..]),
+        _ => (RelationKind::Heap, &bytes[4..]),
+    };
+    let name = std::str::from_utf8(name).map_err(|_| corrupt("name is not UTF-8"))?;
     if id == CATALOG_ID {
         return Err(corrupt("row names relation 0").into());
     }
@@ -76,7 +88,7 @@ pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String)> {
     if let Err(crate::Error::Db(DbError::BadRelationName { reason, .. })) = check_name(name) {
         return Err(corrupt(&format!("its name {name:?} is not a valid name: {reason}")).into());
     }
-    Ok((id, name.to_string()))
+    Ok((id, name.to_string(), kind))
 }
 
 #[derive(Default)]
@@ -161,15 +173,25 @@ mod tests {
     #[test]
     fn rows_round_trip_and_bad_rows_are_refused() {
         let tid = TupleId::new(PageId(0), SlotId(3));
-        let row = encode_row(RelationId(7), "accounts");
+        let heap = RelationKind::Heap;
+        let row = encode_row(RelationId(7), "accounts", heap);
         assert_eq!(
             decode_row(tid, &row).unwrap(),
-            (RelationId(7), "accounts".to_string())
+            (RelationId(7), "accounts".to_string(), heap)
+        );
+        let tree = encode_row(RelationId(8), "by_name", RelationKind::Tree);
+        assert_eq!(
+            decode_row(tid, &tree).unwrap(),
+            (RelationId(8), "by_name".to_string(), RelationKind::Tree)
+        );
+        assert!(
+            decode_row(tid, &tree[..5]).is_err(),
+            "a tree row without a name"
         );
         assert!(decode_row(tid, &row[..4]).is_err());
-        assert!(decode_row(tid, &encode_row(RelationId(0), "x")).is_err());
-        assert!(decode_row(tid, &encode_row(RelationId(2), "a\nb")).is_err());
-        assert!(decode_row(tid, &encode_row(RelationId(2), CATALOG_NAME)).is_err());
+        assert!(decode_row(tid, &encode_row(RelationId(0), "x", heap)).is_err());
+        assert!(decode_row(tid, &encode_row(RelationId(2), "a\nb", heap)).is_err());
+        assert!(decode_row(tid, &encode_row(RelationId(2), CATALOG_NAME, heap)).is_err());
         let mut bad = row.clone();
         bad[5] = 0xff;
         let e = decode_row(tid, &bad).unwrap_err().to_string();

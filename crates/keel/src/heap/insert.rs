@@ -281,6 +281,17 @@ impl Storage {
         rel: &Relation,
         payload: &Payload,
     ) -> Result<PageWriteGuard<'_>> {
+        self.create_page_with(log, rel, |_| Ok(payload.clone()))
+    }
+
+    /// [`create_page`](Self::create_page) with the record built for the
+    /// new page's id (a page image names its page).
+    pub(crate) fn create_page_with(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: &Relation,
+        make: impl FnOnce(PageId) -> Result<Payload>,
+    ) -> Result<PageWriteGuard<'_>> {
         let _extending = rel.extend.lock();
         let n = rel.page_count();
         if n == u32::MAX - 1 {
@@ -291,8 +302,9 @@ impl Storage {
             .into());
         }
         let pid = PageId(n);
+        let payload = make(pid)?;
         let mut g = self.pool.new_page(rel.file(), pid)?;
-        self.change(log, rel.id, &mut g, payload)?;
+        self.change(log, rel.id, &mut g, &payload)?;
         rel.pages.store(n + 1, Ordering::Release);
         Ok(g)
     }

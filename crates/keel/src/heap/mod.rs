@@ -131,6 +131,25 @@ pub const INLINE_MAX: usize = 2032;
 /// Largest value a tuple may hold (what an overflow chain may hold).
 pub const MAX_VALUE_LEN: usize = crate::page::overflow::MAX_CHAIN_LEN as usize;
 
+/// What a relation holds: tuples addressed by TupleId, or an ordered map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelationKind {
+    /// A heap of tuples (this module).
+    Heap,
+    /// A B-link tree of keys and values ([`crate::btree`]).
+    Tree,
+}
+
+impl RelationKind {
+    /// Lower-case name, as in errors and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelationKind::Heap => "heap",
+            RelationKind::Tree => "tree",
+        }
+    }
+}
+
 /// One relation: its file, page count and free space map.
 #[derive(Debug)]
 pub(crate) struct Relation {
@@ -138,6 +157,14 @@ pub(crate) struct Relation {
     pub id: RelationId,
     /// Its name.
     pub name: String,
+    /// Heap or tree. Recovery's placeholders, which precede the catalog,
+    /// say heap: redo and undo act on pages and records, never on the kind.
+    pub kind: RelationKind,
+    /// A tree's structure lock: every tree operation holds it shared for
+    /// its length (never across operations, never while waiting for a
+    /// lock); reclaiming an empty leaf holds it exclusive, so no descent is
+    /// under way while a page leaves the tree (`btree` essay).
+    pub structure: parking_lot::RwLock<()>,
     /// Pages the relation has (formatted ones, on disk or only in the pool).
     pub pages: AtomicU32,
     /// Free space per heap page (a hint, re-checked on every use).
@@ -155,10 +182,13 @@ impl Relation {
         pages: u32,
         fsm: FreeSpaceMap,
         catalog_tid: Option<TupleId>,
+        kind: RelationKind,
     ) -> Relation {
         Relation {
             id,
             name,
+            kind,
+            structure: parking_lot::RwLock::new(()),
             pages: AtomicU32::new(pages),
             fsm,
             extend: Mutex::new(()),
@@ -169,6 +199,20 @@ impl Relation {
     /// The buffer pool's name for its file.
     pub(crate) fn file(&self) -> FileId {
         FileId(self.id.0)
+    }
+
+    /// Refuses the relation unless it is of `kind` (a heap operation on a
+    /// tree, or the other way round).
+    pub(crate) fn expect(&self, kind: RelationKind) -> crate::error::Result<()> {
+        if self.kind != kind {
+            return Err(DbError::WrongRelationKind {
+                relation: self.name.clone(),
+                expected: kind.name(),
+                found: self.kind.name(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Number of pages.

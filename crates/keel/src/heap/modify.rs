@@ -348,6 +348,13 @@ impl Storage {
                 self.undo_chain(log, &rel, chain).map_err(failed)?;
                 continue;
             }
+            if let Undo::Record(p) = &entry.undo
+                && matches!(**p, Payload::TreeInsert { .. } | Payload::TreeDelete { .. })
+            {
+                self.undo_tree_record(log, &rel, entry.prev_lsn, p)
+                    .map_err(failed)?;
+                continue;
+            }
             let mut g = self
                 .pool
                 .fetch_write(rel.file(), entry.page)
@@ -479,6 +486,10 @@ impl Storage {
                 Deferred::FreeChain(rel, head) => {
                     let Some(rel) = lookup(rel) else { continue };
                     self.free_chain(&rel, head)?;
+                }
+                Deferred::ReclaimLeaf(rel, leaf, key) => {
+                    let Some(rel) = lookup(rel) else { continue };
+                    self.reclaim_leaf(&rel, leaf, &key)?;
                 }
             }
         }

@@ -134,6 +134,19 @@ pub enum LockTarget {
     Relation(RelationId),
     /// One tuple, by home address.
     Tuple(RelationId, TupleId),
+    /// One key of a tree, by its lock name (`btree::key_lock`: a hash of
+    /// the key, or the end of the tree).
+    Key(RelationId, u64),
+}
+
+impl LockTarget {
+    /// The relation of a tuple or key lock (what escalation covers).
+    fn row_relation(self) -> Option<RelationId> {
+        match self {
+            LockTarget::Tuple(rel, _) | LockTarget::Key(rel, _) => Some(rel),
+            LockTarget::Relation(_) => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -213,7 +226,7 @@ impl State {
     /// Whether `txn`'s lock on the tuple's relation already gives `mode` on
     /// every tuple of it (after an escalation).
     fn relation_covers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
-        let LockTarget::Tuple(rel, _) = target else {
+        let Some(rel) = target.row_relation() else {
             return false;
         };
         match self.held_mode(txn, LockTarget::Relation(rel)) {
@@ -227,7 +240,7 @@ impl State {
     /// (never waiting) to lock the whole relation in a mode that covers
     /// them, so a long transaction stops growing the table.
     fn count_row_lock(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
-        let LockTarget::Tuple(rel, _) = target else {
+        let Some(rel) = target.row_relation() else {
             return;
         };
         let n = self
@@ -366,6 +379,8 @@ struct Request {
     wait: bool,
     me: ThreadKey,
     waited: bool,
+    /// Granted but not kept ([`LockManager::lock_instant`]).
+    instant: bool,
 }
 
 impl State {
@@ -390,6 +405,9 @@ impl State {
         let blockers = self.blockers(txn, req.target, want);
         if blockers.is_empty() {
             self.stop_waiting(txn, me);
+            if req.instant {
+                return Some(Ok(()));
+            }
             self.grant(txn, req.target, want);
             self.count_row_lock(txn, req.target, want);
             return Some(Ok(()));
@@ -518,7 +536,7 @@ impl<P: Primitives> LockManager<P> {
         mode: LockMode,
         wait: bool,
     ) -> Result<()> {
-        let mut req = Request {
+        let req = Request {
             txn,
             target,
             mode,
@@ -526,7 +544,37 @@ impl<P: Primitives> LockManager<P> {
             wait,
             me: ThreadKey(P::thread_key()),
             waited: false,
+            instant: false,
         };
+        self.settle(req)
+    }
+
+    /// Waits (if `wait`) until `target` could be locked in `mode` for
+    /// `txn`, and returns without keeping the lock: an *instant-duration*
+    /// request, as a tree insert makes on the key after the one it inserts
+    /// (ARIES/KVL), so it waits for a scan that read that gap but does not
+    /// hold others back. Deadlocks and timeouts as for [`lock`](Self::lock).
+    pub(crate) fn lock_instant(
+        &self,
+        txn: TxnId,
+        target: LockTarget,
+        mode: LockMode,
+        wait: bool,
+    ) -> Result<()> {
+        let req = Request {
+            txn,
+            target,
+            mode,
+            want: None,
+            wait,
+            me: ThreadKey(P::thread_key()),
+            waited: false,
+            instant: true,
+        };
+        self.settle(req)
+    }
+
+    fn settle(&self, mut req: Request) -> Result<()> {
         // A timeout too long to represent is no deadline.
         let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         self.state

@@ -170,6 +170,7 @@ impl<'s, 'r> Redo<'s, 'r> {
             pages,
             crate::fsm::FreeSpaceMap::new(),
             None,
+            crate::heap::RelationKind::Heap,
         );
         self.rels.insert(id, Arc::new(rel));
         Ok(())

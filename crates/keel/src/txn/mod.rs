@@ -8,9 +8,11 @@
 //! describes its undo; the transaction keeps that description on its undo
 //! log until it ends. Its locks are the lock manager's ([`crate::lock`]).
 
+pub mod keys;
 pub(crate) mod table;
 pub(crate) mod transaction;
 pub(crate) mod undo;
 
+pub use keys::Range;
 pub(crate) use table::{TxnSlot, TxnTable};
 pub use transaction::{Scan, Transaction};

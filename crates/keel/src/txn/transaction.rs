@@ -39,6 +39,7 @@ use parking_lot::Mutex;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
 use crate::heap::Relation;
+use crate::heap::RelationKind;
 use crate::heap::read::HeapScan;
 use crate::lock::{LockMode, LockTarget};
 use crate::storage::Storage;
@@ -353,6 +354,7 @@ impl<'db> Transaction<'db> {
         self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
+        rel.expect(RelationKind::Heap)?;
         // A `try_` form never waits, for the relation's lock either (an
         // escalated lock of another transaction may block it).
         let wait = tid.is_none_or(|(_, wait)| wait);
@@ -373,6 +375,60 @@ impl<'db> Transaction<'db> {
         self.slot.wrote(core.log.last_lsn);
         drop(core);
         result.map_err(|e| self.fail(e))
+    }
+
+    /// Runs a tree operation on tree `rel`: the tree's intention lock in
+    /// `mode` (IS to read, IX to write), then `f` with the storage, this
+    /// transaction's log and the tree. An error rolls back as
+    /// [`fail`](Self::fail) says.
+    pub(super) fn tree_op<T>(
+        &self,
+        rel: RelationId,
+        mode: LockMode,
+        f: impl FnOnce(&Storage, &mut TxnLog, &Relation) -> Result<T>,
+    ) -> Result<T> {
+        self.live()?;
+        self.db.check_usable()?;
+        let rel = self.db.user_relation(rel)?;
+        rel.expect(RelationKind::Tree)?;
+        self.lock(LockTarget::Relation(rel.id), mode, true)?;
+        self.still_there(&rel)?;
+        // Poisoned while waiting for a lock: change nothing (invariant 16).
+        self.db.check_usable()?;
+        let writing = mode == LockMode::IntentExclusive;
+        if writing {
+            self.slot.before_write(self.db.store.wal.end_lsn());
+        }
+        let mut core = self.core.lock();
+        let result = f(&self.db.store, &mut core.log, &rel);
+        if writing {
+            self.slot.wrote(core.log.last_lsn);
+        }
+        drop(core);
+        let value = result.map_err(|e| self.fail(e))?;
+        // Invariant 16: checked after the locks were granted.
+        self.db.check_usable()?;
+        Ok(value)
+    }
+
+    /// The tree `rel`, checked to be one and locked in intention mode
+    /// `mode` (a scan's start).
+    pub(super) fn tree_for_scan(&self, rel: RelationId) -> Result<Arc<Relation>> {
+        self.tree_op(rel, LockMode::IntentShared, |_, _, _| Ok(()))?;
+        self.db.user_relation(rel)
+    }
+
+    /// The storage context.
+    pub(super) fn store(&self) -> &Storage {
+        &self.db.store
+    }
+
+    /// Checks the database is usable (invariant 16) and turns an error into
+    /// the transaction's failure.
+    pub(super) fn settle<T>(&self, r: Result<T>) -> Result<T> {
+        let value = r.map_err(|e| self.fail(e))?;
+        self.db.check_usable()?;
+        Ok(value)
     }
 
     /// Inserts a tuple and returns its address.
@@ -435,6 +491,7 @@ impl<'db> Transaction<'db> {
         self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
+        rel.expect(RelationKind::Heap)?;
         if tid.page.0 >= rel.page_count() {
             return Ok(None);
         }
@@ -479,6 +536,7 @@ impl<'db> Transaction<'db> {
         self.live()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
+        rel.expect(RelationKind::Heap)?;
         self.lock(LockTarget::Relation(rel.id), LockMode::IntentShared, true)?;
         self.still_there(&rel)?;
         Ok(Scan {

@@ -139,6 +139,9 @@ pub(crate) enum Deferred {
     FreeSlot(RelationId, TupleId),
     /// The pages of an overflow chain no longer referenced.
     FreeChain(RelationId, crate::page::OverflowHead),
+    /// A tree leaf its deletes left empty, and the last key it held (to
+    /// find its parent): reclaimed if still empty (`btree::reclaim`).
+    ReclaimLeaf(RelationId, PageId, Vec<u8>),
 }
 
 /// A transaction's view of the log: its id, last record, what it would

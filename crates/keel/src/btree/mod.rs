@@ -1,0 +1,297 @@
+//! Ordered maps: B-link trees of byte-string keys and values, on the same
+//! pages, buffer pool, log, locks and recovery as the heap.
+//!
+//! A tree is a relation (`RelationKind::Tree`) whose file holds a meta page
+//! (page 0, naming the root and its level) and nodes (page formats in
+//! [`crate::page::tree`]). Keys are ordered by memcmp and are at most
+//! [`MAX_KEY_LEN`] bytes; a value that keeps its item within
+//! [`MAX_ITEM_LEN`] is stored in the leaf, a larger one in an overflow
+//! chain in the same file (the heap's chains: `OverflowWrite` records,
+//! freed after the deleting commit) with its 24-byte head in the leaf.
+//!
+//! ## Concurrency: B-link descent (Lehman and Yao; invariant 11)
+//!
+//! Every node has a high key and a right link. A reader holds one latch at
+//! a time: it reads the root from the meta page, and at each node, if the
+//! key is not below the node's high key, it follows the right link (the
+//! node split after its parent was read); otherwise it takes the child's
+//! id, releases the node and latches the child. A writer descends the same
+//! way with shared latches and latches the leaf exclusively, moving right
+//! under exclusive latches, one at a time.
+//!
+//! A **split** of node L (at any level) happens under L's exclusive latch:
+//! a new page R is taken (a free page the FSM knows of, or a new one) and
+//! latched, R is logged as a page image holding the upper half of L's
+//! items with L's old high key and right link, then L as a page image
+//! holding the lower half, with the first key of R as its high key, R as
+//! its right link and the `INCOMPLETE_SPLIT` flag. R's latch is released;
+//! with L still latched, the parent is latched (child, then parent, never
+//! the other way round), found by the path of the descent and moving
+//! right until the page holding L's downlink, and the downlink `(first key
+//! of R, R)` is inserted into it (splitting the parent first if it is
+//! full, the same way, one level up). Then L's flag is cleared and L
+//! released. When L was the root, a new root with the two downlinks is
+//! made and the meta page is changed to name it. Between the two halves
+//! and the downlink, readers reach R through L's right link.
+//!
+//! Latch order, the whole of it: levels are latched bottom-up (a page of
+//! level `l + 1` only while holding pages of level `l` or below, except
+//! during a descent, which holds one page at a time); within a level, left
+//! to right (a writer holding a leaf may latch its right siblings to find
+//! the key after its last one); the meta page and a page being allocated
+//! last. No latch is held while waiting for a lock or the log's flush.
+//!
+//! ## Logging and recovery
+//!
+//! A key's insert and delete in a transaction are `TreeInsert` and
+//! `TreeDelete` records on the leaf, undone **logically**: rollback (and
+//! recovery's undo) descends again to the leaf that holds the key *now*
+//! and logs a CLR there ([`undo`]). A split is a nested top action: its
+//! page images, the parent's `TreeInsert` of the downlink, the new root
+//! and the meta page's change are logged outside any transaction, so they
+//! are redone and never undone, and rolling back the insert that caused a
+//! split leaves the split in place. A crash between the halves and the
+//! downlink leaves `INCOMPLETE_SPLIT` on L: the next writer that latches L
+//! exclusively finishes the split (nbtree's rule); until then readers
+//! move right. A crash after R's image but before L's leaves R formatted
+//! but unreachable: `keel check` reports such a page as unreachable.
+//!
+//! ## Locking: key-range locks (ARIES/KVL)
+//!
+//! A transaction locks the tree in an intention mode and each key it
+//! touches, by [`key_lock`] (a 64-bit hash of the key: two keys sharing a
+//! hash share a lock, which only makes a transaction wait more). Reads lock
+//! the key they return (S); a read that finds nothing locks the *next* key
+//! (the first key above it, or the end of the tree, [`END_OF_TREE`]), so
+//! the key cannot appear until the reader ends. A range scan locks every
+//! key it returns and the first key past its range. An insert of a new
+//! key checks the next key for a reader's lock (an instant X request,
+//! granted and released at once) before it locks the key X for good, so
+//! no insert lands in a gap a running scan has read; a delete locks the
+//! key and the next key X until it ends. Locks are tried without waiting
+//! under the leaf's latch; when one would wait, the latch is released,
+//! the lock waited for, and the operation starts again from the root.
+//!
+//! ## Empty leaves
+//!
+//! A leaf emptied by committed deletes is reclaimed after the commit
+//! ([`reclaim`]): under the tree's structure lock held exclusively (no
+//! descent is under way), its downlink is removed from its parent, its left
+//! sibling takes its high key and right link, and it becomes a free page
+//! the next split or overflow chain reuses. A leaf that is its parent's
+//! first child is left in place (nbtree also keeps the rightmost).
+
+pub(crate) mod read;
+pub(crate) mod reclaim;
+pub(crate) mod undo;
+pub(crate) mod write;
+
+use std::hash::{BuildHasher, Hasher};
+
+use crate::buffer::PageWriteGuard;
+use crate::error::{DbError, Result};
+use crate::heap::{Relation, RelationKind};
+use crate::lock::LockTarget;
+use crate::page::PAGE_SIZE;
+use crate::page::tree::{self, TreePage};
+use crate::storage::Storage;
+use crate::types::{PageId, RelationId};
+use crate::wal::Payload;
+
+pub use crate::page::tree::{MAX_ITEM_LEN, MAX_KEY_LEN};
+
+/// The meta page of every tree.
+pub(crate) const META_PAGE: PageId = PageId(0);
+
+/// The lock name of "past the last key" ([`key_lock`] never returns it).
+pub const END_OF_TREE: u64 = u64::MAX;
+
+/// The lock on `key` in tree `rel` (module docs, Locking).
+pub(crate) fn key_lock(rel: RelationId, key: &[u8]) -> LockTarget {
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(key);
+    h.write_u8(0xff);
+    let hash = h.finish();
+    LockTarget::Key(rel, if hash == END_OF_TREE { 0 } else { hash })
+}
+
+/// The lock on the end of tree `rel`.
+pub(crate) fn end_lock(rel: RelationId) -> LockTarget {
+    LockTarget::Key(rel, END_OF_TREE)
+}
+
+/// The internal pages a descent passed, by level, for finding a parent.
+pub(crate) type Path = Vec<(u16, PageId)>;
+
+/// The error for tree contents that contradict the tree's rules.
+pub(crate) fn corrupt(rel: &Relation, page: PageId, reason: impl Into<String>) -> crate::Error {
+    DbError::Corrupt {
+        what: format!("tree {} ({}), page {page}", rel.id, rel.name),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Refuses a relation that is not a tree.
+pub(crate) fn check_tree(rel: &Relation) -> Result<()> {
+    rel.expect(RelationKind::Tree)
+}
+
+/// Refuses a key longer than [`MAX_KEY_LEN`].
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(DbError::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+impl Storage {
+    /// Formats a new tree's file: the meta page naming an empty root leaf
+    /// at page 1 (redo-only records, ddl.rs).
+    pub(crate) fn format_tree(&self, rel: &Relation) -> Result<()> {
+        let mut meta = Box::new([0u8; PAGE_SIZE]);
+        tree::init_meta(&mut meta[..], META_PAGE, PageId(1), 0)?;
+        drop(self.create_page(None, rel, &Payload::PageImage { image: meta })?);
+        let mut leaf = Box::new([0u8; PAGE_SIZE]);
+        TreePage::build(&mut leaf[..], PageId(1), 0, 0, &[], None)?;
+        drop(self.create_page(None, rel, &Payload::PageImage { image: leaf })?);
+        Ok(())
+    }
+
+    /// The root and its level.
+    pub(crate) fn tree_root(&self, rel: &Relation) -> Result<(PageId, u16)> {
+        let g = self.pool.fetch_read(rel.file(), META_PAGE)?;
+        Ok(tree::read_meta(&g, META_PAGE)?)
+    }
+
+    /// Checks that page `pid` is a node of `level` within the file.
+    pub(crate) fn node<'p>(
+        &self,
+        rel: &Relation,
+        page: &'p [u8],
+        pid: PageId,
+        level: u16,
+    ) -> Result<TreePage<&'p [u8]>> {
+        let p = TreePage::open(page, pid)?;
+        if p.level() != level {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!(
+                    "a node of level {} where level {level} was expected",
+                    p.level()
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The next page right of `p`, checked to lie inside the file; `moves`
+    /// bounds a walk by the file's page count, so a cycle of right links is
+    /// corruption, not a hang.
+    pub(crate) fn right_of<B: AsRef<[u8]>>(
+        &self,
+        rel: &Relation,
+        p: &TreePage<B>,
+        moves: &mut u32,
+    ) -> Result<PageId> {
+        *moves += 1;
+        match p.right_link() {
+            Some(r) if r.0 < rel.page_count() && r.0 != 0 && *moves <= rel.page_count() => Ok(r),
+            other => Err(corrupt(
+                rel,
+                p.page_id(),
+                format!("right link {other:?} while moving right"),
+            )),
+        }
+    }
+
+    /// Descends to the node of `level` whose range holds `key` and returns
+    /// its id, recording in `path` the internal pages above it (module
+    /// docs: one shared latch at a time).
+    pub(crate) fn descend(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        level: u16,
+        path: &mut Path,
+    ) -> Result<PageId> {
+        let (mut pid, mut at) = self.tree_root(rel)?;
+        path.clear();
+        if at < level {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!("root at level {at}, below {level}"),
+            ));
+        }
+        let mut moves = 0;
+        loop {
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            let p = self.node(rel, &g, pid, at)?;
+            if !p.covers(key) {
+                pid = self.right_of(rel, &p, &mut moves)?;
+                continue;
+            }
+            if at == level {
+                return Ok(pid);
+            }
+            let (_, child) = p.child_for(key)?;
+            if child.0 >= rel.page_count() || child.0 == 0 {
+                return Err(corrupt(rel, pid, format!("child {child} past the file")));
+            }
+            path.push((at, pid));
+            pid = child;
+            at -= 1;
+        }
+    }
+
+    /// Latches exclusively the node of `level` whose range holds `key`,
+    /// starting at `pid` and moving right.
+    pub(crate) fn latch_covering(
+        &self,
+        rel: &Relation,
+        mut pid: PageId,
+        level: u16,
+        key: &[u8],
+    ) -> Result<PageWriteGuard<'_>> {
+        let mut moves = 0;
+        loop {
+            let g = self.pool.fetch_write(rel.file(), pid)?;
+            let p = self.node(rel, &g, pid, level)?;
+            if p.covers(key) {
+                return Ok(g);
+            }
+            pid = self.right_of(rel, &p, &mut moves)?;
+        }
+    }
+
+    /// The leaf holding `key`, latched exclusively, and the path above it.
+    pub(crate) fn leaf_for_write(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        path: &mut Path,
+    ) -> Result<PageWriteGuard<'_>> {
+        let pid = self.descend(rel, key, 0, path)?;
+        self.latch_covering(rel, pid, 0, key)
+    }
+}
+
+/// A page image of node `pid` holding `items`.
+pub(crate) fn node_image(
+    pid: PageId,
+    level: u16,
+    flags: u16,
+    items: &[(Vec<u8>, Vec<u8>)],
+    high: Option<(&[u8], PageId)>,
+) -> Result<Payload> {
+    let mut image = Box::new([0u8; PAGE_SIZE]);
+    let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+    TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
+    Ok(Payload::PageImage { image })
+}

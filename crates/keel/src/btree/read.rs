@@ -1,0 +1,398 @@
+//! Reading a tree: a key's value, and range scans in either direction,
+//! with the key-range locks that make them serializable (module docs of
+//! [`super`], Locking).
+//!
+//! A scan keeps the part of its range not yet returned as two bounds,
+//! `lo` and `hi`, and two buffers: the next items from the front (read
+//! from the leaf covering `lo`) and from the back (read from the leaf
+//! holding the last key below `hi`). Each item is locked shared while its
+//! leaf is latched (or, when that would wait, after the latch is released,
+//! and the leaf is read again). Returning an item from the front moves
+//! `lo` past it, from the back moves `hi` below it, so the two ends never
+//! return the same item. Before its first item a scan locks the first key
+//! past its range (or the end of the tree), so no key can appear in the
+//! range, or at its upper edge, until the transaction ends. A buffered
+//! item was locked when read, and a key locked shared cannot be deleted
+//! or changed by another transaction, so the buffer stays true.
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+use super::write::{Found, Step};
+use super::{Path, check_key, end_lock, key_lock};
+use crate::error::Result;
+use crate::heap::Relation;
+use crate::lock::{LockMode, LockTarget};
+use crate::page::tree::TreePage;
+use crate::storage::Storage;
+use crate::types::{PageId, TxnId};
+
+/// An item read from a leaf: its page, key and rest.
+type Read = (PageId, Vec<u8>, Vec<u8>);
+
+impl Storage {
+    /// `key`'s value in tree `rel`, locking the key (or, when absent, the
+    /// next key) shared for `txn`.
+    pub(crate) fn tree_get(
+        &self,
+        txn: TxnId,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key))?;
+        match found {
+            Some((at, rest)) => Ok(Some(self.tree_value_of(rel, at, &rest)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_step(
+        &self,
+        txn: TxnId,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<Step<Option<Found>>> {
+        let _shared = rel.structure.read();
+        let pid = self.descend(rel, key, 0, &mut Path::new())?;
+        let (g, pid) = self.read_covering(rel, pid, key)?;
+        let p = self.node(rel, &g, pid, 0)?;
+        let (target, found) = match p.search(key)? {
+            Ok(i) => (key_lock(rel.id, key), Some((pid, p.item(i)?.1.to_vec()))),
+            Err(i) => (self.next_key_lock(rel, &g, pid, i)?, None),
+        };
+        Ok(match self.try_key(txn, target, LockMode::Shared, false)? {
+            Some(b) => Step::Wait(b),
+            None => Step::Done(found),
+        })
+    }
+
+    /// The leaf covering `key` from `pid` on, latched shared.
+    fn read_covering(
+        &self,
+        rel: &Relation,
+        mut pid: PageId,
+        key: &[u8],
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        let mut moves = 0;
+        loop {
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            let p = self.node(rel, &g, pid, 0)?;
+            if p.covers(key) {
+                return Ok((g, pid));
+            }
+            pid = self.right_of(rel, &p, &mut moves)?;
+        }
+    }
+}
+
+/// Whether `key` is at or above the lower bound.
+fn above(lo: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match lo {
+        Bound::Unbounded => true,
+        Bound::Included(b) => key >= &b[..],
+        Bound::Excluded(b) => key > &b[..],
+    }
+}
+
+/// Whether `key` is at or below the upper bound.
+fn below(hi: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match hi {
+        Bound::Unbounded => true,
+        Bound::Included(b) => key <= &b[..],
+        Bound::Excluded(b) => key < &b[..],
+    }
+}
+
+/// A range scan's position (module docs).
+pub(crate) struct TreeCursor {
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    front: VecDeque<Read>,
+    back: VecDeque<Read>,
+    /// The key past the range is locked.
+    edge_locked: bool,
+    /// The front reached the end of the range.
+    front_done: bool,
+    /// The back reached the start of the range.
+    back_done: bool,
+}
+
+impl TreeCursor {
+    /// A scan of the keys within `lo..hi`.
+    pub(crate) fn new(lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Result<TreeCursor> {
+        for b in [&lo, &hi] {
+            if let Bound::Included(k) | Bound::Excluded(k) = b {
+                check_key(k)?;
+            }
+        }
+        Ok(TreeCursor {
+            lo,
+            hi,
+            front: VecDeque::new(),
+            back: VecDeque::new(),
+            edge_locked: false,
+            front_done: false,
+            back_done: false,
+        })
+    }
+
+    /// Whether the range left is empty.
+    fn exhausted(&self) -> bool {
+        match (&self.lo, &self.hi) {
+            (Bound::Included(a), Bound::Included(b)) => a > b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+            | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+            _ => false,
+        }
+    }
+
+    /// The next item from the front, its value read.
+    pub(crate) fn next_front(
+        &mut self,
+        store: &Storage,
+        txn: TxnId,
+        rel: &Relation,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.lock_edge(store, txn, rel)?;
+        loop {
+            if let Some((pid, key, rest)) = self.front.pop_front() {
+                if !below(&self.hi, &key) {
+                    self.front.clear();
+                    self.front_done = true;
+                    return Ok(None);
+                }
+                self.lo = Bound::Excluded(key.clone());
+                return Ok(Some((key, store.tree_value_of(rel, pid, &rest)?)));
+            }
+            if self.front_done || self.exhausted() {
+                return Ok(None);
+            }
+            let (items, more) = store.with_key_locks(txn, || self.fill_front(store, txn, rel))?;
+            self.front = items.into();
+            self.front_done |= !more && self.front.is_empty();
+        }
+    }
+
+    /// The next item from the back, its value read.
+    pub(crate) fn next_back(
+        &mut self,
+        store: &Storage,
+        txn: TxnId,
+        rel: &Relation,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.lock_edge(store, txn, rel)?;
+        loop {
+            if let Some((pid, key, rest)) = self.back.pop_front() {
+                if !above(&self.lo, &key) {
+                    self.back.clear();
+                    self.back_done = true;
+                    return Ok(None);
+                }
+                self.hi = Bound::Excluded(key.clone());
+                return Ok(Some((key, store.tree_value_of(rel, pid, &rest)?)));
+            }
+            if self.back_done || self.exhausted() {
+                return Ok(None);
+            }
+            let items = store.with_key_locks(txn, || self.fill_back(store, txn, rel))?;
+            match items {
+                Some(items) => self.back = items.into(),
+                None => self.back_done = true,
+            }
+        }
+    }
+
+    /// Locks the first key past the range, once.
+    fn lock_edge(&mut self, store: &Storage, txn: TxnId, rel: &Relation) -> Result<()> {
+        if self.edge_locked {
+            return Ok(());
+        }
+        let hi = self.hi.clone();
+        store.with_key_locks(txn, || {
+            let _shared = rel.structure.read();
+            let target = match &hi {
+                Bound::Unbounded => end_lock(rel.id),
+                Bound::Included(k) | Bound::Excluded(k) => {
+                    let pid = store.descend(rel, k, 0, &mut Path::new())?;
+                    let (g, pid) = store.read_covering(rel, pid, k)?;
+                    let p = store.node(rel, &g, pid, 0)?;
+                    let i = match (p.search(k)?, &hi) {
+                        (Ok(i), Bound::Excluded(_)) => i,
+                        (Ok(i), _) => i + 1,
+                        (Err(i), _) => i,
+                    };
+                    store.next_key_lock(rel, &g, pid, i)?
+                }
+            };
+            lock_shared(store, txn, target)
+        })?;
+        self.edge_locked = true;
+        Ok(())
+    }
+
+    /// Reads the items of the range from the leaf covering `lo` on, moving
+    /// right past leaves with none; locks each. Returns them and whether
+    /// the range may go on past them.
+    fn fill_front(
+        &self,
+        store: &Storage,
+        txn: TxnId,
+        rel: &Relation,
+    ) -> Result<Step<(Vec<Read>, bool)>> {
+        let _shared = rel.structure.read();
+        let start: &[u8] = match &self.lo {
+            Bound::Unbounded => &[],
+            Bound::Included(k) | Bound::Excluded(k) => k,
+        };
+        let mut pid = store.descend(rel, start, 0, &mut Path::new())?;
+        let mut moves = 0;
+        loop {
+            let (g, at) = store.read_covering(rel, pid, start)?;
+            let p = store.node(rel, &g, at, 0)?;
+            let mut items = Vec::new();
+            for i in 0..p.len() {
+                let (key, rest) = p.item(i)?;
+                if !above(&self.lo, key) {
+                    continue;
+                }
+                if !below(&self.hi, key) {
+                    return Ok(Step::Done((items, false)));
+                }
+                if let Some(b) =
+                    store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
+                {
+                    return Ok(Step::Wait(b));
+                }
+                items.push((at, key.to_vec(), rest.to_vec()));
+            }
+            if !items.is_empty() {
+                return Ok(Step::Done((items, true)));
+            }
+            let high_in_range = p.high_key().is_some_and(|h| below(&self.hi, h));
+            if !high_in_range {
+                return Ok(Step::Done((items, false)));
+            }
+            // Keys from the high key on are right of this leaf.
+            pid = store.right_of(rel, &p, &mut moves)?;
+        }
+    }
+
+    /// Reads the items of the range from the leaf holding the last key
+    /// below `hi`, last first; locks each. `None` when the range has no
+    /// key left.
+    fn fill_back(
+        &self,
+        store: &Storage,
+        txn: TxnId,
+        rel: &Relation,
+    ) -> Result<Step<Option<Vec<Read>>>> {
+        let _shared = rel.structure.read();
+        let mut hi = self.hi.clone();
+        loop {
+            let (at, low) = store.leaf_before(rel, &hi)?;
+            let g = store.pool.fetch_read(rel.file(), at)?;
+            let p = store.node(rel, &g, at, 0)?;
+            let mut items = Vec::new();
+            for i in (0..p.len()).rev() {
+                let (key, rest) = p.item(i)?;
+                if !below(&hi, key) {
+                    continue;
+                }
+                if !above(&self.lo, key) {
+                    break;
+                }
+                if let Some(b) =
+                    store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
+                {
+                    return Ok(Step::Wait(b));
+                }
+                items.push((at, key.to_vec(), rest.to_vec()));
+            }
+            if !items.is_empty() {
+                return Ok(Step::Done(Some(items)));
+            }
+            // Nothing below `hi` here: go on left of this leaf's range (its
+            // low end is below `hi`, so this ends).
+            match low {
+                Some(low) if self.lo_below(&low) => hi = Bound::Excluded(low),
+                _ => return Ok(Step::Done(None)),
+            }
+        }
+    }
+
+    /// Whether some key above `lo` lies below `k` (the range reaches left of `k`).
+    fn lo_below(&self, k: &[u8]) -> bool {
+        match &self.lo {
+            Bound::Unbounded => true,
+            Bound::Included(b) | Bound::Excluded(b) => &b[..] < k,
+        }
+    }
+}
+
+fn lock_shared(store: &Storage, txn: TxnId, target: LockTarget) -> Result<Step<()>> {
+    Ok(match store.try_key(txn, target, LockMode::Shared, false)? {
+        Some(b) => Step::Wait(b),
+        None => Step::Done(()),
+    })
+}
+
+impl Storage {
+    /// The leaf whose range holds the last keys below `hi`, and the low
+    /// end of its range (`None`: minus infinity), found by descending with
+    /// one shared latch at a time.
+    fn leaf_before(
+        &self,
+        rel: &Relation,
+        hi: &Bound<Vec<u8>>,
+    ) -> Result<(PageId, Option<Vec<u8>>)> {
+        let (mut pid, mut level) = self.tree_root(rel)?;
+        let mut low: Option<Vec<u8>> = None;
+        let mut moves = 0;
+        loop {
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            let p = self.node(rel, &g, pid, level)?;
+            // Move right while keys below `hi` may lie right of this node.
+            let right = match (p.high_key(), hi) {
+                (None, _) => false,
+                (Some(_), Bound::Unbounded) => true,
+                (Some(h), Bound::Included(b)) => h <= &b[..],
+                (Some(h), Bound::Excluded(b)) => h < &b[..],
+            };
+            if right {
+                low = p.high_key().map(<[u8]>::to_vec);
+                pid = self.right_of(rel, &p, &mut moves)?;
+                continue;
+            }
+            if level == 0 {
+                return Ok((pid, low));
+            }
+            let i = last_child_below(&p, hi)?;
+            if i > 0 {
+                low = Some(p.key(i)?.to_vec());
+            }
+            pid = p.child(i)?;
+            if pid.0 >= rel.page_count() || pid.0 == 0 {
+                return Err(super::corrupt(
+                    rel,
+                    p.page_id(),
+                    format!("child {pid} past the file"),
+                ));
+            }
+            level -= 1;
+        }
+    }
+}
+
+/// The last item of an internal node whose child may hold keys below `hi`.
+fn last_child_below<B: AsRef<[u8]>>(p: &TreePage<B>, hi: &Bound<Vec<u8>>) -> Result<usize> {
+    let n = p.len();
+    let i = match hi {
+        Bound::Unbounded => n.saturating_sub(1),
+        Bound::Included(b) => p.child_for(b)?.0,
+        Bound::Excluded(b) => match p.search(b)? {
+            Ok(i) | Err(i) => i.saturating_sub(1),
+        },
+    };
+    Ok(i)
+}

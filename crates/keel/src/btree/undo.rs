@@ -1,0 +1,94 @@
+//! Logical undo of a transaction's key inserts and deletes (module docs
+//! of [`super`], Logging and recovery).
+//!
+//! A `TreeInsert` or `TreeDelete` record names the leaf the key was on
+//! when it was logged, but another transaction's split may have moved the
+//! key since. So undo descends from the root again to the leaf that covers
+//! the key now, and logs there a CLR whose action is the inverse: a
+//! `TreeDelete` of the key for an insert, a `TreeInsert` of the key and its
+//! old rest for a delete (splitting the leaf first when it is full; the
+//! split is redo-only). The CLR's undo-next is the undone record's
+//! previous LSN, so a crash during rollback or recovery resumes after it
+//! (invariant 8). The transaction still holds the key's exclusive lock,
+//! so nobody else has changed the key meanwhile.
+
+use super::{Path, corrupt};
+use crate::error::Result;
+use crate::heap::Relation;
+use crate::page::tree::item_len;
+use crate::storage::Storage;
+use crate::txn::undo::TxnLog;
+use crate::types::Lsn;
+use crate::wal::Payload;
+
+impl Storage {
+    /// Undoes `record` (a `TreeInsert` or `TreeDelete` of `log`'s
+    /// transaction on tree `rel`), logging the CLR with `undo_next`.
+    pub(crate) fn undo_tree_record(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        undo_next: Lsn,
+        record: &Payload,
+    ) -> Result<()> {
+        let _shared = rel.structure.read();
+        let (key, action) = match record {
+            Payload::TreeInsert { key, rest } => (
+                key,
+                Payload::TreeDelete {
+                    key: key.clone(),
+                    rest: rest.clone(),
+                },
+            ),
+            Payload::TreeDelete { key, rest } => (
+                key,
+                Payload::TreeInsert {
+                    key: key.clone(),
+                    rest: rest.clone(),
+                },
+            ),
+            other => {
+                return Err(corrupt(
+                    rel,
+                    crate::types::PageId(0),
+                    format!("a {} record undone as a tree record", other.kind().name()),
+                ));
+            }
+        };
+        let mut path = Path::new();
+        loop {
+            let mut g = self.writable_leaf(rel, key, &mut path)?;
+            let pid = g.page_id();
+            let p = self.node(rel, &g, pid, 0)?;
+            let present = p.search(key)?.is_ok();
+            let room = p.fits(match &action {
+                Payload::TreeInsert { key, rest } => item_len(key, rest),
+                _ => 0,
+            });
+            match (&action, present) {
+                (Payload::TreeDelete { .. }, true) | (Payload::TreeInsert { .. }, false) => {}
+                _ => {
+                    return Err(corrupt(
+                        rel,
+                        pid,
+                        format!(
+                            "undo of a {} finds the key {}",
+                            record.kind().name(),
+                            if present { "present" } else { "absent" }
+                        ),
+                    ));
+                }
+            }
+            if !room {
+                self.split(rel, g, 0, &mut path)?;
+                continue;
+            }
+            let clr = Payload::Compensation {
+                undo_next,
+                action: Box::new(action),
+            };
+            self.change(Some(log), rel.id, &mut g, &clr)?;
+            return Ok(());
+        }
+    }
+}

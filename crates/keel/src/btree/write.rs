@@ -1,0 +1,590 @@
+//! Changing a tree: put and delete of keys in a transaction, and the
+//! structure changes under them (split, finishing a split, a new root),
+//! which are redo-only nested top actions (module docs of [`super`]).
+
+use super::{META_PAGE, Path, check_key, corrupt, end_lock, key_lock, node_image};
+use crate::buffer::PageWriteGuard;
+use crate::error::{DbError, Error, Result};
+use crate::heap::{INLINE_MAX, Relation};
+use crate::lock::{LockMode, LockTarget};
+use crate::page::tree::{
+    self, FLAG_INCOMPLETE_SPLIT, MAX_ITEM_LEN, TreePage, VALUE_INLINE, VALUE_OVERFLOW, child_rest,
+    item_len,
+};
+use crate::page::{OverflowHead, PageType, page_type};
+use crate::storage::Storage;
+use crate::txn::undo::{Deferred, TxnLog};
+use crate::types::{PageId, TxnId};
+use crate::wal::Payload;
+
+/// Free pages tried from the FSM before a new page is made.
+const FSM_ATTEMPTS: usize = 4;
+
+/// A lock an operation needs and could not take without waiting: the
+/// latches are released, it is waited for, and the operation restarts.
+pub(crate) struct Blocked {
+    pub target: LockTarget,
+    pub mode: LockMode,
+    /// Held only for the instant of the request (an insert's next-key check).
+    pub instant: bool,
+}
+
+/// An item found: its leaf and its rest.
+pub(crate) type Found = (PageId, Vec<u8>);
+/// An item removed: its leaf, its rest, and whether the leaf is now empty.
+type Removed = (PageId, Vec<u8>, bool);
+
+/// Whether an operation finished or must wait for a lock and restart.
+pub(crate) enum Step<T> {
+    Done(T),
+    Wait(Blocked),
+}
+
+impl Storage {
+    /// Tries `target` in `mode` for `txn` without waiting: `None` when
+    /// granted (or `instant` and grantable), else what to wait for.
+    pub(crate) fn try_key(
+        &self,
+        txn: TxnId,
+        target: LockTarget,
+        mode: LockMode,
+        instant: bool,
+    ) -> Result<Option<Blocked>> {
+        let tried = if instant {
+            self.locks.lock_instant(txn, target, mode, false)
+        } else {
+            self.locks.lock(txn, target, mode, false)
+        };
+        match tried {
+            Ok(()) => Ok(None),
+            Err(Error::Db(DbError::WouldBlock { .. })) => Ok(Some(Blocked {
+                target,
+                mode,
+                instant,
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for a lock an operation could not take under its latch (no
+    /// latch is held now, invariant 11).
+    pub(crate) fn wait_key(&self, txn: TxnId, b: &Blocked) -> Result<()> {
+        if b.instant {
+            self.locks.lock_instant(txn, b.target, b.mode, true)
+        } else {
+            self.locks.lock(txn, b.target, b.mode, true)
+        }
+    }
+
+    /// Runs `step` until it does not need to wait for a lock, waiting for
+    /// each lock it asks for with no latch held.
+    pub(crate) fn with_key_locks<T>(
+        &self,
+        txn: TxnId,
+        mut step: impl FnMut() -> Result<Step<T>>,
+    ) -> Result<T> {
+        loop {
+            match step()? {
+                Step::Done(t) => return Ok(t),
+                Step::Wait(b) => self.wait_key(txn, &b)?,
+            }
+        }
+    }
+
+    /// The lock of the first key after item `i` of the latched leaf `g`
+    /// (`i` may be its length): that item's key, or the first key of a
+    /// right sibling (latched shared one at a time while `g` stays
+    /// latched: left to right), or the end of the tree.
+    pub(crate) fn next_key_lock(
+        &self,
+        rel: &Relation,
+        leaf: &[u8],
+        pid: PageId,
+        i: usize,
+    ) -> Result<LockTarget> {
+        let p = self.node(rel, leaf, pid, 0)?;
+        if i < p.len() {
+            return Ok(key_lock(rel.id, p.key(i)?));
+        }
+        let mut moves = 0;
+        let Some(_) = p.right_link() else {
+            return Ok(end_lock(rel.id));
+        };
+        let mut next = self.right_of(rel, &p, &mut moves)?;
+        loop {
+            let g = self.pool.fetch_read(rel.file(), next)?;
+            let p = self.node(rel, &g, next, 0)?;
+            if !p.is_empty() {
+                return Ok(key_lock(rel.id, p.key(0)?));
+            }
+            if p.right_link().is_none() {
+                return Ok(end_lock(rel.id));
+            }
+            next = self.right_of(rel, &p, &mut moves)?;
+        }
+    }
+
+    /// The leaf part of an item for `value`: inline, or the head of an
+    /// overflow chain written now (before any latch is taken).
+    fn tree_value(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Vec<u8>> {
+        if item_len(key, value) < MAX_ITEM_LEN && value.len() <= INLINE_MAX {
+            return Ok(tree::inline_value(value));
+        }
+        let (stored, _) = self.stored_form(log, rel, value)?;
+        let mut rest = Vec::with_capacity(1 + OverflowHead::SIZE);
+        rest.push(VALUE_OVERFLOW);
+        rest.extend_from_slice(&stored);
+        Ok(rest)
+    }
+
+    /// The value an item's rest stands for (reading its chain if it has
+    /// one; no latch may be held).
+    pub(crate) fn tree_value_of(&self, rel: &Relation, at: PageId, rest: &[u8]) -> Result<Vec<u8>> {
+        match rest.split_first() {
+            Some((&VALUE_INLINE, v)) => Ok(v.to_vec()),
+            Some((&VALUE_OVERFLOW, head)) => {
+                let head = self.read_head(rel, at, head)?;
+                self.read_chain(rel, head)
+            }
+            _ => Err(corrupt(rel, at, "a leaf item with no value kind")),
+        }
+    }
+
+    /// Releases what an item's rest holds outside the leaf once the
+    /// deleting transaction commits (an overflow chain).
+    fn defer_release(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        at: PageId,
+        rest: &[u8],
+    ) -> Result<()> {
+        if let Some((&VALUE_OVERFLOW, head)) = rest.split_first() {
+            let head = self.read_head(rel, at, head)?;
+            log.deferred.push(Deferred::FreeChain(rel.id, head));
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces `key`'s value in tree `rel`; returns the old
+    /// value when there was one and `want_old`.
+    pub(crate) fn tree_put(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+        value: &[u8],
+        want_old: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let rest = self.tree_value(log, rel, key, value)?;
+        let txn = log.txn;
+        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest))?;
+        match old {
+            Some((at, old)) => {
+                let value = if want_old {
+                    Some(self.tree_value_of(rel, at, &old)?)
+                } else {
+                    None
+                };
+                self.defer_release(log, rel, at, &old)?;
+                Ok(value)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// One attempt at a put: `Done(Some((page, old rest)))` for a replace.
+    fn put_step(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+        rest: &[u8],
+    ) -> Result<Step<Option<Found>>> {
+        let _shared = rel.structure.read();
+        let mut path = Path::new();
+        let g = self.writable_leaf(rel, key, &mut path)?;
+        let pid = g.page_id();
+        let found = self.node(rel, &g, pid, 0)?.search(key)?;
+        let mine = key_lock(rel.id, key);
+        match found {
+            Ok(i) => {
+                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                    return Ok(Step::Wait(b));
+                }
+                let old = self.node(rel, &g, pid, 0)?.item(i)?.1.to_vec();
+                let mut g = g;
+                let delete = Payload::TreeDelete {
+                    key: key.to_vec(),
+                    rest: old.clone(),
+                };
+                self.change(Some(log), rel.id, &mut g, &delete)?;
+                self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
+                Ok(Step::Done(Some((pid, old))))
+            }
+            Err(i) => {
+                let next = self.next_key_lock(rel, &g, pid, i)?;
+                if let Some(b) = self.try_key(log.txn, next, LockMode::Exclusive, true)? {
+                    return Ok(Step::Wait(b));
+                }
+                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                    return Ok(Step::Wait(b));
+                }
+                self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
+                Ok(Step::Done(None))
+            }
+        }
+    }
+
+    /// Deletes `key` from tree `rel`; returns its value if it was there.
+    pub(crate) fn tree_delete(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let txn = log.txn;
+        let gone = self.with_key_locks(txn, || self.delete_step(log, rel, key))?;
+        let Some((at, old, emptied)) = gone else {
+            return Ok(None);
+        };
+        let value = self.tree_value_of(rel, at, &old)?;
+        self.defer_release(log, rel, at, &old)?;
+        if emptied {
+            log.deferred
+                .push(Deferred::ReclaimLeaf(rel.id, at, key.to_vec()));
+        }
+        Ok(Some(value))
+    }
+
+    /// One attempt at a delete: the leaf, the removed item's rest and
+    /// whether the leaf is now empty.
+    fn delete_step(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<Step<Option<Removed>>> {
+        let _shared = rel.structure.read();
+        let mut path = Path::new();
+        let mut g = self.writable_leaf(rel, key, &mut path)?;
+        let pid = g.page_id();
+        let found = self.node(rel, &g, pid, 0)?.search(key)?;
+        let i = match found {
+            Ok(i) => i,
+            Err(i) => {
+                // Nothing to delete: the answer stays true until this
+                // transaction ends (the next key is locked, as a read's).
+                let next = self.next_key_lock(rel, &g, pid, i)?;
+                return Ok(
+                    match self.try_key(log.txn, next, LockMode::Shared, false)? {
+                        Some(b) => Step::Wait(b),
+                        None => Step::Done(None),
+                    },
+                );
+            }
+        };
+        let next = self.next_key_lock(rel, &g, pid, i + 1)?;
+        for target in [key_lock(rel.id, key), next] {
+            if let Some(b) = self.try_key(log.txn, target, LockMode::Exclusive, false)? {
+                return Ok(Step::Wait(b));
+            }
+        }
+        let old = self.node(rel, &g, pid, 0)?.item(i)?.1.to_vec();
+        let delete = Payload::TreeDelete {
+            key: key.to_vec(),
+            rest: old,
+        };
+        self.change(Some(log), rel.id, &mut g, &delete)?;
+        let emptied = self.node(rel, &g, pid, 0)?.is_empty();
+        let Payload::TreeDelete { rest, .. } = delete else {
+            unreachable!("built above")
+        };
+        Ok(Step::Done(Some((pid, rest, emptied))))
+    }
+
+    /// The leaf holding `key`, latched exclusively, with any split left
+    /// incomplete on it finished first.
+    pub(crate) fn writable_leaf(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        path: &mut Path,
+    ) -> Result<PageWriteGuard<'_>> {
+        loop {
+            let g = self.leaf_for_write(rel, key, path)?;
+            if !TreePage::open(&g[..], g.page_id())?.incomplete_split() {
+                return Ok(g);
+            }
+            self.finish_split(rel, g, 0, path)?;
+        }
+    }
+
+    /// Inserts `(key, rest)` into the latched leaf `g` in `log`'s
+    /// transaction, splitting it (and finding the leaf again) until it fits.
+    pub(crate) fn insert_into_leaf<'s>(
+        &'s self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        mut g: PageWriteGuard<'s>,
+        path: &mut Path,
+        key: &[u8],
+        rest: &[u8],
+    ) -> Result<()> {
+        loop {
+            if TreePage::open(&g[..], g.page_id())?.fits(item_len(key, rest)) {
+                let insert = Payload::TreeInsert {
+                    key: key.to_vec(),
+                    rest: rest.to_vec(),
+                };
+                self.change(Some(log), rel.id, &mut g, &insert)?;
+                return Ok(());
+            }
+            self.split(rel, g, 0, path)?;
+            g = self.writable_leaf(rel, key, path)?;
+        }
+    }
+
+    /// Inserts a downlink `(key, rest)` into the latched internal node `g`
+    /// of `level` (redo-only), splitting it as needed.
+    fn insert_into_node<'s>(
+        &'s self,
+        rel: &Relation,
+        mut g: PageWriteGuard<'s>,
+        level: u16,
+        path: &mut Path,
+        key: &[u8],
+        rest: &[u8],
+    ) -> Result<()> {
+        loop {
+            let p = TreePage::open(&g[..], g.page_id())?;
+            if p.incomplete_split() {
+                self.finish_split(rel, g, level, path)?;
+            } else if p.fits(item_len(key, rest)) {
+                let insert = Payload::TreeInsert {
+                    key: key.to_vec(),
+                    rest: rest.to_vec(),
+                };
+                self.change(None, rel.id, &mut g, &insert)?;
+                return Ok(());
+            } else {
+                self.split(rel, g, level, path)?;
+            }
+            let start = self.descend(rel, key, level, &mut Path::new())?;
+            g = self.latch_covering(rel, start, level, key)?;
+        }
+    }
+
+    /// Splits the latched node `g` of `level` and adds the new right
+    /// half's downlink above (module docs); releases every latch.
+    pub(crate) fn split(
+        &self,
+        rel: &Relation,
+        mut g: PageWriteGuard<'_>,
+        level: u16,
+        path: &mut Path,
+    ) -> Result<()> {
+        let pid = g.page_id();
+        let p = self.node(rel, &g, pid, level)?;
+        let mut items = p.items()?;
+        if items.len() < 2 {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!("a full node with {} items", items.len()),
+            ));
+        }
+        let high = p.high_key().map(<[u8]>::to_vec);
+        let right_link = p.right_link();
+        let k = split_point(&items);
+        let sep = items[k].0.clone();
+        let mut right_items = items.split_off(k);
+        if level > 0 {
+            // An internal node's first item is minus infinity.
+            right_items[0].0.clear();
+        }
+        let rg = self.place_node(rel, |rpid| {
+            node_image(
+                rpid,
+                level,
+                0,
+                &right_items,
+                high.as_deref().zip(right_link),
+            )
+        })?;
+        let rpid = rg.page_id();
+        let left = node_image(
+            pid,
+            level,
+            FLAG_INCOMPLETE_SPLIT,
+            &items,
+            Some((&sep, rpid)),
+        )?;
+        self.change(None, rel.id, &mut g, &left)?;
+        drop(rg);
+        self.add_downlink(rel, g, level, &sep, rpid, path)
+    }
+
+    /// Finishes the split of the latched node `g` (flagged
+    /// `INCOMPLETE_SPLIT`): adds its right sibling's downlink above and
+    /// clears the flag; releases every latch.
+    pub(crate) fn finish_split(
+        &self,
+        rel: &Relation,
+        g: PageWriteGuard<'_>,
+        level: u16,
+        path: &mut Path,
+    ) -> Result<()> {
+        let pid = g.page_id();
+        let p = self.node(rel, &g, pid, level)?;
+        let (Some(sep), Some(right)) = (p.high_key().map(<[u8]>::to_vec), p.right_link()) else {
+            return Err(corrupt(
+                rel,
+                pid,
+                "an incomplete split with no right sibling",
+            ));
+        };
+        self.add_downlink(rel, g, level, &sep, right, path)
+    }
+
+    /// Adds the downlink `(sep, right)` for the right half of the split of
+    /// the latched node `lg` of `level` — into its parent, or into a new
+    /// root when it is the root — then clears `lg`'s flag.
+    fn add_downlink(
+        &self,
+        rel: &Relation,
+        mut lg: PageWriteGuard<'_>,
+        level: u16,
+        sep: &[u8],
+        right: PageId,
+        path: &mut Path,
+    ) -> Result<()> {
+        let lpid = lg.page_id();
+        let above = match path.pop() {
+            Some((l, pid)) if l == level + 1 => Some(pid),
+            _ => {
+                let (root, root_level) = self.tree_root(rel)?;
+                if root_level == level {
+                    if root != lpid {
+                        return Err(corrupt(
+                            rel,
+                            lpid,
+                            format!(
+                                "a split node of the root's level {level} that is not the root {root}"
+                            ),
+                        ));
+                    }
+                    None
+                } else {
+                    Some(self.descend(rel, sep, level + 1, &mut Path::new())?)
+                }
+            }
+        };
+        match above {
+            None => self.new_root(rel, lpid, level, sep, right)?,
+            Some(start) => {
+                let pg = self.latch_covering(rel, start, level + 1, sep)?;
+                let p = self.node(rel, &pg, pg.page_id(), level + 1)?;
+                match p.search(sep)? {
+                    // Logged before a crash that stopped the split.
+                    Ok(i) if p.child(i)? == right => {}
+                    Ok(_) => {
+                        return Err(corrupt(rel, pg.page_id(), "a separator with another child"));
+                    }
+                    Err(_) => {
+                        self.insert_into_node(rel, pg, level + 1, path, sep, &child_rest(right))?;
+                    }
+                }
+            }
+        }
+        let flags = TreePage::open(&lg[..], lpid)?.flags() & !FLAG_INCOMPLETE_SPLIT;
+        let clear = Payload::PageDelta {
+            ranges: vec![(tree::offsets::FLAGS as u16, flags.to_le_bytes().to_vec())],
+        };
+        self.change(None, rel.id, &mut lg, &clear)?;
+        Ok(())
+    }
+
+    /// Makes a new root above the old root `left` (split into `left` and
+    /// `right` at `sep`) and names it in the meta page.
+    fn new_root(
+        &self,
+        rel: &Relation,
+        left: PageId,
+        level: u16,
+        sep: &[u8],
+        right: PageId,
+    ) -> Result<()> {
+        let items = vec![
+            (Vec::new(), child_rest(left).to_vec()),
+            (sep.to_vec(), child_rest(right).to_vec()),
+        ];
+        let ng = self.place_node(rel, |npid| node_image(npid, level + 1, 0, &items, None))?;
+        let root = ng.page_id();
+        drop(ng);
+        let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
+        let (old, _) = tree::read_meta(&mg, META_PAGE)?;
+        if old != left {
+            return Err(corrupt(
+                rel,
+                META_PAGE,
+                format!("root {old} changed while {left} was being split"),
+            ));
+        }
+        let mut fields = root.0.to_le_bytes().to_vec();
+        fields.extend_from_slice(&(level + 1).to_le_bytes());
+        let name = Payload::PageDelta {
+            ranges: vec![(tree::offsets::META_ROOT as u16, fields)],
+        };
+        self.change(None, rel.id, &mut mg, &name)?;
+        Ok(())
+    }
+
+    /// Formats a page for a new node with the image `make` builds for its
+    /// id (redo-only): a free page the FSM knows of, or a new one. Returns
+    /// it latched.
+    pub(crate) fn place_node(
+        &self,
+        rel: &Relation,
+        make: impl Fn(PageId) -> Result<Payload>,
+    ) -> Result<PageWriteGuard<'_>> {
+        for _ in 0..FSM_ATTEMPTS {
+            let Some((pid, _)) = rel.fsm.find(crate::fsm::EMPTY_PAGE_FREE) else {
+                break;
+            };
+            rel.fsm.remove(pid);
+            if pid.0 >= rel.page_count() || pid == META_PAGE {
+                continue;
+            }
+            let mut g = self.pool.fetch_write(rel.file(), pid)?;
+            if page_type(&g) == Some(PageType::Free) {
+                self.change(None, rel.id, &mut g, &make(pid)?)?;
+                return Ok(g);
+            }
+        }
+        self.create_page_with(None, rel, make)
+    }
+}
+
+/// Where to split `items`: the first index of the right half, so that the
+/// halves hold about the same bytes (both non-empty).
+fn split_point(items: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    let size = |(k, r): &(Vec<u8>, Vec<u8>)| item_len(k, r) + tree::TREE_SLOT_SIZE;
+    let total: usize = items.iter().map(size).sum();
+    let mut acc = 0;
+    for (i, item) in items.iter().enumerate() {
+        acc += size(item);
+        if acc * 2 >= total {
+            return (i + 1).clamp(1, items.len() - 1);
+        }
+    }
+    items.len() - 1
+}

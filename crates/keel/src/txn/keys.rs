@@ -1,0 +1,194 @@
+//! A transaction's operations on ordered maps (trees, [`crate::btree`]):
+//! put, get, delete, and range, prefix, first and last, all serializable
+//! through key-range locks held until the transaction ends.
+//!
+//! ```
+//! # fn main() -> keel::Result<()> {
+//! # let tmp = std::env::temp_dir().join(format!("keel-doc-tree-{}", std::process::id()));
+//! use keel::{Config, Database};
+//!
+//! let db = Database::open(&tmp, Config::default())?;
+//! let users = db.create_tree("users")?;
+//! let mut tx = db.begin()?;
+//! tx.put(users, b"ada", b"Lovelace")?;
+//! tx.put(users, b"alan", b"Turing")?;
+//! tx.put(users, b"grace", b"Hopper")?;
+//! tx.commit()?;
+//!
+//! let tx = db.begin()?;
+//! assert_eq!(tx.get_key(users, b"alan")?, Some(b"Turing".to_vec()));
+//! let a: Vec<Vec<u8>> = tx.prefix(users, b"a")?.map(|kv| kv.map(|(k, _)| k)).collect::<keel::Result<_>>()?;
+//! assert_eq!(a, vec![b"ada".to_vec(), b"alan".to_vec()]);
+//! assert_eq!(tx.last(users)?.map(|(k, _)| k), Some(b"grace".to_vec()));
+//! tx.commit()?;
+//! # db.close()?;
+//! # std::fs::remove_dir_all(&tmp).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A tree whose values are [`TupleId`](crate::TupleId)s (`tid.to_bytes()`)
+//! is a secondary index over a heap relation: TupleIds never change while
+//! their tuple lives (invariant 12), so an update that moves a tuple, or a
+//! compaction that relocates it, needs no change to the index. Insert the
+//! tuple and its index key in one transaction, and delete both together.
+
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use super::transaction::Transaction;
+use crate::btree::read::TreeCursor;
+use crate::error::Result;
+use crate::heap::Relation;
+use crate::lock::LockMode;
+use crate::types::RelationId;
+
+impl Transaction<'_> {
+    /// Sets `key` to `value` in tree `tree`, inserting it or replacing its
+    /// value. Keys are at most [`MAX_KEY_LEN`](crate::btree::MAX_KEY_LEN)
+    /// bytes ([`DbError::KeyTooLarge`](crate::DbError::KeyTooLarge)
+    /// otherwise); values of any size up to
+    /// [`MAX_VALUE_LEN`](crate::heap::MAX_VALUE_LEN) (large ones go to an
+    /// overflow chain).
+    pub fn put(&mut self, tree: RelationId, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
+            s.tree_put(log, r, key, value, false).map(|_| ())
+        })
+    }
+
+    /// [`put`](Self::put), returning the value it replaced, if any.
+    pub fn replace(
+        &mut self,
+        tree: RelationId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
+            s.tree_put(log, r, key, value, true)
+        })
+    }
+
+    /// `key`'s value in `tree`. Locks the key shared, or when it is absent
+    /// the key after it, so the answer holds until the transaction ends.
+    pub fn get_key(&self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tree_op(tree, LockMode::IntentShared, |s, log, r| {
+            s.tree_get(log.txn, r, key)
+        })
+    }
+
+    /// Deletes `key` from `tree`; returns its value if it was there.
+    pub fn delete_key(&mut self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
+            s.tree_delete(log, r, key)
+        })
+    }
+
+    /// The keys and values of `tree` within `range`, in key order from
+    /// either end (a double-ended iterator). Every key returned, and the
+    /// first key past the range, is locked shared until the transaction
+    /// ends: no other transaction can insert into, or delete from, the
+    /// range meanwhile (no phantoms).
+    pub fn range<R: RangeBounds<[u8]>>(&self, tree: RelationId, range: R) -> Result<Range<'_>> {
+        let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
+        let cursor = TreeCursor::new(own(range.start_bound()), own(range.end_bound()))?;
+        Ok(Range {
+            tx: self,
+            rel: self.tree_for_scan(tree)?,
+            cursor,
+        })
+    }
+
+    /// The keys of `tree` that start with `prefix`, in order.
+    pub fn prefix(&self, tree: RelationId, prefix: &[u8]) -> Result<Range<'_>> {
+        let lo = Bound::Included(prefix.to_vec());
+        let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(Range {
+            tx: self,
+            rel: self.tree_for_scan(tree)?,
+            cursor: TreeCursor::new(lo, hi)?,
+        })
+    }
+
+    /// The smallest key of `tree` and its value.
+    pub fn first(&self, tree: RelationId) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.range(tree, ..)?.next().transpose()
+    }
+
+    /// The largest key of `tree` and its value.
+    pub fn last(&self, tree: RelationId) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.range(tree, ..)?.next_back().transpose()
+    }
+
+    /// The number of keys in `tree` (a scan of its leaves, locking every
+    /// key as [`range`](Self::range) does).
+    pub fn len(&self, tree: RelationId) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.range(tree, ..)? {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: no
+/// such key, the prefix being all `0xff` or empty).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The keys and values of a tree within a range, from
+/// [`Transaction::range`] or [`Transaction::prefix`].
+pub struct Range<'tx> {
+    tx: &'tx Transaction<'tx>,
+    rel: Arc<Relation>,
+    cursor: TreeCursor,
+}
+
+impl std::fmt::Debug for Range<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Range")
+            .field("tree", &self.rel.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Range<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let got = self
+            .cursor
+            .next_front(self.tx.store(), self.tx.id(), &self.rel);
+        self.tx.settle(got).transpose()
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let got = self
+            .cursor
+            .next_back(self.tx.store(), self.tx.id(), &self.rel);
+        self.tx.settle(got).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

