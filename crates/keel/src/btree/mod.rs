@@ -251,7 +251,8 @@ impl Storage {
     }
 
     /// Latches exclusively the node of `level` whose range holds `key`,
-    /// starting at `pid` and moving right.
+    /// starting at `pid` and moving right (finishing any split left
+    /// incomplete on a node it moves right from).
     pub(crate) fn latch_covering(
         &self,
         rel: &Relation,
@@ -265,6 +266,13 @@ impl Storage {
             let p = self.node(rel, &g, pid, level)?;
             if p.covers(key) {
                 return Ok(g);
+            }
+            if p.incomplete_split() {
+                // A writer never moves right past an unfinished split: the
+                // right half could split in turn with no parent to take
+                // its downlink (nbtree's rule). Finish it, then look again.
+                self.finish_split(rel, g, level, &mut Path::new())?;
+                continue;
             }
             pid = self.right_of(rel, &p, &mut moves)?;
         }

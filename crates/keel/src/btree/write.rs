@@ -38,6 +38,8 @@ type Removed = (PageId, Vec<u8>, bool);
 pub(crate) enum Step<T> {
     Done(T),
     Wait(Blocked),
+    /// Start again at once (the leaf was split to make room first).
+    Again,
 }
 
 impl Storage {
@@ -87,6 +89,7 @@ impl Storage {
             match step()? {
                 Step::Done(t) => return Ok(t),
                 Step::Wait(b) => self.wait_key(txn, &b)?,
+                Step::Again => {}
             }
         }
     }
@@ -219,14 +222,27 @@ impl Storage {
                 if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
                     return Ok(Step::Wait(b));
                 }
-                let old = self.node(rel, &g, pid, 0)?.item(i)?.1.to_vec();
+                let p = self.node(rel, &g, pid, 0)?;
+                let old = p.item(i)?.1.to_vec();
+                // The new item must fit where the old one was before the
+                // old one goes: a key is never missing from its leaf while
+                // its latch is released (a scan would skip it).
+                let room = p.total_free() + item_len(key, &old);
+                if room < item_len(key, rest) {
+                    self.split(rel, g, 0, &mut path)?;
+                    return Ok(Step::Again);
+                }
                 let mut g = g;
                 let delete = Payload::TreeDelete {
                     key: key.to_vec(),
                     rest: old.clone(),
                 };
                 self.change(Some(log), rel.id, &mut g, &delete)?;
-                self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
+                let insert = Payload::TreeInsert {
+                    key: key.to_vec(),
+                    rest: rest.to_vec(),
+                };
+                self.change(Some(log), rel.id, &mut g, &insert)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
