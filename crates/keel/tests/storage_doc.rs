@@ -222,6 +222,12 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
             key: vec![],
             rest: vec![],
         },
+        T::TreeRootSwap => Payload::TreeRootSwap {
+            old: keel::PageId(1),
+            old_level: 0,
+            new: keel::PageId(2),
+            new_level: 1,
+        },
     }
 }
 

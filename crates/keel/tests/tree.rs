@@ -202,3 +202,55 @@ fn misuse_is_a_clear_error() {
     assert_eq!(db.tree("t").unwrap(), None);
     db.close().unwrap();
 }
+
+#[test]
+fn a_bulk_load_builds_the_tree_bottom_up_and_a_rollback_removes_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
+        (0..30_000u64).map(|i| (key(i), value(i, 150))).collect();
+    model.insert(b"large".to_vec(), value(1, 50_000));
+    let pages = |db: &Database| db.relations().iter().find(|r| r.id == tree).unwrap().pages;
+
+    // Rolled back: nothing stays, and the pages it built are free again.
+    let mut tx = db.begin().unwrap();
+    assert_eq!(tx.bulk_load(tree, &model).unwrap(), model.len() as u64);
+    assert_eq!(tx.len(tree).unwrap(), model.len());
+    tx.abort().unwrap();
+    assert!(all(&db, tree).is_empty());
+    let after_abort = pages(&db);
+
+    let mut tx = db.begin().unwrap();
+    let e = tx
+        .bulk_load(tree, [(b"b", b"1"), (b"a", b"2")])
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::Unsorted { index: 1 })),
+        "{e}"
+    );
+    tx.bulk_load(tree, &model).unwrap();
+    tx.commit().unwrap();
+    assert!(
+        pages(&db) <= after_abort + 2,
+        "the second load reuses the first one's pages"
+    );
+    assert_eq!(
+        all(&db, tree),
+        model.clone().into_iter().collect::<Vec<_>>()
+    );
+
+    let mut tx = db.begin().unwrap();
+    let e = tx.bulk_load(tree, [(b"z", b"1")]).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::TreeNotEmpty(_))), "{e}");
+    // Ordinary changes on the loaded tree, then a crash.
+    for i in 30_000..31_000u64 {
+        tx.put(tree, &key(i), &value(i, 150)).unwrap();
+        model.insert(key(i), value(i, 150));
+    }
+    tx.commit().unwrap();
+    drop(db);
+    let db = Database::open(dir.path(), config()).unwrap();
+    assert_eq!(all(&db, tree), model.into_iter().collect::<Vec<_>>());
+    db.close().unwrap();
+}

@@ -81,6 +81,7 @@
 //! the next split or overflow chain reuses. A leaf that is its parent's
 //! first child is left in place (nbtree also keeps the rightmost).
 
+pub(crate) mod bulk;
 pub(crate) mod read;
 pub(crate) mod reclaim;
 pub(crate) mod undo;

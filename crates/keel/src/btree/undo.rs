@@ -22,6 +22,32 @@ use crate::types::Lsn;
 use crate::wal::Payload;
 
 impl Storage {
+    /// Undoes a bulk load's root swap: a CLR naming the old root again,
+    /// then every page of the new tree freed (redo-only).
+    fn undo_root_swap(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        undo_next: Lsn,
+        old: (crate::types::PageId, u16),
+        new: (crate::types::PageId, u16),
+    ) -> Result<()> {
+        let _only = rel.structure.write();
+        let clr = Payload::Compensation {
+            undo_next,
+            action: Box::new(Payload::TreeRootSwap {
+                old: new.0,
+                old_level: new.1,
+                new: old.0,
+                new_level: old.1,
+            }),
+        };
+        let mut mg = self.pool.fetch_write(rel.file(), super::META_PAGE)?;
+        self.change(Some(log), rel.id, &mut mg, &clr)?;
+        drop(mg);
+        self.free_tree_pages(rel, new.0, new.1)
+    }
+
     /// Undoes `record` (a `TreeInsert` or `TreeDelete` of `log`'s
     /// transaction on tree `rel`), logging the CLR with `undo_next`.
     pub(crate) fn undo_tree_record(
@@ -31,6 +57,15 @@ impl Storage {
         undo_next: Lsn,
         record: &Payload,
     ) -> Result<()> {
+        if let Payload::TreeRootSwap {
+            old,
+            old_level,
+            new,
+            new_level,
+        } = *record
+        {
+            return self.undo_root_swap(log, rel, undo_next, (old, old_level), (new, new_level));
+        }
         let _shared = rel.structure.read();
         let (key, action) = match record {
             Payload::TreeInsert { key, rest } => (

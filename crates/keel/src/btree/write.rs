@@ -129,7 +129,7 @@ impl Storage {
 
     /// The leaf part of an item for `value`: inline, or the head of an
     /// overflow chain written now (before any latch is taken).
-    fn tree_value(
+    pub(crate) fn tree_value(
         &self,
         log: &mut TxnLog,
         rel: &Relation,

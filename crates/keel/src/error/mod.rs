@@ -71,6 +71,15 @@ pub enum DbError {
         /// The relation's kind.
         found: &'static str,
     },
+    /// A bulk load into a tree that has keys.
+    #[error("tree {0} is not empty: a bulk load needs an empty tree")]
+    TreeNotEmpty(String),
+    /// A bulk load's keys are not strictly ascending.
+    #[error("bulk load: key {index} is not above the key before it")]
+    Unsorted {
+        /// Its position in the input (from 0).
+        index: u64,
+    },
     /// A tree key longer than the maximum.
     #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
     KeyTooLarge {
@@ -274,6 +283,8 @@ impl DbError {
             | DbError::NoSuchPage { .. }
             | DbError::WrongRelationKind { .. }
             | DbError::KeyTooLarge { .. }
+            | DbError::TreeNotEmpty(_)
+            | DbError::Unsorted { .. }
             | DbError::ValueTooLarge { .. }
             | DbError::TxnFinished(_)
             | DbError::Config(_)

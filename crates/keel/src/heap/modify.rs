@@ -349,7 +349,12 @@ impl Storage {
                 continue;
             }
             if let Undo::Record(p) = &entry.undo
-                && matches!(**p, Payload::TreeInsert { .. } | Payload::TreeDelete { .. })
+                && matches!(
+                    **p,
+                    Payload::TreeInsert { .. }
+                        | Payload::TreeDelete { .. }
+                        | Payload::TreeRootSwap { .. }
+                )
             {
                 self.undo_tree_record(log, &rel, entry.prev_lsn, p)
                     .map_err(failed)?;
@@ -490,6 +495,10 @@ impl Storage {
                 Deferred::ReclaimLeaf(rel, leaf, key) => {
                     let Some(rel) = lookup(rel) else { continue };
                     self.reclaim_leaf(&rel, leaf, &key)?;
+                }
+                Deferred::FreeNode(rel, pid) => {
+                    let Some(rel) = lookup(rel) else { continue };
+                    self.free_unused_root(&rel, pid)?;
                 }
             }
         }

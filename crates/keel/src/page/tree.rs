@@ -107,6 +107,12 @@ pub fn init_meta(buf: &mut [u8], id: PageId, root: PageId, level: u16) -> Result
     Ok(())
 }
 
+/// Names `root` at `level` in a meta page (checked by the caller to be one).
+pub fn set_root(buf: &mut [u8], root: PageId, level: u16) {
+    put_u32(buf, offsets::META_ROOT, root.0);
+    put_u16(buf, offsets::META_LEVEL, level);
+}
+
 /// The root and its level, read from a meta page.
 pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
     let h = PageHeader::read(buf, id)?;

@@ -151,6 +151,21 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
                 Err(_) => Err(diverged(page_id, "removes a key the node does not have")),
             }
         }
+        Payload::TreeRootSwap {
+            old,
+            old_level,
+            new,
+            new_level,
+        } => {
+            if crate::page::tree::read_meta(page, page_id)? != (*old, *old_level) {
+                return Err(diverged(
+                    page_id,
+                    "swaps a root the meta page does not name",
+                ));
+            }
+            crate::page::tree::set_root(page, *new, *new_level);
+            Ok(())
+        }
         Payload::Compensation { action, .. } => apply_action(action, page, page_id),
         Payload::Padding { .. }
         | Payload::PageCheck { .. }

@@ -83,6 +83,25 @@ impl Transaction<'_> {
         })
     }
 
+    /// Loads `items`, sorted by key (strictly ascending), into the empty
+    /// tree `tree`, building it bottom-up: leaves filled to 90% and logged
+    /// as page images, then each level above ([`crate::btree`] essay, bulk
+    /// load). Takes the tree's lock exclusively until the transaction ends.
+    /// Fails with [`DbError::TreeNotEmpty`](crate::DbError::TreeNotEmpty)
+    /// on a tree with keys and [`DbError::Unsorted`](crate::DbError::Unsorted)
+    /// on keys out of order. Rolling back removes the whole load. Returns
+    /// how many keys were loaded.
+    pub fn bulk_load<I, K, V>(&mut self, tree: RelationId, items: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        self.tree_op(tree, LockMode::Exclusive, |s, log, r| {
+            s.tree_bulk_load(log, r, items)
+        })
+    }
+
     /// The keys and values of `tree` within `range`, in key order from
     /// either end (a double-ended iterator). Every key returned, and the
     /// first key past the range, is locked shared until the transaction

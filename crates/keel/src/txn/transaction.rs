@@ -395,7 +395,7 @@ impl<'db> Transaction<'db> {
         self.still_there(&rel)?;
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
-        let writing = mode == LockMode::IntentExclusive;
+        let writing = mode != LockMode::IntentShared;
         if writing {
             self.slot.before_write(self.db.store.wal.end_lsn());
         }

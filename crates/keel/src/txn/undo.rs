@@ -142,6 +142,9 @@ pub(crate) enum Deferred {
     /// A tree leaf its deletes left empty, and the last key it held (to
     /// find its parent): reclaimed if still empty (`btree::reclaim`).
     ReclaimLeaf(RelationId, PageId, Vec<u8>),
+    /// A tree node no meta page names any more (a bulk load's old root):
+    /// freed if still an empty leaf (`btree::bulk`).
+    FreeNode(RelationId, PageId),
 }
 
 /// A transaction's view of the log: its id, last record, what it would

@@ -162,6 +162,8 @@ record_types! {
     TreeInsert = 50, "tree-insert";
     /// An item removed from a tree node.
     TreeDelete = 51, "tree-delete";
+    /// A tree's meta page switched to another root (a bulk load).
+    TreeRootSwap = 52, "tree-root-swap";
     /// A relation was created.
     RelationCreate = 40, "relation-create";
     /// A relation was dropped.

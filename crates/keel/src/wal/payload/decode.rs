@@ -130,6 +130,12 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
             key: bytes16(cur, MAX_KEY_LEN, "tree key")?.to_vec(),
             rest: bytes16(cur, MAX_ITEM_LEN, "tree item")?.to_vec(),
         },
+        RecordType::TreeRootSwap => Payload::TreeRootSwap {
+            old: PageId(cur.u32("old root")?),
+            old_level: cur.u16("old level")?,
+            new: PageId(cur.u32("new root")?),
+            new_level: cur.u16("new level")?,
+        },
         RecordType::RelationCreate => relation_create(cur)?,
         RecordType::RelationDrop => Payload::RelationDrop {
             relation: RelationId(cur.u32("relation")?),

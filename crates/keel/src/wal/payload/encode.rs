@@ -28,6 +28,9 @@ pub(super) const MULTI_TUPLE_FIXED: usize = 2;
 pub(super) const DELTA_RANGE_FIXED: usize = 4;
 /// Encoded size of one relocation.
 pub(super) const RELOCATION_LEN: usize = 8;
+/// Encoded size of a tree-root-swap payload.
+pub(super) const TREE_ROOT_SWAP_LEN: usize = 12;
+
 /// Encoded size of a checkpoint-end payload (six u64 fields).
 pub(super) const CHECKPOINT_END_LEN: usize = 48;
 
@@ -93,6 +96,7 @@ impl Payload {
             Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
                 4 + key.len() + rest.len()
             }
+            Payload::TreeRootSwap { .. } => TREE_ROOT_SWAP_LEN,
             Payload::RelationCreate { name, .. } => 5 + name.len(),
             Payload::RelationDrop { .. } => 4,
         }
@@ -290,6 +294,17 @@ impl Writer<'_> {
             Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
                 self.bytes16(key, MAX_KEY_LEN, "tree key")?;
                 self.bytes16(rest, MAX_ITEM_LEN, "tree item")?;
+            }
+            Payload::TreeRootSwap {
+                old,
+                old_level,
+                new,
+                new_level,
+            } => {
+                self.u32(old.0);
+                self.u16(*old_level);
+                self.u32(new.0);
+                self.u16(*new_level);
             }
             Payload::RelationCreate { relation, name } => self.relation_create(*relation, name)?,
             Payload::RelationDrop { relation } => self.u32(relation.0),

@@ -67,7 +67,7 @@ mod summary;
 mod tests;
 
 use crate::page::{PAGE_SIZE, PageType, Relocation, TupleFlags};
-use crate::types::{Lsn, RelationId, SlotId, TupleId, TxnId};
+use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};
 
 /// Largest payload a record can carry: the largest record less its header.
@@ -335,6 +335,20 @@ pub enum Payload {
         /// The removed item's rest.
         rest: Vec<u8>,
     },
+    /// The header's tree meta page switched from the root `old` (at
+    /// `old_level`) to `new` (at `new_level`): the last step of a bulk load,
+    /// which built the new tree beside the old, empty one. Undo switches
+    /// back (a CLR with the fields swapped) and frees the new tree's pages.
+    TreeRootSwap {
+        /// The root before.
+        old: PageId,
+        /// Its level.
+        old_level: u16,
+        /// The root after.
+        new: PageId,
+        /// Its level.
+        new_level: u16,
+    },
     /// A relation was created.
     RelationCreate {
         /// Its id.
@@ -376,6 +390,7 @@ impl Payload {
             Payload::CheckpointEnd { .. } => RecordType::CheckpointEnd,
             Payload::TreeInsert { .. } => RecordType::TreeInsert,
             Payload::TreeDelete { .. } => RecordType::TreeDelete,
+            Payload::TreeRootSwap { .. } => RecordType::TreeRootSwap,
             Payload::RelationCreate { .. } => RecordType::RelationCreate,
             Payload::RelationDrop { .. } => RecordType::RelationDrop,
         }
@@ -404,6 +419,7 @@ impl Payload {
                 | Payload::OverflowWrite { .. }
                 | Payload::TreeInsert { .. }
                 | Payload::TreeDelete { .. }
+                | Payload::TreeRootSwap { .. }
         )
     }
 
@@ -459,5 +475,6 @@ pub fn is_clr_action(kind: RecordType) -> bool {
             | OverflowFree
             | TreeInsert
             | TreeDelete
+            | TreeRootSwap
     )
 }

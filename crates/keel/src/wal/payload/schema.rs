@@ -147,6 +147,12 @@ const TREE_ITEM: &[Field] = &[
     f("rest_len", Uint(2)),
     f("rest", Bytes("rest_len")),
 ];
+const TREE_ROOT_SWAP: &[Field] = &[
+    f("old_root", Uint(4)),
+    f("old_level", Uint(2)),
+    f("new_root", Uint(4)),
+    f("new_level", Uint(2)),
+];
 const RELATION_DROP: &[Field] = &[f("relation", Uint(4))];
 
 /// The fields of `kind`'s payload, in order.
@@ -172,6 +178,7 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::Compensation => COMPENSATION,
         T::CheckpointEnd => CHECKPOINT_END,
         T::TreeInsert | T::TreeDelete => TREE_ITEM,
+        T::TreeRootSwap => TREE_ROOT_SWAP,
         T::RelationCreate => RELATION_CREATE,
         T::RelationDrop => RELATION_DROP,
     }

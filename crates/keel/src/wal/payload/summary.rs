@@ -191,6 +191,12 @@ impl Payload {
             Payload::TreeInsert { key, rest } | Payload::TreeDelete { key, rest } => {
                 format!("key {}, {} B", short_hex(key), rest.len())
             }
+            Payload::TreeRootSwap {
+                old,
+                old_level,
+                new,
+                new_level,
+            } => format!("root {old} (level {old_level}) -> {new} (level {new_level})"),
             Payload::RelationCreate { relation, name } => format!("relation {relation} {name:?}"),
             Payload::RelationDrop { relation } => format!("relation {relation}"),
         }

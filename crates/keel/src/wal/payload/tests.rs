@@ -79,6 +79,12 @@ fn page_actions() -> Vec<Payload> {
             key: vec![],
             rest: vec![9; crate::page::tree::MAX_ITEM_LEN],
         },
+        Payload::TreeRootSwap {
+            old: crate::types::PageId(1),
+            old_level: 0,
+            new: crate::types::PageId(900),
+            new_level: 3,
+        },
         Payload::HeapInsert {
             slot: SlotId(3),
             flags: TupleFlags::NONE,

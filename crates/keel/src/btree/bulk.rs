@@ -1,0 +1,284 @@
+//! Bulk load: building a tree from sorted input bottom-up, for loading a
+//! large sorted input into an empty tree in one transaction.
+//!
+//! The transaction holds the tree's relation lock exclusively and the
+//! structure lock exclusively, so no one else reads or changes the tree
+//! meanwhile, and no key lock is needed. Leaves are filled left to right to
+//! [`FILL`] of their room (PostgreSQL's nbtree build leaves 10% free too,
+//! so later inserts do not split at once): each node's page is taken when
+//! its first item arrives (an empty node's page image, a few dozen bytes of
+//! log), and its full page image is logged once the first key of the next
+//! node, its high key, is known. Then each level above is built the same
+//! way from the first keys of the level below, until one node is left:
+//! the new root.
+//!
+//! The nodes' images are redo-only; the one record in the transaction is
+//! the meta page's `TreeRootSwap` from the old, empty root to the new one.
+//! Rolling it back (or recovery undoing it) switches back and frees every
+//! page of the new tree ([`Storage::free_tree_pages`]); values written to
+//! overflow chains are freed by their own undo. After the commit the old,
+//! empty root leaf is freed (`Deferred::FreeNode`). A bulk load that fails
+//! before its swap frees the nodes it built; one cut short by a crash
+//! before its swap leaves them unreachable, which `keel check` reports.
+
+use super::{META_PAGE, check_key, corrupt, node_image};
+use crate::error::{DbError, Result};
+use crate::heap::Relation;
+use crate::page::tree::{self, TREE_HEADER_SIZE, TREE_SLOT_SIZE, TreePage, child_rest, item_len};
+use crate::page::{PAGE_SIZE, PageType};
+use crate::storage::Storage;
+use crate::txn::undo::{Deferred, TxnLog};
+use crate::types::PageId;
+use crate::wal::Payload;
+
+/// Bytes of a node's room a bulk load fills (90%).
+pub const FILL: usize = (PAGE_SIZE - TREE_HEADER_SIZE) * 9 / 10;
+
+/// One level under construction.
+struct Level {
+    level: u16,
+    /// The node being filled: its page, first key and items.
+    page: Option<PageId>,
+    first: Vec<u8>,
+    items: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+    /// Every node finished, with its first key (its separator above).
+    done: Vec<(Vec<u8>, PageId)>,
+}
+
+impl Level {
+    fn new(level: u16) -> Level {
+        Level {
+            level,
+            page: None,
+            first: Vec::new(),
+            items: Vec::new(),
+            bytes: 0,
+            done: Vec::new(),
+        }
+    }
+
+    /// Adds an item (for an internal level: a child and its first key).
+    fn push(&mut self, store: &Storage, rel: &Relation, key: Vec<u8>, rest: Vec<u8>) -> Result<()> {
+        let size = item_len(&key, &rest) + TREE_SLOT_SIZE;
+        match self.page {
+            None => self.page = Some(store.empty_node(rel, self.level)?),
+            Some(current) if self.bytes + size > FILL => {
+                let next = store.empty_node(rel, self.level)?;
+                store.write_node(rel, current, self.level, &self.items, Some((&key, next)))?;
+                let first = std::mem::take(&mut self.first);
+                self.done.push((first, current));
+                self.items.clear();
+                self.bytes = 0;
+                self.page = Some(next);
+            }
+            Some(_) => {}
+        }
+        if self.items.is_empty() {
+            self.first = key.clone();
+        }
+        // An internal node's first item is minus infinity.
+        let key = if self.level > 0 && self.items.is_empty() {
+            Vec::new()
+        } else {
+            key
+        };
+        self.bytes += size;
+        self.items.push((key, rest));
+        Ok(())
+    }
+
+    /// Writes the last node; returns every node of the level.
+    fn finish(mut self, store: &Storage, rel: &Relation) -> Result<Vec<(Vec<u8>, PageId)>> {
+        if let Some(last) = self.page {
+            store.write_node(rel, last, self.level, &self.items, None)?;
+            self.done.push((std::mem::take(&mut self.first), last));
+        }
+        Ok(self.done)
+    }
+
+    /// Every page taken so far (for freeing them after a failure).
+    fn pages(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.done.iter().map(|(_, p)| *p).chain(self.page)
+    }
+}
+
+impl Storage {
+    /// Loads `items` (keys strictly ascending) into the empty tree `rel`;
+    /// the caller holds the tree's relation lock exclusively. Returns how
+    /// many were loaded.
+    pub(crate) fn tree_bulk_load<I, K, V>(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        items: I,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let _only = rel.structure.write();
+        let (old_root, old_level) = self.tree_root(rel)?;
+        let g = self.pool.fetch_read(rel.file(), old_root)?;
+        if old_level != 0 || !self.node(rel, &g, old_root, 0)?.is_empty() {
+            return Err(DbError::TreeNotEmpty(rel.name.clone()).into());
+        }
+        drop(g);
+        let mut leaves = Level::new(0);
+        let n = self.build_leaves(log, rel, items, &mut leaves)?;
+        let mut nodes = leaves.finish(self, rel)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut level = 0;
+        while nodes.len() > 1 {
+            level += 1;
+            let mut above = Level::new(level);
+            for (key, pid) in nodes {
+                above.push(self, rel, key, child_rest(pid).to_vec())?;
+            }
+            nodes = above.finish(self, rel)?;
+        }
+        let swap = Payload::TreeRootSwap {
+            old: old_root,
+            old_level,
+            new: nodes[0].1,
+            new_level: level,
+        };
+        let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
+        self.change(Some(log), rel.id, &mut mg, &swap)?;
+        log.deferred.push(Deferred::FreeNode(rel.id, old_root));
+        Ok(n)
+    }
+
+    /// Fills `leaves` from `items`; on an error frees the leaves taken.
+    fn build_leaves<I, K, V>(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        items: I,
+        leaves: &mut Level,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut prev: Option<Vec<u8>> = None;
+        let mut n = 0u64;
+        let result = (|| {
+            for (k, v) in items {
+                let (k, v) = (k.as_ref(), v.as_ref());
+                check_key(k)?;
+                if prev.as_deref().is_some_and(|p| p >= k) {
+                    return Err(DbError::Unsorted { index: n }.into());
+                }
+                let rest = self.tree_value(log, rel, k, v)?;
+                leaves.push(self, rel, k.to_vec(), rest)?;
+                prev = Some(k.to_vec());
+                n += 1;
+            }
+            Ok(n)
+        })();
+        if result.is_err() {
+            for pid in leaves.pages().collect::<Vec<_>>() {
+                self.free_node(rel, pid)?;
+            }
+        }
+        result
+    }
+
+    /// Takes a page for a node of `level` and formats it empty (its full
+    /// image follows once known).
+    fn empty_node(&self, rel: &Relation, level: u16) -> Result<PageId> {
+        let g = self.place_node(rel, |pid| node_image(pid, level, 0, &[], None))?;
+        Ok(g.page_id())
+    }
+
+    /// Logs node `pid`'s full image.
+    fn write_node(
+        &self,
+        rel: &Relation,
+        pid: PageId,
+        level: u16,
+        items: &[(Vec<u8>, Vec<u8>)],
+        high: Option<(&[u8], PageId)>,
+    ) -> Result<()> {
+        let image = node_image(pid, level, 0, items, high)?;
+        let mut g = self.pool.fetch_write(rel.file(), pid)?;
+        self.change(None, rel.id, &mut g, &image)?;
+        Ok(())
+    }
+
+    /// Formats node `pid` as a free page (redo-only) and gives it to the FSM.
+    pub(crate) fn free_node(&self, rel: &Relation, pid: PageId) -> Result<()> {
+        let mut g = self.pool.fetch_write(rel.file(), pid)?;
+        let free = Payload::PageInit {
+            page_type: PageType::Free,
+        };
+        self.change(None, rel.id, &mut g, &free)?;
+        rel.fsm.update(
+            pid,
+            crate::fsm::EMPTY_PAGE_FREE,
+            crate::fsm::EMPTY_PAGE_FREE,
+        );
+        Ok(())
+    }
+
+    /// Frees every page of the tree under `root` (at `level`), which no
+    /// meta page names any more: each level from its leftmost node along
+    /// the right links.
+    pub(crate) fn free_tree_pages(&self, rel: &Relation, root: PageId, level: u16) -> Result<()> {
+        let mut leftmost = root;
+        for at in (0..=level).rev() {
+            let mut pid = Some(leftmost);
+            let mut moves = 0;
+            let mut next_leftmost = None;
+            while let Some(p) = pid {
+                if p.0 >= rel.page_count() || p == META_PAGE || moves > rel.page_count() {
+                    return Err(corrupt(rel, p, "a bulk-loaded tree links outside its file"));
+                }
+                moves += 1;
+                let g = self.pool.fetch_read(rel.file(), p)?;
+                let node = TreePage::open(&g[..], p)?;
+                if node.level() != at {
+                    return Err(corrupt(
+                        rel,
+                        p,
+                        format!("level {} where {at} was expected", node.level()),
+                    ));
+                }
+                if at > 0 && next_leftmost.is_none() {
+                    next_leftmost = Some(node.child(0)?);
+                }
+                pid = node.right_link();
+                drop(g);
+                self.free_node(rel, p)?;
+            }
+            match next_leftmost {
+                Some(l) => leftmost = l,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees node `pid` after a commit if it is an empty leaf the meta page
+    /// no longer names (a bulk load's old root).
+    pub(crate) fn free_unused_root(&self, rel: &Relation, pid: PageId) -> Result<()> {
+        let _only = rel.structure.write();
+        let (root, _) = self.tree_root(rel)?;
+        if root == pid || pid.0 >= rel.page_count() {
+            return Ok(());
+        }
+        let g = self.pool.fetch_read(rel.file(), pid)?;
+        let empty_leaf =
+            tree::TreePage::open(&g[..], pid).is_ok_and(|p| p.is_leaf() && p.is_empty());
+        drop(g);
+        if empty_leaf {
+            self.free_node(rel, pid)?;
+        }
+        Ok(())
+    }
+}
