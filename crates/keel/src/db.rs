@@ -324,6 +324,33 @@ impl Database {
         &self.inner.dir
     }
 
+    /// How far the log is durable: every record below this LSN is on
+    /// stable storage.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.store.wal.durable_lsn()
+    }
+
+    /// A reader of the log's durable records from `from` (a record
+    /// boundary, such as a checkpoint's redo point or the end of the last
+    /// record read) up to [`durable_lsn`](Self::durable_lsn) as it is now:
+    /// what a log shipper or archiver follows. Segments older than the
+    /// last checkpoint may be retired meanwhile; hold them with
+    /// [`hold_log_from`](Self::hold_log_from).
+    pub fn log_reader(&self, from: Lsn) -> Result<crate::wal::WalReader> {
+        let wal = &self.inner.store.wal;
+        let end = wal.durable_lsn();
+        Ok(wal
+            .reader(from, crate::wal::RecoveryMode::AbsoluteConsistency)?
+            .until(end))
+    }
+
+    /// Keeps the log from `lsn` on (`None`: lifts the hold): checkpoints
+    /// retire no segment holding log at or above it until the hold moves,
+    /// so an archiver can ship every record before the log is recycled.
+    pub fn hold_log_from(&self, lsn: Option<Lsn>) {
+        self.inner.store.wal.hold_from(lsn);
+    }
+
     /// The log's counters.
     pub fn wal_stats(&self) -> WriterStats {
         self.inner.store.wal.stats()

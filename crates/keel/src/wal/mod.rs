@@ -100,6 +100,9 @@ pub struct Wal {
     /// reads up to (see [`Wal::recovery_reader`]).
     open_end: Lsn,
     database_id: u64,
+    /// No segment holding log at or above this LSN is retired
+    /// ([`Wal::hold_from`]; `u64::MAX`: no hold).
+    hold: std::sync::atomic::AtomicU64,
     segments: Arc<SegmentManager>,
     writer: Arc<LogWriter>,
     background: Option<JoinHandle<()>>,
@@ -281,6 +284,7 @@ impl Wal {
             geometry,
             open_end: end,
             database_id: template.database_id,
+            hold: std::sync::atomic::AtomicU64::new(u64::MAX),
             segments,
             writer,
             background: None,
@@ -735,6 +739,22 @@ impl Wal {
         Ok(self.reader(from, mode)?.until(self.open_end))
     }
 
+    /// Holds the log from `lsn` on: until the hold moves, no retirement
+    /// removes, recycles or archives a segment holding log at or above it
+    /// (an archiver that has shipped the log up to `lsn` elsewhere moves
+    /// it forward; `None` lifts it). Checkpoints go on; only retirement
+    /// waits.
+    pub fn hold_from(&self, lsn: Option<Lsn>) {
+        self.hold
+            .store(lsn.map_or(u64::MAX, |l| l.0), Ordering::Release);
+    }
+
+    /// The current hold ([`Wal::hold_from`]).
+    pub fn held_from(&self) -> Option<Lsn> {
+        let h = self.hold.load(Ordering::Acquire);
+        (h != u64::MAX).then_some(Lsn(h))
+    }
+
     /// Where the log ended when it was opened (before anything was
     /// appended by this process).
     pub fn open_end(&self) -> Lsn {
@@ -748,7 +768,8 @@ impl Wal {
     /// segments beyond that, and spares beyond it after a cycle that
     /// needed fewer, are deleted.
     pub fn retire_before(&self, lsn: Lsn) -> Result<RetireReport, WalError> {
-        let limit = self.geometry.segment_of(lsn);
+        let held = Lsn(self.hold.load(Ordering::Acquire));
+        let limit = self.geometry.segment_of(lsn.min(held));
         let current = self.geometry.segment_of(self.writer.durable_end());
         let old: Vec<u64> = self
             .dir
