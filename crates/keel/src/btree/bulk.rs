@@ -148,6 +148,7 @@ impl Storage {
         };
         let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
         self.change(Some(log), rel.id, &mut mg, &swap)?;
+        super::set_root_hint(rel, nodes[0].1, level);
         log.deferred.push(Deferred::FreeNode(rel.id, old_root));
         Ok(n)
     }

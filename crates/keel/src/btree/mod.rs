@@ -88,6 +88,7 @@ pub(crate) mod undo;
 pub(crate) mod write;
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering;
 
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Result};
@@ -166,7 +167,22 @@ impl Storage {
     /// The root and its level.
     pub(crate) fn tree_root(&self, rel: &Relation) -> Result<(PageId, u16)> {
         let g = self.pool.fetch_read(rel.file(), META_PAGE)?;
-        Ok(tree::read_meta(&g, META_PAGE)?)
+        let (root, level) = tree::read_meta(&g, META_PAGE)?;
+        set_root_hint(rel, root, level);
+        Ok((root, level))
+    }
+
+    /// Where a descent starts: the root as last seen, or the meta page's.
+    /// A root only ever gains a level above it (a split) or is switched
+    /// under the structure lock held exclusively (a bulk load, which
+    /// updates the hint), so a stale root is an old root: still a node of
+    /// its level, from which right links reach every key of that level.
+    pub(crate) fn root_hint(&self, rel: &Relation) -> Result<(PageId, u16)> {
+        let hint = rel.root_hint.load(Ordering::Acquire);
+        if hint == 0 {
+            return self.tree_root(rel);
+        }
+        Ok((PageId((hint >> 16) as u32), (hint & 0xffff) as u16))
     }
 
     /// Checks that page `pid` is a node of `level` within the file.
@@ -221,8 +237,12 @@ impl Storage {
         level: u16,
         path: &mut Path,
     ) -> Result<PageId> {
-        let (mut pid, mut at) = self.tree_root(rel)?;
+        let (mut pid, mut at) = self.root_hint(rel)?;
         path.clear();
+        if at < level {
+            // The hint is older than the root that level belongs to.
+            (pid, at) = self.tree_root(rel)?;
+        }
         if at < level {
             return Err(corrupt(
                 rel,
@@ -246,6 +266,34 @@ impl Storage {
                 return Err(corrupt(rel, pid, format!("child {child} past the file")));
             }
             path.push((at, pid));
+            pid = child;
+            at -= 1;
+        }
+    }
+
+    /// The leaf whose range holds `key`, latched shared, found as
+    /// [`descend`](Self::descend) finds it (one latch at a time).
+    pub(crate) fn leaf_for_read(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        let (mut pid, mut at) = self.root_hint(rel)?;
+        let mut moves = 0;
+        loop {
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            let p = self.node(rel, &g, pid, at)?;
+            if !p.covers(key) {
+                pid = self.right_of(rel, &p, &mut moves)?;
+                continue;
+            }
+            if at == 0 {
+                return Ok((g, pid));
+            }
+            let (_, child) = p.child_for(key)?;
+            if child.0 >= rel.page_count() || child.0 == 0 {
+                return Err(corrupt(rel, pid, format!("child {child} past the file")));
+            }
             pid = child;
             at -= 1;
         }
@@ -289,6 +337,12 @@ impl Storage {
         let pid = self.descend(rel, key, 0, path)?;
         self.latch_covering(rel, pid, 0, key)
     }
+}
+
+/// Records `root` at `level` as the root descents start from.
+pub(crate) fn set_root_hint(rel: &Relation, root: PageId, level: u16) {
+    let hint = (u64::from(root.0) << 16) | u64::from(level);
+    rel.root_hint.store(hint, Ordering::Release);
 }
 
 /// A page image of node `pid` holding `items`.

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 
 use super::write::{Found, Step};
-use super::{Path, check_key, end_lock, key_lock};
+use super::{check_key, end_lock, key_lock};
 use crate::error::Result;
 use crate::heap::Relation;
 use crate::lock::{LockMode, LockTarget};
@@ -49,8 +49,7 @@ impl Storage {
 
     fn get_step(&self, txn: TxnId, rel: &Relation, key: &[u8]) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
-        let pid = self.descend(rel, key, 0, &mut Path::new())?;
-        let (g, pid) = self.read_covering(rel, pid, key)?;
+        let (g, pid) = self.leaf_for_read(rel, key)?;
         let p = self.node(rel, &g, pid, 0)?;
         let (target, found) = match p.search(key)? {
             Ok(i) => (key_lock(rel.id, key), Some((pid, p.item(i)?.1.to_vec()))),
@@ -60,24 +59,6 @@ impl Storage {
             Some(b) => Step::Wait(b),
             None => Step::Done(found),
         })
-    }
-
-    /// The leaf covering `key` from `pid` on, latched shared.
-    fn read_covering(
-        &self,
-        rel: &Relation,
-        mut pid: PageId,
-        key: &[u8],
-    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
-        let mut moves = 0;
-        loop {
-            let g = self.pool.fetch_read(rel.file(), pid)?;
-            let p = self.node(rel, &g, pid, 0)?;
-            if p.covers(key) {
-                return Ok((g, pid));
-            }
-            pid = self.right_of(rel, &p, &mut moves)?;
-        }
     }
 }
 
@@ -209,8 +190,7 @@ impl TreeCursor {
             let target = match &hi {
                 Bound::Unbounded => end_lock(rel.id),
                 Bound::Included(k) | Bound::Excluded(k) => {
-                    let pid = store.descend(rel, k, 0, &mut Path::new())?;
-                    let (g, pid) = store.read_covering(rel, pid, k)?;
+                    let (g, pid) = store.leaf_for_read(rel, k)?;
                     let p = store.node(rel, &g, pid, 0)?;
                     let i = match (p.search(k)?, &hi) {
                         (Ok(i), Bound::Excluded(_)) => i,
@@ -240,13 +220,13 @@ impl TreeCursor {
             Bound::Unbounded => &[],
             Bound::Included(k) | Bound::Excluded(k) => k,
         };
-        let mut pid = store.descend(rel, start, 0, &mut Path::new())?;
+        let (mut g, mut at) = store.leaf_for_read(rel, start)?;
         let mut moves = 0;
         loop {
-            let (g, at) = store.read_covering(rel, pid, start)?;
             let p = store.node(rel, &g, at, 0)?;
             let mut items = Vec::new();
-            for i in 0..p.len() {
+            let (Ok(first) | Err(first)) = p.search(start)?;
+            for i in first..p.len() {
                 let (key, rest) = p.item(i)?;
                 if !above(&self.lo, key) {
                     continue;
@@ -269,7 +249,10 @@ impl TreeCursor {
                 return Ok(Step::Done((items, false)));
             }
             // Keys from the high key on are right of this leaf.
-            pid = store.right_of(rel, &p, &mut moves)?;
+            let right = store.right_of(rel, &p, &mut moves)?;
+            drop(g);
+            g = store.pool.fetch_read(rel.file(), right)?;
+            at = right;
         }
     }
 
@@ -341,7 +324,7 @@ impl Storage {
         rel: &Relation,
         hi: &Bound<Vec<u8>>,
     ) -> Result<(PageId, Option<Vec<u8>>)> {
-        let (mut pid, mut level) = self.tree_root(rel)?;
+        let (mut pid, mut level) = self.root_hint(rel)?;
         let mut low: Option<Vec<u8>> = None;
         let mut moves = 0;
         loop {

@@ -45,6 +45,7 @@ impl Storage {
         let mut mg = self.pool.fetch_write(rel.file(), super::META_PAGE)?;
         self.change(Some(log), rel.id, &mut mg, &clr)?;
         drop(mg);
+        super::set_root_hint(rel, old.0, old.1);
         self.free_tree_pages(rel, new.0, new.1)
     }
 

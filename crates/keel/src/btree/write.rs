@@ -561,6 +561,7 @@ impl Storage {
             ranges: vec![(tree::offsets::META_ROOT as u16, fields)],
         };
         self.change(None, rel.id, &mut mg, &name)?;
+        super::set_root_hint(rel, root, level + 1);
         Ok(())
     }
 

@@ -165,6 +165,11 @@ pub(crate) struct Relation {
     /// lock); reclaiming an empty leaf holds it exclusive, so no descent is
     /// under way while a page leaves the tree (`btree` essay).
     pub structure: parking_lot::RwLock<()>,
+    /// A tree's root as last seen (`root << 16 | level`; 0: not yet read),
+    /// where descents start instead of reading the meta page each time
+    /// (`btree`: a stale root is still a node of its level whose right
+    /// links lead to every key of it).
+    pub root_hint: std::sync::atomic::AtomicU64,
     /// Pages the relation has (formatted ones, on disk or only in the pool).
     pub pages: AtomicU32,
     /// Free space per heap page (a hint, re-checked on every use).
@@ -189,6 +194,7 @@ impl Relation {
             name,
             kind,
             structure: parking_lot::RwLock::new(()),
+            root_hint: std::sync::atomic::AtomicU64::new(0),
             pages: AtomicU32::new(pages),
             fsm,
             extend: Mutex::new(()),
