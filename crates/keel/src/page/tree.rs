@@ -163,36 +163,49 @@ pub struct TreePage<B> {
 }
 
 impl<B: AsRef<[u8]>> TreePage<B> {
-    /// Opens page `id` as a node, checking its header and bounds (not every
-    /// item: [`validate`](Self::validate) does that).
+    /// Opens page `id` as a node, checking what its accessors rely on: the
+    /// type, the bounds of the slot array and item area, the level, flags
+    /// and high key (not every item: [`validate`](Self::validate) does
+    /// that; nor the page's identity, magic, version and checksum, which
+    /// [`crate::page::verify`] checks when the page is read from disk).
     pub fn open(buf: B, id: PageId) -> Result<TreePage<B>, PageError> {
+        use super::header::offsets as h;
         let b = buf.as_ref();
-        let h = PageHeader::read(b, id)?;
-        if !matches!(h.page_type, PageType::TreeLeaf | PageType::TreeInternal) {
-            return Err(PageError::WrongPageType {
-                page_id: id,
-                expected: "tree node",
-                found: h.page_type.name(),
-            });
+        if b.len() != PAGE_SIZE {
+            return Err(corrupt(id, 0, format!("page buffer of {} bytes", b.len())));
         }
-        let count = usize::from(h.slot_count);
-        let lower = usize::from(h.lower);
-        let upper = usize::from(h.upper);
+        let kind = PageType::from_u8(b[h::PAGE_TYPE]);
+        let leaf = match kind {
+            Some(PageType::TreeLeaf) => true,
+            Some(PageType::TreeInternal) => false,
+            other => {
+                return Err(PageError::WrongPageType {
+                    page_id: id,
+                    expected: "tree node",
+                    found: other.map_or("unknown", PageType::name),
+                });
+            }
+        };
+        let count = usize::from(get_u16(b, h::SLOT_COUNT));
+        let lower = usize::from(get_u16(b, h::LOWER));
+        let upper = usize::from(get_u16(b, h::UPPER));
         if lower != TREE_HEADER_SIZE + TREE_SLOT_SIZE * count || lower > upper || upper > PAGE_SIZE
         {
             return Err(corrupt(
                 id,
-                super::header::offsets::LOWER,
+                h::LOWER,
                 format!("node bounds lower {lower}, upper {upper} for {count} items"),
             ));
         }
         let level = get_u16(b, offsets::LEVEL);
-        let leaf = h.page_type == PageType::TreeLeaf;
         if leaf != (level == 0) || level > MAX_LEVEL {
             return Err(corrupt(
                 id,
                 offsets::LEVEL,
-                format!("a {} at level {level}", h.page_type.name()),
+                format!(
+                    "a tree node of level {level} typed {}",
+                    if leaf { "leaf" } else { "internal" }
+                ),
             ));
         }
         let flags = get_u16(b, offsets::FLAGS);
@@ -203,20 +216,18 @@ impl<B: AsRef<[u8]>> TreePage<B> {
                 format!("unknown flags {flags:#x}"),
             ));
         }
+        let right = get_u32(b, h::NEXT_PAGE);
         let p = TreePage { buf, id };
         let (hoff, hlen) = p.high_bounds();
         let has_high = hoff != 0;
-        if has_high != (h.next_page != NO_PAGE)
+        if has_high != (right != NO_PAGE)
             || (has_high && (hoff < upper || hoff + hlen > PAGE_SIZE || hlen > MAX_KEY_LEN))
             || (!has_high && hlen != 0)
         {
             return Err(corrupt(
                 id,
                 offsets::HIGH_OFFSET,
-                format!(
-                    "high key at {hoff} of {hlen} bytes with right link {}",
-                    h.next_page
-                ),
+                format!("high key at {hoff} of {hlen} bytes with right link {right}"),
             ));
         }
         Ok(p)
