@@ -263,6 +263,11 @@ pub struct Transaction<'db> {
     id: TxnId,
     core: Mutex<TxnCore>,
     slot: Arc<TxnSlot>,
+    /// Trees this transaction has locked in intention mode, and how: a
+    /// tree operation asks the lock manager again only for a stronger
+    /// mode (every tree operation then takes a key lock, which keeps the
+    /// transaction's home thread current, `lock` module docs).
+    tree_locks: std::cell::RefCell<Vec<(RelationId, LockMode)>>,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -285,6 +290,7 @@ impl<'db> Transaction<'db> {
             id: core.id,
             core: Mutex::new(core),
             slot,
+            tree_locks: std::cell::RefCell::new(Vec::new()),
             _one_thread: std::marker::PhantomData,
         })
     }
@@ -391,7 +397,13 @@ impl<'db> Transaction<'db> {
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
         rel.expect(RelationKind::Tree)?;
-        self.lock(LockTarget::Relation(rel.id), mode, true)?;
+        let held = self.tree_locks.borrow().iter().any(|&(r, m)| {
+            r == rel.id && (m == mode || m == LockMode::Exclusive || mode == LockMode::IntentShared)
+        });
+        if !held {
+            self.lock(LockTarget::Relation(rel.id), mode, true)?;
+            self.tree_locks.borrow_mut().push((rel.id, mode));
+        }
         self.still_there(&rel)?;
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
