@@ -37,6 +37,7 @@
 //! leaf values are not followed (their pages are checked as pages by
 //! whoever reads the file).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use super::{MAX_LEVEL, TREE_HEADER_SIZE, TreePage, read_meta};
@@ -383,12 +384,16 @@ impl Checker<'_> {
         chain: &[Node],
         (complete, parents_complete): (bool, bool),
     ) {
+        // Where each node is on the level, so a downlink out of place costs
+        // one lookup, not a scan.
+        let at: HashMap<PageId, usize> = chain.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
         let mut pos = 0;
         for d in downlinks {
             if pos == chain.len() && !complete {
                 return;
             }
-            let Some(skip) = chain[pos..].iter().position(|n| n.id == d.child) else {
+            let found = at.get(&d.child).filter(|&&i| i >= pos).map(|&i| i - pos);
+            let Some(skip) = found else {
                 let next = chain.get(pos).map_or_else(
                     || "the level ends".to_owned(),
                     |n| format!("it is page {}", n.id),
