@@ -9,6 +9,11 @@
 //!   orphan: opening keeps it and lists it in the recovery report);
 //! - each heap file is at least as long as its saved FSM says (a shorter
 //!   one was truncated: opening refuses it);
+//! - each tree (a relation file whose page 0 is a tree meta page): the
+//!   whole tree's structure across pages (`keel::page::tree::check`:
+//!   levels, right links, separators against the children's high keys,
+//!   cycles); a node nothing reaches is a warning (leaked space, no key
+//!   lost), as is every finding after a crash (redo rewrites the pages);
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
@@ -37,7 +42,8 @@ use keel::datadir::layout::{
 };
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
-use keel::page::{PAGE_SIZE, PageType, SlotContent, SlottedPage, TupleFlags};
+use keel::page::tree::check::{ProblemKind, check_tree};
+use keel::page::{PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TupleFlags, page_type};
 use keel::recovery::control::{Control, read_control};
 use keel::wal::{RecoveryMode, WalReader};
 use keel::{Lsn, PageId, RelationId, SlotId, TupleId};
@@ -78,6 +84,8 @@ type PageFree = BTreeMap<u32, (usize, usize)>;
 struct Report {
     problems: Vec<Problem>,
     relations: usize,
+    /// Relation files holding a tree.
+    trees: usize,
     pages: u64,
     wal_records: u64,
     wal_from: Option<Lsn>,
@@ -252,6 +260,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
         let path = RelFile::Heap.path(dir, RelationId(id));
         let pages = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
+        check_tree_file(&path, id, pages.1, &mut report)?;
         free.insert(id, pages);
     }
     report.relations = files.values().filter(|f| f.heap).count();
@@ -376,6 +385,53 @@ fn check_heap_file(
         p += 1;
     }
     Ok((free, p))
+}
+
+/// Walks the tree in relation `id`'s file of `pages` pages when its page 0
+/// is a tree meta page. Pages failing verification were reported by
+/// [`check_heap_file`]; the walk stops at them and says nothing more.
+fn check_tree_file(path: &Path, id: u32, pages: u32, report: &mut Report) -> Result<(), Failure> {
+    let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
+    let file = File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    let first = read_page(&file, 0, len).map_err(cannot)?;
+    if first.as_deref().and_then(page_type) != Some(PageType::TreeMeta) {
+        return Ok(());
+    }
+    report.trees += 1;
+    let mut failed: Option<std::io::Error> = None;
+    let tree = check_tree(pages, &mut |p| {
+        let unread = |reason: String| PageError::Corrupted {
+            page_id: p,
+            offset: 0,
+            reason,
+        };
+        match read_page(&file, p.0, len) {
+            Ok(Some(bytes)) => keel::page::verify(&bytes, p).map(|_| bytes),
+            Ok(None) => Err(unread("past the end of the file".to_owned())),
+            Err(e) => {
+                let reason = e.to_string();
+                failed.get_or_insert(e);
+                Err(unread(reason))
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(cannot(e));
+    }
+    let place = rel_place(id, RelFile::Heap);
+    for p in tree.problems {
+        let at = format!("{place} page {}", p.page);
+        match p.kind {
+            ProblemKind::Unreadable => {}
+            ProblemKind::Unreachable => report.warning(at, p.what),
+            ProblemKind::Corrupt if report.crashed => {
+                report.warning(at, format!("{} (recovery may repair it)", p.what));
+            }
+            ProblemKind::Corrupt => report.error(at, p.what),
+        }
+    }
+    Ok(())
 }
 
 /// A catalog row as found on disk: where it is (for the report), its
@@ -614,6 +670,7 @@ fn print(args: &CheckArgs, report: &Report) {
             "errors": report.errors(),
             "warnings": report.problems.len() - report.errors(),
             "relations": report.relations,
+            "trees": report.trees,
             "pages": report.pages,
             "wal_records": report.wal_records,
             "wal_from": report.wal_from.map(|l| l.to_string()),
@@ -632,8 +689,13 @@ fn print(args: &CheckArgs, report: &Report) {
         (Some(f), None) => format!("{} WAL records from {f}", report.wal_records),
         _ => "WAL not checked".to_owned(),
     };
+    let trees = match report.trees {
+        0 => String::new(),
+        1 => " (1 a tree)".to_owned(),
+        n => format!(" ({n} trees)"),
+    };
     println!(
-        "checked {}: {} relations, {} pages, {wal}: {} errors, {} warnings",
+        "checked {}: {} relations{trees}, {} pages, {wal}: {} errors, {} warnings",
         args.dir.display(),
         report.relations,
         report.pages,

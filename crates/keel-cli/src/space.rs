@@ -1,9 +1,11 @@
 //! Space use read from an open database, shared by `keel demo` and
-//! `keel stats`: every page of every relation, and the log's files.
+//! `keel stats`: every page of every relation, the shape of a relation
+//! that holds a tree, and the log's files.
 
 use std::path::Path;
 
-use keel::page::{PageStats, PageType, SlottedPage, verify_structure};
+use keel::page::tree::check::{TreeReport, check_tree};
+use keel::page::{PageError, PageStats, PageType, SlottedPage, verify_structure};
 use keel::{Database, PageId};
 
 use crate::Failure;
@@ -23,6 +25,9 @@ pub struct RelSpace {
     pub free: u64,
     /// Pages that failed validation.
     pub invalid: u64,
+    /// When its page 0 is a tree meta page: the tree's shape (and what
+    /// the structural check found, which `keel check` reports).
+    pub tree: Option<TreeReport>,
 }
 
 /// Reads every page of every relation through the buffer pool; a page that
@@ -52,13 +57,41 @@ pub fn relations(db: &Database) -> Result<Vec<RelSpace>, Failure> {
                 },
                 Ok(PageType::Overflow) => rel.overflow += 1,
                 Ok(PageType::Free) => rel.free += 1,
+                Ok(PageType::TreeMeta) if p == 0 => rel.tree = Some(TreeReport::default()),
                 Ok(_) => {}
                 Err(_) => rel.invalid += 1,
             }
         }
+        if rel.tree.is_some() {
+            rel.tree = Some(tree_shape(db, &info.name, info.pages)?);
+        }
         out.push(rel);
     }
     Ok(out)
+}
+
+/// Walks the tree in relation `name` through the buffer pool; a page that
+/// fails validation is a finding of the walk, any other error fatal.
+fn tree_shape(db: &Database, name: &str, pages: u32) -> Result<TreeReport, Failure> {
+    let mut failed: Option<keel::Error> = None;
+    let report = check_tree(pages, &mut |id| match db.read_page(name, id) {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let reason = e.to_string();
+            if e.class() != keel::ErrorClass::Corruption {
+                failed.get_or_insert(e);
+            }
+            Err(PageError::Corrupted {
+                page_id: id,
+                offset: 0,
+                reason,
+            })
+        }
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(report),
+    }
 }
 
 /// Segment files in the log directory and their total size on disk.

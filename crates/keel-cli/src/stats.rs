@@ -127,7 +127,18 @@ fn collect(
 
 fn rel_json(r: &RelSpace) -> Value {
     let h = &r.heap;
+    let tree = r.tree.as_ref().map(|t| {
+        json!({
+            "height": t.height(),
+            "pages_per_level": t.pages_per_level,
+            "leaf_items": t.leaf_items,
+            "leaf_fill": t.leaf_fill(),
+            "incomplete_splits": t.incomplete_splits,
+            "problems": t.problems.len(),
+        })
+    });
     json!({
+        "tree": tree,
         "name": r.name,
         "pages": r.pages,
         "heap_pages": h.pages,
@@ -230,6 +241,19 @@ fn to_text(r: &Report) -> String {
             h.fill_factor() * 100.0,
             h.fragmentation() * 100.0
         );
+        if let Some(t) = &rel.tree {
+            let _ = writeln!(
+                s,
+                "  {:<16} tree: height {}, pages per level {:?} (leaves first), {} items, \
+                 leaf fill {:.1}%, {} problems (see keel check)",
+                "",
+                t.height(),
+                t.pages_per_level,
+                t.leaf_items,
+                t.leaf_fill() * 100.0,
+                t.problems.len()
+            );
+        }
     }
     let _ = writeln!(
         s,

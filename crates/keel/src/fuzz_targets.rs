@@ -138,6 +138,126 @@ fn check_payload(
     let _ = (p.page_changing(), p.needs_undo(), p.undo_next());
 }
 
+/// Most pages of one input that [`tree_page`] walks as a tree.
+const TREE_FUZZ_PAGES: usize = 8;
+
+/// Tree pages over arbitrary bytes. The first four bytes choose the page id
+/// the first page is read as; the rest is cut into pages (the last padded
+/// with zeros), each decoded as a node (the first at the chosen id, page
+/// `i` at id `i`), and all of them (at most [`TREE_FUZZ_PAGES`]) walked by
+/// the tree checker as a tree file. Nothing panics (invariant 9), the walk
+/// reaches each page at most once, a page never differs from itself, and a
+/// valid node takes an insert and a remove and stays valid.
+pub fn tree_page(data: &[u8]) {
+    use crate::page::tree::check::check_tree;
+    let (id, rest) = match data.split_first_chunk::<4>() {
+        Some((id, rest)) => (PageId(u32::from_le_bytes(*id)), rest),
+        None => (PageId(0), data),
+    };
+    let pages: Vec<Vec<u8>> = rest
+        .chunks(PAGE_SIZE)
+        .take(TREE_FUZZ_PAGES)
+        .map(|c| {
+            let mut p = c.to_vec();
+            p.resize(PAGE_SIZE, 0);
+            p
+        })
+        .collect();
+    tree_node(rest.get(..PAGE_SIZE).unwrap_or(rest), id);
+    for (i, p) in pages.iter().enumerate().skip(1) {
+        tree_node(p, PageId(i as u32));
+    }
+    let report = check_tree(pages.len() as u32, &mut |p| {
+        pages
+            .get(p.0 as usize)
+            .cloned()
+            .ok_or(crate::page::PageError::Corrupted {
+                page_id: p,
+                offset: 0,
+                reason: "past the input".to_owned(),
+            })
+    });
+    let _ = (report.height(), report.leaf_fill(), report.has_errors());
+    let reached: usize = report.pages_per_level.iter().map(|&n| n as usize).sum();
+    assert!(
+        reached < pages.len().max(1),
+        "the walk reached {reached} nodes in {} pages",
+        pages.len()
+    );
+}
+
+/// One page of [`tree_page`], as page `id`.
+fn tree_node(bytes: &[u8], id: PageId) {
+    use crate::page::first_difference;
+    use crate::page::tree::{self, TreePage};
+    let _ = verify(bytes, id);
+    let _ = tree::read_meta(bytes, id);
+    let _ = dump_page(bytes, id, &DumpOptions::default());
+    if let Ok(image) = <&[u8; PAGE_SIZE]>::try_from(bytes) {
+        assert_eq!(
+            first_difference(bytes, id, image),
+            None,
+            "a page differs from itself"
+        );
+    }
+    let Ok(p) = TreePage::open(bytes, id) else {
+        return;
+    };
+    let _ = (
+        p.level(),
+        p.flags(),
+        p.high_key(),
+        p.right_link(),
+        p.fits(100),
+    );
+    let _ = (p.search(b"m"), p.total_free(), p.items());
+    for i in 0..p.len() {
+        let _ = (p.item(i), p.child(i));
+    }
+    if !p.is_leaf() {
+        let _ = p.child_for(b"m");
+    }
+    if p.validate().is_ok() {
+        tree_node_changes(bytes, id);
+    }
+}
+
+/// A valid node takes an item just after its first key (when it fits and
+/// the node covers it) and stays valid; removing it restores the items.
+fn tree_node_changes(bytes: &[u8], id: PageId) {
+    use crate::page::tree::{self, TreePage};
+    let mut copy = bytes.to_vec();
+    let mut p = TreePage::open(&mut copy[..], id).expect("reopened a valid node");
+    let before = p.items().expect("a valid node's items read");
+    let key: Vec<u8> = before
+        .first()
+        .map_or_else(Vec::new, |(k, _)| [&k[..], &[0]].concat());
+    let rest = if p.is_leaf() {
+        tree::inline_value(b"fuzz")
+    } else {
+        tree::child_rest(PageId(if id.0 == 1 { 2 } else { 1 })).to_vec()
+    };
+    let fits = key.len() <= tree::MAX_KEY_LEN && p.fits(tree::item_len(&key, &rest));
+    let Ok(Err(i)) = p.search(&key) else {
+        return;
+    };
+    if !fits || !p.covers(&key) {
+        return;
+    }
+    p.insert(i, &key, &rest)
+        .expect("insert after fits said yes");
+    p.validate()
+        .expect("a valid node stays valid after an insert");
+    p.remove(i).expect("the inserted item is removed");
+    p.validate()
+        .expect("a valid node stays valid after a remove");
+    assert_eq!(
+        p.items().expect("items read"),
+        before,
+        "insert then remove changed the items"
+    );
+}
+
 /// FSM page decoder over arbitrary bytes. The first four bytes choose the
 /// FSM page id the bytes are read as, the rest is the page; a page-sized
 /// input is tried as given and re-sealed (so the body checks are reached,

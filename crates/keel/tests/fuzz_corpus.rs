@@ -608,3 +608,116 @@ fn recovery_regression_redo_of_an_invalid_overflow_head() {
     let text = e.to_string();
     assert!(text.contains("fails verification after redo"), "{text}");
 }
+
+// --- tree_page ---
+
+mod tree {
+    use super::{corpus_dir, input};
+    use keel::PageId;
+    use keel::fuzz_targets::tree_page;
+    use keel::page::tree::check::check_tree;
+    use keel::page::tree::{
+        FLAG_INCOMPLETE_SPLIT, VALUE_OVERFLOW, child_rest, init_meta, inline_value,
+    };
+    use keel::page::{OverflowHead, PAGE_SIZE, TreePage, seal};
+
+    /// A tree file: meta page, root 1 over leaf 2 (split at "k" into 2 and
+    /// 4, the downlink to 4 pending) and leaf 3 (from "p", an overflow
+    /// value); every page sealed.
+    fn tree_file() -> Vec<Vec<u8>> {
+        let mut pages = vec![vec![0u8; PAGE_SIZE]; 5];
+        init_meta(&mut pages[0], PageId(0), PageId(1), 1).unwrap();
+        let (c2, c3) = (child_rest(PageId(2)), child_rest(PageId(3)));
+        let root: [(&[u8], &[u8]); 2] = [(b"", &c2), (b"p", &c3)];
+        TreePage::build(&mut pages[1][..], PageId(1), 1, 0, &root, None).unwrap();
+        let v = inline_value(&[5u8; 300]);
+        let left: Vec<(&[u8], &[u8])> = [b"a", b"c", b"e"]
+            .iter()
+            .map(|k| (&k[..], &v[..]))
+            .collect();
+        let high = Some((&b"k"[..], PageId(4)));
+        TreePage::build(
+            &mut pages[2][..],
+            PageId(2),
+            0,
+            FLAG_INCOMPLETE_SPLIT,
+            &left,
+            high,
+        )
+        .unwrap();
+        let mut overflow = vec![VALUE_OVERFLOW];
+        let head = OverflowHead::for_value(&[1u8; 20_000], PageId(9)).unwrap();
+        overflow.extend_from_slice(&head.encode());
+        let right: [(&[u8], &[u8]); 2] = [(b"p", &overflow), (b"q", &v)];
+        TreePage::build(&mut pages[3][..], PageId(3), 0, 0, &right, None).unwrap();
+        let mid: [(&[u8], &[u8]); 1] = [(b"k", &v)];
+        let high = Some((&b"p"[..], PageId(3)));
+        TreePage::build(&mut pages[4][..], PageId(4), 0, 0, &mid, high).unwrap();
+        for p in &mut pages {
+            seal(p).unwrap();
+        }
+        pages
+    }
+
+    /// Page id, then the pages.
+    pub(super) fn seeds() -> Vec<(String, Vec<u8>)> {
+        let pages = tree_file();
+        vec![
+            ("tree_file".into(), input(0, &pages.concat())),
+            ("meta_page".into(), input(0, &pages[0])),
+            ("internal_page".into(), input(1, &pages[1])),
+            ("leaf_split".into(), input(2, &pages[2])),
+            ("leaf_overflow".into(), input(3, &pages[3])),
+            ("wrong_id".into(), input(7, &pages[2])),
+            ("short".into(), input(2, &pages[2][..100])),
+            ("zeroes".into(), input(0, &[0u8; 2 * PAGE_SIZE])),
+        ]
+    }
+
+    /// The seed tree is valid, so the fuzzer starts from the deep paths.
+    #[test]
+    fn the_seed_tree_is_valid() {
+        let pages = tree_file();
+        let r = check_tree(pages.len() as u32, &mut |p| Ok(pages[p.0 as usize].clone()));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.pages_per_level, [3, 1]);
+        assert_eq!(r.incomplete_splits, 1);
+    }
+
+    #[test]
+    fn committed_corpus_replays_without_panics() {
+        let dir = corpus_dir("tree_page");
+        if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, bytes) in seeds() {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            tree_page(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+        for (_, seed) in seeds() {
+            tree_page(&seed);
+        }
+    }
+
+    /// Flips every byte of each page's header, slot array and first items,
+    /// and a stride of the rest, in every seed.
+    #[test]
+    fn single_byte_mutations_never_panic() {
+        for (_, seed) in seeds() {
+            let (id, pages) = seed.split_at(4);
+            let positions = (0..pages.len()).filter(|&at| at % PAGE_SIZE < 120 || at % 37 == 0);
+            for pos in positions {
+                for flip in [0x01u8, 0x80, 0xFF] {
+                    let mut m = pages.to_vec();
+                    m[pos] ^= flip;
+                    tree_page(&[id, &m].concat());
+                }
+            }
+        }
+    }
+}

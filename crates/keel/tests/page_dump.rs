@@ -122,3 +122,53 @@ fn corrupt_page_dump_names_the_problems() {
     );
     assert!(dump_page(&[], PageId(0), &DumpOptions::default()).contains("INVALID"));
 }
+
+/// A tree's meta page, an internal page and a leaf (an inline value, an
+/// overflow value, a high key and a split awaiting its downlink).
+fn sample_tree_pages() -> Vec<(PageId, Vec<u8>)> {
+    use keel::page::TreePage;
+    use keel::page::tree::{
+        FLAG_INCOMPLETE_SPLIT, VALUE_OVERFLOW, child_rest, init_meta, inline_value,
+    };
+    let mut meta = vec![0u8; PAGE_SIZE];
+    init_meta(&mut meta, PageId(0), PageId(1), 1).unwrap();
+    let mut internal = vec![0u8; PAGE_SIZE];
+    let (c2, c3) = (child_rest(PageId(2)), child_rest(PageId(3)));
+    let items: [(&[u8], &[u8]); 2] = [(b"", &c2), (b"melon", &c3)];
+    TreePage::build(&mut internal[..], PageId(1), 1, 0, &items, None).unwrap();
+    let mut leaf = vec![0u8; PAGE_SIZE];
+    let inline = inline_value(b"yellow and curved");
+    let mut overflow = vec![VALUE_OVERFLOW];
+    overflow.extend_from_slice(
+        &OverflowHead::for_value(&[3u8; 9000], PageId(12))
+            .unwrap()
+            .encode(),
+    );
+    let items: [(&[u8], &[u8]); 2] = [(b"banana", &inline), (&[b'c', 0x00, 0xff], &overflow)];
+    let high = Some((&b"kiwi"[..], PageId(4)));
+    TreePage::build(
+        &mut leaf[..],
+        PageId(2),
+        0,
+        FLAG_INCOMPLETE_SPLIT,
+        &items,
+        high,
+    )
+    .unwrap();
+    let mut pages = vec![(PageId(0), meta), (PageId(1), internal), (PageId(2), leaf)];
+    for (_, p) in &mut pages {
+        set_page_lsn(p, Lsn(0x42)).unwrap();
+        seal(p).unwrap();
+    }
+    pages
+}
+
+#[test]
+fn tree_page_dumps_match_golden() {
+    let dump: String = sample_tree_pages()
+        .iter()
+        .map(|(id, p)| dump_page(p, *id, &DumpOptions::default()))
+        .collect();
+    assert!(dump.contains("verdict    ok (tree-leaf page)"), "{dump}");
+    golden("tree_pages.txt", &dump);
+}

@@ -350,3 +350,118 @@ fn control_file_matches_constants() {
     );
     assert_eq!(offsets::RESERVED + 8, CONTROL_SIZE);
 }
+
+/// Rows `(offset, size, field)` of the table under the exact heading line
+/// `heading` whose offset and size are numbers (rows with formulas are left
+/// out), checked to be contiguous.
+fn numeric_layout(heading: &str) -> Vec<(String, usize, usize)> {
+    let rows: Vec<(String, usize, usize)> = layout(heading)
+        .into_iter()
+        .filter_map(|(o, s, f)| Some((f, o.parse().ok()?, s.parse().ok()?)))
+        .collect();
+    for pair in rows.windows(2) {
+        assert_eq!(
+            pair[0].1 + pair[0].2,
+            pair[1].1,
+            "{heading}: gap or overlap before {:?}",
+            pair[1].0
+        );
+    }
+    rows
+}
+
+/// `numeric_layout(heading)` equals `expected`.
+fn check_numeric(heading: &str, expected: &[(&str, usize, usize)]) {
+    let got = numeric_layout(heading);
+    let got: Vec<(&str, usize, usize)> = got.iter().map(|(f, o, s)| (f.as_str(), *o, *s)).collect();
+    assert_eq!(
+        got, expected,
+        "docs/storage.md {heading:?} disagrees with the code"
+    );
+}
+
+#[test]
+fn tree_pages_match_constants() {
+    use keel::page::PageType;
+    use keel::page::tree::{
+        FLAG_INCOMPLETE_SPLIT, MAX_ITEM_LEN, MAX_KEY_LEN, MAX_LEVEL, TREE_HEADER_SIZE,
+        TREE_SLOT_SIZE, VALUE_INLINE, VALUE_OVERFLOW, offsets,
+    };
+    check_numeric(
+        "#### Tree meta page",
+        &[
+            ("root", offsets::META_ROOT, 4),
+            ("root_level", offsets::META_LEVEL, 2),
+        ],
+    );
+    assert_eq!(offsets::META_ROOT, HEADER_SIZE);
+    check_numeric(
+        "#### Tree node",
+        &[
+            ("level", offsets::LEVEL, 2),
+            ("flags", offsets::FLAGS, 2),
+            ("high_offset", offsets::HIGH_OFFSET, 2),
+            ("high_len", offsets::HIGH_LEN, 2),
+        ],
+    );
+    assert_eq!(offsets::LEVEL, HEADER_SIZE);
+    assert_eq!(offsets::HIGH_LEN + 2, TREE_HEADER_SIZE);
+    let node = layout("#### Tree node");
+    assert_eq!(
+        node.last().unwrap(),
+        &(
+            TREE_HEADER_SIZE.to_string(),
+            format!("{TREE_SLOT_SIZE} * slot_count"),
+            "slots".to_owned()
+        )
+    );
+    assert!(DOC.contains(&format!(
+        "`lower` is `{TREE_HEADER_SIZE} + {TREE_SLOT_SIZE} * slot_count`"
+    )));
+    assert!(DOC.contains(&format!(
+        "bit 0 `INCOMPLETE_SPLIT` (value {FLAG_INCOMPLETE_SPLIT})"
+    )));
+    assert!(DOC.contains(&format!("| 0 for a leaf, at most {MAX_LEVEL} |")));
+    assert!(DOC.contains(&format!("a level above {MAX_LEVEL} is corrupt")));
+    assert!(DOC.contains(&format!("length of the high key, at most {MAX_KEY_LEN};")));
+    check_numeric(
+        "#### Tree slot entry",
+        &[("offset", 0, 2), ("length", 2, 2)],
+    );
+    assert_eq!(TREE_SLOT_SIZE, 4);
+    let item = layout("#### Tree item");
+    let expect = |o: &str, s: &str, f: &str| (o.to_owned(), s.to_owned(), f.to_owned());
+    assert_eq!(
+        item,
+        [
+            expect("0", "2", "key_len"),
+            expect("2", "key_len", "key"),
+            expect("2 + key_len", "rest", "rest"),
+        ]
+    );
+    assert!(DOC.contains(&format!("| 0 | 2 | key_len | at most {MAX_KEY_LEN} |")));
+    assert!(DOC.contains(&format!("kind {VALUE_INLINE} (inline)")));
+    assert!(DOC.contains(&format!(
+        "kind {VALUE_OVERFLOW} (overflow), a {}-byte overflow head",
+        OverflowHead::SIZE
+    )));
+    assert!(DOC.contains(&format!(
+        "overflow value part is exactly {} bytes",
+        1 + OverflowHead::SIZE
+    )));
+    assert!(DOC.contains(&format!("item is at most {MAX_ITEM_LEN} bytes")));
+    // Every page type is listed with its code where the docs list them.
+    let types: Vec<String> = (0..=u8::MAX)
+        .filter_map(PageType::from_u8)
+        .map(|t| format!("{} {}", t as u8, t.name()))
+        .collect();
+    let listed = types.join(", ");
+    assert_eq!(DOC.matches(&format!("| {listed} |")).count(), 2, "{listed}");
+    for t in [
+        PageType::TreeMeta,
+        PageType::TreeInternal,
+        PageType::TreeLeaf,
+    ] {
+        assert!(DOC.contains(&format!("page type {}, {}", t as u8, t.name())));
+    }
+}

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use keel::PageId;
+use keel::page::dump::{TreeItemView, tree_item};
 use keel::page::{
     DumpOptions, OverflowHead, OverflowPage, PAGE_SIZE, PageHeader, PageType, RawHeader,
-    SlotContent, SlottedPage, TupleFlags, compute_checksum, dump_page,
+    SlotContent, SlottedPage, TreePage, TupleFlags, compute_checksum, dump_page,
 };
 use serde_json::{Value, json};
 
@@ -53,7 +54,8 @@ pub fn run(args: PageArgs) -> Result<(), Failure> {
 }
 
 /// The page as one JSON object: header fields, verdict, statistics and
-/// slots (heap pages), chunk (overflow pages). Any bytes are accepted.
+/// slots (heap pages), chunk (overflow pages), root (tree meta pages),
+/// node fields and items (tree nodes). Any bytes are accepted.
 fn page_json(b: &[u8], id: PageId) -> Value {
     let mut v = json!({
         "page": id.0,
@@ -94,8 +96,56 @@ fn page_json(b: &[u8], id: PageId) -> Value {
             "len": page.chunk().len(),
             "next_page": next_page(page.next_page()),
         });
+    } else if let Ok(page) = TreePage::open(b, id) {
+        v["node"] = node_json(&page, b);
+    } else if keel::page::page_type(b) == Some(PageType::TreeMeta) {
+        v["tree_meta"] = match keel::page::tree::read_meta(b, id) {
+            Ok((root, level)) => json!({ "root": root.0, "root_level": level }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
     }
     v
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tree node's fields and every item: its key in hex and its child, or
+/// its value's kind and length.
+fn node_json(page: &TreePage<&[u8]>, b: &[u8]) -> Value {
+    let items: Vec<Value> = (0..page.len())
+        .map(|i| match tree_item(page, b, i) {
+            Err(e) => json!({ "item": i, "error": e.to_string() }),
+            Ok((offset, len, key, view)) => {
+                let mut v = json!({ "item": i, "offset": offset, "len": len, "key_hex": hex(key) });
+                match view {
+                    TreeItemView::Child(c) => v["child"] = json!(c.0),
+                    TreeItemView::Inline(value) => {
+                        v["value"] = json!({ "kind": "inline", "len": value.len() });
+                    }
+                    TreeItemView::Overflow(h) => {
+                        v["value"] = json!({
+                            "kind": "overflow",
+                            "total_len": h.total_len,
+                            "first_page": h.first_page.0,
+                            "page_count": h.page_count,
+                        });
+                    }
+                    TreeItemView::Bad(e) => v["error"] = json!(e),
+                }
+                v
+            }
+        })
+        .collect();
+    json!({
+        "level": page.level(),
+        "flags": page.flags(),
+        "incomplete_split": page.incomplete_split(),
+        "high_key_hex": page.high_key().map(hex),
+        "right_link": page.right_link().map(|p| p.0),
+        "items": items,
+    })
 }
 
 /// Raw header fields (whatever they hold, decoded by the engine's

@@ -7,12 +7,19 @@
 
 use std::fmt::Write;
 
+use crate::page::PageError;
 use crate::page::header::{
     HEADER_SIZE, NO_PAGE, PAGE_SIZE, PageType, compute_checksum, get_u16, get_u32, get_u64, offsets,
 };
 use crate::page::overflow::{CHUNK_INDEX_OFFSET, CHUNK_LEN_OFFSET, OverflowHead, OverflowPage};
 use crate::page::slotted::{SlotContent, SlottedPage, TupleFlags};
+use crate::page::tree::{
+    self, TREE_HEADER_SIZE, TREE_SLOT_SIZE, TreePage, VALUE_INLINE, VALUE_OVERFLOW,
+};
 use crate::types::{Lsn, PageId};
+
+/// Bytes of a tree key shown before it is cut short.
+const KEY_PREVIEW_BYTES: usize = 64;
 
 /// What the dump shows.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,6 +59,8 @@ pub fn dump_page(bytes: &[u8], expected: PageId, opts: &DumpOptions) -> String {
             page.chunk().len(),
             preview_bytes(page.chunk(), preview)
         );
+    } else if let Ok(page) = TreePage::open(bytes, expected) {
+        tree_lines(&mut out, &page, bytes, preview);
     }
     if opts.hex {
         out.push_str("hex:\n");
@@ -100,13 +109,120 @@ fn header_lines(out: &mut String, b: &[u8]) {
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:<10} {value}");
     }
-    if PageType::from_u8(type_byte) == Some(PageType::Overflow) && b.len() >= HEADER_SIZE + 8 {
-        let _ = writeln!(
-            out,
-            "  chunk len  {}\n  chunk idx  {}",
-            get_u16(b, CHUNK_LEN_OFFSET),
-            get_u32(b, CHUNK_INDEX_OFFSET)
-        );
+    match PageType::from_u8(type_byte) {
+        Some(PageType::Overflow) if b.len() >= HEADER_SIZE + 8 => {
+            let _ = writeln!(
+                out,
+                "  chunk len  {}\n  chunk idx  {}",
+                get_u16(b, CHUNK_LEN_OFFSET),
+                get_u32(b, CHUNK_INDEX_OFFSET)
+            );
+        }
+        Some(PageType::TreeMeta) if b.len() >= HEADER_SIZE + 6 => {
+            let _ = writeln!(
+                out,
+                "  root       {}\n  root level {}",
+                get_u32(b, tree::offsets::META_ROOT),
+                get_u16(b, tree::offsets::META_LEVEL)
+            );
+        }
+        Some(PageType::TreeLeaf | PageType::TreeInternal) if b.len() >= TREE_HEADER_SIZE => {
+            let flags = get_u16(b, tree::offsets::FLAGS);
+            let split = if flags & tree::FLAG_INCOMPLETE_SPLIT != 0 {
+                " (incomplete split)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  level      {}\n  tree flags {flags:#06x}{split}\n  high at    off {} len {}",
+                get_u16(b, tree::offsets::LEVEL),
+                get_u16(b, tree::offsets::HIGH_OFFSET),
+                get_u16(b, tree::offsets::HIGH_LEN)
+            );
+        }
+        _ => {}
+    }
+}
+
+/// What a tree item's rest holds, decoded for people (the dump and
+/// `keel inspect page --json`).
+#[derive(Debug)]
+pub enum TreeItemView<'a> {
+    /// An internal item's child.
+    Child(PageId),
+    /// A leaf value stored inline: its bytes.
+    Inline(&'a [u8]),
+    /// A leaf value stored in an overflow chain.
+    Overflow(OverflowHead),
+    /// A rest that does not decode, and why.
+    Bad(String),
+}
+
+/// Item `i` of a node: its slot's offset and length, its key, and what its
+/// rest holds. Any bytes give a value or an error (invariant 9).
+pub fn tree_item<'p>(
+    page: &'p TreePage<&[u8]>,
+    bytes: &[u8],
+    i: usize,
+) -> Result<(u16, u16, &'p [u8], TreeItemView<'p>), PageError> {
+    let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i;
+    let (key, rest) = page.item(i)?;
+    let (off, len) = (get_u16(bytes, at), get_u16(bytes, at + 2));
+    let view = if page.is_leaf() {
+        match rest.split_first() {
+            Some((&VALUE_INLINE, value)) => TreeItemView::Inline(value),
+            Some((&VALUE_OVERFLOW, head)) => match OverflowHead::decode(head, page.page_id()) {
+                Ok(h) => TreeItemView::Overflow(h),
+                Err(e) => TreeItemView::Bad(e.to_string()),
+            },
+            Some((kind, _)) => TreeItemView::Bad(format!("unknown value kind {kind}")),
+            None => TreeItemView::Bad("no value kind".to_owned()),
+        }
+    } else {
+        match page.child(i) {
+            Ok(c) => TreeItemView::Child(c),
+            Err(e) => TreeItemView::Bad(e.to_string()),
+        }
+    };
+    Ok((off, len, key, view))
+}
+
+/// A tree key for people: hex and printable, the empty key by its meaning.
+fn key_text(key: &[u8]) -> String {
+    if key.is_empty() {
+        "(minus infinity)".to_owned()
+    } else {
+        preview_bytes(key, KEY_PREVIEW_BYTES)
+    }
+}
+
+fn tree_lines(out: &mut String, page: &TreePage<&[u8]>, bytes: &[u8], preview: usize) {
+    let high = page.high_key().map_or_else(|| "none".to_owned(), key_text);
+    let right = page
+        .right_link()
+        .map_or_else(|| "none".to_owned(), |p| p.to_string());
+    let _ = writeln!(out, "  high key   {high}\n  right link {right}");
+    let _ = writeln!(out, "items:");
+    for i in 0..page.len() {
+        let line = match tree_item(page, bytes, i) {
+            Err(e) => format!("ERROR {e}"),
+            Ok((off, len, key, view)) => {
+                let what = match view {
+                    TreeItemView::Child(c) => format!("child {c}"),
+                    TreeItemView::Inline(v) => {
+                        format!("inline {} bytes: {}", v.len(), preview_bytes(v, preview))
+                    }
+                    TreeItemView::Overflow(h) => format!(
+                        "overflow: {} bytes in {} pages from page {}",
+                        h.total_len, h.page_count, h.first_page
+                    ),
+                    TreeItemView::Bad(e) => format!("ERROR {e}"),
+                };
+                format!("off {off:>4} len {len:>4} key {} {what}", key_text(key))
+            }
+        };
+        let _ = writeln!(out, "  [{i:>4}] {line}");
     }
 }
 

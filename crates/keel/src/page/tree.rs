@@ -53,6 +53,8 @@ use super::header::{
 };
 use crate::types::PageId;
 
+pub mod check;
+
 /// Bytes of a node's header: the common header and the tree fields.
 pub const TREE_HEADER_SIZE: usize = 48;
 /// Size of a slot array entry.
