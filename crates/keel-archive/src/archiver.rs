@@ -191,7 +191,9 @@ impl Shared {
 }
 
 /// A running archiver (module essay). Stopping it, explicitly or by
-/// dropping it, flushes the durable log first.
+/// dropping it, flushes the durable log first, retrying a failing store for
+/// up to `stop_timeout`. It holds an `Arc` of the database: stop it before
+/// closing the database.
 #[derive(Debug)]
 pub struct Archiver {
     db: Arc<Database>,
@@ -519,7 +521,12 @@ impl Worker {
                         st.retries += 1;
                         st.last_error = Some(Arc::new(e));
                     });
-                    self.shared.sleep(backoff);
+                    match self.shared.stopping() {
+                        // Draining: a stop request no longer cuts the wait
+                        // short, so retries keep their pace until the deadline.
+                        Some(_) => std::thread::sleep(backoff),
+                        None => self.shared.sleep(backoff),
+                    }
                     backoff = (backoff * 2).min(self.options.max_backoff);
                 }
                 Err(e) => return Err(e),

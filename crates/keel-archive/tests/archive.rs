@@ -154,7 +154,10 @@ fn the_hold_keeps_the_log_until_it_is_archived() {
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
     faults.set_down(true);
     workload(&db, rel, 30, 20, 3);
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while archiver.status().retries == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let status = archiver.status();
     assert!(status.lag_bytes > 256 << 10, "{status:?}");
     assert!(status.last_error.is_some() && !status.failed, "{status:?}");
