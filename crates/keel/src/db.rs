@@ -330,6 +330,12 @@ impl Database {
         self.inner.store.wal.durable_lsn()
     }
 
+    /// The database's random id, chosen when its log was created (in every
+    /// WAL segment header; archives record it to refuse another's log).
+    pub fn database_id(&self) -> u64 {
+        self.inner.store.wal.database_id()
+    }
+
     /// A reader of the log's durable records from `from` (a record
     /// boundary, such as a checkpoint's redo point or the end of the last
     /// record read) up to [`durable_lsn`](Self::durable_lsn) as it is now:

@@ -1,0 +1,560 @@
+//! The continuous archiver: a background thread that ships the durable log
+//! to the archive in chunks, and holds the log until it has.
+//!
+//! ## Protocol
+//!
+//! 1. **Start** ([`Archiver::start`], on the caller's thread, so a bad
+//!    setting or a foreign archive fails at once). List the timeline's
+//!    chunks. None: archiving begins at `ArchiverOptions::start_lsn`, or at
+//!    the log's durable end. Otherwise it continues at the newest chunk's
+//!    end, after checking that chunk's header: another database's id, or an
+//!    end past this log's durable end (another history), is refused. Then
+//!    hold the log from there ([`Database::hold_log_from`]) and check that
+//!    it can still be read.
+//! 2. **Read** when `max_chunk_bytes` of new log are durable, or when log
+//!    has been durable and unread for `max_delay`, or on stop. Records are
+//!    read whole with [`Database::log_reader`] (which checks each record's
+//!    CRC and LSN) and appended to the open chunk, byte for byte as the log
+//!    holds them. The reader loads whole segments, so the archiver reads
+//!    in these batches rather than after every commit.
+//! 3. **Close a chunk** when it would pass `max_chunk_bytes`, when the next
+//!    record starts a new segment (chunks never span one), when its oldest
+//!    record was seen durable `max_delay` ago or more (a commit, or any
+//!    other record: a checkpoint's records matter to a restore too, and
+//!    `wait_archived(durable_lsn)` must finish), and on stop.
+//! 4. **Upload** create-only ([`Remote::put_create`]). A transient failure
+//!    (unreachable, timed out) is retried with backoff, forever while
+//!    running and until `stop_timeout` after a stop; the chunk's bytes do
+//!    not change between tries, so a try that landed but was reported as
+//!    failed is recognised by the next one. Any other failure (another
+//!    writer on the prefix, a refused request) stops the archiver.
+//! 5. **Landed**: the archive reaches the chunk's end; the log hold moves
+//!    there, so checkpoints may retire what is archived and nothing else
+//!    (the retention interlock); waiters are woken.
+//!
+//! ```text
+//!            start()                       stop()
+//!   [Starting] ──────> [Running] ──────────────────> [Draining] ──> [Stopped]
+//!                        │  ^  upload ok / retry         │ flushed, or
+//!                        │  └───────────┘                │ stop_timeout passed
+//!                        │ fatal error                   v
+//!                        └─────────────────────────> [Failed]
+//! ```
+//!
+//! A failed archiver keeps its hold: the log stays on disk past
+//! checkpoints, so nothing is lost while an operator looks; `status()`
+//! reports the error. The hold lives in the open [`Database`] only: after a
+//! restart the log is held again once an archiver starts, and a segment
+//! retired before that (a checkpoint at open) makes the next start fail
+//! with an error naming the LSN it cannot read, never a silent gap.
+//!
+//! One archiver per database: the hold is a single value.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use keel::Database;
+use keel::types::Lsn;
+use keel::wal::{Payload, RecordHeader, RecordType};
+use parking_lot::{Condvar, Mutex};
+
+use crate::chunk::{self, CHUNK_HEADER_SIZE, ChunkBuilder, MAX_RAW_BYTES};
+use crate::config::ArchiveTarget;
+use crate::error::{ArchiveError, Result};
+use crate::store::{Put, Remote};
+
+/// How the archiver batches and retries.
+#[derive(Clone, Debug)]
+pub struct ArchiverOptions {
+    /// The history the log belongs to (1 until a restore starts another).
+    pub timeline: u32,
+    /// A chunk holds at most this many bytes of records (uncompressed):
+    /// larger chunks mean fewer objects and requests, smaller ones less
+    /// log read again after an interruption. Between one record's size and
+    /// [`MAX_RAW_BYTES`].
+    pub max_chunk_bytes: usize,
+    /// A record (a commit, or any other) is uploaded at most about this
+    /// long after it became durable, plus the upload's own time: the
+    /// recovery point objective.
+    pub max_delay: Duration,
+    /// How often the thread looks at the durable end (an atomic load).
+    pub poll_interval: Duration,
+    /// Time limit of each request to the store.
+    pub op_timeout: Duration,
+    /// Longest wait between retries of a failed upload (backoff doubles
+    /// from `poll_interval` up to this).
+    pub max_backoff: Duration,
+    /// How long `stop` keeps retrying to flush the durable log.
+    pub stop_timeout: Duration,
+    /// Where archiving begins on an empty timeline (a record boundary whose
+    /// log is still on disk); `None`: the durable end of the log. Ignored
+    /// when the timeline has chunks: archiving continues after them.
+    pub start_lsn: Option<Lsn>,
+}
+
+impl Default for ArchiverOptions {
+    fn default() -> Self {
+        ArchiverOptions {
+            timeline: 1,
+            max_chunk_bytes: 8 << 20,
+            max_delay: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(10),
+            op_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(30),
+            start_lsn: None,
+        }
+    }
+}
+
+impl ArchiverOptions {
+    fn validate(&self) -> Result<()> {
+        let min = keel::wal::record::MAX_RECORD_SIZE;
+        if !(min..=MAX_RAW_BYTES).contains(&self.max_chunk_bytes) {
+            return Err(ArchiveError::Config(format!(
+                "max_chunk_bytes {} must be in {min}..={MAX_RAW_BYTES}",
+                self.max_chunk_bytes
+            )));
+        }
+        if self.timeline == 0 {
+            return Err(ArchiveError::Config("timeline 0 is reserved".into()));
+        }
+        if self.poll_interval.is_zero() || self.op_timeout.is_zero() {
+            return Err(ArchiveError::Config(
+                "poll_interval and op_timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the archiver has done so far.
+#[derive(Clone, Debug)]
+pub struct ArchiverStatus {
+    /// Every durable record below this LSN is in the archive.
+    pub archived_lsn: Lsn,
+    /// The log's durable end.
+    pub durable_lsn: Lsn,
+    /// Durable log bytes not yet archived.
+    pub lag_bytes: u64,
+    /// Chunks uploaded (including ones found already there).
+    pub chunks: u64,
+    /// Bytes uploaded (compressed, with headers).
+    pub bytes_uploaded: u64,
+    /// Uploads tried again after a transient failure.
+    pub retries: u64,
+    /// The most recent error, transient or final.
+    pub last_error: Option<Arc<ArchiveError>>,
+    /// Whether the archiver stopped on an error (`last_error` says which).
+    pub failed: bool,
+    /// Whether its thread still runs.
+    pub running: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    archived: Lsn,
+    chunks: u64,
+    bytes_uploaded: u64,
+    retries: u64,
+    last_error: Option<Arc<ArchiveError>>,
+    failed: bool,
+    running: bool,
+    /// Set by `stop`: retry uploads until then, then give up.
+    stop_deadline: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock());
+        self.changed.notify_all();
+    }
+
+    fn stopping(&self) -> Option<Instant> {
+        self.state.lock().stop_deadline
+    }
+
+    /// Sleeps up to `d`, waking early on a stop request.
+    fn sleep(&self, d: Duration) {
+        let mut st = self.state.lock();
+        if st.stop_deadline.is_none() {
+            self.changed.wait_for(&mut st, d);
+        }
+    }
+}
+
+/// A running archiver (module essay). Stopping it, explicitly or by
+/// dropping it, flushes the durable log first, retrying a failing store for
+/// up to `stop_timeout`. It holds an `Arc` of the database: stop it before
+/// closing the database.
+#[derive(Debug)]
+pub struct Archiver {
+    db: Arc<Database>,
+    stop_timeout: Duration,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Archiver {
+    /// Starts archiving `db`'s log to `target` (protocol step 1).
+    pub fn start(
+        db: Arc<Database>,
+        target: &ArchiveTarget,
+        options: ArchiverOptions,
+    ) -> Result<Archiver> {
+        options.validate()?;
+        let remote = Remote::open(target, options.op_timeout)?;
+        let start = resume_point(&db, &remote, &options)?;
+        db.hold_log_from(Some(start));
+        if let Err(e) = probe_log(&db, start) {
+            db.hold_log_from(None);
+            return Err(e);
+        }
+        let shared = Arc::new(Shared::default());
+        shared.update(|st| {
+            st.archived = start;
+            st.running = true;
+        });
+        let stop_timeout = options.stop_timeout;
+        let worker = Worker {
+            db: db.clone(),
+            chunk: ChunkBuilder::new(db.database_id(), options.timeline, start),
+            next_read: start,
+            unread_since: None,
+            oldest_seen: None,
+            staging: Vec::new(),
+            remote,
+            options,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("keel-archiver".into())
+            .spawn(move || worker.run())
+            .map_err(|e| ArchiveError::Config(format!("cannot start the archiver thread: {e}")))?;
+        Ok(Archiver {
+            db,
+            stop_timeout,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Every durable record below this LSN is in the archive.
+    pub fn archived_lsn(&self) -> Lsn {
+        self.shared.state.lock().archived
+    }
+
+    /// The archiver's counters, lag and last error.
+    pub fn status(&self) -> ArchiverStatus {
+        let durable = self.db.durable_lsn();
+        let st = self.shared.state.lock();
+        ArchiverStatus {
+            archived_lsn: st.archived,
+            durable_lsn: durable,
+            lag_bytes: durable.0.saturating_sub(st.archived.0),
+            chunks: st.chunks,
+            bytes_uploaded: st.bytes_uploaded,
+            retries: st.retries,
+            last_error: st.last_error.clone(),
+            failed: st.failed,
+            running: st.running,
+        }
+    }
+
+    /// Waits until the archive holds every record below `lsn` (for
+    /// example [`Database::durable_lsn`] after a commit). Fails if the
+    /// archiver stops first or `timeout` passes.
+    pub fn wait_archived(&self, lsn: Lsn, timeout: Duration) -> Result<Lsn> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.state.lock();
+        loop {
+            if st.archived >= lsn {
+                return Ok(st.archived);
+            }
+            if !st.running {
+                return Err(stopped_error(&st));
+            }
+            if self
+                .shared
+                .changed
+                .wait_until(&mut st, deadline)
+                .timed_out()
+                && st.archived < lsn
+            {
+                return Err(ArchiveError::WaitTimeout {
+                    lsn,
+                    archived: st.archived,
+                    after: timeout,
+                });
+            }
+        }
+    }
+
+    /// Flushes the durable log to the archive and stops; returns how far
+    /// the archive reaches. The log hold stays until the database closes,
+    /// so a later archiver continues where this one ended.
+    pub fn stop(mut self) -> Result<Lsn> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<Lsn> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(self.archived_lsn());
+        };
+        let deadline = Instant::now() + self.stop_timeout;
+        self.shared
+            .update(|st| st.stop_deadline = Some(*st.stop_deadline.get_or_insert(deadline)));
+        let _ = thread.join();
+        let st = self.shared.state.lock();
+        match st.failed {
+            true => Err(stopped_error(&st)),
+            false => Ok(st.archived),
+        }
+    }
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn stopped_error(st: &State) -> ArchiveError {
+    match (&st.last_error, st.failed) {
+        (Some(e), true) => ArchiveError::Failed(e.clone()),
+        _ => ArchiveError::Stopped {
+            archived: st.archived,
+        },
+    }
+}
+
+/// Where archiving continues (protocol step 1).
+fn resume_point(db: &Database, remote: &Remote, options: &ArchiverOptions) -> Result<Lsn> {
+    let chunks = remote.list_chunks(options.timeline)?;
+    let durable = db.durable_lsn();
+    let Some(newest) = chunks.last() else {
+        return Ok(options.start_lsn.unwrap_or(durable));
+    };
+    let name = newest.path.to_string();
+    let head = remote.get_prefix(&newest.path, CHUNK_HEADER_SIZE as u64)?;
+    let header = chunk::decode_header(&name, &head, newest.size)?;
+    if header.database_id != db.database_id() {
+        return Err(ArchiveError::WrongDatabase {
+            object: name,
+            expected: db.database_id(),
+            found: header.database_id,
+        });
+    }
+    if header.start != newest.start || header.timeline != options.timeline {
+        return Err(ArchiveError::Corrupt {
+            object: name,
+            place: crate::error::Place::Object(chunk::offsets::TIMELINE as u64),
+            reason: format!(
+                "header says timeline {} from LSN {}, its name says timeline {} from LSN {}",
+                header.timeline, header.start, options.timeline, newest.start
+            ),
+        });
+    }
+    if header.end > durable {
+        return Err(ArchiveError::AheadOfLog {
+            prefix: remote.prefix().to_string(),
+            archive_end: header.end,
+            durable,
+        });
+    }
+    Ok(header.end)
+}
+
+/// Checks that the log from `start` can be read (its segment not retired).
+fn probe_log(db: &Database, start: Lsn) -> Result<()> {
+    let log_err = |e: keel::Error| ArchiveError::Log {
+        from: start,
+        source: Box::new(e),
+    };
+    let mut reader = db.log_reader(start).map_err(log_err)?;
+    match reader.next() {
+        Some(Err(e)) => Err(log_err(e.into())),
+        _ => Ok(()),
+    }
+}
+
+/// The archiver thread's state (protocol steps 2–5).
+struct Worker {
+    db: Arc<Database>,
+    remote: Remote,
+    options: ArchiverOptions,
+    shared: Arc<Shared>,
+    /// The open chunk; its start is the archive's end.
+    chunk: ChunkBuilder,
+    /// Where the next read starts.
+    next_read: Lsn,
+    /// When durable log past `next_read` was first seen.
+    unread_since: Option<Instant>,
+    /// When the open chunk's oldest record was seen durable.
+    oldest_seen: Option<Instant>,
+    /// The payload of the record being appended.
+    staging: Vec<u8>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let result = self.run_loop();
+        self.shared.update(|st| {
+            if let Err(e) = result {
+                st.last_error = Some(Arc::new(e));
+                st.failed = true;
+            }
+            st.running = false;
+        });
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        loop {
+            let stopping = self.shared.stopping().is_some();
+            if self.read_due(stopping) {
+                self.read_durable()?;
+            }
+            let due = self
+                .oldest_seen
+                .is_some_and(|t| t.elapsed() >= self.options.max_delay);
+            if !self.chunk.is_empty() && (due || stopping) {
+                self.upload()?;
+            }
+            self.publish_caught_up();
+            if stopping {
+                return Ok(());
+            }
+            self.shared.sleep(self.options.poll_interval);
+        }
+    }
+
+    /// Whether to read the log now (protocol step 2).
+    fn read_due(&mut self, stopping: bool) -> bool {
+        let durable = self.db.durable_lsn();
+        if durable <= self.next_read {
+            return false;
+        }
+        let since = *self.unread_since.get_or_insert_with(Instant::now);
+        stopping
+            || durable.0 - self.next_read.0 >= self.options.max_chunk_bytes as u64
+            || since.elapsed() >= self.options.max_delay
+    }
+
+    /// Appends every durable record from `next_read` to the open chunk,
+    /// uploading chunks as they fill (protocol steps 2 and 3).
+    fn read_durable(&mut self) -> Result<()> {
+        let from = self.next_read;
+        let seen = self.unread_since.take().unwrap_or_else(Instant::now);
+        let log_err = |e: keel::Error| ArchiveError::Log {
+            from,
+            source: Box::new(e),
+        };
+        let mut reader = self.db.log_reader(from).map_err(log_err)?;
+        let mut staging = std::mem::take(&mut self.staging);
+        loop {
+            let item = reader.next_with(|h, payload| {
+                staging.clear();
+                staging.extend_from_slice(payload);
+                h
+            });
+            let Some(item) = item else { break };
+            let h = item.map_err(|e| log_err(e.into()))?;
+            let commit = commit_time(&h, &staging).map_err(log_err)?;
+            self.append(&h, &staging, commit, seen)?;
+        }
+        self.staging = staging;
+        self.next_read = reader.position();
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        h: &RecordHeader,
+        payload: &[u8],
+        commit: Option<u64>,
+        seen: Instant,
+    ) -> Result<()> {
+        let full = self.chunk.raw_len() + h.total_len as usize > self.options.max_chunk_bytes;
+        if !self.chunk.is_empty() && (full || !self.chunk.accepts(h.lsn)) {
+            self.upload()?;
+        }
+        if !self.chunk.accepts(h.lsn) {
+            return Err(ArchiveError::LogGap {
+                archive_end: self.chunk.end(),
+                record: h.lsn,
+            });
+        }
+        self.chunk.push(h, payload, commit);
+        self.oldest_seen.get_or_insert(seen);
+        Ok(())
+    }
+
+    /// Closes the open chunk and uploads it (protocol steps 4 and 5).
+    fn upload(&mut self) -> Result<()> {
+        let (header, bytes) = self.chunk.finish()?;
+        let path = self.remote.chunk_path(header.timeline, header.start);
+        self.put_with_retry(&path, &bytes)?;
+        self.oldest_seen = None;
+        self.db.hold_log_from(Some(header.end));
+        self.shared.update(|st| {
+            st.archived = st.archived.max(header.end);
+            st.chunks += 1;
+            st.bytes_uploaded += bytes.len() as u64;
+        });
+        Ok(())
+    }
+
+    fn put_with_retry(&self, path: &object_store::path::Path, bytes: &[u8]) -> Result<Put> {
+        let mut backoff = self.options.poll_interval;
+        loop {
+            match self.remote.put_create(path, bytes) {
+                Ok(put) => return Ok(put),
+                Err(e) if e.is_transient() && !self.past_stop_deadline() => {
+                    self.shared.update(|st| {
+                        st.retries += 1;
+                        st.last_error = Some(Arc::new(e));
+                    });
+                    match self.shared.stopping() {
+                        // Draining: a stop request no longer cuts the wait
+                        // short, so retries keep their pace until the deadline.
+                        Some(_) => std::thread::sleep(backoff),
+                        None => self.shared.sleep(backoff),
+                    }
+                    backoff = (backoff * 2).min(self.options.max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn past_stop_deadline(&self) -> bool {
+        self.shared.stopping().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// With no record waiting, the archive reaches as far as the reader
+    /// got (past padding and segment headers, which hold no record).
+    fn publish_caught_up(&self) {
+        if self.chunk.is_empty() {
+            let at = self.next_read;
+            self.shared.update(|st| st.archived = st.archived.max(at));
+        }
+    }
+}
+
+/// A commit record's time, if `h` is one.
+fn commit_time(h: &RecordHeader, payload: &[u8]) -> keel::Result<Option<u64>> {
+    if h.kind != RecordType::Commit {
+        return Ok(None);
+    }
+    match Payload::decode(h.kind, payload, h.lsn)? {
+        Payload::Commit { commit_time_us } => Ok(Some(commit_time_us)),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,38 @@
+//! Keel's WAL archive: the log, shipped continuously to object storage (S3,
+//! any S3-compatible server, or a local directory) so that a database's
+//! history survives the loss of its machine.
+//!
+//! The engine crate stays synchronous and knows nothing of object stores.
+//! It offers three hooks, and this crate builds on them alone:
+//! [`keel::Database::durable_lsn`] (how far the log is durable),
+//! [`keel::Database::log_reader`] (its validated records from an LSN), and
+//! [`keel::Database::hold_log_from`] (no checkpoint retires log at or above
+//! the hold). This crate runs `object_store` on a private tokio runtime
+//! and offers only blocking functions.
+//!
+//! - [`chunk`]: the archive object format (header, compressed records)
+//!   and its hostile-input decoder.
+//! - [`store`]: object naming and create-only uploads.
+//! - [`archiver`]: the background thread that follows the durable log.
+//! - [`verify`]: reading a timeline back, chunk by chunk, checking
+//!   continuity.
+//! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
+//! - [`config`]: targets and credentials (never from arguments, never
+//!   printed).
+//!
+//! Layout, formats and the plans for base backups, timelines and restore
+//! are in docs/storage.md, "WAL archive".
+
+pub mod archiver;
+pub mod chunk;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod store;
+pub mod verify;
+
+pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
+pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
+pub use error::{ArchiveError, Place, Result};
+pub use store::{Put, Remote};
+pub use verify::{ArchiveReader, TimelineReport};

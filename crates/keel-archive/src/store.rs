@@ -1,0 +1,229 @@
+//! The archive's view of its object store: synchronous calls over
+//! `object_store`'s async API, object naming, and create-only uploads.
+//!
+//! ## Layout under the prefix
+//!
+//! ```text
+//! <prefix>/wal/<timeline:08X>/<start LSN:016X>.chunk
+//! ```
+//!
+//! Fixed-width upper-case hex sorts by timeline, then by LSN, so a listing
+//! is the log in order. A chunk is named by its start alone, not its end:
+//! two writers continuing one history both try the same next start (the
+//! end of the newest chunk), so their create-only uploads collide on the
+//! same name and the second learns of the first, whatever sizes their
+//! chunks have. Named by start and end, two chunks of different sizes from
+//! the same start would both be accepted.
+//!
+//! ## Create-only uploads
+//!
+//! Every upload is `PutMode::Create` (`If-None-Match: *` on S3). If the
+//! name is taken, the stored object is fetched: equal byte for byte, it is
+//! this very chunk from an earlier try whose success was never reported (a
+//! timeout after the store had it) and the upload has succeeded; different,
+//! another writer owns the prefix and the upload fails with
+//! [`ArchiveError::SplitBrain`]. Nothing is ever overwritten or deleted.
+//!
+//! ## The runtime
+//!
+//! `object_store` is async. The archive keeps its own current-thread tokio
+//! runtime and blocks on each call, so embedders see plain functions and
+//! the engine stays free of async code. Each call has a time limit; past it
+//! the call fails with [`ArchiveError::Timeout`] (transient: retried).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use keel::types::Lsn;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::config::ArchiveTarget;
+use crate::error::{ArchiveError, Result};
+
+/// What a create-only upload found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// The object was created.
+    Created,
+    /// An identical object was already there (an earlier try landed).
+    AlreadyThere,
+}
+
+/// A chunk found by listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkObject {
+    /// Its path.
+    pub path: Path,
+    /// Its timeline (from the name).
+    pub timeline: u32,
+    /// Its start LSN (from the name).
+    pub start: Lsn,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A connection to the archive's store.
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &format_args!("{}", self.store))
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// Connects to `target`; each request may take up to `op_timeout`.
+    pub fn open(target: &ArchiveTarget, op_timeout: Duration) -> Result<Remote> {
+        let prefix = target.prefix.trim_matches('/').to_string();
+        if Path::parse(&prefix).is_err() {
+            return Err(ArchiveError::Config(format!(
+                "prefix {prefix:?} is not a valid object path"
+            )));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ArchiveError::Config(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(Remote {
+            store: target.build_store()?,
+            prefix,
+            rt,
+            op_timeout,
+        })
+    }
+
+    /// The prefix, for messages.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn under(&self, rest: &str) -> Path {
+        match self.prefix.is_empty() {
+            true => Path::from(rest),
+            false => Path::from(format!("{}/{rest}", self.prefix)),
+        }
+    }
+
+    /// The folder of a timeline's chunks.
+    pub fn timeline_dir(&self, timeline: u32) -> Path {
+        self.under(&format!("wal/{timeline:08X}"))
+    }
+
+    /// The name of the chunk of `timeline` starting at `start`.
+    pub fn chunk_path(&self, timeline: u32, start: Lsn) -> Path {
+        self.under(&format!("wal/{timeline:08X}/{:016X}.chunk", start.0))
+    }
+
+    fn block<T>(
+        &self,
+        op: &'static str,
+        object: &Path,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        let limit = self.op_timeout;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, f).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ArchiveError::Store {
+                op,
+                object: object.to_string(),
+                source,
+            }),
+            Err(_) => Err(ArchiveError::Timeout {
+                op,
+                object: object.to_string(),
+                after: limit,
+            }),
+        }
+    }
+
+    /// Uploads `bytes` to `path` only if nothing is there (module essay).
+    pub fn put_create(&self, path: &Path, bytes: &[u8]) -> Result<Put> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes.to_vec());
+        let put = self.store.put_opts(path, payload, opts);
+        match self.block("put", path, put) {
+            Ok(_) => Ok(Put::Created),
+            Err(ArchiveError::Store {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => match self.get(path)? == bytes {
+                true => Ok(Put::AlreadyThere),
+                false => Err(ArchiveError::SplitBrain {
+                    object: path.to_string(),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The whole object at `path`.
+    pub fn get(&self, path: &Path) -> Result<Vec<u8>> {
+        let get = async {
+            let r = self.store.get(path).await?;
+            r.bytes().await
+        };
+        Ok(self.block("get", path, get)?.to_vec())
+    }
+
+    /// The first `len` bytes of the object at `path` (fewer if it is
+    /// shorter).
+    pub fn get_prefix(&self, path: &Path, len: u64) -> Result<Vec<u8>> {
+        let get = async {
+            let opts = object_store::GetOptions {
+                range: Some((0..len).into()),
+                ..Default::default()
+            };
+            let r = self.store.get_opts(path, opts).await?;
+            r.bytes().await
+        };
+        Ok(self.block("get", path, get)?.to_vec())
+    }
+
+    /// Every chunk of `timeline`, in LSN order. An object under the
+    /// timeline's folder whose name is not a chunk's is an error naming it:
+    /// the prefix belongs to the archive alone.
+    pub fn list_chunks(&self, timeline: u32) -> Result<Vec<ChunkObject>> {
+        let dir = self.timeline_dir(timeline);
+        let list = self.store.list(Some(&dir)).try_collect::<Vec<_>>();
+        let metas = self.block("list", &dir, list)?;
+        let mut chunks = Vec::with_capacity(metas.len());
+        for m in metas {
+            let start = m
+                .location
+                .filename()
+                .and_then(|n| n.strip_suffix(".chunk"))
+                .filter(|hex| hex.len() == 16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| {
+                    ArchiveError::Config(format!(
+                        "{} is not a chunk name; the archive prefix must hold only the archive",
+                        m.location
+                    ))
+                })?;
+            chunks.push(ChunkObject {
+                path: m.location,
+                timeline,
+                start: Lsn(start),
+                size: m.size,
+            });
+        }
+        chunks.sort_by_key(|c| c.start);
+        Ok(chunks)
+    }
+}
