@@ -257,14 +257,17 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     let files = relation_files(dir, &mut report)?;
     let mut free: BTreeMap<u32, (PageFree, u32)> = BTreeMap::new();
     let mut catalog = Vec::new();
+    let mut trees = BTreeSet::new();
     for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
         let path = RelFile::Heap.path(dir, RelationId(id));
         let pages = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
-        check_tree_file(&path, id, pages.1, &mut report)?;
+        if check_tree_file(&path, id, pages.1, &mut report)? {
+            trees.insert(id);
+        }
         free.insert(id, pages);
     }
     report.relations = files.values().filter(|f| f.heap).count();
-    check_catalog(&files, &catalog, control.as_ref(), &mut report);
+    check_catalog(&files, &catalog, &trees, control.as_ref(), &mut report);
     for (&id, _) in files.iter().filter(|(_, f)| f.fsm) {
         check_fsm(dir, id, free.get(&id), &mut report)?;
     }
@@ -388,15 +391,16 @@ fn check_heap_file(
 }
 
 /// Walks the tree in relation `id`'s file of `pages` pages when its page 0
-/// is a tree meta page. Pages failing verification were reported by
-/// [`check_heap_file`]; the walk stops at them and says nothing more.
-fn check_tree_file(path: &Path, id: u32, pages: u32, report: &mut Report) -> Result<(), Failure> {
+/// is a tree meta page; returns whether it is. Pages failing verification
+/// were reported by [`check_heap_file`]; the walk stops at them and says
+/// nothing more.
+fn check_tree_file(path: &Path, id: u32, pages: u32, report: &mut Report) -> Result<bool, Failure> {
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
     let file = File::open(path).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
     let first = read_page(&file, 0, len).map_err(cannot)?;
     if first.as_deref().and_then(page_type) != Some(PageType::TreeMeta) {
-        return Ok(());
+        return Ok(false);
     }
     report.trees += 1;
     let mut failed: Option<std::io::Error> = None;
@@ -431,7 +435,7 @@ fn check_tree_file(path: &Path, id: u32, pages: u32, report: &mut Report) -> Res
             ProblemKind::Corrupt => report.error(at, p.what),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A catalog row as found on disk: where it is (for the report), its
@@ -453,6 +457,7 @@ fn collect_rows(page: &SlottedPage<&[u8]>, pid: PageId, at: &str, rows: &mut Vec
 fn check_catalog(
     files: &BTreeMap<u32, RelFiles>,
     rows: &[CatalogRow],
+    trees: &BTreeSet<u32>,
     control: Option<&Control>,
     report: &mut Report,
 ) {
@@ -463,8 +468,8 @@ fn check_catalog(
     let mut names: BTreeMap<String, u32> = BTreeMap::new();
     for (at, tid, bytes) in rows {
         // The engine's own decoder: what it refuses at open is an error here.
-        let (id, name) = match keel::heap::catalog::decode_row(*tid, bytes) {
-            Ok((id, name, _)) => (id.0, name),
+        let (id, name, kind) = match keel::heap::catalog::decode_row(*tid, bytes) {
+            Ok((id, name, kind)) => (id.0, name, kind),
             Err(e) => {
                 report.error(format!("catalog row at {at}"), e.to_string());
                 continue;
@@ -476,6 +481,21 @@ fn check_catalog(
         }
         if !named.insert(id) {
             report.error(&place, "relation id listed twice (or 0)");
+        }
+        let file_is_tree = trees.contains(&id);
+        if files.get(&id).is_some_and(|f| f.heap)
+            && (kind == keel::RelationKind::Tree) != file_is_tree
+        {
+            let what = format!(
+                "the catalog says {} but its file's page 0 is {}a tree meta page",
+                kind.name(),
+                if file_is_tree { "" } else { "not " }
+            );
+            if report.crashed {
+                report.warning(&place, format!("{what} (recovery may repair it)"));
+            } else {
+                report.error(&place, what);
+            }
         }
         if !files.get(&id).is_some_and(|f| f.heap) {
             let what = format!("its file {} is missing", rel_place(id, RelFile::Heap));
