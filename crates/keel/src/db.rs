@@ -350,6 +350,13 @@ impl Database {
             .until(end))
     }
 
+    /// Where the log is held from ([`hold_log_from`](Self::hold_log_from),
+    /// or `WalConfig::hold_at_open`: the first record of the oldest
+    /// segment present at open), if it is.
+    pub fn log_hold(&self) -> Option<Lsn> {
+        self.inner.store.wal.held_from()
+    }
+
     /// Keeps the log from `lsn` on (`None`: lifts the hold): checkpoints
     /// retire no segment holding log at or above it until the hold moves,
     /// so an archiver can ship every record before the log is recycled.

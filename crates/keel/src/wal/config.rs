@@ -97,6 +97,13 @@ pub struct WalConfig {
     pub min_wal_size_bytes: u64,
     /// How opening the log treats invalid bytes where it ends.
     pub recovery_mode: RecoveryMode,
+    /// Open with the log held from its oldest segment
+    /// ([`Wal::hold_from`](super::Wal::hold_from)): no retirement, not
+    /// even the checkpoint that ends recovery, removes or recycles a
+    /// segment until the hold is moved (`Database::hold_log_from`). For an
+    /// archiver, which must see every record before it leaves the
+    /// directory, and which moves the hold as it ships the log.
+    pub hold_at_open: bool,
 }
 
 impl Default for WalConfig {
@@ -113,6 +120,7 @@ impl Default for WalConfig {
             retention: RetentionPolicy::Recycle,
             min_wal_size_bytes: 80 << 20,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            hold_at_open: false,
         }
     }
 }

@@ -284,7 +284,13 @@ impl Wal {
             geometry,
             open_end: end,
             database_id: template.database_id,
-            hold: std::sync::atomic::AtomicU64::new(u64::MAX),
+            hold: std::sync::atomic::AtomicU64::new(if config.hold_at_open {
+                present
+                    .first()
+                    .map_or(end.0, |&n| geometry.first_record(n).0)
+            } else {
+                u64::MAX
+            }),
             segments,
             writer,
             background: None,
