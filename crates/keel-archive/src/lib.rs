@@ -35,4 +35,4 @@ pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use store::{Put, Remote};
-pub use verify::{ArchiveReader, TimelineReport};
+pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};
