@@ -17,6 +17,8 @@
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
+//! - `fuzz_targets` (feature `fuzz-targets`): the chunk decoder's fuzz
+//!   target body, for `fuzz/` and the corpus replay test.
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed).
 //!
@@ -28,6 +30,8 @@ pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod fault;
+#[cfg(feature = "fuzz-targets")]
+pub mod fuzz_targets;
 pub mod store;
 pub mod verify;
 
