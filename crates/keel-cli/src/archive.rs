@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_archive::{
-    ArchiveReader, ArchiveTarget, Credentials, S3Config, StoreConfig, TimelineSummary,
+    ArchiveError, ArchiveReader, ArchiveTarget, Credentials, S3Config, StoreConfig, TimelineSummary,
 };
 use serde_json::json;
 
@@ -128,21 +128,26 @@ pub fn parse_location(l: &Location) -> Result<ArchiveTarget, Failure> {
     Ok(ArchiveTarget::new(StoreConfig::S3(s3), prefix))
 }
 
+/// An archive error as one message: its text already includes its
+/// source's (the generic chain would repeat it).
+fn fail(e: ArchiveError) -> Failure {
+    Failure(e.to_string())
+}
+
 fn open(l: &Location) -> Result<ArchiveReader, Failure> {
     let target = parse_location(l)?;
-    Ok(ArchiveReader::open(
-        &target,
-        Duration::from_secs(l.timeout),
-    )?)
+    ArchiveReader::open(&target, Duration::from_secs(l.timeout)).map_err(fail)
 }
 
 fn list(args: &ListArgs) -> Result<(), Failure> {
     let reader = open(&args.location)?;
     let summaries = reader
-        .timelines()?
+        .timelines()
+        .map_err(fail)?
         .into_iter()
         .map(|t| reader.summarize(t))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
     if args.json {
         let timelines: Vec<_> = summaries.iter().map(summary_json).collect();
         println!(
@@ -195,7 +200,7 @@ fn summary_json(s: &TimelineSummary) -> serde_json::Value {
 
 fn verify(l: &Location) -> Result<(), Failure> {
     let reader = open(l)?;
-    let timelines = reader.timelines()?;
+    let timelines = reader.timelines().map_err(fail)?;
     if timelines.is_empty() {
         return Err(Failure(format!(
             "{}: no chunks to verify (is the URL right?)",
@@ -207,7 +212,7 @@ fn verify(l: &Location) -> Result<(), Failure> {
     for t in timelines {
         let r = reader
             .verify(t, database_id)
-            .map_err(|e| Failure(format!("timeline {t:08X}: {}", Failure::from(e).0)))?;
+            .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
         database_id = Some(r.database_id);
         println!(
             "timeline {t:08X}: {} chunks, {} records, LSN {}..{}, commits {} .. {}, {} stored \

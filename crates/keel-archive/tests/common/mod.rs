@@ -147,6 +147,7 @@ pub fn continues_after_a_restart(target: &ArchiveTarget) {
     a.stop().unwrap();
     let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
     let report = reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(reader.timelines().unwrap(), vec![1]);
     assert_eq!(report.start, start);
     assert!(report.end > first_end);
     let archived = archive_records(&reader, db.database_id());
