@@ -17,6 +17,8 @@
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
+//! - `fuzz_targets` (feature `fuzz-targets`): the chunk decoder's fuzz
+//!   target body, for `fuzz/` and the corpus replay test.
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed).
 //!
@@ -28,6 +30,8 @@ pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod fault;
+#[cfg(feature = "fuzz-targets")]
+pub mod fuzz_targets;
 pub mod store;
 pub mod verify;
 
@@ -35,4 +39,4 @@ pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use store::{Put, Remote};
-pub use verify::{ArchiveReader, TimelineReport};
+pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};

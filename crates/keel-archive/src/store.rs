@@ -195,6 +195,30 @@ impl Remote {
         Ok(self.block("get", path, get)?.to_vec())
     }
 
+    /// The timelines that have a folder under `wal/`, in order. A folder
+    /// whose name is not a timeline's (eight hex digits, not zero) is an
+    /// error naming it, as in [`list_chunks`](Self::list_chunks).
+    pub fn list_timelines(&self) -> Result<Vec<u32>> {
+        let dir = self.under("wal");
+        let listing = self.block("list", &dir, self.store.list_with_delimiter(Some(&dir)))?;
+        let mut timelines = Vec::with_capacity(listing.common_prefixes.len());
+        for folder in listing.common_prefixes {
+            let timeline = folder
+                .filename()
+                .filter(|hex| hex.len() == 8)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .filter(|&t| t != 0)
+                .ok_or_else(|| {
+                    ArchiveError::Config(format!(
+                        "{folder} is not a timeline folder; the archive prefix must hold only the archive"
+                    ))
+                })?;
+            timelines.push(timeline);
+        }
+        timelines.sort_unstable();
+        Ok(timelines)
+    }
+
     /// Every chunk of `timeline`, in LSN order. An object under the
     /// timeline's folder whose name is not a chunk's is an error naming it:
     /// the prefix belongs to the archive alone.

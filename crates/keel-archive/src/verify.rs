@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keel::types::Lsn;
 
-use crate::chunk::{self, Chunk, Expect};
+use crate::chunk::{self, Chunk, ChunkHeader, Expect};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
 use crate::store::{ChunkObject, Remote};
@@ -38,6 +38,66 @@ pub struct TimelineReport {
     pub max_commit_time_us: u64,
 }
 
+/// The range of commit times in a run of chunks (µs since the epoch; 0
+/// for none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitTimes {
+    /// Earliest commit time, 0 if none.
+    pub min_us: u64,
+    /// Latest commit time, 0 if none.
+    pub max_us: u64,
+}
+
+impl CommitTimes {
+    /// Adds a chunk's range (0, 0 for a chunk without commits).
+    pub fn add(&mut self, min_us: u64, max_us: u64) {
+        if min_us != 0 {
+            self.min_us = match self.min_us {
+                0 => min_us,
+                m => m.min(min_us),
+            };
+        }
+        self.max_us = self.max_us.max(max_us);
+    }
+}
+
+/// A timeline as its chunks' headers describe it (nothing verified
+/// beyond each header's own CRC).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimelineSummary {
+    /// The timeline.
+    pub timeline: u32,
+    /// The database the first chunk names (0 when there are none).
+    pub database_id: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Places where a chunk does not start at the previous one's end.
+    pub gaps: u64,
+    /// Stored bytes (compressed, with headers).
+    pub stored_bytes: u64,
+    /// Where the first chunk starts.
+    pub start: Lsn,
+    /// Where the last chunk ends.
+    pub end: Lsn,
+    /// The commit times the chunks cover.
+    pub times: CommitTimes,
+}
+
+/// A chunk's header must agree with its name (timeline and start).
+fn check_name(object: &ChunkObject, h: &ChunkHeader) -> Result<()> {
+    if h.start == object.start && h.timeline == object.timeline {
+        return Ok(());
+    }
+    Err(ArchiveError::Corrupt {
+        object: object.path.to_string(),
+        place: Place::Object(chunk::offsets::TIMELINE as u64),
+        reason: format!(
+            "header says timeline {} from LSN {}, the name says timeline {} from LSN {}",
+            h.timeline, h.start, object.timeline, object.start
+        ),
+    })
+}
+
 /// Reads an archive.
 #[derive(Debug)]
 pub struct ArchiveReader {
@@ -57,22 +117,53 @@ impl ArchiveReader {
         self.remote.list_chunks(timeline)
     }
 
+    /// The timelines the archive holds, in order.
+    pub fn timelines(&self) -> Result<Vec<u32>> {
+        self.remote.list_timelines()
+    }
+
     /// Reads and verifies one chunk against `expect` and its own name.
     pub fn read_chunk(&self, object: &ChunkObject, expect: &Expect) -> Result<Chunk> {
-        let name = object.path.to_string();
         let bytes = self.remote.get(&object.path)?;
-        let chunk = chunk::decode(&name, &bytes, expect)?;
-        if chunk.header.start != object.start || chunk.header.timeline != object.timeline {
-            return Err(ArchiveError::Corrupt {
-                object: name,
-                place: Place::Object(chunk::offsets::TIMELINE as u64),
-                reason: format!(
-                    "header says timeline {} from LSN {}, the name says timeline {} from LSN {}",
-                    chunk.header.timeline, chunk.header.start, object.timeline, object.start
-                ),
-            });
-        }
+        let chunk = chunk::decode(object.path.as_ref(), &bytes, expect)?;
+        check_name(object, &chunk.header)?;
         Ok(chunk)
+    }
+
+    /// Reads one chunk's header alone (a ranged read of its first bytes),
+    /// checked (magic, CRC, sizes against the object's length) and against
+    /// its name; the body is not read.
+    pub fn read_header(&self, object: &ChunkObject) -> Result<ChunkHeader> {
+        let head = self
+            .remote
+            .get_prefix(&object.path, chunk::CHUNK_HEADER_SIZE as u64)?;
+        let header = chunk::decode_header(object.path.as_ref(), &head, object.size)?;
+        check_name(object, &header)?;
+        Ok(header)
+    }
+
+    /// Summarizes `timeline` from its chunks' headers alone: cheap (one
+    /// small read per chunk), but it checks no body; see
+    /// [`verify`](Self::verify) for that.
+    pub fn summarize(&self, timeline: u32) -> Result<TimelineSummary> {
+        let mut s = TimelineSummary {
+            timeline,
+            ..TimelineSummary::default()
+        };
+        for object in self.chunks(timeline)? {
+            let h = self.read_header(&object)?;
+            if s.chunks == 0 {
+                s.database_id = h.database_id;
+                s.start = h.start;
+            } else if h.start != s.end {
+                s.gaps += 1;
+            }
+            s.chunks += 1;
+            s.stored_bytes += object.size;
+            s.end = h.end;
+            s.times.add(h.min_commit_time_us, h.max_commit_time_us);
+        }
+        Ok(s)
     }
 
     /// Reads every chunk of `timeline` in order, verifying each and the
@@ -103,13 +194,12 @@ impl ArchiveReader {
             report.stored_bytes += object.size;
             report.raw_bytes += u64::from(h.raw_len);
             report.end = h.end;
-            if h.min_commit_time_us != 0 {
-                report.min_commit_time_us = match report.min_commit_time_us {
-                    0 => h.min_commit_time_us,
-                    m => m.min(h.min_commit_time_us),
-                };
-            }
-            report.max_commit_time_us = report.max_commit_time_us.max(h.max_commit_time_us);
+            let mut times = CommitTimes {
+                min_us: report.min_commit_time_us,
+                max_us: report.max_commit_time_us,
+            };
+            times.add(h.min_commit_time_us, h.max_commit_time_us);
+            (report.min_commit_time_us, report.max_commit_time_us) = (times.min_us, times.max_us);
             expect.database_id = Some(h.database_id);
             expect.start = Some(h.end);
             visit(&chunk)?;

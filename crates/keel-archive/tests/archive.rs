@@ -78,51 +78,11 @@ fn uploads_survive_every_fault_shape_and_a_lost_reply_is_success() {
     assert!(stats.gets >= 2, "{stats:?}");
 }
 
-/// A create-only put that finds the name taken by other bytes means
-/// another writer: a copy of the data directory (same database id)
-/// archiving its own, different history to the same prefix.
+/// A second writer on the prefix is stopped; nothing is overwritten.
 #[test]
 fn a_second_writer_on_the_prefix_is_stopped_and_nothing_is_overwritten() {
-    let (store, target) = memory();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let rel = db.create_relation("r").unwrap();
-    Arc::try_unwrap(db).unwrap().close().unwrap();
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
-    let (db1, db2) = (open(dir.path()), open(copy.path()));
-    assert_eq!(db1.database_id(), db2.database_id());
-    // Both start on the empty prefix, at the same LSN.
-    let a1 = Archiver::start(db1.clone(), &target, fast()).unwrap();
-    let a2 = Archiver::start(db2.clone(), &target, fast()).unwrap();
-    workload(&db1, rel, 5, 10, 0);
-    a1.wait_archived(db1.durable_lsn(), Duration::from_secs(10))
-        .unwrap();
-    let before = snapshot(&store);
-    // The copy commits something else from the same LSN.
-    let mut tx = db2.begin().unwrap();
-    tx.insert(rel, b"another history").unwrap();
-    tx.commit().unwrap();
-    let err = a2
-        .wait_archived(db2.durable_lsn(), Duration::from_secs(10))
-        .unwrap_err();
-    match &err {
-        ArchiveError::Failed(e) => {
-            assert!(matches!(**e, ArchiveError::SplitBrain { .. }), "{e}")
-        }
-        e => panic!("expected a split-brain failure, got {e}"),
-    }
-    assert!(err.to_string().contains("another writer"), "{err}");
-    assert!(a2.status().failed);
-    assert_eq!(
-        snapshot(&store),
-        before,
-        "the first writer's chunks are intact"
-    );
-    assert!(a2.stop().is_err());
-    a1.stop().unwrap();
-    let reader = ArchiveReader::open(&target, Duration::from_secs(5)).unwrap();
-    reader.verify(1, Some(db1.database_id())).unwrap();
+    let (_, target) = memory();
+    second_writer_is_stopped(&target);
 }
 
 #[test]
@@ -189,30 +149,11 @@ fn the_hold_keeps_the_log_until_it_is_archived() {
 }
 
 /// After a clean stop and a restart the archiver continues at the newest
-/// chunk's end, and the timeline stays one continuous chain.
+/// chunk's end.
 #[test]
 fn archiving_continues_after_a_restart() {
     let (_, target) = memory();
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let rel = db.create_relation("r").unwrap();
-    let start = db.durable_lsn();
-    let a = Archiver::start(db.clone(), &target, fast()).unwrap();
-    workload(&db, rel, 10, 10, 0);
-    let first_end = a.stop().unwrap();
-    Arc::try_unwrap(db).unwrap().close().unwrap();
-    let db = open(dir.path());
-    let a = Archiver::start(db.clone(), &target, fast()).unwrap();
-    workload(&db, rel, 10, 10, 0);
-    a.wait_archived(db.durable_lsn(), Duration::from_secs(10))
-        .unwrap();
-    a.stop().unwrap();
-    let reader = ArchiveReader::open(&target, Duration::from_secs(5)).unwrap();
-    let report = reader.verify(1, Some(db.database_id())).unwrap();
-    assert_eq!(report.start, start);
-    assert!(report.end > first_end);
-    let archived = archive_records(&reader, db.database_id());
-    assert!(archived == log_records(&db, start));
+    continues_after_a_restart(&target);
 }
 
 /// A long `max_delay` uploads nothing on its own; `stop` still flushes
@@ -339,30 +280,4 @@ fn put(store: &InMemory, path: &object_store::path::Path, bytes: Vec<u8>) {
 
 fn delete(store: &InMemory, path: &object_store::path::Path) {
     rt().block_on(async { store.delete(path).await.unwrap() });
-}
-
-/// Every object's name and bytes.
-fn snapshot(store: &InMemory) -> Vec<(String, Vec<u8>)> {
-    use futures::TryStreamExt;
-    let metas: Vec<_> = rt().block_on(async { store.list(None).try_collect().await.unwrap() });
-    let mut out: Vec<(String, Vec<u8>)> = metas
-        .into_iter()
-        .map(|m: object_store::ObjectMeta| (m.location.to_string(), get(store, &m.location)))
-        .collect();
-    out.sort();
-    out
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        match e.file_type().unwrap().is_dir() {
-            true => copy_dir(&e.path(), &target),
-            false => {
-                std::fs::copy(e.path(), target).unwrap();
-            }
-        }
-    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use keel_archive::{
-    ArchiveError, ArchiveTarget, Archiver, Credentials, Put, Remote, S3Config, Secret, StoreConfig,
+    ArchiveError, ArchiveTarget, Archiver, Credentials, Remote, S3Config, Secret, StoreConfig,
 };
 
 const ACCESS_KEY: &str = "keel-test-access";
@@ -93,24 +93,23 @@ fn a_workload_archived_over_s3_equals_the_log() {
     archive_and_compare(&server.target(SECRET_KEY, "db1"), fast());
 }
 
-/// Create-only puts over the wire: a second put of the same bytes is a
-/// retried upload; of other bytes, another writer.
+/// Create-only puts over the wire: a retried upload, and another writer.
 #[test]
 fn create_only_puts_tell_a_retry_from_another_writer() {
     let server = Server::start();
-    let remote = Remote::open(&server.target(SECRET_KEY, "p"), Duration::from_secs(5)).unwrap();
-    let path = remote.chunk_path(1, keel::Lsn(4096));
-    assert_eq!(
-        remote.put_create(&path, b"chunk one").unwrap(),
-        Put::Created
-    );
-    assert_eq!(
-        remote.put_create(&path, b"chunk one").unwrap(),
-        Put::AlreadyThere
-    );
-    let e = remote.put_create(&path, b"chunk two").unwrap_err();
-    assert!(matches!(e, ArchiveError::SplitBrain { .. }), "{e}");
-    assert_eq!(remote.get(&path).unwrap(), b"chunk one");
+    create_only_puts(&server.target(SECRET_KEY, "p"));
+}
+
+#[test]
+fn archiving_over_s3_continues_after_a_restart() {
+    let server = Server::start();
+    continues_after_a_restart(&server.target(SECRET_KEY, "restart"));
+}
+
+#[test]
+fn a_second_writer_over_s3_is_stopped_and_nothing_is_overwritten() {
+    let server = Server::start();
+    second_writer_is_stopped(&server.target(SECRET_KEY, "split"));
 }
 
 /// A wrong secret is refused by the server's signature check; the error

@@ -5,6 +5,7 @@
 //! (corruption, a lost commit), 2 on bad usage (clap's own exit code); errors
 //! go to stderr as one line, `keel: error: …`.
 
+mod archive;
 mod bench;
 mod check;
 mod checkpoint;
@@ -61,6 +62,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Open (recover), take a checkpoint, print it, and close.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// The WAL archive in object storage: list its timelines, verify it.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Print the format diagrams generated from the code (docs/wal-records.md,
     /// docs/headers.md).
     Docs(docs::DocsArgs),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Crashtest(args) => return crashtest::run(args),
         Command::Check(args) => return check::run(args),
         Command::Docs(args) => docs::run(args),
+        Command::Archive(cmd) => archive::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

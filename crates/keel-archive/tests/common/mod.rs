@@ -10,7 +10,9 @@ use keel::buffer::BufferConfig;
 use keel::types::Lsn;
 use keel::wal::RecordHeader;
 use keel::{Config, Database, RelationId};
-use keel_archive::{ArchiveReader, ArchiverOptions};
+use keel_archive::{
+    ArchiveError, ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, Put, Remote,
+};
 
 /// A record: its header and payload.
 pub type Rec = (RecordHeader, Vec<u8>);
@@ -91,12 +93,12 @@ pub fn archive_records(reader: &ArchiveReader, database_id: u64) -> Vec<Rec> {
 /// Archives a workload through `target`, waits for it, stops, and checks
 /// the archive: every chunk decodes, the chain is continuous, and its
 /// records are exactly the log's from where archiving began.
-pub fn archive_and_compare(target: &keel_archive::ArchiveTarget, options: ArchiverOptions) {
+pub fn archive_and_compare(target: &ArchiveTarget, options: ArchiverOptions) {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     let rel = db.create_relation("r").unwrap();
     let start = db.durable_lsn();
-    let archiver = keel_archive::Archiver::start(db.clone(), target, options).unwrap();
+    let archiver = Archiver::start(db.clone(), target, options).unwrap();
     // No checkpoints: the log must stay to be compared (once archived,
     // a checkpoint may retire it).
     workload(&db, rel, 40, 20, 0);
@@ -124,4 +126,131 @@ pub fn archive_and_compare(target: &keel_archive::ArchiveTarget, options: Archiv
         "the archive's records differ from the log's"
     );
     assert_eq!(report.records, logged.len() as u64);
+}
+
+/// After a clean stop and a restart the archiver continues at the newest
+/// chunk's end, and the timeline stays one continuous chain.
+pub fn continues_after_a_restart(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let a = Archiver::start(db.clone(), target, fast()).unwrap();
+    workload(&db, rel, 10, 10, 0);
+    let first_end = a.stop().unwrap();
+    Arc::try_unwrap(db).unwrap().close().unwrap();
+    let db = open(dir.path());
+    let a = Archiver::start(db.clone(), target, fast()).unwrap();
+    workload(&db, rel, 10, 10, 0);
+    a.wait_archived(db.durable_lsn(), Duration::from_secs(10))
+        .unwrap();
+    a.stop().unwrap();
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    let report = reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(reader.timelines().unwrap(), vec![1]);
+    assert_eq!(report.start, start);
+    assert!(report.end > first_end);
+    let archived = archive_records(&reader, db.database_id());
+    assert!(archived == log_records(&db, start));
+}
+
+/// A create-only put that finds the name taken by other bytes means
+/// another writer: a copy of the data directory (same database id)
+/// archiving its own, different history to the same prefix. The second
+/// writer stops with a split-brain error; the first one's objects are
+/// untouched and its timeline still verifies.
+pub fn second_writer_is_stopped(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    Arc::try_unwrap(db).unwrap().close().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let (db1, db2) = (open(dir.path()), open(copy.path()));
+    assert_eq!(db1.database_id(), db2.database_id());
+    // Both start on the empty prefix, at the same LSN.
+    let a1 = Archiver::start(db1.clone(), target, fast()).unwrap();
+    let a2 = Archiver::start(db2.clone(), target, fast()).unwrap();
+    workload(&db1, rel, 5, 10, 0);
+    a1.wait_archived(db1.durable_lsn(), Duration::from_secs(10))
+        .unwrap();
+    let before = snapshot(target);
+    assert!(!before.is_empty());
+    // The copy commits something else from the same LSN.
+    let mut tx = db2.begin().unwrap();
+    tx.insert(rel, b"another history").unwrap();
+    tx.commit().unwrap();
+    let err = a2
+        .wait_archived(db2.durable_lsn(), Duration::from_secs(10))
+        .unwrap_err();
+    match &err {
+        ArchiveError::Failed(e) => {
+            assert!(matches!(**e, ArchiveError::SplitBrain { .. }), "{e}")
+        }
+        e => panic!("expected a split-brain failure, got {e}"),
+    }
+    assert!(err.to_string().contains("another writer"), "{err}");
+    assert!(a2.status().failed);
+    assert!(
+        snapshot(target) == before,
+        "the first writer's chunks are intact"
+    );
+    assert!(a2.stop().is_err());
+    a1.stop().unwrap();
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    reader.verify(1, Some(db1.database_id())).unwrap();
+}
+
+/// Create-only puts: a second put of the same bytes is a retried upload;
+/// of other bytes, another writer, and the first bytes stay.
+pub fn create_only_puts(target: &ArchiveTarget) {
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let path = remote.chunk_path(1, Lsn(4096));
+    assert_eq!(
+        remote.put_create(&path, b"chunk one").unwrap(),
+        Put::Created
+    );
+    assert_eq!(
+        remote.put_create(&path, b"chunk one").unwrap(),
+        Put::AlreadyThere
+    );
+    let e = remote.put_create(&path, b"chunk two").unwrap_err();
+    assert!(matches!(e, ArchiveError::SplitBrain { .. }), "{e}");
+    assert_eq!(remote.get(&path).unwrap(), b"chunk one");
+}
+
+/// Every object under the target's prefix: name and bytes, sorted.
+pub fn snapshot(target: &ArchiveTarget) -> Vec<(String, Vec<u8>)> {
+    use futures::TryStreamExt;
+    let store = target.build_store().unwrap();
+    let prefix = object_store::path::Path::from(target.prefix.trim_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metas: Vec<object_store::ObjectMeta> =
+            store.list(Some(&prefix)).try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for m in metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            out.push((m.location.to_string(), bytes.to_vec()));
+        }
+        out.sort();
+        out
+    })
+}
+
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        match e.file_type().unwrap().is_dir() {
+            true => copy_dir(&e.path(), &target),
+            false => {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
 }

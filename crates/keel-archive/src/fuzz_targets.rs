@@ -1,0 +1,98 @@
+//! The body of the cargo-fuzz target `chunk_decode` in `fuzz/`, kept in
+//! the library so the normal test suite replays the committed corpus
+//! through exactly the same code (`tests/fuzz_corpus.rs`). It asserts the
+//! chunk decoder's contract (invariant 9): any bytes give a chunk or an
+//! error, never a panic, and whatever decodes is a chunk the archiver
+//! could have written.
+//!
+//! Built only with the `fuzz-targets` feature (the fuzz crate and this
+//! crate's own tests turn it on). It is the one module allowed to
+//! `expect`: an oracle's broken expectation is the finding, reported as a
+//! panic.
+
+#![allow(clippy::expect_used)]
+
+use keel::checksum::crc32c;
+use keel::wal::Payload;
+use keel::wal::record::RecordType;
+
+use crate::chunk::{self, CHUNK_HEADER_SIZE, ChunkBuilder, Expect, offsets};
+use crate::error::ArchiveError;
+
+/// Mode bit: rewrite the body CRC (and, with [`FIX_BODY_LEN`], the body
+/// length) and then the header CRC, so mutated inputs get past the
+/// checksums into decompression and the record walk.
+pub const RESEAL: u8 = 1;
+/// Mode bit: set the header's body length to the object's.
+pub const FIX_BODY_LEN: u8 = 2;
+
+/// Chunk decoding over arbitrary bytes: the first byte is the mode
+/// ([`RESEAL`], [`FIX_BODY_LEN`]), the rest the object. Whatever decodes
+/// must: decode again with its own database id, timeline and start
+/// expected; be refused as another database's with any other id; and
+/// rebuild, record by record through [`ChunkBuilder`], into a chunk with
+/// the same header (but for the compressed body's length and CRC) and the
+/// same record bytes.
+pub fn chunk_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & RESEAL != 0 && bytes.len() >= CHUNK_HEADER_SIZE {
+        reseal(&mut bytes, mode & FIX_BODY_LEN != 0);
+    }
+    let _ = chunk::decode_header("fuzz", &bytes, bytes.len() as u64);
+    let Ok(c) = chunk::decode("fuzz", &bytes, &Expect::default()) else {
+        return;
+    };
+    let h = c.header;
+    let own = Expect {
+        database_id: Some(h.database_id),
+        timeline: Some(h.timeline),
+        start: Some(h.start),
+    };
+    chunk::decode("fuzz", &bytes, &own).expect("a chunk decodes as what it says it is");
+    let foreign = Expect {
+        database_id: Some(h.database_id ^ 1),
+        ..Expect::default()
+    };
+    let e = chunk::decode("fuzz", &bytes, &foreign).expect_err("another database's chunk");
+    assert!(matches!(e, ArchiveError::WrongDatabase { .. }), "{e}");
+
+    let mut b = ChunkBuilder::new(h.database_id, h.timeline, h.start);
+    for (rh, payload) in c.records() {
+        assert!(
+            b.accepts(rh.lsn),
+            "a decoded chunk's records are contiguous"
+        );
+        let commit = match (rh.kind, Payload::decode(rh.kind, payload, rh.lsn)) {
+            (RecordType::Commit, Ok(Payload::Commit { commit_time_us })) => Some(commit_time_us),
+            (RecordType::Commit, _) => panic!("a decoded chunk's commit record decodes"),
+            _ => None,
+        };
+        b.push(rh, payload, commit);
+    }
+    let (again, rebuilt) = b.finish().expect("a decoded chunk rebuilds");
+    // The compressed body may differ (zstd has many encodings of one
+    // input); everything else is the same.
+    let same = chunk::ChunkHeader {
+        body_len: again.body_len,
+        body_crc: again.body_crc,
+        ..h
+    };
+    assert_eq!(again, same, "a decoded chunk rebuilds with the same header");
+    let back = chunk::decode("rebuilt", &rebuilt, &own).expect("a rebuilt chunk decodes");
+    assert_eq!(back.raw(), c.raw(), "records rebuild byte for byte");
+}
+
+/// Rewrites the body CRC (and length) and then the header CRC.
+fn reseal(bytes: &mut [u8], fix_len: bool) {
+    let body_len = (bytes.len() - CHUNK_HEADER_SIZE) as u32;
+    if fix_len {
+        bytes[offsets::BODY_LEN..offsets::BODY_LEN + 4].copy_from_slice(&body_len.to_le_bytes());
+    }
+    let body_crc = crc32c(&bytes[CHUNK_HEADER_SIZE..]);
+    bytes[offsets::BODY_CRC..offsets::BODY_CRC + 4].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c(&bytes[..offsets::HEADER_CRC]);
+    bytes[offsets::HEADER_CRC..offsets::HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
+}

@@ -1,0 +1,258 @@
+//! `keel archive list` and `keel archive verify`: what a WAL archive holds,
+//! and whether all of it can be trusted.
+//!
+//! The archive is named by a URL: `s3://BUCKET/PREFIX` (with `--endpoint`
+//! for an S3-compatible server such as SeaweedFS or MinIO, and `--region`),
+//! or `file:///DIR` for a local directory. Credentials are never arguments
+//! (a command line is visible to every user of the machine): they come
+//! from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`) or from the file `--credentials-file` names, which
+//! only its owner may read or write (keel-archive's `config` module has the
+//! format). Nothing here prints a secret.
+//!
+//! - `list` reads only each chunk's 72-byte header (one ranged read per
+//!   chunk) and shows, per timeline, the chunks, the LSN range, the commit
+//!   time range and the stored size, and how many places a chunk does not
+//!   start where the previous one ended. It checks no body.
+//! - `verify` downloads every chunk of every timeline and checks what a
+//!   restore would: header and body CRC32C, every record's frame and CRC,
+//!   the database id (the same in every chunk of every timeline), and
+//!   continuity (each chunk starts exactly where the previous one ended).
+//!   It stops at the first bad object and exits 1 with an error naming it
+//!   and the place in it.
+//!
+//! A `file://` directory that does not exist is an error, never created:
+//! a mistyped path must not look like an empty archive.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_archive::{
+    ArchiveError, ArchiveReader, ArchiveTarget, Credentials, S3Config, StoreConfig, TimelineSummary,
+};
+use serde_json::json;
+
+use crate::Failure;
+
+/// `keel archive` commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ArchiveCommand {
+    /// Show the archive's timelines: chunks, LSN range, commit time range
+    /// and stored size (from the chunk headers; no body is read).
+    List(ListArgs),
+    /// Download every chunk and check its CRCs, its records, the database
+    /// id and LSN continuity per timeline; exit 1 naming the first bad
+    /// object.
+    Verify(Location),
+}
+
+/// Where the archive is, and how to reach it.
+#[derive(Debug, clap::Args)]
+pub struct Location {
+    /// The archive: `s3://BUCKET/PREFIX` or `file:///DIR`.
+    #[arg(long = "archive", value_name = "URL")]
+    pub url: String,
+    /// The endpoint of an S3-compatible server (`http://127.0.0.1:8333`);
+    /// unset for AWS S3 itself.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A file of `key = value` credentials (access_key_id,
+    /// secret_access_key, session_token) that only its owner may read or
+    /// write. Default: the AWS_* environment variables.
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Seconds one request to the store may take.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Arguments of `keel archive list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub location: Location,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `keel archive` command.
+pub fn run(command: ArchiveCommand) -> Result<(), Failure> {
+    match command {
+        ArchiveCommand::List(args) => list(&args),
+        ArchiveCommand::Verify(location) => verify(&location),
+    }
+}
+
+/// The target a URL names.
+pub fn parse_location(l: &Location) -> Result<ArchiveTarget, Failure> {
+    let bad = |why: &str| Failure(format!("--archive {}: {why}", l.url));
+    if let Some(path) = l.url.strip_prefix("file://") {
+        if l.endpoint.is_some() || l.region.is_some() || l.credentials_file.is_some() {
+            return Err(bad(
+                "--endpoint, --region and --credentials-file are for s3:// archives",
+            ));
+        }
+        if !path.starts_with('/') {
+            return Err(bad("a file URL needs an absolute path: file:///DIR"));
+        }
+        let dir = PathBuf::from(path);
+        if !dir.is_dir() {
+            return Err(bad("no such directory"));
+        }
+        return Ok(ArchiveTarget::new(StoreConfig::Local(dir), ""));
+    }
+    let Some(rest) = l.url.strip_prefix("s3://") else {
+        return Err(bad("expected s3://BUCKET/PREFIX or file:///DIR"));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(bad("no bucket"));
+    }
+    let endpoint = l.endpoint.clone();
+    let s3 = S3Config {
+        bucket: bucket.into(),
+        allow_http: endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://")),
+        endpoint,
+        region: l.region.clone(),
+        credentials: match &l.credentials_file {
+            Some(f) => Credentials::File(f.clone()),
+            None => Credentials::Environment,
+        },
+    };
+    Ok(ArchiveTarget::new(StoreConfig::S3(s3), prefix))
+}
+
+/// An archive error as one message: its text already includes its
+/// source's (the generic chain would repeat it).
+fn fail(e: ArchiveError) -> Failure {
+    Failure(e.to_string())
+}
+
+fn open(l: &Location) -> Result<ArchiveReader, Failure> {
+    let target = parse_location(l)?;
+    ArchiveReader::open(&target, Duration::from_secs(l.timeout)).map_err(fail)
+}
+
+fn list(args: &ListArgs) -> Result<(), Failure> {
+    let reader = open(&args.location)?;
+    let summaries = reader
+        .timelines()
+        .map_err(fail)?
+        .into_iter()
+        .map(|t| reader.summarize(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    if args.json {
+        let timelines: Vec<_> = summaries.iter().map(summary_json).collect();
+        println!(
+            "{}",
+            json!({ "archive": args.location.url, "timelines": timelines })
+        );
+        return Ok(());
+    }
+    println!("archive {}", args.location.url);
+    if summaries.is_empty() {
+        println!("no timelines: the archive holds no chunks");
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:>7} {:>17} {:>17} {:<27} {:<27} {:>12} gaps",
+        "timeline", "chunks", "start LSN", "end LSN", "first commit", "last commit", "size"
+    );
+    for s in &summaries {
+        println!(
+            "{:08X}  {:>7} {:>17} {:>17} {:<27} {:<27} {:>12} {}",
+            s.timeline,
+            s.chunks,
+            s.start.to_string(),
+            s.end.to_string(),
+            utc(s.times.min_us),
+            utc(s.times.max_us),
+            size(s.stored_bytes),
+            s.gaps
+        );
+    }
+    if let Some(s) = summaries.first() {
+        println!("database id {:#018x}", s.database_id);
+    }
+    Ok(())
+}
+
+fn summary_json(s: &TimelineSummary) -> serde_json::Value {
+    json!({
+        "timeline": s.timeline,
+        "database_id": s.database_id,
+        "chunks": s.chunks,
+        "gaps": s.gaps,
+        "start_lsn": s.start.0,
+        "end_lsn": s.end.0,
+        "min_commit_time_us": s.times.min_us,
+        "max_commit_time_us": s.times.max_us,
+        "stored_bytes": s.stored_bytes,
+    })
+}
+
+fn verify(l: &Location) -> Result<(), Failure> {
+    let reader = open(l)?;
+    let timelines = reader.timelines().map_err(fail)?;
+    if timelines.is_empty() {
+        return Err(Failure(format!(
+            "{}: no chunks to verify (is the URL right?)",
+            l.url
+        )));
+    }
+    let mut database_id = None;
+    let (mut chunks, mut records) = (0, 0);
+    for t in timelines {
+        let r = reader
+            .verify(t, database_id)
+            .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
+        database_id = Some(r.database_id);
+        println!(
+            "timeline {t:08X}: {} chunks, {} records, LSN {}..{}, commits {} .. {}, {} stored \
+             ({} of log): ok",
+            r.chunks,
+            r.records,
+            r.start,
+            r.end,
+            utc(r.min_commit_time_us),
+            utc(r.max_commit_time_us),
+            size(r.stored_bytes),
+            size(r.raw_bytes)
+        );
+        chunks += r.chunks;
+        records += r.records;
+    }
+    println!(
+        "archive {} verified: {chunks} chunks, {records} records",
+        l.url
+    );
+    Ok(())
+}
+
+/// A commit time (µs since the epoch) in RFC 3339, UTC; `-` for none.
+fn utc(us: u64) -> String {
+    let t = i64::try_from(us)
+        .ok()
+        .filter(|&t| t != 0)
+        .and_then(chrono::DateTime::from_timestamp_micros);
+    match t {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None if us == 0 => "-".into(),
+        None => format!("{us} us (out of range)"),
+    }
+}
+
+fn size(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
