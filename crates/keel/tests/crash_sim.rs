@@ -11,6 +11,13 @@
 //! in the page cache), a restart that recovers, then a power cut — after
 //! more work, or during that recovery itself (invariant 14).
 //!
+//! Every workload also puts, replaces and deletes keys of a tree and reads
+//! them back with ranges in both directions (keys up to `MAX_KEY_LEN`
+//! bytes, values inline and in overflow chains, enough keys to split
+//! leaves and the root), so tree changes, their splits and their logical
+//! undo run under every shape: after each recovery the tree holds exactly
+//! the acknowledged keys and its walk is consistent (`common::tree`).
+//!
 //! Every workload also creates and drops side relations (one committed row
 //! each), so DDL runs under each shape: after each recovery a side relation
 //! whose `create_relation` or `drop_relation` returned is there or gone as
@@ -34,12 +41,35 @@ use std::sync::Arc;
 use keel::{Config, Database, RelationId, TupleId};
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
 
-/// Every tuple of every relation of the workload.
-type Model = BTreeMap<(RelationId, TupleId), Vec<u8>>;
-
 mod common;
 
 use common::side::Side;
+use common::tree::{TreeModel, check_tree, random_tree_op, read_tree, show};
+
+/// Everything the workload wrote: every tuple of its heaps, every key of
+/// its tree.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Model {
+    tuples: BTreeMap<(RelationId, TupleId), Vec<u8>>,
+    keys: TreeModel,
+}
+
+/// The relations of a workload: heaps and one tree.
+struct Rels {
+    heaps: Vec<RelationId>,
+    tree: RelationId,
+}
+
+impl Rels {
+    fn create(db: &Database, heaps: usize) -> Rels {
+        Rels {
+            heaps: (0..heaps)
+                .map(|i| db.create_relation(&format!("t{i}")).unwrap())
+                .collect(),
+            tree: db.create_tree("keys").unwrap(),
+        }
+    }
+}
 
 /// The engine under test; redo consistency checking only when `check`
 /// (it logs a page image per change, which doubles the test's time when on
@@ -72,23 +102,24 @@ enum Failed {
     InCommit(Model),
 }
 
-/// One transaction of random changes to one of `rels` (its inserts; its
-/// updates and deletes pick any tuple); the model it leaves if it commits.
-fn txn(db: &Database, rels: &[RelationId], model: &Model, rng: &mut Rng) -> Result<Model, Failed> {
+/// One transaction of random changes to one of the heaps (its inserts;
+/// its updates and deletes pick any tuple) and to the tree; the model it
+/// leaves if it commits.
+fn txn(db: &Database, rels: &Rels, model: &Model, rng: &mut Rng) -> Result<Model, Failed> {
     changes(db, rels, model, rng).map_err(|_| Failed::Before)?
 }
 
 fn changes(
     db: &Database,
-    rels: &[RelationId],
+    rels: &Rels,
     model: &Model,
     rng: &mut Rng,
 ) -> keel::Result<Result<Model, Failed>> {
     let mut after = model.clone();
     let mut tx = db.begin()?;
-    let rel = match rels {
+    let rel = match &rels.heaps[..] {
         [only] => *only,
-        _ => rels[rng.below(rels.len() as u64) as usize],
+        heaps => heaps[rng.below(heaps.len() as u64) as usize],
     };
     // Some transactions are long enough that evictions flush their
     // records before they end: the losers recovery has to undo.
@@ -98,6 +129,11 @@ fn changes(
         1 + rng.below(8)
     };
     for _ in 0..n {
+        if rng.below(3) == 0 {
+            random_tree_op(&mut tx, rels.tree, &mut after.keys, b"", rng, value)?;
+            continue;
+        }
+        let after = &mut after.tuples;
         let mine = after.keys().filter(|k| k.0 == rel).count() as u64;
         let pick = (mine > 0).then(|| {
             *after
@@ -139,21 +175,27 @@ fn changes(
     })
 }
 
-fn scan(db: &Database, rels: &[RelationId]) -> keel::Result<Model> {
+fn scan(db: &Database, rels: &Rels) -> keel::Result<Model> {
     let tx = db.begin()?;
-    let mut found = Model::new();
-    for &rel in rels {
+    let mut found = Model::default();
+    for &rel in &rels.heaps {
         for row in tx.scan(rel)? {
             let (tid, v) = row?;
-            found.insert((rel, tid), v);
+            found.tuples.insert((rel, tid), v);
         }
     }
+    found.keys = read_tree(&tx, rels.tree)?;
     Ok(found)
 }
 
-/// `scan`, failing the test with the seed and the stage on an error.
-fn scan_at(seed: u64, stage: &str, db: &Database, rels: &[RelationId]) -> Model {
-    scan(db, rels).unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"))
+/// `scan`, failing the test with the seed and the stage on an error; the
+/// tree's walk is checked consistent with what the scan found.
+fn scan_at(seed: u64, stage: &str, db: &Database, rels: &Rels) -> Model {
+    let found =
+        scan(db, rels).unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"));
+    check_tree(db, rels.tree, &found.keys)
+        .unwrap_or_else(|e| panic!("seed {seed} ({stage}): tree walk: {e}"));
+    found
 }
 
 /// Runs the workload from `start` (the relation's content) until the
@@ -161,7 +203,7 @@ fn scan_at(seed: u64, stage: &str, db: &Database, rels: &[RelationId]) -> Model 
 /// whose commit was in flight at the crash.
 fn run_until_cut(
     db: &Database,
-    rels: &[RelationId],
+    rels: &Rels,
     start: Model,
     side: &mut Side,
     rng: &mut Rng,
@@ -213,7 +255,7 @@ fn power_cuts(seeds: &[u64]) {
     if cycles == 0 {
         return;
     }
-    let (mut with_commits, mut redone, mut undone) = (0, 0, 0);
+    let (mut with_commits, mut with_keys, mut redone, mut undone) = (0, 0, 0, 0);
     let mut compared = 0;
     let (mut ddl_ran, mut ddl_cut) = (0, 0);
     for &seed in seeds {
@@ -222,11 +264,11 @@ fn power_cuts(seeds: &[u64]) {
         let mut rng = Rng::new(seed * 7919 + 1);
         let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
         let db = open(&sim, check).unwrap();
-        let rels = [db.create_relation("t").unwrap()];
+        let rels = Rels::create(&db, 1);
         let cut = sim.op_count() + 50 + rng.below(4000);
         sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
         let mut side = Side::default();
-        let (acked, in_flight) = run_until_cut(&db, &rels, Model::new(), &mut side, &mut rng);
+        let (acked, in_flight) = run_until_cut(&db, &rels, Model::default(), &mut side, &mut rng);
         let disk = sim.crash();
         drop(db);
 
@@ -248,21 +290,11 @@ fn power_cuts(seeds: &[u64]) {
         ddl_ran += u64::from(side.next > 0);
         let found = scan_at(seed, "power cut", &db, &rels);
         compared += db.recovery_report().consistency_checks;
-        with_commits += u64::from(!acked.is_empty());
+        with_commits += u64::from(acked != Model::default());
+        with_keys += u64::from(!acked.keys.is_empty());
         redone += u64::from(db.recovery_report().records_redone > 0);
         undone += u64::from(db.recovery_report().txns_undone > 0);
-        let ok = found == acked || in_flight.as_ref() == Some(&found);
-        if !ok {
-            let lost: Vec<_> = acked
-                .keys()
-                .filter(|t| found.get(t) != acked.get(t))
-                .collect();
-            let extra: Vec<_> = found.keys().filter(|t| !acked.contains_key(t)).collect();
-            panic!(
-                "seed {seed}: lost or changed {lost:?}, phantom {extra:?}; recovery {:?}",
-                db.recovery_report()
-            );
-        }
+        expect(seed, "power cut", &db, &found, &acked, &in_flight);
         db.close().unwrap();
     }
     // Only over many cycles (not a single replayed seed):
@@ -271,6 +303,10 @@ fn power_cuts(seeds: &[u64]) {
         assert!(
             with_commits * 2 >= cycles,
             "{with_commits} of {cycles} cycles committed anything"
+        );
+        assert!(
+            with_keys * 2 >= cycles,
+            "{with_keys} of {cycles} cycles committed tree keys"
         );
         assert!(
             redone * 2 >= cycles,
@@ -289,7 +325,7 @@ fn power_cuts(seeds: &[u64]) {
         );
     }
     eprintln!(
-        "{cycles} cycles: {with_commits} with commits, {redone} redid, {undone} undid, \
+        "{cycles} cycles: {with_commits} with commits ({with_keys} with tree keys), {redone} redid, {undone} undid, \
          {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL)"
     );
 }
@@ -315,7 +351,7 @@ fn recovered(
     seed: u64,
     stage: &str,
     db: &Database,
-    rels: &[RelationId],
+    rels: &Rels,
     side: &mut Side,
     acked: &Model,
     in_flight: &Option<Model>,
@@ -337,14 +373,23 @@ fn expect(
     if found == acked || in_flight.as_ref() == Some(found) {
         return;
     }
-    let lost: Vec<_> = acked
+    let (a, f) = (&acked.tuples, &found.tuples);
+    let lost: Vec<_> = a.keys().filter(|t| f.get(t) != a.get(t)).collect();
+    let extra: Vec<_> = f.keys().filter(|t| !a.contains_key(t)).collect();
+    let (a, f) = (&acked.keys, &found.keys);
+    let lost_keys: Vec<_> = a
         .keys()
-        .filter(|t| found.get(t) != acked.get(t))
+        .filter(|k| f.get(*k) != a.get(*k))
+        .map(|k| show(k))
         .collect();
-    let extra: Vec<_> = found.keys().filter(|t| !acked.contains_key(t)).collect();
+    let extra_keys: Vec<_> = f
+        .keys()
+        .filter(|k| !a.contains_key(*k))
+        .map(|k| show(k))
+        .collect();
     panic!(
-        "seed {seed} ({stage}): lost or changed {lost:?}, phantom {extra:?} \
-         (in-flight commit: {}); recovery {:?}",
+        "seed {seed} ({stage}): lost or changed {lost:?}, phantom {extra:?}; tree keys lost \
+         or changed {lost_keys:?}, phantom {extra_keys:?} (in-flight commit: {}); recovery {:?}",
         in_flight.is_some(),
         db.recovery_report()
     );
@@ -407,14 +452,11 @@ fn two_stage(seed: u64) -> TwoStage {
     let db = open(&sim, check).unwrap();
     // Several relations, each transaction changing one: a restart's redo
     // then often leaves some relation's file unwritten (and unsynced).
-    let rels: Vec<RelationId> = (0..4)
-        .map(|i| db.create_relation(&format!("t{i}")).unwrap())
-        .collect();
-    let rels = rels.as_slice();
+    let rels = &Rels::create(&db, 4);
     let kill = sim.op_count() + 50 + rng.below(4000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
     let mut side = Side::default();
-    let (acked, in_flight) = run_until_cut(&db, rels, Model::new(), &mut side, &mut rng);
+    let (acked, in_flight) = run_until_cut(&db, rels, Model::default(), &mut side, &mut rng);
     let kernel = sim.kill();
     drop(db);
 

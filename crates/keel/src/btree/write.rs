@@ -139,10 +139,10 @@ impl Storage {
         if item_len(key, value) < MAX_ITEM_LEN && value.len() <= INLINE_MAX {
             return Ok(tree::inline_value(value));
         }
-        let (stored, _) = self.stored_form(log, rel, value)?;
+        let head = self.chain_form(log, rel, value)?;
         let mut rest = Vec::with_capacity(1 + OverflowHead::SIZE);
         rest.push(VALUE_OVERFLOW);
-        rest.extend_from_slice(&stored);
+        rest.extend_from_slice(&head.encode());
         Ok(rest)
     }
 

@@ -28,6 +28,25 @@ impl Storage {
         rel: &Relation,
         value: &'v [u8],
     ) -> Result<(Cow<'v, [u8]>, TupleFlags)> {
+        if value.len() <= INLINE_MAX {
+            return Ok((Cow::Borrowed(value), TupleFlags::NONE));
+        }
+        let head = self.chain_form(log, rel, value)?;
+        Ok((
+            Cow::Owned(head.encode().to_vec()),
+            TupleFlags::OVERFLOW_HEAD,
+        ))
+    }
+
+    /// The head of an overflow chain written now for `value`, whatever its
+    /// length (a tree moves a value out of its leaf when the item would be
+    /// too long, which a value shorter than [`INLINE_MAX`] can make it).
+    pub(crate) fn chain_form(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        value: &[u8],
+    ) -> Result<OverflowHead> {
         if value.len() > MAX_VALUE_LEN {
             return Err(DbError::ValueTooLarge {
                 len: value.len(),
@@ -35,14 +54,7 @@ impl Storage {
             }
             .into());
         }
-        if value.len() <= INLINE_MAX {
-            return Ok((Cow::Borrowed(value), TupleFlags::NONE));
-        }
-        let head = self.write_chain(log, rel, value)?;
-        Ok((
-            Cow::Owned(head.encode().to_vec()),
-            TupleFlags::OVERFLOW_HEAD,
-        ))
+        self.write_chain(log, rel, value)
     }
 
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {

@@ -10,6 +10,7 @@ use keel_io::AsyncIo;
 use keel_io::sim::{SimConfig, SimDisk, SimIo};
 
 pub mod side;
+pub mod tree;
 
 /// A small engine for crash tests: `frames` buffer frames (so evictions
 /// happen), 1 MiB log segments and 128 KiB flush batches (so segments roll

@@ -1,0 +1,275 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Trees under concurrent transactions: threads putting, deleting,
+//! reading and scanning one tree through a small buffer pool with the redo
+//! consistency check on (`KEEL_TREE_TXNS` transactions per thread, default
+//! 300); the phantom a heap scan allows and a tree range
+//! does not; and churn that must not grow the tree's file.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use keel::buffer::BufferConfig;
+use keel::{Config, Database, DbError, Error, RelationId};
+use keel_io::sim::Rng;
+
+mod common;
+
+use common::tree::{TreeModel, check_tree, model_range, random_tree_op, read_tree};
+
+fn config(frames: usize) -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(frames),
+        consistency_check: true,
+        lock_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 4 << 20;
+    c
+}
+
+fn value(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(30) {
+        0 => 2500 + rng.below(6000) as usize,
+        1..=5 => 400 + rng.below(1600) as usize,
+        _ => rng.below(120) as usize,
+    };
+    let b = rng.next_u64() as u8;
+    (0..len).map(|i| b.wrapping_add(i as u8)).collect()
+}
+
+/// Whether `e` is a lock conflict the transaction may be retried after.
+fn conflict(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+    )
+}
+
+/// What one thread's transactions met.
+#[derive(Default)]
+struct Tally {
+    committed: u64,
+    aborted: u64,
+    conflicts: u64,
+}
+
+/// One transaction of thread `t` on its own keys (prefix `[t]`), checked
+/// against `mine` (its committed keys), plus now and then a scan of the
+/// whole tree; returns the keys it leaves if it commits.
+fn txn(
+    db: &Database,
+    tree: RelationId,
+    t: u8,
+    mine: &TreeModel,
+    rng: &mut Rng,
+) -> keel::Result<Option<TreeModel>> {
+    let mut after = mine.clone();
+    let mut tx = db.begin()?;
+    for _ in 0..1 + rng.below(12) {
+        if rng.below(25) == 0 {
+            // Every thread's keys: in order, this thread's exactly its own.
+            let all = read_tree(&tx, tree)?;
+            let own: TreeModel = all.into_iter().filter(|(k, _)| k[0] == t).collect();
+            assert!(
+                own == after,
+                "thread {t}: the whole tree shows other keys of mine"
+            );
+        } else {
+            random_tree_op(&mut tx, tree, &mut after, &[t], rng, value)?;
+        }
+    }
+    let own = model_range(
+        &after,
+        Bound::Included(&[t][..]),
+        Bound::Excluded(&[t + 1][..]),
+    );
+    let got: Vec<_> = tx.prefix(tree, &[t])?.collect::<keel::Result<_>>()?;
+    assert!(got == own, "thread {t}: its prefix differs from its view");
+    if rng.below(5) == 0 {
+        tx.abort()?;
+        return Ok(None);
+    }
+    tx.commit()?;
+    Ok(Some(after))
+}
+
+/// Thread `t`'s work: `n` transactions, each retried after a lock conflict.
+fn worker(db: &Database, tree: RelationId, t: u8, n: u32) -> (TreeModel, Tally) {
+    let mut rng = Rng::new(u64::from(t) * 7919);
+    let mut mine = TreeModel::new();
+    let mut tally = Tally::default();
+    for _ in 0..n {
+        match txn(db, tree, t, &mine, &mut rng) {
+            Ok(Some(after)) => {
+                mine = after;
+                tally.committed += 1;
+            }
+            Ok(None) => tally.aborted += 1,
+            Err(e) if conflict(&e) => tally.conflicts += 1,
+            Err(e) => panic!("thread {t}: {e}"),
+        }
+    }
+    (mine, tally)
+}
+
+#[test]
+fn threads_putting_deleting_and_scanning_one_tree_see_their_own_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(24)).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let threads = 4u8;
+    let n: u32 = std::env::var("KEEL_TREE_TXNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let results: Vec<(TreeModel, Tally)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=threads)
+            .map(|t| {
+                let db = &db;
+                s.spawn(move || worker(db, tree, t, n))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut union = TreeModel::new();
+    let (mut committed, mut conflicts) = (0, 0);
+    for (mine, tally) in results {
+        committed += tally.committed;
+        conflicts += tally.conflicts;
+        assert!(
+            tally.committed >= 50,
+            "a thread committed only {}",
+            tally.committed
+        );
+        union.extend(mine);
+    }
+    assert!(union.len() > 200, "only {} keys", union.len());
+    check_tree(&db, tree, &union).unwrap();
+    eprintln!(
+        "{committed} commits, {conflicts} lock conflicts, {} keys",
+        union.len()
+    );
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config(24)).unwrap();
+    check_tree(&db, tree, &union).unwrap();
+    db.close().unwrap();
+}
+
+/// Keys of a tree within `lo..hi`.
+fn keys_in(tx: &keel::Transaction<'_>, tree: RelationId, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
+    tx.range(tree, (Bound::Included(lo), Bound::Excluded(hi)))
+        .unwrap()
+        .map(|kv| kv.unwrap().0)
+        .collect()
+}
+
+#[test]
+fn a_heap_scan_sees_a_phantom_and_a_tree_range_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(64);
+    c.lock_timeout = Some(Duration::from_millis(300));
+    let db = Database::open(dir.path(), c).unwrap();
+    let heap = db.create_relation("h").unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for k in [&b"a"[..], b"b", b"c", b"e", b"g"] {
+        tx.insert(heap, k).unwrap();
+        tx.put(tree, k, b"v").unwrap();
+    }
+    tx.commit().unwrap();
+
+    // A heap scan locks the rows it returns, not the gaps: a row inserted
+    // meanwhile shows up in the scanner's second scan.
+    let scanner = db.begin().unwrap();
+    let first = scanner.scan(heap).unwrap().count();
+    let mut inserter = db.begin().unwrap();
+    inserter.insert(heap, b"d").unwrap();
+    inserter.commit().unwrap();
+    let second = scanner.scan(heap).unwrap().count();
+    assert_eq!(second, first + 1, "the heap scan sees the phantom");
+    scanner.commit().unwrap();
+
+    // A tree range locks its keys and the key past it: an insert into the
+    // range waits for the scanner (here until its lock timeout; on a
+    // thread of its own: a thread waiting for a transaction it runs itself
+    // is a deadlock).
+    let scanner = db.begin().unwrap();
+    let first = keys_in(&scanner, tree, b"b", b"f");
+    assert_eq!(first, vec![b"b".to_vec(), b"c".to_vec(), b"e".to_vec()]);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in [&b"d"[..], b"bb", b"f"] {
+                let mut inserter = db.begin().unwrap();
+                let e = inserter.put(tree, k, b"new").unwrap_err();
+                assert!(matches!(e, Error::Db(DbError::LockTimeout { .. })), "{e}");
+            }
+        });
+    });
+    // Outside the range and its edge, inserts go ahead.
+    let mut other = db.begin().unwrap();
+    other.put(tree, b"h", b"new").unwrap();
+    other.commit().unwrap();
+    assert_eq!(keys_in(&scanner, tree, b"b", b"f"), first, "no phantom");
+
+    // An inserter on a thread of its own returns only after the scanner's
+    // commit released the range.
+    let released = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let inserter = s.spawn(|| {
+            let mut tx = db.begin().unwrap();
+            tx.put(tree, b"d", b"new").unwrap();
+            assert!(released.load(Ordering::SeqCst), "the insert did not wait");
+            tx.commit().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(keys_in(&scanner, tree, b"b", b"f"), first, "no phantom");
+        released.store(true, Ordering::SeqCst);
+        scanner.commit().unwrap();
+        inserter.join().unwrap();
+    });
+    let tx = db.begin().unwrap();
+    assert_eq!(keys_in(&tx, tree, b"b", b"f").len(), 4);
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn churn_reuses_reclaimed_leaves_and_keeps_the_file_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(128)).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let pages = || db.relations().iter().find(|r| r.id == tree).unwrap().pages;
+    let mut sizes = Vec::new();
+    let mut rng = Rng::new(5);
+    for cycle in 0..8u64 {
+        let mut model = BTreeMap::new();
+        let mut tx = db.begin().unwrap();
+        for _ in 0..2000 {
+            let k = rng.next_u64().to_be_bytes().to_vec();
+            let v = vec![cycle as u8; 100];
+            tx.put(tree, &k, &v).unwrap();
+            model.insert(k, v);
+        }
+        tx.commit().unwrap();
+        check_tree(&db, tree, &model).unwrap();
+        let full = pages();
+        let mut tx = db.begin().unwrap();
+        for k in model.keys() {
+            tx.delete_key(tree, k).unwrap();
+        }
+        tx.commit().unwrap();
+        check_tree(&db, tree, &TreeModel::new()).unwrap();
+        sizes.push(full);
+    }
+    // The first cycle grows the file; later ones reuse its reclaimed leaves
+    // (a few pages more for leaves kept as first children and inner nodes).
+    let first = sizes[0];
+    assert!(
+        sizes.iter().all(|&s| s <= first + first / 4),
+        "the file grows under churn: {sizes:?}"
+    );
+    eprintln!("pages after each cycle's inserts: {sizes:?}");
+    db.close().unwrap();
+}

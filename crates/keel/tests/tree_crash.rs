@@ -1,0 +1,308 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Power cuts at every I/O operation of a tree's structure changes, on the
+//! simulated disk: a leaf split, a root split, and the reclaim of leaves
+//! emptied by committed deletes. Each step runs from the same durable
+//! starting state with a buffer pool small enough that the step itself
+//! evicts (so the log is flushed and pages written in its middle), then a
+//! checkpoint; the power is cut at operation N of the step, for every N
+//! until the step runs through. After each recovery the tree is
+//! consistent (`common::tree::check_tree`: the leaf chain sorted, both
+//! walks equal, every key found by descent) and holds the state before the
+//! step or, once its commit was acknowledged, after it (either, when the
+//! commit itself was cut). More changes then commit on the recovered tree
+//! and it is checked again.
+//!
+//! A last test leaves a split incomplete on purpose: the log is cut right
+//! after the left half's image (flagged `INCOMPLETE_SPLIT`), so recovery
+//! rebuilds a leaf whose right half has no downlink; readers reach it by
+//! the right link, and the next insert into the leaf finishes the split.
+
+use std::sync::Arc;
+
+use keel::page::tree::TreePage;
+use keel::wal::Payload;
+use keel::wal::segment::Geometry;
+use keel::{Config, Database, PageId, RelationId};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
+
+mod common;
+
+use common::tree::{TreeModel, check_tree};
+
+const SEGMENT_BYTES: u32 = 1 << 20;
+
+fn config(frames: usize) -> Config {
+    let mut c = common::small_config(frames);
+    c.wal.segment_size_bytes = SEGMENT_BYTES;
+    c
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+fn value(i: u32) -> Vec<u8> {
+    vec![i as u8; 150]
+}
+
+/// A durable disk holding tree "t" with keys `keys` (one transaction per
+/// 100), after a clean close; and the model.
+fn start(keys: impl Iterator<Item = u32>) -> (SimDisk, TreeModel) {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(1)));
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mut model = TreeModel::new();
+    let keys: Vec<u32> = keys.collect();
+    for chunk in keys.chunks(100) {
+        let mut tx = db.begin().unwrap();
+        for &i in chunk {
+            tx.put(tree, &key(i), &value(i)).unwrap();
+            model.insert(key(i), value(i));
+        }
+        tx.commit().unwrap();
+    }
+    db.close().unwrap();
+    (sim.crash(), model)
+}
+
+/// Puts `keys` in one transaction and commits; `Ok(true)` once the commit
+/// was acknowledged, `Ok(false)` when the commit itself failed.
+fn put_all(db: &Database, tree: RelationId, keys: &[u32], model: &mut TreeModel) -> Step {
+    let Ok(mut tx) = db.begin() else {
+        return Step::Before;
+    };
+    for &i in keys {
+        if tx.put(tree, &key(i), &value(i + 1)).is_err() {
+            return Step::Before;
+        }
+        model.insert(key(i), value(i + 1));
+    }
+    commit(tx)
+}
+
+fn delete_all(db: &Database, tree: RelationId, keys: &[u32], model: &mut TreeModel) -> Step {
+    let Ok(mut tx) = db.begin() else {
+        return Step::Before;
+    };
+    for &i in keys {
+        if tx.delete_key(tree, &key(i)).is_err() {
+            return Step::Before;
+        }
+        model.remove(&key(i));
+    }
+    commit(tx)
+}
+
+/// How far a step got before the cut.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Step {
+    /// The power failed before the commit.
+    Before,
+    /// The commit failed: it may or may not be durable.
+    InCommit,
+    Acked,
+}
+
+fn commit(tx: keel::Transaction<'_>) -> Step {
+    match tx.commit() {
+        Ok(()) => Step::Acked,
+        Err(_) => Step::InCommit,
+    }
+}
+
+/// The tree's pages, and how many of them are free.
+fn pages(db: &Database) -> (u32, usize) {
+    let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
+    let free = (0..n)
+        .filter(|&p| {
+            let page = db.read_page("t", PageId(p)).unwrap();
+            keel::page::header::page_type(&page) == Some(keel::page::PageType::Free)
+        })
+        .count();
+    (n, free)
+}
+
+type Run = fn(&Database, RelationId, &mut TreeModel) -> Step;
+
+/// Runs `step` from `disk` with the power cut at each of its I/O
+/// operations in turn (module docs); `then` is committed after each
+/// recovery. Returns the step's page counts (before, after) in a run
+/// without a cut, and how many cut points were tried.
+fn cut_everywhere(
+    name: &str,
+    disk: &SimDisk,
+    model: &TreeModel,
+    frames: usize,
+    step: Run,
+    then: Run,
+) -> ((u32, usize), (u32, usize), u64) {
+    let mut n = 0;
+    loop {
+        let sim = common::reboot(disk.clone(), 7);
+        let db = common::open_sim(&sim, config(frames)).unwrap();
+        let tree = db.tree("t").unwrap().unwrap();
+        let before_pages = pages(&db);
+        let at = sim.op_count() + n;
+        sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
+        let mut after = model.clone();
+        let got = step(&db, tree, &mut after);
+        if got == Step::Acked {
+            // The checkpoint writes the step's pages: cut points too.
+            db.checkpoint().ok();
+        }
+        if !sim.is_halted() {
+            // The step ran through before operation N.
+            sim.clear_faults();
+            let after_pages = pages(&db);
+            db.close().unwrap();
+            return (before_pages, after_pages, n);
+        }
+        let disk = sim.crash();
+        drop(db);
+        let sim = common::reboot(disk, 100 + n);
+        let db = common::open_sim(&sim, config(frames))
+            .unwrap_or_else(|e| panic!("{name}, cut at {n}: recovery failed: {e}"));
+        let tree = db.tree("t").unwrap().unwrap();
+        let mut now = match got {
+            Step::Acked => after.clone(),
+            Step::Before => model.clone(),
+            Step::InCommit => {
+                if check_tree(&db, tree, model).is_ok() {
+                    model.clone()
+                } else {
+                    after.clone()
+                }
+            }
+        };
+        check_tree(&db, tree, &now).unwrap_or_else(|e| panic!("{name}, cut at {n} ({got:?}): {e}"));
+        assert_eq!(then(&db, tree, &mut now), Step::Acked, "{name}, cut at {n}");
+        check_tree(&db, tree, &now)
+            .unwrap_or_else(|e| panic!("{name}, cut at {n}, after more work: {e}"));
+        db.close().unwrap();
+        n += 1;
+    }
+}
+
+#[test]
+fn a_power_cut_at_every_io_of_a_leaf_split_keeps_the_tree_whole() {
+    // Leaves half full (ascending inserts split them in the middle), the
+    // keys between theirs free.
+    let (disk, model) = start((0..1200).step_by(2));
+    let odd: Run = |db, tree, m| put_all(db, tree, &(1..200).step_by(2).collect::<Vec<_>>(), m);
+    let more: Run = |db, tree, m| put_all(db, tree, &(201..260).step_by(2).collect::<Vec<_>>(), m);
+    let (before, after, cuts) = cut_everywhere("leaf split", &disk, &model, 12, odd, more);
+    assert!(
+        after.0 > before.0,
+        "the step split no leaf: {before:?} {after:?}"
+    );
+    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
+    eprintln!("leaf split: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+#[test]
+fn a_power_cut_at_every_io_of_a_root_split_keeps_the_tree_whole() {
+    // One leaf, the root, nearly full.
+    let (disk, model) = start(0..45);
+    let split: Run = |db, tree, m| put_all(db, tree, &(100..110).collect::<Vec<_>>(), m);
+    let more: Run = |db, tree, m| put_all(db, tree, &(200..300).collect::<Vec<_>>(), m);
+    let (before, after, cuts) = cut_everywhere("root split", &disk, &model, 12, split, more);
+    assert_eq!(before.0, 2, "a meta page and a root leaf");
+    assert_eq!(
+        after.0, 4,
+        "the root split into two leaves under a new root"
+    );
+    assert!(cuts >= 5, "only {cuts} I/O operations in the step");
+    eprintln!("root split: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+#[test]
+fn a_power_cut_at_every_io_of_a_leaf_reclaim_keeps_the_tree_whole() {
+    let (disk, model) = start(0..800);
+    // Empties whole leaves in the middle of the tree.
+    let clear: Run = |db, tree, m| delete_all(db, tree, &(200..500).collect::<Vec<_>>(), m);
+    // Refills them: the splits reuse the reclaimed pages.
+    let refill: Run = |db, tree, m| put_all(db, tree, &(200..500).collect::<Vec<_>>(), m);
+    let (before, after, cuts) = cut_everywhere("reclaim", &disk, &model, 12, clear, refill);
+    assert_eq!(before.1, 0, "free pages before the deletes");
+    assert!(after.1 >= 2, "the deletes reclaimed {} leaves", after.1);
+    assert!(cuts >= 5, "only {cuts} I/O operations in the step");
+    eprintln!("reclaim: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+/// The log of `disk` cut at `end` as a torn tail would (its bytes from
+/// there to the end of the segment zeroed).
+fn cut_log(disk: SimDisk, end: keel::Lsn) -> SimDisk {
+    let g = Geometry {
+        segment_size: u64::from(SEGMENT_BYTES),
+    };
+    let name = keel::wal::segment::segment_file_name(g.segment_of(end));
+    let path = std::path::Path::new("/db/wal").join(name);
+    let mut seg = disk.file(&path).unwrap().to_vec();
+    let at = g.offset_in_segment(end) as usize;
+    seg[at..].fill(0);
+    disk.with_file(&path, &seg)
+}
+
+#[test]
+fn a_split_cut_after_its_left_half_is_finished_by_the_next_insert() {
+    let (disk, mut model) = start(0..45);
+    let sim = common::reboot(disk, 2);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    let tree = db.tree("t").unwrap().unwrap();
+    let mut split = model.clone();
+    assert_eq!(
+        put_all(&db, tree, &(100..110).collect::<Vec<_>>(), &mut split),
+        Step::Acked
+    );
+    assert_eq!(pages(&db).0, 4, "the root split");
+    let disk = sim.crash();
+    drop(db);
+
+    // The left half's image: page 1 of the tree, flagged.
+    let left = common::log_records(&disk)
+        .into_iter()
+        .find(|r| {
+            r.header.relation == Some(tree)
+                && r.header.page == Some(PageId(1))
+                && matches!(
+                    Payload::decode_record(&r.header, &r.payload),
+                    Ok(Payload::PageImage { image })
+                        if TreePage::open(&image[..], PageId(1)).unwrap().incomplete_split()
+                )
+        })
+        .expect("the split logs the left half flagged");
+    let sim = common::reboot(cut_log(disk, left.end()), 3);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    let page = db.read_page("t", PageId(1)).unwrap();
+    let leaf = TreePage::open(&page[..], PageId(1)).unwrap();
+    assert!(
+        leaf.incomplete_split(),
+        "recovery rebuilt the flagged left half"
+    );
+    let right = leaf.right_link().unwrap();
+    // Readers reach the right half through the right link.
+    check_tree(&db, tree, &model).unwrap();
+    // The next insert into the leaf finishes the split: a new root holds
+    // both halves' downlinks.
+    assert_eq!(put_all(&db, tree, &[0], &mut model), Step::Acked);
+    let page = db.read_page("t", PageId(1)).unwrap();
+    assert!(
+        !TreePage::open(&page[..], PageId(1))
+            .unwrap()
+            .incomplete_split()
+    );
+    assert_eq!(pages(&db).0, 4, "a new root beside the two halves");
+    let root = db.read_page("t", PageId(3)).unwrap();
+    let root = TreePage::open(&root[..], PageId(3)).unwrap();
+    assert_eq!(root.level(), 1);
+    assert_eq!(
+        (root.child(0).unwrap(), root.child(1).unwrap()),
+        (PageId(1), right)
+    );
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+    let sim = common::reboot(sim.crash(), 4);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+}

@@ -1,0 +1,432 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Trees checked against a `BTreeMap` model (proptest), on the simulated
+//! disk: puts, replaces, deletes, gets, ranges in both directions with
+//! every kind of bound, first and last, bulk fills that split leaves up to
+//! new roots and bulk clears that empty leaves (reclaim), in transactions
+//! that commit, abort, or end in a crash — a process kill, a power cut
+//! after the transaction's last change, or a power cut at a random I/O
+//! operation inside the transaction (its commit may then be in flight) —
+//! and clean reopens. Keys range from empty to `MAX_KEY_LEN` bytes; values
+//! from empty through the inline/overflow boundary (an item of key length
+//! prefix, key, value kind and value just below, at and above
+//! `MAX_ITEM_LEN`) to overflow chains of hundreds of KiB. After every
+//! crash and reopen the tree is consistent and holds exactly the committed
+//! model (`common::tree::check_tree`).
+//!
+//! `KEEL_PROPTEST_CASES` sets the number of cases (default 24).
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use keel::btree::{MAX_ITEM_LEN, MAX_KEY_LEN};
+use keel::{Database, RelationId};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use proptest::prelude::*;
+
+mod common;
+
+use common::tree::{TreeModel, check_in, check_tree, model_range, read_range};
+
+/// A key: short ones collide often; long ones interleave with them.
+#[derive(Clone, Debug)]
+enum Key {
+    Short(u16),
+    Empty,
+    /// `MAX_KEY_LEN` bytes.
+    Longest(u16),
+    /// This many bytes.
+    Padded(u16, u16),
+}
+
+/// A value's length.
+#[derive(Clone, Copy, Debug)]
+enum Len {
+    Small(usize),
+    /// The item is `MAX_ITEM_LEN` plus this (-2..=2) bytes long.
+    AtLimit(i8),
+    Large(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Key, Len),
+    Replace(Key, Len),
+    Delete(Key),
+    Get(Key),
+    /// Bounds (0 unbounded, 1 included, 2 excluded) and direction.
+    Range(Key, u8, Key, u8, bool),
+    First,
+    Last,
+    /// Puts of `n` consecutive short keys from `start`.
+    Fill(u16, u16, usize),
+    /// Deletes of `n` consecutive short keys from `start`.
+    Clear(u16, u16),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Commit,
+    Abort,
+    /// The process dies after the last change.
+    Kill,
+    /// The power fails after the last change.
+    PowerCut,
+    /// The power fails at this I/O operation from the transaction's start
+    /// (or after its end, if it does not reach it).
+    CutAt(u64),
+}
+
+#[derive(Clone, Debug)]
+struct TxnPlan {
+    ops: Vec<Op>,
+    end: End,
+    reopen_after: bool,
+}
+
+const SHORT_KEYS: u16 = 400;
+
+fn key_strategy() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        12 => (0..SHORT_KEYS).prop_map(Key::Short),
+        1 => Just(Key::Empty),
+        2 => (0..SHORT_KEYS).prop_map(Key::Longest),
+        2 => (0..SHORT_KEYS, 5..MAX_KEY_LEN as u16).prop_map(|(i, n)| Key::Padded(i, n)),
+    ]
+}
+
+fn len_strategy() -> impl Strategy<Value = Len> {
+    prop_oneof![
+        8 => (0usize..120).prop_map(Len::Small),
+        4 => (-2i8..=2).prop_map(Len::AtLimit),
+        2 => (2000usize..20_000).prop_map(Len::Large),
+        1 => (100_000usize..400_000).prop_map(Len::Large),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let bound = 0u8..3;
+    prop_oneof![
+        6 => (key_strategy(), len_strategy()).prop_map(|(k, l)| Op::Put(k, l)),
+        3 => (key_strategy(), len_strategy()).prop_map(|(k, l)| Op::Replace(k, l)),
+        4 => key_strategy().prop_map(Op::Delete),
+        3 => key_strategy().prop_map(Op::Get),
+        3 => (key_strategy(), bound.clone(), key_strategy(), bound, any::<bool>())
+            .prop_map(|(a, x, b, y, rev)| Op::Range(a, x, b, y, rev)),
+        1 => Just(Op::First),
+        1 => Just(Op::Last),
+        2 => (0..SHORT_KEYS, 1u16..250, 0usize..300).prop_map(|(s, n, l)| Op::Fill(s, n, l)),
+        2 => (0..SHORT_KEYS, 1u16..250).prop_map(|(s, n)| Op::Clear(s, n)),
+    ]
+}
+
+fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
+    let end = prop_oneof![
+        6 => Just(End::Commit),
+        2 => Just(End::Abort),
+        1 => Just(End::Kill),
+        1 => Just(End::PowerCut),
+        2 => (1u64..600).prop_map(End::CutAt),
+    ];
+    (
+        prop::collection::vec(op_strategy(), 1..14),
+        end,
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(|(ops, end, reopen_after)| TxnPlan {
+            ops,
+            end,
+            reopen_after,
+        })
+}
+
+fn short(i: u16) -> Vec<u8> {
+    format!("k{i:03}").into_bytes()
+}
+
+fn key_of(k: &Key) -> Vec<u8> {
+    match *k {
+        Key::Short(i) => short(i),
+        Key::Empty => Vec::new(),
+        Key::Longest(i) => {
+            let mut k = short(i);
+            k.resize(MAX_KEY_LEN, b'z');
+            k
+        }
+        Key::Padded(i, n) => {
+            let mut k = short(i);
+            k.resize(usize::from(n), b'm');
+            k
+        }
+    }
+}
+
+fn value(seed: u64, key: &[u8], len: Len) -> Vec<u8> {
+    let n = match len {
+        Len::Small(n) | Len::Large(n) => n,
+        // An item is the key's length prefix (2), the key, the value kind
+        // (1) and the value.
+        Len::AtLimit(d) => {
+            (MAX_ITEM_LEN as isize - 3 - key.len() as isize + isize::from(d)).max(0) as usize
+        }
+    };
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
+    match kind {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(key),
+        _ => Bound::Excluded(key),
+    }
+}
+
+/// Runs `ops` in `tx`, checking every answer against `model` (which the
+/// changes update); stops at the first error (an injected crash).
+fn run_ops(
+    tx: &mut keel::Transaction<'_>,
+    tree: RelationId,
+    model: &mut TreeModel,
+    ops: &[Op],
+    seed: &mut u64,
+) -> keel::Result<()> {
+    for op in ops {
+        *seed += 1;
+        match op {
+            Op::Put(k, len) => {
+                let (k, v) = (key_of(k), value(*seed, &key_of(k), *len));
+                tx.put(tree, &k, &v)?;
+                model.insert(k, v);
+            }
+            Op::Replace(k, len) => {
+                let (k, v) = (key_of(k), value(*seed, &key_of(k), *len));
+                let old = tx.replace(tree, &k, &v)?;
+                assert!(
+                    old == model.insert(k, v),
+                    "replace returned another old value"
+                );
+            }
+            Op::Delete(k) => {
+                let k = key_of(k);
+                let old = tx.delete_key(tree, &k)?;
+                assert!(old == model.remove(&k), "delete returned another value");
+                assert_eq!(tx.get_key(tree, &k)?, None);
+            }
+            Op::Get(k) => {
+                let k = key_of(k);
+                assert!(
+                    tx.get_key(tree, &k)?.as_ref() == model.get(&k),
+                    "get differs"
+                );
+            }
+            Op::Range(a, x, b, y, rev) => {
+                let (a, b) = (key_of(a), key_of(b));
+                let (lo, hi) = (bound(*x, &a), bound(*y, &b));
+                let got = read_range(tx, tree, lo, hi, *rev)?;
+                let mut want = model_range(model, lo, hi);
+                if *rev {
+                    want.reverse();
+                }
+                assert!(got == want, "range {lo:?}..{hi:?} (rev {rev}) differs");
+            }
+            Op::First => {
+                let want = model.iter().next().map(|(k, v)| (k.clone(), v.clone()));
+                assert!(tx.first(tree)? == want, "first differs");
+            }
+            Op::Last => {
+                let want = model
+                    .iter()
+                    .next_back()
+                    .map(|(k, v)| (k.clone(), v.clone()));
+                assert!(tx.last(tree)? == want, "last differs");
+            }
+            Op::Fill(start, n, len) => {
+                for i in *start..start.saturating_add(*n) {
+                    let (k, v) = (
+                        short(i),
+                        value(*seed + u64::from(i), &short(i), Len::Small(*len)),
+                    );
+                    tx.put(tree, &k, &v)?;
+                    model.insert(k, v);
+                }
+            }
+            Op::Clear(start, n) => {
+                for i in *start..start.saturating_add(*n) {
+                    let old = tx.delete_key(tree, &short(i))?;
+                    assert!(
+                        old == model.remove(&short(i)),
+                        "delete returned another value"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The engine under test and its simulated machine.
+struct Machine {
+    sim: Arc<SimIo>,
+    db: Option<Database>,
+    boots: u64,
+}
+
+impl Machine {
+    fn db(&self) -> &Database {
+        self.db.as_ref().unwrap()
+    }
+
+    fn open(&mut self) {
+        let config = common::small_config(32);
+        self.db = Some(common::open_sim(&self.sim, config).unwrap());
+    }
+
+    /// The process dies: what it wrote stays in the kernel.
+    fn kill(&mut self) {
+        let kernel = self.sim.kill();
+        self.db = None;
+        self.boots += 1;
+        self.sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(self.boots)));
+        self.open();
+    }
+
+    /// The power fails: unsynced writes are dropped or torn.
+    fn power_cut(&mut self) {
+        let disk = self.sim.crash();
+        self.db = None;
+        self.boots += 1;
+        self.sim = common::reboot(disk, self.boots);
+        self.open();
+    }
+}
+
+/// How a transaction ended.
+#[derive(PartialEq)]
+enum Outcome {
+    Acked,
+    /// Its commit failed: it may or may not be durable.
+    InCommit,
+    /// No commit was tried, or the commit was not reached.
+    NotCommitted,
+}
+
+/// Runs one transaction; returns the model it leaves if it commits and
+/// how it ended.
+fn run_txn(
+    m: &Machine,
+    tree: RelationId,
+    committed: &TreeModel,
+    plan: &TxnPlan,
+    seed: &mut u64,
+) -> (TreeModel, Outcome) {
+    let mut model = committed.clone();
+    if let End::CutAt(n) = plan.end {
+        let at = m.sim.op_count() + n;
+        m.sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
+    }
+    let Ok(mut tx) = m.db().begin() else {
+        return (model, Outcome::NotCommitted);
+    };
+    let ran = run_ops(&mut tx, tree, &mut model, &plan.ops, seed);
+    let outcome = match (plan.end, ran) {
+        (End::Commit | End::CutAt(_), Ok(())) => match tx.commit() {
+            Ok(()) => Outcome::Acked,
+            Err(_) => Outcome::InCommit,
+        },
+        (End::Abort, Ok(())) => {
+            tx.abort().unwrap();
+            Outcome::NotCommitted
+        }
+        (_, Ok(())) => {
+            std::mem::forget(tx);
+            Outcome::NotCommitted
+        }
+        (End::CutAt(_), Err(_)) => Outcome::NotCommitted,
+        (_, Err(e)) => panic!("{e:?}"),
+    };
+    (model, outcome)
+}
+
+fn run(steps: &[TxnPlan]) {
+    let mut m = Machine {
+        sim: Arc::new(SimIo::new(SimConfig::seeded(1))),
+        db: None,
+        boots: 1,
+    };
+    m.open();
+    let tree = m.db().create_tree("t").unwrap();
+    let mut committed = TreeModel::new();
+    let mut seed = 0;
+    for (n, plan) in steps.iter().enumerate() {
+        let (after, outcome) = run_txn(&m, tree, &committed, plan, &mut seed);
+        let in_flight = match plan.end {
+            End::Commit => {
+                assert!(outcome == Outcome::Acked, "step {n}: the commit failed");
+                committed = after;
+                None
+            }
+            End::Abort => None,
+            End::Kill => {
+                m.kill();
+                None
+            }
+            End::PowerCut => {
+                m.power_cut();
+                None
+            }
+            End::CutAt(_) => {
+                m.power_cut();
+                match outcome {
+                    Outcome::Acked => {
+                        committed = after;
+                        None
+                    }
+                    Outcome::InCommit => Some(after),
+                    Outcome::NotCommitted => None,
+                }
+            }
+        };
+        assert_eq!(m.db().tree("t").unwrap(), Some(tree), "step {n}");
+        let tx = m.db().begin().unwrap();
+        let ok = check_in(&tx, tree, &committed);
+        drop(tx);
+        match (ok, in_flight) {
+            (Ok(()), _) => {}
+            // A commit in flight at the power cut may have become durable.
+            (Err(e), Some(after)) => {
+                check_tree(m.db(), tree, &after)
+                    .unwrap_or_else(|e2| panic!("step {n}: neither model: {e}; {e2}"));
+                committed = after;
+            }
+            (Err(e), None) => panic!("step {n} ({:?}): {e}", plan.end),
+        }
+        if plan.reopen_after {
+            m.db.take().unwrap().close().unwrap();
+            m.open();
+            assert!(m.db().recovery_report().clean_shutdown);
+            check_tree(m.db(), tree, &committed).unwrap_or_else(|e| panic!("step {n}: {e}"));
+        }
+    }
+    m.db.take().unwrap().close().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("KEEL_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn trees_behave_like_maps_through_commits_aborts_and_crashes(
+        steps in prop::collection::vec(plan_strategy(), 1..14),
+    ) {
+        run(&steps);
+    }
+}
