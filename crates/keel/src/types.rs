@@ -156,6 +156,25 @@ impl TupleId {
     pub const fn new(page: PageId, slot: SlotId) -> Self {
         TupleId { page, slot }
     }
+
+    /// Its 6-byte form: the page (u32) then the slot (u16), big-endian, so
+    /// the bytes sort as the ids do (a tree value or key naming a tuple).
+    pub fn to_bytes(self) -> [u8; 6] {
+        let mut b = [0u8; 6];
+        b[..4].copy_from_slice(&self.page.0.to_be_bytes());
+        b[4..].copy_from_slice(&self.slot.0.to_be_bytes());
+        b
+    }
+
+    /// Reads [`to_bytes`](Self::to_bytes)'s form; `None` unless `b` is 6
+    /// bytes long.
+    pub fn from_bytes(b: &[u8]) -> Option<TupleId> {
+        let b: [u8; 6] = b.try_into().ok()?;
+        Some(TupleId {
+            page: PageId(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            slot: SlotId(u16::from_be_bytes([b[4], b[5]])),
+        })
+    }
 }
 
 impl fmt::Display for TupleId {
@@ -182,6 +201,15 @@ impl FromStr for TupleId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tuple_id_bytes_round_trip_and_sort_as_the_ids() {
+        let a = TupleId::new(PageId(2), SlotId(900));
+        let b = TupleId::new(PageId(256), SlotId(1));
+        assert_eq!(TupleId::from_bytes(&a.to_bytes()), Some(a));
+        assert!(a.to_bytes() < b.to_bytes() && a < b);
+        assert_eq!(TupleId::from_bytes(&[1, 2, 3]), None);
+    }
 
     #[test]
     fn tuple_id_round_trips_through_text() {
