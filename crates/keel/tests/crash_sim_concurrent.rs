@@ -12,6 +12,12 @@
 //! under the cut; after recovery each side relation whose call returned
 //! exists exactly as that call said, and no file is left unplaced.
 //!
+//! Each thread also puts, deletes and range-reads keys of its own (those
+//! starting with its number) in one shared tree, so concurrent splits,
+//! their logical undo and key-range locks run under the same cuts: after
+//! recovery each thread's keys are its acknowledged ones (or those plus its
+//! commit in flight) and the tree's walk is consistent.
+//!
 //! A second test crashes in two stages — a process kill, a restart, then a
 //! power cut after more work or during the restart's recovery — with the
 //! same checks after each recovery.
@@ -32,13 +38,22 @@ use std::time::Duration;
 use keel::{Config, Database, RelationId, TupleId};
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
 
-type Model = BTreeMap<TupleId, Vec<u8>>;
+/// One thread's rows: its tuples and its keys of the tree.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Model {
+    tuples: BTreeMap<TupleId, Vec<u8>>,
+    keys: TreeModel,
+}
+
+/// The tree every thread puts its keys in.
+const TREE: &str = "keys";
 
 const THREADS: u8 = 4;
 
 mod common;
 
 use common::side::Side;
+use common::tree::{TreeModel, check_tree, random_tree_op, read_tree, show};
 
 fn config() -> Config {
     common::small_config(24)
@@ -90,12 +105,22 @@ impl Worker {
     ) -> keel::Result<Result<Model, Failed>> {
         let mut after = model.clone();
         let mut tx = db.begin()?;
+        let tree = db.tree(TREE)?.expect("the workload's tree");
         let n = if self.rng.below(8) == 0 {
             40
         } else {
             1 + self.rng.below(6)
         };
         for _ in 0..n {
+            if self.rng.below(3) == 0 {
+                let (thread, serial) = (self.thread, &mut self.serial);
+                let keys = &mut after.keys;
+                random_tree_op(&mut tx, tree, keys, &[thread], &mut self.rng, |rng| {
+                    value(thread, serial, rng)
+                })?;
+                continue;
+            }
+            let after = &mut after.tuples;
             let pick = (!after.is_empty()).then(|| {
                 *after
                     .keys()
@@ -163,7 +188,8 @@ impl Worker {
     }
 }
 
-/// Every tuple of `rels`, by the thread that wrote it (first byte).
+/// Every tuple of `rels` and key of the tree, by the thread that wrote it
+/// (first byte); the tree's walk is checked consistent.
 fn scan_by_thread(
     seed: u64,
     stage: &str,
@@ -176,8 +202,15 @@ fn scan_by_thread(
         for &rel in rels {
             for row in tx.scan(rel)? {
                 let (tid, v) = row?;
-                by_thread.entry(v[0]).or_default().insert(tid, v);
+                by_thread.entry(v[0]).or_default().tuples.insert(tid, v);
             }
+        }
+        let tree = db.tree(TREE)?.expect("the workload's tree");
+        let keys = read_tree(&tx, tree)?;
+        check_tree(db, tree, &keys)
+            .unwrap_or_else(|e| panic!("seed {seed} ({stage}): tree walk: {e}"));
+        for (k, v) in keys {
+            by_thread.entry(k[0]).or_default().keys.insert(k, v);
         }
         Ok(by_thread)
     };
@@ -199,14 +232,24 @@ fn expect(
         let thread = i as u8 + 1;
         let mine = by_thread.remove(&thread).unwrap_or_default();
         if mine != *acked && in_flight.as_ref() != Some(&mine) {
-            let lost: Vec<_> = acked
+            let (a, m) = (&acked.tuples, &mine.tuples);
+            let lost: Vec<_> = a.keys().filter(|t| m.get(t) != a.get(t)).collect();
+            let extra: Vec<_> = m.keys().filter(|t| !a.contains_key(t)).collect();
+            let (a, m) = (&acked.keys, &mine.keys);
+            let lost_keys: Vec<_> = a
                 .keys()
-                .filter(|t| mine.get(t) != acked.get(t))
+                .filter(|k| m.get(*k) != a.get(*k))
+                .map(|k| show(k))
                 .collect();
-            let extra: Vec<_> = mine.keys().filter(|t| !acked.contains_key(t)).collect();
+            let extra_keys: Vec<_> = m
+                .keys()
+                .filter(|k| !a.contains_key(*k))
+                .map(|k| show(k))
+                .collect();
             panic!(
                 "seed {seed} ({stage}): thread {thread}: lost or changed {lost:?}, phantom \
-                 {extra:?} (in-flight commit: {}); recovery {:?}",
+                 {extra:?}; tree keys lost or changed {lost_keys:?}, phantom {extra_keys:?} \
+                 (in-flight commit: {}); recovery {:?}",
                 in_flight.is_some(),
                 db.recovery_report()
             );
@@ -275,9 +318,10 @@ fn cycle(seed: u64) -> Cycle {
     let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
     let db = open(&sim).unwrap();
     let rels = [db.create_relation("t").unwrap()];
+    db.create_tree(TREE).unwrap();
     let cut = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
-    let starts = vec![Model::new(); usize::from(THREADS)];
+    let starts = vec![Model::default(); usize::from(THREADS)];
     let mut side = Side::default();
     let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);
     let disk = sim.crash();
@@ -298,7 +342,7 @@ fn cycle(seed: u64) -> Cycle {
     let undid = db.recovery_report().txns_undone > 0;
     db.close().unwrap();
     Cycle {
-        committed: outcomes.iter().any(|(a, _)| !a.is_empty()),
+        committed: outcomes.iter().any(|(a, _)| *a != Model::default()),
         undid,
         ddl: side.next,
         ddl_cut,
@@ -364,9 +408,10 @@ fn two_stage(seed: u64) -> TwoStage {
     let rels: Vec<RelationId> = (1..=THREADS)
         .map(|t| db.create_relation(&format!("t{t}")).unwrap())
         .collect();
+    db.create_tree(TREE).unwrap();
     let kill = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
-    let starts = vec![Model::new(); usize::from(THREADS)];
+    let starts = vec![Model::default(); usize::from(THREADS)];
     let mut side = Side::default();
     let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);
     let kernel = sim.kill();

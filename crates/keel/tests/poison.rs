@@ -5,6 +5,10 @@
 //! returns only durable state, and reopening finds exactly the
 //! acknowledged commits (plus, at most, commits whose outcome was an
 //! error: their record may have reached the disk before the failure).
+//! Each transaction also puts its row's value as a key of a tree, with the
+//! row's TupleId as its value (a secondary index), so tree reads and
+//! writes meet the poison too and the index matches the rows after
+//! reopening.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +37,16 @@ fn value(thread: usize, i: usize) -> Vec<u8> {
     format!("t{thread}-{i:05}").into_bytes()
 }
 
+/// The index key a worker's pending transaction replaces.
+fn pending_key(t: usize) -> Vec<u8> {
+    format!("pending-{t}").into_bytes()
+}
+
+/// The value of a row's index key: its TupleId.
+fn index_value(tid: TupleId) -> Vec<u8> {
+    tid.to_string().into_bytes()
+}
+
 fn fatal(e: &Error, what: &str) {
     assert_eq!(e.class(), ErrorClass::Fatal, "{what}: {e}");
 }
@@ -43,6 +57,7 @@ fn fatal(e: &Error, what: &str) {
 fn worker(
     db: &keel::Database,
     rel: RelationId,
+    index: RelationId,
     t: usize,
     stop: &AtomicBool,
     commits: &AtomicUsize,
@@ -51,6 +66,11 @@ fn worker(
     let reader = db.begin().unwrap();
     let mut pending = db.begin().unwrap();
     let held = pending.insert(rel, &value(t, 99_999)).unwrap();
+    // A replace: it locks its key only (an insert would wait for the
+    // next key, which another worker's pending transaction may hold).
+    pending
+        .put(index, &pending_key(t), &index_value(held))
+        .unwrap();
     // The fault comes only once every worker holds its transactions.
     commits.fetch_add(1 << 32, Ordering::AcqRel);
     for i in 0.. {
@@ -66,8 +86,12 @@ fn worker(
             }
         };
         if let Some((tid, v)) = seen.acked.last() {
-            match tx.get(rel, *tid) {
-                Ok(got) => assert_eq!(got.as_ref(), Some(v)),
+            let read = tx.get(rel, *tid).and_then(|got| {
+                assert_eq!(got.as_ref(), Some(v));
+                tx.get_key(index, v)
+            });
+            match read {
+                Ok(got) => assert_eq!(got, Some(index_value(*tid))),
                 Err(e) => {
                     fatal(&e, "get");
                     seen.poisoned = true;
@@ -76,7 +100,10 @@ fn worker(
             }
         }
         let v = value(t, i);
-        let tid = match tx.insert(rel, &v) {
+        let written = tx
+            .insert(rel, &v)
+            .and_then(|tid| tx.put(index, &v, &index_value(tid)).map(|()| tid));
+        let tid = match written {
             Ok(tid) => tid,
             Err(e) => {
                 fatal(&e, "insert");
@@ -114,6 +141,8 @@ fn worker(
             "try_get of a tuple locked by a live transaction",
             reader.try_get(rel, held).map(|_| ()),
         ),
+        ("get_key", reader.get_key(index, &value(t, 0)).map(|_| ())),
+        ("first key", reader.first(index).map(|_| ())),
         ("begin", db.begin().map(|_| ())),
         ("checkpoint", db.checkpoint().map(|_| ())),
         (
@@ -123,6 +152,10 @@ fn worker(
         (
             "insert",
             pending.insert(rel, b"after the poison").map(|_| ()),
+        ),
+        (
+            "put",
+            pending.put(index, b"after the poison", b"").map(|_| ()),
         ),
     ] {
         let e = r.expect_err(what);
@@ -150,16 +183,25 @@ fn poisoned_under_load(rule: FaultRule, checkpoint: bool, seed: u64) {
     let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
     let db = common::open_sim(&sim, common::small_config(64)).unwrap();
     let rel = db.create_relation("t").unwrap();
+    let index = db.create_tree("index").unwrap();
+    let mut tx = db.begin().unwrap();
+    for t in 0..THREADS {
+        tx.put(index, &pending_key(t), b"never replaced").unwrap();
+    }
+    tx.commit().unwrap();
     let stop = AtomicBool::new(false);
     let commits = AtomicUsize::new(0);
     let seen: Vec<Seen> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (db, stop, commits) = (&db, &stop, &commits);
-                s.spawn(move || worker(db, rel, t, stop, commits))
+                s.spawn(move || worker(db, rel, index, t, stop, commits))
             })
             .collect();
-        while commits.load(Ordering::Acquire) < (THREADS << 32) + 40 {
+        // A worker that ends before the fault failed: its join reports it.
+        while commits.load(Ordering::Acquire) < (THREADS << 32) + 40
+            && !workers.iter().any(|w| w.is_finished())
+        {
             std::thread::yield_now();
         }
         sim.add_fault(rule);
@@ -205,6 +247,21 @@ fn poisoned_under_load(rule: FaultRule, checkpoint: bool, seed: u64) {
             String::from_utf8_lossy(v)
         );
     }
+    // The index holds a key for every row and for nothing else.
+    let mut keys: HashMap<Vec<u8>, Vec<u8>> =
+        tx.range(index, ..).unwrap().map(|r| r.unwrap()).collect();
+    for t in 0..THREADS {
+        let placeholder = keys.remove(&pending_key(t));
+        assert_eq!(placeholder.as_deref(), Some(&b"never replaced"[..]));
+    }
+    for (tid, v) in &rows {
+        assert_eq!(
+            keys.get(v),
+            Some(&index_value(*tid)),
+            "row {tid} not indexed"
+        );
+    }
+    assert_eq!(keys.len(), rows.len(), "index keys without their row");
     drop(tx);
     db.close().unwrap();
 }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Trees under concurrent transactions: threads putting, deleting,
 //! reading and scanning one tree through a small buffer pool with the redo
-//! consistency check on (`KEEL_TREE_TXNS` transactions per thread, default
+//! consistency check on and checkpoints running (`KEEL_TREE_TXNS` transactions per thread, default
 //! 300); the phantom a heap scan allows and a tree range
 //! does not; and churn that must not grow the tree's file.
 
@@ -117,13 +117,14 @@ fn worker(db: &Database, tree: RelationId, t: u8, n: u32) -> (TreeModel, Tally) 
 #[test]
 fn threads_putting_deleting_and_scanning_one_tree_see_their_own_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path(), config(24)).unwrap();
+    let db = Database::open(dir.path(), config(12)).unwrap();
     let tree = db.create_tree("t").unwrap();
     let threads = 4u8;
     let n: u32 = std::env::var("KEEL_TREE_TXNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let done = AtomicBool::new(false);
     let results: Vec<(TreeModel, Tally)> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=threads)
             .map(|t| {
@@ -131,7 +132,17 @@ fn threads_putting_deleting_and_scanning_one_tree_see_their_own_commits() {
                 s.spawn(move || worker(db, tree, t, n))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        // Checkpoints meanwhile: their writes must never wait on a split
+        // that waits for a frame.
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                db.checkpoint().unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, Ordering::SeqCst);
+        results
     });
     let mut union = TreeModel::new();
     let (mut committed, mut conflicts) = (0, 0);
@@ -152,7 +163,7 @@ fn threads_putting_deleting_and_scanning_one_tree_see_their_own_commits() {
         union.len()
     );
     db.close().unwrap();
-    let db = Database::open(dir.path(), config(24)).unwrap();
+    let db = Database::open(dir.path(), config(12)).unwrap();
     check_tree(&db, tree, &union).unwrap();
     db.close().unwrap();
 }

@@ -5,8 +5,9 @@
 //! [`Shared::write_frames`] takes frames its caller marked `writing` and:
 //!
 //! 1. copies each page under a shared latch (`try_read` on the eviction
-//!    path, see the essay's protocol), noting its modification counter
-//!    while the latch excludes every writer;
+//!    path, see the essay's protocol, and in `flush_all`'s batches, which
+//!    then write a page they found latched alone), noting its modification
+//!    counter while the latch excludes every writer;
 //! 2. seals each copy's CRC32C (computed at write time, invariant 2);
 //! 3. flushes the WAL through the highest page LSN of the batch, holding no
 //!    latch and no mutex (invariants 4 and 11). If that fails nothing is
@@ -268,7 +269,7 @@ impl Shared {
                 .collect()
         };
         while !todo.is_empty() {
-            let mut batch = Vec::new();
+            let (mut batch, mut keys) = (Vec::new(), Vec::new());
             let mut later = Vec::new();
             let mut meta = self.meta.lock();
             for (frame, key) in todo {
@@ -281,6 +282,7 @@ impl Shared {
                 } else {
                     m.writing = true;
                     batch.push(frame);
+                    keys.push(key);
                 }
             }
             if batch.is_empty() && !later.is_empty() {
@@ -289,7 +291,16 @@ impl Shared {
             }
             drop(meta);
             if !batch.is_empty() {
-                self.write_frames(batch, LatchMode::Block)?;
+                // Latches are only tried while the batch is marked `writing`
+                // (none of its frames can be evicted meanwhile): a tree split
+                // holds a latch while it waits for a frame (invariant 11), so
+                // waiting for that latch here could wait forever. A page left
+                // latched is written alone, waiting for its latch: that
+                // withholds no frame, a latched page being pinned anyway.
+                self.write_frames(batch, LatchMode::Try)?;
+                for key in keys {
+                    self.flush_page(key)?;
+                }
             }
             todo = later;
         }

@@ -1,5 +1,6 @@
 //! Side relations created and dropped while a crash workload runs, so DDL
-//! runs under every crash shape the workload is put through.
+//! runs under every crash shape the workload is put through. Every other
+//! one is a tree (`create_tree` / `drop_tree`, with an overflow value).
 
 use std::collections::BTreeMap;
 
@@ -30,19 +31,32 @@ impl Side {
             .collect();
         if existing.len() >= 3 || (!existing.is_empty() && rng.coin()) {
             let name = existing[rng.below(existing.len() as u64) as usize].clone();
-            let dropped = db.drop_relation(&name).is_ok();
+            let dropped = if is_tree(&name) {
+                db.drop_tree(&name).is_ok()
+            } else {
+                db.drop_relation(&name).is_ok()
+            };
             self.known.insert(name, dropped.then_some(false));
             return dropped;
         }
         let name = format!("side{}", self.next);
         self.next += 1;
-        let created = db.create_relation(&name);
-        // Durable once `create_relation` returned, whatever its row's fate.
+        let tree = is_tree(&name);
+        let created = if tree {
+            db.create_tree(&name)
+        } else {
+            db.create_relation(&name)
+        };
+        // Durable once the create returned, whatever its row's fate.
         self.known.insert(name, created.as_ref().ok().map(|_| true));
         created
             .and_then(|rel| {
                 let mut tx = db.begin()?;
-                tx.insert(rel, &[7u8; 3000])?;
+                if tree {
+                    tx.put(rel, b"side", &[7u8; 3000])?;
+                } else {
+                    tx.insert(rel, &[7u8; 3000])?;
+                }
                 tx.commit()
             })
             .is_ok()
@@ -55,6 +69,12 @@ impl Side {
         let cut = self.known.values().filter(|s| s.is_none()).count() as u64;
         for (name, state) in self.known.iter_mut() {
             let present = db.relation(name).unwrap().is_some();
+            if present && is_tree(name) {
+                assert!(
+                    db.tree(name).unwrap().is_some(),
+                    "seed {seed} ({stage}): side tree {name} is not a tree"
+                );
+            }
             if let Some(want) = *state {
                 assert_eq!(
                     present, want,
@@ -70,4 +90,11 @@ impl Side {
         );
         cut
     }
+}
+
+/// Whether side relation `name` is a tree (every other one).
+fn is_tree(name: &str) -> bool {
+    name.strip_prefix("side")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n % 2 == 1)
 }
