@@ -281,3 +281,51 @@ fn put(store: &InMemory, path: &object_store::path::Path, bytes: Vec<u8>) {
 fn delete(store: &InMemory, path: &object_store::path::Path) {
     rt().block_on(async { store.delete(path).await.unwrap() });
 }
+
+/// A crash (the process dies: the database is dropped without `close`)
+/// while the store is down and the archive lags: reopened with
+/// `WalConfig::hold_at_open`, recovery and its checkpoint retire none of
+/// the unarchived log, and a new archiver continues the one timeline from
+/// the newest chunk, so the archive ends up equal to the log from the
+/// start.
+#[test]
+fn a_crash_while_the_archive_lags_loses_no_log_for_it() {
+    let faults = FaultStore::new(Arc::new(InMemory::new()));
+    let target = ArchiveTarget::new(StoreConfig::Custom(Arc::new(faults.clone())), "db");
+    let options = ArchiverOptions {
+        stop_timeout: Duration::from_millis(200),
+        ..fast()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let archiver = Archiver::start(db.clone(), &target, options.clone()).unwrap();
+    workload(&db, rel, 5, 10, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(20))
+        .unwrap();
+    faults.set_down(true);
+    workload(&db, rel, 30, 20, 3);
+    // The process dies: the archiver's last uploads fail, the database is
+    // not closed.
+    drop(archiver);
+    drop(Arc::try_unwrap(db).ok().unwrap());
+    faults.set_down(false);
+
+    let mut config = common::config();
+    config.wal.hold_at_open = true;
+    config.recovery_checkpoint = keel::RecoveryCheckpoint::BeforeOpenReturns;
+    let db = Arc::new(keel::Database::open(dir.path(), config).unwrap());
+    assert!(!db.recovery_report().clean_shutdown);
+    let archiver = Archiver::start(db.clone(), &target, options).unwrap();
+    workload(&db, rel, 5, 10, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(20))
+        .unwrap();
+    archiver.stop().unwrap();
+    let reader = ArchiveReader::open(&target, Duration::from_secs(5)).unwrap();
+    let report = reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(report.start, start);
+    assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+}

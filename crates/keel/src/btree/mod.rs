@@ -237,8 +237,32 @@ impl Storage {
         level: u16,
         path: &mut Path,
     ) -> Result<PageId> {
-        let (mut pid, mut at) = self.root_hint(rel)?;
         path.clear();
+        self.walk(rel, key, level, Some(path)).map(|(_, pid)| pid)
+    }
+
+    /// The leaf whose range holds `key`, latched shared, found as
+    /// [`descend`](Self::descend) finds it (one latch at a time).
+    pub(crate) fn leaf_for_read(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        self.walk(rel, key, 0, None)
+    }
+
+    /// The descent itself: from the root (as last seen, or the meta page's
+    /// when the hint is below `level`) to the node of `level` holding
+    /// `key`, moving right past high keys, one shared latch at a time;
+    /// returns that node still latched. Internal pages passed go to `path`.
+    fn walk(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        level: u16,
+        mut path: Option<&mut Path>,
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        let (mut pid, mut at) = self.root_hint(rel)?;
         if at < level {
             // The hint is older than the root that level belongs to.
             (pid, at) = self.tree_root(rel)?;
@@ -259,40 +283,14 @@ impl Storage {
                 continue;
             }
             if at == level {
-                return Ok(pid);
-            }
-            let (_, child) = p.child_for(key)?;
-            if child.0 >= rel.page_count() || child.0 == 0 {
-                return Err(corrupt(rel, pid, format!("child {child} past the file")));
-            }
-            path.push((at, pid));
-            pid = child;
-            at -= 1;
-        }
-    }
-
-    /// The leaf whose range holds `key`, latched shared, found as
-    /// [`descend`](Self::descend) finds it (one latch at a time).
-    pub(crate) fn leaf_for_read(
-        &self,
-        rel: &Relation,
-        key: &[u8],
-    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
-        let (mut pid, mut at) = self.root_hint(rel)?;
-        let mut moves = 0;
-        loop {
-            let g = self.pool.fetch_read(rel.file(), pid)?;
-            let p = self.node(rel, &g, pid, at)?;
-            if !p.covers(key) {
-                pid = self.right_of(rel, &p, &mut moves)?;
-                continue;
-            }
-            if at == 0 {
                 return Ok((g, pid));
             }
             let (_, child) = p.child_for(key)?;
             if child.0 >= rel.page_count() || child.0 == 0 {
                 return Err(corrupt(rel, pid, format!("child {child} past the file")));
+            }
+            if let Some(path) = path.as_deref_mut() {
+                path.push((at, pid));
             }
             pid = child;
             at -= 1;

@@ -536,17 +536,7 @@ impl<P: Primitives> LockManager<P> {
         mode: LockMode,
         wait: bool,
     ) -> Result<()> {
-        let req = Request {
-            txn,
-            target,
-            mode,
-            want: None,
-            wait,
-            me: ThreadKey(P::thread_key()),
-            waited: false,
-            instant: false,
-        };
-        self.settle(req)
+        self.settle(txn, target, mode, wait, false)
     }
 
     /// Waits (if `wait`) until `target` could be locked in `mode` for
@@ -561,7 +551,20 @@ impl<P: Primitives> LockManager<P> {
         mode: LockMode,
         wait: bool,
     ) -> Result<()> {
-        let req = Request {
+        self.settle(txn, target, mode, wait, true)
+    }
+
+    /// Runs one request through the wait loop: kept once granted, or only
+    /// checked grantable when `instant`.
+    fn settle(
+        &self,
+        txn: TxnId,
+        target: LockTarget,
+        mode: LockMode,
+        wait: bool,
+        instant: bool,
+    ) -> Result<()> {
+        let mut req = Request {
             txn,
             target,
             mode,
@@ -569,12 +572,8 @@ impl<P: Primitives> LockManager<P> {
             wait,
             me: ThreadKey(P::thread_key()),
             waited: false,
-            instant: true,
+            instant,
         };
-        self.settle(req)
-    }
-
-    fn settle(&self, mut req: Request) -> Result<()> {
         // A timeout too long to represent is no deadline.
         let deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         self.state
