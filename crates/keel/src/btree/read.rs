@@ -47,12 +47,7 @@ impl Storage {
         }
     }
 
-    fn get_step(
-        &self,
-        txn: TxnId,
-        rel: &Relation,
-        key: &[u8],
-    ) -> Result<Step<Option<Found>>> {
+    fn get_step(&self, txn: TxnId, rel: &Relation, key: &[u8]) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
         let pid = self.descend(rel, key, 0, &mut Path::new())?;
         let (g, pid) = self.read_covering(rel, pid, key)?;
