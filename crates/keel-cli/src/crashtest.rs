@@ -38,7 +38,7 @@ use keel_io::sim::Rng;
 use crate::Failure;
 use crate::demo::crash::{ChildSpec, CrashRun, crash_child};
 use crate::demo::verify::{Verdict, verify};
-use crate::demo::workload::{RELATIONS, TxnRecord};
+use crate::demo::workload::TxnRecord;
 use crate::demo::{clock_seed, engine_config, relation_ids};
 
 /// A file crashtest leaves in its directory, so a later run may wipe it.
@@ -250,9 +250,7 @@ impl Run<'_> {
         let marker = self.dir.join(MARKER);
         std::fs::write(&marker, "made by keel crashtest; wiped by the next run\n")
             .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
-        for name in RELATIONS {
-            db.create_relation(name)?;
-        }
+        crate::demo::create_relations(&db)?;
         db.close()?;
         if !self.args.json {
             println!(

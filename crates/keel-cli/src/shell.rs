@@ -9,11 +9,21 @@
 //! update REL P.S HEX    -> ok
 //! delete REL P.S        -> ok
 //! scan REL              -> row P.S HEX (one per tuple, in TupleId order), then: end
+//! create-tree TREE      -> ok
+//! drop-tree TREE        -> ok
+//! put TREE KEY VALUE    -> ok                 (insert or replace)
+//! get TREE KEY          -> val HEX | none
+//! del TREE KEY          -> val HEX | none     (the value deleted)
+//! range TREE [LO [HI]]  -> kv KEY VALUE (one per key, in key order), then: end
 //! commit                -> committed          (written only once the commit is durable)
 //! abort                 -> aborted
 //! checkpoint            -> ok
 //! quit
 //! ```
+//!
+//! Tuples are named by TupleId (`P.S`), tree keys and values are hex, like
+//! tuple values (`get` tells a TupleId from a key by its dot). A range is
+//! `LO <= key < HI`; an omitted bound, or `-`, is open.
 //!
 //! Outside `begin`…`commit` each data command runs in its own transaction
 //! (autocommit) and is answered only once that transaction is durable. Any
@@ -22,6 +32,7 @@
 //! transaction open rolls it back.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::Bound;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -38,8 +49,8 @@ pub struct ShellArgs {
 }
 
 const PROMPT: &str = "keel> ";
-const COMMANDS: &str =
-    "create, begin, insert, get, update, delete, scan, commit, abort, checkpoint, quit";
+const COMMANDS: &str = "create, begin, insert, get, update, delete, scan, create-tree, \
+                        drop-tree, put, del, range, commit, abort, checkpoint, quit";
 
 /// An error answered as `err KIND: message`.
 #[derive(Debug)]
@@ -79,6 +90,10 @@ enum Op {
     Update(RelationId, TupleId, Vec<u8>),
     Delete(RelationId, TupleId),
     Scan(RelationId),
+    Put(RelationId, Vec<u8>, Vec<u8>),
+    GetKey(RelationId, Vec<u8>),
+    Del(RelationId, Vec<u8>),
+    Range(RelationId, Bound<Vec<u8>>, Bound<Vec<u8>>),
 }
 
 pub fn run(args: ShellArgs) -> Result<(), Failure> {
@@ -179,6 +194,14 @@ fn execute<'db>(
             db.create_relation(rel)?;
             Ok("ok".into())
         }
+        ["create-tree", name] => {
+            db.create_tree(name)?;
+            Ok("ok".into())
+        }
+        ["drop-tree", name] => {
+            db.drop_tree(name)?;
+            Ok("ok".into())
+        }
         ["begin"] => {
             if tx.is_some() {
                 return Err(ShellError::usage(
@@ -253,7 +276,31 @@ fn apply(t: &mut Transaction<'_>, op: &Op) -> Result<String, ShellError> {
             text.push_str("end");
             text
         }
+        Op::Put(tree, key, value) => {
+            t.put(*tree, key, value)?;
+            "ok".into()
+        }
+        Op::GetKey(tree, key) => found(t.get_key(*tree, key)?),
+        Op::Del(tree, key) => found(t.delete_key(*tree, key)?),
+        Op::Range(tree, lo, hi) => {
+            let mut text = String::new();
+            for kv in t.range(*tree, (bound(lo), bound(hi)))? {
+                let (k, v) = kv?;
+                text.push_str(&format!("kv {} {}\n", hex(&k), hex(&v)));
+            }
+            text.push_str("end");
+            text
+        }
     })
+}
+
+/// `val HEX` for a value, `none` for no value.
+fn found(v: Option<Vec<u8>>) -> String {
+    v.map_or_else(|| "none".into(), |v| format!("val {}", hex(&v)))
+}
+
+fn bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    b.as_ref().map(Vec::as_slice)
 }
 
 /// Parses a data command and resolves its relation.
@@ -262,9 +309,26 @@ fn parse_op(db: &Database, words: &[&str]) -> Result<Op, ShellError> {
         db.relation(name)?
             .ok_or_else(|| keel::Error::from(DbError::NoSuchRelation(name.to_owned())).into())
     };
+    let tree = |name: &str| -> Result<RelationId, ShellError> {
+        db.tree(name)?
+            .ok_or_else(|| ShellError::usage(format!("no tree {name}")))
+    };
     Ok(match words {
         ["insert", r, h] => Op::Insert(rel(r)?, unhex(h)?),
-        ["get", r, t] => Op::Get(rel(r)?, tid(t)?),
+        ["get", r, t] if t.contains('.') => Op::Get(rel(r)?, tid(t)?),
+        ["get", r, k] => Op::GetKey(tree(r)?, unhex(k)?),
+        ["put", r, k, v] => Op::Put(tree(r)?, unhex(k)?, unhex(v)?),
+        ["del", r, k] => Op::Del(tree(r)?, unhex(k)?),
+        ["range", r, bounds @ ..] if bounds.len() <= 2 => {
+            let b = |i: usize| match bounds.get(i) {
+                None | Some(&"-") => Ok(Bound::Unbounded),
+                Some(h) => unhex(h).map(|k| match i {
+                    0 => Bound::Included(k),
+                    _ => Bound::Excluded(k),
+                }),
+            };
+            Op::Range(tree(r)?, b(0)?, b(1)?)
+        }
         ["update", r, t, h] => Op::Update(rel(r)?, tid(t)?, unhex(h)?),
         ["delete", r, t] => Op::Delete(rel(r)?, tid(t)?),
         ["scan", r] => Op::Scan(rel(r)?),
@@ -279,10 +343,15 @@ fn usage_of(cmd: &str) -> String {
         "create" => "create REL",
         "begin" => "begin",
         "insert" => "insert REL HEX",
-        "get" => "get REL P.S",
+        "get" => "get REL P.S | get TREE KEY",
         "update" => "update REL P.S HEX",
         "delete" => "delete REL P.S",
         "scan" => "scan REL",
+        "create-tree" => "create-tree TREE",
+        "drop-tree" => "drop-tree TREE",
+        "put" => "put TREE KEY VALUE (hex)",
+        "del" => "del TREE KEY (hex)",
+        "range" => "range TREE [LO [HI]] (hex; - for an open bound)",
         "commit" => "commit",
         "abort" => "abort",
         "checkpoint" => "checkpoint",

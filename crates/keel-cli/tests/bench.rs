@@ -202,6 +202,8 @@ fn quick_all_has_every_field() {
         "1,2",
         "--rows",
         "2000",
+        "--keys",
+        "1000",
         "--cache-mib",
         "1",
         "--wal-mib",
@@ -251,6 +253,18 @@ fn quick_all_has_every_field() {
         );
     }
     assert!(has("recovery", "keel", "recovery_s"));
+    assert!(has("kv", "keel", "ops_per_s"));
+    assert!(has("kv", "sqlite", "ops_per_s"));
+    assert!(has("kv", "disk", "ops_per_s"));
+    // Targets over sqlite and the disk's loop are measured; over redb
+    // (not selected) they are not.
+    let targets = doc["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["suite"] == "kv" && f["metric"] == "x_target_reference")
+        .count();
+    assert_eq!(targets, 3);
     assert!(has("recovery", "keel", "x_disk_seq_read"));
     let commands = doc["notes"]
         .as_array()

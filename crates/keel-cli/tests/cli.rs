@@ -14,6 +14,19 @@ fn demo_crashes_a_child_recovers_and_verifies() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(" 0 lost, 0 phantom, 0 corrupt"), "{stdout}");
+    assert!(stdout.contains("and tree by_version"), "{stdout}");
+    // The index tree was read back, one key per tuple, none wrong.
+    let verification = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("verification"))
+        .unwrap();
+    let count = |after: &str| -> u64 {
+        let (head, _) = verification.split_once(after).unwrap();
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(count(" index keys"), count(" tuples ("), "{verification}");
+    assert!(count(" index keys") > 0, "{verification}");
+    assert!(verification.ends_with(" 0 wrong"), "{verification}");
     assert!(stdout.contains("killed by SIGKILL"), "{stdout}");
     assert!(stdout.contains("verification passed"), "{stdout}");
     for row in ["commits/s", "recovery", "WAL", "accounts", "blobs"] {

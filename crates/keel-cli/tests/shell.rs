@@ -64,7 +64,7 @@ const SESSION: &[(&str, &[&str])] = &[
     (
         "frobnicate",
         &[
-            "err usage: unknown command \"frobnicate\" (commands: create, begin, insert, get, update, delete, scan, commit, abort, checkpoint, quit)",
+            "err usage: unknown command \"frobnicate\" (commands: create, begin, insert, get, update, delete, scan, create-tree, drop-tree, put, del, range, commit, abort, checkpoint, quit)",
         ],
     ),
     ("insert t", &["err usage: expected: insert REL HEX"]),
@@ -124,6 +124,93 @@ fn shell_protocol_and_reopen() {
     // without quit ends the session too.
     let lines = shell(&dir, &format!("scan t\nget t {bbbb_tid}\n"));
     assert_eq!(lines, ["row 0.0 cc", bbbb, "end", "val bbbb"]);
+}
+
+/// The tree commands: hex keys and values, ranges with open and closed
+/// bounds, transactions, the errors, and a reopen.
+const TREE_SESSION: &[(&str, &[&str])] = &[
+    ("create-tree idx", &["ok"]),
+    (
+        "create-tree idx",
+        &["err usage: relation \"idx\" exists already"],
+    ),
+    ("put idx 02 bb", &["ok"]),
+    ("put idx 01 aa", &["ok"]),
+    ("put idx 03 cc", &["ok"]),
+    ("put idx 02 b2", &["ok"]), // replaces
+    ("get idx 02", &["val b2"]),
+    ("get idx 09", &["none"]),
+    ("range idx", &["kv 01 aa", "kv 02 b2", "kv 03 cc", "end"]),
+    ("range idx 02", &["kv 02 b2", "kv 03 cc", "end"]),
+    ("range idx 01 03", &["kv 01 aa", "kv 02 b2", "end"]),
+    ("range idx - 02", &["kv 01 aa", "end"]),
+    ("range idx 04", &["end"]),
+    ("del idx 01", &["val aa"]),
+    ("del idx 01", &["none"]),
+    ("begin", &["ok"]),
+    ("put idx 04 dd", &["ok"]),
+    ("del idx 03", &["val cc"]),
+    ("abort", &["aborted"]),
+    ("begin", &["ok"]),
+    ("put idx 05 ee", &["ok"]),
+    ("commit", &["committed"]),
+    (
+        "put idx 0g 00",
+        &["err usage: invalid hex \"0g\": not a hex digit"],
+    ),
+    (
+        "put idx 01",
+        &["err usage: expected: put TREE KEY VALUE (hex)"],
+    ),
+    (
+        "range idx 01 02 03",
+        &["err usage: expected: range TREE [LO [HI]] (hex; - for an open bound)"],
+    ),
+    ("get nope 01", &["err usage: no tree nope"]),
+    ("create t", &["ok"]),
+    (
+        "put t 01 01",
+        &["err usage: relation t is a heap, not a tree"],
+    ),
+    ("insert t 00", &["tid 0.0"]),
+    ("get t 0.0", &["val 00"]), // a TupleId: the heap's get
+    ("create-tree gone", &["ok"]),
+    ("put gone 01 01", &["ok"]),
+    ("drop-tree gone", &["ok"]),
+    ("get gone 01", &["err usage: no tree gone"]),
+    (
+        "drop-tree t",
+        &["err usage: relation t is a heap, not a tree"],
+    ),
+];
+
+#[test]
+fn shell_tree_commands_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let script: String = TREE_SESSION
+        .iter()
+        .map(|(cmd, _)| format!("{cmd}\n"))
+        .collect();
+    let expected: Vec<&str> = TREE_SESSION
+        .iter()
+        .flat_map(|(_, out)| out.iter().copied())
+        .collect();
+    let lines = shell(&dir, &script);
+    assert_eq!(lines, expected);
+    // A key over the maximum is refused, naming both lengths.
+    let long = "ab".repeat(keel::btree::MAX_KEY_LEN + 1);
+    let lines = shell(&dir, &format!("put idx {long} 00\nrange idx\n"));
+    assert_eq!(
+        lines,
+        [
+            "err usage: key of 1025 bytes exceeds the maximum of 1024 bytes",
+            "kv 02 b2",
+            "kv 03 cc",
+            "kv 05 ee",
+            "end"
+        ]
+    );
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub enum Suite {
     /// Time from a SIGKILL after --wal-mib of log to the first commit of a
     /// new process.
     Recovery,
+    /// Ordered keys, shaped like redb's published comparison: 24-byte
+    /// random keys, 150-byte values; Keel's trees against SQLite and redb.
+    Kv,
     /// Keel's WAL micro benchmarks (criterion-free `cargo bench`).
     Wal,
     /// CRC32C micro benchmarks.
@@ -40,7 +43,7 @@ impl Suite {
     pub fn expand(self) -> Vec<Suite> {
         use Suite::*;
         match self {
-            All => vec![Commit, Insert, Read, Recovery, Wal, Crc, Fsm, Io],
+            All => vec![Commit, Insert, Read, Recovery, Kv, Wal, Crc, Fsm, Io],
             s => vec![s],
         }
     }
@@ -52,6 +55,7 @@ impl Suite {
             Suite::Insert => "insert",
             Suite::Read => "read",
             Suite::Recovery => "recovery",
+            Suite::Kv => "kv",
             Suite::Wal => "wal",
             Suite::Crc => "crc",
             Suite::Fsm => "fsm",
@@ -83,7 +87,8 @@ pub struct BenchArgs {
     /// Measurements per case; the median and the spread min..max are reported.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_repeat)]
     pub repeat: u32,
-    /// Seconds per timed measurement [default: 2, 0.5 with --quick].
+    /// Seconds per timed measurement [default: 2; 0.5 with --quick and in
+    /// the kv suite].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub secs: Option<f64>,
     /// Concurrent committers for the commit suite, comma-separated
@@ -93,11 +98,17 @@ pub struct BenchArgs {
     /// Rows for the insert suite [default: 1000000, 100000 with --quick].
     #[arg(long, value_name = "N", value_parser = parse_rows)]
     pub rows: Option<u64>,
-    /// Engines to run, comma-separated, from keel,sqlite,postgres,disk
-    /// [default: all four]. `disk` is the disk's own ceilings (in the commit
-    /// suite: its single-committer loops and the group-commit reference).
+    /// Engines to run, comma-separated, from keel,sqlite,postgres,redb,disk
+    /// [default: disk,keel,sqlite,postgres; disk,keel,sqlite,redb in the kv
+    /// suite]. `disk` is the disk's own ceilings (in the commit suite: its
+    /// single-committer loops and the group-commit reference; in the kv
+    /// suite: the fdatasync loop). redb runs only in the kv suite.
     #[arg(long, value_name = "LIST", value_parser = parse_engines)]
     pub engines: Option<Engines>,
+    /// Keys loaded by the kv suite (and written again by its batch writes)
+    /// [default: 50000, 10000 with --quick].
+    #[arg(long, value_name = "N", value_parser = parse_keys)]
+    pub keys: Option<u64>,
     /// Cache budget given to every engine, in MiB [default: 64, 8 with --quick].
     #[arg(long, value_name = "MIB", value_parser = parse_cache_mib)]
     pub cache_mib: Option<u64>,
@@ -126,6 +137,7 @@ pub struct Settings {
     pub secs: f64,
     pub committers: Vec<usize>,
     pub rows: u64,
+    pub keys: u64,
     pub engines: Vec<EngineKind>,
     pub cache_bytes: u64,
     pub wal_bytes: u64,
@@ -141,16 +153,29 @@ impl BenchArgs {
         Settings {
             suite: self.suite,
             repeat: self.repeat,
-            secs: self.secs.unwrap_or(if q { 0.5 } else { 2.0 }),
+            secs: self.secs.unwrap_or(if q || self.suite == Suite::Kv {
+                0.5
+            } else {
+                2.0
+            }),
             committers: self
                 .committers
                 .clone()
                 .map_or_else(|| vec![1, 4, 16, 64], |c| c.0),
             rows: self.rows.unwrap_or(if q { 100_000 } else { 1_000_000 }),
-            engines: self
-                .engines
-                .clone()
-                .map_or_else(|| EngineKind::ALL.to_vec(), |e| e.0),
+            keys: self.keys.unwrap_or(if q { 10_000 } else { 50_000 }),
+            engines: self.engines.clone().map_or_else(
+                || match self.suite {
+                    Suite::Kv => vec![
+                        EngineKind::Disk,
+                        EngineKind::Keel,
+                        EngineKind::Sqlite,
+                        EngineKind::Redb,
+                    ],
+                    _ => EngineKind::ALL.to_vec(),
+                },
+                |e| e.0,
+            ),
             cache_bytes: self.cache_mib.unwrap_or(if q { 8 } else { 64 }) << 20,
             wal_bytes: self.wal_mib.unwrap_or(if q { 32 } else { 256 }) << 20,
             quick: q,
@@ -189,6 +214,12 @@ fn parse_rows(s: &str) -> Result<u64, String> {
     parse_int(s, 1, 1_000_000_000)
 }
 
+/// At least 1,000 keys: the batch writes write them in transactions of
+/// 1,000.
+fn parse_keys(s: &str) -> Result<u64, String> {
+    parse_int(s, 1_000, 100_000_000)
+}
+
 fn parse_cache_mib(s: &str) -> Result<u64, String> {
     parse_int(s, 1, 1 << 20)
 }
@@ -214,11 +245,11 @@ fn parse_engines(s: &str) -> Result<Engines, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
-        let e = EngineKind::ALL
+        let e = EngineKind::NAMED
             .into_iter()
             .find(|e| e.name() == part)
             .ok_or_else(|| {
-                format!("unknown engine '{part}' (choose from keel, sqlite, postgres, disk)")
+                format!("unknown engine '{part}' (choose from keel, sqlite, postgres, redb, disk)")
             })?;
         if out.contains(&e) {
             return Err(format!("engine '{part}' is given twice"));
@@ -247,5 +278,8 @@ mod tests {
         assert!(parse_secs("nan").is_err());
         assert!(parse_secs("0").is_err());
         assert_eq!(parse_rows("1_000").unwrap(), 1000);
+        assert_eq!(parse_engines("redb").unwrap().0, vec![EngineKind::Redb]);
+        assert!(parse_keys("999").is_err());
+        assert_eq!(parse_keys("2_000").unwrap(), 2000);
     }
 }

@@ -34,6 +34,8 @@ pub enum EngineKind {
     Sqlite,
     /// A throwaway PostgreSQL cluster.
     Postgres,
+    /// redb (the crate, in this process): only in the kv suite.
+    Redb,
     /// The disk's own ceilings: commit loops with no engine work (pwrite +
     /// fdatasync, O_DSYNC, O_DIRECT|O_DSYNC, and the group-commit reference
     /// loop in the commit suite), appends, sequential reads.
@@ -49,19 +51,32 @@ impl EngineKind {
         EngineKind::Postgres,
     ];
 
+    /// Every engine --engines names: [`ALL`](Self::ALL) and redb.
+    pub const NAMED: [EngineKind; 5] = [
+        EngineKind::Disk,
+        EngineKind::Keel,
+        EngineKind::Sqlite,
+        EngineKind::Postgres,
+        EngineKind::Redb,
+    ];
+
     /// The engine's name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Keel => "keel",
             EngineKind::Sqlite => "sqlite",
             EngineKind::Postgres => "postgres",
+            EngineKind::Redb => "redb",
             EngineKind::Disk => "disk",
         }
     }
 
     /// A peer: an engine Keel is compared against (not Keel, not the disk).
     pub fn is_peer(self) -> bool {
-        matches!(self, EngineKind::Sqlite | EngineKind::Postgres)
+        matches!(
+            self,
+            EngineKind::Sqlite | EngineKind::Postgres | EngineKind::Redb
+        )
     }
 }
 
@@ -177,6 +192,7 @@ pub fn setup(
             dir,
             cache_bytes,
         )?)),
+        EngineKind::Redb => Setup::Skip("redb takes part in the kv suite only".into()),
         EngineKind::Postgres => {
             match super::postgres::PostgresEngine::open(dir, cache_bytes, max_sessions)? {
                 Some(e) => Setup::Ready(Box::new(e)),

@@ -10,7 +10,8 @@
 //!   (Keel through its public `Database` API); [`reference`] (the
 //!   group-commit reference loop, with the disk's loops);
 //! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`]
-//!   (+ [`child`], the crashing and recovering processes), [`micro`] (wal,
+//!   (+ [`child`], the crashing and recovering processes), [`kv`] (ordered
+//!   keys against SQLite and redb, with its own stores), [`micro`] (wal,
 //!   crc, fsm, io);
 //! - [`measure`] (timed loops), [`settle`] (waiting for a quiet disk between
 //!   windows), [`blockdev`] (bytes moved at the block device), [`pagecache`]
@@ -31,6 +32,7 @@ mod disk;
 mod engine;
 mod insert;
 mod keel_engine;
+mod kv;
 mod measure;
 mod micro;
 mod pagecache;
@@ -166,6 +168,7 @@ fn run_suite(ctx: &mut Ctx, suite: Suite) -> Result<(), Failure> {
         Suite::Insert => insert::run(ctx),
         Suite::Read => read::run(ctx),
         Suite::Recovery => recovery::run(ctx),
+        Suite::Kv => kv::run(ctx),
         Suite::Wal | Suite::Crc | Suite::Fsm => {
             micro::print_command(ctx, suite);
             Ok(())
@@ -305,6 +308,7 @@ fn print_settings(s: &Settings, env: &[(String, String)]) {
                 engine::BATCH_ROWS
             ),
         ),
+        ("keys", format!("{} (kv suite)", s.keys)),
         ("engines", engines.join(",")),
         (
             "row",

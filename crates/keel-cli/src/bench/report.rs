@@ -131,6 +131,7 @@ pub fn settings_json(s: &Settings, env: &[(String, String)]) -> Value {
         "secs": s.secs,
         "committers": s.committers,
         "rows": s.rows,
+        "keys": s.keys,
         "engines": s.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
         "cache_bytes": s.cache_bytes,
         "wal_bytes": s.wal_bytes,

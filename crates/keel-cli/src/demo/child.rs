@@ -233,12 +233,12 @@ fn run(args: &ChildArgs) -> Result<(), Failure> {
 /// The tuples found at start, split among the workers that own them.
 fn owned_by_worker(
     db: &Database,
-    rels: [keel::RelationId; 2],
+    rels: super::workload::Rels,
     threads: u16,
 ) -> Result<Vec<Owned>, Failure> {
     let mut owned: Vec<Owned> = (0..threads).map(|_| [Vec::new(), Vec::new()]).collect();
     let tx = db.begin()?;
-    for (r, rel) in rels.iter().enumerate() {
+    for (r, rel) in rels.heap.iter().enumerate() {
         for row in tx.scan(*rel)? {
             let (tid, bytes) = row?;
             let v = decode(&bytes).map_err(|e| Failure(format!("tuple {tid}: {e}")))?;

@@ -1,6 +1,8 @@
 //! `keel demo`: Keel end to end on a fresh data directory.
 //!
-//! 1. Creates the database and its relations (`accounts`, `blobs`).
+//! 1. Creates the database and its relations (`accounts`, `blobs`), and a
+//!    tree (`by_version`) that indexes every live value: each transaction
+//!    changes a tuple and its index key together ([`workload`]).
 //! 2. Runs a concurrent workload in process (worker threads, each owning its
 //!    tuples): inserts, updates that grow and move tuples or shrink them,
 //!    deletes, values of a few MiB in overflow chains, and aborts; then a
@@ -10,7 +12,8 @@
 //!    each commit through a pipe before and after it ([`child`]); the
 //!    parent kills it with SIGKILL after a random delay.
 //! 4. Reopens the database (recovery) and checks that every acknowledged
-//!    commit is there and nothing else ([`verify`]).
+//!    commit is there and nothing else, and that the tree indexes exactly
+//!    the tuples found ([`verify`]).
 //! 5. Prints a summary table; exits 0 when verification passed, 1 when it
 //!    found a lost or phantom commit.
 
@@ -26,11 +29,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keel::{Config, Database, RelationId};
+use keel::{Config, Database};
 use keel_io::sim::Rng;
 
 pub use child::{ChildArgs, engine_config, main as child_main};
-use workload::{Counts, RELATIONS, Sink, Sizes, TxnRecord, Worker};
+use workload::{Counts, INDEX, RELATIONS, Rels, Sink, Sizes, TxnRecord, Worker};
 
 use crate::Failure;
 
@@ -98,13 +101,30 @@ fn prepare_dir(dir: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure(format!("cannot remove the earlier demo in {shown}: {e}")))
 }
 
-/// The ids of the demo's relations, in [`RELATIONS`] order.
-pub(crate) fn relation_ids(db: &Database) -> Result<[RelationId; 2], Failure> {
+/// The ids of the demo's relations and index tree.
+pub(crate) fn relation_ids(db: &Database) -> Result<Rels, Failure> {
     let id = |name: &str| {
         db.relation(name)?
             .ok_or_else(|| Failure(format!("relation {name} is missing")))
     };
-    Ok([id(RELATIONS[0])?, id(RELATIONS[1])?])
+    let index = db
+        .tree(INDEX)?
+        .ok_or_else(|| Failure(format!("tree {INDEX} is missing")))?;
+    Ok(Rels {
+        heap: [id(RELATIONS[0])?, id(RELATIONS[1])?],
+        index,
+    })
+}
+
+/// Creates the demo's relations and index tree.
+pub(crate) fn create_relations(db: &Database) -> Result<Rels, Failure> {
+    Ok(Rels {
+        heap: [
+            db.create_relation(RELATIONS[0])?,
+            db.create_relation(RELATIONS[1])?,
+        ],
+        index: db.create_tree(INDEX)?,
+    })
 }
 
 /// What the in-process phase did.
@@ -192,11 +212,11 @@ fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
     let marker = dir.join(MARKER);
     std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
         .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
-    let rels = [
-        db.create_relation(RELATIONS[0])?,
-        db.create_relation(RELATIONS[1])?,
-    ];
-    println!("  created relations {} and {}", RELATIONS[0], RELATIONS[1]);
+    let rels = create_relations(&db)?;
+    println!(
+        "  created relations {} and {}, and tree {INDEX} (an index: version -> TupleId)",
+        RELATIONS[0], RELATIONS[1]
+    );
     let sizes = Sizes::new(args.quick);
     let (acked, counts, elapsed) = workload(&db, rels, args.threads, seed, sizes)?;
     println!(
@@ -243,7 +263,7 @@ impl Sink for VecSink {
 /// The in-process workload, with a progress bar on a terminal.
 fn workload(
     db: &Database,
-    rels: [RelationId; 2],
+    rels: Rels,
     threads: u16,
     seed: u64,
     sizes: Sizes,

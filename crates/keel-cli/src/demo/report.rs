@@ -138,7 +138,7 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
             "verification".into(),
             format!(
                 "{} acknowledged commits: {} lost, {} phantom, {} corrupt; in flight: {} durable, \
-                 {} not; {} tuples ({}) read back",
+                 {} not; {} tuples ({}) read back; {} index keys, {} wrong",
                 s.counts.commits + crash.acked.len() as u64,
                 v.lost.len(),
                 v.phantom.len(),
@@ -146,7 +146,9 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
                 v.in_flight_applied,
                 in_flight - v.in_flight_applied,
                 v.tuples,
-                mib(v.bytes)
+                mib(v.bytes),
+                v.index_keys,
+                v.index_wrong
             ),
         ),
     ]

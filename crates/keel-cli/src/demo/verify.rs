@@ -20,7 +20,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use keel::{Database, RelationId};
 
-use super::workload::{Effect, Key, TxnRecord, Version, decode};
+use super::workload::{
+    Effect, Key, Rels, TxnRecord, Version, decode, index_key, parse_index_value,
+};
 use crate::Failure;
 
 /// What verification found.
@@ -40,6 +42,11 @@ pub struct Verdict {
     pub phantom: BTreeSet<u64>,
     /// Tuples whose bytes are damaged.
     pub corrupt: usize,
+    /// Keys of the index tree read back.
+    pub index_keys: usize,
+    /// Index entries that disagree with the tuples found: a missing, extra
+    /// or wrong key.
+    pub index_wrong: usize,
     /// The first few problems, described.
     pub problems: Vec<String>,
 }
@@ -47,7 +54,10 @@ pub struct Verdict {
 impl Verdict {
     /// Whether everything matched.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty() && self.phantom.is_empty() && self.corrupt == 0
+        self.lost.is_empty()
+            && self.phantom.is_empty()
+            && self.corrupt == 0
+            && self.index_wrong == 0
     }
 
     fn problem(&mut self, what: String) {
@@ -90,10 +100,10 @@ impl Model {
 type Found = HashMap<Key, Result<Version, String>>;
 
 /// Reads every tuple of the demo's relations.
-fn read_all(db: &Database, rels: [RelationId; 2], verdict: &mut Verdict) -> Result<Found, Failure> {
+fn read_all(db: &Database, rels: Rels, verdict: &mut Verdict) -> Result<Found, Failure> {
     let mut found = HashMap::new();
     let tx = db.begin()?;
-    for (r, rel) in rels.iter().enumerate() {
+    for (r, rel) in rels.heap.iter().enumerate() {
         for row in tx.scan(*rel)? {
             let (tid, bytes) = row?;
             verdict.tuples += 1;
@@ -124,14 +134,60 @@ fn looks_applied(rec: &TxnRecord, found: &Found) -> bool {
 /// transactions.
 pub fn verify(
     db: &Database,
-    rels: [RelationId; 2],
+    rels: Rels,
     acked: &[TxnRecord],
     in_flight: &[TxnRecord],
 ) -> Result<Verdict, Failure> {
     let mut verdict = Verdict::default();
     let found = read_all(db, rels, &mut verdict)?;
     judge(acked, in_flight, &found, &mut verdict)?;
+    let index = read_index(db, rels.index)?;
+    check_index(&found, &index, &mut verdict);
     Ok(verdict)
+}
+
+/// Keys and values of a tree, in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every key and value of the index tree.
+fn read_index(db: &Database, tree: RelationId) -> Result<Entries, Failure> {
+    let tx = db.begin()?;
+    let entries = tx.range(tree, ..)?.collect::<keel::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(entries)
+}
+
+/// The index must name exactly the tuples found (whose versions the heap
+/// check already judged): one key per intact tuple, pointing at it.
+fn check_index(found: &Found, index: &[(Vec<u8>, Vec<u8>)], verdict: &mut Verdict) {
+    let mut expected: HashMap<[u8; 10], Key> = found
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().ok().map(|v| (index_key(*v), *k)))
+        .collect();
+    verdict.index_keys = index.len();
+    for (key, value) in index {
+        let want = <[u8; 10]>::try_from(key.as_slice())
+            .ok()
+            .and_then(|k| expected.remove(&k));
+        let got = parse_index_value(value);
+        if want.is_none() || got != want {
+            verdict.index_wrong += 1;
+            verdict.problem(format!(
+                "index key {} points at {}, but the tuple found there is {}",
+                hex(key),
+                String::from_utf8_lossy(value),
+                want.map_or("none".into(), |(r, t)| format!("{r}/{t}"))
+            ));
+        }
+    }
+    for (key, (r, t)) in expected {
+        verdict.index_wrong += 1;
+        verdict.problem(format!("tuple {r}/{t} has no index key {}", hex(&key)));
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Builds the expected contents and compares `found` with them.
@@ -229,6 +285,41 @@ mod tests {
         let mut verdict = Verdict::default();
         judge(acked, flying, &found, &mut verdict).unwrap();
         verdict
+    }
+
+    #[test]
+    fn the_index_must_name_exactly_the_tuples_found() {
+        let found: Found = [(key(1), Ok(ver(1))), (key(2), Ok(ver(2)))]
+            .into_iter()
+            .chain([(key(3), Err("damaged".to_string()))])
+            .collect();
+        let entry = |k: Key, v: Version| {
+            (
+                index_key(v).to_vec(),
+                super::super::workload::index_value(k),
+            )
+        };
+        let wrong = |index: &[(Vec<u8>, Vec<u8>)]| {
+            let mut v = Verdict::default();
+            check_index(&found, index, &mut v);
+            assert_eq!(v.index_keys, index.len());
+            (v.index_wrong, v.passed())
+        };
+        let exact = [entry(key(1), ver(1)), entry(key(2), ver(2))];
+        assert_eq!(wrong(&exact), (0, true));
+        // A missing key, a key pointing elsewhere, an extra key, garbage.
+        assert_eq!(wrong(&exact[..1]), (1, false));
+        assert_eq!(
+            wrong(&[entry(key(1), ver(1)), entry(key(9), ver(2))]),
+            (1, false)
+        );
+        let mut extra = exact.to_vec();
+        extra.push(entry(key(4), ver(4)));
+        assert_eq!(wrong(&extra), (1, false));
+        assert_eq!(
+            wrong(&[exact[0].clone(), (b"short".to_vec(), b"x".to_vec())]),
+            (2, false)
+        );
     }
 
     #[test]

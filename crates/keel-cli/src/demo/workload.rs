@@ -8,6 +8,14 @@
 //! length) followed by bytes drawn from a generator seeded by the header.
 //! A value found after a crash therefore names the transaction that wrote it
 //! and proves its own integrity.
+//!
+//! Beside the heap relations, a tree ([`INDEX`]) is a secondary index of
+//! every live value: key = the value's version ([`index_key`]: tag and
+//! operation number, unique over the demo), value = where it lives
+//! ([`index_value`]: relation index and TupleId). The index changes in the
+//! same transaction as the tuple: an insert adds a key, an update replaces
+//! the old version's key by the new one's (the TupleId stays the same even
+//! when the tuple moves, invariant 12), a delete removes the key.
 
 use keel::{Database, RelationId, Transaction, TupleId};
 use keel_io::sim::Rng;
@@ -16,6 +24,8 @@ use crate::Failure;
 
 /// The demo's relations: small tuples, and large values in overflow chains.
 pub const RELATIONS: [&str; 2] = ["accounts", "blobs"];
+/// The tree indexing every live value by its version.
+pub const INDEX: &str = "by_version";
 /// Index of `accounts` in [`RELATIONS`].
 pub const SMALL: u8 = 0;
 /// Index of `blobs` in [`RELATIONS`].
@@ -25,6 +35,36 @@ const MAGIC: [u8; 4] = *b"KDv1";
 const HEADER_LEN: usize = 18;
 /// Transactions rolled back on purpose, per million.
 const ABORT_PPM: u32 = 80_000;
+
+/// The ids of the demo's relations and of its index tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Rels {
+    /// The heap relations, in [`RELATIONS`] order.
+    pub heap: [RelationId; 2],
+    /// The [`INDEX`] tree.
+    pub index: RelationId,
+}
+
+/// The index key of a version: its tag and operation number, big-endian
+/// (so keys sort by transaction).
+pub fn index_key(v: Version) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..8].copy_from_slice(&v.tag.to_be_bytes());
+    k[8..].copy_from_slice(&v.op.to_be_bytes());
+    k
+}
+
+/// The index value of a tuple: `REL/P.S` (relation index, TupleId).
+pub fn index_value(key: Key) -> Vec<u8> {
+    format!("{}/{}", key.0, key.1).into_bytes()
+}
+
+/// Reads an [`index_value`] back.
+pub fn parse_index_value(bytes: &[u8]) -> Option<Key> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (rel, tid) = text.split_once('/')?;
+    Some((rel.parse().ok()?, tid.parse().ok()?))
+}
 
 /// A tuple address in the demo: relation index and TupleId.
 pub type Key = (u8, TupleId);
@@ -208,7 +248,7 @@ pub trait Sink {
 /// A worker thread's state: the tuples it owns, per relation.
 pub struct Worker<'db> {
     db: &'db Database,
-    rels: [RelationId; 2],
+    rels: Rels,
     phase: u8,
     id: u16,
     seq: u64,
@@ -234,7 +274,7 @@ impl<'db> Worker<'db> {
     /// A worker of `phase` owning `owned` (tuples found from earlier phases).
     pub fn new(
         db: &'db Database,
-        rels: [RelationId; 2],
+        rels: Rels,
         (phase, id): (u8, u16),
         seed: u64,
         sizes: Sizes,
@@ -391,7 +431,8 @@ impl<'db> Worker<'db> {
         rel: u8,
         v: Version,
     ) -> Result<(), Failure> {
-        let tid = tx.insert(self.rels[rel as usize], &value(v))?;
+        let tid = tx.insert(self.rels.heap[rel as usize], &value(v))?;
+        tx.put(self.rels.index, &index_key(v), &index_value((rel, tid)))?;
         plan.effects.push(Effect::Add((rel, tid), v));
         plan.added.push((rel, tid, v));
         plan.counts.inserts += 1;
@@ -407,7 +448,9 @@ impl<'db> Worker<'db> {
         v: Version,
     ) -> Result<(), Failure> {
         let (tid, old) = self.owned[rel as usize][i];
-        tx.update(self.rels[rel as usize], tid, &value(v))?;
+        tx.update(self.rels.heap[rel as usize], tid, &value(v))?;
+        tx.delete_key(self.rels.index, &index_key(old))?;
+        tx.put(self.rels.index, &index_key(v), &index_value((rel, tid)))?;
         plan.effects.push(Effect::Remove((rel, tid), old));
         plan.effects.push(Effect::Add((rel, tid), v));
         plan.touched.push((rel, i, Some(v)));
@@ -422,7 +465,8 @@ impl<'db> Worker<'db> {
         i: usize,
     ) -> Result<(), Failure> {
         let (tid, old) = self.owned[rel as usize][i];
-        tx.delete(self.rels[rel as usize], tid)?;
+        tx.delete(self.rels.heap[rel as usize], tid)?;
+        tx.delete_key(self.rels.index, &index_key(old))?;
         plan.effects.push(Effect::Remove((rel, tid), old));
         plan.touched.push((rel, i, None));
         plan.counts.deletes += 1;
@@ -452,6 +496,20 @@ impl<'db> Worker<'db> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_entries_round_trip_and_sort_by_transaction() {
+        let tid = TupleId::new(keel::types::PageId(12), keel::types::SlotId(3));
+        assert_eq!(parse_index_value(&index_value((1, tid))), Some((1, tid)));
+        assert_eq!(index_value((0, tid)), b"0/12.3");
+        assert_eq!(parse_index_value(b"0-12.3"), None);
+        assert_eq!(parse_index_value(b"x/12.3"), None);
+        assert_eq!(parse_index_value(&[0xff, b'/']), None);
+        let v = |tag, op| Version { tag, op, len: 40 };
+        assert!(index_key(v(1, 9)) < index_key(v(2, 0)));
+        assert!(index_key(v(2, 0)) < index_key(v(2, 1)));
+        assert!(index_key(v(0x100, 0)) > index_key(v(0xff, 7)));
+    }
 
     #[test]
     fn values_round_trip_and_damage_is_seen() {
