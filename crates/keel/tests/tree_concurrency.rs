@@ -284,3 +284,70 @@ fn churn_reuses_reclaimed_leaves_and_keeps_the_file_bounded() {
     eprintln!("pages after each cycle's inserts: {sizes:?}");
     db.close().unwrap();
 }
+
+/// A scanner's own key `i`: the scanner's keys end in 0, inserters' in 1,
+/// so both share leaves and inserts split the leaves the scanner reads.
+fn scanner_key(i: u32) -> Vec<u8> {
+    let mut k = vec![0x20];
+    k.extend_from_slice(&(i * 1000).to_be_bytes());
+    k.push(0);
+    k
+}
+
+#[test]
+fn backward_scans_see_every_key_while_inserts_split_their_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small pool: re-reading a leaf often waits for the disk, which
+    // widens every window between two latches.
+    let mut c = config(16);
+    c.wal.commit = keel::wal::CommitMode::Async { max_delay_us: 1000 };
+    let db = Database::open(dir.path(), c).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mine = 2_000u32;
+    let mut tx = db.begin().unwrap();
+    for i in 0..mine {
+        tx.put(tree, &scanner_key(i), &[7; 40]).unwrap();
+    }
+    tx.commit().unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (db, done) = (&db, &done);
+            s.spawn(move || {
+                let mut rng = Rng::new(t + 11);
+                while !done.load(Ordering::SeqCst) {
+                    let mut k = vec![0x20];
+                    k.extend_from_slice(&((rng.next_u64() as u32) % (mine * 1000)).to_be_bytes());
+                    k.push(1);
+                    let mut tx = db.begin().unwrap();
+                    match tx.put(tree, &k, &[9; 60]) {
+                        Ok(_) => tx.commit().unwrap(),
+                        Err(e) if conflict(&e) => tx.abort().unwrap(),
+                        Err(e) => panic!("insert: {e}"),
+                    }
+                }
+            });
+        }
+        let mut rng = Rng::new(3);
+        for round in 0..20_000 {
+            let top = 40 + rng.below(u64::from(mine) - 40) as u32;
+            let tx = db.begin().unwrap();
+            let hi = scanner_key(top);
+            let mut want = top;
+            let got = tx.range(tree, (Bound::Unbounded, Bound::Included(&hi[..])));
+            let got = match got.and_then(|r| r.rev().take(120).collect::<keel::Result<Vec<_>>>()) {
+                Ok(got) => got,
+                Err(e) if conflict(&e) => continue,
+                Err(e) => panic!("scan: {e}"),
+            };
+            for (k, _) in got.iter().filter(|(k, _)| k[5] == 0) {
+                assert_eq!(k, &scanner_key(want), "round {round}: a key missing below {top}");
+                want -= 1;
+            }
+            assert!(top - want >= 20, "round {round}: only {} of mine", top - want);
+            tx.commit().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    db.close().unwrap();
+}

@@ -21,6 +21,7 @@ use std::ops::Bound;
 use super::write::{Found, Step};
 use super::{check_key, end_lock, key_lock};
 use crate::error::Result;
+use crate::buffer::PageReadGuard;
 use crate::heap::Relation;
 use crate::lock::{LockMode, LockTarget};
 use crate::page::tree::TreePage;
@@ -268,8 +269,7 @@ impl TreeCursor {
         let _shared = rel.structure.read();
         let mut hi = self.hi.clone();
         loop {
-            let (at, low) = store.leaf_before(rel, &hi)?;
-            let g = store.pool.fetch_read(rel.file(), at)?;
+            let (g, at, low) = store.leaf_before(rel, &hi)?;
             let p = store.node(rel, &g, at, 0)?;
             let mut items = Vec::new();
             for i in (0..p.len()).rev() {
@@ -316,14 +316,15 @@ fn lock_shared(store: &Storage, txn: TxnId, target: LockTarget) -> Result<Step<(
 }
 
 impl Storage {
-    /// The leaf whose range holds the last keys below `hi`, and the low
-    /// end of its range (`None`: minus infinity), found by descending with
-    /// one shared latch at a time.
+    /// The leaf whose range holds the last keys below `hi`, still latched
+    /// (a split after the latch was released could move those keys to a
+    /// new right sibling), and the low end of its range (`None`: minus
+    /// infinity), found by descending with one shared latch at a time.
     fn leaf_before(
         &self,
         rel: &Relation,
         hi: &Bound<Vec<u8>>,
-    ) -> Result<(PageId, Option<Vec<u8>>)> {
+    ) -> Result<(PageReadGuard<'_>, PageId, Option<Vec<u8>>)> {
         let (mut pid, mut level) = self.root_hint(rel)?;
         let mut low: Option<Vec<u8>> = None;
         let mut moves = 0;
@@ -343,7 +344,7 @@ impl Storage {
                 continue;
             }
             if level == 0 {
-                return Ok((pid, low));
+                return Ok((g, pid, low));
             }
             let i = last_child_below(&p, hi)?;
             if i > 0 {
