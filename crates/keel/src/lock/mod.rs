@@ -51,7 +51,9 @@
 //! being inserted, and that request never waits.
 //!
 //! One mutex guards the whole table; waiters are woken with `notify_all`
-//! when any transaction releases. Requests are granted whenever compatible,
+//! when any transaction releases. A request for a target nobody holds (a
+//! key read for the first time, the common case) is granted with one probe
+//! of the table under that mutex. Requests are granted whenever compatible,
 //! so a stream of readers can delay a writer (no FIFO queue yet).
 //!
 //! **Model checking.** The table runs on [`Primitives`] (a monitor for the
