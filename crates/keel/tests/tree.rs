@@ -254,3 +254,54 @@ fn a_bulk_load_builds_the_tree_bottom_up_and_a_rollback_removes_it_whole() {
     assert_eq!(all(&db, tree), model.into_iter().collect::<Vec<_>>());
     db.close().unwrap();
 }
+
+/// A short scan locks about what it returns: the keys it read and the
+/// first fill's few more, not every key to the end of its leaf; what it
+/// returned stays locked until it ends.
+#[test]
+fn a_short_scan_locks_what_it_read_not_the_rest_of_its_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_millis(300));
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let k = |i: u32| format!("k{i:03}").into_bytes();
+    let mut tx = db.begin().unwrap();
+    for i in 0..60 {
+        tx.put(t, &k(i), b"v").unwrap();
+    }
+    tx.commit().unwrap();
+
+    let reader = db.begin().unwrap();
+    let got: Vec<Vec<u8>> = reader
+        .range(t, (Bound::Included(&k(0)[..]), Bound::Unbounded))
+        .unwrap()
+        .take(2)
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    assert_eq!(got, vec![k(0), k(1)]);
+
+    // Same leaf, far past what the scan returned: not locked.
+    let mut writer = db.begin().unwrap();
+    writer.put(t, &k(50), b"w").unwrap();
+    writer.commit().unwrap();
+
+    // A key the scan returned is locked shared until the reader ends (the
+    // writer, on the reader's thread, is refused as a deadlock rather than
+    // left waiting: lock module docs, Threads).
+    let mut writer = db.begin().unwrap();
+    let e = writer.put(t, &k(1), b"w").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+        ),
+        "{e}"
+    );
+    drop(writer);
+    reader.commit().unwrap();
+    let mut writer = db.begin().unwrap();
+    writer.put(t, &k(1), b"w").unwrap();
+    writer.commit().unwrap();
+    db.close().unwrap();
+}

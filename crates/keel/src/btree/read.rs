@@ -5,7 +5,8 @@
 //! A scan keeps the part of its range not yet returned as two bounds,
 //! `lo` and `hi`, and two buffers: the next items from the front (read
 //! from the leaf covering `lo`) and from the back (read from the leaf
-//! holding the last key below `hi`). Each item is locked shared while its
+//! holding the last key below `hi`), a bounded number per fill
+//! ([`FIRST_FILL`], doubling). Each item is locked shared while its
 //! leaf is latched (or, when that would wait, after the latch is released,
 //! and the leaf is read again). Returning an item from the front moves
 //! `lo` past it, from the back moves `hi` below it, so the two ends never
@@ -18,18 +19,51 @@
 use std::collections::VecDeque;
 use std::ops::Bound;
 
-use super::write::{Found, Step};
+use super::write::Step;
 use super::{check_key, end_lock, key_lock};
 use crate::error::Result;
 use crate::buffer::PageReadGuard;
 use crate::heap::Relation;
 use crate::lock::{LockMode, LockTarget};
-use crate::page::tree::TreePage;
+use crate::page::tree::{TreePage, VALUE_INLINE};
 use crate::storage::Storage;
 use crate::types::{PageId, TxnId};
 
-/// An item read from a leaf: its page, key and rest.
-type Read = (PageId, Vec<u8>, Vec<u8>);
+/// An item read from a leaf: its key and what was read of its value.
+type Read = (Vec<u8>, Got);
+
+/// Items a scan's first fill of either end reads and locks at most; each
+/// later fill of that end reads twice as many (up to the rest of the
+/// leaf). A short scan (`take(10)`) so locks about what it returns, not
+/// every key to the end of its leaf, and a long one still reads whole
+/// leaves after a few fills.
+pub(crate) const FIRST_FILL: usize = 16;
+
+/// A value as read under its leaf's latch: an inline value, copied out at
+/// once (one copy, no second read of the leaf), or the rest of an item
+/// whose value is in an overflow chain, read after the latch is released.
+pub(crate) enum Got {
+    Value(Vec<u8>),
+    Chain(PageId, Vec<u8>),
+}
+
+impl Got {
+    /// What item rest `rest` of leaf `at` gives.
+    fn new(at: PageId, rest: &[u8]) -> Got {
+        match rest.split_first() {
+            Some((&VALUE_INLINE, v)) => Got::Value(v.to_vec()),
+            _ => Got::Chain(at, rest.to_vec()),
+        }
+    }
+
+    /// The value (an overflow chain read now).
+    fn value(self, store: &Storage, rel: &Relation) -> Result<Vec<u8>> {
+        match self {
+            Got::Value(v) => Ok(v),
+            Got::Chain(at, rest) => store.tree_value_of(rel, at, &rest),
+        }
+    }
+}
 
 impl Storage {
     /// `key`'s value in tree `rel`, locking the key (or, when absent, the
@@ -43,17 +77,17 @@ impl Storage {
         check_key(key)?;
         let found = self.with_key_locks(txn, || self.get_step(txn, rel, key))?;
         match found {
-            Some((at, rest)) => Ok(Some(self.tree_value_of(rel, at, &rest)?)),
+            Some(got) => Ok(Some(got.value(self, rel)?)),
             None => Ok(None),
         }
     }
 
-    fn get_step(&self, txn: TxnId, rel: &Relation, key: &[u8]) -> Result<Step<Option<Found>>> {
+    fn get_step(&self, txn: TxnId, rel: &Relation, key: &[u8]) -> Result<Step<Option<Got>>> {
         let _shared = rel.structure.read();
         let (g, pid) = self.leaf_for_read(rel, key)?;
         let p = self.node(rel, &g, pid, 0)?;
         let (target, found) = match p.search(key)? {
-            Ok(i) => (key_lock(rel.id, key), Some((pid, p.item(i)?.1.to_vec()))),
+            Ok(i) => (key_lock(rel.id, key), Some(Got::new(pid, p.item(i)?.1))),
             Err(i) => (self.next_key_lock(rel, &g, pid, i)?, None),
         };
         Ok(match self.try_key(txn, target, LockMode::Shared, false)? {
@@ -93,6 +127,10 @@ pub(crate) struct TreeCursor {
     front_done: bool,
     /// The back reached the start of the range.
     back_done: bool,
+    /// Items the next fill of the front, and of the back, reads at most
+    /// ([`FIRST_FILL`]).
+    front_fill: usize,
+    back_fill: usize,
 }
 
 impl TreeCursor {
@@ -111,6 +149,8 @@ impl TreeCursor {
             edge_locked: false,
             front_done: false,
             back_done: false,
+            front_fill: FIRST_FILL,
+            back_fill: FIRST_FILL,
         })
     }
 
@@ -133,19 +173,20 @@ impl TreeCursor {
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some((pid, key, rest)) = self.front.pop_front() {
+            if let Some((key, got)) = self.front.pop_front() {
                 if !below(&self.hi, &key) {
                     self.front.clear();
                     self.front_done = true;
                     return Ok(None);
                 }
                 self.lo = Bound::Excluded(key.clone());
-                return Ok(Some((key, store.tree_value_of(rel, pid, &rest)?)));
+                return Ok(Some((key, got.value(store, rel)?)));
             }
             if self.front_done || self.exhausted() {
                 return Ok(None);
             }
             let (items, more) = store.with_key_locks(txn, || self.fill_front(store, txn, rel))?;
+            self.front_fill = self.front_fill.saturating_mul(2);
             self.front = items.into();
             self.front_done |= !more && self.front.is_empty();
         }
@@ -160,19 +201,20 @@ impl TreeCursor {
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some((pid, key, rest)) = self.back.pop_front() {
+            if let Some((key, got)) = self.back.pop_front() {
                 if !above(&self.lo, &key) {
                     self.back.clear();
                     self.back_done = true;
                     return Ok(None);
                 }
                 self.hi = Bound::Excluded(key.clone());
-                return Ok(Some((key, store.tree_value_of(rel, pid, &rest)?)));
+                return Ok(Some((key, got.value(store, rel)?)));
             }
             if self.back_done || self.exhausted() {
                 return Ok(None);
             }
             let items = store.with_key_locks(txn, || self.fill_back(store, txn, rel))?;
+            self.back_fill = self.back_fill.saturating_mul(2);
             match items {
                 Some(items) => self.back = items.into(),
                 None => self.back_done = true,
@@ -208,8 +250,8 @@ impl TreeCursor {
     }
 
     /// Reads the items of the range from the leaf covering `lo` on, moving
-    /// right past leaves with none; locks each. Returns them and whether
-    /// the range may go on past them.
+    /// right past leaves with none, at most `front_fill` of them; locks
+    /// each. Returns them and whether the range may go on past them.
     fn fill_front(
         &self,
         store: &Storage,
@@ -235,12 +277,15 @@ impl TreeCursor {
                 if !below(&self.hi, key) {
                     return Ok(Step::Done((items, false)));
                 }
+                if items.len() == self.front_fill {
+                    return Ok(Step::Done((items, true)));
+                }
                 if let Some(b) =
                     store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
                 {
                     return Ok(Step::Wait(b));
                 }
-                items.push((at, key.to_vec(), rest.to_vec()));
+                items.push((key.to_vec(), Got::new(at, rest)));
             }
             if !items.is_empty() {
                 return Ok(Step::Done((items, true)));
@@ -258,8 +303,8 @@ impl TreeCursor {
     }
 
     /// Reads the items of the range from the leaf holding the last key
-    /// below `hi`, last first; locks each. `None` when the range has no
-    /// key left.
+    /// below `hi`, last first, at most `back_fill` of them; locks each.
+    /// `None` when the range has no key left.
     fn fill_back(
         &self,
         store: &Storage,
@@ -277,7 +322,7 @@ impl TreeCursor {
                 if !below(&hi, key) {
                     continue;
                 }
-                if !above(&self.lo, key) {
+                if !above(&self.lo, key) || items.len() == self.back_fill {
                     break;
                 }
                 if let Some(b) =
@@ -285,7 +330,7 @@ impl TreeCursor {
                 {
                     return Ok(Step::Wait(b));
                 }
-                items.push((at, key.to_vec(), rest.to_vec()));
+                items.push((key.to_vec(), Got::new(at, rest)));
             }
             if !items.is_empty() {
                 return Ok(Step::Done(Some(items)));

@@ -1,10 +1,21 @@
 //! Frames and the bookkeeping the pool keeps about them under its one mutex.
 //!
 //! A [`Frame`] is only the page bytes behind their latch. Everything else —
-//! which page a frame holds, its pins, state, dirtiness — is a
-//! [`FrameMeta`] inside [`Meta`], changed only with the pool's mutex held
-//! (and that mutex is never held during I/O or while taking a latch that
-//! anyone may hold; see the module essay's protocol).
+//! which page a frame holds, its state, dirtiness — is a [`FrameMeta`]
+//! inside [`Meta`], changed only with the pool's mutex held (and that mutex
+//! is never held during I/O or while taking a latch that anyone may hold;
+//! see the module essay's protocol).
+//!
+//! Pin counts are atomics ([`Meta::pins`]), with one rule: a pin is
+//! *taken* only with the mutex held (a hit, or a claim), and may be
+//! *dropped* without it. Whoever decides under the mutex that a frame is
+//! unpinned (the replacer, `unregister_file`, the background writer) is
+//! therefore never contradicted before it releases the mutex: nobody can
+//! pin the frame meanwhile, and a concurrent unpin only lowers a count it
+//! already found at zero or above. So dropping a guard costs no mutex.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -69,8 +80,6 @@ impl Frame {
 pub(crate) struct FrameMeta {
     /// The page held (`None` when Free).
     pub(crate) key: Option<PageKey>,
-    /// Guards (and a loading fetch) holding the frame.
-    pub(crate) pins: u32,
     pub(crate) state: FrameState,
     /// Changed since it was last written (or read).
     pub(crate) dirty: bool,
@@ -94,7 +103,6 @@ impl FrameMeta {
     fn free() -> FrameMeta {
         FrameMeta {
             key: None,
-            pins: 0,
             state: FrameState::Free,
             dirty: false,
             rec_lsn: Lsn::ZERO,
@@ -105,9 +113,10 @@ impl FrameMeta {
         }
     }
 
-    /// Whether the replacer may take the frame now.
-    pub(crate) fn evictable(&self) -> bool {
-        self.pins == 0 && !self.writing && self.state != FrameState::Loading
+    /// Whether the replacer may take the frame now, `pins` being its pin
+    /// count.
+    pub(crate) fn evictable(&self, pins: u32) -> bool {
+        pins == 0 && !self.writing && self.state != FrameState::Loading
     }
 }
 
@@ -145,17 +154,38 @@ pub(crate) struct Meta {
     /// Free frames, used before the clock is asked for a victim.
     pub(crate) free: Vec<usize>,
     pub(crate) clock: Clock,
+    /// Guards (and a loading fetch) holding each frame: raised only with
+    /// the mutex held, lowered by [`unpin`](super::pool::Shared::unpin)
+    /// without it (module docs).
+    pub(crate) pins: Arc<[AtomicU32]>,
 }
 
 impl Meta {
     pub(crate) fn new(n: usize) -> Meta {
         Meta {
+            pins: (0..n).map(|_| AtomicU32::new(0)).collect(),
             table: HashMap::with_capacity_and_hasher(n, Default::default()),
             frames: vec![FrameMeta::free(); n],
             files: HashMap::default(),
             free: (0..n).rev().collect(),
             clock: Clock::new(n),
         }
+    }
+
+    /// Frame `frame`'s pin count now (exact while the mutex is held and
+    /// the count is zero: see the module docs).
+    pub(crate) fn pins(&self, frame: usize) -> u32 {
+        self.pins[frame].load(Ordering::Acquire)
+    }
+
+    /// Whether the replacer may take `frame` now.
+    pub(crate) fn evictable(&self, frame: usize) -> bool {
+        self.frames[frame].evictable(self.pins(frame))
+    }
+
+    /// Takes a pin on `frame` (the mutex is held: `&mut self`).
+    pub(crate) fn pin(&mut self, frame: usize) {
+        self.pins[frame].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn handle(&self, file: FileId) -> Result<FileHandle, BufferError> {
@@ -168,13 +198,13 @@ impl Meta {
     /// Free → Loading, or Ready (clean, unpinned) → Loading for another
     /// page: maps `frame` to `key`, pinned once for the caller.
     pub(crate) fn claim(&mut self, frame: usize, key: PageKey) -> Option<PageKey> {
-        let meta = &mut self.frames[frame];
         debug_assert!(
-            meta.evictable() && !meta.dirty,
+            self.evictable(frame) && !self.frames[frame].dirty,
             "claim of a busy or dirty frame (invariant 4)"
         );
+        self.pins[frame].store(1, Ordering::Release);
+        let meta = &mut self.frames[frame];
         let old = meta.key.replace(key);
-        meta.pins = 1;
         meta.state = FrameState::Loading;
         meta.dirty = false;
         meta.rec_lsn = Lsn::ZERO;
@@ -203,6 +233,7 @@ impl Meta {
             mod_count,
             ..FrameMeta::free()
         };
+        self.pins[frame].store(0, Ordering::Release);
         self.free.push(frame);
     }
 

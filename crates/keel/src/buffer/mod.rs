@@ -55,7 +55,9 @@
 //! All bookkeeping — the page table `(FileId, PageId) -> frame`, and per
 //! frame its key, pin count, state, dirty flag, recLSN, modification
 //! counter, write-in-progress flag and clock reference bit — lives under one
-//! mutex held only for short updates. A frame's lifecycle ([`FrameState`],
+//! mutex held only for short updates; the pin counts are atomics, raised
+//! only under the mutex and lowered without it, so releasing a guard takes
+//! no mutex (frame.rs). A frame's lifecycle ([`FrameState`],
 //! the function behind each edge):
 //!
 //! ```text

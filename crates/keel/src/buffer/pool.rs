@@ -3,7 +3,7 @@
 //! Write-back (eviction writes, `flush_*`, the background writer's batches)
 //! is in `writeback.rs`; the guards in `guard.rs`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) wal: Arc<dyn WalFlusher>,
     pub(crate) frames: Box<[Frame]>,
     pub(crate) meta: Mutex<Meta>,
+    /// The pin counts, also in `meta` (frame.rs module docs).
+    pub(crate) pins: Arc<[AtomicU32]>,
     /// Notified when a frame leaves `Loading` or a write-back ends.
     pub(crate) changed: Condvar,
     pub(crate) stats: Counters,
@@ -91,7 +93,7 @@ impl Shared {
                     });
                 }
                 if meta.frames[frame].state == FrameState::Ready {
-                    meta.frames[frame].pins += 1;
+                    meta.pin(frame);
                     meta.clock.touch(frame);
                     bump(&self.stats.hits, 1);
                     return Ok(Claimed::Hit(frame));
@@ -127,16 +129,22 @@ impl Shared {
     pub(crate) fn find_victim(&self, meta: &mut Meta) -> Result<Victim, BufferError> {
         while let Some(frame) = meta.free.pop() {
             // Entries go stale when the clock reuses a free frame first.
-            if meta.frames[frame].state == FrameState::Free && meta.frames[frame].evictable() {
+            if meta.frames[frame].state == FrameState::Free && meta.evictable(frame) {
                 return Ok(Victim::Clean(frame));
             }
         }
-        let Meta { frames, clock, .. } = meta;
+        let Meta {
+            frames,
+            clock,
+            pins,
+            ..
+        } = meta;
         let pick = clock.pick(|f| {
             let m = &frames[f];
-            if m.pins > 0 {
+            let pins = pins[f].load(Ordering::Acquire);
+            if pins > 0 {
                 Candidate::Pinned
-            } else if m.evictable() {
+            } else if m.evictable(pins) {
                 Candidate::Evictable
             } else {
                 Candidate::Busy
@@ -168,7 +176,7 @@ impl Shared {
         bump(&self.stats.dirty_evictions, outcome.written as u64);
         self.writer_signal.kick();
         let m = &meta.frames[frame];
-        let reusable = m.evictable() && !m.dirty && m.state == FrameState::Ready;
+        let reusable = meta.evictable(frame) && !m.dirty && m.state == FrameState::Ready;
         Ok((reusable && !meta.table.contains_key(&key)).then_some(frame))
     }
 
@@ -216,15 +224,14 @@ impl Shared {
         outcome
     }
 
-    /// Drops one pin (guards call this after releasing the latch).
+    /// Drops one pin (guards call this after releasing the latch), without
+    /// the mutex (frame.rs module docs: pins are only taken under it).
     pub(crate) fn unpin(&self, frame: usize) {
-        let mut meta = self.meta.lock();
-        let m = &mut meta.frames[frame];
+        let before = self.pins[frame].fetch_sub(1, Ordering::AcqRel);
         debug_assert!(
-            m.pins > 0,
+            before > 0,
             "unpin of an unpinned frame (inv. 11: a frame in use is never evicted)"
         );
-        m.pins = m.pins.saturating_sub(1);
     }
 
     /// Records a change (called with the frame's exclusive latch held).
@@ -283,11 +290,13 @@ impl BufferPool {
     ) -> Result<BufferPool, BufferError> {
         config.validate()?;
         let n = config.frames();
+        let meta = Meta::new(n);
         let shared = Arc::new(Shared {
             io,
             wal,
             frames: (0..n).map(|_| Frame::new()).collect(),
-            meta: Mutex::new(Meta::new(n)),
+            pins: Arc::clone(&meta.pins),
+            meta: Mutex::new(meta),
             changed: Condvar::new(),
             stats: Counters::default(),
             wal_durable: AtomicU64::new(0),
@@ -335,7 +344,7 @@ impl BufferPool {
         let frames: Vec<usize> = (0..meta.frames.len())
             .filter(|&f| meta.frames[f].key.is_some_and(|k| k.file == file))
             .collect();
-        if frames.iter().any(|&f| !meta.frames[f].evictable()) {
+        if frames.iter().any(|&f| !meta.evictable(f)) {
             return Err(BufferError::FileBusy { file });
         }
         for f in frames {

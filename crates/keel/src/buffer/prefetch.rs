@@ -139,8 +139,7 @@ impl Shared {
         let mut loaded = 0;
         for (c, ok) in claims.iter().zip(good) {
             if ok {
-                let m = &mut meta.frames[c.frame];
-                m.pins = m.pins.saturating_sub(1);
+                meta.pins[c.frame].fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 meta.finish_load(c.frame);
                 loaded += 1;
             } else {

@@ -400,8 +400,9 @@ impl Shared {
         while scanned < n && batch.len() < max {
             let frame = (start + scanned) % n;
             scanned += 1;
+            let pins = meta.pins(frame);
             let m = &mut meta.frames[frame];
-            if m.dirty && m.state == FrameState::Ready && m.pins == 0 && !m.writing {
+            if m.dirty && m.state == FrameState::Ready && pins == 0 && !m.writing {
                 m.writing = true;
                 batch.push(frame);
             }

@@ -51,7 +51,9 @@
 //! being inserted, and that request never waits.
 //!
 //! One mutex guards the whole table; waiters are woken with `notify_all`
-//! when any transaction releases. Requests are granted whenever compatible,
+//! when any transaction releases. A request for a target nobody holds (a
+//! key read for the first time, the common case) is granted with one probe
+//! of the table under that mutex. Requests are granted whenever compatible,
 //! so a stream of readers can delay a writer (no FIFO queue yet).
 //!
 //! **Model checking.** The table runs on [`Primitives`] (a monitor for the
@@ -390,6 +392,11 @@ impl State {
     /// ended at the deadline).
     fn step(&mut self, req: &mut Request, timed_out: bool) -> Option<Result<()>> {
         let (txn, me) = (req.txn, req.me);
+        if req.want.is_none()
+            && let Some(settled) = self.grant_unheld(req)
+        {
+            return Some(settled);
+        }
         let want = match req.want {
             Some(want) => want,
             None => match self.admit(req) {
@@ -432,6 +439,39 @@ impl State {
             self.stats.waits += 1;
         }
         None
+    }
+
+    /// The request's first step when nobody holds its target (the common
+    /// case: a key lock no one else took): settled with one probe of the
+    /// table, as the general path would settle it (re-homed, covered by a
+    /// relation lock, or granted in the mode asked for, since no holder
+    /// means no conflict and nothing to upgrade). `None`: someone holds the
+    /// target; the general path decides.
+    fn grant_unheld(&mut self, req: &Request) -> Option<Result<()>> {
+        let (txn, target, mode) = (req.txn, req.target, req.mode);
+        match self.live.get_mut(&txn) {
+            Some(home) => *home = req.me,
+            None => return Some(Err(DbError::TxnFinished(txn).into())),
+        }
+        if self.relation_covers(txn, target, mode) {
+            return Some(Ok(()));
+        }
+        let std::collections::hash_map::Entry::Vacant(slot) = self.granted.entry(target) else {
+            return None;
+        };
+        // stop_waiting, on fields apart from the table entry held here.
+        self.waits_for.remove(&txn);
+        self.blocked.remove(&req.me);
+        if req.instant {
+            return Some(Ok(()));
+        }
+        slot.insert(Holders {
+            first: (txn, mode),
+            rest: Vec::new(),
+        });
+        self.held.entry(txn).or_default().push(target);
+        self.count_row_lock(txn, target, mode);
+        Some(Ok(()))
     }
 
     /// The request's first step: re-homes its transaction on the calling
