@@ -357,6 +357,27 @@ impl Database {
         self.inner.store.wal.held_from()
     }
 
+    /// Takes an online base backup (protocol in [`crate::backup`]):
+    /// checkpoints, pins the log from the checkpoint's scan start, and
+    /// hands `sink` the control file and each relation heap file, read
+    /// while writes continue. Returns the start and end LSNs, the files
+    /// with their sizes and CRC32Cs, and the pin (drop it once the log
+    /// from the start is kept elsewhere).
+    pub fn backup<E: From<Error>>(
+        &self,
+        sink: impl FnMut(&crate::backup::BackupFile, &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<crate::backup::BaseBackup, E> {
+        self.inner.check_usable()?;
+        crate::backup::backup(&self.inner, sink)
+    }
+
+    /// Pins the log from `lsn` until the returned pin is dropped: no
+    /// checkpoint retires log at or above it. Any number of pins coexist
+    /// with each other and with [`hold_log_from`](Self::hold_log_from).
+    pub fn pin_log_from(&self, lsn: Lsn) -> crate::wal::LogPin {
+        self.inner.store.wal.pin_from(lsn)
+    }
+
     /// Keeps the log from `lsn` on (`None`: lifts the hold): checkpoints
     /// retire no segment holding log at or above it until the hold moves,
     /// so an archiver can ship every record before the log is recycled.
