@@ -14,6 +14,8 @@
 //!   and its hostile-input decoder.
 //! - [`store`]: object naming and create-only uploads.
 //! - [`archiver`]: the background thread that follows the durable log.
+//! - [`backup`]: base backups (files and a manifest written last) and
+//!   restoring the newest one with the archive's log.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
@@ -26,6 +28,7 @@
 //! are in docs/storage.md, "WAL archive".
 
 pub mod archiver;
+pub mod backup;
 pub mod chunk;
 pub mod config;
 pub mod error;
@@ -36,6 +39,9 @@ pub mod store;
 pub mod verify;
 
 pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
+pub use backup::{
+    BackupEntry, BackupOptions, Manifest, RestoreReport, RestoreTarget, backup, restore,
+};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use store::{Put, Remote};
