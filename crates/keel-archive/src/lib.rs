@@ -3,12 +3,14 @@
 //! history survives the loss of its machine.
 //!
 //! The engine crate stays synchronous and knows nothing of object stores.
-//! It offers three hooks, and this crate builds on them alone:
+//! It offers these hooks, and this crate builds on them alone:
 //! [`keel::Database::durable_lsn`] (how far the log is durable),
-//! [`keel::Database::log_reader`] (its validated records from an LSN), and
+//! [`keel::Database::log_reader`] (its validated records from an LSN),
 //! [`keel::Database::hold_log_from`] (no checkpoint retires log at or above
-//! the hold). This crate runs `object_store` on a private tokio runtime
-//! and offers only blocking functions.
+//! the hold), [`keel::Database::backup`] (an online copy of the data files)
+//! and [`keel::wal::import`] (a log written from archived records). This
+//! crate runs `object_store` on a private tokio runtime and offers only
+//! blocking functions.
 //!
 //! - [`chunk`]: the archive object format (header, compressed records)
 //!   and its hostile-input decoder.
@@ -24,8 +26,8 @@
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed).
 //!
-//! Layout, formats and the plans for base backups, timelines and restore
-//! are in docs/storage.md, "WAL archive".
+//! Layout and formats (chunks, backups, manifests) and the plans for
+//! timelines are in docs/storage.md, "WAL archive".
 
 pub mod archiver;
 pub mod backup;
