@@ -59,12 +59,15 @@
 //!    the copy cannot be made consistent from this archive.
 //! 3. Download each file, check its size and CRC32C against the manifest
 //!    and the control file's database id against the manifest's, and write
-//!    it (synced) into the target.
+//!    it (synced) into the target; the control file as
+//!    [`RESTORING_CONTROL`], so that until step 5 an open refuses the
+//!    directory (a restore cut short is never taken for a database).
 //! 4. Write the log: every chunk from the one holding the start LSN to the
 //!    head, each verified ([`chunk::decode`]: CRCs, database id, timeline,
 //!    start equal to the previous chunk's end), laid into segment files
 //!    ([`keel::wal::import::LogImport`]).
-//! 5. Open the database: recovery redoes from the start LSN to the end of
+//! 5. Rename the control file into place, sync the directory, and open
+//!    the database: recovery redoes from the start LSN to the end of
 //!    the log and undoes what was unfinished, then the database is closed
 //!    cleanly.
 //!
@@ -86,6 +89,10 @@ use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
 use crate::store::Remote;
 
+/// The control file's name in a restore's target until its files and log
+/// are complete: not a name a data directory holds, so an open of a
+/// restore cut short is refused, never taken for a database.
+pub const RESTORING_CONTROL: &str = "control.restoring";
 /// Manifest format version.
 pub const MANIFEST_VERSION: u32 = 1;
 /// The first word of a manifest.
@@ -546,6 +553,12 @@ pub fn restore(
             manifest.end
         )));
     }
+    let control = dir.join(keel::datadir::layout::CONTROL_FILE);
+    std::fs::rename(dir.join(RESTORING_CONTROL), &control)
+        .map_err(local(&control, "cannot put in place"))?;
+    std::fs::File::open(dir)
+        .and_then(|h| h.sync_all())
+        .map_err(local(dir, "cannot sync"))?;
     let db = Database::open(dir, config).map_err(|e| ArchiveError::Backup(Box::new(e)))?;
     let recovery = db.recovery_report().clone();
     db.close().map_err(|e| ArchiveError::Backup(Box::new(e)))?;
@@ -619,7 +632,10 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
                 });
             }
         }
-        let path: PathBuf = f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c));
+        let path: PathBuf = match f.name == keel::datadir::layout::CONTROL_FILE {
+            true => dir.join(RESTORING_CONTROL),
+            false => f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)),
+        };
         write_synced(&path, &bytes)?;
         total += f.size;
     }

@@ -202,12 +202,20 @@ fn a_damaged_backup_file_is_refused_naming_it() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[100] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let err = restore_into(&s, &s._tmp.path().join("restored")).unwrap_err();
+    let restored = s._tmp.path().join("restored");
+    let err = restore_into(&s, &restored).unwrap_err();
     assert!(
         matches!(err, ArchiveError::ChecksumMismatch { .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains(&heap.name), "{err}");
+    // What the restore left is refused by an open, never taken for a
+    // database.
+    let open_err = Database::open(&restored, config()).unwrap_err();
+    assert!(
+        open_err.to_string().contains("control.restoring"),
+        "{open_err}"
+    );
 }
 
 #[test]
@@ -320,4 +328,33 @@ fn a_manifest_round_trips_and_every_damage_is_an_error() {
         err.to_string().contains("is not a file a backup holds"),
         "{err}"
     );
+}
+
+/// A pin keeps the log from its LSN through any number of checkpoints,
+/// beside the archiver's hold, and dropping it lets checkpoints retire
+/// that log again.
+#[test]
+fn a_log_pin_outlives_checkpoints_and_coexists_with_the_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let rel = db.create_relation("r").unwrap();
+    db.checkpoint().unwrap();
+    let pinned_at = db.durable_lsn();
+    let pin = db.pin_log_from(pinned_at);
+    db.hold_log_from(Some(pinned_at));
+    // The hold moves on (as an archiver's does); the pin stays.
+    common::workload(&db, rel, 40, 20, 5);
+    db.hold_log_from(Some(db.durable_lsn()));
+    db.checkpoint().unwrap();
+    assert!(
+        db.log_reader(pinned_at).unwrap().next().unwrap().is_ok(),
+        "the pinned log was retired"
+    );
+    drop(pin);
+    common::workload(&db, rel, 2, 1, 0);
+    db.checkpoint().unwrap();
+    let read = db
+        .log_reader(pinned_at)
+        .and_then(|mut r| r.next().transpose().map_err(Into::into));
+    assert!(read.is_err(), "the log stayed after the pin was dropped");
 }
