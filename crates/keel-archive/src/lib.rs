@@ -16,7 +16,7 @@
 //!   and its hostile-input decoder.
 //! - [`store`]: object naming and create-only uploads.
 //! - [`archiver`]: the background thread that follows the durable log.
-//! - [`backup`]: base backups (files and a manifest written last) and
+//! - [`backup`](mod@backup): base backups (files and a manifest written last) and
 //!   restoring the newest one with the archive's log.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.

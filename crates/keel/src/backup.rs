@@ -15,7 +15,8 @@
 //!    caller's sink, each read whole while transactions, the checkpointer
 //!    and page writes go on. Each file is read as long as it is when the
 //!    read begins, cut to whole pages (a page past that was added after
-//!    the checkpoint: the log re-creates it).
+//!    the checkpoint: the log re-creates it). Each file is held in memory
+//!    whole while the sink takes it.
 //! 3. The **end LSN** is the log's durable end after the last read. Every
 //!    page write the copy may have seen was preceded by its log being
 //!    durable (the WAL rule, invariant 4), so redo from the start LSN up to

@@ -11,6 +11,8 @@
 //!   returns once the commit record is durable (under the default commit
 //!   policy, invariant 6). Dropping a transaction without committing rolls
 //!   it back.
+//! - [`Database::backup`]: an online base backup, the data files copied
+//!   while writes continue ([`crate::backup`]).
 //! - [`Database::checkpoint`], poison and counters: the open engine
 //!   (`engine`), shared with the background checkpointer.
 //!

@@ -24,7 +24,9 @@
 //! on a background thread, which also runs the interval flush policies.
 //!
 //! Left out here: what records mean (heap/, recovery/) and when segments are
-//! retired (checkpoints call [`Wal::retire_before`]).
+//! retired (checkpoints call [`Wal::retire_before`], which keeps every
+//! segment at or above the hold of an archiver and the pins of online
+//! backups).
 
 mod append;
 pub mod archive;
@@ -826,7 +828,9 @@ impl Wal {
     }
 
     /// Retires every segment that lies wholly before `lsn` (the redo point
-    /// of the last checkpoint) as the retention policy says. Under
+    /// of the last checkpoint), the hold ([`Wal::hold_from`]) and the
+    /// oldest pin ([`Wal::pin_from`]), whichever is oldest, as the
+    /// retention policy says. Under
     /// [`RetentionPolicy::Recycle`] the spares kept are sized for the next
     /// checkpoint cycle ([`WalConfig::min_wal_size_bytes`]): retired
     /// segments beyond that, and spares beyond it after a cycle that
