@@ -157,6 +157,14 @@ pub enum ArchiveError {
         /// The record read next.
         record: Lsn,
     },
+    /// The engine failed while taking a backup or opening a restored
+    /// database.
+    #[error("{0}")]
+    Backup(Box<keel::Error>),
+    /// A restore cannot go on (no backup, an archive that ends too early, a
+    /// target directory in use); the reason says which.
+    #[error("restore: {0}")]
+    Restore(String),
     /// The archiver stopped on this error.
     #[error("archiving stopped: {0}")]
     Failed(std::sync::Arc<ArchiveError>),
@@ -188,6 +196,12 @@ pub enum ArchiveError {
         /// How far the archive got.
         archived: Lsn,
     },
+}
+
+impl From<keel::Error> for ArchiveError {
+    fn from(e: keel::Error) -> ArchiveError {
+        ArchiveError::Backup(Box::new(e))
+    }
 }
 
 impl ArchiveError {

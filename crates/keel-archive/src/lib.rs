@@ -3,17 +3,21 @@
 //! history survives the loss of its machine.
 //!
 //! The engine crate stays synchronous and knows nothing of object stores.
-//! It offers three hooks, and this crate builds on them alone:
+//! It offers these hooks, and this crate builds on them alone:
 //! [`keel::Database::durable_lsn`] (how far the log is durable),
-//! [`keel::Database::log_reader`] (its validated records from an LSN), and
+//! [`keel::Database::log_reader`] (its validated records from an LSN),
 //! [`keel::Database::hold_log_from`] (no checkpoint retires log at or above
-//! the hold). This crate runs `object_store` on a private tokio runtime
-//! and offers only blocking functions.
+//! the hold), [`keel::Database::backup`] (an online copy of the data files)
+//! and [`keel::wal::import`] (a log written from archived records). This
+//! crate runs `object_store` on a private tokio runtime and offers only
+//! blocking functions.
 //!
 //! - [`chunk`]: the archive object format (header, compressed records)
 //!   and its hostile-input decoder.
 //! - [`store`]: object naming and create-only uploads.
 //! - [`archiver`]: the background thread that follows the durable log.
+//! - [`backup`](mod@backup): base backups (files and a manifest written last) and
+//!   restoring the newest one with the archive's log.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
@@ -22,10 +26,11 @@
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed).
 //!
-//! Layout, formats and the plans for base backups, timelines and restore
-//! are in docs/storage.md, "WAL archive".
+//! Layout and formats (chunks, backups, manifests) and the plans for
+//! timelines are in docs/storage.md, "WAL archive".
 
 pub mod archiver;
+pub mod backup;
 pub mod chunk;
 pub mod config;
 pub mod error;
@@ -36,6 +41,9 @@ pub mod store;
 pub mod verify;
 
 pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
+pub use backup::{
+    BackupEntry, BackupOptions, Manifest, RestoreReport, RestoreTarget, backup, restore,
+};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use store::{Put, Remote};

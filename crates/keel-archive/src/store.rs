@@ -219,6 +219,12 @@ impl Remote {
         Ok(timelines)
     }
 
+    /// Every object under `dir`, recursively, as listed.
+    pub fn list_recursive(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        let list = self.store.list(Some(dir)).try_collect::<Vec<_>>();
+        self.block("list", dir, list)
+    }
+
     /// Every chunk of `timeline`, in LSN order. An object under the
     /// timeline's folder whose name is not a chunk's is an error naming it:
     /// the prefix belongs to the archive alone.

@@ -93,6 +93,12 @@ fn a_workload_archived_over_s3_equals_the_log() {
     archive_and_compare(&server.target(SECRET_KEY, "db1"), fast());
 }
 
+#[test]
+fn a_backup_over_s3_restores_every_row() {
+    let server = Server::start();
+    backup_and_restore(&server.target(SECRET_KEY, "backup"));
+}
+
 /// Create-only puts over the wire: a retried upload, and another writer.
 #[test]
 fn create_only_puts_tell_a_retry_from_another_writer() {

@@ -78,3 +78,4 @@ against_the_server!(
     create_only_puts_tell_a_retry_from_another_writer,
     create_only_puts
 );
+against_the_server!(a_backup_restores_every_row, backup_and_restore);

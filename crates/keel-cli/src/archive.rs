@@ -21,6 +21,18 @@
 //!   It stops at the first bad object and exits 1 with an error naming it
 //!   and the place in it.
 //!
+//! - `list` also shows the complete base backups (those with a manifest;
+//!   keel-archive's `backup` module has the layout): start and end LSN,
+//!   files and size.
+//! - `keel backup --dir D --archive URL` opens the database (it must not be
+//!   open elsewhere), starts an archiver on timeline 1, takes a base
+//!   backup into the archive (waiting until the log up to its end LSN is
+//!   archived; the manifest is written last), stops the archiver and
+//!   closes the database.
+//! - `keel restore --archive URL --dir D` restores the newest complete
+//!   backup and the archive's whole log into `D`, which must be absent or
+//!   empty, and opens it once so recovery brings it to the archive's end.
+//!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
 
@@ -28,7 +40,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_archive::{
-    ArchiveError, ArchiveReader, ArchiveTarget, Credentials, S3Config, StoreConfig, TimelineSummary,
+    ArchiveError, ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, BackupOptions,
+    Credentials, Remote, RestoreTarget, S3Config, StoreConfig, TimelineSummary,
 };
 use serde_json::json;
 
@@ -77,6 +90,99 @@ pub struct ListArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `keel backup`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Data directory of the database to back up (must exist and not be
+    /// open elsewhere).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub location: Location,
+    /// Seconds to wait for the log up to the backup's end to be archived.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub archive_timeout: u64,
+}
+
+/// Arguments of `keel restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Where to restore: a directory that does not exist or is empty.
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+/// `keel backup`.
+pub fn backup(args: BackupArgs) -> Result<(), Failure> {
+    let target = parse_location(&args.location)?;
+    let (db, _io, _control) = crate::stats::open_existing_with(&args.dir, keel::Config::default())?;
+    let db = std::sync::Arc::new(db);
+    let options = ArchiverOptions {
+        op_timeout: Duration::from_secs(args.location.timeout),
+        ..ArchiverOptions::default()
+    };
+    let archiver = Archiver::start(db.clone(), &target, options).map_err(fail)?;
+    let backup_options = BackupOptions {
+        op_timeout: Duration::from_secs(args.location.timeout),
+        archive_timeout: Duration::from_secs(args.archive_timeout),
+        ..BackupOptions::default()
+    };
+    let taken = keel_archive::backup(&db, &archiver, &target, &backup_options);
+    let stopped = archiver.stop();
+    let closed = match std::sync::Arc::try_unwrap(db) {
+        Ok(db) => crate::stats::close(db, &args.dir),
+        Err(_) => Err(Failure(
+            "the database is still in use after the backup".into(),
+        )),
+    };
+    let m = taken.map_err(fail)?;
+    stopped.map_err(fail)?;
+    closed?;
+    let bytes: u64 = m.files.iter().map(|f| f.size).sum();
+    println!(
+        "backup of database {:#018x} on timeline {:08X}: LSN {}..{}, {} files, {}",
+        m.database_id,
+        m.timeline,
+        m.start,
+        m.end,
+        m.files.len(),
+        size(bytes)
+    );
+    Ok(())
+}
+
+/// `keel restore`.
+pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
+    let target = parse_location(&args.location)?;
+    let config = keel::Config {
+        io: keel_io::IoConfig::from_env()?,
+        ..keel::Config::default()
+    };
+    let r = keel_archive::restore(
+        &target,
+        &args.dir,
+        1,
+        RestoreTarget::End,
+        config,
+        Duration::from_secs(args.location.timeout),
+    )
+    .map_err(fail)?;
+    println!(
+        "restored the backup from LSN {} (consistent at {}) and {} chunks of log to LSN {} into {}: \
+         {} records redone, {} transactions undone",
+        r.backup.start,
+        r.backup.end,
+        r.chunks,
+        r.log_end,
+        args.dir.display(),
+        r.recovery.records_redone,
+        r.recovery.txns_undone
+    );
+    Ok(())
 }
 
 /// Runs a `keel archive` command.
@@ -141,6 +247,15 @@ fn open(l: &Location) -> Result<ArchiveReader, Failure> {
 
 fn list(args: &ListArgs) -> Result<(), Failure> {
     let reader = open(&args.location)?;
+    let remote = Remote::open(
+        &parse_location(&args.location)?,
+        Duration::from_secs(args.location.timeout),
+    )
+    .map_err(fail)?;
+    let mut backups = Vec::new();
+    for entry in remote.list_backups().map_err(fail)? {
+        backups.push(remote.read_manifest(&entry).map_err(fail)?);
+    }
     let summaries = reader
         .timelines()
         .map_err(fail)?
@@ -150,15 +265,28 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
         .map_err(fail)?;
     if args.json {
         let timelines: Vec<_> = summaries.iter().map(summary_json).collect();
+        let backups: Vec<_> = backups
+            .iter()
+            .map(|m| {
+                json!({
+                    "timeline": m.timeline,
+                    "start_lsn": m.start.0,
+                    "end_lsn": m.end.0,
+                    "files": m.files.len(),
+                    "bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
+                })
+            })
+            .collect();
         println!(
             "{}",
-            json!({ "archive": args.location.url, "timelines": timelines })
+            json!({ "archive": args.location.url, "timelines": timelines, "backups": backups })
         );
         return Ok(());
     }
     println!("archive {}", args.location.url);
     if summaries.is_empty() {
         println!("no timelines: the archive holds no chunks");
+        print_backups(&backups);
         return Ok(());
     }
     println!(
@@ -181,7 +309,29 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
     if let Some(s) = summaries.first() {
         println!("database id {:#018x}", s.database_id);
     }
+    print_backups(&backups);
     Ok(())
+}
+
+fn print_backups(backups: &[keel_archive::Manifest]) {
+    if backups.is_empty() {
+        println!("no complete backups");
+        return;
+    }
+    println!(
+        "{:<9} {:>17} {:>17} {:>6} {:>12}",
+        "backup", "start LSN", "end LSN", "files", "size"
+    );
+    for m in backups {
+        println!(
+            "{:08X}  {:>17} {:>17} {:>6} {:>12}",
+            m.timeline,
+            m.start.to_string(),
+            m.end.to_string(),
+            m.files.len(),
+            size(m.files.iter().map(|f| f.size).sum())
+        );
+    }
 }
 
 fn summary_json(s: &TimelineSummary) -> serde_json::Value {

@@ -62,7 +62,14 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Open (recover), take a checkpoint, print it, and close.
     Checkpoint(checkpoint::CheckpointArgs),
-    /// The WAL archive in object storage: list its timelines, verify it.
+    /// Take an online base backup into a WAL archive (credentials from the
+    /// environment or --credentials-file, never arguments).
+    Backup(archive::BackupArgs),
+    /// Restore the newest complete backup and the archive's log into a new
+    /// data directory.
+    Restore(archive::RestoreArgs),
+    /// The WAL archive in object storage: list its timelines and backups,
+    /// verify it.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
     /// Print the format diagrams generated from the code (docs/wal-records.md,
@@ -102,6 +109,8 @@ fn main() -> ExitCode {
         Command::Check(args) => return check::run(args),
         Command::Docs(args) => docs::run(args),
         Command::Archive(cmd) => archive::run(cmd),
+        Command::Backup(args) => archive::backup(args),
+        Command::Restore(args) => archive::restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -224,3 +224,50 @@ fn credentials_come_only_from_an_owner_only_file_or_the_environment() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("chmod 600") && !out.contains(secret), "{out}");
 }
+
+/// `keel backup` into a local archive, `keel archive list` showing it,
+/// `keel restore` into a new directory holding every row (and `keel check`
+/// passing on it), and a second restore into that directory refused.
+#[test]
+fn backup_then_restore_round_trips_and_a_used_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("data"), tmp.path().join("archive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Database::open(&data, Config::default()).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    for i in 0..50u32 {
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, &i.to_le_bytes()).unwrap();
+        tx.commit().unwrap();
+    }
+    db.close().unwrap();
+    let data_s = data.display().to_string();
+    let out = keel(&["backup", "--dir", &data_s, "--archive", &url(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 files"),
+        "{}",
+        text(&out.stdout)
+    );
+    let (code, out) = archive(&["list", "--archive", &url(&dir), "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["backups"].as_array().unwrap().len(), 1, "{v}");
+    let restored = tmp.path().join("restored");
+    let restored_s = restored.display().to_string();
+    let out = keel(&["restore", "--archive", &url(&dir), "--dir", &restored_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = keel(&["check", "--dir", &restored_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let db = Database::open(&restored, Config::default()).unwrap();
+    let rel = db.relation("r").unwrap().unwrap();
+    assert_eq!(db.begin().unwrap().scan(rel).unwrap().count(), 50);
+    db.close().unwrap();
+    let out = keel(&["restore", "--archive", &url(&dir), "--dir", &restored_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not empty"),
+        "{}",
+        text(&out.stderr)
+    );
+}

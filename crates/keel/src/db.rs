@@ -11,6 +11,8 @@
 //!   returns once the commit record is durable (under the default commit
 //!   policy, invariant 6). Dropping a transaction without committing rolls
 //!   it back.
+//! - [`Database::backup`]: an online base backup, the data files copied
+//!   while writes continue ([`crate::backup`]).
 //! - [`Database::checkpoint`], poison and counters: the open engine
 //!   (`engine`), shared with the background checkpointer.
 //!
@@ -355,6 +357,27 @@ impl Database {
     /// segment present at open), if it is.
     pub fn log_hold(&self) -> Option<Lsn> {
         self.inner.store.wal.held_from()
+    }
+
+    /// Takes an online base backup (protocol in [`crate::backup`]):
+    /// checkpoints, pins the log from the checkpoint's scan start, and
+    /// hands `sink` the control file and each relation heap file, read
+    /// while writes continue. Returns the start and end LSNs, the files
+    /// with their sizes and CRC32Cs, and the pin (drop it once the log
+    /// from the start is kept elsewhere).
+    pub fn backup<E: From<Error>>(
+        &self,
+        sink: impl FnMut(&crate::backup::BackupFile, &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<crate::backup::BaseBackup, E> {
+        self.inner.check_usable()?;
+        crate::backup::backup(&self.inner, sink)
+    }
+
+    /// Pins the log from `lsn` until the returned pin is dropped: no
+    /// checkpoint retires log at or above it. Any number of pins coexist
+    /// with each other and with [`hold_log_from`](Self::hold_log_from).
+    pub fn pin_log_from(&self, lsn: Lsn) -> crate::wal::LogPin {
+        self.inner.store.wal.pin_from(lsn)
     }
 
     /// Keeps the log from `lsn` on (`None`: lifts the hold): checkpoints

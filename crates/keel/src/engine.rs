@@ -167,6 +167,17 @@ impl Engine {
     /// Takes a checkpoint (one at a time); `clean` marks the shutdown
     /// clean. A fatal failure poisons.
     pub(crate) fn checkpoint(&self, clean: bool) -> Result<CheckpointReport> {
+        self.checkpoint_then(clean, |_| Ok(())).map(|(r, ())| r)
+    }
+
+    /// Takes a checkpoint and runs `then` before another checkpoint can
+    /// start (still under the checkpoint lock): what it reads of the
+    /// control file is what this checkpoint wrote.
+    pub(crate) fn checkpoint_then<T>(
+        &self,
+        clean: bool,
+        then: impl FnOnce(&CheckpointReport) -> Result<T>,
+    ) -> Result<(CheckpointReport, T)> {
         let _one = self.checkpoint_lock.lock();
         let report = checkpoint(&CheckpointTarget {
             store: &self.store,
@@ -178,7 +189,8 @@ impl Engine {
         match report {
             Ok(r) => {
                 *self.last_checkpoint.lock() = (r.begin, Instant::now());
-                Ok(r)
+                let then = then(&r)?;
+                Ok((r, then))
             }
             Err(e) => Err(self.note(e)),
         }

@@ -832,3 +832,63 @@ fn a_recycled_segments_old_records_never_continue_the_log() {
     let first = txns[0];
     assert_eq!(txns, (first..next).collect::<Vec<u64>>());
 }
+
+/// A log imported from shipped records (`wal::import`), beginning
+/// mid-segment as a restored backup's does: an open finds its end from the
+/// scan start, and a reader returns every record as written; a run that
+/// does not follow the end, or that crosses a segment, is refused.
+#[test]
+fn an_imported_log_opens_from_its_scan_start_and_reads_back() {
+    use keel::wal::import::LogImport;
+    use keel::wal::record;
+    use keel::wal::segment::{Geometry, MIN_SEGMENT_SIZE};
+    let io = sim(7);
+    let dir = Path::new(DIR);
+    let geometry = Geometry {
+        segment_size: u64::from(MIN_SEGMENT_SIZE),
+    };
+    let mut import =
+        LogImport::create(io.clone(), dir, 0xfeed, MIN_SEGMENT_SIZE, 16 * 1024).unwrap();
+    let start = Lsn(geometry.first_record(0).0 + 1000);
+    let (mut lsn, mut run_start, mut run) = (start, start, Vec::new());
+    let mut written = Vec::new();
+    for i in 0..120u64 {
+        let bytes = record::encode(&meta(i), lsn, &payload(i));
+        let fits = geometry.offset_in_segment(lsn) + bytes.len() as u64 <= geometry.segment_size
+            && geometry.offset_in_segment(lsn) != 0;
+        if !fits {
+            import.push(run_start, &run).unwrap();
+            run.clear();
+            lsn = geometry.first_record(geometry.segment_of(lsn) + 1);
+            run_start = lsn;
+        }
+        let bytes = record::encode(&meta(i), lsn, &payload(i));
+        written.push((lsn, i, payload(i)));
+        run.extend_from_slice(&bytes);
+        lsn = Lsn(lsn.0 + bytes.len() as u64);
+    }
+    import.push(run_start, &run).unwrap();
+    let end = lsn;
+    assert!(geometry.segment_of(end) >= 2, "the log spans segments");
+    // Refused: a gap after the end, and a run crossing a segment's end.
+    let gap = import.push(Lsn(end.0 + 8), &run[..8]).unwrap_err();
+    assert!(gap.to_string().contains("do not follow"), "{gap}");
+    let last = geometry.segment_start(geometry.segment_of(end) + 1);
+    let across = import.push(Lsn(last.0 - 8), &[0u8; 64]).unwrap_err();
+    assert!(across.to_string().contains("one segment"), "{across}");
+    assert_eq!(import.finish().unwrap(), Some(end));
+    let config = small_config();
+    let (wal, report) = Wal::open_from(io, dir, config, Some(start)).unwrap();
+    assert!(!report.created);
+    assert_eq!(report.end, end);
+    let read: Vec<_> = wal
+        .reader(start, RecoveryMode::AbsoluteConsistency)
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.header.lsn, r.header.txn.0, r.payload)
+        })
+        .collect();
+    assert_eq!(read.len(), written.len());
+    assert!(read == written, "the imported log reads back differently");
+}

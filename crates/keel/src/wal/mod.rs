@@ -14,7 +14,8 @@
 //! - `writer`: joins the three behind one verb per reason to make records
 //!   durable (`wait_durable`, `write_batch`, `push_all`);
 //! - [`reader`]: iteration from any LSN, and where the log ends;
-//! - [`archive`]: zstd copies of retired segments, verified and restorable.
+//! - [`archive`]: zstd copies of retired segments, verified and restorable;
+//! - [`import`]: a log written from records shipped elsewhere (a restore).
 //!
 //! [`Wal`] ties them together. It opens an existing log by finding its end
 //! (cutting a torn tail, refusing a corrupt middle), zeroes the bytes a torn
@@ -23,7 +24,9 @@
 //! on a background thread, which also runs the interval flush policies.
 //!
 //! Left out here: what records mean (heap/, recovery/) and when segments are
-//! retired (checkpoints call [`Wal::retire_before`]).
+//! retired (checkpoints call [`Wal::retire_before`], which keeps every
+//! segment at or above the hold of an archiver and the pins of online
+//! backups).
 
 mod append;
 pub mod archive;
@@ -32,6 +35,7 @@ mod config;
 mod error;
 mod flusher;
 mod group;
+pub mod import;
 pub mod payload;
 pub mod reader;
 pub mod record;
@@ -103,9 +107,37 @@ pub struct Wal {
     /// No segment holding log at or above this LSN is retired
     /// ([`Wal::hold_from`]; `u64::MAX`: no hold).
     hold: std::sync::atomic::AtomicU64,
+    /// Pins ([`Wal::pin_from`]): each LSN with how many pins hold it.
+    pins: Arc<Mutex<std::collections::BTreeMap<Lsn, usize>>>,
     segments: Arc<SegmentManager>,
     writer: Arc<LogWriter>,
     background: Option<JoinHandle<()>>,
+}
+
+/// A pin on the log ([`Wal::pin_from`]); dropping it lifts the pin.
+#[derive(Debug)]
+pub struct LogPin {
+    pins: Arc<Mutex<std::collections::BTreeMap<Lsn, usize>>>,
+    lsn: Lsn,
+}
+
+impl LogPin {
+    /// Where the log is pinned from.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+}
+
+impl Drop for LogPin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock();
+        if let Some(n) = pins.get_mut(&self.lsn) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.lsn);
+            }
+        }
+    }
 }
 
 /// Prepares segments ahead of the writer and keeps spares for recycling.
@@ -291,6 +323,7 @@ impl Wal {
             } else {
                 u64::MAX
             }),
+            pins: Arc::default(),
             segments,
             writer,
             background: None,
@@ -409,7 +442,9 @@ impl Wal {
     /// reads up to its answer, [`Wal::recovery_reader`]).
     ///
     /// Normally the log is read from the start of the newest segment that
-    /// holds a valid record: an invalid record before that is followed by
+    /// begins with a valid record (when none does, from `scan_start`: a
+    /// log restored from an archive begins mid-segment, at a backup's
+    /// start, [`import`]): an invalid record before that is followed by
     /// valid ones from later batches, so recovery's reader, which starts
     /// earlier, meets it as corruption, an error, whatever the end. When
     /// salvaging, the end is the first invalid record from where recovery
@@ -432,8 +467,9 @@ impl Wal {
                 .rev()
                 .copied()
                 .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n))
-                .or(present.first().copied())
                 .map(|n| geometry.first_record(n))
+                .or(scan_start.filter(|s| present.contains(&geometry.segment_of(*s))))
+                .or(present.first().map(|&n| geometry.first_record(n)))
         };
         let Some(from) = from else {
             return Ok((geometry.first_record(0), None));
@@ -701,6 +737,12 @@ impl Wal {
         self.geometry.segment_size
     }
 
+    /// Most unsynced bytes in flight at once (written into new segment
+    /// headers).
+    pub fn max_batch_bytes(&self) -> u32 {
+        self.config.max_batch_bytes
+    }
+
     /// The WAL directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -755,6 +797,24 @@ impl Wal {
             .store(lsn.map_or(u64::MAX, |l| l.0), Ordering::Release);
     }
 
+    /// Pins the log from `lsn` on until the returned [`LogPin`] is
+    /// dropped: like [`Wal::hold_from`], but any number of pins coexist
+    /// with the hold and with each other (an online backup pins its redo
+    /// point while an archiver moves the hold). Retirement keeps every
+    /// segment at or above the oldest of them.
+    pub fn pin_from(&self, lsn: Lsn) -> LogPin {
+        *self.pins.lock().entry(lsn).or_insert(0) += 1;
+        LogPin {
+            pins: self.pins.clone(),
+            lsn,
+        }
+    }
+
+    /// The oldest pin ([`Wal::pin_from`]), if any.
+    pub fn oldest_pin(&self) -> Option<Lsn> {
+        self.pins.lock().keys().next().copied()
+    }
+
     /// The current hold ([`Wal::hold_from`]).
     pub fn held_from(&self) -> Option<Lsn> {
         let h = self.hold.load(Ordering::Acquire);
@@ -768,13 +828,16 @@ impl Wal {
     }
 
     /// Retires every segment that lies wholly before `lsn` (the redo point
-    /// of the last checkpoint) as the retention policy says. Under
+    /// of the last checkpoint), the hold ([`Wal::hold_from`]) and the
+    /// oldest pin ([`Wal::pin_from`]), whichever is oldest, as the
+    /// retention policy says. Under
     /// [`RetentionPolicy::Recycle`] the spares kept are sized for the next
     /// checkpoint cycle ([`WalConfig::min_wal_size_bytes`]): retired
     /// segments beyond that, and spares beyond it after a cycle that
     /// needed fewer, are deleted.
     pub fn retire_before(&self, lsn: Lsn) -> Result<RetireReport, WalError> {
         let held = Lsn(self.hold.load(Ordering::Acquire));
+        let held = self.oldest_pin().map_or(held, |p| p.min(held));
         let limit = self.geometry.segment_of(lsn.min(held));
         let current = self.geometry.segment_of(self.writer.durable_end());
         let old: Vec<u64> = self

@@ -1,0 +1,724 @@
+//! Base backups in the archive, and restoring from them.
+//!
+//! ## Layout under the prefix
+//!
+//! ```text
+//! <prefix>/backups/<timeline:08X>/<start LSN:016X>/files/<name>   one per file
+//! <prefix>/backups/<timeline:08X>/<start LSN:016X>/manifest       written last
+//! ```
+//!
+//! `<name>` is the file's path in the data directory (`control`,
+//! `rel/7.heap`). Every object is uploaded create-only
+//! ([`Remote::put_create`]): nothing of a backup is ever overwritten.
+//!
+//! ## Taking a backup ([`backup`])
+//!
+//! 1. [`keel::Database::backup`] checkpoints, pins the log from the
+//!    checkpoint's scan start (the **start LSN**) and hands over the
+//!    control file and each heap file, read while writes continue; each is
+//!    uploaded as it comes.
+//! 2. Check that the timeline's archive reaches back to the start LSN (a
+//!    backup whose log was never archived could never be restored), then
+//!    wait until the archiver has shipped the log up to the copy's **end
+//!    LSN** ([`Archiver::wait_archived`]).
+//! 3. Upload the manifest, last. A backup without its manifest (a crash,
+//!    a failed upload, a timeout waiting for the archive) is never used:
+//!    listings and restores see only backups with a manifest.
+//!
+//! ## The manifest
+//!
+//! Text, one field per line, `key value`, in this order; the last line is
+//! the CRC32C of every byte before it:
+//!
+//! ```text
+//! keel-backup 1
+//! database 0123456789abcdef
+//! timeline 1
+//! start 0000000000012000
+//! end 0000000000034567
+//! checkpoint-end 00000000000123a5
+//! segment-size 16777216
+//! max-batch 1048576
+//! file 00a1b2c3 8192 rel/1.heap
+//! crc32c 1a2b3c4d
+//! ```
+//!
+//! LSNs and the database id are lower-case hexadecimal; `file` lines give CRC32C
+//! (hex), size (decimal) and name. [`Manifest::decode`] treats the bytes as
+//! hostile: a wrong CRC, an unknown version, a missing or repeated field,
+//! a malformed number, a name that is not a data directory file Keel
+//! writes, or a start after the end is an error naming the object and the
+//! line.
+//!
+//! ## Restoring ([`restore`])
+//!
+//! 1. Refuse a target directory that exists and is not empty.
+//! 2. Pick the newest backup with a manifest on the timeline (newest by
+//!    start LSN) and read the archive's head from its chunk headers; refuse
+//!    when the head is before the backup's end LSN (the consistency point):
+//!    the copy cannot be made consistent from this archive.
+//! 3. Download each file, check its size and CRC32C against the manifest
+//!    and the control file's database id against the manifest's, and write
+//!    it (synced) into the target; the control file as
+//!    [`RESTORING_CONTROL`], so that until step 5 an open refuses the
+//!    directory (a restore cut short is never taken for a database).
+//! 4. Write the log: every chunk from the one holding the start LSN to the
+//!    head, each verified ([`chunk::decode`]: CRCs, database id, timeline,
+//!    start equal to the previous chunk's end), laid into segment files
+//!    ([`keel::wal::import::LogImport`]).
+//! 5. Rename the control file into place, sync the directory, and open
+//!    the database: recovery redoes from the start LSN to the end of
+//!    the log and undoes what was unfinished, then the database is closed
+//!    cleanly.
+//!
+//! [`RestoreTarget`] says where to stop; today only at the archive's end.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel::backup::BackupFile;
+use keel::checksum::crc32c;
+use keel::types::Lsn;
+use keel::{Config, Database};
+use object_store::path::Path as ObjectPath;
+
+use crate::archiver::Archiver;
+use crate::chunk::{self, Expect};
+use crate::config::ArchiveTarget;
+use crate::error::{ArchiveError, Place, Result};
+use crate::store::Remote;
+
+/// The control file's name in a restore's target until its files and log
+/// are complete: not a name a data directory holds, so an open of a
+/// restore cut short is refused, never taken for a database.
+pub const RESTORING_CONTROL: &str = "control.restoring";
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+/// The first word of a manifest.
+pub const MANIFEST_MAGIC: &str = "keel-backup";
+/// Largest manifest accepted (a manifest lists a few lines per relation).
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// A backup's manifest (module essay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The database backed up.
+    pub database_id: u64,
+    /// The timeline whose log restores it.
+    pub timeline: u32,
+    /// Where redo starts.
+    pub start: Lsn,
+    /// The consistency point: redo must reach it.
+    pub end: Lsn,
+    /// The checkpoint's end record.
+    pub checkpoint_end: Lsn,
+    /// The log's segment size.
+    pub segment_size: u32,
+    /// The log's batch limit.
+    pub max_batch_bytes: u32,
+    /// The files, in upload order.
+    pub files: Vec<BackupFile>,
+}
+
+impl Manifest {
+    /// The manifest's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!(
+            "{MANIFEST_MAGIC} {MANIFEST_VERSION}\ndatabase {:016x}\ntimeline {}\nstart {:016x}\n\
+             end {:016x}\ncheckpoint-end {:016x}\nsegment-size {}\nmax-batch {}\n",
+            self.database_id,
+            self.timeline,
+            self.start.0,
+            self.end.0,
+            self.checkpoint_end.0,
+            self.segment_size,
+            self.max_batch_bytes
+        );
+        for f in &self.files {
+            s.push_str(&format!("file {:08x} {} {}\n", f.crc32c, f.size, f.name));
+        }
+        let crc = crc32c(s.as_bytes());
+        s.push_str(&format!("crc32c {crc:08x}\n"));
+        s.into_bytes()
+    }
+
+    /// Decodes and checks a manifest read from `object` (module essay).
+    pub fn decode(object: &str, bytes: &[u8]) -> Result<Manifest> {
+        let bad = |line: usize, reason: String| ArchiveError::Corrupt {
+            object: object.to_string(),
+            place: Place::Object(line as u64),
+            reason: format!("manifest line {}: {reason}", line + 1),
+        };
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(bad(
+                0,
+                format!("{} bytes, more than any manifest", bytes.len()),
+            ));
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8 text ({e})")))?;
+        let body_len = text
+            .trim_end_matches('\n')
+            .rfind('\n')
+            .map(|i| i + 1)
+            .ok_or_else(|| bad(0, "too short to be a manifest".into()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let last = lines.len() - 1;
+        let stored = lines[last]
+            .strip_prefix("crc32c ")
+            .and_then(parse_hex32)
+            .ok_or_else(|| bad(last, "the last line must be `crc32c <8 hex digits>`".into()))?;
+        let computed = crc32c(&bytes[..body_len]);
+        if stored != computed {
+            return Err(ArchiveError::ChecksumMismatch {
+                object: object.to_string(),
+                what: "manifest",
+                stored,
+                computed,
+            });
+        }
+        let field = |i: usize, key: &str| -> Result<&str> {
+            let line = lines.get(i).copied().unwrap_or("");
+            line.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .ok_or_else(|| bad(i, format!("expected `{key} …`, found {line:?}")))
+        };
+        let version = field(0, MANIFEST_MAGIC)?;
+        if version != MANIFEST_VERSION.to_string() {
+            return Err(bad(0, format!("unknown manifest version {version:?}")));
+        }
+        let hex64 = |i: usize, key: &str| -> Result<u64> {
+            let v = field(i, key)?;
+            parse_hex64(v, false).ok_or_else(|| bad(i, format!("{key} {v:?} is not 16 hex digits")))
+        };
+        let dec32 = |i: usize, key: &str| -> Result<u32> {
+            let v = field(i, key)?;
+            v.parse::<u32>()
+                .map_err(|_| bad(i, format!("{key} {v:?} is not a decimal number")))
+        };
+        let m = Manifest {
+            database_id: hex64(1, "database")?,
+            timeline: dec32(2, "timeline")?,
+            start: Lsn(hex64(3, "start")?),
+            end: Lsn(hex64(4, "end")?),
+            checkpoint_end: Lsn(hex64(5, "checkpoint-end")?),
+            segment_size: dec32(6, "segment-size")?,
+            max_batch_bytes: dec32(7, "max-batch")?,
+            files: Vec::new(),
+        };
+        if m.timeline == 0 {
+            return Err(bad(2, "timeline 0 is reserved".into()));
+        }
+        if m.start > m.checkpoint_end || m.checkpoint_end > m.end {
+            return Err(bad(
+                4,
+                format!(
+                    "LSNs out of order: start {} checkpoint end {} end {}",
+                    m.start, m.checkpoint_end, m.end
+                ),
+            ));
+        }
+        let mut files = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, line) in lines.iter().enumerate().take(last).skip(8) {
+            let rest = field(i, "file")?;
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(crc), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad(
+                    i,
+                    format!("expected `file <crc> <size> <name>`: {line:?}"),
+                ));
+            };
+            let crc = parse_hex32(crc)
+                .ok_or_else(|| bad(i, format!("CRC {crc:?} is not 8 hex digits")))?;
+            let size = size
+                .parse::<u64>()
+                .map_err(|_| bad(i, format!("size {size:?} is not a decimal number")))?;
+            if !is_backup_file_name(name) {
+                return Err(bad(i, format!("{name:?} is not a file a backup holds")));
+            }
+            if !names.insert(name.to_string()) {
+                return Err(bad(i, format!("{name:?} is listed twice")));
+            }
+            files.push(BackupFile {
+                name: name.to_string(),
+                size,
+                crc32c: crc,
+            });
+        }
+        if !names.contains(keel::datadir::layout::CONTROL_FILE) {
+            return Err(bad(last, "the manifest lists no control file".into()));
+        }
+        Ok(Manifest { files, ..m })
+    }
+}
+
+/// Whether `s` is `len` hex digits in the one case Keel writes (so that
+/// no changed byte of a manifest or a name still reads as the same value).
+fn hex_digits(s: &str, len: usize, upper: bool) -> bool {
+    s.len() == len
+        && s.bytes().all(|b| {
+            b.is_ascii_digit()
+                || match upper {
+                    true => (b'A'..=b'F').contains(&b),
+                    false => (b'a'..=b'f').contains(&b),
+                }
+        })
+}
+
+/// 16 hex digits: upper case in object names, lower case in manifests.
+fn parse_hex64(s: &str, upper: bool) -> Option<u64> {
+    hex_digits(s, 16, upper)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+/// 8 lower-case hex digits.
+fn parse_hex32(s: &str) -> Option<u32> {
+    hex_digits(s, 8, false)
+        .then(|| u32::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+/// Whether `name` is a file a backup may hold: `control`, or `rel/<n>.heap`
+/// spelled as Keel spells it (so a restore writes nothing outside the
+/// target directory and nothing Keel would not).
+fn is_backup_file_name(name: &str) -> bool {
+    use keel::datadir::layout::{CONTROL_FILE, REL_DIR, RelFile, rel_file};
+    if name == CONTROL_FILE {
+        return true;
+    }
+    name.strip_prefix(REL_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|f| match rel_file(f) {
+            Some((id, RelFile::Heap)) => Some(RelFile::Heap.name(id) == f),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
+/// A complete backup found in the archive (one with a manifest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupEntry {
+    /// Its timeline (from its path).
+    pub timeline: u32,
+    /// Its start LSN (from its path).
+    pub start: Lsn,
+    /// Its manifest object.
+    pub manifest: ObjectPath,
+}
+
+impl Remote {
+    /// The folder of the backup of `timeline` starting at `start`.
+    pub fn backup_dir(&self, timeline: u32, start: Lsn) -> String {
+        let rest = format!("backups/{timeline:08X}/{:016X}", start.0);
+        match self.prefix().is_empty() {
+            true => rest,
+            false => format!("{}/{rest}", self.prefix()),
+        }
+    }
+
+    /// Every backup with a manifest, oldest first (by timeline, then start
+    /// LSN). Objects of backups without a manifest are passed over; an
+    /// object under `backups/` whose path is not a backup's is an error
+    /// naming it.
+    pub fn list_backups(&self) -> Result<Vec<BackupEntry>> {
+        let dir = ObjectPath::from(self.backup_root());
+        let metas = self.list_all(&dir)?;
+        let mut found = Vec::new();
+        for location in metas {
+            let parts: Vec<&str> = location.as_ref().rsplitn(4, '/').collect();
+            // manifest | start | timeline | rest; or deeper (files/…).
+            let manifest = parts.first() == Some(&"manifest");
+            let parsed = (parts.len() == 4 && manifest)
+                .then(|| {
+                    let start = parse_hex64(parts[1], true)?;
+                    let timeline = hex_digits(parts[2], 8, true)
+                        .then(|| u32::from_str_radix(parts[2], 16).ok())
+                        .flatten()?;
+                    Some((timeline, Lsn(start)))
+                })
+                .flatten();
+            match (manifest, parsed) {
+                (true, Some((timeline, start))) => found.push(BackupEntry {
+                    timeline,
+                    start,
+                    manifest: location,
+                }),
+                (true, None) => {
+                    return Err(ArchiveError::Config(format!(
+                        "{location} is not a backup manifest's name; the archive prefix must hold only the archive"
+                    )));
+                }
+                (false, _) => {}
+            }
+        }
+        found.sort_by_key(|b| (b.timeline, b.start));
+        Ok(found)
+    }
+
+    fn backup_root(&self) -> String {
+        match self.prefix().is_empty() {
+            true => "backups".into(),
+            false => format!("{}/backups", self.prefix()),
+        }
+    }
+
+    /// Reads and decodes a backup's manifest.
+    pub fn read_manifest(&self, entry: &BackupEntry) -> Result<Manifest> {
+        let bytes = self.get(&entry.manifest)?;
+        let m = Manifest::decode(entry.manifest.as_ref(), &bytes)?;
+        if m.timeline != entry.timeline || m.start != entry.start {
+            return Err(ArchiveError::Corrupt {
+                object: entry.manifest.to_string(),
+                place: Place::Object(0),
+                reason: format!(
+                    "the manifest says timeline {} from LSN {}, its name timeline {} from LSN {}",
+                    m.timeline, m.start, entry.timeline, entry.start
+                ),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// How [`backup`] runs.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// The timeline the archiver ships (its `ArchiverOptions::timeline`).
+    pub timeline: u32,
+    /// Time limit of each request to the store.
+    pub op_timeout: Duration,
+    /// How long to wait for the archiver to reach the end LSN.
+    pub archive_timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            timeline: 1,
+            op_timeout: Duration::from_secs(30),
+            archive_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Takes a base backup of `db` into the archive at `target`, which
+/// `archiver` (running on `db`) ships the log to (module essay). Returns
+/// the manifest written.
+pub fn backup(
+    db: &Database,
+    archiver: &Archiver,
+    target: &ArchiveTarget,
+    options: &BackupOptions,
+) -> Result<Manifest> {
+    let remote = Remote::open(target, options.op_timeout)?;
+    let mut uploaded: Option<String> = None;
+    let timeline = options.timeline;
+    let engine_err = |e: keel::Error| ArchiveError::Backup(Box::new(e));
+    // The folder is named by the start LSN, known only once the engine has
+    // checkpointed: the first file handed over is the control file, whose
+    // scan start is that LSN.
+    let base = db.backup(|file: &BackupFile, bytes: &[u8]| -> Result<()> {
+        let dir = match &uploaded {
+            Some(d) => d.clone(),
+            None => {
+                let control = keel::recovery::Control::decode(bytes, Path::new(&file.name))
+                    .map_err(engine_err)?;
+                let d = remote.backup_dir(timeline, control.scan_start());
+                uploaded = Some(d.clone());
+                d
+            }
+        };
+        let path = ObjectPath::from(format!("{dir}/files/{}", file.name));
+        remote.put_create(&path, bytes)?;
+        Ok(())
+    });
+    let base = base?;
+    archiver.wait_archived(base.end, options.archive_timeout)?;
+    let chunks = remote.list_chunks(timeline)?;
+    match chunks.first() {
+        Some(first) if first.start <= base.start => {}
+        _ => {
+            return Err(ArchiveError::Config(format!(
+                "the archive of timeline {timeline} under {} does not reach back to the backup's \
+                 start LSN {} (it begins at {}): start archiving before taking a backup",
+                remote.prefix(),
+                base.start,
+                chunks
+                    .first()
+                    .map_or_else(|| "no chunk yet".to_string(), |c| c.start.to_string())
+            )));
+        }
+    }
+    let manifest = Manifest {
+        database_id: base.database_id,
+        timeline,
+        start: base.start,
+        end: base.end,
+        checkpoint_end: base.checkpoint_end,
+        segment_size: base.segment_size,
+        max_batch_bytes: base.max_batch_bytes,
+        files: base.files.clone(),
+    };
+    let path = ObjectPath::from(format!(
+        "{}/manifest",
+        remote.backup_dir(timeline, base.start)
+    ));
+    remote.put_create(&path, &manifest.encode())?;
+    drop(base);
+    Ok(manifest)
+}
+
+/// Where a restore stops replaying the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoreTarget {
+    /// Everything the archive holds.
+    #[default]
+    End,
+}
+
+/// What [`restore`] did.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    /// The backup used.
+    pub backup: Manifest,
+    /// Where the log written from the archive ends (the archive's head).
+    pub log_end: Lsn,
+    /// Chunks applied.
+    pub chunks: u64,
+    /// Bytes of files downloaded.
+    pub file_bytes: u64,
+    /// What recovery did when the restored database was opened.
+    pub recovery: keel::RecoveryReport,
+}
+
+/// Restores the newest complete backup on `timeline` and the archive's log
+/// into the new data directory `dir` (module essay, "Restoring").
+pub fn restore(
+    target: &ArchiveTarget,
+    dir: &Path,
+    timeline: u32,
+    restore_target: RestoreTarget,
+    config: Config,
+    op_timeout: Duration,
+) -> Result<RestoreReport> {
+    let RestoreTarget::End = restore_target;
+    refuse_non_empty(dir)?;
+    let remote = Remote::open(target, op_timeout)?;
+    let entry = remote
+        .list_backups()?
+        .into_iter()
+        .rev()
+        .find(|b| b.timeline == timeline)
+        .ok_or_else(|| {
+            ArchiveError::Restore(format!(
+                "no complete backup (one with a manifest) of timeline {timeline} under {}",
+                remote.prefix()
+            ))
+        })?;
+    let manifest = remote.read_manifest(&entry)?;
+    let chunks = remote.list_chunks(timeline)?;
+    let first = chunks
+        .iter()
+        .rposition(|c| c.start <= manifest.start)
+        .ok_or_else(|| {
+            ArchiveError::Restore(format!(
+                "the archive of timeline {timeline} begins after the backup's start LSN {}",
+                manifest.start
+            ))
+        })?;
+    let head = match chunks.last() {
+        Some(last) => {
+            let head = remote.get_prefix(&last.path, chunk::CHUNK_HEADER_SIZE as u64)?;
+            chunk::decode_header(last.path.as_ref(), &head, last.size)?.end
+        }
+        None => Lsn::ZERO,
+    };
+    if head < manifest.end {
+        return Err(ArchiveError::Restore(format!(
+            "the archive of timeline {timeline} ends at LSN {head}, before the backup's end LSN {} \
+             (its consistency point): the backup starting at {} cannot be made consistent yet",
+            manifest.end, manifest.start
+        )));
+    }
+    let file_bytes = download_files(&remote, &entry, &manifest, dir)?;
+    let (log_end, applied) = write_log(&remote, &manifest, &chunks[first..], dir)?;
+    if log_end < manifest.end {
+        return Err(ArchiveError::Restore(format!(
+            "the archive's log ends at LSN {log_end}, before the backup's end LSN {}",
+            manifest.end
+        )));
+    }
+    let control = dir.join(keel::datadir::layout::CONTROL_FILE);
+    std::fs::rename(dir.join(RESTORING_CONTROL), &control)
+        .map_err(local(&control, "cannot put in place"))?;
+    std::fs::File::open(dir)
+        .and_then(|h| h.sync_all())
+        .map_err(local(dir, "cannot sync"))?;
+    let db = Database::open(dir, config).map_err(|e| ArchiveError::Backup(Box::new(e)))?;
+    let recovery = db.recovery_report().clone();
+    db.close().map_err(|e| ArchiveError::Backup(Box::new(e)))?;
+    Ok(RestoreReport {
+        backup: manifest,
+        log_end,
+        chunks: applied,
+        file_bytes,
+        recovery,
+    })
+}
+
+fn refuse_non_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(ArchiveError::Restore(format!(
+                "{} is not empty: a restore writes only into a new or empty directory",
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ArchiveError::Restore(format!("{}: {e}", dir.display()))),
+    }
+}
+
+fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
+    let dir = dir.to_path_buf();
+    let what = what.to_string();
+    move |e| ArchiveError::Restore(format!("{what} {}: {e}", dir.display()))
+}
+
+/// Step 3: every file, verified, written and synced.
+fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path) -> Result<u64> {
+    let rel = dir.join(keel::datadir::layout::REL_DIR);
+    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+    let base = entry
+        .manifest
+        .as_ref()
+        .strip_suffix("/manifest")
+        .unwrap_or(entry.manifest.as_ref())
+        .to_string();
+    let mut total = 0;
+    for f in &m.files {
+        let object = format!("{base}/files/{}", f.name);
+        let bytes = remote.get(&ObjectPath::from(object.clone()))?;
+        if bytes.len() as u64 != f.size {
+            return Err(ArchiveError::Corrupt {
+                object,
+                place: Place::Object(bytes.len() as u64),
+                reason: format!("{} bytes, the manifest says {}", bytes.len(), f.size),
+            });
+        }
+        let computed = crc32c(&bytes);
+        if computed != f.crc32c {
+            return Err(ArchiveError::ChecksumMismatch {
+                object,
+                what: "backup file",
+                stored: f.crc32c,
+                computed,
+            });
+        }
+        if f.name == keel::datadir::layout::CONTROL_FILE {
+            let c = keel::recovery::Control::decode(&bytes, Path::new(&object))
+                .map_err(|e| ArchiveError::Backup(Box::new(e)))?;
+            if c.database_id != m.database_id {
+                return Err(ArchiveError::WrongDatabase {
+                    object,
+                    expected: m.database_id,
+                    found: c.database_id,
+                });
+            }
+        }
+        let path: PathBuf = match f.name == keel::datadir::layout::CONTROL_FILE {
+            true => dir.join(RESTORING_CONTROL),
+            false => f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)),
+        };
+        write_synced(&path, &bytes)?;
+        total += f.size;
+    }
+    for d in [&rel, &dir.to_path_buf()] {
+        std::fs::File::open(d)
+            .and_then(|h| h.sync_all())
+            .map_err(local(d, "cannot sync"))?;
+    }
+    Ok(total)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(local(path, "cannot create"))?;
+    f.write_all(bytes).map_err(local(path, "cannot write"))?;
+    f.sync_all().map_err(local(path, "cannot sync"))
+}
+
+/// Step 4: the log from the chunk holding the start LSN to the head.
+fn write_log(
+    remote: &Remote,
+    m: &Manifest,
+    chunks: &[crate::store::ChunkObject],
+    dir: &Path,
+) -> Result<(Lsn, u64)> {
+    let wal_dir = dir.join(keel::datadir::layout::WAL_DIR);
+    let io = keel_io_backend()?;
+    let mut import = keel::wal::import::LogImport::create(
+        io,
+        &wal_dir,
+        m.database_id,
+        m.segment_size,
+        m.max_batch_bytes,
+    )
+    .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
+    let mut expect = Expect {
+        database_id: Some(m.database_id),
+        timeline: Some(m.timeline),
+        start: None,
+    };
+    let mut end = Lsn::ZERO;
+    let mut applied = 0;
+    for object in chunks {
+        let bytes = remote.get(&object.path)?;
+        let c = chunk::decode(object.path.as_ref(), &bytes, &expect)?;
+        if c.header.start != object.start {
+            return Err(ArchiveError::Discontinuity {
+                object: object.path.to_string(),
+                expected: object.start,
+                found: c.header.start,
+            });
+        }
+        if let Some((h, _)) = c.records().next() {
+            import
+                .push(h.lsn, c.raw())
+                .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
+        }
+        expect.start = Some(c.header.end);
+        end = c.header.end;
+        applied += 1;
+    }
+    import
+        .finish()
+        .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
+    Ok((end, applied))
+}
+
+fn keel_io_backend() -> Result<std::sync::Arc<dyn keel_io::AsyncIo>> {
+    keel_io::open_backend(&keel_io::IoConfig::default())
+        .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))
+}
+
+impl Remote {
+    /// Every object under `dir` (recursively).
+    fn list_all(&self, dir: &ObjectPath) -> Result<Vec<ObjectPath>> {
+        Ok(self
+            .list_recursive(dir)?
+            .into_iter()
+            .map(|m| m.location)
+            .collect())
+    }
+}

@@ -1,0 +1,360 @@
+//! Base backups and restores end to end on a local-directory store: a
+//! backup taken while writers run restores every acknowledged commit; a
+//! backup without its manifest is never used; a damaged backup file is
+//! refused naming it; a backup cut short leaves the archive usable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use keel::{Database, RelationId};
+use keel_archive::backup::{BackupOptions, Manifest, RestoreTarget};
+use keel_archive::{ArchiveError, ArchiveTarget, Archiver, Remote, StoreConfig};
+use object_store::path::Path as ObjectPath;
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    target: ArchiveTarget,
+    db: Arc<Database>,
+    rel: RelationId,
+    archiver: Option<Archiver>,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(root.clone()), "db");
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    Setup {
+        root,
+        target,
+        db,
+        rel,
+        archiver: Some(archiver),
+        _tmp: tmp,
+    }
+}
+
+fn options() -> BackupOptions {
+    BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..BackupOptions::default()
+    }
+}
+
+fn take_backup(s: &Setup) -> Manifest {
+    keel_archive::backup(&s.db, s.archiver.as_ref().unwrap(), &s.target, &options()).unwrap()
+}
+
+fn insert(db: &Database, rel: RelationId, v: &[u8]) {
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, v).unwrap();
+    tx.commit().unwrap();
+}
+
+fn restore_into(s: &Setup, dir: &Path) -> keel_archive::Result<keel_archive::RestoreReport> {
+    keel_archive::restore(
+        &s.target,
+        dir,
+        1,
+        RestoreTarget::End,
+        config(),
+        Duration::from_secs(5),
+    )
+}
+
+/// The rows of relation `name` in the database at `dir`, sorted.
+fn rows(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+    let db = Database::open(dir, config()).unwrap();
+    let rel = db.relation(name).unwrap().unwrap();
+    let mut out: Vec<Vec<u8>> = db
+        .begin()
+        .unwrap()
+        .scan(rel)
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    db.close().unwrap();
+    out.sort();
+    out
+}
+
+/// Waits until the archive holds the whole durable log.
+fn archive_all(s: &Setup) {
+    s.archiver
+        .as_ref()
+        .unwrap()
+        .wait_archived(s.db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+}
+
+fn backup_folder(s: &Setup, m: &Manifest) -> PathBuf {
+    s.root
+        .join("db/backups/00000001")
+        .join(format!("{:016X}", m.start.0))
+}
+
+#[test]
+fn a_backup_taken_while_writers_run_restores_every_acknowledged_commit() {
+    let s = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (db, stop, rel) = (s.db.clone(), stop.clone(), s.rel);
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) || i < 200 {
+                    let v = [vec![w as u8], value(i, 200)].concat();
+                    insert(&db, rel, &v);
+                    acked.push(v);
+                    i += 1;
+                    if i % 50 == 0 {
+                        db.checkpoint().unwrap();
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let m = take_backup(&s);
+    assert!(m.start < m.end, "{m:?}");
+    assert!(m.files.iter().any(|f| f.name == "control"));
+    assert!(m.files.iter().any(|f| f.name.starts_with("rel/")));
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        acked.extend(w.join().unwrap());
+    }
+    // One transaction left unfinished in the archived log: undone.
+    let mut open_tx = s.db.begin().unwrap();
+    open_tx.insert(s.rel, b"never committed").unwrap();
+    s.db.checkpoint().unwrap();
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    let report = restore_into(&s, &restored).unwrap();
+    drop(open_tx);
+    assert_eq!(report.backup, m);
+    assert!(report.log_end >= m.end);
+    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+    assert_eq!(got.len(), acked.len());
+    assert!(
+        got == acked,
+        "the restored rows differ from the acknowledged commits"
+    );
+    // The listing shows the one backup.
+    let remote = Remote::open(&s.target, Duration::from_secs(5)).unwrap();
+    let backups = remote.list_backups().unwrap();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(backups[0].start, m.start);
+    // A restore never writes into a directory in use.
+    let err = restore_into(&s, &restored).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+#[test]
+fn a_backup_without_its_manifest_is_never_used() {
+    let s = setup();
+    insert(&s.db, s.rel, b"before the first backup");
+    let first = take_backup(&s);
+    insert(&s.db, s.rel, b"between the backups");
+    let second = take_backup(&s);
+    assert!(second.start > first.start);
+    std::fs::remove_file(backup_folder(&s, &second).join("manifest")).unwrap();
+    insert(&s.db, s.rel, b"after");
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    let report = restore_into(&s, &restored).unwrap();
+    assert_eq!(report.backup.start, first.start);
+    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+    let want: BTreeSet<Vec<u8>> = [
+        &b"before the first backup"[..],
+        b"between the backups",
+        b"after",
+    ]
+    .iter()
+    .map(|v| v.to_vec())
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_damaged_backup_file_is_refused_naming_it() {
+    let s = setup();
+    common::workload(&s.db, s.rel, 10, 10, 0);
+    let m = take_backup(&s);
+    archive_all(&s);
+    let heap = m.files.iter().find(|f| f.name.starts_with("rel/")).unwrap();
+    let path = backup_folder(&s, &m).join("files").join(&heap.name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let restored = s._tmp.path().join("restored");
+    let err = restore_into(&s, &restored).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&heap.name), "{err}");
+    // What the restore left is refused by an open, never taken for a
+    // database.
+    let open_err = Database::open(&restored, config()).unwrap_err();
+    assert!(
+        open_err.to_string().contains("control.restoring"),
+        "{open_err}"
+    );
+}
+
+#[test]
+fn the_archive_must_reach_the_backups_end() {
+    let s = setup();
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    archive_all(&s);
+    std::thread::sleep(Duration::from_millis(50));
+    let m = take_backup(&s);
+    // A restore that finds the archive short of the end is refused: make a
+    // copy of the archive without its newest chunk.
+    let wal = s.root.join("db/wal/00000001");
+    let mut chunks: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    chunks.sort();
+    let newest = chunks.last().unwrap().clone();
+    let kept = std::fs::read(&newest).unwrap();
+    drop(s.archiver);
+    let s = Setup {
+        archiver: None,
+        ..s
+    };
+    std::fs::remove_file(&newest).unwrap();
+    let err = restore_into(&s, &s._tmp.path().join("restored")).unwrap_err();
+    assert!(err.to_string().contains("consistency point"), "{err}");
+    std::fs::write(&newest, kept).unwrap();
+    let report = restore_into(&s, &s._tmp.path().join("restored2")).unwrap();
+    assert_eq!(report.backup.start, m.start);
+}
+
+#[test]
+fn a_backup_cut_short_leaves_the_archive_usable() {
+    let s = setup();
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    let complete = take_backup(&s);
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    // A second backup killed after uploading its first file: the sink
+    // fails as a dying process would stop, and no manifest is written.
+    let remote = Remote::open(&s.target, Duration::from_secs(5)).unwrap();
+    let mut uploaded = 0;
+    let cut = s.db.backup(|f, bytes| -> keel_archive::Result<()> {
+        if uploaded == 1 {
+            return Err(ArchiveError::Config("killed".into()));
+        }
+        let c = keel::recovery::Control::decode(bytes, Path::new("control")).unwrap();
+        let dir = remote.backup_dir(1, c.scan_start());
+        remote.put_create(&ObjectPath::from(format!("{dir}/files/{}", f.name)), bytes)?;
+        uploaded += 1;
+        Ok(())
+    });
+    assert!(cut.is_err());
+    assert_eq!(remote.list_backups().unwrap().len(), 1);
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    let report = restore_into(&s, &restored).unwrap();
+    assert_eq!(report.backup.start, complete.start);
+    assert_eq!(rows(&restored, "r").len(), 150);
+}
+
+#[test]
+fn a_manifest_round_trips_and_every_damage_is_an_error() {
+    let m = Manifest {
+        database_id: 0x0123_4567_89ab_cdef,
+        timeline: 1,
+        start: keel::Lsn(0x12000),
+        end: keel::Lsn(0x34567),
+        checkpoint_end: keel::Lsn(0x12345),
+        segment_size: 1 << 24,
+        max_batch_bytes: 1 << 20,
+        files: vec![
+            keel::backup::BackupFile {
+                name: "control".into(),
+                size: 64,
+                crc32c: 0xdead_beef,
+            },
+            keel::backup::BackupFile {
+                name: "rel/1.heap".into(),
+                size: 8192,
+                crc32c: 7,
+            },
+        ],
+    };
+    let bytes = m.encode();
+    assert_eq!(Manifest::decode("m", &bytes).unwrap(), m);
+    for i in 0..bytes.len() {
+        for bit in [0x01, 0x20, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= bit;
+            assert!(Manifest::decode("m", &b).is_err(), "flip of byte {i}");
+        }
+    }
+    for len in 0..bytes.len() - 1 {
+        let err = Manifest::decode("backups/m", &bytes[..len]).unwrap_err();
+        assert!(err.to_string().contains("backups/m"), "{err}");
+    }
+    // A name outside the data directory is refused even with a good CRC.
+    let evil = Manifest {
+        files: vec![keel::backup::BackupFile {
+            name: "../../etc/passwd".into(),
+            size: 1,
+            crc32c: 1,
+        }],
+        ..m
+    };
+    let err = Manifest::decode("m", &evil.encode()).unwrap_err();
+    assert!(
+        err.to_string().contains("is not a file a backup holds"),
+        "{err}"
+    );
+}
+
+/// A pin keeps the log from its LSN through any number of checkpoints,
+/// beside the archiver's hold, and dropping it lets checkpoints retire
+/// that log again.
+#[test]
+fn a_log_pin_outlives_checkpoints_and_coexists_with_the_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let rel = db.create_relation("r").unwrap();
+    db.checkpoint().unwrap();
+    let pinned_at = db.durable_lsn();
+    let pin = db.pin_log_from(pinned_at);
+    db.hold_log_from(Some(pinned_at));
+    // The hold moves on (as an archiver's does); the pin stays.
+    common::workload(&db, rel, 40, 20, 5);
+    db.hold_log_from(Some(db.durable_lsn()));
+    db.checkpoint().unwrap();
+    assert!(
+        db.log_reader(pinned_at).unwrap().next().unwrap().is_ok(),
+        "the pinned log was retired"
+    );
+    drop(pin);
+    common::workload(&db, rel, 2, 1, 0);
+    db.checkpoint().unwrap();
+    let read = db
+        .log_reader(pinned_at)
+        .and_then(|mut r| r.next().transpose().map_err(Into::into));
+    assert!(read.is_err(), "the log stayed after the pin was dropped");
+}
