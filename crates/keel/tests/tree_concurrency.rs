@@ -341,10 +341,18 @@ fn backward_scans_see_every_key_while_inserts_split_their_leaves() {
                 Err(e) => panic!("scan: {e}"),
             };
             for (k, _) in got.iter().filter(|(k, _)| k[5] == 0) {
-                assert_eq!(k, &scanner_key(want), "round {round}: a key missing below {top}");
+                assert_eq!(
+                    k,
+                    &scanner_key(want),
+                    "round {round}: a key missing below {top}"
+                );
                 want -= 1;
             }
-            assert!(top - want >= 20, "round {round}: only {} of mine", top - want);
+            assert!(
+                top - want >= 20,
+                "round {round}: only {} of mine",
+                top - want
+            );
             tx.commit().unwrap();
         }
         done.store(true, Ordering::SeqCst);

@@ -21,8 +21,8 @@ use std::ops::Bound;
 
 use super::write::Step;
 use super::{check_key, end_lock, key_lock};
-use crate::error::Result;
 use crate::buffer::PageReadGuard;
+use crate::error::Result;
 use crate::heap::Relation;
 use crate::lock::{LockMode, LockTarget};
 use crate::page::tree::{TreePage, VALUE_INLINE};
