@@ -39,7 +39,12 @@
 //! during a descent, which holds one page at a time); within a level, left
 //! to right (a writer holding a leaf may latch its right siblings to find
 //! the key after its last one); the meta page and a page being allocated
-//! last. No latch is held while waiting for a lock or the log's flush.
+//! last. No latch is held while waiting for a lock. A split is the one
+//! place that may wait for I/O with latches held: taking the new page or
+//! reading the parent may need a free frame, and freeing one may write a
+//! dirty victim after flushing the log through its LSN. Neither the log
+//! flush nor a write-back ever waits for a page latch (write-backs only try
+//! latches, buffer/mod.rs rule 4), so the wait always ends.
 //!
 //! ## Logging and recovery
 //!

@@ -39,7 +39,13 @@
 //!    `new_page` and `flush_*` are never called with a latch held: any of
 //!    them may read a page or wait for a write-back. Taking the same page's
 //!    latch twice in one thread deadlocks (`parking_lot` latches are not
-//!    reentrant).
+//!    reentrant). The one exception is a tree split (btree/mod.rs): it
+//!    holds the splitting node's latch while it takes a new page and
+//!    latches the parent, so it may wait for a free frame, a read, or the
+//!    log flush that a dirty victim's write-back needs. That wait always
+//!    ends: the log flush takes no page latch, and write-backs and eviction
+//!    only *try* latches (rule 4, `writeback.rs`), so nothing they wait for
+//!    can be a latch the split holds.
 //! 4. The pool itself never holds a latch or its table mutex during I/O. A
 //!    write-back copies the page under a *shared* latch (so readers go on),
 //!    drops it, then flushes the WAL through the copy's page LSN and writes
