@@ -193,6 +193,18 @@ impl Report {
     }
 }
 
+/// The errors `keel check` finds in `dir`, each as `place: what`
+/// (warnings left out).
+pub(crate) fn errors(dir: &Path) -> Result<Vec<String>, Failure> {
+    let report = check(dir)?;
+    Ok(report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| format!("{}: {}", p.place, p.what))
+        .collect())
+}
+
 /// Entry point of `keel check`.
 pub fn run(args: CheckArgs) -> ExitCode {
     match check(&args.dir) {

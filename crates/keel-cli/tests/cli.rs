@@ -66,6 +66,59 @@ fn demo_crashes_a_child_recovers_and_verifies() {
     );
 }
 
+#[test]
+fn demo_archive_loses_the_directory_and_restores_it_from_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let out = keel(&["demo", "--quick", "--dir", d, "--seed", "11", "--archive"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("lost the data directory"), "{stdout}");
+    assert!(
+        stdout.contains("keel check on the restored directory: no problem"),
+        "{stdout}"
+    );
+    let restored = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("restored database:"))
+        .unwrap();
+    assert!(restored.ends_with(" 0 lost, 0 phantom"), "{restored}");
+    assert!(stdout.contains("restore verified"), "{stdout}");
+    // The archive is left for inspection and holds the backup.
+    let archive = dir.path().join("demo.archive").join("store");
+    let url = format!("file://{}", archive.display());
+    let out = keel(&["archive", "list", "--archive", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("backup"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = keel(&["check", "--dir", d]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    // A second run wipes the first one's archive too.
+    let out = keel(&["demo", "--quick", "--dir", d, "--threads", "2", "--archive"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // An archive directory the demo did not make is left alone.
+    let other = dir.path().join("other");
+    let theirs = dir.path().join("other.archive");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::write(theirs.join("precious"), b"keep me").unwrap();
+    let out = keel(&[
+        "demo",
+        "--quick",
+        "--dir",
+        other.to_str().unwrap(),
+        "--archive",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not made by keel demo"));
+    assert!(theirs.join("precious").exists());
+}
+
 /// `DIR/pages`: two sealed heap pages of small tuples.
 fn page_file(dir: &std::path::Path) -> std::path::PathBuf {
     use keel::page::{PAGE_SIZE, SlottedPage, TupleFlags, seal};

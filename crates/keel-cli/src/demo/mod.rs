@@ -16,7 +16,11 @@
 //!    the tuples found ([`verify`]).
 //! 5. Prints a summary table; exits 0 when verification passed, 1 when it
 //!    found a lost or phantom commit.
+//! 6. With `--archive`: archives the log to a local directory, takes a base
+//!    backup, runs more transactions, loses the data directory, restores
+//!    it from the archive and verifies it ([`archive`]).
 
+mod archive;
 pub(crate) mod child;
 pub(crate) mod crash;
 mod report;
@@ -56,6 +60,10 @@ pub struct DemoArgs {
     /// Seed of the workload and of the kill time (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Then archive the log and a base backup to `DIR.archive`, lose the
+    /// data directory, restore it from the archive and verify it.
+    #[arg(long)]
+    pub archive: bool,
 }
 
 /// Entry point of `keel demo`: exit 0 when verification passed, 1 when it
@@ -65,7 +73,18 @@ pub fn run(args: DemoArgs) -> ExitCode {
         eprintln!("keel: error: {msg}");
         return ExitCode::from(2);
     }
-    match demo(&args) {
+    let store = match args
+        .archive
+        .then(|| archive::prepare(&args.dir))
+        .transpose()
+    {
+        Ok(store) => store,
+        Err(Failure(msg)) => {
+            eprintln!("keel: error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match demo(&args, store.as_deref()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("keel: error: verification failed: a commit was lost or a phantom found");
@@ -136,7 +155,7 @@ struct Phase1 {
     checkpoint: keel::CheckpointReport,
 }
 
-fn demo(args: &DemoArgs) -> Result<bool, Failure> {
+fn demo(args: &DemoArgs, store: Option<&Path>) -> Result<bool, Failure> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let dir = &args.dir;
     println!(
@@ -176,6 +195,13 @@ fn demo(args: &DemoArgs) -> Result<bool, Failure> {
     let mut all = phase1.acked;
     all.extend(crash.acked.iter().cloned());
     let verdict = verify::verify(&db, relation_ids(&db)?, &all, &crash.in_flight)?;
+    all.extend(
+        crash
+            .in_flight
+            .iter()
+            .filter(|t| verdict.applied.contains(&t.tag))
+            .cloned(),
+    );
     for p in &verdict.problems {
         println!("  problem: {p}");
     }
@@ -194,7 +220,20 @@ fn demo(args: &DemoArgs) -> Result<bool, Failure> {
         storage: &storage,
     });
     db.close()?;
-    let passed = verdict.passed() && storage.iter().all(|r| r.invalid == 0);
+    let mut passed = verdict.passed() && storage.iter().all(|r| r.invalid == 0);
+    if let Some(store) = store.filter(|_| passed) {
+        println!("archive step: back up, lose the data directory, restore from the archive");
+        let seed = seed ^ 0xA2C4;
+        let outcome = archive::run(dir, store, args.threads, seed, args.quick, all)?;
+        passed = outcome.passed();
+        if passed {
+            println!(
+                "restore verified: every commit acknowledged before the loss is there ({} after \
+                 the backup), and nothing else",
+                outcome.after_backup
+            );
+        }
+    }
     if passed {
         println!("verification passed: every acknowledged commit is there, and nothing else");
         let d = dir.display();
@@ -218,7 +257,7 @@ fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
         RELATIONS[0], RELATIONS[1]
     );
     let sizes = Sizes::new(args.quick);
-    let (acked, counts, elapsed) = workload(&db, rels, args.threads, seed, sizes)?;
+    let (acked, counts, elapsed) = workload(&db, rels, args.threads, (1, seed), sizes)?;
     println!(
         "  ran {} transactions ({} committed, {} rolled back) in {:.2} s",
         counts.commits + counts.aborts,
@@ -260,12 +299,13 @@ impl Sink for VecSink {
     }
 }
 
-/// The in-process workload, with a progress bar on a terminal.
+/// The in-process workload of `phase` (which numbers its transactions'
+/// tags), with a progress bar on a terminal.
 fn workload(
     db: &Database,
     rels: Rels,
     threads: u16,
-    seed: u64,
+    (phase, seed): (u8, u64),
     sizes: Sizes,
 ) -> Result<(Vec<TxnRecord>, Counts, Duration), Failure> {
     let bar = progress(u64::from(threads) * sizes.txns_per_thread);
@@ -275,7 +315,8 @@ fn workload(
             .map(|w| {
                 let bar = bar.clone();
                 s.spawn(move || {
-                    let mut worker = Worker::new(db, rels, (1, w), seed, sizes, Default::default());
+                    let mut worker =
+                        Worker::new(db, rels, (phase, w), seed, sizes, Default::default());
                     let mut sink = VecSink::default();
                     for _ in 0..sizes.txns_per_thread {
                         worker.run_txn(&mut sink)?;

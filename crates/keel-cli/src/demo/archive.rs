@@ -1,0 +1,203 @@
+//! `keel demo --archive`: the database's history kept off the machine.
+//!
+//! After the crash step has been verified, the demo:
+//!
+//! 1. opens the database again and starts an archiver shipping its log to a
+//!    local-directory archive next to the data directory (`DIR.archive`;
+//!    the same code serves S3), and takes an online base backup into it
+//!    while nothing else runs;
+//! 2. runs two batches of transactions, waiting after each until the log
+//!    is archived;
+//! 3. loses the data directory (deletes it, as a lost machine would);
+//! 4. restores the backup and the archived log into the same path, runs
+//!    `keel check` on it, and verifies every tuple: every acknowledged
+//!    commit is there, and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel::{Config, Database};
+use keel_archive::{
+    ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, RestoreTarget, StoreConfig,
+};
+
+use super::verify::{self, Verdict};
+use super::workload::{Sizes, TxnRecord};
+use super::{MARKER, relation_ids};
+use crate::Failure;
+
+/// How long one archive request, or the wait for the log to be archived,
+/// may take.
+const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the archive step did.
+pub struct Outcome {
+    /// Transactions acknowledged after the backup.
+    pub after_backup: usize,
+    /// Problems `keel check` found in the restored directory.
+    pub check_errors: Vec<String>,
+    /// Verification of the restored database.
+    pub verdict: Verdict,
+}
+
+impl Outcome {
+    /// Whether the restored database is exactly the history up to the point.
+    pub fn passed(&self) -> bool {
+        self.check_errors.is_empty() && self.verdict.passed()
+    }
+}
+
+/// The archive directory kept next to the data directory `dir`.
+pub fn archive_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".archive");
+    PathBuf::from(name)
+}
+
+/// Makes the archive directory afresh: absent, empty, or made by an
+/// earlier demo (then wiped); anything else is refused.
+pub fn prepare(dir: &Path) -> Result<PathBuf, Failure> {
+    let root = archive_dir(dir);
+    let shown = root.display();
+    match std::fs::read_dir(&root) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                if !root.join(MARKER).is_file() {
+                    return Err(Failure(format!(
+                        "{shown} is not empty and was not made by keel demo; remove it or pass \
+                         another --dir"
+                    )));
+                }
+                std::fs::remove_dir_all(&root).map_err(|e| {
+                    Failure(format!(
+                        "cannot remove the earlier demo archive {shown}: {e}"
+                    ))
+                })?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure(format!("cannot read {shown}: {e}"))),
+    }
+    let store = root.join("store");
+    std::fs::create_dir_all(&store)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", store.display())))?;
+    std::fs::write(
+        root.join(MARKER),
+        "made by keel demo --archive; wiped by the next run\n",
+    )
+    .map_err(|e| Failure(format!("cannot write a marker into {shown}: {e}")))?;
+    Ok(store)
+}
+
+/// Runs the archive step on the closed demo database in `dir`, whose
+/// verified history so far is `history`.
+pub fn run(
+    dir: &Path,
+    store: &Path,
+    threads: u16,
+    seed: u64,
+    quick: bool,
+    history: Vec<TxnRecord>,
+) -> Result<Outcome, Failure> {
+    let target = ArchiveTarget::new(StoreConfig::Local(store.to_path_buf()), "");
+    let fail = |e: keel_archive::ArchiveError| Failure(e.to_string());
+    let db = Arc::new(Database::open(dir, Config::default())?);
+    let rels = relation_ids(&db)?;
+    let archiver =
+        Archiver::start(db.clone(), &target, ArchiverOptions::default()).map_err(fail)?;
+    let options = BackupOptions {
+        archive_timeout: ARCHIVE_TIMEOUT,
+        ..BackupOptions::default()
+    };
+    let manifest = keel_archive::backup(&db, &archiver, &target, &options).map_err(fail)?;
+    println!(
+        "  archive {}: base backup LSN {}..{} ({} files)",
+        store.display(),
+        manifest.start,
+        manifest.end,
+        manifest.files.len()
+    );
+    let sizes = Sizes {
+        txns_per_thread: if quick { 40 } else { 400 },
+        ..Sizes::small()
+    };
+    let started = Instant::now();
+    let (mut batch, _, _) = super::workload(&db, rels, threads, (3, seed ^ 0xA5), sizes)?;
+    archiver
+        .wait_archived(db.durable_lsn(), ARCHIVE_TIMEOUT)
+        .map_err(fail)?;
+    let (second, _, _) = super::workload(&db, rels, threads, (4, seed ^ 0x5A), sizes)?;
+    batch.extend(second);
+    let head = archiver
+        .wait_archived(db.durable_lsn(), ARCHIVE_TIMEOUT)
+        .map_err(fail)?;
+    archiver.stop().map_err(fail)?;
+    match Arc::try_unwrap(db) {
+        Ok(db) => db.close()?,
+        Err(_) => {
+            return Err(Failure(
+                "the database is still in use by the archiver".into(),
+            ));
+        }
+    }
+    println!(
+        "  {} commits after the backup, archived to LSN {head} in {:.2} s",
+        batch.len(),
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
+    println!("  lost the data directory {}", dir.display());
+    let report = keel_archive::restore(
+        &target,
+        dir,
+        1,
+        RestoreTarget::End,
+        Config::default(),
+        ARCHIVE_TIMEOUT,
+    )
+    .map_err(fail)?;
+    // The restored directory is the demo's again: the next run may wipe it.
+    let marker = dir.join(MARKER);
+    std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
+        .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
+    println!(
+        "  restored the backup and {} chunks of log to LSN {}: {} records redone, {} \
+         transactions undone",
+        report.chunks, report.log_end, report.recovery.records_redone, report.recovery.txns_undone
+    );
+    let check_errors = crate::check::errors(dir)?;
+    println!(
+        "  keel check on the restored directory: {}",
+        if check_errors.is_empty() {
+            "no problem".to_string()
+        } else {
+            format!("{} errors", check_errors.len())
+        }
+    );
+    for e in &check_errors {
+        println!("  check: {e}");
+    }
+    let mut expected = history;
+    let after_backup = batch.len();
+    expected.extend(batch);
+    let db = Database::open(dir, Config::default())?;
+    let verdict = verify::verify(&db, relation_ids(&db)?, &expected, &[])?;
+    db.close()?;
+    for p in &verdict.problems {
+        println!("  problem: {p}");
+    }
+    println!(
+        "  restored database: {} tuples, {} index keys, {} lost, {} phantom",
+        verdict.tuples,
+        verdict.index_keys,
+        verdict.lost.len(),
+        verdict.phantom.len()
+    );
+    Ok(Outcome {
+        after_backup,
+        check_errors,
+        verdict,
+    })
+}
