@@ -186,6 +186,66 @@ fn tiny_commit_run_writes_figures_settings_and_charts() {
 }
 
 #[test]
+fn keel_archived_is_measured_against_keel_in_the_same_repeat() {
+    let dir = scratch();
+    let json = dir.path().join("out.json");
+    let out = keel(&[
+        "bench",
+        "commit",
+        "--secs",
+        "0.2",
+        "--repeat",
+        "2",
+        "--committers",
+        "2",
+        "--engines",
+        "keel,keel-archived",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("× keel |"), "{stdout}");
+    let doc = read_json(&json);
+    let ratio = figure(&doc, "keel-archived", "committers=2", "x_keel").unwrap();
+    let values = ratio["values"].as_array().unwrap();
+    assert_eq!(values.len(), 2, "{ratio}");
+    assert!(values.iter().all(|v| v.as_f64().unwrap() > 0.0), "{ratio}");
+    let engines = doc["engines"].as_array().unwrap();
+    let archived = engines
+        .iter()
+        .find(|e| e["engine"] == "keel-archived")
+        .unwrap();
+    assert!(
+        archived["settings"]["archive"]
+            .as_str()
+            .unwrap()
+            .starts_with("continuous"),
+        "{archived}"
+    );
+    // Only the commit suite runs it.
+    let out = keel(&[
+        "bench",
+        "insert",
+        "--quick",
+        "--rows",
+        "1000",
+        "--engines",
+        "keel-archived",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("keel-archived takes part in the commit suite only"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn quick_all_has_every_field() {
     let dir = scratch();
     let json = dir.path().join("all.json");

@@ -98,7 +98,8 @@ pub struct BenchArgs {
     /// Rows for the insert suite [default: 1000000, 100000 with --quick].
     #[arg(long, value_name = "N", value_parser = parse_rows)]
     pub rows: Option<u64>,
-    /// Engines to run, comma-separated, from keel,sqlite,postgres,redb,disk
+    /// Engines to run, comma-separated, from keel,sqlite,postgres,redb,disk,
+    /// keel-archived
     /// [default: disk,keel,sqlite,postgres; disk,keel,sqlite,redb in the kv
     /// suite]. `disk` is the disk's own ceilings (in the commit suite: its
     /// single-committer loops and the group-commit reference; in the kv
@@ -279,6 +280,10 @@ mod tests {
         assert!(parse_secs("0").is_err());
         assert_eq!(parse_rows("1_000").unwrap(), 1000);
         assert_eq!(parse_engines("redb").unwrap().0, vec![EngineKind::Redb]);
+        assert_eq!(
+            parse_engines("keel,keel-archived").unwrap().0,
+            vec![EngineKind::Keel, EngineKind::KeelArchived]
+        );
         assert!(parse_keys("999").is_err());
         assert_eq!(parse_keys("2_000").unwrap(), 2000);
     }

@@ -28,6 +28,9 @@
 //!   same N: the ceiling for one committer only;
 //! - `× group ref`: over the group-commit reference loop at the same N
 //!   (N > 1): the ceiling for N committers;
+//! - `× keel` (`keel-archived`, in the last column): Keel with its log
+//!   archived continuously over Keel alone in the same repeat; archiving
+//!   must not slow commits;
 //! - `× best peer` (Keel): over the faster of SQLite and PostgreSQL in the
 //!   same repeat;
 //! - an engine with a sweep is shown at its best point (the highest median
@@ -403,6 +406,8 @@ fn record(ctx: &mut Ctx, c: usize, rows: &[(Role, Vec<Rate>)]) -> Vec<String> {
     };
     let fdatasync = find(&Role::Loop(SyncVariant::Fdatasync));
     let group_ref = find(&Role::Reference).filter(|_| c > 1);
+    // Keel with archiving on is measured against Keel alone.
+    let keel = find(&Role::Engine(EngineKind::Keel));
     let shown = shown(rows);
     let repeats = rows.first().map_or(0, |r| r.1.len());
     let peer = best_peer(rows, &shown, repeats);
@@ -425,6 +430,12 @@ fn record(ctx: &mut Ctx, c: usize, rows: &[(Role, Vec<Rate>)]) -> Vec<String> {
         }
         if matches!(role, Role::Engine(EngineKind::Keel)) && !peer.is_empty() {
             row.ratios.push(("x_best_peer", pairwise(&mine, &peer)));
+        }
+        if let Some(keel) = keel
+            .as_ref()
+            .filter(|_| matches!(role, Role::Engine(EngineKind::KeelArchived)))
+        {
+            row.ratios.push(("x_keel", pairwise(&mine, keel)));
         }
         if let Role::Sweep(k, p) = role {
             // Every point under its own case; the best also as the engine's row.
@@ -562,7 +573,11 @@ fn emit(ctx: &mut Ctx, c: usize, row: &Row) {
             p("cpu_us_per_commit"),
             text("x_fdatasync_loop"),
             text("x_group_commit_reference"),
-            text("x_best_peer"),
+            if figs.iter().any(|f| f.metric == "x_keel") {
+                format!("{} × keel", text("x_keel"))
+            } else {
+                text("x_best_peer")
+            },
         ));
     }
     ctx.report.figures.extend(figs);

@@ -36,6 +36,10 @@ pub enum EngineKind {
     Postgres,
     /// redb (the crate, in this process): only in the kv suite.
     Redb,
+    /// Keel with its log archived continuously (keel-archive's archiver,
+    /// to a local directory): only in the commit suite, where it is
+    /// compared with Keel alone in the same repeat.
+    KeelArchived,
     /// The disk's own ceilings: commit loops with no engine work (pwrite +
     /// fdatasync, O_DSYNC, O_DIRECT|O_DSYNC, and the group-commit reference
     /// loop in the commit suite), appends, sequential reads.
@@ -51,13 +55,15 @@ impl EngineKind {
         EngineKind::Postgres,
     ];
 
-    /// Every engine --engines names: [`ALL`](Self::ALL) and redb.
-    pub const NAMED: [EngineKind; 5] = [
+    /// Every engine --engines names: [`ALL`](Self::ALL), redb and Keel
+    /// archived.
+    pub const NAMED: [EngineKind; 6] = [
         EngineKind::Disk,
         EngineKind::Keel,
         EngineKind::Sqlite,
         EngineKind::Postgres,
         EngineKind::Redb,
+        EngineKind::KeelArchived,
     ];
 
     /// The engine's name on the command line and in reports.
@@ -67,6 +73,7 @@ impl EngineKind {
             EngineKind::Sqlite => "sqlite",
             EngineKind::Postgres => "postgres",
             EngineKind::Redb => "redb",
+            EngineKind::KeelArchived => "keel-archived",
             EngineKind::Disk => "disk",
         }
     }
@@ -193,6 +200,12 @@ pub fn setup(
             cache_bytes,
         )?)),
         EngineKind::Redb => Setup::Skip("redb takes part in the kv suite only".into()),
+        EngineKind::KeelArchived if suite == Suite::Commit => Setup::Ready(Box::new(
+            super::keel_engine::KeelEngine::open_archived(dir, cache_bytes)?,
+        )),
+        EngineKind::KeelArchived => {
+            Setup::Skip("keel-archived takes part in the commit suite only".into())
+        }
         EngineKind::Postgres => {
             match super::postgres::PostgresEngine::open(dir, cache_bytes, max_sessions)? {
                 Some(e) => Setup::Ready(Box::new(e)),

@@ -14,6 +14,12 @@
 //! - The buffer pool gets the run's cache budget (`pool_bytes`).
 //! - [`Engine::pause`] is `close` (a final checkpoint, a clean shutdown);
 //!   [`Engine::resume`] opens the directory again with an empty pool.
+//! - `keel-archived` (commit suite only) is the same engine with
+//!   keel-archive's continuous archiver shipping its log to a local
+//!   directory beside the database (the same code path as S3, so the
+//!   compression, chunk building, uploads and the retention hold all run);
+//!   pause stops the archiver before closing, resume starts it again after
+//!   the chunks already there.
 //! - The crash (recovery suite) is a real one: a `keel bench-child` process
 //!   writes the log and is SIGKILLed, and another one opens the directory
 //!   (recovery) and commits a row; the time is from spawning that process
@@ -28,6 +34,7 @@ use std::sync::Arc;
 
 use keel::types::{RelationId, TupleId};
 use keel::{Config, Database, RecoveryCheckpoint};
+use keel_archive::{ArchiveTarget, Archiver, ArchiverOptions, StoreConfig};
 use parking_lot::{Mutex, RwLock};
 
 use super::engine::{Engine, EngineKind, Recovered, Session, process_write_bytes};
@@ -45,6 +52,9 @@ pub struct KeelEngine {
     rel: RwLock<RelationId>,
     /// TupleId of row `id`, as insert returned it.
     tids: Arc<Mutex<Vec<Option<TupleId>>>>,
+    /// `keel-archived`: where the log goes, and the archiver while the
+    /// database is open.
+    archive: Option<(ArchiveTarget, Mutex<Option<Archiver>>)>,
 }
 
 fn k(e: keel::Error) -> Failure {
@@ -80,7 +90,46 @@ impl KeelEngine {
             db: RwLock::new(Some(Arc::new(db))),
             rel: RwLock::new(rel),
             tids: Arc::new(Mutex::new(Vec::new())),
+            archive: None,
         })
+    }
+
+    /// [`open`](Self::open), then starts archiving the log continuously to
+    /// the local directory `root/archive` (`keel-archived`).
+    pub fn open_archived(root: &Path, cache_bytes: u64) -> Result<KeelEngine, Failure> {
+        let mut engine = KeelEngine::open(root, cache_bytes, false)?;
+        let store = root.join("archive");
+        std::fs::create_dir_all(&store)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", store.display())))?;
+        let target = ArchiveTarget::new(StoreConfig::Local(store), "");
+        engine.archive = Some((target, Mutex::new(None)));
+        engine.start_archiver()?;
+        Ok(engine)
+    }
+
+    /// Starts the archiver on the open database (`keel-archived` only).
+    fn start_archiver(&self) -> Result<(), Failure> {
+        let Some((target, slot)) = &self.archive else {
+            return Ok(());
+        };
+        let archiver = Archiver::start(self.db()?, target, ArchiverOptions::default())
+            .map_err(|e| Failure(format!("keel archiver: {e}")))?;
+        *slot.lock() = Some(archiver);
+        Ok(())
+    }
+
+    /// Stops the archiver, once everything durable is archived.
+    fn stop_archiver(&self) -> Result<(), Failure> {
+        let Some((_, slot)) = &self.archive else {
+            return Ok(());
+        };
+        match slot.lock().take() {
+            Some(a) => a
+                .stop()
+                .map(|_| ())
+                .map_err(|e| Failure(format!("keel archiver: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// The open database.
@@ -104,7 +153,10 @@ fn open_db(dir: &Path, config: &Config) -> Result<(Database, RelationId), Failur
 
 impl Engine for KeelEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::Keel
+        match self.archive {
+            Some(_) => EngineKind::KeelArchived,
+            None => EngineKind::Keel,
+        }
     }
 
     fn settings(&self) -> Vec<(String, String)> {
@@ -120,7 +172,7 @@ impl Engine for KeelEngine {
         let backend = keel_io::open_backend(&c.io)
             .map(|io| io.backend_name().to_string())
             .unwrap_or_else(|_| "?".into());
-        vec![
+        let mut out = vec![
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             (
                 "api".into(),
@@ -155,7 +207,20 @@ impl Engine for KeelEngine {
                 "by TupleId; the id -> TupleId map is kept by the bench client, outside the pool"
                     .into(),
             ),
-        ]
+        ];
+        if self.archive.is_some() {
+            let a = ArchiverOptions::default();
+            out.push((
+                "archive".into(),
+                format!(
+                    "continuous, to a local directory beside the database: zstd chunks of up to \
+                     {} MiB, each record uploaded within {:?} of being durable",
+                    a.max_chunk_bytes >> 20,
+                    a.max_delay
+                ),
+            ));
+        }
+        out
     }
 
     fn session(&self) -> Result<Box<dyn Session>, Failure> {
@@ -185,6 +250,7 @@ impl Engine for KeelEngine {
     }
 
     fn pause(&self) -> Result<(), Failure> {
+        self.stop_archiver()?;
         let Some(db) = self.db.write().take() else {
             return Ok(());
         };
@@ -199,6 +265,8 @@ impl Engine for KeelEngine {
             let (db, rel) = open_db(&self.root.join("db"), &self.config)?;
             *self.rel.write() = rel;
             *slot = Some(Arc::new(db));
+            drop(slot);
+            self.start_archiver()?;
         }
         Ok(())
     }

@@ -165,6 +165,11 @@ fn members(ctx: &mut Ctx) -> Result<Vec<Member>, Failure> {
                 "postgres",
                 "not in the kv suite (it compares embedded stores, as redb's comparison does)",
             ),
+            EngineKind::KeelArchived => ctx.skip_named(
+                Suite::Kv,
+                "keel-archived",
+                "takes part in the commit suite only",
+            ),
             k => {
                 let dir = ctx.root.join(format!("kv-{}-settings", k.name()));
                 let s = open_store(k, &dir, ctx.settings.cache_bytes)?;
