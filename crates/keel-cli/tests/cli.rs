@@ -75,6 +75,7 @@ fn demo_archive_loses_the_directory_and_restores_it_from_the_archive() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("lost the data directory"), "{stdout}");
+    assert!(stdout.contains("restore took "), "{stdout}");
     assert!(
         stdout.contains("keel check on the restored directory: no problem"),
         "{stdout}"
@@ -117,6 +118,19 @@ fn demo_archive_loses_the_directory_and_restores_it_from_the_archive() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not made by keel demo"));
     assert!(theirs.join("precious").exists());
+
+    // --endpoint goes with an s3:// archive only.
+    let out = keel(&[
+        "demo",
+        "--quick",
+        "--dir",
+        d,
+        "--archive",
+        "--endpoint",
+        "http://h",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--endpoint is for --archive s3://"));
 }
 
 /// `DIR/pages`: two sealed heap pages of small tuples.

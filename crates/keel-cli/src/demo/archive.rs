@@ -2,22 +2,26 @@
 //!
 //! After the crash step has been verified, the demo:
 //!
-//! 1. opens the database again and starts an archiver shipping its log to a
-//!    local-directory archive next to the data directory (`DIR.archive`;
-//!    the same code serves S3), and takes an online base backup into it
+//! 1. opens the database again and starts an archiver shipping its log to
+//!    the archive (by default a local directory next to the data directory,
+//!    `DIR.archive`; `--archive s3://…` sends it to an S3-compatible server
+//!    through the same code), and takes an online base backup into it
 //!    while nothing else runs;
 //! 2. runs two batches of transactions, waiting after each until the log
 //!    is archived;
 //! 3. loses the data directory (deletes it, as a lost machine would);
 //! 4. restores the backup and the archived log into the same path, runs
 //!    `keel check` on it, and verifies every tuple: every acknowledged
-//!    commit is there, and nothing else.
+//!    commit is there, and nothing else. The restore is timed, and its rate
+//!    (log bytes from the backup's start to the archive's head, per second
+//!    of the whole restore: download, log import and recovery) is printed
+//!    beside the rate of the crash step's local recovery.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel::{Config, Database};
+use keel::{Config, Database, RecoveryReport};
 use keel_archive::{
     ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, RestoreTarget, StoreConfig,
 };
@@ -30,6 +34,56 @@ use crate::Failure;
 /// How long one archive request, or the wait for the log to be archived,
 /// may take.
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where the archive step keeps its archive.
+pub struct Place {
+    /// The archive.
+    pub target: ArchiveTarget,
+    /// How it is shown.
+    pub shown: String,
+}
+
+/// The archive `--archive URL` names; an empty URL: the local directory
+/// `DIR.archive`, made afresh ([`prepare`]).
+pub fn place(args: &super::DemoArgs, url: &str) -> Result<Place, Failure> {
+    if url.is_empty() {
+        if args.endpoint.is_some() {
+            return Err(Failure(
+                "--endpoint is for --archive s3://BUCKET/PREFIX".into(),
+            ));
+        }
+        let store = prepare(&args.dir)?;
+        return Ok(Place {
+            target: ArchiveTarget::new(StoreConfig::Local(store.clone()), ""),
+            shown: store.display().to_string(),
+        });
+    }
+    let location = crate::archive::Location {
+        url: url.to_string(),
+        endpoint: args.endpoint.clone(),
+        region: None,
+        credentials_file: None,
+        timeout: ARCHIVE_TIMEOUT.as_secs(),
+    };
+    Ok(Place {
+        target: crate::archive::parse_location(&location)?,
+        shown: url.to_string(),
+    })
+}
+
+/// The settings of one archive step.
+pub struct Run<'a> {
+    /// The demo's data directory (closed).
+    pub dir: &'a Path,
+    /// The archive.
+    pub place: &'a Place,
+    /// Worker threads.
+    pub threads: u16,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// The short run.
+    pub quick: bool,
+}
 
 /// What the archive step did.
 pub struct Outcome {
@@ -90,36 +144,33 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, Failure> {
     Ok(store)
 }
 
-/// Runs the archive step on the closed demo database in `dir`, whose
-/// verified history so far is `history`.
+/// Runs the archive step on the closed demo database, whose verified
+/// history so far is `history`; `local` is the crash step's recovery, for
+/// comparison.
 pub fn run(
-    dir: &Path,
-    store: &Path,
-    threads: u16,
-    seed: u64,
-    quick: bool,
+    run: &Run<'_>,
     history: Vec<TxnRecord>,
+    local: &RecoveryReport,
 ) -> Result<Outcome, Failure> {
-    let target = ArchiveTarget::new(StoreConfig::Local(store.to_path_buf()), "");
+    let (dir, target, threads, seed) = (run.dir, &run.place.target, run.threads, run.seed);
     let fail = |e: keel_archive::ArchiveError| Failure(e.to_string());
     let db = Arc::new(Database::open(dir, Config::default())?);
     let rels = relation_ids(&db)?;
-    let archiver =
-        Archiver::start(db.clone(), &target, ArchiverOptions::default()).map_err(fail)?;
+    let archiver = Archiver::start(db.clone(), target, ArchiverOptions::default()).map_err(fail)?;
     let options = BackupOptions {
         archive_timeout: ARCHIVE_TIMEOUT,
         ..BackupOptions::default()
     };
-    let manifest = keel_archive::backup(&db, &archiver, &target, &options).map_err(fail)?;
+    let manifest = keel_archive::backup(&db, &archiver, target, &options).map_err(fail)?;
     println!(
         "  archive {}: base backup LSN {}..{} ({} files)",
-        store.display(),
+        run.place.shown,
         manifest.start,
         manifest.end,
         manifest.files.len()
     );
     let sizes = Sizes {
-        txns_per_thread: if quick { 40 } else { 400 },
+        txns_per_thread: if run.quick { 40 } else { 400 },
         ..Sizes::small()
     };
     let started = Instant::now();
@@ -149,8 +200,9 @@ pub fn run(
     std::fs::remove_dir_all(dir)
         .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
     println!("  lost the data directory {}", dir.display());
+    let restore_started = Instant::now();
     let report = keel_archive::restore(
-        &target,
+        target,
         dir,
         1,
         RestoreTarget::End,
@@ -158,6 +210,7 @@ pub fn run(
         ARCHIVE_TIMEOUT,
     )
     .map_err(fail)?;
+    let restore_secs = restore_started.elapsed().as_secs_f64();
     // The restored directory is the demo's again: the next run may wipe it.
     let marker = dir.join(MARKER);
     std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
@@ -166,6 +219,25 @@ pub fn run(
         "  restored the backup and {} chunks of log to LSN {}: {} records redone, {} \
          transactions undone",
         report.chunks, report.log_end, report.recovery.records_redone, report.recovery.txns_undone
+    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let log = mib(report
+        .log_end
+        .get()
+        .saturating_sub(report.backup.start.get()));
+    let files = mib(report.file_bytes);
+    let rate = |mib: f64, d: Duration| mib / d.as_secs_f64().max(1e-9);
+    println!(
+        "  restore took {restore_secs:.2} s for {files:.1} MiB of files and {log:.1} MiB of \
+         log ({:.1} MiB/s in all); its recovery read {:.1} MiB of log in {:.2} s ({:.1} MiB/s), \
+         the crash step's local recovery {:.1} MiB in {:.2} s ({:.1} MiB/s)",
+        (files + log) / restore_secs.max(1e-9),
+        mib(report.recovery.bytes_scanned),
+        report.recovery.duration.as_secs_f64(),
+        rate(mib(report.recovery.bytes_scanned), report.recovery.duration),
+        mib(local.bytes_scanned),
+        local.duration.as_secs_f64(),
+        rate(mib(local.bytes_scanned), local.duration)
     );
     let check_errors = crate::check::errors(dir)?;
     println!(

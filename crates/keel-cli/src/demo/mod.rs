@@ -60,10 +60,17 @@ pub struct DemoArgs {
     /// Seed of the workload and of the kill time (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Then archive the log and a base backup to `DIR.archive`, lose the
-    /// data directory, restore it from the archive and verify it.
-    #[arg(long)]
-    pub archive: bool,
+    /// Then archive the log and a base backup, lose the data directory,
+    /// restore it from the archive and verify it. The archive: a local
+    /// directory `DIR.archive` (made and wiped by the demo), or the URL
+    /// given (`s3://BUCKET/PREFIX` under a prefix no other database uses,
+    /// credentials from the AWS_* environment; or `file:///DIR`).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub archive: Option<String>,
+    /// The endpoint of the S3-compatible server `--archive s3://…` names
+    /// (`http://127.0.0.1:8333`); unset for AWS S3 itself.
+    #[arg(long, value_name = "URL", requires = "archive")]
+    pub endpoint: Option<String>,
 }
 
 /// Entry point of `keel demo`: exit 0 when verification passed, 1 when it
@@ -75,7 +82,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
     }
     let store = match args
         .archive
-        .then(|| archive::prepare(&args.dir))
+        .as_ref()
+        .map(|url| archive::place(&args, url))
         .transpose()
     {
         Ok(store) => store,
@@ -84,7 +92,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match demo(&args, store.as_deref()) {
+    match demo(&args, store.as_ref()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("keel: error: verification failed: a commit was lost or a phantom found");
@@ -155,7 +163,7 @@ struct Phase1 {
     checkpoint: keel::CheckpointReport,
 }
 
-fn demo(args: &DemoArgs, store: Option<&Path>) -> Result<bool, Failure> {
+fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let dir = &args.dir;
     println!(
@@ -188,6 +196,7 @@ fn demo(args: &DemoArgs, store: Option<&Path>) -> Result<bool, Failure> {
     );
     let db = Database::open(dir, Config::default())?;
     let recovery = db.recovery_report();
+    let local_recovery = recovery.clone();
     println!(
         "  reopened: recovery took {:.1} ms; verifying every tuple",
         recovery.duration.as_secs_f64() * 1e3
@@ -224,7 +233,14 @@ fn demo(args: &DemoArgs, store: Option<&Path>) -> Result<bool, Failure> {
     if let Some(store) = store.filter(|_| passed) {
         println!("archive step: back up, lose the data directory, restore from the archive");
         let seed = seed ^ 0xA2C4;
-        let outcome = archive::run(dir, store, args.threads, seed, args.quick, all)?;
+        let run = archive::Run {
+            dir,
+            place: store,
+            threads: args.threads,
+            seed,
+            quick: args.quick,
+        };
+        let outcome = archive::run(&run, all, &local_recovery)?;
         passed = outcome.passed();
         if passed {
             println!(
