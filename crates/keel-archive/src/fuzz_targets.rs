@@ -96,3 +96,52 @@ fn reseal(bytes: &mut [u8], fix_len: bool) {
     let header_crc = crc32c(&bytes[..offsets::HEADER_CRC]);
     bytes[offsets::HEADER_CRC..offsets::HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
 }
+
+/// Mode bit of [`manifest_decode`]: replace the last line with the CRC of
+/// the lines before it, so mutated inputs get past the checksum into the
+/// field parsers.
+pub const RESEAL_MANIFEST: u8 = 1;
+
+/// Manifest decoding over arbitrary bytes: the first byte is the mode
+/// ([`RESEAL_MANIFEST`]), the rest the manifest object. Any bytes give a
+/// manifest or an error, never a panic (invariant 9). Whatever decodes
+/// must name only files a restore may write (the control file and heap
+/// files under `rel/`, no path that leaves the target directory), keep
+/// its LSNs in order, and encode into a manifest that decodes to itself.
+pub fn manifest_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & RESEAL_MANIFEST != 0 {
+        reseal_manifest(&mut bytes);
+    }
+    let Ok(m) = crate::backup::Manifest::decode("fuzz", &bytes) else {
+        return;
+    };
+    assert!(m.start <= m.checkpoint_end && m.checkpoint_end <= m.end);
+    assert!(m.timeline != 0);
+    for f in &m.files {
+        let inside = f.name == keel::datadir::layout::CONTROL_FILE
+            || (f.name.starts_with("rel/")
+                && f.name.split('/').count() == 2
+                && !f.name.contains(".."));
+        assert!(inside, "a restore would write {:?}", f.name);
+    }
+    let again =
+        crate::backup::Manifest::decode("fuzz", &m.encode()).expect("an encoded manifest decodes");
+    assert_eq!(again, m, "a manifest round-trips");
+}
+
+/// Replaces everything after the last line break before the final line
+/// with `crc32c <crc of what precedes>`.
+fn reseal_manifest(bytes: &mut Vec<u8>) {
+    let trimmed = bytes.iter().rposition(|&b| b != b'\n').map_or(0, |i| i + 1);
+    let body = bytes[..trimmed]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    bytes.truncate(body);
+    let crc = crc32c(bytes);
+    bytes.extend_from_slice(format!("crc32c {crc:08x}\n").as_bytes());
+}
