@@ -135,7 +135,7 @@ pub fn manifest_decode(data: &[u8]) {
 
 /// Replaces everything after the last line break before the final line
 /// with `crc32c <crc of what precedes>`.
-fn reseal_manifest(bytes: &mut Vec<u8>) {
+pub fn reseal_manifest(bytes: &mut Vec<u8>) {
     let trimmed = bytes.iter().rposition(|&b| b != b'\n').map_or(0, |i| i + 1);
     let body = bytes[..trimmed]
         .iter()

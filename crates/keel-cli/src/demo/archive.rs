@@ -26,9 +26,9 @@ use keel_archive::{
     ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, RestoreTarget, StoreConfig,
 };
 
+use super::relation_ids;
 use super::verify::{self, Verdict};
 use super::workload::{Sizes, TxnRecord};
-use super::{MARKER, relation_ids};
 use crate::Failure;
 
 /// How long one archive request, or the wait for the log to be archived,
@@ -113,34 +113,11 @@ pub fn archive_dir(dir: &Path) -> PathBuf {
 /// earlier demo (then wiped); anything else is refused.
 pub fn prepare(dir: &Path) -> Result<PathBuf, Failure> {
     let root = archive_dir(dir);
-    let shown = root.display();
-    match std::fs::read_dir(&root) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                if !root.join(MARKER).is_file() {
-                    return Err(Failure(format!(
-                        "{shown} is not empty and was not made by keel demo; remove it or pass \
-                         another --dir"
-                    )));
-                }
-                std::fs::remove_dir_all(&root).map_err(|e| {
-                    Failure(format!(
-                        "cannot remove the earlier demo archive {shown}: {e}"
-                    ))
-                })?;
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure(format!("cannot read {shown}: {e}"))),
-    }
+    super::prepare_dir(&root)?;
     let store = root.join("store");
     std::fs::create_dir_all(&store)
         .map_err(|e| Failure(format!("cannot create {}: {e}", store.display())))?;
-    std::fs::write(
-        root.join(MARKER),
-        "made by keel demo --archive; wiped by the next run\n",
-    )
-    .map_err(|e| Failure(format!("cannot write a marker into {shown}: {e}")))?;
+    super::write_marker(&root)?;
     Ok(store)
 }
 
@@ -212,9 +189,7 @@ pub fn run(
     .map_err(fail)?;
     let restore_secs = restore_started.elapsed().as_secs_f64();
     // The restored directory is the demo's again: the next run may wipe it.
-    let marker = dir.join(MARKER);
-    std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
-        .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
+    super::write_marker(dir)?;
     println!(
         "  restored the backup and {} chunks of log to LSN {}: {} records redone, {} \
          transactions undone",

@@ -128,6 +128,13 @@ fn prepare_dir(dir: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure(format!("cannot remove the earlier demo in {shown}: {e}")))
 }
 
+/// Marks `dir` as the demo's, so a later run may wipe it.
+fn write_marker(dir: &Path) -> Result<(), Failure> {
+    let marker = dir.join(MARKER);
+    std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
+        .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))
+}
+
 /// The ids of the demo's relations and index tree.
 pub(crate) fn relation_ids(db: &Database) -> Result<Rels, Failure> {
     let id = |name: &str| {
@@ -264,9 +271,7 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
 fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
     let dir = &args.dir;
     let db = Database::open(dir, Config::default())?;
-    let marker = dir.join(MARKER);
-    std::fs::write(&marker, "made by keel demo; wiped by the next run\n")
-        .map_err(|e| Failure(format!("cannot write {}: {e}", marker.display())))?;
+    write_marker(dir)?;
     let rels = create_relations(&db)?;
     println!(
         "  created relations {} and {}, and tree {INDEX} (an index: version -> TupleId)",
