@@ -4,9 +4,12 @@
 //! ## Protocol
 //!
 //! 1. **Start** ([`Archiver::start`], on the caller's thread, so a bad
-//!    setting or a foreign archive fails at once). List the timeline's
-//!    chunks. None: archiving begins at `ArchiverOptions::start_lsn`, or at
-//!    the log's durable end. Otherwise it continues at the newest chunk's
+//!    setting or a foreign archive fails at once). A database restored
+//!    onto a timeline archives on it ([`crate::restore::archiver_timeline`]:
+//!    the option's default 1 means that one, another number is refused).
+//!    List the timeline's chunks. None: archiving begins at
+//!    `ArchiverOptions::start_lsn`, else where the restore left the log,
+//!    else at the log's durable end. Otherwise it continues at the newest chunk's
 //!    end, after checking that chunk's header: another database's id, or an
 //!    end past this log's durable end (another history), is refused. Then
 //!    hold the log from there ([`Database::hold_log_from`]) and check that
@@ -209,7 +212,11 @@ impl Archiver {
         target: &ArchiveTarget,
         options: ArchiverOptions,
     ) -> Result<Archiver> {
+        let mut options = options;
         options.validate()?;
+        let (timeline, from) = crate::restore::archiver_timeline(db.dir(), options.timeline)?;
+        options.timeline = timeline;
+        options.start_lsn = options.start_lsn.or(from);
         let remote = Remote::open(target, options.op_timeout)?;
         let start = resume_point(&db, &remote, &options)?;
         db.hold_log_from(Some(start));

@@ -31,7 +31,7 @@
 //! the CRC32C of every byte before it:
 //!
 //! ```text
-//! keel-backup 1
+//! keel-backup 2
 //! database 0123456789abcdef
 //! timeline 1
 //! start 0000000000012000
@@ -39,52 +39,41 @@
 //! checkpoint-end 00000000000123a5
 //! segment-size 16777216
 //! max-batch 1048576
+//! started 1767225600000000
 //! file 00a1b2c3 8192 rel/1.heap
 //! crc32c 1a2b3c4d
 //! ```
 //!
-//! LSNs and the database id are lower-case hexadecimal; `file` lines give CRC32C
-//! (hex), size (decimal) and name. [`Manifest::decode`] treats the bytes as
+//! LSNs and the database id are lower-case hexadecimal; `started` is the
+//! wall-clock time (µs since the Unix epoch) read once the backup's
+//! checkpoint had fixed the start LSN, so every commit record below the
+//! start LSN carries a commit time at or before it (commit times are read
+//! before the record is logged); a restore to a time uses only backups
+//! that started at or before it. `file` lines give CRC32C (hex), size
+//! (decimal) and name. Version 1 manifests have no `started` line; they
+//! decode with no start time and serve every target but a time. [`Manifest::decode`] treats the bytes as
 //! hostile: a wrong CRC, an unknown version, a missing or repeated field,
 //! a malformed number, a name that is not a data directory file Keel
 //! writes, or a start after the end is an error naming the object and the
 //! line.
 //!
-//! ## Restoring ([`restore`])
+//! ## Restoring
 //!
-//! 1. Refuse a target directory that exists and is not empty.
-//! 2. Pick the newest backup with a manifest on the timeline (newest by
-//!    start LSN) and read the archive's head from its chunk headers; refuse
-//!    when the head is before the backup's end LSN (the consistency point):
-//!    the copy cannot be made consistent from this archive.
-//! 3. Download each file, check its size and CRC32C against the manifest
-//!    and the control file's database id against the manifest's, and write
-//!    it (synced) into the target; the control file as
-//!    [`RESTORING_CONTROL`], so that until step 5 an open refuses the
-//!    directory (a restore cut short is never taken for a database).
-//! 4. Write the log: every chunk from the one holding the start LSN to the
-//!    head, each verified ([`chunk::decode`]: CRCs, database id, timeline,
-//!    start equal to the previous chunk's end), laid into segment files
-//!    ([`keel::wal::import::LogImport`]).
-//! 5. Rename the control file into place, sync the directory, and open
-//!    the database: recovery redoes from the start LSN to the end of
-//!    the log and undoes what was unfinished, then the database is closed
-//!    cleanly.
-//!
-//! [`RestoreTarget`] says where to stop; today only at the archive's end.
+//! [`crate::restore`] restores a backup and the archive's log, to the end
+//! or to a recovery target; a backup is usable once its log is redone to
+//! its end LSN (the consistency point).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use keel::Database;
 use keel::backup::BackupFile;
 use keel::checksum::crc32c;
 use keel::types::Lsn;
-use keel::{Config, Database};
 use object_store::path::Path as ObjectPath;
 
 use crate::archiver::Archiver;
-use crate::chunk::{self, Expect};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
 use crate::store::Remote;
@@ -94,7 +83,9 @@ use crate::store::Remote;
 /// restore cut short is refused, never taken for a database.
 pub const RESTORING_CONTROL: &str = "control.restoring";
 /// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
+/// The oldest manifest version still read (it has no `started` line).
+pub const MANIFEST_VERSION_V1: u32 = 1;
 /// The first word of a manifest.
 pub const MANIFEST_MAGIC: &str = "keel-backup";
 /// Largest manifest accepted (a manifest lists a few lines per relation).
@@ -117,6 +108,9 @@ pub struct Manifest {
     pub segment_size: u32,
     /// The log's batch limit.
     pub max_batch_bytes: u32,
+    /// When the backup started (µs since the Unix epoch; module essay);
+    /// `None` in a version 1 manifest.
+    pub started_us: Option<u64>,
     /// The files, in upload order.
     pub files: Vec<BackupFile>,
 }
@@ -124,8 +118,14 @@ pub struct Manifest {
 impl Manifest {
     /// The manifest's bytes.
     pub fn encode(&self) -> Vec<u8> {
+        // A manifest without a start time is written as version 1, so it
+        // decodes to the same manifest.
+        let version = match self.started_us {
+            Some(_) => MANIFEST_VERSION,
+            None => MANIFEST_VERSION_V1,
+        };
         let mut s = format!(
-            "{MANIFEST_MAGIC} {MANIFEST_VERSION}\ndatabase {:016x}\ntimeline {}\nstart {:016x}\n\
+            "{MANIFEST_MAGIC} {version}\ndatabase {:016x}\ntimeline {}\nstart {:016x}\n\
              end {:016x}\ncheckpoint-end {:016x}\nsegment-size {}\nmax-batch {}\n",
             self.database_id,
             self.timeline,
@@ -135,6 +135,9 @@ impl Manifest {
             self.segment_size,
             self.max_batch_bytes
         );
+        if let Some(t) = self.started_us {
+            s.push_str(&format!("started {t}\n"));
+        }
         for f in &self.files {
             s.push_str(&format!("file {:08x} {} {}\n", f.crc32c, f.size, f.name));
         }
@@ -185,9 +188,11 @@ impl Manifest {
                 .ok_or_else(|| bad(i, format!("expected `{key} …`, found {line:?}")))
         };
         let version = field(0, MANIFEST_MAGIC)?;
-        if version != MANIFEST_VERSION.to_string() {
-            return Err(bad(0, format!("unknown manifest version {version:?}")));
-        }
+        let first_file = match version {
+            v if v == MANIFEST_VERSION.to_string() => 9,
+            v if v == MANIFEST_VERSION_V1.to_string() => 8,
+            _ => return Err(bad(0, format!("unknown manifest version {version:?}"))),
+        };
         let hex64 = |i: usize, key: &str| -> Result<u64> {
             let v = field(i, key)?;
             parse_hex64(v, false).ok_or_else(|| bad(i, format!("{key} {v:?} is not 16 hex digits")))
@@ -197,16 +202,26 @@ impl Manifest {
             v.parse::<u32>()
                 .map_err(|_| bad(i, format!("{key} {v:?} is not a decimal number")))
         };
-        let m = Manifest {
-            database_id: hex64(1, "database")?,
-            timeline: dec32(2, "timeline")?,
-            start: Lsn(hex64(3, "start")?),
-            end: Lsn(hex64(4, "end")?),
-            checkpoint_end: Lsn(hex64(5, "checkpoint-end")?),
-            segment_size: dec32(6, "segment-size")?,
-            max_batch_bytes: dec32(7, "max-batch")?,
-            files: Vec::new(),
-        };
+        let m =
+            Manifest {
+                database_id: hex64(1, "database")?,
+                timeline: dec32(2, "timeline")?,
+                start: Lsn(hex64(3, "start")?),
+                end: Lsn(hex64(4, "end")?),
+                checkpoint_end: Lsn(hex64(5, "checkpoint-end")?),
+                segment_size: dec32(6, "segment-size")?,
+                max_batch_bytes: dec32(7, "max-batch")?,
+                started_us: match first_file {
+                    9 => {
+                        let v = field(8, "started")?;
+                        Some(v.parse::<u64>().map_err(|_| {
+                            bad(8, format!("started {v:?} is not a decimal number"))
+                        })?)
+                    }
+                    _ => None,
+                },
+                files: Vec::new(),
+            };
         if m.timeline == 0 {
             return Err(bad(2, "timeline 0 is reserved".into()));
         }
@@ -221,7 +236,7 @@ impl Manifest {
         }
         let mut files = Vec::new();
         let mut names = BTreeSet::new();
-        for (i, line) in lines.iter().enumerate().take(last).skip(8) {
+        for (i, line) in lines.iter().enumerate().take(last).skip(first_file) {
             let rest = field(i, "file")?;
             let mut parts = rest.splitn(3, ' ');
             let (Some(crc), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
@@ -416,6 +431,7 @@ pub fn backup(
 ) -> Result<Manifest> {
     let remote = Remote::open(target, options.op_timeout)?;
     let mut uploaded: Option<String> = None;
+    let mut started_us = 0;
     let timeline = options.timeline;
     let engine_err = |e: keel::Error| ArchiveError::Backup(Box::new(e));
     // The folder is named by the start LSN, known only once the engine has
@@ -429,6 +445,7 @@ pub fn backup(
                     .map_err(engine_err)?;
                 let d = remote.backup_dir(timeline, control.scan_start());
                 uploaded = Some(d.clone());
+                started_us = crate::restore::now_us();
                 d
             }
         };
@@ -461,6 +478,7 @@ pub fn backup(
         checkpoint_end: base.checkpoint_end,
         segment_size: base.segment_size,
         max_batch_bytes: base.max_batch_bytes,
+        started_us: Some(started_us),
         files: base.files.clone(),
     };
     let path = ObjectPath::from(format!(
@@ -470,246 +488,6 @@ pub fn backup(
     remote.put_create(&path, &manifest.encode())?;
     drop(base);
     Ok(manifest)
-}
-
-/// Where a restore stops replaying the log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RestoreTarget {
-    /// Everything the archive holds.
-    #[default]
-    End,
-}
-
-/// What [`restore`] did.
-#[derive(Clone, Debug)]
-pub struct RestoreReport {
-    /// The backup used.
-    pub backup: Manifest,
-    /// Where the log written from the archive ends (the archive's head).
-    pub log_end: Lsn,
-    /// Chunks applied.
-    pub chunks: u64,
-    /// Bytes of files downloaded.
-    pub file_bytes: u64,
-    /// What recovery did when the restored database was opened.
-    pub recovery: keel::RecoveryReport,
-}
-
-/// Restores the newest complete backup on `timeline` and the archive's log
-/// into the new data directory `dir` (module essay, "Restoring").
-pub fn restore(
-    target: &ArchiveTarget,
-    dir: &Path,
-    timeline: u32,
-    restore_target: RestoreTarget,
-    config: Config,
-    op_timeout: Duration,
-) -> Result<RestoreReport> {
-    let RestoreTarget::End = restore_target;
-    refuse_non_empty(dir)?;
-    let remote = Remote::open(target, op_timeout)?;
-    let entry = remote
-        .list_backups()?
-        .into_iter()
-        .rev()
-        .find(|b| b.timeline == timeline)
-        .ok_or_else(|| {
-            ArchiveError::Restore(format!(
-                "no complete backup (one with a manifest) of timeline {timeline} under {}",
-                remote.prefix()
-            ))
-        })?;
-    let manifest = remote.read_manifest(&entry)?;
-    let chunks = remote.list_chunks(timeline)?;
-    let first = chunks
-        .iter()
-        .rposition(|c| c.start <= manifest.start)
-        .ok_or_else(|| {
-            ArchiveError::Restore(format!(
-                "the archive of timeline {timeline} begins after the backup's start LSN {}",
-                manifest.start
-            ))
-        })?;
-    let head = match chunks.last() {
-        Some(last) => {
-            let head = remote.get_prefix(&last.path, chunk::CHUNK_HEADER_SIZE as u64)?;
-            chunk::decode_header(last.path.as_ref(), &head, last.size)?.end
-        }
-        None => Lsn::ZERO,
-    };
-    if head < manifest.end {
-        return Err(ArchiveError::Restore(format!(
-            "the archive of timeline {timeline} ends at LSN {head}, before the backup's end LSN {} \
-             (its consistency point): the backup starting at {} cannot be made consistent yet",
-            manifest.end, manifest.start
-        )));
-    }
-    let file_bytes = download_files(&remote, &entry, &manifest, dir)?;
-    let (log_end, applied) = write_log(&remote, &manifest, &chunks[first..], dir)?;
-    if log_end < manifest.end {
-        return Err(ArchiveError::Restore(format!(
-            "the archive's log ends at LSN {log_end}, before the backup's end LSN {}",
-            manifest.end
-        )));
-    }
-    let control = dir.join(keel::datadir::layout::CONTROL_FILE);
-    std::fs::rename(dir.join(RESTORING_CONTROL), &control)
-        .map_err(local(&control, "cannot put in place"))?;
-    std::fs::File::open(dir)
-        .and_then(|h| h.sync_all())
-        .map_err(local(dir, "cannot sync"))?;
-    let db = Database::open(dir, config).map_err(|e| ArchiveError::Backup(Box::new(e)))?;
-    let recovery = db.recovery_report().clone();
-    db.close().map_err(|e| ArchiveError::Backup(Box::new(e)))?;
-    Ok(RestoreReport {
-        backup: manifest,
-        log_end,
-        chunks: applied,
-        file_bytes,
-        recovery,
-    })
-}
-
-fn refuse_non_empty(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => match entries.next() {
-            None => Ok(()),
-            Some(_) => Err(ArchiveError::Restore(format!(
-                "{} is not empty: a restore writes only into a new or empty directory",
-                dir.display()
-            ))),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ArchiveError::Restore(format!("{}: {e}", dir.display()))),
-    }
-}
-
-fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
-    let dir = dir.to_path_buf();
-    let what = what.to_string();
-    move |e| ArchiveError::Restore(format!("{what} {}: {e}", dir.display()))
-}
-
-/// Step 3: every file, verified, written and synced.
-fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path) -> Result<u64> {
-    let rel = dir.join(keel::datadir::layout::REL_DIR);
-    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
-    let base = entry
-        .manifest
-        .as_ref()
-        .strip_suffix("/manifest")
-        .unwrap_or(entry.manifest.as_ref())
-        .to_string();
-    let mut total = 0;
-    for f in &m.files {
-        let object = format!("{base}/files/{}", f.name);
-        let bytes = remote.get(&ObjectPath::from(object.clone()))?;
-        if bytes.len() as u64 != f.size {
-            return Err(ArchiveError::Corrupt {
-                object,
-                place: Place::Object(bytes.len() as u64),
-                reason: format!("{} bytes, the manifest says {}", bytes.len(), f.size),
-            });
-        }
-        let computed = crc32c(&bytes);
-        if computed != f.crc32c {
-            return Err(ArchiveError::ChecksumMismatch {
-                object,
-                what: "backup file",
-                stored: f.crc32c,
-                computed,
-            });
-        }
-        if f.name == keel::datadir::layout::CONTROL_FILE {
-            let c = keel::recovery::Control::decode(&bytes, Path::new(&object))
-                .map_err(|e| ArchiveError::Backup(Box::new(e)))?;
-            if c.database_id != m.database_id {
-                return Err(ArchiveError::WrongDatabase {
-                    object,
-                    expected: m.database_id,
-                    found: c.database_id,
-                });
-            }
-        }
-        let path: PathBuf = match f.name == keel::datadir::layout::CONTROL_FILE {
-            true => dir.join(RESTORING_CONTROL),
-            false => f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)),
-        };
-        write_synced(&path, &bytes)?;
-        total += f.size;
-    }
-    for d in [&rel, &dir.to_path_buf()] {
-        std::fs::File::open(d)
-            .and_then(|h| h.sync_all())
-            .map_err(local(d, "cannot sync"))?;
-    }
-    Ok(total)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(local(path, "cannot create"))?;
-    f.write_all(bytes).map_err(local(path, "cannot write"))?;
-    f.sync_all().map_err(local(path, "cannot sync"))
-}
-
-/// Step 4: the log from the chunk holding the start LSN to the head.
-fn write_log(
-    remote: &Remote,
-    m: &Manifest,
-    chunks: &[crate::store::ChunkObject],
-    dir: &Path,
-) -> Result<(Lsn, u64)> {
-    let wal_dir = dir.join(keel::datadir::layout::WAL_DIR);
-    let io = keel_io_backend()?;
-    let mut import = keel::wal::import::LogImport::create(
-        io,
-        &wal_dir,
-        m.database_id,
-        m.segment_size,
-        m.max_batch_bytes,
-    )
-    .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
-    let mut expect = Expect {
-        database_id: Some(m.database_id),
-        timeline: Some(m.timeline),
-        start: None,
-    };
-    let mut end = Lsn::ZERO;
-    let mut applied = 0;
-    for object in chunks {
-        let bytes = remote.get(&object.path)?;
-        let c = chunk::decode(object.path.as_ref(), &bytes, &expect)?;
-        if c.header.start != object.start {
-            return Err(ArchiveError::Discontinuity {
-                object: object.path.to_string(),
-                expected: object.start,
-                found: c.header.start,
-            });
-        }
-        if let Some((h, _)) = c.records().next() {
-            import
-                .push(h.lsn, c.raw())
-                .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
-        }
-        expect.start = Some(c.header.end);
-        end = c.header.end;
-        applied += 1;
-    }
-    import
-        .finish()
-        .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
-    Ok((end, applied))
-}
-
-fn keel_io_backend() -> Result<std::sync::Arc<dyn keel_io::AsyncIo>> {
-    keel_io::open_backend(&keel_io::IoConfig::default())
-        .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))
 }
 
 impl Remote {

@@ -16,8 +16,10 @@
 //!   and its hostile-input decoder.
 //! - [`store`]: object naming and create-only uploads.
 //! - [`archiver`]: the background thread that follows the durable log.
-//! - [`backup`](mod@backup): base backups (files and a manifest written last) and
-//!   restoring the newest one with the archive's log.
+//! - [`backup`](mod@backup): base backups (files and a manifest written last).
+//! - [`restore`](mod@restore): restoring a backup and the archive's log to
+//!   the end or to a recovery target (time, LSN, transaction), and the
+//!   timelines (history objects) such restores start.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
@@ -26,8 +28,8 @@
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed).
 //!
-//! Layout and formats (chunks, backups, manifests) and the plans for
-//! timelines are in docs/storage.md, "WAL archive".
+//! Layout and formats (chunks, backups, manifests, timeline histories) are
+//! in docs/storage.md, "WAL archive".
 
 pub mod archiver;
 pub mod backup;
@@ -37,14 +39,14 @@ pub mod error;
 pub mod fault;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
+pub mod restore;
 pub mod store;
 pub mod verify;
 
 pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
-pub use backup::{
-    BackupEntry, BackupOptions, Manifest, RestoreReport, RestoreTarget, backup, restore,
-};
+pub use backup::{BackupEntry, BackupOptions, Manifest, backup};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
+pub use restore::{History, RestoreReport, RestoreTarget, restore};
 pub use store::{Put, Remote};
 pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::*;
 use keel::{Database, RelationId};
-use keel_archive::backup::{BackupOptions, Manifest, RestoreTarget};
+use keel_archive::RestoreTarget;
+use keel_archive::backup::{BackupOptions, Manifest};
 use keel_archive::{ArchiveError, ArchiveTarget, Archiver, Remote, StoreConfig};
 use object_store::path::Path as ObjectPath;
 
@@ -288,6 +289,7 @@ fn a_manifest_round_trips_and_every_damage_is_an_error() {
         checkpoint_end: keel::Lsn(0x12345),
         segment_size: 1 << 24,
         max_batch_bytes: 1 << 20,
+        started_us: Some(1_767_225_600_000_000),
         files: vec![
             keel::backup::BackupFile {
                 name: "control".into(),

@@ -153,6 +153,7 @@ fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
         checkpoint_end: Lsn(0x0200_0080),
         segment_size: 16 << 20,
         max_batch_bytes: 1 << 20,
+        started_us: Some(1_767_225_600_000_000),
         files: vec![
             file("control", 512, 0x1234_5678),
             file("rel/1.heap", 8192 * 3, 0x0bad_cafe),

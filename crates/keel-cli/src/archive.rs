@@ -25,13 +25,19 @@
 //!   keel-archive's `backup` module has the layout): start and end LSN,
 //!   files and size.
 //! - `keel backup --dir D --archive URL` opens the database (it must not be
-//!   open elsewhere), starts an archiver on timeline 1, takes a base
+//!   open elsewhere), starts an archiver on its timeline (1, or the one a
+//!   restore recorded in the directory), takes a base
 //!   backup into the archive (waiting until the log up to its end LSN is
 //!   archived; the manifest is written last), stops the archiver and
 //!   closes the database.
-//! - `keel restore --archive URL --dir D` restores the newest complete
-//!   backup and the archive's whole log into `D`, which must be absent or
-//!   empty, and opens it once so recovery brings it to the archive's end.
+//! - `keel restore --archive URL --dir D [--time T | --lsn L | --txn X]
+//!   [--timeline N]` restores into `D` (absent or empty) the newest backup
+//!   whose end LSN is at or before the target's stop and the archive's log
+//!   up to the stop, and opens it once so recovery redoes to the stop and
+//!   undoes the rest. A stop before the timeline's head starts a new
+//!   timeline (keel-archive's `restore` module). `--time` is RFC 3339 or
+//!   Unix seconds (fractions allowed), `--lsn` as Keel prints LSNs
+//!   (`HI/LO`) or `0x…`.
 //!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
@@ -112,8 +118,80 @@ pub struct RestoreArgs {
     /// Where to restore: a directory that does not exist or is empty.
     #[arg(long)]
     pub dir: PathBuf,
+    /// Keep every commit at or before this time, nothing after: RFC 3339
+    /// (`2026-12-05T17:00:00Z`, an offset or fractions allowed) or Unix
+    /// seconds (`1767225600.25`).
+    #[arg(long, value_name = "UNIX_SECS", conflicts_with_all = ["lsn", "txn"])]
+    pub time: Option<String>,
+    /// Keep every record that ends at or before this LSN, which must be a
+    /// record's end: `HI/LO` as Keel prints LSNs, or hexadecimal (`0x…`).
+    #[arg(long, value_name = "LSN", conflicts_with_all = ["time", "txn"])]
+    pub lsn: Option<String>,
+    /// Keep up to and including this transaction's commit (decimal id).
+    #[arg(long, value_name = "TXN", conflicts_with_all = ["time", "lsn"])]
+    pub txn: Option<u64>,
+    /// The timeline whose history to restore (`keel archive list` shows
+    /// them).
+    #[arg(long, default_value_t = 1)]
+    pub timeline: u32,
     #[command(flatten)]
     pub location: Location,
+}
+
+/// The recovery target the flags of `keel restore` name.
+pub fn restore_target(args: &RestoreArgs) -> Result<RestoreTarget, Failure> {
+    if let Some(t) = &args.time {
+        let bad = || {
+            Failure(format!(
+                "--time {t:?}: expected RFC 3339 (2026-12-05T17:00:00Z, 2026-12-05T18:00:00.25+01:00) \
+                 or Unix seconds (1767225600, 1767225600.25)"
+            ))
+        };
+        if t.contains('-') || t.contains('T') {
+            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|_| bad())?;
+            let us = u64::try_from(at.timestamp_micros()).map_err(|_| bad())?;
+            return Ok(RestoreTarget::Time(us));
+        }
+        let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+        if secs.is_empty()
+            || !secs.bytes().all(|b| b.is_ascii_digit())
+            || frac.len() > 6
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let secs: u64 = secs.parse().map_err(|_| bad())?;
+        let micros: u64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
+        let us = secs
+            .checked_mul(1_000_000)
+            .and_then(|s| s.checked_add(micros))
+            .ok_or_else(bad)?;
+        return Ok(RestoreTarget::Time(us));
+    }
+    if let Some(l) = &args.lsn {
+        let bad = || {
+            Failure(format!(
+                "--lsn {l:?}: expected HI/LO hexadecimal (as Keel prints LSNs) or 0x…"
+            ))
+        };
+        let value = match (l.split_once('/'), l.strip_prefix("0x")) {
+            (Some((hi, lo)), _) => {
+                let hi = u64::from_str_radix(hi, 16).map_err(|_| bad())?;
+                let lo = u64::from_str_radix(lo, 16).map_err(|_| bad())?;
+                if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
+                    return Err(bad());
+                }
+                (hi << 32) | lo
+            }
+            (None, Some(hex)) => u64::from_str_radix(hex, 16).map_err(|_| bad())?,
+            (None, None) => return Err(bad()),
+        };
+        return Ok(RestoreTarget::Lsn(keel::types::Lsn(value)));
+    }
+    if let Some(x) = args.txn {
+        return Ok(RestoreTarget::Txn(keel::types::TxnId(x)));
+    }
+    Ok(RestoreTarget::End)
 }
 
 /// `keel backup`.
@@ -127,9 +205,11 @@ pub fn backup(args: BackupArgs) -> Result<(), Failure> {
     };
     let archiver = Archiver::start(db.clone(), &target, options).map_err(fail)?;
     let backup_options = BackupOptions {
+        timeline: keel_archive::restore::recorded_timeline(&args.dir)
+            .map_err(fail)?
+            .unwrap_or(1),
         op_timeout: Duration::from_secs(args.location.timeout),
         archive_timeout: Duration::from_secs(args.archive_timeout),
-        ..BackupOptions::default()
     };
     let taken = keel_archive::backup(&db, &archiver, &target, &backup_options);
     let stopped = archiver.stop();
@@ -162,11 +242,12 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
         io: keel_io::IoConfig::from_env()?,
         ..keel::Config::default()
     };
+    let restore_target = restore_target(&args)?;
     let r = keel_archive::restore(
         &target,
         &args.dir,
-        1,
-        RestoreTarget::End,
+        args.timeline,
+        restore_target,
         config,
         Duration::from_secs(args.location.timeout),
     )
@@ -182,6 +263,18 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
         r.recovery.records_redone,
         r.recovery.txns_undone
     );
+    match &r.history {
+        Some(h) => println!(
+            "the archive ran on to LSN {}: started timeline {:08X} (from timeline {:08X} at LSN {}); \
+             an archiver on {} continues on it",
+            r.head,
+            h.timeline,
+            h.parent,
+            h.switch,
+            args.dir.display()
+        ),
+        None => println!("restored to the head of timeline {:08X}", r.timeline),
+    }
     Ok(())
 }
 
@@ -309,8 +402,51 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
     if let Some(s) = summaries.first() {
         println!("database id {:#018x}", s.database_id);
     }
+    for h in remote.list_histories().map_err(fail)? {
+        println!(
+            "timeline {:08X} branched from {:08X} at LSN {} (restore to {}, {})",
+            h.timeline,
+            h.parent,
+            h.switch,
+            h.target,
+            utc(h.created_us)
+        );
+    }
+    for s in &summaries {
+        match restorable(&remote, &backups, s).map_err(fail)? {
+            Some(from) => println!(
+                "timeline {:08X} restorable from LSN {from} (oldest usable backup's end) to LSN {} ({})",
+                s.timeline,
+                s.end,
+                utc(s.times.max_us)
+            ),
+            None => println!(
+                "timeline {:08X}: no usable backup, nothing restorable",
+                s.timeline
+            ),
+        }
+    }
     print_backups(&backups);
     Ok(())
+}
+
+/// The oldest LSN a restore on `s`'s timeline can stop at: the smallest
+/// end LSN of a backup on its path (before the next timeline's switch).
+fn restorable(
+    remote: &Remote,
+    backups: &[keel_archive::Manifest],
+    s: &TimelineSummary,
+) -> Result<Option<keel::types::Lsn>, ArchiveError> {
+    let path = remote.timeline_path(s.timeline)?;
+    Ok(backups
+        .iter()
+        .filter(|m| {
+            path.iter()
+                .any(|&(t, _, to)| t == m.timeline && to.is_none_or(|to| m.end <= to))
+        })
+        .map(|m| m.end)
+        .filter(|&end| end <= s.end)
+        .min())
 }
 
 fn print_backups(backups: &[keel_archive::Manifest]) {

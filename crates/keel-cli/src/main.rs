@@ -65,8 +65,9 @@ enum Command {
     /// Take an online base backup into a WAL archive (credentials from the
     /// environment or --credentials-file, never arguments).
     Backup(archive::BackupArgs),
-    /// Restore the newest complete backup and the archive's log into a new
-    /// data directory.
+    /// Restore a backup and the archive's log into a new data directory, to
+    /// the archive's end or to --time (Unix seconds), --lsn or --txn; a
+    /// point before the end starts a new timeline.
     Restore(archive::RestoreArgs),
     /// The WAL archive in object storage: list its timelines and backups,
     /// verify it.

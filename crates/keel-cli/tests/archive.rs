@@ -271,3 +271,107 @@ fn backup_then_restore_round_trips_and_a_used_directory_is_refused() {
         text(&out.stderr)
     );
 }
+
+/// `keel restore` to a transaction, to an RFC 3339 time and to an LSN:
+/// each directory holds exactly the commits up to its target, a point
+/// before the head starts a timeline that `keel archive list` shows, and a
+/// malformed target is refused naming the flag.
+#[test]
+fn restore_to_a_point_keeps_exactly_the_commits_up_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("data"), tmp.path().join("archive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(dir.clone()), "");
+    let db = Arc::new(Database::open(&data, Config::default()).unwrap());
+    let rel = db.create_relation("r").unwrap();
+    let options = ArchiverOptions {
+        max_delay: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(2),
+        ..ArchiverOptions::default()
+    };
+    let archiver = Archiver::start(db.clone(), &target, options).unwrap();
+    let commit = |i: u32| {
+        let mut tx = db.begin().unwrap();
+        let id = tx.id();
+        tx.insert(rel, &i.to_le_bytes()).unwrap();
+        tx.commit().unwrap();
+        (id, db.durable_lsn())
+    };
+    for i in 0..10 {
+        commit(i);
+    }
+    keel_archive::backup(
+        &db,
+        &archiver,
+        &target,
+        &keel_archive::BackupOptions::default(),
+    )
+    .unwrap();
+    let mut marks = Vec::new();
+    for i in 10..40 {
+        let (txn, lsn) = commit(i);
+        marks.push((txn, lsn, std::time::SystemTime::now()));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+
+    let rows = |d: &Path| {
+        let db = Database::open(d, Config::default()).unwrap();
+        let rel = db.relation("r").unwrap().unwrap();
+        let n = db.begin().unwrap().scan(rel).unwrap().count();
+        db.close().unwrap();
+        n
+    };
+    let restore = |name: &str, flag: &str, value: &str| {
+        let d = tmp.path().join(name);
+        let out = keel(&[
+            "restore",
+            "--archive",
+            &url(&dir),
+            "--dir",
+            &d.display().to_string(),
+            flag,
+            value,
+        ]);
+        (d, out)
+    };
+    // Transaction 15 of the workload (the sixth after the backup).
+    let (d, out) = restore("txn", "--txn", &marks[5].0.0.to_string());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("started timeline 00000002"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(rows(&d), 16);
+    // A time read after commit 25 was durable and before commit 26 began.
+    let at = chrono::DateTime::<chrono::Utc>::from(marks[15].2)
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (d, out) = restore("time", "--time", &at);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(rows(&d), 26);
+    // The LSN where commit 30's record ends (the durable end after it).
+    let lsn = format!("0x{:x}", marks[20].1.0);
+    let (d, out) = restore("lsn", "--lsn", &lsn);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(rows(&d), 31);
+    let (code, out) = archive(&["list", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    for t in ["00000002", "00000003", "00000004"] {
+        assert!(
+            out.contains(&format!("timeline {t} branched from 00000001")),
+            "{out}"
+        );
+    }
+    let (_, out) = restore("bad", "--time", "yesterday");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--time \"yesterday\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,429 @@
+//! Point-in-time restore and timelines on a local-directory store: a seeded
+//! random workload of committed and aborted transactions, archived
+//! continuously with a backup in the middle, restored to random targets
+//! (time, LSN, transaction) and compared with a model of exactly the
+//! transactions committed up to the target; targets that cannot be met are
+//! errors; a restore before the head starts a timeline that later restores
+//! follow and that an archiver on the restored database continues.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use keel::types::{Lsn, TxnId};
+use keel::wal::{Payload, RecordType};
+use keel::{Database, RelationId};
+use keel_archive::{
+    ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, Manifest,
+    RestoreTarget, StoreConfig,
+};
+
+/// A committed transaction as the archive shows it.
+#[derive(Clone, Debug)]
+struct Commit {
+    txn: TxnId,
+    lsn: Lsn,
+    end: Lsn,
+    time_us: u64,
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    target: ArchiveTarget,
+    backup: Manifest,
+    /// Values each transaction inserted (committed or not).
+    written: BTreeMap<TxnId, Vec<Vec<u8>>>,
+    aborted: Vec<TxnId>,
+    commits: Vec<Commit>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn run_txns(db: &Database, rel: RelationId, rng: &mut Rng, n: usize, w: &mut World, tag: u8) {
+    for i in 0..n {
+        let mut tx = db.begin().unwrap();
+        let id = tx.id();
+        let mut vals = Vec::new();
+        for r in 0..1 + rng.below(3) {
+            let v = format!("{tag}-{i}-{r}-{}", rng.below(1000)).into_bytes();
+            tx.insert(rel, &v).unwrap();
+            vals.push(v);
+        }
+        w.written.insert(id, vals);
+        if rng.below(4) == 0 {
+            tx.abort().unwrap();
+            w.aborted.push(id);
+        } else {
+            tx.commit().unwrap();
+        }
+        if rng.below(3) == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn commits_in(target: &ArchiveTarget, timeline: u32) -> Vec<Commit> {
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    let mut out = Vec::new();
+    reader
+        .visit(timeline, None, |c| {
+            for (h, p) in c.records() {
+                if h.kind == RecordType::Commit {
+                    let Payload::Commit { commit_time_us } =
+                        Payload::decode(h.kind, p, h.lsn).unwrap()
+                    else {
+                        panic!("commit record without a commit payload");
+                    };
+                    out.push(Commit {
+                        txn: h.txn,
+                        lsn: h.lsn,
+                        end: Lsn(h.lsn.0 + u64::from(h.total_len)),
+                        time_us: commit_time_us,
+                    });
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn world(seed: u64) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    let mut rng = Rng(seed | 1);
+    let mut w = World {
+        backup: Manifest {
+            database_id: 0,
+            timeline: 0,
+            start: Lsn::ZERO,
+            end: Lsn::ZERO,
+            checkpoint_end: Lsn::ZERO,
+            segment_size: 0,
+            max_batch_bytes: 0,
+            started_us: None,
+            files: Vec::new(),
+        },
+        tmp,
+        target,
+        written: BTreeMap::new(),
+        aborted: Vec::new(),
+        commits: Vec::new(),
+    };
+    run_txns(&db, rel, &mut rng, 30, &mut w, 0);
+    let options = BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..BackupOptions::default()
+    };
+    w.backup = keel_archive::backup(&db, &archiver, &w.target, &options).unwrap();
+    run_txns(&db, rel, &mut rng, 60, &mut w, 1);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    w.commits = commits_in(&w.target, 1);
+    w
+}
+
+/// The rows of relation `r` in the database at `dir`, sorted.
+fn rows(dir: &Path) -> Vec<Vec<u8>> {
+    let db = Database::open(dir, config()).unwrap();
+    let rel = db.relation("r").unwrap().unwrap();
+    let mut out: Vec<Vec<u8>> = db
+        .begin()
+        .unwrap()
+        .scan(rel)
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    db.close().unwrap();
+    out.sort();
+    out
+}
+
+fn model(w: &World, kept: impl Fn(&Commit) -> bool) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = w
+        .commits
+        .iter()
+        .filter(|c| kept(c))
+        .filter_map(|c| w.written.get(&c.txn))
+        .flatten()
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+fn restore(
+    w: &World,
+    dir: &Path,
+    timeline: u32,
+    t: RestoreTarget,
+) -> keel_archive::Result<keel_archive::RestoreReport> {
+    keel_archive::restore(
+        &w.target,
+        dir,
+        timeline,
+        t,
+        config(),
+        Duration::from_secs(10),
+    )
+}
+
+#[test]
+fn restores_to_random_targets_hold_exactly_the_commits_up_to_the_target() {
+    for seed in [0x5eed_u64, 0xfeed_beef] {
+        let w = world(seed);
+        let mut rng = Rng(seed.wrapping_mul(7) | 1);
+        // Commits whose record starts after the backup's end: any of them
+        // is a target a restore can meet.
+        let usable: Vec<usize> = (0..w.commits.len())
+            .filter(|&i| w.commits[i].lsn >= w.backup.end)
+            .collect();
+        assert!(usable.len() > 10, "the workload commits after the backup");
+        for round in 0..6 {
+            let i = usable[rng.below(usable.len() as u64) as usize];
+            let c = w.commits[i].clone();
+            let (t, expected) = match round % 3 {
+                0 => (RestoreTarget::Txn(c.txn), model(&w, |x| x.lsn <= c.lsn)),
+                1 => (RestoreTarget::Lsn(c.end), model(&w, |x| x.end <= c.end)),
+                _ => (
+                    RestoreTarget::Time(c.time_us),
+                    model(&w, |x| x.time_us <= c.time_us),
+                ),
+            };
+            let dir = w.tmp.path().join(format!("r{seed:x}-{round}"));
+            let report = restore(&w, &dir, 1, t).unwrap();
+            assert_eq!(rows(&dir), expected, "seed {seed:#x} target {t}");
+            assert!(
+                report.log_end >= report.backup.end,
+                "never before the consistency point"
+            );
+            let last = i + 1 == w.commits.len();
+            assert_eq!(report.history.is_some(), report.log_end < report.head);
+            if !last {
+                assert!(
+                    report.timeline > 1,
+                    "a restore before the head starts a timeline"
+                );
+            }
+        }
+        // The end: every commit.
+        let dir = w.tmp.path().join(format!("end{seed:x}"));
+        let report = restore(&w, &dir, 1, RestoreTarget::End).unwrap();
+        assert_eq!(rows(&dir), model(&w, |_| true));
+        assert_eq!(report.timeline, 1);
+        assert!(report.history.is_none());
+    }
+}
+
+#[test]
+fn targets_that_cannot_be_met_are_errors_naming_them() {
+    let w = world(0xabc);
+    let before = w.commits.iter().find(|c| c.end < w.backup.start).unwrap();
+    let e = restore(
+        &w,
+        &w.tmp.path().join("a"),
+        1,
+        RestoreTarget::Lsn(before.end),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("before the oldest usable backup's end LSN"),
+        "{e}"
+    );
+    assert!(e.contains(&w.backup.end.to_string()), "{e}");
+    let e = restore(&w, &w.tmp.path().join("b"), 1, RestoreTarget::Time(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("before the oldest usable backup started"), "{e}");
+    // A time after the backup started but before its consistency point.
+    let inside = w.commits.iter().find(|c| {
+        c.lsn >= w.backup.start
+            && c.end <= w.backup.end
+            && c.time_us >= w.backup.started_us.unwrap()
+    });
+    if let Some(c) = inside {
+        let e = restore(
+            &w,
+            &w.tmp.path().join("b2"),
+            1,
+            RestoreTarget::Time(c.time_us - 1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("before the oldest usable backup's end LSN"),
+            "{e}"
+        );
+    }
+    let aborted = *w.aborted.last().unwrap();
+    let e = restore(&w, &w.tmp.path().join("c"), 1, RestoreTarget::Txn(aborted))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no commit record"), "{e}");
+    let last = w.commits.last().unwrap();
+    let e = restore(
+        &w,
+        &w.tmp.path().join("d"),
+        1,
+        RestoreTarget::Lsn(Lsn(last.end.0 - 1)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a record boundary"), "{e}");
+    let e = restore(
+        &w,
+        &w.tmp.path().join("e"),
+        1,
+        RestoreTarget::Lsn(Lsn(last.end.0 + (1 << 30))),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("outside the archived log"), "{e}");
+    // None of these started a timeline.
+    let reader = ArchiveReader::open(&w.target, Duration::from_secs(5)).unwrap();
+    assert_eq!(reader.timelines().unwrap(), vec![1]);
+}
+
+#[test]
+fn a_new_timeline_is_archived_and_followed_and_never_touches_the_old_one() {
+    let w = world(0x7177);
+    let old: Vec<_> = snapshot(&w.target)
+        .into_iter()
+        .filter(|(n, _)| n.contains("/wal/00000001/"))
+        .collect();
+    let mid = w
+        .commits
+        .iter()
+        .filter(|c| c.lsn >= w.backup.end)
+        .nth(5)
+        .unwrap()
+        .clone();
+    let a = w.tmp.path().join("a");
+    let report = restore(&w, &a, 1, RestoreTarget::Txn(mid.txn)).unwrap();
+    assert_eq!(report.timeline, 2);
+    let h = report.history.clone().unwrap();
+    assert_eq!((h.parent, h.switch), (1, mid.end));
+    let mut expected = model(&w, |c| c.lsn <= mid.lsn);
+    assert_eq!(rows(&a), expected);
+
+    // An archiver on the restored database continues timeline 2; an
+    // explicit other timeline is refused.
+    let db = open(&a);
+    let rel = db.relation("r").unwrap().unwrap();
+    let refused = Archiver::start(
+        db.clone(),
+        &w.target,
+        ArchiverOptions {
+            timeline: 3,
+            ..fast()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(refused.contains("restored onto timeline 2"), "{refused}");
+    let archiver = Archiver::start(db.clone(), &w.target, fast()).unwrap();
+    for i in 0..20 {
+        let v = format!("after-{i}").into_bytes();
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, &v).unwrap();
+        tx.commit().unwrap();
+        expected.push(v);
+    }
+    expected.sort();
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let now: Vec<_> = snapshot(&w.target)
+        .into_iter()
+        .filter(|(n, _)| n.contains("/wal/00000001/"))
+        .collect();
+    assert_eq!(now, old, "timeline 1's chunks are never touched");
+
+    // Restoring timeline 2 follows its history: timeline 1's backup and
+    // chunks up to the switch, then timeline 2's chunks.
+    let b = w.tmp.path().join("b");
+    let report = restore(&w, &b, 2, RestoreTarget::End).unwrap();
+    assert_eq!(report.timeline, 2);
+    assert!(report.history.is_none());
+    assert_eq!(rows(&b), expected);
+
+    // A point on timeline 2 before its head starts timeline 3.
+    let t2 = commits_in(&w.target, 2);
+    let first_new = t2.first().unwrap();
+    let c = w.tmp.path().join("c");
+    let report = restore(&w, &c, 2, RestoreTarget::Txn(first_new.txn)).unwrap();
+    assert_eq!(report.timeline, 3);
+    let mut first_only = model(&w, |c| c.lsn <= mid.lsn);
+    first_only.push(b"after-0".to_vec());
+    first_only.sort();
+    assert_eq!(rows(&c), first_only);
+}
+
+#[test]
+fn a_target_at_a_chunk_end_before_the_head_starts_a_timeline() {
+    // The commit that ends a chunk other than the last: the stop is found
+    // at that chunk's end, and the head lies chunks further on.
+    for seed in [0x51de_u64, 0xc0ffee, 0x1234_5678] {
+        let w = world(seed);
+        let reader = ArchiveReader::open(&w.target, Duration::from_secs(5)).unwrap();
+        let mut ends = Vec::new();
+        reader
+            .visit(1, None, |c| {
+                ends.push(c.header.end);
+                Ok(())
+            })
+            .unwrap();
+        let head = *ends.last().unwrap();
+        let Some(c) = w
+            .commits
+            .iter()
+            .find(|c| c.lsn >= w.backup.end && c.end < head && ends.contains(&c.end))
+            .cloned()
+        else {
+            continue;
+        };
+        let dir = w.tmp.path().join("at-chunk-end");
+        let report = restore(&w, &dir, 1, RestoreTarget::Txn(c.txn)).unwrap();
+        assert_eq!(
+            report.head, head,
+            "seed {seed:#x}: the head is the archive's end"
+        );
+        assert_eq!(report.log_end, c.end);
+        assert_eq!(
+            report.timeline, 2,
+            "a stop before the head starts a timeline"
+        );
+        assert_eq!(rows(&dir), model(&w, |x| x.lsn <= c.lsn));
+        return;
+    }
+    panic!("no workload put a commit at the end of a chunk before the head");
+}
