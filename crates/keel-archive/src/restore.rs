@@ -139,7 +139,7 @@ pub const HISTORY_VERSION: u32 = 1;
 pub const MAX_HISTORY_BYTES: usize = 4096;
 
 /// The wall clock in µs since the Unix epoch, as commit records store it.
-pub(crate) fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

@@ -523,7 +523,7 @@ fn verify(l: &Location) -> Result<(), Failure> {
 }
 
 /// A commit time (µs since the epoch) in RFC 3339, UTC; `-` for none.
-fn utc(us: u64) -> String {
+pub(crate) fn utc(us: u64) -> String {
     let t = i64::try_from(us)
         .ok()
         .filter(|&t| t != 0)

@@ -80,12 +80,25 @@ fn demo_archive_loses_the_directory_and_restores_it_from_the_archive() {
         stdout.contains("keel check on the restored directory: no problem"),
         "{stdout}"
     );
-    let restored = stdout
+    for restored in stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("restored database:"))
-        .unwrap();
-    assert!(restored.ends_with(" 0 lost, 0 phantom"), "{restored}");
+        .filter(|l| l.trim_start().starts_with("restored database:"))
+    {
+        assert!(restored.ends_with(" 0 lost, 0 phantom"), "{restored}");
+    }
     assert!(stdout.contains("restore verified"), "{stdout}");
+    // The point-in-time restore came first: fewer tuples, a new timeline.
+    let tuples: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("restored database: "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(tuples.len(), 2, "{stdout}");
+    assert!(tuples[0] < tuples[1], "{stdout}");
+    assert!(
+        stdout.contains("the restore started timeline 2"),
+        "{stdout}"
+    );
     // The archive is left for inspection and holds the backup.
     let archive = dir.path().join("demo.archive").join("store");
     let url = format!("file://{}", archive.display());

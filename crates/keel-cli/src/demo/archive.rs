@@ -8,11 +8,15 @@
 //!    through the same code), and takes an online base backup into it
 //!    while nothing else runs;
 //! 2. runs two batches of transactions, waiting after each until the log
-//!    is archived;
+//!    is archived, and reads the clock between them (the point);
 //! 3. loses the data directory (deletes it, as a lost machine would);
-//! 4. restores the backup and the archived log into the same path, runs
-//!    `keel check` on it, and verifies every tuple: every acknowledged
-//!    commit is there, and nothing else. The restore is timed, and its rate
+//! 4. restores the backup and the archived log into the same path to the
+//!    point (a new timeline starts there), runs `keel check` on it, and
+//!    verifies every tuple: the first batch is there and nothing of the
+//!    second;
+//! 5. loses the directory again and restores it to the archive's end,
+//!    checks and verifies it: every acknowledged commit is there, and
+//!    nothing else. This restore is timed, and its rate
 //!    (log bytes from the backup's start to the archive's head, per second
 //!    of the whole restore: download, log import and recovery) is printed
 //!    beside the rate of the crash step's local recovery.
@@ -89,16 +93,19 @@ pub struct Run<'a> {
 pub struct Outcome {
     /// Transactions acknowledged after the backup.
     pub after_backup: usize,
-    /// Problems `keel check` found in the restored directory.
+    /// Of those, the ones before the point-in-time restore's target.
+    pub at_point: usize,
+    /// Problems `keel check` found in the restored directories.
     pub check_errors: Vec<String>,
-    /// Verification of the restored database.
-    pub verdict: Verdict,
+    /// Verification of the database restored to the point, then to the end.
+    pub verdicts: [Verdict; 2],
 }
 
 impl Outcome {
-    /// Whether the restored database is exactly the history up to the point.
+    /// Whether each restored database is exactly the history up to its
+    /// target.
     pub fn passed(&self) -> bool {
-        self.check_errors.is_empty() && self.verdict.passed()
+        self.check_errors.is_empty() && self.verdicts.iter().all(Verdict::passed)
     }
 }
 
@@ -130,7 +137,6 @@ pub fn run(
     local: &RecoveryReport,
 ) -> Result<Outcome, Failure> {
     let (dir, target, threads, seed) = (run.dir, &run.place.target, run.threads, run.seed);
-    let fail = |e: keel_archive::ArchiveError| Failure(e.to_string());
     let db = Arc::new(Database::open(dir, Config::default())?);
     let rels = relation_ids(&db)?;
     let archiver = Archiver::start(db.clone(), target, ArchiverOptions::default()).map_err(fail)?;
@@ -151,12 +157,14 @@ pub fn run(
         ..Sizes::small()
     };
     let started = Instant::now();
-    let (mut batch, _, _) = super::workload(&db, rels, threads, (3, seed ^ 0xA5), sizes)?;
+    let (first, _, _) = super::workload(&db, rels, threads, (3, seed ^ 0xA5), sizes)?;
     archiver
         .wait_archived(db.durable_lsn(), ARCHIVE_TIMEOUT)
         .map_err(fail)?;
+    // The point: every commit of the first batch was acknowledged before
+    // this reading, and every one of the second is logged after it.
+    let point = keel_archive::restore::now_us();
     let (second, _, _) = super::workload(&db, rels, threads, (4, seed ^ 0x5A), sizes)?;
-    batch.extend(second);
     let head = archiver
         .wait_archived(db.durable_lsn(), ARCHIVE_TIMEOUT)
         .map_err(fail)?;
@@ -170,31 +178,34 @@ pub fn run(
         }
     }
     println!(
-        "  {} commits after the backup, archived to LSN {head} in {:.2} s",
-        batch.len(),
+        "  {} + {} commits after the backup, archived to LSN {head} in {:.2} s",
+        first.len(),
+        second.len(),
         started.elapsed().as_secs_f64()
     );
-    std::fs::remove_dir_all(dir)
-        .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
-    println!("  lost the data directory {}", dir.display());
-    let restore_started = Instant::now();
-    let report = keel_archive::restore(
-        target,
-        dir,
-        1,
-        RestoreTarget::End,
-        Config::default(),
-        ARCHIVE_TIMEOUT,
-    )
-    .map_err(fail)?;
-    let restore_secs = restore_started.elapsed().as_secs_f64();
-    // The restored directory is the demo's again: the next run may wipe it.
-    super::write_marker(dir)?;
-    println!(
-        "  restored the backup and {} chunks of log to LSN {}: {} records redone, {} \
-         transactions undone",
-        report.chunks, report.log_end, report.recovery.records_redone, report.recovery.txns_undone
-    );
+    lose(dir)?;
+    // To the point between the batches: the first batch and nothing of the
+    // second.
+    let mut expected = history;
+    expected.extend(first.iter().cloned());
+    let at_point = restore_and_verify(
+        run,
+        RestoreTarget::Time(point),
+        &format!("{}, between the two batches", crate::archive::utc(point)),
+        &expected,
+    )?;
+    if let Some(h) = &at_point.report.history {
+        println!(
+            "  the archive runs on to LSN {}: the restore started timeline {} (branched from {} \
+             at LSN {}); timeline 1 is untouched",
+            at_point.report.head, h.timeline, h.parent, h.switch
+        );
+    }
+    lose(dir)?;
+    // To the archive's end: every acknowledged commit.
+    expected.extend(second.iter().cloned());
+    let at_end = restore_and_verify(run, RestoreTarget::End, "the end of the archive", &expected)?;
+    let (report, restore_secs) = (&at_end.report, at_end.secs);
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let log = mib(report
         .log_end
@@ -214,6 +225,61 @@ pub fn run(
         local.duration.as_secs_f64(),
         rate(mib(local.bytes_scanned), local.duration)
     );
+    Ok(Outcome {
+        after_backup: first.len() + second.len(),
+        at_point: first.len(),
+        check_errors: [at_point.check_errors, at_end.check_errors].concat(),
+        verdicts: [at_point.verdict, at_end.verdict],
+    })
+}
+
+fn fail(e: keel_archive::ArchiveError) -> Failure {
+    Failure(e.to_string())
+}
+
+/// Deletes the data directory, as a lost machine would lose it.
+fn lose(dir: &Path) -> Result<(), Failure> {
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
+    println!("  lost the data directory {}", dir.display());
+    Ok(())
+}
+
+/// One restore into the demo's directory, checked and verified.
+struct Restored {
+    report: keel_archive::RestoreReport,
+    secs: f64,
+    check_errors: Vec<String>,
+    verdict: Verdict,
+}
+
+/// Restores the archive into the (lost) data directory to `point`, runs
+/// `keel check` on it and verifies that it holds exactly `expected`.
+fn restore_and_verify(
+    run: &Run<'_>,
+    point: RestoreTarget,
+    shown: &str,
+    expected: &[TxnRecord],
+) -> Result<Restored, Failure> {
+    let dir = run.dir;
+    let started = Instant::now();
+    let report = keel_archive::restore(
+        &run.place.target,
+        dir,
+        1,
+        point,
+        Config::default(),
+        ARCHIVE_TIMEOUT,
+    )
+    .map_err(fail)?;
+    let secs = started.elapsed().as_secs_f64();
+    // The restored directory is the demo's again: the next run may wipe it.
+    super::write_marker(dir)?;
+    println!(
+        "  restored to {shown}: the backup and {} chunks of log to LSN {}, {} records redone, \
+         {} transactions undone",
+        report.chunks, report.log_end, report.recovery.records_redone, report.recovery.txns_undone
+    );
     let check_errors = crate::check::errors(dir)?;
     println!(
         "  keel check on the restored directory: {}",
@@ -226,11 +292,8 @@ pub fn run(
     for e in &check_errors {
         println!("  check: {e}");
     }
-    let mut expected = history;
-    let after_backup = batch.len();
-    expected.extend(batch);
     let db = Database::open(dir, Config::default())?;
-    let verdict = verify::verify(&db, relation_ids(&db)?, &expected, &[])?;
+    let verdict = verify::verify(&db, relation_ids(&db)?, expected, &[])?;
     db.close()?;
     for p in &verdict.problems {
         println!("  problem: {p}");
@@ -242,8 +305,9 @@ pub fn run(
         verdict.lost.len(),
         verdict.phantom.len()
     );
-    Ok(Outcome {
-        after_backup,
+    Ok(Restored {
+        report,
+        secs,
         check_errors,
         verdict,
     })

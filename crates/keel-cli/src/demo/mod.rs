@@ -251,9 +251,10 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
         passed = outcome.passed();
         if passed {
             println!(
-                "restore verified: every commit acknowledged before the loss is there ({} after \
-                 the backup), and nothing else",
-                outcome.after_backup
+                "restore verified: to the point, the {} commits before it and nothing after; to \
+                 the end, every commit acknowledged before the loss ({} after the backup), and \
+                 nothing else",
+                outcome.at_point, outcome.after_backup
             );
         }
     }
