@@ -99,6 +99,12 @@ fn a_backup_over_s3_restores_every_row() {
     backup_and_restore(&server.target(SECRET_KEY, "backup"));
 }
 
+#[test]
+fn a_point_in_time_restore_over_s3_starts_and_follows_a_timeline() {
+    let server = Server::start();
+    restore_to_a_point_and_follow_the_timeline(&server.target(SECRET_KEY, "pitr"));
+}
+
 /// Create-only puts over the wire: a retried upload, and another writer.
 #[test]
 fn create_only_puts_tell_a_retry_from_another_writer() {

@@ -308,3 +308,72 @@ pub fn backup_and_restore(target: &ArchiveTarget) {
     assert_eq!(n, 150);
     db2.close().unwrap();
 }
+
+/// Point-in-time restore through the store: a restore to a transaction
+/// keeps exactly the commits up to it and starts timeline 2 (its history
+/// object uploaded create-only); an archiver on the restored database
+/// continues timeline 2, and a restore of timeline 2 follows timeline 1 up
+/// to the switch, then timeline 2.
+pub fn restore_to_a_point_and_follow_the_timeline(target: &ArchiveTarget) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), target, fast()).unwrap();
+    let insert = |db: &Database, i: usize| {
+        let mut tx = db.begin().unwrap();
+        let id = tx.id();
+        tx.insert(rel, &value(i, 40)).unwrap();
+        tx.commit().unwrap();
+        id
+    };
+    for i in 0..5 {
+        insert(&db, i);
+    }
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    keel_archive::backup(&db, &archiver, target, &options).unwrap();
+    let txns: Vec<_> = (5..20).map(|i| insert(&db, i)).collect();
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let count = |dir: &std::path::Path| {
+        let db = Database::open(dir, config()).unwrap();
+        let rel = db.relation("r").unwrap().unwrap();
+        let n = db.begin().unwrap().scan(rel).unwrap().count();
+        db.close().unwrap();
+        n
+    };
+    let restore = |dir: &std::path::Path, timeline, t| {
+        keel_archive::restore(target, dir, timeline, t, config(), Duration::from_secs(10)).unwrap()
+    };
+    let a = tmp.path().join("a");
+    let report = restore(&a, 1, keel_archive::RestoreTarget::Txn(txns[4]));
+    assert_eq!(report.timeline, 2);
+    assert_eq!(count(&a), 10);
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let histories = remote.list_histories().unwrap();
+    assert_eq!(histories.len(), 1);
+    assert_eq!((histories[0].timeline, histories[0].parent), (2, 1));
+    let db = open(&a);
+    let archiver = Archiver::start(db.clone(), target, fast()).unwrap();
+    for i in 100..103 {
+        insert(&db, i);
+    }
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let b = tmp.path().join("b");
+    let report = restore(&b, 2, keel_archive::RestoreTarget::End);
+    assert_eq!(report.timeline, 2);
+    assert_eq!(count(&b), 13);
+    // Timeline 1 is still whole: its end has all twenty.
+    let c = tmp.path().join("c");
+    restore(&c, 1, keel_archive::RestoreTarget::End);
+    assert_eq!(count(&c), 20);
+}
