@@ -81,7 +81,7 @@ use crate::store::Remote;
 /// The control file's name in a restore's target until its files and log
 /// are complete: not a name a data directory holds, so an open of a
 /// restore cut short is refused, never taken for a database.
-pub const RESTORING_CONTROL: &str = "control.restoring";
+pub const RESTORING_CONTROL: &str = keel::datadir::layout::RESTORING_CONTROL_FILE;
 /// Manifest format version.
 pub const MANIFEST_VERSION: u32 = 2;
 /// The oldest manifest version still read (it has no `started` line).

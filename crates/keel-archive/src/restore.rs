@@ -803,6 +803,16 @@ fn refuse_non_empty(dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
+            Some(_)
+                if !dir.join(keel::datadir::layout::CONTROL_FILE).exists()
+                    && dir.join(RESTORING_CONTROL).exists() =>
+            {
+                Err(ArchiveError::Restore(format!(
+                    "{} holds an unfinished restore ({RESTORING_CONTROL}): delete it and restore \
+                     again (a restore writes only into a new or empty directory)",
+                    dir.display()
+                )))
+            }
             Some(_) => Err(ArchiveError::Restore(format!(
                 "{} is not empty: a restore writes only into a new or empty directory",
                 dir.display()

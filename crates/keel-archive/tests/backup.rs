@@ -214,9 +214,14 @@ fn a_damaged_backup_file_is_refused_naming_it() {
     // database.
     let open_err = Database::open(&restored, config()).unwrap_err();
     assert!(
-        open_err.to_string().contains("control.restoring"),
+        open_err
+            .to_string()
+            .contains("unfinished restore (control.restoring"),
         "{open_err}"
     );
+    // Restoring into it again names it too.
+    let again = restore_into(&s, &restored).unwrap_err().to_string();
+    assert!(again.contains("holds an unfinished restore"), "{again}");
 }
 
 #[test]

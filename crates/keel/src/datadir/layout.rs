@@ -45,6 +45,11 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const CONTROL_FILE: &str = "control";
 /// A control file being written, renamed over [`CONTROL_FILE`].
 pub const CONTROL_TMP_FILE: &str = "control.tmp";
+/// The control file of a restore in progress (crate `keel-archive`),
+/// renamed to [`CONTROL_FILE`] once the restore's files and log are
+/// complete: a directory holding it and no control file is an unfinished
+/// restore, which an open refuses.
+pub const RESTORING_CONTROL_FILE: &str = "control.restoring";
 /// The directory of log segments.
 pub const WAL_DIR: &str = "wal";
 /// The directory of relation files.
@@ -178,6 +183,13 @@ pub(crate) fn check_adoptable(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
             return refuse("`control` is a directory, not a control file".into());
         }
         return Ok(());
+    }
+    if entries.iter().any(|e| e.name == RESTORING_CONTROL_FILE) {
+        return refuse(format!(
+            "it holds an unfinished restore ({RESTORING_CONTROL_FILE}, no control file): the \
+             restore stopped before its files and log were complete; delete the directory and \
+             restore again"
+        ));
     }
     for e in &entries {
         let known = BEFORE_CONTROL
