@@ -31,6 +31,7 @@ pub mod heap;
 pub mod lock;
 pub mod page;
 pub mod recovery;
+pub mod standby;
 mod storage;
 mod sync;
 pub mod txn;

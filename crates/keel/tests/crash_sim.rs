@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Crash tests on the simulated disk: a power cut at a random I/O operation
 //! during a transactional workload (inserts, bulk inserts, updates,
-//! deletes, aborts, with checkpoints), then recovery, and sometimes a
-//! second power cut during recovery itself. After the final
+//! deletes, aborts, with checkpoints), then recovery, sometimes a
+//! standby's redo-only apply first (`keel::standby`, itself cut by a power
+//! cut half the time), and sometimes a second power cut during recovery
+//! itself. After the final
 //! recovery the relation holds exactly the acknowledged commits (plus, at
 //! most, the one transaction whose commit was in flight), whatever
 //! unsynced writes the cut dropped or tore.
@@ -258,6 +260,7 @@ fn power_cuts(seeds: &[u64]) {
     let (mut with_commits, mut with_keys, mut redone, mut undone) = (0, 0, 0, 0);
     let mut compared = 0;
     let (mut ddl_ran, mut ddl_cut) = (0, 0);
+    let mut applies = 0;
     for &seed in seeds {
         // One cycle in four runs with redo consistency checking.
         let check = seed % 4 == 0;
@@ -273,6 +276,26 @@ fn power_cuts(seeds: &[u64]) {
         drop(db);
 
         let mut sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1000)));
+        if rng.below(3) == 0 {
+            // The directory as a standby's: a redo-only apply (no undo, no
+            // log, the control file moved to the newest checkpoint), cut by
+            // a power cut half the time, before the open that promotes it.
+            let cut_apply = rng.coin();
+            if cut_apply {
+                sim.add_fault(FaultRule::at_op(
+                    sim.op_count() + 1 + rng.below(400),
+                    Fault::PowerCut,
+                ));
+            }
+            let dyn_sim: Arc<dyn keel_io::AsyncIo> = sim.clone();
+            let applied = keel::standby::apply_log_with_io("/db", config(check), dyn_sim);
+            if !cut_apply {
+                applied.unwrap_or_else(|e| panic!("seed {seed} (redo-only apply): {e}"));
+            }
+            applies += 1;
+            let disk = sim.crash();
+            sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 3000)));
+        }
         if rng.coin() {
             // A second power cut, during recovery.
             sim.add_fault(FaultRule::at_op(
@@ -320,13 +343,17 @@ fn power_cuts(seeds: &[u64]) {
         // it would have failed), not only skipped the check records.
         assert!(compared > 0, "no page compared in {cycles} cycles");
         assert!(
+            applies * 5 >= cycles,
+            "only {applies} of {cycles} cycles applied redo-only first"
+        );
+        assert!(
             ddl_ran * 2 >= cycles,
             "relations were created in only {ddl_ran} of {cycles} cycles"
         );
     }
     eprintln!(
         "{cycles} cycles: {with_commits} with commits ({with_keys} with tree keys), {redone} redid, {undone} undid, \
-         {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL)"
+         {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL), {applies} redo-only applies first"
     );
 }
 

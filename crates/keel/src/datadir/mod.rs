@@ -43,7 +43,7 @@ mod sync;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use open::open;
+pub(crate) use open::{apply_redo_only, open};
 pub(crate) use sync::sync_if_unclean;
 pub use sync::{RecoveryInitSync, SyncReport, sync_data_directory};
 

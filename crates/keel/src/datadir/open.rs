@@ -23,7 +23,7 @@ use crate::heap::{Relation, RelationKind};
 use crate::lock::LockManager;
 use crate::recovery::checkpoint::load_fsm;
 use crate::recovery::control::{Control, read_control};
-use crate::recovery::{PageSpace, Recovered, RecoveryReport, recover};
+use crate::recovery::{Finish, PageSpace, Recovered, RecoveryReport, recover};
 use crate::storage::Storage;
 use crate::txn::TxnTable;
 use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
@@ -50,6 +50,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
         &mut rels,
         control.as_ref(),
         config.wal.recovery_mode,
+        Finish::Undo,
     )?;
     let catalog = Catalog::new(recovered.next_relation);
     let (orphans, removed) = load_catalog(&store, dir, &catalog, rels, &recovered)?;
@@ -319,4 +320,66 @@ fn refresh_fsm(store: &Storage, rel: &Relation, rec: &Recovered, loaded: bool) -
         }
     }
     Ok(())
+}
+
+/// The open sequence up to redo, for a standby ([`crate::standby`]): the
+/// files, redo of the whole log from the control file's checkpoint with
+/// no undo, every page redo changed written and synced, and the control
+/// file moved to the newest complete checkpoint the log holds (the
+/// restartpoint). Nothing is logged, and the directory stays unclean.
+pub(crate) fn apply_redo_only(
+    dir: &Path,
+    config: &Config,
+    io: Arc<dyn AsyncIo>,
+) -> Result<crate::standby::ApplyReport> {
+    super::layout::check_adoptable(&io, dir)?;
+    let dir_lock = lock_dir(dir)?;
+    let Some(control) = read_control(&io, dir)? else {
+        return Err(DbError::Config(format!(
+            "{} has no control file: a standby applies log to a restored database",
+            dir.display()
+        ))
+        .into());
+    };
+    let synced = super::sync_if_unclean(&io, dir, Some(&control), config.recovery_init_sync)?;
+    let store = open_store(dir, config, io, Some(&control))?;
+    let mut rels = open_relation_files(&store, dir, true)?;
+    let recovered = recover(
+        &store,
+        dir,
+        &mut rels,
+        Some(&control),
+        config.wal.recovery_mode,
+        Finish::RedoOnly,
+    )?;
+    // Invariant 4 holds trivially: the log is all durable (nothing new).
+    store.pool.flush_all()?;
+    let mut report = recovered.report;
+    report.data_dir_sync = synced;
+    let restartpoint = recovered
+        .last_checkpoint
+        .filter(|c| c.end > control.checkpoint_end)
+        .map(|c| Control {
+            clean: false,
+            next_relation: recovered.next_relation.max(control.next_relation),
+            database_id: control.database_id,
+            redo_start: c.redo_start,
+            checkpoint_end: c.end,
+            undo_start: c.undo_start,
+            next_txn: TxnId(
+                c.next_txn
+                    .0
+                    .max(recovered.max_txn.0.saturating_add(1))
+                    .max(control.next_txn.0),
+            ),
+        });
+    if let Some(c) = &restartpoint {
+        crate::recovery::control::write_control(&store.io, dir, c)?;
+    }
+    drop(store);
+    drop(dir_lock);
+    Ok(crate::standby::ApplyReport {
+        recovery: report,
+        restartpoint: restartpoint.map(|c| c.checkpoint_end),
+    })
 }

@@ -39,6 +39,19 @@ pub(super) struct Analysis {
     pub max_txn: TxnId,
     /// Creates and drops the log holds.
     pub ddl: DdlLog,
+    /// The newest complete checkpoint read: its end record's LSN and what
+    /// that record says (a standby's restartpoint, [`crate::standby`]).
+    pub last_checkpoint: Option<CheckpointSeen>,
+}
+
+/// A checkpoint end record read by analysis.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckpointSeen {
+    /// The end record's LSN.
+    pub end: Lsn,
+    pub redo_start: Lsn,
+    pub undo_start: Lsn,
+    pub next_txn: TxnId,
 }
 
 impl Analysis {
@@ -49,6 +62,7 @@ impl Analysis {
             open: BTreeMap::new(),
             max_txn,
             ddl: DdlLog::default(),
+            last_checkpoint: None,
         }
     }
 
@@ -57,6 +71,20 @@ impl Analysis {
     /// (those records are already undone, invariant 8); a record that
     /// needs undo is pushed.
     pub(super) fn record(&mut self, h: &RecordHeader, payload: &Payload) {
+        if let Payload::CheckpointEnd {
+            next_txn,
+            redo_start,
+            undo_start,
+            ..
+        } = *payload
+        {
+            self.last_checkpoint = Some(CheckpointSeen {
+                end: h.lsn,
+                redo_start,
+                undo_start,
+                next_txn,
+            });
+        }
         if h.txn.0 == 0 {
             return;
         }

@@ -153,6 +153,19 @@ pub(crate) struct Recovered {
     /// every id a `relation-create` record names and every relation file
     /// found on disk (ids are never reused, invariant 13).
     pub next_relation: u32,
+    /// The newest complete checkpoint in the log read.
+    pub last_checkpoint: Option<analysis::CheckpointSeen>,
+}
+
+/// What recovery does once the log is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// Undo the losers and complete committed drops: the database opens.
+    Undo,
+    /// Nothing: redo only, for a standby ([`crate::standby`]). The losers
+    /// stay as they are (their transactions may still commit in log not
+    /// yet shipped), no file is removed and nothing is logged.
+    RedoOnly,
 }
 
 /// Runs analysis, redo and undo over the log of the open `store`, starting
@@ -165,6 +178,7 @@ pub(crate) fn recover(
     rels: &mut HashMap<RelationId, Arc<Relation>>,
     control: Option<&Control>,
     mode: RecoveryMode,
+    finish: Finish,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let (scan_start, redo_start) =
@@ -204,10 +218,13 @@ pub(crate) fn recover(
         max_txn: analysis.max_txn,
         ddl,
         next_relation: 1,
+        last_checkpoint: analysis.last_checkpoint,
     };
     rec.report.log_end = store.wal.end_lsn();
-    undo::undo_losers(store, mode, rels, analysis.open, &mut rec)?;
-    rec.report.drops_completed = rec.ddl.finish(store, dir, rels)?;
+    if finish == Finish::Undo {
+        undo::undo_losers(store, mode, rels, analysis.open, &mut rec)?;
+        rec.report.drops_completed = rec.ddl.finish(store, dir, rels)?;
+    }
     let after = |id: Option<RelationId>| id.map_or(1, |r| r.0.saturating_add(1));
     rec.next_relation = control
         .map_or(1, |c| c.next_relation)

@@ -1,0 +1,165 @@
+//! A standby's redo (`keel::standby::apply_log`): a copy of a closed
+//! primary, fed the primary's log as it grows, applies it with no undo and
+//! no log of its own, moves its control file to each newer checkpoint (so
+//! the next apply starts there, not at the copy), and, opened at last,
+//! holds exactly the primary's committed rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+use std::path::Path;
+
+use keel::standby::apply_log;
+use keel::{Config, Database, RecoveryCheckpoint};
+
+fn config() -> Config {
+    Config {
+        checkpoint_interval: None,
+        checkpoint_wal_bytes: u64::MAX,
+        recovery_checkpoint: RecoveryCheckpoint::BeforeOpenReturns,
+        ..Config::default()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "LOCK" {
+            continue;
+        }
+        match e.file_type().unwrap().is_dir() {
+            true => copy_dir(&e.path(), &to.join(&name)),
+            false => {
+                std::fs::copy(e.path(), to.join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// Ships the primary's log: every segment file it has, over the standby's.
+fn ship_log(primary: &Path, standby: &Path) {
+    copy_dir(&primary.join("wal"), &standby.join("wal"));
+}
+
+/// The standby's log files that the primary also has are byte for byte
+/// the primary's: the standby logged nothing.
+fn assert_log_is_the_primarys(primary: &Path, standby: &Path) {
+    for e in std::fs::read_dir(primary.join("wal")).unwrap() {
+        let e = e.unwrap();
+        let theirs = std::fs::read(e.path()).unwrap();
+        let ours = std::fs::read(standby.join("wal").join(e.file_name())).unwrap();
+        assert!(
+            ours == theirs,
+            "{:?} differs from the primary's",
+            e.file_name()
+        );
+    }
+}
+
+fn insert(db: &Database, v: &[u8]) {
+    let rel = db.relation("r").unwrap().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, v).unwrap();
+    tx.commit().unwrap();
+}
+
+fn rows(dir: &Path) -> Vec<Vec<u8>> {
+    let db = Database::open(dir, config()).unwrap();
+    let rel = db.relation("r").unwrap().unwrap();
+    let mut out: Vec<Vec<u8>> = db
+        .begin()
+        .unwrap()
+        .scan(rel)
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    db.close().unwrap();
+    out.sort();
+    out
+}
+
+fn row(i: u32) -> Vec<u8> {
+    format!("row-{i:05}-{}", "x".repeat(100)).into_bytes()
+}
+
+#[test]
+fn a_standby_applies_shipped_log_with_restartpoints_and_opens_to_the_primarys_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = (tmp.path().join("primary"), tmp.path().join("standby"));
+    let db = Database::open(&p, config()).unwrap();
+    db.create_relation("r").unwrap();
+    for i in 0..50 {
+        insert(&db, &row(i));
+    }
+    db.close().unwrap();
+    copy_dir(&p, &s);
+
+    // The primary goes on: a checkpoint, more commits, and a transaction
+    // left open whose insert is durable (a later commit flushed it).
+    let db = Database::open(&p, config()).unwrap();
+    let rel = db.relation("r").unwrap().unwrap();
+    for i in 50..100 {
+        insert(&db, &row(i));
+    }
+    let c1 = db.checkpoint().unwrap();
+    for i in 100..120 {
+        insert(&db, &row(i));
+    }
+    let mut loser = db.begin().unwrap();
+    loser.insert(rel, b"open-at-the-ship").unwrap();
+    insert(&db, &row(120));
+
+    ship_log(&p, &s);
+    let first = apply_log(&s, config()).unwrap();
+    assert_eq!(
+        first.restartpoint,
+        Some(c1.end),
+        "the control file moves to the checkpoint"
+    );
+    assert_eq!(first.recovery.txns_undone, 0, "a standby undoes nothing");
+    assert!(first.recovery.records_redone > 0);
+    assert_log_is_the_primarys(&p, &s);
+
+    // Applying again starts at the restartpoint, not at the copy, and
+    // finds every page already current.
+    let again = apply_log(&s, config()).unwrap();
+    assert_eq!(again.restartpoint, None);
+    assert!(again.recovery.scan_start > first.recovery.scan_start);
+    assert_eq!(again.recovery.records_redone, 0);
+    assert_log_is_the_primarys(&p, &s);
+
+    // Promoting a copy now: the open transaction is a loser.
+    let promoted = tmp.path().join("promoted-early");
+    copy_dir(&s, &promoted);
+    let mut expected: Vec<Vec<u8>> = (0..=120).map(row).collect();
+    expected.sort();
+    assert_eq!(rows(&promoted), expected);
+
+    // The open transaction commits on the primary, which checkpoints and
+    // closes; the standby applies that too.
+    loser.commit().unwrap();
+    for i in 121..140 {
+        insert(&db, &row(i));
+    }
+    let c2 = db.checkpoint().unwrap();
+    db.close().unwrap();
+    ship_log(&p, &s);
+    let last = apply_log(&s, config()).unwrap();
+    assert!(last.restartpoint.is_some_and(|r| r > c2.begin), "{last:?}");
+    assert_log_is_the_primarys(&p, &s);
+    let mut expected: Vec<Vec<u8>> = (0..140).map(row).collect();
+    expected.push(b"open-at-the-ship".to_vec());
+    expected.sort();
+    assert_eq!(rows(&s), expected);
+    assert_eq!(rows(&p), expected);
+}
+
+#[test]
+fn a_standby_without_a_control_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = apply_log(tmp.path().join("absent"), config()).unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+    let err = apply_log(tmp.path(), config()).unwrap_err();
+    assert!(err.to_string().contains("has no control file"), "{err}");
+}
