@@ -1,0 +1,260 @@
+//! The archiver's published progress: a small text file in the data
+//! directory, so that `keel stats` (a separate process that opens the
+//! directory after the server has closed it, or looks at it beside a
+//! running one) reports how far the archive got without contacting the
+//! store.
+//!
+//! Why a file and not the archive itself: `keel stats` must work with no
+//! credentials and no network, and must say *why* the archive lags (the
+//! last error), which only the archiver knows. The archive remains the
+//! truth: the file is advisory, and a restore never reads it.
+//!
+//! ## Format (`archive-status`, version 1)
+//!
+//! UTF-8 lines `key value`, the first line `keel-archive-status 1`:
+//!
+//! | key | value |
+//! |-----|-------|
+//! | `state` | `ok`, `broken` (uploads failing, retrying), `failed` (stopped on an error), `stopped` |
+//! | `policy` | `keep-going`, or `stall <max_unarchived_bytes> <timeout_ms>` |
+//! | `archived_lsn` | every durable record below it is archived |
+//! | `durable_lsn` | the log's durable end when written |
+//! | `oldest_unarchived_commit_us` | commit time (µs since the epoch) of the oldest commit read from the log and not yet archived; `0`: none |
+//! | `updated_us` | when the file was written (µs since the epoch) |
+//! | `chunks`, `retries` | counters |
+//! | `last_error` | the most recent error on one line (absent: none) |
+//!
+//! Unknown keys are ignored (a newer archiver may add some); a missing
+//! key, a bad number or another first line is an error naming the line.
+//!
+//! ## Rules
+//!
+//! - Written to `archive-status.tmp`, then renamed over `archive-status`:
+//!   a reader sees the old or the new file whole, never a mix.
+//! - Not synced: after a power cut the file may be older than the archive
+//!   (never newer than what the archiver saw). It is rewritten when the
+//!   state changes and at most about once a second while progress is made.
+//! - Errors never carry credentials (`ArchiveError` never formats them).
+
+use std::path::{Path, PathBuf};
+
+use keel::types::Lsn;
+
+use crate::error::{ArchiveError, Result};
+
+/// The status file's name in the data directory.
+pub const STATUS_FILE: &str = "archive-status";
+const MAGIC: &str = "keel-archive-status 1";
+
+/// The archiver's state as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveState {
+    /// The last upload landed.
+    Ok,
+    /// Uploads fail and are being retried; the archive lags.
+    Broken,
+    /// The archiver stopped on an error.
+    Failed,
+    /// The archiver was stopped.
+    Stopped,
+}
+
+impl ArchiveState {
+    /// The word in the file and in `keel stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveState::Ok => "ok",
+            ArchiveState::Broken => "broken",
+            ArchiveState::Failed => "failed",
+            ArchiveState::Stopped => "stopped",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ArchiveState> {
+        Some(match s {
+            "ok" => ArchiveState::Ok,
+            "broken" => ArchiveState::Broken,
+            "failed" => ArchiveState::Failed,
+            "stopped" => ArchiveState::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// One published status (module table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedStatus {
+    /// The archiver's state.
+    pub state: ArchiveState,
+    /// The policy, as written (`keep-going` or `stall BYTES MS`).
+    pub policy: String,
+    /// Every durable record below it is archived.
+    pub archived_lsn: Lsn,
+    /// The durable end when written.
+    pub durable_lsn: Lsn,
+    /// Commit time of the oldest unarchived commit the archiver has read.
+    pub oldest_unarchived_commit_us: Option<u64>,
+    /// When it was written.
+    pub updated_us: u64,
+    /// Chunks uploaded.
+    pub chunks: u64,
+    /// Uploads retried.
+    pub retries: u64,
+    /// The most recent error.
+    pub last_error: Option<String>,
+}
+
+impl PublishedStatus {
+    /// Durable log bytes not archived when it was written.
+    pub fn lag_bytes(&self) -> u64 {
+        self.durable_lsn.0.saturating_sub(self.archived_lsn.0)
+    }
+
+    /// The file's text.
+    pub fn encode(&self) -> String {
+        let mut s = format!(
+            "{MAGIC}\nstate {}\npolicy {}\narchived_lsn {}\ndurable_lsn {}\n\
+             oldest_unarchived_commit_us {}\nupdated_us {}\nchunks {}\nretries {}\n",
+            self.state.as_str(),
+            self.policy,
+            self.archived_lsn.0,
+            self.durable_lsn.0,
+            self.oldest_unarchived_commit_us.unwrap_or(0),
+            self.updated_us,
+            self.chunks,
+            self.retries,
+        );
+        if let Some(e) = &self.last_error {
+            s.push_str("last_error ");
+            s.push_str(&one_line(e));
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Parses the file's text; `path` names it in errors.
+    pub fn decode(path: &Path, text: &str) -> Result<PublishedStatus> {
+        let bad = |line: usize, reason: String| ArchiveError::StatusFormat {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            return Err(bad(1, format!("the first line is not {MAGIC:?}")));
+        }
+        let mut fields = std::collections::HashMap::new();
+        for (i, l) in lines.enumerate() {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            fields.insert(k, (i + 2, v));
+        }
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .copied()
+                .ok_or_else(|| bad(0, format!("no {k:?} line")))
+        };
+        let num = |k: &str| -> Result<u64> {
+            let (line, v) = get(k)?;
+            v.parse()
+                .map_err(|_| bad(line, format!("{k} {v:?} is not a number")))
+        };
+        let (line, state) = get("state")?;
+        let state = ArchiveState::parse(state)
+            .ok_or_else(|| bad(line, format!("unknown state {state:?}")))?;
+        let oldest = num("oldest_unarchived_commit_us")?;
+        Ok(PublishedStatus {
+            state,
+            policy: get("policy")?.1.to_string(),
+            archived_lsn: Lsn(num("archived_lsn")?),
+            durable_lsn: Lsn(num("durable_lsn")?),
+            oldest_unarchived_commit_us: (oldest != 0).then_some(oldest),
+            updated_us: num("updated_us")?,
+            chunks: num("chunks")?,
+            retries: num("retries")?,
+            last_error: fields.get("last_error").map(|(_, v)| v.to_string()),
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// The status file of data directory `dir`.
+pub fn status_path(dir: &Path) -> PathBuf {
+    dir.join(STATUS_FILE)
+}
+
+/// Writes `status` to `dir`'s status file (module rules: temporary file,
+/// rename; not synced).
+pub fn write_status(dir: &Path, status: &PublishedStatus) -> Result<()> {
+    let path = status_path(dir);
+    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+    let io = |op| {
+        let path = path.clone();
+        move |source| ArchiveError::StatusIo { path, op, source }
+    };
+    std::fs::write(&tmp, status.encode()).map_err(io("write"))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename"))
+}
+
+/// Reads `dir`'s status file; `None` when no archiver ever published one.
+pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
+    let path = status_path(dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => PublishedStatus::decode(&path, &text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ArchiveError::StatusIo {
+            path,
+            op: "read",
+            source,
+        }),
+    }
+}
+
+/// Microseconds since the Unix epoch now.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_status_round_trips_and_bad_files_name_the_line() {
+        let st = PublishedStatus {
+            state: ArchiveState::Broken,
+            policy: "stall 1048576 5000".into(),
+            archived_lsn: Lsn(4096),
+            durable_lsn: Lsn(9000),
+            oldest_unarchived_commit_us: Some(17),
+            updated_us: 99,
+            chunks: 3,
+            retries: 4,
+            last_error: Some("object store: put\nx".into()),
+        };
+        let p = Path::new("d/archive-status");
+        let back = PublishedStatus::decode(p, &st.encode()).unwrap();
+        assert_eq!(back.last_error.as_deref(), Some("object store: put x"));
+        assert_eq!(back.lag_bytes(), 4904);
+        assert_eq!(
+            PublishedStatus {
+                last_error: st.last_error.clone(),
+                ..back
+            },
+            st
+        );
+        let text = st.encode().replace("chunks 3", "chunks three");
+        let err = PublishedStatus::decode(p, &text).unwrap_err().to_string();
+        assert!(err.contains("line 8") && err.contains("chunks"), "{err}");
+        let err = PublishedStatus::decode(p, "hello\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}
