@@ -62,13 +62,14 @@
 //!   upload lands again. The disk is what runs out.
 //! - [`ArchivePolicy::Stall`]: the archiver sets the engine's limit on
 //!   unarchived log ([`Database::limit_unarchived`], `keel::wal::gate`):
-//!   once more than `max_unarchived_bytes` lie past the hold, each commit
-//!   waits before its commit record is appended; it goes on as soon as an
-//!   upload lands (moving the hold wakes it), and after `timeout` it is
-//!   rolled back and fails with `DbError::CommitStalled` (never
-//!   acknowledged, invariant 6). Stopping or dropping the archiver lifts
-//!   the limit (waiters go on; the hold stays); an archiver that failed
-//!   but is not yet stopped keeps it.
+//!   once more than `max_unarchived_bytes` of durable log lie past the
+//!   hold, each user commit waits (keeping its locks) before its commit
+//!   record is appended; it goes on as soon as an upload lands (moving
+//!   the hold wakes it), and after `timeout` it is rolled back and fails
+//!   with `DbError::CommitStalled` (never acknowledged, invariant 6).
+//!   Stopping or dropping the archiver lifts the limit (waiters go on;
+//!   the hold stays); an archiver that failed but is not yet stopped
+//!   keeps it.
 //!
 //! ## Published progress
 //!

@@ -34,7 +34,9 @@
 //! - Not synced: after a power cut the file may be older than the archive
 //!   (never newer than what the archiver saw). It is rewritten when the
 //!   state changes and at most about once a second while progress is made.
-//! - Errors never carry credentials (`ArchiveError` never formats them).
+//! - `last_error` never carries credentials: `ArchiveError` never formats
+//!   them, and the line is passed through [`redact`] (the user and
+//!   password of a URL, and its query, are cut) before it is written.
 
 use std::path::{Path, PathBuf};
 
@@ -178,7 +180,33 @@ impl PublishedStatus {
 }
 
 fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+    redact(&s.replace(['\n', '\r'], " "))
+}
+
+/// `s` with what a URL may carry that is not for every reader removed:
+/// the user and password before an `@` in its authority, and its query
+/// (where presigned requests carry signatures and credential scopes).
+/// `ArchiveError` never formats credentials; this covers text from below
+/// it (an HTTP client's error naming the request URL).
+pub fn redact(s: &str) -> String {
+    s.split(' ')
+        .map(|word| {
+            let Some(scheme_end) = word.find("://") else {
+                return word.to_string();
+            };
+            let (scheme, rest) = word.split_at(scheme_end + 3);
+            let rest = match rest.find('?') {
+                Some(q) => format!("{}?<redacted>", &rest[..q]),
+                None => rest.to_string(),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+                None => format!("{scheme}{rest}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The status file of data directory `dir`.
@@ -252,6 +280,21 @@ mod tests {
         let text = st.encode().replace("chunks 3", "chunks three");
         let err = PublishedStatus::decode(p, &text).unwrap_err().to_string();
         assert!(err.contains("line 8") && err.contains("chunks"), "{err}");
+        let leaky = PublishedStatus {
+            last_error: Some(
+                "Error performing PUT http://AKIA:s3cr3t@host:8333/b/k?X-Amz-Signature=ab12 \
+                 in 1s, to s3://bucket/p"
+                    .into(),
+            ),
+            ..st.clone()
+        };
+        let text = leaky.encode();
+        assert!(!text.contains("s3cr3t") && !text.contains("AKIA"), "{text}");
+        assert!(!text.contains("ab12"), "{text}");
+        assert!(
+            text.contains("http://<redacted>@host:8333/b/k?<redacted> in 1s, to s3://bucket/p"),
+            "{text}"
+        );
         let err = PublishedStatus::decode(p, "hello\n")
             .unwrap_err()
             .to_string();

@@ -243,3 +243,49 @@ fn keep_going_reports_broken_keeps_the_log_and_loses_nothing() {
     assert_eq!(rows(&db2, rel2), 50 + 800);
     db2.close().unwrap();
 }
+
+/// `Stall` with the archive up: a transaction that writes far more than
+/// the limit before committing still commits, at once or as soon as the
+/// archiver ships the durable log (the gate counts the durable end, which
+/// the archiver can always reach, not records still waiting to be made
+/// durable), and concurrent small commits are never failed.
+#[test]
+fn stall_never_fails_commits_while_the_archive_is_up() {
+    let (_faults, target) = faulty();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(
+        db.clone(),
+        &target,
+        stall(16 << 10, Duration::from_secs(10)),
+    )
+    .unwrap();
+    let small = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for t in 0..50 {
+                let mut tx = db.begin().unwrap();
+                tx.insert(rel, &value(1_000_000 + t, 100)).unwrap();
+                tx.commit().unwrap();
+            }
+        })
+    };
+    for t in 0..3 {
+        let mut tx = db.begin().unwrap();
+        // About 1 MiB of records, 64 times the limit.
+        for r in 0..3000 {
+            tx.insert(rel, &value(t * 3000 + r, 300)).unwrap();
+        }
+        let t0 = Instant::now();
+        tx.commit().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+    small.join().unwrap();
+    assert_eq!(rows(&db, rel), 9000 + 50);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(archiver.status().state(), ArchiveState::Ok);
+    archiver.stop().unwrap();
+}

@@ -388,12 +388,14 @@ impl Database {
     }
 
     /// Bounds the log not yet archived (`None`: no bound): while more than
-    /// `max_bytes` of log lie past the hold ([`hold_log_from`](Self::hold_log_from)),
-    /// commits wait before appending their commit record, and one that
+    /// `max_bytes` of durable log lie past the hold
+    /// ([`hold_log_from`](Self::hold_log_from)), commits wait before
+    /// appending their commit record, keeping their locks, and one that
     /// waits `timeout` is rolled back and fails with
     /// [`DbError::CommitStalled`] (never acknowledged: invariant 6). Moving
     /// the hold or changing the bound wakes the waiters. An archiver sets
-    /// this for its `Stall` policy.
+    /// this for its `Stall` policy; `keel::wal::gate` states what the bound
+    /// covers and what it does not.
     pub fn limit_unarchived(&self, limit: Option<crate::wal::UnarchivedLimit>) {
         self.inner.store.wal.set_unarchived_limit(limit);
     }

@@ -3,22 +3,53 @@
 //! An archiver holds the log from the end of what it has shipped
 //! ([`Wal::hold_from`](super::Wal::hold_from)), so retirement keeps every
 //! unarchived segment. While the archive is down the log therefore grows
-//! without bound. A [`UnarchivedLimit`] bounds it: a transaction's commit
-//! is admitted only while the log past the hold (the reserved end minus the
-//! hold) is at most `max_bytes`; otherwise the committer waits, before its
-//! commit record is appended, until the hold moves (the archive caught up),
-//! the limit is lifted, or `timeout` passes (the caller then rolls the
-//! transaction back: it never committed, so nothing acknowledged is lost —
-//! invariant 6).
+//! without bound. A [`UnarchivedLimit`] bounds it by stalling commits.
 //!
-//! Rules:
+//! ## The rule
+//!
+//! A user transaction's commit is admitted while
+//! `durable end − hold ≤ max_bytes`, where the hold is the archive's end
+//! and the durable end is [`Wal::durable_lsn`](super::Wal::durable_lsn).
+//! Otherwise the committer waits, before its commit record is appended,
+//! until the hold moves (an upload landed), the limit is lifted, or
+//! `timeout` passes; then the caller rolls the transaction back: it never
+//! committed, so nothing acknowledged is lost (invariant 6).
+//!
+//! Why the durable end and not the reserved end: the archiver can ship
+//! only durable records, so with a healthy archive `durable end − hold`
+//! always falls back to zero within the archiver's `max_delay`, whatever
+//! `max_bytes` is. Records appended but not yet durable (a large
+//! transaction still writing, a batch in flight) would keep the reserved
+//! end past the limit with nothing the archiver could do about it, and a
+//! commit would fail although the archive works.
+//!
+//! What the limit bounds, precisely: the *durable* log past the archive's
+//! end at the moment a commit is admitted. It is a soft bound on the log on
+//! disk, exceeded by
+//! - the records of transactions that are still writing (only commits are
+//!   gated, never other appends: a transaction is stopped at its commit,
+//!   not in the middle of its work),
+//! - commits admitted together before the durable end moved (each admits
+//!   on the same reading), and their commit records,
+//! - rollbacks (compensation records and abort records are never gated:
+//!   undoing must always be possible) and system transactions (catalog
+//!   changes commit durably and ungated: `CommitWait::Durable`),
+//! - checkpoints and the records they write.
+//!
+//! ## Rules
+//!
 //! - The gate never blocks a commit record already appended: admission is
 //!   decided before the append, so a waiter holds no log position and no
-//!   group-commit slot, only its own locks.
+//!   group-commit slot.
+//! - A waiter keeps its transaction's locks while it waits (it is still
+//!   active: it may yet commit). Transactions that need them wait too, or
+//!   fail by their own lock timeout or deadlock detection; the wait is
+//!   bounded by `timeout`, after which the rollback releases them.
 //! - Every change to the hold or the limit wakes the waiters; they also
 //!   re-check every [`RECHECK`] so a poisoned database (invariant 16) is
 //!   noticed by the caller's own check, never waited out.
-//! - No hold, or no limit: every commit is admitted at once.
+//! - No hold, or no limit: every commit is admitted at once. A transaction
+//!   that wrote nothing (no commit record) is admitted at once.
 
 use std::time::{Duration, Instant};
 
@@ -33,8 +64,8 @@ const RECHECK: Duration = Duration::from_millis(50);
 /// The bound on unarchived log (module essay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnarchivedLimit {
-    /// Commits wait once more than this many bytes of log lie past the
-    /// hold.
+    /// Commits wait once more than this many bytes of durable log lie
+    /// past the hold.
     pub max_bytes: u64,
     /// How long one commit waits before it fails.
     pub timeout: Duration,
@@ -43,7 +74,7 @@ pub struct UnarchivedLimit {
 /// Why a commit was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stalled {
-    /// Bytes of log past the hold when the wait ended.
+    /// Durable log bytes past the hold when the wait ended.
     pub unarchived: u64,
     /// Where the log is held from (the archive's end).
     pub held_from: Lsn,
@@ -78,7 +109,7 @@ impl CommitGate {
     }
 
     /// Waits until a commit may be appended. `log` reads the hold and the
-    /// log's reserved end; `keep_waiting` returns false when the caller
+    /// log's durable end (module rule); `keep_waiting` returns false when the caller
     /// must stop waiting (a poisoned database), which admits it so that
     /// its own checks report why.
     pub(crate) fn admit(

@@ -803,8 +803,8 @@ impl Wal {
         self.gate.wake();
     }
 
-    /// Bounds the log past the hold ([`gate`]; `None`: no bound): commits
-    /// wait in [`Wal::admit_commit`] while more lies there.
+    /// Bounds the durable log past the hold ([`gate`]; `None`: no bound):
+    /// commits wait in [`Wal::admit_commit`] while more lies there.
     pub fn set_unarchived_limit(&self, limit: Option<UnarchivedLimit>) {
         self.gate.set_limit(limit);
     }
@@ -815,10 +815,11 @@ impl Wal {
     }
 
     /// Waits until a commit record may be appended under the unarchived
-    /// limit ([`gate`]); `keep_waiting` false admits at once.
+    /// limit ([`gate`]: the durable end counts, not the reserved one);
+    /// `keep_waiting` false admits at once.
     pub fn admit_commit(&self, keep_waiting: impl Fn() -> bool) -> Result<(), Stalled> {
         self.gate
-            .admit(|| (self.held_from(), self.end_lsn()), keep_waiting)
+            .admit(|| (self.held_from(), self.durable_lsn()), keep_waiting)
     }
 
     /// Pins the log from `lsn` on until the returned [`LogPin`] is
