@@ -29,6 +29,15 @@
 //!
 //! ## Rules
 //!
+//! - Its presence marks a data directory whose log an archive follows:
+//!   the `keel` commands that open an existing directory then hold its log
+//!   from the oldest segment (`WalConfig::hold_at_open`), so that their
+//!   checkpoints retire nothing the archive may lack; the next archiver
+//!   moves the hold. Removing the file ends that (the archive is then no
+//!   longer followed, and a later archiver may meet a gap, which it
+//!   reports, never skips).
+//! - The archive's end is the truth: `archived_lsn` is advisory and may be
+//!   behind it (the file is written after the upload), never ahead.
 //! - Written to `archive-status.tmp`, then renamed over `archive-status`:
 //!   a reader sees the old or the new file whole, never a mix.
 //! - Not synced: after a power cut the file may be older than the archive

@@ -217,3 +217,82 @@ fn bad_archive_policy_flags_are_refused_naming_the_flag() {
         assert!(!data.exists(), "{flags:?} created the data directory");
     }
 }
+
+fn segments(data: &Path) -> usize {
+    std::fs::read_dir(data.join("wal"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy().into_owned();
+            name.strip_suffix(".wal")
+                .is_some_and(|n| n.len() == 16 && n.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .count()
+}
+
+/// Log written after the archiver stopped is not in the archive: `keel
+/// checkpoint` (and every command opening the directory) must not retire
+/// it, so that the next archiver (`keel shell --archive`) continues the
+/// archive from its end with no gap and `keel archive verify` passes.
+#[test]
+fn commands_opening_an_archived_directory_retire_no_unarchived_log() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use keel::{Config, Database};
+    use keel_archive::{ArchiveTarget, Archiver, ArchiverOptions, StoreConfig};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let archive = tmp.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let url = format!("file://{}", archive.display());
+    let mut config = Config {
+        checkpoint_interval: None,
+        ..Config::default()
+    };
+    config.wal.segment_size_bytes = 128 << 10;
+    config.wal.max_batch_bytes = 32 << 10;
+    config.wal.min_wal_size_bytes = 0;
+    let db = Arc::new(Database::open(&data, config).unwrap());
+    let rel = db.create_relation("r").unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(archive.clone()), "");
+    let options = ArchiverOptions {
+        max_delay: Duration::from_millis(20),
+        ..ArchiverOptions::default()
+    };
+    let archiver = Archiver::start(db.clone(), &target, options).unwrap();
+    let insert = |n: usize| {
+        for t in 0..n {
+            let mut tx = db.begin().unwrap();
+            for r in 0..20usize {
+                tx.insert(rel, &vec![(t * 20 + r) as u8; 300]).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+    };
+    insert(5);
+    archiver.stop().unwrap();
+    // About 1.2 MiB of log the archive does not have: several segments.
+    insert(200);
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let before = segments(&data);
+    assert!(before > 5, "{before} segments");
+
+    let d = data.to_str().unwrap();
+    let out = keel(&["checkpoint", "--dir", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(segments(&data) >= before, "unarchived log retired");
+    let out = shell(&["--dir", d, "--archive", &url], "quit\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verify = keel(&["archive", "verify", "--archive", &url]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    let json = stats_json(&data);
+    assert_eq!(json["archive"]["state"], "stopped");
+    assert!(json["archive"]["archived_lsn_bytes"].as_u64().unwrap() > 1 << 20);
+}
