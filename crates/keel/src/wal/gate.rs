@@ -143,3 +143,77 @@ impl CommitGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    const LIMIT: UnarchivedLimit = UnarchivedLimit {
+        max_bytes: 100,
+        timeout: Duration::from_millis(200),
+    };
+
+    #[test]
+    fn admission_follows_the_rule() {
+        let gate = CommitGate::default();
+        // No limit, or no hold: admitted whatever lies past.
+        assert!(gate.admit(|| (Some(Lsn(0)), Lsn(1 << 30)), || true).is_ok());
+        gate.set_limit(Some(LIMIT));
+        assert!(gate.admit(|| (None, Lsn(1 << 30)), || true).is_ok());
+        // At the limit: admitted; one byte past: waits the timeout, fails.
+        assert!(gate.admit(|| (Some(Lsn(50)), Lsn(150)), || true).is_ok());
+        let t0 = Instant::now();
+        let s = gate
+            .admit(|| (Some(Lsn(50)), Lsn(151)), || true)
+            .unwrap_err();
+        assert!(t0.elapsed() >= LIMIT.timeout);
+        assert_eq!((s.unarchived, s.held_from, s.limit), (101, Lsn(50), LIMIT));
+        assert!(s.waited >= LIMIT.timeout);
+        // A hold past the durable end counts as nothing unarchived.
+        assert!(gate.admit(|| (Some(Lsn(500)), Lsn(151)), || true).is_ok());
+        // A caller that must stop waiting (a poisoned database) is admitted
+        // at once, for its own checks to report why.
+        let t0 = Instant::now();
+        assert!(gate.admit(|| (Some(Lsn(0)), Lsn(1000)), || false).is_ok());
+        assert!(t0.elapsed() < LIMIT.timeout);
+    }
+
+    #[test]
+    fn a_waiter_goes_on_when_the_hold_moves_or_the_limit_is_lifted() {
+        let gate = Arc::new(CommitGate::default());
+        gate.set_limit(Some(UnarchivedLimit {
+            timeout: Duration::from_secs(30),
+            ..LIMIT
+        }));
+        let hold = Arc::new(AtomicU64::new(0));
+        let waiter = |gate: &Arc<CommitGate>, hold: &Arc<AtomicU64>| {
+            let (gate, hold) = (gate.clone(), hold.clone());
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let r = gate.admit(
+                    || (Some(Lsn(hold.load(Ordering::SeqCst))), Lsn(1000)),
+                    || true,
+                );
+                (r, t0.elapsed())
+            })
+        };
+        let w = waiter(&gate, &hold);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!w.is_finished());
+        hold.store(950, Ordering::SeqCst);
+        gate.wake();
+        let (r, waited) = w.join().unwrap();
+        assert!(r.is_ok() && waited < Duration::from_secs(10), "{waited:?}");
+        hold.store(0, Ordering::SeqCst);
+        let w = waiter(&gate, &hold);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!w.is_finished());
+        gate.set_limit(None);
+        let (r, waited) = w.join().unwrap();
+        assert!(r.is_ok() && waited < Duration::from_secs(10), "{waited:?}");
+    }
+}
