@@ -262,6 +262,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// docs/storage.md's example status file decodes, and it shows exactly
+    /// the keys `encode` writes, in the same order.
+    #[test]
+    fn the_documented_example_is_the_format() {
+        let doc = include_str!("../../../docs/storage.md");
+        let section = &doc[doc.find("### Retention and archive status").unwrap()..];
+        let start = section.find(MAGIC).unwrap();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let st = PublishedStatus::decode(Path::new("docs"), example).unwrap();
+        assert_eq!(st.state, ArchiveState::Broken);
+        assert!(st.lag_bytes() > 0 && st.last_error.is_some());
+        let keys = |text: &str| -> Vec<String> {
+            text.lines()
+                .skip(1)
+                .map(|l| l.split(' ').next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(keys(example), keys(&st.encode()));
+    }
+
     #[test]
     fn a_status_round_trips_and_bad_files_name_the_line() {
         let st = PublishedStatus {
