@@ -23,8 +23,10 @@
 //!   be durable or not, so the database is poisoned (invariant 16) and
 //!   recovery decides. Before the record is appended, a user commit waits
 //!   for admission under the archiver's limit on unarchived log
-//!   ([`crate::wal::gate`]); not admitted in time, it is rolled back
-//!   instead (the edge to Aborting) and fails with `CommitStalled`.
+//!   ([`crate::wal::gate`]), still Active and keeping its locks; not
+//!   admitted within the limit's timeout, it is rolled back instead (the
+//!   edge to Aborting) and fails with `CommitStalled`. System transactions
+//!   (`CommitWait::Durable`) are never gated.
 //! - **Aborting** ([`end`] with [`End::Rollback`]): the undo stack is
 //!   rolled back with compensation records (invariant 8). A failed undo
 //!   poisons: **Failed**, its changes left to recovery, unreadable.
