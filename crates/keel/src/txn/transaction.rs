@@ -8,9 +8,9 @@
 //!                 │                            Failed ◄── undo failed ──┐
 //!                 │                                                     │
 //!                 └─ abort(), drop, a deadlock ─ end(Rollback) ──► Aborting
-//!                    or lock timeout (fail())                           │
-//!                                                                       ▼
-//!                                                                   Aborted
+//!                    or lock timeout (fail());                          │
+//!                    commit() not admitted by the                       ▼
+//!                    archive gate in time (admit())                 Aborted
 //! ```
 //!
 //! - **Active**: reads and writes take locks ([`crate::lock`]) and the
