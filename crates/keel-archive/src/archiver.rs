@@ -306,9 +306,13 @@ impl Archiver {
         options.validate()?;
         let remote = Remote::open(target, options.op_timeout)?;
         let start = resume_point(&db, &remote, &options)?;
+        // A start that fails puts back the hold it found (one set at open
+        // for an archive that lags), never lifts it: the log it keeps may
+        // be all that is left of what the archive lacks.
+        let previous = db.log_hold();
         db.hold_log_from(Some(start));
         if let Err(e) = probe_log(&db, start) {
-            db.hold_log_from(None);
+            db.hold_log_from(previous);
             return Err(e);
         }
         if let ArchivePolicy::Stall {

@@ -289,3 +289,36 @@ fn stall_never_fails_commits_while_the_archive_is_up() {
     assert_eq!(archiver.status().state(), ArchiveState::Ok);
     archiver.stop().unwrap();
 }
+
+/// An archiver that cannot start because the log it would begin with is
+/// gone puts back the hold it found instead of lifting it, so the next
+/// checkpoint still retires none of the log that hold keeps.
+#[test]
+fn a_failed_start_keeps_the_hold_it_found() {
+    let (_faults, target) = faulty();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let first = db.durable_lsn();
+    // Several 128 KiB segments, then a checkpoint that retires them.
+    workload(&db, rel, 40, 20, 0);
+    db.checkpoint().unwrap();
+    let readable = db
+        .log_reader(first)
+        .ok()
+        .and_then(|mut r| r.next())
+        .is_some_and(|r| r.is_ok());
+    assert!(!readable, "the first segments were not retired");
+    let held = db.durable_lsn();
+    db.hold_log_from(Some(held));
+    workload(&db, rel, 40, 20, 0);
+    let options = ArchiverOptions {
+        start_lsn: Some(first),
+        ..fast()
+    };
+    let err = Archiver::start(db.clone(), &target, options).unwrap_err();
+    assert!(err.to_string().contains(&first.to_string()), "{err}");
+    assert_eq!(db.log_hold(), Some(held));
+    db.checkpoint().unwrap();
+    assert!(db.log_reader(held).unwrap().all(|r| r.is_ok()));
+}
