@@ -52,6 +52,33 @@
 //! with an error naming the LSN it cannot read, never a silent gap.
 //!
 //! One archiver per database: the hold is a single value.
+//!
+//! ## When the archive is down ([`ArchivePolicy`])
+//!
+//! Retirement waits for the archive (the hold above), so an archive that
+//! stays down makes the log grow. The user chooses what happens then;
+//! nothing is lost silently either way:
+//!
+//! - [`ArchivePolicy::KeepGoing`] (the default): commits go on, the hold
+//!   stays (no unarchived segment is retired), and `status()` and the
+//!   status file say `broken`, with the last error and the lag, until an
+//!   upload lands again. The disk is what runs out.
+//! - [`ArchivePolicy::Stall`]: the archiver sets the engine's limit on
+//!   unarchived log ([`Database::limit_unarchived`], `keel::wal::gate`):
+//!   once more than `max_unarchived_bytes` of durable log lie past the
+//!   hold, each user commit waits (keeping its locks) before its commit
+//!   record is appended; it goes on as soon as an upload lands (moving
+//!   the hold wakes it), and after `timeout` it is rolled back and fails
+//!   with `DbError::CommitStalled` (never acknowledged, invariant 6).
+//!   Stopping or dropping the archiver lifts the limit (waiters go on;
+//!   the hold stays); an archiver that failed but is not yet stopped
+//!   keeps it.
+//!
+//! ## Published progress
+//!
+//! The archiver writes its state to the data directory's status file
+//! ([`crate::status`]) when the state changes and about once a second
+//! while it progresses; `keel stats` reads it.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +92,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::chunk::{self, CHUNK_HEADER_SIZE, ChunkBuilder, MAX_RAW_BYTES};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Result};
+use crate::status::{self, ArchiveState, PublishedStatus};
 use crate::store::{Put, Remote};
 
 /// How the archiver batches and retries.
@@ -94,6 +122,40 @@ pub struct ArchiverOptions {
     /// log is still on disk); `None`: the durable end of the log. Ignored
     /// when the timeline has chunks: archiving continues after them.
     pub start_lsn: Option<Lsn>,
+    /// What commits do while the archive is down (module essay).
+    pub on_archive_down: ArchivePolicy,
+    /// Whether to write the status file in the data directory
+    /// ([`crate::status`]).
+    pub publish_status: bool,
+}
+
+/// What commits do while the archive is down (module essay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ArchivePolicy {
+    /// Commits go on; the log is kept and the archiver reports `broken`.
+    #[default]
+    KeepGoing,
+    /// Commits wait once more than `max_unarchived_bytes` of log are not
+    /// archived, and fail (rolled back) after waiting `timeout`.
+    Stall {
+        /// Log bytes past the archive's end at which commits wait.
+        max_unarchived_bytes: u64,
+        /// How long one commit waits before it fails.
+        timeout: Duration,
+    },
+}
+
+impl ArchivePolicy {
+    /// As written in the status file: `keep-going` or `stall BYTES MS`.
+    pub fn describe(&self) -> String {
+        match self {
+            ArchivePolicy::KeepGoing => "keep-going".into(),
+            ArchivePolicy::Stall {
+                max_unarchived_bytes,
+                timeout,
+            } => format!("stall {max_unarchived_bytes} {}", timeout.as_millis()),
+        }
+    }
 }
 
 impl Default for ArchiverOptions {
@@ -107,6 +169,8 @@ impl Default for ArchiverOptions {
             max_backoff: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(30),
             start_lsn: None,
+            on_archive_down: ArchivePolicy::KeepGoing,
+            publish_status: true,
         }
     }
 }
@@ -126,6 +190,13 @@ impl ArchiverOptions {
         if self.poll_interval.is_zero() || self.op_timeout.is_zero() {
             return Err(ArchiveError::Config(
                 "poll_interval and op_timeout must be positive".into(),
+            ));
+        }
+        if let ArchivePolicy::Stall { timeout, .. } = self.on_archive_down
+            && timeout.is_zero()
+        {
+            return Err(ArchiveError::Config(
+                "the Stall policy's timeout must be positive".into(),
             ));
         }
         Ok(())
@@ -151,8 +222,29 @@ pub struct ArchiverStatus {
     pub last_error: Option<Arc<ArchiveError>>,
     /// Whether the archiver stopped on an error (`last_error` says which).
     pub failed: bool,
+    /// Whether uploads have failed since the last one that landed (the
+    /// archive is down; `last_error` says why; retries go on).
+    pub broken: bool,
+    /// Commit time (µs since the epoch) of the oldest commit the archiver
+    /// has read from the log and not yet archived.
+    pub oldest_unarchived_commit_us: Option<u64>,
     /// Whether its thread still runs.
     pub running: bool,
+}
+
+impl ArchiverStatus {
+    /// `ok`, `broken`, `failed` or `stopped`.
+    pub fn state(&self) -> ArchiveState {
+        if self.failed {
+            ArchiveState::Failed
+        } else if !self.running {
+            ArchiveState::Stopped
+        } else if self.broken {
+            ArchiveState::Broken
+        } else {
+            ArchiveState::Ok
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +255,8 @@ struct State {
     retries: u64,
     last_error: Option<Arc<ArchiveError>>,
     failed: bool,
+    broken: bool,
+    oldest_commit: Option<u64>,
     running: bool,
     /// Set by `stop`: retry uploads until then, then give up.
     stop_deadline: Option<Instant>,
@@ -219,10 +313,24 @@ impl Archiver {
         options.start_lsn = options.start_lsn.or(from);
         let remote = Remote::open(target, options.op_timeout)?;
         let start = resume_point(&db, &remote, &options)?;
+        // A start that fails puts back the hold it found (one set at open
+        // for an archive that lags), never lifts it: the log it keeps may
+        // be all that is left of what the archive lacks.
+        let previous = db.log_hold();
         db.hold_log_from(Some(start));
         if let Err(e) = probe_log(&db, start) {
-            db.hold_log_from(None);
+            db.hold_log_from(previous);
             return Err(e);
+        }
+        if let ArchivePolicy::Stall {
+            max_unarchived_bytes,
+            timeout,
+        } = options.on_archive_down
+        {
+            db.limit_unarchived(Some(keel::wal::UnarchivedLimit {
+                max_bytes: max_unarchived_bytes,
+                timeout,
+            }));
         }
         let shared = Arc::new(Shared::default());
         shared.update(|st| {
@@ -237,6 +345,8 @@ impl Archiver {
             unread_since: None,
             oldest_seen: None,
             staging: Vec::new(),
+            uploading_commit: None,
+            published: None,
             remote,
             options,
             shared: shared.clone(),
@@ -244,7 +354,10 @@ impl Archiver {
         let thread = std::thread::Builder::new()
             .name("keel-archiver".into())
             .spawn(move || worker.run())
-            .map_err(|e| ArchiveError::Config(format!("cannot start the archiver thread: {e}")))?;
+            .map_err(|e| {
+                db.limit_unarchived(None);
+                ArchiveError::Config(format!("cannot start the archiver thread: {e}"))
+            })?;
         Ok(Archiver {
             db,
             stop_timeout,
@@ -260,19 +373,7 @@ impl Archiver {
 
     /// The archiver's counters, lag and last error.
     pub fn status(&self) -> ArchiverStatus {
-        let durable = self.db.durable_lsn();
-        let st = self.shared.state.lock();
-        ArchiverStatus {
-            archived_lsn: st.archived,
-            durable_lsn: durable,
-            lag_bytes: durable.0.saturating_sub(st.archived.0),
-            chunks: st.chunks,
-            bytes_uploaded: st.bytes_uploaded,
-            retries: st.retries,
-            last_error: st.last_error.clone(),
-            failed: st.failed,
-            running: st.running,
-        }
+        status_of(&self.db, &self.shared.state.lock())
     }
 
     /// Waits until the archive holds every record below `lsn` (for
@@ -319,6 +420,9 @@ impl Archiver {
         self.shared
             .update(|st| st.stop_deadline = Some(*st.stop_deadline.get_or_insert(deadline)));
         let _ = thread.join();
+        // The Stall limit belongs to a running archiver: lifting it lets
+        // waiting commits go on (the hold stays, so nothing is retired).
+        self.db.limit_unarchived(None);
         let st = self.shared.state.lock();
         match st.failed {
             true => Err(stopped_error(&st)),
@@ -330,6 +434,23 @@ impl Archiver {
 impl Drop for Archiver {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+fn status_of(db: &Database, st: &State) -> ArchiverStatus {
+    let durable = db.durable_lsn();
+    ArchiverStatus {
+        archived_lsn: st.archived,
+        durable_lsn: durable,
+        lag_bytes: durable.0.saturating_sub(st.archived.0),
+        chunks: st.chunks,
+        bytes_uploaded: st.bytes_uploaded,
+        retries: st.retries,
+        last_error: st.last_error.clone(),
+        failed: st.failed,
+        broken: st.broken,
+        oldest_unarchived_commit_us: st.oldest_commit,
+        running: st.running,
     }
 }
 
@@ -408,6 +529,10 @@ struct Worker {
     oldest_seen: Option<Instant>,
     /// The payload of the record being appended.
     staging: Vec<u8>,
+    /// The oldest commit time in the chunk being uploaded.
+    uploading_commit: Option<u64>,
+    /// The state last written to the status file, and when.
+    published: Option<(ArchiveState, Instant)>,
 }
 
 impl Worker {
@@ -420,6 +545,49 @@ impl Worker {
             }
             st.running = false;
         });
+        self.publish(true);
+    }
+
+    /// Writes the status file when the state changed, or when `force`, or
+    /// a second after the last write (module essay). A failure to write it
+    /// is recorded as the last error, never stops archiving.
+    fn publish(&mut self, force: bool) {
+        if !self.options.publish_status {
+            return;
+        }
+        let status = status_of(&self.db, &self.shared.state.lock());
+        let state = status.state();
+        let due = match self.published {
+            None => true,
+            Some((was, at)) => force || was != state || at.elapsed() >= Duration::from_secs(1),
+        };
+        if !due {
+            return;
+        }
+        let published = PublishedStatus {
+            state,
+            policy: self.options.on_archive_down.describe(),
+            archived_lsn: status.archived_lsn,
+            durable_lsn: status.durable_lsn,
+            oldest_unarchived_commit_us: status.oldest_unarchived_commit_us,
+            updated_us: status::now_us(),
+            chunks: status.chunks,
+            retries: status.retries,
+            last_error: status.last_error.as_ref().map(|e| e.to_string()),
+        };
+        match status::write_status(self.db.dir(), &published) {
+            Ok(()) => self.published = Some((state, Instant::now())),
+            Err(e) => self.shared.update(|st| st.last_error = Some(Arc::new(e))),
+        }
+    }
+
+    /// The oldest unarchived commit the archiver has read.
+    fn note_oldest_commit(&self) {
+        let oldest = match (self.uploading_commit, self.chunk.min_commit_time_us()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.shared.update(|st| st.oldest_commit = oldest);
     }
 
     fn run_loop(&mut self) -> Result<()> {
@@ -435,6 +603,8 @@ impl Worker {
                 self.upload()?;
             }
             self.publish_caught_up();
+            self.note_oldest_commit();
+            self.publish(false);
             if stopping {
                 return Ok(());
             }
@@ -507,18 +677,26 @@ impl Worker {
     fn upload(&mut self) -> Result<()> {
         let (header, bytes) = self.chunk.finish()?;
         let path = self.remote.chunk_path(header.timeline, header.start);
+        self.uploading_commit =
+            (header.min_commit_time_us != 0).then_some(header.min_commit_time_us);
+        self.note_oldest_commit();
         self.put_with_retry(&path, &bytes)?;
+        self.uploading_commit = None;
         self.oldest_seen = None;
+        // Retention interlock: retirement may pass only what has landed.
         self.db.hold_log_from(Some(header.end));
         self.shared.update(|st| {
             st.archived = st.archived.max(header.end);
             st.chunks += 1;
             st.bytes_uploaded += bytes.len() as u64;
+            st.broken = false;
         });
+        self.note_oldest_commit();
+        self.publish(false);
         Ok(())
     }
 
-    fn put_with_retry(&self, path: &object_store::path::Path, bytes: &[u8]) -> Result<Put> {
+    fn put_with_retry(&mut self, path: &object_store::path::Path, bytes: &[u8]) -> Result<Put> {
         let mut backoff = self.options.poll_interval;
         loop {
             match self.remote.put_create(path, bytes) {
@@ -527,7 +705,9 @@ impl Worker {
                     self.shared.update(|st| {
                         st.retries += 1;
                         st.last_error = Some(Arc::new(e));
+                        st.broken = true;
                     });
+                    self.publish(false);
                     match self.shared.stopping() {
                         // Draining: a stop request no longer cuts the wait
                         // short, so retries keep their pace until the deadline.

@@ -206,6 +206,11 @@ impl ChunkBuilder {
         self.count == 0
     }
 
+    /// The oldest commit time of its records, if one is a commit.
+    pub fn min_commit_time_us(&self) -> Option<u64> {
+        (self.min_commit != 0).then_some(self.min_commit)
+    }
+
     /// Uncompressed bytes so far.
     pub fn raw_len(&self) -> usize {
         self.raw.len()

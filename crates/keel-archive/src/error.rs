@@ -179,6 +179,27 @@ pub enum ArchiveError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The archiver's status file could not be written or read.
+    #[error("archive status file {path}: {op}: {source}")]
+    StatusIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archiver's status file holds something else than its format.
+    #[error("archive status file {path}: line {line}: {reason}")]
+    StatusFormat {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong there.
+        reason: String,
+    },
     /// `wait_archived` gave up.
     #[error("LSN {lsn} not archived within {after:?} (archived up to LSN {archived})")]
     WaitTimeout {

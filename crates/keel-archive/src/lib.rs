@@ -40,13 +40,15 @@ pub mod fault;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
 pub mod restore;
+pub mod status;
 pub mod store;
 pub mod verify;
 
-pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
+pub use archiver::{ArchivePolicy, Archiver, ArchiverOptions, ArchiverStatus};
 pub use backup::{BackupEntry, BackupOptions, Manifest, backup};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use restore::{History, RestoreReport, RestoreTarget, restore};
+pub use status::{ArchiveState, PublishedStatus, read_status};
 pub use store::{Put, Remote};
 pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};

@@ -6,6 +6,7 @@
 //! go to stderr as one line, `keel: error: …`.
 
 mod archive;
+mod archive_policy;
 mod bench;
 mod check;
 mod checkpoint;

@@ -30,13 +30,26 @@
 //! error is answered `err KIND: message` (KIND: usage, transient,
 //! corruption, fatal) and the shell goes on. End of input or `quit` with a
 //! transaction open rolls it back.
+//!
+//! With `--archive URL` (and `keel archive`'s location flags) an archiver
+//! ships the log to that archive while the shell runs, with the policy the
+//! `--on-archive-failure` flags choose ([`crate::archive_policy`]): under
+//! `stall`, a commit that waited too long for the archive is answered
+//! `err transient: …` and was rolled back. At the end the archiver is
+//! stopped (draining what it can) before the database is closed; its
+//! progress is in the data directory's status file (`keel stats`). A
+//! directory an archiver worked on is opened with its log held
+//! (`crate::stats` module essay), with or without `--archive`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use keel::{Config, Database, DbError, ErrorClass, RelationId, Transaction, TupleId};
+use keel_archive::{Archiver, ArchiverOptions};
 
 use crate::Failure;
 
@@ -46,6 +59,26 @@ pub struct ShellArgs {
     /// Data directory (created if it does not exist; opening runs recovery).
     #[arg(long)]
     dir: PathBuf,
+    /// Archive the log while the shell runs (module essay):
+    /// `s3://BUCKET/PREFIX` or `file:///DIR`.
+    #[arg(long, value_name = "URL")]
+    archive: Option<String>,
+    /// With --archive: the endpoint of an S3-compatible server
+    /// (`http://127.0.0.1:8333`); unset for AWS S3 itself.
+    #[arg(long, value_name = "URL", requires = "archive")]
+    endpoint: Option<String>,
+    /// With --archive: the S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, requires = "archive")]
+    region: Option<String>,
+    /// With --archive: a file of `key = value` credentials that only its
+    /// owner may read or write. Default: the AWS_* environment variables.
+    #[arg(long, value_name = "FILE", requires = "archive")]
+    credentials_file: Option<PathBuf>,
+    /// With --archive: seconds one request to the store may take.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    #[command(flatten)]
+    policy: crate::archive_policy::PolicyArgs,
 }
 
 const PROMPT: &str = "keel> ";
@@ -97,10 +130,28 @@ enum Op {
 }
 
 pub fn run(args: ShellArgs) -> Result<(), Failure> {
-    let config = Config {
+    let policy = args.policy.policy()?;
+    if args.archive.is_none() && args.policy.given() {
+        return Err(Failure(
+            "--on-archive-failure, --max-unarchived and --stall-timeout need --archive URL".into(),
+        ));
+    }
+    let location = args.archive.clone().map(|url| crate::archive::Location {
+        url,
+        endpoint: args.endpoint.clone(),
+        region: args.region.clone(),
+        credentials_file: args.credentials_file.clone(),
+        timeout: args.timeout,
+    });
+    let target = location
+        .as_ref()
+        .map(crate::archive::parse_location)
+        .transpose()?;
+    let mut config = Config {
         io: keel_io::IoConfig::from_env()?,
         ..Config::default()
     };
+    config.wal.hold_at_open |= crate::stats::archived_here(&args.dir);
     let db = Database::open(&args.dir, config).map_err(|e| {
         Failure(format!(
             "opening {}: {}",
@@ -108,6 +159,27 @@ pub fn run(args: ShellArgs) -> Result<(), Failure> {
             Failure::from(e).0
         ))
     })?;
+    let db = Arc::new(db);
+    let archiver = match &target {
+        Some(target) => {
+            let options = ArchiverOptions {
+                op_timeout: Duration::from_secs(args.timeout),
+                on_archive_down: policy,
+                ..ArchiverOptions::default()
+            };
+            match Archiver::start(db.clone(), target, options) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    let closed = close(db, &args.dir)
+                        .err()
+                        .map(|c| format!("; then {}", c.0))
+                        .unwrap_or_default();
+                    return Err(Failure(format!("starting the archiver: {e}{closed}")));
+                }
+            }
+        }
+        None => None,
+    };
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     let result = session(
@@ -116,15 +188,20 @@ pub fn run(args: ShellArgs) -> Result<(), Failure> {
         &mut std::io::stdout().lock(),
         interactive,
     );
-    let closed = db.close();
+    let stopped = archiver.map(Archiver::stop).transpose();
+    let closed = close(db, &args.dir);
     result?;
-    closed.map_err(|e| {
-        Failure(format!(
-            "closing {}: {}",
-            args.dir.display(),
-            Failure::from(e).0
-        ))
-    })
+    stopped.map_err(|e| Failure(format!("stopping the archiver: {e}")))?;
+    closed
+}
+
+/// Closes the database once the archiver let it go, naming the directory
+/// on failure.
+fn close(db: Arc<Database>, dir: &std::path::Path) -> Result<(), Failure> {
+    let db = Arc::try_unwrap(db)
+        .map_err(|_| Failure(format!("{} is still in use at exit", dir.display())))?;
+    db.close()
+        .map_err(|e| Failure(format!("closing {}: {}", dir.display(), Failure::from(e).0)))
 }
 
 /// Reads commands until `quit` or end of input. A reader that stopped

@@ -1,5 +1,23 @@
 //! `keel stats`: space per relation, the log on disk, the last checkpoint,
-//! and the buffer pool and I/O figures of this run.
+//! the WAL archive's progress, and the buffer pool and I/O figures of this
+//! run.
+//!
+//! The archive's progress comes from the status file an archiver keeps in
+//! the data directory (keel-archive's `status` module): its state (`ok`,
+//! `broken`, `failed`, `stopped`), its policy while the archive is down,
+//! the LSN archived to, the lag in bytes (from there to the end of the log
+//! now, which includes log written after the archiver last wrote the file)
+//! and in seconds (the age of the oldest unarchived commit when the file
+//! was written), and its last error, with any URL's user, password and
+//! query cut. The store is never contacted. No file: `archive: not
+//! configured`; an unreadable one is reported on that line, and the other
+//! figures are still printed.
+//!
+//! A directory with a status file is opened with the log held from its
+//! oldest segment (`WalConfig::hold_at_open`): the checkpoints of this run
+//! retire no log, since the archive may not have it yet (the next archiver
+//! continues from where the archive ends and needs it). The same holds for
+//! every command that opens an existing directory through here.
 //!
 //! The last checkpoint is read from the control file before the database is
 //! opened: it is the one the previous user of the directory left. Opening
@@ -16,6 +34,7 @@ use keel::buffer::BufferStats;
 use keel::recovery::Control;
 use keel::recovery::control::read_control;
 use keel::{Config, Database, Lsn, RecoveryReport};
+use keel_archive::PublishedStatus;
 use keel_io::{AsyncIo, IoStats};
 use serde_json::{Value, json};
 
@@ -48,11 +67,19 @@ struct Report {
     recovery: RecoveryReport,
     buffer: BufferStats,
     io: IoStats,
+    /// The archive status file: `None` when there is none.
+    archive: Option<Result<PublishedStatus, String>>,
 }
 
 pub fn run(args: StatsArgs) -> Result<(), Failure> {
     let (db, io, checkpoint) = open_existing(&args.dir)?;
     let report = collect(&db, &io, &args.dir, checkpoint);
+    let report = report.map(|r| Report {
+        archive: keel_archive::read_status(&args.dir)
+            .map_err(|e| Failure::from(e).0)
+            .transpose(),
+        ..r
+    });
     let closed = close(db, &args.dir);
     let report = report?;
     closed?;
@@ -82,10 +109,12 @@ pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure>
             dir.display()
         )));
     }
-    let config = Config {
+    let mut config = Config {
         io: keel_io::IoConfig::from_env()?,
         ..config
     };
+    // An archiver worked here: keep every segment (module essay).
+    config.wal.hold_at_open |= archived_here(dir);
     let io = keel_io::open_backend(&config.io)?;
     let control = read_control(&io, dir).map_err(|e| {
         Failure(format!(
@@ -97,6 +126,12 @@ pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure>
     let db = Database::open_with_io(dir, config, io.clone())
         .map_err(|e| Failure(format!("opening {}: {}", dir.display(), Failure::from(e).0)))?;
     Ok((db, io, control))
+}
+
+/// Whether an archiver has published its status in data directory `dir`
+/// (then its log is held at open: module essay).
+pub fn archived_here(dir: &Path) -> bool {
+    keel_archive::status::status_path(dir).exists()
 }
 
 /// Closes the database, naming the directory on failure.
@@ -122,6 +157,7 @@ fn collect(
         recovery: db.recovery_report().clone(),
         buffer: db.buffer_stats(),
         io: io.stats(),
+        archive: None,
     })
 }
 
@@ -192,7 +228,106 @@ fn to_json(r: &Report) -> Value {
             "syncs": b.syncs,
         },
         "io": io_json(&r.io),
+        "archive": archive_json(r),
     })
+}
+
+/// Log bytes not archived: from the archived LSN to the end of the log now
+/// or when the status was written, whichever is further.
+fn lag_bytes(st: &PublishedStatus, log_end: Lsn) -> u64 {
+    st.durable_lsn
+        .max(log_end)
+        .get()
+        .saturating_sub(st.archived_lsn.get())
+}
+
+/// Seconds the oldest unarchived commit had waited when the status was
+/// written (0: none waiting).
+fn lag_seconds(st: &PublishedStatus) -> f64 {
+    st.oldest_unarchived_commit_us
+        .map_or(0.0, |c| st.updated_us.saturating_sub(c) as f64 / 1e6)
+}
+
+/// Seconds since the status was written.
+fn status_age(st: &PublishedStatus) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    now.saturating_sub(st.updated_us) as f64 / 1e6
+}
+
+/// The policy as a phrase: `keep-going`, or `stall at N unarchived,
+/// commits fail after T` (the file's `stall BYTES MS`).
+fn policy_text(policy: &str) -> String {
+    let stall = policy.strip_prefix("stall ").and_then(|rest| {
+        let (bytes, ms) = rest.split_once(' ')?;
+        Some((bytes.parse::<u64>().ok()?, ms.parse::<u64>().ok()?))
+    });
+    match stall {
+        Some((bytes, ms)) => format!(
+            "stall commits at {} unarchived, fail them after {:.1} s",
+            mib(bytes),
+            ms as f64 / 1e3
+        ),
+        None => policy.to_string(),
+    }
+}
+
+fn archive_json(r: &Report) -> Value {
+    match &r.archive {
+        None => Value::Null,
+        Some(Err(e)) => json!({ "error": e }),
+        Some(Ok(st)) => json!({
+            "state": st.state.as_str(),
+            "policy": st.policy,
+            "archived_lsn": st.archived_lsn.to_string(),
+            "archived_lsn_bytes": st.archived_lsn.get(),
+            "log_end": st.durable_lsn.max(r.wal_end).to_string(),
+            "lag_bytes": lag_bytes(st, r.wal_end),
+            "lag_seconds": lag_seconds(st),
+            "status_age_seconds": status_age(st),
+            "chunks": st.chunks,
+            "retries": st.retries,
+            "last_error": st.last_error.as_deref().map(keel_archive::status::redact),
+        }),
+    }
+}
+
+/// The `archive:` lines (module essay).
+fn archive_text(r: &Report) -> String {
+    let st = match &r.archive {
+        None => return "archive: not configured\n".into(),
+        Some(Err(e)) => return format!("archive: status unreadable: {e}\n"),
+        Some(Ok(st)) => st,
+    };
+    let mut s = format!(
+        "archive: {}, policy {}\n",
+        st.state.as_str(),
+        policy_text(&st.policy)
+    );
+    let lag = lag_bytes(st, r.wal_end);
+    let oldest = match st.oldest_unarchived_commit_us {
+        Some(_) => format!("oldest unarchived commit {:.1} s old", lag_seconds(st)),
+        None => "no unarchived commit".into(),
+    };
+    let _ = writeln!(
+        s,
+        "  archived to LSN {}, log end {}: lag {lag} bytes ({}), {oldest}",
+        st.archived_lsn,
+        st.durable_lsn.max(r.wal_end),
+        mib(lag),
+    );
+    let _ = writeln!(
+        s,
+        "  {} chunks uploaded, {} retries; status written {:.1} s ago",
+        st.chunks,
+        st.retries,
+        status_age(st)
+    );
+    if let Some(e) = &st.last_error {
+        let _ = writeln!(s, "  last error: {}", keel_archive::status::redact(e));
+    }
+    s
 }
 
 fn io_json(io: &IoStats) -> Value {
@@ -274,6 +409,7 @@ fn to_text(r: &Report) -> String {
         }
         None => s.push_str("last checkpoint (before this run): none\n"),
     }
+    s.push_str(&archive_text(r));
     s.push_str(&activity_text(r));
     s
 }

@@ -387,6 +387,19 @@ impl Database {
         self.inner.store.wal.hold_from(lsn);
     }
 
+    /// Bounds the log not yet archived (`None`: no bound): while more than
+    /// `max_bytes` of durable log lie past the hold
+    /// ([`hold_log_from`](Self::hold_log_from)), commits wait before
+    /// appending their commit record, keeping their locks, and one that
+    /// waits `timeout` is rolled back and fails with
+    /// [`DbError::CommitStalled`] (never acknowledged: invariant 6). Moving
+    /// the hold or changing the bound wakes the waiters. An archiver sets
+    /// this for its `Stall` policy; `keel::wal::gate` states what the bound
+    /// covers and what it does not.
+    pub fn limit_unarchived(&self, limit: Option<crate::wal::UnarchivedLimit>) {
+        self.inner.store.wal.set_unarchived_limit(limit);
+    }
+
     /// The log's counters.
     pub fn wal_stats(&self) -> WriterStats {
         self.inner.store.wal.stats()

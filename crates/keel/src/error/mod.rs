@@ -202,6 +202,25 @@ pub enum DbError {
         /// The transaction that waited.
         txn: TxnId,
     },
+    /// The commit was not admitted: more log than the archiver's limit
+    /// lay unarchived for the whole wait (`wal::gate`). The commit record
+    /// was never written; the transaction was rolled back.
+    #[error(
+        "transaction {txn}: commit waited {waited:?} for the archive: {unarchived} bytes of log \
+         past LSN {held_from} are not archived (limit {max_bytes}); it was rolled back"
+    )]
+    CommitStalled {
+        /// The transaction that waited.
+        txn: TxnId,
+        /// Bytes of log past the archive's end when the wait ended.
+        unarchived: u64,
+        /// The archive's end (where the log is held from).
+        held_from: Lsn,
+        /// The limit on unarchived bytes.
+        max_bytes: u64,
+        /// How long the commit waited.
+        waited: std::time::Duration,
+    },
     /// A fatal error poisoned the database (invariants 7 and 16): every
     /// call fails with this error, naming the first fatal error as its
     /// `source()`, until the database is reopened (which runs recovery).
@@ -289,9 +308,10 @@ impl DbError {
             | DbError::TxnFinished(_)
             | DbError::Config(_)
             | DbError::Locked(_) => ErrorClass::Usage,
-            DbError::WouldBlock { .. } | DbError::Deadlock { .. } | DbError::LockTimeout { .. } => {
-                ErrorClass::Transient
-            }
+            DbError::WouldBlock { .. }
+            | DbError::Deadlock { .. }
+            | DbError::LockTimeout { .. }
+            | DbError::CommitStalled { .. } => ErrorClass::Transient,
             DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
             DbError::RecoveryStep { source, .. } | DbError::Rollback { source, .. } => {
                 class_below(source.error())

@@ -8,9 +8,9 @@
 //!                 │                            Failed ◄── undo failed ──┐
 //!                 │                                                     │
 //!                 └─ abort(), drop, a deadlock ─ end(Rollback) ──► Aborting
-//!                    or lock timeout (fail())                           │
-//!                                                                       ▼
-//!                                                                   Aborted
+//!                    or lock timeout (fail());                          │
+//!                    commit() not admitted by the                       ▼
+//!                    archive gate in time (admit())                 Aborted
 //! ```
 //!
 //! - **Active**: reads and writes take locks ([`crate::lock`]) and the
@@ -21,7 +21,12 @@
 //!   Durable: **Committed**, and the space the transaction freed is
 //!   released (`Deferred`). Any failure here: **Failed** — the record may
 //!   be durable or not, so the database is poisoned (invariant 16) and
-//!   recovery decides.
+//!   recovery decides. Before the record is appended, a user commit waits
+//!   for admission under the archiver's limit on unarchived log
+//!   ([`crate::wal::gate`]), still Active and keeping its locks; not
+//!   admitted within the limit's timeout, it is rolled back instead (the
+//!   edge to Aborting) and fails with `CommitStalled`. System transactions
+//!   (`CommitWait::Durable`) are never gated.
 //! - **Aborting** ([`end`] with [`End::Rollback`]): the undo stack is
 //!   rolled back with compensation records (invariant 8). A failed undo
 //!   poisons: **Failed**, its changes left to recovery, unreadable.
@@ -113,6 +118,15 @@ pub(crate) fn end(
     if core.state != TxnState::Active {
         return Err(DbError::TxnFinished(core.id).into());
     }
+    let stalled = match how {
+        End::Commit(CommitWait::Policy) => admit(engine, core).err(),
+        _ => None,
+    };
+    let how = if stalled.is_some() {
+        End::Rollback
+    } else {
+        how
+    };
     let result = match how {
         End::Commit(wait) => {
             core.state = TxnState::Committing;
@@ -138,12 +152,39 @@ pub(crate) fn end(
                 Ok(()) => TxnState::Aborted,
                 Err(_) => TxnState::Failed,
             };
-            undone
+            match stalled {
+                Some(e) => undone.and(Err(e)),
+                None => undone,
+            }
         }
     };
     engine.store.locks.release_all(core.id);
     engine.txns.end(core.id);
     result
+}
+
+/// Waits until the commit may be appended under the archiver's limit on
+/// unarchived log (`wal::gate`); a transaction that wrote nothing appends
+/// no commit record and is admitted at once. A poisoned database stops the
+/// wait so that `log_commit` reports the poison.
+fn admit(engine: &Engine, core: &TxnCore) -> Result<()> {
+    if core.log.last_lsn == Lsn::ZERO {
+        return Ok(());
+    }
+    engine
+        .store
+        .wal
+        .admit_commit(|| engine.check_usable().is_ok())
+        .map_err(|s| {
+            DbError::CommitStalled {
+                txn: core.id,
+                unarchived: s.unarchived,
+                held_from: s.held_from,
+                max_bytes: s.limit.max_bytes,
+                waited: s.waited,
+            }
+            .into()
+        })
 }
 
 /// Appends the commit record (none for a transaction that wrote nothing)

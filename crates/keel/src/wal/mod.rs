@@ -34,6 +34,7 @@ mod batch;
 mod config;
 mod error;
 mod flusher;
+pub mod gate;
 mod group;
 pub mod import;
 pub mod payload;
@@ -56,6 +57,7 @@ use parking_lot::{Condvar, Mutex};
 pub use append::Appended;
 pub use config::{CommitMode, RecoveryMode, RetentionPolicy, WalConfig};
 pub use error::WalError;
+pub use gate::{Stalled, UnarchivedLimit};
 pub use payload::{Payload, SlotImage, TupleBatch};
 pub use reader::{LogRecord, TailCut, WalReader};
 pub use record::{RecordHeader, RecordMeta, RecordType};
@@ -109,6 +111,8 @@ pub struct Wal {
     hold: std::sync::atomic::AtomicU64,
     /// Pins ([`Wal::pin_from`]): each LSN with how many pins hold it.
     pins: Arc<Mutex<std::collections::BTreeMap<Lsn, usize>>>,
+    /// Commit admission against the hold ([`Wal::set_unarchived_limit`]).
+    gate: gate::CommitGate,
     segments: Arc<SegmentManager>,
     writer: Arc<LogWriter>,
     background: Option<JoinHandle<()>>,
@@ -324,6 +328,7 @@ impl Wal {
                 u64::MAX
             }),
             pins: Arc::default(),
+            gate: gate::CommitGate::default(),
             segments,
             writer,
             background: None,
@@ -795,6 +800,26 @@ impl Wal {
     pub fn hold_from(&self, lsn: Option<Lsn>) {
         self.hold
             .store(lsn.map_or(u64::MAX, |l| l.0), Ordering::Release);
+        self.gate.wake();
+    }
+
+    /// Bounds the durable log past the hold ([`gate`]; `None`: no bound):
+    /// commits wait in [`Wal::admit_commit`] while more lies there.
+    pub fn set_unarchived_limit(&self, limit: Option<UnarchivedLimit>) {
+        self.gate.set_limit(limit);
+    }
+
+    /// The bound set by [`Wal::set_unarchived_limit`].
+    pub fn unarchived_limit(&self) -> Option<UnarchivedLimit> {
+        self.gate.limit()
+    }
+
+    /// Waits until a commit record may be appended under the unarchived
+    /// limit ([`gate`]: the durable end counts, not the reserved one);
+    /// `keep_waiting` false admits at once.
+    pub fn admit_commit(&self, keep_waiting: impl Fn() -> bool) -> Result<(), Stalled> {
+        self.gate
+            .admit(|| (self.held_from(), self.durable_lsn()), keep_waiting)
     }
 
     /// Pins the log from `lsn` on until the returned [`LogPin`] is
