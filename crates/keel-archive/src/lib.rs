@@ -18,6 +18,8 @@
 //! - [`archiver`]: the background thread that follows the durable log.
 //! - [`backup`](mod@backup): base backups (files and a manifest written last) and
 //!   restoring the newest one with the archive's log.
+//! - [`stream`]: backup files uploaded in parts and read back with
+//!   their CRC32C, in bounded memory.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
@@ -38,11 +40,13 @@ pub mod fault;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
 pub mod store;
+pub mod stream;
 pub mod verify;
 
 pub use archiver::{Archiver, ArchiverOptions, ArchiverStatus};
 pub use backup::{
-    BackupEntry, BackupOptions, Manifest, RestoreReport, RestoreTarget, backup, restore,
+    BackupEntry, BackupFolder, BackupOptions, Manifest, RestoreReport, RestoreTarget, backup,
+    restore,
 };
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};

@@ -283,7 +283,11 @@ pub fn backup_and_restore(target: &ArchiveTarget) {
         }
         first = false;
         let c = keel::recovery::Control::decode(bytes, std::path::Path::new("control")).unwrap();
-        let path = format!("{}/files/{}", remote.backup_dir(1, c.scan_start()), f.name);
+        let path = format!(
+            "{}/files/{}",
+            remote.backup_dir(1, c.scan_start(), 0x5EED),
+            f.name
+        );
         remote
             .put_create(&object_store::path::Path::from(path), bytes)
             .map(|_| ())
