@@ -69,8 +69,11 @@
 //! ## Restoring ([`restore`])
 //!
 //! 1. Refuse a target directory that exists and is not empty.
-//! 2. Pick the newest backup with a manifest on the timeline (newest by
-//!    start LSN) and read the archive's head from its chunk headers; refuse
+//! 2. Pick the newest usable backup on the timeline (newest by start LSN;
+//!    [`crate::backup_check::choose_backup`]: a complete backup with a file
+//!    missing or damaged, or log missing up to its end LSN, is passed over
+//!    and reported, falling back to an older one) and read the archive's
+//!    head from its chunk headers; refuse
 //!    when the head is before the backup's end LSN (the consistency point):
 //!    the copy cannot be made consistent from this archive.
 //! 3. Download each file, check its size and CRC32C against the manifest
@@ -625,6 +628,9 @@ pub struct RestoreReport {
     pub file_bytes: u64,
     /// What recovery did when the restored database was opened.
     pub recovery: keel::RecoveryReport,
+    /// Newer complete backups passed over as damaged (folder, why): the
+    /// restore fell back to an older one ([`crate::backup_check`]).
+    pub passed_over: Vec<(String, String)>,
 }
 
 /// Restores the newest complete backup on `timeline` and the archive's log
@@ -640,18 +646,11 @@ pub fn restore(
     let RestoreTarget::End = restore_target;
     refuse_non_empty(dir)?;
     let remote = Remote::open(target, op_timeout)?;
-    let entry = remote
-        .list_backups()?
-        .into_iter()
-        .rev()
-        .find(|b| b.timeline == timeline)
-        .ok_or_else(|| {
-            ArchiveError::Restore(format!(
-                "no complete backup (one with a manifest) of timeline {timeline} under {}",
-                remote.prefix()
-            ))
-        })?;
-    let manifest = remote.read_manifest(&entry)?;
+    let crate::backup_check::Chosen {
+        entry,
+        manifest,
+        passed_over,
+    } = crate::backup_check::choose_backup(&remote, timeline)?;
     let chunks = remote.list_chunks(timeline)?;
     let first = chunks
         .iter()
@@ -699,6 +698,7 @@ pub fn restore(
         chunks: applied,
         file_bytes,
         recovery,
+        passed_over,
     })
 }
 

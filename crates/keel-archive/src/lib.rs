@@ -18,6 +18,8 @@
 //! - [`archiver`]: the background thread that follows the durable log.
 //! - [`backup`](mod@backup): base backups (files and a manifest written last) and
 //!   restoring the newest one with the archive's log.
+//! - [`backup_check`]: whether a backup in the archive is usable (its files
+//!   and its log), and choosing the one a restore starts from.
 //! - [`stream`]: backup files uploaded in parts and read back with
 //!   their CRC32C, in bounded memory.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
@@ -33,6 +35,7 @@
 
 pub mod archiver;
 pub mod backup;
+pub mod backup_check;
 pub mod chunk;
 pub mod config;
 pub mod error;

@@ -1,7 +1,8 @@
 //! Base backups and restores end to end on a local-directory store: a
 //! backup taken while writers run restores every acknowledged commit; a
 //! backup without its manifest is never used; a damaged backup file is
-//! refused naming it; a backup cut short leaves the archive usable.
+//! refused naming it, and a restore falls back past it to an older
+//! complete backup; a backup cut short leaves the archive usable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
@@ -217,18 +218,101 @@ fn a_damaged_backup_file_is_refused_naming_it() {
     std::fs::write(&path, &bytes).unwrap();
     let restored = s._tmp.path().join("restored");
     let err = restore_into(&s, &restored).unwrap_err();
+    let folder = backup_folder(&s, &m);
+    let folder = folder.file_name().unwrap().to_str().unwrap();
+    let text = err.to_string();
     assert!(
-        matches!(err, ArchiveError::ChecksumMismatch { .. }),
-        "{err:?}"
+        text.contains("no usable backup")
+            && text.contains("checksum mismatch")
+            && text.contains(folder)
+            && text.contains(&heap.name),
+        "{err}"
     );
-    assert!(err.to_string().contains(&heap.name), "{err}");
-    // What the restore left is refused by an open, never taken for a
-    // database.
-    let open_err = Database::open(&restored, config()).unwrap_err();
+    // The backup was checked before anything was written.
+    assert!(!restored.exists());
+}
+
+/// Two complete backups; the newer one damaged by `damage` (given its
+/// folder and manifest): the restore passes it over, naming it, and
+/// restores the older one and the log from it: every row.
+fn falls_back_past(damage: impl FnOnce(&Path, &Manifest) -> String) {
+    let s = setup();
+    insert(&s.db, s.rel, b"before the first backup");
+    let first = take_backup(&s);
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    let second = take_backup(&s);
+    insert(&s.db, s.rel, b"after the second backup");
+    archive_all(&s);
+    let folder = backup_folder(&s, &second);
+    let named = damage(&folder, &second);
+    let want: BTreeSet<Vec<u8>> =
+        s.db.begin()
+            .unwrap()
+            .scan(s.rel)
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect();
+    let restored = s._tmp.path().join("restored");
+    let report = restore_into(&s, &restored).unwrap();
+    assert_eq!(report.backup.start, first.start);
+    assert_eq!(report.passed_over.len(), 1, "{:?}", report.passed_over);
+    let (passed, why) = &report.passed_over[0];
     assert!(
-        open_err.to_string().contains("control.restoring"),
-        "{open_err}"
+        passed.ends_with(folder.file_name().unwrap().to_str().unwrap()),
+        "{passed}"
     );
+    assert!(why.contains(&named), "{why}");
+    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+    assert_eq!(got.len(), 52);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_restore_falls_back_past_a_newest_backup_with_a_damaged_file() {
+    falls_back_past(|folder, m| {
+        let heap = m.files.iter().find(|f| f.name.starts_with("rel/")).unwrap();
+        let path = folder.join("files").join(&heap.name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        heap.name.clone()
+    });
+}
+
+#[test]
+fn a_restore_falls_back_past_a_newest_backup_missing_a_file() {
+    falls_back_past(|folder, m| {
+        let heap = m.files.iter().find(|f| f.name.starts_with("rel/")).unwrap();
+        std::fs::remove_file(folder.join("files").join(&heap.name)).unwrap();
+        heap.name.clone()
+    });
+}
+
+#[test]
+fn a_restore_with_every_backup_damaged_names_each_and_writes_nothing() {
+    let s = setup();
+    insert(&s.db, s.rel, b"before the first backup");
+    let first = take_backup(&s);
+    insert(&s.db, s.rel, b"between");
+    let second = take_backup(&s);
+    archive_all(&s);
+    for m in [&first, &second] {
+        let f = backup_folder(&s, m).join("files/control");
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&f, &bytes).unwrap();
+    }
+    let restored = s._tmp.path().join("restored");
+    let err = restore_into(&s, &restored).unwrap_err().to_string();
+    for m in [&first, &second] {
+        let folder = backup_folder(&s, m);
+        assert!(
+            err.contains(folder.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+    }
+    assert!(err.contains("files/control"), "{err}");
+    assert!(!restored.exists());
 }
 
 #[test]
