@@ -73,14 +73,15 @@
 //!    [`crate::backup_check::choose_backup`]: a complete backup with a file
 //!    missing or damaged, or log missing up to its end LSN, is passed over
 //!    and reported, falling back to an older one) and read the archive's
-//!    head from its chunk headers; refuse
-//!    when the head is before the backup's end LSN (the consistency point):
-//!    the copy cannot be made consistent from this archive.
-//! 3. Download each file, check its size and CRC32C against the manifest
-//!    and the control file's database id against the manifest's, and write
-//!    it (synced) into the target; the control file as
-//!    [`RESTORING_CONTROL`], so that until step 5 an open refuses the
-//!    directory (a restore cut short is never taken for a database).
+//!    head from its chunk headers; refuse when the head is before the
+//!    backup's end LSN (the consistency point): the copy cannot be made
+//!    consistent from this archive.
+//! 3. Download each file, the control file first, check its size and
+//!    CRC32C against the manifest and the control file's database id
+//!    against the manifest's, and write it (synced) into the target; the
+//!    control file as [`RESTORING_CONTROL`], so that until step 5 an open
+//!    refuses the directory (a restore cut short at any moment is never
+//!    taken for a database).
 //! 4. Write the log: every chunk from the one holding the start LSN to the
 //!    head, each verified ([`chunk::decode`]: CRCs, database id, timeline,
 //!    start equal to the previous chunk's end), laid into segment files
@@ -725,7 +726,7 @@ fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
 /// Step 3: every file, verified, written and synced.
 fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path) -> Result<u64> {
     let rel = dir.join(keel::datadir::layout::REL_DIR);
-    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+    std::fs::create_dir_all(dir).map_err(local(dir, "cannot create"))?;
     let base = entry
         .manifest
         .as_ref()
@@ -733,7 +734,12 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
         .unwrap_or(entry.manifest.as_ref())
         .to_string();
     let mut total = 0;
-    for f in &m.files {
+    // The control file first, as RESTORING_CONTROL: a restore killed at
+    // any later moment leaves a directory an open refuses, never one it
+    // would take for a new, empty database (the relation folder alone).
+    let mut files: Vec<&BackupFile> = m.files.iter().collect();
+    files.sort_by_key(|f| f.name != keel::datadir::layout::CONTROL_FILE);
+    for f in files {
         let object = format!("{base}/files/{}", f.name);
         let bytes = remote.get(&ObjectPath::from(object.clone()))?;
         if bytes.len() as u64 != f.size {
@@ -767,9 +773,13 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
             true => dir.join(RESTORING_CONTROL),
             false => f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)),
         };
+        if f.name != keel::datadir::layout::CONTROL_FILE {
+            std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+        }
         write_synced(&path, &bytes)?;
         total += f.size;
     }
+    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
     for d in [&rel, &dir.to_path_buf()] {
         std::fs::File::open(d)
             .and_then(|h| h.sync_all())

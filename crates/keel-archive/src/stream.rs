@@ -22,9 +22,11 @@
 //!    size and CRC32C ([`Remote::crc_streamed`]) before using it.
 //!
 //! A failed multipart upload is aborted (best effort: a store that keeps
-//! its parts still shows no object under the name; `keel archive
-//! prune-incomplete` style cleanup removes whole backup folders without a
-//! manifest).
+//! the parts of an upload never completed, after a kill or a power cut,
+//! still shows no object under the name; S3 buckets want a lifecycle rule
+//! that removes such parts). A backup folder without a manifest is left
+//! in place, never deleted on a guess; `keel archive verify` lists it as
+//! incomplete.
 //!
 //! ## Reads ([`Remote::crc_streamed`])
 //!

@@ -5,7 +5,10 @@
 //! manifest has its files and its log; a backup without one is reported
 //! incomplete, not used), a restore works and holds a prefix of the
 //! committed transactions that includes every one the last complete
-//! backup saw, and the data directory opens again. At the end one more
+//! backup saw, and the data directory opens again. A `keel restore` killed
+//! at a random moment leaves a directory that is a database holding such
+//! a prefix or one an open refuses (never an empty database). At the end
+//! one more
 //! `keel backup` runs to completion and a restore holds every
 //! acknowledged commit, with `keel check` passing.
 //!
@@ -208,8 +211,60 @@ fn a_backup_killed_at_random_moments_leaves_the_archive_verified_and_restorable(
         );
         let report = verify_passes(&archive);
         let restored = tmp.path().join(format!("restored-{cycle}"));
+        let began = Instant::now();
         let got = restore_keys(&archive, &restored);
+        let restore_ms = began.elapsed().as_millis() as u64;
         assert_prefix(&got, &txs, backed_up, &format!("cycle {cycle}\n{report}"));
+        // A restore killed at a random moment leaves a directory that is
+        // either a database holding a prefix of the history (killed in
+        // its last step, the first open) or one an open refuses.
+        let cut = tmp.path().join(format!("restore-killed-{cycle}"));
+        let wait = Duration::from_millis(rng.below(restore_ms + restore_ms / 4));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["restore", "--archive", &url(&archive), "--dir"])
+            .arg(&cut)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(wait);
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        println!("cycle {cycle}: restore {status} after {wait:?}");
+        let entries: Vec<String> = match std::fs::read_dir(&cut) {
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if entries.iter().any(|e| e == "control") {
+            let db = Database::open(&cut, Config::default()).unwrap();
+            let rel = db.relation("r").unwrap().unwrap();
+            let keys: BTreeSet<u32> = db
+                .begin()
+                .unwrap()
+                .scan(rel)
+                .unwrap()
+                .map(|r| u32::from_le_bytes(r.unwrap().1[..4].try_into().unwrap()))
+                .collect();
+            db.close().unwrap();
+            assert_prefix(
+                &keys,
+                &txs,
+                backed_up,
+                &format!("cycle {cycle}, killed restore"),
+            );
+        } else if !entries.is_empty() {
+            let err = Database::open(&cut, Config::default())
+                .err()
+                .unwrap_or_else(|| {
+                    panic!("cycle {cycle}: a restore cut short ({entries:?}) opened")
+                });
+            assert!(
+                err.to_string().contains("not a Keel data directory"),
+                "{err}"
+            );
+        }
     }
     println!("{killed} of {cycles} backups killed");
     let out = keel(
