@@ -513,3 +513,40 @@ fn a_part_size_below_a_page_is_refused() {
         keel_archive::backup(&s.db, s.archiver.as_ref().unwrap(), &s.target, &options).unwrap_err();
     assert!(e.to_string().contains("part size 100 bytes"), "{e}");
 }
+
+#[test]
+fn a_sink_that_reads_a_file_in_part_is_an_error_naming_it() {
+    let s = setup();
+    common::workload(&s.db, s.rel, 20, 10, 0);
+    let mut seen = Vec::new();
+    let err =
+        s.db.backup_streaming(
+            |f: &mut keel::backup::BackupReader<'_>| -> keel::Result<()> {
+                seen.push((f.name().to_string(), f.size()));
+                // One page of each file, not the rest.
+                f.read_part(keel::page::PAGE_SIZE)?;
+                Ok(())
+            },
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    // Files of one page at most are read whole and described; the first
+    // longer one is the error, and the backup stops there.
+    let (heap, _) = seen.last().unwrap();
+    assert!(
+        seen.iter()
+            .rev()
+            .skip(1)
+            .all(|(_, size)| *size <= keel::page::PAGE_SIZE as u64),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().1 > keel::page::PAGE_SIZE as u64,
+        "{seen:?}"
+    );
+    assert!(
+        err.contains(heap) && err.contains("must read each file to its end"),
+        "{err}"
+    );
+}

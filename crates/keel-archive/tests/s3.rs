@@ -99,6 +99,12 @@ fn a_backup_over_s3_restores_every_row() {
     backup_and_restore(&server.target(SECRET_KEY, "backup"));
 }
 
+#[test]
+fn a_large_file_goes_up_over_s3_in_parts_and_restores() {
+    let server = Server::start();
+    streamed_backup_and_restore(&server.target(SECRET_KEY, "streamed"));
+}
+
 /// Create-only puts over the wire: a retried upload, and another writer.
 #[test]
 fn create_only_puts_tell_a_retry_from_another_writer() {

@@ -79,3 +79,7 @@ against_the_server!(
     create_only_puts
 );
 against_the_server!(a_backup_restores_every_row, backup_and_restore);
+against_the_server!(
+    a_large_file_goes_up_in_parts_and_restores,
+    streamed_backup_and_restore
+);
