@@ -523,8 +523,15 @@ fn a_sink_that_reads_a_file_in_part_is_an_error_naming_it() {
         s.db.backup_streaming(
             |f: &mut keel::backup::BackupReader<'_>| -> keel::Result<()> {
                 seen.push((f.name().to_string(), f.size()));
-                // One page of each file, not the rest.
-                f.read_part(keel::page::PAGE_SIZE)?;
+                // One page of each file (a part size is rounded down to
+                // whole pages), not the rest.
+                let part = f.read_part(keel::page::PAGE_SIZE + 100)?.unwrap();
+                assert_eq!(
+                    part.len() as u64,
+                    f.size().min(keel::page::PAGE_SIZE as u64),
+                    "{}",
+                    f.name()
+                );
                 Ok(())
             },
         )

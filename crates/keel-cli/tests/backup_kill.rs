@@ -12,7 +12,7 @@
 //! `keel backup` runs to completion and a restore holds every
 //! acknowledged commit, with `keel check` passing.
 //!
-//! Default: 4 kills. `KEEL_BACKUP_KILL_CYCLES=N` runs more;
+//! Default: 3 kills. `KEEL_BACKUP_KILL_CYCLES=N` runs more;
 //! `KEEL_BACKUP_KILL_SEED=S` replays a run (the seed is printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
@@ -153,7 +153,7 @@ fn assert_prefix(got: &BTreeSet<u32>, txs: &[Vec<u32>], at_least: usize, what: &
 
 #[test]
 fn a_backup_killed_at_random_moments_leaves_the_archive_verified_and_restorable() {
-    let cycles = env_u64("KEEL_BACKUP_KILL_CYCLES").unwrap_or(4);
+    let cycles = env_u64("KEEL_BACKUP_KILL_CYCLES").unwrap_or(3);
     let seed = env_u64("KEEL_BACKUP_KILL_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

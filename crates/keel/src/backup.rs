@@ -131,7 +131,13 @@ impl BackupReader<'_> {
         if self.pos == self.size {
             return Ok(None);
         }
-        let want = (self.size - self.pos).min(max_bytes.max(PAGE_SIZE) as u64) as usize;
+        // Whole pages from a heap file: its reads stay page-aligned, as a
+        // direct-I/O backend needs.
+        let max = match &self.source {
+            Source::Memory(_) => max_bytes.max(PAGE_SIZE),
+            Source::File { .. } => (max_bytes / PAGE_SIZE).max(1) * PAGE_SIZE,
+        };
+        let want = (self.size - self.pos).min(max as u64) as usize;
         let bytes = match &self.source {
             Source::Memory(b) => b[self.pos as usize..self.pos as usize + want].to_vec(),
             Source::File { io, file } => io
