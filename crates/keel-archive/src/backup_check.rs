@@ -20,7 +20,8 @@
 //!
 //! A folder without a manifest is **incomplete** (a backup killed, cut off
 //! by a power cut, or failed before its commit point): it is reported,
-//! never restored from, never an error, and never deleted here.
+//! never restored from, never an error, and never deleted here (nothing
+//! in the archive is removed on a guess).
 //!
 //! ## Choosing a backup ([`choose_backup`])
 //!
@@ -29,7 +30,9 @@
 //! CRC32C that differs from its manifest, log missing between its start
 //! and end LSN) is passed over and named in [`Chosen::passed_over`] with
 //! the reason, so the caller can say it fell back. When none is usable the
-//! error names each backup and why. Errors that say nothing about a
+//! error names each backup and why. Damage is never skipped silently
+//! (invariant 10): every backup passed over is named to the caller, and
+//! `keel archive verify` fails on it. Errors that say nothing about a
 //! backup (the store unreachable, a request timed out, a listing refused)
 //! are returned as they are, never taken for damage: a restore must not
 //! fall back to an older backup because the network blinked.
