@@ -3,20 +3,36 @@
 //! ## Layout under the prefix
 //!
 //! ```text
-//! <prefix>/backups/<timeline:08X>/<start LSN:016X>/files/<name>   one per file
-//! <prefix>/backups/<timeline:08X>/<start LSN:016X>/manifest       written last
+//! <prefix>/backups/<timeline:08X>/<start LSN:016X>-<id:016X>/files/<name>   one per file
+//! <prefix>/backups/<timeline:08X>/<start LSN:016X>-<id:016X>/manifest       written last
 //! ```
 //!
 //! `<name>` is the file's path in the data directory (`control`,
-//! `rel/7.heap`). Every object is uploaded create-only
-//! ([`Remote::put_create`]): nothing of a backup is ever overwritten.
+//! `rel/7.heap`). `<id>` is random, drawn once per run of [`backup`]: two
+//! runs from the same start LSN (a long transaction holds the scan start
+//! back across checkpoints, or a run cut short is started again) never
+//! share a folder. A folder named by the start LSN alone (no `-<id>`) is
+//! read as a backup too.
+//!
+//! ## The commit point
+//!
+//! Small files and the manifest are uploaded create-only
+//! ([`Remote::put_create`]). Files larger than one part are streamed as
+//! multipart uploads ([`Remote::put_streamed`]), which not every store can
+//! make create-only; they are safe because (1) their folder is unique to
+//! this run, (2) the manifest, written create-only after every file, is
+//! the commit point, and (3) restores and `keel archive verify` trust only
+//! files a manifest names, checking each one's size and CRC32C. A folder
+//! without a manifest is an **incomplete** backup: listed by
+//! [`Remote::list_backup_folders`], never restored from.
 //!
 //! ## Taking a backup ([`backup`])
 //!
 //! 1. [`keel::Database::backup`] checkpoints, pins the log from the
 //!    checkpoint's scan start (the **start LSN**) and hands over the
 //!    control file and each heap file, read while writes continue; each is
-//!    uploaded as it comes.
+//!    uploaded as it comes, in parts of [`BackupOptions::part_size_bytes`]
+//!    (one part in memory at a time).
 //! 2. Check that the timeline's archive reaches back to the start LSN (a
 //!    backup whose log was never archived could never be restored), then
 //!    wait until the archiver has shipped the log up to the copy's **end
@@ -325,10 +341,47 @@ pub struct BackupEntry {
     pub manifest: ObjectPath,
 }
 
+/// A backup folder, complete (with a manifest) or not
+/// ([`Remote::list_backup_folders`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupFolder {
+    /// The folder's path.
+    pub folder: String,
+    /// Its timeline (from its path).
+    pub timeline: u32,
+    /// Its start LSN (from its path).
+    pub start: Lsn,
+    /// Whether its manifest is there (the backup is complete).
+    pub manifest: bool,
+    /// Objects in it.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When the newest of them was written.
+    pub last_modified: std::time::SystemTime,
+}
+
+/// The timeline and start LSN of backup folder `name` under timeline
+/// folder `timeline` (`<start:016X>` or `<start:016X>-<id:016X>`).
+fn parse_folder(timeline: &str, name: &str) -> Option<(u32, Lsn)> {
+    let timeline = hex_digits(timeline, 8, true)
+        .then(|| u32::from_str_radix(timeline, 16).ok())
+        .flatten()?;
+    let start = match name.split_once('-') {
+        Some((start, id)) => {
+            parse_hex64(id, true)?;
+            start
+        }
+        None => name,
+    };
+    Some((timeline, Lsn(parse_hex64(start, true)?)))
+}
+
 impl Remote {
-    /// The folder of the backup of `timeline` starting at `start`.
-    pub fn backup_dir(&self, timeline: u32, start: Lsn) -> String {
-        let rest = format!("backups/{timeline:08X}/{:016X}", start.0);
+    /// The folder of the run `id` of a backup of `timeline` starting at
+    /// `start` (module essay, "Layout").
+    pub fn backup_dir(&self, timeline: u32, start: Lsn, id: u64) -> String {
+        let rest = format!("backups/{timeline:08X}/{:016X}-{id:016X}", start.0);
         match self.prefix().is_empty() {
             true => rest,
             false => format!("{}/{rest}", self.prefix()),
@@ -348,13 +401,7 @@ impl Remote {
             // manifest | start | timeline | rest; or deeper (files/…).
             let manifest = parts.first() == Some(&"manifest");
             let parsed = (parts.len() == 4 && manifest)
-                .then(|| {
-                    let start = parse_hex64(parts[1], true)?;
-                    let timeline = hex_digits(parts[2], 8, true)
-                        .then(|| u32::from_str_radix(parts[2], 16).ok())
-                        .flatten()?;
-                    Some((timeline, Lsn(start)))
-                })
+                .then(|| parse_folder(parts[2], parts[1]))
                 .flatten();
             match (manifest, parsed) {
                 (true, Some((timeline, start))) => found.push(BackupEntry {
@@ -372,6 +419,54 @@ impl Remote {
         }
         found.sort_by_key(|b| (b.timeline, b.start));
         Ok(found)
+    }
+
+    /// Every backup folder under `backups/`, complete or not, oldest
+    /// first: the folder, its timeline and start LSN, and whether it has
+    /// a manifest. A folder whose name is not a backup's is an error
+    /// naming it.
+    pub fn list_backup_folders(&self) -> Result<Vec<BackupFolder>> {
+        let root = self.backup_root();
+        let dir = ObjectPath::from(root.clone());
+        let mut folders: std::collections::BTreeMap<String, BackupFolder> = Default::default();
+        for meta in self.list_recursive(&dir)? {
+            let location = meta.location.as_ref();
+            let rest = location
+                .strip_prefix(root.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(location);
+            let mut parts = rest.splitn(3, '/');
+            let (Some(tl), Some(name), Some(inner)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ArchiveError::Config(format!(
+                    "{location} is not an object of a backup; the archive prefix must hold only the archive"
+                )));
+            };
+            let (timeline, start) = parse_folder(tl, name).ok_or_else(|| {
+                ArchiveError::Config(format!(
+                    "{location} is not in a backup folder; the archive prefix must hold only the archive"
+                ))
+            })?;
+            let folder = format!("{root}/{tl}/{name}");
+            let entry = folders.entry(folder.clone()).or_insert(BackupFolder {
+                folder,
+                timeline,
+                start,
+                manifest: false,
+                objects: 0,
+                bytes: 0,
+                last_modified: std::time::SystemTime::UNIX_EPOCH,
+            });
+            entry.manifest |= inner == "manifest";
+            entry.objects += 1;
+            entry.bytes += meta.size;
+            entry.last_modified = entry
+                .last_modified
+                .max(std::time::SystemTime::from(meta.last_modified));
+        }
+        let mut out: Vec<_> = folders.into_values().collect();
+        out.sort_by(|a, b| (a.timeline, a.start, &a.folder).cmp(&(b.timeline, b.start, &b.folder)));
+        Ok(out)
     }
 
     fn backup_root(&self) -> String {
@@ -408,6 +503,10 @@ pub struct BackupOptions {
     pub op_timeout: Duration,
     /// How long to wait for the archiver to reach the end LSN.
     pub archive_timeout: Duration,
+    /// Files larger than this are uploaded in parts of this size, one part
+    /// in memory at a time ([`crate::stream`]). At least one page; S3
+    /// needs at least 5 MiB.
+    pub part_size_bytes: usize,
 }
 
 impl Default for BackupOptions {
@@ -416,6 +515,7 @@ impl Default for BackupOptions {
             timeline: 1,
             op_timeout: Duration::from_secs(30),
             archive_timeout: Duration::from_secs(300),
+            part_size_bytes: crate::stream::DEFAULT_PART_SIZE_BYTES,
         }
     }
 }
@@ -429,7 +529,15 @@ pub fn backup(
     target: &ArchiveTarget,
     options: &BackupOptions,
 ) -> Result<Manifest> {
+    if options.part_size_bytes < keel::page::PAGE_SIZE {
+        return Err(ArchiveError::Config(format!(
+            "backup part size {} bytes is less than a page ({} bytes)",
+            options.part_size_bytes,
+            keel::page::PAGE_SIZE
+        )));
+    }
     let remote = Remote::open(target, options.op_timeout)?;
+    let id = backup_id();
     let mut uploaded: Option<String> = None;
     let mut started_us = 0;
     let timeline = options.timeline;
@@ -437,20 +545,29 @@ pub fn backup(
     // The folder is named by the start LSN, known only once the engine has
     // checkpointed: the first file handed over is the control file, whose
     // scan start is that LSN.
-    let base = db.backup(|file: &BackupFile, bytes: &[u8]| -> Result<()> {
+    let base = db.backup_streaming(|file: &mut keel::backup::BackupReader<'_>| -> Result<()> {
         let dir = match &uploaded {
             Some(d) => d.clone(),
             None => {
-                let control = keel::recovery::Control::decode(bytes, Path::new(&file.name))
+                let mut bytes = Vec::new();
+                while let Some(part) = file.read_part(usize::MAX).map_err(engine_err)? {
+                    bytes.extend_from_slice(&part);
+                }
+                let control = keel::recovery::Control::decode(&bytes, Path::new(file.name()))
                     .map_err(engine_err)?;
-                let d = remote.backup_dir(timeline, control.scan_start());
+                let d = remote.backup_dir(timeline, control.scan_start(), id);
                 uploaded = Some(d.clone());
                 started_us = crate::restore::now_us();
-                d
+                let path = ObjectPath::from(format!("{d}/files/{}", file.name()));
+                remote.put_create(&path, &bytes)?;
+                return Ok(());
             }
         };
-        let path = ObjectPath::from(format!("{dir}/files/{}", file.name));
-        remote.put_create(&path, bytes)?;
+        let path = ObjectPath::from(format!("{dir}/files/{}", file.name()));
+        let size = file.size();
+        remote.put_streamed(&path, size, options.part_size_bytes, |max| {
+            file.read_part(max).map_err(engine_err)
+        })?;
         Ok(())
     });
     let base = base?;
@@ -483,11 +600,25 @@ pub fn backup(
     };
     let path = ObjectPath::from(format!(
         "{}/manifest",
-        remote.backup_dir(timeline, base.start)
+        remote.backup_dir(timeline, base.start, id)
     ));
     remote.put_create(&path, &manifest.encode())?;
     drop(base);
     Ok(manifest)
+}
+
+/// A random backup id (module essay, "Layout"): the standard library's
+/// per-process random hash keys, mixed with the time and process id.
+fn backup_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 impl Remote {

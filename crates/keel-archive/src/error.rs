@@ -161,6 +161,15 @@ pub enum ArchiveError {
     /// database.
     #[error("{0}")]
     Backup(Box<keel::Error>),
+    /// A complete backup cannot be restored from: the log between its
+    /// start and end LSN is not all in the archive.
+    #[error("backup {backup}: {reason}")]
+    BackupLogMissing {
+        /// The backup's folder.
+        backup: String,
+        /// Where the log stops or breaks.
+        reason: String,
+    },
     /// A restore cannot go on (no backup, an archive that ends too early, a
     /// target directory in use); the reason says which.
     #[error("restore: {0}")]

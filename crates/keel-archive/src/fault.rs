@@ -16,6 +16,15 @@
 //! "down" ([`FaultStore::set_down`]: every request fails until it is up
 //! again). Requests are counted, so a test can say how many tries a
 //! scenario took.
+//!
+//! A **power cut** of the writer ([`FaultStore::power_cut_after`]): after
+//! the given number of further uploads, every request through this
+//! wrapper fails, as if the writing process had lost power: an object
+//! whose upload had not finished (a multipart upload not yet completed)
+//! is never completed, so the store shows nothing under its name, and
+//! nothing is cleaned up (`abort` fails too). Each part of a multipart
+//! upload and its completion count as uploads ([`Op::Put`]), so a cut
+//! can land between any two parts.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -73,6 +82,8 @@ pub struct FaultStats {
 struct Plan {
     script: VecDeque<(Op, Fault)>,
     down: bool,
+    /// Uploads left before a power cut takes the store down for good.
+    cut_after: Option<u64>,
     stats: FaultStats,
 }
 
@@ -109,6 +120,15 @@ impl FaultStore {
         self.plan.lock().down = down;
     }
 
+    /// A power cut (module essay) after `puts` more uploads: the next
+    /// `puts` uploads (single puts, multipart starts, parts and
+    /// completions) go through, and from then on every request fails.
+    pub fn power_cut_after(&self, puts: u64) {
+        let mut plan = self.plan.lock();
+        plan.cut_after = Some(puts);
+        plan.down |= puts == 0;
+    }
+
     /// Requests seen and faults injected.
     pub fn stats(&self) -> FaultStats {
         self.plan.lock().stats
@@ -121,6 +141,13 @@ impl FaultStore {
             Op::Put => plan.stats.puts += 1,
             Op::Get => plan.stats.gets += 1,
             Op::List => plan.stats.lists += 1,
+        }
+        if op == Op::Put && !plan.down {
+            match plan.cut_after {
+                Some(0) => plan.down = true,
+                Some(n) => plan.cut_after = Some(n - 1),
+                None => {}
+            }
         }
         let fault = match plan.down {
             true => Some(Fault::Error),
@@ -185,7 +212,11 @@ impl ObjectStore for FaultStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let put = self.inner.put_multipart_opts(location, opts);
-        self.apply(Op::Put, put).await
+        let inner = self.apply(Op::Put, put).await?;
+        Ok(Box::new(FaultUpload {
+            store: self.clone(),
+            inner,
+        }))
     }
 
     async fn get_opts(
@@ -233,5 +264,54 @@ impl ObjectStore for FaultStore {
 
     async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
         self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+/// A multipart upload through a [`FaultStore`]: each part, the completion
+/// and the abort are requests of kind [`Op::Put`], faults and power cuts
+/// included.
+#[derive(Debug)]
+struct FaultUpload {
+    store: FaultStore,
+    inner: Box<dyn MultipartUpload>,
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for FaultUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        // The store is touched only when the fault lets the request
+        // through (module table).
+        match self.store.next_fault(Op::Put) {
+            None => self.inner.put_part(data),
+            Some(Fault::Error) => Box::pin(async { Err(injected("request refused")) }),
+            Some(Fault::Hang(d)) => Box::pin(async move {
+                tokio::time::sleep(d).await;
+                Err(injected("no answer"))
+            }),
+            Some(Fault::LostReply) => {
+                let part = self.inner.put_part(data);
+                Box::pin(async move {
+                    part.await?;
+                    Err(injected("reply lost after the request succeeded"))
+                })
+            }
+            Some(Fault::Slow(d)) => {
+                let part = self.inner.put_part(data);
+                Box::pin(async move {
+                    tokio::time::sleep(d).await;
+                    part.await
+                })
+            }
+        }
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let store = self.store.clone();
+        store.apply(Op::Put, self.inner.complete()).await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let store = self.store.clone();
+        store.apply(Op::Put, self.inner.abort()).await
     }
 }

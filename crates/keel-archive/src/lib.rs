@@ -17,9 +17,13 @@
 //! - [`store`]: object naming and create-only uploads.
 //! - [`archiver`]: the background thread that follows the durable log.
 //! - [`backup`](mod@backup): base backups (files and a manifest written last).
+//! - [`backup_check`]: whether a backup in the archive is usable (its files
+//!   and its log), and choosing the one a restore starts from.
 //! - [`restore`](mod@restore): restoring a backup and the archive's log to
 //!   the end or to a recovery target (time, LSN, transaction), and the
 //!   timelines (history objects) such restores start.
+//! - [`stream`]: backup files uploaded in parts and read back with
+//!   their CRC32C, in bounded memory.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
@@ -33,6 +37,7 @@
 
 pub mod archiver;
 pub mod backup;
+pub mod backup_check;
 pub mod chunk;
 pub mod config;
 pub mod error;
@@ -42,10 +47,11 @@ pub mod fuzz_targets;
 pub mod restore;
 pub mod status;
 pub mod store;
+pub mod stream;
 pub mod verify;
 
 pub use archiver::{ArchivePolicy, Archiver, ArchiverOptions, ArchiverStatus};
-pub use backup::{BackupEntry, BackupOptions, Manifest, backup};
+pub use backup::{BackupEntry, BackupFolder, BackupOptions, Manifest, backup};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use restore::{History, RestoreReport, RestoreTarget, restore};

@@ -100,7 +100,10 @@
 //! 2. Read the timeline's path and the backups on it; scan the archived
 //!    log from the oldest usable backup's start (every chunk verified:
 //!    CRCs, database id, timeline, continuity) to find the stop LSN.
-//! 3. Pick the newest backup whose end is at or before the stop.
+//! 3. Pick the newest usable backup whose end is at or before the stop
+//!    ([`crate::backup_check::check_backup`]: files and log checked); a
+//!    damaged newer one is passed over and named in the report, and when
+//!    every candidate is damaged the error names each.
 //! 4. Download each file, check its size and CRC32C against the manifest
 //!    and the control file's database id against the manifest's, and write
 //!    it (synced), the control file as [`RESTORING_CONTROL`] so that an
@@ -124,6 +127,7 @@ use object_store::path::Path as ObjectPath;
 
 use crate::archiver::{Archiver, ArchiverOptions};
 use crate::backup::{BackupEntry, Manifest, RESTORING_CONTROL};
+use crate::backup_check::{backup_folder, check_backup, is_damage};
 use crate::chunk::{self, Chunk, Expect};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
@@ -194,6 +198,9 @@ pub struct RestoreReport {
     pub history: Option<History>,
     /// What recovery did when the restored database was opened.
     pub recovery: keel::RecoveryReport,
+    /// Newer complete backups passed over as damaged (folder, why): the
+    /// restore fell back to an older one ([`crate::backup_check`]).
+    pub passed_over: Vec<(String, String)>,
 }
 
 /// A timeline's history object (module essay).
@@ -683,7 +690,31 @@ pub fn restore(
         oldest.start,
         restore_target,
     )?;
-    let Some((entry, manifest)) = backups.iter().rev().find(|(_, m)| m.end <= stop).cloned() else {
+    let mut passed_over = Vec::new();
+    let mut chosen = None;
+    for (entry, _) in backups.iter().rev().filter(|(_, m)| m.end <= stop) {
+        match check_backup(&remote, entry) {
+            Ok(m) => {
+                chosen = Some((entry.clone(), m));
+                break;
+            }
+            Err(e) if is_damage(&e) => passed_over.push((backup_folder(entry), e.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
+    if chosen.is_none() && !passed_over.is_empty() {
+        let each: Vec<String> = passed_over
+            .iter()
+            .map(|(f, why)| format!("{f}: {why}"))
+            .collect();
+        return Err(ArchiveError::Restore(format!(
+            "no usable backup (one with a manifest, its files and its log) ends at or before \
+             the stop LSN {stop} on timeline {timeline:08X}'s history; every complete one is \
+             damaged: {}",
+            each.join("; ")
+        )));
+    }
+    let Some((entry, manifest)) = chosen else {
         return Err(match head < oldest.end {
             true => ArchiveError::Restore(format!(
                 "the archive of timeline {timeline} ends at LSN {head}, before the oldest backup's \
@@ -753,6 +784,7 @@ pub fn restore(
         timeline: new_timeline,
         history,
         recovery,
+        passed_over,
     })
 }
 
@@ -829,18 +861,18 @@ fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
     move |e| ArchiveError::Restore(format!("{what} {}: {e}", dir.display()))
 }
 
-/// Step 4: every file, verified, written and synced.
+/// Step 4: every file, verified, written and synced; the control file
+/// first, as [`RESTORING_CONTROL`], so a restore killed at any later moment
+/// leaves a directory an open refuses, never one it would take for a new,
+/// empty database (the relation folder alone).
 fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path) -> Result<u64> {
     let rel = dir.join(keel::datadir::layout::REL_DIR);
-    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
-    let base = entry
-        .manifest
-        .as_ref()
-        .strip_suffix("/manifest")
-        .unwrap_or(entry.manifest.as_ref())
-        .to_string();
+    std::fs::create_dir_all(dir).map_err(local(dir, "cannot create"))?;
+    let base = backup_folder(entry);
     let mut total = 0;
-    for f in &m.files {
+    let mut files: Vec<_> = m.files.iter().collect();
+    files.sort_by_key(|f| f.name != keel::datadir::layout::CONTROL_FILE);
+    for f in files {
         let object = format!("{base}/files/{}", f.name);
         let bytes = remote.get(&ObjectPath::from(object.clone()))?;
         if bytes.len() as u64 != f.size {
@@ -859,7 +891,8 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
                 computed,
             });
         }
-        if f.name == keel::datadir::layout::CONTROL_FILE {
+        let is_control = f.name == keel::datadir::layout::CONTROL_FILE;
+        if is_control {
             let c = keel::recovery::Control::decode(&bytes, Path::new(&object))
                 .map_err(|e| ArchiveError::Backup(Box::new(e)))?;
             if c.database_id != m.database_id {
@@ -870,13 +903,17 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
                 });
             }
         }
-        let path: PathBuf = match f.name == keel::datadir::layout::CONTROL_FILE {
+        let path: PathBuf = match is_control {
             true => dir.join(RESTORING_CONTROL),
-            false => f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)),
+            false => {
+                std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+                f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
+            }
         };
         write_synced(&path, &bytes)?;
         total += f.size;
     }
+    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
     for d in [&rel, &dir.to_path_buf()] {
         std::fs::File::open(d)
             .and_then(|h| h.sync_all())

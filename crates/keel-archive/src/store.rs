@@ -124,7 +124,14 @@ impl Remote {
         self.under(&format!("wal/{timeline:08X}/{:016X}.chunk", start.0))
     }
 
-    fn block<T>(
+    /// The store itself, for the streaming calls (`stream` module).
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Runs `f` on the archive's runtime within the time limit of one
+    /// request; `op` and `object` name it in errors.
+    pub(crate) fn block<T>(
         &self,
         op: &'static str,
         object: &Path,

@@ -1,7 +1,8 @@
 //! Base backups and restores end to end on a local-directory store: a
 //! backup taken while writers run restores every acknowledged commit; a
 //! backup without its manifest is never used; a damaged backup file is
-//! refused naming it; a backup cut short leaves the archive usable.
+//! refused naming it, and a restore falls back past it to an older
+//! complete backup; a backup cut short leaves the archive usable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
@@ -100,10 +101,23 @@ fn archive_all(s: &Setup) {
         .unwrap();
 }
 
+/// The folder of the complete backup `m` (`<start>-<id>`, with a
+/// manifest).
 fn backup_folder(s: &Setup, m: &Manifest) -> PathBuf {
-    s.root
-        .join("db/backups/00000001")
-        .join(format!("{:016X}", m.start.0))
+    let tl = s.root.join("db/backups/00000001");
+    let prefix = format!("{:016X}-", m.start.0);
+    std::fs::read_dir(&tl)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&prefix)
+                && p.join("manifest").exists()
+        })
+        .unwrap()
 }
 
 #[test]
@@ -205,23 +219,101 @@ fn a_damaged_backup_file_is_refused_naming_it() {
     std::fs::write(&path, &bytes).unwrap();
     let restored = s._tmp.path().join("restored");
     let err = restore_into(&s, &restored).unwrap_err();
+    let folder = backup_folder(&s, &m);
+    let folder = folder.file_name().unwrap().to_str().unwrap();
+    let text = err.to_string();
     assert!(
-        matches!(err, ArchiveError::ChecksumMismatch { .. }),
-        "{err:?}"
+        text.contains("no usable backup")
+            && text.contains("checksum mismatch")
+            && text.contains(folder)
+            && text.contains(&heap.name),
+        "{err}"
     );
-    assert!(err.to_string().contains(&heap.name), "{err}");
-    // What the restore left is refused by an open, never taken for a
-    // database.
-    let open_err = Database::open(&restored, config()).unwrap_err();
+    // The backup was checked before anything was written.
+    assert!(!restored.exists());
+}
+
+/// Two complete backups; the newer one damaged by `damage` (given its
+/// folder and manifest): the restore passes it over, naming it, and
+/// restores the older one and the log from it: every row.
+fn falls_back_past(damage: impl FnOnce(&Path, &Manifest) -> String) {
+    let s = setup();
+    insert(&s.db, s.rel, b"before the first backup");
+    let first = take_backup(&s);
+    common::workload(&s.db, s.rel, 5, 10, 0);
+    let second = take_backup(&s);
+    insert(&s.db, s.rel, b"after the second backup");
+    archive_all(&s);
+    let folder = backup_folder(&s, &second);
+    let named = damage(&folder, &second);
+    let want: BTreeSet<Vec<u8>> =
+        s.db.begin()
+            .unwrap()
+            .scan(s.rel)
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect();
+    let restored = s._tmp.path().join("restored");
+    let report = restore_into(&s, &restored).unwrap();
+    assert_eq!(report.backup.start, first.start);
+    assert_eq!(report.passed_over.len(), 1, "{:?}", report.passed_over);
+    let (passed, why) = &report.passed_over[0];
     assert!(
-        open_err
-            .to_string()
-            .contains("unfinished restore (control.restoring"),
-        "{open_err}"
+        passed.ends_with(folder.file_name().unwrap().to_str().unwrap()),
+        "{passed}"
     );
-    // Restoring into it again names it too.
-    let again = restore_into(&s, &restored).unwrap_err().to_string();
-    assert!(again.contains("holds an unfinished restore"), "{again}");
+    assert!(why.contains(&named), "{why}");
+    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+    assert_eq!(got.len(), 52);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_restore_falls_back_past_a_newest_backup_with_a_damaged_file() {
+    falls_back_past(|folder, m| {
+        let heap = m.files.iter().find(|f| f.name.starts_with("rel/")).unwrap();
+        let path = folder.join("files").join(&heap.name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        heap.name.clone()
+    });
+}
+
+#[test]
+fn a_restore_falls_back_past_a_newest_backup_missing_a_file() {
+    falls_back_past(|folder, m| {
+        let heap = m.files.iter().find(|f| f.name.starts_with("rel/")).unwrap();
+        std::fs::remove_file(folder.join("files").join(&heap.name)).unwrap();
+        heap.name.clone()
+    });
+}
+
+#[test]
+fn a_restore_with_every_backup_damaged_names_each_and_writes_nothing() {
+    let s = setup();
+    insert(&s.db, s.rel, b"before the first backup");
+    let first = take_backup(&s);
+    insert(&s.db, s.rel, b"between");
+    let second = take_backup(&s);
+    archive_all(&s);
+    for m in [&first, &second] {
+        let f = backup_folder(&s, m).join("files/control");
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&f, &bytes).unwrap();
+    }
+    let restored = s._tmp.path().join("restored");
+    let err = restore_into(&s, &restored).unwrap_err().to_string();
+    for m in [&first, &second] {
+        let folder = backup_folder(&s, m);
+        assert!(
+            err.contains(folder.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+    }
+    assert!(err.contains("files/control"), "{err}");
+    assert!(!restored.exists());
 }
 
 #[test]
@@ -269,7 +361,7 @@ fn a_backup_cut_short_leaves_the_archive_usable() {
             return Err(ArchiveError::Config("killed".into()));
         }
         let c = keel::recovery::Control::decode(bytes, Path::new("control")).unwrap();
-        let dir = remote.backup_dir(1, c.scan_start());
+        let dir = remote.backup_dir(1, c.scan_start(), 0x5EED);
         remote.put_create(&ObjectPath::from(format!("{dir}/files/{}", f.name)), bytes)?;
         uploaded += 1;
         Ok(())
@@ -364,4 +456,127 @@ fn a_log_pin_outlives_checkpoints_and_coexists_with_the_hold() {
         .log_reader(pinned_at)
         .and_then(|mut r| r.next().transpose().map_err(Into::into));
     assert!(read.is_err(), "the log stayed after the pin was dropped");
+}
+
+#[test]
+fn a_file_many_parts_long_is_streamed_and_restores_whole() {
+    let s = setup();
+    // About 2.5 MiB of rows in one heap file, uploaded in 64 KiB parts:
+    // the upload holds one part in memory, never the file.
+    let value = vec![0xA5u8; 1000];
+    for chunk in 0..50 {
+        let mut tx = s.db.begin().unwrap();
+        for i in 0..50u32 {
+            let mut v = value.clone();
+            v[..8].copy_from_slice(&(u64::from(chunk * 50 + i)).to_le_bytes());
+            tx.insert(s.rel, &v).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let part = 64 << 10;
+    let options = BackupOptions {
+        part_size_bytes: part,
+        ..options()
+    };
+    let m = keel_archive::backup(&s.db, s.archiver.as_ref().unwrap(), &s.target, &options).unwrap();
+    let heap = m.files.iter().max_by_key(|f| f.size).unwrap();
+    assert!(heap.size > 20 * part as u64, "{} bytes", heap.size);
+    let object = backup_folder(&s, &m).join("files").join(&heap.name);
+    let stored = std::fs::read(&object).unwrap();
+    assert_eq!(stored.len() as u64, heap.size);
+    assert_eq!(keel::checksum::crc32c(&stored), heap.crc32c);
+    let remote = Remote::open(&s.target, Duration::from_secs(5)).unwrap();
+    let folder = backup_folder(&s, &m);
+    let rel = folder.strip_prefix(&s.root).unwrap().to_str().unwrap();
+    let sum = remote
+        .crc_streamed(&ObjectPath::from(format!("{rel}/files/{}", heap.name)))
+        .unwrap();
+    assert_eq!((sum.size, sum.crc32c), (heap.size, heap.crc32c));
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    restore_into(&s, &restored).unwrap();
+    let got = rows(&restored, "r");
+    assert_eq!(got.len(), 2500);
+    let keys: BTreeSet<u64> = got
+        .iter()
+        .map(|r| u64::from_le_bytes(r[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(keys.len(), 2500);
+}
+
+#[test]
+fn a_part_size_below_a_page_is_refused() {
+    let s = setup();
+    let options = BackupOptions {
+        part_size_bytes: 100,
+        ..options()
+    };
+    let e =
+        keel_archive::backup(&s.db, s.archiver.as_ref().unwrap(), &s.target, &options).unwrap_err();
+    assert!(e.to_string().contains("part size 100 bytes"), "{e}");
+}
+
+#[test]
+fn a_sink_that_reads_a_file_in_part_is_an_error_naming_it() {
+    let s = setup();
+    common::workload(&s.db, s.rel, 20, 10, 0);
+    let mut seen = Vec::new();
+    let err =
+        s.db.backup_streaming(
+            |f: &mut keel::backup::BackupReader<'_>| -> keel::Result<()> {
+                seen.push((f.name().to_string(), f.size()));
+                // One page of each file (a part size is rounded down to
+                // whole pages), not the rest.
+                let part = f.read_part(keel::page::PAGE_SIZE + 100)?.unwrap();
+                assert_eq!(
+                    part.len() as u64,
+                    f.size().min(keel::page::PAGE_SIZE as u64),
+                    "{}",
+                    f.name()
+                );
+                Ok(())
+            },
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    // Files of one page at most are read whole and described; the first
+    // longer one is the error, and the backup stops there.
+    let (heap, _) = seen.last().unwrap();
+    assert!(
+        seen.iter()
+            .rev()
+            .skip(1)
+            .all(|(_, size)| *size <= keel::page::PAGE_SIZE as u64),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().1 > keel::page::PAGE_SIZE as u64,
+        "{seen:?}"
+    );
+    assert!(
+        err.contains(heap) && err.contains("must read each file to its end"),
+        "{err}"
+    );
+}
+
+/// What a restore killed after its first file leaves (the control file as
+/// `control.restoring`, nothing else finished) is named as an unfinished
+/// restore by an open and by a second restore into it.
+#[test]
+fn an_unfinished_restore_is_named_by_an_open_and_by_a_restore() {
+    let s = setup();
+    insert(&s.db, s.rel, b"row");
+    take_backup(&s);
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    std::fs::create_dir_all(restored.join("rel")).unwrap();
+    std::fs::write(restored.join("control.restoring"), b"partial").unwrap();
+    let open_err = Database::open(&restored, config()).unwrap_err().to_string();
+    assert!(
+        open_err.contains("unfinished restore (control.restoring"),
+        "{open_err}"
+    );
+    let again = restore_into(&s, &restored).unwrap_err().to_string();
+    assert!(again.contains("holds an unfinished restore"), "{again}");
 }

@@ -100,6 +100,12 @@ fn a_backup_over_s3_restores_every_row() {
 }
 
 #[test]
+fn a_large_file_goes_up_over_s3_in_parts_and_restores() {
+    let server = Server::start();
+    streamed_backup_and_restore(&server.target(SECRET_KEY, "streamed"));
+}
+
+#[test]
 fn a_point_in_time_restore_over_s3_starts_and_follows_a_timeline() {
     let server = Server::start();
     restore_to_a_point_and_follow_the_timeline(&server.target(SECRET_KEY, "pitr"));

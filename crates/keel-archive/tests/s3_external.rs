@@ -80,6 +80,10 @@ against_the_server!(
 );
 against_the_server!(a_backup_restores_every_row, backup_and_restore);
 against_the_server!(
+    a_large_file_goes_up_in_parts_and_restores,
+    streamed_backup_and_restore
+);
+against_the_server!(
     a_point_in_time_restore_starts_and_follows_a_timeline,
     restore_to_a_point_and_follow_the_timeline
 );

@@ -19,7 +19,13 @@
 //!   the database id (the same in every chunk of every timeline), and
 //!   continuity (each chunk starts exactly where the previous one ended).
 //!   It stops at the first bad object and exits 1 with an error naming it
-//!   and the place in it.
+//!   and the place in it. Then it checks every backup: each complete one
+//!   (with a manifest) must have all its files with the manifest's sizes
+//!   and CRC32C and the log from its start to its end LSN in the archive;
+//!   each damaged one is named with the file or log at fault, and the
+//!   command exits 1. A backup without a manifest is reported as
+//!   incomplete (a backup killed or cut off; restores never use it), not
+//!   an error.
 //!
 //! - `list` also shows the complete base backups (those with a manifest;
 //!   keel-archive's `backup` module has the layout): start and end LSN,
@@ -38,6 +44,9 @@
 //!   timeline (keel-archive's `restore` module). `--time` is RFC 3339 or
 //!   Unix seconds (fractions allowed), `--lsn` as Keel prints LSNs
 //!   (`HI/LO`) or `0x…`.
+//!   The newest usable backup is chosen: a newer complete backup that is
+//!   damaged is passed over, and the command says so and names the older
+//!   backup it fell back to.
 //!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
@@ -110,6 +119,10 @@ pub struct BackupArgs {
     /// Seconds to wait for the log up to the backup's end to be archived.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub archive_timeout: u64,
+    /// Files larger than this are uploaded in parts of this many bytes,
+    /// one part in memory at a time (S3 needs at least 5 MiB).
+    #[arg(long, default_value_t = keel_archive::stream::DEFAULT_PART_SIZE_BYTES, value_name = "BYTES")]
+    pub part_size: usize,
 }
 
 /// Arguments of `keel restore`.
@@ -210,6 +223,7 @@ pub fn backup(args: BackupArgs) -> Result<(), Failure> {
             .unwrap_or(1),
         op_timeout: Duration::from_secs(args.location.timeout),
         archive_timeout: Duration::from_secs(args.archive_timeout),
+        part_size_bytes: args.part_size,
     };
     let taken = keel_archive::backup(&db, &archiver, &target, &backup_options);
     let stopped = archiver.stop();
@@ -252,6 +266,12 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
         Duration::from_secs(args.location.timeout),
     )
     .map_err(fail)?;
+    for (folder, why) in &r.passed_over {
+        println!("passed over the damaged backup {folder}: {why}");
+    }
+    if !r.passed_over.is_empty() {
+        println!("fell back to the older backup from LSN {}", r.backup.start);
+    }
     println!(
         "restored the backup from LSN {} (consistent at {}) and {} chunks of log to LSN {} into {}: \
          {} records redone, {} transactions undone",
@@ -515,11 +535,62 @@ fn verify(l: &Location) -> Result<(), Failure> {
         chunks += r.chunks;
         records += r.records;
     }
+    let backups = verify_backups(l)?;
     println!(
-        "archive {} verified: {chunks} chunks, {records} records",
+        "archive {} verified: {chunks} chunks, {records} records, {backups} complete backups",
         l.url
     );
     Ok(())
+}
+
+/// Checks every backup folder (keel-archive's `backup_check` module):
+/// each complete one's files and log, each incomplete one reported. Every
+/// damaged backup is named before the error; returns the complete ones.
+fn verify_backups(l: &Location) -> Result<u64, Failure> {
+    let remote = Remote::open(&parse_location(l)?, Duration::from_secs(l.timeout)).map_err(fail)?;
+    let mut damaged = Vec::new();
+    let mut complete = 0;
+    for folder in remote.list_backup_folders().map_err(fail)? {
+        if !folder.manifest {
+            println!(
+                "backup {}: incomplete (no manifest: {} objects, {}); never restored from",
+                folder.folder,
+                folder.objects,
+                size(folder.bytes)
+            );
+            continue;
+        }
+        let entry = keel_archive::BackupEntry {
+            timeline: folder.timeline,
+            start: folder.start,
+            manifest: format!("{}/manifest", folder.folder).into(),
+        };
+        match keel_archive::backup_check::check_backup(&remote, &entry) {
+            Ok(m) => {
+                complete += 1;
+                println!(
+                    "backup {}: LSN {}..{}, {} files, {}: ok",
+                    folder.folder,
+                    m.start,
+                    m.end,
+                    m.files.len(),
+                    size(m.files.iter().map(|f| f.size).sum())
+                );
+            }
+            Err(e) => {
+                println!("backup {}: damaged: {e}", folder.folder);
+                damaged.push(folder.folder);
+            }
+        }
+    }
+    match damaged.is_empty() {
+        true => Ok(complete),
+        false => Err(Failure(format!(
+            "{}: damaged backups: {}",
+            l.url,
+            damaged.join(", ")
+        ))),
+    }
 }
 
 /// A commit time (µs since the epoch) in RFC 3339, UTC; `-` for none.

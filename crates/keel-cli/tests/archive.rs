@@ -272,6 +272,76 @@ fn backup_then_restore_round_trips_and_a_used_directory_is_refused() {
     );
 }
 
+/// `keel archive verify` checks backups: a complete one passes, a folder
+/// without a manifest is reported incomplete (not an error), and a
+/// backup file whose bytes differ from its manifest fails the command
+/// with an error naming the backup and the file.
+#[test]
+fn verify_checks_each_backup_and_names_a_damaged_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("data"), tmp.path().join("archive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Database::open(&data, Config::default()).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..200u32 {
+        tx.insert(rel, &[i.to_le_bytes().to_vec(), vec![7; 200]].concat())
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    db.close().unwrap();
+    let data_s = data.display().to_string();
+    let out = keel(&["backup", "--dir", &data_s, "--archive", &url(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 complete backups"), "{out}");
+    let timeline = dir.join("backups/00000001");
+    let folder = std::fs::read_dir(&timeline)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = folder.file_name().unwrap().to_str().unwrap().to_string();
+    // A backup cut off before its manifest: same start, another run id.
+    let start = name.split('-').next().unwrap();
+    let cut = timeline.join(format!("{start}-00000000000000AB"));
+    std::fs::create_dir_all(cut.join("files")).unwrap();
+    std::fs::copy(folder.join("files/control"), cut.join("files/control")).unwrap();
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("{start}-00000000000000AB: incomplete")),
+        "{out}"
+    );
+    let heap = std::fs::read_dir(folder.join("files/rel"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&heap).unwrap();
+    bytes[5000] ^= 0x10;
+    std::fs::write(&heap, &bytes).unwrap();
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(1), "{out}");
+    let heap_name = heap.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.contains(&name) && out.contains(heap_name) && out.contains("checksum mismatch"),
+        "{out}"
+    );
+    // The restore has no usable backup left and says which and why.
+    let restored = tmp.path().join("restored").display().to_string();
+    let out = keel(&["restore", "--archive", &url(&dir), "--dir", &restored]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no usable backup") && err.contains(heap_name),
+        "{err}"
+    );
+}
+
 /// `keel restore` to a transaction, to an RFC 3339 time and to an LSN:
 /// each directory holds exactly the commits up to its target, a point
 /// before the head starts a timeline that `keel archive list` shows, and a

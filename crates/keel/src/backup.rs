@@ -15,8 +15,13 @@
 //!    caller's sink, each read whole while transactions, the checkpointer
 //!    and page writes go on. Each file is read as long as it is when the
 //!    read begins, cut to whole pages (a page past that was added after
-//!    the checkpoint: the log re-creates it). Each file is held in memory
-//!    whole while the sink takes it.
+//!    the checkpoint: the log re-creates it). The sink reads each file
+//!    through a [`BackupReader`], in parts of the size it asks for, so a
+//!    file is never held in memory whole; the reader computes the file's
+//!    CRC32C over exactly the bytes it handed out. A sink must read its
+//!    file to the end ([`BackupReader::remaining`] is zero when it
+//!    returns): a file handed over in part is an error, never described
+//!    with the size it should have had.
 //! 3. The **end LSN** is the log's durable end after the last read. Every
 //!    page write the copy may have seen was preceded by its log being
 //!    durable (the WAL rule, invariant 4), so redo from the start LSN up to
@@ -38,7 +43,7 @@
 
 use keel_io::{FileClass, IoBuf, OpenOptions};
 
-use crate::checksum::crc32c;
+use crate::checksum::{crc32c, crc32c_append};
 use crate::datadir::layout::{CONTROL_FILE, REL_DIR, RelFile, rel_dir, rel_file};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -82,11 +87,116 @@ pub struct BaseBackup {
     pub pin: LogPin,
 }
 
-/// Runs the protocol (module essay) on `engine`, handing each file to
-/// `sink`.
+/// One file of a backup as the sink reads it, in parts, while writes
+/// continue (module essay, step 2).
+pub struct BackupReader<'a> {
+    name: String,
+    size: u64,
+    pos: u64,
+    crc: u32,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    /// The control file, encoded in memory (a few hundred bytes).
+    Memory(Vec<u8>),
+    /// A heap file, open.
+    File {
+        io: &'a std::sync::Arc<dyn keel_io::AsyncIo>,
+        file: keel_io::FileHandle,
+    },
+}
+
+impl BackupReader<'_> {
+    /// The file's path relative to the data directory (`control`,
+    /// `rel/7.heap`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file's size in bytes: what the sink will read in all.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.size - self.pos
+    }
+
+    /// The next at most `max_bytes` bytes (`max_bytes` rounded down to
+    /// whole pages, at least one page, for a heap file); `None` at the
+    /// end.
+    pub fn read_part(&mut self, max_bytes: usize) -> Result<Option<Vec<u8>>> {
+        if self.pos == self.size {
+            return Ok(None);
+        }
+        // Whole pages from a heap file: its reads stay page-aligned, as a
+        // direct-I/O backend needs.
+        let max = match &self.source {
+            Source::Memory(_) => max_bytes.max(PAGE_SIZE),
+            Source::File { .. } => (max_bytes / PAGE_SIZE).max(1) * PAGE_SIZE,
+        };
+        let want = (self.size - self.pos).min(max as u64) as usize;
+        let bytes = match &self.source {
+            Source::Memory(b) => b[self.pos as usize..self.pos as usize + want].to_vec(),
+            Source::File { io, file } => io
+                .read_exact_at(*file, self.pos, IoBuf::zeroed(want))
+                .wait()?
+                .into_vec(),
+        };
+        self.pos += want as u64;
+        self.crc = crc32c_append(self.crc, &bytes);
+        Ok(Some(bytes))
+    }
+
+    /// The file's description, once the sink has read it all.
+    fn described(&self) -> Result<BackupFile> {
+        if self.pos != self.size {
+            return Err(crate::error::DbError::Config(format!(
+                "the backup sink read {} of the {} bytes of {}: a sink must read each file to its end",
+                self.pos, self.size, self.name
+            ))
+            .into());
+        }
+        Ok(BackupFile {
+            name: self.name.clone(),
+            size: self.size,
+            crc32c: self.crc,
+        })
+    }
+}
+
+impl Drop for BackupReader<'_> {
+    fn drop(&mut self) {
+        if let Source::File { io, file } = &self.source {
+            let _ = io.close(*file).wait();
+        }
+    }
+}
+
+/// Runs the protocol (module essay) on `engine`, handing each file whole
+/// to `sink` (for small databases and tests; [`backup_streaming`] bounds
+/// memory).
 pub(crate) fn backup<E: From<Error>>(
     engine: &Engine,
     mut sink: impl FnMut(&BackupFile, &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<BaseBackup, E> {
+    backup_streaming(engine, |reader: &mut BackupReader<'_>| {
+        let mut bytes = Vec::with_capacity(reader.size() as usize);
+        while let Some(part) = reader.read_part(usize::MAX)? {
+            bytes.extend_from_slice(&part);
+        }
+        let file = described(reader.name().to_string(), &bytes);
+        sink(&file, &bytes)
+    })
+}
+
+/// Runs the protocol (module essay) on `engine`, handing each file to
+/// `sink` as a [`BackupReader`] it reads in parts.
+pub(crate) fn backup_streaming<E: From<Error>>(
+    engine: &Engine,
+    mut sink: impl FnMut(&mut BackupReader<'_>) -> std::result::Result<(), E>,
 ) -> std::result::Result<BaseBackup, E> {
     let (control, pin, checkpoint_end) = checkpoint_and_pin(engine)?;
     let wal = &engine.store.wal;
@@ -96,16 +206,21 @@ pub(crate) fn backup<E: From<Error>>(
         ..control
     }
     .encode();
-    let file = described(CONTROL_FILE.to_string(), &control_bytes);
-    sink(&file, &control_bytes)?;
-    files.push(file);
+    let mut reader = BackupReader {
+        name: CONTROL_FILE.to_string(),
+        size: control_bytes.len() as u64,
+        pos: 0,
+        crc: 0,
+        source: Source::Memory(control_bytes.to_vec()),
+    };
+    sink(&mut reader)?;
+    files.push(reader.described()?);
     for name in heap_files(engine)? {
-        let Some(bytes) = read_heap_file(engine, &name)? else {
+        let Some(mut reader) = open_heap_file(engine, &name)? else {
             continue;
         };
-        let file = described(format!("{REL_DIR}/{name}"), &bytes);
-        sink(&file, &bytes)?;
-        files.push(file);
+        sink(&mut reader)?;
+        files.push(reader.described()?);
     }
     Ok(BaseBackup {
         start: pin.lsn(),
@@ -162,9 +277,10 @@ fn heap_files(engine: &Engine) -> Result<Vec<String>> {
     Ok(heaps.into_iter().map(|(_, n)| n).collect())
 }
 
-/// Reads heap file `name` whole, cut to whole pages; `None` when it was
-/// removed (a drop) before it could be opened.
-fn read_heap_file(engine: &Engine, name: &str) -> Result<Option<Vec<u8>>> {
+/// Opens heap file `name` for reading, as long as it is now, cut to
+/// whole pages; `None` when it was removed (a drop) before it could be
+/// opened.
+fn open_heap_file<'a>(engine: &'a Engine, name: &str) -> Result<Option<BackupReader<'a>>> {
     let io = &engine.store.io;
     let dir = rel_dir(&engine.dir);
     let path = dir.join(name);
@@ -182,14 +298,14 @@ fn read_heap_file(engine: &Engine, name: &str) -> Result<Option<Vec<u8>>> {
             };
         }
     };
-    let read = (|| {
-        let size = io.size(f).wait()?;
-        let size = size - size % PAGE_SIZE as u64;
-        let buf = io
-            .read_exact_at(f, 0, IoBuf::zeroed(size as usize))
-            .wait()?;
-        Ok(buf.into_vec())
-    })();
-    let _ = io.close(f).wait();
-    read.map(Some)
+    let mut reader = BackupReader {
+        name: format!("{REL_DIR}/{name}"),
+        size: 0,
+        pos: 0,
+        crc: 0,
+        source: Source::File { io, file: f },
+    };
+    let size = io.size(f).wait()?;
+    reader.size = size - size % PAGE_SIZE as u64;
+    Ok(Some(reader))
 }

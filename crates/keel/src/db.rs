@@ -373,6 +373,17 @@ impl Database {
         crate::backup::backup(&self.inner, sink)
     }
 
+    /// [`backup`](Self::backup) with each file handed to `sink` as a
+    /// reader it takes in parts, so no file is held in memory whole
+    /// (`backup` module essay).
+    pub fn backup_streaming<E: From<Error>>(
+        &self,
+        sink: impl FnMut(&mut crate::backup::BackupReader<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<crate::backup::BaseBackup, E> {
+        self.inner.check_usable()?;
+        crate::backup::backup_streaming(&self.inner, sink)
+    }
+
     /// Pins the log from `lsn` until the returned pin is dropped: no
     /// checkpoint retires log at or above it. Any number of pins coexist
     /// with each other and with [`hold_log_from`](Self::hold_log_from).
