@@ -384,8 +384,8 @@ fn check_numeric(heading: &str, expected: &[(&str, usize, usize)]) {
 fn tree_pages_match_constants() {
     use keel::page::PageType;
     use keel::page::tree::{
-        FLAG_INCOMPLETE_SPLIT, MAX_ITEM_LEN, MAX_KEY_LEN, MAX_LEVEL, TREE_HEADER_SIZE,
-        TREE_SLOT_SIZE, VALUE_INLINE, VALUE_OVERFLOW, offsets,
+        FLAG_INCOMPLETE_SPLIT, KEY_PREFIX_LEN, MAX_ITEM_LEN, MAX_KEY_LEN, MAX_LEVEL,
+        TREE_HEADER_SIZE, TREE_SLOT_SIZE, VALUE_INLINE, VALUE_OVERFLOW, offsets,
     };
     check_numeric(
         "#### Tree meta page",
@@ -426,9 +426,13 @@ fn tree_pages_match_constants() {
     assert!(DOC.contains(&format!("length of the high key, at most {MAX_KEY_LEN};")));
     check_numeric(
         "#### Tree slot entry",
-        &[("offset", 0, 2), ("length", 2, 2)],
+        &[
+            ("offset", 0, 2),
+            ("length", 2, 2),
+            ("prefix", 4, KEY_PREFIX_LEN),
+        ],
     );
-    assert_eq!(TREE_SLOT_SIZE, 4);
+    assert_eq!(TREE_SLOT_SIZE, 4 + KEY_PREFIX_LEN);
     let item = layout("#### Tree item");
     let expect = |o: &str, s: &str, f: &str| (o.to_owned(), s.to_owned(), f.to_owned());
     assert_eq!(
