@@ -402,10 +402,12 @@ fn tree_pages_match_constants() {
             ("flags", offsets::FLAGS, 2),
             ("high_offset", offsets::HIGH_OFFSET, 2),
             ("high_len", offsets::HIGH_LEN, 2),
+            ("high_prefix", offsets::HIGH_PREFIX, KEY_PREFIX_LEN),
         ],
     );
     assert_eq!(offsets::LEVEL, HEADER_SIZE);
-    assert_eq!(offsets::HIGH_LEN + 2, TREE_HEADER_SIZE);
+    assert_eq!(offsets::HIGH_LEN + 2, offsets::HIGH_PREFIX);
+    assert_eq!(offsets::HIGH_PREFIX + KEY_PREFIX_LEN, TREE_HEADER_SIZE);
     let node = layout("#### Tree node");
     assert_eq!(
         node.last().unwrap(),

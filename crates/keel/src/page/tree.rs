@@ -7,11 +7,11 @@
 //! internal page ([`PageType::TreeInternal`], level ≥ 1).
 //!
 //! ```text
-//!  0          40     42     44         46        48
-//!  +----------+------+------+----------+---------+---------------------+
-//!  | common   |level |flags |high key  |high key | slot array ...      |
-//!  | header   |      |      |offset    |length   | offset, len, prefix |
-//!  +----------+------+------+----------+---------+---------------------+
+//!  0          40     42     44         46        48         56
+//!  +----------+------+------+----------+---------+----------+---------------------+
+//!  | common   |level |flags |high key  |high key |high key  | slot array ...      |
+//!  | header   |      |      |offset    |length   |prefix    | offset, len, prefix |
+//!  +----------+------+------+----------+---------+----------+---------------------+
 //!  ... free ...  | items, growing down from the end of the page | high key |
 //! ```
 //!
@@ -23,7 +23,10 @@
 //! - The **high key** bounds the node from above: every key on the node is
 //!   strictly below it, and the keys of its right sibling are at or above
 //!   it. The rightmost node of a level has none (length and offset zero);
-//!   every other node has one.
+//!   every other node has one. The header keeps its prefix (as a slot
+//!   keeps its item's, below; zero without a high key), so the move-right
+//!   test of a descent reads the high key's bytes, at the far end of the
+//!   page, only when a key shares those first bytes with it.
 //! - The slot array is **sorted** by key (memcmp order, strictly
 //!   ascending). Slot `i` is a `u16` offset and a `u16` length of item `i`
 //!   and the item key's **prefix**: its first [`KEY_PREFIX_LEN`] bytes,
@@ -65,7 +68,7 @@ use crate::types::PageId;
 pub mod check;
 
 /// Bytes of a node's header: the common header and the tree fields.
-pub const TREE_HEADER_SIZE: usize = 48;
+pub const TREE_HEADER_SIZE: usize = 56;
 /// Size of a slot array entry: item offset, item length, key prefix.
 pub const TREE_SLOT_SIZE: usize = 12;
 /// Bytes of a key kept in its slot (zero-padded), compared before the item.
@@ -112,6 +115,8 @@ pub mod offsets {
     pub const HIGH_OFFSET: usize = 44;
     /// u16 length of the high key.
     pub const HIGH_LEN: usize = 46;
+    /// The high key's first 8 bytes, zero-padded (zero without one).
+    pub const HIGH_PREFIX: usize = 48;
     /// Meta page: u32 root page id.
     pub const META_ROOT: usize = 40;
     /// Meta page: u16 root level.
@@ -310,8 +315,23 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 
     /// Whether `key` belongs on this node or to its left (below the high
     /// key); `false` means move right.
+    /// Compares the header's high-key prefix first (module docs).
     pub fn covers(&self, key: &[u8]) -> bool {
-        self.high_key().is_none_or(|h| key < h)
+        let Some(h) = self.high_key() else {
+            return true;
+        };
+        match u64::from_be_bytes(key_prefix(key)).cmp(&self.high_prefix()) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => key < h,
+        }
+    }
+
+    /// The header's high-key prefix, as a big-endian integer.
+    fn high_prefix(&self) -> u64 {
+        let mut p = [0u8; KEY_PREFIX_LEN];
+        p.copy_from_slice(&self.b()[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]);
+        u64::from_be_bytes(p)
     }
 
     /// Number of items.
@@ -471,6 +491,14 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         if hoff != 0 {
             spans.push((hoff, hlen));
         }
+        let high_prefix = self.high_key().map_or([0; KEY_PREFIX_LEN], key_prefix);
+        if self.high_prefix() != u64::from_be_bytes(high_prefix) {
+            return Err(corrupt(
+                self.id,
+                offsets::HIGH_PREFIX,
+                "the high-key prefix is not the high key's first bytes",
+            ));
+        }
         let mut prev: Option<&[u8]> = None;
         for i in 0..self.len() {
             let (key, rest) = self.item(i)?;
@@ -581,6 +609,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
             // A high key of length zero still needs a non-zero offset.
             put_u16(b, offsets::HIGH_OFFSET, upper as u16);
             put_u16(b, offsets::HIGH_LEN, key.len() as u16);
+            b[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]
+                .copy_from_slice(&key_prefix(key));
             put_u32(b, super::header::offsets::NEXT_PAGE, right.0);
         }
         put_u16(b, super::header::offsets::UPPER, upper as u16);

@@ -126,6 +126,8 @@ fn corrupt_nodes_are_errors_naming_the_page() {
     });
     // A slot's key prefix that is not its key's.
     bad(&|b| b[TREE_HEADER_SIZE + 4] ^= 0x01);
+    // A high-key prefix on a node with no high key.
+    bad(&|b| b[offsets::HIGH_PREFIX] = 1);
     // A slot past the page.
     bad(&|b| put_u16(b, TREE_HEADER_SIZE, 8190));
     // A leaf at level 2.
@@ -205,6 +207,33 @@ proptest! {
             for i in 0..p.len() {
                 let _ = p.item(i);
             }
+        }
+    }
+}
+
+/// The move-right test decided by the header's high-key prefix agrees with
+/// comparing whole keys, for keys that tie with the prefix, are shorter
+/// than it, or end in zero bytes.
+#[test]
+fn covers_agrees_with_comparing_whole_keys() {
+    let highs: [&[u8]; 4] = [b"", b"\x00", b"abcdefgh", b"abcdefghij"];
+    let keys: [&[u8]; 9] = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"abc",
+        b"abcdefg",
+        b"abcdefgh",
+        b"abcdefgh\x00",
+        b"abcdefghij",
+        b"abcdefghik",
+    ];
+    for high in highs {
+        let mut buf = vec![0u8; PAGE_SIZE];
+        let p = TreePage::build(&mut buf[..], ID, 0, 0, &[], Some((high, PageId(9)))).unwrap();
+        p.validate().unwrap();
+        for key in keys {
+            assert_eq!(p.covers(key), key < high, "key {key:?}, high key {high:?}");
         }
     }
 }
