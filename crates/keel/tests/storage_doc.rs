@@ -392,6 +392,7 @@ fn tree_pages_match_constants() {
         &[
             ("root", offsets::META_ROOT, 4),
             ("root_level", offsets::META_LEVEL, 2),
+            ("layout_version", offsets::META_LAYOUT, 2),
         ],
     );
     assert_eq!(offsets::META_ROOT, HEADER_SIZE);

@@ -56,8 +56,15 @@
 //! (items rewritten in slot order from the end of the page), so redo of the
 //! same insert on the same page yields the same bytes.
 //!
-//! The meta page holds, after the common header, the root's `u32` page id
-//! and its `u16` level.
+//! The meta page holds, after the common header, the root's `u32` page id,
+//! its `u16` level and the `u16` **tree layout version**
+//! ([`TREE_LAYOUT_VERSION`]): the node layout above, which changes apart
+//! from the page format of every page type (`PAGE_FORMAT_VERSION`). A tree
+//! whose meta page names another layout is refused as a whole, naming
+//! both versions; layout 0 is the one before key prefixes (48-byte node
+//! header, 4-byte slots), which kept zero in that field. A node in layout
+//! 0 met on its own (by recovery's redo, before the meta page is read) is
+//! refused by [`TreePage::open`] with the same words.
 
 use super::PageError;
 use super::header::{
@@ -99,6 +106,14 @@ pub const VALUE_INLINE: u8 = 0;
 pub const VALUE_OVERFLOW: u8 = 1;
 /// Node flag: split, but the parent has no downlink for the right half yet.
 pub const FLAG_INCOMPLETE_SPLIT: u16 = 1;
+/// The node layout this build reads and writes, kept in the meta page
+/// (module docs). 0: 48-byte node headers and 4-byte slots, no key
+/// prefixes; 1: 8-byte key prefixes in slots and in the node header.
+pub const TREE_LAYOUT_VERSION: u16 = 1;
+/// Layout 0's node header size and slot size, recognised only to name the
+/// layout in an error.
+const LAYOUT_0_HEADER: usize = 48;
+const LAYOUT_0_SLOT: usize = 4;
 /// Every flag a node may carry.
 const KNOWN_FLAGS: u16 = FLAG_INCOMPLETE_SPLIT;
 /// Deepest tree accepted (a level above this is corruption): with at
@@ -121,6 +136,8 @@ pub mod offsets {
     pub const META_ROOT: usize = 40;
     /// Meta page: u16 root level.
     pub const META_LEVEL: usize = 44;
+    /// Meta page: u16 tree layout version.
+    pub const META_LAYOUT: usize = 46;
 }
 
 fn corrupt(page_id: PageId, offset: usize, reason: impl Into<String>) -> PageError {
@@ -136,6 +153,7 @@ pub fn init_meta(buf: &mut [u8], id: PageId, root: PageId, level: u16) -> Result
     init_page(buf, id, PageType::TreeMeta)?;
     put_u32(buf, offsets::META_ROOT, root.0);
     put_u16(buf, offsets::META_LEVEL, level);
+    put_u16(buf, offsets::META_LAYOUT, TREE_LAYOUT_VERSION);
     Ok(())
 }
 
@@ -155,6 +173,10 @@ pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
             found: h.page_type.name(),
         });
     }
+    let layout = get_u16(buf, offsets::META_LAYOUT);
+    if layout != TREE_LAYOUT_VERSION {
+        return Err(corrupt(id, offsets::META_LAYOUT, layout_error(layout)));
+    }
     let root = get_u32(buf, offsets::META_ROOT);
     let level = get_u16(buf, offsets::META_LEVEL);
     if root == 0 || root == NO_PAGE || level > MAX_LEVEL {
@@ -165,6 +187,20 @@ pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
         ));
     }
     Ok((PageId(root), level))
+}
+
+/// Why a tree written in node layout `layout` is refused.
+fn layout_error(layout: u16) -> String {
+    let what = if layout == 0 {
+        "tree layout version 0 (48-byte node headers, 4-byte slots, no key prefixes)".to_string()
+    } else {
+        format!("tree layout version {layout}")
+    };
+    format!(
+        "{what}, but this build of Keel reads only tree layout version {TREE_LAYOUT_VERSION} \
+         (8-byte key prefixes in slots and node headers): the tree was written by another \
+         Keel build; read it with that build (for example, to export its keys)"
+    )
 }
 
 /// The bytes of a leaf item's value part for an inline value.
@@ -221,6 +257,10 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         let count = usize::from(get_u16(b, h::SLOT_COUNT));
         let lower = usize::from(get_u16(b, h::LOWER));
         let upper = usize::from(get_u16(b, h::UPPER));
+        if lower == LAYOUT_0_HEADER + LAYOUT_0_SLOT * count && lower <= upper && upper <= PAGE_SIZE
+        {
+            return Err(corrupt(id, h::LOWER, layout_error(0)));
+        }
         if lower != TREE_HEADER_SIZE + TREE_SLOT_SIZE * count || lower > upper || upper > PAGE_SIZE
         {
             return Err(corrupt(

@@ -155,6 +155,48 @@ fn meta_pages_name_a_root() {
     ));
 }
 
+#[test]
+fn a_tree_of_another_layout_is_refused_by_name() {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    init_meta(&mut buf, PageId(0), PageId(1), 0).unwrap();
+    assert_eq!(
+        get_u16(&buf, offsets::META_LAYOUT),
+        super::TREE_LAYOUT_VERSION
+    );
+    // Layout 0 kept zero where the version is.
+    put_u16(&mut buf, offsets::META_LAYOUT, 0);
+    match read_meta(&buf, PageId(0)) {
+        Err(PageError::Corrupted { offset, reason, .. }) => {
+            assert_eq!(offset, offsets::META_LAYOUT);
+            assert!(reason.contains("tree layout version 0"), "{reason}");
+            assert!(
+                reason.contains("reads only tree layout version 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A node in layout 0: a 48-byte header and 4-byte slots.
+    let mut node = vec![0u8; PAGE_SIZE];
+    TreePage::build(
+        &mut node[..],
+        PageId(1),
+        0,
+        0,
+        &[(&b"a"[..], &b"\0x"[..]), (&b"b"[..], &b"\0y"[..])],
+        None,
+    )
+    .unwrap();
+    put_u16(&mut node, super::super::header::offsets::LOWER, 48 + 4 * 2);
+    match TreePage::open(&node[..], PageId(1)) {
+        Err(PageError::Corrupted { reason, .. }) => {
+            assert!(reason.contains("tree layout version 0"), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a layout-0 node opened"),
+    }
+}
+
 proptest! {
     /// Random inserts and removes on one leaf agree with a map, and the
     /// page validates after each.
