@@ -228,6 +228,15 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
             new: keel::PageId(2),
             new_level: 1,
         },
+        T::MultiPageImage => {
+            let mut a = Box::new([0u8; keel::page::PAGE_SIZE]);
+            keel::page::init_page(&mut a[..], keel::PageId(2), keel::page::PageType::Free).unwrap();
+            let mut b = Box::new([0u8; keel::page::PAGE_SIZE]);
+            keel::page::init_page(&mut b[..], keel::PageId(5), keel::page::PageType::Free).unwrap();
+            Payload::MultiPageImage {
+                images: vec![(keel::PageId(2), a), (keel::PageId(5), b)],
+            }
+        }
     }
 }
 

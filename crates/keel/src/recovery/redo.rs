@@ -154,6 +154,14 @@ impl<'s, 'r> Redo<'s, 'r> {
             }
             Payload::RelationDrop { .. } => self.release_cached(),
             Payload::PageCheck { of, image } => self.check(h, *of, image),
+            // Each page on its own: applied when its LSN is below the
+            // record's (the payload's docs), one latch at a time.
+            Payload::MultiPageImage { images } => {
+                for (pid, _) in images {
+                    self.redo_at(h, *pid, payload)?;
+                }
+                Ok(())
+            }
             p if p.page_changing() => self.redo(h, p),
             _ => Ok(()),
         }
@@ -178,8 +186,17 @@ impl<'s, 'r> Redo<'s, 'r> {
 
     /// Redo of one page-changing record.
     fn redo(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
-        let (Some(rid), Some(pid)) = (h.relation, h.page) else {
+        let Some(pid) = h.page else {
             return Err(recovery(h.lsn, "page record without a page".into()));
+        };
+        self.redo_at(h, pid, payload)
+    }
+
+    /// Redo of a page-changing record on page `pid` of its relation (the
+    /// header's page, or one page of a multi-page record).
+    fn redo_at(&mut self, h: &RecordHeader, pid: PageId, payload: &Payload) -> Result<()> {
+        let Some(rid) = h.relation else {
+            return Err(recovery(h.lsn, "page record without a relation".into()));
         };
         // The page latched for the previous record (the common case) needs
         // no relation lookup: its relation was there when it was latched,
