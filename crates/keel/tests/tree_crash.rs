@@ -431,3 +431,47 @@ fn a_log_cut_after_any_record_of_a_leaf_reclaim_leaks_no_page() {
     assert!(pages.1 >= 2, "the deletes reclaimed {} leaves", pages.1);
     assert!(n >= 50, "only {n} records in the step");
 }
+
+#[test]
+fn leaves_a_crash_left_empty_before_their_reclaim_are_reclaimed_by_the_next_open() {
+    let (disk, model) = start(0..800);
+    let sim = common::reboot(disk, 2);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    let tree = db.tree("t").unwrap().unwrap();
+    let mut after = model.clone();
+    let keys: Vec<u32> = (200..500).collect();
+    assert_eq!(delete_all(&db, tree, &keys, &mut after), Step::Acked);
+    let reclaimed = pages(&db).1;
+    assert!(reclaimed >= 2, "the deletes reclaimed {reclaimed} leaves");
+    db.create_tree("flush").unwrap();
+    let disk = sim.crash();
+    drop(db);
+    // The log cut right before the first reclaim's record: the deleting
+    // commit is durable, no reclaim is.
+    let all = common::log_records(&disk);
+    let opened = all
+        .iter()
+        .rposition(|r| r.header.kind == keel::wal::RecordType::CheckpointEnd)
+        .unwrap();
+    let first = all[opened..]
+        .iter()
+        .find(|r| r.header.kind == keel::wal::RecordType::MultiPageImage)
+        .expect("a reclaim record");
+    assert!(
+        all[opened..]
+            .iter()
+            .take_while(|r| r.header.lsn < first.header.lsn)
+            .any(|r| r.header.kind == keel::wal::RecordType::Commit),
+        "the deleting commit comes before the first reclaim"
+    );
+    let sim = common::reboot(cut_log_all(disk, first.header.lsn), 5);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    check_tree(&db, tree, &after).unwrap();
+    no_leaks(&db).unwrap();
+    assert_eq!(
+        pages(&db).1,
+        reclaimed,
+        "the open reclaimed the leaves the deletes emptied"
+    );
+    db.close().unwrap();
+}

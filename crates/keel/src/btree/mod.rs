@@ -102,6 +102,19 @@
 //! becomes a free page the next split or overflow chain reuses. A leaf
 //! that is its parent's first child is left in place (nbtree also keeps
 //! the rightmost).
+//!
+//! The queue of leaves to reclaim lives in memory until the commit's
+//! reclaim runs, so a crash after the commit and before the reclaim would
+//! forget them. The open finds them again: recovery notes every leaf that
+//! a transaction's key delete (or a CLR's) in the log it reads names, and
+//! once the catalog is loaded, before any transaction runs, the open
+//! reclaims each of those that is an empty leaf (`reclaim_leaf` checks the
+//! rest). The log read starts at the last checkpoint's scan start, so a
+//! delete logged before a checkpoint that completed between the deleting
+//! commit and its reclaim, then a crash before the reclaim, leaves that
+//! leaf empty and linked (not a leak: inserts into its key range reuse
+//! it; `keel check` counts it as a reached leaf) until a later delete
+//! empties it again.
 
 pub(crate) mod bulk;
 pub(crate) mod read;

@@ -153,6 +153,10 @@ pub(crate) struct Recovered {
     /// every id a `relation-create` record names and every relation file
     /// found on disk (ids are never reused, invariant 13).
     pub next_relation: u32,
+    /// Tree leaves keys were deleted from in the log read, with the last
+    /// key deleted on each ([`redo::Redone::deleted_on`]): the open
+    /// reclaims those that are empty.
+    pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
 }
 
 /// Runs analysis, redo and undo over the log of the open `store`, starting
@@ -204,6 +208,7 @@ pub(crate) fn recover(
         max_txn: analysis.max_txn,
         ddl,
         next_relation: 1,
+        deleted_on: redone.deleted_on,
     };
     rec.report.log_end = store.wal.end_lsn();
     undo::undo_losers(store, mode, rels, analysis.open, &mut rec)?;

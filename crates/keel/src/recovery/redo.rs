@@ -82,6 +82,11 @@ pub(super) struct Redone {
     pub space: FxHashMap<(RelationId, PageId), PageSpace>,
     /// Relations a record named (at this LSN, the first) without a file.
     pub missing: BTreeMap<RelationId, Lsn>,
+    /// Tree leaves a transaction's key delete (or a CLR's) named in the log
+    /// read, each with the last key deleted there: the leaves a crash may
+    /// have left empty before their reclaim ran (`btree` module docs,
+    /// Empty leaves).
+    pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
 }
 
 impl<'s, 'r> Redo<'s, 'r> {
@@ -105,6 +110,7 @@ impl<'s, 'r> Redo<'s, 'r> {
                 touched: FxHashSet::default(),
                 space: FxHashMap::default(),
                 missing: BTreeMap::new(),
+                deleted_on: FxHashMap::default(),
             },
         }
     }
@@ -138,6 +144,17 @@ impl<'s, 'r> Redo<'s, 'r> {
     pub(super) fn record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
         self.out.report.records_scanned += 1;
         self.out.report.bytes_scanned += u64::from(h.total_len);
+        let deleted = match payload {
+            Payload::TreeDelete { key, .. } if h.txn.0 != 0 => Some(key),
+            Payload::Compensation { action, .. } => match &**action {
+                Payload::TreeDelete { key, .. } => Some(key),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let (Some(key), Some(rid), Some(pid)) = (deleted, h.relation, h.page) {
+            self.out.deleted_on.insert((rid, pid), key.clone());
+        }
         if h.lsn < self.redo_start {
             return Ok(());
         }
