@@ -228,6 +228,15 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
             new: keel::PageId(2),
             new_level: 1,
         },
+        T::MultiPageImage => {
+            let mut a = Box::new([0u8; keel::page::PAGE_SIZE]);
+            keel::page::init_page(&mut a[..], keel::PageId(2), keel::page::PageType::Free).unwrap();
+            let mut b = Box::new([0u8; keel::page::PAGE_SIZE]);
+            keel::page::init_page(&mut b[..], keel::PageId(5), keel::page::PageType::Free).unwrap();
+            Payload::MultiPageImage {
+                images: vec![(keel::PageId(2), a), (keel::PageId(5), b)],
+            }
+        }
     }
 }
 
@@ -384,14 +393,15 @@ fn check_numeric(heading: &str, expected: &[(&str, usize, usize)]) {
 fn tree_pages_match_constants() {
     use keel::page::PageType;
     use keel::page::tree::{
-        FLAG_INCOMPLETE_SPLIT, MAX_ITEM_LEN, MAX_KEY_LEN, MAX_LEVEL, TREE_HEADER_SIZE,
-        TREE_SLOT_SIZE, VALUE_INLINE, VALUE_OVERFLOW, offsets,
+        FLAG_INCOMPLETE_SPLIT, KEY_PREFIX_LEN, MAX_ITEM_LEN, MAX_KEY_LEN, MAX_LEVEL,
+        TREE_HEADER_SIZE, TREE_SLOT_SIZE, VALUE_INLINE, VALUE_OVERFLOW, offsets,
     };
     check_numeric(
         "#### Tree meta page",
         &[
             ("root", offsets::META_ROOT, 4),
             ("root_level", offsets::META_LEVEL, 2),
+            ("layout_version", offsets::META_LAYOUT, 2),
         ],
     );
     assert_eq!(offsets::META_ROOT, HEADER_SIZE);
@@ -402,10 +412,12 @@ fn tree_pages_match_constants() {
             ("flags", offsets::FLAGS, 2),
             ("high_offset", offsets::HIGH_OFFSET, 2),
             ("high_len", offsets::HIGH_LEN, 2),
+            ("high_prefix", offsets::HIGH_PREFIX, KEY_PREFIX_LEN),
         ],
     );
     assert_eq!(offsets::LEVEL, HEADER_SIZE);
-    assert_eq!(offsets::HIGH_LEN + 2, TREE_HEADER_SIZE);
+    assert_eq!(offsets::HIGH_LEN + 2, offsets::HIGH_PREFIX);
+    assert_eq!(offsets::HIGH_PREFIX + KEY_PREFIX_LEN, TREE_HEADER_SIZE);
     let node = layout("#### Tree node");
     assert_eq!(
         node.last().unwrap(),
@@ -426,9 +438,13 @@ fn tree_pages_match_constants() {
     assert!(DOC.contains(&format!("length of the high key, at most {MAX_KEY_LEN};")));
     check_numeric(
         "#### Tree slot entry",
-        &[("offset", 0, 2), ("length", 2, 2)],
+        &[
+            ("offset", 0, 2),
+            ("length", 2, 2),
+            ("prefix", 4, KEY_PREFIX_LEN),
+        ],
     );
-    assert_eq!(TREE_SLOT_SIZE, 4);
+    assert_eq!(TREE_SLOT_SIZE, 4 + KEY_PREFIX_LEN);
     let item = layout("#### Tree item");
     let expect = |o: &str, s: &str, f: &str| (o.to_owned(), s.to_owned(), f.to_owned());
     assert_eq!(

@@ -20,11 +20,12 @@
 //! under exclusive latches, one at a time.
 //!
 //! A **split** of node L (at any level) happens under L's exclusive latch:
-//! a new page R is taken (a free page the FSM knows of, or a new one) and
-//! latched, R is logged as a page image holding the upper half of L's
-//! items with L's old high key and right link, then L as a page image
-//! holding the lower half, with the first key of R as its high key, R as
-//! its right link and the `INCOMPLETE_SPLIT` flag. R's latch is released;
+//! a new page R is taken (a free page the FSM knows of, or a page past the
+//! end of the file) and latched, and both halves are logged in **one**
+//! `multi-page-image` record: R holding the upper half of L's items with
+//! L's old high key and right link, and L holding the lower half, with the
+//! first key of R as its high key, R as its right link and the
+//! `INCOMPLETE_SPLIT` flag. R's latch is released;
 //! with L still latched, the parent is latched (child, then parent, never
 //! the other way round), found by the path of the descent and moving
 //! right until the page holding L's downlink, and the downlink `(first key
@@ -55,11 +56,26 @@
 //! page images, the parent's `TreeInsert` of the downlink, the new root
 //! and the meta page's change are logged outside any transaction, so they
 //! are redone and never undone, and rolling back the insert that caused a
-//! split leaves the split in place. A crash between the halves and the
-//! downlink leaves `INCOMPLETE_SPLIT` on L: the next writer that latches L
-//! exclusively finishes the split (nbtree's rule); until then readers
-//! move right. A crash after R's image but before L's leaves R formatted
-//! but unreachable: `keel check` reports such a page as unreachable.
+//! split leaves the split in place.
+//!
+//! The rule that keeps a crash from leaking a page: **every record of a
+//! structure change leaves a tree in which each page of the file is
+//! reachable or free.** So the changes that must go together are one
+//! `multi-page-image` record ([`Storage::change_pages`]): the two halves of
+//! a split; a new root and the meta page naming it; a reclaimed leaf, its
+//! left sibling and its parent ([`reclaim`]). Redo applies each image of
+//! such a record to its page only when that page's LSN is below the
+//! record's, page by page (invariant 8: redo is idempotent however often
+//! recovery runs; invariant 5: each image is a whole page, so none needs a
+//! page image before it), and a log cut anywhere leaves the record whole
+//! or absent. A page taken past the end of the file joins the file only
+//! with that record. A crash between the split's record and the downlink
+//! leaves `INCOMPLETE_SPLIT` on L, R reachable through L's right link: the
+//! next writer that latches L exclusively finishes the split (nbtree's
+//! rule); until then readers move right. `keel check` reports any page
+//! that nothing reaches, and the crash tests (`tests/tree_crash.rs`) cut
+//! the log after every record of a split, a root split and a reclaim and
+//! require that it reports nothing.
 //!
 //! ## Locking: key-range locks (ARIES/KVL)
 //!
@@ -81,10 +97,24 @@
 //!
 //! A leaf emptied by committed deletes is reclaimed after the commit
 //! ([`reclaim`]): under the tree's structure lock held exclusively (no
-//! descent is under way), its downlink is removed from its parent, its left
-//! sibling takes its high key and right link, and it becomes a free page
-//! the next split or overflow chain reuses. A leaf that is its parent's
-//! first child is left in place (nbtree also keeps the rightmost).
+//! descent is under way), in one record, its downlink is removed from its
+//! parent, its left sibling takes its high key and right link, and it
+//! becomes a free page the next split or overflow chain reuses. A leaf
+//! that is its parent's first child is left in place (nbtree also keeps
+//! the rightmost).
+//!
+//! The queue of leaves to reclaim lives in memory until the commit's
+//! reclaim runs, so a crash after the commit and before the reclaim would
+//! forget them. The open finds them again: recovery notes every leaf that
+//! a transaction's key delete (or a CLR's) in the log it reads names, and
+//! once the catalog is loaded, before any transaction runs, the open
+//! reclaims each of those that is an empty leaf (`reclaim_leaf` checks the
+//! rest). The log read starts at the last checkpoint's scan start, so a
+//! delete logged before a checkpoint that completed between the deleting
+//! commit and its reclaim, then a crash before the reclaim, leaves that
+//! leaf empty and linked (not a leak: inserts into its key range reuse
+//! it; `keel check` counts it as a reached leaf) until a later delete
+//! empties it again.
 
 pub(crate) mod bulk;
 pub(crate) mod read;
@@ -356,8 +386,20 @@ pub(crate) fn node_image(
     items: &[(Vec<u8>, Vec<u8>)],
     high: Option<(&[u8], PageId)>,
 ) -> Result<Payload> {
+    let image = node_page(pid, level, flags, items, high)?;
+    Ok(Payload::PageImage { image })
+}
+
+/// The bytes of node `pid` holding `items`.
+pub(crate) fn node_page(
+    pid: PageId,
+    level: u16,
+    flags: u16,
+    items: &[(Vec<u8>, Vec<u8>)],
+    high: Option<(&[u8], PageId)>,
+) -> Result<Box<[u8; PAGE_SIZE]>> {
     let mut image = Box::new([0u8; PAGE_SIZE]);
     let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
     TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
-    Ok(Payload::PageImage { image })
+    Ok(image)
 }

@@ -5,28 +5,27 @@
 //! tree's structure lock held exclusively: no descent or scan of the tree
 //! is under way, so no one can be on its way to the leaf, and the latches
 //! below (parent, then the leaf's left sibling, then the leaf) cannot meet
-//! another tree operation's. Three redo-only records, in this order:
+//! another tree operation's. One redo-only `multi-page-image` record
+//! changes the three pages at once:
 //!
-//! 1. the parent's downlink to the leaf is removed (`TreeDelete` on the
-//!    parent): the leaf's keys now route to its left sibling, whose high key
-//!    sends a descent right, to the leaf, which is still linked;
-//! 2. the left sibling takes the leaf's high key and right link (a page
-//!    image): the leaf is out of the tree;
-//! 3. the leaf is formatted as a free page and given to the FSM, for the
-//!    next split or overflow chain.
+//! 1. the parent without its downlink to the leaf;
+//! 2. the left sibling with the leaf's high key and right link;
+//! 3. the leaf formatted as a free page, then given to the FSM for the next
+//!    split or overflow chain.
 //!
-//! A crash after 1 leaves a valid tree; after 2, the leaf is unreachable
-//! and not yet free: `keel check` reports it as unreachable. A leaf that is
-//! its parent's first child, that is not empty any more, or whose left
-//! sibling is not linked to it (a split in progress) stays.
+//! A crash leaves all three changed or none (each page redone by its own
+//! LSN, invariant 8): never a leaf out of the tree and not free. A leaf
+//! that is its parent's first child, that is not empty any more, or whose
+//! left sibling is not linked to it (a split in progress) stays.
 
-use super::{Path, node_image};
+use super::{Path, node_page};
 use crate::error::Result;
 use crate::heap::Relation;
-use crate::page::PageType;
 use crate::page::tree::child_rest;
+use crate::page::{PAGE_SIZE, PageType, init_page};
 use crate::storage::Storage;
-use crate::types::PageId;
+use crate::storage::apply::apply;
+use crate::types::{Lsn, PageId};
 use crate::wal::Payload;
 
 impl Storage {
@@ -69,15 +68,19 @@ impl Storage {
             key: down_key,
             rest: child_rest(leaf).to_vec(),
         };
-        self.change(None, rel.id, &mut pg, &unlink)?;
-        drop(pg);
-        let widened = node_image(left, 0, 0, &left_items, high.as_deref().zip(right))?;
-        self.change(None, rel.id, &mut lg, &widened)?;
-        drop(lg);
-        let free = Payload::PageInit {
-            page_type: PageType::Free,
-        };
-        self.change(None, rel.id, &mut g, &free)?;
+        let ppid = pg.page_id();
+        let mut parent = Box::new([0u8; PAGE_SIZE]);
+        parent.copy_from_slice(&pg[..]);
+        apply(&unlink, &mut parent[..], ppid, Lsn::ZERO)?;
+        let widened = node_page(left, 0, 0, &left_items, high.as_deref().zip(right))?;
+        let mut free = Box::new([0u8; PAGE_SIZE]);
+        init_page(&mut free[..], leaf, PageType::Free)?;
+        self.change_pages(
+            rel.id,
+            &mut [&mut pg, &mut lg, &mut g],
+            vec![(ppid, parent), (left, widened), (leaf, free)],
+        )?;
+        drop((pg, lg));
         rel.fsm.update(
             leaf,
             crate::fsm::EMPTY_PAGE_FREE,

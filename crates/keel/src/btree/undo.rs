@@ -50,7 +50,11 @@ impl Storage {
     }
 
     /// Undoes `record` (a `TreeInsert` or `TreeDelete` of `log`'s
-    /// transaction on tree `rel`), logging the CLR with `undo_next`.
+    /// transaction on tree `rel`), logging the CLR with `undo_next`. An
+    /// insert's rest is not needed (the undo stack keeps only its key,
+    /// `Undo::TreeInsert`): the CLR's `TreeDelete` carries the rest the
+    /// leaf holds, which is the inserted one, as the transaction's later
+    /// changes to the key are undone first.
     pub(crate) fn undo_tree_record(
         &self,
         log: &mut TxnLog,
@@ -69,11 +73,11 @@ impl Storage {
         }
         let _shared = rel.structure.read();
         let (key, action) = match record {
-            Payload::TreeInsert { key, rest } => (
+            Payload::TreeInsert { key, .. } => (
                 key,
                 Payload::TreeDelete {
                     key: key.clone(),
-                    rest: rest.clone(),
+                    rest: Vec::new(),
                 },
             ),
             Payload::TreeDelete { key, rest } => (
@@ -96,7 +100,8 @@ impl Storage {
             let mut g = self.writable_leaf(rel, key, &mut path)?;
             let pid = g.page_id();
             let p = self.node(rel, &g, pid, 0)?;
-            let present = p.search(key)?.is_ok();
+            let found = p.search(key)?;
+            let present = found.is_ok();
             let room = p.fits(match &action {
                 Payload::TreeInsert { key, rest } => item_len(key, rest),
                 _ => 0,
@@ -118,6 +123,10 @@ impl Storage {
             if !room {
                 self.split(rel, g, 0, &mut path)?;
                 continue;
+            }
+            let mut action = action;
+            if let (Payload::TreeDelete { rest, .. }, Ok(i)) = (&mut action, found) {
+                *rest = p.item(i)?.1.to_vec();
             }
             let clr = Payload::Compensation {
                 undo_next,

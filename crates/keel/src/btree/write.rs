@@ -2,7 +2,7 @@
 //! structure changes under them (split, finishing a split, a new root),
 //! which are redo-only nested top actions (module docs of [`super`]).
 
-use super::{META_PAGE, Path, check_key, corrupt, end_lock, key_lock, node_image};
+use super::{META_PAGE, Path, check_key, corrupt, end_lock, key_lock, node_page};
 use crate::buffer::PageWriteGuard;
 use crate::error::{DbError, Error, Result};
 use crate::heap::{INLINE_MAX, Relation};
@@ -401,10 +401,10 @@ impl Storage {
 
     /// Splits the latched node `g` of `level` and adds the new right
     /// half's downlink above (module docs); releases every latch.
-    pub(crate) fn split(
-        &self,
+    pub(crate) fn split<'s>(
+        &'s self,
         rel: &Relation,
-        mut g: PageWriteGuard<'_>,
+        mut g: PageWriteGuard<'s>,
         level: u16,
         path: &mut Path,
     ) -> Result<()> {
@@ -427,25 +427,32 @@ impl Storage {
             // An internal node's first item is minus infinity.
             right_items[0].0.clear();
         }
-        let rg = self.place_node(rel, |rpid| {
-            node_image(
+        // Both halves in one record (`change_pages`): a crash leaves L
+        // whole and R unused (free, or never part of the file), or both
+        // halves linked; never R formatted and unreachable.
+        let rpid = self.with_new_page(rel, |mut rg| {
+            let rpid = rg.page_id();
+            let right = node_page(
                 rpid,
                 level,
                 0,
                 &right_items,
                 high.as_deref().zip(right_link),
-            )
+            )?;
+            let left = node_page(
+                pid,
+                level,
+                FLAG_INCOMPLETE_SPLIT,
+                &items,
+                Some((&sep, rpid)),
+            )?;
+            self.change_pages(
+                rel.id,
+                &mut [&mut g, &mut rg],
+                vec![(pid, left), (rpid, right)],
+            )?;
+            Ok(rpid)
         })?;
-        let rpid = rg.page_id();
-        let left = node_image(
-            pid,
-            level,
-            FLAG_INCOMPLETE_SPLIT,
-            &items,
-            Some((&sep, rpid)),
-        )?;
-        self.change(None, rel.id, &mut g, &left)?;
-        drop(rg);
         self.add_downlink(rel, g, level, &sep, rpid, path)
     }
 
@@ -543,26 +550,70 @@ impl Storage {
             (Vec::new(), child_rest(left).to_vec()),
             (sep.to_vec(), child_rest(right).to_vec()),
         ];
-        let ng = self.place_node(rel, |npid| node_image(npid, level + 1, 0, &items, None))?;
-        let root = ng.page_id();
-        drop(ng);
-        let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
-        let (old, _) = tree::read_meta(&mg, META_PAGE)?;
-        if old != left {
-            return Err(corrupt(
-                rel,
-                META_PAGE,
-                format!("root {old} changed while {left} was being split"),
-            ));
-        }
-        let mut fields = root.0.to_le_bytes().to_vec();
-        fields.extend_from_slice(&(level + 1).to_le_bytes());
-        let name = Payload::PageDelta {
-            ranges: vec![(tree::offsets::META_ROOT as u16, fields)],
-        };
-        self.change(None, rel.id, &mut mg, &name)?;
+        // The new root and the meta page naming it in one record: a crash
+        // never leaves the root formatted and unnamed.
+        let root = self.with_new_page(rel, |mut ng| {
+            let root = ng.page_id();
+            let image = node_page(root, level + 1, 0, &items, None)?;
+            let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
+            let (old, _) = tree::read_meta(&mg, META_PAGE)?;
+            if old != left {
+                return Err(corrupt(
+                    rel,
+                    META_PAGE,
+                    format!("root {old} changed while {left} was being split"),
+                ));
+            }
+            let mut meta = Box::new([0u8; crate::page::PAGE_SIZE]);
+            meta.copy_from_slice(&mg[..]);
+            tree::set_root(&mut meta[..], root, level + 1);
+            self.change_pages(
+                rel.id,
+                &mut [&mut ng, &mut mg],
+                vec![(root, image), (META_PAGE, meta)],
+            )?;
+            Ok(root)
+        })?;
         super::set_root_hint(rel, root, level + 1);
         Ok(())
+    }
+
+    /// Runs `f` on a page for a new node, latched and not in use: a free
+    /// page the FSM knows of, or a page past the end of the file, which
+    /// becomes part of the file only when `f` succeeds (`f` logs the
+    /// record that formats it, and the file is extended in that order, as
+    /// `create_page_with` does).
+    pub(crate) fn with_new_page<'s, T>(
+        &'s self,
+        rel: &Relation,
+        f: impl FnOnce(PageWriteGuard<'s>) -> Result<T>,
+    ) -> Result<T> {
+        for _ in 0..FSM_ATTEMPTS {
+            let Some((pid, _)) = rel.fsm.find(crate::fsm::EMPTY_PAGE_FREE) else {
+                break;
+            };
+            rel.fsm.remove(pid);
+            if pid.0 >= rel.page_count() || pid == META_PAGE {
+                continue;
+            }
+            let g = self.pool.fetch_write(rel.file(), pid)?;
+            if page_type(&g) == Some(PageType::Free) {
+                return f(g);
+            }
+        }
+        let _extending = rel.extend.lock();
+        let n = rel.page_count();
+        if n == u32::MAX - 1 {
+            return Err(DbError::ValueTooLarge {
+                len: n as usize,
+                max: n as usize,
+            }
+            .into());
+        }
+        let g = self.pool.new_page(rel.file(), PageId(n))?;
+        let out = f(g)?;
+        rel.pages.store(n + 1, std::sync::atomic::Ordering::Release);
+        Ok(out)
     }
 
     /// Formats a page for a new node with the image `make` builds for its

@@ -76,6 +76,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
         cleanup_failures: AtomicU64::new(0),
         _dir_lock: dir_lock,
     };
+    reclaim_emptied(&engine, &recovered.deleted_on)?;
     let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
         && control.is_some_and(|c| !c.clean);
     if !deferred {
@@ -87,6 +88,37 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
         ..engine
     };
     Ok((engine, deferred))
+}
+
+/// Reclaims the tree leaves left empty by committed deletes whose reclaim
+/// a crash stopped: reclaim runs after the deleting commit and is not
+/// logged until it runs, so the open looks again at every leaf a key
+/// delete in the log read named (`reclaim_leaf` checks that the leaf is
+/// still empty, linked and not its parent's first child, and otherwise
+/// changes nothing). No transaction runs yet.
+fn reclaim_emptied(
+    engine: &Engine,
+    deleted_on: &rustc_hash::FxHashMap<(RelationId, PageId), Vec<u8>>,
+) -> Result<()> {
+    let mut leaves: Vec<_> = deleted_on.iter().collect();
+    leaves.sort_by_key(|((rid, pid), _)| (*rid, *pid));
+    for ((rid, pid), key) in leaves {
+        let Some(rel) = engine.catalog.get(*rid) else {
+            continue;
+        };
+        if rel.kind != crate::heap::RelationKind::Tree || pid.0 >= rel.page_count() {
+            continue;
+        }
+        let empty_leaf = {
+            let g = engine.store.pool.fetch_read(rel.file(), *pid)?;
+            crate::page::tree::TreePage::open(&g[..], *pid)
+                .is_ok_and(|p| p.is_leaf() && p.is_empty())
+        };
+        if empty_leaf {
+            engine.store.reclaim_leaf(&rel, *pid, key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens the log (checking it belongs with `control`) and builds the

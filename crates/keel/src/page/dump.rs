@@ -118,12 +118,13 @@ fn header_lines(out: &mut String, b: &[u8]) {
                 get_u32(b, CHUNK_INDEX_OFFSET)
             );
         }
-        Some(PageType::TreeMeta) if b.len() >= HEADER_SIZE + 6 => {
+        Some(PageType::TreeMeta) if b.len() >= HEADER_SIZE + 8 => {
             let _ = writeln!(
                 out,
-                "  root       {}\n  root level {}",
+                "  root       {}\n  root level {}\n  layout     {}",
                 get_u32(b, tree::offsets::META_ROOT),
-                get_u16(b, tree::offsets::META_LEVEL)
+                get_u16(b, tree::offsets::META_LEVEL),
+                get_u16(b, tree::offsets::META_LAYOUT)
             );
         }
         Some(PageType::TreeLeaf | PageType::TreeInternal) if b.len() >= TREE_HEADER_SIZE => {

@@ -7,11 +7,11 @@
 //! internal page ([`PageType::TreeInternal`], level ≥ 1).
 //!
 //! ```text
-//!  0          40     42     44         46        48
-//!  +----------+------+------+----------+---------+------------------+
-//!  | common   |level |flags |high key  |high key | slot array ...   |
-//!  | header   |      |      |offset    |length   | (offset,len) u16 |
-//!  +----------+------+------+----------+---------+------------------+
+//!  0          40     42     44         46        48         56
+//!  +----------+------+------+----------+---------+----------+---------------------+
+//!  | common   |level |flags |high key  |high key |high key  | slot array ...      |
+//!  | header   |      |      |offset    |length   |prefix    | offset, len, prefix |
+//!  +----------+------+------+----------+---------+----------+---------------------+
 //!  ... free ...  | items, growing down from the end of the page | high key |
 //! ```
 //!
@@ -23,9 +23,21 @@
 //! - The **high key** bounds the node from above: every key on the node is
 //!   strictly below it, and the keys of its right sibling are at or above
 //!   it. The rightmost node of a level has none (length and offset zero);
-//!   every other node has one.
+//!   every other node has one. The header keeps its prefix (as a slot
+//!   keeps its item's, below; zero without a high key), so the move-right
+//!   test of a descent reads the high key's bytes, at the far end of the
+//!   page, only when a key shares those first bytes with it.
 //! - The slot array is **sorted** by key (memcmp order, strictly
-//!   ascending). Slot `i` is a `u16` offset and a `u16` length of item `i`.
+//!   ascending). Slot `i` is a `u16` offset and a `u16` length of item `i`
+//!   and the item key's **prefix**: its first [`KEY_PREFIX_LEN`] bytes,
+//!   zero-padded. A binary search compares prefixes (as big-endian
+//!   integers, which orders them as memcmp orders the padded bytes) and
+//!   reads an item's key only when the prefixes are equal, so a search
+//!   touches the slot array and about one item instead of one item per
+//!   step (item reads are cache misses scattered over the page). Padding
+//!   keeps the order: two keys whose padded prefixes differ compare as
+//!   their prefixes do, since a key shorter than the prefix is a prefix of
+//!   any key it shares its bytes with, and so sorts first.
 //! - An **item** is `u16 key length, key bytes, rest`. On a leaf the rest is
 //!   a value: a kind byte ([`VALUE_INLINE`]: the value's bytes follow;
 //!   [`VALUE_OVERFLOW`]: a 24-byte overflow head follows). On an internal
@@ -44,8 +56,15 @@
 //! (items rewritten in slot order from the end of the page), so redo of the
 //! same insert on the same page yields the same bytes.
 //!
-//! The meta page holds, after the common header, the root's `u32` page id
-//! and its `u16` level.
+//! The meta page holds, after the common header, the root's `u32` page id,
+//! its `u16` level and the `u16` **tree layout version**
+//! ([`TREE_LAYOUT_VERSION`]): the node layout above, which changes apart
+//! from the page format of every page type (`PAGE_FORMAT_VERSION`). A tree
+//! whose meta page names another layout is refused as a whole, naming
+//! both versions; layout 0 is the one before key prefixes (48-byte node
+//! header, 4-byte slots), which kept zero in that field. A node in layout
+//! 0 met on its own (by recovery's redo, before the meta page is read) is
+//! refused by [`TreePage::open`] with the same words.
 
 use super::PageError;
 use super::header::{
@@ -56,9 +75,25 @@ use crate::types::PageId;
 pub mod check;
 
 /// Bytes of a node's header: the common header and the tree fields.
-pub const TREE_HEADER_SIZE: usize = 48;
-/// Size of a slot array entry.
-pub const TREE_SLOT_SIZE: usize = 4;
+pub const TREE_HEADER_SIZE: usize = 56;
+/// Size of a slot array entry: item offset, item length, key prefix.
+pub const TREE_SLOT_SIZE: usize = 12;
+/// Bytes of a key kept in its slot (zero-padded), compared before the item.
+/// Eight bytes compare as one `u64`; a longer prefix would cost slot room
+/// (four items' worth of a 8 KiB leaf of 24-byte keys per 8 bytes) for
+/// keys whose first 8 bytes are mostly distinct anyway.
+pub const KEY_PREFIX_LEN: usize = 8;
+/// Offset of the key prefix within a slot.
+const SLOT_PREFIX: usize = 4;
+
+/// `key`'s prefix as kept in a slot: its first [`KEY_PREFIX_LEN`] bytes,
+/// zero-padded.
+pub fn key_prefix(key: &[u8]) -> [u8; KEY_PREFIX_LEN] {
+    let mut p = [0u8; KEY_PREFIX_LEN];
+    let n = key.len().min(KEY_PREFIX_LEN);
+    p[..n].copy_from_slice(&key[..n]);
+    p
+}
 /// Longest key a tree accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Longest item (key length prefix, key, value kind and inline value).
@@ -71,6 +106,14 @@ pub const VALUE_INLINE: u8 = 0;
 pub const VALUE_OVERFLOW: u8 = 1;
 /// Node flag: split, but the parent has no downlink for the right half yet.
 pub const FLAG_INCOMPLETE_SPLIT: u16 = 1;
+/// The node layout this build reads and writes, kept in the meta page
+/// (module docs). 0: 48-byte node headers and 4-byte slots, no key
+/// prefixes; 1: 8-byte key prefixes in slots and in the node header.
+pub const TREE_LAYOUT_VERSION: u16 = 1;
+/// Layout 0's node header size and slot size, recognised only to name the
+/// layout in an error.
+const LAYOUT_0_HEADER: usize = 48;
+const LAYOUT_0_SLOT: usize = 4;
 /// Every flag a node may carry.
 const KNOWN_FLAGS: u16 = FLAG_INCOMPLETE_SPLIT;
 /// Deepest tree accepted (a level above this is corruption): with at
@@ -87,10 +130,14 @@ pub mod offsets {
     pub const HIGH_OFFSET: usize = 44;
     /// u16 length of the high key.
     pub const HIGH_LEN: usize = 46;
+    /// The high key's first 8 bytes, zero-padded (zero without one).
+    pub const HIGH_PREFIX: usize = 48;
     /// Meta page: u32 root page id.
     pub const META_ROOT: usize = 40;
     /// Meta page: u16 root level.
     pub const META_LEVEL: usize = 44;
+    /// Meta page: u16 tree layout version.
+    pub const META_LAYOUT: usize = 46;
 }
 
 fn corrupt(page_id: PageId, offset: usize, reason: impl Into<String>) -> PageError {
@@ -106,6 +153,7 @@ pub fn init_meta(buf: &mut [u8], id: PageId, root: PageId, level: u16) -> Result
     init_page(buf, id, PageType::TreeMeta)?;
     put_u32(buf, offsets::META_ROOT, root.0);
     put_u16(buf, offsets::META_LEVEL, level);
+    put_u16(buf, offsets::META_LAYOUT, TREE_LAYOUT_VERSION);
     Ok(())
 }
 
@@ -125,6 +173,10 @@ pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
             found: h.page_type.name(),
         });
     }
+    let layout = get_u16(buf, offsets::META_LAYOUT);
+    if layout != TREE_LAYOUT_VERSION {
+        return Err(corrupt(id, offsets::META_LAYOUT, layout_error(layout)));
+    }
     let root = get_u32(buf, offsets::META_ROOT);
     let level = get_u16(buf, offsets::META_LEVEL);
     if root == 0 || root == NO_PAGE || level > MAX_LEVEL {
@@ -135,6 +187,20 @@ pub fn read_meta(buf: &[u8], id: PageId) -> Result<(PageId, u16), PageError> {
         ));
     }
     Ok((PageId(root), level))
+}
+
+/// Why a tree written in node layout `layout` is refused.
+fn layout_error(layout: u16) -> String {
+    let what = if layout == 0 {
+        "tree layout version 0 (48-byte node headers, 4-byte slots, no key prefixes)".to_string()
+    } else {
+        format!("tree layout version {layout}")
+    };
+    format!(
+        "{what}, but this build of Keel reads only tree layout version {TREE_LAYOUT_VERSION} \
+         (8-byte key prefixes in slots and node headers): the tree was written by another \
+         Keel build; read it with that build (for example, to export its keys)"
+    )
 }
 
 /// The bytes of a leaf item's value part for an inline value.
@@ -191,6 +257,10 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         let count = usize::from(get_u16(b, h::SLOT_COUNT));
         let lower = usize::from(get_u16(b, h::LOWER));
         let upper = usize::from(get_u16(b, h::UPPER));
+        if lower == LAYOUT_0_HEADER + LAYOUT_0_SLOT * count && lower <= upper && upper <= PAGE_SIZE
+        {
+            return Err(corrupt(id, h::LOWER, layout_error(0)));
+        }
         if lower != TREE_HEADER_SIZE + TREE_SLOT_SIZE * count || lower > upper || upper > PAGE_SIZE
         {
             return Err(corrupt(
@@ -285,8 +355,23 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 
     /// Whether `key` belongs on this node or to its left (below the high
     /// key); `false` means move right.
+    /// Compares the header's high-key prefix first (module docs).
     pub fn covers(&self, key: &[u8]) -> bool {
-        self.high_key().is_none_or(|h| key < h)
+        let Some(h) = self.high_key() else {
+            return true;
+        };
+        match u64::from_be_bytes(key_prefix(key)).cmp(&self.high_prefix()) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => key < h,
+        }
+    }
+
+    /// The header's high-key prefix, as a big-endian integer.
+    fn high_prefix(&self) -> u64 {
+        let mut p = [0u8; KEY_PREFIX_LEN];
+        p.copy_from_slice(&self.b()[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]);
+        u64::from_be_bytes(p)
     }
 
     /// Number of items.
@@ -305,6 +390,16 @@ impl<B: AsRef<[u8]>> TreePage<B> {
             usize::from(get_u16(self.b(), at)),
             usize::from(get_u16(self.b(), at + 2)),
         )
+    }
+
+    /// Slot `i`'s key prefix as a big-endian integer (ordered as memcmp
+    /// orders the padded bytes). `i` is below [`len`](Self::len), and
+    /// [`open`](Self::open) checked the slot array lies inside the page.
+    fn slot_prefix(&self, i: usize) -> u64 {
+        let at = TREE_HEADER_SIZE + TREE_SLOT_SIZE * i + SLOT_PREFIX;
+        let mut p = [0u8; KEY_PREFIX_LEN];
+        p.copy_from_slice(&self.b()[at..at + KEY_PREFIX_LEN]);
+        u64::from_be_bytes(p)
     }
 
     /// Item `i`'s bytes, bounds-checked.
@@ -359,11 +454,18 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 
     /// Binary search: `Ok(i)` when item `i` has `key`, `Err(i)` where it
     /// would be inserted.
+    /// Compares slot prefixes first (module docs) and reads an item's key
+    /// only when its prefix equals `key`'s.
     pub fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, PageError> {
+        let want = u64::from_be_bytes(key_prefix(key));
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.key(mid)?.cmp(key) {
+            let ord = match self.slot_prefix(mid).cmp(&want) {
+                std::cmp::Ordering::Equal => self.key(mid)?.cmp(key),
+                decided => decided,
+            };
+            match ord {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),
@@ -429,6 +531,14 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         if hoff != 0 {
             spans.push((hoff, hlen));
         }
+        let high_prefix = self.high_key().map_or([0; KEY_PREFIX_LEN], key_prefix);
+        if self.high_prefix() != u64::from_be_bytes(high_prefix) {
+            return Err(corrupt(
+                self.id,
+                offsets::HIGH_PREFIX,
+                "the high-key prefix is not the high key's first bytes",
+            ));
+        }
         let mut prev: Option<&[u8]> = None;
         for i in 0..self.len() {
             let (key, rest) = self.item(i)?;
@@ -470,6 +580,13 @@ impl<B: AsRef<[u8]>> TreePage<B> {
                         "first internal item's key is not minus infinity",
                     ));
                 }
+            }
+            if self.slot_prefix(i) != u64::from_be_bytes(key_prefix(key)) {
+                return Err(corrupt(
+                    self.id,
+                    at + SLOT_PREFIX,
+                    format!("item {i}'s slot prefix is not its key's first bytes"),
+                ));
             }
             prev = Some(key);
         }
@@ -532,6 +649,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
             // A high key of length zero still needs a non-zero offset.
             put_u16(b, offsets::HIGH_OFFSET, upper as u16);
             put_u16(b, offsets::HIGH_LEN, key.len() as u16);
+            b[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]
+                .copy_from_slice(&key_prefix(key));
             put_u32(b, super::header::offsets::NEXT_PAGE, right.0);
         }
         put_u16(b, super::header::offsets::UPPER, upper as u16);
@@ -588,6 +707,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         b.copy_within(at..lower, at + TREE_SLOT_SIZE);
         put_u16(b, at, upper as u16);
         put_u16(b, at + 2, len as u16);
+        b[at + SLOT_PREFIX..at + SLOT_PREFIX + KEY_PREFIX_LEN].copy_from_slice(&key_prefix(key));
         b[upper..upper + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
         b[upper + 2..upper + 2 + key.len()].copy_from_slice(key);
         b[upper + 2 + key.len()..upper + len].copy_from_slice(rest);

@@ -155,6 +155,10 @@ pub(crate) struct Recovered {
     pub next_relation: u32,
     /// The newest complete checkpoint in the log read.
     pub last_checkpoint: Option<analysis::CheckpointSeen>,
+    /// Tree leaves keys were deleted from in the log read, with the last
+    /// key deleted on each ([`redo::Redone::deleted_on`]): the open
+    /// reclaims those that are empty.
+    pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
 }
 
 /// What recovery does once the log is read.
@@ -219,6 +223,7 @@ pub(crate) fn recover(
         ddl,
         next_relation: 1,
         last_checkpoint: analysis.last_checkpoint,
+        deleted_on: redone.deleted_on,
     };
     rec.report.log_end = store.wal.end_lsn();
     if finish == Finish::Undo {

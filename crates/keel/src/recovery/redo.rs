@@ -82,6 +82,11 @@ pub(super) struct Redone {
     pub space: FxHashMap<(RelationId, PageId), PageSpace>,
     /// Relations a record named (at this LSN, the first) without a file.
     pub missing: BTreeMap<RelationId, Lsn>,
+    /// Tree leaves a transaction's key delete (or a CLR's) named in the log
+    /// read, each with the last key deleted there: the leaves a crash may
+    /// have left empty before their reclaim ran (`btree` module docs,
+    /// Empty leaves).
+    pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
 }
 
 impl<'s, 'r> Redo<'s, 'r> {
@@ -105,6 +110,7 @@ impl<'s, 'r> Redo<'s, 'r> {
                 touched: FxHashSet::default(),
                 space: FxHashMap::default(),
                 missing: BTreeMap::new(),
+                deleted_on: FxHashMap::default(),
             },
         }
     }
@@ -138,6 +144,17 @@ impl<'s, 'r> Redo<'s, 'r> {
     pub(super) fn record(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
         self.out.report.records_scanned += 1;
         self.out.report.bytes_scanned += u64::from(h.total_len);
+        let deleted = match payload {
+            Payload::TreeDelete { key, .. } if h.txn.0 != 0 => Some(key),
+            Payload::Compensation { action, .. } => match &**action {
+                Payload::TreeDelete { key, .. } => Some(key),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let (Some(key), Some(rid), Some(pid)) = (deleted, h.relation, h.page) {
+            self.out.deleted_on.insert((rid, pid), key.clone());
+        }
         if h.lsn < self.redo_start {
             return Ok(());
         }
@@ -154,6 +171,14 @@ impl<'s, 'r> Redo<'s, 'r> {
             }
             Payload::RelationDrop { .. } => self.release_cached(),
             Payload::PageCheck { of, image } => self.check(h, *of, image),
+            // Each page on its own: applied when its LSN is below the
+            // record's (the payload's docs), one latch at a time.
+            Payload::MultiPageImage { images } => {
+                for (pid, _) in images {
+                    self.redo_at(h, *pid, payload)?;
+                }
+                Ok(())
+            }
             p if p.page_changing() => self.redo(h, p),
             _ => Ok(()),
         }
@@ -178,8 +203,17 @@ impl<'s, 'r> Redo<'s, 'r> {
 
     /// Redo of one page-changing record.
     fn redo(&mut self, h: &RecordHeader, payload: &Payload) -> Result<()> {
-        let (Some(rid), Some(pid)) = (h.relation, h.page) else {
+        let Some(pid) = h.page else {
             return Err(recovery(h.lsn, "page record without a page".into()));
+        };
+        self.redo_at(h, pid, payload)
+    }
+
+    /// Redo of a page-changing record on page `pid` of its relation (the
+    /// header's page, or one page of a multi-page record).
+    fn redo_at(&mut self, h: &RecordHeader, pid: PageId, payload: &Payload) -> Result<()> {
+        let Some(rid) = h.relation else {
+            return Err(recovery(h.lsn, "page record without a relation".into()));
         };
         // The page latched for the previous record (the common case) needs
         // no relation lookup: its relation was there when it was latched,

@@ -90,6 +90,14 @@ fn compact(page: &mut [u8], page_id: PageId, logged: &[Relocation]) -> Result<()
 fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(), PageError> {
     match payload {
         Payload::PageImage { image } => put_image(page, page_id, &image[..]),
+        Payload::MultiPageImage { images } => match images.iter().find(|(p, _)| *p == page_id) {
+            Some((_, image)) => put_image(page, page_id, &image[..]),
+            None => Err(PageError::Corrupted {
+                page_id,
+                offset: 0,
+                reason: "a multi-page-image record with no image of this page".into(),
+            }),
+        },
         Payload::PageDelta { ranges } => put_ranges(page, page_id, ranges),
         Payload::PageInit { page_type } => match page_type {
             PageType::Heap => SlottedPage::init(page, page_id).map(|_| ()),

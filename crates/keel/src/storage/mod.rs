@@ -144,6 +144,49 @@ impl Storage {
         Ok(rec.lsn)
     }
 
+    /// Logs `images` (whole pages of relation `rel`) as one redo-only
+    /// `multi-page-image` record outside any transaction and puts each on
+    /// its latched page in `pages` (the same pages, in the same order):
+    /// a change to several pages that a crash leaves whole or undone, never
+    /// half made. The full images need no page image before them
+    /// (invariant 5); redo applies each by its own page LSN (invariant 8).
+    pub(crate) fn change_pages(
+        &self,
+        rel: RelationId,
+        pages: &mut [&mut PageWriteGuard<'_>],
+        images: Vec<(PageId, Box<[u8; PAGE_SIZE]>)>,
+    ) -> Result<Lsn> {
+        debug_assert!(
+            pages.len() == images.len()
+                && pages
+                    .iter()
+                    .zip(&images)
+                    .all(|(g, (p, _))| g.page_id() == *p),
+            "one latched page per image, in order (inv. 8)"
+        );
+        let first = images.first().map_or(PageId(0), |(p, _)| *p);
+        let payload = Payload::MultiPageImage { images };
+        let gate = self.redo_point.read();
+        for g in pages.iter_mut() {
+            let pid = g.page_id();
+            let before = page_lsn(g).unwrap_or(Lsn::ZERO);
+            apply::apply(&payload, g, pid, before)?;
+        }
+        let meta = RecordMeta::new(payload.kind()).on_page(rel, first);
+        let rec = self.wal.append_payload(meta, &payload)?;
+        // Marked dirty under the gate, as `change_cow` does.
+        for g in pages.iter_mut() {
+            g.mark_dirty(rec.lsn);
+        }
+        if self.consistency_check {
+            for g in pages.iter() {
+                self.log_check(rel, g, rec.lsn)?;
+            }
+        }
+        drop(gate);
+        Ok(rec.lsn)
+    }
+
     /// Logs a `PageCheck` of the latched page as the change at `of` left
     /// it (module docs, step 5). `mark_dirty` already set the page LSN to
     /// `of`, so the image carries it, as the page redo rebuilds will.

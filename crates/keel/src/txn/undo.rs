@@ -61,7 +61,11 @@ pub(crate) enum Undo {
     /// insert stays small). Only records whose before-image is at most a
     /// tuple's bytes (a heap update, delete or forward) are kept this way;
     /// a large value's before-image is its 24-byte overflow head, its chain
-    /// staying untouched until the commit frees it (`Deferred`).
+    /// staying untouched until the commit frees it (`Deferred`). A tree
+    /// insert is kept with its key and an empty rest: the item stays in the
+    /// tree until its undo (the transaction holds the key's lock, and its
+    /// later changes to the key are undone first), which reads the rest
+    /// from the leaf, so the stack keeps no copy of every inserted value.
     Record(Box<Payload>),
 }
 
@@ -76,6 +80,12 @@ impl Undo {
                 first,
                 count: tuples.run_len(),
             },
+            // A tree insert keeps its key only: its undo reads the item's
+            // rest from the leaf (`undo_tree_record`).
+            Payload::TreeInsert { ref key, .. } => Undo::Record(Box::new(Payload::TreeInsert {
+                key: key.clone(),
+                rest: Vec::new(),
+            })),
             Payload::OverflowWrite { index, next, .. } => Undo::Chain {
                 pages: 1,
                 index,

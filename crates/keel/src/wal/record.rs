@@ -164,6 +164,8 @@ record_types! {
     TreeDelete = 51, "tree-delete";
     /// A tree's meta page switched to another root (a bulk load).
     TreeRootSwap = 52, "tree-root-swap";
+    /// Whole images of several pages of one relation, as one change.
+    MultiPageImage = 53, "multi-page-image";
     /// A relation was created.
     RelationCreate = 40, "relation-create";
     /// A relation was dropped.

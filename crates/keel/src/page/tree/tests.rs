@@ -35,8 +35,11 @@ fn items_stay_sorted_and_a_full_page_refuses_with_does_not_fit() {
             Err(e) => panic!("{e}"),
         }
     }
-    // 111-byte items with their 4-byte slots.
-    assert_eq!(n as usize, (PAGE_SIZE - TREE_HEADER_SIZE) / 111);
+    // 107-byte items with their slots.
+    assert_eq!(
+        n as usize,
+        (PAGE_SIZE - TREE_HEADER_SIZE) / (107 + TREE_SLOT_SIZE)
+    );
     let p = TreePage::open(&buf[..], ID).unwrap();
     p.validate().unwrap();
     let keys: Vec<_> = (0..p.len()).map(|i| p.key(i).unwrap().to_vec()).collect();
@@ -47,10 +50,10 @@ fn items_stay_sorted_and_a_full_page_refuses_with_does_not_fit() {
 #[test]
 fn removing_then_inserting_compacts_and_compaction_is_deterministic() {
     let mut a = empty_leaf();
-    for k in 0..60u8 {
+    for k in 0..56u8 {
         put(&mut a, &[k], &[k; 120]).unwrap();
     }
-    for k in (0..60u8).step_by(2) {
+    for k in (0..56u8).step_by(2) {
         let mut p = TreePage::open(&mut a[..], ID).unwrap();
         let i = p.search(&[k]).unwrap().unwrap();
         p.remove(i).unwrap();
@@ -68,7 +71,7 @@ fn removing_then_inserting_compacts_and_compaction_is_deterministic() {
     );
     let p = TreePage::open(&a[..], ID).unwrap();
     p.validate().unwrap();
-    assert_eq!(p.len(), 31);
+    assert_eq!(p.len(), 29);
 }
 
 #[test]
@@ -106,11 +109,25 @@ fn corrupt_nodes_are_errors_naming_the_page() {
     };
     // Keys out of order: swap two slots.
     bad(&|b| {
-        let s = TREE_HEADER_SIZE;
-        let (x, y) = (b[s..s + 4].to_vec(), b[s + 4..s + 8].to_vec());
-        b[s..s + 4].copy_from_slice(&y);
-        b[s + 4..s + 8].copy_from_slice(&x);
+        let (s, n) = (TREE_HEADER_SIZE, TREE_SLOT_SIZE);
+        let (x, y) = (b[s..s + n].to_vec(), b[s + n..s + 2 * n].to_vec());
+        b[s..s + n].copy_from_slice(&y);
+        b[s + n..s + 2 * n].copy_from_slice(&x);
     });
+    // Keys out of order by the slots' offsets only (prefixes in order).
+    bad(&|b| {
+        let s = TREE_HEADER_SIZE;
+        let (x, y) = (
+            b[s..s + 4].to_vec(),
+            b[s + TREE_SLOT_SIZE..s + TREE_SLOT_SIZE + 4].to_vec(),
+        );
+        b[s..s + 4].copy_from_slice(&y);
+        b[s + TREE_SLOT_SIZE..s + TREE_SLOT_SIZE + 4].copy_from_slice(&x);
+    });
+    // A slot's key prefix that is not its key's.
+    bad(&|b| b[TREE_HEADER_SIZE + 4] ^= 0x01);
+    // A high-key prefix on a node with no high key.
+    bad(&|b| b[offsets::HIGH_PREFIX] = 1);
     // A slot past the page.
     bad(&|b| put_u16(b, TREE_HEADER_SIZE, 8190));
     // A leaf at level 2.
@@ -138,13 +155,55 @@ fn meta_pages_name_a_root() {
     ));
 }
 
+#[test]
+fn a_tree_of_another_layout_is_refused_by_name() {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    init_meta(&mut buf, PageId(0), PageId(1), 0).unwrap();
+    assert_eq!(
+        get_u16(&buf, offsets::META_LAYOUT),
+        super::TREE_LAYOUT_VERSION
+    );
+    // Layout 0 kept zero where the version is.
+    put_u16(&mut buf, offsets::META_LAYOUT, 0);
+    match read_meta(&buf, PageId(0)) {
+        Err(PageError::Corrupted { offset, reason, .. }) => {
+            assert_eq!(offset, offsets::META_LAYOUT);
+            assert!(reason.contains("tree layout version 0"), "{reason}");
+            assert!(
+                reason.contains("reads only tree layout version 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A node in layout 0: a 48-byte header and 4-byte slots.
+    let mut node = vec![0u8; PAGE_SIZE];
+    TreePage::build(
+        &mut node[..],
+        PageId(1),
+        0,
+        0,
+        &[(&b"a"[..], &b"\0x"[..]), (&b"b"[..], &b"\0y"[..])],
+        None,
+    )
+    .unwrap();
+    put_u16(&mut node, super::super::header::offsets::LOWER, 48 + 4 * 2);
+    match TreePage::open(&node[..], PageId(1)) {
+        Err(PageError::Corrupted { reason, .. }) => {
+            assert!(reason.contains("tree layout version 0"), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a layout-0 node opened"),
+    }
+}
+
 proptest! {
     /// Random inserts and removes on one leaf agree with a map, and the
     /// page validates after each.
     #[test]
     fn a_leaf_behaves_like_a_sorted_map(
         ops in proptest::collection::vec(
-            (any::<bool>(), proptest::collection::vec(0u8..4, 0..6), 0usize..300),
+            (any::<bool>(), proptest::collection::vec(0u8..4, 0..12), 0usize..300),
             1..300,
         )
     ) {
@@ -190,6 +249,33 @@ proptest! {
             for i in 0..p.len() {
                 let _ = p.item(i);
             }
+        }
+    }
+}
+
+/// The move-right test decided by the header's high-key prefix agrees with
+/// comparing whole keys, for keys that tie with the prefix, are shorter
+/// than it, or end in zero bytes.
+#[test]
+fn covers_agrees_with_comparing_whole_keys() {
+    let highs: [&[u8]; 4] = [b"", b"\x00", b"abcdefgh", b"abcdefghij"];
+    let keys: [&[u8]; 9] = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"abc",
+        b"abcdefg",
+        b"abcdefgh",
+        b"abcdefgh\x00",
+        b"abcdefghij",
+        b"abcdefghik",
+    ];
+    for high in highs {
+        let mut buf = vec![0u8; PAGE_SIZE];
+        let p = TreePage::build(&mut buf[..], ID, 0, 0, &[], Some((high, PageId(9)))).unwrap();
+        p.validate().unwrap();
+        for key in keys {
+            assert_eq!(p.covers(key), key < high, "key {key:?}, high key {high:?}");
         }
     }
 }

@@ -56,6 +56,7 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
             image: page_image(cur)?,
         },
         RecordType::PageDelta => page_delta(cur)?,
+        RecordType::MultiPageImage => multi_page_image(cur)?,
         RecordType::PageInit => {
             let at = cur.pos();
             let b = cur.u8("page type")?;
@@ -153,6 +154,37 @@ fn padding(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
 }
 
 /// A page image with its hole elided (page-image and page-check records).
+/// A `multi-page-image`: a count of 1 to [`MAX_MULTI_IMAGES`], then each
+/// page's id and image, no page twice, each image naming its page.
+fn multi_page_image(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
+    let at = cur.pos();
+    let count = usize::from(cur.u8("image count")?);
+    if count == 0 || count > super::MAX_MULTI_IMAGES {
+        return Err(cur.error_at(
+            at,
+            format!(
+                "{count} page images in one record (1 to {})",
+                super::MAX_MULTI_IMAGES
+            ),
+        ));
+    }
+    let mut images: Vec<(PageId, Box<[u8; PAGE_SIZE]>)> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at = cur.pos();
+        let page = PageId(cur.u32("page id")?);
+        let image = page_image(cur)?;
+        let named = crate::page::header::get_u32(&image[..], crate::page::header::offsets::PAGE_ID);
+        if named != page.0 || images.iter().any(|(p, _)| *p == page) {
+            return Err(cur.error_at(
+                at,
+                format!("image of page {page} (naming page {named}) given twice or misnamed"),
+            ));
+        }
+        images.push((page, image));
+    }
+    Ok(Payload::MultiPageImage { images })
+}
+
 fn page_image(cur: &mut Cursor<'_>) -> Result<Box<[u8; PAGE_SIZE]>, WalError> {
     let at = cur.pos();
     let hole_off = usize::from(cur.u16("hole offset")?);

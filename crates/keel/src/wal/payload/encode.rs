@@ -68,6 +68,12 @@ impl Payload {
         match self {
             Payload::Padding { len } => *len,
             Payload::PageImage { image } => 4 + PAGE_SIZE - image_hole(image).1,
+            Payload::MultiPageImage { images } => {
+                1 + images
+                    .iter()
+                    .map(|(_, image)| 8 + PAGE_SIZE - image_hole(image).1)
+                    .sum::<usize>()
+            }
             Payload::PageCheck { image, .. } => 12 + PAGE_SIZE - image_hole(image).1,
             Payload::PageDelta { ranges } => ranges.iter().fold(2usize, |n, (_, b)| {
                 n.saturating_add(DELTA_RANGE_FIXED + b.len())
@@ -224,6 +230,20 @@ impl Writer<'_> {
         match p {
             Payload::Padding { len } => self.out.resize(self.out.len() + len, 0),
             Payload::PageImage { image } => self.page_image(image),
+            Payload::MultiPageImage { images } => {
+                if images.is_empty() || images.len() > super::MAX_MULTI_IMAGES {
+                    return Err(self.fail(format!(
+                        "{} page images in one record (1 to {})",
+                        images.len(),
+                        super::MAX_MULTI_IMAGES
+                    )));
+                }
+                self.u8(images.len() as u8);
+                for (page, image) in images {
+                    self.u32(page.0);
+                    self.page_image(image);
+                }
+            }
             Payload::PageCheck { of, image } => {
                 self.u64(of.0);
                 self.page_image(image);

@@ -153,9 +153,14 @@ impl TupleBatch {
     }
 }
 
+/// Most pages one [`Payload::MultiPageImage`] holds (a record of four
+/// images is at most about 33 KiB, invariant 15).
+pub const MAX_MULTI_IMAGES: usize = 4;
+
 /// The typed payload of a WAL record; one variant per [`RecordType`].
 ///
-/// Page-changing variants apply to the page named in the record header.
+/// Page-changing variants apply to the page named in the record header
+/// (a multi-page image also to the other pages it names).
 /// Layouts are in docs/storage.md, "WAL payloads".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
@@ -349,6 +354,21 @@ pub enum Payload {
         /// Its level.
         new_level: u16,
     },
+    /// Whole images of up to [`MAX_MULTI_IMAGES`] pages of the header's
+    /// relation, logged as one change: the structure changes of a tree
+    /// that touch several pages (a split's two halves; a new root and the
+    /// meta page naming it; a reclaimed leaf, its left sibling and its
+    /// parent). The header names the first page. Redo applies each image
+    /// to its page when *that* page's LSN is below the record's, page by
+    /// page, so the record is idempotent (invariant 8) and a crash leaves
+    /// all of its pages changed or none: no half of it, which is what
+    /// keeps a split from leaking its new page. Each image is a full page,
+    /// so none of the pages needs an image before it (invariant 5).
+    /// Redo-only, logged outside any transaction; never a CLR's action.
+    MultiPageImage {
+        /// `(page, image)`, the header's page first, each page once.
+        images: Vec<(PageId, Box<[u8; PAGE_SIZE]>)>,
+    },
     /// A relation was created.
     RelationCreate {
         /// Its id.
@@ -391,6 +411,7 @@ impl Payload {
             Payload::TreeInsert { .. } => RecordType::TreeInsert,
             Payload::TreeDelete { .. } => RecordType::TreeDelete,
             Payload::TreeRootSwap { .. } => RecordType::TreeRootSwap,
+            Payload::MultiPageImage { .. } => RecordType::MultiPageImage,
             Payload::RelationCreate { .. } => RecordType::RelationCreate,
             Payload::RelationDrop { .. } => RecordType::RelationDrop,
         }
@@ -431,6 +452,7 @@ impl Payload {
     pub fn formats_page(&self) -> bool {
         match self {
             Payload::PageImage { .. }
+            | Payload::MultiPageImage { .. }
             | Payload::PageInit { .. }
             | Payload::OverflowWrite { .. }
             | Payload::OverflowFree => true,
@@ -451,7 +473,7 @@ impl Payload {
 /// Whether records of `kind` change the page named in their header
 /// (see [`Payload::page_changing`]).
 pub fn is_page_changing(kind: RecordType) -> bool {
-    kind == RecordType::Compensation || is_clr_action(kind)
+    kind == RecordType::Compensation || kind == RecordType::MultiPageImage || is_clr_action(kind)
 }
 
 /// Whether a CLR may carry an action of `kind`: a page-changing type other

@@ -74,6 +74,14 @@ const PAGE_IMAGE: &[Field] = &[
     f("before", Bytes("hole_offset")),
     f("after", ImageTail),
 ];
+const MULTI_IMAGE: &[Field] = &[
+    f("page", Uint(4)),
+    f("hole_offset", Uint(2)),
+    f("hole_len", Uint(2)),
+    f("before", Bytes("hole_offset")),
+    f("after", ImageTail),
+];
+const MULTI_PAGE_IMAGE: &[Field] = &[f("count", Uint(1)), f("images", List("count", MULTI_IMAGE))];
 const PAGE_CHECK: &[Field] = &[
     f("of", Uint(8)),
     f("hole_offset", Uint(2)),
@@ -179,6 +187,7 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::CheckpointEnd => CHECKPOINT_END,
         T::TreeInsert | T::TreeDelete => TREE_ITEM,
         T::TreeRootSwap => TREE_ROOT_SWAP,
+        T::MultiPageImage => MULTI_PAGE_IMAGE,
         T::RelationCreate => RELATION_CREATE,
         T::RelationDrop => RELATION_DROP,
     }

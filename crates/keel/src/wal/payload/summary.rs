@@ -127,6 +127,11 @@ impl Payload {
         match self {
             Payload::Padding { len } => format!("{len} B"),
             Payload::PageImage { image } => page(image),
+            Payload::MultiPageImage { images } => images
+                .iter()
+                .map(|(p, image)| format!("page {p}: {}", page(image)))
+                .collect::<Vec<_>>()
+                .join("; "),
             Payload::PageCheck { of, image } => format!("of {of}, {}", page(image)),
             Payload::PageDelta { ranges } => delta(ranges),
             Payload::PageInit { page_type } => format!("{} page", page_type.name()),

@@ -85,6 +85,34 @@ fn page_actions() -> Vec<Payload> {
             new: crate::types::PageId(900),
             new_level: 3,
         },
+        Payload::MultiPageImage {
+            images: vec![
+                (crate::types::PageId(4), {
+                    let mut p = Box::new([0u8; PAGE_SIZE]);
+                    crate::page::tree::TreePage::build(
+                        &mut p[..],
+                        crate::types::PageId(4),
+                        0,
+                        0,
+                        &[(&b"k"[..], &b"\0v"[..])],
+                        None,
+                    )
+                    .unwrap();
+                    p
+                }),
+                (crate::types::PageId(0), {
+                    let mut p = Box::new([0u8; PAGE_SIZE]);
+                    crate::page::tree::init_meta(
+                        &mut p[..],
+                        crate::types::PageId(0),
+                        crate::types::PageId(4),
+                        0,
+                    )
+                    .unwrap();
+                    p
+                }),
+            ],
+        },
         Payload::HeapInsert {
             slot: SlotId(3),
             flags: TupleFlags::NONE,
@@ -204,6 +232,9 @@ fn samples() -> Vec<Payload> {
         },
     ]);
     for action in page_actions() {
+        if !is_clr_action(action.kind()) {
+            continue;
+        }
         v.push(Payload::Compensation {
             undo_next: Lsn(0x1234),
             action: Box::new(action),
@@ -401,6 +432,24 @@ fn bad_enum_bytes_are_errors_at_their_offset() {
             [vec![0; 8], vec![99]].concat(),
             8,
             "unknown action type 99",
+        ),
+        (
+            RecordType::Compensation,
+            [vec![0; 8], vec![53]].concat(),
+            8,
+            "cannot carry a multi-page-image",
+        ),
+        (
+            RecordType::MultiPageImage,
+            vec![0],
+            0,
+            "0 page images in one record",
+        ),
+        (
+            RecordType::MultiPageImage,
+            vec![5],
+            0,
+            "5 page images in one record",
         ),
         (
             RecordType::Compensation,
@@ -874,10 +923,15 @@ proptest! {
 fn the_schema_table_walks_every_sample_exactly() {
     use super::schema::walk;
     let mut payloads = samples();
-    payloads.extend(page_actions().into_iter().map(|a| Payload::Compensation {
-        undo_next: Lsn(77),
-        action: Box::new(a),
-    }));
+    payloads.extend(
+        page_actions()
+            .into_iter()
+            .filter(|a| is_clr_action(a.kind()))
+            .map(|a| Payload::Compensation {
+                undo_next: Lsn(77),
+                action: Box::new(a),
+            }),
+    );
     payloads.push(checkpoint_end(3, 2));
     payloads.push(Payload::Padding { len: 17 });
     for p in payloads {
@@ -1003,4 +1057,27 @@ fn every_record_keel_writes_fits_in_the_smallest_segment() {
             p.kind().name()
         );
     }
+}
+
+#[test]
+fn a_multi_page_image_names_each_page_once_and_rightly() {
+    let free = |id: u32| {
+        let mut p = Box::new([0u8; PAGE_SIZE]);
+        crate::page::init_page(&mut p[..], PageId(id), PageType::Free).unwrap();
+        p
+    };
+    let twice = Payload::MultiPageImage {
+        images: vec![(PageId(3), free(3)), (PageId(3), free(3))],
+    };
+    let (at, why) = bad(RecordType::MultiPageImage, &enc(&twice));
+    assert!(at > 1 && why.contains("page 3"), "{at} {why}");
+    let misnamed = Payload::MultiPageImage {
+        images: vec![(PageId(3), free(4))],
+    };
+    let (at, why) = bad(RecordType::MultiPageImage, &enc(&misnamed));
+    assert!(at == 1 && why.contains("naming page 4"), "{at} {why}");
+    let many = Payload::MultiPageImage {
+        images: (0..5).map(|i| (PageId(i), free(i))).collect(),
+    };
+    assert!(many.to_bytes().is_err());
 }

@@ -114,10 +114,10 @@ fn a_valid_tree_passes_with_its_shape() {
     assert_eq!(r.height(), 2);
     assert_eq!(r.pages_per_level, [3, 1]);
     assert_eq!(r.leaf_items, 7);
-    // Seven 4-byte slots, items of 2 + 1 + 1 + 1 bytes, two 1-byte high keys.
-    assert_eq!(r.leaf_used_bytes, 7 * (4 + 5) + 2);
+    // Seven 12-byte slots, items of 2 + 1 + 1 + 1 bytes, two 1-byte high keys.
+    assert_eq!(r.leaf_used_bytes, 7 * (12 + 5) + 2);
     let room = 3.0 * (PAGE_SIZE - TREE_HEADER_SIZE) as f64;
-    assert!((r.leaf_fill() - (7.0 * 9.0 + 2.0) / room).abs() < 1e-12);
+    assert!((r.leaf_fill() - (7.0 * 17.0 + 2.0) / room).abs() < 1e-12);
     assert_eq!(r.incomplete_splits, 0);
 }
 

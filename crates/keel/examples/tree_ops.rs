@@ -1,0 +1,94 @@
+//! A fixed amount of tree work, for comparing builds by instruction counts
+//! where wall-clock figures are too noisy (a shared machine):
+//!
+//! ```text
+//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR]
+//! perf stat -e instructions:u target/release/examples/tree_ops 50000 0
+//! perf stat -e instructions:u target/release/examples/tree_ops 50000 1000000
+//! ```
+//!
+//! Shaped like `keel bench kv`: a 64 MiB buffer pool, KEYS (default
+//! 50,000) random 24-byte keys with 150-byte values put in one transaction
+//! and committed (the bulk load, without its checkpoint), then GETS
+//! (default 1,000,000) gets of loaded keys in read transactions of 1,000.
+//! The keys come from a fixed xorshift sequence, so every run does the
+//! same work: the difference between a run with GETS and one with none is
+//! the gets' cost. Prints the rate of each part. DIR defaults to a new
+//! directory under the system temp dir, removed at the end.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use keel::{Config, Database};
+
+const KEY_BYTES: usize = 24;
+const VALUE_BYTES: usize = 150;
+const GETS_PER_TXN: u64 = 1_000;
+
+/// Key `i` of the fixed sequence: 24 bytes from a xorshift of `i`.
+fn key(i: u64) -> [u8; KEY_BYTES] {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut k = [0u8; KEY_BYTES];
+    for chunk in k.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    k
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let keys: u64 = args.get(1).map_or(Ok(50_000), |s| s.parse())?;
+    let gets: u64 = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+    let (dir, remove) = match args.get(3) {
+        Some(d) => (PathBuf::from(d), false),
+        None => (
+            std::env::temp_dir().join(format!("keel-tree-ops-{}", std::process::id())),
+            true,
+        ),
+    };
+    let mut config = Config::default();
+    config.buffer.pool_bytes = 64 << 20;
+    let db = Database::open(&dir, config)?;
+    let tree = db.create_tree("kv")?;
+
+    let started = Instant::now();
+    let mut txn = db.begin()?;
+    let value = [7u8; VALUE_BYTES];
+    for i in 0..keys {
+        txn.put(tree, &key(i), &value)?;
+    }
+    txn.commit()?;
+    let load = started.elapsed().as_secs_f64();
+    println!(
+        "load: {keys} puts in {load:.3} s, {:.0} puts/s",
+        keys as f64 / load
+    );
+
+    let started = Instant::now();
+    let mut found = 0u64;
+    let mut i = 0u64;
+    while i < gets {
+        let txn = db.begin()?;
+        for j in i..(i + GETS_PER_TXN).min(gets) {
+            let k = key(j.wrapping_mul(7919) % keys.max(1));
+            found += u64::from(txn.get_key(tree, &k)?.is_some());
+        }
+        txn.commit()?;
+        i += GETS_PER_TXN;
+    }
+    let read = started.elapsed().as_secs_f64();
+    if gets > 0 {
+        println!(
+            "gets: {gets} ({found} found) in {read:.3} s, {:.0} gets/s",
+            gets as f64 / read
+        );
+    }
+    drop(db);
+    if remove {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
