@@ -537,7 +537,7 @@ pub fn backup(
         )));
     }
     let remote = Remote::open(target, options.op_timeout)?;
-    let id = backup_id();
+    let id = keel::types::random_id();
     let mut uploaded: Option<String> = None;
     let mut started_us = 0;
     let timeline = options.timeline;
@@ -605,20 +605,6 @@ pub fn backup(
     remote.put_create(&path, &manifest.encode())?;
     drop(base);
     Ok(manifest)
-}
-
-/// A random backup id (module essay, "Layout"): the standard library's
-/// per-process random hash keys, mixed with the time and process id.
-fn backup_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 impl Remote {

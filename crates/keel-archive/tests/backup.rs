@@ -76,22 +76,6 @@ fn restore_into(s: &Setup, dir: &Path) -> keel_archive::Result<keel_archive::Res
     )
 }
 
-/// The rows of relation `name` in the database at `dir`, sorted.
-fn rows(dir: &Path, name: &str) -> Vec<Vec<u8>> {
-    let db = Database::open(dir, config()).unwrap();
-    let rel = db.relation(name).unwrap().unwrap();
-    let mut out: Vec<Vec<u8>> = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| r.unwrap().1)
-        .collect();
-    db.close().unwrap();
-    out.sort();
-    out
-}
-
 /// Waits until the archive holds the whole durable log.
 fn archive_all(s: &Setup) {
     s.archiver

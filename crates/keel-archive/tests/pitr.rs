@@ -148,22 +148,6 @@ fn world(seed: u64) -> World {
     w
 }
 
-/// The rows of relation `r` in the database at `dir`, sorted.
-fn rows(dir: &Path) -> Vec<Vec<u8>> {
-    let db = Database::open(dir, config()).unwrap();
-    let rel = db.relation("r").unwrap().unwrap();
-    let mut out: Vec<Vec<u8>> = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| r.unwrap().1)
-        .collect();
-    db.close().unwrap();
-    out.sort();
-    out
-}
-
 fn model(w: &World, kept: impl Fn(&Commit) -> bool) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = w
         .commits
@@ -217,7 +201,7 @@ fn restores_to_random_targets_hold_exactly_the_commits_up_to_the_target() {
             };
             let dir = w.tmp.path().join(format!("r{seed:x}-{round}"));
             let report = restore(&w, &dir, 1, t).unwrap();
-            assert_eq!(rows(&dir), expected, "seed {seed:#x} target {t}");
+            assert_eq!(rows(&dir, "r"), expected, "seed {seed:#x} target {t}");
             assert!(
                 report.log_end >= report.backup.end,
                 "never before the consistency point"
@@ -234,7 +218,7 @@ fn restores_to_random_targets_hold_exactly_the_commits_up_to_the_target() {
         // The end: every commit.
         let dir = w.tmp.path().join(format!("end{seed:x}"));
         let report = restore(&w, &dir, 1, RestoreTarget::End).unwrap();
-        assert_eq!(rows(&dir), model(&w, |_| true));
+        assert_eq!(rows(&dir, "r"), model(&w, |_| true));
         assert_eq!(report.timeline, 1);
         assert!(report.history.is_none());
     }
@@ -330,7 +314,7 @@ fn a_new_timeline_is_archived_and_followed_and_never_touches_the_old_one() {
     let h = report.history.clone().unwrap();
     assert_eq!((h.parent, h.switch), (1, mid.end));
     let mut expected = model(&w, |c| c.lsn <= mid.lsn);
-    assert_eq!(rows(&a), expected);
+    assert_eq!(rows(&a, "r"), expected);
 
     // An archiver on the restored database continues timeline 2; an
     // explicit other timeline is refused.
@@ -374,7 +358,7 @@ fn a_new_timeline_is_archived_and_followed_and_never_touches_the_old_one() {
     let report = restore(&w, &b, 2, RestoreTarget::End).unwrap();
     assert_eq!(report.timeline, 2);
     assert!(report.history.is_none());
-    assert_eq!(rows(&b), expected);
+    assert_eq!(rows(&b, "r"), expected);
 
     // A point on timeline 2 before its head starts timeline 3.
     let t2 = commits_in(&w.target, 2);
@@ -385,7 +369,7 @@ fn a_new_timeline_is_archived_and_followed_and_never_touches_the_old_one() {
     let mut first_only = model(&w, |c| c.lsn <= mid.lsn);
     first_only.push(b"after-0".to_vec());
     first_only.sort();
-    assert_eq!(rows(&c), first_only);
+    assert_eq!(rows(&c, "r"), first_only);
 }
 
 #[test]
@@ -422,7 +406,7 @@ fn a_target_at_a_chunk_end_before_the_head_starts_a_timeline() {
             report.timeline, 2,
             "a stop before the head starts a timeline"
         );
-        assert_eq!(rows(&dir), model(&w, |x| x.lsn <= c.lsn));
+        assert_eq!(rows(&dir, "r"), model(&w, |x| x.lsn <= c.lsn));
         return;
     }
     panic!("no workload put a commit at the end of a chunk before the head");

@@ -198,6 +198,21 @@ impl FromStr for TupleId {
     }
 }
 
+/// A fresh nonzero id, unique in practice (not secret): the standard
+/// library's per-process random hash keys mixed with the time and the
+/// process id. Database ids and backup run ids come from here.
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

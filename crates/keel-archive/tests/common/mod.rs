@@ -433,3 +433,19 @@ pub fn restore_to_a_point_and_follow_the_timeline(target: &ArchiveTarget) {
     restore(&c, 1, keel_archive::RestoreTarget::End);
     assert_eq!(count(&c), 20);
 }
+
+/// The rows of relation `name` in the database at `dir`, sorted.
+pub fn rows(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
+    let db = Database::open(dir, config()).unwrap();
+    let rel = db.relation(name).unwrap().unwrap();
+    let mut out: Vec<Vec<u8>> = db
+        .begin()
+        .unwrap()
+        .scan(rel)
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    db.close().unwrap();
+    out.sort();
+    out
+}

@@ -588,18 +588,8 @@ impl Storage {
         rel: &Relation,
         f: impl FnOnce(PageWriteGuard<'s>) -> Result<T>,
     ) -> Result<T> {
-        for _ in 0..FSM_ATTEMPTS {
-            let Some((pid, _)) = rel.fsm.find(crate::fsm::EMPTY_PAGE_FREE) else {
-                break;
-            };
-            rel.fsm.remove(pid);
-            if pid.0 >= rel.page_count() || pid == META_PAGE {
-                continue;
-            }
-            let g = self.pool.fetch_write(rel.file(), pid)?;
-            if page_type(&g) == Some(PageType::Free) {
-                return f(g);
-            }
+        if let Some(g) = self.reuse_free_page(rel)? {
+            return f(g);
         }
         let _extending = rel.extend.lock();
         let n = rel.page_count();
@@ -624,6 +614,19 @@ impl Storage {
         rel: &Relation,
         make: impl Fn(PageId) -> Result<Payload>,
     ) -> Result<PageWriteGuard<'_>> {
+        if let Some(mut g) = self.reuse_free_page(rel)? {
+            let pid = g.page_id();
+            self.change(None, rel.id, &mut g, &make(pid)?)?;
+            return Ok(g);
+        }
+        self.create_page_with(None, rel, make)
+    }
+
+    /// A free page of the tree the FSM offers, latched, after at most
+    /// `FSM_ATTEMPTS` offers (each taken out of the map: an offer that is
+    /// not a free page, past the end or the meta page, is stale); `None`
+    /// when the map has none.
+    fn reuse_free_page(&self, rel: &Relation) -> Result<Option<PageWriteGuard<'_>>> {
         for _ in 0..FSM_ATTEMPTS {
             let Some((pid, _)) = rel.fsm.find(crate::fsm::EMPTY_PAGE_FREE) else {
                 break;
@@ -632,13 +635,12 @@ impl Storage {
             if pid.0 >= rel.page_count() || pid == META_PAGE {
                 continue;
             }
-            let mut g = self.pool.fetch_write(rel.file(), pid)?;
+            let g = self.pool.fetch_write(rel.file(), pid)?;
             if page_type(&g) == Some(PageType::Free) {
-                self.change(None, rel.id, &mut g, &make(pid)?)?;
-                return Ok(g);
+                return Ok(Some(g));
             }
         }
-        self.create_page_with(None, rel, make)
+        Ok(None)
     }
 }
 

@@ -44,7 +44,6 @@ pub mod segment;
 mod writer;
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,17 +224,6 @@ impl SegmentSource for SegmentManager {
     }
 }
 
-fn random_id() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish() | 1
-}
-
 /// Bytes `find_end` reads to check a segment's first record (more only
 /// when that record is longer).
 const PROBE_BYTES: usize = 64 << 10;
@@ -379,7 +367,7 @@ impl Wal {
         let h = SegmentHeader {
             segment_no: 0,
             segment_size: config.segment_size_bytes,
-            database_id: random_id(),
+            database_id: crate::types::random_id(),
             max_batch_bytes: config.max_batch_bytes,
         };
         sdir.prepare(&h, None)?;
