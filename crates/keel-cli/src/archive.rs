@@ -19,7 +19,10 @@
 //!   the database id (the same in every chunk of every timeline), and
 //!   continuity (each chunk starts exactly where the previous one ended).
 //!   It stops at the first bad object and exits 1 with an error naming it
-//!   and the place in it. Then it checks every backup: each complete one
+//!   and the place in it. Then it checks every timeline's history object
+//!   against the chunks (its database, a parent that exists and whose log
+//!   reaches the switch LSN, its own chunks starting exactly there, and no
+//!   timeline but 1 with chunks and no history), and every backup: each complete one
 //!   (with a manifest) must have all its files with the manifest's sizes
 //!   and CRC32C and the log from its start to its end LSN in the archive;
 //!   each damaged one is named with the file or log at fault, and the
@@ -515,11 +518,13 @@ fn verify(l: &Location) -> Result<(), Failure> {
     }
     let mut database_id = None;
     let (mut chunks, mut records) = (0, 0);
+    let mut spans = std::collections::BTreeMap::new();
     for t in timelines {
         let r = reader
             .verify(t, database_id)
             .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
         database_id = Some(r.database_id);
+        spans.insert(t, (r.start, r.end));
         println!(
             "timeline {t:08X}: {} chunks, {} records, LSN {}..{}, commits {} .. {}, {} stored \
              ({} of log): ok",
@@ -535,12 +540,81 @@ fn verify(l: &Location) -> Result<(), Failure> {
         chunks += r.chunks;
         records += r.records;
     }
+    let histories = verify_histories(l, database_id, &spans)?;
     let backups = verify_backups(l)?;
     println!(
-        "archive {} verified: {chunks} chunks, {records} records, {backups} complete backups",
+        "archive {} verified: {chunks} chunks, {records} records, {histories} timeline \
+         histories, {backups} complete backups",
         l.url
     );
     Ok(())
+}
+
+/// Checks every timeline's history object against the chunks (keel-archive's
+/// `restore` module, "Timelines"): it belongs to the archive's database,
+/// its parent is timeline 1 or has a history, the parent's chunks reach its
+/// switch LSN, and its own first chunk starts exactly there; a timeline
+/// other than 1 with chunks must have a history. Returns how many were
+/// checked.
+fn verify_histories(
+    l: &Location,
+    database_id: Option<u64>,
+    spans: &std::collections::BTreeMap<u32, (keel::types::Lsn, keel::types::Lsn)>,
+) -> Result<usize, Failure> {
+    let remote = Remote::open(&parse_location(l)?, Duration::from_secs(l.timeout)).map_err(fail)?;
+    let histories = remote.list_histories().map_err(fail)?;
+    let known = |t: u32| t == 1 || histories.iter().any(|h| h.timeline == t);
+    let mut problems = Vec::new();
+    for h in &histories {
+        let name = remote.history_path(h.timeline);
+        let mut bad = |why: String| problems.push(format!("{name}: {why}"));
+        if database_id.is_some_and(|id| id != h.database_id) {
+            bad(format!(
+                "it names database {:#018x}, the archive's chunks another",
+                h.database_id
+            ));
+        }
+        if !known(h.parent) {
+            bad(format!(
+                "its parent timeline {:08X} has no history",
+                h.parent
+            ));
+        }
+        match spans.get(&h.parent) {
+            Some(&(start, end)) if start <= h.switch && h.switch <= end => {}
+            Some(&(start, end)) => bad(format!(
+                "it branches at LSN {}, outside its parent's archived log {start}..{end}",
+                h.switch
+            )),
+            None => bad(format!(
+                "its parent timeline {:08X} has no chunks to branch from",
+                h.parent
+            )),
+        }
+        if let Some(&(start, _)) = spans.get(&h.timeline)
+            && start != h.switch
+        {
+            bad(format!(
+                "its chunks start at LSN {start}, not at its switch LSN {}",
+                h.switch
+            ));
+        }
+        println!(
+            "timeline {:08X} history: branched from {:08X} at LSN {}",
+            h.timeline, h.parent, h.switch
+        );
+    }
+    for &t in spans.keys().filter(|&&t| !known(t)) {
+        problems.push(format!("timeline {t:08X} has chunks but no history object"));
+    }
+    match problems.is_empty() {
+        true => Ok(histories.len()),
+        false => Err(Failure(format!(
+            "{}: timeline histories disagree with the chunks: {}",
+            l.url,
+            problems.join("; ")
+        ))),
+    }
 }
 
 /// Checks every backup folder (keel-archive's `backup_check` module):

@@ -354,6 +354,7 @@ fn restore_to_a_point_keeps_exactly_the_commits_up_to_it() {
     let target = ArchiveTarget::new(StoreConfig::Local(dir.clone()), "");
     let db = Arc::new(Database::open(&data, Config::default()).unwrap());
     let rel = db.create_relation("r").unwrap();
+    let id = db.database_id();
     let options = ArchiverOptions {
         max_delay: Duration::from_millis(20),
         poll_interval: Duration::from_millis(2),
@@ -437,6 +438,26 @@ fn restore_to_a_point_keeps_exactly_the_commits_up_to_it() {
             "{out}"
         );
     }
+    // Verify follows the histories; a history whose parent has no chunks
+    // (a foreign or hand-made object) fails it, naming the object.
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 timeline histories"), "{out}");
+    let stray = keel_archive::History {
+        database_id: id,
+        timeline: 9,
+        parent: 7,
+        switch: marks[1].1,
+        target: keel_archive::RestoreTarget::End,
+        created_us: 1,
+    };
+    std::fs::write(dir.join("timelines/00000009.history"), stray.encode()).unwrap();
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("00000009.history: its parent timeline 00000007 has no history"),
+        "{out}"
+    );
     let (_, out) = restore("bad", "--time", "yesterday");
     assert_eq!(out.status.code(), Some(1));
     assert!(
