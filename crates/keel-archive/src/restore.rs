@@ -104,10 +104,13 @@
 //!    ([`crate::backup_check::check_backup`]: files and log checked); a
 //!    damaged newer one is passed over and named in the report, and when
 //!    every candidate is damaged the error names each.
-//! 4. Download each file, check its size and CRC32C against the manifest
-//!    and the control file's database id against the manifest's, and write
-//!    it (synced), the control file as [`RESTORING_CONTROL`] so that an
-//!    open refuses the directory until step 7.
+//! 4. Download each file, the control file first, check its size and
+//!    CRC32C against the manifest and the control file's database id
+//!    against the manifest's, and write it (synced), the control file as
+//!    [`RESTORING_CONTROL`] so that an open refuses the directory until
+//!    step 7. A relation file is streamed to disk a piece at a time
+//!    ([`Remote::read_streamed`]) and checked once whole, so a restore
+//!    holds one piece of it in memory, whatever its size.
 //! 5. Write the log from the backup's start to the stop
 //!    ([`keel::wal::import::LogImport`]), the last chunk cut at the stop.
 //! 6. Start a new timeline when the stop is before the head (above).
@@ -874,25 +877,23 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
     files.sort_by_key(|f| f.name != keel::datadir::layout::CONTROL_FILE);
     for f in files {
         let object = format!("{base}/files/{}", f.name);
-        let bytes = remote.get(&ObjectPath::from(object.clone()))?;
-        if bytes.len() as u64 != f.size {
-            return Err(ArchiveError::Corrupt {
-                object,
-                place: Place::Object(bytes.len() as u64),
-                reason: format!("{} bytes, the manifest says {}", bytes.len(), f.size),
-            });
-        }
-        let computed = crc32c(&bytes);
-        if computed != f.crc32c {
-            return Err(ArchiveError::ChecksumMismatch {
-                object,
+        let checked = |size: u64, computed: u32| match (size == f.size, computed == f.crc32c) {
+            (false, _) => Err(ArchiveError::Corrupt {
+                object: object.clone(),
+                place: Place::Object(size),
+                reason: format!("{size} bytes, the manifest says {}", f.size),
+            }),
+            (true, false) => Err(ArchiveError::ChecksumMismatch {
+                object: object.clone(),
                 what: "backup file",
                 stored: f.crc32c,
                 computed,
-            });
-        }
-        let is_control = f.name == keel::datadir::layout::CONTROL_FILE;
-        if is_control {
+            }),
+            (true, true) => Ok(()),
+        };
+        if f.name == keel::datadir::layout::CONTROL_FILE {
+            let bytes = remote.get(&ObjectPath::from(object.clone()))?;
+            checked(bytes.len() as u64, crc32c(&bytes))?;
             let c = keel::recovery::Control::decode(&bytes, Path::new(&object))
                 .map_err(|e| ArchiveError::Backup(Box::new(e)))?;
             if c.database_id != m.database_id {
@@ -902,15 +903,22 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
                     found: c.database_id,
                 });
             }
+            write_synced(&dir.join(RESTORING_CONTROL), &bytes)?;
+        } else {
+            // Streamed to the file a piece at a time, checked once whole:
+            // until the control file is renamed into place the directory
+            // is an unfinished restore, so unchecked bytes are never
+            // opened.
+            std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+            let path: PathBuf = f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c));
+            let mut file = create_new(&path)?;
+            let sum = remote.read_streamed(&ObjectPath::from(object.clone()), |piece| {
+                use std::io::Write;
+                file.write_all(piece).map_err(local(&path, "cannot write"))
+            })?;
+            checked(sum.size, sum.crc32c)?;
+            file.sync_all().map_err(local(&path, "cannot sync"))?;
         }
-        let path: PathBuf = match is_control {
-            true => dir.join(RESTORING_CONTROL),
-            false => {
-                std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
-                f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
-            }
-        };
-        write_synced(&path, &bytes)?;
         total += f.size;
     }
     std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
@@ -922,13 +930,17 @@ fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path
     Ok(total)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
+fn create_new(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(local(path, "cannot create"))?;
+        .map_err(local(path, "cannot create"))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = create_new(path)?;
     f.write_all(bytes).map_err(local(path, "cannot write"))?;
     f.sync_all().map_err(local(path, "cannot sync"))
 }

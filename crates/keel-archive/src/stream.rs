@@ -28,11 +28,11 @@
 //! in place, never deleted on a guess; `keel archive verify` lists it as
 //! incomplete.
 //!
-//! ## Reads ([`Remote::crc_streamed`])
+//! ## Reads ([`Remote::crc_streamed`], [`Remote::read_streamed`])
 //!
 //! The object is read as the store streams it; each piece is added to the
-//! CRC32C and dropped, so verifying a file of any size needs one piece in
-//! memory.
+//! CRC32C and handed on (to a restore's file) or dropped, so verifying or
+//! downloading a file of any size needs one piece in memory.
 
 use futures::TryStreamExt;
 use keel::checksum::crc32c_append;
@@ -102,12 +102,24 @@ impl Remote {
     /// The size and CRC32C of the object at `path`, read as a stream
     /// (module essay).
     pub fn crc_streamed(&self, path: &Path) -> Result<StreamedSum> {
+        self.read_streamed(path, |_| Ok(()))
+    }
+
+    /// Reads the object at `path` as a stream, handing each piece to
+    /// `sink` as it arrives (one piece in memory at a time), and returns
+    /// its size and CRC32C.
+    pub fn read_streamed(
+        &self,
+        path: &Path,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<StreamedSum> {
         let get = self.store().get(path);
         let mut stream = self.block("get", path, get)?.into_stream();
         let mut sum = StreamedSum { size: 0, crc32c: 0 };
         while let Some(piece) = self.block("get", path, stream.try_next())? {
             sum.size += piece.len() as u64;
             sum.crc32c = crc32c_append(sum.crc32c, &piece);
+            sink(&piece)?;
         }
         Ok(sum)
     }
