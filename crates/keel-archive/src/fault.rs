@@ -25,6 +25,11 @@
 //! nothing is cleaned up (`abort` fails too). Each part of a multipart
 //! upload and its completion count as uploads ([`Op::Put`]), so a cut
 //! can land between any two parts.
+//!
+//! An **outage** ([`FaultStore::outage_after`]): after the given number of
+//! further requests of any kind, every request fails, so a reader (a
+//! restore, a verify) can be cut off at each of its downloads and
+//! listings in turn.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -84,6 +89,8 @@ struct Plan {
     down: bool,
     /// Uploads left before a power cut takes the store down for good.
     cut_after: Option<u64>,
+    /// Requests of any kind left before an outage takes the store down.
+    outage_after: Option<u64>,
     stats: FaultStats,
 }
 
@@ -129,6 +136,14 @@ impl FaultStore {
         plan.down |= puts == 0;
     }
 
+    /// An outage (module essay) after `requests` more requests of any
+    /// kind: those go through, and from then on every request fails.
+    pub fn outage_after(&self, requests: u64) {
+        let mut plan = self.plan.lock();
+        plan.outage_after = Some(requests);
+        plan.down |= requests == 0;
+    }
+
     /// Requests seen and faults injected.
     pub fn stats(&self) -> FaultStats {
         self.plan.lock().stats
@@ -141,6 +156,13 @@ impl FaultStore {
             Op::Put => plan.stats.puts += 1,
             Op::Get => plan.stats.gets += 1,
             Op::List => plan.stats.lists += 1,
+        }
+        if !plan.down {
+            match plan.outage_after {
+                Some(0) => plan.down = true,
+                Some(n) => plan.outage_after = Some(n - 1),
+                None => {}
+            }
         }
         if op == Op::Put && !plan.down {
             match plan.cut_after {

@@ -17,7 +17,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,21 +134,8 @@ impl Setup {
             Duration::from_secs(5),
         )
         .unwrap();
-        (report, rows(&dir, self.rel))
+        (report, rows(&dir, "r").into_iter().collect())
     }
-}
-
-fn rows(dir: &Path, rel: RelationId) -> BTreeSet<Vec<u8>> {
-    let db = Database::open(dir, config()).unwrap();
-    let got = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| r.unwrap().1)
-        .collect();
-    db.close().unwrap();
-    got
 }
 
 #[test]

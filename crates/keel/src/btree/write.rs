@@ -591,19 +591,7 @@ impl Storage {
         if let Some(g) = self.reuse_free_page(rel)? {
             return f(g);
         }
-        let _extending = rel.extend.lock();
-        let n = rel.page_count();
-        if n == u32::MAX - 1 {
-            return Err(DbError::ValueTooLarge {
-                len: n as usize,
-                max: n as usize,
-            }
-            .into());
-        }
-        let g = self.pool.new_page(rel.file(), PageId(n))?;
-        let out = f(g)?;
-        rel.pages.store(n + 1, std::sync::atomic::Ordering::Release);
-        Ok(out)
+        self.extend_with(rel, |pid| f(self.pool.new_page(rel.file(), pid)?))
     }
 
     /// Formats a page for a new node with the image `make` builds for its

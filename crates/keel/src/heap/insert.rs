@@ -292,6 +292,23 @@ impl Storage {
         rel: &Relation,
         make: impl FnOnce(PageId) -> Result<Payload>,
     ) -> Result<PageWriteGuard<'_>> {
+        self.extend_with(rel, |pid| {
+            let payload = make(pid)?;
+            let mut g = self.pool.new_page(rel.file(), pid)?;
+            self.change(log, rel.id, &mut g, &payload)?;
+            Ok(g)
+        })
+    }
+
+    /// Runs `f` on the id of the page past the end of `rel`'s file, under
+    /// the extension lock; the page becomes part of the file only when `f`
+    /// succeeds (`f` logs the record that formats it before the file grows
+    /// to hold it).
+    pub(crate) fn extend_with<T>(
+        &self,
+        rel: &Relation,
+        f: impl FnOnce(PageId) -> Result<T>,
+    ) -> Result<T> {
         let _extending = rel.extend.lock();
         let n = rel.page_count();
         if n == u32::MAX - 1 {
@@ -301,12 +318,9 @@ impl Storage {
             }
             .into());
         }
-        let pid = PageId(n);
-        let payload = make(pid)?;
-        let mut g = self.pool.new_page(rel.file(), pid)?;
-        self.change(log, rel.id, &mut g, &payload)?;
+        let out = f(PageId(n))?;
         rel.pages.store(n + 1, Ordering::Release);
-        Ok(g)
+        Ok(out)
     }
 
     /// Writes `payload` (a whole-page record: an overflow chunk) to a page
