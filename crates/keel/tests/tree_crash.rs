@@ -39,7 +39,17 @@ fn config(frames: usize) -> Config {
     c
 }
 
+/// Keys from this one up are 1,000 bytes long: a few fit a node, so a few
+/// hundred of them make a tree of four levels whose inner nodes empty
+/// when a range of keys is deleted.
+const WIDE: u32 = 1_000_000;
+
 fn key(i: u32) -> Vec<u8> {
+    if i >= WIDE {
+        let mut k = format!("wide{i:07}").into_bytes();
+        k.resize(1000, b'.');
+        return k;
+    }
     format!("key{i:05}").into_bytes()
 }
 
@@ -122,6 +132,21 @@ fn pages(db: &Database) -> (u32, usize) {
         })
         .count();
     (n, free)
+}
+
+/// How many nodes of tree "t" each level has (leaves first).
+fn nodes_per_level(db: &Database) -> Vec<usize> {
+    let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
+    let mut levels = Vec::new();
+    for p in 1..n {
+        let page = db.read_page("t", PageId(p)).unwrap();
+        if let Ok(node) = TreePage::open(&page[..], PageId(p)) {
+            let l = usize::from(node.level());
+            levels.resize(levels.len().max(l + 1), 0);
+            levels[l] += 1;
+        }
+    }
+    levels
 }
 
 /// The structural check of tree "t" (`keel check`'s) finds nothing:
@@ -357,6 +382,11 @@ fn cut_log_all(disk: SimDisk, end: keel::Lsn) -> SimDisk {
     disk
 }
 
+/// Frames of the pool [`cut_after_every_record`] runs with: more than any
+/// of its trees has pages, so no page is written before the crash and the
+/// data files are the starting state's.
+const POOL: usize = 256;
+
 /// Runs `step` from `disk` to its acknowledged commit, then, for every
 /// record the step logged, recovers from the log cut right after that
 /// record (as a crash that made the log durable only that far leaves it):
@@ -371,7 +401,7 @@ fn cut_after_every_record(
     step: Run,
 ) -> (usize, (u32, usize)) {
     let sim = common::reboot(disk, 2);
-    let db = common::open_sim(&sim, config(64)).unwrap();
+    let db = common::open_sim(&sim, config(POOL)).unwrap();
     let tree = db.tree("t").unwrap().unwrap();
     let mut after = model.clone();
     assert_eq!(step(&db, tree, &mut after), Step::Acked, "{name}");
@@ -387,7 +417,7 @@ fn cut_after_every_record(
     let records = &all[opened + 1..];
     for (i, r) in records.iter().enumerate() {
         let sim = common::reboot(cut_log_all(disk.clone(), r.end()), 10 + i as u64);
-        let db = common::open_sim(&sim, config(64))
+        let db = common::open_sim(&sim, config(POOL))
             .unwrap_or_else(|e| panic!("{name}, cut after record {i}: recovery failed: {e}"));
         let tree = db.tree("t").unwrap().unwrap();
         check_tree(&db, tree, model)
@@ -430,6 +460,76 @@ fn a_log_cut_after_any_record_of_a_leaf_reclaim_leaks_no_page() {
     let (n, pages) = cut_after_every_record("reclaim", disk, &model, clear);
     assert!(pages.1 >= 2, "the deletes reclaimed {} leaves", pages.1);
     assert!(n >= 50, "only {n} records in the step");
+}
+
+/// Deletes wide keys `range` in one transaction, then makes the reclaims
+/// durable (another tree's creation commits durably).
+fn delete_wide(
+    db: &Database,
+    tree: RelationId,
+    range: std::ops::Range<u32>,
+    m: &mut TreeModel,
+) -> Step {
+    let step = delete_all(db, tree, &range.collect::<Vec<_>>(), m);
+    db.create_tree("flush").unwrap();
+    step
+}
+
+/// Inner nodes left with a single empty child are merged into a sibling
+/// and the child removed; each of those steps is one record, so a cut
+/// after any of them leaves a whole tree.
+#[test]
+fn a_log_cut_after_any_record_of_inner_node_merges_leaks_no_page() {
+    let (disk, model) = start(WIDE..WIDE + 400);
+    {
+        let sim = common::reboot(disk.clone(), 3);
+        let db = common::open_sim(&sim, config(64)).unwrap();
+        let levels = nodes_per_level(&db);
+        assert!(
+            levels.len() >= 3,
+            "a tree of three levels or more: {levels:?}"
+        );
+        db.close().unwrap();
+    }
+    // The middle: merges left, and merges right whose left neighbour is
+    // under another parent.
+    let middle: Run = |db, tree, m| delete_wide(db, tree, WIDE + 100..WIDE + 300, m);
+    // The left end: merges right of the leftmost nodes of each level.
+    let left: Run = |db, tree, m| delete_wide(db, tree, WIDE..WIDE + 250, m);
+    for (name, step) in [("middle", middle), ("left end", left)] {
+        let sim = common::reboot(disk.clone(), 4);
+        let db = common::open_sim(&sim, config(POOL)).unwrap();
+        let before = nodes_per_level(&db);
+        let tree = db.tree("t").unwrap().unwrap();
+        assert_eq!(step(&db, tree, &mut model.clone()), Step::Acked);
+        let after = nodes_per_level(&db);
+        assert!(
+            after[1] < before[1] && after[2] < before[2],
+            "{name}: inner nodes per level {before:?} -> {after:?}"
+        );
+        db.close().unwrap();
+        let (n, pages) = cut_after_every_record(name, disk.clone(), &model, step);
+        assert!(n >= 20, "{name}: only {n} records in the step");
+        assert!(
+            pages.1 >= 40,
+            "{name}: the deletes freed only {} pages",
+            pages.1
+        );
+    }
+}
+
+#[test]
+fn a_power_cut_at_every_io_of_inner_node_merges_keeps_the_tree_whole() {
+    let (disk, model) = start(WIDE..WIDE + 200);
+    let clear: Run =
+        |db, tree, m| delete_all(db, tree, &(WIDE + 20..WIDE + 150).collect::<Vec<_>>(), m);
+    let refill: Run =
+        |db, tree, m| put_all(db, tree, &(WIDE + 20..WIDE + 150).collect::<Vec<_>>(), m);
+    let (before, after, cuts) = cut_everywhere("inner merges", &disk, &model, 12, clear, refill);
+    assert_eq!(before.1, 0, "free pages before the deletes");
+    assert!(after.1 >= 45, "the deletes freed {} pages", after.1);
+    assert!(cuts >= 5, "only {cuts} I/O operations in the step");
+    eprintln!("inner merges: {cuts} cut points, pages {before:?} -> {after:?}");
 }
 
 #[test]

@@ -97,11 +97,14 @@
 //!
 //! A leaf emptied by committed deletes is reclaimed after the commit
 //! ([`reclaim`]): under the tree's structure lock held exclusively (no
-//! descent is under way), in one record, its downlink is removed from its
-//! parent, its left sibling takes its high key and right link, and it
-//! becomes a free page the next split or overflow chain reuses. A leaf
-//! that is its parent's first child is left in place (nbtree also keeps
-//! the rightmost).
+//! descent is under way), in one record, it leaves its parent and a
+//! sibling under the same parent takes its range (the left one its high
+//! key and right link, or the right one its place in the parent, with the
+//! node left of it relinked), and it becomes a free page the next split or
+//! overflow chain reuses. A leaf that is its parent's only child has its
+//! parent merged into a sibling first (climbing while a node is an only
+//! child; the root stays), so a tree whose keys all move along, a queue,
+//! keeps a file the size of its live keys.
 //!
 //! The queue of leaves to reclaim lives in memory until the commit's
 //! reclaim runs, so a crash after the commit and before the reclaim would
@@ -109,12 +112,11 @@
 //! a transaction's key delete (or a CLR's) in the log it reads names, and
 //! once the catalog is loaded, before any transaction runs, the open
 //! reclaims each of those that is an empty leaf (`reclaim_leaf` checks the
-//! rest). The log read starts at the last checkpoint's scan start, so a
-//! delete logged before a checkpoint that completed between the deleting
-//! commit and its reclaim, then a crash before the reclaim, leaves that
-//! leaf empty and linked (not a leak: inserts into its key range reuse
-//! it; `keel check` counts it as a reached leaf) until a later delete
-//! empties it again.
+//! rest). The log read reaches every such delete: a committed transaction
+//! stays in the transaction table until its reclaims have run
+//! (`txn::transaction::end`), so a checkpoint taken in between counts it
+//! as active and its scan start stays at or before the transaction's first
+//! record.
 
 pub(crate) mod bulk;
 pub(crate) mod read;

@@ -94,8 +94,8 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
 /// a crash stopped: reclaim runs after the deleting commit and is not
 /// logged until it runs, so the open looks again at every leaf a key
 /// delete in the log read named (`reclaim_leaf` checks that the leaf is
-/// still empty, linked and not its parent's first child, and otherwise
-/// changes nothing). No transaction runs yet.
+/// still an empty leaf its parent links to, and otherwise changes
+/// nothing). No transaction runs yet.
 fn reclaim_emptied(
     engine: &Engine,
     deleted_on: &rustc_hash::FxHashMap<(RelationId, PageId), Vec<u8>>,

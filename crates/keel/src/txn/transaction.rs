@@ -19,7 +19,10 @@
 //! - **Committing** ([`end`] with [`End::Commit`]): the commit record is
 //!   appended and waited for under the commit policy ([`CommitWait`]).
 //!   Durable: **Committed**, and the space the transaction freed is
-//!   released (`Deferred`). Any failure here: **Failed** — the record may
+//!   released (`Deferred`) while it is still in the transaction table, so
+//!   a checkpoint meanwhile keeps its records in the log it reads (the
+//!   open re-runs the tree reclaims a crash cut off, btree module docs).
+//!   Any failure here: **Failed** — the record may
 //!   be durable or not, so the database is poisoned (invariant 16) and
 //!   recovery decides. Before the record is appended, a user commit waits
 //!   for admission under the archiver's limit on unarchived log
