@@ -159,7 +159,7 @@ pub enum ArchiveError {
     },
     /// The engine failed while taking a backup or opening a restored
     /// database.
-    #[error("{0}")]
+    #[error(transparent)]
     Backup(Box<keel::Error>),
     /// A complete backup cannot be restored from: the log between its
     /// start and end LSN is not all in the archive.

@@ -350,10 +350,21 @@ pub fn parse_location(l: &Location) -> Result<ArchiveTarget, Failure> {
     Ok(ArchiveTarget::new(StoreConfig::S3(s3), prefix))
 }
 
-/// An archive error as one message: its text already includes its
-/// source's (the generic chain would repeat it).
+/// An archive error as one message: its text, then each error below it
+/// whose text it does not already include (most archive errors include
+/// their source's; an engine error's I/O failure is only its source).
 fn fail(e: ArchiveError) -> Failure {
-    Failure(e.to_string())
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    Failure(msg)
 }
 
 fn open(l: &Location) -> Result<ArchiveReader, Failure> {
