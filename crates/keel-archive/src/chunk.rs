@@ -150,6 +150,73 @@ impl Chunk {
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
+
+    /// Where its first record is: its start, or past a segment boundary
+    /// when the chunk begins a segment ("The LSN range").
+    pub fn first_lsn(&self) -> Lsn {
+        self.records
+            .first()
+            .map_or(self.header.start, |(h, _)| h.lsn)
+    }
+
+    /// Whether its records follow the previous chunk's without a gap (no
+    /// segment boundary at its start).
+    pub fn continues_segment(&self) -> bool {
+        self.first_lsn() == self.header.start
+    }
+
+    /// The part of the chunk from the record at `at` on, as a chunk whose
+    /// header says so (start, record count, lengths, commit times; the
+    /// body CRC and length stay those of the object read). `at` must be
+    /// a record's start in it, or its start; `object` names it in errors.
+    pub fn from_lsn(self, object: &str, at: Lsn) -> Result<Chunk> {
+        if at == self.header.start {
+            return Ok(self);
+        }
+        let Some(i) = self.records.iter().position(|(h, _)| h.lsn == at) else {
+            let place = Place::Body { offset: 0, lsn: at };
+            return Err(corrupt(
+                object,
+                place,
+                format!(
+                    "no record starts at LSN {at} in {}..{}",
+                    self.header.start, self.header.end
+                ),
+            ));
+        };
+        let cut = self.records[i].1;
+        let records: Vec<(RecordHeader, usize)> = self.records[i..]
+            .iter()
+            .map(|&(h, off)| (h, off - cut))
+            .collect();
+        let raw = self.raw[cut..].to_vec();
+        let mut times = (0u64, 0u64);
+        for (h, off) in &records {
+            if h.kind != RecordType::Commit {
+                continue;
+            }
+            let payload = &raw[off + RECORD_HEADER_SIZE..off + h.total_len as usize];
+            if let Ok(Payload::Commit { commit_time_us: t }) =
+                Payload::decode(h.kind, payload, h.lsn)
+            {
+                times.0 = if times.0 == 0 { t } else { times.0.min(t) };
+                times.1 = times.1.max(t);
+            }
+        }
+        let header = ChunkHeader {
+            start: at,
+            record_count: records.len() as u32,
+            raw_len: raw.len() as u32,
+            min_commit_time_us: times.0,
+            max_commit_time_us: times.1,
+            ..self.header
+        };
+        Ok(Chunk {
+            header,
+            raw,
+            records,
+        })
+    }
 }
 
 /// What the reader of a chunk expects of it.
@@ -256,6 +323,32 @@ impl ChunkBuilder {
             };
             self.max_commit = self.max_commit.max(t);
         }
+    }
+
+    /// Appends a whole decoded chunk (compaction): it must start where
+    /// this one ends and, unless this one is empty, continue its segment
+    /// (its records byte-contiguous with these), and the total must stay
+    /// within [`MAX_RAW_BYTES`]. Returns false, appending nothing, when it
+    /// does not fit.
+    pub fn append_chunk(&mut self, c: &Chunk) -> bool {
+        let fits = self.raw.len() + c.raw.len() <= MAX_RAW_BYTES;
+        let follows = c.header.start == self.end
+            && (self.is_empty() || c.continues_segment())
+            && (!self.is_empty() || first_record_ok(self.start, c.first_lsn()));
+        if !fits || !follows || c.header.database_id != self.database_id {
+            return false;
+        }
+        self.raw.extend_from_slice(&c.raw);
+        self.end = c.header.end;
+        self.count += c.header.record_count;
+        if c.header.min_commit_time_us != 0 {
+            self.min_commit = match self.min_commit {
+                0 => c.header.min_commit_time_us,
+                m => m.min(c.header.min_commit_time_us),
+            };
+        }
+        self.max_commit = self.max_commit.max(c.header.max_commit_time_us);
+        true
     }
 
     /// The chunk's header and object bytes; the builder is left empty,

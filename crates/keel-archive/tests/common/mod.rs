@@ -449,3 +449,101 @@ pub fn rows(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
     out.sort();
     out
 }
+
+/// Archives a workload that fills several segments and waits for it.
+/// Returns the database (its log kept: no checkpoints), where archiving
+/// began, and the archiver's final status.
+pub fn archive_segments(
+    dir: &std::path::Path,
+    target: &ArchiveTarget,
+    options: ArchiverOptions,
+    txns: usize,
+) -> (Arc<Database>, Lsn, keel_archive::ArchiverStatus) {
+    let db = open(dir);
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let archiver = Archiver::start(db.clone(), target, options).unwrap();
+    workload(&db, rel, txns, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    let status = archiver.status();
+    archiver.stop().unwrap();
+    (db, start, status)
+}
+
+/// The archiver compacts completed segments while it runs (each one once
+/// the next segment's first chunk has landed), deleting nothing else:
+/// the listing covers the log with compacted objects then chunks, no
+/// leftovers, and the records are the log's. A catch-up pass afterwards
+/// (`keel archive compact`) leaves only the unfinished last segment as
+/// chunks, and a second pass has nothing to do.
+pub fn the_archiver_compacts_completed_segments(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let archiver = Archiver::start(db.clone(), target, fast()).unwrap();
+    workload(&db, rel, 60, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while archiver.status().compacted_objects < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = archiver.status();
+    archiver.stop().unwrap();
+    assert!(status.compacted_objects >= 2, "{status:?}");
+    assert!(status.compaction_error.is_none(), "{status:?}");
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let listing = remote.list_timeline(1).unwrap();
+    assert!(listing.leftovers.is_empty(), "{listing:?}");
+    let compacted =
+        |l: &keel_archive::Listing| l.covering.iter().filter(|o| o.is_compacted()).count();
+    assert!(compacted(&listing) >= 2, "{listing:?}");
+    let pass = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    let listing = remote.list_timeline(1).unwrap();
+    let n = compacted(&listing);
+    // Compacted objects first; only the last segment may still be chunks.
+    assert!(
+        listing.covering[..n].iter().all(|o| o.is_compacted()),
+        "{listing:?}"
+    );
+    assert_eq!(listing.covering.len() - n, pass.chunks_pending as usize);
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    let report = reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(report.compacted, n as u64);
+    assert_eq!(report.start, start);
+    assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+    let again = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    assert_eq!((again.objects, again.chunks_deleted), (0, 0), "{again:?}");
+}
+
+/// `keel archive compact` on an archive whose archiver did not compact:
+/// every completed segment becomes one object, the records stay the
+/// log's, and a second pass has nothing to do.
+pub fn catch_up_compaction(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ArchiverOptions {
+        compact: false,
+        ..fast()
+    };
+    let (db, start, _) = archive_segments(dir.path(), target, options, 40);
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let before = remote.list_chunks(1).unwrap();
+    assert!(before.iter().all(|o| !o.is_compacted()));
+    let r = keel_archive::compact_timeline(&remote, 1, Some(db.database_id()), &|| false).unwrap();
+    assert!(r.objects >= 2, "{r:?}");
+    let after = remote.list_chunks(1).unwrap();
+    assert_eq!(
+        after.len() as u64,
+        before.len() as u64 - r.chunks_deleted + r.objects
+    );
+    assert!(after.len() < before.len());
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+    let again = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    assert_eq!(again.objects, 0);
+    assert_eq!(again.chunks_pending, r.chunks_pending);
+}
