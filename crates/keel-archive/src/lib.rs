@@ -16,6 +16,8 @@
 //!   and its hostile-input decoder.
 //! - [`store`]: object naming, create-only uploads, and the covering set
 //!   a listing resolves (chunks and compacted objects).
+//! - [`cleanup`]: removing backup folders a killed backup left without a
+//!   manifest.
 //! - [`compact`]: a completed segment's chunks replaced by one object.
 //! - [`read`]: reading listed chunks that compaction may have deleted
 //!   since the listing.
@@ -43,6 +45,7 @@ pub mod archiver;
 pub mod backup;
 pub mod backup_check;
 pub mod chunk;
+pub mod cleanup;
 pub mod compact;
 pub mod config;
 pub mod error;
