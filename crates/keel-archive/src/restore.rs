@@ -113,6 +113,10 @@
 //!    holds one piece of it in memory, whatever its size.
 //! 5. Write the log from the backup's start to the stop
 //!    ([`keel::wal::import::LogImport`]), the last chunk cut at the stop.
+//!    "Chunks" here are the listing's covering set: chunks and compacted
+//!    objects alike; one that compaction deleted after the listing is read
+//!    from the compacted object that replaced it, from the same LSN
+//!    ([`crate::read`]).
 //! 6. Start a new timeline when the stop is before the head (above).
 //! 7. Rename the control file into place, sync the directory, open the
 //!    database (redo, undo, end-of-recovery checkpoint), archive the new
