@@ -316,3 +316,78 @@ fn objects_that_disagree_are_named_and_nothing_is_deleted() {
         "{text}"
     );
 }
+
+/// The archiver itself (uploader and compactor) loses power at a spread
+/// of its writes while a workload runs: what reached the store verifies
+/// and is a prefix of the log; an archiver started again on the store
+/// continues, its compactor finishes what the cut left, and a restore has
+/// every committed row.
+#[test]
+fn an_archiver_cut_off_while_compacting_leaves_a_restorable_archive() {
+    let run = |cut: Option<u64>| -> u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = Arc::new(InMemory::new());
+        let clean = target_of(inner.clone());
+        let db = open(&tmp.path().join("data"));
+        let rel = db.create_relation("r").unwrap();
+        let start = db.durable_lsn();
+        let a0 = Archiver::start(db.clone(), &clean, fast()).unwrap();
+        workload(&db, rel, 2, 10, 0);
+        let backup = keel_archive::BackupOptions {
+            archive_timeout: Duration::from_secs(30),
+            ..keel_archive::BackupOptions::default()
+        };
+        keel_archive::backup(&db, &a0, &clean, &backup).unwrap();
+        a0.stop().unwrap();
+        let faults = FaultStore::new(inner.clone());
+        let options = ArchiverOptions {
+            stop_timeout: Duration::from_millis(100),
+            ..fast()
+        };
+        let a1 =
+            Archiver::start(db.clone(), &target_of(Arc::new(faults.clone())), options).unwrap();
+        if let Some(n) = cut {
+            faults.power_cut_after(n);
+        }
+        workload(&db, rel, 40, 20, 0);
+        if cut.is_none() {
+            a1.wait_archived(db.durable_lsn(), Duration::from_secs(30))
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while a1.status().compacted_objects < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let _ = a1.stop();
+        let writes = faults.stats().puts + faults.stats().deletes;
+        // What the cut left: verified, and a prefix of the log.
+        let reader = ArchiveReader::open(&clean, Duration::from_secs(5)).unwrap();
+        let report = reader.verify(1, Some(db.database_id())).unwrap();
+        let archived = archive_records(&reader, db.database_id());
+        let logged = log_records(&db, start);
+        assert!(archived.len() <= logged.len() && archived[..] == logged[..archived.len()]);
+        assert!(report.end <= db.durable_lsn());
+        // Power back: a new archiver continues and compacts.
+        let a2 = Archiver::start(db.clone(), &clean, fast()).unwrap();
+        a2.wait_archived(db.durable_lsn(), Duration::from_secs(30))
+            .unwrap();
+        a2.stop().unwrap();
+        let remote = Remote::open(&clean, Duration::from_secs(5)).unwrap();
+        compact_timeline(&remote, 1, None, &|| false).unwrap();
+        assert!(remote.list_timeline(1).unwrap().leftovers.is_empty());
+        assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+        let rows = restored_rows(&clean, &tmp.path().join("restored"));
+        assert_eq!(rows, 2 * 10 + 40 * 20, "cut {cut:?}");
+        writes
+    };
+    let writes = run(None);
+    assert!(writes > 10, "{writes} writes");
+    for n in (0..writes).step_by(writes.div_ceil(8) as usize) {
+        run(Some(n));
+    }
+}
+
+#[test]
+fn cleanup_in_memory_removes_only_incomplete_backups() {
+    cleanup_removes_only_incomplete_backups(&target_of(Arc::new(InMemory::new())));
+}

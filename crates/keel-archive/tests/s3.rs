@@ -183,3 +183,9 @@ fn catch_up_compaction_over_s3() {
     let server = Server::start();
     catch_up_compaction(&server.target(SECRET_KEY, "catch-up"));
 }
+
+#[test]
+fn cleanup_over_s3_removes_only_incomplete_backups() {
+    let server = Server::start();
+    cleanup_removes_only_incomplete_backups(&server.target(SECRET_KEY, "cleanup"));
+}

@@ -92,3 +92,7 @@ against_the_server!(
     the_archiver_compacts_completed_segments
 );
 against_the_server!(an_archive_is_compacted_afterwards, catch_up_compaction);
+against_the_server!(
+    cleanup_removes_only_folders_without_a_manifest,
+    cleanup_removes_only_incomplete_backups
+);

@@ -547,3 +547,49 @@ pub fn catch_up_compaction(target: &ArchiveTarget) {
     assert_eq!(again.objects, 0);
     assert_eq!(again.chunks_pending, r.chunks_pending);
 }
+
+/// `keel archive cleanup`'s rules through the store: a folder without a
+/// manifest is a candidate only once its newest object is older than the
+/// threshold, its deletion takes every object in it, and a folder with a
+/// manifest is never a candidate.
+pub fn cleanup_removes_only_incomplete_backups(target: &ArchiveTarget) {
+    use keel_archive::cleanup::{Removed, incomplete_backups, remove_incomplete};
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let complete = remote.backup_dir(1, Lsn(0x1000), 0xAA);
+    let killed = remote.backup_dir(1, Lsn(0x2000), 0xBB);
+    for (dir, names) in [
+        (&complete, &["files/control", "files/rel/1", "manifest"][..]),
+        (&killed, &["files/control", "files/rel/1"][..]),
+    ] {
+        for n in names {
+            let path = object_store::path::Path::from(format!("{dir}/{n}"));
+            remote.put_create(&path, n.as_bytes()).unwrap();
+        }
+    }
+    let day = Duration::from_secs(24 * 3600);
+    assert!(incomplete_backups(&remote, day).unwrap().is_empty());
+    // Stores keep modification times to the second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let found = incomplete_backups(&remote, Duration::from_millis(1)).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].folder, killed);
+    assert_eq!(found[0].objects, 2);
+    // Rule 3: a manifest that appears before the delete spares it.
+    let late = object_store::path::Path::from(format!("{killed}/manifest"));
+    remote.put_create(&late, b"m").unwrap();
+    assert!(matches!(
+        remove_incomplete(&remote, &found[0], Duration::from_millis(1)).unwrap(),
+        Removed::Spared(_)
+    ));
+    remote.delete(&late).unwrap();
+    assert_eq!(
+        remove_incomplete(&remote, &found[0], Duration::from_millis(1)).unwrap(),
+        Removed::Deleted(2)
+    );
+    let left = remote.list_backup_folders().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0].folder.as_str(), left[0].manifest, left[0].objects),
+        (complete.as_str(), true, 3)
+    );
+}
