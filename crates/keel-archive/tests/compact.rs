@@ -391,3 +391,66 @@ fn an_archiver_cut_off_while_compacting_leaves_a_restorable_archive() {
 fn cleanup_in_memory_removes_only_incomplete_backups() {
     cleanup_removes_only_incomplete_backups(&target_of(Arc::new(InMemory::new())));
 }
+
+/// Retention keeping the 2 newest of 3 backups: the oldest backup goes,
+/// manifest first; the log before the oldest kept backup's start goes
+/// (whole objects only, oldest first); the archive still verifies, the
+/// kept backups check as usable, and a restore has every row.
+#[test]
+fn retention_keeps_the_newest_backups_and_the_log_they_need() {
+    use keel_archive::cleanup::{apply_retention, retention_plan};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(InMemory::new());
+    let t = target_of(store);
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    let mut manifests = Vec::new();
+    for _ in 0..3 {
+        workload(&db, rel, 15, 20, 5);
+        manifests.push(keel_archive::backup(&db, &archiver, &t, &options).unwrap());
+    }
+    workload(&db, rel, 5, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let remote = Remote::open(&t, Duration::from_secs(5)).unwrap();
+    compact_timeline(&remote, 1, None, &|| false).unwrap();
+    assert!(matches!(
+        retention_plan(&remote, 0),
+        Err(ArchiveError::Config(_))
+    ));
+    assert!(retention_plan(&remote, 3).unwrap().backups.is_empty());
+    let plan = retention_plan(&remote, 2).unwrap();
+    assert_eq!(plan.backups.len(), 1);
+    assert_eq!(plan.backups[0].start, manifests[0].start);
+    assert_eq!(plan.keep_from, Some(manifests[1].start));
+    assert!(!plan.log.is_empty(), "{plan:?}");
+    let before = remote.list_chunks(1).unwrap();
+    apply_retention(&remote, &plan).unwrap();
+    let after = remote.list_chunks(1).unwrap();
+    assert_eq!(after.len(), before.len() - plan.log.len());
+    assert!(after[0].start <= manifests[1].start, "{after:?}");
+    let left = remote.list_backups().unwrap();
+    assert_eq!(left.len(), 2);
+    for entry in &left {
+        keel_archive::backup_check::check_backup(&remote, entry).unwrap();
+    }
+    let reader = ArchiveReader::open(&t, Duration::from_secs(5)).unwrap();
+    reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(
+        restored_rows(&t, &tmp.path().join("restored")),
+        (3 * 15 + 5) * 20
+    );
+    // A second run has nothing more to delete.
+    let again = retention_plan(&remote, 2).unwrap();
+    assert!(
+        again.backups.is_empty() && again.log.is_empty(),
+        "{again:?}"
+    );
+}

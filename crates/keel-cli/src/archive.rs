@@ -63,7 +63,11 @@
 //!   without a manifest (a killed `keel backup`) whose newest object is
 //!   older than DURATION (default 24h), and deletes them only with
 //!   `--apply`; a folder with a manifest is never touched (keel-archive's
-//!   `cleanup` module has the rules).
+//!   `cleanup` module has the rules). With `--retain-backups N` it also
+//!   keeps only the N newest complete backups, deleting older ones
+//!   (manifest first) and timeline 1's log before the oldest kept backup's
+//!   start, a running backup's start and every branch point from timeline
+//!   1; the log of other timelines is kept whole.
 //!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
@@ -112,6 +116,11 @@ pub struct CleanupArgs {
     /// Delete them; without it, only list them.
     #[arg(long)]
     pub apply: bool,
+    /// Also keep only the N newest complete backups: older ones are
+    /// deleted (manifest first), and timeline 1's log before the oldest
+    /// kept backup's start (keel-archive's `cleanup` module, rules 5-7).
+    #[arg(long, value_name = "N")]
+    pub retain_backups: Option<usize>,
 }
 
 /// Where the archive is, and how to reach it.
@@ -766,7 +775,6 @@ fn cleanup(args: &CleanupArgs) -> Result<(), Failure> {
             "no backup folder without a manifest older than {:?}",
             args.older_than
         );
-        return Ok(());
     }
     let (mut deleted, mut bytes) = (0, 0);
     for f in &found {
@@ -793,13 +801,59 @@ fn cleanup(args: &CleanupArgs) -> Result<(), Failure> {
             Removed::Spared(why) => println!("kept {}: {why}", f.folder),
         }
     }
-    match args.apply {
-        true => println!("deleted {deleted} incomplete backups ({})", size(bytes)),
-        false => println!(
+    match (args.apply, found.is_empty()) {
+        (_, true) => {}
+        (true, false) => println!("deleted {deleted} incomplete backups ({})", size(bytes)),
+        (false, false) => println!(
             "{} incomplete backups; run again with --apply to delete them",
             found.len()
         ),
     }
+    match args.retain_backups {
+        Some(n) => retain(&remote, n, args.apply),
+        None => Ok(()),
+    }
+}
+
+/// `keel archive cleanup --retain-backups N`.
+fn retain(remote: &Remote, n: usize, apply: bool) -> Result<(), Failure> {
+    use keel_archive::cleanup::{apply_retention, retention_plan};
+    let plan = retention_plan(remote, n).map_err(fail)?;
+    for f in &plan.kept {
+        println!("keep backup {} (LSN {})", f.folder, f.start);
+    }
+    if plan.backups.is_empty() {
+        println!(
+            "{} complete backups, no more than --retain-backups {n}: nothing to delete",
+            plan.kept.len()
+        );
+        return Ok(());
+    }
+    let verb = if apply { "deleting" } else { "would delete" };
+    for f in &plan.backups {
+        println!(
+            "{verb} backup {} ({} objects, {})",
+            f.folder,
+            f.objects,
+            size(f.bytes)
+        );
+    }
+    let log_bytes: u64 = plan.log.iter().map(|o| o.size).sum();
+    match plan.keep_from {
+        Some(from) => println!(
+            "{verb} timeline 00000001's log before LSN {from}: {} objects, {} (the log of \
+             other timelines is kept)",
+            plan.log.len(),
+            size(log_bytes)
+        ),
+        None => println!("the log is kept whole"),
+    }
+    if !apply {
+        println!("run again with --apply to delete them");
+        return Ok(());
+    }
+    let deleted = apply_retention(remote, &plan).map_err(fail)?;
+    println!("retention: {deleted} objects deleted");
     Ok(())
 }
 

@@ -580,6 +580,18 @@ fn cleanup_lists_then_deletes_only_folders_without_a_manifest() {
     assert!(complete.join("manifest").exists() && complete.join("files/rel/1").exists());
     let (code, out) = run(&["--older-than", "bogus"]);
     assert_eq!(code, Some(2), "{out}");
+    // Retention reads every manifest: one that is not a manifest stops
+    // it, naming the object, and nothing is deleted.
+    let (code, out) = run(&["--retain-backups", "1", "--apply"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("0000000000001000-00000000000000AA/manifest"),
+        "{out}"
+    );
+    assert!(complete.join("manifest").exists());
+    let (code, out) = run(&["--retain-backups", "0"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at least 1"), "{out}");
 }
 
 /// `keel demo` takes the archive-failure policy flags with --archive only.
