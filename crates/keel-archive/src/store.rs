@@ -376,3 +376,92 @@ fn parse_object_name(name: &str) -> Option<(Lsn, Option<Lsn>)> {
     let (start, end) = (hex16(start)?, hex16(end)?);
     (start < end).then_some((Lsn(start), Some(Lsn(end))))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+    use super::*;
+
+    fn object(name: &str) -> ChunkObject {
+        let (start, end) = parse_object_name(name).unwrap();
+        ChunkObject {
+            path: Path::from(format!("wal/00000001/{name}")),
+            timeline: 1,
+            start,
+            size: 1,
+            end,
+        }
+    }
+
+    const C1: &str = "0000000000001000.chunk";
+    const C2: &str = "0000000000002000.chunk";
+    const C3: &str = "0000000000003000.chunk";
+    const C4: &str = "0000000000004000.chunk";
+    const K13: &str = "0000000000001000-0000000000003000.compacted";
+
+    #[test]
+    fn names_parse_and_others_do_not() {
+        assert_eq!(parse_object_name(C1), Some((Lsn(0x1000), None)));
+        assert_eq!(
+            parse_object_name(K13),
+            Some((Lsn(0x1000), Some(Lsn(0x3000))))
+        );
+        for bad in [
+            "0000000000003000-0000000000001000.compacted",
+            "0000000000001000-0000000000001000.compacted",
+            "000000000000100.chunk",
+            "000000000000100G.chunk",
+            "0000000000001000.compacted",
+            "+000000000001000.chunk",
+        ] {
+            assert_eq!(parse_object_name(bad), None, "{bad}");
+        }
+    }
+
+    /// A compacted object replaces the chunks whose start lies in its
+    /// range, whatever the listing order; the chunk at its end stays.
+    #[test]
+    fn the_covering_set_leaves_out_the_chunks_a_compacted_object_holds() {
+        let l = Listing::resolve(vec![
+            object(C4),
+            object(C2),
+            object(K13),
+            object(C3),
+            object(C1),
+        ])
+        .unwrap();
+        let names: Vec<&str> = l
+            .covering
+            .iter()
+            .map(|o| o.path.filename().unwrap())
+            .collect();
+        assert_eq!(names, [K13, C3, C4]);
+        let left: Vec<(&str, usize)> = l
+            .leftovers
+            .iter()
+            .map(|(o, i)| (o.path.filename().unwrap(), *i))
+            .collect();
+        assert_eq!(left, [(C1, 0), (C2, 0)]);
+        let clean = Listing::resolve(vec![object(C1), object(C2)]).unwrap();
+        assert_eq!(clean.covering.len(), 2);
+        assert!(clean.leftovers.is_empty());
+    }
+
+    #[test]
+    fn overlapping_compacted_objects_are_named_both() {
+        let other = "0000000000002000-0000000000004000.compacted";
+        let e = Listing::resolve(vec![object(K13), object(other)]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(K13) && text.contains(other), "{text}");
+        // Adjacent ranges do not overlap.
+        let next = "0000000000003000-0000000000004000.compacted";
+        assert_eq!(
+            Listing::resolve(vec![object(next), object(K13)])
+                .unwrap()
+                .covering
+                .len(),
+            2
+        );
+    }
+}
