@@ -133,7 +133,7 @@ pub fn compact_timeline(
         };
         if let Some(done) = complete {
             if let Some((b, members)) = done {
-                emit(remote, b, &members, &mut report)?;
+                emit(remote, b, &members, stop, &mut report)?;
             }
             group = Some(start_group(object, &c)?);
         }
@@ -155,15 +155,22 @@ fn start_group(object: &ChunkObject, c: &Chunk) -> Result<(ChunkBuilder, Vec<Chu
 }
 
 /// Step 3: upload, read back, check, then delete the members.
+/// `stop` is asked before each request after the upload: what an early
+/// end leaves (the object and some of its chunks) is a state the next pass
+/// finishes.
 fn emit(
     remote: &Remote,
     mut b: ChunkBuilder,
     members: &[ChunkObject],
+    stop: &dyn Fn() -> bool,
     report: &mut CompactReport,
 ) -> Result<()> {
     let (header, bytes) = b.finish()?;
     let path = remote.compacted_path(header.timeline, header.start, header.end);
     remote.put_create(&path, &bytes)?;
+    if stop() {
+        return Ok(());
+    }
     let back = remote.get(&path)?;
     if back != bytes {
         return Err(ArchiveError::Corrupt {
@@ -187,6 +194,9 @@ fn emit(
     }
     report.objects += 1;
     for m in members {
+        if stop() {
+            return Ok(());
+        }
         remote.delete(&m.path)?;
         report.chunks_deleted += 1;
     }

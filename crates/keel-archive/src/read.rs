@@ -112,7 +112,10 @@ pub fn read_listed(
                     .iter()
                     .rev()
                     .find(|o| o.start <= at)
-                    .filter(|o| o.end.is_none_or(|end| at < end) || o.start == at)
+                    // Only a compacted object holding `at`, or an object
+                    // listed again at `at`: a chunk that is simply gone
+                    // is the error it was.
+                    .filter(|o| o.end.is_some_and(|end| at < end) || o.start == at)
                     .cloned()
                     .ok_or(e)?;
             }

@@ -496,14 +496,16 @@ pub fn the_archiver_compacts_completed_segments(target: &ArchiveTarget) {
     archiver.stop().unwrap();
     assert!(status.compacted_objects >= 2, "{status:?}");
     assert!(status.compaction_error.is_none(), "{status:?}");
+    // A stop may cut a compaction between its upload and its deletes:
+    // leftovers are legal then, and the next pass finishes them.
     let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
     let listing = remote.list_timeline(1).unwrap();
-    assert!(listing.leftovers.is_empty(), "{listing:?}");
     let compacted =
         |l: &keel_archive::Listing| l.covering.iter().filter(|o| o.is_compacted()).count();
     assert!(compacted(&listing) >= 2, "{listing:?}");
     let pass = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
     let listing = remote.list_timeline(1).unwrap();
+    assert!(listing.leftovers.is_empty(), "{listing:?}");
     let n = compacted(&listing);
     // Compacted objects first; only the last segment may still be chunks.
     assert!(
