@@ -303,6 +303,29 @@ fn objects_that_disagree_are_named_and_nothing_is_deleted() {
     }
     assert!(compact_timeline(&remote, 1, None, &|| false).is_err());
     assert_eq!(remote.list_timeline(1).unwrap().leftovers.len(), 1);
+    // The archiver's compactor meets it too: it reports the disagreement
+    // and stops compacting; archiving goes on.
+    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+    let rel = db.relation("r").unwrap().unwrap();
+    workload(&db, rel, 20, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while archiver.status().compaction_error.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = archiver.status();
+    archiver.stop().unwrap();
+    assert!(!status.failed, "{status:?}");
+    assert!(
+        matches!(
+            status.compaction_error.as_deref(),
+            Some(ArchiveError::Overlap { .. })
+        ),
+        "{status:?}"
+    );
+    assert_eq!(remote.list_timeline(1).unwrap().leftovers.len(), 1);
     // A second compacted name over part of `c`'s range.
     remote
         .put_create(&remote.chunk_path(1, inside.start), &forged)
