@@ -44,7 +44,10 @@
 //!    try landed), read it back and check it is exactly those bytes and a
 //!    valid chunk of that range, then delete the group's chunks in order.
 //!
-//! A crash before step 3's upload leaves the chunks; between the upload
+//! Nothing is deleted on a guess (as invariant 13 asks of redo): a chunk
+//! goes only once an object holding the same records at the same LSNs has
+//! been read back from the store and checked. A crash before step 3's
+//! upload leaves the chunks; between the upload
 //! and the last delete, a compacted object and some of its chunks, which
 //! the covering set resolves and the next pass (or `keel archive verify`)
 //! checks and tidies. Readers that listed before a delete read on from the

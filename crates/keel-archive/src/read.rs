@@ -24,7 +24,9 @@
 //!
 //! Whatever is read is verified as before (CRCs, database, timeline,
 //! continuity, the name against the header); only the vanishing is
-//! forgiven.
+//! forgiven, never a damaged or missing range (invariant 10: corruption is
+//! not skipped). A chunk that is gone and held by no compacted object is
+//! the `NotFound` error it was.
 
 use keel::types::Lsn;
 
