@@ -1,7 +1,7 @@
 //! Removing what a killed `keel backup` left: backup folders without a
 //! manifest.
 //!
-//! A backup writes its manifest last ([`crate::backup`]), so a folder
+//! A backup writes its manifest last ([`mod@crate::backup`]), so a folder
 //! without one is a backup that was killed or cut off, or one still
 //! running. Restores never use such a folder; it only costs storage.
 //!
