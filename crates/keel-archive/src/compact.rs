@@ -124,7 +124,7 @@ pub fn compact_timeline(
         database_id = Some(c.header.database_id);
         reached = Some(c.header.end);
         let complete = match &mut group {
-            Some((b, _)) if !c.continues_segment() => Some(group.take()),
+            Some(_) if !c.continues_segment() => Some(group.take()),
             Some((b, members)) => match b.append_chunk(&c) {
                 true => {
                     members.push(object.clone());
