@@ -74,6 +74,23 @@
 //!   the hold stays); an archiver that failed but is not yet stopped
 //!   keeps it.
 //!
+//! ## Compaction
+//!
+//! With `ArchiverOptions::compact` (the default) a second thread, the
+//! compactor, replaces each completed segment's chunks with one object
+//! ([`crate::compact`]), so a restore fetches one object per segment. The
+//! uploader tells it when a chunk that begins a new segment has landed
+//! (the segment before is then complete); it also makes one pass at
+//! start, finishing what an interrupted compaction left. It works with
+//! its own connection and never touches the log, the hold or the commit
+//! path, so a slow or failing compaction delays neither commits nor
+//! uploads. Its errors are reported in `status()` and never stop
+//! archiving: a transient one is retried at the next segment; any other
+//! (two objects that disagree) stops compaction until a restart, leaving
+//! every object in place. Stopping the archiver stops the compactor
+//! between two requests; what it leaves is a state the next pass (or
+//! `keel archive compact`) finishes.
+//!
 //! ## Published progress
 //!
 //! The archiver writes its state to the data directory's status file
@@ -127,6 +144,9 @@ pub struct ArchiverOptions {
     /// Whether to write the status file in the data directory
     /// ([`crate::status`]).
     pub publish_status: bool,
+    /// Whether the compactor thread replaces each completed segment's
+    /// chunks with one object ([`crate::compact`]; module essay).
+    pub compact: bool,
 }
 
 /// What commits do while the archive is down (module essay).
@@ -171,6 +191,7 @@ impl Default for ArchiverOptions {
             start_lsn: None,
             on_archive_down: ArchivePolicy::KeepGoing,
             publish_status: true,
+            compact: true,
         }
     }
 }
@@ -230,6 +251,15 @@ pub struct ArchiverStatus {
     pub oldest_unarchived_commit_us: Option<u64>,
     /// Whether its thread still runs.
     pub running: bool,
+    /// Compacted objects written by its compactor.
+    pub compacted_objects: u64,
+    /// Chunks they replaced (and leftovers of interrupted compactions),
+    /// deleted.
+    pub chunks_compacted: u64,
+    /// The compactor's most recent error. Archiving goes on regardless;
+    /// a transient error is retried at the next segment, any other stops
+    /// compaction until the archiver restarts.
+    pub compaction_error: Option<Arc<ArchiveError>>,
 }
 
 impl ArchiverStatus {
@@ -260,6 +290,11 @@ struct State {
     running: bool,
     /// Set by `stop`: retry uploads until then, then give up.
     stop_deadline: Option<Instant>,
+    /// A new segment's first chunk has landed: the compactor has work.
+    compact_wanted: bool,
+    compacted_objects: u64,
+    chunks_compacted: u64,
+    compaction_error: Option<Arc<ArchiveError>>,
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +332,7 @@ pub struct Archiver {
     stop_timeout: Duration,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    compactor: Option<JoinHandle<()>>,
 }
 
 impl Archiver {
@@ -336,7 +372,26 @@ impl Archiver {
         shared.update(|st| {
             st.archived = start;
             st.running = true;
+            // A first pass finishes what an interrupted one left.
+            st.compact_wanted = true;
         });
+        let compactor = match options.compact {
+            true => {
+                let c = Compactor {
+                    remote: Remote::open(target, options.op_timeout)?,
+                    timeline: options.timeline,
+                    database_id: db.database_id(),
+                    shared: shared.clone(),
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("keel-compactor".into())
+                    .spawn(move || c.run());
+                Some(spawned.map_err(|e| {
+                    ArchiveError::Config(format!("cannot start the compactor thread: {e}"))
+                })?)
+            }
+            false => None,
+        };
         let stop_timeout = options.stop_timeout;
         let worker = Worker {
             db: db.clone(),
@@ -346,6 +401,7 @@ impl Archiver {
             oldest_seen: None,
             staging: Vec::new(),
             uploading_commit: None,
+            opens_segment: false,
             published: None,
             remote,
             options,
@@ -356,6 +412,7 @@ impl Archiver {
             .spawn(move || worker.run())
             .map_err(|e| {
                 db.limit_unarchived(None);
+                shared.update(|st| st.stop_deadline = Some(Instant::now()));
                 ArchiveError::Config(format!("cannot start the archiver thread: {e}"))
             })?;
         Ok(Archiver {
@@ -363,6 +420,7 @@ impl Archiver {
             stop_timeout,
             shared,
             thread: Some(thread),
+            compactor,
         })
     }
 
@@ -423,6 +481,9 @@ impl Archiver {
         // The Stall limit belongs to a running archiver: lifting it lets
         // waiting commits go on (the hold stays, so nothing is retired).
         self.db.limit_unarchived(None);
+        if let Some(c) = self.compactor.take() {
+            let _ = c.join();
+        }
         let st = self.shared.state.lock();
         match st.failed {
             true => Err(stopped_error(&st)),
@@ -451,6 +512,9 @@ fn status_of(db: &Database, st: &State) -> ArchiverStatus {
         broken: st.broken,
         oldest_unarchived_commit_us: st.oldest_commit,
         running: st.running,
+        compacted_objects: st.compacted_objects,
+        chunks_compacted: st.chunks_compacted,
+        compaction_error: st.compaction_error.clone(),
     }
 }
 
@@ -465,6 +529,10 @@ fn stopped_error(st: &State) -> ArchiveError {
 
 /// Where archiving continues (protocol step 1).
 fn resume_point(db: &Database, remote: &Remote, options: &ArchiverOptions) -> Result<Lsn> {
+    crate::read::relisting(|| resume_point_once(db, remote, options))
+}
+
+fn resume_point_once(db: &Database, remote: &Remote, options: &ArchiverOptions) -> Result<Lsn> {
     let chunks = remote.list_chunks(options.timeline)?;
     let durable = db.durable_lsn();
     let Some(newest) = chunks.last() else {
@@ -480,7 +548,10 @@ fn resume_point(db: &Database, remote: &Remote, options: &ArchiverOptions) -> Re
             found: header.database_id,
         });
     }
-    if header.start != newest.start || header.timeline != options.timeline {
+    if header.start != newest.start
+        || header.timeline != options.timeline
+        || newest.end.is_some_and(|end| end != header.end)
+    {
         return Err(ArchiveError::Corrupt {
             object: name,
             place: crate::error::Place::Object(chunk::offsets::TIMELINE as u64),
@@ -531,6 +602,9 @@ struct Worker {
     staging: Vec<u8>,
     /// The oldest commit time in the chunk being uploaded.
     uploading_commit: Option<u64>,
+    /// Whether the open chunk's first record begins a segment (the
+    /// previous segment is complete once it lands).
+    opens_segment: bool,
     /// The state last written to the status file, and when.
     published: Option<(ArchiveState, Instant)>,
 }
@@ -668,6 +742,9 @@ impl Worker {
                 record: h.lsn,
             });
         }
+        if self.chunk.is_empty() {
+            self.opens_segment = h.lsn != self.chunk.start();
+        }
         self.chunk.push(h, payload, commit);
         self.oldest_seen.get_or_insert(seen);
         Ok(())
@@ -690,6 +767,7 @@ impl Worker {
             st.chunks += 1;
             st.bytes_uploaded += bytes.len() as u64;
             st.broken = false;
+            st.compact_wanted |= self.opens_segment;
         });
         self.note_oldest_commit();
         self.publish(false);
@@ -743,5 +821,48 @@ fn commit_time(h: &RecordHeader, payload: &[u8]) -> keel::Result<Option<u64>> {
     match Payload::decode(h.kind, payload, h.lsn)? {
         Payload::Commit { commit_time_us } => Ok(Some(commit_time_us)),
         _ => Ok(None),
+    }
+}
+
+/// The compactor thread (module essay, "Compaction").
+struct Compactor {
+    remote: Remote,
+    timeline: u32,
+    database_id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Compactor {
+    fn run(self) {
+        loop {
+            {
+                let mut st = self.shared.state.lock();
+                while !st.compact_wanted && st.stop_deadline.is_none() {
+                    self.shared.changed.wait(&mut st);
+                }
+                if st.stop_deadline.is_some() {
+                    return;
+                }
+                st.compact_wanted = false;
+            }
+            let stop = || self.shared.stopping().is_some();
+            let done = crate::compact::compact_timeline(
+                &self.remote,
+                self.timeline,
+                Some(self.database_id),
+                &stop,
+            );
+            let fatal = matches!(&done, Err(e) if !e.is_transient());
+            self.shared.update(|st| match done {
+                Ok(r) => {
+                    st.compacted_objects += r.objects;
+                    st.chunks_compacted += r.chunks_deleted + r.leftovers_deleted;
+                }
+                Err(e) => st.compaction_error = Some(Arc::new(e)),
+            });
+            if fatal {
+                return;
+            }
+        }
     }
 }

@@ -75,7 +75,7 @@
 //!
 //! ## Restoring
 //!
-//! [`crate::restore`] restores a backup and the archive's log, to the end
+//! [`mod@crate::restore`] restores a backup and the archive's log, to the end
 //! or to a recovery target; a backup is usable once its log is redone to
 //! its end LSN (the consistency point).
 

@@ -97,6 +97,16 @@ pub fn check_log_covers(
     start: Lsn,
     end: Lsn,
 ) -> Result<()> {
+    crate::read::relisting(|| check_log_covers_once(remote, folder, timeline, start, end))
+}
+
+fn check_log_covers_once(
+    remote: &Remote,
+    folder: &str,
+    timeline: u32,
+    start: Lsn,
+    end: Lsn,
+) -> Result<()> {
     let chunks = remote.list_chunks(timeline)?;
     let missing = |why: String| ArchiveError::BackupLogMissing {
         backup: folder.to_string(),

@@ -150,6 +150,73 @@ impl Chunk {
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
+
+    /// Where its first record is: its start, or past a segment boundary
+    /// when the chunk begins a segment ("The LSN range").
+    pub fn first_lsn(&self) -> Lsn {
+        self.records
+            .first()
+            .map_or(self.header.start, |(h, _)| h.lsn)
+    }
+
+    /// Whether its records follow the previous chunk's without a gap (no
+    /// segment boundary at its start).
+    pub fn continues_segment(&self) -> bool {
+        self.first_lsn() == self.header.start
+    }
+
+    /// The part of the chunk from the record at `at` on, as a chunk whose
+    /// header says so (start, record count, lengths, commit times; the
+    /// body CRC and length stay those of the object read). `at` must be
+    /// a record's start in it, or its start; `object` names it in errors.
+    pub fn from_lsn(self, object: &str, at: Lsn) -> Result<Chunk> {
+        if at == self.header.start {
+            return Ok(self);
+        }
+        let Some(i) = self.records.iter().position(|(h, _)| h.lsn == at) else {
+            let place = Place::Body { offset: 0, lsn: at };
+            return Err(corrupt(
+                object,
+                place,
+                format!(
+                    "no record starts at LSN {at} in {}..{}",
+                    self.header.start, self.header.end
+                ),
+            ));
+        };
+        let cut = self.records[i].1;
+        let records: Vec<(RecordHeader, usize)> = self.records[i..]
+            .iter()
+            .map(|&(h, off)| (h, off - cut))
+            .collect();
+        let raw = self.raw[cut..].to_vec();
+        let mut times = (0u64, 0u64);
+        for (h, off) in &records {
+            if h.kind != RecordType::Commit {
+                continue;
+            }
+            let payload = &raw[off + RECORD_HEADER_SIZE..off + h.total_len as usize];
+            if let Ok(Payload::Commit { commit_time_us: t }) =
+                Payload::decode(h.kind, payload, h.lsn)
+            {
+                times.0 = if times.0 == 0 { t } else { times.0.min(t) };
+                times.1 = times.1.max(t);
+            }
+        }
+        let header = ChunkHeader {
+            start: at,
+            record_count: records.len() as u32,
+            raw_len: raw.len() as u32,
+            min_commit_time_us: times.0,
+            max_commit_time_us: times.1,
+            ..self.header
+        };
+        Ok(Chunk {
+            header,
+            raw,
+            records,
+        })
+    }
 }
 
 /// What the reader of a chunk expects of it.
@@ -256,6 +323,32 @@ impl ChunkBuilder {
             };
             self.max_commit = self.max_commit.max(t);
         }
+    }
+
+    /// Appends a whole decoded chunk (compaction): it must start where
+    /// this one ends and, unless this one is empty, continue its segment
+    /// (its records byte-contiguous with these), and the total must stay
+    /// within [`MAX_RAW_BYTES`]. Returns false, appending nothing, when it
+    /// does not fit.
+    pub fn append_chunk(&mut self, c: &Chunk) -> bool {
+        let fits = self.raw.len() + c.raw.len() <= MAX_RAW_BYTES;
+        let follows = c.header.start == self.end
+            && (self.is_empty() || c.continues_segment())
+            && (!self.is_empty() || first_record_ok(self.start, c.first_lsn()));
+        if !fits || !follows || c.header.database_id != self.database_id {
+            return false;
+        }
+        self.raw.extend_from_slice(&c.raw);
+        self.end = c.header.end;
+        self.count += c.header.record_count;
+        if c.header.min_commit_time_us != 0 {
+            self.min_commit = match self.min_commit {
+                0 => c.header.min_commit_time_us,
+                m => m.min(c.header.min_commit_time_us),
+            };
+        }
+        self.max_commit = self.max_commit.max(c.header.max_commit_time_us);
+        true
     }
 
     /// The chunk's header and object bytes; the builder is left empty,
@@ -713,6 +806,90 @@ mod tests {
         assert!(e.to_string().contains("expands to 1001 bytes"), "{e}");
         let e = decode("m", &forge(&garbage, MAX_RAW_BYTES as u32 + 1), &expect()).unwrap_err();
         assert!(e.to_string().contains("raw length"), "{e}");
+    }
+
+    /// Compaction's building blocks: a chunk appends only where the
+    /// previous ends and within its segment, the total stays within
+    /// MAX_RAW_BYTES, and a chunk cut at a record keeps exactly the
+    /// records from there.
+    #[test]
+    fn chunks_append_contiguously_and_cut_at_a_record() {
+        let start = Lsn(SEG + SEGMENT_HEADER_SIZE as u64);
+        let (mut a, raws_a) = build(start, start, 7);
+        let (_, bytes_a) = a.finish().unwrap();
+        let ca = decode("a", &bytes_a, &expect()).unwrap();
+        let (mut b, raws_b) = build(ca.header.end, ca.header.end, 5);
+        let (_, bytes_b) = b.finish().unwrap();
+        let cb = decode("b", &bytes_b, &expect()).unwrap();
+        assert!(ca.continues_segment() && cb.continues_segment());
+        let mut k = ChunkBuilder::new(0xDB, 1, start);
+        assert!(!k.append_chunk(&cb), "b does not start where k ends");
+        assert!(k.append_chunk(&ca) && k.append_chunk(&cb));
+        let (h, bytes) = k.finish().unwrap();
+        let ck = decode("k", &bytes, &expect()).unwrap();
+        assert_eq!((h.start, h.end, h.record_count), (start, cb.header.end, 12));
+        assert_eq!(ck.raw(), [raws_a.concat(), raws_b.concat()].concat());
+        assert_eq!((h.min_commit_time_us, h.max_commit_time_us), (1_002, 1_005));
+        // Cut at b's start: b's records, b's range and commit times.
+        let cut = ck.clone().from_lsn("k", cb.header.start).unwrap();
+        assert_eq!(cut.raw(), cb.raw());
+        assert_eq!(
+            (cut.header.start, cut.header.end, cut.header.record_count),
+            (cb.header.start, cb.header.end, 5)
+        );
+        assert_eq!(
+            (cut.header.min_commit_time_us, cut.header.max_commit_time_us),
+            (cb.header.min_commit_time_us, cb.header.max_commit_time_us)
+        );
+        let inside = Lsn(cb.header.start.0 + 8);
+        assert!(
+            ck.from_lsn("k", inside)
+                .unwrap_err()
+                .to_string()
+                .contains("no record starts")
+        );
+        // A chunk that begins a segment (a gap at its start) starts a
+        // compacted object, never joins one.
+        let next_seg = Lsn(2 * SEG + SEGMENT_HEADER_SIZE as u64);
+        let (mut g, _) = build(cb.header.end, next_seg, 2);
+        let cg = decode("g", &g.finish().unwrap().1, &expect()).unwrap();
+        assert!(!cg.continues_segment());
+        let mut k2 = ChunkBuilder::new(0xDB, 1, start);
+        assert!(k2.append_chunk(&ca) && k2.append_chunk(&cb));
+        assert!(!k2.append_chunk(&cg));
+        let mut fresh = ChunkBuilder::new(0xDB, 1, cb.header.end);
+        assert!(fresh.append_chunk(&cg));
+    }
+
+    /// Two chunks whose records together pass MAX_RAW_BYTES do not join
+    /// (a segment larger than 64 MiB becomes several compacted objects).
+    #[test]
+    fn a_compacted_object_stays_within_the_raw_limit() {
+        let payload = vec![7u8; MAX_RECORD_SIZE - RECORD_HEADER_SIZE];
+        let big = |start: Lsn, n: usize| {
+            let mut b = ChunkBuilder::new(0xDB, 1, start);
+            let mut lsn = start;
+            for _ in 0..n {
+                let raw = record::encode(&RecordMeta::new(RecordType::PageDelta), lsn, &payload);
+                let h = record::decode_frame(&raw, lsn).unwrap();
+                b.push(&h, &payload, None);
+                lsn = h.end_lsn();
+            }
+            let (_, bytes) = b.finish().unwrap();
+            decode("big", &bytes, &expect()).unwrap()
+        };
+        let half = MAX_RAW_BYTES / MAX_RECORD_SIZE / 2 + 1;
+        let a = big(Lsn(SEGMENT_HEADER_SIZE as u64), half);
+        let b = big(a.header.end, half);
+        let mut k = ChunkBuilder::new(0xDB, 1, a.header.start);
+        assert!(k.append_chunk(&a));
+        assert!(
+            !k.append_chunk(&b),
+            "{} + {} bytes joined",
+            a.raw().len(),
+            b.raw().len()
+        );
+        assert_eq!(k.end(), a.header.end);
     }
 
     #[test]

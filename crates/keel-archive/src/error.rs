@@ -112,6 +112,18 @@ pub enum ArchiveError {
         /// Where this one starts.
         found: Lsn,
     },
+    /// Two objects of a timeline claim the same log and do not agree (two
+    /// compacted objects whose ranges overlap, or a leftover chunk that
+    /// differs from the compacted object covering it).
+    #[error("{first} and {second} disagree: {reason}")]
+    Overlap {
+        /// One object.
+        first: String,
+        /// The other.
+        second: String,
+        /// How they disagree.
+        reason: String,
+    },
     /// A create-only upload found a different object under the chunk's
     /// name: another writer archives to the same prefix.
     #[error(

@@ -18,7 +18,7 @@
 //! scenario took.
 //!
 //! A **power cut** of the writer ([`FaultStore::power_cut_after`]): after
-//! the given number of further uploads, every request through this
+//! the given number of further writes (uploads and deletes), every request through this
 //! wrapper fails, as if the writing process had lost power: an object
 //! whose upload had not finished (a multipart upload not yet completed)
 //! is never completed, so the store shows nothing under its name, and
@@ -68,6 +68,8 @@ pub enum Op {
     Get,
     /// Listings.
     List,
+    /// Deletes.
+    Delete,
 }
 
 /// Requests seen and faults injected so far.
@@ -79,6 +81,8 @@ pub struct FaultStats {
     pub gets: u64,
     /// Listing requests.
     pub lists: u64,
+    /// Delete requests.
+    pub deletes: u64,
     /// Faults injected (scripted or because the store was down).
     pub injected: u64,
 }
@@ -127,9 +131,10 @@ impl FaultStore {
         self.plan.lock().down = down;
     }
 
-    /// A power cut (module essay) after `puts` more uploads: the next
+    /// A power cut (module essay) after `puts` more writes: the next
     /// `puts` uploads (single puts, multipart starts, parts and
-    /// completions) go through, and from then on every request fails.
+    /// completions) and deletes go through, and from then on every
+    /// request fails.
     pub fn power_cut_after(&self, puts: u64) {
         let mut plan = self.plan.lock();
         plan.cut_after = Some(puts);
@@ -156,6 +161,7 @@ impl FaultStore {
             Op::Put => plan.stats.puts += 1,
             Op::Get => plan.stats.gets += 1,
             Op::List => plan.stats.lists += 1,
+            Op::Delete => plan.stats.deletes += 1,
         }
         if !plan.down {
             match plan.outage_after {
@@ -164,7 +170,7 @@ impl FaultStore {
                 None => {}
             }
         }
-        if op == Op::Put && !plan.down {
+        if matches!(op, Op::Put | Op::Delete) && !plan.down {
             match plan.cut_after {
                 Some(0) => plan.down = true,
                 Some(n) => plan.cut_after = Some(n - 1),
@@ -251,7 +257,8 @@ impl ObjectStore for FaultStore {
     }
 
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.inner.delete(location).await
+        let delete = self.inner.delete(location);
+        self.apply(Op::Delete, delete).await
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {

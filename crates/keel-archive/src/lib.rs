@@ -14,7 +14,13 @@
 //!
 //! - [`chunk`]: the archive object format (header, compressed records)
 //!   and its hostile-input decoder.
-//! - [`store`]: object naming and create-only uploads.
+//! - [`store`]: object naming, create-only uploads, and the covering set
+//!   a listing resolves (chunks and compacted objects).
+//! - [`cleanup`]: removing backup folders a killed backup left without a
+//!   manifest.
+//! - [`compact`]: a completed segment's chunks replaced by one object.
+//! - [`read`]: reading listed chunks that compaction may have deleted
+//!   since the listing.
 //! - [`archiver`]: the background thread that follows the durable log.
 //! - [`backup`](mod@backup): base backups (files and a manifest written last).
 //! - [`backup_check`]: whether a backup in the archive is usable (its files
@@ -39,11 +45,14 @@ pub mod archiver;
 pub mod backup;
 pub mod backup_check;
 pub mod chunk;
+pub mod cleanup;
+pub mod compact;
 pub mod config;
 pub mod error;
 pub mod fault;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
+pub mod read;
 pub mod restore;
 pub mod status;
 pub mod store;
@@ -52,9 +61,10 @@ pub mod verify;
 
 pub use archiver::{ArchivePolicy, Archiver, ArchiverOptions, ArchiverStatus};
 pub use backup::{BackupEntry, BackupFolder, BackupOptions, Manifest, backup};
+pub use compact::{CompactReport, compact_timeline};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
 pub use restore::{History, RestoreReport, RestoreTarget, restore};
 pub use status::{ArchiveState, PublishedStatus, read_status};
-pub use store::{Put, Remote};
+pub use store::{ChunkObject, Listing, Put, Remote};
 pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};

@@ -113,6 +113,10 @@
 //!    holds one piece of it in memory, whatever its size.
 //! 5. Write the log from the backup's start to the stop
 //!    ([`keel::wal::import::LogImport`]), the last chunk cut at the stop.
+//!    "Chunks" here are the listing's covering set: chunks and compacted
+//!    objects alike; one that compaction deleted after the listing is read
+//!    from the compacted object that replaced it, from the same LSN
+//!    ([`crate::read`]).
 //! 6. Start a new timeline when the stop is before the head (above).
 //! 7. Rename the control file into place, sync the directory, open the
 //!    database (redo, undo, end-of-recovery checkpoint), archive the new
@@ -131,7 +135,7 @@ use object_store::path::Path as ObjectPath;
 use crate::archiver::{Archiver, ArchiverOptions};
 use crate::backup::{BackupEntry, Manifest, RESTORING_CONTROL};
 use crate::backup_check::{backup_folder, check_backup, is_damage};
-use crate::chunk::{self, Chunk, Expect};
+use crate::chunk::{Chunk, Expect};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
 use crate::store::{ChunkObject, Put, Remote};
@@ -516,17 +520,18 @@ fn walk(
         start: None,
     };
     let mut end = from;
+    let mut reached = None;
     for pc in &chunks[first..] {
-        expect.timeline = Some(pc.object.timeline);
-        let bytes = remote.get(&pc.object.path)?;
-        let c = chunk::decode(pc.object.path.as_ref(), &bytes, &expect)?;
-        if c.header.start != pc.object.start {
-            return Err(ArchiveError::Discontinuity {
-                object: pc.object.path.to_string(),
-                expected: pc.object.start,
-                found: c.header.start,
-            });
+        // Passed over: compaction deleted it after the listing and the
+        // object read in its stead already held its log (`crate::read`).
+        let t = pc.object.timeline;
+        if reached.is_some_and(|(rt, r)| rt == t && crate::read::covered(pc.object.start, Some(r)))
+        {
+            continue;
         }
+        expect.timeline = Some(t);
+        let (c, _) = crate::read::read_listed(remote, &pc.object, &expect)?;
+        reached = Some((t, c.header.end));
         let cut = pc.to.filter(|&to| to < c.header.end);
         end = cut.unwrap_or(c.header.end);
         expect.start = Some(end);
@@ -543,13 +548,12 @@ fn path_head(remote: &Remote, chunks: &[PathChunk], database_id: u64) -> Result<
     let Some(last) = chunks.last() else {
         return Ok(Lsn::ZERO);
     };
-    let bytes = remote.get(&last.object.path)?;
     let expect = Expect {
         database_id: Some(database_id),
         timeline: Some(last.object.timeline),
         start: Some(last.object.start),
     };
-    let c = chunk::decode(last.object.path.as_ref(), &bytes, &expect)?;
+    let (c, _) = crate::read::read_listed(remote, &last.object, &expect)?;
     Ok(last.to.map_or(c.header.end, |to| to.min(c.header.end)))
 }
 

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <prefix>/wal/<timeline:08X>/<start LSN:016X>.chunk
+//! <prefix>/wal/<timeline:08X>/<start LSN:016X>-<end LSN:016X>.compacted
 //! ```
 //!
 //! Fixed-width upper-case hex sorts by timeline, then by LSN, so a listing
@@ -22,7 +23,11 @@
 //! this very chunk from an earlier try whose success was never reported (a
 //! timeout after the store had it) and the upload has succeeded; different,
 //! another writer owns the prefix and the upload fails with
-//! [`ArchiveError::SplitBrain`]. Nothing is ever overwritten or deleted.
+//! [`ArchiveError::SplitBrain`]. Nothing is ever overwritten. Deletes
+//! ([`Remote::delete`]) are made by compaction (a chunk, once the
+//! compacted object holding its records has been read back and checked)
+//! and by `keel archive cleanup` (an incomplete backup's objects), never
+//! on a guess.
 //!
 //! ## The runtime
 //!
@@ -62,6 +67,70 @@ pub struct ChunkObject {
     pub start: Lsn,
     /// Its size in bytes.
     pub size: u64,
+    /// For a compacted object, its end LSN (from the name); `None` for a
+    /// chunk, whose end only its header says.
+    pub end: Option<Lsn>,
+}
+
+impl ChunkObject {
+    /// Whether it is a compacted object (module essay).
+    pub fn is_compacted(&self) -> bool {
+        self.end.is_some()
+    }
+}
+
+/// A timeline's objects as listed, split into the covering set and the
+/// leftovers (module essay).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The objects covering the log, in LSN order.
+    pub covering: Vec<ChunkObject>,
+    /// Chunks whose start lies inside a compacted object's range, each
+    /// with the index in `covering` of that object.
+    pub leftovers: Vec<(ChunkObject, usize)>,
+}
+
+impl Listing {
+    /// Sorts `objects` (a timeline's, as listed) into the covering set and
+    /// the leftovers; compacted objects that overlap are an error naming
+    /// both.
+    pub fn resolve(mut objects: Vec<ChunkObject>) -> Result<Listing> {
+        // By start; at one start a compacted object before the chunk it
+        // covers.
+        objects.sort_by_key(|o| (o.start, !o.is_compacted()));
+        let mut out = Listing::default();
+        let mut open: Option<usize> = None;
+        for o in objects {
+            let inside = open.and_then(|i| {
+                let c = &out.covering[i];
+                c.end.filter(|&end| o.start < end).map(|_| i)
+            });
+            match (inside, o.is_compacted()) {
+                (Some(i), true) => {
+                    let c = &out.covering[i];
+                    return Err(ArchiveError::Overlap {
+                        first: c.path.to_string(),
+                        second: o.path.to_string(),
+                        reason: format!(
+                            "compacted ranges {}..{} and {}..{} overlap",
+                            c.start,
+                            c.end.unwrap_or(c.start),
+                            o.start,
+                            o.end.unwrap_or(o.start)
+                        ),
+                    });
+                }
+                (Some(i), false) => out.leftovers.push((o, i)),
+                (None, compacted) => {
+                    if compacted {
+                        open = Some(out.covering.len());
+                    }
+                    out.covering.push(o);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A connection to the archive's store.
@@ -124,6 +193,15 @@ impl Remote {
         self.under(&format!("wal/{timeline:08X}/{:016X}.chunk", start.0))
     }
 
+    /// The name of the compacted object of `timeline` covering
+    /// `start..end` (module essay).
+    pub fn compacted_path(&self, timeline: u32, start: Lsn, end: Lsn) -> Path {
+        self.under(&format!(
+            "wal/{timeline:08X}/{:016X}-{:016X}.compacted",
+            start.0, end.0
+        ))
+    }
+
     /// The store itself, for the streaming calls (`stream` module).
     pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -176,6 +254,18 @@ impl Remote {
                 }),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the object at `path`; one already gone is not an error
+    /// (a retried delete whose first try landed).
+    pub fn delete(&self, path: &Path) -> Result<()> {
+        match self.block("delete", path, self.store.delete(path)) {
+            Err(ArchiveError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(()),
+            r => r,
         }
     }
 
@@ -232,35 +322,146 @@ impl Remote {
         self.block("list", dir, list)
     }
 
-    /// Every chunk of `timeline`, in LSN order. An object under the
-    /// timeline's folder whose name is not a chunk's is an error naming it:
-    /// the prefix belongs to the archive alone.
+    /// The objects covering the log of `timeline`, in LSN order (the
+    /// covering set, module essay): chunks and compacted objects; a chunk
+    /// a compacted object replaces is left out. An object under the
+    /// timeline's folder whose name is neither is an error naming it: the
+    /// prefix belongs to the archive alone.
     pub fn list_chunks(&self, timeline: u32) -> Result<Vec<ChunkObject>> {
+        Ok(self.list_timeline(timeline)?.covering)
+    }
+
+    /// Every object of `timeline`, as the covering set and the leftovers
+    /// (module essay).
+    pub fn list_timeline(&self, timeline: u32) -> Result<Listing> {
         let dir = self.timeline_dir(timeline);
         let list = self.store.list(Some(&dir)).try_collect::<Vec<_>>();
         let metas = self.block("list", &dir, list)?;
-        let mut chunks = Vec::with_capacity(metas.len());
+        let mut objects = Vec::with_capacity(metas.len());
         for m in metas {
-            let start = m
+            let (start, end) = m
                 .location
                 .filename()
-                .and_then(|n| n.strip_suffix(".chunk"))
-                .filter(|hex| hex.len() == 16)
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .and_then(parse_object_name)
                 .ok_or_else(|| {
                     ArchiveError::Config(format!(
                         "{} is not a chunk name; the archive prefix must hold only the archive",
                         m.location
                     ))
                 })?;
-            chunks.push(ChunkObject {
+            objects.push(ChunkObject {
                 path: m.location,
                 timeline,
-                start: Lsn(start),
+                start,
                 size: m.size,
+                end,
             });
         }
-        chunks.sort_by_key(|c| c.start);
-        Ok(chunks)
+        Listing::resolve(objects)
+    }
+}
+
+fn hex16(hex: &str) -> Option<u64> {
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// `<start>.chunk` or `<start>-<end>.compacted` (start before end).
+fn parse_object_name(name: &str) -> Option<(Lsn, Option<Lsn>)> {
+    if let Some(start) = name.strip_suffix(".chunk") {
+        return Some((Lsn(hex16(start)?), None));
+    }
+    let (start, end) = name.strip_suffix(".compacted")?.split_once('-')?;
+    let (start, end) = (hex16(start)?, hex16(end)?);
+    (start < end).then_some((Lsn(start), Some(Lsn(end))))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+    use super::*;
+
+    fn object(name: &str) -> ChunkObject {
+        let (start, end) = parse_object_name(name).unwrap();
+        ChunkObject {
+            path: Path::from(format!("wal/00000001/{name}")),
+            timeline: 1,
+            start,
+            size: 1,
+            end,
+        }
+    }
+
+    const C1: &str = "0000000000001000.chunk";
+    const C2: &str = "0000000000002000.chunk";
+    const C3: &str = "0000000000003000.chunk";
+    const C4: &str = "0000000000004000.chunk";
+    const K13: &str = "0000000000001000-0000000000003000.compacted";
+
+    #[test]
+    fn names_parse_and_others_do_not() {
+        assert_eq!(parse_object_name(C1), Some((Lsn(0x1000), None)));
+        assert_eq!(
+            parse_object_name(K13),
+            Some((Lsn(0x1000), Some(Lsn(0x3000))))
+        );
+        for bad in [
+            "0000000000003000-0000000000001000.compacted",
+            "0000000000001000-0000000000001000.compacted",
+            "000000000000100.chunk",
+            "000000000000100G.chunk",
+            "0000000000001000.compacted",
+            "+000000000001000.chunk",
+        ] {
+            assert_eq!(parse_object_name(bad), None, "{bad}");
+        }
+    }
+
+    /// A compacted object replaces the chunks whose start lies in its
+    /// range, whatever the listing order; the chunk at its end stays.
+    #[test]
+    fn the_covering_set_leaves_out_the_chunks_a_compacted_object_holds() {
+        let l = Listing::resolve(vec![
+            object(C4),
+            object(C2),
+            object(K13),
+            object(C3),
+            object(C1),
+        ])
+        .unwrap();
+        let names: Vec<&str> = l
+            .covering
+            .iter()
+            .map(|o| o.path.filename().unwrap())
+            .collect();
+        assert_eq!(names, [K13, C3, C4]);
+        let left: Vec<(&str, usize)> = l
+            .leftovers
+            .iter()
+            .map(|(o, i)| (o.path.filename().unwrap(), *i))
+            .collect();
+        assert_eq!(left, [(C1, 0), (C2, 0)]);
+        let clean = Listing::resolve(vec![object(C1), object(C2)]).unwrap();
+        assert_eq!(clean.covering.len(), 2);
+        assert!(clean.leftovers.is_empty());
+    }
+
+    #[test]
+    fn overlapping_compacted_objects_are_named_both() {
+        let other = "0000000000002000-0000000000004000.compacted";
+        let e = Listing::resolve(vec![object(K13), object(other)]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(K13) && text.contains(other), "{text}");
+        // Adjacent ranges do not overlap.
+        let next = "0000000000003000-0000000000004000.compacted";
+        assert_eq!(
+            Listing::resolve(vec![object(next), object(K13)])
+                .unwrap()
+                .covering
+                .len(),
+            2
+        );
     }
 }

@@ -4,7 +4,10 @@
 //! the previous one ended, and its name agrees with its header. This is
 //! what a restore will apply and what `keel archive verify` will report;
 //! anything that does not hold is an error naming the object, never a
-//! record skipped.
+//! record skipped. Compacted objects are read like chunks (their name's
+//! end must match their header too), and each leftover chunk of an
+//! interrupted compaction is checked against the compacted object that
+//! covers it ([`crate::compact::check_leftovers`]).
 
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use keel::types::Lsn;
 
 use crate::chunk::{self, Chunk, ChunkHeader, Expect};
 use crate::config::ArchiveTarget;
-use crate::error::{ArchiveError, Place, Result};
+use crate::error::Result;
 use crate::store::{ChunkObject, Remote};
 
 /// What a verified timeline holds.
@@ -20,8 +23,13 @@ use crate::store::{ChunkObject, Remote};
 pub struct TimelineReport {
     /// The database the chunks belong to (0 when there are none).
     pub database_id: u64,
-    /// Chunks.
+    /// Objects read (chunks and compacted objects).
     pub chunks: u64,
+    /// How many of them were compacted objects.
+    pub compacted: u64,
+    /// Leftover chunks (an interrupted compaction's) checked against the
+    /// compacted object covering them.
+    pub leftovers: u64,
     /// Records.
     pub records: u64,
     /// Stored bytes (compressed, with headers).
@@ -69,8 +77,13 @@ pub struct TimelineSummary {
     pub timeline: u32,
     /// The database the first chunk names (0 when there are none).
     pub database_id: u64,
-    /// Chunks.
+    /// Objects covering the log (chunks and compacted objects).
     pub chunks: u64,
+    /// How many of them are compacted objects.
+    pub compacted: u64,
+    /// Chunks a compacted object replaces that are still stored (an
+    /// interrupted compaction; the next one deletes them).
+    pub leftovers: u64,
     /// Places where a chunk does not start at the previous one's end.
     pub gaps: u64,
     /// Stored bytes (compressed, with headers).
@@ -81,21 +94,6 @@ pub struct TimelineSummary {
     pub end: Lsn,
     /// The commit times the chunks cover.
     pub times: CommitTimes,
-}
-
-/// A chunk's header must agree with its name (timeline and start).
-fn check_name(object: &ChunkObject, h: &ChunkHeader) -> Result<()> {
-    if h.start == object.start && h.timeline == object.timeline {
-        return Ok(());
-    }
-    Err(ArchiveError::Corrupt {
-        object: object.path.to_string(),
-        place: Place::Object(chunk::offsets::TIMELINE as u64),
-        reason: format!(
-            "header says timeline {} from LSN {}, the name says timeline {} from LSN {}",
-            h.timeline, h.start, object.timeline, object.start
-        ),
-    })
 }
 
 /// Reads an archive.
@@ -123,11 +121,11 @@ impl ArchiveReader {
     }
 
     /// Reads and verifies one chunk against `expect` and its own name.
+    /// A chunk compaction deleted since the listing is read from the
+    /// compacted object that replaced it, from the same LSN on
+    /// ([`crate::read::read_listed`]).
     pub fn read_chunk(&self, object: &ChunkObject, expect: &Expect) -> Result<Chunk> {
-        let bytes = self.remote.get(&object.path)?;
-        let chunk = chunk::decode(object.path.as_ref(), &bytes, expect)?;
-        check_name(object, &chunk.header)?;
-        Ok(chunk)
+        Ok(crate::read::read_listed(&self.remote, object, expect)?.0)
     }
 
     /// Reads one chunk's header alone (a ranged read of its first bytes),
@@ -138,7 +136,7 @@ impl ArchiveReader {
             .remote
             .get_prefix(&object.path, chunk::CHUNK_HEADER_SIZE as u64)?;
         let header = chunk::decode_header(object.path.as_ref(), &head, object.size)?;
-        check_name(object, &header)?;
+        crate::read::check_name(object, &header)?;
         Ok(header)
     }
 
@@ -146,12 +144,19 @@ impl ArchiveReader {
     /// small read per chunk), but it checks no body; see
     /// [`verify`](Self::verify) for that.
     pub fn summarize(&self, timeline: u32) -> Result<TimelineSummary> {
+        crate::read::relisting(|| self.summarize_once(timeline))
+    }
+
+    fn summarize_once(&self, timeline: u32) -> Result<TimelineSummary> {
         let mut s = TimelineSummary {
             timeline,
             ..TimelineSummary::default()
         };
-        for object in self.chunks(timeline)? {
+        let listing = self.remote.list_timeline(timeline)?;
+        s.leftovers = listing.leftovers.len() as u64;
+        for object in listing.covering {
             let h = self.read_header(&object)?;
+            s.compacted += u64::from(object.is_compacted());
             if s.chunks == 0 {
                 s.database_id = h.database_id;
                 s.start = h.start;
@@ -182,16 +187,21 @@ impl ArchiveReader {
             timeline: Some(timeline),
             start: None,
         };
-        for object in self.chunks(timeline)? {
-            let chunk = self.read_chunk(&object, &expect)?;
+        let listing = self.remote.list_timeline(timeline)?;
+        for object in &listing.covering {
+            if report.chunks > 0 && crate::read::covered(object.start, expect.start) {
+                continue;
+            }
+            let (chunk, source) = crate::read::read_listed(&self.remote, object, &expect)?;
             let h = chunk.header;
+            report.compacted += u64::from(source.is_compacted());
             if report.chunks == 0 {
                 report.start = h.start;
                 report.database_id = h.database_id;
             }
             report.chunks += 1;
             report.records += u64::from(h.record_count);
-            report.stored_bytes += object.size;
+            report.stored_bytes += source.size;
             report.raw_bytes += u64::from(h.raw_len);
             report.end = h.end;
             let mut times = CommitTimes {
@@ -204,6 +214,9 @@ impl ArchiveReader {
             expect.start = Some(h.end);
             visit(&chunk)?;
         }
+        let leftovers =
+            crate::compact::check_leftovers(&self.remote, &listing, expect.database_id)?;
+        report.leftovers = leftovers.len() as u64;
         Ok(report)
     }
 

@@ -171,3 +171,21 @@ fn a_credentials_file_must_be_owner_only() {
     let remote = Remote::open(&target, Duration::from_secs(5)).unwrap();
     assert!(remote.list_chunks(1).unwrap().is_empty());
 }
+
+#[test]
+fn the_archiver_over_s3_compacts_completed_segments() {
+    let server = Server::start();
+    the_archiver_compacts_completed_segments(&server.target(SECRET_KEY, "compact"));
+}
+
+#[test]
+fn catch_up_compaction_over_s3() {
+    let server = Server::start();
+    catch_up_compaction(&server.target(SECRET_KEY, "catch-up"));
+}
+
+#[test]
+fn cleanup_over_s3_removes_only_incomplete_backups() {
+    let server = Server::start();
+    cleanup_removes_only_incomplete_backups(&server.target(SECRET_KEY, "cleanup"));
+}

@@ -87,3 +87,12 @@ against_the_server!(
     a_point_in_time_restore_starts_and_follows_a_timeline,
     restore_to_a_point_and_follow_the_timeline
 );
+against_the_server!(
+    completed_segments_are_compacted_while_archiving,
+    the_archiver_compacts_completed_segments
+);
+against_the_server!(an_archive_is_compacted_afterwards, catch_up_compaction);
+against_the_server!(
+    cleanup_removes_only_folders_without_a_manifest,
+    cleanup_removes_only_incomplete_backups
+);

@@ -51,6 +51,24 @@
 //!   damaged is passed over, and the command says so and names the older
 //!   backup it fell back to.
 //!
+//! - `compact` replaces, on every timeline, each completed segment's
+//!   chunks with one compacted object (keel-archive's `compact` module),
+//!   for an archive whose archiver was not running or did not compact;
+//!   an archiver compacts as it goes. It first checks and deletes the
+//!   leftovers of an interrupted compaction. `list` shows how many of the
+//!   objects covering each timeline are compacted, and `verify` reads
+//!   compacted objects like chunks and checks every leftover chunk
+//!   against the compacted object covering it.
+//! - `cleanup [--older-than DURATION] [--apply]` lists the backup folders
+//!   without a manifest (a killed `keel backup`) whose newest object is
+//!   older than DURATION (default 24h), and deletes them only with
+//!   `--apply`; a folder with a manifest is never touched (keel-archive's
+//!   `cleanup` module has the rules). With `--retain-backups N` it also
+//!   keeps only the N newest complete backups, deleting older ones
+//!   (manifest first) and timeline 1's log before the oldest kept backup's
+//!   start, a running backup's start and every branch point from timeline
+//!   1; the log of other timelines is kept whole.
+//!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
 
@@ -75,6 +93,34 @@ pub enum ArchiveCommand {
     /// id and LSN continuity per timeline; exit 1 naming the first bad
     /// object.
     Verify(Location),
+    /// Replace each completed segment's chunks with one compacted object,
+    /// on every timeline (for an archive whose archiver did not: a running
+    /// archiver compacts as it goes).
+    Compact(Location),
+    /// List backup folders without a manifest (a killed `keel backup`)
+    /// older than --older-than; delete them only with --apply. A folder
+    /// with a manifest is never touched.
+    Cleanup(CleanupArgs),
+}
+
+/// Arguments of `keel archive cleanup`.
+#[derive(Debug, clap::Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub location: Location,
+    /// Only folders whose newest object is at least this old (`24h`,
+    /// `90m`, `30s`): a running backup writes more often than that.
+    #[arg(long, default_value = "24h", value_name = "DURATION",
+          value_parser = crate::archive_policy::parse_duration)]
+    pub older_than: Duration,
+    /// Delete them; without it, only list them.
+    #[arg(long)]
+    pub apply: bool,
+    /// Also keep only the N newest complete backups: older ones are
+    /// deleted (manifest first), and timeline 1's log before the oldest
+    /// kept backup's start (keel-archive's `cleanup` module, rules 5-7).
+    #[arg(long, value_name = "N")]
+    pub retain_backups: Option<usize>,
 }
 
 /// Where the archive is, and how to reach it.
@@ -126,6 +172,10 @@ pub struct BackupArgs {
     /// one part in memory at a time (S3 needs at least 5 MiB).
     #[arg(long, default_value_t = keel_archive::stream::DEFAULT_PART_SIZE_BYTES, value_name = "BYTES")]
     pub part_size: usize,
+    /// What commits do while the archive is down during the backup
+    /// (`crate::archive_policy`).
+    #[command(flatten)]
+    pub policy: crate::archive_policy::PolicyArgs,
 }
 
 /// Arguments of `keel restore`.
@@ -213,10 +263,12 @@ pub fn restore_target(args: &RestoreArgs) -> Result<RestoreTarget, Failure> {
 /// `keel backup`.
 pub fn backup(args: BackupArgs) -> Result<(), Failure> {
     let target = parse_location(&args.location)?;
+    let on_archive_down = args.policy.policy()?;
     let (db, _io, _control) = crate::stats::open_existing_with(&args.dir, keel::Config::default())?;
     let db = std::sync::Arc::new(db);
     let options = ArchiverOptions {
         op_timeout: Duration::from_secs(args.location.timeout),
+        on_archive_down,
         ..ArchiverOptions::default()
     };
     let archiver = Archiver::start(db.clone(), &target, options).map_err(fail)?;
@@ -306,6 +358,8 @@ pub fn run(command: ArchiveCommand) -> Result<(), Failure> {
     match command {
         ArchiveCommand::List(args) => list(&args),
         ArchiveCommand::Verify(location) => verify(&location),
+        ArchiveCommand::Compact(location) => compact(&location),
+        ArchiveCommand::Cleanup(args) => cleanup(&args),
     }
 }
 
@@ -417,20 +471,35 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<9} {:>7} {:>17} {:>17} {:<27} {:<27} {:>12} gaps",
-        "timeline", "chunks", "start LSN", "end LSN", "first commit", "last commit", "size"
+        "{:<9} {:>7} {:>9} {:>17} {:>17} {:<27} {:<27} {:>12} gaps",
+        "timeline",
+        "objects",
+        "compacted",
+        "start LSN",
+        "end LSN",
+        "first commit",
+        "last commit",
+        "size"
     );
     for s in &summaries {
         println!(
-            "{:08X}  {:>7} {:>17} {:>17} {:<27} {:<27} {:>12} {}",
+            "{:08X}  {:>7} {:>9} {:>17} {:>17} {:<27} {:<27} {:>12} {}",
             s.timeline,
             s.chunks,
+            s.compacted,
             s.start.to_string(),
             s.end.to_string(),
             utc(s.times.min_us),
             utc(s.times.max_us),
             size(s.stored_bytes),
             s.gaps
+        );
+    }
+    for s in summaries.iter().filter(|s| s.leftovers > 0) {
+        println!(
+            "timeline {:08X}: {} chunks left by an interrupted compaction (covered by compacted \
+             objects; `keel archive compact` checks and deletes them)",
+            s.timeline, s.leftovers
         );
     }
     if let Some(s) = summaries.first() {
@@ -509,6 +578,8 @@ fn summary_json(s: &TimelineSummary) -> serde_json::Value {
         "timeline": s.timeline,
         "database_id": s.database_id,
         "chunks": s.chunks,
+        "compacted": s.compacted,
+        "leftovers": s.leftovers,
         "gaps": s.gaps,
         "start_lsn": s.start.0,
         "end_lsn": s.end.0,
@@ -537,9 +608,11 @@ fn verify(l: &Location) -> Result<(), Failure> {
         database_id = Some(r.database_id);
         spans.insert(t, (r.start, r.end));
         println!(
-            "timeline {t:08X}: {} chunks, {} records, LSN {}..{}, commits {} .. {}, {} stored \
-             ({} of log): ok",
+            "timeline {t:08X}: {} objects ({} compacted; {} leftover chunks agree), {} records, \
+             LSN {}..{}, commits {} .. {}, {} stored ({} of log): ok",
             r.chunks,
+            r.compacted,
+            r.leftovers,
             r.records,
             r.start,
             r.end,
@@ -676,6 +749,123 @@ fn verify_backups(l: &Location) -> Result<u64, Failure> {
             damaged.join(", ")
         ))),
     }
+}
+
+/// `keel archive compact`: one compaction pass over each timeline.
+fn compact(l: &Location) -> Result<(), Failure> {
+    let remote = Remote::open(&parse_location(l)?, Duration::from_secs(l.timeout)).map_err(fail)?;
+    let timelines = remote.list_timelines().map_err(fail)?;
+    let mut total = keel_archive::CompactReport::default();
+    for t in timelines {
+        let r = keel_archive::compact_timeline(&remote, t, None, &|| false)
+            .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
+        println!(
+            "timeline {t:08X}: {} compacted objects written, replacing {} chunks; {} leftover \
+             chunks of an interrupted compaction checked and deleted; {} chunks of the \
+             unfinished last segment kept",
+            r.objects, r.chunks_deleted, r.leftovers_deleted, r.chunks_pending
+        );
+        total.objects += r.objects;
+        total.chunks_deleted += r.chunks_deleted + r.leftovers_deleted;
+    }
+    println!(
+        "archive {} compacted: {} objects written, {} chunks deleted",
+        l.url, total.objects, total.chunks_deleted
+    );
+    Ok(())
+}
+
+/// `keel archive cleanup` (keel-archive's `cleanup` module has the rules).
+fn cleanup(args: &CleanupArgs) -> Result<(), Failure> {
+    use keel_archive::cleanup::{Removed, incomplete_backups, remove_incomplete};
+    let l = &args.location;
+    let remote = Remote::open(&parse_location(l)?, Duration::from_secs(l.timeout)).map_err(fail)?;
+    let found = incomplete_backups(&remote, args.older_than).map_err(fail)?;
+    if found.is_empty() {
+        println!(
+            "no backup folder without a manifest older than {:?}",
+            args.older_than
+        );
+    }
+    let (mut deleted, mut bytes) = (0, 0);
+    for f in &found {
+        let what = format!(
+            "{}: no manifest, {} objects, {}, last written {}",
+            f.folder,
+            f.objects,
+            size(f.bytes),
+            utc(f
+                .last_modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)))
+        );
+        if !args.apply {
+            println!("would delete {what}");
+            continue;
+        }
+        match remove_incomplete(&remote, f, args.older_than).map_err(fail)? {
+            Removed::Deleted(n) => {
+                println!("deleted {what} ({n} objects)");
+                deleted += 1;
+                bytes += f.bytes;
+            }
+            Removed::Spared(why) => println!("kept {}: {why}", f.folder),
+        }
+    }
+    match (args.apply, found.is_empty()) {
+        (_, true) => {}
+        (true, false) => println!("deleted {deleted} incomplete backups ({})", size(bytes)),
+        (false, false) => println!(
+            "{} incomplete backups; run again with --apply to delete them",
+            found.len()
+        ),
+    }
+    match args.retain_backups {
+        Some(n) => retain(&remote, n, args.apply),
+        None => Ok(()),
+    }
+}
+
+/// `keel archive cleanup --retain-backups N`.
+fn retain(remote: &Remote, n: usize, apply: bool) -> Result<(), Failure> {
+    use keel_archive::cleanup::{apply_retention, retention_plan};
+    let plan = retention_plan(remote, n).map_err(fail)?;
+    for f in &plan.kept {
+        println!("keep backup {} (LSN {})", f.folder, f.start);
+    }
+    if plan.backups.is_empty() {
+        println!(
+            "{} complete backups, no more than --retain-backups {n}: nothing to delete",
+            plan.kept.len()
+        );
+        return Ok(());
+    }
+    let verb = if apply { "deleting" } else { "would delete" };
+    for f in &plan.backups {
+        println!(
+            "{verb} backup {} ({} objects, {})",
+            f.folder,
+            f.objects,
+            size(f.bytes)
+        );
+    }
+    let log_bytes: u64 = plan.log.iter().map(|o| o.size).sum();
+    match plan.keep_from {
+        Some(from) => println!(
+            "{verb} timeline 00000001's log before LSN {from}: {} objects, {} (the log of \
+             other timelines is kept)",
+            plan.log.len(),
+            size(log_bytes)
+        ),
+        None => println!("the log is kept whole"),
+    }
+    if !apply {
+        println!("run again with --apply to delete them");
+        return Ok(());
+    }
+    let deleted = apply_retention(remote, &plan).map_err(fail)?;
+    println!("retention: {deleted} objects deleted");
+    Ok(())
 }
 
 /// A commit time (µs since the epoch) in RFC 3339, UTC; `-` for none.

@@ -1,6 +1,7 @@
 //! The flags that choose what commits do while the WAL archive is down
 //! (keel-archive's `ArchivePolicy`), for the commands that run an archiver
-//! beside a workload (`keel shell --archive URL`):
+//! beside a workload (`keel shell --archive URL`, `keel backup`, `keel demo
+//! --archive`):
 //!
 //! - `--on-archive-failure keep-going` (the default): commits go on; the
 //!   log is kept (no unarchived segment is retired) and grows until the
@@ -63,6 +64,18 @@ impl PolicyArgs {
         self.on_archive_failure.is_some()
             || self.max_unarchived.is_some()
             || self.stall_timeout.is_some()
+    }
+
+    /// The policy for a command whose archive is optional: the flags
+    /// without one (`archive` false) are refused, naming them.
+    pub fn policy_with(&self, archive: bool) -> Result<ArchivePolicy, Failure> {
+        if !archive && self.given() {
+            return Err(Failure(
+                "--on-archive-failure, --max-unarchived and --stall-timeout need --archive URL"
+                    .into(),
+            ));
+        }
+        self.policy()
     }
 
     /// The policy the flags choose (module essay), or an error naming the

@@ -130,12 +130,7 @@ enum Op {
 }
 
 pub fn run(args: ShellArgs) -> Result<(), Failure> {
-    let policy = args.policy.policy()?;
-    if args.archive.is_none() && args.policy.given() {
-        return Err(Failure(
-            "--on-archive-failure, --max-unarchived and --stall-timeout need --archive URL".into(),
-        ));
-    }
+    let policy = args.policy.policy_with(args.archive.is_some())?;
     let location = args.archive.clone().map(|url| crate::archive::Location {
         url,
         endpoint: args.endpoint.clone(),

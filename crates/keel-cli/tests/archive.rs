@@ -20,6 +20,11 @@ use common::{keel, text};
 /// directory, empty prefix): returns the database id and the LSN range
 /// the archive covers.
 fn make_archive(data: &Path, archive: &Path) -> (u64, Lsn, Lsn) {
+    make_archive_with(data, archive, true)
+}
+
+/// As [`make_archive`], compacting as it goes or not.
+fn make_archive_with(data: &Path, archive: &Path, compact: bool) -> (u64, Lsn, Lsn) {
     let mut config = Config {
         checkpoint_interval: None,
         ..Config::default()
@@ -35,6 +40,7 @@ fn make_archive(data: &Path, archive: &Path) -> (u64, Lsn, Lsn) {
         max_chunk_bytes: keel::wal::record::MAX_RECORD_SIZE,
         max_delay: Duration::from_millis(20),
         poll_interval: Duration::from_millis(2),
+        compact,
         ..ArchiverOptions::default()
     };
     let archiver = Archiver::start(db.clone(), &target, options).unwrap();
@@ -242,7 +248,13 @@ fn backup_then_restore_round_trips_and_a_used_directory_is_refused() {
     }
     db.close().unwrap();
     let data_s = data.display().to_string();
-    let out = keel(&["backup", "--dir", &data_s, "--archive", &url(&dir)]);
+    // The archive-failure policy flags of `keel shell`: checked, then used.
+    let base = ["backup", "--dir", &data_s, "--archive", &url(&dir)];
+    let out = keel(&[&base[..], &["--on-archive-failure", "stall"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs --max-unarchived"));
+    let stall = ["--on-archive-failure", "stall", "--max-unarchived", "64MiB"];
+    let out = keel(&[&base[..], &stall[..]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("3 files"),
@@ -291,7 +303,13 @@ fn verify_checks_each_backup_and_names_a_damaged_file() {
     tx.commit().unwrap();
     db.close().unwrap();
     let data_s = data.display().to_string();
-    let out = keel(&["backup", "--dir", &data_s, "--archive", &url(&dir)]);
+    // The archive-failure policy flags of `keel shell`: checked, then used.
+    let base = ["backup", "--dir", &data_s, "--archive", &url(&dir)];
+    let out = keel(&[&base[..], &["--on-archive-failure", "stall"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs --max-unarchived"));
+    let stall = ["--on-archive-failure", "stall", "--max-unarchived", "64MiB"];
+    let out = keel(&[&base[..], &stall[..]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
     assert_eq!(code, Some(0), "{out}");
@@ -462,6 +480,150 @@ fn restore_to_a_point_keeps_exactly_the_commits_up_to_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("--time \"yesterday\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `keel archive compact` on an archive whose archiver did not compact:
+/// `list` then counts compacted objects, `verify` passes, a chunk put
+/// back inside a compacted object (a compaction cut before its deletes)
+/// is listed as a leftover, verified against the compacted object and
+/// deleted by the next `compact`.
+#[test]
+fn compact_replaces_completed_segments_and_list_and_verify_count_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let (_, start, end) = make_archive_with(&tmp.path().join("data"), &dir, false);
+    let before = chunks(&dir);
+    assert!(before.iter().all(|p| p.extension().unwrap() == "chunk"));
+    let saved: Vec<(PathBuf, Vec<u8>)> = before
+        .iter()
+        .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
+    let (code, out) = archive(&["compact", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("compacted objects written"), "{out}");
+    let after = chunks(&dir);
+    assert!(after.len() < before.len(), "{after:?}");
+    let list = |dir: &Path| {
+        let (code, out) = archive(&["list", "--archive", &url(dir), "--json"]);
+        assert_eq!(code, Some(0), "{out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["timelines"][0].clone()
+    };
+    let t = list(&dir);
+    assert!(t["compacted"].as_u64().unwrap() >= 1, "{t}");
+    assert_eq!(t["chunks"], after.len() as u64, "{t}");
+    assert_eq!(t["start_lsn"], start.0);
+    assert_eq!(t["end_lsn"], end.0);
+    assert_eq!(t["gaps"], 0);
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("compacted; 0 leftover"), "{out}");
+    // A leftover: one deleted chunk back in place.
+    let (gone, bytes) = saved.iter().find(|(p, _)| !p.exists()).unwrap();
+    std::fs::write(gone, bytes).unwrap();
+    assert_eq!(list(&dir)["leftovers"], 1);
+    let (code, out) = archive(&["verify", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 leftover chunks agree"), "{out}");
+    let (code, out) = archive(&["compact", "--archive", &url(&dir)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("0 compacted objects written") && out.contains("1 leftover"),
+        "{out}"
+    );
+    assert!(!gone.exists());
+    assert_eq!(list(&dir)["leftovers"], 0);
+}
+
+/// `keel archive cleanup`: a backup folder without a manifest is listed
+/// once it is older than --older-than (never at the 24-hour default, just
+/// written), deleted only with --apply; a complete backup is never
+/// touched.
+#[test]
+fn cleanup_lists_then_deletes_only_folders_without_a_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let complete = dir.join("backups/00000001/0000000000001000-00000000000000AA");
+    let killed = dir.join("backups/00000001/0000000000002000-00000000000000BB");
+    for f in [&complete, &killed] {
+        std::fs::create_dir_all(f.join("files/rel")).unwrap();
+        std::fs::write(f.join("files/control"), b"c").unwrap();
+        std::fs::write(f.join("files/rel/1"), b"r").unwrap();
+    }
+    std::fs::write(complete.join("manifest"), b"m").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["cleanup", "--archive"];
+        let u = url(&dir);
+        args.push(&u);
+        args.extend_from_slice(extra);
+        archive(&args)
+    };
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no backup folder without a manifest"), "{out}");
+    std::thread::sleep(Duration::from_millis(50));
+    let (code, out) = run(&["--older-than", "10ms"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("would delete") && out.contains("00000000000000BB"),
+        "{out}"
+    );
+    assert!(!out.contains("00000000000000AA"), "{out}");
+    assert!(killed.join("files/control").exists());
+    let (code, out) = run(&["--older-than", "10ms", "--apply"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("deleted 1 incomplete backups"), "{out}");
+    assert!(!killed.join("files/control").exists() && !killed.join("files/rel/1").exists());
+    assert!(complete.join("manifest").exists() && complete.join("files/rel/1").exists());
+    let (code, out) = run(&["--older-than", "bogus"]);
+    assert_eq!(code, Some(2), "{out}");
+    // Retention reads every manifest: one that is not a manifest stops
+    // it, naming the object, and nothing is deleted.
+    let (code, out) = run(&["--retain-backups", "1", "--apply"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("0000000000001000-00000000000000AA/manifest"),
+        "{out}"
+    );
+    assert!(complete.join("manifest").exists());
+    let (code, out) = run(&["--retain-backups", "0"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at least 1"), "{out}");
+}
+
+/// `keel demo` takes the archive-failure policy flags with --archive only.
+#[test]
+fn demo_policy_flags_need_an_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    let out = keel(&[
+        "demo",
+        "--dir",
+        d.to_str().unwrap(),
+        "--on-archive-failure",
+        "keep-going",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("need --archive"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!d.exists(), "the refused demo made its directory");
+    let out = keel(&[
+        "demo",
+        "--dir",
+        d.to_str().unwrap(),
+        "--archive",
+        "--on-archive-failure",
+        "stall",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs --max-unarchived"),
         "{}",
         text(&out.stderr)
     );

@@ -449,3 +449,149 @@ pub fn rows(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
     out.sort();
     out
 }
+
+/// Archives a workload that fills several segments and waits for it.
+/// Returns the database (its log kept: no checkpoints), where archiving
+/// began, and the archiver's final status.
+pub fn archive_segments(
+    dir: &std::path::Path,
+    target: &ArchiveTarget,
+    options: ArchiverOptions,
+    txns: usize,
+) -> (Arc<Database>, Lsn, keel_archive::ArchiverStatus) {
+    let db = open(dir);
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let archiver = Archiver::start(db.clone(), target, options).unwrap();
+    workload(&db, rel, txns, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    let status = archiver.status();
+    archiver.stop().unwrap();
+    (db, start, status)
+}
+
+/// The archiver compacts completed segments while it runs (each one once
+/// the next segment's first chunk has landed), deleting nothing else:
+/// the listing covers the log with compacted objects then chunks, no
+/// leftovers, and the records are the log's. A catch-up pass afterwards
+/// (`keel archive compact`) leaves only the unfinished last segment as
+/// chunks, and a second pass has nothing to do.
+pub fn the_archiver_compacts_completed_segments(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rel = db.create_relation("r").unwrap();
+    let start = db.durable_lsn();
+    let archiver = Archiver::start(db.clone(), target, fast()).unwrap();
+    workload(&db, rel, 60, 20, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while archiver.status().compacted_objects < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = archiver.status();
+    archiver.stop().unwrap();
+    assert!(status.compacted_objects >= 2, "{status:?}");
+    assert!(status.compaction_error.is_none(), "{status:?}");
+    // A stop may cut a compaction between its upload and its deletes:
+    // leftovers are legal then, and the next pass finishes them.
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let listing = remote.list_timeline(1).unwrap();
+    let compacted =
+        |l: &keel_archive::Listing| l.covering.iter().filter(|o| o.is_compacted()).count();
+    assert!(compacted(&listing) >= 2, "{listing:?}");
+    let pass = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    let listing = remote.list_timeline(1).unwrap();
+    assert!(listing.leftovers.is_empty(), "{listing:?}");
+    let n = compacted(&listing);
+    // Compacted objects first; only the last segment may still be chunks.
+    assert!(
+        listing.covering[..n].iter().all(|o| o.is_compacted()),
+        "{listing:?}"
+    );
+    assert_eq!(listing.covering.len() - n, pass.chunks_pending as usize);
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    let report = reader.verify(1, Some(db.database_id())).unwrap();
+    assert_eq!(report.compacted, n as u64);
+    assert_eq!(report.start, start);
+    assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+    let again = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    assert_eq!((again.objects, again.chunks_deleted), (0, 0), "{again:?}");
+}
+
+/// `keel archive compact` on an archive whose archiver did not compact:
+/// every completed segment becomes one object, the records stay the
+/// log's, and a second pass has nothing to do.
+pub fn catch_up_compaction(target: &ArchiveTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ArchiverOptions {
+        compact: false,
+        ..fast()
+    };
+    let (db, start, _) = archive_segments(dir.path(), target, options, 40);
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let before = remote.list_chunks(1).unwrap();
+    assert!(before.iter().all(|o| !o.is_compacted()));
+    let r = keel_archive::compact_timeline(&remote, 1, Some(db.database_id()), &|| false).unwrap();
+    assert!(r.objects >= 2, "{r:?}");
+    let after = remote.list_chunks(1).unwrap();
+    assert_eq!(
+        after.len() as u64,
+        before.len() as u64 - r.chunks_deleted + r.objects
+    );
+    assert!(after.len() < before.len());
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    assert!(archive_records(&reader, db.database_id()) == log_records(&db, start));
+    let again = keel_archive::compact_timeline(&remote, 1, None, &|| false).unwrap();
+    assert_eq!(again.objects, 0);
+    assert_eq!(again.chunks_pending, r.chunks_pending);
+}
+
+/// `keel archive cleanup`'s rules through the store: a folder without a
+/// manifest is a candidate only once its newest object is older than the
+/// threshold, its deletion takes every object in it, and a folder with a
+/// manifest is never a candidate.
+pub fn cleanup_removes_only_incomplete_backups(target: &ArchiveTarget) {
+    use keel_archive::cleanup::{Removed, incomplete_backups, remove_incomplete};
+    let remote = Remote::open(target, Duration::from_secs(5)).unwrap();
+    let complete = remote.backup_dir(1, Lsn(0x1000), 0xAA);
+    let killed = remote.backup_dir(1, Lsn(0x2000), 0xBB);
+    for (dir, names) in [
+        (&complete, &["files/control", "files/rel/1", "manifest"][..]),
+        (&killed, &["files/control", "files/rel/1"][..]),
+    ] {
+        for n in names {
+            let path = object_store::path::Path::from(format!("{dir}/{n}"));
+            remote.put_create(&path, n.as_bytes()).unwrap();
+        }
+    }
+    let day = Duration::from_secs(24 * 3600);
+    assert!(incomplete_backups(&remote, day).unwrap().is_empty());
+    // Stores keep modification times to the second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let found = incomplete_backups(&remote, Duration::from_millis(1)).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].folder, killed);
+    assert_eq!(found[0].objects, 2);
+    // Rule 3: a manifest that appears before the delete spares it.
+    let late = object_store::path::Path::from(format!("{killed}/manifest"));
+    remote.put_create(&late, b"m").unwrap();
+    assert!(matches!(
+        remove_incomplete(&remote, &found[0], Duration::from_millis(1)).unwrap(),
+        Removed::Spared(_)
+    ));
+    remote.delete(&late).unwrap();
+    assert_eq!(
+        remove_incomplete(&remote, &found[0], Duration::from_millis(1)).unwrap(),
+        Removed::Deleted(2)
+    );
+    let left = remote.list_backup_folders().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0].folder.as_str(), left[0].manifest, left[0].objects),
+        (complete.as_str(), true, 3)
+    );
+}

@@ -45,11 +45,14 @@ pub struct Place {
     pub target: ArchiveTarget,
     /// How it is shown.
     pub shown: String,
+    /// What commits do while it is down (`--on-archive-failure`).
+    pub policy: keel_archive::ArchivePolicy,
 }
 
 /// The archive `--archive URL` names; an empty URL: the local directory
 /// `DIR.archive`, made afresh ([`prepare`]).
 pub fn place(args: &super::DemoArgs, url: &str) -> Result<Place, Failure> {
+    let policy = args.policy.policy()?;
     if url.is_empty() {
         if args.endpoint.is_some() {
             return Err(Failure(
@@ -60,6 +63,7 @@ pub fn place(args: &super::DemoArgs, url: &str) -> Result<Place, Failure> {
         return Ok(Place {
             target: ArchiveTarget::new(StoreConfig::Local(store.clone()), ""),
             shown: store.display().to_string(),
+            policy,
         });
     }
     let location = crate::archive::Location {
@@ -72,6 +76,7 @@ pub fn place(args: &super::DemoArgs, url: &str) -> Result<Place, Failure> {
     Ok(Place {
         target: crate::archive::parse_location(&location)?,
         shown: url.to_string(),
+        policy,
     })
 }
 
@@ -139,7 +144,11 @@ pub fn run(
     let (dir, target, threads, seed) = (run.dir, &run.place.target, run.threads, run.seed);
     let db = Arc::new(Database::open(dir, Config::default())?);
     let rels = relation_ids(&db)?;
-    let archiver = Archiver::start(db.clone(), target, ArchiverOptions::default()).map_err(fail)?;
+    let options = ArchiverOptions {
+        on_archive_down: run.place.policy,
+        ..ArchiverOptions::default()
+    };
+    let archiver = Archiver::start(db.clone(), target, options).map_err(fail)?;
     let options = BackupOptions {
         archive_timeout: ARCHIVE_TIMEOUT,
         ..BackupOptions::default()

@@ -71,12 +71,17 @@ pub struct DemoArgs {
     /// (`http://127.0.0.1:8333`); unset for AWS S3 itself.
     #[arg(long, value_name = "URL", requires = "archive")]
     pub endpoint: Option<String>,
+    /// What commits do while the archive is down (with --archive;
+    /// `crate::archive_policy`).
+    #[command(flatten)]
+    pub policy: crate::archive_policy::PolicyArgs,
 }
 
 /// Entry point of `keel demo`: exit 0 when verification passed, 1 when it
 /// failed or something broke, 2 when the directory cannot be used.
 pub fn run(args: DemoArgs) -> ExitCode {
-    if let Err(Failure(msg)) = prepare_dir(&args.dir) {
+    let checked = args.policy.policy_with(args.archive.is_some());
+    if let Err(Failure(msg)) = checked.and_then(|_| prepare_dir(&args.dir)) {
         eprintln!("keel: error: {msg}");
         return ExitCode::from(2);
     }
