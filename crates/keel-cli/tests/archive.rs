@@ -17,10 +17,12 @@ mod common;
 use common::{keel, text};
 
 /// A database with small segments archived to `archive` (a local
-/// directory, empty prefix): returns the database id and the LSN range
-/// the archive covers.
+/// directory, empty prefix), without compaction: the tests that use it
+/// name, change and remove chunk files, which an archiver's compactor
+/// could replace by a compacted object at any moment before it stops.
+/// Returns the database id and the LSN range the archive covers.
 fn make_archive(data: &Path, archive: &Path) -> (u64, Lsn, Lsn) {
-    make_archive_with(data, archive, true)
+    make_archive_with(data, archive, false)
 }
 
 /// As [`make_archive`], compacting as it goes or not.
