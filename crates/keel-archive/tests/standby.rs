@@ -1,0 +1,168 @@
+//! The warm standby (`keel_archive::standby`) on a local archive: the
+//! follow-and-promote scenario (also run over S3 in s3.rs and
+//! s3_external.rs), and a standby cut off from the store at each request
+//! of its setup, or losing power between an append and its apply, that
+//! resumes to the same log and rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::standby::*;
+use common::*;
+use keel::Database;
+use keel_archive::fault::FaultStore;
+use keel_archive::standby::Standby;
+use keel_archive::{ArchiveTarget, Archiver, StoreConfig};
+
+fn local(root: &Path) -> ArchiveTarget {
+    std::fs::create_dir_all(root).unwrap();
+    ArchiveTarget::new(StoreConfig::Local(root.to_path_buf()), "db")
+}
+
+#[test]
+fn a_standby_follows_its_primary_and_promotes_on_a_local_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    standby_follows_and_promotes(&local(&tmp.path().join("archive")));
+}
+
+fn standby(target: &ArchiveTarget, dir: &Path) -> keel_archive::Result<Standby> {
+    Standby::open(target, dir, None, config(), Duration::from_secs(5)).map(|(s, _)| s)
+}
+
+/// Without the marker, the standby's database as a promotion would open
+/// it (with no open transaction, exactly the primary's rows).
+fn rows_as_promoted(dir: &Path, scratch: &Path) -> Vec<Vec<u8>> {
+    copy_dir(dir, scratch);
+    std::fs::remove_file(scratch.join(keel::datadir::layout::STANDBY_FILE)).unwrap();
+    let _ = std::fs::remove_file(scratch.join(keel::datadir::layout::LOCK_FILE));
+    rows(scratch, "r")
+}
+
+#[test]
+fn a_standby_cut_off_or_power_cut_at_any_step_resumes_to_the_same_log_and_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = local(&tmp.path().join("archive"));
+    let p = tmp.path().join("primary");
+    let db = open(&p);
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    workload(&db, rel, 3, 10, 0);
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    let start = keel_archive::backup(&db, &archiver, &target, &options)
+        .unwrap()
+        .start;
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    // A standby set up now, then the primary writes several segments.
+    let s = tmp.path().join("standby");
+    standby(&target, &s).unwrap().poll().unwrap();
+    workload(&db, rel, 12, 100, 5);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let expected = rows(&p, "r");
+    assert_eq!(expected.len(), 30 + 12 * 100);
+
+    // Power cut between an append and its apply: the append synced up to
+    // some LSN, the rest is lost (zeroes, later segments gone) or torn (a
+    // wrong byte), and no apply ran.
+    let mut fetched = standby(&target, &s).unwrap();
+    let f = fetched.fetch().unwrap();
+    drop(fetched);
+    assert!(f.to.0 - f.from.0 > 2 * (128 << 10), "{f}");
+    let reference = {
+        let clean = tmp.path().join("clean");
+        copy_dir(&s, &clean);
+        let r = standby(&target, &clean).unwrap().poll().unwrap();
+        assert_eq!(r.to, f.to);
+        assert!(r.apply.is_some(), "the first poll of a process applies");
+        assert_eq!(
+            rows_as_promoted(&clean, &tmp.path().join("clean-open")),
+            expected
+        );
+        dir_records(&clean, start)
+    };
+    let segment = 128u64 << 10;
+    let mut seed = 0x5eed_u64;
+    for shape in 0..8 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let cut = f.from.0 + (seed >> 11) % (f.to.0 - f.from.0);
+        let dir = tmp.path().join(format!("cut-{shape}"));
+        copy_dir(&s, &dir);
+        let wal = dir.join("wal");
+        let name = |n: u64| wal.join(keel::wal::segment::segment_file_name(n));
+        let off = cut % segment;
+        {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(name(cut / segment))
+                .unwrap();
+            match shape % 2 {
+                0 => file
+                    .write_all_at(&vec![0; (segment - off) as usize], off)
+                    .unwrap(),
+                _ => file.write_all_at(&[0xA5; 7], off).unwrap(),
+            }
+        }
+        if shape % 2 == 0 {
+            for n in cut / segment + 1..=f.to.0 / segment {
+                let _ = std::fs::remove_file(name(n));
+            }
+        }
+        let r = standby(&target, &dir).unwrap().poll().unwrap();
+        assert_eq!(r.to, f.to, "shape {shape}, cut at {cut:#x}");
+        assert!(r.apply.is_some());
+        assert!(
+            dir_records(&dir, start) == reference,
+            "shape {shape}, cut at {cut:#x}: the log differs from the archive's"
+        );
+        assert_eq!(
+            rows_as_promoted(&dir, &tmp.path().join(format!("open-{shape}"))),
+            expected,
+            "shape {shape}"
+        );
+    }
+
+    // A store outage at each request of a new standby's setup and first
+    // poll: what it leaves is never opened for work, and a later run with
+    // the store back finishes it.
+    let inner = target.build_store().unwrap();
+    let through =
+        |store: &FaultStore| ArchiveTarget::new(StoreConfig::Custom(Arc::new(store.clone())), "db");
+    let counted = FaultStore::new(inner.clone());
+    standby(&through(&counted), &tmp.path().join("counted"))
+        .unwrap()
+        .poll()
+        .unwrap();
+    let st = counted.stats();
+    let requests = st.puts + st.gets + st.lists;
+    assert!(requests > 5, "{st:?}");
+    for k in 0..requests {
+        let store = FaultStore::new(inner.clone());
+        store.outage_after(k);
+        let dir = tmp.path().join(format!("outage-{k}"));
+        let err = standby(&through(&store), &dir).and_then(|mut s| s.poll().map(|_| ()));
+        assert!(err.is_err(), "outage after {k} requests");
+        if dir.exists() {
+            let refused = Database::open(&dir, config()).unwrap_err().to_string();
+            assert!(refused.contains("keel promote"), "{refused}");
+        }
+        let r = standby(&target, &dir).unwrap().poll().unwrap();
+        assert_eq!(r.to, f.to, "outage after {k}");
+        assert!(dir_records(&dir, start) == reference, "outage after {k}");
+    }
+}
