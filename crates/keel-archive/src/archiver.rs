@@ -315,8 +315,8 @@ impl Archiver {
         options.timeline = timeline;
         options.start_lsn = options.start_lsn.or(from);
         let remote = Remote::open(target, options.op_timeout)?;
-        remote.check_fence(options.timeline, db.database_id())?;
         let start = resume_point(&db, &remote, &options)?;
+        remote.check_fence(options.timeline, db.database_id())?;
         // A start that fails puts back the hold it found (one set at open
         // for an archive that lags), never lifts it: the log it keeps may
         // be all that is left of what the archive lacks.

@@ -171,3 +171,9 @@ fn a_credentials_file_must_be_owner_only() {
     let remote = Remote::open(&target, Duration::from_secs(5)).unwrap();
     assert!(remote.list_chunks(1).unwrap().is_empty());
 }
+
+#[test]
+fn a_standby_over_s3_follows_promotes_and_fences_the_old_primary() {
+    let server = Server::start();
+    common::standby::standby_follows_and_promotes(&server.target(SECRET_KEY, "standby"));
+}

@@ -87,3 +87,7 @@ against_the_server!(
     a_point_in_time_restore_starts_and_follows_a_timeline,
     restore_to_a_point_and_follow_the_timeline
 );
+against_the_server!(
+    a_standby_follows_promotes_and_fences_the_old_primary,
+    common::standby::standby_follows_and_promotes
+);
