@@ -627,6 +627,10 @@ fn open_and_archive(
 ) -> Result<(keel::RecoveryReport, Lsn)> {
     let mut config = config;
     config.wal.hold_at_open = true;
+    // The end-of-recovery checkpoint is in the log before the archiver
+    // waits for its durable end, so the new timeline's first chunk holds
+    // the undo and the checkpoint.
+    config.recovery_checkpoint = keel::RecoveryCheckpoint::BeforeOpenReturns;
     let db = Arc::new(Database::open(dir, config).map_err(engine)?);
     let recovery = db.recovery_report().clone();
     let archiver = Archiver::start(

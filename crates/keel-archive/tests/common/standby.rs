@@ -123,6 +123,13 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
     assert_eq!((report.parent, report.timeline), (1, 2));
     assert!(report.recovery.txns_undone >= 1, "{:?}", report.recovery);
     assert!(!s.join(keel::datadir::layout::STANDBY_FILE).exists());
+    let remote = keel_archive::Remote::open(target, Duration::from_secs(10)).unwrap();
+    let first = remote.list_chunks(2).unwrap();
+    assert_eq!(
+        first.first().map(|c| c.start),
+        Some(report.switch),
+        "the new timeline's log is archived from the switch"
+    );
     let mut expected = committed.clone();
     expected.sort();
     assert_eq!(rows(&s, "r"), expected);
