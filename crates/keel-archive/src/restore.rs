@@ -67,6 +67,11 @@
 //! A restore to the head (`End`) on a timeline starts none and records the
 //! timeline it restored.
 //!
+//! A standby's promotion ([`crate::standby`]) starts a timeline the same
+//! way (`start_timeline`, switch at the standby's log end) and also writes
+//! the fence of the timeline it followed ([`crate::fence`]); a restore
+//! writes no fence, so the primary it was restored from archives on.
+//!
 //! A timeline's **path** is its ancestry: timeline 1 alone, or its
 //! parent's path cut at the switch LSN, then its own chunks. A restore on
 //! timeline `n` reads the chunks of each timeline on the path up to the

@@ -39,7 +39,7 @@
 //! only redo may touch it ([`crate::standby::apply_log`]). An open for work
 //! would undo transactions that may still commit upstream and log records
 //! of its own at LSNs the primary's later log uses, so
-//! [`Adopt::ForWork`] refuses it, naming `keel promote`, which finishes the
+//! `Adopt::ForWork` refuses it, naming `keel promote`, which finishes the
 //! standby (a new timeline) and removes the file before it opens.
 
 use std::path::{Path, PathBuf};
