@@ -638,11 +638,22 @@ fn open_and_archive(
         target,
         ArchiverOptions {
             op_timeout,
+            // A promotion waits for its first log one request's limit, and
+            // no longer when the store is down: a later `keel promote`
+            // (or any archiver) archives it.
+            stop_timeout: op_timeout,
             ..ArchiverOptions::default()
         },
     )?;
-    archiver.wait_archived(db.durable_lsn(), op_timeout)?;
+    // Stopping flushes the durable log at once (no `max_delay` wait).
+    let durable = db.durable_lsn();
     let archived = archiver.stop()?;
+    if archived < durable {
+        return Err(standby_err(format!(
+            "the promoted database's log is archived to LSN {archived}, not to its durable end \
+             {durable}: run `keel promote` again once the store answers"
+        )));
+    }
     let db = Arc::try_unwrap(db).map_err(|_| {
         ArchiveError::Standby("the promoted database is still in use by the archiver".into())
     })?;

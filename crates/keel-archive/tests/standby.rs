@@ -166,3 +166,88 @@ fn a_standby_cut_off_or_power_cut_at_any_step_resumes_to_the_same_log_and_rows()
         assert!(dir_records(&dir, start) == reference, "outage after {k}");
     }
 }
+
+/// A store outage at each request of a promotion in turn: the promotion
+/// fails; what it leaves is a standby (refused for work) or a promoted
+/// directory; run again with the store back it finishes, with exactly the
+/// primary's rows, on the timeline the fence names.
+#[test]
+fn a_promotion_cut_off_at_any_request_finishes_when_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("archive");
+    let target = local(&archive);
+    let p = tmp.path().join("primary");
+    let db = open(&p);
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    workload(&db, rel, 2, 10, 0);
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    keel_archive::backup(&db, &archiver, &target, &options).unwrap();
+    workload(&db, rel, 3, 10, 2);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let expected = rows(&p, "r");
+    let s = tmp.path().join("standby");
+    standby(&target, &s).unwrap().poll().unwrap();
+
+    let faulty =
+        |store: &FaultStore| ArchiveTarget::new(StoreConfig::Custom(Arc::new(store.clone())), "db");
+    let copy = |k: &str| {
+        let (a, d) = (
+            tmp.path().join(format!("archive-{k}")),
+            tmp.path().join(format!("standby-{k}")),
+        );
+        copy_dir(&archive, &a);
+        copy_dir(&s, &d);
+        (a, d)
+    };
+    let (a, d) = copy("counted");
+    let counted = FaultStore::new(local(&a).build_store().unwrap());
+    standby(&faulty(&counted), &d).unwrap().promote().unwrap();
+    let st = counted.stats();
+    let requests = st.puts + st.gets + st.lists;
+    assert!(requests > 5, "{st:?}");
+    for k in 0..requests {
+        let (a, d) = copy(&k.to_string());
+        let store = FaultStore::new(local(&a).build_store().unwrap());
+        store.outage_after(k);
+        let t = faulty(&store);
+        // A short limit: with the store down, the promotion's archiver
+        // gives up on its first log after it.
+        let cut = Standby::open(&t, &d, None, config(), Duration::from_millis(300))
+            .and_then(|(s, _)| s.promote());
+        assert!(cut.is_err(), "outage after {k} requests");
+        let good = local(&a);
+        let marker = keel_archive::standby::read_marker(&d).unwrap();
+        let again = match marker {
+            Some(_) => {
+                let refused = Database::open(&d, config()).unwrap_err().to_string();
+                assert!(refused.contains("keel promote"), "{refused}");
+                standby(&good, &d).unwrap().promote().map(|_| ())
+            }
+            None => {
+                keel_archive::standby::finish_promotion(&good, &d, config(), Duration::from_secs(5))
+                    .map(|_| ())
+            }
+        };
+        if let Err(e) = again {
+            // The promotion's first log landed before the cut: the
+            // directory is a promoted database already.
+            assert!(e.to_string().contains("already archived"), "k {k}: {e}");
+        }
+        let remote = keel_archive::Remote::open(&good, Duration::from_secs(5)).unwrap();
+        let fence = remote.read_fence(1).unwrap().expect("a fence");
+        assert_eq!(
+            keel_archive::restore::recorded_timeline(&d).unwrap(),
+            Some(fence.successor),
+            "outage after {k}: the directory is on the fenced successor"
+        );
+        assert_eq!(rows(&d, "r"), expected, "outage after {k}");
+    }
+}
