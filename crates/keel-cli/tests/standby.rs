@@ -108,6 +108,8 @@ fn standby_follows_with_once_and_promote_fences_the_old_primary() {
             .is_some(),
         "the new timeline's first log is archived"
     );
+    let out = keel(&["archive", "verify", "--archive", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let promoted = Database::open(&s, Config::default()).unwrap();
     let rel = promoted.relation("r").unwrap().unwrap();
     assert_eq!(promoted.begin().unwrap().scan(rel).unwrap().count(), 30);
