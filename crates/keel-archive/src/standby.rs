@@ -65,6 +65,9 @@
 //!    restartpoint when the log holds a newer checkpoint) when records
 //!    were appended, and at the first poll of each process (a crash
 //!    between an append and its apply leaves log to apply).
+//! 5. Read the followed timeline's fence: once another standby promoted
+//!    it, the report says so (this standby follows a retired primary and
+//!    cannot be promoted itself).
 //!
 //! Every step is idempotent, so a SIGKILL or a power cut anywhere leaves a
 //! standby that the next poll brings to the same state.
@@ -204,6 +207,10 @@ pub struct PollReport {
     pub chunks: u64,
     /// The redo-only apply, when one ran.
     pub apply: Option<keel::standby::ApplyReport>,
+    /// The timeline the followed one was promoted to, when its fence
+    /// exists ([`crate::fence`]): another standby took over, and this one
+    /// follows a retired primary (set a new standby up on the successor).
+    pub promoted_to: Option<u32>,
 }
 
 impl std::fmt::Display for PollReport {
@@ -224,6 +231,13 @@ impl std::fmt::Display for PollReport {
             if let Some(r) = a.restartpoint {
                 write!(f, "; restartpoint at checkpoint {r}")?;
             }
+        }
+        if let Some(l) = self.promoted_to {
+            write!(
+                f,
+                "; the timeline followed was promoted to timeline {l:08X}: this standby follows \
+                 a retired primary"
+            )?;
         }
         Ok(())
     }
@@ -453,11 +467,16 @@ impl Standby {
         if to > from {
             self.applied = false;
         }
+        let promoted_to = self
+            .remote
+            .read_fence(self.marker.timeline)?
+            .map(|f| f.successor);
         Ok(PollReport {
             from,
             to,
             chunks: read,
             apply: None,
+            promoted_to,
         })
     }
 

@@ -104,6 +104,7 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
                 .collect::<Vec<_>>(),
             "round {round}: the standby's log is the primary's"
         );
+        assert_eq!(r.promoted_to, None);
         let again = standby.poll().unwrap();
         assert_eq!(
             (again.from, again.to, again.apply.is_none()),
@@ -158,6 +159,9 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
     }
     // The second standby of the same primary cannot become a primary too,
     // and stays a standby.
+    let r = other.poll().unwrap();
+    assert_eq!(r.promoted_to, Some(2));
+    assert!(r.to_string().contains("retired primary"), "{r}");
     let err = other.promote().unwrap_err().to_string();
     assert!(err.contains("already promoted to timeline 2"), "{err}");
     assert!(s2.join(keel::datadir::layout::STANDBY_FILE).exists());
