@@ -65,6 +65,11 @@
 //!    restartpoint when the log holds a newer checkpoint) when records
 //!    were appended, and at the first poll of each process (a crash
 //!    between an append and its apply leaves log to apply).
+//!    After a restartpoint, the segments wholly before the control file's
+//!    new scan start are removed (as a primary's checkpoint retires them):
+//!    no recovery, resume or promotion reads them again, and the archive
+//!    holds them. A crash before the removal leaves them for the next
+//!    restartpoint.
 //! 5. Read the followed timeline's fence: once another standby promoted
 //!    it, the report says so (this standby follows a retired primary and
 //!    cannot be promoted itself).
@@ -207,6 +212,9 @@ pub struct PollReport {
     pub chunks: u64,
     /// The redo-only apply, when one ran.
     pub apply: Option<keel::standby::ApplyReport>,
+    /// Segments removed after a restartpoint (wholly before the new scan
+    /// start).
+    pub retired: usize,
     /// The timeline the followed one was promoted to, when its fence
     /// exists ([`crate::fence`]): another standby took over, and this one
     /// follows a retired primary (set a new standby up on the successor).
@@ -230,6 +238,9 @@ impl std::fmt::Display for PollReport {
             write!(f, "; redo {} records", a.recovery.records_redone)?;
             if let Some(r) = a.restartpoint {
                 write!(f, "; restartpoint at checkpoint {r}")?;
+            }
+            if self.retired > 0 {
+                write!(f, "; {} old segments removed", self.retired)?;
             }
         }
         if let Some(l) = self.promoted_to {
@@ -393,11 +404,42 @@ impl Standby {
     pub fn poll(&mut self) -> Result<PollReport> {
         let mut report = self.fetch()?;
         if report.to > report.from || !self.applied {
-            report.apply =
-                Some(keel::standby::apply_log(&self.dir, self.config.clone()).map_err(engine)?);
+            let apply = keel::standby::apply_log(&self.dir, self.config.clone()).map_err(engine)?;
             self.applied = true;
+            if apply.restartpoint.is_some() {
+                report.retired = self.retire_before_restartpoint()?;
+            }
+            report.apply = Some(apply);
         }
         Ok(report)
+    }
+
+    /// Step 4's retirement: removes the segments wholly before the control
+    /// file's scan start (module essay). Returns how many.
+    fn retire_before_restartpoint(&self) -> Result<usize> {
+        let scan_start = read_control(&self.dir)?.scan_start();
+        let io = keel_io::open_backend(&keel_io::IoConfig::default())
+            .map_err(|e| standby_err(format!("cannot start the I/O backend: {e}")))?;
+        let sdir = keel::wal::segment::SegmentDir::existing(io, &self.dir.join(WAL_DIR))
+            .map_err(engine)?;
+        let present = sdir.list().map_err(engine)?;
+        let Some(size) = present
+            .iter()
+            .rev()
+            .find_map(|&n| sdir.read_header(n).ok())
+            .map(|h| u64::from(h.segment_size))
+        else {
+            return Ok(0);
+        };
+        let keep_from = scan_start.0 / size;
+        let old: Vec<u64> = present.into_iter().filter(|&n| n < keep_from).collect();
+        for &n in &old {
+            sdir.remove(n).map_err(engine)?;
+        }
+        if !old.is_empty() {
+            sdir.sync().map_err(engine)?;
+        }
+        Ok(old.len())
     }
 
     /// A poll's steps 1–3 alone: the log caught up with the archive and
@@ -476,6 +518,7 @@ impl Standby {
             to,
             chunks: read,
             apply: None,
+            retired: 0,
             promoted_to,
         })
     }

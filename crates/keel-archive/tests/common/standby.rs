@@ -112,6 +112,26 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
         );
     }
     assert!(restartpoints >= 1, "the checkpoint became a restartpoint");
+    // The segments before the restartpoint are gone; the rest remain.
+    let scan_start = keel::recovery::Control::decode(
+        &std::fs::read(s.join("control")).unwrap(),
+        &s.join("control"),
+    )
+    .unwrap()
+    .scan_start();
+    let oldest = std::fs::read_dir(s.join("wal"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            u64::from_str_radix(name.strip_suffix(".wal")?, 16).ok()
+        })
+        .min()
+        .unwrap();
+    assert_eq!(
+        oldest,
+        scan_start.0 / (128 << 10),
+        "segments before the restartpoint removed"
+    );
     // A transaction open at the promotion, its insert archived.
     let mut loser = db.begin().unwrap();
     loser.insert(rel, b"never committed").unwrap();
