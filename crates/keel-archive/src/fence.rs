@@ -35,7 +35,9 @@
 //! `object_store` 0.12's `LocalFileSystem` (`file://` targets) answers
 //! `PutMode::Update` with `NotImplemented`, and the in-process `s3s-fs`
 //! server of the default tests checks `If-Match` and then writes, not as
-//! one step. Create-only puts (`If-None-Match: *`, or a no-replace link on
+//! one step. SeaweedFS (4.48, the tests' real server) does answer a wrong
+//! `If-Match` with 412, so only the local directory lacks it outright, but
+//! one rule must hold on every target. Create-only puts (`If-None-Match: *`, or a no-replace link on
 //! a local directory) are what every backend already honours for chunks,
 //! and a fence per promoted timeline needs nothing else: a timeline is
 //! promoted at most once, so its fence is written once and never updated.
