@@ -129,3 +129,104 @@ fn standby_follows_with_once_and_promote_fences_the_old_primary() {
     );
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 }
+
+/// `keel standby` killed with SIGKILL at several moments (its setup, its
+/// appends, its applies): the next `keel standby --once` resumes it, and
+/// its promotion holds every row.
+#[test]
+fn a_standby_killed_at_random_moments_resumes_and_promotes_to_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, archive, s) = (
+        tmp.path().join("data"),
+        tmp.path().join("archive"),
+        tmp.path().join("standby"),
+    );
+    std::fs::create_dir_all(&archive).unwrap();
+    let mut config = Config::default();
+    config.wal.segment_size_bytes = 256 << 10;
+    config.wal.max_batch_bytes = 64 << 10;
+    let db = Database::open(&data, config.clone()).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let rows = |db: &Database, from: u32, to: u32| {
+        for t in from..to {
+            let mut tx = db.begin().unwrap();
+            for r in 0..20u32 {
+                tx.insert(
+                    rel,
+                    &[(t * 20 + r).to_le_bytes().as_slice(), &[7; 300]].concat(),
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+    };
+    rows(&db, 0, 20);
+    db.close().unwrap();
+    let (data_s, s_s, url) = (
+        data.display().to_string(),
+        s.display().to_string(),
+        url(&archive),
+    );
+    let out = keel(&["backup", "--dir", &data_s, "--archive", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let target = ArchiveTarget::new(StoreConfig::Local(archive.clone()), "");
+    let db = Arc::new(Database::open(&data, config).unwrap());
+    let archiver = Archiver::start(db.clone(), &target, Default::default()).unwrap();
+    for batch in 0..6 {
+        rows(&db, 20 + batch * 40, 60 + batch * 40);
+        db.checkpoint().unwrap();
+    }
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    // Kills land at fractions of what a whole setup and first poll take.
+    let probe = tmp.path().join("probe").display().to_string();
+    let started = std::time::Instant::now();
+    let out = keel(&["standby", "--archive", &url, "--dir", &probe, "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let whole_ms = started.elapsed().as_millis() as u64;
+    for (i, percent) in [20u64, 50, 80, 40, 95].into_iter().enumerate() {
+        let after_ms = whole_ms * percent / 100;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args([
+                "standby",
+                "--archive",
+                &url,
+                "--dir",
+                &s_s,
+                "--poll",
+                "10ms",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.code().is_none(),
+            "kill {i}: exited by itself: {}",
+            text(&out.stderr)
+        );
+        if s.join(keel::datadir::layout::STANDBY_FILE).exists() {
+            let err = Database::open(&s, Config::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("keel promote"), "kill {i}: {err}");
+        }
+    }
+    let out = keel(&["standby", "--archive", &url, "--dir", &s_s, "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = keel(&["promote", "--dir", &s_s, "--archive", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let promoted = Database::open(&s, Config::default()).unwrap();
+    let rel = promoted.relation("r").unwrap().unwrap();
+    assert_eq!(
+        promoted.begin().unwrap().scan(rel).unwrap().count(),
+        260 * 20
+    );
+    promoted.close().unwrap();
+}
