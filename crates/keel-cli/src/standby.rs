@@ -14,7 +14,10 @@
 //! - `keel promote --dir D --archive URL`: a final catch-up, a new
 //!   timeline, the fence that stops the old primary's archiver, the marker
 //!   removed, and an open that undoes the transactions left open; the new
-//!   timeline's first log is archived before it returns.
+//!   timeline's first log is archived before it returns. One process uses
+//!   a standby at a time (a lock on its marker file): stop `keel standby`
+//!   before promoting. Run again after a failure, it goes on where the
+//!   failed one stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
