@@ -25,7 +25,10 @@
 //!    record was seen durable `max_delay` ago or more (a commit, or any
 //!    other record: a checkpoint's records matter to a restore too, and
 //!    `wait_archived(durable_lsn)` must finish), and on stop.
-//! 4. **Upload** create-only ([`Remote::put_create`]). A transient failure
+//! 4. **Upload** create-only ([`Remote::put_create`]), after reading the
+//!    timeline's fence ([`crate::fence`]): once a standby of this timeline
+//!    was promoted, the archiver stops with `ArchiveError::Fenced` (it also
+//!    refuses to start). A transient failure
 //!    (unreachable, timed out) is retried with backoff, forever while
 //!    running and until `stop_timeout` after a stop; the chunk's bytes do
 //!    not change between tries, so a try that landed but was reported as
@@ -349,6 +352,7 @@ impl Archiver {
         options.start_lsn = options.start_lsn.or(from);
         let remote = Remote::open(target, options.op_timeout)?;
         let start = resume_point(&db, &remote, &options)?;
+        remote.check_fence(options.timeline, db.database_id())?;
         // A start that fails puts back the hold it found (one set at open
         // for an archive that lags), never lifts it: the log it keeps may
         // be all that is left of what the archive lacks.
@@ -777,7 +781,14 @@ impl Worker {
     fn put_with_retry(&mut self, path: &object_store::path::Path, bytes: &[u8]) -> Result<Put> {
         let mut backoff = self.options.poll_interval;
         loop {
-            match self.remote.put_create(path, bytes) {
+            // Fenced (crate::fence, rule 1): read before every try, so an
+            // archiver whose timeline was promoted away uploads nothing
+            // more once the fence is visible.
+            let put = self
+                .remote
+                .check_fence(self.options.timeline, self.db.database_id())
+                .and_then(|()| self.remote.put_create(path, bytes));
+            match put {
                 Ok(put) => return Ok(put),
                 Err(e) if e.is_transient() && !self.past_stop_deadline() => {
                     self.shared.update(|st| {

@@ -182,6 +182,28 @@ pub enum ArchiveError {
         /// Where the log stops or breaks.
         reason: String,
     },
+    /// A standby or a promotion cannot go on (a directory that is not a
+    /// standby, another timeline, a promotion already made); the reason
+    /// says which.
+    #[error("standby: {0}")]
+    Standby(String),
+    /// The archiver's timeline was promoted away: a standby that followed
+    /// it became a primary on `successor`, so this database is no longer
+    /// the primary and archiving stopped (nothing was overwritten).
+    #[error(
+        "{object}: timeline {timeline} was promoted to timeline {successor} at LSN {switch} \
+         (a standby took over as primary): this database is fenced off, archiving stopped"
+    )]
+    Fenced {
+        /// The fence object.
+        object: String,
+        /// The timeline fenced off (the archiver's).
+        timeline: u32,
+        /// The promoted standby's timeline.
+        successor: u32,
+        /// Where the promoted standby's timeline branched.
+        switch: Lsn,
+    },
     /// A restore cannot go on (no backup, an archive that ends too early, a
     /// target directory in use); the reason says which.
     #[error("restore: {0}")]

@@ -32,6 +32,10 @@
 //!   their CRC32C, in bounded memory.
 //! - [`verify`]: reading a timeline back, chunk by chunk, checking
 //!   continuity.
+//! - [`standby`](mod@standby): a warm standby that follows the archive
+//!   (redo only, restartpoints) and its promotion to a primary.
+//! - [`fence`]: the object a promotion writes so the old primary's
+//!   archiver stops.
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
 //! - `fuzz_targets` (feature `fuzz-targets`): the chunk decoder's fuzz
 //!   target body, for `fuzz/` and the corpus replay test.
@@ -50,10 +54,12 @@ pub mod compact;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod fence;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
 pub mod read;
 pub mod restore;
+pub mod standby;
 pub mod status;
 pub mod store;
 pub mod stream;

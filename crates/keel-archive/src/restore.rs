@@ -67,6 +67,11 @@
 //! A restore to the head (`End`) on a timeline starts none and records the
 //! timeline it restored.
 //!
+//! A standby's promotion ([`crate::standby`]) starts a timeline the same
+//! way (`start_timeline`, switch at the standby's log end) and also writes
+//! the fence of the timeline it followed ([`crate::fence`]); a restore
+//! writes no fence, so the primary it was restored from archives on.
+//!
 //! A timeline's **path** is its ancestry: timeline 1 alone, or its
 //! parent's path cut at the switch LSN, then its own chunks. A restore on
 //! timeline `n` reads the chunks of each timeline on the path up to the
@@ -473,13 +478,16 @@ fn read_timeline_file(dir: &Path) -> Result<Option<Recorded>> {
 
 /// One chunk on a timeline's path, with the part of it that belongs to the
 /// path (records ending at or before `to`).
-struct PathChunk {
-    object: ChunkObject,
-    to: Option<Lsn>,
+pub(crate) struct PathChunk {
+    pub(crate) object: ChunkObject,
+    pub(crate) to: Option<Lsn>,
 }
 
 /// The chunks of a path, in LSN order.
-fn path_chunks(remote: &Remote, path: &[(u32, Lsn, Option<Lsn>)]) -> Result<Vec<PathChunk>> {
+pub(crate) fn path_chunks(
+    remote: &Remote,
+    path: &[(u32, Lsn, Option<Lsn>)],
+) -> Result<Vec<PathChunk>> {
     let mut out = Vec::new();
     for &(t, from, to) in path {
         for object in remote.list_chunks(t)? {
@@ -492,14 +500,14 @@ fn path_chunks(remote: &Remote, path: &[(u32, Lsn, Option<Lsn>)]) -> Result<Vec<
     Ok(out)
 }
 
-fn end_of(h: &keel::wal::RecordHeader) -> Lsn {
+pub(crate) fn end_of(h: &keel::wal::RecordHeader) -> Lsn {
     Lsn(h.lsn.0 + u64::from(h.total_len))
 }
 
 /// Reads the path's chunks from the one holding `from`, verified and
 /// chained, handing each to `visit` with the LSN where its part of the
 /// path ends; `visit` returns false to stop.
-fn walk(
+pub(crate) fn walk(
     remote: &Remote,
     chunks: &[PathChunk],
     database_id: u64,
@@ -544,7 +552,7 @@ fn walk(
 
 /// The end of the path's log: its last chunk's end, cut at that
 /// timeline's part of the path.
-fn path_head(remote: &Remote, chunks: &[PathChunk], database_id: u64) -> Result<Lsn> {
+pub(crate) fn path_head(remote: &Remote, chunks: &[PathChunk], database_id: u64) -> Result<Lsn> {
     let Some(last) = chunks.last() else {
         return Ok(Lsn::ZERO);
     };
@@ -741,7 +749,7 @@ pub fn restore(
     let history = match stop < head {
         true => Some(start_timeline(
             &remote,
-            &manifest,
+            manifest.database_id,
             timeline,
             stop,
             restore_target,
@@ -804,9 +812,9 @@ fn before_consistency(target: RestoreTarget, stop: Lsn, oldest: &Manifest) -> Ar
 }
 
 /// Uploads the history object of the next unused timeline.
-fn start_timeline(
+pub(crate) fn start_timeline(
     remote: &Remote,
-    m: &Manifest,
+    database_id: u64,
     parent: u32,
     switch: Lsn,
     target: RestoreTarget,
@@ -822,7 +830,7 @@ fn start_timeline(
         .ok_or_else(|| ArchiveError::Restore("every timeline number is used".into()))?;
     let created_us = now_us();
     let history = History {
-        database_id: m.database_id,
+        database_id,
         timeline,
         parent,
         switch,
@@ -862,7 +870,7 @@ fn refuse_non_empty(dir: &Path) -> Result<()> {
     }
 }
 
-fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
+pub(crate) fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
     let dir = dir.to_path_buf();
     let what = what.to_string();
     move |e| ArchiveError::Restore(format!("{what} {}: {e}", dir.display()))
@@ -872,7 +880,12 @@ fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
 /// first, as [`RESTORING_CONTROL`], so a restore killed at any later moment
 /// leaves a directory an open refuses, never one it would take for a new,
 /// empty database (the relation folder alone).
-fn download_files(remote: &Remote, entry: &BackupEntry, m: &Manifest, dir: &Path) -> Result<u64> {
+pub(crate) fn download_files(
+    remote: &Remote,
+    entry: &BackupEntry,
+    m: &Manifest,
+    dir: &Path,
+) -> Result<u64> {
     let rel = dir.join(keel::datadir::layout::REL_DIR);
     std::fs::create_dir_all(dir).map_err(local(dir, "cannot create"))?;
     let base = backup_folder(entry);
@@ -942,7 +955,7 @@ fn create_new(path: &Path) -> Result<std::fs::File> {
         .map_err(local(path, "cannot create"))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = create_new(path)?;
     f.write_all(bytes).map_err(local(path, "cannot write"))?;
@@ -950,7 +963,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Step 5: the log from the backup's start to `stop`.
-fn write_log(
+pub(crate) fn write_log(
     remote: &Remote,
     m: &Manifest,
     chunks: &[PathChunk],

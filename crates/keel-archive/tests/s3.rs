@@ -189,3 +189,9 @@ fn cleanup_over_s3_removes_only_incomplete_backups() {
     let server = Server::start();
     cleanup_removes_only_incomplete_backups(&server.target(SECRET_KEY, "cleanup"));
 }
+
+#[test]
+fn a_standby_over_s3_follows_promotes_and_fences_the_old_primary() {
+    let server = Server::start();
+    common::standby::standby_follows_and_promotes(&server.target(SECRET_KEY, "standby"));
+}

@@ -96,3 +96,7 @@ against_the_server!(
     cleanup_removes_only_folders_without_a_manifest,
     cleanup_removes_only_incomplete_backups
 );
+against_the_server!(
+    a_standby_follows_promotes_and_fences_the_old_primary,
+    common::standby::standby_follows_and_promotes
+);

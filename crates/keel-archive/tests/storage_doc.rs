@@ -82,3 +82,43 @@ fn group(n: u64) -> String {
     }
     out
 }
+
+/// The first word of each line of the last ```text block under `### {section}`.
+fn text_block_keys(section: &str) -> Vec<String> {
+    let heading = format!("### {section}\n");
+    let start = DOC.find(&heading).unwrap();
+    let body = &DOC[start + heading.len()..];
+    let body = &body[..body.find("\n### ").unwrap_or(body.len())];
+    let block = body.rsplit("```text\n").next().unwrap();
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn fence_and_standby_marker_formats_match_the_code() {
+    let fence = keel_archive::fence::Fence {
+        database_id: 1,
+        timeline: 1,
+        successor: 2,
+        switch: keel::types::Lsn(0x34567),
+        standby_id: 7,
+        created_us: 1,
+    };
+    let encoded = String::from_utf8(fence.encode()).unwrap();
+    let keys: Vec<String> = encoded
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(text_block_keys("Fences"), keys, "docs/storage.md, Fences");
+    let marker = text_block_keys("Warm standby");
+    assert_eq!(
+        marker,
+        ["D/standby", "keel-standby", "timeline", "id"],
+        "docs/storage.md, Warm standby"
+    );
+    assert_eq!(keel_archive::standby::STANDBY_MAGIC, "keel-standby");
+    assert_eq!(keel::datadir::layout::STANDBY_FILE, "standby");
+}

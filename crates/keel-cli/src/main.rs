@@ -16,6 +16,7 @@ mod docs;
 mod inspect;
 mod shell;
 mod space;
+mod standby;
 mod stats;
 
 use std::process::ExitCode;
@@ -70,6 +71,12 @@ enum Command {
     /// the archive's end or to --time (Unix seconds), --lsn or --txn; a
     /// point before the end starts a new timeline.
     Restore(archive::RestoreArgs),
+    /// Follow a WAL archive as a warm standby: lay down the newest backup
+    /// in a new directory, then apply new log every --poll (redo only).
+    Standby(standby::StandbyArgs),
+    /// Make a standby the primary: final catch-up, a new timeline, the old
+    /// primary's archiver fenced, open transactions undone.
+    Promote(standby::PromoteArgs),
     /// The WAL archive in object storage: list its timelines and backups,
     /// verify it.
     #[command(subcommand)]
@@ -113,6 +120,8 @@ fn main() -> ExitCode {
         Command::Archive(cmd) => archive::run(cmd),
         Command::Backup(args) => archive::backup(args),
         Command::Restore(args) => archive::restore(args),
+        Command::Standby(args) => standby::standby(args),
+        Command::Promote(args) => standby::promote(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

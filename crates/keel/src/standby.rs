@@ -34,8 +34,14 @@
 //! after it, so it is repaired exactly as the primary's own pages would be
 //! after a crash (a full image follows each checkpoint, invariant 5).
 //!
-//! Promotion is an ordinary `Database::open` of the directory: redo from
-//! the restartpoint, undo of the losers, the end-of-recovery checkpoint.
+//! A standby directory holds the marker file
+//! [`STANDBY_FILE`](crate::datadir::layout::STANDBY_FILE), which this
+//! apply accepts and `Database::open` refuses, naming `keel promote`
+//! (module docs of [`crate::datadir::layout`]). Promotion (crate
+//! `keel-archive`, module `standby`) starts a new timeline, removes the
+//! marker and then is an ordinary `Database::open` of the directory: redo
+//! from the restartpoint, undo of the losers, the end-of-recovery
+//! checkpoint.
 
 use std::path::Path;
 

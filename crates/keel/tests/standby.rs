@@ -163,3 +163,23 @@ fn a_standby_without_a_control_file_is_refused() {
     let err = apply_log(tmp.path(), config()).unwrap_err();
     assert!(err.to_string().contains("has no control file"), "{err}");
 }
+
+#[test]
+fn a_directory_marked_standby_is_never_opened_for_work_but_applies_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = (tmp.path().join("primary"), tmp.path().join("standby"));
+    let db = Database::open(&p, config()).unwrap();
+    db.create_relation("r").unwrap();
+    insert(&db, &row(1));
+    db.close().unwrap();
+    copy_dir(&p, &s);
+    std::fs::write(s.join(keel::datadir::layout::STANDBY_FILE), b"").unwrap();
+    let err = Database::open(&s, config()).unwrap_err().to_string();
+    assert!(
+        err.contains("warm standby") && err.contains("keel promote"),
+        "{err}"
+    );
+    apply_log(&s, config()).unwrap();
+    std::fs::remove_file(s.join(keel::datadir::layout::STANDBY_FILE)).unwrap();
+    assert_eq!(rows(&s), vec![row(1)]);
+}

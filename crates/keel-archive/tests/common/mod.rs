@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
+pub mod standby;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -10,6 +10,7 @@
 //! <dir>/rel/<n>.heap    relation n's pages
 //! <dir>/rel/<n>.fsm     relation n's saved free space map
 //! <dir>/rel/<n>.fsm.tmp a map being saved (renamed over <n>.fsm)
+//! <dir>/standby         present while the directory is a warm standby
 //! ```
 //!
 //! `<n>` is the relation id in decimal without leading zeros. Every name
@@ -30,6 +31,16 @@
 //! file (`LOCK`, `wal/`, `rel/`, `control.tmp`: a create that crashed).
 //! Anything else is refused naming the first entry that does not belong,
 //! and nothing in it is touched (not even `LOCK` is created).
+//!
+//! # A standby is never opened for work
+//!
+//! A directory holding [`STANDBY_FILE`] is a warm standby (crate
+//! `keel-archive`): its log is the primary's, copied from the archive, and
+//! only redo may touch it ([`crate::standby::apply_log`]). An open for work
+//! would undo transactions that may still commit upstream and log records
+//! of its own at LSNs the primary's later log uses, so
+//! `Adopt::ForWork` refuses it, naming `keel promote`, which finishes the
+//! standby (a new timeline) and removes the file before it opens.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +61,10 @@ pub const CONTROL_TMP_FILE: &str = "control.tmp";
 /// complete: a directory holding it and no control file is an unfinished
 /// restore, which an open refuses.
 pub const RESTORING_CONTROL_FILE: &str = "control.restoring";
+/// Present while the directory is a warm standby (module docs); its
+/// contents belong to crate `keel-archive` (docs/storage.md, "Warm
+/// standby").
+pub const STANDBY_FILE: &str = "standby";
 /// The directory of log segments.
 pub const WAL_DIR: &str = "wal";
 /// The directory of relation files.
@@ -163,9 +178,18 @@ const BEFORE_CONTROL: [(&str, bool); 4] = [
     (CONTROL_TMP_FILE, false),
 ];
 
+/// What an open of a directory is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Adopt {
+    /// `Database::open`: a standby is refused (module docs).
+    ForWork,
+    /// A standby's redo ([`crate::standby`]).
+    ForRedo,
+}
+
 /// Refuses to open `dir` unless it is absent, empty, or a Keel data
-/// directory (module docs).
-pub(crate) fn check_adoptable(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
+/// directory, and, for work, not a standby (module docs).
+pub(crate) fn check_adoptable(io: &Arc<dyn AsyncIo>, dir: &Path, why: Adopt) -> Result<()> {
     let Ok(entries) = io.read_dir(dir).wait() else {
         // Absent (created by the caller) or unreadable (the caller's own
         // attempt to use it reports why).
@@ -178,6 +202,16 @@ pub(crate) fn check_adoptable(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
         ))
         .into())
     };
+    if why == Adopt::ForWork && entries.iter().any(|e| e.name == STANDBY_FILE) {
+        return Err(DbError::Config(format!(
+            "{} is a warm standby ({STANDBY_FILE} file): it only applies the primary's archived \
+             log and is never opened for work; run `keel promote --dir {} --archive URL` to make \
+             it a primary",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
     if let Some(control) = entries.iter().find(|e| e.name == CONTROL_FILE) {
         if control.is_dir {
             return refuse("`control` is a directory, not a control file".into());

@@ -37,7 +37,7 @@ use crate::{Config, RecoveryCheckpoint};
 /// to write, and it must mark the control file unclean before any work
 /// starts.
 pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<(Engine, bool)> {
-    super::layout::check_adoptable(&io, dir)?;
+    super::layout::check_adoptable(&io, dir, super::layout::Adopt::ForWork)?;
     ensure_dir(&io, dir)?;
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
@@ -364,7 +364,7 @@ pub(crate) fn apply_redo_only(
     config: &Config,
     io: Arc<dyn AsyncIo>,
 ) -> Result<crate::standby::ApplyReport> {
-    super::layout::check_adoptable(&io, dir)?;
+    super::layout::check_adoptable(&io, dir, super::layout::Adopt::ForRedo)?;
     let dir_lock = lock_dir(dir)?;
     let Some(control) = read_control(&io, dir)? else {
         return Err(DbError::Config(format!(

@@ -21,6 +21,30 @@
 //! - Each segment file is written whole (segment size, header and all),
 //!   synced, and the directory synced at [`LogImport::finish`]. The
 //!   directory must hold no segment yet: an import never replaces a log.
+//!
+//! ## Continuing an imported log ([`LogImport::resume`])
+//!
+//! A standby appends the archive's new records to the log it imported
+//! earlier. Its end is found again from a known record boundary `from`
+//! (the control file's scan start: durable, and a record's start) by
+//! reading the records from there with the engine's reader up to the
+//! first invalid one ([`RecoveryMode::SalvageToFirstError`], which stops
+//! there instead of failing). Every byte past that end came from the
+//! archive and is never more than a copy of it, so a crash in the middle
+//! of an append, which leaves any mix of old, new and torn bytes past the
+//! last synced record, is repaired by writing the archive's records there
+//! again.
+//!
+//! - The segment holding the end, when its file has this log's header, is
+//!   written from the first appended byte on (at that offset, then
+//!   synced), never before it: the records already there stay untouched.
+//! - Every later segment is written whole, header and all, whether or not
+//!   a file of that number exists: a file past the end holds nothing of
+//!   the log (an open prepares the next segment ahead of the writer, full
+//!   of zeroes; an append cut short leaves a partial copy), so replacing
+//!   it loses nothing.
+//! - Each write is followed by one `fdatasync`; a failed sync is an error
+//!   (invariant 7), never retried.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,11 +52,12 @@ use std::sync::Arc;
 use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 
 use crate::types::Lsn;
-use crate::wal::WalError;
+use crate::wal::reader::WalReader;
 use crate::wal::record::{self, RECORD_HEADER_SIZE, RecordMeta, RecordType};
 use crate::wal::segment::{
     Geometry, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SegmentDir, SegmentHeader,
 };
+use crate::wal::{RecoveryMode, WalError};
 
 /// A log being written from shipped records (module essay).
 pub struct LogImport {
@@ -40,10 +65,22 @@ pub struct LogImport {
     dir: SegmentDir,
     template: SegmentHeader,
     geometry: Geometry,
-    /// The segment being filled and its bytes.
-    current: Option<(u64, Vec<u8>)>,
+    /// The segment being filled.
+    current: Option<Filling>,
     /// One past the last record pushed (`None` before the first push).
     end: Option<Lsn>,
+    /// For a resumed log: the segment holding the end it was resumed at,
+    /// and whether its file has this log's header (then it is written
+    /// from the end on, never whole).
+    resumed: Option<(u64, bool)>,
+}
+
+/// A segment being filled: its number, its bytes, and the first byte to
+/// write (0: the whole file).
+struct Filling {
+    n: u64,
+    buf: Vec<u8>,
+    write_from: usize,
 }
 
 impl std::fmt::Debug for LogImport {
@@ -101,7 +138,83 @@ impl LogImport {
             },
             current: None,
             end: None,
+            resumed: None,
         })
+    }
+
+    /// Continues the imported log in `dir` of database `database_id` at its
+    /// end, found by reading its records from `from`, a record boundary
+    /// whose log is durable (module essay, "Continuing an imported log").
+    pub fn resume(
+        io: Arc<dyn AsyncIo>,
+        dir: &Path,
+        database_id: u64,
+        from: Lsn,
+    ) -> Result<LogImport, WalError> {
+        let sdir = Arc::new(SegmentDir::existing(io.clone(), dir)?);
+        let present = sdir.list()?;
+        let template = present
+            .iter()
+            .rev()
+            .find_map(|&n| sdir.read_header(n).ok())
+            .ok_or_else(|| WalError::BadSegment {
+                segment: present.first().copied().unwrap_or(0),
+                path: dir.to_path_buf(),
+                reason: "no segment of the imported log has a valid header".into(),
+            })?;
+        if template.database_id != database_id {
+            return Err(WalError::BadSegment {
+                segment: template.segment_no,
+                path: sdir.segment_path(template.segment_no),
+                reason: format!(
+                    "the log belongs to database {:#x}, not {database_id:#x}",
+                    template.database_id
+                ),
+            });
+        }
+        let geometry = Geometry {
+            segment_size: u64::from(template.segment_size),
+        };
+        let mut reader = WalReader::new(
+            io.clone(),
+            sdir.clone(),
+            geometry,
+            database_id,
+            RecoveryMode::SalvageToFirstError,
+            from,
+        )?;
+        for record in reader.by_ref() {
+            record?;
+        }
+        let end = reader.end().unwrap_or(geometry.record_position(from));
+        let end_seg = geometry.segment_of(end);
+        let partial = present.contains(&end_seg)
+            && sdir
+                .read_header(end_seg)
+                .is_ok_and(|h| h.same_log(&template));
+        drop(reader);
+        let sdir = Arc::try_unwrap(sdir).map_err(|_| WalError::BadSegment {
+            segment: end_seg,
+            path: dir.to_path_buf(),
+            reason: "the log's reader is still open".into(),
+        })?;
+        Ok(LogImport {
+            io,
+            dir: sdir,
+            template: SegmentHeader {
+                segment_no: 0,
+                ..template
+            },
+            geometry,
+            current: None,
+            end: Some(end),
+            resumed: Some((end_seg, partial)),
+        })
+    }
+
+    /// The database the log belongs to.
+    pub fn database_id(&self) -> u64 {
+        self.template.database_id
     }
 
     /// One past the last record pushed, if any was.
@@ -151,28 +264,58 @@ impl LogImport {
                 ));
             }
         }
-        if self.current.as_ref().is_some_and(|(n, _)| *n != seg) {
+        // A resumed log whose end lies inside an earlier segment that
+        // nothing was pushed into yet: that segment's tail is padded
+        // first, as when it was being filled.
+        if self.current.is_none()
+            && let Some(end) = self.end
+            && self.geometry.segment_of(end) < seg
+            && self.geometry.offset_in_segment(end) != 0
+        {
+            let n = self.geometry.segment_of(end);
+            let at = self.geometry.offset_in_segment(end) as usize;
+            self.current = Some(self.filling(n, at));
+        }
+        if self.current.as_ref().is_some_and(|c| c.n != seg) {
             self.close_segment()?;
         }
-        let (_, buf) = self.current.get_or_insert_with(|| {
-            let mut buf = vec![0u8; self.geometry.segment_size as usize];
-            let header = SegmentHeader {
-                segment_no: seg,
-                ..self.template
-            }
-            .encode();
-            buf[..header.len()].copy_from_slice(&header);
-            (seg, buf)
-        });
-        buf[off..off + bytes.len()].copy_from_slice(bytes);
+        if self.current.is_none() {
+            self.current = Some(self.filling(seg, off));
+        }
+        if let Some(filling) = self.current.as_mut() {
+            filling.buf[off..off + bytes.len()].copy_from_slice(bytes);
+        }
         self.end = Some(Lsn(first.0 + bytes.len() as u64));
         Ok(())
+    }
+
+    /// A new buffer for segment `n`, whose first byte to push is at `off`:
+    /// written from there when it is the resumed end's segment and its
+    /// file has this log's header, else whole (module essay).
+    fn filling(&self, n: u64, off: usize) -> Filling {
+        let write_from = match self.resumed {
+            Some((r, true)) if r == n => off,
+            _ => 0,
+        };
+        let mut buf = vec![0u8; self.geometry.segment_size as usize];
+        let header = SegmentHeader {
+            segment_no: n,
+            ..self.template
+        }
+        .encode();
+        buf[..header.len()].copy_from_slice(&header);
+        Filling { n, buf, write_from }
     }
 
     /// Pads the current segment's tail (when a later segment follows) and
     /// writes it.
     fn close_segment(&mut self) -> Result<(), WalError> {
-        let Some((n, mut buf)) = self.current.take() else {
+        let Some(Filling {
+            n,
+            mut buf,
+            write_from,
+        }) = self.current.take()
+        else {
             return Ok(());
         };
         if let Some(end) = self.end
@@ -186,10 +329,15 @@ impl LogImport {
                 buf[off..].copy_from_slice(&pad);
             }
         }
-        self.write_segment(n, buf)
+        self.write_segment(n, buf, write_from)
     }
 
-    fn write_segment(&self, n: u64, buf: Vec<u8>) -> Result<(), WalError> {
+    /// Writes `buf[from..]` at offset `from` of segment `n` (the whole file
+    /// when `from` is 0) and syncs it.
+    fn write_segment(&self, n: u64, mut buf: Vec<u8>, from: usize) -> Result<(), WalError> {
+        if from > 0 {
+            buf.drain(..from);
+        }
         let path: PathBuf = self.dir.segment_path(n);
         let opts = OpenOptions::read_write_create(FileClass::Wal);
         let fh = self
@@ -199,7 +347,7 @@ impl LogImport {
             .map_err(WalError::io("create an imported segment"))?;
         let result = self
             .io
-            .write_at(fh, 0, IoBuf::from(buf))
+            .write_at(fh, from as u64, IoBuf::from(buf))
             .wait()
             .map_err(WalError::io("write an imported segment"))
             .and_then(|_| {
@@ -216,8 +364,8 @@ impl LogImport {
     /// syncs the directory, and returns the log's end (`None`: nothing was
     /// pushed and nothing written).
     pub fn finish(mut self) -> Result<Option<Lsn>, WalError> {
-        if let Some((n, buf)) = self.current.take() {
-            self.write_segment(n, buf)?;
+        if let Some(f) = self.current.take() {
+            self.write_segment(f.n, f.buf, f.write_from)?;
         }
         self.io
             .sync_dir(self.dir.path())
