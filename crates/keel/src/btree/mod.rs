@@ -93,6 +93,14 @@
 //! under the leaf's latch; when one would wait, the latch is released,
 //! the lock waited for, and the operation starts again from the root.
 //!
+//! A read-only transaction that has made
+//! [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) gets in a tree
+//! tries, never waiting, to lock the whole tree S (granted only while no
+//! other transaction holds it IX); from then on its gets there take no key
+//! lock, since the tree lock gives them all (and keeps the tree's writers
+//! waiting until the reader ends). A scan's key requests are found covered
+//! by the lock manager. A bulk load's X lock covers the same way.
+//!
 //! ## Empty leaves
 //!
 //! A leaf emptied by committed deletes is reclaimed after the commit

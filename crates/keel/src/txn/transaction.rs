@@ -243,6 +243,51 @@ pub(crate) fn system_txn<T>(
     }
 }
 
+/// Gets a read-only transaction makes in one tree before it tries (never
+/// waiting) to lock the whole tree shared, after which its gets there take
+/// no key locks; tried again at each doubling of the count while a writer's
+/// intention lock refuses it. A tree-level S lock gives every key lock a
+/// get would take (no other transaction can hold IX on the tree, so none
+/// can insert, delete or change a key until this one ends: serializable as
+/// the key locks are), at the price of keeping the tree's writers waiting
+/// until this transaction ends, as the lock manager's own escalation after
+/// `ESCALATE_AT` row locks does. Sixty-four gets mark a reader that would
+/// otherwise spend more on its key locks, and their release at commit,
+/// than on anything else but its descents.
+pub const TREE_READ_ESCALATE_AT: u32 = 64;
+
+/// A tree this transaction has locked: the tree as the catalog gave it
+/// when the lock was granted (it stays in the catalog until this
+/// transaction ends: a drop waits for the lock), the mode held, the gets
+/// made there, and the thread of the latest lock request made for it.
+///
+/// A tree operation asks the lock manager again only for a stronger mode.
+/// Every tree operation takes a key lock, which keeps the transaction's
+/// home thread current (`lock` module docs, Threads), except a get covered
+/// by a tree-level S or X lock: that one skips its key lock only on the
+/// thread of the latest request, and elsewhere asks for it (a request the
+/// manager finds covered, which re-homes the transaction), so a
+/// transaction moved to another thread is re-homed before a lock wait
+/// could miss it.
+struct TreeHold {
+    rel: Arc<Relation>,
+    mode: LockMode,
+    gets: u32,
+    home: u64,
+}
+
+impl TreeHold {
+    /// Whether the tree lock held gives every key lock a get takes.
+    fn covers_reads(&self) -> bool {
+        matches!(self.mode, LockMode::Shared | LockMode::Exclusive)
+    }
+}
+
+/// The calling thread's identity, as the lock manager records homes.
+fn thread_key() -> u64 {
+    <crate::sync::Os as crate::sync::Primitives>::thread_key()
+}
+
 /// A transaction: changes to tuples that become durable together at
 /// [`commit`](Self::commit), or are rolled back by
 /// [`abort`](Self::abort) or by dropping it.
@@ -304,11 +349,8 @@ pub struct Transaction<'db> {
     id: TxnId,
     core: Mutex<TxnCore>,
     slot: Arc<TxnSlot>,
-    /// Trees this transaction has locked in intention mode, and how: a
-    /// tree operation asks the lock manager again only for a stronger
-    /// mode (every tree operation then takes a key lock, which keeps the
-    /// transaction's home thread current, `lock` module docs).
-    tree_locks: std::cell::RefCell<Vec<(RelationId, LockMode)>>,
+    /// Trees this transaction has locked, and how ([`TreeHold`]).
+    tree_locks: std::cell::RefCell<Vec<TreeHold>>,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -425,50 +467,131 @@ impl<'db> Transaction<'db> {
     }
 
     /// Runs a tree operation on tree `rel`: the tree's intention lock in
-    /// `mode` (IS to read, IX to write), then `f` with the storage, this
-    /// transaction's log and the tree. An error rolls back as
-    /// [`fail`](Self::fail) says.
+    /// `mode` (IS to read, IX to write, X for a bulk load), then `f` with
+    /// the storage, this transaction's log, the tree and whether the tree
+    /// lock held covers the key locks of a read ([`TreeHold`]). An error
+    /// rolls back as [`fail`](Self::fail) says.
     pub(super) fn tree_op<T>(
         &self,
         rel: RelationId,
         mode: LockMode,
-        f: impl FnOnce(&Storage, &mut TxnLog, &Relation) -> Result<T>,
+        f: impl FnOnce(&Storage, &mut TxnLog, &Relation, bool) -> Result<T>,
     ) -> Result<T> {
-        self.live()?;
-        self.db.check_usable()?;
-        let rel = self.db.user_relation(rel)?;
-        rel.expect(RelationKind::Tree)?;
-        let held = self.tree_locks.borrow().iter().any(|&(r, m)| {
-            r == rel.id && (m == mode || m == LockMode::Exclusive || mode == LockMode::IntentShared)
-        });
-        if !held {
-            self.lock(LockTarget::Relation(rel.id), mode, true)?;
-            self.tree_locks.borrow_mut().push((rel.id, mode));
+        let at = self.tree_hold(rel, mode)?;
+        if mode == LockMode::IntentShared {
+            self.count_get(at)?;
         }
-        self.still_there(&rel)?;
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
         let writing = mode != LockMode::IntentShared;
         if writing {
             self.slot.before_write(self.db.store.wal.end_lsn());
         }
+        let holds = self.tree_locks.borrow();
+        let hold = &holds[at];
+        let covered = hold.covers_reads() && hold.home == thread_key();
         let mut core = self.core.lock();
-        let result = f(&self.db.store, &mut core.log, &rel);
+        if core.state != TxnState::Active {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        let result = f(&self.db.store, &mut core.log, &hold.rel, covered);
         if writing {
             self.slot.wrote(core.log.last_lsn);
         }
         drop(core);
+        drop(holds);
         let value = result.map_err(|e| self.fail(e))?;
         // Invariant 16: checked after the locks were granted.
         self.db.check_usable()?;
         Ok(value)
     }
 
+    /// The index in `tree_locks` of tree `rel`, locked in a mode that gives
+    /// `mode`: a tree already held so asks nothing more; otherwise the
+    /// tree is looked up, checked to be one, locked (waiting) and checked
+    /// to be still there.
+    fn tree_hold(&self, rel: RelationId, mode: LockMode) -> Result<usize> {
+        let found = self
+            .tree_locks
+            .borrow()
+            .iter()
+            .position(|h| h.rel.id == rel);
+        if let Some(at) = found {
+            let held = self.tree_locks.borrow()[at].mode;
+            if held == mode || held == LockMode::Exclusive || mode == LockMode::IntentShared {
+                return Ok(at);
+            }
+        }
+        self.live()?;
+        self.db.check_usable()?;
+        let r = self.db.user_relation(rel)?;
+        r.expect(RelationKind::Tree)?;
+        self.lock(LockTarget::Relation(rel), mode, true)?;
+        self.still_there(&r)?;
+        let mut holds = self.tree_locks.borrow_mut();
+        Ok(match found {
+            Some(at) => {
+                let h = &mut holds[at];
+                // The manager granted the join of both modes (an upgrade).
+                h.mode = if mode == LockMode::IntentExclusive && h.mode == LockMode::IntentShared {
+                    mode
+                } else {
+                    LockMode::Exclusive
+                };
+                h.home = thread_key();
+                at
+            }
+            None => {
+                holds.push(TreeHold {
+                    rel: r,
+                    mode,
+                    gets: 0,
+                    home: thread_key(),
+                });
+                holds.len() - 1
+            }
+        })
+    }
+
+    /// Counts a get in the tree at `at` and, at [`TREE_READ_ESCALATE_AT`]
+    /// gets and each doubling after, tries (never waiting) to lock the
+    /// tree shared when this transaction holds it only in IS.
+    fn count_get(&self, at: usize) -> Result<()> {
+        let mut holds = self.tree_locks.borrow_mut();
+        let h = &mut holds[at];
+        h.gets = h.gets.saturating_add(1);
+        if h.mode != LockMode::IntentShared
+            || h.gets < TREE_READ_ESCALATE_AT
+            || !h.gets.is_power_of_two()
+        {
+            return Ok(());
+        }
+        let target = LockTarget::Relation(h.rel.id);
+        match self
+            .db
+            .store
+            .locks
+            .lock(self.id, target, LockMode::Shared, false)
+        {
+            Ok(()) => {
+                h.mode = LockMode::Shared;
+                h.home = thread_key();
+                Ok(())
+            }
+            Err(Error::Db(DbError::WouldBlock { .. })) => Ok(()),
+            Err(e) => {
+                drop(holds);
+                Err(self.fail(e))
+            }
+        }
+    }
+
     /// The tree `rel`, checked to be one and locked in intention mode
-    /// `mode` (a scan's start).
+    /// IS (a scan's start).
     pub(super) fn tree_for_scan(&self, rel: RelationId) -> Result<Arc<Relation>> {
-        self.tree_op(rel, LockMode::IntentShared, |_, _, _| Ok(()))?;
-        self.db.user_relation(rel)
+        let at = self.tree_hold(rel, LockMode::IntentShared)?;
+        self.db.check_usable()?;
+        Ok(self.tree_locks.borrow()[at].rel.clone())
     }
 
     /// The storage context.
