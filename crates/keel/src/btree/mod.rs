@@ -399,15 +399,18 @@ pub(crate) fn node_image(
 }
 
 /// The bytes of node `pid` holding `items`.
-pub(crate) fn node_page(
+pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
     pid: PageId,
     level: u16,
     flags: u16,
-    items: &[(Vec<u8>, Vec<u8>)],
+    items: &[(K, R)],
     high: Option<(&[u8], PageId)>,
 ) -> Result<Box<[u8; PAGE_SIZE]>> {
     let mut image = Box::new([0u8; PAGE_SIZE]);
-    let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+    let refs: Vec<(&[u8], &[u8])> = items
+        .iter()
+        .map(|(k, r)| (k.as_ref(), r.as_ref()))
+        .collect();
     TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
     Ok(image)
 }
