@@ -386,3 +386,43 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
     reader.commit().unwrap();
     db.close().unwrap();
 }
+
+/// A transaction that writes `ESCALATE_AT` keys of a tree holds the tree
+/// exclusively (the lock manager's escalation, which the transaction then
+/// counts on, taking no more key locks): readers wait for all of it, and
+/// what it wrote is there after its commit, or gone after its rollback.
+#[test]
+fn a_writer_of_many_keys_holds_the_tree_and_its_writes_commit_or_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let n = u64::from(keel::lock::ESCALATE_AT) * 2 + 10;
+    for commit in [false, true] {
+        let mut w = db.begin().unwrap();
+        for i in 0..n {
+            w.put(t, &key(i), &value(i, 30)).unwrap();
+        }
+        // Replaces under the tree lock too.
+        w.put(t, &key(3), b"again").unwrap();
+        let r = db.begin().unwrap();
+        let e = r.get_key(t, b"never written").unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+        drop(r);
+        if commit {
+            w.commit().unwrap();
+        } else {
+            w.abort().unwrap();
+        }
+        let kv = all(&db, t);
+        if commit {
+            assert_eq!(kv.len() as u64, n);
+            let r = db.begin().unwrap();
+            assert_eq!(r.get_key(t, &key(3)).unwrap(), Some(b"again".to_vec()));
+            assert_eq!(r.get_key(t, &key(n - 1)).unwrap(), Some(value(n - 1, 30)));
+            r.commit().unwrap();
+        } else {
+            assert!(kv.is_empty());
+        }
+    }
+    db.close().unwrap();
+}

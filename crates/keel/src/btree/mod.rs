@@ -99,7 +99,11 @@
 //! other transaction holds it IX); from then on its gets there take no key
 //! lock, since the tree lock gives them all (and keeps the tree's writers
 //! waiting until the reader ends). A scan's key requests are found covered
-//! by the lock manager. A bulk load's X lock covers the same way.
+//! by the lock manager. A tree held X (a bulk load's lock, or the lock
+//! manager's escalation after `ESCALATE_AT` key locks, which the
+//! transaction looks for at that count) covers the same way, and then its
+//! puts take no key locks either: no other transaction holds any lock in
+//! the tree.
 //!
 //! ## Empty leaves
 //!

@@ -184,11 +184,12 @@ impl Storage {
         key: &[u8],
         value: &[u8],
         want_old: bool,
+        covered: bool,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         let rest = self.tree_value(log, rel, key, value)?;
         let txn = log.txn;
-        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest))?;
+        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest, covered))?;
         match old {
             Some((at, old)) => {
                 let value = if want_old {
@@ -204,12 +205,15 @@ impl Storage {
     }
 
     /// One attempt at a put: `Done(Some((page, old rest)))` for a replace.
+    /// With `covered`, the transaction holds the tree exclusively, which
+    /// gives every key lock a put takes, so none is asked for.
     fn put_step(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         key: &[u8],
         rest: &[u8],
+        covered: bool,
     ) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
         let mut path = Path::new();
@@ -219,7 +223,9 @@ impl Storage {
         let mine = key_lock(rel.id, key);
         match found {
             Ok(i) => {
-                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                if !covered
+                    && let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)?
+                {
                     return Ok(Step::Wait(b));
                 }
                 let p = self.node(rel, &g, pid, 0)?;
@@ -246,12 +252,14 @@ impl Storage {
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
-                let next = self.next_key_lock(rel, &g, pid, i)?;
-                if let Some(b) = self.try_key(log.txn, next, LockMode::Exclusive, true)? {
-                    return Ok(Step::Wait(b));
-                }
-                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
-                    return Ok(Step::Wait(b));
+                if !covered {
+                    let next = self.next_key_lock(rel, &g, pid, i)?;
+                    if let Some(b) = self.try_key(log.txn, next, LockMode::Exclusive, true)? {
+                        return Ok(Step::Wait(b));
+                    }
+                    if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                        return Ok(Step::Wait(b));
+                    }
                 }
                 self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
                 Ok(Step::Done(None))

@@ -666,6 +666,12 @@ impl<P: Primitives> LockManager<P> {
         self.state.with(|st| st.lock_new_tuples(txn, me, rel, tids))
     }
 
+    /// The mode `txn` holds on `target`, if any (a tree operation learns
+    /// so of an escalation the manager made).
+    pub(crate) fn mode_held(&self, txn: TxnId, target: LockTarget) -> Option<LockMode> {
+        self.state.with(|st| st.held_mode(txn, target))
+    }
+
     /// Ends `txn`: releases every lock it holds and forgets it, so a
     /// request of it still waiting, or made later, fails with
     /// `TxnFinished` (module docs, Lifecycle).

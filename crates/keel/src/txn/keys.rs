@@ -51,8 +51,8 @@ impl Transaction<'_> {
     /// [`MAX_VALUE_LEN`](crate::heap::MAX_VALUE_LEN) (large ones go to an
     /// overflow chain).
     pub fn put(&mut self, tree: RelationId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _| {
-            s.tree_put(log, r, key, value, false).map(|_| ())
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+            s.tree_put(log, r, key, value, false, covered).map(|_| ())
         })
     }
 
@@ -63,8 +63,8 @@ impl Transaction<'_> {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _| {
-            s.tree_put(log, r, key, value, true)
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+            s.tree_put(log, r, key, value, true, covered)
         })
     }
 

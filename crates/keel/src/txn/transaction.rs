@@ -259,12 +259,16 @@ pub const TREE_READ_ESCALATE_AT: u32 = 64;
 /// A tree this transaction has locked: the tree as the catalog gave it
 /// when the lock was granted (it stays in the catalog until this
 /// transaction ends: a drop waits for the lock), the mode held, the gets
-/// made there, and the thread of the latest lock request made for it.
+/// and writes made there (what decides when to escalate, or to look for
+/// the manager's escalation), and the thread of the latest lock request
+/// made for it.
 ///
 /// A tree operation asks the lock manager again only for a stronger mode.
 /// Every tree operation takes a key lock, which keeps the transaction's
 /// home thread current (`lock` module docs, Threads), except a get covered
-/// by a tree-level S or X lock: that one skips its key lock only on the
+/// by a tree-level S or X lock, or a put covered by an X lock (the
+/// manager's escalation after `ESCALATE_AT` key locks, or a bulk load's):
+/// such an operation skips its key locks only on the
 /// thread of the latest request, and elsewhere asks for it (a request the
 /// manager finds covered, which re-homes the transaction), so a
 /// transaction moved to another thread is re-homed before a lock wait
@@ -272,14 +276,21 @@ pub const TREE_READ_ESCALATE_AT: u32 = 64;
 struct TreeHold {
     rel: Arc<Relation>,
     mode: LockMode,
-    gets: u32,
+    ops: u32,
     home: u64,
 }
 
 impl TreeHold {
-    /// Whether the tree lock held gives every key lock a get takes.
-    fn covers_reads(&self) -> bool {
-        matches!(self.mode, LockMode::Shared | LockMode::Exclusive)
+    /// Whether the tree lock held gives every key lock an operation in
+    /// `mode` (the tree's intention mode it asks for) takes: S or X for a
+    /// get, X for a write.
+    fn covers(&self, mode: LockMode) -> bool {
+        match mode {
+            LockMode::IntentShared => {
+                matches!(self.mode, LockMode::Shared | LockMode::Exclusive)
+            }
+            _ => self.mode == LockMode::Exclusive,
+        }
     }
 }
 
@@ -480,6 +491,8 @@ impl<'db> Transaction<'db> {
         let at = self.tree_hold(rel, mode)?;
         if mode == LockMode::IntentShared {
             self.count_get(at)?;
+        } else if mode == LockMode::IntentExclusive {
+            self.count_write(at);
         }
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
@@ -489,7 +502,7 @@ impl<'db> Transaction<'db> {
         }
         let holds = self.tree_locks.borrow();
         let hold = &holds[at];
-        let covered = hold.covers_reads() && hold.home == thread_key();
+        let covered = hold.covers(mode) && hold.home == thread_key();
         let mut core = self.core.lock();
         if core.state != TxnState::Active {
             return Err(DbError::TxnFinished(self.id).into());
@@ -545,7 +558,7 @@ impl<'db> Transaction<'db> {
                 holds.push(TreeHold {
                     rel: r,
                     mode,
-                    gets: 0,
+                    ops: 0,
                     home: thread_key(),
                 });
                 holds.len() - 1
@@ -559,10 +572,10 @@ impl<'db> Transaction<'db> {
     fn count_get(&self, at: usize) -> Result<()> {
         let mut holds = self.tree_locks.borrow_mut();
         let h = &mut holds[at];
-        h.gets = h.gets.saturating_add(1);
+        h.ops = h.ops.saturating_add(1);
         if h.mode != LockMode::IntentShared
-            || h.gets < TREE_READ_ESCALATE_AT
-            || !h.gets.is_power_of_two()
+            || h.ops < TREE_READ_ESCALATE_AT
+            || !h.ops.is_power_of_two()
         {
             return Ok(());
         }
@@ -583,6 +596,28 @@ impl<'db> Transaction<'db> {
                 drop(holds);
                 Err(self.fail(e))
             }
+        }
+    }
+
+    /// Counts a write in the tree at `at` and, at `ESCALATE_AT` writes and
+    /// each doubling after, asks the lock manager whether its escalation
+    /// gave this transaction the whole tree exclusively: from then on its
+    /// writes there take no key locks (no other transaction can hold any
+    /// lock in the tree, [`TreeHold`]).
+    fn count_write(&self, at: usize) {
+        let mut holds = self.tree_locks.borrow_mut();
+        let h = &mut holds[at];
+        h.ops = h.ops.saturating_add(1);
+        if h.mode == LockMode::Exclusive
+            || h.ops < crate::lock::ESCALATE_AT
+            || !h.ops.is_power_of_two()
+        {
+            return;
+        }
+        let target = LockTarget::Relation(h.rel.id);
+        if self.db.store.locks.mode_held(self.id, target) == Some(LockMode::Exclusive) {
+            h.mode = LockMode::Exclusive;
+            h.home = thread_key();
         }
     }
 
