@@ -426,3 +426,46 @@ fn a_writer_of_many_keys_holds_the_tree_and_its_writes_commit_or_roll_back() {
     }
     db.close().unwrap();
 }
+
+/// A reader holding two trees shared, moved to another thread and back,
+/// is re-homed by whatever it does on each thread (here a get in the
+/// other tree), so a writer on its thread is refused as a deadlock, never
+/// left waiting for a transaction only that thread can finish.
+#[test]
+fn a_reader_moved_between_threads_is_rehomed_by_a_get_in_any_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let (a, b) = (db.create_tree("a").unwrap(), db.create_tree("b").unwrap());
+    let n = u64::from(keel::TREE_READ_ESCALATE_AT);
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(a, &key(i), b"a").unwrap();
+        tx.put(b, &key(i), b"b").unwrap();
+    }
+    tx.commit().unwrap();
+    let reader = db.begin().unwrap();
+    for i in 0..n {
+        reader.get_key(a, &key(i)).unwrap();
+        reader.get_key(b, &key(i)).unwrap();
+    }
+    let reader = std::thread::scope(|s| {
+        s.spawn(move || {
+            assert_eq!(reader.get_key(a, &key(0)).unwrap(), Some(b"a".to_vec()));
+            reader
+        })
+        .join()
+        .unwrap()
+    });
+    // Back on this thread, a get in the other tree.
+    assert_eq!(reader.get_key(b, &key(1)).unwrap(), Some(b"b".to_vec()));
+    let mut w = db.begin().unwrap();
+    let started = std::time::Instant::now();
+    let e = w.put(b, b"new", b"w").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(w);
+    reader.commit().unwrap();
+    db.close().unwrap();
+}

@@ -38,6 +38,7 @@
 //! same path, committing durably whatever the commit policy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -100,10 +101,11 @@ impl TxnCore {
 }
 
 /// Registers a new transaction in the table and the lock manager.
-fn begin(engine: &Engine) -> (TxnCore, Arc<TxnSlot>) {
+/// Returns its home thread as the lock manager keeps it.
+fn begin(engine: &Engine) -> (TxnCore, Arc<TxnSlot>, Arc<AtomicU64>) {
     let (id, slot) = engine.txns.begin();
-    engine.store.locks.begin(id);
-    (TxnCore::new(id), slot)
+    let home = engine.store.locks.begin(id);
+    (TxnCore::new(id), slot, home)
 }
 
 /// The one end path (module docs). `on_commit` runs once the commit is
@@ -227,7 +229,7 @@ pub(crate) fn system_txn<T>(
     f: impl FnOnce(TxnId, &mut TxnLog) -> Result<T>,
     on_commit: impl FnOnce(&mut T) -> Result<()>,
 ) -> Result<T> {
-    let (mut core, slot) = begin(engine);
+    let (mut core, slot, _) = begin(engine);
     slot.before_write(engine.store.wal.end_lsn());
     match f(core.id, &mut core.log) {
         Ok(mut v) => {
@@ -251,33 +253,33 @@ pub(crate) fn system_txn<T>(
 /// can insert, delete or change a key until this one ends: serializable as
 /// the key locks are), at the price of keeping the tree's writers waiting
 /// until this transaction ends, as the lock manager's own escalation after
-/// `ESCALATE_AT` row locks does. Sixty-four gets mark a reader that would
-/// otherwise spend more on its key locks, and their release at commit,
-/// than on anything else but its descents.
+/// `ESCALATE_AT` row locks does (and a transaction that writes the tree
+/// after it asks for X: S and IX join to X). Sixty-four gets mark a reader
+/// that would otherwise spend more on its key locks, and their release at
+/// commit, than on anything else but its descents.
 pub const TREE_READ_ESCALATE_AT: u32 = 64;
 
 /// A tree this transaction has locked: the tree as the catalog gave it
 /// when the lock was granted (it stays in the catalog until this
 /// transaction ends: a drop waits for the lock), the mode held, the gets
 /// and writes made there (what decides when to escalate, or to look for
-/// the manager's escalation), and the thread of the latest lock request
-/// made for it.
+/// the manager's escalation).
 ///
 /// A tree operation asks the lock manager again only for a stronger mode.
 /// Every tree operation takes a key lock, which keeps the transaction's
 /// home thread current (`lock` module docs, Threads), except a get covered
 /// by a tree-level S or X lock, or a put covered by an X lock (the
 /// manager's escalation after `ESCALATE_AT` key locks, or a bulk load's):
-/// such an operation skips its key locks only on the
-/// thread of the latest request, and elsewhere asks for it (a request the
-/// manager finds covered, which re-homes the transaction), so a
-/// transaction moved to another thread is re-homed before a lock wait
-/// could miss it.
+/// such an operation skips its key locks only when the manager's home for
+/// the transaction is the calling thread (it publishes the home at each
+/// change), and elsewhere asks for them (requests the manager finds
+/// covered, which re-home the transaction), so a transaction moved to
+/// another thread, by any operation, is re-homed before a lock wait could
+/// miss it.
 struct TreeHold {
     rel: Arc<Relation>,
     mode: LockMode,
     ops: u32,
-    home: u64,
 }
 
 impl TreeHold {
@@ -362,6 +364,9 @@ pub struct Transaction<'db> {
     slot: Arc<TxnSlot>,
     /// Trees this transaction has locked, and how ([`TreeHold`]).
     tree_locks: std::cell::RefCell<Vec<TreeHold>>,
+    /// The home thread the lock manager keeps for this transaction
+    /// ([`TreeHold`]).
+    home: Arc<AtomicU64>,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -378,13 +383,14 @@ impl<'db> Transaction<'db> {
     /// Starts a transaction (`Database::begin`).
     pub(crate) fn begin(db: &'db Engine) -> Result<Transaction<'db>> {
         db.check_usable()?;
-        let (core, slot) = begin(db);
+        let (core, slot, home) = begin(db);
         Ok(Transaction {
             db,
             id: core.id,
             core: Mutex::new(core),
             slot,
             tree_locks: std::cell::RefCell::new(Vec::new()),
+            home,
             _one_thread: std::marker::PhantomData,
         })
     }
@@ -502,7 +508,7 @@ impl<'db> Transaction<'db> {
         }
         let holds = self.tree_locks.borrow();
         let hold = &holds[at];
-        let covered = hold.covers(mode) && hold.home == thread_key();
+        let covered = hold.covers(mode) && self.home.load(Ordering::Acquire) == thread_key();
         let mut core = self.core.lock();
         if core.state != TxnState::Active {
             return Err(DbError::TxnFinished(self.id).into());
@@ -551,7 +557,6 @@ impl<'db> Transaction<'db> {
                 } else {
                     LockMode::Exclusive
                 };
-                h.home = thread_key();
                 at
             }
             None => {
@@ -559,7 +564,6 @@ impl<'db> Transaction<'db> {
                     rel: r,
                     mode,
                     ops: 0,
-                    home: thread_key(),
                 });
                 holds.len() - 1
             }
@@ -588,7 +592,6 @@ impl<'db> Transaction<'db> {
         {
             Ok(()) => {
                 h.mode = LockMode::Shared;
-                h.home = thread_key();
                 Ok(())
             }
             Err(Error::Db(DbError::WouldBlock { .. })) => Ok(()),
@@ -617,7 +620,6 @@ impl<'db> Transaction<'db> {
         let target = LockTarget::Relation(h.rel.id);
         if self.db.store.locks.mode_held(self.id, target) == Some(LockMode::Exclusive) {
             h.mode = LockMode::Exclusive;
-            h.home = thread_key();
         }
     }
 
