@@ -2,7 +2,7 @@
 //! where wall-clock figures are too noisy (a shared machine):
 //!
 //! ```text
-//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR]
+//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR] [CHECKPOINT]
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 0
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 1000000
 //! ```
@@ -14,7 +14,10 @@
 //! The keys come from a fixed xorshift sequence, so every run does the
 //! same work: the difference between a run with GETS and one with none is
 //! the gets' cost. Prints the rate of each part. DIR defaults to a new
-//! directory under the system temp dir, removed at the end.
+//! directory under the system temp dir, removed at the end. CHECKPOINT
+//! `1` (default `0`) adds a `Database::checkpoint` after the load's commit,
+//! timed apart, as the suite's bulk load times it (the data in the data
+//! files).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let keys: u64 = args.get(1).map_or(Ok(50_000), |s| s.parse())?;
     let gets: u64 = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+    let checkpoint = args.get(4).map_or(Ok(0u8), |s| s.parse())? != 0;
     let (dir, remove) = match args.get(3) {
         Some(d) => (PathBuf::from(d), false),
         None => (
@@ -66,6 +70,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load: {keys} puts in {load:.3} s, {:.0} puts/s",
         keys as f64 / load
     );
+    if checkpoint {
+        let started = Instant::now();
+        let report = db.checkpoint()?;
+        println!(
+            "checkpoint: {} dirty pages left in {:.3} s",
+            report.dirty_pages,
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     let started = Instant::now();
     let mut found = 0u64;

@@ -44,7 +44,7 @@ pub use error::{
 };
 pub use heap::RelationKind;
 pub use recovery::{CheckpointReport, RecoveryReport};
-pub use txn::{Range, Scan, Transaction};
+pub use txn::{Range, Scan, TREE_READ_ESCALATE_AT, Transaction};
 pub use types::{Lsn, PageId, RelationId, SlotId, TupleId, TxnId};
 
 /// The README's embedding example, compiled and run as a doctest.

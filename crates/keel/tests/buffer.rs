@@ -250,9 +250,17 @@ impl WalWatch {
 
 impl Watch for WalWatch {
     fn before(&self, req: &Request) -> bool {
-        if let Request::Write { file, offset, buf } = req
-            && self.data.lock().contains(file)
-        {
+        // A single page, or neighbouring pages in one vectored write.
+        let (file, offset, bufs) = match req {
+            Request::Write { file, offset, buf } => (file, *offset, vec![buf]),
+            Request::WriteV { file, offset, bufs } => (file, *offset, bufs.iter().collect()),
+            _ => return false,
+        };
+        if !self.data.lock().contains(file) {
+            return false;
+        }
+        for (i, buf) in bufs.into_iter().enumerate() {
+            let offset = offset + (i * page::PAGE_SIZE) as u64;
             self.page_writes.fetch_add(1, Ordering::SeqCst);
             let lsn = page::page_lsn(buf).unwrap();
             if lsn != Lsn::ZERO && !(self.covered)(lsn) {

@@ -297,12 +297,13 @@ fn a_failed_data_sync_poisons_every_thread() {
 }
 
 /// A page write that fails (EIO, or a full disk) in the buffer pool's
-/// writeback, reached through a checkpoint.
+/// writeback, reached through a checkpoint (pages go down as vectored
+/// writes, neighbours together).
 #[test]
 fn a_failed_data_write_poisons_every_thread() {
     for (seed, fault) in [(31, Fault::Eio), (32, Fault::NoSpace)] {
         let rule = FaultRule::always(fault)
-            .on_op(OpKind::Write)
+            .on_op(OpKind::WriteV)
             .on_class(FileClass::Data);
         poisoned_under_load(rule, true, seed);
     }

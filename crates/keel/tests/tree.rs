@@ -305,3 +305,167 @@ fn a_short_scan_locks_what_it_read_not_the_rest_of_its_leaf() {
     writer.commit().unwrap();
     db.close().unwrap();
 }
+
+/// A read-only transaction that has made `TREE_READ_ESCALATE_AT` gets in
+/// a tree holds the whole tree shared: from then on no writer can change
+/// any key of it until the reader ends (the keys it read, and every other
+/// key and gap). While a writer holds the tree, the reader keeps to key
+/// locks and the writer's other keys stay writable.
+#[test]
+fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let n = u64::from(keel::TREE_READ_ESCALATE_AT) * 3;
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(t, &key(i), &value(i, 20)).unwrap();
+    }
+    tx.commit().unwrap();
+    let refused = |e: Error| {
+        // On the reader's own thread a wait is refused as a deadlock (lock
+        // module docs, Threads), never left to hang.
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    };
+
+    let reader = db.begin().unwrap();
+    for i in 0..u64::from(keel::TREE_READ_ESCALATE_AT) - 1 {
+        assert_eq!(reader.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
+    }
+    // Below the threshold only the keys read are locked.
+    let mut w = db.begin().unwrap();
+    w.put(t, &key(n - 1), b"w").unwrap();
+    w.commit().unwrap();
+    let i = u64::from(keel::TREE_READ_ESCALATE_AT) - 1;
+    assert_eq!(reader.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
+    // Now the whole tree: a key never read, and a new one.
+    let mut w = db.begin().unwrap();
+    refused(w.put(t, &key(n - 2), b"w").unwrap_err());
+    drop(w);
+    let mut w = db.begin().unwrap();
+    refused(w.put(t, b"new", b"w").unwrap_err());
+    drop(w);
+    // Its later gets still answer, absent keys too.
+    assert_eq!(reader.get_key(t, b"absent").unwrap(), None);
+    assert_eq!(reader.get_key(t, &key(n - 1)).unwrap(), Some(b"w".to_vec()));
+
+    // Moved to another thread, the reader is re-homed by its next get
+    // there, so a writer on that thread is refused as a deadlock instead
+    // of waiting for a transaction its own thread must finish.
+    let shared = &db;
+    let reader = std::thread::scope(|s| {
+        s.spawn(move || {
+            assert_eq!(reader.get_key(t, &key(1)).unwrap(), Some(value(1, 20)));
+            let mut w = shared.begin().unwrap();
+            let started = std::time::Instant::now();
+            refused(w.put(t, &key(2), b"w").unwrap_err());
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            reader
+        })
+        .join()
+        .unwrap()
+    });
+    reader.commit().unwrap();
+    let mut w = db.begin().unwrap();
+    w.put(t, &key(n - 2), b"w").unwrap();
+    w.commit().unwrap();
+
+    // A writer holding the tree (IX, uncommitted) keeps a long reader to
+    // key locks: the writer can still change keys the reader did not read.
+    let mut w = db.begin().unwrap();
+    w.put(t, &key(n - 3), b"w1").unwrap();
+    let reader = db.begin().unwrap();
+    for i in 0..4 * u64::from(keel::TREE_READ_ESCALATE_AT) / 3 {
+        assert_eq!(reader.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
+    }
+    w.put(t, &key(n - 4), b"w2").unwrap();
+    refused(w.put(t, &key(5), b"w3").unwrap_err());
+    drop(w);
+    reader.commit().unwrap();
+    db.close().unwrap();
+}
+
+/// A transaction that writes `ESCALATE_AT` keys of a tree holds the tree
+/// exclusively (the lock manager's escalation, which the transaction then
+/// counts on, taking no more key locks): readers wait for all of it, and
+/// what it wrote is there after its commit, or gone after its rollback.
+#[test]
+fn a_writer_of_many_keys_holds_the_tree_and_its_writes_commit_or_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let n = u64::from(keel::lock::ESCALATE_AT) * 2 + 10;
+    for commit in [false, true] {
+        let mut w = db.begin().unwrap();
+        for i in 0..n {
+            w.put(t, &key(i), &value(i, 30)).unwrap();
+        }
+        // Replaces under the tree lock too.
+        w.put(t, &key(3), b"again").unwrap();
+        let r = db.begin().unwrap();
+        let e = r.get_key(t, b"never written").unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+        drop(r);
+        if commit {
+            w.commit().unwrap();
+        } else {
+            w.abort().unwrap();
+        }
+        let kv = all(&db, t);
+        if commit {
+            assert_eq!(kv.len() as u64, n);
+            let r = db.begin().unwrap();
+            assert_eq!(r.get_key(t, &key(3)).unwrap(), Some(b"again".to_vec()));
+            assert_eq!(r.get_key(t, &key(n - 1)).unwrap(), Some(value(n - 1, 30)));
+            r.commit().unwrap();
+        } else {
+            assert!(kv.is_empty());
+        }
+    }
+    db.close().unwrap();
+}
+
+/// A reader holding two trees shared, moved to another thread and back,
+/// is re-homed by whatever it does on each thread (here a get in the
+/// other tree), so a writer on its thread is refused as a deadlock, never
+/// left waiting for a transaction only that thread can finish.
+#[test]
+fn a_reader_moved_between_threads_is_rehomed_by_a_get_in_any_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let (a, b) = (db.create_tree("a").unwrap(), db.create_tree("b").unwrap());
+    let n = u64::from(keel::TREE_READ_ESCALATE_AT);
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(a, &key(i), b"a").unwrap();
+        tx.put(b, &key(i), b"b").unwrap();
+    }
+    tx.commit().unwrap();
+    let reader = db.begin().unwrap();
+    for i in 0..n {
+        reader.get_key(a, &key(i)).unwrap();
+        reader.get_key(b, &key(i)).unwrap();
+    }
+    let reader = std::thread::scope(|s| {
+        s.spawn(move || {
+            assert_eq!(reader.get_key(a, &key(0)).unwrap(), Some(b"a".to_vec()));
+            reader
+        })
+        .join()
+        .unwrap()
+    });
+    // Back on this thread, a get in the other tree.
+    assert_eq!(reader.get_key(b, &key(1)).unwrap(), Some(b"b".to_vec()));
+    let mut w = db.begin().unwrap();
+    let started = std::time::Instant::now();
+    let e = w.put(b, b"new", b"w").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(w);
+    reader.commit().unwrap();
+    db.close().unwrap();
+}

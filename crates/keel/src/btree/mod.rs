@@ -93,6 +93,18 @@
 //! under the leaf's latch; when one would wait, the latch is released,
 //! the lock waited for, and the operation starts again from the root.
 //!
+//! A read-only transaction that has made
+//! [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) gets in a tree
+//! tries, never waiting, to lock the whole tree S (granted only while no
+//! other transaction holds it IX); from then on its gets there take no key
+//! lock, since the tree lock gives them all (and keeps the tree's writers
+//! waiting until the reader ends). A scan's key requests are found covered
+//! by the lock manager. A tree held X (a bulk load's lock, or the lock
+//! manager's escalation after `ESCALATE_AT` key locks, which the
+//! transaction looks for at that count) covers the same way, and then its
+//! puts take no key locks either: no other transaction holds any lock in
+//! the tree.
+//!
 //! ## Empty leaves
 //!
 //! A leaf emptied by committed deletes is reclaimed after the commit
@@ -393,15 +405,18 @@ pub(crate) fn node_image(
 }
 
 /// The bytes of node `pid` holding `items`.
-pub(crate) fn node_page(
+pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
     pid: PageId,
     level: u16,
     flags: u16,
-    items: &[(Vec<u8>, Vec<u8>)],
+    items: &[(K, R)],
     high: Option<(&[u8], PageId)>,
 ) -> Result<Box<[u8; PAGE_SIZE]>> {
     let mut image = Box::new([0u8; PAGE_SIZE]);
-    let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+    let refs: Vec<(&[u8], &[u8])> = items
+        .iter()
+        .map(|(k, r)| (k.as_ref(), r.as_ref()))
+        .collect();
     TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
     Ok(image)
 }

@@ -67,25 +67,40 @@ impl Got {
 
 impl Storage {
     /// `key`'s value in tree `rel`, locking the key (or, when absent, the
-    /// next key) shared for `txn`.
+    /// next key) shared for `txn`; with `covered`, `txn` holds the whole
+    /// tree shared or exclusive (an escalation or a bulk load), which gives
+    /// every key lock a get would take, so none is asked for.
     pub(crate) fn tree_get(
         &self,
         txn: TxnId,
         rel: &Relation,
         key: &[u8],
+        covered: bool,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key))?;
+        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key, covered))?;
         match found {
             Some(got) => Ok(Some(got.value(self, rel)?)),
             None => Ok(None),
         }
     }
 
-    fn get_step(&self, txn: TxnId, rel: &Relation, key: &[u8]) -> Result<Step<Option<Got>>> {
+    fn get_step(
+        &self,
+        txn: TxnId,
+        rel: &Relation,
+        key: &[u8],
+        covered: bool,
+    ) -> Result<Step<Option<Got>>> {
         let _shared = rel.structure.read();
         let (g, pid) = self.leaf_for_read(rel, key)?;
         let p = self.node(rel, &g, pid, 0)?;
+        if covered {
+            return Ok(Step::Done(match p.search(key)? {
+                Ok(i) => Some(Got::new(pid, p.item(i)?.1)),
+                Err(_) => None,
+            }));
+        }
         let (target, found) = match p.search(key)? {
             Ok(i) => (key_lock(rel.id, key), Some(Got::new(pid, p.item(i)?.1))),
             Err(i) => (self.next_key_lock(rel, &g, pid, i)?, None),

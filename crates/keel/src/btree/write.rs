@@ -184,11 +184,12 @@ impl Storage {
         key: &[u8],
         value: &[u8],
         want_old: bool,
+        covered: bool,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         let rest = self.tree_value(log, rel, key, value)?;
         let txn = log.txn;
-        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest))?;
+        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest, covered))?;
         match old {
             Some((at, old)) => {
                 let value = if want_old {
@@ -204,12 +205,15 @@ impl Storage {
     }
 
     /// One attempt at a put: `Done(Some((page, old rest)))` for a replace.
+    /// With `covered`, the transaction holds the tree exclusively, which
+    /// gives every key lock a put takes, so none is asked for.
     fn put_step(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         key: &[u8],
         rest: &[u8],
+        covered: bool,
     ) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
         let mut path = Path::new();
@@ -219,7 +223,9 @@ impl Storage {
         let mine = key_lock(rel.id, key);
         match found {
             Ok(i) => {
-                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                if !covered
+                    && let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)?
+                {
                     return Ok(Step::Wait(b));
                 }
                 let p = self.node(rel, &g, pid, 0)?;
@@ -246,12 +252,14 @@ impl Storage {
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
-                let next = self.next_key_lock(rel, &g, pid, i)?;
-                if let Some(b) = self.try_key(log.txn, next, LockMode::Exclusive, true)? {
-                    return Ok(Step::Wait(b));
-                }
-                if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
-                    return Ok(Step::Wait(b));
+                if !covered {
+                    let next = self.next_key_lock(rel, &g, pid, i)?;
+                    if let Some(b) = self.try_key(log.txn, next, LockMode::Exclusive, true)? {
+                        return Ok(Step::Wait(b));
+                    }
+                    if let Some(b) = self.try_key(log.txn, mine, LockMode::Exclusive, false)? {
+                        return Ok(Step::Wait(b));
+                    }
                 }
                 self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
                 Ok(Step::Done(None))
@@ -409,8 +417,13 @@ impl Storage {
         path: &mut Path,
     ) -> Result<()> {
         let pid = g.page_id();
-        let p = self.node(rel, &g, pid, level)?;
-        let mut items = p.items()?;
+        // The halves are built from one copy of the page (its items
+        // borrowed from it), not from a copy of each item.
+        let before: Box<[u8]> = Box::from(&g[..]);
+        let p = self.node(rel, &before, pid, level)?;
+        let mut items = (0..p.len())
+            .map(|i| p.item(i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         if items.len() < 2 {
             return Err(corrupt(
                 rel,
@@ -418,34 +431,22 @@ impl Storage {
                 format!("a full node with {} items", items.len()),
             ));
         }
-        let high = p.high_key().map(<[u8]>::to_vec);
+        let high = p.high_key();
         let right_link = p.right_link();
         let k = split_point(&items);
-        let sep = items[k].0.clone();
+        let sep = items[k].0;
         let mut right_items = items.split_off(k);
         if level > 0 {
             // An internal node's first item is minus infinity.
-            right_items[0].0.clear();
+            right_items[0].0 = &[];
         }
         // Both halves in one record (`change_pages`): a crash leaves L
         // whole and R unused (free, or never part of the file), or both
         // halves linked; never R formatted and unreachable.
         let rpid = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();
-            let right = node_page(
-                rpid,
-                level,
-                0,
-                &right_items,
-                high.as_deref().zip(right_link),
-            )?;
-            let left = node_page(
-                pid,
-                level,
-                FLAG_INCOMPLETE_SPLIT,
-                &items,
-                Some((&sep, rpid)),
-            )?;
+            let right = node_page(rpid, level, 0, &right_items, high.zip(right_link))?;
+            let left = node_page(pid, level, FLAG_INCOMPLETE_SPLIT, &items, Some((sep, rpid)))?;
             self.change_pages(
                 rel.id,
                 &mut [&mut g, &mut rg],
@@ -453,7 +454,7 @@ impl Storage {
             )?;
             Ok(rpid)
         })?;
-        self.add_downlink(rel, g, level, &sep, rpid, path)
+        self.add_downlink(rel, g, level, sep, rpid, path)
     }
 
     /// Finishes the split of the latched node `g` (flagged
@@ -634,8 +635,8 @@ impl Storage {
 
 /// Where to split `items`: the first index of the right half, so that the
 /// halves hold about the same bytes (both non-empty).
-fn split_point(items: &[(Vec<u8>, Vec<u8>)]) -> usize {
-    let size = |(k, r): &(Vec<u8>, Vec<u8>)| item_len(k, r) + tree::TREE_SLOT_SIZE;
+fn split_point(items: &[(&[u8], &[u8])]) -> usize {
+    let size = |(k, r): &(&[u8], &[u8])| item_len(k, r) + tree::TREE_SLOT_SIZE;
     let total: usize = items.iter().map(size).sum();
     let mut acc = 0;
     for (i, item) in items.iter().enumerate() {

@@ -35,7 +35,11 @@
 //! waits for a transaction it handed away before that transaction's next
 //! request (any lock-taking call: a read, a write, a scan) gets `Deadlock`
 //! — a spurious but safe outcome (the victim is rolled back and may
-//! retry), where waiting could hang forever.
+//! retry), where waiting could hang forever. The manager publishes each
+//! transaction's home to it (an atomic [`LockManager::begin`] returns,
+//! stored at every change), so a transaction whose tree lock covers a key
+//! lock may skip that request only on its home thread, where the request
+//! would change nothing.
 //!
 //! **Escalation.** A transaction that takes [`ESCALATE_AT`] tuple locks in
 //! one relation tries (without waiting) to lock the whole relation, shared
@@ -70,6 +74,8 @@
 mod model;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
@@ -154,7 +160,7 @@ impl LockTarget {
 #[derive(Default)]
 struct State {
     /// Live transactions and their home thread (module docs, Threads).
-    live: HashMap<TxnId, ThreadKey>,
+    live: HashMap<TxnId, Home>,
     /// Threads waiting in [`LockManager::lock`] now, and for which
     /// transaction.
     blocked: HashMap<ThreadKey, TxnId>,
@@ -165,6 +171,24 @@ struct State {
     /// Tuple locks each transaction took per relation (for escalation).
     row_locks: HashMap<TxnId, HashMap<RelationId, u32>>,
     stats: LockStats,
+}
+
+/// A live transaction's home thread, also published to the transaction
+/// ([`LockManager::begin`]): a transaction that finds its home is the
+/// calling thread may skip a request its tree lock covers, since that
+/// request would change nothing (not even the home).
+struct Home {
+    thread: ThreadKey,
+    shared: Arc<AtomicU64>,
+}
+
+impl Home {
+    fn set(&mut self, me: ThreadKey) {
+        if self.thread != me {
+            self.thread = me;
+            self.shared.store(me.0, Ordering::Release);
+        }
+    }
 }
 
 /// The transactions holding a lock on one target: almost always one, kept
@@ -331,7 +355,7 @@ impl State {
             if !seen.insert(t) {
                 continue;
             }
-            let home = self.live.get(&t).copied();
+            let home = self.live.get(&t).map(|h| h.thread);
             if home == Some(me) {
                 return true;
             }
@@ -450,7 +474,7 @@ impl State {
     fn grant_unheld(&mut self, req: &Request) -> Option<Result<()>> {
         let (txn, target, mode) = (req.txn, req.target, req.mode);
         match self.live.get_mut(&txn) {
-            Some(home) => *home = req.me,
+            Some(home) => home.set(req.me),
             None => return Some(Err(DbError::TxnFinished(txn).into())),
         }
         if self.relation_covers(txn, target, mode) {
@@ -481,7 +505,7 @@ impl State {
     fn admit(&mut self, req: &mut Request) -> std::result::Result<LockMode, Result<()>> {
         let (txn, target, mode) = (req.txn, req.target, req.mode);
         match self.live.get_mut(&txn) {
-            Some(home) => *home = req.me,
+            Some(home) => home.set(req.me),
             None => return Err(Err(DbError::TxnFinished(txn).into())),
         }
         if self.covered(txn, target, mode) {
@@ -501,7 +525,7 @@ impl State {
         tids: &[TupleId],
     ) -> Result<usize> {
         match self.live.get_mut(&txn) {
-            Some(home) => *home = me,
+            Some(home) => home.set(me),
             None => return Err(DbError::TxnFinished(txn).into()),
         }
         let mode = LockMode::Exclusive;
@@ -562,9 +586,19 @@ impl<P: Primitives> LockManager<P> {
 
     /// Registers a new transaction, homed on the calling thread (module
     /// docs, Lifecycle).
-    pub(crate) fn begin(&self, txn: TxnId) {
+    ///
+    /// Returns the transaction's home as the manager keeps it, updated
+    /// whenever a request re-homes it: the thread key of the latest
+    /// request's thread (module docs, Threads).
+    pub(crate) fn begin(&self, txn: TxnId) -> Arc<AtomicU64> {
         let me = ThreadKey(P::thread_key());
-        self.state.with(|st| st.live.insert(txn, me));
+        let shared = Arc::new(AtomicU64::new(me.0));
+        let home = Home {
+            thread: me,
+            shared: Arc::clone(&shared),
+        };
+        self.state.with(|st| st.live.insert(txn, home));
+        shared
     }
 
     /// Locks `target` in `mode` for `txn`, waiting if `wait` (module docs).
@@ -666,6 +700,12 @@ impl<P: Primitives> LockManager<P> {
         self.state.with(|st| st.lock_new_tuples(txn, me, rel, tids))
     }
 
+    /// The mode `txn` holds on `target`, if any (a tree operation learns
+    /// so of an escalation the manager made).
+    pub(crate) fn mode_held(&self, txn: TxnId, target: LockTarget) -> Option<LockMode> {
+        self.state.with(|st| st.held_mode(txn, target))
+    }
+
     /// Ends `txn`: releases every lock it holds and forgets it, so a
     /// request of it still waiting, or made later, fails with
     /// `TxnFinished` (module docs, Lifecycle).
@@ -704,7 +744,9 @@ mod tests {
     /// A lock manager with transactions 1..=n begun.
     fn manager(timeout: Option<Duration>, n: u64) -> Arc<LockManager> {
         let lm = Arc::new(LockManager::new(timeout));
-        (1..=n).for_each(|t| lm.begin(TxnId(t)));
+        (1..=n).for_each(|t| {
+            lm.begin(TxnId(t));
+        });
         lm
     }
 

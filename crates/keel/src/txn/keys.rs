@@ -51,8 +51,8 @@ impl Transaction<'_> {
     /// [`MAX_VALUE_LEN`](crate::heap::MAX_VALUE_LEN) (large ones go to an
     /// overflow chain).
     pub fn put(&mut self, tree: RelationId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
-            s.tree_put(log, r, key, value, false).map(|_| ())
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+            s.tree_put(log, r, key, value, false, covered).map(|_| ())
         })
     }
 
@@ -63,22 +63,22 @@ impl Transaction<'_> {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
-            s.tree_put(log, r, key, value, true)
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+            s.tree_put(log, r, key, value, true, covered)
         })
     }
 
     /// `key`'s value in `tree`. Locks the key shared, or when it is absent
     /// the key after it, so the answer holds until the transaction ends.
     pub fn get_key(&self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentShared, |s, log, r| {
-            s.tree_get(log.txn, r, key)
+        self.tree_op(tree, LockMode::IntentShared, |s, log, r, covered| {
+            s.tree_get(log.txn, r, key, covered)
         })
     }
 
     /// Deletes `key` from `tree`; returns its value if it was there.
     pub fn delete_key(&mut self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r| {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _| {
             s.tree_delete(log, r, key)
         })
     }
@@ -97,7 +97,7 @@ impl Transaction<'_> {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        self.tree_op(tree, LockMode::Exclusive, |s, log, r| {
+        self.tree_op(tree, LockMode::Exclusive, |s, log, r, _| {
             s.tree_bulk_load(log, r, items)
         })
     }

@@ -15,4 +15,4 @@ pub(crate) mod undo;
 
 pub use keys::Range;
 pub(crate) use table::{TxnSlot, TxnTable};
-pub use transaction::{Scan, Transaction};
+pub use transaction::{Scan, TREE_READ_ESCALATE_AT, Transaction};

@@ -41,6 +41,7 @@
 //! same path, committing durably whatever the commit policy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -103,10 +104,11 @@ impl TxnCore {
 }
 
 /// Registers a new transaction in the table and the lock manager.
-fn begin(engine: &Engine) -> (TxnCore, Arc<TxnSlot>) {
+/// Returns its home thread as the lock manager keeps it.
+fn begin(engine: &Engine) -> (TxnCore, Arc<TxnSlot>, Arc<AtomicU64>) {
     let (id, slot) = engine.txns.begin();
-    engine.store.locks.begin(id);
-    (TxnCore::new(id), slot)
+    let home = engine.store.locks.begin(id);
+    (TxnCore::new(id), slot, home)
 }
 
 /// The one end path (module docs). `on_commit` runs once the commit is
@@ -230,7 +232,7 @@ pub(crate) fn system_txn<T>(
     f: impl FnOnce(TxnId, &mut TxnLog) -> Result<T>,
     on_commit: impl FnOnce(&mut T) -> Result<()>,
 ) -> Result<T> {
-    let (mut core, slot) = begin(engine);
+    let (mut core, slot, _) = begin(engine);
     slot.before_write(engine.store.wal.end_lsn());
     match f(core.id, &mut core.log) {
         Ok(mut v) => {
@@ -244,6 +246,62 @@ pub(crate) fn system_txn<T>(
             Err(e)
         }
     }
+}
+
+/// Gets a read-only transaction makes in one tree before it tries (never
+/// waiting) to lock the whole tree shared, after which its gets there take
+/// no key locks; tried again at each doubling of the count while a writer's
+/// intention lock refuses it. A tree-level S lock gives every key lock a
+/// get would take (no other transaction can hold IX on the tree, so none
+/// can insert, delete or change a key until this one ends: serializable as
+/// the key locks are), at the price of keeping the tree's writers waiting
+/// until this transaction ends, as the lock manager's own escalation after
+/// `ESCALATE_AT` row locks does (and a transaction that writes the tree
+/// after it asks for X: S and IX join to X). Sixty-four gets mark a reader
+/// that would otherwise spend more on its key locks, and their release at
+/// commit, than on anything else but its descents.
+pub const TREE_READ_ESCALATE_AT: u32 = 64;
+
+/// A tree this transaction has locked: the tree as the catalog gave it
+/// when the lock was granted (it stays in the catalog until this
+/// transaction ends: a drop waits for the lock), the mode held, the gets
+/// and writes made there (what decides when to escalate, or to look for
+/// the manager's escalation).
+///
+/// A tree operation asks the lock manager again only for a stronger mode.
+/// Every tree operation takes a key lock, which keeps the transaction's
+/// home thread current (`lock` module docs, Threads), except a get covered
+/// by a tree-level S or X lock, or a put covered by an X lock (the
+/// manager's escalation after `ESCALATE_AT` key locks, or a bulk load's):
+/// such an operation skips its key locks only when the manager's home for
+/// the transaction is the calling thread (it publishes the home at each
+/// change), and elsewhere asks for them (requests the manager finds
+/// covered, which re-home the transaction), so a transaction moved to
+/// another thread, by any operation, is re-homed before a lock wait could
+/// miss it.
+struct TreeHold {
+    rel: Arc<Relation>,
+    mode: LockMode,
+    ops: u32,
+}
+
+impl TreeHold {
+    /// Whether the tree lock held gives every key lock an operation in
+    /// `mode` (the tree's intention mode it asks for) takes: S or X for a
+    /// get, X for a write.
+    fn covers(&self, mode: LockMode) -> bool {
+        match mode {
+            LockMode::IntentShared => {
+                matches!(self.mode, LockMode::Shared | LockMode::Exclusive)
+            }
+            _ => self.mode == LockMode::Exclusive,
+        }
+    }
+}
+
+/// The calling thread's identity, as the lock manager records homes.
+fn thread_key() -> u64 {
+    <crate::sync::Os as crate::sync::Primitives>::thread_key()
 }
 
 /// A transaction: changes to tuples that become durable together at
@@ -307,11 +365,11 @@ pub struct Transaction<'db> {
     id: TxnId,
     core: Mutex<TxnCore>,
     slot: Arc<TxnSlot>,
-    /// Trees this transaction has locked in intention mode, and how: a
-    /// tree operation asks the lock manager again only for a stronger
-    /// mode (every tree operation then takes a key lock, which keeps the
-    /// transaction's home thread current, `lock` module docs).
-    tree_locks: std::cell::RefCell<Vec<(RelationId, LockMode)>>,
+    /// Trees this transaction has locked, and how ([`TreeHold`]).
+    tree_locks: std::cell::RefCell<Vec<TreeHold>>,
+    /// The home thread the lock manager keeps for this transaction
+    /// ([`TreeHold`]).
+    home: Arc<AtomicU64>,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -328,13 +386,14 @@ impl<'db> Transaction<'db> {
     /// Starts a transaction (`Database::begin`).
     pub(crate) fn begin(db: &'db Engine) -> Result<Transaction<'db>> {
         db.check_usable()?;
-        let (core, slot) = begin(db);
+        let (core, slot, home) = begin(db);
         Ok(Transaction {
             db,
             id: core.id,
             core: Mutex::new(core),
             slot,
             tree_locks: std::cell::RefCell::new(Vec::new()),
+            home,
             _one_thread: std::marker::PhantomData,
         })
     }
@@ -428,50 +487,151 @@ impl<'db> Transaction<'db> {
     }
 
     /// Runs a tree operation on tree `rel`: the tree's intention lock in
-    /// `mode` (IS to read, IX to write), then `f` with the storage, this
-    /// transaction's log and the tree. An error rolls back as
-    /// [`fail`](Self::fail) says.
+    /// `mode` (IS to read, IX to write, X for a bulk load), then `f` with
+    /// the storage, this transaction's log, the tree and whether the tree
+    /// lock held covers the key locks of a read ([`TreeHold`]). An error
+    /// rolls back as [`fail`](Self::fail) says.
     pub(super) fn tree_op<T>(
         &self,
         rel: RelationId,
         mode: LockMode,
-        f: impl FnOnce(&Storage, &mut TxnLog, &Relation) -> Result<T>,
+        f: impl FnOnce(&Storage, &mut TxnLog, &Relation, bool) -> Result<T>,
     ) -> Result<T> {
-        self.live()?;
-        self.db.check_usable()?;
-        let rel = self.db.user_relation(rel)?;
-        rel.expect(RelationKind::Tree)?;
-        let held = self.tree_locks.borrow().iter().any(|&(r, m)| {
-            r == rel.id && (m == mode || m == LockMode::Exclusive || mode == LockMode::IntentShared)
-        });
-        if !held {
-            self.lock(LockTarget::Relation(rel.id), mode, true)?;
-            self.tree_locks.borrow_mut().push((rel.id, mode));
+        let at = self.tree_hold(rel, mode)?;
+        if mode == LockMode::IntentShared {
+            self.count_get(at)?;
+        } else if mode == LockMode::IntentExclusive {
+            self.count_write(at);
         }
-        self.still_there(&rel)?;
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
         let writing = mode != LockMode::IntentShared;
         if writing {
             self.slot.before_write(self.db.store.wal.end_lsn());
         }
+        let holds = self.tree_locks.borrow();
+        let hold = &holds[at];
+        let covered = hold.covers(mode) && self.home.load(Ordering::Acquire) == thread_key();
         let mut core = self.core.lock();
-        let result = f(&self.db.store, &mut core.log, &rel);
+        if core.state != TxnState::Active {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        let result = f(&self.db.store, &mut core.log, &hold.rel, covered);
         if writing {
             self.slot.wrote(core.log.last_lsn);
         }
         drop(core);
+        drop(holds);
         let value = result.map_err(|e| self.fail(e))?;
         // Invariant 16: checked after the locks were granted.
         self.db.check_usable()?;
         Ok(value)
     }
 
+    /// The index in `tree_locks` of tree `rel`, locked in a mode that gives
+    /// `mode`: a tree already held so asks nothing more; otherwise the
+    /// tree is looked up, checked to be one, locked (waiting) and checked
+    /// to be still there.
+    fn tree_hold(&self, rel: RelationId, mode: LockMode) -> Result<usize> {
+        let found = self
+            .tree_locks
+            .borrow()
+            .iter()
+            .position(|h| h.rel.id == rel);
+        if let Some(at) = found {
+            let held = self.tree_locks.borrow()[at].mode;
+            if held == mode || held == LockMode::Exclusive || mode == LockMode::IntentShared {
+                return Ok(at);
+            }
+        }
+        self.live()?;
+        self.db.check_usable()?;
+        let r = self.db.user_relation(rel)?;
+        r.expect(RelationKind::Tree)?;
+        self.lock(LockTarget::Relation(rel), mode, true)?;
+        self.still_there(&r)?;
+        let mut holds = self.tree_locks.borrow_mut();
+        Ok(match found {
+            Some(at) => {
+                let h = &mut holds[at];
+                // The manager granted the join of both modes (an upgrade).
+                h.mode = if mode == LockMode::IntentExclusive && h.mode == LockMode::IntentShared {
+                    mode
+                } else {
+                    LockMode::Exclusive
+                };
+                at
+            }
+            None => {
+                holds.push(TreeHold {
+                    rel: r,
+                    mode,
+                    ops: 0,
+                });
+                holds.len() - 1
+            }
+        })
+    }
+
+    /// Counts a get in the tree at `at` and, at [`TREE_READ_ESCALATE_AT`]
+    /// gets and each doubling after, tries (never waiting) to lock the
+    /// tree shared when this transaction holds it only in IS.
+    fn count_get(&self, at: usize) -> Result<()> {
+        let mut holds = self.tree_locks.borrow_mut();
+        let h = &mut holds[at];
+        h.ops = h.ops.saturating_add(1);
+        if h.mode != LockMode::IntentShared
+            || h.ops < TREE_READ_ESCALATE_AT
+            || !h.ops.is_power_of_two()
+        {
+            return Ok(());
+        }
+        let target = LockTarget::Relation(h.rel.id);
+        match self
+            .db
+            .store
+            .locks
+            .lock(self.id, target, LockMode::Shared, false)
+        {
+            Ok(()) => {
+                h.mode = LockMode::Shared;
+                Ok(())
+            }
+            Err(Error::Db(DbError::WouldBlock { .. })) => Ok(()),
+            Err(e) => {
+                drop(holds);
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    /// Counts a write in the tree at `at` and, at `ESCALATE_AT` writes and
+    /// each doubling after, asks the lock manager whether its escalation
+    /// gave this transaction the whole tree exclusively: from then on its
+    /// writes there take no key locks (no other transaction can hold any
+    /// lock in the tree, [`TreeHold`]).
+    fn count_write(&self, at: usize) {
+        let mut holds = self.tree_locks.borrow_mut();
+        let h = &mut holds[at];
+        h.ops = h.ops.saturating_add(1);
+        if h.mode == LockMode::Exclusive
+            || h.ops < crate::lock::ESCALATE_AT
+            || !h.ops.is_power_of_two()
+        {
+            return;
+        }
+        let target = LockTarget::Relation(h.rel.id);
+        if self.db.store.locks.mode_held(self.id, target) == Some(LockMode::Exclusive) {
+            h.mode = LockMode::Exclusive;
+        }
+    }
+
     /// The tree `rel`, checked to be one and locked in intention mode
-    /// `mode` (a scan's start).
+    /// IS (a scan's start).
     pub(super) fn tree_for_scan(&self, rel: RelationId) -> Result<Arc<Relation>> {
-        self.tree_op(rel, LockMode::IntentShared, |_, _, _| Ok(()))?;
-        self.db.user_relation(rel)
+        let at = self.tree_hold(rel, LockMode::IntentShared)?;
+        self.db.check_usable()?;
+        Ok(self.tree_locks.borrow()[at].rel.clone())
     }
 
     /// The storage context.
