@@ -877,9 +877,10 @@ pub(crate) fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> Archiv
 }
 
 /// Step 4: every file, verified, written and synced; the control file
-/// first, as [`RESTORING_CONTROL`], so a restore killed at any later moment
-/// leaves a directory an open refuses, never one it would take for a new,
-/// empty database (the relation folder alone).
+/// first, as [`RESTORING_CONTROL`], its directory entry synced before
+/// anything else is created, so a restore killed or cut by a power cut at
+/// any later moment leaves a directory an open refuses, never one it would
+/// take for a new, empty database (the relation folder alone).
 pub(crate) fn download_files(
     remote: &Remote,
     entry: &BackupEntry,
@@ -921,6 +922,13 @@ pub(crate) fn download_files(
                 });
             }
             write_synced(&dir.join(RESTORING_CONTROL), &bytes)?;
+            // Its directory entry is durable before any other file is
+            // created: after a power cut the directory holds it or holds
+            // nothing of the restore, never relation files alone, which
+            // an open would take for a database being created.
+            std::fs::File::open(dir)
+                .and_then(|h| h.sync_all())
+                .map_err(local(dir, "cannot sync"))?;
         } else {
             // Streamed to the file a piece at a time, checked once whole:
             // until the control file is renamed into place the directory
