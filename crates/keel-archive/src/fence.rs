@@ -62,7 +62,6 @@
 //! `standby`), so a promotion that crashed after writing its fence
 //! recognises its own fence when run again.
 
-use keel::checksum::crc32c;
 use keel::types::Lsn;
 use object_store::path::Path as ObjectPath;
 
@@ -96,7 +95,7 @@ pub struct Fence {
 impl Fence {
     /// The object's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut s = format!(
+        crate::sealed::seal(format!(
             "{FENCE_MAGIC} {FENCE_VERSION}\ndatabase {:016x}\ntimeline {}\nsuccessor {}\n\
              switch {:016x}\nstandby {:016x}\ncreated {}\n",
             self.database_id,
@@ -105,76 +104,34 @@ impl Fence {
             self.switch.0,
             self.standby_id,
             self.created_us
-        );
-        let crc = crc32c(s.as_bytes());
-        s.push_str(&format!("crc32c {crc:08x}\n"));
-        s.into_bytes()
+        ))
     }
 
     /// Decodes a fence read from `object` (hostile input).
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Fence> {
-        let bad = |line: usize, reason: String| ArchiveError::Corrupt {
-            object: object.to_string(),
-            place: Place::Object(line as u64),
-            reason: format!("line {}: {reason}", line + 1),
-        };
-        if bytes.len() > MAX_FENCE_BYTES {
-            return Err(bad(
-                0,
-                format!("{} bytes, more than any fence", bytes.len()),
-            ));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| bad(0, "not UTF-8 text".into()))?;
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.len() != 8 || !text.ends_with('\n') {
-            return Err(bad(0, format!("{} lines, a fence has 8", lines.len())));
-        }
-        let body_len = text.len() - lines[7].len() - 1;
-        let field = |i: usize, key: &str| -> Result<&str> {
-            lines[i]
-                .strip_prefix(key)
-                .and_then(|r| r.strip_prefix(' '))
-                .ok_or_else(|| bad(i, format!("expected `{key} …`, found {:?}", lines[i])))
-        };
-        let crc = u32::from_str_radix(field(7, "crc32c")?, 16)
-            .map_err(|_| bad(7, "malformed CRC".into()))?;
-        let computed = crc32c(&bytes[..body_len]);
-        if crc != computed {
-            return Err(ArchiveError::ChecksumMismatch {
-                object: object.to_string(),
+        let f = crate::sealed::Sealed::open(
+            object,
+            bytes,
+            &crate::sealed::Kind {
                 what: "fence",
-                stored: crc,
-                computed,
-            });
-        }
-        if field(0, FENCE_MAGIC)? != FENCE_VERSION.to_string() {
-            return Err(bad(0, format!("unknown version {:?}", lines[0])));
-        }
-        let hex = |i: usize, key: &str| -> Result<u64> {
-            u64::from_str_radix(field(i, key)?, 16).map_err(|_| bad(i, format!("malformed {key}")))
-        };
-        let small = |i: usize, key: &str| -> Result<u32> {
-            field(i, key)?
-                .parse::<u32>()
-                .map_err(|_| bad(i, format!("malformed {key}")))
-        };
-        let timeline = small(2, "timeline")?;
-        let successor = small(3, "successor")?;
+                magic: FENCE_MAGIC,
+                version: FENCE_VERSION,
+                lines: 8,
+                max_bytes: MAX_FENCE_BYTES,
+            },
+        )?;
+        let timeline = f.small(2, "timeline")?;
+        let successor = f.small(3, "successor")?;
         if timeline == 0 || successor <= timeline {
-            return Err(bad(
-                3,
-                format!("successor {successor} of timeline {timeline}"),
-            ));
+            return Err(f.bad(3, format!("successor {successor} of timeline {timeline}")));
         }
         Ok(Fence {
-            database_id: hex(1, "database")?,
+            database_id: f.hex(1, "database")?,
             timeline,
             successor,
-            switch: Lsn(hex(4, "switch")?),
-            standby_id: hex(5, "standby")?,
-            created_us: field(6, "created")?
-                .parse()
-                .map_err(|_| bad(6, "malformed created".into()))?,
+            switch: Lsn(f.hex(4, "switch")?),
+            standby_id: f.hex(5, "standby")?,
+            created_us: f.dec(6, "created")?,
         })
     }
 }

@@ -59,6 +59,7 @@ pub mod fence;
 pub mod fuzz_targets;
 pub mod read;
 pub mod restore;
+mod sealed;
 pub mod standby;
 pub mod status;
 pub mod store;

@@ -241,80 +241,36 @@ impl History {
             RestoreTarget::Lsn(l) => format!("lsn {:016x}", l.0),
             RestoreTarget::Txn(x) => format!("txn {}", x.0),
         };
-        let mut s = format!(
+        crate::sealed::seal(format!(
             "{HISTORY_MAGIC} {HISTORY_VERSION}\ndatabase {:016x}\ntimeline {}\nparent {}\n\
              switch {:016x}\ntarget {target}\ncreated {}\n",
             self.database_id, self.timeline, self.parent, self.switch.0, self.created_us
-        );
-        let crc = crc32c(s.as_bytes());
-        s.push_str(&format!("crc32c {crc:08x}\n"));
-        s.into_bytes()
+        ))
     }
 
     /// Decodes a history object read from `object` (hostile input).
     pub fn decode(object: &str, bytes: &[u8]) -> Result<History> {
-        let bad = |line: usize, reason: String| ArchiveError::Corrupt {
-            object: object.to_string(),
-            place: Place::Object(line as u64),
-            reason: format!("line {}: {reason}", line + 1),
-        };
-        if bytes.len() > MAX_HISTORY_BYTES {
-            return Err(bad(
-                0,
-                format!("{} bytes, more than any history", bytes.len()),
-            ));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| bad(0, "not UTF-8 text".into()))?;
-        let body_len = text
-            .trim_end_matches('\n')
-            .rfind('\n')
-            .map(|i| i + 1)
-            .ok_or_else(|| bad(0, "too short".into()))?;
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.len() != 8 {
-            return Err(bad(0, format!("{} lines, a history has 8", lines.len())));
-        }
-        let field = |i: usize, key: &str| -> Result<&str> {
-            lines[i]
-                .strip_prefix(key)
-                .and_then(|r| r.strip_prefix(' '))
-                .ok_or_else(|| bad(i, format!("expected `{key} …`, found {:?}", lines[i])))
-        };
-        let crc = u32::from_str_radix(field(7, "crc32c")?, 16)
-            .map_err(|_| bad(7, "malformed CRC".into()))?;
-        let computed = crc32c(&bytes[..body_len]);
-        if crc != computed {
-            return Err(ArchiveError::ChecksumMismatch {
-                object: object.to_string(),
+        let h = crate::sealed::Sealed::open(
+            object,
+            bytes,
+            &crate::sealed::Kind {
                 what: "timeline history",
-                stored: crc,
-                computed,
-            });
-        }
-        if field(0, HISTORY_MAGIC)? != HISTORY_VERSION.to_string() {
-            return Err(bad(0, format!("unknown version {:?}", lines[0])));
-        }
-        let dec = |i: usize, key: &str| -> Result<u64> {
-            field(i, key)?
-                .parse::<u64>()
-                .map_err(|_| bad(i, format!("malformed {key}")))
-        };
-        let hex = |i: usize, key: &str| -> Result<u64> {
-            u64::from_str_radix(field(i, key)?, 16).map_err(|_| bad(i, format!("malformed {key}")))
-        };
-        let small = |i: usize, key: &str| -> Result<u32> {
-            u32::try_from(dec(i, key)?).map_err(|_| bad(i, format!("{key} out of range")))
-        };
-        let database_id = hex(1, "database")?;
-        let timeline = small(2, "timeline")?;
-        let parent = small(3, "parent")?;
+                magic: HISTORY_MAGIC,
+                version: HISTORY_VERSION,
+                lines: 8,
+                max_bytes: MAX_HISTORY_BYTES,
+            },
+        )?;
+        let database_id = h.hex(1, "database")?;
+        let timeline = h.small(2, "timeline")?;
+        let parent = h.small(3, "parent")?;
         if parent == 0 || parent >= timeline {
-            return Err(bad(3, format!("parent {parent} of timeline {timeline}")));
+            return Err(h.bad(3, format!("parent {parent} of timeline {timeline}")));
         }
-        let switch = Lsn(hex(4, "switch")?);
-        let target =
-            parse_target(field(5, "target")?).ok_or_else(|| bad(5, "malformed target".into()))?;
-        let created_us = dec(6, "created")?;
+        let switch = Lsn(h.hex(4, "switch")?);
+        let target = parse_target(h.field(5, "target")?)
+            .ok_or_else(|| h.bad(5, "malformed target".into()))?;
+        let created_us = h.dec(6, "created")?;
         Ok(History {
             database_id,
             timeline,
@@ -653,19 +609,7 @@ pub fn restore(
     refuse_non_empty(dir)?;
     let remote = Remote::open(target, op_timeout)?;
     let path = remote.timeline_path(timeline)?;
-    // Usable backups: on the path, and ending before the next timeline's
-    // switch.
-    let mut backups: Vec<(BackupEntry, Manifest)> = Vec::new();
-    for entry in remote.list_backups()? {
-        let Some(&(_, _, to)) = path.iter().find(|p| p.0 == entry.timeline) else {
-            continue;
-        };
-        let m = remote.read_manifest(&entry)?;
-        if to.is_none_or(|to| m.end <= to) {
-            backups.push((entry, m));
-        }
-    }
-    backups.sort_by_key(|(_, m)| (m.end, m.start));
+    let mut backups = path_backups(&remote, &path)?;
     if backups.is_empty() {
         return Err(ArchiveError::Restore(format!(
             "no complete backup (one with a manifest) on timeline {timeline}'s history under {}",
@@ -801,6 +745,27 @@ pub fn restore(
         recovery,
         passed_over,
     })
+}
+
+/// The complete backups usable on a timeline's `path`: on one of its
+/// timelines, and ending at or before the switch to the next; oldest end
+/// first.
+pub(crate) fn path_backups(
+    remote: &Remote,
+    path: &[(u32, Lsn, Option<Lsn>)],
+) -> Result<Vec<(BackupEntry, Manifest)>> {
+    let mut backups = Vec::new();
+    for entry in remote.list_backups()? {
+        let Some(&(_, _, to)) = path.iter().find(|p| p.0 == entry.timeline) else {
+            continue;
+        };
+        let m = remote.read_manifest(&entry)?;
+        if to.is_none_or(|to| m.end <= to) {
+            backups.push((entry, m));
+        }
+    }
+    backups.sort_by_key(|(_, m)| (m.end, m.start));
+    Ok(backups)
 }
 
 fn before_consistency(target: RestoreTarget, stop: Lsn, oldest: &Manifest) -> ArchiveError {

@@ -762,17 +762,7 @@ fn clear_unfinished_setup(dir: &Path) -> Result<bool> {
 /// Setup steps 2 and 3 (module essay).
 fn set_up(remote: &Remote, dir: &Path, timeline: u32) -> Result<SetupReport> {
     let path = remote.timeline_path(timeline)?;
-    let mut backups = Vec::new();
-    for entry in remote.list_backups()? {
-        let Some(&(_, _, to)) = path.iter().find(|p| p.0 == entry.timeline) else {
-            continue;
-        };
-        let m = remote.read_manifest(&entry)?;
-        if to.is_none_or(|to| m.end <= to) {
-            backups.push((entry, m));
-        }
-    }
-    backups.sort_by_key(|(_, m)| (m.end, m.start));
+    let backups = crate::restore::path_backups(remote, &path)?;
     let Some(oldest) = backups.first().map(|(_, m)| m.clone()) else {
         return Err(standby_err(format!(
             "no complete backup (one with a manifest) on timeline {timeline}'s history under {}",

@@ -14,7 +14,7 @@ use keel::{Config, Database, Lsn};
 use keel_archive::{ArchiveTarget, Archiver, ArchiverOptions, StoreConfig};
 
 mod common;
-use common::{keel, text};
+use common::{keel, text, url};
 
 /// A database with small segments archived to `archive` (a local
 /// directory, empty prefix), without compaction: the tests that use it
@@ -64,10 +64,6 @@ fn chunks(archive: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
 }
 
 /// Runs `keel archive ARGS`: exit code and stdout + stderr.

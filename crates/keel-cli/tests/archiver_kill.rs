@@ -24,31 +24,9 @@ use std::time::Duration;
 use keel::{Config, Database};
 
 mod common;
-use common::{keel, text};
+use common::{Rng, env_u64, keel, text, url};
 
 const ROW_BYTES: usize = 200;
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
-    })
-}
-
-/// xorshift64*: enough randomness to pick kill moments, replayable.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
 
 fn row_hex(key: u32) -> String {
     let mut row = [0xA5u8; ROW_BYTES];

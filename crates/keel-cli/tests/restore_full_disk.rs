@@ -20,14 +20,10 @@ use std::process::Command;
 use keel::{Config, Database};
 
 mod common;
-use common::{keel, text};
+use common::{keel, text, url};
 
 const ROW_BYTES: usize = 1000;
 const ROWS: u32 = 600;
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
 
 /// A database of [`ROWS`] rows (its heap file about 600 KiB), backed up
 /// into the archive at `archive`.

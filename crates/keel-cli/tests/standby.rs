@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +13,7 @@ use keel::{Config, Database};
 use keel_archive::{ArchiveError, ArchiveTarget, Archiver, StoreConfig};
 
 mod common;
-use common::{keel, text};
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
+use common::{keel, text, url};
 
 fn insert(db: &Database, from: u32, to: u32) {
     let rel = db.relation("r").unwrap().unwrap();

@@ -2,6 +2,7 @@
 
 #![allow(clippy::expect_used)] // fixtures panic on setup failure by design
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs the built `keel` with `args` and collects its output.
@@ -15,4 +16,35 @@ pub fn keel(args: &[&str]) -> Output {
 /// Bytes of an output stream as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `file://` URL for the local-directory archive at `p`.
+#[allow(dead_code)] // not every test binary archives
+pub fn url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+/// The environment variable `name` as a number, if set (a test's cycle
+/// count or seed); anything else set there is a panic naming it.
+#[allow(dead_code)] // used by the kill tests only
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+    })
+}
+
+/// xorshift64*: enough randomness to pick kill moments, replayable.
+#[allow(dead_code)] // used by the kill tests only
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    /// A number below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
 }
