@@ -652,6 +652,9 @@ impl Worker {
             chunks: status.chunks,
             retries: status.retries,
             last_error: status.last_error.as_ref().map(|e| e.to_string()),
+            compacted_objects: status.compacted_objects,
+            chunks_compacted: status.chunks_compacted,
+            compaction_error: status.compaction_error.as_ref().map(|e| e.to_string()),
         };
         match status::write_status(self.db.dir(), &published) {
             Ok(()) => self.published = Some((state, Instant::now())),

@@ -22,10 +22,13 @@
 //! | `oldest_unarchived_commit_us` | commit time (µs since the epoch) of the oldest commit read from the log and not yet archived; `0`: none |
 //! | `updated_us` | when the file was written (µs since the epoch) |
 //! | `chunks`, `retries` | counters |
+//! | `compacted_objects`, `chunks_compacted` | the compactor's counters: objects written, chunks they replaced (absent in files of archivers before compaction: 0) |
 //! | `last_error` | the most recent error on one line (absent: none) |
+//! | `compaction_error` | the compactor's most recent error on one line (absent: none); archiving goes on regardless |
 //!
 //! Unknown keys are ignored (a newer archiver may add some); a missing
-//! key, a bad number or another first line is an error naming the line.
+//! key (but the optional ones above), a bad number or another first line
+//! is an error naming the line.
 //!
 //! ## Rules
 //!
@@ -113,6 +116,12 @@ pub struct PublishedStatus {
     pub retries: u64,
     /// The most recent error.
     pub last_error: Option<String>,
+    /// Compacted objects its compactor wrote.
+    pub compacted_objects: u64,
+    /// Chunks they replaced, deleted.
+    pub chunks_compacted: u64,
+    /// The compactor's most recent error.
+    pub compaction_error: Option<String>,
 }
 
 impl PublishedStatus {
@@ -125,7 +134,8 @@ impl PublishedStatus {
     pub fn encode(&self) -> String {
         let mut s = format!(
             "{MAGIC}\nstate {}\npolicy {}\narchived_lsn {}\ndurable_lsn {}\n\
-             oldest_unarchived_commit_us {}\nupdated_us {}\nchunks {}\nretries {}\n",
+             oldest_unarchived_commit_us {}\nupdated_us {}\nchunks {}\nretries {}\n\
+             compacted_objects {}\nchunks_compacted {}\n",
             self.state.as_str(),
             self.policy,
             self.archived_lsn.0,
@@ -134,11 +144,19 @@ impl PublishedStatus {
             self.updated_us,
             self.chunks,
             self.retries,
+            self.compacted_objects,
+            self.chunks_compacted,
         );
-        if let Some(e) = &self.last_error {
-            s.push_str("last_error ");
-            s.push_str(&one_line(e));
-            s.push('\n');
+        for (key, e) in [
+            ("last_error", &self.last_error),
+            ("compaction_error", &self.compaction_error),
+        ] {
+            if let Some(e) = e {
+                s.push_str(key);
+                s.push(' ');
+                s.push_str(&one_line(e));
+                s.push('\n');
+            }
         }
         s
     }
@@ -170,6 +188,12 @@ impl PublishedStatus {
             v.parse()
                 .map_err(|_| bad(line, format!("{k} {v:?} is not a number")))
         };
+        let optional = |k: &str| -> Result<u64> {
+            match fields.contains_key(k) {
+                true => num(k),
+                false => Ok(0),
+            }
+        };
         let (line, state) = get("state")?;
         let state = ArchiveState::parse(state)
             .ok_or_else(|| bad(line, format!("unknown state {state:?}")))?;
@@ -184,6 +208,9 @@ impl PublishedStatus {
             chunks: num("chunks")?,
             retries: num("retries")?,
             last_error: fields.get("last_error").map(|(_, v)| v.to_string()),
+            compacted_objects: optional("compacted_objects")?,
+            chunks_compacted: optional("chunks_compacted")?,
+            compaction_error: fields.get("compaction_error").map(|(_, v)| v.to_string()),
         })
     }
 }
@@ -294,6 +321,9 @@ mod tests {
             chunks: 3,
             retries: 4,
             last_error: Some("object store: put\nx".into()),
+            compacted_objects: 2,
+            chunks_compacted: 9,
+            compaction_error: None,
         };
         let p = Path::new("d/archive-status");
         let back = PublishedStatus::decode(p, &st.encode()).unwrap();
@@ -306,6 +336,19 @@ mod tests {
             },
             st
         );
+        let older: String = st
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with("compacted_objects") && !l.starts_with("chunks_compacted"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let back = PublishedStatus::decode(p, &older).unwrap();
+        assert_eq!((back.compacted_objects, back.chunks_compacted), (0, 0));
+        let text = st
+            .encode()
+            .replace("chunks_compacted 9", "chunks_compacted x");
+        let err = PublishedStatus::decode(p, &text).unwrap_err().to_string();
+        assert!(err.contains("chunks_compacted"), "{err}");
         let text = st.encode().replace("chunks 3", "chunks three");
         let err = PublishedStatus::decode(p, &text).unwrap_err().to_string();
         assert!(err.contains("line 8") && err.contains("chunks"), "{err}");

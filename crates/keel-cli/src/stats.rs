@@ -8,8 +8,9 @@
 //! the LSN archived to, the lag in bytes (from there to the end of the log
 //! now, which includes log written after the archiver last wrote the file)
 //! and in seconds (the age of the oldest unarchived commit when the file
-//! was written), and its last error, with any URL's user, password and
-//! query cut. The store is never contacted. No file: `archive: not
+//! was written), its compactor's counts (objects written, chunks they
+//! replaced), and its last error and last compaction error, with any URL's
+//! user, password and query cut. The store is never contacted. No file: `archive: not
 //! configured`; an unreadable one is reported on that line, and the other
 //! figures are still printed.
 //!
@@ -289,6 +290,9 @@ fn archive_json(r: &Report) -> Value {
             "chunks": st.chunks,
             "retries": st.retries,
             "last_error": st.last_error.as_deref().map(keel_archive::status::redact),
+            "compacted_objects": st.compacted_objects,
+            "chunks_compacted": st.chunks_compacted,
+            "compaction_error": st.compaction_error.as_deref().map(keel_archive::status::redact),
         }),
     }
 }
@@ -324,8 +328,20 @@ fn archive_text(r: &Report) -> String {
         st.retries,
         status_age(st)
     );
+    let _ = writeln!(
+        s,
+        "  compaction: {} objects written, replacing {} chunks",
+        st.compacted_objects, st.chunks_compacted
+    );
     if let Some(e) = &st.last_error {
         let _ = writeln!(s, "  last error: {}", keel_archive::status::redact(e));
+    }
+    if let Some(e) = &st.compaction_error {
+        let _ = writeln!(
+            s,
+            "  last compaction error: {}",
+            keel_archive::status::redact(e)
+        );
     }
     s
 }

@@ -101,8 +101,15 @@ fn stats_shows_what_the_archiver_published() {
         "{stats}"
     );
     assert!(!stats.contains("last error"), "{stats}");
+    // Fifty rows complete no segment: nothing to compact yet.
+    assert_eq!(
+        line(&stats, "compaction:").trim(),
+        "compaction: 0 objects written, replacing 0 chunks"
+    );
     let json = stats_json(&data);
     let a = &json["archive"];
+    assert_eq!(a["compacted_objects"], 0, "{a}");
+    assert!(a["compaction_error"].is_null(), "{a}");
     assert_eq!(a["state"], "stopped", "{a}");
     assert_eq!(a["policy"], "stall 1048576 5000", "{a}");
     assert!(a["last_error"].is_null(), "{a}");
@@ -132,7 +139,9 @@ fn stats_shows_what_the_archiver_published() {
         "oldest_unarchived_commit_us 0",
         &format!("oldest_unarchived_commit_us {}", updated - 2_500_000),
     ) + "last_error object store: Error performing PUT \
-           http://AKIAEXAMPLE:s3cr3t@127.0.0.1:8333/b/k?X-Amz-Signature=feed in 1s: connection refused\n";
+           http://AKIAEXAMPLE:s3cr3t@127.0.0.1:8333/b/k?X-Amz-Signature=feed in 1s: connection refused\n"
+        + "compaction_error object store: Error performing DELETE \
+           http://AKIAEXAMPLE:s3cr3t@127.0.0.1:8333/b/c?X-Amz-Signature=feed: timed out\n";
     std::fs::write(&status, broken).unwrap();
     let stats = stats_text(&data);
     assert!(
@@ -146,6 +155,11 @@ fn stats_shows_what_the_archiver_published() {
     let err = line(&stats, "last error:");
     assert!(
         err.contains("http://<redacted>@127.0.0.1:8333/b/k?<redacted> in 1s: connection refused"),
+        "{err}"
+    );
+    let err = line(&stats, "last compaction error:");
+    assert!(
+        err.contains("DELETE http://<redacted>@127.0.0.1:8333/b/c?<redacted> timed out"),
         "{err}"
     );
     assert!(!stats.contains("s3cr3t") && !stats.contains("AKIA") && !stats.contains("feed"));
