@@ -57,6 +57,7 @@ pub mod fault;
 pub mod fence;
 #[cfg(feature = "fuzz-targets")]
 pub mod fuzz_targets;
+pub mod local;
 pub mod read;
 pub mod restore;
 mod sealed;
@@ -71,7 +72,7 @@ pub use backup::{BackupEntry, BackupFolder, BackupOptions, Manifest, backup};
 pub use compact::{CompactReport, compact_timeline};
 pub use config::{ArchiveTarget, Credentials, S3Config, Secret, StoreConfig};
 pub use error::{ArchiveError, Place, Result};
-pub use restore::{History, RestoreReport, RestoreTarget, restore};
+pub use restore::{History, RestoreReport, RestoreTarget, restore, restore_with_io};
 pub use status::{ArchiveState, PublishedStatus, read_status};
 pub use store::{ChunkObject, Listing, Put, Remote};
 pub use verify::{ArchiveReader, CommitTimes, TimelineReport, TimelineSummary};

@@ -126,6 +126,21 @@
 //! 7. Rename the control file into place, sync the directory, open the
 //!    database (redo, undo, end-of-recovery checkpoint), archive the new
 //!    timeline's first log, close.
+//!
+//! ## Crash safety
+//!
+//! Every local write goes through the engine's I/O layer
+//! ([`crate::local::Local`]; [`restore_with_io`] takes the simulator in
+//! tests) and is synced before the next step relies on it: each directory
+//! the restore creates is synced in its parent, [`RESTORING_CONTROL`] is
+//! written first and its directory synced before any relation file is
+//! created, every file is synced once whole, and the rename of step 7 is
+//! synced before the open. So a power cut or a kill at any moment leaves
+//! nothing of the restore, an unfinished restore that an open and a second
+//! restore refuse by name, or the restored database; never relation files
+//! or a log an open would take for a database being created, and never a
+//! reported restore that a power cut afterwards takes away
+//! (`tests/restore_crash.rs` cuts it at each operation).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -143,6 +158,7 @@ use crate::backup_check::{backup_folder, check_backup, is_damage};
 use crate::chunk::{Chunk, Expect};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Place, Result};
+use crate::local::Local;
 use crate::store::{ChunkObject, Put, Remote};
 
 /// The file in a restored data directory that names its timeline.
@@ -606,7 +622,34 @@ pub fn restore(
     config: Config,
     op_timeout: Duration,
 ) -> Result<RestoreReport> {
-    refuse_non_empty(dir)?;
+    let io = keel_io::open_backend(&config.io)
+        .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))?;
+    restore_with_io(
+        target,
+        dir,
+        timeline,
+        restore_target,
+        config,
+        op_timeout,
+        &Local::new(io),
+    )
+}
+
+/// [`restore`] with its local files written through `local` (the
+/// simulator in crash tests). Restoring to a point before the archive's
+/// end starts a new timeline and archives its first log, which writes the
+/// archiver's status file with `std::fs`; the crash tests restore to the
+/// end.
+pub fn restore_with_io(
+    target: &ArchiveTarget,
+    dir: &Path,
+    timeline: u32,
+    restore_target: RestoreTarget,
+    config: Config,
+    op_timeout: Duration,
+    local: &Local,
+) -> Result<RestoreReport> {
+    refuse_non_empty(local, dir)?;
     let remote = Remote::open(target, op_timeout)?;
     let path = remote.timeline_path(timeline)?;
     let mut backups = path_backups(&remote, &path)?;
@@ -683,8 +726,8 @@ pub fn restore(
             false => before_consistency(restore_target, stop, oldest),
         });
     };
-    let file_bytes = download_files(&remote, &entry, &manifest, dir)?;
-    let (log_end, applied) = write_log(&remote, &manifest, &chunks, stop, dir)?;
+    let file_bytes = download_files(&remote, &entry, &manifest, dir, local)?;
+    let (log_end, applied) = write_log(&remote, &manifest, &chunks, stop, dir, local)?;
     if log_end != stop {
         return Err(ArchiveError::Restore(format!(
             "the archived log ends at LSN {log_end}, not at the stop LSN {stop}"
@@ -702,19 +745,19 @@ pub fn restore(
     };
     let new_timeline = history.as_ref().map_or(timeline, |h| h.timeline);
     let tl_file = dir.join(TIMELINE_FILE);
-    write_synced(
+    local.write_new_synced(
         &tl_file,
         format!("timeline {new_timeline}\nfrom {:016x}\n", stop.0).as_bytes(),
     )?;
     let control = dir.join(keel::datadir::layout::CONTROL_FILE);
-    std::fs::rename(dir.join(RESTORING_CONTROL), &control)
-        .map_err(local(&control, "cannot put in place"))?;
-    std::fs::File::open(dir)
-        .and_then(|h| h.sync_all())
-        .map_err(local(dir, "cannot sync"))?;
+    local.rename(&dir.join(RESTORING_CONTROL), &control)?;
+    local.sync_dir(dir)?;
     let mut config = config;
     config.wal.hold_at_open = history.is_some();
-    let db = Arc::new(Database::open(dir, config).map_err(|e| ArchiveError::Backup(Box::new(e)))?);
+    let db = Arc::new(
+        Database::open_with_io(dir, config, local.io().clone())
+            .map_err(|e| ArchiveError::Backup(Box::new(e)))?,
+    );
     let recovery = db.recovery_report().clone();
     if history.is_some() {
         let archiver = Archiver::start(
@@ -811,27 +854,24 @@ pub(crate) fn start_timeline(
     }
 }
 
-fn refuse_non_empty(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => match entries.next() {
-            None => Ok(()),
-            Some(_)
-                if !dir.join(keel::datadir::layout::CONTROL_FILE).exists()
-                    && dir.join(RESTORING_CONTROL).exists() =>
-            {
-                Err(ArchiveError::Restore(format!(
-                    "{} holds an unfinished restore ({RESTORING_CONTROL}): delete it and restore \
-                     again (a restore writes only into a new or empty directory)",
-                    dir.display()
-                )))
-            }
-            Some(_) => Err(ArchiveError::Restore(format!(
-                "{} is not empty: a restore writes only into a new or empty directory",
-                dir.display()
-            ))),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ArchiveError::Restore(format!("{}: {e}", dir.display()))),
+fn refuse_non_empty(local: &Local, dir: &Path) -> Result<()> {
+    let Some(names) = local.list(dir)? else {
+        return Ok(());
+    };
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if names.is_empty() {
+        Ok(())
+    } else if !has(keel::datadir::layout::CONTROL_FILE) && has(RESTORING_CONTROL) {
+        Err(ArchiveError::Restore(format!(
+            "{} holds an unfinished restore ({RESTORING_CONTROL}): delete it and restore \
+             again (a restore writes only into a new or empty directory)",
+            dir.display()
+        )))
+    } else {
+        Err(ArchiveError::Restore(format!(
+            "{} is not empty: a restore writes only into a new or empty directory",
+            dir.display()
+        )))
     }
 }
 
@@ -851,9 +891,10 @@ pub(crate) fn download_files(
     entry: &BackupEntry,
     m: &Manifest,
     dir: &Path,
+    local: &Local,
 ) -> Result<u64> {
     let rel = dir.join(keel::datadir::layout::REL_DIR);
-    std::fs::create_dir_all(dir).map_err(local(dir, "cannot create"))?;
+    local.create_dir_all(dir)?;
     let base = backup_folder(entry);
     let mut total = 0;
     let mut files: Vec<_> = m.files.iter().collect();
@@ -886,37 +927,31 @@ pub(crate) fn download_files(
                     found: c.database_id,
                 });
             }
-            write_synced(&dir.join(RESTORING_CONTROL), &bytes)?;
+            local.write_new_synced(&dir.join(RESTORING_CONTROL), &bytes)?;
             // Its directory entry is durable before any other file is
             // created: after a power cut the directory holds it or holds
             // nothing of the restore, never relation files alone, which
             // an open would take for a database being created.
-            std::fs::File::open(dir)
-                .and_then(|h| h.sync_all())
-                .map_err(local(dir, "cannot sync"))?;
+            local.sync_dir(dir)?;
         } else {
             // Streamed to the file a piece at a time, checked once whole:
             // until the control file is renamed into place the directory
             // is an unfinished restore, so unchecked bytes are never
             // opened.
-            std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
+            local.create_dir_all(&rel)?;
             let path: PathBuf = f.name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c));
-            let mut file = create_new(&path)?;
+            let mut file = local.create_new(&path)?;
             let sum = remote.read_streamed(&ObjectPath::from(object.clone()), |piece| {
-                use std::io::Write;
-                file.write_all(piece).map_err(local(&path, "cannot write"))
+                file.append(piece)
             })?;
             checked(sum.size, sum.crc32c)?;
-            file.sync_all().map_err(local(&path, "cannot sync"))?;
+            file.sync_close()?;
         }
         total += f.size;
     }
-    std::fs::create_dir_all(&rel).map_err(local(&rel, "cannot create"))?;
-    for d in [&rel, &dir.to_path_buf()] {
-        std::fs::File::open(d)
-            .and_then(|h| h.sync_all())
-            .map_err(local(d, "cannot sync"))?;
-    }
+    local.create_dir_all(&rel)?;
+    local.sync_dir(&rel)?;
+    local.sync_dir(dir)?;
     Ok(total)
 }
 
@@ -942,12 +977,11 @@ pub(crate) fn write_log(
     chunks: &[PathChunk],
     stop: Lsn,
     dir: &Path,
+    local: &Local,
 ) -> Result<(Lsn, u64)> {
     let wal_dir: PathBuf = dir.join(keel::datadir::layout::WAL_DIR);
-    let io = keel_io::open_backend(&keel_io::IoConfig::default())
-        .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))?;
     let mut import = keel::wal::import::LogImport::create(
-        io,
+        local.io().clone(),
         &wal_dir,
         m.database_id,
         m.segment_size,

@@ -354,7 +354,9 @@ impl Standby {
                 m
             }
             None if empty => {
-                std::fs::create_dir_all(dir).map_err(local(dir, "cannot create"))?;
+                // Created with its entry synced in its parent, as the
+                // engine creates a data directory.
+                crate::local::Local::default_backend()?.create_dir_all(dir)?;
                 let m = Marker {
                     timeline: timeline.unwrap_or(1),
                     id: keel::types::random_id(),
@@ -793,8 +795,9 @@ fn set_up(remote: &Remote, dir: &Path, timeline: u32) -> Result<SetupReport> {
                 .collect::<String>()
         )));
     };
-    let file_bytes = download_files(remote, &entry, &manifest, dir)?;
-    let (log_end, chunks_read) = write_log(remote, &manifest, &chunks, head, dir)?;
+    let files = crate::local::Local::default_backend()?;
+    let file_bytes = download_files(remote, &entry, &manifest, dir, &files)?;
+    let (log_end, chunks_read) = write_log(remote, &manifest, &chunks, head, dir, &files)?;
     let control = dir.join(CONTROL_FILE);
     let restoring = dir.join(crate::backup::RESTORING_CONTROL);
     std::fs::rename(&restoring, &control).map_err(local(&control, "cannot put in place"))?;
