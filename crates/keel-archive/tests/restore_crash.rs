@@ -55,15 +55,7 @@ fn archive() -> (ArchiveTarget, Vec<Vec<u8>>) {
         .wait_archived(db.durable_lsn(), Duration::from_secs(30))
         .unwrap();
     archiver.stop().unwrap();
-    let mut rows: Vec<Vec<u8>> = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| r.unwrap().1)
-        .collect();
-    rows.sort();
-    (target, rows)
+    (target, sorted_rows(&db, "r"))
 }
 
 fn restore(target: &ArchiveTarget, sim: &Arc<SimIo>, dir: &str) -> keel_archive::Result<()> {
@@ -84,19 +76,6 @@ fn open_sim(sim: &Arc<SimIo>, dir: &str) -> keel::Result<Database> {
     Database::open_with_io(dir, config(), Arc::clone(sim) as Arc<dyn AsyncIo>)
 }
 
-fn rows_of(db: &Database) -> Vec<Vec<u8>> {
-    let rel = db.relation("r").unwrap().unwrap();
-    let mut rows: Vec<Vec<u8>> = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| r.unwrap().1)
-        .collect();
-    rows.sort();
-    rows
-}
-
 /// What a cut left at `/r` on `disk` (module docs), checked.
 fn check_after_cut(
     disk: SimDisk,
@@ -112,7 +91,11 @@ fn check_after_cut(
     } else {
         match open_sim(&sim, "/r") {
             Ok(db) => {
-                assert_eq!(rows_of(&db), rows, "cut at {at}: the restored rows");
+                assert_eq!(
+                    sorted_rows(&db, "r"),
+                    rows,
+                    "cut at {at}: the restored rows"
+                );
                 db.close().unwrap();
                 "restored"
             }
@@ -130,7 +113,11 @@ fn check_after_cut(
     };
     restore(target, &sim, "/again").unwrap_or_else(|e| panic!("cut at {at}: restore again: {e}"));
     let db = open_sim(&sim, "/again").unwrap();
-    assert_eq!(rows_of(&db), rows, "cut at {at}: the second restore's rows");
+    assert_eq!(
+        sorted_rows(&db, "r"),
+        rows,
+        "cut at {at}: the second restore's rows"
+    );
     db.close().unwrap();
     left
 }
@@ -144,7 +131,7 @@ fn a_restore_cut_by_a_power_cut_leaves_nothing_an_open_misreads() {
     restore(&target, &sim, "/r").unwrap();
     let total = sim.op_count();
     let db = open_sim(&sim, "/r").unwrap();
-    assert_eq!(rows_of(&db), rows);
+    assert_eq!(sorted_rows(&db, "r"), rows);
     db.close().unwrap();
     let every = std::env::var("KEEL_RESTORE_CUT_EVERY_OP").is_ok_and(|v| v == "1");
     let cuts: Vec<u64> = match every {

@@ -439,6 +439,13 @@ pub fn restore_to_a_point_and_follow_the_timeline(target: &ArchiveTarget) {
 /// The rows of relation `name` in the database at `dir`, sorted.
 pub fn rows(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
     let db = Database::open(dir, config()).unwrap();
+    let out = sorted_rows(&db, name);
+    db.close().unwrap();
+    out
+}
+
+/// The rows of relation `name` in `db`, sorted.
+pub fn sorted_rows(db: &Database, name: &str) -> Vec<Vec<u8>> {
     let rel = db.relation(name).unwrap().unwrap();
     let mut out: Vec<Vec<u8>> = db
         .begin()
@@ -447,7 +454,6 @@ pub fn rows(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
         .unwrap()
         .map(|r| r.unwrap().1)
         .collect();
-    db.close().unwrap();
     out.sort();
     out
 }
