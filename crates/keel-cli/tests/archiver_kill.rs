@@ -96,15 +96,7 @@ fn session(data: &Path, archive: &Path, first: u32, after: Option<Duration>) -> 
 #[test]
 fn an_archiver_killed_at_random_moments_loses_no_acknowledged_commit() {
     let cycles = env_u64("KEEL_ARCHIVER_KILL_CYCLES").unwrap_or(3);
-    let seed = env_u64("KEEL_ARCHIVER_KILL_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
-    println!("KEEL_ARCHIVER_KILL_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("KEEL_ARCHIVER_KILL_SEED");
     let tmp = tempfile::tempdir().unwrap();
     let (data, archive) = (tmp.path().join("data"), tmp.path().join("archive"));
     std::fs::create_dir_all(&archive).unwrap();

@@ -132,15 +132,7 @@ fn assert_prefix(got: &BTreeSet<u32>, txs: &[Vec<u32>], at_least: usize, what: &
 #[test]
 fn a_backup_killed_at_random_moments_leaves_the_archive_verified_and_restorable() {
     let cycles = env_u64("KEEL_BACKUP_KILL_CYCLES").unwrap_or(3);
-    let seed = env_u64("KEEL_BACKUP_KILL_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
-    println!("KEEL_BACKUP_KILL_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("KEEL_BACKUP_KILL_SEED");
     let tmp = tempfile::tempdir().unwrap();
     let (data, archive) = (tmp.path().join("data"), tmp.path().join("archive"));
     std::fs::create_dir_all(&archive).unwrap();

@@ -2,7 +2,7 @@
 //! where wall-clock figures are too noisy (a shared machine):
 //!
 //! ```text
-//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR] [CHECKPOINT]
+//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR] [CHECKPOINT] [WRITES]
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 0
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 1000000
 //! ```
@@ -17,7 +17,11 @@
 //! directory under the system temp dir, removed at the end. CHECKPOINT
 //! `1` (default `0`) adds a `Database::checkpoint` after the load's commit,
 //! timed apart, as the suite's bulk load times it (the data in the data
-//! files).
+//! files). WRITES (default 0) then puts that many new keys, one per durable
+//! transaction, as the suite's individual writes do, in `individual_writes`
+//! (for `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect='*individual_writes*'`); the process's CPU time per
+//! write is printed beside the rate (the rest of a write is its fdatasync).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: u64 = args.get(1).map_or(Ok(50_000), |s| s.parse())?;
     let gets: u64 = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
     let checkpoint = args.get(4).map_or(Ok(0u8), |s| s.parse())? != 0;
+    let writes: u64 = args.get(5).map_or(Ok(0), |s| s.parse())?;
     let (dir, remove) = match args.get(3) {
         Some(d) => (PathBuf::from(d), false),
         None => (
@@ -99,9 +104,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gets as f64 / read
         );
     }
+    if writes > 0 {
+        let cpu_before = cpu_seconds()?;
+        let started = Instant::now();
+        individual_writes(&db, tree, keys..keys + writes)?;
+        let took = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds()? - cpu_before;
+        println!(
+            "writes: {writes} durable puts in {took:.3} s, {:.0} commits/s, {:.1} µs CPU each",
+            writes as f64 / took,
+            cpu * 1e6 / writes as f64
+        );
+    }
     drop(db);
     if remove {
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(())
+}
+
+/// One put of key `i` per durable transaction, for each `i` of `ids`.
+#[inline(never)]
+fn individual_writes(
+    db: &Database,
+    tree: keel::RelationId,
+    ids: std::ops::Range<u64>,
+) -> Result<(), keel::Error> {
+    let value = [7u8; VALUE_BYTES];
+    for i in ids {
+        let mut txn = db.begin()?;
+        txn.put(tree, &key(i), &value)?;
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+/// User plus system CPU time of this process so far, in seconds (Linux:
+/// `/proc/self/stat`, in clock ticks of 1/100 s).
+fn cpu_seconds() -> Result<f64, Box<dyn std::error::Error>> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which ends at the last ')'.
+    let at = stat.rfind(')').ok_or("malformed /proc/self/stat")? + 2;
+    let fields: Vec<&str> = stat.get(at..).unwrap_or("").split_whitespace().collect();
+    let field = |n: usize| -> Result<f64, Box<dyn std::error::Error>> {
+        Ok(fields
+            .get(n)
+            .ok_or("short /proc/self/stat")?
+            .parse::<f64>()?)
+    };
+    Ok((field(11)? + field(12)?) / 100.0)
 }

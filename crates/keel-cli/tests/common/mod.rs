@@ -40,6 +40,21 @@ pub struct Rng(pub u64);
 
 #[allow(dead_code)]
 impl Rng {
+    /// Seeded from the environment variable `seed_var`, or else from the
+    /// clock; the seed is printed as `seed_var=…`, so a failing run is
+    /// replayed by setting it.
+    pub fn from_env(seed_var: &str) -> Rng {
+        let seed = env_u64(seed_var).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_nanos() as u64
+                | 1
+        });
+        println!("{seed_var}={seed}");
+        Rng(seed)
+    }
+
     /// A number below `n` (0 for `n` = 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
