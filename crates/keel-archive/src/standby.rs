@@ -75,8 +75,29 @@
 //!    holds them. A crash before the removal leaves them for the next
 //!    restartpoint.
 //! 5. Read the followed timeline's fence: once another standby promoted
-//!    it, the report says so (this standby follows a retired primary and
-//!    cannot be promoted itself).
+//!    it and this one could not follow the successor (below), the report
+//!    says so (this standby follows a retired primary and cannot be
+//!    promoted itself).
+//!
+//! ## Newer timelines
+//!
+//! Before step 2 a poll reads the archive's histories. A timeline newer
+//! than the one followed whose history leads back to it, leaving it at
+//! switch `S` at or after the local log's end `E`, holds everything this
+//! standby has and continues it (a standby promoted, or the primary
+//! restored, at `S`): the standby follows the newest such timeline from
+//! then on, as PostgreSQL's `recovery_target_timeline = 'latest'` does.
+//! Its marker is replaced to name it (written aside, synced, renamed over
+//! the old one, the directory synced: a power cut leaves the old timeline
+//! or the new one, and a poll on either reaches the same log), and the
+//! path read in steps 2-3 is the new timeline's, which takes the followed
+//! one's log only up to `S`. A newer timeline branched before `E` (a
+//! restore to an earlier point) is one this standby cannot follow: its
+//! log past `S` is not that timeline's. The poll goes on with the
+//! timeline it follows and its report names the one it cannot follow (set
+//! a new standby up there to follow it). No timeline is followed while
+//! the followed one's fence names this standby (its own promotion, cut
+//! short, which `keel promote` finishes), nor by a promotion's final poll.
 //!
 //! Every step is idempotent, so a SIGKILL or a power cut anywhere leaves a
 //! standby that the next poll brings to the same state.
@@ -250,13 +271,24 @@ pub struct PollReport {
     /// start).
     pub retired: usize,
     /// The timeline the followed one was promoted to, when its fence
-    /// exists ([`crate::fence`]): another standby took over, and this one
-    /// follows a retired primary (set a new standby up on the successor).
+    /// exists ([`crate::fence`]) and this standby could not follow it:
+    /// another standby took over, and this one follows a retired primary
+    /// (set a new standby up on the successor).
     pub promoted_to: Option<u32>,
+    /// The newer timeline this poll began following, and the LSN where it
+    /// branched from the one followed before (module essay, "Newer
+    /// timelines").
+    pub switched_to: Option<(u32, Lsn)>,
+    /// The newest timeline branched from the followed one before this
+    /// standby's log end, which it cannot follow, and its switch LSN.
+    pub cannot_follow: Option<(u32, Lsn)>,
 }
 
 impl std::fmt::Display for PollReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((l, at)) = self.switched_to {
+            write!(f, "now following timeline {l:08X} (branched at {at}); ")?;
+        }
         match self.to > self.from {
             true => write!(
                 f,
@@ -276,6 +308,13 @@ impl std::fmt::Display for PollReport {
             if self.retired > 0 {
                 write!(f, "; {} old segments removed", self.retired)?;
             }
+        }
+        if let Some((l, at)) = self.cannot_follow {
+            write!(
+                f,
+                "; timeline {l:08X} branched at LSN {at}, before this standby's log end: it \
+                 cannot follow it (set a new standby up on timeline {l:08X} to follow it)"
+            )?;
         }
         if let Some(l) = self.promoted_to {
             write!(
@@ -461,7 +500,13 @@ impl Standby {
     /// Fetches the chunks past the local log's end, appends them and
     /// applies them (module essay, "A poll").
     pub fn poll(&mut self) -> Result<PollReport> {
-        let mut report = self.fetch()?;
+        self.poll_following(true)
+    }
+
+    /// [`poll`](Self::poll), following a newer timeline when
+    /// `follow_newer` (module essay, "Newer timelines").
+    fn poll_following(&mut self, follow_newer: bool) -> Result<PollReport> {
+        let mut report = self.fetch_following(follow_newer)?;
         if report.to > report.from || !self.applied {
             let apply = keel::standby::apply_log_with_io(
                 &self.dir,
@@ -511,6 +556,10 @@ impl Standby {
     /// synced, not applied (the next [`poll`](Self::poll) of any process
     /// applies it).
     pub fn fetch(&mut self) -> Result<PollReport> {
+        self.fetch_following(true)
+    }
+
+    fn fetch_following(&mut self, follow_newer: bool) -> Result<PollReport> {
         let control = read_control(&self.local, &self.dir)?;
         let mut import = LogImport::resume(
             self.local.io().clone(),
@@ -520,6 +569,22 @@ impl Standby {
         )
         .map_err(engine)?;
         let from = import.end().unwrap_or(control.scan_start());
+        // A fence of the followed timeline naming this standby is its own
+        // promotion's, begun and cut short: it is finished, never left
+        // for the timeline it started.
+        let own_promotion = || -> Result<bool> {
+            Ok(self
+                .remote
+                .read_fence(self.marker.timeline)?
+                .is_some_and(|f| f.standby_id == self.marker.id))
+        };
+        let (follow, cannot_follow) = match follow_newer && !own_promotion()? {
+            true => self.newer_timeline(from)?,
+            false => (None, None),
+        };
+        if let Some((l, _)) = follow {
+            self.switch_timeline(l)?;
+        }
         let path = self.remote.timeline_path(self.marker.timeline)?;
         let chunks = path_chunks(&self.remote, &path)?;
         let mut read = 0;
@@ -583,7 +648,70 @@ impl Standby {
             apply: None,
             retired: 0,
             promoted_to,
+            switched_to: follow,
+            cannot_follow,
         })
+    }
+
+    /// The newest timeline branched (directly or through others) from the
+    /// one followed at or after `end`, which this standby can follow, with
+    /// the LSN where its history leaves the followed one; and the newest
+    /// one branched before `end`, which it cannot (module essay, "Newer
+    /// timelines").
+    #[allow(clippy::type_complexity)]
+    fn newer_timeline(&self, end: Lsn) -> Result<(Option<(u32, Lsn)>, Option<(u32, Lsn)>)> {
+        let followed = self.marker.timeline;
+        let histories = self.remote.list_histories()?;
+        // Where the path of `t` leaves the followed timeline, if it does.
+        let leaves = |t: u32| -> Option<Lsn> {
+            let mut at = t;
+            let mut switch = None;
+            // Each step moves to a parent; a cycle among damaged histories
+            // ends after one step per history.
+            for _ in 0..=histories.len() {
+                if at == followed {
+                    return switch;
+                }
+                let h = histories.iter().find(|h| h.timeline == at)?;
+                switch = Some(h.switch);
+                at = h.parent;
+            }
+            None
+        };
+        let mut follow = None;
+        let mut cannot = None;
+        for h in histories.iter().filter(|h| h.timeline > followed) {
+            let Some(switch) = leaves(h.timeline) else {
+                continue;
+            };
+            let slot = match switch >= end {
+                true => &mut follow,
+                false => &mut cannot,
+            };
+            if slot.is_none_or(|(t, _)| h.timeline > t) {
+                *slot = Some((h.timeline, switch));
+            }
+        }
+        // A timeline newer than the one followed may still branch from
+        // it before the log end: reported only when it is the newest.
+        let cannot = cannot.filter(|&(c, _)| follow.is_none_or(|(f, _)| c > f));
+        Ok((follow, cannot))
+    }
+
+    /// Follows timeline `timeline` from now on: the marker is replaced
+    /// (whole or not at all after a power cut) and locked again.
+    fn switch_timeline(&mut self, timeline: u32) -> Result<()> {
+        let marker = Marker {
+            timeline,
+            id: self.marker.id,
+        };
+        self.local
+            .write_whole_synced(&self.dir.join(STANDBY_FILE), marker.encode().as_bytes())?;
+        self.marker = marker;
+        // The lock held is on the file replaced.
+        self._lock = None;
+        self._lock = lock_marker(&self.local, &self.dir)?;
+        Ok(())
     }
 
     /// Whether the path's newest chunk ends past `end` (its header alone is
@@ -620,7 +748,11 @@ impl Standby {
     /// Promotes the standby to a primary on a new timeline (module essay,
     /// "Promotion").
     pub fn promote(mut self) -> Result<PromoteReport> {
-        let last_poll = self.poll()?;
+        // The final poll follows no newer timeline: one branched from the
+        // followed timeline is another promotion's or a restore's (the
+        // fence refuses the first), or this promotion's own from a try cut
+        // short; a promotion branches from the timeline it followed.
+        let last_poll = self.poll_following(false)?;
         let switch = last_poll.to;
         let parent = self.marker.timeline;
         let (timeline, history) = self.claim_timeline(switch)?;

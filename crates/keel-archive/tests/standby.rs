@@ -272,3 +272,80 @@ fn a_promotion_cut_off_at_any_request_finishes_when_run_again() {
         assert_eq!(rows(&d, "r"), expected, "outage after {k}");
     }
 }
+
+/// A standby whose log is past the switch of a newer timeline branched
+/// from the one it follows (as a restore to an earlier point, or another
+/// standby's promotion at an earlier point, makes) cannot follow it: it
+/// goes on with its timeline, its poll names the one it cannot follow,
+/// and once the fence names that timeline it cannot be promoted either.
+#[test]
+fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = local(&tmp.path().join("archive"));
+    let db = open(&tmp.path().join("primary"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    workload(&db, rel, 2, 10, 0);
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    let m = keel_archive::backup(&db, &archiver, &target, &options).unwrap();
+    workload(&db, rel, 3, 10, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let dir = tmp.path().join("standby");
+    let mut s = standby(&target, &dir).unwrap();
+    let end = s.poll().unwrap().to;
+    assert!(m.end < end);
+
+    let remote = keel_archive::Remote::open(&target, Duration::from_secs(5)).unwrap();
+    let history = keel_archive::History {
+        database_id: m.database_id,
+        timeline: 2,
+        parent: 1,
+        switch: m.end,
+        target: keel_archive::RestoreTarget::Lsn(m.end),
+        created_us: 1,
+    };
+    remote
+        .put_create(&remote.history_path(2), &history.encode())
+        .unwrap();
+    let r = s.poll().unwrap();
+    assert_eq!(
+        (r.switched_to, r.cannot_follow, r.promoted_to, r.to),
+        (None, Some((2, m.end)), None, end),
+        "{r}"
+    );
+    assert!(r.to_string().contains("cannot follow"), "{r}");
+    assert_eq!(s.timeline(), 1);
+
+    let fence = keel_archive::fence::Fence {
+        database_id: m.database_id,
+        timeline: 1,
+        successor: 2,
+        switch: m.end,
+        standby_id: 1,
+        created_us: 1,
+    };
+    assert_eq!(remote.put_fence(&fence).unwrap(), None);
+    let r = s.poll().unwrap();
+    assert_eq!(
+        (r.cannot_follow, r.promoted_to),
+        (Some((2, m.end)), Some(2))
+    );
+    assert!(r.to_string().contains("retired primary"), "{r}");
+    let err = s.promote().unwrap_err().to_string();
+    assert!(err.contains("already promoted to timeline 2"), "{err}");
+    assert_eq!(
+        keel_archive::standby::read_marker(&dir)
+            .unwrap()
+            .map(|m| m.timeline),
+        Some(1)
+    );
+    let refused = Database::open(&dir, config()).unwrap_err().to_string();
+    assert!(refused.contains("keel promote"), "{refused}");
+}
