@@ -5,7 +5,10 @@
 //! (a) setting a standby up from an archive and polling it, then polling
 //!     it again once the primary archived more (chunks appended, applied,
 //!     a restartpoint, old segments removed);
-//! (b) promoting a standby that is caught up.
+//! (b) promoting a standby that is caught up;
+//! (c) a poll that follows a newer timeline (another standby promoted at
+//!     this one's log end, and the new primary's commits archived): the
+//!     marker replaced to name it, and its log.
 //!
 //! After each cut and a reboot, the directory is one of:
 //!
@@ -13,7 +16,8 @@
 //!   written): the command run again sets it up;
 //! - a standby: `Database::open` refuses it (naming `keel promote`), and
 //!   the command run again (the same setup or poll, or the same promotion)
-//!   finishes it;
+//!   finishes it; for (c) its marker names the old timeline or the new
+//!   one, whole;
 //! - for (b), a promoted database whose marker is gone: its timeline file
 //!   names the timeline the fence names, and `finish_promotion` finishes
 //!   it (or finds its first log already archived).
@@ -183,20 +187,20 @@ fn assert_refused(sim: &Arc<SimIo>, at: u64) {
 fn promote_and_check(a: &Archives, sim: &Arc<SimIo>, name: &str, at: u64) {
     let t = a.late_copy(name);
     promote(&t, sim).unwrap_or_else(|e| panic!("cut at {at}: promote: {e}"));
-    check_promoted(a, &t, sim, at);
+    check_promoted(&a.rows, 1, &t, sim, at);
 }
 
-/// The promoted database on `sim` holds every archived row, and its
-/// timeline file names the timeline the fence of timeline 1 names.
-fn check_promoted(a: &Archives, t: &ArchiveTarget, sim: &Arc<SimIo>, at: u64) {
+/// The promoted database on `sim` holds `rows`, and its timeline file
+/// names the timeline the fence of timeline `parent` names.
+fn check_promoted(rows: &[Vec<u8>], parent: u32, t: &ArchiveTarget, sim: &Arc<SimIo>, at: u64) {
     let db = open_sim(sim).unwrap_or_else(|e| panic!("cut at {at}: open the promoted one: {e}"));
-    assert_eq!(sorted_rows(&db, "r"), a.rows, "cut at {at}: the rows");
+    assert_eq!(sorted_rows(&db, "r"), rows, "cut at {at}: the rows");
     db.close().unwrap();
     let fence = Remote::open(t, Duration::from_secs(5))
         .unwrap()
-        .read_fence(1)
+        .read_fence(parent)
         .unwrap()
-        .unwrap_or_else(|| panic!("cut at {at}: no fence of timeline 1"));
+        .unwrap_or_else(|| panic!("cut at {at}: no fence of timeline {parent}"));
     let file = Path::new(DIR).join(keel_archive::restore::TIMELINE_FILE);
     let text = local(sim).read_small(&file, 4096).unwrap().unwrap();
     let text = String::from_utf8(text).unwrap();
@@ -303,7 +307,7 @@ fn a_promotion_cut_by_a_power_cut_is_refused_or_finished_and_holds_every_row() {
     let t = a.late_copy("whole");
     promote(&t, &sim).unwrap();
     let total = sim.op_count();
-    check_promoted(&a, &t, &sim, total);
+    check_promoted(&a.rows, 1, &t, &sim, total);
 
     let mut seen = BTreeMap::new();
     eprintln!("{total} operations");
@@ -341,12 +345,102 @@ fn a_promotion_cut_by_a_power_cut_is_refused_or_finished_and_holds_every_row() {
             }
             _ => panic!("cut at {at}: nothing left of a standby that was set up"),
         }
-        check_promoted(&a, &t, &sim, at);
+        check_promoted(&a.rows, 1, &t, &sim, at);
         *seen.entry(left).or_insert(0) += 1;
     }
     eprintln!("the cuts left {seen:?}");
     assert!(
         seen.contains_key("standby") && seen.contains_key("promoted"),
+        "{total} operations; the cuts left {seen:?}"
+    );
+}
+
+/// The late archive after a standby of it was promoted at its head to
+/// timeline 2 and the new primary archived more commits there: its
+/// folder, the rows, timeline 2's head.
+fn branched(a: &Archives) -> (std::path::PathBuf, Vec<Vec<u8>>, Lsn) {
+    let root = a._tmp.path().join("branched");
+    copy_dir(&a.late, &root);
+    let t = target(&root);
+    let dir = a._tmp.path().join("promoted");
+    let (s, _) = Standby::open(&t, &dir, None, config(), Duration::from_secs(5)).unwrap();
+    let report = s.promote().unwrap();
+    assert_eq!((report.timeline, report.switch), (2, a.late_head));
+    let db = open(&dir);
+    let rel = db.relation("r").unwrap().unwrap();
+    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+    workload(&db, rel, 3, 20, 2);
+    let head = db.durable_lsn();
+    archiver
+        .wait_archived(head, Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let rows = sorted_rows(&db, "r");
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    (root, rows, head)
+}
+
+#[test]
+fn a_poll_that_follows_a_newer_timeline_cut_by_a_power_cut_finishes_when_run_again() {
+    let a = archives();
+    let (root, rows, head) = branched(&a);
+    let copy = |name: &str| {
+        let to = a._tmp.path().join(name);
+        copy_dir(&root, &to);
+        target(&to)
+    };
+    let late = target(&a.late);
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(1)));
+    assert_eq!(follow(&late, &sim).unwrap().to, a.late_head);
+    let base = sim.crash();
+    let sim = reboot(base.clone(), 0);
+    let t = copy("c-whole");
+    let r = follow(&t, &sim).unwrap();
+    assert_eq!((r.switched_to, r.to), (Some((2, a.late_head)), head), "{r}");
+    let total = sim.op_count();
+    promote(&t, &sim).unwrap();
+    check_promoted(&rows, 2, &t, &sim, total);
+
+    let mut seen = BTreeMap::new();
+    eprintln!("{total} operations");
+    for at in cut_points(total) {
+        let sim = Arc::new(SimIo::from_disk(base.clone(), SimConfig::seeded(at)));
+        sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
+        let t = copy(&format!("c-{at}"));
+        let result = follow(&t, &sim);
+        if !sim.is_halted() {
+            result.unwrap();
+            continue;
+        }
+        let sim = reboot(sim.crash(), at);
+        assert_eq!(state(&sim), "standby", "cut at {at}");
+        assert_refused(&sim, at);
+        let marker = local(&sim)
+            .read_small(
+                &Path::new(DIR).join(keel::datadir::layout::STANDBY_FILE),
+                4096,
+            )
+            .unwrap()
+            .unwrap();
+        let marker = String::from_utf8(marker).unwrap();
+        let on = match (
+            marker.contains("timeline 1\n"),
+            marker.contains("timeline 2\n"),
+        ) {
+            (true, false) => "timeline 1",
+            (false, true) => "timeline 2",
+            _ => panic!("cut at {at}: the marker reads {marker:?}"),
+        };
+        let r = follow(&t, &sim).unwrap_or_else(|e| panic!("cut at {at} ({on}): poll: {e}"));
+        assert_eq!(r.to, head, "cut at {at} ({on}): {r}");
+        assert_refused(&sim, at);
+        promote(&t, &sim).unwrap_or_else(|e| panic!("cut at {at}: promote: {e}"));
+        check_promoted(&rows, 2, &t, &sim, at);
+        *seen.entry(on).or_insert(0) += 1;
+    }
+    eprintln!("the cuts left {seen:?}");
+    assert!(
+        seen.contains_key("timeline 1") && seen.contains_key("timeline 2"),
         "{total} operations; the cuts left {seen:?}"
     );
 }
