@@ -77,6 +77,7 @@ impl Archives {
     /// A fresh copy of the late archive (a promotion writes to it).
     fn late_copy(&self, name: &str) -> ArchiveTarget {
         let to = self._tmp.path().join(name);
+        assert!(!to.exists(), "{} is taken", to.display());
         copy_dir(&self.late, &to);
         target(&to)
     }
@@ -216,10 +217,16 @@ fn cut_points(total: u64) -> Vec<u64> {
         true => (0..total).collect(),
         // Spread over the run, and its last operations: a cut after the
         // command returned must find its work whole.
-        false => (0..40)
-            .map(|i| i * total / 40)
-            .chain(total.saturating_sub(4)..total)
-            .collect(),
+        false => {
+            let mut cuts: Vec<u64> = (0..40)
+                .map(|i| i * total / 40)
+                .chain(total.saturating_sub(4)..total)
+                .collect();
+            // Each cut once: a cut's archive copy is named after it.
+            cuts.sort_unstable();
+            cuts.dedup();
+            cuts
+        }
     }
 }
 
@@ -386,6 +393,7 @@ fn a_poll_that_follows_a_newer_timeline_cut_by_a_power_cut_finishes_when_run_aga
     let (root, rows, head) = branched(&a);
     let copy = |name: &str| {
         let to = a._tmp.path().join(name);
+        assert!(!to.exists(), "{} is taken", to.display());
         copy_dir(&root, &to);
         target(&to)
     };
