@@ -85,7 +85,9 @@
 //! than the one followed whose history leads back to it, leaving it at
 //! switch `S` at or after the local log's end `E`, holds everything this
 //! standby has and continues it (a standby promoted, or the primary
-//! restored, at `S`): the standby follows the newest such timeline from
+//! restored, at `S`): the standby follows the newest such timeline that
+//! has a chunk (a history alone is a promotion or a restore not finished,
+//! which may never be: one run again starts the next timeline) from
 //! then on, as PostgreSQL's `recovery_target_timeline = 'latest'` does.
 //! Its marker is replaced to name it (written aside, synced, renamed over
 //! the old one, the directory synced: a power cut leaves the old timeline
@@ -678,24 +680,31 @@ impl Standby {
             }
             None
         };
-        let mut follow = None;
+        let mut newer: Vec<(u32, Lsn)> = histories
+            .iter()
+            .filter(|h| h.timeline > followed)
+            .filter_map(|h| Some((h.timeline, leaves(h.timeline)?)))
+            .collect();
+        newer.sort_unstable_by_key(|&(t, _)| std::cmp::Reverse(t));
         let mut cannot = None;
-        for h in histories.iter().filter(|h| h.timeline > followed) {
-            let Some(switch) = leaves(h.timeline) else {
+        for (t, switch) in newer {
+            // A history whose timeline has no chunk yet is a promotion or
+            // a restore not finished (its first log is archived before it
+            // returns; one cut short and run again starts the next
+            // timeline): never followed, so no standby is left on a
+            // timeline nobody writes.
+            if self.remote.list_chunks(t)?.is_empty() {
                 continue;
-            };
-            let slot = match switch >= end {
-                true => &mut follow,
-                false => &mut cannot,
-            };
-            if slot.is_none_or(|(t, _)| h.timeline > t) {
-                *slot = Some((h.timeline, switch));
+            }
+            match switch >= end {
+                true => return Ok((Some((t, switch)), cannot)),
+                // Reported only when newer than the one followed.
+                false => {
+                    cannot.get_or_insert((t, switch));
+                }
             }
         }
-        // A timeline newer than the one followed may still branch from
-        // it before the log end: reported only when it is the newest.
-        let cannot = cannot.filter(|&(c, _)| follow.is_none_or(|(f, _)| c > f));
-        Ok((follow, cannot))
+        Ok((None, cannot))
     }
 
     /// Follows timeline `timeline` from now on: the marker is replaced

@@ -286,10 +286,10 @@ fn a_promotion_cut_off_at_any_request_finishes_when_run_again() {
 }
 
 /// A standby whose log is past the switch of a newer timeline branched
-/// from the one it follows (as a restore to an earlier point, or another
-/// standby's promotion at an earlier point, makes) cannot follow it: it
-/// goes on with its timeline, its poll names the one it cannot follow,
-/// and once the fence names that timeline it cannot be promoted either.
+/// from the one it follows (a restore to an earlier point) cannot follow
+/// it: it goes on with its timeline and its poll names the one it cannot
+/// follow; and once a fence names that timeline (as another standby's
+/// promotion at that point would write) it cannot be promoted either.
 #[test]
 fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence() {
     let tmp = tempfile::tempdir().unwrap();
@@ -314,22 +314,34 @@ fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence
     let end = s.poll().unwrap().to;
     assert!(m.end < end);
 
-    let remote = keel_archive::Remote::open(&target, Duration::from_secs(5)).unwrap();
-    let history = keel_archive::History {
-        database_id: m.database_id,
-        timeline: 2,
-        parent: 1,
-        switch: m.end,
-        target: keel_archive::RestoreTarget::Lsn(m.end),
-        created_us: 1,
-    };
-    remote
-        .put_create(&remote.history_path(2), &history.encode())
+    // A restore to the backup's end starts timeline 2 there, before the
+    // standby's log end, and its database commits on it.
+    let rdir = tmp.path().join("restored");
+    let restored = keel_archive::restore(
+        &target,
+        &rdir,
+        1,
+        keel_archive::RestoreTarget::Lsn(m.end),
+        config(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let switch = restored.history.as_ref().unwrap().switch;
+    assert_eq!(restored.timeline, 2);
+    assert!(switch < end);
+    let rdb = open(&rdir);
+    let rarchiver = Archiver::start(rdb.clone(), &target, fast()).unwrap();
+    workload(&rdb, rdb.relation("r").unwrap().unwrap(), 1, 5, 0);
+    rarchiver
+        .wait_archived(rdb.durable_lsn(), Duration::from_secs(30))
         .unwrap();
+    rarchiver.stop().unwrap();
+    Arc::try_unwrap(rdb).ok().unwrap().close().unwrap();
+    let remote = keel_archive::Remote::open(&target, Duration::from_secs(5)).unwrap();
     let r = s.poll().unwrap();
     assert_eq!(
         (r.switched_to, r.cannot_follow, r.promoted_to, r.to),
-        (None, Some((2, m.end)), None, end),
+        (None, Some((2, switch)), None, end),
         "{r}"
     );
     assert!(r.to_string().contains("cannot follow"), "{r}");
@@ -339,7 +351,7 @@ fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence
         database_id: m.database_id,
         timeline: 1,
         successor: 2,
-        switch: m.end,
+        switch,
         standby_id: 1,
         created_us: 1,
     };
@@ -347,7 +359,7 @@ fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence
     let r = s.poll().unwrap();
     assert_eq!(
         (r.cannot_follow, r.promoted_to),
-        (Some((2, m.end)), Some(2))
+        (Some((2, switch)), Some(2))
     );
     assert!(r.to_string().contains("retired primary"), "{r}");
     let err = s.promote().unwrap_err().to_string();
