@@ -405,7 +405,8 @@ impl Standby {
     /// Opens the standby at `dir`, setting it up first when `dir` is absent
     /// or empty (module essay). `timeline`: the one to follow (`None`: a
     /// new standby follows timeline 1, an existing one its own); an
-    /// existing standby of another timeline is refused. Each request to
+    /// existing standby is refused unless it follows that timeline or one
+    /// descended from it (module essay, "Newer timelines"). Each request to
     /// the store may take up to `op_timeout`.
     pub fn open(
         target: &ArchiveTarget,
@@ -440,12 +441,18 @@ impl Standby {
             .is_none_or(|names| names.iter().all(|n| Path::new(n) == staged));
         let marker = match existing {
             Some(m) => {
-                if timeline.is_some_and(|t| t != m.timeline) {
+                // The timeline asked for, or one it moved on from
+                // ("Newer timelines"): one on the followed one's path.
+                if let Some(t) = timeline.filter(|&t| t != m.timeline)
+                    && !remote
+                        .timeline_path(m.timeline)?
+                        .iter()
+                        .any(|&(p, _, _)| p == t)
+                {
                     return Err(standby_err(format!(
-                        "{} follows timeline {}, not {}",
+                        "{} follows timeline {}, which does not descend from timeline {t}",
                         dir.display(),
                         m.timeline,
-                        timeline.unwrap_or(1)
                     )));
                 }
                 m

@@ -204,6 +204,14 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
     );
     assert_eq!(other.timeline(), 2);
     drop(other);
+    // Asked for timeline 1 it follows on timeline 2, which descends from
+    // it; a timeline it does not descend from is refused.
+    let again = Standby::open(target, &s2, Some(1), config(), Duration::from_secs(10));
+    assert_eq!(again.unwrap().0.timeline(), 2);
+    let err = Standby::open(target, &s2, Some(7), config(), Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not descend from timeline 7"), "{err}");
     assert_eq!(
         keel_archive::standby::read_marker(&s2)
             .unwrap()
