@@ -1,12 +1,16 @@
-//! A restore's writes to its local directory, through the engine's I/O
-//! layer ([`keel_io::AsyncIo`]) rather than `std::fs`, so that the
-//! simulator can cut them with a power cut at any operation and a test can
-//! check what is left ([`mod@crate::restore`], "Crash safety").
+//! The local side of a restore and of a warm standby: every write to the
+//! data directory, and every read of it that must see those writes, goes
+//! through the engine's I/O layer ([`keel_io::AsyncIo`]) rather than
+//! `std::fs`, so that the simulator can cut them with a power cut at any
+//! operation and a test can check what is left ([`mod@crate::restore`]
+//! and [`mod@crate::standby`], "Crash safety").
 //!
-//! Every write is followed by its own sync before the restore relies on
+//! Every write is followed by its own sync before the caller relies on
 //! it, and a directory is synced before a file created in it is counted
 //! on: after a power cut a file is there whole only if it was synced and
-//! its directory entry was synced.
+//! its directory entry was synced. Removals and renames are durable once
+//! their directory is synced ([`Local::sync_dir`]), which the caller does
+//! before it relies on them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,10 +19,12 @@ use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, IoError, OpenOptions};
 
 use crate::error::{ArchiveError, Result};
 
-/// The local side of a restore: an I/O backend.
+/// The local side of a restore or a standby: an I/O backend, and the
+/// error its failures are reported as.
 #[derive(Clone)]
 pub struct Local {
     io: Arc<dyn AsyncIo>,
+    wrap: fn(String) -> ArchiveError,
 }
 
 impl std::fmt::Debug for Local {
@@ -29,7 +35,11 @@ impl std::fmt::Debug for Local {
     }
 }
 
-fn failed(path: &Path, what: &str) -> impl Fn(IoError) -> ArchiveError {
+fn failed(
+    wrap: fn(String) -> ArchiveError,
+    path: &Path,
+    what: &str,
+) -> impl Fn(IoError) -> ArchiveError {
     let path = path.to_path_buf();
     let what = what.to_string();
     move |e| {
@@ -41,21 +51,42 @@ fn failed(path: &Path, what: &str) -> impl Fn(IoError) -> ArchiveError {
             msg.push_str(&format!(": {s}"));
             source = s.source();
         }
-        ArchiveError::Restore(msg)
+        wrap(msg)
     }
 }
 
 impl Local {
-    /// Local writes through `io`.
+    /// Local writes through `io`, failures reported as a restore's.
     pub fn new(io: Arc<dyn AsyncIo>) -> Local {
-        Local { io }
+        Local {
+            io,
+            wrap: ArchiveError::Restore,
+        }
     }
 
-    /// Local writes through the default backend for this machine.
-    pub fn default_backend() -> Result<Local> {
-        keel_io::open_backend(&keel_io::IoConfig::default())
+    /// Local writes through the backend `config` names.
+    pub fn for_config(config: &keel_io::IoConfig) -> Result<Local> {
+        keel_io::open_backend(config)
             .map(Local::new)
             .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))
+    }
+
+    /// The same backend, failures reported as a standby's.
+    pub fn for_standby(self) -> Local {
+        Local {
+            wrap: ArchiveError::Standby,
+            ..self
+        }
+    }
+
+    fn failed(&self, path: &Path, what: &str) -> impl Fn(IoError) -> ArchiveError {
+        failed(self.wrap, path, what)
+    }
+
+    /// Whether the backend is the simulator, whose files are not on the
+    /// real file system (and which has no file locks).
+    pub fn is_simulated(&self) -> bool {
+        self.io.deterministic()
     }
 
     /// The backend.
@@ -73,8 +104,77 @@ impl Local {
                     .collect(),
             )),
             Err(IoError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(failed(dir, "cannot list")(e)),
+            Err(e) => Err(self.failed(dir, "cannot list")(e)),
         }
+    }
+
+    /// The entries of directory `dir` (name, whether a directory), or
+    /// `None` when it does not exist.
+    pub fn entries(&self, dir: &Path) -> Result<Option<Vec<(String, bool)>>> {
+        match self.io.read_dir(dir).wait() {
+            Ok(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .map(|e| (e.name.to_string_lossy().into_owned(), e.is_dir))
+                    .collect(),
+            )),
+            Err(IoError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(dir, "cannot list")(e)),
+        }
+    }
+
+    /// Whether `path` exists (a file or a directory).
+    pub fn exists(&self, path: &Path) -> Result<bool> {
+        let Some(name) = path.file_name() else {
+            return Ok(true);
+        };
+        let name = name.to_string_lossy();
+        Ok(self
+            .list(&keel::datadir::parent_dir(path))?
+            .is_some_and(|names| names.iter().any(|n| *n == name)))
+    }
+
+    /// The whole of file `path`, at most `limit` bytes (a larger file is an
+    /// error naming it), or `None` when it does not exist.
+    pub fn read_small(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+        let fh = match self.io.open(path, OpenOptions::new(FileClass::Data)).wait() {
+            Ok(fh) => fh,
+            Err(IoError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed(path, "cannot open")(e)),
+        };
+        let read = self
+            .io
+            .size(fh)
+            .wait()
+            .map_err(self.failed(path, "cannot read the size of"))
+            .and_then(|size| match size <= limit {
+                true => self
+                    .io
+                    .read_exact_at(fh, 0, IoBuf::zeroed(size as usize))
+                    .wait()
+                    .map(IoBuf::into_vec)
+                    .map_err(self.failed(path, "cannot read")),
+                false => Err((self.wrap)(format!(
+                    "{} is {size} bytes, more than the {limit} such a file holds",
+                    path.display()
+                ))),
+            });
+        let closed = self
+            .io
+            .close(fh)
+            .wait()
+            .map_err(self.failed(path, "cannot close"));
+        let bytes = read?;
+        closed?;
+        Ok(Some(bytes))
+    }
+
+    /// Removes file `path` (the caller syncs its directory).
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        self.io
+            .remove(path)
+            .wait()
+            .map_err(self.failed(path, "cannot remove"))
     }
 
     /// Creates directory `dir` and any missing parent, each created one's
@@ -91,7 +191,7 @@ impl Local {
         for d in missing.into_iter().rev() {
             match self.io.create_dir(d).wait() {
                 Ok(()) | Err(IoError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(failed(d, "cannot create")(e)),
+                Err(e) => return Err(self.failed(d, "cannot create")(e)),
             }
             self.sync_dir(&keel::datadir::parent_dir(d))?;
         }
@@ -103,7 +203,7 @@ impl Local {
         self.io
             .sync_dir(dir)
             .wait()
-            .map_err(failed(dir, "cannot sync"))
+            .map_err(self.failed(dir, "cannot sync"))
     }
 
     /// Renames `from` to `to` (the caller syncs their directory).
@@ -111,7 +211,7 @@ impl Local {
         self.io
             .rename(from, to)
             .wait()
-            .map_err(failed(to, "cannot put in place"))
+            .map_err(self.failed(to, "cannot put in place"))
     }
 
     /// A file created at `path`, which must not exist.
@@ -123,7 +223,7 @@ impl Local {
             .io
             .open(path, opts)
             .wait()
-            .map_err(failed(path, "cannot create"))?;
+            .map_err(self.failed(path, "cannot create"))?;
         Ok(NewFile {
             local: self,
             fh: Some(fh),
@@ -138,6 +238,29 @@ impl Local {
         f.append(bytes)?;
         f.sync_close()
     }
+
+    /// Puts `bytes` at `path` (replacing what is there) so that after a
+    /// power cut it is the old file or the whole new one, never a torn or
+    /// empty one: written and synced as [`staged_path`]`(path)` (one an
+    /// earlier cut left is removed first), renamed into place, and the
+    /// directory synced.
+    pub fn write_whole_synced(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let staged = staged_path(path);
+        if self.exists(&staged)? {
+            self.remove(&staged)?;
+        }
+        self.write_new_synced(&staged, bytes)?;
+        self.rename(&staged, path)?;
+        self.sync_dir(&keel::datadir::parent_dir(path))
+    }
+}
+
+/// Where [`Local::write_whole_synced`] writes `path` before renaming it
+/// into place: `<path>.new`.
+pub fn staged_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".new");
+    PathBuf::from(name)
 }
 
 /// A file being written from its start.
@@ -152,7 +275,7 @@ impl NewFile<'_> {
     /// Writes `bytes` after what was written.
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
         let Some(fh) = self.fh else {
-            return Err(ArchiveError::Restore(format!(
+            return Err((self.local.wrap)(format!(
                 "{} is already closed",
                 self.path.display()
             )));
@@ -164,7 +287,7 @@ impl NewFile<'_> {
             .io
             .write_at(fh, self.len, IoBuf::from(bytes.to_vec()))
             .wait()
-            .map_err(failed(&self.path, "cannot write"))?;
+            .map_err(self.local.failed(&self.path, "cannot write"))?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -179,13 +302,13 @@ impl NewFile<'_> {
             .io
             .fdatasync(fh)
             .wait()
-            .map_err(failed(&self.path, "cannot sync"));
+            .map_err(self.local.failed(&self.path, "cannot sync"));
         let closed = self
             .local
             .io
             .close(fh)
             .wait()
-            .map_err(failed(&self.path, "cannot close"));
+            .map_err(self.local.failed(&self.path, "cannot close"));
         synced.and(closed)
     }
 }

@@ -411,40 +411,69 @@ pub fn recorded_timeline(dir: &Path) -> Result<Option<u32>> {
 }
 
 /// The contents of [`TIMELINE_FILE`].
-struct Recorded {
-    timeline: u32,
-    /// Where the restore left the log: archiving an empty timeline begins
-    /// here.
-    from: Lsn,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) timeline: u32,
+    /// Where the restore (or the promotion) left the log: archiving an
+    /// empty timeline begins here.
+    pub(crate) from: Lsn,
 }
 
 fn read_timeline_file(dir: &Path) -> Result<Option<Recorded>> {
     let path = dir.join(TIMELINE_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ArchiveError::Config(format!("{}: {e}", path.display()))),
-    };
-    let mut lines = text.lines();
-    let timeline = lines
-        .next()
-        .and_then(|l| l.strip_prefix("timeline "))
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|&n| n != 0);
-    let from = lines
-        .next()
-        .and_then(|l| l.strip_prefix("from "))
-        .and_then(|n| u64::from_str_radix(n, 16).ok());
-    match (timeline, from, lines.next()) {
-        (Some(timeline), Some(from), None) => Ok(Some(Recorded {
-            timeline,
-            from: Lsn(from),
-        })),
-        _ => Err(ArchiveError::Config(format!(
-            "{} does not read `timeline <n>` (n ≥ 1) then `from <LSN in hex>`: {:?}",
-            path.display(),
-            text
-        ))),
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Recorded::decode(&path, &t).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ArchiveError::Config(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// [`TIMELINE_FILE`] in `dir` read through `local` (a standby's promotion
+/// on the simulator), `None` when there is none.
+pub(crate) fn read_timeline_file_with(local: &Local, dir: &Path) -> Result<Option<Recorded>> {
+    let path = dir.join(TIMELINE_FILE);
+    match local.read_small(&path, MAX_TIMELINE_FILE)? {
+        Some(bytes) => Recorded::decode(&path, &String::from_utf8_lossy(&bytes)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes [`TIMELINE_FILE`] in `dir` through `local`: after a power cut it
+/// is absent or whole ([`Local::write_whole_synced`]).
+pub(crate) fn write_timeline_file(local: &Local, dir: &Path, recorded: &Recorded) -> Result<()> {
+    local.write_whole_synced(&dir.join(TIMELINE_FILE), recorded.encode().as_bytes())
+}
+
+/// The largest [`TIMELINE_FILE`] read (two short lines).
+const MAX_TIMELINE_FILE: u64 = 4096;
+
+impl Recorded {
+    pub(crate) fn encode(&self) -> String {
+        format!("timeline {}\nfrom {:016x}\n", self.timeline, self.from.0)
+    }
+
+    fn decode(path: &Path, text: &str) -> Result<Recorded> {
+        let mut lines = text.lines();
+        let timeline = lines
+            .next()
+            .and_then(|l| l.strip_prefix("timeline "))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&n| n != 0);
+        let from = lines
+            .next()
+            .and_then(|l| l.strip_prefix("from "))
+            .and_then(|n| u64::from_str_radix(n, 16).ok());
+        match (timeline, from, lines.next()) {
+            (Some(timeline), Some(from), None) => Ok(Recorded {
+                timeline,
+                from: Lsn(from),
+            }),
+            _ => Err(ArchiveError::Config(format!(
+                "{} does not read `timeline <n>` (n ≥ 1) then `from <LSN in hex>`: {:?}",
+                path.display(),
+                text
+            ))),
+        }
     }
 }
 
@@ -744,10 +773,13 @@ pub fn restore_with_io(
         false => None,
     };
     let new_timeline = history.as_ref().map_or(timeline, |h| h.timeline);
-    let tl_file = dir.join(TIMELINE_FILE);
-    local.write_new_synced(
-        &tl_file,
-        format!("timeline {new_timeline}\nfrom {:016x}\n", stop.0).as_bytes(),
+    write_timeline_file(
+        local,
+        dir,
+        &Recorded {
+            timeline: new_timeline,
+            from: stop,
+        },
     )?;
     let control = dir.join(keel::datadir::layout::CONTROL_FILE);
     local.rename(&dir.join(RESTORING_CONTROL), &control)?;
@@ -875,12 +907,6 @@ fn refuse_non_empty(local: &Local, dir: &Path) -> Result<()> {
     }
 }
 
-pub(crate) fn local(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> ArchiveError {
-    let dir = dir.to_path_buf();
-    let what = what.to_string();
-    move |e| ArchiveError::Restore(format!("{what} {}: {e}", dir.display()))
-}
-
 /// Step 4: every file, verified, written and synced; the control file
 /// first, as [`RESTORING_CONTROL`], its directory entry synced before
 /// anything else is created, so a restore killed or cut by a power cut at
@@ -953,21 +979,6 @@ pub(crate) fn download_files(
     local.sync_dir(&rel)?;
     local.sync_dir(dir)?;
     Ok(total)
-}
-
-fn create_new(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(local(path, "cannot create"))
-}
-
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = create_new(path)?;
-    f.write_all(bytes).map_err(local(path, "cannot write"))?;
-    f.sync_all().map_err(local(path, "cannot sync"))
 }
 
 /// Step 5: the log from the backup's start to `stop`.

@@ -32,9 +32,12 @@
 //!
 //! ## Setting up ([`Standby::open`] on an absent or empty directory)
 //!
-//! 1. Write the marker (synced, with the directory), first: from then on
-//!    everything else in the directory was written by the setup, and an
-//!    open for work is refused at every later step.
+//! 1. Write the marker first, as `standby.new`, synced, renamed into place
+//!    and the directory synced ([`Local::write_whole_synced`]): after a
+//!    power cut it is whole or absent, and a directory holding only
+//!    `standby.new` is still empty. From then on everything else in the
+//!    directory was written by the setup, and an open for work is refused
+//!    at every later step.
 //! 2. Choose the newest usable backup on the timeline's path that ends at
 //!    or before the archive's head (as a restore does,
 //!    [`crate::backup_check`]), download its files (the control file as
@@ -47,7 +50,8 @@
 //!
 //! A setup cut short (marker, no control file) is set up again: every
 //! entry but the marker and `LOCK` was written by it from the archive, so
-//! it is removed first.
+//! its files are removed first (its directories stay, emptied: the
+//! engine's I/O layer removes files only).
 //!
 //! ## A poll ([`Standby::poll`])
 //!
@@ -71,11 +75,49 @@
 //!    holds them. A crash before the removal leaves them for the next
 //!    restartpoint.
 //! 5. Read the followed timeline's fence: once another standby promoted
-//!    it, the report says so (this standby follows a retired primary and
-//!    cannot be promoted itself).
+//!    it and this one could not follow the successor (below), the report
+//!    says so (this standby follows a retired primary and cannot be
+//!    promoted itself).
+//!
+//! ## Newer timelines
+//!
+//! Before step 2 a poll reads the archive's histories. A timeline newer
+//! than the one followed whose history leads back to it, leaving it at
+//! switch `S` at or after the local log's end `E`, holds everything this
+//! standby has and continues it (a standby promoted, or the primary
+//! restored, at `S`): the standby follows the newest such timeline that
+//! has a chunk (a history alone is a promotion or a restore not finished,
+//! which may never be: one run again starts the next timeline) from
+//! then on, as PostgreSQL's `recovery_target_timeline = 'latest'` does.
+//! Its marker is replaced to name it (written aside, synced, renamed over
+//! the old one, the directory synced: a power cut leaves the old timeline
+//! or the new one, and a poll on either reaches the same log), and the
+//! path read in steps 2-3 is the new timeline's, which takes the followed
+//! one's log only up to `S`. A newer timeline branched before `E` (a
+//! restore to an earlier point) is one this standby cannot follow: its
+//! log past `S` is not that timeline's. The poll goes on with the
+//! timeline it follows and its report names the one it cannot follow (set
+//! a new standby up there to follow it). No timeline is followed while
+//! the followed one's fence names this standby (its own promotion, cut
+//! short, which `keel promote` finishes), nor by a promotion's final poll.
 //!
 //! Every step is idempotent, so a SIGKILL or a power cut anywhere leaves a
 //! standby that the next poll brings to the same state.
+//!
+//! ## Crash safety
+//!
+//! Every local read and write of the standby's directory goes through the
+//! engine's I/O layer ([`crate::local::Local`]; [`Standby::open_with_io`]
+//! and [`finish_promotion_with_io`] take the simulator in tests), and each
+//! write is synced, with its directory entry, before the next step relies
+//! on it. The one exception is the marker's lock ([`Standby`]), an
+//! advisory lock taken with `std::fs` on the real file system only: the
+//! I/O layer has no file locks. `tests/standby_crash.rs` cuts a setup, a
+//! poll and a promotion with a power cut at each operation: the directory
+//! left is nothing of the standby, a standby that an open refuses and the
+//! same command run again finishes, or a promoted database whose marker is
+//! gone and whose timeline file names the fenced successor; never a
+//! directory an open takes for work before the marker is removed.
 //!
 //! ## Promotion ([`Standby::promote`])
 //!
@@ -86,14 +128,16 @@
 //!    primary's archiver stops; another standby's earlier promotion of `T`
 //!    makes this one fail here, with its directory unchanged.
 //! 4. The timeline file ([`crate::restore::TIMELINE_FILE`], `timeline L`,
-//!    `from E`), synced.
+//!    `from E`), whole or absent after a power cut (written aside, synced,
+//!    renamed into place, the directory synced).
 //! 5. Only then the marker is removed (and the directory synced): a crash
 //!    before leaves a standby whose next promotion finds its own fence
 //!    (the marker's id) and timeline file and goes on from step 5.
 //! 6. `Database::open` with the log held (redo from the restartpoint, undo
 //!    of the losers, the end-of-recovery checkpoint), then an archiver on
 //!    `L` from `E` uploads the new timeline's first log, as a restore that
-//!    starts a timeline does. An archiver started on the directory later
+//!    starts a timeline does (without compaction: a new timeline has
+//!    nothing to compact, and the promotion's requests stay its own). An archiver started on the directory later
 //!    archives on `L` ([`crate::restore::archiver_timeline`]). A
 //!    promotion run again on a directory whose marker is already gone but
 //!    whose timeline file names a timeline with no chunk does this step
@@ -115,9 +159,10 @@ use crate::chunk::{self, CHUNK_HEADER_SIZE};
 use crate::config::ArchiveTarget;
 use crate::error::{ArchiveError, Result};
 use crate::fence::Fence;
+use crate::local::{Local, staged_path};
 use crate::restore::{
-    History, PathChunk, RestoreTarget, TIMELINE_FILE, download_files, end_of, local, path_chunks,
-    start_timeline, walk, write_log, write_synced,
+    History, PathChunk, Recorded, RestoreTarget, TIMELINE_FILE, download_files, end_of,
+    path_chunks, read_timeline_file_with, start_timeline, walk, write_log, write_timeline_file,
 };
 use crate::store::Remote;
 
@@ -184,6 +229,18 @@ pub fn read_marker(dir: &Path) -> Result<Option<Marker>> {
     }
 }
 
+/// The largest marker read (three short lines).
+const MAX_MARKER: u64 = 4096;
+
+/// [`read_marker`] through `local` (the simulator in crash tests).
+fn read_marker_with(local: &Local, dir: &Path) -> Result<Option<Marker>> {
+    let path = dir.join(STANDBY_FILE);
+    match local.read_small(&path, MAX_MARKER)? {
+        Some(bytes) => Marker::decode(&path, &String::from_utf8_lossy(&bytes)).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// What setting up a standby did.
 #[derive(Clone, Debug)]
 pub struct SetupReport {
@@ -216,13 +273,24 @@ pub struct PollReport {
     /// start).
     pub retired: usize,
     /// The timeline the followed one was promoted to, when its fence
-    /// exists ([`crate::fence`]): another standby took over, and this one
-    /// follows a retired primary (set a new standby up on the successor).
+    /// exists ([`crate::fence`]) and this standby could not follow it:
+    /// another standby took over, and this one follows a retired primary
+    /// (set a new standby up on the successor).
     pub promoted_to: Option<u32>,
+    /// The newer timeline this poll began following, and the LSN where it
+    /// branched from the one followed before (module essay, "Newer
+    /// timelines").
+    pub switched_to: Option<(u32, Lsn)>,
+    /// The newest timeline branched from the followed one before this
+    /// standby's log end, which it cannot follow, and its switch LSN.
+    pub cannot_follow: Option<(u32, Lsn)>,
 }
 
 impl std::fmt::Display for PollReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((l, at)) = self.switched_to {
+            write!(f, "now following timeline {l:08X} (branched at {at}); ")?;
+        }
         match self.to > self.from {
             true => write!(
                 f,
@@ -242,6 +310,13 @@ impl std::fmt::Display for PollReport {
             if self.retired > 0 {
                 write!(f, "; {} old segments removed", self.retired)?;
             }
+        }
+        if let Some((l, at)) = self.cannot_follow {
+            write!(
+                f,
+                "; timeline {l:08X} branched at LSN {at}, before this standby's log end: it \
+                 cannot follow it (set a new standby up on timeline {l:08X} to follow it)"
+            )?;
         }
         if let Some(l) = self.promoted_to {
             write!(
@@ -286,7 +361,8 @@ pub struct Standby {
     op_timeout: Duration,
     database_id: u64,
     applied: bool,
-    _lock: std::fs::File,
+    local: Local,
+    _lock: Option<std::fs::File>,
 }
 
 fn standby_err(e: impl std::fmt::Display) -> ArchiveError {
@@ -297,35 +373,40 @@ fn engine(e: impl Into<keel::Error>) -> ArchiveError {
     ArchiveError::Backup(Box::new(e.into()))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|h| h.sync_all())
-        .map_err(local(dir, "cannot sync"))
-}
-
-fn lock_marker(dir: &Path) -> Result<std::fs::File> {
+/// Locks the marker file (one process follows a standby at a time): an
+/// advisory lock on the open file, which lasts as long as the returned
+/// handle. It is taken with `std::fs` because the engine's I/O layer has no
+/// file locks, and only on the real file system: the simulator's files are
+/// not there, and a test on it runs one standby process at a time (the
+/// engine's `LOCK` is taken the same way).
+fn lock_marker(local: &Local, dir: &Path) -> Result<Option<std::fs::File>> {
+    if local.is_simulated() {
+        return Ok(None);
+    }
     let path = dir.join(STANDBY_FILE);
-    let file = std::fs::File::open(&path).map_err(local(&path, "cannot open"))?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| standby_err(format!("cannot open {}: {e}", path.display())))?;
     file.try_lock().map_err(|_| {
         ArchiveError::Standby(format!(
             "{} is in use by another standby process (its {STANDBY_FILE} file is locked)",
             dir.display()
         ))
     })?;
-    Ok(file)
+    Ok(Some(file))
 }
 
-fn read_control(dir: &Path) -> Result<keel::recovery::Control> {
-    let path = dir.join(CONTROL_FILE);
-    let bytes = std::fs::read(&path).map_err(local(&path, "cannot read"))?;
-    keel::recovery::Control::decode(&bytes, &path).map_err(engine)
+fn read_control(local: &Local, dir: &Path) -> Result<keel::recovery::Control> {
+    keel::recovery::control::read_control(local.io(), dir)
+        .map_err(engine)?
+        .ok_or_else(|| standby_err(format!("{} has no {CONTROL_FILE} file", dir.display())))
 }
 
 impl Standby {
     /// Opens the standby at `dir`, setting it up first when `dir` is absent
     /// or empty (module essay). `timeline`: the one to follow (`None`: a
     /// new standby follows timeline 1, an existing one its own); an
-    /// existing standby of another timeline is refused. Each request to
+    /// existing standby is refused unless it follows that timeline or one
+    /// descended from it (module essay, "Newer timelines"). Each request to
     /// the store may take up to `op_timeout`.
     pub fn open(
         target: &ArchiveTarget,
@@ -334,35 +415,58 @@ impl Standby {
         config: Config,
         op_timeout: Duration,
     ) -> Result<(Standby, Option<SetupReport>)> {
+        let local = Local::for_config(&config.io)?;
+        Standby::open_with_io(target, dir, timeline, config, op_timeout, &local)
+    }
+
+    /// [`Standby::open`] with the directory read and written through
+    /// `local` (the simulator in crash tests), and so every later poll and
+    /// the promotion.
+    pub fn open_with_io(
+        target: &ArchiveTarget,
+        dir: &Path,
+        timeline: Option<u32>,
+        config: Config,
+        op_timeout: Duration,
+        local: &Local,
+    ) -> Result<(Standby, Option<SetupReport>)> {
+        let local = local.clone().for_standby();
         let remote = Remote::open(target, op_timeout)?;
-        let existing = read_marker(dir)?;
-        let empty = match std::fs::read_dir(dir) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(standby_err(format!("{}: {e}", dir.display()))),
-        };
+        let existing = read_marker_with(&local, dir)?;
+        // A marker being written (setup step 1 cut short) is all there is
+        // of a setup that did not begin: the directory counts as empty.
+        let staged = staged_path(Path::new(STANDBY_FILE));
+        let empty = local
+            .list(dir)?
+            .is_none_or(|names| names.iter().all(|n| Path::new(n) == staged));
         let marker = match existing {
             Some(m) => {
-                if timeline.is_some_and(|t| t != m.timeline) {
+                // The timeline asked for, or one it moved on from
+                // ("Newer timelines"): one on the followed one's path.
+                if let Some(t) = timeline.filter(|&t| t != m.timeline)
+                    && !remote
+                        .timeline_path(m.timeline)?
+                        .iter()
+                        .any(|&(p, _, _)| p == t)
+                {
                     return Err(standby_err(format!(
-                        "{} follows timeline {}, not {}",
+                        "{} follows timeline {}, which does not descend from timeline {t}",
                         dir.display(),
                         m.timeline,
-                        timeline.unwrap_or(1)
                     )));
                 }
                 m
             }
             None if empty => {
                 // Created with its entry synced in its parent, as the
-                // engine creates a data directory.
-                crate::local::Local::default_backend()?.create_dir_all(dir)?;
+                // engine creates a data directory; the marker is there
+                // whole or not at all.
+                local.create_dir_all(dir)?;
                 let m = Marker {
                     timeline: timeline.unwrap_or(1),
                     id: keel::types::random_id(),
                 };
-                write_synced(&dir.join(STANDBY_FILE), m.encode().as_bytes())?;
-                sync_dir(dir)?;
+                local.write_whole_synced(&dir.join(STANDBY_FILE), m.encode().as_bytes())?;
                 m
             }
             None => {
@@ -373,15 +477,15 @@ impl Standby {
                 )));
             }
         };
-        let lock = lock_marker(dir)?;
+        let lock = lock_marker(&local, dir)?;
         let mut setup = None;
-        if !dir.join(CONTROL_FILE).exists() {
-            let cleared = clear_unfinished_setup(dir)?;
-            let mut report = set_up(&remote, dir, marker.timeline)?;
+        if !local.exists(&dir.join(CONTROL_FILE))? {
+            let cleared = clear_unfinished_setup(&local, dir)?;
+            let mut report = set_up(&remote, dir, marker.timeline, &local)?;
             report.cleared_unfinished = cleared;
             setup = Some(report);
         }
-        let database_id = read_control(dir)?.database_id;
+        let database_id = read_control(&local, dir)?.database_id;
         let standby = Standby {
             dir: dir.to_path_buf(),
             target: target.clone(),
@@ -391,6 +495,7 @@ impl Standby {
             op_timeout,
             database_id,
             applied: false,
+            local,
             _lock: lock,
         };
         Ok((standby, setup))
@@ -404,9 +509,20 @@ impl Standby {
     /// Fetches the chunks past the local log's end, appends them and
     /// applies them (module essay, "A poll").
     pub fn poll(&mut self) -> Result<PollReport> {
-        let mut report = self.fetch()?;
+        self.poll_following(true)
+    }
+
+    /// [`poll`](Self::poll), following a newer timeline when
+    /// `follow_newer` (module essay, "Newer timelines").
+    fn poll_following(&mut self, follow_newer: bool) -> Result<PollReport> {
+        let mut report = self.fetch_following(follow_newer)?;
         if report.to > report.from || !self.applied {
-            let apply = keel::standby::apply_log(&self.dir, self.config.clone()).map_err(engine)?;
+            let apply = keel::standby::apply_log_with_io(
+                &self.dir,
+                self.config.clone(),
+                self.local.io().clone(),
+            )
+            .map_err(engine)?;
             self.applied = true;
             if apply.restartpoint.is_some() {
                 report.retired = self.retire_before_restartpoint()?;
@@ -419,11 +535,12 @@ impl Standby {
     /// Step 4's retirement: removes the segments wholly before the control
     /// file's scan start (module essay). Returns how many.
     fn retire_before_restartpoint(&self) -> Result<usize> {
-        let scan_start = read_control(&self.dir)?.scan_start();
-        let io = keel_io::open_backend(&keel_io::IoConfig::default())
-            .map_err(|e| standby_err(format!("cannot start the I/O backend: {e}")))?;
-        let sdir = keel::wal::segment::SegmentDir::existing(io, &self.dir.join(WAL_DIR))
-            .map_err(engine)?;
+        let scan_start = read_control(&self.local, &self.dir)?.scan_start();
+        let sdir = keel::wal::segment::SegmentDir::existing(
+            self.local.io().clone(),
+            &self.dir.join(WAL_DIR),
+        )
+        .map_err(engine)?;
         let present = sdir.list().map_err(engine)?;
         let Some(size) = present
             .iter()
@@ -448,17 +565,35 @@ impl Standby {
     /// synced, not applied (the next [`poll`](Self::poll) of any process
     /// applies it).
     pub fn fetch(&mut self) -> Result<PollReport> {
-        let control = read_control(&self.dir)?;
-        let io = keel_io::open_backend(&keel_io::IoConfig::default())
-            .map_err(|e| standby_err(format!("cannot start the I/O backend: {e}")))?;
+        self.fetch_following(true)
+    }
+
+    fn fetch_following(&mut self, follow_newer: bool) -> Result<PollReport> {
+        let control = read_control(&self.local, &self.dir)?;
         let mut import = LogImport::resume(
-            io,
+            self.local.io().clone(),
             &self.dir.join(WAL_DIR),
             self.database_id,
             control.scan_start(),
         )
         .map_err(engine)?;
         let from = import.end().unwrap_or(control.scan_start());
+        // A fence of the followed timeline naming this standby is its own
+        // promotion's, begun and cut short: it is finished, never left
+        // for the timeline it started.
+        let own_promotion = || -> Result<bool> {
+            Ok(self
+                .remote
+                .read_fence(self.marker.timeline)?
+                .is_some_and(|f| f.standby_id == self.marker.id))
+        };
+        let (follow, cannot_follow) = match follow_newer && !own_promotion()? {
+            true => self.newer_timeline(from)?,
+            false => (None, None),
+        };
+        if let Some((l, _)) = follow {
+            self.switch_timeline(l)?;
+        }
         let path = self.remote.timeline_path(self.marker.timeline)?;
         let chunks = path_chunks(&self.remote, &path)?;
         let mut read = 0;
@@ -522,7 +657,77 @@ impl Standby {
             apply: None,
             retired: 0,
             promoted_to,
+            switched_to: follow,
+            cannot_follow,
         })
+    }
+
+    /// The newest timeline branched (directly or through others) from the
+    /// one followed at or after `end`, which this standby can follow, with
+    /// the LSN where its history leaves the followed one; and the newest
+    /// one branched before `end`, which it cannot (module essay, "Newer
+    /// timelines").
+    #[allow(clippy::type_complexity)]
+    fn newer_timeline(&self, end: Lsn) -> Result<(Option<(u32, Lsn)>, Option<(u32, Lsn)>)> {
+        let followed = self.marker.timeline;
+        let histories = self.remote.list_histories()?;
+        // Where the path of `t` leaves the followed timeline, if it does.
+        let leaves = |t: u32| -> Option<Lsn> {
+            let mut at = t;
+            let mut switch = None;
+            // Each step moves to a parent; a cycle among damaged histories
+            // ends after one step per history.
+            for _ in 0..=histories.len() {
+                if at == followed {
+                    return switch;
+                }
+                let h = histories.iter().find(|h| h.timeline == at)?;
+                switch = Some(h.switch);
+                at = h.parent;
+            }
+            None
+        };
+        let mut newer: Vec<(u32, Lsn)> = histories
+            .iter()
+            .filter(|h| h.timeline > followed)
+            .filter_map(|h| Some((h.timeline, leaves(h.timeline)?)))
+            .collect();
+        newer.sort_unstable_by_key(|&(t, _)| std::cmp::Reverse(t));
+        let mut cannot = None;
+        for (t, switch) in newer {
+            // A history whose timeline has no chunk yet is a promotion or
+            // a restore not finished (its first log is archived before it
+            // returns; one cut short and run again starts the next
+            // timeline): never followed, so no standby is left on a
+            // timeline nobody writes.
+            if self.remote.list_chunks(t)?.is_empty() {
+                continue;
+            }
+            match switch >= end {
+                true => return Ok((Some((t, switch)), cannot)),
+                // Reported only when newer than the one followed.
+                false => {
+                    cannot.get_or_insert((t, switch));
+                }
+            }
+        }
+        Ok((None, cannot))
+    }
+
+    /// Follows timeline `timeline` from now on: the marker is replaced
+    /// (whole or not at all after a power cut) and locked again.
+    fn switch_timeline(&mut self, timeline: u32) -> Result<()> {
+        let marker = Marker {
+            timeline,
+            id: self.marker.id,
+        };
+        self.local
+            .write_whole_synced(&self.dir.join(STANDBY_FILE), marker.encode().as_bytes())?;
+        self.marker = marker;
+        // The lock held is on the file replaced.
+        self._lock = None;
+        self._lock = lock_marker(&self.local, &self.dir)?;
+        Ok(())
     }
 
     /// Whether the path's newest chunk ends past `end` (its header alone is
@@ -559,39 +764,46 @@ impl Standby {
     /// Promotes the standby to a primary on a new timeline (module essay,
     /// "Promotion").
     pub fn promote(mut self) -> Result<PromoteReport> {
-        let last_poll = self.poll()?;
+        // The final poll follows no newer timeline: one branched from the
+        // followed timeline is another promotion's or a restore's (the
+        // fence refuses the first), or this promotion's own from a try cut
+        // short; a promotion branches from the timeline it followed.
+        let last_poll = self.poll_following(false)?;
         let switch = last_poll.to;
         let parent = self.marker.timeline;
         let (timeline, history) = self.claim_timeline(switch)?;
-        let tl_file = self.dir.join(TIMELINE_FILE);
-        let contents = format!("timeline {timeline}\nfrom {:016x}\n", switch.0);
-        match std::fs::read_to_string(&tl_file) {
-            Ok(t) if t == contents => {}
-            Ok(t) => {
+        let recorded = Recorded {
+            timeline,
+            from: switch,
+        };
+        match read_timeline_file_with(&self.local, &self.dir)? {
+            Some(r) if r == recorded => {}
+            Some(r) => {
                 return Err(standby_err(format!(
-                    "{} already reads {t:?}, not {contents:?}: it belongs to another promotion",
-                    tl_file.display()
+                    "{} already names timeline {} from LSN {}, not timeline {timeline} from LSN \
+                     {switch}: it belongs to another promotion",
+                    self.dir.join(TIMELINE_FILE).display(),
+                    r.timeline,
+                    r.from
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_synced(&tl_file, contents.as_bytes())?;
-            }
-            Err(e) => return Err(standby_err(format!("{}: {e}", tl_file.display()))),
+            // Whole or absent after a power cut, its directory synced.
+            None => write_timeline_file(&self.local, &self.dir, &recorded)?,
         }
-        sync_dir(&self.dir)?;
-        let marker = self.dir.join(STANDBY_FILE);
-        std::fs::remove_file(&marker).map_err(local(&marker, "cannot remove"))?;
-        sync_dir(&self.dir)?;
+        self.local.remove(&self.dir.join(STANDBY_FILE))?;
+        self.local.sync_dir(&self.dir)?;
         let Standby {
             dir,
             target,
             config,
             op_timeout,
+            local,
             _lock,
             ..
         } = self;
         drop(_lock);
-        let (recovery, archived) = open_and_archive(&dir, &target, config, op_timeout)?;
+        let (recovery, archived) =
+            open_and_archive(&dir, &target, config, op_timeout, &local, recorded)?;
         Ok(PromoteReport {
             last_poll: Some(last_poll),
             parent,
@@ -654,15 +866,27 @@ pub fn finish_promotion(
     config: Config,
     op_timeout: Duration,
 ) -> Result<PromoteReport> {
-    let Some((timeline, Some(switch))) = crate::restore::archiver_timeline(dir, 1)
-        .ok()
-        .filter(|_| dir.join(TIMELINE_FILE).exists())
-    else {
+    let local = Local::for_config(&config.io)?;
+    finish_promotion_with_io(target, dir, config, op_timeout, &local)
+}
+
+/// [`finish_promotion`] with the directory read and written through
+/// `local` (the simulator in crash tests).
+pub fn finish_promotion_with_io(
+    target: &ArchiveTarget,
+    dir: &Path,
+    config: Config,
+    op_timeout: Duration,
+    local: &Local,
+) -> Result<PromoteReport> {
+    let local = local.clone().for_standby();
+    let Some(recorded) = read_timeline_file_with(&local, dir)? else {
         return Err(standby_err(format!(
             "{} is not a standby (no {STANDBY_FILE} file) nor a promoted one (no {TIMELINE_FILE})",
             dir.display()
         )));
     };
+    let (timeline, switch) = (recorded.timeline, recorded.from);
     let remote = Remote::open(target, op_timeout)?;
     if !remote.list_chunks(timeline)?.is_empty() {
         return Err(standby_err(format!(
@@ -676,7 +900,7 @@ pub fn finish_promotion(
         .into_iter()
         .find(|h| h.timeline == timeline)
         .map_or(1, |h| h.parent);
-    let (recovery, archived) = open_and_archive(dir, target, config, op_timeout)?;
+    let (recovery, archived) = open_and_archive(dir, target, config, op_timeout, &local, recorded)?;
     Ok(PromoteReport {
         last_poll: None,
         parent,
@@ -689,12 +913,14 @@ pub fn finish_promotion(
 }
 
 /// Step 6: open (undo, end-of-recovery checkpoint) with the log held, and
-/// archive the new timeline from its switch.
+/// archive the new timeline `recorded` names from its switch.
 fn open_and_archive(
     dir: &Path,
     target: &ArchiveTarget,
     config: Config,
     op_timeout: Duration,
+    local: &Local,
+    recorded: Recorded,
 ) -> Result<(keel::RecoveryReport, Lsn)> {
     let mut config = config;
     config.wal.hold_at_open = true;
@@ -702,13 +928,20 @@ fn open_and_archive(
     // waits for its durable end, so the new timeline's first chunk holds
     // the undo and the checkpoint.
     config.recovery_checkpoint = keel::RecoveryCheckpoint::BeforeOpenReturns;
-    let db = Arc::new(Database::open(dir, config).map_err(engine)?);
+    let db = Arc::new(Database::open_with_io(dir, config, local.io().clone()).map_err(engine)?);
     let recovery = db.recovery_report().clone();
     let archiver = Archiver::start(
         db.clone(),
         target,
         ArchiverOptions {
+            timeline: recorded.timeline,
+            start_lsn: Some(recorded.from),
             op_timeout,
+            // A new timeline has nothing to compact; an archiver started
+            // on the promoted database later compacts as configured. (So
+            // a promotion's requests to the store are its own thread's and
+            // the archiver's, in one order.)
+            compact: false,
             // A promotion waits for its first log one request's limit, and
             // no longer when the store is down: a later `keel promote`
             // (or any archiver) archives it.
@@ -734,35 +967,35 @@ fn open_and_archive(
 
 /// A setup cut short (marker, no control file): everything but the marker
 /// and `LOCK` was written by it from the archive (module essay), and is
-/// removed. Returns whether there was anything.
-fn clear_unfinished_setup(dir: &Path) -> Result<bool> {
-    let mut cleared = false;
-    for e in std::fs::read_dir(dir).map_err(local(dir, "cannot list"))? {
-        let e = e.map_err(local(dir, "cannot list"))?;
-        let name = e.file_name();
-        if name == STANDBY_FILE || name == LOCK_FILE {
-            continue;
+/// removed, every directory it touched synced. The directories stay,
+/// emptied (the engine's I/O layer removes files only), and the setup
+/// fills them again. Returns whether there was anything.
+fn clear_unfinished_setup(local: &Local, dir: &Path) -> Result<bool> {
+    fn clear(local: &Local, dir: &Path, top: bool) -> Result<bool> {
+        let mut cleared = false;
+        for (name, is_dir) in local.entries(dir)?.unwrap_or_default() {
+            if top && (name == STANDBY_FILE || name == LOCK_FILE) {
+                continue;
+            }
+            let path = dir.join(&name);
+            match is_dir {
+                true => cleared |= clear(local, &path, false)?,
+                false => {
+                    local.remove(&path)?;
+                    cleared = true;
+                }
+            }
         }
-        let path = e.path();
-        match e
-            .file_type()
-            .map_err(local(&path, "cannot inspect"))?
-            .is_dir()
-        {
-            true => std::fs::remove_dir_all(&path),
-            false => std::fs::remove_file(&path),
+        if cleared {
+            local.sync_dir(dir)?;
         }
-        .map_err(local(&path, "cannot remove an unfinished standby setup's"))?;
-        cleared = true;
+        Ok(cleared)
     }
-    if cleared {
-        sync_dir(dir)?;
-    }
-    Ok(cleared)
+    clear(local, dir, true)
 }
 
 /// Setup steps 2 and 3 (module essay).
-fn set_up(remote: &Remote, dir: &Path, timeline: u32) -> Result<SetupReport> {
+fn set_up(remote: &Remote, dir: &Path, timeline: u32, files: &Local) -> Result<SetupReport> {
     let path = remote.timeline_path(timeline)?;
     let backups = crate::restore::path_backups(remote, &path)?;
     let Some(oldest) = backups.first().map(|(_, m)| m.clone()) else {
@@ -795,13 +1028,13 @@ fn set_up(remote: &Remote, dir: &Path, timeline: u32) -> Result<SetupReport> {
                 .collect::<String>()
         )));
     };
-    let files = crate::local::Local::default_backend()?;
-    let file_bytes = download_files(remote, &entry, &manifest, dir, &files)?;
-    let (log_end, chunks_read) = write_log(remote, &manifest, &chunks, head, dir, &files)?;
-    let control = dir.join(CONTROL_FILE);
-    let restoring = dir.join(crate::backup::RESTORING_CONTROL);
-    std::fs::rename(&restoring, &control).map_err(local(&control, "cannot put in place"))?;
-    sync_dir(dir)?;
+    let file_bytes = download_files(remote, &entry, &manifest, dir, files)?;
+    let (log_end, chunks_read) = write_log(remote, &manifest, &chunks, head, dir, files)?;
+    files.rename(
+        &dir.join(crate::backup::RESTORING_CONTROL),
+        &dir.join(CONTROL_FILE),
+    )?;
+    files.sync_dir(dir)?;
     Ok(SetupReport {
         backup: manifest,
         log_end,

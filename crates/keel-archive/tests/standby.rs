@@ -228,12 +228,24 @@ fn a_promotion_cut_off_at_any_request_finishes_when_run_again() {
         copy_dir(&s, &d);
         (a, d)
     };
-    let (a, d) = copy("counted");
-    let counted = FaultStore::new(local(&a).build_store().unwrap());
-    standby(&faulty(&counted), &d).unwrap().promote().unwrap();
-    let st = counted.stats();
+    // The promotion's own requests (its archiver does not compact, and
+    // nothing else uses the store), the same in every run: a cut after
+    // request k always cuts the same one.
+    let count = |name: &str| {
+        let (a, d) = copy(name);
+        let counted = FaultStore::new(local(&a).build_store().unwrap());
+        standby(&faulty(&counted), &d).unwrap().promote().unwrap();
+        counted.stats()
+    };
+    let st = count("counted");
     let requests = st.puts + st.gets + st.lists;
     assert!(requests > 5, "{st:?}");
+    let again = count("counted-again");
+    assert_eq!(
+        again.puts + again.gets + again.lists,
+        requests,
+        "{st:?}, then {again:?}"
+    );
     for k in 0..requests {
         let (a, d) = copy(&k.to_string());
         let store = FaultStore::new(local(&a).build_store().unwrap());
@@ -271,4 +283,93 @@ fn a_promotion_cut_off_at_any_request_finishes_when_run_again() {
         );
         assert_eq!(rows(&d, "r"), expected, "outage after {k}");
     }
+}
+
+/// A standby whose log is past the switch of a newer timeline branched
+/// from the one it follows (a restore to an earlier point) cannot follow
+/// it: it goes on with its timeline and its poll names the one it cannot
+/// follow; and once a fence names that timeline (as another standby's
+/// promotion at that point would write) it cannot be promoted either.
+#[test]
+fn a_standby_past_a_newer_timelines_switch_stays_and_cannot_promote_past_a_fence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = local(&tmp.path().join("archive"));
+    let db = open(&tmp.path().join("primary"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    workload(&db, rel, 2, 10, 0);
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    let m = keel_archive::backup(&db, &archiver, &target, &options).unwrap();
+    workload(&db, rel, 3, 10, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let dir = tmp.path().join("standby");
+    let mut s = standby(&target, &dir).unwrap();
+    let end = s.poll().unwrap().to;
+    assert!(m.end < end);
+
+    // A restore to the backup's end starts timeline 2 there, before the
+    // standby's log end, and its database commits on it.
+    let rdir = tmp.path().join("restored");
+    let restored = keel_archive::restore(
+        &target,
+        &rdir,
+        1,
+        keel_archive::RestoreTarget::Lsn(m.end),
+        config(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let switch = restored.history.as_ref().unwrap().switch;
+    assert_eq!(restored.timeline, 2);
+    assert!(switch < end);
+    let rdb = open(&rdir);
+    let rarchiver = Archiver::start(rdb.clone(), &target, fast()).unwrap();
+    workload(&rdb, rdb.relation("r").unwrap().unwrap(), 1, 5, 0);
+    rarchiver
+        .wait_archived(rdb.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    rarchiver.stop().unwrap();
+    Arc::try_unwrap(rdb).ok().unwrap().close().unwrap();
+    let remote = keel_archive::Remote::open(&target, Duration::from_secs(5)).unwrap();
+    let r = s.poll().unwrap();
+    assert_eq!(
+        (r.switched_to, r.cannot_follow, r.promoted_to, r.to),
+        (None, Some((2, switch)), None, end),
+        "{r}"
+    );
+    assert!(r.to_string().contains("cannot follow"), "{r}");
+    assert_eq!(s.timeline(), 1);
+
+    let fence = keel_archive::fence::Fence {
+        database_id: m.database_id,
+        timeline: 1,
+        successor: 2,
+        switch,
+        standby_id: 1,
+        created_us: 1,
+    };
+    assert_eq!(remote.put_fence(&fence).unwrap(), None);
+    let r = s.poll().unwrap();
+    assert_eq!(
+        (r.cannot_follow, r.promoted_to),
+        (Some((2, switch)), Some(2))
+    );
+    assert!(r.to_string().contains("retired primary"), "{r}");
+    let err = s.promote().unwrap_err().to_string();
+    assert!(err.contains("already promoted to timeline 2"), "{err}");
+    assert_eq!(
+        keel_archive::standby::read_marker(&dir)
+            .unwrap()
+            .map(|m| m.timeline),
+        Some(1)
+    );
+    let refused = Database::open(&dir, config()).unwrap_err().to_string();
+    assert!(refused.contains("keel promote"), "{refused}");
 }

@@ -7,7 +7,10 @@
 //!   the archive's log (no recovery open; `D` is marked a standby, which
 //!   `Database::open` refuses), then every `--poll` interval fetches the
 //!   chunks past the local log's end, appends them and applies them redo
-//!   only, printing one line per poll. `--once` does one catch-up and
+//!   only, printing one line per poll; it moves onto a newer timeline
+//!   branched from the one it follows at or after its log end (a standby
+//!   promoted, the primary restored), and names one branched before,
+//!   which it cannot follow. `--once` does one catch-up and
 //!   exits. A poll that fails on a transient store error (unreachable,
 //!   timed out) is reported and retried at the next interval; any other
 //!   error stops the command with exit status 1.
@@ -35,7 +38,8 @@ pub struct StandbyArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// The timeline to follow (a new standby: default 1; an existing one
-    /// follows its own).
+    /// follows its own, and then the newest timeline branched from it at
+    /// or after its log end).
     #[arg(long)]
     pub timeline: Option<u32>,
     /// How long to wait between polls: `5s`, `500ms`, `2m`, or seconds.

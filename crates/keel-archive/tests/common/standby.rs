@@ -177,25 +177,49 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
     for (name, bytes) in &before {
         assert_eq!(after.get(name), Some(bytes), "{name} changed");
     }
-    // The second standby of the same primary cannot become a primary too,
-    // and stays a standby.
-    let r = other.poll().unwrap();
-    assert_eq!(r.promoted_to, Some(2));
-    assert!(r.to_string().contains("retired primary"), "{r}");
-    let err = other.promote().unwrap_err().to_string();
-    assert!(err.contains("already promoted to timeline 2"), "{err}");
-    assert!(s2.join(keel::datadir::layout::STANDBY_FILE).exists());
     // The promoted database archives on timeline 2; a restore follows it.
     let db = open(&s);
     let archiver = Archiver::start(db.clone(), target, fast()).unwrap();
     let mut tx = db.begin().unwrap();
     tx.insert(rel, b"on timeline 2").unwrap();
     tx.commit().unwrap();
+    let head = db.durable_lsn();
     archiver
-        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .wait_archived(head, Duration::from_secs(30))
         .unwrap();
     archiver.stop().unwrap();
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    // The second standby of the same primary, behind the switch, follows
+    // the promoted one onto timeline 2 and stays a standby.
+    let r = other.poll().unwrap();
+    assert_eq!(r.switched_to, Some((2, report.switch)), "{r}");
+    assert_eq!(
+        (r.promoted_to, r.cannot_follow, r.to),
+        (None, None, head),
+        "{r}"
+    );
+    assert!(
+        r.to_string().contains("now following timeline 00000002"),
+        "{r}"
+    );
+    assert_eq!(other.timeline(), 2);
+    drop(other);
+    // Asked for timeline 1 it follows on timeline 2, which descends from
+    // it; a timeline it does not descend from is refused.
+    let again = Standby::open(target, &s2, Some(1), config(), Duration::from_secs(10));
+    assert_eq!(again.unwrap().0.timeline(), 2);
+    let err = Standby::open(target, &s2, Some(7), config(), Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not descend from timeline 7"), "{err}");
+    assert_eq!(
+        keel_archive::standby::read_marker(&s2)
+            .unwrap()
+            .map(|m| m.timeline),
+        Some(2)
+    );
+    let err = Database::open(&s2, config()).unwrap_err().to_string();
+    assert!(err.contains("keel promote"), "{err}");
     let restored = tmp.path().join("restored");
     let r = keel_archive::restore(
         target,
@@ -210,4 +234,9 @@ pub fn standby_follows_and_promotes(target: &ArchiveTarget) {
     expected.push(b"on timeline 2".to_vec());
     expected.sort();
     assert_eq!(rows(&restored, "r"), expected);
+    // The second standby, promoted, has the same rows and branches from
+    // timeline 2.
+    let report = open_standby(target, &s2).promote().unwrap();
+    assert_eq!((report.parent, report.timeline), (2, 3));
+    assert_eq!(rows(&s2, "r"), expected);
 }
