@@ -440,18 +440,17 @@ impl Storage {
             // An internal node's first item is minus infinity.
             right_items[0].0 = &[];
         }
-        // Both halves in one record (`change_pages`): a crash leaves L
+        let keep =
+            u16::try_from(k).map_err(|_| corrupt(rel, pid, format!("a node of {k}+ items")))?;
+        // Both halves in one record (`change_split`): a crash leaves L
         // whole and R unused (free, or never part of the file), or both
-        // halves linked; never R formatted and unreachable.
+        // halves linked; never R formatted and unreachable. L's half is
+        // logged as a truncation to its first `keep` items unless L is due
+        // a page image.
         let rpid = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();
             let right = node_page(rpid, level, 0, &right_items, high.zip(right_link))?;
-            let left = node_page(pid, level, FLAG_INCOMPLETE_SPLIT, &items, Some((sep, rpid)))?;
-            self.change_pages(
-                rel.id,
-                &mut [&mut g, &mut rg],
-                vec![(pid, left), (rpid, right)],
-            )?;
+            self.change_split(rel.id, &mut g, &mut rg, keep, sep, right)?;
             Ok(rpid)
         })?;
         self.add_downlink(rel, g, level, sep, rpid, path)
