@@ -187,9 +187,9 @@ impl Storage {
         covered: bool,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let rest = self.tree_value(log, rel, key, value)?;
+        let mut rest = self.tree_value(log, rel, key, value)?;
         let txn = log.txn;
-        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest, covered))?;
+        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &mut rest, covered))?;
         match old {
             Some((at, old)) => {
                 let value = if want_old {
@@ -206,13 +206,15 @@ impl Storage {
 
     /// One attempt at a put: `Done(Some((page, old rest)))` for a replace.
     /// With `covered`, the transaction holds the tree exclusively, which
-    /// gives every key lock a put takes, so none is asked for.
+    /// gives every key lock a put takes, so none is asked for. `rest` is
+    /// moved into the insert's record once the put is logged (it ends
+    /// `Done` then, so no later attempt reads it).
     fn put_step(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         key: &[u8],
-        rest: &[u8],
+        rest: &mut Vec<u8>,
         covered: bool,
     ) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
@@ -246,9 +248,9 @@ impl Storage {
                 self.change(Some(log), rel.id, &mut g, &delete)?;
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
-                    rest: rest.to_vec(),
+                    rest: std::mem::take(rest),
                 };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
+                self.change_owned(Some(log), rel.id, &mut g, insert)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
@@ -354,6 +356,7 @@ impl Storage {
 
     /// Inserts `(key, rest)` into the latched leaf `g` in `log`'s
     /// transaction, splitting it (and finding the leaf again) until it fits.
+    /// `rest` is moved into the logged record (left empty).
     pub(crate) fn insert_into_leaf<'s>(
         &'s self,
         log: &mut TxnLog,
@@ -361,15 +364,16 @@ impl Storage {
         mut g: PageWriteGuard<'s>,
         path: &mut Path,
         key: &[u8],
-        rest: &[u8],
+        rest: &mut Vec<u8>,
     ) -> Result<()> {
         loop {
             if TreePage::open(&g[..], g.page_id())?.fits(item_len(key, rest)) {
+                // Owned, so the undo entry takes the key without a copy.
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
-                    rest: rest.to_vec(),
+                    rest: std::mem::take(rest),
                 };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
+                self.change_owned(Some(log), rel.id, &mut g, insert)?;
                 return Ok(());
             }
             self.split(rel, g, 0, path)?;
