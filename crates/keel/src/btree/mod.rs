@@ -180,8 +180,49 @@ pub(crate) fn end_lock(rel: RelationId) -> LockTarget {
     LockTarget::Key(rel, END_OF_TREE)
 }
 
-/// The internal pages a descent passed, by level, for finding a parent.
-pub(crate) type Path = Vec<(u16, PageId)>;
+/// The internal pages a descent passed, `(level, page)` from the root
+/// down, for finding a parent. A hint only: a split checks the level of
+/// what it pops and descends again when it does not match. Held in a fixed
+/// array, one entry per level above the leaves (at most
+/// [`MAX_LEVEL`](crate::page::tree::MAX_LEVEL)), so a put allocates nothing
+/// for it; a push past that many is dropped, and a split then finds that
+/// parent by a descent.
+pub(crate) struct Path {
+    len: usize,
+    nodes: [(u16, PageId); PATH_CAPACITY],
+}
+
+/// Entries a [`Path`] holds: one per level a node may have above a leaf.
+const PATH_CAPACITY: usize = crate::page::tree::MAX_LEVEL as usize;
+
+impl Path {
+    /// An empty path.
+    pub(crate) fn new() -> Path {
+        Path {
+            len: 0,
+            nodes: [(0, PageId(0)); PATH_CAPACITY],
+        }
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Records a node passed (dropped when the path is full).
+    pub(crate) fn push(&mut self, node: (u16, PageId)) {
+        if let Some(slot) = self.nodes.get_mut(self.len) {
+            *slot = node;
+            self.len += 1;
+        }
+    }
+
+    /// The last node recorded, removed.
+    pub(crate) fn pop(&mut self) -> Option<(u16, PageId)> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.nodes[self.len])
+    }
+}
 
 /// The error for tree contents that contradict the tree's rules.
 pub(crate) fn corrupt(rel: &Relation, page: PageId, reason: impl Into<String>) -> crate::Error {
@@ -428,4 +469,26 @@ pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
         .collect();
     TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PATH_CAPACITY, Path};
+    use crate::types::PageId;
+
+    #[test]
+    fn a_path_pops_what_it_kept_last_first_and_drops_pushes_past_its_capacity() {
+        let mut path = Path::new();
+        assert_eq!(path.pop(), None);
+        for level in (1..=PATH_CAPACITY as u16 + 2).rev() {
+            path.push((level, PageId(u32::from(level) * 10)));
+        }
+        // The two pushes past the capacity (levels 2 and 1) were dropped.
+        assert_eq!(path.pop(), Some((3, PageId(30))));
+        path.push((1, PageId(7)));
+        assert_eq!(path.pop(), Some((1, PageId(7))));
+        assert_eq!(path.pop(), Some((4, PageId(40))));
+        path.clear();
+        assert_eq!(path.pop(), None);
+    }
 }
