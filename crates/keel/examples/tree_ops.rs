@@ -13,7 +13,8 @@
 //! (default 1,000,000) gets of loaded keys in read transactions of 1,000.
 //! The keys come from a fixed xorshift sequence, so every run does the
 //! same work: the difference between a run with GETS and one with none is
-//! the gets' cost. Prints the rate of each part. DIR defaults to a new
+//! the gets' cost. Prints the rate of each part (and the log bytes the
+//! load appended). DIR defaults to a new
 //! directory under the system temp dir, removed at the end. CHECKPOINT
 //! `1` (default `0`) adds a `Database::checkpoint` after the load's commit,
 //! timed apart, as the suite's bulk load times it (the data in the data
@@ -64,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tree = db.create_tree("kv")?;
 
     let started = Instant::now();
+    let log_start = db.wal_end();
     let mut txn = db.begin()?;
     let value = [7u8; VALUE_BYTES];
     for i in 0..keys {
@@ -72,8 +74,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     txn.commit()?;
     let load = started.elapsed().as_secs_f64();
     println!(
-        "load: {keys} puts in {load:.3} s, {:.0} puts/s",
-        keys as f64 / load
+        "load: {keys} puts in {load:.3} s, {:.0} puts/s, {} log bytes",
+        keys as f64 / load,
+        db.wal_end().0 - log_start.0
     );
     if checkpoint {
         let started = Instant::now();

@@ -237,6 +237,21 @@ fn smallest_payload(kind: keel::wal::record::RecordType) -> keel::wal::payload::
                 images: vec![(keel::PageId(2), a), (keel::PageId(5), b)],
             }
         }
+        T::TreeSplit => {
+            let mut image = Box::new([0u8; keel::page::PAGE_SIZE]);
+            keel::page::init_page(
+                &mut image[..],
+                keel::PageId(5),
+                keel::page::PageType::TreeLeaf,
+            )
+            .unwrap();
+            Payload::TreeSplit {
+                keep: 1,
+                sep: vec![],
+                right: keel::PageId(5),
+                image,
+            }
+        }
     }
 }
 

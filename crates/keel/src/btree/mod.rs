@@ -22,10 +22,11 @@
 //! A **split** of node L (at any level) happens under L's exclusive latch:
 //! a new page R is taken (a free page the FSM knows of, or a page past the
 //! end of the file) and latched, and both halves are logged in **one**
-//! `multi-page-image` record: R holding the upper half of L's items with
-//! L's old high key and right link, and L holding the lower half, with the
-//! first key of R as its high key, R as its right link and the
-//! `INCOMPLETE_SPLIT` flag. R's latch is released;
+//! record: R holding the upper half of L's items with L's old high key and
+//! right link, and L holding the lower half, with the first key of R as its
+//! high key, R as its right link and the `INCOMPLETE_SPLIT` flag (a
+//! `tree-split` of R's image and L's truncation, or a `multi-page-image` of
+//! both, [`Storage::change_split`]; below). R's latch is released;
 //! with L still latched, the parent is latched (child, then parent, never
 //! the other way round), found by the path of the descent and moving
 //! right until the page holding L's downlink, and the downlink `(first key
@@ -61,14 +62,22 @@
 //! The rule that keeps a crash from leaking a page: **every record of a
 //! structure change leaves a tree in which each page of the file is
 //! reachable or free.** So the changes that must go together are one
-//! `multi-page-image` record ([`Storage::change_pages`]): the two halves of
-//! a split; a new root and the meta page naming it; a reclaimed leaf, its
-//! left sibling and its parent ([`reclaim`]). Redo applies each image of
-//! such a record to its page only when that page's LSN is below the
-//! record's, page by page (invariant 8: redo is idempotent however often
-//! recovery runs; invariant 5: each image is a whole page, so none needs a
-//! page image before it), and a log cut anywhere leaves the record whole
-//! or absent. A page taken past the end of the file joins the file only
+//! record: the two halves of a split (a `tree-split` or a
+//! `multi-page-image`, [`Storage::change_split`]); a new root and the meta
+//! page naming it, and a reclaimed leaf, its left sibling and its parent
+//! ([`reclaim`]), each a `multi-page-image` ([`Storage::change_pages`]).
+//! Redo applies such a record to each of its pages only when that page's
+//! LSN is below the record's, page by page (invariant 8: redo is
+//! idempotent however often recovery runs), and a log cut anywhere leaves
+//! the record whole or absent. An image is a whole page, so it needs no
+//! page image before it (invariant 5). A `tree-split`'s truncation of L
+//! is not: it rebuilds L from L's own items as the log left them, checking
+//! that the item it cuts at holds the new high key. So a split logs it
+//! only when L's LSN is at or past the redo point, under the redo gate:
+//! then L's first change since that checkpoint logged L whole, and redo
+//! repairs a torn L from that image before it meets the truncation;
+//! otherwise the split logs both halves whole. A leaf split logs about
+//! half the bytes this way (R's items, not L's as well). A page taken past the end of the file joins the file only
 //! with that record. A crash between the split's record and the downlink
 //! leaves `INCOMPLETE_SPLIT` on L, R reachable through L's right link: the
 //! next writer that latches L exclusively finishes the split (nbtree's
@@ -171,8 +180,49 @@ pub(crate) fn end_lock(rel: RelationId) -> LockTarget {
     LockTarget::Key(rel, END_OF_TREE)
 }
 
-/// The internal pages a descent passed, by level, for finding a parent.
-pub(crate) type Path = Vec<(u16, PageId)>;
+/// The internal pages a descent passed, `(level, page)` from the root
+/// down, for finding a parent. A hint only: a split checks the level of
+/// what it pops and descends again when it does not match. Held in a fixed
+/// array, one entry per level above the leaves (at most
+/// [`MAX_LEVEL`](crate::page::tree::MAX_LEVEL)), so a put allocates nothing
+/// for it; a push past that many is dropped, and a split then finds that
+/// parent by a descent.
+pub(crate) struct Path {
+    len: usize,
+    nodes: [(u16, PageId); PATH_CAPACITY],
+}
+
+/// Entries a [`Path`] holds: one per level a node may have above a leaf.
+const PATH_CAPACITY: usize = crate::page::tree::MAX_LEVEL as usize;
+
+impl Path {
+    /// An empty path.
+    pub(crate) fn new() -> Path {
+        Path {
+            len: 0,
+            nodes: [(0, PageId(0)); PATH_CAPACITY],
+        }
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Records a node passed (dropped when the path is full).
+    pub(crate) fn push(&mut self, node: (u16, PageId)) {
+        if let Some(slot) = self.nodes.get_mut(self.len) {
+            *slot = node;
+            self.len += 1;
+        }
+    }
+
+    /// The last node recorded, removed.
+    pub(crate) fn pop(&mut self) -> Option<(u16, PageId)> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.nodes[self.len])
+    }
+}
 
 /// The error for tree contents that contradict the tree's rules.
 pub(crate) fn corrupt(rel: &Relation, page: PageId, reason: impl Into<String>) -> crate::Error {
@@ -419,4 +469,26 @@ pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
         .collect();
     TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PATH_CAPACITY, Path};
+    use crate::types::PageId;
+
+    #[test]
+    fn a_path_pops_what_it_kept_last_first_and_drops_pushes_past_its_capacity() {
+        let mut path = Path::new();
+        assert_eq!(path.pop(), None);
+        for level in (1..=PATH_CAPACITY as u16 + 2).rev() {
+            path.push((level, PageId(u32::from(level) * 10)));
+        }
+        // The two pushes past the capacity (levels 2 and 1) were dropped.
+        assert_eq!(path.pop(), Some((3, PageId(30))));
+        path.push((1, PageId(7)));
+        assert_eq!(path.pop(), Some((1, PageId(7))));
+        assert_eq!(path.pop(), Some((4, PageId(40))));
+        path.clear();
+        assert_eq!(path.pop(), None);
+    }
 }

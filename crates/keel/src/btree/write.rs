@@ -187,9 +187,9 @@ impl Storage {
         covered: bool,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let rest = self.tree_value(log, rel, key, value)?;
+        let mut rest = self.tree_value(log, rel, key, value)?;
         let txn = log.txn;
-        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &rest, covered))?;
+        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &mut rest, covered))?;
         match old {
             Some((at, old)) => {
                 let value = if want_old {
@@ -206,13 +206,15 @@ impl Storage {
 
     /// One attempt at a put: `Done(Some((page, old rest)))` for a replace.
     /// With `covered`, the transaction holds the tree exclusively, which
-    /// gives every key lock a put takes, so none is asked for.
+    /// gives every key lock a put takes, so none is asked for. `rest` is
+    /// moved into the insert's record once the put is logged (it ends
+    /// `Done` then, so no later attempt reads it).
     fn put_step(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         key: &[u8],
-        rest: &[u8],
+        rest: &mut Vec<u8>,
         covered: bool,
     ) -> Result<Step<Option<Found>>> {
         let _shared = rel.structure.read();
@@ -246,9 +248,9 @@ impl Storage {
                 self.change(Some(log), rel.id, &mut g, &delete)?;
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
-                    rest: rest.to_vec(),
+                    rest: std::mem::take(rest),
                 };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
+                self.change_owned(Some(log), rel.id, &mut g, insert)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
@@ -354,6 +356,7 @@ impl Storage {
 
     /// Inserts `(key, rest)` into the latched leaf `g` in `log`'s
     /// transaction, splitting it (and finding the leaf again) until it fits.
+    /// `rest` is moved into the logged record (left empty).
     pub(crate) fn insert_into_leaf<'s>(
         &'s self,
         log: &mut TxnLog,
@@ -361,15 +364,16 @@ impl Storage {
         mut g: PageWriteGuard<'s>,
         path: &mut Path,
         key: &[u8],
-        rest: &[u8],
+        rest: &mut Vec<u8>,
     ) -> Result<()> {
         loop {
             if TreePage::open(&g[..], g.page_id())?.fits(item_len(key, rest)) {
+                // Owned, so the undo entry takes the key without a copy.
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
-                    rest: rest.to_vec(),
+                    rest: std::mem::take(rest),
                 };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
+                self.change_owned(Some(log), rel.id, &mut g, insert)?;
                 return Ok(());
             }
             self.split(rel, g, 0, path)?;
@@ -440,18 +444,17 @@ impl Storage {
             // An internal node's first item is minus infinity.
             right_items[0].0 = &[];
         }
-        // Both halves in one record (`change_pages`): a crash leaves L
+        let keep =
+            u16::try_from(k).map_err(|_| corrupt(rel, pid, format!("a node of {k}+ items")))?;
+        // Both halves in one record (`change_split`): a crash leaves L
         // whole and R unused (free, or never part of the file), or both
-        // halves linked; never R formatted and unreachable.
+        // halves linked; never R formatted and unreachable. L's half is
+        // logged as a truncation to its first `keep` items unless L is due
+        // a page image.
         let rpid = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();
             let right = node_page(rpid, level, 0, &right_items, high.zip(right_link))?;
-            let left = node_page(pid, level, FLAG_INCOMPLETE_SPLIT, &items, Some((sep, rpid)))?;
-            self.change_pages(
-                rel.id,
-                &mut [&mut g, &mut rg],
-                vec![(pid, left), (rpid, right)],
-            )?;
+            self.change_split(rel.id, &mut g, &mut rg, keep, sep, right)?;
             Ok(rpid)
         })?;
         self.add_downlink(rel, g, level, sep, rpid, path)

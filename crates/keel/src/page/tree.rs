@@ -673,6 +673,44 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         put_u16(self.bm(), offsets::FLAGS, flags);
     }
 
+    /// Makes this node the left half of a split (a tree-split record):
+    /// rebuilds it as [`build`](Self::build) builds a node (so doing and
+    /// redoing yield the same bytes) with its first `keep` items (at least
+    /// one, fewer than it holds), the high key `sep`, which must be the key
+    /// of item `keep` (the first item given up; on an internal node too,
+    /// though the right half keeps that item as minus infinity), the right
+    /// link `right` and [`FLAG_INCOMPLETE_SPLIT`] added to its flags. A
+    /// `keep` or `sep` the node does not match means the log and the page
+    /// diverged: an error, the node unchanged.
+    pub fn split_left(&mut self, keep: usize, sep: &[u8], right: PageId) -> Result<(), PageError> {
+        let n = self.len();
+        if keep == 0 || keep >= n || right.0 == NO_PAGE || right == self.id {
+            return Err(corrupt(
+                self.id,
+                TREE_HEADER_SIZE,
+                format!("a split keeping {keep} of {n} items, right page {right}"),
+            ));
+        }
+        if self.key(keep)? != sep {
+            return Err(corrupt(
+                self.id,
+                TREE_HEADER_SIZE + TREE_SLOT_SIZE * keep,
+                format!("item {keep}'s key is not the split's high key"),
+            ));
+        }
+        let old = self.b().to_vec();
+        let old = TreePage {
+            buf: &old[..],
+            id: self.id,
+        };
+        let items = (0..keep)
+            .map(|i| old.item(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (id, level, flags) = (self.id, self.level(), self.flags() | FLAG_INCOMPLETE_SPLIT);
+        TreePage::build(self.bm(), id, level, flags, &items, Some((sep, right)))?;
+        Ok(())
+    }
+
     /// Inserts an item at index `i` (the caller found `i` with
     /// [`search`](Self::search)), compacting first if only that makes room.
     pub fn insert(&mut self, i: usize, key: &[u8], rest: &[u8]) -> Result<(), PageError> {

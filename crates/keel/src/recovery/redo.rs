@@ -179,6 +179,18 @@ impl<'s, 'r> Redo<'s, 'r> {
                 }
                 Ok(())
             }
+            // The truncation of the header's page and the image of the
+            // right page, each by its own page's LSN (the payload's docs).
+            Payload::TreeSplit { right, .. } => {
+                if h.page == Some(*right) {
+                    return Err(recovery(
+                        h.lsn,
+                        format!("a tree-split of page {right} into itself"),
+                    ));
+                }
+                self.redo(h, payload)?;
+                self.redo_at(h, *right, payload)
+            }
             p if p.page_changing() => self.redo(h, p),
             _ => Ok(()),
         }
@@ -378,7 +390,7 @@ fn page_for<'s>(
     payload: &Payload,
     lsn: Lsn,
 ) -> Result<PageWriteGuard<'s>> {
-    let formats = payload.formats_page();
+    let formats = payload.formats(pid);
     let at = Some((rel.id, pid));
     if pid.0 >= rel.page_count() {
         if !formats {

@@ -98,6 +98,18 @@ fn apply_action(payload: &Payload, page: &mut [u8], page_id: PageId) -> Result<(
                 reason: "a multi-page-image record with no image of this page".into(),
             }),
         },
+        Payload::TreeSplit {
+            keep,
+            sep,
+            right,
+            image,
+        } => {
+            if page_id == *right {
+                put_image(page, page_id, &image[..])
+            } else {
+                TreePage::open(page, page_id)?.split_left(usize::from(*keep), sep, *right)
+            }
+        }
         Payload::PageDelta { ranges } => put_ranges(page, page_id, ranges),
         Payload::PageInit { page_type } => match page_type {
             PageType::Heap => SlottedPage::init(page, page_id).map(|_| ()),

@@ -164,16 +164,72 @@ impl Storage {
                     .all(|(g, (p, _))| g.page_id() == *p),
             "one latched page per image, in order (inv. 8)"
         );
-        let first = images.first().map_or(PageId(0), |(p, _)| *p);
         let payload = Payload::MultiPageImage { images };
         let gate = self.redo_point.read();
+        let lsn = self.log_pages(rel, pages, &payload)?;
+        drop(gate);
+        Ok(lsn)
+    }
+
+    /// Splits the latched tree node `left` (module docs of
+    /// [`crate::btree`]): `right`, a latched page not in use, gets `image`
+    /// (the node's items from `keep` on, built by the caller), and `left`
+    /// keeps its first `keep` items, bounded by `sep` and linked to
+    /// `right` ([`TreePage::split_left`](crate::page::tree::TreePage::split_left)),
+    /// in one redo-only record outside any transaction. That record is a
+    /// `tree-split` (the right image and the truncation) when `left` has
+    /// changed since the redo point, and otherwise, when `left` is due a
+    /// page image (invariant 5: the truncation could not repair a torn
+    /// `left`), a `multi-page-image` of both halves whole.
+    pub(crate) fn change_split<'p>(
+        &self,
+        rel: RelationId,
+        left: &mut PageWriteGuard<'p>,
+        right: &mut PageWriteGuard<'p>,
+        keep: u16,
+        sep: &[u8],
+        image: Box<[u8; PAGE_SIZE]>,
+    ) -> Result<Lsn> {
+        let (lpid, rpid) = (left.page_id(), right.page_id());
+        let mut payload = Payload::TreeSplit {
+            keep,
+            sep: sep.to_vec(),
+            right: rpid,
+            image,
+        };
+        let gate = self.redo_point.read();
+        if page_lsn(left).unwrap_or(Lsn::ZERO) < *gate {
+            let mut half = image_of(left);
+            apply::apply(&payload, &mut half[..], lpid, Lsn::ZERO)?;
+            let Payload::TreeSplit { image, .. } = payload else {
+                unreachable!("built above")
+            };
+            payload = Payload::MultiPageImage {
+                images: vec![(lpid, half), (rpid, image)],
+            };
+        }
+        let lsn = self.log_pages(rel, &mut [left, right], &payload)?;
+        drop(gate);
+        Ok(lsn)
+    }
+
+    /// Applies `payload`, a record changing each of the latched `pages`
+    /// (the header's page first), to them, logs it outside any transaction
+    /// and marks them dirty. The caller holds the redo gate.
+    fn log_pages(
+        &self,
+        rel: RelationId,
+        pages: &mut [&mut PageWriteGuard<'_>],
+        payload: &Payload,
+    ) -> Result<Lsn> {
+        let first = pages.first().map_or(PageId(0), |g| g.page_id());
         for g in pages.iter_mut() {
             let pid = g.page_id();
             let before = page_lsn(g).unwrap_or(Lsn::ZERO);
-            apply::apply(&payload, g, pid, before)?;
+            apply::apply(payload, g, pid, before)?;
         }
         let meta = RecordMeta::new(payload.kind()).on_page(rel, first);
-        let rec = self.wal.append_payload(meta, &payload)?;
+        let rec = self.wal.append_payload(meta, payload)?;
         // Marked dirty under the gate, as `change_cow` does.
         for g in pages.iter_mut() {
             g.mark_dirty(rec.lsn);
@@ -183,7 +239,6 @@ impl Storage {
                 self.log_check(rel, g, rec.lsn)?;
             }
         }
-        drop(gate);
         Ok(rec.lsn)
     }
 

@@ -72,6 +72,14 @@ pub(crate) enum Undo {
 impl Undo {
     /// What undoing `payload` needs, keeping as little of it as that.
     pub(crate) fn of(payload: Cow<'_, Payload>) -> Undo {
+        // A tree insert keeps its key only: its undo reads the item's rest
+        // from the leaf (`undo_tree_record`). An owned payload gives its key.
+        if let Cow::Owned(Payload::TreeInsert { key, .. }) = payload {
+            return Undo::Record(Box::new(Payload::TreeInsert {
+                key,
+                rest: Vec::new(),
+            }));
+        }
         match *payload {
             Payload::HeapInsert { slot, .. } => Undo::Insert { slot },
             Payload::HeapMultiInsert {
@@ -80,8 +88,6 @@ impl Undo {
                 first,
                 count: tuples.run_len(),
             },
-            // A tree insert keeps its key only: its undo reads the item's
-            // rest from the leaf (`undo_tree_record`).
             Payload::TreeInsert { ref key, .. } => Undo::Record(Box::new(Payload::TreeInsert {
                 key: key.clone(),
                 rest: Vec::new(),

@@ -166,6 +166,9 @@ record_types! {
     TreeRootSwap = 52, "tree-root-swap";
     /// Whole images of several pages of one relation, as one change.
     MultiPageImage = 53, "multi-page-image";
+    /// A tree node split: its new right sibling's image and the node's
+    /// truncation to the items it keeps.
+    TreeSplit = 54, "tree-split";
     /// A relation was created.
     RelationCreate = 40, "relation-create";
     /// A relation was dropped.

@@ -279,3 +279,55 @@ fn covers_agrees_with_comparing_whole_keys() {
         }
     }
 }
+
+#[test]
+fn split_left_keeps_the_first_items_as_build_would_and_refuses_a_diverged_cut() {
+    // A leaf with fragmentation (an item removed) and a high key.
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..10u8)
+        .map(|i| (vec![b'a' + i; 3], inline_value(&[i; 50])))
+        .collect();
+    let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+    TreePage::build(&mut buf[..], ID, 0, 0, &refs, Some((b"zzz", PageId(9)))).unwrap();
+    TreePage::open(&mut buf[..], ID).unwrap().remove(2).unwrap();
+    let left: Vec<(&[u8], &[u8])> = refs.iter().copied().filter(|(k, _)| k[0] != b'c').collect();
+    let before = buf.clone();
+    // A cut that is not where the log says fails and changes nothing.
+    for (keep, sep, right) in [
+        (0, &b"aaa"[..], PageId(7)),
+        (9, b"jjj", PageId(7)),
+        (4, b"eee", PageId(7)),
+        (4, b"fff", NO_PAGE_ID),
+        (4, b"fff", ID),
+    ] {
+        let err = TreePage::open(&mut buf[..], ID)
+            .unwrap()
+            .split_left(keep, sep, right);
+        assert!(
+            matches!(err, Err(PageError::Corrupted { .. })),
+            "{keep} {sep:?}: {err:?}"
+        );
+        assert_eq!(buf, before);
+    }
+    TreePage::open(&mut buf[..], ID)
+        .unwrap()
+        .split_left(4, b"fff", PageId(7))
+        .unwrap();
+    let mut want = vec![0u8; PAGE_SIZE];
+    TreePage::build(
+        &mut want[..],
+        ID,
+        0,
+        FLAG_INCOMPLETE_SPLIT,
+        &left[..4],
+        Some((b"fff", PageId(7))),
+    )
+    .unwrap();
+    assert_eq!(
+        buf, want,
+        "the same bytes as a node built from the kept items"
+    );
+    TreePage::open(&buf[..], ID).unwrap().validate().unwrap();
+}
+
+const NO_PAGE_ID: PageId = PageId(NO_PAGE);

@@ -15,7 +15,7 @@ use crate::wal::record::{RecordHeader, RecordType};
 use super::cursor::Cursor;
 use super::encode::{
     DELTA_RANGE_FIXED, MULTI_TUPLE_FIXED, RELOCATION_LEN, SLOT_IMAGE_FORWARD_LEN,
-    SLOT_IMAGE_TUPLE_FIXED, image_hole, relocation_problem, run_problem,
+    SLOT_IMAGE_TUPLE_FIXED, image_hole, relocation_problem, run_problem, tree_split_problem,
 };
 use super::{
     MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage, TupleBatch,
@@ -57,6 +57,7 @@ fn body(kind: RecordType, cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
         },
         RecordType::PageDelta => page_delta(cur)?,
         RecordType::MultiPageImage => multi_page_image(cur)?,
+        RecordType::TreeSplit => tree_split(cur)?,
         RecordType::PageInit => {
             let at = cur.pos();
             let b = cur.u8("page type")?;
@@ -183,6 +184,25 @@ fn multi_page_image(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
         images.push((page, image));
     }
     Ok(Payload::MultiPageImage { images })
+}
+
+/// A `tree-split`: the items kept (at least one), the high key, the right
+/// page and its image, a tree node naming that page.
+fn tree_split(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
+    let at = cur.pos();
+    let keep = cur.u16("items kept")?;
+    let sep = bytes16(cur, MAX_KEY_LEN, "tree high key")?.to_vec();
+    let right = PageId(cur.u32("right page")?);
+    let image = page_image(cur)?;
+    if let Some(reason) = tree_split_problem(keep, right, &image) {
+        return Err(cur.error_at(at, reason));
+    }
+    Ok(Payload::TreeSplit {
+        keep,
+        sep,
+        right,
+        image,
+    })
 }
 
 fn page_image(cur: &mut Cursor<'_>) -> Result<Box<[u8; PAGE_SIZE]>, WalError> {

@@ -7,7 +7,7 @@
 use crate::page::header::{HEADER_SIZE, get_u16, offsets};
 use crate::page::tree::{MAX_ITEM_LEN, MAX_KEY_LEN};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
-use crate::types::{Lsn, RelationId, SlotId};
+use crate::types::{Lsn, PageId, RelationId, SlotId};
 use crate::wal::WalError;
 use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
 
@@ -30,6 +30,10 @@ pub(super) const DELTA_RANGE_FIXED: usize = 4;
 pub(super) const RELOCATION_LEN: usize = 8;
 /// Encoded size of a tree-root-swap payload.
 pub(super) const TREE_ROOT_SWAP_LEN: usize = 12;
+
+/// Encoded size of a tree-split payload, less its high key's bytes and
+/// its image's (keep, high key length, right page, hole offset and length).
+pub(super) const TREE_SPLIT_FIXED: usize = 12;
 
 /// Encoded size of a checkpoint-end payload (six u64 fields).
 pub(super) const CHECKPOINT_END_LEN: usize = 48;
@@ -75,6 +79,9 @@ impl Payload {
                     .sum::<usize>()
             }
             Payload::PageCheck { image, .. } => 12 + PAGE_SIZE - image_hole(image).1,
+            Payload::TreeSplit { sep, image, .. } => {
+                TREE_SPLIT_FIXED + sep.len() + PAGE_SIZE - image_hole(image).1
+            }
             Payload::PageDelta { ranges } => ranges.iter().fold(2usize, |n, (_, b)| {
                 n.saturating_add(DELTA_RANGE_FIXED + b.len())
             }),
@@ -248,6 +255,12 @@ impl Writer<'_> {
                 self.u64(of.0);
                 self.page_image(image);
             }
+            Payload::TreeSplit {
+                keep,
+                sep,
+                right,
+                image,
+            } => self.tree_split(*keep, sep, *right, image)?,
             Payload::PageDelta { ranges } => self.page_delta(ranges)?,
             Payload::PageInit { page_type } => self.u8(*page_type as u8),
             Payload::HeapInsert { slot, flags, tuple } => {
@@ -377,6 +390,25 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A tree-split: the items kept, the high key, the right page and its
+    /// image, which must name that page.
+    fn tree_split(
+        &mut self,
+        keep: u16,
+        sep: &[u8],
+        right: PageId,
+        image: &[u8; PAGE_SIZE],
+    ) -> Result<(), WalError> {
+        if let Some(reason) = tree_split_problem(keep, right, image) {
+            return Err(self.fail(reason));
+        }
+        self.u16(keep);
+        self.bytes16(sep, MAX_KEY_LEN, "tree high key")?;
+        self.u32(right.0);
+        self.page_image(image);
+        Ok(())
+    }
+
     fn page_image(&mut self, image: &[u8; PAGE_SIZE]) {
         let (hole_off, hole_len) = image_hole(image);
         debug_assert!(
@@ -430,6 +462,31 @@ pub(super) fn run_problem(first: SlotId, count: usize) -> Option<String> {
             u16::MAX
         )
     })
+}
+
+/// Why a tree-split cannot be applied, if it cannot: the left node keeps
+/// at least one item, and the image is a tree node that names the right
+/// page.
+pub(super) fn tree_split_problem(
+    keep: u16,
+    right: PageId,
+    image: &[u8; PAGE_SIZE],
+) -> Option<String> {
+    if keep == 0 {
+        return Some("a split that keeps no item on the left node".into());
+    }
+    let named = crate::page::header::get_u32(&image[..], offsets::PAGE_ID);
+    if named != right.0 {
+        return Some(format!("right page {right}'s image names page {named}"));
+    }
+    let node = [PageType::TreeLeaf as u8, PageType::TreeInternal as u8];
+    if !node.contains(&image[offsets::PAGE_TYPE]) {
+        return Some(format!(
+            "right page {right}'s image is of page type {}, not a tree node",
+            image[offsets::PAGE_TYPE]
+        ));
+    }
+    None
 }
 
 /// Why a relocation cannot be applied to a page, if it cannot: both its

@@ -369,6 +369,28 @@ pub enum Payload {
         /// `(page, image)`, the header's page first, each page once.
         images: Vec<(PageId, Box<[u8; PAGE_SIZE]>)>,
     },
+    /// A split of the header's tree node L, logged as the half that moves
+    /// and a truncation of L: R's whole image, and L cut to its first
+    /// `keep` items, bounded by `sep` (the key of L's item `keep` before
+    /// the split), linked right to R and flagged `INCOMPLETE_SPLIT`. The
+    /// truncation is a function of L as the log left it just before this
+    /// record, so a split logs it only when L needs no page image first
+    /// (L's LSN at or past the redo point, invariant 5); otherwise the
+    /// split logs both halves whole in a [`Payload::MultiPageImage`].
+    /// Redo applies each part by its own page's LSN, as a multi-page
+    /// image's (invariant 8); R's image formats R, so R may be past the
+    /// end of the file. Redo-only, logged outside any transaction; never
+    /// a CLR's action.
+    TreeSplit {
+        /// Items L keeps (at least one; the first it gives up is `keep`).
+        keep: u16,
+        /// L's new high key, the first key R holds.
+        sep: Vec<u8>,
+        /// The new right sibling R.
+        right: PageId,
+        /// R's whole image.
+        image: Box<[u8; PAGE_SIZE]>,
+    },
     /// A relation was created.
     RelationCreate {
         /// Its id.
@@ -412,6 +434,7 @@ impl Payload {
             Payload::TreeDelete { .. } => RecordType::TreeDelete,
             Payload::TreeRootSwap { .. } => RecordType::TreeRootSwap,
             Payload::MultiPageImage { .. } => RecordType::MultiPageImage,
+            Payload::TreeSplit { .. } => RecordType::TreeSplit,
             Payload::RelationCreate { .. } => RecordType::RelationCreate,
             Payload::RelationDrop { .. } => RecordType::RelationDrop,
         }
@@ -461,6 +484,17 @@ impl Payload {
         }
     }
 
+    /// Whether applying the record to `page` (the header's page, or another
+    /// page the record names) rebuilds it whole, so redo may create it when
+    /// it is past the end of its file or torn: a tree-split's new right
+    /// page, and every page of a record that [`formats_page`](Self::formats_page).
+    pub fn formats(&self, page: PageId) -> bool {
+        match self {
+            Payload::TreeSplit { right, .. } => page == *right,
+            _ => self.formats_page(),
+        }
+    }
+
     /// The `undo_next` of a CLR, `None` for every other record.
     pub fn undo_next(&self) -> Option<Lsn> {
         match self {
@@ -473,7 +507,10 @@ impl Payload {
 /// Whether records of `kind` change the page named in their header
 /// (see [`Payload::page_changing`]).
 pub fn is_page_changing(kind: RecordType) -> bool {
-    kind == RecordType::Compensation || kind == RecordType::MultiPageImage || is_clr_action(kind)
+    kind == RecordType::Compensation
+        || kind == RecordType::MultiPageImage
+        || kind == RecordType::TreeSplit
+        || is_clr_action(kind)
 }
 
 /// Whether a CLR may carry an action of `kind`: a page-changing type other

@@ -82,6 +82,16 @@ const MULTI_IMAGE: &[Field] = &[
     f("after", ImageTail),
 ];
 const MULTI_PAGE_IMAGE: &[Field] = &[f("count", Uint(1)), f("images", List("count", MULTI_IMAGE))];
+const TREE_SPLIT: &[Field] = &[
+    f("keep", Uint(2)),
+    f("sep_len", Uint(2)),
+    f("sep", Bytes("sep_len")),
+    f("right", Uint(4)),
+    f("hole_offset", Uint(2)),
+    f("hole_len", Uint(2)),
+    f("before", Bytes("hole_offset")),
+    f("after", ImageTail),
+];
 const PAGE_CHECK: &[Field] = &[
     f("of", Uint(8)),
     f("hole_offset", Uint(2)),
@@ -188,6 +198,7 @@ pub fn fields(kind: RecordType) -> &'static [Field] {
         T::TreeInsert | T::TreeDelete => TREE_ITEM,
         T::TreeRootSwap => TREE_ROOT_SWAP,
         T::MultiPageImage => MULTI_PAGE_IMAGE,
+        T::TreeSplit => TREE_SPLIT,
         T::RelationCreate => RELATION_CREATE,
         T::RelationDrop => RELATION_DROP,
     }

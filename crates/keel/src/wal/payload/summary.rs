@@ -132,6 +132,17 @@ impl Payload {
                 .map(|(p, image)| format!("page {p}: {}", page(image)))
                 .collect::<Vec<_>>()
                 .join("; "),
+            Payload::TreeSplit {
+                keep,
+                sep,
+                right,
+                image,
+            } => format!(
+                "keep {}, high key {}, right page {right}: {}",
+                plural(usize::from(*keep), "item", "items"),
+                short_hex(sep),
+                page(image)
+            ),
             Payload::PageCheck { of, image } => format!("of {of}, {}", page(image)),
             Payload::PageDelta { ranges } => delta(ranges),
             Payload::PageInit { page_type } => format!("{} page", page_type.name()),

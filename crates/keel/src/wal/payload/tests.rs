@@ -31,6 +31,33 @@ fn full_page() -> Box<[u8; PAGE_SIZE]> {
 
 const HEADER: usize = crate::page::HEADER_SIZE;
 
+/// A tree node `id` at `level` with a few items, linked right to page 8.
+fn tree_node(id: u32, level: u16) -> Box<[u8; PAGE_SIZE]> {
+    let mut p = Box::new([0u8; PAGE_SIZE]);
+    let items: &[(&[u8], &[u8])] = &[(b"", &[0, 0, 0, 3]), (b"m", &[0, 0, 0, 5])];
+    crate::page::tree::TreePage::build(
+        &mut p[..],
+        PageId(id),
+        level,
+        0,
+        items,
+        Some((&b"z"[..], PageId(8))),
+    )
+    .unwrap();
+    p
+}
+
+/// A tree leaf whose image has no hole (its bounds insane), the largest
+/// image a tree-split can carry.
+fn holeless_leaf(id: u32) -> Box<[u8; PAGE_SIZE]> {
+    let mut p = full_page();
+    crate::page::header::put_u32(&mut p[..], offsets::PAGE_ID, id);
+    p[offsets::PAGE_TYPE] = PageType::TreeLeaf as u8;
+    put_u16(&mut p[..], offsets::LOWER, 0);
+    put_u16(&mut p[..], offsets::UPPER, 0);
+    p
+}
+
 fn tuple_image(len: usize) -> SlotImage {
     SlotImage::Tuple {
         flags: TupleFlags::MOVED_IN,
@@ -112,6 +139,18 @@ fn page_actions() -> Vec<Payload> {
                     p
                 }),
             ],
+        },
+        Payload::TreeSplit {
+            keep: 1,
+            sep: b"m".to_vec(),
+            right: PageId(6),
+            image: tree_node(6, 0),
+        },
+        Payload::TreeSplit {
+            keep: u16::MAX,
+            sep: vec![0xcd; crate::page::tree::MAX_KEY_LEN],
+            right: PageId(u32::MAX - 1),
+            image: tree_node(u32::MAX - 1, 3),
         },
         Payload::HeapInsert {
             slot: SlotId(3),
@@ -985,6 +1024,12 @@ fn every_record_keel_writes_fits_in_the_smallest_segment() {
     let max_slots = PAGE_SIZE / 4;
     let worst = vec![
         Payload::PageImage { image: full_page() },
+        Payload::TreeSplit {
+            keep: 1,
+            sep: vec![1; crate::page::tree::MAX_KEY_LEN],
+            right: PageId(4),
+            image: holeless_leaf(4),
+        },
         Payload::PageCheck {
             of: LSN,
             image: full_page(),
@@ -1080,4 +1125,39 @@ fn a_multi_page_image_names_each_page_once_and_rightly() {
         images: (0..5).map(|i| (PageId(i), free(i))).collect(),
     };
     assert!(many.to_bytes().is_err());
+}
+
+#[test]
+fn a_tree_split_keeps_an_item_and_carries_a_tree_node_naming_its_right_page() {
+    let split = |keep: u16, right: u32, image: Box<[u8; PAGE_SIZE]>| Payload::TreeSplit {
+        keep,
+        sep: b"m".to_vec(),
+        right: PageId(right),
+        image,
+    };
+    // Encoding refuses what decoding would.
+    assert!(split(0, 6, tree_node(6, 0)).to_bytes().is_err());
+    assert!(split(1, 7, tree_node(6, 0)).to_bytes().is_err());
+    let mut free = Box::new([0u8; PAGE_SIZE]);
+    crate::page::init_page(&mut free[..], PageId(6), PageType::Free).unwrap();
+    assert!(split(1, 6, free.clone()).to_bytes().is_err());
+    // Bytes that break each rule fail at the payload's start, saying which.
+    let good = enc(&split(2, 6, tree_node(6, 1)));
+    let mut zero_keep = good.clone();
+    zero_keep[..2].copy_from_slice(&0u16.to_le_bytes());
+    let (at, why) = bad(RecordType::TreeSplit, &zero_keep);
+    assert!(at == 0 && why.contains("keeps no item"), "{at} {why}");
+    let mut misnamed = good.clone();
+    misnamed[5..9].copy_from_slice(&7u32.to_le_bytes());
+    let (at, why) = bad(RecordType::TreeSplit, &misnamed);
+    assert!(at == 0 && why.contains("names page 6"), "{at} {why}");
+    let mut untyped = good.clone();
+    // The image starts after keep, the high key and the page id (9 bytes)
+    // and its hole bounds (4); the page type lies before the hole.
+    untyped[13 + offsets::PAGE_TYPE] = PageType::Heap as u8;
+    let (at, why) = bad(RecordType::TreeSplit, &untyped);
+    assert!(at == 0 && why.contains("not a tree node"), "{at} {why}");
+    for cut in 0..good.len() {
+        assert!(Payload::decode(RecordType::TreeSplit, &good[..cut], LSN).is_err());
+    }
 }
