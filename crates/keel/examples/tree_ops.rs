@@ -14,8 +14,8 @@
 //! The keys come from a fixed xorshift sequence, so every run does the
 //! same work: the difference between a run with GETS and one with none is
 //! the gets' cost. Prints the rate of each part (and the log bytes the
-//! load appended). DIR defaults to a new
-//! directory under the system temp dir, removed at the end. CHECKPOINT
+//! load appended). DIR defaults to a new directory under the system temp
+//! dir, removed at the end. CHECKPOINT
 //! `1` (default `0`) adds a `Database::checkpoint` after the load's commit,
 //! timed apart, as the suite's bulk load times it (the data in the data
 //! files). WRITES (default 0) then puts that many new keys, one per durable
