@@ -71,6 +71,10 @@ pub(crate) struct Frame {
     pub(crate) referenced: AtomicBool,
 }
 
+// The essay's "one cache line": the latch, the buffer's pointer and the
+// hit's atomics share it.
+const _: () = assert!(std::mem::size_of::<Frame>() == 64);
+
 impl Frame {
     pub(crate) fn new() -> Frame {
         Frame {
