@@ -548,3 +548,73 @@ fn prefetch_skips_pages_that_fail_to_load() {
         Err(BufferError::PageBeyondEof { .. })
     ));
 }
+
+/// The hit path takes only a shard lock of the page table, never the pool's
+/// mutex, so it races eviction: this checks the pin rule (invariant 11, a
+/// frame in use is never evicted). Readers pin a few hot pages *without*
+/// latching them, give the processor away, then latch and check that the
+/// frame still holds the page they pinned (its header's page id and its
+/// tuple), while another thread reads cold pages through a pool too small
+/// for both, so the hot pages are evicted and reloaded all the time. A
+/// frame reused under a pin would show another page's bytes.
+#[test]
+fn hits_racing_evictions_never_lose_their_frame() {
+    const FRAMES: usize = 6;
+    const HOT: u32 = 3;
+    const COLD: u32 = 12;
+    const READERS: u32 = 3;
+    const ITERATIONS: u32 = 20_000;
+    let b = Backend::sim();
+    let h = b.open("rel");
+    // Every thread holds at most one pin (its own miss's included), so 4
+    // threads never pin all 6 frames: AllFramesPinned would be a bug here.
+    let pool = pool(&b.io, h, BufferConfig::with_frames(FRAMES), Arc::new(NoWal));
+    let tag = |p: u32| tuple(p % 7, p, p.wrapping_mul(31));
+    for p in 0..HOT + COLD {
+        let mut g = pool.new_page(F, PageId(p)).unwrap();
+        SlottedPage::init(&mut g[..], PageId(p)).unwrap();
+        insert(&mut g, p, &tag(p), Lsn(u64::from(p) + 1));
+    }
+    pool.flush_all().unwrap();
+    let before = pool.stats();
+    let check = |g: &[u8], p: u32| {
+        let sp = SlottedPage::open(g, PageId(p))
+            .unwrap_or_else(|e| panic!("frame pinned for page {p} holds another page: {e}"));
+        assert_eq!(sp.tuple(SlotId(0)).unwrap(), &tag(p)[..], "page {p}");
+    };
+    std::thread::scope(|s| {
+        for t in 0..READERS {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..ITERATIONS {
+                    let p = (i + t) % HOT;
+                    let pinned = pool.pin(F, PageId(p)).unwrap();
+                    assert_eq!(pinned.page_id(), PageId(p));
+                    std::thread::yield_now();
+                    let g = pinned.read();
+                    check(&g, p);
+                    drop(g);
+                    let g = pool.fetch_read(F, PageId(p)).unwrap();
+                    check(&g, p);
+                }
+            });
+        }
+        let pool = &pool;
+        s.spawn(move || {
+            for i in 0..ITERATIONS {
+                let p = HOT + i % COLD;
+                let g = pool.fetch_read(F, PageId(p)).unwrap();
+                check(&g, p);
+            }
+        });
+    });
+    let after = pool.stats();
+    // The race was run: hot pages were hit, and pages were evicted and
+    // read again throughout.
+    assert!(after.hits - before.hits > u64::from(READERS * ITERATIONS));
+    assert!(
+        after.evictions - before.evictions > u64::from(ITERATIONS / 2),
+        "{after:?}"
+    );
+    assert_eq!(after.dirty_frames, 0);
+}

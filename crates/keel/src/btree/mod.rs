@@ -341,7 +341,9 @@ impl Storage {
     }
 
     /// The leaf whose range holds `key`, latched shared, found as
-    /// [`descend`](Self::descend) finds it (one latch at a time).
+    /// [`descend`](Self::descend) finds it (one latch at a time). The leaf
+    /// was opened and checked as a node of level 0 under the latch the
+    /// guard holds, so `TreePage::reopen` may skip those checks.
     pub(crate) fn leaf_for_read(
         &self,
         rel: &Relation,

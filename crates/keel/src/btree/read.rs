@@ -94,7 +94,9 @@ impl Storage {
     ) -> Result<Step<Option<Got>>> {
         let _shared = rel.structure.read();
         let (g, pid) = self.leaf_for_read(rel, key)?;
-        let p = self.node(rel, &g, pid, 0)?;
+        // The descent opened the leaf, checked its level, and still holds
+        // its latch.
+        let p = TreePage::reopen(&g[..], pid);
         if covered {
             return Ok(Step::Done(match p.search(key)? {
                 Ok(i) => Some(Got::new(pid, p.item(i)?.1)),
@@ -249,7 +251,8 @@ impl TreeCursor {
                 Bound::Unbounded => end_lock(rel.id),
                 Bound::Included(k) | Bound::Excluded(k) => {
                     let (g, pid) = store.leaf_for_read(rel, k)?;
-                    let p = store.node(rel, &g, pid, 0)?;
+                    // Opened and checked by the descent, latched since.
+                    let p = TreePage::reopen(&g[..], pid);
                     let i = match (p.search(k)?, &hi) {
                         (Ok(i), Bound::Excluded(_)) => i,
                         (Ok(i), _) => i + 1,

@@ -1,21 +1,26 @@
-//! Frames and the bookkeeping the pool keeps about them under its one mutex.
+//! Frames and the bookkeeping the pool keeps about them.
 //!
-//! A [`Frame`] is only the page bytes behind their latch. Everything else —
-//! which page a frame holds, its state, dirtiness — is a [`FrameMeta`]
-//! inside [`Meta`], changed only with the pool's mutex held (and that mutex
-//! is never held during I/O or while taking a latch that anyone may hold;
-//! see the module essay's protocol).
+//! A [`Frame`] is what a hit touches, on one cache line: the page bytes
+//! behind their latch, the pin count, whether the page is Ready, and the
+//! clock's reference bit, all atomics. Everything else about a frame —
+//! which page it holds, its state, dirtiness, write-back — is a
+//! [`FrameMeta`] inside [`Meta`], changed only with the pool's `Meta`
+//! mutex held (and that mutex is never held during I/O or while taking a
+//! latch that anyone may hold; see the module essay's protocol).
 //!
-//! Pin counts are atomics ([`Meta::pins`]), with one rule: a pin is
-//! *taken* only with the mutex held (a hit, or a claim), and may be
-//! *dropped* without it. Whoever decides under the mutex that a frame is
-//! unpinned (the replacer, `unregister_file`, the background writer) is
-//! therefore never contradicted before it releases the mutex: nobody can
-//! pin the frame meanwhile, and a concurrent unpin only lowers a count it
-//! already found at zero or above. So dropping a guard costs no mutex.
+//! The page table is sharded (table.rs); its module docs give the pin
+//! rule: a pin is *raised* only under the shard lock of the frame's key or
+//! the `Meta` mutex, and *dropped* without any lock, while a frame is
+//! unmapped only with both held, its pin count checked there. So a guard's
+//! pin and unpin take no pool-wide lock, and whoever unmaps a frame it
+//! found unpinned (a claim for another page, `release`) is never
+//! contradicted before the mapping is gone. `ready` mirrors
+//! `FrameMeta::state == Ready` for the hit path: it rises in
+//! [`Meta::finish_load`] and falls only in [`Meta::claim`] and
+//! [`Meta::release`], under the shard's write lock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -25,6 +30,7 @@ use parking_lot::RwLock;
 use super::BufferError;
 use super::FileId;
 use super::replacer::Clock;
+use super::table::{AllShards, PageTable};
 use crate::page::PAGE_SIZE;
 use crate::types::{Lsn, PageId};
 
@@ -48,19 +54,49 @@ pub enum FrameState {
     Ready,
 }
 
-/// The bytes of one frame behind the page latch: empty until the frame
-/// first holds a page (so opening a large pool does not touch, and fault
-/// in, all its memory at once), then an aligned `PAGE_SIZE` [`IoBuf`]
-/// outside `Loading` (aligned so files opened with O_DIRECT work too).
+/// One frame, on its own cache line: the bytes behind the page latch
+/// (empty until the frame first holds a page, so opening a large pool does
+/// not touch, and fault in, all its memory at once; then an aligned
+/// `PAGE_SIZE` [`IoBuf`] outside `Loading`, aligned so files opened with
+/// O_DIRECT work too), and the atomics a hit reads and writes.
+#[repr(align(64))]
 pub(crate) struct Frame {
     pub(crate) data: RwLock<IoBuf>,
+    /// Guards (and a loading fetch) holding the frame (the pin rule in the
+    /// module docs).
+    pub(crate) pins: AtomicU32,
+    /// The frame holds a Ready page: the hit path may pin it.
+    pub(crate) ready: AtomicBool,
+    /// The clock's reference bit (replacer.rs), set by every pin.
+    pub(crate) referenced: AtomicBool,
 }
+
+// The essay's "one cache line": the latch, the buffer's pointer and the
+// hit's atomics share it.
+const _: () = assert!(std::mem::size_of::<Frame>() == 64);
 
 impl Frame {
     pub(crate) fn new() -> Frame {
         Frame {
             data: RwLock::new(IoBuf::zeroed(0)),
+            pins: AtomicU32::new(0),
+            ready: AtomicBool::new(false),
+            referenced: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the frame recently used (written only when clear, so frames
+    /// every reader passes through, a tree's root, keep their line shared).
+    pub(crate) fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The clock's second chance: clears the reference bit, returning
+    /// whether it was set.
+    pub(crate) fn take_reference(&self) -> bool {
+        self.referenced.load(Ordering::Relaxed) && self.referenced.swap(false, Ordering::Relaxed)
     }
 
     /// The frame's buffer, taken out to read a page into (allocated on the
@@ -146,25 +182,31 @@ impl FileEntry {
     }
 }
 
-/// Everything under the pool's mutex.
+/// Contradicted: the frame was pinned by a hit after the replacer chose
+/// it, found when its shard's write lock was taken; choose another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PinnedMeanwhile;
+
+/// Everything under the pool's `Meta` mutex, and the shared page table and
+/// frames whose mappings it changes.
 pub(crate) struct Meta {
-    pub(crate) table: HashMap<PageKey, usize>,
+    /// Changed only here, with the mutex and the key's shard lock held.
+    pub(crate) table: Arc<PageTable>,
+    /// The frames themselves (their pins, `ready` flags, reference bits).
+    pub(crate) live: Arc<[Frame]>,
     pub(crate) frames: Vec<FrameMeta>,
     pub(crate) files: HashMap<FileId, FileEntry>,
     /// Free frames, used before the clock is asked for a victim.
     pub(crate) free: Vec<usize>,
     pub(crate) clock: Clock,
-    /// Guards (and a loading fetch) holding each frame: raised only with
-    /// the mutex held, lowered by [`unpin`](super::pool::Shared::unpin)
-    /// without it (module docs).
-    pub(crate) pins: Arc<[AtomicU32]>,
 }
 
 impl Meta {
-    pub(crate) fn new(n: usize) -> Meta {
+    pub(crate) fn new(table: Arc<PageTable>, live: Arc<[Frame]>) -> Meta {
+        let n = live.len();
         Meta {
-            pins: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            table: HashMap::with_capacity_and_hasher(n, Default::default()),
+            table,
+            live,
             frames: vec![FrameMeta::free(); n],
             files: HashMap::default(),
             free: (0..n).rev().collect(),
@@ -172,20 +214,16 @@ impl Meta {
         }
     }
 
-    /// Frame `frame`'s pin count now (exact while the mutex is held and
-    /// the count is zero: see the module docs).
+    /// Frame `frame`'s pin count now: it may rise by a hit unless the
+    /// frame's shard lock is held exclusive (the pin rule, table.rs).
     pub(crate) fn pins(&self, frame: usize) -> u32 {
-        self.pins[frame].load(Ordering::Acquire)
+        self.live[frame].pins.load(Ordering::Acquire)
     }
 
-    /// Whether the replacer may take `frame` now.
+    /// Whether the replacer may take `frame` now (a hint for a mapped frame
+    /// until [`claim`](Self::claim) checks again under its shard lock).
     pub(crate) fn evictable(&self, frame: usize) -> bool {
         self.frames[frame].evictable(self.pins(frame))
-    }
-
-    /// Takes a pin on `frame` (the mutex is held: `&mut self`).
-    pub(crate) fn pin(&mut self, frame: usize) {
-        self.pins[frame].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn handle(&self, file: FileId) -> Result<FileHandle, BufferError> {
@@ -196,44 +234,96 @@ impl Meta {
     }
 
     /// Free → Loading, or Ready (clean, unpinned) → Loading for another
-    /// page: maps `frame` to `key`, pinned once for the caller.
-    pub(crate) fn claim(&mut self, frame: usize, key: PageKey) -> Option<PageKey> {
+    /// page: maps `frame` to `key` (which the caller found unmapped, under
+    /// this mutex), pinned once for the caller. Returns the page the frame
+    /// held, or `PinnedMeanwhile` (nothing changed) if a hit pinned the
+    /// frame after the replacer chose it: its pin count is checked again
+    /// under the old page's shard write lock, where it cannot rise (the
+    /// pin rule, table.rs; invariant 11: a frame in use is never evicted).
+    pub(crate) fn claim(
+        &mut self,
+        frame: usize,
+        key: PageKey,
+    ) -> Result<Option<PageKey>, PinnedMeanwhile> {
         debug_assert!(
-            self.evictable(frame) && !self.frames[frame].dirty,
+            self.frames[frame].state != FrameState::Loading
+                && !self.frames[frame].writing
+                && !self.frames[frame].dirty,
             "claim of a busy or dirty frame (invariant 4)"
         );
-        self.pins[frame].store(1, Ordering::Release);
+        let live = &self.live[frame];
+        let old = self.frames[frame].key;
+        if let Some(old) = old {
+            let mut map = self.table.write(&old);
+            if live.pins.load(Ordering::Acquire) != 0 {
+                return Err(PinnedMeanwhile);
+            }
+            live.ready.store(false, Ordering::Release);
+            map.remove(&old);
+        } else {
+            debug_assert_eq!(
+                live.pins.load(Ordering::Acquire),
+                0,
+                "a free frame is unmapped"
+            );
+        }
+        // Unmapped and not Ready: nobody else can pin it now.
+        live.pins.store(1, Ordering::Release);
         let meta = &mut self.frames[frame];
-        let old = meta.key.replace(key);
+        meta.key = Some(key);
         meta.state = FrameState::Loading;
         meta.dirty = false;
         meta.rec_lsn = Lsn::ZERO;
-        if let Some(old) = old {
-            self.table.remove(&old);
-        }
-        self.table.insert(key, frame);
-        self.clock.touch(frame);
-        old
+        let previous = self.table.write(&key).insert(key, frame);
+        debug_assert!(previous.is_none(), "a claim maps a page already mapped");
+        live.touch();
+        Ok(old)
     }
 
-    /// Loading → Ready.
+    /// Loading → Ready: the page's bytes are in the frame.
     pub(crate) fn finish_load(&mut self, frame: usize) {
         self.frames[frame].state = FrameState::Ready;
+        self.live[frame].ready.store(true, Ordering::Release);
     }
 
-    /// Loading → Free (the read or verification failed), or Ready → Free
-    /// (`unregister_file`): unmaps the frame.
+    /// Loading → Free (the read or verification failed; the loader's pin is
+    /// the only one, hits never pin a frame that is not Ready), or Ready →
+    /// Free (`unregister_file`, which checked under every shard lock that
+    /// nobody pins it): unmaps the frame.
     pub(crate) fn release(&mut self, frame: usize) {
+        let key = self.frames[frame].key;
+        match key {
+            Some(key) => {
+                let table = Arc::clone(&self.table);
+                let mut map = table.write(&key);
+                self.unmap(frame, |k| map.remove(k));
+            }
+            None => self.unmap(frame, |_| None),
+        }
+    }
+
+    /// `release` for a caller holding every shard lock.
+    pub(crate) fn release_locked(&mut self, frame: usize, shards: &mut AllShards<'_>) {
+        self.unmap(frame, |k| shards.remove(k));
+    }
+
+    fn unmap(&mut self, frame: usize, remove: impl FnOnce(&PageKey) -> Option<usize>) {
+        let live = &self.live[frame];
+        debug_assert!(
+            live.pins.load(Ordering::Acquire) <= 1,
+            "release of a frame in use (invariant 11)"
+        );
+        live.ready.store(false, Ordering::Release);
         let meta = &mut self.frames[frame];
         if let Some(key) = meta.key.take() {
-            self.table.remove(&key);
+            remove(&key);
         }
         let mod_count = meta.mod_count;
         *meta = FrameMeta {
             mod_count,
             ..FrameMeta::free()
         };
-        self.pins[frame].store(0, Ordering::Release);
+        live.pins.store(0, Ordering::Release);
         self.free.push(frame);
     }
 

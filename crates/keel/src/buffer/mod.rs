@@ -46,25 +46,39 @@
 //!    ends: the log flush takes no page latch, and write-backs and eviction
 //!    only *try* latches (rule 4, `writeback.rs`), so nothing they wait for
 //!    can be a latch the split holds.
-//! 4. The pool itself never holds a latch or its table mutex during I/O. A
+//! 4. The pool itself never holds a latch, its `Meta` mutex or a page-table
+//!    shard lock during I/O. A
 //!    write-back copies the page under a *shared* latch (so readers go on),
 //!    drops it, then flushes the WAL through the copy's page LSN and writes
 //!    the copy. Eviction and the background writer take a page's latch
 //!    only with `try_read` and skip the page if it is busy (PostgreSQL's
 //!    eviction does the same), so even a caller that breaks rule 3 cannot
 //!    make them wait on it; `flush_page`/`flush_*` wait for the latch.
-//! 5. Lock order: page latch, then the pool's table mutex. The mutex is
-//!    never held while taking a latch that anyone may hold.
+//! 5. Lock order: page latch, then the pool's `Meta` mutex, then one
+//!    page-table shard lock (table.rs). The mutex is never held while
+//!    taking a latch that anyone may hold, and nothing at all is taken
+//!    while a shard lock is held (only `unregister_file` holds several,
+//!    every shard's, in shard order).
 //!
 //! ## Frames
 //!
-//! All bookkeeping — the page table `(FileId, PageId) -> frame`, and per
-//! frame its key, pin count, state, dirty flag, recLSN, modification
-//! counter, write-in-progress flag and clock reference bit — lives under one
-//! mutex held only for short updates; the pin counts are atomics, raised
-//! only under the mutex and lowered without it, so releasing a guard takes
-//! no mutex (frame.rs). A frame's lifecycle ([`FrameState`],
-//! the function behind each edge):
+//! The page table `(FileId, PageId) -> frame` is split into 64 shards, each
+//! behind its own `RwLock` (table.rs). A *hit* takes only its key's shard
+//! lock, shared: it finds the frame, checks the frame's atomic `ready`
+//! flag, raises its atomic pin count and sets its atomic clock reference
+//! bit (all on the frame's one cache line, frame.rs), so readers of
+//! different pages share no lock, and dropping a guard takes no lock at
+//! all. Everything else about a frame — its key, state, dirty flag,
+//! recLSN, modification counter, write-in-progress flag — and the free
+//! list, the clock's hand and the registered files live under one `Meta`
+//! mutex held only for short updates; misses, eviction, write-back and
+//! `unregister_file` take it. The *pin rule* (table.rs) ties the two: a
+//! pin is raised only under the key's shard lock or the `Meta` mutex, and
+//! a frame is unmapped or remapped only with both held, its pins checked
+//! under the shard's write lock, where they cannot rise; so a frame a hit
+//! pinned is never taken from it (invariant 11), and a victim the clock
+//! chose that a hit pinned meanwhile is passed over. A frame's lifecycle
+//! ([`FrameState`], the function behind each edge):
 //!
 //! ```text
 //!                       Meta::claim (a miss or new_page takes a free frame)
@@ -146,9 +160,9 @@
 //! ## Left out
 //!
 //! Read-ahead on the miss path itself (only explicit `prefetch`), ring
-//! buffers for scans, per-frame atomics instead of the
-//! single table mutex, and full-page images for torn-page repair (invariant
-//! 5 belongs to the heap and recovery, which log them).
+//! buffers for scans, a lock-free (optimistic) page table, and full-page
+//! images for torn-page repair (invariant 5 belongs to the heap and
+//! recovery, which log them).
 
 mod error;
 mod flusher;
@@ -158,6 +172,7 @@ mod pool;
 mod prefetch;
 mod replacer;
 mod stats;
+mod table;
 mod writeback;
 mod writer;
 

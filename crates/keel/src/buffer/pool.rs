@@ -3,7 +3,7 @@
 //! Write-back (eviction writes, `flush_*`, the background writer's batches)
 //! is in `writeback.rs`; the guards in `guard.rs`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
@@ -15,6 +15,7 @@ use super::frame::{Frame, FrameState, Meta, PageKey};
 use super::guard::{PageReadGuard, PageWriteGuard, PinnedPage};
 use super::replacer::{Candidate, Pick};
 use super::stats::{BufferStats, Counters, bump};
+use super::table::{Lookup, PageTable};
 use super::writeback::LatchMode;
 use super::writer::{BackgroundWriter, WriterSignal};
 use super::{BufferConfig, FileId};
@@ -25,10 +26,12 @@ use crate::types::{Lsn, PageId};
 pub(crate) struct Shared {
     pub(crate) io: Arc<dyn AsyncIo>,
     pub(crate) wal: Arc<dyn WalFlusher>,
-    pub(crate) frames: Box<[Frame]>,
+    pub(crate) frames: Arc<[Frame]>,
+    /// The sharded page table (table.rs): a hit takes one shard's read
+    /// lock and no other lock.
+    pub(crate) table: Arc<PageTable>,
+    /// Free list, clock, per-frame bookkeeping, files; mapping changes.
     pub(crate) meta: Mutex<Meta>,
-    /// The pin counts, also in `meta` (frame.rs module docs).
-    pub(crate) pins: Arc<[AtomicU32]>,
     /// Notified when a frame leaves `Loading` or a write-back ends.
     pub(crate) changed: Condvar,
     pub(crate) stats: Counters,
@@ -70,8 +73,12 @@ pub(crate) fn page_offset(page: PageId) -> u64 {
 }
 
 impl Shared {
-    /// Pins `key`, reading it on a miss.
+    /// Pins `key`, reading it on a miss. A hit takes only the shard lock
+    /// of `key` (table.rs); anything else goes to `claim_frame`.
     pub(crate) fn pin(&self, key: PageKey) -> Result<usize, BufferError> {
+        if let Lookup::Pinned(frame) = self.table.pin_ready(&key, &self.frames) {
+            return Ok(frame);
+        }
         match self.claim_frame(key, Want::Existing)? {
             Claimed::Hit(frame) => Ok(frame),
             Claimed::Miss(frame, handle) => {
@@ -81,26 +88,26 @@ impl Shared {
         }
     }
 
-    /// Finds `key` in the table (pinning it) or claims a frame for it.
+    /// Finds `key` in the table (pinning it) or claims a frame for it,
+    /// under the `Meta` mutex: mappings change only under it, so what the
+    /// table says here stays true until the mutex is released.
     fn claim_frame(&self, key: PageKey, want: Want) -> Result<Claimed, BufferError> {
         let mut meta = self.meta.lock();
         loop {
-            if let Some(&frame) = meta.table.get(&key) {
-                if want == Want::New {
-                    return Err(BufferError::AlreadyCached {
-                        file: key.file,
-                        page: key.page,
-                    });
+            if want == Want::New && self.table.contains(&key) {
+                return Err(BufferError::AlreadyCached {
+                    file: key.file,
+                    page: key.page,
+                });
+            }
+            match self.table.pin_ready(&key, &self.frames) {
+                Lookup::Pinned(frame) => return Ok(Claimed::Hit(frame)),
+                Lookup::Loading => {
+                    // Wait, then look again (a failed load unmaps it).
+                    self.changed.wait(&mut meta);
+                    continue;
                 }
-                if meta.frames[frame].state == FrameState::Ready {
-                    meta.pin(frame);
-                    meta.clock.touch(frame);
-                    bump(&self.stats.hits, 1);
-                    return Ok(Claimed::Hit(frame));
-                }
-                // Loading: wait, then look again (a failed load unmaps it).
-                self.changed.wait(&mut meta);
-                continue;
+                Lookup::Missing => {}
             }
             meta.handle(key.file)?;
             let frame = match self.find_victim(&mut meta)? {
@@ -117,8 +124,12 @@ impl Shared {
             // Looked up again: evict_dirty released the mutex, and the file
             // may have been unregistered meanwhile.
             let handle = meta.handle(key.file)?;
-            if meta.claim(frame, key).is_some() {
-                bump(&self.stats.evictions, 1);
+            match meta.claim(frame, key) {
+                Ok(Some(_)) => bump(&self.stats.evictions, 1),
+                Ok(None) => {}
+                // A hit pinned the victim after the sweep chose it (its
+                // reference bit is set again): sweep on.
+                Err(_) => continue,
             }
             bump(&self.stats.misses, 1);
             return Ok(Claimed::Miss(frame, handle));
@@ -136,20 +147,23 @@ impl Shared {
         let Meta {
             frames,
             clock,
-            pins,
+            live,
             ..
         } = meta;
-        let pick = clock.pick(|f| {
-            let m = &frames[f];
-            let pins = pins[f].load(Ordering::Acquire);
-            if pins > 0 {
-                Candidate::Pinned
-            } else if m.evictable(pins) {
-                Candidate::Evictable
-            } else {
-                Candidate::Busy
-            }
-        });
+        let pick = clock.pick(
+            |f| {
+                let m = &frames[f];
+                let pins = live[f].pins.load(Ordering::Acquire);
+                if pins > 0 {
+                    Candidate::Pinned
+                } else if m.evictable(pins) {
+                    Candidate::Evictable
+                } else {
+                    Candidate::Busy
+                }
+            },
+            |f| live[f].take_reference(),
+        );
         match pick {
             Pick::Victim(frame) if frames[frame].dirty => Ok(Victim::Dirty(frame)),
             Pick::Victim(frame) => Ok(Victim::Clean(frame)),
@@ -177,7 +191,7 @@ impl Shared {
         self.writer_signal.kick();
         let m = &meta.frames[frame];
         let reusable = meta.evictable(frame) && !m.dirty && m.state == FrameState::Ready;
-        Ok((reusable && !meta.table.contains_key(&key)).then_some(frame))
+        Ok((reusable && !self.table.contains(&key)).then_some(frame))
     }
 
     /// Reads and verifies the page into a `Loading` frame; Ready on success,
@@ -225,9 +239,9 @@ impl Shared {
     }
 
     /// Drops one pin (guards call this after releasing the latch), without
-    /// the mutex (frame.rs module docs: pins are only taken under it).
+    /// any lock (the pin rule, table.rs).
     pub(crate) fn unpin(&self, frame: usize) {
-        let before = self.pins[frame].fetch_sub(1, Ordering::AcqRel);
+        let before = self.frames[frame].pins.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(
             before > 0,
             "unpin of an unpinned frame (inv. 11: a frame in use is never evicted)"
@@ -290,12 +304,14 @@ impl BufferPool {
     ) -> Result<BufferPool, BufferError> {
         config.validate()?;
         let n = config.frames();
-        let meta = Meta::new(n);
+        let frames: Arc<[Frame]> = (0..n).map(|_| Frame::new()).collect();
+        let table = Arc::new(PageTable::new(n));
+        let meta = Meta::new(Arc::clone(&table), Arc::clone(&frames));
         let shared = Arc::new(Shared {
             io,
             wal,
-            frames: (0..n).map(|_| Frame::new()).collect(),
-            pins: Arc::clone(&meta.pins),
+            frames,
+            table,
             meta: Mutex::new(meta),
             changed: Condvar::new(),
             stats: Counters::default(),
@@ -344,12 +360,18 @@ impl BufferPool {
         let frames: Vec<usize> = (0..meta.frames.len())
             .filter(|&f| meta.frames[f].key.is_some_and(|k| k.file == file))
             .collect();
+        // Under every shard's write lock no hit can pin a frame, so the
+        // check and the discard that follows see the same pins (the pin
+        // rule, table.rs): all the file's pages go, or none.
+        let table = Arc::clone(&self.shared.table);
+        let mut shards = table.write_all();
         if frames.iter().any(|&f| !meta.evictable(f)) {
             return Err(BufferError::FileBusy { file });
         }
         for f in frames {
-            meta.release(f);
+            meta.release_locked(f, &mut shards);
         }
+        drop(shards);
         meta.files.remove(&file);
         Ok(handle)
     }
@@ -470,7 +492,8 @@ impl BufferPool {
     /// A snapshot of the counters.
     pub fn stats(&self) -> BufferStats {
         let dirty = self.shared.meta.lock().dirty_count();
-        self.shared.stats.snapshot(self.frame_count(), dirty)
+        let hits = self.shared.table.hits();
+        self.shared.stats.snapshot(self.frame_count(), dirty, hits)
     }
 
     /// Stops the background writer, then [`flush_all`](Self::flush_all).

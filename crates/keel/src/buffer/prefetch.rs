@@ -60,7 +60,7 @@ impl Shared {
         let mut rest = Vec::new();
         let mut stuck = false;
         for key in todo.drain(..) {
-            if meta.table.contains_key(&key) {
+            if self.table.contains(&key) {
                 continue;
             }
             let Ok(handle) = meta.handle(key.file) else {
@@ -71,12 +71,16 @@ impl Shared {
                 continue;
             }
             match self.find_victim(&mut meta) {
-                Ok(Victim::Clean(frame)) => {
-                    if meta.claim(frame, key).is_some() {
-                        bump(&self.stats.evictions, 1);
+                Ok(Victim::Clean(frame)) => match meta.claim(frame, key) {
+                    Ok(old) => {
+                        if old.is_some() {
+                            bump(&self.stats.evictions, 1);
+                        }
+                        claims.push(Claim { frame, key, handle });
                     }
-                    claims.push(Claim { frame, key, handle });
-                }
+                    // A hit pinned the victim meanwhile: try the next round.
+                    Err(_) => rest.push(key),
+                },
                 Ok(Victim::Dirty(frame)) => {
                     meta.frames[frame].writing = true;
                     dirty.push(frame);
@@ -139,8 +143,8 @@ impl Shared {
         let mut loaded = 0;
         for (c, ok) in claims.iter().zip(good) {
             if ok {
-                meta.pins[c.frame].fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 meta.finish_load(c.frame);
+                self.unpin(c.frame);
                 loaded += 1;
             } else {
                 meta.release(c.frame);

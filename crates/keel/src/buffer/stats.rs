@@ -37,7 +37,6 @@ pub struct BufferStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) writes: AtomicU64,
@@ -56,12 +55,13 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, frames: usize, dirty_frames: usize) -> BufferStats {
+    /// The counters, with `hits` (counted by the page table's shards).
+    pub(crate) fn snapshot(&self, frames: usize, dirty_frames: usize, hits: u64) -> BufferStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         BufferStats {
             frames,
             dirty_frames,
-            hits: get(&self.hits),
+            hits,
             misses: get(&self.misses),
             reads: get(&self.reads),
             writes: get(&self.writes),

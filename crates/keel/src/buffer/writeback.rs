@@ -266,7 +266,7 @@ impl Shared {
     pub(crate) fn flush_page(&self, key: PageKey) -> Result<(), BufferError> {
         let mut meta = self.meta.lock();
         loop {
-            let Some(&frame) = meta.table.get(&key) else {
+            let Some(frame) = self.table.get(&key) else {
                 return Ok(());
             };
             let m = &mut meta.frames[frame];

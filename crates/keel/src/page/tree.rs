@@ -305,6 +305,19 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         Ok(p)
     }
 
+    /// Page `id` as a node without repeating [`open`](Self::open)'s
+    /// checks: only for bytes `open` accepted as page `id` and that cannot
+    /// have changed since (the caller has held the page's latch without a
+    /// break from that `open` on). The tree's read path uses it for the
+    /// leaf its descent has just opened.
+    pub(crate) fn reopen(buf: B, id: PageId) -> TreePage<B> {
+        debug_assert!(
+            TreePage::open(buf.as_ref(), id).is_ok(),
+            "reopen of page {id}, which open refuses"
+        );
+        TreePage { buf, id }
+    }
+
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }
