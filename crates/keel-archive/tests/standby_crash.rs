@@ -97,21 +97,11 @@ fn archives() -> Archives {
         ..keel_archive::BackupOptions::default()
     };
     keel_archive::backup(&db, &archiver, &t, &options).unwrap();
-    workload(&db, rel, 4, 10, 0);
-    let early_head = db.durable_lsn();
-    archiver
-        .wait_archived(early_head, Duration::from_secs(30))
-        .unwrap();
-    archiver.stop().unwrap();
+    let early_head = archived_workload(&db, archiver, rel, 4, 10, 0);
     let early = tmp.path().join("early");
     copy_dir(&live, &early);
     let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-    workload(&db, rel, 8, 60, 2);
-    let late_head = db.durable_lsn();
-    archiver
-        .wait_archived(late_head, Duration::from_secs(30))
-        .unwrap();
-    archiver.stop().unwrap();
+    let late_head = archived_workload(&db, archiver, rel, 8, 60, 2);
     let rows = sorted_rows(&db, "r");
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
     Archives {
@@ -122,6 +112,25 @@ fn archives() -> Archives {
         early_head,
         late_head,
     }
+}
+
+/// Runs [`workload`] and waits until the archive holds all of it, then
+/// stops `archiver`; the durable end the archive reached.
+fn archived_workload(
+    db: &Arc<Database>,
+    archiver: Archiver,
+    rel: keel::RelationId,
+    txns: usize,
+    rows: usize,
+    checkpoint_every: usize,
+) -> Lsn {
+    workload(db, rel, txns, rows, checkpoint_every);
+    let head = db.durable_lsn();
+    archiver
+        .wait_archived(head, Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    head
 }
 
 fn local(sim: &Arc<SimIo>) -> Local {
@@ -376,12 +385,7 @@ fn branched(a: &Archives) -> (std::path::PathBuf, Vec<Vec<u8>>, Lsn) {
     let db = open(&dir);
     let rel = db.relation("r").unwrap().unwrap();
     let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-    workload(&db, rel, 3, 20, 2);
-    let head = db.durable_lsn();
-    archiver
-        .wait_archived(head, Duration::from_secs(30))
-        .unwrap();
-    archiver.stop().unwrap();
+    let head = archived_workload(&db, archiver, rel, 3, 20, 2);
     let rows = sorted_rows(&db, "r");
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
     (root, rows, head)
