@@ -651,8 +651,7 @@ pub fn restore(
     config: Config,
     op_timeout: Duration,
 ) -> Result<RestoreReport> {
-    let io = keel_io::open_backend(&config.io)
-        .map_err(|e| ArchiveError::Restore(format!("cannot start the I/O backend: {e}")))?;
+    let local = Local::for_config(&config.io)?;
     restore_with_io(
         target,
         dir,
@@ -660,7 +659,7 @@ pub fn restore(
         restore_target,
         config,
         op_timeout,
-        &Local::new(io),
+        &local,
     )
 }
 

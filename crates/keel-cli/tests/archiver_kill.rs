@@ -24,7 +24,7 @@ use std::time::Duration;
 use keel::{Config, Database};
 
 mod common;
-use common::{Rng, env_u64, keel, text, url};
+use common::{Rng, env_u64, keel, row_keys, text, url};
 
 const ROW_BYTES: usize = 200;
 
@@ -149,16 +149,7 @@ fn an_archiver_killed_at_random_moments_loses_no_acknowledged_commit() {
         ]),
         "the restore",
     );
-    let db = Database::open(&into, Config::default()).unwrap();
-    let rel = db.relation("t").unwrap().unwrap();
-    let got: BTreeSet<u32> = db
-        .begin()
-        .unwrap()
-        .scan(rel)
-        .unwrap()
-        .map(|r| u32::from_le_bytes(r.unwrap().1[..4].try_into().unwrap()))
-        .collect();
-    db.close().unwrap();
+    let got = row_keys(&into, "t");
     let lost: Vec<_> = acked.difference(&got).collect();
     assert!(
         lost.is_empty(),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use keel::{Config, Database};
 
 mod common;
-use common::{Rng, env_u64, keel, text, url};
+use common::{Rng, env_u64, keel, row_keys, text, url};
 
 /// Bytes per row: 3,000 rows make a heap file of about 3 MiB, many parts
 /// of [`PART`] long.
@@ -208,16 +208,7 @@ fn a_backup_killed_at_random_moments_leaves_the_archive_verified_and_restorable(
             Err(_) => Vec::new(),
         };
         if entries.iter().any(|e| e == "control") {
-            let db = Database::open(&cut, Config::default()).unwrap();
-            let rel = db.relation("r").unwrap().unwrap();
-            let keys: BTreeSet<u32> = db
-                .begin()
-                .unwrap()
-                .scan(rel)
-                .unwrap()
-                .map(|r| u32::from_le_bytes(r.unwrap().1[..4].try_into().unwrap()))
-                .collect();
-            db.close().unwrap();
+            let keys = row_keys(&cut, "r");
             assert_prefix(
                 &keys,
                 &txs,

@@ -2,8 +2,31 @@
 
 #![allow(clippy::expect_used)] // fixtures panic on setup failure by design
 
+use std::collections::BTreeSet;
 use std::path::Path;
+
+use keel::{Config, Database};
 use std::process::{Command, Output};
+
+/// The keys of relation `rel` in the database at `dir`: each row's first
+/// four bytes, little-endian, as the tests write them.
+#[allow(dead_code)] // used by the archive kill and full-disk tests only
+pub fn row_keys(dir: &Path, rel: &str) -> BTreeSet<u32> {
+    let db = Database::open(dir, Config::default()).expect("open the database");
+    let rel = db
+        .relation(rel)
+        .expect("read the catalog")
+        .expect("the relation");
+    let keys = db
+        .begin()
+        .expect("begin")
+        .scan(rel)
+        .expect("scan")
+        .map(|r| u32::from_le_bytes(r.expect("a row").1[..4].try_into().expect("4 bytes")))
+        .collect();
+    db.close().expect("close the database");
+    keys
+}
 
 /// Runs the built `keel` with `args` and collects its output.
 pub fn keel(args: &[&str]) -> Output {
