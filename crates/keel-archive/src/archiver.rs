@@ -656,7 +656,7 @@ impl Worker {
             chunks_compacted: status.chunks_compacted,
             compaction_error: status.compaction_error.as_ref().map(|e| e.to_string()),
         };
-        match status::write_status(self.db.dir(), &published) {
+        match status::write_status(self.db.io(), self.db.dir(), &published) {
             Ok(()) => self.published = Some((state, Instant::now())),
             Err(e) => self.shared.update(|st| st.last_error = Some(Arc::new(e))),
         }

@@ -231,7 +231,7 @@ pub enum ArchiveError {
         op: &'static str,
         /// The failure.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The archiver's status file holds something else than its format.
     #[error("archive status file {path}: line {line}: {reason}")]

@@ -665,9 +665,9 @@ pub fn restore(
 
 /// [`restore`] with its local files written through `local` (the
 /// simulator in crash tests). Restoring to a point before the archive's
-/// end starts a new timeline and archives its first log, which writes the
-/// archiver's status file with `std::fs`; the crash tests restore to the
-/// end.
+/// end starts a new timeline and archives its first log; that archiver
+/// writes its status file through the restored database's backend, the
+/// same one.
 pub fn restore_with_io(
     target: &ArchiveTarget,
     dir: &Path,

@@ -41,7 +41,9 @@
 //!   reports, never skips).
 //! - The archive's end is the truth: `archived_lsn` is advisory and may be
 //!   behind it (the file is written after the upload), never ahead.
-//! - Written to `archive-status.tmp`, then renamed over `archive-status`:
+//! - Written through the database's own I/O backend (`Database::io`, so
+//!   the simulator's disk in crash tests) to `archive-status.tmp`, then
+//!   renamed over `archive-status`:
 //!   a reader sees the old or the new file whole, never a mix.
 //! - Not synced: after a power cut the file may be older than the archive
 //!   (never newer than what the archiver saw). It is rewritten when the
@@ -51,8 +53,10 @@
 //!   password of a URL, and its query, are cut) before it is written.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use keel::types::Lsn;
+use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 
 use crate::error::{ArchiveError, Result};
 
@@ -250,17 +254,33 @@ pub fn status_path(dir: &Path) -> PathBuf {
     dir.join(STATUS_FILE)
 }
 
-/// Writes `status` to `dir`'s status file (module rules: temporary file,
-/// rename; not synced).
-pub fn write_status(dir: &Path, status: &PublishedStatus) -> Result<()> {
+/// Writes `status` to `dir`'s status file through `io`, the database's own
+/// backend (module rules: temporary file, rename; not synced).
+pub fn write_status(io: &Arc<dyn AsyncIo>, dir: &Path, status: &PublishedStatus) -> Result<()> {
     let path = status_path(dir);
     let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
-    let io = |op| {
+    let fail = |op| {
         let path = path.clone();
-        move |source| ArchiveError::StatusIo { path, op, source }
+        move |source: keel_io::IoError| ArchiveError::StatusIo {
+            path,
+            op,
+            source: Box::new(source),
+        }
     };
-    std::fs::write(&tmp, status.encode()).map_err(io("write"))?;
-    std::fs::rename(&tmp, &path).map_err(io("rename"))
+    let opts = OpenOptions::new(FileClass::Other)
+        .write(true)
+        .create(true)
+        .truncate(true);
+    let fh = io.open(&tmp, opts).wait().map_err(fail("create"))?;
+    let written = io
+        .write_at(fh, 0, IoBuf::from(status.encode().into_bytes()))
+        .wait()
+        .map(|_| ())
+        .map_err(fail("write"));
+    let closed = io.close(fh).wait().map_err(fail("close"));
+    written?;
+    closed?;
+    io.rename(&tmp, &path).wait().map_err(fail("rename"))
 }
 
 /// Reads `dir`'s status file; `None` when no archiver ever published one.
@@ -272,7 +292,7 @@ pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
         Err(source) => Err(ArchiveError::StatusIo {
             path,
             op: "read",
-            source,
+            source: Box::new(source),
         }),
     }
 }

@@ -126,6 +126,22 @@ fn round(seed: u64, root: &Path) -> bool {
     archiver
         .wait_archived(db.durable_lsn(), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("seed {seed}: archiving after the reboot: {e}"));
+    // Its status file is written beside the database, on the same disk.
+    if let Some(e) = archiver.status().last_error {
+        panic!("seed {seed}: the archiver reports {e}");
+    }
+    let local = keel_archive::local::Local::new(Arc::clone(db.io()));
+    let status = local
+        .read_small(
+            &Path::new(DIR).join(keel_archive::status::STATUS_FILE),
+            4096,
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("seed {seed}: no archive-status file"));
+    assert!(
+        String::from_utf8_lossy(&status).starts_with("keel-archive-status 1"),
+        "seed {seed}: the status file holds {status:?}"
+    );
     archiver.stop().unwrap();
     let id = db.database_id();
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();

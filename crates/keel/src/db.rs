@@ -321,6 +321,13 @@ impl Database {
         &self.inner.recovery
     }
 
+    /// The I/O backend the database reads and writes its files through:
+    /// for a companion that keeps a file beside them on the same disk (an
+    /// archiver's status file), the simulator's included.
+    pub fn io(&self) -> &std::sync::Arc<dyn keel_io::AsyncIo> {
+        &self.inner.store.io
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
