@@ -11,12 +11,19 @@
 //! 2. Analysis and redo of the whole log from the control file's
 //!    checkpoint (`recovery`, idempotent by page LSN). **No undo**: a
 //!    transaction without a commit record may still commit in log not yet
-//!    shipped. No file is removed (invariant 13 for redo; drops are
-//!    completed by the open that promotes the standby), no FSM is written
-//!    and **nothing is logged**: the standby's log stays byte for byte the
+//!    shipped. Redo removes no file (invariant 13), no FSM is written and
+//!    **nothing is logged**: the standby's log stays byte for byte the
 //!    primary's.
 //! 3. Every page redo changed is written and synced
-//!    (`BufferPool::flush_all`).
+//!    (`BufferPool::flush_all`). Then the files of the drops known
+//!    committed and of the creates known aborted (an abort record) in the
+//!    applied log are removed and `rel/` synced: outcomes the log decides,
+//!    as the primary removed those files too. Redo re-created such a file
+//!    when it met the relation's `relation-create`; left in place, it would
+//!    be an orphan once step 4 moves the scan start past the records that
+//!    explain it. Creates of transactions still open are left alone (they
+//!    may commit in log not yet shipped; a checkpoint's undo start keeps
+//!    their records in every later scan).
 //! 4. The **restartpoint**: when the log holds a complete checkpoint newer
 //!    than the one the control file names, the control file is replaced
 //!    (atomically, as a checkpoint replaces it) to name that checkpoint:

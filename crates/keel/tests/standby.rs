@@ -155,6 +155,65 @@ fn a_standby_applies_shipped_log_with_restartpoints_and_opens_to_the_primarys_ro
     assert_eq!(rows(&p), expected);
 }
 
+/// The relation files in `dir`'s `rel/`, sorted.
+fn rel_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("rel"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A relation created and dropped on the primary after the standby's copy,
+/// then a checkpoint: the standby's redo re-creates the relation's file
+/// (redo removes none), and the restartpoint moves past both records. The
+/// apply completes the committed drop (and removes an aborted create's
+/// file) first, so no file is left that a later scan could not place.
+#[test]
+fn a_standby_completes_the_drops_its_restartpoint_moves_past() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = (tmp.path().join("primary"), tmp.path().join("standby"));
+    let db = Database::open(&p, config()).unwrap();
+    db.create_relation("r").unwrap();
+    insert(&db, &row(0));
+    db.close().unwrap();
+    copy_dir(&p, &s);
+
+    let db = Database::open(&p, config()).unwrap();
+    let gone = db.create_relation("gone").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(gone, &row(1)).unwrap();
+    tx.commit().unwrap();
+    db.drop_relation("gone").unwrap();
+    insert(&db, &row(2));
+    let c1 = db.checkpoint().unwrap();
+    insert(&db, &row(3));
+    ship_log(&p, &s);
+
+    let applied = apply_log(&s, config()).unwrap();
+    assert_eq!(applied.restartpoint, Some(c1.end));
+    assert_eq!(applied.recovery.drops_completed, vec![gone]);
+    assert_eq!(
+        rel_files(&s),
+        rel_files(&p),
+        "the standby keeps the primary's relation files"
+    );
+    db.close().unwrap();
+    ship_log(&p, &s);
+    apply_log(&s, config()).unwrap();
+    let promoted = Database::open(&s, config()).unwrap();
+    assert_eq!(
+        promoted.recovery_report().orphan_files,
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(promoted.relation("gone").unwrap().is_none());
+    promoted.close().unwrap();
+    let mut expected: Vec<Vec<u8>> = vec![row(0), row(2), row(3)];
+    expected.sort();
+    assert_eq!(rows(&s), expected);
+}
+
 #[test]
 fn a_standby_without_a_control_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -386,7 +386,26 @@ pub(crate) fn apply_redo_only(
     )?;
     // Invariant 4 holds trivially: the log is all durable (nothing new).
     store.pool.flush_all()?;
+    // Decided DDL outcomes of the applied log: the files of drops known
+    // committed and of creates known aborted go (the primary removed them
+    // too; redo re-creates a created relation's file and removes none).
+    // Before the restartpoint moves past their records, which would leave
+    // those files outside every later scan (module docs of `crate::standby`,
+    // step 3).
+    let sorted = |ids: &rustc_hash::FxHashSet<RelationId>| {
+        let mut v: Vec<RelationId> = ids.iter().copied().collect();
+        v.sort_unstable();
+        v
+    };
+    let drops = sorted(&recovered.ddl.committed_drops);
+    let creates = sorted(&recovered.ddl.uncommitted_creates);
+    for &rel in drops.iter().chain(&creates) {
+        rels.remove(&rel);
+        super::files::remove_files(&store, dir, rel)?;
+    }
     let mut report = recovered.report;
+    report.drops_completed = drops;
+    report.creates_removed = creates;
     report.data_dir_sync = synced;
     let restartpoint = recovered
         .last_checkpoint

@@ -4,14 +4,14 @@
 //!
 //! **Create.** (1) The relation's id is taken from the catalog's counter;
 //! ids are never handed out twice, not even across a crash (see below).
-//! (2) Its empty heap file is created and the `rel/` directory synced, so
-//! the file exists before anything in the log names it. (3) A system
-//! transaction logs `relation-create` and inserts the catalog row, then
-//! commits durably. A crash before the commit is durable leaves the file
-//! of an *uncommitted create*: recovery sees the `relation-create` record
-//! of a loser or aborted transaction and removes the file (it never held
-//! committed data). If the create record never reached the log, the file is
-//! an orphan: kept and reported.
+//! (2) A system transaction logs `relation-create` and flushes the log up
+//! to it, so the record is durable before the file exists. (3) The empty
+//! heap file is created and `rel/` synced. (4) The catalog row is inserted
+//! and the transaction commits durably. A crash before the commit is
+//! durable leaves the file of an *uncommitted create*: recovery sees the
+//! `relation-create` record of a loser or aborted transaction and removes
+//! the file (it never held committed data). A file whose create no record
+//! in the scanned log explains is an orphan: kept and reported.
 //!
 //! **Drop.** (1) The dropper waits for an exclusive relation lock (running
 //! users finish first; lock timeout and deadlock detection apply). (2) A

@@ -168,7 +168,9 @@ pub(crate) enum Finish {
     Undo,
     /// Nothing: redo only, for a standby ([`crate::standby`]). The losers
     /// stay as they are (their transactions may still commit in log not
-    /// yet shipped), no file is removed and nothing is logged.
+    /// yet shipped), no file is removed and nothing is logged. (The
+    /// standby's apply then removes the files of the drops and creates the
+    /// log decided, from [`Recovered::ddl`].)
     RedoOnly,
 }
 
