@@ -91,6 +91,9 @@ const _: () = assert!(SLOT_PREFIX == 4 && TREE_SLOT_SIZE == SLOT_PREFIX + KEY_PR
 /// `key`'s prefix as kept in a slot: its first [`KEY_PREFIX_LEN`] bytes,
 /// zero-padded.
 pub fn key_prefix(key: &[u8]) -> [u8; KEY_PREFIX_LEN] {
+    if let Some(p) = key.first_chunk::<KEY_PREFIX_LEN>() {
+        return *p;
+    }
     let mut p = [0u8; KEY_PREFIX_LEN];
     let n = key.len().min(KEY_PREFIX_LEN);
     p[..n].copy_from_slice(&key[..n]);
