@@ -159,3 +159,44 @@ fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
     check_tree(&db, tree, &model).unwrap();
     db.close().unwrap();
 }
+
+/// A key of about 1 KiB: few fit a leaf, so the leaves' separators pass
+/// the routes' byte budget and the routes name a level above the leaves.
+fn long_key(i: u32) -> Vec<u8> {
+    let mut k = vec![b'k'; 1000];
+    k[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+    k
+}
+
+#[test]
+fn gets_from_routes_above_the_leaves_find_keys_put_before_and_after_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), Config::default()).unwrap();
+    let tree = db.create_tree("long").unwrap();
+    let mut model = TreeModel::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..4000 {
+        tx.put(tree, &long_key(i), &i.to_le_bytes()).unwrap();
+        model.insert(long_key(i), i.to_le_bytes().to_vec());
+    }
+    tx.commit().unwrap();
+    // The first gets build the routes; the puts after them split nodes the
+    // routes do not know of, and the gets after those move right.
+    for round in 0..3u32 {
+        let tx = db.begin().unwrap();
+        for (k, v) in &model {
+            assert_eq!(tx.get_key(tree, k).unwrap().as_ref(), Some(v));
+        }
+        assert_eq!(tx.get_key(tree, b"absent").unwrap(), None);
+        tx.commit().unwrap();
+        let mut tx = db.begin().unwrap();
+        for i in 0..1500 {
+            let i = 10_000 + round * 1500 + i;
+            tx.put(tree, &long_key(i), &i.to_le_bytes()).unwrap();
+            model.insert(long_key(i), i.to_le_bytes().to_vec());
+        }
+        tx.commit().unwrap();
+    }
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+}

@@ -368,12 +368,12 @@ impl Storage {
         key: &[u8],
     ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
         let held = self.routes(rel)?;
-        let Some(r) = held.as_ref() else {
+        let Some(r) = held.as_ref().filter(|r| r.usable()) else {
             return self.walk(rel, key, 0, None);
         };
         let (g, pid, moves) = self.walk_from(rel, key, 0, r.route(key), r.level(), None)?;
         if r.stale(moves) {
-            rel.routes.store(None);
+            routes::drop_routes(rel);
         }
         Ok((g, pid))
     }

@@ -37,16 +37,27 @@
 //! every separator in it was the low end of its node when it was read,
 //! and ranges only shrink rightwards afterwards. A copy that lacks the
 //! downlinks of later splits only costs moves right; once a copy has cost
-//! [`Routes::stale`] moves, it is dropped and the next get builds a new
-//! one. A copy whose root is no longer the tree's root (the root split) is
-//! rebuilt as well.
+//! [`Routes::stale`] moves, it is dropped. A copy whose root is no longer
+//! the tree's root (the root split) is rebuilt by the next get.
+//!
+//! ## Lifecycle
+//!
+//! ```text
+//!  none ──first get──▶ routes ──reclaim, bulk load, rollback (restructure)──▶ placeholder
+//!                        ▲  └──────stale (Routes::stale, drop_routes)───────────▶   │
+//!                        └────── the get after `wait` gets from the root ───────────┘
+//! ```
 //!
 //! Routes are an `ArcSwapOption` in the tree's [`Relation`]: a get loads
-//! them without writing any shared cache line, and a get that finds none
+//! them without writing any shared cache line. A get that finds none
 //! builds them (reading the upper levels, one shared latch at a time) and
-//! stores them for the next gets. Writers (puts, deletes, splits) descend
-//! from the root as before: their descent records the parents a split
-//! needs.
+//! stores them for the next gets. Dropped routes leave a placeholder
+//! ([`Routes::placeholder`]): the next gets descend from the root, as
+//! every get did before routes, and count themselves on it, and the one
+//! that reaches its `wait` builds routes again, so a tree whose routes are
+//! dropped often does not pay a copy per drop. Writers (puts, deletes,
+//! splits) descend from the root as before: their descent records the
+//! parents a split needs.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -57,9 +68,19 @@ use crate::storage::Storage;
 use crate::types::PageId;
 
 /// Routes a tree keeps at most: the level they name is the lowest whose
-/// nodes are at most this many. 16,384 routes of 24-byte keys take about
-/// 600 KiB; a tree of a few million keys routes straight to its leaves.
+/// nodes are at most this many and whose separators take at most
+/// [`MAX_ROUTE_KEY_BYTES`]. 16,384 routes of 24-byte keys take about
+/// 650 KiB; a tree of a few million such keys routes straight to its
+/// leaves. Routes live outside the buffer pool: each tree that gets read
+/// holds at most about 16 bytes a route plus its separators.
 pub(crate) const MAX_ROUTES: usize = 16_384;
+/// Routes dropped per get that descends from the root before routes are
+/// built again ([`Routes::placeholder`]).
+const REBUILD_WAIT: usize = 16;
+
+/// Separator bytes a tree's routes hold at most (long keys make fewer
+/// routes, at a higher level, rather than more memory).
+pub(crate) const MAX_ROUTE_KEY_BYTES: usize = 512 << 10;
 
 /// The downlinks of one level of a tree (module docs).
 pub(crate) struct Routes {
@@ -76,8 +97,12 @@ pub(crate) struct Routes {
     ends: Vec<u32>,
     /// The node each route names.
     pages: Vec<PageId>,
-    /// Moves right that gets starting from these routes made at `level`.
+    /// Moves right that gets starting from these routes made at `level`;
+    /// in a placeholder, the gets that found it.
     moves: AtomicU32,
+    /// In a placeholder (no routes), the gets that descend from the root
+    /// before one builds routes again ([`Routes::placeholder`]).
+    wait: u32,
 }
 
 impl std::fmt::Debug for Routes {
@@ -115,7 +140,39 @@ impl Routes {
             ends: list.ends,
             pages: list.pages,
             moves: AtomicU32::new(0),
+            wait: 0,
         })
+    }
+
+    /// What replaces `dropped` routes (or nothing): no routes, and a count
+    /// of gets to descend from the root before one builds them again, so
+    /// that a tree whose routes are dropped often (a reclaim after every
+    /// few commits) does not pay a copy per drop. A get from the root
+    /// costs about a thousand instructions more than one from routes, a
+    /// copy about sixty per route: [`REBUILD_WAIT`] routes' worth of gets.
+    fn placeholder(dropped: Option<&Routes>) -> Routes {
+        let routes = dropped.map_or(0, |r| {
+            if r.usable() {
+                r.pages.len()
+            } else {
+                r.wait as usize * REBUILD_WAIT
+            }
+        });
+        Routes {
+            level: 0,
+            root: 0,
+            prefixes: Vec::new(),
+            keys: Vec::new(),
+            ends: Vec::new(),
+            pages: Vec::new(),
+            moves: AtomicU32::new(0),
+            wait: u32::try_from(routes / REBUILD_WAIT).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether these are routes, not a placeholder.
+    pub(crate) fn usable(&self) -> bool {
+        !self.pages.is_empty()
     }
 
     /// The level of the nodes the routes name.
@@ -206,8 +263,15 @@ pub(crate) type RoutesGuard = arc_swap::Guard<Option<std::sync::Arc<Routes>>>;
 /// way to change what the routes rule (module docs) relies on.
 pub(crate) fn restructure(rel: &Relation) -> parking_lot::RwLockWriteGuard<'_, ()> {
     let only = rel.structure.write();
-    rel.routes.store(None);
+    drop_routes(rel);
     only
+}
+
+/// Replaces `rel`'s routes by a placeholder ([`Routes::placeholder`]).
+pub(crate) fn drop_routes(rel: &Relation) {
+    let dropped = rel.routes.load_full();
+    let placeholder = Routes::placeholder(dropped.as_deref());
+    rel.routes.store(Some(std::sync::Arc::new(placeholder)));
 }
 
 impl Storage {
@@ -215,11 +279,20 @@ impl Storage {
     /// since; `None` for a tree that is one leaf. Call with the structure
     /// lock held shared.
     ///
+    ///
+    /// Returns them as `rel` holds them: a guard that takes no reference
+    /// count (loading them writes no shared cache line); empty, or a
+    /// placeholder ([`Routes::usable`] false), when the get must descend
+    /// from the root.
     pub(crate) fn routes(&self, rel: &Relation) -> Result<RoutesGuard> {
         let hint = rel.root_hint.load(Ordering::Acquire);
         let held = rel.routes.load();
-        if held.as_ref().is_some_and(|r| r.root == hint) {
-            return Ok(held);
+        match held.as_ref() {
+            Some(r) if r.usable() && r.root == hint => return Ok(held),
+            Some(r) if !r.usable() && r.moves.fetch_add(1, Ordering::Relaxed) < r.wait => {
+                return Ok(held);
+            }
+            _ => {}
         }
         drop(held);
         let (root, level) = self.root_hint(rel)?;
@@ -267,7 +340,10 @@ impl Storage {
                     } else {
                         p.key(i)?
                     };
-                    if below.push(sep, child).is_none() || below.pages.len() > MAX_ROUTES {
+                    if below.push(sep, child).is_none()
+                        || below.pages.len() > MAX_ROUTES
+                        || below.keys.len() > MAX_ROUTE_KEY_BYTES
+                    {
                         break 'levels;
                     }
                 }
@@ -360,5 +436,21 @@ mod tests {
         assert!(!r.stale(40));
         assert!(!r.stale(10));
         assert!(r.stale(1), "51 moves for 200 routes");
+    }
+
+    /// Dropped routes leave a placeholder that lets a sixteenth of their
+    /// count of gets descend from the root first; dropping a placeholder
+    /// keeps its wait.
+    #[test]
+    fn a_placeholder_waits_a_sixteenth_of_the_dropped_routes() {
+        let seps: Vec<Vec<u8>> = (1..320u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let mut refs: Vec<&[u8]> = vec![b""];
+        refs.extend(seps.iter().map(|s| &s[..]));
+        let r = routes(&refs);
+        let p = Routes::placeholder(Some(&r));
+        assert!(r.usable() && !p.usable());
+        assert_eq!(p.wait, 20);
+        assert_eq!(Routes::placeholder(Some(&p)).wait, 20);
+        assert_eq!(Routes::placeholder(None).wait, 0);
     }
 }
