@@ -118,7 +118,7 @@ impl Storage {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let _only = rel.structure.write();
+        let _only = super::routes::restructure(rel);
         let (old_root, old_level) = self.tree_root(rel)?;
         let g = self.pool.fetch_read(rel.file(), old_root)?;
         if old_level != 0 || !self.node(rel, &g, old_root, 0)?.is_empty() {
@@ -268,7 +268,7 @@ impl Storage {
     /// Frees node `pid` after a commit if it is an empty leaf the meta page
     /// no longer names (a bulk load's old root).
     pub(crate) fn free_unused_root(&self, rel: &Relation, pid: PageId) -> Result<()> {
-        let _only = rel.structure.write();
+        let _only = super::routes::restructure(rel);
         let (root, _) = self.tree_root(rel)?;
         if root == pid || pid.0 >= rel.page_count() {
             return Ok(());

@@ -19,6 +19,18 @@
 //! way with shared latches and latches the leaf exclusively, moving right
 //! under exclusive latches, one at a time.
 //!
+//! A get need not start at the root: a tree keeps **routes**, a copy of
+//! the downlinks of one of its upper levels (the leaves' when there are
+//! at most [`routes::MAX_ROUTES`] of them), and a get descends from the
+//! node whose separator is the last at or below its key, moving right from
+//! there as from any node it reached through a stale parent. That is
+//! correct because a node's range only ever shrinks from the right while
+//! the routes exist: whatever frees a node or widens one leftwards (a
+//! reclaim, a bulk load, its rollback) holds the structure lock
+//! exclusively and drops the routes first ([`routes`] gives the rule in
+//! full). Writers still descend from the root, recording the parents a
+//! split needs.
+//!
 //! A **split** of node L (at any level) happens under L's exclusive latch:
 //! a new page R is taken (a free page the FSM knows of, or a page past the
 //! end of the file) and latched, and both halves are logged in **one**
@@ -142,6 +154,7 @@
 pub(crate) mod bulk;
 pub(crate) mod read;
 pub(crate) mod reclaim;
+pub(crate) mod routes;
 pub(crate) mod undo;
 pub(crate) mod write;
 
@@ -344,12 +357,25 @@ impl Storage {
     /// [`descend`](Self::descend) finds it (one latch at a time). The leaf
     /// was opened and checked as a node of level 0 under the latch the
     /// guard holds, so `TreePage::reopen` may skip those checks.
+    ///
+    /// Starts from the tree's routes when it has them ([`routes`]): at
+    /// the node of the routes' level whose range starts closest below
+    /// `key`, moving right from there as from any node. Call with the
+    /// structure lock held shared.
     pub(crate) fn leaf_for_read(
         &self,
         rel: &Relation,
         key: &[u8],
     ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
-        self.walk(rel, key, 0, None)
+        let held = self.routes(rel)?;
+        let Some(r) = held.as_ref().filter(|r| r.usable()) else {
+            return self.walk(rel, key, 0, None);
+        };
+        let (g, pid, moves) = self.walk_from(rel, key, 0, r.route(key), r.level(), None)?;
+        if r.stale(moves) {
+            routes::drop_routes(rel);
+        }
+        Ok((g, pid))
     }
 
     /// The descent itself: from the root (as last seen, or the meta page's
@@ -361,7 +387,7 @@ impl Storage {
         rel: &Relation,
         key: &[u8],
         level: u16,
-        mut path: Option<&mut Path>,
+        path: Option<&mut Path>,
     ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
         let (mut pid, mut at) = self.root_hint(rel)?;
         if at < level {
@@ -375,6 +401,22 @@ impl Storage {
                 format!("root at level {at}, below {level}"),
             ));
         }
+        self.walk_from(rel, key, level, pid, at, path)
+            .map(|(g, pid, _)| (g, pid))
+    }
+
+    /// The descent from node `pid` of level `at` (at or above `level`):
+    /// as [`walk`](Self::walk), and also returns how many times it moved
+    /// right.
+    fn walk_from(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        level: u16,
+        mut pid: PageId,
+        mut at: u16,
+        mut path: Option<&mut Path>,
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId, u32)> {
         let mut moves = 0;
         loop {
             let g = self.pool.fetch_read(rel.file(), pid)?;
@@ -384,7 +426,7 @@ impl Storage {
                 continue;
             }
             if at == level {
-                return Ok((g, pid));
+                return Ok((g, pid, moves));
             }
             let (_, child) = p.child_for(key)?;
             if child.0 >= rel.page_count() || child.0 == 0 {

@@ -68,7 +68,7 @@ impl Storage {
     /// Reclaims leaf `leaf` of `rel` if it is still empty; `key` is a key
     /// it covered (the last one deleted), to find its parents.
     pub(crate) fn reclaim_leaf(&self, rel: &Relation, leaf: PageId, key: &[u8]) -> Result<()> {
-        let _only = rel.structure.write();
+        let _only = super::routes::restructure(rel);
         // Each pass removes one page (or stops), so the file's page count
         // bounds the passes.
         for _ in 0..=rel.page_count() {

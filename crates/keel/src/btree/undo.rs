@@ -32,7 +32,7 @@ impl Storage {
         old: (crate::types::PageId, u16),
         new: (crate::types::PageId, u16),
     ) -> Result<()> {
-        let _only = rel.structure.write();
+        let _only = super::routes::restructure(rel);
         let clr = Payload::Compensation {
             undo_next,
             action: Box::new(Payload::TreeRootSwap {

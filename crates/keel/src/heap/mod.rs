@@ -170,6 +170,10 @@ pub(crate) struct Relation {
     /// (`btree`: a stale root is still a node of its level whose right
     /// links lead to every key of it).
     pub root_hint: std::sync::atomic::AtomicU64,
+    /// A tree's routes: a copy of its upper levels where gets start their
+    /// descent (`btree::routes`, whose rule they follow); empty until a
+    /// get builds them, emptied by whatever holds `structure` exclusively.
+    pub routes: arc_swap::ArcSwapOption<crate::btree::routes::Routes>,
     /// Pages the relation has (formatted ones, on disk or only in the pool).
     pub pages: AtomicU32,
     /// Free space per heap page (a hint, re-checked on every use).
@@ -195,6 +199,7 @@ impl Relation {
             kind,
             structure: parking_lot::RwLock::new(()),
             root_hint: std::sync::atomic::AtomicU64::new(0),
+            routes: arc_swap::ArcSwapOption::empty(),
             pages: AtomicU32::new(pages),
             fsm,
             extend: Mutex::new(()),

@@ -157,6 +157,13 @@ impl LockTarget {
     }
 }
 
+/// Emptied lock lists the manager keeps for reuse: about one per thread
+/// that runs transactions.
+const SPARE_LISTS: usize = 64;
+/// The longest lock list kept for reuse (16 KiB of targets): a transaction
+/// that took more gives its list back to the allocator.
+const SPARE_LIST_CAPACITY: usize = 1024;
+
 #[derive(Default)]
 struct State {
     /// Live transactions and their home thread (module docs, Threads).
@@ -167,6 +174,10 @@ struct State {
     /// Holders per target (almost always one, so no inner allocation then).
     granted: HashMap<LockTarget, Holders>,
     held: HashMap<TxnId, Vec<LockTarget>>,
+    /// Emptied `held` lists of ended transactions, reused by the next ones
+    /// so that a transaction's first locks do not grow a list from nothing
+    /// (at most [`SPARE_LISTS`], each of at most [`SPARE_LIST_CAPACITY`]).
+    spare: Vec<Vec<LockTarget>>,
     waits_for: HashMap<TxnId, HashSet<TxnId>>,
     /// Tuple locks each transaction took per relation (for escalation).
     row_locks: HashMap<TxnId, HashMap<RelationId, u32>>,
@@ -335,7 +346,10 @@ impl State {
                 );
             }
         }
-        self.held.entry(txn).or_default().push(target);
+        self.held
+            .entry(txn)
+            .or_insert_with(|| self.spare.pop().unwrap_or_default())
+            .push(target);
     }
 
     /// Whether `from`, which waits on thread `me`, can never be granted:
@@ -493,7 +507,10 @@ impl State {
             first: (txn, mode),
             rest: Vec::new(),
         });
-        self.held.entry(txn).or_default().push(target);
+        self.held
+            .entry(txn)
+            .or_insert_with(|| self.spare.pop().unwrap_or_default())
+            .push(target);
         self.count_row_lock(txn, target, mode);
         Some(Ok(()))
     }
@@ -555,13 +572,16 @@ impl State {
         let ended = self.live.remove(&txn).is_some();
         self.waits_for.remove(&txn);
         self.row_locks.remove(&txn);
-        let Some(targets) = self.held.remove(&txn) else {
+        let Some(mut targets) = self.held.remove(&txn) else {
             return ended;
         };
-        for target in targets {
+        for target in targets.drain(..) {
             if self.granted.get_mut(&target).is_some_and(|h| h.remove(txn)) {
                 self.granted.remove(&target);
             }
+        }
+        if self.spare.len() < SPARE_LISTS && targets.capacity() <= SPARE_LIST_CAPACITY {
+            self.spare.push(targets);
         }
         true
     }
@@ -992,5 +1012,26 @@ mod tests {
             lm.lock(b, LockTarget::Relation(R), LockMode::Shared, false)
                 .is_err()
         );
+    }
+
+    /// A transaction reusing the lock list an ended one left holds only
+    /// its own locks, and what the ended one held is free.
+    #[test]
+    fn a_reused_lock_list_starts_empty() {
+        let lm = manager(Some(Duration::from_millis(30)), 3);
+        let (a, b, c) = (TxnId(1), TxnId(2), TxnId(3));
+        for n in 0..5 {
+            lm.lock(a, tuple(n), LockMode::Exclusive, true).unwrap();
+        }
+        lm.release_all(a);
+        lm.lock(b, tuple(9), LockMode::Shared, true).unwrap();
+        assert_eq!(lm.held_by(b), 1);
+        for n in 0..5 {
+            lm.lock(c, tuple(n), LockMode::Exclusive, false).unwrap();
+        }
+        assert_eq!(lm.held_by(c), 5);
+        lm.release_all(b);
+        lm.release_all(c);
+        assert_eq!((lm.held_by(b), lm.held_by(c)), (0, 0));
     }
 }

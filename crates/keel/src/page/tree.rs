@@ -85,15 +85,28 @@ pub const TREE_SLOT_SIZE: usize = 12;
 pub const KEY_PREFIX_LEN: usize = 8;
 /// Offset of the key prefix within a slot.
 const SLOT_PREFIX: usize = 4;
+// `prefix_of` takes the prefix as a slot's bytes 4..12.
+const _: () = assert!(SLOT_PREFIX == 4 && TREE_SLOT_SIZE == SLOT_PREFIX + KEY_PREFIX_LEN);
 
 /// `key`'s prefix as kept in a slot: its first [`KEY_PREFIX_LEN`] bytes,
 /// zero-padded.
 pub fn key_prefix(key: &[u8]) -> [u8; KEY_PREFIX_LEN] {
+    if let Some(p) = key.first_chunk::<KEY_PREFIX_LEN>() {
+        return *p;
+    }
     let mut p = [0u8; KEY_PREFIX_LEN];
     let n = key.len().min(KEY_PREFIX_LEN);
     p[..n].copy_from_slice(&key[..n]);
     p
 }
+
+/// A slot's key prefix as a big-endian integer (ordered as memcmp orders
+/// the padded bytes).
+fn prefix_of(slot: &[u8; TREE_SLOT_SIZE]) -> u64 {
+    let [_, _, _, _, a, b, c, d, e, f, g, h] = *slot;
+    u64::from_be_bytes([a, b, c, d, e, f, g, h])
+}
+
 /// Longest key a tree accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Longest item (key length prefix, key, value kind and inline value).
@@ -224,6 +237,48 @@ pub fn item_len(key: &[u8], rest: &[u8]) -> usize {
 /// An item copied out of a node: its key and its rest.
 pub type OwnedItem = (Vec<u8>, Vec<u8>);
 
+/// Whether `b` passes every check of [`TreePage::open`]: a page of a
+/// node's type, its slot array and item area within bounds, its level
+/// matching its type, only known flags, and a high key inside the item
+/// area exactly when it has a right link. Reads the header as one fixed
+/// array, without a branch per field.
+fn header_ok(b: &[u8]) -> bool {
+    use super::header::offsets as h;
+    let Some(head) = b.first_chunk::<TREE_HEADER_SIZE>() else {
+        return false;
+    };
+    let u16_at = |at: usize| u16::from_le_bytes([head[at], head[at + 1]]);
+    let kind = head[h::PAGE_TYPE];
+    let leaf = kind == PageType::TreeLeaf as u8;
+    let count = usize::from(u16_at(h::SLOT_COUNT));
+    let lower = usize::from(u16_at(h::LOWER));
+    let upper = usize::from(u16_at(h::UPPER));
+    let level = u16_at(offsets::LEVEL);
+    let flags = u16_at(offsets::FLAGS);
+    let right = u32::from_le_bytes([
+        head[h::NEXT_PAGE],
+        head[h::NEXT_PAGE + 1],
+        head[h::NEXT_PAGE + 2],
+        head[h::NEXT_PAGE + 3],
+    ]);
+    let hoff = usize::from(u16_at(offsets::HIGH_OFFSET));
+    let hlen = usize::from(u16_at(offsets::HIGH_LEN));
+    let high_ok = if hoff != 0 {
+        right != NO_PAGE && hoff >= upper && hoff + hlen <= PAGE_SIZE && hlen <= MAX_KEY_LEN
+    } else {
+        right == NO_PAGE && hlen == 0
+    };
+    b.len() == PAGE_SIZE
+        && (leaf || kind == PageType::TreeInternal as u8)
+        && lower == TREE_HEADER_SIZE + TREE_SLOT_SIZE * count
+        && lower <= upper
+        && upper <= PAGE_SIZE
+        && leaf == (level == 0)
+        && level <= MAX_LEVEL
+        && flags & !KNOWN_FLAGS == 0
+        && high_ok
+}
+
 /// A node (leaf or internal page) over its bytes.
 pub struct TreePage<B> {
     buf: B,
@@ -236,7 +291,22 @@ impl<B: AsRef<[u8]>> TreePage<B> {
     /// and high key (not every item: [`validate`](Self::validate) does
     /// that; nor the page's identity, magic, version and checksum, which
     /// [`crate::page::verify`] checks when the page is read from disk).
+    ///
+    /// The checks run first as one expression over the header's bytes (the
+    /// path of every node a descent opens); only a page that fails them is
+    /// examined again, field by field, to name what is wrong.
     pub fn open(buf: B, id: PageId) -> Result<TreePage<B>, PageError> {
+        if header_ok(buf.as_ref()) {
+            return Ok(TreePage { buf, id });
+        }
+        TreePage::open_slow(buf, id)
+    }
+
+    /// [`open`](Self::open)'s checks one by one, for the error that names
+    /// the first one the page fails.
+    #[cold]
+    #[inline(never)]
+    fn open_slow(buf: B, id: PageId) -> Result<TreePage<B>, PageError> {
         use super::header::offsets as h;
         let b = buf.as_ref();
         if b.len() != PAGE_SIZE {
@@ -257,12 +327,14 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         let count = usize::from(get_u16(b, h::SLOT_COUNT));
         let lower = usize::from(get_u16(b, h::LOWER));
         let upper = usize::from(get_u16(b, h::UPPER));
-        if lower == LAYOUT_0_HEADER + LAYOUT_0_SLOT * count && lower <= upper && upper <= PAGE_SIZE
-        {
-            return Err(corrupt(id, h::LOWER, layout_error(0)));
-        }
         if lower != TREE_HEADER_SIZE + TREE_SLOT_SIZE * count || lower > upper || upper > PAGE_SIZE
         {
+            if lower == LAYOUT_0_HEADER + LAYOUT_0_SLOT * count
+                && lower <= upper
+                && upper <= PAGE_SIZE
+            {
+                return Err(corrupt(id, h::LOWER, layout_error(0)));
+            }
             return Err(corrupt(
                 id,
                 h::LOWER,
@@ -370,13 +442,13 @@ impl<B: AsRef<[u8]>> TreePage<B> {
     /// key); `false` means move right.
     /// Compares the header's high-key prefix first (module docs).
     pub fn covers(&self, key: &[u8]) -> bool {
-        let Some(h) = self.high_key() else {
+        if get_u16(self.b(), offsets::HIGH_OFFSET) == 0 {
             return true;
-        };
+        }
         match u64::from_be_bytes(key_prefix(key)).cmp(&self.high_prefix()) {
             std::cmp::Ordering::Less => true,
             std::cmp::Ordering::Greater => false,
-            std::cmp::Ordering::Equal => key < h,
+            std::cmp::Ordering::Equal => self.high_key().is_none_or(|h| key < h),
         }
     }
 
@@ -415,6 +487,16 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         u64::from_be_bytes(p)
     }
 
+    /// The slot array, one entry per item. [`open`](Self::open) checked
+    /// that it lies inside the page; bytes it did not check give an empty
+    /// array rather than a panic.
+    fn slots(&self) -> &[[u8; TREE_SLOT_SIZE]] {
+        let end = TREE_HEADER_SIZE + TREE_SLOT_SIZE * self.len();
+        self.b()
+            .get(TREE_HEADER_SIZE..end)
+            .map_or(&[][..], |s| s.as_chunks::<TREE_SLOT_SIZE>().0)
+    }
+
     /// Item `i`'s bytes, bounds-checked.
     fn item_bytes(&self, i: usize) -> Result<&[u8], PageError> {
         if i >= self.len() {
@@ -432,8 +514,38 @@ impl<B: AsRef<[u8]>> TreePage<B> {
         Ok(&self.b()[off..off + len])
     }
 
+    /// Item `i`'s bytes split as `(key, rest)` when its slot and key length
+    /// are sound (every check of [`item`](Self::item)); `None` otherwise,
+    /// and `item` then names the fault.
+    fn item_fast(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        let s = self.slots().get(i)?;
+        let off = usize::from(u16::from_le_bytes([s[0], s[1]]));
+        let len = usize::from(u16::from_le_bytes([s[2], s[3]]));
+        let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER));
+        if off < upper {
+            return None;
+        }
+        let bytes = self.b().get(off..off + len)?;
+        let (klen, rest) = bytes.split_first_chunk::<2>()?;
+        let klen = usize::from(u16::from_le_bytes(*klen));
+        if klen > MAX_KEY_LEN {
+            return None;
+        }
+        rest.split_at_checked(klen)
+    }
+
     /// Item `i` as its key and rest.
     pub fn item(&self, i: usize) -> Result<(&[u8], &[u8]), PageError> {
+        if let Some(kr) = self.item_fast(i) {
+            return Ok(kr);
+        }
+        self.item_slow(i)
+    }
+
+    /// [`item`](Self::item)'s checks one by one, for the error.
+    #[cold]
+    #[inline(never)]
+    fn item_slow(&self, i: usize) -> Result<(&[u8], &[u8]), PageError> {
         let bytes = self.item_bytes(i)?;
         let klen = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
         if 2 + klen > bytes.len() || klen > MAX_KEY_LEN {
@@ -454,6 +566,9 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 
     /// Item `i`'s child (internal pages).
     pub fn child(&self, i: usize) -> Result<PageId, PageError> {
+        if let Some((_, &[a, b, c, d])) = self.item_fast(i) {
+            return Ok(PageId(u32::from_le_bytes([a, b, c, d])));
+        }
         let (_, rest) = self.item(i)?;
         let bytes: [u8; 4] = rest.try_into().map_err(|_| {
             corrupt(
@@ -467,18 +582,29 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 
     /// Binary search: `Ok(i)` when item `i` has `key`, `Err(i)` where it
     /// would be inserted.
-    /// Compares slot prefixes first (module docs) and reads an item's key
-    /// only when its prefix equals `key`'s.
+    /// Searches the slot prefixes first (module docs), without a branch per
+    /// step, for the first slot whose prefix is at or above `key`'s; only
+    /// the slots whose prefix equals `key`'s (usually none or one) are
+    /// compared by their items' keys.
     pub fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, PageError> {
         let want = u64::from_be_bytes(key_prefix(key));
-        let (mut lo, mut hi) = (0, self.len());
+        let slots = self.slots();
+        let first = slots.partition_point(|s| prefix_of(s) < want);
+        let (mut lo, mut hi) = match slots.get(first..) {
+            Some([s, rest @ ..]) if prefix_of(s) == want => {
+                let ties = match rest.first() {
+                    Some(n) if prefix_of(n) == want => {
+                        1 + rest.partition_point(|s| prefix_of(s) == want)
+                    }
+                    _ => 1,
+                };
+                (first, first + ties)
+            }
+            _ => return Ok(Err(first)),
+        };
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let ord = match self.slot_prefix(mid).cmp(&want) {
-                std::cmp::Ordering::Equal => self.key(mid)?.cmp(key),
-                decided => decided,
-            };
-            match ord {
+            match self.key(mid)?.cmp(key) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),

@@ -503,10 +503,12 @@ impl<'db> Transaction<'db> {
         } else if mode == LockMode::IntentExclusive {
             self.count_write(at);
         }
-        // Poisoned while waiting for a lock: change nothing (invariant 16).
-        self.db.check_usable()?;
         let writing = mode != LockMode::IntentShared;
         if writing {
+            // Poisoned while waiting for a lock: change nothing (invariant
+            // 16). A read changes nothing; the check after it refuses its
+            // answer.
+            self.db.check_usable()?;
             self.slot.before_write(self.db.store.wal.end_lsn());
         }
         let holds = self.tree_locks.borrow();

@@ -331,3 +331,90 @@ fn split_left_keeps_the_first_items_as_build_would_and_refuses_a_diverged_cut() 
 }
 
 const NO_PAGE_ID: PageId = PageId(NO_PAGE);
+
+/// Keys whose 8-byte prefixes tie in runs (equal first bytes, keys shorter
+/// than the prefix, keys ending in zero bytes): `search` finds each key at
+/// its index and places every other probe where a search of the sorted
+/// keys does.
+#[test]
+fn search_finds_keys_and_gaps_among_tied_prefixes() {
+    let mut keys: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\0".to_vec(),
+        b"a".to_vec(),
+        b"a\0".to_vec(),
+        b"a\0\0".to_vec(),
+        b"abcdefg".to_vec(),
+        b"abcdefg\0".to_vec(),
+        b"abcdefg\0\0".to_vec(),
+        b"abcdefgi".to_vec(),
+        b"\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+    ];
+    for n in 0..40u8 {
+        keys.push([&b"abcdefgh"[..], &[n, n]].concat());
+        keys.push([&b"user0000"[..], &[b'0' + n % 10, n]].concat());
+    }
+    keys.sort();
+    keys.dedup();
+    let mut buf = empty_leaf();
+    for k in &keys {
+        assert!(put(&mut buf, k, b"v").unwrap());
+    }
+    let p = TreePage::open(&buf[..], ID).unwrap();
+    p.validate().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(p.search(k).unwrap(), Ok(i), "key {k:?}");
+        let mut probes = vec![[&k[..], &[0]].concat(), [&k[..], &[0xff]].concat()];
+        if let Some((_, shorter)) = k.split_last() {
+            probes.push(shorter.to_vec());
+        }
+        for probe in probes {
+            assert_eq!(
+                p.search(&probe).unwrap(),
+                keys.binary_search(&probe),
+                "probe {probe:?}"
+            );
+        }
+    }
+}
+
+proptest! {
+    /// The fast checks of `open` and `item` accept exactly what the
+    /// field-by-field checks accept, for nodes with a few header or slot
+    /// bytes changed.
+    #[test]
+    fn fast_and_field_by_field_checks_agree(
+        internal in any::<bool>(),
+        changes in proptest::collection::vec(
+            (0usize..TREE_HEADER_SIZE + 3 * TREE_SLOT_SIZE, any::<u8>()),
+            1..4,
+        ),
+    ) {
+        let mut buf = vec![0u8; PAGE_SIZE];
+        let (c1, c2, c3) = (child_rest(PageId(10)), child_rest(PageId(11)), child_rest(PageId(12)));
+        let v = inline_value(b"value");
+        let items: Vec<(&[u8], &[u8])> = if internal {
+            vec![(b"", &c1), (b"f", &c2), (b"m", &c3)]
+        } else {
+            vec![(b"a", &v), (b"f", &v), (b"m", &v)]
+        };
+        TreePage::build(&mut buf[..], ID, u16::from(internal), 0, &items, Some((b"t", PageId(20))))
+            .unwrap();
+        for (at, byte) in changes {
+            buf[at] = byte;
+        }
+        let slow = TreePage::open_slow(&buf[..], ID);
+        prop_assert_eq!(header_ok(&buf), slow.is_ok());
+        if let Ok(p) = slow {
+            for i in 0..p.len() + 1 {
+                let fast = p.item_fast(i);
+                let slow = p.item_slow(i);
+                prop_assert_eq!(fast.is_some(), slow.is_ok());
+                if let (Some(f), Ok(s)) = (fast, slow) {
+                    prop_assert_eq!(f, s);
+                }
+            }
+        }
+    }
+}
