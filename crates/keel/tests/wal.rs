@@ -892,3 +892,31 @@ fn an_imported_log_opens_from_its_scan_start_and_reads_back() {
     assert_eq!(read.len(), written.len());
     assert!(read == written, "the imported log reads back differently");
 }
+
+/// By default the size policy writes the log of a large transaction while
+/// it is still appending: past `flush_size_bytes` (1 MiB) unflushed, the
+/// log's thread makes it durable without any flush or commit asking.
+#[test]
+fn the_default_size_policy_flushes_a_large_transaction_in_the_background() {
+    let config = WalConfig::default();
+    let limit = config.flush_size_bytes.expect("a size policy by default");
+    let wal = open(sim(31), config);
+    let start = wal.end_lsn();
+    let record = vec![7u8; 2000];
+    let mut end = start;
+    while end.0 - start.0 < 2 * limit {
+        end = wal.append(&meta(1), &record).unwrap().end;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while wal.durable_lsn().0 < start.0 + limit {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing flushed past {:?} a minute after {} unflushed bytes",
+            wal.durable_lsn(),
+            end.0 - start.0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(wal.stats().flushes > 0);
+    wal.close().unwrap();
+}

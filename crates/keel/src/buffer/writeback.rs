@@ -17,8 +17,14 @@
 //! 5. under the mutex: clears `writing`, and marks a frame clean only if
 //!    its counter did not move since the copy; a frame changed since keeps
 //!    as its `rec_lsn` the LSN of the first change after the copy.
+//!
+//! Steps 1–4 and 4–5 are two halves (`start_frames`, `finish_frames`), so
+//! that `flush_all` copies and submits its next batch while the previous
+//! one's writes are under way (the backend copies them into the page
+//! cache on its own threads), and copies each batch into the buffers its
+//! previous writes returned instead of fresh, zeroed ones.
 
-use keel_io::{FileHandle, IoBuf};
+use keel_io::{FileHandle, IoBuf, IoFuture};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::BufferError;
@@ -68,6 +74,16 @@ enum Copied {
     Skipped(usize),
 }
 
+/// A batch whose writes `start_frames` submitted and `finish_frames` has
+/// not waited for yet: its frames are still marked `writing`.
+pub(crate) struct InFlight {
+    frames: Vec<usize>,
+    jobs: Vec<Job>,
+    runs: Vec<std::ops::Range<usize>>,
+    pending: Vec<IoFuture<Vec<IoBuf>>>,
+    first_err: Option<BufferError>,
+}
+
 impl Shared {
     /// Writes the given frames (each Ready, dirty, mapped, and marked
     /// `writing` by the caller). Every frame's `writing` flag is cleared
@@ -77,6 +93,21 @@ impl Shared {
         frames: Vec<usize>,
         mode: LatchMode,
     ) -> Result<WriteOutcome, BufferError> {
+        let mut spare = Vec::new();
+        let started = self.start_frames(frames, mode, &mut spare)?;
+        self.finish_frames(started, &mut spare)
+    }
+
+    /// Steps 1–4 of `write_frames`: copies (into `spare`'s page buffers
+    /// while it has any), seals, makes the log durable and submits. On an
+    /// error every frame's `writing` flag is cleared and nothing was
+    /// submitted; on success `finish_frames` must be called.
+    fn start_frames(
+        &self,
+        frames: Vec<usize>,
+        mode: LatchMode,
+        spare: &mut Vec<IoBuf>,
+    ) -> Result<InFlight, BufferError> {
         if self.is_poisoned() {
             self.end_writes(&frames, &[]);
             return Err(self.poison_error());
@@ -85,7 +116,7 @@ impl Shared {
         let mut skipped = Vec::new();
         let mut first_err = None;
         for &frame in &frames {
-            match self.copy_frame(frame, mode) {
+            match self.copy_frame(frame, mode, spare) {
                 Ok(Copied::Ready(job)) => jobs.push(job),
                 Ok(Copied::Skipped(f)) => skipped.push(f),
                 Err(e) => {
@@ -116,7 +147,7 @@ impl Shared {
                 _ => runs.push(i..i + 1),
             }
         }
-        let pending: Vec<_> = runs
+        let pending: Vec<IoFuture<Vec<IoBuf>>> = runs
             .iter()
             .map(|run| {
                 let bufs: Vec<IoBuf> = jobs[run.clone()]
@@ -136,15 +167,43 @@ impl Shared {
                     .writev_at(first.handle, page_offset(first.key.page), bufs)
             })
             .collect();
+        Ok(InFlight {
+            frames,
+            jobs,
+            runs,
+            pending,
+            first_err,
+        })
+    }
+
+    /// Step 5 of `write_frames`: waits for the writes `start_frames`
+    /// submitted, records them, and clears every frame's `writing` flag.
+    /// The page buffers the writes return go to `spare`. Returns the first
+    /// error of the batch.
+    fn finish_frames(
+        &self,
+        batch: InFlight,
+        spare: &mut Vec<IoBuf>,
+    ) -> Result<WriteOutcome, BufferError> {
+        let InFlight {
+            frames,
+            jobs,
+            runs,
+            pending,
+            mut first_err,
+        } = batch;
         let results: Vec<_> = pending.into_iter().map(|f| f.wait()).collect();
         let mut done = Vec::with_capacity(jobs.len());
         for (run, result) in runs.into_iter().zip(results) {
             match result {
-                Ok(_) => done.extend(
-                    jobs[run]
-                        .iter()
-                        .map(|job| (job.frame, job.key.file, job.mod_count)),
-                ),
+                Ok(bufs) => {
+                    spare.extend(bufs);
+                    done.extend(
+                        jobs[run]
+                            .iter()
+                            .map(|job| (job.frame, job.key.file, job.mod_count)),
+                    );
+                }
                 Err(source) => {
                     // Every page of a failed write stays dirty; the error
                     // names the run's first page.
@@ -168,8 +227,14 @@ impl Shared {
         }
     }
 
-    /// Step 1–2: copies a page under its shared latch and seals the copy.
-    fn copy_frame(&self, frame: usize, mode: LatchMode) -> Result<Copied, BufferError> {
+    /// Step 1–2: copies a page under its shared latch (into a buffer of
+    /// `spare` when it has one) and seals the copy.
+    fn copy_frame(
+        &self,
+        frame: usize,
+        mode: LatchMode,
+        spare: &mut Vec<IoBuf>,
+    ) -> Result<Copied, BufferError> {
         let data = &self.frames[frame].data;
         let latch = match mode {
             LatchMode::Block => data.read(),
@@ -195,7 +260,14 @@ impl Shared {
             let mod_count = m.mod_count;
             (key, meta.handle(key.file)?, mod_count)
         };
-        let mut buf = IoBuf::aligned_from(&latch);
+        let mut buf = match spare.pop() {
+            // Every byte is overwritten: the old page's bytes never leak.
+            Some(mut buf) if buf.len() == latch.len() && buf.is_aligned() => {
+                buf.copy_from_slice(&latch);
+                buf
+            }
+            _ => IoBuf::aligned_from(&latch),
+        };
         drop(latch);
         let lsn = page::page_lsn(&buf).unwrap_or(Lsn::ZERO);
         page::seal(&mut buf).map_err(|source| BufferError::PageCorrupt {
@@ -290,6 +362,30 @@ impl Shared {
         if self.is_poisoned() {
             return Err(self.poison_error());
         }
+        let mut in_flight = None;
+        let mut spare = Vec::new();
+        let written = self.write_dirty(&matches, &mut in_flight, &mut spare);
+        // A batch still in flight is finished whatever happened: its frames
+        // stay `writing` until it is.
+        let finished = match in_flight {
+            Some((batch, keys)) => self.finish_batch(batch, keys, &mut spare),
+            None => Ok(()),
+        };
+        written?;
+        finished?;
+        self.sync_files(matches)
+    }
+
+    /// `flush_where`'s writes, in batches of `FLUSH_BATCH_PAGES`; each
+    /// batch is submitted before the previous one (`in_flight`, with the
+    /// keys it was given) is waited for. The caller finishes the batch left
+    /// in `in_flight`, also after an error.
+    fn write_dirty(
+        &self,
+        matches: &impl Fn(FileId) -> bool,
+        in_flight: &mut Option<(InFlight, Vec<PageKey>)>,
+        spare: &mut Vec<IoBuf>,
+    ) -> Result<(), BufferError> {
         let mut todo: Vec<(usize, PageKey)> = {
             let meta = self.meta.lock();
             meta.frames
@@ -330,16 +426,56 @@ impl Shared {
                 // (none of its frames can be evicted meanwhile): a tree split
                 // holds a latch while it waits for a frame (invariant 11), so
                 // waiting for that latch here could wait forever. A page left
-                // latched is written alone, waiting for its latch: that
-                // withholds no frame, a latched page being pinned anyway.
-                self.write_frames(batch, LatchMode::Try)?;
-                for key in keys {
-                    self.flush_page(key)?;
+                // latched is written alone, waiting for its latch, once no
+                // batch is in flight (`finish_batch`): that withholds no
+                // frame, a latched page being pinned anyway.
+                let started = self.start_frames(batch, LatchMode::Try, spare)?;
+                if let Some((previous, previous_keys)) = in_flight.replace((started, keys)) {
+                    self.finish_frames(previous, spare)?;
+                    if self.any_dirty(&previous_keys) {
+                        if let Some((current, current_keys)) = in_flight.take() {
+                            self.finish_batch(current, current_keys, spare)?;
+                        }
+                        self.flush_pages(previous_keys)?;
+                    }
                 }
             }
             todo = later;
         }
-        self.sync_files(matches)
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, then writes alone each of its pages
+    /// still dirty (skipped as latched, or changed since its copy).
+    fn finish_batch(
+        &self,
+        batch: InFlight,
+        keys: Vec<PageKey>,
+        spare: &mut Vec<IoBuf>,
+    ) -> Result<(), BufferError> {
+        self.finish_frames(batch, spare)?;
+        if self.any_dirty(&keys) {
+            self.flush_pages(keys)?;
+        }
+        Ok(())
+    }
+
+    /// `flush_page` of each of `keys`, in order.
+    fn flush_pages(&self, keys: Vec<PageKey>) -> Result<(), BufferError> {
+        for key in keys {
+            self.flush_page(key)?;
+        }
+        Ok(())
+    }
+
+    /// Whether any of `keys` is cached and dirty.
+    fn any_dirty(&self, keys: &[PageKey]) -> bool {
+        let meta = self.meta.lock();
+        keys.iter().any(|key| {
+            self.table
+                .get(key)
+                .is_some_and(|frame| meta.frames[frame].dirty)
+        })
     }
 
     /// fdatasync of every matching file written since its last sync.

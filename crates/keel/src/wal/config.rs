@@ -64,7 +64,15 @@ pub struct WalConfig {
     pub commit: CommitMode,
     /// Also flush every this many microseconds when there is unflushed log.
     pub flush_interval_us: Option<u64>,
-    /// Also flush when this many bytes are unflushed.
+    /// Also flush when this many bytes are unflushed: the log's
+    /// background thread then writes and syncs them (in batches of
+    /// `max_batch_bytes`) while appenders go on. The default, 1 MiB (one
+    /// batch), lets a large transaction's log reach the disk while it is
+    /// still running, on another core, so that its commit waits only for
+    /// the last batch or two instead of writing all of it; the records
+    /// written free their memory for the next ones. Small commits never
+    /// reach it: each commit's flush writes everything before it. `None`
+    /// leaves all writing to commits, page writes and a full buffer.
     pub flush_size_bytes: Option<u64>,
     /// Most bytes one flush writes before syncing (the unsynced batch bound
     /// recorded in each segment header). Larger batches amortize a sync over
@@ -112,7 +120,7 @@ impl Default for WalConfig {
             segment_size_bytes: 16 << 20,
             commit: CommitMode::Sync,
             flush_interval_us: None,
-            flush_size_bytes: None,
+            flush_size_bytes: Some(1 << 20),
             max_batch_bytes: 1 << 20,
             buffer_capacity_bytes: 32 << 20,
             direct_io: false,

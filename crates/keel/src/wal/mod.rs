@@ -21,7 +21,9 @@
 //! (cutting a torn tail, refusing a corrupt middle), zeroes the bytes a torn
 //! batch may have left after that end so no stale record can ever appear to
 //! continue the log, and keeps the next segment prepared ahead of the writer
-//! on a background thread, which also runs the interval flush policies.
+//! on a background thread, which also runs the interval and size flush
+//! policies (by default, the size policy writes a large transaction's log
+//! while it runs: [`WalConfig::flush_size_bytes`]).
 //!
 //! Left out here: what records mean (heap/, recovery/) and when segments are
 //! retired (checkpoints call [`Wal::retire_before`], which keeps every
