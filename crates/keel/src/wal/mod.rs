@@ -916,7 +916,13 @@ impl Wal {
     }
 
     fn stop_background(&mut self) {
-        self.segments.stop.store(true, Ordering::Release);
+        // Set under the state lock: the thread checks the flag under it
+        // before it waits, so it either sees the flag or is already
+        // waiting when the wake-up comes (none is lost).
+        {
+            let _st = self.segments.state.lock();
+            self.segments.stop.store(true, Ordering::Release);
+        }
         self.segments.wake.notify_all();
         if let Some(h) = self.background.take() {
             let _ = h.join();
