@@ -32,18 +32,9 @@ use std::time::Duration;
 
 use common::*;
 use keel::{Database, RelationId};
-use keel_archive::StoreConfig;
-use keel_archive::{ArchiveReader, ArchiveTarget, Archiver, BackupOptions, RestoreTarget};
+use keel_archive::Archiver;
+use keel_io::OpKind;
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
-use keel_io::{AsyncIo, OpKind};
-
-/// The primary's directory on the simulated disk.
-const DIR: &str = "/keel-sim-primary";
-
-fn open_sim(sim: &Arc<SimIo>) -> Arc<Database> {
-    let io = Arc::clone(sim) as Arc<dyn AsyncIo>;
-    Arc::new(Database::open_with_io(DIR, config(), io).expect("open the primary"))
-}
 
 /// Commits rows `from..from + n`, one per transaction, whatever fails: the
 /// acknowledged rows and the rows whose commit returned an error.
@@ -66,25 +57,14 @@ fn commit(db: &Database, rel: RelationId, from: usize, n: usize) -> (Vec<Vec<u8>
 
 /// Opens the primary again; its relation.
 fn reopen(sim: &Arc<SimIo>) -> (Arc<Database>, RelationId) {
-    let db = open_sim(sim);
+    let db = open_sim_primary(sim);
     let rel = db.relation("r").unwrap().expect("the relation survives");
     (db, rel)
 }
 
 /// One round; whether the full disk made a commit fail.
 fn round(seed: u64, root: &Path) -> bool {
-    let store = root.join(format!("store-{seed}"));
-    std::fs::create_dir_all(&store).unwrap();
-    let t = ArchiveTarget::new(StoreConfig::Local(store), "db");
-    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-    let db = open_sim(&sim);
-    let rel = db.create_relation("r").unwrap();
-    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-    let options = BackupOptions {
-        archive_timeout: Duration::from_secs(30),
-        ..BackupOptions::default()
-    };
-    keel_archive::backup(&db, &archiver, &t, &options).unwrap();
+    let (t, sim, db, rel, archiver) = archived_sim_primary(root, seed);
     let (mut acked, failed) = commit(&db, rel, 0, 20);
     assert!(failed.is_empty(), "seed {seed}: no fault was set yet");
 
@@ -148,21 +128,7 @@ fn round(seed: u64, root: &Path) -> bool {
     let id = db.database_id();
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 
-    let reader = ArchiveReader::open(&t, Duration::from_secs(5)).unwrap();
-    reader
-        .verify(1, Some(id))
-        .unwrap_or_else(|e| panic!("seed {seed}: the archive: {e}"));
-    let restored = root.join(format!("restored-{seed}"));
-    keel_archive::restore(
-        &t,
-        &restored,
-        1,
-        RestoreTarget::End,
-        config(),
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("seed {seed}: restore: {e}"));
-    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+    let got = verify_and_restore(&t, root, seed, id, &format!("seed {seed}"));
     let want: BTreeSet<Vec<u8>> = acked.into_iter().collect();
     let lost = want.difference(&got).count();
     assert_eq!(
@@ -183,11 +149,7 @@ fn round(seed: u64, root: &Path) -> bool {
 
 #[test]
 fn a_primary_whose_disk_fills_keeps_an_archive_that_restores_every_row() {
-    let rounds = std::env::var("KEEL_ARCHIVER_FULL_DISK_ROUNDS")
-        .ok()
-        .map_or(24, |v| {
-            v.parse().expect("KEEL_ARCHIVER_FULL_DISK_ROUNDS: a number")
-        });
+    let rounds = rounds_from_env("KEEL_ARCHIVER_FULL_DISK_ROUNDS", 24);
     let tmp = tempfile::tempdir().unwrap();
     let mut filled = 0;
     for seed in 1..=rounds {

@@ -28,18 +28,9 @@ use std::time::Duration;
 
 use common::*;
 use keel::{Database, RelationId};
-use keel_archive::StoreConfig;
-use keel_archive::{ArchiveReader, ArchiveTarget, Archiver, BackupOptions, RestoreTarget};
+use keel_archive::Archiver;
 use keel_io::AsyncIo;
 use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimDisk, SimIo};
-
-/// The primary's directory on the simulated disk.
-const DIR: &str = "/keel-sim-primary";
-
-fn open_sim(sim: &Arc<SimIo>) -> Arc<Database> {
-    let io = Arc::clone(sim) as Arc<dyn AsyncIo>;
-    Arc::new(Database::open_with_io(DIR, config(), io).expect("open the primary"))
-}
 
 /// Commits rows `from..` one per transaction until `n` are acknowledged or
 /// a commit fails (the kill); the acknowledged rows, and the first row
@@ -69,29 +60,18 @@ fn cut_during_recovery(seed: u64, disk: SimDisk, cut: bool, rng: &mut Rng) -> (S
     }
     // The I/Os an uncut open of the same disk makes.
     let probe = Arc::new(SimIo::from_disk(disk.clone(), SimConfig::seeded(seed + 3)));
-    drop(open_sim(&probe));
+    drop(open_sim_primary(&probe));
     let ops = probe.op_count();
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 4)));
     sim.add_fault(FaultRule::at_op(rng.below(ops.max(1)), Fault::PowerCut));
     let io = Arc::clone(&sim) as Arc<dyn AsyncIo>;
-    let failed = Database::open_with_io(DIR, config(), io).is_err();
+    let failed = Database::open_with_io(SIM_PRIMARY, config(), io).is_err();
     (sim.crash(), failed)
 }
 
 /// One round; whether a power cut made the reopen after the kill fail.
 fn round(seed: u64, root: &Path) -> bool {
-    let store = root.join(format!("store-{seed}"));
-    std::fs::create_dir_all(&store).unwrap();
-    let t = ArchiveTarget::new(StoreConfig::Local(store), "db");
-    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-    let db = open_sim(&sim);
-    let rel = db.create_relation("r").unwrap();
-    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-    let options = BackupOptions {
-        archive_timeout: Duration::from_secs(30),
-        ..BackupOptions::default()
-    };
-    keel_archive::backup(&db, &archiver, &t, &options).unwrap();
+    let (t, sim, db, rel, archiver) = archived_sim_primary(root, seed);
     let (mut acked, next) = commit(&db, rel, 0, 20);
     assert_eq!(acked.len(), 20, "seed {seed}: no fault was set yet");
 
@@ -113,7 +93,7 @@ fn round(seed: u64, root: &Path) -> bool {
     let (disk, recovery_cut) = cut_during_recovery(seed, disk, seed.is_multiple_of(2), &mut rng);
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2)));
 
-    let db = open_sim(&sim);
+    let db = open_sim_primary(&sim);
     let rel = db.relation("r").unwrap().expect("the relation survives");
     let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
     let (after, _) = commit(&db, rel, cut_off + 1, 30);
@@ -133,7 +113,7 @@ fn round(seed: u64, root: &Path) -> bool {
     let local = keel_archive::local::Local::new(Arc::clone(db.io()));
     let status = local
         .read_small(
-            &Path::new(DIR).join(keel_archive::status::STATUS_FILE),
+            &Path::new(SIM_PRIMARY).join(keel_archive::status::STATUS_FILE),
             4096,
         )
         .unwrap()
@@ -146,21 +126,13 @@ fn round(seed: u64, root: &Path) -> bool {
     let id = db.database_id();
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 
-    let reader = ArchiveReader::open(&t, Duration::from_secs(5)).unwrap();
-    reader
-        .verify(1, Some(id))
-        .unwrap_or_else(|e| panic!("seed {seed} (kill at op {at}): the archive: {e}"));
-    let restored = root.join(format!("restored-{seed}"));
-    keel_archive::restore(
+    let got = verify_and_restore(
         &t,
-        &restored,
-        1,
-        RestoreTarget::End,
-        config(),
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("seed {seed}: restore: {e}"));
-    let got: BTreeSet<Vec<u8>> = rows(&restored, "r").into_iter().collect();
+        root,
+        seed,
+        id,
+        &format!("seed {seed} (kill at op {at})"),
+    );
     let want: BTreeSet<Vec<u8>> = acked.into_iter().collect();
     let lost: Vec<_> = want.difference(&got).collect();
     assert!(
@@ -179,11 +151,7 @@ fn round(seed: u64, root: &Path) -> bool {
 
 #[test]
 fn a_primary_killed_then_power_cut_keeps_an_archive_that_restores_every_row() {
-    let rounds = std::env::var("KEEL_ARCHIVER_KPC_ROUNDS")
-        .ok()
-        .map_or(40, |v| {
-            v.parse().expect("KEEL_ARCHIVER_KPC_ROUNDS: a number")
-        });
+    let rounds = rounds_from_env("KEEL_ARCHIVER_KPC_ROUNDS", 40);
     let tmp = tempfile::tempdir().unwrap();
     let mut recoveries_cut = 0;
     for seed in 1..=rounds {

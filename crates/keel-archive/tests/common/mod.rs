@@ -603,3 +603,78 @@ pub fn cleanup_removes_only_incomplete_backups(target: &ArchiveTarget) {
         (complete.as_str(), true, 3)
     );
 }
+
+/// The data directory of a primary on the simulated disk.
+pub const SIM_PRIMARY: &str = "/keel-sim-primary";
+
+/// Opens (creating it if needed) the primary at [`SIM_PRIMARY`] on `sim`.
+pub fn open_sim_primary(sim: &Arc<keel_io::sim::SimIo>) -> Arc<Database> {
+    let io = Arc::clone(sim) as Arc<dyn keel_io::AsyncIo>;
+    Arc::new(Database::open_with_io(SIM_PRIMARY, config(), io).expect("open the primary"))
+}
+
+/// Verifies timeline 1 of `target` (LSN continuity, every CRC, database
+/// `id`), restores it to its end into `root/restored-<seed>` and returns
+/// the rows of relation `r` there. `what` names the round in failures.
+pub fn verify_and_restore(
+    target: &ArchiveTarget,
+    root: &std::path::Path,
+    seed: u64,
+    id: u64,
+    what: &str,
+) -> std::collections::BTreeSet<Vec<u8>> {
+    let reader = ArchiveReader::open(target, Duration::from_secs(5)).unwrap();
+    reader
+        .verify(1, Some(id))
+        .unwrap_or_else(|e| panic!("{what}: the archive: {e}"));
+    let restored = root.join(format!("restored-{seed}"));
+    keel_archive::restore(
+        target,
+        &restored,
+        1,
+        keel_archive::RestoreTarget::End,
+        config(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{what}: restore: {e}"));
+    rows(&restored, "r").into_iter().collect()
+}
+
+/// The rounds a randomized test runs: the number in environment variable
+/// `var`, or `default`.
+pub fn rounds_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var).ok().map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{var}: a number of rounds, not {v:?}"))
+    })
+}
+
+/// A fresh primary on a simulated disk seeded by `seed`, with relation `r`,
+/// archiving to a local store under `root` and with a base backup taken:
+/// the target, the simulator, the database, `r` and the archiver.
+pub fn archived_sim_primary(
+    root: &std::path::Path,
+    seed: u64,
+) -> (
+    ArchiveTarget,
+    Arc<keel_io::sim::SimIo>,
+    Arc<Database>,
+    RelationId,
+    Archiver,
+) {
+    let store = root.join(format!("store-{seed}"));
+    std::fs::create_dir_all(&store).unwrap();
+    let t = ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
+    let sim = Arc::new(keel_io::sim::SimIo::new(keel_io::sim::SimConfig::seeded(
+        seed,
+    )));
+    let db = open_sim_primary(&sim);
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    keel_archive::backup(&db, &archiver, &t, &options).unwrap();
+    (t, sim, db, rel, archiver)
+}
