@@ -397,7 +397,8 @@ enum TwoStage {
 /// Kill, restart, power cut, under the concurrent workload (each thread on
 /// a relation of its own, so a restart's redo often leaves some files
 /// unwritten): the process is killed at a random I/O operation (its
-/// unsynced writes stay in the page cache), the next one recovers and
+/// unsynced writes stay in the page cache; in half of the cycles a sync
+/// failed before, dropping data the page cache keeps), the next one recovers and
 /// either runs the workers again until a power cut or loses power during
 /// that recovery. Every check of the single-crash test holds after the
 /// kill's recovery and after the final one (invariant 14).
@@ -411,6 +412,10 @@ fn two_stage(seed: u64) -> TwoStage {
     db.create_tree(TREE).unwrap();
     let kill = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
+    // Sometimes a failed sync first (`common::sync_failure`).
+    if let Some(rule) = common::sync_failure(&mut rng) {
+        sim.add_fault(rule);
+    }
     let starts = vec![Model::default(); usize::from(THREADS)];
     let mut side = Side::default();
     let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);

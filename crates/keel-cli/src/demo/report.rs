@@ -120,9 +120,12 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
         (
             "recovery".into(),
             format!(
-                "{:.1} ms; read {} records ({}) from {}; redid {} on {} pages, skipped {}; \
+                "{:.1} ms; rewrote {} of log and {} pages it names before trusting them; \
+                 read {} records ({}) from {}; redid {} on {} pages, skipped {}; \
                  undid {} txns ({} records); {} pages checked against logged images",
                 r.duration.as_secs_f64() * 1e3,
+                mib(r.log_bytes_rewritten),
+                r.pages_rewritten,
                 r.records_scanned,
                 mib(r.bytes_scanned),
                 r.redo_start,

@@ -23,8 +23,17 @@
 //!    pages that look written, trusts the log's tail up to where it ends,
 //!    and its checkpoint moves the redo point past both), so what it reads
 //!    must first be made what the disk holds.
+//!    A sync that *failed* in the dead process is not repaired by syncing
+//!    again: the kernel may have dropped the write and kept the pages in
+//!    its cache, clean. So an unclean open also writes again what it is
+//!    about to trust: the log from the redo start to its end, synced
+//!    before recovery reads it ([`crate::wal::Wal::rewrite_tail`]), and
+//!    every page a record from the redo start on names, which redo leaves
+//!    dirty for the checkpoint that ends recovery
+//!    ([`crate::recovery`]'s redo).
 //! 5. Open the log (which may cut a torn tail and prepare segments: it
-//!    writes only after step 4) and check it belongs with `control`; then
+//!    writes only after step 4) and check it belongs with `control`,
+//!    rewriting its tail after an unclean stop; then
 //!    the relation files (their lengths checked against what the log and
 //!    the saved maps know), recovery, the catalog (naming each file, and
 //!    settling files no row names, [`crate::recovery::ddl`]), the free

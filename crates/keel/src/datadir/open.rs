@@ -42,7 +42,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
     let dir_lock = lock_dir(dir)?;
     let control = read_control(&io, dir)?;
     let synced = super::sync_if_unclean(&io, dir, control.as_ref(), config.recovery_init_sync)?;
-    let store = open_store(dir, config, io, control.as_ref())?;
+    let (store, log_rewritten) = open_store(dir, config, io, control.as_ref(), synced.is_some())?;
     let mut rels = open_relation_files(&store, dir, control.is_some())?;
     let recovered = recover(
         &store,
@@ -61,6 +61,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
     );
     let mut report = recovered.report;
     report.data_dir_sync = synced;
+    report.log_bytes_rewritten = log_rewritten;
     report.orphan_files = orphans;
     report.creates_removed = removed;
     let engine = Engine {
@@ -122,13 +123,17 @@ fn reclaim_emptied(
 }
 
 /// Opens the log (checking it belongs with `control`) and builds the
-/// storage context on it.
+/// storage context on it. After an `unclean` stop the log from the last
+/// complete checkpoint's redo start on is written again and synced before
+/// anything reads it ([`Wal::rewrite_tail`], invariant 14); returns the
+/// bytes that took.
 fn open_store(
     dir: &Path,
     config: &Config,
     io: Arc<dyn AsyncIo>,
     control: Option<&Control>,
-) -> Result<Storage> {
+    unclean: bool,
+) -> Result<(Storage, u64)> {
     let scan_start = control.map(|c| c.scan_start());
     let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), config.wal.clone(), scan_start)?;
     if let Some(c) = control
@@ -144,9 +149,13 @@ fn open_store(
         }
         .into());
     }
+    let log_rewritten = match unclean {
+        true => wal.rewrite_tail(control.map(|c| c.redo_start))?,
+        false => 0,
+    };
     let wal = Arc::new(wal);
     let pool = BufferPool::new(io.clone(), wal.clone(), config.buffer.clone())?;
-    Ok(Storage {
+    let store = Storage {
         io,
         pool,
         wal,
@@ -154,7 +163,8 @@ fn open_store(
         reserved: Mutex::new(HashMap::new()),
         locks: LockManager::new(config.lock_timeout),
         consistency_check: config.consistency_check,
-    })
+    };
+    Ok((store, log_rewritten))
 }
 
 /// Opens every relation file in `rel/` (creating the catalog's on a new
@@ -374,7 +384,7 @@ pub(crate) fn apply_redo_only(
         .into());
     };
     let synced = super::sync_if_unclean(&io, dir, Some(&control), config.recovery_init_sync)?;
-    let store = open_store(dir, config, io, Some(&control))?;
+    let (store, log_rewritten) = open_store(dir, config, io, Some(&control), synced.is_some())?;
     let mut rels = open_relation_files(&store, dir, true)?;
     let recovered = recover(
         &store,
@@ -407,6 +417,7 @@ pub(crate) fn apply_redo_only(
     report.drops_completed = drops;
     report.creates_removed = creates;
     report.data_dir_sync = synced;
+    report.log_bytes_rewritten = log_rewritten;
     let restartpoint = recovered
         .last_checkpoint
         .filter(|c| c.end > control.checkpoint_end)

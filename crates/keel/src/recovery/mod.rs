@@ -212,7 +212,8 @@ pub(crate) fn recover(
         }
         Ok(())
     })?;
-    let redone = redo.finish()?;
+    let mut redone = redo.finish()?;
+    redone.report.pages_rewritten = redone.rewritten.difference(&redone.touched).count() as u64;
     let mut ddl = analysis.ddl;
     for (&rel, &lsn) in &redone.missing {
         ddl.missing(rel, lsn);
@@ -290,6 +291,16 @@ pub struct RecoveryReport {
     pub records_skipped: u64,
     /// Distinct pages redo changed.
     pub pages_redone: u64,
+    /// Distinct pages redo found already holding a record (read from
+    /// their file, which after a kill may mean from the kernel's page
+    /// cache only) and left dirty all the same, so that the checkpoint
+    /// ending recovery writes and syncs them before the redo point moves
+    /// past their records (invariant 14).
+    pub pages_rewritten: u64,
+    /// Log bytes an unclean open wrote again and synced before recovery
+    /// read them ([`crate::wal::Wal::rewrite_tail`], invariant 14); 0
+    /// after a clean shutdown.
+    pub log_bytes_rewritten: u64,
     /// Transactions rolled back (losers).
     pub txns_undone: u64,
     /// Records those rollbacks undid.

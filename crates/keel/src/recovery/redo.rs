@@ -7,6 +7,18 @@
 //! other page is fetched (invariant 11), and records then the page's free
 //! space and, if it changed the page, that it was touched. Every page redo
 //! changed must verify when redo lets go of it (invariants 9, 10).
+//!
+//! A page that already holds a record is skipped, yet left dirty: the
+//! checkpoint that ends recovery (or a standby's restartpoint) writes and
+//! syncs it before the redo point moves past the record. Read after a
+//! kill, the page may come from the kernel's page cache only: a sync that
+//! failed in the dead process leaves its pages there clean (Linux after a
+//! writeback error), so no later sync writes them unless they are written
+//! again, and the disk may hold an older or torn page the log would no
+//! longer repair (invariant 14). Every page a record at or after the redo
+//! start names is therefore written by recovery, whether redo changed it
+//! or not; a page no such record names was made durable by the checkpoint
+//! that redo starts from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -55,6 +67,8 @@ struct Cached<'s> {
     guard: PageWriteGuard<'s>,
     /// Whether redo applied a record to it.
     changed: bool,
+    /// Whether redo marked it dirty without changing it (module docs).
+    rewrite: bool,
     /// The last record redo applied to it.
     last_lsn: Lsn,
 }
@@ -80,6 +94,8 @@ pub(super) struct Redone {
     pub touched: FxHashSet<(RelationId, PageId)>,
     /// Free space of each page redo saw, as redo left it.
     pub space: FxHashMap<(RelationId, PageId), PageSpace>,
+    /// Pages redo marked dirty without changing them (module docs).
+    pub rewritten: FxHashSet<(RelationId, PageId)>,
     /// Relations a record named (at this LSN, the first) without a file.
     pub missing: BTreeMap<RelationId, Lsn>,
     /// Tree leaves a transaction's key delete (or a CLR's) named in the log
@@ -109,6 +125,7 @@ impl<'s, 'r> Redo<'s, 'r> {
                 report,
                 touched: FxHashSet::default(),
                 space: FxHashMap::default(),
+                rewritten: FxHashSet::default(),
                 missing: BTreeMap::new(),
                 deleted_on: FxHashMap::default(),
             },
@@ -247,6 +264,11 @@ impl<'s, 'r> Redo<'s, 'r> {
             None => Err(recovery(h.lsn, format!("relation {rid} not found"))),
         })?;
         if let Some(l) = page_lsn(&c.guard).filter(|&l| l >= h.lsn) {
+            if !c.changed && !c.rewrite {
+                // Leaves the page (and its LSN) as it is, dirty.
+                c.guard.mark_dirty(l);
+                c.rewrite = true;
+            }
             self.cached = Some(c);
             return self.skip(h.lsn, rid, pid, l);
         }
@@ -351,6 +373,7 @@ impl<'s, 'r> Redo<'s, 'r> {
             rid,
             guard: open()?,
             changed: false,
+            rewrite: false,
             last_lsn: lsn,
         })
     }
@@ -375,6 +398,8 @@ impl<'s, 'r> Redo<'s, 'r> {
                 .insert((c.rid, pid), PageSpace::of(&c.guard, pid));
             if c.changed {
                 self.out.touched.insert((c.rid, pid));
+            } else if c.rewrite {
+                self.out.rewritten.insert((c.rid, pid));
             }
         }
         Ok(())

@@ -842,6 +842,76 @@ impl Wal {
         self.open_end
     }
 
+    /// Writes the log from `from` (rounded down to a 4 KiB block; `None`:
+    /// the oldest segment) up to where it ended at the open again, byte
+    /// for byte as it reads, and syncs each segment it wrote; returns the
+    /// bytes written. Called by an unclean open before recovery reads the log
+    /// (invariant 14).
+    ///
+    /// A sync that failed in a process that died since may have left its
+    /// batch in the kernel's page cache only, marked clean (Linux after a
+    /// writeback error): the next process reads it as log, and its own
+    /// syncs, the open's data-directory sync included, never write it. A
+    /// write marks those pages dirty again, so the sync that follows makes
+    /// them what the disk holds. Only what follows the last complete
+    /// checkpoint can be in that state: the dead process's sync of that
+    /// checkpoint's records succeeded, and a failed sync poisons the log
+    /// before anything later is acknowledged (invariant 7). Segment headers
+    /// are rewritten with the rest; segments past the end hold nothing yet
+    /// (their preparation synced them before they were put in place).
+    pub fn rewrite_tail(&self, from: Option<Lsn>) -> Result<u64, WalError> {
+        const CHUNK: u64 = 1 << 20;
+        let g = self.geometry;
+        let end = self.open_end;
+        let first = from.map_or(0, |f| g.segment_of(f));
+        let last = g.segment_of(end);
+        let mut written = 0u64;
+        for n in self
+            .dir
+            .list()?
+            .into_iter()
+            .filter(|&n| n >= first && n <= last)
+        {
+            let until = if n == last {
+                g.offset_in_segment(end)
+            } else {
+                g.segment_size
+            };
+            if until == 0 {
+                continue;
+            }
+            self.dir.with_segment(n, true, |fh| {
+                let mut at = match from {
+                    Some(f) if g.segment_of(f) == n => g.offset_in_segment(f) & !4095,
+                    _ => 0,
+                };
+                while at < until {
+                    let len = (until - at).min(CHUNK) as usize;
+                    let (mut buf, got) = self
+                        .io
+                        .read_at(fh, at, IoBuf::zeroed(len))
+                        .wait()
+                        .map_err(WalError::io("read the log to rewrite it"))?;
+                    if got == 0 {
+                        break;
+                    }
+                    buf.truncate(got);
+                    self.io
+                        .write_at(fh, at, buf)
+                        .wait()
+                        .map_err(WalError::io("rewrite the log"))?;
+                    at += got as u64;
+                    written += got as u64;
+                }
+                self.io
+                    .fdatasync(fh)
+                    .wait()
+                    .map_err(WalError::io("sync the rewritten log"))
+            })?;
+        }
+        Ok(written)
+    }
+
     /// Retires every segment that lies wholly before `lsn` (the redo point
     /// of the last checkpoint), the hold ([`Wal::hold_from`]) and the
     /// oldest pin ([`Wal::pin_from`]), whichever is oldest, as the
