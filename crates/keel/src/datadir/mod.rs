@@ -26,8 +26,8 @@
 //!    A sync that *failed* in the dead process is not repaired by syncing
 //!    again: the kernel may have dropped the write and kept the pages in
 //!    its cache, clean. So an unclean open also writes again what it is
-//!    about to trust: the log from the redo start to its end, synced
-//!    before recovery reads it ([`crate::wal::Wal::rewrite_tail`]), and
+//!    about to trust: the log's last batch, synced before recovery reads
+//!    it ([`crate::wal::Wal::rewrite_tail`]), and
 //!    every page a record from the redo start on names, which redo leaves
 //!    dirty for the checkpoint that ends recovery
 //!    ([`crate::recovery`]'s redo).

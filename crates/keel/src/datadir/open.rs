@@ -123,10 +123,10 @@ fn reclaim_emptied(
 }
 
 /// Opens the log (checking it belongs with `control`) and builds the
-/// storage context on it. After an `unclean` stop the log from the last
-/// complete checkpoint's redo start on is written again and synced before
-/// anything reads it ([`Wal::rewrite_tail`], invariant 14); returns the
-/// bytes that took.
+/// storage context on it. After an `unclean` stop the log's last batch
+/// (none of it before the control file's redo start) is written again
+/// and synced before anything reads it ([`Wal::rewrite_tail`], invariant
+/// 14); returns the bytes that took.
 fn open_store(
     dir: &Path,
     config: &Config,

@@ -842,29 +842,40 @@ impl Wal {
         self.open_end
     }
 
-    /// Writes the log from `from` (rounded down to a 4 KiB block; `None`:
-    /// the oldest segment) up to where it ended at the open again, byte
-    /// for byte as it reads, and syncs each segment it wrote; returns the
-    /// bytes written. Called by an unclean open before recovery reads the log
-    /// (invariant 14).
+    /// Writes the last batch the log may hold only in the kernel's page
+    /// cache again, byte for byte as it reads, and syncs it; returns the
+    /// bytes written. Called by an unclean open before recovery reads the
+    /// log (invariant 14).
     ///
     /// A sync that failed in a process that died since may have left its
-    /// batch in the kernel's page cache only, marked clean (Linux after a
-    /// writeback error): the next process reads it as log, and its own
-    /// syncs, the open's data-directory sync included, never write it. A
-    /// write marks those pages dirty again, so the sync that follows makes
-    /// them what the disk holds. Only what follows the last complete
-    /// checkpoint can be in that state: the dead process's sync of that
-    /// checkpoint's records succeeded, and a failed sync poisons the log
-    /// before anything later is acknowledged (invariant 7). Segment headers
-    /// are rewritten with the rest; segments past the end hold nothing yet
-    /// (their preparation synced them before they were put in place).
-    pub fn rewrite_tail(&self, from: Option<Lsn>) -> Result<u64, WalError> {
+    /// batch in the page cache only, marked clean (Linux after a writeback
+    /// error): the next process reads it as log, and its own syncs, the
+    /// open's data-directory sync included, never write it. A write marks
+    /// those pages dirty again, so the sync that follows makes them what
+    /// the disk holds. Only the last batch can be in that state: the
+    /// writer syncs each batch before it writes the next (`batch`), and a
+    /// failed sync poisons the log (invariant 7), so nothing is written
+    /// after it. So the rewrite covers one batch and one record before the
+    /// end (a batch holds at least one record, whatever its size; the
+    /// larger of the segment header's and this configuration's batch size),
+    /// and nothing before `not_before`, the last complete checkpoint's redo
+    /// start, which that process synced. A batch never spans segments, but
+    /// the window may, when the end is at the start of a segment.
+    pub fn rewrite_tail(&self, not_before: Option<Lsn>) -> Result<u64, WalError> {
         const CHUNK: u64 = 1 << 20;
         let g = self.geometry;
         let end = self.open_end;
-        let first = from.map_or(0, |f| g.segment_of(f));
         let last = g.segment_of(end);
+        let batch = self
+            .dir
+            .read_header(last)
+            .map_or(0, |h| h.max_batch_bytes)
+            .max(self.config.max_batch_bytes);
+        let from = Lsn(end
+            .0
+            .saturating_sub(stale_window(u64::from(batch)))
+            .max(not_before.map_or(0, |l| l.0)));
+        let first = g.segment_of(from);
         let mut written = 0u64;
         for n in self
             .dir
@@ -881,9 +892,9 @@ impl Wal {
                 continue;
             }
             self.dir.with_segment(n, true, |fh| {
-                let mut at = match from {
-                    Some(f) if g.segment_of(f) == n => g.offset_in_segment(f) & !4095,
-                    _ => 0,
+                let mut at = match g.segment_of(from) == n {
+                    true => g.offset_in_segment(from) & !4095,
+                    false => 0,
                 };
                 while at < until {
                     let len = (until - at).min(CHUNK) as usize;
