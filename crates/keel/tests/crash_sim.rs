@@ -12,9 +12,9 @@
 //! A third test crashes in two stages: a process kill (unsynced writes stay
 //! in the page cache), a restart that recovers, then a power cut — after
 //! more work, or during that recovery itself (invariant 14). In half of its
-//! cycles a sync of the log, the data files or the control file failed
-//! before the kill, leaving what it dropped from the disk in the page
-//! cache, clean (`common::sync_failure`).
+//! cycles a sync of the log, the data files, the control file or a
+//! directory failed before the kill, leaving what a file sync dropped from
+//! the disk in the page cache, clean (`common::sync_failure`).
 //!
 //! Every workload also puts, replaces and deletes keys of a tree and reads
 //! them back with ranges in both directions (keys up to `MAX_KEY_LEN`

@@ -133,18 +133,21 @@ impl<W: Watch> AsyncIo for Watched<W> {
 
 /// The sync failure a two-stage crash cycle (kill, restart, power cut)
 /// puts on its first process in half of its cycles: the syncs of the log,
-/// the data files or the control file fail now and then, dropping what
-/// they were to make durable while the page cache keeps it, clean (Linux
-/// after a writeback error). The first failure poisons the process; the
+/// the data files, the control file or the directories fail now and then;
+/// a failed file sync drops what it was to make durable while the page
+/// cache keeps it, clean (Linux after a writeback error). The first failure poisons the process; the
 /// kill then leaves the next one files whose newest pages read back yet
 /// were never durable (docs/storage.md, "Unclean open").
 pub fn sync_failure(rng: &mut keel_io::sim::Rng) -> Option<keel_io::sim::FaultRule> {
     use keel_io::FileClass;
     use keel_io::sim::{Fault, FaultRule};
-    let (class, p) = match rng.below(6) {
+    let (class, p) = match rng.below(8) {
         0 => (FileClass::Wal, 0.03),
         1 => (FileClass::Data, 0.5),
         2 => (FileClass::Control, 0.5),
+        // Directory syncs: their changes stay pending, as a journalled
+        // file system keeps them (the simulator's model).
+        3 => (FileClass::Other, 0.3),
         _ => return None,
     };
     Some(FaultRule::with_probability(p, Fault::SyncFailure).on_class(class))
