@@ -23,11 +23,12 @@
 //!   system call on the calling thread (no ring entry, no completion to
 //!   reap, and no future: the answer is returned as it comes, the request
 //!   followed from admission by a `Direct` instead of a ticket, see
-//!   `driver.rs`). Such a write takes its sequence number in the file's sync order
-//!   like a ring write (ring operations take theirs at submission too, so
-//!   the order is the submission order) and pushes the ring syncs it
-//!   releases; such a sync runs here only if no write of the file is in
-//!   flight, and otherwise goes to the ring to be held.
+//!   `driver.rs`). Such a write takes its sequence number in the file's
+//!   sync order like a ring write (ring operations take theirs at
+//!   submission too, so the order is the submission order) and pushes the
+//!   ring syncs it releases; such a sync runs here only if no write of the
+//!   file is in flight, and otherwise goes to the ring to be held (and this
+//!   thread waits for its future).
 //!
 //! Detection: [`UringIo::new`] fails with `BackendUnavailable` when the ring
 //! cannot be set up or lacks an opcode we use; `open_backend` then falls back.
