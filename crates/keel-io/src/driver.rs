@@ -2,10 +2,17 @@
 //! [`Ticket`] that follows a request from admission to completion, records
 //! its statistics, returns its permit and completes its future.
 //!
-//! Invariant: a ticket is finished exactly once. If it is dropped unfinished
-//! (a queue torn down, a thread gone), its `Drop` still returns the permit,
-//! counts an error and completes the future with `ShutDown` — so shutdown's
-//! drain can never wait for a permit that will not come back.
+//! A request that [`AsyncIo::run_blocking`](crate::AsyncIo::run_blocking)
+//! runs to the end on the caller's thread, its answer going straight back
+//! to that caller, has nothing to complete: it is followed by a [`Direct`]
+//! instead, which records and returns the permit like a ticket but makes no
+//! future (no allocation, no completion handshake, no wake-up).
+//!
+//! Invariant: a ticket or a `Direct` is finished exactly once. If it is
+//! dropped unfinished (a queue torn down, a thread gone, a panic), its
+//! `Drop` still returns the permit and counts an error (and a ticket
+//! completes its future with `ShutDown`) — so shutdown's drain can never
+//! wait for a permit that will not come back.
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -126,6 +133,56 @@ impl Ticket {
         self.core.gate.release();
         if let Some(c) = self.completer.take() {
             c.complete(outcome);
+        }
+    }
+}
+
+/// Follows one admitted request that the caller's thread runs to the end
+/// and answers itself (module docs).
+pub(crate) struct Direct<'a> {
+    core: &'a Core,
+    kind: OpKind,
+    class: FileClass,
+    started: Instant,
+    finished: bool,
+}
+
+impl<'a> Direct<'a> {
+    /// Follows a request that already holds a permit, from now.
+    pub(crate) fn new(core: &'a Core, kind: OpKind, class: FileClass) -> Direct<'a> {
+        Direct {
+            core,
+            kind,
+            class,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// Records and releases the permit; hands `outcome` back for the
+    /// caller to return.
+    pub(crate) fn finish(mut self, outcome: Result<Reply, IoError>) -> Result<Reply, IoError> {
+        let bytes = outcome.as_ref().map_or(0, Reply::bytes);
+        self.core.stats.record(
+            self.kind,
+            self.class,
+            bytes,
+            outcome.is_ok(),
+            self.started.elapsed(),
+        );
+        self.core.gate.release();
+        self.finished = true;
+        outcome
+    }
+}
+
+impl Drop for Direct<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.core
+                .stats
+                .record(self.kind, self.class, 0, false, self.started.elapsed());
+            self.core.gate.release();
         }
     }
 }

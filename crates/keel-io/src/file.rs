@@ -6,15 +6,18 @@
 //! `BadHandle`) while requests already in flight keep the descriptor open
 //! until they finish. The descriptor is closed when the last `Arc` drops.
 //!
-//! Invariant: handle numbers are never reused (a 64-bit counter).
+//! Invariant: handle numbers are never reused (a 64-bit counter). The
+//! table is looked up on every request, so it hashes with Fx: handle
+//! numbers are Keel's own counter, never chosen by an outsider, and
+//! SipHash's resistance to chosen keys would buy nothing here.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::error::{FileRef, IoError};
 use crate::order::SyncOrder;
@@ -45,7 +48,7 @@ impl<H> FileTable<H> {
     pub(crate) fn new() -> FileTable<H> {
         FileTable {
             next: AtomicU64::new(1),
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
         }
     }
 

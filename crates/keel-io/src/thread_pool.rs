@@ -1,7 +1,7 @@
 //! The portable backend: N worker threads fed by a bounded crossbeam channel.
 //!
 //! Every request — data, sync and path operations alike — runs on a worker
-//! with the plain blocking system call (`pread`, `pwritev`, `fsync`,
+//! with the plain blocking system call (`pread`, `pwrite`, `pwritev`, `fsync`,
 //! `fdatasync`, `fallocate`, …). `close` is the exception: it removes the
 //! handle from the table at submission (see `file.rs`). So is
 //! [`AsyncIo::run_blocking`]: the caller's own thread runs the job exactly as

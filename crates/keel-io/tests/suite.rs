@@ -458,6 +458,21 @@ fn blocking_calls(f: &Fixture) {
     let e = f.io.fdatasync_blocking(h).unwrap_err();
     assert!(matches!(e, IoError::BadHandle { .. }), "{e}");
     assert_eq!(f.io.stats().errors(OpKind::Write), 1);
+    // Every call gave its permit back, the failed ones included: a full
+    // queue's worth of requests is admitted without waiting.
+    let full: Vec<_> = (0..f.io.queue_depth() as u64)
+        .map(|i| {
+            f.io.try_submit(Request::Write {
+                file: ro,
+                offset: i,
+                buf: IoBuf::zeroed(1),
+            })
+            .expect("a free permit")
+        })
+        .collect();
+    for fut in full {
+        assert!(fut.wait().is_err(), "a read-only file refuses writes");
+    }
     f.io.shutdown();
     let e = f.io.write_at_blocking(ro, 0, IoBuf::zeroed(1)).unwrap_err();
     assert!(matches!(e, IoError::ShutDown { .. }), "{e}");

@@ -100,12 +100,22 @@ impl WriteOp {
     pub(crate) fn run_blocking(mut self, file: &File) -> Result<Reply, IoError> {
         while self.done < self.total {
             let pos = self.position()?;
-            self.build_iov();
-            let count = libc::c_int::try_from(self.iov.len()).unwrap_or(libc::c_int::MAX);
-            // SAFETY: every iovec points into a buffer owned by `self`, alive
-            // and not accessed elsewhere during the call; `count` is the
-            // array's length; the descriptor is owned by `file`.
-            let n = unsafe { libc::pwritev(file.as_raw_fd(), self.iov.as_ptr(), count, pos) };
+            let n = if let [buf] = &self.bufs[..] {
+                // One buffer (a log batch, a page): a plain pwrite of what
+                // remains, with no iovec array to build.
+                let rest = &buf[self.done..];
+                // SAFETY: `rest` lies in a buffer owned by `self`, alive and
+                // not accessed elsewhere during the call, and the length is
+                // its own; the descriptor is owned by `file`.
+                unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), pos) }
+            } else {
+                self.build_iov();
+                let count = libc::c_int::try_from(self.iov.len()).unwrap_or(libc::c_int::MAX);
+                // SAFETY: every iovec points into a buffer owned by `self`,
+                // alive and not accessed elsewhere during the call; `count`
+                // is the array's length; the descriptor is owned by `file`.
+                unsafe { libc::pwritev(file.as_raw_fd(), self.iov.as_ptr(), count, pos) }
+            };
             match usize::try_from(n) {
                 Ok(0) => return Err(self.short()),
                 Ok(n) => self.done += n,

@@ -21,11 +21,14 @@
 //!   wait for the writes before a `set_len` that must follow them;
 //! - a read, write or sync given to [`AsyncIo::run_blocking`]: the plain
 //!   system call on the calling thread (no ring entry, no completion to
-//!   reap). Such a write takes its sequence number in the file's sync order
-//!   like a ring write (ring operations take theirs at submission too, so
-//!   the order is the submission order) and pushes the ring syncs it
-//!   releases; such a sync runs here only if no write of the file is in
-//!   flight, and otherwise goes to the ring to be held.
+//!   reap, and no future: the answer is returned as it comes, the request
+//!   followed from admission by a `Direct` instead of a ticket, see
+//!   `driver.rs`). Such a write takes its sequence number in the file's
+//!   sync order like a ring write (ring operations take theirs at
+//!   submission too, so the order is the submission order) and pushes the
+//!   ring syncs it releases; such a sync runs here only if no write of the
+//!   file is in flight, and otherwise goes to the ring to be held (and this
+//!   thread waits for its future).
 //!
 //! Detection: [`UringIo::new`] fails with `BackendUnavailable` when the ring
 //! cannot be set up or lacks an opcode we use; `open_backend` then falls back.
@@ -43,12 +46,12 @@ use parking_lot::Mutex;
 
 use crate::AsyncIo;
 use crate::config::IoConfig;
-use crate::driver::{Core, Ticket};
+use crate::driver::{Core, Direct, Ticket};
 use crate::error::IoError;
 use crate::file::{FileEntry, FileTable};
 use crate::future::{self, Driver, IoFuture};
 use crate::op::{self, FileOp, Prepared};
-use crate::request::{FileClass, Rejected, Reply, Request};
+use crate::request::{FileClass, OpKind, Rejected, Reply, Request};
 use crate::stats::IoStats;
 use ring::{InFlight, Ring};
 
@@ -117,27 +120,29 @@ impl UringIo {
         }
     }
 
-    /// Admits a request; `here` runs a read, write or sync on this thread.
-    fn submit_inner(
-        &self,
-        req: Request,
-        blocking: bool,
-        here: bool,
-    ) -> Result<IoFuture<Reply>, Rejected> {
+    /// Admits a request and starts it; its future answers it (`submit`,
+    /// `try_submit`).
+    fn submit_inner(&self, req: Request, blocking: bool) -> Result<IoFuture<Reply>, Rejected> {
         let req = self.admit(req, blocking)?;
         let kind = req.kind();
-        let prepared = match op::prepare(req, &self.files) {
-            Ok(p) => p,
-            Err(rejected) => {
-                self.core.gate.release();
-                return Err(rejected);
-            }
-        };
+        let prepared = self.prepare(req)?;
+        Ok(self.dispatch(prepared, kind))
+    }
+
+    /// Resolves an admitted request's handle; a request that cannot run
+    /// gives its permit back.
+    fn prepare(&self, req: Request) -> Result<Prepared<usize>, Rejected> {
+        op::prepare(req, &self.files).inspect_err(|_| self.core.gate.release())
+    }
+
+    /// Starts an admitted, prepared request under a ticket whose future
+    /// answers it.
+    fn dispatch(&self, prepared: Prepared<usize>, kind: OpKind) -> IoFuture<Reply> {
         match prepared {
             Prepared::Close(handle) => {
                 let (ticket, fut) = Ticket::new(&self.core, kind, FileClass::Other);
                 ticket.finish(self.files.remove(handle).map(|()| Reply::Done));
-                Ok(fut)
+                fut
             }
             Prepared::Path(req) => {
                 let class = match &req {
@@ -146,19 +151,17 @@ impl UringIo {
                 };
                 let (ticket, fut) = Ticket::new(&self.core, kind, class);
                 ticket.finish(self.run_path(&req));
-                Ok(fut)
+                fut
             }
             Prepared::File { entry, op } => {
                 let driver = Some(Weak::clone(&self.driver));
                 let (ticket, fut) = Ticket::driven(&self.core, kind, entry.class, driver);
                 if matches!(op, FileOp::SetLen(_) | FileOp::Size) {
                     ticket.finish(op.run_blocking(&entry));
-                } else if here {
-                    self.run_here(entry, op, ticket);
                 } else {
                     self.start(entry, op, ticket);
                 }
-                Ok(fut)
+                fut
             }
         }
     }
@@ -188,29 +191,41 @@ impl UringIo {
         self.ring.start(inf, barrier);
     }
 
-    /// `run_blocking` of a read, a write or a sync: the system call on this
-    /// thread, in the file's sync order. A read runs here (reads take no
-    /// part in the sync order); a write registers like a ring write and
-    /// pushes the ring syncs it released; a sync runs here only when no
-    /// earlier write is in flight, else it goes to the ring to be held
-    /// there. Anything else goes to the ring.
-    fn run_here(&self, entry: Arc<FileEntry<usize>>, op: FileOp, ticket: Ticket) {
+    /// `run_blocking` of an admitted operation on an open file: a read, a
+    /// write or a sync is the system call on this thread, in the file's
+    /// sync order, followed by a [`Direct`] (no ticket, no future: the
+    /// answer is returned from here). A read runs here (reads take no part
+    /// in the sync order); a write registers like a ring write and pushes
+    /// the ring syncs it released; a sync runs here only when no earlier
+    /// write is in flight, else it goes to the ring to be held there and
+    /// this thread waits for it. Anything else is dispatched and waited for.
+    fn run_here(
+        &self,
+        entry: Arc<FileEntry<usize>>,
+        op: FileOp,
+        kind: OpKind,
+    ) -> Result<Reply, IoError> {
         match op {
-            FileOp::Read(_) => ticket.finish(op.run_blocking(&entry)),
+            FileOp::Read(_) => {
+                Direct::new(&self.core, kind, entry.class).finish(op.run_blocking(&entry))
+            }
             FileOp::Write(_) => {
                 let seq = entry.order.lock().begin_write();
-                let outcome = op.run_blocking(&entry);
-                // Completed before it leaves the sync order (see `ring.rs`).
-                ticket.finish(outcome);
+                let here = Direct::new(&self.core, kind, entry.class);
+                // Finished before it leaves the sync order (see `ring.rs`).
+                let outcome = here.finish(op.run_blocking(&entry));
                 let released = entry.order.lock().end_write(seq);
                 if !released.is_empty() {
                     self.ring.release(released);
                 }
+                outcome
             }
             FileOp::Sync(_) if entry.order.lock().is_idle() => {
-                ticket.finish(op.run_blocking(&entry));
+                Direct::new(&self.core, kind, entry.class).finish(op.run_blocking(&entry))
             }
-            other => self.start(entry, other, ticket),
+            other => self
+                .dispatch(Prepared::File { entry, op: other }, kind)
+                .wait(),
         }
     }
 
@@ -255,18 +270,21 @@ impl AsyncIo for UringIo {
 
     fn submit(&self, req: Request) -> IoFuture<Reply> {
         let kind = req.kind();
-        self.submit_inner(req, true, false)
+        self.submit_inner(req, true)
             .unwrap_or_else(|r| IoFuture::ready(kind, Err(r.error)))
     }
 
     fn try_submit(&self, req: Request) -> Result<IoFuture<Reply>, Rejected> {
-        self.submit_inner(req, false, false)
+        self.submit_inner(req, false)
     }
 
     fn run_blocking(&self, req: Request) -> Result<Reply, IoError> {
-        self.submit_inner(req, true, true)
-            .map_err(|r| r.error)?
-            .wait()
+        let req = self.admit(req, true).map_err(|r| r.error)?;
+        let kind = req.kind();
+        match self.prepare(req).map_err(|r| r.error)? {
+            Prepared::File { entry, op } => self.run_here(entry, op, kind),
+            other => self.dispatch(other, kind).wait(),
+        }
     }
 
     fn queue_depth(&self) -> usize {

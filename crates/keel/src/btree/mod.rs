@@ -511,7 +511,7 @@ pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
         .iter()
         .map(|(k, r)| (k.as_ref(), r.as_ref()))
         .collect();
-    TreePage::build(&mut image[..], pid, level, flags, &refs, high)?;
+    TreePage::build_zeroed(&mut image[..], pid, level, flags, &refs, high)?;
     Ok(image)
 }
 

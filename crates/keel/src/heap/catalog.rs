@@ -14,11 +14,12 @@
 //! its free space map in `rel/<n>.fsm` ([`crate::datadir::layout`] names
 //! them, [`crate::datadir::files`] creates, lists and removes them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 
 use super::{Relation, RelationKind};
 use crate::error::{DbError, Result};
@@ -93,7 +94,8 @@ pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String, Rel
 
 #[derive(Default)]
 struct Maps {
-    by_id: HashMap<RelationId, Arc<Relation>>,
+    /// Looked up on every operation; relation ids are Keel's own, so Fx.
+    by_id: FxHashMap<RelationId, Arc<Relation>>,
     by_name: BTreeMap<String, RelationId>,
 }
 

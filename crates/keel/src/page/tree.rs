@@ -68,7 +68,8 @@
 
 use super::PageError;
 use super::header::{
-    NO_PAGE, PAGE_SIZE, PageHeader, PageType, get_u16, get_u32, init_page, put_u16, put_u32,
+    NO_PAGE, PAGE_SIZE, PageHeader, PageType, get_u16, get_u32, init_page, init_zeroed_page,
+    put_u16, put_u32,
 };
 use crate::types::PageId;
 
@@ -771,13 +772,42 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         items: &[(&[u8], &[u8])],
         high: Option<(&[u8], PageId)>,
     ) -> Result<TreePage<B>, PageError> {
+        Self::build_over(buf, false, id, level, flags, items, high)
+    }
+
+    /// [`build`](Self::build) into bytes that are already all zero (a
+    /// fresh zeroed allocation), which it does not zero again.
+    pub(crate) fn build_zeroed(
+        buf: B,
+        id: PageId,
+        level: u16,
+        flags: u16,
+        items: &[(&[u8], &[u8])],
+        high: Option<(&[u8], PageId)>,
+    ) -> Result<TreePage<B>, PageError> {
+        Self::build_over(buf, true, id, level, flags, items, high)
+    }
+
+    fn build_over(
+        buf: B,
+        zeroed: bool,
+        id: PageId,
+        level: u16,
+        flags: u16,
+        items: &[(&[u8], &[u8])],
+        high: Option<(&[u8], PageId)>,
+    ) -> Result<TreePage<B>, PageError> {
         let mut buf = buf;
         let kind = if level == 0 {
             PageType::TreeLeaf
         } else {
             PageType::TreeInternal
         };
-        init_page(buf.as_mut(), id, kind)?;
+        if zeroed {
+            init_zeroed_page(buf.as_mut(), id, kind)?;
+        } else {
+            init_page(buf.as_mut(), id, kind)?;
+        }
         let b = buf.as_mut();
         put_u16(b, offsets::LEVEL, level);
         put_u16(b, offsets::FLAGS, flags);
@@ -931,7 +961,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
         let mut scratch = vec![0u8; PAGE_SIZE];
         let lsn = super::header::get_u64(self.b(), super::header::offsets::LSN);
-        TreePage::build(
+        TreePage::build_zeroed(
             &mut scratch[..],
             id,
             level,

@@ -49,7 +49,7 @@ use crate::lock::LockManager;
 use crate::page::{PAGE_SIZE, page_lsn, page_type};
 use crate::txn::undo::{TxnLog, Undo, UndoEntry, push_undo};
 use crate::types::{Lsn, PageId, RelationId};
-use crate::wal::{Payload, RecordMeta, Wal};
+use crate::wal::{Payload, RecordMeta, RecordType, Wal};
 
 /// The storage context (module docs).
 pub(crate) struct Storage {
@@ -104,9 +104,13 @@ impl Storage {
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
         if !payload.formats_page() && current < *gate && is_formatted(g) {
-            let image = Payload::PageImage { image: image_of(g) };
-            let meta = RecordMeta::new(image.kind()).on_page(rel, pid);
-            let rec = self.wal.append_payload(meta, &image)?;
+            // Encoded from the frame itself: no copy of the page first.
+            let page: &[u8; PAGE_SIZE] = match g[..].try_into() {
+                Ok(page) => page,
+                Err(_) => unreachable!("a frame holds one page"),
+            };
+            let meta = RecordMeta::new(RecordType::PageImage).on_page(rel, pid);
+            let rec = self.wal.append_page_image(meta, page)?;
             g.mark_dirty(rec.lsn);
         }
         let before = page_lsn(g).unwrap_or(Lsn::ZERO);
@@ -274,11 +278,15 @@ impl Storage {
     }
 }
 
-/// A copy of the latched page, for a page-image or page-check record.
+/// A copy of the latched page, for a record that owns one (a split's
+/// half, a page check): copied into a fresh allocation, never zeroed
+/// first.
 fn image_of(page: &[u8]) -> Box<[u8; PAGE_SIZE]> {
-    let mut image = Box::new([0u8; PAGE_SIZE]);
-    image.copy_from_slice(page);
-    image
+    let copy: Box<[u8]> = Box::from(&page[..PAGE_SIZE]);
+    match copy.try_into() {
+        Ok(image) => image,
+        Err(_) => unreachable!("a slice of PAGE_SIZE bytes is one page"),
+    }
 }
 
 /// Whether the page has been formatted (an all-zero frame is a page being

@@ -6,11 +6,11 @@
 //! (the log's end at the time), so a checkpoint that runs concurrently can
 //! never miss a record it would have to keep for undo.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::types::{Lsn, TxnId};
 
@@ -57,7 +57,7 @@ impl TxnTable {
     pub(crate) fn new(next: TxnId) -> TxnTable {
         TxnTable {
             next: AtomicU64::new(next.0.max(1)),
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::default()),
         }
     }
 

@@ -690,6 +690,28 @@ impl Wal {
         Ok(appended)
     }
 
+    /// Appends a `page-image` record of `image` (invariant 5), encoded
+    /// from the borrowed page straight behind the header space: the same
+    /// record as [`append_payload`](Self::append_payload) of a
+    /// [`Payload::PageImage`], without a copy of the page made first.
+    pub(crate) fn append_page_image(
+        &self,
+        meta: RecordMeta,
+        image: &[u8; crate::page::PAGE_SIZE],
+    ) -> Result<Appended, WalError> {
+        let meta = RecordMeta {
+            kind: RecordType::PageImage,
+            ..meta
+        };
+        let mut record =
+            Vec::with_capacity(RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image)));
+        record.resize(RECORD_HEADER_SIZE, 0);
+        payload::encode_page_image(image, &mut record);
+        let appended = self.writer.append_record(&meta, record)?;
+        self.after_append(appended);
+        Ok(appended)
+    }
+
     /// Makes every record up to and including the one at `lsn` durable
     /// (group commit: concurrent callers share one sync).
     pub fn flush(&self, lsn: Lsn) -> Result<(), WalError> {

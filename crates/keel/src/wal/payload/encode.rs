@@ -9,7 +9,7 @@ use crate::page::tree::{MAX_ITEM_LEN, MAX_KEY_LEN};
 use crate::page::{CHUNK_CAPACITY, MAX_TUPLE_LEN, PAGE_SIZE, PageType, Relocation, TupleFlags};
 use crate::types::{Lsn, PageId, RelationId, SlotId};
 use crate::wal::WalError;
-use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE};
+use crate::wal::record::{MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordType};
 
 use super::{
     MAX_NAME_LEN, MAX_PAYLOAD_SIZE, Payload, SLOT_IMAGE_FORWARD, SLOT_IMAGE_TUPLE, SlotImage,
@@ -163,6 +163,27 @@ impl Payload {
 }
 
 /// Appends fields to the output; errors name the offset in the encoding.
+/// Length of [`encode_page_image`]'s output.
+pub(crate) fn page_image_len(image: &[u8; PAGE_SIZE]) -> usize {
+    4 + PAGE_SIZE - image_hole(image).1
+}
+
+/// Encodes a [`Payload::PageImage`] of `image`, borrowed: the same bytes as
+/// `Payload::PageImage { image }.encode(out)`, without the payload owning a
+/// copy of the page first (the first change to a page after a checkpoint
+/// logs one from its latched frame, on the committer's thread). A page
+/// image always fits in a record.
+pub(crate) fn encode_page_image(image: &[u8; PAGE_SIZE], out: &mut Vec<u8>) {
+    out.reserve(page_image_len(image));
+    let start = out.len();
+    let mut w = Writer {
+        out,
+        start,
+        kind: RecordType::PageImage.name(),
+    };
+    w.page_image(image);
+}
+
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
     start: usize,

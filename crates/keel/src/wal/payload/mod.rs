@@ -63,6 +63,8 @@ mod encode;
 pub mod schema;
 mod summary;
 
+pub(crate) use encode::{encode_page_image, page_image_len};
+
 #[cfg(test)]
 mod tests;
 

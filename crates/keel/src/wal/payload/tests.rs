@@ -330,6 +330,28 @@ fn every_sample_round_trips() {
     assert_eq!(kinds, all, "a record type has no sample");
 }
 
+/// A page image encoded from a borrowed page is byte for byte the payload's
+/// encoding, with and without a hole, after what is already in `out`.
+#[test]
+fn borrowed_page_image_encodes_as_the_payload() {
+    let mut leaf = tree_node(5, 0);
+    leaf[offsets::LSN..offsets::LSN + 8].copy_from_slice(&33u64.to_le_bytes());
+    for page in [heap_page(), full_page(), leaf] {
+        let mut out = vec![0xEE; 3];
+        encode_page_image(&page, &mut out);
+        assert_eq!(out[..3], [0xEE; 3], "what was there stays");
+        let want = enc(&Payload::PageImage {
+            image: page.clone(),
+        });
+        assert_eq!(out[3..], want[..]);
+        assert_eq!(page_image_len(&page), want.len());
+    }
+    assert!(
+        page_image_len(&heap_page()) < PAGE_SIZE,
+        "a heap page's hole is left out"
+    );
+}
+
 #[test]
 fn encode_appends_and_whole_records_decode() {
     let p = Payload::HeapInsert {
