@@ -221,7 +221,8 @@ impl Storage {
         let mut path = Path::new();
         let g = self.writable_leaf(rel, key, &mut path)?;
         let pid = g.page_id();
-        let found = self.node(rel, &g, pid, 0)?.search(key)?;
+        // `writable_leaf` opened it as a leaf under this latch, held since.
+        let found = TreePage::reopen(&g[..], pid).search(key)?;
         let mine = key_lock(rel.id, key);
         match found {
             Ok(i) => {
@@ -230,7 +231,7 @@ impl Storage {
                 {
                     return Ok(Step::Wait(b));
                 }
-                let p = self.node(rel, &g, pid, 0)?;
+                let p = TreePage::reopen(&g[..], pid);
                 let old = p.item(i)?.1.to_vec();
                 // The new item must fit where the old one was before the
                 // old one goes: a key is never missing from its leaf while
@@ -338,7 +339,10 @@ impl Storage {
     }
 
     /// The leaf holding `key`, latched exclusively, with any split left
-    /// incomplete on it finished first.
+    /// incomplete on it finished first. The leaf was opened and checked as
+    /// a node of level 0 under the latch the guard holds, so
+    /// `TreePage::reopen` may skip those checks until the guard changes
+    /// it.
     pub(crate) fn writable_leaf(
         &self,
         rel: &Relation,
@@ -347,16 +351,17 @@ impl Storage {
     ) -> Result<PageWriteGuard<'_>> {
         loop {
             let g = self.leaf_for_write(rel, key, path)?;
-            if !TreePage::open(&g[..], g.page_id())?.incomplete_split() {
+            if !TreePage::reopen(&g[..], g.page_id()).incomplete_split() {
                 return Ok(g);
             }
             self.finish_split(rel, g, 0, path)?;
         }
     }
 
-    /// Inserts `(key, rest)` into the latched leaf `g` in `log`'s
-    /// transaction, splitting it (and finding the leaf again) until it fits.
-    /// `rest` is moved into the logged record (left empty).
+    /// Inserts `(key, rest)` into the latched leaf `g` (as
+    /// [`writable_leaf`](Self::writable_leaf) returned it, unchanged since)
+    /// in `log`'s transaction, splitting it (and finding the leaf again)
+    /// until it fits. `rest` is moved into the logged record (left empty).
     pub(crate) fn insert_into_leaf<'s>(
         &'s self,
         log: &mut TxnLog,
@@ -367,7 +372,7 @@ impl Storage {
         rest: &mut Vec<u8>,
     ) -> Result<()> {
         loop {
-            if TreePage::open(&g[..], g.page_id())?.fits(item_len(key, rest)) {
+            if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
                 // Owned, so the undo entry takes the key without a copy.
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
