@@ -69,7 +69,7 @@ pub mod bench;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use buf::{AlignedBuf, DIRECT_IO_ALIGN, IoBuf};
+pub use buf::{AlignedBuf, BufArena, DIRECT_IO_ALIGN, IoBuf};
 pub use config::{BACKEND_ENV, Backend, IoConfig, MAX_QUEUE_DEPTH, MAX_WORKER_THREADS};
 pub use error::{ErrorClass, FileRef, IoError};
 pub use future::IoFuture;

@@ -294,17 +294,28 @@ fn cut_log(disk: SimDisk, end: keel::Lsn) -> SimDisk {
     disk.with_file(&path, &seg)
 }
 
-#[test]
-fn a_split_cut_after_its_left_half_is_finished_by_the_next_insert() {
+/// A root leaf split by a transaction of one put, and the log cut right
+/// after the split's record (the right half and the left's truncation):
+/// the disk, the model of what stays committed, and the tree.
+fn cut_root_split() -> (SimDisk, TreeModel, RelationId) {
     let (disk, mut model) = start(0..45);
     let sim = common::reboot(disk, 2);
     let db = common::open_sim(&sim, config(64)).unwrap();
     let tree = db.tree("t").unwrap().unwrap();
+    // One put per transaction until one splits the root: that transaction
+    // logs nothing before the split's record, so the cut below leaves the
+    // open no insert of it to undo (an undo is a writer, and a writer
+    // that meets the flagged leaf finishes its split). The transactions
+    // before it stay committed.
     let mut split = model.clone();
-    assert_eq!(
-        put_all(&db, tree, &(100..110).collect::<Vec<_>>(), &mut split),
-        Step::Acked
-    );
+    for i in 100..110 {
+        let before = split.clone();
+        assert_eq!(put_all(&db, tree, &[i], &mut split), Step::Acked);
+        if pages(&db).0 == 4 {
+            model = before;
+            break;
+        }
+    }
     assert_eq!(pages(&db).0, 4, "the root split");
     let disk = sim.crash();
     drop(db);
@@ -322,7 +333,13 @@ fn a_split_cut_after_its_left_half_is_finished_by_the_next_insert() {
                 )
         })
         .expect("the split logs both halves in one tree-split record");
-    let sim = common::reboot(cut_log(disk, left.end()), 3);
+    (cut_log(disk, left.end()), model, tree)
+}
+
+#[test]
+fn a_split_cut_after_its_left_half_is_finished_by_the_next_insert() {
+    let (disk, mut model, tree) = cut_root_split();
+    let sim = common::reboot(disk, 3);
     let db = common::open_sim(&sim, config(64)).unwrap();
     let page = db.read_page("t", PageId(1)).unwrap();
     let leaf = TreePage::open(&page[..], PageId(1)).unwrap();
@@ -350,6 +367,35 @@ fn a_split_cut_after_its_left_half_is_finished_by_the_next_insert() {
         (root.child(0).unwrap(), root.child(1).unwrap()),
         (PageId(1), right)
     );
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+    let sim = common::reboot(sim.crash(), 4);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+}
+
+/// A writer that starts left of a split cut before its downlink (the
+/// root hint still names the left half as the root) finishes that split
+/// before it moves right, so inserts that split the right half in turn
+/// find a parent for its downlink.
+#[test]
+fn writers_right_of_a_cut_root_split_finish_it_and_split_the_right_half() {
+    let (disk, mut model, tree) = cut_root_split();
+    let sim = common::reboot(disk, 3);
+    let db = common::open_sim(&sim, config(64)).unwrap();
+    // Enough keys right of the split to split the right half twice.
+    assert_eq!(
+        put_all(&db, tree, &(200..300).collect::<Vec<_>>(), &mut model),
+        Step::Acked
+    );
+    let page = db.read_page("t", PageId(1)).unwrap();
+    assert!(
+        !TreePage::open(&page[..], PageId(1))
+            .unwrap()
+            .incomplete_split()
+    );
+    assert!(pages(&db).0 >= 6, "the right half split");
     check_tree(&db, tree, &model).unwrap();
     db.close().unwrap();
     let sim = common::reboot(sim.crash(), 4);

@@ -200,3 +200,121 @@ fn gets_from_routes_above_the_leaves_find_keys_put_before_and_after_the_copy() {
     check_tree(&db, tree, &model).unwrap();
     db.close().unwrap();
 }
+
+/// Key `i` of writer `w`'s own range (the writers' ranges interleave in
+/// the tree: the first byte is shared, the writer's byte comes second).
+fn writer_key(w: u8, i: u32) -> Vec<u8> {
+    let mut k = vec![b'w', w];
+    k.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+    k
+}
+
+/// Puts and deletes that start from the routes (`leaf_for_write`) while
+/// another writer splits leaves and inner nodes and empties whole ranges
+/// (reclaims that drop the routes and free pages the splits reuse): each
+/// writer's keys end as its own model says, the stable keys keep their
+/// values, and the tree checks clean.
+#[test]
+fn puts_and_deletes_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        buffer: BufferConfig::with_frames(256),
+        lock_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let db = Database::open(dir.path(), config).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mut model = TreeModel::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..STABLE {
+        tx.put(tree, &stable(i), &stable_value(i)).unwrap();
+        model.insert(stable(i), stable_value(i));
+    }
+    tx.commit().unwrap();
+    let rounds: u32 = std::env::var("KEEL_ROUTES_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let stop = AtomicBool::new(false);
+    let models: Vec<TreeModel> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u8)
+            .map(|w| {
+                let db = &db;
+                s.spawn(move || {
+                    let mut mine = TreeModel::new();
+                    let mut rng = Rng::new(99 + u64::from(w));
+                    for round in 0..rounds {
+                        // Fill (splits), overwrite a third, delete half,
+                        // and in odd rounds of writer 0 empty the whole
+                        // range (its leaves are reclaimed after the commit).
+                        let n = 1500 + round * 100;
+                        for chunk in (0..n).collect::<Vec<_>>().chunks(300) {
+                            let mut staged = Vec::new();
+                            retry(|| {
+                                staged.clear();
+                                let mut tx = db.begin()?;
+                                for &i in chunk {
+                                    let v = vec![(round as u8) ^ w; 100 + (i % 300) as usize];
+                                    tx.put(tree, &writer_key(w, i), &v)?;
+                                    staged.push((writer_key(w, i), v));
+                                }
+                                tx.commit()
+                            });
+                            mine.extend(staged.drain(..));
+                        }
+                        let mut staged = Vec::new();
+                        retry(|| {
+                            staged.clear();
+                            let mut tx = db.begin()?;
+                            for _ in 0..n / 3 {
+                                let i = (rng.next_u64() % u64::from(n)) as u32;
+                                let v = vec![0xa0 ^ w; 40 + (i % 500) as usize];
+                                tx.put(tree, &writer_key(w, i), &v)?;
+                                staged.push((writer_key(w, i), Some(v)));
+                            }
+                            let empty_all = w == 0 && round % 2 == 1;
+                            for i in 0..n {
+                                if empty_all || i % 2 == 0 {
+                                    tx.delete_key(tree, &writer_key(w, i))?;
+                                    staged.push((writer_key(w, i), None));
+                                }
+                            }
+                            tx.commit()
+                        });
+                        for (k, v) in staged {
+                            match v {
+                                Some(v) => mine.insert(k, v),
+                                None => mine.remove(&k),
+                            };
+                        }
+                        // A transaction that rolls back: its logical undo
+                        // starts from the routes too.
+                        let mut tx = db.begin().unwrap();
+                        for i in 0..200 {
+                            match tx.put(tree, &writer_key(w, n + i), b"rolled back") {
+                                Ok(_) => {}
+                                Err(e) if conflict(&e) => break,
+                                Err(e) => panic!("writer {w}: {e}"),
+                            }
+                        }
+                        tx.abort().unwrap();
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let reader = {
+            let (db, stop) = (&db, &stop);
+            s.spawn(move || reader(db, tree, 5, stop))
+        };
+        let models = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0, "the reader made no get");
+        models
+    });
+    for m in models {
+        model.extend(m);
+    }
+    check_tree(&db, tree, &model).unwrap();
+    db.close().unwrap();
+}

@@ -16,8 +16,9 @@
 //! key is not below the node's high key, it follows the right link (the
 //! node split after its parent was read); otherwise it takes the child's
 //! id, releases the node and latches the child. A writer descends the same
-//! way with shared latches and latches the leaf exclusively, moving right
-//! under exclusive latches, one at a time.
+//! way with shared latches down to the leaf's parent and latches the leaf
+//! exclusively (never shared first), moving right under exclusive
+//! latches, one at a time.
 //!
 //! A get need not start at the root: a tree keeps **routes**, a copy of
 //! the downlinks of one of its upper levels (the leaves' when there are
@@ -28,8 +29,10 @@
 //! the routes exist: whatever frees a node or widens one leftwards (a
 //! reclaim, a bulk load, its rollback) holds the structure lock
 //! exclusively and drops the routes first ([`routes`] gives the rule in
-//! full). Writers still descend from the root, recording the parents a
-//! split needs.
+//! full). A writer starts from the routes the same way (it holds the
+//! structure lock shared too); its path then holds only the nodes below
+//! the routes' level, and a split that needs a parent above them finds it
+//! by a descent from the root.
 //!
 //! A **split** of node L (at any level) happens under L's exclusive latch:
 //! a new page R is taken (a free page the FSM knows of, or a page past the
@@ -446,11 +449,23 @@ impl Storage {
     pub(crate) fn latch_covering(
         &self,
         rel: &Relation,
-        mut pid: PageId,
+        pid: PageId,
         level: u16,
         key: &[u8],
     ) -> Result<PageWriteGuard<'_>> {
-        let mut moves = 0;
+        self.latch_covering_counted(rel, pid, level, key, &mut 0)
+    }
+
+    /// As [`latch_covering`](Self::latch_covering), adding the moves right
+    /// it made to `moves`.
+    fn latch_covering_counted(
+        &self,
+        rel: &Relation,
+        mut pid: PageId,
+        level: u16,
+        key: &[u8],
+        moves: &mut u32,
+    ) -> Result<PageWriteGuard<'_>> {
         loop {
             let g = self.pool.fetch_write(rel.file(), pid)?;
             let p = self.node(rel, &g, pid, level)?;
@@ -464,19 +479,57 @@ impl Storage {
                 self.finish_split(rel, g, level, &mut Path::new())?;
                 continue;
             }
-            pid = self.right_of(rel, &p, &mut moves)?;
+            pid = self.right_of(rel, &p, moves)?;
         }
     }
 
-    /// The leaf holding `key`, latched exclusively, and the path above it.
+    /// The leaf holding `key`, latched exclusively, and the internal pages
+    /// passed on the way in `path`.
+    ///
+    /// Starts where a get starts ([`leaf_for_read`](Self::leaf_for_read)):
+    /// at the node the tree's routes name for `key` when it has usable
+    /// routes, else at the root. Above the leaves it descends with one
+    /// shared latch at a time to the parent of the leaf, takes the leaf's
+    /// id there, releases the parent and latches the leaf exclusively,
+    /// moving right under exclusive latches (the leaf is never latched
+    /// shared first). Routes are as correct a start for a writer as for a
+    /// get (the writer holds the structure lock shared, [`routes`] gives
+    /// the rule); `path` then holds only the nodes below the routes'
+    /// level, and a split that needs a parent above them finds it by a
+    /// descent from the root (`add_downlink`). Moves right count against
+    /// the routes as a get's do. Call with the structure lock held shared.
     pub(crate) fn leaf_for_write(
         &self,
         rel: &Relation,
         key: &[u8],
         path: &mut Path,
     ) -> Result<PageWriteGuard<'_>> {
-        let pid = self.descend(rel, key, 0, path)?;
-        self.latch_covering(rel, pid, 0, key)
+        path.clear();
+        let held = self.routes(rel)?;
+        let routes = held.as_ref().filter(|r| r.usable());
+        let (start, at) = match routes {
+            Some(r) => (r.route(key), r.level()),
+            None => self.root_hint(rel)?,
+        };
+        let mut moves = 0;
+        let leaf = if at == 0 {
+            start
+        } else {
+            let (g, parent, m) = self.walk_from(rel, key, 1, start, at, Some(&mut *path))?;
+            moves += m;
+            let (_, child) = self.node(rel, &g, parent, 1)?.child_for(key)?;
+            drop(g);
+            if child.0 >= rel.page_count() || child.0 == 0 {
+                return Err(corrupt(rel, parent, format!("child {child} past the file")));
+            }
+            path.push((1, parent));
+            child
+        };
+        let g = self.latch_covering_counted(rel, leaf, 0, key, &mut moves)?;
+        if routes.is_some_and(|r| r.stale(moves)) {
+            routes::drop_routes(rel);
+        }
+        Ok(g)
     }
 }
 

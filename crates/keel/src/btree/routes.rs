@@ -55,9 +55,19 @@
 //! ([`Routes::placeholder`]): the next gets descend from the root, as
 //! every get did before routes, and count themselves on it, and the one
 //! that reaches its `wait` builds routes again, so a tree whose routes are
-//! dropped often does not pay a copy per drop. Writers (puts, deletes,
-//! splits) descend from the root as before: their descent records the
-//! parents a split needs.
+//! dropped often does not pay a copy per drop.
+//!
+//! Writers (puts, deletes, logical undo) start from the routes as gets do
+//! (`Storage::leaf_for_write`), under the same structure lock held shared,
+//! and count their moves right against the copy; they latch the leaf
+//! exclusively and move right under exclusive latches. A split changes
+//! nothing the rule relies on (the split node's range shrinks from the
+//! right, the new node is reached through its right link), so routes
+//! stay valid across splits without being updated: a split of a node the
+//! routes name only costs later descents a move right, and a split that
+//! needs a parent above the routes' level finds it by a descent from the
+//! root. The descents inside a split (to a parent, for a new root) start
+//! from the root.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

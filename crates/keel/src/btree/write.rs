@@ -221,7 +221,8 @@ impl Storage {
         let mut path = Path::new();
         let g = self.writable_leaf(rel, key, &mut path)?;
         let pid = g.page_id();
-        let found = self.node(rel, &g, pid, 0)?.search(key)?;
+        // `writable_leaf` opened it as a leaf under this latch, held since.
+        let found = TreePage::reopen(&g[..], pid).search(key)?;
         let mine = key_lock(rel.id, key);
         match found {
             Ok(i) => {
@@ -230,7 +231,7 @@ impl Storage {
                 {
                     return Ok(Step::Wait(b));
                 }
-                let p = self.node(rel, &g, pid, 0)?;
+                let p = TreePage::reopen(&g[..], pid);
                 let old = p.item(i)?.1.to_vec();
                 // The new item must fit where the old one was before the
                 // old one goes: a key is never missing from its leaf while
@@ -338,7 +339,10 @@ impl Storage {
     }
 
     /// The leaf holding `key`, latched exclusively, with any split left
-    /// incomplete on it finished first.
+    /// incomplete on it finished first. The leaf was opened and checked as
+    /// a node of level 0 under the latch the guard holds, so
+    /// `TreePage::reopen` may skip those checks until the guard changes
+    /// it.
     pub(crate) fn writable_leaf(
         &self,
         rel: &Relation,
@@ -347,16 +351,17 @@ impl Storage {
     ) -> Result<PageWriteGuard<'_>> {
         loop {
             let g = self.leaf_for_write(rel, key, path)?;
-            if !TreePage::open(&g[..], g.page_id())?.incomplete_split() {
+            if !TreePage::reopen(&g[..], g.page_id()).incomplete_split() {
                 return Ok(g);
             }
             self.finish_split(rel, g, 0, path)?;
         }
     }
 
-    /// Inserts `(key, rest)` into the latched leaf `g` in `log`'s
-    /// transaction, splitting it (and finding the leaf again) until it fits.
-    /// `rest` is moved into the logged record (left empty).
+    /// Inserts `(key, rest)` into the latched leaf `g` (as
+    /// [`writable_leaf`](Self::writable_leaf) returned it, unchanged since)
+    /// in `log`'s transaction, splitting it (and finding the leaf again)
+    /// until it fits. `rest` is moved into the logged record (left empty).
     pub(crate) fn insert_into_leaf<'s>(
         &'s self,
         log: &mut TxnLog,
@@ -367,7 +372,7 @@ impl Storage {
         rest: &mut Vec<u8>,
     ) -> Result<()> {
         loop {
-            if TreePage::open(&g[..], g.page_id())?.fits(item_len(key, rest)) {
+            if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
                 // Owned, so the undo entry takes the key without a copy.
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
@@ -421,43 +426,33 @@ impl Storage {
         path: &mut Path,
     ) -> Result<()> {
         let pid = g.page_id();
-        // The halves are built from one copy of the page (its items
-        // borrowed from it), not from a copy of each item.
-        let before: Box<[u8]> = Box::from(&g[..]);
-        let p = self.node(rel, &before, pid, level)?;
-        let mut items = (0..p.len())
-            .map(|i| p.item(i))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        if items.len() < 2 {
-            return Err(corrupt(
-                rel,
-                pid,
-                format!("a full node with {} items", items.len()),
-            ));
-        }
-        let high = p.high_key();
-        let right_link = p.right_link();
-        let k = split_point(&items);
-        let sep = items[k].0;
-        let mut right_items = items.split_off(k);
-        if level > 0 {
-            // An internal node's first item is minus infinity.
-            right_items[0].0 = &[];
-        }
-        let keep =
-            u16::try_from(k).map_err(|_| corrupt(rel, pid, format!("a node of {k}+ items")))?;
+        let (keep, sep) = {
+            let p = self.node(rel, &g, pid, level)?;
+            if p.len() < 2 {
+                return Err(corrupt(
+                    rel,
+                    pid,
+                    format!("a full node with {} items", p.len()),
+                ));
+            }
+            let k = split_point(&p)?;
+            (k, p.key(k)?.to_vec())
+        };
+        let keep = u16::try_from(keep)
+            .map_err(|_| corrupt(rel, pid, format!("a node of {keep}+ items")))?;
         // Both halves in one record (`change_split`): a crash leaves L
         // whole and R unused (free, or never part of the file), or both
         // halves linked; never R formatted and unreachable. L's half is
         // logged as a truncation to its first `keep` items unless L is due
-        // a page image.
+        // a page image. R's image is built from L's items where they lie
+        // (L stays latched and unchanged until `change_split`).
         let rpid = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();
-            let right = node_page(rpid, level, 0, &right_items, high.zip(right_link))?;
-            self.change_split(rel.id, &mut g, &mut rg, keep, sep, right)?;
+            let right = right_half(&TreePage::reopen(&g[..], pid), usize::from(keep), rpid)?;
+            self.change_split(rel.id, &mut g, &mut rg, keep, &sep, right)?;
             Ok(rpid)
         })?;
-        self.add_downlink(rel, g, level, sep, rpid, path)
+        self.add_downlink(rel, g, level, &sep, rpid, path)
     }
 
     /// Finishes the split of the latched node `g` (flagged
@@ -636,17 +631,52 @@ impl Storage {
     }
 }
 
-/// Where to split `items`: the first index of the right half, so that the
-/// halves hold about the same bytes (both non-empty).
-fn split_point(items: &[(&[u8], &[u8])]) -> usize {
-    let size = |(k, r): &(&[u8], &[u8])| item_len(k, r) + tree::TREE_SLOT_SIZE;
-    let total: usize = items.iter().map(size).sum();
+/// Where to split node `p`: the first index of the right half, so that
+/// the halves hold about the same bytes (both non-empty; `p` holds at
+/// least two items).
+fn split_point<B: AsRef<[u8]>>(p: &TreePage<B>) -> Result<usize> {
+    let n = p.len();
+    let size = |i: usize| -> Result<usize> {
+        let (k, r) = p.item(i)?;
+        Ok(item_len(k, r) + tree::TREE_SLOT_SIZE)
+    };
+    let mut total = 0;
+    for i in 0..n {
+        total += size(i)?;
+    }
     let mut acc = 0;
-    for (i, item) in items.iter().enumerate() {
-        acc += size(item);
+    for i in 0..n {
+        acc += size(i)?;
         if acc * 2 >= total {
-            return (i + 1).clamp(1, items.len() - 1);
+            return Ok((i + 1).clamp(1, n - 1));
         }
     }
-    items.len() - 1
+    Ok(n - 1)
+}
+
+/// The image of page `rpid` as the right half of node `p` split at item
+/// `k`: `p`'s items from `k` on (an internal node's first key emptied: it
+/// stands for minus infinity), `p`'s high key and right link.
+fn right_half<B: AsRef<[u8]>>(
+    p: &TreePage<B>,
+    k: usize,
+    rpid: PageId,
+) -> Result<Box<[u8; crate::page::PAGE_SIZE]>> {
+    let level = p.level();
+    let mut items = Vec::with_capacity(p.len().saturating_sub(k));
+    for i in k..p.len() {
+        let (key, rest) = p.item(i)?;
+        // An internal node's first item is minus infinity.
+        items.push((if level > 0 && i == k { &[][..] } else { key }, rest));
+    }
+    let mut image = Box::new([0u8; crate::page::PAGE_SIZE]);
+    TreePage::build(
+        &mut image[..],
+        rpid,
+        level,
+        0,
+        &items,
+        p.high_key().zip(p.right_link()),
+    )?;
+    Ok(image)
 }

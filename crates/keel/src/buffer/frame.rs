@@ -58,7 +58,8 @@ pub enum FrameState {
 /// (empty until the frame first holds a page, so opening a large pool does
 /// not touch, and fault in, all its memory at once; then an aligned
 /// `PAGE_SIZE` [`IoBuf`] outside `Loading`, aligned so files opened with
-/// O_DIRECT work too), and the atomics a hit reads and writes.
+/// O_DIRECT work too, taken from the pool's arena, `Shared::page_buf`),
+/// and the atomics a hit reads and writes.
 #[repr(align(64))]
 pub(crate) struct Frame {
     pub(crate) data: RwLock<IoBuf>,
@@ -99,15 +100,11 @@ impl Frame {
         self.referenced.load(Ordering::Relaxed) && self.referenced.swap(false, Ordering::Relaxed)
     }
 
-    /// The frame's buffer, taken out to read a page into (allocated on the
-    /// frame's first use).
-    pub(crate) fn take_buffer(&self) -> IoBuf {
+    /// The frame's buffer, taken out to read a page into (made by `fresh`
+    /// on the frame's first use).
+    pub(crate) fn take_buffer(&self, fresh: impl FnOnce() -> IoBuf) -> IoBuf {
         let buf = std::mem::replace(&mut *self.data.write(), IoBuf::zeroed(0));
-        if buf.len() == PAGE_SIZE {
-            buf
-        } else {
-            IoBuf::aligned(PAGE_SIZE)
-        }
+        if buf.len() == PAGE_SIZE { buf } else { fresh() }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use keel_io::{AsyncIo, FileHandle, IoBuf, IoError};
+use keel_io::{AsyncIo, BufArena, FileHandle, IoBuf, IoError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::BufferError;
@@ -42,6 +42,11 @@ pub(crate) struct Shared {
     pub(crate) poison: OnceLock<Arc<BufferError>>,
     /// Wakes and stops the background writer.
     pub(crate) writer_signal: WriterSignal,
+    /// Where frames' buffers come from on their first use: one slot per
+    /// frame, faulted in as used (huge pages where the system gives them;
+    /// keel-io's `BufArena`); `None` when the mapping could not be made,
+    /// and then frames take heap buffers.
+    pub(crate) arena: Option<BufArena>,
 }
 
 /// Whether a pin wants a page from disk or a brand-new page.
@@ -73,6 +78,16 @@ pub(crate) fn page_offset(page: PageId) -> u64 {
 }
 
 impl Shared {
+    /// A zeroed, aligned page buffer for a frame: an arena slot while
+    /// there is one (a frame holds one buffer, so there is while buffers
+    /// stay with their frames), else heap memory.
+    pub(crate) fn page_buf(&self) -> IoBuf {
+        match self.arena.as_ref().and_then(BufArena::zeroed) {
+            Some(buf) => IoBuf::from(buf),
+            None => IoBuf::aligned(PAGE_SIZE),
+        }
+    }
+
     /// Pins `key`, reading it on a miss. A hit takes only the shard lock
     /// of `key` (table.rs); anything else goes to `claim_frame`.
     pub(crate) fn pin(&self, key: PageKey) -> Result<usize, BufferError> {
@@ -198,7 +213,7 @@ impl Shared {
     /// unmapped and Free on failure. Neither latch nor mutex is held during
     /// the read: nobody else touches a Loading frame's bytes.
     fn load(&self, frame: usize, key: PageKey, handle: FileHandle) -> Result<(), BufferError> {
-        let buf = self.frames[frame].take_buffer();
+        let buf = self.frames[frame].take_buffer(|| self.page_buf());
         // On this thread: the caller waits for the page anyway (a hand-off
         // to an I/O thread costs more than a page-cache hit).
         let read = self
@@ -214,11 +229,11 @@ impl Shared {
                 (buf, verified)
             }
             Err(IoError::ShortRead { .. }) => (
-                IoBuf::aligned(PAGE_SIZE),
+                self.page_buf(),
                 Err(BufferError::PageBeyondEof { file, page }),
             ),
             Err(source) => (
-                IoBuf::aligned(PAGE_SIZE),
+                self.page_buf(),
                 Err(BufferError::Io {
                     op: "read",
                     file,
@@ -318,6 +333,7 @@ impl BufferPool {
             wal_durable: AtomicU64::new(0),
             poison: OnceLock::new(),
             writer_signal: WriterSignal::default(),
+            arena: BufArena::new(PAGE_SIZE, n),
         });
         let writer = if config.background_writer {
             Some(BackgroundWriter::start(
@@ -435,7 +451,7 @@ impl BufferPool {
         if latch.len() == PAGE_SIZE {
             latch.fill(0);
         } else {
-            *latch = IoBuf::aligned(PAGE_SIZE);
+            *latch = shared.page_buf();
         }
         shared.meta.lock().finish_load(frame);
         shared.changed.notify_all();

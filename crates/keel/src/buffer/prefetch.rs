@@ -1,14 +1,14 @@
 //! Read-ahead: [`BufferPool::prefetch`](super::BufferPool::prefetch) loads
 //! a batch of pages with their reads submitted together (essay, "Read-ahead").
 
-use keel_io::{FileHandle, IoBuf};
+use keel_io::FileHandle;
 
 use super::BufferError;
 use super::frame::PageKey;
 use super::pool::{Shared, Victim, page_offset};
 use super::stats::bump;
 use super::writeback::LatchMode;
-use crate::page::{self, PAGE_SIZE};
+use crate::page;
 
 /// Rounds of "claim frames, write the dirty victims together" a prefetch
 /// makes before it loads what it has.
@@ -111,7 +111,7 @@ impl Shared {
         let queued: Vec<_> = claims[..half]
             .iter()
             .map(|c| {
-                let buf = self.frames[c.frame].take_buffer();
+                let buf = self.frames[c.frame].take_buffer(|| self.page_buf());
                 self.io
                     .read_exact_at(c.handle, page_offset(c.key.page), buf)
             })
@@ -119,7 +119,7 @@ impl Shared {
         let here: Vec<_> = claims[half..]
             .iter()
             .map(|c| {
-                let buf = self.frames[c.frame].take_buffer();
+                let buf = self.frames[c.frame].take_buffer(|| self.page_buf());
                 self.io
                     .read_exact_at_blocking(c.handle, page_offset(c.key.page), buf)
             })
@@ -134,7 +134,7 @@ impl Shared {
                     (buf, ok)
                 }
                 // EOF or an I/O error: a later fetch reports it.
-                Err(_) => (IoBuf::aligned(PAGE_SIZE), false),
+                Err(_) => (self.page_buf(), false),
             };
             *self.frames[c.frame].data.write() = buf;
             good.push(ok);
