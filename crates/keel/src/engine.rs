@@ -185,6 +185,7 @@ impl Engine {
             catalog: &self.catalog,
             txns: &self.txns,
             clean,
+            usable: &|| self.check_usable(),
         });
         match report {
             Ok(r) => {

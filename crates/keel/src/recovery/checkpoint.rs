@@ -48,6 +48,8 @@ pub(crate) struct CheckpointTarget<'a> {
     pub txns: &'a TxnTable,
     /// Whether this is the last act of a clean close.
     pub clean: bool,
+    /// Fails once the database is poisoned (invariant 16).
+    pub usable: &'a dyn Fn() -> Result<()>,
 }
 
 /// Takes a checkpoint. Callers serialize checkpoints.
@@ -90,6 +92,12 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
     let end = store.wal.append_payload(meta, &end_payload)?;
     store.wal.flush(end.lsn)?;
     let fsm_files_written = save_changed_fsms(store, t.dir, t.catalog, &durable_pages)?;
+    // A transaction that failed on a poisoned database leaves the table
+    // without being undone in memory (recovery undoes it): the snapshot
+    // above may lack it while the pages just written hold its changes.
+    // Poison came first, so it shows here, and the control file is not
+    // moved past that transaction's records (invariant 16).
+    (t.usable)()?;
     let control = Control {
         clean: t.clean,
         next_relation: t.catalog.next_id(),
