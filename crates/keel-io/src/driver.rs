@@ -55,6 +55,21 @@ impl Core {
         }
     }
 
+    /// Records an operation's outcome and gives its permit back: the end
+    /// of every admitted operation, answered by a ticket or directly.
+    pub(crate) fn settle(
+        &self,
+        kind: OpKind,
+        class: FileClass,
+        started: Instant,
+        outcome: &Result<Reply, IoError>,
+    ) {
+        let bytes = outcome.as_ref().map_or(0, Reply::bytes);
+        self.stats
+            .record(kind, class, bytes, outcome.is_ok(), started.elapsed());
+        self.gate.release();
+    }
+
     pub(crate) fn snapshot(&self) -> IoStats {
         self.stats.snapshot()
     }
@@ -122,15 +137,8 @@ impl Ticket {
 
     /// Records, releases the permit, then completes the future.
     pub(crate) fn finish(mut self, outcome: Result<Reply, IoError>) {
-        let bytes = outcome.as_ref().map_or(0, Reply::bytes);
-        self.core.stats.record(
-            self.kind,
-            self.class,
-            bytes,
-            outcome.is_ok(),
-            self.started.elapsed(),
-        );
-        self.core.gate.release();
+        self.core
+            .settle(self.kind, self.class, self.started, &outcome);
         if let Some(c) = self.completer.take() {
             c.complete(outcome);
         }
@@ -162,15 +170,8 @@ impl<'a> Direct<'a> {
     /// Records and releases the permit; hands `outcome` back for the
     /// caller to return.
     pub(crate) fn finish(mut self, outcome: Result<Reply, IoError>) -> Result<Reply, IoError> {
-        let bytes = outcome.as_ref().map_or(0, Reply::bytes);
-        self.core.stats.record(
-            self.kind,
-            self.class,
-            bytes,
-            outcome.is_ok(),
-            self.started.elapsed(),
-        );
-        self.core.gate.release();
+        self.core
+            .settle(self.kind, self.class, self.started, &outcome);
         self.finished = true;
         outcome
     }

@@ -100,8 +100,9 @@ fn reader(db: &Database, tree: RelationId, seed: u64, stop: &AtomicBool) -> u64 
     gets
 }
 
-#[test]
-fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
+/// A database in a new directory with tree `t` holding the stable keys,
+/// and the model of it.
+fn stable_tree() -> (tempfile::TempDir, Database, RelationId, TreeModel) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         buffer: BufferConfig::with_frames(256),
@@ -117,11 +118,22 @@ fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
         model.insert(stable(i), stable_value(i));
     }
     tx.commit().unwrap();
-    let stop = AtomicBool::new(false);
-    let rounds: u32 = std::env::var("KEEL_ROUTES_ROUNDS")
+    (dir, db, tree, model)
+}
+
+/// `KEEL_ROUTES_ROUNDS`, or `default`.
+fn rounds_or(default: u32) -> u32 {
+    std::env::var("KEEL_ROUTES_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(default)
+}
+
+#[test]
+fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
+    let (_dir, db, tree, model) = stable_tree();
+    let stop = AtomicBool::new(false);
+    let rounds = rounds_or(12);
     std::thread::scope(|s| {
         let readers: Vec<_> = (0..2)
             .map(|t| {
@@ -216,25 +228,8 @@ fn writer_key(w: u8, i: u32) -> Vec<u8> {
 /// values, and the tree checks clean.
 #[test]
 fn puts_and_deletes_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        buffer: BufferConfig::with_frames(256),
-        lock_timeout: Some(Duration::from_secs(5)),
-        ..Config::default()
-    };
-    let db = Database::open(dir.path(), config).unwrap();
-    let tree = db.create_tree("t").unwrap();
-    let mut model = TreeModel::new();
-    let mut tx = db.begin().unwrap();
-    for i in 0..STABLE {
-        tx.put(tree, &stable(i), &stable_value(i)).unwrap();
-        model.insert(stable(i), stable_value(i));
-    }
-    tx.commit().unwrap();
-    let rounds: u32 = std::env::var("KEEL_ROUTES_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let (_dir, db, tree, mut model) = stable_tree();
+    let rounds = rounds_or(6);
     let stop = AtomicBool::new(false);
     let models: Vec<TreeModel> = std::thread::scope(|s| {
         let writers: Vec<_> = (0..2u8)
