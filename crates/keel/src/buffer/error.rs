@@ -73,12 +73,25 @@ pub enum BufferError {
         #[source]
         source: WalFlushError,
     },
-    /// An fdatasync failed; no page is written any more (inv. 7).
-    #[error("the buffer pool is poisoned by a failed fdatasync ({cause})")]
+    /// An fdatasync failed, or a page holds a change the log refused; no
+    /// page is written any more (invariants 4, 7).
+    #[error("the buffer pool is poisoned ({cause})")]
     Poisoned {
         /// The first failure, which poisoned the pool.
         #[source]
         cause: Arc<BufferError>,
+    },
+    /// A latched page was changed and the log then refused the change's
+    /// record: the frame holds what no record describes, so no page may be
+    /// written from the pool again (invariant 4).
+    #[error("file {file}, page {page} holds a change the log refused ({reason})")]
+    Unlogged {
+        /// The file.
+        file: FileId,
+        /// The page.
+        page: PageId,
+        /// Why the log refused it.
+        reason: String,
     },
     /// The file id was never registered (or was unregistered).
     #[error("file {file} is not registered with the buffer pool")]
@@ -131,6 +144,7 @@ impl BufferError {
             | BufferError::Sync { .. }
             | BufferError::WalFlush { .. }
             | BufferError::Poisoned { .. }
+            | BufferError::Unlogged { .. }
             | BufferError::WriterThread { .. } => ErrorClass::Fatal,
             BufferError::PageBeyondEof { .. }
             | BufferError::UnknownFile { .. }

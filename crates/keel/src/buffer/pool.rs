@@ -500,6 +500,18 @@ impl BufferPool {
         self.shared.is_poisoned()
     }
 
+    /// Poisons the pool because the page latched in `g` was changed and
+    /// the log refused the change's record (`reason`): from now on no page
+    /// is written (invariant 4), and every later write or flush fails with
+    /// the returned refusal.
+    pub(crate) fn poison_unlogged(&self, g: &PageWriteGuard<'_>, reason: String) -> BufferError {
+        self.shared.poison(BufferError::Unlogged {
+            file: g.file(),
+            page: g.page_id(),
+            reason,
+        })
+    }
+
     /// The failure that poisoned the pool, if one did.
     pub fn poison_cause(&self) -> Option<Arc<BufferError>> {
         self.shared.poison.get().cloned()

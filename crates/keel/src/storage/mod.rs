@@ -19,7 +19,11 @@
 //! 3. The change is applied to the page with [`apply::apply`] (the same
 //!    function redo and rollback use) and only if that succeeds is it
 //!    logged. Page operations check before they modify, so a refused
-//!    change leaves the page as it was and nothing in the log.
+//!    change leaves the page as it was and nothing in the log. When the
+//!    log refuses the record after the page changed (it is poisoned by a
+//!    failed write or sync), the page holds a change no record describes:
+//!    the buffer pool is poisoned at once and writes no page again
+//!    (invariant 4), so the change dies with the process.
 //! 4. The page LSN is set to the record's LSN and the frame marked dirty,
 //!    still under the redo gate: the buffer pool writes it only after the
 //!    log is durable up to that LSN (invariant 4), and a checkpoint, which
@@ -119,7 +123,10 @@ impl Storage {
         if let Some(log) = &log {
             meta = meta.in_txn(log.txn, log.last_lsn);
         }
-        let rec = self.wal.append_payload(meta, &payload)?;
+        let rec = match self.wal.append_payload(meta, &payload) {
+            Ok(rec) => rec,
+            Err(e) => return Err(self.unlogged(g, e.into())),
+        };
         // Marked dirty before the gate is released (step 4): a checkpoint
         // whose begin record follows this record must find the frame dirty
         // when its `flush_all` looks, or the change would be neither written
@@ -227,13 +234,23 @@ impl Storage {
         payload: &Payload,
     ) -> Result<Lsn> {
         let first = pages.first().map_or(PageId(0), |g| g.page_id());
-        for g in pages.iter_mut() {
+        for (i, g) in pages.iter_mut().enumerate() {
             let pid = g.page_id();
             let before = page_lsn(g).unwrap_or(Lsn::ZERO);
-            apply::apply(payload, g, pid, before)?;
+            // A refusal on the first page changed nothing; on a later one,
+            // the pages before it hold a change with no record.
+            if let Err(e) = apply::apply(payload, g, pid, before) {
+                return Err(match i {
+                    0 => e.into(),
+                    _ => self.unlogged(g, e.into()),
+                });
+            }
         }
         let meta = RecordMeta::new(payload.kind()).on_page(rel, first);
-        let rec = self.wal.append_payload(meta, payload)?;
+        let rec = match self.wal.append_payload(meta, payload) {
+            Ok(rec) => rec,
+            Err(e) => return Err(self.unlogged(pages[0], e.into())),
+        };
         // Marked dirty under the gate, as `change_cow` does.
         for g in pages.iter_mut() {
             g.mark_dirty(rec.lsn);
@@ -244,6 +261,16 @@ impl Storage {
             }
         }
         Ok(rec.lsn)
+    }
+
+    /// The error `e` of a change whose record was not logged after the
+    /// latched page `g` (or a page changed with it) was changed: the pool
+    /// is poisoned first, so no page holding a change the log lacks is
+    /// ever written (invariant 4; step 3 of the module docs checks before
+    /// changing, but the log can still refuse the record, once poisoned).
+    fn unlogged(&self, g: &PageWriteGuard<'_>, e: crate::error::Error) -> crate::error::Error {
+        self.pool.poison_unlogged(g, e.to_string());
+        e
     }
 
     /// Logs a `PageCheck` of the latched page as the change at `of` left
