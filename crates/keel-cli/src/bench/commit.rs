@@ -6,7 +6,7 @@
 //!   loop*), `pwrite` 128 B on an `O_DSYNC` file, and `pwrite` 4 KiB
 //!   (aligned) on an `O_DIRECT|O_DSYNC` file;
 //! - at N > 1, the ideal group-commit reference loop
-//!   ([`reference`](super::reference)): N threads, no engine work, one
+//!   ([`reference`](mod@super::reference)): N threads, no engine work, one
 //!   leader `pwrite` + `fdatasync` per batch of whoever is waiting;
 //! - Keel, SQLite (one connection shared behind a mutex) and PostgreSQL (a
 //!   connection per committer), N committer threads each. PostgreSQL runs

@@ -7,7 +7,7 @@
 //! - [`engine`]: the `Engine`/`Session` traits and setup; one module per
 //!   engine: [`disk`], [`sqlite`], [`postgres`] (+ [`pg_cluster`] and
 //!   [`pg_wire`], its binary COPY and tid formats) and [`keel_engine`]
-//!   (Keel through its public `Database` API); [`reference`] (the
+//!   (Keel through its public `Database` API); [`reference`](mod@reference) (the
 //!   group-commit reference loop, with the disk's loops);
 //! - one module per suite: [`commit`], [`insert`], [`read`], [`recovery`]
 //!   (+ [`child`], the crashing and recovering processes), [`kv`] (ordered

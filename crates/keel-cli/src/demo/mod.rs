@@ -2,7 +2,7 @@
 //!
 //! 1. Creates the database and its relations (`accounts`, `blobs`), and a
 //!    tree (`by_version`) that indexes every live value: each transaction
-//!    changes a tuple and its index key together ([`workload`]).
+//!    changes a tuple and its index key together ([`workload`](mod@workload)).
 //! 2. Runs a concurrent workload in process (worker threads, each owning its
 //!    tuples): inserts, updates that grow and move tuples or shrink them,
 //!    deletes, values of a few MiB in overflow chains, and aborts; then a

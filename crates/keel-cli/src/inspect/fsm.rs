@@ -2,7 +2,7 @@
 //! after opening (and so after recovery): one line per tracked page, then a
 //! summary with a histogram of free space by quarter of a page.
 //!
-//! The map records categories, not bytes ([`keel::fsm::category`]): each
+//! The map records categories, not bytes ([`keel::fsm::category`](fn@keel::fsm::category)): each
 //! figure shown is the category's promise, a lower bound on the page's free
 //! space (at most 31 bytes under it) when it was recorded.
 

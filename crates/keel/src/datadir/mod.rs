@@ -38,7 +38,7 @@
 //!    the saved maps know), recovery, the catalog (naming each file, and
 //!    settling files no row names, [`crate::recovery::ddl`]), the free
 //!    space maps, and a checkpoint — in the background after a crash
-//!    recovery ([`open`]).
+//!    recovery ([`open`](fn@open)).
 //!
 //! [`layout`] spells every name in the directory (a leaf, used by every
 //! layer that names a file); [`files`] creates, lists and removes relation

@@ -21,7 +21,7 @@ const FSM_ATTEMPTS: usize = 8;
 
 impl Storage {
     /// Inserts `value` into `rel` in `log`'s transaction (an overflow chain
-    /// first when it is larger than [`INLINE_MAX`](super::INLINE_MAX)).
+    /// first when it is larger than [`INLINE_MAX`]).
     pub(crate) fn insert(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<TupleId> {
         let (bytes, flags) = self.stored_form(log, rel, value)?;
         self.insert_tuple(log, rel, &bytes, flags)

@@ -43,7 +43,7 @@
 //!
 //! Figures are operations per second (median and spread over the repeats);
 //! the targets of issue #20 are ratios taken repeat by repeat and then the
-//! median ([`pairwise`]), printed with their goal ([`targets::TARGETS`]).
+//! median ([`pairwise`](super::commit::pairwise)), printed with their goal ([`targets::TARGETS`]).
 
 mod sqlite_kv;
 mod store;

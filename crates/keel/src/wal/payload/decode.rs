@@ -155,7 +155,7 @@ fn padding(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
 }
 
 /// A page image with its hole elided (page-image and page-check records).
-/// A `multi-page-image`: a count of 1 to [`MAX_MULTI_IMAGES`], then each
+/// A `multi-page-image`: a count of 1 to [`MAX_MULTI_IMAGES`](super::MAX_MULTI_IMAGES), then each
 /// page's id and image, no page twice, each image naming its page.
 fn multi_page_image(cur: &mut Cursor<'_>) -> Result<Payload, WalError> {
     let at = cur.pos();
