@@ -273,6 +273,21 @@ fn error_mapping(f: &Fixture) {
             .unwrap();
     let e = f.io.write_at(ro, 0, IoBuf::zeroed(1)).wait().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    // So is a blocking write on the caller's thread, of one buffer (a
+    // plain pwrite) or of several (pwritev).
+    let e = f.io.write_at_blocking(ro, 0, IoBuf::zeroed(1)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    let e = blocking_writev(f, ro).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
+/// A blocking vectored write of two small buffers at offset 0 of `h`.
+fn blocking_writev(f: &Fixture, h: FileHandle) -> Result<keel_io::Reply, IoError> {
+    f.io.run_blocking(Request::WriteV {
+        file: h,
+        offset: 0,
+        bufs: vec![IoBuf::zeroed(4), IoBuf::zeroed(4)],
+    })
 }
 
 /// Writes submitted before an fsync have all completed when it completes.
@@ -603,6 +618,7 @@ fn full_disk(f: &Fixture) {
     no_space(&e, OpKind::WriteV);
     let e = f.io.write_at_blocking(h, 0, IoBuf::zeroed(8)).unwrap_err();
     no_space(&e, OpKind::Write);
+    no_space(&blocking_writev(f, h).unwrap_err(), OpKind::WriteV);
     let _ = f.io.fdatasync_blocking(h);
     f.io.close(h).wait().unwrap();
 }
