@@ -423,6 +423,12 @@ impl Database {
         self.inner.store.wal.stats()
     }
 
+    /// Whether the log is written with O_DIRECT ([`WalConfig::direct_io`]
+    /// asks for it; the file system may not support it).
+    pub fn wal_direct_io(&self) -> bool {
+        self.inner.store.wal.direct_io()
+    }
+
     /// The lock manager's counters (waits, deadlocks, timeouts).
     pub fn lock_stats(&self) -> LockStats {
         self.inner.store.locks.stats()

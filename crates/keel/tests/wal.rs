@@ -85,6 +85,35 @@ fn round_trip_across_segments_on_sim() {
     round_trip(sim(1), Path::new(DIR), small_config());
 }
 
+#[test]
+fn the_log_is_written_with_o_direct_where_the_file_system_has_it_and_through_the_cache_where_not() {
+    let io = sim(3);
+    let (wal, _) = Wal::open(io.clone(), Path::new(DIR), small_config()).unwrap();
+    assert!(wal.direct_io(), "O_DIRECT is the default where supported");
+    wal.close().unwrap();
+
+    let refusing = Arc::new(keel_io::sim::SimIo::new(keel_io::sim::SimConfig {
+        direct_io_supported: false,
+        ..keel_io::sim::SimConfig::seeded(4)
+    }));
+    refusing.create_dir(Path::new("/db")).wait().unwrap();
+    round_trip(refusing.clone(), Path::new(DIR), small_config());
+    let (wal, _) = Wal::open(refusing, Path::new(DIR), small_config()).unwrap();
+    assert!(
+        !wal.direct_io(),
+        "a refused O_DIRECT falls back to the page cache"
+    );
+    wal.close().unwrap();
+
+    let buffered = WalConfig {
+        direct_io: false,
+        ..small_config()
+    };
+    let (wal, _) = Wal::open(io, Path::new(DIR), buffered).unwrap();
+    assert!(!wal.direct_io(), "direct_io: false is never direct");
+    wal.close().unwrap();
+}
+
 fn real_backend(backend: Backend) -> Option<Arc<dyn AsyncIo>> {
     let config = IoConfig {
         backend,

@@ -188,7 +188,15 @@ impl Engine for KeelEngine {
                 "wal segment".into(),
                 format!("{} MiB", c.wal.segment_size_bytes >> 20),
             ),
-            ("wal direct_io".into(), c.wal.direct_io.to_string()),
+            (
+                "wal writes".into(),
+                match self.db.read().as_ref().map(|db| db.wal_direct_io()) {
+                    Some(true) => "O_DIRECT",
+                    Some(false) if c.wal.direct_io => "page cache (O_DIRECT refused here)",
+                    _ => "page cache",
+                }
+                .into(),
+            ),
             (
                 "commit yields before sleeping".into(),
                 c.wal.commit_spin_yields.to_string(),

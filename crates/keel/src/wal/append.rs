@@ -28,12 +28,26 @@
 //! [`crate::wal::WalConfig::buffer_capacity_bytes`] (the writer pushes it
 //! out, `writer.rs`).
 //!
+//! ## Record buffers
+//!
+//! A batch copies its records into its write buffer, after which their
+//! buffers are returned here ([`LogBuffer::recycle`]) and the next
+//! appenders encode into them ([`LogBuffer::record_buf`]). A record's
+//! buffer is allocated on the appender's thread and finished with on the
+//! batch leader's: without the return, every record would be freed on
+//! another thread than the one that allocated it, which the system
+//! allocator pays for with its arena lock, contended by the appenders'
+//! own allocations. The spares are bounded by [`SPARE_BYTES`] of
+//! capacity in all (and no single buffer above [`SPARE_MAX_RECORD`]), so
+//! the log holds at most that much memory beyond its capacity.
+//!
 //! Left out here: when records become durable (`group/`) and how a batch
 //! reaches the disk (`batch.rs`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::types::Lsn;
@@ -82,6 +96,54 @@ impl Pending {
     }
 }
 
+/// Most capacity, in bytes, that the spare record buffers hold together.
+pub(crate) const SPARE_BYTES: usize = 4 << 20;
+/// Largest buffer kept as a spare: a record holding a whole page image
+/// fits.
+pub(crate) const SPARE_MAX_RECORD: usize = 12 << 10;
+/// Most spare buffers (a bound for the channel; [`SPARE_BYTES`] is the one
+/// that usually applies).
+const SPARE_COUNT: usize = 16 << 10;
+
+/// Record buffers a batch is done with, for the next appenders.
+struct Spares {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+    /// Capacity of the buffers in the channel, in bytes.
+    bytes: AtomicUsize,
+}
+
+impl Spares {
+    fn new() -> Spares {
+        let (tx, rx) = crossbeam_channel::bounded(SPARE_COUNT);
+        Spares {
+            tx,
+            rx,
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        let buf = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(buf.capacity(), Ordering::Relaxed);
+        Some(buf)
+    }
+
+    /// Keeps `buf` if it is small enough and the spares have room; drops
+    /// it otherwise.
+    fn put(&self, buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap == 0 || cap > SPARE_MAX_RECORD {
+            return;
+        }
+        if self.bytes.fetch_add(cap, Ordering::Relaxed) + cap > SPARE_BYTES
+            || self.tx.try_send(buf).is_err()
+        {
+            self.bytes.fetch_sub(cap, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Reservation and the pending queue.
 pub(crate) struct LogBuffer {
     geometry: Geometry,
@@ -97,6 +159,7 @@ pub(crate) struct LogBuffer {
     arrived: Condvar,
     records: AtomicU64,
     bytes: AtomicU64,
+    spares: Spares,
 }
 
 impl LogBuffer {
@@ -114,6 +177,23 @@ impl LogBuffer {
             arrived: Condvar::new(),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            spares: Spares::new(),
+        }
+    }
+
+    /// An empty buffer for a record of about `len` bytes (header space
+    /// included), a spare when there is one (see "Record buffers").
+    pub(crate) fn record_buf(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.spares.take().unwrap_or_default();
+        buf.clear();
+        buf.reserve(len);
+        buf
+    }
+
+    /// Takes back the buffers of records a batch has copied.
+    pub(crate) fn recycle(&self, records: Vec<Vec<u8>>) {
+        for r in records {
+            self.spares.put(r);
         }
     }
 
@@ -238,4 +318,62 @@ fn padding_bytes(at: Lsn, len: usize) -> Vec<u8> {
     let zeros = vec![0u8; len - RECORD_HEADER_SIZE];
     encode_unsealed(&mut buf, &meta, at, &zeros);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer() -> LogBuffer {
+        let geometry = Geometry {
+            segment_size: 1 << 20,
+        };
+        LogBuffer::new(
+            geometry,
+            64 << 10,
+            256 << 10,
+            Lsn(SEGMENT_HEADER_SIZE as u64),
+        )
+    }
+
+    #[test]
+    fn a_recycled_buffer_comes_back_empty_with_its_capacity() {
+        let log = buffer();
+        let mut used = Vec::with_capacity(300);
+        used.extend_from_slice(&[9u8; 250]);
+        log.recycle(vec![used]);
+        let again = log.record_buf(200);
+        assert!(again.is_empty(), "a spare is handed out empty");
+        assert!(again.capacity() >= 300, "the spare kept its capacity");
+        assert_eq!(log.spares.bytes.load(Ordering::Relaxed), 0);
+        let fresh = log.record_buf(100);
+        assert!(fresh.is_empty() && fresh.capacity() >= 100);
+    }
+
+    #[test]
+    fn spares_stay_within_their_byte_bound() {
+        let log = buffer();
+        let big = vec![0u8; SPARE_MAX_RECORD + 1];
+        log.recycle(vec![big]);
+        assert_eq!(
+            log.spares.bytes.load(Ordering::Relaxed),
+            0,
+            "too large to keep"
+        );
+        let each = 8 << 10;
+        let offered = SPARE_BYTES / each + 10;
+        log.recycle((0..offered).map(|_| Vec::with_capacity(each)).collect());
+        let kept = log.spares.bytes.load(Ordering::Relaxed);
+        assert!(
+            kept <= SPARE_BYTES,
+            "{kept} bytes kept, bound {SPARE_BYTES}"
+        );
+        assert!(kept >= SPARE_BYTES - each, "the bound is used: {kept}");
+        let mut taken = 0;
+        while log.spares.take().is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, kept / each);
+        assert_eq!(log.spares.bytes.load(Ordering::Relaxed), 0);
+    }
 }

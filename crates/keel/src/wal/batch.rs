@@ -119,6 +119,8 @@ impl BatchWriter {
         } else {
             Vec::new()
         };
+        let record_count = records.len() as u64;
+        buffer.recycle(records);
         let buf = self
             .io
             .write_at_blocking(fh, offset, buf)
@@ -133,7 +135,7 @@ impl BatchWriter {
         let mut stats = self.stats.lock();
         stats.flushes += 1;
         stats.bytes_written += write_len;
-        stats.flushed_records += records.len() as u64;
+        stats.flushed_records += record_count;
         Ok(end)
     }
 

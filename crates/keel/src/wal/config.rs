@@ -81,7 +81,13 @@ pub struct WalConfig {
     /// Most appended but unflushed bytes before appenders wait for a flush
     /// (memory bound of the log buffer).
     pub buffer_capacity_bytes: usize,
-    /// Open segments with O_DIRECT.
+    /// Write segments with O_DIRECT where the file system supports it
+    /// (the default): a batch goes from the log's buffer to the device
+    /// with no copy into the page cache, and its `fdatasync` has no dirty
+    /// pages to write back first. Where O_DIRECT is refused (a file system
+    /// without it), the log is written through the page cache instead and
+    /// [`Wal::direct_io`](crate::wal::Wal::direct_io) says so. `false`
+    /// always writes through the page cache.
     pub direct_io: bool,
     /// Times a committer waiting for another's flush yields its core,
     /// checking whether its record is durable, before it sleeps. Alone on
@@ -123,7 +129,7 @@ impl Default for WalConfig {
             flush_size_bytes: Some(1 << 20),
             max_batch_bytes: 1 << 20,
             buffer_capacity_bytes: 32 << 20,
-            direct_io: false,
+            direct_io: true,
             commit_spin_yields: 16,
             retention: RetentionPolicy::Recycle,
             min_wal_size_bytes: 80 << 20,

@@ -256,11 +256,11 @@ impl Wal {
     pub fn open_from(
         io: Arc<dyn AsyncIo>,
         dir: &Path,
-        config: WalConfig,
+        mut config: WalConfig,
         scan_start: Option<Lsn>,
     ) -> Result<(Wal, OpenReport), WalError> {
         config.validate()?;
-        let sdir = Arc::new(SegmentDir::open(io.clone(), dir, config.direct_io)?);
+        let sdir = Arc::new(SegmentDir::open(io.clone(), dir, false)?);
         sdir.remove_unfinished_preparations()?;
         let (template, created) = Self::template_or_create(&sdir, &config)?;
         let geometry = Geometry {
@@ -270,6 +270,18 @@ impl Wal {
             true => (geometry.first_record(0), None),
             false => Self::settle_end(&io, &sdir, geometry, &template, &config, scan_start)?,
         };
+        // O_DIRECT where asked for and the file system has it (the
+        // config's field from here on says what the writer does).
+        if config.direct_io {
+            let current = geometry.segment_of(end);
+            let present = sdir.list()?;
+            // Tried on the segment the writer goes on in, or the newest one
+            // before it (the writer prepares a missing one itself).
+            if let Some(&n) = present.iter().rev().find(|&&n| n <= current) {
+                config.direct_io = sdir.direct_supported(n)?;
+            }
+        }
+        let sdir = Arc::new(sdir.with_direct(config.direct_io));
         let tail = if config.direct_io {
             Self::read_tail(&io, &sdir, geometry, end)?
         } else {
@@ -679,10 +691,10 @@ impl Wal {
             ..meta
         };
         // The payload is encoded straight behind the header space: one
-        // buffer per record, no copy. (`encode` refuses a payload too large
+        // buffer per record (a recycled one, `append.rs`), no copy. (`encode` refuses a payload too large
         // for a record; the capacity is capped so that it gets to say so.)
         let cap = RECORD_HEADER_SIZE.saturating_add(payload.encoded_len());
-        let mut record = Vec::with_capacity(cap.min(MAX_RECORD_SIZE));
+        let mut record = self.writer.record_buf(cap.min(MAX_RECORD_SIZE));
         record.resize(RECORD_HEADER_SIZE, 0);
         payload.encode(&mut record)?;
         let appended = self.writer.append_record(&meta, record)?;
@@ -703,8 +715,9 @@ impl Wal {
             kind: RecordType::PageImage,
             ..meta
         };
-        let mut record =
-            Vec::with_capacity(RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image)));
+        let mut record = self
+            .writer
+            .record_buf(RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image)));
         record.resize(RECORD_HEADER_SIZE, 0);
         payload::encode_page_image(image, &mut record);
         let appended = self.writer.append_record(&meta, record)?;
@@ -732,6 +745,12 @@ impl Wal {
     /// Flushes everything appended so far.
     pub fn flush_all(&self) -> Result<(), WalError> {
         self.writer.push_all()
+    }
+
+    /// Whether segments are written with O_DIRECT: asked for by
+    /// [`WalConfig::direct_io`] and supported by the file system.
+    pub fn direct_io(&self) -> bool {
+        self.dir.direct()
     }
 
     /// Position up to which the log is durable.

@@ -47,7 +47,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, OpenOptions};
+use keel_io::{AsyncIo, FileClass, FileHandle, IoBuf, IoError, OpenOptions};
 
 use crate::checksum::crc32c;
 use crate::types::Lsn;
@@ -318,6 +318,35 @@ impl SegmentDir {
             dir: dir.to_path_buf(),
             direct: false,
         })
+    }
+
+    /// The same directory, its segments opened for writing with O_DIRECT
+    /// or not as `direct` says.
+    pub fn with_direct(&self, direct: bool) -> SegmentDir {
+        SegmentDir {
+            io: self.io.clone(),
+            dir: self.dir.clone(),
+            direct,
+        }
+    }
+
+    /// Whether segments are opened for writing with O_DIRECT.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Whether segment `n` can be opened with O_DIRECT: `false` when the
+    /// file system refuses it; any other failure to open is an error.
+    pub fn direct_supported(&self, n: u64) -> Result<bool, WalError> {
+        let opts = OpenOptions::new(FileClass::Wal).write(true).direct(true);
+        match self.io.open(&self.segment_path(n), opts).wait() {
+            Ok(fh) => {
+                let _ = self.io.close(fh).wait();
+                Ok(true)
+            }
+            Err(IoError::DirectIoUnsupported { .. }) => Ok(false),
+            Err(e) => Err(WalError::io("open a segment")(e)),
+        }
     }
 
     /// The directory.

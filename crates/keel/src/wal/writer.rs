@@ -86,10 +86,16 @@ impl LogWriter {
     pub(crate) fn append(&self, meta: &RecordMeta, payload: &[u8]) -> Result<Appended, WalError> {
         let len = RECORD_HEADER_SIZE + payload.len();
         LogBuffer::check_len(len)?;
-        let mut record = Vec::with_capacity(len);
+        let mut record = self.record_buf(len);
         record.resize(RECORD_HEADER_SIZE, 0);
         record.extend_from_slice(payload);
         self.append_record(meta, record)
+    }
+
+    /// An empty buffer for a record of about `len` bytes, header space
+    /// included (a spare of an earlier batch when there is one).
+    pub(crate) fn record_buf(&self, len: usize) -> Vec<u8> {
+        self.buffer.record_buf(len)
     }
 
     /// Appends a record whose payload `record` already holds behind

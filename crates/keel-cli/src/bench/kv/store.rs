@@ -137,6 +137,14 @@ impl KvStore for KeelKv {
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
+            (
+                "log writes".into(),
+                match self.db.wal_direct_io() {
+                    true => "O_DIRECT, then fdatasync",
+                    false => "through the page cache, then fdatasync",
+                }
+                .into(),
+            ),
         ]
     }
 
