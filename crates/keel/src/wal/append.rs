@@ -3,14 +3,16 @@
 //! ## Appending
 //!
 //! An appender encodes its record into a buffer of its own (the payload
-//! straight behind the header space, one allocation), *then* reserves
-//! its position under a mutex held for a few arithmetic operations (the
-//! position depends on whether the record still fits in the current segment,
-//! so a plain atomic add would not do), writes the LSN and CRC into its
-//! buffer, and hands the buffer to the pending queue. Encoding and CRC, the
-//! expensive part, run in parallel on every appending thread; no lock is held
-//! while bytes are copied (the reservation-by-atomic-add idea of MySQL 8's log
-//! buffer, with the copy replaced by a hand-over of an owned buffer).
+//! straight behind the header space, one allocation), *then*, under one
+//! mutex held for a few arithmetic operations and the header's stores,
+//! takes its position (which depends on whether the record still fits in
+//! the current segment, so a plain atomic add would not do), writes the
+//! header with its LSN, and queues the buffer. Encoding, the expensive
+//! part, runs in parallel on every appending thread; no lock is held while
+//! payload bytes are copied (MySQL 8's log buffer reserves by atomic add
+//! and copies in parallel; here the copy is replaced by a hand-over of an
+//! owned buffer). The CRC is computed by the batch that writes the record
+//! (`batch.rs`).
 //!
 //! A record that does not fit in the rest of its segment goes to the next
 //! one; the tail it leaves is filled with a padding record (or zeroes, when
@@ -19,12 +21,11 @@
 //!
 //! ## The pending queue
 //!
-//! The pending queue holds records by LSN. Records enter it nearly in order
-//! (two appenders may race between reservation and hand-over, and the later
-//! one is then placed before the end); a batch takes only the contiguous
-//! prefix that starts at the last written position, waiting for an appender
-//! that reserved a position before its target but has not handed its
-//! record over yet. Appenders wait for room while the queue holds more than
+//! The pending queue holds records by LSN. Positions are taken and records
+//! queued under the same lock, so the queue is always the contiguous run
+//! of records from the first one not yet taken by a batch to the reserved
+//! end: a batch takes a prefix of it and never waits for a gap. Appenders
+//! wait for room while the queue holds more than
 //! [`crate::wal::WalConfig::buffer_capacity_bytes`] (the writer pushes it
 //! out, `writer.rs`).
 //!
@@ -48,7 +49,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::types::Lsn;
 use crate::wal::WalError;
@@ -66,34 +67,13 @@ pub struct Appended {
     pub end: Lsn,
 }
 
-/// Appended records not yet taken by a batch.
+/// Appended records not yet taken by a batch, and where the next one
+/// goes.
 struct Pending {
-    /// `(LSN, record)`, ascending by LSN.
+    /// Where the next record goes.
+    next: Lsn,
+    /// `(LSN, record)`, ascending and contiguous up to `next`.
     records: VecDeque<(u64, Vec<u8>)>,
-    bytes: usize,
-}
-
-impl Pending {
-    /// Adds a record: at the back when it is the highest LSN (nearly
-    /// always), else where its LSN belongs.
-    fn insert(&mut self, lsn: u64, record: Vec<u8>) {
-        self.bytes += record.len();
-        match self.records.back() {
-            Some(&(last, _)) if last > lsn => {
-                let at = self.records.partition_point(|&(l, _)| l < lsn);
-                self.records.insert(at, (lsn, record));
-            }
-            _ => self.records.push_back((lsn, record)),
-        }
-    }
-
-    /// The length of the first record if it starts at `lsn`.
-    fn first_at(&self, lsn: u64) -> Option<usize> {
-        self.records
-            .front()
-            .filter(|(l, _)| *l == lsn)
-            .map(|(_, r)| r.len())
-    }
 }
 
 /// Most capacity, in bytes, that the spare record buffers hold together.
@@ -151,12 +131,10 @@ pub(crate) struct LogBuffer {
     max_batch: usize,
     /// [`crate::wal::WalConfig::buffer_capacity_bytes`].
     capacity: usize,
-    /// Where the next record goes.
-    reserved: Mutex<Lsn>,
     pending: Mutex<Pending>,
-    /// Signalled when records enter the queue (a batch waits for a gap
-    /// to fill).
-    arrived: Condvar,
+    /// Bytes queued or taken by a batch that is not yet durable (what
+    /// counts against `capacity`).
+    held: AtomicUsize,
     records: AtomicU64,
     bytes: AtomicU64,
     spares: Spares,
@@ -169,12 +147,11 @@ impl LogBuffer {
             geometry,
             max_batch,
             capacity,
-            reserved: Mutex::new(end),
             pending: Mutex::new(Pending {
+                next: end,
                 records: VecDeque::new(),
-                bytes: 0,
             }),
-            arrived: Condvar::new(),
+            held: AtomicUsize::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             spares: Spares::new(),
@@ -210,10 +187,10 @@ impl LogBuffer {
     }
 
     /// Whether a record of `len` bytes may enter the queue now: it fits
-    /// under the capacity, or the queue is empty.
+    /// under the capacity, or nothing is held.
     pub(crate) fn has_room(&self, len: usize) -> bool {
-        let pending = self.pending.lock();
-        pending.bytes + len <= self.capacity || pending.bytes == 0
+        let held = self.held.load(Ordering::Acquire);
+        held + len <= self.capacity || held == 0
     }
 
     /// Places `record` (its payload behind [`RECORD_HEADER_SIZE`] bytes of
@@ -221,15 +198,26 @@ impl LogBuffer {
     pub(crate) fn place(&self, meta: &RecordMeta, mut record: Vec<u8>) -> Appended {
         let len = record.len();
         debug_assert!(len >= RECORD_HEADER_SIZE, "record without header space");
-        let (lsn, padding) = self.reserve(len as u64);
-        encode_header(&mut record, meta, lsn);
+        debug_assert!(
+            len as u64 <= self.geometry.segment_size - SEGMENT_HEADER_SIZE as u64,
+            "a record larger than a segment's data area (inv. 15)"
+        );
         let mut pending = self.pending.lock();
-        if let Some((at, pad_len)) = padding {
-            pending.insert(at.0, padding_bytes(at, pad_len));
-        }
-        pending.insert(lsn.0, record);
+        let at = self.geometry.record_position(pending.next);
+        let seg_end = self.geometry.segment_end(at);
+        let lsn = if at.0 + len as u64 <= seg_end.0 {
+            at
+        } else {
+            let pad = (seg_end.0 - at.0) as usize;
+            self.held.fetch_add(pad, Ordering::AcqRel);
+            pending.records.push_back((at.0, padding_bytes(at, pad)));
+            self.geometry.record_position(seg_end)
+        };
+        encode_header(&mut record, meta, lsn);
+        pending.next = Lsn(lsn.0 + len as u64);
+        pending.records.push_back((lsn.0, record));
+        self.held.fetch_add(len, Ordering::AcqRel);
         drop(pending);
-        self.arrived.notify_all();
         self.records.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         Appended {
@@ -238,55 +226,34 @@ impl LogBuffer {
         }
     }
 
-    /// Reserves `len` bytes; returns the record's LSN and, when it had to
-    /// skip to the next segment, the padding that fills the old one's tail.
-    fn reserve(&self, len: u64) -> (Lsn, Option<(Lsn, usize)>) {
-        debug_assert!(
-            len <= self.geometry.segment_size - SEGMENT_HEADER_SIZE as u64,
-            "a record larger than a segment's data area (inv. 15)"
-        );
-        let mut next = self.reserved.lock();
-        let at = self.geometry.record_position(*next);
-        let seg_end = self.geometry.segment_end(at);
-        if at.0 + len <= seg_end.0 {
-            *next = Lsn(at.0 + len);
-            return (at, None);
-        }
-        let pad = (seg_end.0 - at.0) as usize;
-        let lsn = self.geometry.record_position(seg_end);
-        *next = Lsn(lsn.0 + len);
-        (lsn, Some((at, pad)))
-    }
-
     /// Position after the last reserved record.
     pub(crate) fn reserved_end(&self) -> Lsn {
-        *self.reserved.lock()
+        self.pending.lock().next
     }
 
-    /// Removes and returns the contiguous records from `start`, up to one
-    /// batch and the end of `start`'s segment; waits for gaps before
-    /// `through`.
-    pub(crate) fn take_contiguous(&self, start: Lsn, through: Lsn) -> Vec<Vec<u8>> {
+    /// Removes and returns the records queued from `start` on, up to one
+    /// batch and the end of `start`'s segment.
+    pub(crate) fn take_contiguous(&self, start: Lsn) -> Vec<Vec<u8>> {
         let seg_end = self.geometry.segment_end(start);
         let mut out = Vec::new();
-        let mut pos = start;
         let mut size = 0usize;
         let mut pending = self.pending.lock();
-        while pos != seg_end {
-            match pending.first_at(pos.0) {
-                Some(len) if out.is_empty() || size + len <= self.max_batch => {
-                    let (_, r) = pending.records.pop_front().unwrap_or_default();
-                    pos = Lsn(pos.0 + r.len() as u64);
-                    size += r.len();
-                    out.push(r);
-                }
-                Some(_) => break,
-                None if pos <= through && pos < self.reserved_end() => {
-                    // Someone reserved this position and is still encoding.
-                    self.arrived.wait(&mut pending);
-                }
-                None => break,
+        let mut pos = start.0;
+        while let Some((lsn, r)) = pending.records.front() {
+            // The queue starts at the written end (one batch at a time
+            // takes from it); anything else stops the batch rather than
+            // writing a record at another position than its own.
+            debug_assert_eq!(*lsn, pos, "the queue is contiguous from the written end");
+            if *lsn != pos
+                || *lsn >= seg_end.0
+                || (!out.is_empty() && size + r.len() > self.max_batch)
+            {
+                break;
             }
+            size += r.len();
+            pos += r.len() as u64;
+            let (_, r) = pending.records.pop_front().unwrap_or_default();
+            out.push(r);
         }
         out
     }
@@ -294,7 +261,7 @@ impl LogBuffer {
     /// A batch of `bytes` taken from the queue is durable: its room is
     /// free again.
     pub(crate) fn release(&self, bytes: usize) {
-        self.pending.lock().bytes -= bytes;
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Records appended (padding excluded) and bytes appended.

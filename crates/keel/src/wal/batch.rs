@@ -1,9 +1,8 @@
 //! Batch I/O: how the group-commit leader writes one batch.
 //!
-//! [`BatchWriter::write_batch`] takes everything contiguous that is pending
-//! from the last written position (at least through the leader's target,
-//! waiting for appenders that reserved earlier positions, at most one batch
-//! and never past a segment's end), seals the records (their CRCs),
+//! [`BatchWriter::write_batch`] takes what is queued from the last written
+//! position (at most one batch and never past a segment's end; the queue
+//! holds every record reserved, `append.rs`), seals the records (their CRCs),
 //! stages them into one buffer at their file offset, writes it and
 //! fdatasyncs it on the leader's own thread
 //! ([`AsyncIo::write_at_blocking`]: the leader would only wait for an I/O
@@ -92,13 +91,12 @@ impl BatchWriter {
         }
     }
 
-    /// Writes and syncs everything pending and contiguous in `buffer` (at
-    /// least through the record at `through`), at most one batch and one
-    /// segment. Returns the new durable end.
-    pub(crate) fn write_batch(&self, buffer: &LogBuffer, through: Lsn) -> Result<Lsn, WalError> {
+    /// Writes and syncs what is queued in `buffer` from the written end,
+    /// at most one batch and one segment. Returns the new durable end.
+    pub(crate) fn write_batch(&self, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let mut cur = self.cursor.lock();
         let start = self.geometry.record_position(cur.written_end);
-        let mut records = buffer.take_contiguous(start, through);
+        let mut records = buffer.take_contiguous(start);
         if records.is_empty() {
             return Ok(cur.written_end);
         }

@@ -129,7 +129,7 @@ impl LogWriter {
             }
         }
         self.group
-            .wait_durable(lsn, |through| self.batch.write_batch(&self.buffer, through))
+            .wait_durable(lsn, |_through| self.batch.write_batch(&self.buffer))
     }
 
     /// Makes everything reserved so far durable.
