@@ -88,8 +88,26 @@ fn a_tree_holds_what_a_map_holds_through_splits_rollback_and_reopen() {
     tx.commit().unwrap();
 
     let tx = db.begin().unwrap();
-    assert_eq!(tx.get_key(tree, b"big").unwrap(), Some(big));
+    assert_eq!(tx.get_key(tree, b"big").unwrap(), Some(big.clone()));
     assert_eq!(tx.get_key(tree, &key(0)).unwrap(), None);
+    // One buffer for many gets: each found value is all of it, a missing
+    // key leaves it empty, whatever it held before (inline values, an
+    // overflow chain, the empty value).
+    let mut buf = b"left over".to_vec();
+    for i in (1..10_000u64).step_by(97) {
+        let found = tx.get_key_into(tree, &key(i), &mut buf).unwrap();
+        match model.get(&key(i)) {
+            Some(v) => assert!(found && buf == *v, "key {i}"),
+            None => assert!(!found && buf.is_empty(), "key {i}"),
+        }
+    }
+    assert!(tx.get_key_into(tree, b"big", &mut buf).unwrap());
+    assert_eq!(buf, big);
+    assert!(!tx.get_key_into(tree, &key(0), &mut buf).unwrap());
+    assert!(buf.is_empty());
+    buf.extend_from_slice(b"stale");
+    assert!(tx.get_key_into(tree, b"", &mut buf).unwrap());
+    assert!(buf.is_empty(), "the empty value");
     assert_eq!(tx.first(tree).unwrap().unwrap().0, Vec::<u8>::new());
     assert_eq!(
         tx.last(tree).unwrap(),

@@ -65,6 +65,29 @@ impl Got {
     }
 }
 
+/// What a get found under its leaf's latch: an inline value, already
+/// copied into the caller's buffer, or the rest of an item whose value is
+/// in an overflow chain, read after the latch is released.
+enum Hit {
+    Copied,
+    Chain(PageId, Vec<u8>),
+}
+
+impl Hit {
+    /// Copies the inline value of item rest `rest` of leaf `at` into
+    /// `out`, or keeps the rest of a chained one.
+    fn new(at: PageId, rest: &[u8], out: &mut Vec<u8>) -> Hit {
+        match rest.split_first() {
+            Some((&VALUE_INLINE, v)) => {
+                out.clear();
+                out.extend_from_slice(v);
+                Hit::Copied
+            }
+            _ => Hit::Chain(at, rest.to_vec()),
+        }
+    }
+}
+
 impl Storage {
     /// `key`'s value in tree `rel`, locking the key (or, when absent, the
     /// next key) shared for `txn`; with `covered`, `txn` holds the whole
@@ -77,11 +100,37 @@ impl Storage {
         key: &[u8],
         covered: bool,
     ) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(self
+            .tree_get_into(txn, rel, key, covered, &mut out)?
+            .then_some(out))
+    }
+
+    /// [`tree_get`](Self::tree_get) into `out` (cleared first, its
+    /// allocation kept): whether `key` is there.
+    pub(crate) fn tree_get_into(
+        &self,
+        txn: TxnId,
+        rel: &Relation,
+        key: &[u8],
+        covered: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
         check_key(key)?;
-        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key, covered))?;
+        out.clear();
+        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key, covered, out))?;
         match found {
-            Some(got) => Ok(Some(got.value(self, rel)?)),
-            None => Ok(None),
+            Some(Hit::Copied) => Ok(true),
+            Some(Hit::Chain(at, rest)) => {
+                let value = self.tree_value_of(rel, at, &rest)?;
+                out.clear();
+                out.extend_from_slice(&value);
+                Ok(true)
+            }
+            None => {
+                out.clear();
+                Ok(false)
+            }
         }
     }
 
@@ -91,7 +140,8 @@ impl Storage {
         rel: &Relation,
         key: &[u8],
         covered: bool,
-    ) -> Result<Step<Option<Got>>> {
+        out: &mut Vec<u8>,
+    ) -> Result<Step<Option<Hit>>> {
         let _shared = rel.structure.read();
         let (g, pid) = self.leaf_for_read(rel, key)?;
         // The descent opened the leaf, checked its level, and still holds
@@ -99,12 +149,15 @@ impl Storage {
         let p = TreePage::reopen(&g[..], pid);
         if covered {
             return Ok(Step::Done(match p.search(key)? {
-                Ok(i) => Some(Got::new(pid, p.item(i)?.1)),
+                Ok(i) => Some(Hit::new(pid, p.item(i)?.1, out)),
                 Err(_) => None,
             }));
         }
         let (target, found) = match p.search(key)? {
-            Ok(i) => (key_lock(rel.id, key), Some(Got::new(pid, p.item(i)?.1))),
+            Ok(i) => (
+                key_lock(rel.id, key),
+                Some(Hit::new(pid, p.item(i)?.1, out)),
+            ),
             Err(i) => (self.next_key_lock(rel, &g, pid, i)?, None),
         };
         Ok(match self.try_key(txn, target, LockMode::Shared, false)? {

@@ -133,7 +133,7 @@ impl KvStore for KeelKv {
             ),
             (
                 "read".into(),
-                "begin; get_key / range per operation (shared key-range locks); commit".into(),
+                "begin; get_key_into (one buffer for the transaction's gets) / range per operation (shared key-range locks); commit".into(),
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
@@ -158,9 +158,10 @@ impl KvStore for KeelKv {
 
     fn get(&self, ids: &[u64]) -> Result<(), Failure> {
         let tx = self.db.begin().map_err(k)?;
+        let mut v = Vec::new();
         for &i in ids {
-            let v = tx.get_key(self.tree, &key(i)).map_err(k)?;
-            check("keel", i, v.as_deref())?;
+            let found = tx.get_key_into(self.tree, &key(i), &mut v).map_err(k)?;
+            check("keel", i, found.then_some(&v[..]))?;
         }
         tx.commit().map_err(k)
     }
