@@ -29,6 +29,11 @@
 //! that call said, one whose call the crash cut is either, and no file is
 //! left that recovery could not place (invariant 13).
 //!
+//! The log runs both of its write paths under every shape: even seeds
+//! write it with O_DIRECT, odd seeds on a file system that refuses
+//! O_DIRECT, so it falls back to the page cache
+//! (`common::crash_sim_config`).
+//!
 //! `KEEL_CRASH_CYCLES` sets the number of power-cut cycles (default 600,
 //! split over two tests that run in parallel; each cycle is a fresh
 //! simulated disk, seeded by its number, printed when it fails).
@@ -44,7 +49,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keel::{Config, Database, RelationId, TupleId};
-use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
+use keel_io::sim::{Fault, FaultRule, Rng, SimIo};
 
 mod common;
 
@@ -268,7 +273,7 @@ fn power_cuts(seeds: &[u64]) {
         // One cycle in four runs with redo consistency checking.
         let check = seed % 4 == 0;
         let mut rng = Rng::new(seed * 7919 + 1);
-        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+        let sim = Arc::new(SimIo::new(common::crash_sim_config(seed)));
         let db = open(&sim, check).unwrap();
         let rels = Rels::create(&db, 1);
         let cut = sim.op_count() + 50 + rng.below(4000);
@@ -278,7 +283,10 @@ fn power_cuts(seeds: &[u64]) {
         let disk = sim.crash();
         drop(db);
 
-        let mut sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1000)));
+        let mut sim = Arc::new(SimIo::from_disk(
+            disk,
+            common::crash_sim_config(seed + 1000),
+        ));
         if rng.below(3) == 0 {
             // The directory as a standby's: a redo-only apply (no undo, no
             // log, the control file moved to the newest checkpoint), cut by
@@ -297,7 +305,10 @@ fn power_cuts(seeds: &[u64]) {
             }
             applies += 1;
             let disk = sim.crash();
-            sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 3000)));
+            sim = Arc::new(SimIo::from_disk(
+                disk,
+                common::crash_sim_config(seed + 3000),
+            ));
         }
         if rng.coin() {
             // A second power cut, during recovery.
@@ -309,7 +320,10 @@ fn power_cuts(seeds: &[u64]) {
                 drop(db);
             }
             let disk = sim.crash();
-            sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
+            sim = Arc::new(SimIo::from_disk(
+                disk,
+                common::crash_sim_config(seed + 2000),
+            ));
         }
         let db = open(&sim, check).unwrap();
         ddl_cut += side.settle(seed, "power cut", &db);
@@ -478,7 +492,7 @@ enum TwoStage {
 fn two_stage(seed: u64) -> TwoStage {
     let check = seed.is_multiple_of(4);
     let mut rng = Rng::new(seed * 104_729 + 5);
-    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let sim = Arc::new(SimIo::new(common::crash_sim_config(seed)));
     let db = open(&sim, check).unwrap();
     // Several relations, each transaction changing one: a restart's redo
     // then often leaves some relation's file unwritten (and unsynced).
@@ -498,7 +512,10 @@ fn two_stage(seed: u64) -> TwoStage {
     let kernel = sim.kill();
     drop(db);
 
-    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed + 1000)));
+    let sim = Arc::new(SimIo::after_kill(
+        kernel,
+        common::crash_sim_config(seed + 1000),
+    ));
     if rng.below(3) == 0 {
         // The power fails while the restarted process recovers.
         sim.add_fault(FaultRule::at_op(1 + rng.below(600), Fault::PowerCut));
@@ -507,7 +524,7 @@ fn two_stage(seed: u64) -> TwoStage {
         }
         let sim = Arc::new(SimIo::from_disk(
             sim.crash(),
-            SimConfig::seeded(seed + 2000),
+            common::crash_sim_config(seed + 2000),
         ));
         let db =
             open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): {e}"));
@@ -532,7 +549,10 @@ fn two_stage(seed: u64) -> TwoStage {
     let committed_after = acked2 != after_kill;
     let disk = sim.crash();
     drop(db);
-    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
+    let sim = Arc::new(SimIo::from_disk(
+        disk,
+        common::crash_sim_config(seed + 2000),
+    ));
     let db = open(&sim, check)
         .unwrap_or_else(|e| panic!("seed {seed} (power cut after the restart): {e}"));
     let stage = "power cut after the restart";

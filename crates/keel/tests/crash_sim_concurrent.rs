@@ -22,6 +22,10 @@
 //! power cut after more work or during the restart's recovery — with the
 //! same checks after each recovery.
 //!
+//! Even seeds write the log with O_DIRECT, odd seeds on a file system that
+//! refuses it, so the log falls back to the page cache
+//! (`common::crash_sim_config`).
+//!
 //! `KEEL_CRASH_CONCURRENT_CYCLES` sets the number of cycles (default 120);
 //! a failing cycle prints its seed (`KEEL_CRASH_CONCURRENT_SEED=<n>` runs
 //! that one alone). The simulator serialises requests, but the interleaving
@@ -36,7 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use keel::{Config, Database, RelationId, TupleId};
-use keel_io::sim::{Fault, FaultRule, Rng, SimConfig, SimIo};
+use keel_io::sim::{Fault, FaultRule, Rng, SimIo};
 
 /// One thread's rows: its tuples and its keys of the tree.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -315,7 +319,7 @@ struct Cycle {
 /// One cycle.
 fn cycle(seed: u64) -> Cycle {
     let mut rng = Rng::new(seed * 6151 + 3);
-    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let sim = Arc::new(SimIo::new(common::crash_sim_config(seed)));
     let db = open(&sim).unwrap();
     let rels = [db.create_relation("t").unwrap()];
     db.create_tree(TREE).unwrap();
@@ -327,14 +331,20 @@ fn cycle(seed: u64) -> Cycle {
     let disk = sim.crash();
     drop(db);
 
-    let mut sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1000)));
+    let mut sim = Arc::new(SimIo::from_disk(
+        disk,
+        common::crash_sim_config(seed + 1000),
+    ));
     if rng.coin() {
         sim.add_fault(FaultRule::at_op(1 + rng.below(400), Fault::PowerCut));
         if let Ok(db) = open(&sim) {
             drop(db);
         }
         let disk = sim.crash();
-        sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
+        sim = Arc::new(SimIo::from_disk(
+            disk,
+            common::crash_sim_config(seed + 2000),
+        ));
     }
     let db = open(&sim).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
     expect(seed, "power cut", &db, &rels, &outcomes);
@@ -404,7 +414,7 @@ enum TwoStage {
 /// kill's recovery and after the final one (invariant 14).
 fn two_stage(seed: u64) -> TwoStage {
     let mut rng = Rng::new(seed * 7907 + 11);
-    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let sim = Arc::new(SimIo::new(common::crash_sim_config(seed)));
     let db = open(&sim).unwrap();
     let rels: Vec<RelationId> = (1..=THREADS)
         .map(|t| db.create_relation(&format!("t{t}")).unwrap())
@@ -422,7 +432,10 @@ fn two_stage(seed: u64) -> TwoStage {
     let kernel = sim.kill();
     drop(db);
 
-    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed + 1000)));
+    let sim = Arc::new(SimIo::after_kill(
+        kernel,
+        common::crash_sim_config(seed + 1000),
+    ));
     if rng.below(3) == 0 {
         sim.add_fault(FaultRule::at_op(1 + rng.below(600), Fault::PowerCut));
         if let Ok(db) = open(&sim) {
@@ -430,7 +443,7 @@ fn two_stage(seed: u64) -> TwoStage {
         }
         let sim = Arc::new(SimIo::from_disk(
             sim.crash(),
-            SimConfig::seeded(seed + 2000),
+            common::crash_sim_config(seed + 2000),
         ));
         let db = open(&sim)
             .unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): recovery failed: {e}"));
@@ -455,7 +468,10 @@ fn two_stage(seed: u64) -> TwoStage {
     );
     let disk = sim.crash();
     drop(db);
-    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2000)));
+    let sim = Arc::new(SimIo::from_disk(
+        disk,
+        common::crash_sim_config(seed + 2000),
+    ));
     let db = open(&sim).unwrap_or_else(|e| {
         panic!("seed {seed} (power cut after the restart): recovery failed: {e}")
     });

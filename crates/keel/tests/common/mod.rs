@@ -31,6 +31,17 @@ pub fn small_config(frames: usize) -> Config {
     c
 }
 
+/// The simulator of crash cycle `seed` (and of its restarts, at `seed`
+/// plus a multiple of 2): on odd seeds the file system refuses O_DIRECT,
+/// so the log falls back to the page cache and both of its write paths
+/// (`WalConfig::direct_io`) run under every crash shape of the cycle.
+pub fn crash_sim_config(seed: u64) -> SimConfig {
+    SimConfig {
+        direct_io_supported: seed.is_multiple_of(2),
+        ..SimConfig::seeded(seed)
+    }
+}
+
 /// Opens (creating or recovering) the database at `/db` on the simulator.
 pub fn open_sim(sim: &Arc<SimIo>, config: Config) -> keel::Result<Database> {
     Database::open_with_io("/db", config, Arc::clone(sim) as Arc<dyn AsyncIo>)
