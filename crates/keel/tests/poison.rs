@@ -309,6 +309,20 @@ fn a_failed_data_write_poisons_every_thread() {
     }
 }
 
+/// A single-page write that fails (EIO, or a full disk): a page the
+/// buffer pool writes alone (an eviction from the small pool, the
+/// background writer, a checkpoint's lone dirty page) goes down as one
+/// plain write, not a vectored one.
+#[test]
+fn a_failed_single_page_write_poisons_every_thread() {
+    for (seed, fault) in [(41, Fault::Eio), (42, Fault::NoSpace)] {
+        let rule = FaultRule::always(fault)
+            .on_op(OpKind::Write)
+            .on_class(FileClass::Data);
+        poisoned_under_load(rule, true, seed);
+    }
+}
+
 #[test]
 fn the_first_fatal_error_is_the_cause_of_every_refusal() {
     let sim = Arc::new(SimIo::new(SimConfig::seeded(5)));

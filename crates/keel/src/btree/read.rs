@@ -106,8 +106,9 @@ impl Storage {
             .then_some(out))
     }
 
-    /// [`tree_get`](Self::tree_get) into `out` (cleared first, its
-    /// allocation kept): whether `key` is there.
+    /// [`tree_get`](Self::tree_get) into `out`: whether `key` is there.
+    /// An inline value is copied into `out`'s allocation; an overflow
+    /// value, read into a buffer of its own, replaces it.
     pub(crate) fn tree_get_into(
         &self,
         txn: TxnId,
@@ -122,9 +123,7 @@ impl Storage {
         match found {
             Some(Hit::Copied) => Ok(true),
             Some(Hit::Chain(at, rest)) => {
-                let value = self.tree_value_of(rel, at, &rest)?;
-                out.clear();
-                out.extend_from_slice(&value);
+                *out = self.tree_value_of(rel, at, &rest)?;
                 Ok(true)
             }
             None => {

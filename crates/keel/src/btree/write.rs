@@ -670,7 +670,7 @@ fn right_half<B: AsRef<[u8]>>(
         items.push((if level > 0 && i == k { &[][..] } else { key }, rest));
     }
     let mut image = Box::new([0u8; crate::page::PAGE_SIZE]);
-    TreePage::build(
+    TreePage::build_zeroed(
         &mut image[..],
         rpid,
         level,

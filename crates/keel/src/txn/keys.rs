@@ -76,11 +76,12 @@ impl Transaction<'_> {
         })
     }
 
-    /// [`get_key`](Self::get_key) into `out`, which is cleared first and
-    /// keeps its allocation: `true` when `key` is there (its value is then
-    /// all of `out`), `false` when it is not (`out` is left empty). The
-    /// same locks as `get_key`. For many gets, one buffer serves them all
-    /// and no get allocates.
+    /// [`get_key`](Self::get_key) into `out`: `true` when `key` is there
+    /// (its value is then all of `out`), `false` when it is not (`out` is
+    /// left empty). The same locks as `get_key`. A value stored in its
+    /// leaf is copied into `out`'s allocation, so for many gets one buffer
+    /// serves them all and no get allocates; a value in an overflow chain
+    /// is read into a buffer of its own, which replaces `out`'s.
     pub fn get_key_into(&self, tree: RelationId, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         self.tree_op(tree, LockMode::IntentShared, |s, log, r, covered| {
             s.tree_get_into(log.txn, r, key, covered, out)
