@@ -686,40 +686,44 @@ impl Wal {
         meta: RecordMeta,
         payload: &payload::Payload,
     ) -> Result<Appended, WalError> {
-        let meta = RecordMeta {
-            kind: payload.kind(),
-            ..meta
-        };
-        // The payload is encoded straight behind the header space: one
-        // buffer per record (a recycled one, `append.rs`), no copy. (`encode` refuses a payload too large
-        // for a record; the capacity is capped so that it gets to say so.)
+        // `encode` refuses a payload too large for a record; the capacity
+        // is capped so that it gets to say so.
         let cap = RECORD_HEADER_SIZE.saturating_add(payload.encoded_len());
-        let mut record = self.writer.record_buf(cap.min(MAX_RECORD_SIZE));
-        record.resize(RECORD_HEADER_SIZE, 0);
-        payload.encode(&mut record)?;
-        let appended = self.writer.append_record(&meta, record)?;
-        self.after_append(appended);
-        Ok(appended)
+        self.append_encoded(meta, payload.kind(), cap.min(MAX_RECORD_SIZE), |out| {
+            payload.encode(out)
+        })
     }
 
     /// Appends a `page-image` record of `image` (invariant 5), encoded
-    /// from the borrowed page straight behind the header space: the same
-    /// record as [`append_payload`](Self::append_payload) of a
+    /// from the borrowed page: the same record as
+    /// [`append_payload`](Self::append_payload) of a
     /// [`Payload::PageImage`], without a copy of the page made first.
     pub(crate) fn append_page_image(
         &self,
         meta: RecordMeta,
         image: &[u8; crate::page::PAGE_SIZE],
     ) -> Result<Appended, WalError> {
-        let meta = RecordMeta {
-            kind: RecordType::PageImage,
-            ..meta
-        };
-        let mut record = self
-            .writer
-            .record_buf(RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image)));
+        let cap = RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image));
+        self.append_encoded(meta, RecordType::PageImage, cap, |out| {
+            payload::encode_page_image(image, out);
+            Ok(())
+        })
+    }
+
+    /// Appends a record of type `kind` whose payload `encode` writes
+    /// straight behind the header space: one buffer per record (a recycled
+    /// one, `append.rs`, of about `cap` bytes), no copy.
+    fn append_encoded(
+        &self,
+        meta: RecordMeta,
+        kind: RecordType,
+        cap: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WalError>,
+    ) -> Result<Appended, WalError> {
+        let meta = RecordMeta { kind, ..meta };
+        let mut record = self.writer.record_buf(cap);
         record.resize(RECORD_HEADER_SIZE, 0);
-        payload::encode_page_image(image, &mut record);
+        encode(&mut record)?;
         let appended = self.writer.append_record(&meta, record)?;
         self.after_append(appended);
         Ok(appended)
