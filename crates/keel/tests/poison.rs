@@ -276,14 +276,18 @@ fn a_failed_log_sync_poisons_every_thread() {
     }
 }
 
+/// Every `op` of `class` fails, with EIO (seed `seed`) and then with a
+/// full disk (seed `seed + 1`), under load.
+fn failing_writes(op: OpKind, class: FileClass, checkpoint: bool, seed: u64) {
+    for (seed, fault) in [(seed, Fault::Eio), (seed + 1, Fault::NoSpace)] {
+        let rule = FaultRule::always(fault).on_op(op).on_class(class);
+        poisoned_under_load(rule, checkpoint, seed);
+    }
+}
+
 #[test]
 fn a_failed_log_write_poisons_every_thread() {
-    for (seed, fault) in [(11, Fault::Eio), (12, Fault::NoSpace)] {
-        let rule = FaultRule::always(fault)
-            .on_op(OpKind::Write)
-            .on_class(FileClass::Wal);
-        poisoned_under_load(rule, false, seed);
-    }
+    failing_writes(OpKind::Write, FileClass::Wal, false, 11);
 }
 
 #[test]
@@ -301,12 +305,7 @@ fn a_failed_data_sync_poisons_every_thread() {
 /// writes, neighbours together).
 #[test]
 fn a_failed_data_write_poisons_every_thread() {
-    for (seed, fault) in [(31, Fault::Eio), (32, Fault::NoSpace)] {
-        let rule = FaultRule::always(fault)
-            .on_op(OpKind::WriteV)
-            .on_class(FileClass::Data);
-        poisoned_under_load(rule, true, seed);
-    }
+    failing_writes(OpKind::WriteV, FileClass::Data, true, 31);
 }
 
 /// A single-page write that fails (EIO, or a full disk): a page the
@@ -315,12 +314,7 @@ fn a_failed_data_write_poisons_every_thread() {
 /// plain write, not a vectored one.
 #[test]
 fn a_failed_single_page_write_poisons_every_thread() {
-    for (seed, fault) in [(41, Fault::Eio), (42, Fault::NoSpace)] {
-        let rule = FaultRule::always(fault)
-            .on_op(OpKind::Write)
-            .on_class(FileClass::Data);
-        poisoned_under_load(rule, true, seed);
-    }
+    failing_writes(OpKind::Write, FileClass::Data, true, 41);
 }
 
 #[test]
