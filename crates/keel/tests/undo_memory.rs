@@ -174,3 +174,88 @@ fn a_crash_during_the_rollback_of_large_changes_is_finished_by_recovery() {
         "no power cut landed inside a rollback that recovery then finished"
     );
 }
+
+/// Tree inserts in the undo's test: keys of the kv suite's size.
+const TREE_KEY_BYTES: usize = 24;
+
+fn tree_key(txn: u8, i: u32) -> Vec<u8> {
+    let mut k = vec![txn; TREE_KEY_BYTES];
+    k[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+    k
+}
+
+fn tree_contents(db: &Database, tree: RelationId) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let tx = db.begin().unwrap();
+    let all = tx.range(tree, ..).unwrap().map(|kv| kv.unwrap()).collect();
+    tx.commit().unwrap();
+    all
+}
+
+/// A tree insert keeps only its key for its rollback: a transaction of
+/// thousands of puts holds an entry and a key per put (and its vectors'
+/// spare capacity), not a boxed record each. Two such
+/// transactions, their puts interleaved, are rolled back exactly: one by
+/// abort, and both as losers of a crash (each loser's keys kept apart).
+#[test]
+fn tree_inserts_hold_their_keys_only_and_are_undone_exactly() {
+    const PUTS: u32 = 4_000;
+    const ENTRY_BYTES: usize = 40;
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(41)));
+    let db = open(&sim);
+    let tree = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..200 {
+        tx.put(tree, &tree_key(0, i), b"committed").unwrap();
+    }
+    tx.commit().unwrap();
+    let model = tree_contents(&db, tree);
+
+    let mut a = db.begin().unwrap();
+    let before = a.undo_bytes();
+    for i in 0..PUTS {
+        a.put(tree, &tree_key(1, i), &[1; 150]).unwrap();
+    }
+    let held = a.undo_bytes() - before;
+    // The undo stack's and the key arena's spare capacity: under half
+    // their length at this count (4,096 entries, 128 KiB of arena).
+    let bound = 3 * PUTS as usize * (ENTRY_BYTES + TREE_KEY_BYTES) / 2;
+    assert!(
+        held <= bound,
+        "{PUTS} tree inserts hold {held} bytes for undo (bound {bound})"
+    );
+    a.abort().unwrap();
+    assert_eq!(tree_contents(&db, tree), model, "after abort");
+
+    // Two losers, on two trees (next-key locks would make one wait for
+    // the other on a shared tree), their puts interleaved in the log.
+    let second = db.create_tree("u").unwrap();
+    let third = db.create_tree("w").unwrap();
+    let (mut a, mut b) = (db.begin().unwrap(), db.begin().unwrap());
+    for i in 0..PUTS / 4 {
+        a.put(tree, &tree_key(2, i), &[2; 150]).unwrap();
+        b.put(second, &tree_key(3, i), &[3; 150]).unwrap();
+    }
+    // Replacing a committed key and deleting one add records of other
+    // kinds between the inserts.
+    a.put(tree, &tree_key(0, 1), b"replaced").unwrap();
+    a.delete_key(tree, &tree_key(0, 2)).unwrap();
+    b.put(second, &tree_key(3, PUTS), b"last").unwrap();
+    // A later commit makes both losers' records durable.
+    let mut other = db.begin().unwrap();
+    other.put(third, &tree_key(4, 0), b"winner").unwrap();
+    other.commit().unwrap();
+    let disk = sim.crash();
+    drop((a, b));
+    drop(db);
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(42)));
+    let db = open(&sim);
+    assert_eq!(db.recovery_report().txns_undone, 2);
+    assert_eq!(tree_contents(&db, tree), model, "first tree after recovery");
+    assert!(
+        tree_contents(&db, second).is_empty(),
+        "second tree after recovery"
+    );
+    let winner = BTreeMap::from([(tree_key(4, 0), b"winner".to_vec())]);
+    assert_eq!(tree_contents(&db, third), winner, "the winner's tree");
+    db.close().unwrap();
+}

@@ -251,7 +251,7 @@ impl Storage {
                     key: key.to_vec(),
                     rest: std::mem::take(rest),
                 };
-                self.change_owned(Some(log), rel.id, &mut g, insert)?;
+                self.change(Some(log), rel.id, &mut g, &insert)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
@@ -373,12 +373,11 @@ impl Storage {
     ) -> Result<()> {
         loop {
             if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
-                // Owned, so the undo entry takes the key without a copy.
                 let insert = Payload::TreeInsert {
                     key: key.to_vec(),
                     rest: std::mem::take(rest),
                 };
-                self.change_owned(Some(log), rel.id, &mut g, insert)?;
+                self.change(Some(log), rel.id, &mut g, &insert)?;
                 return Ok(());
             }
             self.split(rel, g, 0, path)?;

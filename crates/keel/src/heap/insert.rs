@@ -199,7 +199,7 @@ impl Storage {
             flags,
             tuple: bytes.to_vec(),
         };
-        self.change_owned(Some(log), rel.id, g, insert)?;
+        self.change(Some(log), rel.id, g, &insert)?;
         self.note_free(rel, g);
         Ok(Some(TupleId::new(pid, slot)))
     }
@@ -247,7 +247,7 @@ impl Storage {
             flags: TupleFlags::NONE,
             tuples,
         };
-        self.change_owned(Some(log), rel.id, g, insert)?;
+        self.change(Some(log), rel.id, g, &insert)?;
         self.note_free(rel, g);
         tids.extend_from_slice(&new);
         Ok(Some(new.len()))

@@ -80,8 +80,10 @@
 //!   forward keeps its record with the slot's before-image, which is at
 //!   most [`INLINE_MAX`] bytes, because a larger value's slot holds only its
 //!   24-byte overflow head and the old chain is not touched until the
-//!   commit frees it (`Deferred`). So per change: a few dozen bytes plus at
-//!   most two inline tuples (the update's old and new bytes).
+//!   commit frees it (`Deferred`). A tree insert keeps its key, appended
+//!   to the transaction's key arena (`TxnLog::keys`), not allocated alone.
+//!   So per change: a few dozen bytes plus at most two inline tuples (the
+//!   update's old and new bytes) or a key.
 //! - one `Deferred` release per dead slot or old chain, and one
 //!   reservation per page it freed bytes on (module section "Room for
 //!   rollback").

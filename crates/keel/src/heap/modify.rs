@@ -348,6 +348,22 @@ impl Storage {
                 self.undo_chain(log, &rel, chain).map_err(failed)?;
                 continue;
             }
+            if let Undo::TreeInsert { at, len } = entry.undo {
+                let key = log.pop_key(at, len).ok_or_else(|| {
+                    failed(corrupt(
+                        &rel,
+                        format!("tree page {}", entry.page),
+                        format!("the key of the undo entry at {} (bytes {at}, {len} long) is not in the transaction's key arena", entry.lsn),
+                    ))
+                })?;
+                let record = Payload::TreeInsert {
+                    key,
+                    rest: Vec::new(),
+                };
+                self.undo_tree_record(log, &rel, entry.prev_lsn, &record)
+                    .map_err(failed)?;
+                continue;
+            }
             if let Undo::Record(p) = &entry.undo
                 && matches!(
                     **p,
@@ -370,7 +386,7 @@ impl Storage {
                     first: *first,
                     count: *count,
                 },
-                Undo::Chain { .. } => continue, // rolled back above
+                Undo::Chain { .. } | Undo::TreeInsert { .. } => continue, // rolled back above
                 Undo::Record(p) => match crate::storage::apply::undo_action(p) {
                     Some(action) => action,
                     None => continue,

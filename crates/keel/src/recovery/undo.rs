@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::analysis::Open;
 use super::{Recovered, failed, recovery};
@@ -33,11 +33,15 @@ pub(super) fn undo_losers(
     losers: BTreeMap<TxnId, Open>,
     rec: &mut Recovered,
 ) -> Result<()> {
-    let mut payloads = read_back(store, mode, &losers)?;
+    let ReadBack {
+        undo: mut payloads,
+        mut keys,
+    } = read_back(store, mode, &losers)?;
     let lookup = |id: RelationId| rels.get(&id).cloned();
     for (txn, open) in losers.into_iter().rev() {
         let mut log = TxnLog::new(txn);
         log.last_lsn = open.last_lsn;
+        log.keys = keys.remove(&txn).unwrap_or_default();
         // The same stack the running transaction would hold: one entry
         // per overflow chain (`push_undo`), so rollback logs the same CLRs.
         for r in &open.undo {
@@ -66,6 +70,14 @@ pub(super) fn undo_losers(
     Ok(())
 }
 
+/// The losers' records read back: what undoing each needs, by LSN, and
+/// each loser's key arena ([`TxnLog::keys`]), holding its tree inserts'
+/// keys in the order of its undo stack (the log's order).
+struct ReadBack {
+    undo: FxHashMap<Lsn, Undo>,
+    keys: FxHashMap<TxnId, Vec<u8>>,
+}
+
 /// What undoing each record the losers' undo stacks name needs, read
 /// back from the log in one forward scan from the oldest of them
 /// (analysis kept only their positions: most transactions commit, and
@@ -76,14 +88,15 @@ fn read_back(
     store: &Storage,
     mode: RecoveryMode,
     losers: &BTreeMap<TxnId, Open>,
-) -> Result<FxHashMap<Lsn, Undo>> {
-    let wanted: FxHashSet<Lsn> = losers
-        .values()
-        .flat_map(|o| o.undo.iter().map(|r| r.lsn))
+) -> Result<ReadBack> {
+    let wanted: FxHashMap<Lsn, TxnId> = losers
+        .iter()
+        .flat_map(|(&txn, o)| o.undo.iter().map(move |r| (r.lsn, txn)))
         .collect();
     let mut found = FxHashMap::default();
-    let Some(&from) = wanted.iter().min() else {
-        return Ok(found);
+    let mut keys: FxHashMap<TxnId, Vec<u8>> = FxHashMap::default();
+    let Some(&from) = wanted.keys().min() else {
+        return Ok(ReadBack { undo: found, keys });
     };
     let reading = "reading the losers' records back from the log";
     let mut reader = store
@@ -93,7 +106,7 @@ fn read_back(
     while found.len() < wanted.len() {
         let record = reader.next_with(|h, payload| {
             wanted
-                .contains(&h.lsn)
+                .contains_key(&h.lsn)
                 .then(|| Payload::decode_record(&h, payload).map(|p| (h.lsn, p)))
         });
         match record {
@@ -101,10 +114,13 @@ fn read_back(
             Some(r) => {
                 if let Some(decoded) = r.map_err(failed(from, None, reading))? {
                     let (lsn, payload) = decoded.map_err(failed(from, None, reading))?;
-                    found.insert(lsn, Undo::of(Cow::Owned(payload)));
+                    if let Some(&txn) = wanted.get(&lsn) {
+                        let arena = keys.entry(txn).or_default();
+                        found.insert(lsn, Undo::of(Cow::Owned(payload), arena));
+                    }
                 }
             }
         }
     }
-    Ok(found)
+    Ok(ReadBack { undo: found, keys })
 }

@@ -82,28 +82,6 @@ impl Storage {
         g: &mut PageWriteGuard<'_>,
         payload: &Payload,
     ) -> Result<Lsn> {
-        self.change_cow(log, rel, g, Cow::Borrowed(payload))
-    }
-
-    /// [`change`](Self::change) of a payload the caller gives away: the
-    /// undo stack keeps it without a copy (an insert's tuple bytes).
-    pub(crate) fn change_owned(
-        &self,
-        log: Option<&mut TxnLog>,
-        rel: RelationId,
-        g: &mut PageWriteGuard<'_>,
-        payload: Payload,
-    ) -> Result<Lsn> {
-        self.change_cow(log, rel, g, Cow::Owned(payload))
-    }
-
-    fn change_cow(
-        &self,
-        log: Option<&mut TxnLog>,
-        rel: RelationId,
-        g: &mut PageWriteGuard<'_>,
-        payload: Cow<'_, Payload>,
-    ) -> Result<Lsn> {
         let pid = g.page_id();
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
@@ -118,12 +96,12 @@ impl Storage {
             g.mark_dirty(rec.lsn);
         }
         let before = page_lsn(g).unwrap_or(Lsn::ZERO);
-        apply::apply(&payload, g, pid, before)?;
+        apply::apply(payload, g, pid, before)?;
         let mut meta = RecordMeta::new(payload.kind()).on_page(rel, pid);
         if let Some(log) = &log {
             meta = meta.in_txn(log.txn, log.last_lsn);
         }
-        let rec = match self.wal.append_payload(meta, &payload) {
+        let rec = match self.wal.append_payload(meta, payload) {
             Ok(rec) => rec,
             Err(e) => return Err(self.unlogged(g, e.into())),
         };
@@ -139,6 +117,7 @@ impl Storage {
         drop(gate);
         if let Some(log) = log {
             if payload.needs_undo() {
+                let undo = Undo::of(Cow::Borrowed(payload), &mut log.keys);
                 push_undo(
                     &mut log.undo,
                     UndoEntry {
@@ -146,7 +125,7 @@ impl Storage {
                         page: pid,
                         lsn: rec.lsn,
                         prev_lsn: log.last_lsn,
-                        undo: Undo::of(payload),
+                        undo,
                     },
                 );
             }
@@ -251,7 +230,7 @@ impl Storage {
             Ok(rec) => rec,
             Err(e) => return Err(self.unlogged(pages[0], e.into())),
         };
-        // Marked dirty under the gate, as `change_cow` does.
+        // Marked dirty under the gate, as `change` does.
         for g in pages.iter_mut() {
             g.mark_dirty(rec.lsn);
         }

@@ -12,12 +12,16 @@
 //! ## Memory
 //!
 //! An entry is at most 40 bytes (a compile-time check below). An insert
-//! keeps only its slot, a multi-insert only its first slot and count; the pages of an overflow chain it writes are one
-//! entry however many there are ([`Undo::Chain`]); an update, delete or
-//! forward keeps its record with the slot's before-image, at most
-//! `INLINE_MAX` bytes. So a transaction holds a few dozen bytes per change
-//! plus at most two inline tuples, never a copy of a large value (heap
-//! essay, "Memory a transaction holds").
+//! keeps only its slot, a multi-insert only its first slot and count; the
+//! pages of an overflow chain it writes are one entry however many there
+//! are ([`Undo::Chain`]); a tree insert keeps only its key, appended to
+//! the transaction's key arena ([`TxnLog::keys`]) rather than allocated
+//! alone, so a load of a million keys makes no allocation per key for its
+//! rollback and frees none at its commit; an update, delete or forward
+//! keeps its record with the slot's before-image, at most `INLINE_MAX`
+//! bytes. So a transaction holds a few dozen bytes per change plus at most
+//! two inline tuples, never a copy of a large value (heap essay, "Memory a
+//! transaction holds").
 
 use std::borrow::Cow;
 
@@ -57,29 +61,26 @@ pub(crate) enum Undo {
     /// whole chain however long the value (`push_undo` merges them) and
     /// no chunk is copied.
     Chain { pages: u32, index: u32, next: u32 },
+    /// Delete the key a tree insert put: bytes `at..at + len` of the
+    /// transaction's key arena ([`TxnLog::keys`]). The item stays in the
+    /// tree until its undo (the transaction holds the key's lock, and its
+    /// later changes to the key are undone first), which reads the rest
+    /// from the leaf (`undo_tree_record`), so the stack keeps no copy of
+    /// every inserted value.
+    TreeInsert { at: u64, len: u16 },
     /// Reverse this record with [`crate::storage::apply::undo_action`] (boxed: an entry per
     /// insert stays small). Only records whose before-image is at most a
     /// tuple's bytes (a heap update, delete or forward) are kept this way;
     /// a large value's before-image is its 24-byte overflow head, its chain
-    /// staying untouched until the commit frees it (`Deferred`). A tree
-    /// insert is kept with its key and an empty rest: the item stays in the
-    /// tree until its undo (the transaction holds the key's lock, and its
-    /// later changes to the key are undone first), which reads the rest
-    /// from the leaf, so the stack keeps no copy of every inserted value.
+    /// staying untouched until the commit frees it (`Deferred`).
     Record(Box<Payload>),
 }
 
 impl Undo {
-    /// What undoing `payload` needs, keeping as little of it as that.
-    pub(crate) fn of(payload: Cow<'_, Payload>) -> Undo {
-        // A tree insert keeps its key only: its undo reads the item's rest
-        // from the leaf (`undo_tree_record`). An owned payload gives its key.
-        if let Cow::Owned(Payload::TreeInsert { key, .. }) = payload {
-            return Undo::Record(Box::new(Payload::TreeInsert {
-                key,
-                rest: Vec::new(),
-            }));
-        }
+    /// What undoing `payload` needs, keeping as little of it as that: a
+    /// tree insert's key goes to the end of `keys`, the transaction's key
+    /// arena ([`TxnLog::keys`]).
+    pub(crate) fn of(payload: Cow<'_, Payload>, keys: &mut Vec<u8>) -> Undo {
         match *payload {
             Payload::HeapInsert { slot, .. } => Undo::Insert { slot },
             Payload::HeapMultiInsert {
@@ -88,10 +89,18 @@ impl Undo {
                 first,
                 count: tuples.run_len(),
             },
-            Payload::TreeInsert { ref key, .. } => Undo::Record(Box::new(Payload::TreeInsert {
-                key: key.clone(),
-                rest: Vec::new(),
-            })),
+            Payload::TreeInsert { ref key, .. } => match u16::try_from(key.len()) {
+                Ok(len) => {
+                    let at = keys.len() as u64;
+                    keys.extend_from_slice(key);
+                    Undo::TreeInsert { at, len }
+                }
+                // Keys are at most a quarter page; kept whole otherwise.
+                Err(_) => Undo::Record(Box::new(Payload::TreeInsert {
+                    key: key.clone(),
+                    rest: Vec::new(),
+                })),
+            },
             Payload::OverflowWrite { index, next, .. } => Undo::Chain {
                 pages: 1,
                 index,
@@ -107,6 +116,7 @@ impl Undo {
             Undo::Insert { .. } => RecordType::HeapInsert.name(),
             Undo::InsertRun { .. } => RecordType::HeapMultiInsert.name(),
             Undo::Chain { .. } => RecordType::OverflowWrite.name(),
+            Undo::TreeInsert { .. } => RecordType::TreeInsert.name(),
             Undo::Record(p) => p.kind().name(),
         }
     }
@@ -170,6 +180,9 @@ pub(crate) struct TxnLog {
     pub txn: TxnId,
     pub last_lsn: Lsn,
     pub undo: Vec<UndoEntry>,
+    /// The keys of the tree inserts on `undo` ([`Undo::TreeInsert`]),
+    /// end to end in the order they were pushed.
+    pub keys: Vec<u8>,
     pub deferred: Vec<Deferred>,
     /// Bytes this transaction freed on pages and holds for its rollback.
     pub reserved: Vec<(RelationId, PageId, usize)>,
@@ -181,16 +194,31 @@ impl TxnLog {
             txn,
             last_lsn: Lsn::ZERO,
             undo: Vec::new(),
+            keys: Vec::new(),
             deferred: Vec::new(),
             reserved: Vec::new(),
         }
     }
 
+    /// The key of the [`Undo::TreeInsert`] entry `at`/`len` just popped
+    /// off the stack, copied out; `None` when the arena does not hold it.
+    /// The arena's tail is released when the key is its last bytes (the
+    /// stack is popped in the order it was pushed).
+    pub(crate) fn pop_key(&mut self, at: u64, len: u16) -> Option<Vec<u8>> {
+        let at = usize::try_from(at).ok()?;
+        let end = at.checked_add(usize::from(len))?;
+        let key = self.keys.get(at..end)?.to_vec();
+        if end == self.keys.len() {
+            self.keys.truncate(at);
+        }
+        Some(key)
+    }
+
     /// Bytes of memory this log holds until its transaction ends: the
-    /// undo stack (entries and the before-images they box), the deferred
-    /// releases and the reservations. A boxed payload is counted as its
-    /// size plus its encoded length, which is within a few bytes of the
-    /// heap bytes its vectors hold.
+    /// undo stack (entries and the before-images they box), the key arena,
+    /// the deferred releases and the reservations. A boxed payload is
+    /// counted as its size plus its encoded length, which is within a few
+    /// bytes of the heap bytes its vectors hold.
     pub(crate) fn held_bytes(&self) -> usize {
         use std::mem::size_of;
         let boxed: usize = self
@@ -202,6 +230,7 @@ impl TxnLog {
             })
             .sum();
         self.undo.capacity() * size_of::<UndoEntry>()
+            + self.keys.capacity()
             + boxed
             + self.deferred.capacity() * size_of::<Deferred>()
             + self.reserved.capacity() * size_of::<(RelationId, PageId, usize)>()
@@ -260,5 +289,35 @@ mod tests {
         push_undo(&mut stack, write(12, 500, 400, 0, 3));
         push_undo(&mut stack, write(13, 700, 600, 0, 12));
         assert_eq!(stack.len(), 4);
+    }
+
+    /// A tree insert's key goes to the arena; popping the entries in the
+    /// order they were pushed copies each key out and releases the tail.
+    #[test]
+    fn tree_insert_keys_live_in_the_arena_until_popped() {
+        let mut log = TxnLog::new(TxnId(1));
+        let undo = |key: &[u8], log: &mut TxnLog| {
+            let payload = Payload::TreeInsert {
+                key: key.to_vec(),
+                rest: vec![9; 150],
+            };
+            Undo::of(Cow::Owned(payload), &mut log.keys)
+        };
+        let first = undo(b"alpha", &mut log);
+        let second = undo(b"be", &mut log);
+        assert_eq!(log.keys, b"alphabe");
+        let (Undo::TreeInsert { at: a1, len: l1 }, Undo::TreeInsert { at: a2, len: l2 }) =
+            (&first, &second)
+        else {
+            panic!("tree inserts kept as {first:?} and {second:?}");
+        };
+        let (a1, l1, a2, l2) = (*a1, *l1, *a2, *l2);
+        assert_eq!(log.pop_key(a2, l2).as_deref(), Some(&b"be"[..]));
+        assert_eq!(log.keys, b"alpha");
+        // A key past the arena's end is reported, not read.
+        assert_eq!(log.pop_key(a1, 9), None);
+        assert_eq!(log.pop_key(u64::MAX, 1), None);
+        assert_eq!(log.pop_key(a1, l1).as_deref(), Some(&b"alpha"[..]));
+        assert!(log.keys.is_empty());
     }
 }
