@@ -137,7 +137,9 @@ impl Storage {
         value: &[u8],
     ) -> Result<Vec<u8>> {
         if item_len(key, value) < MAX_ITEM_LEN && value.len() <= INLINE_MAX {
-            return Ok(tree::inline_value(value));
+            let mut rest = std::mem::take(&mut log.spare_rest);
+            tree::set_inline_value(&mut rest, value);
+            return Ok(rest);
         }
         let head = self.chain_form(log, rel, value)?;
         let mut rest = Vec::with_capacity(1 + OverflowHead::SIZE);
@@ -373,11 +375,19 @@ impl Storage {
     ) -> Result<()> {
         loop {
             if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
+                let mut owned = std::mem::take(&mut log.spare_key);
+                owned.clear();
+                owned.extend_from_slice(key);
                 let insert = Payload::TreeInsert {
-                    key: key.to_vec(),
+                    key: owned,
                     rest: std::mem::take(rest),
                 };
                 self.change(Some(log), rel.id, &mut g, &insert)?;
+                // The record is logged and the key copied to the undo
+                // arena: its buffers serve the transaction's next put.
+                if let Payload::TreeInsert { key, rest } = insert {
+                    (log.spare_key, log.spare_rest) = (key, rest);
+                }
                 return Ok(());
             }
             self.split(rel, g, 0, path)?;

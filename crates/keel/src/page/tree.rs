@@ -220,9 +220,15 @@ fn layout_error(layout: u16) -> String {
 /// The bytes of a leaf item's value part for an inline value.
 pub fn inline_value(value: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + value.len());
-    v.push(VALUE_INLINE);
-    v.extend_from_slice(value);
+    set_inline_value(&mut v, value);
     v
+}
+
+/// [`inline_value`] into `rest`, replacing what it held.
+pub fn set_inline_value(rest: &mut Vec<u8>, value: &[u8]) {
+    rest.clear();
+    rest.push(VALUE_INLINE);
+    rest.extend_from_slice(value);
 }
 
 /// The bytes of an internal item's rest: the child's page id.

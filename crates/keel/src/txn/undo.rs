@@ -183,6 +183,11 @@ pub(crate) struct TxnLog {
     /// The keys of the tree inserts on `undo` ([`Undo::TreeInsert`]),
     /// end to end in the order they were pushed.
     pub keys: Vec<u8>,
+    /// The buffers of the last tree insert's record (its key and its
+    /// item's rest), which the next one builds its record in: a put of an
+    /// inline value allocates neither.
+    pub spare_key: Vec<u8>,
+    pub spare_rest: Vec<u8>,
     pub deferred: Vec<Deferred>,
     /// Bytes this transaction freed on pages and holds for its rollback.
     pub reserved: Vec<(RelationId, PageId, usize)>,
@@ -195,6 +200,8 @@ impl TxnLog {
             last_lsn: Lsn::ZERO,
             undo: Vec::new(),
             keys: Vec::new(),
+            spare_key: Vec::new(),
+            spare_rest: Vec::new(),
             deferred: Vec::new(),
             reserved: Vec::new(),
         }
@@ -215,8 +222,9 @@ impl TxnLog {
     }
 
     /// Bytes of memory this log holds until its transaction ends: the
-    /// undo stack (entries and the before-images they box), the key arena,
-    /// the deferred releases and the reservations. A boxed payload is
+    /// undo stack (entries and the before-images they box), the key arena
+    /// and the spare record buffers, the deferred releases and the
+    /// reservations. A boxed payload is
     /// counted as its size plus its encoded length, which is within a few
     /// bytes of the heap bytes its vectors hold.
     pub(crate) fn held_bytes(&self) -> usize {
@@ -231,6 +239,8 @@ impl TxnLog {
             .sum();
         self.undo.capacity() * size_of::<UndoEntry>()
             + self.keys.capacity()
+            + self.spare_key.capacity()
+            + self.spare_rest.capacity()
             + boxed
             + self.deferred.capacity() * size_of::<Deferred>()
             + self.reserved.capacity() * size_of::<(RelationId, PageId, usize)>()
