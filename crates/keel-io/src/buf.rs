@@ -100,6 +100,19 @@ impl AlignedBuf {
         self.cap
     }
 
+    /// Sets the length to `len` for a caller that writes every byte up to
+    /// it before reading any: within the capacity the bytes keep what the
+    /// buffer last held there (its memory is zeroed when allocated, so
+    /// they are earlier contents or zeroes, never uninitialised memory);
+    /// past it, a zeroed buffer of at least twice the capacity replaces
+    /// this one, its bytes not copied.
+    pub fn set_len_for_overwrite(&mut self, len: usize) {
+        if len > self.cap {
+            *self = AlignedBuf::zeroed(len.max(self.cap.saturating_mul(2)));
+        }
+        self.len = len;
+    }
+
     /// Changes the length: shrinking keeps the bytes, growing zeroes the new
     /// ones and reallocates (keeping the alignment) past the capacity.
     pub fn resize(&mut self, new_len: usize) {
@@ -348,6 +361,15 @@ impl IoBuf {
         }
     }
 
+    /// [`AlignedBuf::set_len_for_overwrite`] (a `Vec` is resized, zeroing
+    /// growth): for a caller that writes every byte up to `len`.
+    pub fn set_len_for_overwrite(&mut self, len: usize) {
+        match &mut self.0 {
+            Inner::Vec(v) => v.resize(len, 0),
+            Inner::Aligned(a) => a.set_len_for_overwrite(len),
+        }
+    }
+
     /// Shortens the buffer to `len` bytes (no-op if already shorter).
     pub fn truncate(&mut self, len: usize) {
         if len < self.len() {
@@ -430,6 +452,26 @@ mod tests {
         assert_eq!(b.len(), 5);
         let empty = AlignedBuf::zeroed(0);
         assert!(empty.is_empty());
+    }
+
+    /// Within the capacity the length moves and no byte changes; past it
+    /// the buffer at least doubles, aligned and zeroed.
+    #[test]
+    fn a_length_for_overwrite_keeps_the_bytes_and_grows_by_doubling() {
+        let mut b = AlignedBuf::zeroed(3 * DIRECT_IO_ALIGN);
+        b.fill(9);
+        b.set_len_for_overwrite(10);
+        assert_eq!(b.len(), 10);
+        b.set_len_for_overwrite(3 * DIRECT_IO_ALIGN);
+        assert!(b.iter().all(|&x| x == 9), "bytes within the capacity kept");
+        b.set_len_for_overwrite(3 * DIRECT_IO_ALIGN + 1);
+        assert_eq!(b.len(), 3 * DIRECT_IO_ALIGN + 1);
+        assert_eq!(b.capacity(), 6 * DIRECT_IO_ALIGN);
+        assert_eq!(b.as_ptr() as usize % DIRECT_IO_ALIGN, 0);
+        assert!(b.iter().all(|&x| x == 0), "a new buffer is zeroed");
+        let mut v = IoBuf::from(vec![1u8; 4]);
+        v.set_len_for_overwrite(6);
+        assert_eq!(&v[..], &[1, 1, 1, 1, 0, 0]);
     }
 
     #[test]

@@ -114,6 +114,37 @@ fn the_log_is_written_with_o_direct_where_the_file_system_has_it_and_through_the
     wal.close().unwrap();
 }
 
+/// With O_DIRECT a batch is written from the start of its block and padded
+/// to the block's end. The padding is zeroes even when the staging buffer
+/// last held a larger batch: no fragment of an earlier batch lands after
+/// the log's end, where a reader would take it for the next record.
+#[test]
+fn a_direct_batchs_padding_is_zeroes_after_a_larger_batch() {
+    let io = sim(71);
+    let wal = open(io.clone(), small_config());
+    assert!(wal.direct_io());
+    let mut last = Lsn::ZERO;
+    for i in 0..40 {
+        last = wal.append(&meta(i), &[0xAB; 1000]).unwrap().lsn;
+    }
+    wal.flush(last).unwrap();
+    let small = wal.append(&meta(40), &[0xCD; 10]).unwrap().lsn;
+    wal.flush(small).unwrap();
+    let end = wal.end_lsn();
+    let disk = io.crash();
+    drop(wal);
+    let size = u64::from(small_config().segment_size_bytes);
+    assert_eq!(end.0 / size, 0, "the log fits its first segment");
+    let bytes = disk.file(&segment0()).unwrap();
+    let from = (end.0 % size) as usize;
+    let to = from.next_multiple_of(4096);
+    let dirty = bytes[from..to].iter().filter(|&&b| b != 0).count();
+    assert_eq!(
+        dirty, 0,
+        "{dirty} non-zero bytes in the padding after the log's end at {from}"
+    );
+}
+
 fn real_backend(backend: Backend) -> Option<Arc<dyn AsyncIo>> {
     let config = IoConfig {
         backend,

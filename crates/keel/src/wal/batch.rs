@@ -174,19 +174,20 @@ impl BatchWriter {
         let tail_len = (file_off - block_off) as usize;
         debug_assert_eq!(cur.tail.len(), tail_len, "O_DIRECT tail out of step");
         let len = (tail_len + batch).next_multiple_of(BLOCK as usize);
-        // Emptied, then grown: growth zeroes, so the padding after the
-        // records is zeroes whatever the buffer held before.
+        // Every byte up to `len` is written below: the partial block's
+        // tail, the records, then zeroes for the padding (the buffer's
+        // earlier batch is never written again).
         let mut buf = spare
             .filter(IoBuf::is_aligned)
             .unwrap_or_else(|| IoBuf::aligned(0));
-        buf.truncate(0);
-        buf.resize(len);
+        buf.set_len_for_overwrite(len);
         buf[..tail_len].copy_from_slice(&cur.tail);
         let mut at = tail_len;
         for r in records {
             buf[at..at + r.len()].copy_from_slice(r);
             at += r.len();
         }
+        buf[at..].fill(0);
         (block_off, buf)
     }
 
