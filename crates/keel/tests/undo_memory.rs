@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keel::{Database, RelationId, TupleId};
-use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
 
 mod common;
 
@@ -135,6 +135,36 @@ fn recovery_undoes_a_loser_with_large_changes_exactly() {
     db.close().unwrap();
 }
 
+/// Aborts `tx` with a power cut `ops` I/Os later: whether the cut landed
+/// inside the abort, and the disk it left.
+fn abort_under_a_cut(sim: &SimIo, tx: keel::Transaction<'_>, ops: u64) -> (bool, SimDisk) {
+    sim.add_fault(FaultRule::at_op(sim.op_count() + ops, Fault::PowerCut));
+    let cut = tx.abort().is_err();
+    (cut, sim.crash())
+}
+
+/// Opens `disk` with a power cut `cut_after` I/Os into its recovery (a
+/// second cut, which that recovery's rollback must survive: invariant 8,
+/// nothing is undone twice), then opens what the cut left: the database,
+/// and the records both recoveries undid. `seeds` seed the two
+/// simulators.
+fn recover_through_a_cut(disk: SimDisk, seeds: (u64, u64), cut_after: u64) -> (Database, u64) {
+    let mut undone = 0;
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seeds.0)));
+    sim.add_fault(FaultRule::at_op(
+        sim.op_count() + cut_after,
+        Fault::PowerCut,
+    ));
+    if let Ok(db) = common::open_sim(&sim, common::small_config(256)) {
+        undone += db.recovery_report().records_undone;
+        drop(db);
+    }
+    let sim = Arc::new(SimIo::from_disk(sim.crash(), SimConfig::seeded(seeds.1)));
+    let db = open(&sim);
+    undone += db.recovery_report().records_undone;
+    (db, undone)
+}
+
 #[test]
 fn a_crash_during_the_rollback_of_large_changes_is_finished_by_recovery() {
     let mut cut_in_abort = 0;
@@ -144,23 +174,10 @@ fn a_crash_during_the_rollback_of_large_changes_is_finished_by_recovery() {
         let (rel, model) = setup(&db, CRASH_BIG_BYTES);
         let mut tx = db.begin().unwrap();
         large_changes(&mut tx, rel, &model, CRASH_BIG_BYTES);
-        sim.add_fault(FaultRule::at_op(sim.op_count() + ops, Fault::PowerCut));
-        let cut = tx.abort().is_err();
-        let mut undone_after_cut = 0;
-        let disk = sim.crash();
+        let (cut, disk) = abort_under_a_cut(&sim, tx, ops);
         drop(db);
-        // A second cut during the first recovery, which then finishes the
-        // rollback again (invariant 8: nothing is undone twice).
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(20 + i as u64)));
-        sim.add_fault(FaultRule::at_op(sim.op_count() + 50 * ops, Fault::PowerCut));
-        if let Ok(db) = common::open_sim(&sim, common::small_config(256)) {
-            undone_after_cut += db.recovery_report().records_undone;
-            drop(db);
-        }
-        let disk = sim.crash();
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(30 + i as u64)));
-        let db = open(&sim);
-        undone_after_cut += db.recovery_report().records_undone;
+        let seeds = (20 + i as u64, 30 + i as u64);
+        let (db, undone_after_cut) = recover_through_a_cut(disk, seeds, 50 * ops);
         assert_same(
             &scan(&db, rel),
             &model,
@@ -191,6 +208,23 @@ fn tree_contents(db: &Database, tree: RelationId) -> BTreeMap<Vec<u8>, Vec<u8>> 
     all
 }
 
+/// A database on `sim` with tree "t" holding `keys` committed keys, and
+/// what it holds.
+fn committed_tree(
+    sim: &Arc<SimIo>,
+    keys: u32,
+) -> (Database, RelationId, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let db = open(sim);
+    let tree = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..keys {
+        tx.put(tree, &tree_key(0, i), b"committed").unwrap();
+    }
+    tx.commit().unwrap();
+    let model = tree_contents(&db, tree);
+    (db, tree, model)
+}
+
 /// A tree insert keeps only its key for its rollback: a transaction of
 /// thousands of puts holds an entry and a key per put (and its vectors'
 /// spare capacity), not a boxed record each. Two such
@@ -201,14 +235,7 @@ fn tree_inserts_hold_their_keys_only_and_are_undone_exactly() {
     const PUTS: u32 = 4_000;
     const ENTRY_BYTES: usize = 40;
     let sim = Arc::new(SimIo::new(SimConfig::seeded(41)));
-    let db = open(&sim);
-    let tree = db.create_tree("t").unwrap();
-    let mut tx = db.begin().unwrap();
-    for i in 0..200 {
-        tx.put(tree, &tree_key(0, i), b"committed").unwrap();
-    }
-    tx.commit().unwrap();
-    let model = tree_contents(&db, tree);
+    let (db, tree, model) = committed_tree(&sim, 200);
 
     let mut a = db.begin().unwrap();
     let before = a.undo_bytes();
@@ -273,14 +300,7 @@ fn a_crash_during_the_rollback_of_tree_inserts_is_finished_by_recovery() {
     let mut cut_in_abort = 0;
     for (i, ops) in [2u64, 5, 12, 40].into_iter().enumerate() {
         let sim = Arc::new(SimIo::new(SimConfig::seeded(50 + i as u64)));
-        let db = open(&sim);
-        let tree = db.create_tree("t").unwrap();
-        let mut tx = db.begin().unwrap();
-        for k in 0..300 {
-            tx.put(tree, &tree_key(0, k), b"committed").unwrap();
-        }
-        tx.commit().unwrap();
-        let model = tree_contents(&db, tree);
+        let (db, tree, model) = committed_tree(&sim, 300);
         let mut tx = db.begin().unwrap();
         for k in 0..PUTS {
             tx.put(tree, &tree_key(1, k), &[1; 150]).unwrap();
@@ -289,21 +309,10 @@ fn a_crash_during_the_rollback_of_tree_inserts_is_finished_by_recovery() {
         tx.put(tree, &tree_key(0, 7), b"replaced").unwrap();
         tx.delete_key(tree, &tree_key(0, 8)).unwrap();
         tx.put(tree, &tree_key(1, PUTS), b"last").unwrap();
-        sim.add_fault(FaultRule::at_op(sim.op_count() + ops, Fault::PowerCut));
-        let cut = tx.abort().is_err();
-        let disk = sim.crash();
+        let (cut, disk) = abort_under_a_cut(&sim, tx, ops);
         drop(db);
-        let mut undone_after_cut = 0;
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(60 + i as u64)));
-        sim.add_fault(FaultRule::at_op(sim.op_count() + 20 * ops, Fault::PowerCut));
-        if let Ok(db) = common::open_sim(&sim, common::small_config(256)) {
-            undone_after_cut += db.recovery_report().records_undone;
-            drop(db);
-        }
-        let disk = sim.crash();
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(70 + i as u64)));
-        let db = open(&sim);
-        undone_after_cut += db.recovery_report().records_undone;
+        let seeds = (60 + i as u64, 70 + i as u64);
+        let (db, undone_after_cut) = recover_through_a_cut(disk, seeds, 20 * ops);
         assert_eq!(
             tree_contents(&db, tree),
             model,
