@@ -361,9 +361,12 @@ fn cycle(seed: u64) -> Cycle {
 
 #[test]
 fn concurrent_power_cuts_lose_no_acknowledged_commit_and_keep_nothing_else() {
-    let seeds: Vec<u64> = match std::env::var("KEEL_CRASH_CONCURRENT_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => {
+    // A value that is not a number (an empty one) is no seed, as in
+    // crash_sim.rs.
+    let seed = std::env::var("KEEL_CRASH_CONCURRENT_SEED").ok();
+    let seeds: Vec<u64> = match seed.and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => {
             let n = std::env::var("KEEL_CRASH_CONCURRENT_CYCLES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -485,9 +488,12 @@ fn two_stage(seed: u64) -> TwoStage {
 /// (default 100); `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED=<n>` runs one.
 #[test]
 fn concurrent_kill_restart_then_power_cut_loses_no_acknowledged_commit() {
-    let seeds: Vec<u64> = match std::env::var("KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => {
+    // A value that is not a number (an empty one) is no seed, as in
+    // crash_sim.rs.
+    let seed = std::env::var("KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED").ok();
+    let seeds: Vec<u64> = match seed.and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => {
             let n = std::env::var("KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES")
                 .ok()
                 .and_then(|v| v.parse().ok())
