@@ -37,8 +37,9 @@
 //!
 //! Clocks: a phase's clock starts when its threads are ready and stops
 //! when the last operation returned (durable for writes) — the same point
-//! for every engine. Between phases, untimed, the engine is checkpointed
-//! and the suite waits for a quiet disk ([`Settle`]). The engines take
+//! for every engine. Before the first phase (after the store and its tree
+//! or table are created) and between phases, untimed, the engine is
+//! checkpointed and the suite waits for a quiet disk ([`Settle`]). The engines take
 //! turns by repeat ([`rotation`]), so none always runs first.
 //!
 //! Figures are operations per second (median and spread over the repeats);
@@ -273,6 +274,13 @@ impl Run<'_> {
         let secs = self.ctx.settings.secs;
         let seed = 1 + u64::from(self.rep);
         let next = AtomicU64::new(keys);
+        // The store's creation (its tree or table, made by `open_store`) is
+        // set-up: checkpointed and settled before the first phase, as each
+        // phase is after the one before it.
+        s.checkpoint()?;
+        if !self.settle.wait() {
+            *self.unsettled += 1;
+        }
         for p in Phase::STORE {
             self.step(s.name(), p);
             let per_sec = match p {
