@@ -249,11 +249,7 @@ impl Storage {
                     rest: old.clone(),
                 };
                 self.change(Some(log), rel.id, &mut g, &delete)?;
-                let insert = Payload::TreeInsert {
-                    key: key.to_vec(),
-                    rest: std::mem::take(rest),
-                };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
+                self.log_insert(log, rel, &mut g, key, rest)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
@@ -375,24 +371,38 @@ impl Storage {
     ) -> Result<()> {
         loop {
             if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
-                let mut owned = std::mem::take(&mut log.spare_key);
-                owned.clear();
-                owned.extend_from_slice(key);
-                let insert = Payload::TreeInsert {
-                    key: owned,
-                    rest: std::mem::take(rest),
-                };
-                self.change(Some(log), rel.id, &mut g, &insert)?;
-                // The record is logged and the key copied to the undo
-                // arena: its buffers serve the transaction's next put.
-                if let Payload::TreeInsert { key, rest } = insert {
-                    (log.spare_key, log.spare_rest) = (key, rest);
-                }
-                return Ok(());
+                return self.log_insert(log, rel, &mut g, key, rest);
             }
             self.split(rel, g, 0, path)?;
             g = self.writable_leaf(rel, key, path)?;
         }
+    }
+
+    /// Logs and makes the insert of `(key, rest)` into the latched leaf
+    /// `g`, which has room for it, in `log`'s transaction. The record is
+    /// built in the transaction's spare buffers (`TxnLog::spare_key`,
+    /// `spare_rest`, `rest` moved into it) and they are kept for the next
+    /// put once it is logged: the undo entry copied the key to its arena.
+    fn log_insert(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        key: &[u8],
+        rest: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut owned = std::mem::take(&mut log.spare_key);
+        owned.clear();
+        owned.extend_from_slice(key);
+        let insert = Payload::TreeInsert {
+            key: owned,
+            rest: std::mem::take(rest),
+        };
+        self.change(Some(log), rel.id, g, &insert)?;
+        if let Payload::TreeInsert { key, rest } = insert {
+            (log.spare_key, log.spare_rest) = (key, rest);
+        }
+        Ok(())
     }
 
     /// Inserts a downlink `(key, rest)` into the latched internal node `g`

@@ -184,8 +184,9 @@ pub(crate) struct TxnLog {
     /// end to end in the order they were pushed.
     pub keys: Vec<u8>,
     /// The buffers of the last tree insert's record (its key and its
-    /// item's rest), which the next one builds its record in: a put of an
-    /// inline value allocates neither.
+    /// item's rest), which the next one builds its record in: a put that
+    /// inserts an inline value allocates neither (a replace still copies
+    /// the old item for its `TreeDelete`).
     pub spare_key: Vec<u8>,
     pub spare_rest: Vec<u8>,
     pub deferred: Vec<Deferred>,
