@@ -326,3 +326,53 @@ fn a_crash_during_the_rollback_of_tree_inserts_is_finished_by_recovery() {
         "no power cut landed inside a tree rollback that recovery then finished"
     );
 }
+
+/// Log writes that fail (an I/O error, then a full disk) in the middle of
+/// rolling back thousands of tree inserts: the abort fails as a rollback
+/// error and poisons the database, and the database reopened after a
+/// power cut holds exactly the committed keys (recovery finishes the
+/// rollback from the keys it reads back from the log). The log buffer is
+/// small, so the rollback's compensation records must be written while it
+/// runs.
+#[test]
+fn a_failed_log_write_in_a_rollback_of_tree_inserts_poisons_and_recovery_finishes_it() {
+    use keel::{DbError, Error, ErrorClass};
+    use keel_io::{FileClass, OpKind};
+    const PUTS: u32 = 3_000;
+    for (seed, fault) in [(80u64, Fault::Eio), (82, Fault::NoSpace)] {
+        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+        let (db, tree, model) = committed_tree(&sim, 300);
+        drop(db);
+        let mut config = common::small_config(256);
+        config.wal.buffer_capacity_bytes = config.wal.max_batch_bytes as usize;
+        let db = common::open_sim(&sim, config).unwrap();
+        let mut tx = db.begin().unwrap();
+        for k in 0..PUTS {
+            tx.put(tree, &tree_key(1, k), &[1; 150]).unwrap();
+        }
+        sim.add_fault(
+            FaultRule::always(fault)
+                .on_op(OpKind::Write)
+                .on_class(FileClass::Wal),
+        );
+        let e = tx.abort().unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Fatal, "{fault:?}: {e}");
+        let Error::Db(DbError::Poisoned { cause }) = &e else {
+            panic!("{fault:?}: expected the poison refusal, got {e}");
+        };
+        assert!(
+            matches!(cause.error(), Error::Db(DbError::Rollback { .. })),
+            "{fault:?}: expected a rollback error as the cause, got {cause}"
+        );
+        assert!(db.begin().is_err(), "{fault:?}: a failed rollback poisons");
+        let disk = sim.crash();
+        drop(db);
+        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1)));
+        let db = open(&sim);
+        let report = db.recovery_report();
+        assert_eq!(report.txns_undone, 1, "{fault:?}: the loser is rolled back");
+        assert!(report.records_undone > 0, "{fault:?}: {report:?}");
+        assert_eq!(tree_contents(&db, tree), model, "{fault:?}: after recovery");
+        db.close().unwrap();
+    }
+}
