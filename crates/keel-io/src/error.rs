@@ -359,10 +359,14 @@ impl IoError {
         self.class() == ErrorClass::Usage
     }
 
-    /// An fsync or fdatasync failed: whatever it covered may be lost, and a
-    /// retry would falsely report success (invariant 7).
+    /// An fsync or fdatasync, or a writeback started ahead of one, failed:
+    /// whatever it covered may be lost, and a retry would falsely report
+    /// success (invariant 7).
     pub fn is_sync_failure(&self) -> bool {
-        matches!(self.op(), Some(OpKind::Fsync | OpKind::Fdatasync)) && self.is_fatal()
+        matches!(
+            self.op(),
+            Some(OpKind::Fsync | OpKind::Fdatasync | OpKind::Writeback)
+        ) && self.is_fatal()
     }
 
     /// The operation that failed, when the error is about one.

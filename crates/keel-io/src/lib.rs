@@ -237,6 +237,15 @@ pub trait AsyncIo: Send + Sync {
         .map_reply(reply::unit)
     }
 
+    /// Starts writing back to the device what completed writes left in
+    /// the page cache in `offset..offset + len`, without waiting for it
+    /// ([`Request::StartWriteback`]): advice ahead of an fdatasync, which
+    /// alone makes the range durable and reports a failed write-back.
+    fn start_writeback(&self, file: FileHandle, offset: u64, len: u32) -> IoFuture<()> {
+        self.submit(Request::StartWriteback { file, offset, len })
+            .map_reply(reply::unit)
+    }
+
     /// Reserves `len` bytes at `offset`, extending the file.
     fn allocate(&self, file: FileHandle, offset: u64, len: u64) -> IoFuture<()> {
         self.submit(Request::Allocate { file, offset, len })

@@ -102,6 +102,8 @@ pub enum OpKind {
     Fsync,
     /// fdatasync.
     Fdatasync,
+    /// Start of writeback (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`).
+    Writeback,
     /// Preallocation.
     Allocate,
     /// Truncate or extend.
@@ -128,12 +130,13 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in index order.
-    pub const ALL: [OpKind; 16] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::Read,
         OpKind::Write,
         OpKind::WriteV,
         OpKind::Fsync,
         OpKind::Fdatasync,
+        OpKind::Writeback,
         OpKind::Allocate,
         OpKind::SetLen,
         OpKind::Size,
@@ -160,6 +163,7 @@ impl OpKind {
             OpKind::WriteV => "writev",
             OpKind::Fsync => "fsync",
             OpKind::Fdatasync => "fdatasync",
+            OpKind::Writeback => "start_writeback",
             OpKind::Allocate => "allocate",
             OpKind::SetLen => "set_len",
             OpKind::Size => "size",
@@ -332,6 +336,22 @@ pub enum Request {
         /// fdatasync rather than fsync.
         data_only: bool,
     },
+    /// Start writing back to the device what completed writes left in the
+    /// page cache in `offset..offset + len` (Linux: `sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`, which neither waits nor consumes a
+    /// writeback error, so the file's next fdatasync still reports it).
+    /// It makes nothing durable: it only lets the device work while the
+    /// caller writes more, so a later fdatasync finds less to write. Not
+    /// ordered after writes still in flight. Where the kernel or the file
+    /// system lacks it, it completes doing nothing.
+    StartWriteback {
+        /// The file.
+        file: FileHandle,
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range (at most `u32::MAX`).
+        len: u32,
+    },
     /// Reserve `len` bytes at `offset` (fallocate; extends the file).
     Allocate {
         /// The file.
@@ -417,6 +437,7 @@ impl Request {
             Request::Sync {
                 data_only: true, ..
             } => OpKind::Fdatasync,
+            Request::StartWriteback { .. } => OpKind::Writeback,
             Request::Allocate { .. } => OpKind::Allocate,
             Request::SetLen { .. } => OpKind::SetLen,
             Request::Size { .. } => OpKind::Size,
@@ -438,6 +459,7 @@ impl Request {
             | Request::Write { file, .. }
             | Request::WriteV { file, .. }
             | Request::Sync { file, .. }
+            | Request::StartWriteback { file, .. }
             | Request::Allocate { file, .. }
             | Request::SetLen { file, .. }
             | Request::Size { file }

@@ -129,6 +129,33 @@ fn a_failed_fsync_loses_data_and_a_retry_lies() {
     assert!(lost > 0, "the fsyncgate model loses data for some seeds");
 }
 
+/// A failed start of writeback is a sync failure: the kernel may have
+/// dropped the pages it could not write, and the file's next fdatasync
+/// succeeds without bringing them back.
+#[test]
+fn a_failed_writeback_loses_data_like_a_failed_sync() {
+    let mut lost = 0;
+    for seed in 0..100 {
+        let (sim, data, _) = setup(SimConfig::seeded(seed));
+        sim.write_at(data, 0, IoBuf::from(vec![9u8; 4096]))
+            .wait()
+            .unwrap();
+        sim.start_writeback(data, 0, 4096).wait().unwrap();
+        sim.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::Writeback));
+        let e = sim.start_writeback(data, 0, 4096).wait().unwrap_err();
+        assert!(e.is_sync_failure(), "{e}");
+        assert_eq!(e.op(), Some(OpKind::Writeback), "{e}");
+        sim.clear_faults();
+        sim.fdatasync(data).wait().unwrap();
+        let disk = sim.crash();
+        let img = disk.file(Path::new("/db/data")).unwrap();
+        if img.len() < 4096 || img.iter().any(|&b| b != 9) {
+            lost += 1;
+        }
+    }
+    assert!(lost > 0, "a failed writeback loses data for some seeds");
+}
+
 #[test]
 fn short_writes_are_resubmitted_or_reported() {
     let (sim, data, _) = setup(SimConfig::seeded(3));

@@ -623,6 +623,34 @@ fn full_disk(f: &Fixture) {
     f.io.close(h).wait().unwrap();
 }
 
+/// Starting writeback: advice that completes on every backend, changes
+/// no byte, counts as its own kind, and leaves the next sync to do its work.
+fn start_writeback(f: &Fixture) {
+    let h = create(f, "wb", FileClass::Data);
+    let data = pattern(7, 3 * 4096);
+    f.io.write_at(h, 0, IoBuf::from(data.clone()))
+        .wait()
+        .unwrap();
+    f.io.start_writeback(h, 0, 3 * 4096).wait().unwrap();
+    // An empty range, a range past the end, and the blocking form.
+    f.io.start_writeback(h, 4096, 0).wait().unwrap();
+    f.io.start_writeback(h, 1 << 20, 4096).wait().unwrap();
+    f.io.run_blocking(Request::StartWriteback {
+        file: h,
+        offset: 4096,
+        len: 4096,
+    })
+    .unwrap();
+    assert_eq!(read_all(f, h, data.len()), data);
+    assert!(f.io.stats().count(OpKind::Writeback) >= 3);
+    f.io.fdatasync(h).wait().unwrap();
+    f.io.close(h).wait().unwrap();
+    match f.io.start_writeback(h, 0, 4096).wait() {
+        Err(IoError::BadHandle { op, .. }) => assert_eq!(op, OpKind::Writeback),
+        other => panic!("expected BadHandle for a closed handle, got {other:?}"),
+    }
+}
+
 macro_rules! suite {
     ($name:ident, $make:path) => {
         mod $name {
@@ -693,6 +721,10 @@ macro_rules! suite {
             #[test]
             fn full_disk() {
                 run(super::full_disk);
+            }
+            #[test]
+            fn start_writeback() {
+                run(super::start_writeback);
             }
         }
     };

@@ -206,9 +206,13 @@ fn poisoned_under_load(rule: FaultRule, checkpoint: bool, seed: u64) {
         }
         sim.add_fault(rule);
         if checkpoint {
-            let e = db
-                .checkpoint()
-                .expect_err("checkpoint with a failing data sync");
+            let result = db.checkpoint();
+            if result.is_ok() {
+                // The workers must stop for the scope to end and the
+                // failure below to be reported.
+                stop.store(true, Ordering::Release);
+            }
+            let e = result.expect_err("checkpoint with a failing data sync");
             fatal(&e, "checkpoint");
         }
         // Workers stop at their first error; the flag ends the test if the
@@ -306,6 +310,20 @@ fn a_failed_data_sync_poisons_every_thread() {
 #[test]
 fn a_failed_data_write_poisons_every_thread() {
     failing_writes(OpKind::WriteV, FileClass::Data, true, 31);
+}
+
+/// The writeback a checkpoint starts after each batch of page writes
+/// fails: the kernel could not write pages it was given (modelled as a
+/// failed sync: some of the file's unsynced writes are lost), so the
+/// fdatasync after it cannot be trusted to cover them.
+#[test]
+fn a_failed_data_writeback_poisons_every_thread() {
+    for seed in 51..53 {
+        let rule = FaultRule::always(Fault::SyncFailure)
+            .on_op(OpKind::Writeback)
+            .on_class(FileClass::Data);
+        poisoned_under_load(rule, true, seed);
+    }
 }
 
 /// A single-page write that fails (EIO, or a full disk): a page the

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub(crate) use meta::{create_dir, open, read_dir, remove, rename, sync_dir, sync_fs};
 pub(crate) use read::ReadOp;
-pub(crate) use sync::{AllocOp, SyncOp};
+pub(crate) use sync::{AllocOp, SyncOp, WritebackOp};
 pub(crate) use write::WriteOp;
 
 use crate::buf::DIRECT_IO_ALIGN;
@@ -57,6 +57,7 @@ pub(crate) enum FileOp {
     Read(ReadOp),
     Write(WriteOp),
     Sync(SyncOp),
+    Writeback(WritebackOp),
     Allocate(AllocOp),
     SetLen(u64),
     Size,
@@ -68,6 +69,7 @@ impl FileOp {
             FileOp::Read(_) => OpKind::Read,
             FileOp::Write(w) => w.kind(),
             FileOp::Sync(s) => s.kind(),
+            FileOp::Writeback(_) => OpKind::Writeback,
             FileOp::Allocate(_) => OpKind::Allocate,
             FileOp::SetLen(_) => OpKind::SetLen,
             FileOp::Size => OpKind::Size,
@@ -81,6 +83,7 @@ impl FileOp {
             FileOp::Read(op) => op.is_empty(),
             FileOp::Write(op) => op.is_empty(),
             FileOp::Allocate(op) => op.is_empty(),
+            FileOp::Writeback(op) => op.is_empty(),
             _ => false,
         }
     }
@@ -96,6 +99,7 @@ impl FileOp {
             FileOp::Read(op) => op.sqe(fd),
             FileOp::Write(op) => op.sqe(fd)?,
             FileOp::Sync(op) => op.sqe(fd),
+            FileOp::Writeback(op) => op.sqe(fd)?,
             FileOp::Allocate(op) => op.sqe(fd)?,
             FileOp::SetLen(_) | FileOp::Size => return Ok(None),
         }))
@@ -107,6 +111,7 @@ impl FileOp {
             FileOp::Read(op) => op.on_cqe(res),
             FileOp::Write(op) => op.on_cqe(res),
             FileOp::Sync(op) => op.on_cqe(res),
+            FileOp::Writeback(op) => op.on_cqe(res),
             FileOp::Allocate(op) => op.on_cqe(res, file),
             FileOp::SetLen(_) | FileOp::Size => Step::Done,
         }
@@ -117,9 +122,11 @@ impl FileOp {
         match self {
             FileOp::Read(op) => op.into_reply(),
             FileOp::Write(op) => op.into_reply(),
-            FileOp::Sync(_) | FileOp::Allocate(_) | FileOp::SetLen(_) | FileOp::Size => {
-                Ok(Reply::Done)
-            }
+            FileOp::Sync(_)
+            | FileOp::Writeback(_)
+            | FileOp::Allocate(_)
+            | FileOp::SetLen(_)
+            | FileOp::Size => Ok(Reply::Done),
         }
     }
 
@@ -130,6 +137,7 @@ impl FileOp {
             FileOp::Read(op) => op.run_blocking(&entry.file),
             FileOp::Write(op) => op.run_blocking(&entry.file),
             FileOp::Sync(op) => op.run_blocking(&entry.file),
+            FileOp::Writeback(op) => op.run_blocking(&entry.file),
             FileOp::Allocate(op) => op.run_blocking(&entry.file),
             FileOp::SetLen(len) => entry
                 .file
@@ -197,6 +205,9 @@ pub(crate) fn prepare<H>(req: Request, table: &FileTable<H>) -> Result<Prepared<
             FileOp::Write(WriteOp::new(fref, OpKind::WriteV, offset, bufs))
         }
         Request::Sync { data_only, .. } => FileOp::Sync(SyncOp::new(fref, data_only)),
+        Request::StartWriteback { offset, len, .. } => {
+            FileOp::Writeback(WritebackOp::new(fref, offset, len))
+        }
         Request::Allocate { offset, len, .. } => FileOp::Allocate(AllocOp::new(fref, offset, len)),
         Request::SetLen { len, .. } => FileOp::SetLen(len),
         Request::Size { .. } => FileOp::Size,

@@ -51,11 +51,19 @@ impl Fault {
         match self {
             Fault::Eio => matches!(
                 op,
-                Read | Write | WriteV | Fsync | Fdatasync | Allocate | SetLen | SyncDir | SyncFs
+                Read | Write
+                    | WriteV
+                    | Fsync
+                    | Fdatasync
+                    | Writeback
+                    | Allocate
+                    | SetLen
+                    | SyncDir
+                    | SyncFs
             ),
             Fault::NoSpace => matches!(op, Write | WriteV | Allocate | SetLen | Open | CreateDir),
             Fault::ShortWrite { .. } => matches!(op, Write | WriteV),
-            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | SyncDir | SyncFs),
+            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | Writeback | SyncDir | SyncFs),
             Fault::PowerCut | Fault::Kill => true,
         }
     }

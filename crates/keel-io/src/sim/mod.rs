@@ -340,6 +340,17 @@ impl State {
                 ino.sync();
                 Ok(Reply::Done)
             }
+            // Pending writes already may or may not reach the disk before
+            // a sync (model rule 2), so starting their writeback changes
+            // nothing modelled. A failure is modelled as a failed sync's:
+            // the kernel may have dropped what it could not write.
+            Request::StartWriteback { .. } => {
+                if fault == Some(Fault::SyncFailure) {
+                    ino.lose_pending(rng);
+                    return Err(IoError::errno(kind, fref, libc::EIO));
+                }
+                Ok(Reply::Done)
+            }
             Request::Allocate { offset, len, .. } => {
                 let end = offset
                     .checked_add(len)

@@ -194,8 +194,8 @@ impl UringIo {
     /// `run_blocking` of an admitted operation on an open file: a read, a
     /// write or a sync is the system call on this thread, in the file's
     /// sync order, followed by a [`Direct`] (no ticket, no future: the
-    /// answer is returned from here). A read runs here (reads take no part
-    /// in the sync order); a write registers like a ring write and pushes
+    /// answer is returned from here). A read or the start of a writeback
+    /// runs here (neither takes part in the sync order); a write registers like a ring write and pushes
     /// the ring syncs it released; a sync runs here only when no earlier
     /// write is in flight, else it goes to the ring to be held there and
     /// this thread waits for it. Anything else is dispatched and waited for.
@@ -206,7 +206,7 @@ impl UringIo {
         kind: OpKind,
     ) -> Result<Reply, IoError> {
         match op {
-            FileOp::Read(_) => {
+            FileOp::Read(_) | FileOp::Writeback(_) => {
                 Direct::new(&self.core, kind, entry.class).finish(op.run_blocking(&entry))
             }
             FileOp::Write(_) => {

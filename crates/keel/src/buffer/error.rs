@@ -54,8 +54,9 @@ pub enum BufferError {
         #[source]
         source: IoError,
     },
-    /// fdatasync of a data file failed; the pool is poisoned (invariant 7).
-    #[error("file {file}: fdatasync failed; the buffer pool is poisoned")]
+    /// fdatasync of a data file failed, or the writeback a flush started
+    /// ahead of it; the pool is poisoned (invariant 7).
+    #[error("file {file}: syncing its writes failed; the buffer pool is poisoned")]
     Sync {
         /// The file.
         file: FileId,

@@ -23,8 +23,18 @@
 //! one's writes are under way (the backend copies them into the page
 //! cache on its own threads), and copies each batch into the buffers its
 //! previous writes returned instead of fresh, zeroed ones.
+//!
+//! `flush_all` and `flush_file` end in an fdatasync of the files they
+//! wrote. So that the device writes while they copy the next batches,
+//! rather than all at once in that sync, they start the writeback of each
+//! batch's writes as soon as these complete (`AsyncIo::start_writeback`,
+//! PostgreSQL's `checkpoint_flush_after`). That is advice: only the sync
+//! makes the pages durable. A failed writeback is a failed sync (invariant
+//! 7): the kernel may have dropped pages it could not write, so the pool is
+//! poisoned, and a later sync is never trusted to cover them. Eviction and
+//! the background writer start none: no sync follows their writes soon.
 
-use keel_io::{FileHandle, IoBuf, IoFuture};
+use keel_io::{FileHandle, IoBuf, IoFuture, Request};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::BufferError;
@@ -51,10 +61,21 @@ pub(crate) enum LatchMode {
 }
 
 /// What `write_frames` did.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct WriteOutcome {
     /// Pages written.
     pub(crate) written: usize,
+    /// The writes that succeeded, one per run of neighbouring pages.
+    runs: Vec<WrittenRun>,
+}
+
+/// One write of neighbouring pages of one file that succeeded.
+#[derive(Clone, Copy, Debug)]
+struct WrittenRun {
+    file: FileId,
+    handle: FileHandle,
+    offset: u64,
+    bytes: u32,
 }
 
 /// One page on its way to disk.
@@ -194,9 +215,17 @@ impl Shared {
         } = batch;
         let results: Vec<_> = pending.into_iter().map(|f| f.wait()).collect();
         let mut done = Vec::with_capacity(jobs.len());
+        let mut written_runs = Vec::with_capacity(runs.len());
         for (run, result) in runs.into_iter().zip(results) {
             match result {
                 Ok(bufs) => {
+                    let first = &jobs[run.start];
+                    written_runs.push(WrittenRun {
+                        file: first.key.file,
+                        handle: first.handle,
+                        offset: page_offset(first.key.page),
+                        bytes: bufs.iter().map(|b| b.len() as u32).sum(),
+                    });
                     spare.extend(bufs);
                     done.extend(
                         jobs[run]
@@ -223,6 +252,7 @@ impl Shared {
             Some(e) => Err(e),
             None => Ok(WriteOutcome {
                 written: done.len(),
+                runs: written_runs,
             }),
         }
     }
@@ -376,6 +406,29 @@ impl Shared {
         self.sync_files(matches)
     }
 
+    /// `finish_frames` of a batch of `flush_where`, then the start of its
+    /// writes' writeback, on this thread (module essay). A failed start
+    /// poisons the pool, as a failed sync does (invariant 7).
+    fn finish_flushed(&self, batch: InFlight, spare: &mut Vec<IoBuf>) -> Result<(), BufferError> {
+        let outcome = self.finish_frames(batch, spare)?;
+        for run in outcome.runs {
+            let started = self.io.run_blocking(Request::StartWriteback {
+                file: run.handle,
+                offset: run.offset,
+                len: run.bytes,
+            });
+            if let Err(source) = started {
+                let e = self.poison(BufferError::Sync {
+                    file: run.file,
+                    source,
+                });
+                self.changed.notify_all();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// `flush_where`'s writes, in batches of `FLUSH_BATCH_PAGES`; each
     /// batch is submitted before the previous one (`in_flight`, with the
     /// keys it was given) is waited for. The caller finishes the batch left
@@ -431,7 +484,7 @@ impl Shared {
                 // frame, a latched page being pinned anyway.
                 let started = self.start_frames(batch, LatchMode::Try, spare)?;
                 if let Some((previous, previous_keys)) = in_flight.replace((started, keys)) {
-                    self.finish_frames(previous, spare)?;
+                    self.finish_flushed(previous, spare)?;
                     if self.any_dirty(&previous_keys) {
                         if let Some((current, current_keys)) = in_flight.take() {
                             self.finish_batch(current, current_keys, spare)?;
@@ -453,7 +506,7 @@ impl Shared {
         keys: Vec<PageKey>,
         spare: &mut Vec<IoBuf>,
     ) -> Result<(), BufferError> {
-        self.finish_frames(batch, spare)?;
+        self.finish_flushed(batch, spare)?;
         if self.any_dirty(&keys) {
             self.flush_pages(keys)?;
         }
