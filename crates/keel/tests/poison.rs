@@ -270,14 +270,30 @@ fn poisoned_under_load(rule: FaultRule, checkpoint: bool, seed: u64) {
     db.close().unwrap();
 }
 
+/// Every `op` of `class` fails with `fault`, under load, once for each
+/// seed of `seeds`.
+fn failing_syncs(
+    fault: Fault,
+    op: OpKind,
+    class: FileClass,
+    checkpoint: bool,
+    seeds: std::ops::Range<u64>,
+) {
+    for seed in seeds {
+        let rule = FaultRule::always(fault).on_op(op).on_class(class);
+        poisoned_under_load(rule, checkpoint, seed);
+    }
+}
+
 #[test]
 fn a_failed_log_sync_poisons_every_thread() {
-    for seed in 1..4 {
-        let rule = FaultRule::always(Fault::SyncFailure)
-            .on_op(OpKind::Fdatasync)
-            .on_class(FileClass::Wal);
-        poisoned_under_load(rule, false, seed);
-    }
+    failing_syncs(
+        Fault::SyncFailure,
+        OpKind::Fdatasync,
+        FileClass::Wal,
+        false,
+        1..4,
+    );
 }
 
 /// Every `op` of `class` fails, with EIO (seed `seed`) and then with a
@@ -296,12 +312,7 @@ fn a_failed_log_write_poisons_every_thread() {
 
 #[test]
 fn a_failed_data_sync_poisons_every_thread() {
-    for seed in 21..23 {
-        let rule = FaultRule::always(Fault::Eio)
-            .on_op(OpKind::Fdatasync)
-            .on_class(FileClass::Data);
-        poisoned_under_load(rule, true, seed);
-    }
+    failing_syncs(Fault::Eio, OpKind::Fdatasync, FileClass::Data, true, 21..23);
 }
 
 /// A page write that fails (EIO, or a full disk) in the buffer pool's
@@ -318,12 +329,13 @@ fn a_failed_data_write_poisons_every_thread() {
 /// fdatasync after it cannot be trusted to cover them.
 #[test]
 fn a_failed_data_writeback_poisons_every_thread() {
-    for seed in 51..53 {
-        let rule = FaultRule::always(Fault::SyncFailure)
-            .on_op(OpKind::Writeback)
-            .on_class(FileClass::Data);
-        poisoned_under_load(rule, true, seed);
-    }
+    failing_syncs(
+        Fault::SyncFailure,
+        OpKind::Writeback,
+        FileClass::Data,
+        true,
+        51..53,
+    );
 }
 
 /// A single-page write that fails (EIO, or a full disk): a page the
