@@ -30,7 +30,9 @@
 //! 4. **Sync order.** An fsync/fdatasync completes only after every write,
 //!    writev, allocate or set_len submitted earlier to the same file has
 //!    completed (`order.rs`). Nothing else is ordered: wait for a future
-//!    before submitting a request that depends on its effect.
+//!    before submitting a request that depends on its effect. So a
+//!    writeback start ([`AsyncIo::start_writeback`], advice that makes
+//!    nothing durable) covers only writes that completed before it.
 //! 5. **Full transfers.** Writes complete fully or fail; short transfers are
 //!    resubmitted. Reads stop early only at end of file: [`AsyncIo::read_at`]
 //!    returns the count, [`AsyncIo::read_exact_at`] fails with `ShortRead`.
