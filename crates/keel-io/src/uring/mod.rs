@@ -195,10 +195,11 @@ impl UringIo {
     /// write or a sync is the system call on this thread, in the file's
     /// sync order, followed by a [`Direct`] (no ticket, no future: the
     /// answer is returned from here). A read or the start of a writeback
-    /// runs here (neither takes part in the sync order); a write registers like a ring write and pushes
-    /// the ring syncs it released; a sync runs here only when no earlier
-    /// write is in flight, else it goes to the ring to be held there and
-    /// this thread waits for it. Anything else is dispatched and waited for.
+    /// runs here (neither takes part in the sync order); a write registers
+    /// like a ring write and pushes the ring syncs it released; a sync runs
+    /// here only when no earlier write is in flight, else it goes to the
+    /// ring to be held there and this thread waits for it. Anything else is
+    /// dispatched and waited for.
     fn run_here(
         &self,
         entry: Arc<FileEntry<usize>>,

@@ -75,7 +75,7 @@ struct WrittenRun {
     file: FileId,
     handle: FileHandle,
     offset: u64,
-    bytes: u32,
+    bytes: u64,
 }
 
 /// One page on its way to disk.
@@ -224,7 +224,7 @@ impl Shared {
                         file: first.key.file,
                         handle: first.handle,
                         offset: page_offset(first.key.page),
-                        bytes: bufs.iter().map(|b| b.len() as u32).sum(),
+                        bytes: bufs.iter().map(|b| b.len() as u64).sum(),
                     });
                     spare.extend(bufs);
                     done.extend(
@@ -412,10 +412,15 @@ impl Shared {
     fn finish_flushed(&self, batch: InFlight, spare: &mut Vec<IoBuf>) -> Result<(), BufferError> {
         let outcome = self.finish_frames(batch, spare)?;
         for run in outcome.runs {
+            // A flush batch's run is at most FLUSH_BATCH_PAGES pages; a
+            // longer one would only go without the advice.
+            let Ok(len) = u32::try_from(run.bytes) else {
+                continue;
+            };
             let started = self.io.run_blocking(Request::StartWriteback {
                 file: run.handle,
                 offset: run.offset,
-                len: run.bytes,
+                len,
             });
             if let Err(source) = started {
                 let e = self.poison(BufferError::Sync {
