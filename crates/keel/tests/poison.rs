@@ -324,9 +324,10 @@ fn a_failed_data_write_poisons_every_thread() {
 }
 
 /// The writeback a checkpoint starts after each batch of page writes
-/// fails: the kernel could not write pages it was given (modelled as a
-/// failed sync: some of the file's unsynced writes are lost), so the
-/// fdatasync after it cannot be trusted to cover them.
+/// fails: the kernel could not write pages it was given (a sync failure,
+/// modelled as some of the file's unsynced writes lost, so the fdatasync
+/// after it cannot be trusted to cover them), or failed with EIO, or met
+/// a full disk allocating their blocks.
 #[test]
 fn a_failed_data_writeback_poisons_every_thread() {
     failing_syncs(
@@ -336,6 +337,7 @@ fn a_failed_data_writeback_poisons_every_thread() {
         true,
         51..53,
     );
+    failing_writes(OpKind::Writeback, FileClass::Data, true, 53);
 }
 
 /// A single-page write that fails (EIO, or a full disk): a page the

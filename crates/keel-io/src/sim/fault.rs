@@ -14,10 +14,13 @@ use crate::request::{FileClass, OpKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The operation fails with EIO and has no effect. Applies to reads,
-    /// writes, syncs, allocate, set_len and sync_dir.
+    /// writes, syncs, the start of writeback, allocate, set_len and
+    /// sync_dir.
     Eio,
     /// The operation fails with ENOSPC and has no effect. Applies to writes,
-    /// allocate, set_len, and open/create_dir that would create an entry.
+    /// the start of writeback (a file system that allocates blocks only at
+    /// writeback meets a full disk there), allocate, set_len, and
+    /// open/create_dir that would create an entry.
     NoSpace,
     /// A write transfers at most `max_bytes` in its first system call; the
     /// backend resubmits the rest as real backends do. With `max_bytes: 0`
@@ -26,8 +29,8 @@ pub enum Fault {
         /// Bytes the first attempt accepts.
         max_bytes: usize,
     },
-    /// An fsync / fdatasync / sync_dir / syncfs fails with EIO *after* the
-    /// kernel dropped the dirty state: each unsynced write of the file (of
+    /// An fsync / fdatasync / start of writeback / sync_dir / syncfs fails
+    /// with EIO *after* the kernel dropped the dirty state: each unsynced write of the file (of
     /// every file, for syncfs) is resolved as in a crash (kept, dropped or
     /// torn) and is no longer pending, so a retried fsync would succeed
     /// without making it durable — the "fsyncgate" behaviour invariant 7
@@ -61,7 +64,10 @@ impl Fault {
                     | SyncDir
                     | SyncFs
             ),
-            Fault::NoSpace => matches!(op, Write | WriteV | Allocate | SetLen | Open | CreateDir),
+            Fault::NoSpace => matches!(
+                op,
+                Write | WriteV | Writeback | Allocate | SetLen | Open | CreateDir
+            ),
             Fault::ShortWrite { .. } => matches!(op, Write | WriteV),
             Fault::SyncFailure => matches!(op, Fsync | Fdatasync | Writeback | SyncDir | SyncFs),
             Fault::PowerCut | Fault::Kill => true,
