@@ -79,6 +79,41 @@ fn rate(h: &Histogram<u64>, secs: f64) -> Rate {
     }
 }
 
+/// Starts a measurement's threads after its clock: every thread and the
+/// caller meet (`ready`), the caller reads the clock, and only then are the
+/// threads let go (`go`). With one barrier the threads could run, even
+/// finish, before a caller that lost its core read the clock, and the
+/// figure would count their work in less time than it took.
+pub struct StartGate {
+    ready: Barrier,
+    go: Barrier,
+}
+
+impl StartGate {
+    /// A gate for `threads` threads and the caller.
+    pub fn new(threads: usize) -> StartGate {
+        StartGate {
+            ready: Barrier::new(threads + 1),
+            go: Barrier::new(threads + 1),
+        }
+    }
+
+    /// On each thread: returns once the caller has read the clock.
+    pub fn wait(&self) {
+        self.ready.wait();
+        self.go.wait();
+    }
+
+    /// On the caller: once every thread is ready, reads the clock, lets
+    /// the threads go and returns the time read.
+    pub fn start(&self) -> Instant {
+        self.ready.wait();
+        let start = Instant::now();
+        self.go.wait();
+        start
+    }
+}
+
 /// `threads` committers, each on its own [`TimedOp`] from `open`, commit one
 /// row at a time for `secs`; ids come from `next_id`, so every row is new.
 pub fn commits(
@@ -89,7 +124,7 @@ pub fn commits(
     payload: &[u8],
 ) -> Result<Rate, Failure> {
     let stop = AtomicBool::new(false);
-    let barrier = Barrier::new(threads + 1);
+    let gate = StartGate::new(threads);
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
     let fail = |e: Failure| {
         stop.store(true, Ordering::Relaxed);
@@ -105,7 +140,7 @@ pub fn commits(
             .map(|_| {
                 s.spawn(|| {
                     let op = open();
-                    barrier.wait();
+                    gate.wait();
                     let mut h = histogram().ok()?;
                     let mut op = op.map_err(fail).ok()?;
                     while !stop.load(Ordering::Relaxed) {
@@ -121,8 +156,7 @@ pub fn commits(
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
+        let start = gate.start();
         cpu_start = keel_io::bench::cpu_time();
         let deadline = start + Duration::from_secs_f64(secs);
         while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
@@ -204,4 +238,36 @@ pub fn load(
         id += n;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_thread_starts_before_the_clock() {
+        let threads = 8;
+        for _ in 0..20 {
+            let gate = StartGate::new(threads);
+            let (start, begun) = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            gate.wait();
+                            Instant::now()
+                        })
+                    })
+                    .collect();
+                let start = gate.start();
+                let begun: Vec<Instant> = handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect();
+                (start, begun)
+            });
+            for b in begun {
+                assert!(b >= start, "a thread began before the clock was read");
+            }
+        }
+    }
 }

@@ -5,29 +5,38 @@
 //! loop beside them.
 //!
 //! Each repeat gives every engine a fresh store and runs these phases on
-//! it, in order ([`Phase`]); "durable" means the commit returned under the
-//! engine's durable setting:
+//! it, in this order ([`Phase::RUN`]); "durable" means the commit returned
+//! under the engine's durable setting:
 //!
 //! 1. **bulk load**: `--keys` puts in one transaction. The clock stops once
 //!    the keys are durable *and in the data files* (as in the insert
 //!    suite): Keel's and SQLite's checkpoint run inside the time; redb's
 //!    commit writes its tree into its file itself.
-//! 2. **individual writes**: one put per durable commit, one writer, for
-//!    `--secs` (the commit loop of the commit suite, [`measure::commits`]).
-//! 3. **individual writes, 64 writers**: the same with 64 threads (Keel
+//! 2. **batch writes**: durable transactions of 1,000 puts each of new
+//!    keys, 100 of them (redb's shape) from `--keys 100000` up,
+//!    `--keys`/1,000 below ([`batch_txns`]).
+//! 3. **random reads**, one thread: `--keys` gets of loaded keys in random
+//!    order, in read transactions of [`READS_PER_TXN`].
+//! 4. **range reads**: `--keys`/10 ranges of 10 entries from a random
+//!    loaded key, [`RANGES_PER_TXN`] per read transaction.
+//! 5. **random reads, 4 threads** and 6. **8 threads**: `--keys` gets
+//!    split among the threads, each on its own read transactions.
+//! 7. **individual writes**: one put of a new key per durable commit, one
+//!    writer, for `--secs` (the commit loop of the commit suite,
+//!    [`measure::commits`]).
+//! 8. **individual writes, 64 writers**: the same with 64 threads (Keel
 //!    commits as a group; redb has one write transaction at a time; SQLite
 //!    one connection behind a mutex).
-//! 4. **batch writes**: durable transactions of 1,000 puts each, 100 of
-//!    them (redb's shape) from `--keys 100000` up, `--keys`/1,000 below
-//!    ([`batch_txns`]).
-//! 5. **random reads**, one thread: `--keys` gets of loaded keys in random
-//!    order, in read transactions of [`READS_PER_TXN`].
-//! 6. **range reads**: `--keys`/10 ranges of 10 entries from a random
-//!    loaded key, [`RANGES_PER_TXN`] per read transaction.
-//! 7. **random reads, 4 threads** and 8. **8 threads**: `--keys` gets
-//!    split among the threads, each on its own read transactions.
 //! 9. **removals**: every key written, deleted in durable transactions of
 //!    [`DELETES_PER_TXN`].
+//!
+//! The reads come before the two phases that write for a fixed time: those
+//! leave each engine with as many more keys as it committed (Keel's group
+//! commit adds several times redb's), so reads after them would compare
+//! stores of different sizes, and at small cache budgets one that no longer
+//! fits its cache with one that does. Read first, every engine holds the
+//! same keys. The tables print the phases in redb's order
+//! ([`Phase::STORE`]).
 //!
 //! Reads are *in cache*: each read phase runs twice with the same keys,
 //! the first pass untimed, so every engine's cache holds what the timed
@@ -50,8 +59,8 @@ mod sqlite_kv;
 mod store;
 mod targets;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use keel_io::sim::Rng;
@@ -281,7 +290,7 @@ impl Run<'_> {
         if !self.settle.wait() {
             *self.unsettled += 1;
         }
-        for p in Phase::STORE {
+        for p in Phase::RUN {
             self.step(s.name(), p);
             let per_sec = match p {
                 Phase::BulkLoad => rate(keys, timed(|| s.put(0..keys).and(s.checkpoint()))?),
@@ -403,20 +412,19 @@ fn parallel(
     chunk: usize,
     op: impl Fn(&[u64]) -> Result<(), Failure> + Sync,
 ) -> Result<f64, Failure> {
-    let barrier = Barrier::new(lists.len() + 1);
+    let gate = measure::StartGate::new(lists.len());
     std::thread::scope(|sc| {
         let handles: Vec<_> = lists
             .iter()
             .map(|list| {
-                let (barrier, op) = (&barrier, &op);
+                let (gate, op) = (&gate, &op);
                 sc.spawn(move || {
-                    barrier.wait();
+                    gate.wait();
                     list.chunks(chunk).try_for_each(op)
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
+        let start = gate.start();
         let mut first_error = None;
         for h in handles {
             let r = h
