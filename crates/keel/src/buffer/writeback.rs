@@ -61,21 +61,10 @@ pub(crate) enum LatchMode {
 }
 
 /// What `write_frames` did.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WriteOutcome {
     /// Pages written.
     pub(crate) written: usize,
-    /// The writes that succeeded, one per run of neighbouring pages.
-    runs: Vec<WrittenRun>,
-}
-
-/// One write of neighbouring pages of one file that succeeded.
-#[derive(Clone, Copy, Debug)]
-struct WrittenRun {
-    file: FileId,
-    handle: FileHandle,
-    offset: u64,
-    bytes: u64,
 }
 
 /// One page on its way to disk.
@@ -215,17 +204,9 @@ impl Shared {
         } = batch;
         let results: Vec<_> = pending.into_iter().map(|f| f.wait()).collect();
         let mut done = Vec::with_capacity(jobs.len());
-        let mut written_runs = Vec::with_capacity(runs.len());
         for (run, result) in runs.into_iter().zip(results) {
             match result {
                 Ok(bufs) => {
-                    let first = &jobs[run.start];
-                    written_runs.push(WrittenRun {
-                        file: first.key.file,
-                        handle: first.handle,
-                        offset: page_offset(first.key.page),
-                        bytes: bufs.iter().map(|b| b.len() as u64).sum(),
-                    });
                     spare.extend(bufs);
                     done.extend(
                         jobs[run]
@@ -252,7 +233,6 @@ impl Shared {
             Some(e) => Err(e),
             None => Ok(WriteOutcome {
                 written: done.len(),
-                runs: written_runs,
             }),
         }
     }
@@ -410,23 +390,36 @@ impl Shared {
     /// writes' writeback, on this thread (module essay). A failed start
     /// poisons the pool, as a failed sync does (invariant 7).
     fn finish_flushed(&self, batch: InFlight, spare: &mut Vec<IoBuf>) -> Result<(), BufferError> {
-        let outcome = self.finish_frames(batch, spare)?;
-        for run in outcome.runs {
+        // Each run is one write of neighbouring pages, a page a job. A
+        // batch that finishes without an error wrote every one of them.
+        let written: Vec<(FileId, FileHandle, u64, usize)> = batch
+            .runs
+            .iter()
+            .map(|run| {
+                let first = &batch.jobs[run.start];
+                let offset = page_offset(first.key.page);
+                (
+                    first.key.file,
+                    first.handle,
+                    offset,
+                    run.len() * page::PAGE_SIZE,
+                )
+            })
+            .collect();
+        self.finish_frames(batch, spare)?;
+        for (file, handle, offset, bytes) in written {
             // A flush batch's run is at most FLUSH_BATCH_PAGES pages; a
             // longer one would only go without the advice.
-            let Ok(len) = u32::try_from(run.bytes) else {
+            let Ok(len) = u32::try_from(bytes) else {
                 continue;
             };
             let started = self.io.run_blocking(Request::StartWriteback {
-                file: run.handle,
-                offset: run.offset,
+                file: handle,
+                offset,
                 len,
             });
             if let Err(source) = started {
-                let e = self.poison(BufferError::Sync {
-                    file: run.file,
-                    source,
-                });
+                let e = self.poison(BufferError::Sync { file, source });
                 self.changed.notify_all();
                 return Err(e);
             }
