@@ -212,10 +212,7 @@ fn an_io_error_in_a_running_rollback_is_a_rollback_error_that_poisons() {
             .on_class(FileClass::Data),
     );
     let e = tx.abort().unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Fatal, "{e}");
-    let Error::Db(DbError::Poisoned { cause }) = &e else {
-        panic!("expected the poison refusal, got {e}");
-    };
+    let cause = common::poison_cause(&e, "abort");
     let Error::Db(DbError::Rollback {
         relation, source, ..
     }) = cause.error()

@@ -163,3 +163,13 @@ pub fn sync_failure(rng: &mut keel_io::sim::Rng) -> Option<keel_io::sim::FaultRu
     };
     Some(FaultRule::with_probability(p, Fault::SyncFailure).on_class(class))
 }
+
+/// The cause a poisoned database's refusal `e` names. Fails the test
+/// (saying `what`) unless `e` is fatal and is that refusal.
+pub fn poison_cause<'e>(e: &'e keel::Error, what: &str) -> &'e keel::ErrorCause {
+    assert_eq!(e.class(), keel::ErrorClass::Fatal, "{what}: {e}");
+    let keel::Error::Db(keel::DbError::Poisoned { cause }) = e else {
+        panic!("{what}: expected the poison refusal, got {e}");
+    };
+    cause
+}
