@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bad input and failing devices at the database level: a failed log sync
 //! poisons the database (nothing more is acknowledged, reopening recovers),
+//! a failed data sync in the checkpoint that ends recovery fails the open,
 //! a flipped bit in a data page or in the control file is a clear error
 //! naming it, never a wrong answer.
 
@@ -233,4 +234,71 @@ fn an_io_error_in_a_running_rollback_is_a_rollback_error_that_poisons() {
     assert!(db.begin().is_err(), "a failed rollback poisons");
     sim.clear_faults();
     drop(db);
+}
+
+/// The checkpoint that ends recovery cannot make its pages durable: the
+/// writeback it starts fails (a sync failure, which drops pages; EIO; a
+/// full disk), or its fdatasync does. The open fails naming the failure,
+/// and the control file is not moved past the log it would need; after a
+/// power cut, the next open recovers every acknowledged commit, heap rows
+/// and tree keys.
+#[test]
+fn a_failed_sync_in_the_checkpoint_that_ends_recovery_fails_the_open_and_loses_nothing() {
+    let cases = [
+        (Fault::SyncFailure, OpKind::Writeback),
+        (Fault::Eio, OpKind::Writeback),
+        (Fault::NoSpace, OpKind::Writeback),
+        (Fault::SyncFailure, OpKind::Fdatasync),
+        (Fault::Eio, OpKind::Fdatasync),
+    ];
+    for (n, (fault, op)) in cases.into_iter().enumerate() {
+        let seed = 90 + 10 * n as u64;
+        let what = format!("{fault:?} on {}", op.name());
+        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+        let db = common::open_sim(&sim, config()).unwrap();
+        let rel = db.create_relation("t").unwrap();
+        let tree = db.create_tree("k").unwrap();
+        db.checkpoint().unwrap();
+        let mut acked = Vec::new();
+        for i in 0..300u32 {
+            let mut tx = db.begin().unwrap();
+            let tid = tx.insert(rel, &[i as u8; 300]).unwrap();
+            tx.put(tree, &i.to_be_bytes(), &[i as u8; 100]).unwrap();
+            tx.commit().unwrap();
+            acked.push((tid, i));
+        }
+        let disk = sim.crash();
+        drop(db);
+
+        let sim = common::reboot(disk, seed + 1);
+        sim.add_fault(FaultRule::always(fault).on_op(op).on_class(FileClass::Data));
+        let e = match common::open_sim(&sim, config()) {
+            Ok(_) => panic!("{what}: the open succeeded though its checkpoint could not sync"),
+            Err(e) => e,
+        };
+        assert_eq!(e.class(), ErrorClass::Fatal, "{what}: {e}");
+        assert!(
+            sim.stats().count(op) > 0,
+            "{what}: the recovery checkpoint never reached a {}",
+            op.name()
+        );
+        let disk = sim.crash();
+
+        let sim = common::reboot(disk, seed + 2);
+        let db = common::open_sim(&sim, config())
+            .unwrap_or_else(|e| panic!("{what}: the open after the power cut failed: {e}"));
+        let tx = db.begin().unwrap();
+        for (tid, i) in &acked {
+            let v = [*i as u8; 300];
+            assert_eq!(
+                tx.get(rel, *tid).unwrap().as_deref(),
+                Some(&v[..]),
+                "{what}: row {i}"
+            );
+            let k = tx.get_key(tree, &i.to_be_bytes()).unwrap();
+            assert_eq!(k.as_deref(), Some(&[*i as u8; 100][..]), "{what}: key {i}");
+        }
+        drop(tx);
+        db.close().unwrap();
+    }
 }

@@ -144,7 +144,8 @@ impl<W: Watch> AsyncIo for Watched<W> {
 
 /// The sync failure a two-stage crash cycle (kill, restart, power cut)
 /// puts on its first process in half of its cycles: the syncs of the log,
-/// the data files, the control file or the directories fail now and then;
+/// the data files (and the writeback a checkpoint starts ahead of their
+/// fdatasync), the control file or the directories fail now and then;
 /// a failed file sync drops what it was to make durable while the page
 /// cache keeps it, clean (Linux after a writeback error). The first failure poisons the process; the
 /// kill then leaves the next one files whose newest pages read back yet
