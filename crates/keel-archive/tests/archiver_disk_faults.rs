@@ -78,14 +78,21 @@ fn reopen(sim: &Arc<SimIo>) -> (Arc<Database>, RelationId) {
 fn disk_faults(seed: u64, per_mille: u64) -> Vec<FaultRule> {
     let p = per_mille as f64 / 1000.0;
     let (fault, ops): (Fault, &[OpKind]) = match seed % 3 {
-        0 => (Fault::NoSpace, &[OpKind::Write, OpKind::WriteV]),
-        2 => (Fault::SyncFailure, &[OpKind::Fdatasync, OpKind::Fsync]),
+        0 => (
+            Fault::NoSpace,
+            &[OpKind::Write, OpKind::WriteV, OpKind::DurableWrite],
+        ),
+        2 => (
+            Fault::SyncFailure,
+            &[OpKind::Fdatasync, OpKind::Fsync, OpKind::DurableWrite],
+        ),
         _ => (
             Fault::Eio,
             &[
                 OpKind::Read,
                 OpKind::Write,
                 OpKind::WriteV,
+                OpKind::DurableWrite,
                 OpKind::Fdatasync,
             ],
         ),

@@ -359,13 +359,14 @@ impl IoError {
         self.class() == ErrorClass::Usage
     }
 
-    /// An fsync or fdatasync, or a writeback started ahead of one, failed:
+    /// An fsync or fdatasync, a durable write, or a writeback started
+    /// ahead of a sync, failed:
     /// whatever it covered may be lost, and a retry would falsely report
     /// success (invariant 7).
     pub fn is_sync_failure(&self) -> bool {
         matches!(
             self.op(),
-            Some(OpKind::Fsync | OpKind::Fdatasync | OpKind::Writeback)
+            Some(OpKind::Fsync | OpKind::Fdatasync | OpKind::DurableWrite | OpKind::Writeback)
         ) && self.is_fatal()
     }
 

@@ -28,11 +28,13 @@
 //!    flight; `submit` waits for room, `try_submit` returns `WouldBlock` and
 //!    hands the request back. Nothing is dropped.
 //! 4. **Sync order.** An fsync/fdatasync completes only after every write,
-//!    writev, allocate or set_len submitted earlier to the same file has
-//!    completed (`order.rs`). Nothing else is ordered: wait for a future
-//!    before submitting a request that depends on its effect. So a
-//!    writeback start ([`AsyncIo::start_writeback`], advice that makes
-//!    nothing durable) covers only writes that completed before it.
+//!    writev, durable write, allocate or set_len submitted earlier to the
+//!    same file has completed (`order.rs`). Nothing else is ordered: wait
+//!    for a future before submitting a request that depends on its effect.
+//!    So a writeback start ([`AsyncIo::start_writeback`], advice that makes
+//!    nothing durable) covers only writes that completed before it, and a
+//!    durable write ([`AsyncIo::durable_write_at`]) makes only its own
+//!    bytes durable, never the file's earlier writes.
 //! 5. **Full transfers.** Writes complete fully or fail; short transfers are
 //!    resubmitted. Reads stop early only at end of file: [`AsyncIo::read_at`]
 //!    returns the count, [`AsyncIo::read_exact_at`] fails with `ShortRead`.
@@ -146,6 +148,19 @@ pub trait AsyncIo: Send + Sync {
             .and_then(reply::written)
     }
 
+    /// [`durable_write_at`](AsyncIo::durable_write_at) run by
+    /// [`run_blocking`](AsyncIo::run_blocking): the log's flush leader
+    /// writes and syncs a batch in one system call on its own thread.
+    fn durable_write_at_blocking(
+        &self,
+        file: FileHandle,
+        offset: u64,
+        buf: IoBuf,
+    ) -> Result<IoBuf, IoError> {
+        self.run_blocking(Request::DurableWrite { file, offset, buf })
+            .and_then(reply::written)
+    }
+
     /// [`read_exact_at`](AsyncIo::read_exact_at) run by
     /// [`run_blocking`](AsyncIo::run_blocking): for a caller that needs the
     /// page now (a buffer pool miss), where handing the read to another
@@ -211,6 +226,14 @@ pub trait AsyncIo: Send + Sync {
     /// Writes all of `buf` at `offset`; returns the buffer.
     fn write_at(&self, file: FileHandle, offset: u64, buf: IoBuf) -> IoFuture<IoBuf> {
         self.submit(Request::Write { file, offset, buf })
+            .map_reply(reply::written)
+    }
+
+    /// Writes all of `buf` at `offset` and completes once those bytes are
+    /// durable ([`Request::DurableWrite`]: only its own bytes; sync earlier
+    /// writes first); returns the buffer.
+    fn durable_write_at(&self, file: FileHandle, offset: u64, buf: IoBuf) -> IoFuture<IoBuf> {
+        self.submit(Request::DurableWrite { file, offset, buf })
             .map_reply(reply::written)
     }
 

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::{Fixture, pattern};
-use keel_io::{FileClass, IoBuf, IoError, OpenOptions};
+use keel_io::{FileClass, IoBuf, IoError, OpKind, OpenOptions};
 
 fn direct_round_trip(f: &Fixture) {
     let opts = OpenOptions::read_write_create(FileClass::Data).direct(true);
@@ -39,6 +39,29 @@ fn direct_round_trip(f: &Fixture) {
             .wait()
             .unwrap();
     assert_eq!(&got[..], &data[..8192]);
+    // A durable write (the log's): aligned, then read back past the sync.
+    f.io.durable_write_at(h, 24576, IoBuf::aligned_from(&data[..8192]))
+        .wait()
+        .unwrap();
+    let got =
+        f.io.read_exact_at(h, 24576, IoBuf::aligned(8192))
+            .wait()
+            .unwrap();
+    assert_eq!(&got[..], &data[..8192]);
+    let e =
+        f.io.durable_write_at(h, 4096, IoBuf::zeroed(100))
+            .wait()
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IoError::Misaligned {
+                op: OpKind::DurableWrite,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let e =
         f.io.write_at(h, 10, IoBuf::aligned(4096))

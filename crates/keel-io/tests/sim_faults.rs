@@ -152,6 +152,37 @@ fn a_failed_writeback_loses_data_like_a_failed_sync() {
     assert!(lost > 0, "a failed writeback loses data for some seeds");
 }
 
+/// A durable write that fails to become durable is a sync failure: the
+/// kernel dropped the file's dirty state, its own bytes and the earlier
+/// ones alike, and the file's next sync succeeds without them.
+#[test]
+fn a_failed_durable_write_loses_data_like_a_failed_sync() {
+    let lost = lost_after_a_failed(OpKind::DurableWrite, |sim, data| {
+        sim.durable_write_at(data, 4096, IoBuf::from(vec![1u8; 512]))
+            .wait()
+            .unwrap_err()
+    });
+    assert!(lost > 0, "a failed durable write loses data for some seeds");
+}
+
+/// EIO and a full disk fail a durable write with no effect.
+#[test]
+fn a_durable_write_fails_with_eio_or_a_full_disk_and_changes_nothing() {
+    for fault in [Fault::Eio, Fault::NoSpace] {
+        let (sim, _, wal) = setup(SimConfig::seeded(4));
+        sim.add_fault(FaultRule::always(fault).on_op(OpKind::DurableWrite));
+        let e = sim
+            .durable_write_at(wal, 0, IoBuf::from(vec![3u8; 100]))
+            .wait()
+            .unwrap_err();
+        assert_eq!(e.op(), Some(OpKind::DurableWrite), "{fault:?}: {e}");
+        assert!(e.is_fatal() && e.is_sync_failure(), "{fault:?}: {e}");
+        assert_eq!(sim.size(wal).wait().unwrap(), 0, "{fault:?}: no effect");
+        let disk = sim.crash();
+        assert_eq!(disk.file(Path::new("/db/wal")), Some(&[][..]), "{fault:?}");
+    }
+}
+
 #[test]
 fn short_writes_are_resubmitted_or_reported() {
     let (sim, data, _) = setup(SimConfig::seeded(3));

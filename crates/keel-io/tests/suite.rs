@@ -651,6 +651,57 @@ fn start_writeback(f: &Fixture) {
     }
 }
 
+/// A durable write writes, hands its buffer back, counts as its own kind,
+/// takes its place in the sync order as a write, and refuses a closed or
+/// read-only handle.
+fn durable_write(f: &Fixture) {
+    let h = create(f, "dw", FileClass::Wal);
+    let first = pattern(11, 4096);
+    let back =
+        f.io.durable_write_at(h, 0, IoBuf::from(first.clone()))
+            .wait()
+            .unwrap();
+    assert_eq!(&back[..], &first[..], "the buffer comes back");
+    let second = pattern(12, 3000);
+    let back =
+        f.io.durable_write_at_blocking(h, 4096, IoBuf::from(second.clone()))
+            .unwrap();
+    assert_eq!(&back[..], &second[..]);
+    let mut all = first;
+    all.extend_from_slice(&second);
+    assert_eq!(read_all(f, h, all.len()), all);
+    assert_eq!(f.io.stats().count(OpKind::DurableWrite), 2);
+    // An fsync submitted after durable writes completes after them.
+    let writes: Vec<_> = (0..16u64)
+        .map(|i| {
+            f.io.durable_write_at(h, 8192 + i * 4096, IoBuf::from(pattern(i, 4096)))
+        })
+        .collect();
+    f.io.fsync(h).wait().unwrap();
+    assert!(
+        writes.iter().all(|w| w.is_ready()),
+        "an fsync completed before a durable write submitted before it"
+    );
+    for w in writes {
+        w.wait().unwrap();
+    }
+    f.io.close(h).wait().unwrap();
+    match f.io.durable_write_at(h, 0, IoBuf::zeroed(8)).wait() {
+        Err(IoError::BadHandle { op, .. }) => assert_eq!(op, OpKind::DurableWrite),
+        other => panic!("expected BadHandle for a closed handle, got {other:?}"),
+    }
+    let ro =
+        f.io.open(&f.path("dw"), OpenOptions::new(FileClass::Wal))
+            .wait()
+            .unwrap();
+    let e =
+        f.io.durable_write_at(ro, 0, IoBuf::zeroed(8))
+            .wait()
+            .unwrap_err();
+    assert_eq!(e.op(), Some(OpKind::DurableWrite), "{e}");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
 macro_rules! suite {
     ($name:ident, $make:path) => {
         mod $name {
@@ -725,6 +776,10 @@ macro_rules! suite {
             #[test]
             fn start_writeback() {
                 run(super::start_writeback);
+            }
+            #[test]
+            fn durable_write() {
+                run(super::durable_write);
             }
         }
     };

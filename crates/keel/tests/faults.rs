@@ -32,11 +32,9 @@ fn a_failed_log_sync_poisons_and_reopening_recovers_the_acknowledged_commits() {
             tx.commit().unwrap();
             acked.push((tid, i));
         }
-        let op = if fault == Fault::SyncFailure || fault == Fault::Eio {
-            OpKind::Fdatasync
-        } else {
-            OpKind::Write
-        };
+        // The log's batches are durable writes (`RWF_DSYNC`): each fault
+        // hits the write that is also the batch's sync.
+        let op = OpKind::DurableWrite;
         sim.add_fault(FaultRule::always(fault).on_op(op).on_class(FileClass::Wal));
         let mut tx = db.begin().unwrap();
         tx.insert(rel, b"never acknowledged").unwrap();

@@ -285,11 +285,13 @@ fn failing_syncs(
     }
 }
 
+/// The log's batches are durable writes (`RWF_DSYNC`): a sync failure of
+/// the log is one of them failing after the kernel dropped its bytes.
 #[test]
 fn a_failed_log_sync_poisons_every_thread() {
     failing_syncs(
         Fault::SyncFailure,
-        OpKind::Fdatasync,
+        OpKind::DurableWrite,
         FileClass::Wal,
         false,
         1..4,
@@ -307,7 +309,7 @@ fn failing_writes(op: OpKind, class: FileClass, checkpoint: bool, seed: u64) {
 
 #[test]
 fn a_failed_log_write_poisons_every_thread() {
-    failing_writes(OpKind::Write, FileClass::Wal, false, 11);
+    failing_writes(OpKind::DurableWrite, FileClass::Wal, false, 11);
 }
 
 #[test]
@@ -357,7 +359,7 @@ fn the_first_fatal_error_is_the_cause_of_every_refusal() {
     assert!(!db.is_poisoned());
     sim.add_fault(
         FaultRule::always(Fault::SyncFailure)
-            .on_op(OpKind::Fdatasync)
+            .on_op(OpKind::DurableWrite)
             .on_class(FileClass::Wal),
     );
     let mut tx = db.begin().unwrap();
@@ -374,7 +376,7 @@ fn the_first_fatal_error_is_the_cause_of_every_refusal() {
         // source.
         assert!(matches!(cause.error(), Error::Wal(_)), "{e}");
         let text = e.to_string();
-        assert!(text.contains("fdatasync"), "{text}");
+        assert!(text.contains("durable_write"), "{text}");
         let source = std::error::Error::source(e).unwrap().to_string();
         assert_eq!(source, cause.error().to_string());
     }

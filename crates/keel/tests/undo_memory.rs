@@ -350,9 +350,10 @@ fn a_failed_log_write_in_a_rollback_of_tree_inserts_poisons_and_recovery_finishe
         for k in 0..PUTS {
             tx.put(tree, &tree_key(1, k), &[1; 150]).unwrap();
         }
+        // The log's batches are durable writes.
         sim.add_fault(
             FaultRule::always(fault)
-                .on_op(OpKind::Write)
+                .on_op(OpKind::DurableWrite)
                 .on_class(FileClass::Wal),
         );
         let e = tx.abort().unwrap_err();

@@ -204,6 +204,9 @@ pub(crate) fn prepare<H>(req: Request, table: &FileTable<H>) -> Result<Prepared<
         Request::WriteV { offset, bufs, .. } => {
             FileOp::Write(WriteOp::new(fref, OpKind::WriteV, offset, bufs))
         }
+        Request::DurableWrite { offset, buf, .. } => {
+            FileOp::Write(WriteOp::new(fref, OpKind::DurableWrite, offset, vec![buf]))
+        }
         Request::Sync { data_only, .. } => FileOp::Sync(SyncOp::new(fref, data_only)),
         Request::StartWriteback { offset, len, .. } => {
             FileOp::Writeback(WritebackOp::new(fref, offset, len))
@@ -244,7 +247,9 @@ pub(crate) fn check_direct(
 
 fn check_direct_request(req: &Request, file: FileRef) -> Result<(), IoError> {
     match req {
-        Request::Read { offset, buf, .. } | Request::Write { offset, buf, .. } => {
+        Request::Read { offset, buf, .. }
+        | Request::Write { offset, buf, .. }
+        | Request::DurableWrite { offset, buf, .. } => {
             check_direct(req.kind(), &file, *offset, &[buf])
         }
         Request::WriteV { offset, bufs, .. } => {

@@ -3,6 +3,14 @@
 //! bytes remain is a `ShortWrite` error. If a resubmission fails after some
 //! bytes were written, the OS error is reported: the range is then partly
 //! written and the caller must treat its content as unknown.
+//!
+//! A durable write ([`OpKind::DurableWrite`]) passes `RWF_DSYNC` with every
+//! system call (`pwritev2`, or the ring entry's `rw_flags`), so each
+//! transfer returns once its bytes are durable: a resubmitted remainder is
+//! made durable by its own call. Its failure is a failed sync's (invariant
+//! 7): the bytes may be lost and the write is never retried. Where
+//! `pwritev2` does not exist (not Linux) it is a plain write followed by an
+//! fdatasync.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -98,11 +106,14 @@ impl WriteOp {
     }
 
     pub(crate) fn run_blocking(mut self, file: &File) -> Result<Reply, IoError> {
+        let durable = self.kind == OpKind::DurableWrite;
         while self.done < self.total {
             let pos = self.position()?;
-            let n = if let [buf] = &self.bufs[..] {
-                // One buffer (a log batch, a page): a plain pwrite of what
-                // remains, with no iovec array to build.
+            let n = if durable {
+                self.pwrite_durable(file, pos)
+            } else if let [buf] = &self.bufs[..] {
+                // One buffer (a page): a plain pwrite of what remains, with
+                // no iovec array to build.
                 let rest = &buf[self.done..];
                 // SAFETY: `rest` lies in a buffer owned by `self`, alive and
                 // not accessed elsewhere during the call, and the length is
@@ -127,11 +138,48 @@ impl WriteOp {
                 }
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        if durable {
+            file.sync_data()
+                .map_err(|e| IoError::from_os(self.kind, self.file.clone(), e))?;
+        }
         self.into_reply()
     }
 
+    /// One `pwritev2(RWF_DSYNC)` of what remains (one buffer, the log's
+    /// batch, needs no iovec array built).
+    #[cfg(target_os = "linux")]
+    fn pwrite_durable(&mut self, file: &File, pos: libc::off_t) -> isize {
+        let one;
+        let iov: &[libc::iovec] = if let [buf] = &self.bufs[..] {
+            let rest = &buf[self.done..];
+            one = [libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            }];
+            &one
+        } else {
+            self.build_iov();
+            &self.iov
+        };
+        let count = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: every iovec points into a buffer owned by `self`, alive
+        // and not accessed elsewhere during the call; `count` is the
+        // array's length; the descriptor is owned by `file`.
+        unsafe { libc::pwritev2(file.as_raw_fd(), iov.as_ptr(), count, pos, libc::RWF_DSYNC) }
+    }
+
+    /// Elsewhere the write itself is plain; `run_blocking` syncs after it.
+    #[cfg(not(target_os = "linux"))]
+    fn pwrite_durable(&mut self, file: &File, pos: libc::off_t) -> isize {
+        self.build_iov();
+        let count = libc::c_int::try_from(self.iov.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: as in `run_blocking`'s vectored case.
+        unsafe { libc::pwritev(file.as_raw_fd(), self.iov.as_ptr(), count, pos) }
+    }
+
     pub(crate) fn into_reply(mut self) -> Result<Reply, IoError> {
-        if self.kind == OpKind::Write
+        if matches!(self.kind, OpKind::Write | OpKind::DurableWrite)
             && self.bufs.len() == 1
             && let Some(buf) = self.bufs.pop()
         {
@@ -148,14 +196,21 @@ impl WriteOp {
         use io_uring::{opcode, types};
         let pos = self.position()? as u64;
         self.build_iov();
+        let flags = if self.kind == OpKind::DurableWrite {
+            libc::RWF_DSYNC
+        } else {
+            0
+        };
         Ok(match self.iov.as_slice() {
             [one] => {
                 opcode::Write::new(types::Fd(fd), one.iov_base as *const u8, one.iov_len as u32)
                     .offset(pos)
+                    .rw_flags(flags)
                     .build()
             }
             many => opcode::Writev::new(types::Fd(fd), many.as_ptr(), many.len() as u32)
                 .offset(pos)
+                .rw_flags(flags)
                 .build(),
         })
     }

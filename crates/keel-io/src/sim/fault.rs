@@ -14,8 +14,8 @@ use crate::request::{FileClass, OpKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The operation fails with EIO and has no effect. Applies to reads,
-    /// writes, syncs, the start of writeback, allocate, set_len and
-    /// sync_dir.
+    /// writes (durable ones too), syncs, the start of writeback, allocate,
+    /// set_len and sync_dir.
     Eio,
     /// The operation fails with ENOSPC and has no effect. Applies to writes,
     /// the start of writeback (a file system that allocates blocks only at
@@ -29,8 +29,9 @@ pub enum Fault {
         /// Bytes the first attempt accepts.
         max_bytes: usize,
     },
-    /// An fsync / fdatasync / start of writeback / sync_dir / syncfs fails
-    /// with EIO *after* the kernel dropped the dirty state: each unsynced write of the file (of
+    /// An fsync / fdatasync / durable write / start of writeback / sync_dir /
+    /// syncfs fails with EIO *after* the kernel dropped the dirty state
+    /// (a durable write's bytes reached the kernel first): each unsynced write of the file (of
     /// every file, for syncfs) is resolved as in a crash (kept, dropped or
     /// torn) and is no longer pending, so a retried fsync would succeed
     /// without making it durable — the "fsyncgate" behaviour invariant 7
@@ -56,6 +57,7 @@ impl Fault {
                 op,
                 Read | Write
                     | WriteV
+                    | DurableWrite
                     | Fsync
                     | Fdatasync
                     | Writeback
@@ -66,10 +68,13 @@ impl Fault {
             ),
             Fault::NoSpace => matches!(
                 op,
-                Write | WriteV | Writeback | Allocate | SetLen | Open | CreateDir
+                Write | WriteV | DurableWrite | Writeback | Allocate | SetLen | Open | CreateDir
             ),
-            Fault::ShortWrite { .. } => matches!(op, Write | WriteV),
-            Fault::SyncFailure => matches!(op, Fsync | Fdatasync | Writeback | SyncDir | SyncFs),
+            Fault::ShortWrite { .. } => matches!(op, Write | WriteV | DurableWrite),
+            Fault::SyncFailure => matches!(
+                op,
+                Fsync | Fdatasync | DurableWrite | Writeback | SyncDir | SyncFs
+            ),
             Fault::PowerCut | Fault::Kill => true,
         }
     }

@@ -324,13 +324,27 @@ impl State {
                 read_bytes(ino, fref, (offset, off), buf, exact)
             }
             Request::Write { offset, buf, .. } => {
-                write_bytes(ino, kind, &fref, offset_of(offset)?, &[&buf], fault)?;
+                write_bytes(ino, kind, &fref, offset_of(offset)?, &[&buf], fault, false)?;
                 Ok(Reply::Written(buf))
             }
             Request::WriteV { offset, bufs, .. } => {
                 let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
-                write_bytes(ino, kind, &fref, offset_of(offset)?, &slices, fault)?;
+                write_bytes(ino, kind, &fref, offset_of(offset)?, &slices, fault, false)?;
                 Ok(Reply::WrittenV(bufs))
+            }
+            // A failed durable write is a failed sync's (model rule 1): the
+            // bytes reached the kernel, which then dropped the file's dirty
+            // state, so they and everything pending are resolved as in a
+            // crash.
+            Request::DurableWrite { offset, buf, .. } => {
+                let off = offset_of(offset)?;
+                if fault == Some(Fault::SyncFailure) {
+                    write_bytes(ino, kind, &fref, off, &[&buf], None, false)?;
+                    ino.lose_pending(rng);
+                    return Err(IoError::errno(kind, fref, libc::EIO));
+                }
+                write_bytes(ino, kind, &fref, off, &[&buf], fault, true)?;
+                Ok(Reply::Written(buf))
             }
             Request::Sync { .. } => {
                 if fault == Some(Fault::SyncFailure) {
@@ -545,7 +559,11 @@ fn check_access(req: &Request, f: &SimFile, fref: &FileRef) -> Result<(), IoErro
     let kind = req.kind();
     let allowed = match kind {
         OpKind::Read => f.options.read,
-        OpKind::Write | OpKind::WriteV | OpKind::Allocate | OpKind::SetLen => f.options.write,
+        OpKind::Write
+        | OpKind::WriteV
+        | OpKind::DurableWrite
+        | OpKind::Allocate
+        | OpKind::SetLen => f.options.write,
         _ => true,
     };
     if !allowed {
@@ -553,7 +571,9 @@ fn check_access(req: &Request, f: &SimFile, fref: &FileRef) -> Result<(), IoErro
     }
     if f.options.direct {
         match req {
-            Request::Read { offset, buf, .. } | Request::Write { offset, buf, .. } => {
+            Request::Read { offset, buf, .. }
+            | Request::Write { offset, buf, .. }
+            | Request::DurableWrite { offset, buf, .. } => {
                 check_direct(kind, fref, *offset, &[buf])?;
             }
             Request::WriteV { offset, bufs, .. } => {
@@ -601,7 +621,8 @@ fn read_bytes(
 }
 
 /// Writes the concatenation of `parts` at `offset`, as one system call or,
-/// under a short-write fault, as a short first call and a resubmission.
+/// under a short-write fault, as a short first call and a resubmission;
+/// each call's bytes durable at once when `durable`.
 fn write_bytes(
     ino: &mut model::Inode,
     kind: OpKind,
@@ -609,6 +630,7 @@ fn write_bytes(
     offset: usize,
     parts: &[&[u8]],
     fault: Option<Fault>,
+    durable: bool,
 ) -> Result<(), IoError> {
     let data: Vec<u8> = parts.concat();
     if data.is_empty() {
@@ -627,9 +649,9 @@ fn write_bytes(
             written: 0,
         });
     }
-    ino.write(offset, &data[..first]);
+    ino.write(offset, &data[..first], durable);
     if first < data.len() {
-        ino.write(offset + first, &data[first..]);
+        ino.write(offset + first, &data[first..], durable);
     }
     Ok(())
 }

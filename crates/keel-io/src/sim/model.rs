@@ -11,6 +11,15 @@
 //!    size needed to read the data). A *failed* sync (fault `SyncFailure`)
 //!    resolves the pending changes as a crash would and forgets them, so a
 //!    retried sync succeeds without restoring what was lost.
+//!
+//!    1a. A *durable write* (`Request::DurableWrite`, `RWF_DSYNC`) is durable
+//!    when it returns, and only its own bytes are: it stays in the
+//!    pending list, in order, but a crash (or a failed sync) always keeps
+//!    it whole, after resolving the changes pending before it as usual. So
+//!    a later crash can still drop or tear an earlier unsynced write beside
+//!    it, as a device with FUA would (it writes the one block through and
+//!    flushes nothing else), and an earlier write over the same bytes can
+//!    never land on top of it.
 //! 2. **Torn writes.** At a crash each pending write, in order, is applied to
 //!    the durable image independently: kept whole, dropped whole, or torn —
 //!    in which case each 512-byte sector it touches (sectors aligned to file
@@ -68,7 +77,13 @@ struct NsChange(Vec<(PathBuf, Option<Node>)>);
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Write { offset: u64, data: Vec<u8> },
+    /// A write; a `durable` one (a durable write) survives every crash
+    /// whole, while the changes pending before it are resolved on their own.
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        durable: bool,
+    },
     SetLen(u64),
     Extend(u64),
 }
@@ -81,15 +96,23 @@ pub(crate) struct Inode {
 }
 
 impl Inode {
-    pub(crate) fn write(&mut self, offset: usize, data: &[u8]) {
+    /// A write: durable at once when `durable` (rule 1a), pending
+    /// otherwise.
+    pub(crate) fn write(&mut self, offset: usize, data: &[u8], durable: bool) {
         let end = offset + data.len();
         if self.live.len() < end {
             self.live.resize(end, 0);
         }
         self.live[offset..end].copy_from_slice(data);
+        if durable && self.pending.is_empty() {
+            // Nothing pending before it to resolve first.
+            put_bytes(&mut self.durable, offset, data);
+            return;
+        }
         self.pending.push(Pending::Write {
             offset: offset as u64,
             data: data.to_vec(),
+            durable,
         });
     }
 
@@ -110,12 +133,8 @@ impl Inode {
     pub(crate) fn sync(&mut self) {
         for p in std::mem::take(&mut self.pending) {
             match p {
-                Pending::Write { offset, data } => {
-                    let (off, end) = (offset as usize, offset as usize + data.len());
-                    if self.durable.len() < end {
-                        self.durable.resize(end, 0);
-                    }
-                    self.durable[off..end].copy_from_slice(&data);
+                Pending::Write { offset, data, .. } => {
+                    put_bytes(&mut self.durable, offset as usize, &data)
                 }
                 Pending::SetLen(len) => self.durable.resize(len as usize, 0),
                 Pending::Extend(end) => {
@@ -139,9 +158,16 @@ impl Inode {
         let mut img = self.durable.clone();
         for p in &self.pending {
             match p {
-                Pending::Write { offset, data } => {
-                    apply_write(&mut img, *offset as usize, data, rng)
-                }
+                Pending::Write {
+                    offset,
+                    data,
+                    durable: false,
+                } => apply_write(&mut img, *offset as usize, data, rng),
+                Pending::Write {
+                    offset,
+                    data,
+                    durable: true,
+                } => put_bytes(&mut img, *offset as usize, data),
                 Pending::SetLen(len) => {
                     if rng.coin() {
                         img.resize(*len as usize, 0);
@@ -156,6 +182,15 @@ impl Inode {
         }
         img
     }
+}
+
+/// Writes `data` at `offset` into a durable image, extending it.
+fn put_bytes(img: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    let end = offset + data.len();
+    if img.len() < end {
+        img.resize(end, 0);
+    }
+    img[offset..end].copy_from_slice(data);
 }
 
 /// Applies one unsynced write at a crash: kept, dropped or torn by sector.

@@ -3,19 +3,31 @@
 //! [`BatchWriter::write_batch`] takes what is queued from the last written
 //! position (at most one batch and never past a segment's end; the queue
 //! holds every record reserved, `append.rs`), seals the records (their CRCs),
-//! stages them into one buffer at their file offset, writes it and
-//! fdatasyncs it on the leader's own thread
-//! ([`AsyncIo::write_at_blocking`]: the leader would only wait for an I/O
-//! thread's answer). Only one leader runs at a time, so the cursor below
-//! is its alone; the previous batch's buffer is kept for the next (no fresh
-//! megabyte, and no page faults on it, per batch).
+//! stages them into one buffer at their file offset, and writes it as one
+//! durable write on the leader's own thread
+//! ([`AsyncIo::durable_write_at_blocking`]: `pwritev2` with `RWF_DSYNC`,
+//! one system call where a write and an fdatasync take two, and on a
+//! device with FUA one device write where they take a write and a cache
+//! flush; the leader would only wait for an I/O thread's answer). Only
+//! one leader runs at a time, so the cursor below is its alone; the
+//! previous batch's buffer is kept for the next (no fresh megabyte, and no
+//! page faults on it, per batch).
+//!
+//! A durable write makes only its own bytes durable, so the rule it rests
+//! on is that **every earlier write to a segment is durable before the
+//! segment's first batch**: a segment is prepared (zero-filled, its header
+//! written) and fsynced before it is used (`segment.rs`); the repairs at
+//! open (clearing past the end of the log, rewriting it) fdatasync what
+//! they write before the writer starts; and every batch is itself a
+//! durable write.
 //!
 //! With O_DIRECT a write starts at a block boundary: the partial block at
 //! the written end is rewritten with the bytes it already had (kept in the
 //! cursor's `tail`), and the write is zero-padded to a whole block.
 //!
-//! A failed write or sync returns its error and changes nothing: the
-//! caller poisons the log (invariant 7) and nothing here retries it.
+//! A failed write returns its error and changes nothing: its bytes may or
+//! may not be durable, so the caller poisons the log (invariant 7) and
+//! nothing here retries it.
 
 use std::sync::Arc;
 
@@ -91,7 +103,7 @@ impl BatchWriter {
         }
     }
 
-    /// Writes and syncs what is queued in `buffer` from the written end,
+    /// Writes durably what is queued in `buffer` from the written end,
     /// at most one batch and one segment. Returns the new durable end.
     pub(crate) fn write_batch(&self, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let mut cur = self.cursor.lock();
@@ -121,12 +133,9 @@ impl BatchWriter {
         buffer.recycle(records);
         let buf = self
             .io
-            .write_at_blocking(fh, offset, buf)
-            .map_err(WalError::io("write"))?;
+            .durable_write_at_blocking(fh, offset, buf)
+            .map_err(WalError::io("write a batch durably"))?;
         cur.spare = Some(buf);
-        self.io
-            .fdatasync_blocking(fh)
-            .map_err(WalError::io("fdatasync"))?;
         cur.written_end = end;
         cur.tail = next_tail;
         buffer.release(batch);

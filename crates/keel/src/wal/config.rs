@@ -83,8 +83,8 @@ pub struct WalConfig {
     pub buffer_capacity_bytes: usize,
     /// Write segments with O_DIRECT where the file system supports it
     /// (the default): a batch goes from the log's buffer to the device
-    /// with no copy into the page cache, and its `fdatasync` has no dirty
-    /// pages to write back first. Where O_DIRECT is refused (a file system
+    /// with no copy into the page cache, and the durable write that makes
+    /// it durable has no dirty pages to write back first. Where O_DIRECT is refused (a file system
     /// without it), the log is written through the page cache instead and
     /// [`Wal::direct_io`](crate::wal::Wal::direct_io) says so. `false`
     /// always writes through the page cache.

@@ -568,8 +568,8 @@ impl SegmentDir {
 
     /// Writes zeroes over `from..to`. A new segment is written out in full
     /// rather than `fallocate`d: allocated-but-unwritten extents make every
-    /// first write into them a metadata change, so each commit's fdatasync
-    /// would also commit a file-system journal transaction. Recycled
+    /// first write into them a metadata change, so each commit's durable
+    /// write would also commit a file-system journal transaction. Recycled
     /// segments are already written and skip this.
     ///
     /// At most [`ZERO_IN_FLIGHT`] writes of [`ZERO_CHUNK`] bytes are in

@@ -140,8 +140,8 @@ impl KvStore for KeelKv {
             (
                 "log writes".into(),
                 match self.db.wal_direct_io() {
-                    true => "O_DIRECT, then fdatasync",
-                    false => "through the page cache, then fdatasync",
+                    true => "O_DIRECT, one RWF_DSYNC write per batch",
+                    false => "through the page cache, one RWF_DSYNC write per batch",
                 }
                 .into(),
             ),

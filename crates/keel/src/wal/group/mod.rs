@@ -14,8 +14,8 @@
 //! [`GroupCommit::wait_durable`] returns once every byte up to the end of
 //! the record at `lsn` is on stable storage. Committers elect a leader: the
 //! first one to find no batch running leads, has *everything* contiguous
-//! that is pending (up to one batch) written and fdatasynced on its own
-//! thread, then publishes the durable end.
+//! that is pending (up to one batch) written durably on its own thread (one
+//! `RWF_DSYNC` write, `batch.rs`), then publishes the durable end.
 //!
 //! Committers that arrive meanwhile park in the *open generation*. A
 //! leader closes the open generation before its batch is taken, so every
