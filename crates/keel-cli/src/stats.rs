@@ -447,10 +447,16 @@ fn activity_text(r: &Report) -> String {
         b.frames, b.hits, b.misses, b.reads, b.writes, b.evictions
     );
     let _ = writeln!(s, "i/o (this run, {} backend):", r.io.backend);
+    // The operation column fits the longest operation name.
+    let width = keel_io::OpKind::ALL
+        .iter()
+        .map(|k| k.name().len())
+        .max()
+        .unwrap_or(10);
     for op in &r.io.ops {
         let _ = writeln!(
             s,
-            "  {:<10} {:<8} {:>8} ops {:>10}  p50 {:>10}  p99 {:>10}  max {:>10}",
+            "  {:<width$} {:<8} {:>8} ops {:>10}  p50 {:>10}  p99 {:>10}  max {:>10}",
             op.op.to_string(),
             op.class.to_string(),
             op.count,
