@@ -22,7 +22,8 @@
 //! keys, one per durable transaction, as the suite's individual writes do,
 //! in `individual_writes` (for `valgrind --tool=callgrind --collect-atstart=no
 //! --toggle-collect='*individual_writes*'`); the process's CPU time per
-//! write is printed beside the rate (the rest of a write is its fdatasync).
+//! write is printed beside the rate (the rest of a write is the wait for
+//! its durable write).
 //! The load also prints its CPU time: the loading thread's and the whole
 //! process's (the log's threads included). With `KEEL_WAL_BUFFERED` set in
 //! the environment the log is written through the page cache instead of

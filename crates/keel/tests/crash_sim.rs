@@ -11,10 +11,11 @@
 //!
 //! A third test crashes in two stages: a process kill (unsynced writes stay
 //! in the page cache), a restart that recovers, then a power cut — after
-//! more work, or during that recovery itself (invariant 14). In half of its
-//! cycles a sync of the log, the data files, the control file or a
-//! directory failed before the kill, leaving what a file sync dropped from
-//! the disk in the page cache, clean (`common::sync_failure`).
+//! more work, or during that recovery itself (invariant 14). In two of
+//! three cycles the disk failed before the kill (`common::disk_failure`):
+//! a sync of the log, the data files, the control file or a directory,
+//! leaving what a file sync dropped from the disk in the page cache, clean;
+//! or a write of the log or the data files, with EIO or a full disk.
 //!
 //! Every workload also puts, replaces and deletes keys of a tree and reads
 //! them back with ranges in both directions (keys up to `MAX_KEY_LEN`
@@ -499,12 +500,13 @@ fn two_stage(seed: u64) -> TwoStage {
     let rels = &Rels::create(&db, 4);
     let kill = sim.op_count() + 50 + rng.below(4000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
-    // In some cycles a sync of the first process fails first, dropping
-    // what it was to make durable while the page cache keeps it, clean
-    // (Linux after a writeback error). The process is poisoned; the kill
-    // then leaves the next process a log or a data file whose newest
-    // writes read back yet were never durable.
-    if let Some(rule) = common::sync_failure(&mut rng) {
+    // In some cycles the first process's disk fails first
+    // (`common::disk_failure`): a sync that drops what it was to make
+    // durable while the page cache keeps it, clean (Linux after a writeback
+    // error), or a write that fails with EIO or a full disk. The process is
+    // poisoned; the kill then leaves the next process a log or a data file
+    // whose newest writes read back yet were never durable.
+    for rule in common::disk_failure(&mut rng) {
         sim.add_fault(rule);
     }
     let mut side = Side::default();

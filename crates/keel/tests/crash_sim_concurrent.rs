@@ -425,8 +425,9 @@ fn two_stage(seed: u64) -> TwoStage {
     db.create_tree(TREE).unwrap();
     let kill = sim.op_count() + 50 + rng.below(3000);
     sim.add_fault(FaultRule::at_op(kill, Fault::Kill));
-    // Sometimes a failed sync first (`common::sync_failure`).
-    if let Some(rule) = common::sync_failure(&mut rng) {
+    // Sometimes the disk fails first: a sync, or a write with EIO or a
+    // full disk (`common::disk_failure`).
+    for rule in common::disk_failure(&mut rng) {
         sim.add_fault(rule);
     }
     let starts = vec![Model::default(); usize::from(THREADS)];

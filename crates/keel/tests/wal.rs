@@ -50,18 +50,26 @@ fn open(io: Arc<dyn AsyncIo>, config: WalConfig) -> Wal {
     Wal::open(io, Path::new(DIR), config).unwrap().0
 }
 
-fn round_trip(io: Arc<dyn AsyncIo>, dir: &Path, config: WalConfig) {
-    let (wal, report) = Wal::open(io.clone(), dir, config.clone()).unwrap();
-    assert!(report.created);
+/// Appends records `0..n` (meta and payload of each index), flushing
+/// after every `flush_every`-th, then everything; returns (lsn, txn,
+/// payload) of each, as [`read_all`] reads them back.
+fn append_flushed(wal: &Wal, n: u64, flush_every: u64) -> Vec<(Lsn, u64, Vec<u8>)> {
     let mut written = Vec::new();
-    for i in 0..600u64 {
+    for i in 0..n {
         let a = wal.append(&meta(i), &payload(i)).unwrap();
         written.push((a.lsn, i, payload(i)));
-        if i % 50 == 0 {
+        if i % flush_every == 0 {
             wal.flush(a.lsn).unwrap();
         }
     }
     wal.flush_all().unwrap();
+    written
+}
+
+fn round_trip(io: Arc<dyn AsyncIo>, dir: &Path, config: WalConfig) {
+    let (wal, report) = Wal::open(io.clone(), dir, config.clone()).unwrap();
+    assert!(report.created);
+    let mut written = append_flushed(&wal, 600, 50);
     assert_eq!(read_all(&wal), written);
     let end = wal.end_lsn();
     assert!(wal.stats().flushes > 0);
@@ -357,15 +365,7 @@ fn short_durable_writes_are_resubmitted_and_every_flushed_record_survives_a_powe
         FaultRule::with_probability(0.5, Fault::ShortWrite { max_bytes: 700 })
             .on_op(OpKind::DurableWrite),
     );
-    let mut written = Vec::new();
-    for i in 0..300u64 {
-        let a = wal.append(&meta(i), &payload(i)).unwrap();
-        written.push((a.lsn, i, payload(i)));
-        if i % 3 == 0 {
-            wal.flush(a.lsn).unwrap();
-        }
-    }
-    wal.flush_all().unwrap();
+    let written = append_flushed(&wal, 300, 3);
     assert!(
         io.stats().count(OpKind::DurableWrite) > 50,
         "the batches went down as durable writes"

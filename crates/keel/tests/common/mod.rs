@@ -142,27 +142,56 @@ impl<W: Watch> AsyncIo for Watched<W> {
     }
 }
 
-/// The sync failure a two-stage crash cycle (kill, restart, power cut)
-/// puts on its first process in half of its cycles: the syncs of the log,
-/// the data files (and the writeback a checkpoint starts ahead of their
-/// fdatasync), the control file or the directories fail now and then;
-/// a failed file sync drops what it was to make durable while the page
-/// cache keeps it, clean (Linux after a writeback error). The first failure poisons the process; the
-/// kill then leaves the next one files whose newest pages read back yet
-/// were never durable (docs/storage.md, "Unclean open").
-pub fn sync_failure(rng: &mut keel_io::sim::Rng) -> Option<keel_io::sim::FaultRule> {
-    use keel_io::FileClass;
+/// The disk failure a two-stage crash cycle (kill, restart, power cut)
+/// puts on its first process in two of three cycles:
+///
+/// - a failed sync: the syncs of the log (its durable writes), the data
+///   files (and the writeback a checkpoint starts ahead of their
+///   fdatasync), the control file or the directories fail now and then; a
+///   failed file sync drops what it was to make durable while the page
+///   cache keeps it, clean (Linux after a writeback error);
+/// - an I/O error or a full disk on a write: the log's durable writes, or
+///   the data files' page writes and the writeback starts ahead of their
+///   sync, fail with EIO or ENOSPC now and then, having done nothing.
+///
+/// The first failure poisons the process; the kill then leaves the next
+/// one files whose newest pages read back yet were never durable
+/// (docs/storage.md, "Unclean open"), or that never got the write that
+/// failed.
+pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule> {
     use keel_io::sim::{Fault, FaultRule};
-    let (class, p) = match rng.below(8) {
-        0 => (FileClass::Wal, 0.03),
-        1 => (FileClass::Data, 0.5),
-        2 => (FileClass::Control, 0.5),
+    use keel_io::{FileClass, OpKind};
+    const DATA_WRITES: [OpKind; 3] = [OpKind::Write, OpKind::WriteV, OpKind::Writeback];
+    let on = |class: FileClass, p: f64, fault: Fault, ops: &[OpKind]| -> Vec<FaultRule> {
+        ops.iter()
+            .map(|&op| {
+                FaultRule::with_probability(p, fault)
+                    .on_class(class)
+                    .on_op(op)
+            })
+            .collect()
+    };
+    let sync = |class: FileClass, p: f64| {
+        vec![FaultRule::with_probability(p, Fault::SyncFailure).on_class(class)]
+    };
+    match rng.below(12) {
+        0 => sync(FileClass::Wal, 0.03),
+        1 => sync(FileClass::Data, 0.5),
+        2 => sync(FileClass::Control, 0.5),
         // Directory syncs: their changes stay pending, as a journalled
         // file system keeps them (the simulator's model).
-        3 => (FileClass::Other, 0.3),
-        _ => return None,
-    };
-    Some(FaultRule::with_probability(p, Fault::SyncFailure).on_class(class))
+        3 => sync(FileClass::Other, 0.3),
+        4 => on(FileClass::Wal, 0.03, Fault::Eio, &[OpKind::DurableWrite]),
+        5 => on(
+            FileClass::Wal,
+            0.03,
+            Fault::NoSpace,
+            &[OpKind::DurableWrite],
+        ),
+        6 => on(FileClass::Data, 0.3, Fault::Eio, &DATA_WRITES),
+        7 => on(FileClass::Data, 0.3, Fault::NoSpace, &DATA_WRITES),
+        _ => Vec::new(),
+    }
 }
 
 /// The cause a poisoned database's refusal `e` names. Fails the test
