@@ -2,17 +2,19 @@
 //!
 //! ## Appending
 //!
-//! An appender encodes its record into a buffer of its own (the payload
-//! straight behind the header space, one allocation), *then*, under one
-//! mutex held for a few arithmetic operations and the header's stores,
-//! takes its position (which depends on whether the record still fits in
-//! the current segment, so a plain atomic add would not do), writes the
-//! header with its LSN, and queues the buffer. Encoding, the expensive
-//! part, runs in parallel on every appending thread; no lock is held while
-//! payload bytes are copied (MySQL 8's log buffer reserves by atomic add
-//! and copies in parallel; here the copy is replaced by a hand-over of an
-//! owned buffer). The CRC is computed by the batch that writes the record
-//! (`batch.rs`).
+//! An appender encodes its record into a buffer of its own thread (the
+//! payload straight behind the header space, [`with_record_buf`]), *then*,
+//! under one mutex, takes its position (which depends on whether the
+//! record still fits in the current segment, so a plain atomic add would
+//! not do), writes the header with its LSN and copies the record onto the
+//! end of the queue. Encoding, the expensive part, runs in parallel on
+//! every appending thread; the lock is held for a few arithmetic
+//! operations and one copy of the finished record (a few hundred bytes for
+//! most, a page and a little for the largest common one, a page image).
+//! PostgreSQL's WAL insertion and MySQL 8's log buffer copy records into a
+//! shared buffer the same way; here the copy runs under the lock that
+//! gives the position, so the queue never has a gap. The CRC is computed
+//! by the batch that writes the record (`batch.rs`).
 //!
 //! A record that does not fit in the rest of its segment goes to the next
 //! one; the tail it leaves is filled with a padding record (or zeroes, when
@@ -21,34 +23,36 @@
 //!
 //! ## The pending queue
 //!
-//! The pending queue holds records by LSN. Positions are taken and records
-//! queued under the same lock, so the queue is always the contiguous run
-//! of records from the first one not yet taken by a batch to the reserved
-//! end: a batch takes a prefix of it and never waits for a gap. Appenders
-//! wait for room while the queue holds more than
+//! The pending queue holds the log's bytes from the first one not yet
+//! taken by a batch to the reserved end, as [`Chunk`]s: runs of whole
+//! records, each inside one segment and at most one batch long (a record
+//! longer than a batch has a chunk of its own). Positions are taken and
+//! records copied under the same lock, so the queue is always contiguous:
+//! a batch takes a prefix of it and never waits for a gap. Appenders wait
+//! for room while the queue holds more than
 //! [`crate::wal::WalConfig::buffer_capacity_bytes`] (the writer pushes it
 //! out, `writer.rs`).
 //!
-//! ## Record buffers
+//! ## Memory
 //!
-//! A batch copies its records into its write buffer, after which their
-//! buffers are returned here ([`LogBuffer::recycle`]) and the next
-//! appenders encode into them ([`LogBuffer::record_buf`]). A record's
-//! buffer is allocated on the appender's thread and finished with on the
-//! batch leader's: without the return, every record would be freed on
-//! another thread than the one that allocated it, which the system
-//! allocator pays for with its arena lock, contended by the appenders'
-//! own allocations. The spares are bounded by [`SPARE_BYTES`] of
-//! capacity in all (and no single buffer above [`SPARE_MAX_RECORD`]), so
-//! the log holds at most that much memory beyond its capacity.
+//! A chunk's buffer is allocated once, for a whole batch, and comes back
+//! after its batch has copied it into its write buffer
+//! ([`LogBuffer::recycle`]): the appenders' records cost no allocation,
+//! nothing allocated on one thread is freed on another, and nothing is
+//! handed between threads per record (the loading thread of a bulk load
+//! and the log's thread share one lock and one queue, touched once per
+//! record and once per batch). The spare chunks are bounded by
+//! [`SPARE_BYTES`] of capacity in all, and each thread's record buffer by
+//! [`RECORD_BUF_KEEP`], so the log holds at most that much memory beyond
+//! its capacity.
 //!
 //! Left out here: when records become durable (`group/`) and how a batch
 //! reaches the disk (`batch.rs`).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::types::Lsn;
@@ -67,60 +71,116 @@ pub struct Appended {
     pub end: Lsn,
 }
 
+/// Most capacity, in bytes, that the spare chunks hold together.
+pub(crate) const SPARE_BYTES: usize = 4 << 20;
+/// Most capacity a thread's record buffer keeps between records: a record
+/// holding a whole page image fits; a larger one's buffer is freed.
+pub(crate) const RECORD_BUF_KEEP: usize = 12 << 10;
+
+thread_local! {
+    /// The buffer this thread's appenders encode their records into.
+    static RECORD_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's record buffer, emptied (its capacity kept
+/// from the record before, up to [`RECORD_BUF_KEEP`]). The buffer is taken
+/// out for the call, so an append made inside `f` gets a fresh one instead
+/// of finding it borrowed.
+pub(crate) fn with_record_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut buf = RECORD_BUF.take();
+    buf.clear();
+    let out = f(&mut buf);
+    if buf.capacity() <= RECORD_BUF_KEEP {
+        RECORD_BUF.set(buf);
+    }
+    out
+}
+
+/// A run of whole records (padding included) queued for a batch: the log's
+/// bytes from `start`, inside one segment.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    /// LSN of its first byte.
+    start: u64,
+    /// The records, end to end.
+    bytes: Vec<u8>,
+    /// Where each record (or padding piece) begins in `bytes`.
+    starts: Vec<u32>,
+}
+
+impl Chunk {
+    /// Its bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// How many records (and padding pieces) it holds.
+    pub(crate) fn pieces(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Calls `f` on each record (and padding piece), in log order.
+    pub(crate) fn for_each_piece(&mut self, mut f: impl FnMut(&mut [u8])) {
+        let Chunk { bytes, starts, .. } = self;
+        let mut rest = &mut bytes[..];
+        let mut at = 0usize;
+        for (i, _) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(at + rest.len(), |&s| s as usize);
+            let (piece, tail) = rest.split_at_mut(end - at);
+            f(piece);
+            rest = tail;
+            at = end;
+        }
+    }
+
+    /// The position one past its last byte.
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
 /// Appended records not yet taken by a batch, and where the next one
 /// goes.
 struct Pending {
     /// Where the next record goes.
     next: Lsn,
-    /// `(LSN, record)`, ascending and contiguous up to `next`.
-    records: VecDeque<(u64, Vec<u8>)>,
+    /// The queue: ascending and contiguous up to `next`.
+    chunks: VecDeque<Chunk>,
+    /// Chunks a batch is done with, empty, for the next ones.
+    spare: Vec<Chunk>,
+    /// Capacity of `spare`'s buffers, in bytes.
+    spare_bytes: usize,
 }
 
-/// Most capacity, in bytes, that the spare record buffers hold together.
-pub(crate) const SPARE_BYTES: usize = 4 << 20;
-/// Largest buffer kept as a spare: a record holding a whole page image
-/// fits.
-pub(crate) const SPARE_MAX_RECORD: usize = 12 << 10;
-/// Most spare buffers (a bound for the channel; [`SPARE_BYTES`] is the one
-/// that usually applies).
-const SPARE_COUNT: usize = 16 << 10;
-
-/// Record buffers a batch is done with, for the next appenders.
-struct Spares {
-    tx: Sender<Vec<u8>>,
-    rx: Receiver<Vec<u8>>,
-    /// Capacity of the buffers in the channel, in bytes.
-    bytes: AtomicUsize,
-}
-
-impl Spares {
-    fn new() -> Spares {
-        let (tx, rx) = crossbeam_channel::bounded(SPARE_COUNT);
-        Spares {
-            tx,
-            rx,
-            bytes: AtomicUsize::new(0),
+impl Pending {
+    /// Copies `piece` (a record or a padding piece at `lsn`) onto the end
+    /// of the queue: onto the last chunk when it ends at `lsn` and has
+    /// room within `max_batch`, else into a new chunk.
+    fn push(&mut self, lsn: u64, piece: &[u8], max_batch: usize) {
+        let joins = self
+            .chunks
+            .back()
+            .is_some_and(|c| c.end() == lsn && c.len() + piece.len() <= max_batch);
+        if !joins {
+            let mut chunk = self.spare.pop().unwrap_or_default();
+            self.spare_bytes -= chunk.bytes.capacity().min(self.spare_bytes);
+            chunk.start = lsn;
+            // A whole batch's room at once: the chunk never grows (a
+            // reallocation and copy under the lock) while it fills.
+            chunk.bytes.reserve(max_batch.max(piece.len()));
+            self.chunks.push_back(chunk);
         }
-    }
-
-    fn take(&self) -> Option<Vec<u8>> {
-        let buf = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(buf.capacity(), Ordering::Relaxed);
-        Some(buf)
-    }
-
-    /// Keeps `buf` if it is small enough and the spares have room; drops
-    /// it otherwise.
-    fn put(&self, buf: Vec<u8>) {
-        let cap = buf.capacity();
-        if cap == 0 || cap > SPARE_MAX_RECORD {
-            return;
-        }
-        if self.bytes.fetch_add(cap, Ordering::Relaxed) + cap > SPARE_BYTES
-            || self.tx.try_send(buf).is_err()
-        {
-            self.bytes.fetch_sub(cap, Ordering::Relaxed);
-        }
+        let Some(chunk) = self.chunks.back_mut() else {
+            unreachable!("a chunk was pushed above")
+        };
+        // A chunk is at most one batch or one record long: its offsets fit.
+        chunk.starts.push(chunk.bytes.len() as u32);
+        chunk.bytes.extend_from_slice(piece);
     }
 }
 
@@ -137,7 +197,6 @@ pub(crate) struct LogBuffer {
     held: AtomicUsize,
     records: AtomicU64,
     bytes: AtomicU64,
-    spares: Spares,
 }
 
 impl LogBuffer {
@@ -149,29 +208,35 @@ impl LogBuffer {
             capacity,
             pending: Mutex::new(Pending {
                 next: end,
-                records: VecDeque::new(),
+                chunks: VecDeque::new(),
+                spare: Vec::new(),
+                spare_bytes: 0,
             }),
             held: AtomicUsize::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            spares: Spares::new(),
         }
     }
 
-    /// An empty buffer for a record of about `len` bytes (header space
-    /// included), a spare when there is one (see "Record buffers").
-    pub(crate) fn record_buf(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.spares.take().unwrap_or_default();
-        buf.clear();
-        buf.reserve(len);
-        buf
-    }
-
-    /// Takes back the buffers of records a batch has copied.
-    pub(crate) fn recycle(&self, records: Vec<Vec<u8>>) {
-        for r in records {
-            self.spares.put(r);
+    /// Takes back the chunks a batch has copied: kept, emptied, for the
+    /// next records while [`SPARE_BYTES`] allows; freed otherwise (after
+    /// the lock is released).
+    pub(crate) fn recycle(&self, chunks: Vec<Chunk>) {
+        let mut freed = Vec::new();
+        let mut pending = self.pending.lock();
+        for mut chunk in chunks {
+            let cap = chunk.bytes.capacity();
+            if pending.spare_bytes + cap > SPARE_BYTES {
+                freed.push(chunk);
+                continue;
+            }
+            chunk.bytes.clear();
+            chunk.starts.clear();
+            pending.spare_bytes += cap;
+            pending.spare.push(chunk);
         }
+        drop(pending);
+        drop(freed);
     }
 
     /// Refuses a record of `len` bytes (header included) larger than the
@@ -194,8 +259,9 @@ impl LogBuffer {
     }
 
     /// Places `record` (its payload behind [`RECORD_HEADER_SIZE`] bytes of
-    /// header space, filled in here) at the next position and queues it.
-    pub(crate) fn place(&self, meta: &RecordMeta, mut record: Vec<u8>) -> Appended {
+    /// header space, filled in here) at the next position and copies it
+    /// onto the queue.
+    pub(crate) fn place(&self, meta: &RecordMeta, record: &mut [u8]) -> Appended {
         let len = record.len();
         debug_assert!(len >= RECORD_HEADER_SIZE, "record without header space");
         debug_assert!(
@@ -210,12 +276,12 @@ impl LogBuffer {
         } else {
             let pad = (seg_end.0 - at.0) as usize;
             self.held.fetch_add(pad, Ordering::AcqRel);
-            pending.records.push_back((at.0, padding_bytes(at, pad)));
+            pending.push(at.0, &padding_bytes(at, pad), self.max_batch);
             self.geometry.record_position(seg_end)
         };
-        encode_header(&mut record, meta, lsn);
+        encode_header(record, meta, lsn);
+        pending.push(lsn.0, record, self.max_batch);
         pending.next = Lsn(lsn.0 + len as u64);
-        pending.records.push_back((lsn.0, record));
         self.held.fetch_add(len, Ordering::AcqRel);
         drop(pending);
         self.records.fetch_add(1, Ordering::Relaxed);
@@ -231,29 +297,32 @@ impl LogBuffer {
         self.pending.lock().next
     }
 
-    /// Removes and returns the records queued from `start` on, up to one
-    /// batch and the end of `start`'s segment.
-    pub(crate) fn take_contiguous(&self, start: Lsn) -> Vec<Vec<u8>> {
+    /// Removes and returns the chunks queued from `start` on, up to one
+    /// batch (or one chunk, when the first is longer) and the end of
+    /// `start`'s segment.
+    pub(crate) fn take_contiguous(&self, start: Lsn) -> Vec<Chunk> {
         let seg_end = self.geometry.segment_end(start);
         let mut out = Vec::new();
         let mut size = 0usize;
         let mut pending = self.pending.lock();
         let mut pos = start.0;
-        while let Some((lsn, r)) = pending.records.front() {
+        while let Some(c) = pending.chunks.front() {
             // The queue starts at the written end (one batch at a time
             // takes from it); anything else stops the batch rather than
             // writing a record at another position than its own.
-            debug_assert_eq!(*lsn, pos, "the queue is contiguous from the written end");
-            if *lsn != pos
-                || *lsn >= seg_end.0
-                || (!out.is_empty() && size + r.len() > self.max_batch)
+            debug_assert_eq!(c.start, pos, "the queue is contiguous from the written end");
+            if c.start != pos
+                || c.start >= seg_end.0
+                || (!out.is_empty() && size + c.len() > self.max_batch)
             {
                 break;
             }
-            size += r.len();
-            pos += r.len() as u64;
-            let (_, r) = pending.records.pop_front().unwrap_or_default();
-            out.push(r);
+            size += c.len();
+            pos = c.end();
+            let Some(c) = pending.chunks.pop_front() else {
+                break;
+            };
+            out.push(c);
         }
         out
     }
@@ -290,57 +359,189 @@ fn padding_bytes(at: Lsn, len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::record::{decode, encoded_len, seal};
+
+    const SEGMENT: u64 = 1 << 20;
+    const BATCH: usize = 64 << 10;
 
     fn buffer() -> LogBuffer {
         let geometry = Geometry {
-            segment_size: 1 << 20,
+            segment_size: SEGMENT,
         };
-        LogBuffer::new(
-            geometry,
-            64 << 10,
-            256 << 10,
-            Lsn(SEGMENT_HEADER_SIZE as u64),
-        )
+        LogBuffer::new(geometry, BATCH, 256 << 10, Lsn(SEGMENT_HEADER_SIZE as u64))
     }
 
-    #[test]
-    fn a_recycled_buffer_comes_back_empty_with_its_capacity() {
-        let log = buffer();
-        let mut used = Vec::with_capacity(300);
-        used.extend_from_slice(&[9u8; 250]);
-        log.recycle(vec![used]);
-        let again = log.record_buf(200);
-        assert!(again.is_empty(), "a spare is handed out empty");
-        assert!(again.capacity() >= 300, "the spare kept its capacity");
-        assert_eq!(log.spares.bytes.load(Ordering::Relaxed), 0);
-        let fresh = log.record_buf(100);
-        assert!(fresh.is_empty() && fresh.capacity() >= 100);
+    /// Appends a record of `payload_len` bytes of `fill`.
+    fn append(log: &LogBuffer, payload_len: usize, fill: u8) -> Appended {
+        let mut record = vec![fill; encoded_len(payload_len)];
+        log.place(&RecordMeta::new(RecordType::Padding), &mut record)
     }
 
-    #[test]
-    fn spares_stay_within_their_byte_bound() {
-        let log = buffer();
-        let big = vec![0u8; SPARE_MAX_RECORD + 1];
-        log.recycle(vec![big]);
-        assert_eq!(
-            log.spares.bytes.load(Ordering::Relaxed),
-            0,
-            "too large to keep"
-        );
-        let each = 8 << 10;
-        let offered = SPARE_BYTES / each + 10;
-        log.recycle((0..offered).map(|_| Vec::with_capacity(each)).collect());
-        let kept = log.spares.bytes.load(Ordering::Relaxed);
-        assert!(
-            kept <= SPARE_BYTES,
-            "{kept} bytes kept, bound {SPARE_BYTES}"
-        );
-        assert!(kept >= SPARE_BYTES - each, "the bound is used: {kept}");
-        let mut taken = 0;
-        while log.spares.take().is_some() {
-            taken += 1;
+    /// Takes every chunk queued from `pos` on, batch by batch, across
+    /// segment ends.
+    fn drain(log: &LogBuffer, mut pos: Lsn) -> Vec<Chunk> {
+        let mut all = Vec::new();
+        loop {
+            let chunks = log.take_contiguous(log.geometry.record_position(pos));
+            let Some(last) = chunks.last() else {
+                return all;
+            };
+            pos = Lsn(last.end());
+            all.extend(chunks);
         }
-        assert_eq!(taken, kept / each);
-        assert_eq!(log.spares.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn records_queue_end_to_end_in_chunks_of_at_most_a_batch() {
+        let log = buffer();
+        let mut placed = Vec::new();
+        for i in 0..100u8 {
+            placed.push(append(&log, 1_000, i));
+        }
+        let start = placed[0].lsn;
+        let mut pos = start;
+        let mut seen = 0;
+        let chunks = log.take_contiguous(start);
+        assert!(!chunks.is_empty());
+        let taken: usize = chunks.iter().map(Chunk::len).sum();
+        assert!(taken <= BATCH, "one batch at most: {taken}");
+        for mut c in chunks {
+            assert_eq!(c.start, pos.0, "chunks follow each other");
+            c.for_each_piece(|r| {
+                let at = placed[seen];
+                assert_eq!(r.len() as u64, at.end.0 - at.lsn.0);
+                seal(r, start);
+                let (header, payload) = decode(r, at.lsn).expect("a whole record");
+                assert_eq!(header.lsn, at.lsn);
+                assert!(payload.iter().all(|&b| b == seen as u8));
+                seen += 1;
+            });
+            pos = Lsn(c.end());
+        }
+        assert!(seen > 0 && seen < 100, "{seen} records in the first batch");
+        let rest = log.take_contiguous(pos);
+        assert_eq!(
+            rest.first().map(|c| c.start),
+            Some(pos.0),
+            "the next batch goes on from there"
+        );
+    }
+
+    #[test]
+    fn a_record_longer_than_a_batch_has_a_chunk_of_its_own() {
+        let log = buffer();
+        let small = append(&log, 100, 1);
+        let big = append(&log, BATCH + 4_000, 2);
+        let after = append(&log, 100, 3);
+        let first = log.take_contiguous(small.lsn);
+        assert_eq!(first.len(), 1, "the big record does not join the batch");
+        assert_eq!(first[0].end(), big.lsn.0);
+        let second = log.take_contiguous(big.lsn);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].pieces(), 1, "alone in its chunk");
+        assert_eq!(second[0].end(), after.lsn.0);
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_its_segment_leaves_padding_and_starts_the_next() {
+        let log = buffer();
+        let first = Lsn(SEGMENT_HEADER_SIZE as u64);
+        let data = (SEGMENT - SEGMENT_HEADER_SIZE as u64) as usize;
+        // Fill the segment but for 30 bytes, then 10 more in its last
+        // record's place: too short for a header, so zeroes.
+        let mut at = first;
+        while (SEGMENT - at.0) as usize > BATCH {
+            at = append(&log, BATCH - RECORD_HEADER_SIZE - 64, 7).end;
+        }
+        let left = (SEGMENT - at.0) as usize;
+        at = append(&log, left - 30 - RECORD_HEADER_SIZE, 8).end;
+        assert_eq!(SEGMENT - at.0, 30);
+        let next = append(&log, 500, 9);
+        assert_eq!(
+            next.lsn.0,
+            SEGMENT + SEGMENT_HEADER_SIZE as u64,
+            "the next segment's first record"
+        );
+        let mut pos = first;
+        let mut pieces = Vec::new();
+        loop {
+            let chunks = log.take_contiguous(pos);
+            if chunks.is_empty() {
+                break;
+            }
+            for mut c in chunks {
+                assert!(c.start < SEGMENT || c.start >= SEGMENT + SEGMENT_HEADER_SIZE as u64);
+                assert!(
+                    c.end() <= SEGMENT || c.start > SEGMENT,
+                    "a chunk stays in its segment"
+                );
+                c.for_each_piece(|r| pieces.push(r.len()));
+                pos = Lsn(c.end());
+            }
+            if pos.0 == SEGMENT {
+                pos = Lsn(SEGMENT + SEGMENT_HEADER_SIZE as u64);
+            }
+        }
+        assert_eq!(
+            pieces[pieces.len() - 2],
+            30,
+            "the tail's zeroes are a piece"
+        );
+        assert_eq!(pieces.iter().sum::<usize>(), data + encoded_len(500));
+    }
+
+    #[test]
+    fn recycled_chunks_come_back_empty_within_their_byte_bound() {
+        let log = buffer();
+        let first = append(&log, 100, 1).lsn;
+        for _ in 0..(2 * SPARE_BYTES / BATCH) {
+            append(&log, BATCH - RECORD_HEADER_SIZE, 2);
+        }
+        let taken = drain(&log, first);
+        let offered = taken.len();
+        log.recycle(taken);
+        let pending = log.pending.lock();
+        assert!(
+            pending.spare_bytes <= SPARE_BYTES,
+            "{} kept",
+            pending.spare_bytes
+        );
+        assert!(pending.spare.len() < offered, "some were freed");
+        assert!(
+            pending.spare_bytes >= SPARE_BYTES - 2 * BATCH,
+            "the bound is used"
+        );
+        assert!(
+            pending
+                .spare
+                .iter()
+                .all(|c| c.bytes.is_empty() && c.starts.is_empty())
+        );
+        let kept: usize = pending.spare.iter().map(|c| c.bytes.capacity()).sum();
+        assert_eq!(kept, pending.spare_bytes);
+        drop(pending);
+        let next = append(&log, 100, 3);
+        let chunks = log.take_contiguous(next.lsn);
+        assert!(
+            chunks[0].bytes.capacity() >= BATCH,
+            "a spare, reused, with its capacity"
+        );
+    }
+
+    #[test]
+    fn the_record_buffer_keeps_its_capacity_up_to_its_bound() {
+        with_record_buf(|b| b.extend_from_slice(&[1u8; 300]));
+        let cap = with_record_buf(|b| {
+            assert!(b.is_empty(), "handed out empty");
+            b.capacity()
+        });
+        assert!(cap >= 300, "kept: {cap}");
+        with_record_buf(|b| b.resize(RECORD_BUF_KEEP + 1, 0));
+        assert_eq!(with_record_buf(|b| b.capacity()), 0, "too large to keep");
+        let inner = with_record_buf(|outer| {
+            outer.push(1);
+            with_record_buf(|inner| inner.len())
+        });
+        assert_eq!(inner, 0, "an append inside an append gets its own buffer");
     }
 }

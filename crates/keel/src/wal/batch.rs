@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 
 use crate::types::Lsn;
 use crate::wal::WalError;
-use crate::wal::append::LogBuffer;
+use crate::wal::append::{Chunk, LogBuffer};
 use crate::wal::record::{RECORD_HEADER_SIZE, seal};
 use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE, SegmentDir};
 use crate::wal::writer::WriterStats;
@@ -108,16 +108,21 @@ impl BatchWriter {
     pub(crate) fn write_batch(&self, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let mut cur = self.cursor.lock();
         let start = self.geometry.record_position(cur.written_end);
-        let mut records = buffer.take_contiguous(start);
-        if records.is_empty() {
+        let mut chunks = buffer.take_contiguous(start);
+        if chunks.is_empty() {
             return Ok(cur.written_end);
         }
-        for r in records.iter_mut().filter(|r| r.len() >= RECORD_HEADER_SIZE) {
-            seal(r, start);
+        for chunk in &mut chunks {
+            // Padding too short for a header is zeroes, with nothing to seal.
+            chunk.for_each_piece(|r| {
+                if r.len() >= RECORD_HEADER_SIZE {
+                    seal(r, start);
+                }
+            });
         }
-        let batch: usize = records.iter().map(Vec::len).sum();
+        let batch: usize = chunks.iter().map(Chunk::len).sum();
         let fh = self.segment_handle(&mut cur, self.geometry.segment_of(start))?;
-        let (offset, buf) = self.stage(&mut cur, start, &records);
+        let (offset, buf) = self.stage(&mut cur, start, &chunks);
         let write_len = buf.len() as u64;
         let end = Lsn(start.0 + batch as u64);
         // With O_DIRECT the next batch rewrites the block holding `end`:
@@ -129,8 +134,8 @@ impl BatchWriter {
         } else {
             Vec::new()
         };
-        let record_count = records.len() as u64;
-        buffer.recycle(records);
+        let record_count = chunks.iter().map(Chunk::pieces).sum::<usize>() as u64;
+        buffer.recycle(chunks);
         let buf = self
             .io
             .durable_write_at_blocking(fh, offset, buf)
@@ -166,16 +171,16 @@ impl BatchWriter {
     /// Builds the write: the records at their file offset; with O_DIRECT,
     /// from the start of the block (the partial block is rewritten with the
     /// same bytes it had) and zero-padded to a block.
-    fn stage(&self, cur: &mut WriterCursor, start: Lsn, records: &[Vec<u8>]) -> (u64, IoBuf) {
+    fn stage(&self, cur: &mut WriterCursor, start: Lsn, chunks: &[Chunk]) -> (u64, IoBuf) {
         let file_off = self.geometry.offset_in_segment(start);
-        let batch: usize = records.iter().map(Vec::len).sum();
+        let batch: usize = chunks.iter().map(Chunk::len).sum();
         let spare = cur.spare.take();
         if !self.direct {
             let mut buf = spare.map(IoBuf::into_vec).unwrap_or_default();
             buf.clear();
             buf.reserve(batch);
-            for r in records {
-                buf.extend_from_slice(r);
+            for c in chunks {
+                buf.extend_from_slice(c.bytes());
             }
             return (file_off, IoBuf::from(buf));
         }
@@ -192,9 +197,9 @@ impl BatchWriter {
         buf.set_len_for_overwrite(len);
         buf[..tail_len].copy_from_slice(&cur.tail);
         let mut at = tail_len;
-        for r in records {
-            buf[at..at + r.len()].copy_from_slice(r);
-            at += r.len();
+        for c in chunks {
+            buf[at..at + c.len()].copy_from_slice(c.bytes());
+            at += c.len();
         }
         buf[at..].fill(0);
         (block_off, buf)

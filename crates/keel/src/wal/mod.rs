@@ -711,8 +711,8 @@ impl Wal {
     }
 
     /// Appends a record of type `kind` whose payload `encode` writes
-    /// straight behind the header space: one buffer per record (a recycled
-    /// one, `append.rs`, of about `cap` bytes), no copy.
+    /// straight behind the header space, in this thread's record buffer
+    /// (`append.rs`; `cap` is about the record's length, reserved first).
     fn append_encoded(
         &self,
         meta: RecordMeta,
@@ -721,10 +721,12 @@ impl Wal {
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WalError>,
     ) -> Result<Appended, WalError> {
         let meta = RecordMeta { kind, ..meta };
-        let mut record = self.writer.record_buf(cap);
-        record.resize(RECORD_HEADER_SIZE, 0);
-        encode(&mut record)?;
-        let appended = self.writer.append_record(&meta, record)?;
+        let appended = append::with_record_buf(|record| {
+            record.reserve(cap);
+            record.resize(RECORD_HEADER_SIZE, 0);
+            encode(record)?;
+            self.writer.append_record(&meta, record)
+        })?;
         self.after_append(appended);
         Ok(appended)
     }

@@ -22,7 +22,7 @@ use keel_io::AsyncIo;
 
 use crate::types::Lsn;
 use crate::wal::WalError;
-use crate::wal::append::{Appended, LogBuffer};
+use crate::wal::append::{Appended, LogBuffer, with_record_buf};
 use crate::wal::batch::{BatchWriter, SegmentSource};
 use crate::wal::config::WalConfig;
 use crate::wal::group::{CONTINUE_LIMIT, GroupCommit};
@@ -86,16 +86,11 @@ impl LogWriter {
     pub(crate) fn append(&self, meta: &RecordMeta, payload: &[u8]) -> Result<Appended, WalError> {
         let len = RECORD_HEADER_SIZE + payload.len();
         LogBuffer::check_len(len)?;
-        let mut record = self.record_buf(len);
-        record.resize(RECORD_HEADER_SIZE, 0);
-        record.extend_from_slice(payload);
-        self.append_record(meta, record)
-    }
-
-    /// An empty buffer for a record of about `len` bytes, header space
-    /// included (a spare of an earlier batch when there is one).
-    pub(crate) fn record_buf(&self, len: usize) -> Vec<u8> {
-        self.buffer.record_buf(len)
+        with_record_buf(|record| {
+            record.resize(RECORD_HEADER_SIZE, 0);
+            record.extend_from_slice(payload);
+            self.append_record(meta, record)
+        })
     }
 
     /// Appends a record whose payload `record` already holds behind
@@ -103,7 +98,7 @@ impl LogWriter {
     pub(crate) fn append_record(
         &self,
         meta: &RecordMeta,
-        record: Vec<u8>,
+        record: &mut [u8],
     ) -> Result<Appended, WalError> {
         let len = record.len();
         LogBuffer::check_len(len)?;
