@@ -25,8 +25,9 @@
 //!
 //! The pending queue holds the log's bytes from the first one not yet
 //! taken by a batch to the reserved end, as [`Chunk`]s: runs of whole
-//! records, each inside one segment and at most one batch long (a record
-//! longer than a batch has a chunk of its own). Positions are taken and
+//! records, each inside one segment and at most [`CHUNK_BYTES`] (or one
+//! batch, when that is less) long; a record longer than that has a chunk
+//! of its own. A batch takes whole chunks. Positions are taken and
 //! records copied under the same lock, so the queue is always contiguous:
 //! a batch takes a prefix of it and never waits for a gap. Appenders wait
 //! for room while the queue holds more than
@@ -35,7 +36,7 @@
 //!
 //! ## Memory
 //!
-//! A chunk's buffer is allocated once, for a whole batch, and comes back
+//! A chunk's buffer is allocated once, with all its room, and comes back
 //! after its batch has copied it into its write buffer
 //! ([`LogBuffer::recycle`]): the appenders' records cost no allocation,
 //! nothing allocated on one thread is freed on another, and nothing is
@@ -71,6 +72,11 @@ pub struct Appended {
     pub end: Lsn,
 }
 
+/// Most bytes of records a chunk holds (less when a batch is shorter; a
+/// record longer alone has a chunk of its own). A chunk's room is reserved
+/// when it is started, so a quiet log holds this much, not a batch's
+/// megabyte; a batch takes several chunks.
+pub(crate) const CHUNK_BYTES: usize = 64 << 10;
 /// Most capacity, in bytes, that the spare chunks hold together.
 pub(crate) const SPARE_BYTES: usize = 4 << 20;
 /// Most capacity a thread's record buffer keeps between records: a record
@@ -160,19 +166,19 @@ struct Pending {
 impl Pending {
     /// Copies `piece` (a record or a padding piece at `lsn`) onto the end
     /// of the queue: onto the last chunk when it ends at `lsn` and has
-    /// room within `max_batch`, else into a new chunk.
-    fn push(&mut self, lsn: u64, piece: &[u8], max_batch: usize) {
+    /// room within `chunk_bytes`, else into a new chunk.
+    fn push(&mut self, lsn: u64, piece: &[u8], chunk_bytes: usize) {
         let joins = self
             .chunks
             .back()
-            .is_some_and(|c| c.end() == lsn && c.len() + piece.len() <= max_batch);
+            .is_some_and(|c| c.end() == lsn && c.len() + piece.len() <= chunk_bytes);
         if !joins {
             let mut chunk = self.spare.pop().unwrap_or_default();
             self.spare_bytes -= chunk.bytes.capacity().min(self.spare_bytes);
             chunk.start = lsn;
-            // A whole batch's room at once: the chunk never grows (a
-            // reallocation and copy under the lock) while it fills.
-            chunk.bytes.reserve(max_batch.max(piece.len()));
+            // All its room at once: the chunk never grows (a reallocation
+            // and copy under the lock) while it fills.
+            chunk.bytes.reserve(chunk_bytes.max(piece.len()));
             self.chunks.push_back(chunk);
         }
         let Some(chunk) = self.chunks.back_mut() else {
@@ -216,6 +222,12 @@ impl LogBuffer {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Most bytes a chunk holds but for a record longer alone: a batch's,
+    /// or [`CHUNK_BYTES`] when that is less.
+    fn chunk_bytes(&self) -> usize {
+        self.max_batch.min(CHUNK_BYTES)
     }
 
     /// Takes back the chunks a batch has copied: kept, emptied, for the
@@ -276,11 +288,11 @@ impl LogBuffer {
         } else {
             let pad = (seg_end.0 - at.0) as usize;
             self.held.fetch_add(pad, Ordering::AcqRel);
-            pending.push(at.0, &padding_bytes(at, pad), self.max_batch);
+            pending.push(at.0, &padding_bytes(at, pad), self.chunk_bytes());
             self.geometry.record_position(seg_end)
         };
         encode_header(record, meta, lsn);
-        pending.push(lsn.0, record, self.max_batch);
+        pending.push(lsn.0, record, self.chunk_bytes());
         pending.next = Lsn(lsn.0 + len as u64);
         self.held.fetch_add(len, Ordering::AcqRel);
         drop(pending);
@@ -424,6 +436,27 @@ mod tests {
             rest.first().map(|c| c.start),
             Some(pos.0),
             "the next batch goes on from there"
+        );
+    }
+
+    #[test]
+    fn a_batch_longer_than_a_chunk_takes_several() {
+        let geometry = Geometry {
+            segment_size: 4 * SEGMENT,
+        };
+        let batch = 1 << 20;
+        let log = LogBuffer::new(geometry, batch, 4 << 20, Lsn(SEGMENT_HEADER_SIZE as u64));
+        let first = append(&log, 1_000, 1).lsn;
+        for _ in 0..1_000 {
+            append(&log, 1_000, 2);
+        }
+        let chunks = log.take_contiguous(first);
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
+        let taken: usize = chunks.iter().map(Chunk::len).sum();
+        assert!(
+            taken <= batch && taken > batch - CHUNK_BYTES,
+            "{taken} bytes"
         );
     }
 
