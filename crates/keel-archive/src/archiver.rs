@@ -358,7 +358,7 @@ impl Archiver {
         // be all that is left of what the archive lacks.
         let previous = db.log_hold();
         db.hold_log_from(Some(start));
-        if let Err(e) = probe_log(&db, start) {
+        if let Err(e) = probe_log(&db, start).and_then(|()| mark_followed(&db, start, &options)) {
             db.hold_log_from(previous);
             return Err(e);
         }
@@ -502,6 +502,44 @@ impl Drop for Archiver {
     }
 }
 
+/// Marks `db`'s directory as followed by an archive before anything ships:
+/// its status file, written and synced with its directory, so that every
+/// later open, after any crash, holds the log (`Database::open` holds it
+/// while the file is there). Later updates of the file are not synced
+/// (module `status`): a crash may lose one, never the file. Nothing to do
+/// when the options turn the status file off (then every open of the
+/// directory must set `WalConfig::hold_at_open` itself).
+fn mark_followed(db: &Database, start: Lsn, options: &ArchiverOptions) -> Result<()> {
+    if !options.publish_status {
+        return Ok(());
+    }
+    let st = State {
+        archived: start,
+        running: true,
+        ..State::default()
+    };
+    status::write_status(db.io(), db.dir(), &published_status(db, &st, options), true)
+}
+
+/// What the status file says of `st` (module `status`).
+fn published_status(db: &Database, st: &State, options: &ArchiverOptions) -> PublishedStatus {
+    let status = status_of(db, st);
+    PublishedStatus {
+        state: status.state(),
+        policy: options.on_archive_down.describe(),
+        archived_lsn: status.archived_lsn,
+        durable_lsn: status.durable_lsn,
+        oldest_unarchived_commit_us: status.oldest_unarchived_commit_us,
+        updated_us: status::now_us(),
+        chunks: status.chunks,
+        retries: status.retries,
+        last_error: status.last_error.as_ref().map(|e| e.to_string()),
+        compacted_objects: status.compacted_objects,
+        chunks_compacted: status.chunks_compacted,
+        compaction_error: status.compaction_error.as_ref().map(|e| e.to_string()),
+    }
+}
+
 fn status_of(db: &Database, st: &State) -> ArchiverStatus {
     let durable = db.durable_lsn();
     ArchiverStatus {
@@ -633,8 +671,8 @@ impl Worker {
         if !self.options.publish_status {
             return;
         }
-        let status = status_of(&self.db, &self.shared.state.lock());
-        let state = status.state();
+        let published = published_status(&self.db, &self.shared.state.lock(), &self.options);
+        let state = published.state;
         let due = match self.published {
             None => true,
             Some((was, at)) => force || was != state || at.elapsed() >= Duration::from_secs(1),
@@ -642,21 +680,7 @@ impl Worker {
         if !due {
             return;
         }
-        let published = PublishedStatus {
-            state,
-            policy: self.options.on_archive_down.describe(),
-            archived_lsn: status.archived_lsn,
-            durable_lsn: status.durable_lsn,
-            oldest_unarchived_commit_us: status.oldest_unarchived_commit_us,
-            updated_us: status::now_us(),
-            chunks: status.chunks,
-            retries: status.retries,
-            last_error: status.last_error.as_ref().map(|e| e.to_string()),
-            compacted_objects: status.compacted_objects,
-            chunks_compacted: status.chunks_compacted,
-            compaction_error: status.compaction_error.as_ref().map(|e| e.to_string()),
-        };
-        match status::write_status(self.db.io(), self.db.dir(), &published) {
+        match status::write_status(self.db.io(), self.db.dir(), &published, false) {
             Ok(()) => self.published = Some((state, Instant::now())),
             Err(e) => self.shared.update(|st| st.last_error = Some(Arc::new(e))),
         }

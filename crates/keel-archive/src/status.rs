@@ -33,8 +33,8 @@
 //! ## Rules
 //!
 //! - Its presence marks a data directory whose log an archive follows:
-//!   the `keel` commands that open an existing directory then hold its log
-//!   from the oldest segment (`WalConfig::hold_at_open`), so that their
+//!   `Database::open` then holds its log from the oldest segment
+//!   (`WalConfig::hold_at_open`), so that its
 //!   checkpoints retire nothing the archive may lack; the next archiver
 //!   moves the hold. Removing the file ends that (the archive is then no
 //!   longer followed, and a later archiver may meet a gap, which it
@@ -45,7 +45,10 @@
 //!   the simulator's disk in crash tests) to `archive-status.tmp`, then
 //!   renamed over `archive-status`:
 //!   a reader sees the old or the new file whole, never a mix.
-//! - Not synced: after a power cut the file may be older than the archive
+//! - Synced once, when an archiver starts (the file and its directory,
+//!   before anything ships): from then on a crash may leave an older file,
+//!   never none, so every open holds the log. Later writes are not
+//!   synced: after a power cut the file may be older than the archive
 //!   (never newer than what the archiver saw). It is rewritten when the
 //!   state changes and at most about once a second while progress is made.
 //! - `last_error` never carries credentials: `ArchiveError` never formats
@@ -60,8 +63,9 @@ use keel_io::{AsyncIo, FileClass, IoBuf, OpenOptions};
 
 use crate::error::{ArchiveError, Result};
 
-/// The status file's name in the data directory.
-pub const STATUS_FILE: &str = "archive-status";
+/// The status file's name in the data directory (spelled by the data
+/// directory's layout: an open holds the log while it is there).
+pub const STATUS_FILE: &str = keel::datadir::layout::ARCHIVE_STATUS_FILE;
 const MAGIC: &str = "keel-archive-status 1";
 
 /// The archiver's state as published.
@@ -255,8 +259,16 @@ pub fn status_path(dir: &Path) -> PathBuf {
 }
 
 /// Writes `status` to `dir`'s status file through `io`, the database's own
-/// backend (module rules: temporary file, rename; not synced).
-pub fn write_status(io: &Arc<dyn AsyncIo>, dir: &Path, status: &PublishedStatus) -> Result<()> {
+/// backend (module rules: temporary file, rename). `durable`: the file is
+/// synced before the rename and the directory after it (the archiver's
+/// first write, which marks the directory as followed); otherwise nothing
+/// is synced.
+pub fn write_status(
+    io: &Arc<dyn AsyncIo>,
+    dir: &Path,
+    status: &PublishedStatus,
+    durable: bool,
+) -> Result<()> {
     let path = status_path(dir);
     let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
     let fail = |op| {
@@ -276,11 +288,21 @@ pub fn write_status(io: &Arc<dyn AsyncIo>, dir: &Path, status: &PublishedStatus)
         .write_at(fh, 0, IoBuf::from(status.encode().into_bytes()))
         .wait()
         .map(|_| ())
-        .map_err(fail("write"));
+        .map_err(fail("write"))
+        .and_then(|()| match durable {
+            true => io.fsync(fh).wait().map_err(fail("sync")),
+            false => Ok(()),
+        });
     let closed = io.close(fh).wait().map_err(fail("close"));
     written?;
     closed?;
-    io.rename(&tmp, &path).wait().map_err(fail("rename"))
+    io.rename(&tmp, &path).wait().map_err(fail("rename"))?;
+    if durable {
+        io.sync_dir(dir)
+            .wait()
+            .map_err(fail("sync its directory"))?;
+    }
+    Ok(())
 }
 
 /// Reads `dir`'s status file; `None` when no archiver ever published one.

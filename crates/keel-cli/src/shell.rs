@@ -142,11 +142,10 @@ pub fn run(args: ShellArgs) -> Result<(), Failure> {
         .as_ref()
         .map(crate::archive::parse_location)
         .transpose()?;
-    let mut config = Config {
+    let config = Config {
         io: keel_io::IoConfig::from_env()?,
         ..Config::default()
     };
-    config.wal.hold_at_open |= crate::stats::archived_here(&args.dir);
     let db = Database::open(&args.dir, config).map_err(|e| {
         Failure(format!(
             "opening {}: {}",

@@ -15,10 +15,10 @@
 //! figures are still printed.
 //!
 //! A directory with a status file is opened with the log held from its
-//! oldest segment (`WalConfig::hold_at_open`): the checkpoints of this run
-//! retire no log, since the archive may not have it yet (the next archiver
-//! continues from where the archive ends and needs it). The same holds for
-//! every command that opens an existing directory through here.
+//! oldest segment (`Database::open` does it, `WalConfig::hold_at_open`):
+//! the checkpoints of this run retire no log, since the archive may not
+//! have it yet (the next archiver continues from where the archive ends
+//! and needs it).
 //!
 //! The last checkpoint is read from the control file before the database is
 //! opened: it is the one the previous user of the directory left. Opening
@@ -110,12 +110,10 @@ pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure>
             dir.display()
         )));
     }
-    let mut config = Config {
+    let config = Config {
         io: keel_io::IoConfig::from_env()?,
         ..config
     };
-    // An archiver worked here: keep every segment (module essay).
-    config.wal.hold_at_open |= archived_here(dir);
     let io = keel_io::open_backend(&config.io)?;
     let control = read_control(&io, dir).map_err(|e| {
         Failure(format!(
@@ -127,12 +125,6 @@ pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure>
     let db = Database::open_with_io(dir, config, io.clone())
         .map_err(|e| Failure(format!("opening {}: {}", dir.display(), Failure::from(e).0)))?;
     Ok((db, io, control))
-}
-
-/// Whether an archiver has published its status in data directory `dir`
-/// (then its log is held at open: module essay).
-pub fn archived_here(dir: &Path) -> bool {
-    keel_archive::status::status_path(dir).exists()
 }
 
 /// Closes the database, naming the directory on failure.

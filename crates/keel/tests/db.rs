@@ -584,3 +584,53 @@ fn a_log_held_at_open_survives_recovery_and_checkpoints() {
     assert!(!matches!(first, Ok(Some(true))), "retired once released");
     db.close().unwrap();
 }
+
+/// A directory an archive follows (an `archive-status` file, which the
+/// archiver of crate `keel-archive` writes) is opened with its log held,
+/// whatever the configuration says: a checkpoint retires nothing before an
+/// archiver has moved the hold. Removing the file ends that.
+#[test]
+fn a_directory_an_archive_follows_opens_with_its_log_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config();
+    config.wal.segment_size_bytes = 1 << 20;
+    config.wal.min_wal_size_bytes = 0;
+    assert!(!config.wal.hold_at_open);
+    let fill = |db: &Database, rel| {
+        for i in 0..20 {
+            let mut tx = db.begin().unwrap();
+            for j in 0..50 {
+                tx.insert(rel, &value(i * 50 + j, 1000)).unwrap();
+            }
+            tx.commit().unwrap();
+            db.checkpoint().unwrap();
+        }
+    };
+    let db = Database::open(dir.path(), config.clone()).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    assert_eq!(db.log_hold(), None, "no archive: no hold");
+    fill(&db, rel);
+    db.close().unwrap();
+    let status = dir.path().join(keel::datadir::layout::ARCHIVE_STATUS_FILE);
+    std::fs::write(&status, "keel-archive-status 1\n").unwrap();
+    let db = Database::open(dir.path(), config.clone()).unwrap();
+    let oldest = db.log_hold().expect("held at open");
+    fill(&db, rel);
+    assert!(
+        db.log_reader(oldest).unwrap().all(|r| r.is_ok()),
+        "every record from the oldest segment at open is still there"
+    );
+    db.close().unwrap();
+    std::fs::remove_file(&status).unwrap();
+    let db = Database::open(dir.path(), config).unwrap();
+    assert_eq!(db.log_hold(), None, "the file removed: no hold");
+    db.checkpoint().unwrap();
+    let first = db
+        .log_reader(oldest)
+        .map(|mut r| r.next().map(|x| x.is_ok()));
+    assert!(
+        !matches!(first, Ok(Some(true))),
+        "retired once not followed"
+    );
+    db.close().unwrap();
+}

@@ -607,15 +607,16 @@ pub fn cleanup_removes_only_incomplete_backups(target: &ArchiveTarget) {
 /// The data directory of a primary on the simulated disk.
 pub const SIM_PRIMARY: &str = "/keel-sim-primary";
 
-/// Opens (creating it if needed) the primary at [`SIM_PRIMARY`] on `sim`,
-/// with its log held from the oldest segment (`WalConfig::hold_at_open`)
-/// as the `keel` commands open a directory an archive follows: a reopened
-/// primary's checkpoints (the one ending recovery runs in the background)
-/// then retire nothing its next archiver has not shipped.
+/// Opens (creating it if needed) the primary at [`SIM_PRIMARY`] on `sim`
+/// as an embedder would, with the default `WalConfig::hold_at_open`
+/// (off): a reopened primary's log is held only because its first
+/// archiver marked the directory (the status file, synced when the
+/// archiver started), so its checkpoints (the one ending recovery runs in
+/// the background) retire nothing its next archiver has not shipped.
 pub fn open_sim_primary(sim: &Arc<keel_io::sim::SimIo>) -> Arc<Database> {
     let io = Arc::clone(sim) as Arc<dyn keel_io::AsyncIo>;
-    let mut config = config();
-    config.wal.hold_at_open = true;
+    let config = config();
+    assert!(!config.wal.hold_at_open);
     Arc::new(Database::open_with_io(SIM_PRIMARY, config, io).expect("open the primary"))
 }
 

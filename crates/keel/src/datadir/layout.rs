@@ -11,6 +11,7 @@
 //! <dir>/rel/<n>.fsm     relation n's saved free space map
 //! <dir>/rel/<n>.fsm.tmp a map being saved (renamed over <n>.fsm)
 //! <dir>/standby         present while the directory is a warm standby
+//! <dir>/archive-status  present while an archive follows the log (held at open)
 //! ```
 //!
 //! `<n>` is the relation id in decimal without leading zeros. Every name
@@ -65,6 +66,11 @@ pub const RESTORING_CONTROL_FILE: &str = "control.restoring";
 /// contents belong to crate `keel-archive` (docs/storage.md, "Warm
 /// standby").
 pub const STANDBY_FILE: &str = "standby";
+/// Present while an archive follows the directory's log; written by crate
+/// `keel-archive`'s archiver (docs/storage.md, "Status file"). An open
+/// holds the log from its oldest segment while it is there
+/// ([`archive_follows`]).
+pub const ARCHIVE_STATUS_FILE: &str = "archive-status";
 /// The directory of log segments.
 pub const WAL_DIR: &str = "wal";
 /// The directory of relation files.
@@ -167,6 +173,19 @@ pub fn check_canonical(dir: &Path, name: &str) -> Result<()> {
         ),
     }
     .into())
+}
+
+/// Whether an archive follows `dir`'s log ([`ARCHIVE_STATUS_FILE`] is
+/// there): the open then holds the log from its oldest segment
+/// (`WalConfig::hold_at_open`), so that no checkpoint retires a segment
+/// the archive may lack before an archiver has looked at the archive's
+/// end and moved the hold. A directory that cannot be listed is treated as
+/// followed (the hold only keeps log longer).
+pub(crate) fn archive_follows(io: &Arc<dyn AsyncIo>, dir: &Path) -> bool {
+    match io.read_dir(dir).wait() {
+        Ok(entries) => entries.iter().any(|e| e.name == ARCHIVE_STATUS_FILE),
+        Err(_) => true,
+    }
 }
 
 /// Entries a Keel directory holds before its first control file, and

@@ -12,7 +12,7 @@ use keel_io::AsyncIo;
 use parking_lot::{Mutex, RwLock};
 
 use super::files::{create_file, list_files, open_file};
-use super::layout::{heap_path, lock_path, rel_dir, wal_dir};
+use super::layout::{archive_follows, heap_path, lock_path, rel_dir, wal_dir};
 use crate::buffer::BufferPool;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
@@ -135,7 +135,11 @@ fn open_store(
     unclean: bool,
 ) -> Result<(Storage, u64)> {
     let scan_start = control.map(|c| c.scan_start());
-    let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), config.wal.clone(), scan_start)?;
+    let mut wal_config = config.wal.clone();
+    // An archive follows this log: nothing it may lack is retired before
+    // an archiver moves the hold (docs/storage.md, "Retention interlock").
+    wal_config.hold_at_open |= archive_follows(&io, dir);
+    let (wal, _) = Wal::open_from(io.clone(), &wal_dir(dir), wal_config, scan_start)?;
     if let Some(c) = control
         && c.database_id != wal.database_id()
     {

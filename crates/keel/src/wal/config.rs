@@ -117,6 +117,10 @@ pub struct WalConfig {
     /// segment until the hold is moved (`Database::hold_log_from`). For an
     /// archiver, which must see every record before it leaves the
     /// directory, and which moves the hold as it ships the log.
+    /// `Database::open` holds the log whatever this says when the data
+    /// directory has an `archive-status` file (an archiver publishes it;
+    /// `keel::datadir::layout::ARCHIVE_STATUS_FILE`); an archiver started
+    /// with its status file turned off needs this set on every open.
     pub hold_at_open: bool,
 }
 
