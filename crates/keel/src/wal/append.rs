@@ -52,7 +52,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -161,6 +161,10 @@ struct Pending {
     spare: Vec<Chunk>,
     /// Capacity of `spare`'s buffers, in bytes.
     spare_bytes: usize,
+    /// Records appended (padding excluded) and bytes appended, counted
+    /// under the lock the append holds anyway.
+    records: u64,
+    bytes: u64,
 }
 
 impl Pending {
@@ -201,8 +205,6 @@ pub(crate) struct LogBuffer {
     /// Bytes queued or taken by a batch that is not yet durable (what
     /// counts against `capacity`).
     held: AtomicUsize,
-    records: AtomicU64,
-    bytes: AtomicU64,
 }
 
 impl LogBuffer {
@@ -217,10 +219,10 @@ impl LogBuffer {
                 chunks: VecDeque::new(),
                 spare: Vec::new(),
                 spare_bytes: 0,
+                records: 0,
+                bytes: 0,
             }),
             held: AtomicUsize::new(0),
-            records: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
         }
     }
 
@@ -294,10 +296,10 @@ impl LogBuffer {
         encode_header(record, meta, lsn);
         pending.push(lsn.0, record, self.chunk_bytes());
         pending.next = Lsn(lsn.0 + len as u64);
+        pending.records += 1;
+        pending.bytes += len as u64;
         self.held.fetch_add(len, Ordering::AcqRel);
         drop(pending);
-        self.records.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         Appended {
             lsn,
             end: Lsn(lsn.0 + len as u64),
@@ -347,10 +349,8 @@ impl LogBuffer {
 
     /// Records appended (padding excluded) and bytes appended.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        (
-            self.records.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        let pending = self.pending.lock();
+        (pending.records, pending.bytes)
     }
 }
 
