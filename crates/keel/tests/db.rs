@@ -504,20 +504,19 @@ fn insert_many_rolls_back_live_and_after_a_crash() {
     db.close().unwrap();
 }
 
-/// A log hold keeps every segment from its LSN through checkpoints, so a
-/// reader started there reads every durable record; lifting it lets the
-/// next checkpoint retire them.
-#[test]
-fn a_log_hold_keeps_the_log_for_a_reader_through_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
+/// A configuration whose log retires segments as soon as a checkpoint
+/// allows: 1 MiB segments, no spares kept.
+fn retiring_config() -> Config {
     let mut config = small_config();
     config.wal.segment_size_bytes = 1 << 20;
     config.wal.min_wal_size_bytes = 0;
-    let db = Database::open(dir.path(), config).unwrap();
-    let rel = db.create_relation("r").unwrap();
-    let from = db.durable_lsn();
-    db.hold_log_from(Some(from));
-    for i in 0..40 {
+    config
+}
+
+/// `rounds` transactions of 50 rows of 1,000 bytes into `rel`, each
+/// followed by a checkpoint (which retires what the log no longer needs).
+fn commit_and_checkpoint(db: &Database, rel: keel::RelationId, rounds: usize) {
+    for i in 0..rounds {
         let mut tx = db.begin().unwrap();
         for j in 0..50 {
             tx.insert(rel, &value(i * 50 + j, 1000)).unwrap();
@@ -525,6 +524,19 @@ fn a_log_hold_keeps_the_log_for_a_reader_through_checkpoints() {
         tx.commit().unwrap();
         db.checkpoint().unwrap();
     }
+}
+
+/// A log hold keeps every segment from its LSN through checkpoints, so a
+/// reader started there reads every durable record; lifting it lets the
+/// next checkpoint retire them.
+#[test]
+fn a_log_hold_keeps_the_log_for_a_reader_through_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), retiring_config()).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let from = db.durable_lsn();
+    db.hold_log_from(Some(from));
+    commit_and_checkpoint(&db, rel, 40);
     let commits = db
         .log_reader(from)
         .unwrap()
@@ -551,27 +563,15 @@ fn a_log_hold_keeps_the_log_for_a_reader_through_checkpoints() {
 #[test]
 fn a_log_held_at_open_survives_recovery_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = small_config();
-    config.wal.segment_size_bytes = 1 << 20;
-    config.wal.min_wal_size_bytes = 0;
+    let mut config = retiring_config();
     let db = Database::open(dir.path(), config.clone()).unwrap();
     let rel = db.create_relation("r").unwrap();
-    let fill = |db: &Database| {
-        for i in 0..20 {
-            let mut tx = db.begin().unwrap();
-            for j in 0..50 {
-                tx.insert(rel, &value(i * 50 + j, 1000)).unwrap();
-            }
-            tx.commit().unwrap();
-            db.checkpoint().unwrap();
-        }
-    };
-    fill(&db);
+    commit_and_checkpoint(&db, rel, 20);
     drop(db); // a crash: the next open recovers and checkpoints
     config.wal.hold_at_open = true;
     let db = Database::open(dir.path(), config).unwrap();
     let oldest = db.log_hold().unwrap();
-    fill(&db);
+    commit_and_checkpoint(&db, rel, 20);
     assert!(
         db.log_reader(oldest).unwrap().all(|r| r.is_ok()),
         "every record from the oldest segment at open is still there"
@@ -592,30 +592,18 @@ fn a_log_held_at_open_survives_recovery_and_checkpoints() {
 #[test]
 fn a_directory_an_archive_follows_opens_with_its_log_held() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = small_config();
-    config.wal.segment_size_bytes = 1 << 20;
-    config.wal.min_wal_size_bytes = 0;
+    let config = retiring_config();
     assert!(!config.wal.hold_at_open);
-    let fill = |db: &Database, rel| {
-        for i in 0..20 {
-            let mut tx = db.begin().unwrap();
-            for j in 0..50 {
-                tx.insert(rel, &value(i * 50 + j, 1000)).unwrap();
-            }
-            tx.commit().unwrap();
-            db.checkpoint().unwrap();
-        }
-    };
     let db = Database::open(dir.path(), config.clone()).unwrap();
     let rel = db.create_relation("r").unwrap();
     assert_eq!(db.log_hold(), None, "no archive: no hold");
-    fill(&db, rel);
+    commit_and_checkpoint(&db, rel, 20);
     db.close().unwrap();
     let status = dir.path().join(keel::datadir::layout::ARCHIVE_STATUS_FILE);
     std::fs::write(&status, "keel-archive-status 1\n").unwrap();
     let db = Database::open(dir.path(), config.clone()).unwrap();
     let oldest = db.log_hold().expect("held at open");
-    fill(&db, rel);
+    commit_and_checkpoint(&db, rel, 20);
     assert!(
         db.log_reader(oldest).unwrap().all(|r| r.is_ok()),
         "every record from the oldest segment at open is still there"
