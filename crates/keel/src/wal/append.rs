@@ -132,11 +132,14 @@ impl Chunk {
 
     /// Calls `f` on each record (and padding piece), in log order.
     pub(crate) fn for_each_piece(&mut self, mut f: impl FnMut(&mut [u8])) {
-        let Chunk { bytes, starts, .. } = self;
-        let mut rest = &mut bytes[..];
-        let mut at = 0usize;
-        for (i, _) in starts.iter().enumerate() {
-            let end = starts.get(i + 1).map_or(at + rest.len(), |&s| s as usize);
+        if self.starts.is_empty() {
+            return;
+        }
+        let total = self.bytes.len();
+        let ends = self.starts.iter().skip(1).map(|&s| s as usize);
+        let mut rest = &mut self.bytes[..];
+        let mut at = 0;
+        for end in ends.chain(std::iter::once(total)) {
             let (piece, tail) = rest.split_at_mut(end - at);
             f(piece);
             rest = tail;
@@ -188,7 +191,7 @@ impl Pending {
         let Some(chunk) = self.chunks.back_mut() else {
             unreachable!("a chunk was pushed above")
         };
-        // A chunk is at most one batch or one record long: its offsets fit.
+        // A chunk is at most CHUNK_BYTES or one record long: its offsets fit.
         chunk.starts.push(chunk.bytes.len() as u32);
         chunk.bytes.extend_from_slice(piece);
     }
