@@ -64,6 +64,17 @@ fn retry(mut txn: impl FnMut() -> keel::Result<()>) {
     }
 }
 
+/// Sets its flag when dropped: the readers stop even when the writing side
+/// panics, so the test fails with the writer's message instead of waiting
+/// for its readers forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn reader(db: &Database, tree: RelationId, seed: u64, stop: &AtomicBool) -> u64 {
     let mut rng = Rng::new(seed);
     let mut gets = 0;
@@ -141,6 +152,7 @@ fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
                 s.spawn(move || reader(db, tree, 11 + t, stop))
             })
             .collect();
+        let stopping = StopOnDrop(&stop);
         for round in 0..rounds {
             // Fill the churned range (splits up the tree), then empty it
             // (each emptied leaf is reclaimed after the commit).
@@ -163,7 +175,7 @@ fn gets_from_routes_stay_right_while_leaves_split_and_are_reclaimed() {
                 tx.commit()
             });
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stopping);
         for r in readers {
             assert!(r.join().unwrap() > 0, "a reader made no get");
         }
@@ -284,15 +296,23 @@ fn puts_and_deletes_from_routes_stay_right_while_leaves_split_and_are_reclaimed(
                         }
                         // A transaction that rolls back: its logical undo
                         // starts from the routes too.
+                        // A deadlock or lock timeout has rolled it back
+                        // already (the reader's key locks): nothing to abort.
                         let mut tx = db.begin().unwrap();
+                        let mut active = true;
                         for i in 0..200 {
                             match tx.put(tree, &writer_key(w, n + i), b"rolled back") {
                                 Ok(_) => {}
-                                Err(e) if conflict(&e) => break,
+                                Err(e) if conflict(&e) => {
+                                    active = false;
+                                    break;
+                                }
                                 Err(e) => panic!("writer {w}: {e}"),
                             }
                         }
-                        tx.abort().unwrap();
+                        if active {
+                            tx.abort().unwrap();
+                        }
                     }
                     mine
                 })
@@ -302,8 +322,9 @@ fn puts_and_deletes_from_routes_stay_right_while_leaves_split_and_are_reclaimed(
             let (db, stop) = (&db, &stop);
             s.spawn(move || reader(db, tree, 5, stop))
         };
+        let stopping = StopOnDrop(&stop);
         let models = writers.into_iter().map(|w| w.join().unwrap()).collect();
-        stop.store(true, Ordering::Relaxed);
+        drop(stopping);
         assert!(reader.join().unwrap() > 0, "the reader made no get");
         models
     });
