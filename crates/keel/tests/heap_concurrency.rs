@@ -9,6 +9,10 @@ use keel::buffer::BufferConfig;
 use keel::page::SlottedPage;
 use keel::{Config, Database, PageId, TupleId};
 
+mod common;
+
+use common::StopOnDrop;
+
 fn config(frames: usize) -> Config {
     let mut c = Config {
         buffer: BufferConfig::with_frames(frames),
@@ -188,8 +192,9 @@ fn checkpoints_while_threads_commit_then_a_crash_loses_nothing() {
                 })
             })
             .collect();
+        let stopping = StopOnDrop(&stop);
         let done: Vec<_> = workers.into_iter().map(|h| h.join().unwrap()).collect();
-        stop.store(true, std::sync::atomic::Ordering::Release);
+        drop(stopping);
         assert!(checkpointer.join().unwrap() > 0);
         done
     });

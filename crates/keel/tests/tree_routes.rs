@@ -14,6 +14,7 @@ use keel_io::sim::Rng;
 
 mod common;
 
+use common::StopOnDrop;
 use common::tree::{TreeModel, check_tree};
 
 /// Stable keys: below and above the churned range, never changed after
@@ -61,17 +62,6 @@ fn retry(mut txn: impl FnMut() -> keel::Result<()>) {
             Err(e) if conflict(&e) => {}
             Err(e) => panic!("writer: {e}"),
         }
-    }
-}
-
-/// Sets its flag when dropped: the readers stop even when the writing side
-/// panics, so the test fails with the writer's message instead of waiting
-/// for its readers forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 

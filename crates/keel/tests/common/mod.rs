@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses the helpers it needs
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use keel::buffer::BufferConfig;
 use keel::{Config, Database};
@@ -202,4 +203,16 @@ pub fn poison_cause<'e>(e: &'e keel::Error, what: &str) -> &'e keel::ErrorCause 
         panic!("{what}: expected the poison refusal, got {e}");
     };
     cause
+}
+
+/// Sets its flag when dropped: threads that run until the flag is set
+/// (readers, a checkpointer) stop even when the other side of a test
+/// panics, so the test fails with that panic's message instead of its
+/// scope waiting for them forever.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
