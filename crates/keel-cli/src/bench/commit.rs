@@ -7,8 +7,9 @@
 //!   (aligned) on an `O_DIRECT|O_DSYNC` file;
 //! - at N > 1, the ideal group-commit reference loop
 //!   ([`reference`](mod@super::reference)): N threads, no engine work, one
-//!   leader's durable write (`pwritev2` with `RWF_DSYNC`, as Keel's log) per
-//!   batch of whoever is waiting;
+//!   leader's durable write (a `pwrite` to a file opened `O_DSYNC`, the
+//!   kernel path of Keel's log's `RWF_DSYNC` writes) per batch of whoever
+//!   is waiting;
 //! - Keel, SQLite (one connection shared behind a mutex) and PostgreSQL (a
 //!   connection per committer), N committer threads each. PostgreSQL runs
 //!   once per point of its `commit_delay` × `commit_siblings` sweep, and its

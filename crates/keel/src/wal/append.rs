@@ -181,7 +181,7 @@ impl Pending {
             .is_some_and(|c| c.end() == lsn && c.len() + piece.len() <= chunk_bytes);
         if !joins {
             let mut chunk = self.spare.pop().unwrap_or_default();
-            self.spare_bytes -= chunk.bytes.capacity().min(self.spare_bytes);
+            self.spare_bytes -= chunk.bytes.capacity();
             chunk.start = lsn;
             // All its room at once: the chunk never grows (a reallocation
             // and copy under the lock) while it fills.
