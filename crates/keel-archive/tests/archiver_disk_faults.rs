@@ -197,3 +197,49 @@ fn a_primary_whose_disk_fails_keeps_an_archive_that_restores_every_row() {
         "the disk's faults never failed a commit in {rounds} rounds"
     );
 }
+
+/// A full disk, an I/O error or a failed sync while an archiver marks the
+/// directory at its start (the synced status file): the start fails and
+/// leaves the log's hold as it found it, never reporting an archive that
+/// a reopened primary would not keep the log for; once the disk is well,
+/// a start marks the directory and a power cut after it keeps the mark.
+#[test]
+fn a_failing_disk_while_an_archiver_marks_the_directory_fails_its_start() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = [
+        FaultRule::always(Fault::NoSpace)
+            .on_op(OpKind::Write)
+            .on_class(keel_io::FileClass::Other),
+        FaultRule::always(Fault::SyncFailure)
+            .on_op(OpKind::Fsync)
+            .on_class(keel_io::FileClass::Other),
+        FaultRule::always(Fault::Eio).on_op(OpKind::SyncDir),
+    ];
+    for (seed, rule) in faults.into_iter().enumerate() {
+        let seed = seed as u64;
+        let store = root.path().join(format!("store-{seed}"));
+        std::fs::create_dir_all(&store).unwrap();
+        let t = keel_archive::ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
+        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+        let db = open_sim_primary(&sim);
+        db.create_relation("r").unwrap();
+        sim.add_fault(rule);
+        let failed = Archiver::start(db.clone(), &t, fast());
+        assert!(
+            failed.is_err(),
+            "seed {seed}: a start that could not mark the directory"
+        );
+        assert_eq!(db.log_hold(), None, "seed {seed}: the hold is put back");
+        sim.clear_faults();
+        let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+        let disk = sim.crash();
+        let _ = archiver.stop();
+        drop(db);
+        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 10)));
+        let db = open_sim_primary(&sim);
+        assert!(
+            db.log_hold().is_some(),
+            "seed {seed}: marked once the start succeeded"
+        );
+    }
+}
