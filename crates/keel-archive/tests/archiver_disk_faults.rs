@@ -217,12 +217,7 @@ fn a_failing_disk_while_an_archiver_marks_the_directory_fails_its_start() {
     ];
     for (seed, rule) in faults.into_iter().enumerate() {
         let seed = seed as u64;
-        let store = root.path().join(format!("store-{seed}"));
-        std::fs::create_dir_all(&store).unwrap();
-        let t = keel_archive::ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
-        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-        let db = open_sim_primary(&sim);
-        db.create_relation("r").unwrap();
+        let (t, sim, db) = unarchived_sim_primary(root.path(), seed);
         sim.add_fault(rule);
         let failed = Archiver::start(db.clone(), &t, fast());
         assert!(
@@ -231,14 +226,8 @@ fn a_failing_disk_while_an_archiver_marks_the_directory_fails_its_start() {
         );
         assert_eq!(db.log_hold(), None, "seed {seed}: the hold is put back");
         sim.clear_faults();
-        let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-        let disk = sim.crash();
-        let _ = archiver.stop();
-        drop(db);
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 10)));
-        let db = open_sim_primary(&sim);
         assert!(
-            db.log_hold().is_some(),
+            held_after_start_and_power_cut(&t, &sim, db, seed + 10),
             "seed {seed}: marked once the start succeeded"
         );
     }

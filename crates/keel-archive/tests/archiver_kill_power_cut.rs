@@ -172,25 +172,14 @@ fn a_primary_killed_then_power_cut_keeps_an_archive_that_restores_every_row() {
 fn a_power_cut_just_after_an_archiver_starts_leaves_the_log_held() {
     let root = tempfile::tempdir().unwrap();
     for seed in 0..16u64 {
-        let store = root.path().join(format!("store-{seed}"));
-        std::fs::create_dir_all(&store).unwrap();
-        let t = keel_archive::ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
-        let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
-        let db = open_sim_primary(&sim);
-        db.create_relation("r").unwrap();
+        let (t, sim, db) = unarchived_sim_primary(root.path(), seed);
         assert_eq!(
             db.log_hold(),
             None,
             "seed {seed}: nothing follows a new directory"
         );
-        let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
-        let disk = sim.crash();
-        let _ = archiver.stop();
-        drop(db);
-        let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 1)));
-        let db = open_sim_primary(&sim);
         assert!(
-            db.log_hold().is_some(),
+            held_after_start_and_power_cut(&t, &sim, db, seed + 1),
             "seed {seed}: the reopened primary holds its log for the next archiver"
         );
     }

@@ -620,6 +620,44 @@ pub fn open_sim_primary(sim: &Arc<keel_io::sim::SimIo>) -> Arc<Database> {
     Arc::new(Database::open_with_io(SIM_PRIMARY, config, io).expect("open the primary"))
 }
 
+/// A new primary on a simulated disk seeded by `seed`, with relation `r`
+/// and no archiver yet, and a local archive target under `root`: the
+/// target, the simulator and the database.
+pub fn unarchived_sim_primary(
+    root: &std::path::Path,
+    seed: u64,
+) -> (ArchiveTarget, Arc<keel_io::sim::SimIo>, Arc<Database>) {
+    let store = root.join(format!("store-{seed}"));
+    std::fs::create_dir_all(&store).unwrap();
+    let t = ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
+    let sim = Arc::new(keel_io::sim::SimIo::new(keel_io::sim::SimConfig::seeded(
+        seed,
+    )));
+    let db = open_sim_primary(&sim);
+    db.create_relation("r").unwrap();
+    (t, sim, db)
+}
+
+/// Starts an archiver on `db` (on `sim`), cuts the power, and reopens the
+/// primary on what the cut left (simulator seed `seed`): whether the
+/// reopened primary holds its log.
+pub fn held_after_start_and_power_cut(
+    t: &ArchiveTarget,
+    sim: &Arc<keel_io::sim::SimIo>,
+    db: Arc<Database>,
+    seed: u64,
+) -> bool {
+    let archiver = Archiver::start(db.clone(), t, fast()).unwrap();
+    let disk = sim.crash();
+    let _ = archiver.stop();
+    drop(db);
+    let sim = Arc::new(keel_io::sim::SimIo::from_disk(
+        disk,
+        keel_io::sim::SimConfig::seeded(seed),
+    ));
+    open_sim_primary(&sim).log_hold().is_some()
+}
+
 /// Verifies timeline 1 of `target` (LSN continuity, every CRC, database
 /// `id`), restores it to its end into `root/restored-<seed>` and returns
 /// the rows of relation `r` there. `what` names the round in failures.
@@ -669,14 +707,8 @@ pub fn archived_sim_primary(
     RelationId,
     Archiver,
 ) {
-    let store = root.join(format!("store-{seed}"));
-    std::fs::create_dir_all(&store).unwrap();
-    let t = ArchiveTarget::new(keel_archive::StoreConfig::Local(store), "db");
-    let sim = Arc::new(keel_io::sim::SimIo::new(keel_io::sim::SimConfig::seeded(
-        seed,
-    )));
-    let db = open_sim_primary(&sim);
-    let rel = db.create_relation("r").unwrap();
+    let (t, sim, db) = unarchived_sim_primary(root, seed);
+    let rel = db.relation("r").unwrap().expect("created above");
     let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
     let options = keel_archive::BackupOptions {
         archive_timeout: Duration::from_secs(30),
