@@ -19,12 +19,20 @@
 //! its frames' pages there). A slot is owned by at most one live buffer:
 //! the arena hands out each slot once and takes it back when that buffer
 //! is dropped. The mapping is reserved, not touched, when the arena is
-//! made, so memory is faulted in only as slots are first used, and on
-//! Linux it is advised for transparent huge pages: first use of a 2 MiB
-//! stretch costs one fault and one kernel zeroing, not 512 of each (a new
-//! heap buffer costs its faults and a zeroing by `memset` on top). A
-//! fresh slot is zero as the kernel maps it; a slot given back is zeroed
-//! when handed out again.
+//! made, so memory is faulted in only as slots are first used. Every slot
+//! is zeroed when handed out, fresh ones too: that write is the first
+//! touch of a fresh slot's memory, so each of its pages is faulted in
+//! writable at once. (Read first, a page would map the kernel's shared
+//! zero page, and the first write after it would copy that page and
+//! flush the TLB of every CPU running the process.)
+//!
+//! Huge pages are the arena's maker's choice ([`BufArena::new`]). Asked
+//! for (`MADV_HUGEPAGE` on Linux), the first write into each 2 MiB of the
+//! mapping faults in and zeroes a whole huge page: fewer TLB misses later
+//! when slots are read at random, but that first write waits for 2 MiB,
+//! and on a virtual machine whose host takes back the guest's free
+//! memory, for the host to back all of it. Not asked for, the mapping
+//! follows the system's transparent huge page setting.
 //!
 //! Left out: registered (fixed) buffers.
 
@@ -195,7 +203,7 @@ struct ArenaMap {
 }
 
 /// Which slots are free: every slot from `fresh` on (never handed out,
-/// still as the kernel maps them: zero), and those in `returned`.
+/// never touched), and those in `returned`.
 struct ArenaSlots {
     fresh: usize,
     returned: Vec<usize>,
@@ -216,9 +224,11 @@ const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 impl BufArena {
     /// An arena of `slots` slots of `slot_bytes` each (a non-zero multiple
-    /// of [`DIRECT_IO_ALIGN`]); `None` when the sizes are not or the
-    /// mapping cannot be made (callers fall back to heap buffers).
-    pub fn new(slot_bytes: usize, slots: usize) -> Option<BufArena> {
+    /// of [`DIRECT_IO_ALIGN`]), its mapping advised for transparent huge
+    /// pages when `huge_pages` is set (module docs); `None` when the sizes
+    /// are not or the mapping cannot be made (callers fall back to heap
+    /// buffers).
+    pub fn new(slot_bytes: usize, slots: usize, huge_pages: bool) -> Option<BufArena> {
         if slot_bytes == 0 || !slot_bytes.is_multiple_of(DIRECT_IO_ALIGN) || slots == 0 {
             return None;
         }
@@ -244,11 +254,13 @@ impl BufArena {
         // SAFETY: skip < HUGE_PAGE_BYTES, so base + bytes stays in the map.
         let base = unsafe { map.add(skip) };
         #[cfg(target_os = "linux")]
-        {
+        if huge_pages {
             // SAFETY: the range lies inside the mapping made above. The
             // advice is a hint: without huge pages the slots still work.
             let _ = unsafe { libc::madvise(base.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE) };
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = huge_pages;
         Some(BufArena(Arc::new(ArenaMap {
             map,
             map_bytes,
@@ -265,13 +277,13 @@ impl BufArena {
     /// A zeroed buffer of one slot's bytes, or `None` when every slot is
     /// in use.
     pub fn zeroed(&self) -> Option<AlignedBuf> {
-        let (slot, fresh) = {
+        let slot = {
             let mut free = self.0.free.lock();
             if let Some(slot) = free.returned.pop() {
-                (slot, false)
+                slot
             } else if free.fresh < self.0.slots {
                 free.fresh += 1;
-                (free.fresh - 1, true)
+                free.fresh - 1
             } else {
                 return None;
             }
@@ -284,9 +296,8 @@ impl BufArena {
             cap: self.0.slot_bytes,
             home: Some((Arc::clone(&self.0), slot)),
         };
-        if !fresh {
-            buf.fill(0);
-        }
+        // A fresh slot's first touch: a write (module docs).
+        buf.fill(0);
         Some(buf)
     }
 
@@ -476,7 +487,7 @@ mod tests {
 
     #[test]
     fn arena_slots_are_aligned_zeroed_owned_once_and_reused_after_drop() {
-        let arena = BufArena::new(2 * DIRECT_IO_ALIGN, 3).unwrap();
+        let arena = BufArena::new(2 * DIRECT_IO_ALIGN, 3, false).unwrap();
         let mut a = arena.zeroed().unwrap();
         let b = arena.zeroed().unwrap();
         let c = arena.zeroed().unwrap();
@@ -510,8 +521,44 @@ mod tests {
         // Buffers outlive the arena handle: the mapping stays until the last.
         drop(arena);
         assert!(c.iter().all(|&x| x == 0));
-        assert!(BufArena::new(100, 1).is_none());
-        assert!(BufArena::new(DIRECT_IO_ALIGN, 0).is_none());
+        assert!(BufArena::new(100, 1, false).is_none());
+        assert!(BufArena::new(DIRECT_IO_ALIGN, 0, true).is_none());
+    }
+
+    /// The kernel's flags (`VmFlags` in /proc/self/smaps) of the mapping
+    /// that holds `addr`.
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_string).collect();
+            }
+        }
+        panic!("no mapping of /proc/self/smaps holds {addr:#x}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_arena_asks_for_huge_pages_only_when_told() {
+        let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+        for huge in [false, true] {
+            let arena = BufArena::new(DIRECT_IO_ALIGN, 1024, huge).unwrap();
+            let slot = arena.zeroed().unwrap();
+            let flags = vm_flags(slot.as_ptr() as usize);
+            assert_eq!(
+                flags.iter().any(|f| f == "hg"),
+                huge && thp,
+                "huge_pages {huge}: the slots' mapping has flags {flags:?}"
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ prop_compose! {
         queue_depth in prop_oneof![usize_with_extremes(1..=256), Just(32768usize), Just(32769usize)],
         worker_threads in prop_oneof![usize_with_extremes(1..=8), Just(1024usize), Just(1025usize)],
         uring in any::<bool>(),
+        huge_pages in any::<bool>(),
         lock_timeout in duration_with_extremes(),
         checkpoint_interval in duration_with_extremes(),
         checkpoint_wal_bytes in prop_oneof![Just(0u64), Just(u64::MAX), 1u64..=1 << 30],
@@ -54,6 +55,7 @@ prop_compose! {
                 background_writer,
                 writer_interval_ms,
                 writer_batch_pages,
+                huge_pages,
             },
             io: IoConfig {
                 backend: if uring { Backend::Auto } else { Backend::ThreadPool },

@@ -78,6 +78,18 @@ pub fn config(cache_bytes: u64, for_recovery: bool) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// The buffer pool's size and pages, for a settings line.
+pub fn pool_setting(c: &keel::buffer::BufferConfig) -> String {
+    format!(
+        "{} MiB, {}",
+        c.pool_bytes >> 20,
+        match c.huge_pages {
+            true => "huge pages asked for",
+            false => "huge pages not asked for (the default)",
+        }
+    )
+}
+
 impl KeelEngine {
     /// Opens (creating if needed) the database in `root/db` with the bench
     /// relation (see [`config`]).
@@ -181,7 +193,7 @@ impl Engine for KeelEngine {
             ("io backend".into(), backend),
             (
                 "buffer pool".into(),
-                format!("{} MiB", c.buffer.pool_bytes >> 20),
+                pool_setting(&c.buffer),
             ),
             ("commit".into(), format!("{:?}", c.wal.commit)),
             (

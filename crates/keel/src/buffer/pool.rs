@@ -43,9 +43,10 @@ pub(crate) struct Shared {
     /// Wakes and stops the background writer.
     pub(crate) writer_signal: WriterSignal,
     /// Where frames' buffers come from on their first use: one slot per
-    /// frame, faulted in as used (huge pages where the system gives them;
-    /// keel-io's `BufArena`); `None` when the mapping could not be made,
-    /// and then frames take heap buffers.
+    /// frame, faulted in as used (in huge pages when
+    /// `BufferConfig::huge_pages` asks and the system gives them; keel-io's
+    /// `BufArena`); `None` when the mapping could not be made, and then
+    /// frames take heap buffers.
     pub(crate) arena: Option<BufArena>,
 }
 
@@ -333,7 +334,7 @@ impl BufferPool {
             wal_durable: AtomicU64::new(0),
             poison: OnceLock::new(),
             writer_signal: WriterSignal::default(),
-            arena: BufArena::new(PAGE_SIZE, n),
+            arena: BufArena::new(PAGE_SIZE, n, config.huge_pages),
         });
         let writer = if config.background_writer {
             Some(BackgroundWriter::start(

@@ -22,6 +22,7 @@ use keel::Database;
 use keel::types::RelationId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::super::keel_engine;
 use crate::Failure;
 
 /// Bytes per key.
@@ -97,6 +98,8 @@ pub fn check(store: &str, i: u64, got: Option<&[u8]>) -> Result<(), Failure> {
 pub struct KeelKv {
     db: Arc<Database>,
     tree: RelationId,
+    /// The buffer pool's settings line.
+    pool: String,
 }
 
 fn k(e: keel::Error) -> Failure {
@@ -106,12 +109,14 @@ fn k(e: keel::Error) -> Failure {
 impl KeelKv {
     /// Creates the database in `dir` with the tree `kv`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<KeelKv, Failure> {
-        let config = super::super::keel_engine::config(cache_bytes, false)?;
+        let config = keel_engine::config(cache_bytes, false)?;
+        let pool = keel_engine::pool_setting(&config.buffer);
         let db = Database::open(dir, config).map_err(k)?;
         let tree = db.create_tree("kv").map_err(k)?;
         Ok(KeelKv {
             db: Arc::new(db),
             tree,
+            pool,
         })
     }
 }
@@ -137,6 +142,7 @@ impl KvStore for KeelKv {
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
+            ("buffer pool".into(), self.pool.clone()),
             (
                 "log writes".into(),
                 match self.db.wal_direct_io() {
