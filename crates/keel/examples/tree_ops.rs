@@ -28,6 +28,8 @@
 //! process's (the log's threads included). With `KEEL_WAL_BUFFERED` set in
 //! the environment the log is written through the page cache instead of
 //! with O_DIRECT (`WalConfig::direct_io`).
+//! With `KEEL_HUGE_PAGES` set, the buffer pool asks for transparent huge
+//! pages (`BufferConfig::huge_pages`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -66,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut config = Config::default();
     config.buffer.pool_bytes = 64 << 20;
+    config.buffer.huge_pages = std::env::var_os("KEEL_HUGE_PAGES").is_some();
     if std::env::var_os("KEEL_WAL_BUFFERED").is_some() {
         config.wal.direct_io = false;
     }
