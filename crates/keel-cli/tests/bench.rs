@@ -245,6 +245,81 @@ fn keel_archived_is_measured_against_keel_in_the_same_repeat() {
     );
 }
 
+/// The values of the kv suite's figure `case` / `metric` for `engine`.
+fn kv_values(doc: &Value, engine: &str, case: &str, metric: &str) -> Vec<f64> {
+    doc["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["suite"] == "kv"
+                && f["engine"] == engine
+                && f["case"] == case
+                && f["metric"] == metric
+        })
+        .unwrap_or_else(|| panic!("no kv figure {engine} / {case} / {metric}"))["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_kv_disk_loop_brackets_keels_one_writer_and_takes_a_turn_without_keel() {
+    let run = |engines: &str| {
+        let dir = scratch();
+        let json = dir.path().join("kv.json");
+        let out = keel(&[
+            "bench",
+            "kv",
+            "--quick",
+            "--secs",
+            "0.05",
+            "--repeat",
+            "2",
+            "--keys",
+            "1000",
+            "--cache-mib",
+            "1",
+            "--engines",
+            engines,
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), read_json(&json))
+    };
+    let fdatasync = "fdatasync loop, 1 committer";
+    let one_writer = "individual writes, 1 writer / fdatasync loop";
+    // Beside Keel: one figure per repeat (the mean of the loops around
+    // Keel's phase), and the target divides by it repeat by repeat.
+    let (stdout, doc) = run("disk,keel");
+    assert!(
+        stdout.contains("runs right before and right after keel's one-writer phase"),
+        "{stdout}"
+    );
+    let disk = kv_values(&doc, "disk", fdatasync, "ops_per_s");
+    let keel = kv_values(&doc, "keel", "individual writes", "ops_per_s");
+    let ratios = kv_values(&doc, "keel", one_writer, "x_target_reference");
+    assert_eq!(disk.len(), 2);
+    for i in 0..2 {
+        assert!(
+            (ratios[i] - keel[i] / disk[i]).abs() < 1e-9,
+            "{ratios:?} {keel:?} {disk:?}"
+        );
+    }
+    // Without Keel: the loop takes its own turn, once per repeat.
+    let (stdout, doc) = run("disk,sqlite");
+    assert!(
+        !stdout.contains("runs right before and right after"),
+        "{stdout}"
+    );
+    assert_eq!(kv_values(&doc, "disk", fdatasync, "ops_per_s").len(), 2);
+}
+
 #[test]
 fn quick_all_has_every_field() {
     let dir = scratch();
