@@ -32,7 +32,9 @@
 //! of the threads is the scheduler's, so a seed replays the same workload
 //! and cut point, not necessarily the same interleaving. The two-stage test
 //! has its own `KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES` (default 100) and
-//! `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED`.
+//! `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED`. With `KEEL_CRASH_DUMP=<dir>`, a
+//! two-stage cycle whose recovery after a power cut fails writes the
+//! simulated disk it recovered from under `<dir>`, for `keel inspect wal` and `keel check`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -445,12 +447,16 @@ fn two_stage(seed: u64) -> TwoStage {
         if let Ok(db) = open(&sim) {
             drop(db);
         }
+        let disk = sim.crash();
+        let kept = disk.clone();
         let sim = Arc::new(SimIo::from_disk(
-            sim.crash(),
+            disk,
             common::crash_sim_config(seed + 2000),
         ));
-        let db = open(&sim)
-            .unwrap_or_else(|e| panic!("seed {seed} (cut during recovery): recovery failed: {e}"));
+        let db = open(&sim).unwrap_or_else(|e| {
+            common::dump_disk(&kept, &format!("seed-{seed}-cut-during-recovery"));
+            panic!("seed {seed} (cut during recovery): recovery failed: {e}")
+        });
         expect(seed, "cut during recovery", &db, &rels, &outcomes);
         side.settle(seed, "cut during recovery", &db);
         db.close().unwrap();
@@ -472,11 +478,13 @@ fn two_stage(seed: u64) -> TwoStage {
     );
     let disk = sim.crash();
     drop(db);
+    let kept = disk.clone();
     let sim = Arc::new(SimIo::from_disk(
         disk,
         common::crash_sim_config(seed + 2000),
     ));
     let db = open(&sim).unwrap_or_else(|e| {
+        common::dump_disk(&kept, &format!("seed-{seed}-power-cut-after-the-restart"));
         panic!("seed {seed} (power cut after the restart): recovery failed: {e}")
     });
     expect(seed, "power cut after the restart", &db, &rels, &outcomes);

@@ -48,6 +48,30 @@ pub fn open_sim(sim: &Arc<SimIo>, config: Config) -> keel::Result<Database> {
     Database::open_with_io("/db", config, Arc::clone(sim) as Arc<dyn AsyncIo>)
 }
 
+/// Writes the simulated disk's `/db` under `$KEEL_CRASH_DUMP/<name>` when
+/// that variable is set, for `keel inspect` and `keel check` on a failing
+/// cycle; does nothing otherwise.
+pub fn dump_disk(disk: &SimDisk, name: &str) {
+    let Some(root) = std::env::var_os("KEEL_CRASH_DUMP") else {
+        return;
+    };
+    let to = std::path::Path::new(&root).join(name);
+    for (path, data) in disk.files() {
+        let Ok(rel) = path.strip_prefix("/db") else {
+            continue;
+        };
+        let file = to.join(rel);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, data).unwrap();
+    }
+    for dir in disk.dirs() {
+        if let Ok(rel) = dir.strip_prefix("/db") {
+            std::fs::create_dir_all(to.join(rel)).unwrap();
+        }
+    }
+    eprintln!("the simulated disk is in {}", to.display());
+}
+
 /// Every record of the log in `/db/wal` on a simulated disk, read from the
 /// start (a torn tail ends it).
 pub fn log_records(disk: &SimDisk) -> Vec<keel::wal::LogRecord> {
