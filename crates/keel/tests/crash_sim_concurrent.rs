@@ -33,8 +33,8 @@
 //! and cut point, not necessarily the same interleaving. The two-stage test
 //! has its own `KEEL_CRASH_CONCURRENT_TWO_STAGE_CYCLES` (default 100) and
 //! `KEEL_CRASH_CONCURRENT_TWO_STAGE_SEED`. With `KEEL_CRASH_DUMP=<dir>`, a
-//! two-stage cycle whose recovery after a power cut fails writes the
-//! simulated disk it recovered from under `<dir>`, for `keel inspect wal` and `keel check`.
+//! two-stage cycle whose recovery fails writes the files it recovered
+//! from under `<dir>`, for `keel inspect wal` and `keel check`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -436,6 +436,7 @@ fn two_stage(seed: u64) -> TwoStage {
     let mut side = Side::default();
     let outcomes = run_workers(&db, &rels, starts, &mut side, seed * 1_000_003, 0);
     let kernel = sim.kill();
+    let seen = kernel.visible();
     drop(db);
 
     let sim = Arc::new(SimIo::after_kill(
@@ -462,8 +463,10 @@ fn two_stage(seed: u64) -> TwoStage {
         db.close().unwrap();
         return TwoStage::CutDuringRecovery;
     }
-    let db =
-        open(&sim).unwrap_or_else(|e| panic!("seed {seed} (after the kill): recovery failed: {e}"));
+    let db = open(&sim).unwrap_or_else(|e| {
+        common::dump_disk(&seen, &format!("seed-{seed}-after-the-kill"));
+        panic!("seed {seed} (after the kill): recovery failed: {e}")
+    });
     let recovered = expect(seed, "after the kill", &db, &rels, &outcomes);
     side.settle(seed, "after the kill", &db);
     let cut = sim.op_count() + 1 + rng.below(3000);

@@ -119,6 +119,15 @@ pub struct SimKernel {
     model: Model,
 }
 
+impl SimKernel {
+    /// What a process booted on this kernel reads: every file's live
+    /// content, unsynced changes included (for inspecting a failure; the
+    /// kernel itself is unchanged).
+    pub fn visible(&self) -> SimDisk {
+        self.model.live_disk()
+    }
+}
+
 impl std::fmt::Debug for SimKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimKernel")

@@ -283,6 +283,23 @@ pub(crate) struct Model {
 }
 
 impl Model {
+    /// The live namespace with each file's live content, as a disk.
+    pub(crate) fn live_disk(&self) -> SimDisk {
+        let mut disk = SimDisk::default();
+        for (path, node) in &self.live {
+            match node {
+                Node::Dir => {
+                    disk.dirs.insert(path.clone());
+                }
+                Node::File(ino) => {
+                    let content = self.inodes.get(ino).map(|i| i.live.clone());
+                    disk.files.insert(path.clone(), content.unwrap_or_default());
+                }
+            }
+        }
+        disk
+    }
+
     pub(crate) fn from_disk(disk: SimDisk) -> Model {
         let mut m = Model::default();
         for d in disk.dirs {
