@@ -422,6 +422,34 @@ fn failed_fdatasync_poisons_the_pool() {
 }
 
 #[test]
+fn a_change_the_log_refused_is_never_written_by_a_write_back_waiting_for_its_latch() {
+    let io = sim();
+    let pool = pool(io.clone(), 4);
+    create(&pool, 0, 1, 10);
+    pool.flush_all().unwrap();
+    update(&pool, 0, 2, 20);
+    std::thread::scope(|s| {
+        let mut g = pool.fetch_write(F, PageId(0)).unwrap();
+        // A write-back of the dirty page starts while the latch is held: it
+        // passes its first poison check and waits for the latch to copy.
+        let writer = s.spawn(|| pool.flush_page(F, PageId(0)));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The change whose record the log refused (`Storage::unlogged`):
+        // applied, then the pool poisoned, still under the latch.
+        SlottedPage::open(&mut g[..], PageId(0))
+            .unwrap()
+            .update(SlotId(0), &3u64.to_le_bytes(), TupleFlags::NONE)
+            .unwrap();
+        pool.poison_unlogged(&g, "the log refused the record".into());
+        drop(g);
+        let e = writer.join().unwrap().unwrap_err();
+        assert!(matches!(e, BufferError::Poisoned { .. }), "{e}");
+    });
+    // Invariant 4: the disk never holds a change the log lacks.
+    assert_eq!(tag_in(&on_disk(&io, 0).unwrap(), 0), 1);
+}
+
+#[test]
 fn files_must_be_registered_and_idle_to_unregister() {
     let io = sim();
     let pool = pool(io.clone(), 4);

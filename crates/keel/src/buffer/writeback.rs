@@ -9,9 +9,11 @@
 //!    then write a page they found latched alone), noting its modification
 //!    counter while the latch excludes every writer;
 //! 2. seals each copy's CRC32C (computed at write time, invariant 2);
-//! 3. flushes the WAL through the highest page LSN of the batch, holding no
-//!    latch and no mutex (invariants 4 and 11). If that fails nothing is
-//!    written;
+//! 3. checks that the pool is still not poisoned (a change the log refused
+//!    poisons it before its latch is released, so a copy that holds such a
+//!    change is refused here; invariant 16), then flushes the WAL through
+//!    the highest page LSN of the batch, holding no latch and no mutex
+//!    (invariants 4 and 11). If either fails nothing is written;
 //! 4. submits every write at once through `AsyncIo` (pages next to each
 //!    other in one file as one vectored write), then waits for all;
 //! 5. under the mutex: clears `writing`, and marks a frame clean only if
@@ -134,6 +136,16 @@ impl Shared {
                     first_err.get_or_insert(e);
                 }
             }
+        }
+        // Checked again after the copies (invariants 4 and 16): a change
+        // the log refused poisons the pool before its latch is released,
+        // so a copy taken under that latch afterwards sees the poison here.
+        // The check at the top misses it when this write-back passed it
+        // while waiting for the latch, and the copy's page LSN, the last
+        // logged change's, may be durable already.
+        if self.is_poisoned() {
+            self.end_writes(&frames, &[]);
+            return Err(self.poison_error());
         }
         let max_lsn = jobs.iter().map(|j| j.lsn).max().unwrap_or(Lsn::ZERO);
         if let Err(e) = self.ensure_wal_durable(max_lsn) {
