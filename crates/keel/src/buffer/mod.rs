@@ -216,9 +216,9 @@ pub struct BufferConfig {
     /// together, so the backend can run them concurrently).
     pub writer_batch_pages: usize,
     /// Whether the frames' memory asks for transparent huge pages
-    /// (`MADV_HUGEPAGE`, Linux). Asked for, a large pool takes fewer TLB
-    /// misses when pages are read at random (about a tenth more gets per
-    /// second in `keel bench kv`), but the first write into each 2 MiB of
+    /// (`MADV_HUGEPAGE`, Linux). Asked for, a large pool can take fewer
+    /// TLB misses when pages are read at random (a 64 MiB pool on the
+    /// development VM read no faster), but the first write into each 2 MiB of
     /// the pool waits while a whole huge page is faulted in and zeroed; on
     /// a virtual machine whose host takes back the guest's free memory, it
     /// also waits for the host to back those 2 MiB (on the development VM,
