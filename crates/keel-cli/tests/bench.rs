@@ -245,19 +245,11 @@ fn keel_archived_is_measured_against_keel_in_the_same_repeat() {
     );
 }
 
-/// The values of the kv suite's figure `case` / `metric` for `engine`.
-fn kv_values(doc: &Value, engine: &str, case: &str, metric: &str) -> Vec<f64> {
-    doc["figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| {
-            f["suite"] == "kv"
-                && f["engine"] == engine
-                && f["case"] == case
-                && f["metric"] == metric
-        })
-        .unwrap_or_else(|| panic!("no kv figure {engine} / {case} / {metric}"))["values"]
+/// The values of the figure `case` / `metric` for `engine` (a kv run
+/// has only the kv suite's figures).
+fn values(doc: &Value, engine: &str, case: &str, metric: &str) -> Vec<f64> {
+    figure(doc, engine, case, metric)
+        .unwrap_or_else(|| panic!("no figure {engine} / {case} / {metric}"))["values"]
         .as_array()
         .unwrap()
         .iter()
@@ -301,9 +293,9 @@ fn the_kv_disk_loop_brackets_keels_one_writer_and_takes_a_turn_without_keel() {
         stdout.contains("runs right before and right after keel's one-writer phase"),
         "{stdout}"
     );
-    let disk = kv_values(&doc, "disk", fdatasync, "ops_per_s");
-    let keel = kv_values(&doc, "keel", "individual writes", "ops_per_s");
-    let ratios = kv_values(&doc, "keel", one_writer, "x_target_reference");
+    let disk = values(&doc, "disk", fdatasync, "ops_per_s");
+    let keel = values(&doc, "keel", "individual writes", "ops_per_s");
+    let ratios = values(&doc, "keel", one_writer, "x_target_reference");
     assert_eq!(disk.len(), 2);
     for i in 0..2 {
         assert!(
@@ -317,7 +309,7 @@ fn the_kv_disk_loop_brackets_keels_one_writer_and_takes_a_turn_without_keel() {
         !stdout.contains("runs right before and right after"),
         "{stdout}"
     );
-    assert_eq!(kv_values(&doc, "disk", fdatasync, "ops_per_s").len(), 2);
+    assert_eq!(values(&doc, "disk", fdatasync, "ops_per_s").len(), 2);
 }
 
 #[test]

@@ -280,7 +280,8 @@ impl Run<'_> {
             Member::Store(kind) => {
                 let dir = self.ctx.root.join(format!("kv-{}", kind.name()));
                 let s = open_store(*kind, &dir, self.ctx.settings.cache_bytes)?;
-                let out = self.phases(s.clone());
+                let bracket = self.bracket.filter(|_| *kind == EngineKind::Keel).cloned();
+                let out = self.phases(s.clone(), bracket);
                 drop(s);
                 out.map_err(|f| Failure(format!("kv suite, {}: {}", kind.name(), f.0)))?;
                 remove_dir(&dir)
@@ -320,8 +321,13 @@ impl Run<'_> {
         self.ctx.out.done();
     }
 
-    /// Runs every phase of the module essay on a fresh store.
-    fn phases(&mut self, s: Arc<dyn KvStore>) -> Result<(), Failure> {
+    /// Runs every phase of the module essay on a fresh store; `bracket`:
+    /// the disk's loop to run around its one-writer phase (Keel's).
+    fn phases(
+        &mut self,
+        s: Arc<dyn KvStore>,
+        bracket: Option<Arc<CommitLoop>>,
+    ) -> Result<(), Failure> {
         let keys = self.ctx.settings.keys;
         let secs = self.ctx.settings.secs;
         let seed = 1 + u64::from(self.rep);
@@ -331,7 +337,6 @@ impl Run<'_> {
         // phase is after the one before it.
         s.checkpoint()?;
         self.settled();
-        let bracket = self.bracket.filter(|_| s.name() == "keel").cloned();
         for p in Phase::RUN {
             let before = match &bracket {
                 Some(l) if p == Phase::Individual => {
