@@ -103,8 +103,8 @@ pub struct BenchArgs {
     /// [default: disk,keel,sqlite,postgres; disk,keel,sqlite,redb in the kv
     /// suite]. `disk` is the disk's own ceilings (in the commit suite: its
     /// single-committer loops and the group-commit reference; in the kv
-    /// suite: the fdatasync loop, run right before and after Keel's
-    /// one-writer phase when Keel runs). redb runs only in the kv suite.
+    /// suite: the fdatasync loop, taking turns with Keel's one-writer phase
+    /// in slices when Keel runs). redb runs only in the kv suite.
     #[arg(long, value_name = "LIST", value_parser = parse_engines)]
     pub engines: Option<Engines>,
     /// Keys loaded by the kv suite (and written again by its batch writes)

@@ -45,12 +45,20 @@
 //! removals check that every key was there: a wrong answer fails the run.
 //!
 //! The disk's fdatasync loop ([`CommitLoop`]) is the reference of Keel's
-//! one-writer target. A disk's sync rate drifts over tens of seconds, so
-//! with Keel in the run the loop takes no turn of its own: it runs for
-//! `--secs` right before Keel's one-writer phase and again right after it
-//! (after that phase's checkpoint and settle), and the mean of the two is
-//! the repeat's figure, measured around the phase it divides. Without
-//! Keel it takes a turn in the rotation like an engine.
+//! one-writer target. A disk's sync rate drifts by ±15 % within a second
+//! and more over tens of seconds, so with Keel in the run the loop takes
+//! no turn of its own: Keel's one-writer phase is cut into slices of about
+//! [`SLICE_SECS`] (`--secs` in all), and the loop runs a slice as long
+//! right before each of Keel's slices and once more after the last, so
+//! every Keel slice sits between two loop slices. Before every slice,
+//! Keel's or the loop's, Keel's store is checkpointed and the disk
+//! settled, so neither runs beside the other's leftover writes (and each
+//! Keel slice starts, as the phase would, with every page clean: its first
+//! change to each page logs the page's image). Keel's figure is the mean
+//! of its slices' rates, the loop's the mean of its slices' rates with the
+//! first and the last weighed by half: so a drift that is linear over the
+//! phase falls on both alike. Without Keel the loop takes a turn in the
+//! rotation like an engine, for `--secs`.
 //!
 //! Clocks: a phase's clock starts when its threads are ready and stops
 //! when the last operation returned (durable for writes) — the same point
@@ -98,6 +106,28 @@ pub const BATCH_PUTS: u64 = 1_000;
 pub const DELETES_PER_TXN: u64 = 1_000;
 /// Writers in the concurrent individual writes phase.
 pub const WRITERS: usize = 64;
+/// Longest slice of Keel's one-writer phase when it takes turns with the
+/// disk's loop (module docs).
+pub const SLICE_SECS: f64 = 0.1;
+
+/// How Keel's one-writer phase of `secs` is cut: the number of its slices
+/// and each one's length.
+pub fn slices(secs: f64) -> (usize, f64) {
+    let n = (secs / SLICE_SECS).ceil().max(1.0) as usize;
+    (n, secs / n as f64)
+}
+
+/// The loop's figure from its slices' rates around Keel's slices: the
+/// mean, the first and the last weighed by half (one slice: its rate).
+pub fn around(loops: &[f64]) -> f64 {
+    match loops {
+        [] => f64::NAN,
+        [one] => *one,
+        [first, inner @ .., last] => {
+            (first / 2.0 + inner.iter().sum::<f64>() + last / 2.0) / (inner.len() + 1) as f64
+        }
+    }
+}
 
 /// Transactions of the batch writes phase for `keys` keys: [`BATCH_TXNS`],
 /// fewer for small runs (at least one).
@@ -140,8 +170,8 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     ctx.out.plan(per_repeat * u64::from(ctx.settings.repeat));
     let mut results = Results::default();
     let mut unsettled = 0;
-    // With Keel in the run, the disk's loop brackets Keel's one-writer
-    // phase instead of taking a turn of its own (module docs).
+    // With Keel in the run, the disk's loop takes turns with Keel's
+    // one-writer phase instead of taking a turn of its own (module docs).
     let keel_runs = members
         .iter()
         .any(|m| matches!(m, Member::Store(EngineKind::Keel)));
@@ -154,9 +184,13 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
         .filter(|m| bracket.is_none() || !matches!(m, Member::Disk(_)))
         .collect();
     if bracket.is_some() {
-        let n = "kv: the disk's fdatasync loop runs right before and right after keel's \
-                 one-writer phase; its figure is the mean of the two"
-            .to_string();
+        let (n, each) = slices(ctx.settings.secs);
+        let n = format!(
+            "kv: keel's one-writer phase takes turns with the disk's fdatasync loop in \
+             slices of {each:.3} s ({n} of keel's, each between two of the loop's); \
+             keel's store checkpointed and the disk settled before every slice; the \
+             loop's figure weighs its first and last slice by half"
+        );
         ctx.out.line(&format!("  {n}"));
         ctx.report.notes.push(n);
     }
@@ -263,8 +297,8 @@ struct Run<'a> {
     unsettled: &'a mut u32,
     results: &'a mut Results,
     rep: u32,
-    /// The disk's loop, run right before and right after Keel's
-    /// one-writer phase (module docs); `None` when it takes its own turn.
+    /// The disk's loop, taking turns with Keel's one-writer phase (module
+    /// docs); `None` when it takes its own turn.
     bracket: Option<&'a Arc<CommitLoop>>,
 }
 
@@ -273,7 +307,8 @@ impl Run<'_> {
         match m {
             Member::Disk(l) => {
                 self.step("disk", Phase::DiskSync);
-                let per_sec = self.disk_loop(l)?;
+                let per_sec = self.disk_loop(l, self.ctx.settings.secs)?;
+                self.settled();
                 self.record("disk", Phase::DiskSync, per_sec);
                 Ok(())
             }
@@ -289,15 +324,39 @@ impl Run<'_> {
         }
     }
 
-    /// One run of the disk's loop for `--secs`, then a settle: its rate.
-    fn disk_loop(&mut self, l: &Arc<CommitLoop>) -> Result<f64, Failure> {
+    /// One run of the disk's loop for `secs`: its rate.
+    fn disk_loop(&mut self, l: &Arc<CommitLoop>, secs: f64) -> Result<f64, Failure> {
         let l = Arc::clone(l);
         let open = move || Ok(Box::new(l.op()) as Box<dyn TimedOp>);
         let ids = AtomicU64::new(0);
         let payload = [0u8; 8];
-        let r = measure::commits(&open, 1, self.ctx.settings.secs, &ids, &payload)?;
-        self.settled();
-        Ok(r.per_sec)
+        Ok(measure::commits(&open, 1, secs, &ids, &payload)?.per_sec)
+    }
+
+    /// Keel's one-writer phase taking turns with the disk's loop `l`
+    /// (module docs): Keel's rate and the loop's.
+    fn interleaved(
+        &mut self,
+        s: &Arc<dyn KvStore>,
+        l: &Arc<CommitLoop>,
+        next: &AtomicU64,
+    ) -> Result<(f64, f64), Failure> {
+        let (n, each) = slices(self.ctx.settings.secs);
+        let mut loops = Vec::with_capacity(n + 1);
+        let mut keel = 0.0;
+        for i in 0..=n {
+            s.checkpoint()?;
+            self.settled();
+            loops.push(self.disk_loop(l, each)?);
+            if i == n {
+                break;
+            }
+            s.checkpoint()?;
+            self.settled();
+            let open = || Ok(Box::new(Put(s.clone())) as Box<dyn TimedOp>);
+            keel += measure::commits(&open, 1, each, next, &[])?.per_sec;
+        }
+        Ok((keel / n as f64, around(&loops)))
     }
 
     /// Waits for a quiet disk, counting a settle that ended at its limit.
@@ -322,7 +381,7 @@ impl Run<'_> {
     }
 
     /// Runs every phase of the module essay on a fresh store; `bracket`:
-    /// the disk's loop to run around its one-writer phase (Keel's).
+    /// the disk's loop to take turns with its one-writer phase (Keel's).
     fn phases(
         &mut self,
         s: Arc<dyn KvStore>,
@@ -338,14 +397,15 @@ impl Run<'_> {
         s.checkpoint()?;
         self.settled();
         for p in Phase::RUN {
-            let before = match &bracket {
-                Some(l) if p == Phase::Individual => {
-                    self.step("disk", Phase::DiskSync);
-                    Some(self.disk_loop(l)?)
-                }
-                _ => None,
-            };
             self.step(s.name(), p);
+            if let (Some(l), Phase::Individual) = (&bracket, p) {
+                let (mine, disk) = self.interleaved(&s, l, &next)?;
+                self.record(s.name(), p, mine);
+                self.record("disk", Phase::DiskSync, disk);
+                s.checkpoint()?;
+                self.settled();
+                continue;
+            }
             let per_sec = match p {
                 Phase::BulkLoad => rate(keys, timed(|| s.put(0..keys).and(s.checkpoint()))?),
                 Phase::Individual | Phase::Writers64 => {
@@ -370,10 +430,6 @@ impl Run<'_> {
             self.record(s.name(), p, per_sec);
             s.checkpoint()?;
             self.settled();
-            if let (Some(l), Some(before)) = (&bracket, before) {
-                let after = self.disk_loop(l)?;
-                self.record("disk", Phase::DiskSync, (before + after) / 2.0);
-            }
         }
         Ok(())
     }
@@ -506,6 +562,27 @@ mod tests {
         assert_eq!(batch_txns(50_000), 50);
         assert_eq!(batch_txns(1_000), 1);
         assert_eq!(batch_txns(10), 1);
+    }
+
+    #[test]
+    fn keels_one_writer_phase_is_cut_into_slices_of_at_most_a_tenth_of_a_second() {
+        assert_eq!(slices(0.5), (5, 0.1));
+        assert_eq!(slices(0.05), (1, 0.05));
+        let (n, each) = slices(0.25);
+        assert_eq!(n, 3);
+        assert!((each * 3.0 - 0.25).abs() < 1e-12 && each <= SLICE_SECS);
+    }
+
+    #[test]
+    fn the_loop_figure_weighs_its_first_and_last_slice_by_half() {
+        assert_eq!(around(&[100.0]), 100.0);
+        // Around one Keel slice: the mean of the two.
+        assert_eq!(around(&[100.0, 200.0]), 150.0);
+        // A linear drift gives its midpoint; the plain mean would too, but
+        // not for 100, 100, 400, whose midpoints are 100 and 250.
+        assert_eq!(around(&[100.0, 200.0, 300.0]), 200.0);
+        assert_eq!(around(&[100.0, 100.0, 400.0]), 175.0);
+        assert!(around(&[]).is_nan());
     }
 
     #[test]
