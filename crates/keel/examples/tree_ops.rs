@@ -2,7 +2,7 @@
 //! where wall-clock figures are too noisy (a shared machine):
 //!
 //! ```text
-//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR] [CHECKPOINT] [WRITES]
+//! cargo run --release -p keel --example tree_ops -- [KEYS] [GETS] [DIR] [CHECKPOINT] [WRITES] [RANGES]
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 0
 //! perf stat -e instructions:u target/release/examples/tree_ops 50000 1000000
 //! ```
@@ -24,6 +24,9 @@
 //! --toggle-collect='*individual_writes*'`); the process's CPU time per
 //! write is printed beside the rate (the rest of a write is the wait for
 //! its durable write).
+//! RANGES (default 0) then reads that many ranges of 10 entries from
+//! loaded keys, 100 per read transaction, as the suite's range reads do,
+//! in `range_reads` (for callgrind as above).
 //! The load also prints its CPU time: the loading thread's and the whole
 //! process's (the log's threads included). With `KEEL_WAL_BUFFERED` set in
 //! the environment the log is written through the page cache instead of
@@ -39,6 +42,8 @@ use keel::{Config, Database};
 const KEY_BYTES: usize = 24;
 const VALUE_BYTES: usize = 150;
 const GETS_PER_TXN: u64 = 1_000;
+const RANGES_PER_TXN: u64 = 100;
+const RANGE_LEN: usize = 10;
 
 /// Key `i` of the fixed sequence: 24 bytes from a xorshift of `i`.
 fn key(i: u64) -> [u8; KEY_BYTES] {
@@ -59,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gets: u64 = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
     let checkpoint = args.get(4).map_or(Ok(0u8), |s| s.parse())? != 0;
     let writes: u64 = args.get(5).map_or(Ok(0), |s| s.parse())?;
+    let ranges: u64 = args.get(6).map_or(Ok(0), |s| s.parse())?;
     let (dir, remove) = match args.get(3) {
         Some(d) => (PathBuf::from(d), false),
         None => (
@@ -138,6 +144,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu * 1e6 / writes as f64
         );
     }
+    if ranges > 0 {
+        let started = Instant::now();
+        let entries = range_reads(&db, tree, keys, ranges)?;
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "ranges: {ranges} ranges of {RANGE_LEN} ({entries} entries) in {took:.3} s, {:.0} ranges/s",
+            ranges as f64 / took
+        );
+    }
     drop(db);
     if remove {
         std::fs::remove_dir_all(&dir)?;
@@ -159,6 +174,36 @@ fn individual_writes(
         txn.commit()?;
     }
     Ok(())
+}
+
+/// `count` ranges of up to [`RANGE_LEN`] entries from loaded keys, in read
+/// transactions of [`RANGES_PER_TXN`]; the entries read.
+#[inline(never)]
+fn range_reads(
+    db: &Database,
+    tree: keel::RelationId,
+    keys: u64,
+    count: u64,
+) -> Result<u64, keel::Error> {
+    let mut entries = 0;
+    let mut i = 0;
+    while i < count {
+        let txn = db.begin()?;
+        for j in i..(i + RANGES_PER_TXN).min(count) {
+            let lo = key(j.wrapping_mul(7919) % keys.max(1));
+            let from = (
+                std::ops::Bound::Included(&lo[..]),
+                std::ops::Bound::Unbounded,
+            );
+            for kv in txn.range(tree, from)?.take(RANGE_LEN) {
+                kv?;
+                entries += 1;
+            }
+        }
+        txn.commit()?;
+        i += RANGES_PER_TXN;
+    }
+    Ok(entries)
 }
 
 /// User plus system CPU time of this process so far, in seconds (Linux:

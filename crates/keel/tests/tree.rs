@@ -405,6 +405,112 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
     db.close().unwrap();
 }
 
+/// Ranges count their key locks toward the same escalation: a read-only
+/// transaction whose ranges have locked `TREE_READ_ESCALATE_AT` keys holds
+/// the whole tree shared, from the middle of a range on, and its later
+/// ranges (both directions) answer as before with no key locks. Below the
+/// threshold a writer can still change keys outside the ranges read; a
+/// writer holding the tree keeps a long range to key locks.
+#[test]
+fn ranges_escalate_to_a_tree_lock_and_still_answer_in_both_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let esc = u64::from(keel::TREE_READ_ESCALATE_AT);
+    let n = esc * 4;
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(t, &key(i), &value(i, 20)).unwrap();
+    }
+    tx.commit().unwrap();
+    let model: BTreeMap<Vec<u8>, Vec<u8>> = all(&db, t).into_iter().collect();
+    let sorted: Vec<&Vec<u8>> = model.keys().collect();
+    let refused = |e: Error| {
+        assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    };
+
+    // Ranges of 10 from the start: each reads and locks a first fill of
+    // 16 keys, and the key past it (its edge), 17 key locks.
+    let reader = db.begin().unwrap();
+    let ten = |tx: &keel::Transaction<'_>, from: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let lo = (Bound::Included(from), Bound::Unbounded);
+        tx.range(t, lo)
+            .unwrap()
+            .take(10)
+            .map(|kv| kv.unwrap())
+            .collect()
+    };
+    for r in 0..3 {
+        let got = ten(&reader, sorted[r * 10]);
+        assert_eq!(got.len(), 10);
+        assert_eq!(&got[0].0, sorted[r * 10]);
+    }
+    // 51 key locks: a key far from those read is still writable.
+    let far = sorted[(n - 1) as usize].clone();
+    let mut w = db.begin().unwrap();
+    w.put(t, &far, b"w").unwrap();
+    w.commit().unwrap();
+    // A long range passes the threshold in its middle and answers whole.
+    let lo = (
+        Bound::Included(&sorted[50][..]),
+        Bound::Included(&sorted[150][..]),
+    );
+    let got: Vec<Vec<u8>> = reader
+        .range(t, lo)
+        .unwrap()
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    let want: Vec<Vec<u8>> = sorted[50..=150].iter().map(|k| k.to_vec()).collect();
+    assert_eq!(got, want);
+    // Now the whole tree: a key never read, and a new one.
+    let mut w = db.begin().unwrap();
+    refused(w.put(t, &sorted[200].clone(), b"w").unwrap_err());
+    drop(w);
+    let mut w = db.begin().unwrap();
+    refused(w.put(t, b"new", b"w").unwrap_err());
+    drop(w);
+    // Covered ranges answer from either end, the last write included.
+    let back: Vec<Vec<u8>> = reader
+        .range(t, ..)
+        .unwrap()
+        .rev()
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    let mut want: Vec<Vec<u8>> = sorted.iter().map(|k| k.to_vec()).collect();
+    want.reverse();
+    assert_eq!(back, want);
+    assert_eq!(
+        reader.last(t).unwrap().unwrap(),
+        (far.clone(), b"w".to_vec())
+    );
+    let mut both = reader.range(t, ..).unwrap();
+    assert_eq!(both.next().unwrap().unwrap().0, *sorted[0]);
+    assert_eq!(both.next_back().unwrap().unwrap().0, far);
+    assert_eq!(both.count() as u64, n - 2);
+    reader.commit().unwrap();
+    let mut w = db.begin().unwrap();
+    w.put(t, &sorted[200].clone(), b"w").unwrap();
+    w.commit().unwrap();
+
+    // A writer holding the tree (IX, uncommitted) keeps a long range to
+    // key locks: the writer can still change keys the range did not read.
+    let mut w = db.begin().unwrap();
+    w.put(t, &sorted[250].clone(), b"w1").unwrap();
+    let reader = db.begin().unwrap();
+    let lo = (
+        Bound::Included(&sorted[0][..]),
+        Bound::Excluded(&sorted[120][..]),
+    );
+    assert_eq!(reader.range(t, lo).unwrap().count(), 120);
+    w.put(t, &sorted[240].clone(), b"w2").unwrap();
+    refused(w.put(t, &sorted[5].clone(), b"w3").unwrap_err());
+    drop(w);
+    reader.commit().unwrap();
+    db.close().unwrap();
+}
+
 /// A transaction that writes `ESCALATE_AT` keys of a tree holds the tree
 /// exclusively (the lock manager's escalation, which the transaction then
 /// counts on, taking no more key locks): readers wait for all of it, and

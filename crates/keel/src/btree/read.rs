@@ -14,7 +14,12 @@
 //! past its range (or the end of the tree), so no key can appear in the
 //! range, or at its upper edge, until the transaction ends. A buffered
 //! item was locked when read, and a key locked shared cannot be deleted
-//! or changed by another transaction, so the buffer stays true.
+//! or changed by another transaction, so the buffer stays true. A scan
+//! whose transaction holds the whole tree shared or exclusive is
+//! `covered`: it locks neither its items nor its edge (the tree lock keeps
+//! every other transaction's change out of the whole tree). The
+//! transaction counts the key locks a scan took toward its tree's read
+//! escalation and marks the scan covered once the tree lock is granted.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -200,6 +205,13 @@ pub(crate) struct TreeCursor {
     /// ([`FIRST_FILL`]).
     front_fill: usize,
     back_fill: usize,
+    /// The transaction holds the tree shared or exclusive, which gives
+    /// every key lock the scan would take: fills ask for none (set by the
+    /// transaction, `Transaction::range`).
+    pub(crate) covered: bool,
+    /// Key locks taken since the transaction last counted them
+    /// ([`take_locked`](Self::take_locked)).
+    locked: u32,
 }
 
 impl TreeCursor {
@@ -220,7 +232,14 @@ impl TreeCursor {
             back_done: false,
             front_fill: FIRST_FILL,
             back_fill: FIRST_FILL,
+            covered: false,
+            locked: 0,
         })
+    }
+
+    /// The key locks this scan has taken since the last call.
+    pub(crate) fn take_locked(&mut self) -> u32 {
+        std::mem::take(&mut self.locked)
     }
 
     /// Whether the range left is empty.
@@ -248,13 +267,14 @@ impl TreeCursor {
                     self.front_done = true;
                     return Ok(None);
                 }
-                self.lo = Bound::Excluded(key.clone());
+                set_excluded(&mut self.lo, &key);
                 return Ok(Some((key, got.value(store, rel)?)));
             }
             if self.front_done || self.exhausted() {
                 return Ok(None);
             }
             let (items, more) = store.with_key_locks(txn, || self.fill_front(store, txn, rel))?;
+            self.count_locked(items.len());
             self.front_fill = self.front_fill.saturating_mul(2);
             self.front = items.into();
             self.front_done |= !more && self.front.is_empty();
@@ -276,13 +296,14 @@ impl TreeCursor {
                     self.back_done = true;
                     return Ok(None);
                 }
-                self.hi = Bound::Excluded(key.clone());
+                set_excluded(&mut self.hi, &key);
                 return Ok(Some((key, got.value(store, rel)?)));
             }
             if self.back_done || self.exhausted() {
                 return Ok(None);
             }
             let items = store.with_key_locks(txn, || self.fill_back(store, txn, rel))?;
+            self.count_locked(items.as_ref().map_or(0, Vec::len));
             self.back_fill = self.back_fill.saturating_mul(2);
             match items {
                 Some(items) => self.back = items.into(),
@@ -291,9 +312,19 @@ impl TreeCursor {
         }
     }
 
-    /// Locks the first key past the range, once.
+    /// Counts `n` key locks a fill took (none when covered).
+    fn count_locked(&mut self, n: usize) {
+        if !self.covered {
+            self.locked = self
+                .locked
+                .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Locks the first key past the range, once (covered: the tree lock
+    /// keeps every key out of the range and its edge).
     fn lock_edge(&mut self, store: &Storage, txn: TxnId, rel: &Relation) -> Result<()> {
-        if self.edge_locked {
+        if self.edge_locked || self.covered {
             return Ok(());
         }
         let hi = self.hi.clone();
@@ -316,6 +347,7 @@ impl TreeCursor {
             lock_shared(store, txn, target)
         })?;
         self.edge_locked = true;
+        self.count_locked(1);
         Ok(())
     }
 
@@ -350,8 +382,9 @@ impl TreeCursor {
                 if items.len() == self.front_fill {
                     return Ok(Step::Done((items, true)));
                 }
-                if let Some(b) =
-                    store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
+                if !self.covered
+                    && let Some(b) =
+                        store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
                 {
                     return Ok(Step::Wait(b));
                 }
@@ -395,8 +428,9 @@ impl TreeCursor {
                 if !above(&self.lo, key) || items.len() == self.back_fill {
                     break;
                 }
-                if let Some(b) =
-                    store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
+                if !self.covered
+                    && let Some(b) =
+                        store.try_key(txn, key_lock(rel.id, key), LockMode::Shared, false)?
                 {
                     return Ok(Step::Wait(b));
                 }
@@ -420,6 +454,19 @@ impl TreeCursor {
             Bound::Unbounded => true,
             Bound::Included(b) | Bound::Excluded(b) => &b[..] < k,
         }
+    }
+}
+
+/// Makes `b` exclude `key`, reusing its buffer when it has one.
+fn set_excluded(b: &mut Bound<Vec<u8>>, key: &[u8]) {
+    match b {
+        Bound::Included(v) | Bound::Excluded(v) => {
+            v.clear();
+            v.extend_from_slice(key);
+            let v = std::mem::take(v);
+            *b = Bound::Excluded(v);
+        }
+        Bound::Unbounded => *b = Bound::Excluded(key.to_vec()),
     }
 }
 

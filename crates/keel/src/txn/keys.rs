@@ -122,21 +122,24 @@ impl Transaction<'_> {
     pub fn range<R: RangeBounds<[u8]>>(&self, tree: RelationId, range: R) -> Result<Range<'_>> {
         let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
         let cursor = TreeCursor::new(own(range.start_bound()), own(range.end_bound()))?;
-        Ok(Range {
-            tx: self,
-            rel: self.tree_for_scan(tree)?,
-            cursor,
-        })
+        self.tree_range(tree, cursor)
     }
 
     /// The keys of `tree` that start with `prefix`, in order.
     pub fn prefix(&self, tree: RelationId, prefix: &[u8]) -> Result<Range<'_>> {
         let lo = Bound::Included(prefix.to_vec());
         let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        self.tree_range(tree, TreeCursor::new(lo, hi)?)
+    }
+
+    fn tree_range(&self, tree: RelationId, mut cursor: TreeCursor) -> Result<Range<'_>> {
+        let (rel, at, covered) = self.tree_for_scan(tree)?;
+        cursor.covered = covered;
         Ok(Range {
             tx: self,
-            rel: self.tree_for_scan(tree)?,
-            cursor: TreeCursor::new(lo, hi)?,
+            rel,
+            at,
+            cursor,
         })
     }
 
@@ -177,10 +180,35 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// The keys and values of a tree within a range, from
 /// [`Transaction::range`] or [`Transaction::prefix`].
+///
+/// The key locks a range takes count toward the tree's read escalation
+/// ([`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT)): once a
+/// read-only transaction holds the whole tree shared, its ranges take no
+/// key locks there.
 pub struct Range<'tx> {
     tx: &'tx Transaction<'tx>,
     rel: Arc<Relation>,
+    /// The tree's place among the transaction's tree locks.
+    at: usize,
     cursor: TreeCursor,
+}
+
+impl Range<'_> {
+    /// Counts the key locks the last step took toward the tree's read
+    /// escalation, then settles `got` (`Transaction::settle`).
+    fn counted(
+        &mut self,
+        got: Result<Option<(Vec<u8>, Vec<u8>)>>,
+    ) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        let n = self.cursor.take_locked();
+        if n > 0 {
+            match self.tx.count_scan(self.at, n) {
+                Ok(covered) => self.cursor.covered = covered,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        self.tx.settle(got).transpose()
+    }
 }
 
 impl std::fmt::Debug for Range<'_> {
@@ -198,7 +226,7 @@ impl Iterator for Range<'_> {
         let got = self
             .cursor
             .next_front(self.tx.store(), self.tx.id(), &self.rel);
-        self.tx.settle(got).transpose()
+        self.counted(got)
     }
 }
 
@@ -207,7 +235,7 @@ impl DoubleEndedIterator for Range<'_> {
         let got = self
             .cursor
             .next_back(self.tx.store(), self.tx.id(), &self.rel);
-        self.tx.settle(got).transpose()
+        self.counted(got)
     }
 }
 

@@ -138,7 +138,7 @@ impl KvStore for KeelKv {
             ),
             (
                 "read".into(),
-                "begin; get_key_into (one buffer for the transaction's gets) / range per operation (shared key-range locks); commit".into(),
+                "begin; get_key_into (one buffer for the transaction's gets) / range per operation; commit (shared key locks until the transaction's 64th read in the tree, then the tree locked shared)".into(),
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
