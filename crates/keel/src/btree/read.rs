@@ -34,9 +34,6 @@ use crate::page::tree::{TreePage, VALUE_INLINE};
 use crate::storage::Storage;
 use crate::types::{PageId, TxnId};
 
-/// An item read from a leaf: its key and what was read of its value.
-type Read = (Vec<u8>, Got);
-
 /// Items a scan's first fill of either end reads and locks at most; each
 /// later fill of that end reads twice as many (up to the rest of the
 /// leaf). A short scan (`take(10)`) so locks about what it returns, not
@@ -44,29 +41,78 @@ type Read = (Vec<u8>, Got);
 /// leaves after a few fills.
 pub(crate) const FIRST_FILL: usize = 16;
 
-/// A value as read under its leaf's latch: an inline value, copied out at
-/// once (one copy, no second read of the leaf), or the rest of an item
-/// whose value is in an overflow chain, read after the latch is released.
-pub(crate) enum Got {
-    Value(Vec<u8>),
-    Chain(PageId, Vec<u8>),
+/// Items a scan read from leaves and locked, not yet returned: each key,
+/// and its inline value or (for a value in an overflow chain) the item's
+/// rest, packed into one buffer that the scan's next fill of that end
+/// reuses, so a fill allocates nothing per item; an item's key and value
+/// get buffers of their own only when it is returned.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    items: VecDeque<Packed>,
 }
 
-impl Got {
-    /// What item rest `rest` of leaf `at` gives.
-    fn new(at: PageId, rest: &[u8]) -> Got {
-        match rest.split_first() {
-            Some((&VALUE_INLINE, v)) => Got::Value(v.to_vec()),
-            _ => Got::Chain(at, rest.to_vec()),
-        }
+/// Where one item of a [`Batch`] lies in its bytes.
+struct Packed {
+    key: std::ops::Range<usize>,
+    rest: std::ops::Range<usize>,
+    /// `Some(leaf)`: `rest` is the rest of an item of `leaf` whose value is
+    /// in an overflow chain, read when the item is returned; `None`: `rest`
+    /// is the value.
+    chain: Option<PageId>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
     }
 
-    /// The value (an overflow chain read now).
-    fn value(self, store: &Storage, rel: &Relation) -> Result<Vec<u8>> {
-        match self {
-            Got::Value(v) => Ok(v),
-            Got::Chain(at, rest) => store.tree_value_of(rel, at, &rest),
-        }
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds item `(key, rest)` of leaf `at`: its inline value copied now
+    /// (one copy, no second read of the leaf), or the rest of an item
+    /// whose value is in an overflow chain.
+    fn push(&mut self, at: PageId, key: &[u8], rest: &[u8]) {
+        let k = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        let (chain, value) = match rest.split_first() {
+            Some((&VALUE_INLINE, v)) => (None, v),
+            _ => (Some(at), rest),
+        };
+        let v = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.items.push_back(Packed {
+            key: k..v,
+            rest: v..self.bytes.len(),
+            chain,
+        });
+    }
+
+    /// The next item's key.
+    fn next_key(&self) -> Option<&[u8]> {
+        self.items.front().map(|p| &self.bytes[p.key.clone()])
+    }
+
+    /// Removes the next item: its key and value (an overflow chain read
+    /// now).
+    fn pop(&mut self, store: &Storage, rel: &Relation) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(p) = self.items.pop_front() else {
+            return Ok(None);
+        };
+        let key = self.bytes[p.key].to_vec();
+        let rest = &self.bytes[p.rest];
+        let value = match p.chain {
+            None => rest.to_vec(),
+            Some(at) => store.tree_value_of(rel, at, rest)?,
+        };
+        Ok(Some((key, value)))
     }
 }
 
@@ -193,8 +239,8 @@ fn below(hi: &Bound<Vec<u8>>, key: &[u8]) -> bool {
 pub(crate) struct TreeCursor {
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
-    front: VecDeque<Read>,
-    back: VecDeque<Read>,
+    front: Batch,
+    back: Batch,
     /// The key past the range is locked.
     edge_locked: bool,
     /// The front reached the end of the range.
@@ -225,8 +271,8 @@ impl TreeCursor {
         Ok(TreeCursor {
             lo,
             hi,
-            front: VecDeque::new(),
-            back: VecDeque::new(),
+            front: Batch::default(),
+            back: Batch::default(),
             edge_locked: false,
             front_done: false,
             back_done: false,
@@ -261,22 +307,24 @@ impl TreeCursor {
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some((key, got)) = self.front.pop_front() {
-                if !below(&self.hi, &key) {
+            if let Some(key) = self.front.next_key() {
+                if !below(&self.hi, key) {
                     self.front.clear();
                     self.front_done = true;
                     return Ok(None);
                 }
-                set_excluded(&mut self.lo, &key);
-                return Ok(Some((key, got.value(store, rel)?)));
+                set_excluded(&mut self.lo, key);
+                return self.front.pop(store, rel);
             }
             if self.front_done || self.exhausted() {
                 return Ok(None);
             }
-            let (items, more) = store.with_key_locks(txn, || self.fill_front(store, txn, rel))?;
-            self.count_locked(items.len());
+            let mut batch = std::mem::take(&mut self.front);
+            let more =
+                store.with_key_locks(txn, || self.fill_front(store, txn, rel, &mut batch))?;
+            self.count_locked(batch.len());
             self.front_fill = self.front_fill.saturating_mul(2);
-            self.front = items.into();
+            self.front = batch;
             self.front_done |= !more && self.front.is_empty();
         }
     }
@@ -290,25 +338,25 @@ impl TreeCursor {
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some((key, got)) = self.back.pop_front() {
-                if !above(&self.lo, &key) {
+            if let Some(key) = self.back.next_key() {
+                if !above(&self.lo, key) {
                     self.back.clear();
                     self.back_done = true;
                     return Ok(None);
                 }
-                set_excluded(&mut self.hi, &key);
-                return Ok(Some((key, got.value(store, rel)?)));
+                set_excluded(&mut self.hi, key);
+                return self.back.pop(store, rel);
             }
             if self.back_done || self.exhausted() {
                 return Ok(None);
             }
-            let items = store.with_key_locks(txn, || self.fill_back(store, txn, rel))?;
-            self.count_locked(items.as_ref().map_or(0, Vec::len));
+            let mut batch = std::mem::take(&mut self.back);
+            let found =
+                store.with_key_locks(txn, || self.fill_back(store, txn, rel, &mut batch))?;
+            self.count_locked(batch.len());
             self.back_fill = self.back_fill.saturating_mul(2);
-            match items {
-                Some(items) => self.back = items.into(),
-                None => self.back_done = true,
-            }
+            self.back = batch;
+            self.back_done |= !found;
         }
     }
 
@@ -352,14 +400,16 @@ impl TreeCursor {
     }
 
     /// Reads the items of the range from the leaf covering `lo` on, moving
-    /// right past leaves with none, at most `front_fill` of them; locks
-    /// each. Returns them and whether the range may go on past them.
+    /// right past leaves with none, at most `front_fill` of them, into
+    /// `out`; locks each. Returns whether the range may go on past them.
     fn fill_front(
         &self,
         store: &Storage,
         txn: TxnId,
         rel: &Relation,
-    ) -> Result<Step<(Vec<Read>, bool)>> {
+        out: &mut Batch,
+    ) -> Result<Step<bool>> {
+        out.clear();
         let _shared = rel.structure.read();
         let start: &[u8] = match &self.lo {
             Bound::Unbounded => &[],
@@ -369,7 +419,6 @@ impl TreeCursor {
         let mut moves = 0;
         loop {
             let p = store.node(rel, &g, at, 0)?;
-            let mut items = Vec::new();
             let (Ok(first) | Err(first)) = p.search(start)?;
             for i in first..p.len() {
                 let (key, rest) = p.item(i)?;
@@ -377,10 +426,10 @@ impl TreeCursor {
                     continue;
                 }
                 if !below(&self.hi, key) {
-                    return Ok(Step::Done((items, false)));
+                    return Ok(Step::Done(false));
                 }
-                if items.len() == self.front_fill {
-                    return Ok(Step::Done((items, true)));
+                if out.len() == self.front_fill {
+                    return Ok(Step::Done(true));
                 }
                 if !self.covered
                     && let Some(b) =
@@ -388,14 +437,14 @@ impl TreeCursor {
                 {
                     return Ok(Step::Wait(b));
                 }
-                items.push((key.to_vec(), Got::new(at, rest)));
+                out.push(at, key, rest);
             }
-            if !items.is_empty() {
-                return Ok(Step::Done((items, true)));
+            if !out.is_empty() {
+                return Ok(Step::Done(true));
             }
             let high_in_range = p.high_key().is_some_and(|h| below(&self.hi, h));
             if !high_in_range {
-                return Ok(Step::Done((items, false)));
+                return Ok(Step::Done(false));
             }
             // Keys from the high key on are right of this leaf.
             let right = store.right_of(rel, &p, &mut moves)?;
@@ -406,26 +455,27 @@ impl TreeCursor {
     }
 
     /// Reads the items of the range from the leaf holding the last key
-    /// below `hi`, last first, at most `back_fill` of them; locks each.
-    /// `None` when the range has no key left.
+    /// below `hi`, last first, at most `back_fill` of them, into `out`;
+    /// locks each. `false` when the range has no key left.
     fn fill_back(
         &self,
         store: &Storage,
         txn: TxnId,
         rel: &Relation,
-    ) -> Result<Step<Option<Vec<Read>>>> {
+        out: &mut Batch,
+    ) -> Result<Step<bool>> {
+        out.clear();
         let _shared = rel.structure.read();
         let mut hi = self.hi.clone();
         loop {
             let (g, at, low) = store.leaf_before(rel, &hi)?;
             let p = store.node(rel, &g, at, 0)?;
-            let mut items = Vec::new();
             for i in (0..p.len()).rev() {
                 let (key, rest) = p.item(i)?;
                 if !below(&hi, key) {
                     continue;
                 }
-                if !above(&self.lo, key) || items.len() == self.back_fill {
+                if !above(&self.lo, key) || out.len() == self.back_fill {
                     break;
                 }
                 if !self.covered
@@ -434,16 +484,16 @@ impl TreeCursor {
                 {
                     return Ok(Step::Wait(b));
                 }
-                items.push((key.to_vec(), Got::new(at, rest)));
+                out.push(at, key, rest);
             }
-            if !items.is_empty() {
-                return Ok(Step::Done(Some(items)));
+            if !out.is_empty() {
+                return Ok(Step::Done(true));
             }
             // Nothing below `hi` here: go on left of this leaf's range (its
             // low end is below `hi`, so this ends).
             match low {
                 Some(low) if self.lo_below(&low) => hi = Bound::Excluded(low),
-                _ => return Ok(Step::Done(None)),
+                _ => return Ok(Step::Done(false)),
             }
         }
     }
