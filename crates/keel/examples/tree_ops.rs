@@ -25,8 +25,10 @@
 //! write is printed beside the rate (the rest of a write is the wait for
 //! its durable write).
 //! RANGES (default 0) then reads that many ranges of 10 entries from
-//! loaded keys, 100 per read transaction, as the suite's range reads do,
-//! in `range_reads` (for callgrind as above).
+//! loaded keys, 100 per read transaction, as the suite's range reads do
+//! (`Range::next_into`, one key and one value buffer; with
+//! `KEEL_RANGE_ITERATOR` set, the iterator's `next`, two new buffers per
+//! entry), in `range_reads` (for callgrind as above).
 //! The load also prints its CPU time: the loading thread's and the whole
 //! process's (the log's threads included). With `KEEL_WAL_BUFFERED` set in
 //! the environment the log is written through the page cache instead of
@@ -185,8 +187,10 @@ fn range_reads(
     keys: u64,
     count: u64,
 ) -> Result<u64, keel::Error> {
+    let iterator = std::env::var_os("KEEL_RANGE_ITERATOR").is_some();
     let mut entries = 0;
     let mut i = 0;
+    let (mut k, mut v) = (Vec::new(), Vec::new());
     while i < count {
         let txn = db.begin()?;
         for j in i..(i + RANGES_PER_TXN).min(count) {
@@ -195,8 +199,16 @@ fn range_reads(
                 std::ops::Bound::Included(&lo[..]),
                 std::ops::Bound::Unbounded,
             );
-            for kv in txn.range(tree, from)?.take(RANGE_LEN) {
-                kv?;
+            let mut r = txn.range(tree, from)?;
+            for _ in 0..RANGE_LEN {
+                let more = if iterator {
+                    r.next().transpose()?.is_some()
+                } else {
+                    r.next_into(&mut k, &mut v)?
+                };
+                if !more {
+                    break;
+                }
                 entries += 1;
             }
         }

@@ -511,6 +511,68 @@ fn ranges_escalate_to_a_tree_lock_and_still_answer_in_both_directions() {
     db.close().unwrap();
 }
 
+/// `next_into` and `next_back_into` give what the iterator gives, from
+/// both ends at once, into reused buffers: a short value after a long
+/// one, an overflow value (read from its chain), and nothing once the two
+/// ends meet.
+#[test]
+fn next_into_reads_what_the_iterator_reads_into_reused_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..300u64 {
+        let len = match i % 50 {
+            0 => 20_000,
+            1 => 1,
+            _ => 40 + (i as usize % 7) * 30,
+        };
+        model.insert(key(i), value(i, len));
+        tx.put(t, &key(i), &value(i, len)).unwrap();
+    }
+    tx.commit().unwrap();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.into_iter().collect();
+
+    let tx = db.begin().unwrap();
+    let (mut k, mut v) = (vec![9u8; 64], vec![9u8; 30_000]);
+    let mut r = tx.range(t, ..).unwrap();
+    let (mut front, mut back) = (Vec::new(), Vec::new());
+    loop {
+        let a = r.next_into(&mut k, &mut v).unwrap();
+        if a {
+            front.push((k.clone(), v.clone()));
+        }
+        let b = r.next_back_into(&mut k, &mut v).unwrap();
+        if b {
+            back.push((k.clone(), v.clone()));
+        }
+        if !a && !b {
+            break;
+        }
+    }
+    assert!(!r.next_into(&mut k, &mut v).unwrap());
+    back.reverse();
+    front.extend(back);
+    assert_eq!(front, want);
+    // From a bound, against the iterator over the same range.
+    let lo = (
+        Bound::Excluded(&want[100].0[..]),
+        Bound::Included(&want[160].0[..]),
+    );
+    let by_iter: Vec<_> = tx.range(t, lo).unwrap().map(|kv| kv.unwrap()).collect();
+    let mut r = tx.range(t, lo).unwrap();
+    let mut by_into = Vec::new();
+    while r.next_into(&mut k, &mut v).unwrap() {
+        by_into.push((k.clone(), v.clone()));
+    }
+    assert_eq!(by_into, by_iter);
+    assert_eq!(by_into, want[101..=160].to_vec());
+    drop(r);
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
+
 /// A transaction that writes `ESCALATE_AT` keys of a tree holds the tree
 /// exclusively (the lock manager's escalation, which the transaction then
 /// counts on, taking no more key locks): readers wait for all of it, and

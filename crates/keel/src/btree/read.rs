@@ -41,6 +41,10 @@ use crate::types::{PageId, TxnId};
 /// leaves after a few fills.
 pub(crate) const FIRST_FILL: usize = 16;
 
+/// Items a batch makes room for before a fill, at most (a fill's count
+/// doubles without bound; a leaf holds a few hundred items at most).
+const FILL_RESERVE: usize = 256;
+
 /// Items a scan read from leaves and locked, not yet returned: each key,
 /// and its inline value or (for a value in an overflow chain) the item's
 /// rest, packed into one buffer that the scan's next fill of that end
@@ -66,6 +70,15 @@ impl Batch {
     fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
+    }
+
+    /// Empties the batch for a fill of at most `fill` items. A fill takes
+    /// its items from one leaf, so their bytes fit in a page's: reserved
+    /// once, they never grow the buffer.
+    fn clear_for(&mut self, fill: usize) {
+        self.clear();
+        self.bytes.reserve(crate::page::PAGE_SIZE);
+        self.items.reserve(fill.min(FILL_RESERVE));
     }
 
     fn len(&self) -> usize {
@@ -100,19 +113,30 @@ impl Batch {
         self.items.front().map(|p| &self.bytes[p.key.clone()])
     }
 
-    /// Removes the next item: its key and value (an overflow chain read
-    /// now).
-    fn pop(&mut self, store: &Storage, rel: &Relation) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    /// Removes the next item into `key` and `value`, cleared first (a
+    /// value in an overflow chain read now, into a buffer of its own);
+    /// `false` when there is none.
+    fn pop_into(
+        &mut self,
+        store: &Storage,
+        rel: &Relation,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool> {
         let Some(p) = self.items.pop_front() else {
-            return Ok(None);
+            return Ok(false);
         };
-        let key = self.bytes[p.key].to_vec();
+        key.clear();
+        key.extend_from_slice(&self.bytes[p.key]);
         let rest = &self.bytes[p.rest];
-        let value = match p.chain {
-            None => rest.to_vec(),
-            Some(at) => store.tree_value_of(rel, at, rest)?,
-        };
-        Ok(Some((key, value)))
+        match p.chain {
+            None => {
+                value.clear();
+                value.extend_from_slice(rest);
+            }
+            Some(at) => *value = store.tree_value_of(rel, at, rest)?,
+        }
+        Ok(true)
     }
 }
 
@@ -298,26 +322,29 @@ impl TreeCursor {
         }
     }
 
-    /// The next item from the front, its value read.
+    /// The next item from the front, its value read, into `key` and
+    /// `value`; `false` at the end of the range.
     pub(crate) fn next_front(
         &mut self,
         store: &Storage,
         txn: TxnId,
         rel: &Relation,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some(key) = self.front.next_key() {
-                if !below(&self.hi, key) {
+            if let Some(next) = self.front.next_key() {
+                if !below(&self.hi, next) {
                     self.front.clear();
                     self.front_done = true;
-                    return Ok(None);
+                    return Ok(false);
                 }
-                set_excluded(&mut self.lo, key);
-                return self.front.pop(store, rel);
+                set_excluded(&mut self.lo, next);
+                return self.front.pop_into(store, rel, key, value);
             }
             if self.front_done || self.exhausted() {
-                return Ok(None);
+                return Ok(false);
             }
             let mut batch = std::mem::take(&mut self.front);
             let more =
@@ -329,26 +356,29 @@ impl TreeCursor {
         }
     }
 
-    /// The next item from the back, its value read.
+    /// The next item from the back, its value read, into `key` and
+    /// `value`; `false` at the start of the range.
     pub(crate) fn next_back(
         &mut self,
         store: &Storage,
         txn: TxnId,
         rel: &Relation,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool> {
         self.lock_edge(store, txn, rel)?;
         loop {
-            if let Some(key) = self.back.next_key() {
-                if !above(&self.lo, key) {
+            if let Some(next) = self.back.next_key() {
+                if !above(&self.lo, next) {
                     self.back.clear();
                     self.back_done = true;
-                    return Ok(None);
+                    return Ok(false);
                 }
-                set_excluded(&mut self.hi, key);
-                return self.back.pop(store, rel);
+                set_excluded(&mut self.hi, next);
+                return self.back.pop_into(store, rel, key, value);
             }
             if self.back_done || self.exhausted() {
-                return Ok(None);
+                return Ok(false);
             }
             let mut batch = std::mem::take(&mut self.back);
             let found =
@@ -409,7 +439,7 @@ impl TreeCursor {
         rel: &Relation,
         out: &mut Batch,
     ) -> Result<Step<bool>> {
-        out.clear();
+        out.clear_for(self.front_fill);
         let _shared = rel.structure.read();
         let start: &[u8] = match &self.lo {
             Bound::Unbounded => &[],
@@ -464,7 +494,7 @@ impl TreeCursor {
         rel: &Relation,
         out: &mut Batch,
     ) -> Result<Step<bool>> {
-        out.clear();
+        out.clear_for(self.back_fill);
         let _shared = rel.structure.read();
         let mut hi = self.hi.clone();
         loop {

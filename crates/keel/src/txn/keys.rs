@@ -194,28 +194,60 @@ pub struct Range<'tx> {
 }
 
 impl Range<'_> {
+    /// The next item from the front into `key` and `value` (their buffers
+    /// reused: what [`Iterator::next`] returns, without two new buffers
+    /// per item); `Ok(false)` at the end of the range. Locks as `next`
+    /// does.
+    ///
+    /// ```
+    /// # fn main() -> keel::Result<()> {
+    /// # let tmp = std::env::temp_dir().join(format!("keel-doc-next-into-{}", std::process::id()));
+    /// # let db = keel::Database::open(&tmp, keel::Config::default())?;
+    /// let t = db.create_tree("t")?;
+    /// let mut tx = db.begin()?;
+    /// for k in [&b"a"[..], b"b", b"c"] {
+    ///     tx.put(t, k, b"v")?;
+    /// }
+    /// let (mut key, mut value) = (Vec::new(), Vec::new());
+    /// use std::ops::Bound::{Included, Unbounded};
+    /// let mut r = tx.range(t, (Included(&b"b"[..]), Unbounded))?;
+    /// let mut seen = Vec::new();
+    /// while r.next_into(&mut key, &mut value)? {
+    ///     seen.push(key.clone());
+    /// }
+    /// assert_eq!(seen, [b"b".to_vec(), b"c".to_vec()]);
+    /// # drop(r);
+    /// # tx.commit()?;
+    /// # db.close()?;
+    /// # std::fs::remove_dir_all(&tmp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn next_into(&mut self, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<bool> {
+        let got = self
+            .cursor
+            .next_front(self.tx.store(), self.tx.id(), &self.rel, key, value);
+        self.counted(got)
+    }
+
+    /// The next item from the back into `key` and `value`, as
+    /// [`next_into`](Self::next_into) from the front; `Ok(false)` at the
+    /// start of the range.
+    pub fn next_back_into(&mut self, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<bool> {
+        let got = self
+            .cursor
+            .next_back(self.tx.store(), self.tx.id(), &self.rel, key, value);
+        self.counted(got)
+    }
+
     /// Counts the key locks the last step took toward the tree's read
     /// escalation, then settles `got` (`Transaction::settle`).
-    fn counted(
-        &mut self,
-        got: Result<Option<(Vec<u8>, Vec<u8>)>>,
-    ) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+    fn counted<T>(&mut self, got: Result<T>) -> Result<T> {
         let n = self.cursor.take_locked();
         if n > 0 {
-            match self.tx.count_scan(self.at, n) {
-                Ok(covered) => self.cursor.covered = covered,
-                Err(e) => return Some(Err(e)),
-            }
+            self.cursor.covered = self.tx.count_scan(self.at, n)?;
         }
-        self.tx.settle(got).transpose()
-    }
-}
-
-impl std::fmt::Debug for Range<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Range")
-            .field("tree", &self.rel.id)
-            .finish_non_exhaustive()
+        self.tx.settle(got)
     }
 }
 
@@ -223,19 +255,23 @@ impl Iterator for Range<'_> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let got = self
-            .cursor
-            .next_front(self.tx.store(), self.tx.id(), &self.rel);
-        self.counted(got)
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        match self.next_into(&mut key, &mut value) {
+            Ok(true) => Some(Ok((key, value))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        let got = self
-            .cursor
-            .next_back(self.tx.store(), self.tx.id(), &self.rel);
-        self.counted(got)
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        match self.next_back_into(&mut key, &mut value) {
+            Ok(true) => Some(Ok((key, value))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 

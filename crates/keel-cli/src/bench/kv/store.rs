@@ -138,7 +138,7 @@ impl KvStore for KeelKv {
             ),
             (
                 "read".into(),
-                "begin; get_key_into (one buffer for the transaction's gets) / range per operation; commit (shared key locks until the transaction's 64th read in the tree, then the tree locked shared)".into(),
+                "begin; get_key_into (one buffer for the transaction's gets) / range per operation, its entries read with next_into (one key and one value buffer for the transaction's ranges); commit (shared key locks until the transaction's 64th read in the tree, then the tree locked shared)".into(),
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
@@ -175,12 +175,15 @@ impl KvStore for KeelKv {
     fn ranges(&self, starts: &[u64], len: usize) -> Result<u64, Failure> {
         let tx = self.db.begin().map_err(k)?;
         let mut n = 0;
+        let (mut kb, mut vb) = (Vec::new(), Vec::new());
         for &s in starts {
             let lo = key(s);
             let from = (Bound::Included(&lo[..]), Bound::Unbounded);
-            let r = tx.range(self.tree, from).map_err(k)?;
-            for kv in r.take(len) {
-                kv.map_err(k)?;
+            let mut r = tx.range(self.tree, from).map_err(k)?;
+            for _ in 0..len {
+                if !r.next_into(&mut kb, &mut vb).map_err(k)? {
+                    break;
+                }
                 n += 1;
             }
         }
