@@ -40,8 +40,10 @@ use std::time::Instant;
 
 use keel::{Config, Database};
 
-const KEY_BYTES: usize = 24;
-const VALUE_BYTES: usize = 150;
+#[path = "kv_shape/mod.rs"]
+mod kv_shape;
+use kv_shape::{VALUE_BYTES, key, thread_cpu};
+
 const LOAD_KEYS: u64 = 50_000;
 const FILE_BYTES: u64 = 64 << 20;
 const BLOCK: usize = 4096;
@@ -50,19 +52,6 @@ const BLOCK: usize = 4096;
 const MAX_SHAPED: usize = 8 * BLOCK;
 /// Commits at the start of each window timed apart.
 const FIRST: u64 = 20;
-
-/// Key `i` of a fixed xorshift sequence.
-fn key(i: u64) -> [u8; KEY_BYTES] {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut k = [0u8; KEY_BYTES];
-    for chunk in k.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    k
-}
 
 #[derive(Default)]
 struct Tally {
@@ -84,16 +73,6 @@ impl Tally {
     fn rate(&self) -> f64 {
         self.commits as f64 / self.secs.max(1e-9)
     }
-}
-
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn window(

@@ -41,24 +41,13 @@ use std::time::Instant;
 
 use keel::{Config, Database};
 
-const KEY_BYTES: usize = 24;
-const VALUE_BYTES: usize = 150;
+#[path = "kv_shape/mod.rs"]
+mod kv_shape;
+use kv_shape::{VALUE_BYTES, key, thread_cpu};
+
 const GETS_PER_TXN: u64 = 1_000;
 const RANGES_PER_TXN: u64 = 100;
 const RANGE_LEN: usize = 10;
-
-/// Key `i` of the fixed sequence: 24 bytes from a xorshift of `i`.
-fn key(i: u64) -> [u8; KEY_BYTES] {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut k = [0u8; KEY_BYTES];
-    for chunk in k.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    k
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -232,15 +221,4 @@ fn cpu_seconds() -> Result<f64, Box<dyn std::error::Error>> {
             .parse::<f64>()?)
     };
     Ok((field(11)? + field(12)?) / 100.0)
-}
-
-/// User plus system CPU time of the calling thread, in seconds.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
