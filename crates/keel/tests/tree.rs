@@ -537,6 +537,7 @@ fn next_into_reads_what_the_iterator_reads_into_reused_buffers() {
     let tx = db.begin().unwrap();
     let (mut k, mut v) = (vec![9u8; 64], vec![9u8; 30_000]);
     let mut r = tx.range(t, ..).unwrap();
+    assert!(format!("{r:?}").starts_with("Range"), "{r:?}");
     let (mut front, mut back) = (Vec::new(), Vec::new());
     loop {
         let a = r.next_into(&mut k, &mut v).unwrap();
