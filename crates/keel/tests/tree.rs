@@ -405,14 +405,13 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
     db.close().unwrap();
 }
 
-/// Ranges count their key locks toward the same escalation: a read-only
-/// transaction whose ranges have locked `TREE_READ_ESCALATE_AT` keys holds
-/// the whole tree shared, from the middle of a range on, and its later
-/// ranges (both directions) answer as before with no key locks. Below the
-/// threshold a writer can still change keys outside the ranges read; a
-/// writer holding the tree keeps a long range to key locks.
+/// A range scan counts as one read toward the same escalation, however
+/// many keys it reads: a long range alone, or 63 reads, leave the keys
+/// outside them writable; the 64th read locks the whole tree shared, and
+/// ranges started after it answer from both ends with no key locks. A
+/// writer holding the tree keeps a reader of many ranges to key locks.
 #[test]
-fn ranges_escalate_to_a_tree_lock_and_still_answer_in_both_directions() {
+fn ranges_count_toward_the_read_escalation_and_answer_under_the_tree_lock() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config();
     c.lock_timeout = Some(std::time::Duration::from_secs(20));
@@ -425,87 +424,77 @@ fn ranges_escalate_to_a_tree_lock_and_still_answer_in_both_directions() {
         tx.put(t, &key(i), &value(i, 20)).unwrap();
     }
     tx.commit().unwrap();
-    let model: BTreeMap<Vec<u8>, Vec<u8>> = all(&db, t).into_iter().collect();
-    let sorted: Vec<&Vec<u8>> = model.keys().collect();
+    let sorted: Vec<Vec<u8>> = all(&db, t).into_iter().map(|(k, _)| k).collect();
     let refused = |e: Error| {
         assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
     };
-
-    // Ranges of 10 from the start: each reads and locks a first fill of
-    // 16 keys, and the key past it (its edge), 17 key locks.
-    let reader = db.begin().unwrap();
-    let ten = |tx: &keel::Transaction<'_>, from: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let lo = (Bound::Included(from), Bound::Unbounded);
+    // Replaces an existing key (its own lock only, no next-key check).
+    let replace = |i: usize, v: &[u8]| -> keel::Result<()> {
+        let mut w = db.begin().unwrap();
+        w.put(t, &sorted[i], v)?;
+        w.commit()
+    };
+    let ten = |tx: &keel::Transaction<'_>, from: usize| -> Vec<Vec<u8>> {
+        let lo = (Bound::Included(&sorted[from][..]), Bound::Unbounded);
         tx.range(t, lo)
             .unwrap()
             .take(10)
-            .map(|kv| kv.unwrap())
+            .map(|kv| kv.unwrap().0)
             .collect()
     };
-    for r in 0..3 {
-        let got = ten(&reader, sorted[r * 10]);
-        assert_eq!(got.len(), 10);
-        assert_eq!(&got[0].0, sorted[r * 10]);
-    }
-    // 51 key locks: a key far from those read is still writable.
-    let far = sorted[(n - 1) as usize].clone();
-    let mut w = db.begin().unwrap();
-    w.put(t, &far, b"w").unwrap();
-    w.commit().unwrap();
-    // A long range passes the threshold in its middle and answers whole.
+
+    let reader = db.begin().unwrap();
+    // One long range: one read, whatever its length.
     let lo = (
-        Bound::Included(&sorted[50][..]),
-        Bound::Included(&sorted[150][..]),
+        Bound::Included(&sorted[0][..]),
+        Bound::Included(&sorted[149][..]),
     );
-    let got: Vec<Vec<u8>> = reader
-        .range(t, lo)
-        .unwrap()
-        .map(|kv| kv.unwrap().0)
-        .collect();
-    let want: Vec<Vec<u8>> = sorted[50..=150].iter().map(|k| k.to_vec()).collect();
-    assert_eq!(got, want);
-    // Now the whole tree: a key never read, and a new one.
+    assert_eq!(reader.range(t, lo).unwrap().count(), 150);
+    replace(255, b"w").unwrap();
+    // 62 more ranges: 63 reads, still key locks only.
+    for i in 0..62 {
+        assert_eq!(ten(&reader, i), sorted[i..i + 10].to_vec());
+    }
+    replace(254, b"w").unwrap();
+    // The 64th read locks the tree: a key never read, and a new one.
+    assert_eq!(ten(&reader, 200), sorted[200..210].to_vec());
     let mut w = db.begin().unwrap();
-    refused(w.put(t, &sorted[200].clone(), b"w").unwrap_err());
+    refused(w.put(t, &sorted[230], b"w").unwrap_err());
     drop(w);
     let mut w = db.begin().unwrap();
     refused(w.put(t, b"new", b"w").unwrap_err());
     drop(w);
-    // Covered ranges answer from either end, the last write included.
+    // Ranges under the tree lock answer from either end.
     let back: Vec<Vec<u8>> = reader
         .range(t, ..)
         .unwrap()
         .rev()
         .map(|kv| kv.unwrap().0)
         .collect();
-    let mut want: Vec<Vec<u8>> = sorted.iter().map(|k| k.to_vec()).collect();
+    let mut want = sorted.clone();
     want.reverse();
     assert_eq!(back, want);
     assert_eq!(
         reader.last(t).unwrap().unwrap(),
-        (far.clone(), b"w".to_vec())
+        (sorted[255].clone(), b"w".to_vec())
     );
     let mut both = reader.range(t, ..).unwrap();
-    assert_eq!(both.next().unwrap().unwrap().0, *sorted[0]);
-    assert_eq!(both.next_back().unwrap().unwrap().0, far);
+    assert_eq!(both.next().unwrap().unwrap().0, sorted[0]);
+    assert_eq!(both.next_back().unwrap().unwrap().0, sorted[255]);
     assert_eq!(both.count() as u64, n - 2);
     reader.commit().unwrap();
-    let mut w = db.begin().unwrap();
-    w.put(t, &sorted[200].clone(), b"w").unwrap();
-    w.commit().unwrap();
+    replace(230, b"w").unwrap();
 
-    // A writer holding the tree (IX, uncommitted) keeps a long range to
-    // key locks: the writer can still change keys the range did not read.
+    // A writer holding the tree (IX, uncommitted) keeps a reader of many
+    // ranges to key locks: the writer can still change keys it did not read.
     let mut w = db.begin().unwrap();
-    w.put(t, &sorted[250].clone(), b"w1").unwrap();
+    w.put(t, &sorted[250], b"w1").unwrap();
     let reader = db.begin().unwrap();
-    let lo = (
-        Bound::Included(&sorted[0][..]),
-        Bound::Excluded(&sorted[120][..]),
-    );
-    assert_eq!(reader.range(t, lo).unwrap().count(), 120);
-    w.put(t, &sorted[240].clone(), b"w2").unwrap();
-    refused(w.put(t, &sorted[5].clone(), b"w3").unwrap_err());
+    for i in 0..2 * esc as usize {
+        assert_eq!(ten(&reader, i % 20), sorted[i % 20..i % 20 + 10].to_vec());
+    }
+    w.put(t, &sorted[240], b"w2").unwrap();
+    refused(w.put(t, &sorted[5], b"w3").unwrap_err());
     drop(w);
     reader.commit().unwrap();
     db.close().unwrap();

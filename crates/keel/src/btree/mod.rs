@@ -119,13 +119,11 @@
 //!
 //! A read-only transaction that has made
 //! [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) reads in a tree
-//! (a get is one read, a range scan counts each key lock it took) tries,
-//! never waiting, to lock the whole tree S (granted only while no other
-//! transaction holds it IX); from then on its gets and scans there take no
-//! key lock, since the tree lock gives them all (and keeps the tree's
-//! writers waiting until the reader ends). A scan under way when the
-//! escalation is granted stops locking keys from its next fill on. A tree
-//! held X (a bulk load's lock, or the lock
+//! (gets and range scans, one each) tries, never waiting, to lock the
+//! whole tree S (granted only while no other transaction holds it IX);
+//! from then on its gets there, and the scans it starts there, take no key
+//! lock, since the tree lock gives them all (and keeps the tree's writers
+//! waiting until the reader ends). A tree held X (a bulk load's lock, or the lock
 //! manager's escalation after `ESCALATE_AT` key locks, which the
 //! transaction looks for at that count) covers the same way, and then its
 //! puts take no key locks either: no other transaction holds any lock in

@@ -15,11 +15,9 @@
 //! range, or at its upper edge, until the transaction ends. A buffered
 //! item was locked when read, and a key locked shared cannot be deleted
 //! or changed by another transaction, so the buffer stays true. A scan
-//! whose transaction holds the whole tree shared or exclusive is
-//! `covered`: it locks neither its items nor its edge (the tree lock keeps
-//! every other transaction's change out of the whole tree). The
-//! transaction counts the key locks a scan took toward its tree's read
-//! escalation and marks the scan covered once the tree lock is granted.
+//! started while its transaction holds the whole tree shared or exclusive
+//! is `covered`: it locks neither its items nor its edge (the tree lock
+//! keeps every other transaction's change out of the whole tree).
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -277,11 +275,8 @@ pub(crate) struct TreeCursor {
     back_fill: usize,
     /// The transaction holds the tree shared or exclusive, which gives
     /// every key lock the scan would take: fills ask for none (set by the
-    /// transaction, `Transaction::range`).
+    /// transaction when the scan starts, `Transaction::range`).
     pub(crate) covered: bool,
-    /// Key locks taken since the transaction last counted them
-    /// ([`take_locked`](Self::take_locked)).
-    locked: u32,
 }
 
 impl TreeCursor {
@@ -303,13 +298,7 @@ impl TreeCursor {
             front_fill: FIRST_FILL,
             back_fill: FIRST_FILL,
             covered: false,
-            locked: 0,
         })
-    }
-
-    /// The key locks this scan has taken since the last call.
-    pub(crate) fn take_locked(&mut self) -> u32 {
-        std::mem::take(&mut self.locked)
     }
 
     /// Whether the range left is empty.
@@ -349,7 +338,6 @@ impl TreeCursor {
             let mut batch = std::mem::take(&mut self.front);
             let more =
                 store.with_key_locks(txn, || self.fill_front(store, txn, rel, &mut batch))?;
-            self.count_locked(batch.len());
             self.front_fill = self.front_fill.saturating_mul(2);
             self.front = batch;
             self.front_done |= !more && self.front.is_empty();
@@ -383,19 +371,9 @@ impl TreeCursor {
             let mut batch = std::mem::take(&mut self.back);
             let found =
                 store.with_key_locks(txn, || self.fill_back(store, txn, rel, &mut batch))?;
-            self.count_locked(batch.len());
             self.back_fill = self.back_fill.saturating_mul(2);
             self.back = batch;
             self.back_done |= !found;
-        }
-    }
-
-    /// Counts `n` key locks a fill took (none when covered).
-    fn count_locked(&mut self, n: usize) {
-        if !self.covered {
-            self.locked = self
-                .locked
-                .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
 
@@ -425,7 +403,6 @@ impl TreeCursor {
             lock_shared(store, txn, target)
         })?;
         self.edge_locked = true;
-        self.count_locked(1);
         Ok(())
     }
 

@@ -133,12 +133,11 @@ impl Transaction<'_> {
     }
 
     fn tree_range(&self, tree: RelationId, mut cursor: TreeCursor) -> Result<Range<'_>> {
-        let (rel, at, covered) = self.tree_for_scan(tree)?;
+        let (rel, covered) = self.tree_for_scan(tree)?;
         cursor.covered = covered;
         Ok(Range {
             tx: self,
             rel,
-            at,
             cursor,
         })
     }
@@ -181,15 +180,13 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// The keys and values of a tree within a range, from
 /// [`Transaction::range`] or [`Transaction::prefix`].
 ///
-/// The key locks a range takes count toward the tree's read escalation
-/// ([`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT)): once a
-/// read-only transaction holds the whole tree shared, its ranges take no
-/// key locks there.
+/// A range counts as one read toward the tree's read escalation
+/// ([`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT)), as a get
+/// does: a range started once a read-only transaction holds the whole tree
+/// shared takes no key locks there.
 pub struct Range<'tx> {
     tx: &'tx Transaction<'tx>,
     rel: Arc<Relation>,
-    /// The tree's place among the transaction's tree locks.
-    at: usize,
     cursor: TreeCursor,
 }
 
@@ -227,7 +224,7 @@ impl Range<'_> {
         let got = self
             .cursor
             .next_front(self.tx.store(), self.tx.id(), &self.rel, key, value);
-        self.counted(got)
+        self.tx.settle(got)
     }
 
     /// The next item from the back into `key` and `value`, as
@@ -237,16 +234,6 @@ impl Range<'_> {
         let got = self
             .cursor
             .next_back(self.tx.store(), self.tx.id(), &self.rel, key, value);
-        self.counted(got)
-    }
-
-    /// Counts the key locks the last step took toward the tree's read
-    /// escalation, then settles `got` (`Transaction::settle`).
-    fn counted<T>(&mut self, got: Result<T>) -> Result<T> {
-        let n = self.cursor.take_locked();
-        if n > 0 {
-            self.cursor.covered = self.tx.count_scan(self.at, n)?;
-        }
         self.tx.settle(got)
     }
 }

@@ -248,32 +248,23 @@ pub(crate) fn system_txn<T>(
     }
 }
 
-/// Reads a read-only transaction makes in one tree before it tries (never
-/// waiting) to lock the whole tree shared, after which its gets and range
-/// scans there take no key locks; tried again when the count reaches or
-/// passes each doubling while a writer's intention lock refuses it. A get
-/// is one read; a range scan counts each key lock it took (its items and
-/// the key past its range). A tree-level S lock gives every key lock a
+/// Reads (gets and range scans, one each) a read-only transaction makes in
+/// one tree before it tries (never waiting) to lock the whole tree shared,
+/// after which its gets and the range scans it starts there take no key
+/// locks; tried again at each doubling of the count while a writer's
+/// intention lock refuses it. A tree-level S lock gives every key lock a
 /// get or a scan would take (no other transaction can hold IX on the tree,
 /// so none can insert, delete or change a key until this one ends:
 /// serializable as the key locks are), at the price of keeping the tree's
 /// writers waiting until this transaction ends, as the lock manager's own
 /// escalation after `ESCALATE_AT` row locks does (and a transaction that
-/// writes the tree after it asks for X: S and IX join to X). Sixty-four
-/// reads mark a reader that would otherwise spend more on its key locks,
-/// and their release at commit, than on anything else but its descents.
+/// writes the tree after it asks for X: S and IX join to X, so two such
+/// transactions deadlock). A scan counts once however many keys it locks:
+/// one range read before an update, the common read-then-write
+/// transaction, never escalates by itself. Sixty-four reads mark a reader
+/// that would otherwise spend more on its key locks, and their release at
+/// commit, than on anything else but its descents.
 pub const TREE_READ_ESCALATE_AT: u32 = 64;
-
-/// Whether a read count that went from `before` to `after` reached
-/// [`TREE_READ_ESCALATE_AT`] or passed a doubling of it (the counts at
-/// which a read-only transaction tries to lock its tree shared).
-fn escalation_due(before: u32, after: u32) -> bool {
-    let mark = before
-        .saturating_add(1)
-        .max(TREE_READ_ESCALATE_AT)
-        .checked_next_power_of_two();
-    mark.is_some_and(|m| m <= after)
-}
 
 /// A tree this transaction has locked: the tree as the catalog gave it
 /// when the lock was granted (it stays in the catalog until this
@@ -513,7 +504,7 @@ impl<'db> Transaction<'db> {
     ) -> Result<T> {
         let at = self.tree_hold(rel, mode)?;
         if mode == LockMode::IntentShared {
-            self.count_reads(at, 1)?;
+            self.count_read(at)?;
         } else if mode == LockMode::IntentExclusive {
             self.count_write(at);
         }
@@ -597,17 +588,18 @@ impl<'db> Transaction<'db> {
             && self.home.load(Ordering::Acquire) == thread_key()
     }
 
-    /// Counts `n` reads in the tree at `at` (a get is one, a scan counts
-    /// the key locks it took) and, when the count reaches
-    /// [`TREE_READ_ESCALATE_AT`] or passes a doubling of it, tries (never
-    /// waiting) to lock the tree shared when this transaction holds it
-    /// only in IS.
-    fn count_reads(&self, at: usize, n: u32) -> Result<()> {
+    /// Counts a read (a get, or a range scan's start) in the tree at `at`
+    /// and, at [`TREE_READ_ESCALATE_AT`] reads and each doubling after,
+    /// tries (never waiting) to lock the tree shared when this transaction
+    /// holds it only in IS.
+    fn count_read(&self, at: usize) -> Result<()> {
         let mut holds = self.tree_locks.borrow_mut();
         let h = &mut holds[at];
-        let before = h.ops;
-        h.ops = h.ops.saturating_add(n);
-        if h.mode != LockMode::IntentShared || !escalation_due(before, h.ops) {
+        h.ops = h.ops.saturating_add(1);
+        if h.mode != LockMode::IntentShared
+            || h.ops < TREE_READ_ESCALATE_AT
+            || !h.ops.is_power_of_two()
+        {
             return Ok(());
         }
         let target = LockTarget::Relation(h.rel.id);
@@ -651,22 +643,15 @@ impl<'db> Transaction<'db> {
     }
 
     /// The tree `rel`, checked to be one and locked in intention mode
-    /// IS (a scan's start): the tree, its place among the trees this
-    /// transaction holds (for [`count_scan`](Self::count_scan)), and
-    /// whether the tree lock held covers the scan's key locks.
-    pub(super) fn tree_for_scan(&self, rel: RelationId) -> Result<(Arc<Relation>, usize, bool)> {
+    /// IS, for a range scan that starts: one read toward the tree's read
+    /// escalation, as a get. Returns the tree and whether the tree lock
+    /// held covers the scan's key locks.
+    pub(super) fn tree_for_scan(&self, rel: RelationId) -> Result<(Arc<Relation>, bool)> {
         let at = self.tree_hold(rel, LockMode::IntentShared)?;
+        self.count_read(at)?;
         self.db.check_usable()?;
         let tree = self.tree_locks.borrow()[at].rel.clone();
-        Ok((tree, at, self.covered(at, LockMode::IntentShared)))
-    }
-
-    /// Counts `n` key locks a scan of the tree at `at` took, as reads
-    /// toward the tree's escalation; whether the tree lock now covers
-    /// the scan's key locks.
-    pub(super) fn count_scan(&self, at: usize, n: u32) -> Result<bool> {
-        self.count_reads(at, n)?;
-        Ok(self.covered(at, LockMode::IntentShared))
+        Ok((tree, self.covered(at, LockMode::IntentShared)))
     }
 
     /// The storage context.
@@ -836,26 +821,5 @@ impl Iterator for Scan<'_> {
         let item = self.inner.next()?.map_err(|e| self.tx.fail(e));
         // Invariant 16: checked after the tuple's lock was granted.
         Some(item.and_then(|row| self.tx.db.check_usable().map(|()| row)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{TREE_READ_ESCALATE_AT, escalation_due};
-
-    #[test]
-    fn a_read_count_escalates_at_the_threshold_and_at_each_doubling_it_reaches_or_passes() {
-        let at = TREE_READ_ESCALATE_AT;
-        // One read at a time: at the threshold and each doubling only.
-        let due: Vec<u32> = (1..=4 * at).filter(|&n| escalation_due(n - 1, n)).collect();
-        assert_eq!(due, vec![at, 2 * at, 4 * at]);
-        // A scan's count passing a mark in one step.
-        assert!(escalation_due(at - 5, at + 3));
-        assert!(escalation_due(0, 3 * at));
-        assert!(escalation_due(at, 2 * at));
-        assert!(!escalation_due(at, 2 * at - 1));
-        assert!(!escalation_due(0, at - 1));
-        // Saturated counts stay quiet.
-        assert!(!escalation_due(u32::MAX, u32::MAX));
     }
 }
