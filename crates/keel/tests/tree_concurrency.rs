@@ -3,7 +3,9 @@
 //! reading and scanning one tree through a small buffer pool with the redo
 //! consistency check on and checkpoints running (`KEEL_TREE_TXNS` transactions per thread, default
 //! 300); the phantom a heap scan allows and a tree range
-//! does not; and churn that must not grow the tree's file.
+//! does not; readers of many ranges, past the read escalation, reading
+//! repeatably while writers come and go; and churn that must not grow
+//! the tree's file.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -537,5 +539,125 @@ fn a_queue_consumed_while_scanned_stays_whole() {
         "{pages} pages for {} keys alive",
         total - consumed
     );
+    db.close().unwrap();
+}
+
+/// Readers making 100 ranges per transaction, so each passes the read
+/// escalation and, when no writer holds the tree at that moment, reads
+/// its last ranges under the tree lock, against writers replacing and
+/// inserting keys (pausing between transactions, so the tree is sometimes
+/// free): every range a reader reads again answers the same, every range
+/// is ordered and starts at its bound, nobody meets an error but a lock
+/// conflict, and the tree holds what the writers committed.
+#[test]
+fn readers_of_many_ranges_read_repeatably_while_writers_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(128)).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let k = |i: u64| -> Vec<u8> {
+        let mut v = b"k".to_vec();
+        v.extend_from_slice(&i.to_be_bytes());
+        v
+    };
+    let loaded = 2_000u64;
+    let mut model = TreeModel::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..loaded {
+        tx.put(tree, &k(i * 4), &i.to_le_bytes()).unwrap();
+        model.insert(k(i * 4), i.to_le_bytes().to_vec());
+    }
+    tx.commit().unwrap();
+    let done = AtomicBool::new(false);
+    let (models, reads) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let (db, done) = (&db, &done);
+                s.spawn(move || {
+                    let mut rng = Rng::new(w + 101);
+                    let mut mine = TreeModel::new();
+                    while !done.load(Ordering::SeqCst) {
+                        // Thread w replaces loaded keys i*4 of its own
+                        // parity of i and inserts keys i*4 + 1 + w, so the
+                        // two threads' changes never meet.
+                        let i = rng.below(loaded / 2) * 2 + w;
+                        let key = if rng.below(2) == 0 {
+                            k(i * 4)
+                        } else {
+                            k(i * 4 + 1 + w)
+                        };
+                        let v = rng.next_u64().to_le_bytes().to_vec();
+                        let mut tx = db.begin().unwrap();
+                        match tx.put(tree, &key, &v).and_then(|_| tx.commit()) {
+                            Ok(()) => {
+                                mine.insert(key, v);
+                            }
+                            Err(e) if conflict(&e) => {}
+                            Err(e) => panic!("writer {w}: {e}"),
+                        }
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let db = &db;
+                s.spawn(move || {
+                    let mut rng = Rng::new(r + 7);
+                    let (mut kb, mut vb) = (Vec::new(), Vec::new());
+                    let mut ranges = 0u64;
+                    for _ in 0..40 {
+                        let tx = db.begin().unwrap();
+                        let mut again = Vec::new();
+                        let outcome = (|| -> keel::Result<()> {
+                            for j in 0..100 {
+                                let lo = k(rng.below(loaded * 4));
+                                let from = (Bound::Included(&lo[..]), Bound::Unbounded);
+                                let mut range = tx.range(tree, from)?;
+                                let mut got = Vec::new();
+                                while got.len() < 10 && range.next_into(&mut kb, &mut vb)? {
+                                    got.push((kb.clone(), vb.clone()));
+                                }
+                                assert!(got.first().is_none_or(|(first, _)| *first >= lo));
+                                assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "unordered");
+                                if j % 8 == 0 {
+                                    again.push((lo, got));
+                                }
+                                ranges += 1;
+                            }
+                            for (lo, got) in &again {
+                                let from = (Bound::Included(&lo[..]), Bound::Unbounded);
+                                let now: Vec<_> = tx
+                                    .range(tree, from)?
+                                    .take(got.len())
+                                    .collect::<keel::Result<_>>()?;
+                                assert_eq!(&now, got, "reader {r}: a range read twice differs");
+                            }
+                            Ok(())
+                        })();
+                        match outcome {
+                            Ok(()) => tx.commit().unwrap(),
+                            Err(e) if conflict(&e) => drop(tx),
+                            Err(e) => panic!("reader {r}: {e}"),
+                        }
+                    }
+                    ranges
+                })
+            })
+            .collect();
+        // Joined before anything can panic here, so the writers stop even
+        // when a reader failed.
+        let joined: Vec<_> = readers.into_iter().map(|h| h.join()).collect();
+        done.store(true, Ordering::SeqCst);
+        let reads: u64 = joined.into_iter().map(|r| r.unwrap()).sum();
+        let models: Vec<TreeModel> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+        (models, reads)
+    });
+    assert!(reads >= 4_000, "readers read {reads} ranges");
+    for m in models {
+        model.extend(m);
+    }
+    check_tree(&db, tree, &model).unwrap();
     db.close().unwrap();
 }
