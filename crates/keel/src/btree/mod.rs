@@ -123,8 +123,8 @@
 //! whole tree S (granted only while no other transaction holds it IX);
 //! from then on its gets there, and the scans it starts there, take no key
 //! lock, since the tree lock gives them all (and keeps the tree's writers
-//! waiting until the reader ends). A tree held X (a bulk load's lock, or the lock
-//! manager's escalation after `ESCALATE_AT` key locks, which the
+//! waiting until the reader ends). A tree held X (a bulk load's lock, or
+//! the lock manager's escalation after `ESCALATE_AT` key locks, which the
 //! transaction looks for at that count) covers the same way, and then its
 //! puts take no key locks either: no other transaction holds any lock in
 //! the tree.

@@ -276,14 +276,13 @@ pub const TREE_READ_ESCALATE_AT: u32 = 64;
 /// Every tree operation takes a key lock, which keeps the transaction's
 /// home thread current (`lock` module docs, Threads), except a get or a
 /// range scan covered by a tree-level S or X lock, or a put covered by an
-/// X lock (the
-/// manager's escalation after `ESCALATE_AT` key locks, or a bulk load's):
-/// such an operation skips its key locks only when the manager's home for
-/// the transaction is the calling thread (it publishes the home at each
-/// change), and elsewhere asks for them (requests the manager finds
-/// covered, which re-home the transaction), so a transaction moved to
-/// another thread, by any operation, is re-homed before a lock wait could
-/// miss it.
+/// X lock (the manager's escalation after `ESCALATE_AT` key locks, or a
+/// bulk load's): such an operation skips its key locks only when the
+/// manager's home for the transaction is the calling thread (it publishes
+/// the home at each change), and elsewhere asks for them (requests the
+/// manager finds covered, which re-home the transaction), so a transaction
+/// moved to another thread, by any operation, is re-homed before a lock
+/// wait could miss it.
 struct TreeHold {
     rel: Arc<Relation>,
     mode: LockMode,

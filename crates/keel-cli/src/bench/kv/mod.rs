@@ -175,15 +175,15 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     let keel_runs = members
         .iter()
         .any(|m| matches!(m, Member::Store(EngineKind::Keel)));
-    let bracket = members.iter().find_map(|m| match m {
+    let turns = members.iter().find_map(|m| match m {
         Member::Disk(l) if keel_runs => Some(Arc::clone(l)),
         _ => None,
     });
     let members: Vec<Member> = members
         .into_iter()
-        .filter(|m| bracket.is_none() || !matches!(m, Member::Disk(_)))
+        .filter(|m| turns.is_none() || !matches!(m, Member::Disk(_)))
         .collect();
-    if bracket.is_some() {
+    if turns.is_some() {
         let (n, each) = slices(ctx.settings.secs);
         let n = format!(
             "kv: keel's one-writer phase takes turns with the disk's fdatasync loop in \
@@ -202,7 +202,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
                 unsettled: &mut unsettled,
                 results: &mut results,
                 rep,
-                bracket: bracket.as_ref(),
+                turns: turns.as_ref(),
             };
             run.member(&members[i])?;
         }
@@ -299,7 +299,7 @@ struct Run<'a> {
     rep: u32,
     /// The disk's loop, taking turns with Keel's one-writer phase (module
     /// docs); `None` when it takes its own turn.
-    bracket: Option<&'a Arc<CommitLoop>>,
+    turns: Option<&'a Arc<CommitLoop>>,
 }
 
 impl Run<'_> {
@@ -315,8 +315,8 @@ impl Run<'_> {
             Member::Store(kind) => {
                 let dir = self.ctx.root.join(format!("kv-{}", kind.name()));
                 let s = open_store(*kind, &dir, self.ctx.settings.cache_bytes)?;
-                let bracket = self.bracket.filter(|_| *kind == EngineKind::Keel).cloned();
-                let out = self.phases(s.clone(), bracket);
+                let turns = self.turns.filter(|_| *kind == EngineKind::Keel).cloned();
+                let out = self.phases(s.clone(), turns);
                 drop(s);
                 out.map_err(|f| Failure(format!("kv suite, {}: {}", kind.name(), f.0)))?;
                 remove_dir(&dir)
@@ -380,12 +380,12 @@ impl Run<'_> {
         self.ctx.out.done();
     }
 
-    /// Runs every phase of the module essay on a fresh store; `bracket`:
+    /// Runs every phase of the module essay on a fresh store; `turns`:
     /// the disk's loop to take turns with its one-writer phase (Keel's).
     fn phases(
         &mut self,
         s: Arc<dyn KvStore>,
-        bracket: Option<Arc<CommitLoop>>,
+        turns: Option<Arc<CommitLoop>>,
     ) -> Result<(), Failure> {
         let keys = self.ctx.settings.keys;
         let secs = self.ctx.settings.secs;
@@ -398,7 +398,7 @@ impl Run<'_> {
         self.settled();
         for p in Phase::RUN {
             self.step(s.name(), p);
-            if let (Some(l), Phase::Individual) = (&bracket, p) {
+            if let (Some(l), Phase::Individual) = (&turns, p) {
                 let (mine, disk) = self.interleaved(&s, l, &next)?;
                 self.record(s.name(), p, mine);
                 self.record("disk", Phase::DiskSync, disk);
