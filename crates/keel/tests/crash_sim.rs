@@ -22,7 +22,10 @@
 //! bytes, values inline and in overflow chains, enough keys to split
 //! leaves and the root), so tree changes, their splits and their logical
 //! undo run under every shape: after each recovery the tree holds exactly
-//! the acknowledged keys and its walk is consistent (`common::tree`).
+//! the acknowledged keys and its walk is consistent (`common::tree`). One
+//! transaction in ten is a long reader (`common::tree::long_tree_read`):
+//! past the tree's read escalation, it reads its last ranges under the
+//! tree lock, with no key locks, under the same cuts and failing disks.
 //!
 //! Every workload also creates and drops side relations (one committed row
 //! each), so DDL runs under each shape: after each recovery a side relation
@@ -55,7 +58,7 @@ use keel_io::sim::{Fault, FaultRule, Rng, SimIo};
 mod common;
 
 use common::side::Side;
-use common::tree::{TreeModel, check_tree, random_tree_op, read_tree, show};
+use common::tree::{TreeModel, check_tree, long_tree_read, random_tree_op, read_tree, show};
 
 /// Everything the workload wrote: every tuple of its heaps, every key of
 /// its tree.
@@ -128,6 +131,12 @@ fn changes(
 ) -> keel::Result<Result<Model, Failed>> {
     let mut after = model.clone();
     let mut tx = db.begin()?;
+    if rng.below(10) == 0 {
+        // A long reader: read-only, past the tree's read escalation.
+        long_tree_read(&tx, rels.tree, &model.keys, b"", rng)?;
+        tx.commit()?;
+        return Ok(Ok(after));
+    }
     let rel = match &rels.heaps[..] {
         [only] => *only,
         heaps => heaps[rng.below(heaps.len() as u64) as usize],

@@ -16,7 +16,10 @@
 //! starting with its number) in one shared tree, so concurrent splits,
 //! their logical undo and key-range locks run under the same cuts: after
 //! recovery each thread's keys are its acknowledged ones (or those plus its
-//! commit in flight) and the tree's walk is consistent.
+//! commit in flight) and the tree's walk is consistent. One transaction in
+//! ten is a long reader of the thread's keys (`common::tree::long_tree_read`):
+//! past the tree's read escalation, it reads its last ranges under the tree
+//! lock whenever no other thread holds the tree.
 //!
 //! A second test crashes in two stages — a process kill, a restart, then a
 //! power cut after more work or during the restart's recovery — with the
@@ -59,7 +62,7 @@ const THREADS: u8 = 4;
 mod common;
 
 use common::side::Side;
-use common::tree::{TreeModel, check_tree, random_tree_op, read_tree, show};
+use common::tree::{TreeModel, check_tree, long_tree_read, random_tree_op, read_tree, show};
 
 fn config() -> Config {
     common::small_config(24)
@@ -112,6 +115,14 @@ impl Worker {
         let mut after = model.clone();
         let mut tx = db.begin()?;
         let tree = db.tree(TREE)?.expect("the workload's tree");
+        if self.rng.below(10) == 0 {
+            // A long reader of this thread's keys: read-only, past the
+            // tree's read escalation (granted while no other thread holds
+            // the tree).
+            long_tree_read(&tx, tree, &model.keys, &[self.thread], &mut self.rng)?;
+            tx.commit()?;
+            return Ok(Ok(after));
+        }
         let n = if self.rng.below(8) == 0 {
             40
         } else {

@@ -197,3 +197,59 @@ pub fn random_tree_op(
 pub fn read_tree(tx: &Transaction<'_>, tree: RelationId) -> keel::Result<TreeModel> {
     tx.range(tree, ..)?.collect()
 }
+
+/// A read-only run of reads of the keys under `prefix` in `tx`, more than
+/// [`keel::TREE_READ_ESCALATE_AT`] of them — gets, and ranges of a few
+/// items read with `next_into`/`next_back_into` from a random key forward
+/// or backward — each checked against `model`. So the transaction tries
+/// to lock the whole tree shared, and when it gets the lock, its last
+/// ranges read with no key locks: the crash workloads run that path under
+/// their power cuts, kills and failing disks.
+pub fn long_tree_read(
+    tx: &Transaction<'_>,
+    tree: RelationId,
+    model: &TreeModel,
+    prefix: &[u8],
+    rng: &mut Rng,
+) -> keel::Result<()> {
+    let end = [prefix, &[0xff; MAX_KEY_LEN][prefix.len()..]].concat();
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    for _ in 0..keel::TREE_READ_ESCALATE_AT + 16 {
+        let key = random_key(prefix, rng);
+        if rng.coin() {
+            let got = tx.get_key(tree, &key)?;
+            assert!(got.as_ref() == model.get(&key), "get of {}", show(&key));
+            continue;
+        }
+        let backward = rng.coin();
+        let (lo, hi) = if backward {
+            (Bound::Included(prefix), Bound::Included(&key[..]))
+        } else {
+            (Bound::Included(&key[..]), Bound::Included(&end[..]))
+        };
+        let mut range = tx.range(tree, (lo, hi))?;
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let more = if backward {
+                range.next_back_into(&mut k, &mut v)?
+            } else {
+                range.next_into(&mut k, &mut v)?
+            };
+            if !more {
+                break;
+            }
+            got.push((k.clone(), v.clone()));
+        }
+        let mut want = model_range(model, lo, hi);
+        if backward {
+            want.reverse();
+        }
+        want.truncate(4);
+        assert!(
+            got == want,
+            "long read: range at {} (backward: {backward})",
+            show(&key)
+        );
+    }
+    Ok(())
+}
