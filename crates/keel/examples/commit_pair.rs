@@ -20,7 +20,7 @@
 //!   at most 32 KiB), so a commit that crosses a block writes two.
 //!
 //! Prints each one's mean time, the calling thread's CPU time per commit
-//! (user and system), the mean time of the first 20 commits of a window,
+//! (user and system, and the user part), the mean time of the first 20 commits of a window,
 //! and the rates' ratios. DIR defaults to a new directory under the system
 //! temp dir, removed at the end. In the environment:
 //!
@@ -42,7 +42,7 @@ use keel::{Config, Database};
 
 #[path = "kv_shape/mod.rs"]
 mod kv_shape;
-use kv_shape::{VALUE_BYTES, key, thread_cpu};
+use kv_shape::{VALUE_BYTES, key, thread_cpu, thread_user_cpu};
 
 const LOAD_KEYS: u64 = 50_000;
 const FILE_BYTES: u64 = 64 << 20;
@@ -58,6 +58,8 @@ struct Tally {
     commits: u64,
     secs: f64,
     cpu: f64,
+    /// The user-space part of `cpu`.
+    user: f64,
     /// Time of the first FIRST commits of each window, and their number.
     first: f64,
     firsts: u64,
@@ -70,6 +72,9 @@ impl Tally {
     fn cpu_us(&self) -> f64 {
         self.cpu * 1e6 / self.commits.max(1) as f64
     }
+    fn user_us(&self) -> f64 {
+        self.user * 1e6 / self.commits.max(1) as f64
+    }
     fn rate(&self) -> f64 {
         self.commits as f64 / self.secs.max(1e-9)
     }
@@ -81,6 +86,7 @@ fn window(
     mut one: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let c0 = thread_cpu();
+    let u0 = thread_user_cpu();
     let s = Instant::now();
     for i in 0..n {
         let at = Instant::now();
@@ -92,6 +98,7 @@ fn window(
     }
     t.secs += s.elapsed().as_secs_f64();
     t.cpu += thread_cpu() - c0;
+    t.user += thread_user_cpu() - u0;
     t.commits += n;
     Ok(())
 }
@@ -223,11 +230,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("log-shaped loop", &s),
     ] {
         println!(
-            "{name:16} {:>7} commits {:>7.0}/s {:>6.1} µs/commit {:>5.1} µs CPU, first {FIRST} of a window {:>6.1} µs each",
+            "{name:16} {:>7} commits {:>7.0}/s {:>6.1} µs/commit {:>5.1} µs CPU ({:>4.1} user), first {FIRST} of a window {:>6.1} µs each",
             t.commits,
             t.rate(),
             t.us(),
             t.cpu_us(),
+            t.user_us(),
             t.first * 1e6 / t.firsts.max(1) as f64
         );
     }

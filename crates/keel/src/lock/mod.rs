@@ -166,23 +166,35 @@ const SPARE_LIST_CAPACITY: usize = 1024;
 
 #[derive(Default)]
 struct State {
-    /// Live transactions and their home thread (module docs, Threads).
-    live: HashMap<TxnId, Home>,
+    /// Live transactions: their home thread (module docs, Threads), the
+    /// targets they hold and their tuple locks per relation ([`Live`]).
+    live: HashMap<TxnId, Live>,
     /// Threads waiting in [`LockManager::lock`] now, and for which
     /// transaction.
     blocked: HashMap<ThreadKey, TxnId>,
     /// Holders per target (almost always one, so no inner allocation then).
     granted: HashMap<LockTarget, Holders>,
-    held: HashMap<TxnId, Vec<LockTarget>>,
-    /// Emptied `held` lists of ended transactions, reused by the next ones
-    /// so that a transaction's first locks do not grow a list from nothing
-    /// (at most [`SPARE_LISTS`], each of at most [`SPARE_LIST_CAPACITY`]).
-    spare: Vec<Vec<LockTarget>>,
+    /// Emptied lists of ended transactions (`Live::held` and
+    /// `Live::rows`), given to the next ones so that a transaction's first
+    /// locks do not grow lists from nothing (at most [`SPARE_LISTS`], each
+    /// held list of at most [`SPARE_LIST_CAPACITY`]).
+    spare: Vec<(Vec<LockTarget>, RowCounts)>,
     waits_for: HashMap<TxnId, HashSet<TxnId>>,
-    /// Tuple locks each transaction took per relation (for escalation).
-    row_locks: HashMap<TxnId, HashMap<RelationId, u32>>,
     stats: LockStats,
 }
+
+/// A live transaction as the manager keeps it: one entry per transaction,
+/// so that a grant and the end touch one map for it.
+struct Live {
+    home: Home,
+    /// The targets it holds, each once.
+    held: Vec<LockTarget>,
+    rows: RowCounts,
+}
+
+/// The tuple locks a transaction took per relation (for escalation); a
+/// transaction works in few relations, so a list.
+type RowCounts = Vec<(RelationId, u32)>;
 
 /// A live transaction's home thread, also published to the transaction
 /// ([`LockManager::begin`]): a transaction that finds its home is the
@@ -280,14 +292,20 @@ impl State {
         let Some(rel) = target.row_relation() else {
             return;
         };
-        let n = self
-            .row_locks
-            .entry(txn)
-            .or_default()
-            .entry(rel)
-            .or_insert(0);
-        *n += 1;
-        if (*n).is_multiple_of(ESCALATE_AT) {
+        let Some(live) = self.live.get_mut(&txn) else {
+            return;
+        };
+        let n = match live.rows.iter_mut().find(|(r, _)| *r == rel) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                live.rows.push((rel, 1));
+                1
+            }
+        };
+        if n.is_multiple_of(ESCALATE_AT) {
             self.escalate(txn, rel, mode);
         }
     }
@@ -328,6 +346,11 @@ impl State {
     }
 
     fn grant(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
+        let Some(live) = self.live.get_mut(&txn) else {
+            // Every caller checked that `txn` is live under this lock.
+            debug_assert!(false, "a grant to {txn:?}, which is not live");
+            return;
+        };
         match self.granted.get_mut(&target) {
             Some(h) => match h.find_mut(txn) {
                 Some(entry) => {
@@ -346,10 +369,7 @@ impl State {
                 );
             }
         }
-        self.held
-            .entry(txn)
-            .or_insert_with(|| self.spare.pop().unwrap_or_default())
-            .push(target);
+        live.held.push(target);
     }
 
     /// Whether `from`, which waits on thread `me`, can never be granted:
@@ -369,7 +389,7 @@ impl State {
             if !seen.insert(t) {
                 continue;
             }
-            let home = self.live.get(&t).map(|h| h.thread);
+            let home = self.live.get(&t).map(|l| l.home.thread);
             if home == Some(me) {
                 return true;
             }
@@ -488,7 +508,7 @@ impl State {
     fn grant_unheld(&mut self, req: &Request) -> Option<Result<()>> {
         let (txn, target, mode) = (req.txn, req.target, req.mode);
         match self.live.get_mut(&txn) {
-            Some(home) => home.set(req.me),
+            Some(live) => live.home.set(req.me),
             None => return Some(Err(DbError::TxnFinished(txn).into())),
         }
         if self.relation_covers(txn, target, mode) {
@@ -507,10 +527,9 @@ impl State {
             first: (txn, mode),
             rest: Vec::new(),
         });
-        self.held
-            .entry(txn)
-            .or_insert_with(|| self.spare.pop().unwrap_or_default())
-            .push(target);
+        if let Some(live) = self.live.get_mut(&txn) {
+            live.held.push(target);
+        }
         self.count_row_lock(txn, target, mode);
         Some(Ok(()))
     }
@@ -522,7 +541,7 @@ impl State {
     fn admit(&mut self, req: &mut Request) -> std::result::Result<LockMode, Result<()>> {
         let (txn, target, mode) = (req.txn, req.target, req.mode);
         match self.live.get_mut(&txn) {
-            Some(home) => home.set(req.me),
+            Some(live) => live.home.set(req.me),
             None => return Err(Err(DbError::TxnFinished(txn).into())),
         }
         if self.covered(txn, target, mode) {
@@ -542,7 +561,7 @@ impl State {
         tids: &[TupleId],
     ) -> Result<usize> {
         match self.live.get_mut(&txn) {
-            Some(home) => home.set(me),
+            Some(live) => live.home.set(me),
             None => return Err(DbError::TxnFinished(txn).into()),
         }
         let mode = LockMode::Exclusive;
@@ -569,19 +588,21 @@ impl State {
     /// waiter may have something new to see (a release, or a request of
     /// `txn` itself that must now fail).
     fn end(&mut self, txn: TxnId) -> bool {
-        let ended = self.live.remove(&txn).is_some();
         self.waits_for.remove(&txn);
-        self.row_locks.remove(&txn);
-        let Some(mut targets) = self.held.remove(&txn) else {
-            return ended;
+        let Some(Live {
+            mut held, mut rows, ..
+        }) = self.live.remove(&txn)
+        else {
+            return false;
         };
-        for target in targets.drain(..) {
+        for target in held.drain(..) {
             if self.granted.get_mut(&target).is_some_and(|h| h.remove(txn)) {
                 self.granted.remove(&target);
             }
         }
-        if self.spare.len() < SPARE_LISTS && targets.capacity() <= SPARE_LIST_CAPACITY {
-            self.spare.push(targets);
+        if self.spare.len() < SPARE_LISTS && held.capacity() <= SPARE_LIST_CAPACITY {
+            rows.clear();
+            self.spare.push((held, rows));
         }
         true
     }
@@ -617,7 +638,10 @@ impl<P: Primitives> LockManager<P> {
             thread: me,
             shared: Arc::clone(&shared),
         };
-        self.state.with(|st| st.live.insert(txn, home));
+        self.state.with(|st| {
+            let (held, rows) = st.spare.pop().unwrap_or_default();
+            st.live.insert(txn, Live { home, held, rows })
+        });
         shared
     }
 
@@ -690,11 +714,12 @@ impl<P: Primitives> LockManager<P> {
             if !st.live.contains_key(&txn) {
                 return Err(DbError::TxnFinished(txn).into());
             }
-            let taken = st
-                .row_locks
-                .get(&txn)
-                .and_then(|r| r.get(&rel))
-                .map_or(0, |&n| n as usize);
+            let taken = st.live.get(&txn).map_or(0, |l| {
+                l.rows
+                    .iter()
+                    .find(|(r, _)| *r == rel)
+                    .map_or(0, |&(_, n)| n as usize)
+            });
             if taken.saturating_add(n) >= ESCALATE_AT as usize {
                 st.escalate(txn, rel, mode);
             }
@@ -738,7 +763,8 @@ impl<P: Primitives> LockManager<P> {
     /// Number of locks `txn` holds.
     #[cfg(test)]
     pub(crate) fn held_by(&self, txn: TxnId) -> usize {
-        self.state.with(|st| st.held.get(&txn).map_or(0, Vec::len))
+        self.state
+            .with(|st| st.live.get(&txn).map_or(0, |l| l.held.len()))
     }
 
     /// The counters.

@@ -24,10 +24,12 @@ pub(crate) struct TxnSlot {
 }
 
 impl TxnSlot {
-    /// Called before appending a record, with the log's current end.
-    pub(crate) fn before_write(&self, log_end: Lsn) {
+    /// Called before appending a record, with what reads the log's current
+    /// end (read only before the transaction's first record: each read
+    /// takes the log's append lock).
+    pub(crate) fn before_write(&self, log_end: impl FnOnce() -> Lsn) {
         if self.first.load(Ordering::Acquire) == 0 {
-            self.first.store(log_end.0.max(1), Ordering::Release);
+            self.first.store(log_end().0.max(1), Ordering::Release);
         }
     }
 
@@ -115,9 +117,9 @@ mod tests {
         let (b, _sb) = t.begin();
         assert_eq!((a, b), (TxnId(5), TxnId(6)));
         assert!(t.snapshot().is_empty(), "readers are not listed");
-        sa.before_write(Lsn(4096));
+        sa.before_write(|| Lsn(4096));
         sa.wrote(Lsn(5000));
-        sa.before_write(Lsn(9999));
+        sa.before_write(|| Lsn(9999));
         assert_eq!(
             t.snapshot(),
             vec![ActiveTxn {

@@ -233,7 +233,7 @@ pub(crate) fn system_txn<T>(
     on_commit: impl FnOnce(&mut T) -> Result<()>,
 ) -> Result<T> {
     let (mut core, slot, _) = begin(engine);
-    slot.before_write(engine.store.wal.end_lsn());
+    slot.before_write(|| engine.store.wal.end_lsn());
     match f(core.id, &mut core.log) {
         Ok(mut v) => {
             let how = End::Commit(CommitWait::Durable);
@@ -482,7 +482,7 @@ impl<'db> Transaction<'db> {
         }
         // Poisoned while waiting for a lock: change nothing (invariant 16).
         self.db.check_usable()?;
-        self.slot.before_write(self.db.store.wal.end_lsn());
+        self.slot.before_write(|| self.db.store.wal.end_lsn());
         let mut core = self.core.lock();
         let result = f(&self.db.store, &mut core.log, &rel);
         self.slot.wrote(core.log.last_lsn);
@@ -513,7 +513,7 @@ impl<'db> Transaction<'db> {
             // 16). A read changes nothing; the check after it refuses its
             // answer.
             self.db.check_usable()?;
-            self.slot.before_write(self.db.store.wal.end_lsn());
+            self.slot.before_write(|| self.db.store.wal.end_lsn());
         }
         let covered = self.covered(at, mode);
         let holds = self.tree_locks.borrow();

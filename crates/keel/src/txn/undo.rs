@@ -194,15 +194,47 @@ pub(crate) struct TxnLog {
     pub reserved: Vec<(RelationId, PageId, usize)>,
 }
 
+/// Most capacity, in bytes, each of a finished log's buffers may have to
+/// be kept for the next transaction begun on the same thread
+/// ([`LogSpares`]); a larger one goes back to the allocator.
+const SPARE_KEEP_BYTES: usize = 4 << 10;
+
+/// The emptied buffers of the last transaction log dropped on this thread,
+/// which the next one begun here starts with: a short transaction (a put
+/// and its commit) then allocates none of its undo stack, key arena or
+/// record buffers.
+#[derive(Default)]
+struct LogSpares {
+    undo: Vec<UndoEntry>,
+    keys: Vec<u8>,
+    spare_key: Vec<u8>,
+    spare_rest: Vec<u8>,
+}
+
+thread_local! {
+    static LOG_SPARES: std::cell::Cell<Option<LogSpares>> = const { std::cell::Cell::new(None) };
+}
+
+/// `v` emptied, if its capacity is within [`SPARE_KEEP_BYTES`]; else a
+/// vector that holds nothing.
+fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+    if v.capacity() * std::mem::size_of::<T>() > SPARE_KEEP_BYTES {
+        return Vec::new();
+    }
+    v.clear();
+    v
+}
+
 impl TxnLog {
     pub(crate) fn new(txn: TxnId) -> TxnLog {
+        let spares = LOG_SPARES.take().unwrap_or_default();
         TxnLog {
             txn,
             last_lsn: Lsn::ZERO,
-            undo: Vec::new(),
-            keys: Vec::new(),
-            spare_key: Vec::new(),
-            spare_rest: Vec::new(),
+            undo: spares.undo,
+            keys: spares.keys,
+            spare_key: spares.spare_key,
+            spare_rest: spares.spare_rest,
             deferred: Vec::new(),
             reserved: Vec::new(),
         }
@@ -251,6 +283,24 @@ impl TxnLog {
 /// An undo entry per insert: 1 M inserted rows in one transaction keep
 /// 40 MB of undo stack, not a copy of every tuple.
 const _: () = assert!(std::mem::size_of::<UndoEntry>() <= 40);
+
+/// Gives the log's buffers, emptied, to the next transaction begun on this
+/// thread ([`LogSpares`]). Whatever the undo stack still holds is dropped
+/// here as it would be anyway (a transaction's log outlives its end only
+/// in its `Transaction`).
+impl Drop for TxnLog {
+    fn drop(&mut self) {
+        let spares = LogSpares {
+            undo: emptied(std::mem::take(&mut self.undo)),
+            keys: emptied(std::mem::take(&mut self.keys)),
+            spare_key: emptied(std::mem::take(&mut self.spare_key)),
+            spare_rest: emptied(std::mem::take(&mut self.spare_rest)),
+        };
+        // During the thread's own teardown the slot may be gone: the
+        // buffers are then simply freed.
+        let _ = LOG_SPARES.try_with(|slot| slot.set(Some(spares)));
+    }
+}
 
 #[cfg(test)]
 mod tests {

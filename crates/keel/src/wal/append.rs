@@ -237,11 +237,12 @@ impl LogBuffer {
 
     /// Takes back the chunks a batch has copied: kept, emptied, for the
     /// next records while [`SPARE_BYTES`] allows; freed otherwise (after
-    /// the lock is released).
-    pub(crate) fn recycle(&self, chunks: Vec<Chunk>) {
+    /// the lock is released). Returns `chunks` emptied, for the next
+    /// batch's [`take_contiguous`](Self::take_contiguous).
+    pub(crate) fn recycle(&self, mut chunks: Vec<Chunk>) -> Vec<Chunk> {
         let mut freed = Vec::new();
         let mut pending = self.pending.lock();
-        for mut chunk in chunks {
+        for mut chunk in chunks.drain(..) {
             let cap = chunk.bytes.capacity();
             if pending.spare_bytes + cap > SPARE_BYTES {
                 freed.push(chunk);
@@ -254,6 +255,7 @@ impl LogBuffer {
         }
         drop(pending);
         drop(freed);
+        chunks
     }
 
     /// Refuses a record of `len` bytes (header included) larger than the
@@ -316,10 +318,11 @@ impl LogBuffer {
 
     /// Removes and returns the chunks queued from `start` on, up to one
     /// batch (or one chunk, when the first is longer) and the end of
-    /// `start`'s segment.
-    pub(crate) fn take_contiguous(&self, start: Lsn) -> Vec<Chunk> {
+    /// `start`'s segment, in `out` (emptied, kept from the batch before so
+    /// that a batch allocates no list).
+    pub(crate) fn take_contiguous(&self, start: Lsn, mut out: Vec<Chunk>) -> Vec<Chunk> {
         let seg_end = self.geometry.segment_end(start);
-        let mut out = Vec::new();
+        out.clear();
         let mut size = 0usize;
         let mut pending = self.pending.lock();
         let mut pos = start.0;
@@ -397,7 +400,7 @@ mod tests {
     fn drain(log: &LogBuffer, mut pos: Lsn) -> Vec<Chunk> {
         let mut all = Vec::new();
         loop {
-            let chunks = log.take_contiguous(log.geometry.record_position(pos));
+            let chunks = log.take_contiguous(log.geometry.record_position(pos), Vec::new());
             let Some(last) = chunks.last() else {
                 return all;
             };
@@ -416,7 +419,7 @@ mod tests {
         let start = placed[0].lsn;
         let mut pos = start;
         let mut seen = 0;
-        let chunks = log.take_contiguous(start);
+        let chunks = log.take_contiguous(start, Vec::new());
         assert!(!chunks.is_empty());
         let taken: usize = chunks.iter().map(Chunk::len).sum();
         assert!(taken <= BATCH, "one batch at most: {taken}");
@@ -434,7 +437,7 @@ mod tests {
             pos = Lsn(c.end());
         }
         assert!(seen > 0 && seen < 100, "{seen} records in the first batch");
-        let rest = log.take_contiguous(pos);
+        let rest = log.take_contiguous(pos, Vec::new());
         assert_eq!(
             rest.first().map(|c| c.start),
             Some(pos.0),
@@ -453,7 +456,7 @@ mod tests {
         for _ in 0..1_000 {
             append(&log, 1_000, 2);
         }
-        let chunks = log.take_contiguous(first);
+        let chunks = log.take_contiguous(first, Vec::new());
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
         let taken: usize = chunks.iter().map(Chunk::len).sum();
@@ -469,10 +472,10 @@ mod tests {
         let small = append(&log, 100, 1);
         let big = append(&log, BATCH + 4_000, 2);
         let after = append(&log, 100, 3);
-        let first = log.take_contiguous(small.lsn);
+        let first = log.take_contiguous(small.lsn, Vec::new());
         assert_eq!(first.len(), 1, "the big record does not join the batch");
         assert_eq!(first[0].end(), big.lsn.0);
-        let second = log.take_contiguous(big.lsn);
+        let second = log.take_contiguous(big.lsn, Vec::new());
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].pieces(), 1, "alone in its chunk");
         assert_eq!(second[0].end(), after.lsn.0);
@@ -501,7 +504,7 @@ mod tests {
         let mut pos = first;
         let mut pieces = Vec::new();
         loop {
-            let chunks = log.take_contiguous(pos);
+            let chunks = log.take_contiguous(pos, Vec::new());
             if chunks.is_empty() {
                 break;
             }
@@ -557,7 +560,7 @@ mod tests {
         assert_eq!(kept, pending.spare_bytes);
         drop(pending);
         let next = append(&log, 100, 3);
-        let chunks = log.take_contiguous(next.lsn);
+        let chunks = log.take_contiguous(next.lsn, Vec::new());
         assert!(
             chunks[0].bytes.capacity() >= BATCH,
             "a spare, reused, with its capacity"

@@ -61,6 +61,8 @@ struct WriterCursor {
     open: Option<(u64, FileHandle)>,
     /// The previous batch's write buffer, returned by its write.
     spare: Option<IoBuf>,
+    /// The previous batch's list of chunks, emptied, for the next batch.
+    chunk_list: Vec<Chunk>,
 }
 
 /// Writes batches into the segment files.
@@ -98,6 +100,7 @@ impl BatchWriter {
                 tail,
                 open: None,
                 spare: None,
+                chunk_list: Vec::new(),
             }),
             stats: Mutex::new(WriterStats::default()),
         }
@@ -108,8 +111,9 @@ impl BatchWriter {
     pub(crate) fn write_batch(&self, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let mut cur = self.cursor.lock();
         let start = self.geometry.record_position(cur.written_end);
-        let mut chunks = buffer.take_contiguous(start);
+        let mut chunks = buffer.take_contiguous(start, std::mem::take(&mut cur.chunk_list));
         if chunks.is_empty() {
+            cur.chunk_list = chunks;
             return Ok(cur.written_end);
         }
         for chunk in &mut chunks {
@@ -125,24 +129,25 @@ impl BatchWriter {
         let (offset, buf) = self.stage(&mut cur, start, &chunks);
         let write_len = buf.len() as u64;
         let end = Lsn(start.0 + batch as u64);
-        // With O_DIRECT the next batch rewrites the block holding `end`:
-        // keep its bytes (at most one block) from the staged buffer.
-        let next_tail = if self.direct {
-            let staged_end = cur.tail.len() + batch;
-            let keep = (end.0 % BLOCK) as usize;
-            buf[staged_end - keep..staged_end].to_vec()
-        } else {
-            Vec::new()
-        };
+        // Where the records end in the staged buffer (after the partial
+        // block's old bytes, with O_DIRECT).
+        let staged_end = cur.tail.len() + batch;
         let record_count = chunks.iter().map(Chunk::pieces).sum::<usize>() as u64;
-        buffer.recycle(chunks);
+        cur.chunk_list = buffer.recycle(chunks);
         let buf = self
             .io
             .durable_write_at_blocking(fh, offset, buf)
             .map_err(WalError::io("write a batch durably"))?;
+        // With O_DIRECT the next batch rewrites the block holding `end`:
+        // keep its bytes (at most one block) from the written buffer.
+        cur.tail.clear();
+        if self.direct {
+            let keep = (end.0 % BLOCK) as usize;
+            cur.tail
+                .extend_from_slice(&buf[staged_end - keep..staged_end]);
+        }
         cur.spare = Some(buf);
         cur.written_end = end;
-        cur.tail = next_tail;
         buffer.release(batch);
         let mut stats = self.stats.lock();
         stats.flushes += 1;
