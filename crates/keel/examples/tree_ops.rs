@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut found = 0u64;
     let mut i = 0u64;
     while i < gets {
-        let txn = db.begin()?;
+        let txn = db.begin_read()?;
         for j in i..(i + GETS_PER_TXN).min(gets) {
             let k = key(j.wrapping_mul(7919) % keys.max(1));
             found += u64::from(txn.get_key(tree, &k)?.is_some());
@@ -185,7 +185,7 @@ fn range_reads(
     let mut i = 0;
     let (mut k, mut v) = (Vec::new(), Vec::new());
     while i < count {
-        let txn = db.begin()?;
+        let txn = db.begin_read()?;
         for j in i..(i + RANGES_PER_TXN).min(count) {
             let lo = key(j.wrapping_mul(7919) % keys.max(1));
             let from = (

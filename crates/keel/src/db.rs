@@ -307,7 +307,44 @@ impl Database {
 
     /// Starts a transaction.
     pub fn begin(&self) -> Result<Transaction<'_>> {
-        Transaction::begin(&self.inner)
+        Transaction::begin(&self.inner, false)
+    }
+
+    /// Starts a read-only transaction: it reads as [`begin`](Self::begin)'s
+    /// do, with the same locks, and every write in it fails with
+    /// [`DbError::ReadOnly`] (the transaction goes on). Only a read-only
+    /// transaction locks a whole tree shared after
+    /// [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) reads in it
+    /// (its later reads there take no key locks): one that could still
+    /// write the tree would then need it exclusive, and two such would
+    /// deadlock.
+    ///
+    /// ```
+    /// # fn main() -> keel::Result<()> {
+    /// # let tmp = std::env::temp_dir().join(format!("keel-doc-read-{}", std::process::id()));
+    /// use keel::{Config, Database, DbError, Error};
+    ///
+    /// let db = Database::open(&tmp, Config::default())?;
+    /// let tree = db.create_tree("kv")?;
+    /// let mut tx = db.begin()?;
+    /// tx.put(tree, b"k", b"v")?;
+    /// tx.commit()?;
+    ///
+    /// let mut reader = db.begin_read()?;
+    /// assert_eq!(reader.get_key(tree, b"k")?.as_deref(), Some(&b"v"[..]));
+    /// match reader.put(tree, b"k", b"w") {
+    ///     Err(Error::Db(DbError::ReadOnly { .. })) => {} // refused; the reader goes on
+    ///     other => panic!("expected ReadOnly, got {other:?}"),
+    /// }
+    /// assert_eq!(reader.get_key(tree, b"k")?.as_deref(), Some(&b"v"[..]));
+    /// reader.commit()?;
+    /// # db.close()?;
+    /// # std::fs::remove_dir_all(&tmp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn begin_read(&self) -> Result<Transaction<'_>> {
+        Transaction::begin(&self.inner, true)
     }
 
     /// Takes a checkpoint now.

@@ -130,13 +130,14 @@ fn changes(
     rng: &mut Rng,
 ) -> keel::Result<Result<Model, Failed>> {
     let mut after = model.clone();
-    let mut tx = db.begin()?;
     if rng.below(10) == 0 {
         // A long reader: read-only, past the tree's read escalation.
+        let tx = db.begin_read()?;
         long_tree_read(&tx, rels.tree, &model.keys, b"", rng)?;
         tx.commit()?;
         return Ok(Ok(after));
     }
+    let mut tx = db.begin()?;
     let rel = match &rels.heaps[..] {
         [only] => *only,
         heaps => heaps[rng.below(heaps.len() as u64) as usize],

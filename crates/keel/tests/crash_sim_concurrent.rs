@@ -113,16 +113,17 @@ impl Worker {
         model: &Model,
     ) -> keel::Result<Result<Model, Failed>> {
         let mut after = model.clone();
-        let mut tx = db.begin()?;
         let tree = db.tree(TREE)?.expect("the workload's tree");
         if self.rng.below(10) == 0 {
             // A long reader of this thread's keys: read-only, past the
             // tree's read escalation (granted while no other thread holds
             // the tree).
+            let tx = db.begin_read()?;
             long_tree_read(&tx, tree, &model.keys, &[self.thread], &mut self.rng)?;
             tx.commit()?;
             return Ok(Ok(after));
         }
+        let mut tx = db.begin()?;
         let n = if self.rng.below(8) == 0 {
             40
         } else {

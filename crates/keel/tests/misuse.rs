@@ -2,7 +2,8 @@
 //! Misuse through the public API: the `try_` forms never wait (also for
 //! the relation-level lock an escalation leaves behind), a thread that
 //! waits for a transaction it runs itself gets `Deadlock` instead of
-//! hanging, and the data directory is private to its owner.
+//! hanging, a read-only transaction refuses writes and goes on, and the
+//! data directory is private to its owner.
 //!
 //! Every test that could hang on a regression runs with a lock timeout or
 //! a hang guard, so a regression fails instead of stopping the suite.
@@ -208,4 +209,74 @@ fn a_data_directory_other_users_can_write_is_refused() {
     // Readable by others (as an older Keel made it) is opened as it is.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     Database::open(&dir, config(None)).unwrap().close().unwrap();
+}
+
+/// Every write in a read-only transaction (`begin_read`) fails with
+/// `ReadOnly` before it takes a lock or changes anything: the transaction
+/// goes on reading what it read before (nothing of it changed), a writer
+/// beside it is not held back by any of the refused writes, and it commits
+/// or rolls back as any reader does.
+#[test]
+fn a_read_only_transaction_refuses_every_write_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let tree = db.create_tree("kv").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.put(tree, b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    let refused = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::Db(DbError::ReadOnly { .. })) => {}
+        other => panic!("{what} in a read-only transaction: {other:?}"),
+    };
+
+    for end_with_commit in [true, false] {
+        let mut reader = db.begin_read().unwrap();
+        assert!(reader.is_read_only());
+        assert_eq!(reader.get(rel, a).unwrap().as_deref(), Some(&b"a0"[..]));
+        refused(reader.insert(rel, b"x").map(|_| ()), "insert");
+        refused(reader.insert_many(rel, [b"x"]).map(|_| ()), "insert_many");
+        refused(reader.update(rel, a, b"x"), "update");
+        refused(reader.try_update(rel, a, b"x"), "try_update");
+        refused(reader.delete(rel, a), "delete");
+        refused(reader.try_delete(rel, a), "try_delete");
+        refused(reader.put(tree, b"k", b"x"), "put");
+        refused(reader.put(tree, b"new", b"x"), "put of a new key");
+        refused(reader.replace(tree, b"k", b"x").map(|_| ()), "replace");
+        refused(reader.delete_key(tree, b"k").map(|_| ()), "delete_key");
+        let empty = db.create_tree(&format!("empty{end_with_commit}")).unwrap();
+        refused(
+            reader.bulk_load(empty, [(b"a", b"1")]).map(|_| ()),
+            "bulk_load",
+        );
+        // Still live, and nothing changed.
+        assert_eq!(reader.get(rel, a).unwrap().as_deref(), Some(&b"a0"[..]));
+        assert_eq!(
+            reader.get_key(tree, b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        // The refusals took no lock: a writer on this thread (where a wait
+        // for the reader would fail at once with Deadlock) loads the tree
+        // the reader's bulk load was refused on, which needs it exclusive,
+        // and inserts into the relation; the tuple the reader read stays
+        // locked shared.
+        let mut w = db.begin().unwrap();
+        w.bulk_load(empty, [(b"a", b"1")]).unwrap();
+        w.insert(rel, b"w").unwrap();
+        assert!(matches!(
+            w.try_update(rel, a, b"w"),
+            Err(Error::Db(DbError::WouldBlock { .. }))
+        ));
+        w.commit().unwrap();
+        if end_with_commit {
+            reader.commit().unwrap();
+        } else {
+            reader.abort().unwrap();
+        }
+    }
+    let mut w = db.begin().unwrap();
+    w.update(rel, a, b"a1").unwrap();
+    w.commit().unwrap();
+    assert!(!db.begin().unwrap().is_read_only());
+    db.close().unwrap();
 }

@@ -348,7 +348,7 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
         assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
     };
 
-    let reader = db.begin().unwrap();
+    let reader = db.begin_read().unwrap();
     for i in 0..u64::from(keel::TREE_READ_ESCALATE_AT) - 1 {
         assert_eq!(reader.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
     }
@@ -394,7 +394,7 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
     // key locks: the writer can still change keys the reader did not read.
     let mut w = db.begin().unwrap();
     w.put(t, &key(n - 3), b"w1").unwrap();
-    let reader = db.begin().unwrap();
+    let reader = db.begin_read().unwrap();
     for i in 0..4 * u64::from(keel::TREE_READ_ESCALATE_AT) / 3 {
         assert_eq!(reader.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
     }
@@ -402,6 +402,54 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
     refused(w.put(t, &key(5), b"w3").unwrap_err());
     drop(w);
     reader.commit().unwrap();
+    db.close().unwrap();
+}
+
+/// Two transactions from `begin` that each read twice
+/// `TREE_READ_ESCALATE_AT` keys of a tree, and only then (once both have
+/// read them) each replace a key neither read, both commit: a transaction
+/// that may write keeps to key locks however much it reads. Were either to
+/// hold the tree shared after its reads, its write would need the tree
+/// exclusive, which the other's shared lock refuses, and each would wait
+/// for the other (a deadlock, one of them rolled back).
+#[test]
+fn read_then_write_transactions_keep_to_key_locks_and_both_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let esc = u64::from(keel::TREE_READ_ESCALATE_AT);
+    let n = 4 * esc;
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(t, &key(i), &value(i, 20)).unwrap();
+    }
+    tx.commit().unwrap();
+    let both_read = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let (db, both_read) = (&db, &both_read);
+            s.spawn(move || {
+                let mut tx = db.begin().unwrap();
+                for i in 0..2 * esc {
+                    assert_eq!(tx.get_key(t, &key(i)).unwrap(), Some(value(i, 20)));
+                }
+                both_read.wait();
+                // A key that exists and neither read: its own lock only.
+                tx.put(t, &key(3 * esc + w), b"written").unwrap();
+                tx.commit().unwrap();
+            });
+        }
+    });
+    for w in 0..2 {
+        let r = db.begin_read().unwrap();
+        assert_eq!(
+            r.get_key(t, &key(3 * esc + w)).unwrap(),
+            Some(b"written".to_vec())
+        );
+        r.commit().unwrap();
+    }
     db.close().unwrap();
 }
 
@@ -443,7 +491,7 @@ fn ranges_count_toward_the_read_escalation_and_answer_under_the_tree_lock() {
             .collect()
     };
 
-    let reader = db.begin().unwrap();
+    let reader = db.begin_read().unwrap();
     // One long range: one read, whatever its length.
     let lo = (
         Bound::Included(&sorted[0][..]),
@@ -621,7 +669,7 @@ fn a_reader_moved_between_threads_is_rehomed_by_a_get_in_any_tree() {
         tx.put(b, &key(i), b"b").unwrap();
     }
     tx.commit().unwrap();
-    let reader = db.begin().unwrap();
+    let reader = db.begin_read().unwrap();
     for i in 0..n {
         reader.get_key(a, &key(i)).unwrap();
         reader.get_key(b, &key(i)).unwrap();

@@ -608,7 +608,7 @@ fn readers_of_many_ranges_read_repeatably_while_writers_come_and_go() {
                     let (mut kb, mut vb) = (Vec::new(), Vec::new());
                     let mut ranges = 0u64;
                     for _ in 0..40 {
-                        let tx = db.begin().unwrap();
+                        let tx = db.begin_read().unwrap();
                         let mut again = Vec::new();
                         let outcome = (|| -> keel::Result<()> {
                             for j in 0..100 {

@@ -117,13 +117,16 @@
 //! under the leaf's latch; when one would wait, the latch is released,
 //! the lock waited for, and the operation starts again from the root.
 //!
-//! A read-only transaction that has made
+//! A read-only transaction ([`Database::begin_read`](crate::Database::begin_read))
+//! that has made
 //! [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) reads in a tree
 //! (gets and range scans, one each) tries, never waiting, to lock the
 //! whole tree S (granted only while no other transaction holds it IX);
 //! from then on its gets there, and the scans it starts there, take no key
 //! lock, since the tree lock gives them all (and keeps the tree's writers
-//! waiting until the reader ends). A tree held X (a bulk load's lock, or
+//! waiting until the reader ends). A transaction that may write keeps to
+//! key locks however much it reads: holding the tree S, its first write
+//! there would need X, and two such transactions would deadlock. A tree held X (a bulk load's lock, or
 //! the lock manager's escalation after `ESCALATE_AT` key locks, which the
 //! transaction looks for at that count) covers the same way, and then its
 //! puts take no key locks either: no other transaction holds any lock in

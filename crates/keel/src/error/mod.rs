@@ -109,6 +109,13 @@ pub enum DbError {
     /// The transaction has already committed or rolled back.
     #[error("transaction {0} has already finished")]
     TxnFinished(TxnId),
+    /// A write in a read-only transaction (`Database::begin_read`); the
+    /// transaction goes on, unchanged.
+    #[error("transaction {txn} is read-only (begun with begin_read): it cannot write")]
+    ReadOnly {
+        /// The transaction.
+        txn: TxnId,
+    },
     /// A file of the database failed validation (control file, catalog,
     /// relation file, a tuple's overflow chain).
     #[error("{what}: corrupt: {reason}")]
@@ -306,6 +313,7 @@ impl DbError {
             | DbError::Unsorted { .. }
             | DbError::ValueTooLarge { .. }
             | DbError::TxnFinished(_)
+            | DbError::ReadOnly { .. }
             | DbError::Config(_)
             | DbError::Locked(_) => ErrorClass::Usage,
             DbError::WouldBlock { .. }

@@ -182,8 +182,9 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 ///
 /// A range counts as one read toward the tree's read escalation
 /// ([`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT)), as a get
-/// does: a range started once a read-only transaction holds the whole tree
-/// shared takes no key locks there.
+/// does: a range started once a read-only transaction
+/// ([`Database::begin_read`](crate::Database::begin_read)) holds the whole
+/// tree shared takes no key locks there.
 pub struct Range<'tx> {
     tx: &'tx Transaction<'tx>,
     rel: Arc<Relation>,

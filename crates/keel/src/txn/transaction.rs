@@ -248,8 +248,9 @@ pub(crate) fn system_txn<T>(
     }
 }
 
-/// Reads (gets and range scans, one each) a read-only transaction makes in
-/// one tree before it tries (never waiting) to lock the whole tree shared,
+/// Reads (gets and range scans, one each) a read-only transaction
+/// ([`Database::begin_read`](crate::Database::begin_read)) makes in one
+/// tree before it tries (never waiting) to lock the whole tree shared,
 /// after which its gets and the range scans it starts there take no key
 /// locks; tried again at each doubling of the count while a writer's
 /// intention lock refuses it. A tree-level S lock gives every key lock a
@@ -257,13 +258,13 @@ pub(crate) fn system_txn<T>(
 /// so none can insert, delete or change a key until this one ends:
 /// serializable as the key locks are), at the price of keeping the tree's
 /// writers waiting until this transaction ends, as the lock manager's own
-/// escalation after `ESCALATE_AT` row locks does (and a transaction that
-/// writes the tree after it asks for X: S and IX join to X, so two such
-/// transactions deadlock). A scan counts once however many keys it locks:
-/// one range read before an update, the common read-then-write
-/// transaction, never escalates by itself. Sixty-four reads mark a reader
-/// that would otherwise spend more on its key locks, and their release at
-/// commit, than on anything else but its descents.
+/// escalation after `ESCALATE_AT` row locks does. A transaction begun with
+/// [`Database::begin`](crate::Database::begin) keeps to key locks however
+/// much it reads: were it to hold the tree S and then write there, it
+/// would ask for X (S and IX join to X), and two such transactions would
+/// deadlock. A scan counts once however many keys it locks. Sixty-four
+/// reads mark a reader that would otherwise spend more on its key locks,
+/// and their release at commit, than on anything else but its descents.
 pub const TREE_READ_ESCALATE_AT: u32 = 64;
 
 /// A tree this transaction has locked: the tree as the catalog gave it
@@ -318,7 +319,9 @@ fn thread_key() -> u64 {
 /// transaction is rolled back at once and the call returns
 /// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
 /// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
-/// return [`DbError::WouldBlock`] and the transaction goes on.
+/// return [`DbError::WouldBlock`] and the transaction goes on. A
+/// transaction from [`Database::begin_read`](crate::Database::begin_read)
+/// refuses every write with [`DbError::ReadOnly`] and goes on.
 ///
 /// **Threads.** A transaction is `Send` but not `Sync`: one thread at a
 /// time runs it (move it to another thread, never share it). A lock wait
@@ -374,6 +377,10 @@ pub struct Transaction<'db> {
     /// The home thread the lock manager keeps for this transaction
     /// ([`TreeHold`]).
     home: Arc<AtomicU64>,
+    /// Begun with `Database::begin_read`: writes are refused, and only
+    /// such a transaction escalates its reads in a tree
+    /// ([`TREE_READ_ESCALATE_AT`]).
+    read_only: bool,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -387,8 +394,9 @@ impl std::fmt::Debug for Transaction<'_> {
 }
 
 impl<'db> Transaction<'db> {
-    /// Starts a transaction (`Database::begin`).
-    pub(crate) fn begin(db: &'db Engine) -> Result<Transaction<'db>> {
+    /// Starts a transaction (`Database::begin`, or `begin_read` when
+    /// `read_only`).
+    pub(crate) fn begin(db: &'db Engine, read_only: bool) -> Result<Transaction<'db>> {
         db.check_usable()?;
         let (core, slot, home) = begin(db);
         Ok(Transaction {
@@ -398,6 +406,7 @@ impl<'db> Transaction<'db> {
             slot,
             tree_locks: std::cell::RefCell::new(Vec::new()),
             home,
+            read_only,
             _one_thread: std::marker::PhantomData,
         })
     }
@@ -405,6 +414,22 @@ impl<'db> Transaction<'db> {
     /// This transaction's id.
     pub fn id(&self) -> TxnId {
         self.id
+    }
+
+    /// Whether this transaction was begun with
+    /// [`Database::begin_read`](crate::Database::begin_read), and so
+    /// refuses writes.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses a write in a read-only transaction (before any lock or
+    /// change: the transaction goes on as it was).
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(DbError::ReadOnly { txn: self.id }.into());
+        }
+        Ok(())
     }
 
     /// Bytes of memory the transaction holds for its rollback and commit
@@ -465,6 +490,7 @@ impl<'db> Transaction<'db> {
         f: impl FnOnce(&Storage, &mut TxnLog, &Relation) -> Result<T>,
     ) -> Result<T> {
         self.live()?;
+        self.writable()?;
         self.db.check_usable()?;
         let rel = self.db.user_relation(rel)?;
         rel.expect(RelationKind::Heap)?;
@@ -501,6 +527,9 @@ impl<'db> Transaction<'db> {
         mode: LockMode,
         f: impl FnOnce(&Storage, &mut TxnLog, &Relation, bool) -> Result<T>,
     ) -> Result<T> {
+        if mode != LockMode::IntentShared {
+            self.writable()?;
+        }
         let at = self.tree_hold(rel, mode)?;
         if mode == LockMode::IntentShared {
             self.count_read(at)?;
@@ -588,14 +617,15 @@ impl<'db> Transaction<'db> {
     }
 
     /// Counts a read (a get, or a range scan's start) in the tree at `at`
-    /// and, at [`TREE_READ_ESCALATE_AT`] reads and each doubling after,
-    /// tries (never waiting) to lock the tree shared when this transaction
-    /// holds it only in IS.
+    /// and, in a read-only transaction, at [`TREE_READ_ESCALATE_AT`] reads
+    /// and each doubling after, tries (never waiting) to lock the tree
+    /// shared when this transaction holds it only in IS.
     fn count_read(&self, at: usize) -> Result<()> {
         let mut holds = self.tree_locks.borrow_mut();
         let h = &mut holds[at];
         h.ops = h.ops.saturating_add(1);
-        if h.mode != LockMode::IntentShared
+        if !self.read_only
+            || h.mode != LockMode::IntentShared
             || h.ops < TREE_READ_ESCALATE_AT
             || !h.ops.is_power_of_two()
         {

@@ -198,7 +198,8 @@ pub fn read_tree(tx: &Transaction<'_>, tree: RelationId) -> keel::Result<TreeMod
     tx.range(tree, ..)?.collect()
 }
 
-/// A read-only run of reads of the keys under `prefix` in `tx`, more than
+/// A read-only run of reads of the keys under `prefix` in `tx` (begun with
+/// `begin_read`), more than
 /// [`keel::TREE_READ_ESCALATE_AT`] of them — gets, and ranges of a few
 /// items read with `next_into`/`next_back_into` from a random key forward
 /// or backward — each checked against `model`. So the transaction tries

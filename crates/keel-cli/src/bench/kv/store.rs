@@ -138,7 +138,7 @@ impl KvStore for KeelKv {
             ),
             (
                 "read".into(),
-                "begin; get_key_into (one buffer for the transaction's gets) / range per operation, its entries read with next_into (one key and one value buffer for the transaction's ranges); commit (shared key locks until the transaction's 64th read in the tree, then the tree locked shared)".into(),
+                "begin_read (a read-only transaction, as redb's begin_read); get_key_into (one buffer for the transaction's gets) / range per operation, its entries read with next_into (one key and one value buffer for the transaction's ranges); commit (shared key locks until the transaction's 64th read in the tree, then the tree locked shared)".into(),
             ),
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
@@ -163,7 +163,7 @@ impl KvStore for KeelKv {
     }
 
     fn get(&self, ids: &[u64]) -> Result<(), Failure> {
-        let tx = self.db.begin().map_err(k)?;
+        let tx = self.db.begin_read().map_err(k)?;
         let mut v = Vec::new();
         for &i in ids {
             let found = tx.get_key_into(self.tree, &key(i), &mut v).map_err(k)?;
@@ -173,7 +173,7 @@ impl KvStore for KeelKv {
     }
 
     fn ranges(&self, starts: &[u64], len: usize) -> Result<u64, Failure> {
-        let tx = self.db.begin().map_err(k)?;
+        let tx = self.db.begin_read().map_err(k)?;
         let mut n = 0;
         let (mut kb, mut vb) = (Vec::new(), Vec::new());
         for &s in starts {
