@@ -305,7 +305,9 @@ impl Database {
             .collect()
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction that may read and write. One that only reads
+    /// is better begun with [`begin_read`](Self::begin_read): after many
+    /// reads in a tree it may lock the whole tree instead of each key.
     pub fn begin(&self) -> Result<Transaction<'_>> {
         Transaction::begin(&self.inner, false)
     }

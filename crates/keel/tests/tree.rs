@@ -324,6 +324,23 @@ fn a_short_scan_locks_what_it_read_not_the_rest_of_its_leaf() {
     db.close().unwrap();
 }
 
+/// A database whose lock waits end after 20 s (a hang fails, never stops
+/// the suite) with a tree `t` of keys `0..n`, values of 20 bytes,
+/// committed; the directory goes last.
+fn locking_tree(n: u64) -> (tempfile::TempDir, Database, RelationId) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.lock_timeout = Some(std::time::Duration::from_secs(20));
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(t, &key(i), &value(i, 20)).unwrap();
+    }
+    tx.commit().unwrap();
+    (dir, db, t)
+}
+
 /// A read-only transaction that has made `TREE_READ_ESCALATE_AT` gets in
 /// a tree holds the whole tree shared: from then on no writer can change
 /// any key of it until the reader ends (the keys it read, and every other
@@ -331,17 +348,8 @@ fn a_short_scan_locks_what_it_read_not_the_rest_of_its_leaf() {
 /// locks and the writer's other keys stay writable.
 #[test]
 fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config();
-    c.lock_timeout = Some(std::time::Duration::from_secs(20));
-    let db = Database::open(dir.path(), c).unwrap();
-    let t = db.create_tree("t").unwrap();
     let n = u64::from(keel::TREE_READ_ESCALATE_AT) * 3;
-    let mut tx = db.begin().unwrap();
-    for i in 0..n {
-        tx.put(t, &key(i), &value(i, 20)).unwrap();
-    }
-    tx.commit().unwrap();
+    let (_dir, db, t) = locking_tree(n);
     let refused = |e: Error| {
         // On the reader's own thread a wait is refused as a deadlock (lock
         // module docs, Threads), never left to hang.
@@ -414,18 +422,9 @@ fn a_reader_of_many_keys_locks_the_tree_and_a_writer_keeps_it_to_key_locks() {
 /// for the other (a deadlock, one of them rolled back).
 #[test]
 fn read_then_write_transactions_keep_to_key_locks_and_both_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config();
-    c.lock_timeout = Some(std::time::Duration::from_secs(20));
-    let db = Database::open(dir.path(), c).unwrap();
-    let t = db.create_tree("t").unwrap();
     let esc = u64::from(keel::TREE_READ_ESCALATE_AT);
     let n = 4 * esc;
-    let mut tx = db.begin().unwrap();
-    for i in 0..n {
-        tx.put(t, &key(i), &value(i, 20)).unwrap();
-    }
-    tx.commit().unwrap();
+    let (_dir, db, t) = locking_tree(n);
     let both_read = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         for w in 0..2 {
@@ -460,18 +459,9 @@ fn read_then_write_transactions_keep_to_key_locks_and_both_commit() {
 /// writer holding the tree keeps a reader of many ranges to key locks.
 #[test]
 fn ranges_count_toward_the_read_escalation_and_answer_under_the_tree_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config();
-    c.lock_timeout = Some(std::time::Duration::from_secs(20));
-    let db = Database::open(dir.path(), c).unwrap();
-    let t = db.create_tree("t").unwrap();
     let esc = u64::from(keel::TREE_READ_ESCALATE_AT);
     let n = esc * 4;
-    let mut tx = db.begin().unwrap();
-    for i in 0..n {
-        tx.put(t, &key(i), &value(i, 20)).unwrap();
-    }
-    tx.commit().unwrap();
+    let (_dir, db, t) = locking_tree(n);
     let sorted: Vec<Vec<u8>> = all(&db, t).into_iter().map(|(k, _)| k).collect();
     let refused = |e: Error| {
         assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
