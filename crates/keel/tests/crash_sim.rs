@@ -130,7 +130,8 @@ fn changes(
     rng: &mut Rng,
 ) -> keel::Result<Result<Model, Failed>> {
     let mut after = model.clone();
-    if rng.below(10) == 0 {
+    let long_read = rng.below(10) == 0;
+    if long_read && rng.coin() {
         // A long reader: read-only, past the tree's read escalation.
         let tx = db.begin_read()?;
         long_tree_read(&tx, rels.tree, &model.keys, b"", rng)?;
@@ -138,6 +139,11 @@ fn changes(
         return Ok(Ok(after));
     }
     let mut tx = db.begin()?;
+    if long_read {
+        // As many reads in a transaction that then writes: it keeps to
+        // key locks, and its writes below take no tree lock.
+        long_tree_read(&tx, rels.tree, &model.keys, b"", rng)?;
+    }
     let rel = match &rels.heaps[..] {
         [only] => *only,
         heaps => heaps[rng.below(heaps.len() as u64) as usize],

@@ -114,7 +114,8 @@ impl Worker {
     ) -> keel::Result<Result<Model, Failed>> {
         let mut after = model.clone();
         let tree = db.tree(TREE)?.expect("the workload's tree");
-        if self.rng.below(10) == 0 {
+        let long_read = self.rng.below(10) == 0;
+        if long_read && self.rng.coin() {
             // A long reader of this thread's keys: read-only, past the
             // tree's read escalation (granted while no other thread holds
             // the tree).
@@ -124,6 +125,12 @@ impl Worker {
             return Ok(Ok(after));
         }
         let mut tx = db.begin()?;
+        if long_read {
+            // As many reads in a transaction that then writes: it keeps to
+            // key locks, so the other threads' writers, and two such
+            // transactions, run beside it.
+            long_tree_read(&tx, tree, &model.keys, &[self.thread], &mut self.rng)?;
+        }
         let n = if self.rng.below(8) == 0 {
             40
         } else {
