@@ -4,6 +4,7 @@
 //! ```text
 //! create REL            -> ok
 //! begin                 -> ok
+//! begin read            -> ok                 (a read-only transaction: writes fail)
 //! insert REL HEX        -> tid P.S
 //! get REL P.S           -> val HEX | none
 //! update REL P.S HEX    -> ok
@@ -273,13 +274,16 @@ fn execute<'db>(
             db.drop_tree(name)?;
             Ok("ok".into())
         }
-        ["begin"] => {
+        ["begin"] | ["begin", "read"] => {
             if tx.is_some() {
                 return Err(ShellError::usage(
                     "a transaction is already open (commit or abort it first)",
                 ));
             }
-            *tx = Some(db.begin()?);
+            *tx = Some(match words {
+                [_, _] => db.begin_read()?,
+                _ => db.begin()?,
+            });
             Ok("ok".into())
         }
         ["commit"] => {
@@ -412,7 +416,7 @@ fn parse_op(db: &Database, words: &[&str]) -> Result<Op, ShellError> {
 fn usage_of(cmd: &str) -> String {
     let form = match cmd {
         "create" => "create REL",
-        "begin" => "begin",
+        "begin" => "begin [read]",
         "insert" => "insert REL HEX",
         "get" => "get REL P.S | get TREE KEY",
         "update" => "update REL P.S HEX",

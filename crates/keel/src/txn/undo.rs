@@ -285,9 +285,8 @@ impl TxnLog {
 const _: () = assert!(std::mem::size_of::<UndoEntry>() <= 40);
 
 /// Gives the log's buffers, emptied, to the next transaction begun on this
-/// thread ([`LogSpares`]). Whatever the undo stack still holds is dropped
-/// here as it would be anyway (a transaction's log outlives its end only
-/// in its `Transaction`).
+/// thread ([`LogSpares`]); entries still on the undo stack are dropped, as
+/// they would be with the log.
 impl Drop for TxnLog {
     fn drop(&mut self) {
         let spares = LogSpares {
