@@ -56,8 +56,8 @@ enum Command {
     /// structure, the catalog, the free space maps, and every WAL record
     /// from the last checkpoint.
     Check(check::CheckArgs),
-    /// A line protocol on stdin/stdout: create, begin [read], insert, get,
-    /// update, delete, scan, create-tree, drop-tree, put, del, range,
+    /// A line protocol on stdin/stdout: create, begin, begin read, insert,
+    /// get, update, delete, scan, create-tree, drop-tree, put, del, range,
     /// commit, abort, checkpoint, quit (one answer per line).
     Shell(shell::ShellArgs),
     /// Relations (pages, tuples, fill factor, fragmentation), the log, the
