@@ -151,7 +151,7 @@ type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every key and value of the index tree.
 fn read_index(db: &Database, tree: RelationId) -> Result<Entries, Failure> {
-    let tx = db.begin()?;
+    let tx = db.begin_read()?;
     let entries = tx.range(tree, ..)?.collect::<keel::Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(entries)

@@ -251,23 +251,26 @@ impl Iterator for Range<'_> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        match self.next_into(&mut key, &mut value) {
-            Ok(true) => Some(Ok((key, value))),
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        }
+        owned_entry(|k, v| self.next_into(k, v))
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        match self.next_back_into(&mut key, &mut value) {
-            Ok(true) => Some(Ok((key, value))),
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        }
+        owned_entry(|k, v| self.next_back_into(k, v))
+    }
+}
+
+/// An iterator's item from a step that reads into buffers: two new
+/// buffers, filled by `step` (`next_into` or `next_back_into`).
+fn owned_entry(
+    step: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<bool>,
+) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    match step(&mut key, &mut value) {
+        Ok(true) => Some(Ok((key, value))),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
     }
 }
 

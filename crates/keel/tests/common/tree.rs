@@ -55,6 +55,45 @@ pub fn model_range(
         .collect()
 }
 
+/// The largest key under `prefix`: the prefix padded with 0xff to the
+/// longest key.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    [prefix, &[0xff; MAX_KEY_LEN][prefix.len()..]].concat()
+}
+
+/// The bounds of a range of the keys under `prefix` (up to `end`, from
+/// [`prefix_end`]): from `key` to the end, or (`backward`) from the
+/// prefix's first key up to `key`.
+fn bounds_at<'a>(
+    prefix: &'a [u8],
+    key: &'a [u8],
+    end: &'a [u8],
+    backward: bool,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    if backward {
+        (Bound::Included(prefix), Bound::Included(key))
+    } else {
+        (Bound::Included(key), Bound::Included(end))
+    }
+}
+
+/// The first `n` entries of `model` within `lo..hi`, from the low end or
+/// (`backward`) from the high end.
+fn model_ends(
+    model: &TreeModel,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
+    backward: bool,
+    n: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut want = model_range(model, lo, hi);
+    if backward {
+        want.reverse();
+    }
+    want.truncate(n);
+    want
+}
+
 /// Checks in `tx` that `tree` is a consistent tree holding exactly `model`
 /// (module docs); the error says what differs.
 pub fn check_in(tx: &Transaction<'_>, tree: RelationId, model: &TreeModel) -> Result<(), String> {
@@ -160,24 +199,16 @@ pub fn random_tree_op(
             assert!(old == model.remove(&key), "delete of {}", show(&key));
         }
         2 => {
-            let end = [prefix, &[0xff; MAX_KEY_LEN][prefix.len()..]].concat();
+            let end = prefix_end(prefix);
             let backward = rng.coin();
-            let (lo, hi) = if backward {
-                (Bound::Included(prefix), Bound::Included(&key[..]))
-            } else {
-                (Bound::Included(&key[..]), Bound::Included(&end[..]))
-            };
+            let (lo, hi) = bounds_at(prefix, &key, &end, backward);
             let range = tx.range(tree, (lo, hi))?;
             let got: Vec<_> = if backward {
                 range.rev().take(4).collect::<keel::Result<_>>()?
             } else {
                 range.take(4).collect::<keel::Result<_>>()?
             };
-            let mut want = model_range(model, lo, hi);
-            if backward {
-                want.reverse();
-            }
-            want.truncate(4);
+            let want = model_ends(model, lo, hi, backward, 4);
             assert!(
                 got == want,
                 "range at {} (backward: {backward})",
@@ -213,7 +244,7 @@ pub fn long_tree_read(
     prefix: &[u8],
     rng: &mut Rng,
 ) -> keel::Result<()> {
-    let end = [prefix, &[0xff; MAX_KEY_LEN][prefix.len()..]].concat();
+    let end = prefix_end(prefix);
     let (mut k, mut v) = (Vec::new(), Vec::new());
     for _ in 0..keel::TREE_READ_ESCALATE_AT + 16 {
         let key = random_key(prefix, rng);
@@ -223,11 +254,7 @@ pub fn long_tree_read(
             continue;
         }
         let backward = rng.coin();
-        let (lo, hi) = if backward {
-            (Bound::Included(prefix), Bound::Included(&key[..]))
-        } else {
-            (Bound::Included(&key[..]), Bound::Included(&end[..]))
-        };
+        let (lo, hi) = bounds_at(prefix, &key, &end, backward);
         let mut range = tx.range(tree, (lo, hi))?;
         let mut got = Vec::new();
         while got.len() < 4 {
@@ -241,11 +268,7 @@ pub fn long_tree_read(
             }
             got.push((k.clone(), v.clone()));
         }
-        let mut want = model_range(model, lo, hi);
-        if backward {
-            want.reverse();
-        }
-        want.truncate(4);
+        let want = model_ends(model, lo, hi, backward, 4);
         assert!(
             got == want,
             "long read: range at {} (backward: {backward})",
