@@ -1,7 +1,8 @@
-//! The demo's workload: worker threads that each own their tuples (there is
-//! no lock manager yet, so two transactions never write the same tuple) and
-//! run transactions of inserts, updates that grow (and so move) or shrink
-//! tuples, deletes, multi-MiB overflow values and aborts.
+//! The demo's workload: worker threads that each own their tuples (so two
+//! transactions never write the same tuple) and run transactions of
+//! inserts, updates that grow (and so move) or shrink tuples, deletes,
+//! multi-MiB overflow values and aborts, and now and then a read-only
+//! transaction that checks the index against the heap ([`Worker::run_txn`]).
 //!
 //! Every value is recomputable from its [`Version`]: an 18-byte header
 //! (magic, the writing transaction's tag, the operation's number in it, the
@@ -35,6 +36,9 @@ const MAGIC: [u8; 4] = *b"KDv1";
 const HEADER_LEN: usize = 18;
 /// Transactions rolled back on purpose, per million.
 const ABORT_PPM: u32 = 80_000;
+/// Transactions that are a worker's read-only check of the index, per
+/// million.
+const INDEX_CHECK_PPM: u32 = 50_000;
 
 /// The ids of the demo's relations and of its index tree.
 #[derive(Clone, Copy, Debug)]
@@ -218,6 +222,8 @@ pub struct Counts {
     pub shrinks: u64,
     /// Tuples deleted.
     pub deletes: u64,
+    /// Read-only transactions that checked the index against the heap.
+    pub index_checks: u64,
     /// Large values written (inserted or updated).
     pub blobs: u64,
     /// Their bytes.
@@ -232,6 +238,7 @@ impl std::ops::AddAssign for Counts {
         self.grows += o.grows;
         self.shrinks += o.shrinks;
         self.deletes += o.deletes;
+        self.index_checks += o.index_checks;
         self.blobs += o.blobs;
         self.blob_bytes += o.blob_bytes;
     }
@@ -301,8 +308,12 @@ impl<'db> Worker<'db> {
     }
 
     /// Runs one transaction: a few operations, then commit (reported to
-    /// `sink` before and after) or, now and then, a rollback.
+    /// `sink` before and after) or, now and then, a rollback; or, now and
+    /// then, a read-only check of the index ([`check_index`](Self::check_index)).
     pub fn run_txn(&mut self, sink: &mut dyn Sink) -> Result<(), Failure> {
+        if self.rng.chance(INDEX_CHECK_PPM) {
+            return self.check_index();
+        }
         self.seq += 1;
         let mut plan = Plan {
             tag: tag(self.phase, self.id, self.seq),
@@ -337,6 +348,39 @@ impl<'db> Worker<'db> {
         self.commit_plan(plan);
         self.counts.commits += 1;
         sink.acknowledge(rec)
+    }
+
+    /// A read-only transaction (`begin_read`) that gets the index key of
+    /// each tuple this worker owns and the tuple it names, and fails unless
+    /// they agree. Past 64 keys it tries to lock the whole index shared, so
+    /// a kill can land in a reader holding it. It never waits for a lock:
+    /// only this worker writes its tuples and their keys (and has no other
+    /// transaction open), a present key's get locks that key alone, and the
+    /// tree lock is tried without waiting; the writers that wait for it
+    /// wait only until this transaction ends.
+    fn check_index(&mut self) -> Result<(), Failure> {
+        let tx = self.db.begin_read()?;
+        for (r, owned) in self.owned.iter().enumerate() {
+            let rel = r as u8;
+            for &(tid, v) in owned {
+                let named = tx.get_key(self.rels.index, &index_key(v))?;
+                if named.as_deref().and_then(parse_index_value) != Some((rel, tid)) {
+                    return Err(Failure(format!(
+                        "index check: the key of {rel}/{tid} names {:?}",
+                        named.map(|n| String::from_utf8_lossy(&n).into_owned())
+                    )));
+                }
+                let found = tx.get(self.rels.heap[r], tid)?.map(|b| decode(&b));
+                if found != Some(Ok(v)) {
+                    return Err(Failure(format!(
+                        "index check: {rel}/{tid} holds {found:?}, its index key {v:?}"
+                    )));
+                }
+            }
+        }
+        tx.commit()?;
+        self.counts.index_checks += 1;
+        Ok(())
     }
 
     /// An insert (40–400 B), an update that grows (600–2000 B, usually
