@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Power cuts at every I/O operation of a tree's structure changes, on the
-//! simulated disk: a leaf split, a root split, and the reclaim of leaves
-//! emptied by committed deletes. Each step runs from the same durable
+//! simulated disk: a leaf split, a root split, the reclaim of leaves
+//! emptied by committed deletes, and a bulk load whose own later puts
+//! split the root it loaded, rolled back (recovery undoing it when the cut
+//! comes first) or committed. Each step runs from the same durable
 //! starting state with a buffer pool small enough that the step itself
 //! evicts (so the log is flushed and pages written in its middle), then a
 //! checkpoint; the power is cut at operation N of the step, for every N
@@ -153,6 +155,23 @@ fn nodes_per_level(db: &Database) -> Vec<usize> {
 /// every page of the file is a node the tree reaches, a free page or an
 /// overflow page; a page that nothing reaches is a leak.
 fn no_leaks(db: &Database) -> Result<(), String> {
+    structure_problems(db, |_| true)
+}
+
+/// The structural check of tree "t" finds no error; pages nothing
+/// reaches are allowed: a bulk load cut short by a crash before its root
+/// swap leaves the nodes it built so (`btree::bulk` module docs).
+fn no_errors(db: &Database) -> Result<(), String> {
+    structure_problems(db, |p| {
+        p.kind != keel::page::tree::check::ProblemKind::Unreachable
+    })
+}
+
+/// The structural check's findings of tree "t" that `counts`.
+fn structure_problems(
+    db: &Database,
+    counts: impl Fn(&keel::page::tree::check::TreeProblem) -> bool,
+) -> Result<(), String> {
     let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
     let mut read = |id: PageId| {
         db.read_page("t", id)
@@ -163,11 +182,16 @@ fn no_leaks(db: &Database) -> Result<(), String> {
             })
     };
     let report = keel::page::tree::check::check_tree(n, &mut read);
-    if report.problems.is_empty() {
+    let found: Vec<String> = report
+        .problems
+        .iter()
+        .filter(|p| counts(p))
+        .map(|p| format!("{p}"))
+        .collect();
+    if found.is_empty() {
         Ok(())
     } else {
-        let all: Vec<String> = report.problems.iter().map(|p| format!("{p}")).collect();
-        Err(all.join("; "))
+        Err(found.join("; "))
     }
 }
 
@@ -184,6 +208,20 @@ fn cut_everywhere(
     frames: usize,
     step: Run,
     then: Run,
+) -> ((u32, usize), (u32, usize), u64) {
+    cut_everywhere_checked(name, disk, model, frames, step, then, no_leaks)
+}
+
+/// [`cut_everywhere`] with `structure` as the structural check after each
+/// recovery (and after the work that follows it).
+fn cut_everywhere_checked(
+    name: &str,
+    disk: &SimDisk,
+    model: &TreeModel,
+    frames: usize,
+    step: Run,
+    then: Run,
+    structure: fn(&Database) -> Result<(), String>,
 ) -> ((u32, usize), (u32, usize), u64) {
     let mut n = 0;
     loop {
@@ -202,6 +240,10 @@ fn cut_everywhere(
         if !sim.is_halted() {
             // The step ran through before operation N.
             sim.clear_faults();
+            assert!(
+                !db.is_poisoned(),
+                "{name}: the step failed with no fault injected"
+            );
             let after_pages = pages(&db);
             db.close().unwrap();
             return (before_pages, after_pages, n);
@@ -224,11 +266,11 @@ fn cut_everywhere(
             }
         };
         check_tree(&db, tree, &now).unwrap_or_else(|e| panic!("{name}, cut at {n} ({got:?}): {e}"));
-        no_leaks(&db).unwrap_or_else(|e| panic!("{name}, cut at {n} ({got:?}): {e}"));
+        structure(&db).unwrap_or_else(|e| panic!("{name}, cut at {n} ({got:?}): {e}"));
         assert_eq!(then(&db, tree, &mut now), Step::Acked, "{name}, cut at {n}");
         check_tree(&db, tree, &now)
             .unwrap_or_else(|e| panic!("{name}, cut at {n}, after more work: {e}"));
-        no_leaks(&db).unwrap_or_else(|e| panic!("{name}, cut at {n}, after more work: {e}"));
+        structure(&db).unwrap_or_else(|e| panic!("{name}, cut at {n}, after more work: {e}"));
         db.close().unwrap();
         n += 1;
     }
@@ -278,6 +320,80 @@ fn a_power_cut_at_every_io_of_a_leaf_reclaim_keeps_the_tree_whole() {
     assert!(after.1 >= 2, "the deletes reclaimed {} leaves", after.1);
     assert!(cuts >= 5, "only {cuts} I/O operations in the step");
     eprintln!("reclaim: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+/// Bulk loads `LOADED` keys into the empty tree (one root leaf), then puts
+/// `SPLITTING` more in the same transaction, which split that root under
+/// a new one; `commit_it` decides how the transaction ends.
+fn bulk_then_split(db: &Database, tree: RelationId, m: &mut TreeModel, commit_it: bool) -> Step {
+    let Ok(mut tx) = db.begin() else {
+        return Step::Before;
+    };
+    let mut after = m.clone();
+    let loaded: Vec<(Vec<u8>, Vec<u8>)> = LOADED.map(|i| (key(i), value(i))).collect();
+    if tx.bulk_load(tree, loaded.iter().cloned()).is_err() {
+        return Step::Before;
+    }
+    after.extend(loaded);
+    for i in SPLITTING {
+        if tx.put(tree, &key(i), &value(i)).is_err() {
+            return Step::Before;
+        }
+        after.insert(key(i), value(i));
+    }
+    if commit_it {
+        let step = commit(tx);
+        if step == Step::Acked {
+            *m = after;
+        }
+        return step;
+    }
+    // A failed rollback poisons the database (`cut_everywhere_checked`
+    // refuses that in a run with no cut). Another tree's creation (a
+    // durable commit) makes the rollback's records durable.
+    if tx.abort().is_ok() {
+        let _ = db.create_tree("flush");
+    }
+    Step::Before
+}
+
+const LOADED: std::ops::Range<u32> = 0..30;
+/// Enough puts to split the loaded root and to evict pages of the
+/// transaction from the small pool (so its log reaches the disk before
+/// it ends).
+const SPLITTING: std::ops::Range<u32> = 100..700;
+
+/// A bulk load rolled back after its own puts split the loaded root: the
+/// rollback names the root the meta page holds now, and frees every node
+/// under it. Cut at every I/O operation, then recovered (which undoes the
+/// load when the cut came before the rollback's end).
+#[test]
+fn a_power_cut_at_every_io_of_a_bulk_load_rolled_back_after_its_root_split() {
+    let (disk, model) = start(std::iter::empty());
+    let step: Run = |db, tree, m| bulk_then_split(db, tree, m, false);
+    let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
+    let (before, after, cuts) =
+        cut_everywhere_checked("bulk rolled back", &disk, &model, 12, step, more, no_errors);
+    assert_eq!(before.0, 2, "a meta page and an empty root leaf");
+    assert!(
+        after.1 >= 3,
+        "the rollback freed the loaded root and its splits: {after:?}"
+    );
+    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
+    eprintln!("bulk rolled back: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+/// The same transaction committed: cut at every I/O operation, the tree
+/// holds nothing of it or all of it.
+#[test]
+fn a_power_cut_at_every_io_of_a_bulk_load_whose_root_split_commits() {
+    let (disk, model) = start(std::iter::empty());
+    let step: Run = |db, tree, m| bulk_then_split(db, tree, m, true);
+    let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
+    let (_, after, cuts) =
+        cut_everywhere_checked("bulk committed", &disk, &model, 12, step, more, no_errors);
+    assert!(after.0 >= 5, "the loaded root split: {after:?}");
+    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
 }
 
 /// The log of `disk` cut at `end` as a torn tail would (its bytes from

@@ -23,30 +23,39 @@ use crate::wal::Payload;
 
 impl Storage {
     /// Undoes a bulk load's root swap: a CLR naming the old root again,
-    /// then every page of the new tree freed (redo-only).
+    /// then every page of the tree it replaces freed (redo-only).
+    ///
+    /// The tree replaced is the one the meta page names now, not the one
+    /// the swap installed: the loading transaction may have split the
+    /// loaded root since (a new root above it, redo-only, not undone).
+    /// Every page reachable from the current root is the load's or one of
+    /// those splits': the transaction has held the tree's lock
+    /// exclusively since the load, and its later key changes have been
+    /// undone before this record. The old, empty root is intact: it is
+    /// freed only after a commit (`Deferred::FreeNode`).
     fn undo_root_swap(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         undo_next: Lsn,
         old: (crate::types::PageId, u16),
-        new: (crate::types::PageId, u16),
     ) -> Result<()> {
         let _only = super::routes::restructure(rel);
+        let mut mg = self.pool.fetch_write(rel.file(), super::META_PAGE)?;
+        let current = crate::page::tree::read_meta(&mg, super::META_PAGE)?;
         let clr = Payload::Compensation {
             undo_next,
             action: Box::new(Payload::TreeRootSwap {
-                old: new.0,
-                old_level: new.1,
+                old: current.0,
+                old_level: current.1,
                 new: old.0,
                 new_level: old.1,
             }),
         };
-        let mut mg = self.pool.fetch_write(rel.file(), super::META_PAGE)?;
         self.change(Some(log), rel.id, &mut mg, &clr)?;
         drop(mg);
         super::set_root_hint(rel, old.0, old.1);
-        self.free_tree_pages(rel, new.0, new.1)
+        self.free_tree_pages(rel, current.0, current.1)
     }
 
     /// Undoes `record` (a `TreeInsert` or `TreeDelete` of `log`'s
@@ -62,14 +71,8 @@ impl Storage {
         undo_next: Lsn,
         record: &Payload,
     ) -> Result<()> {
-        if let Payload::TreeRootSwap {
-            old,
-            old_level,
-            new,
-            new_level,
-        } = *record
-        {
-            return self.undo_root_swap(log, rel, undo_next, (old, old_level), (new, new_level));
+        if let Payload::TreeRootSwap { old, old_level, .. } = *record {
+            return self.undo_root_swap(log, rel, undo_next, (old, old_level));
         }
         let _shared = rel.structure.read();
         let (key, action) = match record {
