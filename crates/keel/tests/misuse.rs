@@ -280,3 +280,94 @@ fn a_read_only_transaction_refuses_every_write_and_goes_on() {
     assert!(!db.begin().unwrap().is_read_only());
     db.close().unwrap();
 }
+
+/// Rolls `victim` back the way a deadlock does: it waits, on this thread,
+/// for a key another transaction of this thread holds exclusively. Returns
+/// that other transaction, still running.
+fn roll_back_by_deadlock<'db>(
+    db: &'db Database,
+    victim: &keel::Transaction<'db>,
+    other_tree: RelationId,
+) -> keel::Transaction<'db> {
+    let mut w = db.begin().unwrap();
+    w.put(other_tree, b"k", b"changed").unwrap();
+    let e = victim.get_key(other_tree, b"k").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Deadlock { .. })), "{e}");
+    w
+}
+
+fn is_finished<T: std::fmt::Debug>(item: Option<keel::Result<T>>, what: &str) {
+    match item {
+        Some(Err(Error::Db(DbError::TxnFinished(_)))) => {}
+        other => panic!("{what} after its transaction was rolled back: {other:?}"),
+    }
+}
+
+/// A range or scan still open over a transaction that a deadlock rolled
+/// back returns `TxnFinished` for its next item, not rows the transaction
+/// read before (no longer locked) nor rows read afterwards with no lock
+/// at all (a range covered by a tree lock the rollback released).
+#[test]
+fn an_open_range_or_scan_returns_nothing_after_its_transaction_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(Some(HANG_GUARD))).unwrap();
+    let (rel, a) = setup(&db);
+    let tree = db.create_tree("kv").unwrap();
+    let other = db.create_tree("other").unwrap();
+    let key = |i: u32| format!("key{i:04}").into_bytes();
+    let mut tx = db.begin().unwrap();
+    for i in 0..200 {
+        tx.put(tree, &key(i), b"v").unwrap();
+        tx.insert(rel, b"row").unwrap();
+    }
+    tx.put(other, b"k", b"v").unwrap();
+    tx.commit().unwrap();
+
+    // A range covered by the read-only transaction's tree lock.
+    let reader = db.begin_read().unwrap();
+    for i in 0..keel::TREE_READ_ESCALATE_AT + 1 {
+        reader.get_key(tree, &key(i)).unwrap();
+    }
+    let mut covered = reader.range(tree, ..).unwrap();
+    let mut w = roll_back_by_deadlock(&db, &reader, other);
+    // The rollback released the tree lock: a writer changes the tree.
+    w.put(tree, b"a-new-key", b"uncommitted").unwrap();
+    is_finished(covered.next(), "a covered range");
+    drop(covered);
+    w.abort().unwrap();
+    drop(reader);
+
+    // Ranges from either end, in the middle of their first batch.
+    for backward in [false, true] {
+        let reader = db.begin().unwrap();
+        let mut range = reader.range(tree, ..).unwrap();
+        let first = if backward {
+            range.next_back()
+        } else {
+            range.next()
+        };
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+        let mut w = roll_back_by_deadlock(&db, &reader, other);
+        w.put(tree, &key(if backward { 197 } else { 2 }), b"changed")
+            .unwrap();
+        let next = if backward {
+            range.next_back()
+        } else {
+            range.next()
+        };
+        is_finished(next, "a range");
+        drop(range);
+        w.abort().unwrap();
+    }
+
+    // A heap scan in the middle of its first page.
+    let reader = db.begin().unwrap();
+    let mut scan = reader.scan(rel).unwrap();
+    assert_eq!(scan.next().unwrap().unwrap().0, a);
+    let w = roll_back_by_deadlock(&db, &reader, other);
+    is_finished(scan.next(), "a heap scan");
+    drop(scan);
+    w.abort().unwrap();
+    drop(reader);
+    db.close().unwrap();
+}

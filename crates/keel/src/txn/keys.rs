@@ -222,6 +222,9 @@ impl Range<'_> {
     /// # }
     /// ```
     pub fn next_into(&mut self, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<bool> {
+        // Entries read (and locked) before a rollback, and a range covered
+        // by a tree lock the rollback released, return nothing after it.
+        self.tx.not_rolled_back()?;
         let got = self
             .cursor
             .next_front(self.tx.store(), self.tx.id(), &self.rel, key, value);
@@ -232,6 +235,7 @@ impl Range<'_> {
     /// [`next_into`](Self::next_into) from the front; `Ok(false)` at the
     /// start of the range.
     pub fn next_back_into(&mut self, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<bool> {
+        self.tx.not_rolled_back()?;
         let got = self
             .cursor
             .next_back(self.tx.store(), self.tx.id(), &self.rel, key, value);

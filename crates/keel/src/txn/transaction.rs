@@ -318,7 +318,8 @@ fn thread_key() -> u64 {
 /// "Isolation"). When a lock request would deadlock or times out, the
 /// transaction is rolled back at once and the call returns
 /// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
-/// [`DbError::TxnFinished`]. The `try_` forms never wait for a lock: they
+/// [`DbError::TxnFinished`], as does every later item of a
+/// [`Range`](crate::Range) or [`Scan`] still open over it. The `try_` forms never wait for a lock: they
 /// return [`DbError::WouldBlock`] and the transaction goes on. A
 /// transaction from [`Database::begin_read`](crate::Database::begin_read)
 /// refuses every write with [`DbError::ReadOnly`] and goes on.
@@ -381,6 +382,13 @@ pub struct Transaction<'db> {
     /// such a transaction escalates its reads in a tree
     /// ([`TREE_READ_ESCALATE_AT`]).
     read_only: bool,
+    /// Rolled back by a failure (a deadlock or a lock timeout) of a call
+    /// through a shared borrow: the iterators borrowing the transaction
+    /// ([`Range`](crate::Range), [`Scan`]) check it before each
+    /// item, so none returns a row its rolled-back transaction no longer
+    /// holds a lock on. Set under the core's mutex, read without it (the
+    /// transaction is `!Sync`).
+    rolled_back: std::cell::Cell<bool>,
     /// Makes the type `!Sync` (it stays `Send`): see "Threads" above.
     _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -407,6 +415,7 @@ impl<'db> Transaction<'db> {
             tree_locks: std::cell::RefCell::new(Vec::new()),
             home,
             read_only,
+            rolled_back: std::cell::Cell::new(false),
             _one_thread: std::marker::PhantomData,
         })
     }
@@ -476,11 +485,22 @@ impl<'db> Transaction<'db> {
         ) {
             let mut core = self.core.lock();
             if core.state == TxnState::Active {
+                self.rolled_back.set(true);
                 // A failure here poisons the database (`Engine::undo`).
                 let _ = end(self.db, &mut core, End::Rollback, || Ok(()));
             }
         }
         e
+    }
+
+    /// Fails with [`DbError::TxnFinished`] once a failure rolled this
+    /// transaction back: what an iterator over it asks before each item
+    /// (a lock-free check; see `rolled_back`).
+    pub(super) fn not_rolled_back(&self) -> Result<()> {
+        if self.rolled_back.get() {
+            return Err(DbError::TxnFinished(self.id).into());
+        }
+        Ok(())
     }
 
     fn write<T>(
@@ -847,6 +867,10 @@ impl Iterator for Scan<'_> {
     type Item = Result<(TupleId, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // Rows read (and locked) before a rollback are not returned after it.
+        if let Err(e) = self.tx.not_rolled_back() {
+            return Some(Err(e));
+        }
         let item = self.inner.next()?.map_err(|e| self.tx.fail(e));
         // Invariant 16: checked after the tuple's lock was granted.
         Some(item.and_then(|row| self.tx.db.check_usable().map(|()| row)))
