@@ -683,3 +683,87 @@ fn a_reader_moved_between_threads_is_rehomed_by_a_get_in_any_tree() {
     reader.commit().unwrap();
     db.close().unwrap();
 }
+
+/// The structural check of tree `name` (`keel check`'s) finds nothing.
+fn structure_ok(db: &Database, name: &str) {
+    let n = db
+        .relations()
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap()
+        .pages;
+    let mut read = |id: keel::PageId| {
+        db.read_page(name, id)
+            .map_err(|e| keel::page::PageError::Corrupted {
+                page_id: id,
+                offset: 0,
+                reason: e.to_string(),
+            })
+    };
+    let report = keel::page::tree::check::check_tree(n, &mut read);
+    assert!(
+        report.problems.is_empty(),
+        "tree {name}: {:?}",
+        report.problems
+    );
+}
+
+/// A bulk load takes every key `put` takes: keys up to `MAX_KEY_LEN`
+/// become high keys of full leaves and separators of full internal nodes,
+/// and values up to the item limit stay inline beside them.
+#[test]
+fn a_bulk_load_takes_the_longest_keys_on_every_level() {
+    use keel::btree::MAX_KEY_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let padded = |i: u64, len: usize| {
+        let mut k = format!("{i:06}").into_bytes();
+        k.resize(len, b'x');
+        k
+    };
+    type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+    let shapes: Vec<(&str, Model)> = vec![
+        (
+            "eight longest keys",
+            (0..8)
+                .map(|i| (padded(i, MAX_KEY_LEN), Vec::new()))
+                .collect(),
+        ),
+        (
+            "longest keys over three levels",
+            (0..600)
+                .map(|i| (padded(i, MAX_KEY_LEN), Vec::new()))
+                .collect(),
+        ),
+        (
+            "short keys among long ones",
+            (0..3000)
+                .map(|i| {
+                    let len = if i % 7 == 3 { MAX_KEY_LEN } else { 10 };
+                    (padded(i, len), value(i, 100))
+                })
+                .collect(),
+        ),
+        (
+            "items near the limit",
+            (0..400).map(|i| (padded(i, 900), value(i, 1000))).collect(),
+        ),
+    ];
+    for (n, (shape, model)) in shapes.into_iter().enumerate() {
+        let name = format!("t{n}");
+        let tree = db.create_tree(&name).unwrap();
+        let mut tx = db.begin().unwrap();
+        let loaded = tx
+            .bulk_load(tree, &model)
+            .unwrap_or_else(|e| panic!("{shape}: {e}"));
+        assert_eq!(loaded, model.len() as u64, "{shape}");
+        tx.commit().unwrap();
+        assert_eq!(
+            all(&db, tree),
+            model.into_iter().collect::<Vec<_>>(),
+            "{shape}"
+        );
+        structure_ok(&db, &name);
+    }
+    db.close().unwrap();
+}

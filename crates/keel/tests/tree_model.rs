@@ -2,7 +2,9 @@
 //! Trees checked against a `BTreeMap` model (proptest), on the simulated
 //! disk: puts, replaces, deletes, gets, ranges in both directions with
 //! every kind of bound, first and last, bulk fills that split leaves up to
-//! new roots and bulk clears that empty leaves (reclaim), in transactions
+//! new roots, bulk clears that empty leaves (reclaim) and bulk loads
+//! (`Transaction::bulk_load`, into the new tree or refused by one with
+//! keys, then split, rolled back or crashed like the rest), in transactions
 //! that commit, abort, or end in a crash — a process kill, a power cut
 //! after the transaction's last change, or a power cut at a random I/O
 //! operation inside the transaction (its commit may then be in flight) —
@@ -61,6 +63,10 @@ enum Op {
     Fill(u16, u16, usize),
     /// Deletes of `n` consecutive short keys from `start`.
     Clear(u16, u16),
+    /// A bulk load of these keys (sorted, the last value of a repeated
+    /// key kept): into a tree with keys it must fail with `TreeNotEmpty`;
+    /// into one that never had any it must load them all.
+    BulkLoad(Vec<(Key, Len)>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +122,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Last),
         2 => (0..SHORT_KEYS, 1u16..250, 0usize..300).prop_map(|(s, n, l)| Op::Fill(s, n, l)),
         2 => (0..SHORT_KEYS, 1u16..250).prop_map(|(s, n)| Op::Clear(s, n)),
+        1 => bulk_strategy().prop_map(Op::BulkLoad),
     ]
+}
+
+fn bulk_strategy() -> impl Strategy<Value = Vec<(Key, Len)>> {
+    prop::collection::vec((key_strategy(), len_strategy()), 0..150)
 }
 
 fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
@@ -190,15 +201,24 @@ fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
 
 /// Runs `ops` in `tx`, checking every answer against `model` (which the
 /// changes update); stops at the first error (an injected crash).
+/// `pristine`: the tree never had a key put in it (not even by a
+/// transaction that did not commit), so it is still the empty root leaf.
 fn run_ops(
     tx: &mut keel::Transaction<'_>,
     tree: RelationId,
     model: &mut TreeModel,
     ops: &[Op],
     seed: &mut u64,
+    pristine: &mut bool,
 ) -> keel::Result<()> {
     for op in ops {
         *seed += 1;
+        if !matches!(
+            op,
+            Op::Get(_) | Op::Range(..) | Op::First | Op::Last | Op::BulkLoad(_)
+        ) {
+            *pristine = false;
+        }
         match op {
             Op::Put(k, len) => {
                 let (k, v) = (key_of(k), value(*seed, &key_of(k), *len));
@@ -266,6 +286,28 @@ fn run_ops(
                     );
                 }
             }
+            Op::BulkLoad(items) => {
+                let load: TreeModel = items
+                    .iter()
+                    .map(|(k, len)| (key_of(k), value(*seed, &key_of(k), *len)))
+                    .collect();
+                match tx.bulk_load(tree, &load) {
+                    Ok(n) => {
+                        assert!(model.is_empty(), "a bulk load into a tree with keys");
+                        assert_eq!(n, load.len() as u64, "keys loaded");
+                        if !load.is_empty() {
+                            *pristine = false;
+                        }
+                        *model = load;
+                    }
+                    // An emptied tree may keep its inner nodes.
+                    Err(keel::Error::Db(keel::DbError::TreeNotEmpty(_))) => assert!(
+                        !model.is_empty() || !*pristine,
+                        "a bulk load into a tree that never had a key refused"
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     Ok(())
@@ -325,6 +367,7 @@ fn run_txn(
     committed: &TreeModel,
     plan: &TxnPlan,
     seed: &mut u64,
+    pristine: &mut bool,
 ) -> (TreeModel, Outcome) {
     let mut model = committed.clone();
     if let End::CutAt(n) = plan.end {
@@ -334,7 +377,7 @@ fn run_txn(
     let Ok(mut tx) = m.db().begin() else {
         return (model, Outcome::NotCommitted);
     };
-    let ran = run_ops(&mut tx, tree, &mut model, &plan.ops, seed);
+    let ran = run_ops(&mut tx, tree, &mut model, &plan.ops, seed, pristine);
     let outcome = match (plan.end, ran) {
         (End::Commit | End::CutAt(_), Ok(())) => match tx.commit() {
             Ok(()) => Outcome::Acked,
@@ -364,8 +407,9 @@ fn run(steps: &[TxnPlan]) {
     let tree = m.db().create_tree("t").unwrap();
     let mut committed = TreeModel::new();
     let mut seed = 0;
+    let mut pristine = true;
     for (n, plan) in steps.iter().enumerate() {
-        let (after, outcome) = run_txn(&m, tree, &committed, plan, &mut seed);
+        let (after, outcome) = run_txn(&m, tree, &committed, plan, &mut seed, &mut pristine);
         let in_flight = match plan.end {
             End::Commit => {
                 assert!(outcome == Outcome::Acked, "step {n}: the commit failed");
@@ -425,8 +469,13 @@ proptest! {
 
     #[test]
     fn trees_behave_like_maps_through_commits_aborts_and_crashes(
-        steps in prop::collection::vec(plan_strategy(), 1..14),
+        mut steps in prop::collection::vec(plan_strategy(), 1..14),
+        first in prop::option::of(bulk_strategy()),
     ) {
+        // Half the runs start with a bulk load into the new tree.
+        if let Some(items) = first {
+            steps[0].ops.insert(0, Op::BulkLoad(items));
+        }
         run(&steps);
     }
 }

@@ -18,8 +18,14 @@
 //! page of the new tree ([`Storage::free_tree_pages`]); values written to
 //! overflow chains are freed by their own undo. After the commit the old,
 //! empty root leaf is freed (`Deferred::FreeNode`). A bulk load that fails
-//! before its swap frees the nodes it built; one cut short by a crash
-//! before its swap leaves them unreachable, which `keel check` reports.
+//! before its swap frees the nodes it built, on every level; one cut short
+//! by a crash before its swap leaves them unreachable, which `keel check`
+//! reports.
+//!
+//! A node's high key is the next node's first key, up to `MAX_KEY_LEN`
+//! bytes: a node closed at [`FILL`] with a long one that would not fit
+//! beside its items gives its last item to the next node instead, whose
+//! key (which fitted as part of the item) becomes the high key.
 
 use super::{META_PAGE, check_key, corrupt, node_image};
 use crate::error::{DbError, Result};
@@ -31,8 +37,11 @@ use crate::txn::undo::{Deferred, TxnLog};
 use crate::types::PageId;
 use crate::wal::Payload;
 
+/// A node's room: its items with their slots, and its high key.
+const ROOM: usize = PAGE_SIZE - TREE_HEADER_SIZE;
+
 /// Bytes of a node's room a bulk load fills (90%).
-pub const FILL: usize = (PAGE_SIZE - TREE_HEADER_SIZE) * 9 / 10;
+pub const FILL: usize = ROOM * 9 / 10;
 
 /// One level under construction.
 struct Level {
@@ -59,21 +68,43 @@ impl Level {
     }
 
     /// Adds an item (for an internal level: a child and its first key).
+    ///
+    /// A node is closed when the item would take it past [`FILL`], with
+    /// the item's key, the next node's first, as its high key. When that
+    /// key would not fit beside the node's items (a long key on a nearly
+    /// full node), the node's last item moves to the next node instead and
+    /// its key is the high key: it fits, as the item held it.
     fn push(&mut self, store: &Storage, rel: &Relation, key: Vec<u8>, rest: Vec<u8>) -> Result<()> {
         let size = item_len(&key, &rest) + TREE_SLOT_SIZE;
         match self.page {
             None => self.page = Some(store.empty_node(rel, self.level)?),
             Some(current) if self.bytes + size > FILL => {
+                let carried = if self.items.len() > 1 && self.bytes + key.len() > ROOM {
+                    self.items.pop()
+                } else {
+                    None
+                };
+                let high = carried.as_ref().map_or(&key[..], |(k, _)| &k[..]);
                 let next = store.empty_node(rel, self.level)?;
-                store.write_node(rel, current, self.level, &self.items, Some((&key, next)))?;
+                store.write_node(rel, current, self.level, &self.items, Some((high, next)))?;
                 let first = std::mem::take(&mut self.first);
                 self.done.push((first, current));
                 self.items.clear();
                 self.bytes = 0;
                 self.page = Some(next);
+                if let Some((k, r)) = carried {
+                    self.add(k, r);
+                }
             }
             Some(_) => {}
         }
+        self.add(key, rest);
+        Ok(())
+    }
+
+    /// Appends an item to the node being filled.
+    fn add(&mut self, key: Vec<u8>, rest: Vec<u8>) {
+        self.bytes += item_len(&key, &rest) + TREE_SLOT_SIZE;
         if self.items.is_empty() {
             self.first = key.clone();
         }
@@ -83,9 +114,7 @@ impl Level {
         } else {
             key
         };
-        self.bytes += size;
         self.items.push((key, rest));
-        Ok(())
     }
 
     /// Writes the last node; returns every node of the level.
@@ -127,30 +156,59 @@ impl Storage {
         drop(g);
         let mut leaves = Level::new(0);
         let n = self.build_leaves(log, rel, items, &mut leaves)?;
-        let mut nodes = leaves.finish(self, rel)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        let mut level = 0;
-        while nodes.len() > 1 {
-            level += 1;
-            let mut above = Level::new(level);
-            for (key, pid) in nodes {
-                above.push(self, rel, key, child_rest(pid).to_vec())?;
+        let mut taken: Vec<PageId> = leaves.pages().collect();
+        let top = leaves
+            .finish(self, rel)
+            .and_then(|nodes| match nodes.is_empty() {
+                true => Ok(None),
+                false => self.build_levels(rel, nodes, &mut taken).map(Some),
+            });
+        let (root, level) = match top {
+            Ok(Some(top)) => top,
+            Ok(None) => return Ok(0),
+            Err(e) => {
+                for pid in taken {
+                    self.free_node(rel, pid)?;
+                }
+                return Err(e);
             }
-            nodes = above.finish(self, rel)?;
-        }
+        };
+        debug_assert!(n > 0, "a root over no keys");
         let swap = Payload::TreeRootSwap {
             old: old_root,
             old_level,
-            new: nodes[0].1,
+            new: root,
             new_level: level,
         };
         let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
         self.change(Some(log), rel.id, &mut mg, &swap)?;
-        super::set_root_hint(rel, nodes[0].1, level);
+        super::set_root_hint(rel, root, level);
         log.deferred.push(Deferred::FreeNode(rel.id, old_root));
         Ok(n)
+    }
+
+    /// Builds the levels above the leaves `nodes` (each with its first
+    /// key), up to one node: the root, returned with its level. `taken`
+    /// gains every page each level takes, finished or not, so that the
+    /// caller frees them all after a failure.
+    fn build_levels(
+        &self,
+        rel: &Relation,
+        mut nodes: Vec<(Vec<u8>, PageId)>,
+        taken: &mut Vec<PageId>,
+    ) -> Result<(PageId, u16)> {
+        let mut level = 0;
+        while nodes.len() > 1 {
+            level += 1;
+            let mut above = Level::new(level);
+            let pushed = nodes
+                .into_iter()
+                .try_for_each(|(key, pid)| above.push(self, rel, key, child_rest(pid).to_vec()));
+            taken.extend(above.pages());
+            pushed?;
+            nodes = above.finish(self, rel)?;
+        }
+        Ok((nodes[0].1, level))
     }
 
     /// Fills `leaves` from `items`; on an error frees the leaves taken.
