@@ -143,6 +143,34 @@ fn corrupt_nodes_are_errors_naming_the_page() {
     bad(&|b| put_u16(b, super::super::header::offsets::FRAG_BYTES, 3));
 }
 
+/// Redo opens a node between records without its full validation, so an
+/// insert must not trust the count of fragmented bytes: a count larger
+/// than the holes is an error naming the page, never a panic; one larger
+/// than the item area is refused at open.
+#[test]
+fn an_insert_into_a_node_with_a_false_count_of_fragmented_bytes_is_an_error() {
+    let frag_at = super::super::header::offsets::FRAG_BYTES;
+    let mut buf = empty_leaf();
+    for k in 0..4u8 {
+        put(&mut buf, &[k], &[k; 1990]).unwrap();
+    }
+    let upper = usize::from(get_u16(&buf, super::super::header::offsets::UPPER));
+    let mut bad = buf.clone();
+    put_u16(&mut bad, frag_at, (PAGE_SIZE - upper) as u16);
+    let mut p = TreePage::open(&mut bad[..], ID).unwrap();
+    assert!(p.contiguous_free() < 1000, "the node is nearly full");
+    match p.insert(4, &[9; 100], &inline_value(&[1; 900])) {
+        Err(PageError::Corrupted { page_id, .. }) => assert_eq!(page_id, ID),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let mut bad = buf.clone();
+    put_u16(&mut bad, frag_at, 60_000);
+    match TreePage::open(&bad[..], ID) {
+        Err(PageError::Corrupted { page_id, .. }) => assert_eq!(page_id, ID),
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn meta_pages_name_a_root() {
     let mut buf = vec![0u8; PAGE_SIZE];
