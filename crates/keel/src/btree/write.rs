@@ -632,6 +632,14 @@ impl Storage {
     /// `FSM_ATTEMPTS` offers (each taken out of the map: an offer that is
     /// not a free page, past the end or the meta page, is stale); `None`
     /// when the map has none.
+    ///
+    /// The caller holds the latch of the node it splits, so the offered
+    /// page is latched without waiting: two splits can be offered the same
+    /// free page, and once one has made it a node, a descent may hold it
+    /// while it waits for the other's node on its right, which waiting
+    /// here would deadlock (invariant 11 allows latching last only a page
+    /// nobody else can reach). A page someone holds is given back to the
+    /// map (a stale offer if it is a node by now) and the next one tried.
     fn reuse_free_page(&self, rel: &Relation) -> Result<Option<PageWriteGuard<'_>>> {
         for _ in 0..FSM_ATTEMPTS {
             let Some((pid, _)) = rel.fsm.find(crate::fsm::EMPTY_PAGE_FREE) else {
@@ -641,7 +649,14 @@ impl Storage {
             if pid.0 >= rel.page_count() || pid == META_PAGE {
                 continue;
             }
-            let g = self.pool.fetch_write(rel.file(), pid)?;
+            let g = match self.pool.pin(rel.file(), pid)?.try_write() {
+                Ok(g) => g,
+                Err(_busy) => {
+                    let free = crate::fsm::EMPTY_PAGE_FREE;
+                    rel.fsm.update(pid, free, free);
+                    continue;
+                }
+            };
             if page_type(&g) == Some(PageType::Free) {
                 return Ok(Some(g));
             }

@@ -56,6 +56,18 @@ impl<'a> PinnedPage<'a> {
         let shared = self.shared;
         PageWriteGuard::new(shared.frames[self.frame].data.write(), self)
     }
+
+    /// Takes the latch exclusive if nobody holds it; otherwise hands the
+    /// pin back, having waited for nothing. For a page that may be latched
+    /// out of invariant 11's order (a free page offered to a split: it may
+    /// have become a node since the offer).
+    pub(crate) fn try_write(self) -> Result<PageWriteGuard<'a>, PinnedPage<'a>> {
+        let shared = self.shared;
+        match shared.frames[self.frame].data.try_write() {
+            Some(latch) => Ok(PageWriteGuard::new(latch, self)),
+            None => Err(self),
+        }
+    }
 }
 
 impl Drop for PinnedPage<'_> {
