@@ -56,7 +56,11 @@
 //! during a descent, which holds one page at a time); within a level, left
 //! to right (a writer holding a leaf may latch its right siblings to find
 //! the key after its last one); the meta page and a page being allocated
-//! last. No latch is held while waiting for a lock. A split is the one
+//! last. A free page the FSM offers is latched without waiting (another
+//! split may have been offered it too and made it a node, which a descent
+//! may hold while it waits for this split's node): a page someone holds
+//! goes back to the map and the next offer is tried. No latch is held
+//! while waiting for a lock. A split is the one
 //! place that may wait for I/O with latches held: taking the new page or
 //! reading the parent may need a free frame, and freeing one may write a
 //! dirty victim after flushing the log through its LSN. Neither the log
