@@ -319,7 +319,9 @@ impl Database {
     /// [`TREE_READ_ESCALATE_AT`](crate::TREE_READ_ESCALATE_AT) reads in it
     /// (its later reads there take no key locks): one that could still
     /// write the tree would then need it exclusive, and two such would
-    /// deadlock.
+    /// deadlock. (A `begin` transaction's tree is locked shared only by
+    /// the lock manager's own escalation, at
+    /// [`ESCALATE_AT`](crate::lock::ESCALATE_AT) key locks.)
     ///
     /// ```
     /// # fn main() -> keel::Result<()> {

@@ -259,10 +259,16 @@ pub(crate) fn system_txn<T>(
 /// serializable as the key locks are), at the price of keeping the tree's
 /// writers waiting until this transaction ends, as the lock manager's own
 /// escalation after `ESCALATE_AT` row locks does. A transaction begun with
-/// [`Database::begin`](crate::Database::begin) keeps to key locks however
-/// much it reads: were it to hold the tree S and then write there, it
-/// would ask for X (S and IX join to X), and two such transactions would
-/// deadlock. A scan counts once however many keys it locks. Sixty-four
+/// [`Database::begin`](crate::Database::begin) keeps to key locks at this
+/// count: were it to hold the tree S and then write there, it would ask
+/// for X (S and IX join to X), and two such transactions would deadlock.
+/// Only the lock manager's own escalation, which bounds the lock table,
+/// still locks the tree shared for it, once it holds
+/// [`ESCALATE_AT`](crate::lock::ESCALATE_AT) key locks there: a
+/// transaction that reads that many keys of a tree and then writes it can
+/// still be rolled back for a deadlock (read in a `begin_read`
+/// transaction, or write first). A scan counts once here however many
+/// keys it locks. Sixty-four
 /// reads mark a reader that would otherwise spend more on its key locks,
 /// and their release at commit, than on anything else but its descents.
 pub const TREE_READ_ESCALATE_AT: u32 = 64;
