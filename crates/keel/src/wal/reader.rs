@@ -291,22 +291,46 @@ impl WalReader {
     /// segment holds records (then one is missing in the middle).
     fn missing(&mut self, seg: u64) -> Stop {
         match self.valid_record_in_later_segments(seg) {
-            Some(_) => Stop::Error(WalError::MissingSegment {
+            Ok(Some(_)) => Stop::Error(WalError::MissingSegment {
                 segment: seg,
                 lsn: self.pos,
             }),
-            None => Stop::End(None),
+            Ok(None) => Stop::End(None),
+            Err(e) => Stop::Error(e),
         }
     }
 
+    /// Segment `seg` could not be loaded (`e`). The end of the log only
+    /// when it holds no record of this log and no later segment does: a
+    /// segment's header is on disk before the segment takes its name
+    /// (`SegmentDir::prepare`), so a header that does not decode on a
+    /// segment with records is damage (invariant 10: an error naming the
+    /// LSN), and a failed open or read says nothing of what the segment
+    /// holds, so it is never taken for the end (which would cut, then
+    /// clear, acknowledged commits).
     fn bad_segment(&mut self, seg: u64, e: WalError) -> Stop {
+        if matches!(e, WalError::Io { .. }) {
+            return Stop::Error(e);
+        }
+        let own = match self.read_raw(seg) {
+            Ok(data) => scan_for_valid(&data, self.geometry.segment_start(seg).0, 0),
+            Err(io) => return Stop::Error(io),
+        };
+        if let Some(found) = own {
+            return Stop::Error(WalError::Corrupted {
+                lsn: self.pos,
+                reason: e.to_string(),
+                next_valid: found.lsn,
+            });
+        }
         match self.valid_record_in_later_segments(seg) {
-            Some(_) => Stop::Error(e),
-            None => Stop::End(Some(TailCut {
+            Ok(Some(_)) => Stop::Error(e),
+            Ok(None) => Stop::End(Some(TailCut {
                 at: self.pos,
                 reason: e.to_string(),
                 valid_after: None,
             })),
+            Err(io) => Stop::Error(io),
         }
     }
 
@@ -318,7 +342,10 @@ impl WalReader {
         let (first, mut later) = self.scan_current(at);
         if later.is_none() {
             let seg = self.geometry.segment_of(at);
-            later = self.valid_record_in_later_segments(seg);
+            later = match self.valid_record_in_later_segments(seg) {
+                Ok(later) => later,
+                Err(e) => return Stop::Error(e),
+            };
         }
         let first = first.or(later);
         let cut = |valid_after: Option<&RecordHeader>| TailCut {
@@ -366,19 +393,34 @@ impl WalReader {
         (first, None)
     }
 
-    /// A valid record in any present segment after `seg`.
-    fn valid_record_in_later_segments(&mut self, seg: u64) -> Option<RecordHeader> {
+    /// A valid record in any present segment after `seg`, whatever its
+    /// header says (a record is valid only at its own LSN, its CRC covers
+    /// it). A segment that cannot be read is an error: what it holds is
+    /// unknown, so nothing before it may be taken for the end.
+    fn valid_record_in_later_segments(
+        &mut self,
+        seg: u64,
+    ) -> Result<Option<RecordHeader>, WalError> {
         let later: Vec<u64> = self.present.range(seg + 1..).copied().collect();
         for n in later {
-            let Ok(loaded) = self.load(n) else {
-                continue;
-            };
+            let data = self.read_raw(n)?;
             let base = self.geometry.segment_start(n).0;
-            if let Some(found) = scan_for_valid(&loaded.data, base, SEGMENT_HEADER_SIZE) {
-                return Some(found);
+            if let Some(found) = scan_for_valid(&data, base, SEGMENT_HEADER_SIZE) {
+                return Ok(Some(found));
             }
         }
-        None
+        Ok(None)
+    }
+
+    /// Segment `n`'s bytes as they are, its header unchecked.
+    fn read_raw(&mut self, n: u64) -> Result<Vec<u8>, WalError> {
+        let (_, fh, read) = self.submit_read(n)?;
+        let read = read.wait();
+        let _ = self.io.close(fh).wait();
+        let (buf, got) = read.map_err(WalError::io("read a segment"))?;
+        let mut data = buf.into_vec();
+        data.truncate(got);
+        Ok(data)
     }
 }
 
