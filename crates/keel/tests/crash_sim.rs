@@ -11,7 +11,10 @@
 //!
 //! A third test crashes in two stages: a process kill (unsynced writes stay
 //! in the page cache), a restart that recovers, then a power cut — after
-//! more work, or during that recovery itself (invariant 14). In two of
+//! more work, or during that recovery itself (invariant 14). In one cycle
+//! in four of the former, a read fails (EIO) during the restart's
+//! recovery: its open fails or recovers everything, and another restart
+//! recovers what it left. In two of
 //! three cycles the disk failed before the kill (`common::disk_failure`):
 //! a sync of the log, the data files, the control file or a directory,
 //! leaving what a file sync dropped from the disk in the page cache, clean;
@@ -54,6 +57,7 @@ use std::sync::Arc;
 
 use keel::{Config, Database, RelationId, TupleId};
 use keel_io::sim::{Fault, FaultRule, Rng, SimIo};
+use keel_io::{FileClass, OpKind};
 
 mod common;
 
@@ -550,6 +554,32 @@ fn two_stage(seed: u64) -> TwoStage {
         recovered(seed, stage, &db, rels, &mut side, &acked, &in_flight);
         db.close().unwrap();
         return TwoStage::CutDuringRecovery;
+    }
+    let mut sim = sim;
+    if rng.below(4) == 0 {
+        // A read fails while the restarted process recovers: its open
+        // fails, or recovers every acknowledged commit; then that process
+        // dies too and the next one recovers what it left.
+        let fault = if rng.coin() {
+            let at = sim.op_count() + 1 + rng.below(400);
+            FaultRule::at_op(at, Fault::Eio).on_op(OpKind::Read)
+        } else {
+            // Reads of the log: one of them fails, most likely a segment's.
+            FaultRule::with_probability(0.3, Fault::Eio)
+                .on_class(FileClass::Wal)
+                .on_op(OpKind::Read)
+        };
+        sim.add_fault(fault);
+        if let Ok(db) = open(&sim, check) {
+            sim.clear_faults();
+            let stage = "read error during recovery";
+            recovered(seed, stage, &db, rels, &mut side, &acked, &in_flight);
+            drop(db);
+        }
+        sim = Arc::new(SimIo::after_kill(
+            sim.kill(),
+            common::crash_sim_config(seed + 3000),
+        ));
     }
     let db = open(&sim, check).unwrap_or_else(|e| panic!("seed {seed} (after the kill): {e}"));
     let after_kill = recovered(
