@@ -101,6 +101,49 @@ fn a_flipped_bit_in_a_data_page_is_an_error_naming_the_page() {
     drop(db);
 }
 
+/// An update that fails part way, on a damaged page (an error that
+/// neither poisons nor ends the transaction), changes nothing: the
+/// transaction commits and the tuple still holds its old value, whose
+/// overflow chain is not released.
+#[test]
+fn an_update_failing_on_a_damaged_page_keeps_the_old_value_through_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    let mut tx = db.begin().unwrap();
+    let x = tx.insert(rel, &big).unwrap();
+    // Fills the tuple's page, so a 2,000-byte value must move.
+    let mut i = 0u32;
+    while tx.insert(rel, &[i as u8; 1000]).unwrap().page == x.page {
+        i += 1;
+    }
+    tx.commit().unwrap();
+    let pages = db.fsm_snapshot("t").unwrap();
+    db.close().unwrap();
+    // Damages every other page that has room: the move cannot land.
+    let path = dir.path().join(format!("rel/{}.heap", rel.0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    for (p, _) in &pages {
+        if *p != x.page {
+            bytes[p.0 as usize * keel::page::PAGE_SIZE + 8190] ^= 0x10;
+        }
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    let mut tx = db.begin().unwrap();
+    let e = tx.update(rel, x, &[9u8; 2000]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
+    tx.commit().unwrap();
+    assert!(!db.is_poisoned());
+    // A released chain's pages would be free pages now.
+    let tx = db.begin().unwrap();
+    assert_eq!(tx.get(rel, x).unwrap().as_deref(), Some(&big[..]));
+    drop(tx);
+    drop(db);
+}
+
 #[test]
 fn a_corrupt_control_file_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -193,14 +193,14 @@ impl Storage {
         let txn = log.txn;
         let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &mut rest, covered))?;
         match old {
+            // The replace is logged: its old chain is released at commit
+            // even if reading the old value fails.
             Some((at, old)) => {
-                let value = if want_old {
-                    Some(self.tree_value_of(rel, at, &old)?)
-                } else {
-                    None
-                };
                 self.defer_release(log, rel, at, &old)?;
-                Ok(value)
+                match want_old {
+                    true => self.tree_value_of(rel, at, &old).map(Some),
+                    false => Ok(None),
+                }
             }
             None => Ok(None),
         }
@@ -281,13 +281,14 @@ impl Storage {
         let Some((at, old, emptied)) = gone else {
             return Ok(None);
         };
-        let value = self.tree_value_of(rel, at, &old)?;
+        // The delete is logged: what it releases at commit is queued
+        // before the old value is read, which may fail (a damaged chain).
         self.defer_release(log, rel, at, &old)?;
         if emptied {
             log.deferred
                 .push(Deferred::ReclaimLeaf(rel.id, at, key.to_vec()));
         }
-        Ok(Some(value))
+        self.tree_value_of(rel, at, &old).map(Some)
     }
 
     /// One attempt at a delete: the leaf, the removed item's rest and

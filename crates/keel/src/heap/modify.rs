@@ -85,14 +85,17 @@ impl Storage {
         let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
         match slot_of(&g, tid.page, tid.slot)? {
             Found::Stored(old, old_flags) if !old_flags.contains(TupleFlags::MOVED_IN) => {
-                let old = self.released_image(log, rel, tid, old, old_flags)?;
+                let (old, release) = self.released_image(rel, tid, old, old_flags)?;
                 if self.update_in_place(log, rel, &mut g, tid, &old, &bytes, flags)? {
+                    log.deferred.extend(release);
                     return Ok(());
                 }
                 drop(g);
                 let target =
                     self.insert_tuple(log, rel, &bytes, flags.union(TupleFlags::MOVED_IN))?;
-                self.repoint(log, rel, tid, target, old)
+                self.repoint(log, rel, tid, target, old)?;
+                log.deferred.extend(release);
+                Ok(())
             }
             Found::Forward(at) => {
                 drop(g);
@@ -124,32 +127,40 @@ impl Storage {
                 format!("forward to {at}, which holds no tuple"),
             ));
         };
-        let old = self.released_image(log, rel, at, old, old_flags)?;
+        let (old, release) = self.released_image(rel, at, old, old_flags)?;
         if self.update_in_place(log, rel, &mut g, at, &old, bytes, moved)? {
+            log.deferred.extend(release);
             return Ok(());
         }
         drop(g);
         let target = self.insert_tuple(log, rel, bytes, moved)?;
         self.repoint(log, rel, tid, target, SlotImage::Forward(at))?;
         let mut g = self.pool.fetch_write(rel.file(), at.page)?;
-        self.delete_slot(log, rel, &mut g, at, old)
+        self.delete_slot(log, rel, &mut g, at, old)?;
+        log.deferred.extend(release);
+        Ok(())
     }
 
-    /// The before-image of a tuple being replaced or deleted; its overflow
-    /// chain (if any) is released when the transaction commits.
+    /// The before-image of a tuple being replaced or deleted, and the
+    /// release of its overflow chain (if any) when the transaction
+    /// commits: queued by the caller only once no slot points at the chain
+    /// any more, so a change that fails part way (a page that cannot be
+    /// read, no frame free) never frees a chain its tuple still holds.
     fn released_image(
         &self,
-        log: &mut TxnLog,
         rel: &Relation,
         at: TupleId,
         bytes: Vec<u8>,
         flags: TupleFlags,
-    ) -> Result<SlotImage> {
-        if flags.contains(TupleFlags::OVERFLOW_HEAD) {
-            let head = self.read_head(rel, at.page, &bytes)?;
-            log.deferred.push(Deferred::FreeChain(rel.id, head));
-        }
-        Ok(SlotImage::Tuple { flags, bytes })
+    ) -> Result<(SlotImage, Option<Deferred>)> {
+        let release = match flags.contains(TupleFlags::OVERFLOW_HEAD) {
+            true => Some(Deferred::FreeChain(
+                rel.id,
+                self.read_head(rel, at.page, &bytes)?,
+            )),
+            false => None,
+        };
+        Ok((SlotImage::Tuple { flags, bytes }, release))
     }
 
     /// Replaces the tuple at `at` in place (compacting first if that makes
@@ -234,8 +245,10 @@ impl Storage {
         let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
         match slot_of(&g, tid.page, tid.slot)? {
             Found::Stored(old, flags) if !flags.contains(TupleFlags::MOVED_IN) => {
-                let old = self.released_image(log, rel, tid, old, flags)?;
-                self.delete_slot(log, rel, &mut g, tid, old)
+                let (old, release) = self.released_image(rel, tid, old, flags)?;
+                self.delete_slot(log, rel, &mut g, tid, old)?;
+                log.deferred.extend(release);
+                Ok(())
             }
             Found::Forward(at) => {
                 self.delete_slot(log, rel, &mut g, tid, SlotImage::Forward(at))?;
@@ -248,8 +261,10 @@ impl Storage {
                         format!("forward to {at}, which holds no tuple"),
                     ));
                 };
-                let old = self.released_image(log, rel, at, old, flags)?;
-                self.delete_slot(log, rel, &mut g, at, old)
+                let (old, release) = self.released_image(rel, at, old, flags)?;
+                self.delete_slot(log, rel, &mut g, at, old)?;
+                log.deferred.extend(release);
+                Ok(())
             }
             Found::Stored(..) | Found::Nothing => Err(no_tuple(rel, tid)),
         }
