@@ -493,47 +493,64 @@ impl Storage {
     }
 
     /// Releases what a committed transaction freed (its commit is durable):
-    /// dead slots become reusable, old overflow chains free pages.
+    /// dead slots become reusable, old overflow chains free pages. Each
+    /// release is tried whatever happened to the others (a failure leaks
+    /// that one's space, never data); returns how many failed.
     pub(crate) fn after_commit(
         &self,
         log: &mut TxnLog,
         lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
-    ) -> Result<()> {
+    ) -> u64 {
         self.release_reservations(log);
+        let mut failed = 0;
         for d in std::mem::take(&mut log.deferred) {
-            match d {
-                Deferred::FreeSlot(rel, tid) => {
-                    let Some(rel) = lookup(rel) else { continue };
-                    let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
-                    let dead = page_type(&g) == Some(PageType::Heap)
-                        && SlottedPage::open(&g[..], tid.page)?
-                            .get(tid.slot)
-                            .is_ok_and(|c| c == crate::page::SlotContent::Dead);
-                    if dead {
-                        self.change(
-                            None,
-                            rel.id,
-                            &mut g,
-                            &Payload::HeapFreeSlot { slot: tid.slot },
-                        )?;
-                        self.note_free(&rel, &g);
-                    }
-                }
-                Deferred::FreeChain(rel, head) => {
-                    let Some(rel) = lookup(rel) else { continue };
-                    self.free_chain(&rel, head)?;
-                }
-                Deferred::ReclaimLeaf(rel, leaf, key) => {
-                    let Some(rel) = lookup(rel) else { continue };
-                    self.reclaim_leaf(&rel, leaf, &key)?;
-                }
-                Deferred::FreeNode(rel, pid) => {
-                    let Some(rel) = lookup(rel) else { continue };
-                    self.free_unused_root(&rel, pid)?;
-                }
+            if self.release(d, lookup).is_err() {
+                failed += 1;
             }
         }
-        Ok(())
+        failed
+    }
+
+    /// One release of [`after_commit`](Self::after_commit).
+    fn release(
+        &self,
+        d: Deferred,
+        lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
+    ) -> Result<()> {
+        match d {
+            Deferred::FreeSlot(rel, tid) => {
+                let Some(rel) = lookup(rel) else {
+                    return Ok(());
+                };
+                let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
+                let dead = page_type(&g) == Some(PageType::Heap)
+                    && SlottedPage::open(&g[..], tid.page)?
+                        .get(tid.slot)
+                        .is_ok_and(|c| c == crate::page::SlotContent::Dead);
+                if dead {
+                    self.change(
+                        None,
+                        rel.id,
+                        &mut g,
+                        &Payload::HeapFreeSlot { slot: tid.slot },
+                    )?;
+                    self.note_free(&rel, &g);
+                }
+                Ok(())
+            }
+            Deferred::FreeChain(rel, head) => match lookup(rel) {
+                Some(rel) => self.free_chain(&rel, head),
+                None => Ok(()),
+            },
+            Deferred::ReclaimLeaf(rel, leaf, key) => match lookup(rel) {
+                Some(rel) => self.reclaim_leaf(&rel, leaf, &key),
+                None => Ok(()),
+            },
+            Deferred::FreeNode(rel, pid) => match lookup(rel) {
+                Some(rel) => self.free_unused_root(&rel, pid),
+                None => Ok(()),
+            },
+        }
     }
 }
 

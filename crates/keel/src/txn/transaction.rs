@@ -207,13 +207,14 @@ fn log_commit(engine: &Engine, log: &mut TxnLog, wait: CommitWait) -> Result<()>
     Ok(())
 }
 
-/// Releases what a committed transaction freed (`Deferred`); a failure
-/// leaks space, never data, and is counted.
+/// Releases what a committed transaction freed (`Deferred`); each
+/// failure leaks that release's space, never data, and is counted.
 fn release_freed(engine: &Engine, log: &mut TxnLog) {
-    if engine.store.after_commit(log, &engine.lookup()).is_err() {
+    let failed = engine.store.after_commit(log, &engine.lookup());
+    if failed > 0 {
         engine
             .cleanup_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
