@@ -1102,3 +1102,74 @@ fn a_read_error_at_any_read_of_the_log_at_open_fails_it_or_loses_nothing() {
     }
     assert!(failed > 0, "no read of the log failed an open");
 }
+
+/// A process with larger batches than the segment headers it writes into
+/// (prepared by an earlier process with smaller ones) keeps its batches to
+/// those headers' bound: a torn batch is then within what the next open
+/// clears past the end, so none of its records can come back after the
+/// records written there since.
+#[test]
+fn batches_keep_to_the_bound_in_the_header_of_the_segment_they_fill() {
+    let base = WalConfig {
+        segment_size_bytes: 1 << 20,
+        direct_io: false,
+        ..small_config()
+    };
+    let small = WalConfig {
+        max_batch_bytes: 4096,
+        ..base.clone()
+    };
+    let large = WalConfig {
+        max_batch_bytes: 512 << 10,
+        buffer_capacity_bytes: 4 << 20,
+        flush_size_bytes: None,
+        ..base
+    };
+    // Segment 0's header says 4 KiB batches.
+    let io = sim(71);
+    let wal = open(io.clone(), small);
+    let a = wal.append(&meta(1), &[7u8; 1000]).unwrap();
+    wal.flush(a.lsn).unwrap();
+    wal.close().unwrap();
+    // Then many records flushed at once by a process configured for
+    // 512 KiB batches; a power cut tears one of its writes 10 KB in.
+    let (wal, _) = Wal::open(io.clone(), Path::new(DIR), large.clone()).unwrap();
+    let first = wal.append(&meta(1000), &[0u8; 1000]).unwrap().lsn;
+    for i in 1..400u64 {
+        wal.append(&meta(1000 + i), &[i as u8; 1000]).unwrap();
+    }
+    wal.flush_all().unwrap();
+    assert!(wal.stats().flushes >= 50, "batches of at most 4 KiB");
+    wal.close().unwrap();
+    let path = Path::new(DIR).join(segment_file_name(0));
+    let disk = io.crash();
+    let mut bytes = disk.file(&path).unwrap().to_vec();
+    let hole = (first.0 + 10_000) as usize;
+    bytes[hole..hole + 512].fill(0);
+    let disk = disk.with_file(&path, &bytes);
+    // Batches of 4 KiB were each durable before the next began, so bytes
+    // lost 10 KB into them are damage in the middle of the log, never a
+    // torn tail: the next open refuses the log. (A 512 KiB batch would
+    // have been one torn write: its end cut there, and only 64 KiB past
+    // it cleared, the header's bound; the next process's records of the
+    // same size then lined up with the torn batch's, and a later open
+    // read those back after them.)
+    let io = reboot(disk, 72);
+    let opened = Wal::open(io.clone(), Path::new(DIR), large.clone());
+    if let Err(e) = &opened {
+        assert!(matches!(e, WalError::Corrupted { .. }), "{e}");
+        return;
+    }
+    let (wal, report) = opened.unwrap();
+    assert!(report.cut.is_some(), "the torn batch is cut");
+    for i in 0..100u64 {
+        let a = wal.append(&meta(5000 + i), &[9u8; 1000]).unwrap();
+        wal.flush(a.lsn).unwrap();
+    }
+    let end = wal.end_lsn();
+    wal.close().unwrap();
+    let (wal, report) = Wal::open(reboot(io.crash(), 73), Path::new(DIR), large).unwrap();
+    assert_eq!(report.end, end, "records of the torn batch came back");
+    let txns: Vec<u64> = read_all(&wal).into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(txns.last(), Some(&5099));
+}

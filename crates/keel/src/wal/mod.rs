@@ -290,6 +290,22 @@ impl Wal {
         let present = sdir.list()?;
         let current = geometry.segment_of(end);
         let prepared = Self::prepared_at_or_after(&sdir, &present, current, &template);
+        // Invariant 10: a segment's header bounds every batch written into
+        // it (a reader tells a torn tail from damage by it, and the next
+        // open clears that far past the end). The segments this process
+        // goes on filling may have been prepared by one with smaller
+        // batches: this process's batches keep to the smallest such bound
+        // (the segments it prepares itself carry its own).
+        let bound = prepared
+            .iter()
+            .chain([&current])
+            .filter_map(|&n| sdir.read_header(n).ok())
+            .map(|h| h.max_batch_bytes)
+            .min();
+        let mut batches = config.clone();
+        if let Some(b) = bound {
+            batches.max_batch_bytes = batches.max_batch_bytes.min(b);
+        }
         let spares = Self::spares_to_keep(&sdir, &config)?;
         let state = SegmentState {
             prepared,
@@ -305,7 +321,7 @@ impl Wal {
             sdir.clone(),
             segments.clone(),
             geometry,
-            &config,
+            &batches,
             end,
             tail,
         ));
@@ -608,8 +624,13 @@ impl Wal {
             return Ok(());
         }
         let from = geometry.offset_in_segment(end);
-        let until =
-            (from + stale_window(u64::from(template.max_batch_bytes))).min(geometry.segment_size);
+        // The end's own segment bounds the batches written into it; the
+        // newest header too, should the end's be unreadable.
+        let batch = dir
+            .read_header(seg)
+            .map_or(0, |h| h.max_batch_bytes)
+            .max(template.max_batch_bytes);
+        let until = (from + stale_window(u64::from(batch))).min(geometry.segment_size);
         if from >= until {
             return Ok(());
         }
