@@ -767,3 +767,40 @@ fn a_bulk_load_takes_the_longest_keys_on_every_level() {
     }
     db.close().unwrap();
 }
+
+/// A bulk load refused part way (keys out of order) in a transaction that
+/// then commits leaves no overflow chain behind: the values it had
+/// written to chains are released at the commit.
+#[test]
+fn a_refused_bulk_load_leaves_no_overflow_chain_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let big = vec![5u8; 30_000];
+    let overflow_pages = |db: &Database| {
+        let n = db.relations().iter().find(|r| r.id == tree).unwrap().pages;
+        (0..n)
+            .filter(|&p| {
+                let page = db.read_page("t", keel::PageId(p)).unwrap();
+                keel::page::header::page_type(&page) == Some(keel::page::PageType::Overflow)
+            })
+            .count()
+    };
+    let mut tx = db.begin().unwrap();
+    let items = [
+        (b"b".to_vec(), big.clone()),
+        (b"c".to_vec(), big.clone()),
+        (b"a".to_vec(), b"x".to_vec()),
+    ];
+    let e = tx.bulk_load(tree, items).unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::Unsorted { index: 2 })),
+        "{e}"
+    );
+    assert!(overflow_pages(&db) > 0, "the values were written to chains");
+    tx.commit().unwrap();
+    assert_eq!(overflow_pages(&db), 0, "chains left after the commit");
+    assert!(all(&db, tree).is_empty());
+    structure_ok(&db, "t");
+    db.close().unwrap();
+}

@@ -155,7 +155,14 @@ impl Storage {
         }
         drop(g);
         let mut leaves = Level::new(0);
-        let n = self.build_leaves(log, rel, items, &mut leaves)?;
+        let mut chains = Vec::new();
+        let n = match self.build_leaves(log, rel, items, &mut leaves, &mut chains) {
+            Ok(n) => n,
+            Err(e) => {
+                self.release_chains(log, rel, &chains)?;
+                return Err(e);
+            }
+        };
         let mut taken: Vec<PageId> = leaves.pages().collect();
         let top = leaves
             .finish(self, rel)
@@ -170,6 +177,7 @@ impl Storage {
                 for pid in taken {
                     self.free_node(rel, pid)?;
                 }
+                self.release_chains(log, rel, &chains)?;
                 return Err(e);
             }
         };
@@ -211,13 +219,25 @@ impl Storage {
         Ok((nodes[0].1, level))
     }
 
+    /// A failed bulk load's values written to overflow chains (`chains`:
+    /// their items' rests), released when the transaction commits; a
+    /// rollback frees them by their own undo instead.
+    fn release_chains(&self, log: &mut TxnLog, rel: &Relation, chains: &[Vec<u8>]) -> Result<()> {
+        for rest in chains {
+            self.defer_release(log, rel, META_PAGE, rest)?;
+        }
+        Ok(())
+    }
+
     /// Fills `leaves` from `items`; on an error frees the leaves taken.
+    /// `chains` gains the rest of every value written to an overflow chain.
     fn build_leaves<I, K, V>(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         items: I,
         leaves: &mut Level,
+        chains: &mut Vec<Vec<u8>>,
     ) -> Result<u64>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -234,6 +254,9 @@ impl Storage {
                     return Err(DbError::Unsorted { index: n }.into());
                 }
                 let rest = self.tree_value(log, rel, k, v)?;
+                if rest.first() == Some(&tree::VALUE_OVERFLOW) {
+                    chains.push(rest.clone());
+                }
                 leaves.push(self, rel, k.to_vec(), rest)?;
                 prev = Some(k.to_vec());
                 n += 1;

@@ -163,7 +163,7 @@ impl Storage {
 
     /// Releases what an item's rest holds outside the leaf once the
     /// deleting transaction commits (an overflow chain).
-    fn defer_release(
+    pub(super) fn defer_release(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
