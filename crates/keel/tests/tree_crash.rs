@@ -362,37 +362,42 @@ const LOADED: std::ops::Range<u32> = 0..30;
 /// it ends).
 const SPLITTING: std::ops::Range<u32> = 100..700;
 
+/// Runs `step` (a bulk load into the empty tree, then its splitting
+/// puts) under a power cut at each of its I/O operations, then more puts
+/// after each recovery (`cut_everywhere_checked`); returns its page counts
+/// (before, after) in the run without a cut.
+fn bulk_cut_everywhere(name: &str, step: Run) -> ((u32, usize), (u32, usize)) {
+    let (disk, model) = start(std::iter::empty());
+    let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
+    let (before, after, cuts) =
+        cut_everywhere_checked(name, &disk, &model, 12, step, more, no_errors);
+    assert!(cuts >= 10, "{name}: only {cuts} I/O operations in the step");
+    eprintln!("{name}: {cuts} cut points, pages {before:?} -> {after:?}");
+    (before, after)
+}
+
 /// A bulk load rolled back after its own puts split the loaded root: the
 /// rollback names the root the meta page holds now, and frees every node
 /// under it. Cut at every I/O operation, then recovered (which undoes the
 /// load when the cut came before the rollback's end).
 #[test]
 fn a_power_cut_at_every_io_of_a_bulk_load_rolled_back_after_its_root_split() {
-    let (disk, model) = start(std::iter::empty());
     let step: Run = |db, tree, m| bulk_then_split(db, tree, m, false);
-    let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
-    let (before, after, cuts) =
-        cut_everywhere_checked("bulk rolled back", &disk, &model, 12, step, more, no_errors);
+    let (before, after) = bulk_cut_everywhere("bulk rolled back", step);
     assert_eq!(before.0, 2, "a meta page and an empty root leaf");
     assert!(
         after.1 >= 3,
         "the rollback freed the loaded root and its splits: {after:?}"
     );
-    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
-    eprintln!("bulk rolled back: {cuts} cut points, pages {before:?} -> {after:?}");
 }
 
 /// The same transaction committed: cut at every I/O operation, the tree
 /// holds nothing of it or all of it.
 #[test]
 fn a_power_cut_at_every_io_of_a_bulk_load_whose_root_split_commits() {
-    let (disk, model) = start(std::iter::empty());
     let step: Run = |db, tree, m| bulk_then_split(db, tree, m, true);
-    let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
-    let (_, after, cuts) =
-        cut_everywhere_checked("bulk committed", &disk, &model, 12, step, more, no_errors);
+    let (_, after) = bulk_cut_everywhere("bulk committed", step);
     assert!(after.0 >= 5, "the loaded root split: {after:?}");
-    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
 }
 
 /// The log of `disk` cut at `end` as a torn tail would (its bytes from
