@@ -199,22 +199,10 @@ type Run = fn(&Database, RelationId, &mut TreeModel) -> Step;
 
 /// Runs `step` from `disk` with the power cut at each of its I/O
 /// operations in turn (module docs); `then` is committed after each
-/// recovery. Returns the step's page counts (before, after) in a run
-/// without a cut, and how many cut points were tried.
+/// recovery, and `structure` checks the tree after each recovery and
+/// after that work. Returns the step's page counts (before, after) in a
+/// run without a cut, and how many cut points were tried.
 fn cut_everywhere(
-    name: &str,
-    disk: &SimDisk,
-    model: &TreeModel,
-    frames: usize,
-    step: Run,
-    then: Run,
-) -> ((u32, usize), (u32, usize), u64) {
-    cut_everywhere_checked(name, disk, model, frames, step, then, no_leaks)
-}
-
-/// [`cut_everywhere`] with `structure` as the structural check after each
-/// recovery (and after the work that follows it).
-fn cut_everywhere_checked(
     name: &str,
     disk: &SimDisk,
     model: &TreeModel,
@@ -283,7 +271,8 @@ fn a_power_cut_at_every_io_of_a_leaf_split_keeps_the_tree_whole() {
     let (disk, model) = start((0..1200).step_by(2));
     let odd: Run = |db, tree, m| put_all(db, tree, &(1..200).step_by(2).collect::<Vec<_>>(), m);
     let more: Run = |db, tree, m| put_all(db, tree, &(201..260).step_by(2).collect::<Vec<_>>(), m);
-    let (before, after, cuts) = cut_everywhere("leaf split", &disk, &model, 12, odd, more);
+    let (before, after, cuts) =
+        cut_everywhere("leaf split", &disk, &model, 12, odd, more, no_leaks);
     assert!(
         after.0 > before.0,
         "the step split no leaf: {before:?} {after:?}"
@@ -298,7 +287,8 @@ fn a_power_cut_at_every_io_of_a_root_split_keeps_the_tree_whole() {
     let (disk, model) = start(0..45);
     let split: Run = |db, tree, m| put_all(db, tree, &(100..110).collect::<Vec<_>>(), m);
     let more: Run = |db, tree, m| put_all(db, tree, &(200..300).collect::<Vec<_>>(), m);
-    let (before, after, cuts) = cut_everywhere("root split", &disk, &model, 12, split, more);
+    let (before, after, cuts) =
+        cut_everywhere("root split", &disk, &model, 12, split, more, no_leaks);
     assert_eq!(before.0, 2, "a meta page and a root leaf");
     assert_eq!(
         after.0, 4,
@@ -315,7 +305,8 @@ fn a_power_cut_at_every_io_of_a_leaf_reclaim_keeps_the_tree_whole() {
     let clear: Run = |db, tree, m| delete_all(db, tree, &(200..500).collect::<Vec<_>>(), m);
     // Refills them: the splits reuse the reclaimed pages.
     let refill: Run = |db, tree, m| put_all(db, tree, &(200..500).collect::<Vec<_>>(), m);
-    let (before, after, cuts) = cut_everywhere("reclaim", &disk, &model, 12, clear, refill);
+    let (before, after, cuts) =
+        cut_everywhere("reclaim", &disk, &model, 12, clear, refill, no_leaks);
     assert_eq!(before.1, 0, "free pages before the deletes");
     assert!(after.1 >= 2, "the deletes reclaimed {} leaves", after.1);
     assert!(cuts >= 5, "only {cuts} I/O operations in the step");
@@ -347,7 +338,7 @@ fn bulk_then_split(db: &Database, tree: RelationId, m: &mut TreeModel, commit_it
         *m = after;
         return commit(tx);
     }
-    // A failed rollback poisons the database (`cut_everywhere_checked`
+    // A failed rollback poisons the database (`cut_everywhere`
     // refuses that in a run with no cut). Another tree's creation (a
     // durable commit) makes the rollback's records durable.
     if tx.abort().is_ok() {
@@ -364,13 +355,12 @@ const SPLITTING: std::ops::Range<u32> = 100..700;
 
 /// Runs `step` (a bulk load into the empty tree, then its splitting
 /// puts) under a power cut at each of its I/O operations, then more puts
-/// after each recovery (`cut_everywhere_checked`); returns its page counts
+/// after each recovery (`cut_everywhere`); returns its page counts
 /// (before, after) in the run without a cut.
 fn bulk_cut_everywhere(name: &str, step: Run) -> ((u32, usize), (u32, usize)) {
     let (disk, model) = start(std::iter::empty());
     let more: Run = |db, tree, m| put_all(db, tree, &(300..340).collect::<Vec<_>>(), m);
-    let (before, after, cuts) =
-        cut_everywhere_checked(name, &disk, &model, 12, step, more, no_errors);
+    let (before, after, cuts) = cut_everywhere(name, &disk, &model, 12, step, more, no_errors);
     assert!(cuts >= 10, "{name}: only {cuts} I/O operations in the step");
     eprintln!("{name}: {cuts} cut points, pages {before:?} -> {after:?}");
     (before, after)
@@ -694,7 +684,8 @@ fn a_power_cut_at_every_io_of_inner_node_merges_keeps_the_tree_whole() {
         |db, tree, m| delete_all(db, tree, &(WIDE + 20..WIDE + 150).collect::<Vec<_>>(), m);
     let refill: Run =
         |db, tree, m| put_all(db, tree, &(WIDE + 20..WIDE + 150).collect::<Vec<_>>(), m);
-    let (before, after, cuts) = cut_everywhere("inner merges", &disk, &model, 12, clear, refill);
+    let (before, after, cuts) =
+        cut_everywhere("inner merges", &disk, &model, 12, clear, refill, no_leaks);
     assert_eq!(before.1, 0, "free pages before the deletes");
     assert!(after.1 >= 45, "the deletes freed {} pages", after.1);
     assert!(cuts >= 5, "only {cuts} I/O operations in the step");
