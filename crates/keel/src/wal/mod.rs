@@ -692,9 +692,11 @@ impl Wal {
     }
 
     /// Wakes the log's thread when the size flush policy asks for a flush.
+    /// (Another committer's flush may already have made this record, and
+    /// more, durable: then nothing is unflushed up to it.)
     fn after_append(&self, appended: Appended) {
         if let Some(limit) = self.config.flush_size_bytes
-            && appended.end.0 - self.writer.durable_end().0 >= limit
+            && appended.end.0.saturating_sub(self.writer.durable_end().0) >= limit
         {
             self.segments.wake.notify_all();
         }
