@@ -144,6 +144,42 @@ fn an_update_failing_on_a_damaged_page_keeps_the_old_value_through_the_commit() 
     drop(db);
 }
 
+/// An insert of a large value whose tuple finds no page it can use (the
+/// one with room is damaged) fails, and the overflow chain it had written
+/// is released when the transaction commits: no page is left holding it.
+#[test]
+fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, b"small").unwrap();
+    tx.commit().unwrap();
+    db.close().unwrap();
+    let path = dir.path().join(format!("rel/{}.heap", rel.0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8190] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    let overflow_pages = |db: &Database| {
+        let n = db.relations().iter().find(|r| r.id == rel).unwrap().pages;
+        (1..n)
+            .filter(|&p| {
+                let page = db.read_page("t", PageId(p)).unwrap();
+                keel::page::header::page_type(&page) == Some(keel::page::PageType::Overflow)
+            })
+            .count()
+    };
+    let mut tx = db.begin().unwrap();
+    let e = tx.insert(rel, &[7u8; 20_000]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
+    assert!(overflow_pages(&db) > 0, "the value was written to a chain");
+    tx.commit().unwrap();
+    assert_eq!(overflow_pages(&db), 0, "the chain is left after the commit");
+    drop(db);
+}
+
 #[test]
 fn a_corrupt_control_file_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,10 @@ impl Storage {
     /// first when it is larger than [`INLINE_MAX`]).
     pub(crate) fn insert(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<TupleId> {
         let (bytes, flags) = self.stored_form(log, rel, value)?;
-        self.insert_tuple(log, rel, &bytes, flags)
+        self.insert_tuple(log, rel, &bytes, flags).or_else(|e| {
+            self.abandon(log, rel, &bytes, flags)?;
+            Err(e)
+        })
     }
 
     /// Inserts stored bytes (a value or an overflow head) on some page.

@@ -91,8 +91,14 @@ impl Storage {
                     return Ok(());
                 }
                 drop(g);
-                let target =
-                    self.insert_tuple(log, rel, &bytes, flags.union(TupleFlags::MOVED_IN))?;
+                let moved = flags.union(TupleFlags::MOVED_IN);
+                let target = match self.insert_tuple(log, rel, &bytes, moved) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        self.abandon(log, rel, &bytes, flags)?;
+                        return Err(e);
+                    }
+                };
                 self.repoint(log, rel, tid, target, old)?;
                 log.deferred.extend(release);
                 Ok(())
@@ -133,7 +139,13 @@ impl Storage {
             return Ok(());
         }
         drop(g);
-        let target = self.insert_tuple(log, rel, bytes, moved)?;
+        let target = match self.insert_tuple(log, rel, bytes, moved) {
+            Ok(target) => target,
+            Err(e) => {
+                self.abandon(log, rel, bytes, flags)?;
+                return Err(e);
+            }
+        };
         self.repoint(log, rel, tid, target, SlotImage::Forward(at))?;
         let mut g = self.pool.fetch_write(rel.file(), at.page)?;
         self.delete_slot(log, rel, &mut g, at, old)?;
@@ -292,9 +304,10 @@ impl Storage {
         Ok(())
     }
 
-    /// An update found no tuple after writing the new value's overflow
-    /// chain: the chain is released with the transaction.
-    fn abandon(
+    /// A change that wrote a new value's overflow chain stored nothing
+    /// that points at it (an update that found no tuple, an insert whose
+    /// tuple found no page): the chain is released with the transaction.
+    pub(super) fn abandon(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
