@@ -62,7 +62,9 @@ use keel_io::{FileClass, OpKind};
 mod common;
 
 use common::side::Side;
-use common::tree::{TreeModel, check_tree, long_tree_read, random_tree_op, read_tree, show};
+use common::tree::{
+    TreeModel, check_tree, long_tree_read, random_key, random_tree_op, read_tree, show,
+};
 
 /// Everything the workload wrote: every tuple of its heaps, every key of
 /// its tree.
@@ -70,12 +72,16 @@ use common::tree::{TreeModel, check_tree, long_tree_read, random_tree_op, read_t
 struct Model {
     tuples: BTreeMap<(RelationId, TupleId), Vec<u8>>,
     keys: TreeModel,
+    /// Tree `loaded`: empty until a bulk load into it commits.
+    loaded: TreeModel,
 }
 
-/// The relations of a workload: heaps and one tree.
+/// The relations of a workload: heaps, a tree of random changes and a
+/// tree filled by a bulk load (`load_tree`).
 struct Rels {
     heaps: Vec<RelationId>,
     tree: RelationId,
+    loaded: RelationId,
 }
 
 impl Rels {
@@ -85,6 +91,7 @@ impl Rels {
                 .map(|i| db.create_relation(&format!("t{i}")).unwrap())
                 .collect(),
             tree: db.create_tree("keys").unwrap(),
+            loaded: db.create_tree("loaded").unwrap(),
         }
     }
 }
@@ -133,6 +140,9 @@ fn changes(
     model: &Model,
     rng: &mut Rng,
 ) -> keel::Result<Result<Model, Failed>> {
+    if model.loaded.is_empty() && rng.below(8) == 0 {
+        return load_tree(db, rels, model, rng);
+    }
     let mut after = model.clone();
     let long_read = rng.below(10) == 0;
     if long_read && rng.coin() {
@@ -206,6 +216,40 @@ fn changes(
     })
 }
 
+/// A bulk load into the empty tree `loaded` (keys up to `MAX_KEY_LEN`,
+/// values inline and in overflow chains), then puts in the same
+/// transaction, often enough to split the root it loaded; committed, or
+/// one in six rolled back, which must leave the tree empty and loadable
+/// again, as recovery must when the crash comes first.
+fn load_tree(
+    db: &Database,
+    rels: &Rels,
+    model: &Model,
+    rng: &mut Rng,
+) -> keel::Result<Result<Model, Failed>> {
+    let mut after = model.clone();
+    let mut tx = db.begin()?;
+    let items: TreeModel = (0..1 + rng.below(200))
+        .map(|_| (random_key(b"", rng), value(rng)))
+        .collect();
+    let loaded = tx.bulk_load(rels.loaded, &items)?;
+    assert_eq!(loaded, items.len() as u64, "keys loaded");
+    after.loaded = items;
+    for _ in 0..rng.below(150) {
+        let (k, v) = (random_key(b"", rng), value(rng));
+        tx.put(rels.loaded, &k, &v)?;
+        after.loaded.insert(k, v);
+    }
+    if rng.below(6) == 0 {
+        tx.abort()?;
+        return Ok(Ok(model.clone()));
+    }
+    Ok(match tx.commit() {
+        Ok(()) => Ok(after),
+        Err(_) => Err(Failed::InCommit(after)),
+    })
+}
+
 fn scan(db: &Database, rels: &Rels) -> keel::Result<Model> {
     let tx = db.begin()?;
     let mut found = Model::default();
@@ -216,6 +260,7 @@ fn scan(db: &Database, rels: &Rels) -> keel::Result<Model> {
         }
     }
     found.keys = read_tree(&tx, rels.tree)?;
+    found.loaded = read_tree(&tx, rels.loaded)?;
     Ok(found)
 }
 
@@ -226,6 +271,8 @@ fn scan_at(seed: u64, stage: &str, db: &Database, rels: &Rels) -> Model {
         scan(db, rels).unwrap_or_else(|e| panic!("seed {seed} ({stage}): scan failed: {e}"));
     check_tree(db, rels.tree, &found.keys)
         .unwrap_or_else(|e| panic!("seed {seed} ({stage}): tree walk: {e}"));
+    check_tree(db, rels.loaded, &found.loaded)
+        .unwrap_or_else(|e| panic!("seed {seed} ({stage}): loaded tree walk: {e}"));
     found
 }
 
