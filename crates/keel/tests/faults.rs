@@ -78,6 +78,18 @@ fn a_failed_log_sync_poisons_and_reopening_recovers_the_acknowledged_commits() {
     }
 }
 
+/// Flips a bit of each of `pages` of relation `rel`'s heap file in the
+/// closed database at `dir` (the last bytes of the page, so its checksum
+/// fails).
+fn damage_heap_pages(dir: &std::path::Path, rel: keel::RelationId, pages: &[PageId]) {
+    let path = dir.join(format!("rel/{}.heap", rel.0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    for p in pages {
+        bytes[p.0 as usize * keel::page::PAGE_SIZE + 8190] ^= 0x10;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+}
+
 #[test]
 fn a_flipped_bit_in_a_data_page_is_an_error_naming_the_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,10 +99,7 @@ fn a_flipped_bit_in_a_data_page_is_an_error_naming_the_page() {
     let tid = tx.insert(rel, b"precious").unwrap();
     tx.commit().unwrap();
     db.close().unwrap();
-    let path = dir.path().join(format!("rel/{}.heap", rel.0));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8190] ^= 0x10;
-    std::fs::write(&path, &bytes).unwrap();
+    damage_heap_pages(dir.path(), rel, &[PageId(0)]);
     let db = Database::open(dir.path(), config()).unwrap();
     let tx = db.begin().unwrap();
     let e = tx.get(rel, tid).unwrap_err();
@@ -122,14 +131,12 @@ fn an_update_failing_on_a_damaged_page_keeps_the_old_value_through_the_commit() 
     let pages = db.fsm_snapshot("t").unwrap();
     db.close().unwrap();
     // Damages every other page that has room: the move cannot land.
-    let path = dir.path().join(format!("rel/{}.heap", rel.0));
-    let mut bytes = std::fs::read(&path).unwrap();
-    for (p, _) in &pages {
-        if *p != x.page {
-            bytes[p.0 as usize * keel::page::PAGE_SIZE + 8190] ^= 0x10;
-        }
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    let others: Vec<PageId> = pages
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|&p| p != x.page)
+        .collect();
+    damage_heap_pages(dir.path(), rel, &others);
 
     let db = Database::open(dir.path(), config()).unwrap();
     let mut tx = db.begin().unwrap();
@@ -156,10 +163,7 @@ fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit()
     tx.insert(rel, b"small").unwrap();
     tx.commit().unwrap();
     db.close().unwrap();
-    let path = dir.path().join(format!("rel/{}.heap", rel.0));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8190] ^= 0x10;
-    std::fs::write(&path, &bytes).unwrap();
+    damage_heap_pages(dir.path(), rel, &[PageId(0)]);
 
     let db = Database::open(dir.path(), config()).unwrap();
     let overflow_pages = |db: &Database| {
