@@ -289,19 +289,13 @@ impl Wal {
         };
         let present = sdir.list()?;
         let current = geometry.segment_of(end);
-        let prepared = Self::prepared_at_or_after(&sdir, &present, current, &template);
+        let (prepared, bound) = Self::prepared_at_or_after(&sdir, &present, current, &template);
         // Invariant 10: a segment's header bounds every batch written into
         // it (a reader tells a torn tail from damage by it, and the next
         // open clears that far past the end). The segments this process
         // goes on filling may have been prepared by one with smaller
         // batches: this process's batches keep to the smallest such bound
         // (the segments it prepares itself carry its own).
-        let bound = prepared
-            .iter()
-            .chain([&current])
-            .filter_map(|&n| sdir.read_header(n).ok())
-            .map(|h| h.max_batch_bytes)
-            .min();
         let mut batches = config.clone();
         if let Some(b) = bound {
             batches.max_batch_bytes = batches.max_batch_bytes.min(b);
@@ -408,19 +402,31 @@ impl Wal {
     /// Only one whose header is valid (this log's, this number) counts as
     /// prepared: records written into a file without one could never be
     /// read back, so every acknowledged commit in it would be lost. Any
-    /// other (damaged) is prepared again first.
+    /// other (damaged) is prepared again first. Also returns the smallest
+    /// batch bound among their headers.
     fn prepared_at_or_after(
         sdir: &SegmentDir,
         present: &[u64],
         current: u64,
         template: &SegmentHeader,
-    ) -> BTreeSet<u64> {
-        present
+    ) -> (BTreeSet<u64>, Option<u32>) {
+        let mut bound: Option<u32> = None;
+        let prepared = present
             .iter()
             .copied()
             .filter(|&n| n >= current)
-            .filter(|&n| sdir.read_header(n).is_ok_and(|h| h.same_log(template)))
-            .collect()
+            .filter(|&n| {
+                let Ok(h) = sdir.read_header(n) else {
+                    return false;
+                };
+                let ours = h.same_log(template);
+                if ours {
+                    bound = Some(bound.map_or(h.max_batch_bytes, |b| b.min(h.max_batch_bytes)));
+                }
+                ours
+            })
+            .collect();
+        (prepared, bound)
     }
 
     /// Spares left by an earlier process, recycled too (its retirements
