@@ -156,21 +156,15 @@ impl Storage {
         drop(g);
         let mut leaves = Level::new(0);
         let mut chains = Vec::new();
-        let n = match self.build_leaves(log, rel, items, &mut leaves, &mut chains) {
-            Ok(n) => n,
-            Err(e) => {
-                self.release_chains(log, rel, &chains)?;
-                return Err(e);
-            }
-        };
+        let filled = self.build_leaves(log, rel, items, &mut leaves, &mut chains);
+        // Every page taken, on every level, for freeing them all after a
+        // failure (with the chains written).
         let mut taken: Vec<PageId> = leaves.pages().collect();
-        let top = leaves
-            .finish(self, rel)
-            .and_then(|nodes| match nodes.is_empty() {
-                true => Ok(None),
-                false => self.build_levels(rel, nodes, &mut taken).map(Some),
-            });
-        let (root, level) = match top {
+        let top = filled.and_then(|n| match leaves.finish(self, rel)? {
+            nodes if nodes.is_empty() => Ok(None),
+            nodes => Ok(Some((n, self.build_levels(rel, nodes, &mut taken)?))),
+        });
+        let (n, (root, level)) = match top {
             Ok(Some(top)) => top,
             Ok(None) => return Ok(0),
             Err(e) => {
@@ -181,7 +175,6 @@ impl Storage {
                 return Err(e);
             }
         };
-        debug_assert!(n > 0, "a root over no keys");
         let swap = Payload::TreeRootSwap {
             old: old_root,
             old_level,
@@ -229,8 +222,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Fills `leaves` from `items`; on an error frees the leaves taken.
-    /// `chains` gains the rest of every value written to an overflow chain.
+    /// Fills `leaves` from `items`. `chains` gains the rest of every value
+    /// written to an overflow chain.
     fn build_leaves<I, K, V>(
         &self,
         log: &mut TxnLog,
@@ -246,29 +239,21 @@ impl Storage {
     {
         let mut prev: Option<Vec<u8>> = None;
         let mut n = 0u64;
-        let result = (|| {
-            for (k, v) in items {
-                let (k, v) = (k.as_ref(), v.as_ref());
-                check_key(k)?;
-                if prev.as_deref().is_some_and(|p| p >= k) {
-                    return Err(DbError::Unsorted { index: n }.into());
-                }
-                let rest = self.tree_value(log, rel, k, v)?;
-                if rest.first() == Some(&tree::VALUE_OVERFLOW) {
-                    chains.push(rest.clone());
-                }
-                leaves.push(self, rel, k.to_vec(), rest)?;
-                prev = Some(k.to_vec());
-                n += 1;
+        for (k, v) in items {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            check_key(k)?;
+            if prev.as_deref().is_some_and(|p| p >= k) {
+                return Err(DbError::Unsorted { index: n }.into());
             }
-            Ok(n)
-        })();
-        if result.is_err() {
-            for pid in leaves.pages().collect::<Vec<_>>() {
-                self.free_node(rel, pid)?;
+            let rest = self.tree_value(log, rel, k, v)?;
+            if rest.first() == Some(&tree::VALUE_OVERFLOW) {
+                chains.push(rest.clone());
             }
+            leaves.push(self, rel, k.to_vec(), rest)?;
+            prev = Some(k.to_vec());
+            n += 1;
         }
-        result
+        Ok(n)
     }
 
     /// Takes a page for a node of `level` and formats it empty (its full
