@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use keel::buffer::BufferError;
+use keel::page::PageType;
 use keel::{Config, Database, DbError, Error, ErrorClass, PageId};
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
 use keel_io::{AsyncIo, FileClass, OpKind};
@@ -166,15 +167,7 @@ fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit()
     damage_heap_pages(dir.path(), rel, &[PageId(0)]);
 
     let db = Database::open(dir.path(), config()).unwrap();
-    let overflow_pages = |db: &Database| {
-        let n = db.relations().iter().find(|r| r.id == rel).unwrap().pages;
-        (1..n)
-            .filter(|&p| {
-                let page = db.read_page("t", PageId(p)).unwrap();
-                keel::page::header::page_type(&page) == Some(keel::page::PageType::Overflow)
-            })
-            .count()
-    };
+    let overflow_pages = |db: &Database| common::pages_of_type(db, "t", PageType::Overflow);
     let mut tx = db.begin().unwrap();
     let e = tx.insert(rel, &[7u8; 20_000]).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");

@@ -9,6 +9,8 @@ use std::ops::Bound;
 use keel::buffer::BufferConfig;
 use keel::{Config, Database, DbError, Error, RelationId};
 
+mod common;
+
 fn config() -> Config {
     let mut c = Config {
         buffer: BufferConfig::with_frames(256),
@@ -777,15 +779,8 @@ fn a_refused_bulk_load_leaves_no_overflow_chain_after_the_commit() {
     let db = Database::open(dir.path(), config()).unwrap();
     let tree = db.create_tree("t").unwrap();
     let big = vec![5u8; 30_000];
-    let overflow_pages = |db: &Database| {
-        let n = db.relations().iter().find(|r| r.id == tree).unwrap().pages;
-        (0..n)
-            .filter(|&p| {
-                let page = db.read_page("t", keel::PageId(p)).unwrap();
-                keel::page::header::page_type(&page) == Some(keel::page::PageType::Overflow)
-            })
-            .count()
-    };
+    let overflow_pages =
+        |db: &Database| common::pages_of_type(db, "t", keel::page::PageType::Overflow);
     let mut tx = db.begin().unwrap();
     let items = [
         (b"b".to_vec(), big.clone()),

@@ -127,13 +127,10 @@ fn commit(tx: keel::Transaction<'_>) -> Step {
 /// The tree's pages, and how many of them are free.
 fn pages(db: &Database) -> (u32, usize) {
     let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
-    let free = (0..n)
-        .filter(|&p| {
-            let page = db.read_page("t", PageId(p)).unwrap();
-            keel::page::header::page_type(&page) == Some(keel::page::PageType::Free)
-        })
-        .count();
-    (n, free)
+    (
+        n,
+        common::pages_of_type(db, "t", keel::page::PageType::Free),
+    )
 }
 
 /// How many nodes of tree "t" each level has (leaves first).

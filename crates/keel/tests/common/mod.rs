@@ -240,3 +240,20 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(true, Ordering::Release);
     }
 }
+
+/// How many pages of relation `name` are of type `kind` (a page that
+/// cannot be read, a damaged one, counts as none).
+pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> usize {
+    let n = db
+        .relations()
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap()
+        .pages;
+    (0..n)
+        .filter(|&p| {
+            db.read_page(name, keel::PageId(p))
+                .is_ok_and(|page| keel::page::header::page_type(&page) == Some(kind))
+        })
+        .count()
+}
