@@ -799,3 +799,38 @@ fn a_refused_bulk_load_leaves_no_overflow_chain_after_the_commit() {
     structure_ok(&db, "t");
     db.close().unwrap();
 }
+
+/// A clean open reads no node of a tree: the saved free space map covers
+/// every page of the file, nodes included (they have no room to record),
+/// so the open has nothing to look at. Bad pages elsewhere in a tree do
+/// not keep it from opening either (`faults.rs`).
+#[test]
+fn a_clean_open_reads_no_page_of_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("k").unwrap();
+    let mut tx = db.begin().unwrap();
+    let items = (0..20_000u32).map(|i| (i.to_be_bytes(), [1u8; 100]));
+    tx.bulk_load(t, items).unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..2_000u32 {
+        tx.put(t, &(i * 7 + 3).to_le_bytes(), &[2u8; 150]).unwrap();
+    }
+    tx.commit().unwrap();
+    let pages = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
+    assert!(pages > 200, "{pages}");
+    db.close().unwrap();
+    for _ in 0..2 {
+        let db = Database::open(dir.path(), config()).unwrap();
+        // The catalog's page at most.
+        assert!(db.buffer_stats().reads <= 1, "{:?}", db.buffer_stats());
+        let tx = db.begin().unwrap();
+        assert_eq!(
+            tx.get_key(t, &5u32.to_be_bytes()).unwrap().unwrap(),
+            [1u8; 100]
+        );
+        drop(tx);
+        db.close().unwrap();
+    }
+}

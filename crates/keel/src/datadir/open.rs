@@ -357,7 +357,16 @@ fn refresh_fsm(store: &Storage, rel: &Relation, rec: &Recovered, loaded: bool) -
         let pid = PageId(p);
         let space = match rec.space.get(&(rel.id, pid)) {
             Some(s) => *s,
-            None => PageSpace::of(&store.pool.fetch_read(rel.file(), pid)?, pid),
+            None => match store.pool.fetch_read(rel.file(), pid) {
+                Ok(g) => PageSpace::of(&g, pid),
+                // A page that fails verification is reported where it is
+                // read (a get, a scan, `keel check`), never offered for
+                // space, and does not keep the rest of the database from
+                // opening: redo did not need it (its pages are in
+                // `rec.space`). An I/O error still fails the open.
+                Err(crate::buffer::BufferError::PageCorrupt { .. }) => PageSpace::Other,
+                Err(e) => return Err(e.into()),
+            },
         };
         match space {
             PageSpace::Heap(contiguous, total) => rel.fsm.update(pid, contiguous, total),
@@ -367,6 +376,7 @@ fn refresh_fsm(store: &Storage, rel: &Relation, rec: &Recovered, loaded: bool) -
             }
         }
     }
+    rel.fsm.cover(pages);
     Ok(())
 }
 

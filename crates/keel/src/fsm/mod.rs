@@ -370,6 +370,22 @@ impl FreeSpaceMap {
         self.inner.write().remove(page)
     }
 
+    /// Records that the relation has pages up to `pages`: those the map
+    /// did not cover yet are covered as holding no free space, so a saved
+    /// map speaks for every page of the file it was cut to and an open
+    /// reads none of them (pages with room are [`update`](Self::update)d
+    /// as they get it). A relation whose pages never have room for the
+    /// map (a tree's nodes, overflow chains) would otherwise be read whole
+    /// at every open.
+    pub fn cover(&self, pages: u32) {
+        let mut g = self.inner.write();
+        if g.entries.len() >= pages as usize {
+            return;
+        }
+        g.entries.resize(pages as usize, UNTRACKED);
+        g.version += 1;
+    }
+
     /// Forgets every page from `pages` on (the relation was truncated to
     /// `pages` pages).
     pub fn truncate(&self, pages: u32) {

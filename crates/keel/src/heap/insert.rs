@@ -323,6 +323,7 @@ impl Storage {
         }
         let out = f(PageId(n))?;
         rel.pages.store(n + 1, Ordering::Release);
+        rel.fsm.cover(n + 1);
         Ok(out)
     }
 
