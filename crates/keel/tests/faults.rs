@@ -177,6 +177,140 @@ fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit()
     drop(db);
 }
 
+/// A large value's overflow chain that fails part way (the second free
+/// page it takes is damaged) leaves none of the pages it did write once
+/// the transaction commits: nothing points at them.
+#[test]
+fn a_chain_write_failing_part_way_leaves_no_chain_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(rel, &[1u8; 40_000]).unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.delete(rel, tid).unwrap();
+    tx.commit().unwrap();
+    // The chain's pages are free now; all but the first one offered are
+    // damaged, so the next chain writes one page and fails on the next.
+    let mut free: Vec<PageId> = db
+        .fsm_snapshot("t")
+        .unwrap()
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|&p| p != tid.page)
+        .collect();
+    free.sort();
+    assert!(free.len() >= 4, "{free:?}");
+    db.close().unwrap();
+    damage_heap_pages(dir.path(), rel, &free[1..]);
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    let overflow_pages = |db: &Database| common::pages_of_type(db, "t", PageType::Overflow);
+    let mut tx = db.begin().unwrap();
+    let e = tx.insert(rel, &[7u8; 40_000]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
+    assert_eq!(
+        overflow_pages(&db),
+        1,
+        "one chunk was written before the failure"
+    );
+    tx.commit().unwrap();
+    assert!(!db.is_poisoned());
+    assert_eq!(
+        overflow_pages(&db),
+        0,
+        "the partial chain is left after the commit"
+    );
+    drop(db);
+}
+
+/// A tree put whose value's chain is written but whose leaf cannot be
+/// read (damaged) fails, and the chain is released when the transaction
+/// commits.
+#[test]
+fn a_tree_put_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("k").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.put(tree, b"a", b"small").unwrap();
+    tx.commit().unwrap();
+    let leaves = common::pages_of_type(&db, "k", PageType::TreeLeaf);
+    assert_eq!(leaves, 1);
+    let n = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
+    let leaf = (0..n)
+        .map(PageId)
+        .find(|&p| {
+            db.read_page("k", p)
+                .is_ok_and(|page| keel::page::header::page_type(&page) == Some(PageType::TreeLeaf))
+        })
+        .unwrap();
+    db.close().unwrap();
+    damage_heap_pages(dir.path(), tree, &[leaf]);
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    let overflow_pages = |db: &Database| common::pages_of_type(db, "k", PageType::Overflow);
+    let mut tx = db.begin().unwrap();
+    let e = tx.put(tree, b"b", &[7u8; 20_000]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
+    assert!(overflow_pages(&db) > 0, "the value was written to a chain");
+    tx.commit().unwrap();
+    assert!(!db.is_poisoned());
+    assert_eq!(overflow_pages(&db), 0, "the chain is left after the commit");
+    drop(db);
+}
+
+/// A key whose value's chain is damaged can still be deleted: the delete
+/// returns the read's error (corruption, naming the page) and is done, so
+/// committing removes the key; a rollback keeps it.
+#[test]
+fn a_key_whose_value_chain_is_damaged_is_deleted_with_the_reads_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tree = db.create_tree("k").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.put(tree, b"a", &[3u8; 20_000]).unwrap();
+    tx.put(tree, b"b", b"small").unwrap();
+    tx.commit().unwrap();
+    let n = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
+    let chain: Vec<PageId> = (0..n)
+        .map(PageId)
+        .filter(|&p| {
+            db.read_page("k", p)
+                .is_ok_and(|page| keel::page::header::page_type(&page) == Some(PageType::Overflow))
+        })
+        .collect();
+    assert!(chain.len() > 1, "{chain:?}");
+    db.close().unwrap();
+    damage_heap_pages(dir.path(), tree, &chain[..1]);
+
+    let db = Database::open(dir.path(), config()).unwrap();
+    for commit in [false, true] {
+        let mut tx = db.begin().unwrap();
+        let e = tx.delete_key(tree, b"a").unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
+        assert!(e.to_string().contains(&format!("page {}", chain[0])), "{e}");
+        assert_eq!(tx.get_key(tree, b"a").unwrap(), None);
+        match commit {
+            true => tx.commit().unwrap(),
+            false => tx.abort().unwrap(),
+        }
+        let tx = db.begin().unwrap();
+        assert_eq!(
+            tx.get_key(tree, b"b").unwrap().as_deref(),
+            Some(&b"small"[..])
+        );
+        match commit {
+            // Kept by the rollback: its value still fails to read.
+            false => assert!(tx.get_key(tree, b"a").is_err()),
+            true => assert_eq!(tx.get_key(tree, b"a").unwrap(), None),
+        }
+    }
+    assert!(!db.is_poisoned());
+    drop(db);
+}
+
 #[test]
 fn a_corrupt_control_file_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();

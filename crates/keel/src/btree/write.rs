@@ -191,7 +191,20 @@ impl Storage {
         check_key(key)?;
         let mut rest = self.tree_value(log, rel, key, value)?;
         let txn = log.txn;
-        let old = self.with_key_locks(txn, || self.put_step(log, rel, key, &mut rest, covered))?;
+        let old =
+            match self.with_key_locks(txn, || self.put_step(log, rel, key, &mut rest, covered)) {
+                Ok(old) => old,
+                Err(e) => {
+                    // No record took `rest` (a logged insert empties it): a
+                    // chain written for the value is nobody's.
+                    if let Some((&VALUE_OVERFLOW, head)) = rest.split_first()
+                        && let Ok(head) = OverflowHead::decode(head, META_PAGE)
+                    {
+                        self.abandon_chain(log, rel, head);
+                    }
+                    return Err(e);
+                }
+            };
         match old {
             // The replace is logged: its old chain is released at commit
             // even if reading the old value fails.

@@ -316,7 +316,7 @@ impl Storage {
     ) -> Result<()> {
         if flags.contains(TupleFlags::OVERFLOW_HEAD) {
             let head = crate::page::OverflowHead::decode(bytes, PageId(0))?;
-            log.deferred.push(Deferred::FreeChain(rel.id, head));
+            self.abandon_chain(log, rel, head);
         }
         Ok(())
     }

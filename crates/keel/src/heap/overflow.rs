@@ -57,17 +57,45 @@ impl Storage {
         self.write_chain(log, rel, value)
     }
 
+    /// Writes `value`'s chain. A write failing part way leaves the pages
+    /// already written to the transaction: its rollback frees them (they
+    /// are on its undo stack), and its commit releases them, since no slot
+    /// will point at them (`abandon_chain`).
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
         let mut next = NO_PAGE;
-        for (index, chunk) in chunks(value).enumerate().rev() {
+        for (written, (index, chunk)) in chunks(value).enumerate().rev().enumerate() {
             let write = Payload::OverflowWrite {
                 index: index as u32,
                 next,
                 chunk: chunk.to_vec(),
             };
-            next = self.place_whole_page(log, rel, &write)?.0;
+            match self.place_whole_page(log, rel, &write) {
+                Ok(pid) => next = pid.0,
+                Err(e) => {
+                    if written > 0 {
+                        // The pages written so far, from the newest.
+                        let partial = OverflowHead {
+                            total_len: 0,
+                            first_page: PageId(next),
+                            page_count: written as u32,
+                            value_crc: 0,
+                        };
+                        self.abandon_chain(log, rel, partial);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(OverflowHead::for_value(value, PageId(next))?)
+    }
+
+    /// A chain this transaction wrote that nothing stored points at (the
+    /// change it was written for failed): its pages are freed when the
+    /// transaction commits. A rollback frees them through its undo stack
+    /// instead and drops this release with the rest.
+    pub(crate) fn abandon_chain(&self, log: &mut TxnLog, rel: &Relation, head: OverflowHead) {
+        log.deferred
+            .push(crate::txn::undo::Deferred::FreeChain(rel.id, head));
     }
 
     /// Decodes a head read from a slot of page `at`, refusing one that

@@ -56,7 +56,10 @@ impl Transaction<'_> {
         })
     }
 
-    /// [`put`](Self::put), returning the value it replaced, if any.
+    /// [`put`](Self::put), returning the value it replaced, if any. As for
+    /// [`delete_key`](Self::delete_key), an old value that cannot be read
+    /// (a damaged overflow chain) is an error returned after the replace
+    /// is done.
     pub fn replace(
         &mut self,
         tree: RelationId,
@@ -89,6 +92,14 @@ impl Transaction<'_> {
     }
 
     /// Deletes `key` from `tree`; returns its value if it was there.
+    ///
+    /// The old value is read after the delete is logged. When that read
+    /// fails (its overflow chain is damaged: a [`Corruption`] error naming
+    /// the page), the key is still deleted: committing removes it and
+    /// releases what of its chain can be freed, so a key whose value is
+    /// damaged can be removed; rolling back restores it.
+    ///
+    /// [`Corruption`]: crate::ErrorClass::Corruption
     pub fn delete_key(&mut self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _| {
             s.tree_delete(log, r, key)
