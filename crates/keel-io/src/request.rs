@@ -302,6 +302,9 @@ pub struct DirEntry {
     pub name: OsString,
     /// Whether the entry is a directory.
     pub is_dir: bool,
+    /// Whether the entry is a regular file, or a symbolic link to one (not
+    /// a FIFO, socket or device, which an open may block on or refuse).
+    pub is_file: bool,
 }
 
 /// One operation, owning everything it needs.

@@ -119,6 +119,45 @@ fn both_methods_work_on_the_real_file_system() {
     }
 }
 
+/// The sync of an unclean directory opens regular files only: a FIFO
+/// someone left in the directory (whose open blocks until a writer comes)
+/// does not stop the open, and is left as it is.
+#[test]
+fn an_unclean_open_passes_over_a_fifo_in_the_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let db = Database::open(&dir, Config::default()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, b"kept").unwrap();
+    tx.commit().unwrap();
+    drop(db);
+    let fifo = dir.join("notes.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opening = dir.clone();
+    std::thread::spawn(move || {
+        let opened = Database::open(&opening, Config::default()).and_then(|db| {
+            let rows = db.begin()?.scan(rel)?.count();
+            let synced = db.recovery_report().data_dir_sync.clone();
+            db.close()?;
+            Ok((rows, synced.is_some()))
+        });
+        let _ = tx.send(opened.map_err(|e| e.to_string()));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(60));
+    // Lets a blocked open go on, so the test's thread ends either way
+    // (without a reader waiting, this open fails at once).
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    assert_eq!(got, Ok(Ok((1, true))), "the open did not return");
+    assert!(fifo.exists());
+}
+
 /// Commits rows `rows` of `rel`, one transaction each, `[i; 700]`.
 fn commit_rows(db: &Database, rel: keel::RelationId, rows: std::ops::Range<u8>) {
     for i in rows {

@@ -51,10 +51,13 @@ pub(crate) fn read_dir(path: &Path) -> Result<Reply, IoError> {
     let mut entries = Vec::new();
     for item in fs::read_dir(path).map_err(err)? {
         let item = item.map_err(err)?;
-        let is_dir = item.file_type().map_err(err)?.is_dir();
+        let kind = item.file_type().map_err(err)?;
+        let is_file = kind.is_file()
+            || (kind.is_symlink() && fs::metadata(item.path()).is_ok_and(|m| m.is_file()));
         entries.push(DirEntry {
             name: item.file_name(),
-            is_dir,
+            is_dir: kind.is_dir(),
+            is_file,
         });
     }
     entries.sort();

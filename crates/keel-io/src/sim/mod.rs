@@ -458,7 +458,11 @@ impl State {
             .model
             .list(path)
             .into_iter()
-            .map(|(name, is_dir)| DirEntry { name, is_dir })
+            .map(|(name, is_dir)| DirEntry {
+                name,
+                is_dir,
+                is_file: !is_dir,
+            })
             .collect();
         entries.sort();
         Ok(Reply::Entries(entries))

@@ -173,9 +173,11 @@ fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<FileToSync>, Vec<PathB
         };
         for entry in io.read_dir(&d).wait()? {
             let path = d.join(&entry.name);
+            // Only regular files hold Keel's data; opening anything else
+            // (a FIFO someone left here) could block the open for good.
             if entry.is_dir {
                 todo.push(path);
-            } else {
+            } else if entry.is_file {
                 files.push((path, class));
             }
         }
