@@ -299,6 +299,38 @@ impl Meta {
         }
     }
 
+    /// Unmaps a frame `new_page` mapped whose guard is being dropped with
+    /// no change marked (`PageWriteGuard::drop`): still clean, and pinned
+    /// only by that guard, checked under the key's shard lock, without
+    /// which no hit can pin it. The guard's pin is left for the guard to
+    /// drop; the frame is Free and reused once it has (a free-list entry
+    /// taken while it is still pinned is skipped, and the clock finds it).
+    /// Returns whether it was unmapped.
+    pub(crate) fn discard_new(&mut self, frame: usize) -> bool {
+        let m = &self.frames[frame];
+        let Some(key) = m.key else {
+            return false;
+        };
+        if m.dirty || m.writing || m.state != FrameState::Ready {
+            return false;
+        }
+        let table = Arc::clone(&self.table);
+        let mut map = table.write(&key);
+        let live = &self.live[frame];
+        if live.pins.load(Ordering::Acquire) != 1 {
+            return false;
+        }
+        live.ready.store(false, Ordering::Release);
+        map.remove(&key);
+        let mod_count = self.frames[frame].mod_count;
+        self.frames[frame] = FrameMeta {
+            mod_count,
+            ..FrameMeta::free()
+        };
+        self.free.push(frame);
+        true
+    }
+
     /// `release` for a caller holding every shard lock.
     pub(crate) fn release_locked(&mut self, frame: usize, shards: &mut AllShards<'_>) {
         self.unmap(frame, |k| shards.remove(k));

@@ -130,11 +130,28 @@ pub struct PageWriteGuard<'a> {
     // Field order is drop order: latch, then pin.
     latch: RwLockWriteGuard<'a, IoBuf>,
     pin: PinnedPage<'a>,
+    /// A page [`BufferPool::new_page`](super::BufferPool::new_page) made
+    /// that no change has been marked on yet: dropped so, its frame is
+    /// unmapped (the page was never written anywhere).
+    fresh: bool,
 }
 
 impl<'a> PageWriteGuard<'a> {
     pub(crate) fn new(latch: RwLockWriteGuard<'a, IoBuf>, pin: PinnedPage<'a>) -> Self {
-        PageWriteGuard { latch, pin }
+        PageWriteGuard {
+            latch,
+            pin,
+            fresh: false,
+        }
+    }
+
+    /// The guard of a page `new_page` made (see `fresh`).
+    pub(crate) fn new_page(latch: RwLockWriteGuard<'a, IoBuf>, pin: PinnedPage<'a>) -> Self {
+        PageWriteGuard {
+            latch,
+            pin,
+            fresh: true,
+        }
     }
 
     /// The page's file.
@@ -162,6 +179,22 @@ impl<'a> PageWriteGuard<'a> {
         let stored = page::set_page_lsn(&mut self.latch, lsn);
         debug_assert!(stored.is_ok(), "a frame holds exactly one page");
         self.pin.shared.mark_dirty(self.pin.frame, lsn);
+        self.fresh = false;
+    }
+}
+
+impl Drop for PageWriteGuard<'_> {
+    /// A new page dropped before any change was marked on it (its caller
+    /// failed before formatting it) leaves the pool: it exists nowhere but
+    /// in this frame, so a later fetch must find it missing (past the end
+    /// of the file) rather than read zeros no check has seen, and a later
+    /// `new_page` of the same page must find it free. The latch and the
+    /// pin are still held here; a frame someone else pinned meanwhile (a
+    /// fetch of a page past the file's end) stays.
+    fn drop(&mut self) {
+        if self.fresh {
+            self.pin.shared.meta.lock().discard_new(self.pin.frame);
+        }
     }
 }
 

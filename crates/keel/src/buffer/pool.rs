@@ -434,8 +434,9 @@ impl BufferPool {
 
     /// A frame for a page that does not exist on disk yet: zeroed, nothing
     /// read, returned latched exclusive. The caller formats it and marks it
-    /// dirty before dropping the guard (an unmarked new page is dropped on
-    /// eviction). Fails with `AlreadyCached` if the page is in the pool.
+    /// dirty before dropping the guard (a guard dropped with no change
+    /// marked unmaps the frame again). Fails with `AlreadyCached` if the
+    /// page is in the pool.
     pub fn new_page(&self, file: FileId, page: PageId) -> Result<PageWriteGuard<'_>, BufferError> {
         let key = PageKey { file, page };
         let shared = &*self.shared;
@@ -456,7 +457,7 @@ impl BufferPool {
         }
         shared.meta.lock().finish_load(frame);
         shared.changed.notify_all();
-        Ok(PageWriteGuard::new(
+        Ok(PageWriteGuard::new_page(
             latch,
             PinnedPage::new(shared, frame, key),
         ))

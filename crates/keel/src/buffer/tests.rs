@@ -369,6 +369,46 @@ fn a_change_during_write_back_keeps_the_page_dirty() {
     assert!(pool.dirty_pages().is_empty());
 }
 
+/// A new page whose guard is dropped with no change marked (its caller
+/// failed before formatting it) leaves the pool: a fetch finds it past the
+/// end of the file rather than reading zeros no check has seen, and the
+/// page can be made again. One another thread pins meanwhile stays.
+#[test]
+fn a_new_page_dropped_unformatted_leaves_the_pool() {
+    let pool = pool(sim(), 8);
+    drop(pool.new_page(F, PageId(0)).unwrap());
+    assert!(
+        matches!(
+            pool.fetch_read(F, PageId(0)),
+            Err(BufferError::PageBeyondEof { .. })
+        ),
+        "an unformatted new page was served"
+    );
+    create(&pool, 0, 5, 1);
+    assert_eq!(read_tag(&pool, 0), 5);
+    // Every frame is free to use again: eight new pages dropped, eight made.
+    for round in 0..2 {
+        for p in 1..9 {
+            match round {
+                0 => drop(pool.new_page(F, PageId(p)).unwrap()),
+                _ => create(&pool, p, u64::from(p), 2),
+            }
+        }
+    }
+    assert_eq!(read_tag(&pool, 8), 8);
+    assert_eq!(read_tag(&pool, 0), 5);
+    // A pin taken while the new page is latched keeps its frame mapped.
+    let g = pool.new_page(F, PageId(20)).unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| pool.fetch_read(F, PageId(20)).map(|g| g[0]));
+        while pool.stats().hits == 0 {
+            std::thread::yield_now();
+        }
+        drop(g);
+        assert_eq!(waiting.join().unwrap().unwrap(), 0);
+    });
+}
+
 #[test]
 fn a_page_being_evicted_is_served_from_memory() {
     let (io, pool, created) = while_flushing(
