@@ -8,12 +8,16 @@
 //! that commit, abort, or end in a crash — a process kill, a power cut
 //! after the transaction's last change, or a power cut at a random I/O
 //! operation inside the transaction (its commit may then be in flight) —
-//! and clean reopens. Keys range from empty to `MAX_KEY_LEN` bytes; values
+//! or that read damaged pages (a bit flipped on the way: each operation
+//! failing on one is a corruption error, done or not key by key, and the
+//! transaction goes on and commits), and clean reopens. Keys range from empty to `MAX_KEY_LEN` bytes; values
 //! from empty through the inline/overflow boundary (an item of key length
 //! prefix, key, value kind and value just below, at and above
 //! `MAX_ITEM_LEN`) to overflow chains of hundreds of KiB. After every
 //! crash and reopen the tree is consistent and holds exactly the committed
-//! model (`common::tree::check_tree`).
+//! model (`common::tree::check_tree`), and over every transaction that
+//! ends without a crash the overflow pages in the file change by exactly
+//! what the committed values need (no chain leaked, none freed early).
 //!
 //! `KEEL_PROPTEST_CASES` sets the number of cases (default 24).
 
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use keel::btree::{MAX_ITEM_LEN, MAX_KEY_LEN};
 use keel::{Database, RelationId};
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::{FileClass, OpKind};
 use proptest::prelude::*;
 
 mod common;
@@ -80,6 +85,10 @@ enum End {
     /// The power fails at this I/O operation from the transaction's start
     /// (or after its end, if it does not reach it).
     CutAt(u64),
+    /// Reads of data pages come back with a bit flipped, each with this
+    /// probability in a thousand, until an operation fails on one; the
+    /// transaction goes on with good reads and commits.
+    BadReads(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +146,7 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
         1 => Just(End::Kill),
         1 => Just(End::PowerCut),
         2 => (1u64..600).prop_map(End::CutAt),
+        2 => (20u16..400).prop_map(End::BadReads),
     ];
     (
         prop::collection::vec(op_strategy(), 1..14),
@@ -313,6 +323,100 @@ fn run_ops(
     Ok(())
 }
 
+/// Runs `ops` with reads that may come back damaged (`End::BadReads`):
+/// an operation failing on one is a corruption error that neither ends
+/// the transaction nor poisons the database; the reads are then made good
+/// again, what the operation changed is settled (`settle_failed`), and the
+/// rest run as usual.
+fn run_through_bad_reads(
+    m: &Machine,
+    tx: &mut keel::Transaction<'_>,
+    tree: RelationId,
+    model: &mut TreeModel,
+    ops: &[Op],
+    seed: &mut u64,
+    pristine: &mut bool,
+) -> keel::Result<()> {
+    for op in ops {
+        if let Err(e) = run_ops(tx, tree, model, std::slice::from_ref(op), seed, pristine) {
+            assert_eq!(e.class(), keel::ErrorClass::Corruption, "{op:?}: {e}");
+            assert!(!m.db().is_poisoned(), "{op:?}: {e}");
+            m.sim.clear_faults();
+            settle_failed(tx, tree, model, op, *seed, pristine)?;
+        }
+    }
+    m.sim.clear_faults();
+    Ok(())
+}
+
+/// After `op` failed: each key it changes holds its old value or its new
+/// one (a failed operation is done or not, key by key: a delete or replace
+/// is done when only the read of the old value failed), and the model
+/// takes what is there. A failed bulk load left the tree as it was.
+fn settle_failed(
+    tx: &mut keel::Transaction<'_>,
+    tree: RelationId,
+    model: &mut TreeModel,
+    op: &Op,
+    seed: u64,
+    pristine: &mut bool,
+) -> keel::Result<()> {
+    let mut settle = |k: Vec<u8>, new: Option<Vec<u8>>| -> keel::Result<()> {
+        let got = tx.get_key(tree, &k)?;
+        assert!(
+            got.as_ref() == model.get(&k) || got == new,
+            "{op:?}: a failed operation left a key with neither its old value nor its new one"
+        );
+        match got {
+            Some(v) => model.insert(k, v),
+            None => model.remove(&k),
+        };
+        Ok(())
+    };
+    match op {
+        Op::Put(k, len) | Op::Replace(k, len) => {
+            let k = key_of(k);
+            let v = value(seed, &k, *len);
+            settle(k, Some(v))?;
+        }
+        Op::Delete(k) => settle(key_of(k), None)?,
+        Op::Fill(start, n, len) => {
+            for i in *start..start.saturating_add(*n) {
+                let v = value(seed + u64::from(i), &short(i), Len::Small(*len));
+                settle(short(i), Some(v))?;
+            }
+        }
+        Op::Clear(start, n) => {
+            for i in *start..start.saturating_add(*n) {
+                settle(short(i), None)?;
+            }
+        }
+        Op::BulkLoad(_) => {
+            let all = read_range(tx, tree, Bound::Unbounded, Bound::Unbounded, false)?;
+            let before: Vec<(Vec<u8>, Vec<u8>)> =
+                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert!(all == before, "a failed bulk load changed the tree");
+        }
+        Op::Get(_) | Op::Range(..) | Op::First | Op::Last => {}
+    }
+    if !model.is_empty() {
+        *pristine = false;
+    }
+    Ok(())
+}
+
+/// Overflow pages in the tree's file less those the values of `model`
+/// need: constant over any transaction that ends without a crash (a crash
+/// may leave a committed transaction's releases undone: leaked space).
+fn overflow_surplus(db: &Database, model: &TreeModel) -> isize {
+    let needed: usize = model
+        .iter()
+        .filter(|(k, v)| 2 + k.len() + v.len() >= MAX_ITEM_LEN || v.len() > keel::heap::INLINE_MAX)
+        .map(|(_, v)| v.len().div_ceil(keel::page::CHUNK_CAPACITY))
+        .sum();
+    common::pages_of_type(db, "t", keel::page::PageType::Overflow) as isize - needed as isize
+}
+
 /// The engine under test and its simulated machine.
 struct Machine {
     sim: Arc<SimIo>,
@@ -377,9 +481,20 @@ fn run_txn(
     let Ok(mut tx) = m.db().begin() else {
         return (model, Outcome::NotCommitted);
     };
-    let ran = run_ops(&mut tx, tree, &mut model, &plan.ops, seed, pristine);
+    let ran = match plan.end {
+        End::BadReads(per_mille) => {
+            let bad = f64::from(per_mille) / 1000.0;
+            m.sim.add_fault(
+                FaultRule::with_probability(bad, Fault::FlipBit)
+                    .on_op(OpKind::Read)
+                    .on_class(FileClass::Data),
+            );
+            run_through_bad_reads(m, &mut tx, tree, &mut model, &plan.ops, seed, pristine)
+        }
+        _ => run_ops(&mut tx, tree, &mut model, &plan.ops, seed, pristine),
+    };
     let outcome = match (plan.end, ran) {
-        (End::Commit | End::CutAt(_), Ok(())) => match tx.commit() {
+        (End::Commit | End::CutAt(_) | End::BadReads(_), Ok(())) => match tx.commit() {
             Ok(()) => Outcome::Acked,
             Err(_) => Outcome::InCommit,
         },
@@ -409,9 +524,11 @@ fn run(steps: &[TxnPlan]) {
     let mut seed = 0;
     let mut pristine = true;
     for (n, plan) in steps.iter().enumerate() {
+        let no_crash = matches!(plan.end, End::Commit | End::Abort | End::BadReads(_));
+        let surplus = no_crash.then(|| overflow_surplus(m.db(), &committed));
         let (after, outcome) = run_txn(&m, tree, &committed, plan, &mut seed, &mut pristine);
         let in_flight = match plan.end {
-            End::Commit => {
+            End::Commit | End::BadReads(_) => {
                 assert!(outcome == Outcome::Acked, "step {n}: the commit failed");
                 committed = after;
                 None
@@ -450,6 +567,14 @@ fn run(steps: &[TxnPlan]) {
                 committed = after;
             }
             (Err(e), None) => panic!("step {n} ({:?}): {e}", plan.end),
+        }
+        if let Some(before) = surplus {
+            let now = overflow_surplus(m.db(), &committed);
+            assert_eq!(
+                now, before,
+                "step {n} ({:?}): overflow pages leaked",
+                plan.end
+            );
         }
         if plan.reopen_after {
             m.db.take().unwrap().close().unwrap();

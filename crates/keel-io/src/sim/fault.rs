@@ -38,6 +38,11 @@ pub enum Fault {
     /// guards against. Reads still see the new data. A failed sync_dir
     /// makes nothing durable.
     SyncFailure,
+    /// A read succeeds but returns its bytes with one bit flipped (the
+    /// lowest bit of the byte in the middle of what it read): nothing on
+    /// disk changes, so a read of the same bytes again returns them whole.
+    /// What a checksum must catch (a bad cable, controller or memory).
+    FlipBit,
     /// Power is cut before this operation: it and every later one fail with
     /// `ShutDown`; [`super::SimIo::crash`] then yields the disk.
     PowerCut,
@@ -75,6 +80,7 @@ impl Fault {
                 op,
                 Fsync | Fdatasync | DurableWrite | Writeback | SyncDir | SyncFs
             ),
+            Fault::FlipBit => matches!(op, Read),
             Fault::PowerCut | Fault::Kill => true,
         }
     }

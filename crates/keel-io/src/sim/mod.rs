@@ -330,7 +330,14 @@ impl State {
                 offset, buf, exact, ..
             } => {
                 let off = offset_of(offset)?;
-                read_bytes(ino, fref, (offset, off), buf, exact)
+                let read = read_bytes(ino, fref, (offset, off), buf, exact);
+                match (read, fault) {
+                    (Ok(Reply::Read { mut buf, n }), Some(Fault::FlipBit)) if n > 0 => {
+                        buf[n / 2] ^= 1;
+                        Ok(Reply::Read { buf, n })
+                    }
+                    (read, _) => read,
+                }
             }
             Request::Write { offset, buf, .. } => {
                 write_bytes(ino, kind, &fref, offset_of(offset)?, &[&buf], fault, false)?;
@@ -605,7 +612,11 @@ fn data_fault(fault: Option<Fault>, kind: OpKind, fref: &FileRef) -> Option<IoEr
     match fault? {
         Fault::Eio => Some(IoError::errno(kind, fref.clone(), libc::EIO)),
         Fault::NoSpace => Some(IoError::errno(kind, fref.clone(), libc::ENOSPC)),
-        Fault::ShortWrite { .. } | Fault::SyncFailure | Fault::PowerCut | Fault::Kill => None,
+        Fault::ShortWrite { .. }
+        | Fault::SyncFailure
+        | Fault::FlipBit
+        | Fault::PowerCut
+        | Fault::Kill => None,
     }
 }
 

@@ -18,7 +18,9 @@
 //! page of the new tree ([`Storage::free_tree_pages`]); values written to
 //! overflow chains are freed by their own undo. After the commit the old,
 //! empty root leaf is freed (`Deferred::FreeNode`). A bulk load that fails
-//! before its swap frees the nodes it built, on every level; one cut short
+//! before its swap (latching the meta page for it included) queues its
+//! chains' release for the commit and frees the nodes it built, on every
+//! level, each tried (one it cannot free is leaked space); one cut short
 //! by a crash before its swap leaves them unreachable, which `keel check`
 //! reports.
 //!
@@ -164,14 +166,23 @@ impl Storage {
             nodes if nodes.is_empty() => Ok(None),
             nodes => Ok(Some((n, self.build_levels(rel, nodes, &mut taken)?))),
         });
-        let (n, (root, level)) = match top {
-            Ok(Some(top)) => top,
+        // The meta page is latched before anything is logged that names
+        // the new root: failing to read it is a failed load like the rest.
+        let ready = top.and_then(|top| match top {
+            Some(top) => Ok(Some((top, self.pool.fetch_write(rel.file(), META_PAGE)?))),
+            None => Ok(None),
+        });
+        let ((n, (root, level)), mut mg) = match ready {
+            Ok(Some(ready)) => ready,
             Ok(None) => return Ok(0),
             Err(e) => {
-                for pid in taken {
-                    self.free_node(rel, pid)?;
-                }
+                // The chains first (queuing their release reads nothing),
+                // then every page, each tried: a page that cannot be freed
+                // is leaked space, never a reason to leak the rest.
                 self.release_chains(log, rel, &chains)?;
+                for pid in taken {
+                    let _ = self.free_node(rel, pid);
+                }
                 return Err(e);
             }
         };
@@ -181,7 +192,6 @@ impl Storage {
             new: root,
             new_level: level,
         };
-        let mut mg = self.pool.fetch_write(rel.file(), META_PAGE)?;
         self.change(Some(log), rel.id, &mut mg, &swap)?;
         super::set_root_hint(rel, root, level);
         log.deferred.push(Deferred::FreeNode(rel.id, old_root));
