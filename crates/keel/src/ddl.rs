@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::datadir::files::{create_file, remove_files};
+use crate::datadir::files::{check_unused, make_file, open_file, remove_files};
 use crate::engine::Engine;
 use crate::error::{DbError, Result};
 use crate::fsm::FreeSpaceMap;
@@ -26,6 +26,13 @@ use crate::wal::Payload;
 /// (removed unless the create committed). A tree's meta page and empty root
 /// leaf are formatted in the same transaction (redo-only records: an
 /// aborted create's file is removed whole).
+///
+/// The id is one no relation had (ids are never reused, and the counter
+/// never passes [`RELATION_ID_LIMIT`](crate::heap::catalog::RELATION_ID_LIMIT)).
+/// A file of it already in `rel/` refuses the create before anything is
+/// logged, and is left as it is. A create that fails removes only the file
+/// it made itself: never the catalog's, never one of an id the catalog
+/// knows.
 pub(crate) fn create_relation(
     engine: &Engine,
     name: &str,
@@ -37,8 +44,12 @@ pub(crate) fn create_relation(
         return Err(DbError::RelationExists(name.to_string()).into());
     }
     let id = engine.catalog.allocate_id()?;
-    let cat = engine.user_or_catalog(CATALOG_ID)?;
     let store = &engine.store;
+    check_unused(store, &engine.dir, id)?;
+    let cat = engine.user_or_catalog(CATALOG_ID)?;
+    // Set once this create has made the file: only then is it this
+    // create's to remove.
+    let made = std::cell::Cell::new(false);
     let created = system_txn(
         engine,
         |_, log| {
@@ -48,7 +59,9 @@ pub(crate) fn create_relation(
             };
             let rec = store.log_txn(log, &create)?;
             store.wal.flush(rec.lsn)?;
-            let pages = create_file(store, &engine.dir, id)?;
+            make_file(store, &engine.dir, id)?;
+            made.set(true);
+            let pages = open_file(store, &engine.dir, id)?;
             let pages = match kind {
                 RelationKind::Heap => pages,
                 RelationKind::Tree => {
@@ -78,10 +91,13 @@ pub(crate) fn create_relation(
         }
         Err(e) => {
             // Rolled back on a usable database: the create is known
-            // aborted, its file goes. On a poisoned one, whether its
-            // commit became durable is unknown: the file stays for
+            // aborted, the file it made goes. On a poisoned one, whether
+            // its commit became durable is unknown: the file stays for
             // recovery to settle (`recovery::ddl`).
-            if engine.check_usable().is_ok()
+            if made.get()
+                && id != CATALOG_ID
+                && engine.catalog.get(id).is_none()
+                && engine.check_usable().is_ok()
                 && let Err(r) = remove_files(store, &engine.dir, id)
             {
                 let _ = engine.note(r);

@@ -332,3 +332,145 @@ fn unknown_relation_files_are_kept_and_reported() {
     let disk = sim.crash();
     assert_eq!(disk.file(Path::new("/db/rel/77.heap")), Some(&stray[..]));
 }
+
+/// Reopens a closed database's disk with `extra` files added to it.
+fn reopen_with(sim: &Arc<SimIo>, db: Database, extra: &[(&str, &[u8])], seed: u64) -> Arc<SimIo> {
+    db.close().unwrap();
+    let mut disk = sim.crash();
+    for (path, bytes) in extra {
+        disk = disk.with_file(Path::new(path), bytes);
+    }
+    Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
+}
+
+/// A database with relation "x" holding one committed row; returns it and
+/// the row's id.
+fn with_one_row(sim: &Arc<SimIo>) -> (Database, RelationId, TupleId) {
+    let db = open(sim).unwrap();
+    let x = db.create_relation("x").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(x, b"keep me").unwrap();
+    tx.commit().unwrap();
+    (db, x, tid)
+}
+
+/// Relation ids are below `RELATION_ID_LIMIT` (u32::MAX). A file named with
+/// an id at or above it was not made by Keel: recovery reports it as an
+/// orphan and keeps it, and it does not move the next relation id, so
+/// creates go on with the ids after the relations' own (and never wrap to
+/// the catalog's id 0).
+#[test]
+fn a_relation_file_past_the_id_limit_is_an_orphan_and_moves_no_id() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(11)));
+    let (db, x, tid) = with_one_row(&sim);
+    let stray = vec![0x5Au8; 8192];
+    let sim = reopen_with(&sim, db, &[("/db/rel/4294967295.heap", &stray)], 12);
+    let db = open(&sim).unwrap();
+    let orphans = &db.recovery_report().orphan_files;
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert!(orphans[0].ends_with("rel/4294967295.heap"), "{orphans:?}");
+    let a = db.create_relation("a").unwrap();
+    assert_eq!(a, RelationId(x.0 + 1));
+    let b = db.create_relation("b").unwrap();
+    assert_eq!(b, RelationId(a.0 + 1));
+    assert_eq!(
+        db.begin().unwrap().get(x, tid).unwrap().as_deref(),
+        Some(&b"keep me"[..])
+    );
+    db.close().unwrap();
+    let disk = sim.crash();
+    assert_eq!(
+        disk.file(Path::new("/db/rel/4294967295.heap")),
+        Some(&stray[..])
+    );
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(13)));
+    let db = open(&sim).unwrap();
+    let names: Vec<String> = db.relations().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["x", "a", "b"]);
+}
+
+/// The relation id counter stops at the limit and never wraps: once every
+/// id below `RELATION_ID_LIMIT` is used (here an orphan at the last id
+/// puts the counter there), every create is refused with
+/// `RelationIdsExhausted` and changes nothing, and no file is removed: not
+/// the catalog's, not a relation's, not the orphan.
+#[test]
+fn exhausted_relation_ids_are_refused_and_never_wrap() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(14)));
+    let (db, x, tid) = with_one_row(&sim);
+    let last = format!(
+        "/db/rel/{}.heap",
+        keel::heap::catalog::RELATION_ID_LIMIT - 1
+    );
+    let stray = vec![0xA5u8; 8192];
+    let sim = reopen_with(&sim, db, &[(&last, &stray)], 15);
+    let db = open(&sim).unwrap();
+    assert_eq!(db.recovery_report().orphan_files.len(), 1);
+    for name in ["a", "b", "c"] {
+        let e = db.create_relation(name).unwrap_err();
+        assert!(
+            matches!(e, keel::Error::Db(keel::DbError::RelationIdsExhausted { limit })
+                if limit == keel::heap::catalog::RELATION_ID_LIMIT),
+            "{e:?}"
+        );
+        assert_eq!(e.class(), keel::ErrorClass::Usage);
+        assert!(e.to_string().contains("4294967295"), "{e}");
+    }
+    let names: Vec<String> = db.relations().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["x"]);
+    assert_eq!(
+        db.begin().unwrap().get(x, tid).unwrap().as_deref(),
+        Some(&b"keep me"[..])
+    );
+    db.close().unwrap();
+    let disk = sim.crash();
+    for file in ["/db/rel/0.heap", &format!("/db/rel/{x}.heap")] {
+        assert!(disk.file(Path::new(file)).is_some(), "{file} was removed");
+    }
+    assert_eq!(disk.file(Path::new(&last)), Some(&stray[..]));
+    let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(16)));
+    let db = open(&sim).unwrap();
+    assert_eq!(
+        db.begin().unwrap().get(x, tid).unwrap().as_deref(),
+        Some(&b"keep me"[..])
+    );
+}
+
+/// A create never opens, adopts or removes a file it did not make: when a
+/// file of the id it was given is already in `rel/` (put there while the
+/// database runs), it is refused with `RelationFileExists` before anything
+/// is logged, the file is left as it was (also by recovery, which keeps it
+/// as an orphan), and the next create gets the next id.
+#[test]
+fn a_create_never_adopts_or_removes_a_file_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let x = db.create_relation("x").unwrap();
+    let taken = dir.path().join("rel").join(format!("{}.heap", x.0 + 1));
+    let stray = vec![0x3Cu8; 8192];
+    std::fs::write(&taken, &stray).unwrap();
+    let e = db.create_relation("a").unwrap_err();
+    assert!(
+        matches!(&e, keel::Error::Db(keel::DbError::RelationFileExists { relation, path })
+            if relation.0 == x.0 + 1 && *path == taken),
+        "{e:?}"
+    );
+    assert_eq!(db.relation("a").unwrap(), None);
+    assert_eq!(std::fs::read(&taken).unwrap(), stray);
+    let a = db.create_relation("a").unwrap();
+    assert_eq!(a, RelationId(x.0 + 2));
+    // The next free id's FSM file alone refuses it too.
+    let fsm = dir.path().join("rel").join(format!("{}.fsm", a.0 + 1));
+    std::fs::write(&fsm, b"not ours").unwrap();
+    assert!(db.create_relation("b").is_err());
+    assert_eq!(std::fs::read(&fsm).unwrap(), b"not ours");
+    drop(db);
+    let db = Database::open(dir.path(), config()).unwrap();
+    let orphans = &db.recovery_report().orphan_files;
+    assert!(orphans.contains(&taken), "{orphans:?}");
+    assert_eq!(std::fs::read(&taken).unwrap(), stray);
+    assert_eq!(std::fs::read(&fsm).unwrap(), b"not ours");
+    let names: Vec<String> = db.relations().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["x", "a"]);
+    db.close().unwrap();
+}

@@ -10,7 +10,8 @@ use keel_io::{FileClass, OpenOptions};
 
 use super::layout::{RelFile, check_canonical, fsm_path, heap_path, rel_dir, rel_file};
 use crate::buffer::{BufferError, FileId};
-use crate::error::Result;
+use crate::error::{DbError, Result};
+use crate::heap::catalog::below_id_limit;
 use crate::page::PAGE_SIZE;
 use crate::storage::Storage;
 use crate::types::RelationId;
@@ -26,15 +27,34 @@ pub(crate) fn open_file(store: &Storage, dir: &Path, id: RelationId) -> Result<u
     Ok(u32::try_from(size / PAGE_SIZE as u64).unwrap_or(u32::MAX))
 }
 
-/// Creates relation `id`'s heap file (empty), makes its name durable and
-/// registers it with the buffer pool. An existing file is opened instead.
+/// Creates relation `id`'s heap file (empty) and registers it with the
+/// buffer pool ([`make_file`], then [`open_file`]); returns its length in
+/// pages (0).
 pub(crate) fn create_file(store: &Storage, dir: &Path, id: RelationId) -> Result<u32> {
+    make_file(store, dir, id)?;
+    open_file(store, dir, id)
+}
+
+/// Makes relation `id`'s heap file, empty, and its name durable. A file
+/// that exists already is never opened or adopted: the call is refused
+/// with [`DbError::RelationFileExists`] and the file left as it is (the
+/// open is exclusive, so nothing is made then). An error after the
+/// exclusive open (closing, syncing `rel/`) leaves the file made.
+pub(crate) fn make_file(store: &Storage, dir: &Path, id: RelationId) -> Result<()> {
     let path = heap_path(dir, id);
-    let opts = OpenOptions::new(FileClass::Data).write(true).create(true);
-    let f = store.io.open(&path, opts).wait()?;
+    let opts = OpenOptions::new(FileClass::Data)
+        .write(true)
+        .create_new(true);
+    let f = match store.io.open(&path, opts).wait() {
+        Ok(f) => f,
+        Err(keel_io::IoError::AlreadyExists { .. }) => {
+            return Err(DbError::RelationFileExists { relation: id, path }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     store.io.close(f).wait()?;
     store.io.sync_dir(&rel_dir(dir)).wait()?;
-    open_file(store, dir, id)
+    Ok(())
 }
 
 /// How long [`remove_files`] waits for the buffer pool to let go of a
@@ -72,6 +92,23 @@ pub(crate) fn remove_files(store: &Storage, dir: &Path, id: RelationId) -> Resul
     Ok(())
 }
 
+/// Refuses relation `id` for a new relation when a file of it (heap or
+/// free space map) is in `rel/` already: [`DbError::RelationFileExists`].
+/// A create checks this before it logs anything, so that neither its
+/// rollback nor recovery ever takes such a file for one it made.
+pub(crate) fn check_unused(store: &Storage, dir: &Path, id: RelationId) -> Result<()> {
+    let names = rel_dir_names(store, dir)?;
+    for (file, path) in [
+        (RelFile::Heap, heap_path(dir, id)),
+        (RelFile::Fsm, fsm_path(dir, id)),
+    ] {
+        if names.iter().any(|n| *n == file.name(id)) {
+            return Err(DbError::RelationFileExists { relation: id, path }.into());
+        }
+    }
+    Ok(())
+}
+
 /// The heap files present in the data directory, by relation id.
 ///
 /// Every name is untrusted (invariant 9): a name that parses as a
@@ -102,10 +139,16 @@ pub(crate) fn rel_dir_names(store: &Storage, dir: &Path) -> Result<Vec<String>> 
         .collect())
 }
 
-/// The highest relation id any file in `rel/` belongs to.
+/// The highest relation id below the limit
+/// ([`RELATION_ID_LIMIT`](crate::heap::catalog::RELATION_ID_LIMIT)) that
+/// any file in `rel/` belongs to. A file at or above the limit was not
+/// made by Keel: it does not move the next id (which would then say that
+/// every id is used) and, as no catalog row names it, it is kept as an
+/// orphan.
 pub(crate) fn highest_file_id(store: &Storage, dir: &Path) -> Result<Option<RelationId>> {
     Ok(rel_dir_names(store, dir)?
         .iter()
         .filter_map(|n| rel_file(n).map(|(id, _)| id))
+        .filter(|&id| below_id_limit(id))
         .max())
 }

@@ -45,6 +45,25 @@ pub enum DbError {
     /// A relation of this name exists already.
     #[error("relation {0:?} exists already")]
     RelationExists(String),
+    /// Every relation id below the limit has been handed out (ids are
+    /// never reused): no relation can be created. Nothing changed.
+    #[error("relation ids are exhausted: every id below the limit {limit} has been used")]
+    RelationIdsExhausted {
+        /// The limit ([`crate::heap::catalog::RELATION_ID_LIMIT`]).
+        limit: u32,
+    },
+    /// A create found a file of the id it was given already in the data
+    /// directory (placed there by something other than this database, as
+    /// every file Keel made is below the next id): the create is refused
+    /// and the file left as it is, never opened or removed. The id is not
+    /// handed out again; a later create gets the next one.
+    #[error("relation {relation}: its file {} exists already; the create was refused and the file left as it is", path.display())]
+    RelationFileExists {
+        /// The id the create was given.
+        relation: RelationId,
+        /// The file found.
+        path: PathBuf,
+    },
     /// A relation name is empty, too long, or has control characters.
     #[error("invalid relation name {name:?}: {reason}")]
     BadRelationName {
@@ -304,6 +323,7 @@ impl DbError {
         match self {
             DbError::NoSuchRelation(_)
             | DbError::RelationExists(_)
+            | DbError::RelationIdsExhausted { .. }
             | DbError::BadRelationName { .. }
             | DbError::NoSuchTuple { .. }
             | DbError::NoSuchPage { .. }
@@ -320,7 +340,9 @@ impl DbError {
             | DbError::Deadlock { .. }
             | DbError::LockTimeout { .. }
             | DbError::CommitStalled { .. } => ErrorClass::Transient,
-            DbError::Corrupt { .. } | DbError::Recovery { .. } => ErrorClass::Corruption,
+            DbError::Corrupt { .. }
+            | DbError::Recovery { .. }
+            | DbError::RelationFileExists { .. } => ErrorClass::Corruption,
             DbError::RecoveryStep { source, .. } | DbError::Rollback { source, .. } => {
                 class_below(source.error())
             }

@@ -10,6 +10,13 @@
 //! back at open, after recovery, so the catalog is whatever the log says
 //! it is.
 //!
+//! Ids: relations are numbered from 1, in creation order, and an id is
+//! never handed out twice. Every id is below [`RELATION_ID_LIMIT`]: the
+//! counter of the next id stops at the limit, which is how it says that
+//! every id is used (a create is then refused with
+//! [`DbError::RelationIdsExhausted`]); it never moves past it, so it never
+//! wraps round to the catalog's id 0 or to a relation's.
+//!
 //! Files: relation `n` lives in `rel/<n>.heap` under the data directory and
 //! its free space map in `rel/<n>.fsm` ([`crate::datadir::layout`] names
 //! them, [`crate::datadir::files`] creates, lists and removes them).
@@ -28,6 +35,15 @@ use crate::wal::payload::MAX_NAME_LEN;
 
 /// The catalog's own relation id.
 pub const CATALOG_ID: RelationId = RelationId(0);
+/// Every relation id is below this. The counter of the next id
+/// ([`Catalog::allocate_id`]) stops here when every id is used; a file or a
+/// catalog row naming an id at or above it was not written by Keel.
+pub const RELATION_ID_LIMIT: u32 = u32::MAX;
+
+/// Whether `id` is below [`RELATION_ID_LIMIT`]: one Keel may hand out.
+pub fn below_id_limit(id: RelationId) -> bool {
+    id.0 < RELATION_ID_LIMIT
+}
 /// The catalog's name (reserved).
 pub const CATALOG_NAME: &str = "keel_catalog";
 
@@ -85,6 +101,12 @@ pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String, Rel
     if id == CATALOG_ID {
         return Err(corrupt("row names relation 0").into());
     }
+    if !below_id_limit(id) {
+        return Err(corrupt(&format!(
+            "row names relation {id}, at or above the relation id limit {RELATION_ID_LIMIT}"
+        ))
+        .into());
+    }
     // Only names `check_name` accepted were ever written.
     if let Err(crate::Error::Db(DbError::BadRelationName { reason, .. })) = check_name(name) {
         return Err(corrupt(&format!("its name {name:?} is not a valid name: {reason}")).into());
@@ -102,6 +124,8 @@ struct Maps {
 /// The relations of an open database, by id and by name.
 pub(crate) struct Catalog {
     maps: RwLock<Maps>,
+    /// The id the next create gets; at most [`RELATION_ID_LIMIT`], which
+    /// means every id is used.
     next_id: AtomicU32,
     /// Serializes create and drop.
     pub ddl: Mutex<()>,
@@ -111,7 +135,7 @@ impl Catalog {
     pub(crate) fn new(next_id: u32) -> Catalog {
         Catalog {
             maps: RwLock::new(Maps::default()),
-            next_id: AtomicU32::new(next_id.max(1)),
+            next_id: AtomicU32::new(next_id.clamp(1, RELATION_ID_LIMIT)),
             ddl: Mutex::new(()),
         }
     }
@@ -119,7 +143,11 @@ impl Catalog {
     /// Adds a relation.
     pub(crate) fn insert(&self, rel: Arc<Relation>) {
         let mut m = self.maps.write();
-        self.next_id.fetch_max(rel.id.0 + 1, Ordering::AcqRel);
+        let after = match below_id_limit(rel.id) {
+            true => rel.id.0 + 1,
+            false => RELATION_ID_LIMIT,
+        };
+        self.next_id.fetch_max(after, Ordering::AcqRel);
         if rel.id != CATALOG_ID {
             m.by_name.insert(rel.name.clone(), rel.id);
         }
@@ -157,13 +185,22 @@ impl Catalog {
         self.next_id.load(Ordering::Acquire)
     }
 
-    /// Takes the next id.
+    /// Takes the next id, or refuses when every id below
+    /// [`RELATION_ID_LIMIT`] is used. The counter moves only from an id to
+    /// the one after it, and never past the limit: a refused create leaves
+    /// it where it was, so it never wraps round to an id in use.
     pub(crate) fn allocate_id(&self) -> Result<RelationId> {
-        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
-        if id == u32::MAX {
-            return Err(DbError::Config("relation ids are exhausted".into()).into());
-        }
-        Ok(RelationId(id))
+        self.next_id
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < RELATION_ID_LIMIT).then_some(n + 1)
+            })
+            .map(RelationId)
+            .map_err(|_| {
+                DbError::RelationIdsExhausted {
+                    limit: RELATION_ID_LIMIT,
+                }
+                .into()
+            })
     }
 }
 
@@ -198,6 +235,32 @@ mod tests {
         bad[5] = 0xff;
         let e = decode_row(tid, &bad).unwrap_err().to_string();
         assert!(e.contains("catalog row 0.3"), "{e}");
+    }
+
+    #[test]
+    fn ids_stop_at_the_limit_and_never_wrap() {
+        let c = Catalog::new(RELATION_ID_LIMIT - 2);
+        assert_eq!(c.allocate_id().unwrap(), RelationId(RELATION_ID_LIMIT - 2));
+        assert_eq!(c.allocate_id().unwrap(), RelationId(RELATION_ID_LIMIT - 1));
+        for _ in 0..3 {
+            let e = c.allocate_id().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    crate::Error::Db(DbError::RelationIdsExhausted {
+                        limit: RELATION_ID_LIMIT
+                    })
+                ),
+                "{e:?}"
+            );
+            assert_eq!(c.next_id(), RELATION_ID_LIMIT);
+        }
+        // A counter started past the limit is held at it.
+        assert_eq!(Catalog::new(u32::MAX).next_id(), RELATION_ID_LIMIT);
+        assert!(Catalog::new(u32::MAX).allocate_id().is_err());
+        let tid = TupleId::new(PageId(0), SlotId(1));
+        let row = encode_row(RelationId(RELATION_ID_LIMIT), "x", RelationKind::Heap);
+        assert!(decode_row(tid, &row).is_err());
     }
 
     #[test]

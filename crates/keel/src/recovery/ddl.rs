@@ -3,7 +3,10 @@
 //! ## The create and drop protocols (docs/storage.md, "Creating and dropping a relation")
 //!
 //! **Create.** (1) The relation's id is taken from the catalog's counter;
-//! ids are never handed out twice, not even across a crash (see below).
+//! ids are never handed out twice, not even across a crash (see below). A
+//! file of that id already in `rel/` refuses the create before anything is
+//! logged (so no `relation-create` record ever claims a file the create did
+//! not make), and the heap file is made exclusively.
 //! (2) A system transaction logs `relation-create` and flushes the log up
 //! to it, so the record is durable before the file exists. (3) The empty
 //! heap file is created and `rel/` synced. (4) The catalog row is inserted
@@ -38,7 +41,11 @@
 //!   uncommitted; any other is kept and listed in
 //!   [`RecoveryReport::orphan_files`](super::RecoveryReport::orphan_files).
 //! - The next relation id is past the control file's counter, every id a
-//!   `relation-create` record names and every relation file on disk.
+//!   `relation-create` record names and every relation file on disk whose
+//!   id is below [`RELATION_ID_LIMIT`](crate::heap::catalog::RELATION_ID_LIMIT).
+//!   A file at or above the limit was not made by Keel: it is an orphan
+//!   like any other file no row names, and does not move the counter
+//!   (which stops at the limit, meaning that every id is used).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

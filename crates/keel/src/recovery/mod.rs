@@ -151,7 +151,8 @@ pub(crate) struct Recovered {
     pub ddl: DdlLog,
     /// The id the next relation gets: past the control file's counter,
     /// every id a `relation-create` record names and every relation file
-    /// found on disk (ids are never reused, invariant 13).
+    /// found on disk below the id limit (ids are never reused, invariant
+    /// 13); at most the limit, which means every id is used.
     pub next_relation: u32,
     /// The newest complete checkpoint in the log read.
     pub last_checkpoint: Option<analysis::CheckpointSeen>,
