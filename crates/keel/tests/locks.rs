@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Locking seen through the public API: readers wait for writers, scans
-//! never return uncommitted tuples, deadlocks roll the victim back, the
-//! `try_` forms never wait, and lock waits can time out.
+//! never return uncommitted tuples, deadlocks roll the victim back (also a
+//! cycle closed through a holder granted after its waiter began waiting),
+//! the `try_` forms never wait, and lock waits can time out.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel::buffer::BufferConfig;
 use keel::{Config, Database, DbError, Error, RelationId, TupleId};
@@ -97,6 +98,74 @@ fn a_deadlock_rolls_the_victim_back_and_the_other_commits() {
     assert_eq!(r.get(rel, b).unwrap().as_deref(), Some(&b"b-t1"[..]));
     drop(r);
     assert_eq!(db.lock_stats().deadlocks, 1);
+    db.close().unwrap();
+}
+
+/// Waits until `f` holds; fails the test naming `what` after ten seconds.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A waiter waits for every transaction whose lock conflicts with what it
+/// wants *now*, including one granted after it began waiting (requests
+/// are granted whenever compatible, so a reader can join the reader a
+/// writer waits for). A cycle closed through such a holder has a victim at
+/// once, not only when an unrelated transaction ends: here T1 waits to
+/// write `a`, read by T2; T3 then reads `a` too and waits to read `b`,
+/// written by T1. T1 and T3 wait for each other while T2 stays open, and
+/// with no lock timeout they would wait forever if T2 waited for them.
+#[test]
+fn a_cycle_closed_through_a_holder_granted_after_the_wait_began_has_a_victim() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), None);
+    let (rel, a, b) = setup(&db);
+    // T2, on this thread: a reader of `a`, otherwise idle.
+    let t2 = db.begin().unwrap();
+    assert_eq!(t2.get(rel, a).unwrap().as_deref(), Some(&b"a0"[..]));
+    std::thread::scope(|s| {
+        let db = &db;
+        let t1 = s.spawn(move || {
+            let mut t1 = db.begin().unwrap();
+            t1.update(rel, b, b"b1").unwrap();
+            // Waits for T2 (and, once T3 reads `a`, for T3).
+            t1.update(rel, a, b"a1")?;
+            t1.commit()
+        });
+        wait_for("T1 waits", || db.lock_stats().waits >= 1);
+        let t3 = s.spawn(move || {
+            let t3 = db.begin().unwrap();
+            // Granted at once: compatible with T2's read.
+            t3.get(rel, a).unwrap();
+            // Waits for T1's write of `b`: the cycle T3 -> T1 -> T3.
+            t3.get(rel, b)?;
+            t3.commit()
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !(t1.is_finished() || t3.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let broken = t1.is_finished() || t3.is_finished();
+        let stats = db.lock_stats();
+        // Let the threads end either way.
+        t2.commit().unwrap();
+        let ends = [t1.join().unwrap(), t3.join().unwrap()];
+        assert!(
+            broken,
+            "T1 and T3 waited for each other, with no victim, while the unrelated T2 \
+             stayed open (lock stats {stats:?})"
+        );
+        let victims = ends
+            .iter()
+            .filter(|r| matches!(r, Err(Error::Db(DbError::Deadlock { .. }))))
+            .count();
+        assert_eq!(victims, 1, "{ends:?}");
+        assert!(ends.iter().any(Result::is_ok), "{ends:?}");
+        assert_eq!(db.lock_stats().deadlocks, 1);
+    });
     db.close().unwrap();
 }
 

@@ -15,12 +15,22 @@
 //! transaction ended: a lock is never granted to a finished transaction,
 //! whatever thread asks for it, so no lock outlives its transaction.
 //!
-//! **Deadlocks.** Before a request waits, the manager records in a
-//! waits-for graph which transactions it waits for, and searches the graph
-//! from the requester: if the requester can reach itself, waiting would
-//! never end, and the *requester* is the victim: it gets `Deadlock` and its
-//! transaction is rolled back by the caller. A wait longer than the
-//! configured timeout fails with `LockTimeout`.
+//! **Deadlocks.** Before a request waits, the manager records what it
+//! waits for: the target and the mode it wants there. The waits-for graph
+//! is never stored: an edge from a waiter leads to every transaction that
+//! holds a lock on its target conflicting with its mode *now*, computed as
+//! the search runs. Requests are granted whenever compatible (no FIFO
+//! queue), so a holder can join a target after a waiter on it began
+//! waiting (a second reader beside the reader a writer waits for): the
+//! waiter then waits for it too, and a cycle closed through it is found
+//! like any other. Before each wait the manager searches the graph from the
+//! requester: if the requester can reach itself, waiting would never end,
+//! and the *requester* is the victim: it gets `Deadlock` and its
+//! transaction is rolled back by the caller. Every cycle is found by the
+//! request that closes it: a cycle's edges all run from waiters, and each
+//! of them runs this search when it starts waiting, seeing every edge
+//! present then. A wait longer than the configured timeout fails with
+//! `LockTimeout`.
 //!
 //! **Threads.** A waiting request blocks its thread, so it also stops every
 //! other transaction that thread runs. The manager records, for each live
@@ -64,8 +74,9 @@
 //! table and its waits, the calling thread's identity): Keel runs it on
 //! [`Os`], and `model.rs` checks the wait and deadlock path under the
 //! `shuttle` model checker: two- and three-way deadlocks, lock upgrades,
-//! a transaction ended on another thread while its request waits, one
-//! thread running two transactions, and timeouts. It asserts that no two
+//! a cycle closed through a holder granted after its waiter began
+//! waiting, a transaction ended on another thread while its request
+//! waits, one thread running two transactions, and timeouts. It asserts that no two
 //! incompatible locks are ever held at once, that every cycle is broken
 //! by exactly one victim, that every waiter wakes, and that no lock is
 //! granted to a finished transaction.
@@ -179,7 +190,10 @@ struct State {
     /// locks do not grow lists from nothing (at most [`SPARE_LISTS`], each
     /// held list of at most [`SPARE_LIST_CAPACITY`]).
     spare: Vec<(Vec<LockTarget>, RowCounts)>,
-    waits_for: HashMap<TxnId, HashSet<TxnId>>,
+    /// Transactions waiting now: the target and the mode they wait to be
+    /// granted there. Their edges in the waits-for graph are the current
+    /// holders blocking that mode ([`State::deadlocked`]).
+    waiting: HashMap<TxnId, (LockTarget, LockMode)>,
     stats: LockStats,
 }
 
@@ -326,23 +340,12 @@ impl State {
     }
 
     /// Whether another transaction's lock on `target` blocks `txn` from
-    /// `mode` ([`blockers`](Self::blockers) without collecting them).
+    /// `mode`.
     fn conflicts(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> bool {
         self.granted.get(&target).is_some_and(|h| {
             h.iter()
                 .any(|(t, m)| *t != txn && !mode.compatible_with(*m))
         })
-    }
-
-    /// The transactions whose locks on `target` block `txn` from `mode`.
-    fn blockers(&self, txn: TxnId, target: LockTarget, mode: LockMode) -> HashSet<TxnId> {
-        self.granted
-            .get(&target)
-            .into_iter()
-            .flat_map(Holders::iter)
-            .filter(|(t, m)| *t != txn && !mode.compatible_with(*m))
-            .map(|(t, _)| *t)
-            .collect()
     }
 
     fn grant(&mut self, txn: TxnId, target: LockTarget, mode: LockMode) {
@@ -375,16 +378,12 @@ impl State {
     /// Whether `from`, which waits on thread `me`, can never be granted:
     /// the waits-for graph, with the edges the blocked threads add (module
     /// docs, Threads), leads from it to a transaction homed on `me` (which
-    /// includes `from` itself: a cycle).
+    /// includes `from` itself: a cycle). A waiter's edges are the holders
+    /// blocking it now ([`waits_for`](Self::waits_for)), so a holder
+    /// granted after the waiter began waiting is one of them.
     fn deadlocked(&self, from: TxnId, me: ThreadKey) -> bool {
         let mut seen = HashSet::new();
-        let mut stack: Vec<TxnId> = self
-            .waits_for
-            .get(&from)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
+        let mut stack: Vec<TxnId> = self.waits_for(from).collect();
         while let Some(t) = stack.pop() {
             if !seen.insert(t) {
                 continue;
@@ -393,7 +392,7 @@ impl State {
             if home == Some(me) {
                 return true;
             }
-            stack.extend(self.waits_for.get(&t).into_iter().flatten().copied());
+            stack.extend(self.waits_for(t));
             // Its thread waits for another of its transactions.
             if let Some(w) = home.and_then(|h| self.blocked.get(&h))
                 && *w != t
@@ -404,9 +403,24 @@ impl State {
         false
     }
 
+    /// The transactions `txn` waits for now: those whose locks on the
+    /// target it waits on block the mode it wants there (none when it does
+    /// not wait).
+    fn waits_for(&self, txn: TxnId) -> impl Iterator<Item = TxnId> + '_ {
+        let wait = self.waiting.get(&txn).copied();
+        wait.into_iter().flat_map(move |(target, mode)| {
+            self.granted
+                .get(&target)
+                .into_iter()
+                .flat_map(Holders::iter)
+                .filter(move |(t, m)| *t != txn && !mode.compatible_with(*m))
+                .map(|(t, _)| *t)
+        })
+    }
+
     /// Forgets the wait of `txn` on thread `me`.
     fn stop_waiting(&mut self, txn: TxnId, me: ThreadKey) {
-        self.waits_for.remove(&txn);
+        self.waiting.remove(&txn);
         self.blocked.remove(&me);
     }
 }
@@ -467,8 +481,7 @@ impl State {
             self.stop_waiting(txn, me);
             return Some(Err(DbError::TxnFinished(txn).into()));
         }
-        let blockers = self.blockers(txn, req.target, want);
-        if blockers.is_empty() {
+        if !self.conflicts(txn, req.target, want) {
             self.stop_waiting(txn, me);
             if req.instant {
                 return Some(Ok(()));
@@ -485,7 +498,7 @@ impl State {
         if !req.wait {
             return Some(Err(DbError::WouldBlock { txn }.into()));
         }
-        self.waits_for.insert(txn, blockers);
+        self.waiting.insert(txn, (req.target, want));
         if self.deadlocked(txn, me) {
             self.stop_waiting(txn, me);
             self.stats.deadlocks += 1;
@@ -518,7 +531,7 @@ impl State {
             return None;
         };
         // stop_waiting, on fields apart from the table entry held here.
-        self.waits_for.remove(&txn);
+        self.waiting.remove(&txn);
         self.blocked.remove(&req.me);
         if req.instant {
             return Some(Ok(()));
@@ -588,7 +601,7 @@ impl State {
     /// waiter may have something new to see (a release, or a request of
     /// `txn` itself that must now fail).
     fn end(&mut self, txn: TxnId) -> bool {
-        self.waits_for.remove(&txn);
+        self.waiting.remove(&txn);
         let Some(Live {
             mut held, mut rows, ..
         }) = self.live.remove(&txn)
@@ -845,7 +858,7 @@ mod tests {
         lm.lock(b, tuple(2), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let first = std::thread::spawn(move || lm2.lock(a, tuple(2), LockMode::Exclusive, true));
-        while !lm.state.with(|st| st.waits_for.contains_key(&a)) {
+        while !lm.state.with(|st| st.waiting.contains_key(&a)) {
             std::thread::yield_now();
         }
         let e = lm.lock(b, tuple(1), LockMode::Exclusive, true).unwrap_err();
@@ -947,7 +960,7 @@ mod tests {
         lm.lock(b, tuple(4), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let pending = std::thread::spawn(move || lm2.lock(a, tuple(4), LockMode::Exclusive, true));
-        while !lm.state.with(|st| st.waits_for.contains_key(&a)) {
+        while !lm.state.with(|st| st.waiting.contains_key(&a)) {
             std::thread::yield_now();
         }
         // `a` ends (rolled back on another thread) while its request waits.
@@ -985,7 +998,7 @@ mod tests {
         lm.lock(c, tuple(7), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let waiter = std::thread::spawn(move || lm2.lock(c, tuple(6), LockMode::Shared, true));
-        while !lm.state.with(|st| st.waits_for.contains_key(&c)) {
+        while !lm.state.with(|st| st.waiting.contains_key(&c)) {
             std::thread::yield_now();
         }
         let e = lm.lock(b, tuple(7), LockMode::Shared, true).unwrap_err();
@@ -1009,7 +1022,7 @@ mod tests {
         lm.lock(a, tuple(8), LockMode::Exclusive, true).unwrap();
         let lm2 = Arc::clone(&lm);
         let waiter = std::thread::spawn(move || lm2.lock(b, tuple(8), LockMode::Shared, true));
-        while !lm.state.with(|st| st.waits_for.contains_key(&b)) {
+        while !lm.state.with(|st| st.waiting.contains_key(&b)) {
             std::thread::yield_now();
         }
         lm.release_all(a);
