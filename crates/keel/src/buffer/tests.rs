@@ -399,9 +399,11 @@ fn a_new_page_dropped_unformatted_leaves_the_pool() {
     assert_eq!(read_tag(&pool, 0), 5);
     // A pin taken while the new page is latched keeps its frame mapped.
     let g = pool.new_page(F, PageId(20)).unwrap();
+    let hits = pool.stats().hits;
     std::thread::scope(|s| {
         let waiting = s.spawn(|| pool.fetch_read(F, PageId(20)).map(|g| g[0]));
-        while pool.stats().hits == 0 {
+        // A hit is counted when it pins, before it waits for the latch.
+        while pool.stats().hits == hits {
             std::thread::yield_now();
         }
         drop(g);
