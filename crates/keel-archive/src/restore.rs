@@ -10,9 +10,13 @@
 //!
 //! - `End`: the stop is the head of the timeline (its last chunk's end).
 //! - `Time(t)` (µs since the Unix epoch, as commit records store it): the
-//!   stop is the start of the first commit record whose time is after `t`
-//!   (the head when there is none): every commit with a time at or before
-//!   `t` is kept, and nothing from the first later commit on. Only a backup
+//!   stop is the end of the last record before the first commit record
+//!   whose time is after `t` (the head when there is none): every commit
+//!   with a time at or before `t` is kept, and nothing from the first later
+//!   commit on. The stop is a record boundary even when that commit begins
+//!   a segment (padding and the segment's header lie between the two), so
+//!   the restored log ends exactly there and a timeline started there
+//!   switches at a record's end. Only a backup
 //!   that started at or before `t` (its manifest's `started`) can serve:
 //!   its copy may hold any commit logged before it started. Commit times
 //!   are wall-clock readings taken as each commit is logged, so a clock
@@ -576,6 +580,9 @@ fn find_stop(
     target: RestoreTarget,
 ) -> Result<(Lsn, Lsn)> {
     let mut stop = None;
+    // The end of the last record read: a time target stops there, which
+    // is a record boundary even when the later commit begins a segment.
+    let mut kept_end = None;
     let walked = walk(remote, chunks, database_id, from, |c, cut| {
         for (h, payload) in c.records() {
             let end = end_of(h);
@@ -591,7 +598,9 @@ fn find_stop(
                         _ => 0,
                     };
                     if time > t {
-                        stop = Some(h.lsn);
+                        // With no record read before it the stop is before
+                        // every backup's end: the consistency-point error.
+                        stop = Some(kept_end.unwrap_or(h.lsn));
                         return Ok(false);
                     }
                 }
@@ -612,6 +621,7 @@ fn find_stop(
                 }
                 _ => {}
             }
+            kept_end = Some(end);
         }
         Ok(true)
     })?;

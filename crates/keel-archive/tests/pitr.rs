@@ -467,3 +467,83 @@ fn an_outage_at_any_request_of_a_restore_leaves_nothing_wrong() {
         );
     }
 }
+
+/// A time target's stop is the end of the last record kept, not the start
+/// of the first later commit: when that commit is the first record of a
+/// segment, padding and the segment's header lie between the two, and the
+/// restore still stops where the kept log ends.
+#[test]
+fn a_time_target_whose_next_commit_begins_a_segment_stops_at_the_kept_end() {
+    const SEGMENT_BYTES: u64 = 128 << 10;
+    const FIRST_RECORD: u64 = 4096; // the segment header's size
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    let options = BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..BackupOptions::default()
+    };
+    let backup = keel_archive::backup(&db, &archiver, &target, &options).unwrap();
+    // One insert per transaction, with distinct commit times, until a
+    // commit after the backup's end begins a segment and another follows.
+    let mut written = BTreeMap::new();
+    let mut found = None;
+    for i in 0..40_000 {
+        let mut tx = db.begin().unwrap();
+        let v = value(i, 40 + (i * 7919) % 2000);
+        tx.insert(rel, &v).unwrap();
+        written.insert(tx.id(), v);
+        tx.commit().unwrap();
+        std::thread::sleep(Duration::from_micros(20));
+        if i % 1000 == 999 {
+            archiver
+                .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+                .unwrap();
+            let cs = commits_in(&target, 1);
+            found = (1..cs.len() - 1)
+                .find(|&k| {
+                    cs[k].lsn.0 % SEGMENT_BYTES == FIRST_RECORD
+                        && cs[k].lsn >= backup.end
+                        && cs[k - 1].time_us < cs[k].time_us
+                })
+                .map(|k| (cs[k - 1].clone(), cs[k].clone()));
+            if found.is_some() {
+                break;
+            }
+        }
+    }
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let (before, first_later) = found.expect("no commit record began a segment");
+    let mut expected: Vec<_> = commits_in(&target, 1)
+        .iter()
+        .filter(|c| c.lsn < first_later.lsn)
+        .filter_map(|c| written.get(&c.txn).cloned())
+        .collect();
+    expected.sort();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let dir = tmp.path().join("restored");
+    let report = keel_archive::restore(
+        &target,
+        &dir,
+        1,
+        RestoreTarget::Time(first_later.time_us - 1),
+        config(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(report.log_end < first_later.lsn);
+    assert!(report.log_end >= before.end);
+    assert_eq!(
+        report.timeline, 2,
+        "a stop before the head starts a timeline"
+    );
+    assert_eq!(report.history.unwrap().switch, report.log_end);
+    assert_eq!(rows(&dir, "r"), expected);
+}
