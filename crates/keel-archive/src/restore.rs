@@ -46,7 +46,11 @@
 //! work) at LSNs the old history already used, so they must never land in
 //! the old timeline's chunks. The new timeline's number is one more than
 //! the largest the prefix knows (timeline folders and history objects).
-//! The restore then
+//! Its parent is the timeline on the restored path whose part of the path
+//! holds the stop ([`branch_parent`]): the restored timeline itself, or,
+//! for a stop before that timeline's own switch, the ancestor whose
+//! records lie below the stop; so the switch is always within the
+//! parent's own log. The restore then
 //!
 //! 1. uploads, create-only, the new timeline's **history object**
 //!    `<prefix>/timelines/<timeline:08X>.history` (format below; a 412
@@ -79,8 +83,10 @@
 //! A timeline's **path** is its ancestry: timeline 1 alone, or its
 //! parent's path cut at the switch LSN, then its own chunks. A restore on
 //! timeline `n` reads the chunks of each timeline on the path up to the
-//! next one's switch LSN, and may use a backup of any timeline on the path
-//! whose end LSN is at or before both the stop and that timeline's switch.
+//! smallest switch LSN after it on the path (normally the next one's; a
+//! history that switches below its parent's own switch reads nothing of
+//! that parent), and may use a backup of any timeline on the path whose
+//! end LSN is at or before both the stop and that limit.
 //!
 //! ## History object
 //!
@@ -360,17 +366,20 @@ impl Remote {
 
     /// The path of `timeline` (module essay): `(timeline, from, to)` in
     /// order, where that timeline's records in `from..to` are the history's
-    /// (`to` is `None` for the last).
+    /// (`to` is `None` for the last). Each `to` is at most every later
+    /// switch on the path: a timeline that branched below its parent's own
+    /// switch reads nothing of the parent, and the grandparent up to the
+    /// child's switch.
     pub fn timeline_path(&self, timeline: u32) -> Result<Vec<(u32, Lsn, Option<Lsn>)>> {
         let histories = self.list_histories()?;
         let mut rev: Vec<(u32, Lsn, Option<Lsn>)> = Vec::new();
         let mut t = timeline;
-        let mut to = None;
+        let mut to: Option<Lsn> = None;
         loop {
             match histories.iter().find(|h| h.timeline == t) {
                 Some(h) => {
                     rev.push((t, h.switch, to));
-                    to = Some(h.switch);
+                    to = Some(to.map_or(h.switch, |to| to.min(h.switch)));
                     t = h.parent;
                 }
                 None if t == 1 => {
@@ -775,7 +784,7 @@ pub fn restore_with_io(
         true => Some(start_timeline(
             &remote,
             manifest.database_id,
-            timeline,
+            branch_parent(&path, stop),
             stop,
             restore_target,
         )?),
@@ -858,6 +867,17 @@ fn before_consistency(target: RestoreTarget, stop: Lsn, oldest: &Manifest) -> Ar
          (its consistency point, backup from LSN {}): restore to a later point",
         oldest.end, oldest.start
     ))
+}
+
+/// The timeline on `path` whose part of the path holds `stop`: the last
+/// one that begins at or before it. A new timeline switching at `stop`
+/// branches from it, never from a later one whose own switch is past
+/// `stop` (module essay, "Timelines").
+pub(crate) fn branch_parent(path: &[(u32, Lsn, Option<Lsn>)], stop: Lsn) -> u32 {
+    path.iter()
+        .rev()
+        .find(|&&(_, from, _)| from <= stop)
+        .map_or(1, |&(t, _, _)| t)
 }
 
 /// Uploads the history object of the next unused timeline.

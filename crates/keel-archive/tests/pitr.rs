@@ -20,7 +20,7 @@ use keel::types::{Lsn, TxnId};
 use keel::wal::{Payload, RecordType};
 use keel::{Database, RelationId};
 use keel_archive::{
-    ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, Manifest,
+    ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, Manifest, Remote,
     RestoreTarget, StoreConfig,
 };
 
@@ -546,4 +546,87 @@ fn a_time_target_whose_next_commit_begins_a_segment_stops_at_the_kept_end() {
     );
     assert_eq!(report.history.unwrap().switch, report.log_end);
     assert_eq!(rows(&dir, "r"), expected);
+}
+
+/// A restore of timeline 2 to a point before timeline 2's own switch
+/// starts a timeline whose parent is the timeline holding the stop
+/// (timeline 1), and that timeline restores to its end with exactly its
+/// rows. A history that switches below its parent's own switch (parent 2
+/// at the same stop) is read with every earlier timeline cut at that
+/// switch, so it restores to the same rows.
+#[test]
+fn a_restore_before_its_timelines_switch_branches_from_the_timeline_holding_the_stop() {
+    let w = world(0x5a1c);
+    let after: Vec<_> = w
+        .commits
+        .iter()
+        .filter(|c| c.end >= w.backup.end)
+        .cloned()
+        .collect();
+    let restore_and_write = |from: u32, t: RestoreTarget, dir: &str, tag: &str| {
+        let d = w.tmp.path().join(dir);
+        let report = restore(&w, &d, from, t).unwrap();
+        let db = open(&d);
+        let rel = db.relation("r").unwrap().unwrap();
+        let archiver = Archiver::start(db.clone(), &w.target, fast()).unwrap();
+        let restored = sorted_rows(&db, "r");
+        let mut rows = restored.clone();
+        for i in 0..10 {
+            let v = format!("{tag}-{i}").into_bytes();
+            let mut tx = db.begin().unwrap();
+            tx.insert(rel, &v).unwrap();
+            tx.commit().unwrap();
+            rows.push(v);
+        }
+        rows.sort();
+        archiver
+            .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+            .unwrap();
+        archiver.stop().unwrap();
+        Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+        (report, restored, rows)
+    };
+    // Timeline 2 branches from timeline 1 at a later commit.
+    let (late, early) = (after[40].clone(), after[10].clone());
+    let (r2, _, _) = restore_and_write(1, RestoreTarget::Txn(late.txn), "tl2", "tl2");
+    assert_eq!(r2.timeline, 2);
+    // Timeline 3: timeline 2 restored to a commit below its switch.
+    let (r3, restored, expected) =
+        restore_and_write(2, RestoreTarget::Txn(early.txn), "tl3", "tl3");
+    assert_eq!(r3.timeline, 3);
+    let h = r3.history.unwrap();
+    assert_eq!(
+        (h.parent, h.switch),
+        (1, early.end),
+        "the stop is on timeline 1"
+    );
+    assert_eq!(restored, model(&w, |c| c.lsn <= early.lsn));
+    let again = w.tmp.path().join("tl3-again");
+    restore(&w, &again, 3, RestoreTarget::End).unwrap();
+    assert_eq!(rows(&again, "r"), expected);
+
+    // The same branch recorded with timeline 2 as its parent: the path
+    // reads nothing of timeline 2 and timeline 1 only up to the switch.
+    let remote = Remote::open(&w.target, Duration::from_secs(5)).unwrap();
+    let mut h4 = h.clone();
+    h4.timeline = 4;
+    h4.parent = 2;
+    let switch2 = r2.history.unwrap().switch;
+    assert!(h4.switch < switch2);
+    remote
+        .put_create(&remote.history_path(4), &h4.encode())
+        .unwrap();
+    let path = remote.timeline_path(4).unwrap();
+    assert_eq!(
+        path,
+        vec![
+            (1, Lsn::ZERO, Some(h4.switch)),
+            (2, switch2, Some(h4.switch)),
+            (4, h4.switch, None)
+        ]
+    );
+    let d4 = w.tmp.path().join("tl4");
+    let r4 = restore(&w, &d4, 4, RestoreTarget::End).unwrap();
+    assert_eq!(r4.log_end, h4.switch);
+    assert_eq!(rows(&d4, "r"), restored);
 }
