@@ -47,7 +47,7 @@
 //! the old timeline's chunks. The new timeline's number is one more than
 //! the largest the prefix knows (timeline folders and history objects).
 //! Its parent is the timeline on the restored path whose part of the path
-//! holds the stop ([`branch_parent`]): the restored timeline itself, or,
+//! holds the stop (`branch_parent`): the restored timeline itself, or,
 //! for a stop before that timeline's own switch, the ancestor whose
 //! records lie below the stop; so the switch is always within the
 //! parent's own log. The restore then
@@ -73,7 +73,9 @@
 //! timeline's log is whole even when the restored database wrote records
 //! (its shutdown checkpoint) that the restore's own archiver did not see.
 //! A restore to the head (`End`) on a timeline starts none and records the
-//! timeline it restored.
+//! timeline it restored; its log is held all the same (step 7 below), so
+//! an archiver started on the restored database continues that timeline
+//! from the stop.
 //!
 //! A standby's promotion ([`crate::standby`]) starts a timeline the same
 //! way (`start_timeline`, switch at the standby's log end) and also writes
@@ -133,9 +135,16 @@
 //!    from the compacted object that replaced it, from the same LSN
 //!    ([`crate::read`]).
 //! 6. Start a new timeline when the stop is before the head (above).
-//! 7. Rename the control file into place, sync the directory, open the
-//!    database (redo, undo, end-of-recovery checkpoint), archive the new
-//!    timeline's first log, close.
+//! 7. Mark the directory as followed by the archive (its status file,
+//!    [`crate::status`]: stopped, archived up to the stop; synced), rename
+//!    the control file into place, sync the directory, open the database
+//!    with the log held (redo, undo, end-of-recovery checkpoint), archive
+//!    the new timeline's first log, close. Every restore, to the head or
+//!    not, holds the log: the records its open and close write after the
+//!    stop may move the redo point into a later segment, and neither that
+//!    close's checkpoint nor any later open (which holds the log while the
+//!    status file is there) retires the segment holding the stop, where
+//!    an archiver of the restored database continues.
 //!
 //! ## Crash safety
 //!
@@ -799,11 +808,12 @@ pub fn restore_with_io(
             from: stop,
         },
     )?;
+    mark_restored(local, dir, stop)?;
     let control = dir.join(keel::datadir::layout::CONTROL_FILE);
     local.rename(&dir.join(RESTORING_CONTROL), &control)?;
     local.sync_dir(dir)?;
     let mut config = config;
-    config.wal.hold_at_open = history.is_some();
+    config.wal.hold_at_open = true;
     let db = Arc::new(
         Database::open_with_io(dir, config, local.io().clone())
             .map_err(|e| ArchiveError::Backup(Box::new(e)))?,
@@ -838,6 +848,29 @@ pub fn restore_with_io(
         recovery,
         passed_over,
     })
+}
+
+/// Marks the restored directory `dir` as followed by the archive, which
+/// holds its log up to `stop`: its status file (stopped, archived to
+/// `stop`), written and synced with the directory before the control file
+/// is put in place, so that every open of the restored database holds its
+/// log until an archiver continues it (module essay, step 7).
+fn mark_restored(local: &Local, dir: &Path, stop: Lsn) -> Result<()> {
+    let status = crate::status::PublishedStatus {
+        state: crate::status::ArchiveState::Stopped,
+        policy: crate::archiver::ArchivePolicy::default().describe(),
+        archived_lsn: stop,
+        durable_lsn: stop,
+        oldest_unarchived_commit_us: None,
+        updated_us: now_us(),
+        chunks: 0,
+        retries: 0,
+        last_error: None,
+        compacted_objects: 0,
+        chunks_compacted: 0,
+        compaction_error: None,
+    };
+    crate::status::write_status(local.io(), dir, &status, true)
 }
 
 /// The complete backups usable on a timeline's `path`: on one of its

@@ -39,6 +39,11 @@
 //!   moves the hold. Removing the file ends that (the archive is then no
 //!   longer followed, and a later archiver may meet a gap, which it
 //!   reports, never skips).
+//! - A restore writes it in the restored directory (`stopped`,
+//!   `archived_lsn` and `durable_lsn` the stop), synced, before the
+//!   control file is put in place ([`mod@crate::restore`], step 7): the
+//!   restored database's log is held from its first open until an
+//!   archiver continues it.
 //! - The archive's end is the truth: `archived_lsn` is advisory and may be
 //!   behind it (the file is written after the upload), never ahead.
 //! - Written through the database's own I/O backend (`Database::io`, so

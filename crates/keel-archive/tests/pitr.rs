@@ -630,3 +630,85 @@ fn a_restore_before_its_timelines_switch_branches_from_the_timeline_holding_the_
     assert_eq!(r4.log_end, h4.switch);
     assert_eq!(rows(&d4, "r"), restored);
 }
+
+/// A restore marks the restored directory as followed by the archive (its
+/// status file, archived up to the stop) and opens it with the log held,
+/// so neither its own open and close nor any later open retires the
+/// segment holding the stop: an archiver started on the restored database
+/// continues the timeline from there, also after a restore to the end
+/// whose log ended just before a segment's end.
+#[test]
+fn an_archiver_continues_a_database_restored_to_the_end() {
+    const SEGMENT_BYTES: u64 = 128 << 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    let options = BackupOptions {
+        archive_timeout: Duration::from_secs(30),
+        ..BackupOptions::default()
+    };
+    keel_archive::backup(&db, &archiver, &target, &options).unwrap();
+    // Commit until the log ends within 200 bytes of a segment's end: the
+    // records the restored database writes after the stop then move its
+    // redo point into the next segment.
+    for i in 0.. {
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, &value(i, 40 + (i * 7919) % 2000)).unwrap();
+        tx.commit().unwrap();
+        let durable = db.durable_lsn().0;
+        if SEGMENT_BYTES - durable % SEGMENT_BYTES < 200 && durable > 2 * SEGMENT_BYTES {
+            break;
+        }
+        assert!(i < 100_000, "the log never ended near a segment's end");
+    }
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+
+    let dir = tmp.path().join("restored");
+    let report = keel_archive::restore(
+        &target,
+        &dir,
+        1,
+        RestoreTarget::End,
+        config(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(report.timeline, 1);
+    let status = keel_archive::read_status(&dir).unwrap().unwrap();
+    assert_eq!(status.archived_lsn, report.log_end);
+    // The original primary is gone; the restored copy takes over and
+    // archives on.
+    let db = open(&dir);
+    let rel = db.relation("r").unwrap().unwrap();
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    for i in 0..20 {
+        let mut tx = db.begin().unwrap();
+        tx.insert(rel, format!("after-{i}").as_bytes()).unwrap();
+        tx.commit().unwrap();
+    }
+    let expected = sorted_rows(&db, "r");
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let again = tmp.path().join("again");
+    keel_archive::restore(
+        &target,
+        &again,
+        1,
+        RestoreTarget::End,
+        config(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(rows(&again, "r"), expected);
+}
