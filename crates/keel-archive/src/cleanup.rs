@@ -25,27 +25,39 @@
 //!
 //! ## Retention ([`retention_plan`], `--retain-backups N`)
 //!
-//! Keeps the N newest complete backups (by end LSN) and deletes the older
-//! complete ones, then the log of timeline 1 that nothing kept needs:
+//! Keeps, for every timeline, the N newest complete backups a restore of
+//! that timeline can use, deletes the other complete ones, then the log of
+//! timeline 1 that nothing kept needs. End LSNs order backups only along
+//! one timeline's path: a timeline started by a restore or a promotion
+//! writes its LSNs again from its switch, so its newest backup may end
+//! below an older one of its parent.
 //!
-//! 5. Every backup folder with a manifest other than the N newest is
-//!    deleted, its manifest first (so a deletion cut off leaves a folder
-//!    without a manifest, which restores never use and `cleanup` removes),
-//!    then its files. Nothing is deleted unless more than N complete
-//!    backups exist; N is at least 1.
+//! 5. For each timeline the archive knows (timeline 1, every chunk
+//!    folder, every history, every backup folder's timeline), the complete
+//!    backups usable on its path (on a timeline of the path, ending at or
+//!    before where the path leaves that timeline, as a restore picks them)
+//!    are ranked by end LSN and the N newest are kept. Every other backup
+//!    folder with a manifest is deleted, its manifest first (so a deletion
+//!    cut off leaves a folder without a manifest, which restores never use
+//!    and `cleanup` removes), then its files. Every timeline so keeps its
+//!    newest backup whatever the others hold; nothing is deleted unless
+//!    more than N complete backups exist; N is at least 1. A timeline
+//!    whose path cannot be read (a history missing or damaged) is an
+//!    error, and nothing is deleted.
 //! 6. The log is kept from the **keep point**: the smallest of the kept
-//!    backups' start LSNs, the start LSNs of backup folders without a
-//!    manifest (a backup may be running), and the switch LSNs of the
-//!    timelines branched from timeline 1 (their histories must find their
-//!    parent's log at the switch). Objects of timeline 1 that end at or
-//!    before the keep point (the next object in the listing starts at or
-//!    before it) are deleted, oldest first, so an interrupted retention
-//!    leaves a log without a hole; leftovers inside a deleted compacted
-//!    object go with it.
+//!    backups' start LSNs (on every timeline), the start LSNs of backup
+//!    folders without a manifest (a backup may be running), and the LSNs
+//!    where the timelines' paths leave timeline 1 (their switches from
+//!    timeline 1: their histories must find their parent's log at the
+//!    switch). Objects of timeline 1 that end at or before the keep point
+//!    (the next object in the listing starts at or before it) are deleted,
+//!    oldest first, so an interrupted retention leaves a log without a
+//!    hole; leftovers inside a deleted compacted object go with it.
 //! 7. The log of any other timeline is kept whole: a backup on an
 //!    ancestor may need all of it. What is lost is the ability to restore
-//!    to a point before the oldest kept backup's end.
+//!    a timeline to a point before the oldest backup kept for it ends.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use object_store::path::Path as ObjectPath;
@@ -54,6 +66,7 @@ use keel::types::Lsn;
 
 use crate::backup::{BackupEntry, BackupFolder};
 use crate::error::{ArchiveError, Result};
+use crate::restore::usable_on;
 use crate::store::{ChunkObject, Remote};
 
 /// What [`remove_incomplete`] did with one folder.
@@ -116,9 +129,9 @@ pub fn remove_incomplete(
 /// What retention would delete ([`retention_plan`]).
 #[derive(Clone, Debug, Default)]
 pub struct RetentionPlan {
-    /// The complete backups kept, oldest first.
+    /// The complete backups kept, by end LSN.
     pub kept: Vec<BackupFolder>,
-    /// The complete backups to delete, oldest first (rule 5).
+    /// The complete backups to delete, by end LSN (rule 5).
     pub backups: Vec<BackupFolder>,
     /// Where timeline 1's log is kept from (rule 6); `None`: all of it.
     pub keep_from: Option<Lsn>,
@@ -146,25 +159,48 @@ pub fn retention_plan(remote: &Remote, keep: usize) -> Result<RetentionPlan> {
         complete.push((m.end, m.start, f.clone()));
     }
     complete.sort_by(|a, b| (a.0, a.1, &a.2.folder).cmp(&(b.0, b.1, &b.2.folder)));
+    // Every timeline the archive knows (rule 5): chunk folders, histories
+    // and backup folders. A path that cannot be read is an error, never a
+    // reason to delete.
+    let timelines: BTreeSet<u32> = std::iter::once(1)
+        .chain(remote.list_timelines()?)
+        .chain(remote.list_histories()?.iter().map(|h| h.timeline))
+        .chain(folders.iter().map(|f| f.timeline))
+        .collect();
+    let mut kept = vec![false; complete.len()];
+    let mut leaves_timeline_1 = Vec::new();
+    for &t in &timelines {
+        let path = remote.timeline_path(t)?;
+        let usable = complete
+            .iter()
+            .enumerate()
+            .filter(|(_, (end, _, f))| usable_on(&path, f.timeline, *end))
+            .map(|(i, _)| i);
+        for i in usable.rev().take(keep) {
+            kept[i] = true;
+        }
+        // Where this path leaves timeline 1 (rule 6).
+        if let Some(&(1, _, Some(to))) = path.first() {
+            leaves_timeline_1.push(to);
+        }
+    }
     let mut plan = RetentionPlan::default();
-    if complete.len() <= keep {
-        plan.kept = complete.into_iter().map(|c| c.2).collect();
+    for (c, &k) in complete.iter().zip(&kept) {
+        match k {
+            true => plan.kept.push(c.2.clone()),
+            false => plan.backups.push(c.2.clone()),
+        }
+    }
+    if plan.backups.is_empty() {
         return Ok(plan);
     }
-    let split = complete.len() - keep;
-    plan.backups = complete[..split].iter().map(|c| c.2.clone()).collect();
-    plan.kept = complete[split..].iter().map(|c| c.2.clone()).collect();
-    let keep_from = complete[split..]
+    let keep_from = complete
         .iter()
-        .map(|c| c.1)
+        .zip(&kept)
+        .filter(|&(_, &k)| k)
+        .map(|(c, _)| c.1)
         .chain(folders.iter().filter(|f| !f.manifest).map(|f| f.start))
-        .chain(
-            remote
-                .list_histories()?
-                .iter()
-                .filter(|h| h.parent == 1)
-                .map(|h| h.switch),
-        )
+        .chain(leaves_timeline_1)
         .min();
     plan.keep_from = keep_from;
     let Some(keep_from) = keep_from else {

@@ -882,16 +882,25 @@ pub(crate) fn path_backups(
 ) -> Result<Vec<(BackupEntry, Manifest)>> {
     let mut backups = Vec::new();
     for entry in remote.list_backups()? {
-        let Some(&(_, _, to)) = path.iter().find(|p| p.0 == entry.timeline) else {
+        if !path.iter().any(|p| p.0 == entry.timeline) {
             continue;
-        };
+        }
         let m = remote.read_manifest(&entry)?;
-        if to.is_none_or(|to| m.end <= to) {
+        if usable_on(path, entry.timeline, m.end) {
             backups.push((entry, m));
         }
     }
     backups.sort_by_key(|(_, m)| (m.end, m.start));
     Ok(backups)
+}
+
+/// Whether a complete backup of `timeline` ending at `end` can serve a
+/// restore on `path`: its timeline is on the path and its end is at or
+/// before where the path leaves that timeline.
+pub(crate) fn usable_on(path: &[(u32, Lsn, Option<Lsn>)], timeline: u32, end: Lsn) -> bool {
+    path.iter()
+        .find(|p| p.0 == timeline)
+        .is_some_and(|&(_, _, to)| to.is_none_or(|to| end <= to))
 }
 
 fn before_consistency(target: RestoreTarget, stop: Lsn, oldest: &Manifest) -> ArchiveError {

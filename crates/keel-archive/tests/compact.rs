@@ -539,3 +539,105 @@ fn retention_cut_after_any_delete_leaves_a_restorable_archive() {
         n += 1;
     }
 }
+
+/// Retention keeps, for every timeline, the newest backups usable on its
+/// path, whatever end LSNs say across timelines. Timeline 2, started by a
+/// restore of timeline 1 to a point between its two backups, writes its
+/// LSNs again from its switch, so its own backup ends below timeline 1's
+/// newest. Keeping one backup: before timeline 2 has a backup of its own,
+/// timeline 1's older one is its only usable one and nothing is deleted;
+/// once it has one, only the backup neither timeline needs goes, and both
+/// timelines restore to their ends with every row.
+#[test]
+fn retention_keeps_every_timelines_newest_backup() {
+    use keel_archive::cleanup::{apply_retention, retention_plan};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = target_of(Arc::new(InMemory::new()));
+    let options = |timeline| keel_archive::BackupOptions {
+        timeline,
+        archive_timeout: Duration::from_secs(30),
+        ..keel_archive::BackupOptions::default()
+    };
+    let insert = |db: &Database, rel, tag: &str, n: usize| {
+        for i in 0..n {
+            let mut tx = db.begin().unwrap();
+            tx.insert(rel, format!("{tag}-{i}").as_bytes()).unwrap();
+            tx.commit().unwrap();
+        }
+    };
+    let restore = |timeline, target, dir: &std::path::Path| {
+        keel_archive::restore(&t, dir, timeline, target, config(), Duration::from_secs(5)).unwrap()
+    };
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
+    insert(&db, rel, "a", 20);
+    let b1 = keel_archive::backup(&db, &archiver, &t, &options(1)).unwrap();
+    insert(&db, rel, "b", 40);
+    let b2 = keel_archive::backup(&db, &archiver, &t, &options(1)).unwrap();
+    insert(&db, rel, "c", 40);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let rows1 = sorted_rows(&db, "r");
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+
+    // Timeline 2: timeline 1 restored to a commit between b1 and b2.
+    let mut between = None;
+    ArchiveReader::open(&t, Duration::from_secs(5))
+        .unwrap()
+        .visit(1, None, |c| {
+            for (h, _) in c.records() {
+                let end = Lsn(h.lsn.0 + u64::from(h.total_len));
+                if h.kind == keel::wal::RecordType::Commit && end > b1.end && end < b2.start {
+                    between.get_or_insert(h.txn);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let d2 = tmp.path().join("tl2");
+    let r2 = restore(1, RestoreTarget::Txn(between.unwrap()), &d2);
+    assert_eq!(r2.timeline, 2);
+    let remote = Remote::open(&t, Duration::from_secs(5)).unwrap();
+    let plan = retention_plan(&remote, 1).unwrap();
+    assert!(plan.backups.is_empty(), "b1 is timeline 2's only backup");
+
+    let db2 = open(&d2);
+    let archiver = Archiver::start(db2.clone(), &t, fast()).unwrap();
+    insert(&db2, rel, "tl2", 10);
+    let b3 = keel_archive::backup(&db2, &archiver, &t, &options(2)).unwrap();
+    insert(&db2, rel, "tl2-more", 10);
+    archiver
+        .wait_archived(db2.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let rows2 = sorted_rows(&db2, "r");
+    Arc::try_unwrap(db2).ok().unwrap().close().unwrap();
+    assert!(b3.end < b2.end, "timeline 2's newest backup ends below b2");
+
+    let plan = retention_plan(&remote, 1).unwrap();
+    let folders = |v: &[keel_archive::BackupFolder]| {
+        let mut out: Vec<_> = v.iter().map(|f| (f.timeline, f.start)).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(folders(&plan.backups), vec![(1, b1.start)]);
+    assert_eq!(folders(&plan.kept), vec![(1, b2.start), (2, b3.start)]);
+    apply_retention(&remote, &plan).unwrap();
+    let reader = ArchiveReader::open(&t, Duration::from_secs(5)).unwrap();
+    reader.verify(1, Some(b1.database_id)).unwrap();
+    reader.verify(2, Some(b1.database_id)).unwrap();
+    let d = tmp.path().join("tl2-end");
+    restore(2, RestoreTarget::End, &d);
+    assert_eq!(rows(&d, "r"), rows2);
+    let d = tmp.path().join("tl1-end");
+    restore(1, RestoreTarget::End, &d);
+    assert_eq!(rows(&d, "r"), rows1);
+    let again = retention_plan(&remote, 1).unwrap();
+    assert!(
+        again.backups.is_empty() && again.log.is_empty(),
+        "{again:?}"
+    );
+}

@@ -64,10 +64,11 @@
 //!   older than DURATION (default 24h), and deletes them only with
 //!   `--apply`; a folder with a manifest is never touched (keel-archive's
 //!   `cleanup` module has the rules). With `--retain-backups N` it also
-//!   keeps only the N newest complete backups, deleting older ones
-//!   (manifest first) and timeline 1's log before the oldest kept backup's
-//!   start, a running backup's start and every branch point from timeline
-//!   1; the log of other timelines is kept whole.
+//!   keeps only the N newest complete backups usable on each timeline's
+//!   path, deleting the others (manifest first) and timeline 1's log
+//!   before the oldest kept backup's start, a running backup's start and
+//!   every branch point from timeline 1; the log of other timelines is
+//!   kept whole.
 //!
 //! A `file://` directory that does not exist is an error, never created:
 //! a mistyped path must not look like an empty archive.
@@ -116,9 +117,10 @@ pub struct CleanupArgs {
     /// Delete them; without it, only list them.
     #[arg(long)]
     pub apply: bool,
-    /// Also keep only the N newest complete backups: older ones are
-    /// deleted (manifest first), and timeline 1's log before the oldest
-    /// kept backup's start (keel-archive's `cleanup` module, rules 5-7).
+    /// Also keep only the N newest complete backups of each timeline's
+    /// path: the others are deleted (manifest first), and timeline 1's log
+    /// before the oldest kept backup's start (keel-archive's `cleanup`
+    /// module, rules 5-7).
     #[arg(long, value_name = "N")]
     pub retain_backups: Option<usize>,
 }
@@ -835,7 +837,8 @@ fn retain(remote: &Remote, n: usize, apply: bool) -> Result<(), Failure> {
     }
     if plan.backups.is_empty() {
         println!(
-            "{} complete backups, no more than --retain-backups {n}: nothing to delete",
+            "{} complete backups, each among the --retain-backups {n} newest of a \
+             timeline: nothing to delete",
             plan.kept.len()
         );
         return Ok(());
