@@ -7,14 +7,24 @@
 //! several MiB (overflow chains). Between transactions relations are
 //! created and dropped (a dropped relation's id is refused, its name free),
 //! sometimes with the process dying right after the DDL returned; after
-//! every reopen the catalog lists exactly the model's relations.
+//! every reopen the catalog lists exactly the model's relations. A
+//! transaction may also read damaged pages (a bit flipped on the way): each
+//! operation failing on one is a corruption error, done or not, and the
+//! transaction goes on and commits. Over every transaction that ends
+//! without a crash the overflow pages in the relation's file change by
+//! exactly what the committed values need (no chain leaked, none freed
+//! early). On the simulated disk.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::sync::Arc;
 
 use keel::buffer::BufferConfig;
 use keel::{Config, Database, RelationId, TupleId};
+use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+use keel_io::{FileClass, OpKind};
 use proptest::prelude::*;
+
+mod common;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -33,6 +43,10 @@ enum End {
     Abort,
     /// The process dies: the transaction is forgotten, the database dropped.
     Crash,
+    /// Reads of data pages come back with a bit flipped, each with this
+    /// probability in a thousand, until an operation fails on one; the
+    /// transaction goes on with good reads and commits.
+    BadReads(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -88,7 +102,12 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
     (
         any::<usize>(),
         prop::collection::vec(op_strategy(), 1..12),
-        prop_oneof![6 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::Crash)],
+        prop_oneof![
+            6 => Just(End::Commit),
+            2 => Just(End::Abort),
+            1 => Just(End::Crash),
+            2 => (20u16..400).prop_map(End::BadReads),
+        ],
         prop::bool::weighted(0.2),
     )
         .prop_map(|(rel, ops, end, reopen_after)| TxnPlan {
@@ -137,60 +156,146 @@ fn pick(model: &BTreeMap<TupleId, Vec<u8>>, i: usize) -> Option<TupleId> {
     (!model.is_empty()).then(|| *model.keys().nth(i % model.len()).unwrap())
 }
 
-/// Runs one transaction; returns the model as the transaction left it.
+/// Runs `op` in `tx`, checking every answer against `model` (which a
+/// change updates).
+fn run_op(
+    tx: &mut keel::Transaction<'_>,
+    rel: RelationId,
+    model: &mut BTreeMap<TupleId, Vec<u8>>,
+    op: &Op,
+    seed: usize,
+) -> keel::Result<()> {
+    match *op {
+        Op::Insert(len) => {
+            let v = fill(seed, len);
+            let tid = tx.insert(rel, &v)?;
+            assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+        }
+        Op::InsertMany(ref lens) => {
+            let values = many_values(seed, lens);
+            let tids = tx.insert_many(rel, &values)?;
+            assert_eq!(tids.len(), values.len());
+            for (tid, v) in tids.into_iter().zip(values) {
+                assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+            }
+        }
+        Op::Update(i, len) => {
+            if let Some(tid) = pick(model, i) {
+                let v = fill(seed, len);
+                tx.update(rel, tid, &v)?;
+                model.insert(tid, v);
+            }
+        }
+        Op::Delete(i) => {
+            if let Some(tid) = pick(model, i) {
+                tx.delete(rel, tid)?;
+                model.remove(&tid);
+                assert_eq!(tx.get(rel, tid)?, None);
+            }
+        }
+        Op::Get(i) => {
+            if let Some(tid) = pick(model, i) {
+                assert_eq!(tx.get(rel, tid)?.as_ref(), model.get(&tid));
+            }
+        }
+        Op::Scan => check_scan_in(tx, rel, model)?,
+    }
+    Ok(())
+}
+
+fn many_values(seed: usize, lens: &[usize]) -> Vec<Vec<u8>> {
+    lens.iter()
+        .enumerate()
+        .map(|(k, &len)| fill(seed * 1000 + k, len))
+        .collect()
+}
+
+/// After `op` failed on a damaged read (the reads good again): what it
+/// changed, read back. An insert is done or not; a bulk insert may have
+/// placed some of its values (each at most once); an update or delete is
+/// done or not. The model takes what is there.
+fn settle_failed(
+    tx: &keel::Transaction<'_>,
+    rel: RelationId,
+    model: &mut BTreeMap<TupleId, Vec<u8>>,
+    op: &Op,
+    seed: usize,
+    picked: Option<TupleId>,
+) -> keel::Result<()> {
+    let mut fresh: Vec<(TupleId, Vec<u8>)> = Vec::new();
+    for row in tx.scan(rel)? {
+        let (tid, v) = row?;
+        if !model.contains_key(&tid) {
+            fresh.push((tid, v));
+        }
+    }
+    let mut allowed: Vec<Vec<u8>> = match *op {
+        Op::Insert(len) => vec![fill(seed, len)],
+        Op::InsertMany(ref lens) => many_values(seed, lens),
+        _ => Vec::new(),
+    };
+    for (tid, v) in fresh {
+        let at = allowed.iter().position(|a| *a == v);
+        let at = at.unwrap_or_else(|| panic!("{op:?}: a failed operation left {tid}"));
+        allowed.swap_remove(at);
+        model.insert(tid, v);
+    }
+    if let Some(tid) = picked {
+        let new = match *op {
+            Op::Update(_, len) => Some(fill(seed, len)),
+            _ => None,
+        };
+        let got = tx.get(rel, tid)?;
+        assert!(
+            got.as_ref() == model.get(&tid) || got == new,
+            "{op:?}: {tid} holds neither its old value nor its new one"
+        );
+        match got {
+            Some(v) => model.insert(tid, v),
+            None => model.remove(&tid),
+        };
+    }
+    Ok(())
+}
+
+/// Runs one transaction on machine `m`; returns the model as the
+/// transaction left it.
 fn run_txn(
-    db: &Database,
+    m: &Machine,
     rel: RelationId,
     committed: &BTreeMap<TupleId, Vec<u8>>,
     plan: &TxnPlan,
     seed: &mut usize,
 ) -> BTreeMap<TupleId, Vec<u8>> {
     let mut model = committed.clone();
-    let mut tx = db.begin().unwrap();
+    let mut tx = m.db().begin().unwrap();
+    if let End::BadReads(per_mille) = plan.end {
+        m.sim.add_fault(
+            FaultRule::with_probability(f64::from(per_mille) / 1000.0, Fault::FlipBit)
+                .on_op(OpKind::Read)
+                .on_class(FileClass::Data),
+        );
+    }
     for op in &plan.ops {
         *seed += 1;
-        match *op {
-            Op::Insert(len) => {
-                let v = fill(*seed, len);
-                let tid = tx.insert(rel, &v).unwrap();
-                assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
+        let picked = match *op {
+            Op::Update(i, _) | Op::Delete(i) => pick(&model, i),
+            _ => None,
+        };
+        match (run_op(&mut tx, rel, &mut model, op, *seed), plan.end) {
+            (Ok(()), _) => {}
+            (Err(e), End::BadReads(_)) => {
+                assert_eq!(e.class(), keel::ErrorClass::Corruption, "{op:?}: {e}");
+                assert!(!m.db().is_poisoned(), "{op:?}: {e}");
+                m.sim.clear_faults();
+                settle_failed(&tx, rel, &mut model, op, *seed, picked).unwrap();
             }
-            Op::InsertMany(ref lens) => {
-                let values: Vec<Vec<u8>> = lens
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &len)| fill(*seed * 1000 + k, len))
-                    .collect();
-                let tids = tx.insert_many(rel, &values).unwrap();
-                assert_eq!(tids.len(), values.len());
-                for (tid, v) in tids.into_iter().zip(values) {
-                    assert!(model.insert(tid, v).is_none(), "{tid} handed out twice");
-                }
-            }
-            Op::Update(i, len) => {
-                if let Some(tid) = pick(&model, i) {
-                    let v = fill(*seed, len);
-                    tx.update(rel, tid, &v).unwrap();
-                    model.insert(tid, v);
-                }
-            }
-            Op::Delete(i) => {
-                if let Some(tid) = pick(&model, i) {
-                    tx.delete(rel, tid).unwrap();
-                    model.remove(&tid);
-                    assert_eq!(tx.get(rel, tid).unwrap(), None);
-                }
-            }
-            Op::Get(i) => {
-                if let Some(tid) = pick(&model, i) {
-                    assert_eq!(tx.get(rel, tid).unwrap().as_ref(), model.get(&tid));
-                }
-            }
-            Op::Scan => check_scan(&tx, rel, &model),
+            (Err(e), _) => panic!("{op:?}: {e}"),
         }
     }
+    m.sim.clear_faults();
     match plan.end {
-        End::Commit => tx.commit().unwrap(),
+        End::Commit | End::BadReads(_) => tx.commit().unwrap(),
         End::Abort => tx.abort().unwrap(),
         End::Crash => std::mem::forget(tx),
     }
@@ -198,12 +303,68 @@ fn run_txn(
 }
 
 fn check_scan(tx: &keel::Transaction<'_>, rel: RelationId, model: &BTreeMap<TupleId, Vec<u8>>) {
-    let rows: Vec<(TupleId, Vec<u8>)> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    check_scan_in(tx, rel, model).unwrap();
+}
+
+fn check_scan_in(
+    tx: &keel::Transaction<'_>,
+    rel: RelationId,
+    model: &BTreeMap<TupleId, Vec<u8>>,
+) -> keel::Result<()> {
+    let rows: Vec<(TupleId, Vec<u8>)> = tx.scan(rel)?.collect::<keel::Result<_>>()?;
     let keys: Vec<TupleId> = rows.iter().map(|(t, _)| *t).collect();
     let want: Vec<TupleId> = model.keys().copied().collect();
     assert_eq!(keys, want, "scan returns the model's TupleIds in order");
     for (tid, v) in rows {
         assert!(model.get(&tid) == Some(&v), "value of {tid} differs");
+    }
+    Ok(())
+}
+
+/// Overflow pages in relation `name`'s file less those the values of
+/// `model` need: constant over any transaction that ends without a crash.
+fn overflow_surplus(db: &Database, name: &str, model: &BTreeMap<TupleId, Vec<u8>>) -> isize {
+    let needed: usize = model
+        .values()
+        .filter(|v| v.len() > keel::heap::INLINE_MAX)
+        .map(|v| v.len().div_ceil(keel::page::CHUNK_CAPACITY))
+        .sum();
+    common::pages_of_type(db, name, keel::page::PageType::Overflow) as isize - needed as isize
+}
+
+/// The engine under test and its simulated machine.
+struct Machine {
+    sim: Arc<SimIo>,
+    db: Option<Database>,
+    boots: u64,
+}
+
+impl Machine {
+    fn db(&self) -> &Database {
+        self.db.as_ref().unwrap()
+    }
+
+    fn open(&mut self) {
+        self.db = Some(common::open_sim(&self.sim, config()).unwrap());
+    }
+
+    /// The process dies: what it wrote stays in the kernel; the reopen
+    /// recovers.
+    fn crash_reopen(&mut self, rels: &Relations) {
+        let kernel = self.sim.kill();
+        self.db = None;
+        self.boots += 1;
+        self.sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(self.boots)));
+        self.open();
+        check_all(self.db(), rels);
+    }
+
+    /// A clean close and reopen.
+    fn reopen(&mut self, rels: &Relations) {
+        self.db.take().unwrap().close().unwrap();
+        self.open();
+        assert!(self.db().recovery_report().clean_shutdown);
+        check_all(self.db(), rels);
     }
 }
 
@@ -224,18 +385,15 @@ fn check_all(db: &Database, rels: &Relations) {
     }
 }
 
-/// The process dies: nothing more is written; the reopen recovers.
-fn crash_reopen(db: Database, dir: &Path, rels: &Relations) -> Database {
-    drop(db);
-    let db = Database::open(dir, config()).unwrap();
-    check_all(&db, rels);
-    db
-}
-
-fn run(dir: &Path, steps: &[Step]) {
-    let mut db = Database::open(dir, config()).unwrap();
+fn run(steps: &[Step]) {
+    let mut m = Machine {
+        sim: Arc::new(SimIo::new(SimConfig::seeded(1))),
+        db: None,
+        boots: 1,
+    };
+    m.open();
     let mut rels = Relations::new();
-    let first = db.create_relation("r0").unwrap();
+    let first = m.db().create_relation("r0").unwrap();
     rels.insert("r0".into(), (first, BTreeMap::new()));
     let (mut seed, mut next_name) = (0, 1);
     let mut dropped: Vec<RelationId> = Vec::new();
@@ -244,11 +402,11 @@ fn run(dir: &Path, steps: &[Step]) {
             Step::Create(crash) => {
                 let name = format!("r{next_name}");
                 next_name += 1;
-                let id = db.create_relation(&name).unwrap();
+                let id = m.db().create_relation(&name).unwrap();
                 assert!(!dropped.contains(&id), "{id:?} reused after its drop");
                 rels.insert(name, (id, BTreeMap::new()));
                 if *crash {
-                    db = crash_reopen(db, dir, &rels);
+                    m.crash_reopen(&rels);
                 }
             }
             Step::Drop(i, crash) => {
@@ -256,14 +414,14 @@ fn run(dir: &Path, steps: &[Step]) {
                     continue;
                 };
                 let (id, _) = rels.remove(&name).unwrap();
-                db.drop_relation(&name).unwrap();
+                m.db().drop_relation(&name).unwrap();
                 dropped.push(id);
-                assert_eq!(db.relation(&name).unwrap(), None);
-                let tx = db.begin().unwrap();
+                assert_eq!(m.db().relation(&name).unwrap(), None);
+                let tx = m.db().begin().unwrap();
                 assert!(tx.scan(id).is_err(), "a dropped relation's id is refused");
                 drop(tx);
                 if *crash {
-                    db = crash_reopen(db, dir, &rels);
+                    m.crash_reopen(&rels);
                 }
             }
             Step::Txn(plan) => {
@@ -271,28 +429,34 @@ fn run(dir: &Path, steps: &[Step]) {
                     continue;
                 };
                 let (rel, committed) = &rels[&name];
-                let (rel, after) = (*rel, run_txn(&db, *rel, committed, plan, &mut seed));
+                let rel = *rel;
+                let surplus = match plan.end {
+                    End::Crash => None,
+                    _ => Some(overflow_surplus(m.db(), &name, committed)),
+                };
+                let after = run_txn(&m, rel, committed, plan, &mut seed);
                 match plan.end {
-                    End::Commit => {
-                        rels.insert(name, (rel, after));
+                    End::Commit | End::BadReads(_) => {
+                        rels.insert(name.clone(), (rel, after));
                     }
-                    End::Abort => check_all(&db, &rels),
+                    End::Abort => check_all(m.db(), &rels),
                     End::Crash => {
-                        db = crash_reopen(db, dir, &rels);
+                        m.crash_reopen(&rels);
                         continue;
                     }
                 }
+                if let Some(before) = surplus {
+                    let now = overflow_surplus(m.db(), &name, &rels[&name].1);
+                    assert_eq!(now, before, "{:?}: overflow pages leaked", plan.end);
+                }
                 if plan.reopen_after {
-                    db.close().unwrap();
-                    db = Database::open(dir, config()).unwrap();
-                    assert!(db.recovery_report().clean_shutdown);
-                    check_all(&db, &rels);
+                    m.reopen(&rels);
                 }
             }
         }
     }
-    check_all(&db, &rels);
-    db.close().unwrap();
+    check_all(m.db(), &rels);
+    m.db.take().unwrap().close().unwrap();
 }
 
 proptest! {
@@ -303,7 +467,6 @@ proptest! {
 
     #[test]
     fn relations_behave_like_maps(steps in prop::collection::vec(step_strategy(), 1..12)) {
-        let dir = tempfile::tempdir().unwrap();
-        run(dir.path(), &steps);
+        run(&steps);
     }
 }

@@ -82,39 +82,55 @@ impl Storage {
             return Err(no_tuple(rel, tid));
         }
         let (bytes, flags) = self.stored_form(log, rel, value)?;
+        // Until a slot holds the new bytes, a failure leaves their chain
+        // (if any) to nobody: it is released with the transaction.
+        let mut placed = false;
+        let updated = self.update_stored(log, rel, tid, &bytes, flags, &mut placed);
+        if updated.is_err() && !placed {
+            self.abandon(log, rel, &bytes, flags)?;
+        }
+        updated
+    }
+
+    /// [`update`](Self::update) with the new value's stored form; sets
+    /// `placed` once a slot holds it.
+    fn update_stored(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        tid: TupleId,
+        bytes: &[u8],
+        flags: TupleFlags,
+        placed: &mut bool,
+    ) -> Result<()> {
         let mut g = self.pool.fetch_write(rel.file(), tid.page)?;
         match slot_of(&g, tid.page, tid.slot)? {
             Found::Stored(old, old_flags) if !old_flags.contains(TupleFlags::MOVED_IN) => {
                 let (old, release) = self.released_image(rel, tid, old, old_flags)?;
-                if self.update_in_place(log, rel, &mut g, tid, &old, &bytes, flags)? {
+                if self.update_in_place(log, rel, &mut g, tid, &old, bytes, flags)? {
+                    *placed = true;
                     log.deferred.extend(release);
                     return Ok(());
                 }
                 drop(g);
                 let moved = flags.union(TupleFlags::MOVED_IN);
-                let target = match self.insert_tuple(log, rel, &bytes, moved) {
-                    Ok(target) => target,
-                    Err(e) => {
-                        self.abandon(log, rel, &bytes, flags)?;
-                        return Err(e);
-                    }
-                };
+                let target = self.insert_tuple(log, rel, bytes, moved)?;
+                *placed = true;
                 self.repoint(log, rel, tid, target, old)?;
                 log.deferred.extend(release);
                 Ok(())
             }
             Found::Forward(at) => {
                 drop(g);
-                self.update_moved(log, rel, tid, at, &bytes, flags)
+                self.update_moved(log, rel, tid, at, bytes, flags, placed)
             }
-            Found::Stored(..) | Found::Nothing => {
-                self.abandon(log, rel, &bytes, flags)?;
-                Err(no_tuple(rel, tid))
-            }
+            Found::Stored(..) | Found::Nothing => Err(no_tuple(rel, tid)),
         }
     }
 
-    /// Updates a tuple that lives at `at`, away from its home `tid`.
+    /// Updates a tuple that lives at `at`, away from its home `tid`; sets
+    /// `placed` once a slot holds the new bytes.
+    #[allow(clippy::too_many_arguments)]
     fn update_moved(
         &self,
         log: &mut TxnLog,
@@ -123,6 +139,7 @@ impl Storage {
         at: TupleId,
         bytes: &[u8],
         flags: TupleFlags,
+        placed: &mut bool,
     ) -> Result<()> {
         let moved = flags.union(TupleFlags::MOVED_IN);
         let mut g = self.pool.fetch_write(rel.file(), at.page)?;
@@ -135,17 +152,13 @@ impl Storage {
         };
         let (old, release) = self.released_image(rel, at, old, old_flags)?;
         if self.update_in_place(log, rel, &mut g, at, &old, bytes, moved)? {
+            *placed = true;
             log.deferred.extend(release);
             return Ok(());
         }
         drop(g);
-        let target = match self.insert_tuple(log, rel, bytes, moved) {
-            Ok(target) => target,
-            Err(e) => {
-                self.abandon(log, rel, bytes, flags)?;
-                return Err(e);
-            }
-        };
+        let target = self.insert_tuple(log, rel, bytes, moved)?;
+        *placed = true;
         self.repoint(log, rel, tid, target, SlotImage::Forward(at))?;
         let mut g = self.pool.fetch_write(rel.file(), at.page)?;
         self.delete_slot(log, rel, &mut g, at, old)?;
