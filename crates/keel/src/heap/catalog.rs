@@ -192,7 +192,7 @@ impl Catalog {
     pub(crate) fn allocate_id(&self) -> Result<RelationId> {
         self.next_id
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < RELATION_ID_LIMIT).then_some(n + 1)
+                n.checked_add(1).filter(|_| n < RELATION_ID_LIMIT)
             })
             .map(RelationId)
             .map_err(|_| {
