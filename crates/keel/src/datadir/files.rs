@@ -22,9 +22,31 @@ pub(crate) fn open_file(store: &Storage, dir: &Path, id: RelationId) -> Result<u
     let path = heap_path(dir, id);
     let opts = OpenOptions::new(FileClass::Data).write(true);
     let f = store.io.open(&path, opts).wait()?;
-    let size = store.io.size(f).wait()?;
+    let size = match store.io.size(f).wait() {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = store.io.close(f).wait();
+            return Err(e.into());
+        }
+    };
+    // Page ids are below `NO_PAGE` (u32::MAX): a longer file was not
+    // written by Keel (a sparse or damaged one).
+    let pages = match u32::try_from(size / PAGE_SIZE as u64) {
+        Ok(pages) if pages < crate::page::NO_PAGE => pages,
+        _ => {
+            let _ = store.io.close(f).wait();
+            return Err(DbError::Corrupt {
+                what: format!("relation file {}", path.display()),
+                reason: format!(
+                    "{size} bytes: more pages than page ids can name ({})",
+                    crate::page::NO_PAGE
+                ),
+            }
+            .into());
+        }
+    };
     store.pool.register_file(FileId(id.0), f)?;
-    Ok(u32::try_from(size / PAGE_SIZE as u64).unwrap_or(u32::MAX))
+    Ok(pages)
 }
 
 /// Creates relation `id`'s heap file (empty) and registers it with the

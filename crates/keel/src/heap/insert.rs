@@ -314,7 +314,7 @@ impl Storage {
     ) -> Result<T> {
         let _extending = rel.extend.lock();
         let n = rel.page_count();
-        if n == u32::MAX - 1 {
+        if n >= crate::page::NO_PAGE - 1 {
             return Err(DbError::ValueTooLarge {
                 len: n as usize,
                 max: n as usize,
