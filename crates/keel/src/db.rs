@@ -268,8 +268,7 @@ impl Database {
     /// Drops the tree called `name` (as [`drop_relation`](Self::drop_relation)).
     pub fn drop_tree(&self, name: &str) -> Result<()> {
         self.inner.check_usable()?;
-        self.inner.named(name)?.expect(RelationKind::Tree)?;
-        crate::ddl::drop_relation(&self.inner, name)
+        crate::ddl::drop_relation(&self.inner, name, Some(RelationKind::Tree))
     }
 
     /// The id of the relation called `name`, if there is one.
@@ -286,7 +285,7 @@ impl Database {
     /// fails at once with [`DbError::Deadlock`] and changes nothing.
     pub fn drop_relation(&self, name: &str) -> Result<()> {
         self.inner.check_usable()?;
-        crate::ddl::drop_relation(&self.inner, name)
+        crate::ddl::drop_relation(&self.inner, name, None)
     }
 
     /// Every relation, by id (the catalog itself is not listed).

@@ -107,12 +107,18 @@ pub(crate) fn create_relation(
     }
 }
 
-/// Drops relation `name`: an exclusive relation lock (waiting for running
+/// Drops relation `name` (which must be of `kind`, when given): an exclusive relation lock (waiting for running
 /// users), then `relation-drop` and the catalog row's delete committed
 /// durably, then the files removed; checkpoints are held off from the
 /// commit to the removal.
-pub(crate) fn drop_relation(engine: &Engine, name: &str) -> Result<()> {
+pub(crate) fn drop_relation(engine: &Engine, name: &str, kind: Option<RelationKind>) -> Result<()> {
     let rel = engine.named(name)?;
+    // The kind is checked on the relation this drop then locks and
+    // removes (one dropped and made again under the name meanwhile is
+    // refused below), never on a separate lookup.
+    if let Some(kind) = kind {
+        rel.expect(kind)?;
+    }
     let cat = engine.user_or_catalog(CATALOG_ID)?;
     let store = &engine.store;
     system_txn(

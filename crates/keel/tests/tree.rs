@@ -218,6 +218,13 @@ fn misuse_is_a_clear_error() {
     assert!(db.tree("h").is_err());
     tx.put(tree, &[7; keel::btree::MAX_KEY_LEN], b"v").unwrap();
     tx.commit().unwrap();
+    // drop_tree refuses a heap, and changes nothing.
+    let e = db.drop_tree("h").unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::WrongRelationKind { .. })),
+        "{e}"
+    );
+    assert_eq!(db.relation("h").unwrap(), Some(heap));
     db.drop_tree("t").unwrap();
     assert_eq!(db.tree("t").unwrap(), None);
     db.close().unwrap();
