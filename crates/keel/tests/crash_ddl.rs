@@ -474,3 +474,26 @@ fn a_create_never_adopts_or_removes_a_file_it_did_not_make() {
     assert_eq!(names, ["x", "a"]);
     db.close().unwrap();
 }
+
+/// A drop removes every file of its relation, the free space map a
+/// checkpoint was writing when a process died included.
+#[test]
+fn a_drop_removes_a_half_written_free_space_map_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let x = db.create_relation("x").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(x, b"row").unwrap();
+    tx.commit().unwrap();
+    let rel = dir.path().join("rel");
+    let tmp = rel.join(format!("{}.fsm.tmp", x.0));
+    std::fs::write(&tmp, b"half a map").unwrap();
+    db.drop_relation("x").unwrap();
+    let left: Vec<_> = std::fs::read_dir(&rel)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(&format!("{}.", x.0)))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    db.close().unwrap();
+}

@@ -103,7 +103,9 @@ pub(crate) fn remove_files(store: &Storage, dir: &Path, id: RelationId) -> Resul
             Err(e) => return Err(e.into()),
         }
     }
-    for path in [heap_path(dir, id), fsm_path(dir, id)] {
+    // A map a checkpoint was writing when the process died is its too.
+    let leftover = RelFile::FsmTmp.path(dir, id);
+    for path in [heap_path(dir, id), fsm_path(dir, id), leftover] {
         match store.io.remove(&path).wait() {
             Ok(()) => {}
             Err(keel_io::IoError::NotFound { .. }) => {}
