@@ -69,7 +69,12 @@ impl AlignedBuf {
     /// A zeroed buffer of `len` bytes whose capacity is `len` rounded up to
     /// a multiple of [`DIRECT_IO_ALIGN`] (at least one block).
     pub fn zeroed(len: usize) -> AlignedBuf {
-        let cap = len.div_ceil(DIRECT_IO_ALIGN).max(1) * DIRECT_IO_ALIGN;
+        // A length no allocation can hold (rounding it up overflows) is an
+        // allocation failure, never a smaller buffer claiming `len` bytes.
+        let cap = len
+            .max(1)
+            .checked_next_multiple_of(DIRECT_IO_ALIGN)
+            .unwrap_or_else(|| alloc::handle_alloc_error(Layout::new::<u8>()));
         let layout = Self::layout(cap);
         // SAFETY: the layout has a non-zero size (cap >= DIRECT_IO_ALIGN).
         let raw = unsafe { alloc::alloc_zeroed(layout) };

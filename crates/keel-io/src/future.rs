@@ -70,6 +70,10 @@ pub(crate) trait Driver: Send + Sync {
     fn adopt(&self);
     /// An adopted request completed.
     fn disown(&self);
+    /// A request completed while its waiter had been nudged to help and
+    /// had not acted on it yet: the waiter will return without helping,
+    /// so whatever the nudge offered it (the reaper role) goes to another.
+    fn pass_on(&self);
 }
 
 enum State {
@@ -111,21 +115,29 @@ impl Slot {
         let waker = {
             let mut state = self.state.lock();
             match std::mem::replace(&mut *state, State::Done(outcome)) {
-                State::Pending { waker, adopted, .. } => {
+                State::Pending {
+                    waker,
+                    adopted,
+                    nudged,
+                } => {
                     if adopted && let Some(d) = self.driver() {
                         d.disown();
                     }
-                    waker
+                    (waker, nudged)
                 }
                 // Completing twice cannot happen (complete consumes the
                 // Completer); keep the first outcome if it somehow did.
                 other => {
                     *state = other;
-                    None
+                    (None, false)
                 }
             }
         };
+        let (waker, nudged) = waker;
         self.cond.notify_all();
+        if nudged && let Some(d) = self.driver() {
+            d.pass_on();
+        }
         if let Some(w) = waker {
             IN_WAKER.with(|f| f.set(true));
             w.wake();
@@ -388,6 +400,7 @@ mod tests {
     struct Counting {
         helped: Mutex<usize>,
         adopted: Mutex<isize>,
+        passed: Mutex<usize>,
     }
 
     impl Driver for Counting {
@@ -399,6 +412,9 @@ mod tests {
         fn poke(&self) {}
         fn adopt(&self) {
             *self.adopted.lock() += 1;
+        }
+        fn pass_on(&self) {
+            *self.passed.lock() += 1;
         }
         fn disown(&self) {
             *self.adopted.lock() -= 1;
@@ -438,6 +454,23 @@ mod tests {
         c.complete(Ok(Reply::Size(1)));
         drop(fut);
         assert_eq!(*d.adopted.lock(), 0, "a completed future is never adopted");
+    }
+
+    /// A request that completes after its waiter was nudged, before the
+    /// waiter acted on it, has the driver pass on what the nudge offered;
+    /// one completing without a nudge pending does not.
+    #[test]
+    fn a_completion_over_an_unanswered_nudge_passes_the_offer_on() {
+        let d = Arc::new(Counting::default());
+        let (c, fut) = driven(&d);
+        assert!(fut.handle.0.nudge());
+        c.complete(Ok(Reply::Done));
+        assert_eq!(*d.passed.lock(), 1);
+        assert!(matches!(fut.wait(), Ok(Reply::Done)));
+        let (c, fut) = driven(&d);
+        c.complete(Ok(Reply::Done));
+        assert!(matches!(fut.wait(), Ok(Reply::Done)));
+        assert_eq!(*d.passed.lock(), 1);
     }
 
     #[test]

@@ -282,6 +282,29 @@ fn error_mapping(f: &Fixture) {
 }
 
 /// A blocking vectored write of two small buffers at offset 0 of `h`.
+/// A write longer than one submission can carry (4 GiB and more: lengths
+/// are 32-bit) is written whole, in steps. To `/dev/null`, which reads none
+/// of it (the buffer's pages are never touched); not on the simulator.
+fn write_past_one_submission(f: &Fixture) {
+    if f.io.deterministic() {
+        return;
+    }
+    let opts = OpenOptions::new(FileClass::Data).read(false).write(true);
+    let h =
+        f.io.open(std::path::Path::new("/dev/null"), opts)
+            .wait()
+            .unwrap();
+    for len in [1usize << 32, (1 << 32) + 4096] {
+        let back = f.io.write_at(h, 0, IoBuf::zeroed(len)).wait();
+        assert_eq!(
+            back.map(|b| b.len()).ok(),
+            Some(len),
+            "a write of {len} bytes"
+        );
+    }
+    f.io.close(h).wait().unwrap();
+}
+
 fn blocking_writev(f: &Fixture, h: FileHandle) -> Result<keel_io::Reply, IoError> {
     f.io.run_blocking(Request::WriteV {
         file: h,
@@ -780,6 +803,10 @@ macro_rules! suite {
             #[test]
             fn durable_write() {
                 run(super::durable_write);
+            }
+            #[test]
+            fn write_past_one_submission() {
+                run(super::write_past_one_submission);
             }
         }
     };

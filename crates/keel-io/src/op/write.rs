@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use super::{Step, errno_step};
+use super::{MAX_TRANSFER, Step, errno_step};
 use crate::buf::IoBuf;
 use crate::error::{FileRef, IoError};
 use crate::request::{OpKind, Reply};
@@ -63,10 +63,13 @@ impl WriteOp {
         self.total == 0
     }
 
-    /// Rebuilds `iov` for the bytes not yet written.
+    /// Rebuilds `iov` for the bytes not yet written, at most
+    /// [`MAX_TRANSFER`] of them (one submission's lengths are 32-bit; the
+    /// rest goes in the next step, as after any short write).
     fn build_iov(&mut self) {
         self.iov.clear();
         let mut skip = self.done;
+        let mut total = 0usize;
         for b in &self.bufs {
             if skip >= b.len() {
                 skip -= b.len();
@@ -74,11 +77,13 @@ impl WriteOp {
             }
             let rest = &b[skip..];
             skip = 0;
+            let len = rest.len().min(MAX_TRANSFER - total);
             self.iov.push(libc::iovec {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
+                iov_len: len,
             });
-            if self.iov.len() == MAX_IOVECS {
+            total += len;
+            if total == MAX_TRANSFER || self.iov.len() == MAX_IOVECS {
                 break;
             }
         }
@@ -155,7 +160,7 @@ impl WriteOp {
             let rest = &buf[self.done..];
             one = [libc::iovec {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
+                iov_len: rest.len().min(MAX_TRANSFER),
             }];
             &one
         } else {

@@ -22,7 +22,10 @@
 //!    pending (nudged awake to take it), else to the dispatcher when the
 //!    ring needs one (`need > 0`). A waiter is never left asleep with the
 //!    role free and an entry in the kernel, unless its request completes
-//!    (which wakes it anyway).
+//!    (which wakes it anyway). A nudged waiter whose request completes
+//!    before it takes the role returns without it: the completion offers
+//!    the role on ([`Driver::pass_on`]), so another sleeping waiter is
+//!    never left with the role free.
 //!
 //! So a request waited for at queue depth 1 is reaped by its own thread:
 //! the kernel's worker finishes it and wakes that thread directly, with no
@@ -180,5 +183,10 @@ impl Driver for Ring {
 
     fn disown(&self) {
         self.need(false);
+    }
+
+    fn pass_on(&self) {
+        let offer = self.offer_role(&mut self.state.lock());
+        self.nudge(offer);
     }
 }
