@@ -236,16 +236,10 @@ fn a_tree_put_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit(
     let mut tx = db.begin().unwrap();
     tx.put(tree, b"a", b"small").unwrap();
     tx.commit().unwrap();
-    let leaves = common::pages_of_type(&db, "k", PageType::TreeLeaf);
-    assert_eq!(leaves, 1);
-    let n = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
-    let leaf = (0..n)
-        .map(PageId)
-        .find(|&p| {
-            db.read_page("k", p)
-                .is_ok_and(|page| keel::page::header::page_type(&page) == Some(PageType::TreeLeaf))
-        })
-        .unwrap();
+    let leaves = common::pages_with_type(&db, "k", PageType::TreeLeaf);
+    let [leaf] = leaves[..] else {
+        panic!("{leaves:?}")
+    };
     db.close().unwrap();
     damage_heap_pages(dir.path(), tree, &[leaf]);
 
@@ -273,14 +267,7 @@ fn a_key_whose_value_chain_is_damaged_is_deleted_with_the_reads_error() {
     tx.put(tree, b"a", &[3u8; 20_000]).unwrap();
     tx.put(tree, b"b", b"small").unwrap();
     tx.commit().unwrap();
-    let n = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
-    let chain: Vec<PageId> = (0..n)
-        .map(PageId)
-        .filter(|&p| {
-            db.read_page("k", p)
-                .is_ok_and(|page| keel::page::header::page_type(&page) == Some(PageType::Overflow))
-        })
-        .collect();
+    let chain = common::pages_with_type(&db, "k", PageType::Overflow);
     assert!(chain.len() > 1, "{chain:?}");
     db.close().unwrap();
     damage_heap_pages(dir.path(), tree, &chain[..1]);

@@ -244,6 +244,12 @@ impl Drop for StopOnDrop<'_> {
 /// How many pages of relation `name` are of type `kind` (a page that
 /// cannot be read, a damaged one, counts as none).
 pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> usize {
+    pages_with_type(db, name, kind).len()
+}
+
+/// The pages of relation `name` whose header says `kind`, in order (pages
+/// that cannot be read are not listed).
+pub fn pages_with_type(db: &Database, name: &str, kind: keel::page::PageType) -> Vec<keel::PageId> {
     let n = db
         .relations()
         .iter()
@@ -251,9 +257,10 @@ pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> u
         .unwrap()
         .pages;
     (0..n)
+        .map(keel::PageId)
         .filter(|&p| {
-            db.read_page(name, keel::PageId(p))
+            db.read_page(name, p)
                 .is_ok_and(|page| keel::page::header::page_type(&page) == Some(kind))
         })
-        .count()
+        .collect()
 }
