@@ -17,7 +17,8 @@
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
-//!   `min(redo_start, undo_start)`) to the end of the log; after a clean
+//!   `min(redo_start, undo_start)`) to the end of the log, and that the
+//!   log reaches the control file's checkpoint; after a clean
 //!   shutdown any invalid record is an error (`AbsoluteConsistency`), after a
 //!   crash a torn tail is not.
 //!
@@ -37,14 +38,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use keel::datadir::layout::{
-    CONTROL_FILE, REL_DIR, RelFile, check_canonical, control_path, lock_path, rel_dir, rel_file,
-    wal_dir,
+    CONTROL_FILE, REL_DIR, RelFile, WAL_DIR, check_canonical, control_path, lock_path, rel_dir,
+    rel_file, wal_dir,
 };
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
 use keel::page::tree::check::{ProblemKind, check_tree};
 use keel::page::{PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TupleFlags, page_type};
 use keel::recovery::control::{Control, read_control};
+use keel::wal::segment::segment_file_name;
 use keel::wal::{RecoveryMode, WalReader};
 use keel::{Lsn, PageId, RelationId, SlotId, TupleId};
 use serde_json::json;
@@ -674,10 +676,48 @@ fn check_wal(
     }
     report.wal_end = reader.end();
     report.ddl.finish();
+    check_log_reaches(dir, c, &reader, report);
     if let Some(cut) = reader.tail_cut() {
         report.warning(
             format!("wal at LSN {}", cut.at),
             format!("torn tail cut off: {}", cut.reason),
+        );
+    }
+}
+
+/// The log must reach the checkpoint the control file names: its end
+/// record at `checkpoint_end` lies wholly before the log's end, as the
+/// open requires (`Control::check_log_reaches`). A log that ends earlier
+/// lost a segment or its tail; the error names the segment file.
+fn check_log_reaches(dir: &Path, c: &Control, reader: &WalReader, report: &mut Report) {
+    let end = reader.end().unwrap_or(c.scan_start());
+    if end > c.checkpoint_end {
+        return;
+    }
+    let size = reader.segment_size();
+    let name = |lsn: Lsn| segment_file_name(lsn.0 / size);
+    let start = name(c.scan_start());
+    let place = format!("{WAL_DIR}/{}", name(c.checkpoint_end));
+    let checkpoint = format!(
+        "the checkpoint at {} ends at {} (control file)",
+        c.redo_start, c.checkpoint_end
+    );
+    if !wal_dir(dir).join(&start).is_file() {
+        report.error(
+            format!("{WAL_DIR}/{start}"),
+            format!(
+                "missing: it holds LSN {}, where recovery starts reading, and {checkpoint}; \
+                 opening the database refuses it",
+                c.scan_start()
+            ),
+        );
+    } else {
+        report.error(
+            place,
+            format!(
+                "the log ends at {end} but {checkpoint}: the segment is missing or lost its \
+                 tail; opening the database refuses it"
+            ),
         );
     }
 }

@@ -431,3 +431,42 @@ fn a_relation_kind_its_file_contradicts_is_an_error() {
         "{out}"
     );
 }
+
+/// A directory made by `keel demo --quick --seed 1` at `dir`.
+fn make_demo(dir: &Path) {
+    let out = keel(&[
+        "demo",
+        "--quick",
+        "--seed",
+        "1",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// The WAL segment file holding `lsn` (16 MiB segments).
+fn segment_of(dir: &Path, lsn: u64) -> std::path::PathBuf {
+    dir.join(format!("wal/{:016X}.wal", lsn / (16u64 << 20)))
+}
+
+/// The segment holding the checkpoint gone: the log no longer reaches the
+/// checkpoint the control file names, which the open refuses, so check
+/// is an error naming the segment.
+#[test]
+fn a_missing_segment_holding_the_checkpoint_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    make_demo(&d);
+    let segment = segment_of(&d, redo_start(&d));
+    std::fs::remove_file(&segment).unwrap();
+    assert!(Database::open(&d, Config::default()).is_err());
+    let (code, out) = check(&d);
+    assert_eq!(code, Some(1), "{out}");
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: wal") && l.contains(name)),
+        "{name}: {out}"
+    );
+}

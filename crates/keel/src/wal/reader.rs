@@ -175,6 +175,12 @@ impl WalReader {
         self.pos
     }
 
+    /// The size of the log's segments, in bytes (segment `n` holds the
+    /// LSNs from `n * segment_size`).
+    pub fn segment_size(&self) -> u64 {
+        self.geometry.segment_size
+    }
+
     fn submit_read(&mut self, n: u64) -> Result<Prefetch, WalError> {
         let opts = OpenOptions::new(FileClass::Wal);
         let fh = self
