@@ -17,8 +17,10 @@
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
-//!   `min(redo_start, undo_start)`) to the end of the log, and that the
-//!   log reaches the control file's checkpoint; after a clean
+//!   `min(redo_start, undo_start)`) to the end of the log, read from where
+//!   the open reads it to find its end when that is older (the start of
+//!   the newest segment), and that the log reaches the control file's
+//!   checkpoint; after a clean
 //!   shutdown any invalid record is an error (`AbsoluteConsistency`), after a
 //!   crash a torn tail is not.
 //!
@@ -652,13 +654,21 @@ fn check_wal(
     } else {
         RecoveryMode::TolerateTornTail
     };
-    let mut reader = match WalReader::open_read_only(io, &wal_dir(dir), from, mode) {
+    // Read from where the open starts looking for the log's end when that
+    // is older (the start of the newest segment): damage the open refuses
+    // there is an error here too. Only records from `from` are counted.
+    let read_from = match WalReader::end_search_start(io.clone(), &wal_dir(dir), from, mode) {
+        Ok(start) => start.map_or(from, |s| s.min(from)),
+        Err(e) => return report.error("wal", Failure::from(e).0),
+    };
+    let mut reader = match WalReader::open_read_only(io, &wal_dir(dir), read_from, mode) {
         Ok(r) => r,
         Err(e) => return report.error("wal", Failure::from(e).0),
     };
     let mut last = None;
     for record in reader.by_ref() {
         match record {
+            Ok(r) if r.header.lsn < from => last = Some(r.header.lsn),
             Ok(r) => {
                 report.wal_records += 1;
                 last = Some(r.header.lsn);

@@ -470,3 +470,27 @@ fn a_missing_segment_holding_the_checkpoint_is_an_error() {
         "{name}: {out}"
     );
 }
+
+/// A flipped byte in the newest segment before the redo point: the open
+/// reads that segment from its start to find the log's end and refuses the
+/// damage, so check reads from there too and reports it.
+#[test]
+fn a_flipped_byte_before_the_redo_point_in_the_newest_segment_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let lsn = redo_start(tmp.path());
+    let size = 16u64 << 20;
+    assert!(
+        lsn % size > 20_000,
+        "the redo point is past the first records"
+    );
+    flip(&segment_of(tmp.path(), lsn), lsn % size / 2);
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: wal record at LSN")),
+        "{out}"
+    );
+    assert!(Database::open(tmp.path(), Config::default()).is_err());
+}

@@ -487,19 +487,7 @@ impl Wal {
         mode: RecoveryMode,
         scan_start: Option<Lsn>,
     ) -> Result<(Lsn, Option<TailCut>), WalError> {
-        let present = dir.list()?;
-        let from = if mode == RecoveryMode::SalvageToFirstError {
-            scan_start.or(present.first().map(|&n| geometry.first_record(n)))
-        } else {
-            present
-                .iter()
-                .rev()
-                .copied()
-                .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n))
-                .map(|n| geometry.first_record(n))
-                .or(scan_start.filter(|s| present.contains(&geometry.segment_of(*s))))
-                .or(present.first().map(|&n| geometry.first_record(n)))
-        };
+        let from = Self::end_search_start(io, dir, geometry, template, mode, scan_start)?;
         let Some(from) = from else {
             return Ok((geometry.first_record(0), None));
         };
@@ -516,6 +504,31 @@ impl Wal {
         }
         let end = reader.end().unwrap_or(geometry.record_position(from));
         Ok((end, reader.tail_cut().cloned()))
+    }
+
+    /// Where [`Wal::find_end`] starts reading: `None` when no segment is
+    /// present. Reads segment headers and first records only.
+    pub(crate) fn end_search_start(
+        io: &Arc<dyn AsyncIo>,
+        dir: &SegmentDir,
+        geometry: Geometry,
+        template: &SegmentHeader,
+        mode: RecoveryMode,
+        scan_start: Option<Lsn>,
+    ) -> Result<Option<Lsn>, WalError> {
+        let present = dir.list()?;
+        Ok(if mode == RecoveryMode::SalvageToFirstError {
+            scan_start.or(present.first().map(|&n| geometry.first_record(n)))
+        } else {
+            present
+                .iter()
+                .rev()
+                .copied()
+                .find(|&n| Self::starts_with_a_record(io, dir, geometry, template, n))
+                .map(|n| geometry.first_record(n))
+                .or(scan_start.filter(|s| present.contains(&geometry.segment_of(*s))))
+                .or(present.first().map(|&n| geometry.first_record(n)))
+        })
     }
 
     /// Salvage: moves whatever follows `end` out of the log. Later segments

@@ -160,6 +160,31 @@ impl WalReader {
         WalReader::new(io, dir, geometry, header.database_id, mode, from)
     }
 
+    /// Where opening the log in `wal_dir` starts reading it to find its
+    /// end ([`Wal`](super::Wal)'s `find_end`), given recovery's
+    /// `scan_start`: normally the start of the newest segment that begins
+    /// with a valid record. A tool that reads from here, or from
+    /// `scan_start` when that is older, meets every invalid record the
+    /// open meets. Changes nothing on disk; `None` when no segment is
+    /// present.
+    pub fn end_search_start(
+        io: Arc<dyn AsyncIo>,
+        wal_dir: &std::path::Path,
+        scan_start: Lsn,
+        mode: RecoveryMode,
+    ) -> Result<Option<Lsn>, WalError> {
+        let dir = SegmentDir::existing(io.clone(), wal_dir)?;
+        let present = dir.list()?;
+        // The open's template: the newest segment with a valid header.
+        let Some(template) = present.iter().rev().find_map(|&n| dir.read_header(n).ok()) else {
+            return Ok(None);
+        };
+        let geometry = Geometry {
+            segment_size: u64::from(template.segment_size),
+        };
+        super::Wal::end_search_start(&io, &dir, geometry, &template, mode, Some(scan_start))
+    }
+
     /// Where the log ends: known once the iterator returned `None`.
     pub fn end(&self) -> Option<Lsn> {
         self.end
