@@ -13,7 +13,7 @@
 //!   whole tree's structure across pages (`keel::page::tree::check`:
 //!   levels, right links, separators against the children's high keys,
 //!   cycles); a node nothing reaches is a warning (leaked space, no key
-//!   lost), as is every finding after a crash (redo rewrites the pages);
+//!   lost), as is a finding after a crash that redo may repair (below);
 //! - each FSM file: its pages decode, and no recorded category promises more
 //!   free space than the heap page has (a warning: the map is a hint);
 //! - every WAL record from where recovery would start (the control file's
@@ -27,8 +27,11 @@
 //! The database must be closed: a held `LOCK` is refused. After a crash
 //! (control file not marked clean) check says that recovery is pending and
 //! what it would read, and reports as errors only what recovery cannot
-//! repair: pages failing verification are warnings (recovery repairs torn
-//! pages from the log), and so are files the log accounts for — a relation
+//! repair. Warnings then: a page failing verification that a record from
+//! the redo start writes whole (an image or a format: redo writes over the
+//! torn page; any other bad page is an error); a tree finding in a
+//! relation the log changes after the redo start (the crash may have left
+//! a page behind its neighbours); files the log accounts for — a relation
 //! whose create did not commit or whose drop did (recovery removes its
 //! files), a row whose drop committed, ids created since the last
 //! checkpoint. Exit 0 when no error was found, 1 otherwise.
@@ -98,6 +101,60 @@ struct Report {
     crashed: bool,
     /// What the log from the scan start says about creates and drops.
     ddl: DdlSeen,
+    /// What redo (from the redo start) writes over, after a crash.
+    redo: RedoSeen,
+}
+
+/// The pages redo rewrites, from the records at or after the redo start.
+#[derive(Default)]
+struct RedoSeen {
+    /// (relation, page) pairs a record writes whole: a page image (alone,
+    /// among several, or a split's new right page) or a format. Redo
+    /// writes it over whatever the page holds, so a torn page there is
+    /// repaired; any other page failing verification is not.
+    whole: BTreeSet<(u32, u32)>,
+    /// Relations some record changes a page of: a tree finding there may
+    /// be a page the crash left behind its neighbours, which redo brings
+    /// up to date.
+    changed: BTreeSet<u32>,
+}
+
+impl RedoSeen {
+    fn record(&mut self, r: &keel::wal::LogRecord) {
+        use keel::wal::{Payload, RecordType};
+        let (Some(rel), Some(page)) = (r.header.relation, r.header.page) else {
+            return;
+        };
+        self.changed.insert(rel.0);
+        let whole = matches!(
+            r.header.kind,
+            RecordType::PageImage
+                | RecordType::PageInit
+                | RecordType::MultiPageImage
+                | RecordType::TreeSplit
+                | RecordType::Compensation
+        );
+        if !whole {
+            return;
+        }
+        let payload = match Payload::decode_record(&r.header, &r.payload) {
+            Ok(Payload::Compensation { action, .. }) => *action,
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match payload {
+            Payload::PageImage { .. } | Payload::PageInit { .. } => {
+                self.whole.insert((rel.0, page.0));
+            }
+            Payload::MultiPageImage { images } => {
+                self.whole.extend(images.iter().map(|(p, _)| (rel.0, p.0)));
+            }
+            Payload::TreeSplit { right, .. } => {
+                self.whole.insert((rel.0, right.0));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Creates and drops in the log recovery would read, by outcome.
@@ -261,8 +318,8 @@ fn check(dir: &Path) -> Result<Report, Failure> {
             format!(
                 "not closed cleanly: recovery is pending; opening the database will read the log \
                  from LSN {} (redo from LSN {}) to {end} ({} records), roll back the transactions \
-                 still running there and complete {} committed drop(s); torn pages and files the \
-                 log accounts for are warnings",
+                 still running there and complete {} committed drop(s); torn pages the log rewrites \
+                 whole and files the log accounts for are warnings",
                 c.scan_start(),
                 c.redo_start,
                 report.wal_records,
@@ -398,7 +455,14 @@ fn check_heap_file(
                 free.insert(p, (EMPTY_PAGE_FREE, EMPTY_PAGE_FREE));
             }
             Ok(_) => {}
-            Err(e) if report.crashed => report.warning(at, format!("{e} (recovery may repair it)")),
+            Err(e) if report.crashed && report.redo.whole.contains(&(id, p)) => report.warning(
+                at,
+                format!("{e} (recovery repairs it: the log from the redo start rewrites it whole)"),
+            ),
+            Err(e) if report.crashed => report.error(
+                at,
+                format!("{e} (recovery cannot repair it: the log from the redo start holds no image of it)"),
+            ),
             Err(e) => report.error(at, e.to_string()),
         }
         p += 1;
@@ -445,7 +509,7 @@ fn check_tree_file(path: &Path, id: u32, pages: u32, report: &mut Report) -> Res
         match p.kind {
             ProblemKind::Unreadable => {}
             ProblemKind::Unreachable => report.warning(at, p.what),
-            ProblemKind::Corrupt if report.crashed => {
+            ProblemKind::Corrupt if report.crashed && report.redo.changed.contains(&id) => {
                 report.warning(at, format!("{} (recovery may repair it)", p.what));
             }
             ProblemKind::Corrupt => report.error(at, p.what),
@@ -673,6 +737,9 @@ fn check_wal(
                 report.wal_records += 1;
                 last = Some(r.header.lsn);
                 report.ddl.record(&r);
+                if r.header.lsn >= c.redo_start {
+                    report.redo.record(&r);
+                }
             }
             Err(e) => {
                 let after =
