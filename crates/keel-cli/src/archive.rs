@@ -294,7 +294,7 @@ pub fn backup(args: BackupArgs) -> Result<(), Failure> {
     stopped.map_err(fail)?;
     closed?;
     let bytes: u64 = m.files.iter().map(|f| f.size).sum();
-    println!(
+    outln!(
         "backup of database {:#018x} on timeline {:08X}: LSN {}..{}, {} files, {}",
         m.database_id,
         m.timeline,
@@ -302,7 +302,7 @@ pub fn backup(args: BackupArgs) -> Result<(), Failure> {
         m.end,
         m.files.len(),
         size(bytes)
-    );
+    )?;
     Ok(())
 }
 
@@ -324,12 +324,12 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
     )
     .map_err(fail)?;
     for (folder, why) in &r.passed_over {
-        println!("passed over the damaged backup {folder}: {why}");
+        outln!("passed over the damaged backup {folder}: {why}")?;
     }
     if !r.passed_over.is_empty() {
-        println!("fell back to the older backup from LSN {}", r.backup.start);
+        outln!("fell back to the older backup from LSN {}", r.backup.start)?;
     }
-    println!(
+    outln!(
         "restored the backup from LSN {} (consistent at {}) and {} chunks of log to LSN {} into {}: \
          {} records redone, {} transactions undone",
         r.backup.start,
@@ -339,9 +339,9 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
         args.dir.display(),
         r.recovery.records_redone,
         r.recovery.txns_undone
-    );
+    )?;
     match &r.history {
-        Some(h) => println!(
+        Some(h) => outln!(
             "the archive ran on to LSN {}: started timeline {:08X} (from timeline {:08X} at LSN {}); \
              an archiver on {} continues on it",
             r.head,
@@ -349,8 +349,8 @@ pub fn restore(args: RestoreArgs) -> Result<(), Failure> {
             h.parent,
             h.switch,
             args.dir.display()
-        ),
-        None => println!("restored to the head of timeline {:08X}", r.timeline),
+        )?,
+        None => outln!("restored to the head of timeline {:08X}", r.timeline)?,
     }
     Ok(())
 }
@@ -460,19 +460,19 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({ "archive": args.location.url, "timelines": timelines, "backups": backups })
-        );
+        )?;
         return Ok(());
     }
-    println!("archive {}", args.location.url);
+    outln!("archive {}", args.location.url)?;
     if summaries.is_empty() {
-        println!("no timelines: the archive holds no chunks");
-        print_backups(&backups);
+        outln!("no timelines: the archive holds no chunks")?;
+        print_backups(&backups)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<9} {:>7} {:>9} {:>17} {:>17} {:<27} {:<27} {:>12} gaps",
         "timeline",
         "objects",
@@ -482,9 +482,9 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
         "first commit",
         "last commit",
         "size"
-    );
+    )?;
     for s in &summaries {
-        println!(
+        outln!(
             "{:08X}  {:>7} {:>9} {:>17} {:>17} {:<27} {:<27} {:>12} {}",
             s.timeline,
             s.chunks,
@@ -495,43 +495,44 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
             utc(s.times.max_us),
             size(s.stored_bytes),
             s.gaps
-        );
+        )?;
     }
     for s in summaries.iter().filter(|s| s.leftovers > 0) {
-        println!(
+        outln!(
             "timeline {:08X}: {} chunks left by an interrupted compaction (covered by compacted \
              objects; `keel archive compact` checks and deletes them)",
-            s.timeline, s.leftovers
-        );
+            s.timeline,
+            s.leftovers
+        )?;
     }
     if let Some(s) = summaries.first() {
-        println!("database id {:#018x}", s.database_id);
+        outln!("database id {:#018x}", s.database_id)?;
     }
     for h in remote.list_histories().map_err(fail)? {
-        println!(
+        outln!(
             "timeline {:08X} branched from {:08X} at LSN {} (restore to {}, {})",
             h.timeline,
             h.parent,
             h.switch,
             h.target,
             utc(h.created_us)
-        );
+        )?;
     }
     for s in &summaries {
         match restorable(&remote, &backups, s).map_err(fail)? {
-            Some(from) => println!(
+            Some(from) => outln!(
                 "timeline {:08X} restorable from LSN {from} (oldest usable backup's end) to LSN {} ({})",
                 s.timeline,
                 s.end,
                 utc(s.times.max_us)
-            ),
-            None => println!(
+            )?,
+            None => outln!(
                 "timeline {:08X}: no usable backup, nothing restorable",
                 s.timeline
-            ),
+            )?,
         }
     }
-    print_backups(&backups);
+    print_backups(&backups)?;
     Ok(())
 }
 
@@ -554,25 +555,30 @@ fn restorable(
         .min())
 }
 
-fn print_backups(backups: &[keel_archive::Manifest]) {
+fn print_backups(backups: &[keel_archive::Manifest]) -> Result<(), Failure> {
     if backups.is_empty() {
-        println!("no complete backups");
-        return;
+        outln!("no complete backups")?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{:<9} {:>17} {:>17} {:>6} {:>12}",
-        "backup", "start LSN", "end LSN", "files", "size"
-    );
+        "backup",
+        "start LSN",
+        "end LSN",
+        "files",
+        "size"
+    )?;
     for m in backups {
-        println!(
+        outln!(
             "{:08X}  {:>17} {:>17} {:>6} {:>12}",
             m.timeline,
             m.start.to_string(),
             m.end.to_string(),
             m.files.len(),
             size(m.files.iter().map(|f| f.size).sum())
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn summary_json(s: &TimelineSummary) -> serde_json::Value {
@@ -609,7 +615,7 @@ fn verify(l: &Location) -> Result<(), Failure> {
             .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
         database_id = Some(r.database_id);
         spans.insert(t, (r.start, r.end));
-        println!(
+        outln!(
             "timeline {t:08X}: {} objects ({} compacted; {} leftover chunks agree), {} records, \
              LSN {}..{}, commits {} .. {}, {} stored ({} of log): ok",
             r.chunks,
@@ -622,17 +628,17 @@ fn verify(l: &Location) -> Result<(), Failure> {
             utc(r.max_commit_time_us),
             size(r.stored_bytes),
             size(r.raw_bytes)
-        );
+        )?;
         chunks += r.chunks;
         records += r.records;
     }
     let histories = verify_histories(l, database_id, &spans)?;
     let backups = verify_backups(l)?;
-    println!(
+    outln!(
         "archive {} verified: {chunks} chunks, {records} records, {histories} timeline \
          histories, {backups} complete backups",
         l.url
-    );
+    )?;
     Ok(())
 }
 
@@ -685,10 +691,12 @@ fn verify_histories(
                 h.switch
             ));
         }
-        println!(
+        outln!(
             "timeline {:08X} history: branched from {:08X} at LSN {}",
-            h.timeline, h.parent, h.switch
-        );
+            h.timeline,
+            h.parent,
+            h.switch
+        )?;
     }
     for &t in spans.keys().filter(|&&t| !known(t)) {
         problems.push(format!("timeline {t:08X} has chunks but no history object"));
@@ -712,12 +720,12 @@ fn verify_backups(l: &Location) -> Result<u64, Failure> {
     let mut complete = 0;
     for folder in remote.list_backup_folders().map_err(fail)? {
         if !folder.manifest {
-            println!(
+            outln!(
                 "backup {}: incomplete (no manifest: {} objects, {}); never restored from",
                 folder.folder,
                 folder.objects,
                 size(folder.bytes)
-            );
+            )?;
             continue;
         }
         let entry = keel_archive::BackupEntry {
@@ -728,17 +736,17 @@ fn verify_backups(l: &Location) -> Result<u64, Failure> {
         match keel_archive::backup_check::check_backup(&remote, &entry) {
             Ok(m) => {
                 complete += 1;
-                println!(
+                outln!(
                     "backup {}: LSN {}..{}, {} files, {}: ok",
                     folder.folder,
                     m.start,
                     m.end,
                     m.files.len(),
                     size(m.files.iter().map(|f| f.size).sum())
-                );
+                )?;
             }
             Err(e) => {
-                println!("backup {}: damaged: {e}", folder.folder);
+                outln!("backup {}: damaged: {e}", folder.folder)?;
                 damaged.push(folder.folder);
             }
         }
@@ -761,19 +769,24 @@ fn compact(l: &Location) -> Result<(), Failure> {
     for t in timelines {
         let r = keel_archive::compact_timeline(&remote, t, None, &|| false)
             .map_err(|e| Failure(format!("timeline {t:08X}: {e}")))?;
-        println!(
+        outln!(
             "timeline {t:08X}: {} compacted objects written, replacing {} chunks; {} leftover \
              chunks of an interrupted compaction checked and deleted; {} chunks of the \
              unfinished last segment kept",
-            r.objects, r.chunks_deleted, r.leftovers_deleted, r.chunks_pending
-        );
+            r.objects,
+            r.chunks_deleted,
+            r.leftovers_deleted,
+            r.chunks_pending
+        )?;
         total.objects += r.objects;
         total.chunks_deleted += r.chunks_deleted + r.leftovers_deleted;
     }
-    println!(
+    outln!(
         "archive {} compacted: {} objects written, {} chunks deleted",
-        l.url, total.objects, total.chunks_deleted
-    );
+        l.url,
+        total.objects,
+        total.chunks_deleted
+    )?;
     Ok(())
 }
 
@@ -784,10 +797,10 @@ fn cleanup(args: &CleanupArgs) -> Result<(), Failure> {
     let remote = Remote::open(&parse_location(l)?, Duration::from_secs(l.timeout)).map_err(fail)?;
     let found = incomplete_backups(&remote, args.older_than).map_err(fail)?;
     if found.is_empty() {
-        println!(
+        outln!(
             "no backup folder without a manifest older than {:?}",
             args.older_than
-        );
+        )?;
     }
     let (mut deleted, mut bytes) = (0, 0);
     for f in &found {
@@ -802,25 +815,25 @@ fn cleanup(args: &CleanupArgs) -> Result<(), Failure> {
                 .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)))
         );
         if !args.apply {
-            println!("would delete {what}");
+            outln!("would delete {what}")?;
             continue;
         }
         match remove_incomplete(&remote, f, args.older_than).map_err(fail)? {
             Removed::Deleted(n) => {
-                println!("deleted {what} ({n} objects)");
+                outln!("deleted {what} ({n} objects)")?;
                 deleted += 1;
                 bytes += f.bytes;
             }
-            Removed::Spared(why) => println!("kept {}: {why}", f.folder),
+            Removed::Spared(why) => outln!("kept {}: {why}", f.folder)?,
         }
     }
     match (args.apply, found.is_empty()) {
         (_, true) => {}
-        (true, false) => println!("deleted {deleted} incomplete backups ({})", size(bytes)),
-        (false, false) => println!(
+        (true, false) => outln!("deleted {deleted} incomplete backups ({})", size(bytes))?,
+        (false, false) => outln!(
             "{} incomplete backups; run again with --apply to delete them",
             found.len()
-        ),
+        )?,
     }
     match args.retain_backups {
         Some(n) => retain(&remote, n, args.apply),
@@ -833,41 +846,41 @@ fn retain(remote: &Remote, n: usize, apply: bool) -> Result<(), Failure> {
     use keel_archive::cleanup::{apply_retention, retention_plan};
     let plan = retention_plan(remote, n).map_err(fail)?;
     for f in &plan.kept {
-        println!("keep backup {} (LSN {})", f.folder, f.start);
+        outln!("keep backup {} (LSN {})", f.folder, f.start)?;
     }
     if plan.backups.is_empty() {
-        println!(
+        outln!(
             "{} complete backups, each among the --retain-backups {n} newest of a \
              timeline: nothing to delete",
             plan.kept.len()
-        );
+        )?;
         return Ok(());
     }
     let verb = if apply { "deleting" } else { "would delete" };
     for f in &plan.backups {
-        println!(
+        outln!(
             "{verb} backup {} ({} objects, {})",
             f.folder,
             f.objects,
             size(f.bytes)
-        );
+        )?;
     }
     let log_bytes: u64 = plan.log.iter().map(|o| o.size).sum();
     match plan.keep_from {
-        Some(from) => println!(
+        Some(from) => outln!(
             "{verb} timeline 00000001's log before LSN {from}: {} objects, {} (the log of \
              other timelines is kept)",
             plan.log.len(),
             size(log_bytes)
-        ),
-        None => println!("the log is kept whole"),
+        )?,
+        None => outln!("the log is kept whole")?,
     }
     if !apply {
-        println!("run again with --apply to delete them");
+        outln!("run again with --apply to delete them")?;
         return Ok(());
     }
     let deleted = apply_retention(remote, &plan).map_err(fail)?;
-    println!("retention: {deleted} objects deleted");
+    outln!("retention: {deleted} objects deleted")?;
     Ok(())
 }
 

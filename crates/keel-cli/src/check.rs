@@ -268,15 +268,9 @@ pub(crate) fn errors(dir: &Path) -> Result<Vec<String>, Failure> {
 
 /// Entry point of `keel check`.
 pub fn run(args: CheckArgs) -> ExitCode {
-    match check(&args.dir) {
-        Ok(report) => {
-            print(&args, &report);
-            if report.errors() == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+    match check(&args.dir).and_then(|report| print(&args, &report).map(|()| report)) {
+        Ok(report) if report.errors() == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
         Err(Failure(msg)) => {
             eprintln!("keel: error: {msg}");
             ExitCode::from(1)
@@ -799,7 +793,7 @@ fn check_log_reaches(dir: &Path, c: &Control, reader: &WalReader, report: &mut R
     }
 }
 
-fn print(args: &CheckArgs, report: &Report) {
+fn print(args: &CheckArgs, report: &Report) -> Result<(), Failure> {
     let severity = |s: Severity| {
         if s == Severity::Error {
             "error"
@@ -827,11 +821,10 @@ fn print(args: &CheckArgs, report: &Report) {
             "recovery_pending": report.crashed,
             "problems": problems,
         });
-        println!("{out}");
-        return;
+        return outln!("{out}");
     }
     for p in &report.problems {
-        println!("{}: {}: {}", severity(p.severity), p.place, p.what);
+        outln!("{}: {}: {}", severity(p.severity), p.place, p.what)?;
     }
     let wal = match (report.wal_from, report.wal_end) {
         (Some(f), Some(e)) => format!("{} WAL records from {f} to {e}", report.wal_records),
@@ -843,12 +836,13 @@ fn print(args: &CheckArgs, report: &Report) {
         1 => " (1 a tree)".to_owned(),
         n => format!(" ({n} trees)"),
     };
-    println!(
+    outln!(
         "checked {}: {} relations{trees}, {} pages, {wal}: {} errors, {} warnings",
         args.dir.display(),
         report.relations,
         report.pages,
         report.errors(),
         report.problems.len() - report.errors()
-    );
+    )?;
+    Ok(())
 }

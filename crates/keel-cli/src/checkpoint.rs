@@ -42,26 +42,26 @@ pub fn run(args: CheckpointArgs) -> Result<(), Failure> {
     let (db, _io, _control) = open_existing_with(&args.dir, config)?;
     let rec = db.recovery_report().clone();
     if let Some(s) = &rec.data_dir_sync {
-        println!(
+        outln!(
             "data directory sync (unclean shutdown): {:?}, {} files, {} directories, {:.1} ms",
             s.method,
             s.files,
             s.dirs,
             s.duration.as_secs_f64() * 1e3
-        );
+        )?;
     }
     let report = db.checkpoint();
     let closed = close(db, &args.dir);
     let c = report?;
     closed?;
-    println!(
+    outln!(
         "recovery: {} records scanned, {} redone, {} transactions undone, {:.1} ms",
         rec.records_scanned,
         rec.records_redone,
         rec.txns_undone,
         rec.duration.as_secs_f64() * 1e3
-    );
-    println!(
+    )?;
+    outln!(
         "checkpoint: begin {}, end {}, {} dirty pages, {} active transactions, \
          {} segments retired, {} FSM files written, {:.1} ms",
         c.begin,
@@ -71,6 +71,6 @@ pub fn run(args: CheckpointArgs) -> Result<(), Failure> {
         c.segments_retired,
         c.fsm_files_written,
         c.duration.as_secs_f64() * 1e3
-    );
+    )?;
     Ok(())
 }

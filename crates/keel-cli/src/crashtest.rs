@@ -167,11 +167,15 @@ pub fn run(args: CrashtestArgs) -> ExitCode {
     if let Err(Failure(msg)) = &outcome {
         run.problems.push(msg.clone());
     }
-    run.summary(elapsed, passed);
+    let written = run.summary(elapsed, passed);
     match (temp, passed) {
         (Some(t), true) => drop(t),
         (Some(t), false) => eprintln!("keel: data directory kept: {}", t.keep().display()),
         (None, _) => {}
+    }
+    if let Err(Failure(msg)) = written {
+        eprintln!("keel: error: {msg}");
+        return ExitCode::from(1);
     }
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -253,14 +257,14 @@ impl Run<'_> {
         crate::demo::create_relations(&db)?;
         db.close()?;
         if !self.args.json {
-            println!(
+            outln!(
                 "keel crashtest: {} cycles, backend {}, {} threads, seed {}, data directory {}",
                 self.args.cycles,
                 self.args.backend.backend().name(),
                 self.args.threads,
                 self.seed,
                 self.dir.display()
-            );
+            )?;
         }
         let bar = progress(u64::from(self.args.cycles), self.args.json);
         for i in 0..self.args.cycles {
@@ -339,7 +343,7 @@ impl Run<'_> {
                 &verdict,
                 &recovery,
             );
-            bar.suspend(|| println!("{line}"));
+            bar.suspend(|| outln!("{line}"))?;
         }
         for p in &verdict.problems {
             self.problems
@@ -370,7 +374,7 @@ impl Run<'_> {
         }
     }
 
-    fn summary(&self, elapsed: Duration, passed: bool) {
+    fn summary(&self, elapsed: Duration, passed: bool) -> Result<(), Failure> {
         let t = &self.totals;
         let mean_ms = if t.cycles == 0 {
             0.0
@@ -378,13 +382,13 @@ impl Run<'_> {
             t.recovery_sum.as_secs_f64() * 1e3 / f64::from(t.cycles)
         };
         if self.args.json {
-            self.summary_json(elapsed, passed, mean_ms);
+            self.summary_json(elapsed, passed, mean_ms)
         } else {
-            self.summary_text(elapsed, passed, mean_ms);
+            self.summary_text(elapsed, passed, mean_ms)
         }
     }
 
-    fn summary_json(&self, elapsed: Duration, passed: bool, mean_ms: f64) {
+    fn summary_json(&self, elapsed: Duration, passed: bool, mean_ms: f64) -> Result<(), Failure> {
         let t = &self.totals;
         let out = serde_json::json!({
                 "passed": passed,
@@ -412,55 +416,59 @@ impl Run<'_> {
                 "elapsed_s": elapsed.as_secs_f64(),
                 "problems": self.problems,
         });
-        println!("{out}");
+        outln!("{out}")?;
+        Ok(())
     }
 
-    fn summary_text(&self, elapsed: Duration, passed: bool, mean_ms: f64) {
+    fn summary_text(&self, elapsed: Duration, passed: bool, mean_ms: f64) -> Result<(), Failure> {
         let t = &self.totals;
         for p in &self.problems {
-            println!("  problem: {p}");
+            outln!("  problem: {p}")?;
         }
-        println!("cycles            {} of {}", t.cycles, self.args.cycles);
-        println!(
+        outln!("cycles            {} of {}", t.cycles, self.args.cycles)?;
+        outln!(
             "commits verified  {} ({} acknowledged, {} of {} in flight at a kill found durable)",
             t.acked + t.in_flight_durable,
             t.acked,
             t.in_flight_durable,
             t.in_flight
-        );
-        println!("lost              {} (must be 0)", t.lost);
-        println!("phantom           {} (must be 0)", t.phantom);
-        println!("corrupt           {} (must be 0)", t.corrupt);
+        )?;
+        outln!("lost              {} (must be 0)", t.lost)?;
+        outln!("phantom           {} (must be 0)", t.phantom)?;
+        outln!("corrupt           {} (must be 0)", t.corrupt)?;
         if !self.args.no_ddl {
-            println!(
+            outln!(
                 "side relations    {} created, {} dropped by the child, {} caught mid-create or mid-drop by a kill",
-                t.side_created, t.side_dropped, t.side_in_progress
-            );
+                t.side_created,
+                t.side_dropped,
+                t.side_in_progress
+            )?;
         }
-        println!(
+        outln!(
             "recovery          {mean_ms:.1} ms mean, {:.1} ms max; {} transactions rolled back",
             t.recovery_max.as_secs_f64() * 1e3,
             t.txns_undone
-        );
+        )?;
         if self.args.consistency_check {
-            println!(
+            outln!(
                 "consistency check {} redone pages compared with their run-time images",
                 t.pages_compared
-            );
+            )?;
         }
-        println!(
+        outln!(
             "elapsed           {:.1} s; {} tuples at the end",
             elapsed.as_secs_f64(),
             t.tuples
-        );
-        println!(
+        )?;
+        outln!(
             "{}",
             if passed {
                 "crashtest passed"
             } else {
                 "crashtest FAILED"
             }
-        );
+        )?;
+        Ok(())
     }
 }
 

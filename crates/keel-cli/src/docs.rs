@@ -31,6 +31,6 @@ pub fn run(args: DocsArgs) -> Result<(), Failure> {
         Doc::WalSchema => keel::docs::wal_records_markdown(),
         Doc::Headers => keel::docs::headers_markdown(),
     };
-    print!("{text}");
+    out!("{text}")?;
     Ok(())
 }

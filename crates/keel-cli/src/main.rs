@@ -5,6 +5,25 @@
 //! (corruption, a lost commit), 2 on bad usage (clap's own exit code); errors
 //! go to stderr as one line, `keel: error: …`.
 
+/// `print!` for the tool's output: a reader that stopped listening
+/// (`| head`, `| true`) ends the output quietly; any other failure to write
+/// (a full disk) is a [`Failure`]. Evaluates to `Result<(), Failure>`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_out(&format!($($arg)*))
+    };
+}
+
+/// `println!` as [`out!`] is `print!`.
+macro_rules! outln {
+    () => {
+        $crate::print_out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::print_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod archive;
 mod archive_policy;
 mod bench;
@@ -19,6 +38,7 @@ mod space;
 mod standby;
 mod stats;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -130,5 +150,25 @@ fn main() -> ExitCode {
             eprintln!("keel: error: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that stopped listening (`| head`) is
+/// not a failure.
+pub(crate) fn print_out(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => quiet_on_broken_pipe(e),
+    }
+}
+
+/// A closed pipe on stdout is the reader's choice, not a failure; any other
+/// error writing it is.
+pub(crate) fn quiet_on_broken_pipe(e: std::io::Error) -> Result<(), Failure> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure(format!("writing to stdout: {e}")))
     }
 }

@@ -100,15 +100,15 @@ pub fn standby(args: StandbyArgs) -> Result<(), Failure> {
         .map_err(|e| Failure(e.to_string()))?;
     if let Some(s) = setup {
         if s.cleared_unfinished {
-            println!(
+            outln!(
                 "cleared an unfinished standby setup in {}",
                 args.dir.display()
-            );
+            )?;
         }
         for (folder, why) in &s.passed_over {
-            println!("passed over the damaged backup {folder}: {why}");
+            outln!("passed over the damaged backup {folder}: {why}")?;
         }
-        println!(
+        outln!(
             "set up a standby of timeline {:08X} in {}: the backup from LSN {} (consistent at {}), \
              {} bytes of files, {} chunks of log to LSN {}",
             standby.timeline(),
@@ -118,12 +118,12 @@ pub fn standby(args: StandbyArgs) -> Result<(), Failure> {
             s.file_bytes,
             s.chunks,
             s.log_end
-        );
+        )?;
     }
     loop {
         match standby.poll() {
-            Ok(r) => println!("poll: {r}"),
-            Err(e) if e.is_transient() && !args.once => println!("poll failed, retrying: {e}"),
+            Ok(r) => outln!("poll: {r}")?,
+            Err(e) if e.is_transient() && !args.once => outln!("poll failed, retrying: {e}")?,
             Err(e) => return Err(Failure(e.to_string())),
         }
         if args.once {
@@ -145,9 +145,9 @@ pub fn promote(args: PromoteArgs) -> Result<(), Failure> {
         None => finish_promotion(&target, &args.dir, config()?, timeout).map_err(fail)?,
     };
     if let Some(p) = &r.last_poll {
-        println!("final poll: {p}");
+        outln!("final poll: {p}")?;
     }
-    println!(
+    outln!(
         "promoted {}: timeline {:08X} from timeline {:08X} at LSN {}; {} records redone, {} \
          transactions undone; the old primary's archiver is fenced; archived to LSN {}",
         args.dir.display(),
@@ -157,7 +157,7 @@ pub fn promote(args: PromoteArgs) -> Result<(), Failure> {
         r.recovery.records_redone,
         r.recovery.txns_undone,
         r.archived
-    );
+    )?;
     Ok(())
 }
 

@@ -89,7 +89,7 @@ pub fn run(args: StatsArgs) -> Result<(), Failure> {
     } else {
         to_text(&report)
     };
-    print!("{text}");
+    out!("{text}")?;
     Ok(())
 }
 

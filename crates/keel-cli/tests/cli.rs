@@ -599,3 +599,55 @@ fn docs_prints_the_generated_diagrams() {
 fn text_of(out: &std::process::Output) -> String {
     text(&out.stdout)
 }
+
+/// Runs the built `keel` with `args` and stdout going to `stdout`.
+fn keel_to(args: &[&str], stdout: std::process::Stdio) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A reader that stopped listening (`keel check | true`) ends the output
+/// quietly, with the command's own exit code; a full disk is an error
+/// naming stdout. Never a panic.
+#[test]
+fn a_closed_or_full_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let out = keel(&["demo", "--quick", "--dir", d, "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for args in [
+        &["check", "--dir", d][..],
+        &["stats", "--dir", d],
+        &["checkpoint", "--dir", d],
+        &["docs", "headers"],
+        &["inspect", "wal", "--dir", d],
+    ] {
+        // The read end is closed before the command starts: every write
+        // to stdout fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = keel_to(args, writer.into());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = keel_to(args, full.into());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("keel: error: writing to stdout: ")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

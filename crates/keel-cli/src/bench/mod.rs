@@ -133,7 +133,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let settings = args.settings();
     let (root_guard, root) = data_root(args.dir.as_deref())?;
     let env = environment(&root);
-    print_settings(&settings, &env);
+    print_settings(&settings, &env)?;
     let mut ctx = Ctx {
         settings: settings.clone(),
         root: root.clone(),
@@ -149,13 +149,16 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     ctx.out.finish();
+    if result.is_ok() {
+        result = ctx.out.written();
+    }
     if let Some(path) = &settings.json {
         report::write_json(path, &settings, &env, &ctx.report)?;
-        println!("\nJSON: {}", path.display());
+        outln!("\nJSON: {}", path.display())?;
     }
     if let Some(dir) = &settings.plot {
         for f in plot::write_all(dir, &ctx.report)? {
-            println!("chart: {}", f.display());
+            outln!("chart: {}", f.display())?;
         }
     }
     drop(root_guard);
@@ -280,7 +283,7 @@ fn utc_date(secs: u64) -> String {
     )
 }
 
-fn print_settings(s: &Settings, env: &[(String, String)]) {
+fn print_settings(s: &Settings, env: &[(String, String)]) -> Result<(), Failure> {
     let list = |v: &[usize]| {
         v.iter()
             .map(|n| n.to_string())
@@ -288,11 +291,11 @@ fn print_settings(s: &Settings, env: &[(String, String)]) {
             .join(",")
     };
     let engines: Vec<&str> = s.engines.iter().map(|e| e.name()).collect();
-    println!(
+    outln!(
         "keel bench {}{}",
         s.suite.name(),
         if s.quick { " --quick" } else { "" }
-    );
+    )?;
     let rows = [
         (
             "repeat",
@@ -326,8 +329,9 @@ fn print_settings(s: &Settings, env: &[(String, String)]) {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .chain(env.iter().cloned())
     {
-        println!("  {k:<16} {v}");
+        outln!("  {k:<16} {v}")?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,11 +2,17 @@
 
 use std::io::IsTerminal;
 
+use std::sync::Mutex;
+
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Failure;
 
 /// Lines for stdout, printed around the progress bar.
 pub struct Progress {
     bar: ProgressBar,
+    /// The first failure to write a line ([`Progress::written`]).
+    failed: Mutex<Option<Failure>>,
 }
 
 impl Progress {
@@ -23,12 +29,26 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar }
+        Progress {
+            bar,
+            failed: Mutex::new(None),
+        }
     }
 
-    /// Prints one line of output without tearing the bar.
+    /// Prints one line of output without tearing the bar. A closed stdout
+    /// ends the output quietly; another failure is kept for
+    /// [`Progress::written`].
     pub fn line(&self, text: &str) {
-        self.bar.suspend(|| println!("{text}"));
+        if let Err(e) = self.bar.suspend(|| outln!("{text}")) {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert(e);
+        }
+    }
+
+    /// The first failure to write a line, if any.
+    pub fn written(&self) -> Result<(), Failure> {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.take().map_or(Ok(()), Err)
     }
 
     /// Adds `n` measurements to the total.

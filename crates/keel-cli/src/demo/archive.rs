@@ -154,13 +154,13 @@ pub fn run(
         ..BackupOptions::default()
     };
     let manifest = keel_archive::backup(&db, &archiver, target, &options).map_err(fail)?;
-    println!(
+    outln!(
         "  archive {}: base backup LSN {}..{} ({} files)",
         run.place.shown,
         manifest.start,
         manifest.end,
         manifest.files.len()
-    );
+    )?;
     let sizes = Sizes {
         txns_per_thread: if run.quick { 40 } else { 400 },
         ..Sizes::small()
@@ -186,12 +186,12 @@ pub fn run(
             ));
         }
     }
-    println!(
+    outln!(
         "  {} + {} commits after the backup, archived to LSN {head} in {:.2} s",
         first.len(),
         second.len(),
         started.elapsed().as_secs_f64()
-    );
+    )?;
     lose(dir)?;
     // To the point between the batches: the first batch and nothing of the
     // second.
@@ -204,11 +204,14 @@ pub fn run(
         &expected,
     )?;
     if let Some(h) = &at_point.report.history {
-        println!(
+        outln!(
             "  the archive runs on to LSN {}: the restore started timeline {} (branched from {} \
              at LSN {}); timeline 1 is untouched",
-            at_point.report.head, h.timeline, h.parent, h.switch
-        );
+            at_point.report.head,
+            h.timeline,
+            h.parent,
+            h.switch
+        )?;
     }
     lose(dir)?;
     // To the archive's end: every acknowledged commit.
@@ -222,7 +225,7 @@ pub fn run(
         .saturating_sub(report.backup.start.get()));
     let files = mib(report.file_bytes);
     let rate = |mib: f64, d: Duration| mib / d.as_secs_f64().max(1e-9);
-    println!(
+    outln!(
         "  restore took {restore_secs:.2} s for {files:.1} MiB of files and {log:.1} MiB of \
          log ({:.1} MiB/s in all); its recovery read {:.1} MiB of log in {:.2} s ({:.1} MiB/s), \
          the crash step's local recovery {:.1} MiB in {:.2} s ({:.1} MiB/s)",
@@ -233,7 +236,7 @@ pub fn run(
         mib(local.bytes_scanned),
         local.duration.as_secs_f64(),
         rate(mib(local.bytes_scanned), local.duration)
-    );
+    )?;
     Ok(Outcome {
         after_backup: first.len() + second.len(),
         at_point: first.len(),
@@ -250,7 +253,7 @@ fn fail(e: keel_archive::ArchiveError) -> Failure {
 fn lose(dir: &Path) -> Result<(), Failure> {
     std::fs::remove_dir_all(dir)
         .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
-    println!("  lost the data directory {}", dir.display());
+    outln!("  lost the data directory {}", dir.display())?;
     Ok(())
 }
 
@@ -284,36 +287,39 @@ fn restore_and_verify(
     let secs = started.elapsed().as_secs_f64();
     // The restored directory is the demo's again: the next run may wipe it.
     super::write_marker(dir)?;
-    println!(
+    outln!(
         "  restored to {shown}: the backup and {} chunks of log to LSN {}, {} records redone, \
          {} transactions undone",
-        report.chunks, report.log_end, report.recovery.records_redone, report.recovery.txns_undone
-    );
+        report.chunks,
+        report.log_end,
+        report.recovery.records_redone,
+        report.recovery.txns_undone
+    )?;
     let check_errors = crate::check::errors(dir)?;
-    println!(
+    outln!(
         "  keel check on the restored directory: {}",
         if check_errors.is_empty() {
             "no problem".to_string()
         } else {
             format!("{} errors", check_errors.len())
         }
-    );
+    )?;
     for e in &check_errors {
-        println!("  check: {e}");
+        outln!("  check: {e}")?;
     }
     let db = Database::open(dir, Config::default())?;
     let verdict = verify::verify(&db, relation_ids(&db)?, expected, &[])?;
     db.close()?;
     for p in &verdict.problems {
-        println!("  problem: {p}");
+        outln!("  problem: {p}")?;
     }
-    println!(
+    outln!(
         "  restored database: {} tuples, {} index keys, {} lost, {} phantom",
         verdict.tuples,
         verdict.index_keys,
         verdict.lost.len(),
         verdict.phantom.len()
-    );
+    )?;
     Ok(Restored {
         report,
         secs,

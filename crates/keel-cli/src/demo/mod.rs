@@ -178,11 +178,11 @@ struct Phase1 {
 fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let dir = &args.dir;
-    println!(
+    outln!(
         "keel demo: data directory {}, {} threads, seed {seed}",
         dir.display(),
         args.threads
-    );
+    )?;
     let phase1 = in_process(args, seed)?;
     let mut rng = Rng::new(seed ^ 0xC0FFEE);
     let delay_ms = if args.quick {
@@ -190,7 +190,7 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
     } else {
         2000 + rng.below(3000)
     };
-    println!("  child process: recovers, runs the workload, SIGKILL after {delay_ms} ms");
+    outln!("  child process: recovers, runs the workload, SIGKILL after {delay_ms} ms")?;
     let crash = crash::crash_child(&crash::ChildSpec {
         quick: args.quick,
         ..crash::ChildSpec::new(
@@ -200,19 +200,19 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
             Duration::from_millis(delay_ms),
         )
     })?;
-    println!(
+    outln!(
         "  child {} killed: {} commits acknowledged, {} in flight",
         crash.pid,
         crash.acked.len(),
         crash.in_flight.len()
-    );
+    )?;
     let db = Database::open(dir, Config::default())?;
     let recovery = db.recovery_report();
     let local_recovery = recovery.clone();
-    println!(
+    outln!(
         "  reopened: recovery took {:.1} ms; verifying every tuple",
         recovery.duration.as_secs_f64() * 1e3
-    );
+    )?;
     let mut all = phase1.acked;
     all.extend(crash.acked.iter().cloned());
     let verdict = verify::verify(&db, relation_ids(&db)?, &all, &crash.in_flight)?;
@@ -224,7 +224,7 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
             .cloned(),
     );
     for p in &verdict.problems {
-        println!("  problem: {p}");
+        outln!("  problem: {p}")?;
     }
     let storage = crate::space::relations(&db)?;
     report::print(&report::Summary {
@@ -239,11 +239,11 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
         wal_bytes: db.wal_end().0,
         wal_files: crate::space::wal_files(dir),
         storage: &storage,
-    });
+    })?;
     db.close()?;
     let mut passed = verdict.passed() && storage.iter().all(|r| r.invalid == 0);
     if let Some(store) = store.filter(|_| passed) {
-        println!("archive step: back up, lose the data directory, restore from the archive");
+        outln!("archive step: back up, lose the data directory, restore from the archive")?;
         let seed = seed ^ 0xA2C4;
         let run = archive::Run {
             dir,
@@ -255,19 +255,20 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
         let outcome = archive::run(&run, all, &local_recovery)?;
         passed = outcome.passed();
         if passed {
-            println!(
+            outln!(
                 "restore verified: to the point, the {} commits before it and nothing after; to \
                  the end, every commit acknowledged before the loss ({} after the backup), and \
                  nothing else",
-                outcome.at_point, outcome.after_backup
-            );
+                outcome.at_point,
+                outcome.after_backup
+            )?;
         }
     }
     if passed {
-        println!("verification passed: every acknowledged commit is there, and nothing else");
+        outln!("verification passed: every acknowledged commit is there, and nothing else")?;
         let d = dir.display();
-        println!("look inside: keel inspect page --dir {d} --rel accounts --page 0");
-        println!("             keel inspect fsm --dir {d} --rel accounts");
+        outln!("look inside: keel inspect page --dir {d} --rel accounts --page 0")?;
+        outln!("             keel inspect fsm --dir {d} --rel accounts")?;
     }
     Ok(passed)
 }
@@ -279,22 +280,23 @@ fn in_process(args: &DemoArgs, seed: u64) -> Result<Phase1, Failure> {
     let db = Database::open(dir, Config::default())?;
     write_marker(dir)?;
     let rels = create_relations(&db)?;
-    println!(
+    outln!(
         "  created relations {} and {}, and tree {INDEX} (an index: version -> TupleId)",
-        RELATIONS[0], RELATIONS[1]
-    );
+        RELATIONS[0],
+        RELATIONS[1]
+    )?;
     let sizes = Sizes::new(args.quick);
     let (acked, counts, elapsed) = workload(&db, rels, args.threads, (1, seed), sizes)?;
-    println!(
+    outln!(
         "  ran {} transactions ({} committed, {} rolled back) in {:.2} s",
         counts.commits + counts.aborts,
         counts.commits,
         counts.aborts,
         elapsed.as_secs_f64()
-    );
+    )?;
     let syncs = db.wal_stats().flushes;
     let checkpoint = db.checkpoint()?;
-    println!("  checkpoint at {}; closed", checkpoint.begin);
+    outln!("  checkpoint at {}; closed", checkpoint.begin)?;
     db.close()?;
     Ok(Phase1 {
         acked,

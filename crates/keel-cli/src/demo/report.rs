@@ -7,6 +7,7 @@ use keel::{CheckpointReport, RecoveryReport};
 use super::crash::CrashRun;
 use super::verify::Verdict;
 use super::workload::Counts;
+use crate::Failure;
 use crate::space::RelSpace;
 
 /// Everything the summary table shows.
@@ -33,19 +34,20 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 }
 
 /// Prints the summary table.
-pub fn print(s: &Summary<'_>) {
+pub fn print(s: &Summary<'_>) -> Result<(), Failure> {
     let mut rows = workload_rows(s);
     rows.extend(recovery_rows(s));
     for r in s.storage {
         rows.push((r.name.clone(), storage_row(r)));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    println!("\nSummary");
-    println!("  {}", "-".repeat(76));
+    outln!("\nSummary")?;
+    outln!("  {}", "-".repeat(76))?;
     for (k, v) in rows {
-        println!("  {k:<width$}  {v}");
+        outln!("  {k:<width$}  {v}")?;
     }
-    println!("  {}", "-".repeat(76));
+    outln!("  {}", "-".repeat(76))?;
+    Ok(())
 }
 
 fn workload_rows(s: &Summary<'_>) -> Vec<(String, String)> {

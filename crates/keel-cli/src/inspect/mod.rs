@@ -11,13 +11,13 @@ mod fsm;
 mod page;
 mod wal;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Subcommand};
 use keel::{Database, Lsn};
 
 use crate::Failure;
+pub(crate) use crate::{print_out, quiet_on_broken_pipe};
 
 #[derive(Debug, Subcommand)]
 pub enum Target {
@@ -146,22 +146,4 @@ fn with_relation<T>(
     let value = result?;
     closed.map_err(|e| Failure(format!("closing {}: {}", dir.display(), Failure::from(e).0)))?;
     Ok(value)
-}
-
-/// Writes `text` to stdout; a reader that stopped listening (`| head`) is
-/// not a failure.
-fn print_out(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) => quiet_on_broken_pipe(e),
-    }
-}
-
-fn quiet_on_broken_pipe(e: std::io::Error) -> Result<(), Failure> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(Failure(format!("writing to stdout: {e}")))
-    }
 }
