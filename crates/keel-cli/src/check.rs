@@ -344,6 +344,9 @@ fn check(dir: &Path) -> Result<Report, Failure> {
 /// Refuses a database that a process has open (it holds `LOCK`).
 fn refuse_if_open(dir: &Path) -> Result<(), Failure> {
     let path = lock_path(dir);
+    if path.symlink_metadata().is_ok() {
+        crate::require_regular_file(&path)?;
+    }
     let Ok(file) = File::open(&path) else {
         return Ok(());
     };
@@ -381,6 +384,12 @@ fn relation_files(dir: &Path, report: &mut Report) -> Result<BTreeMap<u32, RelFi
         let place = format!("{REL_DIR}/{name}");
         if let Err(e) = check_canonical(dir, &name) {
             report.error(place, e.to_string());
+            continue;
+        }
+        if rel_file(&name).is_some()
+            && let Err(Failure(e)) = crate::require_regular_file(&entry.path())
+        {
+            report.error(place, e);
             continue;
         }
         match rel_file(&name) {

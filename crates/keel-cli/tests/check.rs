@@ -541,3 +541,63 @@ fn after_a_crash_only_pages_the_log_rewrites_whole_are_warnings() {
         "{out}"
     );
 }
+
+/// Runs the built `keel` with `args`, killed if it runs past 20 seconds
+/// (a hang is a failure, not a stuck test run).
+fn keel_within(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("{args:?} hung: {}", text(&out.stdout));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    (out.status.code(), shown)
+}
+
+/// A FIFO or a directory with a relation file's name is refused by name,
+/// never opened (opening a FIFO blocks until a writer comes).
+#[test]
+fn a_fifo_or_a_directory_named_as_a_relation_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let fifo = tmp.path().join("rel/7.heap");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir(tmp.path().join("rel/5.heap")).unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = keel_within(&["check", "--dir", d]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: rel/7.heap: ") && l.contains("a FIFO")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error: rel/5.heap: ") && l.contains("a directory")),
+        "{out}"
+    );
+
+    let f = fifo.to_str().unwrap();
+    let (code, out) = keel_within(&["inspect", "page", "--file", f, "--page", "0"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("keel: error: ") && out.contains("7.heap is a FIFO"),
+        "{out}"
+    );
+}

@@ -229,6 +229,7 @@ fn slot_json(
 /// Reads page `page` of `file`; a page past the end is an error naming both.
 fn read_file_page(file: &Path, page: u32) -> Result<Vec<u8>, Failure> {
     use std::io::{Read, Seek, SeekFrom};
+    crate::require_regular_file(file)?;
     let mut f = std::fs::File::open(file)
         .map_err(|e| Failure(format!("cannot open {}: {e}", file.display())))?;
     let len = f
