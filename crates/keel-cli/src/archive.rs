@@ -172,7 +172,12 @@ pub struct BackupArgs {
     pub archive_timeout: u64,
     /// Files larger than this are uploaded in parts of this many bytes,
     /// one part in memory at a time (S3 needs at least 5 MiB).
-    #[arg(long, default_value_t = keel_archive::stream::DEFAULT_PART_SIZE_BYTES, value_name = "BYTES")]
+    #[arg(
+        long,
+        default_value_t = keel_archive::stream::DEFAULT_PART_SIZE_BYTES,
+        value_name = "BYTES",
+        value_parser = parse_part_size
+    )]
     pub part_size: usize,
     /// What commits do while the archive is down during the backup
     /// (`crate::archive_policy`).
@@ -260,6 +265,19 @@ pub fn restore_target(args: &RestoreArgs) -> Result<RestoreTarget, Failure> {
         return Ok(RestoreTarget::Txn(keel::types::TxnId(x)));
     }
     Ok(RestoreTarget::End)
+}
+
+/// `--part-size`: a number of bytes, at least a page (checked before the
+/// data directory is touched).
+fn parse_part_size(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of bytes: {e}"))?;
+    let page = keel::page::PAGE_SIZE;
+    if bytes < page {
+        return Err(format!("{bytes} bytes is less than a page ({page} bytes)"));
+    }
+    Ok(bytes)
 }
 
 /// `keel backup`.

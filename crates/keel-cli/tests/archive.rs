@@ -626,3 +626,44 @@ fn demo_policy_flags_need_an_archive() {
         text(&out.stderr)
     );
 }
+
+/// A part size below a page is refused as bad usage before the data
+/// directory is touched: it is not marked as archived.
+#[test]
+fn a_part_size_below_a_page_is_refused_before_the_directory_is_touched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("data"), tmp.path().join("archive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Database::open(&data, Config::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let before: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let data_s = data.display().to_string();
+    for size in ["0", "8191"] {
+        let out = keel(&[
+            "backup",
+            "--dir",
+            &data_s,
+            "--archive",
+            &url(&dir),
+            "--part-size",
+            size,
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--part-size") && stderr.contains("less than a page"),
+            "{stderr}"
+        );
+    }
+    assert!(!data.join("archive-status").exists());
+    let after: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+}
