@@ -651,3 +651,17 @@ fn a_closed_or_full_stdout_is_not_a_panic() {
         );
     }
 }
+
+/// The demo's archive goes beside the data directory however the directory
+/// is spelled: a trailing slash does not put it inside.
+#[test]
+fn demo_archive_goes_beside_a_directory_spelled_with_a_trailing_slash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ts");
+    let d = format!("{}/", data.display());
+    let out = keel(&["demo", "--quick", "--dir", &d, "--seed", "3", "--archive"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!data.join(".archive").exists(), "{stdout}");
+    assert!(dir.path().join("ts.archive").is_dir(), "{stdout}");
+}

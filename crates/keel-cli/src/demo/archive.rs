@@ -114,11 +114,27 @@ impl Outcome {
     }
 }
 
-/// The archive directory kept next to the data directory `dir`.
+/// The archive directory kept next to the data directory `dir`: its
+/// sibling named `<name>.archive`, however `dir` is spelled (a trailing
+/// slash or `.` never puts the archive inside the data directory).
 pub fn archive_dir(dir: &Path) -> PathBuf {
-    let mut name = dir.as_os_str().to_owned();
-    name.push(".archive");
-    PathBuf::from(name)
+    let dir: PathBuf = std::path::absolute(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .components()
+        .collect();
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let mut name = name.to_owned();
+            name.push(".archive");
+            parent.join(name)
+        }
+        // `/` or a path ending in `..`: no name to put beside.
+        _ => {
+            let mut name = dir.into_os_string();
+            name.push(".archive");
+            PathBuf::from(name)
+        }
+    }
 }
 
 /// Makes the archive directory afresh: absent, empty, or made by an
