@@ -61,3 +61,24 @@ fn inspect_wal_straight_after_demo() {
     assert!(from.status.success(), "{}", text(&from.stderr));
     assert_eq!(text(&from.stdout).lines().count(), n_all);
 }
+
+/// `--from` an LSN no segment on disk holds is refused, naming the
+/// segments there, rather than reported as the end of the log.
+#[test]
+fn inspect_wal_from_an_lsn_outside_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let out = keel(&["demo", "--quick", "--dir", d, "--seed", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let segs = segments(&data.join("wal"));
+    let newest = keel::wal::segment::segment_file_name(*segs.last().unwrap());
+    let out = keel(&["inspect", "wal", "--dir", d, "--from", "ffffffff/ffffffff"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("keel: error: --from FFFFFFFF/FFFFFFFF: ") && stderr.contains(&newest),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("end of log"), "{stdout}");
+}

@@ -56,11 +56,14 @@ fn start_lsn(
 ) -> Result<Lsn, Failure> {
     let wal = wal_dir(dir);
     let present = SegmentDir::existing(io.clone(), &wal)?.list()?;
+    if let Start::At(lsn) = start {
+        return on_disk(io, &wal, &present, lsn);
+    }
     let Some(oldest) = contiguous_from(&present) else {
         return Ok(Lsn::ZERO);
     };
     let (lsn, why) = match start {
-        Start::At(lsn) => return Ok(lsn),
+        Start::At(lsn) => return Ok(lsn), // checked above
         Start::Checkpoint => match read_control(io, dir)? {
             Some(c) => (
                 c.scan_start(),
@@ -89,6 +92,51 @@ fn start_lsn(
     }
     eprintln!("note: starting at {lsn} ({why}); --all shows every record on disk");
     Ok(lsn)
+}
+
+/// `lsn` when a segment file on disk holds it; otherwise an error naming
+/// the segments there and the LSNs they hold (a position no segment holds
+/// would be reported as the end of the log).
+fn on_disk(
+    io: &std::sync::Arc<dyn keel_io::AsyncIo>,
+    wal: &Path,
+    present: &[u64],
+    lsn: Lsn,
+) -> Result<Lsn, Failure> {
+    let shown = wal.display();
+    let (Some(&first), Some(&last)) = (present.first(), present.last()) else {
+        return Err(Failure(format!(
+            "--from {lsn}: {shown} holds no segment file"
+        )));
+    };
+    let sdir = SegmentDir::existing(io.clone(), wal)?;
+    let Some(size) = present
+        .iter()
+        .rev()
+        .find_map(|&n| sdir.read_header(n).ok())
+        .map(|h| u64::from(h.segment_size))
+    else {
+        return Err(Failure(format!(
+            "--from {lsn}: no segment file in {shown} has a valid header"
+        )));
+    };
+    let segment = lsn.0 / size;
+    if present.contains(&segment) {
+        return Ok(lsn);
+    }
+    let (from, to) = (Lsn(first * size), Lsn((last + 1).saturating_mul(size)));
+    let gaps = if last - first + 1 == present.len() as u64 {
+        String::new()
+    } else {
+        " with gaps".to_owned()
+    };
+    Err(Failure(format!(
+        "--from {lsn}: no segment file on disk holds it ({} is not in {shown}); the segments \
+         there are {}..{}{gaps}, holding LSNs {from} to {to}",
+        segment_file_name(segment),
+        segment_file_name(first),
+        segment_file_name(last),
+    )))
 }
 
 /// The first record position of segment `n` of the log in `wal`.
