@@ -542,10 +542,8 @@ impl Standby {
         )
         .map_err(engine)?;
         let present = sdir.list().map_err(engine)?;
-        let Some(size) = present
-            .iter()
-            .rev()
-            .find_map(|&n| sdir.read_header(n).ok())
+        let Some(size) = sdir
+            .newest_header(&present)
             .map(|h| u64::from(h.segment_size))
         else {
             return Ok(0);

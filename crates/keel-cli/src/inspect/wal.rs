@@ -110,10 +110,8 @@ fn on_disk(
         )));
     };
     let sdir = SegmentDir::existing(io.clone(), wal)?;
-    let Some(size) = present
-        .iter()
-        .rev()
-        .find_map(|&n| sdir.read_header(n).ok())
+    let Some(size) = sdir
+        .newest_header(present)
         .map(|h| u64::from(h.segment_size))
     else {
         return Err(Failure(format!(

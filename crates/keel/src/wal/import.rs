@@ -153,10 +153,8 @@ impl LogImport {
     ) -> Result<LogImport, WalError> {
         let sdir = Arc::new(SegmentDir::existing(io.clone(), dir)?);
         let present = sdir.list()?;
-        let template = present
-            .iter()
-            .rev()
-            .find_map(|&n| sdir.read_header(n).ok())
+        let template = sdir
+            .newest_header(&present)
             .ok_or_else(|| WalError::BadSegment {
                 segment: present.first().copied().unwrap_or(0),
                 path: dir.to_path_buf(),

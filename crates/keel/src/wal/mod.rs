@@ -378,7 +378,7 @@ impl Wal {
         config: &WalConfig,
     ) -> Result<(SegmentHeader, bool), WalError> {
         let present = sdir.list()?;
-        if let Some(h) = present.iter().rev().find_map(|&n| sdir.read_header(n).ok()) {
+        if let Some(h) = sdir.newest_header(&present) {
             return Ok((h, false));
         }
         if let Some(&n) = present.first() {

@@ -176,7 +176,7 @@ impl WalReader {
         let dir = SegmentDir::existing(io.clone(), wal_dir)?;
         let present = dir.list()?;
         // The open's template: the newest segment with a valid header.
-        let Some(template) = present.iter().rev().find_map(|&n| dir.read_header(n).ok()) else {
+        let Some(template) = dir.newest_header(&present) else {
             return Ok(None);
         };
         let geometry = Geometry {

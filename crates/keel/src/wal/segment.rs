@@ -499,6 +499,14 @@ impl SegmentDir {
         result
     }
 
+    /// The header of the newest segment among `present` (ascending, as
+    /// [`list`](Self::list) returns them) whose header is valid: the log's
+    /// template, whose fields every segment of one log shares but its
+    /// number. `None` when no header is valid.
+    pub fn newest_header(&self, present: &[u64]) -> Option<SegmentHeader> {
+        present.iter().rev().find_map(|&n| self.read_header(n).ok())
+    }
+
     /// Reads and validates segment `n`'s header.
     pub fn read_header(&self, n: u64) -> Result<SegmentHeader, WalError> {
         let (buf, n_read) = self.with_segment(n, false, |fh| {
