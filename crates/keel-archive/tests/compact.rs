@@ -552,7 +552,8 @@ fn retention_cut_after_any_delete_leaves_a_restorable_archive() {
 fn retention_keeps_every_timelines_newest_backup() {
     use keel_archive::cleanup::{apply_retention, retention_plan};
     let tmp = tempfile::tempdir().unwrap();
-    let t = target_of(Arc::new(InMemory::new()));
+    let store = Arc::new(InMemory::new());
+    let t = target_of(store.clone());
     let options = |timeline| keel_archive::BackupOptions {
         timeline,
         archive_timeout: Duration::from_secs(30),
@@ -625,6 +626,54 @@ fn retention_keeps_every_timelines_newest_backup() {
     };
     assert_eq!(folders(&plan.backups), vec![(1, b1.start)]);
     assert_eq!(folders(&plan.kept), vec![(1, b2.start), (2, b3.start)]);
+    // Cut by a power cut after each of its deletes in turn: both timelines
+    // still verify and restore whole, and retention run again deletes
+    // exactly what the uncut run does.
+    for n in 0.. {
+        let copy = clone_store(&store);
+        let faults = FaultStore::new(copy.clone());
+        let cut = target_of(Arc::new(faults.clone()));
+        let cut_remote = Remote::open(&cut, Duration::from_secs(5)).unwrap();
+        faults.power_cut_after(n);
+        if apply_retention(&cut_remote, &plan).is_ok() {
+            assert!(n > 1, "only {n} deletes");
+            break;
+        }
+        let whole_target = target_of(copy);
+        let whole = Remote::open(&whole_target, Duration::from_secs(5)).unwrap();
+        let reader = ArchiveReader::open(&whole_target, Duration::from_secs(5)).unwrap();
+        for (timeline, want) in [(1, &rows1), (2, &rows2)] {
+            reader
+                .verify(timeline, Some(b1.database_id))
+                .unwrap_or_else(|e| panic!("cut after {n} deletes, timeline {timeline}: {e}"));
+            let d = tmp.path().join(format!("cut-{n}-tl{timeline}"));
+            keel_archive::restore(
+                &whole_target,
+                &d,
+                timeline,
+                RestoreTarget::End,
+                config(),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("cut after {n} deletes, timeline {timeline}: {e}"));
+            assert_eq!(&rows(&d, "r"), want, "cut after {n} deletes");
+        }
+        let again = retention_plan(&whole, 1).unwrap();
+        assert_eq!(
+            folders(&again.kept),
+            folders(&plan.kept),
+            "cut after {n} deletes"
+        );
+        apply_retention(&whole, &again).unwrap();
+        let mut left: Vec<_> = whole
+            .list_backups()
+            .unwrap()
+            .iter()
+            .map(|e| (e.timeline, e.start))
+            .collect();
+        left.sort();
+        assert_eq!(left, folders(&plan.kept), "cut after {n} deletes");
+    }
     apply_retention(&remote, &plan).unwrap();
     let reader = ArchiveReader::open(&t, Duration::from_secs(5)).unwrap();
     reader.verify(1, Some(b1.database_id)).unwrap();
