@@ -91,12 +91,7 @@ fn threads_insert_update_and_read_through_a_small_pool() {
 
 /// Average fill factor of the relation's heap pages.
 fn average_fill(db: &Database, name: &str) -> (f64, u32) {
-    let pages = db
-        .relations()
-        .into_iter()
-        .find(|r| r.name == name)
-        .unwrap()
-        .pages;
+    let pages = common::page_count(db, name);
     let mut fill = 0.0;
     let mut heap_pages = 0;
     for p in 0..pages {

@@ -695,12 +695,7 @@ fn a_reader_moved_between_threads_is_rehomed_by_a_get_in_any_tree() {
 
 /// The structural check of tree `name` (`keel check`'s) finds nothing.
 fn structure_ok(db: &Database, name: &str) {
-    let n = db
-        .relations()
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap()
-        .pages;
+    let n = common::page_count(db, name);
     let mut read = |id: keel::PageId| {
         db.read_page(name, id)
             .map_err(|e| keel::page::PageError::Corrupted {
@@ -825,7 +820,7 @@ fn a_clean_open_reads_no_page_of_a_tree() {
         tx.put(t, &(i * 7 + 3).to_le_bytes(), &[2u8; 150]).unwrap();
     }
     tx.commit().unwrap();
-    let pages = db.relations().iter().find(|r| r.name == "k").unwrap().pages;
+    let pages = common::page_count(&db, "k");
     assert!(pages > 200, "{pages}");
     db.close().unwrap();
     for _ in 0..2 {

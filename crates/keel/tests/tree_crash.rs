@@ -126,7 +126,7 @@ fn commit(tx: keel::Transaction<'_>) -> Step {
 
 /// The tree's pages, and how many of them are free.
 fn pages(db: &Database) -> (u32, usize) {
-    let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
+    let n = common::page_count(db, "t");
     (
         n,
         common::pages_of_type(db, "t", keel::page::PageType::Free),
@@ -135,7 +135,7 @@ fn pages(db: &Database) -> (u32, usize) {
 
 /// How many nodes of tree "t" each level has (leaves first).
 fn nodes_per_level(db: &Database) -> Vec<usize> {
-    let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
+    let n = common::page_count(db, "t");
     let mut levels = Vec::new();
     for p in 1..n {
         let page = db.read_page("t", PageId(p)).unwrap();
@@ -169,7 +169,7 @@ fn structure_problems(
     db: &Database,
     counts: impl Fn(&keel::page::tree::check::TreeProblem) -> bool,
 ) -> Result<(), String> {
-    let n = db.relations().iter().find(|r| r.name == "t").unwrap().pages;
+    let n = common::page_count(db, "t");
     let mut read = |id: PageId| {
         db.read_page("t", id)
             .map_err(|e| keel::page::PageError::Corrupted {

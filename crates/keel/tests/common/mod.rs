@@ -247,16 +247,19 @@ pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> u
     pages_with_type(db, name, kind).len()
 }
 
+/// How many pages relation `name` has.
+pub fn page_count(db: &Database, name: &str) -> u32 {
+    db.relations()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+        .pages
+}
+
 /// The pages of relation `name` whose header says `kind`, in order (pages
 /// that cannot be read are not listed).
 pub fn pages_with_type(db: &Database, name: &str, kind: keel::page::PageType) -> Vec<keel::PageId> {
-    let n = db
-        .relations()
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap()
-        .pages;
-    (0..n)
+    (0..page_count(db, name))
         .map(keel::PageId)
         .filter(|&p| {
             db.read_page(name, p)
