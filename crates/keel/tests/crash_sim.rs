@@ -206,6 +206,17 @@ fn changes(
             }
         }
     }
+    end_txn(tx, rng, model, after)
+}
+
+/// Ends `tx`: one in six rolled back (leaving `model`), the rest
+/// committed (leaving `after`, or a commit that failed in flight).
+fn end_txn(
+    tx: keel::Transaction<'_>,
+    rng: &mut Rng,
+    model: &Model,
+    after: Model,
+) -> keel::Result<Result<Model, Failed>> {
     if rng.below(6) == 0 {
         tx.abort()?;
         return Ok(Ok(model.clone()));
@@ -240,14 +251,7 @@ fn load_tree(
         tx.put(rels.loaded, &k, &v)?;
         after.loaded.insert(k, v);
     }
-    if rng.below(6) == 0 {
-        tx.abort()?;
-        return Ok(Ok(model.clone()));
-    }
-    Ok(match tx.commit() {
-        Ok(()) => Ok(after),
-        Err(_) => Err(Failed::InCommit(after)),
-    })
+    end_txn(tx, rng, model, after)
 }
 
 fn scan(db: &Database, rels: &Rels) -> keel::Result<Model> {
