@@ -112,7 +112,7 @@ impl Slot {
     }
 
     fn finish(&self, outcome: Outcome) {
-        let waker = {
+        let (waker, nudged) = {
             let mut state = self.state.lock();
             match std::mem::replace(&mut *state, State::Done(outcome)) {
                 State::Pending {
@@ -133,7 +133,6 @@ impl Slot {
                 }
             }
         };
-        let (waker, nudged) = waker;
         self.cond.notify_all();
         if nudged && let Some(d) = self.driver() {
             d.pass_on();
