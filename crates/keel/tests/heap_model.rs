@@ -13,7 +13,12 @@
 //! transaction goes on and commits. Over every transaction that ends
 //! without a crash the overflow pages in the relation's file change by
 //! exactly what the committed values need (no chain leaked, none freed
-//! early). On the simulated disk.
+//! early), and over every transaction, whatever its end (a crash's
+//! included: recovery rolls it back), the relation's dead slots do not
+//! grow (a rolled-back insert frees its slot, a committed delete's slot is
+//! freed after its commit), but for the frees of earlier commits a crash
+//! may lose (they follow the commit record in the log). On the simulated
+//! disk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -397,6 +402,9 @@ fn run(steps: &[Step]) {
     rels.insert("r0".into(), (first, BTreeMap::new()));
     let (mut seed, mut next_name) = (0, 1);
     let mut dropped: Vec<RelationId> = Vec::new();
+    // Deletes and updates committed since the last reopen: an upper bound
+    // on the slot frees a crash can lose.
+    let mut frees_in_flight = 0;
     for step in steps {
         match step {
             Step::Create(crash) => {
@@ -434,22 +442,44 @@ fn run(steps: &[Step]) {
                     End::Crash => None,
                     _ => Some(overflow_surplus(m.db(), &name, committed)),
                 };
+                let dead_before = common::dead_slots(m.db(), &name);
                 let after = run_txn(&m, rel, committed, plan, &mut seed);
                 match plan.end {
                     End::Commit | End::BadReads(_) => {
                         rels.insert(name.clone(), (rel, after));
                     }
                     End::Abort => check_all(m.db(), &rels),
-                    End::Crash => {
-                        m.crash_reopen(&rels);
-                        continue;
+                    End::Crash => m.crash_reopen(&rels),
+                }
+                // A crash may also lose the slot frees that follow earlier
+                // commits in the log (written after the commit record).
+                let lost = match plan.end {
+                    End::Crash => std::mem::take(&mut frees_in_flight),
+                    End::Commit | End::BadReads(_) => {
+                        frees_in_flight += plan
+                            .ops
+                            .iter()
+                            .filter(|o| matches!(o, Op::Delete(_) | Op::Update(..)))
+                            .count();
+                        0
                     }
+                    End::Abort => 0,
+                };
+                let dead = common::dead_slots(m.db(), &name);
+                assert!(
+                    dead <= dead_before + lost,
+                    "{:?}: dead slots {dead_before} before, {dead} after",
+                    plan.end
+                );
+                if matches!(plan.end, End::Crash) {
+                    continue;
                 }
                 if let Some(before) = surplus {
                     let now = overflow_surplus(m.db(), &name, &rels[&name].1);
                     assert_eq!(now, before, "{:?}: overflow pages leaked", plan.end);
                 }
                 if plan.reopen_after {
+                    frees_in_flight = 0;
                     m.reopen(&rels);
                 }
             }

@@ -238,3 +238,64 @@ fn recovery_cut_at_every_io_step_then_recovered_again_gives_the_same_state() {
         cut_at_every_step(seed);
     }
 }
+
+/// A rollback, with the log cut right after each record it wrote (as a
+/// crash that made the log durable only that far leaves it): recovery
+/// finishes the rollback, the relation holds exactly its committed tuples,
+/// and no slot an undone insert took is left dead, so each undo of an
+/// insert is one record (the slot deleted and freed together). The
+/// rolled-back transaction inserts values one at a time, deletes and
+/// updates committed ones, and inserts a batch (`insert_many`).
+#[test]
+fn a_log_cut_after_any_record_of_a_rollback_leaves_no_dead_slot() {
+    const SEGMENT: u32 = 1 << 20;
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(3)));
+    let db = open(&sim).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let mut model = Model::new();
+    let mut tx = db.begin().unwrap();
+    for i in 0..20u8 {
+        let v = vec![i; 40];
+        model.insert(tx.insert(rel, &v).unwrap(), v);
+    }
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    let from = db.wal_end();
+    let committed: Vec<TupleId> = model.keys().copied().collect();
+    let mut tx = db.begin().unwrap();
+    for i in 0..10u8 {
+        tx.insert(rel, &[100 + i; 30]).unwrap();
+    }
+    tx.delete(rel, committed[3]).unwrap();
+    tx.update(rel, committed[5], &[7; 300]).unwrap();
+    tx.insert_many(rel, &[&[1u8; 20][..], &[2; 20], &[3; 20]])
+        .unwrap();
+    tx.abort().unwrap();
+    // A durable commit after the rollback makes its records durable.
+    db.create_relation("flush").unwrap();
+    let disk = sim.crash();
+    drop(db);
+    let records: Vec<_> = common::log_records(&disk)
+        .into_iter()
+        .filter(|r| r.header.lsn >= from)
+        .collect();
+    let clrs = records
+        .iter()
+        .filter(|r| r.header.kind == keel::wal::RecordType::Compensation)
+        .count();
+    assert!(clrs >= 13, "the rollback logged {clrs} CLRs");
+    for (i, r) in records.iter().enumerate() {
+        let cut = common::cut_log_all(disk.clone(), SEGMENT, r.end());
+        let sim = common::reboot(cut, 100 + i as u64);
+        let db = open(&sim)
+            .unwrap_or_else(|e| panic!("cut after record {i} ({:?}): {e}", r.header.kind));
+        assert_eq!(scan(&db, rel), model, "cut after record {i}");
+        assert_eq!(
+            common::dead_slots(&db, "r"),
+            0,
+            "cut after record {i} ({:?}) left a dead slot",
+            r.header.kind
+        );
+        db.close().unwrap();
+    }
+}

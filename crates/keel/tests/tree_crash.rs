@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use keel::page::tree::TreePage;
 use keel::wal::Payload;
-use keel::wal::segment::Geometry;
 use keel::{Config, Database, PageId, RelationId};
 use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
 
@@ -387,18 +386,9 @@ fn a_power_cut_at_every_io_of_a_bulk_load_whose_root_split_commits() {
     assert!(after.0 >= 5, "the loaded root split: {after:?}");
 }
 
-/// The log of `disk` cut at `end` as a torn tail would (its bytes from
-/// there to the end of the segment zeroed).
+/// The log of `disk` cut at `end` (`common::cut_log`).
 fn cut_log(disk: SimDisk, end: keel::Lsn) -> SimDisk {
-    let g = Geometry {
-        segment_size: u64::from(SEGMENT_BYTES),
-    };
-    let name = keel::wal::segment::segment_file_name(g.segment_of(end));
-    let path = std::path::Path::new("/db/wal").join(name);
-    let mut seg = disk.file(&path).unwrap().to_vec();
-    let at = g.offset_in_segment(end) as usize;
-    seg[at..].fill(0);
-    disk.with_file(&path, &seg)
+    common::cut_log(disk, SEGMENT_BYTES, end)
 }
 
 /// A root leaf split by a transaction of one put, and the log cut right
@@ -511,24 +501,10 @@ fn writers_right_of_a_cut_root_split_finish_it_and_split_the_right_half() {
     db.close().unwrap();
 }
 
-/// The log of `disk` cut at `end`: as [`cut_log`], and every later
-/// segment's records zeroed too (the step's log may span segments).
+/// The log of `disk` cut at `end`, later segments too
+/// (`common::cut_log_all`).
 fn cut_log_all(disk: SimDisk, end: keel::Lsn) -> SimDisk {
-    let g = Geometry {
-        segment_size: u64::from(SEGMENT_BYTES),
-    };
-    let mut disk = cut_log(disk, end);
-    for n in g.segment_of(end) + 1.. {
-        let name = keel::wal::segment::segment_file_name(n);
-        let path = std::path::Path::new("/db/wal").join(name);
-        let Some(seg) = disk.file(&path) else {
-            break;
-        };
-        let mut seg = seg.to_vec();
-        seg[keel::wal::segment::SEGMENT_HEADER_SIZE..].fill(0);
-        disk = disk.with_file(&path, &seg);
-    }
-    disk
+    common::cut_log_all(disk, SEGMENT_BYTES, end)
 }
 
 /// Frames of the pool [`cut_after_every_record`] runs with: more than any

@@ -14,6 +14,7 @@ use crate::page::slotted::alloc_len;
 use crate::page::slotted::content_name;
 use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlotContent, SlottedPage, TupleFlags};
 use crate::storage::Storage;
+use crate::storage::apply::undo_insert;
 use crate::txn::undo::{Deferred, TxnLog, Undo};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
@@ -445,10 +446,6 @@ impl Storage {
                 other => other,
             };
             undone.map_err(failed)?;
-            if let Undo::Insert { slot } = entry.undo {
-                self.change(None, rel.id, &mut g, &Payload::HeapFreeSlot { slot })
-                    .map_err(failed)?;
-            }
             self.note_free(&rel, &g);
         }
         log.deferred.clear();
@@ -580,19 +577,13 @@ impl Storage {
     }
 }
 
-/// The action that removes the tuple a transaction inserted in `slot`: a
-/// delete whose before-image is the tuple as the page holds it now (undo
-/// runs newest first, so the transaction's later changes to it are already
+/// The action that removes the tuple a transaction inserted in `slot`
+/// ([`undo_insert`]), once the slot is checked to hold a tuple (undo runs
+/// newest first, so the transaction's later changes to it are already
 /// reversed and it is the inserted tuple again).
 fn inserted_away(g: &PageWriteGuard<'_>, pid: PageId, slot: SlotId) -> Result<Payload> {
     match SlottedPage::open(&g[..], pid)?.get(slot)? {
-        SlotContent::Tuple { flags, bytes } => Ok(Payload::HeapDelete {
-            slot,
-            old: SlotImage::Tuple {
-                flags,
-                bytes: bytes.to_vec(),
-            },
-        }),
+        SlotContent::Tuple { .. } => Ok(undo_insert(slot)),
         other => Err(PageError::SlotNotLive {
             slot,
             state: content_name(&other),

@@ -88,6 +88,41 @@ pub fn log_records(disk: &SimDisk) -> Vec<keel::wal::LogRecord> {
     .collect()
 }
 
+/// The log of `disk` (segments of `segment_bytes`) cut at `end` as a torn
+/// tail would: its bytes from there to the end of the segment zeroed.
+pub fn cut_log(disk: SimDisk, segment_bytes: u32, end: keel::Lsn) -> SimDisk {
+    let g = keel::wal::segment::Geometry {
+        segment_size: u64::from(segment_bytes),
+    };
+    let name = keel::wal::segment::segment_file_name(g.segment_of(end));
+    let path = std::path::Path::new("/db/wal").join(name);
+    let mut seg = disk.file(&path).unwrap().to_vec();
+    let at = g.offset_in_segment(end) as usize;
+    seg[at..].fill(0);
+    disk.with_file(&path, &seg)
+}
+
+/// The log of `disk` cut at `end`: as [`cut_log`], and every later
+/// segment's records zeroed too (what was logged after `end` may span
+/// segments).
+pub fn cut_log_all(disk: SimDisk, segment_bytes: u32, end: keel::Lsn) -> SimDisk {
+    let g = keel::wal::segment::Geometry {
+        segment_size: u64::from(segment_bytes),
+    };
+    let mut disk = cut_log(disk, segment_bytes, end);
+    for n in g.segment_of(end) + 1.. {
+        let name = keel::wal::segment::segment_file_name(n);
+        let path = std::path::Path::new("/db/wal").join(name);
+        let Some(seg) = disk.file(&path) else {
+            break;
+        };
+        let mut seg = seg.to_vec();
+        seg[keel::wal::segment::SEGMENT_HEADER_SIZE..].fill(0);
+        disk = disk.with_file(&path, &seg);
+    }
+    disk
+}
+
 /// The smallest log for WAL tests: 64 KiB segments (the minimum), 16 KiB
 /// batches, a 256 KiB buffer, so segments roll over within a few records.
 pub fn small_wal_config() -> keel::wal::WalConfig {
@@ -245,6 +280,22 @@ impl Drop for StopOnDrop<'_> {
 /// cannot be read, a damaged one, counts as none).
 pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> usize {
     pages_with_type(db, name, kind).len()
+}
+
+/// How many dead slots (deleted tuples whose slot is not yet free for
+/// reuse) the heap pages of relation `name` hold.
+pub fn dead_slots(db: &Database, name: &str) -> usize {
+    use keel::page::{PageType, SlotContent, SlottedPage};
+    pages_with_type(db, name, PageType::Heap)
+        .into_iter()
+        .map(|p| {
+            let page = db.read_page(name, p).unwrap();
+            let heap = SlottedPage::open(&page[..], p).unwrap();
+            (0..heap.slot_count())
+                .filter(|&s| matches!(heap.get(keel::SlotId(s)), Ok(SlotContent::Dead)))
+                .count()
+        })
+        .sum()
 }
 
 /// How many pages relation `name` has.
