@@ -100,6 +100,11 @@
 //! a new standby up there to follow it). No timeline is followed while
 //! the followed one's fence names this standby (its own promotion, cut
 //! short, which `keel promote` finishes), nor by a promotion's final poll.
+//! While that fence names this standby, a poll reads the followed
+//! timeline only up to the fence's switch: an upload the old primary
+//! began before the fence may land past it ([`crate::fence`]), and those
+//! records are not the new timeline's, so the promotion run again
+//! switches where its fence says.
 //!
 //! Every step is idempotent, so a SIGKILL or a power cut anywhere leaves a
 //! standby that the next poll brings to the same state.
@@ -577,22 +582,29 @@ impl Standby {
         .map_err(engine)?;
         let from = import.end().unwrap_or(control.scan_start());
         // A fence of the followed timeline naming this standby is its own
-        // promotion's, begun and cut short: it is finished, never left
-        // for the timeline it started.
-        let own_promotion = || -> Result<bool> {
-            Ok(self
-                .remote
-                .read_fence(self.marker.timeline)?
-                .is_some_and(|f| f.standby_id == self.marker.id))
-        };
-        let (follow, cannot_follow) = match follow_newer && !own_promotion()? {
+        // promotion's, begun and cut short: it is finished at the fence's
+        // switch, never left for the timeline it started, and the log of
+        // the followed timeline is read only up to that switch (an upload
+        // the old primary began before the fence may land past it,
+        // `crate::fence`; its records are not the new timeline's).
+        let own_switch = self
+            .remote
+            .read_fence(self.marker.timeline)?
+            .filter(|f| f.standby_id == self.marker.id)
+            .map(|f| f.switch);
+        let (follow, cannot_follow) = match follow_newer && own_switch.is_none() {
             true => self.newer_timeline(from)?,
             false => (None, None),
         };
         if let Some((l, _)) = follow {
             self.switch_timeline(l)?;
         }
-        let path = self.remote.timeline_path(self.marker.timeline)?;
+        let mut path = self.remote.timeline_path(self.marker.timeline)?;
+        if let Some(switch) = own_switch
+            && let Some(last) = path.last_mut()
+        {
+            last.2 = Some(last.2.map_or(switch, |to| to.min(switch)));
+        }
         let chunks = path_chunks(&self.remote, &path)?;
         let mut read = 0;
         if self.has_new(&chunks, from)? {
