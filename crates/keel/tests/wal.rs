@@ -418,6 +418,32 @@ fn failed_sync_poisons_the_log_and_wakes_every_waiter() {
     assert!(wal.append(&meta(2), b"still").is_err());
 }
 
+/// A log poisoned by a failed background flush (the asynchronous commit
+/// policy: nobody waited for the record): its close reports the poison,
+/// since records appended before it may not be durable (invariant 16),
+/// and still stops the background thread.
+#[test]
+fn closing_a_poisoned_log_reports_the_poison() {
+    let io = sim(4);
+    let mut config = small_config();
+    config.commit = CommitMode::Async {
+        max_delay_us: 1_000,
+    };
+    let wal = open(io.clone(), config);
+    io.add_fault(FaultRule::always(Fault::SyncFailure).on_op(OpKind::DurableWrite));
+    wal.append(&meta(1), &payload(1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !wal.is_poisoned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background flush never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let e = wal.close().unwrap_err();
+    assert!(matches!(e, WalError::Poisoned { .. }), "{e}");
+}
+
 /// Writes `n` records each flushed as its own batch; returns their LSNs and
 /// the crashed disk.
 fn log_of_batches(n: u64, one_batch_from: u64) -> (Vec<(Lsn, usize)>, SimDisk) {

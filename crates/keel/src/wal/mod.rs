@@ -1074,11 +1074,12 @@ impl Wal {
     }
 
     /// Flushes everything, stops the background thread and closes files.
+    /// A poisoned log returns its poison: records appended before the
+    /// failure may not be durable (invariant 16).
     pub fn close(mut self) -> Result<(), WalError> {
-        let result = if self.writer.is_poisoned() {
-            Ok(())
-        } else {
-            self.flush_all()
+        let result = match self.poison_error() {
+            Some(e) => Err(e),
+            None => self.flush_all(),
         };
         self.stop_background();
         self.writer.close();
