@@ -104,6 +104,11 @@ pub enum WalError {
         #[source]
         cause: Arc<WalError>,
     },
+    /// The group-commit leader panicked while writing a batch: the
+    /// batch's bytes may or may not be durable, so the log is poisoned
+    /// with this as its cause (invariant 7).
+    #[error("WAL group-commit leader panicked while writing a batch")]
+    LeaderPanicked,
     /// The log is shut down.
     #[error("WAL is closed")]
     Closed,
@@ -130,7 +135,9 @@ impl WalError {
             | WalError::FlushBeyondEnd { .. }
             | WalError::Config(_)
             | WalError::Closed => ErrorClass::Usage,
-            WalError::Io { .. } | WalError::Poisoned { .. } => ErrorClass::Fatal,
+            WalError::Io { .. } | WalError::Poisoned { .. } | WalError::LeaderPanicked => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

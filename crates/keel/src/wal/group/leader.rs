@@ -28,6 +28,7 @@ impl<P: Primitives> GroupCommit<P> {
     /// through the highest LSN parked in it and rings its bell; a failure
     /// rings every bell to the poison (invariant 7).
     pub(super) fn lead(&self, own: Lsn, write_batch: &impl Fn(Lsn) -> Result<Lsn, WalError>) {
+        let _unwinding = PoisonOnUnwind::new(self);
         let mut extra = 0u32;
         // Committers parked in the generation this leader closed last: its
         // batch woke them all.
@@ -122,6 +123,35 @@ impl<P: Primitives> GroupCommit<P> {
     }
 }
 
+/// Poisons the log when the leader unwinds (a panic in `write_batch`):
+/// the lead is `Running` for a leader that is gone, so without the poison
+/// every committer parked for it, and every later one, would wait forever;
+/// and the batch's bytes may or may not be durable (invariant 7).
+struct PoisonOnUnwind<'a, P: Primitives> {
+    group: &'a GroupCommit<P>,
+    /// Whether the thread was unwinding already when the lead began (a
+    /// commit made from a destructor during a panic): only a panic of the
+    /// lead itself poisons.
+    was_panicking: bool,
+}
+
+impl<'a, P: Primitives> PoisonOnUnwind<'a, P> {
+    fn new(group: &'a GroupCommit<P>) -> Self {
+        PoisonOnUnwind {
+            group,
+            was_panicking: std::thread::panicking(),
+        }
+    }
+}
+
+impl<P: Primitives> Drop for PoisonOnUnwind<'_, P> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.was_panicking {
+            self.group.poison(WalError::LeaderPanicked);
+        }
+    }
+}
+
 /// Closes the open generation for a batch: every committer parked in it
 /// has its record pending by now. The next one opens.
 fn close_generation(st: &mut GroupState) -> Generation {
@@ -132,4 +162,61 @@ fn close_generation(st: &mut GroupState) -> Generation {
         max_lsn: 0,
     };
     closed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sync::Os;
+
+    /// A leader that panics in its batch poisons the log: the committer
+    /// parked for that batch wakes with the poison, and later ones fail at
+    /// once, instead of waiting for a leader that is gone.
+    #[test]
+    fn a_leader_that_panics_poisons_the_log_and_wakes_the_parked() {
+        let group = Arc::new(GroupCommit::<Os>::new(Lsn(0), 0, 4));
+        let leader = {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                group.wait_durable(Lsn(0), |_| {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while group.state.with(|st| st.open.parked) == 0 {
+                        assert!(Instant::now() < deadline, "nobody parked");
+                        std::thread::yield_now();
+                    }
+                    panic!("a bug in the batch path");
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !group.state.with(|st| matches!(st.lead, Lead::Running)) {
+            assert!(Instant::now() < deadline, "nobody leads");
+            std::thread::yield_now();
+        }
+        let parked = {
+            let group = group.clone();
+            std::thread::spawn(move || group.wait_durable(Lsn(10), |_| Ok(Lsn(20))))
+        };
+        assert!(leader.join().is_err(), "the leader panicked");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !parked.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the committer parked for the panicked leader never woke"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = parked.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&err, WalError::Poisoned { cause } if matches!(**cause, WalError::LeaderPanicked)),
+            "{err:?}"
+        );
+        assert!(group.is_poisoned());
+        let later = group.wait_durable(Lsn(30), |_| Ok(Lsn(40)));
+        assert!(matches!(later, Err(WalError::Poisoned { .. })), "{later:?}");
+    }
 }

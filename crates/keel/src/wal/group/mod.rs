@@ -58,8 +58,11 @@
 //! bell is rung and every sleeper woken with it, later appends and waits
 //! fail, and nothing is retried. The cause is the *first* failure: a batch
 //! that fails because a segment preparation already poisoned the log does
-//! not replace that cause with its own. Reopening the database runs
-//! recovery.
+//! not replace that cause with its own. A leader that panics in its batch
+//! poisons the log the same way as it unwinds (`WalError::LeaderPanicked`):
+//! the lead would otherwise stay `Running` for a leader that is gone, and
+//! every committer parked for it, and every later one, would wait forever.
+//! Reopening the database runs recovery.
 //!
 //! ## States
 //!
