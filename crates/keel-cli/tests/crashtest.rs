@@ -155,3 +155,55 @@ fn bad_arguments_exit_2_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(dir.path().join("precious").exists());
 }
+
+/// A thread of `keel demo-child` that fails (here the DDL thread, whose
+/// create finds the name taken) ends the child at once with the error, so
+/// the crash loop reports it instead of killing the child and verifying
+/// the rest.
+#[test]
+fn a_failed_child_thread_ends_the_child_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = keel(&[
+        "crashtest",
+        "--cycles",
+        "1",
+        "--seed",
+        "5",
+        "--threads",
+        "2",
+        "--no-ddl",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The DDL thread's first side relation, for --first-seq 0x1000000.
+    let taken = "side_1000000";
+    let db = keel::Database::open(&data, keel::Config::default()).unwrap();
+    db.create_relation(taken).unwrap();
+    db.close().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["demo-child", "--dir", d, "--threads", "2", "--seed", "1"])
+        .args(["--small", "--quick", "--ddl", "--first-seq", "16777216"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the child still runs 30 s after its DDL thread failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(taken), "{stderr}");
+}

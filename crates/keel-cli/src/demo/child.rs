@@ -16,11 +16,17 @@
 //! through a pipe, so nothing needs syncing: a line written before the kill
 //! is in the pipe, and a last line cut short by the kill is ignored (its
 //! `commit` was never called). The parent kills the child with SIGKILL.
+//!
+//! Any thread's error ends the child at once (the others stop before their
+//! next transaction or DDL step, and it exits 1 naming the error): a worker
+//! or DDL thread that failed, or a worker's own check of the index, must
+//! fail the parent's run, never leave it verifying the rest.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -123,10 +129,10 @@ fn side_relations(
     db: &Database,
     out: &Mutex<std::io::Stdout>,
     first_seq: u64,
-    deadline: Instant,
+    going: &dyn Fn() -> bool,
 ) -> Result<(), Failure> {
     let mut seq = first_seq;
-    while Instant::now() < deadline {
+    while going() {
         let name = format!("side_{seq:x}");
         seq += 1;
         let say = |step: DdlStep| emit(out, &format!("D {} {name}", step.word()));
@@ -202,32 +208,53 @@ fn run(args: &ChildArgs) -> Result<(), Failure> {
         Sizes::new(args.quick)
     };
     let deadline = Instant::now() + CHILD_LIMIT;
-    let (db, out) = (&db, &out);
+    let failed = AtomicBool::new(false);
+    let going = || Instant::now() < deadline && !failed.load(Ordering::Relaxed);
+    let (db, out, going, failed) = (&db, &out, &going, &failed);
     std::thread::scope(|s| {
-        let side = args
-            .ddl
-            .then(|| s.spawn(move || side_relations(db, out, args.first_seq, deadline)));
+        let side = args.ddl.then(|| {
+            s.spawn(move || guarded(failed, || side_relations(db, out, args.first_seq, going)))
+        });
         let handles: Vec<_> = owned
             .into_iter()
             .enumerate()
             .map(|(w, owned)| {
-                s.spawn(move || -> Result<(), Failure> {
-                    let mut worker = Worker::new(db, rels, (2, w as u16), args.seed, sizes, owned)
-                        .starting_at(args.first_seq);
-                    let mut sink = PipeSink { out };
-                    while Instant::now() < deadline {
-                        worker.run_txn(&mut sink)?;
-                    }
-                    Ok(())
+                s.spawn(move || {
+                    guarded(failed, || {
+                        let mut worker =
+                            Worker::new(db, rels, (2, w as u16), args.seed, sizes, owned)
+                                .starting_at(args.first_seq);
+                        let mut sink = PipeSink { out };
+                        while going() {
+                            worker.run_txn(&mut sink)?;
+                        }
+                        Ok(())
+                    })
                 })
             })
             .collect();
+        let mut first = Ok(());
         for h in handles.into_iter().chain(side) {
-            h.join()
-                .map_err(|_| Failure("a demo worker panicked".into()))??;
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(Failure("a demo thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
         }
-        Ok(())
+        first
     })
+}
+
+/// Runs one thread's `body`; its error or panic sets `failed`, which
+/// stops every other thread.
+fn guarded(failed: &AtomicBool, body: impl FnOnce() -> Result<(), Failure>) -> Result<(), Failure> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+        .unwrap_or_else(|_| Err(Failure("a demo thread panicked".into())));
+    if r.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
+    r
 }
 
 /// The tuples found at start, split among the workers that own them.
