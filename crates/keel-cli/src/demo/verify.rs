@@ -106,12 +106,32 @@ fn read_all(db: &Database, rels: Rels, verdict: &mut Verdict) -> Result<Found, F
     for (r, rel) in rels.heap.iter().enumerate() {
         for row in tx.scan(*rel)? {
             let (tid, bytes) = row?;
-            verdict.tuples += 1;
-            verdict.bytes += bytes.len() as u64;
-            found.insert((r as u8, tid), decode(&bytes));
+            note_row(&mut found, (r as u8, tid), &bytes, verdict);
         }
     }
     Ok(found)
+}
+
+/// Records one row a scan returned. A tuple a scan returns twice (a moved
+/// tuple seen at both places, an old version beside the new) is corrupt:
+/// keeping either row would hide the other from the comparison.
+fn note_row(found: &mut Found, key: Key, bytes: &[u8], verdict: &mut Verdict) {
+    verdict.tuples += 1;
+    verdict.bytes += bytes.len() as u64;
+    let got = decode(bytes);
+    match found.entry(key) {
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(got);
+        }
+        std::collections::hash_map::Entry::Occupied(e) => {
+            verdict.corrupt += 1;
+            verdict.problem(format!(
+                "tuple {} returned twice by one scan: {:?}, then {got:?}",
+                key.1,
+                e.get()
+            ));
+        }
+    }
 }
 
 /// Whether an in-flight transaction's effects show: the vote of each
@@ -320,6 +340,31 @@ mod tests {
             wrong(&[exact[0].clone(), (b"short".to_vec(), b"x".to_vec())]),
             (2, false)
         );
+    }
+
+    #[test]
+    fn a_tuple_a_scan_returns_twice_fails_verification() {
+        use super::super::workload::value;
+        let acked = [rec(1, vec![Effect::Add(key(1), ver(1))])];
+        let judged = |rows: &[(Key, Version)]| {
+            let (mut found, mut v) = (Found::new(), Verdict::default());
+            for &(k, ver) in rows {
+                note_row(&mut found, k, &value(ver), &mut v);
+            }
+            judge(&acked, &[], &found, &mut v).unwrap();
+            v
+        };
+        assert!(judged(&[(key(1), ver(1))]).passed());
+        // A rolled-back version beside the committed one, and the committed
+        // one twice: either way one scan saw two rows of one tuple.
+        for rows in [
+            [(key(1), ver(9)), (key(1), ver(1))],
+            [(key(1), ver(1)), (key(1), ver(1))],
+        ] {
+            let v = judged(&rows);
+            assert!(!v.passed() && v.corrupt == 1, "{rows:?}: {v:?}");
+            assert_eq!(v.tuples, 2);
+        }
     }
 
     #[test]
