@@ -19,8 +19,10 @@
 //! Unless `--no-ddl`, the child also creates, fills and drops side
 //! relations on a thread of its own, and each cycle checks them after
 //! recovery (`check_side_relations`): an acknowledged create is there with
-//! all its rows, an acknowledged drop is gone, one in progress is either,
-//! and recovery left no relation file it could not place.
+//! all its rows, an acknowledged drop (this cycle's or any earlier one's)
+//! is gone, one in progress is either, and recovery left no relation file
+//! it could not place. A failed cycle leaves the directory as recovery
+//! left it.
 //!
 //! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
 //! stops there and keeps the directory) or an error, 2 on bad usage.
@@ -104,6 +106,11 @@ pub struct CrashtestArgs {
     /// under the kill.
     #[arg(long)]
     pub no_ddl: bool,
+    /// A shell command run after each kill, before recovery, with the data
+    /// directory in `KEEL_CRASHTEST_DIR`: damage it there to see the
+    /// verifier report the damage (for testing crashtest itself).
+    #[arg(long, hide = true, value_name = "CMD")]
+    pub after_kill: Option<String>,
 }
 
 /// Totals over the cycles run.
@@ -302,6 +309,10 @@ impl Run<'_> {
         let crash = crash_child(&spec).map_err(|Failure(m)| {
             Failure(format!("cycle {} (child seed {child_seed}): {m}", i + 1))
         })?;
+        if let Some(cmd) = &self.args.after_kill {
+            after_kill(cmd, self.dir)
+                .map_err(|Failure(m)| Failure(format!("cycle {}: {m}", i + 1)))?;
+        }
         let method = unclean_sync_method(i);
         let reopen = Config {
             recovery_init_sync: method,
@@ -324,6 +335,10 @@ impl Run<'_> {
                  (invariant 14): {:?}",
                 recovery.data_dir_sync
             ));
+        }
+        // A failed cycle keeps the directory as recovery left it.
+        if verdict.passed() && side_ok && synced {
+            drop_side_relations(&db)?;
         }
         db.close()?;
         self.history.extend(
@@ -472,16 +487,42 @@ impl Run<'_> {
     }
 }
 
+/// Runs the `--after-kill` command on the killed child's directory.
+fn after_kill(cmd: &str, dir: &Path) -> Result<(), Failure> {
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .env("KEEL_CRASHTEST_DIR", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Failure(format!("cannot run the --after-kill command: {e}")))?;
+    if !status.success() {
+        return Err(Failure(format!(
+            "the --after-kill command ended with {status}"
+        )));
+    }
+    Ok(())
+}
+
 /// After recovery, each side relation the child reported must be as its
 /// last step allows: created (its rows committed) — there with exactly
-/// its rows; dropped — gone; a create or drop in progress — either. No
-/// relation file may be left that recovery could not place. Then every
-/// side relation left is dropped, so the next cycle starts without them.
+/// its rows; dropped — gone; a create or drop in progress — either. A
+/// side relation the child did not report must be gone: every earlier
+/// one was dropped, by its child or by [`drop_side_relations`], and those
+/// drops were acknowledged. No relation file may be left that recovery
+/// could not place.
 fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, Failure> {
     use crate::demo::child::{DdlStep, SIDE_ROWS, side_row};
     let mut problems = Vec::new();
     for f in &db.recovery_report().orphan_files {
         problems.push(format!("orphan relation file left: {}", f.display()));
+    }
+    for name in side_names(db) {
+        if !crash.ddl.contains_key(&name) {
+            problems.push(format!(
+                "side relation {name} is there, but an earlier cycle's acknowledged drop removed it"
+            ));
+        }
     }
     for (name, step) in &crash.ddl {
         let rel = db.relation(name)?;
@@ -516,16 +557,24 @@ fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, 
             ));
         }
     }
-    let leftovers: Vec<String> = db
-        .relations()
+    Ok(problems)
+}
+
+/// The side relations in the catalog.
+fn side_names(db: &Database) -> Vec<String> {
+    db.relations()
         .into_iter()
         .map(|r| r.name)
         .filter(|n| n.starts_with("side_"))
-        .collect();
-    for name in leftovers {
+        .collect()
+}
+
+/// Drops every side relation left, so the next cycle starts without them.
+fn drop_side_relations(db: &Database) -> Result<(), Failure> {
+    for name in side_names(db) {
         db.drop_relation(&name)?;
     }
-    Ok(problems)
+    Ok(())
 }
 
 fn cycle_line(

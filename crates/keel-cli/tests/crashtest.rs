@@ -207,3 +207,67 @@ fn a_failed_child_thread_ends_the_child_with_its_error() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(taken), "{stderr}");
 }
+
+/// Runs one cycle whose directory `after_kill` (a shell command) damages
+/// between the kill and recovery; the run must fail. Returns stdout and
+/// the data directory (kept by the failed run).
+fn damaged_cycle(after_kill: &str) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cmd = after_kill.replace("@keel", env!("CARGO_BIN_EXE_keel"));
+    let out = keel(&[
+        "crashtest",
+        "--cycles",
+        "1",
+        "--seed",
+        "5",
+        "--threads",
+        "2",
+        "--dir",
+        data.to_str().unwrap(),
+        "--after-kill",
+        &cmd,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("crashtest FAILED"), "{stdout}");
+    (stdout, dir)
+}
+
+/// A committed row deleted behind the verifier's back is a lost commit.
+#[test]
+fn a_row_lost_between_kill_and_recovery_fails_the_cycle() {
+    let (stdout, _dir) = damaged_cycle(
+        r#"d="$KEEL_CRASHTEST_DIR"
+        t=$(printf 'scan accounts\nquit\n' | @keel shell --dir "$d" | awk '/^row /{print $2; exit}')
+        test -n "$t" && printf 'delete accounts %s\nquit\n' "$t" | @keel shell --dir "$d""#,
+    );
+    let lost = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("lost              "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(lost.is_some_and(|n| n > 0), "{stdout}");
+}
+
+/// A side relation the child never reported (as one an earlier cycle
+/// dropped would be, come back) fails the cycle, and stays in the kept
+/// directory.
+#[test]
+fn a_side_relation_back_after_its_drop_fails_the_cycle() {
+    let (stdout, dir) = damaged_cycle(
+        r#"printf 'create side_zzz\nquit\n' | @keel shell --dir "$KEEL_CRASHTEST_DIR""#,
+    );
+    assert!(
+        stdout.contains("side relation side_zzz is there"),
+        "{stdout}"
+    );
+    let db = keel::Database::open(dir.path().join("data"), keel::Config::default()).unwrap();
+    assert!(db.relation("side_zzz").unwrap().is_some());
+    db.close().unwrap();
+}
