@@ -18,11 +18,11 @@
 //!
 //! Unless `--no-ddl`, the child also creates, fills and drops side
 //! relations on a thread of its own, and each cycle checks them after
-//! recovery (`check_side_relations`): an acknowledged create is there with
-//! all its rows, an acknowledged drop (this cycle's or any earlier one's)
-//! is gone, one in progress is either, and recovery left no relation file
-//! it could not place. A failed cycle leaves the directory as recovery
-//! left it.
+//! recovery (`check_side_relations`): a create that returned is there
+//! (with all its rows once they committed), an acknowledged drop (this
+//! cycle's or any earlier one's) is gone, one in progress is either, and
+//! recovery left no relation file it could not place. A failed cycle
+//! leaves the directory as recovery left it.
 //!
 //! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
 //! stops there and keeps the directory) or an error, 2 on bad usage.
@@ -385,7 +385,10 @@ impl Run<'_> {
         for step in crash.ddl.values() {
             t.side_created += 1;
             t.side_dropped += u64::from(*step == DdlStep::Dropped);
-            t.side_in_progress += u64::from(matches!(step, DdlStep::Create | DdlStep::Drop));
+            t.side_in_progress += u64::from(matches!(
+                step,
+                DdlStep::Create | DdlStep::Made | DdlStep::Drop
+            ));
         }
     }
 
@@ -512,7 +515,7 @@ fn after_kill(cmd: &str, dir: &Path) -> Result<(), Failure> {
 /// drops were acknowledged. No relation file may be left that recovery
 /// could not place.
 fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, Failure> {
-    use crate::demo::child::{DdlStep, SIDE_ROWS, side_row};
+    use crate::demo::child::{SIDE_ROWS, side_row};
     let mut problems = Vec::new();
     for f in &db.recovery_report().orphan_files {
         problems.push(format!("orphan relation file left: {}", f.display()));
@@ -540,14 +543,7 @@ fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, 
         };
         let mut all: Vec<Vec<u8>> = (0..SIDE_ROWS).map(|i| side_row(name, i)).collect();
         all.sort();
-        let whole = rows.as_ref() == Some(&all);
-        let ok = match step {
-            DdlStep::Create => rows.is_none() || whole || rows.as_ref().is_some_and(Vec::is_empty),
-            DdlStep::Created => whole,
-            DdlStep::Drop => rows.is_none() || whole,
-            DdlStep::Dropped => rows.is_none(),
-        };
-        if !ok {
+        if !side_state_allowed(*step, rows.as_deref(), &all) {
             problems.push(format!(
                 "side relation {name} (last step {step:?}): {}",
                 match &rows {
@@ -558,6 +554,29 @@ fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, 
         }
     }
     Ok(problems)
+}
+
+/// Whether a side relation whose last reported step is `step` may hold
+/// `rows` (`None`: it is gone) after recovery, `all` being its rows: one
+/// whose create is in progress is gone or empty; one whose create returned
+/// is there, empty or whole (its rows' commit is in progress); one whose
+/// rows committed is whole; one whose drop is in progress is whole or gone;
+/// one dropped is gone.
+fn side_state_allowed(
+    step: crate::demo::child::DdlStep,
+    rows: Option<&[Vec<u8>]>,
+    all: &[Vec<u8>],
+) -> bool {
+    use crate::demo::child::DdlStep;
+    let whole = rows == Some(all);
+    let empty = rows.is_some_and(<[_]>::is_empty);
+    match step {
+        DdlStep::Create => rows.is_none() || empty,
+        DdlStep::Made => empty || whole,
+        DdlStep::Created => whole,
+        DdlStep::Drop => rows.is_none() || whole,
+        DdlStep::Dropped => rows.is_none(),
+    }
 }
 
 /// The side relations in the catalog.
@@ -618,4 +637,25 @@ fn progress(total: u64, json: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::child::DdlStep;
+
+    #[test]
+    fn a_side_relation_must_be_as_its_last_step_allows() {
+        let all = vec![b"a".to_vec(), b"b".to_vec()];
+        let some = vec![b"a".to_vec()];
+        let states: [Option<&[Vec<u8>]>; 4] = [None, Some(&[]), Some(&some), Some(&all)];
+        let allowed = |step| states.map(|rows| side_state_allowed(step, rows, &all));
+        // Gone, empty, some rows, whole.
+        assert_eq!(allowed(DdlStep::Create), [true, true, false, false]);
+        // An acknowledged create is never gone.
+        assert_eq!(allowed(DdlStep::Made), [false, true, false, true]);
+        assert_eq!(allowed(DdlStep::Created), [false, false, false, true]);
+        assert_eq!(allowed(DdlStep::Drop), [true, false, false, true]);
+        assert_eq!(allowed(DdlStep::Dropped), [true, false, false, false]);
+    }
 }

@@ -7,7 +7,8 @@
 //! P <tag> <effect>...                 about to call commit (in flight from now)
 //! C <tag>                             commit returned: acknowledged
 //! D <step> <name>                     with --ddl: a side relation's create or
-//!                                     drop (step: `create`, `created` once
+//!                                     drop (step: `create`, `made` once
+//!                                     the create returned, `created` once
 //!                                     its rows committed, `drop`, `dropped`)
 //! ```
 //!
@@ -93,7 +94,9 @@ pub fn side_row(name: &str, i: u32) -> Vec<u8> {
 pub enum DdlStep {
     /// `create_relation` is about to be called.
     Create,
-    /// It returned and its rows committed.
+    /// It returned (acknowledged); its rows are not committed yet.
+    Made,
+    /// Its rows committed.
     Created,
     /// `drop_relation` is about to be called.
     Drop,
@@ -105,6 +108,7 @@ impl DdlStep {
     fn word(self) -> &'static str {
         match self {
             DdlStep::Create => "create",
+            DdlStep::Made => "made",
             DdlStep::Created => "created",
             DdlStep::Drop => "drop",
             DdlStep::Dropped => "dropped",
@@ -114,6 +118,7 @@ impl DdlStep {
     fn parse(w: &str) -> Option<DdlStep> {
         [
             DdlStep::Create,
+            DdlStep::Made,
             DdlStep::Created,
             DdlStep::Drop,
             DdlStep::Dropped,
@@ -138,6 +143,7 @@ fn side_relations(
         let say = |step: DdlStep| emit(out, &format!("D {} {name}", step.word()));
         say(DdlStep::Create)?;
         let rel = db.create_relation(&name)?;
+        say(DdlStep::Made)?;
         let mut tx = db.begin()?;
         for i in 0..SIDE_ROWS {
             tx.insert(rel, &side_row(&name, i))?;
@@ -417,6 +423,10 @@ mod tests {
         assert_eq!(
             parse_line("D dropped side_1f"),
             Some(Line::Ddl(DdlStep::Dropped, "side_1f".into()))
+        );
+        assert_eq!(
+            parse_line("D made side_2"),
+            Some(Line::Ddl(DdlStep::Made, "side_2".into()))
         );
         assert_eq!(parse_line("D vanish side_1f"), None);
         assert_eq!(parse_line("P 1 *0:1.2:3:4:5"), None);
