@@ -299,3 +299,33 @@ fn a_log_cut_after_any_record_of_a_rollback_leaves_no_dead_slot() {
         db.close().unwrap();
     }
 }
+
+/// A committed delete's slot is freed by a record logged after the
+/// commit; a kill that keeps that record out of the log leaves the slot
+/// dead on disk, and the open frees it (nothing can roll back into it any
+/// more), so the page can be emptied and reused whole.
+#[test]
+fn a_dead_slot_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(4)));
+    let db = open(&sim).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let mut tx = db.begin().unwrap();
+    let keep = tx.insert(rel, b"kept").unwrap();
+    let gone = tx.insert(rel, b"deleted").unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.delete(rel, gone).unwrap();
+    tx.commit().unwrap();
+    let kernel = sim.kill();
+    drop(db);
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(5)));
+    let db = open(&sim).unwrap();
+    assert!(!db.recovery_report().clean_shutdown);
+    assert_eq!(
+        scan(&db, rel),
+        Model::from([(keep, b"kept".to_vec())]),
+        "the acknowledged delete holds"
+    );
+    assert_eq!(common::dead_slots(&db, "r"), 0, "the deleted tuple's slot");
+    db.close().unwrap();
+}

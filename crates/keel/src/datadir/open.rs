@@ -78,6 +78,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
         _dir_lock: dir_lock,
     };
     reclaim_emptied(&engine, &recovered.deleted_on)?;
+    free_dead_slots(&engine, &recovered.dead_on);
     let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
         && control.is_some_and(|c| !c.clean);
     if !deferred {
@@ -120,6 +121,31 @@ fn reclaim_emptied(
         }
     }
     Ok(())
+}
+
+/// Frees the dead slots on the heap pages a tuple delete in the log named
+/// (`dead_on`): a committed delete's slot is freed after its commit, in a
+/// record of its own that a crash may have kept out of the log, and a
+/// dead slot is needed only while its deleting transaction may still roll
+/// back. Undo has run and no transaction runs yet, so every dead slot is
+/// garbage here. A page that cannot be read or changed keeps its dead
+/// slots (counted with the cleanup failures: space, never data).
+fn free_dead_slots(engine: &Engine, dead_on: &rustc_hash::FxHashSet<(RelationId, PageId)>) {
+    let mut pages: Vec<_> = dead_on.iter().copied().collect();
+    pages.sort_unstable();
+    for (rid, pid) in pages {
+        let Some(rel) = engine.catalog.get(rid) else {
+            continue;
+        };
+        if rel.kind != crate::heap::RelationKind::Heap || pid.0 >= rel.page_count() {
+            continue;
+        }
+        if engine.store.free_dead_slots(&rel, pid).is_err() {
+            engine
+                .cleanup_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Opens the log (checking it belongs with `control`) and builds the

@@ -116,8 +116,7 @@ impl Storage {
                 drop(g);
                 let moved = flags.union(TupleFlags::MOVED_IN);
                 let target = self.insert_tuple(log, rel, bytes, moved)?;
-                *placed = true;
-                self.repoint(log, rel, tid, target, old)?;
+                self.repoint_or_unplace(log, rel, tid, target, old, bytes, moved, placed)?;
                 log.deferred.extend(release);
                 Ok(())
             }
@@ -159,8 +158,8 @@ impl Storage {
         }
         drop(g);
         let target = self.insert_tuple(log, rel, bytes, moved)?;
-        *placed = true;
-        self.repoint(log, rel, tid, target, SlotImage::Forward(at))?;
+        let forward = SlotImage::Forward(at);
+        self.repoint_or_unplace(log, rel, tid, target, forward, bytes, moved, placed)?;
         let mut g = self.pool.fetch_write(rel.file(), at.page)?;
         self.delete_slot(log, rel, &mut g, at, old)?;
         log.deferred.extend(release);
@@ -263,6 +262,45 @@ impl Storage {
         Ok(())
     }
 
+    /// Points home `tid` (whose slot held `old`) at the new tuple just
+    /// inserted at `target`; sets `placed` once the home points there. When
+    /// the home cannot be changed (its page fails to read), the new tuple
+    /// would be reachable from nowhere: it is deleted again, as a change of
+    /// this transaction, so its slot and its chain go with the
+    /// transaction's end like any deleted tuple's (`placed` stays false, so
+    /// the caller releases the chain at commit; a rollback undoes the
+    /// delete and then the insert). Only if that delete fails too is the
+    /// tuple left in place (`placed` set, so no chain something points at
+    /// is ever released).
+    #[allow(clippy::too_many_arguments)]
+    fn repoint_or_unplace(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        tid: TupleId,
+        target: TupleId,
+        old: SlotImage,
+        bytes: &[u8],
+        flags: TupleFlags,
+        placed: &mut bool,
+    ) -> Result<()> {
+        let Err(e) = self.repoint(log, rel, tid, target, old) else {
+            *placed = true;
+            return Ok(());
+        };
+        let image = SlotImage::Tuple {
+            flags,
+            bytes: bytes.to_vec(),
+        };
+        let unplaced = self
+            .pool
+            .fetch_write(rel.file(), target.page)
+            .map_err(Error::from)
+            .and_then(|mut g| self.delete_slot(log, rel, &mut g, target, image));
+        *placed = unplaced.is_err();
+        Err(e)
+    }
+
     /// Deletes the tuple at home address `tid`.
     pub(crate) fn delete(&self, log: &mut TxnLog, rel: &Relation, tid: TupleId) -> Result<()> {
         if tid.page.0 >= rel.page_count() {
@@ -332,6 +370,29 @@ impl Storage {
             let head = crate::page::OverflowHead::decode(bytes, PageId(0))?;
             self.abandon_chain(log, rel, head);
         }
+        Ok(())
+    }
+
+    /// Frees every dead slot of heap page `pid` (each with a redo-only
+    /// record, as a committed delete's slot is freed): only when no
+    /// transaction can roll back into one, which is the open after
+    /// recovery. A page that is not a heap page is left alone.
+    pub(crate) fn free_dead_slots(&self, rel: &Relation, pid: PageId) -> Result<()> {
+        let mut g = self.pool.fetch_write(rel.file(), pid)?;
+        if page_type(&g) != Some(PageType::Heap) {
+            return Ok(());
+        }
+        let dead: Vec<SlotId> = {
+            let page = SlottedPage::open(&g[..], pid)?;
+            (0..page.slot_count())
+                .map(SlotId)
+                .filter(|&s| page.get(s).is_ok_and(|c| c == SlotContent::Dead))
+                .collect()
+        };
+        for slot in dead.into_iter().rev() {
+            self.change(None, rel.id, &mut g, &Payload::HeapFreeSlot { slot })?;
+        }
+        self.note_free(rel, &g);
         Ok(())
     }
 

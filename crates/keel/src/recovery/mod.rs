@@ -160,6 +160,9 @@ pub(crate) struct Recovered {
     /// key deleted on each ([`redo::Redone::deleted_on`]): the open
     /// reclaims those that are empty.
     pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
+    /// Heap pages a tuple delete in the log named ([`redo::Redone::dead_on`]):
+    /// the open frees the dead slots left on them.
+    pub dead_on: FxHashSet<(RelationId, PageId)>,
 }
 
 /// What recovery does once the log is read.
@@ -228,6 +231,7 @@ pub(crate) fn recover(
         next_relation: 1,
         last_checkpoint: analysis.last_checkpoint,
         deleted_on: redone.deleted_on,
+        dead_on: redone.dead_on,
     };
     rec.report.log_end = store.wal.end_lsn();
     if finish == Finish::Undo {

@@ -103,6 +103,10 @@ pub(super) struct Redone {
     /// have left empty before their reclaim ran (`btree` module docs,
     /// Empty leaves).
     pub deleted_on: FxHashMap<(RelationId, PageId), Vec<u8>>,
+    /// Heap pages a transaction's tuple delete (or a CLR's) named in the
+    /// log read: the pages a crash may have left holding dead slots whose
+    /// free, logged after the deleting commit, never reached the log.
+    pub dead_on: FxHashSet<(RelationId, PageId)>,
 }
 
 impl<'s, 'r> Redo<'s, 'r> {
@@ -128,6 +132,7 @@ impl<'s, 'r> Redo<'s, 'r> {
                 rewritten: FxHashSet::default(),
                 missing: BTreeMap::new(),
                 deleted_on: FxHashMap::default(),
+                dead_on: FxHashSet::default(),
             },
         }
     }
@@ -171,6 +176,14 @@ impl<'s, 'r> Redo<'s, 'r> {
         };
         if let (Some(key), Some(rid), Some(pid)) = (deleted, h.relation, h.page) {
             self.out.deleted_on.insert((rid, pid), key.clone());
+        }
+        let heap_delete = match payload {
+            Payload::HeapDelete { .. } => h.txn.0 != 0,
+            Payload::Compensation { action, .. } => matches!(**action, Payload::HeapDelete { .. }),
+            _ => false,
+        };
+        if let (true, Some(rid), Some(pid)) = (heap_delete, h.relation, h.page) {
+            self.out.dead_on.insert((rid, pid));
         }
         if h.lsn < self.redo_start {
             return Ok(());

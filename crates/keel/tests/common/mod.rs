@@ -298,6 +298,23 @@ pub fn dead_slots(db: &Database, name: &str) -> usize {
         .sum()
 }
 
+/// How many slots of relation `name`'s heap pages hold a tuple (a value
+/// at its home or moved away from it; forward pointers not counted): one
+/// per live value.
+pub fn tuple_slots(db: &Database, name: &str) -> usize {
+    use keel::page::{PageType, SlotContent, SlottedPage};
+    pages_with_type(db, name, PageType::Heap)
+        .into_iter()
+        .map(|p| {
+            let page = db.read_page(name, p).unwrap();
+            let heap = SlottedPage::open(&page[..], p).unwrap();
+            (0..heap.slot_count())
+                .filter(|&s| matches!(heap.get(keel::SlotId(s)), Ok(SlotContent::Tuple { .. })))
+                .count()
+        })
+        .sum()
+}
+
 /// How many pages relation `name` has.
 pub fn page_count(db: &Database, name: &str) -> u32 {
     db.relations()
