@@ -105,16 +105,27 @@ fn enospc_on_a_file_class() {
 /// it succeeds. Returns the seeds whose crash then lost some of the bytes,
 /// though reads showed them all before the crash.
 fn lost_after_a_failed(op: OpKind, fail: impl Fn(&SimIo, FileHandle) -> IoError) -> usize {
+    lost_after(Fault::SyncFailure, op, fail)
+}
+
+/// [`lost_after_a_failed`] with `fault` injected on `op`.
+fn lost_after(fault: Fault, op: OpKind, fail: impl Fn(&SimIo, FileHandle) -> IoError) -> usize {
     let mut lost = 0;
     for seed in 0..100 {
         let (sim, data, _) = setup(SimConfig::seeded(seed));
         sim.write_at(data, 0, IoBuf::from(vec![9u8; 4096]))
             .wait()
             .unwrap();
-        sim.add_fault(FaultRule::always(Fault::SyncFailure).on_op(op));
+        sim.add_fault(FaultRule::always(fault).on_op(op));
         let e = fail(&sim, data);
         assert!(e.is_sync_failure(), "{e}");
         assert_eq!(e.op(), Some(op), "{e}");
+        let errno = if fault == Fault::NoSpace {
+            libc::ENOSPC
+        } else {
+            libc::EIO
+        };
+        assert_eq!(e.raw_os_error(), Some(errno), "{fault:?}: {e}");
         sim.clear_faults();
         // Reads still see the data, and a retried fsync "succeeds"…
         let got = sim
@@ -141,6 +152,48 @@ fn a_failed_fsync_loses_data_and_a_retry_lies() {
     assert!(lost > 0, "the fsyncgate model loses data for some seeds");
 }
 
+/// EIO and ENOSPC on a sync are what Linux reports after a writeback
+/// error (ENOSPC from delayed allocation or a thin device): the pages it
+/// could not write are marked clean, so a retried sync succeeds without
+/// them. Each is the sync failure model, on every kind of file sync.
+#[test]
+fn eio_or_a_full_disk_on_a_sync_loses_data_and_a_retry_lies() {
+    for fault in [Fault::Eio, Fault::NoSpace] {
+        for op in [OpKind::Fsync, OpKind::Fdatasync, OpKind::Writeback] {
+            let lost = lost_after(fault, op, |sim, data| match op {
+                OpKind::Fsync => sim.fsync(data).wait().unwrap_err(),
+                OpKind::Fdatasync => sim.fdatasync(data).wait().unwrap_err(),
+                _ => sim.start_writeback(data, 0, 4096).wait().unwrap_err(),
+            });
+            assert!(lost > 0, "{fault:?} on {}: no seed lost data", op.name());
+        }
+    }
+}
+
+/// A failed syncfs drops every file's dirty state, whatever it reports.
+#[test]
+fn eio_or_a_full_disk_on_syncfs_loses_data() {
+    for fault in [Fault::Eio, Fault::NoSpace, Fault::SyncFailure] {
+        let mut lost = 0;
+        for seed in 0..50 {
+            let (sim, data, _) = setup(SimConfig::seeded(seed));
+            sim.write_at(data, 0, IoBuf::from(vec![9u8; 4096]))
+                .wait()
+                .unwrap();
+            sim.add_fault(FaultRule::always(fault).on_op(OpKind::SyncFs));
+            sim.sync_fs(Path::new("/db")).wait().unwrap_err();
+            sim.clear_faults();
+            sim.sync_fs(Path::new("/db")).wait().unwrap();
+            let disk = sim.crash();
+            let img = disk.file(Path::new("/db/data")).unwrap();
+            if img.len() < 4096 || img.iter().any(|&b| b != 9) {
+                lost += 1;
+            }
+        }
+        assert!(lost > 0, "{fault:?}: a failed syncfs lost nothing");
+    }
+}
+
 /// A failed start of writeback is a sync failure: the kernel may have
 /// dropped the pages it could not write, and the file's next sync
 /// succeeds without bringing them back.
@@ -165,21 +218,39 @@ fn a_failed_durable_write_loses_data_like_a_failed_sync() {
     assert!(lost > 0, "a failed durable write loses data for some seeds");
 }
 
-/// EIO and a full disk fail a durable write with no effect.
+/// EIO and a full disk fail a durable write either at its write, with no
+/// effect, or at its sync, as a sync failure: its bytes reach the kernel,
+/// reads see them, and whether they (and the file's earlier unsynced
+/// writes) are on the disk is a crash's draw. Both happen across seeds.
 #[test]
-fn a_durable_write_fails_with_eio_or_a_full_disk_and_changes_nothing() {
+fn a_durable_write_fails_with_eio_or_a_full_disk_at_its_write_or_its_sync() {
     for fault in [Fault::Eio, Fault::NoSpace] {
-        let (sim, _, wal) = setup(SimConfig::seeded(4));
-        sim.add_fault(FaultRule::always(fault).on_op(OpKind::DurableWrite));
-        let e = sim
-            .durable_write_at(wal, 0, IoBuf::from(vec![3u8; 100]))
-            .wait()
-            .unwrap_err();
-        assert_eq!(e.op(), Some(OpKind::DurableWrite), "{fault:?}: {e}");
-        assert!(e.is_fatal() && e.is_sync_failure(), "{fault:?}: {e}");
-        assert_eq!(sim.size(wal).wait().unwrap(), 0, "{fault:?}: no effect");
-        let disk = sim.crash();
-        assert_eq!(disk.file(Path::new("/db/wal")), Some(&[][..]), "{fault:?}");
+        let (mut untouched, mut reached) = (0, 0);
+        for seed in 0..40 {
+            let (sim, _, wal) = setup(SimConfig::seeded(seed));
+            sim.add_fault(FaultRule::always(fault).on_op(OpKind::DurableWrite));
+            let e = sim
+                .durable_write_at(wal, 0, IoBuf::from(vec![3u8; 100]))
+                .wait()
+                .unwrap_err();
+            assert_eq!(e.op(), Some(OpKind::DurableWrite), "{fault:?}: {e}");
+            assert!(e.is_fatal() && e.is_sync_failure(), "{fault:?}: {e}");
+            sim.clear_faults();
+            sim.fsync(wal).wait().unwrap();
+            match sim.size(wal).wait().unwrap() {
+                0 => {
+                    untouched += 1;
+                    let disk = sim.crash();
+                    assert_eq!(disk.file(Path::new("/db/wal")), Some(&[][..]));
+                }
+                100 => reached += 1,
+                n => panic!("{fault:?}: size {n}"),
+            }
+        }
+        assert!(
+            untouched > 0 && reached > 0,
+            "{fault:?}: {untouched}/{reached}"
+        );
     }
 }
 

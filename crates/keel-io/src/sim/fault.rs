@@ -13,14 +13,21 @@ use crate::request::{FileClass, OpKind};
 /// A failure to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The operation fails with EIO and has no effect. Applies to reads,
-    /// writes (durable ones too), syncs, the start of writeback, allocate,
-    /// set_len and sync_dir.
+    /// The operation fails with EIO. Applies to reads, writes, allocate,
+    /// set_len and sync_dir, where it has no effect, and to every file
+    /// sync (fsync, fdatasync, the start of writeback, syncfs), where it is
+    /// a [`Fault::SyncFailure`] that reports EIO: Linux marks the pages it
+    /// could not write clean, so the unsynced writes it covered are
+    /// resolved as in a crash and a later sync succeeds without them. A
+    /// durable write fails either at its write (no effect) or at its sync
+    /// (as a sync failure), drawn from the seed.
     Eio,
-    /// The operation fails with ENOSPC and has no effect. Applies to writes,
-    /// the start of writeback (a file system that allocates blocks only at
-    /// writeback meets a full disk there), allocate, set_len, and
-    /// open/create_dir that would create an entry.
+    /// The operation fails with ENOSPC. Applies to writes, allocate,
+    /// set_len, open/create_dir that would create an entry and sync_dir,
+    /// where it has no effect, and to every file sync as [`Fault::Eio`]
+    /// does, reporting ENOSPC: a file system that allocates blocks only at
+    /// writeback (delayed allocation, thin provisioning) meets a full disk
+    /// in fsync, and drops the pages it could not place.
     NoSpace,
     /// A write transfers at most `max_bytes` in its first system call; the
     /// backend resubmits the rest as real backends do. With `max_bytes: 0`
@@ -31,12 +38,12 @@ pub enum Fault {
     },
     /// An fsync / fdatasync / durable write / start of writeback / sync_dir /
     /// syncfs fails with EIO *after* the kernel dropped the dirty state
-    /// (a durable write's bytes reached the kernel first): each unsynced write of the file (of
-    /// every file, for syncfs) is resolved as in a crash (kept, dropped or
-    /// torn) and is no longer pending, so a retried fsync would succeed
-    /// without making it durable — the "fsyncgate" behaviour invariant 7
-    /// guards against. Reads still see the new data. A failed sync_dir
-    /// makes nothing durable.
+    /// (a durable write's bytes always reached the kernel first): each
+    /// unsynced write of the file (of every file, for syncfs) is resolved
+    /// as in a crash (kept, dropped or torn) and is no longer pending, so a
+    /// retried fsync would succeed without making it durable — the
+    /// "fsyncgate" behaviour invariant 7 guards against. Reads still see
+    /// the new data. A failed sync_dir makes nothing durable.
     SyncFailure,
     /// A read succeeds but returns its bytes with one bit flipped (the
     /// lowest bit of the byte in the middle of what it read): nothing on
@@ -73,7 +80,18 @@ impl Fault {
             ),
             Fault::NoSpace => matches!(
                 op,
-                Write | WriteV | DurableWrite | Writeback | Allocate | SetLen | Open | CreateDir
+                Write
+                    | WriteV
+                    | DurableWrite
+                    | Fsync
+                    | Fdatasync
+                    | Writeback
+                    | Allocate
+                    | SetLen
+                    | Open
+                    | CreateDir
+                    | SyncDir
+                    | SyncFs
             ),
             Fault::ShortWrite { .. } => matches!(op, Write | WriteV | DurableWrite),
             Fault::SyncFailure => matches!(

@@ -348,24 +348,27 @@ impl State {
                 write_bytes(ino, kind, &fref, offset_of(offset)?, &slices, fault, false)?;
                 Ok(Reply::WrittenV(bufs))
             }
-            // A failed durable write is a failed sync's (model rule 1): the
-            // bytes reached the kernel, which then dropped the file's dirty
-            // state, so they and everything pending are resolved as in a
-            // crash.
+            // A durable write that fails at its sync is a failed sync (model
+            // rule 1): the bytes reached the kernel, which then dropped the
+            // file's dirty state, so they and everything pending are
+            // resolved as in a crash. EIO and ENOSPC may instead come from
+            // the write itself, which then has no effect.
             Request::DurableWrite { offset, buf, .. } => {
                 let off = offset_of(offset)?;
-                if fault == Some(Fault::SyncFailure) {
-                    write_bytes(ino, kind, &fref, off, &[&buf], None, false)?;
-                    ino.lose_pending(rng);
-                    return Err(IoError::errno(kind, fref, libc::EIO));
+                if let Some(errno) = sync_errno(fault) {
+                    if fault == Some(Fault::SyncFailure) || rng.coin() {
+                        write_bytes(ino, kind, &fref, off, &[&buf], None, false)?;
+                        ino.lose_pending(rng);
+                    }
+                    return Err(IoError::errno(kind, fref, errno));
                 }
                 write_bytes(ino, kind, &fref, off, &[&buf], fault, true)?;
                 Ok(Reply::Written(buf))
             }
             Request::Sync { .. } => {
-                if fault == Some(Fault::SyncFailure) {
+                if let Some(errno) = sync_errno(fault) {
                     ino.lose_pending(rng);
-                    return Err(IoError::errno(kind, fref, libc::EIO));
+                    return Err(IoError::errno(kind, fref, errno));
                 }
                 ino.sync();
                 Ok(Reply::Done)
@@ -375,9 +378,9 @@ impl State {
             // nothing modelled. A failure is modelled as a failed sync's:
             // the kernel may have dropped what it could not write.
             Request::StartWriteback { .. } => {
-                if fault == Some(Fault::SyncFailure) {
+                if let Some(errno) = sync_errno(fault) {
                     ino.lose_pending(rng);
-                    return Err(IoError::errno(kind, fref, libc::EIO));
+                    return Err(IoError::errno(kind, fref, errno));
                 }
                 Ok(Reply::Done)
             }
@@ -495,9 +498,9 @@ impl State {
         if !self.model.is_dir(path) {
             return Err(IoError::errno(kind, fref, libc::ENOENT));
         }
-        match fault {
-            Some(Fault::Eio | Fault::SyncFailure) => Err(IoError::errno(kind, fref, libc::EIO)),
-            _ => {
+        match sync_errno(fault) {
+            Some(errno) => Err(IoError::errno(kind, fref, errno)),
+            None => {
                 self.model.sync_dir(path);
                 Ok(Reply::Done)
             }
@@ -509,14 +512,13 @@ impl State {
         if self.model.lookup(path).is_none() {
             return Err(IoError::errno(kind, fref, libc::ENOENT));
         }
-        match fault {
-            Some(Fault::Eio) => Err(IoError::errno(kind, fref, libc::EIO)),
-            Some(Fault::SyncFailure) => {
+        match sync_errno(fault) {
+            Some(errno) => {
                 let State { model, rng, .. } = self;
                 model.lose_all_pending(rng);
-                Err(IoError::errno(kind, fref, libc::EIO))
+                Err(IoError::errno(kind, fref, errno))
             }
-            _ => {
+            None => {
                 self.model.sync_all();
                 Ok(Reply::Done)
             }
@@ -607,8 +609,12 @@ fn check_access(req: &Request, f: &SimFile, fref: &FileRef) -> Result<(), IoErro
 }
 
 /// The error an injected fault turns a file request into, if it fails it
-/// outright (short writes and sync failures are handled by the operation).
+/// outright (short writes and every fault on a sync are handled by the
+/// operation).
 fn data_fault(fault: Option<Fault>, kind: OpKind, fref: &FileRef) -> Option<IoError> {
+    if is_sync(kind) {
+        return None;
+    }
     match fault? {
         Fault::Eio => Some(IoError::errno(kind, fref.clone(), libc::EIO)),
         Fault::NoSpace => Some(IoError::errno(kind, fref.clone(), libc::ENOSPC)),
@@ -617,6 +623,31 @@ fn data_fault(fault: Option<Fault>, kind: OpKind, fref: &FileRef) -> Option<IoEr
         | Fault::FlipBit
         | Fault::PowerCut
         | Fault::Kill => None,
+    }
+}
+
+/// Whether an operation of this kind makes something durable (and so
+/// fails as a sync: see [`Fault::Eio`]).
+fn is_sync(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Fsync
+            | OpKind::Fdatasync
+            | OpKind::DurableWrite
+            | OpKind::Writeback
+            | OpKind::SyncDir
+            | OpKind::SyncFs
+    )
+}
+
+/// The error number a fault on a sync fails it with: every failure of a
+/// sync is one after the kernel dropped the dirty state it could not
+/// write (Linux marks such pages clean), whatever it reports.
+fn sync_errno(fault: Option<Fault>) -> Option<i32> {
+    match fault? {
+        Fault::Eio | Fault::SyncFailure => Some(libc::EIO),
+        Fault::NoSpace => Some(libc::ENOSPC),
+        Fault::ShortWrite { .. } | Fault::FlipBit | Fault::PowerCut | Fault::Kill => None,
     }
 }
 

@@ -8,9 +8,11 @@
 //!    image at once (reads see it) and is appended to the inode's pending
 //!    list. fsync/fdatasync of the file makes every pending change durable
 //!    (fdatasync is modelled as fsync: Linux's fdatasync also flushes the
-//!    size needed to read the data). A *failed* sync (fault `SyncFailure`)
-//!    resolves the pending changes as a crash would and forgets them, so a
-//!    retried sync succeeds without restoring what was lost.
+//!    size needed to read the data). A *failed* sync (any fault injected on
+//!    it: EIO, ENOSPC or `SyncFailure`, as Linux marks the pages it could
+//!    not write clean) resolves the pending changes as a crash would and
+//!    forgets them, so a retried sync succeeds without restoring what was
+//!    lost.
 //!
 //!    1a. A *durable write* (`Request::DurableWrite`, `RWF_DSYNC`) is durable
 //!    when it returns, and only its own bytes are: it stays in the
