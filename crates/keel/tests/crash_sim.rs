@@ -9,6 +9,9 @@
 //! most, the one transaction whose commit was in flight), whatever
 //! unsynced writes the cut dropped or tore.
 //!
+//! In one power-cut cycle in four the disk may fail first, as in the
+//! two-stage test below (`common::disk_failure`).
+//!
 //! A third test crashes in two stages: a process kill (unsynced writes stay
 //! in the page cache), a restart that recovers, then a power cut — after
 //! more work, or during that recovery itself (invariant 14). In one cycle
@@ -17,8 +20,10 @@
 //! recovers what it left. In two of
 //! three cycles the disk failed before the kill (`common::disk_failure`):
 //! a sync of the log, the data files, the control file or a directory,
-//! leaving what a file sync dropped from the disk in the page cache, clean;
-//! or a write of the log or the data files, with EIO or a full disk.
+//! reporting EIO or a full disk, leaving what a file sync dropped from the
+//! disk in the page cache, clean; or a write of the log or the data files,
+//! with EIO or a full disk. The failure must poison the process: what the
+//! workload reached before the kill is then refused (invariant 16).
 //!
 //! Every workload also puts, replaces and deletes keys of a tree and reads
 //! them back with ranges in both directions (keys up to `MAX_KEY_LEN`
@@ -340,7 +345,7 @@ fn power_cuts(seeds: &[u64]) {
     let (mut with_commits, mut with_keys, mut redone, mut undone) = (0, 0, 0, 0);
     let mut compared = 0;
     let (mut ddl_ran, mut ddl_cut) = (0, 0);
-    let mut applies = 0;
+    let (mut applies, mut disk_failures) = (0, 0);
     for &seed in seeds {
         // One cycle in four runs with redo consistency checking.
         let check = seed % 4 == 0;
@@ -350,8 +355,21 @@ fn power_cuts(seeds: &[u64]) {
         let rels = Rels::create(&db, 1);
         let cut = sim.op_count() + 50 + rng.below(4000);
         sim.add_fault(FaultRule::at_op(cut, Fault::PowerCut));
+        // One cycle in four, the disk may fail before the cut
+        // (`common::disk_failure`, drawn from a generator of its own so
+        // that the other cycles run as they always did): the power then
+        // fails on a poisoned process, whose failed sync left data only
+        // in the page cache.
+        let mut failing = Rng::new(seed * 6151 + 3);
+        if failing.below(4) == 0 {
+            for rule in common::disk_failure(&mut failing) {
+                sim.add_fault(rule);
+            }
+            disk_failures += 1;
+        }
         let mut side = Side::default();
         let (acked, in_flight) = run_until_cut(&db, &rels, Model::default(), &mut side, &mut rng);
+        common::assert_poisoned_unless_halted(seed, &sim, &db);
         let disk = sim.crash();
         drop(db);
 
@@ -442,7 +460,8 @@ fn power_cuts(seeds: &[u64]) {
     }
     eprintln!(
         "{cycles} cycles: {with_commits} with commits ({with_keys} with tree keys), {redone} redid, {undone} undid, \
-         {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL), {applies} redo-only applies first"
+         {compared} pages compared, DDL in {ddl_ran} ({ddl_cut} cut mid-DDL), {applies} redo-only applies first, \
+         {disk_failures} with a failing disk"
     );
 }
 
@@ -582,6 +601,7 @@ fn two_stage(seed: u64) -> TwoStage {
     }
     let mut side = Side::default();
     let (acked, in_flight) = run_until_cut(&db, rels, Model::default(), &mut side, &mut rng);
+    common::assert_poisoned_unless_halted(seed, &sim, &db);
     let kernel = sim.kill();
     drop(db);
 

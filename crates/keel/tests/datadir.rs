@@ -177,23 +177,34 @@ fn rows(db: &Database, rel: keel::RelationId) -> Vec<u8> {
 
 /// A sync that failed before a kill, after which the kernel keeps the
 /// pages it dropped from the disk in its cache, clean (Linux after a
-/// writeback error): a sync of the log (a commit fails) or of the data
-/// files (a checkpoint fails). The next process's own syncs never write
+/// writeback error, whether it reports EIO or ENOSPC): a sync of the log
+/// (a commit fails) or of the data files (a checkpoint fails). The next process's own syncs never write
 /// those pages; its open writes the log's tail and every page the log
 /// names again (invariant 14), so what it acknowledges survives a power
 /// cut, and so do the commits the dead process acknowledged before.
 #[test]
 fn a_sync_that_failed_before_a_kill_is_written_again_by_the_next_open() {
-    use keel_io::FileClass;
     use keel_io::sim::{Fault, FaultRule};
-    for (seed, class) in (0..6).map(|s| (s, [FileClass::Wal, FileClass::Data][s as usize % 2])) {
+    use keel_io::{FileClass, OpKind};
+    const SYNCS: [OpKind; 4] = [
+        OpKind::Fsync,
+        OpKind::Fdatasync,
+        OpKind::DurableWrite,
+        OpKind::Writeback,
+    ];
+    // Every class with every way a sync fails.
+    for seed in 0..6u64 {
+        let class = [FileClass::Wal, FileClass::Data][seed as usize % 2];
+        let fault = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][seed as usize % 3];
         let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
         let db = common::open_sim(&sim, common::small_config(64)).unwrap();
         let rel = db.create_relation("t").unwrap();
         commit_rows(&db, rel, 0..20);
         db.checkpoint().unwrap();
         commit_rows(&db, rel, 20..40);
-        sim.add_fault(FaultRule::always(Fault::SyncFailure).on_class(class));
+        for op in SYNCS {
+            sim.add_fault(FaultRule::always(fault).on_class(class).on_op(op));
+        }
         if class == FileClass::Wal {
             let mut tx = db.begin().unwrap();
             tx.insert(rel, &[40; 700]).unwrap();
@@ -234,8 +245,12 @@ fn a_sync_that_failed_before_a_kill_is_written_again_by_the_next_open() {
         drop(db);
 
         let db = common::open_sim(&common::reboot(disk, seed + 200), common::small_config(64))
-            .unwrap_or_else(|e| panic!("seed {seed} ({class:?}): {e}"));
-        assert_eq!(rows(&db, rel), expected, "seed {seed} ({class:?})");
+            .unwrap_or_else(|e| panic!("seed {seed} ({class:?}, {fault:?}): {e}"));
+        assert_eq!(
+            rows(&db, rel),
+            expected,
+            "seed {seed} ({class:?}, {fault:?})"
+        );
         db.close().unwrap();
     }
 }

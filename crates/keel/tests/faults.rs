@@ -433,7 +433,8 @@ fn an_io_error_in_a_running_rollback_is_a_rollback_error_that_poisons() {
 
 /// The checkpoint that ends recovery cannot make its pages durable: the
 /// writeback it starts fails (a sync failure, which drops pages; EIO; a
-/// full disk), or its fdatasync does. The open fails naming the failure,
+/// full disk), or its fdatasync does (each of these too: Linux drops the
+/// pages it could not write, whatever it reports). The open fails naming the failure,
 /// and the control file is not moved past the log it would need; after a
 /// power cut, the next open recovers every acknowledged commit, heap rows
 /// and tree keys.
@@ -445,6 +446,7 @@ fn a_failed_sync_in_the_checkpoint_that_ends_recovery_fails_the_open_and_loses_n
         (Fault::NoSpace, OpKind::Writeback),
         (Fault::SyncFailure, OpKind::Fdatasync),
         (Fault::Eio, OpKind::Fdatasync),
+        (Fault::NoSpace, OpKind::Fdatasync),
     ];
     for (n, (fault, op)) in cases.into_iter().enumerate() {
         let seed = 90 + 10 * n as u64;

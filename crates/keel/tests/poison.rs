@@ -312,9 +312,53 @@ fn a_failed_log_write_poisons_every_thread() {
     failing_writes(OpKind::DurableWrite, FileClass::Wal, false, 11);
 }
 
+/// A data file's fdatasync fails with EIO, or with ENOSPC (blocks
+/// allocated only at writeback meet a full disk).
 #[test]
 fn a_failed_data_sync_poisons_every_thread() {
     failing_syncs(Fault::Eio, OpKind::Fdatasync, FileClass::Data, true, 21..23);
+    failing_syncs(
+        Fault::NoSpace,
+        OpKind::Fdatasync,
+        FileClass::Data,
+        true,
+        23..25,
+    );
+}
+
+/// A checkpoint's sync of the new control file, or of a directory it
+/// renames into, fails with EIO or ENOSPC.
+#[test]
+fn a_failed_control_file_or_directory_sync_poisons_every_thread() {
+    for (n, fault) in [Fault::Eio, Fault::NoSpace].into_iter().enumerate() {
+        let seed = 61 + 2 * n as u64;
+        failing_syncs(
+            fault,
+            OpKind::Fdatasync,
+            FileClass::Control,
+            true,
+            seed..seed + 1,
+        );
+        failing_syncs(
+            fault,
+            OpKind::SyncDir,
+            FileClass::Other,
+            true,
+            seed + 1..seed + 2,
+        );
+    }
+}
+
+/// The log's batch fails at its sync with ENOSPC.
+#[test]
+fn a_log_sync_failing_with_a_full_disk_poisons_every_thread() {
+    failing_syncs(
+        Fault::NoSpace,
+        OpKind::DurableWrite,
+        FileClass::Wal,
+        false,
+        4..6,
+    );
 }
 
 /// A page write that fails (EIO, or a full disk) in the buffer pool's

@@ -207,9 +207,12 @@ impl<W: Watch> AsyncIo for Watched<W> {
 ///
 /// - a failed sync: the syncs of the log (its durable writes), the data
 ///   files (and the writeback a checkpoint starts ahead of their
-///   fdatasync), the control file or the directories fail now and then; a
-///   failed file sync drops what it was to make durable while the page
-///   cache keeps it, clean (Linux after a writeback error);
+///   fdatasync), the control file or the directories fail now and then,
+///   reporting EIO or ENOSPC (a file system that allocates blocks at
+///   writeback, or a thin device, meets a full disk in fsync), or as the
+///   simulator's bare sync failure; a failed file sync drops what it was to
+///   make durable while the page cache keeps it, clean (Linux after a
+///   writeback error);
 /// - an I/O error or a full disk on a write: the log's durable writes, or
 ///   the data files' page writes and the writeback starts ahead of their
 ///   sync, fail with EIO or ENOSPC now and then, having done nothing.
@@ -231,9 +234,16 @@ pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule>
             })
             .collect()
     };
-    let sync = |class: FileClass, p: f64| {
-        vec![FaultRule::with_probability(p, Fault::SyncFailure).on_class(class)]
-    };
+    const SYNCS: [OpKind; 6] = [
+        OpKind::Fsync,
+        OpKind::Fdatasync,
+        OpKind::DurableWrite,
+        OpKind::Writeback,
+        OpKind::SyncDir,
+        OpKind::SyncFs,
+    ];
+    let fault = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][rng.below(3) as usize];
+    let sync = |class: FileClass, p: f64| on(class, p, fault, &SYNCS);
     match rng.below(12) {
         0 => sync(FileClass::Wal, 0.03),
         1 => sync(FileClass::Data, 0.5),
@@ -252,6 +262,25 @@ pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule>
         7 => on(FileClass::Data, 0.3, Fault::NoSpace, &DATA_WRITES),
         _ => Vec::new(),
     }
+}
+
+/// A workload that stopped before the kill or power cut it ran into
+/// stopped at a failure of the disk (`disk_failure`): the database must be
+/// poisoned, refusing every later transaction (invariants 7 and 16), for
+/// seed `seed`.
+pub fn assert_poisoned_unless_halted(seed: u64, sim: &SimIo, db: &Database) {
+    if sim.is_halted() {
+        return;
+    }
+    assert!(
+        db.is_poisoned(),
+        "seed {seed}: the workload stopped on an error but the database is not poisoned"
+    );
+    let e = db
+        .begin()
+        .err()
+        .unwrap_or_else(|| panic!("seed {seed}: a poisoned database began a transaction"));
+    poison_cause(&e, &format!("seed {seed}: begin after the failure"));
 }
 
 /// The cause a poisoned database's refusal `e` names. Fails the test
