@@ -3,7 +3,9 @@
 //! I/O fails at random, by round (`seed % 3`):
 //!
 //! - the disk is full: writes fail with ENOSPC (log appends, segment
-//!   preparation, page writes of the background writer and checkpoints);
+//!   preparation, page writes of the background writer and checkpoints),
+//!   and so do syncs (a file system that allocates blocks at writeback
+//!   meets the full disk there, dropping what it could not place);
 //! - I/O errors: reads (the archiver's reads of the log included), writes
 //!   and syncs fail with EIO;
 //! - failed syncs that drop the dirty data (`Fault::SyncFailure`, the
@@ -80,7 +82,13 @@ fn disk_faults(seed: u64, per_mille: u64) -> Vec<FaultRule> {
     let (fault, ops): (Fault, &[OpKind]) = match seed % 3 {
         0 => (
             Fault::NoSpace,
-            &[OpKind::Write, OpKind::WriteV, OpKind::DurableWrite],
+            &[
+                OpKind::Write,
+                OpKind::WriteV,
+                OpKind::DurableWrite,
+                OpKind::Fdatasync,
+                OpKind::Fsync,
+            ],
         ),
         2 => (
             Fault::SyncFailure,
