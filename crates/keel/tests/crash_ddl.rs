@@ -17,6 +17,10 @@
 //! not know to belong to a committed drop or an uncommitted create, and
 //! leaves no file of a relation that is gone.
 //!
+//! A second sweep fails each sync of the same calls instead, with EIO or
+//! ENOSPC (the failed-disk shape): the call fails and poisons, then a power
+//! cut, or a kill, a restart and a power cut, and the same checks hold.
+//!
 //! `KEEL_CRASH_DDL_SEEDS` sets the number of seeds (default 3);
 //! `KEEL_CRASH_SEED=<n>` runs seed `n` alone.
 
@@ -496,4 +500,90 @@ fn a_drop_removes_a_half_written_free_space_map_too() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     db.close().unwrap();
+}
+
+/// The DDL call of a sync-failure sweep.
+#[derive(Clone, Copy, Debug)]
+enum Ddl {
+    Drop,
+    Create,
+}
+
+/// A sync failing (EIO or ENOSPC, by seed; Linux drops what it could not
+/// write either way) at each sync of `drop_relation` and of
+/// `create_relation`: the call fails and poisons the database; then the
+/// process loses power, or is killed (the page cache keeps what the failed
+/// sync dropped, clean) and the next one recovers, commits and loses
+/// power. Each recovery holds the committed rows, the relation as the
+/// call's outcome allows, and no file recovery could not place.
+#[test]
+fn a_sync_failing_at_every_sync_of_ddl() {
+    use keel_io::{AsyncIo, OpKind};
+    const SYNCS: [OpKind; 5] = [
+        OpKind::Fsync,
+        OpKind::Fdatasync,
+        OpKind::DurableWrite,
+        OpKind::Writeback,
+        OpKind::SyncDir,
+    ];
+    let mut failures = 0;
+    for seed in seeds() {
+        let fault = [Fault::Eio, Fault::NoSpace][seed as usize % 2];
+        for ddl in [Ddl::Drop, Ddl::Create] {
+            for at in 0u64.. {
+                let mut rng = Rng::new(seed * 17 + 5);
+                let mut s = setup(seed, &mut rng);
+                insert_rows(&s.db, s.keep, 1, &mut rng, &mut s.keep_rows);
+                let start = s.sim.op_count();
+                let errors = |sim: &SimIo| -> u64 {
+                    let st = sim.stats();
+                    SYNCS.iter().map(|&op| st.errors(op)).sum()
+                };
+                let before = errors(&s.sim);
+                for op in SYNCS {
+                    s.sim
+                        .add_fault(FaultRule::at_op(start + at, fault).on_op(op));
+                }
+                let result = match ddl {
+                    Ddl::Drop => s.db.drop_relation("victim").map(|()| None),
+                    Ddl::Create => s.db.create_relation("new").map(Some),
+                };
+                let ctx = format!("seed {seed}, {fault:?} on op +{at} of {ddl:?}");
+                if errors(&s.sim) == before {
+                    if s.sim.op_count() <= start + at {
+                        result.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        break;
+                    }
+                    continue; // op `at` was no sync
+                }
+                failures += 1;
+                let e = result.as_ref().expect_err(&ctx);
+                common::poison_cause(&s.db.begin().unwrap_err(), &ctx);
+                assert_eq!(e.class(), keel::ErrorClass::Fatal, "{ctx}: {e}");
+                let disk = if rng.coin() {
+                    s.sim.crash()
+                } else {
+                    let kernel = s.sim.kill();
+                    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed + 500)));
+                    let db = open(&sim).unwrap_or_else(|e| panic!("{ctx}: after the kill: {e}"));
+                    assert_eq!(scan(&db, s.keep), s.keep_rows, "{ctx}: after the kill");
+                    insert_rows(&db, s.keep, 3, &mut rng, &mut s.keep_rows);
+                    let disk = sim.crash();
+                    drop(db);
+                    disk
+                };
+                let (sim, db) = recover(disk, seed * 1000 + at, &mut rng);
+                if let Ddl::Create = ddl
+                    && let Some(id) = db.relation("new").unwrap()
+                {
+                    assert!(id.0 > s.victim.0, "{ctx}: id {id} reused");
+                    assert!(scan(&db, id).is_empty(), "{ctx}");
+                }
+                let dropped = matches!(ddl, Ddl::Drop);
+                check_after(seed, at, &s, &db, &sim, true, dropped);
+            }
+        }
+    }
+    assert!(failures > 0, "no sync failed inside DDL");
+    eprintln!("{failures} sync failures inside DDL");
 }
