@@ -10,16 +10,15 @@
 //! every reopen the catalog lists exactly the model's relations. A
 //! transaction may also read damaged pages (a bit flipped on the way): each
 //! operation failing on one is a corruption error, done or not, and the
-//! transaction goes on and commits. Over every transaction that ends
-//! without a crash the overflow pages in the relation's file change by
-//! exactly what the committed values need (no chain leaked, none freed
-//! early), and over every transaction, whatever its end (a crash's
-//! included: recovery rolls it back), the relation's dead slots do not
-//! grow (a rolled-back insert frees its slot, a committed delete's slot is
-//! freed after its commit, and by the open after a crash that kept that
-//! free out of the log); and after each
-//! transaction exactly one slot holds a tuple per live value (none left
-//! that no home points at). Half the cases run with a pool of six frames,
+//! transaction goes on and commits. Over every transaction, whatever its
+//! end (a crash's included: recovery rolls it back), the overflow pages in
+//! the relation's file change by exactly what the committed values need
+//! (no chain leaked, none freed early), and the relation's dead slots do
+//! not grow: a rolled-back insert frees its slot, and a committed delete's
+//! slot and old chain are freed after its commit, or by the open after a
+//! crash that kept those frees out of the log. After each transaction
+//! exactly one slot holds a tuple per live value (none left that no home
+//! points at). Half the cases run with a pool of six frames,
 //! so pages are evicted and read again inside each change (and a damaged
 //! read can land between its steps). On the simulated disk.
 
@@ -441,10 +440,7 @@ fn run(steps: &[Step], frames: usize) {
                 };
                 let (rel, committed) = &rels[&name];
                 let rel = *rel;
-                let surplus = match plan.end {
-                    End::Crash => None,
-                    _ => Some(overflow_surplus(m.db(), &name, committed)),
-                };
+                let surplus = overflow_surplus(m.db(), &name, committed);
                 let dead_before = common::dead_slots(m.db(), &name);
                 let after = run_txn(&m, rel, committed, plan, &mut seed);
                 match plan.end {
@@ -467,12 +463,10 @@ fn run(steps: &[Step], frames: usize) {
                     "{:?}: dead slots {dead_before} before, {dead} after",
                     plan.end
                 );
+                let now = overflow_surplus(m.db(), &name, &rels[&name].1);
+                assert_eq!(now, surplus, "{:?}: overflow pages leaked", plan.end);
                 if matches!(plan.end, End::Crash) {
                     continue;
-                }
-                if let Some(before) = surplus {
-                    let now = overflow_surplus(m.db(), &name, &rels[&name].1);
-                    assert_eq!(now, before, "{:?}: overflow pages leaked", plan.end);
                 }
                 if plan.reopen_after {
                     m.reopen(&rels);

@@ -329,3 +329,33 @@ fn a_dead_slot_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
     assert_eq!(common::dead_slots(&db, "r"), 0, "the deleted tuple's slot");
     db.close().unwrap();
 }
+
+/// A committed delete of a large value frees its overflow chain in
+/// records logged after the commit; a kill that keeps them out of the log
+/// leaves the chain's pages allocated on disk, and the open frees them.
+#[test]
+fn a_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(6)));
+    let db = open(&sim).unwrap();
+    let rel = db.create_relation("r").unwrap();
+    let mut tx = db.begin().unwrap();
+    let big = tx.insert(rel, &vec![5u8; 50_000]).unwrap();
+    tx.commit().unwrap();
+    let overflow = |db: &Database| common::pages_of_type(db, "r", keel::page::PageType::Overflow);
+    assert!(overflow(&db) >= 6);
+    let mut tx = db.begin().unwrap();
+    tx.delete(rel, big).unwrap();
+    tx.commit().unwrap();
+    let kernel = sim.kill();
+    drop(db);
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(7)));
+    let db = open(&sim).unwrap();
+    assert!(!db.recovery_report().clean_shutdown);
+    assert_eq!(
+        scan(&db, rel),
+        Model::new(),
+        "the acknowledged delete holds"
+    );
+    assert_eq!(overflow(&db), 0, "the deleted value's chain is left");
+    db.close().unwrap();
+}

@@ -79,6 +79,7 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
     };
     reclaim_emptied(&engine, &recovered.deleted_on)?;
     free_dead_slots(&engine, &recovered.dead_on);
+    free_released_chains(&engine, &recovered.released_chains);
     let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
         && control.is_some_and(|c| !c.clean);
     if !deferred {
@@ -141,6 +142,34 @@ fn free_dead_slots(engine: &Engine, dead_on: &rustc_hash::FxHashSet<(RelationId,
             continue;
         }
         if engine.store.free_dead_slots(&rel, pid).is_err() {
+            engine
+                .cleanup_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frees what is left of the overflow chains committed transactions
+/// dropped in the log read (`released`): each chain is freed after its
+/// commit, in records a crash may have kept out of the log, in whole or in
+/// part (the last page first, so what is left is the chain's first pages,
+/// still linked). Only pages unchanged since the record that dropped the
+/// reference are freed (`Storage::free_chain`): a page changed since was
+/// freed then, and may hold another value now. A chain that cannot be
+/// read stays allocated (counted with the cleanup failures: space, never
+/// data).
+fn free_released_chains(
+    engine: &Engine,
+    released: &[(RelationId, crate::page::OverflowHead, Lsn)],
+) {
+    for &(rid, head, lsn) in released {
+        let Some(rel) = engine.catalog.get(rid) else {
+            continue;
+        };
+        if rel.kind != crate::heap::RelationKind::Heap {
+            continue;
+        }
+        if engine.store.free_chain(&rel, head, Some(lsn)).is_err() {
             engine
                 .cleanup_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

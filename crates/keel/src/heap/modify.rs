@@ -623,7 +623,7 @@ impl Storage {
                 Ok(())
             }
             Deferred::FreeChain(rel, head) => match lookup(rel) {
-                Some(rel) => self.free_chain(&rel, head),
+                Some(rel) => self.free_chain(&rel, head, None),
                 None => Ok(()),
             },
             Deferred::ReclaimLeaf(rel, leaf, key) => match lookup(rel) {

@@ -12,11 +12,11 @@ use std::borrow::Cow;
 
 use super::{INLINE_MAX, MAX_VALUE_LEN, Relation, corrupt};
 use crate::error::{DbError, Result};
-use crate::page::page_type;
 use crate::page::{ChainReader, NO_PAGE, OverflowHead, PageType, TupleFlags, overflow::chunks};
+use crate::page::{page_lsn, page_type};
 use crate::storage::Storage;
 use crate::txn::undo::TxnLog;
-use crate::types::PageId;
+use crate::types::{Lsn, PageId};
 use crate::wal::Payload;
 
 impl Storage {
@@ -140,26 +140,54 @@ impl Storage {
     }
 
     /// Frees every page of a chain no longer referenced (after the commit
-    /// that dropped its last reference is durable; redo-only records).
-    /// Pages that are no longer overflow pages of this chain are left
-    /// alone, so freeing twice is harmless.
-    pub(crate) fn free_chain(&self, rel: &Relation, head: OverflowHead) -> Result<()> {
+    /// that dropped its last reference is durable; redo-only records), the
+    /// last page first, so a crash part way leaves the chain's first pages
+    /// linked as they were and the rest free. The walk stops at a page that
+    /// is not the chain's next chunk (not an overflow page, or not the
+    /// chunk index after the previous page's): what a free that already
+    /// ran, in whole or in part, left. With `written_before`, it also stops at a page whose LSN is not
+    /// below that LSN: a page changed since then was freed, and maybe taken
+    /// again, after the chain lost its reference at that LSN.
+    pub(crate) fn free_chain(
+        &self,
+        rel: &Relation,
+        head: OverflowHead,
+        written_before: Option<Lsn>,
+    ) -> Result<()> {
+        let mut pages = Vec::new();
+        let mut expected = None;
         let mut next = head.first_page.0;
-        let mut freed = 0;
-        while next != NO_PAGE && freed < head.page_count && next < rel.page_count() {
+        while next != NO_PAGE
+            && (pages.len() as u64) < u64::from(head.page_count)
+            && next < rel.page_count()
+        {
             let pid = PageId(next);
-            let mut g = self.pool.fetch_write(rel.file(), pid)?;
-            if page_type(&g) != Some(PageType::Overflow) {
+            let g = self.pool.fetch_read(rel.file(), pid)?;
+            if page_type(&g) != Some(PageType::Overflow)
+                || written_before.is_some_and(|b| page_lsn(&g).is_none_or(|l| l >= b))
+            {
                 break;
             }
-            next = crate::page::OverflowPage::open(&g[..], pid)?.next_page();
+            let page = crate::page::OverflowPage::open(&g[..], pid)?;
+            // A chain a failed write left part way starts past chunk 0.
+            if expected.is_some_and(|i| page.chunk_index() != i) {
+                break;
+            }
+            expected = page.chunk_index().checked_add(1);
+            next = page.next_page();
+            pages.push(pid);
+        }
+        for pid in pages.into_iter().rev() {
+            let mut g = self.pool.fetch_write(rel.file(), pid)?;
+            if page_type(&g) != Some(PageType::Overflow) {
+                continue;
+            }
             self.change(None, rel.id, &mut g, &Payload::OverflowFree)?;
             rel.fsm.update(
                 pid,
                 crate::fsm::EMPTY_PAGE_FREE,
                 crate::fsm::EMPTY_PAGE_FREE,
             );
-            freed += 1;
         }
         Ok(())
     }

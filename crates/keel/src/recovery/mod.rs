@@ -163,6 +163,10 @@ pub(crate) struct Recovered {
     /// Heap pages a tuple delete in the log named ([`redo::Redone::dead_on`]):
     /// the open frees the dead slots left on them.
     pub dead_on: FxHashSet<(RelationId, PageId)>,
+    /// Chains of heap values committed transactions dropped in the log
+    /// read ([`redo::Redone::released_chains`]): the open frees what is
+    /// left of them.
+    pub released_chains: Vec<(RelationId, crate::page::OverflowHead, Lsn)>,
 }
 
 /// What recovery does once the log is read.
@@ -232,6 +236,7 @@ pub(crate) fn recover(
         last_checkpoint: analysis.last_checkpoint,
         deleted_on: redone.deleted_on,
         dead_on: redone.dead_on,
+        released_chains: redone.released_chains,
     };
     rec.report.log_end = store.wal.end_lsn();
     if finish == Finish::Undo {

@@ -31,11 +31,11 @@ use crate::buffer::{BufferError, PageWriteGuard};
 use crate::datadir::files::create_file;
 use crate::error::Result;
 use crate::heap::Relation;
-use crate::page::{PAGE_SIZE, first_difference, page_lsn};
+use crate::page::{OverflowHead, PAGE_SIZE, TupleFlags, first_difference, page_lsn};
 use crate::storage::Storage;
 use crate::storage::apply::apply;
-use crate::types::{Lsn, PageId, RelationId};
-use crate::wal::{Payload, RecordHeader};
+use crate::types::{Lsn, PageId, RelationId, TxnId};
+use crate::wal::{Payload, RecordHeader, SlotImage};
 
 /// What a page offers the free space map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +107,13 @@ pub(super) struct Redone {
     /// log read: the pages a crash may have left holding dead slots whose
     /// free, logged after the deleting commit, never reached the log.
     pub dead_on: FxHashSet<(RelationId, PageId)>,
+    /// Overflow chains of heap values a committed transaction deleted or
+    /// replaced in the log read, each with the LSN of the record that
+    /// dropped its reference: the chains a crash may have left allocated
+    /// before their free (logged after the commit) reached the log.
+    pub released_chains: Vec<(RelationId, OverflowHead, Lsn)>,
+    /// The same, for transactions whose commit or abort is not read yet.
+    chains_of_open: FxHashMap<TxnId, Vec<(RelationId, OverflowHead, Lsn)>>,
 }
 
 impl<'s, 'r> Redo<'s, 'r> {
@@ -133,6 +140,8 @@ impl<'s, 'r> Redo<'s, 'r> {
                 missing: BTreeMap::new(),
                 deleted_on: FxHashMap::default(),
                 dead_on: FxHashSet::default(),
+                released_chains: Vec::new(),
+                chains_of_open: FxHashMap::default(),
             },
         }
     }
@@ -141,6 +150,44 @@ impl<'s, 'r> Redo<'s, 'r> {
     pub(super) fn finish(mut self) -> Result<Redone> {
         self.release_cached()?;
         Ok(self.out)
+    }
+
+    /// Notes the chain of a heap value `payload` (a transaction's own
+    /// record, not a CLR) drops the reference to: a delete, an in-place
+    /// update or a move of a tuple stored as an overflow head. Kept for the
+    /// open once the transaction's commit is read; dropped at its abort.
+    fn note_released_chain(&mut self, h: &RecordHeader, payload: &Payload) {
+        if h.txn.0 == 0 {
+            return;
+        }
+        match payload {
+            Payload::Commit { .. } => {
+                if let Some(chains) = self.out.chains_of_open.remove(&h.txn) {
+                    self.out.released_chains.extend(chains);
+                }
+            }
+            Payload::Abort => {
+                self.out.chains_of_open.remove(&h.txn);
+            }
+            Payload::HeapDelete { old, .. }
+            | Payload::HeapUpdate { old, .. }
+            | Payload::HeapForward { old, .. } => {
+                let (SlotImage::Tuple { flags, bytes }, Some(rid), Some(pid)) =
+                    (old, h.relation, h.page)
+                else {
+                    return;
+                };
+                if !flags.contains(TupleFlags::OVERFLOW_HEAD) {
+                    return;
+                }
+                // A head that does not decode names no chain to free.
+                if let Ok(head) = OverflowHead::decode(bytes, pid) {
+                    let chains = self.out.chains_of_open.entry(h.txn).or_default();
+                    chains.push((rid, head, h.lsn));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Read-ahead for a window ([`readahead::pages`]), at most a quarter
@@ -185,6 +232,7 @@ impl<'s, 'r> Redo<'s, 'r> {
         if let (true, Some(rid), Some(pid)) = (heap_delete, h.relation, h.page) {
             self.out.dead_on.insert((rid, pid));
         }
+        self.note_released_chain(h, payload);
         if h.lsn < self.redo_start {
             return Ok(());
         }
