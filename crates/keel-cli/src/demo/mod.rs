@@ -100,7 +100,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
     match demo(&args, store.as_ref()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("keel: error: verification failed: a commit was lost or a phantom found");
+            eprintln!(
+                "keel: error: verification failed: a commit was lost, a phantom found or a page \
+                 corrupt (the problems are listed above)"
+            );
             ExitCode::from(1)
         }
         Err(Failure(msg)) => {
@@ -241,7 +244,11 @@ fn demo(args: &DemoArgs, store: Option<&archive::Place>) -> Result<bool, Failure
         storage: &storage,
     })?;
     db.close()?;
-    let mut passed = verdict.passed() && storage.iter().all(|r| r.invalid == 0);
+    let unsound = unsound_storage(&storage);
+    for p in &unsound {
+        outln!("  problem: {p}")?;
+    }
+    let mut passed = verdict.passed() && unsound.is_empty();
     if let Some(store) = store.filter(|_| passed) {
         outln!("archive step: back up, lose the data directory, restore from the archive")?;
         let seed = seed ^ 0xA2C4;
@@ -374,6 +381,21 @@ fn workload(
     Ok((acked, counts, elapsed))
 }
 
+/// What the storage table shows wrong: a relation with a page that failed
+/// validation or a slot that failed to decode (either fails the demo).
+fn unsound_storage(storage: &[crate::space::RelSpace]) -> Vec<String> {
+    storage
+        .iter()
+        .filter(|r| r.invalid > 0 || r.heap.corrupt_slots > 0)
+        .map(|r| {
+            format!(
+                "relation {}: {} pages failed validation, {} slots failed to decode",
+                r.name, r.invalid, r.heap.corrupt_slots
+            )
+        })
+        .collect()
+}
+
 fn progress(total: u64) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -395,4 +417,35 @@ fn spinner() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::RelSpace;
+
+    #[test]
+    fn a_corrupt_slot_or_an_invalid_page_fails_the_demo() {
+        let sound = RelSpace {
+            name: "accounts".into(),
+            ..RelSpace::default()
+        };
+        assert!(unsound_storage(std::slice::from_ref(&sound)).is_empty());
+        let mut slots = RelSpace {
+            name: "blobs".into(),
+            ..RelSpace::default()
+        };
+        slots.heap.corrupt_slots = 1;
+        let pages = RelSpace {
+            invalid: 2,
+            ..RelSpace::default()
+        };
+        let found = unsound_storage(&[sound, slots, pages]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("blobs") && found[0].contains("1 slots"),
+            "{found:?}"
+        );
+        assert!(found[1].contains("2 pages"), "{found:?}");
+    }
 }
