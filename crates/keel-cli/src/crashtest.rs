@@ -24,6 +24,12 @@
 //! recovery left no relation file it could not place. A failed cycle
 //! leaves the directory as recovery left it.
 //!
+//! `--dir` names a directory that is absent, empty, or an earlier
+//! crashtest's (it holds `keel-crashtest.marker`). The last is wiped, but
+//! only while this process holds its `LOCK` the way every open takes it
+//! ([`keel::datadir::lock_dir`]): a directory that another process has
+//! open (another crashtest, say) is refused and nothing in it is deleted.
+//!
 //! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
 //! stops there and keeps the directory) or an error, 2 on bad usage.
 
@@ -227,6 +233,12 @@ fn prepare(args: &CrashtestArgs) -> Result<(PathBuf, Option<tempfile::TempDir>),
             "{shown} is not empty and was not made by keel crashtest; remove it or pass another --dir"
         )));
     }
+    // Held until the directory is gone: no open can begin meanwhile.
+    let _lock = keel::datadir::lock_dir(dir).map_err(|e| {
+        Failure(format!(
+            "will not wipe the earlier crashtest in {shown}: {e}; nothing was deleted"
+        ))
+    })?;
     std::fs::remove_dir_all(dir).map_err(|e| {
         Failure(format!(
             "cannot remove the earlier crashtest in {shown}: {e}"

@@ -271,3 +271,46 @@ fn a_side_relation_back_after_its_drop_fails_the_cycle() {
     assert!(db.relation("side_zzz").unwrap().is_some());
     db.close().unwrap();
 }
+
+/// Every file under `dir`, by path.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An earlier crashtest's directory that a process has open (it holds
+/// `LOCK`) is refused, and nothing in it is deleted.
+#[test]
+fn a_crashtest_directory_in_use_is_not_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let first = keel(&["crashtest", "--cycles", "1", "--seed", "3", "--dir", d]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let db = keel::Database::open(&data, keel::Config::default()).unwrap();
+    let before = files_under(&data);
+    assert!(
+        before.iter().any(|p| p.ends_with("keel-crashtest.marker")),
+        "{before:?}"
+    );
+    let out = keel(&["crashtest", "--cycles", "1", "--seed", "3", "--dir", d]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in use by another open database"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was deleted"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert_eq!(files_under(&data), before);
+    db.close().unwrap();
+}

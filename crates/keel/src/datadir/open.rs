@@ -289,8 +289,13 @@ fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
 }
 
 /// Takes `dir/LOCK` exclusively when `dir` is on the real file system (a
-/// simulated backend's directories are not).
-fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+/// simulated backend's directories are not); `None` when `dir` is not a
+/// directory. The lock lasts as long as the returned file is open. Every
+/// open takes it first; a tool that changes a data directory without
+/// opening it (wiping one, say) takes it the same way and holds it while
+/// it works. A lock another process holds is [`DbError::Locked`], and
+/// nothing in `dir` changes but `LOCK` being created if absent.
+pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     if !dir.is_dir() {
         return Ok(None);
     }
