@@ -17,12 +17,12 @@
 //! each cycle checks that the open did.
 //!
 //! Unless `--no-ddl`, the child also creates, fills and drops side
-//! relations on a thread of its own, and each cycle checks them after
-//! recovery (`check_side_relations`): a create that returned is there
-//! (with all its rows once they committed), an acknowledged drop (this
-//! cycle's or any earlier one's) is gone, one in progress is either, and
-//! recovery left no relation file it could not place. A failed cycle
-//! leaves the directory as recovery left it.
+//! relations and side trees on a thread of its own, and each cycle checks
+//! them after recovery (`check_side_relations`): a create that returned
+//! is there (with all its rows or keys once they committed), an
+//! acknowledged drop (this cycle's or any earlier one's) is gone, one in
+//! progress is either, and recovery left no relation file it could not
+//! place. A failed cycle leaves the directory as recovery left it.
 //!
 //! `--dir` names a directory that is absent, empty, or an earlier
 //! crashtest's (it holds `keel-crashtest.marker`). The last is wiped, but
@@ -44,6 +44,7 @@ use keel::{Config, Database};
 use keel_io::sim::Rng;
 
 use crate::Failure;
+use crate::demo::child::{DdlStep, SIDE_TREE_PREFIX};
 use crate::demo::crash::{ChildSpec, CrashRun, crash_child};
 use crate::demo::verify::{Verdict, verify};
 use crate::demo::workload::TxnRecord;
@@ -139,6 +140,10 @@ struct Totals {
     side_dropped: u64,
     /// Side relations caught mid-create or mid-drop by a kill.
     side_in_progress: u64,
+    /// The same for side trees.
+    trees_created: u64,
+    trees_dropped: u64,
+    trees_in_progress: u64,
 }
 
 /// What the loop carries from cycle to cycle.
@@ -393,14 +398,21 @@ impl Run<'_> {
         t.txns_undone += recovery.txns_undone;
         t.pages_compared += recovery.consistency_checks;
         t.tuples = verdict.tuples;
-        use crate::demo::child::DdlStep;
+        let cut = |step: &DdlStep| {
+            u64::from(matches!(
+                step,
+                DdlStep::Create | DdlStep::Made | DdlStep::Drop
+            ))
+        };
         for step in crash.ddl.values() {
             t.side_created += 1;
             t.side_dropped += u64::from(*step == DdlStep::Dropped);
-            t.side_in_progress += u64::from(matches!(
-                step,
-                DdlStep::Create | DdlStep::Made | DdlStep::Drop
-            ));
+            t.side_in_progress += cut(step);
+        }
+        for step in crash.trees.values() {
+            t.trees_created += 1;
+            t.trees_dropped += u64::from(*step == DdlStep::Dropped);
+            t.trees_in_progress += cut(step);
         }
     }
 
@@ -441,6 +453,9 @@ impl Run<'_> {
                 "side_relations_created": t.side_created,
                 "side_relations_dropped": t.side_dropped,
                 "side_relations_cut_by_a_kill": t.side_in_progress,
+                "side_trees_created": t.trees_created,
+                "side_trees_dropped": t.trees_dropped,
+                "side_trees_cut_by_a_kill": t.trees_in_progress,
                 "recovery_ms_mean": mean_ms,
                 "recovery_ms_max": t.recovery_max.as_secs_f64() * 1e3,
                 "elapsed_s": elapsed.as_secs_f64(),
@@ -472,6 +487,12 @@ impl Run<'_> {
                 t.side_created,
                 t.side_dropped,
                 t.side_in_progress
+            )?;
+            outln!(
+                "side trees        {} created, {} dropped by the child, {} caught mid-create or mid-drop by a kill",
+                t.trees_created,
+                t.trees_dropped,
+                t.trees_in_progress
             )?;
         }
         outln!(
@@ -519,67 +540,118 @@ fn after_kill(cmd: &str, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// After recovery, each side relation the child reported must be as its
-/// last step allows: created (its rows committed) — there with exactly
-/// its rows; dropped — gone; a create or drop in progress — either. A
-/// side relation the child did not report must be gone: every earlier
-/// one was dropped, by its child or by [`drop_side_relations`], and those
-/// drops were acknowledged. No relation file may be left that recovery
-/// could not place.
+/// After recovery, each side relation and side tree the child reported
+/// must be as its last step allows ([`side_state_allowed`]): created (its
+/// rows or keys committed) — there with exactly its rows or keys; dropped
+/// — gone; a create or drop in progress — either. One the child did not
+/// report must be gone: every earlier one was dropped, by its child or by
+/// [`drop_side_relations`], and those drops were acknowledged. No
+/// relation file may be left that recovery could not place.
 fn check_side_relations(db: &Database, crash: &CrashRun) -> Result<Vec<String>, Failure> {
-    use crate::demo::child::{SIDE_ROWS, side_row};
+    use crate::demo::child::{SIDE_KEYS, SIDE_ROWS, side_entry, side_row};
     let mut problems = Vec::new();
     for f in &db.recovery_report().orphan_files {
         problems.push(format!("orphan relation file left: {}", f.display()));
     }
-    for name in side_names(db) {
+    let (relations, trees) = side_names(db);
+    for name in relations {
         if !crash.ddl.contains_key(&name) {
             problems.push(format!(
                 "side relation {name} is there, but an earlier cycle's acknowledged drop removed it"
             ));
         }
     }
-    for (name, step) in &crash.ddl {
-        let rel = db.relation(name)?;
-        let rows = match rel {
-            Some(rel) => {
-                let tx = db.begin()?;
-                let mut rows = Vec::new();
-                for row in tx.scan(rel)? {
-                    rows.push(row?.1);
-                }
-                rows.sort();
-                Some(rows)
-            }
-            None => None,
-        };
-        let mut all: Vec<Vec<u8>> = (0..SIDE_ROWS).map(|i| side_row(name, i)).collect();
-        all.sort();
-        if !side_state_allowed(*step, rows.as_deref(), &all) {
+    for name in trees {
+        if !crash.trees.contains_key(&name) {
             problems.push(format!(
-                "side relation {name} (last step {step:?}): {}",
-                match &rows {
-                    None => "gone".to_owned(),
-                    Some(r) => format!("{} rows, not its {SIDE_ROWS}", r.len()),
-                }
+                "side tree {name} is there, but an earlier cycle's acknowledged drop removed it"
             ));
         }
+    }
+    for (name, step) in &crash.ddl {
+        let rows = side_rows(db, name)?;
+        let all = (0..SIDE_ROWS).map(|i| side_row(name, i)).collect();
+        problems.extend(side_problem("side relation", name, *step, rows, all));
+    }
+    for (name, step) in &crash.trees {
+        let rows = side_tree_rows(db, name)?;
+        let all = (0..SIDE_KEYS)
+            .map(|i| tree_row(side_entry(name, i)))
+            .collect();
+        problems.extend(side_problem("side tree", name, *step, rows, all));
     }
     Ok(problems)
 }
 
-/// Whether a side relation whose last reported step is `step` may hold
+/// What is wrong with side relation or tree `name` (`what`) holding
+/// `rows` (`None`: gone), `all` being its rows, after its last step
+/// `step`; `None` when nothing is.
+fn side_problem(
+    what: &str,
+    name: &str,
+    step: DdlStep,
+    rows: Option<Vec<Vec<u8>>>,
+    mut all: Vec<Vec<u8>>,
+) -> Option<String> {
+    all.sort();
+    if side_state_allowed(step, rows.as_deref(), &all) {
+        return None;
+    }
+    Some(format!(
+        "{what} {name} (last step {step:?}): {}",
+        match &rows {
+            None => "gone".to_owned(),
+            Some(r) => format!("{} rows, not its {}", r.len(), all.len()),
+        }
+    ))
+}
+
+/// The rows of heap relation `name`, sorted; `None` when it is gone.
+fn side_rows(db: &Database, name: &str) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+    let Some(rel) = db.relation(name)? else {
+        return Ok(None);
+    };
+    let tx = db.begin()?;
+    let mut rows = Vec::new();
+    for row in tx.scan(rel)? {
+        rows.push(row?.1);
+    }
+    rows.sort();
+    Ok(Some(rows))
+}
+
+/// The entries of tree `name` as rows ([`tree_row`]), sorted; `None`
+/// when it is gone.
+fn side_tree_rows(db: &Database, name: &str) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+    let Some(tree) = db.tree(name)? else {
+        return Ok(None);
+    };
+    let tx = db.begin()?;
+    let mut rows = Vec::new();
+    for kv in tx.range(tree, ..)? {
+        rows.push(tree_row(kv?));
+    }
+    rows.sort();
+    Ok(Some(rows))
+}
+
+/// A tree entry as one row: its key's length (4 bytes, little-endian),
+/// its key, its value.
+fn tree_row((key, value): (Vec<u8>, Vec<u8>)) -> Vec<u8> {
+    let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    let mut row = len.to_le_bytes().to_vec();
+    row.extend_from_slice(&key);
+    row.extend_from_slice(&value);
+    row
+}
+
+/// Whether a side relation (or tree) whose last reported step is `step` may hold
 /// `rows` (`None`: it is gone) after recovery, `all` being its rows: one
 /// whose create is in progress is gone or empty; one whose create returned
 /// is there, empty or whole (its rows' commit is in progress); one whose
 /// rows committed is whole; one whose drop is in progress is whole or gone;
 /// one dropped is gone.
-fn side_state_allowed(
-    step: crate::demo::child::DdlStep,
-    rows: Option<&[Vec<u8>]>,
-    all: &[Vec<u8>],
-) -> bool {
-    use crate::demo::child::DdlStep;
+fn side_state_allowed(step: DdlStep, rows: Option<&[Vec<u8>]>, all: &[Vec<u8>]) -> bool {
     let whole = rows == Some(all);
     let empty = rows.is_some_and(<[_]>::is_empty);
     match step {
@@ -591,19 +663,28 @@ fn side_state_allowed(
     }
 }
 
-/// The side relations in the catalog.
-fn side_names(db: &Database) -> Vec<String> {
-    db.relations()
-        .into_iter()
-        .map(|r| r.name)
-        .filter(|n| n.starts_with("side_"))
-        .collect()
+/// The side relations and the side trees in the catalog.
+fn side_names(db: &Database) -> (Vec<String>, Vec<String>) {
+    let (mut relations, mut trees) = (Vec::new(), Vec::new());
+    for r in db.relations() {
+        if r.name.starts_with("side_") {
+            relations.push(r.name);
+        } else if r.name.starts_with(SIDE_TREE_PREFIX) {
+            trees.push(r.name);
+        }
+    }
+    (relations, trees)
 }
 
-/// Drops every side relation left, so the next cycle starts without them.
+/// Drops every side relation and side tree left, so the next cycle
+/// starts without them.
 fn drop_side_relations(db: &Database) -> Result<(), Failure> {
-    for name in side_names(db) {
+    let (relations, trees) = side_names(db);
+    for name in relations {
         db.drop_relation(&name)?;
+    }
+    for name in trees {
+        db.drop_tree(&name)?;
     }
     Ok(())
 }
@@ -654,7 +735,6 @@ fn progress(total: u64, json: bool) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::child::DdlStep;
 
     #[test]
     fn a_side_relation_must_be_as_its_last_step_allows() {
@@ -669,5 +749,13 @@ mod tests {
         assert_eq!(allowed(DdlStep::Created), [false, false, false, true]);
         assert_eq!(allowed(DdlStep::Drop), [true, false, false, true]);
         assert_eq!(allowed(DdlStep::Dropped), [true, false, false, false]);
+    }
+
+    #[test]
+    fn tree_rows_keep_key_and_value_apart() {
+        let a = tree_row((b"ab".to_vec(), b"c".to_vec()));
+        let b = tree_row((b"a".to_vec(), b"bc".to_vec()));
+        assert_ne!(a, b);
+        assert_eq!(a, [2, 0, 0, 0, b'a', b'b', b'c']);
     }
 }

@@ -41,18 +41,20 @@ fn hundred_cycles(backend: &str, seed: &str, check: bool) {
     );
     assert!(stdout.contains("cycle 100/100: "), "{stdout}");
     assert!(stdout.contains("cycles            100 of 100"), "{stdout}");
-    // The child created and dropped side relations under the kills, and
-    // each cycle checked them after recovery.
-    let side = stdout
-        .lines()
-        .find(|l| l.starts_with("side relations"))
-        .unwrap_or_else(|| panic!("no side relations line: {stdout}"));
-    let created: u64 = side
-        .split_whitespace()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{side}"));
-    assert!(created > 0, "{side}");
+    // The child created and dropped side relations and side trees under
+    // the kills, and each cycle checked them after recovery.
+    for what in ["side relations", "side trees"] {
+        let side = stdout
+            .lines()
+            .find(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} line: {stdout}"));
+        let created: u64 = side
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{side}"));
+        assert!(created > 0, "{side}");
+    }
     assert!(
         stdout.contains("lost              0 (must be 0)"),
         "{stdout}"
@@ -269,6 +271,37 @@ fn a_side_relation_back_after_its_drop_fails_the_cycle() {
     );
     let db = keel::Database::open(dir.path().join("data"), keel::Config::default()).unwrap();
     assert!(db.relation("side_zzz").unwrap().is_some());
+    db.close().unwrap();
+}
+
+/// A side tree whose create was acknowledged, dropped behind the
+/// verifier's back (every `tree_<seq>` the first cycle can have made),
+/// fails the cycle.
+#[test]
+fn an_acknowledged_side_tree_lost_between_kill_and_recovery_fails_the_cycle() {
+    let (stdout, _dir) = damaged_cycle(
+        r#"for n in $(seq 0 4095); do printf 'drop-tree tree_%x\n' "$n"; done |
+        @keel shell --dir "$KEEL_CRASHTEST_DIR" >/dev/null"#,
+    );
+    let gone = stdout
+        .lines()
+        .find(|l| l.contains("side tree tree_") && l.ends_with("): gone"));
+    assert!(
+        gone.is_some_and(|l| l.contains("last step Made") || l.contains("last step Created")),
+        "{stdout}"
+    );
+}
+
+/// A side tree the child never reported (as one an earlier cycle dropped
+/// would be, come back) fails the cycle, and stays in the kept directory.
+#[test]
+fn a_side_tree_back_after_its_drop_fails_the_cycle() {
+    let (stdout, dir) = damaged_cycle(
+        r#"printf 'create-tree tree_zzz\nquit\n' | @keel shell --dir "$KEEL_CRASHTEST_DIR""#,
+    );
+    assert!(stdout.contains("side tree tree_zzz is there"), "{stdout}");
+    let db = keel::Database::open(dir.path().join("data"), keel::Config::default()).unwrap();
+    assert!(db.tree("tree_zzz").unwrap().is_some());
     db.close().unwrap();
 }
 

@@ -10,6 +10,9 @@
 //!                                     drop (step: `create`, `made` once
 //!                                     the create returned, `created` once
 //!                                     its rows committed, `drop`, `dropped`)
+//! T <step> <name>                     with --ddl: a side tree's, the same
+//!                                     steps (`created` once its keys
+//!                                     committed)
 //! ```
 //!
 //! An effect is `+rel:page.slot:tag:op:len` (a version appears) or
@@ -76,7 +79,8 @@ pub struct ChildArgs {
     #[arg(long)]
     pub consistency_check: bool,
     /// Also create and drop side relations (`side_<seq>`, [`SIDE_ROWS`]
-    /// rows each) on a thread of their own, reporting each step.
+    /// rows each) and side trees (`tree_<seq>`, [`SIDE_KEYS`] keys each)
+    /// on a thread of their own, reporting each step.
     #[arg(long)]
     pub ddl: bool,
 }
@@ -89,7 +93,22 @@ pub fn side_row(name: &str, i: u32) -> Vec<u8> {
     format!("{name} row {i}").into_bytes()
 }
 
-/// A step of a side relation's life, as the child reports it.
+/// The first name of every side tree (`tree_<seq>`, hex).
+pub const SIDE_TREE_PREFIX: &str = "tree_";
+
+/// Keys a side tree gets in the transaction after its create.
+pub const SIDE_KEYS: u32 = 3;
+
+/// Key and value `i` of side tree `name`.
+pub fn side_entry(name: &str, i: u32) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("{name} key {i}").into_bytes(),
+        format!("{name} value {i}").into_bytes(),
+    )
+}
+
+/// A step of a side relation's or side tree's life, as the child reports
+/// it (a tree's rows are its keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DdlStep {
     /// `create_relation` is about to be called.
@@ -128,8 +147,10 @@ impl DdlStep {
     }
 }
 
-/// The DDL thread: creates a side relation, fills it, drops it, again,
-/// reporting each step before and after.
+/// The DDL thread: creates a side relation, fills it, drops it; creates
+/// a side tree, fills it, and drops the one before it; again, reporting
+/// each step before and after. One side tree lives from one round to the
+/// next, so a kill after the first round finds an acknowledged one.
 fn side_relations(
     db: &Database,
     out: &Mutex<std::io::Stdout>,
@@ -137,24 +158,52 @@ fn side_relations(
     going: &dyn Fn() -> bool,
 ) -> Result<(), Failure> {
     let mut seq = first_seq;
+    let mut live_tree: Option<String> = None;
     while going() {
-        let name = format!("side_{seq:x}");
+        side_relation(db, out, &format!("side_{seq:x}"))?;
+        let tree = format!("{SIDE_TREE_PREFIX}{seq:x}");
         seq += 1;
-        let say = |step: DdlStep| emit(out, &format!("D {} {name}", step.word()));
-        say(DdlStep::Create)?;
-        let rel = db.create_relation(&name)?;
-        say(DdlStep::Made)?;
-        let mut tx = db.begin()?;
-        for i in 0..SIDE_ROWS {
-            tx.insert(rel, &side_row(&name, i))?;
+        side_tree(db, out, &tree)?;
+        if let Some(old) = live_tree.replace(tree) {
+            let say = |step: DdlStep| emit(out, &format!("T {} {old}", step.word()));
+            say(DdlStep::Drop)?;
+            db.drop_tree(&old)?;
+            say(DdlStep::Dropped)?;
         }
-        tx.commit()?;
-        say(DdlStep::Created)?;
-        say(DdlStep::Drop)?;
-        db.drop_relation(&name)?;
-        say(DdlStep::Dropped)?;
     }
     Ok(())
+}
+
+/// Creates side relation `name`, commits its rows, and drops it.
+fn side_relation(db: &Database, out: &Mutex<std::io::Stdout>, name: &str) -> Result<(), Failure> {
+    let say = |step: DdlStep| emit(out, &format!("D {} {name}", step.word()));
+    say(DdlStep::Create)?;
+    let rel = db.create_relation(name)?;
+    say(DdlStep::Made)?;
+    let mut tx = db.begin()?;
+    for i in 0..SIDE_ROWS {
+        tx.insert(rel, &side_row(name, i))?;
+    }
+    tx.commit()?;
+    say(DdlStep::Created)?;
+    say(DdlStep::Drop)?;
+    db.drop_relation(name)?;
+    say(DdlStep::Dropped)
+}
+
+/// Creates side tree `name` and commits its keys.
+fn side_tree(db: &Database, out: &Mutex<std::io::Stdout>, name: &str) -> Result<(), Failure> {
+    let say = |step: DdlStep| emit(out, &format!("T {} {name}", step.word()));
+    say(DdlStep::Create)?;
+    let tree = db.create_tree(name)?;
+    say(DdlStep::Made)?;
+    let mut tx = db.begin()?;
+    for i in 0..SIDE_KEYS {
+        let (key, value) = side_entry(name, i);
+        tx.put(tree, &key, &value)?;
+    }
+    tx.commit()?;
+    say(DdlStep::Created)
 }
 
 /// Entry point of `keel demo-child`.
@@ -316,6 +365,8 @@ pub enum Line {
     Committed(u64),
     /// `D step name`
     Ddl(DdlStep, String),
+    /// `T step name`
+    Tree(DdlStep, String),
 }
 
 fn encode_prepared(rec: &TxnRecord) -> String {
@@ -366,6 +417,10 @@ pub fn parse_line(line: &str) -> Option<Line> {
         "D" => {
             let step = DdlStep::parse(words.next()?)?;
             Some(Line::Ddl(step, words.next()?.to_string()))
+        }
+        "T" => {
+            let step = DdlStep::parse(words.next()?)?;
+            Some(Line::Tree(step, words.next()?.to_string()))
         }
         "P" => {
             let tag = u64::from_str_radix(words.next()?, 16).ok()?;
@@ -428,7 +483,12 @@ mod tests {
             parse_line("D made side_2"),
             Some(Line::Ddl(DdlStep::Made, "side_2".into()))
         );
+        assert_eq!(
+            parse_line("T drop tree_3"),
+            Some(Line::Tree(DdlStep::Drop, "tree_3".into()))
+        );
         assert_eq!(parse_line("D vanish side_1f"), None);
+        assert_eq!(parse_line("T vanish tree_1f"), None);
         assert_eq!(parse_line("P 1 *0:1.2:3:4:5"), None);
         assert_eq!(parse_line("X"), None);
     }

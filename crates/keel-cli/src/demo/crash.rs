@@ -47,7 +47,8 @@ pub struct ChildSpec<'a> {
     pub small: bool,
     /// Redo consistency checking (`--consistency-check`).
     pub consistency_check: bool,
-    /// Side relations created and dropped under the kill (`--ddl`).
+    /// Side relations and trees created and dropped under the kill
+    /// (`--ddl`).
     pub ddl: bool,
 }
 
@@ -86,6 +87,8 @@ pub struct CrashRun {
     pub ran: Duration,
     /// The last step reported of each side relation (`--ddl`).
     pub ddl: std::collections::BTreeMap<String, super::child::DdlStep>,
+    /// The last step reported of each side tree (`--ddl`).
+    pub trees: std::collections::BTreeMap<String, super::child::DdlStep>,
 }
 
 /// The child's reports so far.
@@ -95,6 +98,7 @@ struct Log {
     acked: Vec<TxnRecord>,
     ready: Option<Instant>,
     ddl: std::collections::BTreeMap<String, super::child::DdlStep>,
+    trees: std::collections::BTreeMap<String, super::child::DdlStep>,
 }
 
 impl Log {
@@ -114,6 +118,9 @@ impl Log {
             }
             Line::Ddl(step, name) => {
                 self.ddl.insert(name, step);
+            }
+            Line::Tree(step, name) => {
+                self.trees.insert(name, step);
             }
         }
         Ok(())
@@ -203,6 +210,7 @@ pub fn crash_child(spec: &ChildSpec<'_>) -> Result<CrashRun, Failure> {
         in_flight: log.pending.into_values().collect(),
         acked: log.acked,
         ddl: log.ddl,
+        trees: log.trees,
     })
 }
 
