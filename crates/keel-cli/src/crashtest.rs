@@ -30,8 +30,12 @@
 //! ([`keel::datadir::lock_dir`]): a directory that another process has
 //! open (another crashtest, say) is refused and nothing in it is deleted.
 //!
+//! A run in which no commit was ever acknowledged proved nothing (there
+//! was nothing to lose), so it fails (`check_acknowledged`).
+//!
 //! Exit 0 when every cycle verified, 1 on a lost or phantom commit (the loop
-//! stops there and keeps the directory) or an error, 2 on bad usage.
+//! stops there and keeps the directory), a run that acknowledged no commit,
+//! or an error, 2 on bad usage.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -118,6 +122,11 @@ pub struct CrashtestArgs {
     /// verifier report the damage (for testing crashtest itself).
     #[arg(long, hide = true, value_name = "CMD")]
     pub after_kill: Option<String>,
+    /// The child runs no workers, only its DDL thread, so no commit is
+    /// ever acknowledged and the run must fail (for testing crashtest
+    /// itself).
+    #[arg(long, hide = true, conflicts_with = "no_ddl")]
+    pub idle_child: bool,
 }
 
 /// Totals over the cycles run.
@@ -179,7 +188,7 @@ pub fn run(args: CrashtestArgs) -> ExitCode {
         problems: Vec::new(),
     };
     let started = Instant::now();
-    let outcome = run.all_cycles();
+    let outcome = check_acknowledged(run.all_cycles(), run.totals.acked, run.totals.cycles);
     let elapsed = started.elapsed();
     let passed = matches!(outcome, Ok(true));
     if let Err(Failure(msg)) = &outcome {
@@ -252,6 +261,23 @@ fn prepare(args: &CrashtestArgs) -> Result<(PathBuf, Option<tempfile::TempDir>),
     Ok((dir.clone(), None))
 }
 
+/// The run's outcome once its acknowledged commits are counted: a run
+/// whose cycles all passed but that acknowledged no commit checked
+/// nothing, and fails.
+fn check_acknowledged(
+    outcome: Result<bool, Failure>,
+    acked: u64,
+    cycles: u32,
+) -> Result<bool, Failure> {
+    match outcome {
+        Ok(true) if acked == 0 => Err(Failure(format!(
+            "no commit was acknowledged in {cycles} cycles, so none could be checked; \
+             give the child more time before the kill (--max-kill-ms)"
+        ))),
+        other => other,
+    }
+}
+
 /// How the open after cycle `i`'s kill syncs the data directory
 /// (invariant 14): fsync of every file and syncfs take turns on Linux, so
 /// the kill runs over both.
@@ -311,6 +337,11 @@ impl Run<'_> {
         let min = MIN_DELAY_MS.min(max);
         let delay = Duration::from_millis(min + self.rng.below(max - min + 1));
         let backend = self.args.backend.backend().name();
+        let threads = if self.args.idle_child {
+            0
+        } else {
+            self.args.threads
+        };
         let spec = ChildSpec {
             quick: true,
             min_acks: 0,
@@ -321,7 +352,7 @@ impl Run<'_> {
             small: true,
             consistency_check: self.args.consistency_check,
             ddl: !self.args.no_ddl,
-            ..ChildSpec::new(self.dir, self.args.threads, child_seed, delay)
+            ..ChildSpec::new(self.dir, threads, child_seed, delay)
         };
         let crash = crash_child(&spec).map_err(|Failure(m)| {
             Failure(format!("cycle {} (child seed {child_seed}): {m}", i + 1))
@@ -749,6 +780,21 @@ mod tests {
         assert_eq!(allowed(DdlStep::Created), [false, false, false, true]);
         assert_eq!(allowed(DdlStep::Drop), [true, false, false, true]);
         assert_eq!(allowed(DdlStep::Dropped), [true, false, false, false]);
+    }
+
+    #[test]
+    fn a_run_that_acknowledged_no_commit_fails() {
+        let failed = |r: Result<bool, Failure>| r.err().map(|Failure(m)| m);
+        let none = failed(check_acknowledged(Ok(true), 0, 3)).unwrap_or_default();
+        assert!(
+            none.contains("no commit was acknowledged in 3 cycles"),
+            "{none}"
+        );
+        assert!(matches!(check_acknowledged(Ok(true), 1, 3), Ok(true)));
+        // A cycle that failed or an error is reported as it is.
+        assert!(matches!(check_acknowledged(Ok(false), 0, 3), Ok(false)));
+        let error = check_acknowledged(Err(Failure("boom".into())), 0, 3);
+        assert_eq!(failed(error).as_deref(), Some("boom"));
     }
 
     #[test]

@@ -347,3 +347,56 @@ fn a_crashtest_directory_in_use_is_not_wiped() {
     assert_eq!(files_under(&data), before);
     db.close().unwrap();
 }
+
+/// A run in which no commit was acknowledged (the child ran no workers)
+/// fails: it checked nothing.
+#[test]
+fn a_run_that_acknowledged_no_commit_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = keel(&[
+        "crashtest",
+        "--dir",
+        data.to_str().unwrap(),
+        "--cycles",
+        "2",
+        "--seed",
+        "9",
+        "--max-kill-ms",
+        "60",
+        "--idle-child",
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["acknowledged"], 0, "{v}");
+    assert_eq!(v["cycles"], 2, "{v}");
+    assert_eq!(v["passed"], false, "{v}");
+    assert!(
+        v["problems"]
+            .to_string()
+            .contains("no commit was acknowledged in 2 cycles"),
+        "{v}"
+    );
+    assert!(stderr.contains("no commit was acknowledged"), "{stderr}");
+    // The text summary says it too.
+    let text_run = keel(&[
+        "crashtest",
+        "--cycles",
+        "1",
+        "--max-kill-ms",
+        "60",
+        "--idle-child",
+        "--dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = text(&text_run.stdout);
+    assert_eq!(text_run.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("problem: no commit was acknowledged"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("crashtest FAILED"), "{stdout}");
+}

@@ -51,7 +51,8 @@ pub struct ChildArgs {
     /// The demo's data directory.
     #[arg(long)]
     pub dir: PathBuf,
-    /// Worker threads (as many as the first phase had).
+    /// Worker threads (as many as the first phase had); 0: none, so no
+    /// commit is made (only the DDL thread runs, with `--ddl`).
     #[arg(long)]
     pub threads: u16,
     /// The workload's seed.
@@ -254,7 +255,7 @@ pub fn engine_config(backend: keel_io::Backend, small: bool) -> Config {
 fn run(args: &ChildArgs) -> Result<(), Failure> {
     let db = Database::open(&args.dir, child_config(args)?)?;
     let rels = super::relation_ids(&db)?;
-    let owned = owned_by_worker(&db, rels, args.threads.max(1))?;
+    let owned = owned_by_worker(&db, rels, args.threads)?;
     let out = Mutex::new(std::io::stdout());
     emit(&out, "R")?;
     let sizes = if args.small {
@@ -312,12 +313,16 @@ fn guarded(failed: &AtomicBool, body: impl FnOnce() -> Result<(), Failure>) -> R
     r
 }
 
-/// The tuples found at start, split among the workers that own them.
+/// The tuples found at start, split among the workers that own them
+/// (none without workers).
 fn owned_by_worker(
     db: &Database,
     rels: super::workload::Rels,
     threads: u16,
 ) -> Result<Vec<Owned>, Failure> {
+    if threads == 0 {
+        return Ok(Vec::new());
+    }
     let mut owned: Vec<Owned> = (0..threads).map(|_| [Vec::new(), Vec::new()]).collect();
     let tx = db.begin()?;
     for (r, rel) in rels.heap.iter().enumerate() {
