@@ -125,6 +125,13 @@ pub struct CleanupArgs {
     pub retain_backups: Option<usize>,
 }
 
+/// The longest `--timeout` a request to the store may be given: a day. A
+/// zero timeout would fail every request; one near `u64::MAX` seconds
+/// cannot be added to a clock reading.
+pub const MAX_REQUEST_SECS: u64 = 86_400;
+/// The longest `--archive-timeout` a backup waits for its log: a week.
+pub const MAX_ARCHIVE_WAIT_SECS: u64 = 604_800;
+
 /// Where the archive is, and how to reach it.
 #[derive(Debug, clap::Args)]
 pub struct Location {
@@ -143,8 +150,9 @@ pub struct Location {
     /// write. Default: the AWS_* environment variables.
     #[arg(long, value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
-    /// Seconds one request to the store may take.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    /// Seconds one request to the store may take (1 to 86400).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_SECS))]
     pub timeout: u64,
 }
 
@@ -167,8 +175,10 @@ pub struct BackupArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub location: Location,
-    /// Seconds to wait for the log up to the backup's end to be archived.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    /// Seconds to wait for the log up to the backup's end to be archived
+    /// (1 to 604800).
+    #[arg(long, default_value_t = 300, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_ARCHIVE_WAIT_SECS))]
     pub archive_timeout: u64,
     /// Files larger than this are uploaded in parts of this many bytes,
     /// one part in memory at a time (S3 needs at least 5 MiB).

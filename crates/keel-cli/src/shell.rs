@@ -75,8 +75,10 @@ pub struct ShellArgs {
     /// owner may read or write. Default: the AWS_* environment variables.
     #[arg(long, value_name = "FILE", requires = "archive")]
     credentials_file: Option<PathBuf>,
-    /// With --archive: seconds one request to the store may take.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    /// With --archive: seconds one request to the store may take (1 to
+    /// 86400).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=crate::archive::MAX_REQUEST_SECS))]
     timeout: u64,
     #[command(flatten)]
     policy: crate::archive_policy::PolicyArgs,

@@ -199,6 +199,33 @@ fn bad_locations_are_refused_and_nothing_is_created() {
     assert!(out.contains("no chunks to verify"), "{out}");
 }
 
+/// A request timeout of zero, or one too long to add to a clock reading,
+/// is a usage error before anything is touched.
+#[test]
+fn timeouts_out_of_range_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in ["0", "86401", "18446744073709551615"] {
+        for cmd in ["list", "verify"] {
+            let (code, out) = archive(&[cmd, "--archive", &url(tmp.path()), "--timeout", bad]);
+            assert_eq!(code, Some(2), "{cmd} --timeout {bad}: {out}");
+            assert!(out.contains("--timeout"), "{cmd} --timeout {bad}: {out}");
+        }
+    }
+    let data = tmp.path().join("data");
+    let out = keel(&[
+        "backup",
+        "--dir",
+        data.to_str().unwrap(),
+        "--archive",
+        &url(tmp.path()),
+        "--archive-timeout",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--archive-timeout"));
+    assert!(!data.exists(), "the refused backup made its directory");
+}
+
 /// Secrets are never arguments; a credentials file others may read is
 /// refused before any request, and its contents are never printed.
 #[cfg(unix)]
