@@ -24,7 +24,9 @@
 //!   shutdown any invalid record is an error (`AbsoluteConsistency`), after a
 //!   crash a torn tail is not.
 //!
-//! The database must be closed: a held `LOCK` is refused. After a crash
+//! The database must be closed: a held `LOCK` is refused, and so is a
+//! standby directory whose `keel standby` runs (it holds its marker's
+//! lock). After a crash
 //! (control file not marked clean) check says that recovery is pending and
 //! what it would read, and reports as errors only what recovery cannot
 //! repair. Warnings then: a page failing verification that a record from
@@ -43,8 +45,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use keel::datadir::layout::{
-    CONTROL_FILE, REL_DIR, RelFile, WAL_DIR, check_canonical, control_path, lock_path, rel_dir,
-    rel_file, wal_dir,
+    CONTROL_FILE, REL_DIR, RelFile, STANDBY_FILE, WAL_DIR, check_canonical, control_path,
+    lock_path, rel_dir, rel_file, wal_dir,
 };
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
@@ -341,19 +343,32 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     Ok(report)
 }
 
-/// Refuses a database that a process has open (it holds `LOCK`).
+/// Refuses a database that a process has open (it holds `LOCK`), or that
+/// a `keel standby` process follows (it holds its marker file, `standby`,
+/// and applies the archive's log to the pages while check would read
+/// them).
 fn refuse_if_open(dir: &Path) -> Result<(), Failure> {
-    let path = lock_path(dir);
+    refuse_if_locked(dir, &lock_path(dir), "is open in another process")?;
+    refuse_if_locked(
+        dir,
+        &dir.join(STANDBY_FILE),
+        "is followed by a running keel standby",
+    )
+}
+
+/// Refuses `dir` when another process holds the advisory lock on `path`
+/// (absent: nothing to refuse); `what` says who holds it.
+fn refuse_if_locked(dir: &Path, path: &Path, what: &str) -> Result<(), Failure> {
     if path.symlink_metadata().is_ok() {
-        crate::require_regular_file(&path)?;
+        crate::require_regular_file(path)?;
     }
-    let Ok(file) = File::open(&path) else {
+    let Ok(file) = File::open(path) else {
         return Ok(());
     };
     match file.try_lock() {
         Ok(()) => Ok(()),
         Err(std::fs::TryLockError::WouldBlock) => Err(Failure(format!(
-            "{} is open in another process (it holds {}); close it first",
+            "{} {what} (it holds {}); stop it first",
             dir.display(),
             path.display()
         ))),

@@ -139,6 +139,24 @@ fn an_open_database_or_a_missing_one_is_refused() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A directory a running `keel standby` follows (it holds the lock on its
+/// marker file) is refused: the standby changes its pages while check
+/// would read them. Once the lock is gone, check runs.
+#[test]
+fn a_directory_a_running_standby_follows_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let marker = std::fs::File::create(tmp.path().join("standby")).unwrap();
+    marker.lock().unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("keel standby"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    drop(marker);
+    let (code, out) = check(tmp.path());
+    assert!(!out.contains("keel standby"), "{code:?} {out}");
+}
+
 /// A crash state that recovers perfectly (relations created and dropped
 /// since the last checkpoint, the process gone without closing) is not
 /// corruption: check says recovery is pending and exits 0.
