@@ -383,7 +383,8 @@ fn engine(e: impl Into<keel::Error>) -> ArchiveError {
 /// handle. It is taken with `std::fs` because the engine's I/O layer has no
 /// file locks, and only on the real file system: the simulator's files are
 /// not there, and a test on it runs one standby process at a time (the
-/// engine's `LOCK` is taken the same way).
+/// engine's `LOCK` is taken the same way, and a lock that looks held is
+/// tried again for a moment: [`keel::datadir::try_lock_waiting`]).
 fn lock_marker(local: &Local, dir: &Path) -> Result<Option<std::fs::File>> {
     if local.is_simulated() {
         return Ok(None);
@@ -391,13 +392,14 @@ fn lock_marker(local: &Local, dir: &Path) -> Result<Option<std::fs::File>> {
     let path = dir.join(STANDBY_FILE);
     let file = std::fs::File::open(&path)
         .map_err(|e| standby_err(format!("cannot open {}: {e}", path.display())))?;
-    file.try_lock().map_err(|_| {
-        ArchiveError::Standby(format!(
+    match keel::datadir::try_lock_waiting(&file) {
+        Ok(true) => Ok(Some(file)),
+        Ok(false) => Err(ArchiveError::Standby(format!(
             "{} is in use by another standby process (its {STANDBY_FILE} file is locked)",
             dir.display()
-        ))
-    })?;
-    Ok(Some(file))
+        ))),
+        Err(e) => Err(standby_err(format!("cannot lock {}: {e}", path.display()))),
+    }
 }
 
 fn read_control(local: &Local, dir: &Path) -> Result<keel::recovery::Control> {

@@ -365,16 +365,14 @@ fn refuse_if_locked(dir: &Path, path: &Path, what: &str) -> Result<(), Failure> 
     let Ok(file) = File::open(path) else {
         return Ok(());
     };
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Failure(format!(
+    match keel::datadir::try_lock_waiting(&file) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure(format!(
             "{} {what} (it holds {}); stop it first",
             dir.display(),
             path.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(Failure(format!("cannot lock {}: {e}", path.display())))
-        }
+        Err(e) => Err(Failure(format!("cannot lock {}: {e}", path.display()))),
     }
 }
 

@@ -52,8 +52,8 @@ mod sync;
 
 use std::path::{Path, PathBuf};
 
-pub use open::lock_dir;
 pub(crate) use open::{apply_redo_only, open};
+pub use open::{lock_dir, try_lock_waiting};
 pub(crate) use sync::sync_if_unclean;
 pub use sync::{RecoveryInitSync, SyncReport, sync_data_directory};
 

@@ -314,23 +314,37 @@ pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
         path: path.clone(),
         source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
     })?;
-    // The lock belongs to LOCK's open file description, which a child that
-    // another thread of this process forks shares until its exec closes it:
-    // a lock just released can look held for that while, which on a loaded
-    // machine (a test suite spawning processes on two cores) has passed a
-    // quarter of a second. A holder that stays (another open database) is
-    // still reported after the wait.
+    match try_lock_waiting(&file) {
+        Ok(true) => Ok(Some(file)),
+        Ok(false) | Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),
+    }
+}
+
+/// Takes the exclusive advisory lock on `file`: `Ok(false)` when another
+/// holder keeps it. A lock belongs to its file's open file description,
+/// which a child that another thread of the holding process forks shares
+/// until its exec closes it: a lock just released can look held for that
+/// while, which on a loaded machine (a test suite spawning processes on
+/// two cores) has passed a quarter of a second. So a held lock is tried
+/// again for up to two seconds; a holder that stays (another open
+/// database) is still reported after the wait. Every taker of `LOCK` (the
+/// open, and the tools that refuse an open database) goes through here.
+pub fn try_lock_waiting(file: &std::fs::File) -> std::io::Result<bool> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return Err(DbError::Locked(dir.display().to_string()).into()),
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
     }
 }
 
-/// How long [`lock_dir`] waits for a LOCK held only for an instant.
+/// How long [`try_lock_waiting`] waits for a lock held only for an
+/// instant.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Reads the catalog's rows after recovery, gives every relation its name
