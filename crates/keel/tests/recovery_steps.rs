@@ -359,3 +359,46 @@ fn a_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
     assert_eq!(overflow(&db), 0, "the deleted value's chain is left");
     db.close().unwrap();
 }
+
+/// The same for a tree: a committed key delete, or a replace, of a large
+/// value frees the old chain in records logged after the commit; after a
+/// kill that keeps them out of the log the open frees the chain.
+#[test]
+fn a_tree_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
+    for replace in [false, true] {
+        let sim = Arc::new(SimIo::new(SimConfig::seeded(8)));
+        let db = open(&sim).unwrap();
+        let tree = db.create_tree("t").unwrap();
+        let mut tx = db.begin().unwrap();
+        tx.put(tree, b"k", &vec![5u8; 50_000]).unwrap();
+        tx.commit().unwrap();
+        let overflow =
+            |db: &Database| common::pages_of_type(db, "t", keel::page::PageType::Overflow);
+        assert!(overflow(&db) >= 6);
+        let mut tx = db.begin().unwrap();
+        match replace {
+            true => tx.put(tree, b"k", b"small").unwrap(),
+            false => assert!(tx.delete_key(tree, b"k").unwrap().is_some()),
+        }
+        tx.commit().unwrap();
+        let kernel = sim.kill();
+        drop(db);
+        let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(9)));
+        let db = open(&sim).unwrap();
+        assert!(!db.recovery_report().clean_shutdown);
+        let tx = db.begin().unwrap();
+        let want = replace.then(|| b"small".to_vec());
+        assert_eq!(
+            tx.get_key(tree, b"k").unwrap(),
+            want,
+            "the acknowledged change holds"
+        );
+        drop(tx);
+        assert_eq!(
+            overflow(&db),
+            0,
+            "the old value's chain is left (replace: {replace})"
+        );
+        db.close().unwrap();
+    }
+}

@@ -7,7 +7,10 @@
 //! [`MAX_KEY_LEN`] bytes; a value that keeps its item within
 //! [`MAX_ITEM_LEN`] is stored in the leaf, a larger one in an overflow
 //! chain in the same file (the heap's chains: `OverflowWrite` records,
-//! freed after the deleting commit) with its 24-byte head in the leaf.
+//! freed after the deleting or replacing commit, or, when a crash kept
+//! that free out of the log, by the next open from the old head in the
+//! `TreeDelete` record: `recovery::redo`) with its 24-byte head in the
+//! leaf.
 //!
 //! ## Concurrency: B-link descent (Lehman and Yao; invariant 11)
 //!

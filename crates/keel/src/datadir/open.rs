@@ -163,12 +163,10 @@ fn free_released_chains(
     released: &[(RelationId, crate::page::OverflowHead, Lsn)],
 ) {
     for &(rid, head, lsn) in released {
+        // A heap's or a tree's: both keep values in the same chains.
         let Some(rel) = engine.catalog.get(rid) else {
             continue;
         };
-        if rel.kind != crate::heap::RelationKind::Heap {
-            continue;
-        }
         if engine.store.free_chain(&rel, head, Some(lsn)).is_err() {
             engine
                 .cleanup_failures

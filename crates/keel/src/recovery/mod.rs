@@ -163,9 +163,9 @@ pub(crate) struct Recovered {
     /// Heap pages a tuple delete in the log named ([`redo::Redone::dead_on`]):
     /// the open frees the dead slots left on them.
     pub dead_on: FxHashSet<(RelationId, PageId)>,
-    /// Chains of heap values committed transactions dropped in the log
-    /// read ([`redo::Redone::released_chains`]): the open frees what is
-    /// left of them.
+    /// Chains of values (a heap's or a tree's) committed transactions
+    /// dropped in the log read ([`redo::Redone::released_chains`]): the
+    /// open frees what is left of them.
     pub released_chains: Vec<(RelationId, crate::page::OverflowHead, Lsn)>,
 }
 

@@ -31,6 +31,7 @@ use crate::buffer::{BufferError, PageWriteGuard};
 use crate::datadir::files::create_file;
 use crate::error::Result;
 use crate::heap::Relation;
+use crate::page::tree::VALUE_OVERFLOW;
 use crate::page::{OverflowHead, PAGE_SIZE, TupleFlags, first_difference, page_lsn};
 use crate::storage::Storage;
 use crate::storage::apply::apply;
@@ -107,10 +108,11 @@ pub(super) struct Redone {
     /// log read: the pages a crash may have left holding dead slots whose
     /// free, logged after the deleting commit, never reached the log.
     pub dead_on: FxHashSet<(RelationId, PageId)>,
-    /// Overflow chains of heap values a committed transaction deleted or
-    /// replaced in the log read, each with the LSN of the record that
-    /// dropped its reference: the chains a crash may have left allocated
-    /// before their free (logged after the commit) reached the log.
+    /// Overflow chains of values (a heap's or a tree's) a committed
+    /// transaction deleted or replaced in the log read, each with the LSN
+    /// of the record that dropped its reference: the chains a crash may
+    /// have left allocated before their free (logged after the commit)
+    /// reached the log.
     pub released_chains: Vec<(RelationId, OverflowHead, Lsn)>,
     /// The same, for transactions whose commit or abort is not read yet.
     chains_of_open: FxHashMap<TxnId, Vec<(RelationId, OverflowHead, Lsn)>>,
@@ -152,10 +154,12 @@ impl<'s, 'r> Redo<'s, 'r> {
         Ok(self.out)
     }
 
-    /// Notes the chain of a heap value `payload` (a transaction's own
-    /// record, not a CLR) drops the reference to: a delete, an in-place
-    /// update or a move of a tuple stored as an overflow head. Kept for the
-    /// open once the transaction's commit is read; dropped at its abort.
+    /// Notes the chain of a value `payload` (a transaction's own record,
+    /// not a CLR) drops the reference to: a heap delete, in-place update or
+    /// move of a tuple stored as an overflow head, or a tree key delete (a
+    /// delete's, or a replace's first half) of an item whose value part is
+    /// an overflow head. Kept for the open once the transaction's commit is
+    /// read; dropped at its abort.
     fn note_released_chain(&mut self, h: &RecordHeader, payload: &Payload) {
         if h.txn.0 == 0 {
             return;
@@ -180,13 +184,29 @@ impl<'s, 'r> Redo<'s, 'r> {
                 if !flags.contains(TupleFlags::OVERFLOW_HEAD) {
                     return;
                 }
-                // A head that does not decode names no chain to free.
-                if let Ok(head) = OverflowHead::decode(bytes, pid) {
-                    let chains = self.out.chains_of_open.entry(h.txn).or_default();
-                    chains.push((rid, head, h.lsn));
-                }
+                self.note_head(h, rid, pid, bytes);
+            }
+            // A transaction logs key deletes on leaves only (a node's
+            // downlinks change outside any transaction).
+            Payload::TreeDelete { rest, .. } => {
+                let (Some((&VALUE_OVERFLOW, head)), Some(rid), Some(pid)) =
+                    (rest.split_first(), h.relation, h.page)
+                else {
+                    return;
+                };
+                self.note_head(h, rid, pid, head);
             }
             _ => {}
+        }
+    }
+
+    /// Notes the chain whose head `bytes` (read from page `pid` of `rid`)
+    /// `h`'s transaction dropped. A head that does not decode names no
+    /// chain to free.
+    fn note_head(&mut self, h: &RecordHeader, rid: RelationId, pid: PageId, bytes: &[u8]) {
+        if let Ok(head) = OverflowHead::decode(bytes, pid) {
+            let chains = self.out.chains_of_open.entry(h.txn).or_default();
+            chains.push((rid, head, h.lsn));
         }
     }
 
