@@ -300,6 +300,18 @@ fn a_log_cut_after_any_record_of_a_rollback_leaves_no_dead_slot() {
     }
 }
 
+/// The process running `db` on `sim` is killed (its unsynced writes stay
+/// in the kernel) and the database opened again, recovering; the new
+/// machine (seeded `seed`) and database.
+fn kill_and_reopen(sim: &Arc<SimIo>, db: Database, seed: u64) -> (Arc<SimIo>, Database) {
+    let kernel = sim.kill();
+    drop(db);
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed)));
+    let db = open(&sim).unwrap();
+    assert!(!db.recovery_report().clean_shutdown);
+    (sim, db)
+}
+
 /// A committed delete's slot is freed by a record logged after the
 /// commit; a kill that keeps that record out of the log leaves the slot
 /// dead on disk, and the open frees it (nothing can roll back into it any
@@ -316,11 +328,7 @@ fn a_dead_slot_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
     let mut tx = db.begin().unwrap();
     tx.delete(rel, gone).unwrap();
     tx.commit().unwrap();
-    let kernel = sim.kill();
-    drop(db);
-    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(5)));
-    let db = open(&sim).unwrap();
-    assert!(!db.recovery_report().clean_shutdown);
+    let (_sim, db) = kill_and_reopen(&sim, db, 5);
     assert_eq!(
         scan(&db, rel),
         Model::from([(keep, b"kept".to_vec())]),
@@ -346,11 +354,7 @@ fn a_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
     let mut tx = db.begin().unwrap();
     tx.delete(rel, big).unwrap();
     tx.commit().unwrap();
-    let kernel = sim.kill();
-    drop(db);
-    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(7)));
-    let db = open(&sim).unwrap();
-    assert!(!db.recovery_report().clean_shutdown);
+    let (_sim, db) = kill_and_reopen(&sim, db, 7);
     assert_eq!(
         scan(&db, rel),
         Model::new(),
@@ -381,11 +385,7 @@ fn a_tree_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
             false => assert!(tx.delete_key(tree, b"k").unwrap().is_some()),
         }
         tx.commit().unwrap();
-        let kernel = sim.kill();
-        drop(db);
-        let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(9)));
-        let db = open(&sim).unwrap();
-        assert!(!db.recovery_report().clean_shutdown);
+        let (_sim, db) = kill_and_reopen(&sim, db, 9);
         let tx = db.begin().unwrap();
         let want = replace.then(|| b"small".to_vec());
         assert_eq!(

@@ -311,37 +311,39 @@ pub fn pages_of_type(db: &Database, name: &str, kind: keel::page::PageType) -> u
     pages_with_type(db, name, kind).len()
 }
 
-/// How many dead slots (deleted tuples whose slot is not yet free for
-/// reuse) the heap pages of relation `name` hold.
-pub fn dead_slots(db: &Database, name: &str) -> usize {
-    use keel::page::{PageType, SlotContent, SlottedPage};
+/// How many slots of relation `name`'s heap pages hold content `matches`
+/// accepts.
+pub fn slots_where(
+    db: &Database,
+    name: &str,
+    matches: impl Fn(&keel::page::SlotContent<'_>) -> bool,
+) -> usize {
+    use keel::page::{PageType, SlottedPage};
     pages_with_type(db, name, PageType::Heap)
         .into_iter()
         .map(|p| {
             let page = db.read_page(name, p).unwrap();
             let heap = SlottedPage::open(&page[..], p).unwrap();
             (0..heap.slot_count())
-                .filter(|&s| matches!(heap.get(keel::SlotId(s)), Ok(SlotContent::Dead)))
+                .filter(|&s| heap.get(keel::SlotId(s)).is_ok_and(|c| matches(&c)))
                 .count()
         })
         .sum()
+}
+
+/// How many dead slots (deleted tuples whose slot is not yet free for
+/// reuse) the heap pages of relation `name` hold.
+pub fn dead_slots(db: &Database, name: &str) -> usize {
+    slots_where(db, name, |c| matches!(c, keel::page::SlotContent::Dead))
 }
 
 /// How many slots of relation `name`'s heap pages hold a tuple (a value
 /// at its home or moved away from it; forward pointers not counted): one
 /// per live value.
 pub fn tuple_slots(db: &Database, name: &str) -> usize {
-    use keel::page::{PageType, SlotContent, SlottedPage};
-    pages_with_type(db, name, PageType::Heap)
-        .into_iter()
-        .map(|p| {
-            let page = db.read_page(name, p).unwrap();
-            let heap = SlottedPage::open(&page[..], p).unwrap();
-            (0..heap.slot_count())
-                .filter(|&s| matches!(heap.get(keel::SlotId(s)), Ok(SlotContent::Tuple { .. })))
-                .count()
-        })
-        .sum()
+    slots_where(db, name, |c| {
+        matches!(c, keel::page::SlotContent::Tuple { .. })
+    })
 }
 
 /// How many pages relation `name` has.
