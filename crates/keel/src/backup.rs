@@ -22,10 +22,14 @@
 //!    file to the end ([`BackupReader::remaining`] is zero when it
 //!    returns): a file handed over in part is an error, never described
 //!    with the size it should have had.
-//! 3. The **end LSN** is the log's durable end after the last read. Every
-//!    page write the copy may have seen was preceded by its log being
-//!    durable (the WAL rule, invariant 4), so redo from the start LSN up to
-//!    the end LSN covers every change the copy holds, in whole or in part.
+//! 3. The **end LSN** is the end of the last record durable after the last
+//!    read ([`Wal::last_record_end`](crate::wal::Wal::last_record_end):
+//!    when the durable end follows a segment's padding, the end of the
+//!    record before the padding, so the end LSN is always a record's end, a
+//!    point a restore can stop at). Every page write the copy may have seen
+//!    was preceded by its log being durable (the WAL rule, invariant 4),
+//!    and padding changes no page, so redo from the start LSN up to the end
+//!    LSN covers every change the copy holds, in whole or in part.
 //!
 //! Why a copy taken this way is repairable: every page changed after the
 //! checkpoint's begin record logs a full image of itself first
@@ -69,8 +73,10 @@ pub struct BackupFile {
 pub struct BaseBackup {
     /// Where redo of the copy starts (the checkpoint's scan start).
     pub start: Lsn,
-    /// The log's durable end after the copy: recovery must replay at least
-    /// to here before the copy is consistent.
+    /// The end of the last record durable after the copy (a record's end,
+    /// never a segment's end after padding, so a restore can stop exactly
+    /// here): recovery must replay at least to here before the copy is
+    /// consistent.
     pub end: Lsn,
     /// The checkpoint's end record.
     pub checkpoint_end: Lsn,
@@ -222,9 +228,13 @@ pub(crate) fn backup_streaming<E: From<Error>>(
         sink(&mut reader)?;
         files.push(reader.described()?);
     }
+    let start = pin.lsn();
+    let end = wal
+        .last_record_end(wal.durable_lsn(), start)
+        .map_err(Error::from)?;
     Ok(BaseBackup {
-        start: pin.lsn(),
-        end: wal.durable_lsn(),
+        start,
+        end,
         checkpoint_end,
         database_id: wal.database_id(),
         segment_size: wal.segment_size() as u32,

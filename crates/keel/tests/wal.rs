@@ -196,6 +196,35 @@ fn records_ending_exactly_at_a_segment_end() {
     assert_eq!(open(io, small_config()).end_lsn(), end);
 }
 
+/// A durable end that follows a segment's padding is not a record's end;
+/// `last_record_end` gives the end of the record before the padding (a
+/// base backup's end LSN, where a restore must be able to stop).
+#[test]
+fn the_last_record_end_before_a_segments_padding() {
+    let io = sim(3);
+    let wal = open(io, small_config());
+    let written = append_flushed(&wal, 400, 7);
+    let ends: Vec<Lsn> = written
+        .iter()
+        .map(|(lsn, _, p)| Lsn(lsn.0 + (RECORD_HEADER_SIZE + p.len()) as u64))
+        .collect();
+    let seg = small_config().segment_size_bytes as u64;
+    let last = *ends.last().unwrap();
+    let mut padded = 0;
+    for n in 1..last.0 / seg {
+        let boundary = Lsn(n * seg);
+        let before = *ends.iter().filter(|e| **e <= boundary).max().unwrap();
+        padded += usize::from(before < boundary);
+        assert_eq!(wal.last_record_end(boundary, Lsn(0)).unwrap(), before);
+        assert_eq!(wal.last_record_end(boundary, boundary).unwrap(), boundary);
+    }
+    assert!(padded > 3, "{padded} segments end in padding");
+    for e in &ends[..50] {
+        assert_eq!(wal.last_record_end(*e, Lsn(0)).unwrap(), *e);
+    }
+    wal.close().unwrap();
+}
+
 #[test]
 fn round_trip_on_real_backends_buffered_and_direct() {
     for backend in [Backend::ThreadPool, Backend::IoUring] {

@@ -863,6 +863,36 @@ impl Wal {
         )
     }
 
+    /// The end of the last record that ends at or before `end`, a durable
+    /// position (the end of a flush: a record's end, or a segment's end
+    /// after the padding that fills its tail), reading from `from`, a
+    /// record's LSN below `end` whose segment is not retired. A position
+    /// after padding is not a record's end: a restore to it, or a stop at
+    /// it, would fall between two records. Reads at most the segment
+    /// before `end`, and only when `end` begins a segment.
+    pub fn last_record_end(&self, end: Lsn, from: Lsn) -> Result<Lsn, WalError> {
+        let g = self.geometry;
+        if g.offset_in_segment(end) != 0 || end <= from {
+            return Ok(end);
+        }
+        // Every segment holds at least one record (a record moves to the
+        // next segment only when it does not fit, and begins it), so the
+        // segment before `end` holds the last record before it.
+        let start = g.first_record(g.segment_of(end) - 1).max(from);
+        let mut last = None;
+        for r in self
+            .reader(start, RecoveryMode::AbsoluteConsistency)?
+            .until(end)
+        {
+            let r = r?;
+            if r.end() > end {
+                break;
+            }
+            last = Some(r.end());
+        }
+        Ok(last.unwrap_or(end))
+    }
+
     /// The reader recovery uses: from `from` exactly to where the log ended
     /// when it was opened. Anything that stops it earlier (an invalid
     /// record, a missing segment) is an error, whatever the recovery mode:
