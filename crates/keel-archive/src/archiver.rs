@@ -332,6 +332,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct Archiver {
     db: Arc<Database>,
+    /// The timeline it archives on (its options' timeline as resolved at
+    /// start: a restored database's recorded one).
+    timeline: u32,
     stop_timeout: Duration,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -421,11 +424,24 @@ impl Archiver {
             })?;
         Ok(Archiver {
             db,
+            timeline,
             stop_timeout,
             shared,
             thread: Some(thread),
             compactor,
         })
+    }
+
+    /// The timeline it archives on: its options' timeline, or for a
+    /// database restored onto a timeline ([`crate::restore::TIMELINE_FILE`])
+    /// the recorded one.
+    pub fn timeline(&self) -> u32 {
+        self.timeline
+    }
+
+    /// Whether it archives the log of `db` (the very database, not a copy).
+    pub fn archives(&self, db: &Database) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.db), db)
     }
 
     /// Every durable record below this LSN is in the archive.

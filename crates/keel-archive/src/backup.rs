@@ -497,7 +497,9 @@ impl Remote {
 /// How [`backup`] runs.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// The timeline the archiver ships (its `ArchiverOptions::timeline`).
+    /// The timeline the archiver ships (its `ArchiverOptions::timeline`):
+    /// 1 means the archiver's, whatever it is (a restored database's
+    /// recorded timeline); another number must be the archiver's.
     pub timeline: u32,
     /// Time limit of each request to the store.
     pub op_timeout: Duration,
@@ -536,11 +538,11 @@ pub fn backup(
             keel::page::PAGE_SIZE
         )));
     }
+    let timeline = backup_timeline(db, archiver, options.timeline)?;
     let remote = Remote::open(target, options.op_timeout)?;
     let id = keel::types::random_id();
     let mut uploaded: Option<String> = None;
     let mut started_us = 0;
-    let timeline = options.timeline;
     let engine_err = |e: keel::Error| ArchiveError::Backup(Box::new(e));
     // The folder is named by the start LSN, known only once the engine has
     // checkpointed: the first file handed over is the control file, whose
@@ -605,6 +607,32 @@ pub fn backup(
     remote.put_create(&path, &manifest.encode())?;
     drop(base);
     Ok(manifest)
+}
+
+/// The timeline a backup of `db` is filed under: the one `archiver`
+/// ships `db`'s log on, where the backup's log must be. `requested` is
+/// [`BackupOptions::timeline`]: 1 (the default) means the archiver's, as
+/// for [`crate::ArchiverOptions::timeline`]; any other number must be the
+/// archiver's. A backup filed under another timeline than its log's would
+/// be restored with that timeline's log: a copy of one history replayed
+/// with another's.
+fn backup_timeline(db: &Database, archiver: &Archiver, requested: u32) -> Result<u32> {
+    if !archiver.archives(db) {
+        return Err(ArchiveError::Config(format!(
+            "the archiver given to the backup of {} archives another database: a backup \
+             needs its own database's log archived",
+            db.dir().display()
+        )));
+    }
+    let timeline = archiver.timeline();
+    match requested == timeline || requested == 1 {
+        true => Ok(timeline),
+        false => Err(ArchiveError::Config(format!(
+            "a backup of {} on timeline {requested}, but its archiver ships its log on \
+             timeline {timeline}: a backup is filed under the timeline of its log",
+            db.dir().display()
+        ))),
+    }
 }
 
 impl Remote {

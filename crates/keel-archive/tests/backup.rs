@@ -564,3 +564,63 @@ fn an_unfinished_restore_is_named_by_an_open_and_by_a_restore() {
     let again = restore_into(&s, &restored).unwrap_err().to_string();
     assert!(again.contains("holds an unfinished restore"), "{again}");
 }
+
+/// A backup of a database restored onto timeline 2 is filed under
+/// timeline 2, where its archiver ships its log, even when the options
+/// name the default timeline 1; so a restore of timeline 1, which the
+/// original database goes on writing, never replays timeline 1's log onto
+/// timeline 2's copy. An explicit timeline other than the archiver's is
+/// refused.
+#[test]
+fn a_backup_is_filed_under_the_timeline_its_archiver_ships() {
+    let s = setup();
+    for i in 0..20 {
+        insert(&s.db, s.rel, &value(i, 100));
+    }
+    let first = take_backup(&s);
+    for i in 0..20 {
+        insert(&s.db, s.rel, format!("timeline 1 only {i}").as_bytes());
+    }
+    archive_all(&s);
+    let branch = s._tmp.path().join("branch");
+    let report = keel_archive::restore(
+        &s.target,
+        &branch,
+        1,
+        RestoreTarget::Lsn(first.end),
+        config(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(report.timeline, 2);
+    let b = open(&branch);
+    let rel = b.relation("r").unwrap().unwrap();
+    for i in 0..20 {
+        insert(&b, rel, format!("timeline 2 only {i}").as_bytes());
+    }
+    let archiver = Archiver::start(b.clone(), &s.target, fast()).unwrap();
+    assert_eq!(archiver.timeline(), 2);
+    let refused = keel_archive::backup(
+        &b,
+        &archiver,
+        &s.target,
+        &BackupOptions {
+            timeline: 3,
+            ..options()
+        },
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("timeline 2"), "{refused}");
+    let m = keel_archive::backup(&b, &archiver, &s.target, &options()).unwrap();
+    assert_eq!(m.timeline, 2);
+    archiver.stop().unwrap();
+    Arc::try_unwrap(b).ok().unwrap().close().unwrap();
+    // Timeline 1 runs on past the branch's backup.
+    workload(&s.db, s.rel, 40, 10, 0);
+    archive_all(&s);
+    let expected = sorted_rows(&s.db, "r");
+    let whole = s._tmp.path().join("timeline-1");
+    let report = restore_into(&s, &whole).unwrap();
+    assert_eq!(report.backup.timeline, 1);
+    assert_eq!(rows(&whole, "r"), expected);
+}
