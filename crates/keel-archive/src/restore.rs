@@ -1070,6 +1070,9 @@ pub(crate) fn write_log(
         m.max_batch_bytes,
     )
     .map_err(|e| ArchiveError::Backup(Box::new(e.into())))?;
+    // The open reads from the start LSN, which may lie in a segment's
+    // tail before the first record archived after it.
+    import.begin_at(m.start);
     let mut applied = 0;
     let mut end = m.start;
     let mut failure = None;

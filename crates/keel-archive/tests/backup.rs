@@ -624,3 +624,38 @@ fn a_backup_is_filed_under_the_timeline_its_archiver_ships() {
     assert_eq!(report.backup.timeline, 1);
     assert_eq!(rows(&whole, "r"), expected);
 }
+
+/// A backup whose start LSN (the scan start: a running transaction's
+/// first LSN, which is the log's end when that transaction began to
+/// write) lies in a segment's tail, the transaction's first record having
+/// gone to the next segment, and whose first archived chunk begins there:
+/// the restore writes the segment holding the start LSN, so the open
+/// finds the log from there.
+#[test]
+fn a_backup_starting_in_a_segments_padding_restores() {
+    let s = setup();
+    let segment = config().wal.segment_size_bytes as u64;
+    // Commit small transactions until the log's end is a few bytes short
+    // of a segment's end.
+    let mut i = 0;
+    loop {
+        let left = segment - s.db.wal_end().0 % segment;
+        if (1..200).contains(&left) && s.db.wal_end().0 > segment {
+            break;
+        }
+        insert(&s.db, s.rel, &value(i, 60 + i % 50));
+        i += 1;
+    }
+    let end = s.db.wal_end();
+    archive_all(&s);
+    let mut open_tx = s.db.begin().unwrap();
+    open_tx.insert(s.rel, &value(7, 1000)).unwrap();
+    let m = take_backup(&s);
+    assert_eq!(m.start, end, "the open transaction holds the scan start");
+    open_tx.commit().unwrap();
+    let expected = sorted_rows(&s.db, "r");
+    archive_all(&s);
+    let restored = s._tmp.path().join("restored");
+    restore_into(&s, &restored).unwrap();
+    assert_eq!(rows(&restored, "r"), expected);
+}

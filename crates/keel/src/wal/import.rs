@@ -17,7 +17,10 @@
 //! - The first segment holds nothing before the first run (zeroes after its
 //!   header): the log begins mid-segment, at a backup's start. An open
 //!   finds its end from the control file's scan start in that case
-//!   ([`Wal::open_from`](super::Wal::open_from)).
+//!   ([`Wal::open_from`](super::Wal::open_from)). That scan start may
+//!   lie in the tail of the segment before the first run's
+//!   ([`LogImport::begin_at`]): that segment is then written too, its
+//!   tail padded from the scan start, so the open's reader moves on.
 //! - Each segment file is written whole (segment size, header and all),
 //!   synced, and the directory synced at [`LogImport::finish`]. The
 //!   directory must hold no segment yet: an import never replaces a log.
@@ -67,6 +70,8 @@ pub struct LogImport {
     geometry: Geometry,
     /// The segment being filled.
     current: Option<Filling>,
+    /// Where the log begins ([`LogImport::begin_at`]), if set.
+    begin: Option<Lsn>,
     /// One past the last record pushed (`None` before the first push).
     end: Option<Lsn>,
     /// For a resumed log: the segment holding the end it was resumed at,
@@ -137,6 +142,7 @@ impl LogImport {
                 segment_size: u64::from(segment_size),
             },
             current: None,
+            begin: None,
             end: None,
             resumed: None,
         })
@@ -205,9 +211,25 @@ impl LogImport {
             },
             geometry,
             current: None,
+            begin: None,
             end: Some(end),
             resumed: Some((end_seg, partial)),
         })
+    }
+
+    /// Says that the log begins at `start` (a backup's start LSN, where an
+    /// open of the imported log reads from), before anything is pushed.
+    /// `start` may lie in a segment's tail after its last record (a
+    /// running transaction's first LSN is the log's end when it began to
+    /// write, and its first record may have gone to the next segment):
+    /// when the first records pushed begin the next segment, the segment
+    /// holding `start` is written too, its tail from `start` on filled as
+    /// the writer fills it, so a reader from `start` moves on to them. A
+    /// first push in `start`'s own segment makes it a no-op.
+    pub fn begin_at(&mut self, start: Lsn) {
+        if self.end.is_none() {
+            self.begin = Some(start);
+        }
     }
 
     /// The database the log belongs to.
@@ -236,6 +258,15 @@ impl LogImport {
         }
         let seg = self.geometry.segment_of(first);
         let off = self.geometry.offset_in_segment(first) as usize;
+        // The first push, after the segment holding the log's beginning:
+        // that segment ends the way a resumed end's does (below).
+        if self.end.is_none()
+            && let Some(begin) = self.begin.take()
+            && self.geometry.segment_of(begin) < seg
+            && self.geometry.offset_in_segment(begin) != 0
+        {
+            self.end = Some(begin);
+        }
         if off < crate::wal::segment::SEGMENT_HEADER_SIZE
             || off + bytes.len() > self.geometry.segment_size as usize
         {
@@ -262,9 +293,9 @@ impl LogImport {
                 ));
             }
         }
-        // A resumed log whose end lies inside an earlier segment that
-        // nothing was pushed into yet: that segment's tail is padded
-        // first, as when it was being filled.
+        // A resumed log (or one begun at `begin_at`) whose end lies inside
+        // an earlier segment that nothing was pushed into yet: that
+        // segment's tail is padded first, as when it was being filled.
         if self.current.is_none()
             && let Some(end) = self.end
             && self.geometry.segment_of(end) < seg
