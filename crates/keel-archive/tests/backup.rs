@@ -659,3 +659,112 @@ fn a_backup_starting_in_a_segments_padding_restores() {
     restore_into(&s, &restored).unwrap();
     assert_eq!(rows(&restored, "r"), expected);
 }
+
+/// An I/O backend whose exclusive create of a heap file, once armed,
+/// waits until the test lets it go.
+struct GateCreate {
+    inner: Arc<dyn keel_io::AsyncIo>,
+    armed: AtomicBool,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl keel_io::AsyncIo for GateCreate {
+    fn backend_name(&self) -> &'static str {
+        "gate-create"
+    }
+    fn deterministic(&self) -> bool {
+        self.inner.deterministic()
+    }
+    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
+        if let keel_io::Request::Open { path, options } = &req
+            && options.create_new
+            && path.extension().is_some_and(|e| e == "heap")
+            && self.armed.swap(false, Ordering::SeqCst)
+            && let Some(tx) = self.entered.lock().unwrap().take()
+        {
+            tx.send(()).unwrap();
+            // A dropped sender (the test failed) also lets it go.
+            let rx = self.release.lock().unwrap().take().unwrap();
+            let _ = rx.recv();
+        }
+        self.inner.submit(req)
+    }
+    fn try_submit(
+        &self,
+        req: keel_io::Request,
+    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
+        self.inner.try_submit(req)
+    }
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth()
+    }
+    fn stats(&self) -> keel_io::IoStats {
+        self.inner.stats()
+    }
+    fn shutdown(&self) {
+        self.inner.shutdown()
+    }
+}
+
+/// A relation whose create was logged before the backup's checkpoint and
+/// whose file was made after the backup listed the relation files: the
+/// restore has its file and its committed rows.
+#[test]
+fn a_relation_whose_file_is_made_after_the_backup_lists_the_files_is_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(GateCreate {
+        inner: keel_io::open_backend(&config().io).unwrap(),
+        armed: AtomicBool::new(false),
+        entered: std::sync::Mutex::new(Some(entered_tx)),
+        release: std::sync::Mutex::new(Some(release_rx)),
+    });
+    let io: Arc<dyn keel_io::AsyncIo> = gate.clone();
+    let db = Arc::new(Database::open_with_io(tmp.path().join("data"), config(), io).unwrap());
+    let rel = db.create_relation("r").unwrap();
+    insert(&db, rel, b"before");
+    let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
+    gate.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let release = release;
+        let late = s.spawn(|| {
+            let id = db.create_relation("late").unwrap();
+            for i in 0..30 {
+                insert(&db, id, &value(i, 500));
+            }
+        });
+        // The create's record is durable; its file is not made yet. The
+        // backup starts now; the file is made a moment later (the backup
+        // may wait for it).
+        entered.recv().unwrap();
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            release.send(()).unwrap();
+        });
+        keel_archive::backup(&db, &archiver, &target, &options()).unwrap();
+        late.join().unwrap();
+    });
+    let expected = sorted_rows(&db, "late");
+    assert_eq!(expected.len(), 30);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    archiver.stop().unwrap();
+    let restored = tmp.path().join("restored");
+    keel_archive::restore(
+        &target,
+        &restored,
+        1,
+        RestoreTarget::End,
+        config(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(rows(&restored, "late"), expected);
+    assert_eq!(rows(&restored, "r"), vec![b"before".to_vec()]);
+}

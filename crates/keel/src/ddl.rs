@@ -57,10 +57,17 @@ pub(crate) fn create_relation(
                 relation: id,
                 name: name.to_string(),
             };
+            // Checkpoints are held off from the record to the file, as
+            // for a drop: one between the two would move the redo start
+            // past the record while the file is not there, and a base
+            // backup listing the files after it would hold neither the
+            // file nor a record that makes it.
+            let held = engine.checkpoint_lock.lock();
             let rec = store.log_txn(log, &create)?;
             store.wal.flush(rec.lsn)?;
             make_file(store, &engine.dir, id)?;
             made.set(true);
+            drop(held);
             let pages = open_file(store, &engine.dir, id)?;
             let pages = match kind {
                 RelationKind::Heap => pages,
