@@ -510,7 +510,9 @@ impl Database {
     }
 
     /// Post-commit cleanups (freeing slots and overflow pages) that failed;
-    /// each leaks space, never data.
+    /// each leaks space, never data. One that failed on a write (a page's
+    /// or the log's) also poisoned the database, and the open after the
+    /// crash frees that space.
     pub fn cleanup_failures(&self) -> u64 {
         self.inner.cleanup_failures.load(Ordering::Relaxed)
     }

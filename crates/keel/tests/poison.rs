@@ -431,3 +431,54 @@ fn the_first_fatal_error_is_the_cause_of_every_refusal() {
         cause.chain()
     });
 }
+
+/// A page write that fails under the releases that follow a commit (the
+/// deleted value's overflow chain read back through a pool of dirty
+/// frames, whose eviction fails): the commit stands, and the failed write
+/// poisons the database as it does under any other call, so the open
+/// after the crash frees the chain the release could not, and no page is
+/// leaked.
+#[test]
+fn a_failed_write_in_a_commits_releases_poisons() {
+    use keel::page::{CHUNK_CAPACITY, PageType};
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(7)));
+    let db = common::open_sim(&sim, common::small_config(6)).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let old = tx.insert(rel, &vec![7; 10 * CHUNK_CAPACITY]).unwrap();
+    tx.commit().unwrap();
+    db.checkpoint().unwrap();
+    let new_value = vec![8; 8 * CHUNK_CAPACITY];
+    let mut tx = db.begin().unwrap();
+    // Fills the pool with dirty pages.
+    let new = tx.insert(rel, &new_value).unwrap();
+    tx.delete(rel, old).unwrap();
+    for op in [OpKind::Write, OpKind::WriteV] {
+        sim.add_fault(
+            FaultRule::always(Fault::Eio)
+                .on_op(op)
+                .on_class(FileClass::Data),
+        );
+    }
+    tx.commit().unwrap();
+    assert!(db.cleanup_failures() > 0, "no release failed");
+    assert!(
+        db.is_poisoned(),
+        "a failed page write left the database usable"
+    );
+    let Err(e) = db.begin() else {
+        panic!("a poisoned database began a transaction");
+    };
+    common::poison_cause(&e, "begin after the failed write");
+
+    let kernel = sim.kill();
+    drop(db);
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(8)));
+    let db = common::open_sim(&sim, common::small_config(6)).unwrap();
+    let tx = db.begin().unwrap();
+    let rows: Vec<_> = tx.scan(rel).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(rows, vec![(new, new_value)]);
+    drop(tx);
+    assert_eq!(common::pages_of_type(&db, "t", PageType::Overflow), 8);
+    assert_eq!(common::dead_slots(&db, "t"), 0);
+}

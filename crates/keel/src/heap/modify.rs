@@ -577,22 +577,29 @@ impl Storage {
     }
 
     /// Releases what a committed transaction freed (its commit is durable):
-    /// dead slots become reusable, old overflow chains free pages. Each
-    /// release is tried whatever happened to the others (a failure leaks
-    /// that one's space, never data); returns how many failed.
+    /// dead slots become reusable, old overflow chains free pages. A
+    /// release that fails leaks its space, never data, and the others are
+    /// still tried; but a fatal failure (a page write or the log failed)
+    /// ends the releases: the caller poisons the database with it
+    /// (invariant 16: nothing more is written), and the open after the
+    /// crash frees what this commit released and no record freed.
+    /// Returns how many releases failed, and the fatal error if one was.
     pub(crate) fn after_commit(
         &self,
         log: &mut TxnLog,
         lookup: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
-    ) -> u64 {
+    ) -> (u64, Option<Error>) {
         self.release_reservations(log);
         let mut failed = 0;
         for d in std::mem::take(&mut log.deferred) {
-            if self.release(d, lookup).is_err() {
+            if let Err(e) = self.release(d, lookup) {
                 failed += 1;
+                if e.class() == crate::ErrorClass::Fatal {
+                    return (failed, Some(e));
+                }
             }
         }
-        failed
+        (failed, None)
     }
 
     /// One release of [`after_commit`](Self::after_commit).

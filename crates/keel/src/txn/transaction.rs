@@ -208,13 +208,19 @@ fn log_commit(engine: &Engine, log: &mut TxnLog, wait: CommitWait) -> Result<()>
 }
 
 /// Releases what a committed transaction freed (`Deferred`); each
-/// failure leaks that release's space, never data, and is counted.
+/// failure leaks that release's space, never data, and is counted. A
+/// fatal one (a failed page write or log write) poisons the database, as
+/// under any other call (invariant 16); the commit stands (it is durable),
+/// and the open after the crash frees what the releases did not.
 fn release_freed(engine: &Engine, log: &mut TxnLog) {
-    let failed = engine.store.after_commit(log, &engine.lookup());
+    let (failed, fatal) = engine.store.after_commit(log, &engine.lookup());
     if failed > 0 {
         engine
             .cleanup_failures
             .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(e) = fatal {
+        engine.note(e);
     }
 }
 
