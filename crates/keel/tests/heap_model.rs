@@ -10,8 +10,24 @@
 //! every reopen the catalog lists exactly the model's relations. A
 //! transaction may also read damaged pages (a bit flipped on the way): each
 //! operation failing on one is a corruption error, done or not, and the
-//! transaction goes on and commits. Over every transaction, whatever its
-//! end (a crash's included: recovery rolls it back), the overflow pages in
+//! transaction goes on and commits. Or the disk fails under it
+//! (`common::disk_failure`'s shapes, likelier: the log's, the data files',
+//! the control file's or the directories' syncs failing with a bare sync
+//! failure, EIO or ENOSPC, or the log's or the data files' writes failing
+//! with EIO or ENOSPC), from its first operation or from its commit on, and
+//! through a checkpoint after an acknowledged commit: every error is fatal
+//! and poisons the database (invariants 7 and 16), after which a new
+//! transaction cannot commit; then the process is killed, or the power
+//! cut, or killed and the power cut after the next open recovered, or a
+//! clean close is tried on the failing disk (refused when poisoned; one
+//! that succeeds leaves a clean open) before a power cut; and the open, on
+//! a sound disk, finds every acknowledged commit, and of the failing
+//! transaction all or nothing: all only if its commit was acknowledged, or
+//! was called on a healthy database and failed (the model adopts what it
+//! finds), nothing if the database was poisoned before. Over every
+//! transaction, whatever its end (a crash's included: recovery rolls it
+//! back; a failed disk's: recovery frees what a poisoned process's
+//! releases did not), the overflow pages in
 //! the relation's file change by exactly what the committed values need
 //! (no chain leaked, none freed early), and the relation's dead slots do
 //! not grow: a rolled-back insert frees its slot, and a committed delete's
@@ -54,6 +70,133 @@ enum End {
     /// probability in a thousand, until an operation fails on one; the
     /// transaction goes on with good reads and commits.
     BadReads(u16),
+    /// The disk fails under the transaction: its operations, its commit
+    /// and a checkpoint after it run under `Failure`'s fault rules; then
+    /// the process dies and the database is reopened on a sound disk.
+    DiskFailure(Failure),
+}
+
+/// Which of the disk's durable paths fails (`common::disk_failure`'s
+/// shapes).
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// The log's syncs (its durable writes).
+    WalSync,
+    /// The data files' fdatasync and the writeback ahead of it.
+    DataSync,
+    /// The control file's syncs.
+    ControlSync,
+    /// Directory syncs (segment and relation file creation).
+    DirSync,
+    /// The log's durable writes fail at the write, having done nothing.
+    WalWrite,
+    /// The data files' page writes and writeback starts.
+    DataWrite,
+}
+
+/// A failing disk (`End::DiskFailure`).
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    shape: Shape,
+    /// Picks the fault: a bare sync failure, EIO or ENOSPC (writes: EIO
+    /// or ENOSPC).
+    fault: u8,
+    /// Each matching operation fails with this probability in a thousand.
+    per_mille: u16,
+    /// The rules go in just before the commit, not before the first
+    /// operation.
+    at_commit: bool,
+    /// A checkpoint follows an acknowledged commit (still under the
+    /// rules): data writes and syncs, control file and directory syncs.
+    checkpoint: bool,
+    /// How the process ends after the transaction.
+    death: Death,
+}
+
+/// How the process on a failing disk ends.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// Killed: what it wrote stays in the kernel, unsynced writes pending.
+    Kill,
+    /// A power cut: unsynced writes are dropped or torn.
+    PowerCut,
+    /// Killed, and the power cut in the next process right after its open
+    /// recovered (and the open's checks passed): what that open exposed
+    /// stays.
+    KillThenPowerCut,
+    /// A clean close, still on the failing disk (refused on a poisoned
+    /// database), then a power cut.
+    CloseThenPowerCut,
+}
+
+impl Failure {
+    /// The fault rules of this failure.
+    fn rules(&self) -> Vec<FaultRule> {
+        const SYNCS: [OpKind; 6] = [
+            OpKind::Fsync,
+            OpKind::Fdatasync,
+            OpKind::DurableWrite,
+            OpKind::Writeback,
+            OpKind::SyncDir,
+            OpKind::SyncFs,
+        ];
+        const DATA_WRITES: [OpKind; 3] = [OpKind::Write, OpKind::WriteV, OpKind::Writeback];
+        let p = f64::from(self.per_mille) / 1000.0;
+        let sync = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][usize::from(self.fault % 3)];
+        let write = [Fault::Eio, Fault::NoSpace][usize::from(self.fault % 2)];
+        let on = |class: FileClass, fault: Fault, ops: &[OpKind]| -> Vec<FaultRule> {
+            ops.iter()
+                .map(|&op| {
+                    FaultRule::with_probability(p, fault)
+                        .on_class(class)
+                        .on_op(op)
+                })
+                .collect()
+        };
+        match self.shape {
+            Shape::WalSync => on(FileClass::Wal, sync, &SYNCS),
+            Shape::DataSync => on(FileClass::Data, sync, &SYNCS),
+            Shape::ControlSync => on(FileClass::Control, sync, &SYNCS),
+            Shape::DirSync => on(FileClass::Other, sync, &SYNCS),
+            Shape::WalWrite => on(FileClass::Wal, write, &[OpKind::DurableWrite]),
+            Shape::DataWrite => on(FileClass::Data, write, &DATA_WRITES),
+        }
+    }
+}
+
+fn failure_strategy() -> impl Strategy<Value = Failure> {
+    let shape = prop_oneof![
+        Just(Shape::WalSync),
+        Just(Shape::DataSync),
+        Just(Shape::ControlSync),
+        Just(Shape::DirSync),
+        Just(Shape::WalWrite),
+        Just(Shape::DataWrite),
+    ];
+    let death = prop_oneof![
+        Just(Death::Kill),
+        Just(Death::PowerCut),
+        Just(Death::KillThenPowerCut),
+        Just(Death::CloseThenPowerCut),
+    ];
+    (
+        shape,
+        0u8..6,
+        500u16..=1000,
+        any::<bool>(),
+        prop::bool::weighted(0.9),
+        death,
+    )
+        .prop_map(
+            |(shape, fault, per_mille, at_commit, checkpoint, death)| Failure {
+                shape,
+                fault,
+                per_mille,
+                at_commit,
+                checkpoint,
+                death,
+            },
+        )
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +257,7 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
             2 => Just(End::Abort),
             1 => Just(End::Crash),
             2 => (20u16..400).prop_map(End::BadReads),
+            2 => failure_strategy().prop_map(End::DiskFailure),
         ],
         prop::bool::weighted(0.2),
     )
@@ -265,15 +409,31 @@ fn settle_failed(
     Ok(())
 }
 
+/// How a transaction ended, for what a crash may leave of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Its commit returned `Ok`: it survives any crash.
+    Acked,
+    /// Its commit was called on a healthy database and failed: recovery
+    /// finds it wholly committed or wholly absent.
+    InCommit,
+    /// It was not committed (aborted, cut off, or the database was
+    /// poisoned before its commit): it is wholly absent.
+    NotCommitted,
+}
+
 /// Runs one transaction on machine `m`; returns the model as the
-/// transaction left it.
+/// transaction left it and how it ended.
 fn run_txn(
     m: &Machine,
     rel: RelationId,
     committed: &BTreeMap<TupleId, Vec<u8>>,
     plan: &TxnPlan,
     seed: &mut usize,
-) -> BTreeMap<TupleId, Vec<u8>> {
+) -> (BTreeMap<TupleId, Vec<u8>>, Outcome) {
+    if let End::DiskFailure(f) = plan.end {
+        return run_failing_txn(m, rel, committed, plan, f, seed);
+    }
     let mut model = committed.clone();
     let mut tx = m.db().begin().unwrap();
     if let End::BadReads(per_mille) = plan.end {
@@ -301,12 +461,120 @@ fn run_txn(
         }
     }
     m.sim.clear_faults();
-    match plan.end {
-        End::Commit | End::BadReads(_) => tx.commit().unwrap(),
-        End::Abort => tx.abort().unwrap(),
-        End::Crash => std::mem::forget(tx),
+    let outcome = match plan.end {
+        End::Commit | End::BadReads(_) => {
+            tx.commit().unwrap();
+            Outcome::Acked
+        }
+        End::Abort => {
+            tx.abort().unwrap();
+            Outcome::NotCommitted
+        }
+        End::Crash | End::DiskFailure(_) => {
+            std::mem::forget(tx);
+            Outcome::NotCommitted
+        }
+    };
+    (model, outcome)
+}
+
+/// An error met while the disk fails (`what` failed): fatal, and the
+/// database poisoned (invariants 7 and 16: the first failed write or sync
+/// poisons it, and every later call is refused).
+fn failed(db: &Database, e: &keel::Error, what: &str) {
+    assert_eq!(e.class(), keel::ErrorClass::Fatal, "{what}: {e}");
+    assert!(
+        db.is_poisoned(),
+        "{what} failed ({e}) but the database is not poisoned"
+    );
+}
+
+/// Runs one transaction on machine `m` while its disk fails as `f` says;
+/// returns the model as the transaction left it and how it ended. Every
+/// error is fatal and poisons the database; the operations after it run
+/// on (each may fail, none may answer wrongly), the commit is refused, and
+/// so is a new transaction's. A commit that returned `Ok` stands even if
+/// the releases after it (freeing its dead slots and old chains) poisoned
+/// the database.
+fn run_failing_txn(
+    m: &Machine,
+    rel: RelationId,
+    committed: &BTreeMap<TupleId, Vec<u8>>,
+    plan: &TxnPlan,
+    f: Failure,
+    seed: &mut usize,
+) -> (BTreeMap<TupleId, Vec<u8>>, Outcome) {
+    let db = m.db();
+    let mut model = committed.clone();
+    let mut tx = db.begin().unwrap();
+    let fail = || {
+        for rule in f.rules() {
+            m.sim.add_fault(rule);
+        }
+    };
+    if !f.at_commit {
+        fail();
     }
-    model
+    for op in &plan.ops {
+        *seed += 1;
+        if let Err(e) = run_op(&mut tx, rel, &mut model, op, *seed) {
+            failed(db, &e, &format!("{op:?}"));
+        }
+    }
+    if f.at_commit {
+        fail();
+    }
+    let poisoned = db.is_poisoned();
+    let cleanups = db.cleanup_failures();
+    let outcome = match tx.commit() {
+        Ok(()) => {
+            assert!(!poisoned, "a poisoned database acknowledged a commit");
+            // Only a failed write or sync fails a release here (no read
+            // fails): it poisons, as under any other call.
+            assert!(
+                db.cleanup_failures() == cleanups || db.is_poisoned(),
+                "a release after the commit failed; the database is not poisoned"
+            );
+            Outcome::Acked
+        }
+        Err(e) => {
+            failed(db, &e, "commit");
+            if poisoned {
+                Outcome::NotCommitted
+            } else {
+                Outcome::InCommit
+            }
+        }
+    };
+    if outcome == Outcome::Acked
+        && f.checkpoint
+        && let Err(e) = db.checkpoint()
+    {
+        failed(db, &e, "checkpoint");
+    }
+    if db.is_poisoned() {
+        refuses_commits(db, rel);
+    }
+    (model, outcome)
+}
+
+/// A poisoned database refuses to begin a transaction, or to commit one
+/// that wrote.
+fn refuses_commits(db: &Database, rel: RelationId) {
+    let mut tx = match db.begin() {
+        Ok(tx) => tx,
+        Err(e) => {
+            common::poison_cause(&e, "begin on a poisoned database");
+            return;
+        }
+    };
+    if let Err(e) = tx.insert(rel, b"written after the failure") {
+        failed(db, &e, "an insert after the failure");
+    }
+    let e = tx
+        .commit()
+        .expect_err("a poisoned database acknowledged a commit");
+    failed(db, &e, "a commit after the failure");
 }
 
 fn check_scan(tx: &keel::Transaction<'_>, rel: RelationId, model: &BTreeMap<TupleId, Vec<u8>>) {
@@ -360,12 +628,48 @@ impl Machine {
     /// The process dies: what it wrote stays in the kernel; the reopen
     /// recovers.
     fn crash_reopen(&mut self, rels: &Relations) {
-        let kernel = self.sim.kill();
-        self.db = None;
-        self.boots += 1;
-        self.sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(self.boots)));
-        self.open();
+        self.die(false);
         check_all(self.db(), rels);
+    }
+
+    /// The process dies, killed (what it wrote stays in the kernel) or by
+    /// a power cut (unsynced writes dropped or torn), and the next one
+    /// opens the database, on a disk that no longer fails.
+    fn die(&mut self, power_cut: bool) {
+        self.sim.clear_faults();
+        self.boots += 1;
+        self.sim = if power_cut {
+            let disk = self.sim.crash();
+            self.db = None;
+            common::reboot(disk, self.boots)
+        } else {
+            let kernel = self.sim.kill();
+            self.db = None;
+            Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(self.boots)))
+        };
+        self.open();
+    }
+
+    /// A clean close on the disk as it is (failing or not), then a power
+    /// cut, and the next process opens the database on a disk that no
+    /// longer fails: a close that returned `Ok` made everything durable
+    /// and the open is clean. A poisoned database refuses to close
+    /// cleanly.
+    fn close_then_power_cut(&mut self) {
+        let db = self.db.take().unwrap();
+        let poisoned = db.is_poisoned();
+        let closed = db.close();
+        match &closed {
+            Ok(()) => assert!(!poisoned, "a poisoned database closed cleanly"),
+            Err(e) => assert_eq!(e.class(), keel::ErrorClass::Fatal, "close: {e}"),
+        }
+        self.die(true);
+        if closed.is_ok() {
+            assert!(
+                self.db().recovery_report().clean_shutdown,
+                "a clean close was not clean after a power cut"
+            );
+        }
     }
 
     /// A clean close and reopen.
@@ -394,7 +698,22 @@ fn check_all(db: &Database, rels: &Relations) {
     }
 }
 
-fn run(steps: &[Step], frames: usize) {
+/// How many transactions ran on a failing disk, and how many of them saw
+/// it fail (the database poisoned).
+#[derive(Debug, Default)]
+struct Tally {
+    failing: usize,
+    failed: usize,
+}
+
+/// Every tuple of relation `rel`, read in a transaction of its own.
+fn relation_now(db: &Database, rel: RelationId) -> BTreeMap<TupleId, Vec<u8>> {
+    let tx = db.begin().unwrap();
+    tx.scan(rel).unwrap().collect::<keel::Result<_>>().unwrap()
+}
+
+fn run(steps: &[Step], frames: usize) -> Tally {
+    let mut tally = Tally::default();
     let mut m = Machine {
         sim: Arc::new(SimIo::new(SimConfig::seeded(1))),
         frames,
@@ -442,13 +761,36 @@ fn run(steps: &[Step], frames: usize) {
                 let rel = *rel;
                 let surplus = overflow_surplus(m.db(), &name, committed);
                 let dead_before = common::dead_slots(m.db(), &name);
-                let after = run_txn(&m, rel, committed, plan, &mut seed);
+                let (after, outcome) = run_txn(&m, rel, committed, plan, &mut seed);
                 match plan.end {
                     End::Commit | End::BadReads(_) => {
                         rels.insert(name.clone(), (rel, after));
                     }
                     End::Abort => check_all(m.db(), &rels),
                     End::Crash => m.crash_reopen(&rels),
+                    End::DiskFailure(f) => {
+                        tally.failing += 1;
+                        tally.failed += usize::from(m.db().is_poisoned());
+                        match f.death {
+                            Death::Kill | Death::KillThenPowerCut => m.die(false),
+                            Death::PowerCut => m.die(true),
+                            Death::CloseThenPowerCut => m.close_then_power_cut(),
+                        }
+                        let found = relation_now(m.db(), rel);
+                        let kept = match outcome {
+                            Outcome::Acked => true,
+                            Outcome::InCommit => found == after,
+                            Outcome::NotCommitted => false,
+                        };
+                        if kept {
+                            rels.insert(name.clone(), (rel, after));
+                        }
+                        check_all(m.db(), &rels);
+                        if matches!(f.death, Death::KillThenPowerCut) {
+                            m.die(true);
+                            check_all(m.db(), &rels);
+                        }
+                    }
                 }
                 let want = rels.get(&name).map_or(0, |(_, r)| r.len());
                 let tuples = common::tuple_slots(m.db(), &name);
@@ -465,7 +807,7 @@ fn run(steps: &[Step], frames: usize) {
                 );
                 let now = overflow_surplus(m.db(), &name, &rels[&name].1);
                 assert_eq!(now, surplus, "{:?}: overflow pages leaked", plan.end);
-                if matches!(plan.end, End::Crash) {
+                if matches!(plan.end, End::Crash | End::DiskFailure(_)) {
                     continue;
                 }
                 if plan.reopen_after {
@@ -476,6 +818,7 @@ fn run(steps: &[Step], frames: usize) {
     }
     check_all(m.db(), &rels);
     m.db.take().unwrap().close().unwrap();
+    tally
 }
 
 proptest! {
@@ -491,4 +834,33 @@ proptest! {
     ) {
         run(&steps, frames);
     }
+}
+
+/// The failing disk fails most transactions it is put under: a handful of
+/// generated cases, two transactions each (the first commits), the second
+/// on a failing disk.
+#[test]
+fn failing_disks_fail() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut total = Tally::default();
+    for case in 0..40 {
+        let mut plan = || plan_strategy().new_tree(&mut runner).unwrap().current();
+        let (mut first, mut second) = (plan(), plan());
+        first.end = End::Commit;
+        let f = failure_strategy().new_tree(&mut runner).unwrap().current();
+        second.end = End::DiskFailure(f);
+        let frames = if case % 2 == 0 { 48 } else { 6 };
+        let t = run(&[Step::Txn(first), Step::Txn(second)], frames);
+        total.failing += t.failing;
+        total.failed += t.failed;
+    }
+    eprintln!("{total:?}");
+    assert_eq!(total.failing, 40);
+    assert!(
+        total.failed * 3 >= total.failing * 2,
+        "the disk failed under {} of {} transactions",
+        total.failed,
+        total.failing
+    );
 }
