@@ -78,8 +78,8 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
         _dir_lock: dir_lock,
     };
     reclaim_emptied(&engine, &recovered.deleted_on)?;
-    free_dead_slots(&engine, &recovered.dead_on);
-    free_released_chains(&engine, &recovered.released_chains);
+    free_dead_slots(&engine, &recovered.dead_on)?;
+    free_released_chains(&engine, &recovered.released_chains)?;
     let deferred = config.recovery_checkpoint == RecoveryCheckpoint::Background
         && control.is_some_and(|c| !c.clean);
     if !deferred {
@@ -130,8 +130,13 @@ fn reclaim_emptied(
 /// dead slot is needed only while its deleting transaction may still roll
 /// back. Undo has run and no transaction runs yet, so every dead slot is
 /// garbage here. A page that cannot be read or changed keeps its dead
-/// slots (counted with the cleanup failures: space, never data).
-fn free_dead_slots(engine: &Engine, dead_on: &rustc_hash::FxHashSet<(RelationId, PageId)>) {
+/// slots (counted with the cleanup failures: space, never data); a fatal
+/// failure (a page write or the log failed) fails the open, as a failure
+/// of the checkpoint ending recovery does (invariant 16).
+fn free_dead_slots(
+    engine: &Engine,
+    dead_on: &rustc_hash::FxHashSet<(RelationId, PageId)>,
+) -> Result<()> {
     let mut pages: Vec<_> = dead_on.iter().copied().collect();
     pages.sort_unstable();
     for (rid, pid) in pages {
@@ -141,12 +146,23 @@ fn free_dead_slots(engine: &Engine, dead_on: &rustc_hash::FxHashSet<(RelationId,
         if rel.kind != crate::heap::RelationKind::Heap || pid.0 >= rel.page_count() {
             continue;
         }
-        if engine.store.free_dead_slots(&rel, pid).is_err() {
-            engine
-                .cleanup_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = engine.store.free_dead_slots(&rel, pid) {
+            cleanup_failed(engine, e)?;
         }
     }
+    Ok(())
+}
+
+/// A cleanup of the open that failed: a fatal error fails the open, any
+/// other is counted with the cleanup failures (its space stays leaked).
+fn cleanup_failed(engine: &Engine, e: Error) -> Result<()> {
+    if e.class() == crate::ErrorClass::Fatal {
+        return Err(e);
+    }
+    engine
+        .cleanup_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// Frees what is left of the overflow chains committed transactions
@@ -157,22 +173,21 @@ fn free_dead_slots(engine: &Engine, dead_on: &rustc_hash::FxHashSet<(RelationId,
 /// reference are freed (`Storage::free_chain`): a page changed since was
 /// freed then, and may hold another value now. A chain that cannot be
 /// read stays allocated (counted with the cleanup failures: space, never
-/// data).
+/// data); a fatal failure fails the open.
 fn free_released_chains(
     engine: &Engine,
     released: &[(RelationId, crate::page::OverflowHead, Lsn)],
-) {
+) -> Result<()> {
     for &(rid, head, lsn) in released {
         // A heap's or a tree's: both keep values in the same chains.
         let Some(rel) = engine.catalog.get(rid) else {
             continue;
         };
-        if engine.store.free_chain(&rel, head, Some(lsn)).is_err() {
-            engine
-                .cleanup_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = engine.store.free_chain(&rel, head, Some(lsn)) {
+            cleanup_failed(engine, e)?;
         }
     }
+    Ok(())
 }
 
 /// Opens the log (checking it belongs with `control`) and builds the
