@@ -26,6 +26,10 @@
 //! itself before a last open (the kill-then-power-cut shape under the
 //! archiver).
 //!
+//! As the disk starts failing, a base backup is taken too: it fails
+//! (about one round in six, the database poisoned under it), or it is
+//! whole, and the final restore then starts from it.
+//!
 //! After each round: the archive's one timeline verifies (LSN continuity
 //! and every CRC), so the archiver never shipped log the failing disk kept
 //! from being written or synced; and a restore holds every acknowledged
@@ -127,6 +131,14 @@ fn round(seed: u64, root: &Path) -> bool {
         let at = sim.op_count() + 1 + rng.below(400);
         sim.add_fault(FaultRule::at_op(at, Fault::Kill));
     }
+    // A base backup taken on the failing disk: it fails (leaving no
+    // manifest, so no restore chooses it), or it is whole, and then the
+    // restore below starts from it.
+    let options = keel_archive::BackupOptions {
+        archive_timeout: Duration::from_secs(2),
+        ..keel_archive::BackupOptions::default()
+    };
+    let _ = keel_archive::backup(&db, &archiver, &t, &options);
     let (more, mut unacked) = commit(&db, rel, 20, 300);
     acked.extend(more);
     let failed_by_disk = seed.is_multiple_of(2) && !unacked.is_empty();
