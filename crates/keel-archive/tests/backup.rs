@@ -713,9 +713,7 @@ impl keel_io::AsyncIo for GateCreate {
 #[test]
 fn a_relation_whose_file_is_made_after_the_backup_lists_the_files_is_restored() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let target = local_target(tmp.path());
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
     let gate = Arc::new(GateCreate {

@@ -23,22 +23,8 @@ use std::time::Duration;
 use common::*;
 use keel::{Database, RelationId, RelationKind, TupleId};
 use keel_archive::backup::BackupOptions;
-use keel_archive::{ArchiveTarget, Archiver, RestoreTarget, StoreConfig};
-
-/// A small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use keel_archive::{Archiver, RestoreTarget};
+use keel_io::sim::Rng;
 
 /// A relation's contents as an order-free digest: the wrapping sum of a
 /// hash of each row (a tree's row is its key, a zero byte, its value).
@@ -64,7 +50,7 @@ struct Writer {
 }
 
 fn heap_writer(db: &Database, rel: RelationId, seed: u64, run: &Flags) -> Writer {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut rows: HashMap<TupleId, Vec<u8>> = HashMap::new();
     let (mut digest, mut n) = (0u64, 0usize);
     let mut w = Writer {
@@ -131,7 +117,7 @@ fn heap_writer(db: &Database, rel: RelationId, seed: u64, run: &Flags) -> Writer
 }
 
 fn tree_writer(db: &Database, tree: RelationId, seed: u64, run: &Flags) -> Writer {
-    let mut rng = Rng(seed.rotate_left(17) | 1);
+    let mut rng = Rng::new(seed.rotate_left(17));
     let mut keys: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut w = Writer {
         states: vec![vec![("t".into(), 0, 0)]],
@@ -170,7 +156,7 @@ fn tree_writer(db: &Database, tree: RelationId, seed: u64, run: &Flags) -> Write
 
 /// Creates, fills, bulk-loads and drops relations and trees named `d…`.
 fn ddl_writer(db: &Database, seed: u64, run: &Flags) -> Writer {
-    let mut rng = Rng(seed.rotate_left(41) | 1);
+    let mut rng = Rng::new(seed.rotate_left(41));
     let mut live: BTreeMap<String, (RelationKind, u64, usize)> = BTreeMap::new();
     let mut w = Writer {
         states: vec![Vec::new()],
@@ -313,9 +299,7 @@ fn check_restored(dir: &Path, writers: &[(&str, &Writer)], exact: bool) {
 
 fn round(seed: u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let target = local_target(tmp.path());
     let db = open(&tmp.path().join("data"));
     let rel = db.create_relation("r").unwrap();
     let tree = db.create_tree("t").unwrap();

@@ -107,9 +107,7 @@ fn commits_in(target: &ArchiveTarget, timeline: u32) -> Vec<Commit> {
 
 fn world(seed: u64) -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let target = local_target(tmp.path());
     let db = open(&tmp.path().join("data"));
     let rel = db.create_relation("r").unwrap();
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
@@ -477,9 +475,7 @@ fn a_time_target_whose_next_commit_begins_a_segment_stops_at_the_kept_end() {
     const SEGMENT_BYTES: u64 = 128 << 10;
     const FIRST_RECORD: u64 = 4096; // the segment header's size
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let target = local_target(tmp.path());
     let db = open(&tmp.path().join("data"));
     let rel = db.create_relation("r").unwrap();
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
@@ -641,9 +637,7 @@ fn a_restore_before_its_timelines_switch_branches_from_the_timeline_holding_the_
 fn an_archiver_continues_a_database_restored_to_the_end() {
     const SEGMENT_BYTES: u64 = 128 << 10;
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let target = ArchiveTarget::new(StoreConfig::Local(root), "db");
+    let target = local_target(tmp.path());
     let db = open(&tmp.path().join("data"));
     let rel = db.create_relation("r").unwrap();
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();

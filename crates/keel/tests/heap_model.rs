@@ -49,6 +49,8 @@ use proptest::prelude::*;
 
 mod common;
 
+use common::DiskPath;
+
 #[derive(Clone, Debug)]
 enum Op {
     Insert(usize),
@@ -76,28 +78,10 @@ enum End {
     DiskFailure(Failure),
 }
 
-/// Which of the disk's durable paths fails (`common::disk_failure`'s
-/// shapes).
-#[derive(Clone, Copy, Debug)]
-enum Shape {
-    /// The log's syncs (its durable writes).
-    WalSync,
-    /// The data files' fdatasync and the writeback ahead of it.
-    DataSync,
-    /// The control file's syncs.
-    ControlSync,
-    /// Directory syncs (segment and relation file creation).
-    DirSync,
-    /// The log's durable writes fail at the write, having done nothing.
-    WalWrite,
-    /// The data files' page writes and writeback starts.
-    DataWrite,
-}
-
 /// A failing disk (`End::DiskFailure`).
 #[derive(Clone, Copy, Debug)]
 struct Failure {
-    shape: Shape,
+    shape: DiskPath,
     /// Picks the fault: a bare sync failure, EIO or ENOSPC (writes: EIO
     /// or ENOSPC).
     fault: u8,
@@ -132,46 +116,23 @@ enum Death {
 impl Failure {
     /// The fault rules of this failure.
     fn rules(&self) -> Vec<FaultRule> {
-        const SYNCS: [OpKind; 6] = [
-            OpKind::Fsync,
-            OpKind::Fdatasync,
-            OpKind::DurableWrite,
-            OpKind::Writeback,
-            OpKind::SyncDir,
-            OpKind::SyncFs,
-        ];
-        const DATA_WRITES: [OpKind; 3] = [OpKind::Write, OpKind::WriteV, OpKind::Writeback];
         let p = f64::from(self.per_mille) / 1000.0;
-        let sync = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][usize::from(self.fault % 3)];
-        let write = [Fault::Eio, Fault::NoSpace][usize::from(self.fault % 2)];
-        let on = |class: FileClass, fault: Fault, ops: &[OpKind]| -> Vec<FaultRule> {
-            ops.iter()
-                .map(|&op| {
-                    FaultRule::with_probability(p, fault)
-                        .on_class(class)
-                        .on_op(op)
-                })
-                .collect()
+        let fault = match self.shape.is_sync() {
+            true => [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][usize::from(self.fault % 3)],
+            false => [Fault::Eio, Fault::NoSpace][usize::from(self.fault % 2)],
         };
-        match self.shape {
-            Shape::WalSync => on(FileClass::Wal, sync, &SYNCS),
-            Shape::DataSync => on(FileClass::Data, sync, &SYNCS),
-            Shape::ControlSync => on(FileClass::Control, sync, &SYNCS),
-            Shape::DirSync => on(FileClass::Other, sync, &SYNCS),
-            Shape::WalWrite => on(FileClass::Wal, write, &[OpKind::DurableWrite]),
-            Shape::DataWrite => on(FileClass::Data, write, &DATA_WRITES),
-        }
+        self.shape.fail(fault, p)
     }
 }
 
 fn failure_strategy() -> impl Strategy<Value = Failure> {
     let shape = prop_oneof![
-        Just(Shape::WalSync),
-        Just(Shape::DataSync),
-        Just(Shape::ControlSync),
-        Just(Shape::DirSync),
-        Just(Shape::WalWrite),
-        Just(Shape::DataWrite),
+        Just(DiskPath::WalSync),
+        Just(DiskPath::DataSync),
+        Just(DiskPath::ControlSync),
+        Just(DiskPath::DirSync),
+        Just(DiskPath::WalWrite),
+        Just(DiskPath::DataWrite),
     ];
     let death = prop_oneof![
         Just(Death::Kill),

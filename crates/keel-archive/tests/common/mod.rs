@@ -32,6 +32,13 @@ pub fn config() -> Config {
     c
 }
 
+/// An archive in a new `store` directory under `tmp`, named `db`.
+pub fn local_target(tmp: &std::path::Path) -> ArchiveTarget {
+    let root = tmp.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    ArchiveTarget::new(keel_archive::StoreConfig::Local(root), "db")
+}
+
 pub fn open(dir: &std::path::Path) -> Arc<Database> {
     Arc::new(Database::open(dir, config()).unwrap())
 }

@@ -222,10 +222,64 @@ impl<W: Watch> AsyncIo for Watched<W> {
 /// (docs/storage.md, "Unclean open"), or that never got the write that
 /// failed.
 pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule> {
-    use keel_io::sim::{Fault, FaultRule};
-    use keel_io::{FileClass, OpKind};
-    const DATA_WRITES: [OpKind; 3] = [OpKind::Write, OpKind::WriteV, OpKind::Writeback];
-    let on = |class: FileClass, p: f64, fault: Fault, ops: &[OpKind]| -> Vec<FaultRule> {
+    use keel_io::sim::Fault;
+    let fault = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][rng.below(3) as usize];
+    match rng.below(12) {
+        0 => DiskPath::WalSync.fail(fault, 0.03),
+        1 => DiskPath::DataSync.fail(fault, 0.5),
+        2 => DiskPath::ControlSync.fail(fault, 0.5),
+        // Directory syncs: their changes stay pending, as a journalled
+        // file system keeps them (the simulator's model).
+        3 => DiskPath::DirSync.fail(fault, 0.3),
+        4 => DiskPath::WalWrite.fail(Fault::Eio, 0.03),
+        5 => DiskPath::WalWrite.fail(Fault::NoSpace, 0.03),
+        6 => DiskPath::DataWrite.fail(Fault::Eio, 0.3),
+        7 => DiskPath::DataWrite.fail(Fault::NoSpace, 0.3),
+        _ => Vec::new(),
+    }
+}
+
+/// One of the disk's durable paths, as [`disk_failure`] and the models'
+/// failing disks make it fail.
+#[derive(Clone, Copy, Debug)]
+pub enum DiskPath {
+    /// The log's syncs (its durable writes).
+    WalSync,
+    /// The data files' fdatasync and the writeback ahead of it.
+    DataSync,
+    /// The control file's syncs.
+    ControlSync,
+    /// Directory syncs (segment and relation file creation).
+    DirSync,
+    /// The log's durable writes fail at the write, having done nothing.
+    WalWrite,
+    /// The data files' page writes and writeback starts.
+    DataWrite,
+}
+
+impl DiskPath {
+    /// Rules failing each operation of this path with `fault`, with
+    /// probability `p`.
+    pub fn fail(self, fault: keel_io::sim::Fault, p: f64) -> Vec<keel_io::sim::FaultRule> {
+        use keel_io::sim::FaultRule;
+        use keel_io::{FileClass, OpKind};
+        const SYNCS: [OpKind; 6] = [
+            OpKind::Fsync,
+            OpKind::Fdatasync,
+            OpKind::DurableWrite,
+            OpKind::Writeback,
+            OpKind::SyncDir,
+            OpKind::SyncFs,
+        ];
+        const DATA_WRITES: [OpKind; 3] = [OpKind::Write, OpKind::WriteV, OpKind::Writeback];
+        let (class, ops): (FileClass, &[OpKind]) = match self {
+            DiskPath::WalSync => (FileClass::Wal, &SYNCS),
+            DiskPath::DataSync => (FileClass::Data, &SYNCS),
+            DiskPath::ControlSync => (FileClass::Control, &SYNCS),
+            DiskPath::DirSync => (FileClass::Other, &SYNCS),
+            DiskPath::WalWrite => (FileClass::Wal, &[OpKind::DurableWrite]),
+            DiskPath::DataWrite => (FileClass::Data, &DATA_WRITES),
+        };
         ops.iter()
             .map(|&op| {
                 FaultRule::with_probability(p, fault)
@@ -233,34 +287,12 @@ pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule>
                     .on_op(op)
             })
             .collect()
-    };
-    const SYNCS: [OpKind; 6] = [
-        OpKind::Fsync,
-        OpKind::Fdatasync,
-        OpKind::DurableWrite,
-        OpKind::Writeback,
-        OpKind::SyncDir,
-        OpKind::SyncFs,
-    ];
-    let fault = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][rng.below(3) as usize];
-    let sync = |class: FileClass, p: f64| on(class, p, fault, &SYNCS);
-    match rng.below(12) {
-        0 => sync(FileClass::Wal, 0.03),
-        1 => sync(FileClass::Data, 0.5),
-        2 => sync(FileClass::Control, 0.5),
-        // Directory syncs: their changes stay pending, as a journalled
-        // file system keeps them (the simulator's model).
-        3 => sync(FileClass::Other, 0.3),
-        4 => on(FileClass::Wal, 0.03, Fault::Eio, &[OpKind::DurableWrite]),
-        5 => on(
-            FileClass::Wal,
-            0.03,
-            Fault::NoSpace,
-            &[OpKind::DurableWrite],
-        ),
-        6 => on(FileClass::Data, 0.3, Fault::Eio, &DATA_WRITES),
-        7 => on(FileClass::Data, 0.3, Fault::NoSpace, &DATA_WRITES),
-        _ => Vec::new(),
+    }
+
+    /// Whether this path's operations are syncs (a sync can fail bare, with
+    /// EIO or ENOSPC; a write with EIO or ENOSPC).
+    pub fn is_sync(self) -> bool {
+        !matches!(self, DiskPath::WalWrite | DiskPath::DataWrite)
     }
 }
 
