@@ -377,6 +377,14 @@ impl IoBuf {
         }
     }
 
+    /// Bytes the buffer holds without reallocating.
+    pub fn capacity(&self) -> usize {
+        match &self.0 {
+            Inner::Vec(v) => v.capacity(),
+            Inner::Aligned(a) => a.capacity(),
+        }
+    }
+
     /// [`AlignedBuf::set_len_for_overwrite`] (a `Vec` is resized, zeroing
     /// growth): for a caller that writes every byte up to `len`.
     pub fn set_len_for_overwrite(&mut self, len: usize) {

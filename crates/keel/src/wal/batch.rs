@@ -22,8 +22,14 @@
 //! durable write.
 //!
 //! With O_DIRECT a write starts at a block boundary: the partial block at
-//! the written end is rewritten with the bytes it already had (kept in the
-//! cursor's `tail`), and the write is zero-padded to a whole block.
+//! the written end is rewritten with the bytes it already had, and the
+//! write is zero-padded to a whole block. Those bytes stay where the last
+//! write left them, in its buffer ([`Tail`]): a batch that starts in the
+//! block the last one ended in reuses that buffer as it is, its old bytes
+//! at its start and its zeroes after them, and copies only its records in;
+//! a commit path with nothing to copy but its own records keeps the
+//! committer's caches for its records (the writer's thread slept in the
+//! last write).
 //!
 //! A failed write returns its error and changes nothing: its bytes may or
 //! may not be durable, so the caller poisons the log (invariant 7) and
@@ -31,7 +37,7 @@
 
 use std::sync::Arc;
 
-use keel_io::{AsyncIo, FileHandle, IoBuf};
+use keel_io::{AsyncIo, FileHandle, FileRef, IoBuf, IoError, OpKind};
 use parking_lot::Mutex;
 
 use crate::types::Lsn;
@@ -53,11 +59,24 @@ pub(crate) trait SegmentSource: Send + Sync {
     fn entered(&self, n: u64);
 }
 
+/// Where the bytes of the partial block at the written end are (O_DIRECT
+/// rewrites that block): `written_end % BLOCK` of them.
+enum Tail {
+    /// In this vector: the block as the open read it.
+    Owned(Vec<u8>),
+    /// In the cursor's `spare` buffer from `at` (a block boundary of the
+    /// buffer); every byte after them up to the buffer's length is zero
+    /// (the last write's padding).
+    InSpare { at: usize },
+    /// Gone with the buffer of a write that failed: the log is poisoned
+    /// then (invariant 7) and writes nothing more.
+    Lost,
+}
+
 /// Where the log is written up to: the leader's alone.
 struct WriterCursor {
     written_end: Lsn,
-    /// Bytes of the partial block at `written_end` (O_DIRECT rewrites it).
-    tail: Vec<u8>,
+    tail: Tail,
     open: Option<(u64, FileHandle)>,
     /// The previous batch's write buffer, returned by its write.
     spare: Option<IoBuf>,
@@ -97,7 +116,7 @@ impl BatchWriter {
             direct,
             cursor: Mutex::new(WriterCursor {
                 written_end: end,
-                tail,
+                tail: Tail::Owned(tail),
                 open: None,
                 spare: None,
                 chunk_list: Vec::new(),
@@ -126,12 +145,12 @@ impl BatchWriter {
         }
         let batch: usize = chunks.iter().map(Chunk::len).sum();
         let fh = self.segment_handle(&mut cur, self.geometry.segment_of(start))?;
-        let (offset, buf) = self.stage(&mut cur, start, &chunks);
+        let (offset, buf) = self.stage(&mut cur, start, &chunks)?;
         let write_len = buf.len() as u64;
         let end = Lsn(start.0 + batch as u64);
         // Where the records end in the staged buffer (after the partial
         // block's old bytes, with O_DIRECT).
-        let staged_end = cur.tail.len() + batch;
+        let staged_end = (self.geometry.offset_in_segment(start) - offset) as usize + batch;
         let record_count = chunks.iter().map(Chunk::pieces).sum::<usize>() as u64;
         cur.chunk_list = buffer.recycle(chunks);
         let buf = self
@@ -139,12 +158,13 @@ impl BatchWriter {
             .durable_write_at_blocking(fh, offset, buf)
             .map_err(WalError::io("write a batch durably"))?;
         // With O_DIRECT the next batch rewrites the block holding `end`:
-        // keep its bytes (at most one block) from the written buffer.
-        cur.tail.clear();
+        // its bytes (at most one block) stay in the written buffer, which
+        // the write does not change, followed by the padding's zeroes.
         if self.direct {
             let keep = (end.0 % BLOCK) as usize;
-            cur.tail
-                .extend_from_slice(&buf[staged_end - keep..staged_end]);
+            cur.tail = Tail::InSpare {
+                at: staged_end - keep,
+            };
         }
         cur.spare = Some(buf);
         cur.written_end = end;
@@ -176,7 +196,12 @@ impl BatchWriter {
     /// Builds the write: the records at their file offset; with O_DIRECT,
     /// from the start of the block (the partial block is rewritten with the
     /// same bytes it had) and zero-padded to a block.
-    fn stage(&self, cur: &mut WriterCursor, start: Lsn, chunks: &[Chunk]) -> (u64, IoBuf) {
+    fn stage(
+        &self,
+        cur: &mut WriterCursor,
+        start: Lsn,
+        chunks: &[Chunk],
+    ) -> Result<(u64, IoBuf), WalError> {
         let file_off = self.geometry.offset_in_segment(start);
         let batch: usize = chunks.iter().map(Chunk::len).sum();
         let spare = cur.spare.take();
@@ -187,27 +212,83 @@ impl BatchWriter {
             for c in chunks {
                 buf.extend_from_slice(c.bytes());
             }
-            return (file_off, IoBuf::from(buf));
+            return Ok((file_off, IoBuf::from(buf)));
         }
         let block_off = file_off - file_off % BLOCK;
         let tail_len = (file_off - block_off) as usize;
-        debug_assert_eq!(cur.tail.len(), tail_len, "O_DIRECT tail out of step");
         let len = (tail_len + batch).next_multiple_of(BLOCK as usize);
-        // Every byte up to `len` is written below: the partial block's
-        // tail, the records, then zeroes for the padding (the buffer's
-        // earlier batch is never written again).
-        let mut buf = spare
-            .filter(IoBuf::is_aligned)
-            .unwrap_or_else(|| IoBuf::aligned(0));
+        // Every byte up to `len` is set below: the partial block's old
+        // bytes at the start, the records, then zeroes for the padding
+        // (the buffer's earlier batch is never written again).
+        // Until the write returns the buffer, the bytes are only in it.
+        let (mut buf, zero_to) = match std::mem::replace(&mut cur.tail, Tail::Lost) {
+            Tail::Lost => return Err(self.earlier_write_failed(cur)),
+            Tail::Owned(tail) => {
+                debug_assert_eq!(tail.len(), tail_len, "O_DIRECT tail out of step");
+                let mut buf = spare
+                    .filter(IoBuf::is_aligned)
+                    .unwrap_or_else(|| IoBuf::aligned(0));
+                buf.set_len_for_overwrite(len);
+                buf[..tail_len].copy_from_slice(&tail);
+                (buf, 0)
+            }
+            Tail::InSpare { at } => {
+                // The last write's buffer comes back with every write that
+                // succeeds.
+                let Some(old) = spare else {
+                    return Err(self.earlier_write_failed(cur));
+                };
+                debug_assert!(at + tail_len <= old.len(), "O_DIRECT tail out of step");
+                if old.capacity() < len {
+                    let mut bigger = IoBuf::aligned(len.max(2 * old.capacity()));
+                    bigger[..tail_len].copy_from_slice(&old[at..at + tail_len]);
+                    let zero_to = bigger.len();
+                    (bigger, zero_to)
+                } else if at == 0 {
+                    // The block the last write ended in: its bytes are at
+                    // the buffer's start already, zeroes after them.
+                    let zero_to = old.len();
+                    (old, zero_to)
+                } else {
+                    let mut buf = old;
+                    buf.copy_within(at..at + tail_len, 0);
+                    (buf, 0)
+                }
+            }
+        };
         buf.set_len_for_overwrite(len);
-        buf[..tail_len].copy_from_slice(&cur.tail);
         let mut at = tail_len;
         for c in chunks {
             buf[at..at + c.len()].copy_from_slice(c.bytes());
             at += c.len();
         }
-        buf[at..].fill(0);
-        (block_off, buf)
+        // Zeroes are there already from `tail_len` (so from `at`) up to
+        // `zero_to`.
+        let fill_from = at.max(zero_to.min(len));
+        buf[fill_from..].fill(0);
+        Ok((block_off, buf))
+    }
+
+    /// The error of a batch after one whose write failed (the log is
+    /// poisoned then, and the group commit starts no more batches): the
+    /// partial block's bytes went with the failed write's buffer, so
+    /// nothing is written.
+    fn earlier_write_failed(&self, cur: &WriterCursor) -> WalError {
+        let file = match cur.open {
+            Some((_, fh)) => FileRef::handle(fh),
+            None => FileRef::path(self.dir.path()),
+        };
+        let source = IoError::from_os(
+            OpKind::DurableWrite,
+            file,
+            std::io::Error::other("an earlier batch's write failed"),
+        );
+        WalError::Poisoned {
+            cause: Arc::new(WalError::Io {
+                op: "write a batch durably",
+                source,
+            }),
+        }
     }
 
     /// The I/O counters.

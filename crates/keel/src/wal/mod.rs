@@ -745,11 +745,18 @@ impl Wal {
         meta: RecordMeta,
         image: &[u8; crate::page::PAGE_SIZE],
     ) -> Result<Appended, WalError> {
-        let cap = RECORD_HEADER_SIZE.saturating_add(payload::page_image_len(image));
-        self.append_encoded(meta, RecordType::PageImage, cap, |out| {
-            payload::encode_page_image(image, out);
-            Ok(())
-        })
+        // Encoded straight onto the log's queue: the record is the page
+        // (less its free gap), one copy wherever it is made.
+        let len = RECORD_HEADER_SIZE + payload::page_image_len(image);
+        let meta = RecordMeta {
+            kind: RecordType::PageImage,
+            ..meta
+        };
+        let appended = self
+            .writer
+            .append_encoded_in_place(&meta, len, |out| payload::encode_page_image(image, out))?;
+        self.after_append(appended);
+        Ok(appended)
     }
 
     /// Appends a record of type `kind` whose payload `encode` writes

@@ -289,11 +289,16 @@ pub fn encode_unsealed(out: &mut [u8], meta: &RecordMeta, lsn: Lsn, payload: &[u
 /// space: the whole of `out` is the record.
 pub fn encode_header(out: &mut [u8], meta: &RecordMeta, lsn: Lsn) {
     let total = out.len();
+    encode_header_of(&mut out[..RECORD_HEADER_SIZE], total, meta, lsn);
+}
+
+/// [`encode_header`] into the header's own bytes `h`, for a record of
+/// `total` bytes whose payload is written elsewhere.
+pub(crate) fn encode_header_of(h: &mut [u8], total: usize, meta: &RecordMeta, lsn: Lsn) {
     debug_assert!(
-        total >= RECORD_HEADER_SIZE,
+        total >= RECORD_HEADER_SIZE && h.len() == RECORD_HEADER_SIZE,
         "record shorter than its header (inv. 1)"
     );
-    let h = &mut out[..RECORD_HEADER_SIZE];
     put_u32(h, offsets::TOTAL_LEN, total as u32);
     put_u64(h, offsets::LSN, lsn.0);
     put_u64(h, offsets::PREV_LSN, meta.prev_lsn.0);
