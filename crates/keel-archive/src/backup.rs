@@ -33,10 +33,13 @@
 //!    control file and each heap file, read while writes continue; each is
 //!    uploaded as it comes, in parts of [`BackupOptions::part_size_bytes`]
 //!    (one part in memory at a time).
-//! 2. Check that the timeline's archive reaches back to the start LSN (a
-//!    backup whose log was never archived could never be restored), then
-//!    wait until the archiver has shipped the log up to the copy's **end
-//!    LSN** ([`Archiver::wait_archived`]).
+//! 2. Wait until the archiver has shipped the log up to the copy's **end
+//!    LSN** ([`Archiver::wait_archived`]), then check in the store what a
+//!    restore checks before it uses a backup
+//!    ([`crate::backup_check::check_log_covers`]): the timeline's log runs
+//!    without a gap from the chunk holding the start LSN to the end LSN (a
+//!    backup whose log was never archived, or was lost from the store
+//!    after the archiver shipped it, could never be restored).
 //! 3. Upload the manifest, last. A backup without its manifest (a crash,
 //!    a failed upload, a timeout waiting for the archive) is never used:
 //!    listings and restores see only backups with a manifest.
@@ -574,6 +577,7 @@ pub fn backup(
     });
     let base = base?;
     archiver.wait_archived(base.end, options.archive_timeout)?;
+    let folder = remote.backup_dir(timeline, base.start, id);
     let chunks = remote.list_chunks(timeline)?;
     match chunks.first() {
         Some(first) if first.start <= base.start => {}
@@ -589,6 +593,10 @@ pub fn backup(
             )));
         }
     }
+    // The archiver's own account of what it shipped is not the store's:
+    // the manifest, which makes the backup one a restore may choose, is
+    // written only once the store shows the whole log it needs.
+    crate::backup_check::check_log_covers(&remote, &folder, timeline, base.start, base.end)?;
     let manifest = Manifest {
         database_id: base.database_id,
         timeline,
@@ -600,10 +608,7 @@ pub fn backup(
         started_us: Some(started_us),
         files: base.files.clone(),
     };
-    let path = ObjectPath::from(format!(
-        "{}/manifest",
-        remote.backup_dir(timeline, base.start, id)
-    ));
+    let path = ObjectPath::from(format!("{folder}/manifest"));
     remote.put_create(&path, &manifest.encode())?;
     drop(base);
     Ok(manifest)

@@ -10,6 +10,7 @@
 //! | [`Fault::Hang`]  | nothing                        | no answer for a while, then an error (a timeout when its limit is shorter) |
 //! | [`Fault::LostReply`] | performs the request       | an error: a success reported as a failure |
 //! | [`Fault::Slow`]  | performs the request, late     | success, after a delay |
+//! | [`Fault::Lost`]  | nothing                        | success (an upload or delete acknowledged and lost); an error for other kinds |
 //!
 //! Faults are scripted per operation kind ([`FaultStore::inject`]: the
 //! next request of that kind gets the fault, in order), or the store is
@@ -57,6 +58,11 @@ pub enum Fault {
     LostReply,
     /// The store performs the request after the delay.
     Slow(Duration),
+    /// An upload (a single put) or a delete is acknowledged and not done:
+    /// a store that loses an object it said it kept (a bucket rule, a
+    /// store's own fault). Requests of other kinds, where success cannot
+    /// be faked, fail as with [`Fault::Error`].
+    Lost,
 }
 
 /// The kinds of request faults are scripted for.
@@ -196,9 +202,19 @@ impl FaultStore {
         op: Op,
         request: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> object_store::Result<T> {
-        match self.next_fault(op) {
+        self.run(self.next_fault(op), request).await
+    }
+
+    /// Runs `request` under `fault`.
+    async fn run<T>(
+        &self,
+        fault: Option<Fault>,
+        request: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        match fault {
             None => request.await,
             Some(Fault::Error) => Err(injected("request refused")),
+            Some(Fault::Lost) => Err(injected("request lost")),
             Some(Fault::Hang(d)) => {
                 tokio::time::sleep(d).await;
                 Err(injected("no answer"))
@@ -231,7 +247,13 @@ impl ObjectStore for FaultStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let put = self.inner.put_opts(location, payload, opts);
-        self.apply(Op::Put, put).await
+        match self.next_fault(Op::Put) {
+            Some(Fault::Lost) => Ok(PutResult {
+                e_tag: None,
+                version: None,
+            }),
+            fault => self.run(fault, put).await,
+        }
     }
 
     async fn put_multipart_opts(
@@ -258,7 +280,10 @@ impl ObjectStore for FaultStore {
 
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
         let delete = self.inner.delete(location);
-        self.apply(Op::Delete, delete).await
+        match self.next_fault(Op::Delete) {
+            Some(Fault::Lost) => Ok(()),
+            fault => self.run(fault, delete).await,
+        }
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -313,6 +338,7 @@ impl MultipartUpload for FaultUpload {
         match self.store.next_fault(Op::Put) {
             None => self.inner.put_part(data),
             Some(Fault::Error) => Box::pin(async { Err(injected("request refused")) }),
+            Some(Fault::Lost) => Box::pin(async { Err(injected("request lost")) }),
             Some(Fault::Hang(d)) => Box::pin(async move {
                 tokio::time::sleep(d).await;
                 Err(injected("no answer"))

@@ -18,6 +18,7 @@ use common::*;
 use keel::{Database, RelationId};
 use keel_archive::RestoreTarget;
 use keel_archive::backup::{BackupOptions, Manifest};
+use keel_archive::fault::{Fault, FaultStore, Op};
 use keel_archive::{ArchiveError, ArchiveTarget, Archiver, Remote, StoreConfig};
 use object_store::path::Path as ObjectPath;
 
@@ -328,6 +329,89 @@ fn the_archive_must_reach_the_backups_end() {
     std::fs::write(&newest, kept).unwrap();
     let report = restore_into(&s, &s._tmp.path().join("restored2")).unwrap();
     assert_eq!(report.backup.start, m.start);
+}
+
+/// A backup is committed (its manifest written) only once the store shows
+/// the whole log it needs, as a restore will check it: uploads of the log
+/// that the store acknowledged and lost while the backup ran (so the
+/// archiver counts them shipped) leave the backup without a manifest,
+/// an error naming the missing log, never a backup a restore would pass
+/// over.
+#[test]
+fn a_backup_whose_log_the_store_lost_writes_no_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let local = || -> Arc<dyn object_store::ObjectStore> {
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap())
+    };
+    // The archiver uploads through one wrapper, the backup through
+    // another, both to the same directory.
+    let shipping = FaultStore::new(local());
+    let backing = FaultStore::new(local());
+    let archive = ArchiveTarget::new(StoreConfig::Custom(Arc::new(shipping.clone())), "db");
+    let target = ArchiveTarget::new(StoreConfig::Custom(Arc::new(backing.clone())), "db");
+    let db = open(&tmp.path().join("data"));
+    let rel = db.create_relation("r").unwrap();
+    let archiver = Archiver::start(db.clone(), &archive, fast()).unwrap();
+    common::workload(&db, rel, 5, 10, 0);
+    archiver
+        .wait_archived(db.durable_lsn(), Duration::from_secs(30))
+        .unwrap();
+    // The backup's first uploads are slow, so the archiver ships log
+    // while it runs; writers go on meanwhile.
+    for _ in 0..3 {
+        backing.inject(Op::Put, Fault::Slow(Duration::from_millis(200)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                insert(&db, rel, &common::value(i, 300));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Once the backup has uploaded its first file (its start LSN fixed by
+    // then), the store loses the archiver's next uploads: chunks of the
+    // log between the backup's start and its end among them.
+    let loser = {
+        let (backing, shipping) = (backing.clone(), shipping.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while backing.stats().puts == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the backup never uploaded"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for _ in 0..4 {
+                shipping.inject(Op::Put, Fault::Lost);
+            }
+        })
+    };
+    let result = keel_archive::backup(&db, &archiver, &target, &options());
+    loser.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = result.expect_err("a backup whose log the store lost was reported taken");
+    assert!(
+        matches!(err, ArchiveError::BackupLogMissing { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not all in the archive"), "{err}");
+    let remote = Remote::open(&target, Duration::from_secs(5)).unwrap();
+    assert!(
+        remote.list_backups().unwrap().is_empty(),
+        "no backup has a manifest"
+    );
+    let folders = remote.list_backup_folders().unwrap();
+    assert_eq!(folders.len(), 1, "the incomplete backup's folder is kept");
+    drop(archiver);
 }
 
 #[test]
