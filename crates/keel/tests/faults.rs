@@ -154,7 +154,8 @@ fn an_update_failing_on_a_damaged_page_keeps_the_old_value_through_the_commit() 
 
 /// An insert of a large value whose tuple finds no page it can use (the
 /// one with room is damaged) fails, and the overflow chain it had written
-/// is released when the transaction commits: no page is left holding it.
+/// is rolled back at once: no page is left holding it, before or after
+/// the commit.
 #[test]
 fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,15 +172,19 @@ fn an_insert_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit()
     let mut tx = db.begin().unwrap();
     let e = tx.insert(rel, &[7u8; 20_000]).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
-    assert!(overflow_pages(&db) > 0, "the value was written to a chain");
+    assert_eq!(
+        overflow_pages(&db),
+        0,
+        "the chain is left after the failure"
+    );
     tx.commit().unwrap();
     assert_eq!(overflow_pages(&db), 0, "the chain is left after the commit");
     drop(db);
 }
 
 /// A large value's overflow chain that fails part way (the second free
-/// page it takes is damaged) leaves none of the pages it did write once
-/// the transaction commits: nothing points at them.
+/// page it takes is damaged) leaves none of the pages it did write: the
+/// one written is rolled back at once, nothing points at it.
 #[test]
 fn a_chain_write_failing_part_way_leaves_no_chain_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,8 +217,8 @@ fn a_chain_write_failing_part_way_leaves_no_chain_after_the_commit() {
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
     assert_eq!(
         overflow_pages(&db),
-        1,
-        "one chunk was written before the failure"
+        0,
+        "the chunk written before the failure is left"
     );
     tx.commit().unwrap();
     assert!(!db.is_poisoned());
@@ -226,8 +231,7 @@ fn a_chain_write_failing_part_way_leaves_no_chain_after_the_commit() {
 }
 
 /// A tree put whose value's chain is written but whose leaf cannot be
-/// read (damaged) fails, and the chain is released when the transaction
-/// commits.
+/// read (damaged) fails, and the chain is rolled back at once.
 #[test]
 fn a_tree_put_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,7 +252,11 @@ fn a_tree_put_failing_after_its_overflow_chain_leaves_no_chain_after_the_commit(
     let mut tx = db.begin().unwrap();
     let e = tx.put(tree, b"b", &[7u8; 20_000]).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Corruption, "{e}");
-    assert!(overflow_pages(&db) > 0, "the value was written to a chain");
+    assert_eq!(
+        overflow_pages(&db),
+        0,
+        "the chain is left after the failure"
+    );
     tx.commit().unwrap();
     assert!(!db.is_poisoned());
     assert_eq!(overflow_pages(&db), 0, "the chain is left after the commit");

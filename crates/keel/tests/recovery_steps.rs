@@ -394,6 +394,44 @@ fn a_chain_whose_free_a_kill_kept_out_of_the_log_is_freed_by_the_open() {
     db.close().unwrap();
 }
 
+/// A bulk load that fails on unsorted input after writing large values'
+/// chains leaves them referenced by nothing; the transaction goes on and
+/// commits. The chains are rolled back at once, in the transaction's own
+/// log, so a kill right after the commit leaves none of their pages
+/// allocated.
+#[test]
+fn chains_a_failed_bulk_load_wrote_are_gone_after_a_kill_after_the_commit() {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(10)));
+    let db = open(&sim).unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let overflow = |db: &Database| common::pages_of_type(db, "t", keel::page::PageType::Overflow);
+    let big = |b: u8| vec![b; 30_000];
+    let mut tx = db.begin().unwrap();
+    let items = [
+        (b"b".to_vec(), big(1)),
+        (b"c".to_vec(), big(2)),
+        (b"a".to_vec(), big(3)),
+    ];
+    let err = tx.bulk_load(tree, items).unwrap_err();
+    assert!(
+        matches!(err, keel::Error::Db(keel::DbError::Unsorted { .. })),
+        "{err}"
+    );
+    assert_eq!(overflow(&db), 0, "the failed load's chains are rolled back");
+    tx.put(tree, b"x", b"after").unwrap();
+    tx.commit().unwrap();
+    let (_sim, db) = kill_and_reopen(&sim, db, 11);
+    let tx = db.begin().unwrap();
+    assert_eq!(
+        tx.get_key(tree, b"x").unwrap(),
+        Some(b"after".to_vec()),
+        "the acknowledged commit holds"
+    );
+    drop(tx);
+    assert_eq!(overflow(&db), 0, "the failed load's chains are left");
+    db.close().unwrap();
+}
+
 /// The same for a tree: a committed key delete, or a replace, of a large
 /// value frees the old chain in records logged after the commit; after a
 /// kill that keeps them out of the log the open frees the chain.

@@ -4,8 +4,10 @@
 //! every kind of bound, first and last, bulk fills that split leaves up to
 //! new roots, bulk clears that empty leaves (reclaim) and bulk loads
 //! (`Transaction::bulk_load`, into the new tree or refused by one with
-//! keys, then split, rolled back or crashed like the rest), in transactions
-//! that commit, abort, or end in a crash — a process kill, a power cut
+//! keys, or failing on keys out of order with the transaction going on,
+//! then split, rolled back or crashed like the rest), in transactions
+//! that commit, abort, or end in a crash — a process kill (before the
+//! commit, or right after it is acknowledged), a power cut
 //! after the transaction's last change, or a power cut at a random I/O
 //! operation inside the transaction (its commit may then be in flight) —
 //! or that read damaged pages (a bit flipped on the way: each operation
@@ -74,6 +76,10 @@ enum Op {
     /// key kept): into a tree with keys it must fail with `TreeNotEmpty`;
     /// into one that never had any it must load them all.
     BulkLoad(Vec<(Key, Len)>),
+    /// The same keys handed over with the first moved to the end: with two
+    /// keys or more it fails on that last one (`Unsorted`, after writing
+    /// every large value before it), and the transaction goes on.
+    BulkLoadUnsorted(Vec<(Key, Len)>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +88,10 @@ enum End {
     Abort,
     /// The process dies after the last change.
     Kill,
+    /// The commit is acknowledged and the process dies at once: what the
+    /// commit releases afterwards (old chains, dead slots) never reaches
+    /// the log.
+    CommitThenKill,
     /// The power fails after the last change.
     PowerCut,
     /// The power fails at this I/O operation from the transaction's start
@@ -134,6 +144,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0..SHORT_KEYS, 1u16..250, 0usize..300).prop_map(|(s, n, l)| Op::Fill(s, n, l)),
         2 => (0..SHORT_KEYS, 1u16..250).prop_map(|(s, n)| Op::Clear(s, n)),
         1 => bulk_strategy().prop_map(Op::BulkLoad),
+        1 => bulk_strategy().prop_map(Op::BulkLoadUnsorted),
     ]
 }
 
@@ -146,6 +157,7 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
         6 => Just(End::Commit),
         2 => Just(End::Abort),
         1 => Just(End::Kill),
+        1 => Just(End::CommitThenKill),
         1 => Just(End::PowerCut),
         2 => (1u64..600).prop_map(End::CutAt),
         2 => (20u16..400).prop_map(End::BadReads),
@@ -227,7 +239,12 @@ fn run_ops(
         *seed += 1;
         if !matches!(
             op,
-            Op::Get(_) | Op::Range(..) | Op::First | Op::Last | Op::BulkLoad(_)
+            Op::Get(_)
+                | Op::Range(..)
+                | Op::First
+                | Op::Last
+                | Op::BulkLoad(_)
+                | Op::BulkLoadUnsorted(_)
         ) {
             *pristine = false;
         }
@@ -320,6 +337,33 @@ fn run_ops(
                     Err(e) => return Err(e),
                 }
             }
+            Op::BulkLoadUnsorted(items) => {
+                let load: TreeModel = items
+                    .iter()
+                    .map(|(k, len)| (key_of(k), value(*seed, &key_of(k), *len)))
+                    .collect();
+                let rotated: Vec<_> = load.iter().skip(1).chain(load.iter().take(1)).collect();
+                match tx.bulk_load(tree, rotated) {
+                    Ok(n) => {
+                        assert!(load.len() < 2, "an unsorted bulk load succeeded");
+                        assert!(model.is_empty(), "a bulk load into a tree with keys");
+                        assert_eq!(n, load.len() as u64, "keys loaded");
+                        if !load.is_empty() {
+                            *pristine = false;
+                        }
+                        *model = load;
+                    }
+                    Err(keel::Error::Db(keel::DbError::Unsorted { .. })) => assert!(
+                        load.len() >= 2 && model.is_empty(),
+                        "a bulk load refused as unsorted"
+                    ),
+                    Err(keel::Error::Db(keel::DbError::TreeNotEmpty(_))) => assert!(
+                        !model.is_empty() || !*pristine,
+                        "a bulk load into a tree that never had a key refused"
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     Ok(())
@@ -393,7 +437,7 @@ fn settle_failed(
                 settle(short(i), None)?;
             }
         }
-        Op::BulkLoad(_) => {
+        Op::BulkLoad(_) | Op::BulkLoadUnsorted(_) => {
             let all = read_range(tx, tree, Bound::Unbounded, Bound::Unbounded, false)?;
             let before: Vec<(Vec<u8>, Vec<u8>)> =
                 model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -496,10 +540,12 @@ fn run_txn(
         _ => run_ops(&mut tx, tree, &mut model, &plan.ops, seed, pristine),
     };
     let outcome = match (plan.end, ran) {
-        (End::Commit | End::CutAt(_) | End::BadReads(_), Ok(())) => match tx.commit() {
-            Ok(()) => Outcome::Acked,
-            Err(_) => Outcome::InCommit,
-        },
+        (End::Commit | End::CommitThenKill | End::CutAt(_) | End::BadReads(_), Ok(())) => {
+            match tx.commit() {
+                Ok(()) => Outcome::Acked,
+                Err(_) => Outcome::InCommit,
+            }
+        }
         (End::Abort, Ok(())) => {
             tx.abort().unwrap();
             Outcome::NotCommitted
@@ -536,6 +582,12 @@ fn run(steps: &[TxnPlan]) {
             }
             End::Abort => None,
             End::Kill => {
+                m.kill();
+                None
+            }
+            End::CommitThenKill => {
+                assert!(outcome == Outcome::Acked, "step {n}: the commit failed");
+                committed = after;
                 m.kill();
                 None
             }
@@ -594,11 +646,16 @@ proptest! {
     #[test]
     fn trees_behave_like_maps_through_commits_aborts_and_crashes(
         mut steps in prop::collection::vec(plan_strategy(), 1..14),
-        first in prop::option::of(bulk_strategy()),
+        first in prop::option::of((bulk_strategy(), any::<bool>())),
     ) {
-        // Half the runs start with a bulk load into the new tree.
-        if let Some(items) = first {
-            steps[0].ops.insert(0, Op::BulkLoad(items));
+        // Half the runs start with a bulk load into the new tree, half of
+        // those with one that fails on its keys' order.
+        if let Some((items, sorted)) = first {
+            let load = match sorted {
+                true => Op::BulkLoad(items),
+                false => Op::BulkLoadUnsorted(items),
+            };
+            steps[0].ops.insert(0, load);
         }
         run(&steps);
     }

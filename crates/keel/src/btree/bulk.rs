@@ -18,8 +18,8 @@
 //! page of the new tree ([`Storage::free_tree_pages`]); values written to
 //! overflow chains are freed by their own undo. After the commit the old,
 //! empty root leaf is freed (`Deferred::FreeNode`). A bulk load that fails
-//! before its swap (latching the meta page for it included) queues its
-//! chains' release for the commit and frees the nodes it built, on every
+//! before its swap (latching the meta page for it included) rolls its
+//! chains back at once and frees the nodes it built, on every
 //! level, each tried (one it cannot free is leaked space); one cut short
 //! by a crash before its swap leaves them unreachable, which `keel check`
 //! reports.
@@ -176,13 +176,15 @@ impl Storage {
             Ok(Some(ready)) => ready,
             Ok(None) => return Ok(0),
             Err(e) => {
-                // The chains first (queuing their release reads nothing),
-                // then every page, each tried: a page that cannot be freed
-                // is leaked space, never a reason to leak the rest.
-                self.release_chains(log, rel, &chains)?;
+                // The chains rolled back, then every page, each tried: a
+                // page that cannot be freed is leaked space, never a reason
+                // to leak the rest. A failed rollback is the error to
+                // report (it poisons when fatal).
+                let released = self.release_chains(log, rel, &chains);
                 for pid in taken {
                     let _ = self.free_node(rel, pid);
                 }
+                released?;
                 return Err(e);
             }
         };
@@ -223,13 +225,24 @@ impl Storage {
     }
 
     /// A failed bulk load's values written to overflow chains (`chains`:
-    /// their items' rests), released when the transaction commits; a
-    /// rollback frees them by their own undo instead.
+    /// their items' rests, in the order written), rolled back newest first
+    /// (`abandon_chain`: the load logs nothing undoable between them, so
+    /// each is the newest entry of the undo stack in turn). Every chain is
+    /// tried: after one that cannot be rolled back the rest are released
+    /// at the commit instead. Returns the first failure.
     fn release_chains(&self, log: &mut TxnLog, rel: &Relation, chains: &[Vec<u8>]) -> Result<()> {
-        for rest in chains {
-            self.defer_release(log, rel, META_PAGE, rest)?;
+        let mut first = Ok(());
+        for rest in chains.iter().rev() {
+            if let Some((&tree::VALUE_OVERFLOW, head)) = rest.split_first() {
+                let released = self
+                    .read_head(rel, META_PAGE, head)
+                    .and_then(|head| self.abandon_chain(log, rel, head));
+                if first.is_ok() {
+                    first = released;
+                }
+            }
         }
-        Ok(())
+        first
     }
 
     /// Fills `leaves` from `items`. `chains` gains the rest of every value

@@ -200,7 +200,9 @@ impl Storage {
                     if let Some((&VALUE_OVERFLOW, head)) = rest.split_first()
                         && let Ok(head) = OverflowHead::decode(head, META_PAGE)
                     {
-                        self.abandon_chain(log, rel, head);
+                        // A failed rollback of the chain is the error
+                        // to report (it poisons when fatal).
+                        self.abandon_chain(log, rel, head)?;
                     }
                     return Err(e);
                 }

@@ -15,7 +15,7 @@ use crate::page::slotted::content_name;
 use crate::page::{Fit, MAX_TUPLE_LEN, PageType, SlotContent, SlottedPage, TupleFlags};
 use crate::storage::Storage;
 use crate::storage::apply::undo_insert;
-use crate::txn::undo::{Deferred, TxnLog, Undo};
+use crate::txn::undo::{Deferred, TxnLog, Undo, UndoEntry};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
 
@@ -84,7 +84,7 @@ impl Storage {
         }
         let (bytes, flags) = self.stored_form(log, rel, value)?;
         // Until a slot holds the new bytes, a failure leaves their chain
-        // (if any) to nobody: it is released with the transaction.
+        // (if any) to nobody: it is rolled back (`abandon_chain`).
         let mut placed = false;
         let updated = self.update_stored(log, rel, tid, &bytes, flags, &mut placed);
         if updated.is_err() && !placed {
@@ -358,7 +358,7 @@ impl Storage {
 
     /// A change that wrote a new value's overflow chain stored nothing
     /// that points at it (an update that found no tuple, an insert whose
-    /// tuple found no page): the chain is released with the transaction.
+    /// tuple found no page): the chain is rolled back (`abandon_chain`).
     pub(super) fn abandon(
         &self,
         log: &mut TxnLog,
@@ -368,7 +368,7 @@ impl Storage {
     ) -> Result<()> {
         if flags.contains(TupleFlags::OVERFLOW_HEAD) {
             let head = crate::page::OverflowHead::decode(bytes, PageId(0))?;
-            self.abandon_chain(log, rel, head);
+            self.abandon_chain(log, rel, head)?;
         }
         Ok(())
     }
@@ -440,7 +440,7 @@ impl Storage {
                 source: ErrorCause::new(e),
             };
             if let Undo::Chain { pages, index, next } = entry.undo {
-                let chain = ChainUndo {
+                let mut chain = ChainUndo {
                     head: entry.page,
                     lsn: entry.lsn,
                     prev_lsn: entry.prev_lsn,
@@ -448,7 +448,7 @@ impl Storage {
                     index,
                     next,
                 };
-                self.undo_chain(log, &rel, chain).map_err(failed)?;
+                self.undo_chain(log, &rel, &mut chain).map_err(failed)?;
                 continue;
             }
             if let Undo::TreeInsert { at, len } = entry.undo {
@@ -515,6 +515,64 @@ impl Storage {
         Ok(())
     }
 
+    /// Rolls back at once `entry`, an [`Undo::Chain`] entry just taken off
+    /// the top of `log`'s undo stack, for a chain nothing points at
+    /// (`abandon_chain`). When that fails part way, what is left of the
+    /// chain goes back on the undo stack (a rollback frees it) and is
+    /// queued for release at the commit, as an abandoned chain that could
+    /// not be rolled back is, and the failure is returned, naming the
+    /// entry as a rollback does ([`DbError::Rollback`]).
+    pub(crate) fn undo_abandoned_chain(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        entry: UndoEntry,
+    ) -> Result<()> {
+        let Undo::Chain { pages, index, next } = entry.undo else {
+            return Ok(());
+        };
+        let mut chain = ChainUndo {
+            head: entry.page,
+            lsn: entry.lsn,
+            prev_lsn: entry.prev_lsn,
+            pages,
+            index,
+            next,
+        };
+        let Err(e) = self.undo_chain(log, rel, &mut chain) else {
+            return Ok(());
+        };
+        if chain.pages > 0 {
+            log.undo.push(UndoEntry {
+                relation: rel.id,
+                page: chain.head,
+                lsn: chain.lsn,
+                prev_lsn: chain.prev_lsn,
+                undo: Undo::Chain {
+                    pages: chain.pages,
+                    index: chain.index,
+                    next: chain.next,
+                },
+            });
+            let left = crate::page::OverflowHead {
+                total_len: 0,
+                first_page: chain.head,
+                page_count: chain.pages,
+                value_crc: 0,
+            };
+            log.deferred.push(Deferred::FreeChain(rel.id, left));
+        }
+        Err(DbError::Rollback {
+            txn: log.txn,
+            lsn: entry.lsn,
+            relation: rel.id,
+            page: entry.page,
+            undo: entry.undo.name(),
+            source: ErrorCause::new(e),
+        }
+        .into())
+    }
+
     /// Frees the pages of the overflow chunks `chain` stands for
     /// ([`Undo::Chain`]), newest first, each with its own CLR: its undo-next
     /// is the record that wrote the next older chunk (the LSN of the page
@@ -524,14 +582,14 @@ impl Storage {
     /// logs, so recovery, which reads the records back one by one, agrees
     /// (invariant 8). Each page is checked to be the chunk the chain
     /// expects before it is freed; one page is latched at a time
-    /// (invariant 11).
-    fn undo_chain(&self, log: &mut TxnLog, rel: &Relation, chain: ChainUndo) -> Result<()> {
-        let (mut pid, mut lsn) = (chain.head, chain.lsn);
-        let (mut index, mut next) = (chain.index, chain.next);
-        for left in (1..=chain.pages).rev() {
+    /// (invariant 11). `chain` is kept at what is left to free, so after
+    /// an error it stands for the pages not freed.
+    fn undo_chain(&self, log: &mut TxnLog, rel: &Relation, chain: &mut ChainUndo) -> Result<()> {
+        while chain.pages > 0 {
+            let (pid, lsn, index, next) = (chain.head, chain.lsn, chain.index, chain.next);
             // `push_undo` merged only chunks whose index + 1 fits.
             let older_index = index.saturating_add(1);
-            let older = match left {
+            let older = match chain.pages {
                 1 => None,
                 _ => Some(self.chunk_at(rel, PageId(next), older_index)?),
             };
@@ -556,8 +614,10 @@ impl Storage {
             self.change(Some(log), rel.id, &mut g, &clr)?;
             self.note_free(rel, &g);
             drop(g);
+            chain.pages -= 1;
             if let Some(o) = older {
-                (pid, lsn, index, next) = (PageId(next), o.lsn, older_index, o.next);
+                (chain.head, chain.lsn) = (PageId(next), o.lsn);
+                (chain.index, chain.next) = (older_index, o.next);
             }
         }
         Ok(())

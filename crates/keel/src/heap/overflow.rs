@@ -15,7 +15,7 @@ use crate::error::{DbError, Result};
 use crate::page::{ChainReader, NO_PAGE, OverflowHead, PageType, TupleFlags, overflow::chunks};
 use crate::page::{page_lsn, page_type};
 use crate::storage::Storage;
-use crate::txn::undo::TxnLog;
+use crate::txn::undo::{Deferred, TxnLog, Undo};
 use crate::types::{Lsn, PageId};
 use crate::wal::Payload;
 
@@ -57,10 +57,8 @@ impl Storage {
         self.write_chain(log, rel, value)
     }
 
-    /// Writes `value`'s chain. A write failing part way leaves the pages
-    /// already written to the transaction: its rollback frees them (they
-    /// are on its undo stack), and its commit releases them, since no slot
-    /// will point at them (`abandon_chain`).
+    /// Writes `value`'s chain. A write failing part way rolls back the
+    /// pages already written (`abandon_chain`).
     fn write_chain(&self, log: &mut TxnLog, rel: &Relation, value: &[u8]) -> Result<OverflowHead> {
         let mut next = NO_PAGE;
         for (written, (index, chunk)) in chunks(value).enumerate().rev().enumerate() {
@@ -80,7 +78,7 @@ impl Storage {
                             page_count: written as u32,
                             value_crc: 0,
                         };
-                        self.abandon_chain(log, rel, partial);
+                        self.abandon_chain(log, rel, partial)?;
                     }
                     return Err(e);
                 }
@@ -90,12 +88,39 @@ impl Storage {
     }
 
     /// A chain this transaction wrote that nothing stored points at (the
-    /// change it was written for failed): its pages are freed when the
-    /// transaction commits. A rollback frees them through its undo stack
-    /// instead and drops this release with the rest.
-    pub(crate) fn abandon_chain(&self, log: &mut TxnLog, rel: &Relation, head: OverflowHead) {
-        log.deferred
-            .push(crate::txn::undo::Deferred::FreeChain(rel.id, head));
+    /// change it was written for failed). When its writes are the newest
+    /// entry of the transaction's undo stack (nothing undoable logged since,
+    /// so nothing can point at it), they are rolled back at once, each page
+    /// freed with a CLR as a rollback frees it: the transaction's own log
+    /// then frees the chain, and no crash after its commit can leave the
+    /// pages allocated. Otherwise the pages are freed when the transaction
+    /// commits (after its commit is durable); a rollback frees them through
+    /// its undo stack instead and drops that release with the rest.
+    ///
+    /// A failure of the rollback is returned (an I/O failure poisons the
+    /// database: the transaction cannot commit, and recovery rolls back
+    /// what is left, the CLRs logged so far telling it where to resume);
+    /// what is left of the chain is then released as one not rolled back
+    /// is (`Storage::undo_abandoned_chain`).
+    pub(crate) fn abandon_chain(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        head: OverflowHead,
+    ) -> Result<()> {
+        let newest = log.undo.last().is_some_and(|e| {
+            e.relation == rel.id
+                && e.page == head.first_page
+                && matches!(e.undo, Undo::Chain { pages, .. } if pages == head.page_count)
+        });
+        if !newest {
+            log.deferred.push(Deferred::FreeChain(rel.id, head));
+            return Ok(());
+        }
+        match log.undo.pop() {
+            Some(entry) => self.undo_abandoned_chain(log, rel, entry),
+            None => Ok(()),
+        }
     }
 
     /// Decodes a head read from a slot of page `at`, refusing one that
