@@ -143,13 +143,24 @@ fn a_direct_batchs_padding_is_zeroes_after_a_larger_batch() {
     drop(wal);
     let size = u64::from(small_config().segment_size_bytes);
     assert_eq!(end.0 / size, 0, "the log fits its first segment");
-    let bytes = disk.file(&segment0()).unwrap();
+    assert_zero_after_end(&disk, end, "");
+}
+
+/// The bytes after the log's end `end` up to its block's end on `disk`
+/// (a small-config log) are zero: no fragment of an earlier batch lies
+/// where a reader would take it for the next record. `when` prefixes the
+/// failure.
+fn assert_zero_after_end(disk: &SimDisk, end: Lsn, when: &str) {
+    let size = u64::from(small_config().segment_size_bytes);
+    let bytes = disk
+        .file(&Path::new(DIR).join(segment_file_name(end.0 / size)))
+        .unwrap();
     let from = (end.0 % size) as usize;
     let to = from.next_multiple_of(4096);
     let dirty = bytes[from..to].iter().filter(|&&b| b != 0).count();
     assert_eq!(
         dirty, 0,
-        "{dirty} non-zero bytes in the padding after the log's end at {from}"
+        "{when}{dirty} non-zero bytes in the padding after the log's end at {from}"
     );
 }
 
@@ -194,19 +205,9 @@ fn direct_batches_then_power_cut(batches: usize) {
         wal.flush(last).unwrap();
     }
     let end = wal.end_lsn();
-    let size = u64::from(small_config().segment_size_bytes);
     let disk = io.crash();
     drop(wal);
-    let bytes = disk
-        .file(&Path::new(DIR).join(segment_file_name(end.0 / size)))
-        .unwrap();
-    let from = (end.0 % size) as usize;
-    let to = from.next_multiple_of(4096);
-    let dirty = bytes[from..to].iter().filter(|&&b| b != 0).count();
-    assert_eq!(
-        dirty, 0,
-        "after {batches} batches: {dirty} non-zero bytes after the log's end at {from}"
-    );
+    assert_zero_after_end(&disk, end, &format!("after {batches} batches: "));
     let wal = open(reboot(disk, 73), small_config());
     assert_eq!(wal.end_lsn(), end, "after {batches} batches: the log's end");
     assert_eq!(read_all(&wal), written, "after {batches} batches");

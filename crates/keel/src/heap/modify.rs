@@ -439,15 +439,7 @@ impl Storage {
                 undo: entry.undo.name(),
                 source: ErrorCause::new(e),
             };
-            if let Undo::Chain { pages, index, next } = entry.undo {
-                let mut chain = ChainUndo {
-                    head: entry.page,
-                    lsn: entry.lsn,
-                    prev_lsn: entry.prev_lsn,
-                    pages,
-                    index,
-                    next,
-                };
+            if let Some(mut chain) = ChainUndo::of(&entry) {
                 self.undo_chain(log, &rel, &mut chain).map_err(failed)?;
                 continue;
             }
@@ -528,32 +520,14 @@ impl Storage {
         rel: &Relation,
         entry: UndoEntry,
     ) -> Result<()> {
-        let Undo::Chain { pages, index, next } = entry.undo else {
+        let Some(mut chain) = ChainUndo::of(&entry) else {
             return Ok(());
-        };
-        let mut chain = ChainUndo {
-            head: entry.page,
-            lsn: entry.lsn,
-            prev_lsn: entry.prev_lsn,
-            pages,
-            index,
-            next,
         };
         let Err(e) = self.undo_chain(log, rel, &mut chain) else {
             return Ok(());
         };
         if chain.pages > 0 {
-            log.undo.push(UndoEntry {
-                relation: rel.id,
-                page: chain.head,
-                lsn: chain.lsn,
-                prev_lsn: chain.prev_lsn,
-                undo: Undo::Chain {
-                    pages: chain.pages,
-                    index: chain.index,
-                    next: chain.next,
-                },
-            });
+            log.undo.push(chain.entry(rel.id));
             let left = crate::page::OverflowHead {
                 total_len: 0,
                 first_page: chain.head,
@@ -728,6 +702,38 @@ struct ChainUndo {
     pages: u32,
     index: u32,
     next: u32,
+}
+
+impl ChainUndo {
+    /// The chain `entry` stands for, if it is an [`Undo::Chain`] entry.
+    fn of(entry: &UndoEntry) -> Option<ChainUndo> {
+        let Undo::Chain { pages, index, next } = entry.undo else {
+            return None;
+        };
+        Some(ChainUndo {
+            head: entry.page,
+            lsn: entry.lsn,
+            prev_lsn: entry.prev_lsn,
+            pages,
+            index,
+            next,
+        })
+    }
+
+    /// The undo entry of relation `relation` that stands for this chain.
+    fn entry(&self, relation: RelationId) -> UndoEntry {
+        UndoEntry {
+            relation,
+            page: self.head,
+            lsn: self.lsn,
+            prev_lsn: self.prev_lsn,
+            undo: Undo::Chain {
+                pages: self.pages,
+                index: self.index,
+                next: self.next,
+            },
+        }
+    }
 }
 
 /// An overflow page as rollback checks it: the LSN of the record that
