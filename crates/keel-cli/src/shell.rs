@@ -27,10 +27,12 @@
 //! `LO <= key < HI`; an omitted bound, or `-`, is open.
 //!
 //! Outside `begin`…`commit` each data command runs in its own transaction
-//! (autocommit) and is answered only once that transaction is durable. Any
-//! error is answered `err KIND: message` (KIND: usage, transient,
-//! corruption, fatal) and the shell goes on. End of input or `quit` with a
-//! transaction open rolls it back.
+//! (autocommit) and is answered only once that transaction is durable.
+//! `create`, `create-tree` and `drop-tree` always commit at once on their
+//! own, so they are refused while a transaction is open (an `abort` could
+//! not undo them). Any error is answered `err KIND: message` (KIND:
+//! usage, transient, corruption, fatal) and the shell goes on. End of
+//! input or `quit` with a transaction open rolls it back.
 //!
 //! With `--archive URL` (and `keel archive`'s location flags) an archiver
 //! ships the log to that archive while the shell runs, with the policy the
@@ -263,6 +265,14 @@ fn execute<'db>(
     tx: &mut Option<Transaction<'db>>,
     words: &[&str],
 ) -> Result<String, ShellError> {
+    if let [cmd @ ("create" | "create-tree" | "drop-tree"), _] = words
+        && tx.is_some()
+    {
+        return Err(ShellError::usage(format!(
+            "{cmd} commits at once in a transaction of its own and cannot be \
+             part of the open one (commit or abort it first)"
+        )));
+    }
     match words {
         ["create", rel] => {
             db.create_relation(rel)?;

@@ -13,6 +13,11 @@ use common::{keel, text};
 /// Runs one shell session on `dir` with `script` as stdin (not a terminal:
 /// no prompt) and returns its stdout lines.
 fn shell(dir: &Path, script: &str) -> Vec<String> {
+    shell_bytes(dir, script.as_bytes())
+}
+
+/// [`shell`] with stdin bytes that need not be UTF-8.
+fn shell_bytes(dir: &Path, script: &[u8]) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["shell", "--dir", dir.to_str().unwrap()])
         .stdin(Stdio::piped())
@@ -20,12 +25,7 @@ fn shell(dir: &Path, script: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run keel shell");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(script).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     text(&out.stdout).lines().map(str::to_owned).collect()
@@ -228,6 +228,49 @@ fn shell_tree_commands_and_reopen() {
             "kv 03 cc",
             "kv 05 ee",
             "end"
+        ]
+    );
+}
+
+/// `create`, `create-tree` and `drop-tree` commit on their own at once, so
+/// inside `begin`…`commit` they are refused (an `abort` could not undo
+/// them, and a `drop-tree` of a tree the open transaction used would wait
+/// for it), and the open transaction goes on unharmed.
+#[test]
+fn ddl_inside_a_transaction_is_refused_and_the_transaction_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let refused = |cmd: &str| {
+        format!(
+            "err usage: {cmd} commits at once in a transaction of its own and cannot be \
+             part of the open one (commit or abort it first)"
+        )
+    };
+    let lines = shell(
+        &dir,
+        "create-tree t\nbegin\nput t 01 aa\ncreate x\ncreate-tree y\ndrop-tree t\n\
+         put t 02 bb\nabort\nbegin\nput t 03 cc\ndrop-tree t\ncommit\n\
+         insert x 00\nget y 01\nrange t\n",
+    );
+    assert_eq!(
+        lines,
+        [
+            "ok".to_owned(),
+            "ok".to_owned(),
+            "ok".to_owned(),
+            refused("create"),
+            refused("create-tree"),
+            refused("drop-tree"),
+            "ok".to_owned(),
+            "aborted".to_owned(),
+            "ok".to_owned(),
+            "ok".to_owned(),
+            refused("drop-tree"),
+            "committed".to_owned(),
+            "err usage: no relation x".to_owned(),
+            "err usage: no tree y".to_owned(),
+            "kv 03 cc".to_owned(),
+            "end".to_owned(),
         ]
     );
 }
