@@ -30,9 +30,10 @@
 //! (autocommit) and is answered only once that transaction is durable.
 //! `create`, `create-tree` and `drop-tree` always commit at once on their
 //! own, so they are refused while a transaction is open (an `abort` could
-//! not undo them). Any error is answered `err KIND: message` (KIND:
-//! usage, transient, corruption, fatal) and the shell goes on. End of
-//! input or `quit` with a transaction open rolls it back.
+//! not undo them). Any error, a line that is not UTF-8 included, is
+//! answered `err KIND: message` (KIND: usage, transient, corruption,
+//! fatal) and the shell goes on. End of input or `quit` with a
+//! transaction open rolls it back.
 //!
 //! With `--archive URL` (and `keel archive`'s location flags) an archiver
 //! ships the log to that archive while the shell runs, with the policy the
@@ -226,17 +227,24 @@ fn session(
         {
             break;
         }
-        let line = String::from_utf8_lossy(&raw);
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(&first) = words.first() else {
-            continue;
-        };
-        if first == "quit" && words.len() == 1 {
-            break;
-        }
-        let reply = match execute(db, &mut tx, &words) {
-            Ok(text) => text,
-            Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+        let reply = match std::str::from_utf8(&raw) {
+            Err(e) => format!(
+                "err usage: the line is not UTF-8 (byte {} of it): not run",
+                e.valid_up_to() + 1
+            ),
+            Ok(line) => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let Some(&first) = words.first() else {
+                    continue;
+                };
+                if first == "quit" && words.len() == 1 {
+                    break;
+                }
+                match execute(db, &mut tx, &words) {
+                    Ok(text) => text,
+                    Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+                }
+            }
         };
         if !emit(out, &format!("{reply}\n"))? {
             break;

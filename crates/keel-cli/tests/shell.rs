@@ -275,6 +275,26 @@ fn ddl_inside_a_transaction_is_refused_and_the_transaction_goes_on() {
     );
 }
 
+/// A line that is not UTF-8 is refused, naming the first bad byte, rather
+/// than run with its bytes replaced (two different names would reach one
+/// relation); the session goes on.
+#[test]
+fn a_line_that_is_not_utf8_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let lines = shell_bytes(&dir, b"create r\xff\ncreate r\xfe\ncreate r\n");
+    assert_eq!(
+        lines,
+        [
+            "err usage: the line is not UTF-8 (byte 9 of it): not run",
+            "err usage: the line is not UTF-8 (byte 9 of it): not run",
+            "ok",
+        ]
+    );
+    let lines = shell(&dir, "create r\u{fffd}\n");
+    assert_eq!(lines, ["ok"], "no relation was made from the refused lines");
+}
+
 #[test]
 fn stats_json_and_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
