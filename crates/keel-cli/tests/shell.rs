@@ -295,6 +295,37 @@ fn a_line_that_is_not_utf8_is_refused() {
     assert_eq!(lines, ["ok"], "no relation was made from the refused lines");
 }
 
+/// `keel shell --help` documents the protocol: a line for every command
+/// the shell names when it meets an unknown one, with its answer.
+#[test]
+fn shell_help_documents_every_command_and_its_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines = shell(&tmp.path().join("db"), "frobnicate\n");
+    let commands = lines[0]
+        .split_once("(commands: ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap();
+    let out = keel(&["shell", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    for cmd in commands.split(", ") {
+        assert!(
+            help.lines()
+                .any(|l| l.starts_with(&format!("  {cmd} ")) || l == format!("  {cmd}")),
+            "no line for {cmd:?} in:\n{help}"
+        );
+    }
+    for answer in [
+        "-> tid P.S",
+        "-> val HEX | none",
+        "then: end",
+        "-> committed",
+    ] {
+        assert!(help.contains(answer), "{answer:?} missing from:\n{help}");
+    }
+    assert!(help.contains("err KIND: message"), "{help}");
+}
+
 #[test]
 fn stats_json_and_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
