@@ -79,6 +79,7 @@ enum Command {
     /// A line protocol on stdin/stdout: create, begin, begin read, insert,
     /// get, update, delete, scan, create-tree, drop-tree, put, del, range,
     /// commit, abort, checkpoint, quit (one answer per line).
+    #[command(after_help = shell::PROTOCOL)]
     Shell(shell::ShellArgs),
     /// Relations (pages, tuples, fill factor, fragmentation), the log, the
     /// last checkpoint, buffer pool and I/O figures.

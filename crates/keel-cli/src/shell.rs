@@ -1,36 +1,8 @@
 //! `keel shell`: a line protocol on stdin/stdout, one response per command,
 //! flushed after each one.
 //!
-//! ```text
-//! create REL            -> ok
-//! begin                 -> ok
-//! begin read            -> ok                 (a read-only transaction: writes fail)
-//! insert REL HEX        -> tid P.S
-//! get REL P.S           -> val HEX | none
-//! update REL P.S HEX    -> ok
-//! delete REL P.S        -> ok
-//! scan REL              -> row P.S HEX (one per tuple, in TupleId order), then: end
-//! create-tree TREE      -> ok
-//! drop-tree TREE        -> ok
-//! put TREE KEY VALUE    -> ok                 (insert or replace)
-//! get TREE KEY          -> val HEX | none
-//! del TREE KEY          -> val HEX | none     (the value deleted)
-//! range TREE [LO [HI]]  -> kv KEY VALUE (one per key, in key order), then: end
-//! commit                -> committed          (written only once the commit is durable)
-//! abort                 -> aborted
-//! checkpoint            -> ok
-//! quit
-//! ```
-//!
-//! Tuples are named by TupleId (`P.S`), tree keys and values are hex, like
-//! tuple values (`get` tells a TupleId from a key by its dot). A range is
-//! `LO <= key < HI`; an omitted bound, or `-`, is open.
-//!
-//! Outside `begin`…`commit` each data command runs in its own transaction
-//! (autocommit) and is answered only once that transaction is durable. Any
-//! error is answered `err KIND: message` (KIND: usage, transient,
-//! corruption, fatal) and the shell goes on. End of input or `quit` with a
-//! transaction open rolls it back.
+//! The commands and their answers are [`PROTOCOL`], which `keel shell
+//! --help` prints.
 //!
 //! With `--archive URL` (and `keel archive`'s location flags) an archiver
 //! ships the log to that archive while the shell runs, with the policy the
@@ -60,8 +32,10 @@ pub struct ShellArgs {
     /// Data directory (created if it does not exist; opening runs recovery).
     #[arg(long)]
     dir: PathBuf,
-    /// Archive the log while the shell runs (module essay):
-    /// `s3://BUCKET/PREFIX` or `file:///DIR`.
+    /// Archive the log while the shell runs: `s3://BUCKET/PREFIX` or
+    /// `file:///DIR` (with `--on-archive-failure stall`, a commit that
+    /// waited too long for the archive is answered `err transient: …` and
+    /// was rolled back).
     #[arg(long, value_name = "URL")]
     archive: Option<String>,
     /// With --archive: the endpoint of an S3-compatible server
@@ -83,6 +57,44 @@ pub struct ShellArgs {
     #[command(flatten)]
     policy: crate::archive_policy::PolicyArgs,
 }
+
+/// The protocol, as `keel shell --help` prints it after the options.
+pub const PROTOCOL: &str = "\
+Protocol: one command a line on stdin, one answer (or, for scan and range,
+several lines ending in `end`) on stdout, flushed after each command:
+
+  create REL            -> ok
+  begin                 -> ok
+  begin read            -> ok                 (a read-only transaction: writes fail)
+  insert REL HEX        -> tid P.S
+  get REL P.S           -> val HEX | none
+  update REL P.S HEX    -> ok
+  delete REL P.S        -> ok
+  scan REL              -> row P.S HEX (one per tuple, in TupleId order), then: end
+  create-tree TREE      -> ok
+  drop-tree TREE        -> ok
+  put TREE KEY VALUE    -> ok                 (insert or replace)
+  get TREE KEY          -> val HEX | none
+  del TREE KEY          -> val HEX | none     (the value deleted)
+  range TREE [LO [HI]]  -> kv KEY VALUE (one per key, in key order), then: end
+  commit                -> committed          (written only once the commit is durable)
+  abort                 -> aborted
+  checkpoint            -> ok
+  quit
+
+Tuples are named by TupleId (P.S: page and slot, e.g. 0.1); tuple values,
+tree keys and tree values are hex (get tells a TupleId from a key by its
+dot). A range is LO <= key < HI; an omitted bound, or -, is open. Blank
+lines are skipped.
+
+Outside begin...commit each data command runs in its own transaction
+(autocommit) and is answered only once that transaction is durable.
+create, create-tree and drop-tree always commit at once on their own, so
+they are refused while a transaction is open (an abort could not undo
+them). Any error, a line that is not UTF-8 included, is answered
+`err KIND: message` (KIND: usage, transient, corruption, fatal) and the
+shell goes on. End of input or quit with a transaction open rolls it back.
+With a terminal on stdin the shell prompts with `keel> `.";
 
 const PROMPT: &str = "keel> ";
 const COMMANDS: &str = "create, begin, insert, get, update, delete, scan, create-tree, \
@@ -224,17 +236,24 @@ fn session(
         {
             break;
         }
-        let line = String::from_utf8_lossy(&raw);
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(&first) = words.first() else {
-            continue;
-        };
-        if first == "quit" && words.len() == 1 {
-            break;
-        }
-        let reply = match execute(db, &mut tx, &words) {
-            Ok(text) => text,
-            Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+        let reply = match std::str::from_utf8(&raw) {
+            Err(e) => format!(
+                "err usage: the line is not UTF-8 (byte {} of it): not run",
+                e.valid_up_to() + 1
+            ),
+            Ok(line) => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let Some(&first) = words.first() else {
+                    continue;
+                };
+                if first == "quit" && words.len() == 1 {
+                    break;
+                }
+                match execute(db, &mut tx, &words) {
+                    Ok(text) => text,
+                    Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+                }
+            }
         };
         if !emit(out, &format!("{reply}\n"))? {
             break;
@@ -263,6 +282,14 @@ fn execute<'db>(
     tx: &mut Option<Transaction<'db>>,
     words: &[&str],
 ) -> Result<String, ShellError> {
+    if let [cmd @ ("create" | "create-tree" | "drop-tree"), _] = words
+        && tx.is_some()
+    {
+        return Err(ShellError::usage(format!(
+            "{cmd} commits at once in a transaction of its own and cannot be \
+             part of the open one (commit or abort it first)"
+        )));
+    }
     match words {
         ["create", rel] => {
             db.create_relation(rel)?;

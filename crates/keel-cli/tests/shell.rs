@@ -13,6 +13,11 @@ use common::{keel, text};
 /// Runs one shell session on `dir` with `script` as stdin (not a terminal:
 /// no prompt) and returns its stdout lines.
 fn shell(dir: &Path, script: &str) -> Vec<String> {
+    shell_bytes(dir, script.as_bytes())
+}
+
+/// [`shell`] with stdin bytes that need not be UTF-8.
+fn shell_bytes(dir: &Path, script: &[u8]) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["shell", "--dir", dir.to_str().unwrap()])
         .stdin(Stdio::piped())
@@ -20,12 +25,7 @@ fn shell(dir: &Path, script: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run keel shell");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(script).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     text(&out.stdout).lines().map(str::to_owned).collect()
@@ -230,6 +230,100 @@ fn shell_tree_commands_and_reopen() {
             "end"
         ]
     );
+}
+
+/// `create`, `create-tree` and `drop-tree` commit on their own at once, so
+/// inside `begin`…`commit` they are refused (an `abort` could not undo
+/// them, and a `drop-tree` of a tree the open transaction used would wait
+/// for it), and the open transaction goes on unharmed.
+#[test]
+fn ddl_inside_a_transaction_is_refused_and_the_transaction_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let refused = |cmd: &str| {
+        format!(
+            "err usage: {cmd} commits at once in a transaction of its own and cannot be \
+             part of the open one (commit or abort it first)"
+        )
+    };
+    let lines = shell(
+        &dir,
+        "create-tree t\nbegin\nput t 01 aa\ncreate x\ncreate-tree y\ndrop-tree t\n\
+         put t 02 bb\nabort\nbegin\nput t 03 cc\ndrop-tree t\ncommit\n\
+         insert x 00\nget y 01\nrange t\n",
+    );
+    assert_eq!(
+        lines,
+        [
+            "ok".to_owned(),
+            "ok".to_owned(),
+            "ok".to_owned(),
+            refused("create"),
+            refused("create-tree"),
+            refused("drop-tree"),
+            "ok".to_owned(),
+            "aborted".to_owned(),
+            "ok".to_owned(),
+            "ok".to_owned(),
+            refused("drop-tree"),
+            "committed".to_owned(),
+            "err usage: no relation x".to_owned(),
+            "err usage: no tree y".to_owned(),
+            "kv 03 cc".to_owned(),
+            "end".to_owned(),
+        ]
+    );
+}
+
+/// A line that is not UTF-8 is refused, naming the first bad byte, rather
+/// than run with its bytes replaced (two different names would reach one
+/// relation); the session goes on.
+#[test]
+fn a_line_that_is_not_utf8_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let lines = shell_bytes(&dir, b"create r\xff\ncreate r\xfe\ncreate r\n");
+    assert_eq!(
+        lines,
+        [
+            "err usage: the line is not UTF-8 (byte 9 of it): not run",
+            "err usage: the line is not UTF-8 (byte 9 of it): not run",
+            "ok",
+        ]
+    );
+    let lines = shell(&dir, "create r\u{fffd}\n");
+    assert_eq!(lines, ["ok"], "no relation was made from the refused lines");
+}
+
+/// `keel shell --help` documents the protocol: a line for every command
+/// the shell names when it meets an unknown one, with its answer.
+#[test]
+fn shell_help_documents_every_command_and_its_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines = shell(&tmp.path().join("db"), "frobnicate\n");
+    let commands = lines[0]
+        .split_once("(commands: ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap();
+    let out = keel(&["shell", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    for cmd in commands.split(", ") {
+        assert!(
+            help.lines()
+                .any(|l| l.starts_with(&format!("  {cmd} ")) || l == format!("  {cmd}")),
+            "no line for {cmd:?} in:\n{help}"
+        );
+    }
+    for answer in [
+        "-> tid P.S",
+        "-> val HEX | none",
+        "then: end",
+        "-> committed",
+    ] {
+        assert!(help.contains(answer), "{answer:?} missing from:\n{help}");
+    }
+    assert!(help.contains("err KIND: message"), "{help}");
 }
 
 #[test]
