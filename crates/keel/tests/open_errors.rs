@@ -171,3 +171,38 @@ fn an_io_configuration_error_is_a_usage_error() {
     let err = keel::Error::from(io);
     assert_eq!(err.class(), ErrorClass::Usage, "{err}");
 }
+
+/// A FIFO (or any file that is not a regular file) where the control file
+/// or a relation file belongs is refused by name, at once: an open of a
+/// FIFO would otherwise wait for a writer that never comes.
+#[test]
+fn a_fifo_where_a_data_file_belongs_is_refused_naming_it_without_waiting() {
+    for victim in ["control", "rel/1.heap"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        build(&dir);
+        let path = dir.join(victim);
+        assert!(path.exists(), "{victim} is part of the directory");
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(Database::open(&dir, config()).map(drop));
+            })
+        };
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the open waits on the FIFO {victim}"));
+        opener.join().unwrap();
+        let err = result.unwrap_err();
+        let text = chain(&err);
+        assert!(text.contains(victim), "{victim}: {text}");
+        assert!(text.contains("not a regular file"), "{victim}: {text}");
+    }
+}

@@ -3,7 +3,7 @@
 //! thread they run.
 
 use std::fs::{self, File};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::{FileRef, IoError};
@@ -11,6 +11,12 @@ use crate::request::{DirEntry, OpKind, OpenOptions, Reply};
 
 /// Opens a file as the options say. A file system that refuses O_DIRECT
 /// (EINVAL at open, as tmpfs does) gives `DirectIoUnsupported`.
+///
+/// A FIFO or a socket under the name is refused with `InvalidArgument`
+/// naming it (files and devices are opened). The open itself is
+/// non-blocking, so a FIFO cannot hold it until a writer appears; the flag
+/// is cleared again on the file it returns (io_uring would answer `EAGAIN`
+/// for it rather than wait).
 pub(crate) fn open(path: &Path, o: &OpenOptions) -> Result<File, IoError> {
     let mut oo = fs::OpenOptions::new();
     oo.read(o.read)
@@ -19,10 +25,9 @@ pub(crate) fn open(path: &Path, o: &OpenOptions) -> Result<File, IoError> {
         .create_new(o.create_new)
         .truncate(o.truncate)
         .mode(o.mode);
-    if o.direct {
-        oo.custom_flags(libc::O_DIRECT);
-    }
-    oo.open(path).map_err(|e| {
+    let direct = if o.direct { libc::O_DIRECT } else { 0 };
+    oo.custom_flags(direct | libc::O_NONBLOCK);
+    let file = oo.open(path).map_err(|e| {
         if o.direct && e.raw_os_error() == Some(libc::EINVAL) {
             IoError::DirectIoUnsupported {
                 file: FileRef::path(path),
@@ -31,7 +36,34 @@ pub(crate) fn open(path: &Path, o: &OpenOptions) -> Result<File, IoError> {
         } else {
             IoError::from_os(OpKind::Open, FileRef::path(path), e)
         }
-    })
+    })?;
+    let failed = |e: std::io::Error| IoError::from_os(OpKind::Open, FileRef::path(path), e);
+    let kind = file.metadata().map_err(failed)?.file_type();
+    if kind.is_fifo() || kind.is_socket() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a FIFO or a socket, not a regular file",
+        )));
+    }
+    clear_nonblocking(&file).map_err(failed)?;
+    Ok(file)
+}
+
+/// Clears `O_NONBLOCK` on `file`.
+fn clear_nonblocking(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is open for the life of `file`; F_GETFL/F_SETFL read
+    // and set its status flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub(crate) fn remove(path: &Path) -> Result<Reply, IoError> {
