@@ -23,6 +23,7 @@ use keel_archive::{
     ArchiveReader, ArchiveTarget, Archiver, ArchiverOptions, BackupOptions, Manifest, Remote,
     RestoreTarget, StoreConfig,
 };
+use keel_io::sim::Rng;
 
 /// A committed transaction as the archive shows it.
 #[derive(Clone, Debug)]
@@ -41,19 +42,6 @@ struct World {
     written: BTreeMap<TxnId, Vec<Vec<u8>>>,
     aborted: Vec<TxnId>,
     commits: Vec<Commit>,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn run_txns(db: &Database, rel: RelationId, rng: &mut Rng, n: usize, w: &mut World, tag: u8) {
@@ -111,7 +99,7 @@ fn world(seed: u64) -> World {
     let db = open(&tmp.path().join("data"));
     let rel = db.create_relation("r").unwrap();
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let mut w = World {
         backup: Manifest {
             database_id: 0,
@@ -179,7 +167,7 @@ fn restore(
 fn restores_to_random_targets_hold_exactly_the_commits_up_to_the_target() {
     for seed in [0x5eed_u64, 0xfeed_beef] {
         let w = world(seed);
-        let mut rng = Rng(seed.wrapping_mul(7) | 1);
+        let mut rng = Rng::new(seed.wrapping_mul(7) | 1);
         // Commits whose record starts after the backup's end: any of them
         // is a target a restore can meet.
         let usable: Vec<usize> = (0..w.commits.len())
