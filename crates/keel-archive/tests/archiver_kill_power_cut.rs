@@ -12,7 +12,10 @@
 //! and every CRC), so the archive never held log the cut disk lost and
 //! the reopened primary then wrote differently; and a restore holds every
 //! acknowledged row, plus at most the one commit the kill cut off. No
-//! recovery, cut or not, may rewrite log the archive already holds.
+//! recovery, cut or not, may rewrite log the archive already holds. In
+//! half the rounds a base backup runs into the kill first (the kill,
+//! the power cut and the cut recovery then fall on a backup in progress
+//! or just taken), and the restore starts from it when it completed.
 //!
 //! Default: 40 rounds (`KEEL_ARCHIVER_KPC_ROUNDS` for more), each from its
 //! own seed.
@@ -79,6 +82,16 @@ fn round(seed: u64, root: &Path) -> bool {
     let mut rng = keel_io::sim::Rng::new(seed);
     let at = sim.op_count() + 1 + rng.below(200);
     sim.add_fault(FaultRule::at_op(at, Fault::Kill));
+    // In half the rounds a base backup runs into the kill: it fails
+    // (leaving no manifest, so no restore chooses it) or it is whole, and
+    // then the restore below may start from it.
+    if seed % 4 < 2 {
+        let options = keel_archive::BackupOptions {
+            archive_timeout: Duration::from_secs(2),
+            ..keel_archive::BackupOptions::default()
+        };
+        let _ = keel_archive::backup(&db, &archiver, &t, &options);
+    }
     let (more, cut_off) = commit(&db, rel, next, 400);
     acked.extend(more);
     assert!(
