@@ -20,6 +20,7 @@ use keel_archive::RestoreTarget;
 use keel_archive::backup::{BackupOptions, Manifest};
 use keel_archive::fault::{Fault, FaultStore, Op};
 use keel_archive::{ArchiveError, ArchiveTarget, Archiver, Remote, StoreConfig};
+use keel_io::watch::{Watch, Watched};
 use object_store::path::Path as ObjectPath;
 
 struct Setup {
@@ -744,24 +745,17 @@ fn a_backup_starting_in_a_segments_padding_restores() {
     assert_eq!(rows(&restored, "r"), expected);
 }
 
-/// An I/O backend whose exclusive create of a heap file, once armed,
-/// waits until the test lets it go.
+/// Holds the exclusive create of a heap file, once armed, until the test
+/// lets it go.
 struct GateCreate {
-    inner: Arc<dyn keel_io::AsyncIo>,
     armed: AtomicBool,
     entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-impl keel_io::AsyncIo for GateCreate {
-    fn backend_name(&self) -> &'static str {
-        "gate-create"
-    }
-    fn deterministic(&self) -> bool {
-        self.inner.deterministic()
-    }
-    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
-        if let keel_io::Request::Open { path, options } = &req
+impl Watch for GateCreate {
+    fn before(&self, req: &keel_io::Request) -> bool {
+        if let keel_io::Request::Open { path, options } = req
             && options.create_new
             && path.extension().is_some_and(|e| e == "heap")
             && self.armed.swap(false, Ordering::SeqCst)
@@ -772,22 +766,7 @@ impl keel_io::AsyncIo for GateCreate {
             let rx = self.release.lock().unwrap().take().unwrap();
             let _ = rx.recv();
         }
-        self.inner.submit(req)
-    }
-    fn try_submit(
-        &self,
-        req: keel_io::Request,
-    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
-        self.inner.try_submit(req)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn stats(&self) -> keel_io::IoStats {
-        self.inner.stats()
-    }
-    fn shutdown(&self) {
-        self.inner.shutdown()
+        false
     }
 }
 
@@ -800,18 +779,20 @@ fn a_relation_whose_file_is_made_after_the_backup_lists_the_files_is_restored() 
     let target = local_target(tmp.path());
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
-    let gate = Arc::new(GateCreate {
+    let gate = Arc::new(Watched {
         inner: keel_io::open_backend(&config().io).unwrap(),
-        armed: AtomicBool::new(false),
-        entered: std::sync::Mutex::new(Some(entered_tx)),
-        release: std::sync::Mutex::new(Some(release_rx)),
+        watch: GateCreate {
+            armed: AtomicBool::new(false),
+            entered: std::sync::Mutex::new(Some(entered_tx)),
+            release: std::sync::Mutex::new(Some(release_rx)),
+        },
     });
     let io: Arc<dyn keel_io::AsyncIo> = gate.clone();
     let db = Arc::new(Database::open_with_io(tmp.path().join("data"), config(), io).unwrap());
     let rel = db.create_relation("r").unwrap();
     insert(&db, rel, b"before");
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
-    gate.armed.store(true, Ordering::SeqCst);
+    gate.watch.armed.store(true, Ordering::SeqCst);
     std::thread::scope(|s| {
         let release = release;
         let late = s.spawn(|| {

@@ -66,6 +66,7 @@ mod thread_pool;
 pub mod sim;
 #[cfg(target_os = "linux")]
 mod uring;
+pub mod watch;
 
 #[cfg(feature = "bench")]
 pub mod bench;

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 mod common;
 
-use common::{Watch, Watched};
+use keel_io::watch::{Watch, Watched};
 
 const F: FileId = FileId(1);
 const THREADS: u32 = 4;

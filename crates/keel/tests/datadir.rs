@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Watch, Watched};
+use keel_io::watch::{Watch, Watched};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{Watch, Watched, reboot, small_wal_config as smallest, wal_sim as sim};
+use common::{reboot, small_wal_config as smallest, wal_sim as sim};
+use keel_io::watch::{Watch, Watched};
 
 use std::path::Path;
 use std::sync::Arc;

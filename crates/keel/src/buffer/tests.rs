@@ -536,21 +536,14 @@ fn config_is_validated() {
     assert_eq!(BufferConfig::default().frames(), 8192);
 }
 
-/// An I/O backend whose first fdatasync stops until the test lets it go.
+/// Holds the first fdatasync until the test lets it go.
 struct GateSync {
-    inner: Arc<SimIo>,
     entered: Mutex<Option<mpsc::Sender<()>>>,
     release: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
-impl AsyncIo for GateSync {
-    fn backend_name(&self) -> &'static str {
-        "gate-sync"
-    }
-    fn deterministic(&self) -> bool {
-        self.inner.deterministic()
-    }
-    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
+impl keel_io::watch::Watch for GateSync {
+    fn before(&self, req: &keel_io::Request) -> bool {
         if req.kind() == OpKind::Fdatasync
             && let Some(tx) = self.entered.lock().take()
         {
@@ -558,22 +551,7 @@ impl AsyncIo for GateSync {
             // A dropped sender (the test failed) also lets it go.
             let _ = self.release.lock().take().unwrap().recv();
         }
-        self.inner.submit(req)
-    }
-    fn try_submit(
-        &self,
-        req: keel_io::Request,
-    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
-        self.inner.try_submit(req)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn stats(&self) -> keel_io::IoStats {
-        self.inner.stats()
-    }
-    fn shutdown(&self) {
-        self.inner.shutdown()
+        false
     }
 }
 
@@ -582,10 +560,12 @@ fn flush_all_returns_only_after_a_concurrent_sync_ends_and_sees_its_error() {
     let sim = sim();
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
-    let io = Arc::new(GateSync {
+    let io = Arc::new(keel_io::watch::Watched {
         inner: sim.clone(),
-        entered: Mutex::new(Some(entered_tx)),
-        release: Mutex::new(Some(release_rx)),
+        watch: GateSync {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(Some(release_rx)),
+        },
     });
     let handle = open(&*io, "/data");
     let pool = BufferPool::new(io, Arc::new(NoWal), BufferConfig::with_frames(4)).unwrap();

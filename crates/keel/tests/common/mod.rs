@@ -147,61 +147,6 @@ pub fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
     Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed)))
 }
 
-/// What a [`Watched`] backend shows each request to.
-pub trait Watch: Send + Sync + 'static {
-    /// Sees `req` before it is submitted; returns whether [`Watch::after`]
-    /// must run once that submission returned.
-    fn before(&self, req: &keel_io::Request) -> bool;
-    /// Runs after the submission of a request `before` flagged (the
-    /// simulator runs a request at submission).
-    fn after(&self) {}
-}
-
-/// An I/O backend that shows every request to `watch`, then hands it to
-/// `inner`: the one wrapper tests put around the simulator to observe or
-/// steer requests.
-pub struct Watched<W> {
-    pub inner: Arc<dyn AsyncIo>,
-    pub watch: W,
-}
-
-impl<W: Watch> AsyncIo for Watched<W> {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    fn deterministic(&self) -> bool {
-        self.inner.deterministic()
-    }
-    fn submit(&self, req: keel_io::Request) -> keel_io::IoFuture<keel_io::Reply> {
-        let flagged = self.watch.before(&req);
-        let f = self.inner.submit(req);
-        if flagged {
-            self.watch.after();
-        }
-        f
-    }
-    fn try_submit(
-        &self,
-        req: keel_io::Request,
-    ) -> Result<keel_io::IoFuture<keel_io::Reply>, keel_io::Rejected> {
-        let flagged = self.watch.before(&req);
-        let f = self.inner.try_submit(req);
-        if flagged {
-            self.watch.after();
-        }
-        f
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn stats(&self) -> keel_io::IoStats {
-        self.inner.stats()
-    }
-    fn shutdown(&self) {
-        self.inner.shutdown();
-    }
-}
-
 /// The disk failure a two-stage crash cycle (kill, restart, power cut)
 /// puts on its first process in two of three cycles:
 ///
