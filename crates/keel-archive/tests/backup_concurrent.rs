@@ -49,14 +49,21 @@ struct Writer {
     acked_before_backup: usize,
 }
 
+impl Writer {
+    /// A writer whose state before its first step is `initial`.
+    fn starting(initial: State) -> Writer {
+        Writer {
+            states: vec![initial],
+            acked_before_backup: 0,
+        }
+    }
+}
+
 fn heap_writer(db: &Database, rel: RelationId, seed: u64, run: &Flags) -> Writer {
     let mut rng = Rng::new(seed);
     let mut rows: HashMap<TupleId, Vec<u8>> = HashMap::new();
     let (mut digest, mut n) = (0u64, 0usize);
-    let mut w = Writer {
-        states: vec![vec![("r".into(), 0, 0)]],
-        acked_before_backup: 0,
-    };
+    let mut w = Writer::starting(vec![("r".into(), 0, 0)]);
     let mut i = 0usize;
     while run.go(i) {
         let mut tx = db.begin().unwrap();
@@ -119,10 +126,7 @@ fn heap_writer(db: &Database, rel: RelationId, seed: u64, run: &Flags) -> Writer
 fn tree_writer(db: &Database, tree: RelationId, seed: u64, run: &Flags) -> Writer {
     let mut rng = Rng::new(seed.rotate_left(17));
     let mut keys: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut w = Writer {
-        states: vec![vec![("t".into(), 0, 0)]],
-        acked_before_backup: 0,
-    };
+    let mut w = Writer::starting(vec![("t".into(), 0, 0)]);
     let mut i = 0usize;
     while run.go(i) {
         let mut tx = db.begin().unwrap();
@@ -158,10 +162,7 @@ fn tree_writer(db: &Database, tree: RelationId, seed: u64, run: &Flags) -> Write
 fn ddl_writer(db: &Database, seed: u64, run: &Flags) -> Writer {
     let mut rng = Rng::new(seed.rotate_left(41));
     let mut live: BTreeMap<String, (RelationKind, u64, usize)> = BTreeMap::new();
-    let mut w = Writer {
-        states: vec![Vec::new()],
-        acked_before_backup: 0,
-    };
+    let mut w = Writer::starting(Vec::new());
     let state = |live: &BTreeMap<String, (RelationKind, u64, usize)>| -> State {
         live.iter()
             .map(|(n, &(_, d, c))| (n.clone(), d, c))
