@@ -323,12 +323,18 @@ impl<'db> Worker<'db> {
             counts: Counts::default(),
         };
         let mut tx = self.db.begin()?;
-        let ops = 1 + self.rng.below(4) as u16;
-        for op in 0..ops {
-            self.small_op(&mut tx, &mut plan, op)?;
-        }
-        if self.seq % self.sizes.blob_every == u64::from(self.id) % self.sizes.blob_every {
-            self.blob_op(&mut tx, &mut plan, ops)?;
+        match self.ops(&mut tx, &mut plan) {
+            Ok(()) => {}
+            // A deadlock or a lock timeout rolled the transaction back:
+            // workers own their tuples and index keys, but an index put
+            // locks the next key too, which may be another worker's, so
+            // two of them can wait for each other. Nothing was announced;
+            // it counts as a rollback, as an application would retry it.
+            Err(e) if e.class() == keel::ErrorClass::Transient => {
+                self.counts.aborts += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
         }
         if self.rng.chance(ABORT_PPM) {
             if self.rng.coin() {
@@ -383,14 +389,22 @@ impl<'db> Worker<'db> {
         Ok(())
     }
 
+    /// The transaction's operations: a few small ones and, now and then,
+    /// a large value's.
+    fn ops(&mut self, tx: &mut Transaction<'_>, plan: &mut Plan) -> keel::Result<()> {
+        let ops = 1 + self.rng.below(4) as u16;
+        for op in 0..ops {
+            self.small_op(tx, plan, op)?;
+        }
+        if self.seq % self.sizes.blob_every == u64::from(self.id) % self.sizes.blob_every {
+            self.blob_op(tx, plan, ops)?;
+        }
+        Ok(())
+    }
+
     /// An insert (40–400 B), an update that grows (600–2000 B, usually
     /// moving the tuple) or shrinks it, or a delete.
-    fn small_op(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        plan: &mut Plan,
-        op: u16,
-    ) -> Result<(), Failure> {
+    fn small_op(&mut self, tx: &mut Transaction<'_>, plan: &mut Plan, op: u16) -> keel::Result<()> {
         let r = self.rng.below(100);
         let target = self.pick(SMALL, plan).filter(|_| r >= 45);
         let Some(i) = target else {
@@ -432,12 +446,7 @@ impl<'db> Worker<'db> {
 
     /// A large value: inserted while the worker owns fewer than two,
     /// otherwise replaced by another size or deleted.
-    fn blob_op(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        plan: &mut Plan,
-        op: u16,
-    ) -> Result<(), Failure> {
+    fn blob_op(&mut self, tx: &mut Transaction<'_>, plan: &mut Plan, op: u16) -> keel::Result<()> {
         let len = self.sizes.blob_min + self.rng.below(self.sizes.blob_max - self.sizes.blob_min);
         let new = Version {
             tag: plan.tag,
@@ -474,7 +483,7 @@ impl<'db> Worker<'db> {
         plan: &mut Plan,
         rel: u8,
         v: Version,
-    ) -> Result<(), Failure> {
+    ) -> keel::Result<()> {
         let tid = tx.insert(self.rels.heap[rel as usize], &value(v))?;
         tx.put(self.rels.index, &index_key(v), &index_value((rel, tid)))?;
         plan.effects.push(Effect::Add((rel, tid), v));
@@ -490,7 +499,7 @@ impl<'db> Worker<'db> {
         rel: u8,
         i: usize,
         v: Version,
-    ) -> Result<(), Failure> {
+    ) -> keel::Result<()> {
         let (tid, old) = self.owned[rel as usize][i];
         tx.update(self.rels.heap[rel as usize], tid, &value(v))?;
         tx.delete_key(self.rels.index, &index_key(old))?;
@@ -507,7 +516,7 @@ impl<'db> Worker<'db> {
         plan: &mut Plan,
         rel: u8,
         i: usize,
-    ) -> Result<(), Failure> {
+    ) -> keel::Result<()> {
         let (tid, old) = self.owned[rel as usize][i];
         tx.delete(self.rels.heap[rel as usize], tid)?;
         tx.delete_key(self.rels.index, &index_key(old))?;
