@@ -222,6 +222,30 @@ fn unsynced_creates_and_renames_may_vanish_but_are_atomic() {
 }
 
 #[test]
+fn without_a_journal_a_later_directory_change_can_survive_an_earlier_one() {
+    // Unsynced: remove `x`, then create `y`. A journalled disk keeps a
+    // prefix (x alone, neither, or y alone); one without a journal may
+    // also keep the create and lose the remove (both).
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..SEEDS {
+        let sim = boot(seed);
+        let x = create(&sim, "/db/x");
+        sim.close(x).wait().unwrap();
+        sim.sync_dir(Path::new("/db")).wait().unwrap();
+        sim.remove(Path::new("/db/x")).wait().unwrap();
+        let y = create(&sim, "/db/y");
+        sim.close(y).wait().unwrap();
+        let disk = sim.crash();
+        seen.insert((
+            disk.file(Path::new("/db/x")).is_some(),
+            disk.file(Path::new("/db/y")).is_some(),
+        ));
+    }
+    let all = [(true, false), (false, false), (false, true), (true, true)];
+    assert_eq!(seen, all.into_iter().collect(), "every state occurs");
+}
+
+#[test]
 fn synced_namespace_changes_survive_every_crash() {
     for seed in 0..SEEDS {
         let sim = boot(seed);

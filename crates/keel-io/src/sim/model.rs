@@ -34,8 +34,14 @@
 //!    to the pending list of the parent directory (for a rename: of the
 //!    destination's parent; both halves of a rename form one change).
 //!    sync_dir of that directory makes its pending changes durable. At a
-//!    crash each directory keeps a random *prefix* of its pending changes
-//!    (journalled file systems commit metadata in order). Entries whose
+//!    crash the disk is, at random, one of two kinds. On a journalled file
+//!    system (ext4's default, XFS) each directory keeps a random *prefix*
+//!    of its pending changes: metadata is committed in order. On one
+//!    without a journal (ext2, ext4 with `^has_journal`), whose metadata
+//!    blocks are written back in any order, each directory keeps any
+//!    *subset* of them, applied in order: a later create can survive an
+//!    earlier remove, a rename the create of its source. A rename is one
+//!    change on both kinds (both halves or neither). Entries whose
 //!    parent directory did not survive vanish with it, and a file whose
 //!    entry did not survive is lost, fsynced content or not: sync the
 //!    directory after creating a file.
@@ -423,10 +429,21 @@ impl Model {
     /// The disk after a crash now (see the module docs for the model).
     pub(crate) fn crash(&self, rng: &mut Rng) -> SimDisk {
         let mut ns = self.durable.clone();
+        // Rule 3: a journalled file system or one without a journal, for
+        // the whole disk.
+        let journalled = rng.coin();
         for changes in self.pending.values() {
-            let keep = rng.below(changes.len() as u64 + 1) as usize;
-            for c in &changes[..keep] {
-                apply_change(&mut ns, c);
+            if journalled {
+                let keep = rng.below(changes.len() as u64 + 1) as usize;
+                for c in &changes[..keep] {
+                    apply_change(&mut ns, c);
+                }
+            } else {
+                for c in changes {
+                    if rng.coin() {
+                        apply_change(&mut ns, c);
+                    }
+                }
             }
         }
         let contents: BTreeMap<u64, Vec<u8>> = self
