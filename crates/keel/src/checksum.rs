@@ -273,7 +273,8 @@ const SOFTWARE: u8 = 1;
 const HARDWARE: u8 = 2;
 
 /// The selected implementation, encoded as `UNSET`, `SOFTWARE` or
-/// `HARDWARE`. Relaxed ordering suffices: see invariant 2 above.
+/// `HARDWARE`. Relaxed ordering suffices: see this module's invariant 2
+/// above (not ARCHITECTURE.md's).
 static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
 
 const fn encode(chosen: Crc32cImpl) -> u8 {

@@ -587,7 +587,7 @@ fn prefetch_skips_pages_that_fail_to_load() {
 }
 
 /// The hit path takes only a shard lock of the page table, never the pool's
-/// mutex, so it races eviction: this checks the pin rule (invariant 11, a
+/// mutex, so it races eviction: this checks the pin rule (table.rs: a
 /// frame in use is never evicted). Readers pin a few hot pages *without*
 /// latching them, give the processor away, then latch and check that the
 /// frame still holds the page they pinned (its header's page id and its

@@ -236,7 +236,7 @@ impl Meta {
     /// held, or `PinnedMeanwhile` (nothing changed) if a hit pinned the
     /// frame after the replacer chose it: its pin count is checked again
     /// under the old page's shard write lock, where it cannot rise (the
-    /// pin rule, table.rs; invariant 11: a frame in use is never evicted).
+    /// pin rule, table.rs: a frame in use is never evicted).
     pub(crate) fn claim(
         &mut self,
         frame: usize,
@@ -340,7 +340,7 @@ impl Meta {
         let live = &self.live[frame];
         debug_assert!(
             live.pins.load(Ordering::Acquire) <= 1,
-            "release of a frame in use (invariant 11)"
+            "release of a frame in use (the pin rule, table.rs)"
         );
         live.ready.store(false, Ordering::Release);
         let meta = &mut self.frames[frame];

@@ -76,7 +76,7 @@
 //! pin is raised only under the key's shard lock or the `Meta` mutex, and
 //! a frame is unmapped or remapped only with both held, its pins checked
 //! under the shard's write lock, where they cannot rise; so a frame a hit
-//! pinned is never taken from it (invariant 11), and a victim the clock
+//! pinned is never taken from it, and a victim the clock
 //! chose that a hit pinned meanwhile is passed over. A frame's lifecycle
 //! ([`FrameState`], the function behind each edge):
 //!

@@ -260,7 +260,7 @@ impl Shared {
         let before = self.frames[frame].pins.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(
             before > 0,
-            "unpin of an unpinned frame (inv. 11: a frame in use is never evicted)"
+            "unpin of an unpinned frame (the pin rule: a frame in use is never evicted)"
         );
     }
 

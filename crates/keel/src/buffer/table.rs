@@ -17,8 +17,8 @@
 //! whoever unmaps a frame checks its pin count under the shard's write
 //! lock and the `Meta` mutex, where the count can only fall: a frame found
 //! unpinned there stays unpinned until the mapping is gone, and a hit that
-//! pinned it first is never robbed of its frame (invariant 11: a frame in
-//! use is never evicted).
+//! pinned it first is never robbed of its frame (a frame in use is never
+//! evicted).
 //!
 //! ## Lock order
 //!

@@ -152,7 +152,7 @@ impl Storage {
                     .iter()
                     .zip(&images)
                     .all(|(g, (p, _))| g.page_id() == *p),
-            "one latched page per image, in order (inv. 8)"
+            "one latched page per image, in order: the record holds exactly the pages changed"
         );
         let payload = Payload::MultiPageImage { images };
         let gate = self.redo_point.read();
