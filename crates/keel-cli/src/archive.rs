@@ -204,7 +204,7 @@ pub struct RestoreArgs {
     /// Keep every commit at or before this time, nothing after: RFC 3339
     /// (`2026-12-05T17:00:00Z`, an offset or fractions allowed) or Unix
     /// seconds (`1767225600.25`).
-    #[arg(long, value_name = "UNIX_SECS", conflicts_with_all = ["lsn", "txn"])]
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["lsn", "txn"])]
     pub time: Option<String>,
     /// Keep every record that ends at or before this LSN, which must be a
     /// record's end: `HI/LO` as Keel prints LSNs, or hexadecimal (`0x…`).

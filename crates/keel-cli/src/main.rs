@@ -90,8 +90,8 @@ enum Command {
     /// environment or --credentials-file, never arguments).
     Backup(archive::BackupArgs),
     /// Restore a backup and the archive's log into a new data directory, to
-    /// the archive's end or to --time (Unix seconds), --lsn or --txn; a
-    /// point before the end starts a new timeline.
+    /// the archive's end or to --time (RFC 3339 or Unix seconds), --lsn or
+    /// --txn; a point before the end starts a new timeline.
     Restore(archive::RestoreArgs),
     /// Follow a WAL archive as a warm standby: lay down the newest backup
     /// in a new directory, then apply new log every --poll (redo only).
