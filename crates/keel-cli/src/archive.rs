@@ -120,9 +120,19 @@ pub struct CleanupArgs {
     /// Also keep only the N newest complete backups of each timeline's
     /// path: the others are deleted (manifest first), and timeline 1's log
     /// before the oldest kept backup's start (keel-archive's `cleanup`
-    /// module, rules 5-7).
-    #[arg(long, value_name = "N")]
+    /// module, rules 5-7). N is at least 1.
+    #[arg(long, value_name = "N", value_parser = parse_retain_backups)]
     pub retain_backups: Option<usize>,
+}
+
+/// `--retain-backups N`: a count of at least 1, refused by the argument
+/// parser (exit 2) before a cleanup deletes anything.
+fn parse_retain_backups(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("--retain-backups must keep at least 1 backup".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count of backups: {e}")),
+    }
 }
 
 /// The longest `--timeout` a request to the store may be given: a day. A

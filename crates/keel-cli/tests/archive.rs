@@ -615,8 +615,38 @@ fn cleanup_lists_then_deletes_only_folders_without_a_manifest() {
     );
     assert!(complete.join("manifest").exists());
     let (code, out) = run(&["--retain-backups", "0"]);
-    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("at least 1"), "{out}");
+}
+
+/// `--retain-backups 0` is bad usage (exit 2), refused before anything
+/// runs: with `--apply`, no incomplete backup is deleted first.
+#[test]
+fn cleanup_refuses_retaining_no_backup_before_deleting_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let killed = dir.join("backups/00000001/0000000000002000-00000000000000BB");
+    std::fs::create_dir_all(killed.join("files")).unwrap();
+    std::fs::write(killed.join("files/control"), b"c").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let u = url(&dir);
+    let (code, out) = archive(&[
+        "cleanup",
+        "--archive",
+        &u,
+        "--older-than",
+        "10ms",
+        "--apply",
+        "--retain-backups",
+        "0",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("--retain-backups") && out.contains("at least 1"),
+        "{out}"
+    );
+    assert!(!out.contains("deleted"), "{out}");
+    assert!(killed.join("files/control").exists(), "{out}");
 }
 
 /// `keel demo` takes the archive-failure policy flags with --archive only.
