@@ -17,7 +17,8 @@
 //! - [`store`]: object naming, create-only uploads, and the covering set
 //!   a listing resolves (chunks and compacted objects).
 //! - [`cleanup`]: removing backup folders a killed backup left without a
-//!   manifest.
+//!   manifest, and retention (keeping the N newest backups and the log
+//!   they need).
 //! - [`compact`]: a completed segment's chunks replaced by one object.
 //! - [`read`]: reading listed chunks that compaction may have deleted
 //!   since the listing.
@@ -36,11 +37,17 @@
 //!   (redo only, restartpoints) and its promotion to a primary.
 //! - [`fence`]: the object a promotion writes so the old primary's
 //!   archiver stops.
+//! - [`status`]: the archiver's status file in the data directory (what
+//!   `keel stats` reports; its presence holds the log at open).
+//! - [`local`]: a restore's and a standby's writes to the data directory,
+//!   through the engine's I/O layer.
+//! - `sealed`: small text objects sealed by a checksum line (timeline
+//!   histories, fences).
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
-//! - `fuzz_targets` (feature `fuzz-targets`): the chunk decoder's fuzz
-//!   target body, for `fuzz/` and the corpus replay test.
+//! - `fuzz_targets` (feature `fuzz-targets`): the chunk and manifest
+//!   decoders' fuzz target bodies, for `fuzz/` and the corpus replay tests.
 //! - [`config`]: targets and credentials (never from arguments, never
-//!   printed).
+//!   printed); [`error`]: the one error type, naming the object.
 //!
 //! Layout and formats (chunks, backups, manifests, timeline histories) are
 //! in docs/storage.md, "WAL archive".

@@ -132,8 +132,9 @@
 //! from then on its gets there, and the scans it starts there, take no key
 //! lock, since the tree lock gives them all (and keeps the tree's writers
 //! waiting until the reader ends). A transaction that may write keeps to
-//! key locks however much it reads: holding the tree S, its first write
-//! there would need X, and two such transactions would deadlock. A tree
+//! key locks up to the lock manager's own escalation after `ESCALATE_AT`
+//! of them: holding the tree S, its first write there would need X, and
+//! two such transactions would deadlock. A tree
 //! held X (a bulk load's lock, or the lock manager's escalation after
 //! `ESCALATE_AT` key locks, which the transaction looks for at that count)
 //! covers the same way, and then its puts take no key locks either: no

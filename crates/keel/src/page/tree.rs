@@ -681,7 +681,7 @@ impl<B: AsRef<[u8]>> TreePage<B> {
     /// Checks every item: bounds, no overlap, keys strictly ascending and
     /// below the high key, the accounting of free bytes, internal items'
     /// children, leaf values' kinds, and the first internal item's empty
-    /// key (when `leftmost_minus_infinity`; every internal page has it).
+    /// key (minus infinity: every internal page has it).
     pub fn validate(&self) -> Result<(), PageError> {
         let upper = usize::from(get_u16(self.b(), super::header::offsets::UPPER));
         let frag = usize::from(get_u16(self.b(), super::header::offsets::FRAG_BYTES));

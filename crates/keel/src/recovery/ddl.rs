@@ -1,6 +1,6 @@
 //! What recovery does about relation files: the DDL half of recovery.
 //!
-//! ## The create and drop protocols (docs/storage.md, "Creating and dropping a relation")
+//! ## The create and drop protocols (docs/storage.md, "Relations and the heap")
 //!
 //! **Create.** (1) The relation's id is taken from the catalog's counter;
 //! ids are never handed out twice, not even across a crash (see below). A

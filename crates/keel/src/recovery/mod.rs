@@ -13,7 +13,8 @@
 //! - `undo.rs`: the undo pass (losers read back from the log, rolled back
 //!   with CLRs);
 //! - `ddl.rs`: what recovery does about relation files (the create and drop
-//!   protocols); `layout.rs`: which directories `Database::open` adopts.
+//!   protocols). Which directories `Database::open` adopts is
+//!   [`crate::datadir::layout`]'s.
 //!
 //! ## Checkpoints ([`checkpoint`])
 //!

@@ -15,7 +15,9 @@
 //!   durable (`wait_durable`, `write_batch`, `push_all`);
 //! - [`reader`]: iteration from any LSN, and where the log ends;
 //! - [`archive`]: zstd copies of retired segments, verified and restorable;
-//! - [`import`]: a log written from records shipped elsewhere (a restore).
+//! - [`import`]: a log written from records shipped elsewhere (a restore);
+//! - [`gate`]: commit admission under a limit on log not yet archived;
+//! - `flusher`: the buffer pool's WAL-before-data hook (invariant 4).
 //!
 //! [`Wal`] ties them together. It opens an existing log by finding its end
 //! (cutting a torn tail, refusing a corrupt middle), zeroes the bytes a torn
