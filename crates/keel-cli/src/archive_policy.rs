@@ -19,7 +19,10 @@
 //! `ms`, `s`, `m` or `h`, as in `30s` or `500ms`; zero is refused. A bad
 //! value is refused by the argument parser (exit code 2) with a message
 //! naming the flag; `--max-unarchived` or `--stall-timeout` without
-//! `stall`, or any of them without an archive, is refused too.
+//! `stall`, `stall` without `--max-unarchived`, or any of them without an
+//! archive, is refused too before anything is opened (exit code 1 from
+//! `keel shell` and `keel backup`, 2 from `keel demo`, which checks them
+//! with its directory).
 
 use std::time::Duration;
 
