@@ -303,7 +303,10 @@ fn parse_part_size(s: &str) -> Result<usize, String> {
 /// `keel backup`.
 pub fn backup(args: BackupArgs) -> Result<(), Failure> {
     let target = parse_location(&args.location)?;
-    let on_archive_down = args.policy.policy()?;
+    let on_archive_down = args
+        .policy
+        .policy()
+        .unwrap_or_else(|Failure(msg)| crate::exit_usage("backup", &msg));
     let (db, _io, _control) = crate::stats::open_existing_with(&args.dir, keel::Config::default())?;
     let db = std::sync::Arc::new(db);
     let options = ArchiverOptions {

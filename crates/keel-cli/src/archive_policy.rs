@@ -20,9 +20,9 @@
 //! value is refused by the argument parser (exit code 2) with a message
 //! naming the flag; `--max-unarchived` or `--stall-timeout` without
 //! `stall`, `stall` without `--max-unarchived`, or any of them without an
-//! archive, is refused too before anything is opened (exit code 1 from
-//! `keel shell` and `keel backup`, 2 from `keel demo`, which checks them
-//! with its directory).
+//! archive, is refused too before anything is opened, also with exit
+//! code 2 (a usage error, in the argument parser's format from `keel
+//! shell` and `keel backup`; `keel demo` checks them with its directory).
 
 use std::time::Duration;
 

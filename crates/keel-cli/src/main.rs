@@ -154,6 +154,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ends the tool as the argument parser ends it on a bad flag of
+/// subcommand `sub` (its message format with that subcommand's usage,
+/// exit code 2), for flags that parse each alone but do not fit together.
+/// Called before anything is opened or created.
+pub(crate) fn exit_usage(sub: &str, msg: &str) -> ! {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let kind = clap::error::ErrorKind::ArgumentConflict;
+    match cli.find_subcommand_mut(sub) {
+        Some(cmd) => cmd.error(kind, msg).exit(),
+        None => cli.error(kind, msg).exit(),
+    }
+}
+
 /// Writes `text` to stdout; a reader that stopped listening (`| head`) is
 /// not a failure.
 pub(crate) fn print_out(text: &str) -> Result<(), Failure> {

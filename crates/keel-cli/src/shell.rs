@@ -145,7 +145,10 @@ enum Op {
 }
 
 pub fn run(args: ShellArgs) -> Result<(), Failure> {
-    let policy = args.policy.policy_with(args.archive.is_some())?;
+    let policy = args
+        .policy
+        .policy_with(args.archive.is_some())
+        .unwrap_or_else(|Failure(msg)| crate::exit_usage("shell", &msg));
     let location = args.archive.clone().map(|url| crate::archive::Location {
         url,
         endpoint: args.endpoint.clone(),

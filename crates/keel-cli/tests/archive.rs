@@ -276,7 +276,7 @@ fn backup_then_restore_round_trips_and_a_used_directory_is_refused() {
     // The archive-failure policy flags of `keel shell`: checked, then used.
     let base = ["backup", "--dir", &data_s, "--archive", &url(&dir)];
     let out = keel(&[&base[..], &["--on-archive-failure", "stall"]].concat());
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("needs --max-unarchived"));
     let stall = ["--on-archive-failure", "stall", "--max-unarchived", "64MiB"];
     let out = keel(&[&base[..], &stall[..]].concat());
@@ -331,7 +331,7 @@ fn verify_checks_each_backup_and_names_a_damaged_file() {
     // The archive-failure policy flags of `keel shell`: checked, then used.
     let base = ["backup", "--dir", &data_s, "--archive", &url(&dir)];
     let out = keel(&[&base[..], &["--on-archive-failure", "stall"]].concat());
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("needs --max-unarchived"));
     let stall = ["--on-archive-failure", "stall", "--max-unarchived", "64MiB"];
     let out = keel(&[&base[..], &stall[..]].concat());

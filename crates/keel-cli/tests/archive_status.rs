@@ -210,7 +210,8 @@ fn bad_archive_policy_flags_are_refused_naming_the_flag() {
         assert_eq!(code, Some(2), "{flags:?}: {err}");
         assert!(err.contains(says), "{flags:?}: {err}");
     }
-    // Flags that do not fit together (exit 1), nothing opened or created.
+    // Flags that do not fit together (a usage error, exit 2), nothing
+    // opened or created.
     for (flags, says) in [
         (
             &["--archive", &url, "--on-archive-failure", "stall"][..],
@@ -226,7 +227,7 @@ fn bad_archive_policy_flags_are_refused_naming_the_flag() {
         ),
     ] {
         let (code, err) = run(flags);
-        assert_eq!(code, Some(1), "{flags:?}: {err}");
+        assert_eq!(code, Some(2), "{flags:?}: {err}");
         assert!(err.contains(says), "{flags:?}: {err}");
         assert!(!data.exists(), "{flags:?} created the data directory");
     }
