@@ -1,9 +1,9 @@
-//! The body of the cargo-fuzz target `chunk_decode` in `fuzz/`, kept in
-//! the library so the normal test suite replays the committed corpus
-//! through exactly the same code (`tests/fuzz_corpus.rs`). It asserts the
-//! chunk decoder's contract (invariant 9): any bytes give a chunk or an
-//! error, never a panic, and whatever decodes is a chunk the archiver
-//! could have written.
+//! The bodies of the cargo-fuzz targets `chunk_decode`, `manifest_decode`
+//! and `archive_text` in `fuzz/`, kept in the library so the normal test
+//! suite replays the committed corpus through exactly the same code
+//! (`tests/fuzz_corpus.rs`). Each asserts its decoder's contract
+//! (invariant 9): any bytes give a value or an error, never a panic, and
+//! whatever decodes is something the archive could have written.
 //!
 //! Built only with the `fuzz-targets` feature (the fuzz crate and this
 //! crate's own tests turn it on). It is the one module allowed to
@@ -144,4 +144,79 @@ pub fn reseal_manifest(bytes: &mut Vec<u8>) {
     bytes.truncate(body);
     let crc = crc32c(bytes);
     bytes.extend_from_slice(format!("crc32c {crc:08x}\n").as_bytes());
+}
+
+/// Mode bit of [`archive_text`]: for a sealed object (a timeline history
+/// or a fence), replace the last line with the CRC of the lines before it,
+/// as [`RESEAL_MANIFEST`] does for manifests.
+pub const RESEAL_TEXT: u8 = 0x80;
+
+/// The small text files and objects of the archive over arbitrary bytes.
+/// The first byte's low bits pick what the rest is read as (its value
+/// modulo 5): a timeline history object, a fence object, a data
+/// directory's archiver status file, a standby marker, or a data
+/// directory's timeline file; its top bit ([`RESEAL_TEXT`]) reseals a
+/// history or fence. Any bytes give a value or an error, never a panic
+/// (invariant 9), and whatever decodes encodes into text that decodes to
+/// the same value.
+pub fn archive_text(data: &[u8]) {
+    use std::path::Path;
+
+    use crate::fence::Fence;
+    use crate::restore::{History, Recorded};
+    use crate::standby::Marker;
+    use crate::status::PublishedStatus;
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    let pick = (mode & !RESEAL_TEXT) % 5;
+    if mode & RESEAL_TEXT != 0 && pick < 2 {
+        reseal_manifest(&mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let path = Path::new("/fuzz/file");
+    match pick {
+        0 => {
+            if let Ok(h) = History::decode("fuzz", &bytes) {
+                let again =
+                    History::decode("fuzz", &h.encode()).expect("an encoded history decodes");
+                assert_eq!(again, h, "a history round-trips");
+            }
+        }
+        1 => {
+            if let Ok(f) = Fence::decode("fuzz", &bytes) {
+                let again = Fence::decode("fuzz", &f.encode()).expect("an encoded fence decodes");
+                assert_eq!(again, f, "a fence round-trips");
+            }
+        }
+        2 => {
+            if let Ok(s) = PublishedStatus::decode(path, &text) {
+                let _ = s.lag_bytes();
+                let again =
+                    PublishedStatus::decode(path, &s.encode()).expect("an encoded status decodes");
+                // Error texts are written on one line with URLs redacted.
+                let same = PublishedStatus {
+                    last_error: again.last_error.clone(),
+                    compaction_error: again.compaction_error.clone(),
+                    ..s
+                };
+                assert_eq!(again, same, "a status round-trips");
+            }
+        }
+        3 => {
+            if let Ok(m) = Marker::decode(path, &text) {
+                let again = Marker::decode(path, &m.encode()).expect("an encoded marker decodes");
+                assert_eq!(again, m, "a standby marker round-trips");
+            }
+        }
+        _ => {
+            if let Ok(r) = Recorded::decode(path, &text) {
+                let again =
+                    Recorded::decode(path, &r.encode()).expect("an encoded timeline file decodes");
+                assert_eq!(again, r, "a timeline file round-trips");
+            }
+        }
+    }
 }

@@ -44,8 +44,10 @@
 //! - `sealed`: small text objects sealed by a checksum line (timeline
 //!   histories, fences).
 //! - [`fault`]: an `ObjectStore` wrapper that injects failures, for tests.
-//! - `fuzz_targets` (feature `fuzz-targets`): the chunk and manifest
-//!   decoders' fuzz target bodies, for `fuzz/` and the corpus replay tests.
+//! - `fuzz_targets` (feature `fuzz-targets`): the archive decoders' fuzz
+//!   target bodies (chunks, manifests, histories, fences, status files,
+//!   standby markers, timeline files), for `fuzz/` and the corpus replay
+//!   tests.
 //! - [`config`]: targets and credentials (never from arguments, never
 //!   printed); [`error`]: the one error type, naming the object.
 //!

@@ -474,7 +474,7 @@ impl Recorded {
         format!("timeline {}\nfrom {:016x}\n", self.timeline, self.from.0)
     }
 
-    fn decode(path: &Path, text: &str) -> Result<Recorded> {
+    pub(crate) fn decode(path: &Path, text: &str) -> Result<Recorded> {
         let mut lines = text.lines();
         let timeline = lines
             .next()

@@ -186,14 +186,14 @@ pub struct Marker {
 }
 
 impl Marker {
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!(
             "{STANDBY_MAGIC} {STANDBY_VERSION}\ntimeline {}\nid {:016x}\n",
             self.timeline, self.id
         )
     }
 
-    fn decode(path: &Path, text: &str) -> Result<Marker> {
+    pub(crate) fn decode(path: &Path, text: &str) -> Result<Marker> {
         let bad = || {
             ArchiveError::Standby(format!(
                 "{} does not read `{STANDBY_MAGIC} {STANDBY_VERSION}`, `timeline <n>`, \
