@@ -513,4 +513,149 @@ mod tests {
         assert!(unhex("é1").is_err());
         assert_eq!(unhex("").ok(), Some(vec![]));
     }
+
+    /// One random command line: mostly a command with arguments of the
+    /// right kinds (names that may not exist, tuple ids that may not,
+    /// hex of every length, sometimes malformed), else words in random
+    /// order and number, sometimes bytes that are not UTF-8 at all.
+    fn random_line(rng: &mut keel_io::sim::Rng) -> Vec<u8> {
+        const COMMANDS: &[&str] = &[
+            "create",
+            "begin",
+            "insert",
+            "get",
+            "update",
+            "delete",
+            "scan",
+            "create-tree",
+            "drop-tree",
+            "put",
+            "del",
+            "range",
+            "commit",
+            "abort",
+            "checkpoint",
+        ];
+        const FORMS: &[&str] = &[
+            "insert R H",
+            "insert R H",
+            "get R T",
+            "update R T H",
+            "delete R T",
+            "scan R",
+            "put K H H",
+            "put K H H",
+            "get K H",
+            "del K H",
+            "range K",
+            "range K H",
+            "range K H H",
+            "range K - H",
+            "begin",
+            "begin read",
+            "commit",
+            "abort",
+            "checkpoint",
+            "create N",
+            "create-tree N",
+            "drop-tree N",
+        ];
+        const ODD: &[&str] = &[
+            "4294967295.65535",
+            "0.65536",
+            "1.",
+            ".1",
+            "-1.0",
+            "abc",
+            "zz",
+            "é1",
+            "\u{0}",
+            "-",
+        ];
+        let mut line = String::new();
+        let roll = rng.below(100);
+        if roll < 2 {
+            let junk: Vec<u8> = (0..rng.below(40)).map(|_| rng.below(256) as u8).collect();
+            return [junk, vec![b'\n']].concat();
+        }
+        let words: Vec<String> = if roll < 80 {
+            pick(rng, FORMS).split(' ').map(str::to_owned).collect()
+        } else {
+            (0..=rng.below(4)).map(|_| pick(rng, COMMANDS)).collect()
+        };
+        for w in words {
+            let arg = match w.as_str() {
+                "R" => pick(rng, &["r", "r", "r", "s", "t", "nosuch"]),
+                "K" => pick(rng, &["t", "t", "t", "u", "r", "nosuch"]),
+                "N" => pick(rng, &["s", "u", "r", "t", "keel_catalog"]),
+                "T" => format!("{}.{}", rng.below(6), rng.below(40)),
+                "H" => {
+                    let len = [0, 1, 2, 5, 40, 255, 1025, 9000][rng.below(8) as usize];
+                    let hex: String = (0..len).map(|_| format!("{:02x}", rng.below(4))).collect();
+                    match rng.below(20) {
+                        0 => format!("{hex}0"),
+                        1 => format!("g{hex}"),
+                        _ => hex,
+                    }
+                }
+                _ if rng.below(30) == 0 => pick(rng, ODD),
+                _ => w,
+            };
+            line.push_str(&arg);
+            line.push(if rng.below(10) == 0 { '\t' } else { ' ' });
+        }
+        if line.split_whitespace().eq(["quit"]) {
+            line.clear();
+        }
+        line.push('\n');
+        line.into_bytes()
+    }
+
+    fn pick(rng: &mut keel_io::sim::Rng, words: &[&str]) -> String {
+        words[rng.below(words.len() as u64) as usize].to_owned()
+    }
+
+    /// Thousands of random command lines through one session on a
+    /// simulated disk: the shell answers every one (one line, or rows
+    /// then `end`) with a known answer or `err KIND: …`, never panics,
+    /// and ends cleanly.
+    #[test]
+    fn random_lines_are_answered_and_never_panic() {
+        use keel_io::sim::{Rng, SimConfig, SimIo};
+        let io: Arc<dyn keel_io::AsyncIo> = Arc::new(SimIo::new(SimConfig::seeded(5)));
+        let db = Database::open_with_io("/db", Config::default(), io).expect("opens");
+        let mut rng = Rng::new(0x5E11);
+        let mut script = b"create r\ncreate-tree t\nput t 01 02\ninsert r 0102\n".to_vec();
+        for _ in 0..3000 {
+            script.extend(random_line(&mut rng));
+        }
+        let commands = script
+            .split(|&b| b == b'\n')
+            .filter(|l| std::str::from_utf8(l).map_or(true, |l| !l.trim().is_empty()))
+            .count();
+        let mut out = Vec::new();
+        session(&db, &script[..], &mut out, false).expect("the session ends cleanly");
+        let out = String::from_utf8(out).expect("answers are UTF-8");
+        let mut answers = 0;
+        let mut done = 0;
+        for line in out.lines() {
+            let word = line.split(' ').next().unwrap_or("");
+            match word {
+                "row" | "kv" => continue,
+                "ok" | "tid" | "val" | "none" | "end" | "committed" | "aborted" => done += 1,
+                "err" => assert!(
+                    ["err usage: ", "err transient: ", "err corruption: "]
+                        .iter()
+                        .any(|k| line.starts_with(k)),
+                    "{line}"
+                ),
+                _ => panic!("unknown answer {line:?}"),
+            }
+            answers += 1;
+        }
+        assert_eq!(answers, commands, "one answer per command");
+        // The lines reach the engine: a good share of them succeed.
+        assert!(done * 10 > commands, "{done} of {commands} succeeded");
+        db.close().expect("closes");
+    }
 }
