@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use keel::WalError;
 use keel::types::{Lsn, TxnId};
 use keel::wal::record::RECORD_HEADER_SIZE;
-use keel::wal::segment::{SegmentDir, segment_file_name};
+use keel::wal::segment::{SegmentDir, SegmentHeader, segment_file_name};
 use keel::wal::{
     CommitMode, RecordMeta, RecordType, RecoveryMode, RetentionPolicy, Wal, WalConfig, archive,
 };
@@ -815,6 +815,41 @@ fn archived_segments_verify_and_restore() {
     bytes[mid] ^= 0x40;
     let io2: Arc<dyn AsyncIo> = reboot(disk.with_file(&path, &bytes), 1);
     assert!(archive::verify_archived(&io2, &archive_dir, report.archived[0]).is_err());
+}
+
+/// An archived copy is read only as far as its segment's size: one that
+/// decompresses to far more (a small file of 64 MiB of zeros after a
+/// valid header) is refused as such, without decompressing all of it.
+#[test]
+fn an_archived_copy_larger_than_its_segment_is_refused() {
+    use std::io::Write;
+    let io = sim(32);
+    let archive_dir = PathBuf::from("/db/archive");
+    let header = SegmentHeader {
+        segment_no: 3,
+        segment_size: 64 * 1024,
+        database_id: 7,
+        max_batch_bytes: 16 * 1024,
+    };
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    enc.include_checksum(true).unwrap();
+    enc.write_all(&header.encode()).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let compressed = enc.finish().unwrap();
+    assert!(compressed.len() < 64 * 1024, "{}", compressed.len());
+    let disk = io
+        .crash()
+        .with_file(&archive::archive_path(&archive_dir, 3), &compressed);
+    let io2: Arc<dyn AsyncIo> = reboot(disk, 1);
+    let e = archive::verify_archived(&io2, &archive_dir, 3).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("more than its segment size, 65536 bytes") && text.contains(".zst"),
+        "{text}"
+    );
 }
 
 #[test]

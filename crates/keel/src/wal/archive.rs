@@ -133,12 +133,34 @@ pub fn verify_archived(
     archive_dir: &Path,
     n: u64,
 ) -> Result<Vec<u8>, WalError> {
+    use std::io::Read;
+
     let path = archive_path(archive_dir, n);
     let compressed = read_whole(io, &path)?;
-    let bytes = zstd::stream::decode_all(&compressed[..])
-        .map_err(|e| bad(n, &path, format!("does not decompress: {e}")))?;
-    let header = SegmentHeader::decode(&bytes[..bytes.len().min(SEGMENT_HEADER_SIZE)], n, &path)?;
-    if bytes.len() as u64 != u64::from(header.segment_size) {
+    let undecodable = |e: std::io::Error| bad(n, &path, format!("does not decompress: {e}"));
+    let mut decoder = zstd::stream::read::Decoder::new(&compressed[..]).map_err(undecodable)?;
+    // The header first; the segment size it names bounds the rest, so a
+    // small file that decompresses to far more than a segment is refused
+    // without holding more than a segment plus a byte (invariant 9).
+    let mut bytes = Vec::with_capacity(SEGMENT_HEADER_SIZE);
+    (&mut decoder)
+        .take(SEGMENT_HEADER_SIZE as u64)
+        .read_to_end(&mut bytes)
+        .map_err(undecodable)?;
+    let header = SegmentHeader::decode(&bytes, n, &path)?;
+    let size = u64::from(header.segment_size);
+    decoder
+        .take(size + 1 - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(undecodable)?;
+    if bytes.len() as u64 > size {
+        return Err(bad(
+            n,
+            &path,
+            format!("decompresses to more than its segment size, {size} bytes"),
+        ));
+    }
+    if bytes.len() as u64 != size {
         return Err(bad(
             n,
             &path,
