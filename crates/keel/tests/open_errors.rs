@@ -206,3 +206,22 @@ fn a_fifo_where_a_data_file_belongs_is_refused_naming_it_without_waiting() {
         assert!(text.contains("not a regular file"), "{victim}: {text}");
     }
 }
+
+#[test]
+fn a_control_file_whose_next_transaction_id_no_database_reaches_is_refused() {
+    // CRC-valid, so only the value can give it away: ids handed out from
+    // it would wrap to 0, which a record reads as "no transaction".
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    build(&dir);
+    let path = dir.join("control");
+    let mut control =
+        keel::recovery::Control::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+    control.next_txn = keel::TxnId(u64::MAX);
+    std::fs::write(&path, control.encode()).unwrap();
+    let err = Database::open(&dir, config()).unwrap_err();
+    let text = chain(&err);
+    assert_eq!(err.class(), ErrorClass::Corruption, "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("transaction id"), "{text}");
+}

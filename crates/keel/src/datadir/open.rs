@@ -26,7 +26,8 @@ use crate::recovery::control::{Control, read_control};
 use crate::recovery::{Finish, PageSpace, Recovered, RecoveryReport, recover};
 use crate::storage::Storage;
 use crate::txn::TxnTable;
-use crate::types::{Lsn, PageId, RelationId, TupleId, TxnId};
+use crate::txn::table::next_txn_id;
+use crate::types::{Lsn, PageId, RelationId, TupleId};
 use crate::wal::Wal;
 use crate::{Config, RecoveryCheckpoint};
 
@@ -54,11 +55,13 @@ pub(crate) fn open(dir: &Path, config: &Config, io: Arc<dyn AsyncIo>) -> Result<
     )?;
     let catalog = Catalog::new(recovered.next_relation);
     let (orphans, removed) = load_catalog(&store, dir, &catalog, rels, &recovered)?;
-    let next_txn = TxnId(
-        control
-            .map_or(1, |c| c.next_txn.0)
-            .max(recovered.max_txn.0 + 1),
-    );
+    let next_txn = next_txn_id(
+        dir,
+        &[
+            control.map_or(1, |c| c.next_txn.0),
+            recovered.max_txn.0.saturating_add(1),
+        ],
+    )?;
     let mut report = recovered.report;
     report.data_dir_sync = synced;
     report.log_bytes_rewritten = log_rewritten;
@@ -531,13 +534,22 @@ pub(crate) fn apply_redo_only(
             redo_start: c.redo_start,
             checkpoint_end: c.end,
             undo_start: c.undo_start,
-            next_txn: TxnId(
-                c.next_txn
-                    .0
-                    .max(recovered.max_txn.0.saturating_add(1))
-                    .max(control.next_txn.0),
-            ),
+            next_txn: c.next_txn,
         });
+    let restartpoint = match restartpoint {
+        Some(mut c) => {
+            c.next_txn = next_txn_id(
+                dir,
+                &[
+                    c.next_txn.0,
+                    recovered.max_txn.0.saturating_add(1),
+                    control.next_txn.0,
+                ],
+            )?;
+            Some(c)
+        }
+        None => None,
+    };
     if let Some(c) = &restartpoint {
         crate::recovery::control::write_control(&store.io, dir, c)?;
     }

@@ -172,6 +172,13 @@ impl Control {
         if c.checkpoint_end < c.redo_start {
             return Err(bad("checkpoint end before its begin".into()));
         }
+        if c.next_txn.0 >= crate::txn::table::TXN_ID_LIMIT {
+            return Err(bad(format!(
+                "next transaction id {} at or past the limit {} no database reaches",
+                c.next_txn.0,
+                crate::txn::table::TXN_ID_LIMIT
+            )));
+        }
         if c.checkpoint_end.0 > MAX_LSN || c.undo_start.0 > MAX_LSN {
             return Err(bad(format!(
                 "an LSN beyond the largest a log can reach ({MAX_LSN:#X})"

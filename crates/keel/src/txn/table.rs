@@ -14,6 +14,36 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::types::{Lsn, TxnId};
 
+/// Transaction ids are below this (2^63). At a million transactions a
+/// second that is 290,000 years of ids, so the counter never wraps (a
+/// wrapped id 0 would read as "no transaction" in a record), and a next id
+/// at or past it, read from a control file or the log, is corruption: the
+/// open refuses it.
+pub(crate) const TXN_ID_LIMIT: u64 = 1 << 63;
+
+/// The id after the largest of `candidates` (each already one past an id
+/// in use: the control file's next id, the log's largest id + 1, a
+/// checkpoint's next id), refused at or past [`TXN_ID_LIMIT`] as
+/// corruption of the data directory `dir`.
+pub(crate) fn next_txn_id(
+    dir: &std::path::Path,
+    candidates: &[u64],
+) -> crate::error::Result<TxnId> {
+    let next = candidates.iter().copied().max().unwrap_or(1).max(1);
+    if next >= TXN_ID_LIMIT {
+        return Err(crate::error::DbError::Corrupt {
+            what: format!("data directory {}", dir.display()),
+            reason: format!(
+                "its control file or log names transaction id {}, at or past the limit \
+                 {TXN_ID_LIMIT} no database reaches",
+                next - 1
+            ),
+        }
+        .into());
+    }
+    Ok(TxnId(next))
+}
+
 /// A running transaction's log positions, shared with the table.
 #[derive(Debug, Default)]
 pub(crate) struct TxnSlot {
