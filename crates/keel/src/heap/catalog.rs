@@ -87,7 +87,9 @@ pub fn decode_row(tid: TupleId, bytes: &[u8]) -> Result<(RelationId, String, Rel
         what: format!("catalog row {tid}"),
         reason: reason.to_string(),
     };
-    if bytes.len() < 5 || bytes.len() > 4 + MAX_NAME_LEN {
+    // The id, a tree's tag and the longest name; `check_name` below
+    // bounds the name itself.
+    if bytes.len() < 5 || bytes.len() > 5 + MAX_NAME_LEN {
         return Err(corrupt("row length out of range").into());
     }
     let mut id = [0u8; 4];
@@ -228,6 +230,18 @@ mod tests {
             "a tree row without a name"
         );
         assert!(decode_row(tid, &row[..4]).is_err());
+        // The longest name, for either kind; one byte more is refused.
+        let longest = "n".repeat(MAX_NAME_LEN);
+        for kind in [heap, RelationKind::Tree] {
+            let row = encode_row(RelationId(9), &longest, kind);
+            assert_eq!(
+                decode_row(tid, &row).unwrap(),
+                (RelationId(9), longest.clone(), kind)
+            );
+            let mut long = row.clone();
+            long.push(b'n');
+            assert!(decode_row(tid, &long).is_err(), "{kind:?}");
+        }
         assert!(decode_row(tid, &encode_row(RelationId(0), "x", heap)).is_err());
         assert!(decode_row(tid, &encode_row(RelationId(2), "a\nb", heap)).is_err());
         assert!(decode_row(tid, &encode_row(RelationId(2), CATALOG_NAME, heap)).is_err());

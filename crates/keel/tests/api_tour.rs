@@ -1,0 +1,566 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The public API used the way a newcomer uses it, mistakes included: each
+//! test states what a call at an edge must give (a clear error or the
+//! right answer), never a panic, a hang or a silently wrong result.
+
+use std::collections::BTreeMap;
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use keel::btree::MAX_KEY_LEN;
+use keel::buffer::BufferConfig;
+use keel::heap::MAX_VALUE_LEN;
+use keel::{Config, Database, DbError, Error, RelationId};
+
+/// A range's two ends.
+type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+fn config() -> Config {
+    let mut c = Config {
+        buffer: BufferConfig::with_frames(256),
+        checkpoint_interval: None,
+        ..Config::default()
+    };
+    c.wal.segment_size_bytes = 1 << 20;
+    c.wal.max_batch_bytes = 128 << 10;
+    c
+}
+
+fn keys(tx: &keel::Transaction<'_>, tree: RelationId, r: impl RangeBounds<[u8]>) -> Vec<Vec<u8>> {
+    tx.range(tree, r).unwrap().map(|kv| kv.unwrap().0).collect()
+}
+
+#[test]
+fn keys_and_values_at_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let big = vec![0xabu8; 5 << 20];
+    let max_key = vec![0xffu8; MAX_KEY_LEN];
+    let mut tx = db.begin().unwrap();
+    tx.put(t, b"", b"empty key").unwrap();
+    tx.put(t, b"e", b"").unwrap();
+    tx.put(t, &max_key, &big).unwrap();
+    tx.put(t, b"big", &big).unwrap();
+    let e = tx.put(t, &[1; MAX_KEY_LEN + 1], b"v").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::KeyTooLarge { .. })), "{e}");
+    let e = tx.get_key(t, &[1; MAX_KEY_LEN + 1]).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::KeyTooLarge { .. })), "{e}");
+    let huge = vec![0u8; MAX_VALUE_LEN + 1];
+    let e = tx.put(t, b"huge", &huge).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::ValueTooLarge { .. })), "{e}");
+    drop(huge);
+    tx.commit().unwrap();
+
+    // A 0-byte value replaces a large one; the large one comes back whole
+    // from `replace`.
+    let mut tx = db.begin().unwrap();
+    let old = tx.replace(t, b"big", b"").unwrap();
+    assert_eq!(old.as_deref(), Some(&big[..]));
+    assert_eq!(tx.get_key(t, b"big").unwrap(), Some(Vec::new()));
+    tx.commit().unwrap();
+
+    let check = |db: &Database| {
+        let tx = db.begin_read().unwrap();
+        assert_eq!(
+            tx.get_key(t, b"").unwrap().as_deref(),
+            Some(&b"empty key"[..])
+        );
+        assert_eq!(tx.get_key(t, b"e").unwrap(), Some(Vec::new()));
+        assert_eq!(tx.get_key(t, b"big").unwrap(), Some(Vec::new()));
+        assert_eq!(tx.get_key(t, &max_key).unwrap().as_deref(), Some(&big[..]));
+        assert_eq!(tx.get_key(t, b"huge").unwrap(), None);
+        assert_eq!(tx.first(t).unwrap().unwrap().0, b"".to_vec());
+        assert_eq!(tx.last(t).unwrap().unwrap().0, max_key);
+        assert_eq!(tx.len(t).unwrap(), 4);
+        tx.commit().unwrap();
+    };
+    check(&db);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    check(&db);
+    db.close().unwrap();
+}
+
+#[test]
+fn range_bounds_at_their_edges_answer_as_a_sorted_map_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let empty = db.create_tree("empty").unwrap();
+    let mut tx = db.begin().unwrap();
+    let model: Vec<Vec<u8>> = [&b""[..], b"a", b"b", b"ba", b"c", &[0xff], &[0xff, 0xff]]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+    for k in &model {
+        tx.put(t, k, b"v").unwrap();
+    }
+    tx.commit().unwrap();
+
+    let tx = db.begin().unwrap();
+    let a: &[u8] = b"a";
+    let b: &[u8] = b"b";
+    let c: &[u8] = b"c";
+    let bounds: Vec<Bounds<'_>> = vec![
+        (Included(c), Included(a)),
+        (Included(c), Excluded(a)),
+        (Excluded(b), Excluded(b)),
+        (Excluded(b), Included(b)),
+        (Included(b), Excluded(b)),
+        (Included(b), Included(b)),
+        (Excluded(b), Unbounded),
+        (Unbounded, Excluded(b)),
+        (Unbounded, Included(b"")),
+        (Unbounded, Excluded(b"")),
+        (Excluded(b""), Unbounded),
+        (Included(&[0xff]), Unbounded),
+        (Excluded(&[0xff, 0xff]), Unbounded),
+        (Unbounded, Unbounded),
+    ];
+    for (lo, hi) in bounds {
+        let want: Vec<Vec<u8>> = model
+            .iter()
+            .filter(|k| (lo, hi).contains(&k[..]))
+            .cloned()
+            .collect();
+        assert_eq!(keys(&tx, t, (lo, hi)), want, "{lo:?}..{hi:?}");
+        let mut back: Vec<Vec<u8>> = tx
+            .range(t, (lo, hi))
+            .unwrap()
+            .rev()
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        back.reverse();
+        assert_eq!(back, want, "{lo:?}..{hi:?} from the back");
+        assert!(keys(&tx, empty, (lo, hi)).is_empty());
+    }
+    let all: Vec<Vec<u8>> = tx.prefix(t, b"").unwrap().map(|kv| kv.unwrap().0).collect();
+    assert_eq!(all, model);
+    let ff: Vec<Vec<u8>> = tx
+        .prefix(t, &[0xff])
+        .unwrap()
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    assert_eq!(ff, vec![vec![0xff], vec![0xff, 0xff]]);
+    let b_: Vec<Vec<u8>> = tx
+        .prefix(t, b"b")
+        .unwrap()
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    assert_eq!(b_, vec![b"b".to_vec(), b"ba".to_vec()]);
+    assert_eq!(tx.first(empty).unwrap(), None);
+    assert_eq!(tx.last(empty).unwrap(), None);
+    assert_eq!(tx.len(empty).unwrap(), 0);
+    assert!(tx.prefix(empty, b"").unwrap().next().is_none());
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
+
+/// A range read from both ends at once returns every key exactly once,
+/// wherever the two ends meet (within a leaf, at a leaf boundary, on one
+/// key).
+#[test]
+fn a_range_read_from_both_ends_meets_in_the_middle() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let n = 3000u32;
+    let key = |i: u32| format!("k{i:06}").into_bytes();
+    let mut tx = db.begin().unwrap();
+    for i in 0..n {
+        tx.put(t, &key(i), &[7; 100]).unwrap();
+    }
+    tx.commit().unwrap();
+    let tx = db.begin_read().unwrap();
+    for (lo, hi) in [(0, n), (10, 11), (10, 12), (10, 13), (0, 700), (333, 2999)] {
+        let (lo_k, hi_k) = (key(lo), key(hi));
+        for pattern in 0..4u32 {
+            let mut r = tx
+                .range(t, (Included(&lo_k[..]), Excluded(&hi_k[..])))
+                .unwrap();
+            let (mut front, mut back) = (Vec::new(), Vec::new());
+            let mut step = 0u32;
+            loop {
+                let from_front = match pattern {
+                    0 => step.is_multiple_of(2),
+                    1 => !step.is_multiple_of(3),
+                    2 => step.is_multiple_of(5),
+                    _ => (step * 7919) % 11 < 5,
+                };
+                step += 1;
+                let item = if from_front { r.next() } else { r.next_back() };
+                match item {
+                    Some(kv) => match from_front {
+                        true => front.push(kv.unwrap().0),
+                        false => back.push(kv.unwrap().0),
+                    },
+                    None => break,
+                }
+            }
+            assert!(r.next().is_none() && r.next_back().is_none());
+            back.reverse();
+            front.extend(back);
+            let want: Vec<Vec<u8>> = (lo..hi).map(key).collect();
+            assert_eq!(front.len(), want.len(), "{lo}..{hi} pattern {pattern}");
+            assert!(front == want, "{lo}..{hi} pattern {pattern}");
+        }
+    }
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn names_a_newcomer_tries_are_refused_or_kept_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    db.create_relation("events").unwrap();
+    let e = db.create_tree("events").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::RelationExists(_))), "{e}");
+    let t = db.create_tree("t").unwrap();
+    let e = db.create_relation("t").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::RelationExists(_))), "{e}");
+    let e = db.create_tree("t").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::RelationExists(_))), "{e}");
+    for bad in ["", "a\0b", "line\nbreak", &"x".repeat(256)] {
+        let e = db.create_tree(bad).unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::BadRelationName { .. })),
+            "{bad:?}: {e}"
+        );
+    }
+    // Names are names, never paths: these are kept as they are.
+    let odd = [
+        "a/b".to_string(),
+        "../../etc".to_string(),
+        "x".repeat(255),
+        "é".repeat(127),
+        " ".to_string(),
+    ];
+    for name in &odd {
+        db.create_tree(name).unwrap();
+    }
+    let e = db.tree("events").unwrap_err();
+    assert!(
+        matches!(e, Error::Db(DbError::WrongRelationKind { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("events"), "{e}");
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    for name in &odd {
+        assert!(db.tree(name).unwrap().is_some(), "{name:?} kept");
+    }
+    assert_eq!(db.tree("t").unwrap(), Some(t));
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!files.iter().any(|f| f == "a" || f == "etc"), "{files:?}");
+    db.close().unwrap();
+}
+
+/// A tree handle kept after the tree is dropped (and a new one made under
+/// its name) names the old tree as gone, never reaches the new one.
+#[test]
+fn a_tree_handle_after_its_drop_is_no_such_relation_even_when_the_name_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let old = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.put(old, b"k", b"old").unwrap();
+    tx.commit().unwrap();
+    db.drop_tree("t").unwrap();
+    let new = db.create_tree("t").unwrap();
+    assert_ne!(old, new);
+    let mut tx = db.begin().unwrap();
+    tx.put(new, b"k", b"new").unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    for r in [
+        tx.get_key(old, b"k").map(|_| ()),
+        tx.range(old, ..).map(|_| ()),
+        tx.prefix(old, b"").map(|_| ()),
+        tx.first(old).map(|_| ()),
+        tx.len(old).map(|_| ()),
+    ] {
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Db(DbError::NoSuchRelation(_))), "{e}");
+    }
+    let e = tx.put(old, b"k", b"x").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::NoSuchRelation(_))), "{e}");
+    let e = tx.delete_key(old, b"k").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::NoSuchRelation(_))), "{e}");
+    drop(tx);
+    let tx = db.begin().unwrap();
+    assert_eq!(tx.get_key(new, b"k").unwrap().as_deref(), Some(&b"new"[..]));
+    drop(tx);
+    let e = db.drop_tree("t-gone").unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::NoSuchRelation(_))), "{e}");
+    db.close().unwrap();
+}
+
+/// A transaction moved to another thread commits there; one dropped there
+/// rolls back.
+#[test]
+fn a_transaction_ends_on_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.put(t, b"a", b"1").unwrap();
+    std::thread::scope(|s| s.spawn(move || tx.commit().unwrap()).join().unwrap());
+    let mut tx = db.begin().unwrap();
+    tx.put(t, b"b", b"2").unwrap();
+    std::thread::scope(|s| s.spawn(move || drop(tx)).join().unwrap());
+    let tx = db.begin().unwrap();
+    assert_eq!(keys(&tx, t, ..), vec![b"a".to_vec()]);
+    assert_eq!(db.active_transactions(), 1);
+    drop(tx);
+    assert_eq!(db.active_transactions(), 0);
+    db.close().unwrap();
+}
+
+#[test]
+fn configurations_a_newcomer_tries() {
+    let mut c = config();
+    c.wal.segment_size_bytes = 4096;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("segment_size_bytes"), "{e}");
+    let mut c = config();
+    c.wal.segment_size_bytes = (1 << 20) + 1;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("segment_size_bytes"), "{e}");
+    let mut c = config();
+    c.checkpoint_interval = Some(Duration::ZERO);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("checkpoint_interval"), "{e}");
+    // The refusal is the same through `open`, which creates nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    assert!(Database::open(&path, c).is_err());
+    assert!(
+        !path.exists(),
+        "a refused configuration created the directory"
+    );
+
+    // A checkpoint after every byte of log, and a short interval: every
+    // commit works and the database reopens clean.
+    let mut c = config();
+    c.checkpoint_wal_bytes = 1;
+    c.checkpoint_interval = Some(Duration::from_millis(1));
+    c.buffer = BufferConfig::with_frames(16);
+    let db = Database::open(&path, c.clone()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    for i in 0..200u32 {
+        let mut tx = db.begin().unwrap();
+        tx.put(t, &i.to_be_bytes(), &[1; 300]).unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(
+        db.background_error().is_none(),
+        "{:?}",
+        db.background_error()
+    );
+    db.close().unwrap();
+    let db = Database::open(&path, c).unwrap();
+    assert!(db.recovery_report().clean_shutdown);
+    assert_eq!(db.begin().unwrap().len(t).unwrap(), 200);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_regular_file_as_the_data_directory_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, b"not a database").unwrap();
+    let e = Database::open(&file, config()).unwrap_err();
+    let text = format!("{e}");
+    assert!(text.contains("plain"), "{text}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a database".to_vec());
+}
+
+// --- many threads ----------------------------------------------------------
+
+const ACCOUNTS: u64 = 32;
+const OPENING: u64 = 1000;
+
+fn account(i: u64) -> Vec<u8> {
+    format!("acct/{i:03}").into_bytes()
+}
+
+fn amount(v: &[u8]) -> u64 {
+    u64::from_le_bytes(v.try_into().expect("an account holds 8 bytes"))
+}
+
+/// Whether `e` is what a contended transaction may get: it was rolled back
+/// as a deadlock victim or after its lock timeout.
+fn contended(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+    )
+}
+
+/// Every account from `tx`, read from the front or the back; the sum and
+/// the count must be what they always are.
+fn audit(tx: &keel::Transaction<'_>, t: RelationId, backwards: bool) -> keel::Result<()> {
+    let mut r = tx.prefix(t, b"acct/")?;
+    let (mut n, mut sum) = (0, 0);
+    loop {
+        let item = if backwards { r.next_back() } else { r.next() };
+        let Some(kv) = item else { break };
+        let (_, v) = kv?;
+        n += 1;
+        sum += amount(&v);
+    }
+    assert_eq!(
+        (n, sum),
+        (ACCOUNTS, ACCOUNTS * OPENING),
+        "an audit saw a partial transfer"
+    );
+    Ok(())
+}
+
+fn transfer(db: &Database, t: RelationId, rng: &mut u64, abort: bool) -> keel::Result<()> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let from = next() % ACCOUNTS;
+    let to = next() % ACCOUNTS;
+    let d = next() % 10;
+    let scratch = format!("tmp/{:04}", next() % 64).into_bytes();
+    let mut tx = db.begin()?;
+    let a = amount(&tx.get_key(t, &account(from))?.expect("account"));
+    if a < d {
+        return tx.commit();
+    }
+    tx.put(t, &account(from), &(a - d).to_le_bytes())?;
+    let b = amount(&tx.get_key(t, &account(to))?.expect("account"));
+    tx.put(t, &account(to), &(b + d).to_le_bytes())?;
+    if next() % 2 == 0 {
+        tx.put(t, &scratch, &vec![1; (next() % 3000) as usize])?;
+    } else {
+        tx.delete_key(t, &scratch)?;
+    }
+    match abort {
+        true => tx.abort(),
+        false => tx.commit(),
+    }
+}
+
+/// Sixteen threads transfer between accounts, churn other keys and audit
+/// the accounts with ranges from both ends, in a tree, with commits and
+/// aborts, under a watchdog. Every audit sees the total (serializable);
+/// afterwards the tree passes the structural check, and reopens whole.
+#[test]
+fn sixteen_threads_keep_a_tree_consistent_and_never_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.buffer = BufferConfig::with_frames(64);
+    let db = Arc::new(Database::open(dir.path(), c.clone()).unwrap());
+    let t = db.create_tree("bank").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..ACCOUNTS {
+        tx.put(t, &account(i), &OPENING.to_le_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for id in 0..16u64 {
+        let (db, stop, progress, done) = (
+            Arc::clone(&db),
+            Arc::clone(&stop),
+            Arc::clone(&progress),
+            done_tx.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (id + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let mut i = 0u64;
+            let mut failure = None;
+            while !stop.load(Ordering::Relaxed) && failure.is_none() {
+                i += 1;
+                let r = match i % 8 {
+                    0 => db.begin_read().and_then(|tx| {
+                        audit(&tx, t, i.is_multiple_of(16))?;
+                        tx.commit()
+                    }),
+                    1 => db.begin().and_then(|tx| {
+                        audit(&tx, t, true)?;
+                        tx.commit()
+                    }),
+                    n => transfer(&db, t, &mut rng, n == 2),
+                };
+                match r {
+                    Ok(()) => {}
+                    Err(e) if contended(&e) => {}
+                    Err(e) => failure = Some(format!("thread {id}: {e}")),
+                }
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(db);
+            done.send(failure).unwrap();
+        });
+    }
+    drop(done_tx);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..16 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(None) => {}
+            Ok(Some(failure)) => panic!("{failure}"),
+            Err(_) => panic!(
+                "threads hang: {} operations done, {} transactions still active, locks {:?}",
+                progress.load(Ordering::Relaxed),
+                db.active_transactions(),
+                db.lock_stats()
+            ),
+        }
+    }
+    assert!(progress.load(Ordering::Relaxed) > 100);
+    assert_eq!(db.active_transactions(), 0);
+
+    let pages = db
+        .relations()
+        .into_iter()
+        .find(|r| r.id == t)
+        .unwrap()
+        .pages;
+    let mut read = |id: keel::PageId| {
+        db.read_page("bank", id)
+            .map_err(|e| keel::page::PageError::Corrupted {
+                page_id: id,
+                offset: 0,
+                reason: e.to_string(),
+            })
+    };
+    let report = keel::page::tree::check::check_tree(pages, &mut read);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let before: BTreeMap<Vec<u8>, Vec<u8>> = {
+        let tx = db.begin_read().unwrap();
+        audit(&tx, t, false).unwrap();
+        let m = tx.range(t, ..).unwrap().map(|kv| kv.unwrap()).collect();
+        tx.commit().unwrap();
+        m
+    };
+    let db = Arc::into_inner(db).expect("every thread let go of the database");
+    db.close().unwrap();
+    let db = Database::open(dir.path(), c).unwrap();
+    let tx = db.begin_read().unwrap();
+    audit(&tx, t, true).unwrap();
+    let after: BTreeMap<Vec<u8>, Vec<u8>> =
+        tx.range(t, ..).unwrap().map(|kv| kv.unwrap()).collect();
+    assert!(after == before, "the reopened tree differs");
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
