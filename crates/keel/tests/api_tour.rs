@@ -487,23 +487,32 @@ fn sixteen_threads_keep_a_tree_consistent_and_never_hang() {
             let mut i = 0u64;
             let mut failure = None;
             while !stop.load(Ordering::Relaxed) && failure.is_none() {
-                i += 1;
-                let r = match i % 8 {
-                    0 => db.begin_read().and_then(|tx| {
-                        audit(&tx, t, i.is_multiple_of(16))?;
-                        tx.commit()
-                    }),
-                    1 => db.begin().and_then(|tx| {
-                        audit(&tx, t, true)?;
-                        tx.commit()
-                    }),
-                    n => transfer(&db, t, &mut rng, n == 2),
+                let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    i += 1;
+                    let r = match i % 8 {
+                        0 => db.begin_read().and_then(|tx| {
+                            audit(&tx, t, i.is_multiple_of(16))?;
+                            tx.commit()
+                        }),
+                        1 => db.begin().and_then(|tx| {
+                            audit(&tx, t, true)?;
+                            tx.commit()
+                        }),
+                        n => transfer(&db, t, &mut rng, n == 2),
+                    };
+                    match r {
+                        Ok(()) => None,
+                        Err(e) if contended(&e) => None,
+                        Err(e) => Some(format!("thread {id}: {e}")),
+                    }
+                }));
+                failure = match step {
+                    Ok(f) => f,
+                    Err(p) => Some(format!(
+                        "thread {id} panicked: {}",
+                        p.downcast_ref::<String>().map_or("?", String::as_str)
+                    )),
                 };
-                match r {
-                    Ok(()) => {}
-                    Err(e) if contended(&e) => {}
-                    Err(e) => failure = Some(format!("thread {id}: {e}")),
-                }
                 progress.fetch_add(1, Ordering::Relaxed);
             }
             drop(db);
@@ -562,5 +571,292 @@ fn sixteen_threads_keep_a_tree_consistent_and_never_hang() {
         tx.range(t, ..).unwrap().map(|kv| kv.unwrap()).collect();
     assert!(after == before, "the reopened tree differs");
     tx.commit().unwrap();
+    db.close().unwrap();
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// returned within `secs` seconds (a hang), instead of hanging the run.
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match wait.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no answer in {secs} s"),
+        Err(e) => panic!("{what}: the thread panicked ({e})"),
+    }
+}
+
+fn is_deadlock<T: std::fmt::Debug>(r: keel::Result<T>, what: &str) {
+    match r {
+        Err(Error::Db(DbError::Deadlock { .. })) => {}
+        other => panic!("{what}: expected Deadlock, got {other:?}"),
+    }
+}
+
+/// Two transactions interleaved on one thread in a tree: the second one
+/// that would wait for the first fails at once with a deadlock (no lock
+/// timeout is set, so a wait would hang), and the first goes on.
+#[test]
+fn two_transactions_of_one_thread_in_one_tree_never_wait_for_each_other() {
+    within(20, "interleaved transactions", || {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), config()).unwrap();
+        let t = db.create_tree("t").unwrap();
+        let mut tx = db.begin().unwrap();
+        tx.put(t, b"k", b"1").unwrap();
+        tx.commit().unwrap();
+
+        // A writer, then a reader of the same key, a range over it, a
+        // read-only range and a writer of it.
+        let mut w = db.begin().unwrap();
+        w.put(t, b"k", b"2").unwrap();
+        let r = db.begin().unwrap();
+        is_deadlock(r.get_key(t, b"k"), "get");
+        drop(r);
+        let r = db.begin().unwrap();
+        is_deadlock(
+            r.range(t, ..).and_then(|mut it| it.next().transpose()),
+            "range",
+        );
+        drop(r);
+        let r = db.begin_read().unwrap();
+        is_deadlock(r.last(t), "last");
+        drop(r);
+        let mut r = db.begin().unwrap();
+        is_deadlock(r.put(t, b"k", b"3"), "put");
+        drop(r);
+        // A key the writer does not hold is free.
+        let mut other = db.begin().unwrap();
+        other.put(t, b"z", b"z").unwrap();
+        other.commit().unwrap();
+        w.commit().unwrap();
+
+        // A reader first: a writer of what it read, and of the gap it
+        // locked past its range, fail the same way.
+        let r = db.begin().unwrap();
+        assert_eq!(
+            keys(&r, t, (Included(&b"a"[..]), Excluded(&b"m"[..]))),
+            vec![b"k".to_vec()]
+        );
+        let mut w = db.begin().unwrap();
+        is_deadlock(w.put(t, b"k", b"4"), "put over a read key");
+        drop(w);
+        let mut w = db.begin().unwrap();
+        is_deadlock(w.put(t, b"b", b"4"), "put into a read range");
+        drop(w);
+        r.commit().unwrap();
+        let tx = db.begin().unwrap();
+        assert_eq!(tx.get_key(t, b"k").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(tx.get_key(t, b"b").unwrap(), None);
+        drop(tx);
+        assert_eq!(db.active_transactions(), 0);
+        db.close().unwrap();
+    });
+}
+
+/// Edges of one transaction's own writes, and of a finished iterator.
+#[test]
+fn a_transaction_reads_its_own_writes_and_an_ended_range_stays_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    assert_eq!(tx.replace(t, b"a", b"1").unwrap(), None);
+    assert_eq!(
+        tx.replace(t, b"a", b"2").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(tx.delete_key(t, b"missing").unwrap(), None);
+    tx.put(t, b"b", b"x").unwrap();
+    assert_eq!(tx.delete_key(t, b"b").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(tx.delete_key(t, b"b").unwrap(), None);
+    assert_eq!(tx.get_key(t, b"b").unwrap(), None);
+    let mut out = b"stale".to_vec();
+    assert!(!tx.get_key_into(t, b"b", &mut out).unwrap());
+    assert!(out.is_empty(), "{out:?}");
+    assert!(tx.get_key_into(t, b"a", &mut out).unwrap());
+    assert_eq!(out, b"2");
+    assert_eq!(keys(&tx, t, ..), vec![b"a".to_vec()]);
+    let mut r = tx.range(t, ..).unwrap();
+    assert!(r.next().is_some());
+    for _ in 0..3 {
+        assert!(r.next().is_none());
+        assert!(r.next_back().is_none());
+    }
+    drop(r);
+    tx.commit().unwrap();
+    // An abort brings back a deleted key and its large value.
+    let big = vec![5u8; 100_000];
+    let mut tx = db.begin().unwrap();
+    tx.put(t, b"big", &big).unwrap();
+    tx.commit().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.delete_key(t, b"big").unwrap();
+    tx.put(t, b"new", b"n").unwrap();
+    tx.abort().unwrap();
+    let tx = db.begin().unwrap();
+    assert_eq!(tx.get_key(t, b"big").unwrap(), Some(big));
+    assert_eq!(tx.get_key(t, b"new").unwrap(), None);
+    drop(tx);
+    db.close().unwrap();
+}
+
+#[test]
+fn a_bulk_load_at_its_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let none: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut tx = db.begin().unwrap();
+    assert_eq!(tx.bulk_load(t, none).unwrap(), 0);
+    assert_eq!(tx.len(t).unwrap(), 0);
+    tx.commit().unwrap();
+
+    let dup = vec![
+        (b"a".to_vec(), b"1".to_vec()),
+        (b"a".to_vec(), b"2".to_vec()),
+    ];
+    let mut tx = db.begin().unwrap();
+    let e = tx.bulk_load(t, dup).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::Unsorted { .. })), "{e}");
+    drop(tx);
+    let long = vec![(vec![1u8; MAX_KEY_LEN + 1], b"1".to_vec())];
+    let mut tx = db.begin().unwrap();
+    let e = tx.bulk_load(t, long).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::KeyTooLarge { .. })), "{e}");
+    drop(tx);
+    let mut tx = db.begin().unwrap();
+    tx.put(t, b"x", b"y").unwrap();
+    let e = tx.bulk_load(t, vec![(b"a", b"1")]).unwrap_err();
+    assert!(matches!(e, Error::Db(DbError::TreeNotEmpty(_))), "{e}");
+    drop(tx);
+
+    let big = vec![3u8; 3 << 20];
+    let items: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (Vec::new(), b"empty key".to_vec()),
+        (b"a".to_vec(), Vec::new()),
+        (b"b".to_vec(), big.clone()),
+        (vec![0xff; MAX_KEY_LEN], b"max".to_vec()),
+    ];
+    let mut tx = db.begin().unwrap();
+    assert_eq!(tx.bulk_load(t, items.clone()).unwrap(), 4);
+    tx.put(t, b"c", b"after").unwrap();
+    assert_eq!(tx.len(t).unwrap(), 5);
+    tx.commit().unwrap();
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tx = db.begin().unwrap();
+    let got: Vec<(Vec<u8>, Vec<u8>)> = tx.range(t, ..).unwrap().map(|kv| kv.unwrap()).collect();
+    let mut want = items;
+    want.insert(3, (b"c".to_vec(), b"after".to_vec()));
+    assert!(got == want, "the loaded tree differs");
+    drop(tx);
+    db.close().unwrap();
+}
+
+/// Ids that name no user relation (the catalog's, one never handed out)
+/// and the wrong kind of relation are refused by every call.
+#[test]
+fn ids_of_no_user_relation_are_refused_by_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let heap = db.create_relation("h").unwrap();
+    let tree = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    let tid = tx.insert(heap, b"").unwrap();
+    for id in [RelationId(0), RelationId(999), RelationId(u32::MAX)] {
+        let results = [
+            tx.insert(id, b"x").map(|_| ()),
+            tx.get(id, tid).map(|_| ()),
+            tx.scan(id).map(|_| ()),
+            tx.put(id, b"k", b"v"),
+            tx.get_key(id, b"k").map(|_| ()),
+            tx.range(id, ..).map(|_| ()),
+            tx.len(id).map(|_| ()),
+        ];
+        for r in results {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, Error::Db(DbError::NoSuchRelation(_))),
+                "{id}: {e}"
+            );
+        }
+    }
+    let kind = |r: keel::Result<()>| {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, Error::Db(DbError::WrongRelationKind { .. })),
+            "{e}"
+        );
+    };
+    kind(tx.scan(tree).map(|_| ()));
+    kind(tx.get(tree, tid).map(|_| ()));
+    kind(tx.len(heap).map(|_| ()));
+    kind(tx.prefix(heap, b"").map(|_| ()));
+    kind(tx.first(heap).map(|_| ()));
+    // An empty value is a value.
+    assert_eq!(tx.get(heap, tid).unwrap(), Some(Vec::new()));
+    let tid2 = tx.insert(heap, &vec![9u8; 50_000]).unwrap();
+    tx.update(heap, tid2, b"").unwrap();
+    assert_eq!(tx.get(heap, tid2).unwrap(), Some(Vec::new()));
+    assert!(
+        tx.insert_many(heap, Vec::<Vec<u8>>::new())
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().unwrap();
+    db.close().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let tx = db.begin().unwrap();
+    let rows: Vec<_> = tx.scan(heap).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(rows, vec![(tid, Vec::new()), (tid2, Vec::new())]);
+    drop(tx);
+    db.close().unwrap();
+}
+
+/// A transaction that rolls back its replace of a key never lets another
+/// read the key as absent: a replace is a delete and an insert of the key,
+/// and both are undone under one latch of its leaf, as both were done.
+#[test]
+fn a_rolled_back_replace_never_hides_the_committed_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for k in [&b"a"[..], b"k", b"z"] {
+        tx.put(t, k, b"committed").unwrap();
+    }
+    tx.put(t, b"big", &[1; 5000]).unwrap();
+    tx.commit().unwrap();
+    let stop = AtomicBool::new(false);
+    let until = Instant::now() + Duration::from_secs(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let mut tx = db.begin().unwrap();
+                tx.put(t, b"k", b"uncommitted").unwrap();
+                tx.put(t, b"big", &[2; 3000]).unwrap();
+                tx.abort().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let tx = db.begin_read().unwrap();
+                    let k = tx.get_key(t, b"k").unwrap();
+                    let all = keys(&tx, t, ..);
+                    drop(tx);
+                    let ok = k.as_deref() == Some(&b"committed"[..]) && all.len() == 4;
+                    if !ok {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    assert!(ok, "read k = {k:?}, keys {all:?}");
+                }
+            });
+        }
+    });
     db.close().unwrap();
 }

@@ -58,6 +58,63 @@ impl Storage {
         self.free_tree_pages(rel, current.0, current.1)
     }
 
+    /// Undoes a replace of `key` in tree `rel`: its insert of the new rest
+    /// (whose undo-next is the delete's LSN, `insert_undo_next`) and the
+    /// delete of the old rest `old` before it (undo-next
+    /// `delete_undo_next`), two CLRs under one latch of the leaf that holds
+    /// the key now. Undone one at a time, the key would be missing from
+    /// its leaf between the two while its latch is released, and a reader
+    /// finding it missing locks the next key instead, which this
+    /// transaction does not hold: it would read a committed key as absent
+    /// (the rule a forward replace keeps, `put_step`). A crash between the
+    /// two CLRs resumes at the delete's undo (invariant 8).
+    pub(crate) fn undo_tree_replace(
+        &self,
+        log: &mut TxnLog,
+        rel: &Relation,
+        key: &[u8],
+        insert_undo_next: Lsn,
+        delete_undo_next: Lsn,
+        old: Vec<u8>,
+    ) -> Result<()> {
+        let _shared = rel.structure.read();
+        let mut path = Path::new();
+        loop {
+            let mut g = self.writable_leaf(rel, key, &mut path)?;
+            let pid = g.page_id();
+            let p = self.node(rel, &g, pid, 0)?;
+            let Ok(i) = p.search(key)? else {
+                return Err(corrupt(
+                    rel,
+                    pid,
+                    "undo of a replace finds the key absent".to_string(),
+                ));
+            };
+            let new = p.item(i)?.1.to_vec();
+            if p.total_free() + item_len(key, &new) < item_len(key, &old) {
+                self.split(rel, g, 0, &mut path)?;
+                continue;
+            }
+            let delete = Payload::Compensation {
+                undo_next: insert_undo_next,
+                action: Box::new(Payload::TreeDelete {
+                    key: key.to_vec(),
+                    rest: new,
+                }),
+            };
+            self.change(Some(log), rel.id, &mut g, &delete)?;
+            let insert = Payload::Compensation {
+                undo_next: delete_undo_next,
+                action: Box::new(Payload::TreeInsert {
+                    key: key.to_vec(),
+                    rest: old,
+                }),
+            };
+            self.change(Some(log), rel.id, &mut g, &insert)?;
+            return Ok(());
+        }
+    }
+
     /// Undoes `record` (a `TreeInsert` or `TreeDelete` of `log`'s
     /// transaction on tree `rel`), logging the CLR with `undo_next`. An
     /// insert's rest is not needed (the undo stack keeps only its key,

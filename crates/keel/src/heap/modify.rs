@@ -19,6 +19,27 @@ use crate::txn::undo::{Deferred, TxnLog, Undo, UndoEntry};
 use crate::types::{Lsn, PageId, RelationId, SlotId, TupleId};
 use crate::wal::{Payload, SlotImage};
 
+/// The delete of a replace whose insert is `insert` (of `key`, just taken
+/// off `log`'s undo stack), taken off the stack too: the entry below it,
+/// when it is a tree delete of the same key in the same tree logged just
+/// before the insert (`put_step` logs a replace so, under one latch).
+/// Returns the delete's previous LSN and the old rest it removed.
+fn replaced_by(log: &mut TxnLog, insert: &UndoEntry, key: &[u8]) -> Option<(Lsn, Vec<u8>)> {
+    let below = log.undo.last()?;
+    let Undo::Record(p) = &below.undo else {
+        return None;
+    };
+    let Payload::TreeDelete { key: k, rest } = &**p else {
+        return None;
+    };
+    if below.relation != insert.relation || below.lsn != insert.prev_lsn || k != key {
+        return None;
+    }
+    let found = (below.prev_lsn, rest.clone());
+    log.undo.pop();
+    Some(found)
+}
+
 impl Storage {
     /// Whether a tuple of `len` bytes fits on the latched heap page, counting
     /// the bytes running transactions reserved there as taken.
@@ -451,6 +472,12 @@ impl Storage {
                         format!("the key of the undo entry at {} (bytes {at}, {len} long) is not in the transaction's key arena", entry.lsn),
                     ))
                 })?;
+                // A replace's delete and insert are undone together.
+                if let Some((delete_prev, old)) = replaced_by(log, &entry, &key) {
+                    self.undo_tree_replace(log, &rel, &key, entry.prev_lsn, delete_prev, old)
+                        .map_err(failed)?;
+                    continue;
+                }
                 let record = Payload::TreeInsert {
                     key,
                     rest: Vec::new(),
