@@ -520,7 +520,20 @@ fn sixteen_threads_keep_a_tree_consistent_and_never_hang() {
         });
     }
     drop(done_tx);
-    std::thread::sleep(Duration::from_secs(3));
+    // Meanwhile: checkpoints, and a side tree made, used and dropped.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        db.checkpoint().unwrap();
+        let side = db.create_tree("side").unwrap();
+        let mut tx = db.begin().unwrap();
+        tx.put(side, b"k", &[rounds as u8; 100]).unwrap();
+        tx.commit().unwrap();
+        db.drop_tree("side").unwrap();
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(rounds > 1);
     stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(20);
     for _ in 0..16 {
