@@ -873,3 +873,64 @@ fn a_rolled_back_replace_never_hides_the_committed_value() {
     });
     db.close().unwrap();
 }
+
+/// A range or a scan whose transaction a lock wait rolled back yields that
+/// error once and ends: a loop that skips errors (or counts items) ends
+/// instead of spinning on `TxnFinished`.
+#[test]
+fn a_range_or_scan_whose_transaction_was_rolled_back_ends_after_the_error() {
+    within(30, "iterators over a rolled-back transaction", || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.lock_timeout = Some(Duration::from_millis(50));
+        let db = Database::open(dir.path(), c).unwrap();
+        let t = db.create_tree("t").unwrap();
+        let rel = db.create_relation("r").unwrap();
+        let mut tx = db.begin().unwrap();
+        for k in [&b"a"[..], b"b", b"c"] {
+            tx.put(t, k, b"v").unwrap();
+        }
+        let first = tx.insert(rel, b"one").unwrap();
+        let second = tx.insert(rel, b"two").unwrap();
+        tx.commit().unwrap();
+        // Another transaction writes "b" and the second row, and waits.
+        let mut holder = db.begin().unwrap();
+        holder.put(t, b"b", b"w").unwrap();
+        holder.update(rel, second, b"TWO").unwrap();
+
+        let is_lock_error = |e: &Error| {
+            matches!(
+                e,
+                Error::Db(DbError::Deadlock { .. } | DbError::LockTimeout { .. })
+            )
+        };
+        let reader = db.begin().unwrap();
+        let items: Vec<_> = reader.range(t, ..).unwrap().collect();
+        // "a" may come first, or the lock of the key after it may fail
+        // its read already.
+        let (last, before) = items.split_last().unwrap();
+        assert!(last.as_ref().is_err_and(is_lock_error), "{items:?}");
+        assert!(before.len() <= 1, "{items:?}");
+        assert!(
+            before.iter().all(|kv| kv.as_ref().unwrap().0 == b"a"),
+            "{items:?}"
+        );
+        drop(reader);
+
+        let reader = db.begin().unwrap();
+        let skipped = reader.scan(rel).unwrap().filter_map(Result::ok).count();
+        assert!(skipped <= 1, "rows after the rollback: {skipped}");
+        assert!(matches!(
+            reader.scan(rel),
+            Err(Error::Db(DbError::TxnFinished(_)))
+        ));
+        drop(reader);
+
+        holder.abort().unwrap();
+        let reader = db.begin().unwrap();
+        let rows: Vec<_> = reader.scan(rel).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, [(first, b"one".to_vec()), (second, b"two".to_vec())]);
+        drop(reader);
+        db.close().unwrap();
+    });
+}

@@ -150,6 +150,7 @@ impl Transaction<'_> {
             tx: self,
             rel,
             cursor,
+            failed: false,
         })
     }
 
@@ -196,10 +197,19 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// does: a range started once a read-only transaction
 /// ([`Database::begin_read`](crate::Database::begin_read)) holds the whole
 /// tree shared takes no key locks there.
+///
+/// As an [`Iterator`] it ends after the first error it yields (a lock
+/// wait that deadlocked or timed out rolls the transaction back, and no
+/// later item could be read): a loop that skips errors ends instead of
+/// spinning on them. [`next_into`](Self::next_into) and
+/// [`next_back_into`](Self::next_back_into) go on answering
+/// [`DbError::TxnFinished`](crate::DbError::TxnFinished) after a rollback.
 pub struct Range<'tx> {
     tx: &'tx Transaction<'tx>,
     rel: Arc<Relation>,
     cursor: TreeCursor,
+    /// Whether the iterator yielded an error (it yields nothing after one).
+    failed: bool,
 }
 
 impl Range<'_> {
@@ -266,26 +276,38 @@ impl Iterator for Range<'_> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        owned_entry(|k, v| self.next_into(k, v))
+        self.owned_entry(|r, k, v| r.next_into(k, v))
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        owned_entry(|k, v| self.next_back_into(k, v))
+        self.owned_entry(|r, k, v| r.next_back_into(k, v))
     }
 }
 
-/// An iterator's item from a step that reads into buffers: two new
-/// buffers, filled by `step` (`next_into` or `next_back_into`).
-fn owned_entry(
-    step: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<bool>,
-) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
-    let (mut key, mut value) = (Vec::new(), Vec::new());
-    match step(&mut key, &mut value) {
-        Ok(true) => Some(Ok((key, value))),
-        Ok(false) => None,
-        Err(e) => Some(Err(e)),
+impl std::iter::FusedIterator for Range<'_> {}
+
+impl Range<'_> {
+    /// An iterator's item from a step that reads into buffers: two new
+    /// buffers, filled by `step` (`next_into` or `next_back_into`);
+    /// nothing once an error was yielded (the type's docs).
+    fn owned_entry(
+        &mut self,
+        step: impl FnOnce(&mut Self, &mut Vec<u8>, &mut Vec<u8>) -> Result<bool>,
+    ) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        if self.failed {
+            return None;
+        }
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        match step(self, &mut key, &mut value) {
+            Ok(true) => Some(Ok((key, value))),
+            Ok(false) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 

@@ -331,8 +331,9 @@ fn thread_key() -> u64 {
 /// "Isolation"). When a lock request would deadlock or times out, the
 /// transaction is rolled back at once and the call returns
 /// [`DbError::Deadlock`] or [`DbError::LockTimeout`]; later calls return
-/// [`DbError::TxnFinished`], as does every later item of a
-/// [`Range`](crate::Range) or [`Scan`] still open over it. The `try_` forms never wait for a lock: they
+/// [`DbError::TxnFinished`], as does the next item of a
+/// [`Range`](crate::Range) or [`Scan`] still open over it (which then
+/// ends). The `try_` forms never wait for a lock: they
 /// return [`DbError::WouldBlock`] and the transaction goes on. A
 /// transaction from [`Database::begin_read`](crate::Database::begin_read)
 /// refuses every write with [`DbError::ReadOnly`] and goes on.
@@ -840,6 +841,7 @@ impl<'db> Transaction<'db> {
         Ok(Scan {
             tx: self,
             inner: HeapScan::new(&self.db.store, rel, Some(self.id)),
+            failed: false,
         })
     }
 
@@ -870,22 +872,36 @@ impl Drop for Transaction<'_> {
     }
 }
 
-/// The tuples of a relation, from [`Transaction::scan`].
+/// The tuples of a relation, from [`Transaction::scan`]. It ends after the
+/// first error it yields (a lock wait that deadlocked or timed out rolls
+/// the transaction back, and no later row could be read): a loop that
+/// skips errors ends instead of spinning on them.
 pub struct Scan<'tx> {
     tx: &'tx Transaction<'tx>,
     inner: HeapScan<'tx>,
+    /// Whether it yielded an error (it yields nothing after one).
+    failed: bool,
 }
 
 impl Iterator for Scan<'_> {
     type Item = Result<(TupleId, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // Rows read (and locked) before a rollback are not returned after it.
-        if let Err(e) = self.tx.not_rolled_back() {
-            return Some(Err(e));
+        if self.failed {
+            return None;
         }
-        let item = self.inner.next()?.map_err(|e| self.tx.fail(e));
-        // Invariant 16: checked after the tuple's lock was granted.
-        Some(item.and_then(|row| self.tx.db.check_usable().map(|()| row)))
+        // Rows read (and locked) before a rollback are not returned after it.
+        let item = match self.tx.not_rolled_back() {
+            Err(e) => Err(e),
+            Ok(()) => match self.inner.next()? {
+                // Invariant 16: checked after the tuple's lock was granted.
+                Ok(row) => self.tx.db.check_usable().map(|()| row),
+                Err(e) => Err(self.tx.fail(e)),
+            },
+        };
+        self.failed = item.is_err();
+        Some(item)
     }
 }
+
+impl std::iter::FusedIterator for Scan<'_> {}
