@@ -440,17 +440,7 @@ pub fn recovery_run(data: &[u8]) -> crate::Result<(crate::RecoveryReport, usize)
         &bytes,
     );
     let io: Arc<dyn AsyncIo> = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(1)));
-    let mut config = crate::Config {
-        buffer: crate::buffer::BufferConfig::with_frames(16),
-        checkpoint_interval: None,
-        checkpoint_wal_bytes: 0,
-        recovery_checkpoint: crate::RecoveryCheckpoint::BeforeOpenReturns,
-        ..crate::Config::default()
-    };
-    config.wal.segment_size_bytes = SEGMENT as u32;
-    config.wal.max_batch_bytes = 16 * 1024;
-    config.wal.buffer_capacity_bytes = 64 * 1024;
-    let db = crate::Database::open_with_io(dir, config, io)?;
+    let db = crate::Database::open_with_io(dir, fuzz_db_config(), io)?;
     let report = db.recovery_report().clone();
     let mut rows = 0;
     for rel in db.relations() {
@@ -483,7 +473,7 @@ pub fn fuzz_datadir() -> &'static keel_io::sim::SimDisk {
     DISK.get_or_init(|| {
         let sim = Arc::new(SimIo::new(SimConfig::seeded(31)));
         let io: Arc<dyn keel_io::AsyncIo> = sim.clone();
-        let db = crate::Database::open_with_io(DATADIR, fuzz_datadir_config(), io)
+        let db = crate::Database::open_with_io(DATADIR, fuzz_db_config(), io)
             .expect("a new database opens");
         let rel = db.create_relation("t").expect("create");
         let tree = db.create_tree("k").expect("create tree");
@@ -516,8 +506,9 @@ pub fn fuzz_datadir() -> &'static keel_io::sim::SimDisk {
 /// Where [`datadir_open`]'s directory lives on the simulated disk.
 pub const DATADIR: &str = "/db";
 
-/// The configuration [`datadir_open`] opens its directory with.
-fn fuzz_datadir_config() -> crate::Config {
+/// The configuration [`recovery`] and [`datadir_open`] open their
+/// directory with.
+fn fuzz_db_config() -> crate::Config {
     let mut config = crate::Config {
         buffer: crate::buffer::BufferConfig::with_frames(16),
         checkpoint_interval: None,
@@ -591,7 +582,7 @@ pub fn datadir_open_run(data: &[u8]) -> crate::Result<(crate::RecoveryReport, us
         .with_file(&control_path(dir), &control)
         .with_file(&segment_path, &segment);
     let io: Arc<dyn keel_io::AsyncIo> = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(1)));
-    let db = crate::Database::open_with_io(dir, fuzz_datadir_config(), io)?;
+    let db = crate::Database::open_with_io(dir, fuzz_db_config(), io)?;
     let report = db.recovery_report().clone();
     let mut found = 0;
     let tx = db.begin()?;

@@ -25,6 +25,25 @@ fn corpus_dir(target: &str) -> PathBuf {
     .collect()
 }
 
+/// Replays every input of `target`'s committed corpus through `run`
+/// (writing `seeds` there first when `KEEL_WRITE_SEED_CORPUS` is set) and
+/// checks that it holds at least `min` inputs.
+fn replay_corpus(target: &str, seeds: Vec<(String, Vec<u8>)>, min: usize, run: impl Fn(&[u8])) {
+    let dir = corpus_dir(target);
+    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        run(&std::fs::read(entry.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= min, "corpus at {} has only {n} inputs", dir.display());
+}
+
 /// Fuzz input: page id, then the page.
 fn input(id: u32, page: &[u8]) -> Vec<u8> {
     let mut v = id.to_le_bytes().to_vec();
@@ -70,20 +89,7 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn committed_corpus_replays_without_panics() {
-    let dir = corpus_dir("page_decode");
-    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        page_decode(&bytes);
-        n += 1;
-    }
-    assert!(n >= 5, "corpus at {} has only {n} inputs", dir.display());
+    replay_corpus("page_decode", seeds(), 5, page_decode);
 }
 
 /// Flips each byte of the header and slot directory, and a stride of the
@@ -111,7 +117,7 @@ fn single_byte_mutations_never_panic() {
 // --- wal_record ---
 
 mod wal {
-    use super::corpus_dir;
+    use super::replay_corpus;
     use keel::fuzz_targets::wal_record;
     use keel::page::{
         CHUNK_CAPACITY, MAX_TUPLE_LEN, NO_PAGE, PAGE_SIZE, PageType, Relocation, SlottedPage,
@@ -292,19 +298,7 @@ mod wal {
 
     #[test]
     fn committed_corpus_replays_without_panics() {
-        let dir = corpus_dir("wal_record");
-        if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in seeds() {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            wal_record(&std::fs::read(entry.unwrap().path()).unwrap());
-            n += 1;
-        }
-        assert!(n >= 40, "corpus at {} has only {n} inputs", dir.display());
+        replay_corpus("wal_record", seeds(), 40, wal_record);
         for (_, seed) in seeds() {
             wal_record(&seed);
         }
@@ -335,7 +329,7 @@ mod wal {
 }
 
 mod fsm {
-    use super::{corpus_dir, input};
+    use super::{input, replay_corpus};
     use keel::PageId;
     use keel::fsm::{ENTRIES_PER_PAGE, FreeSpaceMap};
     use keel::fuzz_targets::fsm_page;
@@ -374,19 +368,7 @@ mod fsm {
 
     #[test]
     fn committed_corpus_replays_without_panics() {
-        let dir = corpus_dir("fsm_page");
-        if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in seeds() {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            fsm_page(&std::fs::read(entry.unwrap().path()).unwrap());
-            n += 1;
-        }
-        assert!(n >= 7, "corpus at {} has only {n} inputs", dir.display());
+        replay_corpus("fsm_page", seeds(), 7, fsm_page);
         for (_, seed) in seeds() {
             fsm_page(&seed);
         }
@@ -458,19 +440,12 @@ fn wal_segment_seeds() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn wal_segment_corpus_replays_without_panics() {
-    let dir = corpus_dir("wal_segment");
-    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in wal_segment_seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        keel::fuzz_targets::wal_segment(&std::fs::read(entry.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 3, "corpus at {} has only {n} inputs", dir.display());
+    replay_corpus(
+        "wal_segment",
+        wal_segment_seeds(),
+        3,
+        keel::fuzz_targets::wal_segment,
+    );
     // Bit flips through the seed log, at a stride.
     let (_, log) = wal_segment_seeds().swap_remove(0);
     for pos in (0..log.len()).step_by(97) {
@@ -557,19 +532,12 @@ fn recovery_seeds() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn recovery_corpus_replays_without_panics() {
-    let dir = corpus_dir("recovery");
-    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in recovery_seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        keel::fuzz_targets::recovery(&std::fs::read(entry.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 5, "corpus at {} has only {n} inputs", dir.display());
+    replay_corpus(
+        "recovery",
+        recovery_seeds(),
+        5,
+        keel::fuzz_targets::recovery,
+    );
     // The seed log is a valid log: it recovers (redo, and undo of the loser)
     // and its relation holds the committed tuples (12 + 1 - 1 deleted).
     let log = recovery_log();
@@ -612,7 +580,7 @@ fn recovery_regression_redo_of_an_invalid_overflow_head() {
 // --- tree_page ---
 
 mod tree {
-    use super::{corpus_dir, input};
+    use super::{input, replay_corpus};
     use keel::PageId;
     use keel::fuzz_targets::tree_page;
     use keel::page::tree::check::check_tree;
@@ -686,19 +654,7 @@ mod tree {
 
     #[test]
     fn committed_corpus_replays_without_panics() {
-        let dir = corpus_dir("tree_page");
-        if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in seeds() {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            tree_page(&std::fs::read(entry.unwrap().path()).unwrap());
-            n += 1;
-        }
-        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+        replay_corpus("tree_page", seeds(), 8, tree_page);
         for (_, seed) in seeds() {
             tree_page(&seed);
         }
@@ -725,7 +681,7 @@ mod tree {
 // --- datadir_open ---
 
 mod datadir {
-    use super::corpus_dir;
+    use super::replay_corpus;
     use keel::datadir::layout::{control_path, wal_dir};
     use keel::fuzz_targets::{
         DATADIR, RESEAL_CONTROL, RESEAL_SEGMENT_HEADER, datadir_open, datadir_open_run,
@@ -767,19 +723,7 @@ mod datadir {
 
     #[test]
     fn committed_corpus_replays_without_panics() {
-        let dir = corpus_dir("datadir_open");
-        if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in seeds() {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            datadir_open(&std::fs::read(entry.unwrap().path()).unwrap());
-            n += 1;
-        }
-        assert!(n >= 6, "corpus at {} has only {n} inputs", dir.display());
+        replay_corpus("datadir_open", seeds(), 6, datadir_open);
         // The seed directory opens: recovery undoes the loser, and the
         // scans find 10 rows (10 inserted, 1 deleted, 1 more) and 9 keys.
         let (control, header) = control_and_header();
