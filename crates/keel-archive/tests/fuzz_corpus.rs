@@ -81,19 +81,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn committed_corpus_replays_without_panics() {
-    let dir = corpus_dir();
+    replay(&corpus_dir(), seeds(), chunk_decode, 4);
+}
+
+/// Runs every file of the corpus in `dir` through `target` (writing
+/// `seeds` there first when `KEEL_WRITE_SEED_CORPUS` is set); at least
+/// `min` files must be there (the committed seeds).
+fn replay(dir: &std::path::Path, seeds: Vec<(&str, Vec<u8>)>, target: fn(&[u8]), min: usize) {
     if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds() {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, bytes) in seeds {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
-    replay(&dir, chunk_decode, 4);
-}
-
-/// Runs every file of the corpus in `dir` through `target`; at least
-/// `min` files must be there (the committed seeds).
-fn replay(dir: &std::path::Path, target: fn(&[u8]), min: usize) {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         target(&std::fs::read(e.unwrap().path()).unwrap());
@@ -171,14 +171,7 @@ fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn committed_manifest_corpus_replays_without_panics() {
-    let dir = manifest_corpus_dir();
-    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in manifest_seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    replay(&dir, manifest_decode, 2);
+    replay(&manifest_corpus_dir(), manifest_seeds(), manifest_decode, 2);
 }
 
 /// Every byte of the seed manifest changed (three ways), resealed or not,
@@ -301,14 +294,7 @@ fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn committed_text_corpus_replays_without_panics() {
-    let dir = text_corpus_dir();
-    if std::env::var_os("KEEL_WRITE_SEED_CORPUS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in text_seeds() {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    replay(&dir, archive_text, 9);
+    replay(&text_corpus_dir(), text_seeds(), archive_text, 9);
 }
 
 /// Every byte of each seed changed (three ways), with and without
