@@ -97,6 +97,11 @@ enum End {
     /// The power fails at this I/O operation from the transaction's start
     /// (or after its end, if it does not reach it).
     CutAt(u64),
+    /// The transaction is rolled back and the power fails at this I/O
+    /// operation from the rollback's start (or after it): a rollback's
+    /// evictions write its first CLRs, so recovery may find a rollback cut
+    /// between two records it logs under one latch (a replace's).
+    AbortThenCut(u64),
     /// Reads of data pages come back with a bit flipped, each with this
     /// probability in a thousand, until an operation fails on one; the
     /// transaction goes on with good reads and commits.
@@ -160,6 +165,7 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
         1 => Just(End::CommitThenKill),
         1 => Just(End::PowerCut),
         2 => (1u64..600).prop_map(End::CutAt),
+        2 => (1u64..40).prop_map(End::AbortThenCut),
         2 => (20u16..400).prop_map(End::BadReads),
     ];
     (
@@ -550,6 +556,13 @@ fn run_txn(
             tx.abort().unwrap();
             Outcome::NotCommitted
         }
+        (End::AbortThenCut(n), Ok(())) => {
+            let at = m.sim.op_count() + n;
+            m.sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
+            // Fails when the cut falls inside it.
+            let _ = tx.abort();
+            Outcome::NotCommitted
+        }
         (_, Ok(())) => {
             std::mem::forget(tx);
             Outcome::NotCommitted
@@ -591,7 +604,7 @@ fn run(steps: &[TxnPlan]) {
                 m.kill();
                 None
             }
-            End::PowerCut => {
+            End::PowerCut | End::AbortThenCut(_) => {
                 m.power_cut();
                 None
             }
