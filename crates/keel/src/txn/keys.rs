@@ -130,6 +130,35 @@ impl Transaction<'_> {
     /// first key past the range, is locked shared until the transaction
     /// ends: no other transaction can insert into, or delete from, the
     /// range meanwhile (no phantoms).
+    ///
+    /// `range` is `..` or a pair of [`Bound`]s of byte slices (std's `a..b`
+    /// form needs sized bounds, so it does not take two `&[u8]`):
+    ///
+    /// ```
+    /// # fn main() -> keel::Result<()> {
+    /// # let tmp = std::env::temp_dir().join(format!("keel-doc-range-{}", std::process::id()));
+    /// # let db = keel::Database::open(&tmp, keel::Config::default())?;
+    /// use std::ops::Bound::{Excluded, Included};
+    ///
+    /// let t = db.create_tree("t")?;
+    /// let mut tx = db.begin()?;
+    /// for k in [&b"a"[..], b"b", b"c", b"d"] {
+    ///     tx.put(t, k, b"v")?;
+    /// }
+    /// let (lo, hi): (&[u8], &[u8]) = (b"b", b"d");
+    /// let keys: Vec<Vec<u8>> = tx
+    ///     .range(t, (Included(lo), Excluded(hi)))?
+    ///     .map(|kv| kv.map(|(k, _)| k))
+    ///     .collect::<keel::Result<_>>()?;
+    /// assert_eq!(keys, [b"b".to_vec(), b"c".to_vec()]);
+    /// // The last key, from the back of the whole tree.
+    /// assert_eq!(tx.range(t, ..)?.next_back().transpose()?.map(|(k, _)| k), Some(b"d".to_vec()));
+    /// tx.commit()?;
+    /// # db.close()?;
+    /// # std::fs::remove_dir_all(&tmp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn range<R: RangeBounds<[u8]>>(&self, tree: RelationId, range: R) -> Result<Range<'_>> {
         let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
         let cursor = TreeCursor::new(own(range.start_bound()), own(range.end_bound()))?;
