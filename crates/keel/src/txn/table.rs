@@ -34,9 +34,8 @@ pub(crate) fn next_txn_id(
         return Err(crate::error::DbError::Corrupt {
             what: format!("data directory {}", dir.display()),
             reason: format!(
-                "its control file or log names transaction id {}, at or past the limit \
-                 {TXN_ID_LIMIT} no database reaches",
-                next - 1
+                "its control file or log puts the next transaction id at {next}, at or past \
+                 the limit {TXN_ID_LIMIT} no database reaches"
             ),
         }
         .into());
