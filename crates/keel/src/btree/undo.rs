@@ -13,9 +13,10 @@
 //! so nobody else has changed the key meanwhile.
 
 use super::{Path, corrupt};
+use crate::buffer::PageWriteGuard;
 use crate::error::Result;
 use crate::heap::Relation;
-use crate::page::tree::item_len;
+use crate::page::tree::{TreePage, item_len};
 use crate::storage::Storage;
 use crate::txn::undo::TxnLog;
 use crate::types::Lsn;
@@ -78,40 +79,67 @@ impl Storage {
         old: Vec<u8>,
     ) -> Result<()> {
         let _shared = rel.structure.read();
-        let mut path = Path::new();
-        loop {
-            let mut g = self.writable_leaf(rel, key, &mut path)?;
-            let pid = g.page_id();
-            let p = self.node(rel, &g, pid, 0)?;
-            let Ok(i) = p.search(key)? else {
-                return Err(corrupt(
-                    rel,
-                    pid,
-                    "undo of a replace finds the key absent".to_string(),
-                ));
-            };
-            let new = p.item(i)?.1.to_vec();
-            if p.total_free() + item_len(key, &new) < item_len(key, &old) {
-                self.split(rel, g, 0, &mut path)?;
-                continue;
-            }
-            let delete = Payload::Compensation {
-                undo_next: insert_undo_next,
-                action: Box::new(Payload::TreeDelete {
+        let old_len = item_len(key, &old);
+        let (mut g, found) = self.undo_leaf(rel, key, |p, found| {
+            Ok(match found {
+                Ok(i) => p.total_free() + item_len(key, p.item(i)?.1) >= old_len,
+                Err(_) => true,
+            })
+        })?;
+        let pid = g.page_id();
+        let Ok(i) = found else {
+            return Err(corrupt(
+                rel,
+                pid,
+                "undo of a replace finds the key absent".to_string(),
+            ));
+        };
+        let new = self.node(rel, &g, pid, 0)?.item(i)?.1.to_vec();
+        for (undo_next, action) in [
+            (
+                insert_undo_next,
+                Payload::TreeDelete {
                     key: key.to_vec(),
                     rest: new,
-                }),
-            };
-            self.change(Some(log), rel.id, &mut g, &delete)?;
-            let insert = Payload::Compensation {
-                undo_next: delete_undo_next,
-                action: Box::new(Payload::TreeInsert {
+                },
+            ),
+            (
+                delete_undo_next,
+                Payload::TreeInsert {
                     key: key.to_vec(),
                     rest: old,
-                }),
+                },
+            ),
+        ] {
+            let clr = Payload::Compensation {
+                undo_next,
+                action: Box::new(action),
             };
-            self.change(Some(log), rel.id, &mut g, &insert)?;
-            return Ok(());
+            self.change(Some(log), rel.id, &mut g, &clr)?;
+        }
+        Ok(())
+    }
+
+    /// The leaf that covers `key` now (undo descends again: module docs),
+    /// exclusively latched, with `key`'s place in it (`Err`: absent), once
+    /// `room` says what undo will log there fits; otherwise the leaf is
+    /// split first (redo-only) and the descent starts over.
+    fn undo_leaf(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        room: impl Fn(&TreePage<&[u8]>, std::result::Result<usize, usize>) -> Result<bool>,
+    ) -> Result<(PageWriteGuard<'_>, std::result::Result<usize, usize>)> {
+        let mut path = Path::new();
+        loop {
+            let g = self.writable_leaf(rel, key, &mut path)?;
+            let pid = g.page_id();
+            let p = self.node(rel, &g, pid, 0)?;
+            let found = p.search(key)?;
+            if room(&p, found)? {
+                return Ok((g, found));
+            }
+            self.split(rel, g, 0, &mut path)?;
         }
     }
 
@@ -155,45 +183,38 @@ impl Storage {
                 ));
             }
         };
-        let mut path = Path::new();
-        loop {
-            let mut g = self.writable_leaf(rel, key, &mut path)?;
-            let pid = g.page_id();
-            let p = self.node(rel, &g, pid, 0)?;
-            let found = p.search(key)?;
-            let present = found.is_ok();
-            let room = p.fits(match &action {
-                Payload::TreeInsert { key, rest } => item_len(key, rest),
-                _ => 0,
-            });
-            match (&action, present) {
-                (Payload::TreeDelete { .. }, true) | (Payload::TreeInsert { .. }, false) => {}
-                _ => {
-                    return Err(corrupt(
-                        rel,
-                        pid,
-                        format!(
-                            "undo of a {} finds the key {}",
-                            record.kind().name(),
-                            if present { "present" } else { "absent" }
-                        ),
-                    ));
-                }
-            }
-            if !room {
-                self.split(rel, g, 0, &mut path)?;
-                continue;
-            }
-            let mut action = action;
-            if let (Payload::TreeDelete { rest, .. }, Ok(i)) = (&mut action, found) {
-                *rest = p.item(i)?.1.to_vec();
-            }
-            let clr = Payload::Compensation {
-                undo_next,
-                action: Box::new(action),
-            };
-            self.change(Some(log), rel.id, &mut g, &clr)?;
-            return Ok(());
+        let need = match &action {
+            Payload::TreeInsert { key, rest } => item_len(key, rest),
+            _ => 0,
+        };
+        let inserts = matches!(action, Payload::TreeInsert { .. });
+        // A leaf that contradicts the record comes back as it is, to be
+        // reported below.
+        let (mut g, found) = self.undo_leaf(rel, key, |p, found| {
+            Ok(found.is_ok() == inserts || p.fits(need))
+        })?;
+        let pid = g.page_id();
+        let present = found.is_ok();
+        if present == inserts {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!(
+                    "undo of a {} finds the key {}",
+                    record.kind().name(),
+                    if present { "present" } else { "absent" }
+                ),
+            ));
         }
+        let mut action = action;
+        if let (Payload::TreeDelete { rest, .. }, Ok(i)) = (&mut action, found) {
+            *rest = self.node(rel, &g, pid, 0)?.item(i)?.1.to_vec();
+        }
+        let clr = Payload::Compensation {
+            undo_next,
+            action: Box::new(action),
+        };
+        self.change(Some(log), rel.id, &mut g, &clr)?;
+        Ok(())
     }
 }
