@@ -17,8 +17,12 @@
 //! restore into a new directory on the rebooted disk then gives every
 //! commit.
 //!
+//! The same holds after a restore killed at an operation and then cut by
+//! a power cut (the kill leaves its unsynced writes pending), and after
+//! one whose operation failed (EIO, a full disk) and then lost its power.
+//!
 //! Default: cuts at 40 operations spread over the restore and at its last
-//! four;
+//! four (kills and failures at 20);
 //! `KEEL_RESTORE_CUT_EVERY_OP=1` cuts at every one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
@@ -165,5 +169,41 @@ fn a_restore_cut_by_a_power_cut_leaves_nothing_an_open_misreads() {
     assert!(
         seen.contains_key("unfinished") && seen.contains_key("restored"),
         "{total} operations; the cuts left {seen:?}"
+    );
+}
+
+/// A restore killed at an operation, or failing there (EIO, a full disk),
+/// then cut by a power cut: the directory is one of the three states
+/// (module docs), and a new restore gives every commit.
+#[test]
+fn a_restore_killed_or_failing_then_cut_leaves_nothing_an_open_misreads() {
+    let (target, rows) = archive();
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(1)));
+    restore(&target, &sim, "/r").unwrap();
+    let total = sim.op_count();
+    let mut seen = std::collections::BTreeMap::new();
+    for at in (0..20).map(|i| i * total / 20) {
+        for fault in [Fault::Kill, Fault::Eio, Fault::NoSpace] {
+            let sim = Arc::new(SimIo::new(SimConfig::seeded(at)));
+            sim.add_fault(FaultRule::at_op(at, fault));
+            let result = restore(&target, &sim, "/r");
+            let disk = match fault {
+                Fault::Kill => {
+                    assert!(
+                        result.is_err(),
+                        "killed at {at}: the restore reported success"
+                    );
+                    let after = SimIo::after_kill(sim.kill(), SimConfig::seeded(at + 1));
+                    after.crash()
+                }
+                _ => sim.crash(),
+            };
+            let left = check_after_cut(disk, &target, &rows, at);
+            *seen.entry((format!("{fault:?}"), left)).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        seen.keys().any(|(f, l)| f == "Kill" && *l == "unfinished"),
+        "{total} operations; the faults left {seen:?}"
     );
 }
