@@ -836,3 +836,38 @@ fn a_clean_open_reads_no_page_of_a_tree() {
         db.close().unwrap();
     }
 }
+
+/// A split holds at most three pages however tall the tree (btree module
+/// docs: a full parent is split, takes the downlink and lets go of the
+/// level below before its own downlink goes up), so a pool of four
+/// frames grows a tree of five levels of 1,000-byte keys, every put
+/// committed, and the tree is whole after a reopen.
+#[test]
+fn a_pool_of_four_frames_grows_a_tree_of_five_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.buffer = BufferConfig::with_frames(4);
+    let wide = |i: u64| {
+        let mut k = key(i);
+        k.resize(1000, b'.');
+        k
+    };
+    let db = Database::open(dir.path(), c.clone()).unwrap();
+    let t = db.create_tree("t").unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..2500 {
+        let mut tx = db.begin().unwrap();
+        tx.put(t, &wide(i), &value(i, 40))
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        tx.commit().unwrap();
+        model.insert(wide(i), value(i, 40));
+    }
+    let levels = common::nodes_per_level(&db, "t");
+    assert!(levels.len() >= 5, "nodes per level {levels:?}");
+    db.close().unwrap();
+    let db = Database::open(dir.path(), c).unwrap();
+    let t = db.tree("t").unwrap().unwrap();
+    assert_eq!(all(&db, t), model.into_iter().collect::<Vec<_>>());
+    structure_ok(&db, "t");
+    db.close().unwrap();
+}

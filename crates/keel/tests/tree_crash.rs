@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Power cuts at every I/O operation of a tree's structure changes, on the
-//! simulated disk: a leaf split, a root split, the reclaim of leaves
+//! simulated disk: a leaf split, a root split, a split that climbs three
+//! levels and splits the root above them, the reclaim of leaves
 //! emptied by committed deletes, and a bulk load whose own later puts
 //! split the root it loaded, rolled back (recovery undoing it when the cut
 //! comes first) or committed. Each step runs from the same durable
@@ -130,21 +131,6 @@ fn pages(db: &Database) -> (u32, usize) {
         n,
         common::pages_of_type(db, "t", keel::page::PageType::Free),
     )
-}
-
-/// How many nodes of tree "t" each level has (leaves first).
-fn nodes_per_level(db: &Database) -> Vec<usize> {
-    let n = common::page_count(db, "t");
-    let mut levels = Vec::new();
-    for p in 1..n {
-        let page = db.read_page("t", PageId(p)).unwrap();
-        if let Ok(node) = TreePage::open(&page[..], PageId(p)) {
-            let l = usize::from(node.level());
-            levels.resize(levels.len().max(l + 1), 0);
-            levels[l] += 1;
-        }
-    }
-    levels
 }
 
 /// The structural check of tree "t" (`keel check`'s) finds nothing:
@@ -292,6 +278,58 @@ fn a_power_cut_at_every_io_of_a_root_split_keeps_the_tree_whole() {
     );
     assert!(cuts >= 5, "only {cuts} I/O operations in the step");
     eprintln!("root split: {cuts} cut points, pages {before:?} -> {after:?}");
+}
+
+/// Ascending 1,000-byte keys: the 133rd splits a leaf, its parent and the
+/// root of three levels (a tree of four levels after it, `WIDE`'s notes).
+const UP_THREE: u32 = 130;
+
+fn up_three(db: &Database, tree: RelationId, m: &mut TreeModel) -> Step {
+    let keys: Vec<u32> = (WIDE + UP_THREE..WIDE + UP_THREE + 6).collect();
+    put_all(db, tree, &keys, m)
+}
+
+/// More ascending keys after [`up_three`]: the 208th splits a leaf, its
+/// parent and the parent's parent, below the new root.
+fn up_three_more(db: &Database, tree: RelationId, m: &mut TreeModel) -> Step {
+    let keys: Vec<u32> = (WIDE + UP_THREE + 6..WIDE + 220).collect();
+    put_all(db, tree, &keys, m)
+}
+
+/// [`up_three`] from its starting state grows the tree from three levels
+/// to four.
+fn assert_three_levels_up(model: &TreeModel) {
+    let (disk, _) = start(WIDE..WIDE + UP_THREE);
+    let sim = common::reboot(disk, 2);
+    let db = common::open_sim(&sim, config(POOL)).unwrap();
+    let tree = db.tree("t").unwrap().unwrap();
+    let before = common::nodes_per_level(&db, "t");
+    assert_eq!(up_three(&db, tree, &mut model.clone()), Step::Acked);
+    let after = common::nodes_per_level(&db, "t");
+    db.close().unwrap();
+    assert_eq!(
+        (before.len(), after.len()),
+        (3, 4),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn a_power_cut_at_every_io_of_a_split_up_three_levels_keeps_the_tree_whole() {
+    let (disk, model) = start(WIDE..WIDE + UP_THREE);
+    let (before, after, cuts) = cut_everywhere(
+        "split up three levels",
+        &disk,
+        &model,
+        12,
+        up_three,
+        up_three_more,
+        no_leaks,
+    );
+    assert_three_levels_up(&model);
+    assert!(after.0 > before.0, "{before:?} {after:?}");
+    assert!(cuts >= 10, "only {cuts} I/O operations in the step");
+    eprintln!("split up three levels: {cuts} cut points, pages {before:?} -> {after:?}");
 }
 
 #[test]
@@ -580,6 +618,14 @@ fn a_log_cut_after_any_record_of_leaf_splits_leaks_no_page() {
 }
 
 #[test]
+fn a_log_cut_after_any_record_of_a_split_up_three_levels_leaks_no_page() {
+    let (disk, model) = start(WIDE..WIDE + UP_THREE);
+    let (n, pages) = cut_after_every_record("split up three levels", disk, &model, up_three);
+    assert_three_levels_up(&model);
+    assert!(n >= 8, "only {n} records in the step ({pages:?})");
+}
+
+#[test]
 fn a_log_cut_after_any_record_of_a_leaf_reclaim_leaks_no_page() {
     let (disk, model) = start(0..800);
     // The reclaims are logged after the commit; another tree's creation
@@ -616,7 +662,7 @@ fn a_log_cut_after_any_record_of_inner_node_merges_leaks_no_page() {
     {
         let sim = common::reboot(disk.clone(), 3);
         let db = common::open_sim(&sim, config(64)).unwrap();
-        let levels = nodes_per_level(&db);
+        let levels = common::nodes_per_level(&db, "t");
         assert!(
             levels.len() >= 3,
             "a tree of three levels or more: {levels:?}"
@@ -631,10 +677,10 @@ fn a_log_cut_after_any_record_of_inner_node_merges_leaks_no_page() {
     for (name, step) in [("middle", middle), ("left end", left)] {
         let sim = common::reboot(disk.clone(), 4);
         let db = common::open_sim(&sim, config(POOL)).unwrap();
-        let before = nodes_per_level(&db);
+        let before = common::nodes_per_level(&db, "t");
         let tree = db.tree("t").unwrap().unwrap();
         assert_eq!(step(&db, tree, &mut model.clone()), Step::Acked);
-        let after = nodes_per_level(&db);
+        let after = common::nodes_per_level(&db, "t");
         assert!(
             after[1] < before[1] && after[2] < before[2],
             "{name}: inner nodes per level {before:?} -> {after:?}"

@@ -45,14 +45,22 @@
 //! high key, R as its right link and the `INCOMPLETE_SPLIT` flag (a
 //! `tree-split` of R's image and L's truncation, or a `multi-page-image` of
 //! both, [`Storage::change_split`]; below). R's latch is released;
-//! with L still latched, the parent is latched (child, then parent, never
+//! with L still latched, the parent P is latched (child, then parent, never
 //! the other way round), found by the path of the descent and moving
 //! right until the page holding L's downlink, and the downlink `(first key
-//! of R, R)` is inserted into it (splitting the parent first if it is
-//! full, the same way, one level up). Then L's flag is cleared and L
-//! released. When L was the root, a new root with the two downlinks is
+//! of R, R)` is inserted into it. Then L's flag is cleared and L
+//! released. A full P is split first, the same way (its halves logged,
+//! its own flag set, its new right half PR latched after it), the
+//! downlink goes into whichever of P and PR covers its key, L's flag is
+//! cleared and L released, and only then is P's downlink added one level
+//! up, P taking L's place. So a split holds at most three pages (L, P,
+//! PR; at the top, the old root, the new root and the meta page) however
+//! tall the tree, and a pool of a few frames grows a tree of any height.
+//! When L was the root, a new root with the two downlinks is
 //! made and the meta page is changed to name it. Between the two halves
-//! and the downlink, readers reach R through L's right link.
+//! and the downlink, readers reach R through L's right link; a crash
+//! between a level's downlink and the next level's leaves the upper
+//! split flagged, and the next writer there finishes it.
 //!
 //! Latch order, the whole of it: levels are latched bottom-up (a page of
 //! level `l + 1` only while holding pages of level `l` or below, except

@@ -34,6 +34,10 @@ pub(crate) type Found = (PageId, Vec<u8>);
 /// An item removed: its leaf, its rest, and whether the leaf is now empty.
 type Removed = (PageId, Vec<u8>, bool);
 
+/// A node split to make room, still latched, with its separator and its
+/// new right half, whose downlink is still to be added above.
+type Halves<'s> = (PageWriteGuard<'s>, Vec<u8>, PageId);
+
 /// Whether an operation finished or must wait for a lock and restart.
 pub(crate) enum Step<T> {
     Done(T),
@@ -422,7 +426,12 @@ impl Storage {
     }
 
     /// Inserts a downlink `(key, rest)` into the latched internal node `g`
-    /// of `level` (redo-only), splitting it as needed.
+    /// of `level` (redo-only). A full `g` is split first and the downlink
+    /// goes into the half that covers `key`; the split node is then
+    /// returned, still latched, with its separator and right half, whose
+    /// own downlink the caller adds one level up after letting go of the
+    /// level below (`add_downlink`), so a split never holds a page per
+    /// level of the tree.
     fn insert_into_node<'s>(
         &'s self,
         rel: &Relation,
@@ -431,24 +440,56 @@ impl Storage {
         path: &mut Path,
         key: &[u8],
         rest: &[u8],
-    ) -> Result<()> {
+    ) -> Result<Option<Halves<'s>>> {
         loop {
             let p = TreePage::open(&g[..], g.page_id())?;
             if p.incomplete_split() {
                 self.finish_split(rel, g, level, path)?;
             } else if p.fits(item_len(key, rest)) {
-                let insert = Payload::TreeInsert {
-                    key: key.to_vec(),
-                    rest: rest.to_vec(),
-                };
-                self.change(None, rel.id, &mut g, &insert)?;
-                return Ok(());
+                self.insert_downlink(rel, &mut g, key, rest)?;
+                return Ok(None);
             } else {
-                self.split(rel, g, level, path)?;
+                let (sep, mut rg) = self.split_halves(rel, &mut g, level)?;
+                let right = rg.page_id();
+                if key < sep.as_slice() {
+                    drop(rg);
+                    self.insert_downlink(rel, &mut g, key, rest)?;
+                } else {
+                    self.insert_downlink(rel, &mut rg, key, rest)?;
+                }
+                return Ok(Some((g, sep, right)));
             }
             let start = self.descend(rel, key, level, &mut Path::new())?;
             g = self.latch_covering(rel, start, level, key)?;
         }
+    }
+
+    /// Logs the insert of the downlink `(key, rest)` into the latched
+    /// internal node `g` (redo-only); `g` must have room for it.
+    fn insert_downlink(
+        &self,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'_>,
+        key: &[u8],
+        rest: &[u8],
+    ) -> Result<()> {
+        let pid = g.page_id();
+        if !TreePage::open(&g[..], pid)?.fits(item_len(key, rest)) {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!(
+                    "no room for a {}-byte downlink in a half of a split",
+                    item_len(key, rest)
+                ),
+            ));
+        }
+        let insert = Payload::TreeInsert {
+            key: key.to_vec(),
+            rest: rest.to_vec(),
+        };
+        self.change(None, rel.id, g, &insert)?;
+        Ok(())
     }
 
     /// Splits the latched node `g` of `level` and adds the new right
@@ -460,9 +501,26 @@ impl Storage {
         level: u16,
         path: &mut Path,
     ) -> Result<()> {
+        let (sep, rg) = self.split_halves(rel, &mut g, level)?;
+        let right = rg.page_id();
+        drop(rg);
+        self.add_downlink(rel, g, level, sep, right, path)
+    }
+
+    /// Logs the split of the latched node `g` of `level` into two halves:
+    /// `g` keeps the lower half, the first key of the upper half as its
+    /// high key, the new right half as its right link and the
+    /// `INCOMPLETE_SPLIT` flag, and stays latched. Returns the separator
+    /// and the right half, latched (reachable only through `g`).
+    fn split_halves<'s>(
+        &'s self,
+        rel: &Relation,
+        g: &mut PageWriteGuard<'s>,
+        level: u16,
+    ) -> Result<(Vec<u8>, PageWriteGuard<'s>)> {
         let pid = g.page_id();
         let (keep, sep) = {
-            let p = self.node(rel, &g, pid, level)?;
+            let p = self.node(rel, g, pid, level)?;
             if p.len() < 2 {
                 return Err(corrupt(
                     rel,
@@ -481,22 +539,22 @@ impl Storage {
         // logged as a truncation to its first `keep` items unless L is due
         // a page image. R's image is built from L's items where they lie
         // (L stays latched and unchanged until `change_split`).
-        let rpid = self.with_new_page(rel, |mut rg| {
+        let rg = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();
             let right = right_half(&TreePage::reopen(&g[..], pid), usize::from(keep), rpid)?;
-            self.change_split(rel.id, &mut g, &mut rg, keep, &sep, right)?;
-            Ok(rpid)
+            self.change_split(rel.id, g, &mut rg, keep, &sep, right)?;
+            Ok(rg)
         })?;
-        self.add_downlink(rel, g, level, &sep, rpid, path)
+        Ok((sep, rg))
     }
 
     /// Finishes the split of the latched node `g` (flagged
     /// `INCOMPLETE_SPLIT`): adds its right sibling's downlink above and
     /// clears the flag; releases every latch.
-    pub(crate) fn finish_split(
-        &self,
+    pub(crate) fn finish_split<'s>(
+        &'s self,
         rel: &Relation,
-        g: PageWriteGuard<'_>,
+        g: PageWriteGuard<'s>,
         level: u16,
         path: &mut Path,
     ) -> Result<()> {
@@ -509,65 +567,86 @@ impl Storage {
                 "an incomplete split with no right sibling",
             ));
         };
-        self.add_downlink(rel, g, level, &sep, right, path)
+        self.add_downlink(rel, g, level, sep, right, path)
     }
 
     /// Adds the downlink `(sep, right)` for the right half of the split of
     /// the latched node `lg` of `level` — into its parent, or into a new
-    /// root when it is the root — then clears `lg`'s flag.
-    fn add_downlink(
-        &self,
+    /// root when it is the root — then clears `lg`'s flag and lets go of
+    /// it. A parent that had to split to take the downlink is still
+    /// latched then, and its own downlink is added the same way, one level
+    /// up: at any moment a split holds the node whose downlink it adds,
+    /// the parent and the parent's new half (module docs).
+    fn add_downlink<'s>(
+        &'s self,
         rel: &Relation,
-        mut lg: PageWriteGuard<'_>,
-        level: u16,
-        sep: &[u8],
-        right: PageId,
+        mut lg: PageWriteGuard<'s>,
+        mut level: u16,
+        mut sep: Vec<u8>,
+        mut right: PageId,
         path: &mut Path,
     ) -> Result<()> {
-        let lpid = lg.page_id();
-        let above = match path.pop() {
-            Some((l, pid)) if l == level + 1 => Some(pid),
-            _ => {
-                let (root, root_level) = self.tree_root(rel)?;
-                if root_level == level {
-                    if root != lpid {
-                        return Err(corrupt(
-                            rel,
-                            lpid,
-                            format!(
-                                "a split node of the root's level {level} that is not the root {root}"
-                            ),
-                        ));
-                    }
-                    None
-                } else {
-                    Some(self.descend(rel, sep, level + 1, &mut Path::new())?)
-                }
-            }
-        };
-        match above {
-            None => self.new_root(rel, lpid, level, sep, right)?,
-            Some(start) => {
-                let pg = self.latch_covering(rel, start, level + 1, sep)?;
-                let p = self.node(rel, &pg, pg.page_id(), level + 1)?;
-                match p.search(sep)? {
-                    // Logged before a crash that stopped the split.
-                    Ok(i) if p.child(i)? == right => {}
-                    Ok(_) => {
-                        return Err(corrupt(rel, pg.page_id(), "a separator with another child"));
-                    }
-                    Err(_) => {
-                        self.insert_into_node(rel, pg, level + 1, path, sep, &child_rest(right))?;
+        loop {
+            let lpid = lg.page_id();
+            let above = match path.pop() {
+                Some((l, pid)) if l == level + 1 => Some(pid),
+                _ => {
+                    let (root, root_level) = self.tree_root(rel)?;
+                    if root_level == level {
+                        if root != lpid {
+                            return Err(corrupt(
+                                rel,
+                                lpid,
+                                format!(
+                                    "a split node of the root's level {level} that is not the root {root}"
+                                ),
+                            ));
+                        }
+                        None
+                    } else {
+                        Some(self.descend(rel, &sep, level + 1, &mut Path::new())?)
                     }
                 }
+            };
+            let mut parent_split = None;
+            match above {
+                None => self.new_root(rel, lpid, level, &sep, right)?,
+                Some(start) => {
+                    let pg = self.latch_covering(rel, start, level + 1, &sep)?;
+                    let p = self.node(rel, &pg, pg.page_id(), level + 1)?;
+                    match p.search(&sep)? {
+                        // Logged before a crash that stopped the split.
+                        Ok(i) if p.child(i)? == right => {}
+                        Ok(_) => {
+                            return Err(corrupt(
+                                rel,
+                                pg.page_id(),
+                                "a separator with another child",
+                            ));
+                        }
+                        Err(_) => {
+                            parent_split = self.insert_into_node(
+                                rel,
+                                pg,
+                                level + 1,
+                                path,
+                                &sep,
+                                &child_rest(right),
+                            )?;
+                        }
+                    }
+                }
             }
+            let flags = TreePage::open(&lg[..], lpid)?.flags() & !FLAG_INCOMPLETE_SPLIT;
+            let clear = Payload::PageDelta {
+                ranges: vec![(tree::offsets::FLAGS as u16, flags.to_le_bytes().to_vec())],
+            };
+            self.change(None, rel.id, &mut lg, &clear)?;
+            let Some((pg, psep, pright)) = parent_split else {
+                return Ok(());
+            };
+            (lg, level, sep, right) = (pg, level + 1, psep, pright);
         }
-        let flags = TreePage::open(&lg[..], lpid)?.flags() & !FLAG_INCOMPLETE_SPLIT;
-        let clear = Payload::PageDelta {
-            ranges: vec![(tree::offsets::FLAGS as u16, flags.to_le_bytes().to_vec())],
-        };
-        self.change(None, rel.id, &mut lg, &clear)?;
-        Ok(())
     }
 
     /// Makes a new root above the old root `left` (split into `left` and

@@ -332,6 +332,20 @@ pub fn page_count(db: &Database, name: &str) -> u32 {
         .pages
 }
 
+/// How many nodes of tree `name` each level has (leaves first).
+pub fn nodes_per_level(db: &Database, name: &str) -> Vec<usize> {
+    let mut levels = Vec::new();
+    for p in 1..page_count(db, name) {
+        let page = db.read_page(name, keel::PageId(p)).unwrap();
+        if let Ok(node) = keel::page::tree::TreePage::open(&page[..], keel::PageId(p)) {
+            let l = usize::from(node.level());
+            levels.resize(levels.len().max(l + 1), 0);
+            levels[l] += 1;
+        }
+    }
+    levels
+}
+
 /// The pages of relation `name` whose header says `kind`, in order (pages
 /// that cannot be read are not listed).
 pub fn pages_with_type(db: &Database, name: &str, kind: keel::page::PageType) -> Vec<keel::PageId> {
