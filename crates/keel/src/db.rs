@@ -98,6 +98,15 @@ pub struct Config {
     pub recovery_init_sync: datadir::RecoveryInitSync,
 }
 
+/// The fewest buffer frames a database runs with: the most pages one
+/// operation holds pinned at once, a tree reclaim step's record (the
+/// parent, a sibling, the left neighbour and the node leaving; a split
+/// holds three however tall the tree, [`crate::btree`]). A pool that
+/// small serves one thread; threads that together pin every frame get
+/// [`BufferError::AllFramesPinned`](crate::buffer::BufferError::AllFramesPinned),
+/// a transient error.
+pub const MIN_FRAMES: usize = 4;
+
 /// When the checkpoint that ends crash recovery is taken.
 ///
 /// Recovery leaves every page it redid dirty in the buffer pool. Until a
@@ -139,6 +148,15 @@ impl Config {
     /// Checks every value.
     pub fn validate(&self) -> Result<()> {
         self.buffer.validate()?;
+        let frames = self.buffer.frames();
+        if frames < MIN_FRAMES {
+            return Err(DbError::Config(format!(
+                "buffer.pool_bytes {} gives {frames} frames; a database needs at least \
+                 {MIN_FRAMES}",
+                self.buffer.pool_bytes
+            ))
+            .into());
+        }
         self.wal.validate()?;
         self.io
             .validate()

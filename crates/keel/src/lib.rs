@@ -42,7 +42,7 @@ pub mod txn;
 pub mod types;
 pub mod wal;
 
-pub use db::{Config, Database, RecoveryCheckpoint, RelationInfo};
+pub use db::{Config, Database, MIN_FRAMES, RecoveryCheckpoint, RelationInfo};
 pub use error::{
     DbError, Error, ErrorCause, ErrorClass, PageError, ParseIdError, Result, WalError,
 };

@@ -338,6 +338,11 @@ fn configurations_a_newcomer_tries() {
     c.checkpoint_interval = Some(Duration::ZERO);
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("checkpoint_interval"), "{e}");
+    // Fewer frames than one operation pins at once.
+    let mut c = config();
+    c.buffer = BufferConfig::with_frames(keel::MIN_FRAMES - 1);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("pool_bytes") && e.contains("at least 4"), "{e}");
     // The refusal is the same through `open`, which creates nothing.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");

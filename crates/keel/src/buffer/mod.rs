@@ -204,7 +204,8 @@ impl fmt::Display for FileId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BufferConfig {
     /// Memory for page frames, in bytes; the pool has
-    /// `pool_bytes / PAGE_SIZE` frames (at least 2).
+    /// `pool_bytes / PAGE_SIZE` frames (at least 2; a database needs
+    /// [`crate::MIN_FRAMES`]).
     pub pool_bytes: usize,
     /// Whether a background thread writes dirty pages ahead of eviction.
     pub background_writer: bool,
