@@ -508,3 +508,46 @@ fn postgres_commit_rows_have_every_sweep_point_and_the_round_trip() {
         "{stdout}"
     );
 }
+
+/// A `--dir` that is a file, or a `--json` that cannot be written, is bad
+/// usage found before anything runs (exit 2, nothing on stdout), and the
+/// file given stays as it was.
+#[test]
+fn paths_that_cannot_serve_exit_2_before_the_run() {
+    let dir = scratch();
+    let file = dir.path().join("user-file");
+    std::fs::write(&file, b"user data").unwrap();
+    let missing = dir.path().join("no-such-dir").join("out.json");
+    for (flag, path, want) in [
+        ("--dir", &file, "exists and is not a directory"),
+        ("--plot", &file, "exists and is not a directory"),
+        ("--json", &missing, "does not exist"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = keel(&[
+            "bench",
+            "kv",
+            "--keys",
+            "1000",
+            "--secs",
+            "0.01",
+            "--repeat",
+            "1",
+            "--engines",
+            "redb",
+            flag,
+            path.to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error: ") && first.contains(want),
+            "{flag}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{flag}: ran: {}", text(&out.stdout));
+        assert!(started.elapsed().as_secs() < 30);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"user data");
+    assert!(!missing.parent().unwrap().exists());
+}

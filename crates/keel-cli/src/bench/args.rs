@@ -2,7 +2,7 @@
 //! code 2 and a one-line message), then resolved into [`Settings`] with the
 //! defaults and `--quick` applied.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
@@ -87,8 +87,8 @@ pub struct BenchArgs {
     /// Measurements per case; the median and the spread min..max are reported.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_repeat)]
     pub repeat: u32,
-    /// Seconds per timed measurement [default: 2; 0.5 with --quick and in
-    /// the kv suite].
+    /// Seconds per timed measurement [default: 2, 0.5 with --quick; 0.5 in
+    /// the kv suite, also when `all` runs it].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub secs: Option<f64>,
     /// Concurrent committers for the commit suite, comma-separated
@@ -101,7 +101,7 @@ pub struct BenchArgs {
     /// Engines to run, comma-separated, from keel,sqlite,postgres,redb,disk,
     /// keel-archived
     /// [default: disk,keel,sqlite,postgres; disk,keel,sqlite,redb in the kv
-    /// suite]. `disk` is the disk's own ceilings (in the commit suite: its
+    /// suite, also when `all` runs it]. `disk` is the disk's own ceilings (in the commit suite: its
     /// single-committer loops and the group-commit reference; in the kv
     /// suite: the fdatasync loop, taking turns with Keel's one-writer phase
     /// in slices when Keel runs). redb runs only in the kv suite.
@@ -132,15 +132,25 @@ pub struct BenchArgs {
 
 /// The resolved settings of one run (every one is printed and written to the
 /// JSON file).
+///
+/// The kv suite has defaults of its own for `--secs` and `--engines`
+/// (`kv_secs`, `kv_engines`), which hold whether it runs alone or within
+/// `all`; with `keel bench kv`, `secs` and `engines` are the same values.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub suite: Suite,
     pub repeat: u32,
+    /// Seconds per timed measurement, in every suite but kv.
     pub secs: f64,
+    /// Seconds per timed measurement in the kv suite.
+    pub kv_secs: f64,
     pub committers: Vec<usize>,
     pub rows: u64,
     pub keys: u64,
+    /// Engines of every suite but kv.
     pub engines: Vec<EngineKind>,
+    /// Engines of the kv suite.
+    pub kv_engines: Vec<EngineKind>,
     pub cache_bytes: u64,
     pub wal_bytes: u64,
     pub quick: bool,
@@ -149,35 +159,74 @@ pub struct Settings {
 }
 
 impl BenchArgs {
+    /// What is wrong with the paths given, found before anything is
+    /// created or measured: a `--dir` or `--plot` that exists and is no
+    /// directory, a `--json` that is a directory or whose directory does
+    /// not exist (else the whole run would be measured, then not written).
+    pub fn path_problem(&self) -> Option<String> {
+        let not_dir = |flag: &str, p: &Path| {
+            (p.exists() && !p.is_dir())
+                .then(|| format!("{flag} {} exists and is not a directory", p.display()))
+        };
+        if let Some(p) = self.dir.as_deref().and_then(|d| not_dir("--dir", d)) {
+            return Some(p);
+        }
+        if let Some(p) = self.plot.as_deref().and_then(|d| not_dir("--plot", d)) {
+            return Some(p);
+        }
+        let json = self.json.as_deref()?;
+        if json.is_dir() {
+            return Some(format!("--json {} is a directory", json.display()));
+        }
+        let parent = json.parent().filter(|p| !p.as_os_str().is_empty());
+        match parent {
+            Some(p) if !p.is_dir() => Some(format!(
+                "--json {}: the directory {} does not exist",
+                json.display(),
+                p.display()
+            )),
+            _ => None,
+        }
+    }
+
     /// Applies the defaults (and `--quick`'s).
     pub fn settings(&self) -> Settings {
         let q = self.quick;
+        let kv = self.suite == Suite::Kv;
+        let kv_secs = self.secs.unwrap_or(0.5);
+        let kv_engines = self.engines.clone().map_or_else(
+            || {
+                vec![
+                    EngineKind::Disk,
+                    EngineKind::Keel,
+                    EngineKind::Sqlite,
+                    EngineKind::Redb,
+                ]
+            },
+            |e| e.0,
+        );
         Settings {
             suite: self.suite,
             repeat: self.repeat,
-            secs: self.secs.unwrap_or(if q || self.suite == Suite::Kv {
-                0.5
-            } else {
-                2.0
-            }),
+            secs: match kv {
+                true => kv_secs,
+                false => self.secs.unwrap_or(if q { 0.5 } else { 2.0 }),
+            },
+            kv_secs,
             committers: self
                 .committers
                 .clone()
                 .map_or_else(|| vec![1, 4, 16, 64], |c| c.0),
             rows: self.rows.unwrap_or(if q { 100_000 } else { 1_000_000 }),
             keys: self.keys.unwrap_or(if q { 10_000 } else { 50_000 }),
-            engines: self.engines.clone().map_or_else(
-                || match self.suite {
-                    Suite::Kv => vec![
-                        EngineKind::Disk,
-                        EngineKind::Keel,
-                        EngineKind::Sqlite,
-                        EngineKind::Redb,
-                    ],
-                    _ => EngineKind::ALL.to_vec(),
-                },
-                |e| e.0,
-            ),
+            engines: match kv {
+                true => kv_engines.clone(),
+                false => self
+                    .engines
+                    .clone()
+                    .map_or_else(|| EngineKind::ALL.to_vec(), |e| e.0),
+            },
+            kv_engines,
             cache_bytes: self.cache_mib.unwrap_or(if q { 8 } else { 64 }) << 20,
             wal_bytes: self.wal_mib.unwrap_or(if q { 32 } else { 256 }) << 20,
             quick: q,
@@ -222,8 +271,12 @@ fn parse_keys(s: &str) -> Result<u64, String> {
     parse_int(s, 1_000, 100_000_000)
 }
 
+/// At most this machine's memory: Keel's buffer pool refuses more
+/// (`keel::buffer::max_pool_bytes`), and a cache the machine cannot hold
+/// measures its swap, not an engine.
 fn parse_cache_mib(s: &str) -> Result<u64, String> {
-    parse_int(s, 1, 1 << 20)
+    let max_mib = (keel::buffer::max_pool_bytes() >> 20).max(1) as u64;
+    parse_int(s, 1, max_mib).map_err(|e| format!("{e} (this machine's memory, in MiB)"))
 }
 
 fn parse_wal_mib(s: &str) -> Result<u64, String> {
@@ -251,7 +304,8 @@ fn parse_engines(s: &str) -> Result<Engines, String> {
             .into_iter()
             .find(|e| e.name() == part)
             .ok_or_else(|| {
-                format!("unknown engine '{part}' (choose from keel, sqlite, postgres, redb, disk)")
+                let names: Vec<&str> = EngineKind::NAMED.iter().map(|e| e.name()).collect();
+                format!("unknown engine '{part}' (choose from {})", names.join(", "))
             })?;
         if out.contains(&e) {
             return Err(format!("engine '{part}' is given twice"));
@@ -287,5 +341,90 @@ mod tests {
         );
         assert!(parse_keys("999").is_err());
         assert_eq!(parse_keys("2_000").unwrap(), 2000);
+    }
+
+    #[test]
+    fn an_unknown_engine_lists_every_engine_there_is() {
+        let e = parse_engines("mysql").unwrap_err();
+        for k in EngineKind::NAMED {
+            assert!(e.contains(&format!(" {}", k.name())), "{} in {e}", k.name());
+        }
+        assert!(e.contains("keel-archived"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_is_at_most_this_machines_memory() {
+        let max_mib = (keel::buffer::max_pool_bytes() >> 20) as u64;
+        assert_eq!(parse_cache_mib(&max_mib.to_string()).unwrap(), max_mib);
+        let e = parse_cache_mib(&(max_mib + 1).to_string()).unwrap_err();
+        assert!(e.contains("memory"), "{e}");
+        assert!(parse_cache_mib("0").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        use clap::Parser;
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().bench.settings()
+    }
+
+    #[test]
+    fn the_kv_suite_keeps_its_defaults_within_all() {
+        use EngineKind::*;
+        let kv_default = vec![Disk, Keel, Sqlite, Redb];
+        let all = settings(&["all"]);
+        assert_eq!(all.kv_engines, kv_default);
+        assert_eq!(all.kv_secs, 0.5);
+        assert_eq!(all.engines, EngineKind::ALL.to_vec());
+        assert_eq!(all.secs, 2.0);
+        let kv = settings(&["kv"]);
+        assert_eq!((kv.secs, kv.kv_secs), (0.5, 0.5));
+        assert_eq!(kv.engines, kv_default);
+        assert_eq!(kv.kv_engines, kv_default);
+        assert_eq!(settings(&["all", "--quick"]).secs, 0.5);
+        // Given values hold in every suite.
+        let given = settings(&["all", "--secs", "1", "--engines", "keel,redb"]);
+        assert_eq!((given.secs, given.kv_secs), (1.0, 1.0));
+        assert_eq!(given.engines, vec![Keel, Redb]);
+        assert_eq!(given.kv_engines, vec![Keel, Redb]);
+    }
+
+    #[test]
+    fn paths_that_cannot_serve_are_refused_before_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"user data").unwrap();
+        let t = tmp.path().to_str().unwrap();
+        let f = file.to_str().unwrap();
+        let missing = format!("{t}/missing/out.json");
+        let problem = |args: &[&str]| {
+            use clap::Parser;
+            let argv = ["bench", "commit"].into_iter().chain(args.iter().copied());
+            Cli::try_parse_from(argv).unwrap().bench.path_problem()
+        };
+        let refused = [
+            (vec!["--dir", f], "--dir"),
+            (vec!["--plot", f], "--plot"),
+            (vec!["--json", t], "is a directory"),
+            (vec!["--json", &missing], "does not exist"),
+        ];
+        for (args, want) in refused {
+            let p = problem(&args).unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(p.contains(want), "{args:?}: {p}");
+        }
+        let fresh = format!("{t}/new/deeper");
+        let json = format!("{t}/out.json");
+        assert_eq!(
+            problem(&["--dir", t, "--plot", &fresh, "--json", &json]),
+            None
+        );
+        assert_eq!(problem(&["--dir", &fresh, "--json", "out.json"]), None);
+        assert_eq!(problem(&[]), None);
+        assert_eq!(std::fs::read(&file).unwrap(), b"user data");
     }
 }

@@ -130,6 +130,9 @@ impl Ctx {
 
 /// Runs `keel bench`.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    if let Some(problem) = args.path_problem() {
+        crate::exit_usage("bench", &problem);
+    }
     let settings = args.settings();
     let (root_guard, root) = data_root(args.dir.as_deref())?;
     let env = environment(&root);
@@ -290,7 +293,12 @@ fn print_settings(s: &Settings, env: &[(String, String)]) -> Result<(), Failure>
             .collect::<Vec<_>>()
             .join(",")
     };
-    let engines: Vec<&str> = s.engines.iter().map(|e| e.name()).collect();
+    let names = |v: &[EngineKind]| v.iter().map(|e| e.name()).collect::<Vec<_>>().join(",");
+    // `all` runs the kv suite with its own defaults (Settings).
+    let kv_apart = |main: String, kv: String| match s.suite == Suite::All && main != kv {
+        true => format!("{main} (kv suite: {kv})"),
+        false => main,
+    };
     outln!(
         "keel bench {}{}",
         s.suite.name(),
@@ -301,7 +309,13 @@ fn print_settings(s: &Settings, env: &[(String, String)]) -> Result<(), Failure>
             "repeat",
             format!("{} (median and spread min..max)", s.repeat),
         ),
-        ("secs", format!("{} per timed measurement", s.secs)),
+        (
+            "secs",
+            format!(
+                "{} per timed measurement",
+                kv_apart(s.secs.to_string(), s.kv_secs.to_string())
+            ),
+        ),
         ("committers", list(&s.committers)),
         (
             "rows",
@@ -312,7 +326,7 @@ fn print_settings(s: &Settings, env: &[(String, String)]) -> Result<(), Failure>
             ),
         ),
         ("keys", format!("{} (kv suite)", s.keys)),
-        ("engines", engines.join(",")),
+        ("engines", kv_apart(names(&s.engines), names(&s.kv_engines))),
         (
             "row",
             format!("8 B id + {} B payload", engine::PAYLOAD_BYTES),
@@ -336,6 +350,37 @@ fn print_settings(s: &Settings, env: &[(String, String)]) -> Result<(), Failure>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The bench works in a directory of its own inside `--dir` and removes
+    /// only that: whatever was in `--dir` before stays.
+    #[test]
+    fn the_run_removes_only_the_directory_it_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let user = tmp.path().join("user");
+        std::fs::create_dir(&user).unwrap();
+        std::fs::write(user.join("notes.txt"), b"mine").unwrap();
+        std::fs::create_dir(user.join(".keel-bench-old")).unwrap();
+        let (guard, root) = super::data_root(Some(&user)).unwrap();
+        assert_eq!(root.parent(), Some(user.as_path()));
+        std::fs::create_dir_all(root.join("kv-keel")).unwrap();
+        std::fs::write(root.join("kv-keel/db"), b"bench").unwrap();
+        drop(guard);
+        assert!(!root.exists());
+        let mut left: Vec<String> = std::fs::read_dir(&user)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".keel-bench-old", "notes.txt"]);
+        assert_eq!(std::fs::read(user.join("notes.txt")).unwrap(), b"mine");
+        // A --dir that does not exist yet is made, and stays.
+        let fresh = tmp.path().join("a/b");
+        let (guard, _) = super::data_root(Some(&fresh)).unwrap();
+        drop(guard);
+        assert!(fresh.is_dir());
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc_date(0), "1970-01-01 00:00:00 UTC");

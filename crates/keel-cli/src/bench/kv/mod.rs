@@ -184,7 +184,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
         .filter(|m| turns.is_none() || !matches!(m, Member::Disk(_)))
         .collect();
     if turns.is_some() {
-        let (n, each) = slices(ctx.settings.secs);
+        let (n, each) = slices(ctx.settings.kv_secs);
         let n = format!(
             "kv: keel's one-writer phase takes turns with the disk's fdatasync loop in \
              slices of {each:.3} s ({n} of keel's, each between two of the loop's); \
@@ -223,7 +223,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
 /// others skipped with a line.
 fn members(ctx: &mut Ctx) -> Result<Vec<Member>, Failure> {
     let mut out = Vec::new();
-    for kind in ctx.settings.engines.clone() {
+    for kind in ctx.settings.kv_engines.clone() {
         match kind {
             EngineKind::Disk => {
                 let dir = ctx.root.join("kv-disk");
@@ -307,7 +307,7 @@ impl Run<'_> {
         match m {
             Member::Disk(l) => {
                 self.step("disk", Phase::DiskSync);
-                let per_sec = self.disk_loop(l, self.ctx.settings.secs)?;
+                let per_sec = self.disk_loop(l, self.ctx.settings.kv_secs)?;
                 self.settled();
                 self.record("disk", Phase::DiskSync, per_sec);
                 Ok(())
@@ -341,7 +341,7 @@ impl Run<'_> {
         l: &Arc<CommitLoop>,
         next: &AtomicU64,
     ) -> Result<(f64, f64), Failure> {
-        let (n, each) = slices(self.ctx.settings.secs);
+        let (n, each) = slices(self.ctx.settings.kv_secs);
         let mut loops = Vec::with_capacity(n + 1);
         let mut keel = 0.0;
         for i in 0..=n {
@@ -388,7 +388,7 @@ impl Run<'_> {
         turns: Option<Arc<CommitLoop>>,
     ) -> Result<(), Failure> {
         let keys = self.ctx.settings.keys;
-        let secs = self.ctx.settings.secs;
+        let secs = self.ctx.settings.kv_secs;
         let seed = 1 + u64::from(self.rep);
         let next = AtomicU64::new(keys);
         // The store's creation (its tree or table, made by `open_store`) is
