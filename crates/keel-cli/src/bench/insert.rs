@@ -5,8 +5,8 @@
 //!   durable *and checkpointed*, so every engine ends in the same state,
 //!   its data in its data files: after the last commit, Keel's
 //!   `checkpoint()`, PostgreSQL's `CHECKPOINT` and SQLite's
-//!   `PRAGMA wal_checkpoint(TRUNCATE)` (after its connection closes, which
-//!   checkpoints too) all run inside the time, as SQLite's automatic
+//!   `PRAGMA wal_checkpoint(TRUNCATE)` (on its still open connection; it is
+//!   closed after the time is taken) all run inside the time, as SQLite's automatic
 //!   checkpoints and Keel's and PostgreSQL's own during the load do. The
 //!   disk's rows are durable at each batch's fdatasync.
 //! - **Bytes written** are the block device's sectors written × 512

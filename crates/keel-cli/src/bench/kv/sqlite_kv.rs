@@ -32,6 +32,9 @@ const DELETE: &str = "DELETE FROM kv WHERE key = ?1";
 pub struct SqliteKv {
     path: PathBuf,
     cache_kib: u64,
+    /// `PRAGMA page_size` and `PRAGMA mmap_size` as the database has them.
+    page_size: i64,
+    mmap_size: i64,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -54,9 +57,17 @@ impl SqliteKv {
                  WITHOUT ROWID",
             )
             .map_err(err)?;
+        let pragma = |name: &str| -> Result<i64, Failure> {
+            writer
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(err)
+        };
+        let (page_size, mmap_size) = (pragma("page_size")?, pragma("mmap_size")?);
         Ok(SqliteKv {
             path,
             cache_kib,
+            page_size,
+            mmap_size,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
@@ -120,6 +131,11 @@ impl KvStore for SqliteKv {
             ),
             ("journal_mode".into(), "WAL".into()),
             ("synchronous".into(), "FULL".into()),
+            ("page_size".into(), format!("{} B", self.page_size)),
+            (
+                "mmap_size".into(),
+                format!("{} (reads through its page cache)", self.mmap_size),
+            ),
             (
                 "cache_size".into(),
                 format!("-{} (KiB) per connection", self.cache_kib),
@@ -201,5 +217,37 @@ impl KvStore for SqliteKv {
             .lock()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The settings line names the page size and memory mapping the
+    /// database really has, as SQLite reports them.
+    #[test]
+    fn settings_name_the_page_size_and_mmap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kv = SqliteKv::open(tmp.path(), 1 << 20).unwrap();
+        let c = Connection::open(tmp.path().join("kv.sqlite")).unwrap();
+        let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let settings = kv.settings();
+        let get = |k: &str| {
+            settings
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("page_size"), Some(format!("{page} B")));
+        assert!(
+            get("mmap_size").is_some_and(|v| v.starts_with("0 ")),
+            "{settings:?}"
+        );
+        assert_eq!(
+            get("cache_size").as_deref(),
+            Some("-1024 (KiB) per connection")
+        );
     }
 }

@@ -143,6 +143,7 @@ impl KvStore for KeelKv {
             ("delete".into(), "begin; delete_key per key; commit".into()),
             ("checkpoint".into(), "Database::checkpoint".into()),
             ("buffer pool".into(), self.pool.clone()),
+            ("page size".into(), format!("{} B", keel::page::PAGE_SIZE)),
             (
                 "log writes".into(),
                 match self.db.wal_direct_io() {
