@@ -13,6 +13,12 @@
 //! commits durably before it returns; a read call reads inside one read
 //! transaction. The stores here are Keel (a tree through the public
 //! `Database` API) and redb; SQLite is in [`super::sqlite_kv`].
+//!
+//! What a read hands the bench client: Keel copies each key and value into
+//! buffers the client reuses (`get_key_into`, `next_into`); redb hands
+//! guards over its pages and SQLite borrowed blobs, neither copying. A
+//! get's value is compared with the one written in every store; a range
+//! read's items are counted.
 
 use std::ops::{Bound, Range};
 use std::path::Path;
