@@ -11,8 +11,8 @@
 #![allow(clippy::expect_used)]
 
 use crate::page::{
-    DumpOptions, Fit, OverflowPage, PAGE_SIZE, SlotContent, SlottedPage, TupleFlags, dump_page,
-    seal, verify, verify_structure,
+    DumpOptions, Fit, OverflowPage, PAGE_SIZE, PageError, SlotContent, SlottedPage, TupleFlags,
+    dump_page, seal, verify, verify_structure,
 };
 use crate::types::{PageId, SlotId};
 
@@ -258,51 +258,127 @@ fn tree_node_changes(bytes: &[u8], id: PageId) {
     );
 }
 
-/// FSM page decoder over arbitrary bytes. The first four bytes choose the
-/// FSM page id the bytes are read as, the rest is the page; a page-sized
-/// input is tried as given and re-sealed (so the body checks are reached,
-/// not only the checksum). Whatever decodes re-encodes to exactly the same
-/// bytes, and a page that is a whole map loads and answers lookups with
-/// pages whose record covers the request.
+/// Most FSM pages of one input that [`fsm_page`] loads as a map's file.
+const FSM_FUZZ_PAGES: usize = 8;
+
+/// FSM pages over arbitrary bytes. The first four bytes choose the FSM page
+/// id the first page is read as; the rest is cut into pages (at most
+/// [`FSM_FUZZ_PAGES`], the last one possibly short), page `i > 0` read as
+/// FSM page id `i`, and all of them loaded as a map's file (page `i` as id
+/// `i`, as [`FreeSpaceMap::from_pages`] reads a file). The input is tried
+/// as given and with every whole page re-sealed (so the body checks and
+/// the checks across pages are reached, not only the checksums).
+///
+/// Every page, and the relation between pages (each one's covered count,
+/// entry count and first heap page, the number of pages), is untrusted:
+/// nothing panics (invariant 9), a page that decodes re-encodes to exactly
+/// its bytes, and the file loads exactly when every page decodes at its
+/// position, all agree with page 0 on the pages covered and together hold
+/// that many entries; otherwise the error names the first page at fault.
+/// A loaded map keeps its invariants, re-encodes to exactly the file,
+/// covers what its pages say, answers lookups with pages whose record
+/// covers the request, and refuses the file cut by its last page or with
+/// a page appended.
 pub fn fsm_page(data: &[u8]) {
-    use crate::fsm::{FitKind, FreeSpaceMap, FsmPage};
-    let (id, page) = match data.split_first_chunk::<4>() {
+    let (id, rest) = match data.split_first_chunk::<4>() {
         Some((id, rest)) => (PageId(u32::from_le_bytes(*id)), rest),
         None => (PageId(0), data),
     };
-    let mut sealed = page.to_vec();
-    let candidates: &[&[u8]] = if seal(&mut sealed).is_ok() {
-        &[page, &sealed]
-    } else {
-        &[page]
-    };
-    for &bytes in candidates {
-        let _ = FreeSpaceMap::from_pages([bytes]);
-        let Ok(p) = FsmPage::decode(bytes, id) else {
-            continue;
-        };
-        assert_eq!(p.encode(), bytes, "an FSM page re-encodes differently");
-        if id.0 != 0 || p.covered_pages() as usize != p.entries().len() {
-            continue;
+    let given: Vec<&[u8]> = rest.chunks(PAGE_SIZE).take(FSM_FUZZ_PAGES).collect();
+    let resealed: Vec<Vec<u8>> = given
+        .iter()
+        .map(|p| {
+            let mut p = p.to_vec();
+            // A short page stays as it is: sealing refuses it.
+            let _ = seal(&mut p);
+            p
+        })
+        .collect();
+    let resealed: Vec<&[u8]> = resealed.iter().map(Vec::as_slice).collect();
+    fsm_file(&given, id);
+    if resealed != given {
+        fsm_file(&resealed, id);
+    }
+}
+
+/// One candidate file of [`fsm_page`]: `pages[0]` is also read as `id`.
+fn fsm_file(pages: &[&[u8]], id: PageId) {
+    use crate::fsm::{FitKind, FreeSpaceMap, FsmPage};
+    let ids = (0..pages.len()).map(|i| if i == 0 { id } else { PageId(i as u32) });
+    for (&bytes, id) in pages.iter().zip(ids) {
+        if let Ok(p) = FsmPage::decode(bytes, id) {
+            assert_eq!(p.encode(), bytes, "FSM page {id} re-encodes differently");
         }
-        let map = FreeSpaceMap::from_pages([bytes]).expect("a whole one-page map loads");
-        map.check_invariants()
-            .expect("a loaded map keeps its invariants");
-        assert_eq!(
-            map.to_pages(),
-            vec![bytes.to_vec()],
-            "map re-encodes differently"
-        );
-        for n in [0, 10, 104, 1000, 8152] {
-            let Some((found, kind)) = map.find(n) else {
-                continue;
-            };
-            let (contiguous, total) = map.recorded(found).expect("found page is tracked");
-            match kind {
-                FitKind::Now => assert!(contiguous >= n, "page {found} cannot fit {n} now"),
-                FitKind::AfterCompaction => assert!(total >= n, "page {found} cannot fit {n}"),
+    }
+    // What loading the file must give: the pages covered, or the first
+    // page at fault.
+    let mut expect: Result<u32, PageId> = Ok(0);
+    let mut entries = 0usize;
+    for (i, &bytes) in pages.iter().enumerate() {
+        let at = PageId(i as u32);
+        match FsmPage::decode(bytes, at) {
+            Ok(p) if i == 0 || Ok(p.covered_pages()) == expect => {
+                expect = Ok(p.covered_pages());
+                entries += p.entries().len();
+            }
+            _ => {
+                expect = Err(at);
+                break;
             }
         }
+    }
+    if let Ok(covered) = expect
+        && entries != covered as usize
+    {
+        expect = Err(PageId(pages.len() as u32));
+    }
+    let map = match (FreeSpaceMap::from_pages(pages), expect) {
+        (Ok(map), Ok(covered)) => {
+            assert_eq!(map.covered_pages(), covered, "the map covers its pages");
+            map
+        }
+        (Err(e), Err(at)) => {
+            let named = match e {
+                PageError::ChecksumMismatch { page_id, .. }
+                | PageError::Corrupted { page_id, .. }
+                | PageError::WrongPageType { page_id, .. } => Some(page_id),
+                _ => None,
+            };
+            assert_eq!(
+                named,
+                Some(at),
+                "the load error names the page at fault: {e}"
+            );
+            return;
+        }
+        (Ok(_), Err(at)) => panic!("an FSM file loads though page {at} is at fault"),
+        (Err(e), Ok(_)) => panic!("a consistent FSM file fails to load: {e}"),
+    };
+    map.check_invariants()
+        .expect("a loaded map keeps its invariants");
+    assert_eq!(map.to_pages(), pages, "map re-encodes differently");
+    for n in [0, 10, 104, 1000, 8152] {
+        let Some((found, kind)) = map.find(n) else {
+            continue;
+        };
+        let (contiguous, total) = map.recorded(found).expect("found page is tracked");
+        match kind {
+            FitKind::Now => assert!(contiguous >= n, "page {found} cannot fit {n} now"),
+            FitKind::AfterCompaction => assert!(total >= n, "page {found} cannot fit {n}"),
+        }
+    }
+    if let Some((&last, head)) = pages.split_last() {
+        if !head.is_empty() {
+            assert!(
+                FreeSpaceMap::from_pages(head).is_err(),
+                "an FSM file without its last page loads"
+            );
+        }
+        let longer = [pages, &[last]].concat();
+        assert!(
+            FreeSpaceMap::from_pages(&longer).is_err(),
+            "an FSM file with a page appended loads"
+        );
     }
 }
 

@@ -346,15 +346,18 @@ mod fsm {
         fsm
     }
 
-    /// FSM page id, then the page.
+    /// FSM page id, then the page or pages.
     pub(super) fn seeds() -> Vec<(String, Vec<u8>)> {
         let small = map(300, |p| p % 13 != 7).to_pages();
         let big = map(ENTRIES_PER_PAGE as u32 + 500, |p| p % 5 != 0).to_pages();
+        let three = map(2 * ENTRIES_PER_PAGE as u32 + 77, |p| p % 11 != 4).to_pages();
+        let full = map(2 * ENTRIES_PER_PAGE as u32, |p| p % 3 != 1).to_pages();
         let half = map(20, |_| true);
         for p in 0..10 {
             half.remove(PageId(p));
         }
         let untracked = half.to_pages();
+        assert_eq!((big.len(), three.len(), full.len()), (2, 3, 2));
         vec![
             ("one_page_map".into(), input(0, &small[0])),
             ("first_of_two".into(), input(0, &big[0])),
@@ -363,31 +366,80 @@ mod fsm {
             ("wrong_id".into(), input(1, &small[0])),
             ("short".into(), input(0, &small[0][..60])),
             ("zeroes".into(), input(0, &[0u8; PAGE_SIZE])),
+            // Multi-page files: whole, and wrong in how their pages relate.
+            ("two_page_map".into(), input(0, &big.concat())),
+            ("three_page_map".into(), input(0, &three.concat())),
+            ("two_full_pages".into(), input(0, &full.concat())),
+            ("last_page_missing".into(), input(0, &three[..2].concat())),
+            (
+                "page_appended".into(),
+                input(0, &[&big[..], &big[1..]].concat().concat()),
+            ),
+            (
+                "pages_swapped".into(),
+                input(0, &[&big[1][..], &big[0]].concat()),
+            ),
+            (
+                "coverage_disagrees".into(),
+                input(0, &[&big[0][..], &three[1]].concat()),
+            ),
+            (
+                "second_page_short".into(),
+                input(0, &[&big[0], &big[1][..100]].concat()),
+            ),
         ]
     }
 
     #[test]
     fn committed_corpus_replays_without_panics() {
-        replay_corpus("fsm_page", seeds(), 7, fsm_page);
+        replay_corpus("fsm_page", seeds(), 15, fsm_page);
         for (_, seed) in seeds() {
             fsm_page(&seed);
         }
     }
 
-    /// Flips every byte of the header and body fields and a stride of the
-    /// entries, as they are (the checksum catches them) and re-sealed (the
-    /// target re-seals page-sized inputs itself).
+    /// The multi-page seeds reach the loader's checks across pages: the
+    /// whole files load, and each broken one is refused naming the page
+    /// at fault.
+    #[test]
+    fn multi_page_seeds_load_or_name_the_page_at_fault() {
+        let seeds: std::collections::HashMap<String, Vec<u8>> = seeds().into_iter().collect();
+        let load = |name: &str| {
+            let pages: Vec<&[u8]> = seeds[name][4..].chunks(PAGE_SIZE).collect();
+            FreeSpaceMap::from_pages(pages).map(|m| m.covered_pages())
+        };
+        let n = ENTRIES_PER_PAGE as u32;
+        assert_eq!(load("two_page_map"), Ok(n + 500));
+        assert_eq!(load("three_page_map"), Ok(2 * n + 77));
+        assert_eq!(load("two_full_pages"), Ok(2 * n));
+        for (name, page, needle) in [
+            ("last_page_missing", 2, "FSM file ends after 2 pages"),
+            ("page_appended", 2, "claims to be page 1"),
+            ("pages_swapped", 0, "claims to be page 1"),
+            ("coverage_disagrees", 1, "but FSM page 0 says"),
+            ("second_page_short", 1, "100 bytes"),
+        ] {
+            let msg = load(name).unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("page {page}:")), "{name}: {msg}");
+            assert!(msg.contains(needle), "{name}: {msg}");
+        }
+    }
+
+    /// Flips every byte of each page's header and body fields and a stride
+    /// of the entries, as they are (the checksum catches them) and
+    /// re-sealed (the target re-seals whole pages itself).
     #[test]
     fn single_byte_mutations_never_panic() {
         for (_, seed) in seeds() {
-            let (id, page) = seed.split_at(4);
-            let positions = (0..page.len().min(120)).chain((120..page.len()).step_by(53));
+            let (id, pages) = seed.split_at(4);
+            let positions = (0..pages.len()).filter(|&at| at % PAGE_SIZE < 120 || at % 53 == 0);
             for pos in positions {
                 for flip in [0x01u8, 0x80, 0xFF] {
-                    let mut m = page.to_vec();
+                    let mut m = pages.to_vec();
                     m[pos] ^= flip;
-                    if m.len() == PAGE_SIZE {
-                        seal(&mut m).unwrap();
+                    let page = pos - pos % PAGE_SIZE;
+                    if let Some(p) = m.get_mut(page..page + PAGE_SIZE) {
+                        seal(p).unwrap();
                     }
                     fsm_page(&[id, &m].concat());
                 }
