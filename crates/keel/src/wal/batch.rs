@@ -61,6 +61,14 @@ pub(crate) trait SegmentSource: Send + Sync {
 
 /// Where the bytes of the partial block at the written end are (O_DIRECT
 /// rewrites that block): `written_end % BLOCK` of them.
+///
+/// A failed write leaves the tail as it was and takes the `spare` buffer
+/// with it. No batch is staged after a failed one: its records left the
+/// queue with it and positions are never handed out twice, so nothing is
+/// queued at the written end again and [`BatchWriter::write_batch`] takes
+/// nothing (the group commit, poisoned, calls it no more either,
+/// invariant 7). Should one be staged all the same, an `InSpare` tail
+/// without its buffer is refused, never rewritten from other bytes.
 enum Tail {
     /// In this vector: the block as the open read it.
     Owned(Vec<u8>),
@@ -68,9 +76,6 @@ enum Tail {
     /// buffer); every byte after them up to the buffer's length is zero
     /// (the last write's padding).
     InSpare { at: usize },
-    /// Gone with the buffer of a write that failed: the log is poisoned
-    /// then (invariant 7) and writes nothing more.
-    Lost,
 }
 
 /// Where the log is written up to: the leader's alone.
@@ -220,21 +225,19 @@ impl BatchWriter {
         // Every byte up to `len` is set below: the partial block's old
         // bytes at the start, the records, then zeroes for the padding
         // (the buffer's earlier batch is never written again).
-        // Until the write returns the buffer, the bytes are only in it.
-        let (mut buf, zero_to) = match std::mem::replace(&mut cur.tail, Tail::Lost) {
-            Tail::Lost => return Err(self.earlier_write_failed(cur)),
+        let (mut buf, zero_to) = match &cur.tail {
             Tail::Owned(tail) => {
                 debug_assert_eq!(tail.len(), tail_len, "O_DIRECT tail out of step");
                 let mut buf = spare
                     .filter(IoBuf::is_aligned)
                     .unwrap_or_else(|| IoBuf::aligned(0));
                 buf.set_len_for_overwrite(len);
-                buf[..tail_len].copy_from_slice(&tail);
+                buf[..tail_len].copy_from_slice(tail);
                 (buf, 0)
             }
-            Tail::InSpare { at } => {
+            &Tail::InSpare { at } => {
                 // The last write's buffer comes back with every write that
-                // succeeds.
+                // succeeds; the bytes are only in it.
                 let Some(old) = spare else {
                     return Err(self.earlier_write_failed(cur));
                 };
@@ -269,10 +272,9 @@ impl BatchWriter {
         Ok((block_off, buf))
     }
 
-    /// The error of a batch after one whose write failed (the log is
-    /// poisoned then, and the group commit starts no more batches): the
-    /// partial block's bytes went with the failed write's buffer, so
-    /// nothing is written.
+    /// The error of a batch staged after one whose write failed (none is:
+    /// [`Tail`]): the partial block's bytes went with the failed write's
+    /// buffer, so nothing is written.
     fn earlier_write_failed(&self, cur: &WriterCursor) -> WalError {
         let file = match cur.open {
             Some((_, fh)) => FileRef::handle(fh),
@@ -307,3 +309,103 @@ impl BatchWriter {
 /// Headers are skipped by [`Geometry::record_position`]; records never
 /// start inside one.
 const _: () = assert!((SEGMENT_HEADER_SIZE as u64).is_multiple_of(BLOCK));
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use keel_io::sim::{Fault, FaultRule, SimConfig, SimIo};
+
+    use super::*;
+    use crate::wal::record::{RecordMeta, RecordType, encoded_len};
+    use crate::wal::segment::SegmentHeader;
+
+    const SEGMENT: u64 = 1 << 20;
+    const BATCH: usize = 64 << 10;
+
+    /// Prepares each segment when the writer first needs it.
+    struct Prepare(Arc<SegmentDir>);
+
+    impl SegmentSource for Prepare {
+        fn ensure_prepared(&self, n: u64) -> Result<bool, WalError> {
+            let header = SegmentHeader {
+                segment_no: n,
+                segment_size: SEGMENT as u32,
+                database_id: 7,
+                max_batch_bytes: BATCH as u32,
+            };
+            self.0.prepare(&header, None).map(|()| true)
+        }
+
+        fn entered(&self, _: u64) {}
+    }
+
+    fn append(log: &LogBuffer, payload_len: usize, fill: u8) {
+        let mut record = vec![fill; encoded_len(payload_len)];
+        log.place(&RecordMeta::new(RecordType::Padding), &mut record);
+    }
+
+    /// The first `len` bytes of segment 0.
+    fn read(io: &SimIo, dir: &SegmentDir, len: usize) -> Vec<u8> {
+        dir.with_segment(0, false, |fh| {
+            let (buf, n) = io
+                .read_at(fh, 0, IoBuf::zeroed(len))
+                .wait()
+                .map_err(WalError::io("read"))?;
+            Ok(buf[..n].to_vec())
+        })
+        .unwrap()
+    }
+
+    /// With O_DIRECT, after a failed write the next call writes nothing
+    /// and the end stays where the last durable batch left it: the failed
+    /// batch's records left the queue, so nothing waits at the written end
+    /// and no batch is staged over the partial block whose bytes went with
+    /// the failed write's buffer ([`Tail`]). The group commit, poisoned,
+    /// makes no such call (invariant 7); this pins the writer's own side.
+    #[test]
+    fn after_a_failed_direct_write_nothing_more_is_written() {
+        let io = Arc::new(SimIo::new(SimConfig::seeded(3)));
+        let dir = Arc::new(SegmentDir::open(io.clone(), Path::new("/w"), true).unwrap());
+        let geometry = Geometry {
+            segment_size: SEGMENT,
+        };
+        let start = Lsn(SEGMENT_HEADER_SIZE as u64);
+        let log = LogBuffer::new(geometry, BATCH, 256 << 10, start);
+        let source = Arc::new(Prepare(dir.clone()));
+        let writer = BatchWriter::new(
+            io.clone(),
+            dir.clone(),
+            source,
+            geometry,
+            true,
+            start,
+            vec![],
+        );
+
+        append(&log, 100, 0xAA);
+        let end = writer.write_batch(&log).unwrap();
+        assert!(
+            !end.0.is_multiple_of(BLOCK),
+            "the batch ends inside a block"
+        );
+        let first = read(&io, &dir, end.0 as usize);
+        assert!(first[start.0 as usize..].ends_with(&[0xAA; 100]));
+
+        append(&log, 200, 0xBB);
+        io.add_fault(FaultRule::always(Fault::Eio).on_op(OpKind::DurableWrite));
+        let failed = writer.write_batch(&log).unwrap_err();
+        assert!(matches!(failed, WalError::Io { .. }), "{failed}");
+        io.clear_faults();
+
+        let ops = io.op_count();
+        assert_eq!(writer.write_batch(&log).unwrap(), end, "no progress");
+        assert_eq!(io.op_count(), ops, "no I/O after the failed write");
+        assert_eq!(log.take_contiguous(end, Vec::new()).len(), 0);
+        assert_eq!(
+            read(&io, &dir, end.0 as usize),
+            first,
+            "the first batch's records are untouched"
+        );
+    }
+}
