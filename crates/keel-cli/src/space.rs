@@ -19,11 +19,16 @@ pub struct RelSpace {
     pub pages: u32,
     /// Slotted heap pages, aggregated.
     pub heap: PageStats,
+    /// A tree's pages: its meta page and its nodes.
+    pub tree_pages: u64,
     /// Overflow chain pages.
     pub overflow: u64,
     /// Free pages (released chains, awaiting reuse).
     pub free: u64,
-    /// Pages that failed validation.
+    /// Pages that failed validation, or whose type no relation file
+    /// holds (a free space map page, a file meta page, a tree meta page
+    /// past page 0). Every page is counted once: `pages` is the sum of
+    /// the heap, tree, overflow, free and invalid pages.
     pub invalid: u64,
     /// When its page 0 is a tree meta page: the tree's shape (and what
     /// the structural check found, which `keel check` reports).
@@ -57,9 +62,14 @@ pub fn relations(db: &Database) -> Result<Vec<RelSpace>, Failure> {
                 },
                 Ok(PageType::Overflow) => rel.overflow += 1,
                 Ok(PageType::Free) => rel.free += 1,
-                Ok(PageType::TreeMeta) if p == 0 => rel.tree = Some(TreeReport::default()),
-                Ok(_) => {}
-                Err(_) => rel.invalid += 1,
+                Ok(PageType::TreeMeta) if p == 0 => {
+                    rel.tree_pages += 1;
+                    rel.tree = Some(TreeReport::default());
+                }
+                Ok(PageType::TreeInternal | PageType::TreeLeaf) => rel.tree_pages += 1,
+                Ok(PageType::TreeMeta | PageType::Fsm | PageType::Meta) | Err(_) => {
+                    rel.invalid += 1;
+                }
             }
         }
         if rel.tree.is_some() {

@@ -171,6 +171,7 @@ fn rel_json(r: &RelSpace) -> Value {
         "name": r.name,
         "pages": r.pages,
         "heap_pages": h.pages,
+        "tree_pages": r.tree_pages,
         "overflow_pages": r.overflow,
         "free_pages": r.free,
         "invalid_pages": r.invalid,
@@ -372,11 +373,12 @@ fn to_text(r: &Report) -> String {
         let h = &rel.heap;
         let _ = writeln!(
             s,
-            "  {:<16} {} pages ({} heap, {} overflow, {} free, {} invalid), {} live tuples, \
+            "  {:<16} {} pages ({} heap, {} tree, {} overflow, {} free, {} invalid), {} live tuples, \
              fill {:.1}%, fragmentation {:.1}%",
             rel.name,
             rel.pages,
             h.pages,
+            rel.tree_pages,
             rel.overflow,
             rel.free,
             rel.invalid,

@@ -619,3 +619,112 @@ fn a_fifo_or_a_directory_named_as_a_relation_file_is_refused() {
         "{out}"
     );
 }
+
+/// A relation's page counts in `keel stats --json` add up to its pages.
+fn assert_page_counts_add_up(r: &serde_json::Value) {
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(
+        n("heap_pages")
+            + n("tree_pages")
+            + n("overflow_pages")
+            + n("free_pages")
+            + n("invalid_pages"),
+        n("pages"),
+        "{r}"
+    );
+}
+
+/// `keel stats` reports what a known workload wrote: live tuples and
+/// their bytes, overflow pages, a tree's items, height and pages per
+/// level (against its meta page), and page counts that add up.
+#[test]
+fn stats_counts_a_known_workload() {
+    use keel::page::overflow::pages_needed;
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(tmp.path(), Config::default()).unwrap();
+        let rows = db.create_relation("rows").unwrap();
+        let keys = db.create_tree("keys").unwrap();
+        let mut tx = db.begin().unwrap();
+        let mut tids = Vec::new();
+        for i in 0..500u32 {
+            tids.push(tx.insert(rows, &[i as u8; 100]).unwrap());
+        }
+        tx.insert(rows, &[1u8; 20_000]).unwrap();
+        tx.insert(rows, &[2u8; 20_000]).unwrap();
+        for i in 0..3000u32 {
+            tx.put(keys, &u64::from(i).to_be_bytes(), &[3u8; 40])
+                .unwrap();
+        }
+        tx.put(keys, b"big", &[4u8; 10_000]).unwrap();
+        tx.commit().unwrap();
+        let mut tx = db.begin().unwrap();
+        for tid in tids.iter().step_by(10) {
+            tx.delete(rows, *tid).unwrap();
+        }
+        tx.commit().unwrap();
+        db.close().unwrap();
+    }
+    let out = keel(&["stats", "--dir", tmp.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let rel = |name: &str| {
+        v["relations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let rows = rel("rows");
+    assert_eq!(rows["live_tuples"], 452, "{rows}");
+    let head = keel::page::OverflowHead::SIZE as u64;
+    assert_eq!(rows["tuple_bytes"], 450 * 100 + 2 * head, "{rows}");
+    assert_eq!(
+        rows["overflow_pages"],
+        2 * pages_needed(20_000) as u64,
+        "{rows}"
+    );
+    assert_eq!(rows["tree_pages"], 0, "{rows}");
+    assert_eq!(rows["invalid_pages"], 0, "{rows}");
+    assert_page_counts_add_up(&rows);
+
+    let keys = rel("keys");
+    assert_page_counts_add_up(&keys);
+    assert_eq!(keys["heap_pages"], 0, "{keys}");
+    assert_eq!(
+        keys["overflow_pages"],
+        pages_needed(10_000) as u64,
+        "{keys}"
+    );
+    let tree = &keys["tree"];
+    assert_eq!(tree["leaf_items"], 3001, "{keys}");
+    assert_eq!(tree["problems"], 0, "{keys}");
+    let per_level: Vec<u64> = tree["pages_per_level"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    // Every node is reached, plus the meta page.
+    assert_eq!(
+        per_level.iter().sum::<u64>() + 1,
+        keys["tree_pages"].as_u64().unwrap(),
+        "{keys}"
+    );
+    assert_eq!(per_level.last(), Some(&1), "one root: {keys}");
+    // The height is the meta page's root level plus one.
+    let file = std::fs::read(tmp.path().join("rel/2.heap")).unwrap();
+    let (_, root_level) =
+        keel::page::tree::read_meta(&file[..keel::page::PAGE_SIZE], keel::PageId(0)).unwrap();
+    assert_eq!(tree["height"], u64::from(root_level) + 1, "{keys}");
+    assert_eq!(per_level.len(), usize::from(root_level) + 1, "{keys}");
+    let fill = tree["leaf_fill"].as_f64().unwrap();
+    assert!(fill > 0.0 && fill <= 1.0, "{keys}");
+    // keel check finds nothing wrong in the same directory (its overflow
+    // chains, in a heap and in a tree, included).
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(": 0 errors, 0 warnings"), "{out}");
+}
