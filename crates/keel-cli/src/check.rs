@@ -3,7 +3,11 @@
 //!
 //! - the control file (magic, version, checksum);
 //! - every page of every relation file, read straight from the file page by
-//!   page: its checksum (which covers its page id) and its structure;
+//!   page: its checksum (which covers its page id) and its structure; that
+//!   its type belongs in the file (a heap's file holds heap, overflow and
+//!   free pages, a tree's its meta page at page 0, nodes, overflow and free
+//!   pages; a free page is an empty header over zeros); and that its LSN
+//!   lies before the end of the log (invariant 4);
 //! - the catalog (relation 0): every row decodes, every row's relation has a
 //!   heap file, and no heap or FSM file is left that no row names (an
 //!   orphan: opening keeps it and lists it in the recovery report);
@@ -31,12 +35,12 @@
 //! what it would read, and reports as errors only what recovery cannot
 //! repair. Warnings then: a page failing verification that a record from
 //! the redo start writes whole (an image or a format: redo writes over the
-//! torn page; any other bad page is an error); a tree finding in a
-//! relation the log changes after the redo start (the crash may have left
-//! a page behind its neighbours); files the log accounts for — a relation
-//! whose create did not commit or whose drop did (recovery removes its
-//! files), a row whose drop committed, ids created since the last
-//! checkpoint. Exit 0 when no error was found, 1 otherwise.
+//! torn page; any other bad page is an error); a tree finding or a page
+//! of a type its file does not hold, in a relation the log changes after
+//! the redo start (the crash may have left a page behind its neighbours);
+//! files the log accounts for — a relation whose create did not commit or
+//! whose drop did (recovery removes its files), a row whose drop committed,
+//! ids created since the last checkpoint. Exit 0 when no error was found, 1 otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -50,8 +54,12 @@ use keel::datadir::layout::{
 };
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
+use keel::page::header::offsets::CHECKSUM;
 use keel::page::tree::check::{ProblemKind, check_tree};
-use keel::page::{PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TupleFlags, page_type};
+use keel::page::{
+    PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TupleFlags, init_page, page_lsn,
+    page_type, set_page_lsn,
+};
 use keel::recovery::control::{Control, read_control};
 use keel::wal::segment::segment_file_name;
 use keel::wal::{RecoveryMode, WalReader};
@@ -329,11 +337,11 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     let mut trees = BTreeSet::new();
     for (&id, _) in files.iter().filter(|(_, f)| f.heap) {
         let path = RelFile::Heap.path(dir, RelationId(id));
-        let pages = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
-        if check_tree_file(&path, id, pages.1, &mut report)? {
+        let scan = check_heap_file(&path, id, &mut report, (id == 0).then_some(&mut catalog))?;
+        if check_tree_file(&path, id, scan.pages, &mut report)? {
             trees.insert(id);
         }
-        free.insert(id, pages);
+        free.insert(id, (scan.free, scan.pages));
     }
     report.relations = files.values().filter(|f| f.heap).count();
     check_catalog(&files, &catalog, &trees, control.as_ref(), &mut report);
@@ -431,14 +439,101 @@ fn read_page(file: &File, p: u32, len: u64) -> std::io::Result<Option<Vec<u8>>> 
     Ok(Some(buf))
 }
 
-/// Verifies every page of a heap file; returns each heap page's free
-/// space, and collects the catalog's rows when `catalog` is given.
+/// What one pass over a relation file found, for the checks that follow
+/// it (free space map).
+#[derive(Default)]
+struct Scanned {
+    /// Each heap or free page's contiguous and total free bytes.
+    free: PageFree,
+    /// Whole pages in the file.
+    pages: u32,
+}
+
+/// What a relation file holds, by its page 0.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    /// Page 0 is a heap page (or the file is empty).
+    Heap,
+    /// Page 0 is a tree meta page.
+    Tree,
+    /// Page 0 fails verification: which types belong is unknown.
+    Unknown,
+}
+
+/// Why a page of type `t` at page `p` does not belong in a file of
+/// `kind`, if it does not. A heap's file holds heap, overflow and free
+/// pages; a tree's file its meta page at page 0, its nodes, overflow and
+/// free pages; no relation file holds a free space map or file meta page.
+fn misplaced(kind: FileKind, p: u32, t: PageType) -> Option<String> {
+    let name = t.name();
+    match (kind, t) {
+        (_, PageType::Fsm | PageType::Meta) => {
+            Some(format!("a {name} page, which no relation file holds"))
+        }
+        (_, PageType::TreeMeta) if p != 0 => {
+            Some("a tree meta page past page 0 (a tree has one, at page 0)".to_owned())
+        }
+        (FileKind::Heap, PageType::TreeLeaf | PageType::TreeInternal) => Some(format!(
+            "a {name} page in a relation whose page 0 is not a tree meta page"
+        )),
+        (FileKind::Tree, PageType::Heap) => {
+            Some("a heap page in a tree's file (page 0 is its meta page)".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Why free page `p` is not as a free page is written (an empty header
+/// over zeros, `init_page`), if it is not: a page of another kind whose
+/// type byte changed would otherwise pass as free and be reused.
+fn malformed_free(bytes: &[u8], p: u32) -> Option<String> {
+    let mut empty = vec![0u8; PAGE_SIZE];
+    init_page(&mut empty, PageId(p), PageType::Free).ok()?;
+    let lsn = page_lsn(bytes)?;
+    set_page_lsn(&mut empty, lsn).ok()?;
+    // The checksum field is the only other one that differs.
+    let checksum = CHECKSUM..CHECKSUM + 4;
+    empty[checksum.clone()].copy_from_slice(bytes.get(checksum)?);
+    let at = bytes.iter().zip(&empty).position(|(a, b)| a != b)?;
+    Some(format!(
+        "a free page with byte {at} set (a free page is an empty header over zeros): \
+         its type byte may be damaged, hiding what it held"
+    ))
+}
+
+/// The type of page 0 of `file`, which decides what else it may hold.
+fn file_kind(file: &File, len: u64) -> std::io::Result<FileKind> {
+    Ok(match read_page(file, 0, len)? {
+        None => FileKind::Heap,
+        Some(bytes) => match keel::page::verify(&bytes, PageId(0)) {
+            Ok(PageType::TreeMeta) => FileKind::Tree,
+            Ok(_) => FileKind::Heap,
+            Err(_) => FileKind::Unknown,
+        },
+    })
+}
+
+/// Reports `what` at `at` in relation `id`: an error, or a warning when
+/// the database crashed and the log changes the relation after the redo
+/// start (redo may bring a page the crash left behind up to date).
+fn finding(report: &mut Report, id: u32, at: String, what: String) {
+    if report.crashed && report.redo.changed.contains(&id) {
+        report.warning(at, format!("{what} (recovery may repair it)"));
+    } else {
+        report.error(at, what);
+    }
+}
+
+/// Verifies every page of a heap file: its checksum and structure, that
+/// its type belongs in the file, and that its LSN is before the end of
+/// the log; returns what [`Scanned`] lists, and collects the catalog's rows
+/// when `catalog` is given.
 fn check_heap_file(
     path: &Path,
     id: u32,
     report: &mut Report,
     mut catalog: Option<&mut Vec<CatalogRow>>,
-) -> Result<(PageFree, u32), Failure> {
+) -> Result<Scanned, Failure> {
     let place = rel_place(id, RelFile::Heap);
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
     let file = File::open(path).map_err(cannot)?;
@@ -449,7 +544,8 @@ fn check_heap_file(
             format!("{len} bytes: not a whole number of {PAGE_SIZE}-byte pages"),
         );
     }
-    let mut free = PageFree::new();
+    let kind = file_kind(&file, len).map_err(cannot)?;
+    let mut scan = Scanned::default();
     let mut p = 0u32;
     while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
         report.pages += 1;
@@ -457,10 +553,23 @@ fn check_heap_file(
             "{place} page {p} (offset {})",
             u64::from(p) * PAGE_SIZE as u64
         );
-        match keel::page::verify(&bytes, PageId(p)) {
+        let verified = keel::page::verify(&bytes, PageId(p));
+        if let Ok(t) = verified {
+            let wrong = misplaced(kind, p, t).or_else(|| {
+                (t == PageType::Free)
+                    .then(|| malformed_free(&bytes, p))
+                    .flatten()
+            });
+            if let Some(what) = wrong {
+                finding(report, id, at.clone(), what);
+            }
+            check_page_lsn(&bytes, &at, report);
+        }
+        match verified {
             Ok(PageType::Heap) => {
                 if let Ok(page) = SlottedPage::open(&bytes[..], PageId(p)) {
-                    free.insert(p, (page.contiguous_free(), page.total_free()));
+                    scan.free
+                        .insert(p, (page.contiguous_free(), page.total_free()));
                     if let Some(rows) = catalog.as_deref_mut() {
                         collect_rows(&page, PageId(p), &at, rows);
                     }
@@ -468,22 +577,52 @@ fn check_heap_file(
             }
             // A free page is reused as an empty heap page.
             Ok(PageType::Free) => {
-                free.insert(p, (EMPTY_PAGE_FREE, EMPTY_PAGE_FREE));
+                scan.free.insert(p, (EMPTY_PAGE_FREE, EMPTY_PAGE_FREE));
             }
             Ok(_) => {}
-            Err(e) if report.crashed && report.redo.whole.contains(&(id, p)) => report.warning(
-                at,
-                format!("{e} (recovery repairs it: the log from the redo start rewrites it whole)"),
-            ),
-            Err(e) if report.crashed => report.error(
-                at,
-                format!("{e} (recovery cannot repair it: the log from the redo start holds no image of it)"),
-            ),
-            Err(e) => report.error(at, e.to_string()),
+            Err(e) => {
+                if report.crashed && report.redo.whole.contains(&(id, p)) {
+                    report.warning(
+                        at,
+                        format!(
+                            "{e} (recovery repairs it: the log from the redo start rewrites it whole)"
+                        ),
+                    );
+                } else if report.crashed {
+                    report.error(
+                        at,
+                        format!(
+                            "{e} (recovery cannot repair it: the log from the redo start holds no image of it)"
+                        ),
+                    );
+                } else {
+                    report.error(at, e.to_string());
+                }
+            }
         }
         p += 1;
     }
-    Ok((free, p))
+    scan.pages = p;
+    Ok(scan)
+}
+
+/// A page's LSN names the last record applied to it, so it lies before
+/// the end of the log (invariant 4: a page reaches the disk only after the
+/// log is durable up to its LSN). One at or past the end carries changes
+/// whose records the log lost: recovery can neither redo nor undo them.
+fn check_page_lsn(bytes: &[u8], at: &str, report: &mut Report) {
+    let (Some(lsn), Some(end)) = (page_lsn(bytes), report.wal_end) else {
+        return;
+    };
+    if lsn >= end {
+        report.error(
+            at,
+            format!(
+                "page LSN {lsn} is not before the end of the log ({end}): the log lost the \
+                 records that wrote it, or the page is damaged"
+            ),
+        );
+    }
 }
 
 /// Walks the tree in relation `id`'s file of `pages` pages when its page 0
