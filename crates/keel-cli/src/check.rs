@@ -8,6 +8,10 @@
 //!   free pages, a tree's its meta page at page 0, nodes, overflow and free
 //!   pages; a free page is an empty header over zeros); and that its LSN
 //!   lies before the end of the log (invariant 4);
+//! - every overflow chain, from the head in a live slot or a tree leaf:
+//!   each page the next chunk, the length and the value's CRC as the head
+//!   says, no page in two chains; an overflow page no chain reaches is a
+//!   warning (leaked space);
 //! - the catalog (relation 0): every row decodes, every row's relation has a
 //!   heap file, and no heap or FSM file is left that no row names (an
 //!   orphan: opening keeps it and lists it in the recovery report);
@@ -35,12 +39,13 @@
 //! what it would read, and reports as errors only what recovery cannot
 //! repair. Warnings then: a page failing verification that a record from
 //! the redo start writes whole (an image or a format: redo writes over the
-//! torn page; any other bad page is an error); a tree finding or a page
-//! of a type its file does not hold, in a relation the log changes after
-//! the redo start (the crash may have left a page behind its neighbours);
-//! files the log accounts for — a relation whose create did not commit or
-//! whose drop did (recovery removes its files), a row whose drop committed,
-//! ids created since the last checkpoint. Exit 0 when no error was found, 1 otherwise.
+//! torn page; any other bad page is an error); a tree finding, a broken
+//! overflow chain or a page of a type its file does not hold, in a
+//! relation the log changes after the redo start (the crash may have left
+//! a page behind its neighbours); files the log accounts for — a relation
+//! whose create did not commit or whose drop did (recovery removes its
+//! files), a row whose drop committed, ids created since the last
+//! checkpoint. Exit 0 when no error was found, 1 otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -54,11 +59,12 @@ use keel::datadir::layout::{
 };
 use keel::fsm::page::{ENTRIES_PER_PAGE, FsmPage};
 use keel::fsm::{Categories, EMPTY_PAGE_FREE, category_bytes};
+use keel::page::dump::{TreeItemView, tree_item};
 use keel::page::header::offsets::CHECKSUM;
 use keel::page::tree::check::{ProblemKind, check_tree};
 use keel::page::{
-    PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TupleFlags, init_page, page_lsn,
-    page_type, set_page_lsn,
+    ChainReader, OverflowHead, PAGE_SIZE, PageError, PageType, SlotContent, SlottedPage, TreePage,
+    TupleFlags, init_page, page_lsn, page_type, set_page_lsn,
 };
 use keel::recovery::control::{Control, read_control};
 use keel::wal::segment::segment_file_name;
@@ -341,6 +347,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
         if check_tree_file(&path, id, scan.pages, &mut report)? {
             trees.insert(id);
         }
+        check_chains(&path, id, &scan, &mut report)?;
         free.insert(id, (scan.free, scan.pages));
     }
     report.relations = files.values().filter(|f| f.heap).count();
@@ -440,13 +447,19 @@ fn read_page(file: &File, p: u32, len: u64) -> std::io::Result<Option<Vec<u8>>> 
 }
 
 /// What one pass over a relation file found, for the checks that follow
-/// it (free space map).
+/// it (free space map, overflow chains).
 #[derive(Default)]
 struct Scanned {
     /// Each heap or free page's contiguous and total free bytes.
     free: PageFree,
     /// Whole pages in the file.
     pages: u32,
+    /// Every overflow head in a live slot or a tree leaf, with where it is.
+    heads: Vec<(String, OverflowHead)>,
+    /// Pages of type overflow.
+    overflow: BTreeSet<u32>,
+    /// Some page failed verification (its heads, if any, are unknown).
+    unreadable: bool,
 }
 
 /// What a relation file holds, by its page 0.
@@ -561,6 +574,7 @@ fn check_heap_file(
                     .flatten()
             });
             if let Some(what) = wrong {
+                scan.unreadable = true;
                 finding(report, id, at.clone(), what);
             }
             check_page_lsn(&bytes, &at, report);
@@ -570,10 +584,19 @@ fn check_heap_file(
                 if let Ok(page) = SlottedPage::open(&bytes[..], PageId(p)) {
                     scan.free
                         .insert(p, (page.contiguous_free(), page.total_free()));
+                    collect_heap_heads(&page, PageId(p), &at, &mut scan.heads, report);
                     if let Some(rows) = catalog.as_deref_mut() {
                         collect_rows(&page, PageId(p), &at, rows);
                     }
                 }
+            }
+            Ok(PageType::TreeLeaf) => {
+                if let Ok(page) = TreePage::open(&bytes[..], PageId(p)) {
+                    collect_leaf_heads(&page, &bytes, &at, &mut scan.heads);
+                }
+            }
+            Ok(PageType::Overflow) => {
+                scan.overflow.insert(p);
             }
             // A free page is reused as an empty heap page.
             Ok(PageType::Free) => {
@@ -581,6 +604,7 @@ fn check_heap_file(
             }
             Ok(_) => {}
             Err(e) => {
+                scan.unreadable = true;
                 if report.crashed && report.redo.whole.contains(&(id, p)) {
                     report.warning(
                         at,
@@ -623,6 +647,111 @@ fn check_page_lsn(bytes: &[u8], at: &str, report: &mut Report) {
             ),
         );
     }
+}
+
+/// The overflow heads in page `pid`'s live slots; a head that does not
+/// decode is an error at its slot.
+fn collect_heap_heads(
+    page: &SlottedPage<&[u8]>,
+    pid: PageId,
+    at: &str,
+    heads: &mut Vec<(String, OverflowHead)>,
+    report: &mut Report,
+) {
+    for (slot, content) in page.slots() {
+        if let Ok(SlotContent::Tuple { bytes, flags }) = content
+            && flags.contains(TupleFlags::OVERFLOW_HEAD)
+        {
+            let here = format!("{at} slot {}", slot.0);
+            match OverflowHead::decode(bytes, pid) {
+                Ok(head) => heads.push((here, head)),
+                Err(e) => report.error(here, e.to_string()),
+            }
+        }
+    }
+}
+
+/// The overflow heads of a tree leaf's values (a value that does not
+/// decode fails the page's verification, reported there).
+fn collect_leaf_heads(
+    page: &TreePage<&[u8]>,
+    bytes: &[u8],
+    at: &str,
+    heads: &mut Vec<(String, OverflowHead)>,
+) {
+    for i in 0..page.len() {
+        if let Ok((_, _, _, TreeItemView::Overflow(head))) = tree_item(page, bytes, i) {
+            heads.push((format!("{at} item {i}"), head));
+        }
+    }
+}
+
+/// Follows every overflow chain from its head, as a read of the value
+/// does (`ChainReader`: each page an overflow page with the next chunk
+/// index, the length and the value's CRC as the head says), and checks
+/// that no page is in two chains. An overflow page no chain reaches is a
+/// warning (leaked space, no value lost), unless some page of the file
+/// failed verification (the heads it held are unknown) or a chain broke
+/// (the pages past the break are the value's, not leaked).
+fn check_chains(path: &Path, id: u32, scan: &Scanned, report: &mut Report) -> Result<(), Failure> {
+    let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
+    let file = File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    let mut owner: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut broken = false;
+    for (at, head) in &scan.heads {
+        let problem = walk_chain(&file, len, scan.pages, head, at, &mut owner).map_err(cannot)?;
+        if let Some(what) = problem {
+            broken = true;
+            let what = format!(
+                "its value's overflow chain from page {}: {what}",
+                head.first_page
+            );
+            finding(report, id, at.clone(), what);
+        }
+    }
+    if scan.unreadable || broken {
+        return Ok(());
+    }
+    let place = rel_place(id, RelFile::Heap);
+    for p in scan.overflow.iter().filter(|p| !owner.contains_key(p)) {
+        report.warning(
+            format!("{place} page {p}"),
+            "an overflow page no value's chain reaches (leaked space, no value lost)",
+        );
+    }
+    Ok(())
+}
+
+/// Reads one chain; `owner` maps each page already in a chain to its
+/// head's place. Returns what is wrong with the chain, if anything.
+fn walk_chain<'a>(
+    file: &File,
+    len: u64,
+    pages: u32,
+    head: &OverflowHead,
+    at: &'a str,
+    owner: &mut BTreeMap<u32, &'a str>,
+) -> std::io::Result<Option<String>> {
+    let mut reader = ChainReader::new(*head);
+    while let Some(pid) = reader.next_page() {
+        if let Some(other) = owner.insert(pid.0, at) {
+            return Ok(Some(if other == at {
+                format!("it reaches page {pid} twice (a cycle)")
+            } else {
+                format!("page {pid} is also in the chain of the value at {other}")
+            }));
+        }
+        let Some(bytes) = read_page(file, pid.0, len)? else {
+            return Ok(Some(format!(
+                "it links to page {pid}, past the end of the file ({pages} pages)"
+            )));
+        };
+        if let Err(e) = reader.push(pid, &bytes) {
+            return Ok(Some(e.to_string()));
+        }
+    }
+    Ok(reader.finish().err().map(|e| e.to_string()))
 }
 
 /// Walks the tree in relation `id`'s file of `pages` pages when its page 0

@@ -803,3 +803,111 @@ fn a_page_lsn_past_the_end_of_the_log_is_an_error() {
         "{out}"
     );
 }
+
+/// A closed database whose relation `t` (relation 1) holds ten rows of 50
+/// bytes and one value of 20,000 bytes in an overflow chain of three pages.
+fn make_chain_db(dir: &Path) {
+    let db = Database::open(dir, Config::default()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..10u8 {
+        tx.insert(rel, &[i; 50]).unwrap();
+    }
+    tx.insert(rel, &[7u8; 20_000]).unwrap();
+    tx.commit().unwrap();
+    db.close().unwrap();
+}
+
+/// The pages of the page file at `path` that verify as type `t`.
+fn pages_of_type(path: &Path, t: keel::page::PageType) -> Vec<u32> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .chunks(keel::page::PAGE_SIZE)
+        .enumerate()
+        .filter(|(p, page)| keel::page::verify(page, keel::PageId(*p as u32)).ok() == Some(t))
+        .map(|(p, _)| p as u32)
+        .collect()
+}
+
+/// `keel check` follows every overflow chain from its head as a read of
+/// the value does: a link out of the file, a cycle or a chunk out of order
+/// is an error at the slot holding the head; an overflow page no chain
+/// reaches is a warning.
+#[test]
+fn a_broken_overflow_chain_is_named_at_its_head() {
+    use keel::PageId;
+    use keel::page::{OverflowPage, PageType};
+    let tmp = tempfile::tempdir().unwrap();
+    make_chain_db(tmp.path());
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(": 0 errors, 0 warnings"), "{out}");
+
+    let heap = tmp.path().join("rel/1.heap");
+    let chain = pages_of_type(&heap, PageType::Overflow);
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    let original = std::fs::read(&heap).unwrap();
+    let index = |p: u32| {
+        let page = &original[p as usize * keel::page::PAGE_SIZE..][..keel::page::PAGE_SIZE];
+        OverflowPage::open(page, PageId(p)).unwrap().chunk_index()
+    };
+    let first = *chain.iter().find(|&&p| index(p) == 0).unwrap();
+    let second = *chain.iter().find(|&&p| index(p) == 1).unwrap();
+    let head = format!("its value's overflow chain from page {first}: ");
+    // Header field next_page at offset 32; an overflow page's chunk index
+    // at offset 44 (docs/storage.md).
+    let cases: [(u32, usize, u32, String); 3] = [
+        (
+            first,
+            32,
+            first,
+            format!("it reaches page {first} twice (a cycle)"),
+        ),
+        (first, 32, 1000, "past the end of the file".to_owned()),
+        (
+            second,
+            44,
+            7,
+            "chunk index 7 where 1 was expected".to_owned(),
+        ),
+    ];
+    for (page, offset, value, needle) in cases {
+        std::fs::write(&heap, &original).unwrap();
+        edit_page(&heap, page, |b| {
+            b[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+        });
+        let (code, out) = check(tmp.path());
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with("error: rel/1.heap page ")
+                && l.contains(" slot ")
+                && l.contains(&head)
+                && l.contains(&needle)),
+            "{needle}: {out}"
+        );
+        // Pages past a break belong to the broken value, not to no one.
+        assert!(!out.contains("no value's chain reaches"), "{out}");
+    }
+
+    // A copy of the chain's last page at a new page of its own: an
+    // overflow page no head reaches (leaked space, no value lost).
+    std::fs::write(&heap, &original).unwrap();
+    let last = *chain.iter().find(|&&p| index(p) == 2).unwrap();
+    let mut bytes = original.clone();
+    let extra = (bytes.len() / keel::page::PAGE_SIZE) as u32;
+    let mut copy = bytes[last as usize * keel::page::PAGE_SIZE..][..keel::page::PAGE_SIZE].to_vec();
+    copy[8..12].copy_from_slice(&extra.to_le_bytes());
+    keel::page::seal(&mut copy).unwrap();
+    bytes.extend_from_slice(&copy);
+    std::fs::write(&heap, bytes).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines().any(|l| l
+            == format!(
+                "warning: rel/1.heap page {extra}: an overflow page no value's chain reaches \
+                 (leaked space, no value lost)"
+            )),
+        "{out}"
+    );
+}
