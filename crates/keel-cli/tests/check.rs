@@ -911,3 +911,45 @@ fn a_broken_overflow_chain_is_named_at_its_head() {
         "{out}"
     );
 }
+
+/// `keel stats` and `keel inspect` (which open the database) refuse a
+/// `LOCK` that is a FIFO instead of blocking on it, and `keel stats`
+/// reports an archive status file that is a FIFO as unreadable.
+#[test]
+fn stats_and_inspect_never_block_on_a_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let mkfifo = |p: &Path| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    let d = tmp.path().to_str().unwrap();
+    mkfifo(&tmp.path().join("archive-status"));
+    let (code, out) = keel_within(&["stats", "--dir", d]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("archive: status unreadable: ") && l.contains("a FIFO")),
+        "{out}"
+    );
+    std::fs::remove_file(tmp.path().join("archive-status")).unwrap();
+
+    std::fs::remove_file(tmp.path().join("LOCK")).unwrap();
+    mkfifo(&tmp.path().join("LOCK"));
+    for args in [
+        &["stats", "--dir", d][..],
+        &["inspect", "page", "--dir", d, "--rel", "t", "--page", "0"],
+        &["inspect", "fsm", "--dir", d, "--rel", "t"],
+        &["checkpoint", "--dir", d],
+    ] {
+        let (code, out) = keel_within(args);
+        assert_eq!(code, Some(1), "{args:?}: {out}");
+        assert!(
+            out.starts_with("keel: error: ") && out.contains("LOCK is a FIFO, not a regular file"),
+            "{args:?}: {out}"
+        );
+    }
+}
