@@ -187,6 +187,73 @@ fn a_crash_state_that_recovery_repairs_is_recovery_pending_not_corruption() {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// Every file under `dir` (path, length, contents, modification time), in
+/// a stable order.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((
+                    p.clone(),
+                    std::fs::read(&p).unwrap(),
+                    meta.modified().unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The read-only tools (README, "The tool") change nothing in a directory
+/// left by a crash: no file written, created or removed.
+#[test]
+fn read_only_tools_leave_a_crashed_directory_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let db = Database::open(tmp.path(), Config::default()).unwrap();
+    let rel = db.relation("t").unwrap().unwrap();
+    let mut tx = db.begin().unwrap();
+    tx.insert(rel, &[9u8; 20_000]).unwrap();
+    tx.commit().unwrap();
+    let mut open = db.begin().unwrap();
+    open.insert(rel, b"never committed").unwrap();
+    std::mem::forget(open);
+    drop(db); // like a crash: nothing marks the shutdown clean
+    let before = snapshot(tmp.path());
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("recovery is pending"), "{out}");
+    let d = tmp.path().to_str().unwrap();
+    let heap = tmp.path().join("rel/1.heap");
+    let h = heap.to_str().unwrap();
+    for args in [
+        &["check", "--dir", d][..],
+        &["check", "--dir", d, "--json"],
+        &["inspect", "wal", "--dir", d],
+        &["inspect", "wal", "--dir", d, "--all", "--json"],
+        &["inspect", "page", "--file", h, "--page", "0"],
+    ] {
+        let out = keel(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            snapshot(tmp.path()) == before,
+            "{args:?} changed the directory"
+        );
+    }
+}
+
 /// A heap file shorter than its saved free space map says is an error
 /// naming the file and the missing pages.
 #[test]
