@@ -78,12 +78,16 @@ fn summarize(entries: &[Entry], relation_pages: u32) -> Summary {
     for e in entries {
         quarters[quarter(e.total)] += 1;
     }
+    // Sums in integers: a float sum of no terms is -0.0, which would print
+    // as "-0 bytes" for a map that tracks no page.
     let n = entries.len().max(1) as f64;
+    let contiguous: usize = entries.iter().map(|e| e.contiguous).sum();
+    let total: usize = entries.iter().map(|e| e.total).sum();
     Summary {
         relation_pages,
         tracked: entries.len(),
-        avg_contiguous: entries.iter().map(|e| e.contiguous as f64).sum::<f64>() / n,
-        avg_total: entries.iter().map(|e| e.total as f64).sum::<f64>() / n,
+        avg_contiguous: contiguous as f64 / n,
+        avg_total: total as f64 / n,
         quarters,
     }
 }
@@ -142,6 +146,18 @@ fn json_text(entries: &[Entry], s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_of_no_pages_averages_zero_not_minus_zero() {
+        let s = summarize(&[], 3);
+        let text = plain_text("r", &[], &s);
+        assert!(
+            text.contains("average free 0 bytes (0.0%), 0 contiguous (0.0%)"),
+            "{text}"
+        );
+        let json = json_text(&[], &s);
+        assert!(!json.contains("-0"), "{json}");
+    }
 
     #[test]
     fn quarters_cover_an_empty_page() {
