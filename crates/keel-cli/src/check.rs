@@ -1,7 +1,8 @@
 //! `keel check`: verifies what is on disk, as `pg_amcheck` does, without
 //! opening the database (opening would run recovery and rewrite pages).
 //!
-//! - the control file (magic, version, checksum);
+//! - the control file (magic, version, checksum), and that the log belongs
+//!   to its database (the segment headers' database id);
 //! - every page of every relation file, read straight from the file page by
 //!   page: its checksum (which covers its page id) and its structure; that
 //!   its type belongs in the file (a heap's file holds heap, overflow and
@@ -67,7 +68,7 @@ use keel::page::{
     TupleFlags, init_page, page_lsn, page_type, set_page_lsn,
 };
 use keel::recovery::control::{Control, read_control};
-use keel::wal::segment::segment_file_name;
+use keel::wal::segment::{SegmentDir, segment_file_name};
 use keel::wal::{RecoveryMode, WalReader};
 use keel::{Lsn, PageId, RelationId, SlotId, TupleId};
 use serde_json::json;
@@ -315,6 +316,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     // The log first: what it says about creates and drops decides which
     // leftover files recovery settles.
     if let Some(c) = &control {
+        check_database_id(dir, &io, c, &mut report);
         check_wal(dir, io, c, &mut report);
     }
     if report.crashed
@@ -986,6 +988,37 @@ fn compare_fsm(page: &FsmPage, heap: Option<&PageFree>, at: &str, report: &mut R
         page.entries().len() <= ENTRIES_PER_PAGE,
         "the FSM page decoder bounds its entries (inv. 9)"
     );
+}
+
+/// The log must belong to the control file's database: the newest valid
+/// segment header carries the same database id, as the open requires.
+/// (A log the header cannot be read from is reported by [`check_wal`].)
+fn check_database_id(
+    dir: &Path,
+    io: &std::sync::Arc<dyn keel_io::AsyncIo>,
+    c: &Control,
+    report: &mut Report,
+) {
+    let Ok(segments) = SegmentDir::existing(io.clone(), &wal_dir(dir)) else {
+        return;
+    };
+    let Some(header) = segments
+        .list()
+        .ok()
+        .and_then(|present| segments.newest_header(&present))
+    else {
+        return;
+    };
+    if header.database_id != c.database_id {
+        report.error(
+            CONTROL_FILE,
+            format!(
+                "the control file belongs to database {:#x}, the log in {WAL_DIR}/ to {:#x}: \
+                 opening the database refuses it",
+                c.database_id, header.database_id
+            ),
+        );
+    }
 }
 
 /// Reads every record from where recovery would start to the end.

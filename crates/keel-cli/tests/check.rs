@@ -118,6 +118,33 @@ fn a_flipped_byte_in_the_control_file_is_named() {
     );
 }
 
+/// A control file of another database than its log's (sealed with a
+/// valid checksum) is an error naming both ids, as the open refuses it.
+#[test]
+fn a_control_file_of_another_database_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let path = tmp.path().join("control");
+    let mut control = std::fs::read(&path).unwrap();
+    // database_id at offset 16; the CRC32C at offset 8 covers all 64
+    // bytes with itself read as zero (docs/storage.md, "Control file").
+    control[16..24].copy_from_slice(&0x4d2u64.to_le_bytes());
+    control[8..12].fill(0);
+    let crc = keel::checksum::crc32c(&control);
+    control[8..12].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, control).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(
+            "error: control: the control file belongs to database 0x4d2, the log in wal/ to 0x"
+        )),
+        "{out}"
+    );
+    let e = Database::open(tmp.path(), Config::default()).unwrap_err();
+    assert!(e.to_string().contains("belongs to database 0x4d2"), "{e}");
+}
+
 #[test]
 fn an_open_database_or_a_missing_one_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
