@@ -167,19 +167,36 @@ impl Manifest {
 
     /// Decodes and checks a manifest read from `object` (module essay).
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Manifest> {
-        let bad = |line: usize, reason: String| ArchiveError::Corrupt {
+        // The place is the byte offset where the line starts.
+        let bad_at = |offset: usize, line: usize, reason: String| ArchiveError::Corrupt {
             object: object.to_string(),
-            place: Place::Object(line as u64),
+            place: Place::Object(offset as u64),
             reason: format!("manifest line {}: {reason}", line + 1),
         };
         if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(bad(
+            return Err(bad_at(
+                0,
                 0,
                 format!("{} bytes, more than any manifest", bytes.len()),
             ));
         }
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8 text ({e})")))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            bad_at(e.valid_up_to(), line, format!("not UTF-8 text ({e})"))
+        })?;
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let bad = |line: usize, reason: String| {
+            bad_at(
+                starts.get(line).copied().unwrap_or(bytes.len()),
+                line,
+                reason,
+            )
+        };
         let body_len = text
             .trim_end_matches('\n')
             .rfind('\n')

@@ -491,11 +491,19 @@ fn a_manifest_round_trips_and_every_damage_is_an_error() {
         }],
         ..m
     };
-    let err = Manifest::decode("m", &evil.encode()).unwrap_err();
+    let bytes = evil.encode();
+    let err = Manifest::decode("m", &bytes).unwrap_err();
     assert!(
         err.to_string().contains("is not a file a backup holds"),
         "{err}"
     );
+    // The error's place is where the line starts, and it names the line.
+    let at = String::from_utf8(bytes).unwrap().find("file ").unwrap();
+    let keel_archive::ArchiveError::Corrupt { place, reason, .. } = err else {
+        panic!("{err}");
+    };
+    assert_eq!(place, keel_archive::Place::Object(at as u64), "{reason}");
+    assert!(reason.starts_with("manifest line 10:"), "{reason}");
 }
 
 /// A pin keeps the log from its LSN through any number of checkpoints,
