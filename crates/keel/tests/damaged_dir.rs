@@ -214,3 +214,33 @@ fn an_fsm_file_longer_than_its_relation_needs_is_not_read_whole() {
     let len = std::fs::metadata(dir.join("rel/1.fsm")).unwrap().len();
     assert!(len < 1 << 20, "the map was saved again at its size: {len}");
 }
+
+/// A heap page whose type byte was changed under a valid checksum (to an
+/// FSM page, or to a free page over the rows it holds) is refused as
+/// corrupt by the read that meets it, naming its page: a scan never skips
+/// its rows as a page holding nothing.
+#[test]
+fn a_heap_page_retyped_under_a_valid_checksum_is_corrupt_not_empty() {
+    use keel::page::{PAGE_SIZE, PageType, header};
+    for retype in [PageType::Fsm, PageType::Free] {
+        let tmp = tempfile::tempdir().unwrap();
+        build(tmp.path());
+        let path = tmp.path().join("rel/1.heap");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = &mut bytes[PAGE_SIZE..2 * PAGE_SIZE];
+        assert_eq!(header::page_type(page), Some(PageType::Heap));
+        page[header::offsets::PAGE_TYPE] = retype as u8;
+        header::seal(page).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+
+        let db = Database::open(tmp.path(), config()).unwrap();
+        let rel = db.relation("a").unwrap().unwrap();
+        let tx = db.begin().unwrap();
+        let rows: keel::Result<usize> = tx.scan(rel).unwrap().try_fold(0, |n, r| r.map(|_| n + 1));
+        let e = rows.expect_err("a scan over the retyped page");
+        assert_eq!(e.class(), keel::ErrorClass::Corruption, "{retype:?}: {e}");
+        assert!(e.to_string().contains("page 1"), "{retype:?}: {e}");
+        drop(tx);
+        db.close().unwrap();
+    }
+}

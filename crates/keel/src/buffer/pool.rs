@@ -224,7 +224,7 @@ impl Shared {
         let (buf, outcome) = match read {
             Ok(buf) => {
                 bump(&self.stats.reads, 1);
-                let verified = page::verify(&buf, page)
+                let verified = page::verify_relation_page(&buf, page)
                     .map(|_| ())
                     .map_err(|source| BufferError::PageCorrupt { file, page, source });
                 (buf, verified)

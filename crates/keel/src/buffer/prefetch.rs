@@ -130,7 +130,7 @@ impl Shared {
             let (buf, ok) = match read {
                 Ok(buf) => {
                     bump(&self.stats.reads, 1);
-                    let ok = page::verify(&buf, c.key.page).is_ok();
+                    let ok = page::verify_relation_page(&buf, c.key.page).is_ok();
                     (buf, ok)
                 }
                 // EOF or an I/O error: a later fetch reports it.

@@ -73,6 +73,33 @@ pub fn verify(bytes: &[u8], expected: PageId) -> Result<PageType, PageError> {
     verify_structure(bytes, expected)
 }
 
+/// [`verify`] for a page of a relation file, as the buffer pool reads
+/// one: besides, its type is one a relation file holds (heap, overflow,
+/// tree node or meta page, free page; never an FSM or meta page, whose
+/// files are their own), and a free page is an empty header over zeros,
+/// as freeing leaves it. A page whose type byte changed under a valid
+/// checksum is so refused as corrupt rather than skipped by a scan as a
+/// page holding nothing.
+pub fn verify_relation_page(bytes: &[u8], expected: PageId) -> Result<PageType, PageError> {
+    let page_type = verify(bytes, expected)?;
+    match page_type {
+        PageType::Fsm | PageType::Meta => Err(PageError::Corrupted {
+            page_id: expected,
+            offset: header::offsets::PAGE_TYPE,
+            reason: format!("a {} page in a relation file", page_type.name()),
+        }),
+        PageType::Free => match bytes[HEADER_SIZE..].iter().position(|&b| b != 0) {
+            Some(i) => Err(PageError::Corrupted {
+                page_id: expected,
+                offset: HEADER_SIZE + i,
+                reason: "a free page holds bytes past its header".into(),
+            }),
+            None => Ok(page_type),
+        },
+        _ => Ok(page_type),
+    }
+}
+
 /// Validates header and structure without the checksum: used for pages in
 /// memory that have been changed since they were last sealed.
 pub fn verify_structure(bytes: &[u8], expected: PageId) -> Result<PageType, PageError> {
