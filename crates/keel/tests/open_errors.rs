@@ -172,12 +172,13 @@ fn an_io_configuration_error_is_a_usage_error() {
     assert_eq!(err.class(), ErrorClass::Usage, "{err}");
 }
 
-/// A FIFO (or any file that is not a regular file) where the control file
-/// or a relation file belongs is refused by name, at once: an open of a
-/// FIFO would otherwise wait for a writer that never comes.
+/// A FIFO (or any file that is not a regular file) where the control file,
+/// a relation file or the lock file belongs is refused by name, at once:
+/// an open of a FIFO would otherwise wait for a writer (or, for the lock
+/// file, a reader) that never comes.
 #[test]
 fn a_fifo_where_a_data_file_belongs_is_refused_naming_it_without_waiting() {
-    for victim in ["control", "rel/1.heap"] {
+    for victim in ["control", "rel/1.heap", "LOCK"] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("db");
         build(&dir);

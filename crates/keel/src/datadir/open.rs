@@ -317,19 +317,34 @@ pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     }
     crate::dir_mode::check(dir)?;
     let path = lock_path(dir);
-    let file = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-        keel_io::FILE_MODE,
-    )
-    .open(&path)
-    .map_err(|e| Error::DataDir {
-        action: "create the lock file",
+    let failed = |action, e| Error::DataDir {
+        action,
         path: path.clone(),
         source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
-    })?;
+    };
+    // Opened for reading and writing without blocking, so a FIFO in the
+    // lock file's place opens at once (instead of waiting for a process
+    // at its other end) and is refused as not a regular file.
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).read(true).write(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, keel_io::FILE_MODE);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(&path)
+        .map_err(|e| failed("create the lock file", e))?;
+    let is_file = file
+        .metadata()
+        .map_err(|e| failed("read the lock file's metadata", e))?
+        .is_file();
+    if !is_file {
+        return Err(failed(
+            "use the lock file",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, a socket or a device)",
+            ),
+        ));
+    }
     match try_lock_waiting(&file) {
         Ok(true) => Ok(Some(file)),
         Ok(false) | Err(_) => Err(DbError::Locked(dir.display().to_string()).into()),
