@@ -310,9 +310,33 @@ pub fn write_status(
     Ok(())
 }
 
+/// The largest status file read: far more than any archiver writes.
+const MAX_STATUS_BYTES: u64 = 1 << 20;
+
 /// Reads `dir`'s status file; `None` when no archiver ever published one.
+/// Anything but a regular file of at most [`MAX_STATUS_BYTES`] is refused
+/// before it is opened (a FIFO would hold the read until a writer came).
 pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
     let path = status_path(dir);
+    let refuse = |reason: String| ArchiveError::StatusIo {
+        path: path.clone(),
+        op: "read",
+        source: reason.into(),
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => {
+            return Err(refuse(
+                "not a regular file (a FIFO, a socket, a device or a directory)".into(),
+            ));
+        }
+        Ok(m) if m.len() > MAX_STATUS_BYTES => {
+            return Err(refuse(format!(
+                "{} bytes, more than any status file ({MAX_STATUS_BYTES})",
+                m.len()
+            )));
+        }
+        _ => {}
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => PublishedStatus::decode(&path, &text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -418,5 +442,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// A FIFO or a directory where the status file belongs is refused at
+    /// once, naming it, never opened (a FIFO's open would wait).
+    #[test]
+    fn a_status_file_that_is_not_a_regular_file_is_refused_without_waiting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = status_path(tmp.path());
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_status(&dir).map(|s| s.is_some()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("read_status waits on a FIFO");
+        let e = got.unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = read_status(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }
