@@ -314,7 +314,7 @@ pub fn write_status(
 const MAX_STATUS_BYTES: u64 = 1 << 20;
 
 /// Reads `dir`'s status file; `None` when no archiver ever published one.
-/// Anything but a regular file of at most [`MAX_STATUS_BYTES`] is refused
+/// Anything but a regular file of at most 1 MiB is refused
 /// before it is opened (a FIFO would hold the read until a writer came).
 pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
     let path = status_path(dir);
