@@ -35,6 +35,25 @@ fn demo_crashes_a_child_recovers_and_verifies() {
             "{row}: {stdout}"
         );
     }
+    // The tree's row gives its shape, its keys the index keys read back.
+    let tree = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("by_version"))
+        .unwrap();
+    assert!(
+        tree.contains(" tree, ") && tree.contains("height "),
+        "{tree}"
+    );
+    let keys: u64 = tree
+        .split_once(" keys")
+        .unwrap()
+        .0
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(keys, count(" index keys"), "{tree}\n{verification}");
     // The recovered database opens and inspects cleanly.
     let out = keel(&[
         "inspect", "page", "--dir", d, "--rel", "accounts", "--page", "0",

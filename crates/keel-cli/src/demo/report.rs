@@ -161,7 +161,32 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
 
 fn storage_row(r: &RelSpace) -> String {
     let h = &r.heap;
-    let mut row = format!(
+    let mut row = match &r.tree {
+        Some(t) => format!(
+            "{} pages ({} tree, {} overflow, {} free): height {}, {} keys, leaf fill {:.1}%",
+            r.pages,
+            r.tree_pages,
+            r.overflow,
+            r.free,
+            t.height(),
+            t.leaf_items,
+            t.leaf_fill() * 100.0
+        ),
+        None => heap_row(r),
+    };
+    if r.invalid > 0 || h.corrupt_slots > 0 {
+        row.push_str(&format!(
+            "; INVALID pages {}, corrupt slots {}",
+            r.invalid, h.corrupt_slots
+        ));
+    }
+    row
+}
+
+/// A heap relation's row: its pages by kind and its slots.
+fn heap_row(r: &RelSpace) -> String {
+    let h = &r.heap;
+    format!(
         "{} pages ({} heap, {} overflow, {} free): fill {:.1}%, fragmentation {:.1}%, \
          {} live tuples, {} forward pointers",
         r.pages,
@@ -172,12 +197,5 @@ fn storage_row(r: &RelSpace) -> String {
         h.fragmentation() * 100.0,
         h.live_tuples,
         h.forward_slots
-    );
-    if r.invalid > 0 || h.corrupt_slots > 0 {
-        row.push_str(&format!(
-            "; INVALID pages {}, corrupt slots {}",
-            r.invalid, h.corrupt_slots
-        ));
-    }
-    row
+    )
 }
