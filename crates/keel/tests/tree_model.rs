@@ -23,6 +23,9 @@
 //! replace's or delete's old chain is freed after its commit, or by the
 //! open after a crash that kept that free out of the log.
 //!
+//! Every other power cut is followed by another during the recovery it
+//! calls for, at one of that recovery's I/O operations (or after it ends).
+//!
 //! Each case runs with a buffer pool of 32 frames, 8, or the fewest a
 //! database takes (`keel::MIN_FRAMES`), so splits, rollbacks and reclaims
 //! also run with their pages evicted and written between every step.
@@ -501,12 +504,30 @@ impl Machine {
         self.open();
     }
 
-    /// The power fails: unsynced writes are dropped or torn.
+    /// The power fails: unsynced writes are dropped or torn. After every
+    /// other cut the power fails again during the recovery that follows,
+    /// at one of its I/O operations (its sync of the directory, its undo's
+    /// CLRs, the pages it writes, its checkpoint) or after it ends, and
+    /// the next open recovers from what that recovery left.
     fn power_cut(&mut self) {
         let disk = self.sim.crash();
         self.db = None;
         self.boots += 1;
         self.sim = common::reboot(disk, self.boots);
+        if self.boots.is_multiple_of(2) {
+            let at = self.sim.op_count() + 1 + (self.boots * 37) % 300;
+            self.sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
+            let opened = common::open_sim(&self.sim, common::small_config(self.frames));
+            if !self.sim.is_halted() {
+                self.sim.clear_faults();
+                self.db = Some(opened.unwrap());
+                return;
+            }
+            let disk = self.sim.crash();
+            drop(opened);
+            self.boots += 1;
+            self.sim = common::reboot(disk, self.boots);
+        }
         self.open();
     }
 }
