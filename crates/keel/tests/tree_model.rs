@@ -12,7 +12,11 @@
 //! operation inside the transaction (its commit may then be in flight) —
 //! or that read damaged pages (a bit flipped on the way: each operation
 //! failing on one is a corruption error, done or not key by key, and the
-//! transaction goes on and commits), and clean reopens. Keys range from empty to `MAX_KEY_LEN` bytes; values
+//! transaction goes on and commits), or on a failing disk (a log write,
+//! a page write or a sync fails with EIO, ENOSPC or a bare sync failure:
+//! the database is poisoned, the commit refused unless reached first, and
+//! the process killed, cut off, killed and then cut off after the next
+//! open, or closed and cut off), and clean reopens. Keys range from empty to `MAX_KEY_LEN` bytes; values
 //! from empty through the inline/overflow boundary (an item of key length
 //! prefix, key, value kind and value just below, at and above
 //! `MAX_ITEM_LEN`) to overflow chains of hundreds of KiB. After every
@@ -44,6 +48,7 @@ use proptest::prelude::*;
 mod common;
 
 use common::tree::{TreeModel, check_in, check_tree, model_range, read_range};
+use common::{Death, Failure, failed, failure_strategy};
 
 /// A key: short ones collide often; long ones interleave with them.
 #[derive(Clone, Debug)]
@@ -113,6 +118,12 @@ enum End {
     /// probability in a thousand, until an operation fails on one; the
     /// transaction goes on with good reads and commits.
     BadReads(u16),
+    /// The disk fails under the transaction (a sync, a log write or a page
+    /// write fails with EIO, ENOSPC or a bare sync failure): every error is
+    /// fatal and poisons the database, the commit is refused unless it was
+    /// reached first, then the process dies as the failure says and the
+    /// next one opens on a sound disk.
+    DiskFailure(Failure),
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +185,7 @@ fn plan_strategy() -> impl Strategy<Value = TxnPlan> {
         2 => (1u64..600).prop_map(End::CutAt),
         2 => (1u64..40).prop_map(End::AbortThenCut),
         2 => (20u16..400).prop_map(End::BadReads),
+        2 => failure_strategy().prop_map(End::DiskFailure),
     ];
     (
         prop::collection::vec(op_strategy(), 1..14),
@@ -510,11 +522,17 @@ impl Machine {
     /// CLRs, the pages it writes, its checkpoint) or after it ends, and
     /// the next open recovers from what that recovery left.
     fn power_cut(&mut self) {
+        self.cut(true);
+    }
+
+    /// The power fails; `again`: on every other boot, once more during
+    /// the recovery that follows ([`Machine::power_cut`]).
+    fn cut(&mut self, again: bool) {
         let disk = self.sim.crash();
         self.db = None;
         self.boots += 1;
         self.sim = common::reboot(disk, self.boots);
-        if self.boots.is_multiple_of(2) {
+        if again && self.boots.is_multiple_of(2) {
             let at = self.sim.op_count() + 1 + (self.boots * 37) % 300;
             self.sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
             let opened = common::open_sim(&self.sim, common::small_config(self.frames));
@@ -529,6 +547,30 @@ impl Machine {
             self.sim = common::reboot(disk, self.boots);
         }
         self.open();
+    }
+}
+
+impl Machine {
+    /// A clean close on the disk as it is (failing or not), then a power
+    /// cut, and the next process opens on a disk that no longer fails: a
+    /// close that returned `Ok` made everything durable and the open is
+    /// clean. A poisoned database refuses to close cleanly.
+    fn close_then_power_cut(&mut self) {
+        let db = self.db.take().unwrap();
+        let poisoned = db.is_poisoned();
+        let closed = db.close();
+        match &closed {
+            Ok(()) => assert!(!poisoned, "a poisoned database closed cleanly"),
+            Err(e) => assert_eq!(e.class(), keel::ErrorClass::Fatal, "close: {e}"),
+        }
+        self.sim.clear_faults();
+        self.cut(false);
+        if closed.is_ok() {
+            assert!(
+                self.db().recovery_report().clean_shutdown,
+                "a clean close was not clean after a power cut"
+            );
+        }
     }
 }
 
@@ -552,6 +594,9 @@ fn run_txn(
     seed: &mut u64,
     pristine: &mut bool,
 ) -> (TreeModel, Outcome) {
+    if let End::DiskFailure(f) = plan.end {
+        return run_failing_txn(m, tree, committed, plan, f, seed, pristine);
+    }
     let mut model = committed.clone();
     if let End::CutAt(n) = plan.end {
         let at = m.sim.op_count() + n;
@@ -600,7 +645,103 @@ fn run_txn(
     (model, outcome)
 }
 
-fn run(steps: &[TxnPlan], frames: usize) {
+/// Runs one transaction while its disk fails as `f` says
+/// (`End::DiskFailure`); returns the model it leaves if it commits and how
+/// it ended. The first error is fatal and poisons the database (invariants
+/// 7 and 16); the operations stop there (what the failed one changed is
+/// unknown, and nothing after it can commit), the commit is refused, and
+/// so is a new transaction's. A commit that returned `Ok` stands even if
+/// the releases after it (old chains, dead slots) poisoned the database.
+fn run_failing_txn(
+    m: &Machine,
+    tree: RelationId,
+    committed: &TreeModel,
+    plan: &TxnPlan,
+    f: Failure,
+    seed: &mut u64,
+    pristine: &mut bool,
+) -> (TreeModel, Outcome) {
+    let db = m.db();
+    let mut model = committed.clone();
+    let mut tx = db.begin().unwrap();
+    let fail = || {
+        for rule in f.rules() {
+            m.sim.add_fault(rule);
+        }
+    };
+    if !f.at_commit {
+        fail();
+    }
+    for op in &plan.ops {
+        let one = std::slice::from_ref(op);
+        if let Err(e) = run_ops(&mut tx, tree, &mut model, one, seed, pristine) {
+            failed(db, &e, &format!("{op:?}"));
+            break;
+        }
+    }
+    if f.at_commit {
+        fail();
+    }
+    let poisoned = db.is_poisoned();
+    let cleanups = db.cleanup_failures();
+    let outcome = match tx.commit() {
+        Ok(()) => {
+            assert!(!poisoned, "a poisoned database acknowledged a commit");
+            assert!(
+                db.cleanup_failures() == cleanups || db.is_poisoned(),
+                "a release after the commit failed; the database is not poisoned"
+            );
+            Outcome::Acked
+        }
+        Err(e) => {
+            failed(db, &e, "commit");
+            match poisoned {
+                true => Outcome::NotCommitted,
+                false => Outcome::InCommit,
+            }
+        }
+    };
+    if outcome == Outcome::Acked
+        && f.checkpoint
+        && let Err(e) = db.checkpoint()
+    {
+        failed(db, &e, "checkpoint");
+    }
+    if db.is_poisoned() {
+        refuses_commits(db, tree);
+    }
+    (model, outcome)
+}
+
+/// A poisoned database refuses to begin a transaction, or to commit one
+/// that wrote.
+fn refuses_commits(db: &Database, tree: RelationId) {
+    let mut tx = match db.begin() {
+        Ok(tx) => tx,
+        Err(e) => {
+            common::poison_cause(&e, "begin on a poisoned database");
+            return;
+        }
+    };
+    if let Err(e) = tx.put(tree, b"written after the failure", b"v") {
+        failed(db, &e, "a put after the failure");
+    }
+    let e = tx
+        .commit()
+        .expect_err("a poisoned database acknowledged a commit");
+    failed(db, &e, "a commit after the failure");
+}
+
+/// How many transactions ran on a failing disk, and how many of them saw
+/// it fail (the database poisoned).
+#[derive(Debug, Default)]
+struct Tally {
+    failing: usize,
+    failed: usize,
+}
+
+fn run(steps: &[TxnPlan], frames: usize) -> Tally {
+    let mut tally = Tally::default();
     let mut m = Machine {
         sim: Arc::new(SimIo::new(SimConfig::seeded(1))),
         frames,
@@ -636,8 +777,19 @@ fn run(steps: &[TxnPlan], frames: usize) {
                 m.power_cut();
                 None
             }
-            End::CutAt(_) => {
-                m.power_cut();
+            End::CutAt(_) | End::DiskFailure(_) => {
+                if let End::DiskFailure(_) = plan.end {
+                    tally.failing += 1;
+                    tally.failed += usize::from(m.db().is_poisoned());
+                }
+                match plan.end {
+                    End::DiskFailure(f) => match f.death {
+                        Death::Kill | Death::KillThenPowerCut => m.kill(),
+                        Death::PowerCut => m.power_cut(),
+                        Death::CloseThenPowerCut => m.close_then_power_cut(),
+                    },
+                    _ => m.power_cut(),
+                }
                 match outcome {
                     Outcome::Acked => {
                         committed = after;
@@ -662,6 +814,15 @@ fn run(steps: &[TxnPlan], frames: usize) {
             }
             (Err(e), None) => panic!("step {n} ({:?}): {e}", plan.end),
         }
+        if let End::DiskFailure(Failure {
+            death: Death::KillThenPowerCut,
+            ..
+        }) = plan.end
+        {
+            m.power_cut();
+            check_tree(m.db(), tree, &committed)
+                .unwrap_or_else(|e| panic!("step {n}: after the power cut that followed: {e}"));
+        }
         let now = overflow_surplus(m.db(), &committed);
         assert_eq!(
             now, surplus,
@@ -676,6 +837,7 @@ fn run(steps: &[TxnPlan], frames: usize) {
         }
     }
     m.db.take().unwrap().close().unwrap();
+    tally
 }
 
 proptest! {
@@ -701,4 +863,34 @@ proptest! {
         }
         run(&steps, frames);
     }
+}
+
+/// The failing disk fails most tree transactions it is put under: a
+/// handful of generated cases, two transactions each (the first commits,
+/// the second runs on a failing disk).
+#[test]
+fn failing_disks_fail_tree_transactions() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut total = Tally::default();
+    let cases = 40;
+    for case in 0..cases {
+        let mut plan = || plan_strategy().new_tree(&mut runner).unwrap().current();
+        let (mut first, mut second) = (plan(), plan());
+        first.end = End::Commit;
+        let f = failure_strategy().new_tree(&mut runner).unwrap().current();
+        second.end = End::DiskFailure(f);
+        let frames = [32, 8, keel::MIN_FRAMES][case % 3];
+        let t = run(&[first, second], frames);
+        total.failing += t.failing;
+        total.failed += t.failed;
+    }
+    eprintln!("{total:?}");
+    assert_eq!(total.failing, cases);
+    assert!(
+        total.failed * 3 >= total.failing * 2,
+        "the disk failed under {} of {} transactions",
+        total.failed,
+        total.failing
+    );
 }

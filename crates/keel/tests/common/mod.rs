@@ -241,6 +241,105 @@ impl DiskPath {
     }
 }
 
+/// A failing disk under one transaction of a model test: its operations,
+/// its commit and a checkpoint after it run under [`Failure::rules`]; then
+/// the process dies as [`Death`] says and the database is reopened on a
+/// sound disk.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure {
+    pub shape: DiskPath,
+    /// Picks the fault: a bare sync failure, EIO or ENOSPC (writes: EIO
+    /// or ENOSPC).
+    pub fault: u8,
+    /// Each matching operation fails with this probability in a thousand.
+    pub per_mille: u16,
+    /// The rules go in just before the commit, not before the first
+    /// operation.
+    pub at_commit: bool,
+    /// A checkpoint follows an acknowledged commit (still under the
+    /// rules): data writes and syncs, control file and directory syncs.
+    pub checkpoint: bool,
+    /// How the process ends after the transaction.
+    pub death: Death,
+}
+
+/// How the process on a failing disk ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Death {
+    /// Killed: what it wrote stays in the kernel, unsynced writes pending.
+    Kill,
+    /// A power cut: unsynced writes are dropped or torn.
+    PowerCut,
+    /// Killed, and the power cut in the next process right after its open
+    /// recovered (and the open's checks passed): what that open exposed
+    /// stays.
+    KillThenPowerCut,
+    /// A clean close, still on the failing disk (refused on a poisoned
+    /// database), then a power cut.
+    CloseThenPowerCut,
+}
+
+impl Failure {
+    /// The fault rules of this failure.
+    pub fn rules(&self) -> Vec<keel_io::sim::FaultRule> {
+        use keel_io::sim::Fault;
+        let p = f64::from(self.per_mille) / 1000.0;
+        let fault = match self.shape.is_sync() {
+            true => [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][usize::from(self.fault % 3)],
+            false => [Fault::Eio, Fault::NoSpace][usize::from(self.fault % 2)],
+        };
+        self.shape.fail(fault, p)
+    }
+}
+
+/// Any [`Failure`]: each path, fault, death and probability alike.
+pub fn failure_strategy() -> impl proptest::strategy::Strategy<Value = Failure> {
+    use proptest::prelude::*;
+    let shape = prop_oneof![
+        Just(DiskPath::WalSync),
+        Just(DiskPath::DataSync),
+        Just(DiskPath::ControlSync),
+        Just(DiskPath::DirSync),
+        Just(DiskPath::WalWrite),
+        Just(DiskPath::DataWrite),
+    ];
+    let death = prop_oneof![
+        Just(Death::Kill),
+        Just(Death::PowerCut),
+        Just(Death::KillThenPowerCut),
+        Just(Death::CloseThenPowerCut),
+    ];
+    (
+        shape,
+        0u8..6,
+        500u16..=1000,
+        any::<bool>(),
+        prop::bool::weighted(0.9),
+        death,
+    )
+        .prop_map(
+            |(shape, fault, per_mille, at_commit, checkpoint, death)| Failure {
+                shape,
+                fault,
+                per_mille,
+                at_commit,
+                checkpoint,
+                death,
+            },
+        )
+}
+
+/// An error met while the disk fails (`what` failed): fatal, and the
+/// database poisoned (invariants 7 and 16: the first failed write or sync
+/// poisons it, and every later call is refused).
+pub fn failed(db: &Database, e: &keel::Error, what: &str) {
+    assert_eq!(e.class(), keel::ErrorClass::Fatal, "{what}: {e}");
+    assert!(
+        db.is_poisoned(),
+        "{what} failed ({e}) but the database is not poisoned"
+    );
+}
+
 /// A workload that stopped before the kill or power cut it ran into
 /// stopped at a failure of the disk (`disk_failure`): the database must be
 /// poisoned, refusing every later transaction (invariants 7 and 16), for
