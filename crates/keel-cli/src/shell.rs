@@ -14,7 +14,7 @@
 //! directory an archiver worked on is opened with its log held
 //! (`crate::stats` module essay), with or without `--archive`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,7 +85,8 @@ several lines ending in `end`) on stdout, flushed after each command:
 Tuples are named by TupleId (P.S: page and slot, e.g. 0.1); tuple values,
 tree keys and tree values are hex (get tells a TupleId from a key by its
 dot). A range is LO <= key < HI; an omitted bound, or -, is open. Blank
-lines are skipped.
+lines and lines starting with # are skipped. A line longer than 64 MiB
+is answered with an error and not run.
 
 Outside begin...commit each data command runs in its own transaction
 (autocommit) and is answered only once that transaction is durable.
@@ -97,6 +98,54 @@ shell goes on. End of input or quit with a transaction open rolls it back.
 With a terminal on stdin the shell prompts with `keel> `.";
 
 const PROMPT: &str = "keel> ";
+
+/// The longest command line the shell reads, newline included: a value
+/// of up to 32 MiB in hex. Longer lines are read to their end without
+/// being kept, answered with an error and not run, so no input (a file
+/// without newlines, `/dev/zero`) makes the shell hold more than this.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// One line of input, read by [`read_line`].
+enum Line {
+    /// The line is in the buffer.
+    Read,
+    /// The line was longer than the limit; this many bytes were read and
+    /// dropped.
+    TooLong(u64),
+    /// End of input.
+    End,
+}
+
+/// Reads the next line of `input` into `raw` (cleared first), keeping at
+/// most `limit` bytes of it.
+fn read_line(input: &mut impl BufRead, raw: &mut Vec<u8>, limit: usize) -> std::io::Result<Line> {
+    raw.clear();
+    let n = (&mut *input).take(limit as u64).read_until(b'\n', raw)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if n < limit || raw.last() == Some(&b'\n') || input.fill_buf()?.is_empty() {
+        return Ok(Line::Read);
+    }
+    let mut dropped = n as u64;
+    raw.clear();
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (used, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        input.consume(used);
+        dropped += used as u64;
+        if end {
+            break;
+        }
+    }
+    Ok(Line::TooLong(dropped))
+}
 const COMMANDS: &str = "create, begin, insert, get, update, delete, scan, create-tree, \
                         drop-tree, put, del, range, commit, abort, checkpoint, quit";
 
@@ -220,9 +269,20 @@ fn close(db: Arc<Database>, dir: &std::path::Path) -> Result<(), Failure> {
 /// listening (broken pipe) ends the session quietly.
 fn session(
     db: &Database,
+    input: impl BufRead,
+    out: &mut impl Write,
+    interactive: bool,
+) -> Result<(), Failure> {
+    session_limited(db, input, out, interactive, MAX_LINE_BYTES)
+}
+
+/// [`session`] with lines of at most `limit` bytes.
+fn session_limited(
+    db: &Database,
     mut input: impl BufRead,
     out: &mut impl Write,
     interactive: bool,
+    limit: usize,
 ) -> Result<(), Failure> {
     // Declared after `db`: the open transaction borrows it.
     let mut tx: Option<Transaction<'_>> = None;
@@ -231,32 +291,36 @@ fn session(
         if interactive && !emit(out, PROMPT)? {
             break;
         }
-        raw.clear();
-        if input
-            .read_until(b'\n', &mut raw)
-            .map_err(|e| Failure(format!("reading stdin: {e}")))?
-            == 0
-        {
-            break;
-        }
-        let reply = match std::str::from_utf8(&raw) {
-            Err(e) => format!(
-                "err usage: the line is not UTF-8 (byte {} of it): not run",
-                e.valid_up_to() + 1
+        let line = read_line(&mut input, &mut raw, limit)
+            .map_err(|e| Failure(format!("reading stdin: {e}")))?;
+        let reply = match line {
+            Line::End => break,
+            Line::TooLong(n) => format!(
+                "err usage: the line is {n} bytes, longer than the {limit} a line may have: \
+                 not run"
             ),
-            Ok(line) => {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let Some(&first) = words.first() else {
-                    continue;
-                };
-                if first == "quit" && words.len() == 1 {
-                    break;
+            Line::Read => match std::str::from_utf8(&raw) {
+                Err(e) => format!(
+                    "err usage: the line is not UTF-8 (byte {} of it): not run",
+                    e.valid_up_to() + 1
+                ),
+                Ok(line) => {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let Some(&first) = words.first() else {
+                        continue;
+                    };
+                    if first.starts_with('#') {
+                        continue;
+                    }
+                    if first == "quit" && words.len() == 1 {
+                        break;
+                    }
+                    match execute(db, &mut tx, &words) {
+                        Ok(text) => text,
+                        Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
+                    }
                 }
-                match execute(db, &mut tx, &words) {
-                    Ok(text) => text,
-                    Err(e) => format!("err {}: {}", e.kind, e.msg.replace('\n', " ")),
-                }
-            }
+            },
         };
         if !emit(out, &format!("{reply}\n"))? {
             break;
@@ -631,7 +695,10 @@ mod tests {
         }
         let commands = script
             .split(|&b| b == b'\n')
-            .filter(|l| std::str::from_utf8(l).map_or(true, |l| !l.trim().is_empty()))
+            .filter(|l| {
+                std::str::from_utf8(l)
+                    .map_or(true, |l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+            })
             .count();
         let mut out = Vec::new();
         session(&db, &script[..], &mut out, false).expect("the session ends cleanly");
@@ -656,6 +723,44 @@ mod tests {
         assert_eq!(answers, commands, "one answer per command");
         // The lines reach the engine: a good share of them succeed.
         assert!(done * 10 > commands, "{done} of {commands} succeeded");
+        db.close().expect("closes");
+    }
+
+    /// A line longer than the limit is answered with an error and not
+    /// run, whatever follows it (more lines, or the end of input without a
+    /// newline); the lines around it run; comments get no answer.
+    #[test]
+    fn long_lines_are_refused_and_comments_skipped() {
+        use keel_io::sim::{SimConfig, SimIo};
+        let io: Arc<dyn keel_io::AsyncIo> = Arc::new(SimIo::new(SimConfig::seeded(6)));
+        let db = Database::open_with_io("/db", Config::default(), io).expect("opens");
+        let long = format!("put t 01 {}\n", "ab".repeat(100));
+        let exact = format!("put t 02 {}\n", "cd".repeat(20));
+        let limit = exact.len();
+        let script = format!(
+            "create-tree t\n# a comment\n  #another\n{long}{exact}get t 01\nget t 02\n{}",
+            &long[..long.len() - 1]
+        );
+        let mut out = Vec::new();
+        session_limited(&db, script.as_bytes(), &mut out, false, limit).expect("ends cleanly");
+        let out = String::from_utf8(out).expect("UTF-8");
+        let refused = format!(
+            "err usage: the line is {} bytes, longer than the {limit} a line may have: not run",
+            long.len()
+        );
+        let cut = format!(
+            "err usage: the line is {} bytes, longer than the {limit} a line may have: not run",
+            long.len() - 1
+        );
+        let want = [
+            "ok".to_string(),
+            refused,
+            "ok".into(),
+            "none".into(),
+            format!("val {}", "cd".repeat(20)),
+            cut,
+        ];
+        assert_eq!(out.lines().collect::<Vec<_>>(), want);
         db.close().expect("closes");
     }
 }
