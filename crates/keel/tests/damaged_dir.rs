@@ -244,3 +244,44 @@ fn a_heap_page_retyped_under_a_valid_checksum_is_corrupt_not_empty() {
         db.close().unwrap();
     }
 }
+
+/// A heap page whose header links a next page (only overflow pages chain)
+/// under a checksum sealed over it is refused as corrupt when the buffer
+/// pool loads it, naming the page and the field, not scanned as a heap
+/// page.
+#[test]
+fn a_heap_page_linking_a_next_page_is_corrupt() {
+    use keel::page::{NO_PAGE, PAGE_SIZE, PageType, header};
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path());
+    let path = tmp.path().join("rel/1.heap");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = &mut bytes[PAGE_SIZE..2 * PAGE_SIZE];
+    assert_eq!(header::page_type(page), Some(PageType::Heap));
+    let next = header::offsets::NEXT_PAGE;
+    assert_eq!(page[next..next + 4], NO_PAGE.to_le_bytes());
+    page[next..next + 4].copy_from_slice(&2u32.to_le_bytes());
+    header::seal(page).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let db = Database::open(tmp.path(), config()).unwrap();
+    let rel = db.relation("a").unwrap().unwrap();
+    let tx = db.begin().unwrap();
+    let rows: keel::Result<usize> = tx.scan(rel).unwrap().try_fold(0, |n, r| r.map(|_| n + 1));
+    let e = rows.expect_err("a scan over the page");
+    assert_eq!(e.class(), keel::ErrorClass::Corruption, "{e}");
+    // The error and its sources, outermost first.
+    let mut shown = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        shown = format!("{shown}: {s}");
+        source = s.source();
+    }
+    assert!(shown.contains("page 1"), "{shown}");
+    assert!(
+        shown.contains(&format!("offset {next}")) && shown.contains("next_page is 2"),
+        "{shown}"
+    );
+    drop(tx);
+    db.close().unwrap();
+}

@@ -46,11 +46,15 @@
 //! 3. `frag == (8192 - upper) - sum(allocations)`;
 //! 4. free and dead slots have offset and length zero and no flags;
 //! 5. no slot below `free_hint` is free, and the last slot is not free
-//!    (trailing free slots are trimmed, giving their 4 bytes back).
+//!    (trailing free slots are trimmed, giving their 4 bytes back);
+//! 6. the header's next-page link is [`NO_PAGE`]:
+//!    only overflow pages chain (a heap page is formatted by
+//!    [`SlottedPage::init`], and no heap operation writes the link).
 
 use crate::page::PageError;
 use crate::page::header::{
-    HEADER_SIZE, PAGE_SIZE, PageHeader, PageType, corrupted, get_u16, get_u32, offsets, put_u16,
+    HEADER_SIZE, NO_PAGE, PAGE_SIZE, PageHeader, PageType, corrupted, get_u16, get_u32, offsets,
+    put_u16,
 };
 use crate::page::overflow::OverflowHead;
 use crate::page::stats::PageStats;
@@ -541,6 +545,14 @@ impl<B: AsRef<[u8]>> SlottedPage<B> {
     /// every page read from disk (with the checksum) and after each step of
     /// the property tests.
     pub fn validate(&self) -> Result<(), PageError> {
+        let next = get_u32(self.bytes(), offsets::NEXT_PAGE);
+        if next != NO_PAGE {
+            return Err(corrupted(
+                self.page_id,
+                offsets::NEXT_PAGE,
+                format!("next_page is {next}, not NO_PAGE: only overflow pages chain"),
+            ));
+        }
         let mut allocs: Vec<(usize, usize, SlotId)> = Vec::with_capacity(self.slot_count().into());
         for s in (0..self.slot_count()).map(SlotId) {
             let e = self.slot(s)?;
