@@ -24,14 +24,20 @@
 //!   cycles); a node nothing reaches is a warning (leaked space, no key
 //!   lost), as is a finding after a crash that redo may repair (below);
 //! - each FSM file: its pages decode, and no recorded category promises more
-//!   free space than the heap page has (a warning: the map is a hint);
+//!   free space than the heap page has (a warning: the map is a hint); an
+//!   empty file, or one that ends in a partial page, is a warning too (the
+//!   open rebuilds the map from the heap);
 //! - every WAL record from where recovery would start (the control file's
 //!   `min(redo_start, undo_start)`) to the end of the log, read from where
 //!   the open reads it to find its end when that is older (the start of
 //!   the newest segment), and that the log reaches the control file's
 //!   checkpoint; after a clean
 //!   shutdown any invalid record is an error (`AbsoluteConsistency`), after a
-//!   crash a torn tail is not.
+//!   crash a torn tail is not;
+//! - the WAL directory: an entry named as a segment that is a directory is
+//!   a warning (the log does not count it as a segment; one numbered past
+//!   the log's newest segment stops the log when it gets there, as the
+//!   segment cannot take its name).
 //!
 //! The database must be closed: a held `LOCK` is refused, and so is a
 //! standby directory whose `keel standby` runs (it holds its marker's
@@ -68,7 +74,7 @@ use keel::page::{
     TupleFlags, init_page, page_lsn, page_type, set_page_lsn,
 };
 use keel::recovery::control::{Control, read_control};
-use keel::wal::segment::{SegmentDir, segment_file_name};
+use keel::wal::segment::{SegmentDir, parse_segment_file_name, segment_file_name};
 use keel::wal::{RecoveryMode, WalReader};
 use keel::{Lsn, PageId, RelationId, SlotId, TupleId};
 use serde_json::json;
@@ -339,6 +345,7 @@ fn check(dir: &Path) -> Result<Report, Failure> {
             ),
         );
     }
+    check_wal_dir(dir, &mut report)?;
     let files = relation_files(dir, &mut report)?;
     let mut free: BTreeMap<u32, (PageFree, u32)> = BTreeMap::new();
     let mut catalog = Vec::new();
@@ -928,6 +935,21 @@ fn check_fsm(
     let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
     let file = File::open(&path).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
+    let page = PAGE_SIZE as u64;
+    if len == 0 {
+        report.warning(
+            &place,
+            "empty (the map will be rebuilt from the heap at open)",
+        );
+    } else if !len.is_multiple_of(page) {
+        report.warning(
+            &place,
+            format!(
+                "{len} bytes, not a whole number of {page}-byte pages: it ends in a partial page \
+                 (the map will be rebuilt from the heap at open)"
+            ),
+        );
+    }
     let mut p = 0u32;
     while let Some(bytes) = read_page(&file, p, len).map_err(cannot)? {
         let at = format!("{place} page {p}");
@@ -1019,6 +1041,55 @@ fn check_database_id(
             ),
         );
     }
+}
+
+/// The entries of the WAL directory named as segments (`<n>.wal`) that are
+/// directories: the log lists only files as segments, so one is not part
+/// of the log, and one numbered past the newest segment file is where the
+/// log will one day need to put a segment (preparing it then fails, and a
+/// failed preparation stops the log). Warnings naming the path: opening
+/// the database does not refuse them.
+fn check_wal_dir(dir: &Path, report: &mut Report) -> Result<(), Failure> {
+    let wal = wal_dir(dir);
+    let cannot = |e: std::io::Error| Failure(format!("cannot read {}: {e}", wal.display()));
+    let entries = match std::fs::read_dir(&wal) {
+        Ok(entries) => entries,
+        // A missing WAL directory is reported by the log's own checks.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(cannot(e)),
+    };
+    let mut segment_files = Vec::new();
+    let mut segment_dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(cannot)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = parse_segment_file_name(&name) else {
+            continue;
+        };
+        if entry.file_type().map_err(cannot)?.is_dir() {
+            segment_dirs.push((n, name));
+        } else {
+            segment_files.push(n);
+        }
+    }
+    let newest = segment_files.iter().max().copied();
+    segment_dirs.sort_unstable();
+    for (n, name) in segment_dirs {
+        let ahead = if newest.is_none_or(|newest| n > newest) {
+            format!(
+                "; the log's newest segment is {}, and when the log reaches segment {n:#X} it \
+                 cannot put a segment file there and stops: move it out of {WAL_DIR}/",
+                newest.map_or_else(|| "none".to_owned(), segment_file_name)
+            )
+        } else {
+            String::new()
+        };
+        report.warning(
+            format!("{WAL_DIR}/{name}"),
+            format!("a directory named as a log segment: the log does not read it{ahead}"),
+        );
+    }
+    Ok(())
 }
 
 /// Reads every record from where recovery would start to the end.

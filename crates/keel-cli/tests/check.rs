@@ -1047,3 +1047,57 @@ fn stats_and_inspect_never_block_on_a_fifo() {
         );
     }
 }
+
+/// An empty FSM file, and one ending in a partial page, are warnings that
+/// name the file (the open rebuilds the map from the heap); so is a
+/// directory named as a log segment (the log does not read it; numbered
+/// past the newest segment it stops the log when the log gets there).
+/// Warnings only: check exits 0, as opening the database succeeds.
+#[test]
+fn an_empty_fsm_file_or_a_directory_named_as_a_segment_is_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_db(tmp.path());
+    let fsm = tmp.path().join("rel/1.fsm");
+    let pages = std::fs::read(&fsm).unwrap();
+    assert!(!pages.is_empty());
+    std::fs::write(&fsm, b"").unwrap();
+    let wal = tmp.path().join("wal");
+    let newest = std::fs::read_dir(&wal)
+        .unwrap()
+        .filter_map(|e| {
+            keel::wal::segment::parse_segment_file_name(e.unwrap().file_name().to_str()?)
+        })
+        .max()
+        .unwrap();
+    let ahead = keel::wal::segment::segment_file_name(newest + 1);
+    std::fs::create_dir(wal.join(&ahead)).unwrap();
+
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning: rel/1.fsm: empty") && l.contains("rebuilt")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.starts_with(&format!("warning: wal/{ahead}: a directory")) && l.contains("stops")
+        ),
+        "{out}"
+    );
+    assert!(out.contains(": 0 errors, 2 warnings"), "{out}");
+
+    std::fs::write(&fsm, &pages[..pages.len() - 100]).unwrap();
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning: rel/1.fsm: ") && l.contains("partial page")),
+        "{out}"
+    );
+    // The engine opens the directory as check says: both maps rebuilt, the
+    // directory left alone.
+    let db = Database::open(tmp.path(), Config::default()).unwrap();
+    db.close().unwrap();
+    assert!(wal.join(&ahead).is_dir());
+}
