@@ -1,6 +1,6 @@
 //! `keel inspect wal` on a real demo directory: it starts where the log
 //! recovery reads begins, says what it skipped, and `--all` / `--from`
-//! start elsewhere.
+//! start elsewhere; after a clean stop a log cut short is damage.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
@@ -81,4 +81,54 @@ fn inspect_wal_from_an_lsn_outside_the_log_is_refused() {
         "{stderr}"
     );
     assert!(!stdout.contains("end of log"), "{stdout}");
+}
+
+/// A closed database in `dir` with a few hundred committed rows, all in
+/// segment 0; returns the control file's checkpoint end (offset 32).
+fn clean_db(dir: &std::path::Path) -> u64 {
+    use keel::{Config, Database};
+    let db = Database::open(dir, Config::default()).unwrap();
+    let rel = db.create_relation("t").unwrap();
+    let mut tx = db.begin().unwrap();
+    for i in 0..300u32 {
+        tx.insert(rel, &[i as u8; 120]).unwrap();
+    }
+    tx.commit().unwrap();
+    db.close().unwrap();
+    let control = std::fs::read(dir.join("control")).unwrap();
+    u64::from_le_bytes(control[32..40].try_into().unwrap())
+}
+
+/// After a clean stop the log ends with the checkpoint the control file
+/// names, so a log that ends earlier, or in a torn tail, lost bytes that
+/// were durable: segment 0 truncated anywhere before the checkpoint's end
+/// exits 1 naming the segment file, never 0 with a cut tail.
+#[test]
+fn a_truncated_segment_after_a_clean_stop_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let checkpoint_end = clean_db(tmp.path());
+    let seg = tmp.path().join("wal/0000000000000000.wal");
+    let pristine = std::fs::read(&seg).unwrap();
+    let out = keel(&["inspect", "wal", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Inside the checkpoint's end record, at its start, and before the
+    // redo point (where inspection starts reading).
+    for len in [checkpoint_end + 20, checkpoint_end, checkpoint_end - 100] {
+        std::fs::write(&seg, &pristine).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        let out = keel(&["inspect", "wal", "--dir", d]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "cut at {len}: {stderr}");
+        assert!(
+            stderr.contains("keel: error: ") && stderr.contains(seg.to_str().unwrap()),
+            "cut at {len}: {stderr}"
+        );
+    }
 }

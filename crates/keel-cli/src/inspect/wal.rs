@@ -1,5 +1,14 @@
 //! `keel inspect wal`: one line (or JSON object) per log record, then a
 //! summary by record type.
+//!
+//! After a crash the log may end in a torn tail (the last batch, never
+//! acknowledged), which is cut off and reported in the summary. After a
+//! clean stop (the control file's clean flag) the log's end is known: it
+//! ends with the checkpoint the control file names, every byte of it
+//! durable before the flag was set. A log that ends before that
+//! checkpoint's end record, or in a torn tail, then lost durable bytes:
+//! an error naming the segment file (exit 1), as opening the database
+//! refuses it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,7 +16,7 @@ use std::path::Path;
 
 use keel::Lsn;
 use keel::datadir::layout::wal_dir;
-use keel::recovery::control::read_control;
+use keel::recovery::control::{Control, read_control};
 use keel::wal::payload::Payload;
 use keel::wal::segment::{SegmentDir, segment_file_name};
 use keel::wal::{LogRecord, RecoveryMode, TailCut, WalReader};
@@ -157,6 +166,9 @@ pub fn inspect_wal(dir: &Path, start: Start, json: bool, salvage: bool) -> Resul
         RecoveryMode::TolerateTornTail
     };
     let from = start_lsn(&io, dir, start)?;
+    // The log is inspected even where the control file is damaged (the
+    // default start has refused that already).
+    let control = read_control(&io, dir).ok().flatten();
     let mut reader = WalReader::open_read_only(io, &wal_dir(dir), from, mode)?;
     let mut totals: BTreeMap<&'static str, TypeTotals> = BTreeMap::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -193,7 +205,47 @@ pub fn inspect_wal(dir: &Path, start: Start, json: bool, salvage: bool) -> Resul
         return quiet_on_broken_pipe(e);
     }
     drop(out);
+    if failure.is_none()
+        && !salvage
+        && let (Some(c), Some(end)) = (control.filter(|c| c.clean), end)
+    {
+        let segment =
+            |lsn: Lsn| wal_dir(dir).join(segment_file_name(lsn.0 / reader.segment_size()));
+        failure = cleanly_stopped_log_damage(&c, end, cut.as_ref(), segment);
+    }
     failure.map_or(Ok(()), Err)
+}
+
+/// The damage in a log the database stopped cleanly (`c.clean`), which ends
+/// after the checkpoint end record at `c.checkpoint_end`: a log that ends at
+/// `end`, at or before that record, lost its tail; a torn tail `cut` there
+/// is damaged bytes that were durable. The error names the segment file
+/// (`segment` of an LSN).
+fn cleanly_stopped_log_damage(
+    c: &Control,
+    end: Lsn,
+    cut: Option<&TailCut>,
+    segment: impl Fn(Lsn) -> std::path::PathBuf,
+) -> Option<Failure> {
+    if end <= c.checkpoint_end {
+        return Some(Failure(format!(
+            "{}: the database was stopped cleanly, so the log ends after the checkpoint at {} \
+             that ends at {} (control file), but it ends at {end}: the segment is missing or \
+             lost its tail",
+            segment(c.checkpoint_end).display(),
+            c.redo_start,
+            c.checkpoint_end,
+        )));
+    }
+    cut.map(|cut| {
+        Failure(format!(
+            "{}: the database was stopped cleanly, so the log holds no torn tail, but its bytes \
+             at {} are not a valid record ({}): they were durable and are damaged",
+            segment(cut.at).display(),
+            cut.at,
+            cut.reason,
+        ))
+    })
 }
 
 /// The summary line of `--json`: totals by record type, the range read
