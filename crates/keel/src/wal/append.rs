@@ -379,10 +379,12 @@ impl LogBuffer {
         let mut pos = start.0;
         while let Some(c) = pending.chunks.front() {
             // The queue starts at the written end (one batch at a time
-            // takes from it) and is contiguous within a segment (the next
-            // segment's first chunk starts past its header); anything else
-            // stops the batch rather than writing a record at another
-            // position than its own.
+            // takes from it, and a batch that fails leaves its writer
+            // refusing every later call, so no batch is taken after
+            // records left the queue unwritten) and is contiguous within a
+            // segment (the next segment's first chunk starts past its
+            // header); anything else stops the batch rather than writing a
+            // record at another position than its own.
             debug_assert!(
                 c.start == pos || c.start >= seg_end.0,
                 "the queue is contiguous from the written end: a chunk at {} after {pos}",

@@ -31,9 +31,12 @@
 //! committer's caches for its records (the writer's thread slept in the
 //! last write).
 //!
-//! A failed write returns its error and changes nothing: its bytes may or
+//! A failed batch returns its error and changes nothing: its bytes may or
 //! may not be durable, so the caller poisons the log (invariant 7) and
-//! nothing here retries it.
+//! nothing here retries it. Its records left the queue with it, so the
+//! writer cannot go on either: every later call returns
+//! [`WalError::Poisoned`] naming the log and the first failure, never an
+//! `Ok` that a caller could take for a durable end (invariant 16).
 
 use std::sync::Arc;
 
@@ -63,12 +66,11 @@ pub(crate) trait SegmentSource: Send + Sync {
 /// rewrites that block): `written_end % BLOCK` of them.
 ///
 /// A failed write leaves the tail as it was and takes the `spare` buffer
-/// with it. No batch is staged after a failed one: its records left the
-/// queue with it and positions are never handed out twice, so nothing is
-/// queued at the written end again and [`BatchWriter::write_batch`] takes
-/// nothing (the group commit, poisoned, calls it no more either,
-/// invariant 7). Should one be staged all the same, an `InSpare` tail
-/// without its buffer is refused, never rewritten from other bytes.
+/// with it. No batch is staged after a failed one: the writer refuses
+/// every call after a failure ([`WriterCursor::failed`]; the group commit,
+/// poisoned, makes none either, invariant 7). Should one be staged all the
+/// same, an `InSpare` tail without its buffer is refused, never rewritten
+/// from other bytes.
 enum Tail {
     /// In this vector: the block as the open read it.
     Owned(Vec<u8>),
@@ -87,6 +89,10 @@ struct WriterCursor {
     spare: Option<IoBuf>,
     /// The previous batch's list of chunks, emptied, for the next batch.
     chunk_list: Vec<Chunk>,
+    /// What made a batch fail, once one has: its records left the queue
+    /// and the written end stays before them, so no later batch can
+    /// continue the log.
+    failed: Option<String>,
 }
 
 /// Writes batches into the segment files.
@@ -125,6 +131,7 @@ impl BatchWriter {
                 open: None,
                 spare: None,
                 chunk_list: Vec::new(),
+                failed: None,
             }),
             stats: Mutex::new(WriterStats::default()),
         }
@@ -132,8 +139,22 @@ impl BatchWriter {
 
     /// Writes durably what is queued in `buffer` from the written end,
     /// at most one batch and one segment. Returns the new durable end.
+    /// After a batch failed, every call fails: [`WalError::Poisoned`]
+    /// naming the log and that failure.
     pub(crate) fn write_batch(&self, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let mut cur = self.cursor.lock();
+        if let Some(first) = &cur.failed {
+            return Err(self.earlier_batch_failed(&cur, first));
+        }
+        let result = self.write_next(&mut cur, buffer);
+        if let Err(e) = &result {
+            cur.failed = Some(with_sources(e));
+        }
+        result
+    }
+
+    /// [`write_batch`](Self::write_batch) of a writer that has not failed.
+    fn write_next(&self, cur: &mut WriterCursor, buffer: &LogBuffer) -> Result<Lsn, WalError> {
         let start = self.geometry.record_position(cur.written_end);
         let mut chunks = buffer.take_contiguous(start, std::mem::take(&mut cur.chunk_list));
         if chunks.is_empty() {
@@ -149,8 +170,8 @@ impl BatchWriter {
             });
         }
         let batch: usize = chunks.iter().map(Chunk::len).sum();
-        let fh = self.segment_handle(&mut cur, self.geometry.segment_of(start))?;
-        let (offset, buf) = self.stage(&mut cur, start, &chunks)?;
+        let fh = self.segment_handle(cur, self.geometry.segment_of(start))?;
+        let (offset, buf) = self.stage(cur, start, &chunks)?;
         let write_len = buf.len() as u64;
         let end = Lsn(start.0 + batch as u64);
         // Where the records end in the staged buffer (after the partial
@@ -239,7 +260,7 @@ impl BatchWriter {
                 // The last write's buffer comes back with every write that
                 // succeeds; the bytes are only in it.
                 let Some(old) = spare else {
-                    return Err(self.earlier_write_failed(cur));
+                    return Err(self.earlier_batch_failed(cur, "its buffer is gone"));
                 };
                 debug_assert!(at + tail_len <= old.len(), "O_DIRECT tail out of step");
                 if old.capacity() < len {
@@ -272,18 +293,20 @@ impl BatchWriter {
         Ok((block_off, buf))
     }
 
-    /// The error of a batch staged after one whose write failed (none is:
-    /// [`Tail`]): the partial block's bytes went with the failed write's
-    /// buffer, so nothing is written.
-    fn earlier_write_failed(&self, cur: &WriterCursor) -> WalError {
+    /// The error of every call after a batch failed with `first`: the log
+    /// is poisoned, and the error names the segment it was writing (or the
+    /// WAL directory) and that failure.
+    fn earlier_batch_failed(&self, cur: &WriterCursor, first: &str) -> WalError {
         let file = match cur.open {
-            Some((_, fh)) => FileRef::handle(fh),
+            Some((n, _)) => FileRef::path(&self.dir.segment_path(n)),
             None => FileRef::path(self.dir.path()),
         };
         let source = IoError::from_os(
             OpKind::DurableWrite,
             file,
-            std::io::Error::other("an earlier batch's write failed"),
+            std::io::Error::other(format!(
+                "the log is poisoned: an earlier batch failed ({first})"
+            )),
         );
         WalError::Poisoned {
             cause: Arc::new(WalError::Io {
@@ -304,6 +327,17 @@ impl BatchWriter {
             let _ = self.io.close(fh).wait();
         }
     }
+}
+
+/// `e` and each of its sources, joined by ": ".
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text = format!("{text}: {s}");
+        next = s.source();
+    }
+    text
 }
 
 /// Headers are skipped by [`Geometry::record_position`]; records never
@@ -357,55 +391,72 @@ mod tests {
         .unwrap()
     }
 
-    /// With O_DIRECT, after a failed write the next call writes nothing
-    /// and the end stays where the last durable batch left it: the failed
-    /// batch's records left the queue, so nothing waits at the written end
-    /// and no batch is staged over the partial block whose bytes went with
-    /// the failed write's buffer ([`Tail`]). The group commit, poisoned,
-    /// makes no such call (invariant 7); this pins the writer's own side.
+    /// After a failed write every later call fails, with or without
+    /// O_DIRECT: the failed batch's records left the queue, so the writer
+    /// can never again return an end a caller could take as durable. A
+    /// caller that ignores the poison and appends more records gets the
+    /// same error (those records do not start at the written end, where
+    /// the queue's contiguity check would otherwise stop the batch), and
+    /// nothing is written: not over the partial block whose bytes went
+    /// with the failed write's buffer ([`Tail`]), not anywhere else.
     #[test]
-    fn after_a_failed_direct_write_nothing_more_is_written() {
-        let io = Arc::new(SimIo::new(SimConfig::seeded(3)));
-        let dir = Arc::new(SegmentDir::open(io.clone(), Path::new("/w"), true).unwrap());
-        let geometry = Geometry {
-            segment_size: SEGMENT,
-        };
-        let start = Lsn(SEGMENT_HEADER_SIZE as u64);
-        let log = LogBuffer::new(geometry, BATCH, 256 << 10, start);
-        let source = Arc::new(Prepare(dir.clone()));
-        let writer = BatchWriter::new(
-            io.clone(),
-            dir.clone(),
-            source,
-            geometry,
-            true,
-            start,
-            vec![],
-        );
+    fn after_a_failed_write_every_call_fails_and_nothing_more_is_written() {
+        for direct in [true, false] {
+            let io = Arc::new(SimIo::new(SimConfig::seeded(3)));
+            let dir = Arc::new(SegmentDir::open(io.clone(), Path::new("/w"), direct).unwrap());
+            let geometry = Geometry {
+                segment_size: SEGMENT,
+            };
+            let start = Lsn(SEGMENT_HEADER_SIZE as u64);
+            let log = LogBuffer::new(geometry, BATCH, 256 << 10, start);
+            let source = Arc::new(Prepare(dir.clone()));
+            let writer = BatchWriter::new(
+                io.clone(),
+                dir.clone(),
+                source,
+                geometry,
+                direct,
+                start,
+                vec![],
+            );
 
-        append(&log, 100, 0xAA);
-        let end = writer.write_batch(&log).unwrap();
-        assert!(
-            !end.0.is_multiple_of(BLOCK),
-            "the batch ends inside a block"
-        );
-        let first = read(&io, &dir, end.0 as usize);
-        assert!(first[start.0 as usize..].ends_with(&[0xAA; 100]));
+            append(&log, 100, 0xAA);
+            let end = writer.write_batch(&log).unwrap();
+            assert!(
+                !end.0.is_multiple_of(BLOCK),
+                "the batch ends inside a block"
+            );
+            let first = read(&io, &dir, end.0 as usize);
+            assert!(first[start.0 as usize..].ends_with(&[0xAA; 100]));
 
-        append(&log, 200, 0xBB);
-        io.add_fault(FaultRule::always(Fault::Eio).on_op(OpKind::DurableWrite));
-        let failed = writer.write_batch(&log).unwrap_err();
-        assert!(matches!(failed, WalError::Io { .. }), "{failed}");
-        io.clear_faults();
+            append(&log, 200, 0xBB);
+            io.add_fault(FaultRule::always(Fault::Eio).on_op(OpKind::DurableWrite));
+            let failed = writer.write_batch(&log).unwrap_err();
+            assert!(matches!(failed, WalError::Io { .. }), "{failed}");
+            io.clear_faults();
 
-        let ops = io.op_count();
-        assert_eq!(writer.write_batch(&log).unwrap(), end, "no progress");
-        assert_eq!(io.op_count(), ops, "no I/O after the failed write");
-        assert_eq!(log.take_contiguous(end, Vec::new()).len(), 0);
-        assert_eq!(
-            read(&io, &dir, end.0 as usize),
-            first,
-            "the first batch's records are untouched"
-        );
+            let ops = io.op_count();
+            for more in [false, true] {
+                if more {
+                    append(&log, 300, 0xCC);
+                }
+                let e = writer.write_batch(&log).unwrap_err();
+                let WalError::Poisoned { cause } = &e else {
+                    panic!("direct {direct}, more {more}: {e}");
+                };
+                let shown = with_sources(&**cause);
+                assert!(
+                    shown.contains("/w/0000000000000000.wal")
+                        && shown.contains("an earlier batch failed"),
+                    "direct {direct}, more {more}: {shown}"
+                );
+                assert_eq!(io.op_count(), ops, "no I/O after the failed write");
+            }
+            assert_eq!(
+                read(&io, &dir, end.0 as usize),
+                first,
+                "the first batch's records are untouched"
+            );
+        }
     }
 }
