@@ -314,8 +314,9 @@ pub fn write_status(
 const MAX_STATUS_BYTES: u64 = 1 << 20;
 
 /// Reads `dir`'s status file; `None` when no archiver ever published one.
-/// Anything but a regular file of at most 1 MiB is refused
-/// before it is opened (a FIFO would hold the read until a writer came).
+/// Anything but a regular file (or a symbolic link to one) of at most
+/// 1 MiB is refused before it is opened, naming what it is (a FIFO would
+/// hold the read until a writer came; [`keel::datadir::non_regular_kind`]).
 pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
     let path = status_path(dir);
     let refuse = |reason: String| ArchiveError::StatusIo {
@@ -323,12 +324,10 @@ pub fn read_status(dir: &Path) -> Result<Option<PublishedStatus>> {
         op: "read",
         source: reason.into(),
     };
+    if let Ok(Some(kind)) = keel::datadir::non_regular_kind(&path) {
+        return Err(refuse(format!("{kind}, not a regular file")));
+    }
     match std::fs::metadata(&path) {
-        Ok(m) if !m.is_file() => {
-            return Err(refuse(
-                "not a regular file (a FIFO, a socket, a device or a directory)".into(),
-            ));
-        }
         Ok(m) if m.len() > MAX_STATUS_BYTES => {
             return Err(refuse(format!(
                 "{} bytes, more than any status file ({MAX_STATUS_BYTES})",
@@ -464,10 +463,14 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("read_status waits on a FIFO");
         let e = got.unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.contains("a FIFO, not a regular file"), "{e}");
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         let e = read_status(tmp.path()).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.contains("a directory, not a regular file"), "{e}");
+        std::fs::remove_dir(&path).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("gone"), &path).unwrap();
+        let e = read_status(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("a symbolic link to nothing"), "{e}");
     }
 }

@@ -192,33 +192,15 @@ pub(crate) fn quiet_on_broken_pipe(e: std::io::Error) -> Result<(), Failure> {
 /// Refuses `path` unless it is a regular file or a symbolic link to one
 /// (what the engine counts as a file when it lists a directory): opening a
 /// FIFO blocks until a writer comes, and a directory or a device holds no
-/// pages. Looks without opening; the error names the path and what it is.
+/// pages. Looks without opening; the error names the path and what it is
+/// ([`keel::datadir::non_regular_kind`]).
 pub(crate) fn require_regular_file(path: &std::path::Path) -> Result<(), Failure> {
-    use std::os::unix::fs::FileTypeExt;
     let shown = path.display();
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| Failure(format!("cannot read {shown}: {e}")))?;
-    let kind = meta.file_type();
-    let what = if kind.is_file() {
-        return Ok(());
-    } else if kind.is_symlink() {
-        match std::fs::metadata(path) {
-            Ok(target) if target.is_file() => return Ok(()),
-            Ok(_) => "a symbolic link to something other than a regular file",
-            Err(_) => "a symbolic link to nothing",
-        }
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else {
-        "not a file"
-    };
-    Err(Failure(format!(
-        "{shown} is {what}, not a regular file: not opened"
-    )))
+    match keel::datadir::non_regular_kind(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(what)) => Err(Failure(format!(
+            "{shown} is {what}, not a regular file: not opened"
+        ))),
+        Err(e) => Err(Failure(format!("cannot read {shown}: {e}"))),
+    }
 }

@@ -92,15 +92,9 @@ pub fn run(args: StatsArgs) -> Result<(), Failure> {
 }
 
 /// The archive status file of `dir`: `None` when there is none. One that
-/// is not a regular file (a FIFO would block the read until a writer
-/// came) is unreadable, as is one that does not decode.
+/// is not a regular file (which `keel_archive::read_status` refuses by
+/// its kind, unopened) is unreadable, as is one that does not decode.
 fn read_archive_status(dir: &Path) -> Option<Result<PublishedStatus, String>> {
-    let path = dir.join(keel::datadir::layout::ARCHIVE_STATUS_FILE);
-    if path.symlink_metadata().is_ok()
-        && let Err(Failure(e)) = crate::require_regular_file(&path)
-    {
-        return Some(Err(e));
-    }
     keel_archive::read_status(dir)
         .map_err(|e| Failure::from(e).0)
         .transpose()
@@ -109,8 +103,8 @@ fn read_archive_status(dir: &Path) -> Option<Result<PublishedStatus, String>> {
 /// Opens the database in `dir` on a backend the caller keeps (for its
 /// statistics), returning the control file as it was before opening.
 /// Refuses a directory without a control file: opening would create a
-/// database there; and one whose `LOCK` is not a regular file (opening a
-/// FIFO blocks until a writer comes).
+/// database there. (The open refuses a `LOCK` that is not a regular file,
+/// naming what it is, without blocking on a FIFO.)
 pub fn open_existing(dir: &Path) -> Result<Opened, Failure> {
     open_existing_with(dir, Config::default())
 }
@@ -123,10 +117,6 @@ pub fn open_existing_with(dir: &Path, config: Config) -> Result<Opened, Failure>
             "{} is not a Keel data directory (it has no control file)",
             dir.display()
         )));
-    }
-    let lock = keel::datadir::layout::lock_path(dir);
-    if lock.symlink_metadata().is_ok() {
-        crate::require_regular_file(&lock)?;
     }
     let config = Config {
         io: keel_io::IoConfig::from_env()?,

@@ -205,6 +205,9 @@ fn a_fifo_where_a_data_file_belongs_is_refused_naming_it_without_waiting() {
         let text = chain(&err);
         assert!(text.contains(victim), "{victim}: {text}");
         assert!(text.contains("not a regular file"), "{victim}: {text}");
+        if victim == "LOCK" {
+            assert!(text.contains("LOCK is a FIFO"), "{text}");
+        }
     }
 }
 

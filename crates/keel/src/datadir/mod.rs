@@ -46,12 +46,14 @@
 //! ([`crate::wal::segment`]).
 
 pub(crate) mod files;
+mod kind;
 pub mod layout;
 mod open;
 mod sync;
 
 use std::path::{Path, PathBuf};
 
+pub use kind::{kind_name, non_regular_kind};
 pub(crate) use open::{apply_redo_only, open};
 pub use open::{lock_dir, try_lock_waiting};
 pub(crate) use sync::sync_if_unclean;

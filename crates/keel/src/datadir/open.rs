@@ -309,8 +309,10 @@ fn ensure_dir(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<()> {
 /// directory. The lock lasts as long as the returned file is open. Every
 /// open takes it first; a tool that changes a data directory without
 /// opening it (wiping one, say) takes it the same way and holds it while
-/// it works. A lock another process holds is [`DbError::Locked`], and
-/// nothing in `dir` changes but `LOCK` being created if absent.
+/// it works. A lock another process holds is [`DbError::Locked`];
+/// something other than a regular file in `LOCK`'s place is
+/// [`Error::NotARegularFile`] naming what it is; and nothing in `dir`
+/// changes but `LOCK` being created if absent.
 pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     if !dir.is_dir() {
         return Ok(None);
@@ -322,9 +324,20 @@ pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
         path: path.clone(),
         source: keel_io::IoError::from_os(keel_io::OpKind::Open, keel_io::FileRef::path(&path), e),
     };
-    // Opened for reading and writing without blocking, so a FIFO in the
-    // lock file's place opens at once (instead of waiting for a process
-    // at its other end) and is refused as not a regular file.
+    // Anything but a regular file in the lock file's place is refused by
+    // its kind before it is opened; one put there meanwhile is refused
+    // after, as it is opened without blocking (a FIFO opens at once rather
+    // than waiting for a process at its other end).
+    let not_a_file = |kind| Error::NotARegularFile {
+        path: path.clone(),
+        kind,
+    };
+    match super::non_regular_kind(&path) {
+        Ok(Some(kind)) => return Err(not_a_file(kind)),
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed("read the lock file's metadata", e)),
+    }
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).read(true).write(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, keel_io::FILE_MODE);
@@ -332,18 +345,12 @@ pub fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
     let file = options
         .open(&path)
         .map_err(|e| failed("create the lock file", e))?;
-    let is_file = file
+    let kind = file
         .metadata()
         .map_err(|e| failed("read the lock file's metadata", e))?
-        .is_file();
-    if !is_file {
-        return Err(failed(
-            "use the lock file",
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file (a FIFO, a socket or a device)",
-            ),
-        ));
+        .file_type();
+    if !kind.is_file() {
+        return Err(not_a_file(super::kind_name(kind)));
     }
     match try_lock_waiting(&file) {
         Ok(true) => Ok(Some(file)),

@@ -425,6 +425,17 @@ pub enum Error {
         #[source]
         source: IoError,
     },
+    /// A file of the data directory that Keel writes (`LOCK`) is something
+    /// else in its place: a FIFO, a directory, a socket, a device, a
+    /// symbolic link to nothing ([`crate::datadir::non_regular_kind`]).
+    /// Refused before it is read or written; nothing was opened.
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there, with its article ("a FIFO").
+        kind: &'static str,
+    },
 }
 
 impl Error {
@@ -442,7 +453,7 @@ impl Error {
             Error::Buffer(e) => e.class(),
             Error::Db(e) => e.class(),
             Error::Checksum(_) => ErrorClass::Usage,
-            Error::DataDir { .. } => ErrorClass::Usage,
+            Error::DataDir { .. } | Error::NotARegularFile { .. } => ErrorClass::Usage,
         }
     }
 }
