@@ -390,7 +390,32 @@ impl Storage {
         key: &[u8],
     ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
         let held = self.routes(rel)?;
-        let Some(r) = held.as_ref().filter(|r| r.usable()) else {
+        self.leaf_from_routes(rel, key, held.as_deref().filter(|r| r.usable()))
+    }
+
+    /// [`leaf_for_read`](Self::leaf_for_read) with the routes loaded
+    /// through `cache`, a cache of `rel`'s (`routes::RoutesCache`).
+    pub(crate) fn leaf_for_read_cached(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        cache: &mut routes::RoutesCache,
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        match cache.current(rel) {
+            Some(r) => self.leaf_from_routes(rel, key, Some(r)),
+            None => self.leaf_for_read(rel, key),
+        }
+    }
+
+    /// [`leaf_for_read`](Self::leaf_for_read) from usable routes `routes`
+    /// of `rel`, or from the root without them.
+    fn leaf_from_routes(
+        &self,
+        rel: &Relation,
+        key: &[u8],
+        routes: Option<&routes::Routes>,
+    ) -> Result<(crate::buffer::PageReadGuard<'_>, PageId)> {
+        let Some(r) = routes else {
             return self.walk(rel, key, 0, None);
         };
         let (g, pid, moves) = self.walk_from(rel, key, 0, r.route(key), r.level(), None)?;

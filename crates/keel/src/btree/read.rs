@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::ops::Bound;
 
+use super::routes::RoutesCache;
 use super::write::Step;
 use super::{check_key, end_lock, key_lock};
 use crate::buffer::PageReadGuard;
@@ -172,27 +173,31 @@ impl Storage {
         rel: &Relation,
         key: &[u8],
         covered: bool,
+        routes: &mut RoutesCache,
     ) -> Result<Option<Vec<u8>>> {
         let mut out = Vec::new();
         Ok(self
-            .tree_get_into(txn, rel, key, covered, &mut out)?
+            .tree_get_into(txn, rel, key, covered, routes, &mut out)?
             .then_some(out))
     }
 
     /// [`tree_get`](Self::tree_get) into `out`: whether `key` is there.
     /// An inline value is copied into `out`'s allocation; an overflow
-    /// value, read into a buffer of its own, replaces it.
+    /// value, read into a buffer of its own, replaces it. The descent
+    /// starts from the routes `routes` caches (`rel`'s).
     pub(crate) fn tree_get_into(
         &self,
         txn: TxnId,
         rel: &Relation,
         key: &[u8],
         covered: bool,
+        routes: &mut RoutesCache,
         out: &mut Vec<u8>,
     ) -> Result<bool> {
         check_key(key)?;
         out.clear();
-        let found = self.with_key_locks(txn, || self.get_step(txn, rel, key, covered, out))?;
+        let found =
+            self.with_key_locks(txn, || self.get_step(txn, rel, key, covered, routes, out))?;
         match found {
             Some(Hit::Copied) => Ok(true),
             Some(Hit::Chain(at, rest)) => {
@@ -212,10 +217,11 @@ impl Storage {
         rel: &Relation,
         key: &[u8],
         covered: bool,
+        routes: &mut RoutesCache,
         out: &mut Vec<u8>,
     ) -> Result<Step<Option<Hit>>> {
         let _shared = rel.structure.read();
-        let (g, pid) = self.leaf_for_read(rel, key)?;
+        let (g, pid) = self.leaf_for_read_cached(rel, key, routes)?;
         // The descent opened the leaf, checked its level, and still holds
         // its latch.
         let p = TreePage::reopen(&g[..], pid);

@@ -269,6 +269,53 @@ impl RouteList {
 /// routes.
 pub(crate) type RoutesGuard = arc_swap::Guard<Option<std::sync::Arc<Routes>>>;
 
+/// A tree's routes as one transaction last loaded them (its `TreeHold`):
+/// each load compares the pointer the tree holds with the copy's, one
+/// atomic load, where [`Storage::routes`] takes and settles a debt slot of
+/// `arc_swap`'s. The copy is a strong reference, so its address cannot be
+/// reused while it is held, and a copy the tree no longer holds is never
+/// taken for the tree's: loads run under the structure lock held shared,
+/// and every drop that the routes rule needs ([`restructure`]) stores under
+/// it held exclusively, so a load after one sees the new pointer. The copy
+/// lives as long as the transaction that loaded it, or until its next load
+/// finds the tree holding another.
+pub(crate) struct RoutesCache(arc_swap::Cache<RoutesOf, Option<std::sync::Arc<Routes>>>);
+
+/// The routes slot of a tree, reached through a handle that keeps the
+/// tree alive (what [`arc_swap::Cache`] reads).
+struct RoutesOf(std::sync::Arc<Relation>);
+
+impl std::ops::Deref for RoutesOf {
+    type Target = arc_swap::ArcSwapOption<Routes>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.routes
+    }
+}
+
+impl RoutesCache {
+    /// A cache of `rel`'s routes.
+    pub(crate) fn new(rel: std::sync::Arc<Relation>) -> RoutesCache {
+        RoutesCache(arc_swap::Cache::new(RoutesOf(rel)))
+    }
+
+    /// The routes `rel` (this cache's tree) holds now, when they are
+    /// usable routes from its current root; `None` when the caller must
+    /// go through [`Storage::routes`] (none yet, a placeholder, a root that
+    /// split since the copy: what builds or counts).
+    pub(crate) fn current(&mut self, rel: &Relation) -> Option<&Routes> {
+        debug_assert!(
+            std::ptr::eq(self.0.arc_swap(), &rel.routes),
+            "a routes cache is read for its own tree only"
+        );
+        let hint = rel.root_hint.load(Ordering::Acquire);
+        match self.0.load() {
+            Some(r) if r.usable() && r.root == hint => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Takes `rel`'s structure lock exclusively and drops its routes: the one
 /// way to change what the routes rule (module docs) relies on.
 pub(crate) fn restructure(rel: &Relation) -> parking_lot::RwLockWriteGuard<'_, ()> {

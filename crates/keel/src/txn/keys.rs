@@ -51,7 +51,7 @@ impl Transaction<'_> {
     /// [`MAX_VALUE_LEN`](crate::heap::MAX_VALUE_LEN) (large ones go to an
     /// overflow chain).
     pub fn put(&mut self, tree: RelationId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered, _| {
             s.tree_put(log, r, key, value, false, covered).map(|_| ())
         })
     }
@@ -66,7 +66,7 @@ impl Transaction<'_> {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered| {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, covered, _| {
             s.tree_put(log, r, key, value, true, covered)
         })
     }
@@ -74,9 +74,11 @@ impl Transaction<'_> {
     /// `key`'s value in `tree`. Locks the key shared, or when it is absent
     /// the key after it, so the answer holds until the transaction ends.
     pub fn get_key(&self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentShared, |s, log, r, covered| {
-            s.tree_get(log.txn, r, key, covered)
-        })
+        self.tree_op(
+            tree,
+            LockMode::IntentShared,
+            |s, log, r, covered, routes| s.tree_get(log.txn, r, key, covered, routes),
+        )
     }
 
     /// [`get_key`](Self::get_key) into `out`: `true` when `key` is there
@@ -86,9 +88,11 @@ impl Transaction<'_> {
     /// serves them all and no get allocates; a value in an overflow chain
     /// is read into a buffer of its own, which replaces `out`'s.
     pub fn get_key_into(&self, tree: RelationId, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        self.tree_op(tree, LockMode::IntentShared, |s, log, r, covered| {
-            s.tree_get_into(log.txn, r, key, covered, out)
-        })
+        self.tree_op(
+            tree,
+            LockMode::IntentShared,
+            |s, log, r, covered, routes| s.tree_get_into(log.txn, r, key, covered, routes, out),
+        )
     }
 
     /// Deletes `key` from `tree`; returns its value if it was there.
@@ -101,7 +105,7 @@ impl Transaction<'_> {
     ///
     /// [`Corruption`]: crate::ErrorClass::Corruption
     pub fn delete_key(&mut self, tree: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _| {
+        self.tree_op(tree, LockMode::IntentExclusive, |s, log, r, _, _| {
             s.tree_delete(log, r, key)
         })
     }
@@ -120,7 +124,7 @@ impl Transaction<'_> {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        self.tree_op(tree, LockMode::Exclusive, |s, log, r, _| {
+        self.tree_op(tree, LockMode::Exclusive, |s, log, r, _, _| {
             s.tree_bulk_load(log, r, items)
         })
     }

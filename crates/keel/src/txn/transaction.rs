@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::btree::routes::RoutesCache;
 use crate::engine::Engine;
 use crate::error::{DbError, Error, Result};
 use crate::heap::Relation;
@@ -301,6 +302,8 @@ struct TreeHold {
     rel: Arc<Relation>,
     mode: LockMode,
     ops: u32,
+    /// The tree's routes as this transaction's gets last loaded them.
+    routes: RoutesCache,
 }
 
 impl TreeHold {
@@ -552,14 +555,15 @@ impl<'db> Transaction<'db> {
 
     /// Runs a tree operation on tree `rel`: the tree's intention lock in
     /// `mode` (IS to read, IX to write, X for a bulk load), then `f` with
-    /// the storage, this transaction's log, the tree and whether the tree
-    /// lock held covers the key locks of a read ([`TreeHold`]). An error
-    /// rolls back as [`fail`](Self::fail) says.
+    /// the storage, this transaction's log, the tree, whether the tree
+    /// lock held covers the key locks of a read ([`TreeHold`]) and this
+    /// transaction's cache of the tree's routes. An error rolls back as
+    /// [`fail`](Self::fail) says.
     pub(super) fn tree_op<T>(
         &self,
         rel: RelationId,
         mode: LockMode,
-        f: impl FnOnce(&Storage, &mut TxnLog, &Relation, bool) -> Result<T>,
+        f: impl FnOnce(&Storage, &mut TxnLog, &Relation, bool, &mut RoutesCache) -> Result<T>,
     ) -> Result<T> {
         if mode != LockMode::IntentShared {
             self.writable()?;
@@ -579,13 +583,19 @@ impl<'db> Transaction<'db> {
             self.slot.before_write(|| self.db.store.wal.end_lsn());
         }
         let covered = self.covered(at, mode);
-        let holds = self.tree_locks.borrow();
-        let hold = &holds[at];
+        let mut holds = self.tree_locks.borrow_mut();
+        let hold = &mut holds[at];
         let mut core = self.core.lock();
         if core.state != TxnState::Active {
             return Err(DbError::TxnFinished(self.id).into());
         }
-        let result = f(&self.db.store, &mut core.log, &hold.rel, covered);
+        let result = f(
+            &self.db.store,
+            &mut core.log,
+            &hold.rel,
+            covered,
+            &mut hold.routes,
+        );
         if writing {
             self.slot.wrote(core.log.last_lsn);
         }
@@ -633,6 +643,7 @@ impl<'db> Transaction<'db> {
             }
             None => {
                 holds.push(TreeHold {
+                    routes: RoutesCache::new(r.clone()),
                     rel: r,
                     mode,
                     ops: 0,
