@@ -611,18 +611,27 @@ impl<'db> Transaction<'db> {
     /// `mode`: a tree already held so asks nothing more; otherwise the
     /// tree is looked up, checked to be one, locked (waiting) and checked
     /// to be still there.
+    #[inline]
     fn tree_hold(&self, rel: RelationId, mode: LockMode) -> Result<usize> {
-        let found = self
-            .tree_locks
-            .borrow()
-            .iter()
-            .position(|h| h.rel.id == rel);
-        if let Some(at) = found {
-            let held = self.tree_locks.borrow()[at].mode;
-            if held == mode || held == LockMode::Exclusive || mode == LockMode::IntentShared {
-                return Ok(at);
+        let found = {
+            let holds = self.tree_locks.borrow();
+            let found = holds.iter().position(|h| h.rel.id == rel);
+            if let Some(at) = found {
+                let held = holds[at].mode;
+                if held == mode || held == LockMode::Exclusive || mode == LockMode::IntentShared {
+                    return Ok(at);
+                }
             }
-        }
+            found
+        };
+        self.lock_tree(rel, mode, found)
+    }
+
+    /// [`tree_hold`](Self::tree_hold) for a tree not yet held in a mode
+    /// that gives `mode`; `found`, its index in `tree_locks` if it is held
+    /// at all.
+    #[inline(never)]
+    fn lock_tree(&self, rel: RelationId, mode: LockMode, found: Option<usize>) -> Result<usize> {
         self.live()?;
         self.db.check_usable()?;
         let r = self.db.user_relation(rel)?;
@@ -656,6 +665,7 @@ impl<'db> Transaction<'db> {
     /// Whether the lock held on the tree at `at` gives every key lock an
     /// operation in `mode` would take, on the transaction's home thread
     /// ([`TreeHold`]): then the operation asks for none.
+    #[inline]
     fn covered(&self, at: usize, mode: LockMode) -> bool {
         self.tree_locks.borrow()[at].covers(mode)
             && self.home.load(Ordering::Acquire) == thread_key()
@@ -665,17 +675,30 @@ impl<'db> Transaction<'db> {
     /// and, in a read-only transaction, at [`TREE_READ_ESCALATE_AT`] reads
     /// and each doubling after, tries (never waiting) to lock the tree
     /// shared when this transaction holds it only in IS.
+    #[inline]
     fn count_read(&self, at: usize) -> Result<()> {
+        let due = {
+            let mut holds = self.tree_locks.borrow_mut();
+            let h = &mut holds[at];
+            h.ops = h.ops.saturating_add(1);
+            self.read_only
+                && h.mode == LockMode::IntentShared
+                && h.ops >= TREE_READ_ESCALATE_AT
+                && h.ops.is_power_of_two()
+        };
+        match due {
+            true => self.escalate_read(at),
+            false => Ok(()),
+        }
+    }
+
+    /// [`count_read`](Self::count_read)'s try, never waiting, to lock the
+    /// tree at `at` shared.
+    #[cold]
+    #[inline(never)]
+    fn escalate_read(&self, at: usize) -> Result<()> {
         let mut holds = self.tree_locks.borrow_mut();
         let h = &mut holds[at];
-        h.ops = h.ops.saturating_add(1);
-        if !self.read_only
-            || h.mode != LockMode::IntentShared
-            || h.ops < TREE_READ_ESCALATE_AT
-            || !h.ops.is_power_of_two()
-        {
-            return Ok(());
-        }
         let target = LockTarget::Relation(h.rel.id);
         match self
             .db
@@ -700,16 +723,28 @@ impl<'db> Transaction<'db> {
     /// gave this transaction the whole tree exclusively: from then on its
     /// writes there take no key locks (no other transaction can hold any
     /// lock in the tree, [`TreeHold`]).
+    #[inline]
     fn count_write(&self, at: usize) {
+        let due = {
+            let mut holds = self.tree_locks.borrow_mut();
+            let h = &mut holds[at];
+            h.ops = h.ops.saturating_add(1);
+            h.mode != LockMode::Exclusive
+                && h.ops >= crate::lock::ESCALATE_AT
+                && h.ops.is_power_of_two()
+        };
+        if due {
+            self.adopt_escalation(at);
+        }
+    }
+
+    /// [`count_write`](Self::count_write)'s look at whether the lock
+    /// manager's escalation gave the tree at `at` exclusively.
+    #[cold]
+    #[inline(never)]
+    fn adopt_escalation(&self, at: usize) {
         let mut holds = self.tree_locks.borrow_mut();
         let h = &mut holds[at];
-        h.ops = h.ops.saturating_add(1);
-        if h.mode == LockMode::Exclusive
-            || h.ops < crate::lock::ESCALATE_AT
-            || !h.ops.is_power_of_two()
-        {
-            return;
-        }
         let target = LockTarget::Relation(h.rel.id);
         if self.db.store.locks.mode_held(self.id, target) == Some(LockMode::Exclusive) {
             h.mode = LockMode::Exclusive;
