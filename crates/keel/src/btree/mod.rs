@@ -341,6 +341,35 @@ impl Storage {
         Ok(p)
     }
 
+    /// [`node`](Self::node) for a page latched shared, whose header checks
+    /// run only when its bytes have not passed them since they last changed
+    /// (`PageReadGuard::node_checked`); the level is checked every time.
+    pub(crate) fn read_node<'p>(
+        &self,
+        rel: &Relation,
+        g: &'p crate::buffer::PageReadGuard<'_>,
+        pid: PageId,
+        level: u16,
+    ) -> Result<TreePage<&'p [u8]>> {
+        if !g.node_checked() {
+            let p = self.node(rel, g, pid, level)?;
+            g.set_node_checked();
+            return Ok(p);
+        }
+        let p = TreePage::reopen(&g[..], pid);
+        if p.level() != level {
+            return Err(corrupt(
+                rel,
+                pid,
+                format!(
+                    "a node of level {} where level {level} was expected",
+                    p.level()
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
     /// The next page right of `p`, checked to lie inside the file; `moves`
     /// bounds a walk by the file's page count, so a cycle of right links is
     /// corruption, not a hang.
@@ -467,7 +496,7 @@ impl Storage {
         let mut moves = 0;
         loop {
             let g = self.pool.fetch_read(rel.file(), pid)?;
-            let p = self.node(rel, &g, pid, at)?;
+            let p = self.read_node(rel, &g, pid, at)?;
             if !p.covers(key) {
                 pid = self.right_of(rel, &p, &mut moves)?;
                 continue;

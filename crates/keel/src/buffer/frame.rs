@@ -1,8 +1,11 @@
 //! Frames and the bookkeeping the pool keeps about them.
 //!
 //! A [`Frame`] is what a hit touches, on one cache line: the page bytes
-//! behind their latch, the pin count, whether the page is Ready, and the
-//! clock's reference bit, all atomics. Everything else about a frame —
+//! behind their latch, the pin count, whether the page is Ready, the
+//! clock's reference bit, and whether the bytes passed a tree node's
+//! header checks since they last changed (cleared by every exclusive
+//! latch, so a descent that finds it set skips re-checking a node nobody
+//! changed), all atomics. Everything else about a frame —
 //! which page it holds, its state, dirtiness, write-back — is a
 //! [`FrameMeta`] inside [`Meta`], changed only with the pool's `Meta`
 //! mutex held (and that mutex is never held during I/O or while taking a
@@ -25,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use rustc_hash::FxHashMap as HashMap;
 
 use keel_io::{FileHandle, IoBuf};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::BufferError;
 use super::FileId;
@@ -62,7 +65,11 @@ pub enum FrameState {
 /// and the atomics a hit reads and writes.
 #[repr(align(64))]
 pub(crate) struct Frame {
-    pub(crate) data: RwLock<IoBuf>,
+    /// The page latch and the bytes behind it; latched exclusively only
+    /// through [`latch_write`](Self::latch_write) and
+    /// [`try_latch_write`](Self::try_latch_write), which forget
+    /// `node_checked`.
+    data: RwLock<IoBuf>,
     /// Guards (and a loading fetch) holding the frame (the pin rule in the
     /// module docs).
     pub(crate) pins: AtomicU32,
@@ -70,6 +77,15 @@ pub(crate) struct Frame {
     pub(crate) ready: AtomicBool,
     /// The clock's reference bit (replacer.rs), set by every pin.
     pub(crate) referenced: AtomicBool,
+    /// The bytes passed a tree node's header checks (`TreePage::open`)
+    /// since they last changed. Set by a reader holding the latch shared
+    /// once its open succeeded, cleared by every exclusive latch before its
+    /// holder can change a byte (a change, a load, a new page); so a reader
+    /// that finds it set under the shared latch holds bytes some open
+    /// accepted and nobody changed since: the latch orders every set
+    /// before the next exclusive holder's clear, and that clear before the
+    /// next shared holder's load.
+    node_checked: AtomicBool,
 }
 
 // The essay's "one cache line": the latch, the buffer's pointer and the
@@ -83,6 +99,47 @@ impl Frame {
             pins: AtomicU32::new(0),
             ready: AtomicBool::new(false),
             referenced: AtomicBool::new(false),
+            node_checked: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the latch shared.
+    pub(crate) fn latch_read(&self) -> RwLockReadGuard<'_, IoBuf> {
+        self.data.read()
+    }
+
+    /// [`latch_read`](Self::latch_read) if nobody holds the latch
+    /// exclusive.
+    pub(crate) fn try_latch_read(&self) -> Option<RwLockReadGuard<'_, IoBuf>> {
+        self.data.try_read()
+    }
+
+    /// Takes the latch exclusive, and forgets that the bytes were checked
+    /// (`node_checked`): the holder may change them.
+    pub(crate) fn latch_write(&self) -> RwLockWriteGuard<'_, IoBuf> {
+        let latch = self.data.write();
+        self.node_checked.store(false, Ordering::Relaxed);
+        latch
+    }
+
+    /// [`latch_write`](Self::latch_write) if nobody holds the latch.
+    pub(crate) fn try_latch_write(&self) -> Option<RwLockWriteGuard<'_, IoBuf>> {
+        let latch = self.data.try_write()?;
+        self.node_checked.store(false, Ordering::Relaxed);
+        Some(latch)
+    }
+
+    /// Whether the bytes passed a node's header checks since they last
+    /// changed (`node_checked`); call with the latch held shared.
+    pub(crate) fn node_checked(&self) -> bool {
+        self.node_checked.load(Ordering::Relaxed)
+    }
+
+    /// Records that the bytes passed a node's header checks; call with the
+    /// latch held shared, after the checks.
+    pub(crate) fn set_node_checked(&self) {
+        if !self.node_checked.load(Ordering::Relaxed) {
+            self.node_checked.store(true, Ordering::Relaxed);
         }
     }
 
@@ -103,7 +160,7 @@ impl Frame {
     /// The frame's buffer, taken out to read a page into (made by `fresh`
     /// on the frame's first use).
     pub(crate) fn take_buffer(&self, fresh: impl FnOnce() -> IoBuf) -> IoBuf {
-        let buf = std::mem::replace(&mut *self.data.write(), IoBuf::zeroed(0));
+        let buf = std::mem::replace(&mut *self.latch_write(), IoBuf::zeroed(0));
         if buf.len() == PAGE_SIZE { buf } else { fresh() }
     }
 }

@@ -46,7 +46,7 @@ impl<'a> PinnedPage<'a> {
     pub fn read(self) -> PageReadGuard<'a> {
         let shared = self.shared;
         PageReadGuard {
-            latch: shared.frames[self.frame].data.read(),
+            latch: shared.frames[self.frame].latch_read(),
             pin: self,
         }
     }
@@ -54,7 +54,7 @@ impl<'a> PinnedPage<'a> {
     /// Takes the latch exclusive (waits for every other holder).
     pub fn write(self) -> PageWriteGuard<'a> {
         let shared = self.shared;
-        PageWriteGuard::new(shared.frames[self.frame].data.write(), self)
+        PageWriteGuard::new(shared.frames[self.frame].latch_write(), self)
     }
 
     /// Takes the latch exclusive if nobody holds it; otherwise hands the
@@ -63,7 +63,7 @@ impl<'a> PinnedPage<'a> {
     /// have become a node since the offer).
     pub(crate) fn try_write(self) -> Result<PageWriteGuard<'a>, PinnedPage<'a>> {
         let shared = self.shared;
-        match shared.frames[self.frame].data.try_write() {
+        match shared.frames[self.frame].try_latch_write() {
             Some(latch) => Ok(PageWriteGuard::new(latch, self)),
             None => Err(self),
         }
@@ -102,6 +102,19 @@ impl PageReadGuard<'_> {
     /// The page's id.
     pub fn page_id(&self) -> PageId {
         self.pin.page_id()
+    }
+
+    /// Whether these bytes passed a tree node's header checks since they
+    /// last changed (a frame's `node_checked`), so that
+    /// `TreePage::reopen` may stand for `TreePage::open` on them.
+    pub(crate) fn node_checked(&self) -> bool {
+        self.pin.shared.frames[self.pin.frame].node_checked()
+    }
+
+    /// Records that these bytes passed a tree node's header checks
+    /// (`TreePage::open` accepted them under this latch).
+    pub(crate) fn set_node_checked(&self) {
+        self.pin.shared.frames[self.pin.frame].set_node_checked();
     }
 }
 

@@ -243,7 +243,7 @@ impl Shared {
                 }),
             ),
         };
-        *self.frames[frame].data.write() = buf;
+        *self.frames[frame].latch_write() = buf;
         let mut meta = self.meta.lock();
         match outcome {
             Ok(()) => meta.finish_load(frame),
@@ -449,7 +449,7 @@ impl BufferPool {
                 return Err(BufferError::AlreadyCached { file, page });
             }
         };
-        let mut latch = shared.frames[frame].data.write();
+        let mut latch = shared.frames[frame].latch_write();
         if latch.len() == PAGE_SIZE {
             latch.fill(0);
         } else {

@@ -136,7 +136,7 @@ impl Shared {
                 // EOF or an I/O error: a later fetch reports it.
                 Err(_) => (self.page_buf(), false),
             };
-            *self.frames[c.frame].data.write() = buf;
+            *self.frames[c.frame].latch_write() = buf;
             good.push(ok);
         }
         let mut meta = self.meta.lock();

@@ -608,3 +608,36 @@ fn flush_all_returns_only_after_a_concurrent_sync_ends_and_sees_its_error() {
         }
     });
 }
+
+#[test]
+fn a_node_check_is_forgotten_by_every_exclusive_latch_and_by_eviction() {
+    let pool = pool(sim(), 2);
+    create(&pool, 1, 10, 1);
+    let checked =
+        |pool: &BufferPool, page: u32| pool.fetch_read(F, PageId(page)).unwrap().node_checked();
+    let check = |pool: &BufferPool, page: u32| {
+        pool.fetch_read(F, PageId(page)).unwrap().set_node_checked();
+    };
+    assert!(!checked(&pool, 1), "a page nobody checked");
+    check(&pool, 1);
+    assert!(checked(&pool, 1), "kept across shared latches");
+    // An exclusive latch forgets it, changed or not.
+    drop(pool.fetch_write(F, PageId(1)).unwrap());
+    assert!(!checked(&pool, 1), "forgotten by an exclusive latch");
+    check(&pool, 1);
+    drop(pool.pin(F, PageId(1)).unwrap().try_write().unwrap());
+    assert!(!checked(&pool, 1), "forgotten by a tried exclusive latch");
+
+    // Page 2 pinned: pages 1 and 3 take turns in the other frame, which
+    // forgets what its last page passed when it takes one (new, or read
+    // back).
+    create(&pool, 2, 20, 2);
+    let hold = pool.pin(F, PageId(2)).unwrap();
+    check(&pool, 1);
+    create(&pool, 3, 30, 3);
+    assert!(!checked(&pool, 3), "a new page starts unchecked");
+    check(&pool, 3);
+    assert_eq!(read_tag(&pool, 1), 10);
+    assert!(!checked(&pool, 1), "a page read back starts unchecked");
+    drop(hold);
+}

@@ -257,10 +257,10 @@ impl Shared {
         mode: LatchMode,
         spare: &mut Vec<IoBuf>,
     ) -> Result<Copied, BufferError> {
-        let data = &self.frames[frame].data;
+        let f = &self.frames[frame];
         let latch = match mode {
-            LatchMode::Block => data.read(),
-            LatchMode::Try => match data.try_read() {
+            LatchMode::Block => f.latch_read(),
+            LatchMode::Try => match f.try_latch_read() {
                 Some(latch) => latch,
                 None => return Ok(Copied::Skipped(frame)),
             },

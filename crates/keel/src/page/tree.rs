@@ -400,8 +400,10 @@ impl<B: AsRef<[u8]>> TreePage<B> {
     /// Page `id` as a node without repeating [`open`](Self::open)'s
     /// checks: only for bytes `open` accepted as page `id` and that cannot
     /// have changed since (the caller has held the page's latch without a
-    /// break from that `open` on). The tree's read path uses it for the
-    /// leaf its descent has just opened.
+    /// break from that `open` on, or the buffer pool's frame says no
+    /// exclusive latch was taken on them since an `open` accepted them).
+    /// The tree's read path uses it for the leaf its descent has just
+    /// opened, and for nodes a descent reads that passed the checks before.
     pub(crate) fn reopen(buf: B, id: PageId) -> TreePage<B> {
         debug_assert!(
             TreePage::open(buf.as_ref(), id).is_ok(),
