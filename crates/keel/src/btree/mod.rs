@@ -632,13 +632,13 @@ pub(crate) fn node_page<K: AsRef<[u8]>, R: AsRef<[u8]>>(
     items: &[(K, R)],
     high: Option<(&[u8], PageId)>,
 ) -> Result<Box<[u8; PAGE_SIZE]>> {
-    let mut image = Box::new([0u8; PAGE_SIZE]);
     let refs: Vec<(&[u8], &[u8])> = items
         .iter()
         .map(|(k, r)| (k.as_ref(), r.as_ref()))
         .collect();
-    TreePage::build_zeroed(&mut image[..], pid, level, flags, &refs, high)?;
-    Ok(image)
+    Ok(crate::page::tree::node_image(
+        pid, level, flags, &refs, high,
+    )?)
 }
 
 #[cfg(test)]

@@ -798,14 +798,11 @@ fn right_half<B: AsRef<[u8]>>(
         // An internal node's first item is minus infinity.
         items.push((if level > 0 && i == k { &[][..] } else { key }, rest));
     }
-    let mut image = Box::new([0u8; crate::page::PAGE_SIZE]);
-    TreePage::build_zeroed(
-        &mut image[..],
+    Ok(tree::node_image(
         rpid,
         level,
         0,
         &items,
         p.high_key().zip(p.right_link()),
-    )?;
-    Ok(image)
+    )?)
 }

@@ -390,24 +390,10 @@ pub fn init_page(bytes: &mut [u8], page_id: PageId, page_type: PageType) -> Resu
     Ok(())
 }
 
-/// [`init_page`] of bytes that are already all zero (a fresh zeroed
-/// allocation): writes the header only, saving a second pass over the page.
-pub(crate) fn init_zeroed_page(
-    bytes: &mut [u8],
-    page_id: PageId,
-    page_type: PageType,
-) -> Result<(), PageError> {
-    check_len(bytes, page_id)?;
-    debug_assert!(
-        bytes.iter().all(|&b| b == 0),
-        "a page formatted over zeroes is all zero"
-    );
-    write_empty_header(bytes, page_id, page_type);
-    Ok(())
-}
-
-/// The header of an empty page over zeroed bytes of the right length.
-fn write_empty_header(bytes: &mut [u8], page_id: PageId, page_type: PageType) {
+/// The header fields of an empty page over zeroed bytes: `bytes` holds at
+/// least the common header ([`HEADER_SIZE`] bytes), all zero, and every
+/// field [`init_page`] sets is written; the rest stays zero.
+pub(crate) fn write_empty_header(bytes: &mut [u8], page_id: PageId, page_type: PageType) {
     use offsets::*;
     put_u32(bytes, MAGIC, PAGE_MAGIC);
     put_u16(bytes, VERSION, PAGE_FORMAT_VERSION);

@@ -68,8 +68,8 @@
 
 use super::PageError;
 use super::header::{
-    NO_PAGE, PAGE_SIZE, PageHeader, PageType, get_u16, get_u32, init_page, init_zeroed_page,
-    put_u16, put_u32,
+    NO_PAGE, PAGE_SIZE, PageHeader, PageType, check_len, get_u16, get_u32, init_page, put_u16,
+    put_u32, write_empty_header,
 };
 use crate::types::PageId;
 
@@ -782,9 +782,8 @@ impl<B: AsRef<[u8]>> TreePage<B> {
 impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
     /// Formats `buf` as node `id` at `level` holding `items` (sorted, each
     /// at most [`MAX_ITEM_LEN`] or an overflow item), bounded by `high_key`
-    /// and linked to `right` (both or neither), with `flags`. Fails, leaving
-    /// nothing half done that matters (the caller formats a scratch page),
-    /// when they do not fit.
+    /// and linked to `right` (both or neither), with `flags`: the bytes of
+    /// `node_image`. Fails, changing nothing, when they do not fit.
     pub fn build(
         buf: B,
         id: PageId,
@@ -793,65 +792,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         items: &[(&[u8], &[u8])],
         high: Option<(&[u8], PageId)>,
     ) -> Result<TreePage<B>, PageError> {
-        Self::build_over(buf, false, id, level, flags, items, high)
-    }
-
-    /// [`build`](Self::build) into bytes that are already all zero (a
-    /// fresh zeroed allocation), which it does not zero again.
-    pub(crate) fn build_zeroed(
-        buf: B,
-        id: PageId,
-        level: u16,
-        flags: u16,
-        items: &[(&[u8], &[u8])],
-        high: Option<(&[u8], PageId)>,
-    ) -> Result<TreePage<B>, PageError> {
-        Self::build_over(buf, true, id, level, flags, items, high)
-    }
-
-    fn build_over(
-        buf: B,
-        zeroed: bool,
-        id: PageId,
-        level: u16,
-        flags: u16,
-        items: &[(&[u8], &[u8])],
-        high: Option<(&[u8], PageId)>,
-    ) -> Result<TreePage<B>, PageError> {
+        let image = node_image(id, level, flags, items, high)?;
         let mut buf = buf;
-        let kind = if level == 0 {
-            PageType::TreeLeaf
-        } else {
-            PageType::TreeInternal
-        };
-        if zeroed {
-            init_zeroed_page(buf.as_mut(), id, kind)?;
-        } else {
-            init_page(buf.as_mut(), id, kind)?;
-        }
-        let b = buf.as_mut();
-        put_u16(b, offsets::LEVEL, level);
-        put_u16(b, offsets::FLAGS, flags);
-        let mut upper = PAGE_SIZE;
-        if let Some((key, right)) = high {
-            upper -= key.len();
-            b[upper..PAGE_SIZE].copy_from_slice(key);
-            // A high key of length zero still needs a non-zero offset.
-            put_u16(b, offsets::HIGH_OFFSET, upper as u16);
-            put_u16(b, offsets::HIGH_LEN, key.len() as u16);
-            b[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]
-                .copy_from_slice(&key_prefix(key));
-            put_u32(b, super::header::offsets::NEXT_PAGE, right.0);
-        }
-        put_u16(b, super::header::offsets::UPPER, upper as u16);
-        put_u16(b, super::header::offsets::LOWER, TREE_HEADER_SIZE as u16);
-        put_u16(b, super::header::offsets::SLOT_COUNT, 0);
-        put_u16(b, super::header::offsets::FRAG_BYTES, 0);
-        let mut p = TreePage { buf, id };
-        for (i, (key, rest)) in items.iter().enumerate() {
-            p.insert(i, key, rest)?;
-        }
-        Ok(p)
+        check_len(buf.as_ref(), id)?;
+        buf.as_mut().copy_from_slice(&image[..]);
+        Ok(TreePage { buf, id })
     }
 
     fn bm(&mut self) -> &mut [u8] {
@@ -888,16 +833,15 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
                 format!("item {keep}'s key is not the split's high key"),
             ));
         }
-        let old = self.b().to_vec();
-        let old = TreePage {
-            buf: &old[..],
-            id: self.id,
-        };
-        let items = (0..keep)
-            .map(|i| old.item(i))
-            .collect::<Result<Vec<_>, _>>()?;
         let (id, level, flags) = (self.id, self.level(), self.flags() | FLAG_INCOMPLETE_SPLIT);
-        TreePage::build(self.bm(), id, level, flags, &items, Some((sep, right)))?;
+        let mut items = Vec::with_capacity(keep);
+        for i in 0..keep {
+            items.push(self.item(i)?);
+        }
+        // Built apart from the page (the items are read from it) and
+        // copied over it whole: a refusal leaves the node unchanged.
+        let image = node_image(id, level, flags, &items, Some((sep, right)))?;
+        self.bm().copy_from_slice(&image[..]);
         Ok(())
     }
 
@@ -994,19 +938,115 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TreePage<B> {
         let (level, flags) = (self.level(), self.flags());
         let id = self.id;
         let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
-        let mut scratch = vec![0u8; PAGE_SIZE];
         let lsn = super::header::get_u64(self.b(), super::header::offsets::LSN);
-        TreePage::build_zeroed(
-            &mut scratch[..],
-            id,
-            level,
-            flags,
-            &refs,
-            high.as_deref().zip(right),
-        )?;
-        super::header::put_u64(&mut scratch, super::header::offsets::LSN, lsn);
-        self.bm().copy_from_slice(&scratch);
+        let mut image = node_image(id, level, flags, &refs, high.as_deref().zip(right))?;
+        super::header::put_u64(&mut image[..], super::header::offsets::LSN, lsn);
+        self.bm().copy_from_slice(&image[..]);
         Ok(())
+    }
+}
+
+/// The bytes of node `id` at `level` holding `items` (sorted, each at
+/// most [`MAX_ITEM_LEN`] or an overflow item), bounded by `high`'s key and
+/// linked to its page (a node without `high` is the rightmost of its
+/// level), with `flags`. The layout is the module docs': item `i` is
+/// packed below item `i - 1` (item 0 just below the high key, which ends
+/// the page), no fragmented bytes, and every byte outside the header, the
+/// slot array, the items and the high key is zero (the free gap, left out
+/// of page images, decodes as zeroes: a node rebuilt by redo equals the
+/// one built at run time byte for byte). The page LSN and checksum are
+/// zero.
+///
+/// The page is written in one pass, in address order, into a buffer
+/// allocated for it: no byte is written twice (only the free gap is
+/// zeroed). Fails when a key is longer than [`MAX_KEY_LEN`] or the items
+/// and the high key do not fit.
+pub(crate) fn node_image(
+    id: PageId,
+    level: u16,
+    flags: u16,
+    items: &[(&[u8], &[u8])],
+    high: Option<(&[u8], PageId)>,
+) -> Result<Box<[u8; PAGE_SIZE]>, PageError> {
+    let high_len = high.map_or(0, |(key, _)| key.len());
+    if high_len > PAGE_SIZE - TREE_HEADER_SIZE {
+        return Err(corrupt(
+            id,
+            offsets::HIGH_LEN,
+            format!("a {high_len}-byte high key"),
+        ));
+    }
+    // Where the items end (the high key's offset) and where they start.
+    let top = PAGE_SIZE - high_len;
+    let mut upper = top;
+    let mut lower = TREE_HEADER_SIZE;
+    for (i, (key, rest)) in items.iter().enumerate() {
+        if key.len() > MAX_KEY_LEN {
+            return Err(corrupt(
+                id,
+                TREE_HEADER_SIZE,
+                format!("insert of a {}-byte key at item {i} of {i}", key.len()),
+            ));
+        }
+        let needed = item_len(key, rest) + TREE_SLOT_SIZE;
+        if upper - lower < needed {
+            return Err(PageError::DoesNotFit {
+                needed,
+                contiguous: upper - lower,
+                after_compaction: upper - lower,
+            });
+        }
+        upper -= item_len(key, rest);
+        lower += TREE_SLOT_SIZE;
+    }
+    let kind = if level == 0 {
+        PageType::TreeLeaf
+    } else {
+        PageType::TreeInternal
+    };
+    let mut head = [0u8; TREE_HEADER_SIZE];
+    write_empty_header(&mut head, id, kind);
+    put_u16(&mut head, offsets::LEVEL, level);
+    put_u16(&mut head, offsets::FLAGS, flags);
+    if let Some((key, right)) = high {
+        // A high key of length zero still has a non-zero offset.
+        put_u16(&mut head, offsets::HIGH_OFFSET, top as u16);
+        put_u16(&mut head, offsets::HIGH_LEN, key.len() as u16);
+        head[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]
+            .copy_from_slice(&key_prefix(key));
+        put_u32(&mut head, super::header::offsets::NEXT_PAGE, right.0);
+    }
+    put_u16(&mut head, super::header::offsets::LOWER, lower as u16);
+    put_u16(&mut head, super::header::offsets::UPPER, upper as u16);
+    put_u16(
+        &mut head,
+        super::header::offsets::SLOT_COUNT,
+        items.len() as u16,
+    );
+    let mut out = Vec::with_capacity(PAGE_SIZE);
+    out.extend_from_slice(&head);
+    let mut at = top;
+    for (key, rest) in items {
+        let len = item_len(key, rest);
+        at -= len;
+        let mut slot = [0u8; TREE_SLOT_SIZE];
+        put_u16(&mut slot, 0, at as u16);
+        put_u16(&mut slot, 2, len as u16);
+        slot[SLOT_PREFIX..].copy_from_slice(&key_prefix(key));
+        out.extend_from_slice(&slot);
+    }
+    out.resize(upper, 0);
+    for (key, rest) in items.iter().rev() {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(rest);
+    }
+    if let Some((key, _)) = high {
+        out.extend_from_slice(key);
+    }
+    match out.into_boxed_slice().try_into() {
+        Ok(image) => Ok(image),
+        Err(_) => unreachable!("the header, slots, gap, items and high key fill one page"),
     }
 }
 

@@ -341,9 +341,7 @@ fn split_left_keeps_the_first_items_as_build_would_and_refuses_a_diverged_cut() 
         .unwrap()
         .split_left(4, b"fff", PageId(7))
         .unwrap();
-    let mut want = vec![0u8; PAGE_SIZE];
-    TreePage::build(
-        &mut want[..],
+    let want = built_by_inserts(
         ID,
         0,
         FLAG_INCOMPLETE_SPLIT,
@@ -359,6 +357,121 @@ fn split_left_keeps_the_first_items_as_build_would_and_refuses_a_diverged_cut() 
 }
 
 const NO_PAGE_ID: PageId = PageId(NO_PAGE);
+
+/// Node `id` as an all-zero page formatted by `init_page`, its tree
+/// fields set and its items added one `insert` at a time: the bytes
+/// `node_image` (and so `build` and `split_left`) must give.
+fn built_by_inserts(
+    id: PageId,
+    level: u16,
+    flags: u16,
+    items: &[(&[u8], &[u8])],
+    high: Option<(&[u8], PageId)>,
+) -> Result<Vec<u8>, PageError> {
+    use crate::page::header::offsets as h;
+    let mut b = vec![0u8; PAGE_SIZE];
+    let kind = match level {
+        0 => PageType::TreeLeaf,
+        _ => PageType::TreeInternal,
+    };
+    init_page(&mut b, id, kind)?;
+    put_u16(&mut b, offsets::LEVEL, level);
+    put_u16(&mut b, offsets::FLAGS, flags);
+    let mut upper = PAGE_SIZE;
+    if let Some((key, right)) = high {
+        upper -= key.len();
+        b[upper..].copy_from_slice(key);
+        put_u16(&mut b, offsets::HIGH_OFFSET, upper as u16);
+        put_u16(&mut b, offsets::HIGH_LEN, key.len() as u16);
+        b[offsets::HIGH_PREFIX..offsets::HIGH_PREFIX + KEY_PREFIX_LEN]
+            .copy_from_slice(&key_prefix(key));
+        put_u32(&mut b, h::NEXT_PAGE, right.0);
+    }
+    put_u16(&mut b, h::UPPER, upper as u16);
+    put_u16(&mut b, h::LOWER, TREE_HEADER_SIZE as u16);
+    let mut p = TreePage {
+        buf: &mut b[..],
+        id,
+    };
+    for (i, (key, rest)) in items.iter().enumerate() {
+        p.insert(i, key, rest)?;
+    }
+    Ok(b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `node_image` writes each byte once where the reference zeroes the
+    /// page and inserts item by item: the same bytes, the same refusals.
+    #[test]
+    fn a_node_image_is_the_page_built_by_inserts(
+        mut keys in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..20), 0usize..400),
+            0..40,
+        ),
+        level in 0u16..3,
+        flags in 0u16..2,
+        high in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+    ) {
+        keys.sort();
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let items: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .map(|(k, n)| (k.clone(), inline_value(&vec![k.len() as u8; *n])))
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+        let high = high.as_deref().map(|k| (k, PageId(11)));
+        let got = node_image(ID, level, flags, &refs, high);
+        match built_by_inserts(ID, level, flags, &refs, high) {
+            Ok(want) => prop_assert_eq!(&got.unwrap()[..], &want[..]),
+            Err(PageError::DoesNotFit { .. }) => {
+                prop_assert!(matches!(got, Err(PageError::DoesNotFit { .. })), "{:?}", got.map(|_| ()));
+            }
+            Err(e) => panic!("reference refused: {e}"),
+        }
+    }
+
+    /// A split of a leaf whose free gap and removed items' bytes hold
+    /// other bytes gives the node built from the kept items: its gap is
+    /// zero again, whatever the page held.
+    #[test]
+    fn a_split_left_half_is_built_from_the_kept_items_alone(
+        n in 3usize..30,
+        removed in 0usize..30,
+        junk in any::<u8>(),
+        cut in 1usize..29,
+    ) {
+        let items: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+            .map(|i| (format!("key{i:03}").into_bytes(), inline_value(&[i as u8; 150])))
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = items.iter().map(|(k, r)| (&k[..], &r[..])).collect();
+        let mut buf = built_by_inserts(ID, 0, 0, &refs, None).unwrap();
+        let mut kept: Vec<(&[u8], &[u8])> = refs.clone();
+        if removed < n {
+            // The removed item's bytes stay on the page as fragmentation.
+            TreePage::open(&mut buf[..], ID).unwrap().remove(removed).unwrap();
+            kept.remove(removed);
+        }
+        let p = TreePage::open(&buf[..], ID).unwrap();
+        let lower = TREE_HEADER_SIZE + TREE_SLOT_SIZE * p.len();
+        buf[lower..lower + 2 * TREE_SLOT_SIZE].fill(junk);
+        let p = TreePage::open(&buf[..], ID).unwrap();
+        let len = p.len();
+        prop_assume!(cut < len);
+        let sep = p.key(cut).unwrap().to_vec();
+        TreePage::open(&mut buf[..], ID).unwrap().split_left(cut, &sep, PageId(8)).unwrap();
+        let want = built_by_inserts(
+            ID,
+            0,
+            FLAG_INCOMPLETE_SPLIT,
+            &kept[..cut],
+            Some((&sep, PageId(8))),
+        )
+        .unwrap();
+        prop_assert_eq!(&buf[..], &want[..]);
+    }
+}
 
 /// Keys whose 8-byte prefixes tie in runs (equal first bytes, keys shorter
 /// than the prefix, keys ending in zero bytes): `search` finds each key at
