@@ -20,11 +20,13 @@
 //! the arena hands out each slot once and takes it back when that buffer
 //! is dropped. The mapping is reserved, not touched, when the arena is
 //! made, so memory is faulted in only as slots are first used. Every slot
-//! is zeroed when handed out, fresh ones too: that write is the first
-//! touch of a fresh slot's memory, so each of its pages is faulted in
-//! writable at once. (Read first, a page would map the kernel's shared
-//! zero page, and the first write after it would copy that page and
-//! flush the TLB of every CPU running the process.)
+//! is all zero when handed out: a slot given back is zeroed, and a fresh
+//! one is zero already (the kernel zeroes anonymous memory as it faults
+//! it in), so handing it out writes one zero into each of its 4 KiB
+//! pages, in order: that write is the first touch of the memory, so each
+//! page is faulted in writable at once. (Read first, a page would map
+//! the kernel's shared zero page, and the first write after it would copy
+//! that page and flush the TLB of every CPU running the process.)
 //!
 //! Huge pages are the arena's maker's choice ([`BufArena::new`]). Asked
 //! for (`MADV_HUGEPAGE` on Linux), the first write into each 2 MiB of the
@@ -282,13 +284,13 @@ impl BufArena {
     /// A zeroed buffer of one slot's bytes, or `None` when every slot is
     /// in use.
     pub fn zeroed(&self) -> Option<AlignedBuf> {
-        let slot = {
+        let (slot, fresh) = {
             let mut free = self.0.free.lock();
             if let Some(slot) = free.returned.pop() {
-                slot
+                (slot, false)
             } else if free.fresh < self.0.slots {
                 free.fresh += 1;
-                free.fresh - 1
+                (free.fresh - 1, true)
             } else {
                 return None;
             }
@@ -301,8 +303,16 @@ impl BufArena {
             cap: self.0.slot_bytes,
             home: Some((Arc::clone(&self.0), slot)),
         };
-        // A fresh slot's first touch: a write (module docs).
-        buf.fill(0);
+        if fresh {
+            // Never touched since the mapping was made, so all zero; its
+            // first touch is a write (module docs). The slot's size is a
+            // multiple of DIRECT_IO_ALIGN, and no page is smaller.
+            for page in buf.chunks_exact_mut(DIRECT_IO_ALIGN) {
+                page[0] = 0;
+            }
+        } else {
+            buf.fill(0);
+        }
         Some(buf)
     }
 
