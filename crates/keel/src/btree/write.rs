@@ -268,7 +268,7 @@ impl Storage {
                     rest: old.clone(),
                 };
                 self.change(Some(log), rel.id, &mut g, &delete)?;
-                self.log_insert(log, rel, &mut g, key, rest)?;
+                self.log_insert(log, rel, &mut g, None, key, rest)?;
                 Ok(Step::Done(Some((pid, old))))
             }
             Err(i) => {
@@ -281,7 +281,7 @@ impl Storage {
                         return Ok(Step::Wait(b));
                     }
                 }
-                self.insert_into_leaf(log, rel, g, &mut path, key, rest)?;
+                self.insert_into_leaf(log, rel, g, &mut path, i, key, rest)?;
                 Ok(Step::Done(None))
             }
         }
@@ -377,37 +377,47 @@ impl Storage {
     }
 
     /// Inserts `(key, rest)` into the latched leaf `g` (as
-    /// [`writable_leaf`](Self::writable_leaf) returned it, unchanged since)
-    /// in `log`'s transaction, splitting it (and finding the leaf again)
-    /// until it fits. `rest` is moved into the logged record (left empty).
+    /// [`writable_leaf`](Self::writable_leaf) returned it, unchanged since,
+    /// its search placing `key` at index `at`) in `log`'s transaction,
+    /// splitting it (and finding the leaf again) until it fits. `rest` is
+    /// moved into the logged record (left empty).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert_into_leaf<'s>(
         &'s self,
         log: &mut TxnLog,
         rel: &Relation,
         mut g: PageWriteGuard<'s>,
         path: &mut Path,
+        at: usize,
         key: &[u8],
         rest: &mut Vec<u8>,
     ) -> Result<()> {
+        // Where `key` goes in `g`, while `g` is the leaf searched.
+        let mut at = Some(at);
         loop {
             if TreePage::reopen(&g[..], g.page_id()).fits(item_len(key, rest)) {
-                return self.log_insert(log, rel, &mut g, key, rest);
+                return self.log_insert(log, rel, &mut g, at, key, rest);
             }
             self.split(rel, g, 0, path)?;
             g = self.writable_leaf(rel, key, path)?;
+            at = None;
         }
     }
 
     /// Logs and makes the insert of `(key, rest)` into the latched leaf
-    /// `g`, which has room for it, in `log`'s transaction. The record is
-    /// built in the transaction's spare buffers (`TxnLog::spare_key`,
-    /// `spare_rest`, `rest` moved into it) and they are kept for the next
-    /// put once it is logged: the undo entry copied the key to its arena.
+    /// `g`, which has room for it, in `log`'s transaction: at index `at`
+    /// when given (where a search of `g`, under the latch held since,
+    /// placed `key`), else where the change's own search places it. The
+    /// record is built in the transaction's spare buffers
+    /// (`TxnLog::spare_key`, `spare_rest`, `rest` moved into it) and they
+    /// are kept for the next put once it is logged: the undo entry copied
+    /// the key to its arena.
     fn log_insert(
         &self,
         log: &mut TxnLog,
         rel: &Relation,
         g: &mut PageWriteGuard<'_>,
+        at: Option<usize>,
         key: &[u8],
         rest: &mut Vec<u8>,
     ) -> Result<()> {
@@ -418,7 +428,10 @@ impl Storage {
             key: owned,
             rest: std::mem::take(rest),
         };
-        self.change(Some(log), rel.id, g, &insert)?;
+        match at {
+            Some(at) => self.change_tree_insert_at(Some(log), rel.id, g, &insert, at)?,
+            None => self.change(Some(log), rel.id, g, &insert)?,
+        };
         if let Payload::TreeInsert { key, rest } = insert {
             (log.spare_key, log.spare_rest) = (key, rest);
         }

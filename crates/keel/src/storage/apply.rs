@@ -7,6 +7,9 @@
 //! applies the [`undo_action`] of a record (after logging it in a CLR). So the
 //! page a crash recovery rebuilds is, byte for byte, the page the running
 //! engine built: there is no second implementation to drift from the first.
+//! (A tree insert at run time, [`apply_tree_insert_at`], skips only the
+//! search for its index, which its writer has just made; the node insert
+//! is the one redo runs.)
 //!
 //! All page operations used here are deterministic functions of the page
 //! and the payload (compaction included), which is what makes replay exact.
@@ -30,6 +33,31 @@ pub fn apply(
     lsn: Lsn,
 ) -> Result<(), PageError> {
     apply_action(payload, page, page_id)?;
+    set_page_lsn(page, lsn)
+}
+
+/// [`apply`] of a `tree-insert` of `(key, rest)` made at run time into
+/// node `page_id`, at index `at`: where the writer's
+/// [`search`](TreePage::search) of the node placed `key` (absent), under
+/// the exclusive latch it has held since, over bytes
+/// [`TreePage::open`] accepted. So the node is not checked or searched a
+/// second time; redo and rollback, which know none of that, apply the
+/// record with [`apply`], which does both. The bytes are those `apply`
+/// gives: the same insert at the index its search finds.
+pub(crate) fn apply_tree_insert_at(
+    page: &mut [u8],
+    page_id: PageId,
+    at: usize,
+    key: &[u8],
+    rest: &[u8],
+    lsn: Lsn,
+) -> Result<(), PageError> {
+    debug_assert_eq!(
+        TreePage::open(&*page, page_id).and_then(|p| p.search(key)),
+        Ok(Err(at)),
+        "a tree insert at the index a search of the node gives"
+    );
+    TreePage::reopen(&mut *page, page_id).insert(at, key, rest)?;
     set_page_lsn(page, lsn)
 }
 

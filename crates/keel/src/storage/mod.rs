@@ -17,8 +17,10 @@
 //!    change can be logged after a checkpoint began while having checked
 //!    the previous redo point.
 //! 3. The change is applied to the page with [`apply::apply`] (the same
-//!    function redo and rollback use) and only if that succeeds is it
-//!    logged. Page operations check before they modify, so a refused
+//!    function redo and rollback use; a tree insert whose writer searched
+//!    the leaf under the latch it holds goes in at the index found, with
+//!    the same node insert, [`apply::apply_tree_insert_at`]) and only if
+//!    that succeeds is it logged. Page operations check before they modify, so a refused
 //!    change leaves the page as it was and nothing in the log. When the
 //!    log refuses the record after the page changed (it is poisoned by a
 //!    failed write or sync), the page holds a change no record describes:
@@ -48,7 +50,7 @@ use keel_io::AsyncIo;
 use parking_lot::{Mutex, RwLock};
 
 use crate::buffer::{BufferPool, PageWriteGuard};
-use crate::error::Result;
+use crate::error::{PageError, Result};
 use crate::lock::LockManager;
 use crate::page::{PAGE_SIZE, page_lsn, page_type};
 use crate::txn::undo::{TxnLog, Undo, UndoEntry, push_undo};
@@ -82,6 +84,42 @@ impl Storage {
         g: &mut PageWriteGuard<'_>,
         payload: &Payload,
     ) -> Result<Lsn> {
+        self.change_by(log, rel, g, payload, |page, pid, lsn| {
+            apply::apply(payload, page, pid, lsn)
+        })
+    }
+
+    /// [`change`](Self::change) of a `tree-insert` `payload` into the
+    /// latched leaf `g` at index `at`, where the caller's search of the
+    /// leaf, under the latch it has held since, placed the key
+    /// ([`apply::apply_tree_insert_at`]).
+    pub(crate) fn change_tree_insert_at(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: RelationId,
+        g: &mut PageWriteGuard<'_>,
+        payload: &Payload,
+        at: usize,
+    ) -> Result<Lsn> {
+        let Payload::TreeInsert { key, rest } = payload else {
+            return self.change(log, rel, g, payload);
+        };
+        self.change_by(log, rel, g, payload, |page, pid, lsn| {
+            apply::apply_tree_insert_at(page, pid, at, key, rest, lsn)
+        })
+    }
+
+    /// [`change`](Self::change) with `apply_to` making the change on the
+    /// page (and setting its LSN): `apply::apply` of `payload`, or what
+    /// gives the same bytes.
+    fn change_by(
+        &self,
+        log: Option<&mut TxnLog>,
+        rel: RelationId,
+        g: &mut PageWriteGuard<'_>,
+        payload: &Payload,
+        apply_to: impl FnOnce(&mut [u8], PageId, Lsn) -> std::result::Result<(), PageError>,
+    ) -> Result<Lsn> {
         let pid = g.page_id();
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
@@ -96,7 +134,7 @@ impl Storage {
             g.mark_dirty(rec.lsn);
         }
         let before = page_lsn(g).unwrap_or(Lsn::ZERO);
-        apply::apply(payload, g, pid, before)?;
+        apply_to(g, pid, before)?;
         let mut meta = RecordMeta::new(payload.kind()).on_page(rel, pid);
         if let Some(log) = &log {
             meta = meta.in_txn(log.txn, log.last_lsn);
