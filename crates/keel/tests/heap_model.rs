@@ -49,7 +49,7 @@ use proptest::prelude::*;
 
 mod common;
 
-use common::{Death, Failure, failed, failure_strategy};
+use common::{Death, Failure, Outcome, failed, failure_strategy};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -288,19 +288,6 @@ fn settle_failed(
     Ok(())
 }
 
-/// How a transaction ended, for what a crash may leave of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Its commit returned `Ok`: it survives any crash.
-    Acked,
-    /// Its commit was called on a healthy database and failed: recovery
-    /// finds it wholly committed or wholly absent.
-    InCommit,
-    /// It was not committed (aborted, cut off, or the database was
-    /// poisoned before its commit): it is wholly absent.
-    NotCommitted,
-}
-
 /// Runs one transaction on machine `m`; returns the model as the
 /// transaction left it and how it ended.
 fn run_txn(
@@ -392,34 +379,7 @@ fn run_failing_txn(
     if f.at_commit {
         fail();
     }
-    let poisoned = db.is_poisoned();
-    let cleanups = db.cleanup_failures();
-    let outcome = match tx.commit() {
-        Ok(()) => {
-            assert!(!poisoned, "a poisoned database acknowledged a commit");
-            // Only a failed write or sync fails a release here (no read
-            // fails): it poisons, as under any other call.
-            assert!(
-                db.cleanup_failures() == cleanups || db.is_poisoned(),
-                "a release after the commit failed; the database is not poisoned"
-            );
-            Outcome::Acked
-        }
-        Err(e) => {
-            failed(db, &e, "commit");
-            if poisoned {
-                Outcome::NotCommitted
-            } else {
-                Outcome::InCommit
-            }
-        }
-    };
-    if outcome == Outcome::Acked
-        && f.checkpoint
-        && let Err(e) = db.checkpoint()
-    {
-        failed(db, &e, "checkpoint");
-    }
+    let outcome = common::commit_on_failing_disk(db, tx, &f);
     if db.is_poisoned() {
         refuses_commits(db, rel);
     }

@@ -48,7 +48,7 @@ use proptest::prelude::*;
 mod common;
 
 use common::tree::{TreeModel, check_in, check_tree, model_range, read_range};
-use common::{Death, Failure, failed, failure_strategy};
+use common::{Death, Failure, Outcome, failed, failure_strategy};
 
 /// A key: short ones collide often; long ones interleave with them.
 #[derive(Clone, Debug)]
@@ -574,16 +574,6 @@ impl Machine {
     }
 }
 
-/// How a transaction ended.
-#[derive(PartialEq)]
-enum Outcome {
-    Acked,
-    /// Its commit failed: it may or may not be durable.
-    InCommit,
-    /// No commit was tried, or the commit was not reached.
-    NotCommitted,
-}
-
 /// Runs one transaction; returns the model it leaves if it commits and
 /// how it ended.
 fn run_txn(
@@ -682,31 +672,7 @@ fn run_failing_txn(
     if f.at_commit {
         fail();
     }
-    let poisoned = db.is_poisoned();
-    let cleanups = db.cleanup_failures();
-    let outcome = match tx.commit() {
-        Ok(()) => {
-            assert!(!poisoned, "a poisoned database acknowledged a commit");
-            assert!(
-                db.cleanup_failures() == cleanups || db.is_poisoned(),
-                "a release after the commit failed; the database is not poisoned"
-            );
-            Outcome::Acked
-        }
-        Err(e) => {
-            failed(db, &e, "commit");
-            match poisoned {
-                true => Outcome::NotCommitted,
-                false => Outcome::InCommit,
-            }
-        }
-    };
-    if outcome == Outcome::Acked
-        && f.checkpoint
-        && let Err(e) = db.checkpoint()
-    {
-        failed(db, &e, "checkpoint");
-    }
+    let outcome = common::commit_on_failing_disk(db, tx, &f);
     if db.is_poisoned() {
         refuses_commits(db, tree);
     }

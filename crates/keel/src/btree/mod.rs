@@ -260,6 +260,22 @@ impl Path {
 }
 
 /// The error for tree contents that contradict the tree's rules.
+/// Node `p` of tree `rel`, when it is at `level`; otherwise corruption
+/// naming both levels.
+fn at_level<'p>(rel: &Relation, p: TreePage<&'p [u8]>, level: u16) -> Result<TreePage<&'p [u8]>> {
+    if p.level() != level {
+        return Err(corrupt(
+            rel,
+            p.page_id(),
+            format!(
+                "a node of level {} where level {level} was expected",
+                p.level()
+            ),
+        ));
+    }
+    Ok(p)
+}
+
 pub(crate) fn corrupt(rel: &Relation, page: PageId, reason: impl Into<String>) -> crate::Error {
     DbError::Corrupt {
         what: format!("tree {} ({}), page {page}", rel.id, rel.name),
@@ -327,18 +343,7 @@ impl Storage {
         pid: PageId,
         level: u16,
     ) -> Result<TreePage<&'p [u8]>> {
-        let p = TreePage::open(page, pid)?;
-        if p.level() != level {
-            return Err(corrupt(
-                rel,
-                pid,
-                format!(
-                    "a node of level {} where level {level} was expected",
-                    p.level()
-                ),
-            ));
-        }
-        Ok(p)
+        at_level(rel, TreePage::open(page, pid)?, level)
     }
 
     /// [`node`](Self::node) for a page latched shared, whose header checks
@@ -356,18 +361,7 @@ impl Storage {
             g.set_node_checked();
             return Ok(p);
         }
-        let p = TreePage::reopen(&g[..], pid);
-        if p.level() != level {
-            return Err(corrupt(
-                rel,
-                pid,
-                format!(
-                    "a node of level {} where level {level} was expected",
-                    p.level()
-                ),
-            ));
-        }
-        Ok(p)
+        at_level(rel, TreePage::reopen(&g[..], pid), level)
     }
 
     /// The next page right of `p`, checked to lie inside the file; `moves`

@@ -340,6 +340,53 @@ pub fn failed(db: &Database, e: &keel::Error, what: &str) {
     );
 }
 
+/// How a transaction ended, for what a crash may leave of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its commit returned `Ok`: it survives any crash.
+    Acked,
+    /// Its commit was called on a healthy database and failed: recovery
+    /// finds it wholly committed or wholly absent.
+    InCommit,
+    /// It was not committed (aborted, cut off, or the database was
+    /// poisoned before its commit): it is wholly absent.
+    NotCommitted,
+}
+
+/// Commits `tx` on a disk failing as `f` says (its rules already in), then
+/// checkpoints if `f` asks and the commit was acknowledged: an `Ok` commit
+/// is refused on a poisoned database, a release failing after it poisons
+/// the database (only a failed write or sync fails one here), and every
+/// error is fatal and poisons it ([`failed`]).
+pub fn commit_on_failing_disk(db: &Database, tx: keel::Transaction<'_>, f: &Failure) -> Outcome {
+    let poisoned = db.is_poisoned();
+    let cleanups = db.cleanup_failures();
+    let outcome = match tx.commit() {
+        Ok(()) => {
+            assert!(!poisoned, "a poisoned database acknowledged a commit");
+            assert!(
+                db.cleanup_failures() == cleanups || db.is_poisoned(),
+                "a release after the commit failed; the database is not poisoned"
+            );
+            Outcome::Acked
+        }
+        Err(e) => {
+            failed(db, &e, "commit");
+            match poisoned {
+                true => Outcome::NotCommitted,
+                false => Outcome::InCommit,
+            }
+        }
+    };
+    if outcome == Outcome::Acked
+        && f.checkpoint
+        && let Err(e) = db.checkpoint()
+    {
+        failed(db, &e, "checkpoint");
+    }
+    outcome
+}
+
 /// A workload that stopped before the kill or power cut it ran into
 /// stopped at a failure of the disk (`disk_failure`): the database must be
 /// poisoned, refusing every later transaction (invariants 7 and 16), for
