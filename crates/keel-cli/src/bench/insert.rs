@@ -18,6 +18,11 @@
 //!   processes' `write_bytes` (`/proc/PID/io`), and the output says so.
 //! - Each engine runs on its own session; PostgreSQL loads with binary
 //!   `COPY` ([`super::postgres`]).
+//! - Repeat 1 of every engine runs, then repeat 2, …, each repeat starting
+//!   one engine later than the last ([`rotation`]), so none always runs
+//!   first (on a disk still busy with the last one's writeback).
+//!
+//! [`rotation`]: super::commit::rotation
 
 use std::time::Instant;
 
@@ -108,7 +113,8 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     ctx.out.plan(engines.len() as u64 * u64::from(repeat));
     let mut results: Vec<Vec<Insert>> = engines.iter().map(|_| Vec::new()).collect();
     for rep in 0..repeat {
-        for (i, e) in engines.iter().enumerate() {
+        for i in super::commit::rotation(rep as usize, engines.len()) {
+            let e = &engines[i];
             let name = e.kind().name();
             ctx.out.step(&format!(
                 "insert: {name} {rows} rows (repeat {}/{repeat})",

@@ -20,7 +20,10 @@
 //!   [`cold_reads`] reads are timed, so their misses reach the disk.
 //! - **Interleaved repeats:** every engine is loaded first; then repeat 1
 //!   of every engine runs, then repeat 2, …, so each pairwise ratio
-//!   compares windows measured moments apart.
+//!   compares windows measured moments apart; each repeat starts one
+//!   engine later than the last ([`rotation`]), so none always runs first.
+//!
+//! [`rotation`]: super::commit::rotation
 //! - Beside each window, the bytes the block device read per point read
 //!   ([`blockdev`]; device-wide), which shows where the reads were served.
 //!   The disk's sequential read rate (O_DIRECT) is measured beside it all.
@@ -150,7 +153,8 @@ fn interleave(
 ) -> Result<Vec<Vec<Window>>, Failure> {
     let mut all: Vec<Vec<Window>> = readers.iter().map(|_| Vec::new()).collect();
     for rep in 0..ctx.settings.repeat {
-        for (i, e) in readers.iter().enumerate() {
+        for i in super::commit::rotation(rep as usize, readers.len()) {
+            let e = &readers[i];
             ctx.out.step(&format!(
                 "read: {} {what} (repeat {}/{})",
                 e.kind().name(),
