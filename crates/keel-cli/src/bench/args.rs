@@ -189,6 +189,39 @@ impl BenchArgs {
         }
     }
 
+    /// Whether the file system the run writes on lacks room for the
+    /// recovery suite's log (`--wal-mib`; it runs when the suite is
+    /// `recovery` or `all`): each engine writes that much log and the data
+    /// pages it changes, so twice the log must be free, or the run would
+    /// stop on a full disk after the suites before it. The space is that
+    /// of `--dir` (or the nearest directory above it that exists; the
+    /// current directory without `--dir`).
+    pub fn space_problem(&self) -> Option<String> {
+        if !self.suite.expand().contains(&Suite::Recovery) {
+            return None;
+        }
+        let wal = self.settings().wal_bytes;
+        let mut at = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        while !at.exists() {
+            at = match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+        }
+        let free = free_bytes(&at)?;
+        let need = wal.saturating_mul(2);
+        (free < need).then(|| {
+            format!(
+                "--wal-mib {}: the recovery suite needs about {} MiB free (its log and the \
+                 pages the log changes) on the file system of {}, which has {} MiB",
+                wal >> 20,
+                need >> 20,
+                at.display(),
+                free >> 20
+            )
+        })
+    }
+
     /// Applies the defaults (and `--quick`'s).
     pub fn settings(&self) -> Settings {
         let q = self.quick;
@@ -234,6 +267,23 @@ impl BenchArgs {
             plot: self.plot.clone(),
         }
     }
+}
+
+/// The bytes an unprivileged process may still write on the file system
+/// of `path`; `None` when it cannot be asked (the run then goes on).
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer of the type
+    // statvfs writes.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // the fields' types differ by platform
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 fn parse_int(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
@@ -392,6 +442,47 @@ mod tests {
         assert_eq!((given.secs, given.kv_secs), (1.0, 1.0));
         assert_eq!(given.engines, vec![Keel, Redb]);
         assert_eq!(given.kv_engines, vec![Keel, Redb]);
+    }
+
+    #[test]
+    fn a_recovery_log_larger_than_the_free_space_is_refused_before_the_run() {
+        use clap::Parser;
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().to_str().unwrap();
+        let problem = |suite: &str, mib: &str| {
+            let argv = ["bench", suite, "--dir", t, "--wal-mib", mib];
+            Cli::try_parse_from(argv).unwrap().bench.space_problem()
+        };
+        // Half the free space and a MiB: twice that is more than is free.
+        let half = (free_bytes(tmp.path()).unwrap() >> 21) + 1;
+        if half > 1 << 20 {
+            return; // over the flag's own limit (1 TiB): nothing to refuse
+        }
+        let too_much = half.to_string();
+        for suite in ["recovery", "all"] {
+            let p = problem(suite, &too_much).unwrap_or_else(|| panic!("{suite} accepted"));
+            assert!(p.contains("--wal-mib") && p.contains(t), "{p}");
+        }
+        assert_eq!(
+            problem("commit", &too_much),
+            None,
+            "only the recovery suite needs it"
+        );
+        assert_eq!(problem("recovery", "1"), None);
+        let deeper = format!("{t}/not/yet");
+        let argv = [
+            "bench",
+            "recovery",
+            "--dir",
+            &deeper,
+            "--wal-mib",
+            &too_much,
+        ];
+        let p = Cli::try_parse_from(argv).unwrap().bench.space_problem();
+        assert!(
+            p.is_some_and(|p| p.contains(t)),
+            "the nearest existing directory is asked"
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Ctx {
 
 /// Runs `keel bench`.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
-    if let Some(problem) = args.path_problem() {
+    if let Some(problem) = args.path_problem().or_else(|| args.space_problem()) {
         crate::exit_usage("bench", &problem);
     }
     let settings = args.settings();
