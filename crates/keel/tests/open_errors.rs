@@ -229,3 +229,60 @@ fn a_control_file_whose_next_transaction_id_no_database_reaches_is_refused() {
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("transaction id"), "{text}");
 }
+
+#[test]
+fn a_control_file_that_disagrees_with_its_checkpoint_record_is_refused() {
+    // CRC-valid control files naming starts or a checkpoint the log does
+    // not hold: redo would start inside a record or elsewhere than the
+    // checkpoint said, and the open must say so rather than recover from
+    // there.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    build(&dir);
+    let path = dir.join("control");
+    let good = std::fs::read(&path).unwrap();
+    let c = keel::recovery::Control::decode(&good, &path).unwrap();
+    let step = |l: keel::Lsn, d: u64| keel::Lsn(l.0 + d);
+    let cases: Vec<(&str, keel::recovery::Control)> = vec![
+        (
+            "redo start inside the begin record",
+            keel::recovery::Control {
+                redo_start: step(c.redo_start, 8),
+                ..c
+            },
+        ),
+        (
+            "undo start inside the begin record",
+            keel::recovery::Control {
+                undo_start: step(c.undo_start, 8),
+                ..c
+            },
+        ),
+        (
+            "checkpoint end at the begin record",
+            keel::recovery::Control {
+                checkpoint_end: c.redo_start,
+                ..c
+            },
+        ),
+        (
+            "checkpoint end inside its record",
+            keel::recovery::Control {
+                checkpoint_end: step(c.checkpoint_end, 4),
+                ..c
+            },
+        ),
+    ];
+    for (what, bad) in cases {
+        std::fs::write(&path, bad.encode()).unwrap();
+        let err = Database::open(&dir, config()).unwrap_err();
+        let text = chain(&err);
+        assert_eq!(err.class(), ErrorClass::Corruption, "{what}: {text}");
+        assert!(
+            text.contains("does not belong to this log"),
+            "{what}: {text}"
+        );
+    }
+    std::fs::write(&path, &good).unwrap();
+    Database::open(&dir, config()).unwrap().close().unwrap();
+}

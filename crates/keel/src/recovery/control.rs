@@ -20,7 +20,12 @@
 //! It is replaced atomically: written to `control.tmp`, fdatasynced,
 //! renamed over `control`, and the directory synced. A torn or bit-flipped
 //! control file fails its CRC and is an error naming it; it is never
-//! guessed at.
+//! guessed at. Its starts repeat those of the checkpoint end record it
+//! names, and recovery reads that record on its way: a control file whose
+//! CRC holds but which disagrees with the log (no record starts at its
+//! checkpoint's end LSN, the record there is no checkpoint end, or its
+//! starts differ) is an error too ([`CheckpointAnchor`]), rather than a
+//! redo or undo that starts somewhere else than the checkpoint said.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -210,6 +215,99 @@ impl Control {
         }
         .into())
     }
+}
+
+/// The checkpoint end record a control file names, as recovery checks it
+/// while reading the log ([`Control::anchor`]): the record at
+/// `checkpoint_end` must be a checkpoint end with the control file's redo
+/// and undo starts and a next transaction id no larger than its own (a
+/// standby's restartpoint raises it past every id it has seen).
+pub(crate) struct CheckpointAnchor {
+    control: Control,
+    seen: bool,
+}
+
+impl Control {
+    /// What recovery checks of the checkpoint this control file names.
+    pub(crate) fn anchor(&self) -> CheckpointAnchor {
+        CheckpointAnchor {
+            control: *self,
+            seen: false,
+        }
+    }
+}
+
+impl CheckpointAnchor {
+    /// Checks record `h` (with `payload`) against the control file, when it
+    /// is or straddles the checkpoint end record's place.
+    pub(crate) fn record(
+        &mut self,
+        h: &crate::wal::RecordHeader,
+        payload: &crate::wal::payload::Payload,
+    ) -> Result<()> {
+        let c = &self.control;
+        let at = c.checkpoint_end;
+        if h.lsn < at && h.lsn.0.saturating_add(u64::from(h.total_len)) > at.0 {
+            return Err(disagree(
+                c,
+                format!("a {} record at {} runs over that LSN", h.kind.name(), h.lsn),
+            ));
+        }
+        if h.lsn != at {
+            return Ok(());
+        }
+        let crate::wal::payload::Payload::CheckpointEnd {
+            redo_start,
+            undo_start,
+            next_txn,
+            ..
+        } = *payload
+        else {
+            return Err(disagree(
+                c,
+                format!("the record there is a {}", h.kind.name()),
+            ));
+        };
+        if redo_start != c.redo_start || undo_start != c.undo_start || next_txn > c.next_txn {
+            return Err(disagree(
+                c,
+                format!(
+                    "the record there gives redo start {redo_start}, undo start {undo_start}, \
+                     next transaction {}; the control file redo start {}, undo start {}, next \
+                     transaction {}",
+                    next_txn.0, c.redo_start, c.undo_start, c.next_txn.0
+                ),
+            ));
+        }
+        self.seen = true;
+        Ok(())
+    }
+
+    /// Checks that the log read held the record (called once recovery has
+    /// read past it: the log reaches it, [`Control::check_log_reaches`]).
+    pub(crate) fn finish(&self) -> Result<()> {
+        match self.seen {
+            true => Ok(()),
+            false => Err(disagree(
+                &self.control,
+                "recovery read no record there".into(),
+            )),
+        }
+    }
+}
+
+/// The control file `c` and the log disagree about its checkpoint, as
+/// `reason` says.
+fn disagree(c: &Control, reason: String) -> Error {
+    DbError::Recovery {
+        lsn: c.checkpoint_end,
+        reason: format!(
+            "the control file names a checkpoint whose end record is at {}, but {reason}: \
+             the control file does not belong to this log",
+            c.checkpoint_end
+        ),
+    }
+    .into()
 }
 
 /// Reads the control file; `None` when the directory has none (a new

@@ -211,16 +211,23 @@ pub(crate) fn recover(
     let mut analysis =
         Analysis::new(control.map_or(TxnId(0), |c| TxnId(c.next_txn.0.saturating_sub(1))));
     let mut redo = Redo::new(store, dir, rels, redo_start, report);
+    let mut anchor = control.map(Control::anchor);
     let reader = store.wal.recovery_reader(scan_start, mode)?;
     let threaded = readahead::threaded(&*store.io);
     readahead::run(reader, threaded, scan_start, |window| {
         redo.prefetch(window)?;
         for (h, payload) in window {
+            if let Some(a) = &mut anchor {
+                a.record(h, payload)?;
+            }
             redo.record(h, payload)?;
             analysis.record(h, payload);
         }
         Ok(())
     })?;
+    if let Some(a) = &anchor {
+        a.finish()?;
+    }
     let mut redone = redo.finish()?;
     redone.report.pages_rewritten = redone.rewritten.difference(&redone.touched).count() as u64;
     let mut ddl = analysis.ddl;
