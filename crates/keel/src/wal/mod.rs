@@ -1161,7 +1161,12 @@ fn background_loop(
         if segments.stop.load(Ordering::Acquire) {
             return;
         }
+        // A preparation that already failed (here or in the writer's own
+        // `ensure_prepared`, whose caller poisons the log with its error)
+        // is not followed by another: its refusal would poison the log
+        // with "closed" before the writer names the real failure.
         if let Some(n) = st.wanted.take()
+            && !st.failed
             && !st.prepared.contains(&n)
             && !writer.is_poisoned()
             && let Err(e) = segments.prepare_locked(&mut st, n)
