@@ -674,28 +674,9 @@ fn run_failing_txn(
     }
     let outcome = common::commit_on_failing_disk(db, tx, &f);
     if db.is_poisoned() {
-        refuses_commits(db, tree);
+        common::refuses_commits(db, |tx| tx.put(tree, b"written after the failure", b"v"));
     }
     (model, outcome)
-}
-
-/// A poisoned database refuses to begin a transaction, or to commit one
-/// that wrote.
-fn refuses_commits(db: &Database, tree: RelationId) {
-    let mut tx = match db.begin() {
-        Ok(tx) => tx,
-        Err(e) => {
-            common::poison_cause(&e, "begin on a poisoned database");
-            return;
-        }
-    };
-    if let Err(e) = tx.put(tree, b"written after the failure", b"v") {
-        failed(db, &e, "a put after the failure");
-    }
-    let e = tx
-        .commit()
-        .expect_err("a poisoned database acknowledged a commit");
-    failed(db, &e, "a commit after the failure");
 }
 
 /// How many transactions ran on a failing disk, and how many of them saw

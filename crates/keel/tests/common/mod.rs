@@ -387,6 +387,28 @@ pub fn commit_on_failing_disk(db: &Database, tx: keel::Transaction<'_>, f: &Fail
     outcome
 }
 
+/// A poisoned database refuses to begin a transaction, or to commit one
+/// that wrote (`write`, which may fail itself, as [`failed`] says).
+pub fn refuses_commits(
+    db: &Database,
+    write: impl FnOnce(&mut keel::Transaction<'_>) -> keel::Result<()>,
+) {
+    let mut tx = match db.begin() {
+        Ok(tx) => tx,
+        Err(e) => {
+            poison_cause(&e, "begin on a poisoned database");
+            return;
+        }
+    };
+    if let Err(e) = write(&mut tx) {
+        failed(db, &e, "a write after the failure");
+    }
+    let e = tx
+        .commit()
+        .expect_err("a poisoned database acknowledged a commit");
+    failed(db, &e, "a commit after the failure");
+}
+
 /// A workload that stopped before the kill or power cut it ran into
 /// stopped at a failure of the disk (`disk_failure`): the database must be
 /// poisoned, refusing every later transaction (invariants 7 and 16), for
