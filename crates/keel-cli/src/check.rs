@@ -1118,7 +1118,20 @@ fn check_wal(
         Err(e) => return report.error("wal", Failure::from(e).0),
     };
     let mut last = None;
+    let (mut anchor, mut disagrees) = (c.anchor(), false);
     for record in reader.by_ref() {
+        if let Ok(r) = &record
+            && r.header.lsn <= anchor.at()
+            && r.end() > anchor.at()
+        {
+            let checked = keel::wal::Payload::decode_record(&r.header, &r.payload)
+                .map_err(keel::Error::from)
+                .and_then(|p| anchor.record(&r.header, &p));
+            if let Err(e) = checked {
+                disagrees = true;
+                report.error("control", Failure::from(e).0);
+            }
+        }
         match record {
             Ok(r) if r.header.lsn < from => last = Some(r.header.lsn),
             Ok(r) => {
@@ -1141,6 +1154,12 @@ fn check_wal(
     }
     report.wal_end = reader.end();
     report.ddl.finish();
+    if !disagrees
+        && reader.end().is_some_and(|end| end > c.checkpoint_end)
+        && let Err(e) = anchor.finish()
+    {
+        report.error("control", Failure::from(e).0);
+    }
     check_log_reaches(dir, c, &reader, report);
     if let Some(cut) = reader.tail_cut() {
         report.warning(

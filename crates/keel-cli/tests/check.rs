@@ -120,6 +120,39 @@ fn a_flipped_byte_in_the_control_file_is_named() {
 
 /// A control file of another database than its log's (sealed with a
 /// valid checksum) is an error naming both ids, as the open refuses it.
+/// A CRC-valid control file whose redo start points inside the checkpoint
+/// begin record, or whose checkpoint end names the begin record: `keel
+/// check` names the disagreement, as the open refuses it.
+#[test]
+fn a_control_file_that_disagrees_with_its_checkpoint_record_is_an_error() {
+    for (what, field, delta) in [("redo start", 24usize, 8u64), ("checkpoint end", 32, 0)] {
+        let tmp = tempfile::tempdir().unwrap();
+        make_db(tmp.path());
+        let path = tmp.path().join("control");
+        let mut control = std::fs::read(&path).unwrap();
+        // Moved 8 bytes into the begin record, or to the begin record.
+        let value = redo_start(tmp.path()) + delta;
+        control[field..field + 8].copy_from_slice(&value.to_le_bytes());
+        control[8..12].fill(0);
+        let crc = keel::checksum::crc32c(&control);
+        control[8..12].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, control).unwrap();
+        let (code, out) = check(tmp.path());
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("error: control: ")
+                    && l.contains("does not belong to this log")),
+            "{what}: {out}"
+        );
+        let e = Database::open(tmp.path(), Config::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("does not belong to this log"),
+            "{what}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_control_file_of_another_database_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();

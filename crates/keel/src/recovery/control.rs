@@ -222,14 +222,15 @@ impl Control {
 /// `checkpoint_end` must be a checkpoint end with the control file's redo
 /// and undo starts and a next transaction id no larger than its own (a
 /// standby's restartpoint raises it past every id it has seen).
-pub(crate) struct CheckpointAnchor {
+pub struct CheckpointAnchor {
     control: Control,
     seen: bool,
 }
 
 impl Control {
-    /// What recovery checks of the checkpoint this control file names.
-    pub(crate) fn anchor(&self) -> CheckpointAnchor {
+    /// What recovery (and `keel check`) checks of the checkpoint this
+    /// control file names.
+    pub fn anchor(&self) -> CheckpointAnchor {
         CheckpointAnchor {
             control: *self,
             seen: false,
@@ -238,9 +239,16 @@ impl Control {
 }
 
 impl CheckpointAnchor {
+    /// Where the checkpoint end record must start (the control file's
+    /// `checkpoint_end`): only a record that starts there or runs over it
+    /// can fail [`record`](Self::record).
+    pub fn at(&self) -> Lsn {
+        self.control.checkpoint_end
+    }
+
     /// Checks record `h` (with `payload`) against the control file, when it
     /// is or straddles the checkpoint end record's place.
-    pub(crate) fn record(
+    pub fn record(
         &mut self,
         h: &crate::wal::RecordHeader,
         payload: &crate::wal::payload::Payload,
@@ -285,7 +293,7 @@ impl CheckpointAnchor {
 
     /// Checks that the log read held the record (called once recovery has
     /// read past it: the log reaches it, [`Control::check_log_reaches`]).
-    pub(crate) fn finish(&self) -> Result<()> {
+    pub fn finish(&self) -> Result<()> {
         match self.seen {
             true => Ok(()),
             false => Err(disagree(
