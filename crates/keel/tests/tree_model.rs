@@ -654,13 +654,8 @@ fn run_failing_txn(
     let db = m.db();
     let mut model = committed.clone();
     let mut tx = db.begin().unwrap();
-    let fail = || {
-        for rule in f.rules() {
-            m.sim.add_fault(rule);
-        }
-    };
     if !f.at_commit {
-        fail();
+        f.arm(&m.sim);
     }
     for op in &plan.ops {
         let one = std::slice::from_ref(op);
@@ -670,7 +665,7 @@ fn run_failing_txn(
         }
     }
     if f.at_commit {
-        fail();
+        f.arm(&m.sim);
     }
     let outcome = common::commit_on_failing_disk(db, tx, &f);
     if db.is_poisoned() {

@@ -259,7 +259,6 @@ impl Path {
     }
 }
 
-/// The error for tree contents that contradict the tree's rules.
 /// Node `p` of tree `rel`, when it is at `level`; otherwise corruption
 /// naming both levels.
 fn at_level<'p>(rel: &Relation, p: TreePage<&'p [u8]>, level: u16) -> Result<TreePage<&'p [u8]>> {
@@ -276,6 +275,7 @@ fn at_level<'p>(rel: &Relation, p: TreePage<&'p [u8]>, level: u16) -> Result<Tre
     Ok(p)
 }
 
+/// The error for tree contents that contradict the tree's rules.
 pub(crate) fn corrupt(rel: &Relation, page: PageId, reason: impl Into<String>) -> crate::Error {
     DbError::Corrupt {
         what: format!("tree {} ({}), page {page}", rel.id, rel.name),

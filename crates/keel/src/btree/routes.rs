@@ -185,6 +185,12 @@ impl Routes {
         !self.pages.is_empty()
     }
 
+    /// Whether a descent may start from these routes now: they are routes,
+    /// built from the root the tree's root hint `hint` names.
+    pub(crate) fn serve(&self, hint: u64) -> bool {
+        self.usable() && self.root == hint
+    }
+
     /// The level of the nodes the routes name.
     pub(crate) fn level(&self) -> u16 {
         self.level
@@ -309,10 +315,7 @@ impl RoutesCache {
             "a routes cache is read for its own tree only"
         );
         let hint = rel.root_hint.load(Ordering::Acquire);
-        match self.0.load() {
-            Some(r) if r.usable() && r.root == hint => Some(r),
-            _ => None,
-        }
+        self.0.load().as_deref().filter(|r| r.serve(hint))
     }
 }
 
@@ -345,7 +348,7 @@ impl Storage {
         let hint = rel.root_hint.load(Ordering::Acquire);
         let held = rel.routes.load();
         match held.as_ref() {
-            Some(r) if r.usable() && r.root == hint => return Ok(held),
+            Some(r) if r.serve(hint) => return Ok(held),
             Some(r) if !r.usable() && r.moves.fetch_add(1, Ordering::Relaxed) < r.wait => {
                 return Ok(held);
             }

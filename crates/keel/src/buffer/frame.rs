@@ -138,9 +138,7 @@ impl Frame {
     /// Records that the bytes passed a node's header checks; call with the
     /// latch held shared, after the checks.
     pub(crate) fn set_node_checked(&self) {
-        if !self.node_checked.load(Ordering::Relaxed) {
-            self.node_checked.store(true, Ordering::Relaxed);
-        }
+        self.node_checked.store(true, Ordering::Relaxed);
     }
 
     /// Marks the frame recently used (written only when clear, so frames

@@ -118,9 +118,10 @@
 //! *Loading*: the page is read with `read_exact_at` (a page past the end of
 //! the file is [`BufferError::PageBeyondEof`]) and fully verified with
 //! [`crate::page::verify_relation_page`] (checksum over the page and its
-//! id, then the structure, and a type a relation file holds). A page that fails is an error naming file and page and is
-//! never returned as data; the frame is unmapped and freed, and threads that
-//! waited for it retry and get the error themselves.
+//! id, then the structure, and a type a relation file holds). A page that
+//! fails is an error naming file and page and is never returned as data;
+//! the frame is unmapped and freed, and threads that waited for it retry and
+//! get the error themselves.
 //!
 //! ## Read-ahead
 //!

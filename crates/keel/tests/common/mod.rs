@@ -290,6 +290,13 @@ impl Failure {
         };
         self.shape.fail(fault, p)
     }
+
+    /// Makes `sim`'s disk fail as this failure says, from now on.
+    pub fn arm(&self, sim: &SimIo) {
+        for rule in self.rules() {
+            sim.add_fault(rule);
+        }
+    }
 }
 
 /// Any [`Failure`]: each path, fault, death and probability alike.
