@@ -48,14 +48,17 @@
 //!   behind it (the file is written after the upload), never ahead.
 //! - Written through the database's own I/O backend (`Database::io`, so
 //!   the simulator's disk in crash tests) to `archive-status.tmp`, then
-//!   renamed over `archive-status`:
-//!   a reader sees the old or the new file whole, never a mix.
-//! - Synced once, when an archiver starts (the file and its directory,
-//!   before anything ships): from then on a crash may leave an older file,
-//!   never none, so every open holds the log. Later writes are not
-//!   synced: after a power cut the file may be older than the archive
-//!   (never newer than what the archiver saw). It is rewritten when the
-//!   state changes and at most about once a second while progress is made.
+//!   its data synced (`fdatasync`), then renamed over `archive-status`: a
+//!   reader sees the old or the new file whole, never a mix, and a power
+//!   cut never leaves the name over bytes that were not written (a rename
+//!   may reach the disk before unsynced data does).
+//! - Synced with its directory once, when an archiver starts (before
+//!   anything ships): from then on a crash may leave an older file, never
+//!   none, so every open holds the log. Later renames are not synced:
+//!   after a power cut the file may be older than the archive (never newer
+//!   than what the archiver saw). It is rewritten when the state changes
+//!   and at most about once a second while progress is made (one
+//!   `fdatasync` of a small file each time).
 //! - `last_error` never carries credentials: `ArchiveError` never formats
 //!   them, and the line is passed through [`redact`] (the user and
 //!   password of a URL, and its query, are cut) before it is written.
@@ -264,10 +267,9 @@ pub fn status_path(dir: &Path) -> PathBuf {
 }
 
 /// Writes `status` to `dir`'s status file through `io`, the database's own
-/// backend (module rules: temporary file, rename). `durable`: the file is
-/// synced before the rename and the directory after it (the archiver's
-/// first write, which marks the directory as followed); otherwise nothing
-/// is synced.
+/// backend (module rules: temporary file, synced, renamed). `durable`: the
+/// directory is synced after the rename too (the archiver's first write,
+/// which marks the directory as followed).
 pub fn write_status(
     io: &Arc<dyn AsyncIo>,
     dir: &Path,
@@ -294,9 +296,13 @@ pub fn write_status(
         .wait()
         .map(|_| ())
         .map_err(fail("write"))
-        .and_then(|()| match durable {
-            true => io.fsync(fh).wait().map_err(fail("sync")),
-            false => Ok(()),
+        .and_then(|()| {
+            match durable {
+                true => io.fsync(fh),
+                false => io.fdatasync(fh),
+            }
+            .wait()
+            .map_err(fail("sync"))
         });
     let closed = io.close(fh).wait().map_err(fail("close"));
     written?;

@@ -107,6 +107,17 @@ fn round(seed: u64, root: &Path) -> bool {
     let sim = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 2)));
 
     let db = open_sim_primary(&sim);
+    // The status file as the kill, the power cut and any cut during the
+    // recovery left it: whole (written aside and renamed over), so it
+    // decodes as `keel_archive::read_status` decodes it.
+    let status_file = Path::new(SIM_PRIMARY).join(keel_archive::status::STATUS_FILE);
+    let local = keel_archive::local::Local::new(Arc::clone(db.io()));
+    if let Some(left) = local.read_small(&status_file, 4096).unwrap() {
+        let text = String::from_utf8(left)
+            .unwrap_or_else(|e| panic!("seed {seed}: the status file left is not UTF-8: {e}"));
+        keel_archive::status::PublishedStatus::decode(&status_file, &text)
+            .unwrap_or_else(|e| panic!("seed {seed}: the status file left: {e}"));
+    }
     let rel = db.relation("r").unwrap().expect("the relation survives");
     let archiver = Archiver::start(db.clone(), &t, fast()).unwrap();
     let (after, _) = commit(&db, rel, cut_off + 1, 30);
@@ -123,12 +134,8 @@ fn round(seed: u64, root: &Path) -> bool {
     if let Some(e) = archiver.status().last_error {
         panic!("seed {seed}: the archiver reports {e}");
     }
-    let local = keel_archive::local::Local::new(Arc::clone(db.io()));
     let status = local
-        .read_small(
-            &Path::new(SIM_PRIMARY).join(keel_archive::status::STATUS_FILE),
-            4096,
-        )
+        .read_small(&status_file, 4096)
         .unwrap()
         .unwrap_or_else(|| panic!("seed {seed}: no archive-status file"));
     assert!(
