@@ -359,34 +359,51 @@ impl<'db> Worker<'db> {
     /// A read-only transaction (`begin_read`) that gets the index key of
     /// each tuple this worker owns and the tuple it names, and fails unless
     /// they agree. Past 64 keys it tries to lock the whole index shared, so
-    /// a kill can land in a reader holding it. It never waits for a lock:
-    /// only this worker writes its tuples and their keys (and has no other
-    /// transaction open), a present key's get locks that key alone, and the
-    /// tree lock is tried without waiting; the writers that wait for it
-    /// wait only until this transaction ends.
+    /// a kill can land in a reader holding it. Only this worker writes its
+    /// tuples and their keys, but another worker's index put locks the key
+    /// after its own, which may be one of these: the check can wait for
+    /// that writer while the writer waits for a key the check has read, and
+    /// a deadlock or a lock timeout then rolls the check back. It counts as
+    /// a rollback, as in [`run_txn`](Self::run_txn), and is not a failure.
     fn check_index(&mut self) -> Result<(), Failure> {
+        match self.index_agrees() {
+            Ok(agrees) => {
+                agrees?;
+                self.counts.index_checks += 1;
+                Ok(())
+            }
+            Err(e) if e.class() == keel::ErrorClass::Transient => {
+                self.counts.aborts += 1;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`check_index`](Self::check_index)'s transaction: the engine's
+    /// error, or whether every key and tuple agreed.
+    fn index_agrees(&self) -> keel::Result<Result<(), Failure>> {
         let tx = self.db.begin_read()?;
         for (r, owned) in self.owned.iter().enumerate() {
             let rel = r as u8;
             for &(tid, v) in owned {
                 let named = tx.get_key(self.rels.index, &index_key(v))?;
                 if named.as_deref().and_then(parse_index_value) != Some((rel, tid)) {
-                    return Err(Failure(format!(
+                    return Ok(Err(Failure(format!(
                         "index check: the key of {rel}/{tid} names {:?}",
                         named.map(|n| String::from_utf8_lossy(&n).into_owned())
-                    )));
+                    ))));
                 }
                 let found = tx.get(self.rels.heap[r], tid)?.map(|b| decode(&b));
                 if found != Some(Ok(v)) {
-                    return Err(Failure(format!(
+                    return Ok(Err(Failure(format!(
                         "index check: {rel}/{tid} holds {found:?}, its index key {v:?}"
-                    )));
+                    ))));
                 }
             }
         }
         tx.commit()?;
-        self.counts.index_checks += 1;
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The transaction's operations: a few small ones and, now and then,
