@@ -117,7 +117,9 @@ fn the_hold_keeps_the_log_until_it_is_archived() {
     let start = db.durable_lsn();
     let archiver = Archiver::start(db.clone(), &target, fast()).unwrap();
     faults.set_down(true);
-    workload(&db, rel, 30, 20, 3);
+    // About 330 KiB of log: rows and checkpoints (page images are kept
+    // beside the log, not in it).
+    workload(&db, rel, 45, 20, 3);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while archiver.status().retries == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -310,7 +312,9 @@ fn a_crash_while_the_archive_lags_loses_no_log_for_it() {
         .wait_archived(db.durable_lsn(), Duration::from_secs(20))
         .unwrap();
     faults.set_down(true);
-    workload(&db, rel, 30, 20, 3);
+    // About 330 KiB of log: rows and checkpoints (page images are kept
+    // beside the log, not in it).
+    workload(&db, rel, 45, 20, 3);
     // The process dies: the archiver's last uploads fail, the database is
     // not closed.
     drop(archiver);

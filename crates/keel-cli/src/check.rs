@@ -46,7 +46,9 @@
 //! what it would read, and reports as errors only what recovery cannot
 //! repair. Warnings then: a page failing verification that a record from
 //! the redo start writes whole (an image or a format: redo writes over the
-//! torn page; any other bad page is an error); a tree finding, a broken
+//! torn page) or that has a page image recovery can use (`images.0`,
+//! `images.1`: recovery rebuilds it from that); any other bad page is an
+//! error; a tree finding, a broken
 //! overflow chain or a page of a type its file does not hold, in a
 //! relation the log changes after the redo start (the crash may have left
 //! a page behind its neighbours); files the log accounts for — a relation
@@ -136,6 +138,10 @@ struct RedoSeen {
     /// writes it over whatever the page holds, so a torn page there is
     /// repaired; any other page failing verification is not.
     whole: BTreeSet<(u32, u32)>,
+    /// (relation, page) pairs with a page image a recovery from the redo
+    /// start can use (`keel::page_images`): a torn page there is rebuilt
+    /// from it.
+    imaged: BTreeSet<(u32, u32)>,
     /// Relations some record changes a page of: a tree finding there may
     /// be a page the crash left behind its neighbours, which redo brings
     /// up to date.
@@ -178,6 +184,30 @@ impl RedoSeen {
             _ => {}
         }
     }
+}
+
+/// The pages with an image a recovery from `c`'s redo start can use, from
+/// the images files of this database (`keel::page_images`; a file that
+/// does not decode holds none).
+fn page_images(dir: &Path, c: &Control) -> BTreeSet<(u32, u32)> {
+    use keel::page_images::{ImagesHeader, decode_entries};
+    let mut pages = BTreeSet::new();
+    for name in keel::datadir::layout::IMAGES_FILES {
+        let Ok(bytes) = std::fs::read(dir.join(name)) else {
+            continue;
+        };
+        if !ImagesHeader::decode(&bytes).is_ok_and(|h| h.database_id == c.database_id) {
+            continue;
+        }
+        let (entries, _) = decode_entries(&bytes);
+        pages.extend(
+            entries
+                .iter()
+                .filter(|e| e.epoch >= c.redo_start)
+                .map(|e| (e.relation.0, e.page.0)),
+        );
+    }
+    pages
 }
 
 /// Creates and drops in the log recovery would read, by outcome.
@@ -324,6 +354,9 @@ fn check(dir: &Path) -> Result<Report, Failure> {
     if let Some(c) = &control {
         check_database_id(dir, &io, c, &mut report);
         check_wal(dir, io, c, &mut report);
+        if report.crashed {
+            report.redo.imaged = page_images(dir, c);
+        }
     }
     if report.crashed
         && let Some(c) = &control
@@ -621,11 +654,14 @@ fn check_heap_file(
                             "{e} (recovery repairs it: the log from the redo start rewrites it whole)"
                         ),
                     );
+                } else if report.crashed && report.redo.imaged.contains(&(id, p)) {
+                    report.warning(at, format!("{e} (recovery repairs it from its page image)"));
                 } else if report.crashed {
                     report.error(
                         at,
                         format!(
-                            "{e} (recovery cannot repair it: the log from the redo start holds no image of it)"
+                            "{e} (recovery cannot repair it: neither the log from the redo start \
+                             nor the page images hold it whole)"
                         ),
                     );
                 } else {

@@ -54,16 +54,20 @@ pub enum FileClass {
     Wal,
     /// The control file and other small metadata files.
     Control,
+    /// The page images kept beside the log, a torn page's repair (Keel's
+    /// `images.0` and `images.1`).
+    Images,
     /// Anything else, and operations on directories and paths.
     Other,
 }
 
 impl FileClass {
     /// Every class, in index order.
-    pub const ALL: [FileClass; 4] = [
+    pub const ALL: [FileClass; 5] = [
         FileClass::Data,
         FileClass::Wal,
         FileClass::Control,
+        FileClass::Images,
         FileClass::Other,
     ];
 
@@ -78,6 +82,7 @@ impl FileClass {
             FileClass::Data => "data",
             FileClass::Wal => "wal",
             FileClass::Control => "control",
+            FileClass::Images => "images",
             FileClass::Other => "other",
         }
     }

@@ -31,13 +31,18 @@
 //!    and padding changes no page, so redo from the start LSN up to the end
 //!    LSN covers every change the copy holds, in whole or in part.
 //!
-//! Why a copy taken this way is repairable: every page changed after the
-//! checkpoint's begin record logs a full image of itself first
-//! (invariant 5), and everything changed before it was written by the
-//! checkpoint's flush before the copy began. So a page read torn, or read
-//! from before or after any change, is rewritten whole by redo from the
-//! start LSN. A copy is consistent only once recovery has replayed the log
-//! at least to the end LSN (the consistency point).
+//! Why a copy taken this way is repairable: everything changed before the
+//! checkpoint's begin record was written by the checkpoint's flush before
+//! the copy began, and every page is copied whole: a page read while a
+//! write of it was under way fails its checksum and is read again until it
+//! verifies (a page that never does is damaged, and the backup fails
+//! naming it; an all-zero page, created after the checkpoint and not
+//! written yet, is copied as it is). So each page of the copy is one state
+//! of that page from the checkpoint on, and redo from the start LSN brings
+//! it forward by page LSN (invariant 8); a page created after the
+//! checkpoint is formatted by a record after the start LSN. The copy needs
+//! no page images. A copy is consistent only once recovery has replayed
+//! the log at least to the end LSN (the consistency point).
 //!
 //! Free space map files are not copied: they are hints, and an open
 //! without one rebuilds the map from the heap pages
@@ -146,10 +151,17 @@ impl BackupReader<'_> {
         let want = (self.size - self.pos).min(max as u64) as usize;
         let bytes = match &self.source {
             Source::Memory(b) => b[self.pos as usize..self.pos as usize + want].to_vec(),
-            Source::File { io, file } => io
-                .read_exact_at(*file, self.pos, IoBuf::zeroed(want))
-                .wait()?
-                .into_vec(),
+            Source::File { io, file } => {
+                let mut bytes = io
+                    .read_exact_at(*file, self.pos, IoBuf::zeroed(want))
+                    .wait()?
+                    .into_vec();
+                for (i, page) in bytes.chunks_mut(PAGE_SIZE).enumerate() {
+                    let offset = self.pos + (i * PAGE_SIZE) as u64;
+                    whole_page(io, *file, offset, page, &self.name)?;
+                }
+                bytes
+            }
         };
         self.pos += want as u64;
         self.crc = crc32c_append(self.crc, &bytes);
@@ -178,6 +190,46 @@ impl Drop for BackupReader<'_> {
         if let Source::File { io, file } = &self.source {
             let _ = io.close(*file).wait();
         }
+    }
+}
+
+/// Reads of a page that fails its checksum before the backup gives up on
+/// it (module essay, "Why a copy taken this way is repairable").
+const TORN_READ_TRIES: u32 = 100;
+
+/// Makes `page`, read from `offset` of `file`, a whole page: a page that
+/// fails its checksum was read while a write of it was under way, and is
+/// read again (a millisecond apart) until it verifies. An all-zero page
+/// (one created after the checkpoint, not yet written) is kept as it is. A
+/// page that fails every read is damaged on disk: an error naming it.
+fn whole_page(
+    io: &std::sync::Arc<dyn keel_io::AsyncIo>,
+    file: keel_io::FileHandle,
+    offset: u64,
+    page: &mut [u8],
+    name: &str,
+) -> Result<()> {
+    let pid = crate::types::PageId((offset / PAGE_SIZE as u64) as u32);
+    for _ in 0..TORN_READ_TRIES {
+        if page.iter().all(|&b| b == 0) || crate::page::verify_checksum(page, pid).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let again = io
+            .read_exact_at(file, offset, IoBuf::zeroed(PAGE_SIZE))
+            .wait()?;
+        page.copy_from_slice(&again);
+    }
+    match crate::page::verify_checksum(page, pid) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(crate::error::DbError::Corrupt {
+            what: format!("{name}, page {pid}"),
+            reason: format!(
+                "fails its checksum in each of {TORN_READ_TRIES} reads, so it is no write \
+                 under way but a damaged page, and a backup never copies one: {e}"
+            ),
+        }
+        .into()),
     }
 }
 

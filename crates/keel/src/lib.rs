@@ -37,6 +37,7 @@ pub mod page;
 pub mod recovery;
 pub mod standby;
 mod storage;
+pub use storage::images as page_images;
 mod sync;
 pub mod txn;
 pub mod types;

@@ -38,8 +38,12 @@
 //! docs of [`crate::recovery`]). A crash during step 3 (a torn page
 //! included) leaves the old control file in charge, whose redo start is
 //! older: every page the standby may have written was changed by a record
-//! after it, so it is repaired exactly as the primary's own pages would be
-//! after a crash (a full image follows each checkpoint, invariant 5).
+//! after it, and redo kept its image as of that redo start before the
+//! change (`storage::images`), so it is repaired exactly as the primary's
+//! own pages would be after a crash (invariant 5). Before step 4 moves the
+//! control file, the image of every page redo changed at or after the new
+//! redo start is kept and synced: a page changed again by a later apply
+//! (no first change of its own after that start) is then repaired from it.
 //!
 //! A standby directory holds the marker file
 //! [`STANDBY_FILE`](crate::datadir::layout::STANDBY_FILE), which this

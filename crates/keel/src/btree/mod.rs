@@ -92,22 +92,22 @@
 //! The rule that keeps a crash from leaking a page: **every record of a
 //! structure change leaves a tree in which each page of the file is
 //! reachable or free.** So the changes that must go together are one
-//! record: the two halves of a split (a `tree-split` or a
-//! `multi-page-image`, [`Storage::change_split`]); a new root and the meta
+//! record: the two halves of a split (a `tree-split`,
+//! [`Storage::change_split`]); a new root and the meta
 //! page naming it, and a reclaimed leaf, its left sibling and its parent
 //! ([`reclaim`]), each a `multi-page-image` ([`Storage::change_pages`]).
 //! Redo applies such a record to each of its pages only when that page's
 //! LSN is below the record's, page by page (invariant 8: redo is
 //! idempotent however often recovery runs), and a log cut anywhere leaves
 //! the record whole or absent. An image is a whole page, so it needs no
-//! page image before it (invariant 5). A `tree-split`'s truncation of L
-//! is not: it rebuilds L from L's own items as the log left them, checking
-//! that the item it cuts at holds the new high key. So a split logs it
-//! only when L's LSN is at or past the redo point, under the redo gate:
-//! then L's first change since that checkpoint logged L whole, and redo
-//! repairs a torn L from that image before it meets the truncation;
-//! otherwise the split logs both halves whole. A leaf split logs about
-//! half the bytes this way (R's items, not L's as well). A page taken past the end of the file joins the file only
+//! page image kept before it (invariant 5). A `tree-split`'s truncation of
+//! L is not: it rebuilds L from L's own items as the log left them,
+//! checking that the item it cuts at holds the new high key. So when L has
+//! not changed since the redo point, the split keeps L's image first, under
+//! the redo gate, as any first change does (`storage::images`), and redo
+//! repairs a torn L from that image before it meets the truncation. A
+//! leaf split logs about half a page this way (R's items, not L's as
+//! well). A page taken past the end of the file joins the file only
 //! with that record. A crash between the split's record and the downlink
 //! leaves `INCOMPLETE_SPLIT` on L, R reachable through L's right link: the
 //! next writer that latches L exclusively finishes the split (nbtree's

@@ -549,8 +549,9 @@ impl Storage {
         // Both halves in one record (`change_split`): a crash leaves L
         // whole and R unused (free, or never part of the file), or both
         // halves linked; never R formatted and unreachable. L's half is
-        // logged as a truncation to its first `keep` items unless L is due
-        // a page image. R's image is built from L's items where they lie
+        // logged as a truncation to its first `keep` items (L's image kept
+        // first when the split is its first change since the redo point).
+        // R's image is built from L's items where they lie
         // (L stays latched and unchanged until `change_split`).
         let rg = self.with_new_page(rel, |mut rg| {
             let rpid = rg.page_id();

@@ -74,6 +74,15 @@ pub enum BufferError {
         #[source]
         source: WalFlushError,
     },
+    /// The page images a torn write would be repaired from could not be
+    /// made durable, so no page was written (invariant 5); the pool is
+    /// poisoned.
+    #[error("syncing the page images before a page write failed")]
+    PageImages {
+        /// The images store's error.
+        #[source]
+        source: WalFlushError,
+    },
     /// An fdatasync failed, or a page holds a change the log refused; no
     /// page is written any more (invariants 4, 7).
     #[error("the buffer pool is poisoned ({cause})")]
@@ -144,6 +153,7 @@ impl BufferError {
             BufferError::Io { .. }
             | BufferError::Sync { .. }
             | BufferError::WalFlush { .. }
+            | BufferError::PageImages { .. }
             | BufferError::Poisoned { .. }
             | BufferError::Unlogged { .. }
             | BufferError::WriterThread { .. } => ErrorClass::Fatal,

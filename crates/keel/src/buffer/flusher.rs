@@ -1,10 +1,12 @@
 //! The buffer pool's view of the write-ahead log (invariant 4).
 //!
 //! A page is written only after the log is durable up to that page's LSN.
-//! The pool asks the log through [`WalFlusher`], a one-method trait defined
-//! here and implemented by [`crate::wal::Wal`] (in `wal/flusher.rs`), so
-//! the pool can be tested with [`RecordingFlusher`], which remembers how
-//! far it was asked to flush and can be told to fail.
+//! The pool asks the log through [`WalFlusher`], a trait defined here and
+//! implemented by [`crate::wal::Wal`] (in `wal/flusher.rs`) and, with the
+//! page images a torn write is repaired from (invariant 5), by the
+//! database's own flusher (`storage::images::PoolFlusher`), so the pool can
+//! be tested with [`RecordingFlusher`], which remembers how far it was
+//! asked to flush and can be told to fail.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -21,6 +23,27 @@ pub trait WalFlusher: Send + Sync {
     /// stable storage, or with the error that prevented it. The pool never
     /// calls it with [`Lsn::ZERO`] (a page that was never logged).
     fn flush_through(&self, lsn: Lsn) -> Result<(), WalFlushError>;
+
+    /// Returns once every page image appended so far is on stable storage
+    /// (`storage::images`): called before every batch of page writes,
+    /// after [`flush_through`](Self::flush_through). A failure poisons the
+    /// pool. Nothing to do where pages have no images kept beside the log.
+    fn sync_page_images(&self) -> Result<(), WalFlushError> {
+        Ok(())
+    }
+
+    /// Whether a page image is appended and not yet synced, so that the
+    /// next page write would first sync the images. The background writer
+    /// writes ahead of demand only when this is `false`.
+    fn page_images_pending(&self) -> bool {
+        false
+    }
+
+    /// Writes page images appended in memory out to their file, without a
+    /// sync, so that the threads appending them never write: the
+    /// background writer calls it once a round. A failure is kept where
+    /// the images are, and refused by the next `sync_page_images`.
+    fn write_page_images_behind(&self) {}
 }
 
 /// A flusher for pools whose pages are never logged (tools, tests): every

@@ -12,8 +12,10 @@
 //! 3. checks that the pool is still not poisoned (a change the log refused
 //!    poisons it before its latch is released, so a copy that holds such a
 //!    change is refused here; invariant 16), then flushes the WAL through
-//!    the highest page LSN of the batch, holding no latch and no mutex
-//!    (invariants 4 and 11). If either fails nothing is written;
+//!    the highest page LSN of the batch and syncs the page images a torn
+//!    write would be repaired from (`WalFlusher::sync_page_images`,
+//!    invariant 5; a failure poisons the pool), holding no latch and no
+//!    mutex (invariants 4 and 11). If any fails nothing is written;
 //! 4. submits every write at once through `AsyncIo` (pages next to each
 //!    other in one file as one vectored write), then waits for all;
 //! 5. under the mutex: clears `writing`, and marks a frame clean only if
@@ -151,6 +153,12 @@ impl Shared {
         if let Err(e) = self.ensure_wal_durable(max_lsn) {
             self.end_writes(&frames, &[]);
             return Err(e);
+        }
+        if !jobs.is_empty()
+            && let Err(source) = self.wal.sync_page_images()
+        {
+            self.end_writes(&frames, &[]);
+            return Err(self.poison(BufferError::PageImages { source }));
         }
         // Pages next to each other in one file go down as one vectored
         // write (step 4): a checkpoint's sorted batches of a freshly loaded

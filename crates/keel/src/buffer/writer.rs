@@ -13,7 +13,13 @@
 //! pool that fills faster than the fixed batch drains (a bulk load) is kept
 //! ahead of its misses, and an idle pool costs one small batch per
 //! interval. A round that found as many dirty pages as it wanted while
-//! demand lasted runs again at once.
+//! demand lasted runs again at once. With no demand (no eviction since the
+//! previous round), a round whose writes would first have to sync page
+//! images (`WalFlusher::page_images_pending`: an fdatasync on the device
+//! the log commits on) writes nothing: the pages wait for demand or for
+//! the next checkpoint, which writes them anyway. Each round also writes
+//! out (without a sync) the page images waiting in memory, so that the
+//! changes appending them never write (`WalFlusher::write_page_images_behind`).
 //!
 //! A failed batch leaves its pages dirty and is only counted
 //! (`writer_errors`): the next `flush_all` or eviction reports the error to
@@ -128,9 +134,13 @@ fn run(shared: &Shared, interval: Duration, batch_pages: usize) {
         if shared.is_poisoned() {
             continue;
         }
+        shared.wal.write_page_images_behind();
         let evictions = shared.stats.evictions.load(Ordering::Relaxed);
         let demand = evictions.saturating_sub(seen) as usize;
         seen = evictions;
+        if demand == 0 && shared.wal.page_images_pending() {
+            continue;
+        }
         let want = batch_pages.max(demand.saturating_mul(2)).min(most);
         let batch = shared.claim_writer_batch(want);
         if batch.is_empty() {

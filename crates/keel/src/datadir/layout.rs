@@ -7,6 +7,8 @@
 //! <dir>/control         where recovery starts (recovery::control)
 //! <dir>/control.tmp     a control file being replaced (renamed over control)
 //! <dir>/wal/            log segments (wal::segment names the files in it)
+//! <dir>/images.0        page images as of a redo point (storage::images)
+//! <dir>/images.1        the same, for the other of two epochs
 //! <dir>/rel/<n>.heap    relation n's pages
 //! <dir>/rel/<n>.fsm     relation n's saved free space map
 //! <dir>/rel/<n>.fsm.tmp a map being saved (renamed over <n>.fsm)
@@ -71,6 +73,9 @@ pub const STANDBY_FILE: &str = "standby";
 /// holds the log from its oldest segment while it is there
 /// ([`archive_follows`]).
 pub const ARCHIVE_STATUS_FILE: &str = "archive-status";
+/// The two page images files (`storage::images`, docs/storage.md "Page
+/// images"): each holds the images of one epoch.
+pub const IMAGES_FILES: [&str; 2] = ["images.0", "images.1"];
 /// The directory of log segments.
 pub const WAL_DIR: &str = "wal";
 /// The directory of relation files.

@@ -25,6 +25,7 @@ use crate::recovery::checkpoint::load_fsm;
 use crate::recovery::control::{Control, read_control};
 use crate::recovery::{Finish, PageSpace, Recovered, RecoveryReport, recover};
 use crate::storage::Storage;
+use crate::storage::images::{PageImages, PoolFlusher};
 use crate::txn::TxnTable;
 use crate::txn::table::next_txn_id;
 use crate::types::{Lsn, PageId, RelationId, TupleId};
@@ -229,17 +230,62 @@ fn open_store(
         false => 0,
     };
     let wal = Arc::new(wal);
-    let pool = BufferPool::new(io.clone(), wal.clone(), config.buffer.clone())?;
+    let images = Arc::new(PageImages::open(
+        io.clone(),
+        dir,
+        wal.database_id(),
+        control.map(|c| c.redo_start),
+    )?);
+    let flusher = Arc::new(PoolFlusher {
+        wal: wal.clone(),
+        images: images.clone(),
+    });
+    let pool = BufferPool::new(io.clone(), flusher, config.buffer.clone())?;
     let store = Storage {
         io,
         pool,
         wal,
+        images,
         redo_point: RwLock::new(control.map_or(Lsn::ZERO, |c| c.redo_start)),
         reserved: Mutex::new(HashMap::new()),
         locks: LockManager::new(config.lock_timeout),
         consistency_check: config.consistency_check,
     };
     Ok((store, log_rewritten))
+}
+
+/// Starts the page images of a standby's restartpoint at `epoch`, the redo
+/// start of the checkpoint its control file is about to name
+/// (`storage::images`, "Two files"): the image of every page redo changed
+/// by a record at or after `epoch` — its page LSN says so — is appended
+/// and synced. Those pages are on disk and synced, so each is a whole
+/// state of its page from the epoch on; a page redo changes after the
+/// control file moves then needs no image of its own, and one torn by a
+/// write of the next apply is repaired from these.
+fn restart_images(
+    store: &Storage,
+    rels: &HashMap<RelationId, Arc<Relation>>,
+    touched: &rustc_hash::FxHashSet<(RelationId, PageId)>,
+    epoch: Lsn,
+) -> Result<()> {
+    let mut pages: Vec<(RelationId, PageId)> = touched.iter().copied().collect();
+    pages.sort_unstable();
+    store.images.start_epoch(epoch);
+    for (rid, pid) in pages {
+        let Some(rel) = rels.get(&rid) else {
+            continue;
+        };
+        if pid.0 >= rel.page_count() {
+            continue;
+        }
+        let g = store.pool.fetch_read(rel.file(), pid)?;
+        if crate::page::page_lsn(&g[..]).is_some_and(|l| l >= epoch) {
+            store
+                .images
+                .append(epoch, rid, pid, crate::storage::frame_page(&g[..]))?;
+        }
+    }
+    store.images.sync()
 }
 
 /// Opens every relation file in `rel/` (creating the catalog's on a new
@@ -573,7 +619,9 @@ pub(crate) fn apply_redo_only(
         None => None,
     };
     if let Some(c) = &restartpoint {
+        restart_images(&store, &rels, &recovered.touched, c.redo_start)?;
         crate::recovery::control::write_control(&store.io, dir, c)?;
+        store.images.epoch_durable(c.redo_start);
     }
     drop(store);
     drop(dir_lock);

@@ -20,7 +20,7 @@
 //!
 //! A power cut after that loses acknowledged commits (a page reverts, and
 //! the log that would redo it is no longer replayed), tears pages whose
-//! full image is no longer replayed, or keeps some of an unacknowledged
+//! image is no longer kept, or keeps some of an unacknowledged
 //! transaction's changes without the log records that would undo them.
 //!
 //! # The rule
@@ -178,6 +178,14 @@ fn walk(io: &Arc<dyn AsyncIo>, dir: &Path) -> Result<(Vec<FileToSync>, Vec<PathB
             if entry.is_dir {
                 todo.push(path);
             } else if entry.is_file {
+                let images = super::layout::IMAGES_FILES
+                    .iter()
+                    .any(|n| entry.name.to_str() == Some(n));
+                let class = if images && d == dir {
+                    FileClass::Images
+                } else {
+                    class
+                };
                 files.push((path, class));
             }
         }

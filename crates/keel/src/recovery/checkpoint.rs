@@ -108,6 +108,7 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
         next_txn: t.txns.next_id(),
     };
     write_control(&store.io, t.dir, &control)?;
+    store.images.epoch_durable(redo_start);
     let retired = store.wal.retire_before(undo_start)?;
     Ok(CheckpointReport {
         begin,
@@ -121,12 +122,14 @@ pub(crate) fn checkpoint(t: &CheckpointTarget<'_>) -> Result<CheckpointReport> {
 }
 
 /// Appends the checkpoint's begin record and, under the redo gate, makes
-/// its LSN the new redo point: every page changed after it logs a full
-/// image first (invariant 5). Returns its LSN.
+/// its LSN the new redo point and the epoch of the page images: every page
+/// changed after it appends its image as of then first (invariant 5,
+/// `storage::images`). Returns its LSN.
 fn log_begin(store: &Storage) -> Result<Lsn> {
     let mut gate = store.redo_point.write();
     let meta = RecordMeta::new(Payload::CheckpointBegin.kind());
     let rec = store.wal.append_payload(meta, &Payload::CheckpointBegin)?;
+    store.images.start_epoch(rec.lsn);
     *gate = rec.lsn;
     Ok(rec.lsn)
 }

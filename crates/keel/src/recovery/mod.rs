@@ -20,7 +20,7 @@
 //!
 //! A checkpoint appends a `CheckpointBegin` record and, under the redo
 //! gate, makes its LSN the new redo point (so every page changed after it
-//! logs a full image first, invariant 5). It then writes every dirty page
+//! keeps its image first, invariant 5, `storage::images`). It then writes every dirty page
 //! (`BufferPool::flush_all`, which flushes the log first, invariant 4, and
 //! fdatasyncs the files), appends a `CheckpointEnd` record (fixed-size: the
 //! redo and undo starts and the sizes of the tables, invariant 15; recovery
@@ -54,8 +54,11 @@
 //!   running engine uses. A record that formats a whole page (image, init,
 //!   overflow write, overflow free) does not need the old page: a torn or
 //!   missing page is recreated from it. Any other record finding a page
-//!   that fails verification is a recovery error naming the LSN: the image
-//!   that should precede it is missing. Redo never removes a relation file
+//!   that fails verification (or past its file's end) rebuilds it from its
+//!   page image (`storage::images`: an image of an epoch at or after the
+//!   redo start); a page with none is a recovery error naming the LSN. Redo
+//!   keeps images by the running engine's rule, so a page it writes and a
+//!   second crash tears is repaired the same way. Redo never removes a relation file
 //!   (invariant 13); a `RelationCreate` makes a missing one (empty: later
 //!   records format every page). Records of a relation whose file is gone
 //!   are skipped, and once the log is read that must be explained by a
@@ -105,7 +108,7 @@
 //! crash and the log from there is kept, so a crash meanwhile recovers from
 //! that point again (redo is idempotent, undo compensated). The redo gate
 //! stays at that older point too, so no page changed after recovery skips
-//! the full image invariant 5 asks for.
+//! the image invariant 5 asks for.
 
 mod analysis;
 pub mod checkpoint;
@@ -319,6 +322,9 @@ pub struct RecoveryReport {
     /// read them ([`crate::wal::Wal::rewrite_tail`], invariant 14); 0
     /// after a clean shutdown.
     pub log_bytes_rewritten: u64,
+    /// Pages that failed verification (torn) or lay past their file's end
+    /// and were rebuilt from their page image (`storage::images`).
+    pub pages_from_images: u64,
     /// Transactions rolled back (losers).
     pub txns_undone: u64,
     /// Records those rollbacks undid.

@@ -33,8 +33,8 @@ use crate::error::Result;
 use crate::heap::Relation;
 use crate::page::tree::VALUE_OVERFLOW;
 use crate::page::{OverflowHead, PAGE_SIZE, TupleFlags, first_difference, page_lsn};
-use crate::storage::Storage;
 use crate::storage::apply::apply;
+use crate::storage::{Storage, frame_page, is_formatted};
 use crate::types::{Lsn, PageId, RelationId, TxnId};
 use crate::wal::{Payload, RecordHeader, SlotImage};
 
@@ -340,10 +340,13 @@ impl<'s, 'r> Redo<'s, 'r> {
             Some(rel)
         };
         let store = self.store;
+        let epoch = self.redo_start;
+        let rebuilt = std::cell::Cell::new(false);
         let mut c = self.latch(rid, pid, h.lsn, || match &rel {
-            Some(rel) => page_for(store, rel, pid, payload, h.lsn),
+            Some(rel) => page_for(store, rel, pid, payload, h.lsn, epoch, &rebuilt),
             None => Err(recovery(h.lsn, format!("relation {rid} not found"))),
         })?;
+        self.out.report.pages_from_images += u64::from(rebuilt.get());
         if let Some(l) = page_lsn(&c.guard).filter(|&l| l >= h.lsn) {
             if !c.changed && !c.rewrite {
                 // Leaves the page (and its LSN) as it is, dirty.
@@ -352,6 +355,23 @@ impl<'s, 'r> Redo<'s, 'r> {
             }
             self.cached = Some(c);
             return self.skip(h.lsn, rid, pid, l);
+        }
+        // The rule of `Storage::change` (step 2), so that a write of this
+        // page torn by a crash during recovery is repaired as a running
+        // engine's would be (`storage::images`).
+        if page_lsn(&c.guard).unwrap_or(Lsn::ZERO) < epoch
+            && !payload.formats(pid)
+            && is_formatted(&c.guard)
+            && !store.images.has_image(epoch, rid, pid)
+        {
+            store
+                .images
+                .append(epoch, rid, pid, frame_page(&c.guard))
+                .map_err(failed(
+                    h.lsn,
+                    Some((rid, pid)),
+                    "appending the page's image",
+                ))?;
         }
         apply(payload, &mut c.guard, pid, h.lsn).map_err(failed(
             h.lsn,
@@ -487,19 +507,29 @@ impl<'s, 'r> Redo<'s, 'r> {
     }
 }
 
-/// The page a record applies to, latched (recreated empty when the record
-/// rebuilds the whole page and the old one is missing or torn).
+/// The page a record applies to, latched: recreated empty when the record
+/// rebuilds the whole page and the old one is missing or torn, and rebuilt
+/// from its image as of `epoch` (the redo start; `storage::images`) when
+/// it is torn or missing and the record does not rebuild it.
 fn page_for<'s>(
     store: &'s Storage,
     rel: &Relation,
     pid: PageId,
     payload: &Payload,
     lsn: Lsn,
+    epoch: Lsn,
+    rebuilt: &std::cell::Cell<bool>,
 ) -> Result<PageWriteGuard<'s>> {
     let formats = payload.formats(pid);
     let at = Some((rel.id, pid));
     if pid.0 >= rel.page_count() {
         if !formats {
+            if let Some(g) = from_image(store, rel, pid, lsn, epoch)? {
+                rel.pages
+                    .fetch_max(pid.0 + 1, std::sync::atomic::Ordering::AcqRel);
+                rebuilt.set(true);
+                return Ok(g);
+            }
             return Err(recovery(
                 lsn,
                 format!(
@@ -527,12 +557,51 @@ fn page_for<'s>(
                 .map_err(failed(lsn, at, "creating the page"))
         }
         Err(e @ (BufferError::PageCorrupt { .. } | BufferError::PageBeyondEof { .. })) => {
-            Err(failed(
-                lsn,
-                at,
-                "reading the page: no page image precedes this record",
-            )(e))
+            match from_image(store, rel, pid, lsn, epoch)? {
+                Some(g) => {
+                    rebuilt.set(true);
+                    Ok(g)
+                }
+                None => Err(failed(
+                    lsn,
+                    at,
+                    format!("reading the page: the page images as of {epoch} hold none of it"),
+                )(e)),
+            }
         }
         Err(e) => Err(failed(lsn, at, "reading the page")(e)),
     }
+}
+
+/// Page `pid` of `rel` rebuilt from its image as of `epoch`, latched, or
+/// `None` when there is no image of it. The image must verify as the page.
+fn from_image<'s>(
+    store: &'s Storage,
+    rel: &Relation,
+    pid: PageId,
+    lsn: Lsn,
+    epoch: Lsn,
+) -> Result<Option<PageWriteGuard<'s>>> {
+    let at = Some((rel.id, pid));
+    let Some(image) = store.images.image(epoch, rel.id, pid).map_err(failed(
+        lsn,
+        at,
+        "reading the page's image",
+    ))?
+    else {
+        return Ok(None);
+    };
+    crate::page::verify_structure(&image[..], pid).map_err(failed(
+        lsn,
+        at,
+        format!("the page's image as of {epoch} fails verification"),
+    ))?;
+    let mut g =
+        store
+            .pool
+            .new_page(rel.file(), pid)
+            .map_err(failed(lsn, at, "creating the page"))?;
+    g.copy_from_slice(&image[..]);
+    g.mark_dirty(page_lsn(&image[..]).unwrap_or(Lsn::ZERO));
+    Ok(Some(g))
 }

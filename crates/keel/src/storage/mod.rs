@@ -10,12 +10,16 @@
 //! 1. The caller holds the page's exclusive latch (a [`PageWriteGuard`]).
 //! 2. Under the *redo gate* (a shared lock on the redo point of the latest
 //!    checkpoint), if the page's LSN is below the redo point and the record
-//!    does not rebuild the whole page ([`Payload::formats_page`]), a full
-//!    [`Payload::PageImage`] of the page as it is is logged first
-//!    (invariant 5: recovery restores a torn page from it). A checkpoint
-//!    moves the redo point under the exclusive side of the gate, so no
-//!    change can be logged after a checkpoint began while having checked
-//!    the previous redo point.
+//!    does not rebuild the whole page ([`Payload::formats_page`]), the
+//!    page as it is (its image as of the redo point) is appended to the
+//!    page images ([`images`]; invariant 5: recovery repairs a torn page
+//!    from it). That copies the page into memory and writes nothing to the
+//!    log: the image must be durable before the page is written, not
+//!    before the commit, and the buffer pool syncs the images before every
+//!    page write. A checkpoint moves the redo point (and starts a new epoch
+//!    of images) under the exclusive side of the gate, so no change can be
+//!    logged after a checkpoint began while having checked the previous
+//!    redo point.
 //! 3. The change is applied to the page with [`apply::apply`] (the same
 //!    function redo and rollback use; a tree insert whose writer searched
 //!    the leaf under the latch it holds goes in at the index found, with
@@ -41,6 +45,7 @@
 //!    it is already the exact page.
 
 pub mod apply;
+pub mod images;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -55,13 +60,16 @@ use crate::lock::LockManager;
 use crate::page::{PAGE_SIZE, page_lsn, page_type};
 use crate::txn::undo::{TxnLog, Undo, UndoEntry, push_undo};
 use crate::types::{Lsn, PageId, RelationId};
-use crate::wal::{Payload, RecordMeta, RecordType, Wal};
+use crate::wal::{Payload, RecordMeta, Wal};
 
 /// The storage context (module docs).
 pub(crate) struct Storage {
     pub io: Arc<dyn AsyncIo>,
     pub pool: BufferPool,
     pub wal: Arc<Wal>,
+    /// The page images a torn page is repaired from (module docs, step 2;
+    /// [`images`]).
+    pub images: Arc<images::PageImages>,
     /// Redo point of the latest begun checkpoint (module docs, step 2).
     pub redo_point: RwLock<Lsn>,
     /// Bytes per page freed by running transactions (module docs, "Room
@@ -124,14 +132,7 @@ impl Storage {
         let gate = self.redo_point.read();
         let current = page_lsn(g).unwrap_or(Lsn::ZERO);
         if !payload.formats_page() && current < *gate && is_formatted(g) {
-            // Encoded from the frame itself: no copy of the page first.
-            let page: &[u8; PAGE_SIZE] = match g[..].try_into() {
-                Ok(page) => page,
-                Err(_) => unreachable!("a frame holds one page"),
-            };
-            let meta = RecordMeta::new(RecordType::PageImage).on_page(rel, pid);
-            let rec = self.wal.append_page_image(meta, page)?;
-            g.mark_dirty(rec.lsn);
+            self.images.append(*gate, rel, pid, frame_page(g))?;
         }
         let before = page_lsn(g).unwrap_or(Lsn::ZERO);
         apply_to(g, pid, before)?;
@@ -176,8 +177,8 @@ impl Storage {
     /// `multi-page-image` record outside any transaction and puts each on
     /// its latched page in `pages` (the same pages, in the same order):
     /// a change to several pages that a crash leaves whole or undone, never
-    /// half made. The full images need no page image before them
-    /// (invariant 5); redo applies each by its own page LSN (invariant 8).
+    /// half made. Whole pages need no image kept before them (invariant
+    /// 5); redo applies each by its own page LSN (invariant 8).
     pub(crate) fn change_pages(
         &self,
         rel: RelationId,
@@ -204,11 +205,10 @@ impl Storage {
     /// (the node's items from `keep` on, built by the caller), and `left`
     /// keeps its first `keep` items, bounded by `sep` and linked to
     /// `right` ([`TreePage::split_left`](crate::page::tree::TreePage::split_left)),
-    /// in one redo-only record outside any transaction. That record is a
-    /// `tree-split` (the right image and the truncation) when `left` has
-    /// changed since the redo point, and otherwise, when `left` is due a
-    /// page image (invariant 5: the truncation could not repair a torn
-    /// `left`), a `multi-page-image` of both halves whole.
+    /// in one redo-only `tree-split` record (the right image and the
+    /// truncation) outside any transaction. When `left` has not changed
+    /// since the redo point its image is appended first (module docs, step
+    /// 2), as for any change.
     pub(crate) fn change_split<'p>(
         &self,
         rel: RelationId,
@@ -219,22 +219,15 @@ impl Storage {
         image: Box<[u8; PAGE_SIZE]>,
     ) -> Result<Lsn> {
         let (lpid, rpid) = (left.page_id(), right.page_id());
-        let mut payload = Payload::TreeSplit {
+        let payload = Payload::TreeSplit {
             keep,
             sep: sep.to_vec(),
             right: rpid,
             image,
         };
         let gate = self.redo_point.read();
-        if page_lsn(left).unwrap_or(Lsn::ZERO) < *gate {
-            let mut half = image_of(left);
-            apply::apply(&payload, &mut half[..], lpid, Lsn::ZERO)?;
-            let Payload::TreeSplit { image, .. } = payload else {
-                unreachable!("built above")
-            };
-            payload = Payload::MultiPageImage {
-                images: vec![(lpid, half), (rpid, image)],
-            };
+        if page_lsn(left).unwrap_or(Lsn::ZERO) < *gate && is_formatted(left) {
+            self.images.append(*gate, rel, lpid, frame_page(left))?;
         }
         let lsn = self.log_pages(rel, &mut [left, right], &payload)?;
         drop(gate);
@@ -322,9 +315,16 @@ impl Storage {
     }
 }
 
-/// A copy of the latched page, for a record that owns one (a split's
-/// half, a page check): copied into a fresh allocation, never zeroed
-/// first.
+/// The latched frame as one page, borrowed (no copy).
+pub(crate) fn frame_page(g: &[u8]) -> &[u8; PAGE_SIZE] {
+    match g[..PAGE_SIZE].try_into() {
+        Ok(page) => page,
+        Err(_) => unreachable!("a frame holds one page"),
+    }
+}
+
+/// A copy of the latched page, for a record that owns one (a page check):
+/// copied into a fresh allocation, never zeroed first.
 fn image_of(page: &[u8]) -> Box<[u8; PAGE_SIZE]> {
     let copy: Box<[u8]> = Box::from(&page[..PAGE_SIZE]);
     match copy.try_into() {
@@ -335,6 +335,6 @@ fn image_of(page: &[u8]) -> Box<[u8; PAGE_SIZE]> {
 
 /// Whether the page has been formatted (an all-zero frame is a page being
 /// created).
-fn is_formatted(page: &[u8]) -> bool {
+pub(crate) fn is_formatted(page: &[u8]) -> bool {
     page_type(page).is_some_and(|_| page[..4] == crate::page::PAGE_MAGIC.to_le_bytes())
 }

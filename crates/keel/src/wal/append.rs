@@ -10,15 +10,11 @@
 //! end of the queue. Encoding, the expensive part, runs in parallel on
 //! every appending thread; the lock is held for a few arithmetic
 //! operations and one copy of the finished record (a few hundred bytes for
-//! most, a page and a little for the largest common one, a page image).
+//! most, a page and a little for the largest common one, a split's half).
 //! PostgreSQL's WAL insertion and MySQL 8's log buffer copy records into a
 //! shared buffer the same way; here the copy runs under the lock that
-//! gives the position, so the queue never has a gap. A page image is the
-//! one record encoded under the lock, straight onto the queue
-//! ([`LogBuffer::place_encoded`]): its encoding is that same copy of the
-//! page, so made there it costs the lock nothing and spares the appender a
-//! copy of the page into its own buffer. The CRC is computed by the batch
-//! that writes the record (`batch.rs`).
+//! gives the position, so the queue never has a gap. The CRC is computed
+//! by the batch that writes the record (`batch.rs`).
 //!
 //! A record that does not fit in the rest of its segment goes to the next
 //! one; the tail it leaves is filled with a padding record (or zeroes, when
@@ -63,8 +59,7 @@ use parking_lot::Mutex;
 use crate::types::Lsn;
 use crate::wal::WalError;
 use crate::wal::record::{
-    MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_header_of,
-    encode_unsealed,
+    MAX_RECORD_SIZE, RECORD_HEADER_SIZE, RecordMeta, RecordType, encode_header, encode_unsealed,
 };
 use crate::wal::segment::{Geometry, SEGMENT_HEADER_SIZE};
 
@@ -180,20 +175,7 @@ impl Pending {
     /// of the queue: onto the last chunk when it ends at `lsn` and has
     /// room within `chunk_bytes`, else into a new chunk.
     fn push(&mut self, lsn: u64, piece: &[u8], chunk_bytes: usize) {
-        self.push_with(lsn, piece.len(), chunk_bytes, |bytes| {
-            bytes.extend_from_slice(piece)
-        });
-    }
-
-    /// [`push`](Self::push) of a piece of `len` bytes that `write` appends
-    /// to the chunk's bytes itself.
-    fn push_with(
-        &mut self,
-        lsn: u64,
-        len: usize,
-        chunk_bytes: usize,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
+        let len = piece.len();
         let joins = self
             .chunks
             .back()
@@ -213,8 +195,7 @@ impl Pending {
         // A chunk is at most CHUNK_BYTES or one record long: its offsets fit.
         let at = chunk.bytes.len();
         chunk.starts.push(at as u32);
-        write(&mut chunk.bytes);
-        debug_assert_eq!(chunk.bytes.len() - at, len, "a piece of another length");
+        chunk.bytes.extend_from_slice(piece);
     }
 }
 
@@ -306,27 +287,6 @@ impl LogBuffer {
         self.place_with(len, |pending, lsn, chunk_bytes| {
             encode_header(record, meta, lsn);
             pending.push(lsn.0, record, chunk_bytes);
-        })
-    }
-
-    /// Places a record of `len` bytes (header included) whose payload
-    /// `encode` appends to the queue itself, straight behind the header
-    /// written here: for a page image, whose encoding is one copy of the
-    /// page (less its free gap) either way, made under the lock instead of
-    /// into the appender's record buffer first.
-    pub(crate) fn place_encoded(
-        &self,
-        meta: &RecordMeta,
-        len: usize,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Appended {
-        self.place_with(len, |pending, lsn, chunk_bytes| {
-            pending.push_with(lsn.0, len, chunk_bytes, |bytes| {
-                let at = bytes.len();
-                bytes.resize(at + RECORD_HEADER_SIZE, 0);
-                encode_header_of(&mut bytes[at..], len, meta, lsn);
-                encode(bytes);
-            });
         })
     }
 
@@ -436,7 +396,6 @@ fn padding_bytes(at: Lsn, len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::TxnId;
     use crate::wal::record::{decode, encoded_len, seal};
 
     const SEGMENT: u64 = 1 << 20;
@@ -503,42 +462,6 @@ mod tests {
             Some(pos.0),
             "the next batch goes on from there"
         );
-    }
-
-    /// A record whose payload is encoded onto the queue under the lock is
-    /// byte for byte the record placed from an appender's buffer: same
-    /// position, header and payload, joining chunks and leaving a
-    /// segment's padding the same way.
-    #[test]
-    fn a_record_encoded_in_place_is_the_record_placed_from_a_buffer() {
-        let (copied, in_place) = (buffer(), buffer());
-        let meta = RecordMeta::new(RecordType::PageImage).in_txn(TxnId(7), Lsn(40));
-        let mut placed = Vec::new();
-        // Sizes that join chunks, start new ones, and (by their sum) run
-        // past the first segment's end.
-        for i in 0..400usize {
-            let payload: Vec<u8> = (0..(i * 977) % 6_000).map(|j| (i + j) as u8).collect();
-            let mut record = vec![0; RECORD_HEADER_SIZE];
-            record.extend_from_slice(&payload);
-            let a = copied.place(&meta, &mut record);
-            let b = in_place.place_encoded(&meta, RECORD_HEADER_SIZE + payload.len(), |out| {
-                out.extend_from_slice(&payload)
-            });
-            assert_eq!(a, b, "record {i} at the same position");
-            placed.push(a);
-        }
-        assert!(
-            placed.last().is_some_and(|a| a.lsn.0 > SEGMENT),
-            "the records cross a segment's end"
-        );
-        let start = placed[0].lsn;
-        let bytes = |log: &LogBuffer| -> Vec<(u64, Vec<u8>)> {
-            drain(log, start)
-                .into_iter()
-                .map(|c| (c.start, c.bytes().to_vec()))
-                .collect()
-        };
-        assert_eq!(bytes(&copied), bytes(&in_place));
     }
 
     #[test]

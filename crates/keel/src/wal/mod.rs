@@ -738,29 +738,6 @@ impl Wal {
         })
     }
 
-    /// Appends a `page-image` record of `image` (invariant 5), encoded
-    /// from the borrowed page: the same record as
-    /// [`append_payload`](Self::append_payload) of a
-    /// [`Payload::PageImage`], without a copy of the page made first.
-    pub(crate) fn append_page_image(
-        &self,
-        meta: RecordMeta,
-        image: &[u8; crate::page::PAGE_SIZE],
-    ) -> Result<Appended, WalError> {
-        // Encoded straight onto the log's queue: the record is the page
-        // (less its free gap), one copy wherever it is made.
-        let len = RECORD_HEADER_SIZE + payload::page_image_len(image);
-        let meta = RecordMeta {
-            kind: RecordType::PageImage,
-            ..meta
-        };
-        let appended = self
-            .writer
-            .append_encoded_in_place(&meta, len, |out| payload::encode_page_image(image, out))?;
-        self.after_append(appended);
-        Ok(appended)
-    }
-
     /// Appends a record of type `kind` whose payload `encode` writes
     /// straight behind the header space, in this thread's record buffer
     /// (`append.rs`; `cap` is about the record's length, reserved first).

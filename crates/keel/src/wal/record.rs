@@ -116,7 +116,7 @@ macro_rules! record_types {
 record_types! {
     /// Filler to the end of a segment when the next record does not fit.
     Padding = 0, "padding";
-    /// A full page image (first change after a checkpoint, invariant 5).
+    /// A whole page the record sets (a tree's meta page and first leaf).
     PageImage = 1, "page-image";
     /// Byte ranges written into a page.
     PageDelta = 2, "page-delta";

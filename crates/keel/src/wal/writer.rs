@@ -104,19 +104,6 @@ impl LogWriter {
         Ok(self.buffer.place(meta, record))
     }
 
-    /// Appends a record of `len` bytes (header included) whose payload
-    /// `encode` writes straight onto the log's queue
-    /// ([`LogBuffer::place_encoded`]).
-    pub(crate) fn append_encoded_in_place(
-        &self,
-        meta: &RecordMeta,
-        len: usize,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<Appended, WalError> {
-        self.admit(len)?;
-        Ok(self.buffer.place_encoded(meta, len, encode))
-    }
-
     /// Refuses a record of `len` bytes the log does not take (too large,
     /// or the log poisoned) and waits for room for it in the queue.
     fn admit(&self, len: usize) -> Result<(), WalError> {

@@ -160,7 +160,9 @@ pub fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
 ///   writeback error);
 /// - an I/O error or a full disk on a write: the log's durable writes, or
 ///   the data files' page writes and the writeback starts ahead of their
-///   sync, fail with EIO or ENOSPC now and then, having done nothing.
+///   sync, fail with EIO or ENOSPC now and then, having done nothing;
+/// - the page images kept beside the log (`images.N`): their writes, or
+///   their syncs before a page write, fail.
 ///
 /// The first failure poisons the process; the kill then leaves the next
 /// one files whose newest pages read back yet were never durable
@@ -169,7 +171,7 @@ pub fn reboot(disk: SimDisk, seed: u64) -> Arc<SimIo> {
 pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule> {
     use keel_io::sim::Fault;
     let fault = [Fault::SyncFailure, Fault::Eio, Fault::NoSpace][rng.below(3) as usize];
-    match rng.below(12) {
+    match rng.below(14) {
         0 => DiskPath::WalSync.fail(fault, 0.03),
         1 => DiskPath::DataSync.fail(fault, 0.5),
         2 => DiskPath::ControlSync.fail(fault, 0.5),
@@ -180,6 +182,8 @@ pub fn disk_failure(rng: &mut keel_io::sim::Rng) -> Vec<keel_io::sim::FaultRule>
         5 => DiskPath::WalWrite.fail(Fault::NoSpace, 0.03),
         6 => DiskPath::DataWrite.fail(Fault::Eio, 0.3),
         7 => DiskPath::DataWrite.fail(Fault::NoSpace, 0.3),
+        8 => DiskPath::ImagesSync.fail(fault, 0.5),
+        9 => DiskPath::ImagesWrite.fail([Fault::Eio, Fault::NoSpace][rng.below(2) as usize], 0.3),
         _ => Vec::new(),
     }
 }
@@ -200,6 +204,10 @@ pub enum DiskPath {
     WalWrite,
     /// The data files' page writes and writeback starts.
     DataWrite,
+    /// The page images' syncs (before page writes).
+    ImagesSync,
+    /// The page images' writes.
+    ImagesWrite,
 }
 
 impl DiskPath {
@@ -224,6 +232,8 @@ impl DiskPath {
             DiskPath::DirSync => (FileClass::Other, &SYNCS),
             DiskPath::WalWrite => (FileClass::Wal, &[OpKind::DurableWrite]),
             DiskPath::DataWrite => (FileClass::Data, &DATA_WRITES),
+            DiskPath::ImagesSync => (FileClass::Images, &SYNCS),
+            DiskPath::ImagesWrite => (FileClass::Images, &DATA_WRITES),
         };
         ops.iter()
             .map(|&op| {
@@ -237,7 +247,10 @@ impl DiskPath {
     /// Whether this path's operations are syncs (a sync can fail bare, with
     /// EIO or ENOSPC; a write with EIO or ENOSPC).
     pub fn is_sync(self) -> bool {
-        !matches!(self, DiskPath::WalWrite | DiskPath::DataWrite)
+        !matches!(
+            self,
+            DiskPath::WalWrite | DiskPath::DataWrite | DiskPath::ImagesWrite
+        )
     }
 }
 
@@ -309,6 +322,8 @@ pub fn failure_strategy() -> impl proptest::strategy::Strategy<Value = Failure> 
         Just(DiskPath::DirSync),
         Just(DiskPath::WalWrite),
         Just(DiskPath::DataWrite),
+        Just(DiskPath::ImagesSync),
+        Just(DiskPath::ImagesWrite),
     ];
     let death = prop_oneof![
         Just(Death::Kill),

@@ -20,8 +20,10 @@
 //!   after a crash during recovery. Slot numbers are stable (invariant 12),
 //!   so "slot 3" means the same tuple whenever redo runs.
 //! - **Torn pages are repaired by images** (invariant 5): the first change to
-//!   a page after a checkpoint logs a [`Payload::PageImage`], so redo never
-//!   starts from a half-written page.
+//!   a page after a checkpoint keeps the page's image beside the log
+//!   (`storage::images`), so redo never starts from a half-written page; a
+//!   [`Payload::PageImage`] in the log is a whole page a record sets (a
+//!   tree's first pages).
 //! - **Undo is logical and logged** (invariant 8). Each heap record carries the
 //!   slot's *before-image* ([`SlotImage`]) next to the new contents. Rolling
 //!   back writes a [`Payload::Compensation`] record (a CLR) whose action is
@@ -171,7 +173,7 @@ pub enum Payload {
         /// Number of zero bytes.
         len: usize,
     },
-    /// A full page (invariant 5). On a heap page the free gap between the
+    /// A full page: the record sets the page to it. On a heap page the free gap between the
     /// header's `lower` and `upper` is not stored and decodes as zeroes.
     PageImage {
         /// The page, header included.
@@ -376,9 +378,9 @@ pub enum Payload {
     /// `keep` items, bounded by `sep` (the key of L's item `keep` before
     /// the split), linked right to R and flagged `INCOMPLETE_SPLIT`. The
     /// truncation is a function of L as the log left it just before this
-    /// record, so a split logs it only when L needs no page image first
-    /// (L's LSN at or past the redo point, invariant 5); otherwise the
-    /// split logs both halves whole in a [`Payload::MultiPageImage`].
+    /// record: when L has not changed since the redo point, its image is
+    /// kept before this record (invariant 5, `storage::images`), so a torn
+    /// L is rebuilt before the truncation is applied.
     /// Redo applies each part by its own page's LSN, as a multi-page
     /// image's (invariant 8); R's image formats R, so R may be past the
     /// end of the file. Redo-only, logged outside any transaction; never
@@ -472,7 +474,7 @@ impl Payload {
     /// Whether the record rebuilds its whole page (an image, an init, an
     /// overflow chunk write or free, or a CLR whose action does), so
     /// applying it needs nothing of the old page: redo recreates a torn or
-    /// missing page from it, and the first change after a checkpoint needs
+    /// missing page from it, and the first change after a checkpoint keeps
     /// no page image before it (invariant 5).
     pub fn formats_page(&self) -> bool {
         match self {
