@@ -375,6 +375,70 @@ fn control_file_matches_constants() {
     assert_eq!(offsets::RESERVED + 8, CONTROL_SIZE);
 }
 
+/// The images file's header and entry (docs/storage.md "Page images"):
+/// the tables' offsets are where the code puts each field, and an entry
+/// built from the entry table's layout decodes.
+#[test]
+fn page_images_file_matches_the_code() {
+    use keel::page_images::{
+        IMAGE_ENTRY_HEADER_LEN, IMAGES_HEADER_LEN, IMAGES_MAGIC, IMAGES_VERSION, ImagesHeader,
+        decode_entries,
+    };
+    check(
+        "Page images",
+        &[
+            ("magic", 0, 8),
+            ("version", 8, 4),
+            ("crc32c", 12, 4),
+            ("database_id", 16, 8),
+            ("epoch", 24, 8),
+        ],
+    );
+    assert_eq!(IMAGES_HEADER_LEN, 32);
+    let header = ImagesHeader {
+        database_id: 0x0102_0304_0506_0708,
+        epoch: keel::Lsn(0x1122_3344),
+    }
+    .encode();
+    assert_eq!(header[0..8], IMAGES_MAGIC);
+    assert_eq!(header[8..12], IMAGES_VERSION.to_le_bytes());
+    assert_eq!(header[16..24], 0x0102_0304_0506_0708u64.to_le_bytes());
+    assert_eq!(header[24..32], 0x1122_3344u64.to_le_bytes());
+
+    check(
+        "Images file entry",
+        &[
+            ("length", 0, 4),
+            ("crc32c", 4, 4),
+            ("epoch", 8, 8),
+            ("relation", 16, 4),
+            ("page", 20, 4),
+        ],
+    );
+    assert_eq!(IMAGE_ENTRY_HEADER_LEN, 24);
+    // An entry laid out by the table: a page with no hole (offset and
+    // length 0), then the page.
+    let page = vec![0x5Au8; keel::page::PAGE_SIZE];
+    let mut body = Vec::new();
+    body.extend_from_slice(&77u64.to_le_bytes());
+    body.extend_from_slice(&5u32.to_le_bytes());
+    body.extend_from_slice(&9u32.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&page);
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&keel::checksum::crc32c(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    let (entries, end) = decode_entries(&bytes);
+    assert_eq!(end as usize, bytes.len(), "the entry decodes whole");
+    assert_eq!(
+        (entries[0].epoch.0, entries[0].relation.0, entries[0].page.0),
+        (77, 5, 9)
+    );
+    assert_eq!(entries[0].image[..], page[..]);
+}
+
 /// Rows `(offset, size, field)` of the table under the exact heading line
 /// `heading` whose offset and size are numbers (rows with formulas are left
 /// out), checked to be contiguous.

@@ -124,6 +124,7 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
             format!(
                 "{:.1} ms; rewrote {} of log and {} pages it names before trusting them; \
                  read {} records ({}) from {}; redid {} on {} pages, skipped {}; \
+                 rebuilt {} torn pages from their page images; \
                  undid {} txns ({} records); {} pages checked against logged images",
                 r.duration.as_secs_f64() * 1e3,
                 mib(r.log_bytes_rewritten),
@@ -134,6 +135,7 @@ fn recovery_rows(s: &Summary<'_>) -> Vec<(String, String)> {
                 r.records_redone,
                 r.pages_redone,
                 r.records_skipped,
+                r.pages_from_images,
                 r.txns_undone,
                 r.records_undone,
                 r.consistency_checks
