@@ -41,8 +41,8 @@
 //! after it, and redo kept its image as of that redo start before the
 //! change (`storage::images`), so it is repaired exactly as the primary's
 //! own pages would be after a crash (invariant 5). Before step 4 moves the
-//! control file, the image of every page redo changed at or after the new
-//! redo start is kept and synced: a page changed again by a later apply
+//! control file, the image of every page redo saw that holds a record at
+//! or after the new redo start is kept and synced: a page changed again by a later apply
 //! (no first change of its own after that start) is then repaired from it.
 //!
 //! A standby directory holds the marker file

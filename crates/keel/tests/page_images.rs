@@ -110,6 +110,15 @@ fn a_commit_logs_no_page_image_and_a_torn_page_is_rebuilt_from_the_images_file()
     }
     drop(tx);
     db.close().unwrap();
+    // A clean close keeps no image: its checkpoint made every one older
+    // than the control file's epoch.
+    let disk = sim.crash();
+    for name in keel::datadir::layout::IMAGES_FILES {
+        let len = disk
+            .file(&Path::new("/db").join(name))
+            .map_or(0, <[u8]>::len);
+        assert_eq!(len, 0, "{name} after a clean close");
+    }
 }
 
 /// A backup copies every page whole, needing no page image: a page that

@@ -256,19 +256,18 @@ fn open_store(
 
 /// Starts the page images of a standby's restartpoint at `epoch`, the redo
 /// start of the checkpoint its control file is about to name
-/// (`storage::images`, "Two files"): the image of every page redo changed
-/// by a record at or after `epoch` — its page LSN says so — is appended
-/// and synced. Those pages are on disk and synced, so each is a whole
+/// (`storage::images`, "Two files"): the image of every page redo saw
+/// (`pages`) that holds a record at or after `epoch` — its page LSN says
+/// so — is appended and synced. Those pages are on disk and synced, so each is a whole
 /// state of its page from the epoch on; a page redo changes after the
 /// control file moves then needs no image of its own, and one torn by a
 /// write of the next apply is repaired from these.
 fn restart_images(
     store: &Storage,
     rels: &HashMap<RelationId, Arc<Relation>>,
-    touched: &rustc_hash::FxHashSet<(RelationId, PageId)>,
+    mut pages: Vec<(RelationId, PageId)>,
     epoch: Lsn,
 ) -> Result<()> {
-    let mut pages: Vec<(RelationId, PageId)> = touched.iter().copied().collect();
     pages.sort_unstable();
     store.images.start_epoch(epoch);
     for (rid, pid) in pages {
@@ -619,7 +618,8 @@ pub(crate) fn apply_redo_only(
         None => None,
     };
     if let Some(c) = &restartpoint {
-        restart_images(&store, &rels, &recovered.touched, c.redo_start)?;
+        let seen: Vec<(RelationId, PageId)> = recovered.space.keys().copied().collect();
+        restart_images(&store, &rels, seen, c.redo_start)?;
         crate::recovery::control::write_control(&store.io, dir, c)?;
         store.images.epoch_durable(c.redo_start);
     }

@@ -48,12 +48,14 @@
 //! and a checkpoint's begin record moves the appends to the other file
 //! only when all that file holds is older than the control file's epoch
 //! (the file is truncated when its first new image is written); otherwise
-//! they go on after the current file's last entry.
+//! they go on after the current file's last entry. Once the control file
+//! names a newer epoch than all the other file holds, that file is
+//! truncated at once, so a closed database keeps only its last epoch's.
 //!
 //! A standby's restartpoint (`crate::standby`) moves its control file to a
 //! newer checkpoint after its pages are synced: it starts that epoch and
-//! appends the image of every page redo changed at or after its redo start
-//! (synced pages, so each a whole state from the epoch on), and syncs them
+//! appends the image of every page redo saw whose LSN is at or after its
+//! redo start (synced pages, so each a whole state from the epoch on), and syncs them
 //! before the control file moves.
 //!
 //! ## Format (docs/storage.md, "Page images")
@@ -137,6 +139,9 @@ struct Pending {
     durable: Lsn,
     /// Entries appended, not yet written, per file.
     bufs: [Vec<u8>; 2],
+    /// Buffers written out, kept for the next appends: a buffer that fills
+    /// again grows (a copy) and touches fresh memory only once.
+    spare: Vec<Vec<u8>>,
     /// Whether the file is to be truncated and given its header before its
     /// next bytes.
     restart: [bool; 2],
@@ -383,6 +388,7 @@ impl PageImages {
                 newest,
                 durable: from,
                 bufs: [Vec::new(), Vec::new()],
+                spare: Vec::new(),
                 restart,
                 index: best
                     .into_iter()
@@ -442,6 +448,11 @@ impl PageImages {
                 .into());
             }
             let cur = p.current;
+            if p.bufs[cur].capacity() == 0
+                && let Some(spare) = p.spare.pop()
+            {
+                p.bufs[cur] = spare;
+            }
             encode_entry(epoch, rel, pid, image, &mut p.bufs[cur]);
             p.newest[cur] = p.newest[cur].max(Some(epoch));
             if p.indexed == Some(epoch) {
@@ -514,14 +525,46 @@ impl PageImages {
     }
 
     /// The control file now names `epoch` (a checkpoint or a restartpoint
-    /// completed): images older than it are no longer needed, and the
-    /// index of an older recovery is dropped.
+    /// completed): images older than it are no longer needed (the file that
+    /// holds only such is truncated), and the index of an older recovery is
+    /// dropped.
     pub(crate) fn epoch_durable(&self, epoch: Lsn) {
-        let mut p = self.pending.lock();
-        p.durable = epoch;
-        if p.indexed != Some(epoch) {
-            p.index = FxHashMap::default();
-            p.indexed = None;
+        // The disk side first, as `write_out` takes them: no write can
+        // consume a restart between the decision and the cut.
+        let mut disk = self.disk.lock();
+        let stale = {
+            let mut p = self.pending.lock();
+            p.durable = epoch;
+            if p.indexed != Some(epoch) {
+                p.index = FxHashMap::default();
+                p.indexed = None;
+            }
+            let mut stale = Vec::new();
+            let other = 1 - p.current;
+            if p.newest[other].is_some_and(|n| n < epoch) {
+                p.newest[other] = None;
+                p.restart[other] = true;
+                p.bufs[other].clear();
+                stale.push(other);
+            }
+            // The current file, restarted by the epoch's start and not
+            // written since, still holds an older epoch's images.
+            if p.restart[p.current] {
+                stale.push(p.current);
+            }
+            stale
+        };
+        // No recovery can use those images any more: they are cut now
+        // rather than when a later write restarts the file, so a closed
+        // database keeps only the images of its last epoch. A failed cut
+        // leaves bytes no recovery reads (the file is restarted before it
+        // takes images again).
+        for i in stale {
+            if let Some(h) = disk.handles[i]
+                && self.io.set_len(h, 0).wait().is_ok()
+            {
+                disk.ends[i] = 0;
+            }
         }
     }
 
@@ -602,8 +645,18 @@ impl PageImages {
                 }
                 let len = bytes.len() as u64;
                 let at = disk.ends[i];
-                self.io.write_at(h, at, IoBuf::from(bytes)).wait()?;
+                let mut written = self
+                    .io
+                    .write_at(h, at, IoBuf::from(bytes))
+                    .wait()?
+                    .into_vec();
                 disk.ends[i] = at + len;
+                written.clear();
+                let mut p = self.pending.lock();
+                if p.spare.len() < 2 {
+                    p.spare.push(written);
+                }
+                drop(p);
                 disk.unsynced[i] = true;
                 if created {
                     // The file's name is durable before any page write

@@ -39,6 +39,25 @@ fn file_bytes(io: &Arc<dyn AsyncIo>, path: &Path) -> Vec<u8> {
     bytes
 }
 
+/// Opens the store of `epoch` in `dir`, keeps images of `pids` (of
+/// relation `rel`, version 1), syncs and closes it.
+fn keep_images(
+    io: &Arc<dyn AsyncIo>,
+    dir: &Path,
+    epoch: Lsn,
+    rel: u32,
+    pids: std::ops::Range<u32>,
+) {
+    let images = PageImages::open(io.clone(), dir, DB, Some(epoch)).unwrap();
+    for pid in pids {
+        images
+            .append(epoch, RelationId(rel), PageId(pid), &page(pid, 1))
+            .unwrap();
+    }
+    images.sync().unwrap();
+    images.close();
+}
+
 #[test]
 fn a_header_round_trips_and_a_damaged_one_says_what_is_wrong() {
     let h = ImagesHeader {
@@ -74,18 +93,11 @@ fn a_header_round_trips_and_a_damaged_one_says_what_is_wrong() {
 fn images_synced_in_one_epoch_are_read_back_by_the_next_open_of_that_epoch() {
     let (io, _sim, dir) = sim();
     let epoch = Lsn(8192);
-    let images = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
-    for pid in 0..40 {
-        images
-            .append(epoch, RelationId(3), PageId(pid), &page(pid, 1))
-            .unwrap();
-    }
-    assert!(images.has_image(epoch, RelationId(3), PageId(7)));
-    assert!(!images.has_image(epoch, RelationId(4), PageId(7)));
-    images.sync().unwrap();
-    images.close();
+    keep_images(&io, &dir, epoch, 3, 0..40);
 
     let again = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
+    assert!(again.has_image(epoch, RelationId(3), PageId(7)));
+    assert!(!again.has_image(epoch, RelationId(4), PageId(7)));
     for pid in 0..40 {
         let got = again.image(epoch, RelationId(3), PageId(pid)).unwrap();
         assert_eq!(got.as_deref(), Some(&*page(pid, 1)), "page {pid}");
@@ -104,14 +116,7 @@ fn images_synced_in_one_epoch_are_read_back_by_the_next_open_of_that_epoch() {
 fn a_torn_tail_is_cut_off_and_later_images_follow_the_last_whole_one() {
     let (io, _sim, dir) = sim();
     let epoch = Lsn(8192);
-    let images = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
-    for pid in 0..3 {
-        images
-            .append(epoch, RelationId(1), PageId(pid), &page(pid, 1))
-            .unwrap();
-    }
-    images.sync().unwrap();
-    images.close();
+    keep_images(&io, &dir, epoch, 1, 0..3);
     let path = dir.join(IMAGES_FILES[0]);
     let whole = file_bytes(&io, &path);
     // Cut the last entry short, as a crash during its write would.
@@ -238,6 +243,12 @@ fn a_new_epoch_restarts_the_file_whose_images_are_older_than_the_control_files()
     };
     assert_eq!(epochs(IMAGES_FILES[0]), vec![e3]);
     assert_eq!(epochs(IMAGES_FILES[1]), vec![e2]);
+    // Once the control file names e3, e2's file is cut to nothing.
+    let images = PageImages::open(io.clone(), &dir, DB, Some(e2)).unwrap();
+    images.epoch_durable(e3);
+    images.close();
+    assert!(file_bytes(&io, &dir.join(IMAGES_FILES[1])).is_empty());
+    assert_eq!(epochs(IMAGES_FILES[0]), vec![e3]);
 }
 
 #[test]
