@@ -66,6 +66,13 @@ fn insert(db: &Database, v: &[u8]) {
 
 fn rows(dir: &Path) -> Vec<Vec<u8>> {
     let db = Database::open(dir, config()).unwrap();
+    let out = scan_rows(&db);
+    db.close().unwrap();
+    out
+}
+
+/// Relation "r"'s rows in `db`, sorted.
+fn scan_rows(db: &Database) -> Vec<Vec<u8>> {
     let rel = db.relation("r").unwrap().unwrap();
     let mut out: Vec<Vec<u8>> = db
         .begin()
@@ -74,7 +81,6 @@ fn rows(dir: &Path) -> Vec<Vec<u8>> {
         .unwrap()
         .map(|r| r.unwrap().1)
         .collect();
-    db.close().unwrap();
     out.sort();
     out
 }
@@ -253,7 +259,7 @@ mod sim_standby {
     use keel_io::AsyncIo;
     use keel_io::sim::{Fault, FaultRule, SimConfig, SimDisk, SimIo};
 
-    use super::{config, row};
+    use super::{config, row, scan_rows};
 
     fn open(disk: &SimDisk, seed: u64) -> (Arc<SimIo>, Database) {
         let sim = Arc::new(SimIo::from_disk(disk.clone(), SimConfig::seeded(seed)));
@@ -363,16 +369,7 @@ mod sim_standby {
             let report = again.unwrap_or_else(|e| panic!("apply after a cut at op {at}: {e}"));
             torn += report.recovery.pages_from_images;
             let (_, db) = open(&disk, 9000 + at);
-            let rel = db.relation("r").unwrap().unwrap();
-            let mut rows: Vec<Vec<u8>> = db
-                .begin()
-                .unwrap()
-                .scan(rel)
-                .unwrap()
-                .map(|r| r.unwrap().1)
-                .collect();
-            rows.sort();
-            assert_eq!(rows, expected, "cut at op {at}");
+            assert_eq!(scan_rows(&db), expected, "cut at op {at}");
             db.close().unwrap();
         }
         assert!(

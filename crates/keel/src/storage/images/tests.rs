@@ -58,6 +58,13 @@ fn keep_images(
     images.close();
 }
 
+/// Keeps the image of page `pid` of relation 1 at `version`, as of `epoch`.
+fn put(images: &PageImages, epoch: Lsn, pid: u32, version: u8) {
+    images
+        .append(epoch, RelationId(1), PageId(pid), &page(pid, version))
+        .unwrap();
+}
+
 #[test]
 fn a_header_round_trips_and_a_damaged_one_says_what_is_wrong() {
     let h = ImagesHeader {
@@ -179,22 +186,14 @@ fn a_recovery_uses_the_images_of_a_later_epoch_and_a_new_epoch_keeps_them() {
     let (io, _sim, dir) = sim();
     let (e1, e2, e3) = (Lsn(1000), Lsn(2000), Lsn(3000));
     let images = PageImages::open(io.clone(), &dir, DB, Some(e1)).unwrap();
-    images
-        .append(e1, RelationId(1), PageId(1), &page(1, 1))
-        .unwrap();
+    put(&images, e1, 1, 1);
     images.sync().unwrap();
     images.start_epoch(e2);
-    images
-        .append(e2, RelationId(1), PageId(2), &page(2, 2))
-        .unwrap();
-    images
-        .append(e2, RelationId(1), PageId(1), &page(1, 2))
-        .unwrap();
+    put(&images, e2, 2, 2);
+    put(&images, e2, 1, 2);
     images.sync().unwrap();
     images.start_epoch(e3);
-    images
-        .append(e3, RelationId(1), PageId(3), &page(3, 3))
-        .unwrap();
+    put(&images, e3, 3, 3);
     images.sync().unwrap();
     images.close();
 
@@ -219,19 +218,13 @@ fn a_new_epoch_restarts_the_file_whose_images_are_older_than_the_control_files()
     let (io, _sim, dir) = sim();
     let (e1, e2, e3) = (Lsn(1000), Lsn(2000), Lsn(3000));
     let images = PageImages::open(io.clone(), &dir, DB, Some(e1)).unwrap();
-    images
-        .append(e1, RelationId(1), PageId(1), &page(1, 1))
-        .unwrap();
+    put(&images, e1, 1, 1);
     images.start_epoch(e2);
-    images
-        .append(e2, RelationId(1), PageId(2), &page(2, 2))
-        .unwrap();
+    put(&images, e2, 2, 2);
     images.sync().unwrap();
     images.epoch_durable(e2);
     images.start_epoch(e3);
-    images
-        .append(e3, RelationId(1), PageId(3), &page(3, 3))
-        .unwrap();
+    put(&images, e3, 3, 3);
     images.sync().unwrap();
     images.close();
     let epochs = |name: &str| -> Vec<Lsn> {
