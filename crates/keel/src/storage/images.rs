@@ -321,6 +321,20 @@ impl PageImages {
         durable: Option<Lsn>,
     ) -> Result<PageImages> {
         let paths = IMAGES_FILES.map(|name| dir.join(name));
+        // Anything but a regular file in an images file's place (a FIFO
+        // would block the first write for good) is refused by its kind,
+        // as the lock file is, where the directory is on the real file
+        // system.
+        if dir.is_dir() {
+            for path in &paths {
+                if let Ok(Some(kind)) = crate::datadir::non_regular_kind(path) {
+                    return Err(Error::NotARegularFile {
+                        path: path.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
         let from = durable.unwrap_or(Lsn::ZERO);
         let mut found: [Option<Found>; 2] = [None, None];
         let mut best: FxHashMap<(RelationId, PageId), (Lsn, usize, u64)> = FxHashMap::default();
