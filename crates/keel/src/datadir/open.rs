@@ -235,6 +235,7 @@ fn open_store(
         dir,
         wal.database_id(),
         control.map(|c| c.redo_start),
+        unclean,
     )?);
     let flusher = Arc::new(PoolFlusher {
         wal: wal.clone(),

@@ -314,11 +314,20 @@ impl PageImages {
     /// page (the oldest epoch's of each); the store then appends images of
     /// `durable` to the file holding the newest of them, after its last
     /// whole entry, or starts a file afresh when neither holds any.
+    ///
+    /// After an `unclean` stop, the part of each file a recovery could use
+    /// is written again and synced before anything relies on it
+    /// (invariant 14): a sync that failed in the dead process leaves its
+    /// images in the page cache, clean, readable here and never made
+    /// durable by a later sync, and a recovery after the next crash would
+    /// lose them and stop reading the file where they are, short of every
+    /// image appended after them.
     pub(crate) fn open(
         io: Arc<dyn AsyncIo>,
         dir: &Path,
         database_id: u64,
         durable: Option<Lsn>,
+        unclean: bool,
     ) -> Result<PageImages> {
         let paths = IMAGES_FILES.map(|name| dir.join(name));
         // Anything but a regular file in an images file's place (a FIFO
@@ -347,6 +356,15 @@ impl PageImages {
                 continue;
             };
             let (entries, end) = decode_entries(&bytes);
+            if unclean {
+                let whole = bytes[..end as usize].to_vec();
+                io.write_at(handle, 0, IoBuf::from(whole))
+                    .wait()
+                    .and_then(|_| io.fdatasync(handle).wait())
+                    .inspect_err(|_| {
+                        let _ = io.close(handle).wait();
+                    })?;
+            }
             let mut newest = header.epoch;
             for e in entries {
                 newest = newest.max(e.epoch);

@@ -11,6 +11,7 @@ fn sim() -> (Arc<dyn AsyncIo>, Arc<SimIo>, PathBuf) {
     let sim = Arc::new(SimIo::new(SimConfig::seeded(3)));
     let dir = PathBuf::from("/db");
     sim.create_dir(&dir).wait().unwrap();
+    sim.sync_dir(Path::new("/")).wait().unwrap();
     let io: Arc<dyn AsyncIo> = sim.clone();
     (io, sim, dir)
 }
@@ -48,7 +49,7 @@ fn keep_images(
     rel: u32,
     pids: std::ops::Range<u32>,
 ) {
-    let images = PageImages::open(io.clone(), dir, DB, Some(epoch)).unwrap();
+    let images = PageImages::open(io.clone(), dir, DB, Some(epoch), false).unwrap();
     for pid in pids {
         images
             .append(epoch, RelationId(rel), PageId(pid), &page(pid, 1))
@@ -102,7 +103,7 @@ fn images_synced_in_one_epoch_are_read_back_by_the_next_open_of_that_epoch() {
     let epoch = Lsn(8192);
     keep_images(&io, &dir, epoch, 3, 0..40);
 
-    let again = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
+    let again = PageImages::open(io.clone(), &dir, DB, Some(epoch), false).unwrap();
     assert!(again.has_image(epoch, RelationId(3), PageId(7)));
     assert!(!again.has_image(epoch, RelationId(4), PageId(7)));
     for pid in 0..40 {
@@ -112,7 +113,7 @@ fn images_synced_in_one_epoch_are_read_back_by_the_next_open_of_that_epoch() {
     assert_eq!(again.image(epoch, RelationId(3), PageId(40)).unwrap(), None);
     // Another epoch's open finds none of them.
     again.close();
-    let other = PageImages::open(io, &dir, DB, Some(Lsn(12288))).unwrap();
+    let other = PageImages::open(io, &dir, DB, Some(Lsn(12288)), false).unwrap();
     assert_eq!(
         other.image(Lsn(12288), RelationId(3), PageId(1)).unwrap(),
         None
@@ -134,7 +135,7 @@ fn a_torn_tail_is_cut_off_and_later_images_follow_the_last_whole_one() {
     io.set_len(h, whole.len() as u64 - 100).wait().unwrap();
     io.close(h).wait().unwrap();
 
-    let again = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
+    let again = PageImages::open(io.clone(), &dir, DB, Some(epoch), false).unwrap();
     assert!(
         again
             .image(epoch, RelationId(1), PageId(1))
@@ -185,7 +186,7 @@ fn an_entrys_checksum_covers_its_epoch() {
 fn a_recovery_uses_the_images_of_a_later_epoch_and_a_new_epoch_keeps_them() {
     let (io, _sim, dir) = sim();
     let (e1, e2, e3) = (Lsn(1000), Lsn(2000), Lsn(3000));
-    let images = PageImages::open(io.clone(), &dir, DB, Some(e1)).unwrap();
+    let images = PageImages::open(io.clone(), &dir, DB, Some(e1), false).unwrap();
     put(&images, e1, 1, 1);
     images.sync().unwrap();
     images.start_epoch(e2);
@@ -198,14 +199,14 @@ fn a_recovery_uses_the_images_of_a_later_epoch_and_a_new_epoch_keeps_them() {
     images.close();
 
     let got = |s: &PageImages, e: Lsn, p: u32| s.image(e, RelationId(1), PageId(p)).unwrap();
-    let from_e1 = PageImages::open(io.clone(), &dir, DB, Some(e1)).unwrap();
+    let from_e1 = PageImages::open(io.clone(), &dir, DB, Some(e1), false).unwrap();
     // The oldest image at or after the redo start.
     assert_eq!(got(&from_e1, e1, 1).as_deref(), Some(&*page(1, 1)));
     assert_eq!(got(&from_e1, e1, 2).as_deref(), Some(&*page(2, 2)));
     assert_eq!(got(&from_e1, e1, 3).as_deref(), Some(&*page(3, 3)));
     from_e1.close();
     // From e3, the images of older epochs do not count.
-    let from_e3 = PageImages::open(io, &dir, DB, Some(e3)).unwrap();
+    let from_e3 = PageImages::open(io, &dir, DB, Some(e3), false).unwrap();
     assert_eq!(got(&from_e3, e3, 1), None);
     assert_eq!(got(&from_e3, e3, 2), None);
     assert_eq!(got(&from_e3, e3, 3).as_deref(), Some(&*page(3, 3)));
@@ -217,7 +218,7 @@ fn a_recovery_uses_the_images_of_a_later_epoch_and_a_new_epoch_keeps_them() {
 fn a_new_epoch_restarts_the_file_whose_images_are_older_than_the_control_files() {
     let (io, _sim, dir) = sim();
     let (e1, e2, e3) = (Lsn(1000), Lsn(2000), Lsn(3000));
-    let images = PageImages::open(io.clone(), &dir, DB, Some(e1)).unwrap();
+    let images = PageImages::open(io.clone(), &dir, DB, Some(e1), false).unwrap();
     put(&images, e1, 1, 1);
     images.start_epoch(e2);
     put(&images, e2, 2, 2);
@@ -237,7 +238,7 @@ fn a_new_epoch_restarts_the_file_whose_images_are_older_than_the_control_files()
     assert_eq!(epochs(IMAGES_FILES[0]), vec![e3]);
     assert_eq!(epochs(IMAGES_FILES[1]), vec![e2]);
     // Once the control file names e3, e2's file is cut to nothing.
-    let images = PageImages::open(io.clone(), &dir, DB, Some(e2)).unwrap();
+    let images = PageImages::open(io.clone(), &dir, DB, Some(e2), false).unwrap();
     images.epoch_durable(e3);
     images.close();
     assert!(file_bytes(&io, &dir.join(IMAGES_FILES[1])).is_empty());
@@ -247,7 +248,7 @@ fn a_new_epoch_restarts_the_file_whose_images_are_older_than_the_control_files()
 #[test]
 fn an_image_of_an_epoch_the_store_does_not_take_is_refused() {
     let (io, _sim, dir) = sim();
-    let images = PageImages::open(io, &dir, DB, Some(Lsn(10))).unwrap();
+    let images = PageImages::open(io, &dir, DB, Some(Lsn(10)), false).unwrap();
     let e = images
         .append(Lsn(20), RelationId(1), PageId(1), &page(1, 0))
         .unwrap_err();
@@ -263,7 +264,7 @@ fn an_image_of_an_epoch_the_store_does_not_take_is_refused() {
 fn a_failed_sync_is_never_retried_and_refuses_every_later_append() {
     let (io, sim, dir) = sim();
     let epoch = Lsn(64);
-    let images = PageImages::open(io, &dir, DB, Some(epoch)).unwrap();
+    let images = PageImages::open(io, &dir, DB, Some(epoch), false).unwrap();
     images
         .append(epoch, RelationId(1), PageId(1), &page(1, 0))
         .unwrap();
@@ -290,19 +291,19 @@ fn a_failed_sync_is_never_retried_and_refuses_every_later_append() {
 fn a_file_of_another_database_is_ignored_and_restarted_when_used() {
     let (io, _sim, dir) = sim();
     let epoch = Lsn(64);
-    let theirs = PageImages::open(io.clone(), &dir, DB + 1, Some(epoch)).unwrap();
+    let theirs = PageImages::open(io.clone(), &dir, DB + 1, Some(epoch), false).unwrap();
     theirs
         .append(epoch, RelationId(1), PageId(1), &page(1, 0))
         .unwrap();
     theirs.sync().unwrap();
     theirs.close();
-    let ours = PageImages::open(io.clone(), &dir, DB, Some(epoch)).unwrap();
+    let ours = PageImages::open(io.clone(), &dir, DB, Some(epoch), false).unwrap();
     assert_eq!(ours.image(epoch, RelationId(1), PageId(1)).unwrap(), None);
     ours.append(epoch, RelationId(1), PageId(2), &page(2, 0))
         .unwrap();
     ours.sync().unwrap();
     ours.close();
-    let again = PageImages::open(io, &dir, DB, Some(epoch)).unwrap();
+    let again = PageImages::open(io, &dir, DB, Some(epoch), false).unwrap();
     assert!(
         again
             .image(epoch, RelationId(1), PageId(2))
@@ -310,4 +311,60 @@ fn a_file_of_another_database_is_ignored_and_restarted_when_used() {
             .is_some()
     );
     assert_eq!(again.image(epoch, RelationId(1), PageId(1)).unwrap(), None);
+}
+
+/// A sync that failed in a dead process leaves its images in the page
+/// cache only (readable, clean, never written again by a later sync). The
+/// open after that unclean stop writes what it read again and syncs it,
+/// so the images it appends after them survive the next power cut and a
+/// recovery reads all of them.
+#[test]
+fn an_unclean_open_makes_durable_the_images_a_failed_sync_left_in_the_cache() {
+    // The failed sync keeps, drops or tears what it covered, by the seed.
+    for seed in 0..24 {
+        unclean_open_after_a_failed_sync(seed);
+    }
+}
+
+fn unclean_open_after_a_failed_sync(seed: u64) {
+    let sim = Arc::new(SimIo::new(SimConfig::seeded(seed)));
+    let dir = PathBuf::from("/db");
+    sim.create_dir(&dir).wait().unwrap();
+    sim.sync_dir(Path::new("/")).wait().unwrap();
+    let epoch = Lsn(64);
+    let images = PageImages::open(sim.clone(), &dir, DB, Some(epoch), false).unwrap();
+    put(&images, epoch, 1, 1);
+    images.sync().unwrap();
+    put(&images, epoch, 2, 1);
+    sim.add_fault(FaultRule {
+        op: Some(OpKind::Fdatasync),
+        ..FaultRule::always(Fault::SyncFailure)
+    });
+    assert!(images.sync().is_err());
+    sim.clear_faults();
+    let kernel = sim.kill();
+    drop(images);
+
+    let sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(seed + 100)));
+    let images = PageImages::open(sim.clone(), &dir, DB, Some(epoch), true).unwrap();
+    assert!(
+        images.has_image(epoch, RelationId(1), PageId(2)),
+        "seed {seed}: read from the cache"
+    );
+    put(&images, epoch, 3, 1);
+    images.sync().unwrap();
+    drop(images);
+    let disk = sim.crash();
+
+    let io: Arc<dyn AsyncIo> = Arc::new(SimIo::from_disk(disk, SimConfig::seeded(seed + 200)));
+    let images = PageImages::open(io, &dir, DB, Some(epoch), false).unwrap();
+    for pid in 1..=3 {
+        assert!(
+            images
+                .image(epoch, RelationId(1), PageId(pid))
+                .unwrap()
+                .is_some(),
+            "seed {seed}: page {pid}'s image after the power cut"
+        );
+    }
 }
