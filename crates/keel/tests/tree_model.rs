@@ -507,13 +507,17 @@ impl Machine {
         self.db = Some(common::open_sim(&self.sim, config).unwrap());
     }
 
-    /// The process dies: what it wrote stays in the kernel.
+    /// The process dies: what it wrote stays in the kernel. After every
+    /// other kill the power fails during the unclean recovery that follows
+    /// (its sync of the directory, its rewrite of the log's tail, the page
+    /// images and the pages, its undo, its checkpoint) or after it ends,
+    /// and the next open recovers from what that recovery left.
     fn kill(&mut self) {
         let kernel = self.sim.kill();
         self.db = None;
         self.boots += 1;
         self.sim = Arc::new(SimIo::after_kill(kernel, SimConfig::seeded(self.boots)));
-        self.open();
+        self.open_cut(self.boots.is_multiple_of(2));
     }
 
     /// The power fails: unsynced writes are dropped or torn. After every
@@ -532,7 +536,14 @@ impl Machine {
         self.db = None;
         self.boots += 1;
         self.sim = common::reboot(disk, self.boots);
-        if again && self.boots.is_multiple_of(2) {
+        self.open_cut(again && self.boots.is_multiple_of(2));
+    }
+
+    /// Opens; with `cut`, the power fails first at one of the open's I/O
+    /// operations (or after the open ends) and the open after that is the
+    /// one kept.
+    fn open_cut(&mut self, cut: bool) {
+        if cut {
             let at = self.sim.op_count() + 1 + (self.boots * 37) % 300;
             self.sim.add_fault(FaultRule::at_op(at, Fault::PowerCut));
             let opened = common::open_sim(&self.sim, common::small_config(self.frames));
